@@ -1,0 +1,615 @@
+#include "control/pg_migration.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <set>
+#include <thread>
+
+#include "base/log.h"
+#include "base/uri.h"
+#include "control/state_store.h"
+#include "pipeline/applier.h"
+#include "pipeline/apply_tracker.h"
+#include "pipeline/partition_log.h"
+#include "pipeline/router.h"
+#include "postgres/pg_conn.h"
+#include "source/postgres/catalog.h"
+#include "source/postgres/change_stream.h"
+#include "source/postgres/snapshot_copier.h"
+#include "target/postgres/pg_applier.h"
+#include "target/postgres/schema_loader.h"
+
+namespace midflight {
+namespace {
+
+using pg::PgConn;
+using pg::PgResult;
+using TablePtr = std::shared_ptr<const TableSchema>;
+
+int64_t NowUnixMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Test-only fault points: MIDFLIGHT_CRASH_AT=<point>[=<n>] kills the process
+// with SIGKILL there, as a crash would (see tests/integration).
+void CrashPoint(const std::string& point, int64_t count = 0) {
+  static const char* spec = std::getenv("MIDFLIGHT_CRASH_AT");
+  if (!spec) return;
+  std::string s = spec;
+  auto eq = s.find('=');
+  std::string name = s.substr(0, eq);
+  int64_t n = eq == std::string::npos ? 0 : std::atoll(s.c_str() + eq + 1);
+  if (name == point && count >= n) {
+    std::fprintf(stderr, "midflight: test crash point %s reached\n", point.c_str());
+    kill(getpid(), SIGKILL);
+  }
+}
+
+// Runs `fn` every `period` on its own thread until destroyed.
+class Ticker {
+ public:
+  Ticker(std::chrono::milliseconds period, std::function<void()> fn)
+      : thread_([this, period, fn = std::move(fn)] {
+          while (!done_) {
+            fn();
+            for (auto t = period; t.count() > 0 && !done_; t -= std::chrono::milliseconds(50))
+              std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        }) {}
+  ~Ticker() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+std::string Commas(int64_t v) {
+  std::string s = std::to_string(v);
+  for (int i = static_cast<int>(s.size()) - 3; i > (v < 0 ? 1 : 0); i -= 3) s.insert(i, ",");
+  return s;
+}
+
+class Runner {
+ public:
+  Runner(const MigrationSpec& spec, StateStore& store, const std::atomic<bool>& stop)
+      : spec_(spec), store_(store), stop_(stop) {}
+
+  Status Run();
+
+ private:
+  Status Preflight(bool fresh);
+  Status CreateSchema();
+  Status Copy();
+  Status FinishSchema();
+  Status Replicate();
+  Status Enter(Phase p, const std::string& message);
+  Status CheckTableSelection();
+  Status LoadDoneChunks(std::map<std::pair<std::string, int>, std::pair<PgLsn, int64_t>>* done);
+  std::vector<pg::Chunk> Plan();
+  void Say(const std::string& line);
+
+  const MigrationSpec& spec_;
+  StateStore& store_;
+  const std::atomic<bool>& stop_;
+  Phase phase_ = Phase::kCreated;
+  std::unique_ptr<PgConn> src_, dst_;
+  std::vector<TablePtr> tables_;
+  std::map<TableId, TablePtr> by_id_;
+  std::string dump_path_;
+};
+
+void Runner::Say(const std::string& line) {
+  std::fprintf(stdout, "%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+Status Runner::Enter(Phase p, const std::string& message) {
+  RETURN_IF_ERROR(store_.SetPhase(p, message));
+  phase_ = p;
+  Say(fmt::format("[{}] {}", PhaseName(p), message));
+  return Status::Ok();
+}
+
+Status Runner::Run() {
+  dump_path_ = spec_.state_dir + "/schema.dump";
+  phase_ = store_.phase();
+  if (phase_ == Phase::kFailed || phase_ == Phase::kPaused) {
+    auto resume = ParsePhase(store_.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
+    Say(fmt::format("resuming {} in phase {} (was {})", spec_.name, PhaseName(resume), PhaseName(phase_)));
+    phase_ = resume;
+  } else if (phase_ != Phase::kCreated) {
+    Say(fmt::format("resuming {} in phase {}", spec_.name, PhaseName(phase_)));
+  }
+  if (phase_ >= Phase::kReadsSwitched)
+    return OperatorError(fmt::format("migration {} is in phase {}; `run` drives it only up to replicating",
+                                     spec_.name, PhaseName(phase_)));
+  Phase working = phase_;
+  auto fail = [&](Status st) -> Status {
+    if (st.code() == StatusCode::kCancelled || stop_) return Status::Ok();
+    (void)store_.Put("resume_phase", PhaseName(working));
+    (void)store_.Put("error", st.message());
+    (void)store_.SetPhase(Phase::kFailed, st.message());
+    return st;
+  };
+  const bool fresh = phase_ <= Phase::kPreflight;
+  if (fresh) {
+    working = Phase::kPreflight;
+    if (Status st = Enter(Phase::kPreflight, "checking source and target"); !st.ok()) return fail(st);
+  }
+  if (Status st = Preflight(fresh); !st.ok()) return fail(st);
+  (void)store_.Put("error", "");
+  if (fresh) {
+    working = Phase::kSchema;
+    if (Status st = Enter(Phase::kSchema, fmt::format("creating {} tables on the target", tables_.size())); !st.ok())
+      return fail(st);
+  } else if (phase_ != store_.phase()) {
+    if (Status st = Enter(phase_, "resumed"); !st.ok()) return fail(st);
+  }
+  if (phase_ == Phase::kSchema) {
+    working = Phase::kSchema;
+    if (Status st = CreateSchema(); !st.ok()) return fail(st);
+    if (Status st = Enter(Phase::kCopying, "copying a consistent snapshot"); !st.ok()) return fail(st);
+  }
+  if (phase_ == Phase::kCopying) {
+    working = Phase::kCopying;
+    if (Status st = Copy(); !st.ok()) return fail(st);
+    if (stop_) return Status::Ok();
+    if (Status st = FinishSchema(); !st.ok()) return fail(st);
+    if (Status st = Enter(Phase::kReplicating, "streaming changes"); !st.ok()) return fail(st);
+  }
+  working = Phase::kReplicating;
+  if (Status st = Replicate(); !st.ok()) return fail(st);
+  return Status::Ok();
+}
+
+Status Runner::Preflight(bool fresh) {
+  std::vector<std::string> problems;
+  pg::ConnOptions o;
+  o.application_name = "midflight-control";
+  auto src = PgConn::Connect(spec_.source, o);
+  if (!src.ok()) problems.push_back("source: " + src.status().message());
+  auto dst = PgConn::Connect(spec_.target, o);
+  if (!dst.ok()) problems.push_back("target: " + dst.status().message());
+  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
+  src_ = std::move(*src);
+  dst_ = std::move(*dst);
+
+  ASSIGN_OR_RETURN(std::string wal_level, src_->QueryValue("SHOW wal_level"));
+  if (wal_level != "logical")
+    problems.push_back(fmt::format("source: wal_level is '{}'; set wal_level = logical in postgresql.conf and "
+                                   "restart the source server",
+                                   wal_level));
+  ASSIGN_OR_RETURN(std::string can_replicate,
+                   src_->QueryValue("SELECT (rolsuper OR rolreplication)::text FROM pg_roles WHERE rolname = current_user"));
+  if (can_replicate != "true")
+    problems.push_back("source: the connecting role lacks the REPLICATION attribute; run ALTER ROLE <user> REPLICATION");
+  ASSIGN_OR_RETURN(PgResult slots, src_->Query(
+      "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), "
+      "EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1)",
+      {spec_.slot_name()}));
+  int64_t free_slots = slots.GetInt(0, 0);
+  bool have_slot = slots.GetBool(0, 1);
+  if (!have_slot && free_slots < 1)
+    problems.push_back("source: no free replication slot (max_replication_slots is used up); raise "
+                       "max_replication_slots or drop an unused slot");
+  ASSIGN_OR_RETURN(std::string target_super,
+                   dst_->QueryValue("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user"));
+  if (target_super != "true")
+    problems.push_back("target: the connecting role must be a superuser (apply sessions set "
+                       "session_replication_role = replica so foreign keys and triggers do not fire twice)");
+  // Same database on both sides?
+  ASSIGN_OR_RETURN(std::string src_id, src_->QueryValue(
+      "SELECT system_identifier::text || '/' || current_database() FROM pg_control_system()"));
+  ASSIGN_OR_RETURN(std::string dst_id, dst_->QueryValue(
+      "SELECT system_identifier::text || '/' || current_database() FROM pg_control_system()"));
+  if (src_id == dst_id) problems.push_back("source and target are the same database");
+
+  auto tables = pg::LoadTables(*src_, spec_.tables, spec_.exclude);
+  if (!tables.ok()) return tables.status().WithContext("source catalog");
+  tables_ = *tables;
+  if (tables_.empty())
+    problems.push_back(fmt::format("source: no table matches tables [{}] minus exclude [{}]",
+                                   fmt::join(spec_.tables, ", "), fmt::join(spec_.exclude, ", ")));
+  for (const auto& t : tables_) {
+    by_id_[t->id] = t;
+    if (t->key_kind == KeyKind::kNone)
+      problems.push_back(fmt::format(
+          "table {} has no primary key and no replica identity: add a primary key, or run "
+          "ALTER TABLE {} REPLICA IDENTITY FULL (its updates and deletes then match the whole row), "
+          "or add it to exclude",
+          t->id.ToString(), pg::QuoteQualified(t->id.schema, t->id.name)));
+  }
+  if (fresh) {
+    ASSIGN_OR_RETURN(auto existing, pg::ListUserTables(*dst_));
+    if (!existing.empty() && !spec_.allow_nonempty_target)
+      problems.push_back(fmt::format("target is not empty: it already has table {}{}; use an empty database, or set "
+                                     "allow_nonempty_target: true",
+                                     existing.front().ToString(),
+                                     existing.size() > 1 ? fmt::format(" and {} more", existing.size() - 1) : ""));
+    for (const auto& e : existing)
+      if (spec_.allow_nonempty_target && by_id_.count(e))
+        problems.push_back(fmt::format("target already has table {}", e.ToString()));
+  } else {
+    RETURN_IF_ERROR(CheckTableSelection());
+  }
+  // One owner per source/target pair: a session advisory lock on the target,
+  // held by this connection for the life of the process.
+  ASSIGN_OR_RETURN(std::string locked,
+                   dst_->QueryValue("SELECT pg_try_advisory_lock(hashtext('midflight:' || $1 || '->' || current_database()))::text",
+                                    {src_id}));
+  if (locked != "true")
+    problems.push_back("another midflight migration is already running from this source database to this target "
+                       "database (it holds the target's advisory lock)");
+  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
+  if (fresh) {
+    std::string names;
+    for (const auto& t : tables_) names += t->id.ToString() + "\n";
+    RETURN_IF_ERROR(store_.PutMany({{"tables", names},
+                                    {"source", RedactUri(spec_.source)},
+                                    {"target", RedactUri(spec_.target)},
+                                    {"partitions", std::to_string(spec_.partitions)}}));
+  }
+  int64_t rows = 0;
+  for (const auto& t : tables_) rows += t->estimated_rows;
+  Say(fmt::format("preflight ok: {} tables, about {} rows; source {}, target {}", tables_.size(), Commas(rows),
+                  RedactUri(spec_.source), RedactUri(spec_.target)));
+  return Status::Ok();
+}
+
+Status Runner::CheckTableSelection() {
+  std::string now;
+  for (const auto& t : tables_) now += t->id.ToString() + "\n";
+  std::string then = store_.Get("tables").value_or(now);
+  if (then != now)
+    return OperatorError(fmt::format(
+        "the tables selected by the spec changed since the migration started (then: {}; now: {}); restore the "
+        "spec's tables/exclude, or start a new migration",
+        then, now));
+  return Status::Ok();
+}
+
+Status Runner::CreateSchema() {
+  ASSIGN_OR_RETURN(auto all, pg::ListUserTables(*src_));
+  RETURN_IF_ERROR(pg::DumpSchema(spec_.source, tables_, all, dump_path_));
+  // The pre-data restore is one transaction: either every table exists or none.
+  ASSIGN_OR_RETURN(auto existing, pg::ListUserTables(*dst_));
+  std::set<TableId> have(existing.begin(), existing.end());
+  bool all_there = true;
+  for (const auto& t : tables_) all_there = all_there && have.count(t->id);
+  if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(spec_.target, dump_path_));
+  RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
+  CrashPoint("after-pre-data");
+  Say(fmt::format("schema: {} tables created on the target (indexes and constraints follow the copy)", tables_.size()));
+  return Status::Ok();
+}
+
+std::vector<pg::Chunk> Runner::Plan() {
+  std::vector<pg::Chunk> out;
+  for (const auto& c : store_.Chunks()) {
+    auto dot = c.table.find('.');
+    pg::Chunk ch{TableId{c.table.substr(0, dot), c.table.substr(dot + 1)}, c.number,
+                 static_cast<pg::Chunk::Kind>(c.kind), c.lo, c.hi};
+    out.push_back(ch);
+  }
+  return out;
+}
+
+Status Runner::LoadDoneChunks(std::map<std::pair<std::string, int>, std::pair<PgLsn, int64_t>>* done) {
+  ASSIGN_OR_RETURN(PgResult r, dst_->Query("SELECT table_name, chunk, snapshot_lsn::text, rows_copied "
+                                           "FROM midflight.chunks WHERE migration = $1",
+                                           {spec_.name}));
+  for (int i = 0; i < r.rows(); ++i) {
+    ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(r.Get(i, 2)));
+    (*done)[{r.GetString(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {lsn, r.GetInt(i, 3)};
+  }
+  return Status::Ok();
+}
+
+Status Runner::Copy() {
+  // Publication (the one object besides the slot that midflight creates on the source).
+  ASSIGN_OR_RETURN(PgResult pub, src_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {spec_.publication_name()}));
+  std::string table_list;
+  for (const auto& t : tables_) table_list += (table_list.empty() ? "" : ", ") + pg::QuoteQualified(t->id.schema, t->id.name);
+  if (pub.rows() == 0)
+    RETURN_IF_ERROR(src_->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                                           pg::QuoteIdent(spec_.publication_name()), table_list)));
+
+  // The copy plan, fixed at the first attempt.
+  std::vector<pg::Chunk> plan = Plan();
+  if (plan.empty()) {
+    ASSIGN_OR_RETURN(plan, pg::PlanChunks(*src_, tables_, spec_.chunk_rows));
+    std::vector<ChunkRow> rows;
+    for (const auto& c : plan) rows.push_back({c.table.ToString(), c.number, static_cast<int>(c.kind), c.lo, c.hi});
+    RETURN_IF_ERROR(store_.SaveChunks(rows));
+  }
+  std::map<std::pair<std::string, int>, std::pair<PgLsn, int64_t>> done;
+  RETURN_IF_ERROR(LoadDoneChunks(&done));
+
+  // Tables that must come from one snapshot as a whole (not split by key
+  // value) and were left half-copied start over: their target rows go.
+  std::map<TableId, int> total, finished;
+  for (const auto& c : plan) {
+    ++total[c.table];
+    if (done.count({c.table.ToString(), c.number})) ++finished[c.table];
+  }
+  for (const auto& [id, n] : total) {
+    int f = finished[id];
+    if (f == 0 || f == n) continue;
+    bool by_value = false;
+    for (const auto& c : plan)
+      if (c.table == id && c.kind == pg::Chunk::Kind::kIntRange) by_value = true;
+    if (by_value) continue;
+    Say(fmt::format("copying: {} was partly copied from an older snapshot; copying it again whole", id.ToString()));
+    RETURN_IF_ERROR(dst_->Exec(fmt::format("BEGIN; TRUNCATE {}; DELETE FROM midflight.chunks WHERE migration = {} AND "
+                                           "table_name = {}; COMMIT",
+                                           pg::QuoteQualified(id.schema, id.name), pg::QuoteLiteral(spec_.name),
+                                           pg::QuoteLiteral(id.ToString()))));
+    for (auto it = done.begin(); it != done.end();) it = it->first.first == id.ToString() ? done.erase(it) : std::next(it);
+  }
+
+  pg::CopyProgress progress;
+  for (const auto& t : tables_) {
+    auto p = std::make_unique<pg::TableProgress>();
+    p->chunks_total = total[t->id];
+    progress[t->id] = std::move(p);
+  }
+  pg::CopyJob job;
+  job.source_uri = spec_.source;
+  job.target_uri = spec_.target;
+  job.migration = spec_.name;
+  job.workers = spec_.copy_workers;
+  job.tables = by_id_;
+  for (const auto& c : plan) {
+    auto it = done.find({c.table.ToString(), c.number});
+    if (it == done.end()) {
+      job.chunks.push_back(c);
+    } else {
+      progress[c.table]->rows += it->second.second;
+      ++progress[c.table]->chunks_done;
+    }
+  }
+
+  ASSIGN_OR_RETURN(PgResult slot, src_->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec_.slot_name()}));
+  const bool have_slot = slot.rows() > 0;
+  if (!have_slot && !done.empty())
+    return DataLoss(fmt::format("replication slot {} is gone from the source, so the changes made since the copy "
+                                "began are lost; abort this migration and start a new one",
+                                spec_.slot_name()));
+
+  auto started = std::chrono::steady_clock::now();
+  auto save_progress = [&](const char* final_state) {
+    std::vector<TableRow> rows;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    for (const auto& t : tables_) {
+      const auto& p = *progress[t->id];
+      TableRow r;
+      r.name = t->id.ToString();
+      r.rows_copied = p.rows;
+      r.bytes_copied = p.bytes;
+      r.est_rows = t->estimated_rows;
+      r.est_bytes = t->estimated_bytes;
+      r.chunks_done = p.chunks_done;
+      r.chunks_total = p.chunks_total;
+      r.state = final_state ? final_state : (p.chunks_done == p.chunks_total ? "copied" : p.rows > 0 ? "copying" : "pending");
+      r.rows_per_s = secs > 0 ? p.rows / secs : 0;
+      rows.push_back(r);
+    }
+    (void)store_.SaveTables(rows);
+    (void)store_.Put("heartbeat", std::to_string(NowUnixMicros()));
+  };
+
+  std::unique_ptr<PgConn> repl;
+  if (!job.chunks.empty()) {
+    pg::ConnOptions ro;
+    ro.kind = pg::ConnKind::kReplication;
+    ro.application_name = "midflight-snapshot";
+    ASSIGN_OR_RETURN(repl, PgConn::Connect(spec_.source, ro));
+    std::string cmd = have_slot
+        ? fmt::format("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+                      pg::QuoteIdent(fmt::format("{}_r{}", spec_.slot_name(), getpid())))
+        : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", pg::QuoteIdent(spec_.slot_name()));
+    PgResult created(PQexec(repl->raw(), cmd.c_str()));
+    if (PQresultStatus(created.raw()) != PGRES_TUPLES_OK)
+      return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + spec_.slot_name());
+    ASSIGN_OR_RETURN(job.snapshot_lsn, PgLsn::Parse(created.Get(0, 1)));
+    job.snapshot_name = created.GetString(0, 2);
+    if (!have_slot) RETURN_IF_ERROR(store_.Put("slot_lsn", job.snapshot_lsn.ToString()));
+    Say(fmt::format("copying: {} chunks with {} workers from the snapshot at {}{}", job.chunks.size(), job.workers,
+                    job.snapshot_lsn.ToString(), have_slot ? " (a newer snapshot: resuming)" : ""));
+    size_t chunks_before = 0;
+    for (const auto& [id, p] : progress) chunks_before += p->chunks_done;
+    Ticker ticker(std::chrono::milliseconds(1000), [&] {
+      save_progress(nullptr);
+      size_t chunks = 0;
+      for (const auto& [id, p] : progress) chunks += p->chunks_done;
+      CrashPoint("copy-chunks", static_cast<int64_t>(chunks - chunks_before));
+    });
+    auto last_print = std::chrono::steady_clock::now();
+    Ticker printer(std::chrono::milliseconds(5000), [&] {
+      if (std::chrono::steady_clock::now() - last_print < std::chrono::seconds(4)) return;
+      last_print = std::chrono::steady_clock::now();
+      for (const auto& t : tables_) {
+        const auto& p = *progress[t->id];
+        if (p.chunks_done == p.chunks_total || p.rows == 0) continue;
+        Say(fmt::format("  {:<36} {:>12} / ~{} rows  chunk {}/{}", t->id.ToString(), Commas(p.rows),
+                        Commas(t->estimated_rows), p.chunks_done.load(), p.chunks_total));
+      }
+    });
+    Status st = pg::CopyChunks(job, progress, stop_, [&] { repl.reset(); });
+    save_progress(nullptr);
+    if (!st.ok()) return st;
+  } else if (!have_slot) {
+    return DataLoss(fmt::format("replication slot {} is missing on the source", spec_.slot_name()));
+  }
+  save_progress("copied");
+  int64_t rows = 0;
+  for (const auto& [id, p] : progress) rows += p->rows;
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  Say(fmt::format("copying: done, {} rows in {:.1f} s", Commas(rows), secs));
+  return Status::Ok();
+}
+
+Status Runner::FinishSchema() {
+  Say("schema: building primary keys, indexes and constraints");
+  auto started = std::chrono::steady_clock::now();
+  CrashPoint("before-post-data");
+  RETURN_IF_ERROR(pg::RestorePostData(*dst_, spec_.target, dump_path_, spec_.copy_workers, spec_.state_dir));
+  RETURN_IF_ERROR(pg::SyncSequences(*src_, *dst_, tables_));
+  Say(fmt::format("schema: indexes and constraints built in {:.1f} s; sequences set",
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
+  return Status::Ok();
+}
+
+Status Runner::Replicate() {
+  const uint32_t partitions =
+      static_cast<uint32_t>(std::stoi(store_.Get("partitions").value_or(std::to_string(spec_.partitions))));
+  if (static_cast<int>(partitions) != spec_.partitions)
+    LOG_WARN("the spec asks for {} partitions, but this migration runs with {} (fixed when it started)",
+             spec_.partitions, partitions);
+
+  // What the copy holds: per chunk (value ranges) or per table.
+  std::map<std::pair<std::string, int>, std::pair<PgLsn, int64_t>> done;
+  RETURN_IF_ERROR(LoadDoneChunks(&done));
+  SnapshotFilter filter;
+  for (const auto& c : Plan()) {
+    auto it = done.find({c.table.ToString(), c.number});
+    if (it == done.end())
+      return DataLoss(fmt::format("chunk {} of {} is not recorded on the target; the copy is incomplete", c.number,
+                                  c.table.ToString()));
+    if (c.kind == pg::Chunk::Kind::kIntRange)
+      filter.AddRange(c.table, c.lo, c.hi, it->second.first);
+    else
+      filter.AddTable(c.table, it->second.first);
+  }
+
+  auto log = NewMemoryPartitionLog(partitions, static_cast<size_t>(spec_.partition_log_mb) << 20);
+  ApplyTracker tracker(partitions);
+  std::atomic<size_t> batch_size{static_cast<size_t>(spec_.batch_size)};
+  std::vector<std::unique_ptr<pg::PgChangeSink>> sinks;
+  std::vector<std::unique_ptr<Applier>> appliers;
+  std::vector<ChangePosition> checkpoints;
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(spec_.target, spec_.name, PartitionId{p}));
+    ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
+    checkpoints.push_back(cp);
+    appliers.push_back(std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker,
+                                                 ApplierOptions{&batch_size, std::chrono::milliseconds(5000)}));
+    sinks.push_back(std::move(sink));
+  }
+  ASSIGN_OR_RETURN(auto barrier_sink, pg::PgChangeSink::Open(spec_.target, spec_.name, PartitionId{partitions}));
+
+  pg::StreamConfig config{spec_.source, spec_.slot_name(), spec_.publication_name(), by_id_};
+  pg::StreamStats stream_stats;
+  pg::ChangeStream stream(config, Router(partitions), filter, log.get(), &tracker, barrier_sink.get(), checkpoints,
+                          &stream_stats);
+
+  std::atomic<bool> appliers_stop{false}, stream_stop{false};
+  std::vector<std::thread> threads;
+  for (auto& a : appliers) threads.emplace_back([&a, &appliers_stop] { a->Run(appliers_stop); });
+  Status stream_status;
+  std::atomic<bool> stream_done{false};
+  std::thread stream_thread([&] {
+    stream_status = stream.Run(stream_stop);
+    stream_done = true;
+  });
+
+  pg::ConnOptions mo;
+  mo.application_name = "midflight-monitor";
+  auto monitor = PgConn::Connect(spec_.source, mo);
+  std::unique_ptr<PgConn> mon = monitor.ok() ? std::move(*monitor) : nullptr;
+
+  Status result;
+  auto last_print = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+  uint64_t last_applied = 0;
+  auto last_rate_at = std::chrono::steady_clock::now();
+  double rate = 0;
+  while (!stop_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    for (auto& a : appliers)
+      if (!a->status().ok()) result = a->status();
+    if (!result.ok()) break;
+    if (stream_done) {
+      result = stream_status.ok() ? Internal("change stream ended") : stream_status;
+      break;
+    }
+    // Metrics.
+    uint64_t source_lsn = 0;
+    if (!mon || mon->IsBroken()) {
+      auto m = PgConn::Connect(spec_.source, mo);
+      mon = m.ok() ? std::move(*m) : nullptr;
+    }
+    if (mon) {
+      auto v = mon->QueryValue("SELECT pg_current_wal_lsn()::text");
+      if (v.ok())
+        if (auto l = PgLsn::Parse(*v); l.ok()) source_lsn = l->value();
+    }
+    auto pending = tracker.OldestPending();
+    uint64_t applied_lsn = pending ? pending->commit_lsn.value() : stream_stats.received_lsn.load();
+    uint64_t lag_bytes = source_lsn > applied_lsn ? source_lsn - applied_lsn : 0;
+    double lag_s = 0;
+    if (pending) lag_s = std::max<double>(0, (NowUnixMicros() - pending->commit_time_us) / 1e6);
+    uint64_t applied = 0, retries = 0;
+    for (auto& a : appliers) {
+      applied += a->stats().received;
+      retries += a->stats().retries;
+    }
+    auto now = std::chrono::steady_clock::now();
+    double dt = std::chrono::duration<double>(now - last_rate_at).count();
+    if (dt >= 1.0) {
+      rate = (applied - last_applied) / dt;
+      last_applied = applied;
+      last_rate_at = now;
+    }
+    (void)store_.PutMany({{"heartbeat", std::to_string(NowUnixMicros())},
+                          {"pid", std::to_string(getpid())},
+                          {"source_lsn", PgLsn::FromU64(source_lsn).ToString()},
+                          {"applied_lsn", PgLsn::FromU64(applied_lsn).ToString()},
+                          {"confirmed_lsn", PgLsn::FromU64(stream_stats.confirmed_lsn).ToString()},
+                          {"lag_bytes", std::to_string(lag_bytes)},
+                          {"lag_seconds", fmt::format("{:.3f}", lag_s)},
+                          {"changes_applied", std::to_string(applied)},
+                          {"changes_per_s", fmt::format("{:.0f}", rate)},
+                          {"apply_retries", std::to_string(retries)},
+                          {"stream_connected", stream_stats.connected ? "true" : "false"}});
+    CrashPoint("apply-changes", static_cast<int64_t>(applied));
+    if (now - last_print >= std::chrono::seconds(5)) {
+      last_print = now;
+      Say(fmt::format("[replicating] lag {} bytes / {:.2f} s, {} changes applied ({:.0f}/s){}", Commas(lag_bytes),
+                      lag_s, Commas(applied), rate, stream_stats.connected ? "" : ", source disconnected: retrying"));
+    }
+  }
+  stream_stop = true;
+  stream_thread.join();
+  appliers_stop = true;
+  log->Close();
+  for (auto& t : threads) t.join();
+  if (stop_ && result.ok()) {
+    (void)pg::SyncSequences(*src_, *dst_, tables_);
+    Say("stopped; run again with the same spec to resume");
+  }
+  return result;
+}
+
+}  // namespace
+
+Status RunPgMigration(const MigrationSpec& spec, const std::atomic<bool>& stop) {
+  ASSIGN_OR_RETURN(auto store, StateStore::Open(spec.state_dir, /*create=*/true));
+  ASSIGN_OR_RETURN(int lock_fd, LockStateDir(spec.state_dir));
+  (void)lock_fd;  // held until the process exits
+  RETURN_IF_ERROR(store->PutMany({{"name", spec.name}, {"pid", std::to_string(getpid())}}));
+  Runner runner(spec, *store, stop);
+  return runner.Run();
+}
+
+}  // namespace midflight

@@ -1,0 +1,225 @@
+#include "control/state_store.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sqlite3.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace midflight {
+namespace {
+
+constexpr const char* kSchemaSql = R"sql(
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time TEXT NOT NULL, phase TEXT NOT NULL,
+                                   message TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, state TEXT, rows_copied INTEGER, bytes_copied INTEGER,
+                                   est_rows INTEGER, est_bytes INTEGER, chunks_done INTEGER, chunks_total INTEGER,
+                                   rows_per_s REAL);
+CREATE TABLE IF NOT EXISTS chunks (table_name TEXT, chunk INTEGER, kind INTEGER, lo INTEGER, hi INTEGER,
+                                   PRIMARY KEY (table_name, chunk));
+)sql";
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  ~Stmt() { sqlite3_finalize(s_); }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, double v) {
+    sqlite3_bind_double(s_, i, v);
+    return *this;
+  }
+  Stmt& Bind(int i, std::optional<int64_t> v) {
+    if (v) sqlite3_bind_int64(s_, i, *v);
+    else sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  int Step() { return s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
+  std::string Text(int c) {
+    auto p = sqlite3_column_text(s_, c);
+    return p ? reinterpret_cast<const char*>(p) : "";
+  }
+  int64_t Int(int c) { return sqlite3_column_int64(s_, c); }
+  double Real(int c) { return sqlite3_column_double(s_, c); }
+  std::optional<int64_t> OptInt(int c) {
+    if (sqlite3_column_type(s_, c) == SQLITE_NULL) return std::nullopt;
+    return Int(c);
+  }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+std::string NowIso() {
+  char buf[32];
+  time_t t = time(nullptr);
+  tm tm{};
+  gmtime_r(&t, &tm);
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, bool create) {
+  std::string path = dir + "/state.db";
+  if (create) {
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return OperatorError(fmt::format("cannot create state directory {}: {}", dir, ec.message()));
+  } else if (!std::filesystem::exists(path)) {
+    return NotFound(fmt::format("no migration state at {} (has `midflight run` been started with this spec?)", path));
+  }
+  sqlite3* db = nullptr;
+  int flags = SQLITE_OPEN_READWRITE | (create ? SQLITE_OPEN_CREATE : 0) | SQLITE_OPEN_FULLMUTEX;
+  if (sqlite3_open_v2(path.c_str(), &db, flags, nullptr) != SQLITE_OK) {
+    std::string m = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return OperatorError(fmt::format("cannot open {}: {}", path, m));
+  }
+  sqlite3_busy_timeout(db, 5000);
+  std::unique_ptr<StateStore> store(new StateStore(db));
+  RETURN_IF_ERROR(store->Exec(kSchemaSql));
+  return store;
+}
+
+StateStore::~StateStore() { sqlite3_close(db_); }
+
+Status StateStore::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string m = err ? err : "unknown error";
+    sqlite3_free(err);
+    return Internal("state store: " + m);
+  }
+  return Status::Ok();
+}
+
+Status StateStore::Put(const std::string& key, const std::string& value) { return PutMany({{key, value}}); }
+
+Status StateStore::PutMany(const std::vector<std::pair<std::string, std::string>>& kvs) {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  for (const auto& [k, v] : kvs) {
+    Stmt s(db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    if (s.Bind(1, k).Bind(2, v).Step() != SQLITE_DONE) {
+      (void)Exec("ROLLBACK");
+      return Internal(fmt::format("state store: writing {}: {}", k, sqlite3_errmsg(db_)));
+    }
+  }
+  return Exec("COMMIT");
+}
+
+std::optional<std::string> StateStore::Get(const std::string& key) {
+  Stmt s(db_, "SELECT value FROM kv WHERE key = ?");
+  if (s.Bind(1, key).Step() == SQLITE_ROW) return s.Text(0);
+  return std::nullopt;
+}
+
+Phase StateStore::phase() {
+  auto v = Get("phase");
+  if (!v) return Phase::kCreated;
+  return ParsePhase(*v).value_or(Phase::kCreated);
+}
+
+Status StateStore::SetPhase(Phase phase, const std::string& message) {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  Stmt kv(db_, "INSERT INTO kv (key, value) VALUES ('phase', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+  Stmt ev(db_, "INSERT INTO events (time, phase, message) VALUES (?, ?, ?)");
+  if (kv.Bind(1, std::string(PhaseName(phase))).Step() != SQLITE_DONE ||
+      ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase))).Bind(3, message).Step() != SQLITE_DONE) {
+    (void)Exec("ROLLBACK");
+    return Internal(fmt::format("state store: recording phase {}: {}", PhaseName(phase), sqlite3_errmsg(db_)));
+  }
+  return Exec("COMMIT");
+}
+
+Status StateStore::AddEvent(const std::string& message) {
+  Stmt ev(db_, "INSERT INTO events (time, phase, message) VALUES (?, ?, ?)");
+  if (ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase()))).Bind(3, message).Step() != SQLITE_DONE)
+    return Internal(fmt::format("state store: recording event: {}", sqlite3_errmsg(db_)));
+  return Status::Ok();
+}
+
+std::vector<EventRow> StateStore::Events(int limit) {
+  std::vector<EventRow> out;
+  Stmt s(db_, "SELECT time, phase, message FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id");
+  s.Bind(1, static_cast<int64_t>(limit));
+  while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2)});
+  return out;
+}
+
+Status StateStore::SaveTables(const std::vector<TableRow>& rows) {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  for (const auto& r : rows) {
+    Stmt s(db_,
+           "INSERT INTO tables (name, state, rows_copied, bytes_copied, est_rows, est_bytes, chunks_done, "
+           "chunks_total, rows_per_s) VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT (name) DO UPDATE SET "
+           "state = excluded.state, rows_copied = excluded.rows_copied, bytes_copied = excluded.bytes_copied, "
+           "est_rows = excluded.est_rows, est_bytes = excluded.est_bytes, chunks_done = excluded.chunks_done, "
+           "chunks_total = excluded.chunks_total, rows_per_s = excluded.rows_per_s");
+    s.Bind(1, r.name).Bind(2, r.state).Bind(3, r.rows_copied).Bind(4, r.bytes_copied).Bind(5, r.est_rows);
+    s.Bind(6, r.est_bytes).Bind(7, static_cast<int64_t>(r.chunks_done)).Bind(8, static_cast<int64_t>(r.chunks_total));
+    s.Bind(9, r.rows_per_s);
+    if (s.Step() != SQLITE_DONE) {
+      (void)Exec("ROLLBACK");
+      return Internal(fmt::format("state store: saving table {}: {}", r.name, sqlite3_errmsg(db_)));
+    }
+  }
+  return Exec("COMMIT");
+}
+
+std::vector<TableRow> StateStore::Tables() {
+  std::vector<TableRow> out;
+  Stmt s(db_, "SELECT name, state, rows_copied, bytes_copied, est_rows, est_bytes, chunks_done, chunks_total, "
+              "rows_per_s FROM tables ORDER BY name");
+  while (s.Step() == SQLITE_ROW)
+    out.push_back({s.Text(0), s.Text(1), s.Int(2), s.Int(3), s.Int(4), s.Int(5), static_cast<int>(s.Int(6)),
+                   static_cast<int>(s.Int(7)), s.Real(8)});
+  return out;
+}
+
+Status StateStore::SaveChunks(const std::vector<ChunkRow>& chunks) {
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE; DELETE FROM chunks;"));
+  for (const auto& c : chunks) {
+    Stmt s(db_, "INSERT INTO chunks (table_name, chunk, kind, lo, hi) VALUES (?,?,?,?,?)");
+    s.Bind(1, c.table).Bind(2, static_cast<int64_t>(c.number)).Bind(3, static_cast<int64_t>(c.kind));
+    s.Bind(4, c.lo).Bind(5, c.hi);
+    if (s.Step() != SQLITE_DONE) {
+      (void)Exec("ROLLBACK");
+      return Internal(fmt::format("state store: saving chunk plan: {}", sqlite3_errmsg(db_)));
+    }
+  }
+  return Exec("COMMIT");
+}
+
+std::vector<ChunkRow> StateStore::Chunks() {
+  std::vector<ChunkRow> out;
+  Stmt s(db_, "SELECT table_name, chunk, kind, lo, hi FROM chunks ORDER BY rowid");
+  while (s.Step() == SQLITE_ROW)
+    out.push_back({s.Text(0), static_cast<int>(s.Int(1)), static_cast<int>(s.Int(2)), s.OptInt(3), s.OptInt(4)});
+  return out;
+}
+
+Result<int> LockStateDir(const std::string& dir) {
+  std::string path = dir + "/lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return OperatorError(fmt::format("cannot open {}", path));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return OperatorError(fmt::format("another midflight process is already running this migration (lock {} is held)", path));
+  }
+  return fd;
+}
+
+}  // namespace midflight

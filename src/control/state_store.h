@@ -1,0 +1,71 @@
+// The migration's local state: an SQLite database in its state directory
+// (state.db, WAL mode, so `midflight status` reads while `run` writes).
+// It holds the phase and its audit trail, the copy plan, per-table progress
+// and the live metrics that status prints. The checkpoints that decide what
+// is applied live in the target, next to the data (target/postgres).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "control/phase.h"
+
+struct sqlite3;
+
+namespace midflight {
+
+struct TableRow {
+  std::string name;
+  std::string state;  // pending, copying, copied, replicating
+  int64_t rows_copied = 0, bytes_copied = 0, est_rows = 0, est_bytes = 0;
+  int chunks_done = 0, chunks_total = 0;
+  double rows_per_s = 0;
+};
+
+struct ChunkRow {
+  std::string table;
+  int number = 0;
+  int kind = 0;
+  std::optional<int64_t> lo, hi;
+};
+
+struct EventRow {
+  std::string time, phase, message;
+};
+
+class StateStore {
+ public:
+  // Opens (creating when `create`) DIR/state.db.
+  static Result<std::unique_ptr<StateStore>> Open(const std::string& dir, bool create);
+  ~StateStore();
+
+  Status Put(const std::string& key, const std::string& value);
+  Status PutMany(const std::vector<std::pair<std::string, std::string>>& kvs);
+  std::optional<std::string> Get(const std::string& key);
+
+  Phase phase();
+  // Persists the phase and appends an audit event, in one transaction.
+  Status SetPhase(Phase phase, const std::string& message);
+  Status AddEvent(const std::string& message);
+  std::vector<EventRow> Events(int limit);
+
+  Status SaveTables(const std::vector<TableRow>& rows);
+  std::vector<TableRow> Tables();
+  Status SaveChunks(const std::vector<ChunkRow>& chunks);
+  std::vector<ChunkRow> Chunks();
+
+ private:
+  explicit StateStore(sqlite3* db) : db_(db) {}
+  Status Exec(const std::string& sql);
+  sqlite3* db_;
+};
+
+// Holds an exclusive lock on DIR/lock for the life of the process; fails with
+// a clear message when another `midflight run` of this migration holds it.
+Result<int> LockStateDir(const std::string& dir);
+
+}  // namespace midflight

@@ -1,0 +1,82 @@
+// Applier: the consumer of one partition. It takes changes from its
+// partition, drops those at or below the partition's checkpoint (they were
+// applied before a restart), collapses the rest per key, and hands each batch
+// to its ChangeSink, which applies it and the new checkpoint in one target
+// transaction (invariant 3, effectively-once).
+//
+//   PartitionLog[p] ─► skip <= checkpoint ─► CollapseBatch ─► ChangeSink::ApplyBatch ─► ApplyTracker
+//
+// Failures: kRetryTxn (deadlock, lock timeout) retries the batch after a
+// backoff; kRetryCall (connection lost, target restarting) reconnects with a
+// backoff and retries; anything else stops this applier and is reported by
+// status() — the migration stops, nothing is skipped.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <mutex>
+#include <span>
+#include <string>
+
+#include "base/status.h"
+#include "core/change.h"
+#include "pipeline/apply_tracker.h"
+#include "pipeline/partition_log.h"
+
+namespace midflight {
+
+// The target side of one partition: one connection, used by one applier thread.
+class ChangeSink {
+ public:
+  virtual ~ChangeSink() = default;
+  // The position of the last change this partition applied, or zero.
+  virtual Result<ChangePosition> LoadCheckpoint() = 0;
+  // Applies `changes` in order and records `checkpoint`, in one transaction.
+  // On failure the transaction is rolled back: nothing of the batch is applied.
+  virtual Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) = 0;
+  // Applies a change that spans partitions (a truncate, or a key-moving update
+  // that carries unchanged TOAST values) and sets every partition's checkpoint
+  // to its position, in one transaction. The caller has waited until every
+  // partition applied everything before it.
+  virtual Status ApplyBarrier(const Change& change, uint32_t partitions) = 0;
+  // Drops and re-opens the connection.
+  virtual Status Reconnect() = 0;
+};
+
+struct ApplierOptions {
+  std::atomic<size_t>* batch_size = nullptr;  // changes per target transaction (runtime knob)
+  std::chrono::milliseconds max_backoff{5000};
+};
+
+struct ApplierStats {
+  std::atomic<uint64_t> applied{0};      // changes applied (after collapsing: statements)
+  std::atomic<uint64_t> received{0};     // changes taken from the log
+  std::atomic<uint64_t> retries{0};
+  std::atomic<uint64_t> batches{0};
+};
+
+class Applier {
+ public:
+  Applier(PartitionId p, PartitionLog* log, ChangeSink* sink, ApplyTracker* tracker, ApplierOptions options);
+  // Thread body: runs until the log is closed and drained, `stop` is set, or a
+  // persistent error. Loads the checkpoint first.
+  void Run(const std::atomic<bool>& stop);
+  Status status() const;
+  const ApplierStats& stats() const { return stats_; }
+
+ private:
+  Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, const std::atomic<bool>& stop);
+
+  PartitionId p_;
+  PartitionLog* log_;
+  ChangeSink* sink_;
+  ApplyTracker* tracker_;
+  ApplierOptions options_;
+  ApplierStats stats_;
+  ChangePosition checkpoint_;
+  mutable std::mutex mu_;
+  Status status_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace midflight

@@ -1,0 +1,42 @@
+#include "pipeline/apply_tracker.h"
+
+namespace midflight {
+
+void ApplyTracker::Routed(PartitionId p, ChangePosition pos, int64_t commit_time_us) {
+  std::lock_guard lock(mu_);
+  Part& part = parts_.at(p.value);
+  if (!part.pending.empty() && part.pending.back().last.commit_lsn == pos.commit_lsn)
+    part.pending.back().last = pos;
+  else
+    part.pending.push_back({pos, commit_time_us});
+}
+
+void ApplyTracker::Applied(PartitionId p, ChangePosition pos) {
+  std::lock_guard lock(mu_);
+  Part& part = parts_.at(p.value);
+  if (pos > part.applied) part.applied = pos;
+  while (!part.pending.empty() && part.pending.front().last <= part.applied) part.pending.pop_front();
+  idle_.notify_all();
+}
+
+std::optional<ApplyTracker::Pending> ApplyTracker::OldestPending() const {
+  std::lock_guard lock(mu_);
+  std::optional<Pending> oldest;
+  for (const Part& part : parts_) {
+    if (part.pending.empty()) continue;
+    const Txn& t = part.pending.front();
+    if (!oldest || t.last.commit_lsn < oldest->commit_lsn) oldest = Pending{t.last.commit_lsn, t.commit_time_us};
+  }
+  return oldest;
+}
+
+bool ApplyTracker::WaitIdle(std::chrono::milliseconds timeout) const {
+  std::unique_lock lock(mu_);
+  return idle_.wait_for(lock, timeout, [&] {
+    for (const Part& part : parts_)
+      if (!part.pending.empty()) return false;
+    return true;
+  });
+}
+
+}  // namespace midflight

@@ -1,0 +1,54 @@
+// ApplyTracker: what has been routed to each partition and what each applier
+// has durably applied, so the stream can tell the source which position is
+// consumed (only positions every partition holds durably: invariant 3) and
+// status can report lag.
+//
+// Routed() is called by the stream thread, Applied() by applier threads; all
+// methods are thread-safe.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <vector>
+
+#include "core/position.h"
+#include "pipeline/partition_log.h"
+
+namespace midflight {
+
+class ApplyTracker {
+ public:
+  explicit ApplyTracker(uint32_t partitions) : parts_(partitions) {}
+
+  // A change at `pos` (source commit time `commit_time_us`) went to partition p.
+  void Routed(PartitionId p, ChangePosition pos, int64_t commit_time_us);
+  // Partition p's target transaction holding everything up to `pos` committed.
+  void Applied(PartitionId p, ChangePosition pos);
+
+  struct Pending {
+    PgLsn commit_lsn;        // oldest transaction not applied everywhere
+    int64_t commit_time_us;  // its source commit time
+  };
+  // The oldest transaction some partition has not applied yet, or nullopt.
+  std::optional<Pending> OldestPending() const;
+  // Blocks until nothing is pending or `timeout` passes; returns true when idle.
+  bool WaitIdle(std::chrono::milliseconds timeout) const;
+
+ private:
+  struct Txn {
+    ChangePosition last;  // last change of the transaction in this partition
+    int64_t commit_time_us;
+  };
+  struct Part {
+    std::deque<Txn> pending;
+    ChangePosition applied;
+  };
+  mutable std::mutex mu_;
+  mutable std::condition_variable idle_;
+  std::vector<Part> parts_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace midflight

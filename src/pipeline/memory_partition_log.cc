@@ -1,0 +1,73 @@
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+
+#include "pipeline/partition_log.h"
+
+namespace midflight {
+namespace {
+
+class MemoryPartitionLog final : public PartitionLog {
+ public:
+  MemoryPartitionLog(uint32_t n, size_t max_bytes) : parts_(n), max_bytes_(max_bytes) {}
+
+  uint32_t partitions() const override { return static_cast<uint32_t>(parts_.size()); }
+
+  Status Append(PartitionId p, Change change) override {
+    Part& part = parts_.at(p.value);
+    size_t size = change.ByteSize();
+    std::unique_lock lock(part.mu);
+    // A change larger than the whole budget still goes through, alone.
+    part.not_full.wait(lock, [&] { return closed_ || part.bytes == 0 || part.bytes + size <= max_bytes_; });
+    if (closed_) return Cancelled("partition log closed");
+    part.bytes += size;
+    part.queue.push_back(std::move(change));
+    part.not_empty.notify_one();
+    return Status::Ok();
+  }
+
+  Status Poll(PartitionId p, size_t max, std::chrono::milliseconds wait, std::vector<Change>* out) override {
+    Part& part = parts_.at(p.value);
+    std::unique_lock lock(part.mu);
+    part.not_empty.wait_for(lock, wait, [&] { return closed_ || !part.queue.empty(); });
+    if (part.queue.empty()) return closed_ ? Cancelled("partition log closed") : Status::Ok();
+    size_t n = 0;
+    while (n < max && !part.queue.empty()) {
+      part.bytes -= part.queue.front().ByteSize();
+      out->push_back(std::move(part.queue.front()));
+      part.queue.pop_front();
+      ++n;
+    }
+    part.not_full.notify_all();
+    return Status::Ok();
+  }
+
+  void Close() override {
+    for (auto& part : parts_) {
+      std::lock_guard lock(part.mu);
+      closed_ = true;
+      part.not_empty.notify_all();
+      part.not_full.notify_all();
+    }
+  }
+
+ private:
+  struct Part {
+    std::mutex mu;
+    std::condition_variable not_empty, not_full;
+    std::deque<Change> queue;
+    size_t bytes = 0;
+  };
+  std::vector<Part> parts_;
+  const size_t max_bytes_;
+  std::atomic<bool> closed_{false};
+};
+
+}  // namespace
+
+std::unique_ptr<PartitionLog> NewMemoryPartitionLog(uint32_t partitions, size_t max_bytes_per_partition) {
+  return std::make_unique<MemoryPartitionLog>(partitions, max_bytes_per_partition);
+}
+
+}  // namespace midflight

@@ -1,0 +1,43 @@
+// The partition log: N ordered, bounded queues of changes between the router
+// and the appliers. The router appends each change to the partition its key
+// hashes to; applier p reads partition p only. Implementations: in memory
+// (memory_partition_log.h, the embedded default) and, later, a Kafka topic
+// with N partitions. Router and appliers see only this interface.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "base/status.h"
+#include "core/change.h"
+
+namespace midflight {
+
+struct PartitionId {
+  uint32_t value = 0;
+  auto operator<=>(const PartitionId&) const = default;
+};
+
+class PartitionLog {
+ public:
+  virtual ~PartitionLog() = default;
+  virtual uint32_t partitions() const = 0;
+  // Appends in order. Blocks while partition p is full (bounded memory).
+  // Thread: the router only. Returns Cancelled once Close() was called.
+  virtual Status Append(PartitionId p, Change change) = 0;
+  // Waits up to `wait` for a change, then moves up to `max` changes, in order,
+  // to the end of *out. Thread: applier p only. Returns Cancelled once closed
+  // and drained.
+  virtual Status Poll(PartitionId p, size_t max, std::chrono::milliseconds wait,
+                      std::vector<Change>* out) = 0;
+  // Wakes every waiter; later calls return Cancelled.
+  virtual void Close() = 0;
+};
+
+// In-memory log: each partition holds at most `max_bytes_per_partition` of
+// changes (Change::ByteSize); Append blocks above that.
+std::unique_ptr<PartitionLog> NewMemoryPartitionLog(uint32_t partitions, size_t max_bytes_per_partition);
+
+}  // namespace midflight

@@ -1,0 +1,67 @@
+#include "pipeline/router.h"
+
+#include <xxhash.h>
+
+#include <charconv>
+
+namespace midflight {
+
+PartitionId Router::Route(const Change& change) const {
+  const TableSchema& t = *change.table;
+  uint64_t h = XXH64(t.id.schema.data(), t.id.schema.size(), 0);
+  h = XXH64(t.id.name.data(), t.id.name.size(), h);
+  if (change.kind != ChangeKind::kTruncate && t.routing() == RoutingMode::kByKey) {
+    std::string key = change.KeyText();
+    h = XXH64(key.data(), key.size(), h);
+  }
+  return PartitionId{static_cast<uint32_t>(h % partitions_)};
+}
+
+void SnapshotFilter::AddTable(const TableId& table, PgLsn snapshot) {
+  tables_[table] = snapshot;
+  horizon_ = std::max(horizon_, snapshot);
+}
+
+void SnapshotFilter::AddRange(const TableId& table, std::optional<int64_t> lo, std::optional<int64_t> hi,
+                              PgLsn snapshot) {
+  ranges_[table].push_back({lo, hi, snapshot});
+  horizon_ = std::max(horizon_, snapshot);
+}
+
+PgLsn SnapshotFilter::SnapshotFor(const TableSchema& table, const std::vector<Datum>& image) const {
+  auto rit = ranges_.find(table.id);
+  if (rit != ranges_.end() && !table.key_writable.empty()) {
+    const Datum& d = image.at(table.key_writable[0]);
+    int64_t v = 0;
+    auto [p, ec] = std::from_chars(d.text.data(), d.text.data() + d.text.size(), v);
+    if (ec == std::errc() && p == d.text.data() + d.text.size()) {
+      for (const Range& r : rit->second)
+        if ((!r.lo || v >= *r.lo) && (!r.hi || v < *r.hi)) return r.snapshot;
+    }
+  }
+  auto tit = tables_.find(table.id);
+  return tit == tables_.end() ? PgLsn() : tit->second;
+}
+
+bool SnapshotFilter::AlreadyCopied(const Change& change) const {
+  if (change.pos.commit_lsn >= horizon_) return false;
+  if (change.kind == ChangeKind::kTruncate) {
+    // A truncate is applied unless every table it empties was copied after it.
+    for (const auto& t : change.truncated) {
+      auto it = tables_.find(t->id);
+      PgLsn snap = it == tables_.end() ? PgLsn() : it->second;
+      auto rit = ranges_.find(t->id);
+      if (rit != ranges_.end())
+        for (const auto& r : rit->second) snap = std::min(snap.is_zero() ? r.snapshot : snap, r.snapshot);
+      if (change.pos.commit_lsn >= snap) return false;
+    }
+    return true;
+  }
+  const TableSchema& t = *change.table;
+  const bool uses_old = change.kind == ChangeKind::kDelete || change.MovesKey();
+  PgLsn snap = SnapshotFor(t, uses_old ? change.old : change.values);
+  if (change.MovesKey()) snap = std::min(snap, SnapshotFor(t, change.values));
+  return change.pos.commit_lsn < snap;
+}
+
+}  // namespace midflight

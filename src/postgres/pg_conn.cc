@@ -1,0 +1,208 @@
+#include "postgres/pg_conn.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "base/uri.h"
+
+namespace midflight::pg {
+
+PgResult& PgResult::operator=(PgResult&& o) noexcept {
+  if (this != &o) {
+    if (r_) PQclear(r_);
+    r_ = o.r_;
+    o.r_ = nullptr;
+  }
+  return *this;
+}
+
+PgResult::~PgResult() {
+  if (r_) PQclear(r_);
+}
+
+int PgResult::rows() const { return r_ ? PQntuples(r_) : 0; }
+int PgResult::cols() const { return r_ ? PQnfields(r_) : 0; }
+bool PgResult::IsNull(int row, int col) const { return PQgetisnull(r_, row, col); }
+std::string_view PgResult::Get(int row, int col) const {
+  return std::string_view(PQgetvalue(r_, row, col), PQgetlength(r_, row, col));
+}
+int64_t PgResult::GetInt(int row, int col) const {
+  return IsNull(row, col) ? 0 : std::strtoll(PQgetvalue(r_, row, col), nullptr, 10);
+}
+
+std::string SqlState(pg_result* result) {
+  if (!result) return {};
+  const char* s = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  return s ? s : "";
+}
+
+namespace {
+
+std::string Trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  // libpq messages may span lines ("DETAIL: ..."): keep one line.
+  for (auto& c : s)
+    if (c == '\n') c = ' ';
+  return s;
+}
+
+bool IsConnectionState(std::string_view state) {
+  return state.starts_with("08") || state == "57P01" || state == "57P02" || state == "57P03";
+}
+
+}  // namespace
+
+Status StatusFromResult(pg_conn* conn, pg_result* result, std::string_view context) {
+  std::string msg;
+  std::string state = SqlState(result);
+  if (result) {
+    const char* primary = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
+    msg = primary ? primary : PQresultErrorMessage(result);
+    if (const char* detail = PQresultErrorField(result, PG_DIAG_MESSAGE_DETAIL)) {
+      msg += " (";
+      msg += detail;
+      msg += ")";
+    }
+  }
+  if (msg.empty() && conn) msg = PQerrorMessage(conn);
+  msg = Trim(msg);
+  std::string full = state.empty() ? fmt::format("{}: {}", context, msg)
+                                   : fmt::format("{}: {} (SQLSTATE {})", context, msg, state);
+  if (conn && PQstatus(conn) == CONNECTION_BAD) return RetryCall(full);
+  if (IsConnectionState(state)) return RetryCall(full);
+  if (state == "40001" || state == "40P01" || state == "55P03" || state == "53300" ||
+      state == "57014")
+    return RetryTxn(full);
+  return OperatorError(full);
+}
+
+Result<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& uri, const ConnOptions& options) {
+  std::string redacted = RedactUri(uri);
+  std::string settings =
+      "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 -c TimeZone=UTC "
+      "-c bytea_output=hex -c client_min_messages=warning";
+  for (const auto& s : options.settings) settings += " -c " + s;
+  std::string timeout = std::to_string(options.connect_timeout_s);
+  std::vector<const char*> keys = {"dbname", "options", "application_name", "connect_timeout",
+                                   "client_encoding"};
+  std::vector<const char*> vals = {uri.c_str(), settings.c_str(), options.application_name.c_str(),
+                                   timeout.c_str(), "UTF8"};
+  if (options.kind == ConnKind::kReplication) {
+    keys.push_back("replication");
+    vals.push_back("database");
+  }
+  keys.push_back(nullptr);
+  vals.push_back(nullptr);
+  PGconn* conn = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
+  if (!conn) return RetryCall(fmt::format("connecting to {}: out of memory", redacted));
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string err = Trim(PQerrorMessage(conn));
+    PQfinish(conn);
+    std::string msg = fmt::format("cannot connect to {}: {}", redacted, err);
+    if (err.find("password authentication failed") != std::string::npos ||
+        err.find("no password supplied") != std::string::npos ||
+        err.find("does not exist") != std::string::npos ||
+        err.find("no pg_hba.conf entry") != std::string::npos ||
+        err.find("invalid") != std::string::npos)
+      return OperatorError(msg);
+    return RetryCall(msg);
+  }
+  return std::unique_ptr<PgConn>(new PgConn(conn, redacted));
+}
+
+PgConn::~PgConn() {
+  if (conn_) PQfinish(conn_);
+}
+
+Status PgConn::Exec(std::string_view sql) {
+  PgResult r(PQexec(conn_, std::string(sql).c_str()));
+  auto st = PQresultStatus(r.raw());
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK || st == PGRES_EMPTY_QUERY) return Status::Ok();
+  std::string ctx(sql.substr(0, 60));
+  for (auto& c : ctx)
+    if (c == '\n') c = ' ';
+  return StatusFromResult(conn_, r.raw(), ctx);
+}
+
+Result<PgResult> PgConn::Query(std::string_view sql, const std::vector<Param>& params) {
+  std::vector<const char*> values;
+  values.reserve(params.size());
+  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
+  PgResult r(PQexecParams(conn_, std::string(sql).c_str(), static_cast<int>(params.size()), nullptr,
+                          values.data(), nullptr, nullptr, 0));
+  auto st = PQresultStatus(r.raw());
+  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
+  std::string ctx(sql.substr(0, 60));
+  for (auto& c : ctx)
+    if (c == '\n') c = ' ';
+  return StatusFromResult(conn_, r.raw(), ctx);
+}
+
+Result<std::string> PgConn::QueryValue(std::string_view sql, const std::vector<Param>& params) {
+  ASSIGN_OR_RETURN(PgResult r, Query(sql, params));
+  if (r.rows() < 1 || r.cols() < 1) return NotFound(fmt::format("no value from: {}", sql.substr(0, 60)));
+  return r.GetString(0, 0);
+}
+
+bool PgConn::IsBroken() const { return PQstatus(conn_) != CONNECTION_OK; }
+int PgConn::ServerVersion() const { return PQserverVersion(conn_); }
+
+std::string QuoteIdent(std::string_view ident) {
+  std::string out = "\"";
+  for (char c : ident) {
+    if (c == '"') out.push_back('"');
+    out.push_back(c);
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string QuoteQualified(std::string_view schema, std::string_view name) {
+  return QuoteIdent(schema) + "." + QuoteIdent(name);
+}
+
+std::string QuoteLiteral(std::string_view value) {
+  bool backslash = value.find('\\') != std::string_view::npos;
+  std::string out = backslash ? "E'" : "'";
+  for (char c : value) {
+    if (c == '\'') out.push_back('\'');
+    if (c == '\\') out.push_back('\\');
+    out.push_back(c);
+  }
+  out.push_back('\'');
+  return out;
+}
+
+Result<std::pair<std::string, std::string>> SplitPassword(const std::string& uri) {
+  char* err = nullptr;
+  PQconninfoOption* opts = PQconninfoParse(uri.c_str(), &err);
+  if (!opts) {
+    std::string m = err ? Trim(err) : "unparseable";
+    if (err) PQfreemem(err);
+    return InvalidArgument(fmt::format("bad connection URI {}: {}", RedactUri(uri), m));
+  }
+  std::string conninfo, password;
+  for (PQconninfoOption* o = opts; o->keyword; ++o) {
+    if (!o->val || !*o->val) continue;
+    if (std::strcmp(o->keyword, "password") == 0) {
+      password = o->val;
+      continue;
+    }
+    if (!conninfo.empty()) conninfo += ' ';
+    conninfo += o->keyword;
+    conninfo += '=';
+    conninfo += '\'';
+    for (const char* c = o->val; *c; ++c) {
+      if (*c == '\'' || *c == '\\') conninfo += '\\';
+      conninfo += *c;
+    }
+    conninfo += '\'';
+  }
+  PQconninfoFree(opts);
+  return std::make_pair(conninfo, password);
+}
+
+}  // namespace midflight::pg

@@ -1,0 +1,316 @@
+#include "source/postgres/change_stream.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <sys/select.h>
+
+#include <chrono>
+#include <thread>
+
+#include "base/log.h"
+#include "postgres/pg_conn.h"
+#include "source/postgres/pgoutput.h"
+
+namespace midflight::pg {
+namespace {
+
+int64_t NowUnixMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+PGconn* Conn(void* p) { return static_cast<PGconn*>(p); }
+
+std::vector<Datum> ToDatums(const PgTuple& tuple) {
+  std::vector<Datum> out;
+  out.reserve(tuple.columns.size());
+  for (const auto& c : tuple.columns) {
+    switch (c.kind) {
+      case PgColumnValue::Kind::kNull: out.push_back(Datum::Null()); break;
+      case PgColumnValue::Kind::kUnchangedToast: out.push_back(Datum::Unchanged()); break;
+      case PgColumnValue::Kind::kText:
+      case PgColumnValue::Kind::kBinary: out.push_back(Datum::Text(c.data)); break;
+    }
+  }
+  return out;
+}
+
+bool HasUnchanged(const std::vector<Datum>& values) {
+  for (const auto& d : values)
+    if (d.is_unchanged()) return true;
+  return false;
+}
+
+}  // namespace
+
+ChangeStream::ChangeStream(StreamConfig config, Router router, SnapshotFilter filter, PartitionLog* log,
+                           ApplyTracker* tracker, ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints,
+                           StreamStats* stats)
+    : config_(std::move(config)),
+      router_(router),
+      filter_(std::move(filter)),
+      log_(log),
+      tracker_(tracker),
+      barrier_sink_(barrier_sink),
+      last_routed_(std::move(checkpoints)),
+      stats_(stats) {}
+
+Status ChangeStream::Run(const std::atomic<bool>& stop) {
+  stop_ = &stop;
+  auto backoff = std::chrono::milliseconds(500);
+  while (!stop) {
+    Status st = StreamOnce(stop);
+    stats_->connected = false;
+    if (stop) return Status::Ok();
+    if (st.code() != StatusCode::kRetryCall) return st;
+    LOG_WARN("change stream: {}; reconnecting in {} ms", st.message(), backoff.count());
+    auto until = std::chrono::steady_clock::now() + backoff;
+    while (!stop && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
+  }
+  return Status::Ok();
+}
+
+Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
+  ConnOptions o;
+  o.kind = ConnKind::kReplication;
+  o.application_name = "midflight-stream";
+  ASSIGN_OR_RETURN(auto pc, PgConn::Connect(config_.source_uri, o));
+  // pc owns the connection and closes it when this call returns.
+  conn_ = pc->raw();
+  struct ForgetConn {
+    void*& conn;
+    ~ForgetConn() { conn = nullptr; }
+  } forget{conn_};
+  std::string start = fmt::format(
+      "START_REPLICATION SLOT {} LOGICAL 0/0 (proto_version '1', publication_names {})", QuoteIdent(config_.slot),
+      QuoteLiteral(QuoteIdent(config_.publication)));
+  PGresult* r = PQexec(Conn(conn_), start.c_str());
+  if (PQresultStatus(r) != PGRES_COPY_BOTH) {
+    Status st = StatusFromResult(Conn(conn_), r, "START_REPLICATION on slot " + config_.slot);
+    PQclear(r);
+    return st;
+  }
+  PQclear(r);
+  stats_->connected = true;
+  relations_.clear();
+  in_txn_ = false;
+  LOG_INFO("change stream: streaming from slot {}", config_.slot);
+  Status result;
+  while (!stop) {
+    char* buf = nullptr;
+    int n = PQgetCopyData(Conn(conn_), &buf, /*async=*/1);
+    if (n == 0) {
+      RETURN_IF_ERROR(SendFeedback(false));
+      int sock = PQsocket(Conn(conn_));
+      fd_set fds;
+      FD_ZERO(&fds);
+      FD_SET(sock, &fds);
+      timeval tv{0, 100000};
+      if (select(sock + 1, &fds, nullptr, nullptr, &tv) < 0 && errno != EINTR) {
+        result = RetryCall("change stream: select failed");
+        break;
+      }
+      if (!PQconsumeInput(Conn(conn_))) {
+        result = StatusFromResult(Conn(conn_), nullptr, "change stream");
+        if (result.code() != StatusCode::kRetryCall) result = RetryCall(result.message());
+        break;
+      }
+      continue;
+    }
+    if (n == -1) {
+      PGresult* end = PQgetResult(Conn(conn_));
+      result = RetryCall(fmt::format("change stream ended by the server: {}", end ? PQresultErrorMessage(end) : ""));
+      if (end) PQclear(end);
+      break;
+    }
+    if (n == -2) {
+      result = StatusFromResult(Conn(conn_), nullptr, "change stream");
+      if (result.code() != StatusCode::kRetryCall) result = RetryCall(result.message());
+      break;
+    }
+    auto frame = DecodeReplicationFrame(std::span<const uint8_t>(reinterpret_cast<uint8_t*>(buf), n));
+    if (!frame.ok()) {
+      PQfreemem(buf);
+      result = frame.status();
+      break;
+    }
+    Status st;
+    if (auto* x = std::get_if<XLogData>(&*frame)) {
+      st = Handle(x->payload);
+      if (in_txn_) stats_->read_lag_us = x->send_time + kPgEpochOffsetMicros - txn_time_us_;
+    } else {
+      const auto& k = std::get<PrimaryKeepalive>(*frame);
+      if (!in_txn_ && k.wal_end > stats_->received_lsn) stats_->received_lsn = k.wal_end;
+      st = SendFeedback(k.reply_requested);
+    }
+    PQfreemem(buf);
+    if (!st.ok()) {
+      result = st;
+      break;
+    }
+  }
+  if (stop && result.ok()) (void)SendFeedback(true);
+  return result;
+}
+
+Status ChangeStream::SendFeedback(bool force) {
+  int64_t now = NowMs();
+  if (!force && now - last_feedback_ms_ < 1000) return Status::Ok();
+  last_feedback_ms_ = now;
+  uint64_t flush = stats_->received_lsn;
+  if (auto pending = tracker_->OldestPending()) flush = std::min<uint64_t>(flush, pending->commit_lsn.value());
+  if (flush < stats_->confirmed_lsn) flush = stats_->confirmed_lsn;
+  auto msg = EncodeStandbyStatus(flush, flush, flush, NowUnixMicros() - kPgEpochOffsetMicros, false);
+  if (PQputCopyData(Conn(conn_), reinterpret_cast<const char*>(msg.data()), static_cast<int>(msg.size())) != 1 ||
+      PQflush(Conn(conn_)) != 0)
+    return RetryCall(fmt::format("change stream: sending feedback failed: {}", PQerrorMessage(Conn(conn_))));
+  stats_->confirmed_lsn = flush;
+  return Status::Ok();
+}
+
+Status ChangeStream::Handle(std::span<const uint8_t> payload) {
+  ASSIGN_OR_RETURN(PgOutputMessage msg, DecodePgOutput(payload));
+  if (auto* b = std::get_if<PgBegin>(&msg)) {
+    in_txn_ = true;
+    txn_lsn_ = PgLsn::FromU64(b->final_lsn);
+    txn_time_us_ = b->commit_time + kPgEpochOffsetMicros;
+    txn_seq_ = 0;
+    return Status::Ok();
+  }
+  if (auto* c = std::get_if<PgCommit>(&msg)) {
+    in_txn_ = false;
+    if (c->end_lsn > stats_->received_lsn) stats_->received_lsn = c->end_lsn;
+    return Status::Ok();
+  }
+  if (auto* rel = std::get_if<PgRelation>(&msg)) {
+    TableId id{rel->namespace_name, rel->relation_name};
+    auto it = config_.tables.find(id);
+    if (it == config_.tables.end()) {
+      relations_[rel->relation_id] = Relation{nullptr};
+      return Status::Ok();
+    }
+    const TableSchema& t = *it->second;
+    // The stream's columns must be the table's writable columns, in order;
+    // anything else is a schema change the target does not have yet.
+    bool same = rel->columns.size() == t.writable.size();
+    for (size_t i = 0; same && i < rel->columns.size(); ++i)
+      same = rel->columns[i].name == t.columns[t.writable[i]].name;
+    if (!same) {
+      std::string cols;
+      for (const auto& c : rel->columns) cols += (cols.empty() ? "" : ", ") + c.name;
+      return OperatorError(fmt::format(
+          "schema change on the source: {} now has columns ({}) at {}; apply the same change to the target, "
+          "then run again",
+          id.ToString(), cols, txn_lsn_.ToString()));
+    }
+    relations_[rel->relation_id] = Relation{it->second};
+    return Status::Ok();
+  }
+  auto table_of = [&](uint32_t relid) -> Result<std::shared_ptr<const TableSchema>> {
+    auto it = relations_.find(relid);
+    if (it == relations_.end())
+      return DataLoss(fmt::format("change stream: change for relation {} before its Relation message at {}", relid,
+                                  txn_lsn_.ToString()));
+    return it->second.table;
+  };
+  auto base = [&](ChangeKind kind, std::shared_ptr<const TableSchema> t) {
+    Change c;
+    c.kind = kind;
+    c.table = std::move(t);
+    c.pos = ChangePosition{txn_lsn_, ++txn_seq_};
+    c.commit_time_us = txn_time_us_;
+    return c;
+  };
+  if (auto* ins = std::get_if<PgInsert>(&msg)) {
+    ASSIGN_OR_RETURN(auto t, table_of(ins->relation_id));
+    if (!t) return Status::Ok();
+    Change c = base(ChangeKind::kInsert, t);
+    c.values = ToDatums(ins->new_tuple);
+    return Emit(std::move(c));
+  }
+  if (auto* up = std::get_if<PgUpdate>(&msg)) {
+    ASSIGN_OR_RETURN(auto t, table_of(up->relation_id));
+    if (!t) return Status::Ok();
+    Change c = base(ChangeKind::kUpdate, t);
+    c.values = ToDatums(up->new_tuple);
+    if (up->old_tuple) c.old = ToDatums(*up->old_tuple);
+    if (c.MovesKey() && !HasUnchanged(c.values)) {
+      // A key change is a delete of the old key and an insert of the new one,
+      // each routed by its own key.
+      Change del = base(ChangeKind::kDelete, t);
+      del.pos = c.pos;
+      del.old = std::move(c.old);
+      Change ins = base(ChangeKind::kInsert, t);
+      ins.values = std::move(c.values);
+      RETURN_IF_ERROR(Emit(std::move(del)));
+      return Emit(std::move(ins));
+    }
+    if (!c.MovesKey() && t->routing() == RoutingMode::kByKey) c.old.clear();
+    return Emit(std::move(c));
+  }
+  if (auto* del = std::get_if<PgDelete>(&msg)) {
+    ASSIGN_OR_RETURN(auto t, table_of(del->relation_id));
+    if (!t) return Status::Ok();
+    Change c = base(ChangeKind::kDelete, t);
+    c.old = ToDatums(del->old_tuple);
+    return Emit(std::move(c));
+  }
+  if (auto* tr = std::get_if<PgTruncate>(&msg)) {
+    Change c;
+    c.kind = ChangeKind::kTruncate;
+    c.pos = ChangePosition{txn_lsn_, ++txn_seq_};
+    c.commit_time_us = txn_time_us_;
+    c.truncate_restart_identity = (tr->options & 2) != 0;
+    for (uint32_t relid : tr->relation_ids) {
+      ASSIGN_OR_RETURN(auto t, table_of(relid));
+      if (t) c.truncated.push_back(t);
+    }
+    if (c.truncated.empty()) return Status::Ok();
+    c.table = c.truncated.front();
+    return Emit(std::move(c));
+  }
+  return Status::Ok();  // Origin, Type, Message: nothing to apply
+}
+
+Status ChangeStream::Emit(Change change) {
+  const bool filtering = change.pos.commit_lsn < filter_.horizon();
+  if (filtering && filter_.AlreadyCopied(change)) {
+    ++stats_->skipped;
+    return Status::Ok();
+  }
+  const bool barrier =
+      change.kind == ChangeKind::kTruncate || (change.MovesKey() && HasUnchanged(change.values));
+  if (barrier) {
+    ChangePosition lowest = last_routed_.front();
+    for (const auto& p : last_routed_) lowest = std::min(lowest, p);
+    if (change.pos <= lowest) {
+      ++stats_->skipped;
+      return Status::Ok();
+    }
+    // Everything before the barrier must be applied first, in every partition.
+    while (!tracker_->WaitIdle(std::chrono::milliseconds(200)))
+      if (*stop_) return Cancelled("stopping before a barrier");
+    LOG_INFO("change stream: applying {} of {} at {} across all partitions", ChangeKindName(change.kind),
+             change.table->id.ToString(), change.pos.ToString());
+    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, router_.partitions()));
+    for (auto& p : last_routed_) p = std::max(p, change.pos);
+    ++stats_->changes;
+    return Status::Ok();
+  }
+  PartitionId p = router_.Route(change);
+  if (change.pos <= last_routed_[p.value]) {
+    ++stats_->skipped;
+    return Status::Ok();
+  }
+  last_routed_[p.value] = change.pos;
+  tracker_->Routed(p, change.pos, change.commit_time_us);
+  ++stats_->changes;
+  return log_->Append(p, std::move(change));
+}
+
+}  // namespace midflight::pg

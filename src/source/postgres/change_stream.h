@@ -1,0 +1,83 @@
+// The change stream: pgoutput read over a replication connection from the
+// migration's slot, turned into core Changes, filtered (already copied),
+// routed to the partition log, and acknowledged to the source only up to the
+// position every partition holds durably.
+//
+//   slot ─► XLogData ─► DecodePgOutput ─► Assemble (relation map, positions)
+//        ─► SnapshotFilter ─► Router ─► PartitionLog[p]      (barriers: wait idle, apply once)
+//   feedback (1/s): flush = oldest transaction some partition still holds
+//
+// A lost connection (source restart) is retried with backoff; the server
+// resends from the slot's confirmed position and the per-partition "last
+// routed" positions drop what was routed already, so nothing is doubled.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "core/change.h"
+#include "pipeline/applier.h"
+#include "pipeline/apply_tracker.h"
+#include "pipeline/partition_log.h"
+#include "pipeline/router.h"
+
+namespace midflight::pg {
+
+struct StreamStats {
+  std::atomic<uint64_t> received_lsn{0};   // all transactions committed before this were received
+  std::atomic<uint64_t> confirmed_lsn{0};  // last flush position sent to the source
+  std::atomic<uint64_t> changes{0};        // changes routed
+  std::atomic<uint64_t> skipped{0};        // changes dropped as already copied or already applied
+  std::atomic<int64_t> read_lag_us{0};     // source send time minus commit time of the last change read
+  std::atomic<bool> connected{false};
+};
+
+struct StreamConfig {
+  std::string source_uri;
+  std::string slot;
+  std::string publication;
+  std::map<TableId, std::shared_ptr<const TableSchema>> tables;
+};
+
+class ChangeStream {
+ public:
+  // `checkpoints[p]` is partition p's durable checkpoint at start.
+  ChangeStream(StreamConfig config, Router router, SnapshotFilter filter, PartitionLog* log,
+               ApplyTracker* tracker, ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints,
+               StreamStats* stats);
+  // Streams until `stop` is set (returns Ok) or a persistent error.
+  Status Run(const std::atomic<bool>& stop);
+
+ private:
+  Status StreamOnce(const std::atomic<bool>& stop);
+  Status Handle(std::span<const uint8_t> payload);
+  Status Emit(Change change);
+  Status SendFeedback(bool force);
+
+  StreamConfig config_;
+  Router router_;
+  SnapshotFilter filter_;
+  PartitionLog* log_;
+  ApplyTracker* tracker_;
+  ChangeSink* barrier_sink_;
+  std::vector<ChangePosition> last_routed_;
+  StreamStats* stats_;
+
+  struct Relation {
+    std::shared_ptr<const TableSchema> table;  // null: not migrated
+  };
+  std::map<uint32_t, Relation> relations_;
+  void* conn_ = nullptr;  // PGconn* of the replication connection
+  bool in_txn_ = false;
+  PgLsn txn_lsn_;
+  int64_t txn_time_us_ = 0;
+  uint32_t txn_seq_ = 0;
+  int64_t last_feedback_ms_ = 0;
+  const std::atomic<bool>* stop_ = nullptr;
+};
+
+}  // namespace midflight::pg

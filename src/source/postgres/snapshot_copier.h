@@ -1,0 +1,68 @@
+// The snapshot copy: chunks of every table, copied in parallel with COPY from
+// one consistent source snapshot to the target.
+//
+// Each worker holds one source transaction that imported the snapshot exported
+// with the replication slot (SET TRANSACTION SNAPSHOT) and one target
+// connection. Per chunk it runs COPY (SELECT .. WHERE <range>) TO STDOUT on
+// the source and pipes every buffer straight into COPY .. FROM STDIN on the
+// target, then records the chunk in midflight.chunks in the same target
+// transaction, so a chunk is either wholly there and recorded or absent.
+// Memory per worker is one COPY buffer, whatever the table size.
+//
+// Chunks: a table whose first key column is an integer is split into value
+// ranges ([lo, hi), open at both ends); any other table into ctid page ranges.
+// The largest tables are planned first so one big table keeps every worker busy.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "core/position.h"
+#include "core/schema.h"
+
+namespace midflight::pg {
+
+class PgConn;
+
+struct Chunk {
+  TableId table;
+  int number = 0;
+  enum class Kind : uint8_t { kWhole, kIntRange, kPageRange } kind = Kind::kWhole;
+  std::optional<int64_t> lo, hi;  // kIntRange: values; kPageRange: pages; nullopt = unbounded
+};
+
+// Per-table progress, updated by the workers, read by the status writer.
+struct TableProgress {
+  std::atomic<int64_t> rows{0};
+  std::atomic<int64_t> bytes{0};
+  std::atomic<int> chunks_done{0};
+  int chunks_total = 0;
+};
+using CopyProgress = std::map<TableId, std::unique_ptr<TableProgress>>;
+
+// Splits every table into chunks of about `chunk_rows` rows (by key value or by pages).
+Result<std::vector<Chunk>> PlanChunks(PgConn& source, const std::vector<std::shared_ptr<const TableSchema>>& tables,
+                                      int64_t chunk_rows);
+
+struct CopyJob {
+  std::string source_uri, target_uri, migration;
+  std::string snapshot_name;  // exported snapshot every worker imports
+  PgLsn snapshot_lsn;         // its position, recorded with every chunk
+  int workers = 2;
+  std::map<TableId, std::shared_ptr<const TableSchema>> tables;
+  std::vector<Chunk> chunks;  // the chunks still to copy
+};
+
+// Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;
+// chunks finished until then stay recorded. `on_imported` is called once every
+// worker has imported the snapshot (the exporting connection may then close).
+Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop,
+                  const std::function<void()>& on_imported);
+
+}  // namespace midflight::pg

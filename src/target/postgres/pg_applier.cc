@@ -1,0 +1,303 @@
+#include "target/postgres/pg_applier.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
+#include "postgres/pg_conn.h"
+
+namespace midflight::pg {
+namespace {
+
+constexpr const char* kBookkeepingSql = R"sql(
+CREATE SCHEMA IF NOT EXISTS midflight;
+CREATE TABLE IF NOT EXISTS midflight.checkpoints (
+  migration text NOT NULL,
+  part int NOT NULL,
+  commit_lsn pg_lsn NOT NULL,
+  seq int NOT NULL,
+  updated_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (migration, part));
+CREATE TABLE IF NOT EXISTS midflight.chunks (
+  migration text NOT NULL,
+  table_name text NOT NULL,
+  chunk int NOT NULL,
+  snapshot_lsn pg_lsn NOT NULL,
+  rows_copied bigint NOT NULL,
+  bytes_copied bigint NOT NULL,
+  copied_at timestamptz NOT NULL DEFAULT now(),
+  PRIMARY KEY (migration, table_name, chunk));
+)sql";
+
+constexpr const char* kSaveCheckpointSql = R"sql(
+INSERT INTO midflight.checkpoints (migration, part, commit_lsn, seq) VALUES ($1, $2, $3, $4)
+ON CONFLICT (migration, part) DO UPDATE
+  SET commit_lsn = EXCLUDED.commit_lsn, seq = EXCLUDED.seq, updated_at = now()
+)sql";
+
+std::string Table(const TableSchema& t) { return QuoteQualified(t.id.schema, t.id.name); }
+
+// "(tableoid, ctid) = (SELECT tableoid, ctid FROM t WHERE c1::text IS NOT DISTINCT FROM $n .. LIMIT 1)"
+std::string MatchWholeRow(const TableSchema& t, int first_param, std::vector<int>* params) {
+  std::string where;
+  for (size_t i = 0; i < t.writable.size(); ++i) {
+    if (i) where += " AND ";
+    where += fmt::format("{}::text IS NOT DISTINCT FROM ${}", QuoteIdent(t.columns[t.writable[i]].name),
+                         first_param + static_cast<int>(i));
+    params->push_back(-1 - static_cast<int>(i));  // negative: from the old image
+  }
+  return fmt::format("(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {} LIMIT 1)", Table(t), where);
+}
+
+std::string MatchKey(const TableSchema& t, int first_param, std::vector<int>* params, bool from_old) {
+  std::string where;
+  for (size_t i = 0; i < t.key_writable.size(); ++i) {
+    if (i) where += " AND ";
+    int w = t.key_writable[i];
+    where += fmt::format("{} = ${}", QuoteIdent(t.columns[t.writable[w]].name), first_param + static_cast<int>(i));
+    params->push_back(from_old ? -1 - w : w);
+  }
+  return where;
+}
+
+// Builds the SQL for a change's shape. `params` gets, per $n, the writable
+// column it takes: w >= 0 from the new image, -1-w from the old image.
+std::string BuildSql(const Change& c, std::vector<int>* params) {
+  const TableSchema& t = *c.table;
+  const bool keyed = !t.key_writable.empty();
+  switch (c.kind) {
+    case ChangeKind::kInsert: {
+      std::string cols, vals, set;
+      for (size_t i = 0; i < t.writable.size(); ++i) {
+        const std::string& name = QuoteIdent(t.columns[t.writable[i]].name);
+        if (i) {
+          cols += ", ";
+          vals += ", ";
+        }
+        cols += name;
+        vals += fmt::format("${}", i + 1);
+        params->push_back(static_cast<int>(i));
+        bool is_key = false;
+        for (int k : t.key_writable) is_key = is_key || k == static_cast<int>(i);
+        if (!is_key) {
+          if (!set.empty()) set += ", ";
+          set += fmt::format("{0} = EXCLUDED.{0}", name);
+        }
+      }
+      std::string sql = fmt::format("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})", Table(t), cols, vals);
+      if (keyed) {
+        std::string key_cols;
+        for (size_t i = 0; i < t.key_writable.size(); ++i) {
+          if (i) key_cols += ", ";
+          key_cols += QuoteIdent(t.columns[t.writable[t.key_writable[i]]].name);
+        }
+        sql += set.empty() ? fmt::format(" ON CONFLICT ({}) DO NOTHING", key_cols)
+                           : fmt::format(" ON CONFLICT ({}) DO UPDATE SET {}", key_cols, set);
+      }
+      return sql;
+    }
+    case ChangeKind::kUpdate: {
+      std::string set;
+      int n = 0;
+      for (size_t i = 0; i < t.writable.size(); ++i) {
+        if (c.values[i].is_unchanged()) continue;
+        if (!set.empty()) set += ", ";
+        set += fmt::format("{} = ${}", QuoteIdent(t.columns[t.writable[i]].name), ++n);
+        params->push_back(static_cast<int>(i));
+      }
+      std::string where = keyed ? MatchKey(t, n + 1, params, /*from_old=*/c.MovesKey())
+                                : MatchWholeRow(t, n + 1, params);
+      return fmt::format("UPDATE {} SET {} WHERE {}", Table(t), set, where);
+    }
+    case ChangeKind::kDelete: {
+      std::string where = keyed ? MatchKey(t, 1, params, /*from_old=*/true) : MatchWholeRow(t, 1, params);
+      return fmt::format("DELETE FROM {} WHERE {}", Table(t), where);
+    }
+    case ChangeKind::kTruncate: break;
+  }
+  return {};
+}
+
+// Shape of a change: what decides its statement text.
+std::string ShapeOf(const Change& c) {
+  std::string shape = fmt::format("{}|{}|", static_cast<int>(c.kind), c.table->id.ToString());
+  if (c.kind == ChangeKind::kUpdate) {
+    for (const auto& d : c.values) shape.push_back(d.is_unchanged() ? 'u' : 'v');
+    shape.push_back(c.MovesKey() ? 'm' : 's');
+  }
+  return shape;
+}
+
+}  // namespace
+
+Status EnsureBookkeeping(PgConn& target) { return target.Exec(kBookkeepingSql); }
+
+PgChangeSink::PgChangeSink(std::string uri, std::string migration, PartitionId p)
+    : uri_(std::move(uri)), migration_(std::move(migration)), partition_(p) {}
+
+PgChangeSink::~PgChangeSink() = default;
+
+Result<std::unique_ptr<PgChangeSink>> PgChangeSink::Open(const std::string& target_uri, const std::string& migration,
+                                                         PartitionId partition) {
+  std::unique_ptr<PgChangeSink> sink(new PgChangeSink(target_uri, migration, partition));
+  RETURN_IF_ERROR(sink->Reconnect());
+  return sink;
+}
+
+Status PgChangeSink::Reconnect() {
+  conn_.reset();
+  prepared_.clear();
+  ConnOptions o;
+  o.application_name = fmt::format("midflight-apply-{}", partition_.value);
+  o.settings = {"session_replication_role=replica", "lock_timeout=10s"};
+  ASSIGN_OR_RETURN(conn_, PgConn::Connect(uri_, o));
+  return Status::Ok();
+}
+
+Result<ChangePosition> PgChangeSink::LoadCheckpoint() {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  ASSIGN_OR_RETURN(PgResult r, conn_->Query("SELECT commit_lsn::text, seq FROM midflight.checkpoints "
+                                            "WHERE migration = $1 AND part = $2",
+                                            {migration_, std::to_string(partition_.value)}));
+  if (r.rows() == 0) return ChangePosition{};
+  ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(r.Get(0, 0)));
+  return ChangePosition{lsn, static_cast<uint32_t>(r.GetInt(0, 1))};
+}
+
+Result<std::string> PgChangeSink::StatementFor(const Change& change, std::vector<int>* param_columns) {
+  std::string shape = ShapeOf(change);
+  std::string sql = BuildSql(change, param_columns);
+  auto it = prepared_.find(shape);
+  if (it != prepared_.end()) return it->second;
+  std::string name = fmt::format("mf{}", next_statement_++);
+  if (!PQsendPrepare(conn_->raw(), name.c_str(), sql.c_str(), 0, nullptr))
+    return StatusFromResult(conn_->raw(), nullptr, "preparing apply statement");
+  prepared_[shape] = name;
+  return name;
+}
+
+Status PgChangeSink::Abort(Status cause) {
+  PGconn* c = conn_->raw();
+  // Drain whatever is left of the pipeline, then leave it and roll back.
+  while (PQpipelineStatus(c) != PQ_PIPELINE_OFF) {
+    PGresult* r = PQgetResult(c);
+    if (r) {
+      PQclear(r);
+      continue;
+    }
+    if (PQexitPipelineMode(c)) break;
+    if (PQstatus(c) != CONNECTION_OK) break;
+  }
+  if (PQstatus(c) == CONNECTION_OK) {
+    (void)conn_->Exec("ROLLBACK");
+    (void)conn_->Exec("DEALLOCATE ALL");
+  }
+  prepared_.clear();
+  return cause;
+}
+
+Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  PGconn* c = conn_->raw();
+  if (!PQenterPipelineMode(c)) return StatusFromResult(c, nullptr, "entering pipeline mode");
+  auto send = [&](const char* sql) { return PQsendQueryParams(c, sql, 0, nullptr, nullptr, nullptr, nullptr, 0); };
+  // owners[i]: the index of the change the i-th result belongs to, or -1.
+  std::vector<int> owners = {-1, -1};
+  if (!send("BEGIN") || !send("SET CONSTRAINTS ALL DEFERRED"))
+    return Abort(StatusFromResult(c, nullptr, "starting apply transaction"));
+  std::vector<int> param_columns;
+  std::vector<const char*> values;
+  for (size_t i = 0; i < changes.size(); ++i) {
+    const Change& ch = changes[i];
+    param_columns.clear();
+    size_t before = prepared_.size();
+    auto name = StatementFor(ch, &param_columns);
+    if (!name.ok()) return Abort(name.status());
+    if (prepared_.size() != before) owners.push_back(static_cast<int>(i));
+    values.clear();
+    for (int col : param_columns) {
+      const Datum& d = col >= 0 ? ch.values.at(col) : ch.old.at(-1 - col);
+      values.push_back(d.kind == Datum::Kind::kText ? d.text.c_str() : nullptr);
+    }
+    if (!PQsendQueryPrepared(c, name->c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0))
+      return Abort(StatusFromResult(c, nullptr, "sending change"));
+    owners.push_back(static_cast<int>(i));
+  }
+  std::string part = std::to_string(partition_.value), lsn = checkpoint.commit_lsn.ToString(),
+              seq = std::to_string(checkpoint.seq);
+  const char* cp_values[] = {migration_.c_str(), part.c_str(), lsn.c_str(), seq.c_str()};
+  if (!PQsendQueryParams(c, kSaveCheckpointSql, 4, nullptr, cp_values, nullptr, nullptr, 0) || !send("COMMIT") ||
+      !PQpipelineSync(c))
+    return Abort(StatusFromResult(c, nullptr, "sending checkpoint"));
+
+  // Read every result in order. The first failure decides the status; the
+  // server skips the rest of the pipeline up to the sync.
+  Status first_error;
+  size_t seen = 0;
+  while (true) {
+    PGresult* r = PQgetResult(c);
+    if (!r) {
+      if (PQstatus(c) != CONNECTION_OK) {
+        first_error = StatusFromResult(c, nullptr, "applying batch");
+        break;
+      }
+      continue;  // end of one query's results
+    }
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_PIPELINE_SYNC) {
+      PQclear(r);
+      break;
+    }
+    size_t index = seen++;
+    if (st == PGRES_FATAL_ERROR && first_error.ok()) {
+      std::string where = "applying batch";
+      if (index < owners.size() && owners[index] >= 0) {
+        const Change& ch = changes[owners[index]];
+        where = fmt::format("applying {} to {} key {} at {}", ChangeKindName(ch.kind), ch.table->id.ToString(),
+                            ch.table->KeyDescription(), ch.pos.ToString());
+      }
+      first_error = StatusFromResult(c, r, where);
+    }
+    PQclear(r);
+  }
+  if (!first_error.ok()) return Abort(first_error);
+  if (!PQexitPipelineMode(c)) return Abort(StatusFromResult(c, nullptr, "leaving pipeline mode"));
+  return Status::Ok();
+}
+
+Status PgChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  RETURN_IF_ERROR(conn_->Exec("BEGIN"));
+  auto fail = [&](Status st) {
+    (void)conn_->Exec("ROLLBACK");
+    return st;
+  };
+  if (change.kind == ChangeKind::kTruncate) {
+    std::string tables;
+    for (const auto& t : change.truncated) {
+      if (!tables.empty()) tables += ", ";
+      tables += Table(*t);
+    }
+    std::string sql = fmt::format("TRUNCATE {}{}", tables, change.truncate_restart_identity ? " RESTART IDENTITY" : "");
+    if (Status st = conn_->Exec(sql); !st.ok()) return fail(st.WithContext("truncate at " + change.pos.ToString()));
+  } else {
+    std::vector<int> params;
+    std::string sql = BuildSql(change, &params);
+    std::vector<Param> values;
+    for (int col : params) {
+      const Datum& d = col >= 0 ? change.values.at(col) : change.old.at(-1 - col);
+      values.push_back(d.kind == Datum::Kind::kText ? Param(d.text) : std::nullopt);
+    }
+    auto r = conn_->Query(sql, values);
+    if (!r.ok())
+      return fail(r.status().WithContext(fmt::format("moving key of {} at {}", change.table->id.ToString(),
+                                                     change.pos.ToString())));
+  }
+  for (uint32_t p = 0; p < partitions; ++p) {
+    auto r = conn_->Query(kSaveCheckpointSql, {migration_, std::to_string(p), change.pos.commit_lsn.ToString(),
+                                               std::to_string(change.pos.seq)});
+    if (!r.ok()) return fail(r.status());
+  }
+  return conn_->Exec("COMMIT");
+}
+
+}  // namespace midflight::pg

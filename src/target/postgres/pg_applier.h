@@ -1,0 +1,53 @@
+// The PostgreSQL target side of a partition: applies change batches with
+// their checkpoint in one transaction, over one connection in libpq pipeline
+// mode (no round trip per statement). The session runs with
+// session_replication_role = replica, so foreign keys and user triggers on the
+// target do not fire for replicated rows (the source already checked them).
+//
+// Statements, per table (prepared once per connection):
+//   insert / full update   INSERT .. OVERRIDING SYSTEM VALUE .. ON CONFLICT (key) DO UPDATE  (idempotent upsert)
+//   update with unchanged TOAST values   UPDATE .. SET <sent columns> WHERE key = ..
+//   delete                 DELETE .. WHERE key = ..
+//   keyless (REPLICA IDENTITY FULL) tables match one row on every column:
+//                          .. WHERE (tableoid, ctid) = (SELECT tableoid, ctid .. LIMIT 1)
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "pipeline/applier.h"
+
+namespace midflight::pg {
+
+class PgConn;
+
+// midflight's bookkeeping schema on the target: checkpoints and copied chunks.
+Status EnsureBookkeeping(PgConn& target);
+
+class PgChangeSink final : public ChangeSink {
+ public:
+  static Result<std::unique_ptr<PgChangeSink>> Open(const std::string& target_uri, const std::string& migration,
+                                                    PartitionId partition);
+  ~PgChangeSink() override;
+
+  Result<ChangePosition> LoadCheckpoint() override;
+  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) override;
+  Status ApplyBarrier(const Change& change, uint32_t partitions) override;
+  Status Reconnect() override;
+
+ private:
+  PgChangeSink(std::string uri, std::string migration, PartitionId p);
+  // The prepared statement for this change's shape, preparing it in the pipeline if new.
+  Result<std::string> StatementFor(const Change& change, std::vector<int>* param_columns);
+  Status Abort(Status cause);
+
+  std::string uri_;
+  std::string migration_;
+  PartitionId partition_;
+  std::unique_ptr<PgConn> conn_;
+  std::map<std::string, std::string> prepared_;  // shape -> statement name
+  int next_statement_ = 0;
+};
+
+}  // namespace midflight::pg

@@ -1,0 +1,164 @@
+#include "target/postgres/schema_loader.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "base/log.h"
+#include "postgres/pg_conn.h"
+
+namespace midflight::pg {
+namespace {
+
+std::string PgBin(const std::string& tool) {
+  if (const char* dir = std::getenv("MIDFLIGHT_PG_BIN")) return std::string(dir) + "/" + tool;
+  return tool;
+}
+
+// Runs a PostgreSQL client tool with the password in PGPASSWORD (never on the
+// command line). stdout goes to `stdout_path` when given.
+Status RunTool(const std::vector<std::string>& argv, const std::string& password, const std::string& stdout_path,
+               const std::string& what) {
+  char err_template[] = "/tmp/midflight-tool-XXXXXX";
+  int err_fd = mkstemp(err_template);
+  if (err_fd < 0) return Internal("cannot create a temporary file for " + what);
+  unlink(err_template);
+  pid_t pid = fork();
+  if (pid < 0) return Internal("cannot start " + what);
+  if (pid == 0) {
+    dup2(err_fd, 2);
+    if (!stdout_path.empty()) {
+      int out = open(stdout_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (out >= 0) dup2(out, 1);
+    }
+    if (!password.empty()) setenv("PGPASSWORD", password.c_str(), 1);
+    setenv("PGOPTIONS", "-c client_min_messages=warning", 1);
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  std::string err;
+  lseek(err_fd, 0, SEEK_SET);
+  char buf[4096];
+  ssize_t n;
+  while ((n = read(err_fd, buf, sizeof buf)) > 0) err.append(buf, n);
+  close(err_fd);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return Status::Ok();
+  // First error line is the most useful one.
+  std::string line;
+  std::istringstream is(err);
+  std::string first_error;
+  while (std::getline(is, line)) {
+    if (first_error.empty() && line.find("error") != std::string::npos) first_error = line;
+  }
+  if (first_error.empty()) first_error = err.substr(0, 300);
+  if (WIFEXITED(status) && WEXITSTATUS(status) == 127) first_error = argv[0] + " not found";
+  return OperatorError(fmt::format("{} failed: {}", what, first_error));
+}
+
+}  // namespace
+
+Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_ptr<const TableSchema>>& selected,
+                  const std::vector<TableId>& all_source_tables, const std::string& dump_path) {
+  ASSIGN_OR_RETURN(auto split, SplitPassword(source_uri));
+  std::set<std::string> schemas;
+  std::set<TableId> chosen;
+  for (const auto& t : selected) {
+    schemas.insert(t->id.schema);
+    chosen.insert(t->id);
+  }
+  std::vector<std::string> argv = {PgBin("pg_dump"), "--schema-only", "--format=custom", "--no-owner",
+                                   "--no-privileges", "--no-publications", "--no-subscriptions",
+                                   "--file=" + dump_path};
+  for (const auto& s : schemas) argv.push_back("--schema=" + QuoteIdent(s));
+  for (const auto& t : all_source_tables)
+    if (schemas.count(t.schema) && !chosen.count(t))
+      argv.push_back("--exclude-table=" + QuoteQualified(t.schema, t.name));
+  argv.push_back("--dbname=" + split.first);
+  return RunTool(argv, split.second, "", "pg_dump of the source schema");
+}
+
+Status RestorePreData(const std::string& target_uri, const std::string& dump_path) {
+  ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
+  return RunTool({PgBin("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error", "--no-owner",
+                  "--no-privileges", "--dbname=" + split.first, dump_path},
+                 split.second, "", "pg_restore of the schema (pre-data) on the target");
+}
+
+Status RestorePostData(PgConn& target, const std::string& target_uri, const std::string& dump_path, int jobs,
+                       const std::string& work_dir) {
+  ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
+  std::string list_path = work_dir + "/post-data.list";
+  RETURN_IF_ERROR(RunTool({PgBin("pg_restore"), "--list", "--section=post-data", dump_path}, "", list_path,
+                          "listing the post-data schema"));
+  // Names of what already exists on the target (a re-run after a crash).
+  ASSIGN_OR_RETURN(PgResult existing, target.Query(R"sql(
+    SELECT n.nspname || ' ' || c.conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+    UNION ALL SELECT n.nspname || ' ' || i.relname FROM pg_class i JOIN pg_namespace n ON n.oid = i.relnamespace
+     WHERE i.relkind IN ('i', 'I')
+    UNION ALL SELECT n.nspname || ' ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal)sql"));
+  std::set<std::string> have;
+  for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
+  std::ifstream in(list_path);
+  std::string line, filtered;
+  int kept = 0, skipped = 0;
+  while (std::getline(in, line)) {
+    // "3345; 2606 16390 CONSTRAINT public pgbench_accounts pgbench_accounts_pkey owner"
+    bool skip = false;
+    if (!line.empty() && line[0] != ';') {
+      std::istringstream ls(line);
+      std::vector<std::string> tok;
+      std::string w;
+      while (ls >> w) tok.push_back(w);
+      // tok: id; oid oid TYPE... schema name... owner — check "schema <name>" pairs.
+      for (size_t i = 3; i + 1 < tok.size() && !skip; ++i)
+        for (size_t j = i + 1; j < tok.size() && !skip; ++j)
+          if (have.count(tok[i] + " " + tok[j])) skip = true;
+    }
+    if (skip) {
+      ++skipped;
+      filtered += ";" + line + "\n";
+    } else {
+      if (!line.empty() && line[0] != ';') ++kept;
+      filtered += line + "\n";
+    }
+  }
+  std::ofstream(list_path) << filtered;
+  if (skipped) LOG_INFO("schema: {} post-data objects already on the target, {} to build", skipped, kept);
+  if (kept == 0) return Status::Ok();
+  return RunTool({PgBin("pg_restore"), "--section=post-data", "--exit-on-error", "--no-owner", "--no-privileges",
+                  fmt::format("--jobs={}", std::max(1, jobs)), "--use-list=" + list_path, "--dbname=" + split.first,
+                  dump_path},
+                 split.second, "", "pg_restore of indexes and constraints (post-data) on the target");
+}
+
+Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected) {
+  std::set<std::string> schemas;
+  for (const auto& t : selected) schemas.insert(t->id.schema);
+  std::string list = "{";
+  for (const auto& s : schemas) list += (list.size() > 1 ? "," : "") + QuoteIdent(s);
+  list += "}";
+  ASSIGN_OR_RETURN(PgResult seqs, source.Query("SELECT schemaname, sequencename, last_value::text, last_value IS NOT NULL "
+                                               "FROM pg_sequences WHERE schemaname = ANY($1::text[])",
+                                               {list}));
+  for (int r = 0; r < seqs.rows(); ++r) {
+    if (!seqs.GetBool(r, 3)) continue;  // never used: keep the target's start value
+    std::string name = QuoteQualified(seqs.Get(r, 0), seqs.Get(r, 1));
+    auto st = target.Query("SELECT setval($1::regclass, $2::bigint, true)", {name, seqs.GetString(r, 2)});
+    if (!st.ok()) return st.status().WithContext("setting sequence " + name);
+  }
+  return Status::Ok();
+}
+
+}  // namespace midflight::pg

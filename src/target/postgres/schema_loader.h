@@ -1,0 +1,35 @@
+// The target's schema, made by PostgreSQL's own pg_dump / pg_restore:
+// pre-data (types, domains, sequences, tables with defaults, generated and
+// identity columns, check constraints) before the copy, post-data (primary
+// keys, unique and foreign-key constraints, indexes, triggers) after it,
+// built in parallel. Both steps can be re-run after a crash.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "core/schema.h"
+
+namespace midflight::pg {
+
+class PgConn;
+
+// Dumps the schema (no data) of the selected tables and of every type,
+// function and sequence in their schemas, to `dump_path` (custom format).
+Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_ptr<const TableSchema>>& selected,
+                  const std::vector<TableId>& all_source_tables, const std::string& dump_path);
+
+// Creates the pre-data objects in one transaction: all or nothing.
+Status RestorePreData(const std::string& target_uri, const std::string& dump_path);
+
+// Builds the post-data objects with `jobs` parallel connections, skipping
+// those that already exist on the target (a re-run after a crash).
+Status RestorePostData(PgConn& target, const std::string& target_uri, const std::string& dump_path, int jobs,
+                       const std::string& work_dir);
+
+// Sets every sequence of the selected tables' schemas on the target to the source's value.
+Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected);
+
+}  // namespace midflight::pg

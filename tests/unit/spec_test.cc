@@ -1,0 +1,48 @@
+#include "control/spec.h"
+
+#include <gtest/gtest.h>
+
+namespace midflight {
+
+TEST(SpecTest, ParsesTheDocumentedFieldsWithDefaults) {
+  auto s = ParseSpec(R"(
+name: shop
+source: postgres://app:secret@db1:5432/shop
+target: postgres://app:secret@db2:5432/shop
+tables: [public.*]
+exclude: public.audit_*
+)", "spec.yaml");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->name, "shop");
+  EXPECT_EQ(s->tables, std::vector<std::string>{"public.*"});
+  EXPECT_EQ(s->exclude, std::vector<std::string>{"public.audit_*"});
+  EXPECT_EQ(s->state_dir, "./.midflight/shop");
+  EXPECT_EQ(s->slot_name(), "midflight_shop");
+  EXPECT_EQ(s->partitions, 4);
+}
+
+TEST(SpecTest, UnknownFieldIsNamed) {
+  auto s = ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\ntabels: [x]\n", "m.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().message(), "m.yaml: field 'tabels': unknown field");
+}
+
+TEST(SpecTest, BadValuesNameTheFieldAndHideThePassword) {
+  auto s = ParseSpec("name: a\nsource: http://u:hunter2@h/db\ntarget: postgres://h/db2\n", "m.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.status().message(), "m.yaml: field 'source': 'http://u:***@h/db' is not a postgres:// URI");
+  auto n = ParseSpec("name: Bad-Name\nsource: postgres://h/db\ntarget: postgres://h/db2\n", "m.yaml");
+  EXPECT_EQ(n.status().message(), "m.yaml: field 'name': 'Bad-Name' may only use a-z, 0-9 and _");
+  auto p = ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\npartitions: lots\n", "m.yaml");
+  EXPECT_EQ(p.status().message(), "m.yaml: field 'partitions': has the wrong type");
+  auto missing = ParseSpec("name: a\nsource: postgres://h/db\n", "m.yaml");
+  EXPECT_EQ(missing.status().message(), "m.yaml: field 'target': is required (postgres://user:pass@host:port/db)");
+}
+
+TEST(SpecTest, NotYaml) {
+  auto s = ParseSpec("name: [unclosed\n", "m.yaml");
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(s.status().message().starts_with("m.yaml: not valid YAML at line")) << s.status().message();
+}
+
+}  // namespace midflight
