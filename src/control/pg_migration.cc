@@ -287,7 +287,7 @@ Status Runner::CreateSchema() {
   std::set<TableId> have(existing.begin(), existing.end());
   bool all_there = true;
   for (const auto& t : tables_) all_there = all_there && have.count(t->id);
-  if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(spec_.target, dump_path_));
+  if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(*dst_, spec_.target, dump_path_, spec_.state_dir));
   RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
   CrashPoint("after-pre-data");
   Say(fmt::format("schema: {} tables created on the target (indexes and constraints follow the copy)", tables_.size()));
@@ -550,7 +550,7 @@ Status Runner::Replicate() {
       mon = m.ok() ? std::move(*m) : nullptr;
     }
     if (mon) {
-      auto v = mon->QueryValue("SELECT pg_current_wal_lsn()::text");
+      auto v = mon->QueryValue("SELECT pg_current_wal_flush_lsn()::text");
       if (v.ok())
         if (auto l = PgLsn::Parse(*v); l.ok()) source_lsn = l->value();
     }

@@ -146,7 +146,7 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
     } else {
       const auto& k = std::get<PrimaryKeepalive>(*frame);
       if (!in_txn_ && k.wal_end > stats_->received_lsn) stats_->received_lsn = k.wal_end;
-      st = SendFeedback(k.reply_requested);
+      if (k.reply_requested) st = SendFeedback(true);
     }
     PQfreemem(buf);
     if (!st.ok()) {
@@ -165,7 +165,9 @@ Status ChangeStream::SendFeedback(bool force) {
   uint64_t flush = stats_->received_lsn;
   if (auto pending = tracker_->OldestPending()) flush = std::min<uint64_t>(flush, pending->commit_lsn.value());
   if (flush < stats_->confirmed_lsn) flush = stats_->confirmed_lsn;
-  auto msg = EncodeStandbyStatus(flush, flush, flush, NowUnixMicros() - kPgEpochOffsetMicros, false);
+  // Ask for a keepalive back: it carries how far the server has decoded, so an
+  // idle stream still shows it is caught up.
+  auto msg = EncodeStandbyStatus(flush, flush, flush, NowUnixMicros() - kPgEpochOffsetMicros, true);
   if (PQputCopyData(Conn(conn_), reinterpret_cast<const char*>(msg.data()), static_cast<int>(msg.size())) != 1 ||
       PQflush(Conn(conn_)) != 0)
     return RetryCall(fmt::format("change stream: sending feedback failed: {}", PQerrorMessage(Conn(conn_))));

@@ -88,10 +88,30 @@ Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_p
   return RunTool(argv, split.second, "", "pg_dump of the source schema");
 }
 
-Status RestorePreData(const std::string& target_uri, const std::string& dump_path) {
+Status RestorePreData(PgConn& target, const std::string& target_uri, const std::string& dump_path,
+                      const std::string& work_dir) {
   ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
+  std::string list_path = work_dir + "/pre-data.list";
+  RETURN_IF_ERROR(RunTool({PgBin("pg_restore"), "--list", "--section=pre-data", dump_path}, "", list_path,
+                          "listing the pre-data schema"));
+  // Schemas that exist on the target already (public, usually) are not created again.
+  ASSIGN_OR_RETURN(PgResult existing, target.Query("SELECT nspname FROM pg_namespace"));
+  std::set<std::string> have;
+  for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
+  std::ifstream in(list_path);
+  std::string line, filtered;
+  while (std::getline(in, line)) {
+    std::istringstream ls(line);
+    std::vector<std::string> tok;
+    std::string w;
+    while (ls >> w) tok.push_back(w);
+    // "5; 2615 2200 SCHEMA - public owner"
+    bool skip = tok.size() >= 6 && tok[3] == "SCHEMA" && tok[4] == "-" && have.count(tok[5]);
+    filtered += (skip ? ";" : "") + line + "\n";
+  }
+  std::ofstream(list_path) << filtered;
   return RunTool({PgBin("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error", "--no-owner",
-                  "--no-privileges", "--dbname=" + split.first, dump_path},
+                  "--no-privileges", "--use-list=" + list_path, "--dbname=" + split.first, dump_path},
                  split.second, "", "pg_restore of the schema (pre-data) on the target");
 }
 

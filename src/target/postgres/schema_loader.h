@@ -21,8 +21,10 @@ class PgConn;
 Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_ptr<const TableSchema>>& selected,
                   const std::vector<TableId>& all_source_tables, const std::string& dump_path);
 
-// Creates the pre-data objects in one transaction: all or nothing.
-Status RestorePreData(const std::string& target_uri, const std::string& dump_path);
+// Creates the pre-data objects in one transaction: all or nothing. Schemas
+// that already exist on the target (public) are not created again.
+Status RestorePreData(PgConn& target, const std::string& target_uri, const std::string& dump_path,
+                      const std::string& work_dir);
 
 // Builds the post-data objects with `jobs` parallel connections, skipping
 // those that already exist on the target (a re-run after a crash).
