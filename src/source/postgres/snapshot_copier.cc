@@ -172,6 +172,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
   std::condition_variable cv;
   size_t next = 0;
   int imported = 0;
+  std::atomic<int> committed{0};
   bool import_failed = false;
   Status first_error;
   auto record_error = [&](Status st) {
@@ -224,6 +225,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
         return record_error(s.WithContext(fmt::format("copying {} chunk {}", t.id.ToString(), c.number)));
       }
       ++tp.chunks_done;
+      if (job.on_chunk_committed) job.on_chunk_committed(++committed);
       LOG_DEBUG("copied {} chunk {}: {} rows", t.id.ToString(), c.number, rows);
     }
   };

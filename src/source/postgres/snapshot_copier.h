@@ -57,6 +57,9 @@ struct CopyJob {
   int workers = 2;
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;
   std::vector<Chunk> chunks;  // the chunks still to copy
+  // Called after each chunk's target transaction committed, with the number
+  // committed so far in this call (any worker thread).
+  std::function<void(int)> on_chunk_committed;
 };
 
 // Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;

@@ -1,0 +1,119 @@
+# Shared helpers for the integration tests: real PostgreSQL servers started by
+# scripts/testdb, the real midflight binary, psql and pgbench as the clients.
+# Each test sources this file, calls start_servers with its own port base,
+# and is cleaned up by the EXIT trap.
+set -euo pipefail
+
+ROOT=${MIDFLIGHT_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+MF=${MIDFLIGHT_BIN:-$ROOT/build/midflight}
+TESTDB=$ROOT/scripts/testdb
+export PGPASSWORD=midflight
+WORK=$(mktemp -d /tmp/midflight-it.XXXXXX)
+chmod 755 "$WORK"
+MF_PID=
+LOAD_PID=
+
+log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0" .sh)" "$*"; }
+fail() { log "FAIL: $*"; exit 1; }
+
+cleanup() {
+  local rc=$?
+  [[ -n ${LOAD_PID:-} ]] && kill "$LOAD_PID" 2>/dev/null || true
+  [[ -n ${MF_PID:-} ]] && kill -9 "$MF_PID" 2>/dev/null || true
+  for d in "$WORK"/*/; do [[ -f $d/engine ]] && "$TESTDB" stop "$d" immediate || true; done
+  if [[ $rc -ne 0 ]]; then
+    log "midflight output (last 40 lines):"; tail -40 "$WORK"/run*.log 2>/dev/null || true
+  fi
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_servers PORT_BASE: source on PORT_BASE, target on PORT_BASE+1. Sets SRC, DST (URIs).
+start_servers() {
+  "$TESTDB" start pg "$WORK/src" "$1"
+  "$TESTDB" start pg "$WORK/dst" "$(($1 + 1))"
+  SRC=$("$TESTDB" uri "$WORK/src")
+  DST=$("$TESTDB" uri "$WORK/dst")
+}
+
+# write_spec NAME [extra yaml lines...]: writes $WORK/NAME.yaml, sets SPEC.
+write_spec() {
+  local name=$1; shift
+  SPEC=$WORK/$name.yaml
+  {
+    echo "name: $name"
+    echo "source: $SRC"
+    echo "target: $DST"
+    echo "state_dir: $WORK/state-$name"
+    for line in "$@"; do echo "$line"; done
+  } >"$SPEC"
+}
+
+sql_src() { psql -X -q -v ON_ERROR_STOP=1 -At "$SRC" "$@"; }
+sql_dst() { psql -X -q -v ON_ERROR_STOP=1 -At "$DST" "$@"; }
+
+# run_mf_bg: starts `midflight run $SPEC` in the background (output in $WORK/run.N.log).
+RUN_N=0
+run_mf_bg() {
+  RUN_N=$((RUN_N + 1))
+  "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
+  MF_PID=$!
+}
+
+# run_mf_crash POINT: runs midflight with a test crash point; it must die by SIGKILL there.
+run_mf_crash() {
+  RUN_N=$((RUN_N + 1))
+  local rc=0
+  MIDFLIGHT_CRASH_AT=$1 "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 || rc=$?
+  [[ $rc -eq 137 ]] || { cat "$WORK/run.$RUN_N.log"; fail "expected a SIGKILL at $1, got exit $rc"; }
+  grep -q "test crash point ${1%%=*}" "$WORK/run.$RUN_N.log" || fail "crash point $1 not reached"
+  log "killed at $1 (phase now $(status_field phase))"
+}
+
+status_field() { "$MF" status "$SPEC" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+
+# wait_phase PHASE [SECONDS]
+wait_phase() {
+  local want=$1 limit=${2:-120} i
+  for ((i = 0; i < limit * 4; i++)); do
+    [[ -n ${MF_PID:-} ]] && ! kill -0 "$MF_PID" 2>/dev/null && { cat "$WORK/run.$RUN_N.log"; fail "midflight exited while waiting for $want"; }
+    [[ -f $WORK/state-$(basename "$SPEC" .yaml)/state.db ]] && [[ $(status_field phase 2>/dev/null) == "$want" ]] && return 0
+    sleep 0.25
+  done
+  fail "phase $want not reached in ${limit}s (phase: $(status_field phase))"
+}
+
+# wait_caught_up [SECONDS]: the source's flushed WAL position now must be applied.
+wait_caught_up() {
+  local limit=${1:-120} target applied i
+  target=$(sql_src -c "SELECT pg_current_wal_flush_lsn()")
+  for ((i = 0; i < limit * 4; i++)); do
+    applied=$(status_field applied_lsn)
+    if [[ -n $applied && $(sql_src -c "SELECT '$applied'::pg_lsn >= '$target'::pg_lsn") == t ]]; then
+      log "caught up: applied $applied >= source $target (lag_bytes $(status_field lag_bytes))"
+      return 0
+    fi
+    sleep 0.25
+  done
+  fail "not caught up with $target after ${limit}s (applied $applied)"
+}
+
+assert_equal() {
+  local out
+  out=$("$MF" compare "$SPEC") || { echo "$out"; fail "source and target differ"; }
+  echo "$out"
+}
+
+stop_mf() {
+  kill -TERM "$MF_PID"
+  local rc=0
+  wait "$MF_PID" || rc=$?
+  MF_PID=
+  [[ $rc -eq 0 ]] || fail "midflight exited $rc on SIGTERM (expected a clean stop)"
+}
+
+kill9_mf() {
+  kill -9 "$MF_PID"
+  wait "$MF_PID" 2>/dev/null || true
+  MF_PID=
+}
