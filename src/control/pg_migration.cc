@@ -235,7 +235,7 @@ Status Runner::Preflight(bool fresh) {
           "table {} has no primary key and no replica identity: add a primary key, or run "
           "ALTER TABLE {} REPLICA IDENTITY FULL (its updates and deletes then match the whole row), "
           "or add it to exclude",
-          t->id.ToString(), pg::QuoteQualified(t->id.schema, t->id.name)));
+          t->id.ToString(), pg::DisplayQualified(t->id.schema, t->id.name)));
   }
   if (fresh) {
     ASSIGN_OR_RETURN(auto existing, pg::ListUserTables(*dst_));

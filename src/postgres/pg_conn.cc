@@ -164,6 +164,17 @@ std::string QuoteQualified(std::string_view schema, std::string_view name) {
   return QuoteIdent(schema) + "." + QuoteIdent(name);
 }
 
+std::string DisplayQualified(std::string_view schema, std::string_view name) {
+  auto plain = [](std::string_view id) {
+    if (id.empty() || !((id[0] >= 'a' && id[0] <= 'z') || id[0] == '_')) return false;
+    for (char c : id)
+      if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+    return true;
+  };
+  return (plain(schema) ? std::string(schema) : QuoteIdent(schema)) + "." +
+         (plain(name) ? std::string(name) : QuoteIdent(name));
+}
+
 std::string QuoteLiteral(std::string_view value) {
   bool backslash = value.find('\\') != std::string_view::npos;
   std::string out = backslash ? "E'" : "'";

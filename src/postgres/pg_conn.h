@@ -92,6 +92,8 @@ class PgConn {
 std::string QuoteIdent(std::string_view ident);
 // schema.name, both quoted.
 std::string QuoteQualified(std::string_view schema, std::string_view name);
+// For messages: schema.name, quoting only the parts that need it.
+std::string DisplayQualified(std::string_view schema, std::string_view name);
 // 'it''s' with E'' when backslashes appear.
 std::string QuoteLiteral(std::string_view value);
 

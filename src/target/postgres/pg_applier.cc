@@ -252,8 +252,11 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
       std::string where = "applying batch";
       if (index < owners.size() && owners[index] >= 0) {
         const Change& ch = changes[owners[index]];
-        where = fmt::format("applying {} to {} key {} at {}", ChangeKindName(ch.kind), ch.table->id.ToString(),
-                            ch.table->KeyDescription(), ch.pos.ToString());
+        std::string key = ch.KeyText();
+        for (auto& k : key)
+          if (k == '\x1f') k = ',';
+        where = fmt::format("applying {} to {} key {}=({}) at {}", ChangeKindName(ch.kind), ch.table->id.ToString(),
+                            ch.table->KeyDescription(), key.substr(0, 200), ch.pos.ToString());
       }
       first_error = StatusFromResult(c, r, where);
     }
