@@ -78,7 +78,7 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
     backoff = std::min(backoff * 2, options_.max_backoff);
     if (st.code() == StatusCode::kRetryCall) {
       Status rc = sink_->Reconnect();
-      if (!rc.ok()) LOG_WARN("applier {}: reconnect failed: {}", p_.value, rc.message());
+      if (!rc.ok()) LOG_DEBUG("applier {}: reconnect failed: {}", p_.value, rc.message());
     }
   }
 }

@@ -1,0 +1,472 @@
+#!/usr/bin/env bash
+# midflight benchmark: one run, the same pgbench data, the same two throwaway
+# PostgreSQL 15 servers, every method side by side.
+#
+#   bench/pg_bench.sh
+#
+#   1. copy (schema + data + primary keys, each into a fresh empty database):
+#        raw     psql COPY TO | psql COPY FROM, one pipe per table, in parallel
+#        dump    pg_dump -Fd -j 2 + pg_restore -j 2
+#        pgcopydb  pgcopydb clone --table-jobs 2 --index-jobs 2
+#        native  logical replication initial sync (CREATE SUBSCRIPTION, copy_data)
+#        midflight  `midflight run` until phase "replicating" (+ its peak RSS)
+#   2. drain: midflight and the native subscription are both paused, one
+#      pgbench run builds the backlog, then each drains it alone (timed)
+#   3. steady lag: max midflight lag_seconds under pgbench -R $LAG_RATE
+#   4. midflight compare (must say equal)
+#
+# Knobs (environment):
+#   SCALE=100          pgbench scale (100 = 10 M rows in pgbench_accounts)
+#   DRAIN_SECONDS=60   pgbench -c 4 -T duration that builds the drain backlog
+#   SKIP=              comma list of: raw,dump,pgcopydb,native,midflight,drain,lag,compare
+#   MF_WORKERS=2       midflight copy_workers; a comma list ("2,4") times the copy once
+#                      per value, the last one is kept for drain, lag and compare
+#   LAG_RATE=500 LAG_SECONDS=20   the steady-lag pgbench (-R, -T)
+#   SRC_PORT=57432 DST_PORT=57433 TIMEOUT=7200 (seconds, per wait) KEEP=1 (keep the temp dir)
+#   MIDFLIGHT_BIN=path  use this binary instead of building (scripts/build honours
+#                       MIDFLIGHT_BUILD_DIR for a separate build directory)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TESTDB=$ROOT/scripts/testdb
+SCALE=${SCALE:-100}
+DRAIN_SECONDS=${DRAIN_SECONDS:-60}
+SKIP=${SKIP:-}
+MF_WORKERS=${MF_WORKERS:-2}
+LAG_RATE=${LAG_RATE:-500}
+LAG_SECONDS=${LAG_SECONDS:-20}
+SRC_PORT=${SRC_PORT:-57432}
+DST_PORT=${DST_PORT:-57433}
+TIMEOUT=${TIMEOUT:-7200}
+KEEP=${KEEP:-}
+POLL=0.2
+TABLES=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history)
+export PGPASSWORD=midflight PGAPPNAME=midflight-bench
+
+known="raw dump pgcopydb native midflight drain lag compare"
+for s in ${SKIP//,/ }; do
+  [[ " $known " == *" $s "* ]] || { echo "pg_bench.sh: SKIP: unknown '$s' (known: ${known// /,})" >&2; exit 2; }
+done
+skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
+IFS=, read -r -a MF_W <<<"$MF_WORKERS"
+
+# ---------------------------------------------------------------- helpers --
+log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
+section() { printf '\n=== %s ===\n' "$*"; }
+die() { log "FAILED: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+# "16/B374D848" -> integer
+lsn_int() { local l=${1:-0/0}; echo $(((16#${l%/*} << 32) + 16#${l#*/})); }
+lsn_ge() { (($(lsn_int "$1") >= $(lsn_int "$2"))); }
+
+WORK=
+MF_PID=
+LOAD_PID=
+COPY_PIDS=()
+cleanup() {
+  local rc=$?
+  set +e
+  [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null
+  for p in "${COPY_PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  if [[ -n $MF_PID ]]; then kill -TERM "$MF_PID" 2>/dev/null; sleep 1; kill -9 "$MF_PID" 2>/dev/null; fi
+  if [[ -n $WORK ]]; then
+    for d in "$WORK/src" "$WORK/dst"; do [[ -f $d/engine ]] && "$TESTDB" stop "$d" immediate; done
+    if ((rc != 0 && rc != 130)); then
+      for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "--- last lines of $f" >&2; tail -15 "$f" >&2; }; done
+    fi
+    if [[ -n $KEEP ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+psql_to() { local uri=$1; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -At "$uri" "$@"; }
+sql_src() { psql_to "$SRC" "$@"; }
+dst_uri() { "$TESTDB" uri "$WORK/dst" "$1"; }
+fresh_db() {
+  psql_to "$DST" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
+}
+drop_db() { psql_to "$DST" -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)"; }
+# Sanity check after each copy: row counts equal the source's, 3 primary keys.
+check_copy() {
+  local db=$1 t n m pk
+  for t in "${TABLES[@]}"; do
+    n=$(sql_src -c "SELECT count(*) FROM $t")
+    m=$(psql_to "$(dst_uri "$db")" -c "SELECT count(*) FROM $t")
+    [[ $n == "$m" ]] || die "$db: $t has $m rows on the target, $n on the source"
+  done
+  pk=$(psql_to "$(dst_uri "$db")" -c "SELECT count(*) FROM pg_constraint WHERE contype = 'p' AND conrelid::regclass::text LIKE 'pgbench_%'")
+  [[ $pk == 3 ]] || die "$db: expected 3 primary keys on the target, found $pk"
+  log "checked: row counts match the source, primary keys present"
+}
+drop_slot() {  # waits until the slot is no longer in use
+  local slot=$1 i
+  for ((i = 0; i < 100; i++)); do
+    [[ $(sql_src -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'") == 0 ]] && return 0
+    sql_src -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null || true
+    sleep 0.2
+  done
+  die "replication slot $slot is still in use"
+}
+flush_lsn() { sql_src -c "SELECT pg_current_wal_flush_lsn()"; }
+pgbench_field() {  # FILE: "<transactions> <tps>"
+  local tx tps
+  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$1")
+  tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$1" | head -1)
+  echo "${tx:-0} $(printf '%.0f' "${tps:-0}")"
+}
+
+# midflight
+SPEC=
+MF_LOG=
+mf_status() { "$MF" status "$SPEC" --json 2>/dev/null; }
+MF_LOG_MARK=0
+mf_start() {
+  MF_LOG_MARK=0
+  [[ -f $MF_LOG ]] && MF_LOG_MARK=$(wc -l <"$MF_LOG")
+  "$MF" run "$SPEC" >>"$MF_LOG" 2>&1 &
+  MF_PID=$!
+}
+mf_check_alive() {
+  kill -0 "$MF_PID" 2>/dev/null && return 0
+  local rc=0; wait "$MF_PID" || rc=$?; MF_PID=
+  tail -20 "$MF_LOG" >&2
+  die "midflight exited (status $rc) while $1"
+}
+mf_stop() {
+  [[ -n $MF_PID ]] || return 0
+  kill -TERM "$MF_PID" 2>/dev/null || true
+  local i rc=0
+  for ((i = 0; i < 600; i++)); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$MF_PID" 2>/dev/null; then
+    log "WARNING: midflight did not stop within 60 s of SIGTERM; killing it"
+    kill -9 "$MF_PID" 2>/dev/null || true
+  fi
+  wait "$MF_PID" || rc=$?
+  MF_PID=
+  ((rc == 0)) || log "WARNING: midflight exited with status $rc after SIGTERM"
+}
+mf_wait_phase() {  # PHASE
+  local s phase deadline=$((SECONDS + TIMEOUT))
+  while ((SECONDS < deadline)); do
+    mf_check_alive "waiting for phase $1"
+    if s=$(mf_status); then
+      phase=$(jq -r .phase <<<"$s")
+      [[ $phase == "$1" ]] && return 0
+      [[ $phase == failed ]] && die "midflight failed: $(jq -r .error <<<"$s")"
+    fi
+    sleep "$POLL"
+  done
+  die "midflight did not reach phase $1 in ${TIMEOUT}s"
+}
+mf_wait_applied() {  # LSN: until status applied_lsn >= LSN
+  local applied="" deadline=$((SECONDS + TIMEOUT))
+  while ((SECONDS < deadline)); do
+    mf_check_alive "draining to $1"
+    applied=$(mf_status | jq -r '.applied_lsn // ""' || true)
+    [[ -n $applied ]] && lsn_ge "$applied" "$1" && return 0
+    sleep "$POLL"
+  done
+  die "midflight did not apply up to $1 in ${TIMEOUT}s (applied $applied)"
+}
+mf_wait_streaming() {  # after mf_start: until this process logs a metrics line with the source connected
+  local deadline=$((SECONDS + TIMEOUT))
+  while ((SECONDS < deadline)); do
+    mf_check_alive "starting"
+    tail -n +"$((MF_LOG_MARK + 1))" "$MF_LOG" | grep '^\[replicating\] lag' | grep -vq disconnected && return 0
+    sleep "$POLL"
+  done
+  die "midflight did not start streaming in ${TIMEOUT}s"
+}
+mf_peak_rss_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MF_PID/status"; }
+
+# native logical replication
+NATIVE_DB=bench_native
+native_sql() { psql_to "$(dst_uri "$NATIVE_DB")" "$@"; }
+native_drop() {
+  native_sql -c "DROP SUBSCRIPTION IF EXISTS bench_sub" >/dev/null
+  drop_slot bench_sub
+  sql_src -c "DROP PUBLICATION IF EXISTS bench_pub"
+  drop_db "$NATIVE_DB"
+}
+
+# results
+declare -A COPY_S=()   # method -> seconds
+COPY_ORDER=()
+COPY_LABEL=()
+MF_RSS=()              # per MF_W entry
+add_copy() { COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; log "$2: $3 s"; }
+
+# ------------------------------------------------------------------ setup --
+section "setup"
+"$ROOT/scripts/setup" --bench
+if [[ -n ${MIDFLIGHT_BIN:-} ]]; then MF=$MIDFLIGHT_BIN; else MF=$("$ROOT/scripts/build"); fi
+[[ -x $MF ]] || die "build did not produce $MF"
+log "midflight: $MF"
+log "pgcopydb: $(pgcopydb --version 2>/dev/null | head -1)"
+WORK=$(mktemp -d /tmp/midflight-bench.XXXXXX)
+chmod 755 "$WORK"
+log "work dir: $WORK"
+"$TESTDB" start pg "$WORK/src" "$SRC_PORT"
+"$TESTDB" start pg "$WORK/dst" "$DST_PORT"
+SRC=$("$TESTDB" uri "$WORK/src")
+DST=$("$TESTDB" uri "$WORK/dst")
+log "source $SRC, target $DST"
+t0=$(now)
+pgbench -i -s "$SCALE" -q "$SRC" >"$WORK/pgbench-init.log" 2>&1 || die "pgbench -i failed: $(tail -3 "$WORK/pgbench-init.log")"
+INIT_S=$(since "$t0")
+sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
+ROWS=$(sql_src -c "SELECT count(*) FROM pgbench_accounts")
+SRC_SIZE=$(sql_src -c "SELECT pg_size_pretty(pg_database_size(current_database()))")
+log "pgbench -i -s $SCALE: $ROWS rows in pgbench_accounts, database $SRC_SIZE, in $INIT_S s"
+
+# ------------------------------------------------------------------- copy --
+section "copy: schema + data + primary keys into an empty database"
+
+if ! skipped raw; then
+  log "raw COPY pipe: pre-data, 4 parallel psql COPY pipes, post-data"
+  fresh_db bench_raw
+  T=$(dst_uri bench_raw)
+  t0=$(now)
+  pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$T" >/dev/null
+  COPY_PIDS=()
+  for t in "${TABLES[@]}"; do
+    (psql_to "$SRC" -c "COPY $t TO STDOUT" | psql_to "$T" -c "COPY $t FROM STDIN") &
+    COPY_PIDS+=($!)
+  done
+  for p in "${COPY_PIDS[@]}"; do wait "$p" || die "a COPY pipe failed"; done
+  COPY_PIDS=()
+  pg_dump --section=post-data "$SRC" | psql_to "$T" >/dev/null
+  add_copy raw "raw COPY pipe (4 tables in parallel)" "$(since "$t0")"
+  check_copy bench_raw
+  drop_db bench_raw
+fi
+
+if ! skipped dump; then
+  log "pg_dump -Fd -j 2 | pg_restore -j 2"
+  fresh_db bench_dump
+  t0=$(now)
+  pg_dump -Fd -j 2 -f "$WORK/dump" "$SRC"
+  pg_restore -j 2 --exit-on-error -d "$(dst_uri bench_dump)" "$WORK/dump"
+  add_copy dump "pg_dump -Fd -j2 + pg_restore -j2" "$(since "$t0")"
+  check_copy bench_dump
+  drop_db bench_dump
+  rm -rf "$WORK/dump"
+fi
+
+if ! skipped pgcopydb; then
+  log "pgcopydb clone --table-jobs 2 --index-jobs 2"
+  fresh_db bench_pgcopydb
+  t0=$(now)
+  pgcopydb clone --source "$SRC" --target "$(dst_uri bench_pgcopydb)" --table-jobs 2 --index-jobs 2 \
+    --dir "$WORK/pgcopydb" >"$WORK/pgcopydb.log" 2>&1 || die "pgcopydb clone failed (see $WORK/pgcopydb.log)"
+  add_copy pgcopydb "pgcopydb clone (2 table + 2 index jobs)" "$(since "$t0")"
+  check_copy bench_pgcopydb
+  drop_db bench_pgcopydb
+  rm -rf "$WORK/pgcopydb"
+fi
+
+NATIVE_KEPT=
+if ! skipped native; then
+  log "native logical replication: schema (pre- and post-data), then CREATE SUBSCRIPTION (copy_data)"
+  fresh_db "$NATIVE_DB"
+  T=$(dst_uri "$NATIVE_DB")
+  t0=$(now)
+  pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$T" >/dev/null
+  pg_dump --section=post-data "$SRC" | psql_to "$T" >/dev/null
+  sql_src -c "CREATE PUBLICATION bench_pub FOR TABLE $(IFS=,; echo "${TABLES[*]}")"
+  native_sql -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$SRC' PUBLICATION bench_pub WITH (copy_data = true)"
+  deadline=$((SECONDS + TIMEOUT))
+  until [[ $(native_sql -c "SELECT count(*) = ${#TABLES[@]} AND bool_and(srsubstate = 'r') FROM pg_subscription_rel") == t ]]; do
+    ((SECONDS < deadline)) || die "the subscription's tables were not all ready after ${TIMEOUT}s"
+    sleep "$POLL"
+  done
+  add_copy native "native logical replication (initial sync)" "$(since "$t0")"
+  check_copy "$NATIVE_DB"
+  if skipped drain; then
+    native_drop
+  else
+    # Caught up (the source is idle); paused until the drain section.
+    native_sql -c "ALTER SUBSCRIPTION bench_sub DISABLE"
+    NATIVE_KEPT=1
+  fi
+fi
+
+MF_KEPT=
+if ! skipped midflight; then
+  for i in "${!MF_W[@]}"; do
+    w=${MF_W[$i]}
+    log "midflight run (copy_workers $w) until phase replicating"
+    fresh_db bench_midflight
+    SPEC=$WORK/midflight-$w.yaml
+    MF_LOG=$WORK/midflight-$w.log
+    cat >"$SPEC" <<YAML
+name: bench
+source: $SRC
+target: $(dst_uri bench_midflight)
+state_dir: $WORK/midflight-state-$w
+copy_workers: $w
+YAML
+    t0=$(now)
+    mf_start
+    mf_wait_phase replicating
+    secs=$(since "$t0")
+    MF_RSS[i]=$(mf_peak_rss_mb)
+    mf_stop
+    add_copy "mf$i" "midflight (copy_workers $w)" "$secs"
+    log "midflight peak RSS (VmHWM): ${MF_RSS[$i]} MB; its log: $(grep -E 'copying: done|indexes and constraints built' "$MF_LOG" | tr '\n' ' ')"
+    check_copy bench_midflight
+    if ((i == ${#MF_W[@]} - 1)) && ! { skipped drain && skipped lag && skipped compare; }; then
+      MF_KEPT=1   # its slot keeps the changes for the drain
+    else
+      drop_slot midflight_bench
+      sql_src -c "DROP PUBLICATION IF EXISTS midflight_bench"
+      drop_db bench_midflight
+      rm -rf "$WORK/midflight-state-$w"
+    fi
+  done
+fi
+
+# ------------------------------------------------------------------ drain --
+DRAIN_DONE=
+if ! skipped drain && [[ -n $NATIVE_KEPT$MF_KEPT ]]; then
+  section "change drain: backlog of pgbench -c 4 -T $DRAIN_SECONDS with every consumer paused"
+  BEFORE_LSN=$(flush_lsn)
+  log "pgbench -c 4 -T $DRAIN_SECONDS on the source (midflight stopped, subscription disabled)"
+  pgbench -c 4 -T "$DRAIN_SECONDS" "$SRC" >"$WORK/pgbench-drain.log" 2>&1 || die "pgbench failed: $(tail -3 "$WORK/pgbench-drain.log")"
+  AFTER_LSN=$(flush_lsn)
+  read -r DRAIN_TX DRAIN_TPS < <(pgbench_field "$WORK/pgbench-drain.log")
+  DRAIN_CHANGES=$((DRAIN_TX * 4))   # a pgbench transaction: 3 UPDATEs + 1 INSERT
+  WAL_BYTES=$(sql_src -c "SELECT pg_wal_lsn_diff('$AFTER_LSN', '$BEFORE_LSN')::bigint")
+  log "backlog: $DRAIN_TX transactions ($DRAIN_TPS tps), $DRAIN_CHANGES row changes, WAL $BEFORE_LSN -> $AFTER_LSN ($WAL_BYTES bytes)"
+  slot_backlog() { sql_src -c "SELECT pg_wal_lsn_diff('$AFTER_LSN', confirmed_flush_lsn)::bigint FROM pg_replication_slots WHERE slot_name = '$1'"; }
+
+  if [[ -n $MF_KEPT ]]; then
+    MF_BACKLOG=$(slot_backlog midflight_bench)
+    log "midflight: restarting; draining until applied_lsn >= $AFTER_LSN (slot backlog $MF_BACKLOG bytes)"
+    t0=$(now)
+    mf_start
+    mf_wait_applied "$AFTER_LSN"
+    MF_DRAIN_S=$(since "$t0")
+    MF_APPLIED=$(mf_status | jq -r .changes_applied)
+    log "midflight drained in $MF_DRAIN_S s ($MF_APPLIED changes applied by this process, per its status)"
+    mf_stop
+  fi
+  if [[ -n $NATIVE_KEPT ]]; then
+    NATIVE_BACKLOG=$(slot_backlog bench_sub)
+    log "native: ENABLE; draining until latest_end_lsn (or the slot's confirmed_flush_lsn) >= $AFTER_LSN (slot backlog $NATIVE_BACKLOG bytes)"
+    t0=$(now)
+    native_sql -c "ALTER SUBSCRIPTION bench_sub ENABLE"
+    deadline=$((SECONDS + TIMEOUT))
+    while :; do
+      end=$(native_sql -c "SELECT coalesce(max(latest_end_lsn), '0/0') FROM pg_stat_subscription WHERE subname = 'bench_sub'")
+      conf=$(sql_src -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'bench_sub'")
+      if lsn_ge "$end" "$AFTER_LSN" || lsn_ge "$conf" "$AFTER_LSN"; then break; fi
+      ((SECONDS < deadline)) || die "native logical replication did not drain to $AFTER_LSN in ${TIMEOUT}s (at $end / $conf)"
+      sleep "$POLL"
+    done
+    NATIVE_DRAIN_S=$(since "$t0")
+    log "native drained in $NATIVE_DRAIN_S s (latest_end_lsn $end, confirmed_flush_lsn $conf)"
+    native_drop
+    NATIVE_KEPT=
+  fi
+  DRAIN_DONE=1
+elif [[ -n $NATIVE_KEPT ]]; then
+  native_drop
+  NATIVE_KEPT=
+fi
+
+# ------------------------------------------------------------ steady lag --
+LAG_MAX=
+if [[ -n $MF_KEPT ]] && ! skipped lag; then
+  section "steady lag: midflight under pgbench -c 4 -R $LAG_RATE -T $LAG_SECONDS"
+  mf_start
+  mf_wait_streaming
+  mf_wait_applied "$(flush_lsn)"
+  pgbench -c 4 -R "$LAG_RATE" -T "$LAG_SECONDS" "$SRC" >"$WORK/pgbench-lag.log" 2>&1 &
+  LOAD_PID=$!
+  LAG_MAX=0 LAG_BYTES_MAX=0 samples=0
+  while kill -0 "$LOAD_PID" 2>/dev/null; do
+    sleep 1
+    mf_check_alive "measuring lag"
+    st=$(mf_status) || continue
+    l=$(jq -r .lag_seconds <<<"$st")
+    b=$(jq -r .lag_bytes <<<"$st")
+    LAG_MAX=$(awk -v a="$LAG_MAX" -v b="$l" 'BEGIN { print (b > a ? b : a) }')
+    ((b > LAG_BYTES_MAX)) && LAG_BYTES_MAX=$b
+    samples=$((samples + 1))
+  done
+  rc=0; wait "$LOAD_PID" || rc=$?; LOAD_PID=
+  ((rc == 0)) || die "pgbench failed: $(tail -3 "$WORK/pgbench-lag.log")"
+  read -r LAG_TX LAG_TPS < <(pgbench_field "$WORK/pgbench-lag.log")
+  log "$samples samples: max lag ${LAG_MAX} s, max ${LAG_BYTES_MAX} bytes ($LAG_TX transactions, $LAG_TPS tps)"
+fi
+
+# ---------------------------------------------------------------- compare --
+COMPARE_RESULT=
+if [[ -n $MF_KEPT ]] && ! skipped compare; then
+  section "midflight compare"
+  [[ -n $MF_PID ]] || { mf_start; mf_wait_streaming; }
+  mf_wait_applied "$(flush_lsn)"
+  mf_stop
+  rc=0
+  out=$("$MF" compare "$SPEC" 2>&1) || rc=$?
+  echo "$out"
+  COMPARE_RESULT=$(tail -1 <<<"$out")
+  ((rc == 0)) || COMPARE_RESULT="$COMPARE_RESULT (exit $rc)"
+fi
+mf_stop
+
+# ---------------------------------------------------------------- summary --
+section "summary: SCALE=$SCALE ($ROWS rows in pgbench_accounts, source database $SRC_SIZE), $(nproc) cores"
+met() { awk -v v="$1" -v lim="$3" -v op="$2" 'BEGIN { if (v == "-" || v == "") print "n/a"; else if ((op == "<=" && v + 0 <= lim + 0) || (op == ">=" && v + 0 >= lim + 0) || (op == "<" && v + 0 < lim + 0)) print "met"; else print "MISSED" }'; }
+mf_keys=()
+for i in "${!MF_W[@]}"; do [[ -n ${COPY_S[mf$i]:-} ]] && mf_keys+=("mf$i"); done
+if ((${#COPY_ORDER[@]})); then
+  echo
+  echo "copy (schema + data + primary keys into an empty database)"
+  printf '  %-42s %9s' method seconds
+  for k in "${mf_keys[@]}"; do printf ' %16s' "mf(${MF_W[${k#mf}]}w)/method"; done
+  echo
+  for j in "${!COPY_ORDER[@]}"; do
+    m=${COPY_ORDER[$j]}
+    printf '  %-42s %9.2f' "${COPY_LABEL[$j]}" "${COPY_S[$m]}"
+    for k in "${mf_keys[@]}"; do printf ' %15sx' "$(div "${COPY_S[$k]}" "${COPY_S[$m]}")"; done
+    echo
+  done
+  for k in "${mf_keys[@]}"; do
+    printf '  midflight (copy_workers %s) peak RSS: %s MB\n' "${MF_W[${k#mf}]}" "${MF_RSS[${k#mf}]}"
+  done
+fi
+if [[ -n $DRAIN_DONE ]]; then
+  echo
+  echo "drain (one backlog, the same for every consumer: pgbench -c 4 -T $DRAIN_SECONDS = $DRAIN_TX transactions at $DRAIN_TPS tps, $DRAIN_CHANGES row changes, $WAL_BYTES bytes of WAL)"
+  printf '  %-30s %9s %15s %11s %12s\n' consumer seconds "backlog bytes" changes/s "tx/s"
+  [[ -n ${NATIVE_DRAIN_S:-} ]] && printf '  %-30s %9.2f %15s %11.0f %12.0f\n' "native logical replication" "$NATIVE_DRAIN_S" \
+    "$NATIVE_BACKLOG" "$(div "$DRAIN_CHANGES" "$NATIVE_DRAIN_S")" "$(div "$DRAIN_TX" "$NATIVE_DRAIN_S")"
+  [[ -n ${MF_DRAIN_S:-} ]] && printf '  %-30s %9.2f %15s %11.0f %12.0f\n' "midflight" "$MF_DRAIN_S" \
+    "$MF_BACKLOG" "$(div "$DRAIN_CHANGES" "$MF_DRAIN_S")" "$(div "$DRAIN_TX" "$MF_DRAIN_S")"
+  [[ -n ${NATIVE_DRAIN_S:-} && -n ${MF_DRAIN_S:-} ]] &&
+    printf '  midflight drain rate / native: %sx (native seconds / midflight seconds)\n' "$(div "$NATIVE_DRAIN_S" "$MF_DRAIN_S")"
+  [[ -n ${MF_APPLIED:-} ]] && printf '  midflight reported %s changes applied while draining\n' "$MF_APPLIED"
+fi
+[[ -n $LAG_MAX ]] && printf '\nsteady lag under pgbench -c 4 -R %s -T %s: max %s s (max %s bytes), %s tps\n' \
+  "$LAG_RATE" "$LAG_SECONDS" "$LAG_MAX" "$LAG_BYTES_MAX" "$LAG_TPS"
+[[ -n $COMPARE_RESULT ]] && printf '\ncompare: %s\n' "$COMPARE_RESULT"
+
+echo
+echo "targets (meaningful at SCALE=100)"
+mf0=${COPY_S[mf0]:-}
+r_pgc=-; r_raw=-; r_drain=-
+[[ -n $mf0 && -n ${COPY_S[pgcopydb]:-} ]] && r_pgc=$(div "$mf0" "${COPY_S[pgcopydb]}")
+[[ -n $mf0 && -n ${COPY_S[raw]:-} ]] && r_raw=$(div "$mf0" "${COPY_S[raw]}")
+[[ -n ${NATIVE_DRAIN_S:-} && -n ${MF_DRAIN_S:-} ]] && r_drain=$(div "$NATIVE_DRAIN_S" "$MF_DRAIN_S")
+printf '  %-52s %8s  %s\n' "copy time / pgcopydb's <= 0.9" "$r_pgc" "$(met "$r_pgc" '<=' 0.9)"
+printf '  %-52s %8s  %s\n' "copy time / raw COPY pipe's <= 1.1" "$r_raw" "$(met "$r_raw" '<=' 1.1)"
+printf '  %-52s %8s  %s\n' "drain rate / native logical replication's >= 2" "$r_drain" "$(met "$r_drain" '>=' 2)"
+printf '  %-52s %8s  %s\n' "steady lag < 1 s" "${LAG_MAX:--}" "$(met "${LAG_MAX:--}" '<' 1)"
+printf '  %-52s %8s  %s\n' "peak RSS while copying < 300 MB" "${MF_RSS[0]:--}" "$(met "${MF_RSS[0]:--}" '<' 300)"
+[[ -z $COMPARE_RESULT || $COMPARE_RESULT == "source and target are equal" ]] || die "midflight compare: $COMPARE_RESULT"
