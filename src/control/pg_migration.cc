@@ -524,7 +524,7 @@ Status Runner::Replicate() {
     ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
     checkpoints.push_back(cp);
     appliers.push_back(std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker,
-                                                 ApplierOptions{&batch_size, std::chrono::milliseconds(5000)}));
+                                                 ApplierOptions{&batch_size}));
     sinks.push_back(std::move(sink));
   }
   ASSIGN_OR_RETURN(auto barrier_sink, pg::PgChangeSink::Open(spec_.target, spec_.name, PartitionId{partitions}));

@@ -6,6 +6,8 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <thread>
+#include <algorithm>
 
 #include "base/uri.h"
 
@@ -55,6 +57,13 @@ Status CheckUri(const std::string& origin, const std::string& field, const std::
 
 }  // namespace
 
+int DefaultPartitions() {
+  // One applier per core of this machine, 2 to 8: more appliers than cores
+  // cost more in context switches and smaller batches than they gain.
+  unsigned cores = std::thread::hardware_concurrency();
+  return static_cast<int>(std::clamp(cores, 2u, 8u));
+}
+
 Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string& origin) {
   YAML::Node root;
   try {
@@ -92,6 +101,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(CheckUri(origin, "source", s.source));
   RETURN_IF_ERROR(CheckUri(origin, "target", s.target));
   if (s.copy_workers < 1 || s.copy_workers > 64) return Field(origin, "copy_workers", "must be between 1 and 64");
+  if (s.partitions == 0) s.partitions = DefaultPartitions();
   if (s.partitions < 1 || s.partitions > 256) return Field(origin, "partitions", "must be between 1 and 256");
   if (s.batch_size < 1 || s.batch_size > 100000) return Field(origin, "batch_size", "must be between 1 and 100000");
   if (s.chunk_rows < 1000) return Field(origin, "chunk_rows", "must be at least 1000");

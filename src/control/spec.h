@@ -19,7 +19,7 @@ struct MigrationSpec {
   std::vector<std::string> exclude;  // exclude patterns
   std::string state_dir;             // default ./.midflight/<name>
   int copy_workers = 4;              // parallel COPY connections
-  int partitions = 4;                // apply partitions (fixed for the life of the migration)
+  int partitions = 0;                // apply partitions (fixed for the life of the migration); 0 = default
   int batch_size = 2000;             // changes per apply transaction
   int64_t chunk_rows = 250000;       // rows per copy chunk
   int64_t partition_log_mb = 64;     // memory bound of each partition's queue
@@ -28,6 +28,9 @@ struct MigrationSpec {
   std::string slot_name() const { return "midflight_" + name; }
   std::string publication_name() const { return "midflight_" + name; }
 };
+
+// Apply partitions when the spec does not say: the machine's cores, 2 to 8.
+int DefaultPartitions();
 
 // Parses YAML text. `origin` names the file in messages.
 Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string& origin);

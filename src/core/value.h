@@ -54,6 +54,7 @@ enum class TypeKind : uint8_t {
 struct ColumnType {
   TypeKind kind = TypeKind::kOther;
   std::string native;     // the engine's own spelling: "numeric(12,2)", "timestamp with time zone"
+  std::string native_base;  // the same without modifiers: "numeric", used for casts
   uint32_t native_oid = 0;
   int width = 0;          // kInt / kFloat: bytes
   bool is_signed = true;

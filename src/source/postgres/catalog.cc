@@ -31,7 +31,7 @@ SELECT c.oid, n.nspname, c.relname, c.relkind = 'p' AS partitioned, c.relreplide
 constexpr const char* kColumnsSql = R"sql(
 SELECT a.attrelid, a.attnum, a.attname, a.atttypid, format_type(a.atttypid, a.atttypmod),
        a.attnotnull, a.attgenerated <> '' AS generated, a.attidentity = 'a' AS identity_always,
-       t.typtype, coalesce(e.oid, 0), coalesce(format_type(e.oid, NULL), '')
+       t.typtype, coalesce(e.oid, 0), coalesce(format_type(e.oid, NULL), ''), format_type(a.atttypid, NULL)
   FROM pg_attribute a
   JOIN pg_type t ON t.oid = a.atttypid
   LEFT JOIN pg_type e ON e.oid = t.typelem AND t.typcategory = 'A'
@@ -111,6 +111,7 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(
     char typtype = cols.Get(r, 8).empty() ? 'b' : cols.Get(r, 8)[0];
     c.type = PgColumnType(static_cast<uint32_t>(cols.GetInt(r, 3)), cols.GetString(r, 4), typtype,
                           static_cast<uint32_t>(cols.GetInt(r, 9)), cols.GetString(r, 10));
+    c.type.native_base = cols.GetString(r, 11);
     c.not_null = cols.GetBool(r, 5);
     c.generated = cols.GetBool(r, 6);
     c.identity_always = cols.GetBool(r, 7);

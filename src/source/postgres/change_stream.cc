@@ -25,15 +25,16 @@ int64_t NowMs() {
 
 PGconn* Conn(void* p) { return static_cast<PGconn*>(p); }
 
-std::vector<Datum> ToDatums(const PgTuple& tuple) {
+// Moves the decoded values out of the tuple (no copy of the text).
+std::vector<Datum> ToDatums(PgTuple& tuple) {
   std::vector<Datum> out;
   out.reserve(tuple.columns.size());
-  for (const auto& c : tuple.columns) {
+  for (auto& c : tuple.columns) {
     switch (c.kind) {
       case PgColumnValue::Kind::kNull: out.push_back(Datum::Null()); break;
       case PgColumnValue::Kind::kUnchangedToast: out.push_back(Datum::Unchanged()); break;
       case PgColumnValue::Kind::kText:
-      case PgColumnValue::Kind::kBinary: out.push_back(Datum::Text(c.data)); break;
+      case PgColumnValue::Kind::kBinary: out.push_back(Datum::Text(std::move(c.data))); break;
     }
   }
   return out;

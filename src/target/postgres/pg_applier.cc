@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <set>
+
 #include "postgres/pg_conn.h"
 
 namespace midflight::pg {
@@ -127,6 +129,197 @@ std::string ShapeOf(const Change& c) {
   return shape;
 }
 
+// One statement sent to the target: a single change, or many changes of one
+// table and kind at once (text arrays unnested server-side).
+struct ApplyOp {
+  std::string shape;  // decides the statement text; prepared once per connection
+  std::string sql;    // empty when `shape` is prepared already
+  std::vector<Param> params;
+  const Change* first = nullptr;
+  size_t count = 1;
+
+  std::string Describe() const {
+    std::string key = first->KeyText();
+    for (auto& k : key)
+      if (k == '\x1f') k = ',';
+    if (count == 1)
+      return fmt::format("applying {} to {} key {}=({}) at {}", ChangeKindName(first->kind),
+                         first->table->id.ToString(), first->table->KeyDescription(), key.substr(0, 200),
+                         first->pos.ToString());
+    return fmt::format("applying {} {}s to {} (first key {}=({}) at {})", count, ChangeKindName(first->kind),
+                       first->table->id.ToString(), first->table->KeyDescription(), key.substr(0, 200),
+                       first->pos.ToString());
+  }
+};
+
+// Appends one element of a PostgreSQL array literal: NULL or "escaped".
+void AppendElement(std::string& out, const Datum& d) {
+  if (out.size() > 1) out.push_back(',');
+  if (d.kind != Datum::Kind::kText) {
+    out += "NULL";
+    return;
+  }
+  out.push_back('"');
+  for (char ch : d.text) {
+    if (ch == '"' || ch == '\\') out.push_back('\\');
+    out.push_back(ch);
+  }
+  out.push_back('"');
+}
+
+// "u.c0::integer, u.c1::text" and "unnest($1::text[], $2::text[]) AS u(c0, c1)" for writable columns `cols`.
+void UnnestClause(const TableSchema& t, const std::vector<int>& cols, std::string* select, std::string* from) {
+  std::string args, names;
+  for (size_t i = 0; i < cols.size(); ++i) {
+    const ColumnType& type = t.columns[t.writable[cols[i]]].type;
+    if (i) {
+      *select += ", ";
+      args += ", ";
+      names += ", ";
+    }
+    *select += fmt::format("u.c{}::{}", i, type.native_base.empty() ? type.native : type.native_base);
+    args += fmt::format("${}::text[]", i + 1);
+    names += fmt::format("c{}", i);
+  }
+  *from = fmt::format("unnest({}) AS u({})", args, names);
+}
+
+std::vector<Param> ArrayParams(const std::vector<const Change*>& changes, const std::vector<int>& cols, bool from_old) {
+  std::vector<Param> out;
+  for (int col : cols) {
+    std::string a = "{";
+    for (const Change* c : changes) AppendElement(a, from_old ? c->old.at(col) : c->values.at(col));
+    a.push_back('}');
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+std::vector<int> AllWritable(const TableSchema& t) {
+  std::vector<int> out(t.writable.size());
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<int>(i);
+  return out;
+}
+
+// Inserts (upserts for keyed tables) of many rows in one statement.
+ApplyOp BulkInsert(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared) {
+  const TableSchema& t = *rows.front()->table;
+  ApplyOp op;
+  op.shape = "bulk-insert|" + t.id.ToString();
+  op.first = rows.front();
+  op.count = rows.size();
+  std::vector<int> cols = AllWritable(t);
+  if (!prepared.count(op.shape)) {
+    std::string select, from, names, set;
+    UnnestClause(t, cols, &select, &from);
+    for (size_t i = 0; i < cols.size(); ++i) {
+      std::string name = QuoteIdent(t.columns[t.writable[i]].name);
+      names += (i ? ", " : "") + name;
+      bool is_key = false;
+      for (int k : t.key_writable) is_key = is_key || k == static_cast<int>(i);
+      if (!is_key) set += (set.empty() ? "" : ", ") + fmt::format("{0} = EXCLUDED.{0}", name);
+    }
+    op.sql = fmt::format("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {}", Table(t), names, select, from);
+    if (!t.key_writable.empty()) {
+      std::string keys;
+      for (size_t i = 0; i < t.key_writable.size(); ++i)
+        keys += (i ? ", " : "") + QuoteIdent(t.columns[t.writable[t.key_writable[i]]].name);
+      op.sql += set.empty() ? fmt::format(" ON CONFLICT ({}) DO NOTHING", keys)
+                            : fmt::format(" ON CONFLICT ({}) DO UPDATE SET {}", keys, set);
+    }
+  }
+  op.params = ArrayParams(rows, cols, /*from_old=*/false);
+  return op;
+}
+
+// Deletes of many keys in one statement.
+ApplyOp BulkDelete(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared) {
+  const TableSchema& t = *rows.front()->table;
+  ApplyOp op;
+  op.shape = "bulk-delete|" + t.id.ToString();
+  op.first = rows.front();
+  op.count = rows.size();
+  if (!prepared.count(op.shape)) {
+    std::string select, from, where;
+    UnnestClause(t, t.key_writable, &select, &from);
+    for (size_t i = 0; i < t.key_writable.size(); ++i) {
+      const ColumnSchema& col = t.columns[t.writable[t.key_writable[i]]];
+      where += fmt::format("{}t.{} = u.c{}::{}", i ? " AND " : "", QuoteIdent(col.name), i,
+                           col.type.native_base.empty() ? col.type.native : col.type.native_base);
+    }
+    op.sql = fmt::format("DELETE FROM {} AS t USING {} WHERE {}", Table(t), from, where);
+  }
+  op.params = ArrayParams(rows, t.key_writable, /*from_old=*/true);
+  return op;
+}
+
+ApplyOp Single(const Change& c, const std::map<std::string, std::string>& prepared) {
+  ApplyOp op;
+  op.shape = ShapeOf(c);
+  op.first = &c;
+  std::vector<int> param_columns;
+  std::string sql = BuildSql(c, &param_columns);
+  if (!prepared.count(op.shape)) op.sql = std::move(sql);
+  for (int col : param_columns) {
+    const Datum& d = col >= 0 ? c.values.at(col) : c.old.at(-1 - col);
+    op.params.push_back(d.kind == Datum::Kind::kText ? Param(d.text) : std::nullopt);
+  }
+  return op;
+}
+
+// Turns a collapsed batch into statements. Per table:
+//  - kByKey tables: every key appears once in a collapsed batch and keys do not
+//    interact, so all deletes go in one statement, all full images in one
+//    upsert, and updates carrying unchanged TOAST values one by one.
+//  - kByTable tables: stream order is kept; runs of consecutive inserts (with
+//    distinct keys) become one multi-row insert, which checks constraints row
+//    by row in the same order.
+std::vector<ApplyOp> PlanOps(std::span<const Change> changes, const std::map<std::string, std::string>& prepared) {
+  std::vector<const TableSchema*> order;
+  std::map<const TableSchema*, std::vector<const Change*>> by_table;
+  for (const Change& c : changes) {
+    auto& v = by_table[c.table.get()];
+    if (v.empty()) order.push_back(c.table.get());
+    v.push_back(&c);
+  }
+  std::vector<ApplyOp> ops;
+  for (const TableSchema* t : order) {
+    const auto& list = by_table[t];
+    if (t->routing() == RoutingMode::kByKey) {
+      std::vector<const Change*> deletes, upserts;
+      std::vector<const Change*> singles;
+      for (const Change* c : list) {
+        if (c->kind == ChangeKind::kDelete) deletes.push_back(c);
+        else if (c->kind == ChangeKind::kInsert) upserts.push_back(c);
+        else singles.push_back(c);
+      }
+      if (!deletes.empty()) ops.push_back(BulkDelete(deletes, prepared));
+      if (!upserts.empty()) ops.push_back(BulkInsert(upserts, prepared));
+      for (const Change* c : singles) ops.push_back(Single(*c, prepared));
+      continue;
+    }
+    std::vector<const Change*> run;
+    std::set<std::string> run_keys;
+    auto flush = [&] {
+      if (!run.empty()) ops.push_back(BulkInsert(run, prepared));
+      run.clear();
+      run_keys.clear();
+    };
+    for (const Change* c : list) {
+      if (c->kind == ChangeKind::kInsert) {
+        if (!t->key_writable.empty() && !run_keys.insert(c->KeyText()).second) flush();
+        if (!t->key_writable.empty()) run_keys.insert(c->KeyText());
+        run.push_back(c);
+        continue;
+      }
+      flush();
+      ops.push_back(Single(*c, prepared));
+    }
+    flush();
+  }
+  return ops;
+}
+
 }  // namespace
 
 Status EnsureBookkeeping(PgConn& target) { return target.Exec(kBookkeepingSql); }
@@ -163,18 +356,6 @@ Result<ChangePosition> PgChangeSink::LoadCheckpoint() {
   return ChangePosition{lsn, static_cast<uint32_t>(r.GetInt(0, 1))};
 }
 
-Result<std::string> PgChangeSink::StatementFor(const Change& change, std::vector<int>* param_columns) {
-  std::string shape = ShapeOf(change);
-  std::string sql = BuildSql(change, param_columns);
-  auto it = prepared_.find(shape);
-  if (it != prepared_.end()) return it->second;
-  std::string name = fmt::format("mf{}", next_statement_++);
-  if (!PQsendPrepare(conn_->raw(), name.c_str(), sql.c_str(), 0, nullptr))
-    return StatusFromResult(conn_->raw(), nullptr, "preparing apply statement");
-  prepared_[shape] = name;
-  return name;
-}
-
 Status PgChangeSink::Abort(Status cause) {
   PGconn* c = conn_->raw();
   // Drain whatever is left of the pipeline, then leave it and roll back.
@@ -197,28 +378,29 @@ Status PgChangeSink::Abort(Status cause) {
 
 Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) {
   if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  std::vector<ApplyOp> ops = PlanOps(changes, prepared_);
   PGconn* c = conn_->raw();
   if (!PQenterPipelineMode(c)) return StatusFromResult(c, nullptr, "entering pipeline mode");
   auto send = [&](const char* sql) { return PQsendQueryParams(c, sql, 0, nullptr, nullptr, nullptr, nullptr, 0); };
-  // owners[i]: the index of the change the i-th result belongs to, or -1.
+  // owners[i]: the op the i-th result belongs to, or -1.
   std::vector<int> owners = {-1, -1};
   if (!send("BEGIN") || !send("SET CONSTRAINTS ALL DEFERRED"))
     return Abort(StatusFromResult(c, nullptr, "starting apply transaction"));
-  std::vector<int> param_columns;
   std::vector<const char*> values;
-  for (size_t i = 0; i < changes.size(); ++i) {
-    const Change& ch = changes[i];
-    param_columns.clear();
-    size_t before = prepared_.size();
-    auto name = StatementFor(ch, &param_columns);
-    if (!name.ok()) return Abort(name.status());
-    if (prepared_.size() != before) owners.push_back(static_cast<int>(i));
-    values.clear();
-    for (int col : param_columns) {
-      const Datum& d = col >= 0 ? ch.values.at(col) : ch.old.at(-1 - col);
-      values.push_back(d.kind == Datum::Kind::kText ? d.text.c_str() : nullptr);
+  for (size_t i = 0; i < ops.size(); ++i) {
+    ApplyOp& op = ops[i];
+    auto it = prepared_.find(op.shape);
+    if (it == prepared_.end()) {
+      std::string name = fmt::format("mf{}", next_statement_++);
+      if (!PQsendPrepare(c, name.c_str(), op.sql.c_str(), 0, nullptr))
+        return Abort(StatusFromResult(c, nullptr, "preparing apply statement"));
+      it = prepared_.emplace(op.shape, name).first;
+      owners.push_back(static_cast<int>(i));
     }
-    if (!PQsendQueryPrepared(c, name->c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr, 0))
+    values.clear();
+    for (const auto& p : op.params) values.push_back(p ? p->c_str() : nullptr);
+    if (!PQsendQueryPrepared(c, it->second.c_str(), static_cast<int>(values.size()), values.data(), nullptr, nullptr,
+                             0))
       return Abort(StatusFromResult(c, nullptr, "sending change"));
     owners.push_back(static_cast<int>(i));
   }
@@ -250,14 +432,7 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
     size_t index = seen++;
     if (st == PGRES_FATAL_ERROR && first_error.ok()) {
       std::string where = "applying batch";
-      if (index < owners.size() && owners[index] >= 0) {
-        const Change& ch = changes[owners[index]];
-        std::string key = ch.KeyText();
-        for (auto& k : key)
-          if (k == '\x1f') k = ',';
-        where = fmt::format("applying {} to {} key {}=({}) at {}", ChangeKindName(ch.kind), ch.table->id.ToString(),
-                            ch.table->KeyDescription(), key.substr(0, 200), ch.pos.ToString());
-      }
+      if (index < owners.size() && owners[index] >= 0) where = ops[owners[index]].Describe();
       first_error = StatusFromResult(c, r, where);
     }
     PQclear(r);

@@ -5,7 +5,9 @@
 // target do not fire for replicated rows (the source already checked them).
 //
 // Statements, per table (prepared once per connection):
-//   insert / full update   INSERT .. OVERRIDING SYSTEM VALUE .. ON CONFLICT (key) DO UPDATE  (idempotent upsert)
+//   insert / full update   INSERT .. OVERRIDING SYSTEM VALUE .. ON CONFLICT (key) DO UPDATE  (idempotent upsert),
+//                          many rows of a table at once: .. SELECT .. FROM unnest($1::text[], ..)
+//   deletes                DELETE .. USING unnest($1::text[], ..) WHERE key = ..
 //   update with unchanged TOAST values   UPDATE .. SET <sent columns> WHERE key = ..
 //   delete                 DELETE .. WHERE key = ..
 //   keyless (REPLICA IDENTITY FULL) tables match one row on every column:
@@ -38,8 +40,6 @@ class PgChangeSink final : public ChangeSink {
 
  private:
   PgChangeSink(std::string uri, std::string migration, PartitionId p);
-  // The prepared statement for this change's shape, preparing it in the pipeline if new.
-  Result<std::string> StatementFor(const Change& change, std::vector<int>* param_columns);
   Status Abort(Status cause);
 
   std::string uri_;
