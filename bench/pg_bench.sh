@@ -21,6 +21,7 @@
 #   SKIP=              comma list of: raw,dump,pgcopydb,native,midflight,drain,lag,compare
 #   MF_WORKERS=2       midflight copy_workers; a comma list ("2,4") times the copy once
 #                      per value, the last one is kept for drain, lag and compare
+#   MF_PARTITIONS=     midflight apply partitions (default: the spec's default, cores 2-8)
 #   LAG_RATE=500 LAG_SECONDS=20   the steady-lag pgbench (-R, -T)
 #   SRC_PORT=57432 DST_PORT=57433 TIMEOUT=7200 (seconds, per wait) KEEP=1 (keep the temp dir)
 #   MIDFLIGHT_BIN=path  use this binary instead of building (scripts/build honours
@@ -309,6 +310,7 @@ source: $SRC
 target: $(dst_uri bench_midflight)
 state_dir: $WORK/midflight-state-$w
 copy_workers: $w
+${MF_PARTITIONS:+partitions: $MF_PARTITIONS}
 YAML
     t0=$(now)
     mf_start
