@@ -215,7 +215,7 @@ log "work dir: $WORK"
 "$TESTDB" start pg "$WORK/dst" "$DST_PORT"
 SRC=$("$TESTDB" uri "$WORK/src")
 DST=$("$TESTDB" uri "$WORK/dst")
-log "source $SRC, target $DST"
+log "source ${SRC/:midflight@/:***@}, target ${DST/:midflight@/:***@}"
 t0=$(now)
 pgbench -i -s "$SCALE" -q "$SRC" >"$WORK/pgbench-init.log" 2>&1 || die "pgbench -i failed: $(tail -3 "$WORK/pgbench-init.log")"
 INIT_S=$(since "$t0")

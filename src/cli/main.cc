@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <iostream>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "control/compare.h"
 #include "control/pg_migration.h"
@@ -52,10 +53,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
   StateStore& s = **store;
   auto get = [&](const char* k, const char* d = "") { return s.Get(k).value_or(d); };
   int64_t heartbeat = std::atoll(get("heartbeat", "0").c_str());
-  int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
-                    std::chrono::system_clock::now().time_since_epoch())
-                    .count();
-  bool running = heartbeat > 0 && now - heartbeat < 5'000'000;
+  bool running = heartbeat > 0 && NowUnixMicros() - heartbeat < 5'000'000;
   std::string phase = PhaseName(s.phase());
   auto tables = s.Tables();
   if (json) {

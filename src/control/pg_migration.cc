@@ -12,6 +12,7 @@
 #include <set>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "base/uri.h"
 #include "control/state_store.h"
@@ -32,11 +33,6 @@ namespace {
 using pg::PgConn;
 using pg::PgResult;
 using TablePtr = std::shared_ptr<const TableSchema>;
-
-int64_t NowUnixMicros() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Test-only fault points: MIDFLIGHT_CRASH_AT=<point>[=<n>] kills the process
 // with SIGKILL there, as a crash would (see tests/integration).

@@ -33,6 +33,12 @@ std::string Change::KeyText() const {
   return key;
 }
 
+bool Change::HasUnchangedValues() const {
+  for (const auto& d : values)
+    if (d.is_unchanged()) return true;
+  return false;
+}
+
 bool Change::MovesKey() const {
   if (kind != ChangeKind::kUpdate || old.empty() || !table || table->key.empty()) return false;
   for (int pos : table->key_writable) {

@@ -41,6 +41,8 @@ struct Change {
   std::string KeyText() const;
   // True for an update whose key changed (old holds the previous key).
   bool MovesKey() const;
+  // True when some value of the new image is an unchanged TOAST marker.
+  bool HasUnchangedValues() const;
 };
 
 }  // namespace midflight

@@ -11,12 +11,6 @@ void FillUnchanged(std::vector<Datum>& later, const std::vector<Datum>& earlier)
     if (later[i].is_unchanged()) later[i] = earlier[i];
 }
 
-bool HasUnchanged(const std::vector<Datum>& values) {
-  for (const auto& d : values)
-    if (d.is_unchanged()) return true;
-  return false;
-}
-
 }  // namespace
 
 std::vector<Change> CollapseBatch(std::vector<Change> changes) {
@@ -55,7 +49,7 @@ std::vector<Change> CollapseBatch(std::vector<Change> changes) {
   for (size_t i = 0; i < out.size(); ++i) {
     if (dead[i]) continue;
     // A full update image is applied as an upsert: same as an insert.
-    if (out[i].kind == ChangeKind::kUpdate && !out[i].MovesKey() && !HasUnchanged(out[i].values) &&
+    if (out[i].kind == ChangeKind::kUpdate && !out[i].MovesKey() && !out[i].HasUnchangedValues() &&
         out[i].table->routing() == RoutingMode::kByKey)
       out[i].kind = ChangeKind::kInsert;
     result.push_back(std::move(out[i]));

@@ -7,6 +7,7 @@
 #include <chrono>
 #include <thread>
 
+#include "base/clock.h"
 #include "base/log.h"
 #include "postgres/pg_conn.h"
 #include "source/postgres/pgoutput.h"
@@ -14,14 +15,6 @@
 namespace midflight::pg {
 namespace {
 
-int64_t NowUnixMicros() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-int64_t NowMs() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 PGconn* Conn(void* p) { return static_cast<PGconn*>(p); }
 
@@ -38,12 +31,6 @@ std::vector<Datum> ToDatums(PgTuple& tuple) {
     }
   }
   return out;
-}
-
-bool HasUnchanged(const std::vector<Datum>& values) {
-  for (const auto& d : values)
-    if (d.is_unchanged()) return true;
-  return false;
 }
 
 }  // namespace
@@ -160,7 +147,7 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
 }
 
 Status ChangeStream::SendFeedback(bool force) {
-  int64_t now = NowMs();
+  int64_t now = NowMonotonicMs();
   if (!force && now - last_feedback_ms_ < 1000) return Status::Ok();
   last_feedback_ms_ = now;
   uint64_t flush = stats_->received_lsn;
@@ -242,7 +229,7 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     Change c = base(ChangeKind::kUpdate, t);
     c.values = ToDatums(up->new_tuple);
     if (up->old_tuple) c.old = ToDatums(*up->old_tuple);
-    if (c.MovesKey() && !HasUnchanged(c.values)) {
+    if (c.MovesKey() && !c.HasUnchangedValues()) {
       // A key change is a delete of the old key and an insert of the new one,
       // each routed by its own key.
       Change del = base(ChangeKind::kDelete, t);
@@ -287,7 +274,7 @@ Status ChangeStream::Emit(Change change) {
     return Status::Ok();
   }
   const bool barrier =
-      change.kind == ChangeKind::kTruncate || (change.MovesKey() && HasUnchanged(change.values));
+      change.kind == ChangeKind::kTruncate || (change.MovesKey() && change.HasUnchangedValues());
   if (barrier) {
     ChangePosition lowest = last_routed_.front();
     for (const auto& p : last_routed_) lowest = std::min(lowest, p);

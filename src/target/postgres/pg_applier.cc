@@ -61,42 +61,12 @@ std::string MatchKey(const TableSchema& t, int first_param, std::vector<int>* pa
   return where;
 }
 
-// Builds the SQL for a change's shape. `params` gets, per $n, the writable
+// Builds the SQL for one update or delete. `params` gets, per $n, the writable
 // column it takes: w >= 0 from the new image, -1-w from the old image.
 std::string BuildSql(const Change& c, std::vector<int>* params) {
   const TableSchema& t = *c.table;
   const bool keyed = !t.key_writable.empty();
   switch (c.kind) {
-    case ChangeKind::kInsert: {
-      std::string cols, vals, set;
-      for (size_t i = 0; i < t.writable.size(); ++i) {
-        const std::string& name = QuoteIdent(t.columns[t.writable[i]].name);
-        if (i) {
-          cols += ", ";
-          vals += ", ";
-        }
-        cols += name;
-        vals += fmt::format("${}", i + 1);
-        params->push_back(static_cast<int>(i));
-        bool is_key = false;
-        for (int k : t.key_writable) is_key = is_key || k == static_cast<int>(i);
-        if (!is_key) {
-          if (!set.empty()) set += ", ";
-          set += fmt::format("{0} = EXCLUDED.{0}", name);
-        }
-      }
-      std::string sql = fmt::format("INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE VALUES ({})", Table(t), cols, vals);
-      if (keyed) {
-        std::string key_cols;
-        for (size_t i = 0; i < t.key_writable.size(); ++i) {
-          if (i) key_cols += ", ";
-          key_cols += QuoteIdent(t.columns[t.writable[t.key_writable[i]]].name);
-        }
-        sql += set.empty() ? fmt::format(" ON CONFLICT ({}) DO NOTHING", key_cols)
-                           : fmt::format(" ON CONFLICT ({}) DO UPDATE SET {}", key_cols, set);
-      }
-      return sql;
-    }
     case ChangeKind::kUpdate: {
       std::string set;
       int n = 0;
@@ -114,7 +84,9 @@ std::string BuildSql(const Change& c, std::vector<int>* params) {
       std::string where = keyed ? MatchKey(t, 1, params, /*from_old=*/true) : MatchWholeRow(t, 1, params);
       return fmt::format("DELETE FROM {} WHERE {}", Table(t), where);
     }
-    case ChangeKind::kTruncate: break;
+    case ChangeKind::kInsert:    // always applied in bulk (BulkInsert)
+    case ChangeKind::kTruncate:  // a barrier (ApplyBarrier)
+      break;
   }
   return {};
 }

@@ -7,6 +7,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -66,6 +67,29 @@ Status RunTool(const std::vector<std::string>& argv, const std::string& password
   return OperatorError(fmt::format("{} failed: {}", what, first_error));
 }
 
+// Rewrites a pg_restore TOC list, commenting out (";") the entries `skip`
+// says are done already. Entry lines are tokenised on spaces:
+// "3345; 2606 16390 CONSTRAINT public pgbench_accounts pgbench_accounts_pkey owner".
+void FilterToc(const std::string& list_path, const std::function<bool(const std::vector<std::string>&)>& skip,
+               int* kept, int* skipped) {
+  std::ifstream in(list_path);
+  std::string line, filtered;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] == ';') {
+      filtered += line + "\n";
+      continue;
+    }
+    std::istringstream ls(line);
+    std::vector<std::string> tok;
+    for (std::string w; ls >> w;) tok.push_back(w);
+    bool done = skip(tok);
+    ++*(done ? skipped : kept);
+    filtered += (done ? ";" : "") + line + "\n";
+  }
+  in.close();
+  std::ofstream(list_path) << filtered;
+}
+
 }  // namespace
 
 Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_ptr<const TableSchema>>& selected,
@@ -98,18 +122,13 @@ Status RestorePreData(PgConn& target, const std::string& target_uri, const std::
   ASSIGN_OR_RETURN(PgResult existing, target.Query("SELECT nspname FROM pg_namespace"));
   std::set<std::string> have;
   for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
-  std::ifstream in(list_path);
-  std::string line, filtered;
-  while (std::getline(in, line)) {
-    std::istringstream ls(line);
-    std::vector<std::string> tok;
-    std::string w;
-    while (ls >> w) tok.push_back(w);
-    // "5; 2615 2200 SCHEMA - public owner"
-    bool skip = tok.size() >= 6 && tok[3] == "SCHEMA" && tok[4] == "-" && have.count(tok[5]);
-    filtered += (skip ? ";" : "") + line + "\n";
-  }
-  std::ofstream(list_path) << filtered;
+  int kept = 0, skipped = 0;
+  FilterToc(
+      list_path,
+      [&](const std::vector<std::string>& tok) {  // "5; 2615 2200 SCHEMA - public owner"
+        return tok.size() >= 6 && tok[3] == "SCHEMA" && tok[4] == "-" && have.count(tok[5]) > 0;
+      },
+      &kept, &skipped);
   return RunTool({PgBin("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error", "--no-owner",
                   "--no-privileges", "--use-list=" + list_path, "--dbname=" + split.first, dump_path},
                  split.second, "", "pg_restore of the schema (pre-data) on the target");
@@ -130,31 +149,17 @@ Status RestorePostData(PgConn& target, const std::string& target_uri, const std:
       JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal)sql"));
   std::set<std::string> have;
   for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
-  std::ifstream in(list_path);
-  std::string line, filtered;
   int kept = 0, skipped = 0;
-  while (std::getline(in, line)) {
-    // "3345; 2606 16390 CONSTRAINT public pgbench_accounts pgbench_accounts_pkey owner"
-    bool skip = false;
-    if (!line.empty() && line[0] != ';') {
-      std::istringstream ls(line);
-      std::vector<std::string> tok;
-      std::string w;
-      while (ls >> w) tok.push_back(w);
-      // tok: id; oid oid TYPE... schema name... owner — check "schema <name>" pairs.
-      for (size_t i = 3; i + 1 < tok.size() && !skip; ++i)
-        for (size_t j = i + 1; j < tok.size() && !skip; ++j)
-          if (have.count(tok[i] + " " + tok[j])) skip = true;
-    }
-    if (skip) {
-      ++skipped;
-      filtered += ";" + line + "\n";
-    } else {
-      if (!line.empty() && line[0] != ';') ++kept;
-      filtered += line + "\n";
-    }
-  }
-  std::ofstream(list_path) << filtered;
+  // An entry is built already when a "<schema> <name>" pair of its tokens exists.
+  FilterToc(
+      list_path,
+      [&](const std::vector<std::string>& tok) {
+        for (size_t i = 3; i + 1 < tok.size(); ++i)
+          for (size_t j = i + 1; j < tok.size(); ++j)
+            if (have.count(tok[i] + " " + tok[j])) return true;
+        return false;
+      },
+      &kept, &skipped);
   if (skipped) LOG_INFO("schema: {} post-data objects already on the target, {} to build", skipped, kept);
   if (kept == 0) return Status::Ok();
   return RunTool({PgBin("pg_restore"), "--section=post-data", "--exit-on-error", "--no-owner", "--no-privileges",
