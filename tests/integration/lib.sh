@@ -20,9 +20,11 @@ cleanup() {
   local rc=$?
   [[ -n ${LOAD_PID:-} ]] && kill "$LOAD_PID" 2>/dev/null || true
   [[ -n ${MF_PID:-} ]] && kill -9 "$MF_PID" 2>/dev/null || true
+  [[ $rc -ne 0 && -n ${MIDFLIGHT_KEEP_FAILED:-} ]] && { log "kept $WORK (servers running)"; return; }
   for d in "$WORK"/*/; do [[ -f $d/engine ]] && "$TESTDB" stop "$d" immediate || true; done
   if [[ $rc -ne 0 ]]; then
     log "midflight output (last 40 lines):"; tail -40 "$WORK"/run*.log 2>/dev/null || true
+    if [[ -n ${MIDFLIGHT_KEEP_FAILED:-} ]]; then log "kept $WORK (servers running)"; return; fi
   fi
   rm -rf "$WORK"
 }
@@ -70,7 +72,7 @@ run_mf_crash() {
   log "killed at $1 (phase now $(status_field phase))"
 }
 
-status_field() { "$MF" status "$SPEC" --json | python3 -c "import json,sys; print(json.load(sys.stdin)['$1'])"; }
+status_field() { "$MF" status "$SPEC" --json | jq -r ".$1"; }
 
 # wait_phase PHASE [SECONDS]
 wait_phase() {
@@ -96,6 +98,21 @@ wait_caught_up() {
     sleep 0.25
   done
   fail "not caught up with $target after ${limit}s (applied $applied)"
+}
+
+# stop_load: stops the background pgbench and waits until the source has no
+# pgbench session left (a COMMIT the server already received still finishes
+# after the client is gone; it must be in the position wait_caught_up takes).
+stop_load() {
+  kill "$LOAD_PID" 2>/dev/null || true
+  wait "$LOAD_PID" 2>/dev/null || true
+  LOAD_PID=
+  local i
+  for ((i = 0; i < 200; i++)); do
+    [[ $(sql_src -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench'") == 0 ]] && return 0
+    sleep 0.05
+  done
+  fail "pgbench sessions still on the source"
 }
 
 assert_equal() {

@@ -33,7 +33,7 @@ kill9_mf
 run_mf_bg
 wait_phase replicating
 sleep 5
-kill "$LOAD_PID"; wait "$LOAD_PID" 2>/dev/null || true; LOAD_PID=
+stop_load
 grep -E "number of transactions actually processed|number of failed" "$WORK/pgbench.log" || true
 wait_caught_up 180
 "$MF" status "$SPEC"

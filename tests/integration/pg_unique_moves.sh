@@ -33,7 +33,7 @@ LOAD_PID=$!
 run_mf_bg
 wait_phase replicating
 sleep 8
-kill "$LOAD_PID"; wait "$LOAD_PID" 2>/dev/null || true; LOAD_PID=
+stop_load
 grep -E "number of transactions actually processed|failed" "$WORK/pgbench.log" || true
 wait_caught_up 60
 assert_equal
