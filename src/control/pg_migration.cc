@@ -525,7 +525,16 @@ Status Runner::Replicate() {
   }
   ASSIGN_OR_RETURN(auto barrier_sink, pg::PgChangeSink::Open(spec_.target, spec_.name, PartitionId{partitions}));
 
-  pg::StreamConfig config{spec_.source, spec_.slot_name(), spec_.publication_name(), by_id_};
+  pg::StreamConfig config{spec_.source, spec_.slot_name(), spec_.publication_name(), by_id_, {}};
+  std::unique_ptr<PgConn> catalog;  // used by the stream thread only
+  config.target_columns = [&](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+    if (!catalog || catalog->IsBroken()) {
+      pg::ConnOptions co;
+      co.application_name = "midflight-catalog";
+      ASSIGN_OR_RETURN(catalog, PgConn::Connect(spec_.target, co));
+    }
+    return pg::TargetWritableColumns(*catalog, id);
+  };
   pg::StreamStats stream_stats;
   pg::ChangeStream stream(config, Router(partitions), filter, log.get(), &tracker, barrier_sink.get(), checkpoints,
                           &stream_stats);

@@ -57,6 +57,9 @@ struct TableSchema {
   bool partitioned = false;           // a partitioned (parent) table: copied and replicated as a whole
   int64_t estimated_rows = 0;
   int64_t estimated_bytes = 0;
+  // Column layout version: 0 as read from the source's catalog; the change
+  // stream makes a new version whenever the source sends another layout.
+  int version = 0;
 
   // Derived by Finalize(): the writable (not generated) columns in source order, and
   // the positions of the key columns inside that writable layout.

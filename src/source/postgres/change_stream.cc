@@ -184,21 +184,8 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
       relations_[rel->relation_id] = Relation{nullptr};
       return Status::Ok();
     }
-    const TableSchema& t = *it->second;
-    // The stream's columns must be the table's writable columns, in order;
-    // anything else is a schema change the target does not have yet.
-    bool same = rel->columns.size() == t.writable.size();
-    for (size_t i = 0; same && i < rel->columns.size(); ++i)
-      same = rel->columns[i].name == t.columns[t.writable[i]].name;
-    if (!same) {
-      std::string cols;
-      for (const auto& c : rel->columns) cols += (cols.empty() ? "" : ", ") + c.name;
-      return OperatorError(fmt::format(
-          "schema change on the source: {} now has columns ({}) at {}; apply the same change to the target, "
-          "then run again",
-          id.ToString(), cols, txn_lsn_.ToString()));
-    }
-    relations_[rel->relation_id] = Relation{it->second};
+    ASSIGN_OR_RETURN(auto layout, LayoutFor(*rel, *it->second));
+    relations_[rel->relation_id] = Relation{std::move(layout)};
     return Status::Ok();
   }
   auto table_of = [&](uint32_t relid) -> Result<std::shared_ptr<const TableSchema>> {
@@ -265,6 +252,51 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     return Emit(std::move(c));
   }
   return Status::Ok();  // Origin, Type, Message: nothing to apply
+}
+
+Result<std::shared_ptr<const TableSchema>> ChangeStream::LayoutFor(const PgRelation& rel, const TableSchema& base) {
+  auto& known = layouts_[base.id];
+  for (const auto& v : known) {
+    bool same = v->columns.size() == rel.columns.size();
+    for (size_t i = 0; same && i < rel.columns.size(); ++i)
+      same = v->columns[i].name == rel.columns[i].name && v->columns[i].type.native_oid == rel.columns[i].type_oid;
+    if (same) return v;
+  }
+  // A layout not seen yet: the first one of this session, or a schema change
+  // on the source. Every column it sends must exist on the target.
+  std::string cols;
+  for (const auto& c : rel.columns) cols += (cols.empty() ? "" : ", ") + c.name;
+  ASSIGN_OR_RETURN(std::vector<ColumnSchema> target, config_.target_columns(base.id));
+  auto layout = std::make_shared<TableSchema>(base);
+  layout->columns.clear();
+  layout->key.clear();
+  layout->version = static_cast<int>(known.size()) + 1;
+  for (const auto& rc : rel.columns) {
+    const ColumnSchema* on_target = nullptr;
+    for (const auto& tc : target)
+      if (tc.name == rc.name) on_target = &tc;
+    if (!on_target)
+      return OperatorError(fmt::format(
+          "schema change on the source: {} now has columns ({}) at {}, and the target has no column {}; apply the "
+          "same change to the target, then run again",
+          base.id.ToString(), cols, txn_lsn_.ToString(), rc.name));
+    ColumnSchema c = *on_target;
+    c.type.native_oid = rc.type_oid;
+    layout->columns.push_back(std::move(c));
+  }
+  for (int k : base.key) {
+    int idx = layout->ColumnIndex(base.columns[k].name);
+    if (idx < 0)
+      return OperatorError(fmt::format("schema change on the source: key column {} of {} is gone at {}",
+                                       base.columns[k].name, base.id.ToString(), txn_lsn_.ToString()));
+    layout->key.push_back(idx);
+  }
+  layout->Finalize();
+  if (!known.empty())
+    LOG_WARN("change stream: {} changed on the source at {}: columns now ({}); the target has them, continuing",
+             base.id.ToString(), txn_lsn_.ToString(), cols);
+  known.push_back(layout);
+  return std::shared_ptr<const TableSchema>(layout);
 }
 
 Status ChangeStream::Emit(Change change) {

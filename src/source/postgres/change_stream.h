@@ -13,6 +13,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -24,6 +25,7 @@
 #include "pipeline/apply_tracker.h"
 #include "pipeline/partition_log.h"
 #include "pipeline/router.h"
+#include "source/postgres/pgoutput.h"
 
 namespace midflight::pg {
 
@@ -41,6 +43,9 @@ struct StreamConfig {
   std::string slot;
   std::string publication;
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;
+  // The table's writable columns on the target (name and type), in order.
+  // Every column layout the source sends is checked against it before use.
+  std::function<Result<std::vector<ColumnSchema>>(const TableId&)> target_columns;
 };
 
 class ChangeStream {
@@ -57,6 +62,9 @@ class ChangeStream {
   Status Handle(std::span<const uint8_t> payload);
   Status Emit(Change change);
   Status SendFeedback(bool force);
+  // The schema version for a Relation message's column layout, checked
+  // against the target's columns the first time it is seen.
+  Result<std::shared_ptr<const TableSchema>> LayoutFor(const PgRelation& rel, const TableSchema& base);
 
   StreamConfig config_;
   Router router_;
@@ -71,6 +79,7 @@ class ChangeStream {
     std::shared_ptr<const TableSchema> table;  // null: not migrated
   };
   std::map<uint32_t, Relation> relations_;
+  std::map<TableId, std::vector<std::shared_ptr<const TableSchema>>> layouts_;
   void* conn_ = nullptr;  // PGconn* of the replication connection
   bool in_txn_ = false;
   PgLsn txn_lsn_;

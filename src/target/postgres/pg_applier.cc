@@ -93,7 +93,7 @@ std::string BuildSql(const Change& c, std::vector<int>* params) {
 
 // Shape of a change: what decides its statement text.
 std::string ShapeOf(const Change& c) {
-  std::string shape = fmt::format("{}|{}|", static_cast<int>(c.kind), c.table->id.ToString());
+  std::string shape = fmt::format("{}|{}#{}|", static_cast<int>(c.kind), c.table->id.ToString(), c.table->version);
   if (c.kind == ChangeKind::kUpdate) {
     for (const auto& d : c.values) shape.push_back(d.is_unchanged() ? 'u' : 'v');
     shape.push_back(c.MovesKey() ? 'm' : 's');
@@ -177,7 +177,7 @@ std::vector<int> AllWritable(const TableSchema& t) {
 ApplyOp BulkInsert(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared) {
   const TableSchema& t = *rows.front()->table;
   ApplyOp op;
-  op.shape = "bulk-insert|" + t.id.ToString();
+  op.shape = fmt::format("bulk-insert|{}#{}", t.id.ToString(), t.version);
   op.first = rows.front();
   op.count = rows.size();
   std::vector<int> cols = AllWritable(t);
@@ -208,7 +208,7 @@ ApplyOp BulkInsert(const std::vector<const Change*>& rows, const std::map<std::s
 ApplyOp BulkDelete(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared) {
   const TableSchema& t = *rows.front()->table;
   ApplyOp op;
-  op.shape = "bulk-delete|" + t.id.ToString();
+  op.shape = fmt::format("bulk-delete|{}#{}", t.id.ToString(), t.version);
   op.first = rows.front();
   op.count = rows.size();
   if (!prepared.count(op.shape)) {

@@ -168,6 +168,25 @@ Status RestorePostData(PgConn& target, const std::string& target_uri, const std:
                  split.second, "", "pg_restore of indexes and constraints (post-data) on the target");
 }
 
+Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table) {
+  ASSIGN_OR_RETURN(PgResult r, target.Query(R"sql(
+    SELECT a.attname, format_type(a.atttypid, a.atttypmod), format_type(a.atttypid, NULL)
+      FROM pg_attribute a
+     WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = ''
+     ORDER BY a.attnum)sql",
+                                              {QuoteQualified(table.schema, table.name)}));
+  if (r.rows() == 0) return NotFound(fmt::format("table {} does not exist on the target", table.ToString()));
+  std::vector<ColumnSchema> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    ColumnSchema c;
+    c.name = r.GetString(i, 0);
+    c.type.native = r.GetString(i, 1);
+    c.type.native_base = r.GetString(i, 2);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
 Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected) {
   std::set<std::string> schemas;
   for (const auto& t : selected) schemas.insert(t->id.schema);

@@ -31,6 +31,10 @@ Status RestorePreData(PgConn& target, const std::string& target_uri, const std::
 Status RestorePostData(PgConn& target, const std::string& target_uri, const std::string& dump_path, int jobs,
                        const std::string& work_dir);
 
+// The writable (not generated) columns of `table` on the target, in order,
+// with their type names; NotFound when the table does not exist.
+Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table);
+
 // Sets every sequence of the selected tables' schemas on the target to the source's value.
 Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected);
 
