@@ -66,6 +66,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
     j["source_lsn"] = get("source_lsn");
     j["applied_lsn"] = get("applied_lsn");
     j["confirmed_lsn"] = get("confirmed_lsn");
+    j["received_lsn"] = get("received_lsn");
     j["changes_applied"] = std::atoll(get("changes_applied", "0").c_str());
     j["changes_per_s"] = std::atof(get("changes_per_s", "0").c_str());
     j["apply_retries"] = std::atoll(get("apply_retries", "0").c_str());

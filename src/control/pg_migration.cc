@@ -560,7 +560,7 @@ Status Runner::Replicate() {
   auto last_rate_at = std::chrono::steady_clock::now();
   double rate = 0;
   while (!stop_) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
     for (auto& a : appliers)
       if (!a->status().ok()) result = a->status();
     if (!result.ok()) break;
@@ -601,6 +601,7 @@ Status Runner::Replicate() {
                           {"source_lsn", PgLsn::FromU64(source_lsn).ToString()},
                           {"applied_lsn", PgLsn::FromU64(applied_lsn).ToString()},
                           {"confirmed_lsn", PgLsn::FromU64(stream_stats.confirmed_lsn).ToString()},
+                          {"received_lsn", PgLsn::FromU64(stream_stats.received_lsn).ToString()},
                           {"lag_bytes", std::to_string(lag_bytes)},
                           {"lag_seconds", fmt::format("{:.3f}", lag_s)},
                           {"changes_applied", std::to_string(applied)},

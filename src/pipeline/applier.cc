@@ -35,14 +35,13 @@ void Applier::Run(const std::atomic<bool>& stop) {
   while (!stop) {
     taken.clear();
     size_t max = options_.batch_size ? options_.batch_size->load() : 1000;
-    Status st = log_->Poll(p_, max, std::chrono::milliseconds(50), &taken);
+    Status st = log_->Poll(p_, 1, max, std::chrono::milliseconds(50), &taken);
     if (st.code() == StatusCode::kCancelled) return;
     if (!st.ok()) return fail(st);
     if (taken.empty()) continue;
     // A short linger fills the batch: fewer, larger target transactions and
     // more changes collapsed per key, for a few milliseconds of latency.
-    for (int i = 0; i < options_.linger_rounds && taken.size() < max && st.ok(); ++i)
-      st = log_->Poll(p_, max - taken.size(), options_.linger, &taken);
+    if (taken.size() < max) st = log_->Poll(p_, max - taken.size(), max - taken.size(), options_.linger, &taken);
     if (st.code() == StatusCode::kCancelled) return;
     stats_.received += taken.size();
     // Changes at or below the checkpoint were applied before a restart.

@@ -47,9 +47,8 @@ class ChangeSink {
 struct ApplierOptions {
   std::atomic<size_t>* batch_size = nullptr;  // changes per target transaction (runtime knob)
   std::chrono::milliseconds max_backoff{5000};
-  // After the first change of a batch, wait up to linger_rounds x linger for more.
-  std::chrono::milliseconds linger{2};
-  int linger_rounds = 5;
+  // After the first change of a batch, wait up to this long for a full batch.
+  std::chrono::milliseconds linger{10};
 };
 
 struct ApplierStats {

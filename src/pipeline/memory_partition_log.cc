@@ -23,14 +23,19 @@ class MemoryPartitionLog final : public PartitionLog {
     if (closed_) return Cancelled("partition log closed");
     part.bytes += size;
     part.queue.push_back(std::move(change));
-    part.not_empty.notify_one();
+    // Wake the applier only when what it waits for is there: one wake-up per
+    // batch, not per change.
+    if (part.queue.size() >= part.want) part.not_empty.notify_one();
     return Status::Ok();
   }
 
-  Status Poll(PartitionId p, size_t max, std::chrono::milliseconds wait, std::vector<Change>* out) override {
+  Status Poll(PartitionId p, size_t min, size_t max, std::chrono::milliseconds wait,
+              std::vector<Change>* out) override {
     Part& part = parts_.at(p.value);
     std::unique_lock lock(part.mu);
-    part.not_empty.wait_for(lock, wait, [&] { return closed_ || !part.queue.empty(); });
+    part.want = std::max<size_t>(1, std::min(min, max));
+    part.not_empty.wait_for(lock, wait, [&] { return closed_ || part.queue.size() >= part.want; });
+    part.want = 1;
     if (part.queue.empty()) return closed_ ? Cancelled("partition log closed") : Status::Ok();
     size_t n = 0;
     while (n < max && !part.queue.empty()) {
@@ -58,6 +63,7 @@ class MemoryPartitionLog final : public PartitionLog {
     std::condition_variable not_empty, not_full;
     std::deque<Change> queue;
     size_t bytes = 0;
+    size_t want = 1;  // queue length at which Append wakes the applier
   };
   std::vector<Part> parts_;
   const size_t max_bytes_;

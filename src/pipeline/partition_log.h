@@ -27,10 +27,11 @@ class PartitionLog {
   // Appends in order. Blocks while partition p is full (bounded memory).
   // Thread: the router only. Returns Cancelled once Close() was called.
   virtual Status Append(PartitionId p, Change change) = 0;
-  // Waits up to `wait` for a change, then moves up to `max` changes, in order,
-  // to the end of *out. Thread: applier p only. Returns Cancelled once closed
-  // and drained.
-  virtual Status Poll(PartitionId p, size_t max, std::chrono::milliseconds wait,
+  // Waits up to `wait` until partition p holds at least `min` changes (or
+  // until it holds any, once `wait` has passed), then moves up to `max`
+  // changes, in order, to the end of *out; may move none. Thread: applier p
+  // only. Returns Cancelled once closed and drained.
+  virtual Status Poll(PartitionId p, size_t min, size_t max, std::chrono::milliseconds wait,
                       std::vector<Change>* out) = 0;
   // Wakes every waiter; later calls return Cancelled.
   virtual void Close() = 0;

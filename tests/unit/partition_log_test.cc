@@ -13,7 +13,7 @@ TEST(MemoryPartitionLogTest, KeepsOrderPerPartition) {
   auto t = Accounts();
   for (uint32_t i = 1; i <= 5; ++i) ASSERT_TRUE(log->Append({i % 2}, Make(ChangeKind::kInsert, t, 1, i, {T("1"), T("0"), T("")})).ok());
   std::vector<Change> out;
-  ASSERT_TRUE(log->Poll({1}, 10, std::chrono::milliseconds(1), &out).ok());
+  ASSERT_TRUE(log->Poll({1}, 1, 10, std::chrono::milliseconds(1), &out).ok());
   ASSERT_EQ(out.size(), 3u);
   EXPECT_EQ(out[0].pos.seq, 1u);
   EXPECT_EQ(out[1].pos.seq, 3u);
@@ -33,16 +33,34 @@ TEST(MemoryPartitionLogTest, AppendBlocksWhenFullUntilTheApplierTakes) {
   std::this_thread::sleep_for(std::chrono::milliseconds(100));
   EXPECT_FALSE(appended) << "the fourth append must wait: memory is bounded";
   std::vector<Change> out;
-  ASSERT_TRUE(log->Poll({0}, 1, std::chrono::milliseconds(10), &out).ok());
+  ASSERT_TRUE(log->Poll({0}, 1, 1, std::chrono::milliseconds(10), &out).ok());
   producer.join();
   EXPECT_TRUE(appended);
+}
+
+TEST(MemoryPartitionLogTest, PollWaitsForTheBatchItAsksForOrTheTime) {
+  auto log = NewMemoryPartitionLog(1, 1 << 20);
+  auto t = Accounts();
+  ASSERT_TRUE(log->Append({0}, Make(ChangeKind::kInsert, t, 1, 1, {T("1"), T("0"), T("")})).ok());
+  std::vector<Change> out;
+  auto start = std::chrono::steady_clock::now();
+  ASSERT_TRUE(log->Poll({0}, 10, 10, std::chrono::milliseconds(30), &out).ok());
+  EXPECT_EQ(out.size(), 1u) << "after the wait, what is there is taken";
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(25));
+  std::thread producer([&] {
+    for (uint32_t i = 2; i <= 11; ++i) ASSERT_TRUE(log->Append({0}, Make(ChangeKind::kInsert, t, 1, i, {T("1"), T("0"), T("")})).ok());
+  });
+  out.clear();
+  ASSERT_TRUE(log->Poll({0}, 10, 10, std::chrono::seconds(30), &out).ok());
+  producer.join();
+  EXPECT_EQ(out.size(), 10u) << "a full batch returns at once";
 }
 
 TEST(MemoryPartitionLogTest, CloseWakesEveryone) {
   auto log = NewMemoryPartitionLog(1, 1 << 20);
   std::thread consumer([&] {
     std::vector<Change> out;
-    Status st = log->Poll({0}, 1, std::chrono::seconds(30), &out);
+    Status st = log->Poll({0}, 1, 1, std::chrono::seconds(30), &out);
     EXPECT_EQ(st.code(), StatusCode::kCancelled);
   });
   std::this_thread::sleep_for(std::chrono::milliseconds(50));

@@ -89,11 +89,16 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
   in_txn_ = false;
   LOG_INFO("change stream: streaming from slot {}", config_.slot);
   Status result;
+  int burst = 0;  // messages read since the socket was last found empty
   while (!stop) {
     char* buf = nullptr;
     int n = PQgetCopyData(Conn(conn_), &buf, /*async=*/1);
     if (n == 0) {
       RETURN_IF_ERROR(SendFeedback(false));
+      // Reading a backlog: let the server fill the socket for a moment
+      // rather than waking for every few messages.
+      if (burst > 64) std::this_thread::sleep_for(std::chrono::microseconds(500));
+      burst = 0;
       int sock = PQsocket(Conn(conn_));
       fd_set fds;
       FD_ZERO(&fds);
@@ -121,6 +126,7 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
       if (result.code() != StatusCode::kRetryCall) result = RetryCall(result.message());
       break;
     }
+    ++burst;
     auto frame = DecodeReplicationFrame(std::span<const uint8_t>(reinterpret_cast<uint8_t*>(buf), n));
     if (!frame.ok()) {
       PQfreemem(buf);
