@@ -464,7 +464,8 @@ Status Runner::FinishSchema() {
   Say("schema: building primary keys, indexes and constraints");
   auto started = std::chrono::steady_clock::now();
   CrashPoint("before-post-data");
-  RETURN_IF_ERROR(pg::RestorePostData(*dst_, spec_.target, dump_path_, spec_.copy_workers, spec_.state_dir));
+  RETURN_IF_ERROR(pg::RestorePostData(*dst_, spec_.target, dump_path_, spec_.copy_workers, spec_.index_memory_mb,
+                                      spec_.state_dir));
   RETURN_IF_ERROR(pg::SyncSequences(*src_, *dst_, tables_));
   // Replicated rows carry the values of GENERATED ALWAYS identity columns, which
   // an UPDATE may only set to DEFAULT: while midflight applies changes, such

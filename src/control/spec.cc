@@ -74,7 +74,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   if (!root.IsMap()) return InvalidArgument(fmt::format("{}: expected a mapping of fields (name, source, target, ...)", origin));
   static const std::set<std::string> kKnown = {"name", "source", "target", "tables", "exclude", "state_dir",
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
-                                               "partition_log_mb", "allow_nonempty_target"};
+                                               "partition_log_mb", "index_memory_mb", "allow_nonempty_target"};
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");
@@ -92,6 +92,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(Get(root, origin, "chunk_rows", &s.chunk_rows));
   RETURN_IF_ERROR(Get(root, origin, "partition_log_mb", &s.partition_log_mb));
   RETURN_IF_ERROR(Get(root, origin, "allow_nonempty_target", &s.allow_nonempty_target));
+  RETURN_IF_ERROR(Get(root, origin, "index_memory_mb", &s.index_memory_mb));
 
   if (s.name.empty()) return Field(origin, "name", "is required");
   if (s.name.size() > 40) return Field(origin, "name", "must be at most 40 characters");
@@ -107,6 +108,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   if (s.chunk_rows < 1000) return Field(origin, "chunk_rows", "must be at least 1000");
   if (s.partition_log_mb < 1 || s.partition_log_mb > 4096)
     return Field(origin, "partition_log_mb", "must be between 1 and 4096");
+  if (s.index_memory_mb < 1 || s.index_memory_mb > 65536)
+    return Field(origin, "index_memory_mb", "must be between 1 and 65536");
   if (s.state_dir.empty()) s.state_dir = "./.midflight/" + s.name;
   return s;
 }

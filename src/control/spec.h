@@ -23,6 +23,7 @@ struct MigrationSpec {
   int batch_size = 2000;             // changes per apply transaction
   int64_t chunk_rows = 250000;       // rows per copy chunk
   int64_t partition_log_mb = 64;     // memory bound of each partition's queue
+  int index_memory_mb = 512;         // maintenance_work_mem of each index-building session on the target
   bool allow_nonempty_target = false;
 
   std::string slot_name() const { return "midflight_" + name; }

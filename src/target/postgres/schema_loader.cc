@@ -25,7 +25,7 @@ std::string PgBin(const std::string& tool) {
 // Runs a PostgreSQL client tool with the password in PGPASSWORD (never on the
 // command line). stdout goes to `stdout_path` when given.
 Status RunTool(const std::vector<std::string>& argv, const std::string& password, const std::string& stdout_path,
-               const std::string& what) {
+               const std::string& what, const std::string& settings = "") {
   char err_template[] = "/tmp/midflight-tool-XXXXXX";
   int err_fd = mkstemp(err_template);
   if (err_fd < 0) return Internal("cannot create a temporary file for " + what);
@@ -39,7 +39,7 @@ Status RunTool(const std::vector<std::string>& argv, const std::string& password
       if (out >= 0) dup2(out, 1);
     }
     if (!password.empty()) setenv("PGPASSWORD", password.c_str(), 1);
-    setenv("PGOPTIONS", "-c client_min_messages=warning", 1);
+    setenv("PGOPTIONS", ("-c client_min_messages=warning " + settings).c_str(), 1);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
@@ -135,7 +135,7 @@ Status RestorePreData(PgConn& target, const std::string& target_uri, const std::
 }
 
 Status RestorePostData(PgConn& target, const std::string& target_uri, const std::string& dump_path, int jobs,
-                       const std::string& work_dir) {
+                       int index_memory_mb, const std::string& work_dir) {
   ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
   std::string list_path = work_dir + "/post-data.list";
   RETURN_IF_ERROR(RunTool({PgBin("pg_restore"), "--list", "--section=post-data", dump_path}, "", list_path,
@@ -165,7 +165,8 @@ Status RestorePostData(PgConn& target, const std::string& target_uri, const std:
   return RunTool({PgBin("pg_restore"), "--section=post-data", "--exit-on-error", "--no-owner", "--no-privileges",
                   fmt::format("--jobs={}", std::max(1, jobs)), "--use-list=" + list_path, "--dbname=" + split.first,
                   dump_path},
-                 split.second, "", "pg_restore of indexes and constraints (post-data) on the target");
+                 split.second, "", "pg_restore of indexes and constraints (post-data) on the target",
+                 fmt::format("-c maintenance_work_mem={}MB", index_memory_mb));
 }
 
 Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table) {

@@ -26,10 +26,11 @@ Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_p
 Status RestorePreData(PgConn& target, const std::string& target_uri, const std::string& dump_path,
                       const std::string& work_dir);
 
-// Builds the post-data objects with `jobs` parallel connections, skipping
-// those that already exist on the target (a re-run after a crash).
+// Builds the post-data objects with `jobs` parallel connections, each with
+// `index_memory_mb` of maintenance_work_mem, skipping those that already
+// exist on the target (a re-run after a crash).
 Status RestorePostData(PgConn& target, const std::string& target_uri, const std::string& dump_path, int jobs,
-                       const std::string& work_dir);
+                       int index_memory_mb, const std::string& work_dir);
 
 // The writable (not generated) columns of `table` on the target, in order,
 // with their type names; NotFound when the table does not exist.
