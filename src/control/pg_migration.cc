@@ -580,8 +580,12 @@ Status Runner::Replicate() {
       if (v.ok())
         if (auto l = PgLsn::Parse(*v); l.ok()) source_lsn = l->value();
     }
+    // Received first, then pending: every transaction received by then is
+    // either still pending below or applied (the reverse order could count a
+    // transaction routed between the two reads as applied).
+    uint64_t received = stream_stats.received_lsn.load();
     auto pending = tracker.OldestPending();
-    uint64_t applied_lsn = pending ? pending->commit_lsn.value() : stream_stats.received_lsn.load();
+    uint64_t applied_lsn = pending ? std::min<uint64_t>(pending->commit_lsn.value(), received) : received;
     uint64_t lag_bytes = source_lsn > applied_lsn ? source_lsn - applied_lsn : 0;
     double lag_s = 0;
     if (pending) lag_s = std::max<double>(0, (NowUnixMicros() - pending->commit_time_us) / 1e6);

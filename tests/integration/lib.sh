@@ -85,10 +85,12 @@ wait_phase() {
   fail "phase $want not reached in ${limit}s (phase: $(status_field phase))"
 }
 
-# wait_caught_up [SECONDS]: the source's flushed WAL position now must be applied.
+# wait_caught_up [SECONDS]: everything committed on the source so far must be
+# applied. The insert position, not the flush position: the test servers run
+# with synchronous_commit = off, so a COMMIT returns before its WAL is flushed.
 wait_caught_up() {
   local limit=${1:-120} target applied i
-  target=$(sql_src -c "SELECT pg_current_wal_flush_lsn()")
+  target=$(sql_src -c "SELECT pg_current_wal_insert_lsn()")
   for ((i = 0; i < limit * 4; i++)); do
     applied=$(status_field applied_lsn)
     if [[ -n $applied && $(sql_src -c "SELECT '$applied'::pg_lsn >= '$target'::pg_lsn") == t ]]; then
