@@ -28,6 +28,17 @@ std::string ColumnList(const TableSchema& t) {
   return out;
 }
 
+// Binary COPY is cheaper to produce and to parse, but it carries type oids
+// inside arrays and composite values, which differ between two servers for
+// user-defined types. It is used only when every column has a built-in type
+// (oid below FirstNormalObjectId), whose oids are the same everywhere.
+bool UseBinaryCopy(const TableSchema& t) {
+  constexpr uint32_t kFirstNormalObjectId = 16384;
+  for (int i : t.writable)
+    if (t.columns[i].type.native_oid == 0 || t.columns[i].type.native_oid >= kFirstNormalObjectId) return false;
+  return true;
+}
+
 std::string ChunkQuery(const TableSchema& t, const Chunk& c) {
   std::string from = t.partitioned ? QuoteQualified(t.id.schema, t.id.name)
                                    : "ONLY " + QuoteQualified(t.id.schema, t.id.name);
@@ -42,13 +53,15 @@ std::string ChunkQuery(const TableSchema& t, const Chunk& c) {
   }
   std::string where;
   for (size_t i = 0; i < conds.size(); ++i) where += (i ? " AND " : " WHERE ") + conds[i];
-  return fmt::format("COPY (SELECT {} FROM {}{}) TO STDOUT", ColumnList(t), from, where);
+  return fmt::format("COPY (SELECT {} FROM {}{}) TO STDOUT{}", ColumnList(t), from, where,
+                     UseBinaryCopy(t) ? " (FORMAT binary)" : "");
 }
 
 // Pipes one chunk from source to target inside the target's open transaction.
 Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c, TableProgress& progress,
                  int64_t* rows, int64_t* bytes, const std::atomic<bool>& stop) {
-  std::string copy_in = fmt::format("COPY {} ({}) FROM STDIN", QuoteQualified(t.id.schema, t.id.name), ColumnList(t));
+  std::string copy_in = fmt::format("COPY {} ({}) FROM STDIN{}", QuoteQualified(t.id.schema, t.id.name),
+                                    ColumnList(t), UseBinaryCopy(t) ? " (FORMAT binary)" : "");
   PgResult in(PQexec(dst.raw(), copy_in.c_str()));
   if (PQresultStatus(in.raw()) != PGRES_COPY_IN) return StatusFromResult(dst.raw(), in.raw(), "COPY into " + t.id.ToString());
   std::string query = ChunkQuery(t, c);
@@ -75,7 +88,7 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
       failure = StatusFromResult(dst.raw(), nullptr, "writing COPY of " + t.id.ToString());
       break;
     }
-    ++local_rows;  // text COPY sends one row per message
+    ++local_rows;  // one row per message (binary adds a trailer; the exact count comes from the command tag)
     local_bytes += n;
     if ((local_rows & 1023) == 0) {
       progress.rows += 1024;
@@ -96,6 +109,13 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
   PgResult src_done(PQgetResult(src.raw()));
   if (failure.ok() && PQresultStatus(src_done.raw()) != PGRES_COMMAND_OK)
     failure = StatusFromResult(src.raw(), src_done.raw(), "COPY from " + t.id.ToString());
+  if (failure.ok()) {
+    // "COPY 123": the exact number of rows sent.
+    int64_t exact = std::strtoll(PQcmdTuples(src_done.raw()), nullptr, 10);
+    progress.rows += exact - local_rows;
+    local_rows = exact;
+    *rows = exact;
+  }
   while (PGresult* extra = PQgetResult(src.raw())) PQclear(extra);
   if (!failure.ok()) {
     PQputCopyEnd(dst.raw(), "midflight: source side failed");
