@@ -136,7 +136,6 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
     Status st;
     if (auto* x = std::get_if<XLogData>(&*frame)) {
       st = Handle(x->payload);
-      if (in_txn_) stats_->read_lag_us = x->send_time + kPgEpochOffsetMicros - txn_time_us_;
     } else {
       const auto& k = std::get<PrimaryKeepalive>(*frame);
       if (!in_txn_ && k.wal_end > stats_->received_lsn) stats_->received_lsn = k.wal_end;

@@ -34,7 +34,6 @@ struct StreamStats {
   std::atomic<uint64_t> confirmed_lsn{0};  // last flush position sent to the source
   std::atomic<uint64_t> changes{0};        // changes routed
   std::atomic<uint64_t> skipped{0};        // changes dropped as already copied or already applied
-  std::atomic<int64_t> read_lag_us{0};     // source send time minus commit time of the last change read
   std::atomic<bool> connected{false};
 };
 
