@@ -367,7 +367,10 @@ Status Runner::Copy() {
     p->chunks_total = total[t->id];
     progress[t->id] = std::move(p);
   }
+  // Rows copied by earlier runs, per table. Filled before the progress ticker
+  // starts and only read (with at()) afterwards: the ticker runs on its own thread.
   std::map<TableId, int64_t> rows_at_start;
+  for (const auto& t : tables_) rows_at_start[t->id] = 0;
   pg::CopyJob job;
   job.source_uri = spec_.source;
   job.target_uri = spec_.target;
@@ -398,7 +401,7 @@ Status Runner::Copy() {
     std::vector<TableRow> rows;
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     for (const auto& t : tables_) {
-      const auto& p = *progress[t->id];
+      const auto& p = *progress.at(t->id);
       TableRow r;
       r.name = t->id.ToString();
       r.rows_copied = p.rows;
@@ -408,7 +411,7 @@ Status Runner::Copy() {
       r.chunks_done = p.chunks_done;
       r.chunks_total = p.chunks_total;
       r.state = final_state ? final_state : (p.chunks_done == p.chunks_total ? "copied" : p.rows > 0 ? "copying" : "pending");
-      r.rows_per_s = secs > 0.5 ? (p.rows - rows_at_start[t->id]) / secs : 0;
+      r.rows_per_s = secs > 0.5 ? (p.rows - rows_at_start.at(t->id)) / secs : 0;
       rows.push_back(r);
     }
     (void)store_.SaveTables(rows);
@@ -440,7 +443,7 @@ Status Runner::Copy() {
       if (std::chrono::steady_clock::now() - last_print < std::chrono::seconds(4)) return;
       last_print = std::chrono::steady_clock::now();
       for (const auto& t : tables_) {
-        const auto& p = *progress[t->id];
+        const auto& p = *progress.at(t->id);
         if (p.chunks_done == p.chunks_total || p.rows == 0) continue;
         Say(fmt::format("  {:<36} {:>12} / ~{} rows  chunk {}/{}", t->id.ToString(), Commas(p.rows),
                         Commas(t->estimated_rows), p.chunks_done.load(), p.chunks_total));

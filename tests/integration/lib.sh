@@ -5,7 +5,8 @@
 set -euo pipefail
 
 ROOT=${MIDFLIGHT_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-MF=${MIDFLIGHT_BIN:-$ROOT/build/midflight}
+# MIDFLIGHT_BIN (set by hand, e.g. a sanitizer build) wins over the build directory's binary.
+MF=${MIDFLIGHT_BIN:-${MIDFLIGHT_DEFAULT_BIN:-$ROOT/build/midflight}}
 TESTDB=$ROOT/scripts/testdb
 export PGPASSWORD=midflight
 WORK=$(mktemp -d /tmp/midflight-it.XXXXXX)
