@@ -31,10 +31,17 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# start_servers PORT_BASE: source on PORT_BASE, target on PORT_BASE+1. Sets SRC, DST (URIs).
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# free_port BASE: the first free port from BASE.
+free_port() { local p=$1; while ! port_free "$p"; do p=$((p + 1)); done; echo "$p"; }
+
+# start_servers PORT_BASE: source and target on the first two free ports from
+# PORT_BASE (each test has its own base). Sets SRC, DST (URIs).
 start_servers() {
-  "$TESTDB" start pg "$WORK/src" "$1"
-  "$TESTDB" start pg "$WORK/dst" "$(($1 + 1))"
+  local port=$1
+  while ! port_free "$port" || ! port_free "$((port + 1))"; do port=$((port + 2)); done
+  "$TESTDB" start pg "$WORK/src" "$port"
+  "$TESTDB" start pg "$WORK/dst" "$((port + 1))"
   SRC=$("$TESTDB" uri "$WORK/src")
   DST=$("$TESTDB" uri "$WORK/dst")
 }

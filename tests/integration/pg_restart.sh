@@ -20,7 +20,7 @@ load 4
 log "stopping the target for 3 s under load"
 "$TESTDB" stop "$WORK/dst"
 load 3
-"$TESTDB" start pg "$WORK/dst" 58473
+"$TESTDB" start pg "$WORK/dst" "$(cat "$WORK/dst/port")"
 load 3
 wait_caught_up 120
 kill -0 "$MF_PID" || fail "midflight died"
