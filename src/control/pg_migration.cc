@@ -206,6 +206,17 @@ Status Runner::Preflight(bool fresh) {
   if (!have_slot && free_slots < 1)
     problems.push_back("source: no free replication slot (max_replication_slots is used up); raise "
                        "max_replication_slots or drop an unused slot");
+  // A new migration creates its slot and publication; finding them means
+  // another migration of the same name owns them (two consumers of one slot
+  // would each lose the changes the other took).
+  ASSIGN_OR_RETURN(PgResult pub_exists,
+                   src_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {spec_.publication_name()}));
+  if (fresh && (have_slot || pub_exists.rows() > 0))
+    problems.push_back(fmt::format(
+        "source: replication slot or publication {} already exists, so another migration named {} uses this source; "
+        "give this migration another name, or drop them if that migration is gone (SELECT "
+        "pg_drop_replication_slot('{}'); DROP PUBLICATION {})",
+        spec_.slot_name(), spec_.name, spec_.slot_name(), spec_.publication_name()));
   ASSIGN_OR_RETURN(std::string target_super,
                    dst_->QueryValue("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user"));
   if (target_super != "true")

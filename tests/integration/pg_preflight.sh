@@ -72,6 +72,14 @@ FIRST_PID=$MF_PID
 SPEC_FIRST=$SPEC
 write_spec other
 expect_refusal "another midflight migration is already running from this source database to this target database"
+# Same name, another target database: its slot and publication are taken.
+sql_dst -c "CREATE DATABASE second"
+DST_FIRST=$DST
+DST=${DST_FIRST%/postgres}/second
+write_spec pf2name
+sed -i 's/^name: pf2name/name: pf/; s/state-pf2name/state-pf-second/' "$SPEC"
+expect_refusal "source: replication slot or publication midflight_pf already exists, so another migration named pf uses this source"
+DST=$DST_FIRST
 SPEC=$SPEC_FIRST
 rc=0; "$MF" run "$SPEC" >"$WORK/dup.log" 2>&1 || rc=$?
 [[ $rc -eq 1 ]] && grep -q "another midflight process is already running this migration" "$WORK/dup.log" || fail "same migration twice: exit $rc: $(cat "$WORK/dup.log")"
