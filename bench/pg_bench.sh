@@ -23,7 +23,7 @@
 #                      per value, the last one is kept for drain, lag and compare
 #   MF_PARTITIONS=     midflight apply partitions (default: the spec's default, cores 2-8)
 #   LAG_RATE=500 LAG_SECONDS=20   the steady-lag pgbench (-R, -T)
-#   SRC_PORT=57432 DST_PORT=57433 TIMEOUT=7200 (seconds, per wait) KEEP=1 (keep the temp dir)
+#   SRC_PORT=27432 DST_PORT=27433 TIMEOUT=7200 (seconds, per wait) KEEP=1 (keep the temp dir)
 #   MIDFLIGHT_BIN=path  use this binary instead of building (scripts/build honours
 #                       MIDFLIGHT_BUILD_DIR for a separate build directory)
 set -euo pipefail
@@ -36,8 +36,8 @@ SKIP=${SKIP:-}
 MF_WORKERS=${MF_WORKERS:-2}
 LAG_RATE=${LAG_RATE:-500}
 LAG_SECONDS=${LAG_SECONDS:-20}
-SRC_PORT=${SRC_PORT:-57432}
-DST_PORT=${DST_PORT:-57433}
+SRC_PORT=${SRC_PORT:-27432}
+DST_PORT=${DST_PORT:-27433}
 TIMEOUT=${TIMEOUT:-7200}
 KEEP=${KEEP:-}
 POLL=0.2

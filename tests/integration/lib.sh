@@ -36,7 +36,9 @@ port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 free_port() { local p=$1; while ! port_free "$p"; do p=$((p + 1)); done; echo "$p"; }
 
 # start_servers PORT_BASE: source and target on the first two free ports from
-# PORT_BASE (each test has its own base). Sets SRC, DST (URIs).
+# PORT_BASE (each test has its own base, below the kernel's ephemeral range
+# 32768-60999, where an outgoing connection can hold a port nothing listens
+# on). Sets SRC, DST (URIs).
 start_servers() {
   local port=$1
   while ! port_free "$port" || ! port_free "$((port + 1))"; do port=$((port + 2)); done

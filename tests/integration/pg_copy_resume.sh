@@ -4,7 +4,7 @@
 # (ctid page ranges: a half-copied table starts over whole). Writes run
 # during the copy and the restart; the target must end equal.
 source "$(dirname "$0")/lib.sh"
-start_servers 58492
+start_servers 26492
 sql_src <<'SQL'
 CREATE TABLE by_int (id bigint PRIMARY KEY, v int, pad text);
 CREATE TABLE by_text (code text PRIMARY KEY, v int, pad text);

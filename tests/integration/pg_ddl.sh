@@ -3,7 +3,7 @@
 # naming the table and its new columns, loses nothing, and once the operator
 # has applied the same change to the target, running again continues.
 source "$(dirname "$0")/lib.sh"
-start_servers 58482
+start_servers 26482
 sql_src -c "CREATE TABLE items (id int PRIMARY KEY, name text); INSERT INTO items SELECT g, 'i' || g FROM generate_series(1, 100) g;"
 write_spec ddl
 run_mf_bg

@@ -5,7 +5,7 @@
 # arbitrary moment); each run resumes. After the load stops and the target
 # has applied the source's last position, every table must equal the source.
 source "$(dirname "$0")/lib.sh"
-start_servers 58432
+start_servers 26432
 
 pgbench -i -s 10 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"

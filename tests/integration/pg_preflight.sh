@@ -5,8 +5,8 @@
 # migrated once it has REPLICA IDENTITY FULL), a target that is not empty,
 # a second migration for the same source and target, a malformed spec.
 source "$(dirname "$0")/lib.sh"
-start_servers 58462
-"$TESTDB" start pg "$WORK/replica_level" "$(free_port 58464)" "wal_level = replica"
+start_servers 26462
+"$TESTDB" start pg "$WORK/replica_level" "$(free_port 26464)" "wal_level = replica"
 WEAK=$("$TESTDB" uri "$WORK/replica_level")
 
 expect_refusal() {  # expect_refusal PATTERN: last midflight run exited 1 and said PATTERN

@@ -2,7 +2,7 @@
 # The source and then the target restart while midflight streams under a
 # pgbench load: midflight reconnects with backoff and loses nothing.
 source "$(dirname "$0")/lib.sh"
-start_servers 58472
+start_servers 26472
 pgbench -i -s 2 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
 write_spec restart

@@ -6,7 +6,7 @@
 # truncate, all changed while midflight streams. Source and target must end
 # equal, value for value, and no TOASTed value may be lost.
 source "$(dirname "$0")/lib.sh"
-start_servers 58442
+start_servers 26442
 
 sql_src <<'SQL'
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');

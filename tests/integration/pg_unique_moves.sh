@@ -6,7 +6,7 @@
 # unique index; midflight routes such tables whole to one partition in source
 # order (see src/pipeline/README.md). No apply error, no retry, equal tables.
 source "$(dirname "$0")/lib.sh"
-start_servers 58452
+start_servers 26452
 
 sql_src <<'SQL'
 CREATE TABLE users (id int PRIMARY KEY, slot int NOT NULL UNIQUE, email text UNIQUE, n int NOT NULL DEFAULT 0);
