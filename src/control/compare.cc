@@ -2,7 +2,7 @@
 
 #include <fmt/format.h>
 
-#include <thread>
+#include <future>
 
 #include "postgres/pg_conn.h"
 #include "source/postgres/catalog.h"
@@ -26,10 +26,9 @@ Result<std::vector<TableComparison>> CompareTables(const MigrationSpec& spec) {
     TableComparison c;
     c.table = t->id.ToString();
     // Both sides at once: the hash is computed where the data is.
-    Result<pg::PgResult> rs = Status::Ok(), rt = Status::Ok();
-    std::thread other([&] { rt = dst->Query(sql); });
-    rs = src->Query(sql);
-    other.join();
+    auto target_side = std::async(std::launch::async, [&] { return dst->Query(sql); });
+    Result<pg::PgResult> rs = src->Query(sql);
+    Result<pg::PgResult> rt = target_side.get();
     if (!rs.ok()) return rs.status().WithContext("source " + c.table);
     if (!rt.ok()) return rt.status().WithContext("target " + c.table);
     c.source_rows = rs->GetInt(0, 0);

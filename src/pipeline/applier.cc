@@ -59,8 +59,6 @@ void Applier::Run(const std::atomic<bool>& stop) {
     if (st.code() == StatusCode::kCancelled) return;
     if (!st.ok()) return fail(st);
     checkpoint_ = last_taken;
-    stats_.applied += batch.size();
-    ++stats_.batches;
     tracker_->Applied(p_, last_taken);
   }
 }

@@ -52,10 +52,8 @@ struct ApplierOptions {
 };
 
 struct ApplierStats {
-  std::atomic<uint64_t> applied{0};      // changes applied (after collapsing: statements)
-  std::atomic<uint64_t> received{0};     // changes taken from the log
+  std::atomic<uint64_t> received{0};  // changes taken from the log (applied, or found applied before a restart)
   std::atomic<uint64_t> retries{0};
-  std::atomic<uint64_t> batches{0};
 };
 
 class Applier {

@@ -43,18 +43,23 @@ PgLsn SnapshotFilter::SnapshotFor(const TableSchema& table, const std::vector<Da
   return tit == tables_.end() ? PgLsn() : tit->second;
 }
 
+PgLsn SnapshotFilter::OldestSnapshot(const TableId& table) const {
+  auto rit = ranges_.find(table);
+  if (rit != ranges_.end() && !rit->second.empty()) {
+    PgLsn oldest = rit->second.front().snapshot;
+    for (const auto& r : rit->second) oldest = std::min(oldest, r.snapshot);
+    return oldest;
+  }
+  auto it = tables_.find(table);
+  return it == tables_.end() ? PgLsn() : it->second;
+}
+
 bool SnapshotFilter::AlreadyCopied(const Change& change) const {
   if (change.pos.commit_lsn >= horizon_) return false;
   if (change.kind == ChangeKind::kTruncate) {
     // A truncate is applied unless every table it empties was copied after it.
-    for (const auto& t : change.truncated) {
-      auto it = tables_.find(t->id);
-      PgLsn snap = it == tables_.end() ? PgLsn() : it->second;
-      auto rit = ranges_.find(t->id);
-      if (rit != ranges_.end())
-        for (const auto& r : rit->second) snap = std::min(snap.is_zero() ? r.snapshot : snap, r.snapshot);
-      if (change.pos.commit_lsn >= snap) return false;
-    }
+    for (const auto& t : change.truncated)
+      if (change.pos.commit_lsn >= OldestSnapshot(t->id)) return false;
     return true;
   }
   const TableSchema& t = *change.table;

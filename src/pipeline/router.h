@@ -59,6 +59,8 @@ class SnapshotFilter {
     PgLsn snapshot;
   };
   PgLsn SnapshotFor(const TableSchema& table, const std::vector<Datum>& image) const;
+  // The oldest snapshot any row of `table` was copied from (zero if unknown).
+  PgLsn OldestSnapshot(const TableId& table) const;
   std::map<TableId, PgLsn> tables_;
   std::map<TableId, std::vector<Range>> ranges_;
   PgLsn horizon_;

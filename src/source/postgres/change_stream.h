@@ -33,7 +33,6 @@ struct StreamStats {
   std::atomic<uint64_t> received_lsn{0};   // all transactions committed before this were received
   std::atomic<uint64_t> confirmed_lsn{0};  // last flush position sent to the source
   std::atomic<uint64_t> changes{0};        // changes routed
-  std::atomic<uint64_t> skipped{0};        // changes dropped as already copied or already applied
   std::atomic<bool> connected{false};
 };
 
