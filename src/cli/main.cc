@@ -14,7 +14,9 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/uri.h"
 #include "control/compare.h"
+#include "control/my_migration.h"
 #include "control/pg_migration.h"
 #include "control/spec.h"
 #include "control/state_store.h"
@@ -24,6 +26,11 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 void OnSignal(int) { g_stop = true; }
+
+bool IsMySql(const midflight::MigrationSpec& spec) {
+  const std::string scheme = midflight::UriScheme(spec.source);
+  return scheme == "mysql" || scheme == "mariadb";
+}
 
 int Fail(const midflight::Status& st) {
   std::fprintf(stderr, "midflight: %s\n", st.message().c_str());
@@ -149,13 +156,14 @@ int main(int argc, char** argv) {
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
     signal(SIGPIPE, SIG_IGN);
-    midflight::Status st = midflight::RunPgMigration(*spec, g_stop);
+    midflight::Status st = IsMySql(*spec) ? midflight::RunMyMigration(*spec, g_stop)
+                                          : midflight::RunPgMigration(*spec, g_stop);
     if (!st.ok()) return Fail(st);
     return 0;
   }
   if (*status) return Status(*spec, json);
   if (*compare) {
-    auto result = midflight::CompareTables(*spec);
+    auto result = IsMySql(*spec) ? midflight::CompareMyTables(*spec) : midflight::CompareTables(*spec);
     if (!result.ok()) return Fail(result.status());
     bool all_equal = true;
     nlohmann::json j = nlohmann::json::array();

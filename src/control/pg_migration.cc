@@ -15,6 +15,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/uri.h"
+#include "control/run_util.h"
 #include "control/state_store.h"
 #include "pipeline/applier.h"
 #include "pipeline/apply_tracker.h"
@@ -33,48 +34,6 @@ namespace {
 using pg::PgConn;
 using pg::PgResult;
 using TablePtr = std::shared_ptr<const TableSchema>;
-
-// Test-only fault points: MIDFLIGHT_CRASH_AT=<point>[=<n>] kills the process
-// with SIGKILL there, as a crash would (see tests/integration).
-void CrashPoint(const std::string& point, int64_t count = 0) {
-  static const char* spec = std::getenv("MIDFLIGHT_CRASH_AT");
-  if (!spec) return;
-  std::string s = spec;
-  auto eq = s.find('=');
-  std::string name = s.substr(0, eq);
-  int64_t n = eq == std::string::npos ? 0 : std::atoll(s.c_str() + eq + 1);
-  if (name == point && count >= n) {
-    std::fprintf(stderr, "midflight: test crash point %s reached\n", point.c_str());
-    kill(getpid(), SIGKILL);
-  }
-}
-
-// Runs `fn` every `period` on its own thread until destroyed.
-class Ticker {
- public:
-  Ticker(std::chrono::milliseconds period, std::function<void()> fn)
-      : thread_([this, period, fn = std::move(fn)] {
-          while (!done_) {
-            fn();
-            for (auto t = period; t.count() > 0 && !done_; t -= std::chrono::milliseconds(50))
-              std::this_thread::sleep_for(std::chrono::milliseconds(50));
-          }
-        }) {}
-  ~Ticker() {
-    done_ = true;
-    thread_.join();
-  }
-
- private:
-  std::atomic<bool> done_{false};
-  std::thread thread_;
-};
-
-std::string Commas(int64_t v) {
-  std::string s = std::to_string(v);
-  for (int i = static_cast<int>(s.size()) - 3; i > (v < 0 ? 1 : 0); i -= 3) s.insert(i, ",");
-  return s;
-}
 
 // Chunks recorded on the target: (table, chunk) -> what its transaction stored.
 struct DoneChunk {

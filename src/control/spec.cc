@@ -47,12 +47,10 @@ Status GetList(const YAML::Node& root, const std::string& origin, const std::str
 }
 
 Status CheckUri(const std::string& origin, const std::string& field, const std::string& uri) {
-  if (uri.empty()) return Field(origin, field, "is required (postgres://user:pass@host:port/db)");
+  if (uri.empty()) return Field(origin, field, "is required (postgres://user:pass@host:port/db or mysql://...)");
   std::string scheme = UriScheme(uri);
-  if (scheme == "postgres" || scheme == "postgresql") return Status::Ok();
-  if (scheme == "mysql" || scheme == "mariadb")
-    return Field(origin, field, "MySQL/MariaDB is not supported by this build yet; use postgres://");
-  return Field(origin, field, fmt::format("'{}' is not a postgres:// URI", RedactUri(uri)));
+  if (scheme == "postgres" || scheme == "postgresql" || scheme == "mysql" || scheme == "mariadb") return Status::Ok();
+  return Field(origin, field, fmt::format("'{}' is not a postgres:// or mysql:// URI", RedactUri(uri)));
 }
 
 }  // namespace
@@ -74,7 +72,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   if (!root.IsMap()) return InvalidArgument(fmt::format("{}: expected a mapping of fields (name, source, target, ...)", origin));
   static const std::set<std::string> kKnown = {"name", "source", "target", "tables", "exclude", "state_dir",
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
-                                               "partition_log_mb", "index_memory_mb", "allow_nonempty_target"};
+                                               "partition_log_mb", "index_memory_mb", "allow_nonempty_target",
+                                               "source_replica", "max_row_bytes"};
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");
@@ -93,6 +92,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(Get(root, origin, "partition_log_mb", &s.partition_log_mb));
   RETURN_IF_ERROR(Get(root, origin, "allow_nonempty_target", &s.allow_nonempty_target));
   RETURN_IF_ERROR(Get(root, origin, "index_memory_mb", &s.index_memory_mb));
+  RETURN_IF_ERROR(Get(root, origin, "source_replica", &s.source_replica));
+  RETURN_IF_ERROR(Get(root, origin, "max_row_bytes", &s.max_row_bytes));
 
   if (s.name.empty()) return Field(origin, "name", "is required");
   if (s.name.size() > 40) return Field(origin, "name", "must be at most 40 characters");
@@ -101,6 +102,15 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
       return Field(origin, "name", fmt::format("'{}' may only use a-z, 0-9 and _", s.name));
   RETURN_IF_ERROR(CheckUri(origin, "source", s.source));
   RETURN_IF_ERROR(CheckUri(origin, "target", s.target));
+  auto is_mysql = [](const std::string& u) { return UriScheme(u) == "mysql" || UriScheme(u) == "mariadb"; };
+  if (is_mysql(s.source) != is_mysql(s.target))
+    return Field(origin, "target", "must use the same engine as source (mysql:// to mysql://, postgres:// to postgres://)");
+  if (!s.source_replica.empty()) {
+    RETURN_IF_ERROR(CheckUri(origin, "source_replica", s.source_replica));
+    if (!is_mysql(s.source_replica) || !is_mysql(s.source))
+      return Field(origin, "source_replica", "is for mysql:// sources: a replica of the source to read from");
+  }
+  if (s.max_row_bytes < 0) return Field(origin, "max_row_bytes", "must be 0 (the target's max_allowed_packet) or more");
   if (s.copy_workers < 1 || s.copy_workers > 64) return Field(origin, "copy_workers", "must be between 1 and 64");
   if (s.partitions == 0) s.partitions = DefaultPartitions();
   if (s.partitions < 1 || s.partitions > 256) return Field(origin, "partitions", "must be between 1 and 256");

@@ -13,7 +13,7 @@ namespace midflight {
 
 struct MigrationSpec {
   std::string name;    // [a-z0-9_], names the slot, publication and state directory
-  std::string source;  // postgres://user:pass@host:port/db
+  std::string source;  // postgres://user:pass@host:port/db or mysql://user:pass@host:port/db
   std::string target;
   std::vector<std::string> tables;   // include patterns ("public.*"); empty = every user table
   std::vector<std::string> exclude;  // exclude patterns
@@ -25,6 +25,11 @@ struct MigrationSpec {
   int64_t partition_log_mb = 64;     // memory bound of each partition's queue
   int index_memory_mb = 512;         // maintenance_work_mem of each index-building session on the target
   bool allow_nonempty_target = false;
+  // MySQL/MariaDB: a replica of `source` (log_slave_updates on) that every
+  // snapshot read and the binlog stream come from; midflight then never
+  // connects to the primary.
+  std::string source_replica;
+  int64_t max_row_bytes = 0;  // MySQL: a larger row stops the copy, naming it; 0 = the target's max_allowed_packet
 
   std::string slot_name() const { return "midflight_" + name; }
   std::string publication_name() const { return "midflight_" + name; }

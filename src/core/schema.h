@@ -61,8 +61,13 @@ struct TableSchema {
   // stream makes a new version whenever the source sends another layout.
   int version = 0;
 
-  // Derived by Finalize(): the writable (not generated) columns in source order, and
-  // the positions of the key columns inside that writable layout.
+  // MySQL: the binlog's row images carry generated columns too, and a key may
+  // include them, so `writable` lists every column the images carry and the
+  // applier leaves generated ones out of what it writes. PostgreSQL: false.
+  bool images_carry_generated = false;
+  // Derived by Finalize(): the columns a change image carries (the writable,
+  // not generated, columns; see images_carry_generated) in source order, and
+  // the positions of the key columns inside that layout.
   std::vector<int> writable;
   std::vector<int> key_writable;
   void Finalize();
@@ -81,5 +86,13 @@ struct TableSchema {
   // column when it is an integer), or nullopt.
   std::optional<int> IntegerChunkColumn() const;
 };
+
+// Glob match of "schema.table" against a pattern with * and ? ("public.*", "*.orders").
+// A pattern without a dot matches tables of that name in any schema (for
+// MySQL, the schema is the database).
+bool TablePatternMatches(const std::string& pattern, const TableId& id);
+// Matched by some `include` pattern (every table when empty) and by no `exclude` pattern.
+bool TableSelected(const std::vector<std::string>& include, const std::vector<std::string>& exclude,
+                   const TableId& id);
 
 }  // namespace midflight

@@ -62,6 +62,7 @@ struct ColumnType {
   int scale = -1;
   bool with_zone = false;
   bool binary_json = false;
+  std::string charset;    // kText: the column's character set ("utf8mb4", "latin1"), when the engine has one
   std::shared_ptr<const ColumnType> element;  // kArray
 };
 

@@ -31,7 +31,7 @@ TEST(SpecTest, UnknownFieldIsNamed) {
 TEST(SpecTest, BadValuesNameTheFieldAndHideThePassword) {
   auto s = ParseSpec("name: a\nsource: http://u:hunter2@h/db\ntarget: postgres://h/db2\n", "m.yaml");
   ASSERT_FALSE(s.ok());
-  EXPECT_EQ(s.status().message(), "m.yaml: field 'source': 'http://u:***@h/db' is not a postgres:// URI");
+  EXPECT_EQ(s.status().message(), "m.yaml: field 'source': 'http://u:***@h/db' is not a postgres:// or mysql:// URI");
   auto n = ParseSpec("name: Bad-Name\nsource: postgres://h/db\ntarget: postgres://h/db2\n", "m.yaml");
   EXPECT_EQ(n.status().message(), "m.yaml: field 'name': 'Bad-Name' may only use a-z, 0-9 and _");
   auto p = ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\npartitions: lots\n", "m.yaml");

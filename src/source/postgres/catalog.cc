@@ -52,27 +52,7 @@ SELECT c.conrelid, false, false, false, true, ''
  WHERE c.conrelid = ANY($1::oid[]) AND c.contype = 'x'
 )sql";
 
-bool GlobMatch(const char* p, const char* s) {
-  for (; *p; ++p, ++s) {
-    if (*p == '*') {
-      while (p[1] == '*') ++p;
-      if (!p[1]) return true;
-      for (; *s; ++s)
-        if (GlobMatch(p + 1, s)) return true;
-      return GlobMatch(p + 1, s);
-    }
-    if (!*s) return false;
-    if (*p != '?' && *p != *s) return false;
-  }
-  return *s == 0;
-}
-
 }  // namespace
-
-bool TablePatternMatches(const std::string& pattern, const TableId& id) {
-  if (pattern.find('.') == std::string::npos) return GlobMatch(pattern.c_str(), id.name.c_str());
-  return GlobMatch(pattern.c_str(), id.ToString().c_str());
-}
 
 Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(
     PgConn& conn, const std::vector<std::string>& include, const std::vector<std::string>& exclude) {
@@ -82,10 +62,7 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(
   std::string oids = "{";
   for (int r = 0; r < tables.rows(); ++r) {
     TableId id{tables.GetString(r, 1), tables.GetString(r, 2)};
-    bool included = include.empty();
-    for (const auto& p : include) included = included || TablePatternMatches(p, id);
-    for (const auto& p : exclude) included = included && !TablePatternMatches(p, id);
-    if (!included) continue;
+    if (!TableSelected(include, exclude, id)) continue;
     auto t = std::make_shared<TableSchema>();
     t->id = id;
     t->source_oid = static_cast<uint32_t>(tables.GetInt(r, 0));

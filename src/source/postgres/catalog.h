@@ -14,10 +14,6 @@ namespace midflight::pg {
 
 class PgConn;
 
-// Glob match of "schema.table" against a pattern with * and ? ("public.*", "*.orders").
-// A pattern without a dot matches tables of that name in any schema.
-bool TablePatternMatches(const std::string& pattern, const TableId& id);
-
 // All user tables (plain and partitioned parents; partitions travel with their
 // parent) matched by `include` (every table when empty) and by no `exclude`
 // pattern, sorted by name. midflight's own schema is never included.

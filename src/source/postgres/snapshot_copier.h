@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "core/copy.h"
 #include "core/position.h"
 #include "core/schema.h"
 
@@ -30,21 +31,9 @@ namespace midflight::pg {
 
 class PgConn;
 
-struct Chunk {
-  TableId table;
-  int number = 0;
-  enum class Kind : uint8_t { kWhole, kIntRange, kPageRange } kind = Kind::kWhole;
-  std::optional<int64_t> lo, hi;  // kIntRange: values; kPageRange: pages; nullopt = unbounded
-};
-
-// Per-table progress, updated by the workers, read by the status writer.
-struct TableProgress {
-  std::atomic<int64_t> rows{0};
-  std::atomic<int64_t> bytes{0};
-  std::atomic<int> chunks_done{0};
-  int chunks_total = 0;
-};
-using CopyProgress = std::map<TableId, std::unique_ptr<TableProgress>>;
+using midflight::Chunk;
+using midflight::CopyProgress;
+using midflight::TableProgress;
 
 // Splits every table into chunks of about `chunk_rows` rows (by key value or by pages).
 Result<std::vector<Chunk>> PlanChunks(PgConn& source, const std::vector<std::shared_ptr<const TableSchema>>& tables,

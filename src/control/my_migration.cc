@@ -1,0 +1,596 @@
+#include "control/my_migration.h"
+
+#include <fmt/format.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include <chrono>
+#include <deque>
+#include <future>
+#include <map>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/uri.h"
+#include "control/run_util.h"
+#include "control/state_store.h"
+#include "mysql/my_conn.h"
+#include "pipeline/applier.h"
+#include "pipeline/apply_tracker.h"
+#include "pipeline/partition_log.h"
+#include "pipeline/router.h"
+#include "source/mysql/binlog_pos.h"
+#include "source/mysql/catalog.h"
+#include "source/mysql/change_stream.h"
+#include "source/mysql/snapshot_copier.h"
+#include "target/mysql/my_applier.h"
+#include "target/mysql/schema_loader.h"
+
+namespace midflight {
+namespace {
+
+using mysql::MyConn;
+using mysql::MyResult;
+using TablePtr = std::shared_ptr<const TableSchema>;
+
+struct DoneChunk {
+  uint64_t snapshot = 0;
+  int64_t rows = 0, bytes = 0;
+};
+using DoneChunks = std::map<std::pair<std::string, int>, DoneChunk>;
+
+class Runner {
+ public:
+  Runner(const MigrationSpec& spec, StateStore& store, const std::atomic<bool>& stop)
+      : spec_(spec), store_(store), stop_(stop) {
+    reader_uri_ = spec.source_replica.empty() ? spec.source : spec.source_replica;
+  }
+  Status Run();
+
+ private:
+  Status Preflight(bool fresh);
+  Status CreateSchema();
+  Status Copy();
+  Status FinishSchema();
+  Status Replicate();
+  Status Enter(Phase p, const std::string& message);
+  Status LoadDoneChunks(DoneChunks* done);
+  std::vector<Chunk> Plan();
+  void Say(const std::string& line) {
+    std::fprintf(stdout, "%s\n", line.c_str());
+    std::fflush(stdout);
+  }
+  std::string Pos(uint64_t p) const { return mysql::FormatBinlogPos(binlog_base_, p); }
+
+  const MigrationSpec& spec_;
+  StateStore& store_;
+  const std::atomic<bool>& stop_;
+  std::string reader_uri_;
+  std::string source_db_, target_db_;
+  std::string binlog_base_;
+  Phase phase_ = Phase::kCreated;
+  std::unique_ptr<MyConn> src_, dst_;
+  std::vector<TablePtr> tables_;
+  std::map<TableId, TablePtr> by_id_;
+  int64_t max_row_bytes_ = 0;
+};
+
+Status Runner::Enter(Phase p, const std::string& message) {
+  RETURN_IF_ERROR(store_.SetPhase(p, message));
+  phase_ = p;
+  Say(fmt::format("[{}] {}", PhaseName(p), message));
+  return Status::Ok();
+}
+
+Status Runner::Run() {
+  phase_ = store_.phase();
+  if (phase_ == Phase::kFailed || phase_ == Phase::kPaused) {
+    auto resume = ParsePhase(store_.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
+    Say(fmt::format("resuming {} in phase {} (was {})", spec_.name, PhaseName(resume), PhaseName(phase_)));
+    phase_ = resume;
+  } else if (phase_ != Phase::kCreated) {
+    Say(fmt::format("resuming {} in phase {}", spec_.name, PhaseName(phase_)));
+  }
+  if (phase_ >= Phase::kReadsSwitched)
+    return OperatorError(fmt::format("migration {} is in phase {}; `run` drives it only up to replicating",
+                                     spec_.name, PhaseName(phase_)));
+  Phase working = phase_;
+  auto fail = [&](Status st) -> Status {
+    if (st.code() == StatusCode::kCancelled || stop_) return Status::Ok();
+    (void)store_.Put("resume_phase", PhaseName(working));
+    (void)store_.Put("error", st.message());
+    (void)store_.SetPhase(Phase::kFailed, st.message());
+    return st;
+  };
+  const bool fresh = phase_ <= Phase::kPreflight;
+  if (fresh) {
+    working = Phase::kPreflight;
+    if (Status st = Enter(Phase::kPreflight, "checking source and target"); !st.ok()) return fail(st);
+  }
+  if (Status st = Preflight(fresh); !st.ok()) return fail(st);
+  (void)store_.Put("error", "");
+  if (fresh) {
+    working = Phase::kSchema;
+    if (Status st = Enter(Phase::kSchema, fmt::format("creating {} tables on the target", tables_.size())); !st.ok())
+      return fail(st);
+  } else if (phase_ != store_.phase()) {
+    if (Status st = Enter(phase_, "resumed"); !st.ok()) return fail(st);
+  }
+  if (phase_ == Phase::kSchema) {
+    working = Phase::kSchema;
+    if (Status st = CreateSchema(); !st.ok()) return fail(st);
+    if (Status st = Enter(Phase::kCopying, "copying consistent snapshots"); !st.ok()) return fail(st);
+  }
+  if (phase_ == Phase::kCopying) {
+    working = Phase::kCopying;
+    if (Status st = Copy(); !st.ok()) return fail(st);
+    if (stop_) return Status::Ok();
+    if (Status st = FinishSchema(); !st.ok()) return fail(st);
+    if (Status st = Enter(Phase::kReplicating, "streaming changes"); !st.ok()) return fail(st);
+  }
+  working = Phase::kReplicating;
+  if (Status st = Replicate(); !st.ok()) return fail(st);
+  return Status::Ok();
+}
+
+Status Runner::Preflight(bool fresh) {
+  std::vector<std::string> problems;
+  mysql::ConnOptions o;
+  o.program_name = "midflight-control";
+  const std::string reader = spec_.source_replica.empty() ? "source" : "source replica";
+  auto src = MyConn::Connect(reader_uri_, o);
+  if (!src.ok()) problems.push_back(reader + ": " + src.status().message());
+  auto dst = MyConn::Connect(spec_.target, o);
+  if (!dst.ok()) problems.push_back("target: " + dst.status().message());
+  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
+  src_ = std::move(*src);
+  dst_ = std::move(*dst);
+  ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader_uri_));
+  ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec_.target));
+  source_db_ = su.database;
+  target_db_ = tu.database;
+
+  ASSIGN_OR_RETURN(MyResult vars, src_->Query(
+      "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@log_slave_updates, @@server_id, "
+      "@@max_allowed_packet, @@hostname, @@port, DATABASE()"));
+  if (vars.Get(0, 0) != "1")
+    problems.push_back(reader + ": the binary log is off; start the server with log_bin (and binlog_format=ROW)");
+  if (vars.Get(0, 1) != "ROW")
+    problems.push_back(fmt::format("{}: binlog_format is {}; set binlog_format=ROW (SET GLOBAL binlog_format=ROW and "
+                                   "in the server's configuration)",
+                                   reader, vars.Get(0, 1)));
+  if (vars.Get(0, 2) != "FULL")
+    problems.push_back(fmt::format("{}: binlog_row_image is {}; set binlog_row_image=FULL", reader, vars.Get(0, 2)));
+  if (!spec_.source_replica.empty() && vars.Get(0, 3) != "1")
+    problems.push_back("source replica: log_slave_updates is off, so its binlog lacks the primary's changes; start it "
+                       "with log_slave_updates=ON");
+  ASSIGN_OR_RETURN(MyResult privs, src_->Query(
+      "SELECT GROUP_CONCAT(PRIVILEGE_TYPE) FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = "
+      "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"));
+  const std::string granted = "," + privs.Get(0, 0) + ",";
+  if (granted.find(",REPLICATION SLAVE,") == std::string::npos)
+    problems.push_back(reader + ": the user lacks REPLICATION SLAVE (GRANT REPLICATION SLAVE ON *.* TO ...), needed "
+                                "to read the binlog");
+  if (granted.find(",BINLOG MONITOR,") == std::string::npos && granted.find(",REPLICATION CLIENT,") == std::string::npos &&
+      granted.find(",SUPER,") == std::string::npos)
+    problems.push_back(reader + ": the user lacks REPLICATION CLIENT / BINLOG MONITOR (GRANT REPLICATION CLIENT ON *.* "
+                                "TO ...), needed to read binlog positions");
+  const int64_t source_packet = vars.GetInt(0, 5);
+  ASSIGN_OR_RETURN(MyResult tvars, dst_->Query("SELECT @@local_infile, @@max_allowed_packet, @@hostname, @@port"));
+  if (tvars.Get(0, 0) != "1")
+    problems.push_back("target: local_infile is off; SET GLOBAL local_infile = ON (the copy streams rows with LOAD "
+                       "DATA LOCAL INFILE)");
+  const int64_t target_packet = tvars.GetInt(0, 1);
+  if (target_packet < source_packet)
+    problems.push_back(fmt::format("target: max_allowed_packet is {}, below the source's {}: a row the source holds "
+                                   "may not fit; SET GLOBAL max_allowed_packet = {} on the target",
+                                   target_packet, source_packet, source_packet));
+  max_row_bytes_ = spec_.max_row_bytes > 0 ? spec_.max_row_bytes : target_packet - 1024;
+  if (vars.Get(0, 6) == tvars.Get(0, 2) && vars.Get(0, 7) == tvars.Get(0, 3) && source_db_ == target_db_)
+    problems.push_back("source and target are the same database");
+
+  auto tables = mysql::LoadTables(*src_, source_db_, spec_.tables, spec_.exclude);
+  if (!tables.ok()) return tables.status().WithContext("source catalog");
+  tables_ = *tables;
+  if (tables_.empty())
+    problems.push_back(fmt::format("source: no table of database {} matches tables [{}] minus exclude [{}]",
+                                   source_db_, fmt::join(spec_.tables, ", "), fmt::join(spec_.exclude, ", ")));
+  for (const auto& t : tables_) {
+    by_id_[t->id] = t;
+    if (t->key_kind == KeyKind::kNone)
+      problems.push_back(fmt::format("table {} has no primary key and no unique index on NOT NULL columns, so its "
+                                     "updates and deletes cannot be matched on the target: add a primary key "
+                                     "(ALTER TABLE {} ADD PRIMARY KEY (...)), or add it to exclude",
+                                     t->id.ToString(), mysql::QuoteQualified(t->id.schema, t->id.name)));
+  }
+  if (fresh) {
+    ASSIGN_OR_RETURN(auto existing, mysql::ListTables(*dst_, target_db_));
+    if (!existing.empty() && !spec_.allow_nonempty_target)
+      problems.push_back(fmt::format("target is not empty: database {} already has table {}{}; use an empty database, "
+                                     "or set allow_nonempty_target: true",
+                                     target_db_, existing.front().name,
+                                     existing.size() > 1 ? fmt::format(" and {} more", existing.size() - 1) : ""));
+  } else {
+    std::string now;
+    for (const auto& t : tables_) now += t->id.ToString() + "\n";
+    if (store_.Get("tables").value_or(now) != now)
+      return OperatorError("the tables selected by the spec changed since the migration started; restore the spec's "
+                           "tables/exclude, or start a new migration");
+  }
+  // One owner per migration and target: a named lock held by this connection.
+  ASSIGN_OR_RETURN(std::string locked, dst_->QueryValue(fmt::format(
+      "SELECT GET_LOCK({}, 0)", mysql::QuoteString(fmt::format("midflight:{}:{}", spec_.name, target_db_)))));
+  if (locked != "1")
+    problems.push_back(fmt::format("another midflight process is already running migration {} into this target", spec_.name));
+  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
+  if (fresh) {
+    std::string names;
+    for (const auto& t : tables_) names += t->id.ToString() + "\n";
+    RETURN_IF_ERROR(store_.PutMany({{"tables", names},
+                                    {"engine", "mysql"},
+                                    {"source", RedactUri(spec_.source)},
+                                    {"source_replica", RedactUri(spec_.source_replica)},
+                                    {"target", RedactUri(spec_.target)},
+                                    {"partitions", std::to_string(spec_.partitions)}}));
+  }
+  int64_t rows = 0;
+  for (const auto& t : tables_) rows += t->estimated_rows;
+  Say(fmt::format("preflight ok: {} tables, about {} rows; reading {}{}, writing {}", tables_.size(), Commas(rows),
+                  RedactUri(reader_uri_), spec_.source_replica.empty() ? "" : " (a replica: the primary is not touched)",
+                  RedactUri(spec_.target)));
+  return Status::Ok();
+}
+
+Status Runner::CreateSchema() {
+  RETURN_IF_ERROR(dst_->Exec("CREATE DATABASE IF NOT EXISTS midflight"));
+  RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
+  std::vector<TableId> ids;
+  for (const auto& t : tables_) ids.push_back(t->id);
+  ASSIGN_OR_RETURN(auto ddl, mysql::CreateTables(*src_, *dst_, ids, target_db_));
+  if (!store_.Get("deferred_ddl")) RETURN_IF_ERROR(store_.Put("deferred_ddl", mysql::SerializeDeferred(ddl)));
+  CrashPoint("after-pre-data");
+  Say(fmt::format("schema: {} tables created on the target (secondary indexes and foreign keys follow the copy)",
+                  tables_.size()));
+  return Status::Ok();
+}
+
+std::vector<Chunk> Runner::Plan() {
+  std::vector<Chunk> out;
+  for (const auto& c : store_.Chunks()) {
+    auto dot = c.table.find('.');
+    out.push_back({TableId{c.table.substr(0, dot), c.table.substr(dot + 1)}, c.number,
+                   static_cast<Chunk::Kind>(c.kind), c.lo, c.hi});
+  }
+  return out;
+}
+
+Status Runner::LoadDoneChunks(DoneChunks* done) {
+  ASSIGN_OR_RETURN(MyResult r, dst_->Query(fmt::format(
+      "SELECT table_name, chunk, snapshot_pos, rows_copied, bytes_copied FROM midflight.chunks WHERE migration = {}",
+      mysql::QuoteString(spec_.name))));
+  for (int i = 0; i < r.rows(); ++i)
+    (*done)[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {std::stoull(r.Get(i, 2)), r.GetInt(i, 3),
+                                                                 r.GetInt(i, 4)};
+  return Status::Ok();
+}
+
+Status Runner::Copy() {
+  std::vector<Chunk> plan = Plan();
+  if (plan.empty()) {
+    ASSIGN_OR_RETURN(plan, mysql::PlanChunks(*src_, tables_, spec_.chunk_rows));
+    std::vector<ChunkRow> rows;
+    for (const auto& c : plan) rows.push_back({c.table.ToString(), c.number, static_cast<int>(c.kind), c.lo, c.hi});
+    RETURN_IF_ERROR(store_.SaveChunks(rows));
+  }
+  DoneChunks done;
+  RETURN_IF_ERROR(LoadDoneChunks(&done));
+  CopyProgress progress;
+  std::map<TableId, int> total;
+  for (const auto& c : plan) ++total[c.table];
+  for (const auto& t : tables_) {
+    auto p = std::make_unique<TableProgress>();
+    p->chunks_total = total[t->id];
+    progress[t->id] = std::move(p);
+  }
+  std::map<TableId, int64_t> rows_at_start;
+  for (const auto& t : tables_) rows_at_start[t->id] = 0;
+  mysql::CopyJob job;
+  job.source_uri = reader_uri_;
+  job.target_uri = spec_.target;
+  job.target_db = target_db_;
+  job.migration = spec_.name;
+  job.workers = spec_.copy_workers;
+  job.tables = by_id_;
+  job.max_row_bytes = max_row_bytes_;
+  for (const auto& c : plan) {
+    auto it = done.find({c.table.ToString(), c.number});
+    if (it == done.end()) {
+      job.chunks.push_back(c);
+    } else {
+      progress[c.table]->rows += it->second.rows;
+      progress[c.table]->bytes += it->second.bytes;
+      ++progress[c.table]->chunks_done;
+      rows_at_start[c.table] += it->second.rows;
+    }
+  }
+  auto started = std::chrono::steady_clock::now();
+  auto save_progress = [&](const char* final_state) {
+    std::vector<TableRow> rows;
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    for (const auto& t : tables_) {
+      const auto& p = *progress.at(t->id);
+      TableRow r;
+      r.name = t->id.ToString();
+      r.rows_copied = p.rows;
+      r.bytes_copied = p.bytes;
+      r.est_rows = t->estimated_rows;
+      r.est_bytes = t->estimated_bytes;
+      r.chunks_done = p.chunks_done;
+      r.chunks_total = p.chunks_total;
+      r.state = final_state ? final_state
+                            : (p.chunks_done == p.chunks_total ? "copied" : p.rows > 0 ? "copying" : "pending");
+      r.rows_per_s = secs > 0.5 ? (p.rows - rows_at_start.at(t->id)) / secs : 0;
+      rows.push_back(r);
+    }
+    (void)store_.SaveTables(rows);
+    (void)store_.Put("heartbeat", std::to_string(NowUnixMicros()));
+  };
+  if (!job.chunks.empty()) {
+    Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot{}", job.chunks.size(),
+                    job.workers, done.empty() ? "" : " (resuming)"));
+    job.on_chunk_committed = [](int n) { CrashPoint("copy-chunks", n); };
+    Ticker ticker(std::chrono::milliseconds(1000), [&] { save_progress(nullptr); });
+    Status st = mysql::CopyChunks(job, progress, stop_);
+    save_progress(nullptr);
+    if (!st.ok()) return st;
+  }
+  save_progress("copied");
+  int64_t rows = 0;
+  for (const auto& [id, p] : progress) rows += p->rows;
+  Say(fmt::format("copying: done, {} rows in {:.1f} s", Commas(rows),
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
+  return Status::Ok();
+}
+
+Status Runner::FinishSchema() {
+  Say("schema: building secondary indexes and foreign keys");
+  auto started = std::chrono::steady_clock::now();
+  CrashPoint("before-post-data");
+  ASSIGN_OR_RETURN(auto ddl, mysql::ParseDeferred(store_.Get("deferred_ddl").value_or("[]")));
+  RETURN_IF_ERROR(mysql::BuildDeferred(spec_.target, target_db_, ddl, spec_.copy_workers));
+  Say(fmt::format("schema: indexes and foreign keys built in {:.1f} s",
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
+  return Status::Ok();
+}
+
+Status Runner::Replicate() {
+  const uint32_t partitions =
+      static_cast<uint32_t>(std::stoi(store_.Get("partitions").value_or(std::to_string(spec_.partitions))));
+  DoneChunks done;
+  RETURN_IF_ERROR(LoadDoneChunks(&done));
+  SnapshotFilter filter;
+  uint64_t start = UINT64_MAX;
+  for (const auto& c : Plan()) {
+    auto it = done.find({c.table.ToString(), c.number});
+    if (it == done.end())
+      return DataLoss(fmt::format("chunk {} of {} is not recorded on the target; the copy is incomplete", c.number,
+                                  c.table.ToString()));
+    PgLsn snap = PgLsn::FromU64(it->second.snapshot);
+    if (c.kind == Chunk::Kind::kIntRange)
+      filter.AddRange(c.table, c.lo, c.hi, snap);
+    else
+      filter.AddTable(c.table, snap);
+    start = std::min(start, it->second.snapshot);
+  }
+  // The binlog's base name, from the server read.
+  ASSIGN_OR_RETURN(MyResult ms, src_->Query("SHOW MASTER STATUS"));
+  if (ms.rows() == 0) return OperatorError("source: SHOW MASTER STATUS is empty; is log_bin on?");
+  binlog_base_ = mysql::BinlogBaseName(ms.Get(0, 0));
+  if (auto saved = store_.Get("restart_pos"); saved && !saved->empty()) start = std::stoull(*saved);
+
+  auto log = NewMemoryPartitionLog(partitions, static_cast<size_t>(spec_.partition_log_mb) << 20);
+  ApplyTracker tracker(partitions);
+  std::atomic<size_t> batch_size{static_cast<size_t>(spec_.batch_size)};
+  std::vector<std::unique_ptr<mysql::MyChangeSink>> sinks;
+  std::vector<std::unique_ptr<Applier>> appliers;
+  std::vector<ChangePosition> checkpoints;
+  for (uint32_t p = 0; p < partitions; ++p) {
+    ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, PartitionId{p}));
+    ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
+    checkpoints.push_back(cp);
+    appliers.push_back(
+        std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker, ApplierOptions{&batch_size}));
+    sinks.push_back(std::move(sink));
+  }
+  ASSIGN_OR_RETURN(auto barrier_sink,
+                   mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, PartitionId{partitions}));
+
+  mysql::StreamConfig config;
+  config.source_uri = reader_uri_;
+  config.binlog_base = binlog_base_;
+  config.start_pos = start;
+  config.server_id = 0x40000000u | static_cast<uint32_t>(XXH64(spec_.name.data(), spec_.name.size(), 7) & 0x3fffffff);
+  config.tables = by_id_;
+  std::unique_ptr<MyConn> cat_src, cat_dst;  // used by the stream thread only
+  auto columns_of = [&](std::unique_ptr<MyConn>& conn, const std::string& uri, const std::string& db,
+                        const std::string& table) -> Result<std::string> {
+    if (!conn || conn->IsBroken()) {
+      mysql::ConnOptions co;
+      co.program_name = "midflight-catalog";
+      ASSIGN_OR_RETURN(conn, MyConn::Connect(uri, co));
+    }
+    ASSIGN_OR_RETURN(MyResult r, conn->Query(fmt::format(
+        "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE, IF(IS_GENERATED = 'ALWAYS', ' generated', '')) "
+        "ORDER BY ORDINAL_POSITION SEPARATOR ', ') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND "
+        "TABLE_NAME = {}",
+        mysql::QuoteString(db), mysql::QuoteString(table))));
+    return r.Get(0, 0);
+  };
+  config.target_differs = [&](const TableId& id) -> Result<std::string> {
+    ASSIGN_OR_RETURN(std::string s, columns_of(cat_src, reader_uri_, source_db_, id.name));
+    ASSIGN_OR_RETURN(std::string t, columns_of(cat_dst, spec_.target, target_db_, id.name));
+    if (s == t) return std::string();
+    return fmt::format("source columns now ({}), target columns ({})", s, t);
+  };
+  config.reload_table = [&](const TableId& id) -> Result<TablePtr> {
+    if (!cat_src || cat_src->IsBroken()) {
+      mysql::ConnOptions co;
+      co.program_name = "midflight-catalog";
+      ASSIGN_OR_RETURN(cat_src, MyConn::Connect(reader_uri_, co));
+    }
+    ASSIGN_OR_RETURN(auto list, mysql::LoadTables(*cat_src, source_db_, {id.name}, {}));
+    for (auto& t : list)
+      if (t->id == id) return t;
+    return NotFound(fmt::format("table {} is gone from the source", id.ToString()));
+  };
+  mysql::StreamStats stream_stats;
+  mysql::ChangeStream stream(config, Router(partitions), filter, log.get(), &tracker, barrier_sink.get(), checkpoints,
+                             &stream_stats);
+  std::atomic<bool> appliers_stop{false}, stream_stop{false};
+  std::vector<std::thread> threads;
+  for (auto& a : appliers) threads.emplace_back([&a, &appliers_stop] { a->Run(appliers_stop); });
+  Status stream_status;
+  std::atomic<bool> stream_done{false};
+  std::thread stream_thread([&] {
+    stream_status = stream.Run(stream_stop);
+    stream_done = true;
+  });
+  Say(fmt::format("replicating: binlog of {} from {}", RedactUri(reader_uri_), Pos(start)));
+
+  mysql::ConnOptions mo;
+  mo.program_name = "midflight-monitor";
+  std::unique_ptr<MyConn> mon;
+  // Source positions seen over time, for lag in seconds: the age of the
+  // oldest observation the target has not applied yet.
+  std::deque<std::pair<uint64_t, int64_t>> seen;
+  Status result;
+  auto last_print = std::chrono::steady_clock::now() - std::chrono::seconds(10);
+  uint64_t last_applied = 0;
+  auto last_rate_at = std::chrono::steady_clock::now();
+  double rate = 0;
+  uint64_t source_pos = 0;
+  while (!stop_) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    for (auto& a : appliers)
+      if (!a->status().ok()) result = a->status();
+    if (!result.ok()) break;
+    if (stream_done) {
+      result = stream_status.ok() ? Internal("change stream ended") : stream_status;
+      break;
+    }
+    if (!mon || mon->IsBroken()) {
+      auto m = MyConn::Connect(reader_uri_, mo);
+      mon = m.ok() ? std::move(*m) : nullptr;
+    }
+    if (mon) {
+      auto r = mon->Query("SHOW MASTER STATUS");
+      if (r.ok() && r->rows() > 0)
+        if (auto n = mysql::ParseBinlogFileNumber(r->Get(0, 0)))
+          source_pos = mysql::EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1)));
+    }
+    const int64_t now_us = NowUnixMicros();
+    if (source_pos && (seen.empty() || seen.back().first != source_pos)) seen.push_back({source_pos, now_us});
+    uint64_t received = stream_stats.received_pos.load();
+    const uint64_t applied_pos = mysql::RestartPosition(tracker, received);
+    while (!seen.empty() && seen.front().first <= applied_pos) seen.pop_front();
+    double lag_s = seen.empty() ? 0 : (now_us - seen.front().second) / 1e6;
+    uint64_t lag_bytes = 0;
+    if (source_pos > applied_pos)
+      lag_bytes = mysql::BinlogFileNumber(source_pos) == mysql::BinlogFileNumber(applied_pos)
+                      ? source_pos - applied_pos
+                      : mysql::BinlogOffset(source_pos);
+    uint64_t applied = 0, retries = 0;
+    for (auto& a : appliers) {
+      applied += a->stats().received;
+      retries += a->stats().retries;
+    }
+    auto now = std::chrono::steady_clock::now();
+    double dt = std::chrono::duration<double>(now - last_rate_at).count();
+    if (dt >= 1.0) {
+      rate = (applied - last_applied) / dt;
+      last_applied = applied;
+      last_rate_at = now;
+    }
+    (void)store_.PutMany({{"heartbeat", std::to_string(now_us)},
+                          {"pid", std::to_string(getpid())},
+                          {"restart_pos", std::to_string(applied_pos)},
+                          {"source_lsn", Pos(source_pos)},
+                          {"applied_lsn", Pos(applied_pos)},
+                          {"received_lsn", Pos(received)},
+                          {"lag_bytes", std::to_string(lag_bytes)},
+                          {"lag_seconds", fmt::format("{:.3f}", lag_s)},
+                          {"changes_applied", std::to_string(applied)},
+                          {"changes_per_s", fmt::format("{:.0f}", rate)},
+                          {"apply_retries", std::to_string(retries)},
+                          {"stream_connected", stream_stats.connected ? "true" : "false"}});
+    CrashPoint("apply-changes", static_cast<int64_t>(applied));
+    if (now - last_print >= std::chrono::seconds(5)) {
+      last_print = now;
+      Say(fmt::format("[replicating] lag {} bytes / {:.2f} s, {} changes applied ({:.0f}/s){}", Commas(lag_bytes), lag_s,
+                      Commas(applied), rate, stream_stats.connected ? "" : ", source disconnected: retrying"));
+    }
+  }
+  stream_stop = true;
+  stream_thread.join();
+  appliers_stop = true;
+  log->Close();
+  for (auto& t : threads) t.join();
+  (void)store_.Put("restart_pos", std::to_string(mysql::RestartPosition(tracker, stream_stats.received_pos.load())));
+  if (stop_ && result.ok()) Say("stopped; run again with the same spec to resume");
+  return result;
+}
+
+}  // namespace
+
+Status RunMyMigration(const MigrationSpec& spec, const std::atomic<bool>& stop) {
+  ASSIGN_OR_RETURN(auto store, StateStore::Open(spec.state_dir, /*create=*/true));
+  ASSIGN_OR_RETURN(int lock_fd, LockStateDir(spec.state_dir));
+  (void)lock_fd;  // held until the process exits
+  RETURN_IF_ERROR(store->PutMany({{"name", spec.name}, {"pid", std::to_string(getpid())}}));
+  Runner runner(spec, *store, stop);
+  return runner.Run();
+}
+
+Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) {
+  mysql::ConnOptions o;
+  o.program_name = "midflight-compare";
+  const std::string reader = spec.source_replica.empty() ? spec.source : spec.source_replica;
+  ASSIGN_OR_RETURN(auto src, MyConn::Connect(reader, o));
+  ASSIGN_OR_RETURN(auto dst, MyConn::Connect(spec.target, o));
+  ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader));
+  ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
+  ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*src, su.database, spec.tables, spec.exclude));
+  std::vector<TableComparison> out;
+  for (const auto& t : tables) {
+    std::vector<std::string> cols, nulls, order;
+    for (const auto& c : t->columns) {
+      const std::string q = mysql::QuoteIdent(c.name);
+      cols.push_back(q);
+      nulls.push_back(fmt::format("ISNULL({})", q));
+    }
+    for (int k : t->key) order.push_back(mysql::QuoteIdent(t->columns[k].name));
+    if (order.empty()) order = cols;
+    auto sql = [&](const std::string& db) {
+      return fmt::format(
+          "SELECT COUNT(*), COALESCE(MD5(GROUP_CONCAT(MD5(CONCAT_WS(0x1f, CONCAT({}), {})) ORDER BY {} SEPARATOR '')), "
+          "'') FROM {}",
+          fmt::join(nulls, ", "), fmt::join(cols, ", "), fmt::join(order, ", "), mysql::QuoteQualified(db, t->id.name));
+    };
+    TableComparison c;
+    c.table = t->id.ToString();
+    auto target_side = std::async(std::launch::async, [&] { return dst->Query(sql(tu.database)); });
+    auto rs = src->Query(sql(su.database));
+    auto rt = target_side.get();
+    if (!rs.ok()) return rs.status().WithContext("source " + c.table);
+    if (!rt.ok()) return rt.status().WithContext("target " + c.table);
+    c.source_rows = rs->GetInt(0, 0);
+    c.source_hash = rs->Get(0, 1);
+    c.target_rows = rt->GetInt(0, 0);
+    c.target_hash = rt->Get(0, 1);
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+}  // namespace midflight

@@ -1,0 +1,61 @@
+// Small pieces both engines' migration runners share.
+#pragma once
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <string>
+#include <thread>
+
+namespace midflight {
+
+// Test-only fault points: MIDFLIGHT_CRASH_AT=<point>[=<n>] kills the process
+// with SIGKILL there, as a crash would (see tests/integration).
+inline void CrashPoint(const std::string& point, int64_t count = 0) {
+  static const char* spec = std::getenv("MIDFLIGHT_CRASH_AT");
+  if (!spec) return;
+  std::string s = spec;
+  auto eq = s.find('=');
+  std::string name = s.substr(0, eq);
+  int64_t n = eq == std::string::npos ? 0 : std::atoll(s.c_str() + eq + 1);
+  if (name == point && count >= n) {
+    std::fprintf(stderr, "midflight: test crash point %s reached\n", point.c_str());
+    kill(getpid(), SIGKILL);
+  }
+}
+
+// Runs `fn` every `period` on its own thread until destroyed.
+class Ticker {
+ public:
+  Ticker(std::chrono::milliseconds period, std::function<void()> fn)
+      : thread_([this, period, fn = std::move(fn)] {
+          while (!done_) {
+            fn();
+            for (auto t = period; t.count() > 0 && !done_; t -= std::chrono::milliseconds(50))
+              std::this_thread::sleep_for(std::chrono::milliseconds(50));
+          }
+        }) {}
+  ~Ticker() {
+    done_ = true;
+    thread_.join();
+  }
+
+ private:
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
+
+// 1234567 -> "1,234,567".
+inline std::string Commas(int64_t v) {
+  std::string s = std::to_string(v);
+  for (int i = static_cast<int>(s.size()) - 3; i > (v < 0 ? 1 : 0); i -= 3) s.insert(i, ",");
+  return s;
+}
+
+}  // namespace midflight

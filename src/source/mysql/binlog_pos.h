@@ -1,0 +1,51 @@
+// A binlog position as one ordered 64-bit number: the file's sequence number
+// (binlog.000012 -> 12) in the high 32 bits, the byte offset in the low 32
+// (a binlog file never reaches 4 GB: max_binlog_size is at most 1 GB). Stored
+// in ChangePosition::commit_lsn for MySQL sources, where it is the position
+// of the transaction's first event (its GTID event), so that "committed
+// before a snapshot at S" is "position < S", as for PostgreSQL.
+#pragma once
+
+#include <charconv>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include <fmt/format.h>
+
+namespace midflight::mysql {
+
+constexpr uint64_t EncodeBinlogPos(uint32_t file_number, uint32_t offset) {
+  return (static_cast<uint64_t>(file_number) << 32) | offset;
+}
+constexpr uint32_t BinlogFileNumber(uint64_t pos) { return static_cast<uint32_t>(pos >> 32); }
+constexpr uint32_t BinlogOffset(uint64_t pos) { return static_cast<uint32_t>(pos & 0xffffffffu); }
+
+// "binlog.000012" -> 12; nullopt when the name has no numeric extension.
+inline std::optional<uint32_t> ParseBinlogFileNumber(std::string_view file) {
+  auto dot = file.rfind('.');
+  if (dot == std::string_view::npos || dot + 1 == file.size()) return std::nullopt;
+  uint32_t n = 0;
+  auto [p, ec] = std::from_chars(file.data() + dot + 1, file.data() + file.size(), n);
+  if (ec != std::errc() || p != file.data() + file.size()) return std::nullopt;
+  return n;
+}
+
+// The base of a binlog file name: "binlog.000012" -> "binlog".
+inline std::string BinlogBaseName(std::string_view file) {
+  auto dot = file.rfind('.');
+  return std::string(file.substr(0, dot));
+}
+
+// The file name for `pos` given the base name, with MySQL's six-digit numbering.
+inline std::string BinlogFileName(const std::string& base, uint64_t pos) {
+  return fmt::format("{}.{:06d}", base, BinlogFileNumber(pos));
+}
+
+// For messages and status: "binlog.000012:4711".
+inline std::string FormatBinlogPos(const std::string& base, uint64_t pos) {
+  return fmt::format("{}:{}", BinlogFileName(base, pos), BinlogOffset(pos));
+}
+
+}  // namespace midflight::mysql

@@ -1,0 +1,34 @@
+// Reads a MySQL/MariaDB source's catalog (information_schema): which tables a
+// migration moves (include and exclude patterns) and each one's columns,
+// types, key and secondary unique indexes, as core TableSchemas.
+//
+// A table's TableId is {database, table}. Its key is the primary key, or else
+// the first unique index whose columns are all NOT NULL (KeyKind::kUniqueIndex);
+// a table with neither has KeyKind::kNone and is refused by preflight.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "core/schema.h"
+
+namespace midflight::mysql {
+
+class MyConn;
+
+// Base tables of `database` selected by include/exclude (core/schema.h), sorted by name.
+Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(MyConn& conn, const std::string& database,
+                                                                   const std::vector<std::string>& include,
+                                                                   const std::vector<std::string>& exclude);
+
+// Names of every base table in `database` (for the "target not empty" check).
+Result<std::vector<TableId>> ListTables(MyConn& conn, const std::string& database);
+
+// How a column's value is written in SQL by the applier: as a number, as a
+// quoted temporal text, or as a hex string with the column's charset introducer.
+enum class LiteralKind : uint8_t { kNumber, kQuoted, kText, kBinary };
+LiteralKind LiteralKindOf(const ColumnSchema& column);
+
+}  // namespace midflight::mysql

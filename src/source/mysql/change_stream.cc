@@ -1,0 +1,419 @@
+#include "source/mysql/change_stream.h"
+
+#include <fmt/format.h>
+#include <mysql.h>
+// after mysql.h, which it needs
+#include <mariadb_rpl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "mysql/my_conn.h"
+#include "source/mysql/binlog_event.h"
+#include "source/mysql/binlog_pos.h"
+
+namespace midflight::mysql {
+
+namespace {
+
+using TablePtr = std::shared_ptr<const TableSchema>;
+
+// The words of a statement, for recognising DDL: identifiers unquoted,
+// comments dropped, keywords upper-cased. `db`.`t` stays one word "db.t".
+std::vector<std::string> Words(std::string_view q, size_t max_words) {
+  std::vector<std::string> out;
+  size_t i = 0;
+  while (i < q.size() && out.size() < max_words) {
+    char c = q[i];
+    if (std::isspace(static_cast<unsigned char>(c))) {
+      ++i;
+    } else if (c == '/' && i + 1 < q.size() && q[i + 1] == '*') {
+      size_t end = q.find("*/", i + 2);
+      i = end == std::string_view::npos ? q.size() : end + 2;
+    } else if (c == '#' || (c == '-' && i + 1 < q.size() && q[i + 1] == '-')) {
+      size_t end = q.find('\n', i);
+      i = end == std::string_view::npos ? q.size() : end + 1;
+    } else {
+      std::string w;
+      bool quoted_any = false;
+      while (i < q.size()) {
+        char d = q[i];
+        if (d == '`') {
+          quoted_any = true;
+          ++i;
+          while (i < q.size()) {
+            if (q[i] == '`' && i + 1 < q.size() && q[i + 1] == '`') {
+              w.push_back('`');
+              i += 2;
+            } else if (q[i] == '`') {
+              ++i;
+              break;
+            } else {
+              w.push_back(q[i++]);
+            }
+          }
+        } else if (std::isalnum(static_cast<unsigned char>(d)) || d == '_' || d == '$' || d == '.' ||
+                   static_cast<unsigned char>(d) >= 0x80) {
+          w.push_back(d);
+          ++i;
+        } else {
+          if (w.empty() && !quoted_any) {
+            w.push_back(d);
+            ++i;
+          }
+          break;
+        }
+      }
+      if (!quoted_any)
+        for (auto& ch : w) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+      out.push_back(std::move(w));
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+struct ChangeStream::State {
+  FormatDescription format;
+  uint32_t file_number = 0;
+  struct Mapped {
+    TableMapEvent map;
+    TablePtr table;  // null: not migrated
+  };
+  std::map<uint64_t, Mapped> maps;
+  bool in_txn = false;
+  uint64_t txn_pos = 0;
+  int64_t txn_time_us = 0;
+  uint32_t seq = 0;
+  bool skip_txn = false;  // the whole transaction was applied before a restart
+};
+
+uint64_t RestartPosition(const ApplyTracker& tracker, uint64_t received_pos) {
+  auto pending = tracker.OldestPending();
+  return pending ? std::min<uint64_t>(pending->commit_lsn.value(), received_pos) : received_pos;
+}
+
+ChangeStream::ChangeStream(StreamConfig config, Router router, SnapshotFilter filter, PartitionLog* log,
+                           ApplyTracker* tracker, ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints,
+                           StreamStats* stats)
+    : config_(std::move(config)),
+      router_(router),
+      filter_(std::move(filter)),
+      log_(log),
+      tracker_(tracker),
+      barrier_sink_(barrier_sink),
+      last_routed_(std::move(checkpoints)),
+      stats_(stats),
+      state_(std::make_unique<State>()) {
+  lowest_routed_ = *std::min_element(last_routed_.begin(), last_routed_.end());
+  stats_->received_pos = config_.start_pos;
+}
+
+ChangeStream::~ChangeStream() = default;
+
+Status ChangeStream::Run(const std::atomic<bool>& stop) {
+  stop_ = &stop;
+  auto backoff = std::chrono::milliseconds(250);
+  while (!stop) {
+    Status st = StreamOnce(stop);
+    stats_->connected = false;
+    if (stop) return Status::Ok();
+    if (st.code() != StatusCode::kRetryCall) return st;
+    LOG_WARN("change stream: {}; reconnecting in {} ms", st.message(), backoff.count());
+    for (auto t = backoff; t.count() > 0 && !stop; t -= std::chrono::milliseconds(50))
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+  return Status::Ok();
+}
+
+Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
+  ConnOptions o;
+  o.program_name = "midflight-binlog";
+  o.read_timeout_s = 30;  // heartbeats come every second
+  o.session_setup = false;
+  ASSIGN_OR_RETURN(auto conn, MyConn::Connect(config_.source_uri, o));
+  ASSIGN_OR_RETURN(std::string checksum, conn->QueryValue("SELECT @@global.binlog_checksum"));
+  RETURN_IF_ERROR(conn->Exec(
+      "SET @master_binlog_checksum = @@global.binlog_checksum, @mariadb_slave_capability = 4, "
+      "@master_heartbeat_period = 1000000000"));
+  const uint64_t start = RestartPosition(*tracker_, stats_->received_pos.load());
+  const std::string file = BinlogFileName(config_.binlog_base, start);
+  state_ = std::make_unique<State>();
+  state_->format.checksum_crc32 = checksum == "CRC32";
+  state_->file_number = BinlogFileNumber(start);
+
+  MYSQL* m = conn->raw();
+  MARIADB_RPL* rpl = mariadb_rpl_init(m);
+  if (!rpl) return conn->LastError("starting the binlog stream");
+  struct Closer {
+    MARIADB_RPL* r;
+    ~Closer() { mariadb_rpl_close(r); }
+  } closer{rpl};
+  unsigned long offset = BinlogOffset(start);
+  mariadb_rpl_optionsv(rpl, MARIADB_RPL_FILENAME, file.c_str(), file.size());
+  mariadb_rpl_optionsv(rpl, MARIADB_RPL_START, offset);
+  mariadb_rpl_optionsv(rpl, MARIADB_RPL_SERVER_ID, config_.server_id);
+  if (mariadb_rpl_open(rpl) != 0)
+    return conn->LastError(fmt::format("requesting the binlog from {}", FormatBinlogPos(config_.binlog_base, start)));
+  LOG_INFO("change stream: reading {} from {}", conn->redacted_uri(), FormatBinlogPos(config_.binlog_base, start));
+  stats_->connected = true;
+  MARIADB_RPL_EVENT* ev = nullptr;
+  struct EventFree {
+    MARIADB_RPL_EVENT** e;
+    ~EventFree() {
+      if (*e) mariadb_free_rpl_event(*e);
+    }
+  } event_free{&ev};
+  while (!stop) {
+    ev = mariadb_rpl_fetch(rpl, ev);
+    if (!ev) {
+      unsigned no = mysql_errno(m);
+      if (no == 0) return RetryCall("binlog stream ended");
+      Status st = conn->LastError(fmt::format("reading the binlog near {}", FormatBinlogPos(config_.binlog_base,
+                                                                                             stats_->received_pos)));
+      // A purged or missing binlog file cannot be retried into existence.
+      if (no == 1236) return DataLoss(st.message() + "; the binlog the migration needs is gone from the source");
+      return st;
+    }
+    if (ev->raw_data_size < 2 || ev->raw_data_ofs != 1) continue;
+    std::string_view bytes(reinterpret_cast<const char*>(ev->raw_data) + 1, ev->raw_data_size - 1);
+    RETURN_IF_ERROR(HandleEvent(bytes));
+  }
+  return Status::Ok();
+}
+
+Status ChangeStream::HandleEvent(std::string_view bytes) {
+  State& s = *state_;
+  ASSIGN_OR_RETURN(Event e, ParseEvent(bytes, &s.format));
+  const EventHeader& h = e.header;
+  const uint64_t event_start = h.log_pos >= h.event_size ? h.log_pos - h.event_size : 0;
+  if (e.format) {
+    s.format = *e.format;
+    return Status::Ok();
+  }
+  if (e.rotate) {
+    auto n = ParseBinlogFileNumber(e.rotate->next_file);
+    if (!n) return DataLoss(fmt::format("binlog rotates to '{}', a name without a sequence number", e.rotate->next_file));
+    s.file_number = *n;
+    s.maps.clear();
+    return Status::Ok();
+  }
+  if (h.type == static_cast<uint8_t>(EventType::kHeartbeat)) {
+    if (!s.in_txn && h.log_pos > 0)
+      stats_->received_pos = std::max<uint64_t>(stats_->received_pos, EncodeBinlogPos(s.file_number, h.log_pos));
+    return Status::Ok();
+  }
+  if (e.gtid) {
+    s.in_txn = true;
+    s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
+    s.txn_time_us = static_cast<int64_t>(h.timestamp) * 1000000;
+    s.seq = 0;
+    // A transaction every partition applied before a restart: skip its rows undecoded.
+    s.skip_txn = ChangePosition{PgLsn::FromU64(s.txn_pos), UINT32_MAX} <= lowest_routed_;
+    return Status::Ok();
+  }
+  auto end_txn = [&] {
+    s.in_txn = false;
+    if (h.log_pos > 0) stats_->received_pos = EncodeBinlogPos(s.file_number, h.log_pos);
+  };
+  if (e.xid) {
+    end_txn();
+    return Status::Ok();
+  }
+  if (e.query) {
+    const std::string& q = e.query->query;
+    if (q == "BEGIN") return Status::Ok();
+    if (q == "COMMIT" || q == "ROLLBACK") {
+      end_txn();
+      return Status::Ok();
+    }
+    if (!s.in_txn) s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
+    Status st = s.skip_txn ? Status::Ok() : HandleQuery(e.query->schema, q, EncodeBinlogPos(s.file_number, h.log_pos));
+    if (!st.ok()) return st;
+    end_txn();  // DDL commits implicitly
+    return Status::Ok();
+  }
+  if (e.table_map) {
+    State::Mapped mapped;
+    auto it = config_.tables.find(TableId{e.table_map->schema, e.table_map->table});
+    if (it != config_.tables.end()) mapped.table = it->second;
+    mapped.map = std::move(*e.table_map);
+    s.maps[mapped.map.table_id] = std::move(mapped);
+    return Status::Ok();
+  }
+  if (!e.rows || s.skip_txn) return Status::Ok();
+  const RowsEvent& rows = *e.rows;
+  auto it = s.maps.find(rows.table_id);
+  if (it == s.maps.end())
+    return DataLoss(fmt::format("rows event for table id {} without its TABLE_MAP at {}", rows.table_id,
+                                FormatBinlogPos(config_.binlog_base, EncodeBinlogPos(s.file_number, event_start))));
+  if (!it->second.table) return Status::Ok();
+  const TablePtr& t = it->second.table;
+  const TableMapEvent& map = it->second.map;
+  if (map.types.size() != t->writable.size())
+    return OperatorError(fmt::format(
+        "schema change on the source: the binlog has {} columns for {} at {}, midflight expects {} ({}); apply the "
+        "change to the target, then run again",
+        map.types.size(), t->id.ToString(), FormatBinlogPos(config_.binlog_base, s.txn_pos), t->writable.size(),
+        t->KeyDescription()));
+  ColumnHints hints;
+  for (int c : t->writable)
+    hints.is_unsigned.push_back(t->columns[c].type.kind == TypeKind::kInt && !t->columns[c].type.is_signed);
+  ASSIGN_OR_RETURN(std::vector<RowImage> images, DecodeRows(rows, map, hints));
+  for (auto& img : images) {
+    Change c;
+    c.table = t;
+    c.commit_time_us = s.txn_time_us;
+    c.pos = ChangePosition{PgLsn::FromU64(s.txn_pos), ++s.seq};
+    switch (rows.kind) {
+      case RowsKind::kWrite:
+        c.kind = ChangeKind::kInsert;
+        c.values = std::move(img.after);
+        RETURN_IF_ERROR(Emit(std::move(c)));
+        break;
+      case RowsKind::kDelete:
+        c.kind = ChangeKind::kDelete;
+        c.old = std::move(img.before);
+        RETURN_IF_ERROR(Emit(std::move(c)));
+        break;
+      case RowsKind::kUpdate: {
+        c.kind = ChangeKind::kUpdate;
+        c.values = std::move(img.after);
+        c.old = std::move(img.before);
+        if (c.MovesKey()) {
+          // A key change is a delete of the old key and an insert of the new one, each routed by its own key.
+          Change del;
+          del.kind = ChangeKind::kDelete;
+          del.table = t;
+          del.commit_time_us = c.commit_time_us;
+          del.pos = c.pos;
+          del.old = std::move(c.old);
+          Change ins;
+          ins.kind = ChangeKind::kInsert;
+          ins.table = t;
+          ins.commit_time_us = c.commit_time_us;
+          ins.pos = ChangePosition{PgLsn::FromU64(s.txn_pos), ++s.seq};
+          ins.values = std::move(c.values);
+          RETURN_IF_ERROR(Emit(std::move(del)));
+          RETURN_IF_ERROR(Emit(std::move(ins)));
+        } else {
+          c.old.clear();
+          RETURN_IF_ERROR(Emit(std::move(c)));
+        }
+        break;
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+Status ChangeStream::WaitApplied() {
+  while (!tracker_->WaitIdle(std::chrono::milliseconds(200)))
+    if (*stop_) return Cancelled("stopping");
+  return Status::Ok();
+}
+
+Status ChangeStream::HandleQuery(const std::string& schema, const std::string& query, uint64_t event_end) {
+  (void)event_end;
+  std::vector<std::string> w = Words(query, 64);
+  if (w.empty()) return Status::Ok();
+  const State& s = *state_;
+  auto migrated = [&](const std::string& word) -> TablePtr {
+    std::string db = schema, name = word;
+    auto dot = word.find('.');
+    if (dot != std::string::npos) {
+      db = word.substr(0, dot);
+      name = word.substr(dot + 1);
+    }
+    for (const auto& [id, t] : config_.tables)
+      if (id.schema == db && (id.name == name || (name.size() == id.name.size() &&
+                                                  std::equal(name.begin(), name.end(), id.name.begin(), [](char a, char b) {
+                                                    return std::toupper(static_cast<unsigned char>(a)) ==
+                                                           std::toupper(static_cast<unsigned char>(b));
+                                                  }))))
+        return t;
+    return nullptr;
+  };
+  const std::string& verb = w[0];
+  const std::string pos = FormatBinlogPos(config_.binlog_base, s.txn_pos);
+  const std::string stmt = query.size() > 300 ? query.substr(0, 300) + "..." : query;
+  if (verb == "TRUNCATE") {
+    size_t i = w.size() > 1 && w[1] == "TABLE" ? 2 : 1;
+    TablePtr t = i < w.size() ? migrated(w[i]) : nullptr;
+    if (!t) return Status::Ok();
+    Change c;
+    c.kind = ChangeKind::kTruncate;
+    c.table = t;
+    c.truncated = {t};
+    c.pos = ChangePosition{PgLsn::FromU64(s.txn_pos), 1};
+    c.commit_time_us = s.txn_time_us;
+    return Emit(std::move(c));
+  }
+  // Which migrated tables does a DDL statement touch?
+  std::vector<TablePtr> touched;
+  auto add = [&](const std::string& word) {
+    if (TablePtr t = migrated(word); t && std::find(touched.begin(), touched.end(), t) == touched.end())
+      touched.push_back(t);
+  };
+  bool ddl = false;
+  if (verb == "ALTER" || verb == "RENAME" || verb == "DROP" || verb == "CREATE") {
+    for (size_t i = 1; i < w.size(); ++i) {
+      if (w[i] == "TABLE" || w[i] == "ON" || w[i] == "," || w[i] == "TO" || w[i] == "EXISTS") {
+        ddl = true;
+        if (i + 1 < w.size()) add(w[i + 1]);
+      }
+    }
+    if (verb == "RENAME" || verb == "DROP")
+      for (const auto& word : w) add(word);
+  }
+  if (!ddl || touched.empty()) return Status::Ok();
+  // Everything before the statement is applied first; then either the target
+  // already has the change (the operator applied it) or the migration stops here.
+  RETURN_IF_ERROR(WaitApplied());
+  for (const auto& t : touched) {
+    if (verb == "DROP" && w.size() > 1 && w[1] == "TABLE")
+      return OperatorError(fmt::format("schema change on the source at {}: `{}` drops migrated table {}; exclude it "
+                                       "from the migration (exclude:) and start a new migration",
+                                       pos, stmt, t->id.ToString()));
+    ASSIGN_OR_RETURN(std::string differs, config_.target_differs(t->id));
+    if (!differs.empty())
+      return OperatorError(fmt::format("schema change on the source at {}: `{}` changes {} ({}); apply the same "
+                                       "change to the target, then run again",
+                                       pos, stmt, t->id.ToString(), differs));
+    ASSIGN_OR_RETURN(TablePtr fresh, config_.reload_table(t->id));
+    config_.tables[t->id] = fresh;
+    LOG_WARN("change stream: `{}` at {} changed {}; the target has the same columns, continuing", stmt, pos,
+             t->id.ToString());
+  }
+  state_->maps.clear();
+  return Status::Ok();
+}
+
+Status ChangeStream::Emit(Change change) {
+  const bool filtering = change.pos.commit_lsn < filter_.horizon();
+  if (filtering && filter_.AlreadyCopied(change)) return Status::Ok();
+  if (change.kind == ChangeKind::kTruncate) {
+    if (change.pos <= lowest_routed_) return Status::Ok();
+    RETURN_IF_ERROR(WaitApplied());
+    LOG_INFO("change stream: applying truncate of {} at {} across all partitions", change.table->id.ToString(),
+             change.pos.ToString());
+    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, router_.partitions()));
+    for (auto& p : last_routed_) p = std::max(p, change.pos);
+    lowest_routed_ = *std::min_element(last_routed_.begin(), last_routed_.end());
+    ++stats_->changes;
+    return Status::Ok();
+  }
+  PartitionId p = router_.Route(change);
+  if (change.pos <= last_routed_[p.value]) return Status::Ok();  // routed before a reconnect
+  last_routed_[p.value] = change.pos;
+  tracker_->Routed(p, change.pos, change.commit_time_us);
+  ++stats_->changes;
+  return log_->Append(p, std::move(change));
+}
+
+}  // namespace midflight::mysql

@@ -1,0 +1,56 @@
+// The snapshot copy for MySQL/MariaDB sources: chunks of every table, copied
+// in parallel, each from its own consistent snapshot with a known binlog
+// position, into the target with LOAD DATA LOCAL INFILE fed from the source's
+// row stream (no file, no global lock).
+//
+// Per chunk, a worker:
+//   source  START TRANSACTION WITH CONSISTENT SNAPSHOT; SHOW STATUS LIKE 'binlog_snapshot_%'
+//           -> the binlog position S this snapshot corresponds to (MariaDB keeps
+//              the two consistent); SELECT the chunk's rows, streamed (mysql_use_result)
+//   target  LOAD DATA LOCAL INFILE from a handler that formats the streamed rows;
+//           INSERT the chunk, S and its row count into midflight.chunks; COMMIT
+// so a chunk is either wholly there and recorded with its own S, or absent.
+// The change stream later starts at the smallest S and skips, per chunk, the
+// transactions its snapshot already holds (pipeline/router.h SnapshotFilter).
+// Memory per worker is one row plus a buffer, whatever the table size.
+//
+// Chunks: a table whose first key column is an integer is split into value
+// ranges ([lo, hi), open at both ends); any other table is one chunk. The
+// largest tables are planned first.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "core/copy.h"
+#include "core/schema.h"
+
+namespace midflight::mysql {
+
+class MyConn;
+
+Result<std::vector<Chunk>> PlanChunks(MyConn& source, const std::vector<std::shared_ptr<const TableSchema>>& tables,
+                                      int64_t chunk_rows);
+
+struct CopyJob {
+  std::string source_uri;  // the replica when the migration reads from one
+  std::string target_uri, target_db, migration;
+  int workers = 2;
+  std::map<TableId, std::shared_ptr<const TableSchema>> tables;
+  std::vector<Chunk> chunks;  // the chunks still to copy
+  int64_t max_row_bytes = 0;  // a row larger than this fails the copy, naming table and key (0: no limit)
+  // Called after each chunk's target transaction committed, with the number
+  // committed so far in this call (any worker thread).
+  std::function<void(int)> on_chunk_committed;
+};
+
+// Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;
+// chunks finished until then stay recorded.
+Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop);
+
+}  // namespace midflight::mysql

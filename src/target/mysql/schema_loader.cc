@@ -1,0 +1,685 @@
+#include "target/mysql/schema_loader.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cctype>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string_view>
+#include <thread>
+
+#include "base/log.h"
+#include "mysql/my_conn.h"
+
+namespace midflight::mysql {
+namespace {
+
+constexpr const char* kBookkeepingSql = R"sql(
+CREATE DATABASE IF NOT EXISTS midflight DEFAULT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin;
+CREATE TABLE IF NOT EXISTS midflight.checkpoints (
+  migration VARCHAR(128) NOT NULL,
+  partition_id INT NOT NULL,
+  commit_pos BIGINT UNSIGNED NOT NULL,
+  seq INT UNSIGNED NOT NULL,
+  updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  PRIMARY KEY (migration, partition_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+CREATE TABLE IF NOT EXISTS midflight.chunks (
+  migration VARCHAR(128) NOT NULL,
+  table_name VARCHAR(300) NOT NULL,
+  chunk INT NOT NULL,
+  snapshot_pos BIGINT UNSIGNED NOT NULL,
+  rows_copied BIGINT NOT NULL,
+  bytes_copied BIGINT NOT NULL,
+  PRIMARY KEY (migration, table_name, chunk)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+)sql";
+
+// Columns EnsureBookkeeping expects, as "table.column".
+constexpr const char* kBookkeepingColumns[] = {
+    "checkpoints.migration", "checkpoints.partition_id", "checkpoints.commit_pos", "checkpoints.seq",
+    "checkpoints.updated_at", "chunks.migration",          "chunks.table_name",      "chunks.chunk",
+    "chunks.snapshot_pos",    "chunks.rows_copied",        "chunks.bytes_copied"};
+
+// Objects of the source databases that midflight does not move. %s is the
+// quoted, comma-separated list of database names.
+constexpr const char* kNotMigratedSql = R"sql(
+SELECT LOWER(TABLE_TYPE), TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES
+ WHERE TABLE_SCHEMA IN ({0}) AND TABLE_TYPE IN ('VIEW', 'SEQUENCE')
+UNION ALL
+SELECT 'trigger', TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA IN ({0})
+UNION ALL
+SELECT LOWER(ROUTINE_TYPE), ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({0})
+UNION ALL
+SELECT 'event', EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({0})
+ORDER BY 1, 2, 3
+)sql";
+
+constexpr size_t kMaxNamesInWarning = 40;
+
+// ---------------------------------------------------------------------------
+// A lexer for the statement SHOW CREATE TABLE prints (sql_mode without
+// ANSI_QUOTES and NO_BACKSLASH_ESCAPES, as MyConn sets it up). It only has to
+// tell quoted text apart from the structure: `identifiers` (`` inside),
+// 'strings' and "strings" (backslash escapes, doubled quotes), /* comments */,
+// words and single punctuation characters. Each token keeps its byte range,
+// so definitions are cut out of the statement exactly as printed.
+
+enum class TokenKind { kIdent, kString, kWord, kPunct, kComment };
+
+struct Token {
+  TokenKind kind;
+  size_t begin = 0, end = 0;  // [begin, end) in the statement
+  std::string value;          // identifier unquoted; word or punctuation as is
+  int depth = 0;              // parentheses open before this token (a '(' counts itself out, ')' in)
+
+  bool Is(std::string_view word) const {
+    if (kind != TokenKind::kWord || value.size() != word.size()) return false;
+    for (size_t i = 0; i < word.size(); ++i)
+      if (std::toupper(static_cast<unsigned char>(value[i])) != word[i]) return false;
+    return true;
+  }
+  bool IsPunct(char c) const { return kind == TokenKind::kPunct && value.size() == 1 && value[0] == c; }
+};
+
+bool IsWordByte(unsigned char c) { return std::isalnum(c) || c == '_' || c == '$' || c >= 0x80; }
+
+Result<std::vector<Token>> Tokenize(std::string_view s) {
+  std::vector<Token> out;
+  int depth = 0;
+  size_t i = 0;
+  while (i < s.size()) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    if (std::isspace(c)) {
+      ++i;
+      continue;
+    }
+    Token t;
+    t.begin = i;
+    if (c == '`') {
+      t.kind = TokenKind::kIdent;
+      for (++i;; ++i) {
+        if (i >= s.size()) return Internal(fmt::format("unterminated identifier at byte {}", t.begin));
+        if (s[i] == '`') {
+          if (i + 1 < s.size() && s[i + 1] == '`') {
+            t.value.push_back('`');
+            ++i;
+            continue;
+          }
+          ++i;
+          break;
+        }
+        t.value.push_back(s[i]);
+      }
+    } else if (c == '\'' || c == '"') {
+      t.kind = TokenKind::kString;
+      for (++i;; ++i) {
+        if (i >= s.size()) return Internal(fmt::format("unterminated string at byte {}", t.begin));
+        if (s[i] == '\\') {
+          ++i;
+          continue;
+        }
+        if (static_cast<unsigned char>(s[i]) == c) {
+          if (i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) == c) {
+            ++i;
+            continue;
+          }
+          ++i;
+          break;
+        }
+      }
+    } else if (c == '/' && i + 1 < s.size() && s[i + 1] == '*') {
+      t.kind = TokenKind::kComment;
+      size_t close = s.find("*/", i + 2);
+      if (close == std::string_view::npos) return Internal(fmt::format("unterminated comment at byte {}", t.begin));
+      i = close + 2;
+    } else if (IsWordByte(c)) {
+      t.kind = TokenKind::kWord;
+      while (i < s.size() && IsWordByte(static_cast<unsigned char>(s[i]))) t.value.push_back(s[i++]);
+    } else {
+      t.kind = TokenKind::kPunct;
+      t.value.assign(1, static_cast<char>(c));
+      ++i;
+    }
+    t.end = i;
+    if (t.IsPunct(')')) --depth;
+    t.depth = depth;
+    if (t.IsPunct('(')) ++depth;
+    if (depth < 0) return Internal(fmt::format("unbalanced ')' at byte {}", t.begin));
+    out.push_back(std::move(t));
+  }
+  if (depth != 0) return Internal("unbalanced parentheses");
+  return out;
+}
+
+// Index of the ')' closing the '(' at `open`, or `tokens.size()`.
+size_t MatchingParen(const std::vector<Token>& tokens, size_t open) {
+  for (size_t i = open + 1; i < tokens.size(); ++i)
+    if (tokens[i].IsPunct(')') && tokens[i].depth == tokens[open].depth) return i;
+  return tokens.size();
+}
+
+// ---------------------------------------------------------------------------
+// One definition of the CREATE TABLE body: a column, a key or a constraint.
+
+enum class DefKind { kColumn, kPrimaryKey, kIndex, kForeignKey, kOther };
+
+struct KeyPart {
+  std::string column;
+  bool prefix = false;  // `name`(10)
+};
+
+struct Definition {
+  DefKind kind = DefKind::kOther;
+  std::string text;  // as printed, without the separating comma
+  std::string name;  // column, index or constraint name
+  // Columns.
+  bool not_null = false;
+  bool auto_increment = false;
+  // Keys.
+  bool unique = false;  // UNIQUE (not FULLTEXT / SPATIAL)
+  std::vector<KeyPart> parts;
+  // Foreign keys: REFERENCES [`db`.]`table`, as a byte range in `text`.
+  std::string ref_db, ref_table;
+  size_t ref_begin = 0, ref_end = 0;
+};
+
+// Splits "(`a`(10),`b` DESC)" at tokens[open] into key parts.
+std::vector<KeyPart> ParseKeyParts(const std::vector<Token>& tk, size_t open, size_t close) {
+  std::vector<KeyPart> parts;
+  bool start = true;
+  for (size_t i = open + 1; i < close; ++i) {
+    const Token& t = tk[i];
+    if (t.depth == tk[open].depth + 1 && t.IsPunct(',')) {
+      start = true;
+      continue;
+    }
+    if (start) {
+      parts.push_back({t.kind == TokenKind::kIdent ? t.value : std::string(), false});
+      start = false;
+    } else if (t.IsPunct('(') && t.depth == tk[open].depth + 1) {
+      parts.back().prefix = true;
+    }
+  }
+  return parts;
+}
+
+// Classifies the definition made of tokens [first, last) of `stmt` (depth 1).
+Definition Classify(std::string_view stmt, const std::vector<Token>& all, size_t first, size_t last) {
+  Definition d;
+  d.text = std::string(stmt.substr(all[first].begin, all[last - 1].end - all[first].begin));
+  std::vector<Token> tk(all.begin() + static_cast<std::ptrdiff_t>(first),
+                        all.begin() + static_cast<std::ptrdiff_t>(last));
+  for (auto& t : tk) {  // make positions relative to the definition, depth relative to 0
+    t.begin -= all[first].begin;
+    t.end -= all[first].begin;
+    t.depth -= 1;
+  }
+  const Token& t0 = tk[0];
+  if (t0.kind == TokenKind::kIdent) {
+    d.kind = DefKind::kColumn;
+    d.name = t0.value;
+    for (size_t i = 1; i < tk.size(); ++i) {
+      if (tk[i].depth != 0) continue;
+      if (tk[i].Is("AUTO_INCREMENT")) d.auto_increment = true;
+      if (tk[i].Is("NOT") && i + 1 < tk.size() && tk[i + 1].Is("NULL")) d.not_null = true;
+    }
+    return d;
+  }
+  size_t i = 0;
+  if (t0.Is("CONSTRAINT")) {
+    if (tk.size() < 2 || tk[1].kind != TokenKind::kIdent) return d;
+    d.name = tk[1].value;
+    i = 2;
+  }
+  if (i >= tk.size()) return d;
+  if (tk[i].Is("PRIMARY")) {
+    d.kind = DefKind::kPrimaryKey;
+    for (size_t j = i; j < tk.size(); ++j)
+      if (tk[j].IsPunct('(') && tk[j].depth == 0) {
+        d.parts = ParseKeyParts(tk, j, MatchingParen(tk, j));
+        break;
+      }
+    return d;
+  }
+  if (tk[i].Is("FOREIGN")) {
+    for (size_t j = i; j < tk.size(); ++j) {
+      if (!tk[j].Is("REFERENCES") || tk[j].depth != 0 || j + 1 >= tk.size()) continue;
+      size_t k = j + 1;
+      if (tk[k].kind != TokenKind::kIdent) return d;
+      d.ref_begin = tk[k].begin;
+      if (k + 2 < tk.size() && tk[k + 1].IsPunct('.') && tk[k + 2].kind == TokenKind::kIdent) {
+        d.ref_db = tk[k].value;
+        k += 2;
+      }
+      d.ref_table = tk[k].value;
+      d.ref_end = tk[k].end;
+      // Without a name the constraint cannot be found again on a re-run: it stays in the CREATE TABLE.
+      if (!d.name.empty()) d.kind = DefKind::kForeignKey;
+      return d;
+    }
+    return d;
+  }
+  if (tk[i].Is("UNIQUE") || tk[i].Is("KEY") || tk[i].Is("INDEX") || tk[i].Is("FULLTEXT") || tk[i].Is("SPATIAL") ||
+      tk[i].Is("VECTOR")) {
+    d.unique = tk[i].Is("UNIQUE");
+    // "[UNIQUE|FULLTEXT|SPATIAL] KEY `name` (parts) options"
+    size_t j = i;
+    while (j < tk.size() && tk[j].kind == TokenKind::kWord) ++j;
+    if (j < tk.size() && tk[j].kind == TokenKind::kIdent) {
+      if (d.name.empty()) d.name = tk[j].value;
+      ++j;
+    }
+    if (j >= tk.size() || !tk[j].IsPunct('(') || d.name.empty()) return d;  // unnamed: kept in the CREATE TABLE
+    d.parts = ParseKeyParts(tk, j, MatchingParen(tk, j));
+    d.kind = DefKind::kIndex;
+    return d;
+  }
+  return d;  // CHECK, PERIOD FOR ...: part of the table
+}
+
+// What becomes of one source table.
+struct TablePlan {
+  std::string create_sql;
+  DeferredDdl deferred;
+};
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// Turns the source's SHOW CREATE TABLE into the target's CREATE TABLE and the
+// deferred clauses. `migrated` holds the names of the tables being moved
+// from the same source database (for the warning about dangling references).
+Result<TablePlan> PlanTable(const TableId& table, std::string_view show, const std::string& target_db,
+                            const std::set<std::string>& migrated) {
+  ASSIGN_OR_RETURN(std::vector<Token> tk, Tokenize(show));
+  if (tk.size() < 4 || !tk[0].Is("CREATE") || !tk[1].Is("TABLE") || tk[2].kind != TokenKind::kIdent ||
+      !tk[3].IsPunct('('))
+    return OperatorError(fmt::format("{} is not a base table (SHOW CREATE TABLE begins \"{}\"); only tables are "
+                                     "migrated",
+                                     table.ToString(), show.substr(0, 40)));
+  const size_t open = 3, close = MatchingParen(tk, open);
+  if (close >= tk.size()) return Internal("no closing parenthesis");
+
+  std::vector<Definition> defs;
+  for (size_t i = open + 1; i < close;) {
+    size_t j = i;
+    while (j < close && !(tk[j].depth == 1 && tk[j].IsPunct(','))) ++j;
+    if (j > i) defs.push_back(Classify(show, tk, i, j));
+    i = j + 1;
+  }
+
+  std::map<std::string, const Definition*> columns;
+  const Definition* primary = nullptr;
+  const Definition* auto_column = nullptr;
+  for (const auto& d : defs) {
+    if (d.kind == DefKind::kColumn) {
+      columns[d.name] = &d;
+      if (d.auto_increment) auto_column = &d;
+    }
+    if (d.kind == DefKind::kPrimaryKey) primary = &d;
+  }
+  auto starts_with = [](const Definition* d, const std::string& col) {
+    return d && !d->parts.empty() && d->parts[0].column == col;
+  };
+  auto contains = [](const Definition* d, const std::string& col) {
+    return d && std::any_of(d->parts.begin(), d->parts.end(), [&](const KeyPart& p) { return p.column == col; });
+  };
+
+  // The secondary indexes InnoDB needs at CREATE time (see the header).
+  std::set<const Definition*> keep;
+  if (auto_column && !starts_with(primary, auto_column->name)) {
+    const Definition* pick = nullptr;
+    for (const auto& d : defs)
+      if (d.kind == DefKind::kIndex && !pick && starts_with(&d, auto_column->name)) pick = &d;
+    if (!pick && !contains(primary, auto_column->name))
+      for (const auto& d : defs)
+        if (d.kind == DefKind::kIndex && !pick && contains(&d, auto_column->name)) pick = &d;
+    // The indexes printed before it are kept too, so that the target lists
+    // its indexes in the source's order.
+    for (const auto& d : defs) {
+      if (!pick) break;
+      if (d.kind == DefKind::kIndex) keep.insert(&d);
+      if (&d == pick) break;
+    }
+  }
+  if (!primary) {
+    for (const auto& d : defs) {
+      if (d.kind != DefKind::kIndex || !d.unique || d.parts.empty()) continue;
+      bool clustering = std::all_of(d.parts.begin(), d.parts.end(), [&](const KeyPart& p) {
+        auto c = columns.find(p.column);
+        return !p.prefix && c != columns.end() && c->second->not_null;
+      });
+      if (clustering) {
+        keep.insert(&d);
+        break;
+      }
+    }
+  }
+
+  TablePlan plan;
+  plan.deferred.table = table;
+  std::string body;
+  for (const auto& d : defs) {
+    if (d.kind == DefKind::kIndex && !keep.count(&d)) {
+      plan.deferred.indexes.push_back("ADD " + d.text);
+      continue;
+    }
+    if (d.kind == DefKind::kForeignKey) {
+      if (d.ref_db.empty() || d.ref_db == table.schema) {
+        if (!migrated.count(d.ref_table))
+          LOG_WARN("schema: foreign key {} of {} references {}.{}, which is not migrated", d.name, table.ToString(),
+                   table.schema, d.ref_table);
+        plan.deferred.foreign_keys.push_back("ADD " + d.text.substr(0, d.ref_begin) +
+                                             QuoteQualified(target_db, d.ref_table) + d.text.substr(d.ref_end));
+      } else {
+        LOG_WARN("schema: foreign key {} of {} references {}.{} in another database; kept as it is", d.name,
+                 table.ToString(), d.ref_db, d.ref_table);
+        plan.deferred.foreign_keys.push_back("ADD " + d.text);
+      }
+      continue;
+    }
+    body += (body.empty() ? "  " : ",\n  ") + d.text;
+  }
+  plan.create_sql = fmt::format("CREATE TABLE IF NOT EXISTS {} (\n{}\n{}", QuoteQualified(target_db, table.name),
+                                body, show.substr(tk[close].begin));
+  return plan;
+}
+
+// The name a deferred clause adds: its first quoted identifier.
+std::string ClauseName(std::string_view clause) {
+  auto tk = Tokenize(clause);
+  if (!tk.ok()) return "";
+  for (const auto& t : *tk)
+    if (t.kind == TokenKind::kIdent) return t.value;
+  return "";
+}
+
+std::string QuotedList(const std::set<std::string>& values) {
+  std::string out;
+  for (const auto& v : values) out += (out.empty() ? "" : ", ") + QuoteString(v);
+  return out;
+}
+
+bool IsValidUtf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 0 : (c & 0xE0) == 0xC0 ? 1 : (c & 0xF0) == 0xE0 ? 2 : (c & 0xF8) == 0xF0 ? 3 : 4;
+    if (n == 4 || i + n >= s.size()) return false;
+    for (size_t k = 1; k <= n; ++k)
+      if ((static_cast<unsigned char>(s[i + k]) & 0xC0) != 0x80) return false;
+    i += n + 1;
+  }
+  return true;
+}
+
+Status CheckSqlMode(MyConn& conn, const char* which) {
+  ASSIGN_OR_RETURN(std::string mode, conn.QueryValue("SELECT @@SESSION.sql_mode"));
+  for (const char* bad : {"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES"})
+    if (mode.find(bad) != std::string::npos)
+      return InvalidArgument(fmt::format("schema: the {} connection ({}) has sql_mode {}; {} changes how SHOW CREATE "
+                                         "TABLE quotes (use MyConn's session setup)",
+                                         which, conn.redacted_uri(), mode, bad));
+  return Status::Ok();
+}
+
+void WarnNotMigrated(MyConn& src, const std::set<std::string>& databases) {
+  auto r = src.Query(fmt::format(kNotMigratedSql, QuotedList(databases)));
+  if (!r.ok()) {
+    LOG_WARN("schema: cannot list the views, triggers, routines and events of the source: {}", r.status().message());
+    return;
+  }
+  if (r->rows() == 0) return;
+  std::string names;
+  for (int i = 0; i < r->rows() && static_cast<size_t>(i) < kMaxNamesInWarning; ++i)
+    names += fmt::format("{}{} {}.{}", i ? ", " : "", r->Get(i, 0), r->Get(i, 1), r->Get(i, 2));
+  if (static_cast<size_t>(r->rows()) > kMaxNamesInWarning)
+    names += fmt::format(" and {} more", static_cast<size_t>(r->rows()) - kMaxNamesInWarning);
+  LOG_WARN("schema: not migrated (midflight moves tables only): {}", names);
+}
+
+Status CreateAll(MyConn& src, MyConn& dst, const std::vector<TableId>& tables, const std::string& target_db,
+                 std::vector<DeferredDdl>* out) {
+  std::map<std::string, std::set<std::string>> migrated;  // source database -> table names
+  for (const auto& t : tables) migrated[t.schema].insert(t.name);
+  ASSIGN_OR_RETURN(MyResult existing_rows,
+                   dst.Query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = " +
+                             QuoteString(target_db)));
+  std::set<std::string> existing;
+  for (int i = 0; i < existing_rows.rows(); ++i) existing.insert(existing_rows.Get(i, 0));
+
+  int created = 0, kept = 0;
+  size_t indexes = 0, foreign_keys = 0;
+  for (const auto& table : tables) {
+    const std::string source_name = QuoteQualified(table.schema, table.name);
+    ASSIGN_OR_RETURN(MyResult show, src.Query("SHOW CREATE TABLE " + source_name));
+    if (show.rows() != 1 || show.cols() < 2 || show.names()[1] != "Create Table")
+      return OperatorError(fmt::format("schema: {} on the source is not a base table", table.ToString()));
+    auto plan = PlanTable(table, show.Get(0, 1), target_db, migrated[table.schema]);
+    if (!plan.ok()) return plan.status().WithContext("schema: reading SHOW CREATE TABLE " + table.ToString());
+    for (const auto* list : {&plan->deferred.indexes, &plan->deferred.foreign_keys})
+      for (const auto& clause : *list)
+        if (!IsValidUtf8(clause))
+          return OperatorError(fmt::format("schema: {}: a definition is not valid UTF-8: {}", table.ToString(),
+                                           clause.substr(0, 120)));
+    if (existing.count(table.name)) {
+      LOG_INFO("schema: {}.{} exists on the target already; left as it is", target_db, table.name);
+      ++kept;
+    } else {
+      LOG_DEBUG("schema: {}", plan->create_sql);
+      Status st = dst.Exec(plan->create_sql);
+      if (!st.ok()) return st.WithContext(fmt::format("schema: creating {}.{} on the target", target_db, table.name));
+      ++created;
+    }
+    indexes += plan->deferred.indexes.size();
+    foreign_keys += plan->deferred.foreign_keys.size();
+    out->push_back(std::move(plan->deferred));
+  }
+  LOG_INFO("schema: {} tables created in {}, {} there already; {} indexes and {} foreign keys deferred", created,
+           target_db, kept, indexes, foreign_keys);
+  return Status::Ok();
+}
+
+enum class Deferred { kIndexes, kForeignKeys };
+
+// Lowercase names of the indexes or foreign keys `table` has in `db`.
+Result<std::set<std::string>> ExistingNames(MyConn& conn, const std::string& db, const std::string& table,
+                                            Deferred what) {
+  const char* sql = what == Deferred::kIndexes
+                        ? "SELECT DISTINCT INDEX_NAME FROM information_schema.STATISTICS "
+                          "WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {}"
+                        : "SELECT CONSTRAINT_NAME FROM information_schema.REFERENTIAL_CONSTRAINTS "
+                          "WHERE CONSTRAINT_SCHEMA = {} AND TABLE_NAME = {}";
+  ASSIGN_OR_RETURN(MyResult r, conn.Query(fmt::format(fmt::runtime(sql), QuoteString(db), QuoteString(table))));
+  std::set<std::string> names;
+  for (int i = 0; i < r.rows(); ++i) names.insert(Lower(r.Get(i, 0)));
+  return names;
+}
+
+// FULLTEXT and SPATIAL indexes are added one per ALTER TABLE: InnoDB builds
+// several FULLTEXT indexes only by copying the table, and either kind blocks
+// writes while it is built, where B-tree indexes are built online.
+bool NeedsOwnAlter(std::string_view clause) {
+  auto tk = Tokenize(clause);
+  return tk.ok() && tk->size() > 1 && ((*tk)[1].Is("FULLTEXT") || (*tk)[1].Is("SPATIAL") || (*tk)[1].Is("VECTOR"));
+}
+
+// Adds to `target_db`.`table` those of `clauses` whose names it lacks: the
+// B-tree indexes (or all foreign keys) in one ALTER TABLE, then each other
+// index in its own. When an ALTER TABLE fails but its names exist afterwards
+// (an ALTER TABLE left running by a killed run finished first), it counts as
+// done.
+Status AddMissing(MyConn& conn, const std::string& target_db, const DeferredDdl& d,
+                  const std::vector<std::string>& clauses, Deferred what) {
+  const std::string& table = d.table.name;
+  const char* noun = what == Deferred::kIndexes ? "indexes" : "foreign keys";
+  ASSIGN_OR_RETURN(std::set<std::string> have, ExistingNames(conn, target_db, table, what));
+  std::vector<std::vector<const std::string*>> alters(1);
+  size_t missing = 0;
+  for (const auto& c : clauses) {
+    if (have.count(Lower(ClauseName(c)))) continue;
+    ++missing;
+    if (what == Deferred::kIndexes && NeedsOwnAlter(c))
+      alters.push_back({&c});
+    else
+      alters[0].push_back(&c);
+  }
+  if (missing == 0) {
+    LOG_DEBUG("schema: the {} of {}.{} are on the target already", noun, target_db, table);
+    return Status::Ok();
+  }
+  if (missing < clauses.size())
+    LOG_INFO("schema: {} of the {} {} of {}.{} are on the target already", clauses.size() - missing, clauses.size(),
+             noun, target_db, table);
+  auto start = std::chrono::steady_clock::now();
+  LOG_INFO("schema: adding {} {} to {}.{}", missing, noun, target_db, table);
+  for (const auto& alter : alters) {
+    if (alter.empty()) continue;
+    std::string sql = "ALTER TABLE " + QuoteQualified(target_db, table);
+    for (size_t i = 0; i < alter.size(); ++i) sql += (i ? ", " : " ") + *alter[i];
+    LOG_DEBUG("schema: {}", sql);
+    Status st = conn.Exec(sql);
+    if (st.ok()) continue;
+    Status context = st.WithContext(fmt::format("schema: adding {} to {}.{}", noun, target_db, table));
+    if (st.code() == StatusCode::kRetryCall) return context;
+    ASSIGN_OR_RETURN(have, ExistingNames(conn, target_db, table, what));
+    for (const auto* c : alter)
+      if (!have.count(Lower(ClauseName(*c)))) return context;
+    LOG_INFO("schema: {}.{}: {} (they exist now: done by an earlier run)", target_db, table, st.message());
+  }
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  LOG_INFO("schema: {} {} added to {}.{} in {:.1f}s", missing, noun, target_db, table, seconds);
+  return Status::Ok();
+}
+
+// Adds the indexes of `jobs` on `workers` connections to `uri`, one table per
+// worker at a time; returns the first error (the others finish their table).
+Status BuildIndexes(const std::string& uri, const std::string& target_db, const std::vector<const DeferredDdl*>& jobs,
+                    int workers) {
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex mu;
+  Status first_error;
+  auto fail = [&](const Status& st) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (first_error.ok()) first_error = st;
+    failed = true;
+  };
+  auto work = [&] {
+    auto conn = MyConn::Connect(uri, ConnOptions{});
+    if (!conn.ok()) return fail(conn.status());
+    while (!failed) {
+      size_t i = next++;
+      if (i >= jobs.size()) return;
+      Status st = AddMissing(**conn, target_db, *jobs[i], jobs[i]->indexes, Deferred::kIndexes);
+      if (!st.ok()) return fail(st);
+    }
+  };
+  size_t n = std::min(jobs.size(), static_cast<size_t>(std::max(1, workers)));
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < n; ++i) threads.emplace_back(work);
+  for (auto& t : threads) t.join();
+  return first_error;
+}
+
+}  // namespace
+
+Result<std::vector<DeferredDdl>> CreateTables(MyConn& src, MyConn& dst, const std::vector<TableId>& tables,
+                                              const std::string& target_db) {
+  RETURN_IF_ERROR(CheckSqlMode(src, "source"));
+  RETURN_IF_ERROR(CheckSqlMode(dst, "target"));
+  std::set<std::string> databases;
+  for (const auto& t : tables) databases.insert(t.schema);
+  if (!databases.empty()) WarnNotMigrated(src, databases);
+
+  ASSIGN_OR_RETURN(std::string fk_checks, dst.QueryValue("SELECT @@SESSION.foreign_key_checks"));
+  RETURN_IF_ERROR(dst.Exec("SET SESSION foreign_key_checks = 0"));
+  std::vector<DeferredDdl> out;
+  Status st = CreateAll(src, dst, tables, target_db, &out);
+  Status restore = dst.Exec(fk_checks == "0" ? "SET SESSION foreign_key_checks = 0"
+                                             : "SET SESSION foreign_key_checks = 1");
+  RETURN_IF_ERROR(st);
+  RETURN_IF_ERROR(restore);
+  return out;
+}
+
+Status BuildDeferred(const std::string& target_uri, const std::string& target_db, const std::vector<DeferredDdl>& ddl,
+                     int workers) {
+  ASSIGN_OR_RETURN(auto conn, MyConn::Connect(target_uri, ConnOptions{}));
+  // Largest tables first, so the longest builds do not start last.
+  ASSIGN_OR_RETURN(MyResult sizes,
+                   conn->Query("SELECT TABLE_NAME, COALESCE(DATA_LENGTH, 0) FROM information_schema.TABLES "
+                               "WHERE TABLE_SCHEMA = " +
+                               QuoteString(target_db)));
+  std::map<std::string, int64_t> bytes;
+  for (int i = 0; i < sizes.rows(); ++i) bytes[sizes.Get(i, 0)] = sizes.GetInt(i, 1);
+  std::vector<const DeferredDdl*> jobs;
+  for (const auto& d : ddl)
+    if (!d.indexes.empty()) jobs.push_back(&d);
+  std::stable_sort(jobs.begin(), jobs.end(),
+                   [&](const DeferredDdl* a, const DeferredDdl* b) { return bytes[a->table.name] > bytes[b->table.name]; });
+  if (!jobs.empty()) RETURN_IF_ERROR(BuildIndexes(target_uri, target_db, jobs, workers));
+
+  // Foreign keys last, when every referenced key exists. Without checks InnoDB
+  // adds them in place (metadata only); with checks it would copy the table.
+  RETURN_IF_ERROR(conn->Exec("SET SESSION foreign_key_checks = 0"));
+  for (const auto& d : ddl)
+    if (!d.foreign_keys.empty())
+      RETURN_IF_ERROR(AddMissing(*conn, target_db, d, d.foreign_keys, Deferred::kForeignKeys));
+  return Status::Ok();
+}
+
+Status EnsureBookkeeping(MyConn& dst) {
+  RETURN_IF_ERROR(dst.Exec(kBookkeepingSql).WithContext("creating midflight's bookkeeping tables on the target"));
+  ASSIGN_OR_RETURN(MyResult cols, dst.Query("SELECT CONCAT(TABLE_NAME, '.', COLUMN_NAME) FROM information_schema.COLUMNS "
+                                            "WHERE TABLE_SCHEMA = 'midflight'"));
+  std::set<std::string> have;
+  for (int i = 0; i < cols.rows(); ++i) have.insert(Lower(cols.Get(i, 0)));
+  for (const char* c : kBookkeepingColumns)
+    if (!have.count(c))
+      return OperatorError(fmt::format("the target's midflight.{} has no column {}: it was made by another version "
+                                       "of midflight; drop it (when no migration is running) and start again",
+                                       std::string_view(c).substr(0, std::string_view(c).find('.')), c));
+  return Status::Ok();
+}
+
+std::string SerializeDeferred(const std::vector<DeferredDdl>& ddl) {
+  nlohmann::json j = nlohmann::json::array();
+  for (const auto& d : ddl)
+    j.push_back({{"schema", d.table.schema},
+                 {"table", d.table.name},
+                 {"indexes", d.indexes},
+                 {"foreign_keys", d.foreign_keys}});
+  // CreateTables checked the clauses are UTF-8; names are UTF-8 in the catalog.
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+Result<std::vector<DeferredDdl>> ParseDeferred(const std::string& json) {
+  try {
+    std::vector<DeferredDdl> out;
+    nlohmann::json j = nlohmann::json::parse(json);
+    if (!j.is_array()) return Internal("state store: deferred DDL is not a JSON array");
+    for (const auto& e : j) {
+      DeferredDdl d;
+      d.table.schema = e.at("schema").get<std::string>();
+      d.table.name = e.at("table").get<std::string>();
+      d.indexes = e.at("indexes").get<std::vector<std::string>>();
+      d.foreign_keys = e.at("foreign_keys").get<std::vector<std::string>>();
+      out.push_back(std::move(d));
+    }
+    return out;
+  } catch (const nlohmann::json::exception& e) {
+    return Internal(fmt::format("state store: deferred DDL is not readable: {}", e.what()));
+  }
+}
+
+}  // namespace midflight::mysql

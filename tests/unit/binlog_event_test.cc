@@ -1,0 +1,2 @@
+// Being written: binlog decoder tests on captured events.
+#include "source/mysql/binlog_event.h"
