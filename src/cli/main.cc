@@ -74,6 +74,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
     j["applied_lsn"] = get("applied_lsn");
     j["confirmed_lsn"] = get("confirmed_lsn");
     j["received_lsn"] = get("received_lsn");
+    j["restart_pos"] = get("restart_pos");  // MySQL: binlog position (file number << 32 | offset) to resume from
     j["changes_applied"] = std::atoll(get("changes_applied", "0").c_str());
     j["changes_per_s"] = std::atof(get("changes_per_s", "0").c_str());
     j["apply_retries"] = std::atoll(get("apply_retries", "0").c_str());
@@ -94,7 +95,9 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
   }
   std::cout << fmt::format("migration {}   phase: {}   ({})\n", spec.name, phase,
                            running ? "running, pid " + get("pid") : "not running");
-  std::cout << fmt::format("  source {}\n  target {}\n", get("source"), get("target"));
+  std::cout << fmt::format("  source {}\n", get("source"));
+  if (!get("source_replica").empty()) std::cout << fmt::format("  read from replica {}\n", get("source_replica"));
+  std::cout << fmt::format("  target {}\n", get("target"));
   if (!get("error").empty()) std::cout << "  error: " << get("error") << "\n";
   for (const auto& t : tables) {
     double frac = t.chunks_total ? static_cast<double>(t.chunks_done) / t.chunks_total : 0;

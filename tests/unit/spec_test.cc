@@ -37,7 +37,15 @@ TEST(SpecTest, BadValuesNameTheFieldAndHideThePassword) {
   auto p = ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\npartitions: lots\n", "m.yaml");
   EXPECT_EQ(p.status().message(), "m.yaml: field 'partitions': has the wrong type");
   auto missing = ParseSpec("name: a\nsource: postgres://h/db\n", "m.yaml");
-  EXPECT_EQ(missing.status().message(), "m.yaml: field 'target': is required (postgres://user:pass@host:port/db)");
+  EXPECT_EQ(missing.status().message(),
+            "m.yaml: field 'target': is required (postgres://user:pass@host:port/db or mysql://...)");
+  auto mixed = ParseSpec("name: a\nsource: mysql://h/db\ntarget: postgres://h/db2\n", "m.yaml");
+  EXPECT_EQ(mixed.status().message(),
+            "m.yaml: field 'target': must use the same engine as source (mysql:// to mysql://, postgres:// to postgres://)");
+  auto replica = ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nsource_replica: postgres://r/db\n",
+                           "m.yaml");
+  EXPECT_EQ(replica.status().message(),
+            "m.yaml: field 'source_replica': is for mysql:// sources: a replica of the source to read from");
 }
 
 TEST(SpecTest, NotYaml) {

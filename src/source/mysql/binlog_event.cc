@@ -40,7 +40,6 @@
 #include <cstring>
 #include <limits>
 #include <string_view>
-#include <system_error>
 #include <utility>
 
 namespace midflight::mysql {
@@ -79,8 +78,7 @@ uint32_t Crc32(uint32_t crc, std::string_view bytes) {
 // `name` is the event's name ("WRITE_ROWS").
 class Reader {
  public:
-  Reader(std::string_view bytes, size_t base, std::string name)
-      : bytes_(bytes), base_(base), name_(std::move(name)) {}
+  Reader(std::string_view bytes, size_t base, std::string name) : bytes_(bytes), base_(base), name_(std::move(name)) {}
 
   size_t pos() const { return base_ + pos_; }
   size_t remaining() const { return bytes_.size() - pos_; }
@@ -221,6 +219,9 @@ size_t PostHeaderLength(const FormatDescription* format, uint8_t type, size_t fa
   return fallback;
 }
 
+// FORMAT_DESCRIPTION: binlog version, server version (50 bytes, NUL-padded),
+// creation time, header length, one post-header length per event type, and,
+// from checksum-aware servers, the checksum algorithm and a CRC32 (room).
 Result<FormatDescription> ParseFormatDescription(std::string_view bytes, Reader& r) {
   FormatDescription f;
   RETURN_IF_ERROR(r.ReadU16(&f.binlog_version));
@@ -275,6 +276,9 @@ Status VerifyChecksum(std::string_view bytes, const Reader& r) {
 
 // ---- Events other than rows --------------------------------------------------------
 
+// QUERY: thread id, execution time, schema name length, error code, status
+// variables length (post-header); status variables, schema name and NUL, then
+// the statement to the end.
 Result<QueryEvent> ParseQuery(Reader& r, size_t post_header_length) {
   QueryEvent q;
   uint8_t schema_length = 0;
@@ -301,15 +305,11 @@ Result<QueryEvent> ParseQuery(Reader& r, size_t post_header_length) {
   return q;
 }
 
+// ROTATE: the position in the next file, then its name to the end.
 Result<RotateEvent> ParseRotate(Reader& r, size_t post_header_length) {
   RotateEvent e;
-  if (post_header_length >= 8) {
-    RETURN_IF_ERROR(r.ReadU64(&e.position));
-    RETURN_IF_ERROR(r.Skip(post_header_length - 8));
-  } else {
-    e.position = 4;  // binlog v1/v3: no position, the next file starts after its magic
-    RETURN_IF_ERROR(r.Skip(post_header_length));
-  }
+  RETURN_IF_ERROR(r.ReadU64(&e.position));
+  if (post_header_length > 8) RETURN_IF_ERROR(r.Skip(post_header_length - 8));
   e.next_file.assign(r.Rest());
   return e;
 }
@@ -342,18 +342,38 @@ Status ReadTableId(Reader& r, size_t post_header_length, uint64_t* table_id) {
 // Size of each column's entry in the TABLE_MAP metadata block.
 Result<size_t> MetadataSize(const Reader& r, size_t at, uint8_t type, size_t column) {
   switch (type) {
-    case kTypeDecimal: case kTypeTiny: case kTypeShort: case kTypeLong: case kTypeNull: case kTypeTimestamp:
-    case kTypeLongLong: case kTypeInt24: case kTypeDate: case kTypeTime: case kTypeDatetime: case kTypeYear:
-    case kTypeNewDate:
-      return size_t{0};
-    case kTypeFloat: case kTypeDouble: case kTypeTimestamp2: case kTypeDatetime2: case kTypeTime2: case kTypeJson:
-    case kTypeTinyBlob: case kTypeMediumBlob: case kTypeLongBlob: case kTypeBlob: case kTypeGeometry:
-      return size_t{1};
-    case kTypeVarchar: case kTypeBit: case kTypeNewDecimal: case kTypeEnum: case kTypeSet: case kTypeVarString:
-    case kTypeString:
-      return size_t{2};
-    default:
-      return r.Malformed(at, fmt::format("unknown type {} of column {}", type, column));
+    case kTypeDecimal:
+    case kTypeTiny:
+    case kTypeShort:
+    case kTypeLong:
+    case kTypeNull:
+    case kTypeTimestamp:
+    case kTypeLongLong:
+    case kTypeInt24:
+    case kTypeDate:
+    case kTypeTime:
+    case kTypeDatetime:
+    case kTypeYear:
+    case kTypeNewDate: return size_t{0};
+    case kTypeFloat:
+    case kTypeDouble:
+    case kTypeTimestamp2:
+    case kTypeDatetime2:
+    case kTypeTime2:
+    case kTypeJson:
+    case kTypeTinyBlob:
+    case kTypeMediumBlob:
+    case kTypeLongBlob:
+    case kTypeBlob:
+    case kTypeGeometry: return size_t{1};
+    case kTypeVarchar:
+    case kTypeBit:
+    case kTypeNewDecimal:
+    case kTypeEnum:
+    case kTypeSet:
+    case kTypeVarString:
+    case kTypeString: return size_t{2};
+    default: return r.Malformed(at, fmt::format("unknown type {} of column {}", type, column));
   }
 }
 
@@ -372,10 +392,15 @@ Status ParseColumnMetadata(Reader& r, TableMapEvent* t) {
     RETURN_IF_ERROR(m.ReadBytes(size, &b));
     const auto byte = [&b](size_t k) { return static_cast<uint16_t>(static_cast<uint8_t>(b[k])); };
     switch (type) {
-      case kTypeVarchar: case kTypeVarString: case kTypeBit:  // little-endian
+      case kTypeVarchar:
+      case kTypeVarString:
+      case kTypeBit:  // little-endian
         t->metadata[i] = static_cast<uint16_t>(byte(0) | byte(1) << 8);
         break;
-      case kTypeNewDecimal: case kTypeEnum: case kTypeSet: case kTypeString:  // two separate bytes
+      case kTypeNewDecimal:
+      case kTypeEnum:
+      case kTypeSet:
+      case kTypeString:  // two separate bytes
         t->metadata[i] = static_cast<uint16_t>(byte(0) << 8 | byte(1));
         break;
       default:
@@ -392,13 +417,16 @@ Status ParseColumnMetadata(Reader& r, TableMapEvent* t) {
 // Columns the SIGNEDNESS bitmap has a bit for.
 bool IsNumeric(uint8_t type, bool mariadb) {
   switch (type) {
-    case kTypeTiny: case kTypeShort: case kTypeInt24: case kTypeLong: case kTypeLongLong: case kTypeNewDecimal:
-    case kTypeFloat: case kTypeDouble:
-      return true;
-    case kTypeYear:
-      return mariadb;
-    default:
-      return false;
+    case kTypeTiny:
+    case kTypeShort:
+    case kTypeInt24:
+    case kTypeLong:
+    case kTypeLongLong:
+    case kTypeNewDecimal:
+    case kTypeFloat:
+    case kTypeDouble: return true;
+    case kTypeYear: return mariadb;
+    default: return false;
   }
 }
 
@@ -421,8 +449,8 @@ Status ParseOptionalMetadata(Reader& r, bool mariadb, TableMapEvent* t) {
       size_t numeric = 0;
       for (uint8_t column_type : t->types) numeric += IsNumeric(column_type, mariadb) ? 1 : 0;
       if (value.size() != (numeric + 7) / 8) {
-        return r.Malformed(field_at, fmt::format("SIGNEDNESS metadata of {} bytes for {} numeric columns",
-                                                 value.size(), numeric));
+        return r.Malformed(
+            field_at, fmt::format("SIGNEDNESS metadata of {} bytes for {} numeric columns", value.size(), numeric));
       }
       t->is_unsigned.assign(n, false);
       size_t k = 0;
@@ -546,8 +574,7 @@ const char* UnsupportedReason(uint8_t type) {
 
 // ---- Row images ----------------------------------------------------------------
 
-constexpr std::array<uint64_t, 10> kPow10 = {1,      10,      100,      1000,      10000,
-                                              100000, 1000000, 10000000, 100000000, 1000000000};
+constexpr std::array<uint64_t, 10> kPow10 = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
 
 // "." and the first `digits` digits of `micros` (< 1000000), or "".
 std::string Fraction(uint64_t micros, unsigned digits) {
@@ -571,15 +598,16 @@ void CivilFromDays(int64_t days, int64_t* year, unsigned* month, unsigned* day) 
 class RowDecoder {
  public:
   RowDecoder(const RowsEvent& rows, const TableMapEvent& map, const ColumnHints& hints, const char* name)
-      : map_(map), hints_(hints), r_(rows.rows, rows.rows_offset, name) {}
+      : rows_(rows), map_(map), hints_(hints), r_(rows.rows, rows.rows_offset, name) {}
 
-  Result<std::vector<RowImage>> DecodeAll(const RowsEvent& rows) {
+  // Each row: the before image (update, delete), then the after image (write, update).
+  Result<std::vector<RowImage>> DecodeAll() {
     std::vector<RowImage> images;
     while (r_.remaining() > 0) {
       const size_t row_at = r_.pos();
       RowImage image;
-      if (rows.kind != RowsKind::kWrite) RETURN_IF_ERROR(DecodeImage(rows.columns_before, &image.before));
-      if (rows.kind != RowsKind::kDelete) RETURN_IF_ERROR(DecodeImage(rows.columns_after, &image.after));
+      if (rows_.kind != RowsKind::kWrite) RETURN_IF_ERROR(DecodeImage(rows_.columns_before, &image.before));
+      if (rows_.kind != RowsKind::kDelete) RETURN_IF_ERROR(DecodeImage(rows_.columns_after, &image.after));
       if (r_.pos() == row_at) return r_.Malformed(row_at, "row image without columns");
       images.push_back(std::move(image));
     }
@@ -621,7 +649,8 @@ class RowDecoder {
       case kTypeFloat: return DecodeFloat(out);
       case kTypeDouble: return DecodeDouble(out);
       case kTypeYear: return DecodeYear(out);
-      case kTypeDate: case kTypeNewDate: return DecodeDate(out);
+      case kTypeDate:
+      case kTypeNewDate: return DecodeDate(out);
       case kTypeTime: return DecodeTime(out);
       case kTypeTime2: return DecodeTime2(meta, out);
       case kTypeDatetime: return DecodeDatetime(out);
@@ -629,11 +658,16 @@ class RowDecoder {
       case kTypeTimestamp: return DecodeTimestamp(out);
       case kTypeTimestamp2: return DecodeTimestamp2(meta, out);
       case kTypeBit: return DecodeBit(meta, out);
-      case kTypeEnum: case kTypeSet: return DecodeEnumOrSet(type, meta & 0xff, out);
+      case kTypeEnum:
+      case kTypeSet: return DecodeEnumOrSet(type, meta & 0xff, out);
       case kTypeString: return DecodeString(meta, out);
-      case kTypeVarchar: case kTypeVarString: return DecodeLengthPrefixed(meta > 255 ? 2 : 1, meta, out);
-      case kTypeTinyBlob: case kTypeMediumBlob: case kTypeLongBlob: case kTypeBlob: case kTypeGeometry:
-        return DecodeBlob(meta, out);
+      case kTypeVarchar:
+      case kTypeVarString: return DecodeLengthPrefixed(meta > 255 ? 2 : 1, meta, out);
+      case kTypeTinyBlob:
+      case kTypeMediumBlob:
+      case kTypeLongBlob:
+      case kTypeBlob:
+      case kTypeGeometry: return DecodeBlob(meta, out);
       case kTypeJson: return Bad("MySQL binary JSON is not supported");
       case kTypeNull: *out = Datum::Null(); return Status::Ok();
       default: return Bad(fmt::format("column type {} is not supported", type));
@@ -754,13 +788,13 @@ class RowDecoder {
     return Status::Ok();
   }
 
-  Status FormatTime(bool negative, uint64_t hours, uint64_t minutes, uint64_t seconds, uint64_t micros,
-                    unsigned digits, Datum* out) const {
+  Status FormatTime(bool negative, uint64_t hours, uint64_t minutes, uint64_t seconds, uint64_t micros, unsigned digits,
+                    Datum* out) const {
     if (minutes > 59 || seconds > 59 || micros > 999999) {
       return Bad(fmt::format("invalid TIME value {}:{}:{}.{}", hours, minutes, seconds, micros));
     }
-    *out = Datum::Text(fmt::format("{}{:02}:{:02}:{:02}{}", negative ? "-" : "", hours, minutes, seconds,
-                                   Fraction(micros, digits)));
+    *out = Datum::Text(
+        fmt::format("{}{:02}:{:02}:{:02}{}", negative ? "-" : "", hours, minutes, seconds, Fraction(micros, digits)));
     return Status::Ok();
   }
   Status FormatTime(int64_t total_micros, unsigned digits, Datum* out) const {
@@ -834,11 +868,11 @@ class RowDecoder {
     return FormatTime(negative, hms >> 12 & 0x3ff, hms >> 6 & 0x3f, hms & 0x3f, a & 0xffffff, meta, out);
   }
 
-  Status FormatDatetime(uint64_t year, uint64_t month, uint64_t day, uint64_t hour, uint64_t minute,
-                        uint64_t second, uint64_t micros, unsigned digits, Datum* out) const {
+  Status FormatDatetime(uint64_t year, uint64_t month, uint64_t day, uint64_t hour, uint64_t minute, uint64_t second,
+                        uint64_t micros, unsigned digits, Datum* out) const {
     if (year > 9999 || month > 12 || day > 31 || hour > 23 || minute > 59 || second > 59 || micros > 999999) {
-      return Bad(fmt::format("invalid DATETIME value {}-{}-{} {}:{}:{}.{}", year, month, day, hour, minute,
-                             second, micros));
+      return Bad(
+          fmt::format("invalid DATETIME value {}-{}-{} {}:{}:{}.{}", year, month, day, hour, minute, second, micros));
     }
     *out = Datum::Text(fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02}{}", year, month, day, hour, minute, second,
                                    Fraction(micros, digits)));
@@ -866,8 +900,8 @@ class RowDecoder {
     uint64_t v = 0;
     RETURN_IF_ERROR(r_.ReadU64(&v));
     const uint64_t date = v / 1000000, time = v % 1000000;
-    return FormatDatetime(date / 10000, date / 100 % 100, date % 100, time / 10000, time / 100 % 100, time % 100, 0,
-                          0, out);
+    return FormatDatetime(date / 10000, date / 100 % 100, date % 100, time / 10000, time / 100 % 100, time % 100, 0, 0,
+                          out);
   }
 
   // DATETIME2: 5 bytes big-endian, 0x8000000000 + (sign) (year * 13 + month)
@@ -894,8 +928,7 @@ class RowDecoder {
     unsigned month = 0, day = 0;
     CivilFromDays(static_cast<int64_t>(seconds / 86400), &year, &month, &day);
     const uint64_t s = seconds % 86400;
-    return FormatDatetime(static_cast<uint64_t>(year), month, day, s / 3600, s / 60 % 60, s % 60, micros, digits,
-                          out);
+    return FormatDatetime(static_cast<uint64_t>(year), month, day, s / 3600, s / 60 % 60, s % 60, micros, digits, out);
   }
 
   // TIMESTAMP (classic): 4 bytes little-endian seconds since the epoch.
@@ -980,6 +1013,7 @@ class RowDecoder {
     return Status::Ok();
   }
 
+  const RowsEvent& rows_;
   const TableMapEvent& map_;
   const ColumnHints& hints_;
   Reader r_;
@@ -1010,9 +1044,12 @@ std::string EventTypeName(uint8_t type) {
     case 15: return "FORMAT_DESCRIPTION";
     case 16: return "XID";
     case 19: return "TABLE_MAP";
-    case 23: case 30: return "WRITE_ROWS";
-    case 24: case 31: return "UPDATE_ROWS";
-    case 25: case 32: return "DELETE_ROWS";
+    case 23:
+    case 30: return "WRITE_ROWS";
+    case 24:
+    case 31: return "UPDATE_ROWS";
+    case 25:
+    case 32: return "DELETE_ROWS";
     case 26: return "INCIDENT";
     case 27: return "HEARTBEAT";
     case 29: return "ROWS_QUERY";
@@ -1037,7 +1074,9 @@ std::string EventTypeName(uint8_t type) {
   }
 }
 
-std::string GtidEvent::ToString() const { return fmt::format("{}-{}-{}", domain_id, server_id, seq_no); }
+std::string GtidEvent::ToString() const {
+  return fmt::format("{}-{}-{}", domain_id, server_id, seq_no);
+}
 
 Result<Event> ParseEvent(std::string_view bytes, const FormatDescription* format) {
   Event ev;
@@ -1053,12 +1092,13 @@ Result<Event> ParseEvent(std::string_view bytes, const FormatDescription* format
   RETURN_IF_ERROR(r.ReadU16(&h.flags));
   if (h.event_size > bytes.size()) return r.Truncated(bytes.size());
   if (h.event_size < bytes.size()) {
-    return r.Malformed(size_at, fmt::format("event size {} does not match the {} bytes given", h.event_size,
-                                            bytes.size()));
+    return r.Malformed(size_at,
+                       fmt::format("event size {} does not match the {} bytes given", h.event_size, bytes.size()));
   }
   const bool is_format = h.type == static_cast<uint8_t>(EventType::kFormatDescription);
   const bool checksum = is_format ? false : format != nullptr && format->checksum_crc32;
-  const size_t header_length = is_format || format == nullptr ? kHeaderSize : format->header_length;
+  const size_t header_length =
+      is_format || format == nullptr ? kHeaderSize : std::max<size_t>(kHeaderSize, format->header_length);
   const size_t body_end = bytes.size() - (checksum ? kChecksumSize : 0);
   if (body_end < header_length) {
     return r.Malformed(size_at, fmt::format("event size {} smaller than its header", h.event_size));
@@ -1102,9 +1142,7 @@ Result<Event> ParseEvent(std::string_view bytes, const FormatDescription* format
       ev.table_map = std::move(e);
       break;
     }
-    case EventType::kAnnotateRows:
-      ev.annotate.emplace(body.Rest());
-      break;
+    case EventType::kAnnotateRows: ev.annotate.emplace(body.Rest()); break;
     default:
       if (IsRowsEvent(h.type)) {
         const size_t v2 = h.type >= static_cast<uint8_t>(EventType::kWriteRowsV2) ? 2 : 0;
@@ -1126,11 +1164,11 @@ Result<std::vector<RowImage>> DecodeRows(const RowsEvent& rows, const TableMapEv
   const bool before = rows.kind != RowsKind::kWrite, after = rows.kind != RowsKind::kDelete;
   if (rows.column_count != n || map.metadata.size() != n || (before && rows.columns_before.size() != n) ||
       (after && rows.columns_after.size() != n)) {
-    return DataLoss(fmt::format("{} event has {} columns but the TABLE_MAP of {}.{} has {}", name,
-                                rows.column_count, map.schema, map.table, n));
+    return DataLoss(fmt::format("{} event has {} columns but the TABLE_MAP of {}.{} has {}", name, rows.column_count,
+                                map.schema, map.table, n));
   }
   RowDecoder decoder(rows, map, hints, name);
-  return decoder.DecodeAll(rows);
+  return decoder.DecodeAll();
 }
 
 }  // namespace midflight::mysql

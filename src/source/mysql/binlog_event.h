@@ -189,6 +189,11 @@ struct Event {
 // before the first one; a FORMAT_DESCRIPTION event itself is parsed without
 // it). When the format says checksum_crc32, the trailer is verified and a
 // mismatch is DataLoss. The returned RowsEvent::rows views into `bytes`.
+// With nullptr no trailer is assumed: for the artificial ROTATE a dump sends
+// before its first FORMAT_DESCRIPTION, pass a FormatDescription whose
+// checksum_crc32 says whether @master_binlog_checksum was set to CRC32.
+// MariaDB compressed events (165-171) and MySQL's PARTIAL_UPDATE_ROWS (39)
+// and TRANSACTION_PAYLOAD (40) are DataLoss: skipping them would lose changes.
 Result<Event> ParseEvent(std::string_view bytes, const FormatDescription* format);
 
 // Decodes every row image of `rows` with the column layout of `map`.

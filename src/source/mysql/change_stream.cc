@@ -262,8 +262,12 @@ Status ChangeStream::HandleEvent(std::string_view bytes) {
         map.types.size(), t->id.ToString(), FormatBinlogPos(config_.binlog_base, s.txn_pos), t->writable.size(),
         t->KeyDescription()));
   ColumnHints hints;
-  for (int c : t->writable)
-    hints.is_unsigned.push_back(t->columns[c].type.kind == TypeKind::kInt && !t->columns[c].type.is_signed);
+  for (int c : t->writable) {
+    const ColumnType& ct = t->columns[c].type;
+    hints.is_unsigned.push_back(ct.kind == TypeKind::kInt && !ct.is_signed);
+    const bool temporal = ct.kind == TypeKind::kTime || ct.kind == TypeKind::kTimestamp;
+    hints.temporal_precision.push_back(temporal && ct.precision > 0 ? static_cast<uint8_t>(ct.precision) : 0);
+  }
   ASSIGN_OR_RETURN(std::vector<RowImage> images, DecodeRows(rows, map, hints));
   for (auto& img : images) {
     Change c;

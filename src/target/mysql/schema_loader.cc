@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string_view>
+#include <system_error>
 #include <thread>
 
 #include "base/log.h"
@@ -43,11 +44,11 @@ CREATE TABLE IF NOT EXISTS midflight.chunks (
 
 // Columns EnsureBookkeeping expects, as "table.column".
 constexpr const char* kBookkeepingColumns[] = {
-    "checkpoints.migration", "checkpoints.partition_id", "checkpoints.commit_pos", "checkpoints.seq",
-    "checkpoints.updated_at", "chunks.migration",          "chunks.table_name",      "chunks.chunk",
-    "chunks.snapshot_pos",    "chunks.rows_copied",        "chunks.bytes_copied"};
+    "checkpoints.migration",  "checkpoints.partition_id", "checkpoints.commit_pos", "checkpoints.seq",
+    "checkpoints.updated_at", "chunks.migration",         "chunks.table_name",      "chunks.chunk",
+    "chunks.snapshot_pos",    "chunks.rows_copied",       "chunks.bytes_copied"};
 
-// Objects of the source databases that midflight does not move. %s is the
+// Objects of the source databases that midflight does not move. {0} is the
 // quoted, comma-separated list of database names.
 constexpr const char* kNotMigratedSql = R"sql(
 SELECT LOWER(TABLE_TYPE), TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES
@@ -77,7 +78,7 @@ struct Token {
   TokenKind kind;
   size_t begin = 0, end = 0;  // [begin, end) in the statement
   std::string value;          // identifier unquoted; word or punctuation as is
-  int depth = 0;              // parentheses open before this token (a '(' counts itself out, ')' in)
+  int depth = 0;              // nesting level; a '(' and its ')' have the level around them
 
   bool Is(std::string_view word) const {
     if (kind != TokenKind::kWord || value.size() != word.size()) return false;
@@ -88,7 +89,9 @@ struct Token {
   bool IsPunct(char c) const { return kind == TokenKind::kPunct && value.size() == 1 && value[0] == c; }
 };
 
-bool IsWordByte(unsigned char c) { return std::isalnum(c) || c == '_' || c == '$' || c >= 0x80; }
+bool IsWordByte(unsigned char c) {
+  return std::isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
 
 Result<std::vector<Token>> Tokenize(std::string_view s) {
   std::vector<Token> out;
@@ -304,9 +307,9 @@ Result<TablePlan> PlanTable(const TableId& table, std::string_view show, const s
   ASSIGN_OR_RETURN(std::vector<Token> tk, Tokenize(show));
   if (tk.size() < 4 || !tk[0].Is("CREATE") || !tk[1].Is("TABLE") || tk[2].kind != TokenKind::kIdent ||
       !tk[3].IsPunct('('))
-    return OperatorError(fmt::format("{} is not a base table (SHOW CREATE TABLE begins \"{}\"); only tables are "
-                                     "migrated",
-                                     table.ToString(), show.substr(0, 40)));
+    return OperatorError(
+        fmt::format("{} is not a base table (SHOW CREATE TABLE begins \"{}\"); only tables are migrated",
+                    table.ToString(), show.substr(0, 40)));
   const size_t open = 3, close = MatchingParen(tk, open);
   if (close >= tk.size()) return Internal("no closing parenthesis");
 
@@ -390,8 +393,8 @@ Result<TablePlan> PlanTable(const TableId& table, std::string_view show, const s
     }
     body += (body.empty() ? "  " : ",\n  ") + d.text;
   }
-  plan.create_sql = fmt::format("CREATE TABLE IF NOT EXISTS {} (\n{}\n{}", QuoteQualified(target_db, table.name),
-                                body, show.substr(tk[close].begin));
+  plan.create_sql = fmt::format("CREATE TABLE IF NOT EXISTS {} (\n{}\n{}", QuoteQualified(target_db, table.name), body,
+                                show.substr(tk[close].begin));
   return plan;
 }
 
@@ -426,9 +429,10 @@ Status CheckSqlMode(MyConn& conn, const char* which) {
   ASSIGN_OR_RETURN(std::string mode, conn.QueryValue("SELECT @@SESSION.sql_mode"));
   for (const char* bad : {"ANSI_QUOTES", "NO_BACKSLASH_ESCAPES"})
     if (mode.find(bad) != std::string::npos)
-      return InvalidArgument(fmt::format("schema: the {} connection ({}) has sql_mode {}; {} changes how SHOW CREATE "
-                                         "TABLE quotes (use MyConn's session setup)",
-                                         which, conn.redacted_uri(), mode, bad));
+      return InvalidArgument(
+          fmt::format("schema: the {} connection ({}) has sql_mode {}: {} changes how SHOW "
+                      "CREATE TABLE quotes (use MyConn's session setup)",
+                      which, conn.redacted_uri(), mode, bad));
   return Status::Ok();
 }
 
@@ -451,9 +455,9 @@ Status CreateAll(MyConn& src, MyConn& dst, const std::vector<TableId>& tables, c
                  std::vector<DeferredDdl>* out) {
   std::map<std::string, std::set<std::string>> migrated;  // source database -> table names
   for (const auto& t : tables) migrated[t.schema].insert(t.name);
-  ASSIGN_OR_RETURN(MyResult existing_rows,
-                   dst.Query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = " +
-                             QuoteString(target_db)));
+  ASSIGN_OR_RETURN(
+      MyResult existing_rows,
+      dst.Query("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = " + QuoteString(target_db)));
   std::set<std::string> existing;
   for (int i = 0; i < existing_rows.rows(); ++i) existing.insert(existing_rows.Get(i, 0));
 
@@ -461,7 +465,10 @@ Status CreateAll(MyConn& src, MyConn& dst, const std::vector<TableId>& tables, c
   size_t indexes = 0, foreign_keys = 0;
   for (const auto& table : tables) {
     const std::string source_name = QuoteQualified(table.schema, table.name);
-    ASSIGN_OR_RETURN(MyResult show, src.Query("SHOW CREATE TABLE " + source_name));
+    auto show_result = src.Query("SHOW CREATE TABLE " + source_name);
+    if (!show_result.ok())
+      return show_result.status().WithContext("schema: reading " + table.ToString() + " on the source");
+    const MyResult& show = *show_result;
     if (show.rows() != 1 || show.cols() < 2 || show.names()[1] != "Create Table")
       return OperatorError(fmt::format("schema: {} on the source is not a base table", table.ToString()));
     auto plan = PlanTable(table, show.Get(0, 1), target_db, migrated[table.schema]);
@@ -469,10 +476,10 @@ Status CreateAll(MyConn& src, MyConn& dst, const std::vector<TableId>& tables, c
     for (const auto* list : {&plan->deferred.indexes, &plan->deferred.foreign_keys})
       for (const auto& clause : *list)
         if (!IsValidUtf8(clause))
-          return OperatorError(fmt::format("schema: {}: a definition is not valid UTF-8: {}", table.ToString(),
-                                           clause.substr(0, 120)));
+          return OperatorError(
+              fmt::format("schema: {}: a definition is not valid UTF-8: {}", table.ToString(), clause.substr(0, 120)));
     if (existing.count(table.name)) {
-      LOG_INFO("schema: {}.{} exists on the target already; left as it is", target_db, table.name);
+      LOG_DEBUG("schema: {}.{} exists on the target already; left as it is", target_db, table.name);
       ++kept;
     } else {
       LOG_DEBUG("schema: {}", plan->create_sql);
@@ -505,17 +512,27 @@ Result<std::set<std::string>> ExistingNames(MyConn& conn, const std::string& db,
   return names;
 }
 
-// FULLTEXT and SPATIAL indexes are added one per ALTER TABLE: InnoDB builds
-// several FULLTEXT indexes only by copying the table, and either kind blocks
-// writes while it is built, where B-tree indexes are built online.
-bool NeedsOwnAlter(std::string_view clause) {
+// How an index clause is built: FULLTEXT and SPATIAL indexes block writes to
+// the table while InnoDB builds them, and InnoDB builds two FULLTEXT indexes
+// in one statement only by copying the whole table; B-tree indexes are built
+// online. The first FULLTEXT index also rebuilds the table (to add its hidden
+// FTS_DOC_ID column), which is cheapest before the other indexes exist.
+enum class BuildOrder { kFulltext, kBtree, kSpatial };
+
+BuildOrder OrderOf(std::string_view clause) {
   auto tk = Tokenize(clause);
-  return tk.ok() && tk->size() > 1 && ((*tk)[1].Is("FULLTEXT") || (*tk)[1].Is("SPATIAL") || (*tk)[1].Is("VECTOR"));
+  if (!tk.ok() || tk->size() < 2) return BuildOrder::kBtree;
+  if ((*tk)[1].Is("FULLTEXT")) return BuildOrder::kFulltext;
+  if ((*tk)[1].Is("SPATIAL") || (*tk)[1].Is("VECTOR")) return BuildOrder::kSpatial;
+  return BuildOrder::kBtree;
 }
 
-// Adds to `target_db`.`table` those of `clauses` whose names it lacks: the
-// B-tree indexes (or all foreign keys) in one ALTER TABLE, then each other
-// index in its own. When an ALTER TABLE fails but its names exist afterwards
+// Adds to `target_db`.`table` those of `clauses` whose names it lacks. Foreign
+// keys: one ALTER TABLE. Indexes: one ALTER TABLE for each FULLTEXT index,
+// then one for all the B-tree indexes and one for each SPATIAL index (measured
+// on 400k rows with 6 B-tree, 1 SPATIAL and 2 FULLTEXT indexes: 8.2s, writes
+// blocked for 6.3s of it, against 11.3s, all blocked, for a single ALTER TABLE,
+// which copies the table). When an ALTER TABLE fails but its names exist afterwards
 // (an ALTER TABLE left running by a killed run finished first), it counts as
 // done.
 Status AddMissing(MyConn& conn, const std::string& target_db, const DeferredDdl& d,
@@ -523,16 +540,24 @@ Status AddMissing(MyConn& conn, const std::string& target_db, const DeferredDdl&
   const std::string& table = d.table.name;
   const char* noun = what == Deferred::kIndexes ? "indexes" : "foreign keys";
   ASSIGN_OR_RETURN(std::set<std::string> have, ExistingNames(conn, target_db, table, what));
-  std::vector<std::vector<const std::string*>> alters(1);
+  // FULLTEXT first, one each; then the others in the source's order, a run of
+  // B-tree indexes in one ALTER TABLE and each SPATIAL index in its own, so
+  // the target lists its indexes as the source does.
+  std::vector<std::vector<const std::string*>> alters, rest(1);
   size_t missing = 0;
   for (const auto& c : clauses) {
     if (have.count(Lower(ClauseName(c)))) continue;
     ++missing;
-    if (what == Deferred::kIndexes && NeedsOwnAlter(c))
-      alters.push_back({&c});
-    else
-      alters[0].push_back(&c);
+    switch (what == Deferred::kIndexes ? OrderOf(c) : BuildOrder::kBtree) {
+      case BuildOrder::kFulltext: alters.push_back({&c}); break;
+      case BuildOrder::kSpatial:
+        rest.push_back({&c});
+        rest.emplace_back();
+        break;
+      case BuildOrder::kBtree: rest.back().push_back(&c); break;
+    }
   }
+  alters.insert(alters.end(), rest.begin(), rest.end());
   if (missing == 0) {
     LOG_DEBUG("schema: the {} of {}.{} are on the target already", noun, target_db, table);
     return Status::Ok();
@@ -586,7 +611,14 @@ Status BuildIndexes(const std::string& uri, const std::string& target_db, const 
   };
   size_t n = std::min(jobs.size(), static_cast<size_t>(std::max(1, workers)));
   std::vector<std::thread> threads;
-  for (size_t i = 0; i < n; ++i) threads.emplace_back(work);
+  for (size_t i = 0; i < n; ++i) {
+    try {
+      threads.emplace_back(work);
+    } catch (const std::system_error& e) {
+      if (threads.empty()) return Internal(fmt::format("schema: cannot start an index builder: {}", e.what()));
+      break;  // fewer workers
+    }
+  }
   for (auto& t : threads) t.join();
   return first_error;
 }
@@ -605,8 +637,8 @@ Result<std::vector<DeferredDdl>> CreateTables(MyConn& src, MyConn& dst, const st
   RETURN_IF_ERROR(dst.Exec("SET SESSION foreign_key_checks = 0"));
   std::vector<DeferredDdl> out;
   Status st = CreateAll(src, dst, tables, target_db, &out);
-  Status restore = dst.Exec(fk_checks == "0" ? "SET SESSION foreign_key_checks = 0"
-                                             : "SET SESSION foreign_key_checks = 1");
+  Status restore =
+      dst.Exec(fk_checks == "0" ? "SET SESSION foreign_key_checks = 0" : "SET SESSION foreign_key_checks = 1");
   RETURN_IF_ERROR(st);
   RETURN_IF_ERROR(restore);
   return out;
@@ -625,8 +657,9 @@ Status BuildDeferred(const std::string& target_uri, const std::string& target_db
   std::vector<const DeferredDdl*> jobs;
   for (const auto& d : ddl)
     if (!d.indexes.empty()) jobs.push_back(&d);
-  std::stable_sort(jobs.begin(), jobs.end(),
-                   [&](const DeferredDdl* a, const DeferredDdl* b) { return bytes[a->table.name] > bytes[b->table.name]; });
+  std::stable_sort(jobs.begin(), jobs.end(), [&](const DeferredDdl* a, const DeferredDdl* b) {
+    return bytes[a->table.name] > bytes[b->table.name];
+  });
   if (!jobs.empty()) RETURN_IF_ERROR(BuildIndexes(target_uri, target_db, jobs, workers));
 
   // Foreign keys last, when every referenced key exists. Without checks InnoDB
@@ -635,20 +668,25 @@ Status BuildDeferred(const std::string& target_uri, const std::string& target_db
   for (const auto& d : ddl)
     if (!d.foreign_keys.empty())
       RETURN_IF_ERROR(AddMissing(*conn, target_db, d, d.foreign_keys, Deferred::kForeignKeys));
+  LOG_INFO("schema: the deferred indexes and foreign keys of {} tables are in place in {}", ddl.size(), target_db);
   return Status::Ok();
 }
 
 Status EnsureBookkeeping(MyConn& dst) {
   RETURN_IF_ERROR(dst.Exec(kBookkeepingSql).WithContext("creating midflight's bookkeeping tables on the target"));
-  ASSIGN_OR_RETURN(MyResult cols, dst.Query("SELECT CONCAT(TABLE_NAME, '.', COLUMN_NAME) FROM information_schema.COLUMNS "
-                                            "WHERE TABLE_SCHEMA = 'midflight'"));
+  ASSIGN_OR_RETURN(MyResult cols,
+                   dst.Query("SELECT CONCAT(TABLE_NAME, '.', COLUMN_NAME) FROM information_schema.COLUMNS "
+                             "WHERE TABLE_SCHEMA = 'midflight'"));
   std::set<std::string> have;
   for (int i = 0; i < cols.rows(); ++i) have.insert(Lower(cols.Get(i, 0)));
-  for (const char* c : kBookkeepingColumns)
-    if (!have.count(c))
-      return OperatorError(fmt::format("the target's midflight.{} has no column {}: it was made by another version "
-                                       "of midflight; drop it (when no migration is running) and start again",
-                                       std::string_view(c).substr(0, std::string_view(c).find('.')), c));
+  for (std::string_view c : kBookkeepingColumns)
+    if (!have.count(std::string(c))) {
+      size_t dot = c.find('.');
+      return OperatorError(
+          fmt::format("the target's midflight.{} has no column {}: it was made by another version "
+                      "of midflight; drop it (when no migration is running) and start again",
+                      c.substr(0, dot), c.substr(dot + 1)));
+    }
   return Status::Ok();
 }
 

@@ -3,8 +3,10 @@
 // columns (exact types, charsets, collations, defaults, generated columns),
 // CHECK constraints, primary key and table options (AUTO_INCREMENT=N and
 // PARTITION BY included), but without its secondary indexes and foreign keys.
-// Those are added after the bulk copy, in parallel, one ALTER TABLE per table.
+// Those are added after the bulk copy, several tables at once (BuildDeferred).
 // Both steps can be re-run after a crash: what exists already is left alone.
+// CreateTables and EnsureBookkeeping use the caller's connections on the
+// caller's thread; BuildDeferred opens its own connections and threads.
 //
 // Some secondary indexes stay in the CREATE TABLE because InnoDB needs them
 // from the start: the index that keys an AUTO_INCREMENT column when the
@@ -54,10 +56,12 @@ Result<std::vector<DeferredDdl>> CreateTables(MyConn& src, MyConn& dst, const st
 
 // Adds the deferred indexes, `workers` tables at a time (largest first),
 // each worker on its own connection to `target_uri`; then the foreign keys.
-// Per table: one ALTER TABLE adds all its missing B-tree indexes (built
-// online: writes to the table go on), then each missing FULLTEXT or SPATIAL
-// index gets an ALTER TABLE of its own (InnoDB blocks writes while building
-// those, and builds two FULLTEXT indexes only by copying the whole table).
+// Per table: each missing FULLTEXT index gets an ALTER TABLE of its own
+// (InnoDB blocks writes to the table while building it, builds two FULLTEXT
+// indexes only by copying the whole table, and rebuilds the table for the
+// first one), then one ALTER TABLE adds the missing B-tree indexes, online
+// (writes to the table go on), and each SPATIAL index gets its own (it blocks
+// writes too).
 // Foreign keys: one ALTER TABLE per table, with foreign_key_checks=0 (InnoDB
 // then adds them in place, without copying the table or checking existing
 // rows: the source enforced them).
