@@ -41,6 +41,11 @@ LoadShape ShapeOf(const TableSchema& t) {
       sel.push_back(fmt::format("CAST({} AS UNSIGNED)", q));
       load.push_back(fmt::format("@v{}", sel.size()));
       sets.push_back(fmt::format("{} = CAST(@v{} AS UNSIGNED)", q, sel.size()));
+    } else if (base == "uuid" || base == "inet4" || base == "inet6") {
+      // These parse text, but read a binary string as their raw stored bytes: travel as text.
+      sel.push_back(q);
+      load.push_back(fmt::format("@v{}", sel.size()));
+      sets.push_back(fmt::format("{} = CONVERT(@v{} USING latin1)", q, sel.size()));
     } else if (base == "float") {
       // FLOAT prints with 6 significant digits; its exact double reads back to the same float.
       sel.push_back(fmt::format("CAST({} AS DOUBLE)", q));
@@ -243,7 +248,9 @@ class Worker {
     if (st.ok()) st = dst_->Exec("COMMIT");
     if (!st.ok()) {
       (void)dst_->Exec("ROLLBACK");
-      return st.code() == StatusCode::kCancelled ? st : st.WithContext(fmt::format("copying table {}", t.id.ToString()));
+      const bool named = st.message().find(t.id.ToString()) != std::string::npos;
+      return st.code() == StatusCode::kCancelled || named ? st
+                                                          : st.WithContext(fmt::format("copying table {}", t.id.ToString()));
     }
     auto& p = *progress_.at(c.table);
     p.rows += feed.row_count;
