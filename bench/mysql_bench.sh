@@ -112,6 +112,7 @@ my_pos() {
   echo $(((10#${f##*.} << 32) | p))
 }
 # binlog_bytes DIR: the total size of the server's binlogs (for backlog sizes across rotations).
+fmt_pos() { echo "$(($1 >> 32)):$(($1 & 0xffffffff))"; }   # restart_pos -> "file number:offset"
 binlog_bytes() { sql "$1" -e "SHOW BINARY LOGS" | awk '{ s += $2 } END { printf "%.0f", s }'; }
 gtid_primary() { sql_pri -e "SELECT @@gtid_binlog_pos"; }
 # slave_field DIR FIELD: one field of SHOW SLAVE STATUS.
@@ -363,7 +364,7 @@ if ! skipped drain && [[ -n $MF_KEPT ]]; then
   MF_FROM=$(mf_field restart_pos)
   A_BYTES0=$(binlog_bytes "$WORK/repa")
   P_BYTES0=$(binlog_bytes "$WORK/pri")
-  log "sysbench oltp_write_only --threads=4 --time=$DRAIN_SECONDS on the primary (midflight stopped at $MF_FROM, replica B SQL thread stopped)"
+  log "sysbench oltp_write_only --threads=4 --time=$DRAIN_SECONDS on the primary (midflight stopped at $(fmt_pos "$MF_FROM"), replica B SQL thread stopped)"
   sysbench oltp_write_only "${SB_BASE[@]}" --threads=4 --time="$DRAIN_SECONDS" --report-interval=0 \
     --mysql-ignore-errors=1213,1205 run >"$WORK/sysbench-drain.log" 2>&1 ||
     die "sysbench failed: $(tail -3 "$WORK/sysbench-drain.log")"
@@ -378,9 +379,9 @@ if ! skipped drain && [[ -n $MF_KEPT ]]; then
   wait_replica "$WORK/repb" Gtid_IO_Pos
   GOAL_POS=$(my_pos "$WORK/repa")
   A_BYTES=$(($(binlog_bytes "$WORK/repa") - A_BYTES0))
-  log "replica B's relay log has the whole backlog (Gtid_IO_Pos $GOAL_GTID); replica A's binlog grew $A_BYTES bytes, ends at $GOAL_POS"
+  log "replica B's relay log has the whole backlog (Gtid_IO_Pos $GOAL_GTID); replica A's binlog grew $A_BYTES bytes, ends at $(fmt_pos "$GOAL_POS")"
 
-  log "midflight: restarting; draining until restart_pos >= $GOAL_POS (replica A's SHOW MASTER STATUS)"
+  log "midflight: restarting; draining until restart_pos >= $(fmt_pos "$GOAL_POS") (replica A's SHOW MASTER STATUS)"
   t0=$(now)
   mf_start
   mf_wait_pos "$GOAL_POS"
@@ -420,9 +421,10 @@ if [[ -n $MF_KEPT ]] && ! skipped lag; then
   : >"$WORK/lag-samples"
   LAG_BYTES_MAX=0
   while kill -0 "$LOAD_PID" 2>/dev/null; do
-    sleep "$POLL"
+    sleep "$POLL" &   # one sample per $POLL s, or per status call if that is slower
     mf_check_alive "measuring lag"
-    st=$(mf_status) || continue
+    st=$(mf_status) || { wait $!; continue; }
+    wait $!
     jq -r .lag_seconds <<<"$st" >>"$WORK/lag-samples"
     b=$(jq -r '.lag_bytes // 0' <<<"$st")
     ((b > LAG_BYTES_MAX)) && LAG_BYTES_MAX=$b
@@ -433,7 +435,8 @@ if [[ -n $MF_KEPT ]] && ! skipped lag; then
   LAG_N=$(wc -l <"$WORK/lag-samples")
   LAG_MAX=$(sort -g "$WORK/lag-samples" | tail -1)
   LAG_P50=$(sort -g "$WORK/lag-samples" | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
-  log "$LAG_N samples: max lag $LAG_MAX s, p50 $LAG_P50 s, max $LAG_BYTES_MAX bytes ($LAG_TX transactions, $LAG_TPS tps)"
+  LAG_EVERY=$(div "$LAG_SECONDS" "$LAG_N")
+  log "$LAG_N samples (one per $LAG_EVERY s): max lag $LAG_MAX s, p50 $LAG_P50 s, max $LAG_BYTES_MAX bytes ($LAG_TX transactions, $LAG_TPS tps)"
 fi
 
 # ---------------------------------------------------------------- compare --
@@ -469,16 +472,16 @@ fi
 if [[ -n $DRAIN_DONE ]]; then
   echo
   echo "drain (one backlog: sysbench oltp_write_only --threads=4 --time=$DRAIN_SECONDS = $DRAIN_TX transactions at $DRAIN_TPS tps, $DRAIN_CHANGES row changes, $A_BYTES bytes of replica A's binlog)"
-  printf '  %-44s %9s %11s %9s\n' consumer seconds changes/s "tx/s"
-  printf '  %-44s %9.2f %11.0f %9.0f\n' "replica B (SQL thread, slave_parallel_threads $REPLICA_PARALLEL)" "$B_DRAIN_S" \
+  printf '  %-50s %9s %11s %9s\n' consumer seconds changes/s "tx/s"
+  printf '  %-50s %9.2f %11.0f %9.0f\n' "replica B (SQL thread, slave_parallel_threads $REPLICA_PARALLEL)" "$B_DRAIN_S" \
     "$(div "$DRAIN_CHANGES" "$B_DRAIN_S")" "$(div "$DRAIN_TX" "$B_DRAIN_S")"
-  printf '  %-44s %9.2f %11.0f %9.0f\n' "midflight ($MF_PARTITIONS partitions, incl. start-up)" "$MF_DRAIN_S" \
+  printf '  %-50s %9.2f %11.0f %9.0f\n' "midflight ($MF_PARTITIONS partitions, incl. start-up)" "$MF_DRAIN_S" \
     "$(div "$DRAIN_CHANGES" "$MF_DRAIN_S")" "$(div "$DRAIN_TX" "$MF_DRAIN_S")"
   printf '  drain ratio: %sx (replica B seconds / midflight seconds)\n' "$(div "$B_DRAIN_S" "$MF_DRAIN_S")"
   [[ -n ${MF_APPLIED:-} ]] && printf '  midflight reported %s changes applied while draining\n' "$MF_APPLIED"
 fi
-[[ -n $LAG_MAX ]] && printf '\nsteady lag under sysbench oltp_write_only --threads=4 --rate=%s --time=%s (%s tps): max %s s, p50 %s s (%s samples every %s s; max %s bytes)\n' \
-  "$LAG_RATE" "$LAG_SECONDS" "$LAG_TPS" "$LAG_MAX" "$LAG_P50" "$LAG_N" "$POLL" "$LAG_BYTES_MAX"
+[[ -n $LAG_MAX ]] && printf '\nsteady lag under sysbench oltp_write_only --threads=4 --rate=%s --time=%s (%s tps): max %s s, p50 %s s (%s samples, one per %s s; max %s bytes)\n' \
+  "$LAG_RATE" "$LAG_SECONDS" "$LAG_TPS" "$LAG_MAX" "$LAG_P50" "$LAG_N" "$LAG_EVERY" "$LAG_BYTES_MAX"
 [[ -n $COMPARE_RESULT ]] && printf '\ncompare: %s\n' "$COMPARE_RESULT"
 
 echo

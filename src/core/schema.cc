@@ -63,7 +63,8 @@ std::string TableSchema::KeyDescription() const {
 std::optional<int> TableSchema::IntegerChunkColumn() const {
   if (key.empty()) return std::nullopt;
   const ColumnType& t = columns[key[0]].type;
-  if (t.kind == TypeKind::kInt) return key[0];
+  // An unsigned 64-bit key can exceed int64_t: such a table is copied whole.
+  if (t.kind == TypeKind::kInt && !(t.width >= 8 && !t.is_signed)) return key[0];
   return std::nullopt;
 }
 
