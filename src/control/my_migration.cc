@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/uri.h"
+#include "control/phase_driver.h"
 #include "control/run_util.h"
 #include "control/state_store.h"
 #include "mysql/my_conn.h"
@@ -54,13 +55,8 @@ class Runner {
   Status Copy();
   Status FinishSchema();
   Status Replicate();
-  Status Enter(Phase p, const std::string& message);
   Status LoadDoneChunks(DoneChunks* done);
   std::vector<Chunk> Plan();
-  void Say(const std::string& line) {
-    std::fprintf(stdout, "%s\n", line.c_str());
-    std::fflush(stdout);
-  }
   std::string Pos(uint64_t p) const { return mysql::FormatBinlogPos(binlog_base_, p); }
 
   const MigrationSpec& spec_;
@@ -69,69 +65,22 @@ class Runner {
   std::string reader_uri_;
   std::string source_db_, target_db_;
   std::string binlog_base_;
-  Phase phase_ = Phase::kCreated;
   std::unique_ptr<MyConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
   int64_t max_row_bytes_ = 0;
 };
 
-Status Runner::Enter(Phase p, const std::string& message) {
-  RETURN_IF_ERROR(store_.SetPhase(p, message));
-  phase_ = p;
-  Say(fmt::format("[{}] {}", PhaseName(p), message));
-  return Status::Ok();
-}
-
 Status Runner::Run() {
-  phase_ = store_.phase();
-  if (phase_ == Phase::kFailed || phase_ == Phase::kPaused) {
-    auto resume = ParsePhase(store_.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
-    Say(fmt::format("resuming {} in phase {} (was {})", spec_.name, PhaseName(resume), PhaseName(phase_)));
-    phase_ = resume;
-  } else if (phase_ != Phase::kCreated) {
-    Say(fmt::format("resuming {} in phase {}", spec_.name, PhaseName(phase_)));
-  }
-  if (phase_ >= Phase::kReadsSwitched)
-    return OperatorError(fmt::format("migration {} is in phase {}; `run` drives it only up to replicating",
-                                     spec_.name, PhaseName(phase_)));
-  Phase working = phase_;
-  auto fail = [&](Status st) -> Status {
-    if (st.code() == StatusCode::kCancelled || stop_) return Status::Ok();
-    (void)store_.Put("resume_phase", PhaseName(working));
-    (void)store_.Put("error", st.message());
-    (void)store_.SetPhase(Phase::kFailed, st.message());
-    return st;
-  };
-  const bool fresh = phase_ <= Phase::kPreflight;
-  if (fresh) {
-    working = Phase::kPreflight;
-    if (Status st = Enter(Phase::kPreflight, "checking source and target"); !st.ok()) return fail(st);
-  }
-  if (Status st = Preflight(fresh); !st.ok()) return fail(st);
-  (void)store_.Put("error", "");
-  if (fresh) {
-    working = Phase::kSchema;
-    if (Status st = Enter(Phase::kSchema, fmt::format("creating {} tables on the target", tables_.size())); !st.ok())
-      return fail(st);
-  } else if (phase_ != store_.phase()) {
-    if (Status st = Enter(phase_, "resumed"); !st.ok()) return fail(st);
-  }
-  if (phase_ == Phase::kSchema) {
-    working = Phase::kSchema;
-    if (Status st = CreateSchema(); !st.ok()) return fail(st);
-    if (Status st = Enter(Phase::kCopying, "copying consistent snapshots"); !st.ok()) return fail(st);
-  }
-  if (phase_ == Phase::kCopying) {
-    working = Phase::kCopying;
-    if (Status st = Copy(); !st.ok()) return fail(st);
-    if (stop_) return Status::Ok();
-    if (Status st = FinishSchema(); !st.ok()) return fail(st);
-    if (Status st = Enter(Phase::kReplicating, "streaming changes"); !st.ok()) return fail(st);
-  }
-  working = Phase::kReplicating;
-  if (Status st = Replicate(); !st.ok()) return fail(st);
-  return Status::Ok();
+  PhaseSteps steps;
+  steps.preflight = [this](bool fresh) { return Preflight(fresh); };
+  steps.schema_message = [this] { return fmt::format("creating {} tables on the target", tables_.size()); };
+  steps.create_schema = [this] { return CreateSchema(); };
+  steps.copy_message = "copying consistent snapshots";
+  steps.copy = [this] { return Copy(); };
+  steps.finish_schema = [this] { return FinishSchema(); };
+  steps.replicate = [this] { return Replicate(); };
+  return DrivePhases(store_, spec_.name, stop_, steps);
 }
 
 Status Runner::Preflight(bool fresh) {
@@ -316,25 +265,8 @@ Status Runner::Copy() {
   }
   auto started = std::chrono::steady_clock::now();
   auto save_progress = [&](const char* final_state) {
-    std::vector<TableRow> rows;
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    for (const auto& t : tables_) {
-      const auto& p = *progress.at(t->id);
-      TableRow r;
-      r.name = t->id.ToString();
-      r.rows_copied = p.rows;
-      r.bytes_copied = p.bytes;
-      r.est_rows = t->estimated_rows;
-      r.est_bytes = t->estimated_bytes;
-      r.chunks_done = p.chunks_done;
-      r.chunks_total = p.chunks_total;
-      r.state = final_state ? final_state
-                            : (p.chunks_done == p.chunks_total ? "copied" : p.rows > 0 ? "copying" : "pending");
-      r.rows_per_s = secs > 0.5 ? (p.rows - rows_at_start.at(t->id)) / secs : 0;
-      rows.push_back(r);
-    }
-    (void)store_.SaveTables(rows);
-    (void)store_.Put("heartbeat", std::to_string(NowUnixMicros()));
+    SaveCopyProgress(store_, tables_, progress, rows_at_start, secs, final_state);
   };
   if (!job.chunks.empty()) {
     Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot{}", job.chunks.size(),

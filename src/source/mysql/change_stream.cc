@@ -83,6 +83,7 @@ struct ChangeStream::State {
   struct Mapped {
     TableMapEvent map;
     TablePtr table;  // null: not migrated
+    ColumnHints hints;  // from the catalog, per column of the map
   };
   std::map<uint64_t, Mapped> maps;
   bool in_txn = false;
@@ -101,15 +102,12 @@ ChangeStream::ChangeStream(StreamConfig config, Router router, SnapshotFilter fi
                            ApplyTracker* tracker, ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints,
                            StreamStats* stats)
     : config_(std::move(config)),
-      router_(router),
       filter_(std::move(filter)),
-      log_(log),
       tracker_(tracker),
       barrier_sink_(barrier_sink),
-      last_routed_(std::move(checkpoints)),
+      routed_(router, log, tracker, std::move(checkpoints)),
       stats_(stats),
       state_(std::make_unique<State>()) {
-  lowest_routed_ = *std::min_element(last_routed_.begin(), last_routed_.end());
   stats_->received_pos = config_.start_pos;
 }
 
@@ -214,7 +212,7 @@ Status ChangeStream::HandleEvent(std::string_view bytes) {
     s.txn_time_us = static_cast<int64_t>(h.timestamp) * 1000000;
     s.seq = 0;
     // A transaction every partition applied before a restart: skip its rows undecoded.
-    s.skip_txn = ChangePosition{PgLsn::FromU64(s.txn_pos), UINT32_MAX} <= lowest_routed_;
+    s.skip_txn = ChangePosition{PgLsn::FromU64(s.txn_pos), UINT32_MAX} <= routed_.lowest();
     return Status::Ok();
   }
   auto end_txn = [&] {
@@ -233,7 +231,7 @@ Status ChangeStream::HandleEvent(std::string_view bytes) {
       return Status::Ok();
     }
     if (!s.in_txn) s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
-    Status st = s.skip_txn ? Status::Ok() : HandleQuery(e.query->schema, q, EncodeBinlogPos(s.file_number, h.log_pos));
+    Status st = s.skip_txn ? Status::Ok() : HandleQuery(e.query->schema, q);
     if (!st.ok()) return st;
     end_txn();  // DDL commits implicitly
     return Status::Ok();
@@ -241,7 +239,15 @@ Status ChangeStream::HandleEvent(std::string_view bytes) {
   if (e.table_map) {
     State::Mapped mapped;
     auto it = config_.tables.find(TableId{e.table_map->schema, e.table_map->table});
-    if (it != config_.tables.end()) mapped.table = it->second;
+    if (it != config_.tables.end()) {
+      mapped.table = it->second;
+      for (int c : mapped.table->writable) {
+        const ColumnType& ct = mapped.table->columns[c].type;
+        mapped.hints.is_unsigned.push_back(ct.kind == TypeKind::kInt && !ct.is_signed);
+        const bool temporal = ct.kind == TypeKind::kTime || ct.kind == TypeKind::kTimestamp;
+        mapped.hints.temporal_precision.push_back(temporal && ct.precision > 0 ? static_cast<uint8_t>(ct.precision) : 0);
+      }
+    }
     mapped.map = std::move(*e.table_map);
     s.maps[mapped.map.table_id] = std::move(mapped);
     return Status::Ok();
@@ -261,14 +267,7 @@ Status ChangeStream::HandleEvent(std::string_view bytes) {
         "change to the target, then run again",
         map.types.size(), t->id.ToString(), FormatBinlogPos(config_.binlog_base, s.txn_pos), t->writable.size(),
         t->KeyDescription()));
-  ColumnHints hints;
-  for (int c : t->writable) {
-    const ColumnType& ct = t->columns[c].type;
-    hints.is_unsigned.push_back(ct.kind == TypeKind::kInt && !ct.is_signed);
-    const bool temporal = ct.kind == TypeKind::kTime || ct.kind == TypeKind::kTimestamp;
-    hints.temporal_precision.push_back(temporal && ct.precision > 0 ? static_cast<uint8_t>(ct.precision) : 0);
-  }
-  ASSIGN_OR_RETURN(std::vector<RowImage> images, DecodeRows(rows, map, hints));
+  ASSIGN_OR_RETURN(std::vector<RowImage> images, DecodeRows(rows, map, it->second.hints));
   for (auto& img : images) {
     Change c;
     c.table = t;
@@ -322,8 +321,7 @@ Status ChangeStream::WaitApplied() {
   return Status::Ok();
 }
 
-Status ChangeStream::HandleQuery(const std::string& schema, const std::string& query, uint64_t event_end) {
-  (void)event_end;
+Status ChangeStream::HandleQuery(const std::string& schema, const std::string& query) {
   std::vector<std::string> w = Words(query, 64);
   if (w.empty()) return Status::Ok();
   const State& s = *state_;
@@ -402,22 +400,19 @@ Status ChangeStream::Emit(Change change) {
   const bool filtering = change.pos.commit_lsn < filter_.horizon();
   if (filtering && filter_.AlreadyCopied(change)) return Status::Ok();
   if (change.kind == ChangeKind::kTruncate) {
-    if (change.pos <= lowest_routed_) return Status::Ok();
+    if (change.pos <= routed_.lowest()) return Status::Ok();
     RETURN_IF_ERROR(WaitApplied());
     LOG_INFO("change stream: applying truncate of {} at {} across all partitions", change.table->id.ToString(),
              change.pos.ToString());
-    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, router_.partitions()));
-    for (auto& p : last_routed_) p = std::max(p, change.pos);
-    lowest_routed_ = *std::min_element(last_routed_.begin(), last_routed_.end());
+    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, routed_.partitions()));
+    routed_.BarrierApplied(change.pos);
     ++stats_->changes;
     return Status::Ok();
   }
-  PartitionId p = router_.Route(change);
-  if (change.pos <= last_routed_[p.value]) return Status::Ok();  // routed before a reconnect
-  last_routed_[p.value] = change.pos;
-  tracker_->Routed(p, change.pos, change.commit_time_us);
-  ++stats_->changes;
-  return log_->Append(p, std::move(change));
+  bool routed = false;
+  RETURN_IF_ERROR(routed_.Append(std::move(change), &routed));
+  if (routed) ++stats_->changes;
+  return Status::Ok();
 }
 
 }  // namespace midflight::mysql

@@ -31,6 +31,7 @@
 #include "pipeline/applier.h"
 #include "pipeline/apply_tracker.h"
 #include "pipeline/partition_log.h"
+#include "pipeline/routed_log.h"
 #include "pipeline/router.h"
 
 namespace midflight::mysql {
@@ -69,18 +70,15 @@ class ChangeStream {
   struct State;
   Status StreamOnce(const std::atomic<bool>& stop);
   Status HandleEvent(std::string_view bytes);
-  Status HandleQuery(const std::string& schema, const std::string& query, uint64_t event_end);
+  Status HandleQuery(const std::string& schema, const std::string& query);
   Status Emit(Change change);
   Status WaitApplied();
 
   StreamConfig config_;
-  Router router_;
   SnapshotFilter filter_;
-  PartitionLog* log_;
   ApplyTracker* tracker_;
   ChangeSink* barrier_sink_;
-  std::vector<ChangePosition> last_routed_;
-  ChangePosition lowest_routed_;
+  RoutedLog routed_;
   StreamStats* stats_;
   std::unique_ptr<State> state_;
   const std::atomic<bool>* stop_ = nullptr;

@@ -301,7 +301,6 @@ Result<std::vector<Chunk>> PlanChunks(MyConn& source, const std::vector<TablePtr
     }
     out.push_back({t->id, number, Chunk::Kind::kIntRange, prev, std::nullopt});
   }
-  // Interleave big tables' chunks so workers spread over tables: keep plan order (largest first).
   return out;
 }
 

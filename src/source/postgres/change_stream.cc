@@ -39,12 +39,10 @@ ChangeStream::ChangeStream(StreamConfig config, Router router, SnapshotFilter fi
                            ApplyTracker* tracker, ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints,
                            StreamStats* stats)
     : config_(std::move(config)),
-      router_(router),
       filter_(std::move(filter)),
-      log_(log),
       tracker_(tracker),
       barrier_sink_(barrier_sink),
-      last_routed_(std::move(checkpoints)),
+      routed_(router, log, tracker, std::move(checkpoints)),
       stats_(stats) {}
 
 Status ChangeStream::Run(const std::atomic<bool>& stop) {
@@ -310,25 +308,21 @@ Status ChangeStream::Emit(Change change) {
   const bool barrier =
       change.kind == ChangeKind::kTruncate || (change.MovesKey() && change.HasUnchangedValues());
   if (barrier) {
-    ChangePosition lowest = last_routed_.front();
-    for (const auto& p : last_routed_) lowest = std::min(lowest, p);
-    if (change.pos <= lowest) return Status::Ok();
+    if (change.pos <= routed_.lowest()) return Status::Ok();
     // Everything before the barrier must be applied first, in every partition.
     while (!tracker_->WaitIdle(std::chrono::milliseconds(200)))
       if (*stop_) return Cancelled("stopping before a barrier");
     LOG_INFO("change stream: applying {} of {} at {} across all partitions", ChangeKindName(change.kind),
              change.table->id.ToString(), change.pos.ToString());
-    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, router_.partitions()));
-    for (auto& p : last_routed_) p = std::max(p, change.pos);
+    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, routed_.partitions()));
+    routed_.BarrierApplied(change.pos);
     ++stats_->changes;
     return Status::Ok();
   }
-  PartitionId p = router_.Route(change);
-  if (change.pos <= last_routed_[p.value]) return Status::Ok();  // routed before a reconnect
-  last_routed_[p.value] = change.pos;
-  tracker_->Routed(p, change.pos, change.commit_time_us);
-  ++stats_->changes;
-  return log_->Append(p, std::move(change));
+  bool routed = false;
+  RETURN_IF_ERROR(routed_.Append(std::move(change), &routed));
+  if (routed) ++stats_->changes;
+  return Status::Ok();
 }
 
 }  // namespace midflight::pg

@@ -24,6 +24,7 @@
 #include "pipeline/applier.h"
 #include "pipeline/apply_tracker.h"
 #include "pipeline/partition_log.h"
+#include "pipeline/routed_log.h"
 #include "pipeline/router.h"
 #include "source/postgres/pgoutput.h"
 
@@ -65,12 +66,10 @@ class ChangeStream {
   Result<std::shared_ptr<const TableSchema>> LayoutFor(const PgRelation& rel, const TableSchema& base);
 
   StreamConfig config_;
-  Router router_;
   SnapshotFilter filter_;
-  PartitionLog* log_;
   ApplyTracker* tracker_;
   ChangeSink* barrier_sink_;
-  std::vector<ChangePosition> last_routed_;
+  RoutedLog routed_;
   StreamStats* stats_;
 
   struct Relation {

@@ -1,0 +1,96 @@
+#include "control/phase_driver.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+
+#include "base/clock.h"
+
+namespace midflight {
+
+void Say(const std::string& line) {
+  std::fprintf(stdout, "%s\n", line.c_str());
+  std::fflush(stdout);
+}
+
+Status DrivePhases(StateStore& store, const std::string& name, const std::atomic<bool>& stop,
+                   const PhaseSteps& steps) {
+  Phase phase = store.phase();
+  if (phase == Phase::kFailed || phase == Phase::kPaused) {
+    auto resume = ParsePhase(store.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
+    Say(fmt::format("resuming {} in phase {} (was {})", name, PhaseName(resume), PhaseName(phase)));
+    phase = resume;
+  } else if (phase != Phase::kCreated) {
+    Say(fmt::format("resuming {} in phase {}", name, PhaseName(phase)));
+  }
+  if (phase >= Phase::kReadsSwitched)
+    return OperatorError(
+        fmt::format("migration {} is in phase {}; `run` drives it only up to replicating", name, PhaseName(phase)));
+  auto enter = [&](Phase p, const std::string& message) -> Status {
+    RETURN_IF_ERROR(store.SetPhase(p, message));
+    phase = p;
+    Say(fmt::format("[{}] {}", PhaseName(p), message));
+    return Status::Ok();
+  };
+  Phase working = phase;
+  auto fail = [&](Status st) -> Status {
+    if (st.code() == StatusCode::kCancelled || stop) return Status::Ok();
+    (void)store.Put("resume_phase", PhaseName(working));
+    (void)store.Put("error", st.message());
+    (void)store.SetPhase(Phase::kFailed, st.message());
+    return st;
+  };
+  const bool fresh = phase <= Phase::kPreflight;
+  if (fresh) {
+    working = Phase::kPreflight;
+    if (Status st = enter(Phase::kPreflight, "checking source and target"); !st.ok()) return fail(st);
+  }
+  if (Status st = steps.preflight(fresh); !st.ok()) return fail(st);
+  (void)store.Put("error", "");
+  if (fresh) {
+    working = Phase::kSchema;
+    if (Status st = enter(Phase::kSchema, steps.schema_message()); !st.ok()) return fail(st);
+  } else if (phase != store.phase()) {
+    if (Status st = enter(phase, "resumed"); !st.ok()) return fail(st);
+  }
+  if (phase == Phase::kSchema) {
+    working = Phase::kSchema;
+    if (Status st = steps.create_schema(); !st.ok()) return fail(st);
+    if (Status st = enter(Phase::kCopying, steps.copy_message); !st.ok()) return fail(st);
+  }
+  if (phase == Phase::kCopying) {
+    working = Phase::kCopying;
+    if (Status st = steps.copy(); !st.ok()) return fail(st);
+    if (stop) return Status::Ok();
+    if (Status st = steps.finish_schema(); !st.ok()) return fail(st);
+    if (Status st = enter(Phase::kReplicating, "streaming changes"); !st.ok()) return fail(st);
+  }
+  working = Phase::kReplicating;
+  if (Status st = steps.replicate(); !st.ok()) return fail(st);
+  return Status::Ok();
+}
+
+void SaveCopyProgress(StateStore& store, const std::vector<std::shared_ptr<const TableSchema>>& tables,
+                      const CopyProgress& progress, const std::map<TableId, int64_t>& rows_at_start,
+                      double seconds, const char* final_state) {
+  std::vector<TableRow> rows;
+  for (const auto& t : tables) {
+    const auto& p = *progress.at(t->id);
+    TableRow r;
+    r.name = t->id.ToString();
+    r.rows_copied = p.rows;
+    r.bytes_copied = p.bytes;
+    r.est_rows = t->estimated_rows;
+    r.est_bytes = t->estimated_bytes;
+    r.chunks_done = p.chunks_done;
+    r.chunks_total = p.chunks_total;
+    r.state = final_state ? final_state
+                          : (p.chunks_done == p.chunks_total ? "copied" : p.rows > 0 ? "copying" : "pending");
+    r.rows_per_s = seconds > 0.5 ? (p.rows - rows_at_start.at(t->id)) / seconds : 0;
+    rows.push_back(r);
+  }
+  (void)store.SaveTables(rows);
+  (void)store.Put("heartbeat", std::to_string(NowUnixMicros()));
+}
+
+}  // namespace midflight

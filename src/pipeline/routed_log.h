@@ -1,0 +1,58 @@
+// The change stream's side of the partitions, shared by every engine: routes
+// each change to its partition's log and tells the tracker, dropping what a
+// partition already holds (its checkpoint at start, or what was routed before
+// the stream reconnected and the source resent it).
+#pragma once
+
+#include <algorithm>
+#include <vector>
+
+#include "base/status.h"
+#include "core/change.h"
+#include "pipeline/apply_tracker.h"
+#include "pipeline/partition_log.h"
+#include "pipeline/router.h"
+
+namespace midflight {
+
+class RoutedLog {
+ public:
+  // `checkpoints[p]` is partition p's durable checkpoint at start.
+  RoutedLog(Router router, PartitionLog* log, ApplyTracker* tracker, std::vector<ChangePosition> checkpoints)
+      : router_(router), log_(log), tracker_(tracker), last_(std::move(checkpoints)) {
+    lowest_ = *std::min_element(last_.begin(), last_.end());
+  }
+
+  // Appends `change` to its partition unless that partition has it already.
+  // Returns true in `*routed` when it was appended.
+  Status Append(Change change, bool* routed = nullptr) {
+    PartitionId p = router_.Route(change);
+    if (routed) *routed = false;
+    if (change.pos <= last_[p.value]) return Status::Ok();
+    last_[p.value] = change.pos;
+    tracker_->Routed(p, change.pos, change.commit_time_us);
+    if (routed) *routed = true;
+    return log_->Append(p, std::move(change));
+  }
+
+  // Every partition holds everything up to here: a change at or below it is
+  // applied already (a barrier need not run again; a transaction can be skipped).
+  ChangePosition lowest() const { return lowest_; }
+
+  // A change applied across every partition at `pos` (a barrier).
+  void BarrierApplied(ChangePosition pos) {
+    for (auto& p : last_) p = std::max(p, pos);
+    lowest_ = *std::min_element(last_.begin(), last_.end());
+  }
+
+  uint32_t partitions() const { return router_.partitions(); }
+
+ private:
+  Router router_;
+  PartitionLog* log_;
+  ApplyTracker* tracker_;
+  std::vector<ChangePosition> last_;
+  ChangePosition lowest_;
+};
+
+}  // namespace midflight
