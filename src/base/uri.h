@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "base/status.h"
+
 namespace midflight {
 
 // "postgres://app:s3cret@db1:5432/shop" -> "postgres://app:***@db1:5432/shop";
@@ -12,5 +14,13 @@ std::string RedactUri(const std::string& uri);
 
 // The URI's scheme ("postgres", "postgresql", "mysql"), or "" when there is none.
 std::string UriScheme(const std::string& uri);
+
+// The parts of scheme://user:password@host:port/database?params, with
+// %-escapes decoded. Missing parts are empty (port 0).
+struct UriParts {
+  std::string scheme, user, password, host, database, query;
+  int port = 0;
+};
+Result<UriParts> ParseUri(const std::string& uri);
 
 }  // namespace midflight

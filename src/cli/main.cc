@@ -16,6 +16,7 @@
 #include "base/log.h"
 #include "base/uri.h"
 #include "control/compare.h"
+#include "control/http.h"
 #include "control/my_migration.h"
 #include "control/pg_migration.h"
 #include "control/spec.h"
@@ -53,6 +54,8 @@ std::string HumanBytes(double b) {
   return fmt::format("{:.1f} {}", b, units[u]);
 }
 
+std::vector<std::string> Split(const std::string& s, char sep);
+
 int Status(const midflight::MigrationSpec& spec, bool json) {
   using namespace midflight;
   auto store = StateStore::Open(spec.state_dir, /*create=*/false);
@@ -79,6 +82,14 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
     j["changes_per_s"] = std::atof(get("changes_per_s", "0").c_str());
     j["apply_retries"] = std::atoll(get("apply_retries", "0").c_str());
     j["error"] = get("error");
+    j["proxy"] = {{"read_write", get("proxy_rw")}, {"read_only", get("proxy_ro")},
+                  {"read_percent_to_target", std::atoi(get("read_percent", "0").c_str())},
+                  {"clients", std::atoll(get("proxy_clients", "0").c_str())}};
+    j["reverse_lag_bytes"] = std::atoll(get("reverse_lag_bytes", "0").c_str());
+    j["verify"] = {{"state", get("verify_state")}, {"clean", get("verify_clean") == "true"},
+                   {"summary", get("verify_summary")}};
+    j["write_pauses_ms"] = nlohmann::json::array();
+    for (const auto& p : Split(get("write_pauses_ms"), ',')) j["write_pauses_ms"].push_back(std::atof(p.c_str()));
     j["tables"] = nlohmann::json::array();
     for (const auto& t : tables)
       j["tables"].push_back({{"name", t.name},
@@ -115,7 +126,34 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
                              HumanBytes(std::atof(get("lag_bytes", "0").c_str())), get("lag_bytes", "0"),
                              get("lag_seconds", "0"), get("applied_lsn", "-"), get("source_lsn", "-"),
                              get("changes_applied", "0"), get("changes_per_s", "0"));
+  if (!get("reverse_lag_bytes").empty())
+    std::cout << fmt::format("  reverse (target -> source): lag {} bytes, {} s, {} changes applied\n",
+                             get("reverse_lag_bytes"), get("reverse_lag_seconds", "0"),
+                             get("reverse_changes_applied", "0"));
+  if (!get("proxy_rw").empty()) {
+    bool writes_on_target = phase == "writes_switched" || phase == "completed";
+    std::cout << fmt::format("  proxy: read-write {} -> {}; read-only {} -> {}% target; {} clients\n",
+                             get("proxy_rw"), writes_on_target ? "target" : "source",
+                             get("proxy_ro").empty() ? "(none)" : get("proxy_ro"), get("read_percent", "0"),
+                             get("proxy_clients", "0"));
+  }
+  if (!get("verify_summary").empty())
+    std::cout << fmt::format("  verify: {}\n", get("verify_summary"));
+  if (!get("write_pauses_ms").empty())
+    std::cout << fmt::format("  write pauses (ms): {}\n", get("write_pauses_ms"));
   return 0;
+}
+
+std::vector<std::string> Split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t end = s.find(sep, start);
+    if (end == std::string::npos) end = s.size();
+    out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
 }
 
 }  // namespace
@@ -136,6 +174,32 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "print the migration's phase, copy progress and lag");
   status->add_option("spec", spec_path, "migration spec (YAML)")->required();
   status->add_flag("--json", json, "one JSON object");
+
+  // Operations on a running migration, sent to its control endpoint.
+  bool force = false, repair = false, back = false;
+  int percent = 100;
+  int64_t rate = -1;
+  auto* sw = app.add_subcommand("switch", "move the applications' traffic: `switch reads` or `switch writes`");
+  sw->require_subcommand(1);
+  auto* sw_reads = sw->add_subcommand("reads", "send read-only transactions to the target (--percent for a canary)");
+  sw_reads->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  sw_reads->add_option("--percent", percent, "share of new read-only transactions sent to the target (0-100)");
+  sw_reads->add_flag("--back", back, "send reads back to the source (same as --percent 0)");
+  sw_reads->add_flag("--force", force, "switch even when the target lags");
+  auto* sw_writes = sw->add_subcommand("writes", "move writes to the target (pause, drain, catch up, release)");
+  sw_writes->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  sw_writes->add_flag("--force", force, "skip the lag, verification, window and approval checks");
+  auto* rollback = app.add_subcommand("rollback", "move writes back to the source (after switch writes)");
+  rollback->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  rollback->add_flag("--force", force, "roll back even when the source lags behind the target");
+  auto* complete = app.add_subcommand("complete", "finish: stop replication, drop what midflight created");
+  complete->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  auto* approve = app.add_subcommand("approve", "approve the write switch (cutover.require_approval)");
+  approve->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  auto* verify = app.add_subcommand("verify", "compare source and target live, while writes continue");
+  verify->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  verify->add_flag("--repair", repair, "re-copy the rows found different through the apply path");
+  verify->add_option("--rate", rate, "source rows read per second (0 = unlimited; default verify.rows_per_s)");
 
   auto* compare = app.add_subcommand("compare", "compare every table of source and target row for row (ordered hash)");
   compare->add_option("spec", spec_path, "migration spec (YAML)")->required();
@@ -165,6 +229,27 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*status) return Status(*spec, json);
+  std::string op;
+  if (sw_reads->parsed()) op = fmt::format("/api/switch-reads?percent={}", back ? 0 : percent);
+  if (sw_writes->parsed()) op = "/api/switch-writes";
+  if (*rollback) op = "/api/rollback";
+  if (*complete) op = "/api/complete";
+  if (*approve) op = "/api/approve";
+  if (*verify) op = fmt::format("/api/verify?repair={}&rate={}", repair ? 1 : 0, rate);
+  if (!op.empty()) {
+    if (force) op += op.find('?') == std::string::npos ? "?force=1" : "&force=1";
+    if (IsMySql(*spec)) return Fail(midflight::OperatorError("switch, rollback, complete and verify are for PostgreSQL migrations (for now)"));
+    auto r = midflight::http::Call(spec->control, "POST", op);
+    if (!r.ok()) {
+      if (r.status().code() == midflight::StatusCode::kRetryCall)
+        return Fail(midflight::OperatorError(fmt::format(
+            "migration {} is not running (nothing answers at {}); start it with `midflight run {}`", spec->name,
+            spec->control, spec_path)));
+      return Fail(r.status());
+    }
+    std::fputs(r->body.c_str(), r->status == 200 ? stdout : stderr);
+    return r->status == 200 ? 0 : 1;
+  }
   if (*compare) {
     auto result = IsMySql(*spec) ? midflight::CompareMyTables(*spec) : midflight::CompareTables(*spec);
     if (!result.ok()) return Fail(result.status());

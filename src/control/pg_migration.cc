@@ -15,6 +15,9 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/uri.h"
+#include "control/http.h"
+#include "control/pg_cutover.h"
+#include "proxy/pg_proxy.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
 #include "control/state_store.h"
@@ -45,8 +48,8 @@ using DoneChunks = std::map<std::pair<std::string, int>, DoneChunk>;
 
 class Runner {
  public:
-  Runner(const MigrationSpec& spec, StateStore& store, const std::atomic<bool>& stop)
-      : spec_(spec), store_(store), stop_(stop) {}
+  Runner(const MigrationSpec& spec, StateStore& store, PgCutover& cutover, const std::atomic<bool>& stop)
+      : spec_(spec), store_(store), cutover_(cutover), stop_(stop) {}
 
   Status Run();
 
@@ -62,6 +65,7 @@ class Runner {
 
   const MigrationSpec& spec_;
   StateStore& store_;
+  PgCutover& cutover_;
   const std::atomic<bool>& stop_;
   std::unique_ptr<PgConn> src_, dst_;
   std::vector<TablePtr> tables_;
@@ -400,140 +404,45 @@ Status Runner::Replicate() {
              spec_.partitions, partitions);
 
   // What the copy holds: per chunk (value ranges) or per table.
-  DoneChunks done;
-  RETURN_IF_ERROR(LoadDoneChunks(&done));
   SnapshotFilter filter;
-  for (const auto& c : Plan()) {
-    auto it = done.find({c.table.ToString(), c.number});
-    if (it == done.end())
-      return DataLoss(fmt::format("chunk {} of {} is not recorded on the target; the copy is incomplete", c.number,
-                                  c.table.ToString()));
-    if (c.kind == pg::Chunk::Kind::kIntRange)
-      filter.AddRange(c.table, c.lo, c.hi, it->second.snapshot);
-    else
-      filter.AddTable(c.table, it->second.snapshot);
-  }
-
-  auto log = NewMemoryPartitionLog(partitions, static_cast<size_t>(spec_.partition_log_mb) << 20);
-  ApplyTracker tracker(partitions);
-  std::atomic<size_t> batch_size{static_cast<size_t>(spec_.batch_size)};
-  std::vector<std::unique_ptr<pg::PgChangeSink>> sinks;
-  std::vector<std::unique_ptr<Applier>> appliers;
-  std::vector<ChangePosition> checkpoints;
-  for (uint32_t p = 0; p < partitions; ++p) {
-    ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(spec_.target, spec_.name, PartitionId{p}));
-    ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
-    checkpoints.push_back(cp);
-    appliers.push_back(std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker,
-                                                 ApplierOptions{&batch_size}));
-    sinks.push_back(std::move(sink));
-  }
-  ASSIGN_OR_RETURN(auto barrier_sink, pg::PgChangeSink::Open(spec_.target, spec_.name, PartitionId{partitions}));
-
-  pg::StreamConfig config{spec_.source, spec_.slot_name(), spec_.publication_name(), by_id_, {}};
-  std::unique_ptr<PgConn> catalog;  // used by the stream thread only
-  config.target_columns = [&](const TableId& id) -> Result<std::vector<ColumnSchema>> {
-    if (!catalog || catalog->IsBroken()) {
-      pg::ConnOptions co;
-      co.application_name = "midflight-catalog";
-      ASSIGN_OR_RETURN(catalog, PgConn::Connect(spec_.target, co));
-    }
-    return pg::TargetWritableColumns(*catalog, id);
-  };
-  pg::StreamStats stream_stats;
-  pg::ChangeStream stream(config, Router(partitions), filter, log.get(), &tracker, barrier_sink.get(), checkpoints,
-                          &stream_stats);
-
-  std::atomic<bool> appliers_stop{false}, stream_stop{false};
-  std::vector<std::thread> threads;
-  for (auto& a : appliers) threads.emplace_back([&a, &appliers_stop] { a->Run(appliers_stop); });
-  Status stream_status;
-  std::atomic<bool> stream_done{false};
-  std::thread stream_thread([&] {
-    stream_status = stream.Run(stream_stop);
-    stream_done = true;
-  });
-
-  pg::ConnOptions mo;
-  mo.application_name = "midflight-monitor";
-  auto monitor = PgConn::Connect(spec_.source, mo);
-  std::unique_ptr<PgConn> mon = monitor.ok() ? std::move(*monitor) : nullptr;
-
-  Status result;
-  auto last_print = std::chrono::steady_clock::now() - std::chrono::seconds(10);
-  uint64_t last_applied = 0;
-  auto last_rate_at = std::chrono::steady_clock::now();
-  double rate = 0;
-  while (!stop_) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    for (auto& a : appliers)
-      if (!a->status().ok()) result = a->status();
-    if (!result.ok()) break;
-    if (stream_done) {
-      result = stream_status.ok() ? Internal("change stream ended") : stream_status;
-      break;
-    }
-    // Metrics.
-    uint64_t source_lsn = 0;
-    if (!mon || mon->IsBroken()) {
-      auto m = PgConn::Connect(spec_.source, mo);
-      mon = m.ok() ? std::move(*m) : nullptr;
-    }
-    if (mon) {
-      auto v = mon->QueryValue("SELECT pg_current_wal_flush_lsn()::text");
-      if (v.ok())
-        if (auto l = PgLsn::Parse(*v); l.ok()) source_lsn = l->value();
-    }
-    // Received first, then pending: every transaction received by then is
-    // either still pending below or applied (the reverse order could count a
-    // transaction routed between the two reads as applied).
-    uint64_t received = stream_stats.received_lsn.load();
-    auto pending = tracker.OldestPending();
-    uint64_t applied_lsn = pending ? std::min<uint64_t>(pending->commit_lsn.value(), received) : received;
-    uint64_t lag_bytes = source_lsn > applied_lsn ? source_lsn - applied_lsn : 0;
-    double lag_s = 0;
-    if (pending) lag_s = std::max<double>(0, (NowUnixMicros() - pending->commit_time_us) / 1e6);
-    uint64_t applied = 0, retries = 0;
-    for (auto& a : appliers) {
-      applied += a->stats().received;
-      retries += a->stats().retries;
-    }
-    auto now = std::chrono::steady_clock::now();
-    double dt = std::chrono::duration<double>(now - last_rate_at).count();
-    if (dt >= 1.0) {
-      rate = (applied - last_applied) / dt;
-      last_applied = applied;
-      last_rate_at = now;
-    }
-    (void)store_.PutMany({{"heartbeat", std::to_string(NowUnixMicros())},
-                          {"pid", std::to_string(getpid())},
-                          {"source_lsn", PgLsn::FromU64(source_lsn).ToString()},
-                          {"applied_lsn", PgLsn::FromU64(applied_lsn).ToString()},
-                          {"confirmed_lsn", PgLsn::FromU64(stream_stats.confirmed_lsn).ToString()},
-                          {"received_lsn", PgLsn::FromU64(stream_stats.received_lsn).ToString()},
-                          {"lag_bytes", std::to_string(lag_bytes)},
-                          {"lag_seconds", fmt::format("{:.3f}", lag_s)},
-                          {"changes_applied", std::to_string(applied)},
-                          {"changes_per_s", fmt::format("{:.0f}", rate)},
-                          {"apply_retries", std::to_string(retries)},
-                          {"stream_connected", stream_stats.connected ? "true" : "false"}});
-    CrashPoint("apply-changes", static_cast<int64_t>(applied));
-    if (now - last_print >= std::chrono::seconds(5)) {
-      last_print = now;
-      Say(fmt::format("[replicating] lag {} bytes / {:.2f} s, {} changes applied ({:.0f}/s){}", Commas(lag_bytes),
-                      lag_s, Commas(applied), rate, stream_stats.connected ? "" : ", source disconnected: retrying"));
+  if (store_.phase() != Phase::kCompleted) {
+    DoneChunks done;
+    RETURN_IF_ERROR(LoadDoneChunks(&done));
+    for (const auto& c : Plan()) {
+      auto it = done.find({c.table.ToString(), c.number});
+      if (it == done.end())
+        return DataLoss(fmt::format("chunk {} of {} is not recorded on the target; the copy is incomplete", c.number,
+                                    c.table.ToString()));
+      if (c.kind == pg::Chunk::Kind::kIntRange)
+        filter.AddRange(c.table, c.lo, c.hi, it->second.snapshot);
+      else
+        filter.AddTable(c.table, it->second.snapshot);
     }
   }
-  stream_stop = true;
-  stream_thread.join();
-  appliers_stop = true;
-  log->Close();
-  for (auto& t : threads) t.join();
-  if (stop_ && result.ok()) {
-    (void)pg::SyncSequences(*src_, *dst_, tables_);
-    Say("stopped; run again with the same spec to resume");
+  return cutover_.Run(tables_, std::move(filter), partitions, stop_);
+}
+
+Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {
+  proxy::ProxyConfig pc;
+  pc.migration = spec.name;
+  pc.listen_rw = spec.proxy.listen;
+  pc.listen_ro = spec.proxy.listen_readonly;
+  pc.auth = spec.proxy.auth;
+  pc.tls_cert = spec.proxy.tls_cert;
+  pc.tls_key = spec.proxy.tls_key;
+  pc.max_clients = spec.proxy.max_clients;
+  for (const auto& u : spec.proxy.users) pc.users.push_back({u.name, u.password});
+  const std::string* uris[2] = {&spec.source, &spec.target};
+  for (int i = 0; i < 2; ++i) {
+    ASSIGN_OR_RETURN(UriParts u, ParseUri(*uris[i]));
+    proxy::ServerAddress& a = pc.servers[i];
+    a.host = u.host.empty() ? "127.0.0.1" : u.host;
+    a.port = u.port ? u.port : 5432;
+    a.database = u.database.empty() ? u.user : u.database;
+    a.user = u.user;
+    a.password = u.password;
   }
-  return result;
+  return pc;
 }
 
 }  // namespace
@@ -543,8 +452,30 @@ Status RunPgMigration(const MigrationSpec& spec, const std::atomic<bool>& stop) 
   ASSIGN_OR_RETURN(int lock_fd, LockStateDir(spec.state_dir));
   (void)lock_fd;  // held until the process exits
   RETURN_IF_ERROR(store->PutMany({{"name", spec.name}, {"pid", std::to_string(getpid())}}));
-  Runner runner(spec, *store, stop);
-  return runner.Run();
+
+  // The proxy serves from the start, routed as the migration's phase says.
+  std::unique_ptr<proxy::PgProxy> proxy;
+  if (spec.has_proxy) {
+    ASSIGN_OR_RETURN(proxy::ProxyConfig pc, ProxyConfigFor(spec));
+    ASSIGN_OR_RETURN(proxy, proxy::PgProxy::Start(std::move(pc)));
+    Phase phase = store->phase();
+    if (phase == Phase::kFailed || phase == Phase::kPaused)
+      phase = ParsePhase(store->Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
+    if (phase == Phase::kWritesSwitched || phase == Phase::kCompleted) proxy->SetWriteSide(proxy::Side::kTarget);
+    proxy->SetReadPercent(std::stoi(store->Get("read_percent").value_or("0")));
+    RETURN_IF_ERROR(store->PutMany({{"proxy_rw", proxy->rw_address()}, {"proxy_ro", proxy->ro_address()}}));
+    Say(fmt::format("proxy: read-write {} and read-only {}, writes to the {}, {}% of reads to the target",
+                    proxy->rw_address(), proxy->ro_address().empty() ? "(none)" : proxy->ro_address(),
+                    proxy::SideName(proxy->write_side()), proxy->read_percent()));
+  }
+  PgCutover cutover(spec, *store, proxy.get());
+  ASSIGN_OR_RETURN(auto control,
+                   http::Server::Listen(spec.control, [&cutover](const http::Request& r) { return cutover.Handle(r); }));
+  Runner runner(spec, *store, cutover, stop);
+  Status st = runner.Run();
+  control->Stop();
+  if (proxy) proxy->Stop();
+  return st;
 }
 
 }  // namespace midflight

@@ -23,9 +23,8 @@ Status DrivePhases(StateStore& store, const std::string& name, const std::atomic
   } else if (phase != Phase::kCreated) {
     Say(fmt::format("resuming {} in phase {}", name, PhaseName(phase)));
   }
-  if (phase >= Phase::kReadsSwitched)
-    return OperatorError(
-        fmt::format("migration {} is in phase {}; `run` drives it only up to replicating", name, PhaseName(phase)));
+  if (phase == Phase::kAborted)
+    return OperatorError(fmt::format("migration {} was aborted; start a new one (another name or state_dir)", name));
   auto enter = [&](Phase p, const std::string& message) -> Status {
     RETURN_IF_ERROR(store.SetPhase(p, message));
     phase = p;
@@ -65,8 +64,13 @@ Status DrivePhases(StateStore& store, const std::string& name, const std::atomic
     if (Status st = steps.finish_schema(); !st.ok()) return fail(st);
     if (Status st = enter(Phase::kReplicating, "streaming changes"); !st.ok()) return fail(st);
   }
-  working = Phase::kReplicating;
-  if (Status st = steps.replicate(); !st.ok()) return fail(st);
+  // replicating, reads_switched, writes_switched, completed: the replicate
+  // step serves all of them (the switches move between them while it runs).
+  working = phase >= Phase::kReplicating ? phase : Phase::kReplicating;
+  if (Status st = steps.replicate(); !st.ok()) {
+    working = store.phase() == Phase::kFailed ? working : store.phase();
+    return fail(st);
+  }
   return Status::Ok();
 }
 

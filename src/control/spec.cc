@@ -53,6 +53,74 @@ Status CheckUri(const std::string& origin, const std::string& field, const std::
   return Field(origin, field, fmt::format("'{}' is not a postgres:// or mysql:// URI", RedactUri(uri)));
 }
 
+Status CheckKeys(const YAML::Node& node, const std::string& origin, const std::string& section,
+                 const std::set<std::string>& known) {
+  if (!node.IsMap()) return Field(origin, section, "must be a mapping");
+  for (const auto& kv : node) {
+    std::string key = kv.first.as<std::string>();
+    if (!known.count(key)) return Field(origin, section + "." + key, "unknown field");
+  }
+  return Status::Ok();
+}
+
+Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSpec* s) {
+  YAML::Node n = root["proxy"];
+  if (!n) return Status::Ok();
+  RETURN_IF_ERROR(CheckKeys(n, origin, "proxy",
+                            {"listen", "listen_readonly", "users", "auth", "tls_cert", "tls_key", "max_clients"}));
+  s->has_proxy = true;
+  ProxySpec& p = s->proxy;
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "listen", &p.listen));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "listen_readonly", &p.listen_readonly));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "auth", &p.auth));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "tls_cert", &p.tls_cert));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "tls_key", &p.tls_key));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "max_clients", &p.max_clients));
+  if (YAML::Node users = n["users"]) {
+    if (!users.IsSequence()) return Field(origin, "proxy.users", "must be a list of {name, password}");
+    for (const auto& u : users) {
+      if (!u.IsMap() || !u["name"] || !u["password"])
+        return Field(origin, "proxy.users", "each entry needs name and password");
+      p.users.push_back({u["name"].as<std::string>(), u["password"].as<std::string>()});
+    }
+  }
+  if (p.listen.empty()) return Field(origin, "proxy.listen", "is required (HOST:PORT of the read-write endpoint)");
+  if (p.auth != "scram-sha-256" && p.auth != "md5")
+    return Field(origin, "proxy.auth", fmt::format("'{}' is not scram-sha-256 or md5", p.auth));
+  if (p.tls_cert.empty() != p.tls_key.empty())
+    return Field(origin, p.tls_cert.empty() ? "proxy.tls_cert" : "proxy.tls_key", "tls_cert and tls_key go together");
+  if (p.max_clients < 1) return Field(origin, "proxy.max_clients", "must be at least 1");
+  return Status::Ok();
+}
+
+Status ParseCutover(const YAML::Node& root, const std::string& origin, MigrationSpec* s) {
+  if (YAML::Node n = root["cutover"]) {
+    RETURN_IF_ERROR(CheckKeys(n, origin, "cutover",
+                              {"max_lag_seconds", "drain_timeout_seconds", "catchup_timeout_seconds",
+                               "min_validation_seconds", "require_approval", "require_verify"}));
+    CutoverSpec& c = s->cutover;
+    std::string o = origin + ": cutover";
+    RETURN_IF_ERROR(Get(n, o, "max_lag_seconds", &c.max_lag_seconds));
+    RETURN_IF_ERROR(Get(n, o, "drain_timeout_seconds", &c.drain_timeout_seconds));
+    RETURN_IF_ERROR(Get(n, o, "catchup_timeout_seconds", &c.catchup_timeout_seconds));
+    RETURN_IF_ERROR(Get(n, o, "min_validation_seconds", &c.min_validation_seconds));
+    RETURN_IF_ERROR(Get(n, o, "require_approval", &c.require_approval));
+    RETURN_IF_ERROR(Get(n, o, "require_verify", &c.require_verify));
+    if (c.max_lag_seconds <= 0) return Field(origin, "cutover.max_lag_seconds", "must be more than 0");
+    if (c.drain_timeout_seconds <= 0) return Field(origin, "cutover.drain_timeout_seconds", "must be more than 0");
+    if (c.catchup_timeout_seconds <= 0) return Field(origin, "cutover.catchup_timeout_seconds", "must be more than 0");
+    if (c.min_validation_seconds < 0) return Field(origin, "cutover.min_validation_seconds", "must be 0 or more");
+  }
+  if (YAML::Node n = root["verify"]) {
+    RETURN_IF_ERROR(CheckKeys(n, origin, "verify", {"rows_per_s", "chunk_rows"}));
+    RETURN_IF_ERROR(Get(n, origin + ": verify", "rows_per_s", &s->verify.rows_per_s));
+    RETURN_IF_ERROR(Get(n, origin + ": verify", "chunk_rows", &s->verify.chunk_rows));
+    if (s->verify.rows_per_s < 0) return Field(origin, "verify.rows_per_s", "must be 0 (unlimited) or more");
+    if (s->verify.chunk_rows < 100) return Field(origin, "verify.chunk_rows", "must be at least 100");
+  }
+  return Status::Ok();
+}
+
 }  // namespace
 
 int DefaultPartitions() {
@@ -73,7 +141,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   static const std::set<std::string> kKnown = {"name", "source", "target", "tables", "exclude", "state_dir",
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
                                                "partition_log_mb", "index_memory_mb", "allow_nonempty_target",
-                                               "source_replica", "max_row_bytes"};
+                                               "source_replica", "max_row_bytes", "proxy", "cutover",
+                                               "verify", "control"};
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");
@@ -94,6 +163,10 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(Get(root, origin, "index_memory_mb", &s.index_memory_mb));
   RETURN_IF_ERROR(Get(root, origin, "source_replica", &s.source_replica));
   RETURN_IF_ERROR(Get(root, origin, "max_row_bytes", &s.max_row_bytes));
+
+  RETURN_IF_ERROR(Get(root, origin, "control", &s.control));
+  RETURN_IF_ERROR(ParseProxy(root, origin, &s));
+  RETURN_IF_ERROR(ParseCutover(root, origin, &s));
 
   if (s.name.empty()) return Field(origin, "name", "is required");
   if (s.name.size() > 40) return Field(origin, "name", "must be at most 40 characters");
@@ -121,6 +194,14 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   if (s.index_memory_mb < 1 || s.index_memory_mb > 65536)
     return Field(origin, "index_memory_mb", "must be between 1 and 65536");
   if (s.state_dir.empty()) s.state_dir = "./.midflight/" + s.name;
+  if (s.control.empty()) s.control = "unix:" + s.state_dir + "/control.sock";
+  if (s.has_proxy && is_mysql(s.source))
+    return Field(origin, "proxy", "the proxy speaks the PostgreSQL protocol only (for now)");
+  if (s.has_proxy && s.proxy.users.empty()) {
+    // Default: the application logs in as the source URI's user.
+    auto u = ParseUri(s.source);
+    if (u.ok() && !u->user.empty()) s.proxy.users.push_back({u->user, u->password});
+  }
   return s;
 }
 

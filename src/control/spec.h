@@ -11,6 +11,34 @@
 
 namespace midflight {
 
+// The proxy the applications connect to (proxy/pg_proxy.h). Absent: no proxy.
+struct ProxySpec {
+  std::string listen;           // read-write endpoint, HOST:PORT
+  std::string listen_readonly;  // read-only endpoint, HOST:PORT (optional)
+  struct User {
+    std::string name, password;
+  };
+  std::vector<User> users;       // who may log in; default: the source URI's user
+  std::string auth = "scram-sha-256";  // or md5
+  std::string tls_cert, tls_key;       // PEM files; TLS offered to clients when set
+  int max_clients = 2000;
+};
+
+// How the switches behave (control/cutover).
+struct CutoverSpec {
+  double max_lag_seconds = 1.0;        // switch writes refused above this (unless forced)
+  double drain_timeout_seconds = 5.0;  // open transactions get this long; past it the switch is abandoned
+  double catchup_timeout_seconds = 30; // the target must apply the source's last position within this
+  double min_validation_seconds = 0;   // reads switched at least this long before switch writes
+  bool require_approval = false;       // switch writes waits for `midflight approve`
+  bool require_verify = true;          // switch writes needs a clean verification (unless forced)
+};
+
+struct VerifySpec {
+  int64_t rows_per_s = 200000;  // source rows read per second; 0 = unlimited
+  int64_t chunk_rows = 10000;
+};
+
 struct MigrationSpec {
   std::string name;    // [a-z0-9_], names the slot, publication and state directory
   std::string source;  // postgres://user:pass@host:port/db or mysql://user:pass@host:port/db
@@ -30,6 +58,13 @@ struct MigrationSpec {
   // connects to the primary.
   std::string source_replica;
   int64_t max_row_bytes = 0;  // MySQL: a larger row stops the copy, naming it; 0 = the target's max_allowed_packet
+  bool has_proxy = false;
+  ProxySpec proxy;
+  CutoverSpec cutover;
+  VerifySpec verify;
+  // The control endpoint `midflight switch/verify/...` talks to:
+  // "unix:PATH" or "HOST:PORT"; default unix:<state_dir>/control.sock.
+  std::string control;
 
   std::string slot_name() const { return "midflight_" + name; }
   std::string publication_name() const { return "midflight_" + name; }

@@ -35,6 +35,18 @@ class RoutedLog {
     return log_->Append(p, std::move(change));
   }
 
+  // Appends a change made outside the source's stream (a verification
+  // repair) to its key's partition, ordered after everything routed there so
+  // far. It takes that partition's last position plus one sequence number, so
+  // the partition's checkpoint never moves past what the stream has routed.
+  Status Inject(Change change) {
+    PartitionId p = router_.Route(change);
+    change.pos = ChangePosition{last_[p.value].commit_lsn, last_[p.value].seq + 1};
+    last_[p.value] = change.pos;
+    tracker_->Routed(p, change.pos, change.commit_time_us);
+    return log_->Append(p, std::move(change));
+  }
+
   // Every partition holds everything up to here: a change at or below it is
   // applied already (a barrier need not run again; a transaction can be skipped).
   ChangePosition lowest() const { return lowest_; }

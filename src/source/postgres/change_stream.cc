@@ -64,7 +64,7 @@ Status ChangeStream::Run(const std::atomic<bool>& stop) {
 Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
   ConnOptions o;
   o.kind = ConnKind::kReplication;
-  o.application_name = "midflight-stream";
+  o.application_name = config_.application_name;
   ASSIGN_OR_RETURN(auto pc, PgConn::Connect(config_.source_uri, o));
   // pc owns the connection and closes it when this call returns.
   conn_ = pc->raw();
@@ -85,6 +85,7 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
   stats_->connected = true;
   relations_.clear();
   in_txn_ = false;
+  skip_txn_ = false;
   LOG_INFO("change stream: streaming from slot {}", config_.slot);
   Status result;
   int burst = 0;  // messages read since the socket was last found empty
@@ -92,7 +93,9 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
     char* buf = nullptr;
     int n = PQgetCopyData(Conn(conn_), &buf, /*async=*/1);
     if (n == 0) {
+      if (stats_->poke.exchange(false)) RETURN_IF_ERROR(SendFeedback(true));
       RETURN_IF_ERROR(SendFeedback(false));
+      if (have_repairs_ && !in_txn_) RETURN_IF_ERROR(RouteRepairs());
       // Reading a backlog: let the server fill the socket for a moment
       // rather than waking for every few messages.
       if (burst > 64) std::this_thread::sleep_for(std::chrono::microseconds(500));
@@ -101,7 +104,7 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
       fd_set fds;
       FD_ZERO(&fds);
       FD_SET(sock, &fds);
-      timeval tv{0, 100000};
+      timeval tv{0, 10000};  // 10 ms: a poke (switch, verify) is answered quickly
       if (select(sock + 1, &fds, nullptr, nullptr, &tv) < 0 && errno != EINTR) {
         result = RetryCall("change stream: select failed");
         break;
@@ -149,6 +152,26 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
   return result;
 }
 
+void ChangeStream::QueueRepairs(std::vector<Change> changes) {
+  std::lock_guard lock(repairs_mu_);
+  for (auto& c : changes) repairs_.push_back(std::move(c));
+  have_repairs_ = true;
+}
+
+Status ChangeStream::RouteRepairs() {
+  std::vector<Change> todo;
+  {
+    std::lock_guard lock(repairs_mu_);
+    todo.swap(repairs_);
+    have_repairs_ = false;
+  }
+  for (auto& c : todo) {
+    c.commit_time_us = NowUnixMicros();
+    RETURN_IF_ERROR(routed_.Inject(std::move(c)));
+  }
+  return Status::Ok();
+}
+
 Status ChangeStream::SendFeedback(bool force) {
   int64_t now = NowMonotonicMs();
   if (!force && now - last_feedback_ms_ < 1000) return Status::Ok();
@@ -170,6 +193,7 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
   ASSIGN_OR_RETURN(PgOutputMessage msg, DecodePgOutput(payload));
   if (auto* b = std::get_if<PgBegin>(&msg)) {
     in_txn_ = true;
+    skip_txn_ = false;
     txn_lsn_ = PgLsn::FromU64(b->final_lsn);
     txn_time_us_ = b->commit_time + kPgEpochOffsetMicros;
     txn_seq_ = 0;
@@ -177,6 +201,7 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
   }
   if (auto* c = std::get_if<PgCommit>(&msg)) {
     in_txn_ = false;
+    skip_txn_ = false;
     if (c->end_lsn > stats_->received_lsn) stats_->received_lsn = c->end_lsn;
     return Status::Ok();
   }
@@ -190,6 +215,17 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     ASSIGN_OR_RETURN(auto layout, LayoutFor(*rel, *it->second));
     relations_[rel->relation_id] = Relation{std::move(layout)};
     return Status::Ok();
+  }
+  if (auto* o = std::get_if<PgOrigin>(&msg)) {
+    if (!config_.skip_origin_prefix.empty() && o->name.starts_with(config_.skip_origin_prefix)) skip_txn_ = true;
+    return Status::Ok();
+  }
+  if (skip_txn_) {
+    if (std::holds_alternative<PgInsert>(msg) || std::holds_alternative<PgUpdate>(msg) ||
+        std::holds_alternative<PgDelete>(msg) || std::holds_alternative<PgTruncate>(msg)) {
+      stats_->skipped.fetch_add(1, std::memory_order_relaxed);
+      return Status::Ok();
+    }
   }
   auto table_of = [&](uint32_t relid) -> Result<std::shared_ptr<const TableSchema>> {
     auto it = relations_.find(relid);
@@ -254,7 +290,7 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     c.table = c.truncated.front();
     return Emit(std::move(c));
   }
-  return Status::Ok();  // Origin, Type, Message: nothing to apply
+  return Status::Ok();  // Type, Message: nothing to apply
 }
 
 Result<std::shared_ptr<const TableSchema>> ChangeStream::LayoutFor(const PgRelation& rel, const TableSchema& base) {

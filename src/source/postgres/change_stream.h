@@ -16,6 +16,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,10 @@ struct StreamStats {
   std::atomic<uint64_t> confirmed_lsn{0};  // last flush position sent to the source
   std::atomic<uint64_t> changes{0};        // changes routed
   std::atomic<bool> connected{false};
+  std::atomic<uint64_t> skipped{0};        // changes dropped as midflight's own (origin filter)
+  // Set by another thread to ask the server for a keepalive now (its position
+  // shows how far the server has decoded); cleared by the stream.
+  std::atomic<bool> poke{false};
 };
 
 struct StreamConfig {
@@ -45,6 +50,11 @@ struct StreamConfig {
   // The table's writable columns on the target (name and type), in order.
   // Every column layout the source sends is checked against it before use.
   std::function<Result<std::vector<ColumnSchema>>(const TableId&)> target_columns;
+  // Transactions whose replication origin starts with this are midflight's own
+  // applied changes (the other direction's appliers) and are skipped, so
+  // forward and reverse replication never loop. Empty: skip nothing.
+  std::string skip_origin_prefix;
+  std::string application_name = "midflight-stream";
 };
 
 class ChangeStream {
@@ -56,11 +66,18 @@ class ChangeStream {
   // Streams until `stop` is set (returns Ok) or a persistent error.
   Status Run(const std::atomic<bool>& stop);
 
+  // Queues changes made outside the source's stream (verification repairs:
+  // the source's current row image, or a delete by key). The stream thread
+  // routes them at the next transaction boundary, after everything it routed
+  // before. Thread-safe.
+  void QueueRepairs(std::vector<Change> changes);
+
  private:
   Status StreamOnce(const std::atomic<bool>& stop);
   Status Handle(std::span<const uint8_t> payload);
   Status Emit(Change change);
   Status SendFeedback(bool force);
+  Status RouteRepairs();
   // The schema version for a Relation message's column layout, checked
   // against the target's columns the first time it is seen.
   Result<std::shared_ptr<const TableSchema>> LayoutFor(const PgRelation& rel, const TableSchema& base);
@@ -79,6 +96,10 @@ class ChangeStream {
   std::map<TableId, std::vector<std::shared_ptr<const TableSchema>>> layouts_;
   void* conn_ = nullptr;  // PGconn* of the replication connection
   bool in_txn_ = false;
+  bool skip_txn_ = false;  // the current transaction is midflight's own (origin filter)
+  std::mutex repairs_mu_;
+  std::vector<Change> repairs_;  // GUARDED_BY(repairs_mu_)
+  std::atomic<bool> have_repairs_{false};
   PgLsn txn_lsn_;
   int64_t txn_time_us_ = 0;
   uint32_t txn_seq_ = 0;

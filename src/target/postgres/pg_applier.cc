@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <chrono>
 #include <set>
+#include <thread>
 
 #include "postgres/pg_conn.h"
 
@@ -296,15 +298,21 @@ std::vector<ApplyOp> PlanOps(std::span<const Change> changes, const std::map<std
 
 Status EnsureBookkeeping(PgConn& target) { return target.Exec(kBookkeepingSql); }
 
-PgChangeSink::PgChangeSink(std::string uri, std::string migration, PartitionId p)
-    : uri_(std::move(uri)), migration_(std::move(migration)), partition_(p) {}
+PgChangeSink::PgChangeSink(std::string uri, std::string migration, PartitionId p, std::string origin)
+    : uri_(std::move(uri)), migration_(std::move(migration)), partition_(p), origin_(std::move(origin)) {}
 
 PgChangeSink::~PgChangeSink() = default;
 
 Result<std::unique_ptr<PgChangeSink>> PgChangeSink::Open(const std::string& target_uri, const std::string& migration,
-                                                         PartitionId partition) {
-  std::unique_ptr<PgChangeSink> sink(new PgChangeSink(target_uri, migration, partition));
-  RETURN_IF_ERROR(sink->Reconnect());
+                                                         PartitionId partition, std::string origin) {
+  std::unique_ptr<PgChangeSink> sink(new PgChangeSink(target_uri, migration, partition, std::move(origin)));
+  // A killed run's session may hold the origin for a moment: retry for a while.
+  Status st = sink->Reconnect();
+  for (int i = 0; i < 50 && !st.ok() && st.code() == StatusCode::kRetryCall; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    st = sink->Reconnect();
+  }
+  RETURN_IF_ERROR(st);
   return sink;
 }
 
@@ -315,6 +323,21 @@ Status PgChangeSink::Reconnect() {
   o.application_name = fmt::format("midflight-apply-{}", partition_.value);
   o.settings = {"session_replication_role=replica", "lock_timeout=10s"};
   ASSIGN_OR_RETURN(conn_, PgConn::Connect(uri_, o));
+  if (!origin_.empty()) {
+    RETURN_IF_ERROR(conn_->Query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS "
+                                 "(SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+                                 {origin_})
+                        .status());
+    auto setup = conn_->Query("SELECT pg_replication_origin_session_setup($1)", {origin_});
+    if (!setup.ok()) {
+      // "already active for PID n": the session of a killed run has not ended yet.
+      if (setup.status().message().find("55000") != std::string::npos) {
+        conn_.reset();
+        return RetryCall(setup.status().message());
+      }
+      return setup.status().WithContext("replication origin " + origin_);
+    }
+  }
   return Status::Ok();
 }
 

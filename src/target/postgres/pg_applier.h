@@ -29,8 +29,12 @@ Status EnsureBookkeeping(PgConn& target);
 
 class PgChangeSink final : public ChangeSink {
  public:
+  // `origin`, when set, names the PostgreSQL replication origin this session
+  // applies as (created when missing): the changes it commits are marked with
+  // it, so a change stream reading this server can skip them (no loops between
+  // forward and reverse replication). One session per origin.
   static Result<std::unique_ptr<PgChangeSink>> Open(const std::string& target_uri, const std::string& migration,
-                                                    PartitionId partition);
+                                                    PartitionId partition, std::string origin = "");
   ~PgChangeSink() override;
 
   Result<ChangePosition> LoadCheckpoint() override;
@@ -39,12 +43,13 @@ class PgChangeSink final : public ChangeSink {
   Status Reconnect() override;
 
  private:
-  PgChangeSink(std::string uri, std::string migration, PartitionId p);
+  PgChangeSink(std::string uri, std::string migration, PartitionId p, std::string origin);
   Status Abort(Status cause);
 
   std::string uri_;
   std::string migration_;
   PartitionId partition_;
+  std::string origin_;
   std::unique_ptr<PgConn> conn_;
   std::map<std::string, std::string> prepared_;  // shape -> statement name
   int next_statement_ = 0;

@@ -1,0 +1,91 @@
+// The second half of a PostgreSQL migration: replication in both directions,
+// live verification, and the switches that move the applications' traffic
+// through the proxy (DESIGN.md, "Traffic plane").
+//
+//   replicating ─switch reads─► reads_switched ─switch writes─► writes_switched ─complete─► completed
+//        ◄──switch reads --percent 0──┘       ◄────────rollback────────┘
+//
+// Switch writes (rollback is the same with the sides swapped):
+//   1. refuse when the lag is over cutover.max_lag_seconds, verification has
+//      not passed, the validation window is still open or approval is missing
+//      (unless forced); start reverse replication target -> source if it is
+//      not running yet (its slot is created before any client writes there);
+//   2. pause the proxy's read-write endpoint: new transactions wait, open ones
+//      drain; past cutover.drain_timeout_seconds the switch is abandoned and
+//      traffic resumes on the source;
+//   3. read the source's WAL insert position and wait until the target has
+//      applied everything before it;
+//   4. carry sequence values over;
+//   5. persist the new phase, point the endpoint at the target, release.
+//   The time from 2 to 5 is the write pause; it is recorded and reported.
+//
+// Forward (source -> target) and reverse (target -> source) replication both
+// run from the first write switch until `complete`; each skips what the other
+// applied (replication origins midflight_<name>_f<p> / _r<p>), so whichever
+// side the applications write to, the other follows, and nothing loops.
+//
+// Operations arrive from the control endpoint (any thread); one runs at a
+// time, a second is refused with the name of the one running.
+#pragma once
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "control/http.h"
+#include "control/pg_flow.h"
+#include "control/spec.h"
+#include "control/state_store.h"
+#include "proxy/pg_proxy.h"
+
+namespace midflight {
+
+class PgCutover {
+ public:
+  using TablePtr = std::shared_ptr<const TableSchema>;
+  // `proxy` may be null (no proxy configured: the switches are refused).
+  PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy);
+
+  // Replicates (forward; reverse too once a write switch started it) and
+  // records metrics until `stop` is set or a flow fails. `tables`: the
+  // migrated tables as the source has them; `filter`: what the copy holds.
+  Status Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_t partitions, const std::atomic<bool>& stop);
+
+  // The control API: POST /api/switch-reads?percent=N, /api/switch-writes,
+  // /api/rollback, /api/complete, /api/approve, /api/verify?repair=1; each
+  // takes force=1 where a check can be overridden. Plain-text answers.
+  http::Response Handle(const http::Request& request);
+
+ private:
+  Result<std::string> SwitchReads(int percent, bool force);
+  Result<std::string> SwitchWrites(bool force);
+  Result<std::string> Rollback(bool force);
+  Result<std::string> Complete();
+  Result<std::string> Approve();
+  Result<std::string> Verify(bool repair, int64_t rate);
+  // Moves writes from `from` to `to` (steps 2-5 above).
+  Result<std::string> MoveWrites(proxy::Side to, PgFlow& flow, Phase next, bool force);
+  Status StartReverse();
+  Status RequirePhase(std::initializer_list<Phase> allowed, const char* op);
+
+  const MigrationSpec& spec_;
+  StateStore& store_;
+  proxy::PgProxy* proxy_;
+  std::vector<TablePtr> tables_;
+  uint32_t partitions_ = 0;
+  std::atomic<size_t> batch_size_;
+
+  std::mutex op_mu_;          // one operation at a time
+  std::string op_running_;    // GUARDED_BY(state_mu_)
+  std::mutex state_mu_;
+  std::shared_ptr<PgFlow> forward_, reverse_;  // GUARDED_BY(state_mu_)
+  bool running_ = false;                        // GUARDED_BY(state_mu_): Run is replicating
+  std::atomic<bool> completed_{false};
+  std::atomic<bool> stopping_{false};  // Run is ending: a running verification stops
+};
+
+}  // namespace midflight

@@ -1,0 +1,887 @@
+#include "proxy/pg_proxy.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/rand.h>
+#include <openssl/ssl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+
+#include "base/log.h"
+#include "proxy/wire/pg/backend.h"
+#include "proxy/wire/pg/pg_wire.h"
+#include "proxy/wire/pg/scram.h"
+
+namespace midflight::proxy {
+
+const char* SideName(Side side) { return side == Side::kSource ? "source" : "target"; }
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+namespace wire = midflight::pgwire;
+
+constexpr auto kStartupTimeout = std::chrono::seconds(15);
+
+// "host:port" -> a listening socket.
+Result<int> ListenOn(const std::string& address, std::string* actual) {
+  auto colon = address.rfind(':');
+  if (colon == std::string::npos) return OperatorError(fmt::format("proxy listen address '{}': expected HOST:PORT", address));
+  std::string host = address.substr(0, colon), port = address.substr(colon + 1);
+  if (host.empty() || host == "*") host = "0.0.0.0";
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0)
+    return OperatorError(fmt::format("proxy listen address '{}': {}", address, gai_strerror(rc)));
+  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 512) != 0) {
+    int err = errno;
+    freeaddrinfo(res);
+    close(fd);
+    return OperatorError(fmt::format("proxy cannot listen on {}: {}", address, strerror(err)));
+  }
+  freeaddrinfo(res);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  char buf[INET6_ADDRSTRLEN] = {};
+  int p = 0;
+  if (ss.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+    p = ntohs(in->sin_port);
+  } else {
+    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+    p = ntohs(in6->sin6_port);
+  }
+  *actual = fmt::format("{}:{}", buf, p);
+  return fd;
+}
+
+std::string PeerName(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (getpeername(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return "?";
+  char buf[INET6_ADDRSTRLEN] = {};
+  if (ss.ss_family == AF_INET) {
+    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
+    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
+    return fmt::format("{}:{}", buf, ntohs(in->sin_port));
+  }
+  auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
+  inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
+  return fmt::format("[{}]:{}", buf, ntohs(in6->sin6_port));
+}
+
+// The first keyword(s) of a statement, upper-cased, skipping blanks and comments.
+std::string Leading(std::string_view sql, int words) {
+  std::string out;
+  size_t i = 0;
+  int got = 0;
+  while (i < sql.size() && got < words) {
+    while (i < sql.size()) {
+      if (isspace(static_cast<unsigned char>(sql[i]))) {
+        ++i;
+      } else if (sql.substr(i, 2) == "--") {
+        while (i < sql.size() && sql[i] != '\n') ++i;
+      } else if (sql.substr(i, 2) == "/*") {
+        auto end = sql.find("*/", i + 2);
+        i = end == std::string_view::npos ? sql.size() : end + 2;
+      } else {
+        break;
+      }
+    }
+    size_t start = i;
+    while (i < sql.size() && (isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_')) ++i;
+    if (i == start) break;
+    if (!out.empty()) out += ' ';
+    for (size_t k = start; k < i; ++k) out += static_cast<char>(toupper(static_cast<unsigned char>(sql[k])));
+    ++got;
+  }
+  return out;
+}
+
+// One statement only (a trailing semicolon allowed)?
+bool SingleStatement(std::string_view sql) {
+  auto semi = sql.find(';');
+  if (semi == std::string_view::npos) return true;
+  for (size_t i = semi + 1; i < sql.size(); ++i)
+    if (!isspace(static_cast<unsigned char>(sql[i]))) return false;
+  return true;
+}
+
+// What a statement does to the session state that must follow it to another server.
+enum class StateEffect { kNone, kSet, kResetAll, kDiscardAll, kPrepare, kDeallocate };
+StateEffect Classify(std::string_view sql, std::string* name) {
+  std::string two = Leading(sql, 2);
+  std::string first = two.substr(0, two.find(' '));
+  if (first == "SET") {
+    if (two == "SET LOCAL" || two == "SET TRANSACTION" || two == "SET CONSTRAINTS") return StateEffect::kNone;
+    return SingleStatement(sql) ? StateEffect::kSet : StateEffect::kNone;
+  }
+  if (first == "RESET") return two == "RESET ALL" ? StateEffect::kResetAll : StateEffect::kSet;
+  if (two == "DISCARD ALL") return StateEffect::kDiscardAll;
+  if (first == "PREPARE" && two != "PREPARE TRANSACTION") {
+    *name = Leading(sql, 2).substr(8);
+    return SingleStatement(sql) ? StateEffect::kPrepare : StateEffect::kNone;
+  }
+  if (first == "DEALLOCATE") {
+    std::string three = Leading(sql, 3);
+    std::string rest = three.substr(std::min<size_t>(three.size(), 11));
+    if (rest.starts_with("PREPARE ")) rest = rest.substr(8);
+    *name = rest;
+    return StateEffect::kDeallocate;
+  }
+  return StateEffect::kNone;
+}
+
+// The client's side of a session: a socket, optionally wrapped in TLS.
+class ClientIo {
+ public:
+  explicit ClientIo(int fd) : fd_(fd) {}
+  ~ClientIo() {
+    if (ssl_) SSL_free(ssl_);
+    close(fd_);
+  }
+  int fd() const { return fd_; }
+  bool pending() const { return ssl_ && SSL_pending(ssl_) > 0; }
+  Status StartTls(SSL_CTX* ctx) {
+    ssl_ = SSL_new(ctx);
+    SSL_set_fd(ssl_, fd_);
+    if (SSL_accept(ssl_) != 1) {
+      char err[256];
+      ERR_error_string_n(ERR_get_error(), err, sizeof err);
+      return OperatorError(fmt::format("TLS handshake failed: {}", err));
+    }
+    return Status::Ok();
+  }
+  // >0 bytes, 0 at EOF, <0 on error.
+  ssize_t Read(char* buf, size_t n) {
+    if (ssl_) {
+      int r = SSL_read(ssl_, buf, static_cast<int>(n));
+      return r > 0 ? r : (SSL_get_error(ssl_, r) == SSL_ERROR_ZERO_RETURN ? 0 : -1);
+    }
+    while (true) {
+      ssize_t r = recv(fd_, buf, n, 0);
+      if (r < 0 && errno == EINTR) continue;
+      return r;
+    }
+  }
+  Status Write(std::string_view data) {
+    if (data.empty()) return Status::Ok();
+    if (ssl_) {
+      while (!data.empty()) {
+        int w = SSL_write(ssl_, data.data(), static_cast<int>(data.size()));
+        if (w <= 0) return RetryCall("client connection lost");
+        data.remove_prefix(static_cast<size_t>(w));
+      }
+      return Status::Ok();
+    }
+    return wire::WriteAll(fd_, data);
+  }
+
+ private:
+  int fd_;
+  SSL* ssl_ = nullptr;
+};
+
+}  // namespace
+
+// ---------------------------------------------------------------------------
+
+struct Session;
+
+struct PgProxy::Impl : std::enable_shared_from_this<PgProxy::Impl> {
+  ProxyConfig config;
+  SSL_CTX* ssl_ctx = nullptr;
+  int listen_fd[2] = {-1, -1};  // rw, ro
+  std::string address[2];
+  std::vector<std::thread> acceptors;
+  std::atomic<bool> stopping{false};
+
+  std::atomic<int> write_side{0};
+  std::atomic<int> read_percent{0};
+
+  // Write gate.
+  std::mutex gate_mu;
+  std::condition_variable gate_cv;
+  bool paused = false;   // GUARDED_BY(gate_mu)
+  int busy_rw = 0;       // GUARDED_BY(gate_mu)
+
+  // Sessions (for cancel requests, drain reports and Stop).
+  std::mutex sessions_mu;
+  std::condition_variable sessions_cv;
+  std::map<int32_t, Session*> sessions;  // GUARDED_BY(sessions_mu), by the key handed to the client
+
+  // Stats.
+  std::atomic<int64_t> clients[2] = {0, 0};
+  std::atomic<int64_t> connections{0}, auth_failures{0}, protocol_errors{0}, moves{0};
+  std::atomic<int64_t> transactions[2] = {0, 0}, server_connects[2] = {0, 0};
+
+  ~Impl() {
+    if (ssl_ctx) SSL_CTX_free(ssl_ctx);
+  }
+  void Accept(int which);
+  void Serve(int fd, bool readonly);
+  void Cancel(int32_t pid, int32_t secret);
+};
+
+// One client connection and its server connections.
+struct Session {
+  PgProxy::Impl* proxy;
+  bool readonly;
+  std::unique_ptr<ClientIo> client;
+  std::string peer;
+  std::string user, password, database;
+  std::vector<std::pair<std::string, std::string>> startup_params;  // passed to every server connection
+  int32_t key_pid = 0, key_secret = 0;
+
+  struct ServerConn {
+    wire::Backend b;
+    wire::FrameReader reader;
+    uint64_t state_version = 0;  // session state this connection has
+    bool open() const { return b.fd >= 0; }
+  };
+  ServerConn servers[2];
+  Side current = Side::kSource;
+  std::mutex conn_mu;  // guards servers[*].b (pid/secret/fd) and current, for Cancel
+
+  // Transaction tracking.
+  std::atomic<bool> busy{false};  // read by PauseWrites' report
+  int awaiting_rfq = 0;  // Query/Sync/FunctionCall sent, ReadyForQuery not yet back
+  bool unsynced = false; // extended-protocol messages sent since the last Sync
+  char txn_status = 'I';
+  std::atomic<int64_t> busy_since_ns{0};
+
+  // Session state carried to another server.
+  std::vector<std::string> sets;                 // SET/RESET statements in order
+  std::map<std::string, std::string> sql_prepared;  // PREPARE name -> statement
+  std::map<std::string, std::string> parsed;     // named Parse message -> its bytes
+  uint64_t state_version = 0;
+  std::vector<std::string> pending_sets;         // run, not yet confirmed by ReadyForQuery
+  bool error_since_rfq = false;
+
+  ~Session() {
+    for (auto& s : servers)
+      if (s.open()) {
+        (void)wire::WriteAll(s.b.fd, wire::Terminate());
+        close(s.b.fd);
+      }
+  }
+
+  Status Fail(const std::string& sqlstate, const std::string& message) {
+    (void)client->Write(wire::ErrorResponse("FATAL", sqlstate, message));
+    return OperatorError(message);
+  }
+  Result<std::optional<std::string>> ReadStartupPacket(wire::FrameReader& reader, Clock::time_point deadline);
+  Result<wire::Message> ReadClientMessage(wire::FrameReader& reader, Clock::time_point deadline);
+  Status Startup();
+  Status Authenticate(wire::FrameReader& reader, Clock::time_point deadline);
+  Status OpenServer(Side side);
+  Status SyncState(Side side);
+  Status BeginTransaction();
+  void EndTransaction();
+  void Track(char type, std::string_view body, std::string_view bytes);
+  void OnServerMessage(char type, std::string_view body);
+  Status Relay();
+};
+
+// --- startup and authentication ---------------------------------------------
+
+Result<std::optional<std::string>> Session::ReadStartupPacket(wire::FrameReader& reader, Clock::time_point deadline) {
+  char buf[8192];
+  while (true) {
+    ASSIGN_OR_RETURN(auto packet, reader.NextStartup());
+    if (packet) return packet;
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    if (left <= 0) return OperatorError("client did not finish the startup in time");
+    if (!client->pending()) {
+      pollfd pfd{client->fd(), POLLIN, 0};
+      if (poll(&pfd, 1, left) <= 0) continue;
+    }
+    ssize_t n = client->Read(buf, sizeof buf);
+    if (n <= 0) return RetryCall("client closed the connection during startup");
+    reader.Append(buf, static_cast<size_t>(n));
+  }
+}
+
+Result<wire::Message> Session::ReadClientMessage(wire::FrameReader& reader, Clock::time_point deadline) {
+  char buf[8192];
+  while (true) {
+    ASSIGN_OR_RETURN(auto msg, reader.Next());
+    if (msg) return std::move(*msg);
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    if (left <= 0) return OperatorError("client did not finish authentication in time");
+    if (!client->pending()) {
+      pollfd pfd{client->fd(), POLLIN, 0};
+      if (poll(&pfd, 1, left) <= 0) continue;
+    }
+    ssize_t n = client->Read(buf, sizeof buf);
+    if (n <= 0) return RetryCall("client closed the connection during authentication");
+    reader.Append(buf, static_cast<size_t>(n));
+  }
+}
+
+Status Session::Startup() {
+  auto deadline = Clock::now() + kStartupTimeout;
+  wire::FrameReader reader;
+  wire::StartupPacket startup;
+  while (true) {
+    auto packet = ReadStartupPacket(reader, deadline);
+    if (!packet.ok()) return packet.status();
+    auto parsed = wire::ParseStartup(**packet);
+    if (!parsed.ok()) {
+      ++proxy->protocol_errors;
+      return Fail("08P01", "invalid startup packet: " + parsed.status().message());
+    }
+    startup = std::move(*parsed);
+    if (startup.kind == wire::StartupPacket::Kind::kCancel) {
+      proxy->Cancel(startup.cancel_pid, startup.cancel_secret);
+      return RetryCall("cancel request handled");
+    }
+    if (startup.kind == wire::StartupPacket::Kind::kSslRequest) {
+      if (proxy->ssl_ctx && !reader.size()) {
+        RETURN_IF_ERROR(client->Write("S"));
+        RETURN_IF_ERROR(client->StartTls(proxy->ssl_ctx));
+      } else {
+        RETURN_IF_ERROR(client->Write("N"));
+      }
+      continue;
+    }
+    if (startup.kind == wire::StartupPacket::Kind::kGssEncRequest) {
+      RETURN_IF_ERROR(client->Write("N"));
+      continue;
+    }
+    break;
+  }
+  for (auto& [k, v] : startup.params) {
+    if (k == "user") {
+      user = v;
+    } else if (k == "database") {
+      database = v;
+    } else if (k != "replication") {
+      startup_params.emplace_back(k, v);
+    } else {
+      return Fail("08P01", "the midflight proxy does not relay replication connections");
+    }
+  }
+  if (user.empty()) return Fail("28000", "no PostgreSQL user name specified in startup packet");
+  if (database.empty()) database = user;
+  const auto& cfg = proxy->config;
+  if (database != cfg.servers[0].database && database != cfg.servers[1].database)
+    return Fail("3D000", fmt::format("database \"{}\" is not served by this midflight proxy (migration {} serves \"{}\")",
+                                     database, cfg.migration, cfg.servers[0].database));
+  RETURN_IF_ERROR(Authenticate(reader, deadline));
+  if (readonly) startup_params.emplace_back("default_transaction_read_only", "on");
+
+  // The first server connection: the endpoint's current side.
+  Side side = readonly ? (proxy->read_percent.load() >= 100 ? Side::kTarget : Side::kSource)
+                       : static_cast<Side>(proxy->write_side.load());
+  if (Status st = OpenServer(side); !st.ok())
+    return Fail("08006", fmt::format("midflight proxy cannot reach the {} server: {}", SideName(side), st.message()));
+  current = side;
+  std::string out = wire::AuthOk();
+  for (auto& [k, v] : servers[static_cast<int>(side)].b.parameters) out += wire::ParameterStatus(k, v);
+  out += wire::BackendKeyData(key_pid, key_secret);
+  out += wire::ReadyForQuery('I');
+  return client->Write(out);
+}
+
+Status Session::Authenticate(wire::FrameReader& reader, Clock::time_point deadline) {
+  const auto& cfg = proxy->config;
+  const ProxyUser* found = nullptr;
+  for (const auto& u : cfg.users)
+    if (u.name == user) found = &u;
+  auto refuse = [&] {
+    ++proxy->auth_failures;
+    return Fail("28P01", fmt::format("password authentication failed for user \"{}\"", user));
+  };
+  if (cfg.auth == "md5") {
+    uint8_t salt[4];
+    RAND_bytes(salt, sizeof salt);
+    RETURN_IF_ERROR(client->Write(wire::AuthMd5(salt)));
+    ASSIGN_OR_RETURN(wire::Message m, ReadClientMessage(reader, deadline));
+    if (m.type != 'p') return Fail("08P01", fmt::format("expected a password message, got message type '{}'", m.type));
+    std::string response = m.body.substr(0, m.body.find('\0'));
+    if (!found || !wire::Md5Verify(user, found->password, salt, response)) return refuse();
+  } else {
+    // SCRAM-SHA-256. An unknown user still goes through the exchange (with a
+    // random password), so the reply does not tell which users exist.
+    std::string secret = found ? found->password : "";
+    if (!found) {
+      uint8_t r[16];
+      RAND_bytes(r, sizeof r);
+      secret.assign(reinterpret_cast<char*>(r), sizeof r);
+    }
+    wire::ScramServer scram(secret);
+    RETURN_IF_ERROR(client->Write(wire::AuthSasl({"SCRAM-SHA-256"})));
+    ASSIGN_OR_RETURN(wire::Message first, ReadClientMessage(reader, deadline));
+    if (first.type != 'p') return Fail("08P01", fmt::format("expected SASLInitialResponse, got message type '{}'", first.type));
+    // mechanism\0 int32 length, data
+    auto nul = first.body.find('\0');
+    if (nul == std::string::npos || first.body.size() < nul + 5) return Fail("08P01", "malformed SASLInitialResponse");
+    std::string mech = first.body.substr(0, nul);
+    if (mech != "SCRAM-SHA-256")
+      return Fail("28000", fmt::format("SASL mechanism {} is not supported (SCRAM-SHA-256 is)", mech));
+    std::string data = first.body.substr(nul + 5);
+    auto server_first = scram.ClientFirst(data);
+    if (!server_first.ok()) return Fail("08P01", server_first.status().message());
+    RETURN_IF_ERROR(client->Write(wire::AuthSaslContinue(*server_first)));
+    ASSIGN_OR_RETURN(wire::Message final_msg, ReadClientMessage(reader, deadline));
+    if (final_msg.type != 'p') return Fail("08P01", fmt::format("expected SASLResponse, got message type '{}'", final_msg.type));
+    auto server_final = scram.ClientFinal(final_msg.body);
+    if (!server_final.ok() || !found) return refuse();
+    RETURN_IF_ERROR(client->Write(wire::AuthSaslFinal(*server_final)));
+  }
+  password = found->password;
+  return Status::Ok();
+}
+
+Status Session::OpenServer(Side side) {
+  const ServerAddress& s = proxy->config.servers[static_cast<int>(side)];
+  wire::BackendParams p;
+  p.host = s.host;
+  p.port = s.port;
+  p.database = s.database;
+  p.user = user;
+  p.password = user == s.user ? s.password : password;
+  p.startup_params = startup_params;
+  ASSIGN_OR_RETURN(wire::Backend b, wire::ConnectBackend(p));
+  ++proxy->server_connects[static_cast<int>(side)];
+  ServerConn& c = servers[static_cast<int>(side)];
+  {
+    std::lock_guard lock(conn_mu);
+    c.b = std::move(b);
+  }
+  c.reader = wire::FrameReader();
+  if (!c.b.leftover.empty()) c.reader.Append(c.b.leftover.data(), c.b.leftover.size());
+  c.state_version = 0;
+  return Status::Ok();
+}
+
+// Brings server connection `side` up to the session's state: SET parameters,
+// SQL PREPAREd and protocol-level named statements, replayed in one round trip
+// with their answers swallowed.
+Status Session::SyncState(Side side) {
+  ServerConn& c = servers[static_cast<int>(side)];
+  if (c.state_version == state_version) return Status::Ok();
+  std::string out;
+  int expect = 0;
+  if (c.state_version != 0) {
+    out += wire::Query("DISCARD ALL");
+    ++expect;
+  }
+  for (const auto& s : sets) {
+    out += wire::Query(s);
+    ++expect;
+  }
+  for (const auto& [name, sql] : sql_prepared) {
+    out += wire::Query(sql);
+    ++expect;
+  }
+  if (!parsed.empty()) {
+    for (const auto& [name, bytes] : parsed) out += bytes;
+    out += wire::Sync();
+    ++expect;
+  }
+  if (expect > 0) {
+    RETURN_IF_ERROR(wire::WriteAll(c.b.fd, out));
+    while (expect > 0) {
+      ASSIGN_OR_RETURN(wire::Message m, wire::ReadMessage(c.b.fd, c.reader));
+      if (m.type == 'Z') --expect;
+      if (m.type == 'E') {
+        auto fields = wire::ParseErrorFields(m.body);
+        LOG_WARN("proxy: replaying session state of {} on the {}: {}", peer, SideName(side),
+                 fields.ok() ? (*fields)['M'] : std::string("error"));
+      }
+    }
+  }
+  c.state_version = state_version;
+  return Status::Ok();
+}
+
+// --- transactions ------------------------------------------------------------
+
+Status Session::BeginTransaction() {
+  Side want;
+  if (readonly) {
+    int pct = proxy->read_percent.load();
+    thread_local std::mt19937 rng{std::random_device{}()};
+    want = (pct >= 100 || (pct > 0 && static_cast<int>(rng() % 100) < pct)) ? Side::kTarget : Side::kSource;
+  } else {
+    std::unique_lock lock(proxy->gate_mu);
+    proxy->gate_cv.wait(lock, [&] { return !proxy->paused || proxy->stopping; });
+    ++proxy->busy_rw;
+    want = static_cast<Side>(proxy->write_side.load());
+  }
+  busy = true;
+  busy_since_ns = Clock::now().time_since_epoch().count();
+  if (want != current) {
+    ServerConn& next = servers[static_cast<int>(want)];
+    if (!next.open()) {
+      if (Status st = OpenServer(want); !st.ok())
+        return Fail("08006", fmt::format("midflight proxy cannot reach the {} server: {}", SideName(want), st.message()));
+    }
+    if (Status st = SyncState(want); !st.ok())
+      return Fail("08006", fmt::format("midflight proxy lost the {} server: {}", SideName(want), st.message()));
+    Side old = current;
+    {
+      std::lock_guard lock(conn_mu);
+      current = want;
+    }
+    ++proxy->moves;
+    if (!readonly) {
+      // A read-write session leaves the old side for good (until the next switch).
+      ServerConn& prev = servers[static_cast<int>(old)];
+      (void)wire::WriteAll(prev.b.fd, wire::Terminate());
+      std::lock_guard lock(conn_mu);
+      close(prev.b.fd);
+      prev.b.fd = -1;
+    }
+  } else if (Status st = SyncState(want); !st.ok()) {
+    return Fail("08006", fmt::format("midflight proxy lost the {} server: {}", SideName(want), st.message()));
+  }
+  ++proxy->transactions[static_cast<int>(want)];
+  return Status::Ok();
+}
+
+void Session::EndTransaction() {
+  busy = false;
+  if (!readonly) {
+    std::lock_guard lock(proxy->gate_mu);
+    --proxy->busy_rw;
+    proxy->gate_cv.notify_all();
+  }
+}
+
+void Session::Track(char type, std::string_view body, std::string_view bytes) {
+  switch (type) {
+    case 'Q': {
+      ++awaiting_rfq;
+      std::string sql(body.substr(0, body.find('\0')));
+      std::string name;
+      switch (Classify(sql, &name)) {
+        case StateEffect::kSet: pending_sets.push_back(sql); break;
+        case StateEffect::kResetAll:
+        case StateEffect::kDiscardAll:
+        case StateEffect::kPrepare:
+        case StateEffect::kDeallocate: pending_sets.push_back(sql); break;
+        case StateEffect::kNone: break;
+      }
+      break;
+    }
+    case 'S': ++awaiting_rfq; unsynced = false; break;
+    case 'F': ++awaiting_rfq; break;
+    case 'P': {
+      unsynced = true;
+      auto parse = wire::ParseParse(body);
+      if (!parse.ok()) break;
+      if (!parse->statement.empty()) {
+        parsed[parse->statement] = std::string(bytes);
+        ++state_version;
+      } else {
+        std::string name;
+        if (Classify(parse->query, &name) == StateEffect::kSet) pending_sets.push_back(parse->query);
+      }
+      break;
+    }
+    case 'C': {
+      unsynced = true;
+      auto cl = wire::ParseClose(body);
+      if (cl.ok() && cl->kind == 'S' && parsed.erase(cl->name)) ++state_version;
+      break;
+    }
+    case 'B': case 'E': case 'D': case 'H': unsynced = true; break;
+    default: break;
+  }
+}
+
+void Session::OnServerMessage(char type, std::string_view body) {
+  if (type == 'E') error_since_rfq = true;
+  if (type != 'Z') return;
+  if (awaiting_rfq > 0) --awaiting_rfq;
+  txn_status = body.empty() ? 'I' : body[0];
+  if (!pending_sets.empty() && awaiting_rfq == 0) {
+    if (!error_since_rfq) {
+      for (auto& sql : pending_sets) {
+        std::string name;
+        switch (Classify(sql, &name)) {
+          case StateEffect::kSet: sets.push_back(sql); break;
+          case StateEffect::kResetAll: sets.clear(); break;
+          case StateEffect::kDiscardAll:
+            sets.clear();
+            sql_prepared.clear();
+            parsed.clear();
+            break;
+          case StateEffect::kPrepare: sql_prepared[name] = sql; break;
+          case StateEffect::kDeallocate:
+            if (name == "ALL") sql_prepared.clear();
+            else sql_prepared.erase(name);
+            break;
+          case StateEffect::kNone: break;
+        }
+      }
+      ++state_version;
+      // The server this ran on has it already.
+      servers[static_cast<int>(current)].state_version = state_version;
+    }
+    pending_sets.clear();
+  }
+  if (awaiting_rfq == 0) error_since_rfq = false;
+}
+
+Status Session::Relay() {
+  std::vector<char> buf(64 * 1024);
+  wire::FrameReader from_client;
+  std::string out;
+  // The state the first server connection holds is the (empty) session state.
+  servers[static_cast<int>(current)].state_version = state_version;
+  while (!proxy->stopping) {
+    ServerConn& server = servers[static_cast<int>(current)];
+    pollfd fds[2] = {{client->fd(), POLLIN, 0}, {server.b.fd, POLLIN, 0}};
+    if (!client->pending()) {
+      int rc = poll(fds, 2, 500);
+      if (rc < 0 && errno != EINTR) return Internal("poll failed");
+      if (rc <= 0) continue;
+    } else {
+      fds[0].revents = POLLIN;
+    }
+    if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = client->Read(buf.data(), buf.size());
+      if (n <= 0) return Status::Ok();  // client went away
+      from_client.Append(buf.data(), static_cast<size_t>(n));
+      out.clear();
+      while (true) {
+        auto raw = from_client.NextRaw();
+        if (!raw.ok()) {
+          ++proxy->protocol_errors;
+          return Fail("08P01", "invalid message from the client: " + raw.status().message());
+        }
+        if (!*raw) break;
+        const wire::RawMessage& m = **raw;
+        if (m.type == 'X') {
+          if (!out.empty()) (void)wire::WriteAll(servers[static_cast<int>(current)].b.fd, out);
+          return Status::Ok();
+        }
+        if (!busy) {
+          if (!out.empty()) {
+            // Messages of the previous transaction are already out; should not happen.
+            RETURN_IF_ERROR(wire::WriteAll(servers[static_cast<int>(current)].b.fd, out));
+            out.clear();
+          }
+          RETURN_IF_ERROR(BeginTransaction());
+        }
+        Track(m.type, m.body, m.bytes);
+        out.append(m.bytes);
+      }
+      if (!out.empty()) {
+        if (Status st = wire::WriteAll(servers[static_cast<int>(current)].b.fd, out); !st.ok())
+          return Fail("08006", fmt::format("midflight proxy lost the {} server", SideName(current)));
+      }
+      continue;  // the server may have changed: poll again
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
+      ssize_t n = recv(server.b.fd, buf.data(), buf.size(), 0);
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        return Fail("08006", fmt::format("the {} server closed the connection", SideName(current)));
+      }
+      server.reader.Append(buf.data(), static_cast<size_t>(n));
+      out.clear();
+      while (true) {
+        auto raw = server.reader.NextRaw();
+        if (!raw.ok()) return Fail("08P01", "invalid message from the server: " + raw.status().message());
+        if (!*raw) break;
+        OnServerMessage((*raw)->type, (*raw)->body);
+        out.append((*raw)->bytes);
+      }
+      RETURN_IF_ERROR(client->Write(out));
+      if (busy && awaiting_rfq == 0 && !unsynced && txn_status == 'I') EndTransaction();
+    }
+  }
+  return Status::Ok();
+}
+
+// --- the proxy ---------------------------------------------------------------
+
+void PgProxy::Impl::Accept(int which) {
+  while (!stopping) {
+    pollfd pfd{listen_fd[which], POLLIN, 0};
+    if (poll(&pfd, 1, 200) <= 0) continue;
+    int fd = accept4(listen_fd[which], nullptr, nullptr, SOCK_CLOEXEC);
+    if (fd < 0) continue;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    ++connections;
+    auto self = shared_from_this();
+    std::thread([self, fd, which] { self->Serve(fd, which == 1); }).detach();
+  }
+}
+
+void PgProxy::Impl::Serve(int fd, bool readonly) {
+  auto session = std::make_unique<Session>();
+  session->proxy = this;
+  session->readonly = readonly;
+  session->client = std::make_unique<ClientIo>(fd);
+  session->peer = PeerName(fd);
+  {
+    std::lock_guard lock(sessions_mu);
+    if (static_cast<int>(sessions.size()) >= config.max_clients) {
+      (void)session->client->Write(wire::ErrorResponse("FATAL", "53300", "sorry, too many clients already (midflight proxy)"));
+      return;
+    }
+    do {
+      RAND_bytes(reinterpret_cast<uint8_t*>(&session->key_pid), sizeof session->key_pid);
+      session->key_pid &= 0x3fffffff;
+      RAND_bytes(reinterpret_cast<uint8_t*>(&session->key_secret), sizeof session->key_secret);
+    } while (session->key_pid == 0 || sessions.count(session->key_pid));
+    sessions[session->key_pid] = session.get();
+  }
+  Status st = session->Startup();
+  if (st.ok()) {
+    ++clients[readonly ? 1 : 0];
+    st = session->Relay();
+    --clients[readonly ? 1 : 0];
+  }
+  if (!st.ok() && st.code() != StatusCode::kRetryCall)
+    LOG_INFO("proxy: session {} (user {}) closed: {}", session->peer, session->user, st.message());
+  if (session->busy) session->EndTransaction();
+  {
+    std::lock_guard lock(sessions_mu);
+    sessions.erase(session->key_pid);
+  }
+  session.reset();
+  sessions_cv.notify_all();
+}
+
+void PgProxy::Impl::Cancel(int32_t pid, int32_t secret) {
+  std::string host;
+  int port = 0;
+  int32_t server_pid = 0, server_secret = 0;
+  {
+    std::lock_guard lock(sessions_mu);
+    auto it = sessions.find(pid);
+    if (it == sessions.end() || it->second->key_secret != secret) return;
+    Session* s = it->second;
+    std::lock_guard conn_lock(s->conn_mu);
+    const ServerAddress& a = config.servers[static_cast<int>(s->current)];
+    host = a.host;
+    port = a.port;
+    server_pid = s->servers[static_cast<int>(s->current)].b.pid;
+    server_secret = s->servers[static_cast<int>(s->current)].b.secret;
+  }
+  if (Status st = wire::SendCancel(host, port, server_pid, server_secret); !st.ok())
+    LOG_WARN("proxy: forwarding a cancel request: {}", st.message());
+}
+
+Result<std::unique_ptr<PgProxy>> PgProxy::Start(ProxyConfig config) {
+  std::unique_ptr<PgProxy> proxy(new PgProxy());
+  auto impl = std::make_shared<Impl>();
+  impl->config = std::move(config);
+  if (!impl->config.tls_cert.empty() || !impl->config.tls_key.empty()) {
+    impl->ssl_ctx = SSL_CTX_new(TLS_server_method());
+    if (SSL_CTX_use_certificate_chain_file(impl->ssl_ctx, impl->config.tls_cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(impl->ssl_ctx, impl->config.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)
+      return OperatorError(fmt::format("proxy.tls_cert / proxy.tls_key: cannot load {} / {}", impl->config.tls_cert,
+                                       impl->config.tls_key));
+  }
+  ASSIGN_OR_RETURN(impl->listen_fd[0], ListenOn(impl->config.listen_rw, &impl->address[0]));
+  if (!impl->config.listen_ro.empty()) {
+    auto ro = ListenOn(impl->config.listen_ro, &impl->address[1]);
+    if (!ro.ok()) {
+      close(impl->listen_fd[0]);
+      return ro.status();
+    }
+    impl->listen_fd[1] = *ro;
+  }
+  for (int which = 0; which < 2; ++which)
+    if (impl->listen_fd[which] >= 0) impl->acceptors.emplace_back([p = impl.get(), which] { p->Accept(which); });
+  proxy->impl_ = impl;
+  return proxy;
+}
+
+PgProxy::~PgProxy() { Stop(); }
+
+void PgProxy::Stop() {
+  if (!impl_ || impl_->stopping.exchange(true)) return;
+  for (auto& t : impl_->acceptors) t.join();
+  for (int fd : impl_->listen_fd)
+    if (fd >= 0) close(fd);
+  {
+    std::lock_guard lock(impl_->gate_mu);
+    impl_->gate_cv.notify_all();
+  }
+  std::unique_lock lock(impl_->sessions_mu);
+  for (auto& [k, s] : impl_->sessions) shutdown(s->client->fd(), SHUT_RDWR);
+  impl_->sessions_cv.wait_for(lock, std::chrono::seconds(5), [&] { return impl_->sessions.empty(); });
+}
+
+std::string PgProxy::rw_address() const { return impl_->address[0]; }
+std::string PgProxy::ro_address() const { return impl_->address[1]; }
+Side PgProxy::write_side() const { return static_cast<Side>(impl_->write_side.load()); }
+void PgProxy::SetWriteSide(Side side) { impl_->write_side = static_cast<int>(side); }
+int PgProxy::read_percent() const { return impl_->read_percent.load(); }
+void PgProxy::SetReadPercent(int percent) { impl_->read_percent = std::clamp(percent, 0, 100); }
+
+Status PgProxy::PauseWrites(std::chrono::milliseconds drain_timeout) {
+  std::unique_lock lock(impl_->gate_mu);
+  impl_->paused = true;
+  if (impl_->gate_cv.wait_for(lock, drain_timeout, [&] { return impl_->busy_rw == 0; })) return Status::Ok();
+  int busy = impl_->busy_rw;
+  lock.unlock();
+  std::string who;
+  std::lock_guard slock(impl_->sessions_mu);
+  auto now = Clock::now();
+  int listed = 0;
+  for (auto& [k, s] : impl_->sessions) {
+    if (s->readonly || !s->busy) continue;  // racy read of a flag, for the message only
+    if (listed++ < 5)
+      who += fmt::format("{}{} (user {}, in a transaction for {:.1f} s)", who.empty() ? "" : ", ", s->peer, s->user,
+                         (now.time_since_epoch().count() - s->busy_since_ns.load()) / 1e9);
+  }
+  return OperatorError(fmt::format("{} client session(s) still inside a transaction after the drain timeout of {:.1f} s: {}",
+                                 busy, drain_timeout.count() / 1000.0, who.empty() ? "?" : who));
+}
+
+void PgProxy::ResumeWrites() {
+  std::lock_guard lock(impl_->gate_mu);
+  impl_->paused = false;
+  impl_->gate_cv.notify_all();
+}
+
+ProxyStats PgProxy::stats() const {
+  ProxyStats s;
+  s.clients_rw = impl_->clients[0];
+  s.clients_ro = impl_->clients[1];
+  s.connections = impl_->connections;
+  s.auth_failures = impl_->auth_failures;
+  s.protocol_errors = impl_->protocol_errors;
+  for (int i = 0; i < 2; ++i) {
+    s.transactions[i] = impl_->transactions[i];
+    s.server_connects[i] = impl_->server_connects[i];
+  }
+  s.session_moves = impl_->moves;
+  return s;
+}
+
+}  // namespace midflight::proxy
