@@ -1,0 +1,433 @@
+// Connection lifecycle, driven by Handshake::Run below:
+//
+//   connect socket ──> send StartupMessage ──> kAuthenticating
+//
+//   kAuthenticating  R Ok ───────────────────────────────────────────> kSettingUp
+//                    R CleartextPassword / MD5Password: send PasswordMessage, stay
+//                    R SASL (SCRAM-SHA-256 offered): send SASLInitialResponse ──> kSaslContinue
+//   kSaslContinue    R SASLContinue: check server-first, send SASLResponse ──> kSaslFinal
+//   kSaslFinal       R SASLFinal: verify the server's signature ──> kAuthenticating (now only R Ok)
+//   kSettingUp       S ParameterStatus → parameters, K BackendKeyData → pid/secret,
+//                    Z ReadyForQuery → done
+//
+// In every state: E ErrorResponse ends the handshake with the server's message
+// and SQLSTATE; N NoticeResponse and v NegotiateProtocolVersion are ignored;
+// anything else is a protocol violation. AuthenticationOk before a SCRAM
+// exchange finished is refused: the server must prove it knows the password
+// once SCRAM has started. The socket is closed on every failure.
+
+#include "proxy/wire/pg/backend.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+#include <utility>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "proxy/wire/pg/scram.h"
+
+namespace midflight::pgwire {
+
+namespace {
+
+constexpr size_t kReadChunk = 64 * 1024;
+
+// Closes the descriptor unless released.
+class UniqueFd {
+ public:
+  explicit UniqueFd(int fd = -1) : fd_(fd) {}
+  ~UniqueFd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
+  UniqueFd& operator=(UniqueFd&& other) noexcept {
+    if (this != &other) {
+      if (fd_ >= 0) ::close(fd_);
+      fd_ = std::exchange(other.fd_, -1);
+    }
+    return *this;
+  }
+  UniqueFd(const UniqueFd&) = delete;
+  UniqueFd& operator=(const UniqueFd&) = delete;
+
+  int get() const { return fd_; }
+  int release() { return std::exchange(fd_, -1); }
+
+ private:
+  int fd_;
+};
+
+std::string ErrnoText(int e) { return std::strerror(e); }
+
+// A deadline on the monotonic clock; -1 = none.
+int64_t DeadlineAfter(int timeout_ms) { return timeout_ms > 0 ? NowMonotonicMs() + timeout_ms : -1; }
+
+// Waits until fd is ready for `events` or the deadline passes.
+Status WaitFd(int fd, short events, int64_t deadline) {
+  for (;;) {
+    int wait_ms = -1;
+    if (deadline >= 0) wait_ms = static_cast<int>(std::max<int64_t>(0, deadline - NowMonotonicMs()));
+    pollfd p{fd, events, 0};
+    const int n = ::poll(&p, 1, wait_ms);
+    if (n > 0) return Status::Ok();  // ready, or an error/hang-up the next call will report
+    if (n == 0) return RetryCall("timed out");
+    if (errno != EINTR) return RetryCall(fmt::format("poll: {}", ErrnoText(errno)));
+  }
+}
+
+// "host:port", "[v6]:port" or the unix socket path: how a server is named in messages.
+std::string ServerLabel(const std::string& host, int port) {
+  if (host.starts_with('/')) return fmt::format("{}/.s.PGSQL.{}", host, port);
+  if (host.find(':') != std::string::npos) return fmt::format("[{}]:{}", host, port);
+  return fmt::format("{}:{}", host, port);
+}
+
+// connect() on a non-blocking socket, waiting for completion until the deadline.
+Status ConnectNonBlocking(int fd, const sockaddr* addr, socklen_t len, int64_t deadline) {
+  int rc;
+  do {
+    rc = ::connect(fd, addr, len);
+  } while (rc != 0 && errno == EINTR);
+  if (rc == 0) return Status::Ok();
+  if (errno != EINPROGRESS && errno != EAGAIN) return RetryCall(ErrnoText(errno));
+  RETURN_IF_ERROR(WaitFd(fd, POLLOUT, deadline));
+  int err = 0;
+  socklen_t err_len = sizeof(err);
+  if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &err_len) != 0) return RetryCall(ErrnoText(errno));
+  if (err != 0) return RetryCall(ErrnoText(err));
+  return Status::Ok();
+}
+
+Status MakeBlocking(int fd) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags < 0 || ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK) != 0) {
+    return Internal(fmt::format("fcntl: {}", ErrnoText(errno)));
+  }
+  return Status::Ok();
+}
+
+// A connected blocking socket to host:port (TCP with TCP_NODELAY) or to the
+// unix socket in directory `host`. Errors carry no label; the caller adds it.
+Result<UniqueFd> ConnectSocket(const std::string& host, int port, int64_t deadline) {
+  if (port <= 0 || port > 65535) return OperatorError(fmt::format("invalid port {}", port));
+  if (host.starts_with('/')) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = fmt::format("{}/.s.PGSQL.{}", host, port);
+    if (path.size() >= sizeof(addr.sun_path)) return OperatorError("unix socket path too long");
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (fd.get() < 0) return Internal(fmt::format("socket: {}", ErrnoText(errno)));
+    RETURN_IF_ERROR(ConnectNonBlocking(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr), deadline));
+    RETURN_IF_ERROR(MakeBlocking(fd.get()));
+    return fd;
+  }
+
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* list = nullptr;
+  const std::string service = std::to_string(port);
+  const int gai = ::getaddrinfo(host.c_str(), service.c_str(), &hints, &list);
+  if (gai != 0) {
+    std::string msg = fmt::format("could not resolve host \"{}\": {}", host, ::gai_strerror(gai));
+    // A DNS server that did not answer may answer next time; a name that does not exist is a setting to fix.
+    return gai == EAI_AGAIN ? RetryCall(std::move(msg)) : OperatorError(std::move(msg));
+  }
+  Status last = RetryCall("no address");
+  for (addrinfo* ai = list; ai != nullptr; ai = ai->ai_next) {
+    UniqueFd fd(::socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, ai->ai_protocol));
+    if (fd.get() < 0) {
+      last = RetryCall(fmt::format("socket: {}", ErrnoText(errno)));
+      continue;
+    }
+    last = ConnectNonBlocking(fd.get(), ai->ai_addr, ai->ai_addrlen, deadline);
+    if (!last.ok()) continue;
+    last = MakeBlocking(fd.get());
+    if (!last.ok()) continue;
+    const int one = 1;
+    if (::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) != 0) {
+      last = Internal(fmt::format("setsockopt(TCP_NODELAY): {}", ErrnoText(errno)));
+      continue;
+    }
+    ::freeaddrinfo(list);
+    return fd;
+  }
+  ::freeaddrinfo(list);
+  return last;
+}
+
+// ErrorResponse from the server → Status: unreachable-for-now conditions are
+// RetryCall (connection class 08, shutting down / starting up, too many
+// connections and other resource shortages), everything else OperatorError.
+Status ServerError(const std::string& label, std::string_view body) {
+  auto fields = ParseErrorFields(body);
+  if (!fields.ok()) return fields.status().WithContext(label);
+  const auto it = fields->find('C');
+  const std::string sqlstate = it == fields->end() ? std::string() : it->second;
+  std::string msg = fmt::format("{}: {}", label, DescribeErrorFields(*fields));
+  if (sqlstate.starts_with("08") || sqlstate.starts_with("53") || sqlstate == "57P01" || sqlstate == "57P02" ||
+      sqlstate == "57P03") {
+    return RetryCall(std::move(msg));
+  }
+  return OperatorError(std::move(msg));
+}
+
+const char* AuthMethodName(int32_t code) {
+  switch (code) {
+    case 2: return "Kerberos V5";
+    case 6: return "SCM credentials";
+    case 7:
+    case 8: return "GSSAPI";
+    case 9: return "SSPI";
+    default: return "unknown";
+  }
+}
+
+class Handshake {
+ public:
+  Handshake(const BackendParams& params, int fd)
+      : params_(params),
+        label_(ServerLabel(params.host, params.port)),
+        fd_(fd),
+        deadline_(DeadlineAfter(params.connect_timeout_ms)) {}
+
+  Status Run(Backend* out);
+
+ private:
+  enum class State { kAuthenticating, kSaslContinue, kSaslFinal, kSettingUp };
+
+  Status Send(std::string_view bytes) { return WriteAll(fd_, bytes).WithContext(label_); }
+  Result<Message> Receive();
+  Status OnAuth(std::string_view body);
+  Status NeedPassword() const;
+  Status Violation(const Message& m) const {
+    return OperatorError(
+        fmt::format("{}: unexpected message {} during connection startup", label_, DescribeType(m.type)));
+  }
+
+  const BackendParams& params_;
+  const std::string label_;
+  const int fd_;
+  const int64_t deadline_;
+  FrameReader reader_;
+  State state_ = State::kAuthenticating;
+  std::optional<ScramClient> scram_;
+  bool scram_verified_ = false;
+};
+
+Result<Message> Handshake::Receive() {
+  int timeout_ms = -1;
+  if (deadline_ >= 0) timeout_ms = static_cast<int>(std::max<int64_t>(0, deadline_ - NowMonotonicMs()));
+  auto m = ReadMessage(fd_, reader_, timeout_ms);
+  if (!m.ok()) return m.status().WithContext(label_);
+  return m;
+}
+
+Status Handshake::NeedPassword() const {
+  if (!params_.password.empty()) return Status::Ok();
+  return OperatorError(
+      fmt::format("{}: the server asked for a password for user \"{}\" but none is configured", label_, params_.user));
+}
+
+Status Handshake::OnAuth(std::string_view body) {
+  auto code = ParseAuthCode(body);
+  if (!code.ok()) return code.status().WithContext(label_);
+  if (*code == kAuthOk && scram_ && !scram_verified_) {
+    return OperatorError(fmt::format("{}: the server accepted the login before completing SCRAM", label_));
+  }
+  switch (state_) {
+    case State::kAuthenticating:
+      switch (*code) {
+        case kAuthOk:
+          state_ = State::kSettingUp;
+          return Status::Ok();
+        case kAuthCleartext:
+          if (scram_) break;
+          RETURN_IF_ERROR(NeedPassword());
+          return Send(PasswordMessage(params_.password));
+        case kAuthMd5: {
+          if (scram_) break;
+          RETURN_IF_ERROR(NeedPassword());
+          auto salt = ParseAuthMd5Salt(body);
+          if (!salt.ok()) return salt.status().WithContext(label_);
+          return Send(PasswordMessage(Md5Response(params_.user, params_.password, salt->data())));
+        }
+        case kAuthSasl: {
+          if (scram_) break;
+          auto mechanisms = ParseAuthSaslMechanisms(body);
+          if (!mechanisms.ok()) return mechanisms.status().WithContext(label_);
+          if (std::find(mechanisms->begin(), mechanisms->end(), kScramSha256) == mechanisms->end()) {
+            return OperatorError(fmt::format("{}: the server offers SASL mechanisms {} but not SCRAM-SHA-256", label_,
+                                             fmt::join(*mechanisms, ", ")));
+          }
+          RETURN_IF_ERROR(NeedPassword());
+          scram_.emplace(params_.password);
+          state_ = State::kSaslContinue;
+          return Send(SaslInitialResponse(kScramSha256, scram_->ClientFirst()));
+        }
+        case kAuthSaslContinue:
+        case kAuthSaslFinal: break;
+        default:
+          return OperatorError(fmt::format("{}: authentication method {} ({}) requested by the server is not supported",
+                                           label_, *code, AuthMethodName(*code)));
+      }
+      break;
+    case State::kSaslContinue: {
+      if (*code != kAuthSaslContinue) break;
+      auto data = ParseAuthSaslData(body);
+      if (!data.ok()) return data.status().WithContext(label_);
+      RETURN_IF_ERROR(scram_->ServerFirst(*data).WithContext(label_));
+      state_ = State::kSaslFinal;
+      return Send(SaslResponse(scram_->ClientFinal()));
+    }
+    case State::kSaslFinal: {
+      if (*code != kAuthSaslFinal) break;
+      auto data = ParseAuthSaslData(body);
+      if (!data.ok()) return data.status().WithContext(label_);
+      RETURN_IF_ERROR(scram_->ServerFinal(*data).WithContext(label_));
+      scram_verified_ = true;
+      state_ = State::kAuthenticating;
+      return Status::Ok();
+    }
+    case State::kSettingUp: break;
+  }
+  return OperatorError(fmt::format("{}: unexpected authentication request {} during connection startup", label_, *code));
+}
+
+Status Handshake::Run(Backend* out) {
+  std::vector<std::pair<std::string, std::string>> startup = {{"user", params_.user}};
+  if (!params_.database.empty()) startup.emplace_back("database", params_.database);
+  for (const auto& [name, value] : params_.startup_params) {
+    if (name != "user" && name != "database") startup.emplace_back(name, value);
+  }
+  RETURN_IF_ERROR(Send(StartupMessage(startup)));
+
+  for (;;) {
+    ASSIGN_OR_RETURN(Message m, Receive());
+    switch (m.type) {
+      case 'E': return ServerError(label_, m.body);
+      case 'N': continue;
+      case 'v':
+        LOG_DEBUG("{}: server sent NegotiateProtocolVersion; continuing with protocol 3.0", label_);
+        continue;
+      case 'R': RETURN_IF_ERROR(OnAuth(m.body)); continue;
+      default: break;
+    }
+    if (state_ != State::kSettingUp) return Violation(m);
+    switch (m.type) {
+      case 'S': {
+        auto p = ParseParameterStatus(m.body);
+        if (!p.ok()) return p.status().WithContext(label_);
+        out->parameters.push_back(std::move(*p));
+        break;
+      }
+      case 'K': {
+        auto key = ParseBackendKeyData(m.body);
+        if (!key.ok()) return key.status().WithContext(label_);
+        out->pid = key->first;
+        out->secret = key->second;
+        break;
+      }
+      case 'Z': {
+        auto status = ParseReadyForQuery(m.body);
+        if (!status.ok()) return status.status().WithContext(label_);
+        out->txn_status = *status;
+        out->leftover.assign(reader_.data(), reader_.size());
+        return Status::Ok();
+      }
+      default: return Violation(m);
+    }
+  }
+}
+
+}  // namespace
+
+Result<Backend> ConnectBackend(const BackendParams& params) {
+  const std::string label = ServerLabel(params.host, params.port);
+  auto fd = ConnectSocket(params.host, params.port, DeadlineAfter(params.connect_timeout_ms));
+  if (!fd.ok()) return fd.status().WithContext(label);
+  Backend backend;
+  Handshake handshake(params, fd->get());
+  RETURN_IF_ERROR(handshake.Run(&backend));  // fd is closed by its UniqueFd on failure
+  backend.fd = fd->release();
+  return backend;
+}
+
+Status SendCancel(const std::string& host, int port, int32_t pid, int32_t secret, int timeout_ms) {
+  const std::string label = ServerLabel(host, port);
+  const int64_t deadline = DeadlineAfter(timeout_ms);
+  auto fd = ConnectSocket(host, port, deadline);
+  if (!fd.ok()) return fd.status().WithContext(label);
+  RETURN_IF_ERROR(WriteAll(fd->get(), CancelRequest(pid, secret)).WithContext(label));
+  // The server closes the connection once it has read the request.
+  char buf[64];
+  for (;;) {
+    RETURN_IF_ERROR(WaitFd(fd->get(), POLLIN, deadline).WithContext(label + ": waiting for the cancel to be read"));
+    const ssize_t n = ::read(fd->get(), buf, sizeof(buf));
+    if (n == 0 || (n < 0 && errno == ECONNRESET)) return Status::Ok();
+    if (n < 0 && errno != EINTR && errno != EAGAIN) return RetryCall(fmt::format("{}: read: {}", label, ErrnoText(errno)));
+  }
+}
+
+Status WriteAll(int fd, std::string_view bytes) {
+  bool is_socket = true;
+  while (!bytes.empty()) {
+    const ssize_t n =
+        is_socket ? ::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) : ::write(fd, bytes.data(), bytes.size());
+    if (n >= 0) {
+      bytes.remove_prefix(static_cast<size_t>(n));
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == ENOTSOCK && is_socket) {
+      is_socket = false;
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      RETURN_IF_ERROR(WaitFd(fd, POLLOUT, -1));
+      continue;
+    }
+    return RetryCall(fmt::format("write: {}", ErrnoText(errno)));
+  }
+  return Status::Ok();
+}
+
+Result<Message> ReadMessage(int fd, FrameReader& reader, int timeout_ms) {
+  const int64_t deadline = timeout_ms >= 0 ? NowMonotonicMs() + timeout_ms : -1;
+  for (;;) {
+    ASSIGN_OR_RETURN(std::optional<Message> m, reader.Next());
+    if (m) return std::move(*m);
+    if (deadline >= 0) RETURN_IF_ERROR(WaitFd(fd, POLLIN, deadline));
+    char* buf = reader.PrepareWrite(kReadChunk);
+    const ssize_t n = ::read(fd, buf, kReadChunk);
+    if (n > 0) {
+      reader.CommitWrite(static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0) return RetryCall("connection closed by the peer");
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      RETURN_IF_ERROR(WaitFd(fd, POLLIN, deadline));
+      continue;
+    }
+    return RetryCall(fmt::format("read: {}", ErrnoText(errno)));
+  }
+}
+
+}  // namespace midflight::pgwire
