@@ -247,7 +247,7 @@ int main(int argc, char** argv) {
             spec->control, spec_path)));
       return Fail(r.status());
     }
-    std::fputs(r->body.c_str(), r->status == 200 ? stdout : stderr);
+    std::fputs(r->body.c_str(), r->status == 200 || r->status == 422 ? stdout : stderr);
     return r->status == 200 ? 0 : 1;
   }
   if (*compare) {

@@ -508,7 +508,7 @@ Result<std::string> PgCutover::Approve() {
   return std::string("write switch approved");
 }
 
-Result<std::string> PgCutover::Verify(bool repair, int64_t rate) {
+Result<std::string> PgCutover::Verify(bool repair, int64_t rate, bool* clean) {
   RETURN_IF_ERROR(RequirePhase({Phase::kReplicating, Phase::kReadsSwitched, Phase::kWritesSwitched}, "verify"));
   // Compare with the side applications write to as the reference.
   const bool writes_on_target = store_.phase() == Phase::kWritesSwitched;
@@ -587,6 +587,7 @@ Result<std::string> PgCutover::Verify(bool repair, int64_t rate) {
                         {"verify_json", report->ToJson()}});
   (void)store_.AddEvent("verify: " + report->Summary());
   Say("verify: " + report->Summary());
+  *clean = report->clean();
   return out;
 }
 
@@ -609,6 +610,7 @@ http::Response PgCutover::Handle(const http::Request& req) {
     op_running_ = op.substr(op.rfind('/') + 1);
   }
   Result<std::string> r = InvalidArgument("unknown operation " + op);
+  bool clean = true;
   try {
     if (op == "/api/switch-reads") {
       std::string p = req.QueryParam("percent");
@@ -630,12 +632,13 @@ http::Response PgCutover::Handle(const http::Request& req) {
       r = Approve();
     } else if (op == "/api/verify") {
       std::string rate = req.QueryParam("rate");
-      r = Verify(req.QueryParam("repair") == "1", rate.empty() ? -1 : std::stoll(rate));
+      r = Verify(req.QueryParam("repair") == "1", rate.empty() ? -1 : std::stoll(rate), &clean);
     }
   } catch (const std::exception& e) {
     r = InvalidArgument(std::string("bad request: ") + e.what());
   }
-  if (r.ok()) return http::Text(200, *r + (r->ends_with("\n") ? "" : "\n"));
+  // 422: the verification ran and found differences (the CLI exits 1).
+  if (r.ok()) return http::Text(clean ? 200 : 422, *r + (r->ends_with("\n") ? "" : "\n"));
   int code = r.status().code() == StatusCode::kInvalidArgument ? 400
              : r.status().code() == StatusCode::kOperator     ? 409
                                                                : 500;

@@ -66,7 +66,8 @@ class PgCutover {
   Result<std::string> Rollback(bool force);
   Result<std::string> Complete();
   Result<std::string> Approve();
-  Result<std::string> Verify(bool repair, int64_t rate);
+  // `*clean` tells whether the comparison found nothing (the text lists what it found).
+  Result<std::string> Verify(bool repair, int64_t rate, bool* clean);
   // Moves writes from `from` to `to` (steps 2-5 above).
   Result<std::string> MoveWrites(proxy::Side to, PgFlow& flow, Phase next, bool force);
   Status StartReverse();

@@ -348,7 +348,11 @@ Status Session::Startup() {
   wire::StartupPacket startup;
   while (true) {
     auto packet = ReadStartupPacket(reader, deadline);
-    if (!packet.ok()) return packet.status();
+    if (!packet.ok()) {
+      if (packet.status().code() == StatusCode::kRetryCall) return packet.status();  // client gone
+      ++proxy->protocol_errors;
+      return Fail("08P01", "invalid startup packet: " + packet.status().message());
+    }
     auto parsed = wire::ParseStartup(**packet);
     if (!parsed.ok()) {
       ++proxy->protocol_errors;

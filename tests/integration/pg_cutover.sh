@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# The whole life of a migration with the applications on midflight's proxy:
+# pgbench (-c 8, TPC-B with a history table keyed by a sequence) runs through
+# the proxy from before the copy to after `complete`, once with -M simple and
+# once with -M prepared. Each life: copy, replicate, verify, switch reads,
+# switch writes, then rollback / switch writes four more times (ten write
+# switches), complete. pgbench must report no failed transaction and no
+# connection error; every transaction it committed must have left its history
+# row on the final server; source and target must be equal before complete.
+#
+# Around the switches (simple mode): a transaction held open past the drain
+# timeout makes the switch give up cleanly (traffic stays on the source, the
+# held transaction commits and replicates); a second operation while one runs
+# is refused; a wrong password is refused; garbage and a truncated startup
+# packet close only their own connection.
+source "$(dirname "$0")/lib.sh"
+start_servers 26700
+PROXY_PORT=$(free_port 26720)
+RO_PORT=$(free_port $((PROXY_PORT + 1)))
+
+load_loop() {  # load_loop MODE URI: pgbench in 4 s runs until $WORK/stop-load exists
+  local mode=$1 uri=$2 n=0
+  while [[ ! -f $WORK/stop-load ]]; do
+    n=$((n + 1))
+    pgbench -n -c 8 -j 2 -T 4 -R 300 -M "$mode" "$uri" >"$WORK/pgbench.$mode.$n.log" 2>&1 ||
+      echo "pgbench run $n exited $?" >>"$WORK/pgbench-errors"
+  done
+}
+
+life() {
+  local mode=$1 db=app_$1
+  log "=== -M $mode: database $db"
+  rm -f "$WORK/stop-load" "$WORK/pgbench-errors"
+  sql_src -c "CREATE DATABASE $db"
+  local base_src=${SRC%/*} base_dst=${DST%/*}
+  local src=$base_src/$db
+  sql_dst -c "CREATE DATABASE $db"
+  pgbench -i -s 10 -q "$src" >/dev/null 2>&1
+  psql -X -q -At "$src" -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
+  SRC_DB=$src
+  local saved_src=$SRC saved_dst=$DST
+  SRC=$src DST=$base_dst/$db
+  write_spec "cut_$mode" "partitions: 2" "copy_workers: 2" "chunk_rows: 100000" \
+    "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  listen_readonly: 127.0.0.1:$RO_PORT" \
+    "cutover:" "  drain_timeout_seconds: 2" "  max_lag_seconds: 2"
+  local proxy_uri="postgres://midflight:midflight@127.0.0.1:$PROXY_PORT/$db"
+  run_mf_bg
+  for _ in $(seq 40); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
+  load_loop "$mode" "$proxy_uri" &
+  LOAD_PID=$!
+  wait_phase replicating 180
+  sleep 2
+
+  if [[ $mode == simple ]]; then
+    # Refusals before any switch.
+    out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes from replicating succeeded"
+    [[ $out == *"switch reads first"* ]] || fail "unexpected refusal: $out"
+    log "refused as expected: $out"
+    if PGPASSWORD=wrong psql -X -At "postgres://midflight@127.0.0.1:$PROXY_PORT/$db" -c "SELECT 1" 2>"$WORK/err"; then
+      fail "wrong password accepted"
+    fi
+    grep -q 'password authentication failed for user "midflight"' "$WORK/err" || fail "wrong password: $(cat "$WORK/err")"
+    log "wrong password refused: $(head -1 "$WORK/err")"
+    # Garbage instead of a startup packet, and a truncated one.
+    exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT"
+    printf '\x00\x00\x00\x03garbage' >&3
+    reply=$(timeout 5 cat <&3 | tr -c '[:print:]' ' ')
+    exec 3>&-
+    [[ $reply == *08P01* ]] || fail "garbage got no protocol error: '$reply'"
+    log "garbage startup: $reply"
+    exec 3<>"/dev/tcp/127.0.0.1/$PROXY_PORT"
+    printf '\x00\x00\x00\x50\x00\x03\x00\x00user\x00' >&3
+    exec 3>&-
+    psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null || fail "the proxy stopped answering after bad clients"
+  fi
+
+  "$MF" verify "$SPEC" | tee "$WORK/verify.out" || fail "verify found differences on a clean run"
+  grep -q "0 differences" "$WORK/verify.out" || fail "verify output: $(cat "$WORK/verify.out")"
+  "$MF" switch reads "$SPEC"
+  [[ $(psql -X -At "postgres://midflight:midflight@127.0.0.1:$RO_PORT/$db" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] ||
+    fail "read-only endpoint does not reach the target after switch reads"
+
+  if [[ $mode == simple ]]; then
+    # A second operation while one runs is refused.
+    "$MF" verify "$SPEC" --rate 200000 >/dev/null 2>&1 &
+    verifying=$!
+    sleep 0.5
+    out=$("$MF" switch writes "$SPEC" 2>&1) && fail "a second operation ran while verify was running"
+    [[ $out == *"another operation is running (verify)"* ]] || fail "unexpected answer: $out"
+    log "refused while verifying: $out"
+    wait $verifying || true
+    # A transaction held open past the drain timeout (2 s).
+    psql -X -q "$proxy_uri" -c "BEGIN" -c "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 777777, now())" \
+      -c "SELECT pg_sleep(5)" -c "COMMIT" >/dev/null &
+    held=$!
+    sleep 0.5
+    out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes succeeded with a transaction open past the drain timeout"
+    [[ $out == *abandoned* && $out == *"inside a transaction"* ]] || fail "unexpected answer: $out"
+    log "abandoned as expected: $out"
+    [[ $(status_field phase) == reads_switched ]] || fail "phase moved after an abandoned switch"
+    wait $held || fail "the held transaction failed"
+  fi
+
+  "$MF" switch writes "$SPEC"
+  for i in 1 2 3 4; do
+    sleep 2
+    "$MF" rollback "$SPEC"
+    sleep 2
+    "$MF" switch writes "$SPEC"
+  done
+  [[ $(psql -X -At "$proxy_uri" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] || fail "writes do not reach the target"
+  sleep 2
+  touch "$WORK/stop-load"
+  wait "$LOAD_PID"
+  LOAD_PID=
+  [[ ! -f $WORK/pgbench-errors ]] || { cat "$WORK/pgbench-errors"; tail -20 "$WORK"/pgbench.$mode.*.log; fail "pgbench failed"; }
+  local processed failed runs
+  processed=$(cat "$WORK"/pgbench.$mode.*.log | awk '/number of transactions actually processed/ {s += $6} END {print s + 0}')
+  failed=$(cat "$WORK"/pgbench.$mode.*.log | awk '/number of failed transactions/ {s += $5} END {print s + 0}')
+  runs=$(ls "$WORK"/pgbench.$mode.*.log | wc -l)
+  log "pgbench -M $mode through the proxy: $runs runs, $processed transactions, $failed failed"
+  [[ $failed == 0 ]] || fail "$failed failed transactions"
+  [[ $processed -gt 1000 ]] || fail "too few transactions: $processed"
+
+  # The target now takes the writes; the source follows by reverse replication.
+  local applied i
+  for i in $(seq 120); do
+    [[ $(status_field reverse_lag_bytes) -lt 1000 ]] && break
+    sleep 0.25
+  done
+  assert_equal
+  "$MF" status "$SPEC"
+  "$MF" complete "$SPEC"
+  [[ $(status_field phase) == completed ]] || fail "not completed"
+  local rows held_rows
+  rows=$(psql -X -At "$DST" -c "SELECT count(*) FROM pgbench_history WHERE delta <> 777777")
+  held_rows=$(psql -X -At "$DST" -c "SELECT count(*) FROM pgbench_history WHERE delta = 777777")
+  log "history rows on the final server: $rows (pgbench committed $processed), held transaction's row: $held_rows"
+  [[ $rows == "$processed" ]] || fail "history rows $rows != committed transactions $processed"
+  [[ $mode != simple || $held_rows == 1 ]] || fail "the held transaction's row is missing"
+  # Nothing of midflight's is left on either server.
+  [[ $(psql -X -At "$SRC" -c "SELECT count(*) FROM pg_replication_slots") == 0 ]] || fail "slot left on the source"
+  [[ $(psql -X -At "$DST" -c "SELECT count(*) FROM pg_replication_slots") == 0 ]] || fail "slot left on the target"
+  [[ $(psql -X -At "$DST" -c "SELECT count(*) FROM pg_replication_origin") == 0 ]] || fail "origins left on the target"
+  [[ $(psql -X -At "$SRC" -c "SELECT count(*) FROM pg_namespace WHERE nspname = 'midflight'") == 0 ]] || fail "schema left"
+  local pauses
+  pauses=$(status_field 'write_pauses_ms | map(tostring) | join(" ")')
+  log "write pauses (ms), -M $mode: $pauses"
+  log "longest write pause, -M $mode: $(status_field 'write_pauses_ms | max') ms over $(status_field 'write_pauses_ms | length') switches"
+  stop_mf
+  SRC=$saved_src DST=$saved_dst
+}
+
+DST_PORT=${DST##*:}
+DST_PORT=${DST_PORT%%/*}
+life simple
+life prepared
+log "PASS"
