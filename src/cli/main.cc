@@ -86,6 +86,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
                   {"read_percent_to_target", std::atoi(get("read_percent", "0").c_str())},
                   {"clients", std::atoll(get("proxy_clients", "0").c_str())}};
     j["reverse_lag_bytes"] = std::atoll(get("reverse_lag_bytes", "0").c_str());
+    j["reverse_applied_lsn"] = get("reverse_applied_lsn");
     j["verify"] = {{"state", get("verify_state")}, {"clean", get("verify_clean") == "true"},
                    {"summary", get("verify_summary")}};
     j["write_pauses_ms"] = nlohmann::json::array();

@@ -177,7 +177,9 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
       mon[side] = m.ok() ? std::move(*m) : nullptr;
     }
     if (!mon[side]) return 0;
-    auto v = mon[side]->QueryValue("SELECT pg_current_wal_flush_lsn()::text");
+    // The insert position: with asynchronous commits a committed transaction
+    // may not be flushed yet, and it still counts as lag.
+    auto v = mon[side]->QueryValue("SELECT pg_current_wal_insert_lsn()::text");
     if (!v.ok()) return 0;
     auto l = PgLsn::Parse(*v);
     return l.ok() ? l->value() : 0;
@@ -235,6 +237,7 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
       FlowMetrics r = rev->metrics();
       uint64_t rlag = target_lsn > r.applied_through ? target_lsn - r.applied_through : 0;
       kv.push_back({"reverse_lag_bytes", std::to_string(rlag)});
+      kv.push_back({"reverse_applied_lsn", PgLsn::FromU64(r.applied_through).ToString()});
       kv.push_back({"reverse_lag_seconds", fmt::format("{:.3f}", r.lag_seconds)});
       kv.push_back({"reverse_changes_applied", std::to_string(r.changes_applied)});
       reverse_line = fmt::format("; reverse lag {} bytes, {} changes applied", Commas(rlag), Commas(r.changes_applied));

@@ -601,8 +601,11 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
       auto parse = wire::ParseParse(body);
       if (!parse.ok()) break;
       if (!parse->statement.empty()) {
+        // The server this goes to gets it now; others get it replayed.
+        bool current_had_all = servers[static_cast<int>(current)].state_version == state_version;
         parsed[parse->statement] = std::string(bytes);
         ++state_version;
+        if (current_had_all) servers[static_cast<int>(current)].state_version = state_version;
       } else {
         std::string name;
         if (Classify(parse->query, &name) == StateEffect::kSet) pending_sets.push_back(parse->query);
@@ -612,7 +615,11 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
     case 'C': {
       unsynced = true;
       auto cl = wire::ParseClose(body);
-      if (cl.ok() && cl->kind == 'S' && parsed.erase(cl->name)) ++state_version;
+      if (cl.ok() && cl->kind == 'S' && parsed.erase(cl->name)) {
+        bool current_had_all = servers[static_cast<int>(current)].state_version == state_version;
+        ++state_version;
+        if (current_had_all) servers[static_cast<int>(current)].state_version = state_version;
+      }
       break;
     }
     case 'B': case 'E': case 'D': case 'H': unsynced = true; break;

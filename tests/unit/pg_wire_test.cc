@@ -4,12 +4,13 @@
 // handshake against a real PostgreSQL is checked by hand (see the module
 // README); here the server side is this module's own codec and ScramServer.
 
+#include "proxy/wire/pg/pg_wire.h"
+
 #include <arpa/inet.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-#include <gtest/gtest.h>
 
 #include <algorithm>
 #include <array>
@@ -25,7 +26,6 @@
 #include <vector>
 
 #include "proxy/wire/pg/backend.h"
-#include "proxy/wire/pg/pg_wire.h"
 #include "proxy/wire/pg/scram.h"
 
 namespace midflight::pgwire {
@@ -34,7 +34,9 @@ namespace {
 using namespace std::string_literals;
 
 // The body of a complete typed message built by this module.
-std::string BodyOf(const std::string& message) { return message.substr(5); }
+std::string BodyOf(const std::string& message) {
+  return message.substr(5);
+}
 
 // Expects `status` to fail with exactly `code` and `message`.
 void ExpectStatus(const Status& status, StatusCode code, const std::string& message) {
@@ -68,11 +70,10 @@ void ExpectSameMessages(const std::vector<Message>& got, const std::vector<Messa
 class PgWireFrameReaderTest : public ::testing::Test {
  protected:
   // Four messages, one of them larger than a few bytes.
-  std::string stream_ = Query("SELECT 1") + Sync() + ParameterStatus("TimeZone", "UTC") + Build('d', std::string(1000, 'x'));
-  std::vector<Message> expected_ = {{'Q', "SELECT 1\0"s},
-                                    {'S', ""},
-                                    {'S', "TimeZone\0UTC\0"s},
-                                    {'d', std::string(1000, 'x')}};
+  std::string stream_ =
+      Query("SELECT 1") + Sync() + ParameterStatus("TimeZone", "UTC") + Build('d', std::string(1000, 'x'));
+  std::vector<Message> expected_ = {
+      {'Q', "SELECT 1\0"s}, {'S', ""}, {'S', "TimeZone\0UTC\0"s}, {'d', std::string(1000, 'x')}};
 };
 
 TEST_F(PgWireFrameReaderTest, SplitAtEveryByteBoundary) {
@@ -298,8 +299,8 @@ TEST(PgWireStartupTest, RejectsBadLayouts) {
 }
 
 TEST(PgWireStartupTest, EveryPrefixIsRejected) {
-  for (const std::string& packet : {StartupMessage({{"user", "u"}, {"database", "d"}}), CancelRequest(7, 8),
-                                    SslRequest()}) {
+  for (const std::string& packet :
+       {StartupMessage({{"user", "u"}, {"database", "d"}}), CancelRequest(7, 8), SslRequest()}) {
     const std::string body = packet.substr(4);
     ASSERT_TRUE(ParseStartup(body).ok());
     for (size_t n = 0; n < body.size(); ++n) {
@@ -569,7 +570,8 @@ TEST(ScramTest, ServerReproducesRfc7677) {
 TEST(ScramTest, VerifierMatchesPostgresFormat) {
   // Expected value: python3 -c 'import hashlib,hmac,base64; s=base64.b64decode("W22ZaJ0SNY7soEsUEjb6gQ==");
   //   p=hashlib.pbkdf2_hmac("sha256",b"pencil",s,4096); c=hmac.new(p,b"Client Key","sha256").digest();
-  //   print(base64.b64encode(hashlib.sha256(c).digest()), base64.b64encode(hmac.new(p,b"Server Key","sha256").digest()))'
+  //   print(base64.b64encode(hashlib.sha256(c).digest()), base64.b64encode(hmac.new(p,b"Server
+  //   Key","sha256").digest()))'
   const std::string expected =
       "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:"
       "wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
@@ -669,10 +671,10 @@ TEST(ScramTest, ServerAcceptsYFlagAndExtensions) {
   EXPECT_EQ(*first, kRfcServerFirst);
   // The proof covers the client-first-message-bare actually sent; a wrong one
   // (here the RFC's, computed over other bytes) is a failed password check.
-  ExpectStatus(server.ClientFinal(std::string("c=eSws,r=") + kRfcNonce + ",p=" +
-                                  "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
-                   .status(),
-               StatusCode::kOperator, "password authentication failed");
+  ExpectStatus(
+      server.ClientFinal(std::string("c=eSws,r=") + kRfcNonce + ",p=" + "dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+          .status(),
+      StatusCode::kOperator, "password authentication failed");
 }
 
 TEST(ScramTest, ServerRejectsMalformedClientFinal) {
@@ -702,16 +704,15 @@ TEST(ScramTest, ServerAcceptsExtensionsBeforeTheProof) {
   // Extensions between r= and p= are part of client-final-message-without-proof.
   ScramServer server("pencil", RfcServerOptions());
   ASSERT_TRUE(server.ClientFirst(kRfcClientFirst).ok());
-  ExpectStatus(server.ClientFinal(std::string("c=biws,r=") + kRfcNonce +
-                                  ",x=ext,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
-                   .status(),
-               StatusCode::kOperator, "password authentication failed");
+  ExpectStatus(
+      server.ClientFinal(std::string("c=biws,r=") + kRfcNonce + ",x=ext,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+          .status(),
+      StatusCode::kOperator, "password authentication failed");
 }
 
 TEST(ScramTest, ServerRefusesOutOfOrderAndReuseAfterFailure) {
   ScramServer early("pw");
-  ExpectStatus(early.ClientFinal("c=biws").status(), StatusCode::kInternal,
-               "SCRAM client-final-message out of order");
+  ExpectStatus(early.ClientFinal("c=biws").status(), StatusCode::kInternal, "SCRAM client-final-message out of order");
   ScramServer failed("pencil", RfcServerOptions());
   ASSERT_FALSE(failed.ClientFirst("bogus").ok());
   ExpectStatus(failed.ClientFirst(kRfcClientFirst).status(), StatusCode::kInternal,
@@ -889,8 +890,8 @@ TEST_F(PgWireBackendTest, ConnectsWithScram) {
   auto backend = ConnectBackend(Params());
   ASSERT_TRUE(backend.ok()) << backend.status().message();
   EXPECT_GE(backend->fd, 0);
-  EXPECT_EQ(backend->parameters, (std::vector<std::pair<std::string, std::string>>{
-                                     {"server_version", "15.8"}, {"client_encoding", "UTF8"}}));
+  EXPECT_EQ(backend->parameters, (std::vector<std::pair<std::string, std::string>>{{"server_version", "15.8"},
+                                                                                   {"client_encoding", "UTF8"}}));
   EXPECT_EQ(backend->pid, 777);
   EXPECT_EQ(backend->secret, 888);
   EXPECT_EQ(backend->txn_status, 'I');
@@ -1021,8 +1022,7 @@ TEST_F(PgWireBackendTest, ProtocolViolationsAreReported) {
 
 TEST_F(PgWireBackendTest, ClosedConnectionAndTimeoutAreRetryCall) {
   Serve([](int fd, FrameReader& reader) { ReadStartup(fd, reader); });
-  ExpectStatus(ConnectBackend(Params()).status(), StatusCode::kRetryCall,
-               Label() + ": connection closed by the peer");
+  ExpectStatus(ConnectBackend(Params()).status(), StatusCode::kRetryCall, Label() + ": connection closed by the peer");
   server_.join();
 
   Serve([](int fd, FrameReader& reader) {

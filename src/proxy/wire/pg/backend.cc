@@ -19,6 +19,8 @@
 #include "proxy/wire/pg/backend.h"
 
 #include <fcntl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -26,9 +28,6 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
-
-#include <fmt/format.h>
-#include <fmt/ranges.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -71,10 +70,14 @@ class UniqueFd {
   int fd_;
 };
 
-std::string ErrnoText(int e) { return std::strerror(e); }
+std::string ErrnoText(int e) {
+  return std::strerror(e);
+}
 
 // A deadline on the monotonic clock; -1 = none.
-int64_t DeadlineAfter(int timeout_ms) { return timeout_ms > 0 ? NowMonotonicMs() + timeout_ms : -1; }
+int64_t DeadlineAfter(int timeout_ms) {
+  return timeout_ms > 0 ? NowMonotonicMs() + timeout_ms : -1;
+}
 
 // Waits until fd is ready for `events` or the deadline passes.
 Status WaitFd(int fd, short events, int64_t deadline) {
@@ -254,9 +257,7 @@ Status Handshake::OnAuth(std::string_view body) {
   switch (state_) {
     case State::kAuthenticating:
       switch (*code) {
-        case kAuthOk:
-          state_ = State::kSettingUp;
-          return Status::Ok();
+        case kAuthOk: state_ = State::kSettingUp; return Status::Ok();
         case kAuthCleartext:
           if (scram_) break;
           RETURN_IF_ERROR(NeedPassword());
@@ -307,7 +308,8 @@ Status Handshake::OnAuth(std::string_view body) {
     }
     case State::kSettingUp: break;
   }
-  return OperatorError(fmt::format("{}: unexpected authentication request {} during connection startup", label_, *code));
+  return OperatorError(
+      fmt::format("{}: unexpected authentication request {} during connection startup", label_, *code));
 }
 
 Status Handshake::Run(Backend* out) {
@@ -323,9 +325,7 @@ Status Handshake::Run(Backend* out) {
     switch (m.type) {
       case 'E': return ServerError(label_, m.body);
       case 'N': continue;
-      case 'v':
-        LOG_DEBUG("{}: server sent NegotiateProtocolVersion; continuing with protocol 3.0", label_);
-        continue;
+      case 'v': LOG_DEBUG("{}: server sent NegotiateProtocolVersion; continuing with protocol 3.0", label_); continue;
       case 'R': RETURN_IF_ERROR(OnAuth(m.body)); continue;
       default: break;
     }
@@ -381,7 +381,8 @@ Status SendCancel(const std::string& host, int port, int32_t pid, int32_t secret
     RETURN_IF_ERROR(WaitFd(fd->get(), POLLIN, deadline).WithContext(label + ": waiting for the cancel to be read"));
     const ssize_t n = ::read(fd->get(), buf, sizeof(buf));
     if (n == 0 || (n < 0 && errno == ECONNRESET)) return Status::Ok();
-    if (n < 0 && errno != EINTR && errno != EAGAIN) return RetryCall(fmt::format("{}: read: {}", label, ErrnoText(errno)));
+    if (n < 0 && errno != EINTR && errno != EAGAIN)
+      return RetryCall(fmt::format("{}: read: {}", label, ErrnoText(errno)));
   }
 }
 

@@ -43,7 +43,7 @@ struct BackendParams {
 struct Backend {
   int fd = -1;
   std::vector<std::pair<std::string, std::string>> parameters;  // ParameterStatus, in the order received
-  int32_t pid = 0;      // BackendKeyData: for SendCancel
+  int32_t pid = 0;                                              // BackendKeyData: for SendCancel
   int32_t secret = 0;
   char txn_status = 'I';  // from ReadyForQuery
   std::string leftover;   // bytes the server sent after ReadyForQuery (normally none): process them first

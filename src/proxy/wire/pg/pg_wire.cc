@@ -47,7 +47,9 @@ char* FrameReader::PrepareWrite(size_t n) {
   return buf_.data() + end_;
 }
 
-void FrameReader::CommitWrite(size_t n) { end_ = std::min(end_ + n, buf_.size()); }
+void FrameReader::CommitWrite(size_t n) {
+  end_ = std::min(end_ + n, buf_.size());
+}
 
 void FrameReader::Append(const char* data, size_t n) {
   if (n == 0) return;
@@ -344,9 +346,15 @@ std::string Close(char kind, std::string_view name) {
   return Finish(std::move(out));
 }
 
-std::string Sync() { return Build('S', {}); }
-std::string Flush() { return Build('H', {}); }
-std::string Terminate() { return Build('X', {}); }
+std::string Sync() {
+  return Build('S', {});
+}
+std::string Flush() {
+  return Build('H', {});
+}
+std::string Terminate() {
+  return Build('X', {});
+}
 
 std::string PasswordMessage(std::string_view password) {
   std::string out = Begin('p', password.size() + 1);
@@ -362,7 +370,9 @@ std::string SaslInitialResponse(std::string_view mechanism, std::string_view dat
   return Finish(std::move(out));
 }
 
-std::string SaslResponse(std::string_view data) { return Build('p', data); }
+std::string SaslResponse(std::string_view data) {
+  return Build('p', data);
+}
 
 namespace {
 std::string Auth(int32_t code, std::string_view rest = {}) {
@@ -373,8 +383,12 @@ std::string Auth(int32_t code, std::string_view rest = {}) {
 }
 }  // namespace
 
-std::string AuthOk() { return Auth(kAuthOk); }
-std::string AuthCleartext() { return Auth(kAuthCleartext); }
+std::string AuthOk() {
+  return Auth(kAuthOk);
+}
+std::string AuthCleartext() {
+  return Auth(kAuthCleartext);
+}
 std::string AuthMd5(const uint8_t salt[4]) {
   return Auth(kAuthMd5, std::string_view(reinterpret_cast<const char*>(salt), 4));
 }
@@ -386,8 +400,12 @@ std::string AuthSasl(const std::vector<std::string>& mechanisms) {
   rest.push_back('\0');
   return Auth(kAuthSasl, rest);
 }
-std::string AuthSaslContinue(std::string_view data) { return Auth(kAuthSaslContinue, data); }
-std::string AuthSaslFinal(std::string_view data) { return Auth(kAuthSaslFinal, data); }
+std::string AuthSaslContinue(std::string_view data) {
+  return Auth(kAuthSaslContinue, data);
+}
+std::string AuthSaslFinal(std::string_view data) {
+  return Auth(kAuthSaslFinal, data);
+}
 
 std::string ParameterStatus(std::string_view name, std::string_view value) {
   std::string out = Begin('S', name.size() + value.size() + 2);
@@ -403,7 +421,9 @@ std::string BackendKeyData(int32_t pid, int32_t secret) {
   return Finish(std::move(out));
 }
 
-std::string ReadyForQuery(char status) { return Build('Z', std::string_view(&status, 1)); }
+std::string ReadyForQuery(char status) {
+  return Build('Z', std::string_view(&status, 1));
+}
 
 std::string CommandComplete(std::string_view tag) {
   std::string out = Begin('C', tag.size() + 1);
@@ -411,7 +431,9 @@ std::string CommandComplete(std::string_view tag) {
   return Finish(std::move(out));
 }
 
-std::string EmptyQueryResponse() { return Build('I', {}); }
+std::string EmptyQueryResponse() {
+  return Build('I', {});
+}
 
 std::string NegotiateProtocolVersion(int32_t newest_minor, const std::vector<std::string>& unrecognized_options) {
   std::string out = Begin('v');
@@ -630,8 +652,12 @@ Result<CloseMsg> ParseKindAndName(std::string_view body, const char* what) {
 }
 }  // namespace
 
-Result<CloseMsg> ParseClose(std::string_view body) { return ParseKindAndName(body, "Close ('C')"); }
-Result<CloseMsg> ParseDescribe(std::string_view body) { return ParseKindAndName(body, "Describe ('D')"); }
+Result<CloseMsg> ParseClose(std::string_view body) {
+  return ParseKindAndName(body, "Close ('C')");
+}
+Result<CloseMsg> ParseDescribe(std::string_view body) {
+  return ParseKindAndName(body, "Describe ('D')");
+}
 
 Result<ExecuteMsg> ParseExecute(std::string_view body) {
   BodyReader r(body, "Execute ('E')");

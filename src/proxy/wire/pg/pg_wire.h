@@ -58,17 +58,21 @@ inline uint32_t GetUint32(const char* p) {
   const auto* b = reinterpret_cast<const unsigned char*>(p);
   return (uint32_t{b[0]} << 24) | (uint32_t{b[1]} << 16) | (uint32_t{b[2]} << 8) | uint32_t{b[3]};
 }
-inline int16_t GetInt16(const char* p) { return static_cast<int16_t>(GetUint16(p)); }
-inline int32_t GetInt32(const char* p) { return static_cast<int32_t>(GetUint32(p)); }
+inline int16_t GetInt16(const char* p) {
+  return static_cast<int16_t>(GetUint16(p));
+}
+inline int32_t GetInt32(const char* p) {
+  return static_cast<int32_t>(GetUint32(p));
+}
 
 // ---------------------------------------------------------------------------
 // Protocol constants.
 
-inline constexpr int32_t kProtocol30 = 196608;            // 3 << 16 | 0
-inline constexpr int32_t kCancelRequestCode = 80877102;   // 1234 << 16 | 5678
-inline constexpr int32_t kSslRequestCode = 80877103;      // 1234 << 16 | 5679
-inline constexpr int32_t kGssEncRequestCode = 80877104;   // 1234 << 16 | 5680
-inline constexpr size_t kMaxStartupPacket = 10000;        // PostgreSQL's MAX_STARTUP_PACKET_LENGTH
+inline constexpr int32_t kProtocol30 = 196608;                 // 3 << 16 | 0
+inline constexpr int32_t kCancelRequestCode = 80877102;        // 1234 << 16 | 5678
+inline constexpr int32_t kSslRequestCode = 80877103;           // 1234 << 16 | 5679
+inline constexpr int32_t kGssEncRequestCode = 80877104;        // 1234 << 16 | 5680
+inline constexpr size_t kMaxStartupPacket = 10000;             // PostgreSQL's MAX_STARTUP_PACKET_LENGTH
 inline constexpr size_t kDefaultMaxMessage = size_t{1} << 30;  // PostgreSQL's MaxAllocSize, roughly
 
 // Authentication request codes (the int32 that starts an 'R' body).
@@ -164,10 +168,10 @@ std::string DescribeType(char type);
 struct StartupPacket {
   enum class Kind { kStartup, kSslRequest, kGssEncRequest, kCancel };
   Kind kind = Kind::kStartup;
-  int32_t protocol = 0;  // kStartup: major << 16 | minor; otherwise the request code
+  int32_t protocol = 0;                                     // kStartup: major << 16 | minor; otherwise the request code
   std::vector<std::pair<std::string, std::string>> params;  // kStartup: in the client's order
-  int32_t cancel_pid = 0;     // kCancel
-  int32_t cancel_secret = 0;  // kCancel
+  int32_t cancel_pid = 0;                                   // kCancel
+  int32_t cancel_secret = 0;                                // kCancel
 
   // The value of a startup parameter ("user", "database", ...), nullptr if absent.
   const std::string* Find(std::string_view name) const;
@@ -198,7 +202,7 @@ std::string Bind(std::string_view portal, std::string_view statement, const std:
                  const std::vector<std::optional<std::string>>& params, const std::vector<int16_t>& result_formats);
 std::string Describe(char kind, std::string_view name);  // kind 'S' statement, 'P' portal
 std::string Execute(std::string_view portal, int32_t max_rows = 0);
-std::string Close(char kind, std::string_view name);     // kind 'S' statement, 'P' portal
+std::string Close(char kind, std::string_view name);  // kind 'S' statement, 'P' portal
 std::string Sync();
 std::string Flush();
 std::string Terminate();
@@ -255,7 +259,7 @@ Result<std::string> ParseAuthSaslData(std::string_view body);
 // 'Q' Query: the SQL text.
 Result<std::string> ParseQuery(std::string_view body);
 
-struct ParseMsg {  // 'P' Parse
+struct ParseMsg {         // 'P' Parse
   std::string statement;  // "" is the unnamed statement
   std::string query;
   std::vector<uint32_t> param_types;  // 0 = unspecified
@@ -271,7 +275,7 @@ struct BindMsg {  // 'B' Bind
 };
 Result<BindMsg> ParseBind(std::string_view body);
 
-struct CloseMsg {  // 'C' Close and 'D' Describe (same layout)
+struct CloseMsg {   // 'C' Close and 'D' Describe (same layout)
   char kind = 'S';  // 'S' statement, 'P' portal
   std::string name;
 };

@@ -15,8 +15,8 @@ namespace midflight::pgwire {
 
 namespace {
 
-constexpr size_t kScramKeyLen = 32;      // SHA-256 output
-constexpr size_t kScramSaltLen = 16;     // PostgreSQL's SCRAM_DEFAULT_SALT_LEN
+constexpr size_t kScramKeyLen = 32;       // SHA-256 output
+constexpr size_t kScramSaltLen = 16;      // PostgreSQL's SCRAM_DEFAULT_SALT_LEN
 constexpr size_t kScramRawNonceLen = 18;  // PostgreSQL's SCRAM_RAW_NONCE_LEN
 
 // ---------------------------------------------------------------------------
@@ -54,7 +54,8 @@ Result<std::string> SaltedPassword(std::string_view password, std::string_view s
   std::string out(kScramKeyLen, '\0');
   if (PKCS5_PBKDF2_HMAC(password.data(), static_cast<int>(password.size()),
                         reinterpret_cast<const unsigned char*>(salt.data()), static_cast<int>(salt.size()), iterations,
-                        EVP_sha256(), static_cast<int>(out.size()), reinterpret_cast<unsigned char*>(out.data())) != 1) {
+                        EVP_sha256(), static_cast<int>(out.size()),
+                        reinterpret_cast<unsigned char*>(out.data())) != 1) {
     return Internal("OpenSSL PBKDF2 failed");
   }
   return out;
@@ -268,9 +269,7 @@ ScramServer::ScramServer(std::string password, ScramServerOptions options)
 
 Result<ScramServer> ScramServer::FromVerifier(std::string_view verifier, ScramServerOptions options) {
   // SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>
-  auto bad = [](const char* what) {
-    return OperatorError(fmt::format("malformed SCRAM verifier: {}", what));
-  };
+  auto bad = [](const char* what) { return OperatorError(fmt::format("malformed SCRAM verifier: {}", what)); };
   constexpr std::string_view kPrefix = "SCRAM-SHA-256$";
   if (!verifier.starts_with(kPrefix)) return bad("it does not start with \"SCRAM-SHA-256$\"");
   std::string_view rest = verifier.substr(kPrefix.size());
@@ -479,7 +478,9 @@ Status ScramClient::ServerFirst(std::string_view msg) {
   return Status::Ok();
 }
 
-std::string ScramClient::ClientFinal() { return state_ == State::kHaveProof ? client_final_ : std::string(); }
+std::string ScramClient::ClientFinal() {
+  return state_ == State::kHaveProof ? client_final_ : std::string();
+}
 
 Status ScramClient::ServerFinal(std::string_view msg) {
   if (state_ != State::kHaveProof) return Fail(Internal("SCRAM server-final-message out of order"));

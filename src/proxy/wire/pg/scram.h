@@ -46,8 +46,8 @@ Result<std::string> MakeScramVerifier(std::string_view password, std::string_vie
                                       int iterations = kScramDefaultIterations);
 
 struct ScramServerOptions {
-  std::string salt;         // raw bytes; empty = 16 random bytes (password mode only)
-  std::string nonce;        // server nonce, printable ASCII without ','; empty = 18 random bytes, base64
+  std::string salt;   // raw bytes; empty = 16 random bytes (password mode only)
+  std::string nonce;  // server nonce, printable ASCII without ','; empty = 18 random bytes, base64
   int iterations = kScramDefaultIterations;  // password mode only
 };
 
@@ -84,7 +84,7 @@ class ScramServer {
   std::string gs2_header_;         // "n,," or "y,,"
   std::string client_first_bare_;  // "n=...,r=..."
   std::string server_first_;
-  std::string nonce_;              // client nonce + server nonce
+  std::string nonce_;  // client nonce + server nonce
 };
 
 struct ScramClientOptions {
