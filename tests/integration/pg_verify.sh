@@ -29,7 +29,7 @@ secs=$(( ($(date +%s%N) - start) / 1000000000 ))
 cat "$WORK/verify1.out"
 [[ $rc == 1 ]] || fail "verify exited $rc with a planted difference (expected 1)"
 grep -q "public.pgbench_accounts (aid)=($aid): differs" "$WORK/verify1.out" || fail "the planted key was not named"
-[[ $(grep -c "differs\|missing on target\|extra on target" "$WORK/verify1.out") == 1 ]] || fail "more than the planted key reported"
+[[ $(grep -cE "^  .*: (differs|missing on target|extra on target)$" "$WORK/verify1.out") == 1 ]] || fail "more than the planted key reported"
 grep -q "1 differences\|1 difference" "$WORK/verify1.out" || fail "summary does not count 1 difference"
 log "verify found the planted key (aid)=($aid) in ${secs} s under load, and nothing else"
 
