@@ -270,6 +270,7 @@ struct Session {
   std::atomic<bool> busy{false};  // read by PauseWrites' report
   int awaiting_rfq = 0;  // Query/Sync/FunctionCall sent, ReadyForQuery not yet back
   bool unsynced = false; // extended-protocol messages sent since the last Sync
+  bool copy_in = false;  // the server waits for CopyData from the client
   char txn_status = 'I';
   std::atomic<int64_t> busy_since_ns{0};
 
@@ -623,14 +624,17 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
       break;
     }
     case 'B': case 'E': case 'D': case 'H': unsynced = true; break;
+    case 'c': case 'f': copy_in = false; break;
     default: break;
   }
 }
 
 void Session::OnServerMessage(char type, std::string_view body) {
   if (type == 'E') error_since_rfq = true;
+  if (type == 'G') copy_in = true;
   if (type != 'Z') return;
   if (awaiting_rfq > 0) --awaiting_rfq;
+  copy_in = false;
   txn_status = body.empty() ? 'I' : body[0];
   if (!pending_sets.empty() && awaiting_rfq == 0) {
     if (!error_since_rfq) {
@@ -662,25 +666,34 @@ void Session::OnServerMessage(char type, std::string_view body) {
 }
 
 Status Session::Relay() {
-  std::vector<char> buf(64 * 1024);
+  constexpr size_t kReadSize = 64 * 1024;
   wire::FrameReader from_client;
   std::string out;
   // The state the first server connection holds is the (empty) session state.
   servers[static_cast<int>(current)].state_version = state_version;
+  // After a request went out, the server answers without needing anything
+  // more from the client (except during COPY FROM STDIN): read its answer
+  // straight away instead of polling both sides first (one system call less
+  // per round trip).
+  bool expect_server = false;
   while (!proxy->stopping) {
     ServerConn& server = servers[static_cast<int>(current)];
     pollfd fds[2] = {{client->fd(), POLLIN, 0}, {server.b.fd, POLLIN, 0}};
-    if (!client->pending()) {
+    if (expect_server) {
+      fds[1].revents = POLLIN;
+    } else if (!client->pending()) {
       int rc = poll(fds, 2, 500);
       if (rc < 0 && errno != EINTR) return Internal("poll failed");
       if (rc <= 0) continue;
     } else {
       fds[0].revents = POLLIN;
     }
+    expect_server = false;
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
-      ssize_t n = client->Read(buf.data(), buf.size());
+      char* into = from_client.PrepareWrite(kReadSize);
+      ssize_t n = client->Read(into, kReadSize);
       if (n <= 0) return Status::Ok();  // client went away
-      from_client.Append(buf.data(), static_cast<size_t>(n));
+      from_client.CommitWrite(static_cast<size_t>(n));
       out.clear();
       while (true) {
         auto raw = from_client.NextRaw();
@@ -709,15 +722,20 @@ Status Session::Relay() {
         if (Status st = wire::WriteAll(servers[static_cast<int>(current)].b.fd, out); !st.ok())
           return Fail("08006", fmt::format("midflight proxy lost the {} server", SideName(current)));
       }
-      continue;  // the server may have changed: poll again
+      expect_server = awaiting_rfq > 0 && !copy_in && !client->pending();
+      continue;  // the server may have changed
     }
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
-      ssize_t n = recv(server.b.fd, buf.data(), buf.size(), 0);
+      char* into = server.reader.PrepareWrite(kReadSize);
+      ssize_t n = recv(server.b.fd, into, kReadSize, 0);
       if (n <= 0) {
-        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && errno == EINTR) {
+          expect_server = true;
+          continue;
+        }
         return Fail("08006", fmt::format("the {} server closed the connection", SideName(current)));
       }
-      server.reader.Append(buf.data(), static_cast<size_t>(n));
+      server.reader.CommitWrite(static_cast<size_t>(n));
       out.clear();
       while (true) {
         auto raw = server.reader.NextRaw();

@@ -40,12 +40,23 @@ life() {
   SRC_DB=$src
   local saved_src=$SRC saved_dst=$DST
   SRC=$src DST=$base_dst/$db
+  local tls=()
+  if [[ $mode == prepared ]]; then
+    # This life's clients talk TLS to the proxy (pgbench and psql use sslmode=prefer).
+    openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "/CN=127.0.0.1" \
+      -keyout "$WORK/proxy.key" -out "$WORK/proxy.crt" >/dev/null 2>&1
+    tls=("  tls_cert: $WORK/proxy.crt" "  tls_key: $WORK/proxy.key")
+  fi
   write_spec "cut_$mode" "partitions: 2" "copy_workers: 2" "chunk_rows: 100000" \
-    "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  listen_readonly: 127.0.0.1:$RO_PORT" \
+    "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  listen_readonly: 127.0.0.1:$RO_PORT" "${tls[@]}" \
     "cutover:" "  drain_timeout_seconds: 2" "  max_lag_seconds: 2"
   local proxy_uri="postgres://midflight:midflight@127.0.0.1:$PROXY_PORT/$db"
   run_mf_bg
   for _ in $(seq 40); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
+  if [[ $mode == prepared ]]; then
+    psql -X "$proxy_uri?sslmode=require" -c '\conninfo' | tee "$WORK/conninfo"
+    grep -q "SSL connection" "$WORK/conninfo" || fail "no TLS between psql and the proxy"
+  fi
   load_loop "$mode" "$proxy_uri" &
   LOAD_PID=$!
   wait_phase replicating 180
