@@ -139,7 +139,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
                              get("proxy_clients", "0"));
   }
   if (!get("verify_summary").empty())
-    std::cout << fmt::format("  verify: {}\n", get("verify_summary"));
+    std::cout << fmt::format("  {}\n", get("verify_summary"));
   if (!get("write_pauses_ms").empty())
     std::cout << fmt::format("  write pauses (ms): {}\n", get("write_pauses_ms"));
   return 0;
