@@ -47,9 +47,11 @@ life() {
       -keyout "$WORK/proxy.key" -out "$WORK/proxy.crt" >/dev/null 2>&1
     tls=("  tls_cert: $WORK/proxy.crt" "  tls_key: $WORK/proxy.key")
   fi
+  local gate=()
+  [[ $mode == prepared ]] && gate=("  require_approval: true" "  min_validation_seconds: 3")
   write_spec "cut_$mode" "partitions: 2" "copy_workers: 2" "chunk_rows: 100000" \
     "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  listen_readonly: 127.0.0.1:$RO_PORT" "${tls[@]}" \
-    "cutover:" "  drain_timeout_seconds: 2" "  max_lag_seconds: 2"
+    "cutover:" "  drain_timeout_seconds: 2" "  max_lag_seconds: 2" "${gate[@]}"
   local proxy_uri="postgres://midflight:midflight@127.0.0.1:$PROXY_PORT/$db"
   run_mf_bg
   for _ in $(seq 40); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
@@ -87,7 +89,24 @@ life() {
 
   "$MF" verify "$SPEC" | tee "$WORK/verify.out" || fail "verify found differences on a clean run"
   grep -q "clean" "$WORK/verify.out" || fail "verify output: $(cat "$WORK/verify.out")"
+  if [[ $mode == prepared ]]; then
+    # Canary: half of the new read-only transactions go to the target.
+    "$MF" switch reads "$SPEC" --percent 50
+    ports=$(for _ in $(seq 40); do psql -X -At "postgres://midflight:midflight@127.0.0.1:$RO_PORT/$db" -c "SELECT inet_server_port()"; done | sort | uniq -c)
+    log "read-only endpoint at 50%: $(echo $ports)"
+    [[ $(echo "$ports" | wc -l) == 2 ]] || fail "50% canary did not reach both servers: $ports"
+  fi
   "$MF" switch reads "$SPEC"
+  if [[ $mode == prepared ]]; then
+    out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes ran inside the validation window"
+    [[ $out == *"validation window"* ]] || fail "unexpected answer: $out"
+    log "refused: $out"
+    sleep 3
+    out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes ran without approval"
+    [[ $out == *"approval"* ]] || fail "unexpected answer: $out"
+    log "refused: $out"
+    "$MF" approve "$SPEC"
+  fi
   [[ $(psql -X -At "postgres://midflight:midflight@127.0.0.1:$RO_PORT/$db" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] ||
     fail "read-only endpoint does not reach the target after switch reads"
 
@@ -143,6 +162,54 @@ life() {
   done
   log "reverse replication caught up: applied $got >= target $want"
   assert_equal
+  if [[ $mode == prepared ]]; then
+    log "kill -9 while writes are switched; the restarted process resumes there"
+    kill9_mf
+    run_mf_bg
+    for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
+    [[ $(status_field phase) == writes_switched ]] || fail "not resumed in writes_switched"
+    [[ $(psql -X -At "$proxy_uri" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] || fail "writes not on the target after the restart"
+    psql -X -q "$proxy_uri" -c "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 424242, now())"
+    for _ in $(seq 120); do
+      [[ $(psql -X -At "$SRC" -c "SELECT count(*) FROM pgbench_history WHERE delta = 424242") == 1 ]] && break
+      sleep 0.25
+    done
+    [[ $(psql -X -At "$SRC" -c "SELECT count(*) FROM pgbench_history WHERE delta = 424242") == 1 ]] ||
+      fail "reverse replication did not resume after the restart"
+    processed=$((processed + 1))
+    log "killed in the middle of a rollback's pause: the write stays where it was"
+    kill -TERM "$MF_PID"; wait "$MF_PID" || true; MF_PID=
+    RUN_N=$((RUN_N + 1))
+    MIDFLIGHT_CRASH_AT=switch-paused "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
+    MF_PID=$!
+    for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
+    # Replication starts a moment after the proxy answers: retry until the
+    # rollback is taken (the process then dies at the crash point).
+    for _ in $(seq 80); do
+      out=$("$MF" rollback "$SPEC" 2>&1) || true
+      [[ $out == *"not running yet"* ]] || break
+      sleep 0.25
+    done
+    wait "$MF_PID" || true
+    MF_PID=
+    grep -q "test crash point switch-paused" "$WORK/run.$RUN_N.log" || fail "crash point not reached"
+    run_mf_bg
+    for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
+    [[ $(status_field phase) == writes_switched ]] || fail "phase moved by a rollback killed in its pause"
+    for _ in $(seq 80); do  # until replication runs again
+      [[ $(status_field stream_connected 2>/dev/null) == true || -n $(status_field reverse_applied_lsn) ]] && break
+      sleep 0.25
+    done
+    [[ $(psql -X -At "$proxy_uri" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] || fail "writes moved by a killed rollback"
+    for _ in $(seq 80); do
+      out=$("$MF" rollback "$SPEC" 2>&1) && break
+      [[ $out == *"not running yet"* ]] || fail "rollback after the restart: $out"
+      sleep 0.25
+    done
+    log "$out"
+    "$MF" switch writes "$SPEC"
+    sleep 1
+  fi
   "$MF" status "$SPEC"
   "$MF" complete "$SPEC"
   [[ $(status_field phase) == completed ]] || fail "not completed"
