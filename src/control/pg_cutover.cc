@@ -89,6 +89,14 @@ Status PgCutover::StartReverse() {
     return OperatorError(fmt::format("target: wal_level is '{}'; reverse replication (which keeps a rollback possible "
                                      "after the write switch) needs wal_level = logical on the target",
                                      wal_level));
+  // Reverse apply sessions on the source set session_replication_role and a
+  // replication origin, both superuser-only on PostgreSQL 15.
+  ASSIGN_OR_RETURN(std::string source_super,
+                   src->QueryValue("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user"));
+  if (source_super != "true")
+    return OperatorError("source: reverse replication (which keeps a rollback possible after the write switch) applies "
+                         "changes on the source as the spec's source user, which must then be a superuser "
+                         "(session_replication_role and replication origins)");
   // The reverse checkpoints live next to the data they cover: on the source.
   RETURN_IF_ERROR(pg::EnsureBookkeeping(*src));
   ASSIGN_OR_RETURN(PgResult have_pub, dst->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {pub}));
