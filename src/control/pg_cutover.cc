@@ -164,15 +164,18 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
   {
     std::lock_guard lock(state_mu_);
     forward_ = std::move(forward);
-    running_ = true;
   }
   if (store_.Get("reverse_started").value_or("") == "true") {
     if (Status st = StartReverse(); !st.ok()) {
       std::lock_guard lock(state_mu_);
       forward_->Stop();
-      running_ = false;
       return st;
     }
+  }
+  {
+    // Operations are taken from here on: every flow this phase needs runs.
+    std::lock_guard lock(state_mu_);
+    running_ = true;
   }
 
   pg::ConnOptions mo;

@@ -3,7 +3,7 @@
 # pgbench (-c 8, TPC-B with a history table keyed by a sequence) runs through
 # the proxy from before the copy to after `complete`, once with -M simple and
 # once with -M prepared. Each life: copy, replicate, verify, switch reads,
-# switch writes, then rollback / switch writes four more times (ten write
+# switch writes, then rollback / switch writes five more times (eleven write
 # switches), complete. pgbench must report no failed transaction and no
 # connection error; every transaction it committed must have left its history
 # row on the final server; source and target must be equal before complete.
@@ -48,7 +48,7 @@ life() {
     tls=("  tls_cert: $WORK/proxy.crt" "  tls_key: $WORK/proxy.key")
   fi
   local gate=()
-  [[ $mode == prepared ]] && gate=("  require_approval: true" "  min_validation_seconds: 3")
+  [[ $mode == prepared ]] && gate=("  require_approval: true" "  min_validation_seconds: 5")
   write_spec "cut_$mode" "partitions: 2" "copy_workers: 2" "chunk_rows: 100000" \
     "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  listen_readonly: 127.0.0.1:$RO_PORT" "${tls[@]}" \
     "cutover:" "  drain_timeout_seconds: 2" "  max_lag_seconds: 2" "${gate[@]}"
@@ -95,13 +95,14 @@ life() {
     ports=$(for _ in $(seq 40); do psql -X -At "postgres://midflight:midflight@127.0.0.1:$RO_PORT/$db" -c "SELECT inet_server_port()"; done | sort | uniq -c)
     log "read-only endpoint at 50%: $(echo $ports)"
     [[ $(echo "$ports" | wc -l) == 2 ]] || fail "50% canary did not reach both servers: $ports"
+    "$MF" switch reads "$SPEC" --back  # the validation window starts again at the next switch reads
   fi
   "$MF" switch reads "$SPEC"
   if [[ $mode == prepared ]]; then
     out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes ran inside the validation window"
     [[ $out == *"validation window"* ]] || fail "unexpected answer: $out"
     log "refused: $out"
-    sleep 3
+    sleep 5
     out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes ran without approval"
     [[ $out == *"approval"* ]] || fail "unexpected answer: $out"
     log "refused: $out"
@@ -186,10 +187,12 @@ life() {
     # Replication starts a moment after the proxy answers: retry until the
     # rollback is taken (the process then dies at the crash point).
     for _ in $(seq 80); do
-      out=$("$MF" rollback "$SPEC" 2>&1) || true
+      out=$("$MF" rollback --force "$SPEC" 2>&1) || true
       [[ $out == *"not running yet"* ]] || break
       sleep 0.25
     done
+    for _ in $(seq 120); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$MF_PID" 2>/dev/null && fail "the rollback did not reach its crash point: $out"
     wait "$MF_PID" || true
     MF_PID=
     grep -q "test crash point switch-paused" "$WORK/run.$RUN_N.log" || fail "crash point not reached"
@@ -202,7 +205,7 @@ life() {
     done
     [[ $(psql -X -At "$proxy_uri" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] || fail "writes moved by a killed rollback"
     for _ in $(seq 80); do
-      out=$("$MF" rollback "$SPEC" 2>&1) && break
+      out=$("$MF" rollback --force "$SPEC" 2>&1) && break
       [[ $out == *"not running yet"* ]] || fail "rollback after the restart: $out"
       sleep 0.25
     done

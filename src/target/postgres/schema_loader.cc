@@ -194,13 +194,17 @@ Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shar
   std::string list = "{";
   for (const auto& s : schemas) list += (list.size() > 1 ? "," : "") + QuoteIdent(s);
   list += "}";
-  ASSIGN_OR_RETURN(PgResult seqs, source.Query("SELECT schemaname, sequencename, last_value::text, last_value IS NOT NULL "
-                                               "FROM pg_sequences WHERE schemaname = ANY($1::text[])",
+  ASSIGN_OR_RETURN(PgResult seqs, source.Query("SELECT schemaname, sequencename, last_value::text, last_value IS NOT NULL, "
+                                               "increment_by > 0 FROM pg_sequences WHERE schemaname = ANY($1::text[])",
                                                {list}));
   for (int r = 0; r < seqs.rows(); ++r) {
     if (!seqs.GetBool(r, 3)) continue;  // never used: keep the target's start value
     std::string name = QuoteQualified(seqs.Get(r, 0), seqs.Get(r, 1));
-    auto st = target.Query("SELECT setval($1::regclass, $2::bigint, true)", {name, seqs.GetString(r, 2)});
+    // Never backwards: a value the target already handed out stays used.
+    auto st = target.Query(seqs.GetBool(r, 4)
+                               ? "SELECT setval($1::regclass, greatest($2::bigint, coalesce(pg_sequence_last_value($1::regclass), $2::bigint)), true)"
+                               : "SELECT setval($1::regclass, least($2::bigint, coalesce(pg_sequence_last_value($1::regclass), $2::bigint)), true)",
+                           {name, seqs.GetString(r, 2)});
     if (!st.ok()) return st.status().WithContext("setting sequence " + name);
   }
   return Status::Ok();
