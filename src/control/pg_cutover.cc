@@ -80,6 +80,21 @@ Status PgCutover::RequirePhase(std::initializer_list<Phase> allowed, const char*
 
 // --- replication ---------------------------------------------------------------
 
+FlowConfig PgCutover::Flow(bool forward, const std::vector<TablePtr>& tables) {
+  FlowConfig fc;
+  fc.label = forward ? "forward" : "reverse";
+  fc.from_uri = forward ? spec_.source : spec_.target;
+  fc.to_uri = forward ? spec_.target : spec_.source;
+  fc.checkpoint_key = forward ? spec_.name : spec_.name + "/reverse";
+  fc.origin_prefix = fmt::format("midflight_{}_{}", spec_.name, forward ? "f" : "r");
+  fc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);  // both directions' origins
+  for (const auto& t : tables) fc.tables[t->id] = t;
+  fc.partitions = partitions_;
+  fc.batch_size = &batch_size_;
+  fc.partition_log_mb = spec_.partition_log_mb;
+  return fc;
+}
+
 Status PgCutover::StartReverse() {
   const std::string slot = spec_.slot_name() + "_rev", pub = spec_.publication_name() + "_rev";
   ASSIGN_OR_RETURN(auto dst, Control(spec_.target));
@@ -116,19 +131,9 @@ Status PgCutover::StartReverse() {
   }
   // The tables as the target has them (the reverse stream's "source").
   ASSIGN_OR_RETURN(auto target_tables, pg::LoadTables(*dst, spec_.tables, spec_.exclude));
-  FlowConfig fc;
-  fc.label = "reverse";
-  fc.from_uri = spec_.target;
-  fc.to_uri = spec_.source;
+  FlowConfig fc = Flow(/*forward=*/false, target_tables);
   fc.slot = slot;
   fc.publication = pub;
-  fc.checkpoint_key = spec_.name + "/reverse";
-  fc.origin_prefix = fmt::format("midflight_{}_r", spec_.name);
-  fc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);
-  for (const auto& t : target_tables) fc.tables[t->id] = t;
-  fc.partitions = partitions_;
-  fc.batch_size = &batch_size_;
-  fc.partition_log_mb = spec_.partition_log_mb;
   ASSIGN_OR_RETURN(auto flow, PgFlow::Start(std::move(fc)));
   RETURN_IF_ERROR(store_.Put("reverse_started", "true"));
   std::lock_guard lock(state_mu_);
@@ -146,19 +151,9 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
     while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     return Status::Ok();
   }
-  FlowConfig fc;
-  fc.label = "forward";
-  fc.from_uri = spec_.source;
-  fc.to_uri = spec_.target;
+  FlowConfig fc = Flow(/*forward=*/true, tables_);
   fc.slot = spec_.slot_name();
   fc.publication = spec_.publication_name();
-  fc.checkpoint_key = spec_.name;
-  fc.origin_prefix = fmt::format("midflight_{}_f", spec_.name);
-  fc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);
-  for (const auto& t : tables_) fc.tables[t->id] = t;
-  fc.partitions = partitions;
-  fc.batch_size = &batch_size_;
-  fc.partition_log_mb = spec_.partition_log_mb;
   fc.filter = std::move(filter);
   ASSIGN_OR_RETURN(auto forward, PgFlow::Start(std::move(fc)));
   {
@@ -582,16 +577,20 @@ Result<std::string> PgCutover::Verify(bool repair, int64_t rate, bool* clean) {
   }
   if (!repairs.empty()) {
     size_t n = repairs.size();
-    ASSIGN_OR_RETURN(PgLsn before, FlushedPosition(*ref));
-    flow->QueueRepairs(std::move(repairs));
+    uint64_t routed = flow->QueueRepairs(std::move(repairs));
     auto t0 = Clock::now();
-    // Applied once the flow has applied everything up to after the repairs were routed.
-    while (flow->AppliedThrough() < before.value() && Since(t0) < 60) {
+    // Once the stream has routed them they are pending in their partitions;
+    // then everything up to a position taken afterwards being applied
+    // includes them.
+    while (flow->RepairsRouted() < routed && Since(t0) < 60) {
       flow->Poke();
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    while (flow->metrics().lag_seconds > 0 && Since(t0) < 60) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    ASSIGN_OR_RETURN(PgLsn after, FlushedPosition(*ref));
+    while (flow->AppliedThrough() < after.value() && Since(t0) < 60) {
+      flow->Poke();
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
     out += fmt::format("repaired {} row(s) through the apply path; run verify again to confirm\n", n);
   }
   (void)store_.PutMany({{"verify_state", "done"},

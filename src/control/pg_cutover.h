@@ -71,6 +71,8 @@ class PgCutover {
   // Moves writes from `from` to `to` (steps 2-5 above).
   Result<std::string> MoveWrites(proxy::Side to, PgFlow& flow, Phase next, bool force);
   Status StartReverse();
+  // The settings both directions share; the caller adds slot, publication, filter.
+  FlowConfig Flow(bool forward, const std::vector<TablePtr>& tables);
   Status RequirePhase(std::initializer_list<Phase> allowed, const char* op);
 
   const MigrationSpec& spec_;

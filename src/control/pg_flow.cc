@@ -34,7 +34,7 @@ struct PgFlow::Impl {
   mutable std::mutex mu;
   Status stream_status;  // GUARDED_BY(mu)
   std::atomic<bool> stream_done{false};
-  bool stopped = false;
+  std::atomic<bool> stopped{false};  // read by health() on other threads
 };
 
 PgFlow::PgFlow(FlowConfig config) : config_(std::move(config)), impl_(std::make_unique<Impl>()) {}
@@ -98,8 +98,7 @@ Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
 
 void PgFlow::Stop() {
   Impl& m = *impl_;
-  if (m.stopped) return;
-  m.stopped = true;
+  if (m.stopped.exchange(true)) return;
   m.stream_stop = true;
   if (m.stream_thread.joinable()) m.stream_thread.join();
   m.appliers_stop = true;
@@ -152,6 +151,8 @@ FlowMetrics PgFlow::metrics() const {
 
 void PgFlow::Poke() { impl_->stream_stats.poke = true; }
 
-void PgFlow::QueueRepairs(std::vector<Change> changes) { impl_->stream->QueueRepairs(std::move(changes)); }
+uint64_t PgFlow::QueueRepairs(std::vector<Change> changes) { return impl_->stream->QueueRepairs(std::move(changes)); }
+
+uint64_t PgFlow::RepairsRouted() const { return impl_->stream_stats.repairs_routed.load(); }
 
 }  // namespace midflight

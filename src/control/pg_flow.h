@@ -65,8 +65,10 @@ class PgFlow {
   uint64_t AppliedThrough() const;
   // Asks the from-server for a keepalive now (makes an idle stream's position current).
   void Poke();
-  // Changes to apply in key order after everything routed so far (verify --repair).
-  void QueueRepairs(std::vector<Change> changes);
+  // Changes to apply in key order after everything routed so far (verify
+  // --repair). Returns the RepairsRouted() value that means they are routed.
+  uint64_t QueueRepairs(std::vector<Change> changes);
+  uint64_t RepairsRouted() const;
   const FlowConfig& config() const { return config_; }
 
  private:

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <random>
@@ -233,7 +234,9 @@ struct Session {
     (void)client->Write(wire::ErrorResponse("FATAL", sqlstate, message));
     return OperatorError(message);
   }
-  Result<std::optional<std::string>> ReadStartupPacket(wire::FrameReader& reader, Clock::time_point deadline);
+  Status ReadUntil(wire::FrameReader& reader, Clock::time_point deadline, const char* what,
+                   const std::function<Result<bool>()>& take);
+  Result<std::string> ReadStartupPacket(wire::FrameReader& reader, Clock::time_point deadline);
   Result<wire::Message> ReadClientMessage(wire::FrameReader& reader, Clock::time_point deadline);
   Status Startup();
   Status Authenticate(wire::FrameReader& reader, Clock::time_point deadline);
@@ -248,38 +251,45 @@ struct Session {
 
 // --- startup and authentication ---------------------------------------------
 
-Result<std::optional<std::string>> Session::ReadStartupPacket(wire::FrameReader& reader, Clock::time_point deadline) {
+// Reads from the client into `reader` until `take()` returns true (it took a
+// whole packet or message), or the deadline passes (`what` names the stage in
+// the messages).
+Status Session::ReadUntil(wire::FrameReader& reader, Clock::time_point deadline, const char* what,
+                          const std::function<Result<bool>()>& take) {
   char buf[8192];
   while (true) {
-    ASSIGN_OR_RETURN(auto packet, reader.NextStartup());
-    if (packet) return packet;
+    ASSIGN_OR_RETURN(bool done, take());
+    if (done) return Status::Ok();
     int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-    if (left <= 0) return OperatorError("client did not finish the startup in time");
+    if (left <= 0) return OperatorError(fmt::format("client did not finish {} in time", what));
     if (!client->pending()) {
       pollfd pfd{client->fd(), POLLIN, 0};
       if (poll(&pfd, 1, left) <= 0) continue;
     }
     ssize_t n = client->Read(buf, sizeof buf);
-    if (n <= 0) return RetryCall("client closed the connection during startup");
+    if (n <= 0) return RetryCall(fmt::format("client closed the connection during {}", what));
     reader.Append(buf, static_cast<size_t>(n));
   }
 }
 
+Result<std::string> Session::ReadStartupPacket(wire::FrameReader& reader, Clock::time_point deadline) {
+  std::string packet;
+  RETURN_IF_ERROR(ReadUntil(reader, deadline, "the startup", [&]() -> Result<bool> {
+    ASSIGN_OR_RETURN(auto p, reader.NextStartup());
+    if (p) packet = std::move(*p);
+    return p.has_value();
+  }));
+  return packet;
+}
+
 Result<wire::Message> Session::ReadClientMessage(wire::FrameReader& reader, Clock::time_point deadline) {
-  char buf[8192];
-  while (true) {
-    ASSIGN_OR_RETURN(auto msg, reader.Next());
-    if (msg) return std::move(*msg);
-    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
-    if (left <= 0) return OperatorError("client did not finish authentication in time");
-    if (!client->pending()) {
-      pollfd pfd{client->fd(), POLLIN, 0};
-      if (poll(&pfd, 1, left) <= 0) continue;
-    }
-    ssize_t n = client->Read(buf, sizeof buf);
-    if (n <= 0) return RetryCall("client closed the connection during authentication");
-    reader.Append(buf, static_cast<size_t>(n));
-  }
+  wire::Message msg{};
+  RETURN_IF_ERROR(ReadUntil(reader, deadline, "authentication", [&]() -> Result<bool> {
+    ASSIGN_OR_RETURN(auto m, reader.Next());
+    if (m) msg = std::move(*m);
+    return m.has_value();
+  }));
+  return msg;
 }
 
 Status Session::Startup() {
@@ -293,7 +303,7 @@ Status Session::Startup() {
       ++proxy->protocol_errors;
       return Fail("08P01", "invalid startup packet: " + packet.status().message());
     }
-    auto parsed = wire::ParseStartup(**packet);
+    auto parsed = wire::ParseStartup(*packet);
     if (!parsed.ok()) {
       ++proxy->protocol_errors;
       return Fail("08P01", "invalid startup packet: " + parsed.status().message());
@@ -522,16 +532,9 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
   switch (type) {
     case 'Q': {
       ++awaiting_rfq;
-      std::string sql(body.substr(0, body.find('\0')));
+      std::string_view sql = body.substr(0, body.find('\0'));
       std::string name;
-      switch (Classify(sql, &name)) {
-        case StateEffect::kSet: pending_sets.push_back(sql); break;
-        case StateEffect::kResetAll:
-        case StateEffect::kDiscardAll:
-        case StateEffect::kPrepare:
-        case StateEffect::kDeallocate: pending_sets.push_back(sql); break;
-        case StateEffect::kNone: break;
-      }
+      if (MayChangeState(sql) && Classify(sql, &name) != StateEffect::kNone) pending_sets.emplace_back(sql);
       break;
     }
     case 'S': ++awaiting_rfq; unsynced = false; break;
@@ -548,7 +551,8 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
         if (current_had_all) servers[static_cast<int>(current)].state_version = state_version;
       } else {
         std::string name;
-        if (Classify(parse->query, &name) == StateEffect::kSet) pending_sets.push_back(parse->query);
+        if (MayChangeState(parse->query) && Classify(parse->query, &name) == StateEffect::kSet)
+          pending_sets.push_back(parse->query);
       }
       break;
     }

@@ -27,4 +27,21 @@ enum class StateEffect {
 };
 StateEffect Classify(std::string_view sql, std::string* name);
 
+// A cheap first look for the per-query path: false when the statement's first
+// character rules out every statement Classify cares about (S, R, D, P, or a
+// comment / blank before the keyword), so most queries cost no allocation.
+inline bool MayChangeState(std::string_view sql) {
+  for (char c : sql) {
+    switch (c) {
+      case ' ': case '\t': case '\n': case '\r': case '-': case '/': case '(':
+        return true;  // let Classify skip blanks and comments
+      case 'S': case 's': case 'R': case 'r': case 'D': case 'd': case 'P': case 'p':
+        return true;
+      default:
+        return false;
+    }
+  }
+  return false;
+}
+
 }  // namespace midflight::proxy

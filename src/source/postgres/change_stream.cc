@@ -152,10 +152,12 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
   return result;
 }
 
-void ChangeStream::QueueRepairs(std::vector<Change> changes) {
+uint64_t ChangeStream::QueueRepairs(std::vector<Change> changes) {
   std::lock_guard lock(repairs_mu_);
+  repairs_queued_ += changes.size();
   for (auto& c : changes) repairs_.push_back(std::move(c));
   have_repairs_ = true;
+  return repairs_queued_;
 }
 
 Status ChangeStream::RouteRepairs() {
@@ -168,6 +170,7 @@ Status ChangeStream::RouteRepairs() {
   for (auto& c : todo) {
     c.commit_time_us = NowUnixMicros();
     RETURN_IF_ERROR(routed_.Inject(std::move(c)));
+    stats_->repairs_routed.fetch_add(1);
   }
   return Status::Ok();
 }

@@ -40,6 +40,7 @@ struct StreamStats {
   // Set by another thread to ask the server for a keepalive now (its position
   // shows how far the server has decoded); cleared by the stream.
   std::atomic<bool> poke{false};
+  std::atomic<uint64_t> repairs_routed{0};  // repair changes routed so far (QueueRepairs)
 };
 
 struct StreamConfig {
@@ -70,7 +71,8 @@ class ChangeStream {
   // the source's current row image, or a delete by key). The stream thread
   // routes them at the next transaction boundary, after everything it routed
   // before. Thread-safe.
-  void QueueRepairs(std::vector<Change> changes);
+  // Returns the value stats.repairs_routed reaches once these are routed.
+  uint64_t QueueRepairs(std::vector<Change> changes);
 
  private:
   Status StreamOnce(const std::atomic<bool>& stop);
@@ -100,6 +102,7 @@ class ChangeStream {
   std::mutex repairs_mu_;
   std::vector<Change> repairs_;  // GUARDED_BY(repairs_mu_)
   std::atomic<bool> have_repairs_{false};
+  uint64_t repairs_queued_ = 0;  // GUARDED_BY(repairs_mu_)
   PgLsn txn_lsn_;
   int64_t txn_time_us_ = 0;
   uint32_t txn_seq_ = 0;
