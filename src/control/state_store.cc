@@ -109,6 +109,7 @@ Status StateStore::Exec(const std::string& sql) {
 Status StateStore::Put(const std::string& key, const std::string& value) { return PutMany({{key, value}}); }
 
 Status StateStore::PutMany(const std::vector<std::pair<std::string, std::string>>& kvs) {
+  std::lock_guard lock(mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   for (const auto& [k, v] : kvs) {
     Stmt s(db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
@@ -121,6 +122,7 @@ Status StateStore::PutMany(const std::vector<std::pair<std::string, std::string>
 }
 
 std::optional<std::string> StateStore::Get(const std::string& key) {
+  std::lock_guard lock(mu_);
   Stmt s(db_, "SELECT value FROM kv WHERE key = ?");
   if (s.Bind(1, key).Step() == SQLITE_ROW) return s.Text(0);
   return std::nullopt;
@@ -133,6 +135,7 @@ Phase StateStore::phase() {
 }
 
 Status StateStore::SetPhase(Phase phase, const std::string& message) {
+  std::lock_guard lock(mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   Stmt kv(db_, "INSERT INTO kv (key, value) VALUES ('phase', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
   Stmt ev(db_, "INSERT INTO events (time, phase, message) VALUES (?, ?, ?)");
@@ -145,6 +148,7 @@ Status StateStore::SetPhase(Phase phase, const std::string& message) {
 }
 
 Status StateStore::AddEvent(const std::string& message) {
+  std::lock_guard lock(mu_);
   Stmt ev(db_, "INSERT INTO events (time, phase, message) VALUES (?, ?, ?)");
   if (ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase()))).Bind(3, message).Step() != SQLITE_DONE)
     return Internal(fmt::format("state store: recording event: {}", sqlite3_errmsg(db_)));
@@ -152,6 +156,7 @@ Status StateStore::AddEvent(const std::string& message) {
 }
 
 std::vector<EventRow> StateStore::Events(int limit) {
+  std::lock_guard lock(mu_);
   std::vector<EventRow> out;
   Stmt s(db_, "SELECT time, phase, message FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id");
   s.Bind(1, static_cast<int64_t>(limit));
@@ -160,6 +165,7 @@ std::vector<EventRow> StateStore::Events(int limit) {
 }
 
 Status StateStore::SaveTables(const std::vector<TableRow>& rows) {
+  std::lock_guard lock(mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
   for (const auto& r : rows) {
     Stmt s(db_,
@@ -180,6 +186,7 @@ Status StateStore::SaveTables(const std::vector<TableRow>& rows) {
 }
 
 std::vector<TableRow> StateStore::Tables() {
+  std::lock_guard lock(mu_);
   std::vector<TableRow> out;
   Stmt s(db_, "SELECT name, state, rows_copied, bytes_copied, est_rows, est_bytes, chunks_done, chunks_total, "
               "rows_per_s FROM tables ORDER BY name");
@@ -190,6 +197,7 @@ std::vector<TableRow> StateStore::Tables() {
 }
 
 Status StateStore::SaveChunks(const std::vector<ChunkRow>& chunks) {
+  std::lock_guard lock(mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE; DELETE FROM chunks;"));
   for (const auto& c : chunks) {
     Stmt s(db_, "INSERT INTO chunks (table_name, chunk, kind, lo, hi) VALUES (?,?,?,?,?)");
@@ -204,6 +212,7 @@ Status StateStore::SaveChunks(const std::vector<ChunkRow>& chunks) {
 }
 
 std::vector<ChunkRow> StateStore::Chunks() {
+  std::lock_guard lock(mu_);
   std::vector<ChunkRow> out;
   Stmt s(db_, "SELECT table_name, chunk, kind, lo, hi FROM chunks ORDER BY rowid");
   while (s.Step() == SQLITE_ROW)

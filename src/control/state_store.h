@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -62,6 +63,10 @@ class StateStore {
   explicit StateStore(sqlite3* db) : db_(db) {}
   Status Exec(const std::string& sql);
   sqlite3* db_;
+  // One connection shared by the runner's threads (progress ticker, flows,
+  // control operations): a transaction spans several SQLite calls, so each
+  // public method holds this for its whole length.
+  std::recursive_mutex mu_;
 };
 
 // Holds an exclusive lock on DIR/lock for the life of the process; fails with
