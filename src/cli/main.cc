@@ -10,7 +10,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <sstream>
+#include <thread>
 
 #include "base/clock.h"
 #include "base/log.h"
@@ -21,6 +24,7 @@
 #include "control/pg_migration.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "service/service.h"
 
 namespace {
 
@@ -157,50 +161,179 @@ std::vector<std::string> Split(const std::string& s, char sep) {
   return out;
 }
 
+// Where a command goes: a spec file (its own `midflight run`, through the
+// control socket in its state directory) or a migration hosted by a
+// `midflight serve` (--server / MIDFLIGHT_SERVER).
+struct Endpoint {
+  std::string address, name, token, actor;
+  std::optional<midflight::MigrationSpec> spec;
+  std::string spec_path;
+};
+
+std::string StripScheme(std::string a) {
+  if (a.rfind("http://", 0) == 0) a = a.substr(7);
+  while (!a.empty() && a.back() == '/') a.pop_back();
+  return a;
+}
+
+midflight::Result<midflight::http::Response> Api(const Endpoint& e, const std::string& method, const std::string& path,
+                                                 const std::string& body = "") {
+  std::vector<std::pair<std::string, std::string>> headers = {{"X-Midflight-Actor", e.actor}};
+  if (!e.token.empty()) headers.push_back({"Authorization", "Bearer " + e.token});
+  auto r = midflight::http::Call(e.address, method, path, body, headers);
+  if (!r.ok() && r.status().code() == midflight::StatusCode::kRetryCall) {
+    if (e.spec)
+      return midflight::OperatorError(fmt::format("migration {} is not running (nothing answers at {}); start it with "
+                                                  "`midflight run {}`",
+                                                  e.name, e.address, e.spec_path));
+    return midflight::OperatorError(fmt::format("nothing answers at {}; is `midflight serve` running there? (set "
+                                                "--server or MIDFLIGHT_SERVER)",
+                                                e.address));
+  }
+  return r;
+}
+
+// Prints an API answer: the message (or the JSON) on stdout for 2xx, the
+// error on stderr otherwise. 0 for 2xx, 1 otherwise.
+int Answer(const midflight::http::Response& r, bool raw_json = false) {
+  auto j = nlohmann::json::parse(r.body, nullptr, false);
+  bool ok = r.status >= 200 && r.status < 300;
+  if (raw_json || j.is_discarded()) {
+    std::fputs((r.body + (r.body.empty() || r.body.back() != '\n' ? "\n" : "")).c_str(), ok ? stdout : stderr);
+  } else if (!ok) {
+    std::string e = j.value("error", r.body);
+    // verify's list of differences is the result, not an error: stdout.
+    std::fprintf(r.status == 422 ? stdout : stderr, "%s%s\n", r.status == 422 ? "" : "midflight: ", e.c_str());
+  } else if (j.contains("message")) {
+    std::printf("%s\n", j["message"].get<std::string>().c_str());
+  } else {
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  return ok ? 0 : 1;
+}
+
+void PrintDetail(const nlohmann::json& j) {
+  auto str = [&](const nlohmann::json& o, const char* k) { return o.contains(k) && o[k].is_string() ? o[k].get<std::string>() : std::string(); };
+  std::cout << fmt::format("migration {} ({})   phase: {}{}   ({})\n", str(j, "name"), str(j, "engine"), str(j, "phase"),
+                           str(j, "resume_phase").empty() ? "" : " (in " + str(j, "resume_phase") + ")",
+                           j.value("running", false) ? "running" : "not running");
+  std::cout << fmt::format("  source {}\n  target {}\n", str(j, "source"), str(j, "target"));
+  if (!str(j, "error").empty()) std::cout << "  error: " << str(j, "error") << "\n";
+  for (const auto& t : j["tables"]) {
+    int64_t done = t.value("rows_copied", int64_t{0}), est = t.value("estimated_rows", int64_t{0});
+    double frac = str(t, "state") == "copied" || str(t, "state") == "replicating" ? 1.0
+                  : est > 0 ? std::min(0.99, static_cast<double>(done) / est) : 0;
+    std::cout << fmt::format("  {:<34} {} {:3.0f}%  {:>11} rows  {:>9.0f} rows/s\n", str(t, "name"), Bar(frac, 20),
+                             frac * 100, done, t.value("rows_per_s", 0.0));
+  }
+  std::cout << fmt::format("  copy: {} of ~{} rows, {:.0f} rows/s now\n", j.value("rows_copied", int64_t{0}),
+                           j.value("estimated_rows", int64_t{0}), j.value("rows_per_s", 0.0));
+  const auto& rep = j["replication"];
+  std::cout << fmt::format("  lag: {} bytes, {:.2f} s   {} changes applied, {:.0f}/s, {} retries\n",
+                           j.value("lag_bytes", int64_t{0}), j.value("lag_seconds", 0.0),
+                           rep.value("changes_applied", int64_t{0}), rep.value("changes_per_s", 0.0),
+                           rep.value("apply_retries", int64_t{0}));
+  const auto& px = j["proxy"];
+  if (!str(px, "read_write").empty())
+    std::cout << fmt::format("  proxy: read-write {} -> {}; read-only {} -> {}% target; {} clients\n",
+                             str(px, "read_write"), str(px, "writes_to"), str(px, "read_only"),
+                             px.value("read_percent", 0), px.value("clients", int64_t{0}));
+  if (!str(j["verify"], "summary").empty()) std::cout << "  " << str(j["verify"], "summary") << "\n";
+  if (!j["write_pauses_ms"].empty()) std::cout << "  write pauses (ms): " << j["write_pauses_ms"].dump() << "\n";
+  for (const auto& a : j["throttle"]["active"])
+    std::cout << fmt::format("  THROTTLED {}: {} ({} retries, backing off {} ms): {}\n", str(a, "where"), str(a, "kind"),
+                             a.value("retries", 0), a.value("backoff_ms", 0), str(a, "message"));
+  std::cout << "  knobs: ";
+  bool first = true;
+  for (const auto& [k, v] : j["knobs"].items()) {
+    std::cout << (first ? "" : ", ") << k << "=" << v.dump();
+    first = false;
+  }
+  std::cout << "\n";
+  const auto& ev = j["events"];
+  size_t from = ev.size() > 5 ? ev.size() - 5 : 0;
+  for (size_t i = from; i < ev.size(); ++i)
+    std::cout << fmt::format("  {} [{}] {}: {}\n", str(ev[i], "time"), str(ev[i], "phase"), str(ev[i], "actor"),
+                             str(ev[i], "message"));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"midflight: move a live PostgreSQL database to another server while its applications keep working"};
+  CLI::App app{"midflight: move a live database to another server while its applications keep working"};
   app.require_subcommand(1);
-  std::string spec_path;
+  std::string spec_path, target, server, token, token_file, listen, state_dir, webhook, reason, actor;
   bool json = false, verbose = false;
   int workers = 0, partitions = 0;
   app.add_flag("-v,--verbose", verbose, "debug logging");
+  app.add_option("--server", server, "address of a `midflight serve` (HOST:PORT; default $MIDFLIGHT_SERVER, else 127.0.0.1:7070)");
+  app.add_option("--token", token, "API token for calls that change something (default $MIDFLIGHT_API_TOKEN)");
+  app.add_option("--as", actor, "who you are, for the audit trail (default $USER)");
+
+  auto* serve = app.add_subcommand("serve", "host migrations: HTTP API, dashboard, /metrics; resumes what it hosted");
+  listen = "127.0.0.1:7070";
+  serve->add_option("--listen", listen, "HOST:PORT or unix:PATH (default 127.0.0.1:7070)");
+  serve->add_option("--state-dir", state_dir, "where migrations keep their state (one directory each)")->required();
+  serve->add_option("--token-file", token_file, "file holding the API token (default $MIDFLIGHT_API_TOKEN, else STATE_DIR/api_token, made if missing)");
+  serve->add_option("--webhook", webhook, "default webhook URL for migrations whose spec has no notify.webhook");
 
   auto* run = app.add_subcommand("run", "run (or resume) the migration described by SPEC.yaml until stopped");
   run->add_option("spec", spec_path, "migration spec (YAML)")->required();
   run->add_option("--copy-workers", workers, "override copy_workers");
   run->add_option("--partitions", partitions, "override partitions (first run only)");
+  std::string run_listen;
+  run->add_option("--listen", run_listen, "serve the API and dashboard here instead of the spec's control address");
 
-  auto* status = app.add_subcommand("status", "print the migration's phase, copy progress and lag");
-  status->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  auto* create = app.add_subcommand("create", "create a migration on a `midflight serve` from SPEC.yaml, and start it");
+  create->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  auto* list = app.add_subcommand("list", "list the migrations a `midflight serve` hosts");
+  list->add_flag("--json", json, "the API's JSON");
+
+  const char* target_help = "SPEC.yaml, or a migration name on the server (optional when it hosts one)";
+  auto* status = app.add_subcommand("status", "the migration's phase, copy progress, lag, throttling, knobs");
+  status->add_option("target", target, target_help);
   status->add_flag("--json", json, "one JSON object");
+  auto* events = app.add_subcommand("events", "the audit trail: every transition and operation, with who and why");
+  events->add_option("target", target, target_help);
 
-  // Operations on a running migration, sent to its control endpoint.
+  auto* pause = app.add_subcommand("pause", "stop copying/applying at a checkpoint (the proxy keeps serving)");
+  auto* resume = app.add_subcommand("resume", "continue a paused or failed migration from its checkpoint");
+  auto* abort_cmd = app.add_subcommand("abort", "give up before writes move: drops the source slot and publication");
+  auto* del = app.add_subcommand("delete", "forget a completed or aborted migration (its state stays on disk)");
+  for (auto* c : {pause, resume, abort_cmd, del}) {
+    c->add_option("target", target, target_help);
+    c->add_option("--reason", reason, "why, for the audit trail");
+  }
+
+  // Operations on a running migration.
   bool force = false, repair = false, back = false;
   int percent = 100;
   int64_t rate = -1;
   auto* sw = app.add_subcommand("switch", "move the applications' traffic: `switch reads` or `switch writes`");
   sw->require_subcommand(1);
   auto* sw_reads = sw->add_subcommand("reads", "send read-only transactions to the target (--percent for a canary)");
-  sw_reads->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  sw_reads->add_option("target", target, target_help);
   sw_reads->add_option("--percent", percent, "share of new read-only transactions sent to the target (0-100)");
   sw_reads->add_flag("--back", back, "send reads back to the source (same as --percent 0)");
   sw_reads->add_flag("--force", force, "switch even when the target lags");
   auto* sw_writes = sw->add_subcommand("writes", "move writes to the target (pause, drain, catch up, release)");
-  sw_writes->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  sw_writes->add_option("target", target, target_help);
   sw_writes->add_flag("--force", force, "skip the lag, verification, window and approval checks");
   auto* rollback = app.add_subcommand("rollback", "move writes back to the source (after switch writes)");
-  rollback->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  rollback->add_option("target", target, target_help);
   rollback->add_flag("--force", force, "roll back even when the source lags behind the target");
   auto* complete = app.add_subcommand("complete", "finish: stop replication, drop what midflight created");
-  complete->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  complete->add_option("target", target, target_help);
   auto* approve = app.add_subcommand("approve", "approve the write switch (cutover.require_approval)");
-  approve->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  approve->add_option("target", target, target_help);
   auto* verify = app.add_subcommand("verify", "compare source and target live, while writes continue");
-  verify->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  verify->add_option("target", target, target_help);
   verify->add_flag("--repair", repair, "re-copy the rows found different through the apply path");
-  verify->add_option("--rate", rate, "source rows read per second (0 = unlimited; default verify.rows_per_s)");
+  verify->add_option("--rate", rate, "source rows read per second (0 = unlimited; default: the verify_rows_per_s knob)");
+
+  auto* knobs = app.add_subcommand("knobs", "show the runtime knobs, or `knobs set [TARGET] name=value ...`");
+  std::vector<std::string> knob_args;
+  knobs->add_option("args", knob_args, "[set] [TARGET] [name=value ...]");
 
   auto* compare = app.add_subcommand("compare", "compare every table of source and target row for row (ordered hash)");
   compare->add_option("spec", spec_path, "migration spec (YAML)")->required();
@@ -213,64 +346,216 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   if (verbose) midflight::SetLogLevel(midflight::LogLevel::kDebug);
-  auto spec = midflight::LoadSpec(spec_path);
-  if (!spec.ok()) return Fail(spec.status());
-  if (workers > 0) spec->copy_workers = workers;
-  if (partitions > 0) spec->partitions = partitions;
-
-  if (*run) {
+  signal(SIGPIPE, SIG_IGN);
+  auto on_signals = [] {
     struct sigaction sa {};
     sa.sa_handler = OnSignal;
     sigaction(SIGINT, &sa, nullptr);
     sigaction(SIGTERM, &sa, nullptr);
-    signal(SIGPIPE, SIG_IGN);
-    midflight::Status st = IsMySql(*spec) ? midflight::RunMyMigration(*spec, g_stop)
-                                          : midflight::RunPgMigration(*spec, g_stop);
-    if (!st.ok()) return Fail(st);
+  };
+
+  if (*serve) {
+    on_signals();
+    auto tok = midflight::LoadOrCreateToken(token_file, state_dir);
+    if (!tok.ok()) return Fail(tok.status());
+    midflight::ServiceOptions o;
+    o.listen = listen;
+    o.state_dir = state_dir;
+    o.token = *tok;
+    o.webhook = webhook;
+    auto svc = midflight::Service::Start(o);
+    if (!svc.ok()) return Fail(svc.status());
+    std::printf("midflight serve: API, dashboard and /metrics on http://%s/ (state in %s; API token in %s)\n",
+                (*svc)->address().c_str(), state_dir.c_str(),
+                token_file.empty() ? (std::getenv("MIDFLIGHT_API_TOKEN") ? "$MIDFLIGHT_API_TOKEN" : (state_dir + "/api_token").c_str())
+                                   : token_file.c_str());
+    std::fflush(stdout);
+    while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    (*svc)->Stop();
     return 0;
   }
-  if (*status) return Status(*spec, json);
+
+  if (*run || *compare || *create) {
+    auto spec = midflight::LoadSpec(spec_path);
+    if (!spec.ok()) return Fail(spec.status());
+    if (workers > 0) spec->copy_workers = workers;
+    if (partitions > 0) spec->partitions = partitions;
+    if (*run) {
+      on_signals();
+      auto tok = midflight::LoadOrCreateToken("", spec->state_dir);
+      if (!tok.ok()) return Fail(tok.status());
+      midflight::ServiceOptions o;
+      o.listen = run_listen.empty() ? spec->control : run_listen;
+      o.state_dir = spec->state_dir;
+      o.token = *tok;
+      o.single = true;
+      auto svc = midflight::Service::Start(o);
+      if (!svc.ok()) return Fail(svc.status());
+      std::ifstream in(spec_path);
+      std::stringstream text;
+      text << in.rdbuf();
+      if (midflight::Status st = (*svc)->Adopt(*spec, text.str()); !st.ok()) return Fail(st);
+      midflight::Status st = (*svc)->WaitSingle(g_stop);
+      (*svc)->Stop();
+      if (!st.ok()) return Fail(st);
+      return 0;
+    }
+    if (*compare) {
+      auto result = IsMySql(*spec) ? midflight::CompareMyTables(*spec) : midflight::CompareTables(*spec);
+      if (!result.ok()) return Fail(result.status());
+      bool all_equal = true;
+      nlohmann::json j = nlohmann::json::array();
+      for (const auto& c : *result) {
+        all_equal = all_equal && c.equal();
+        if (json) {
+          j.push_back({{"table", c.table}, {"equal", c.equal()}, {"source_rows", c.source_rows},
+                       {"target_rows", c.target_rows}, {"source_hash", c.source_hash}, {"target_hash", c.target_hash}});
+        } else {
+          std::cout << fmt::format("  {:<36} {:>11} rows  {}\n", c.table, c.source_rows,
+                                   c.equal() ? "equal"
+                                             : fmt::format("DIFFERENT: target has {} rows, hash {} vs {}", c.target_rows,
+                                                           c.target_hash, c.source_hash));
+        }
+      }
+      if (json) std::cout << nlohmann::json{{"equal", all_equal}, {"tables", j}}.dump() << "\n";
+      else std::cout << (all_equal ? "source and target are equal\n" : "source and target DIFFER\n");
+      return all_equal ? 0 : 1;
+    }
+  }
+
+  // Everything else talks to a running service.
+  Endpoint ep;
+  ep.actor = !actor.empty() ? actor : std::getenv("USER") ? std::string("cli:") + std::getenv("USER") : "cli";
+  ep.token = !token.empty() ? token : std::getenv("MIDFLIGHT_API_TOKEN") ? std::getenv("MIDFLIGHT_API_TOKEN") : "";
+  const bool knobs_set = *knobs && !knob_args.empty() && knob_args[0] == "set";
+  std::vector<std::string> assignments;
+  if (*knobs) {
+    size_t i = knobs_set ? 1 : 0;
+    if (i < knob_args.size() && knob_args[i].find('=') == std::string::npos) target = knob_args[i++];
+    for (; i < knob_args.size(); ++i) {
+      if (knob_args[i].find('=') == std::string::npos)
+        return Fail(midflight::InvalidArgument(fmt::format("knobs set: '{}' is not name=value", knob_args[i])));
+      assignments.push_back(knob_args[i]);
+    }
+    if (knobs_set && assignments.empty())
+      return Fail(midflight::InvalidArgument("knobs set: give at least one name=value, e.g. parallelism=4"));
+  }
+  std::error_code ec;
+  if (!target.empty() && std::filesystem::is_regular_file(target, ec)) {
+    auto spec = midflight::LoadSpec(target);
+    if (!spec.ok()) return Fail(spec.status());
+    if (*status) return Status(*spec, json);  // from the state store: works whether or not it runs
+    ep.spec = *spec;
+    ep.spec_path = target;
+    ep.address = spec->control;
+    ep.name = spec->name;
+    if (ep.token.empty()) {
+      std::ifstream in(spec->state_dir + "/api_token");
+      std::getline(in, ep.token);
+    }
+  } else {
+    ep.address = StripScheme(!server.empty() ? server
+                             : std::getenv("MIDFLIGHT_SERVER") ? std::getenv("MIDFLIGHT_SERVER")
+                                                               : "127.0.0.1:7070");
+    ep.name = target;
+    if (*create) {
+      std::ifstream in(spec_path);
+      std::stringstream text;
+      text << in.rdbuf();
+      auto r = Api(ep, "POST", "/api/migrations", nlohmann::json{{"spec", text.str()}}.dump());
+      if (!r.ok()) return Fail(r.status());
+      if (r->status == 201) {
+        auto j = nlohmann::json::parse(r->body, nullptr, false);
+        std::printf("migration %s created (%s), phase %s\n", j.value("name", "").c_str(), j.value("engine", "").c_str(),
+                    j.value("phase", "").c_str());
+        return 0;
+      }
+      return Answer(*r);
+    }
+    if (*list || (ep.name.empty() && *status)) {
+      auto r = Api(ep, "GET", "/api/migrations");
+      if (!r.ok()) return Fail(r.status());
+      if (json || r->status != 200) return Answer(*r, true);
+      auto j = nlohmann::json::parse(r->body, nullptr, false);
+      std::cout << fmt::format("{:<20} {:<9} {:<16} {:>24} {:>12} {:>9}  {}\n", "NAME", "ENGINE", "PHASE", "ROWS COPIED",
+                               "ROWS/S", "LAG S", "");
+      for (const auto& m : j["migrations"])
+        std::cout << fmt::format("{:<20} {:<9} {:<16} {:>24} {:>12.0f} {:>9.2f}  {}{}\n", m.value("name", ""),
+                                 m.value("engine", ""), m.value("phase", ""),
+                                 fmt::format("{}/{}", m.value("rows_copied", int64_t{0}), m.value("estimated_rows", int64_t{0})),
+                                 m.value("rows_per_s", 0.0), m.value("lag_seconds", 0.0),
+                                 m.value("throttled", false) ? "THROTTLED " : "", m.value("error", ""));
+      return 0;
+    }
+    if (ep.name.empty()) {
+      auto r = Api(ep, "GET", "/api/migrations");
+      if (!r.ok()) return Fail(r.status());
+      auto j = nlohmann::json::parse(r->body, nullptr, false);
+      if (j.is_discarded() || !j.contains("migrations") || j["migrations"].size() != 1) {
+        std::string names;
+        if (!j.is_discarded() && j.contains("migrations"))
+          for (const auto& m : j["migrations"]) names += (names.empty() ? "" : ", ") + m.value("name", "");
+        return Fail(midflight::InvalidArgument(fmt::format("name the migration: {} hosts {}", ep.address,
+                                                           names.empty() ? "none" : names)));
+      }
+      ep.name = j["migrations"][0].value("name", "");
+    }
+  }
+  const std::string base = "/api/migrations/" + midflight::http::UrlEncode(ep.name);
+  auto call = [&](const std::string& method, const std::string& path, const std::string& body = "") {
+    auto r = Api(ep, method, path, body);
+    if (!r.ok()) return Fail(r.status());
+    return Answer(*r);
+  };
+  if (*status) {
+    auto r = Api(ep, "GET", base);
+    if (!r.ok()) return Fail(r.status());
+    if (json || r->status != 200) return Answer(*r, json);
+    PrintDetail(nlohmann::json::parse(r->body));
+    return 0;
+  }
+  if (*events) {
+    auto r = Api(ep, "GET", base + "/events?limit=200");
+    if (!r.ok()) return Fail(r.status());
+    if (r->status != 200) return Answer(*r);
+    for (const auto& e : nlohmann::json::parse(r->body)["events"])
+      std::cout << fmt::format("{} [{}] {}: {}\n", e.value("time", ""), e.value("phase", ""), e.value("actor", ""),
+                               e.value("message", ""));
+    return 0;
+  }
+  std::string reason_body = reason.empty() ? "" : nlohmann::json{{"reason", reason}}.dump();
+  if (*pause) return call("POST", base + "/pause", reason_body);
+  if (*resume) return call("POST", base + "/resume", reason_body);
+  if (*abort_cmd) return call("POST", base + "/abort", reason_body);
+  if (*del) return call("DELETE", base, reason_body);
+  if (*knobs) {
+    if (!knobs_set) {
+      auto r = Api(ep, "GET", base + "/knobs");
+      if (!r.ok()) return Fail(r.status());
+      if (r->status != 200) return Answer(*r);
+      auto j = nlohmann::json::parse(r->body);
+      for (const auto& [k, v] : j["knobs"].items())
+        std::cout << fmt::format("  {:<26} {:>12}   {}\n", k, v.dump(), j["help"].value(k, ""));
+      return 0;
+    }
+    nlohmann::json body = nlohmann::json::object();
+    for (const auto& a : assignments) body[a.substr(0, a.find('='))] = a.substr(a.find('=') + 1);
+    auto r = Api(ep, "POST", base + "/knobs", body.dump());
+    if (!r.ok()) return Fail(r.status());
+    if (r->status != 200) return Answer(*r);
+    std::printf("knobs set on %s: %s\n", ep.name.c_str(), body.dump().c_str());
+    return 0;
+  }
   std::string op;
-  if (sw_reads->parsed()) op = fmt::format("/api/switch-reads?percent={}", back ? 0 : percent);
-  if (sw_writes->parsed()) op = "/api/switch-writes";
-  if (*rollback) op = "/api/rollback";
-  if (*complete) op = "/api/complete";
-  if (*approve) op = "/api/approve";
-  if (*verify) op = fmt::format("/api/verify?repair={}&rate={}", repair ? 1 : 0, rate);
+  if (sw_reads->parsed()) op = fmt::format("/switch-reads?percent={}", back ? 0 : percent);
+  if (sw_writes->parsed()) op = "/switch-writes";
+  if (*rollback) op = "/rollback";
+  if (*complete) op = "/complete";
+  if (*approve) op = "/approve";
+  if (*verify) op = fmt::format("/verify?repair={}&rate={}", repair ? 1 : 0, rate);
   if (!op.empty()) {
     if (force) op += op.find('?') == std::string::npos ? "?force=1" : "&force=1";
-    if (IsMySql(*spec)) return Fail(midflight::OperatorError("switch, rollback, complete and verify are for PostgreSQL migrations (for now)"));
-    auto r = midflight::http::Call(spec->control, "POST", op);
-    if (!r.ok()) {
-      if (r.status().code() == midflight::StatusCode::kRetryCall)
-        return Fail(midflight::OperatorError(fmt::format(
-            "migration {} is not running (nothing answers at {}); start it with `midflight run {}`", spec->name,
-            spec->control, spec_path)));
-      return Fail(r.status());
-    }
-    std::fputs(r->body.c_str(), r->status == 200 || r->status == 422 ? stdout : stderr);
-    return r->status == 200 ? 0 : 1;
-  }
-  if (*compare) {
-    auto result = IsMySql(*spec) ? midflight::CompareMyTables(*spec) : midflight::CompareTables(*spec);
-    if (!result.ok()) return Fail(result.status());
-    bool all_equal = true;
-    nlohmann::json j = nlohmann::json::array();
-    for (const auto& c : *result) {
-      all_equal = all_equal && c.equal();
-      if (json) {
-        j.push_back({{"table", c.table}, {"equal", c.equal()}, {"source_rows", c.source_rows},
-                     {"target_rows", c.target_rows}, {"source_hash", c.source_hash}, {"target_hash", c.target_hash}});
-      } else {
-        std::cout << fmt::format("  {:<36} {:>11} rows  {}\n", c.table, c.source_rows,
-                                 c.equal() ? "equal"
-                                           : fmt::format("DIFFERENT: target has {} rows, hash {} vs {}", c.target_rows,
-                                                         c.target_hash, c.source_hash));
-      }
-    }
-    if (json) std::cout << nlohmann::json{{"equal", all_equal}, {"tables", j}}.dump() << "\n";
-    else std::cout << (all_equal ? "source and target are equal\n" : "source and target DIFFER\n");
-    return all_equal ? 0 : 1;
+    return call("POST", base + op);
   }
   return 2;
 }

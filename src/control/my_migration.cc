@@ -43,8 +43,8 @@ using DoneChunks = std::map<std::pair<std::string, int>, DoneChunk>;
 
 class Runner {
  public:
-  Runner(const MigrationSpec& spec, StateStore& store, const std::atomic<bool>& stop)
-      : spec_(spec), store_(store), stop_(stop) {
+  Runner(const MigrationSpec& spec, StateStore& store, const std::atomic<bool>& stop, MigrationRuntime& runtime)
+      : spec_(spec), store_(store), stop_(stop), runtime_(runtime) {
     reader_uri_ = spec.source_replica.empty() ? spec.source : spec.source_replica;
   }
   Status Run();
@@ -62,6 +62,7 @@ class Runner {
   const MigrationSpec& spec_;
   StateStore& store_;
   const std::atomic<bool>& stop_;
+  MigrationRuntime& runtime_;
   std::string reader_uri_;
   std::string source_db_, target_db_;
   std::string binlog_base_;
@@ -323,7 +324,6 @@ Status Runner::Replicate() {
 
   auto log = NewMemoryPartitionLog(partitions, static_cast<size_t>(spec_.partition_log_mb) << 20);
   ApplyTracker tracker(partitions);
-  std::atomic<size_t> batch_size{static_cast<size_t>(spec_.batch_size)};
   std::vector<std::unique_ptr<mysql::MyChangeSink>> sinks;
   std::vector<std::unique_ptr<Applier>> appliers;
   std::vector<ChangePosition> checkpoints;
@@ -331,8 +331,11 @@ Status Runner::Replicate() {
     ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, PartitionId{p}));
     ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
     checkpoints.push_back(cp);
-    appliers.push_back(
-        std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker, ApplierOptions{&batch_size}));
+    ApplierOptions ao;
+    ao.knobs = &runtime_.knobs;
+    ao.throttle = &runtime_.throttle;
+    ao.rate = &runtime_.apply_rate;
+    appliers.push_back(std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker, ao));
     sinks.push_back(std::move(sink));
   }
   ASSIGN_OR_RETURN(auto barrier_sink,
@@ -475,12 +478,9 @@ Status Runner::Replicate() {
 
 }  // namespace
 
-Status RunMyMigration(const MigrationSpec& spec, const std::atomic<bool>& stop) {
-  ASSIGN_OR_RETURN(auto store, StateStore::Open(spec.state_dir, /*create=*/true));
-  ASSIGN_OR_RETURN(int lock_fd, LockStateDir(spec.state_dir));
-  (void)lock_fd;  // held until the process exits
-  RETURN_IF_ERROR(store->PutMany({{"name", spec.name}, {"pid", std::to_string(getpid())}}));
-  Runner runner(spec, *store, stop);
+Status RunMyMigration(RunContext& ctx) {
+  RETURN_IF_ERROR(ctx.store.PutMany({{"name", ctx.spec.name}, {"pid", std::to_string(getpid())}}));
+  Runner runner(ctx.spec, ctx.store, ctx.stop, ctx.runtime);
   return runner.Run();
 }
 

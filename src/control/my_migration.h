@@ -20,11 +20,15 @@
 
 #include "base/status.h"
 #include "control/compare.h"
+#include "control/engine.h"
 #include "control/spec.h"
 
 namespace midflight {
 
-Status RunMyMigration(const MigrationSpec& spec, const std::atomic<bool>& stop);
+// Runs (or resumes) the migration until `ctx.stop` is set or a failure.
+// The apply knobs and the throttle board work as for PostgreSQL; copy
+// parallelism and the copy rate are fixed at the start of a copy run.
+Status RunMyMigration(RunContext& ctx);
 
 // `midflight compare` for MySQL: per table, COUNT(*) and an ordered hash
 // (MD5 of the concatenated per-row MD5s in key order), computed by each server.

@@ -65,8 +65,8 @@ std::string Ms(double seconds) { return fmt::format("{:.0f} ms", seconds * 1000)
 
 }  // namespace
 
-PgCutover::PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy)
-    : spec_(spec), store_(store), proxy_(proxy), batch_size_(static_cast<size_t>(spec.batch_size)) {}
+PgCutover::PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy, MigrationRuntime& runtime)
+    : spec_(spec), store_(store), proxy_(proxy), runtime_(runtime) {}
 
 Status PgCutover::RequirePhase(std::initializer_list<Phase> allowed, const char* op) {
   Phase now = store_.phase();
@@ -90,7 +90,7 @@ FlowConfig PgCutover::Flow(bool forward, const std::vector<TablePtr>& tables) {
   fc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);  // both directions' origins
   for (const auto& t : tables) fc.tables[t->id] = t;
   fc.partitions = partitions_;
-  fc.batch_size = &batch_size_;
+  fc.runtime = &runtime_;
   fc.partition_log_mb = spec_.partition_log_mb;
   return fc;
 }
@@ -300,10 +300,11 @@ Result<std::string> PgCutover::SwitchReads(int percent, bool force) {
   }
   if (!fwd) return OperatorError("replication is not running yet");
   double lag = fwd->metrics().lag_seconds;
-  if (percent > 0 && lag > spec_.cutover.max_lag_seconds && !force)
-    return OperatorError(fmt::format("refused: the target is {:.2f} s behind (cutover.max_lag_seconds is {:.2f}); reads "
+  const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
+  if (percent > 0 && lag > max_lag && !force)
+    return OperatorError(fmt::format("refused: the target is {:.2f} s behind (knob max_lag_seconds is {:.2f}); reads "
                                      "there would be stale. Wait, or use --force",
-                                     lag, spec_.cutover.max_lag_seconds));
+                                     lag, max_lag));
   Phase now = store_.phase();
   std::string msg = percent == 0 ? "reads switched back to the source"
                                  : fmt::format("{}% of new read-only transactions go to the target", percent);
@@ -329,10 +330,11 @@ Result<std::string> PgCutover::MoveWrites(proxy::Side to, PgFlow& flow, Phase ne
   const char* from_name = forward ? "source" : "target";
   const char* to_name = forward ? "target" : "source";
   FlowMetrics m = flow.metrics();
-  if (m.lag_seconds > spec_.cutover.max_lag_seconds && !force)
-    return OperatorError(fmt::format("refused: the {} is {:.2f} s behind the {} (cutover.max_lag_seconds is {:.2f}); "
+  const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
+  if (m.lag_seconds > max_lag && !force)
+    return OperatorError(fmt::format("refused: the {} is {:.2f} s behind the {} (knob max_lag_seconds is {:.2f}); "
                                      "wait for it to catch up, or use --force",
-                                     to_name, m.lag_seconds, from_name, spec_.cutover.max_lag_seconds));
+                                     to_name, m.lag_seconds, from_name, max_lag));
   // Connections first: nothing slow inside the pause.
   ASSIGN_OR_RETURN(auto from, Control(forward ? spec_.source : spec_.target));
   ASSIGN_OR_RETURN(auto into, Control(forward ? spec_.target : spec_.source));
@@ -536,10 +538,11 @@ Result<std::string> PgCutover::Verify(bool repair, int64_t rate, bool* clean) {
     return PgLsn::FromU64(flow->AppliedThrough());
   };
   ctx.stop = &stopping_;
-  std::atomic<int64_t> rows_per_s{rate >= 0 ? rate : spec_.verify.rows_per_s};
   verify::Options opt;
   opt.chunk_rows = spec_.verify.chunk_rows;
-  opt.rows_per_s = &rows_per_s;
+  // An explicit --rate holds for this run; otherwise the verify_rows_per_s knob, read live.
+  if (rate >= 0) opt.rows_per_s = [rate] { return rate; };
+  else opt.rows_per_s = [this] { return runtime_.knobs.Int(Knob::kVerifyRowsPerS); };
   (void)store_.Put("verify_state", "running");
   Say(fmt::format("verify: comparing {} tables ({} -> {})", ctx.tables.size(), writes_on_target ? "target" : "source",
                   writes_on_target ? "source" : "target"));

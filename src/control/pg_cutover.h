@@ -38,6 +38,7 @@
 #include "base/status.h"
 #include "control/http.h"
 #include "control/pg_flow.h"
+#include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
 #include "proxy/pg_proxy.h"
@@ -48,7 +49,7 @@ class PgCutover {
  public:
   using TablePtr = std::shared_ptr<const TableSchema>;
   // `proxy` may be null (no proxy configured: the switches are refused).
-  PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy);
+  PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy, MigrationRuntime& runtime);
 
   // Replicates (forward; reverse too once a write switch started it) and
   // records metrics until `stop` is set or a flow fails. `tables`: the
@@ -80,7 +81,7 @@ class PgCutover {
   proxy::PgProxy* proxy_;
   std::vector<TablePtr> tables_;
   uint32_t partitions_ = 0;
-  std::atomic<size_t> batch_size_;
+  MigrationRuntime& runtime_;
 
   std::mutex op_mu_;          // one operation at a time
   std::string op_running_;    // GUARDED_BY(state_mu_)

@@ -54,8 +54,15 @@ Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
                                                        fmt::format("{}{}", c.origin_prefix, p)));
     ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
     checkpoints.push_back(cp);
-    m.appliers.push_back(std::make_unique<Applier>(PartitionId{p}, m.log.get(), sink.get(), m.tracker.get(),
-                                                   ApplierOptions{c.batch_size}));
+    ApplierOptions ao;
+    ao.label = c.label == "forward" ? "apply" : c.label + " apply";
+    if (MigrationRuntime* rt = c.runtime) {
+      ao.knobs = &rt->knobs;
+      ao.throttle = &rt->throttle;
+      ao.rate = &rt->apply_rate;
+      sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
+    }
+    m.appliers.push_back(std::make_unique<Applier>(PartitionId{p}, m.log.get(), sink.get(), m.tracker.get(), ao));
     m.sinks.push_back(std::move(sink));
   }
   ASSIGN_OR_RETURN(m.barrier_sink, pg::PgChangeSink::Open(c.to_uri, c.checkpoint_key, PartitionId{n},

@@ -26,6 +26,7 @@
 #include "core/position.h"
 #include "core/schema.h"
 #include "pipeline/router.h"
+#include "control/runtime.h"
 
 namespace midflight {
 
@@ -39,7 +40,7 @@ struct FlowConfig {
   std::string skip_origin_prefix;  // stream skips transactions from these origins
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;  // as the from side has them
   uint32_t partitions = 4;
-  std::atomic<size_t>* batch_size = nullptr;
+  MigrationRuntime* runtime = nullptr;  // knobs, throttle board, apply rate
   int64_t partition_log_mb = 64;
   SnapshotFilter filter;  // forward: what the copy holds; reverse: empty
 };

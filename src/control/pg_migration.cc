@@ -48,8 +48,9 @@ using DoneChunks = std::map<std::pair<std::string, int>, DoneChunk>;
 
 class Runner {
  public:
-  Runner(const MigrationSpec& spec, StateStore& store, PgCutover& cutover, const std::atomic<bool>& stop)
-      : spec_(spec), store_(store), cutover_(cutover), stop_(stop) {}
+  Runner(const MigrationSpec& spec, StateStore& store, PgCutover& cutover, const std::atomic<bool>& stop,
+         MigrationRuntime& runtime)
+      : spec_(spec), store_(store), cutover_(cutover), stop_(stop), runtime_(runtime) {}
 
   Status Run();
 
@@ -67,6 +68,7 @@ class Runner {
   StateStore& store_;
   PgCutover& cutover_;
   const std::atomic<bool>& stop_;
+  MigrationRuntime& runtime_;
   std::unique_ptr<PgConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
@@ -297,6 +299,9 @@ Status Runner::Copy() {
   job.target_uri = spec_.target;
   job.migration = spec_.name;
   job.workers = spec_.copy_workers;
+  job.knobs = &runtime_.knobs;
+  job.rate = &runtime_.copy_rate;
+  job.throttle = &runtime_.throttle;
   job.tables = by_id_;
   for (const auto& c : plan) {
     auto it = done.find({c.table.ToString(), c.number});
@@ -339,7 +344,8 @@ Status Runner::Copy() {
     ASSIGN_OR_RETURN(job.snapshot_lsn, PgLsn::Parse(created.Get(0, 1)));
     job.snapshot_name = created.GetString(0, 2);
     if (!have_slot) RETURN_IF_ERROR(store_.Put("slot_lsn", job.snapshot_lsn.ToString()));
-    Say(fmt::format("copying: {} chunks with {} workers from the snapshot at {}{}", job.chunks.size(), job.workers,
+    Say(fmt::format("copying: {} chunks with {} workers from the snapshot at {}{}", job.chunks.size(),
+                    runtime_.knobs.Int(Knob::kParallelism),
                     job.snapshot_lsn.ToString(), have_slot ? " (a newer snapshot: resuming)" : ""));
     job.on_chunk_committed = [](int n) { CrashPoint("copy-chunks", n); };
     Ticker ticker(std::chrono::milliseconds(1000), [&] { save_progress(nullptr); });
@@ -447,35 +453,62 @@ Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {
 
 }  // namespace
 
-Status RunPgMigration(const MigrationSpec& spec, const std::atomic<bool>& stop) {
-  ASSIGN_OR_RETURN(auto store, StateStore::Open(spec.state_dir, /*create=*/true));
-  ASSIGN_OR_RETURN(int lock_fd, LockStateDir(spec.state_dir));
-  (void)lock_fd;  // held until the process exits
-  RETURN_IF_ERROR(store->PutMany({{"name", spec.name}, {"pid", std::to_string(getpid())}}));
+Result<std::unique_ptr<proxy::PgProxy>> StartPgProxy(const MigrationSpec& spec, StateStore& store) {
+  ASSIGN_OR_RETURN(proxy::ProxyConfig pc, ProxyConfigFor(spec));
+  ASSIGN_OR_RETURN(auto proxy, proxy::PgProxy::Start(std::move(pc)));
+  Phase phase = store.phase();
+  if (phase == Phase::kFailed || phase == Phase::kPaused)
+    phase = ParsePhase(store.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
+  if (phase == Phase::kWritesSwitched || phase == Phase::kCompleted) proxy->SetWriteSide(proxy::Side::kTarget);
+  proxy->SetReadPercent(std::stoi(store.Get("read_percent").value_or("0")));
+  RETURN_IF_ERROR(store.PutMany({{"proxy_rw", proxy->rw_address()}, {"proxy_ro", proxy->ro_address()}}));
+  Say(fmt::format("proxy: read-write {} and read-only {}, writes to the {}, {}% of reads to the target",
+                  proxy->rw_address(), proxy->ro_address().empty() ? "(none)" : proxy->ro_address(),
+                  proxy::SideName(proxy->write_side()), proxy->read_percent()));
+  return proxy;
+}
 
-  // The proxy serves from the start, routed as the migration's phase says.
-  std::unique_ptr<proxy::PgProxy> proxy;
-  if (spec.has_proxy) {
-    ASSIGN_OR_RETURN(proxy::ProxyConfig pc, ProxyConfigFor(spec));
-    ASSIGN_OR_RETURN(proxy, proxy::PgProxy::Start(std::move(pc)));
-    Phase phase = store->phase();
-    if (phase == Phase::kFailed || phase == Phase::kPaused)
-      phase = ParsePhase(store->Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
-    if (phase == Phase::kWritesSwitched || phase == Phase::kCompleted) proxy->SetWriteSide(proxy::Side::kTarget);
-    proxy->SetReadPercent(std::stoi(store->Get("read_percent").value_or("0")));
-    RETURN_IF_ERROR(store->PutMany({{"proxy_rw", proxy->rw_address()}, {"proxy_ro", proxy->ro_address()}}));
-    Say(fmt::format("proxy: read-write {} and read-only {}, writes to the {}, {}% of reads to the target",
-                    proxy->rw_address(), proxy->ro_address().empty() ? "(none)" : proxy->ro_address(),
-                    proxy::SideName(proxy->write_side()), proxy->read_percent()));
-  }
-  PgCutover cutover(spec, *store, proxy.get());
-  ASSIGN_OR_RETURN(auto control,
-                   http::Server::Listen(spec.control, [&cutover](const http::Request& r) { return cutover.Handle(r); }));
-  Runner runner(spec, *store, cutover, stop);
+Status RunPgMigration(RunContext& ctx) {
+  RETURN_IF_ERROR(ctx.store.PutMany({{"name", ctx.spec.name}, {"pid", std::to_string(getpid())}}));
+  PgCutover cutover(ctx.spec, ctx.store, ctx.proxy, ctx.runtime);
+  if (ctx.publish_operations)
+    ctx.publish_operations([&cutover](const http::Request& r) { return cutover.Handle(r); });
+  Runner runner(ctx.spec, ctx.store, cutover, ctx.stop, ctx.runtime);
   Status st = runner.Run();
-  control->Stop();
-  if (proxy) proxy->Stop();
+  if (ctx.publish_operations) ctx.publish_operations(nullptr);
   return st;
+}
+
+Status CleanUpPgAbort(const MigrationSpec& spec) {
+  pg::ConnOptions o;
+  o.application_name = "midflight-abort";
+  std::vector<std::string> problems;
+  auto drop = [&](const std::string& uri, const char* side, const std::string& slot, const std::string& pub) {
+    auto conn = PgConn::Connect(uri, o);
+    if (!conn.ok()) {
+      problems.push_back(fmt::format("{}: {}", side, conn.status().message()));
+      return;
+    }
+    // A slot still active (a killed run's walsender) is terminated first.
+    Status st = (*conn)->Query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                               "WHERE slot_name = $1 AND active_pid IS NOT NULL", {slot}).status();
+    for (int i = 0; st.ok() && i < 50; ++i) {
+      auto r = (*conn)->Query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                              "WHERE slot_name = $1 AND NOT active", {slot});
+      auto left = (*conn)->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot});
+      if (r.ok() && left.ok() && left->rows() == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    if (st.ok()) st = (*conn)->Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", pg::QuoteIdent(pub)));
+    auto left = (*conn)->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot});
+    if (st.ok() && left.ok() && left->rows() > 0) st = OperatorError(fmt::format("replication slot {} is still in use", slot));
+    if (!st.ok()) problems.push_back(fmt::format("{}: {}", side, st.message()));
+  };
+  drop(spec.source, "source", spec.slot_name(), spec.publication_name());
+  drop(spec.target, "target", spec.slot_name() + "_rev", spec.publication_name() + "_rev");
+  if (!problems.empty())
+    return OperatorError(fmt::format("abort could not clean up: {}", fmt::join(problems, "; ")));
+  return Status::Ok();
 }
 
 }  // namespace midflight

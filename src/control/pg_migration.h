@@ -18,12 +18,23 @@
 #include <memory>
 
 #include "base/status.h"
+#include "control/engine.h"
 #include "control/spec.h"
 
 namespace midflight {
 
-// Runs (or resumes) the migration until `stop` is set or a failure.
+// Runs (or resumes) the migration until `ctx.stop` is set or a failure.
 // Prints phases and progress to stdout.
-Status RunPgMigration(const MigrationSpec& spec, const std::atomic<bool>& stop);
+Status RunPgMigration(RunContext& ctx);
+
+// The proxy of a spec with `proxy:`, routed as the migration's stored phase
+// says. The host starts it once; it outlives pauses and failures.
+Result<std::unique_ptr<proxy::PgProxy>> StartPgProxy(const MigrationSpec& spec, StateStore& store);
+
+// Abort: removes what midflight created on the source (the slot and the
+// publication; with them, the WAL the slot held back) and, when a write
+// switch was attempted, the reverse slot and publication on the target. The
+// rows already copied to the target stay there.
+Status CleanUpPgAbort(const MigrationSpec& spec);
 
 }  // namespace midflight

@@ -40,7 +40,8 @@ bool TransitionAllowed(Phase from, Phase to, std::optional<Phase> resume_to) {
     return resume_to && to == *resume_to;
   }
   if (!Active(from)) return false;
-  if (to == Phase::kPaused || to == Phase::kFailed) return true;
+  if (to == Phase::kPaused) return from <= Phase::kReplicating;
+  if (to == Phase::kFailed) return true;
   if (to == Phase::kAborted) return from < Phase::kWritesSwitched;
   // Forward one step; reads can flip back to replicating; writes can roll back.
   if (static_cast<int>(to) == static_cast<int>(from) + 1 && to <= Phase::kCompleted) return true;

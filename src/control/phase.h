@@ -1,7 +1,8 @@
 // The phases of a migration (DESIGN.md) and the transitions allowed between them.
 //
 //   created ─► preflight ─► schema ─► copying ─► replicating ─► reads_switched ─► writes_switched ─► completed
-//   any active phase ─► paused ─► (back to the phase it left)
+//   created … replicating ─► paused ─► (back to the phase it left)
+//     (not once reads are switched: the target would serve stale reads)
 //   any active phase ─► failed ─► (resume: back to the phase it failed in)
 //   any phase before writes_switched ─► aborted
 #pragma once

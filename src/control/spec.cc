@@ -1,5 +1,7 @@
 #include "control/spec.h"
 
+#include "control/knobs.h"
+
 #include <fmt/format.h>
 #include <yaml-cpp/yaml.h>
 
@@ -111,6 +113,33 @@ Status ParseCutover(const YAML::Node& root, const std::string& origin, Migration
     if (c.catchup_timeout_seconds <= 0) return Field(origin, "cutover.catchup_timeout_seconds", "must be more than 0");
     if (c.min_validation_seconds < 0) return Field(origin, "cutover.min_validation_seconds", "must be 0 or more");
   }
+  if (YAML::Node n = root["knobs"]) {
+    if (!n.IsMap()) return Field(origin, "knobs", "expected a mapping of knob: value");
+    for (const auto& kv : n) {
+      std::string k = kv.first.as<std::string>();
+      double v = 0;
+      try {
+        v = kv.second.as<double>();
+      } catch (const YAML::Exception&) {
+        return Field(origin, "knobs." + k, "expected a number");
+      }
+      s->knobs[k] = v;
+    }
+    Knobs check(*s);
+    for (const auto& [k, v] : s->knobs)
+      if (Status st = check.Set(k, v); !st.ok()) {
+        const std::string& m = st.message();  // "knob NAME: problem" or "unknown knob ..."
+        return Field(origin, "knobs." + k, m.rfind("knob ", 0) == 0 ? m.substr(m.find(": ") + 2) : m);
+      }
+  }
+  if (YAML::Node n = root["notify"]) {
+    RETURN_IF_ERROR(CheckKeys(n, origin, "notify", {"webhook", "ca_file"}));
+    RETURN_IF_ERROR(Get(n, origin + ": notify", "webhook", &s->notify.webhook));
+    RETURN_IF_ERROR(Get(n, origin + ": notify", "ca_file", &s->notify.ca_file));
+    const std::string& w = s->notify.webhook;
+    if (!w.empty() && w.rfind("http://", 0) != 0 && w.rfind("https://", 0) != 0)
+      return Field(origin, "notify.webhook", "must be an http:// or https:// URL");
+  }
   if (YAML::Node n = root["verify"]) {
     RETURN_IF_ERROR(CheckKeys(n, origin, "verify", {"rows_per_s", "chunk_rows"}));
     RETURN_IF_ERROR(Get(n, origin + ": verify", "rows_per_s", &s->verify.rows_per_s));
@@ -142,7 +171,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
                                                "partition_log_mb", "index_memory_mb", "allow_nonempty_target",
                                                "source_replica", "max_row_bytes", "proxy", "cutover",
-                                               "verify", "control"};
+                                               "verify", "control", "notify", "knobs"};
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -39,6 +40,13 @@ struct VerifySpec {
   int64_t chunk_rows = 10000;
 };
 
+// Where phase changes, failures, lag alerts and write pauses are posted
+// (Slack-compatible JSON; service/notify.h).
+struct NotifySpec {
+  std::string webhook;  // http:// or https:// URL; a secret (never printed)
+  std::string ca_file;  // PEM bundle to trust instead of the system's (optional)
+};
+
 struct MigrationSpec {
   std::string name;    // [a-z0-9_], names the slot, publication and state directory
   std::string source;  // postgres://user:pass@host:port/db or mysql://user:pass@host:port/db
@@ -62,6 +70,9 @@ struct MigrationSpec {
   ProxySpec proxy;
   CutoverSpec cutover;
   VerifySpec verify;
+  NotifySpec notify;
+  // Starting values of the runtime knobs (control/knobs.h), by knob name.
+  std::map<std::string, double> knobs;
   // The control endpoint `midflight switch/verify/...` talks to:
   // "unix:PATH" or "HOST:PORT"; default unix:<state_dir>/control.sock.
   std::string control;

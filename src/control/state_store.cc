@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time TEXT NOT NULL, p
 CREATE TABLE IF NOT EXISTS tables (name TEXT PRIMARY KEY, state TEXT, rows_copied INTEGER, bytes_copied INTEGER,
                                    est_rows INTEGER, est_bytes INTEGER, chunks_done INTEGER, chunks_total INTEGER,
                                    rows_per_s REAL);
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS chunks (table_name TEXT, chunk INTEGER, kind INTEGER, lo INTEGER, hi INTEGER,
                                    PRIMARY KEY (table_name, chunk));
 )sql";
@@ -70,7 +71,18 @@ std::string NowIso() {
   return buf;
 }
 
+thread_local std::string t_actor;
+
 }  // namespace
+
+ActorScope::ActorScope(std::string actor) : previous_(std::move(t_actor)) { t_actor = std::move(actor); }
+ActorScope::~ActorScope() { t_actor = std::move(previous_); }
+std::string ActorScope::Current() { return t_actor.empty() ? "midflight" : t_actor; }
+
+void StateStore::OnTransition(std::function<void(Phase, Phase, const std::string&)> fn) {
+  std::lock_guard lock(mu_);
+  on_transition_ = std::move(fn);
+}
 
 Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, bool create) {
   std::string path = dir + "/state.db";
@@ -91,6 +103,12 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, boo
   sqlite3_busy_timeout(db, 5000);
   std::unique_ptr<StateStore> store(new StateStore(db));
   RETURN_IF_ERROR(store->Exec(kSchemaSql));
+  // Version 2: the audit trail names the actor.
+  {
+    Stmt v(db, "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'actor'");
+    if (v.Step() == SQLITE_ROW && v.Int(0) == 0)
+      RETURN_IF_ERROR(store->Exec("ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'midflight'"));
+  }
   return store;
 }
 
@@ -134,23 +152,50 @@ Phase StateStore::phase() {
   return ParsePhase(*v).value_or(Phase::kCreated);
 }
 
-Status StateStore::SetPhase(Phase phase, const std::string& message) {
-  std::lock_guard lock(mu_);
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
-  Stmt kv(db_, "INSERT INTO kv (key, value) VALUES ('phase', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
-  Stmt ev(db_, "INSERT INTO events (time, phase, message) VALUES (?, ?, ?)");
-  if (kv.Bind(1, std::string(PhaseName(phase))).Step() != SQLITE_DONE ||
-      ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase))).Bind(3, message).Step() != SQLITE_DONE) {
-    (void)Exec("ROLLBACK");
-    return Internal(fmt::format("state store: recording phase {}: {}", PhaseName(phase), sqlite3_errmsg(db_)));
+Status StateStore::SetPhase(Phase phase, const std::string& reason) {
+  std::function<void(Phase, Phase, const std::string&)> notify;
+  Phase from;
+  {
+    std::lock_guard lock(mu_);
+    from = this->phase();
+    std::optional<Phase> resume;
+    if (auto r = Get("resume_phase")) resume = ParsePhase(*r);
+    if (!TransitionAllowed(from, phase, resume)) {
+      std::string allowed = WhereAllowed(phase);
+      if ((from == Phase::kPaused || from == Phase::kFailed) && resume)
+        return OperatorError(fmt::format("cannot move to {}: the migration is {} (in {}); from {} it can only resume to {}{}",
+                                         PhaseName(phase), PhaseName(from), PhaseName(*resume), PhaseName(from),
+                                         PhaseName(*resume), *resume < Phase::kWritesSwitched ? " or be aborted" : ""));
+      return OperatorError(fmt::format("cannot move to {} from {}; {} is reached from {}", PhaseName(phase),
+                                       PhaseName(from), PhaseName(phase), allowed));
+    }
+    RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+    Stmt kv(db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+    Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
+    bool ok = kv.Bind(1, std::string("phase")).Bind(2, std::string(PhaseName(phase))).Step() == SQLITE_DONE &&
+              ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase))).Bind(3, ActorScope::Current()).Bind(4, reason)
+                      .Step() == SQLITE_DONE;
+    if (ok && (phase == Phase::kPaused || phase == Phase::kFailed) && from != Phase::kPaused && from != Phase::kFailed) {
+      Stmt rp(db_, "INSERT INTO kv (key, value) VALUES ('resume_phase', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+      ok = rp.Bind(1, std::string(PhaseName(from))).Step() == SQLITE_DONE;
+    }
+    if (!ok) {
+      std::string m = sqlite3_errmsg(db_);
+      (void)Exec("ROLLBACK");
+      return Internal(fmt::format("state store: recording phase {}: {}", PhaseName(phase), m));
+    }
+    RETURN_IF_ERROR(Exec("COMMIT"));
+    notify = on_transition_;
   }
-  return Exec("COMMIT");
+  if (notify) notify(from, phase, reason);
+  return Status::Ok();
 }
 
 Status StateStore::AddEvent(const std::string& message) {
   std::lock_guard lock(mu_);
-  Stmt ev(db_, "INSERT INTO events (time, phase, message) VALUES (?, ?, ?)");
-  if (ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase()))).Bind(3, message).Step() != SQLITE_DONE)
+  Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
+  if (ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase()))).Bind(3, ActorScope::Current()).Bind(4, message)
+          .Step() != SQLITE_DONE)
     return Internal(fmt::format("state store: recording event: {}", sqlite3_errmsg(db_)));
   return Status::Ok();
 }
@@ -158,9 +203,9 @@ Status StateStore::AddEvent(const std::string& message) {
 std::vector<EventRow> StateStore::Events(int limit) {
   std::lock_guard lock(mu_);
   std::vector<EventRow> out;
-  Stmt s(db_, "SELECT time, phase, message FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id");
+  Stmt s(db_, "SELECT time, phase, actor, message FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id");
   s.Bind(1, static_cast<int64_t>(limit));
-  while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2)});
+  while (s.Step() == SQLITE_ROW) out.push_back({s.Text(0), s.Text(1), s.Text(2), s.Text(3)});
   return out;
 }
 

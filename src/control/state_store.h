@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -35,7 +36,22 @@ struct ChunkRow {
 };
 
 struct EventRow {
-  std::string time, phase, message;
+  std::string time, phase, actor, message;
+};
+
+// Who the audit trail names for what this thread records: the API sets it
+// around an operator's request ("api@127.0.0.1:5122", or the client's
+// X-Midflight-Actor); otherwise "midflight" (the engine itself).
+class ActorScope {
+ public:
+  explicit ActorScope(std::string actor);
+  ~ActorScope();
+  ActorScope(const ActorScope&) = delete;
+  ActorScope& operator=(const ActorScope&) = delete;
+  static std::string Current();
+
+ private:
+  std::string previous_;
 };
 
 class StateStore {
@@ -49,9 +65,17 @@ class StateStore {
   std::optional<std::string> Get(const std::string& key);
 
   Phase phase();
-  // Persists the phase and appends an audit event, in one transaction.
-  Status SetPhase(Phase phase, const std::string& message);
+  // The state machine's one door: checks that the current phase may move to
+  // `phase` (phase.h; from paused/failed only back to the stored
+  // resume_phase, or to aborted), then persists the phase and an audit event
+  // (time, phase, actor, reason) in one transaction, before the caller acts
+  // on it. A refused transition is an OperatorError naming the phases that
+  // allow it. Moving to paused or failed records the phase left as
+  // resume_phase.
+  Status SetPhase(Phase phase, const std::string& reason);
   Status AddEvent(const std::string& message);
+  // Called after every persisted transition (on the caller's thread): from, to, reason.
+  void OnTransition(std::function<void(Phase, Phase, const std::string&)> fn);
   std::vector<EventRow> Events(int limit);
 
   Status SaveTables(const std::vector<TableRow>& rows);
@@ -67,6 +91,7 @@ class StateStore {
   // control operations): a transaction spans several SQLite calls, so each
   // public method holds this for its whole length.
   std::recursive_mutex mu_;
+  std::function<void(Phase, Phase, const std::string&)> on_transition_;  // set before threads start
 };
 
 // Holds an exclusive lock on DIR/lock for the life of the process; fails with

@@ -3,7 +3,9 @@
 #include <thread>
 
 #include "base/log.h"
+#include "control/knobs.h"
 #include "pipeline/batch.h"
+#include <fmt/format.h>
 
 namespace midflight {
 
@@ -34,14 +36,16 @@ void Applier::Run(const std::atomic<bool>& stop) {
   std::vector<Change> taken;
   while (!stop) {
     taken.clear();
-    size_t max = options_.batch_size ? options_.batch_size->load() : 1000;
+    const Knobs* k = options_.knobs;
+    size_t max = k ? static_cast<size_t>(k->Int(Knob::kApplyBatchSize)) : options_.batch_size;
+    auto linger = k ? std::chrono::milliseconds(k->Int(Knob::kApplyCommitMs)) : options_.linger;
     Status st = log_->Poll(p_, 1, max, std::chrono::milliseconds(50), &taken);
     if (st.code() == StatusCode::kCancelled) return;
     if (!st.ok()) return fail(st);
     if (taken.empty()) continue;
     // A short linger fills the batch: fewer, larger target transactions and
     // more changes collapsed per key, for a few milliseconds of latency.
-    if (taken.size() < max) st = log_->Poll(p_, max - taken.size(), max - taken.size(), options_.linger, &taken);
+    if (taken.size() < max) st = log_->Poll(p_, max - taken.size(), max - taken.size(), linger, &taken);
     if (st.code() == StatusCode::kCancelled) return;
     stats_.received += taken.size();
     // Changes at or below the checkpoint were applied before a restart.
@@ -55,6 +59,10 @@ void Applier::Run(const std::atomic<bool>& stop) {
       continue;
     }
     std::vector<Change> batch = CollapseBatch(std::move(fresh));
+    // The target's replicas lag: wait (the board shows why) until they catch up.
+    while (options_.throttle && options_.throttle->replica_lag_paused() && !stop)
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (options_.rate) options_.rate->Acquire(static_cast<int64_t>(batch.size()), stop);
     st = ApplyWithRetry(batch, last_taken, stop);
     if (st.code() == StatusCode::kCancelled) return;
     if (!st.ok()) return fail(st);
@@ -65,22 +73,51 @@ void Applier::Run(const std::atomic<bool>& stop) {
 
 Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint,
                                const std::atomic<bool>& stop) {
+  const std::string where = fmt::format("{} partition {}", options_.label, p_.value);
   auto backoff = std::chrono::milliseconds(100);
+  std::chrono::steady_clock::time_point first_failure{};
   while (true) {
+    auto started = std::chrono::steady_clock::now();
     Status st = sink_->ApplyBatch(batch, checkpoint);
-    if (st.ok()) return st;
+    if (st.ok() && options_.throttle)
+      options_.throttle->RecordBatch(
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), batch.size());
+    if (st.ok()) {
+      if (first_failure != std::chrono::steady_clock::time_point{}) {
+        if (options_.throttle) options_.throttle->Clear(where);
+        LOG_INFO("{}: recovered; applying at full speed again", where);
+      }
+      return st;
+    }
     if (st.code() != StatusCode::kRetryTxn && st.code() != StatusCode::kRetryCall) return st;
+    auto now = std::chrono::steady_clock::now();
+    if (first_failure == std::chrono::steady_clock::time_point{}) first_failure = now;
+    const Knobs* k = options_.knobs;
+    double fail_after = k ? k->Get(Knob::kFailAfterSeconds) : options_.fail_after_seconds;
+    double failing_for = std::chrono::duration<double>(now - first_failure).count();
+    if (failing_for >= fail_after) {
+      if (options_.throttle) options_.throttle->Clear(where);
+      return OperatorError(fmt::format("{}: {}; still failing after {:.0f} s of retries (knob fail_after_seconds); "
+                                       "fix the cause, then resume",
+                                       where, st.message(), failing_for));
+    }
     ++stats_.retries;
-    LOG_WARN("applier {}: {}; retrying in {} ms", p_.value, st.message(), backoff.count());
+    Distress kind = ClassifyDistress(st);
+    if (options_.throttle) options_.throttle->Report(where, static_cast<int>(p_.value), kind, st.message(), backoff);
+    LOG_WARN("{}: {} ({}); backing off {} ms", where, st.message(), DistressName(kind), backoff.count());
     auto until = std::chrono::steady_clock::now() + backoff;
     while (std::chrono::steady_clock::now() < until) {
-      if (stop) return Cancelled("stopping");
+      if (stop) {
+        if (options_.throttle) options_.throttle->Clear(where);
+        return Cancelled("stopping");
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
-    backoff = std::min(backoff * 2, options_.max_backoff);
+    auto max_backoff = k ? std::chrono::milliseconds(k->Int(Knob::kThrottleMaxBackoffMs)) : options_.max_backoff;
+    backoff = std::min(backoff * 2, max_backoff);
     if (st.code() == StatusCode::kRetryCall) {
       Status rc = sink_->Reconnect();
-      if (!rc.ok()) LOG_DEBUG("applier {}: reconnect failed: {}", p_.value, rc.message());
+      if (!rc.ok()) LOG_DEBUG("{}: reconnect failed: {}", where, rc.message());
     }
   }
 }

@@ -8,8 +8,10 @@
 //
 // Failures: kRetryTxn (deadlock, lock timeout) retries the batch after a
 // backoff; kRetryCall (connection lost, target restarting) reconnects with a
-// backoff and retries; anything else stops this applier and is reported by
-// status() — the migration stops, nothing is skipped.
+// backoff and retries; each retry is reported on the ThrottleBoard and
+// cleared once the batch goes through. A retried error still there after
+// the fail_after_seconds knob, or any other error, stops this applier and is
+// reported by status() — the migration fails, nothing is skipped.
 #pragma once
 
 #include <atomic>
@@ -23,6 +25,7 @@
 #include "core/change.h"
 #include "pipeline/apply_tracker.h"
 #include "pipeline/partition_log.h"
+#include "pipeline/throttle.h"
 
 namespace midflight {
 
@@ -44,11 +47,20 @@ class ChangeSink {
   virtual Status Reconnect() = 0;
 };
 
+class Knobs;
+
 struct ApplierOptions {
-  std::atomic<size_t>* batch_size = nullptr;  // changes per target transaction (runtime knob)
+  // Runtime knobs (control/knobs.h): apply_batch_size, apply_commit_ms (how
+  // long to wait for a full batch), throttle_max_backoff_ms,
+  // fail_after_seconds. Without knobs: the defaults below.
+  const Knobs* knobs = nullptr;
+  size_t batch_size = 1000;
   std::chrono::milliseconds max_backoff{5000};
-  // After the first change of a batch, wait up to this long for a full batch.
   std::chrono::milliseconds linger{10};
+  double fail_after_seconds = 300;
+  ThrottleBoard* throttle = nullptr;  // where distress is shown; optional
+  RateLimiter* rate = nullptr;        // apply_changes_per_s; optional
+  std::string label = "apply";        // "apply" or "reverse apply", for the board and logs
 };
 
 struct ApplierStats {

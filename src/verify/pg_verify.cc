@@ -542,7 +542,7 @@ class Verifier {
   Status Pace(int64_t rows, Clock::time_point chunk_start) const {
     if (!options_.rows_per_s || rows <= 0) return Status::Ok();
     for (;;) {
-      int64_t rate = options_.rows_per_s->load();
+      int64_t rate = options_.rows_per_s();
       if (rate <= 0) return Status::Ok();
       auto due = chunk_start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(
                                    static_cast<double>(rows) / static_cast<double>(rate)));

@@ -36,7 +36,7 @@ namespace midflight::verify {
 
 struct Options {
   int64_t chunk_rows = 10000;                  // rows per chunk (keyset boundaries on the source)
-  std::atomic<int64_t>* rows_per_s = nullptr;  // rate knob read live; <=0 or null = unlimited;
+  std::function<int64_t()> rows_per_s;         // rate knob read live; <=0 or unset = unlimited;
                                                // applies to rows read from the source
   int max_key_checks = 30;                     // per-key exact re-check attempts before a key is "unsettled"
   int max_keys_per_table = 1000;               // differences collected per table before giving up listing more

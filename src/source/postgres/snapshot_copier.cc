@@ -4,11 +4,14 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
-#include <condition_variable>
+#include <map>
+#include <optional>
+#include <set>
 #include <mutex>
 #include <thread>
 
 #include "base/log.h"
+#include "control/knobs.h"
 #include "postgres/pg_conn.h"
 
 namespace midflight::pg {
@@ -59,7 +62,7 @@ std::string ChunkQuery(const TableSchema& t, const Chunk& c) {
 
 // Pipes one chunk from source to target inside the target's open transaction.
 Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c, TableProgress& progress,
-                 int64_t* rows, int64_t* bytes, const std::atomic<bool>& stop) {
+                 int64_t* rows, int64_t* bytes, const std::atomic<bool>& stop, RateLimiter* rate) {
   std::string copy_in = fmt::format("COPY {} ({}) FROM STDIN{}", QuoteQualified(t.id.schema, t.id.name),
                                     ColumnList(t), UseBinaryCopy(t) ? " (FORMAT binary)" : "");
   PgResult in(PQexec(dst.raw(), copy_in.c_str()));
@@ -91,6 +94,7 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
     ++local_rows;  // one row per message (binary adds a trailer; the exact count comes from the command tag)
     local_bytes += n;
     if ((local_rows & 1023) == 0) {
+      if (rate) rate->Acquire(1024, stop);
       progress.rows += 1024;
       progress.bytes += local_bytes;
       *bytes += local_bytes;
@@ -189,78 +193,151 @@ Result<std::vector<Chunk>> PlanChunks(PgConn& source, const std::vector<std::sha
 Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop,
                   const std::function<void()>& on_imported) {
   std::mutex mu;
-  std::condition_variable cv;
   size_t next = 0;
-  int imported = 0;
+  std::vector<size_t> retry;  // chunks handed back by a retiring or failing worker; GUARDED_BY(mu)
+  int running = 0;            // GUARDED_BY(mu)
   std::atomic<int> committed{0};
-  bool import_failed = false;
-  Status first_error;
+  Status first_error;  // GUARDED_BY(mu)
   auto record_error = [&](Status st) {
     std::lock_guard lock(mu);
     if (first_error.ok()) first_error = std::move(st);
   };
-  auto worker = [&](int id) {
-    auto finish_import = [&](bool ok) {
-      std::lock_guard lock(mu);
-      ++imported;
-      import_failed = import_failed || !ok;
-      cv.notify_all();
-    };
-    ConnOptions so;
-    so.application_name = fmt::format("midflight-copy-{}", id);
-    auto src = PgConn::Connect(job.source_uri, so);
-    if (!src.ok()) {
-      finish_import(false);
-      return record_error(src.status());
+  auto wanted = [&] {
+    int64_t n = job.knobs ? job.knobs->Int(Knob::kParallelism) : job.workers;
+    return static_cast<int>(std::clamp<int64_t>(n, 1, 64));
+  };
+  // Takes the next chunk for worker `id`; none when the job is done, failed,
+  // or this worker is beyond the parallelism knob.
+  auto take = [&](int id) -> std::optional<size_t> {
+    std::lock_guard lock(mu);
+    if (!first_error.ok() || stop || id >= wanted()) return std::nullopt;
+    if (!retry.empty()) {
+      size_t i = retry.back();
+      retry.pop_back();
+      return i;
     }
-    Status st = (*src)->Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
-    if (st.ok()) st = (*src)->Exec(fmt::format("SET TRANSACTION SNAPSHOT {}", QuoteLiteral(job.snapshot_name)));
-    finish_import(st.ok());
-    if (!st.ok()) return record_error(st.WithContext("importing the copy snapshot"));
-    ConnOptions to;
-    to.application_name = so.application_name;
-    auto dst = PgConn::Connect(job.target_uri, to);
-    if (!dst.ok()) return record_error(dst.status());
-    while (!stop) {
-      size_t i;
+    if (next >= job.chunks.size()) return std::nullopt;
+    return next++;
+  };
+  // One worker's connections: a source transaction in the exported snapshot, and a target session.
+  struct Conns {
+    std::unique_ptr<PgConn> src, dst;
+  };
+  auto open = [&](int id) -> Result<Conns> {
+    ConnOptions o;
+    o.application_name = fmt::format("midflight-copy-{}", id);
+    Conns c;
+    ASSIGN_OR_RETURN(c.src, PgConn::Connect(job.source_uri, o));
+    Status st = c.src->Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+    if (st.ok()) st = c.src->Exec(fmt::format("SET TRANSACTION SNAPSHOT {}", QuoteLiteral(job.snapshot_name)));
+    if (!st.ok()) return st.WithContext("importing the copy snapshot");
+    ASSIGN_OR_RETURN(c.dst, PgConn::Connect(job.target_uri, o));
+    return c;
+  };
+  auto copy_one = [&](Conns& cn, size_t i) -> Status {
+    const Chunk& c = job.chunks[i];
+    const TableSchema& t = *job.tables.at(c.table);
+    TableProgress& tp = *progress.at(c.table);
+    int64_t rows = 0, bytes = 0;
+    Status s = cn.dst->Exec("BEGIN");
+    if (s.ok()) s = PipeChunk(*cn.src, *cn.dst, t, c, tp, &rows, &bytes, stop, job.rate);
+    if (s.ok()) {
+      auto r = cn.dst->Query(kRecordChunkSql, {job.migration, t.id.ToString(), std::to_string(c.number),
+                                               job.snapshot_lsn.ToString(), std::to_string(rows), std::to_string(bytes)});
+      s = r.status();
+    }
+    if (s.ok()) s = cn.dst->Exec("COMMIT");
+    if (!s.ok()) {
+      (void)cn.dst->Exec("ROLLBACK");
+      return s.WithContext(fmt::format("copying {} chunk {}", t.id.ToString(), c.number));
+    }
+    ++tp.chunks_done;
+    if (job.on_chunk_committed) job.on_chunk_committed(++committed);
+    LOG_DEBUG("copied {} chunk {}: {} rows", t.id.ToString(), c.number, rows);
+    return Status::Ok();
+  };
+  auto worker = [&](int id) {
+    const std::string where = fmt::format("copy worker {}", id);
+    std::optional<Conns> cn;
+    auto backoff = std::chrono::milliseconds(200);
+    std::chrono::steady_clock::time_point first_failure{};
+    std::optional<size_t> chunk;
+    while ((chunk = take(id))) {
+      Status st;
+      if (!cn) {
+        auto opened = open(id);
+        if (opened.ok()) cn = std::move(*opened);
+        else st = opened.status();
+      }
+      if (st.ok()) st = copy_one(*cn, *chunk);
+      if (st.ok()) {
+        if (first_failure != std::chrono::steady_clock::time_point{} && job.throttle) job.throttle->Clear(where);
+        first_failure = {};
+        backoff = std::chrono::milliseconds(200);
+        continue;
+      }
       {
         std::lock_guard lock(mu);
-        if (next >= job.chunks.size() || !first_error.ok()) return;
-        i = next++;
+        retry.push_back(*chunk);  // another worker, or this one after the backoff, copies it
       }
-      const Chunk& c = job.chunks[i];
-      const TableSchema& t = *job.tables.at(c.table);
-      TableProgress& tp = *progress.at(c.table);
-      int64_t rows = 0, bytes = 0;
-      Status s = (*dst)->Exec("BEGIN");
-      if (s.ok()) s = PipeChunk(**src, **dst, t, c, tp, &rows, &bytes, stop);
-      if (s.ok()) {
-        auto r = (*dst)->Query(kRecordChunkSql, {job.migration, t.id.ToString(), std::to_string(c.number),
-                                                 job.snapshot_lsn.ToString(), std::to_string(rows), std::to_string(bytes)});
-        s = r.status();
+      if (st.code() == StatusCode::kCancelled) break;
+      auto now = std::chrono::steady_clock::now();
+      if (first_failure == std::chrono::steady_clock::time_point{}) first_failure = now;
+      double fail_after = job.knobs ? job.knobs->Get(Knob::kFailAfterSeconds) : 0;
+      bool retryable = st.code() == StatusCode::kRetryTxn || st.code() == StatusCode::kRetryCall;
+      if (!retryable || std::chrono::duration<double>(now - first_failure).count() >= fail_after) {
+        if (job.throttle) job.throttle->Clear(where);
+        record_error(retryable ? OperatorError(fmt::format("{}; still failing after {:.0f} s of retries (knob "
+                                                           "fail_after_seconds)",
+                                                           st.message(), fail_after))
+                               : st);
+        break;
       }
-      if (s.ok()) s = (*dst)->Exec("COMMIT");
-      if (!s.ok()) {
-        (void)(*dst)->Exec("ROLLBACK");
-        return record_error(s.WithContext(fmt::format("copying {} chunk {}", t.id.ToString(), c.number)));
-      }
-      ++tp.chunks_done;
-      if (job.on_chunk_committed) job.on_chunk_committed(++committed);
-      LOG_DEBUG("copied {} chunk {}: {} rows", t.id.ToString(), c.number, rows);
+      if (job.throttle) job.throttle->Report(where, -1, ClassifyDistress(st), st.message(), backoff);
+      LOG_WARN("{}: {}; retrying the chunk in {} ms", where, st.message(), backoff.count());
+      cn.reset();  // a failed COPY leaves the source transaction unusable: import again
+      for (auto until = std::chrono::steady_clock::now() + backoff; std::chrono::steady_clock::now() < until && !stop;)
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      int64_t max_ms = job.knobs ? job.knobs->Int(Knob::kThrottleMaxBackoffMs) : 5000;
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(max_ms));
     }
+    if (job.throttle) job.throttle->Clear(where);
+    std::lock_guard lock(mu);
+    --running;
   };
-  int n = std::max(1, job.workers);
-  std::vector<std::thread> threads;
-  for (int i = 0; i < n; ++i) threads.emplace_back(worker, i);
-  {
-    std::unique_lock lock(mu);
-    cv.wait(lock, [&] { return imported == n; });
+  // The supervisor: keeps as many workers as the parallelism knob asks while
+  // chunks remain; a worker beyond it retires after its current chunk.
+  std::map<int, std::thread> threads;
+  std::set<int> alive;
+  while (true) {
+    {
+      std::lock_guard lock(mu);
+      bool work_left = next < job.chunks.size() || !retry.empty();
+      if (!first_error.ok() || stop || (!work_left && running == 0)) break;
+      if (work_left) {
+        for (int id = 0; id < wanted() && running < wanted(); ++id) {
+          if (alive.count(id)) continue;
+          auto it = threads.find(id);
+          if (it != threads.end()) {
+            it->second.join();
+            threads.erase(it);
+          }
+          ++running;
+          alive.insert(id);
+          threads.emplace(id, std::thread([&, id] {
+            worker(id);
+            std::lock_guard l(mu);
+            alive.erase(id);
+          }));
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  for (auto& [id, t] : threads) t.join();
   on_imported();
-  for (auto& t : threads) t.join();
   if (!first_error.ok()) return first_error;
   if (stop) return Cancelled("copy stopped");
-  (void)import_failed;
   return Status::Ok();
 }
 

@@ -26,6 +26,11 @@
 #include "core/copy.h"
 #include "core/position.h"
 #include "core/schema.h"
+#include "pipeline/throttle.h"
+
+namespace midflight {
+class Knobs;
+}
 
 namespace midflight::pg {
 
@@ -43,7 +48,13 @@ struct CopyJob {
   std::string source_uri, target_uri, migration;
   std::string snapshot_name;  // exported snapshot every worker imports
   PgLsn snapshot_lsn;         // its position, recorded with every chunk
-  int workers = 2;
+  int workers = 2;            // without knobs: fixed
+  // Runtime knobs: `parallelism` (workers are added or retired between
+  // chunks), `copy_rows_per_s` through `rate`, throttle and fail_after_seconds
+  // for retried chunks. All optional.
+  const Knobs* knobs = nullptr;
+  RateLimiter* rate = nullptr;
+  ThrottleBoard* throttle = nullptr;
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;
   std::vector<Chunk> chunks;  // the chunks still to copy
   // Called after each chunk's target transaction committed, with the number
@@ -52,8 +63,13 @@ struct CopyJob {
 };
 
 // Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;
-// chunks finished until then stay recorded. `on_imported` is called once every
-// worker has imported the snapshot (the exporting connection may then close).
+// chunks finished until then stay recorded. The exporting connection must
+// stay open until this returns: a worker added by the parallelism knob, or
+// one retrying a chunk after a lost connection, imports the snapshot then.
+// A chunk that fails with a retryable error (lock timeout, deadlock, too
+// many connections, lost connection) is rolled back and retried after a
+// backoff, shown on the throttle board, until fail_after_seconds.
+// `on_imported` is called when the copy no longer needs the snapshot.
 Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop,
                   const std::function<void()>& on_imported);
 

@@ -321,7 +321,8 @@ Status PgChangeSink::Reconnect() {
   prepared_.clear();
   ConnOptions o;
   o.application_name = fmt::format("midflight-apply-{}", partition_.value);
-  o.settings = {"session_replication_role=replica", "lock_timeout=10s"};
+  lock_timeout_set_ = lock_timeout_ms_ ? lock_timeout_ms_() : 10000;
+  o.settings = {"session_replication_role=replica", fmt::format("lock_timeout={}", lock_timeout_set_)};
   ASSIGN_OR_RETURN(conn_, PgConn::Connect(uri_, o));
   if (!origin_.empty()) {
     RETURN_IF_ERROR(conn_->Query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS "
@@ -373,6 +374,11 @@ Status PgChangeSink::Abort(Status cause) {
 
 Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) {
   if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  if (lock_timeout_ms_ && lock_timeout_ms_() != lock_timeout_set_) {
+    int64_t ms = lock_timeout_ms_();
+    RETURN_IF_ERROR(conn_->Exec(fmt::format("SET lock_timeout = {}", ms)));
+    lock_timeout_set_ = ms;
+  }
   std::vector<ApplyOp> ops = PlanOps(changes, prepared_);
   PGconn* c = conn_->raw();
   if (!PQenterPipelineMode(c)) return StatusFromResult(c, nullptr, "entering pipeline mode");

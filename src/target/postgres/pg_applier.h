@@ -15,6 +15,7 @@
 #pragma once
 
 #include <map>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -35,6 +36,9 @@ class PgChangeSink final : public ChangeSink {
   // forward and reverse replication). One session per origin.
   static Result<std::unique_ptr<PgChangeSink>> Open(const std::string& target_uri, const std::string& migration,
                                                     PartitionId partition, std::string origin = "");
+  // Apply sessions' lock_timeout follows this (milliseconds; the lock_timeout_ms
+  // knob), set again before a batch when it changed. Unset: 10 s.
+  void SetLockTimeoutSource(std::function<int64_t()> ms) { lock_timeout_ms_ = std::move(ms); }
   ~PgChangeSink() override;
 
   Result<ChangePosition> LoadCheckpoint() override;
@@ -50,6 +54,8 @@ class PgChangeSink final : public ChangeSink {
   std::string migration_;
   PartitionId partition_;
   std::string origin_;
+  std::function<int64_t()> lock_timeout_ms_;
+  int64_t lock_timeout_set_ = 0;
   std::unique_ptr<PgConn> conn_;
   std::map<std::string, std::string> prepared_;  // shape -> statement name
   int next_statement_ = 0;

@@ -1,0 +1,25 @@
+// What one running migration's parts share at run time: the knobs the
+// operator turns, the board where distress is shown, and the rate limiters
+// the copy and apply knobs drive. Owned by whoever hosts the migration
+// (service/service.h); outlives every runner of it.
+#pragma once
+
+#include "control/knobs.h"
+#include "pipeline/throttle.h"
+
+namespace midflight {
+
+struct MigrationRuntime {
+  explicit MigrationRuntime(const MigrationSpec& spec)
+      : knobs(spec),
+        copy_rate([this] { return knobs.Get(Knob::kCopyRowsPerS); }),
+        apply_rate([this] { return knobs.Get(Knob::kApplyChangesPerS); }) {}
+  MigrationRuntime(const MigrationRuntime&) = delete;
+  MigrationRuntime& operator=(const MigrationRuntime&) = delete;
+
+  Knobs knobs;
+  ThrottleBoard throttle;
+  RateLimiter copy_rate, apply_rate;
+};
+
+}  // namespace midflight

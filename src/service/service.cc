@@ -1,0 +1,879 @@
+#include "service/service.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <shared_mutex>
+#include <sstream>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "base/uri.h"
+#include "control/engine.h"
+#include "control/my_migration.h"
+#include "control/pg_migration.h"
+#include "control/phase.h"
+#include "control/runtime.h"
+#include "control/state_store.h"
+#include "proxy/pg_proxy.h"
+#include "service/notify.h"
+#include "service/prometheus.h"
+
+namespace midflight {
+
+extern const char* const kDashboardHtml;
+extern const std::size_t kDashboardHtml_size;
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr size_t kHistorySamples = 3600;  // one per second: the last hour
+
+http::Response JsonError(int status, const std::string& message) {
+  return http::Json(status, json{{"error", message}}.dump());
+}
+http::Response JsonOk(int status, const json& body) { return http::Json(status, body.dump()); }
+
+bool IsMySqlSpec(const MigrationSpec& spec) {
+  const std::string scheme = UriScheme(spec.source);
+  return scheme == "mysql" || scheme == "mariadb";
+}
+
+int64_t ToInt(const std::optional<std::string>& v) { return v && !v->empty() ? std::atoll(v->c_str()) : 0; }
+double ToDouble(const std::optional<std::string>& v) { return v && !v->empty() ? std::atof(v->c_str()) : 0; }
+
+std::vector<std::string> SplitList(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream in(s);
+  for (std::string part; std::getline(in, part, sep);)
+    if (!part.empty()) out.push_back(part);
+  return out;
+}
+
+std::string AllowedList(Phase to) { return WhereAllowed(to); }
+
+}  // namespace
+
+struct HistorySample {
+  double t = 0;
+  int64_t rows_copied = 0;
+  double rows_per_s = 0, changes_per_s = 0;
+  int64_t lag_bytes = 0;
+  double lag_seconds = 0;
+};
+
+// One hosted migration. Its runner thread runs the engine; everything else
+// outlives the runner.
+class HostedMigration {
+ public:
+  MigrationSpec spec;
+  std::string engine;  // "postgres" or "mysql"
+  std::unique_ptr<StateStore> store;
+  int lock_fd = -1;
+  std::unique_ptr<MigrationRuntime> runtime;
+  std::unique_ptr<proxy::PgProxy> proxy;
+  std::unique_ptr<Notifier> notifier;
+
+  std::mutex op_mu;  // pause, resume, abort, delete: one at a time
+
+  ~HostedMigration() {
+    StopRunner();
+    if (proxy) proxy->Stop();
+    if (notifier) notifier->Stop(std::chrono::milliseconds(2000));
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+
+  void StartRunner() {
+    std::lock_guard lock(run_mu_);
+    if (running_) return;
+    if (runner_.joinable()) runner_.join();
+    stop_ = false;
+    running_ = true;
+    runner_ = std::thread([this] {
+      RunContext ctx{spec, *store, *runtime, stop_, proxy.get(),
+                     [this](http::Handler h) {
+                       std::unique_lock l(ops_mu_);
+                       ops_ = std::move(h);
+                     }};
+      Status st = engine == "mysql" ? RunMyMigration(ctx) : RunPgMigration(ctx);
+      if (!st.ok()) LOG_ERROR("migration {}: {}", spec.name, st.message());
+      {
+        std::lock_guard l(status_mu_);
+        outcome_ = st;
+      }
+      running_ = false;
+    });
+  }
+
+  void StopRunner() {
+    std::lock_guard lock(run_mu_);
+    stop_ = true;
+    if (runner_.joinable()) runner_.join();
+    running_ = false;
+  }
+
+  bool running() const { return running_; }
+  Status outcome() {
+    std::lock_guard l(status_mu_);
+    return outcome_;
+  }
+
+  // The traffic operations of the running engine (PgCutover::Handle), or a 409.
+  http::Response CallOperation(const http::Request& r) {
+    std::shared_lock l(ops_mu_);
+    if (!ops_) {
+      Phase p = store->phase();
+      return JsonError(409, fmt::format("migration {} is {}{}; {} needs the migration running and replicating",
+                                        spec.name, PhaseName(p),
+                                        p == Phase::kPaused || p == Phase::kFailed ? " (resume it first)" : "",
+                                        r.path.substr(5)));
+    }
+    return ops_(r);
+  }
+
+  void AddSample(HistorySample s) {
+    std::lock_guard l(hist_mu_);
+    history_.push_back(s);
+    while (history_.size() > kHistorySamples) history_.pop_front();
+  }
+  std::vector<HistorySample> History() {
+    std::lock_guard l(hist_mu_);
+    return {history_.begin(), history_.end()};
+  }
+  double LatestRowsPerS() {
+    std::lock_guard l(hist_mu_);
+    return history_.empty() ? 0 : history_.back().rows_per_s;
+  }
+
+  void Notify(const std::string& event, const std::string& text, json fields = json::object()) {
+    if (!notifier) return;
+    Notification n;
+    n.event = event;
+    n.migration = spec.name;
+    n.phase = PhaseName(store->phase());
+    n.text = text;
+    n.fields = std::move(fields);
+    notifier->Notify(n);
+  }
+
+  // Sampler-thread state.
+  int64_t last_rows = -1;
+  double last_t = 0;
+  double lag_over_since = 0;
+  bool lag_alerted = false;
+  size_t pauses_seen = SIZE_MAX;
+  bool throttle_seen = false;
+  double throttle_notified_at = 0;
+
+ private:
+  std::mutex run_mu_;
+  std::thread runner_;
+  std::atomic<bool> stop_{false}, running_{false};
+  std::mutex status_mu_;
+  Status outcome_;  // GUARDED_BY(status_mu_)
+  std::shared_mutex ops_mu_;
+  http::Handler ops_;  // GUARDED_BY(ops_mu_)
+  std::mutex hist_mu_;
+  std::deque<HistorySample> history_;  // GUARDED_BY(hist_mu_)
+};
+
+namespace {
+
+// The migration as the API shows it. Secrets: URIs only in redacted form.
+json Summary(HostedMigration& m) {
+  StateStore& s = *m.store;
+  json j;
+  j["name"] = m.spec.name;
+  j["engine"] = m.engine;
+  j["phase"] = PhaseName(s.phase());
+  Phase p = s.phase();
+  j["resume_phase"] = p == Phase::kPaused || p == Phase::kFailed ? s.Get("resume_phase").value_or("") : "";
+  j["running"] = m.running();
+  j["error"] = p == Phase::kFailed ? s.Get("error").value_or("") : "";
+  j["source"] = RedactUri(m.spec.source);
+  j["target"] = RedactUri(m.spec.target);
+  int64_t rows = 0, est = 0;
+  for (const auto& t : s.Tables()) {
+    rows += t.rows_copied;
+    est += t.est_rows;
+  }
+  j["rows_copied"] = rows;
+  j["estimated_rows"] = est;
+  j["rows_per_s"] = m.LatestRowsPerS();
+  j["lag_bytes"] = ToInt(s.Get("lag_bytes"));
+  j["lag_seconds"] = ToDouble(s.Get("lag_seconds"));
+  j["throttled"] = m.runtime->throttle.active();
+  return j;
+}
+
+json Detail(HostedMigration& m) {
+  StateStore& s = *m.store;
+  json j = Summary(m);
+  j["tables"] = json::array();
+  for (const auto& t : s.Tables())
+    j["tables"].push_back({{"name", t.name},
+                           {"state", t.state},
+                           {"rows_copied", t.rows_copied},
+                           {"estimated_rows", t.est_rows},
+                           {"bytes_copied", t.bytes_copied},
+                           {"chunks_done", t.chunks_done},
+                           {"chunks_total", t.chunks_total},
+                           {"rows_per_s", t.rows_per_s}});
+  j["replication"] = {{"changes_applied", ToInt(s.Get("changes_applied"))},
+                      {"changes_per_s", ToDouble(s.Get("changes_per_s"))},
+                      {"apply_retries", ToInt(s.Get("apply_retries"))},
+                      {"source_position", s.Get("source_lsn").value_or("")},
+                      {"applied_position", s.Get("applied_lsn").value_or("")}};
+  j["reverse"] = {{"lag_bytes", ToInt(s.Get("reverse_lag_bytes"))},
+                  {"lag_seconds", ToDouble(s.Get("reverse_lag_seconds"))},
+                  {"changes_applied", ToInt(s.Get("reverse_changes_applied"))}};
+  Phase p = s.phase();
+  if (p == Phase::kPaused || p == Phase::kFailed)
+    p = ParsePhase(s.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
+  j["proxy"] = {{"read_write", s.Get("proxy_rw").value_or("")},
+                {"read_only", s.Get("proxy_ro").value_or("")},
+                {"writes_to", m.proxy ? proxy::SideName(m.proxy->write_side())
+                                      : (p == Phase::kWritesSwitched || p == Phase::kCompleted ? "target" : "source")},
+                {"read_percent", m.proxy ? m.proxy->read_percent() : 0},
+                {"clients", ToInt(s.Get("proxy_clients"))}};
+  if (m.proxy) {
+    proxy::ProxyStats ps = m.proxy->stats();
+    j["proxy"]["clients"] = ps.clients_rw + ps.clients_ro;
+  }
+  j["verify"] = {{"state", s.Get("verify_state").value_or("")},
+                 {"clean", s.Get("verify_clean").value_or("") == "true"},
+                 {"summary", s.Get("verify_summary").value_or("")}};
+  j["write_pauses_ms"] = json::array();
+  for (const auto& w : SplitList(s.Get("write_pauses_ms").value_or(""), ',')) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
+  j["throttle"] = json::parse(m.runtime->throttle.ToJson());
+  j["knobs"] = json::parse(m.runtime->knobs.ToJson());
+  j["events"] = json::array();
+  for (const auto& e : s.Events(50))
+    j["events"].push_back({{"time", e.time}, {"phase", e.phase}, {"actor", e.actor}, {"message", e.message}});
+  j["history"] = json::array();
+  for (const auto& h : m.History())
+    j["history"].push_back({{"t", h.t},
+                            {"rows_copied", h.rows_copied},
+                            {"rows_per_s", h.rows_per_s},
+                            {"changes_per_s", h.changes_per_s},
+                            {"lag_bytes", h.lag_bytes},
+                            {"lag_seconds", h.lag_seconds}});
+  return j;
+}
+
+// The actor the audit trail names: "api@PEER", or "NAME (api@PEER)" with X-Midflight-Actor.
+std::string ActorOf(const http::Request& r) {
+  std::string who;
+  if (auto h = r.Header("x-midflight-actor")) {
+    for (char c : *h)
+      if (c >= 0x20 && c < 0x7f && who.size() < 64) who += c;
+  }
+  std::string api = "api@" + r.peer;
+  return who.empty() ? api : fmt::format("{} ({})", who, api);
+}
+
+// The reason given with an operation: ?reason=… or {"reason": "…"}.
+std::string ReasonOf(const http::Request& r) {
+  std::string reason = r.QueryParam("reason");
+  if (reason.empty() && !r.body.empty()) {
+    auto j = json::parse(r.body, nullptr, false);
+    if (j.is_object() && j.contains("reason") && j["reason"].is_string()) reason = j["reason"].get<std::string>();
+  }
+  return reason;
+}
+
+bool TokenMatches(const std::string& want, const std::string& got) {
+  return want.size() == got.size() && CRYPTO_memcmp(want.data(), got.data(), want.size()) == 0;
+}
+
+Status WriteSecretFile(const std::string& path, const std::string& text) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return OperatorError(fmt::format("cannot write {}", path));
+  ::fchmod(fd, 0600);
+  bool ok = ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  return ok ? Status::Ok() : OperatorError(fmt::format("cannot write {}", path));
+}
+
+}  // namespace
+
+Result<std::string> LoadOrCreateToken(const std::string& token_file, const std::string& state_dir) {
+  auto read = [](const std::string& path) -> Result<std::string> {
+    std::ifstream in(path);
+    if (!in) return OperatorError(fmt::format("cannot read the API token file {}", path));
+    std::string t;
+    std::getline(in, t);
+    while (!t.empty() && (t.back() == '\r' || t.back() == ' ')) t.pop_back();
+    if (t.size() < 16) return OperatorError(fmt::format("API token in {} is shorter than 16 characters", path));
+    return t;
+  };
+  if (!token_file.empty()) return read(token_file);
+  if (const char* env = std::getenv("MIDFLIGHT_API_TOKEN"); env && *env) {
+    if (std::strlen(env) < 16) return OperatorError("MIDFLIGHT_API_TOKEN is shorter than 16 characters");
+    return std::string(env);
+  }
+  std::string path = state_dir + "/api_token";
+  if (std::filesystem::exists(path)) return read(path);
+  unsigned char raw[24];
+  if (RAND_bytes(raw, sizeof raw) != 1) return Internal("cannot make a random API token");
+  std::string token;
+  for (unsigned char c : raw) token += fmt::format("{:02x}", c);
+  std::error_code ec;
+  std::filesystem::create_directories(state_dir, ec);
+  RETURN_IF_ERROR(WriteSecretFile(path, token + "\n"));
+  return token;
+}
+
+Service::Service(ServiceOptions options) : options_(std::move(options)) {}
+
+Service::~Service() { Stop(); }
+
+Result<std::unique_ptr<Service>> Service::Start(ServiceOptions options) {
+  std::unique_ptr<Service> svc(new Service(std::move(options)));
+  Service* self = svc.get();
+  if (!svc->options_.single) {
+    std::error_code ec;
+    std::filesystem::create_directories(svc->options_.state_dir, ec);
+    if (ec) return OperatorError(fmt::format("cannot create state directory {}: {}", svc->options_.state_dir, ec.message()));
+    // Resume every migration found in the state directory.
+    std::vector<std::filesystem::path> dirs;
+    for (const auto& e : std::filesystem::directory_iterator(svc->options_.state_dir, ec))
+      if (e.is_directory() && std::filesystem::exists(e.path() / "spec.yaml")) dirs.push_back(e.path());
+    std::sort(dirs.begin(), dirs.end());
+    for (const auto& d : dirs) {
+      std::ifstream in(d / "spec.yaml");
+      std::stringstream text;
+      text << in.rdbuf();
+      auto spec = ParseSpec(text.str(), (d / "spec.yaml").string());
+      if (!spec.ok()) {
+        LOG_ERROR("not resuming {}: {}", d.string(), spec.status().message());
+        continue;
+      }
+      spec->state_dir = d.string();
+      auto hosted = svc->Host(*spec, text.str(), /*start=*/true);
+      if (!hosted.ok()) LOG_ERROR("not resuming migration {}: {}", spec->name, hosted.status().message());
+    }
+  }
+  // `run` listens once its migration is hosted (its state directory locked):
+  // a second `run` of the same spec is refused by the lock, not the socket.
+  if (!svc->options_.single) RETURN_IF_ERROR(svc->Listen());
+  svc->sampler_ = std::thread([self] {
+    while (!self->stopping_) {
+      self->Sample();
+      for (int i = 0; i < 10 && !self->stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  return svc;
+}
+
+std::string Service::address() const { return server_ ? server_->address() : ""; }
+
+void Service::Stop() {
+  if (stopping_.exchange(true)) return;
+  if (sampler_.joinable()) sampler_.join();
+  if (server_) server_->Stop();
+  std::map<std::string, std::shared_ptr<HostedMigration>> all;
+  {
+    std::lock_guard lock(mu_);
+    all.swap(migrations_);
+  }
+  for (auto& [name, m] : all) m->StopRunner();
+  all.clear();  // proxies, notifiers (drained), locks
+}
+
+Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, const std::string& spec_text, bool start) {
+  (void)spec_text;
+  auto m = std::make_shared<HostedMigration>();
+  m->engine = IsMySqlSpec(spec) ? "mysql" : "postgres";
+  ASSIGN_OR_RETURN(m->store, StateStore::Open(spec.state_dir, /*create=*/true));
+  ASSIGN_OR_RETURN(m->lock_fd, LockStateDir(spec.state_dir));
+  m->runtime = std::make_unique<MigrationRuntime>(spec);
+  if (Status st = m->runtime->knobs.LoadOverrides(m->store->Get("knobs").value_or("")); !st.ok())
+    LOG_WARN("migration {}: stored knobs ignored: {}", spec.name, st.message());
+  std::string webhook = spec.notify.webhook.empty() ? options_.webhook : spec.notify.webhook;
+  if (!webhook.empty()) {
+    NotifierOptions no;
+    no.ca_file = spec.notify.ca_file;
+    ASSIGN_OR_RETURN(m->notifier, Notifier::Create(webhook, no));
+  }
+  m->spec = std::move(spec);
+  HostedMigration* raw = m.get();
+  m->store->OnTransition([raw](Phase from, Phase to, const std::string& reason) {
+    std::string text = fmt::format("{} → {}: {}", PhaseName(from), PhaseName(to), reason);
+    raw->Notify(to == Phase::kFailed ? "failed" : "phase_change", text,
+                json{{"from", PhaseName(from)}, {"to", PhaseName(to)}, {"reason", reason},
+                     {"actor", ActorScope::Current()}});
+  });
+  if (m->engine == "postgres" && m->spec.has_proxy) {
+    ASSIGN_OR_RETURN(m->proxy, StartPgProxy(m->spec, *m->store));
+  }
+  RETURN_IF_ERROR(m->store->PutMany({{"name", m->spec.name}, {"engine", m->engine},
+                                     {"source", RedactUri(m->spec.source)}, {"target", RedactUri(m->spec.target)}}));
+  {
+    std::lock_guard lock(mu_);
+    if (migrations_.count(m->spec.name))
+      return OperatorError(fmt::format("a migration named {} already exists", m->spec.name));
+    migrations_[m->spec.name] = m;
+  }
+  Phase p = m->store->phase();
+  bool held = p == Phase::kAborted || (!options_.single && (p == Phase::kPaused || p == Phase::kFailed));
+  if (start && !held) m->StartRunner();
+  else if (held) LOG_INFO("migration {} is {}: not started", m->spec.name, PhaseName(p));
+  return m;
+}
+
+Status Service::Listen() {
+  Service* self = this;
+  ASSIGN_OR_RETURN(server_, http::Server::Listen(options_.listen, [self](const http::Request& r) { return self->Handle(r); }));
+  return Status::Ok();
+}
+
+Status Service::Adopt(const MigrationSpec& spec, const std::string& spec_text) {
+  ASSIGN_OR_RETURN(auto m, Host(spec, spec_text, /*start=*/false));
+  if (Status st = Listen(); !st.ok()) {
+    std::lock_guard lock(mu_);
+    migrations_.clear();
+    return st;
+  }
+  if (m->store->phase() == Phase::kAborted)
+    return OperatorError(fmt::format("migration {} was aborted; start a new one (another name or state_dir)", spec.name));
+  m->StartRunner();
+  return Status::Ok();
+}
+
+Status Service::WaitSingle(const std::atomic<bool>& stop) {
+  std::shared_ptr<HostedMigration> m;
+  {
+    std::lock_guard lock(mu_);
+    if (migrations_.empty()) return Internal("no migration hosted");
+    m = migrations_.begin()->second;
+  }
+  while (!stop) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (m->running()) continue;
+    Phase p = m->store->phase();
+    if (p == Phase::kPaused) continue;  // resumable through the API
+    if (p == Phase::kAborted) return Status::Ok();
+    Status st = m->outcome();
+    if (!st.ok()) return st;
+    if (p != Phase::kPaused) return Status::Ok();
+  }
+  return Status::Ok();
+}
+
+std::shared_ptr<HostedMigration> Service::Find(const std::string& name) {
+  std::lock_guard lock(mu_);
+  auto it = migrations_.find(name);
+  return it == migrations_.end() ? nullptr : it->second;
+}
+
+http::Response Service::Handle(const http::Request& r) {
+  const bool reads = r.method == "GET" || r.method == "HEAD";
+  if (r.path == "/" || r.path == "/dashboard") {
+    if (!reads) return JsonError(405, "the dashboard is read with GET");
+    http::Response resp;
+    resp.content_type = "text/html; charset=utf-8";
+    resp.body.assign(kDashboardHtml, kDashboardHtml_size);
+    resp.headers.push_back({"Cache-Control", "no-store"});
+    return resp;
+  }
+  if (r.path == "/metrics") return Metrics();
+  if (r.path == "/healthz") return http::Text(200, "ok\n");
+  if (r.path.rfind("/api/", 0) != 0) return JsonError(404, fmt::format("no such path: {}", r.path));
+  if (!reads) {
+    auto auth = r.Header("authorization").value_or("");
+    if (auth.rfind("Bearer ", 0) != 0)
+      return JsonError(401, "this call changes something: send the API token as `Authorization: Bearer TOKEN`");
+    if (!TokenMatches(options_.token, auth.substr(7))) return JsonError(401, "the API token is wrong");
+  }
+  ActorScope actor(ActorOf(r));
+  std::vector<std::string> parts = SplitList(r.path.substr(5), '/');
+  if (parts.empty() || parts[0] != "migrations") return JsonError(404, fmt::format("no such path: {}", r.path));
+  if (parts.size() == 1) {
+    if (r.method == "GET") return List();
+    if (r.method == "POST") {
+      if (options_.single) return JsonError(409, "`midflight run` hosts one migration; use `midflight serve` to create more");
+      return Create(r);
+    }
+    return JsonError(405, "use GET to list migrations, POST to create one");
+  }
+  std::string name = http::UrlDecode(parts[1]);
+  auto m = Find(name);
+  if (!m) return JsonError(404, fmt::format("no migration named {}", name));
+  if (parts.size() == 2) {
+    if (r.method == "GET") return JsonOk(200, Detail(*m));
+    if (r.method == "DELETE") return Operate(m, "delete", r);
+    return JsonError(405, "use GET to read a migration, DELETE to forget a completed or aborted one");
+  }
+  if (parts.size() != 3) return JsonError(404, fmt::format("no such path: {}", r.path));
+  return Operate(m, parts[2], r);
+}
+
+http::Response Service::List() {
+  std::vector<std::shared_ptr<HostedMigration>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [n, m] : migrations_) all.push_back(m);
+  }
+  json out = json::array();
+  for (auto& m : all) out.push_back(Summary(*m));
+  return JsonOk(200, json{{"migrations", out}});
+}
+
+http::Response Service::Create(const http::Request& r) {
+  std::string text = r.body;
+  std::string ctype = r.Header("content-type").value_or("");
+  if (ctype.rfind("application/json", 0) == 0 || (!text.empty() && text[0] == '{')) {
+    auto j = json::parse(text, nullptr, false);
+    if (j.is_discarded()) return JsonError(400, "body: not valid JSON; send {\"spec\": \"YAML text\"} or the YAML itself");
+    if (!j.is_object() || !j.contains("spec") || !j["spec"].is_string())
+      return JsonError(400, "body: expected {\"spec\": \"YAML text\"}: field spec is missing or not a string");
+    text = j["spec"].get<std::string>();
+  }
+  if (text.empty()) return JsonError(400, "body: empty; send the migration spec (YAML)");
+  auto spec = ParseSpec(text, "spec");
+  if (!spec.ok()) return JsonError(400, spec.status().message());
+  if (Find(spec->name)) return JsonError(409, fmt::format("a migration named {} already exists", spec->name));
+  const std::string dir = options_.state_dir + "/" + spec->name;
+  const bool existed = std::filesystem::exists(dir);
+  if (existed && std::filesystem::exists(dir + "/state.db"))
+    return JsonError(409, fmt::format("state directory {} already holds a migration named {} (deleted earlier?); "
+                                      "choose another name",
+                                      dir, spec->name));
+  spec->state_dir = dir;
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return JsonError(500, fmt::format("cannot create {}: {}", dir, ec.message()));
+  if (Status st = WriteSecretFile(dir + "/spec.yaml", text); !st.ok()) return JsonError(500, st.message());
+  auto hosted = Host(*spec, text, /*start=*/true);
+  if (!hosted.ok()) {
+    if (!existed) std::filesystem::remove_all(dir, ec);
+    return JsonError(hosted.status().code() == StatusCode::kInvalidArgument ? 400 : 409, hosted.status().message());
+  }
+  (void)(*hosted)->store->AddEvent(fmt::format("created from a spec ({} engine)", (*hosted)->engine));
+  LOG_INFO("migration {} created by {}: {} -> {}", spec->name, ActorScope::Current(), RedactUri(spec->source),
+           RedactUri(spec->target));
+  return JsonOk(201, Summary(**hosted));
+}
+
+http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const std::string& op,
+                                const http::Request& r) {
+  const std::string& name = m->spec.name;
+  const std::string reason = ReasonOf(r);
+  auto with_reason = [&](const std::string& what) { return reason.empty() ? what : what + ": " + reason; };
+  if (op == "events") {
+    if (r.method != "GET") return JsonError(405, "events are read with GET");
+    int limit = std::clamp(std::atoi(r.QueryParam("limit").c_str()), 0, 10000);
+    json ev = json::array();
+    for (const auto& e : m->store->Events(limit ? limit : 200))
+      ev.push_back({{"time", e.time}, {"phase", e.phase}, {"actor", e.actor}, {"message", e.message}});
+    return JsonOk(200, json{{"events", ev}});
+  }
+  if (op == "knobs") {
+    auto answer = [&] {
+      json help = json::object();
+      for (const auto& d : KnobDefs())
+        help[d.name] = fmt::format("{} ({} to {})", d.help, d.min, d.max);
+      return json{{"knobs", json::parse(m->runtime->knobs.ToJson())}, {"help", help}};
+    };
+    if (r.method == "GET") return JsonOk(200, answer());
+    if (r.method != "POST" && r.method != "PUT") return JsonError(405, "knobs are read with GET and set with POST");
+    auto j = json::parse(r.body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.empty())
+      return JsonError(400, "body: expected a JSON object of knobs, e.g. {\"parallelism\": 4}");
+    // Validate every knob on a scratch copy first: all or nothing.
+    Knobs scratch(m->spec);
+    std::vector<std::pair<std::string, double>> values;
+    for (const auto& [k, v] : j.items()) {
+      Status st = v.is_number()   ? scratch.Set(k, v.get<double>())
+                  : v.is_string() ? scratch.SetText(k, v.get<std::string>())
+                                  : (scratch.Value(k) ? InvalidArgument(fmt::format("knob {}: expected a number", k))
+                                                      : scratch.Set(k, 0));
+      if (!st.ok()) return JsonError(400, st.message());
+      values.push_back({k, *scratch.Value(k)});
+    }
+    std::string changes;
+    for (const auto& [k, v] : values) {
+      (void)m->runtime->knobs.Set(k, v);
+      changes += fmt::format("{}{}={}", changes.empty() ? "" : ", ", k, v);
+    }
+    if (Status st = m->store->Put("knobs", m->runtime->knobs.OverridesJson()); !st.ok())
+      return JsonError(500, st.message());
+    (void)m->store->AddEvent(with_reason("knobs set: " + changes));
+    LOG_INFO("migration {}: knobs set by {}: {}", name, ActorScope::Current(), changes);
+    return JsonOk(200, answer());
+  }
+  if (r.method != "POST" && !(op == "delete" && r.method == "DELETE"))
+    return JsonError(405, fmt::format("{} is a POST", op));
+
+  if (op == "pause") {
+    std::lock_guard lock(m->op_mu);
+    Phase p = m->store->phase();
+    if (!TransitionAllowed(p, Phase::kPaused))
+      return JsonError(409, fmt::format("pause is allowed in phases {}; migration {} is in phase {}{}",
+                                        AllowedList(Phase::kPaused), name, PhaseName(p),
+                                        p == Phase::kReadsSwitched ? " (switch reads back first: the target would "
+                                                                     "serve stale reads while paused)"
+                                                                   : ""));
+    m->StopRunner();  // at a checkpoint: a chunk or batch in flight is finished or rolled back
+    if (Status st = m->store->SetPhase(Phase::kPaused, with_reason("paused by the operator")); !st.ok())
+      return JsonError(409, st.message());
+    LOG_INFO("migration {} paused by {} in {}", name, ActorScope::Current(), PhaseName(p));
+    return JsonOk(200, json{{"phase", "paused"},
+                            {"message", fmt::format("migration {} paused in {}; `resume` continues from the "
+                                                    "checkpoint{}",
+                                                    name, PhaseName(p), m->proxy ? " (the proxy keeps serving)" : "")}});
+  }
+  if (op == "resume") {
+    std::lock_guard lock(m->op_mu);
+    Phase p = m->store->phase();
+    if (p != Phase::kPaused && p != Phase::kFailed)
+      return JsonError(409, fmt::format("resume is allowed in phases paused, failed; migration {} is in phase {}", name,
+                                        PhaseName(p)));
+    if (m->running()) return JsonError(409, fmt::format("migration {} is still stopping; try again", name));
+    m->StopRunner();  // joins a runner that ended by failing
+    auto resume = ParsePhase(m->store->Get("resume_phase").value_or("")).value_or(Phase::kCreated);
+    if (Status st = m->store->SetPhase(resume, with_reason(fmt::format("resumed by the operator (was {})", PhaseName(p))));
+        !st.ok())
+      return JsonError(409, st.message());
+    (void)m->store->Put("error", "");
+    m->StartRunner();
+    return JsonOk(200, json{{"phase", PhaseName(resume)},
+                            {"message", fmt::format("migration {} resumed in {}", name, PhaseName(resume))}});
+  }
+  if (op == "abort") {
+    std::lock_guard lock(m->op_mu);
+    Phase p = m->store->phase();
+    std::optional<Phase> resume;
+    if (auto rp = m->store->Get("resume_phase")) resume = ParsePhase(*rp);
+    if (!TransitionAllowed(p, Phase::kAborted, resume))
+      return JsonError(409, fmt::format("abort is allowed in phases {} (before writes move to the target); migration "
+                                        "{} is in phase {}{}",
+                                        AllowedList(Phase::kAborted), name, PhaseName(p),
+                                        p == Phase::kWritesSwitched ? "; roll back first" : ""));
+    m->StopRunner();
+    std::string cleanup = "slot and publication dropped";
+    if (m->engine == "postgres") {
+      if (Status st = CleanUpPgAbort(m->spec); !st.ok()) cleanup = st.message();
+    } else {
+      cleanup = "nothing to drop on the source (binlog reader)";
+    }
+    if (m->proxy) {
+      m->proxy->SetReadPercent(0);
+      m->proxy->SetWriteSide(proxy::Side::kSource);
+    }
+    if (Status st = m->store->SetPhase(Phase::kAborted, with_reason("aborted by the operator") + "; " + cleanup);
+        !st.ok())
+      return JsonError(409, st.message());
+    return JsonOk(200, json{{"phase", "aborted"},
+                            {"message", fmt::format("migration {} aborted: {}; the rows copied stay on the target{}",
+                                                    name, cleanup,
+                                                    m->proxy ? "; the proxy keeps routing to the source" : "")}});
+  }
+  if (op == "delete") {
+    std::lock_guard lock(m->op_mu);
+    Phase p = m->store->phase();
+    if (p != Phase::kCompleted && p != Phase::kAborted)
+      return JsonError(409, fmt::format("delete is allowed in phases completed, aborted; migration {} is in phase {}",
+                                        name, PhaseName(p)));
+    {
+      std::lock_guard l(mu_);
+      migrations_.erase(name);
+    }
+    std::error_code ec;
+    std::filesystem::rename(m->spec.state_dir + "/spec.yaml", m->spec.state_dir + "/spec.yaml.deleted", ec);
+    (void)m->store->AddEvent(with_reason("deleted from the service"));
+    return JsonOk(200, json{{"message", fmt::format("migration {} deleted; its state stays in {}", name,
+                                                    m->spec.state_dir)}});
+  }
+  static const std::set<std::string> kTraffic = {"switch-reads", "switch-writes", "rollback", "complete", "approve",
+                                                 "verify"};
+  if (!kTraffic.count(op)) return JsonError(404, fmt::format("unknown operation {}", op));
+  if (m->engine != "postgres")
+    return JsonError(409, fmt::format("{} is for PostgreSQL migrations (for now); {} is a {} migration", op, name,
+                                      m->engine));
+  http::Request inner = r;
+  inner.path = "/api/" + op;
+  http::Response out = m->CallOperation(inner);
+  if (out.content_type.rfind("application/json", 0) == 0) return out;
+  std::string text = out.body;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  json body = out.status == 200 ? json{{"message", text}} : json{{"error", text}};
+  if (op == "verify") body["clean"] = out.status == 200;
+  return JsonOk(out.status, body);
+}
+
+void Service::Sample() {
+  std::vector<std::shared_ptr<HostedMigration>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [n, m] : migrations_) all.push_back(m);
+  }
+  const double now = static_cast<double>(NowUnixMicros()) / 1e6;
+  for (auto& mp : all) {
+    HostedMigration& m = *mp;
+    StateStore& s = *m.store;
+    HistorySample h;
+    h.t = now;
+    for (const auto& t : s.Tables()) h.rows_copied += t.rows_copied;
+    if (m.last_rows >= 0 && now > m.last_t) h.rows_per_s = std::max(0.0, (h.rows_copied - m.last_rows) / (now - m.last_t));
+    m.last_rows = h.rows_copied;
+    m.last_t = now;
+    h.changes_per_s = ToDouble(s.Get("changes_per_s"));
+    h.lag_bytes = ToInt(s.Get("lag_bytes"));
+    h.lag_seconds = ToDouble(s.Get("lag_seconds"));
+    Phase p = s.phase();
+    bool replicating = p >= Phase::kReplicating && p <= Phase::kWritesSwitched && m.running();
+    if (!replicating) {
+      h.changes_per_s = 0;
+      if (p != Phase::kCopying) h.lag_bytes = 0, h.lag_seconds = 0;
+    }
+    m.AddSample(h);
+    (void)s.Put("throttle", m.runtime->throttle.ToJson());
+
+    // Lag over the threshold for longer than the set time: one alert, then one all-clear.
+    const Knobs& k = m.runtime->knobs;
+    if (replicating && h.lag_seconds > k.Get(Knob::kLagAlertSeconds)) {
+      if (m.lag_over_since == 0) m.lag_over_since = now;
+      if (!m.lag_alerted && now - m.lag_over_since >= k.Get(Knob::kLagAlertAfterSeconds)) {
+        m.lag_alerted = true;
+        m.Notify("lag_alert",
+                 fmt::format("lag {:.1f} s has been over {:.0f} s for {:.0f} s", h.lag_seconds,
+                             k.Get(Knob::kLagAlertSeconds), now - m.lag_over_since),
+                 json{{"lag_seconds", h.lag_seconds}, {"lag_bytes", h.lag_bytes}});
+      }
+    } else {
+      if (m.lag_alerted)
+        m.Notify("lag_recovered", fmt::format("lag back to {:.1f} s", h.lag_seconds), json{{"lag_seconds", h.lag_seconds}});
+      m.lag_over_since = 0;
+      m.lag_alerted = false;
+    }
+    // Write pauses: each new one is reported once.
+    auto pauses = SplitList(s.Get("write_pauses_ms").value_or(""), ',');
+    if (m.pauses_seen == SIZE_MAX) m.pauses_seen = pauses.size();
+    for (size_t i = m.pauses_seen; i < pauses.size(); ++i)
+      m.Notify("write_pause", fmt::format("writes moved ({}) with a write pause of {} ms", PhaseName(p), pauses[i]),
+               json{{"write_pause_ms", std::atof(pauses[i].c_str())}});
+    m.pauses_seen = pauses.size();
+    // Throttling starts or clears (at most one message per 30 s).
+    bool throttled = m.runtime->throttle.active();
+    if (throttled != m.throttle_seen && now - m.throttle_notified_at >= 30) {
+      m.Notify(throttled ? "throttled" : "throttle_cleared",
+               throttled ? "the target shows distress; partitions are backing off (see throttle)"
+                         : "throttling cleared; full speed again",
+               json{{"throttle", json::parse(m.runtime->throttle.ToJson())}});
+      m.throttle_notified_at = now;
+      m.throttle_seen = throttled;
+    }
+  }
+}
+
+http::Response Service::Metrics() {
+  std::vector<std::shared_ptr<HostedMigration>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [n, m] : migrations_) all.push_back(m);
+  }
+  PromWriter w;
+  for (auto& mp : all) {
+    HostedMigration& m = *mp;
+    StateStore& s = *m.store;
+    const PromLabels l = {{"migration", m.spec.name}};
+    auto with = [&](const char* k, const std::string& v) {
+      PromLabels x = l;
+      x.push_back({k, v});
+      return x;
+    };
+    Phase p = s.phase();
+    w.Family("midflight_phase", "gauge", "1 for the phase the migration is in.");
+    w.Sample("midflight_phase", with("phase", PhaseName(p)), 1);
+    w.Family("midflight_running", "gauge", "1 while the migration's engine runs.");
+    w.Sample("midflight_running", l, m.running() ? 1 : 0);
+    int64_t rows = 0, est = 0;
+    for (const auto& t : s.Tables()) {
+      rows += t.rows_copied;
+      est += t.est_rows;
+    }
+    w.Family("midflight_rows_copied_total", "counter", "Rows copied by the snapshot copy.");
+    w.Sample("midflight_rows_copied_total", l, static_cast<double>(rows));
+    w.Family("midflight_rows_estimated", "gauge", "Rows the source tables hold, estimated at preflight.");
+    w.Sample("midflight_rows_estimated", l, static_cast<double>(est));
+    w.Family("midflight_copy_rows_per_second", "gauge", "Copy throughput over the last second.");
+    w.Sample("midflight_copy_rows_per_second", l, m.LatestRowsPerS());
+    w.Family("midflight_changes_applied_total", "counter", "Changes applied, by direction.");
+    w.Sample("midflight_changes_applied_total", with("direction", "forward"),
+             static_cast<double>(ToInt(s.Get("changes_applied"))));
+    w.Sample("midflight_changes_applied_total", with("direction", "reverse"),
+             static_cast<double>(ToInt(s.Get("reverse_changes_applied"))));
+    w.Family("midflight_lag_bytes", "gauge", "Bytes of change stream not applied yet, by direction.");
+    w.Sample("midflight_lag_bytes", with("direction", "forward"), static_cast<double>(ToInt(s.Get("lag_bytes"))));
+    w.Sample("midflight_lag_bytes", with("direction", "reverse"), static_cast<double>(ToInt(s.Get("reverse_lag_bytes"))));
+    w.Family("midflight_lag_seconds", "gauge", "Age of the oldest transaction not applied yet, by direction.");
+    w.Sample("midflight_lag_seconds", with("direction", "forward"), ToDouble(s.Get("lag_seconds")));
+    w.Sample("midflight_lag_seconds", with("direction", "reverse"), ToDouble(s.Get("reverse_lag_seconds")));
+    auto lat = m.runtime->throttle.latency();
+    w.Family("midflight_apply_batch_seconds", "histogram", "Time of one apply transaction on the receiving server.");
+    for (size_t i = 0; i < ThrottleBoard::kLatencyBuckets.size(); ++i)
+      w.Sample("midflight_apply_batch_seconds_bucket", with("le", fmt::format("{}", ThrottleBoard::kLatencyBuckets[i])),
+               static_cast<double>(lat.buckets[i]));
+    w.Sample("midflight_apply_batch_seconds_bucket", with("le", "+Inf"), static_cast<double>(lat.buckets.back()));
+    w.Sample("midflight_apply_batch_seconds_sum", l, lat.sum);
+    w.Sample("midflight_apply_batch_seconds_count", l, static_cast<double>(lat.count));
+    w.Family("midflight_errors_total", "counter", "Errors the appliers and copiers retried, by kind.");
+    for (size_t i = 0; i < static_cast<size_t>(Distress::kCount); ++i)
+      w.Sample("midflight_errors_total", with("kind", DistressName(static_cast<Distress>(i))),
+               static_cast<double>(m.runtime->throttle.errors(static_cast<Distress>(i))));
+    w.Family("midflight_throttled", "gauge", "1 while a partition or copy worker backs off.");
+    w.Sample("midflight_throttled", l, m.runtime->throttle.active() ? 1 : 0);
+    auto pauses = SplitList(s.Get("write_pauses_ms").value_or(""), ',');
+    w.Family("midflight_write_switches_total", "counter", "Write switches and rollbacks done.");
+    w.Sample("midflight_write_switches_total", l, static_cast<double>(pauses.size()));
+    w.Family("midflight_write_pause_seconds", "gauge", "The last write switch's pause.");
+    w.Sample("midflight_write_pause_seconds", l, pauses.empty() ? 0 : std::atof(pauses.back().c_str()) / 1000);
+    w.Family("midflight_verify_clean", "gauge", "1 when the last live verification found no difference.");
+    w.Sample("midflight_verify_clean", l, s.Get("verify_clean").value_or("") == "true" ? 1 : 0);
+    if (m.proxy) {
+      proxy::ProxyStats ps = m.proxy->stats();
+      w.Family("midflight_proxy_clients", "gauge", "Client sessions connected to the proxy, by endpoint.");
+      w.Sample("midflight_proxy_clients", with("endpoint", "read_write"), static_cast<double>(ps.clients_rw));
+      w.Sample("midflight_proxy_clients", with("endpoint", "read_only"), static_cast<double>(ps.clients_ro));
+      w.Family("midflight_proxy_connections_total", "counter", "Client connections accepted by the proxy.");
+      w.Sample("midflight_proxy_connections_total", l, static_cast<double>(ps.connections));
+      w.Family("midflight_proxy_transactions_total", "counter", "Transactions through the proxy, by route.");
+      w.Sample("midflight_proxy_transactions_total", with("route", "source"), static_cast<double>(ps.transactions[0]));
+      w.Sample("midflight_proxy_transactions_total", with("route", "target"), static_cast<double>(ps.transactions[1]));
+      w.Family("midflight_proxy_server_connections_total", "counter", "Server connections the proxy opened, by route.");
+      w.Sample("midflight_proxy_server_connections_total", with("route", "source"),
+               static_cast<double>(ps.server_connects[0]));
+      w.Sample("midflight_proxy_server_connections_total", with("route", "target"),
+               static_cast<double>(ps.server_connects[1]));
+      w.Family("midflight_proxy_errors_total", "counter", "Proxy client errors, by kind.");
+      w.Sample("midflight_proxy_errors_total", with("kind", "auth"), static_cast<double>(ps.auth_failures));
+      w.Sample("midflight_proxy_errors_total", with("kind", "protocol"), static_cast<double>(ps.protocol_errors));
+    }
+    if (m.notifier) {
+      auto ns = m.notifier->stats();
+      w.Family("midflight_notifications_total", "counter", "Webhook notifications, by outcome.");
+      w.Sample("midflight_notifications_total", with("outcome", "sent"), static_cast<double>(ns.sent));
+      w.Sample("midflight_notifications_total", with("outcome", "failed"), static_cast<double>(ns.failed));
+      w.Sample("midflight_notifications_total", with("outcome", "dropped"), static_cast<double>(ns.dropped));
+    }
+  }
+  http::Response resp = http::Text(200, w.Take());
+  resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  return resp;
+}
+
+}  // namespace midflight
