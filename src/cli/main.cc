@@ -518,7 +518,9 @@ int main(int argc, char** argv) {
     auto r = Api(ep, "GET", base + "/events?limit=200");
     if (!r.ok()) return Fail(r.status());
     if (r->status != 200) return Answer(*r);
-    for (const auto& e : nlohmann::json::parse(r->body)["events"])
+    const auto body = nlohmann::json::parse(r->body, nullptr, false);
+    if (body.is_discarded() || !body.contains("events")) return Answer(*r, true);
+    for (const auto& e : body["events"])
       std::cout << fmt::format("{} [{}] {}: {}\n", e.value("time", ""), e.value("phase", ""), e.value("actor", ""),
                                e.value("message", ""));
     return 0;

@@ -704,6 +704,22 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
   if (m->engine != "postgres")
     return JsonError(409, fmt::format("{} is for PostgreSQL migrations (for now); {} is a {} migration", op, name,
                                       m->engine));
+  // The state machine answers first for the operations that move the phase.
+  {
+    Phase p = m->store->phase();
+    auto refuse = [&](const char* allowed) {
+      std::string words = op;
+      std::replace(words.begin(), words.end(), '-', ' ');
+      return JsonError(409, fmt::format("{} is allowed in phase {}; migration {} is in phase {}", words, allowed, name,
+                                        PhaseName(p)));
+    };
+    if (op == "complete" && !TransitionAllowed(p, Phase::kCompleted)) return refuse("writes_switched");
+    if (op == "rollback" && p != Phase::kWritesSwitched) return refuse("writes_switched");
+    if (op == "switch-writes" && !TransitionAllowed(p, Phase::kWritesSwitched))
+      return refuse("reads_switched (switch reads first)");
+    if (op == "switch-reads" && p != Phase::kReplicating && p != Phase::kReadsSwitched)
+      return refuse("replicating or reads_switched");
+  }
   http::Request inner = r;
   inner.path = "/api/" + op;
   http::Response out = m->CallOperation(inner);

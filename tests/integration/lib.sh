@@ -13,6 +13,7 @@ WORK=$(mktemp -d /tmp/midflight-it.XXXXXX)
 chmod 755 "$WORK"
 MF_PID=
 LOAD_PID=
+EXTRA_PIDS=()  # helper processes (a webhook receiver, ...) killed at exit
 
 log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "$(basename "$0" .sh)" "$*"; }
 fail() { log "FAIL: $*"; exit 1; }
@@ -21,6 +22,7 @@ cleanup() {
   local rc=$?
   [[ -n ${LOAD_PID:-} ]] && kill "$LOAD_PID" 2>/dev/null || true
   [[ -n ${MF_PID:-} ]] && kill -9 "$MF_PID" 2>/dev/null || true
+  for p in "${EXTRA_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   [[ $rc -ne 0 && -n ${MIDFLIGHT_KEEP_FAILED:-} ]] && { log "kept $WORK (servers running)"; return; }
   for d in "$WORK"/*/; do [[ -f $d/engine ]] && "$TESTDB" stop "$d" immediate || true; done
   if [[ $rc -ne 0 ]]; then
@@ -146,3 +148,45 @@ kill9_mf() {
   wait "$MF_PID" 2>/dev/null || true
   MF_PID=
 }
+
+# start_webhook_receiver FILE PORT_BASE: a local webhook receiver appending
+# each POST body as one line to FILE; sets HOOK_URL.
+start_webhook_receiver() {
+  local file=$1 port
+  port=$(free_port "$2")
+  cat >"$WORK/hook.py" <<'PYEOF'
+import http.server, sys
+out = open(sys.argv[2], "a")
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        out.write(body.decode() + "\n"); out.flush()
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+PYEOF
+  python3 "$WORK/hook.py" "$port" "$file" &
+  EXTRA_PIDS+=($!)
+  HOOK_URL=http://127.0.0.1:$port/hook
+  for _ in $(seq 50); do port_free "$port" || return 0; sleep 0.1; done
+  fail "webhook receiver did not start"
+}
+
+# start_serve STATE_DIR [PORT_BASE]: `midflight serve` in the background with
+# the webhook at $HOOK_URL (if set); sets API (HOST:PORT, kept across
+# restarts), MIDFLIGHT_SERVER and MIDFLIGHT_API_TOKEN; waits until it
+# answers. Output in $WORK/run.serveN.log.
+SVC_N=0
+start_serve() {
+  local dir=$1
+  API=${API:-127.0.0.1:$(free_port "${2:-26960}")}
+  export MIDFLIGHT_SERVER=$API MIDFLIGHT_API_TOKEN=${MIDFLIGHT_API_TOKEN:-test-token-0123456789abcdef}
+  SVC_N=$((SVC_N + 1))
+  "$MF" serve --listen "$API" --state-dir "$dir" ${HOOK_URL:+--webhook "$HOOK_URL"} >"$WORK/run.serve$SVC_N.log" 2>&1 &
+  MF_PID=$!
+  for _ in $(seq 100); do curl -sf "http://$API/healthz" >/dev/null && return; sleep 0.1; done
+  fail "serve did not start"
+}
+
+# api_field NAME JQ: a field of GET /api/migrations/NAME.
+api_field() { curl -sf "http://$API/api/migrations/$1" | jq -r ".$2"; }

@@ -21,40 +21,12 @@ SRC_SVC=${SRC/midflight:midflight@/mf_svc:$SECRET@}
 DST_SVC=${DST/midflight:midflight@/mf_svc:$SECRET@}
 [[ $SRC_SVC == *"$SECRET"* ]] || fail "could not build the URI with the test role ($SRC)"
 
-pgbench -i -q -s 10 "$SRC" >/dev/null 2>&1
+pgbench -i -q -s 15 "$SRC" >/dev/null 2>&1
+sql_src -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
 log "source: $(sql_src -c 'SELECT count(*) FROM pgbench_accounts') accounts"
 
-# The webhook receiver: appends each POST body as one line.
-HOOK_PORT=$(free_port 26950)
-cat >"$WORK/hook.py" <<'EOF'
-import http.server, sys
-out = open(sys.argv[2], "a")
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        out.write(body.decode() + "\n"); out.flush()
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-EOF
-python3 "$WORK/hook.py" "$HOOK_PORT" "$WORK/hooks.jsonl" &
-HOOK_PID=$!
-trap 'kill $HOOK_PID 2>/dev/null || true; cleanup' EXIT
-
-API_PORT=$(free_port 26960)
-API=127.0.0.1:$API_PORT
-export MIDFLIGHT_API_TOKEN=test-token-0123456789abcdef
-export MIDFLIGHT_SERVER=$API
-SVC_N=0
-start_serve() {
-  SVC_N=$((SVC_N + 1))
-  "$MF" serve --listen "$API" --state-dir "$WORK/svc" --webhook "http://127.0.0.1:$HOOK_PORT/hook" \
-    >"$WORK/run.serve$SVC_N.log" 2>&1 &
-  MF_PID=$!
-  for _ in $(seq 100); do curl -sf "http://$API/healthz" >/dev/null && return; sleep 0.1; done
-  fail "serve did not start"
-}
-start_serve
+start_webhook_receiver "$WORK/hooks.jsonl" 26950
+start_serve "$WORK/svc" 26960
 
 # api METHOD PATH [BODY] [TOKEN]: prints "STATUS BODY".
 api() {
@@ -106,7 +78,7 @@ expect 409 "resume is allowed in phases paused, failed" -- POST /api/migrations/
 pgbench -c 2 -j 1 -T 600 -R 100 -n "$SRC" >"$WORK/load.log" 2>&1 &
 LOAD_PID=$!
 
-field() { curl -sf "http://$API/api/migrations/svc1" | jq -r ".$1"; }
+field() { api_field svc1 "$1"; }
 wait_field() {  # wait_field JQ_EXPR VALUE SECONDS
   for _ in $(seq $(($3 * 5))); do [[ $(field "$1") == "$2" ]] && return; sleep 0.2; done
   fail "$1 never became $2 (is $(field "$1"); phase $(field phase), error $(field error))"
@@ -134,11 +106,11 @@ wait_field phase copying 10
 log "paused at $A rows, resumed"
 
 # ---- knobs mid-copy: the rate visibly changes ----
-"$MF" --as tester knobs set copy_rows_per_s=0 parallelism=3 | tee "$WORK/knobs.out"
-[[ $(field knobs.parallelism) == 3 && $(field knobs.copy_rows_per_s) == 0 ]] || fail "knobs not set: $(field knobs)"
+"$MF" --as tester knobs set copy_rows_per_s=120000 parallelism=3 | tee "$WORK/knobs.out"
+[[ $(field knobs.parallelism) == 3 && $(field knobs.copy_rows_per_s) == 120000 ]] || fail "knobs not set: $(field knobs)"
 sleep 1
 FAST=$(rate_over 2)
-log "copy rate with copy_rows_per_s=0 (unlimited), parallelism=3: $FAST rows/s (was $SLOW)"
+log "copy rate with copy_rows_per_s=120000, parallelism=3: $FAST rows/s (was $SLOW)"
 ((FAST > SLOW * 2)) || fail "the copy rate did not change visibly ($SLOW -> $FAST rows/s)"
 "$MF" knobs set copy_rows_per_s=30000 >/dev/null
 
@@ -161,7 +133,7 @@ log "dashboard: rows copied $R1 -> $R2; screenshot $(stat -c %s "$WORK/dashboard
 BEFORE=$(field rows_copied)
 kill -9 "$MF_PID"; wait "$MF_PID" 2>/dev/null || true
 log "killed serve at $BEFORE rows copied"
-start_serve
+start_serve "$WORK/svc"
 [[ $(field knobs.copy_rows_per_s) == 30000 ]] || fail "knobs not kept over the restart: $(field knobs)"
 "$MF" knobs set copy_rows_per_s=0 >/dev/null
 wait_field phase replicating 180
@@ -169,8 +141,8 @@ for _ in $(seq 150); do
   [[ $(field lag_bytes) -lt 100000 ]] && break; sleep 0.2
 done
 log "replicating: lag $(field lag_bytes) bytes, $(field replication.changes_applied) changes applied"
-kill "$LOAD_PID"; wait "$LOAD_PID" 2>/dev/null || true; LOAD_PID=
-grep -q "number of failed transactions: 0" "$WORK/load.log" || { tail -5 "$WORK/load.log"; fail "pgbench failed"; }
+stop_load
+grep -qi "error" "$WORK/load.log" && { tail -5 "$WORK/load.log"; fail "pgbench reported errors"; }
 sleep 1
 for _ in $(seq 150); do
   [[ $(field lag_bytes) -lt 1000 && $(field lag_seconds) == 0 ]] && break; sleep 0.2
@@ -181,7 +153,8 @@ log "$(tail -1 "$WORK/compare.out"): $(sql_dst -c 'SELECT count(*) FROM pgbench_
 # ---- metrics, audit trail, webhook ----
 curl -sf "http://$API/metrics" >"$WORK/metrics.txt"
 grep -q '^midflight_phase{migration="svc1",phase="replicating"} 1$' "$WORK/metrics.txt" || fail "metrics: phase"
-grep -Eq '^midflight_rows_copied_total\{migration="svc1"\} [1-9][0-9]{5,}$' "$WORK/metrics.txt" || fail "metrics: rows"
+ROWS_METRIC=$(sed -n 's/^midflight_rows_copied_total{migration="svc1"} //p' "$WORK/metrics.txt")
+((ROWS_METRIC >= 1500165)) || fail "metrics: rows copied $ROWS_METRIC (the tables hold 1500165 at least)"
 grep -q '^midflight_changes_applied_total{migration="svc1",direction="forward"} [1-9]' "$WORK/metrics.txt" ||
   fail "metrics: changes applied"
 grep -q '^midflight_apply_batch_seconds_count{migration="svc1"} [1-9]' "$WORK/metrics.txt" || fail "metrics: latency"

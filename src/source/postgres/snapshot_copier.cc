@@ -109,6 +109,23 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
   progress.bytes += local_bytes;
   *bytes += local_bytes;
   *rows = local_rows;
+  // Stopped or failed mid-stream: the source is still sending. Cancel its
+  // COPY and drain what is in flight, or collecting its result would wait
+  // for the whole chunk (the source transaction is then aborted; the caller
+  // does not use it again).
+  if (!failure.ok()) {
+    if (PGcancel* cancel = PQgetCancel(src.raw())) {
+      char err[256];
+      PQcancel(cancel, err, sizeof err);
+      PQfreeCancel(cancel);
+    }
+    for (;;) {
+      char* buf = nullptr;
+      int n = PQgetCopyData(src.raw(), &buf, 0);
+      if (buf) PQfreemem(buf);
+      if (n < 0) break;
+    }
+  }
   // Finish the source side (collect its final result).
   PgResult src_done(PQgetResult(src.raw()));
   if (failure.ok() && PQresultStatus(src_done.raw()) != PGRES_COMMAND_OK)

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Self-throttling against a target in distress, through the service:
+#   1. a session on the target holds row locks for 6 s while the source keeps
+#      updating those rows: the apply partitions hit lock timeouts, back off
+#      (visible in the API, /metrics and the webhook), and recover at full
+#      speed once the locks go; nothing is lost (source = target).
+#   2. the same with the locks held past fail_after_seconds: the migration
+#      moves to failed with the reason; once the locks are gone, `resume`
+#      continues from the checkpoint and the two sides end equal.
+source "$(dirname "$0")/lib.sh"
+
+start_servers 26930
+sql_src -c "CREATE TABLE hot (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0);
+            INSERT INTO hot (id) SELECT generate_series(1, 200)"
+start_webhook_receiver "$WORK/hooks.jsonl" 26940
+start_serve "$WORK/svc" 26945
+write_spec thr "partitions: 2" "knobs:" "  lock_timeout_ms: 300" "  throttle_max_backoff_ms: 800" \
+  "  fail_after_seconds: 60"
+"$MF" create "$SPEC" >/dev/null
+f() { api_field thr "$1"; }
+for _ in $(seq 300); do [[ $(f phase) == replicating ]] && break; sleep 0.2; done
+[[ $(f phase) == replicating ]] || fail "not replicating: $(f phase) $(f error)"
+
+cat >"$WORK/update.sql" <<'EOF'
+\set id random(1, 200)
+UPDATE hot SET n = n + 1 WHERE id = :id;
+EOF
+load() { pgbench -n -c 2 -j 1 -R 200 -T "$1" -f "$WORK/update.sql" "$SRC" >"$WORK/load.$1.log" 2>&1; }
+caught_up() {
+  for _ in $(seq 300); do
+    [[ $(sql_src -c "SELECT sum(n) FROM hot") == $(sql_dst -c "SELECT sum(n) FROM hot") ]] && return 0
+    sleep 0.2
+  done
+  fail "target never caught up: source sum $(sql_src -c 'SELECT sum(n) FROM hot'), target $(sql_dst -c 'SELECT sum(n) FROM hot')"
+}
+
+# ---- 1. locks for 6 s: back off, recover ----
+load 12 &
+LOAD_PID=$!
+sleep 1
+psql -X -q "$DST" -c "BEGIN" -c "SELECT id FROM hot WHERE id <= 200 FOR UPDATE" -c "SELECT pg_sleep(6)" \
+  -c "COMMIT" >/dev/null &
+LOCK_PID=$!
+SEEN=
+for _ in $(seq 50); do
+  active=$(curl -sf "http://$API/api/migrations/thr" | jq -c '.throttle.active')
+  if [[ $active == *lock_timeout* ]]; then SEEN=$active; break; fi
+  sleep 0.1
+done
+[[ -n $SEEN ]] || fail "no partition reported a lock timeout while the target rows were locked"
+log "throttled: $SEEN"
+sleep 2
+LATER=$(curl -sf "http://$API/api/migrations/thr" | jq -c '.throttle.active')
+log "2 s later: $LATER"
+[[ $(jq '[.[].retries] | max' <<<"$LATER") -gt $(jq '[.[].retries] | max' <<<"$SEEN") ]] ||
+  fail "the partition did not keep retrying"
+[[ $(jq '[.[].backoff_ms] | max' <<<"$LATER") -gt $(jq '[.[].backoff_ms] | min' <<<"$SEEN") ]] ||
+  fail "the partition did not slow down (backoff did not grow)"
+curl -sf "http://$API/metrics" >"$WORK/metrics.txt"
+grep -Eq '^midflight_errors_total\{migration="thr",kind="lock_timeout"\} [1-9]' "$WORK/metrics.txt" ||
+  fail "metrics: no lock_timeout errors counted"
+grep -q '^midflight_throttled{migration="thr"} 1$' "$WORK/metrics.txt" || fail "metrics: not throttled"
+wait "$LOCK_PID"
+for _ in $(seq 50); do [[ $(f 'throttle.active | length') == 0 ]] && break; sleep 0.2; done
+[[ $(f 'throttle.active | length') == 0 ]] || fail "throttle did not clear after the locks went: $(f throttle)"
+log "locks released: throttle cleared ($(f throttle.errors.lock_timeout) lock timeouts retried)"
+wait "$LOAD_PID"; LOAD_PID=
+caught_up
+[[ $(f phase) == replicating ]] || fail "phase $(f phase): $(f error)"
+"$MF" compare "$SPEC" >/dev/null || fail "source and target differ after throttling"
+log "equal after throttling: sum(n) = $(sql_dst -c 'SELECT sum(n) FROM hot')"
+
+# ---- 2. a persistent error: failed, then resume ----
+"$MF" knobs set thr fail_after_seconds=3 >/dev/null
+psql -X -q "$DST" -c "BEGIN" -c "SELECT id FROM hot FOR UPDATE" -c "SELECT pg_sleep(15)" -c "COMMIT" >/dev/null &
+LOCK_PID=$!
+sleep 0.5
+load 4
+for _ in $(seq 100); do [[ $(f phase) == failed ]] && break; sleep 0.2; done
+[[ $(f phase) == failed ]] || fail "a lock held past fail_after_seconds did not fail the migration (phase $(f phase))"
+ERR=$(f error)
+log "failed as expected: $ERR"
+[[ $ERR == *"lock timeout"* && $ERR == *fail_after_seconds* ]] || fail "the failure does not name the cause: $ERR"
+[[ $(f resume_phase) == replicating ]] || fail "resume_phase $(f resume_phase)"
+wait "$LOCK_PID"
+"$MF" knobs set thr fail_after_seconds=60 >/dev/null
+"$MF" --as oncall resume thr --reason "locks released" | tee "$WORK/resume.out"
+for _ in $(seq 100); do [[ $(f phase) == replicating && $(f running) == true ]] && break; sleep 0.2; done
+caught_up
+"$MF" compare "$SPEC" >/dev/null || fail "source and target differ after failed + resume"
+log "resumed from the checkpoint: equal, sum(n) = $(sql_dst -c 'SELECT sum(n) FROM hot')"
+"$MF" events thr | grep -q 'oncall (api@127.0.0.1:[0-9]*): resumed by the operator (was failed): locks released' ||
+  fail "audit trail: no resume with actor and reason: $("$MF" events thr | tail -5)"
+for _ in $(seq 20); do grep -q '"event":"failed"' "$WORK/hooks.jsonl" && break; sleep 0.2; done
+grep -q '"event":"failed"' "$WORK/hooks.jsonl" || fail "webhook: no failed event"
+grep -q '"event":"throttled"' "$WORK/hooks.jsonl" || fail "webhook: no throttled event"
+log "webhook: $(grep -c . "$WORK/hooks.jsonl") events, failed and throttled among them"
+kill "$MF_PID"; wait "$MF_PID" 2>/dev/null || true; MF_PID=
+log "PASS"
