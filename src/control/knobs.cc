@@ -28,6 +28,8 @@ const std::array<KnobDef, static_cast<size_t>(Knob::kCount)>& KnobDefs() {
        "longest pause of a distressed partition before it retries"},
       {Knob::kFailAfterSeconds, "fail_after_seconds", 1, 604800, false,
        "an error that retries have not fixed for this long moves the migration to failed"},
+      {Knob::kReplicaMaxLagSeconds, "replica_max_lag_seconds", 0, 86400, false,
+       "appliers wait while a physical replica of the target replays further behind than this (0 = off)"},
       {Knob::kLagAlertSeconds, "lag_alert_seconds", 0, 604800, false, "webhook alert when lag stays above this ..."},
       {Knob::kLagAlertAfterSeconds, "lag_alert_after_seconds", 0, 604800, false, "... for longer than this"},
   }};
@@ -46,6 +48,7 @@ Knobs::Knobs(const MigrationSpec& spec) {
   set(Knob::kLockTimeoutMs, 10000);
   set(Knob::kThrottleMaxBackoffMs, 5000);
   set(Knob::kFailAfterSeconds, 300);
+  set(Knob::kReplicaMaxLagSeconds, 30);
   set(Knob::kLagAlertSeconds, 30);
   set(Knob::kLagAlertAfterSeconds, 60);
   for (const auto& [name, v] : spec.knobs)

@@ -192,6 +192,8 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
   };
 
   Status result;
+  auto now_s = [] { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); };
+  double last_replica_check = 0;
   auto last_print = Clock::now() - std::chrono::seconds(10);
   uint64_t last_applied = 0;
   auto last_rate_at = Clock::now();
@@ -215,6 +217,32 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
         break;
       }
     uint64_t source_lsn = current_lsn(0);
+    // The target's own physical replicas: when one lags more than the
+    // replica_max_lag_seconds knob, the appliers hold their next batch until
+    // it catches up (the board shows why).
+    if (now_s() - last_replica_check >= 1.0) {
+      last_replica_check = now_s();
+      double max_lag = runtime_.knobs.Get(Knob::kReplicaMaxLagSeconds);
+      if (max_lag > 0 && current_lsn(1) != 0 && mon[1]) {
+        auto v = mon[1]->QueryValue(
+            "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8::text || ' ' || "
+            "coalesce((array_agg(application_name ORDER BY replay_lag DESC NULLS LAST))[1], '') "
+            "FROM pg_stat_replication WHERE application_name NOT LIKE 'midflight%'");
+        if (v.ok()) {
+          double lag = std::atof(v->c_str());
+          std::string who = v->substr(std::min(v->size(), v->find(' ') + 1));
+          if (lag > max_lag)
+            runtime_.throttle.SetReplicaLagPause(
+                true, fmt::format("target replica {} replays {:.1f} s behind (knob replica_max_lag_seconds is {:.1f}); "
+                                  "applying waits for it",
+                                  who.empty() ? "?" : who, lag, max_lag));
+          else if (lag <= max_lag * 0.8 || lag == 0)
+            runtime_.throttle.SetReplicaLagPause(false, "");
+        }
+      } else {
+        runtime_.throttle.SetReplicaLagPause(false, "");
+      }
+    }
     FlowMetrics m = fwd->metrics();
     uint64_t lag_bytes = source_lsn > m.applied_through ? source_lsn - m.applied_through : 0;
     auto now = Clock::now();

@@ -160,7 +160,7 @@ grep -q '^midflight_changes_applied_total{migration="svc1",direction="forward"} 
 grep -q '^midflight_apply_batch_seconds_count{migration="svc1"} [1-9]' "$WORK/metrics.txt" || fail "metrics: latency"
 grep -q '^midflight_errors_total{migration="svc1",kind="lock_timeout"} 0$' "$WORK/metrics.txt" || fail "metrics: errors"
 "$MF" events svc1 >"$WORK/events.out"
-grep -q 'cli:tester (api@127.0.0.1:[0-9]*): paused by the operator: checking the dashboard' "$WORK/events.out" ||
+grep -q 'tester (api@127.0.0.1:[0-9]*): paused by the operator: checking the dashboard' "$WORK/events.out" ||
   { cat "$WORK/events.out"; fail "audit trail: no pause with actor and reason"; }
 grep -q '\[replicating\] midflight: streaming changes' "$WORK/events.out" || fail "audit trail: no replicating"
 "$MF" status svc1 >"$WORK/status.out"
