@@ -8,6 +8,8 @@
 
 #include <filesystem>
 
+#include "base/clock.h"
+
 namespace midflight {
 namespace {
 
@@ -62,14 +64,6 @@ class Stmt {
   sqlite3_stmt* s_ = nullptr;
 };
 
-std::string NowIso() {
-  char buf[32];
-  time_t t = time(nullptr);
-  tm tm{};
-  gmtime_r(&t, &tm);
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
 
 thread_local std::string t_actor;
 
@@ -173,7 +167,7 @@ Status StateStore::SetPhase(Phase phase, const std::string& reason) {
     Stmt kv(db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
     bool ok = kv.Bind(1, std::string("phase")).Bind(2, std::string(PhaseName(phase))).Step() == SQLITE_DONE &&
-              ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase))).Bind(3, ActorScope::Current()).Bind(4, reason)
+              ev.Bind(1, NowIsoUtc()).Bind(2, std::string(PhaseName(phase))).Bind(3, ActorScope::Current()).Bind(4, reason)
                       .Step() == SQLITE_DONE;
     if (ok && (phase == Phase::kPaused || phase == Phase::kFailed) && from != Phase::kPaused && from != Phase::kFailed) {
       Stmt rp(db_, "INSERT INTO kv (key, value) VALUES ('resume_phase', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
@@ -194,7 +188,7 @@ Status StateStore::SetPhase(Phase phase, const std::string& reason) {
 Status StateStore::AddEvent(const std::string& message) {
   std::lock_guard lock(mu_);
   Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
-  if (ev.Bind(1, NowIso()).Bind(2, std::string(PhaseName(phase()))).Bind(3, ActorScope::Current()).Bind(4, message)
+  if (ev.Bind(1, NowIsoUtc()).Bind(2, std::string(PhaseName(phase()))).Bind(3, ActorScope::Current()).Bind(4, message)
           .Step() != SQLITE_DONE)
     return Internal(fmt::format("state store: recording event: {}", sqlite3_errmsg(db_)));
   return Status::Ok();

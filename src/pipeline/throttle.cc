@@ -1,9 +1,11 @@
 #include "pipeline/throttle.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
 
+#include <nlohmann/json.hpp>
 #include <thread>
+
+#include "base/clock.h"
 
 namespace midflight {
 
@@ -34,24 +36,13 @@ Distress ClassifyDistress(const Status& st) {
   return Distress::kApplyError;
 }
 
-namespace {
-std::string NowIso() {
-  char buf[32];
-  time_t t = time(nullptr);
-  tm tm{};
-  gmtime_r(&t, &tm);
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-}  // namespace
-
 void ThrottleBoard::Report(const std::string& where, int partition, Distress kind, const std::string& message,
                            std::chrono::milliseconds backoff) {
   ++errors_[static_cast<size_t>(kind)];
   std::lock_guard lock(mu_);
   auto [it, fresh] = active_.try_emplace(where);
   Entry& e = it->second;
-  if (fresh) e.since = NowIso();
+  if (fresh) e.since = NowIsoUtc();
   e.partition = partition;
   e.kind = kind;
   e.message = message;
@@ -74,7 +65,7 @@ void ThrottleBoard::SetReplicaLagPause(bool paused, const std::string& message) 
     if (!replica_lag_paused_.exchange(true)) ++errors_[static_cast<size_t>(Distress::kReplicaLag)];
     std::lock_guard lock(mu_);
     auto [it, fresh] = active_.try_emplace("target replicas");
-    if (fresh) it->second.since = NowIso();
+    if (fresh) it->second.since = NowIsoUtc();
     it->second.kind = Distress::kReplicaLag;
     it->second.message = message;
   } else if (replica_lag_paused_.exchange(false)) {

@@ -64,13 +64,6 @@ std::string OneLine(std::string_view s, size_t max = std::string::npos) {
   return out;
 }
 
-std::string Iso8601Utc(int64_t unix_micros) {
-  time_t secs = static_cast<time_t>(unix_micros / 1'000'000);
-  tm t{};
-  gmtime_r(&secs, &t);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour,
-                     t.tm_min, t.tm_sec);
-}
 
 std::string OpenSslError() {
   unsigned long e = ERR_get_error();
@@ -497,7 +490,7 @@ std::string FormatNotification(const Notification& n, int64_t unix_micros) {
   text += n.text;
   nlohmann::ordered_json body = {
       {"text", OneLine(text)},           {"event", n.event}, {"migration", n.migration}, {"phase", n.phase},
-      {"time", Iso8601Utc(unix_micros)},
+      {"time", IsoUtc(unix_micros)},
   };
   if (n.fields.is_object()) {
     for (const auto& [key, value] : n.fields.items()) {

@@ -173,7 +173,6 @@ class HostedMigration {
   double last_t = 0;
   double lag_over_since = 0;
   bool lag_alerted = false;
-  size_t pauses_seen = SIZE_MAX;
   bool throttle_seen = false;
   double throttle_notified_at = 0;
 
@@ -776,13 +775,17 @@ void Service::Sample() {
       m.lag_over_since = 0;
       m.lag_alerted = false;
     }
-    // Write pauses: each new one is reported once.
-    auto pauses = SplitList(s.Get("write_pauses_ms").value_or(""), ',');
-    if (m.pauses_seen == SIZE_MAX) m.pauses_seen = pauses.size();
-    for (size_t i = m.pauses_seen; i < pauses.size(); ++i)
-      m.Notify("write_pause", fmt::format("writes moved ({}) with a write pause of {} ms", PhaseName(p), pauses[i]),
-               json{{"write_pause_ms", std::atof(pauses[i].c_str())}});
-    m.pauses_seen = pauses.size();
+    // Write pauses: each one is reported, also when it happened just before a
+    // crash (the count reported is persisted; a crash between the post and
+    // the count can report one twice, never lose one).
+    if (m.notifier) {
+      auto pauses = SplitList(s.Get("write_pauses_ms").value_or(""), ',');
+      size_t notified = static_cast<size_t>(ToInt(s.Get("write_pauses_notified")));
+      for (size_t i = notified; i < pauses.size(); ++i)
+        m.Notify("write_pause", fmt::format("writes moved ({}) with a write pause of {} ms", PhaseName(p), pauses[i]),
+                 json{{"write_pause_ms", std::atof(pauses[i].c_str())}});
+      if (notified != pauses.size()) (void)s.Put("write_pauses_notified", std::to_string(pauses.size()));
+    }
     // Throttling starts or clears (at most one message per 30 s).
     bool throttled = m.runtime->throttle.active();
     if (throttled != m.throttle_seen && now - m.throttle_notified_at >= 30) {

@@ -51,7 +51,8 @@ life() {
   [[ $mode == prepared ]] && gate=("  require_approval: true" "  min_validation_seconds: 5")
   write_spec "cut_$mode" "partitions: 2" "copy_workers: 2" "chunk_rows: 100000" \
     "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  listen_readonly: 127.0.0.1:$RO_PORT" "${tls[@]}" \
-    "cutover:" "  drain_timeout_seconds: 2" "  max_lag_seconds: 2" "${gate[@]}"
+    "cutover:" "  drain_timeout_seconds: 2" "  max_lag_seconds: 2" "${gate[@]}" \
+    "notify:" "  webhook: $HOOK_URL"
   local proxy_uri="postgres://midflight:midflight@127.0.0.1:$PROXY_PORT/$db"
   run_mf_bg
   for _ in $(seq 40); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
@@ -231,12 +232,24 @@ life() {
   pauses=$(status_field 'write_pauses_ms | map(tostring) | join(" ")')
   log "write pauses (ms), -M $mode: $pauses"
   log "longest write pause, -M $mode: $(status_field 'write_pauses_ms | max') ms over $(status_field 'write_pauses_ms | length') switches"
+  # Each write pause was posted to the webhook.
+  local want got=0
+  want=$(status_field 'write_pauses_ms | length')
+  for _ in $(seq 30); do
+    got=$(grep '"event":"write_pause"' "$WORK/hooks.jsonl" | grep -c "\"migration\":\"cut_$mode\"" || true)
+    ((got >= want)) && break; sleep 0.2
+  done
+  ((got == want)) || fail "webhook: $got write_pause events for $want write switches"
+  grep -q "\"migration\":\"cut_$mode\".*\"to\":\"completed\"\|\"to\":\"completed\".*\"migration\":\"cut_$mode\"" "$WORK/hooks.jsonl" ||
+    fail "webhook: no phase change to completed"
+  log "webhook: $got write_pause events, one per switch; $(grep -c "\"migration\":\"cut_$mode\"" "$WORK/hooks.jsonl") events in all"
   stop_mf
   SRC=$saved_src DST=$saved_dst
 }
 
 DST_PORT=${DST##*:}
 DST_PORT=${DST_PORT%%/*}
+start_webhook_receiver "$WORK/hooks.jsonl" 26735
 life simple
 life prepared
 log "PASS"

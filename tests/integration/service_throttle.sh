@@ -103,7 +103,7 @@ log "webhook: $(grep -c . "$WORK/hooks.jsonl") events, failed and throttled amon
 "$TESTDB" start pg-standby "$WORK/standby" "$(free_port 26947)" "$WORK/dst"
 STANDBY=$("$TESTDB" uri "$WORK/standby")
 for _ in $(seq 50); do [[ $(sql_dst -c "SELECT count(*) FROM pg_stat_replication WHERE application_name = 'walreceiver'") == 1 ]] && break; sleep 0.2; done
-"$MF" knobs set thr replica_max_lag_seconds=1 >/dev/null
+"$MF" knobs set thr replica_max_lag_seconds=1 lag_alert_seconds=0.5 lag_alert_after_seconds=1 >/dev/null
 psql -X -q -At "$STANDBY" -c "SELECT pg_wal_replay_pause()" >/dev/null
 load 8 &
 LOAD_PID=$!
@@ -122,5 +122,10 @@ wait "$LOAD_PID"; LOAD_PID=
 caught_up
 "$MF" compare "$SPEC" >/dev/null || fail "source and target differ after the replica hold"
 log "replica caught up: appliers released, equal, sum(n) = $(sql_dst -c 'SELECT sum(n) FROM hot')"
+# The lag the hold built up was reported, and its recovery.
+for _ in $(seq 30); do grep -q '"event":"lag_recovered"' "$WORK/hooks.jsonl" && break; sleep 0.2; done
+grep -q '"event":"lag_alert"' "$WORK/hooks.jsonl" || fail "webhook: no lag_alert while the lag stayed over 0.5 s"
+grep -q '"event":"lag_recovered"' "$WORK/hooks.jsonl" || fail "webhook: no lag_recovered"
+log "webhook: $(grep '"event":"lag_alert"' "$WORK/hooks.jsonl" | jq -r .text | head -1)"
 kill "$MF_PID"; wait "$MF_PID" 2>/dev/null || true; MF_PID=
 log "PASS"
