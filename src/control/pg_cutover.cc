@@ -629,7 +629,7 @@ Result<std::string> PgCutover::Verify(bool repair, int64_t rate, bool* clean) {
                         {"verify_at", std::to_string(NowUnixMicros())},
                         {"verify_summary", report->Summary()},
                         {"verify_json", report->ToJson()}});
-  (void)store_.AddEvent("verify: " + report->Summary());
+  (void)store_.AddEvent(report->Summary());
   Say("verify: " + report->Summary());
   *clean = report->clean();
   return out;
