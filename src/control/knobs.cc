@@ -22,6 +22,8 @@ const std::array<KnobDef, static_cast<size_t>(Knob::kCount)>& KnobDefs() {
       {Knob::kVerifyRowsPerS, "verify_rows_per_s", 0, 1e10, true,
        "live verification: source rows read per second (0 = unlimited)"},
       {Knob::kMaxLagSeconds, "max_lag_seconds", 0, 86400, false, "switch writes is refused above this lag"},
+      {Knob::kDrainTimeoutSeconds, "drain_timeout_seconds", 0.1, 3600, false,
+       "a write switch waits this long for open transactions to end; past it the switch is abandoned"},
       {Knob::kLockTimeoutMs, "lock_timeout_ms", 100, 3600000, true,
        "apply sessions' lock_timeout on the target; a partition that waits longer backs off and retries"},
       {Knob::kThrottleMaxBackoffMs, "throttle_max_backoff_ms", 100, 600000, true,
@@ -45,6 +47,7 @@ Knobs::Knobs(const MigrationSpec& spec) {
   set(Knob::kApplyChangesPerS, 0);
   set(Knob::kVerifyRowsPerS, static_cast<double>(spec.verify.rows_per_s));
   set(Knob::kMaxLagSeconds, spec.cutover.max_lag_seconds);
+  set(Knob::kDrainTimeoutSeconds, spec.cutover.drain_timeout_seconds);
   set(Knob::kLockTimeoutMs, 10000);
   set(Knob::kThrottleMaxBackoffMs, 5000);
   set(Knob::kFailAfterSeconds, 300);

@@ -30,6 +30,7 @@ enum class Knob {
   kApplyChangesPerS,     // apply rate limit, all partitions together; 0 = unlimited
   kVerifyRowsPerS,       // live verification: source rows read per second; 0 = unlimited
   kMaxLagSeconds,        // switch writes refused above this lag (unless forced)
+  kDrainTimeoutSeconds,  // open transactions get this long at a write switch; past it the switch is abandoned
   kLockTimeoutMs,        // apply sessions' lock_timeout on the target
   kThrottleMaxBackoffMs, // longest pause of a distressed partition before it retries
   kFailAfterSeconds,     // an error that retries have not fixed for this long fails the migration

@@ -376,7 +376,7 @@ Result<std::string> PgCutover::MoveWrites(proxy::Side to, PgFlow& flow, Phase ne
   };
   const auto t0 = Clock::now();
   if (Status st = proxy_->PauseWrites(std::chrono::milliseconds(
-          static_cast<int64_t>(spec_.cutover.drain_timeout_seconds * 1000)));
+          static_cast<int64_t>(runtime_.knobs.Get(Knob::kDrainTimeoutSeconds) * 1000)));
       !st.ok())
     return abandon(st.message());
   const double drained = Since(t0);

@@ -42,7 +42,12 @@ Status DrivePhases(StateStore& store, const std::string& name, const std::atomic
   const bool fresh = phase <= Phase::kPreflight;
   if (fresh) {
     working = Phase::kPreflight;
-    if (Status st = enter(Phase::kPreflight, "checking source and target"); !st.ok()) return fail(st);
+    // Already in preflight: resumed there (after a failed preflight) by the operator.
+    if (store.phase() != Phase::kPreflight) {
+      if (Status st = enter(Phase::kPreflight, "checking source and target"); !st.ok()) return fail(st);
+    } else {
+      Say(fmt::format("[{}] checking source and target", PhaseName(Phase::kPreflight)));
+    }
   }
   if (Status st = steps.preflight(fresh); !st.ok()) return fail(st);
   (void)store.Put("error", "");
