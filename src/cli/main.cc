@@ -391,10 +391,7 @@ int main(int argc, char** argv) {
       o.single = true;
       auto svc = midflight::Service::Start(o);
       if (!svc.ok()) return Fail(svc.status());
-      std::ifstream in(spec_path);
-      std::stringstream text;
-      text << in.rdbuf();
-      if (midflight::Status st = (*svc)->Adopt(*spec, text.str()); !st.ok()) return Fail(st);
+      if (midflight::Status st = (*svc)->Adopt(*spec); !st.ok()) return Fail(st);
       midflight::Status st = (*svc)->WaitSingle(g_stop);
       (*svc)->Stop();
       if (!st.ok()) return Fail(st);

@@ -361,7 +361,7 @@ Result<std::unique_ptr<Service>> Service::Start(ServiceOptions options) {
         continue;
       }
       spec->state_dir = d.string();
-      auto hosted = svc->Host(*spec, text.str(), /*start=*/true);
+      auto hosted = svc->Host(*spec, /*start=*/true);
       if (!hosted.ok()) LOG_ERROR("not resuming migration {}: {}", spec->name, hosted.status().message());
     }
   }
@@ -392,8 +392,7 @@ void Service::Stop() {
   all.clear();  // proxies, notifiers (drained), locks
 }
 
-Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, const std::string& spec_text, bool start) {
-  (void)spec_text;
+Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, bool start) {
   auto m = std::make_shared<HostedMigration>();
   m->engine = IsMySqlSpec(spec) ? "mysql" : "postgres";
   ASSIGN_OR_RETURN(m->store, StateStore::Open(spec.state_dir, /*create=*/true));
@@ -439,8 +438,8 @@ Status Service::Listen() {
   return Status::Ok();
 }
 
-Status Service::Adopt(const MigrationSpec& spec, const std::string& spec_text) {
-  ASSIGN_OR_RETURN(auto m, Host(spec, spec_text, /*start=*/false));
+Status Service::Adopt(const MigrationSpec& spec) {
+  ASSIGN_OR_RETURN(auto m, Host(spec, /*start=*/false));
   if (Status st = Listen(); !st.ok()) {
     std::lock_guard lock(mu_);
     migrations_.clear();
@@ -556,7 +555,7 @@ http::Response Service::Create(const http::Request& r) {
   std::filesystem::create_directories(dir, ec);
   if (ec) return JsonError(500, fmt::format("cannot create {}: {}", dir, ec.message()));
   if (Status st = WriteSecretFile(dir + "/spec.yaml", text); !st.ok()) return JsonError(500, st.message());
-  auto hosted = Host(*spec, text, /*start=*/true);
+  auto hosted = Host(*spec, /*start=*/true);
   if (!hosted.ok()) {
     if (!existed) std::filesystem::remove_all(dir, ec);
     return JsonError(hosted.status().code() == StatusCode::kInvalidArgument ? 400 : 409, hosted.status().message());

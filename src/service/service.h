@@ -52,7 +52,7 @@ class Service {
   ~Service();
 
   // `run`: hosts the spec's migration (created or resumed) and starts it.
-  Status Adopt(const MigrationSpec& spec, const std::string& spec_text);
+  Status Adopt(const MigrationSpec& spec);
   // `run`: waits until the single migration's runner ends or `stop` is set;
   // returns the runner's outcome.
   Status WaitSingle(const std::atomic<bool>& stop);
@@ -65,7 +65,7 @@ class Service {
  private:
   explicit Service(ServiceOptions options);
   Status Listen();
-  Result<std::shared_ptr<HostedMigration>> Host(MigrationSpec spec, const std::string& spec_text, bool start);
+  Result<std::shared_ptr<HostedMigration>> Host(MigrationSpec spec, bool start);
   std::shared_ptr<HostedMigration> Find(const std::string& name);
   http::Response Create(const http::Request& request);
   http::Response List();
