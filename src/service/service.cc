@@ -764,7 +764,7 @@ void Service::Sample() {
       if (!m.lag_alerted && now - m.lag_over_since >= k.Get(Knob::kLagAlertAfterSeconds)) {
         m.lag_alerted = true;
         m.Notify("lag_alert",
-                 fmt::format("lag {:.1f} s has been over {:.0f} s for {:.0f} s", h.lag_seconds,
+                 fmt::format("lag {:.1f} s has been over {:g} s for {:.0f} s", h.lag_seconds,
                              k.Get(Knob::kLagAlertSeconds), now - m.lag_over_since),
                  json{{"lag_seconds", h.lag_seconds}, {"lag_bytes", h.lag_bytes}});
       }
