@@ -30,6 +30,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TESTDB=$ROOT/scripts/testdb
+source "$ROOT/bench/lib.sh"
 SCALE=${SCALE:-100}
 DRAIN_SECONDS=${DRAIN_SECONDS:-60}
 SKIP=${SKIP:-}
@@ -52,12 +53,6 @@ skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
 IFS=, read -r -a MF_W <<<"$MF_WORKERS"
 
 # ---------------------------------------------------------------- helpers --
-log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
-section() { printf '\n=== %s ===\n' "$*"; }
-die() { log "FAILED: $*" >&2; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 # "16/B374D848" -> integer
 lsn_int() { local l=${1:-0/0}; echo $(((16#${l%/*} << 32) + 16#${l#*/})); }
 lsn_ge() { (($(lsn_int "$1") >= $(lsn_int "$2"))); }
@@ -72,19 +67,12 @@ cleanup() {
   [[ -n $LOAD_PID ]] && kill "$LOAD_PID" 2>/dev/null
   for p in "${COPY_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   if [[ -n $MF_PID ]]; then kill -TERM "$MF_PID" 2>/dev/null; sleep 1; kill -9 "$MF_PID" 2>/dev/null; fi
-  if [[ -n $WORK ]]; then
-    for d in "$WORK/src" "$WORK/dst"; do [[ -f $d/engine ]] && "$TESTDB" stop "$d" immediate; done
-    if ((rc != 0 && rc != 130)); then
-      for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "--- last lines of $f" >&2; tail -15 "$f" >&2; }; done
-    fi
-    if [[ -n $KEEP ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-  fi
+  cleanup_work "$WORK/src" "$WORK/dst"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-psql_to() { local uri=$1; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -At "$uri" "$@"; }
 sql_src() { psql_to "$SRC" "$@"; }
 dst_uri() { "$TESTDB" uri "$WORK/dst" "$1"; }
 fresh_db() {
@@ -123,45 +111,12 @@ pgbench_field() {  # FILE: "<transactions> <tps>"
 # midflight
 SPEC=
 MF_LOG=
-mf_status() { "$MF" status "$SPEC" --json 2>/dev/null; }
 MF_LOG_MARK=0
 mf_start() {
   MF_LOG_MARK=0
   [[ -f $MF_LOG ]] && MF_LOG_MARK=$(wc -l <"$MF_LOG")
   "$MF" run "$SPEC" >>"$MF_LOG" 2>&1 &
   MF_PID=$!
-}
-mf_check_alive() {
-  kill -0 "$MF_PID" 2>/dev/null && return 0
-  local rc=0; wait "$MF_PID" || rc=$?; MF_PID=
-  tail -20 "$MF_LOG" >&2
-  die "midflight exited (status $rc) while $1"
-}
-mf_stop() {
-  [[ -n $MF_PID ]] || return 0
-  kill -TERM "$MF_PID" 2>/dev/null || true
-  local i rc=0
-  for ((i = 0; i < 600; i++)); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$MF_PID" 2>/dev/null; then
-    log "WARNING: midflight did not stop within 60 s of SIGTERM; killing it"
-    kill -9 "$MF_PID" 2>/dev/null || true
-  fi
-  wait "$MF_PID" || rc=$?
-  MF_PID=
-  ((rc == 0)) || log "WARNING: midflight exited with status $rc after SIGTERM"
-}
-mf_wait_phase() {  # PHASE
-  local s phase deadline=$((SECONDS + TIMEOUT))
-  while ((SECONDS < deadline)); do
-    mf_check_alive "waiting for phase $1"
-    if s=$(mf_status); then
-      phase=$(jq -r .phase <<<"$s")
-      [[ $phase == "$1" ]] && return 0
-      [[ $phase == failed ]] && die "midflight failed: $(jq -r .error <<<"$s")"
-    fi
-    sleep "$POLL"
-  done
-  die "midflight did not reach phase $1 in ${TIMEOUT}s"
 }
 mf_wait_applied() {  # LSN: until status applied_lsn >= LSN
   local applied="" deadline=$((SECONDS + TIMEOUT))
@@ -424,7 +379,6 @@ mf_stop
 
 # ---------------------------------------------------------------- summary --
 section "summary: SCALE=$SCALE ($ROWS rows in pgbench_accounts, source database $SRC_SIZE), $(nproc) cores"
-met() { awk -v v="$1" -v lim="$3" -v op="$2" 'BEGIN { if (v == "-" || v == "") print "n/a"; else if ((op == "<=" && v + 0 <= lim + 0) || (op == ">=" && v + 0 >= lim + 0) || (op == "<" && v + 0 < lim + 0)) print "met"; else print "MISSED" }'; }
 mf_keys=()
 for i in "${!MF_W[@]}"; do [[ -n ${COPY_S[mf$i]:-} ]] && mf_keys+=("mf$i"); done
 if ((${#COPY_ORDER[@]})); then

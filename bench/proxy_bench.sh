@@ -35,6 +35,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TESTDB=$ROOT/scripts/testdb
+source "$ROOT/bench/lib.sh"
 DURATION=${DURATION:-20}
 ROUNDS=${ROUNDS:-3}
 PREPARED_ROUNDS=${PREPARED_ROUNDS:-1}
@@ -62,12 +63,6 @@ done
 ((ROUNDS >= 1 && DURATION >= 1 && ${#POOLS[@]} >= 1)) || { echo "proxy_bench.sh: ROUNDS, DURATION and BOUNCER_POOLS need at least 1" >&2; exit 2; }
 
 # ---------------------------------------------------------------- helpers --
-log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
-section() { printf '\n=== %s ===\n' "$*"; }
-die() { log "FAILED: $*" >&2; exit 1; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 median() {  # numbers... -> median, rounded ("-" for none)
   (($#)) || { echo -; return 0; }
   printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END {
@@ -104,19 +99,12 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do kill -0 "$BOUNCER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$BOUNCER_PID" 2>/dev/null
   fi
-  if [[ -n $WORK ]]; then
-    for d in "$WORK/src" "$WORK/dst"; do [[ -f $d/engine ]] && "$TESTDB" stop "$d" immediate; done
-    if ((rc != 0 && rc != 130)); then
-      for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "--- last lines of $f" >&2; tail -15 "$f" >&2; }; done
-    fi
-    if [[ -n $KEEP ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
-  fi
+  cleanup_work "$WORK/src" "$WORK/dst"
   exit "$rc"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-psql_to() { local uri=$1; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -At "$uri" "$@"; }
 sql_src() { psql_to "$SRC" "$@"; }
 wait_sql() {  # URI WHAT PID LOG: until SELECT 1 answers through URI (PID must stay alive)
   local out="" deadline=$((SECONDS + TIMEOUT))
@@ -129,41 +117,6 @@ wait_sql() {  # URI WHAT PID LOG: until SELECT 1 answers through URI (PID must s
 }
 
 # midflight
-mf_status() { "$MF" status "$SPEC" --json 2>/dev/null; }
-mf_check_alive() {
-  kill -0 "$MF_PID" 2>/dev/null && return 0
-  local rc=0
-  wait "$MF_PID" || rc=$?
-  MF_PID=
-  tail -20 "$MF_LOG" >&2
-  die "midflight exited (status $rc) while $1"
-}
-mf_wait_phase() {  # PHASE
-  local s phase="" deadline=$((SECONDS + TIMEOUT))
-  while ((SECONDS < deadline)); do
-    mf_check_alive "waiting for phase $1"
-    if s=$(mf_status); then
-      phase=$(jq -r .phase <<<"$s")
-      [[ $phase == "$1" ]] && return 0
-      [[ $phase == failed ]] && die "midflight failed: $(jq -r .error <<<"$s")"
-    fi
-    sleep "$POLL"
-  done
-  die "midflight did not reach phase $1 in ${TIMEOUT}s (phase: ${phase:-unknown})"
-}
-mf_stop() {
-  [[ -n $MF_PID ]] || return 0
-  kill -TERM "$MF_PID" 2>/dev/null || true
-  local i rc=0
-  for ((i = 0; i < 600; i++)); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.1; done
-  if kill -0 "$MF_PID" 2>/dev/null; then
-    log "WARNING: midflight did not stop within 60 s of SIGTERM; killing it"
-    kill -9 "$MF_PID" 2>/dev/null || true
-  fi
-  wait "$MF_PID" || rc=$?
-  MF_PID=
-  ((rc == 0)) || log "WARNING: midflight exited with status $rc after SIGTERM"
-}
 bouncer_stop() {
   [[ -n $BOUNCER_PID ]] || return 0
   kill -TERM "$BOUNCER_PID" 2>/dev/null || true

@@ -140,6 +140,14 @@ std::optional<std::string> StateStore::Get(const std::string& key) {
   return std::nullopt;
 }
 
+std::map<std::string, std::string> StateStore::GetAll() {
+  std::lock_guard lock(mu_);
+  std::map<std::string, std::string> out;
+  Stmt s(db_, "SELECT key, value FROM kv");
+  while (s.Step() == SQLITE_ROW) out[s.Text(0)] = s.Text(1);
+  return out;
+}
+
 Phase StateStore::phase() {
   auto v = Get("phase");
   if (!v) return Phase::kCreated;

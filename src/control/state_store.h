@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -63,6 +64,8 @@ class StateStore {
   Status Put(const std::string& key, const std::string& value);
   Status PutMany(const std::vector<std::pair<std::string, std::string>>& kvs);
   std::optional<std::string> Get(const std::string& key);
+  // Every key and value, in one query (for answers that show many of them).
+  std::map<std::string, std::string> GetAll();
 
   Phase phase();
   // The state machine's one door: checks that the current phase may move to

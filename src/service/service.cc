@@ -51,8 +51,33 @@ bool IsMySqlSpec(const MigrationSpec& spec) {
   return scheme == "mysql" || scheme == "mariadb";
 }
 
-int64_t ToInt(const std::optional<std::string>& v) { return v && !v->empty() ? std::atoll(v->c_str()) : 0; }
-double ToDouble(const std::optional<std::string>& v) { return v && !v->empty() ? std::atof(v->c_str()) : 0; }
+// One read of a migration's stored state for an answer or a sample: every
+// key-value metric and the tables, instead of a query per field.
+struct View {
+  std::map<std::string, std::string> kv;
+  std::vector<TableRow> tables;
+  Phase phase = Phase::kCreated;
+  int64_t rows_copied = 0, estimated_rows = 0;
+
+  std::string Str(const char* key) const {
+    auto it = kv.find(key);
+    return it == kv.end() ? std::string() : it->second;
+  }
+  int64_t Int(const char* key) const { return std::atoll(Str(key).c_str()); }
+  double Real(const char* key) const { return std::atof(Str(key).c_str()); }
+};
+
+View Read(StateStore& store) {
+  View v;
+  v.kv = store.GetAll();
+  v.tables = store.Tables();
+  v.phase = ParsePhase(v.Str("phase")).value_or(Phase::kCreated);
+  for (const auto& t : v.tables) {
+    v.rows_copied += t.rows_copied;
+    v.estimated_rows += t.est_rows;
+  }
+  return v;
+}
 
 std::vector<std::string> SplitList(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -191,37 +216,32 @@ class HostedMigration {
 namespace {
 
 // The migration as the API shows it. Secrets: URIs only in redacted form.
-json Summary(HostedMigration& m) {
-  StateStore& s = *m.store;
+json Summary(HostedMigration& m, const View& v) {
   json j;
   j["name"] = m.spec.name;
   j["engine"] = m.engine;
-  j["phase"] = PhaseName(s.phase());
-  Phase p = s.phase();
-  j["resume_phase"] = p == Phase::kPaused || p == Phase::kFailed ? s.Get("resume_phase").value_or("") : "";
+  j["phase"] = PhaseName(v.phase);
+  const bool held = v.phase == Phase::kPaused || v.phase == Phase::kFailed;
+  j["resume_phase"] = held ? v.Str("resume_phase") : "";
   j["running"] = m.running();
-  j["error"] = p == Phase::kFailed ? s.Get("error").value_or("") : "";
+  j["error"] = v.phase == Phase::kFailed ? v.Str("error") : "";
   j["source"] = RedactUri(m.spec.source);
   j["target"] = RedactUri(m.spec.target);
-  int64_t rows = 0, est = 0;
-  for (const auto& t : s.Tables()) {
-    rows += t.rows_copied;
-    est += t.est_rows;
-  }
-  j["rows_copied"] = rows;
-  j["estimated_rows"] = est;
+  j["rows_copied"] = v.rows_copied;
+  j["estimated_rows"] = v.estimated_rows;
   j["rows_per_s"] = m.LatestRowsPerS();
-  j["lag_bytes"] = ToInt(s.Get("lag_bytes"));
-  j["lag_seconds"] = ToDouble(s.Get("lag_seconds"));
+  j["lag_bytes"] = v.Int("lag_bytes");
+  j["lag_seconds"] = v.Real("lag_seconds");
   j["throttled"] = m.runtime->throttle.active();
   return j;
 }
 
 json Detail(HostedMigration& m) {
   StateStore& s = *m.store;
-  json j = Summary(m);
+  const View v = Read(s);
+  json j = Summary(m, v);
   j["tables"] = json::array();
-  for (const auto& t : s.Tables())
+  for (const auto& t : v.tables)
     j["tables"].push_back({{"name", t.name},
                            {"state", t.state},
                            {"rows_copied", t.rows_copied},
@@ -230,32 +250,31 @@ json Detail(HostedMigration& m) {
                            {"chunks_done", t.chunks_done},
                            {"chunks_total", t.chunks_total},
                            {"rows_per_s", t.rows_per_s}});
-  j["replication"] = {{"changes_applied", ToInt(s.Get("changes_applied"))},
-                      {"changes_per_s", ToDouble(s.Get("changes_per_s"))},
-                      {"apply_retries", ToInt(s.Get("apply_retries"))},
-                      {"source_position", s.Get("source_lsn").value_or("")},
-                      {"applied_position", s.Get("applied_lsn").value_or("")}};
-  j["reverse"] = {{"lag_bytes", ToInt(s.Get("reverse_lag_bytes"))},
-                  {"lag_seconds", ToDouble(s.Get("reverse_lag_seconds"))},
-                  {"changes_applied", ToInt(s.Get("reverse_changes_applied"))}};
-  Phase p = s.phase();
-  if (p == Phase::kPaused || p == Phase::kFailed)
-    p = ParsePhase(s.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
-  j["proxy"] = {{"read_write", s.Get("proxy_rw").value_or("")},
-                {"read_only", s.Get("proxy_ro").value_or("")},
+  j["replication"] = {{"changes_applied", v.Int("changes_applied")},
+                      {"changes_per_s", v.Real("changes_per_s")},
+                      {"apply_retries", v.Int("apply_retries")},
+                      {"source_position", v.Str("source_lsn")},
+                      {"applied_position", v.Str("applied_lsn")}};
+  j["reverse"] = {{"lag_bytes", v.Int("reverse_lag_bytes")},
+                  {"lag_seconds", v.Real("reverse_lag_seconds")},
+                  {"changes_applied", v.Int("reverse_changes_applied")}};
+  Phase p = v.phase;
+  if (p == Phase::kPaused || p == Phase::kFailed) p = ParsePhase(v.Str("resume_phase")).value_or(Phase::kCreated);
+  j["proxy"] = {{"read_write", v.Str("proxy_rw")},
+                {"read_only", v.Str("proxy_ro")},
                 {"writes_to", m.proxy ? proxy::SideName(m.proxy->write_side())
                                       : (p == Phase::kWritesSwitched || p == Phase::kCompleted ? "target" : "source")},
                 {"read_percent", m.proxy ? m.proxy->read_percent() : 0},
-                {"clients", ToInt(s.Get("proxy_clients"))}};
+                {"clients", v.Int("proxy_clients")}};
   if (m.proxy) {
     proxy::ProxyStats ps = m.proxy->stats();
     j["proxy"]["clients"] = ps.clients_rw + ps.clients_ro;
   }
-  j["verify"] = {{"state", s.Get("verify_state").value_or("")},
-                 {"clean", s.Get("verify_clean").value_or("") == "true"},
-                 {"summary", s.Get("verify_summary").value_or("")}};
+  j["verify"] = {{"state", v.Str("verify_state")},
+                 {"clean", v.Str("verify_clean") == "true"},
+                 {"summary", v.Str("verify_summary")}};
   j["write_pauses_ms"] = json::array();
-  for (const auto& w : SplitList(s.Get("write_pauses_ms").value_or(""), ',')) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
+  for (const auto& w : SplitList(v.Str("write_pauses_ms"), ',')) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
   j["throttle"] = json::parse(m.runtime->throttle.ToJson());
   j["knobs"] = json::parse(m.runtime->knobs.ToJson());
   j["events"] = json::array();
@@ -526,7 +545,7 @@ http::Response Service::List() {
     for (auto& [n, m] : migrations_) all.push_back(m);
   }
   json out = json::array();
-  for (auto& m : all) out.push_back(Summary(*m));
+  for (auto& m : all) out.push_back(Summary(*m, Read(*m->store)));
   return JsonOk(200, json{{"migrations", out}});
 }
 
@@ -563,7 +582,7 @@ http::Response Service::Create(const http::Request& r) {
   (void)(*hosted)->store->AddEvent(fmt::format("created from a spec ({} engine)", (*hosted)->engine));
   LOG_INFO("migration {} created by {}: {} -> {}", spec->name, ActorScope::Current(), RedactUri(spec->source),
            RedactUri(spec->target));
-  return JsonOk(201, Summary(**hosted));
+  return JsonOk(201, Summary(**hosted, Read(*(*hosted)->store)));
 }
 
 http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const std::string& op,
@@ -739,23 +758,23 @@ void Service::Sample() {
   for (auto& mp : all) {
     HostedMigration& m = *mp;
     StateStore& s = *m.store;
+    const View v = Read(s);
     HistorySample h;
     h.t = now;
-    for (const auto& t : s.Tables()) h.rows_copied += t.rows_copied;
+    h.rows_copied = v.rows_copied;
     if (m.last_rows >= 0 && now > m.last_t) h.rows_per_s = std::max(0.0, (h.rows_copied - m.last_rows) / (now - m.last_t));
     m.last_rows = h.rows_copied;
     m.last_t = now;
-    h.changes_per_s = ToDouble(s.Get("changes_per_s"));
-    h.lag_bytes = ToInt(s.Get("lag_bytes"));
-    h.lag_seconds = ToDouble(s.Get("lag_seconds"));
-    Phase p = s.phase();
+    h.changes_per_s = v.Real("changes_per_s");
+    h.lag_bytes = v.Int("lag_bytes");
+    h.lag_seconds = v.Real("lag_seconds");
+    const Phase p = v.phase;
     bool replicating = p >= Phase::kReplicating && p <= Phase::kWritesSwitched && m.running();
     if (!replicating) {
       h.changes_per_s = 0;
       if (p != Phase::kCopying) h.lag_bytes = 0, h.lag_seconds = 0;
     }
     m.AddSample(h);
-    (void)s.Put("throttle", m.runtime->throttle.ToJson());
 
     // Lag over the threshold for longer than the set time: one alert, then one all-clear.
     const Knobs& k = m.runtime->knobs;
@@ -778,8 +797,8 @@ void Service::Sample() {
     // crash (the count reported is persisted; a crash between the post and
     // the count can report one twice, never lose one).
     if (m.notifier) {
-      auto pauses = SplitList(s.Get("write_pauses_ms").value_or(""), ',');
-      size_t notified = static_cast<size_t>(ToInt(s.Get("write_pauses_notified")));
+      auto pauses = SplitList(v.Str("write_pauses_ms"), ',');
+      size_t notified = static_cast<size_t>(v.Int("write_pauses_notified"));
       for (size_t i = notified; i < pauses.size(); ++i)
         m.Notify("write_pause", fmt::format("writes moved ({}) with a write pause of {} ms", PhaseName(p), pauses[i]),
                  json{{"write_pause_ms", std::atof(pauses[i].c_str())}});
@@ -814,33 +833,29 @@ http::Response Service::Metrics() {
       x.push_back({k, v});
       return x;
     };
-    Phase p = s.phase();
+    const View v = Read(s);
+    const Phase p = v.phase;
     w.Family("midflight_phase", "gauge", "1 for the phase the migration is in.");
     w.Sample("midflight_phase", with("phase", PhaseName(p)), 1);
     w.Family("midflight_running", "gauge", "1 while the migration's engine runs.");
     w.Sample("midflight_running", l, m.running() ? 1 : 0);
-    int64_t rows = 0, est = 0;
-    for (const auto& t : s.Tables()) {
-      rows += t.rows_copied;
-      est += t.est_rows;
-    }
     w.Family("midflight_rows_copied_total", "counter", "Rows copied by the snapshot copy.");
-    w.Sample("midflight_rows_copied_total", l, static_cast<double>(rows));
+    w.Sample("midflight_rows_copied_total", l, static_cast<double>(v.rows_copied));
     w.Family("midflight_rows_estimated", "gauge", "Rows the source tables hold, estimated at preflight.");
-    w.Sample("midflight_rows_estimated", l, static_cast<double>(est));
+    w.Sample("midflight_rows_estimated", l, static_cast<double>(v.estimated_rows));
     w.Family("midflight_copy_rows_per_second", "gauge", "Copy throughput over the last second.");
     w.Sample("midflight_copy_rows_per_second", l, m.LatestRowsPerS());
     w.Family("midflight_changes_applied_total", "counter", "Changes applied, by direction.");
     w.Sample("midflight_changes_applied_total", with("direction", "forward"),
-             static_cast<double>(ToInt(s.Get("changes_applied"))));
+             static_cast<double>(v.Int("changes_applied")));
     w.Sample("midflight_changes_applied_total", with("direction", "reverse"),
-             static_cast<double>(ToInt(s.Get("reverse_changes_applied"))));
+             static_cast<double>(v.Int("reverse_changes_applied")));
     w.Family("midflight_lag_bytes", "gauge", "Bytes of change stream not applied yet, by direction.");
-    w.Sample("midflight_lag_bytes", with("direction", "forward"), static_cast<double>(ToInt(s.Get("lag_bytes"))));
-    w.Sample("midflight_lag_bytes", with("direction", "reverse"), static_cast<double>(ToInt(s.Get("reverse_lag_bytes"))));
+    w.Sample("midflight_lag_bytes", with("direction", "forward"), static_cast<double>(v.Int("lag_bytes")));
+    w.Sample("midflight_lag_bytes", with("direction", "reverse"), static_cast<double>(v.Int("reverse_lag_bytes")));
     w.Family("midflight_lag_seconds", "gauge", "Age of the oldest transaction not applied yet, by direction.");
-    w.Sample("midflight_lag_seconds", with("direction", "forward"), ToDouble(s.Get("lag_seconds")));
-    w.Sample("midflight_lag_seconds", with("direction", "reverse"), ToDouble(s.Get("reverse_lag_seconds")));
+    w.Sample("midflight_lag_seconds", with("direction", "forward"), v.Real("lag_seconds"));
+    w.Sample("midflight_lag_seconds", with("direction", "reverse"), v.Real("reverse_lag_seconds"));
     auto lat = m.runtime->throttle.latency();
     w.Family("midflight_apply_batch_seconds", "histogram", "Time of one apply transaction on the receiving server.");
     for (size_t i = 0; i < ThrottleBoard::kLatencyBuckets.size(); ++i)
@@ -855,13 +870,13 @@ http::Response Service::Metrics() {
                static_cast<double>(m.runtime->throttle.errors(static_cast<Distress>(i))));
     w.Family("midflight_throttled", "gauge", "1 while a partition or copy worker backs off.");
     w.Sample("midflight_throttled", l, m.runtime->throttle.active() ? 1 : 0);
-    auto pauses = SplitList(s.Get("write_pauses_ms").value_or(""), ',');
+    auto pauses = SplitList(v.Str("write_pauses_ms"), ',');
     w.Family("midflight_write_switches_total", "counter", "Write switches and rollbacks done.");
     w.Sample("midflight_write_switches_total", l, static_cast<double>(pauses.size()));
     w.Family("midflight_write_pause_seconds", "gauge", "The last write switch's pause.");
     w.Sample("midflight_write_pause_seconds", l, pauses.empty() ? 0 : std::atof(pauses.back().c_str()) / 1000);
     w.Family("midflight_verify_clean", "gauge", "1 when the last live verification found no difference.");
-    w.Sample("midflight_verify_clean", l, s.Get("verify_clean").value_or("") == "true" ? 1 : 0);
+    w.Sample("midflight_verify_clean", l, v.Str("verify_clean") == "true" ? 1 : 0);
     if (m.proxy) {
       proxy::ProxyStats ps = m.proxy->stats();
       w.Family("midflight_proxy_clients", "gauge", "Client sessions connected to the proxy, by endpoint.");

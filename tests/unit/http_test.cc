@@ -1,3 +1,4 @@
+#include "loopback.h"
 #include "control/http.h"
 
 #include <arpa/inet.h>
@@ -317,15 +318,9 @@ TEST_F(HttpServerTest, IdleConnectionIsClosed) {
 }
 
 TEST(HttpClientTest, ClosedPortIsRetryCall) {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-  ASSERT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);  // bound, never listened: nothing accepts on this port
-  std::string address = "127.0.0.1:" + std::to_string(ntohs(a.sin_port));
+  int port = loopback::ClosedLoopbackPort();  // bound, never listened: nothing accepts on this port
+  ASSERT_GT(port, 0);
+  std::string address = "127.0.0.1:" + std::to_string(port);
 
   auto r = Call(address, "GET", "/");
   ASSERT_FALSE(r.ok());

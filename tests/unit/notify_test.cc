@@ -1,3 +1,4 @@
+#include "loopback.h"
 #include "service/notify.h"
 
 #include <arpa/inet.h>
@@ -51,18 +52,7 @@ bool WaitUntil(const std::function<bool()>& done) {
   return done();
 }
 
-// A loopback port where nothing listens.
-int ClosedPort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
+int ClosedPort() { return loopback::ClosedLoopbackPort(); }
 
 std::string WriteTempFile(const std::string& name, const std::string& text) {
   std::string path = ::testing::TempDir() + "/mf-notify-" + std::to_string(getpid()) + "-" + name;
@@ -224,18 +214,14 @@ TEST_F(NotifyTest, StopDeliversWhatIsQueued) {
 
 TEST_F(NotifyTest, StopGivesUpWhenTheDrainTimeRunsOut) {
   // Accepts connections (in the kernel's backlog) and never answers.
-  int silent = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-  ASSERT_EQ(bind(silent, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  loopback::BoundSocket bound = loopback::BindLoopback();
+  int silent = bound.fd;
+  ASSERT_GE(silent, 0);
   ASSERT_EQ(listen(silent, 8), 0);
-  socklen_t len = sizeof addr;
-  getsockname(silent, reinterpret_cast<sockaddr*>(&addr), &len);
 
   NotifierOptions options = FastOptions();
   options.attempt_timeout = milliseconds(10000);
-  auto notifier = Notifier::Create(fmt::format("http://127.0.0.1:{}/hook", ntohs(addr.sin_port)), options);
+  auto notifier = Notifier::Create(fmt::format("http://127.0.0.1:{}/hook", bound.port), options);
   ASSERT_TRUE(notifier.ok());
   (*notifier)->Notify(Event("e1"));
   (*notifier)->Notify(Event("e2"));
@@ -246,7 +232,7 @@ TEST_F(NotifyTest, StopGivesUpWhenTheDrainTimeRunsOut) {
   EXPECT_EQ(stats.sent, 0u);
   EXPECT_EQ(stats.failed, 1u);   // e1, aborted in flight
   EXPECT_EQ(stats.dropped, 1u);  // e2, never tried
-  EXPECT_EQ(stats.last_error, fmt::format("http://127.0.0.1:{}: stopped waiting for the answer", ntohs(addr.sin_port)));
+  EXPECT_EQ(stats.last_error, fmt::format("http://127.0.0.1:{}: stopped waiting for the answer", bound.port));
   close(silent);
 }
 
@@ -378,15 +364,10 @@ class TlsReceiver {
     X509_free(x);
     EVP_PKEY_free(key);
 
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
-    bind(listen_fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+    loopback::BoundSocket bound = loopback::BindLoopback(SOCK_CLOEXEC);
+    listen_fd_ = bound.fd;
+    port_ = bound.port;
     listen(listen_fd_, 8);
-    socklen_t len = sizeof addr;
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&addr), &len);
-    port_ = ntohs(addr.sin_port);
     thread_ = std::thread([this] { Serve(); });
   }
   ~TlsReceiver() {

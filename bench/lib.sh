@@ -1,0 +1,62 @@
+# Helpers the benchmarks share (sourced by pg_bench.sh, mysql_bench.sh and
+# proxy_bench.sh). Each script sets TESTDB, WORK, KEEP, TIMEOUT, POLL, MF,
+# MF_PID, MF_LOG and SPEC before it calls the ones that use them.
+
+log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
+section() { printf '\n=== %s ===\n' "$*"; }
+die() { log "FAILED: $*" >&2; exit 1; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+# A / B to two places; "-" when either is "-" or B is 0.
+div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
+# met VALUE OP LIMIT: "met", "MISSED", or "n/a" without a value.
+met() { awk -v v="$1" -v lim="$3" -v op="$2" 'BEGIN { if (v == "-" || v == "") print "n/a"; else if ((op == "<=" && v + 0 <= lim + 0) || (op == ">=" && v + 0 >= lim + 0) || (op == "<" && v + 0 < lim + 0)) print "met"; else print "MISSED" }'; }
+psql_to() { local uri=$1; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -At "$uri" "$@"; }
+
+# cleanup_work DIRS...: the end of every script's EXIT trap (with the exit
+# status in $rc): stops the servers in DIRS, prints the logs' last lines
+# after a failure, keeps or removes $WORK.
+cleanup_work() {
+  [[ -n $WORK ]] || return 0
+  for d in "$@"; do [[ -f $d/engine ]] && "$TESTDB" stop "$d" immediate; done
+  if ((rc != 0 && rc != 130)); then
+    for f in "$WORK"/*.log; do [[ -f $f ]] && { echo "--- last lines of $f" >&2; tail -15 "$f" >&2; }; done
+  fi
+  if [[ -n $KEEP ]]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+
+mf_status() { "$MF" status "$SPEC" --json 2>/dev/null; }
+mf_check_alive() {
+  kill -0 "$MF_PID" 2>/dev/null && return 0
+  local rc=0
+  wait "$MF_PID" || rc=$?
+  MF_PID=
+  tail -20 "$MF_LOG" >&2
+  die "midflight exited (status $rc) while $1"
+}
+mf_stop() {
+  [[ -n $MF_PID ]] || return 0
+  kill -TERM "$MF_PID" 2>/dev/null || true
+  local i rc=0
+  for ((i = 0; i < 600; i++)); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$MF_PID" 2>/dev/null; then
+    log "WARNING: midflight did not stop within 60 s of SIGTERM; killing it"
+    kill -9 "$MF_PID" 2>/dev/null || true
+  fi
+  wait "$MF_PID" || rc=$?
+  MF_PID=
+  ((rc == 0)) || log "WARNING: midflight exited with status $rc after SIGTERM"
+}
+mf_wait_phase() {  # PHASE
+  local s phase="" deadline=$((SECONDS + TIMEOUT))
+  while ((SECONDS < deadline)); do
+    mf_check_alive "waiting for phase $1"
+    if s=$(mf_status); then
+      phase=$(jq -r .phase <<<"$s")
+      [[ $phase == "$1" ]] && return 0
+      [[ $phase == failed ]] && die "midflight failed: $(jq -r .error <<<"$s")"
+    fi
+    sleep "$POLL"
+  done
+  die "midflight did not reach phase $1 in ${TIMEOUT}s (phase: ${phase:-unknown})"
+}
