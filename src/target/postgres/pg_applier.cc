@@ -45,8 +45,11 @@ std::string MatchWholeRow(const TableSchema& t, int first_param, std::vector<int
   std::string where;
   for (size_t i = 0; i < t.writable.size(); ++i) {
     if (i) where += " AND ";
-    where += fmt::format("{}::text IS NOT DISTINCT FROM ${}", QuoteIdent(t.columns[t.writable[i]].name),
-                         first_param + static_cast<int>(i));
+    // Both sides as the column type's text output: some types have no
+    // equality operator (json, point), and char(n) pads what it stores.
+    const ColumnSchema& col = t.columns[t.writable[i]];
+    where += fmt::format("{}::text IS NOT DISTINCT FROM ${}::{}::text", QuoteIdent(col.name),
+                         first_param + static_cast<int>(i), col.type.native);
     params->push_back(-1 - static_cast<int>(i));  // negative: from the old image
   }
   return fmt::format("(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {} LIMIT 1)", Table(t), where);
@@ -151,7 +154,9 @@ void UnnestClause(const TableSchema& t, const std::vector<int>& cols, std::strin
       args += ", ";
       names += ", ";
     }
-    *select += fmt::format("u.c{}::{}", i, type.native_base.empty() ? type.native : type.native_base);
+    // The full type, modifiers included: char(5), bit(4), numeric(10,3)
+    // (without them a cast to "character" or "bit" means length 1).
+    *select += fmt::format("u.c{}::{}", i, type.native);
     args += fmt::format("${}::text[]", i + 1);
     names += fmt::format("c{}", i);
   }
@@ -218,8 +223,7 @@ ApplyOp BulkDelete(const std::vector<const Change*>& rows, const std::map<std::s
     UnnestClause(t, t.key_writable, &select, &from);
     for (size_t i = 0; i < t.key_writable.size(); ++i) {
       const ColumnSchema& col = t.columns[t.writable[t.key_writable[i]]];
-      where += fmt::format("{}t.{} = u.c{}::{}", i ? " AND " : "", QuoteIdent(col.name), i,
-                           col.type.native_base.empty() ? col.type.native : col.type.native_base);
+      where += fmt::format("{}t.{} = u.c{}::{}", i ? " AND " : "", QuoteIdent(col.name), i, col.type.native);
     }
     op.sql = fmt::format("DELETE FROM {} AS t USING {} WHERE {}", Table(t), from, where);
   }
@@ -322,7 +326,12 @@ Status PgChangeSink::Reconnect() {
   ConnOptions o;
   o.application_name = fmt::format("midflight-apply-{}", partition_.value);
   lock_timeout_set_ = lock_timeout_ms_ ? lock_timeout_ms_() : 10000;
-  o.settings = {"session_replication_role=replica", fmt::format("lock_timeout={}", lock_timeout_set_)};
+  // synchronous_commit=local: a COMMIT returns once the target flushed it, so
+  // a position is confirmed to the source only when the target holds it
+  // durably, whatever the target's own setting (teams run apply targets with
+  // synchronous_commit=off; a crash then loses acknowledged commits).
+  o.settings = {"session_replication_role=replica", fmt::format("lock_timeout={}", lock_timeout_set_),
+                "synchronous_commit=local"};
   ASSIGN_OR_RETURN(conn_, PgConn::Connect(uri_, o));
   if (!origin_.empty()) {
     RETURN_IF_ERROR(conn_->Query("SELECT pg_replication_origin_create($1) WHERE NOT EXISTS "
@@ -373,7 +382,8 @@ Status PgChangeSink::Abort(Status cause) {
 }
 
 Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) {
-  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  // The applier reconnects, and reloads the checkpoint before it tries again.
+  if (!conn_ || conn_->IsBroken()) return RetryCall(fmt::format("apply partition {}: target connection lost", partition_.value));
   if (lock_timeout_ms_ && lock_timeout_ms_() != lock_timeout_set_) {
     int64_t ms = lock_timeout_ms_();
     RETURN_IF_ERROR(conn_->Exec(fmt::format("SET lock_timeout = {}", ms)));
