@@ -12,6 +12,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/parse.h"
 #include "base/uri.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
@@ -55,6 +56,9 @@ class Runner {
   Status Copy();
   Status FinishSchema();
   Status Replicate();
+  // One run of the flow; sets *target_lost when a target connection was lost
+  // (the flow must start again from the target's checkpoints).
+  Status ReplicateOnce(bool* target_lost);
   Status LoadDoneChunks(DoneChunks* done);
   std::vector<Chunk> Plan();
   std::string Pos(uint64_t p) const { return mysql::FormatBinlogPos(binlog_base_, p); }
@@ -297,7 +301,40 @@ Status Runner::FinishSchema() {
   return Status::Ok();
 }
 
+// The flow runs until stopped or failed. When the target goes away, it may
+// come back without commits it had acknowledged (innodb_flush_log_at_trx_commit
+// != 1), while the binlog reader has moved past them: the whole flow stops and
+// starts again from what the target holds (its checkpoints and restart
+// marker), retrying while the target is unreachable for up to the
+// fail_after_seconds knob.
 Status Runner::Replicate() {
+  std::chrono::steady_clock::time_point lost_since{};
+  auto backoff = std::chrono::milliseconds(500);
+  while (true) {
+    bool target_lost = false;
+    const auto started = std::chrono::steady_clock::now();
+    Status st = ReplicateOnce(&target_lost);
+    if (stop_) return st;
+    if (!target_lost && st.code() != StatusCode::kRetryCall) return st;
+    // A flow that ran a while before this loss starts a new episode.
+    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(60)) lost_since = {};
+    const auto now = std::chrono::steady_clock::now();
+    if (lost_since == std::chrono::steady_clock::time_point{}) lost_since = now;
+    const double failing = std::chrono::duration<double>(now - lost_since).count();
+    const double limit = runtime_.knobs.Get(Knob::kFailAfterSeconds);
+    if (failing >= limit)
+      return OperatorError(fmt::format("replicating: {}; still failing after {:.0f} s (knob fail_after_seconds); fix "
+                                       "the cause, then resume",
+                                       st.ok() ? "target connection lost" : st.message(), failing));
+    Say(fmt::format("replicating: {}; restarting from the target's checkpoints in {} ms",
+                    target_lost ? "the target connection was lost" : st.message(), backoff.count()));
+    for (auto t = backoff; t.count() > 0 && !stop_; t -= std::chrono::milliseconds(50))
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+Status Runner::ReplicateOnce(bool* target_lost) {
   const uint32_t partitions =
       static_cast<uint32_t>(std::stoi(store_.Get("partitions").value_or(std::to_string(spec_.partitions))));
   DoneChunks done;
@@ -320,8 +357,26 @@ Status Runner::Replicate() {
   ASSIGN_OR_RETURN(MyResult ms, src_->Query("SHOW MASTER STATUS"));
   if (ms.rows() == 0) return OperatorError("source: SHOW MASTER STATUS is empty; is log_bin on?");
   binlog_base_ = mysql::BinlogBaseName(ms.Get(0, 0));
-  if (auto saved = store_.Get("restart_pos"); saved && !saved->empty()) start = std::stoull(*saved);
+  // Where the stream starts: the target's restart marker (what it holds
+  // durably); the local state's position only for a target that has no
+  // marker yet (a migration started by an older midflight).
+  {
+    mysql::ConnOptions bo;
+    bo.program_name = "midflight-control";
+    ASSIGN_OR_RETURN(auto book, MyConn::Connect(spec_.target, bo));
+    RETURN_IF_ERROR(mysql::EnsureBookkeeping(*book));
+    ASSIGN_OR_RETURN(mysql::RestartMarker marker, mysql::LoadRestartMarker(*book, spec_.name));
+    if (marker.position > 0) {
+      start = std::max(start, marker.position);
+    } else if (auto saved = store_.Get("restart_pos"); marker.any_applied && saved && !saved->empty()) {
+      uint64_t local = 0;
+      if (!ParseU64(*saved, &local))
+        return Internal(fmt::format("state store: restart_pos '{}' is not a position", *saved));
+      start = local;
+    }
+  }
 
+  std::atomic<bool> lost{false};
   auto log = NewMemoryPartitionLog(partitions, static_cast<size_t>(spec_.partition_log_mb) << 20);
   ApplyTracker tracker(partitions);
   std::vector<std::unique_ptr<mysql::MyChangeSink>> sinks;
@@ -331,6 +386,11 @@ Status Runner::Replicate() {
     ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, PartitionId{p}));
     ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
     checkpoints.push_back(cp);
+    sink->SetTargetLostFlag(&lost);
+    sink->SetRestartSource([&tracker] {
+      auto pending = tracker.OldestPending();
+      return pending ? pending->commit_lsn.value() : uint64_t{0};
+    });
     ApplierOptions ao;
     ao.knobs = &runtime_.knobs;
     ao.throttle = &runtime_.throttle;
@@ -340,6 +400,7 @@ Status Runner::Replicate() {
   }
   ASSIGN_OR_RETURN(auto barrier_sink,
                    mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, PartitionId{partitions}));
+  barrier_sink->SetTargetLostFlag(&lost);
 
   mysql::StreamConfig config;
   config.source_uri = reader_uri_;
@@ -407,6 +468,10 @@ Status Runner::Replicate() {
   uint64_t source_pos = 0;
   while (!stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    if (lost) {
+      *target_lost = true;
+      break;
+    }
     for (auto& a : appliers)
       if (!a->status().ok()) result = a->status();
     if (!result.ok()) break;
@@ -471,6 +536,8 @@ Status Runner::Replicate() {
   appliers_stop = true;
   log->Close();
   for (auto& t : threads) t.join();
+  if (lost) *target_lost = true;
+  if (*target_lost) return Status::Ok();  // the positions in memory may be ahead of what the target holds
   (void)store_.Put("restart_pos", std::to_string(mysql::RestartPosition(tracker, stream_stats.received_pos.load())));
   if (stop_ && result.ok()) Say("stopped; run again with the same spec to resume");
   return result;

@@ -71,6 +71,18 @@ void Applier::Run(const std::atomic<bool>& stop) {
   }
 }
 
+Status Applier::CheckTargetCheckpoint(const std::string& where) {
+  auto cp = sink_->LoadCheckpoint();
+  if (!cp.ok()) return Status::Ok();  // still unreachable: the next attempt fails and retries
+  const ChangePosition expected = std::max(checkpoint_, tracker_->AppliedOf(p_));
+  if (*cp >= expected) return Status::Ok();
+  return DataLoss(fmt::format(
+      "{}: the target lost changes it had acknowledged: its checkpoint is {} after a reconnect, but {} had been "
+      "committed there (a target crash with fsync or full_page_writes off, or restored from a backup); the stream "
+      "cannot be read again from there: verify with midflight compare, and copy again if the tables differ",
+      where, cp->ToString(), expected.ToString()));
+}
+
 Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint,
                                const std::atomic<bool>& stop) {
   const std::string where = fmt::format("{} partition {}", options_.label, p_.value);
@@ -117,7 +129,13 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
     backoff = std::min(backoff * 2, max_backoff);
     if (st.code() == StatusCode::kRetryCall) {
       Status rc = sink_->Reconnect();
-      if (!rc.ok()) LOG_DEBUG("{}: reconnect failed: {}", where, rc.message());
+      if (!rc.ok()) {
+        LOG_DEBUG("{}: reconnect failed: {}", where, rc.message());
+        continue;
+      }
+      // The target may have restarted and lost commits it had acknowledged:
+      // its checkpoint is the truth, whatever this applier remembers.
+      RETURN_IF_ERROR(CheckTargetCheckpoint(where));
     }
   }
 }

@@ -8,7 +8,9 @@
 //
 // Failures: kRetryTxn (deadlock, lock timeout) retries the batch after a
 // backoff; kRetryCall (connection lost, target restarting) reconnects with a
-// backoff and retries; each retry is reported on the ThrottleBoard and
+// backoff, reloads the partition's checkpoint from the target (it must hold
+// at least what this applier committed before: a target that lost commits it
+// had acknowledged fails with kDataLoss) and retries; each retry is reported on the ThrottleBoard and
 // cleared once the batch goes through. A retried error still there after
 // the fail_after_seconds knob, or any other error, stops this applier and is
 // reported by status() — the migration fails, nothing is skipped.
@@ -79,6 +81,9 @@ class Applier {
 
  private:
   Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, const std::atomic<bool>& stop);
+  // After a reconnect: DataLoss when the target's checkpoint of this
+  // partition is behind what was committed there before.
+  Status CheckTargetCheckpoint(const std::string& where);
 
   PartitionId p_;
   PartitionLog* log_;

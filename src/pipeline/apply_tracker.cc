@@ -19,6 +19,11 @@ void ApplyTracker::Applied(PartitionId p, ChangePosition pos) {
   idle_.notify_all();
 }
 
+ChangePosition ApplyTracker::AppliedOf(PartitionId p) const {
+  std::lock_guard lock(mu_);
+  return parts_.at(p.value).applied;
+}
+
 std::optional<ApplyTracker::Pending> ApplyTracker::OldestPending() const {
   std::lock_guard lock(mu_);
   std::optional<Pending> oldest;

@@ -27,6 +27,9 @@ class ApplyTracker {
   void Routed(PartitionId p, ChangePosition pos, int64_t commit_time_us);
   // Partition p's target transaction holding everything up to `pos` committed.
   void Applied(PartitionId p, ChangePosition pos);
+  // The highest position Applied() was told of for partition p (what the
+  // target's checkpoint of p must hold at least), or zero.
+  ChangePosition AppliedOf(PartitionId p) const;
 
   struct Pending {
     PgLsn commit_lsn;        // oldest transaction not applied everywhere

@@ -51,8 +51,10 @@ class RoutedLog {
   // applied already (a barrier need not run again; a transaction can be skipped).
   ChangePosition lowest() const { return lowest_; }
 
-  // A change applied across every partition at `pos` (a barrier).
+  // A change applied across every partition at `pos` (a barrier): it set
+  // every partition's checkpoint on the target to `pos`.
   void BarrierApplied(ChangePosition pos) {
+    for (uint32_t p = 0; p < last_.size(); ++p) tracker_->Applied(PartitionId{p}, pos);
     for (auto& p : last_) p = std::max(p, pos);
     lowest_ = *std::min_element(last_.begin(), last_.end());
   }

@@ -248,6 +248,9 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     Status st = c.src->Exec("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
     if (st.ok()) st = c.src->Exec(fmt::format("SET TRANSACTION SNAPSHOT {}", QuoteLiteral(job.snapshot_name)));
     if (!st.ok()) return st.WithContext("importing the copy snapshot");
+    // A chunk and its row in midflight.chunks commit together; flushed before
+    // the copy counts it done, whatever the target's synchronous_commit.
+    o.settings.push_back("synchronous_commit=local");
     ASSIGN_OR_RETURN(c.dst, PgConn::Connect(job.target_uri, o));
     return c;
   };

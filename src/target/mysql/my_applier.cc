@@ -7,6 +7,7 @@
 #include <map>
 #include <set>
 
+#include "base/parse.h"
 #include "mysql/my_conn.h"
 #include "source/mysql/catalog.h"
 
@@ -197,11 +198,22 @@ MyChangeSink::~MyChangeSink() = default;
 Result<std::unique_ptr<MyChangeSink>> MyChangeSink::Open(const std::string& target_uri, const std::string& target_db,
                                                          const std::string& migration, PartitionId partition) {
   std::unique_ptr<MyChangeSink> sink(new MyChangeSink(target_uri, target_db, migration, partition));
-  RETURN_IF_ERROR(sink->Reconnect());
+  RETURN_IF_ERROR(sink->Connect());
   return sink;
 }
 
 Status MyChangeSink::Reconnect() {
+  if (target_lost_) {
+    conn_.reset();
+    target_lost_->store(true);
+    return RetryCall(fmt::format("apply partition {}: target connection lost; the flow restarts from the target's "
+                                 "checkpoints",
+                                 partition_.value));
+  }
+  return Connect();
+}
+
+Status MyChangeSink::Connect() {
   conn_.reset();
   ConnOptions o;
   o.program_name = fmt::format("midflight-apply-{}", partition_.value);
@@ -223,12 +235,14 @@ Result<ChangePosition> MyChangeSink::LoadCheckpoint() {
 
 namespace {
 
-std::string CheckpointSql(const std::string& migration, uint32_t partition, ChangePosition cp) {
+// A partition's checkpoint, and (restart > 0) the batch's restart marker;
+// the marker never moves back.
+std::string CheckpointSql(const std::string& migration, uint32_t partition, ChangePosition cp, uint64_t restart) {
   return fmt::format(
-      "INSERT INTO midflight.checkpoints (migration, partition_id, commit_pos, seq, updated_at) VALUES ({}, {}, {}, {}, "
-      "NOW(6)) ON DUPLICATE KEY UPDATE commit_pos = VALUES(commit_pos), seq = VALUES(seq), updated_at = "
-      "VALUES(updated_at)",
-      QuoteString(migration), partition, cp.commit_lsn.value(), cp.seq);
+      "INSERT INTO midflight.checkpoints (migration, partition_id, commit_pos, seq, restart_pos, updated_at) VALUES "
+      "({}, {}, {}, {}, {}, NOW(6)) ON DUPLICATE KEY UPDATE commit_pos = VALUES(commit_pos), seq = VALUES(seq), "
+      "restart_pos = GREATEST(restart_pos, VALUES(restart_pos)), updated_at = VALUES(updated_at)",
+      QuoteString(migration), partition, cp.commit_lsn.value(), cp.seq, restart);
 }
 
 }  // namespace
@@ -286,7 +300,9 @@ Status MyChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   std::vector<std::string> statements, what;
   Planner planner(db_);
   RETURN_IF_ERROR(planner.Plan(changes, &statements, &what));
-  statements.push_back(CheckpointSql(migration_, partition_.value, checkpoint));
+  // Taken before the batch commits: every change below it committed already.
+  const uint64_t restart = restart_source_ ? restart_source_() : 0;
+  statements.push_back(CheckpointSql(migration_, partition_.value, checkpoint, restart));
   what.push_back("saving the checkpoint");
   return Execute(statements, what);
 }
@@ -305,10 +321,23 @@ Status MyChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
     RETURN_IF_ERROR(planner.Plan(std::span<const Change>(&change, 1), &statements, &what));
   }
   for (uint32_t p = 0; p < partitions; ++p) {
-    statements.push_back(CheckpointSql(migration_, p, change.pos));
+    statements.push_back(CheckpointSql(migration_, p, change.pos, 0));
     what.push_back("saving the checkpoints");
   }
   return Execute(statements, what);
+}
+
+Result<RestartMarker> LoadRestartMarker(MyConn& target, const std::string& migration) {
+  ASSIGN_OR_RETURN(MyResult r, target.Query(fmt::format(
+      "SELECT COALESCE(MAX(restart_pos), 0), COUNT(*) FROM midflight.checkpoints WHERE migration = {} AND "
+      "commit_pos > 0",
+      QuoteString(migration))));
+  RestartMarker out;
+  if (r.rows() == 0) return out;
+  if (!ParseU64(r.Get(0, 0), &out.position))
+    return Internal(fmt::format("midflight.checkpoints on the target: restart_pos '{}' is not a position", r.Get(0, 0)));
+  out.any_applied = r.GetInt(0, 1) > 0;
+  return out;
 }
 
 }  // namespace midflight::mysql

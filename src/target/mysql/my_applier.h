@@ -11,11 +11,27 @@
 //   inserts and updates   INSERT INTO t (cols) VALUES (..), (..) ON DUPLICATE KEY UPDATE c = VALUES(c), ..
 //                         an idempotent upsert of the whole new image (binlog_row_image=FULL)
 //   deletes               DELETE FROM t WHERE (k1, k2) IN ((..), (..))
+// Restart marker: every batch also records, in its partition's checkpoint
+// row, a binlog position R below which every change was committed on the
+// target before this batch (the oldest transaction some partition had not
+// applied when the batch was built). InnoDB's redo log is written in commit
+// order, so if a batch survives a target crash (even with
+// innodb_flush_log_at_trx_commit = 0), every commit below its R survived too:
+// the largest R on the target is where a restarted stream may begin.
+//
+// Connection loss: a target that went away may have lost commits it had
+// acknowledged (innodb_flush_log_at_trx_commit != 1), and the binlog reader
+// has moved past them. With a target-lost flag set, a sink never reconnects
+// by itself: it raises the flag and fails, and the owner restarts the whole
+// flow from the target's checkpoints and restart marker.
+//
 // Generated columns are never written. Values are written as numbers,
 // quoted temporal text, or hex strings with the column's charset introducer
 // (_utf8mb4 X'..'), so any bytes travel unchanged and key lookups use the index.
 #pragma once
 
+#include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,14 +52,29 @@ class MyChangeSink final : public ChangeSink {
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
 
+  // Where each batch's restart marker comes from (see above); 0 = none.
+  void SetRestartSource(std::function<uint64_t()> source) { restart_source_ = std::move(source); }
+  // Once set, a lost connection raises *flag instead of reconnecting.
+  void SetTargetLostFlag(std::atomic<bool>* flag) { target_lost_ = flag; }
+
  private:
   MyChangeSink(std::string uri, std::string db, std::string migration, PartitionId p);
+  Status Connect();
   Status Execute(const std::vector<std::string>& statements, const std::vector<std::string>& what);
 
   std::string uri_, db_, migration_;
   PartitionId partition_;
+  std::function<uint64_t()> restart_source_;
+  std::atomic<bool>* target_lost_ = nullptr;
   std::unique_ptr<MyConn> conn_;
   size_t max_packet_ = 4 << 20;
 };
+
+struct RestartMarker {
+  uint64_t position = 0;     // the largest marker any partition recorded; 0: none yet
+  bool any_applied = false;  // some partition committed a change (a checkpoint past zero)
+};
+// What the target holds of `migration`'s stream.
+Result<RestartMarker> LoadRestartMarker(MyConn& target, const std::string& migration);
 
 }  // namespace midflight::mysql

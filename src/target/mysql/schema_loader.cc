@@ -29,8 +29,10 @@ CREATE TABLE IF NOT EXISTS midflight.checkpoints (
   commit_pos BIGINT UNSIGNED NOT NULL,
   seq INT UNSIGNED NOT NULL,
   updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+  restart_pos BIGINT UNSIGNED NOT NULL DEFAULT 0,
   PRIMARY KEY (migration, partition_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+ALTER TABLE midflight.checkpoints ADD COLUMN IF NOT EXISTS restart_pos BIGINT UNSIGNED NOT NULL DEFAULT 0;
 CREATE TABLE IF NOT EXISTS midflight.chunks (
   migration VARCHAR(128) NOT NULL,
   table_name VARCHAR(300) NOT NULL,
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS midflight.chunks (
 // Columns EnsureBookkeeping expects, as "table.column".
 constexpr const char* kBookkeepingColumns[] = {
     "checkpoints.migration",  "checkpoints.partition_id", "checkpoints.commit_pos", "checkpoints.seq",
-    "checkpoints.updated_at", "chunks.migration",         "chunks.table_name",      "chunks.chunk",
+    "checkpoints.updated_at", "checkpoints.restart_pos", "chunks.migration",         "chunks.table_name",      "chunks.chunk",
     "chunks.snapshot_pos",    "chunks.rows_copied",       "chunks.bytes_copied"};
 
 // Objects of the source databases that midflight does not move. {0} is the

@@ -76,7 +76,8 @@ Status BuildDeferred(const std::string& target_uri, const std::string& target_db
 
 // Creates midflight's bookkeeping on the target if missing: database
 // `midflight` with InnoDB tables
-//   checkpoints(migration, partition_id, commit_pos, seq, updated_at)  PRIMARY KEY (migration, partition_id)
+//   checkpoints(migration, partition_id, commit_pos, seq, updated_at, restart_pos)
+//                                                                  PRIMARY KEY (migration, partition_id)
 //   chunks(migration, table_name, chunk, snapshot_pos, rows_copied, bytes_copied)
 //                                                                  PRIMARY KEY (migration, table_name, chunk)
 // Tables that exist are kept; Operator error when one lacks a column listed here.
