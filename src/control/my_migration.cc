@@ -317,7 +317,10 @@ Status Runner::Replicate() {
     if (stop_) return st;
     if (!target_lost && st.code() != StatusCode::kRetryCall) return st;
     // A flow that ran a while before this loss starts a new episode.
-    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(60)) lost_since = {};
+    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(60)) {
+      lost_since = {};
+      backoff = std::chrono::milliseconds(500);
+    }
     const auto now = std::chrono::steady_clock::now();
     if (lost_since == std::chrono::steady_clock::time_point{}) lost_since = now;
     const double failing = std::chrono::duration<double>(now - lost_since).count();
@@ -335,6 +338,15 @@ Status Runner::Replicate() {
 }
 
 Status Runner::ReplicateOnce(bool* target_lost) {
+  // The control connections may have died with a server restart.
+  mysql::ConnOptions co;
+  co.program_name = "midflight-control";
+  if (!src_ || src_->IsBroken()) {
+    ASSIGN_OR_RETURN(src_, MyConn::Connect(reader_uri_, co));
+  }
+  if (!dst_ || dst_->IsBroken()) {
+    ASSIGN_OR_RETURN(dst_, MyConn::Connect(spec_.target, co));
+  }
   const uint32_t partitions =
       static_cast<uint32_t>(std::stoi(store_.Get("partitions").value_or(std::to_string(spec_.partitions))));
   DoneChunks done;
@@ -361,11 +373,8 @@ Status Runner::ReplicateOnce(bool* target_lost) {
   // durably); the local state's position only for a target that has no
   // marker yet (a migration started by an older midflight).
   {
-    mysql::ConnOptions bo;
-    bo.program_name = "midflight-control";
-    ASSIGN_OR_RETURN(auto book, MyConn::Connect(spec_.target, bo));
-    RETURN_IF_ERROR(mysql::EnsureBookkeeping(*book));
-    ASSIGN_OR_RETURN(mysql::RestartMarker marker, mysql::LoadRestartMarker(*book, spec_.name));
+    RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
+    ASSIGN_OR_RETURN(mysql::RestartMarker marker, mysql::LoadRestartMarker(*dst_, spec_.name));
     if (marker.position > 0) {
       start = std::max(start, marker.position);
     } else if (auto saved = store_.Get("restart_pos"); marker.any_applied && saved && !saved->empty()) {
