@@ -86,6 +86,8 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
     j["changes_per_s"] = std::atof(get("changes_per_s", "0").c_str());
     j["apply_retries"] = std::atoll(get("apply_retries", "0").c_str());
     j["error"] = get("error");
+    j["untracked_tables"] = nlohmann::json::array();
+    for (const auto& t : Split(get("untracked_tables"), ',')) j["untracked_tables"].push_back(t);
     j["proxy"] = {{"read_write", get("proxy_rw")}, {"read_only", get("proxy_ro")},
                   {"read_percent_to_target", std::atoi(get("read_percent", "0").c_str())},
                   {"clients", std::atoll(get("proxy_clients", "0").c_str())}};
@@ -115,6 +117,9 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
   if (!get("source_replica").empty()) std::cout << fmt::format("  read from replica {}\n", get("source_replica"));
   std::cout << fmt::format("  target {}\n", get("target"));
   if (!get("error").empty()) std::cout << "  error: " << get("error") << "\n";
+  if (!get("untracked_tables").empty())
+    std::cout << fmt::format("  not migrated (created on the source after the start; switches refused): {}\n",
+                             get("untracked_tables"));
   for (const auto& t : tables) {
     double frac = t.chunks_total ? static_cast<double>(t.chunks_done) / t.chunks_total : 0;
     if (t.state == "copying" && t.est_rows > 0) frac = std::min(0.99, static_cast<double>(t.rows_copied) / t.est_rows);

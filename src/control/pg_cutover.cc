@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <set>
 #include <thread>
 
 #include "base/clock.h"
@@ -193,7 +194,7 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
 
   Status result;
   auto now_s = [] { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); };
-  double last_replica_check = 0;
+  double last_replica_check = 0, last_untracked_check = 0;
   auto last_print = Clock::now() - std::chrono::seconds(10);
   uint64_t last_applied = 0;
   auto last_rate_at = Clock::now();
@@ -217,6 +218,10 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
         break;
       }
     uint64_t source_lsn = current_lsn(0);
+    if (now_s() - last_untracked_check >= 3.0 && mon[0]) {
+      last_untracked_check = now_s();
+      CheckUntracked(*mon[0]);
+    }
     // The target's own physical replicas: when one lags more than the
     // replica_max_lag_seconds knob, the appliers hold their next batch until
     // it catches up (the board shows why).
@@ -317,10 +322,51 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
 
 // --- the switches --------------------------------------------------------------
 
+void PgCutover::CheckUntracked(pg::PgConn& source) {
+  auto listed = pg::ListUserTables(source);
+  if (!listed.ok()) return;  // the monitor connection is retried on the next round
+  std::set<TableId> carried;
+  for (const auto& t : tables_) carried.insert(t->id);
+  std::vector<TableId> found;
+  for (const auto& id : *listed)
+    if (TableSelected(spec_.tables, spec_.exclude, id) && !carried.count(id)) found.push_back(id);
+  {
+    std::lock_guard lock(state_mu_);
+    if (found == untracked_) return;
+    untracked_ = found;
+  }
+  std::vector<std::string> names;
+  for (const auto& id : found) names.push_back(id.ToString());
+  (void)store_.Put("untracked_tables", fmt::format("{}", fmt::join(names, ",")));
+  std::string msg =
+      found.empty()
+          ? "every table in scope on the source is migrated again"
+          : fmt::format("table(s) {} appeared on the source and match the spec's tables, but the migration does not "
+                        "carry them (created after it started): switches are refused until they are added to exclude "
+                        "(spec, then restart midflight) or dropped",
+                        fmt::join(names, ", "));
+  if (!found.empty()) LOG_WARN("{}", msg);
+  (void)store_.AddEvent(msg);
+  Say(fmt::format("[{}] {}", PhaseName(store_.phase()), msg));
+}
+
+Status PgCutover::RefuseIfUntracked(const char* op) {
+  std::lock_guard lock(state_mu_);
+  if (untracked_.empty()) return Status::Ok();
+  std::vector<std::string> names;
+  for (const auto& id : untracked_) names.push_back(id.ToString());
+  return OperatorError(fmt::format(
+      "refused: {}: table(s) {} exist on the source in the spec's scope but not in the migration (created after it "
+      "started); the application would not find them on the target. Add them to exclude (spec, then restart "
+      "midflight) or drop them",
+      op, fmt::join(names, ", ")));
+}
+
 Result<std::string> PgCutover::SwitchReads(int percent, bool force) {
   if (!proxy_) return OperatorError("switch reads needs the proxy: add a proxy: section to the spec");
   if (percent < 0 || percent > 100) return InvalidArgument(fmt::format("percent {} is not between 0 and 100", percent));
   RETURN_IF_ERROR(RequirePhase({Phase::kReplicating, Phase::kReadsSwitched}, "switch reads"));
+  if (percent > 0) RETURN_IF_ERROR(RefuseIfUntracked("switch reads"));
   std::shared_ptr<PgFlow> fwd;
   {
     std::lock_guard lock(state_mu_);
@@ -421,6 +467,7 @@ Result<std::string> PgCutover::SwitchWrites(bool force) {
                          " is replicating: switch reads first (`midflight switch reads`), which opens the validation "
                          "window");
   RETURN_IF_ERROR(RequirePhase({Phase::kReadsSwitched}, "switch writes"));
+  RETURN_IF_ERROR(RefuseIfUntracked("switch writes"));
   if (!force) {
     double window = (NowUnixMicros() - std::stoll(store_.Get("reads_switched_at").value_or("0"))) / 1e6;
     if (window < spec_.cutover.min_validation_seconds)

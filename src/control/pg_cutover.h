@@ -43,6 +43,10 @@
 #include "control/state_store.h"
 #include "proxy/pg_proxy.h"
 
+namespace midflight::pg {
+class PgConn;
+}
+
 namespace midflight {
 
 class PgCutover {
@@ -75,6 +79,12 @@ class PgCutover {
   // The settings both directions share; the caller adds slot, publication, filter.
   FlowConfig Flow(bool forward, const std::vector<TablePtr>& tables);
   Status RequirePhase(std::initializer_list<Phase> allowed, const char* op);
+  // Tables the source has in the spec's scope that the migration does not
+  // carry (created after it started). Checked by Run every few seconds.
+  void CheckUntracked(pg::PgConn& source);
+  // OperatorError naming them when there are any: a switch would leave the
+  // application without them.
+  Status RefuseIfUntracked(const char* op);
 
   const MigrationSpec& spec_;
   StateStore& store_;
@@ -88,6 +98,7 @@ class PgCutover {
   std::mutex state_mu_;
   std::shared_ptr<PgFlow> forward_, reverse_;  // GUARDED_BY(state_mu_)
   bool running_ = false;                        // GUARDED_BY(state_mu_): Run is replicating
+  std::vector<TableId> untracked_;              // GUARDED_BY(state_mu_): see CheckUntracked
   std::atomic<bool> completed_{false};
   std::atomic<bool> stopping_{false};  // Run is ending: a running verification stops
 };

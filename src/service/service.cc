@@ -273,6 +273,8 @@ json Detail(HostedMigration& m) {
   j["verify"] = {{"state", v.Str("verify_state")},
                  {"clean", v.Str("verify_clean") == "true"},
                  {"summary", v.Str("verify_summary")}};
+  j["untracked_tables"] = json::array();
+  for (const auto& t : SplitList(v.Str("untracked_tables"), ',')) j["untracked_tables"].push_back(t);
   j["write_pauses_ms"] = json::array();
   for (const auto& w : SplitList(v.Str("write_pauses_ms"), ',')) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
   j["throttle"] = json::parse(m.runtime->throttle.ToJson());
