@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "postgres/pg_conn.h"
+
 namespace midflight::pg {
 namespace {
 
@@ -28,6 +30,13 @@ TEST(TocLine, CommentsAndOtherLinesAreNotEntries) {
   EXPECT_FALSE(ParseTocLine("3222; 2606").has_value());
   EXPECT_FALSE(ParseTocLine("3222;2606 16393 INDEX public i o").has_value());
   EXPECT_FALSE(ParseTocLine("x; 2606 16393 INDEX public i o").has_value());
+}
+
+TEST(TextArray, QuotesEveryElement) {
+  EXPECT_EQ(TextArray({}), "{}");
+  EXPECT_EQ(TextArray({"public", "my table"}), "{\"public\",\"my table\"}");
+  EXPECT_EQ(TextArray({"we\"ird", "a\\b", "{x,y}", "NULL", ""}),
+            "{\"we\\\"ird\",\"a\\\\b\",\"{x,y}\",\"NULL\",\"\"}");
 }
 
 }  // namespace

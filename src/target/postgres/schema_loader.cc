@@ -233,15 +233,34 @@ Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const Ta
   return out;
 }
 
+// The sequences the tables (schema $1[i], name $2[i]) use: owned by one of
+// them (serial: deptype 'a', identity: 'i') or named in a column default
+// (nextval('s') depends on s, deptype 'n'), with the state to carry over.
+constexpr const char* kUsedSequencesSql = R"sql(
+  WITH rel AS (
+    SELECT c.oid FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)
+      JOIN pg_namespace n ON n.nspname = t.schema_name
+      JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name
+  ), used AS (
+    SELECT d.objid AS seq FROM pg_depend d JOIN rel ON d.refobjid = rel.oid
+     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+    UNION
+    SELECT d.refobjid FROM pg_attrdef ad JOIN rel ON ad.adrelid = rel.oid
+      JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+  )
+  SELECT s.schemaname, s.sequencename, s.last_value::text, s.last_value IS NOT NULL, s.increment_by > 0
+    FROM used JOIN pg_class c ON c.oid = used.seq AND c.relkind = 'S'
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
+   ORDER BY 1, 2)sql";
+
 Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected) {
-  std::set<std::string> schemas;
-  for (const auto& t : selected) schemas.insert(t->id.schema);
-  std::string list = "{";
-  for (const auto& s : schemas) list += (list.size() > 1 ? "," : "") + QuoteIdent(s);
-  list += "}";
-  ASSIGN_OR_RETURN(PgResult seqs, source.Query("SELECT schemaname, sequencename, last_value::text, last_value IS NOT NULL, "
-                                               "increment_by > 0 FROM pg_sequences WHERE schemaname = ANY($1::text[])",
-                                               {list}));
+  std::vector<std::string> schemas, names;
+  for (const auto& t : selected) {
+    schemas.push_back(t->id.schema);
+    names.push_back(t->id.name);
+  }
+  ASSIGN_OR_RETURN(PgResult seqs, source.Query(kUsedSequencesSql, {TextArray(schemas), TextArray(names)}));
   for (int r = 0; r < seqs.rows(); ++r) {
     if (!seqs.GetBool(r, 3)) continue;  // never used: keep the target's start value
     std::string name = QuoteQualified(seqs.Get(r, 0), seqs.Get(r, 1));

@@ -56,7 +56,10 @@ std::optional<TocEntry> ParseTocLine(std::string_view line);
 // with their type names; NotFound when the table does not exist.
 Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table);
 
-// Sets every sequence of the selected tables' schemas on the target to the source's value.
+// Sets the sequences the selected tables use (owned by them, serial or
+// identity, or named in a column default) on the target to the source's
+// value, never backwards. Tables are found by name on `source`, so the two may
+// be either pair of servers; other sequences of their schemas are not touched.
 Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected);
 
 }  // namespace midflight::pg
