@@ -340,7 +340,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> knob_args;
   knobs->add_option("args", knob_args, "[set] [TARGET] [name=value ...]");
 
-  auto* compare = app.add_subcommand("compare", "compare every table of source and target row for row (ordered hash)");
+  auto* compare = app.add_subcommand("compare", "compare every table of source and target row for row (a hash of every row)");
   compare->add_option("spec", spec_path, "migration spec (YAML)")->required();
   compare->add_flag("--json", json, "one JSON object");
 

@@ -17,12 +17,19 @@ Result<std::vector<TableComparison>> CompareTables(const MigrationSpec& spec) {
   ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*src, spec.tables, spec.exclude));
   std::vector<TableComparison> out;
   for (const auto& t : tables) {
+    // The whole-row reference is the bare alias, which a column of the same
+    // name would shadow (then only that column would be hashed): the alias is
+    // one no column has. The same formula as verify's chunk hash.
+    std::string alias = "mf_r";
+    while (t->ColumnIndex(alias) >= 0) alias += "_";
+    std::string row = fmt::format("{}::text", alias);
     std::string order;
-    for (int k : t->key) order += (order.empty() ? "" : ", ") + pg::QuoteIdent(t->columns[k].name);
-    if (order.empty()) order = "t::text";
+    for (int k : t->key)
+      order += fmt::format("{}{}.{}", order.empty() ? "" : ", ", alias, pg::QuoteIdent(t->columns[k].name));
+    if (order.empty()) order = row;
     std::string from = (t->partitioned ? "" : "ONLY ") + pg::QuoteQualified(t->id.schema, t->id.name);
-    std::string sql = fmt::format(
-        "SELECT count(*), coalesce(md5(string_agg(md5(t::text), '' ORDER BY {})), '') FROM {} t", order, from);
+    std::string sql = fmt::format("SELECT count(*), coalesce(md5(string_agg(md5({}), '' ORDER BY {})), '') FROM {} {}",
+                                  row, order, from, alias);
     TableComparison c;
     c.table = t->id.ToString();
     // Both sides at once: the hash is computed where the data is.

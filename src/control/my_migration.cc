@@ -571,19 +571,23 @@ Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) 
   ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*src, su.database, spec.tables, spec.exclude));
   std::vector<TableComparison> out;
   for (const auto& t : tables) {
-    std::vector<std::string> cols, nulls, order;
+    std::vector<std::string> cols, nulls;
     for (const auto& c : t->columns) {
       const std::string q = mysql::QuoteIdent(c.name);
       cols.push_back(q);
       nulls.push_back(fmt::format("ISNULL({})", q));
     }
-    for (int k : t->key) order.push_back(mysql::QuoteIdent(t->columns[k].name));
-    if (order.empty()) order = cols;
+    // The table hash is the sum of its rows' md5s (each half read as a 64-bit
+    // number; SUM of integers is an exact DECIMAL): the same for the same
+    // multiset of rows, in any order, in constant memory. GROUP_CONCAT of the
+    // rows' md5s in key order would be cut at group_concat_max_len (1 MB by
+    // default, 32 768 rows), silently, and the rows after it never compared.
     auto sql = [&](const std::string& db) {
       return fmt::format(
-          "SELECT COUNT(*), COALESCE(MD5(GROUP_CONCAT(MD5(CONCAT_WS(0x1f, CONCAT({}), {})) ORDER BY {} SEPARATOR '')), "
-          "'') FROM {}",
-          fmt::join(nulls, ", "), fmt::join(cols, ", "), fmt::join(order, ", "), mysql::QuoteQualified(db, t->id.name));
+          "SELECT COUNT(*), COALESCE(MD5(CONCAT(SUM(CAST(CONV(SUBSTRING(mf_h, 1, 16), 16, 10) AS UNSIGNED)), ',', "
+          "SUM(CAST(CONV(SUBSTRING(mf_h, 17, 16), 16, 10) AS UNSIGNED)))), '') "
+          "FROM (SELECT MD5(CONCAT_WS(0x1f, CONCAT({}), {})) AS mf_h FROM {}) AS mf_rows",
+          fmt::join(nulls, ", "), fmt::join(cols, ", "), mysql::QuoteQualified(db, t->id.name));
     };
     TableComparison c;
     c.table = t->id.ToString();

@@ -213,7 +213,7 @@ Status Runner::CreateSchema() {
   std::set<TableId> have(existing.begin(), existing.end());
   bool all_there = true;
   for (const auto& t : tables_) all_there = all_there && have.count(t->id);
-  if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(*dst_, spec_.target, dump_path_, spec_.state_dir));
+  if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(*src_, *dst_, spec_.target, dump_path_, spec_.state_dir));
   RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
   CrashPoint("after-pre-data");
   Say(fmt::format("schema: {} tables created on the target (indexes and constraints follow the copy)", tables_.size()));
@@ -378,8 +378,9 @@ Status Runner::FinishSchema() {
   Say("schema: building primary keys, indexes and constraints");
   auto started = std::chrono::steady_clock::now();
   CrashPoint("before-post-data");
-  RETURN_IF_ERROR(pg::RestorePostData(*dst_, spec_.target, dump_path_, spec_.copy_workers, spec_.index_memory_mb,
-                                      spec_.state_dir));
+  RETURN_IF_ERROR(pg::RestorePostData(*src_, *dst_, spec_.target, dump_path_, spec_.copy_workers,
+                                      spec_.index_memory_mb, spec_.state_dir));
+  CrashPoint("after-post-data");
   RETURN_IF_ERROR(pg::SyncSequences(*src_, *dst_, tables_));
   // Replicated rows carry the values of GENERATED ALWAYS identity columns, which
   // an UPDATE may only set to DEFAULT: while midflight applies changes, such

@@ -96,6 +96,9 @@ std::string QuoteQualified(std::string_view schema, std::string_view name);
 std::string DisplayQualified(std::string_view schema, std::string_view name);
 // 'it''s' with E'' when backslashes appear.
 std::string QuoteLiteral(std::string_view value);
+// A text[] value for a parameter: {"a","my \"b\""}, every element quoted,
+// quotes and backslashes escaped (so NULL, commas and braces are plain text).
+std::string TextArray(const std::vector<std::string>& values);
 
 // Maps a failed result (or a broken connection when result is null) to a Status:
 // serialization failure, deadlock, lock timeout -> kRetryTxn; connection or

@@ -5,9 +5,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <charconv>
 #include <cstdlib>
 #include <fstream>
-#include <functional>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -67,30 +68,99 @@ Status RunTool(const std::vector<std::string>& argv, const std::string& password
   return OperatorError(fmt::format("{} failed: {}", what, first_error));
 }
 
-// Rewrites a pg_restore TOC list, commenting out (";") the entries `skip`
-// says are done already. Entry lines are tokenised on spaces:
-// "3345; 2606 16390 CONSTRAINT public pgbench_accounts pgbench_accounts_pkey owner".
-void FilterToc(const std::string& list_path, const std::function<bool(const std::vector<std::string>&)>& skip,
-               int* kept, int* skipped) {
-  std::ifstream in(list_path);
-  std::string line, filtered;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] == ';') {
-      filtered += line + "\n";
-      continue;
+// What the TOC entries of a dump are in the dumped database, as
+// pg_identify_object names them ("index" / "\"s\".\"my idx\"", unique and
+// quoted), keyed by catalog and oid. Entries whose object is gone are absent.
+using ObjectKey = std::pair<uint32_t, uint32_t>;
+Result<std::map<ObjectKey, std::string>> IdentifyObjects(PgConn& conn, const std::vector<TocEntry>& entries) {
+  std::string catalogs, oids;
+  for (const auto& e : entries) {
+    if (e.oid == 0) continue;
+    catalogs += fmt::format("{}{}", catalogs.empty() ? "" : ",", e.catalog);
+    oids += fmt::format("{}{}", oids.empty() ? "" : ",", e.oid);
+  }
+  std::map<ObjectKey, std::string> out;
+  if (oids.empty()) return out;
+  ASSIGN_OR_RETURN(PgResult r, conn.Query(R"sql(
+    SELECT e.catalog, e.oid, i.type || ' ' || i.identity
+      FROM unnest($1::oid[], $2::oid[]) AS e(catalog, oid) CROSS JOIN LATERAL pg_identify_object(e.catalog, e.oid, 0) i
+     WHERE i.identity IS NOT NULL)sql",
+                                          {"{" + catalogs + "}", "{" + oids + "}"}));
+  for (int i = 0; i < r.rows(); ++i)
+    out.emplace(ObjectKey{static_cast<uint32_t>(r.GetInt(i, 0)), static_cast<uint32_t>(r.GetInt(i, 1))},
+                r.GetString(i, 2));
+  return out;
+}
+
+// The same names for every object on `conn` that a post-data entry creates
+// (constraints, indexes, triggers, rules, policies, statistics) or a
+// pre-data one the target may have already (schemas).
+constexpr const char* kExistingObjectsSql = R"sql(
+  SELECT i.type || ' ' || i.identity FROM pg_namespace x, pg_identify_object(x.tableoid, x.oid, 0) i
+  UNION ALL SELECT i.type || ' ' || i.identity FROM pg_constraint x, pg_identify_object(x.tableoid, x.oid, 0) i
+  UNION ALL SELECT i.type || ' ' || i.identity FROM pg_class x, pg_identify_object(x.tableoid, x.oid, 0) i
+             WHERE x.relkind IN ('i', 'I')
+  UNION ALL SELECT i.type || ' ' || i.identity FROM pg_trigger x, pg_identify_object(x.tableoid, x.oid, 0) i
+             WHERE NOT x.tgisinternal
+  UNION ALL SELECT i.type || ' ' || i.identity FROM pg_rewrite x, pg_identify_object(x.tableoid, x.oid, 0) i
+  UNION ALL SELECT i.type || ' ' || i.identity FROM pg_policy x, pg_identify_object(x.tableoid, x.oid, 0) i
+  UNION ALL SELECT i.type || ' ' || i.identity FROM pg_statistic_ext x, pg_identify_object(x.tableoid, x.oid, 0) i)sql";
+
+// Comments out (";") the entries of the pg_restore TOC list at `list_path`
+// whose object, identified in the dumped database `source`, exists on
+// `target` already. Entries the source no longer has, and those without a
+// catalog oid (INDEX ATTACH, SEQUENCE OWNED BY, ...), are kept.
+Status SkipExisting(PgConn& source, PgConn& target, const std::string& list_path, int* kept, int* skipped) {
+  std::vector<std::string> lines;
+  std::vector<TocEntry> entries;
+  {
+    std::ifstream in(list_path);
+    for (std::string line; std::getline(in, line);) {
+      if (auto e = ParseTocLine(line)) entries.push_back(*e);
+      lines.push_back(std::move(line));
     }
-    std::istringstream ls(line);
-    std::vector<std::string> tok;
-    for (std::string w; ls >> w;) tok.push_back(w);
-    bool done = skip(tok);
-    ++*(done ? skipped : kept);
+    if (in.bad()) return Internal("reading " + list_path);
+  }
+  ASSIGN_OR_RETURN(auto dumped, IdentifyObjects(source, entries));
+  ASSIGN_OR_RETURN(PgResult existing, target.Query(kExistingObjectsSql));
+  std::set<std::string> have;
+  for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
+  std::string filtered;
+  for (const auto& line : lines) {
+    std::optional<TocEntry> e = ParseTocLine(line);
+    bool done = false;
+    if (e) {
+      auto it = dumped.find(ObjectKey{e->catalog, e->oid});
+      done = it != dumped.end() && have.count(it->second) > 0;
+      ++*(done ? skipped : kept);
+    }
     filtered += (done ? ";" : "") + line + "\n";
   }
-  in.close();
-  std::ofstream(list_path) << filtered;
+  std::ofstream out(list_path, std::ios::trunc);
+  out << filtered;
+  out.close();
+  if (!out) return Internal("writing " + list_path);
+  return Status::Ok();
 }
 
 }  // namespace
+
+std::optional<TocEntry> ParseTocLine(std::string_view line) {
+  // "<dump id>; <catalog oid> <object oid> ..." and nothing else is parsed:
+  // the fields after the numbers are names printed unquoted.
+  TocEntry e;
+  auto number = [&](auto* value, char after) {
+    const char* end = line.data() + line.size();
+    auto [p, ec] = std::from_chars(line.data(), end, *value);
+    if (ec != std::errc() || p == line.data() || p == end || *p != after) return false;
+    line.remove_prefix(static_cast<size_t>(p - line.data()) + 1);
+    return true;
+  };
+  if (!number(&e.dump_id, ';') || line.empty() || line[0] != ' ') return std::nullopt;
+  line.remove_prefix(1);
+  if (!number(&e.catalog, ' ') || !number(&e.oid, ' ')) return std::nullopt;
+  return e;
+}
 
 Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_ptr<const TableSchema>>& selected,
                   const std::vector<TableId>& all_source_tables, const std::string& dump_path) {
@@ -112,54 +182,29 @@ Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_p
   return RunTool(argv, split.second, "", "pg_dump of the source schema");
 }
 
-Status RestorePreData(PgConn& target, const std::string& target_uri, const std::string& dump_path,
+Status RestorePreData(PgConn& source, PgConn& target, const std::string& target_uri, const std::string& dump_path,
                       const std::string& work_dir) {
   ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
   std::string list_path = work_dir + "/pre-data.list";
   RETURN_IF_ERROR(RunTool({PgBin("pg_restore"), "--list", "--section=pre-data", dump_path}, "", list_path,
                           "listing the pre-data schema"));
   // Schemas that exist on the target already (public, usually) are not created again.
-  ASSIGN_OR_RETURN(PgResult existing, target.Query("SELECT nspname FROM pg_namespace"));
-  std::set<std::string> have;
-  for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
   int kept = 0, skipped = 0;
-  FilterToc(
-      list_path,
-      [&](const std::vector<std::string>& tok) {  // "5; 2615 2200 SCHEMA - public owner"
-        return tok.size() >= 6 && tok[3] == "SCHEMA" && tok[4] == "-" && have.count(tok[5]) > 0;
-      },
-      &kept, &skipped);
+  RETURN_IF_ERROR(SkipExisting(source, target, list_path, &kept, &skipped).WithContext("filtering the pre-data list"));
   return RunTool({PgBin("pg_restore"), "--section=pre-data", "--single-transaction", "--exit-on-error", "--no-owner",
                   "--no-privileges", "--use-list=" + list_path, "--dbname=" + split.first, dump_path},
                  split.second, "", "pg_restore of the schema (pre-data) on the target");
 }
 
-Status RestorePostData(PgConn& target, const std::string& target_uri, const std::string& dump_path, int jobs,
-                       int index_memory_mb, const std::string& work_dir) {
+Status RestorePostData(PgConn& source, PgConn& target, const std::string& target_uri, const std::string& dump_path,
+                       int jobs, int index_memory_mb, const std::string& work_dir) {
   ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
   std::string list_path = work_dir + "/post-data.list";
   RETURN_IF_ERROR(RunTool({PgBin("pg_restore"), "--list", "--section=post-data", dump_path}, "", list_path,
                           "listing the post-data schema"));
-  // Names of what already exists on the target (a re-run after a crash).
-  ASSIGN_OR_RETURN(PgResult existing, target.Query(R"sql(
-    SELECT n.nspname || ' ' || c.conname FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-    UNION ALL SELECT n.nspname || ' ' || i.relname FROM pg_class i JOIN pg_namespace n ON n.oid = i.relnamespace
-     WHERE i.relkind IN ('i', 'I')
-    UNION ALL SELECT n.nspname || ' ' || t.tgname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid
-      JOIN pg_namespace n ON n.oid = c.relnamespace WHERE NOT t.tgisinternal)sql"));
-  std::set<std::string> have;
-  for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
+  // What already exists on the target (a re-run after a crash) is not built again.
   int kept = 0, skipped = 0;
-  // An entry is built already when a "<schema> <name>" pair of its tokens exists.
-  FilterToc(
-      list_path,
-      [&](const std::vector<std::string>& tok) {
-        for (size_t i = 3; i + 1 < tok.size(); ++i)
-          for (size_t j = i + 1; j < tok.size(); ++j)
-            if (have.count(tok[i] + " " + tok[j])) return true;
-        return false;
-      },
-      &kept, &skipped);
+  RETURN_IF_ERROR(SkipExisting(source, target, list_path, &kept, &skipped).WithContext("filtering the post-data list"));
   if (skipped) LOG_INFO("schema: {} post-data objects already on the target, {} to build", skipped, kept);
   if (kept == 0) return Status::Ok();
   return RunTool({PgBin("pg_restore"), "--section=post-data", "--exit-on-error", "--no-owner", "--no-privileges",
@@ -188,15 +233,34 @@ Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const Ta
   return out;
 }
 
+// The sequences the tables (schema $1[i], name $2[i]) use: owned by one of
+// them (serial: deptype 'a', identity: 'i') or named in a column default
+// (nextval('s') depends on s, deptype 'n'), with the state to carry over.
+constexpr const char* kUsedSequencesSql = R"sql(
+  WITH rel AS (
+    SELECT c.oid FROM unnest($1::text[], $2::text[]) AS t(schema_name, table_name)
+      JOIN pg_namespace n ON n.nspname = t.schema_name
+      JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name
+  ), used AS (
+    SELECT d.objid AS seq FROM pg_depend d JOIN rel ON d.refobjid = rel.oid
+     WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i')
+    UNION
+    SELECT d.refobjid FROM pg_attrdef ad JOIN rel ON ad.adrelid = rel.oid
+      JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+  )
+  SELECT s.schemaname, s.sequencename, s.last_value::text, s.last_value IS NOT NULL, s.increment_by > 0
+    FROM used JOIN pg_class c ON c.oid = used.seq AND c.relkind = 'S'
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
+   ORDER BY 1, 2)sql";
+
 Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected) {
-  std::set<std::string> schemas;
-  for (const auto& t : selected) schemas.insert(t->id.schema);
-  std::string list = "{";
-  for (const auto& s : schemas) list += (list.size() > 1 ? "," : "") + QuoteIdent(s);
-  list += "}";
-  ASSIGN_OR_RETURN(PgResult seqs, source.Query("SELECT schemaname, sequencename, last_value::text, last_value IS NOT NULL, "
-                                               "increment_by > 0 FROM pg_sequences WHERE schemaname = ANY($1::text[])",
-                                               {list}));
+  std::vector<std::string> schemas, names;
+  for (const auto& t : selected) {
+    schemas.push_back(t->id.schema);
+    names.push_back(t->id.name);
+  }
+  ASSIGN_OR_RETURN(PgResult seqs, source.Query(kUsedSequencesSql, {TextArray(schemas), TextArray(names)}));
   for (int r = 0; r < seqs.rows(); ++r) {
     if (!seqs.GetBool(r, 3)) continue;  // never used: keep the target's start value
     std::string name = QuoteQualified(seqs.Get(r, 0), seqs.Get(r, 1));

@@ -5,8 +5,11 @@
 // built in parallel. Both steps can be re-run after a crash.
 #pragma once
 
+#include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -21,22 +24,42 @@ class PgConn;
 Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_ptr<const TableSchema>>& selected,
                   const std::vector<TableId>& all_source_tables, const std::string& dump_path);
 
-// Creates the pre-data objects in one transaction: all or nothing. Schemas
-// that already exist on the target (public) are not created again.
-Status RestorePreData(PgConn& target, const std::string& target_uri, const std::string& dump_path,
+// Creates the pre-data objects in one transaction: all or nothing. Objects
+// that already exist on the target (the public schema, usually) are not
+// created again; `source` is the dumped database, where the dump's entries
+// are identified.
+Status RestorePreData(PgConn& source, PgConn& target, const std::string& target_uri, const std::string& dump_path,
                       const std::string& work_dir);
 
 // Builds the post-data objects with `jobs` parallel connections, each with
 // `index_memory_mb` of maintenance_work_mem, skipping those that already
-// exist on the target (a re-run after a crash).
-Status RestorePostData(PgConn& target, const std::string& target_uri, const std::string& dump_path, int jobs,
-                       int index_memory_mb, const std::string& work_dir);
+// exist on the target (a re-run after a crash). An entry is matched to a
+// target object by what its catalog oid names in `source` (the dumped
+// database), never by the names of the TOC list, which are printed unquoted.
+Status RestorePostData(PgConn& source, PgConn& target, const std::string& target_uri, const std::string& dump_path,
+                       int jobs, int index_memory_mb, const std::string& work_dir);
+
+// The numbers of one entry line of `pg_restore --list`
+// ("3222; 2606 16393 CONSTRAINT we"ird my table my table_pkey owner"): the
+// dump id, the catalog of the object (2606 = pg_constraint) and its oid in the
+// dumped database, 0 and 0 for entries that are not a catalog object. The
+// names after them are printed unquoted, spaces and all, and are not read.
+// nullopt for comments and anything else.
+struct TocEntry {
+  int dump_id = 0;
+  uint32_t catalog = 0;
+  uint32_t oid = 0;
+};
+std::optional<TocEntry> ParseTocLine(std::string_view line);
 
 // The writable (not generated) columns of `table` on the target, in order,
 // with their type names; NotFound when the table does not exist.
 Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table);
 
-// Sets every sequence of the selected tables' schemas on the target to the source's value.
+// Sets the sequences the selected tables use (owned by them, serial or
+// identity, or named in a column default) on the target to the source's
+// value, never backwards. Tables are found by name on `source`, so the two may
+// be either pair of servers; other sequences of their schemas are not touched.
 Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected);
 
 }  // namespace midflight::pg
