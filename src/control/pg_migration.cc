@@ -59,6 +59,7 @@ class Runner {
   Status CreateSchema();
   Status Copy();
   Status FinishSchema();
+  Status ReconnectControl();
   Status Replicate();
   Status CheckTableSelection();
   Status LoadDoneChunks(DoneChunks* done);
@@ -374,7 +375,24 @@ Status Runner::Copy() {
   return Status::Ok();
 }
 
+// The control connections outlive long steps (a copy of hours) during which
+// a server may restart: reconnect before the next step uses them.
+Status Runner::ReconnectControl() {
+  pg::ConnOptions o;
+  o.application_name = "midflight-control";
+  // A session the server dropped still looks fine until it is used.
+  auto alive = [](std::unique_ptr<PgConn>& c) { return c && !c->IsBroken() && c->Exec("SELECT 1").ok(); };
+  if (!alive(src_)) {
+    ASSIGN_OR_RETURN(src_, PgConn::Connect(spec_.source, o));
+  }
+  if (!alive(dst_)) {
+    ASSIGN_OR_RETURN(dst_, PgConn::Connect(spec_.target, o));
+  }
+  return Status::Ok();
+}
+
 Status Runner::FinishSchema() {
+  RETURN_IF_ERROR(ReconnectControl());
   Say("schema: building primary keys, indexes and constraints");
   auto started = std::chrono::steady_clock::now();
   CrashPoint("before-post-data");
@@ -404,6 +422,7 @@ Status Runner::FinishSchema() {
 }
 
 Status Runner::Replicate() {
+  RETURN_IF_ERROR(ReconnectControl());
   const uint32_t partitions =
       static_cast<uint32_t>(std::stoi(store_.Get("partitions").value_or(std::to_string(spec_.partitions))));
   if (static_cast<int>(partitions) != spec_.partitions)

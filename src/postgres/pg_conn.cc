@@ -69,6 +69,9 @@ Status StatusFromResult(pg_conn* conn, pg_result* result, std::string_view conte
   }
   if (msg.empty() && conn) msg = PQerrorMessage(conn);
   msg = Trim(msg);
+  // A dead connection can leave no message at all: say what happened rather
+  // than show the statement alone.
+  if (msg.empty()) msg = "no answer from the server (the connection was lost)";
   std::string full = state.empty() ? fmt::format("{}: {}", context, msg)
                                    : fmt::format("{}: {} (SQLSTATE {})", context, msg, state);
   if (conn && PQstatus(conn) == CONNECTION_BAD) return RetryCall(full);
