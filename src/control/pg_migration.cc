@@ -106,6 +106,18 @@ Status Runner::Preflight(bool fresh) {
     problems.push_back(fmt::format("source: wal_level is '{}'; set wal_level = logical in postgresql.conf and "
                                    "restart the source server",
                                    wal_level));
+  // SQL_ASCII stores bytes unchecked: text the target (another encoding)
+  // would refuse stops the copy halfway. Between two SQL_ASCII databases the
+  // bytes pass through unchanged (PgConn talks SQL_ASCII to such servers).
+  ASSIGN_OR_RETURN(std::string src_enc, src_->QueryValue("SHOW server_encoding"));
+  ASSIGN_OR_RETURN(std::string dst_enc, dst_->QueryValue("SHOW server_encoding"));
+  ASSIGN_OR_RETURN(std::string src_db, src_->QueryValue("SELECT current_database()"));
+  if (src_enc == "SQL_ASCII" && dst_enc != "SQL_ASCII")
+    problems.push_back(fmt::format(
+        "source: database {} has encoding SQL_ASCII (bytes stored unchecked) and the target has {}: text that is not "
+        "valid {} would stop the copy; create the target database with ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE "
+        "'C' TEMPLATE template0, or convert the source's text first",
+        src_db, dst_enc, dst_enc));
   ASSIGN_OR_RETURN(std::string can_replicate,
                    src_->QueryValue("SELECT (rolsuper OR rolreplication)::text FROM pg_roles WHERE rolname = current_user"));
   if (can_replicate != "true")

@@ -117,6 +117,10 @@ Result<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& uri, const Co
       return OperatorError(msg);
     return RetryCall(msg);
   }
+  // A SQL_ASCII database holds bytes in no particular encoding: talk to it
+  // in SQL_ASCII too, so they pass through unconverted and unchecked.
+  if (const char* enc = PQparameterStatus(conn, "server_encoding"); enc && std::string_view(enc) == "SQL_ASCII")
+    PQsetClientEncoding(conn, "SQL_ASCII");
   return std::unique_ptr<PgConn>(new PgConn(conn, redacted));
 }
 
