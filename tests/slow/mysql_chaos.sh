@@ -10,10 +10,8 @@
 # Afterwards the load stops, the target catches up, and every table must be
 # equal. The seed (CHAOS_SEED) repeats a schedule.
 source "$(dirname "$0")/../integration/mylib.sh"
-SEED=${CHAOS_SEED:-$((RANDOM * 32768 + RANDOM))}
-FAULTS=${CHAOS_FAULTS:-20}
-RANDOM=$SEED
-log "seed $SEED, $FAULTS faults (repeat with CHAOS_SEED=$SEED)"
+source "$(dirname "$0")/chaos_lib.sh"
+chaos_init
 
 start_my_servers 26840
 echo "--innodb-flush-log-at-trx-commit=0" >"$DST_DIR/args"
@@ -22,10 +20,7 @@ printf '%s\n' --read-only=ON --relay-log-recovery=ON >"$REP_DIR/args"
 "$TESTDB" restart "$REP_DIR"
 REP_PORT=$(cat "$REP_DIR/port") DST_PORT=$(cat "$DST_DIR/port")
 R_REP=$(free_port 26850); R_DST=$(free_port $((R_REP + 1)))
-python3 "$(dirname "$0")/relay.py" "$R_REP:$REP_PORT" "$R_DST:$DST_PORT" >"$WORK/relay.log" 2>&1 &
-RELAY_PID=$!
-EXTRA_PIDS+=("$RELAY_PID")
-for _ in $(seq 50); do grep -q ready "$WORK/relay.log" && break; sleep 0.1; done
+start_relay "$R_REP:$REP_PORT" "$R_DST:$DST_PORT"
 
 sysbench_prepare 4 20000
 wait_replica
@@ -34,18 +29,6 @@ REP=${REP/:$REP_PORT\//:$R_REP/} DST=${DST/:$DST_PORT\//:$R_DST/}
 write_my_spec mchaos "partitions: 3" "copy_workers: 2"
 REP=$REP_DIRECT DST=$DST_DIRECT
 
-mf_up() {
-  local i p
-  for ((i = 0; i < 480; i++)); do
-    if [[ -n ${MF_PID:-} ]] && ! kill -0 "$MF_PID" 2>/dev/null; then
-      log "midflight exited; restarting it"; tail -5 "$WORK/run.$RUN_N.log"; run_mf_bg
-    fi
-    p=$(status_field phase 2>/dev/null || true)
-    case $p in replicating) return 0 ;; failed) log "failed: $(status_field error)"; kill9_mf; run_mf_bg ;; esac
-    sleep 0.25
-  done
-  fail "midflight not replicating after 120 s (phase $p)"
-}
 kill_server() {  # kill_server DIR: kill -9, wait for the socket to go, start again
   kill -9 "$(cat "$1/mariadbd.pid")"
   local i
@@ -57,29 +40,24 @@ kill_server() {  # kill_server DIR: kill -9, wait for the socket to go, start ag
 run_mf_bg
 wait_phase replicating 180
 start_sysbench oltp_write_only 150
-declare -A count
 for ((i = 1; i <= FAULTS; i++)); do
   sleep $((2 + RANDOM % 4))
-  faults=(kill9 src_stop dst_stop sigstop netcut)
-  f=${faults[RANDOM % ${#faults[@]}]}
-  count[$f]=$((${count[$f]:-0} + 1))
-  log "fault $i/$FAULTS: $f"
-  case $f in
+  chaos_pick kill9 src_stop dst_stop sigstop netcut
+  log "fault $i/$FAULTS: $FAULT"
+  case $FAULT in
     kill9) kill9_mf; run_mf_bg ;;
     src_stop) kill_server "$REP_DIR" ;;
     dst_stop) kill_server "$DST_DIR" ;;
     sigstop) kill -STOP "$MF_PID"; sleep 8; kill -CONT "$MF_PID" ;;
-    netcut) kill -USR1 "$RELAY_PID"; sleep 35; kill -USR2 "$RELAY_PID" ;;
+    netcut) netcut 35 ;;
   esac
-  mf_up
+  mf_up replicating
 done
 log "faults done; load stopped"
 stop_sysbench
-mf_up
+mf_up replicating
 wait_my_caught_up 300
 assert_equal
-summary=""
-for k in "${!count[@]}"; do summary+="$k=${count[$k]} "; done
-log "seed $SEED: $summary"
+chaos_summary
 stop_mf
 log "PASS"

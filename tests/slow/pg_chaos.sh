@@ -12,10 +12,8 @@
 # every table must be equal. The seed (CHAOS_SEED) repeats a schedule.
 #   CHAOS_SEED=1234 CHAOS_FAULTS=30 tests/slow/pg_chaos.sh
 source "$(dirname "$0")/../integration/lib.sh"
-SEED=${CHAOS_SEED:-$((RANDOM * 32768 + RANDOM))}
-FAULTS=${CHAOS_FAULTS:-20}
-RANDOM=$SEED
-log "seed $SEED, $FAULTS faults (repeat with CHAOS_SEED=$SEED)"
+source "$(dirname "$0")/chaos_lib.sh"
+chaos_init
 
 start_servers 26800
 for d in src dst; do
@@ -25,10 +23,7 @@ done
 SRC_PORT=$(cat "$WORK/src/port") DST_PORT=$(cat "$WORK/dst/port")
 R_SRC=$(free_port 26810); R_DST=$(free_port $((R_SRC + 1)))
 PROXY_PORT=$(free_port $((R_DST + 1))); RO_PORT=$(free_port $((PROXY_PORT + 1)))
-python3 "$(dirname "$0")/relay.py" "$R_SRC:$SRC_PORT" "$R_DST:$DST_PORT" >"$WORK/relay.log" 2>&1 &
-RELAY_PID=$!
-EXTRA_PIDS+=("$RELAY_PID")
-for _ in $(seq 50); do grep -q ready "$WORK/relay.log" && break; sleep 0.1; done
+start_relay "$R_SRC:$SRC_PORT" "$R_DST:$DST_PORT"
 
 pgbench -i -s 5 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
@@ -49,36 +44,21 @@ load_loop() {  # pgbench through the proxy in 3 s runs; errors are expected whil
   done
 }
 
-mf_up() {  # midflight running and replicating (any phase from replicating on)
-  local i p
-  for ((i = 0; i < 480; i++)); do
-    if [[ -n ${MF_PID:-} ]] && ! kill -0 "$MF_PID" 2>/dev/null; then
-      log "midflight exited; restarting it"; tail -5 "$WORK/run.$RUN_N.log"; run_mf_bg
-    fi
-    p=$(status_field phase 2>/dev/null || true)
-    case $p in replicating|reads_switched|writes_switched) return 0 ;; failed) log "failed: $(status_field error)"; kill9_mf; run_mf_bg ;; esac
-    sleep 0.25
-  done
-  fail "midflight not replicating after 120 s (phase $p)"
-}
-
 run_mf_bg
 wait_phase replicating 180
 load_loop &
 LOAD_PID=$!
-declare -A count
 for ((i = 1; i <= FAULTS; i++)); do
   sleep $((2 + RANDOM % 4))
-  faults=(kill9 src_stop dst_stop sigstop netcut new_table switch)
-  f=${faults[RANDOM % ${#faults[@]}]}
-  count[$f]=$((${count[$f]:-0} + 1))
+  chaos_pick kill9 src_stop dst_stop sigstop netcut new_table switch
+  f=$FAULT
   log "fault $i/$FAULTS: $f (phase $(status_field phase 2>/dev/null))"
   case $f in
     kill9) kill9_mf; run_mf_bg ;;
     src_stop) "$TESTDB" stop "$WORK/src" immediate; sleep $((1 + RANDOM % 3)); "$TESTDB" start pg "$WORK/src" 0 ;;
     dst_stop) "$TESTDB" stop "$WORK/dst" immediate; sleep $((1 + RANDOM % 3)); "$TESTDB" start pg "$WORK/dst" 0 ;;
     sigstop) kill -STOP "$MF_PID"; sleep 8; kill -CONT "$MF_PID" ;;
-    netcut) kill -USR1 "$RELAY_PID"; sleep 35; kill -USR2 "$RELAY_PID" ;;
+    netcut) netcut 35 ;;
     new_table)
       sql_src -c "CREATE TABLE chaos_new_$i (id int PRIMARY KEY)"
       for _ in $(seq 40); do [[ $(status_field 'untracked_tables | length' 2>/dev/null) != 0 ]] && break; sleep 0.25; done
@@ -96,14 +76,14 @@ for ((i = 1; i <= FAULTS; i++)); do
         if out=$("$MF" "${op[@]}" 2>&1); then log "  ${op[0]} ${op[1]}: $out"; else log "  refused or abandoned: $out"; count[switch_refused]=$((${count[switch_refused]:-0} + 1)); fi
       fi ;;
   esac
-  mf_up
+  mf_up replicating reads_switched writes_switched
 done
 
 log "faults done; writes back to the source, load stopped"
 touch "$WORK/stop-load"
 wait "$LOAD_PID" 2>/dev/null || true
 LOAD_PID=
-mf_up
+mf_up replicating reads_switched writes_switched
 for _ in 1 2 3 4 5; do
   [[ $(status_field phase) != writes_switched ]] && break
   "$MF" rollback "$SPEC" --force || sleep 5
@@ -111,8 +91,6 @@ done
 [[ $(status_field phase) != writes_switched ]] || fail "rollback did not succeed"
 wait_caught_up 300
 assert_equal
-summary=""
-for k in "${!count[@]}"; do summary+="$k=${count[$k]} "; done
-log "seed $SEED: $summary; pgbench runs with errors: $(wc -l <"$WORK/pgbench-errors" 2>/dev/null || echo 0)"
+chaos_summary "; pgbench runs with errors (servers were down): $(wc -l <"$WORK/pgbench-errors" 2>/dev/null || echo 0)"
 stop_mf
 log "PASS"
