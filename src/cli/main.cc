@@ -378,6 +378,11 @@ int main(int argc, char** argv) {
   if (*run || *compare || *create) {
     auto spec = midflight::LoadSpec(spec_path);
     if (!spec.ok()) return Fail(spec.status());
+    // Engine and library errors may quote a connection string: never print its password.
+    auto fail = [&spec](const midflight::Status& st) {
+      return Fail(midflight::Status(
+          st.code(), midflight::ScrubSecrets(st.message(), {spec->source, spec->target, spec->source_replica})));
+    };
     if (workers > 0) spec->copy_workers = workers;
     if (partitions > 0) spec->partitions = partitions;
     if (*run) {
@@ -391,15 +396,15 @@ int main(int argc, char** argv) {
       o.single = true;
       auto svc = midflight::Service::Start(o);
       if (!svc.ok()) return Fail(svc.status());
-      if (midflight::Status st = (*svc)->Adopt(*spec); !st.ok()) return Fail(st);
+      if (midflight::Status st = (*svc)->Adopt(*spec); !st.ok()) return fail(st);
       midflight::Status st = (*svc)->WaitSingle(g_stop);
       (*svc)->Stop();
-      if (!st.ok()) return Fail(st);
+      if (!st.ok()) return fail(st);
       return 0;
     }
     if (*compare) {
       auto result = IsMySql(*spec) ? midflight::CompareMyTables(*spec) : midflight::CompareTables(*spec);
-      if (!result.ok()) return Fail(result.status());
+      if (!result.ok()) return fail(result.status());
       bool all_equal = true;
       nlohmann::json j = nlohmann::json::array();
       for (const auto& c : *result) {

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "base/clock.h"
+#include "base/uri.h"
 
 namespace midflight {
 namespace {
@@ -76,6 +77,16 @@ std::string ActorScope::Current() { return t_actor.empty() ? "midflight" : t_act
 void StateStore::OnTransition(std::function<void(Phase, Phase, const std::string&)> fn) {
   std::lock_guard lock(mu_);
   on_transition_ = std::move(fn);
+}
+
+void StateStore::SetSecrets(std::vector<std::string> connection_strings) {
+  std::lock_guard lock(mu_);
+  secrets_ = std::move(connection_strings);
+}
+
+std::string StateStore::Scrub(const std::string& text) {
+  std::lock_guard lock(mu_);
+  return ScrubSecrets(text, secrets_);
 }
 
 Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, bool create) {
@@ -154,7 +165,8 @@ Phase StateStore::phase() {
   return ParsePhase(*v).value_or(Phase::kCreated);
 }
 
-Status StateStore::SetPhase(Phase phase, const std::string& reason) {
+Status StateStore::SetPhase(Phase phase, const std::string& unscrubbed_reason) {
+  const std::string reason = Scrub(unscrubbed_reason);
   std::function<void(Phase, Phase, const std::string&)> notify;
   Phase from;
   {
@@ -193,8 +205,9 @@ Status StateStore::SetPhase(Phase phase, const std::string& reason) {
   return Status::Ok();
 }
 
-Status StateStore::AddEvent(const std::string& message) {
+Status StateStore::AddEvent(const std::string& unscrubbed_message) {
   std::lock_guard lock(mu_);
+  const std::string message = Scrub(unscrubbed_message);
   Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
   if (ev.Bind(1, NowIsoUtc()).Bind(2, std::string(PhaseName(phase()))).Bind(3, ActorScope::Current()).Bind(4, message)
           .Step() != SQLITE_DONE)

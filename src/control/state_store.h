@@ -79,6 +79,14 @@ class StateStore {
   Status AddEvent(const std::string& message);
   // Called after every persisted transition (on the caller's thread): from, to, reason.
   void OnTransition(std::function<void(Phase, Phase, const std::string&)> fn);
+  // The migration's connection strings (source, target, replica). Every event
+  // message and phase reason is passed through Scrub before it is stored or
+  // handed to OnTransition, so that no server or library text quoting one of
+  // them (password and all) reaches the audit trail, the API or a webhook.
+  // Call before threads start.
+  void SetSecrets(std::vector<std::string> connection_strings);
+  // `text` without the passwords of SetSecrets' connection strings (base/uri.h ScrubSecrets).
+  std::string Scrub(const std::string& text);
   std::vector<EventRow> Events(int limit);
 
   Status SaveTables(const std::vector<TableRow>& rows);
@@ -95,6 +103,7 @@ class StateStore {
   // public method holds this for its whole length.
   std::recursive_mutex mu_;
   std::function<void(Phase, Phase, const std::string&)> on_transition_;  // set before threads start
+  std::vector<std::string> secrets_;                                      // set before threads start
 };
 
 // Holds an exclusive lock on DIR/lock for the life of the process; fails with

@@ -133,7 +133,10 @@ class HostedMigration {
                        ops_ = std::move(h);
                      }};
       Status st = engine == "mysql" ? RunMyMigration(ctx) : RunPgMigration(ctx);
-      if (!st.ok()) LOG_ERROR("migration {}: {}", spec.name, st.message());
+      if (!st.ok()) {
+        st = Status(st.code(), store->Scrub(st.message()));
+        LOG_ERROR("migration {}: {}", spec.name, st.message());
+      }
       {
         std::lock_guard l(status_mu_);
         outcome_ = st;
@@ -381,7 +384,9 @@ Result<std::unique_ptr<Service>> Service::Start(ServiceOptions options) {
       }
       spec->state_dir = d.string();
       auto hosted = svc->Host(*spec, /*start=*/true);
-      if (!hosted.ok()) LOG_ERROR("not resuming migration {}: {}", spec->name, hosted.status().message());
+      if (!hosted.ok())
+        LOG_ERROR("not resuming migration {}: {}", spec->name,
+                  ScrubSecrets(hosted.status().message(), {spec->source, spec->target, spec->source_replica}));
     }
   }
   // `run` listens once its migration is hosted (its state directory locked):
@@ -415,6 +420,7 @@ Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, bool 
   auto m = std::make_shared<HostedMigration>();
   m->engine = IsMySqlSpec(spec) ? "mysql" : "postgres";
   ASSIGN_OR_RETURN(m->store, StateStore::Open(spec.state_dir, /*create=*/true));
+  m->store->SetSecrets({spec.source, spec.target, spec.source_replica});
   ASSIGN_OR_RETURN(m->lock_fd, LockStateDir(spec.state_dir));
   m->runtime = std::make_unique<MigrationRuntime>(spec);
   if (Status st = m->runtime->knobs.LoadOverrides(m->store->Get("knobs").value_or("")); !st.ok())
@@ -577,7 +583,8 @@ http::Response Service::Create(const http::Request& r) {
   auto hosted = Host(*spec, /*start=*/true);
   if (!hosted.ok()) {
     if (!existed) std::filesystem::remove_all(dir, ec);
-    return JsonError(hosted.status().code() == StatusCode::kInvalidArgument ? 400 : 409, hosted.status().message());
+    return JsonError(hosted.status().code() == StatusCode::kInvalidArgument ? 400 : 409,
+                     ScrubSecrets(hosted.status().message(), {spec->source, spec->target, spec->source_replica}));
   }
   (void)(*hosted)->store->AddEvent(fmt::format("created from a spec ({} engine)", (*hosted)->engine));
   LOG_INFO("migration {} created by {}: {} -> {}", spec->name, ActorScope::Current(), RedactUri(spec->source),
