@@ -18,6 +18,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/uri.h"
+#include "base/version.h"
 #include "control/compare.h"
 #include "control/http.h"
 #include "control/my_migration.h"
@@ -261,6 +262,8 @@ void PrintDetail(const nlohmann::json& j) {
 
 int main(int argc, char** argv) {
   CLI::App app{"midflight: move a live database to another server while its applications keep working"};
+  app.set_version_flag("--version", fmt::format("midflight {} (commit {})", midflight::kVersion, midflight::kGitCommit),
+                       "print the version and the git commit it was built from, and exit");
   app.require_subcommand(1);
   std::string spec_path, target, server, token, token_file, listen, state_dir, webhook, reason, actor;
   bool json = false, verbose = false;
