@@ -6,7 +6,9 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
+#include <thread>
 
 #include "base/clock.h"
 #include "base/uri.h"
@@ -14,9 +16,16 @@
 namespace midflight {
 namespace {
 
+// How long any connection waits for another's lock (sqlite3_busy_timeout),
+// and how long an opener retries the switch to WAL, for which SQLite does
+// not always call the busy handler.
+constexpr int kBusyTimeoutMs = 10000;
+
+// Created in one write transaction (BEGIN IMMEDIATE waits for the write lock
+// through the busy handler): a statement that reads the schema and then
+// upgrades to a write lock can instead fail at once with SQLITE_BUSY when
+// another connection is writing (SQLite's deadlock avoidance).
 constexpr const char* kSchemaSql = R"sql(
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time TEXT NOT NULL, phase TEXT NOT NULL,
                                    message TEXT NOT NULL);
@@ -30,7 +39,7 @@ CREATE TABLE IF NOT EXISTS chunks (table_name TEXT, chunk INTEGER, kind INTEGER,
 
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  Stmt(sqlite3* db, const char* sql) : prepare_rc_(sqlite3_prepare_v2(db, sql, -1, &s_, nullptr)) {}
   ~Stmt() { sqlite3_finalize(s_); }
   Stmt& Bind(int i, const std::string& v) {
     sqlite3_bind_text(s_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
@@ -49,7 +58,8 @@ class Stmt {
     else sqlite3_bind_null(s_, i);
     return *this;
   }
-  int Step() { return s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
+  // A failed prepare (SQLITE_BUSY reading the schema, ...) is Step's answer.
+  int Step() { return s_ ? sqlite3_step(s_) : prepare_rc_ != SQLITE_OK ? prepare_rc_ : SQLITE_ERROR; }
   std::string Text(int c) {
     auto p = sqlite3_column_text(s_, c);
     return p ? reinterpret_cast<const char*>(p) : "";
@@ -63,6 +73,7 @@ class Stmt {
 
  private:
   sqlite3_stmt* s_ = nullptr;
+  int prepare_rc_;
 };
 
 
@@ -105,16 +116,49 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, boo
     sqlite3_close(db);
     return OperatorError(fmt::format("cannot open {}: {}", path, m));
   }
-  sqlite3_busy_timeout(db, 5000);
+  // Every connection waits for the others' locks instead of failing.
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
   std::unique_ptr<StateStore> store(new StateStore(db));
-  RETURN_IF_ERROR(store->Exec(kSchemaSql));
-  // Version 2: the audit trail names the actor.
-  {
-    Stmt v(db, "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'actor'");
-    if (v.Step() == SQLITE_ROW && v.Int(0) == 0)
-      RETURN_IF_ERROR(store->Exec("ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'midflight'"));
-  }
+  RETURN_IF_ERROR(store->Prepare());
   return store;
+}
+
+Status StateStore::Prepare() {
+  // One opener at a time in this process (the service's threads, tests);
+  // other processes (`midflight status` while `run` starts) are held off by
+  // SQLite's own locks, waited for below.
+  static std::mutex opener_mu;
+  std::lock_guard opener(opener_mu);
+  std::lock_guard lock(mu_);
+  // WAL is persistent: only the first opener of a fresh file switches. The
+  // switch needs the only lock on the file, and SQLite may answer BUSY (or
+  // leave the mode as it was) without calling the busy handler, so it is
+  // retried until kBusyTimeoutMs.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (;;) {
+    Stmt mode(db_, "PRAGMA journal_mode = WAL");
+    int rc = mode.Step();
+    if (rc == SQLITE_ROW && mode.Text(0) == "wal") break;
+    bool busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_ROW;
+    if (!busy || std::chrono::steady_clock::now() >= deadline)
+      return Internal(fmt::format("state store: switching to WAL: {}",
+                                  rc == SQLITE_ROW ? "another process holds the database" : sqlite3_errmsg(db_)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  RETURN_IF_ERROR(Exec("PRAGMA synchronous = NORMAL"));
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  Status st = Exec(kSchemaSql);
+  // Version 2: the audit trail names the actor.
+  if (st.ok()) {
+    Stmt v(db_, "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'actor'");
+    if (v.Step() == SQLITE_ROW && v.Int(0) == 0)
+      st = Exec("ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'midflight'");
+  }
+  if (!st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
+  }
+  return Exec("COMMIT");
 }
 
 StateStore::~StateStore() { sqlite3_close(db_); }

@@ -57,7 +57,10 @@ class ActorScope {
 
 class StateStore {
  public:
-  // Opens (creating when `create`) DIR/state.db.
+  // Opens (creating when `create`) DIR/state.db. Any number of threads and
+  // processes may open the same store at once, a fresh one included: each
+  // connection waits up to 10 s for another's lock rather than failing with
+  // "database is locked".
   static Result<std::unique_ptr<StateStore>> Open(const std::string& dir, bool create);
   ~StateStore();
 
@@ -96,6 +99,9 @@ class StateStore {
 
  private:
   explicit StateStore(sqlite3* db) : db_(db) {}
+  // WAL mode and the schema (created or upgraded), safe against other
+  // openers of the same file in this process and in others.
+  Status Prepare();
   Status Exec(const std::string& sql);
   sqlite3* db_;
   // One connection shared by the runner's threads (progress ticker, flows,
