@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -261,6 +262,10 @@ void PrintDetail(const nlohmann::json& j) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything midflight writes (state directories, the SQLite store, the
+  // schema dump, TOC lists, the API token) is for its own user only; the
+  // state code sets these modes itself as well.
+  ::umask(077);
   CLI::App app{"midflight: move a live database to another server while its applications keep working"};
   app.set_version_flag("--version", fmt::format("midflight {} (commit {})", midflight::kVersion, midflight::kGitCommit),
                        "print the version and the git commit it was built from, and exit");

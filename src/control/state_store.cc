@@ -4,9 +4,12 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <thread>
 
@@ -79,6 +82,23 @@ class Stmt {
 
 thread_local std::string t_actor;
 
+// The state directory holds the API token, the schema and the migration's
+// history: 0700, and 0600 for state.db (SQLite gives its -wal and -shm the
+// database file's mode). Applied to a directory made by an older version too.
+Status MakePrivate(const std::string& dir, const std::string& db_path) {
+  if (::chmod(dir.c_str(), 0700) != 0)
+    return OperatorError(fmt::format("cannot make state directory {} private (chmod 0700): {}", dir, std::strerror(errno)));
+  int fd = ::open(db_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    return OperatorError(fmt::format("cannot create {} with mode 0600: {}", db_path, std::strerror(err)));
+  }
+  ::close(fd);
+  for (const char* suffix : {"-wal", "-shm"}) (void)::chmod((db_path + suffix).c_str(), 0600);
+  return Status::Ok();
+}
+
 }  // namespace
 
 ActorScope::ActorScope(std::string actor) : previous_(std::move(t_actor)) { t_actor = std::move(actor); }
@@ -106,6 +126,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, boo
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) return OperatorError(fmt::format("cannot create state directory {}: {}", dir, ec.message()));
+    RETURN_IF_ERROR(MakePrivate(dir, path));
   } else if (!std::filesystem::exists(path)) {
     return NotFound(fmt::format("no migration state at {} (has `midflight run` been started with this spec?)", path));
   }
@@ -326,7 +347,7 @@ std::vector<ChunkRow> StateStore::Chunks() {
 
 Result<int> LockStateDir(const std::string& dir) {
   std::string path = dir + "/lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return OperatorError(fmt::format("cannot open {}", path));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     ::close(fd);

@@ -368,6 +368,8 @@ Result<std::unique_ptr<Service>> Service::Start(ServiceOptions options) {
     std::error_code ec;
     std::filesystem::create_directories(svc->options_.state_dir, ec);
     if (ec) return OperatorError(fmt::format("cannot create state directory {}: {}", svc->options_.state_dir, ec.message()));
+    if (::chmod(svc->options_.state_dir.c_str(), 0700) != 0)
+      return OperatorError(fmt::format("cannot make state directory {} private (chmod 0700)", svc->options_.state_dir));
     // Resume every migration found in the state directory.
     std::vector<std::filesystem::path> dirs;
     for (const auto& e : std::filesystem::directory_iterator(svc->options_.state_dir, ec))

@@ -8,7 +8,9 @@
 #   stdout, the service's log, the state directory's files (the service's
 #   spec.yaml aside: it is the operator's own spec, kept 0600), `status`, nor
 #   the API's answers (the unauthenticated GET /api/migrations, a
-#   migration's detail and its events).
+#   migration's detail and its events). And the state directories are
+#   private after a run: 0700, every file in them 0600 (state.db, its -wal
+#   and -shm, schema.dump from pg_dump, lock, api_token).
 source "$(dirname "$0")/lib.sh"
 
 start_servers 28400
@@ -51,6 +53,13 @@ no_secret() {
   done
 }
 
+# private_modes DIR: DIR and every directory in it 0700, every file 0600.
+private_modes() {
+  local bad
+  bad=$(find "$1" \( \( -type d ! -perm 0700 \) -o \( -type f ! -perm 0600 \) \) -printf '%m %p\n')
+  [[ -z $bad ]] || fail "not private: $bad"
+}
+
 # ---- midflight run ----
 run_expect_fail() {  # run_expect_fail NAME SOURCE TARGET PATTERN
   spec "$1" "$2" "$3"
@@ -81,7 +90,13 @@ sql_src -c "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1,
 for _ in $(seq 100); do [[ $(sql_dst -c "SELECT count(*) FROM pgbench_history") == 1 ]] && break; sleep 0.2; done
 [[ $(sql_dst -c "SELECT count(*) FROM pgbench_history") == 1 ]] || fail "good: the change did not replicate"
 "$MF" status "$SPEC" --json >"$WORK/status.good.json"
+for f in state.db state.db-wal state.db-shm schema.dump lock api_token; do
+  [[ -f $WORK/state-good/$f ]] || fail "state-good/$f is missing (ls: $(ls "$WORK/state-good"))"
+done
+private_modes "$WORK/state-good"
+log "run good (running): state directory 0700, its files 0600: $(cd "$WORK/state-good" && stat -c '%a %n' . * | tr '\n' ' ')"
 stop_mf
+private_modes "$WORK/state-good"
 mapfile -t good_files < <(find "$WORK/state-good" -type f)
 no_secret "$WORK"/run.1.log "$WORK/status.good.json" "${good_files[@]}"
 log "run good: replicating with the password holding @ % : / ü; it shows nowhere"
@@ -108,6 +123,7 @@ done
 kill -TERM "$MF_PID"; wait "$MF_PID" || true; MF_PID=
 mapfile -t svc_files < <(find "$WORK/svc" -type f ! -name spec.yaml)
 no_secret "$WORK"/run.serve*.log "$WORK"/post.*.json "$WORK"/api.*.json "${svc_files[@]}"
+private_modes "$WORK/svc"
 [[ $P_BRACKET == "400 "*"field 'target': unclosed '[' in the host"* ]] || fail "serve bracket: $P_BRACKET"
 [[ $P_ESCAPE == "400 "*"field 'source': the password has a '%' that is not a %XX escape"* ]] ||
   fail "serve escape: $P_ESCAPE"

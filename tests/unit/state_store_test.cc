@@ -60,5 +60,31 @@ TEST_F(StateStoreOpenTest, ManyOpenersOfAFreshStoreAllSucceed) {
   }
 }
 
+// The state directory holds the API token, the schema and the history:
+// 0700, its files 0600, whatever the umask (this test keeps the default) and
+// also for a directory an older version left world-readable.
+TEST_F(StateStoreOpenTest, StateDirectoryIsPrivate) {
+  for (bool existed : {false, true}) {
+    const std::string dir = root_ + (existed ? "/old" : "/new");
+    if (existed) {
+      std::filesystem::create_directories(dir);
+      ::chmod(dir.c_str(), 0755);
+      auto first = StateStore::Open(dir, /*create=*/true);
+      ASSERT_TRUE(first.ok()) << first.status().message();
+      for (const char* f : {"/state.db", "/state.db-wal", "/state.db-shm"}) ::chmod((dir + f).c_str(), 0644);
+      ::chmod(dir.c_str(), 0755);
+    }
+    auto store = StateStore::Open(dir, /*create=*/true);
+    ASSERT_TRUE(store.ok()) << store.status().message();
+    ASSERT_TRUE((*store)->Put("k", "v").ok());
+    auto lock = LockStateDir(dir);
+    ASSERT_TRUE(lock.ok()) << lock.status().message();
+    ::close(*lock);
+    EXPECT_EQ(Mode(dir), 0700) << dir;
+    for (const char* f : {"/state.db", "/state.db-wal", "/state.db-shm", "/lock"})
+      EXPECT_EQ(Mode(dir + f), 0600) << dir << f;
+  }
+}
+
 }  // namespace
 }  // namespace midflight
