@@ -223,7 +223,10 @@ Result<UriParts> ParseUri(const std::string& uri) {
   return p;
 }
 
-std::string ScrubSecrets(std::string text, const std::string& uri) {
+namespace {
+
+// ScrubSecrets for one URI; `visible` is every URI's redacted form.
+std::string ScrubOne(std::string text, const std::string& uri, const std::vector<std::string>& visible) {
   if (uri.empty() || text.empty()) return text;
   // The whole connection string first, so that what remains reads well.
   const std::string redacted = RedactUri(uri);
@@ -241,19 +244,31 @@ std::string ScrubSecrets(std::string text, const std::string& uri) {
   if (Span pw = UserinfoPassword(uri); pw.end > pw.begin) add(uri.substr(pw.begin, pw.end - pw.begin));
   for (std::sregex_iterator it(uri.begin(), uri.end(), PasswordParam()), end; it != end; ++it) add((*it)[2].str());
   // Longest first, so that a password is not half-replaced by a shorter form
-  // of itself. Very short strings are left alone: replacing every "a" in a
-  // message would hide the message, not the password.
+  // of itself. Left alone: very short strings (replacing every "a" in a
+  // message would hide the message, not the password), and a password that
+  // is part of what a redacted URI shows anyway (a user named like their
+  // password): hiding it would mangle every message and protect nothing.
   std::sort(secrets.begin(), secrets.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
   for (const auto& s : secrets) {
     if (s.size() < 3) continue;
+    if (std::any_of(visible.begin(), visible.end(), [&s](const std::string& v) { return v.find(s) != std::string::npos; }))
+      continue;
     for (size_t pos = 0; (pos = text.find(s, pos)) != std::string::npos; pos += kMask.size())
       text.replace(pos, s.size(), kMask);
   }
   return text;
 }
 
+}  // namespace
+
+std::string ScrubSecrets(std::string text, const std::string& uri) {
+  return ScrubOne(std::move(text), uri, {RedactUri(uri)});
+}
+
 std::string ScrubSecrets(std::string text, const std::vector<std::string>& uris) {
-  for (const auto& u : uris) text = ScrubSecrets(std::move(text), u);
+  std::vector<std::string> visible;
+  for (const auto& u : uris) visible.push_back(RedactUri(u));
+  for (const auto& u : uris) text = ScrubOne(std::move(text), u, visible);
   return text;
 }
 

@@ -56,7 +56,9 @@ Result<UriParts> ParseUri(const std::string& uri);
 // library or a tool and may quote a connection string: returns `text` with
 // `uri` replaced by RedactUri(uri) and every remaining occurrence of its
 // password (as written, %-decoded, and %-encoded) replaced by "***". Works
-// when `uri` does not parse, and for key=value conninfo strings.
+// when `uri` does not parse, and for key=value conninfo strings. A password
+// shorter than 3 bytes, or one that the redacted URIs show anyway (a user
+// named like their password), is not hunted through the rest of the text.
 std::string ScrubSecrets(std::string text, const std::string& uri);
 // The same for several connection strings (source, target, replica).
 std::string ScrubSecrets(std::string text, const std::vector<std::string>& uris);

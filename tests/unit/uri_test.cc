@@ -106,6 +106,14 @@ TEST(UriTest, ScrubSecretsRemovesTheUriAndThePassword) {
   // Several connection strings; text without secrets is left alone.
   EXPECT_EQ(ScrubSecrets("a=pw111 b=pw222", std::vector<std::string>{"postgres://u:pw111@h/d", "mysql://u:pw222@h/d"}), "a=*** b=***");
   EXPECT_EQ(ScrubSecrets("connection refused", uri), "connection refused");
+  // A password that a redacted URI shows anyway (the user's name) is not
+  // hunted: that would turn every user name into *** and hide nothing.
+  const std::vector<std::string> spec = {"postgres://midflight:hunter2x@h:1/db", "postgres://midflight:midflight@h:2/db"};
+  EXPECT_EQ(ScrubSecrets("cannot connect to postgres://midflight:hunter2x@h:1/db: password authentication failed for "
+                         "user \"midflight\" (hunter2x)",
+                         spec),
+            "cannot connect to postgres://midflight:***@h:1/db: password authentication failed for user \"midflight\" "
+            "(***)");
 }
 
 TEST(UriTest, SplitPasswordRefusesMalformedUrisWithoutQuotingThePassword) {
