@@ -23,6 +23,8 @@
 #                      per value, the last one is kept for drain, lag and compare
 #   MF_PARTITIONS=     midflight apply partitions (default: the spec's default, cores 2-8)
 #   LAG_RATE=500 LAG_SECONDS=20   the steady-lag pgbench (-R, -T)
+#   DST_SETTINGS="fsync=on synchronous_commit=off"  extra postgresql.conf lines for the target
+#                      (a durable disk with non-durable commits, as teams run apply targets)
 #   SRC_PORT=27432 DST_PORT=27433 TIMEOUT=7200 (seconds, per wait) KEEP=1 (keep the temp dir)
 #   MIDFLIGHT_BIN=path  use this binary instead of building (scripts/build honours
 #                       MIDFLIGHT_BUILD_DIR for a separate build directory)
@@ -167,7 +169,8 @@ WORK=$(mktemp -d /tmp/midflight-bench.XXXXXX)
 chmod 755 "$WORK"
 log "work dir: $WORK"
 "$TESTDB" start pg "$WORK/src" "$SRC_PORT"
-"$TESTDB" start pg "$WORK/dst" "$DST_PORT"
+# shellcheck disable=SC2086 # DST_SETTINGS is a list of name=value words
+"$TESTDB" start pg "$WORK/dst" "$DST_PORT" ${DST_SETTINGS:-}
 SRC=$("$TESTDB" uri "$WORK/src")
 DST=$("$TESTDB" uri "$WORK/dst")
 log "source ${SRC/:midflight@/:***@}, target ${DST/:midflight@/:***@}"

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -18,6 +19,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/uri.h"
+#include "base/version.h"
 #include "control/compare.h"
 #include "control/http.h"
 #include "control/my_migration.h"
@@ -265,7 +267,13 @@ void PrintDetail(const nlohmann::json& j) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Everything midflight writes (state directories, the SQLite store, the
+  // schema dump, TOC lists, the API token) is for its own user only; the
+  // state code sets these modes itself as well.
+  ::umask(077);
   CLI::App app{"midflight: move a live database to another server while its applications keep working"};
+  app.set_version_flag("--version", fmt::format("midflight {} (commit {})", midflight::kVersion, midflight::kGitCommit),
+                       "print the version and the git commit it was built from, and exit");
   app.require_subcommand(1);
   std::string spec_path, target, server, token, token_file, listen, state_dir, webhook, reason, actor;
   bool json = false, verbose = false;
@@ -383,6 +391,11 @@ int main(int argc, char** argv) {
   if (*run || *compare || *create) {
     auto spec = midflight::LoadSpec(spec_path);
     if (!spec.ok()) return Fail(spec.status());
+    // Engine and library errors may quote a connection string: never print its password.
+    auto fail = [&spec](const midflight::Status& st) {
+      return Fail(midflight::Status(
+          st.code(), midflight::ScrubSecrets(st.message(), {spec->source, spec->target, spec->source_replica})));
+    };
     if (workers > 0) spec->copy_workers = workers;
     if (partitions > 0) spec->partitions = partitions;
     if (*run) {
@@ -396,15 +409,15 @@ int main(int argc, char** argv) {
       o.single = true;
       auto svc = midflight::Service::Start(o);
       if (!svc.ok()) return Fail(svc.status());
-      if (midflight::Status st = (*svc)->Adopt(*spec); !st.ok()) return Fail(st);
+      if (midflight::Status st = (*svc)->Adopt(*spec); !st.ok()) return fail(st);
       midflight::Status st = (*svc)->WaitSingle(g_stop);
       (*svc)->Stop();
-      if (!st.ok()) return Fail(st);
+      if (!st.ok()) return fail(st);
       return 0;
     }
     if (*compare) {
       auto result = IsMySql(*spec) ? midflight::CompareMyTables(*spec) : midflight::CompareTables(*spec);
-      if (!result.ok()) return Fail(result.status());
+      if (!result.ok()) return fail(result.status());
       bool all_equal = true;
       nlohmann::json j = nlohmann::json::array();
       for (const auto& c : *result) {

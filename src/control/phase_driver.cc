@@ -35,7 +35,7 @@ Status DrivePhases(StateStore& store, const std::string& name, const std::atomic
   auto fail = [&](Status st) -> Status {
     if (st.code() == StatusCode::kCancelled || stop) return Status::Ok();
     (void)store.Put("resume_phase", PhaseName(working));
-    (void)store.Put("error", st.message());
+    (void)store.Put("error", store.Scrub(st.message()));
     (void)store.SetPhase(Phase::kFailed, st.message());
     return st;
   };

@@ -51,8 +51,17 @@ Status GetList(const YAML::Node& root, const std::string& origin, const std::str
 Status CheckUri(const std::string& origin, const std::string& field, const std::string& uri) {
   if (uri.empty()) return Field(origin, field, "is required (postgres://user:pass@host:port/db or mysql://...)");
   std::string scheme = UriScheme(uri);
-  if (scheme == "postgres" || scheme == "postgresql" || scheme == "mysql" || scheme == "mariadb") return Status::Ok();
-  return Field(origin, field, fmt::format("'{}' is not a postgres:// or mysql:// URI", RedactUri(uri)));
+  const bool mysql = scheme == "mysql" || scheme == "mariadb";
+  if (!mysql && scheme != "postgres" && scheme != "postgresql")
+    return Field(origin, field, fmt::format("'{}' is not a postgres:// or mysql:// URI", RedactUri(uri)));
+  // Parsed here, by our own code, so that a malformed URI never reaches
+  // libpq or Connector/C (whose messages quote it, password and all). The
+  // problem is said without the URI: it may be the password that is wrong.
+  auto parts = ParseUri(uri);
+  if (!parts.ok()) return Field(origin, field, parts.status().message());
+  if (mysql && parts->hosts.size() > 1) return Field(origin, field, "names several hosts; MySQL/MariaDB takes one");
+  if (mysql && parts->database.empty()) return Field(origin, field, "names no database (mysql://user:pass@host:port/db)");
+  return Status::Ok();
 }
 
 Status CheckKeys(const YAML::Node& node, const std::string& origin, const std::string& section,

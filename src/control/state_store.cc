@@ -4,18 +4,31 @@
 #include <fmt/format.h>
 #include <sqlite3.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <chrono>
+#include <cstring>
 #include <filesystem>
+#include <thread>
 
 #include "base/clock.h"
+#include "base/uri.h"
 
 namespace midflight {
 namespace {
 
+// How long any connection waits for another's lock (sqlite3_busy_timeout),
+// and how long an opener retries the switch to WAL, for which SQLite does
+// not always call the busy handler.
+constexpr int kBusyTimeoutMs = 10000;
+
+// Created in one write transaction (BEGIN IMMEDIATE waits for the write lock
+// through the busy handler): a statement that reads the schema and then
+// upgrades to a write lock can instead fail at once with SQLITE_BUSY when
+// another connection is writing (SQLite's deadlock avoidance).
 constexpr const char* kSchemaSql = R"sql(
-PRAGMA journal_mode = WAL;
-PRAGMA synchronous = NORMAL;
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, time TEXT NOT NULL, phase TEXT NOT NULL,
                                    message TEXT NOT NULL);
@@ -29,7 +42,7 @@ CREATE TABLE IF NOT EXISTS chunks (table_name TEXT, chunk INTEGER, kind INTEGER,
 
 class Stmt {
  public:
-  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  Stmt(sqlite3* db, const char* sql) : prepare_rc_(sqlite3_prepare_v2(db, sql, -1, &s_, nullptr)) {}
   ~Stmt() { sqlite3_finalize(s_); }
   Stmt& Bind(int i, const std::string& v) {
     sqlite3_bind_text(s_, i, v.c_str(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
@@ -48,7 +61,8 @@ class Stmt {
     else sqlite3_bind_null(s_, i);
     return *this;
   }
-  int Step() { return s_ ? sqlite3_step(s_) : SQLITE_ERROR; }
+  // A failed prepare (SQLITE_BUSY reading the schema, ...) is Step's answer.
+  int Step() { return s_ ? sqlite3_step(s_) : prepare_rc_ != SQLITE_OK ? prepare_rc_ : SQLITE_ERROR; }
   std::string Text(int c) {
     auto p = sqlite3_column_text(s_, c);
     return p ? reinterpret_cast<const char*>(p) : "";
@@ -62,10 +76,28 @@ class Stmt {
 
  private:
   sqlite3_stmt* s_ = nullptr;
+  int prepare_rc_;
 };
 
 
 thread_local std::string t_actor;
+
+// The state directory holds the API token, the schema and the migration's
+// history: 0700, and 0600 for state.db (SQLite gives its -wal and -shm the
+// database file's mode). Applied to a directory made by an older version too.
+Status MakePrivate(const std::string& dir, const std::string& db_path) {
+  if (::chmod(dir.c_str(), 0700) != 0)
+    return OperatorError(fmt::format("cannot make state directory {} private (chmod 0700): {}", dir, std::strerror(errno)));
+  int fd = ::open(db_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    int err = errno;
+    if (fd >= 0) ::close(fd);
+    return OperatorError(fmt::format("cannot create {} with mode 0600: {}", db_path, std::strerror(err)));
+  }
+  ::close(fd);
+  for (const char* suffix : {"-wal", "-shm"}) (void)::chmod((db_path + suffix).c_str(), 0600);
+  return Status::Ok();
+}
 
 }  // namespace
 
@@ -78,12 +110,23 @@ void StateStore::OnTransition(std::function<void(Phase, Phase, const std::string
   on_transition_ = std::move(fn);
 }
 
+void StateStore::SetSecrets(std::vector<std::string> connection_strings) {
+  std::lock_guard lock(mu_);
+  secrets_ = std::move(connection_strings);
+}
+
+std::string StateStore::Scrub(const std::string& text) {
+  std::lock_guard lock(mu_);
+  return ScrubSecrets(text, secrets_);
+}
+
 Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, bool create) {
   std::string path = dir + "/state.db";
   if (create) {
     std::error_code ec;
     std::filesystem::create_directories(dir, ec);
     if (ec) return OperatorError(fmt::format("cannot create state directory {}: {}", dir, ec.message()));
+    RETURN_IF_ERROR(MakePrivate(dir, path));
   } else if (!std::filesystem::exists(path)) {
     return NotFound(fmt::format("no migration state at {} (has `midflight run` been started with this spec?)", path));
   }
@@ -94,16 +137,49 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, boo
     sqlite3_close(db);
     return OperatorError(fmt::format("cannot open {}: {}", path, m));
   }
-  sqlite3_busy_timeout(db, 5000);
+  // Every connection waits for the others' locks instead of failing.
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
   std::unique_ptr<StateStore> store(new StateStore(db));
-  RETURN_IF_ERROR(store->Exec(kSchemaSql));
-  // Version 2: the audit trail names the actor.
-  {
-    Stmt v(db, "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'actor'");
-    if (v.Step() == SQLITE_ROW && v.Int(0) == 0)
-      RETURN_IF_ERROR(store->Exec("ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'midflight'"));
-  }
+  RETURN_IF_ERROR(store->Prepare());
   return store;
+}
+
+Status StateStore::Prepare() {
+  // One opener at a time in this process (the service's threads, tests);
+  // other processes (`midflight status` while `run` starts) are held off by
+  // SQLite's own locks, waited for below.
+  static std::mutex opener_mu;
+  std::lock_guard opener(opener_mu);
+  std::lock_guard lock(mu_);
+  // WAL is persistent: only the first opener of a fresh file switches. The
+  // switch needs the only lock on the file, and SQLite may answer BUSY (or
+  // leave the mode as it was) without calling the busy handler, so it is
+  // retried until kBusyTimeoutMs.
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kBusyTimeoutMs);
+  for (;;) {
+    Stmt mode(db_, "PRAGMA journal_mode = WAL");
+    int rc = mode.Step();
+    if (rc == SQLITE_ROW && mode.Text(0) == "wal") break;
+    bool busy = rc == SQLITE_BUSY || rc == SQLITE_LOCKED || rc == SQLITE_ROW;
+    if (!busy || std::chrono::steady_clock::now() >= deadline)
+      return Internal(fmt::format("state store: switching to WAL: {}",
+                                  rc == SQLITE_ROW ? "another process holds the database" : sqlite3_errmsg(db_)));
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  RETURN_IF_ERROR(Exec("PRAGMA synchronous = NORMAL"));
+  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  Status st = Exec(kSchemaSql);
+  // Version 2: the audit trail names the actor.
+  if (st.ok()) {
+    Stmt v(db_, "SELECT count(*) FROM pragma_table_info('events') WHERE name = 'actor'");
+    if (v.Step() == SQLITE_ROW && v.Int(0) == 0)
+      st = Exec("ALTER TABLE events ADD COLUMN actor TEXT NOT NULL DEFAULT 'midflight'");
+  }
+  if (!st.ok()) {
+    (void)Exec("ROLLBACK");
+    return st;
+  }
+  return Exec("COMMIT");
 }
 
 StateStore::~StateStore() { sqlite3_close(db_); }
@@ -154,7 +230,8 @@ Phase StateStore::phase() {
   return ParsePhase(*v).value_or(Phase::kCreated);
 }
 
-Status StateStore::SetPhase(Phase phase, const std::string& reason) {
+Status StateStore::SetPhase(Phase phase, const std::string& unscrubbed_reason) {
+  const std::string reason = Scrub(unscrubbed_reason);
   std::function<void(Phase, Phase, const std::string&)> notify;
   Phase from;
   {
@@ -193,8 +270,9 @@ Status StateStore::SetPhase(Phase phase, const std::string& reason) {
   return Status::Ok();
 }
 
-Status StateStore::AddEvent(const std::string& message) {
+Status StateStore::AddEvent(const std::string& unscrubbed_message) {
   std::lock_guard lock(mu_);
+  const std::string message = Scrub(unscrubbed_message);
   Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
   if (ev.Bind(1, NowIsoUtc()).Bind(2, std::string(PhaseName(phase()))).Bind(3, ActorScope::Current()).Bind(4, message)
           .Step() != SQLITE_DONE)
@@ -269,7 +347,7 @@ std::vector<ChunkRow> StateStore::Chunks() {
 
 Result<int> LockStateDir(const std::string& dir) {
   std::string path = dir + "/lock";
-  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return OperatorError(fmt::format("cannot open {}", path));
   if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
     ::close(fd);

@@ -57,7 +57,10 @@ class ActorScope {
 
 class StateStore {
  public:
-  // Opens (creating when `create`) DIR/state.db.
+  // Opens (creating when `create`) DIR/state.db. Any number of threads and
+  // processes may open the same store at once, a fresh one included: each
+  // connection waits up to 10 s for another's lock rather than failing with
+  // "database is locked".
   static Result<std::unique_ptr<StateStore>> Open(const std::string& dir, bool create);
   ~StateStore();
 
@@ -79,6 +82,14 @@ class StateStore {
   Status AddEvent(const std::string& message);
   // Called after every persisted transition (on the caller's thread): from, to, reason.
   void OnTransition(std::function<void(Phase, Phase, const std::string&)> fn);
+  // The migration's connection strings (source, target, replica). Every event
+  // message and phase reason is passed through Scrub before it is stored or
+  // handed to OnTransition, so that no server or library text quoting one of
+  // them (password and all) reaches the audit trail, the API or a webhook.
+  // Call before threads start.
+  void SetSecrets(std::vector<std::string> connection_strings);
+  // `text` without the passwords of SetSecrets' connection strings (base/uri.h ScrubSecrets).
+  std::string Scrub(const std::string& text);
   std::vector<EventRow> Events(int limit);
 
   Status SaveTables(const std::vector<TableRow>& rows);
@@ -88,6 +99,9 @@ class StateStore {
 
  private:
   explicit StateStore(sqlite3* db) : db_(db) {}
+  // WAL mode and the schema (created or upgraded), safe against other
+  // openers of the same file in this process and in others.
+  Status Prepare();
   Status Exec(const std::string& sql);
   sqlite3* db_;
   // One connection shared by the runner's threads (progress ticker, flows,
@@ -95,6 +109,7 @@ class StateStore {
   // public method holds this for its whole length.
   std::recursive_mutex mu_;
   std::function<void(Phase, Phase, const std::string&)> on_transition_;  // set before threads start
+  std::vector<std::string> secrets_;                                      // set before threads start
 };
 
 // Holds an exclusive lock on DIR/lock for the life of the process; fails with

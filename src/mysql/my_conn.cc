@@ -5,66 +5,28 @@
 #include <mysql.h>
 #include <mysqld_error.h>
 
-#include <charconv>
 #include <cstdlib>
 
 #include "base/uri.h"
 
 namespace midflight::mysql {
 
-namespace {
-
-std::string PercentDecode(std::string_view s) {
-  std::string out;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size()) {
-      int v = 0;
-      auto [p, ec] = std::from_chars(s.data() + i + 1, s.data() + i + 3, v, 16);
-      if (ec == std::errc() && p == s.data() + i + 3) {
-        out.push_back(static_cast<char>(v));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(s[i]);
-  }
-  return out;
-}
-
-}  // namespace
-
 Result<MyUri> ParseMyUri(const std::string& uri) {
+  auto bad = [&uri](std::string_view problem) {
+    return InvalidArgument(fmt::format("connection URI {}: {}", RedactUri(uri), problem));
+  };
   const std::string scheme = UriScheme(uri);
-  if (scheme != "mysql" && scheme != "mariadb")
-    return InvalidArgument(fmt::format("'{}' is not a mysql:// URI", RedactUri(uri)));
+  if (scheme != "mysql" && scheme != "mariadb") return bad("not a mysql:// URI");
+  auto parts = ParseUri(uri);
+  if (!parts.ok()) return bad(parts.status().message());
+  if (parts->hosts.size() > 1) return bad("names several hosts; MySQL/MariaDB takes one");
   MyUri out;
-  std::string_view rest(uri);
-  rest.remove_prefix(scheme.size() + 3);
-  auto q = rest.find('?');
-  if (q != std::string_view::npos) rest = rest.substr(0, q);
-  auto slash = rest.find('/');
-  std::string_view authority = rest.substr(0, slash);
-  if (slash != std::string_view::npos) out.database = PercentDecode(rest.substr(slash + 1));
-  auto at = authority.rfind('@');
-  if (at != std::string_view::npos) {
-    std::string_view userinfo = authority.substr(0, at);
-    authority.remove_prefix(at + 1);
-    auto colon = userinfo.find(':');
-    out.user = PercentDecode(userinfo.substr(0, colon));
-    if (colon != std::string_view::npos) out.password = PercentDecode(userinfo.substr(colon + 1));
-  }
-  auto colon = authority.rfind(':');
-  if (colon != std::string_view::npos && authority.find(']') == std::string_view::npos) {
-    std::string_view port = authority.substr(colon + 1);
-    unsigned v = 0;
-    auto [p, ec] = std::from_chars(port.data(), port.data() + port.size(), v);
-    if (ec != std::errc() || p != port.data() + port.size() || v == 0 || v > 65535)
-      return InvalidArgument(fmt::format("'{}': bad port '{}'", RedactUri(uri), port));
-    out.port = v;
-    authority = authority.substr(0, colon);
-  }
-  if (!authority.empty()) out.host = std::string(authority);
-  if (out.database.empty()) return InvalidArgument(fmt::format("'{}' names no database", RedactUri(uri)));
+  out.user = parts->user;
+  out.password = parts->password;
+  out.database = parts->database;
+  if (!parts->host.empty()) out.host = parts->host;
+  if (parts->port) out.port = static_cast<unsigned>(parts->port);
+  if (out.database.empty()) return bad("names no database");
   return out;
 }
 
@@ -122,7 +84,7 @@ Result<std::unique_ptr<MyConn>> MyConn::Connect(const std::string& uri, const Co
   const std::string redacted = RedactUri(uri);
   if (!mysql_real_connect(m, u.host.c_str(), u.user.c_str(), u.password.c_str(), u.database.c_str(), u.port,
                           nullptr, CLIENT_MULTI_STATEMENTS | CLIENT_FOUND_ROWS)) {
-    Status st = StatusFromError(mysql_errno(m), mysql_error(m), fmt::format("connecting to {}", redacted));
+    Status st = StatusFromError(mysql_errno(m), ScrubSecrets(mysql_error(m), uri), fmt::format("connecting to {}", redacted));
     mysql_close(m);
     return st;
   }

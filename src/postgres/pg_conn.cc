@@ -3,8 +3,10 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
 
 #include "base/uri.h"
 
@@ -82,6 +84,40 @@ Status StatusFromResult(pg_conn* conn, pg_result* result, std::string_view conte
   return OperatorError(full);
 }
 
+namespace {
+
+// libpq keywords for a URI parsed by our own code (base/uri.h): libpq never
+// sees the URI text, so none of its messages can quote it.
+Result<std::vector<std::pair<std::string, std::string>>> UriKeywords(const std::string& uri) {
+  auto parts = ParseUri(uri);
+  if (!parts.ok()) return InvalidArgument(fmt::format("connection URI {}: {}", RedactUri(uri), parts.status().message()));
+  if (parts->scheme != "postgres" && parts->scheme != "postgresql")
+    return InvalidArgument(fmt::format("connection URI {}: not a postgres:// URI", RedactUri(uri)));
+  std::vector<std::pair<std::string, std::string>> kv;
+  std::string hosts, ports;
+  bool any_port = false;
+  for (size_t i = 0; i < parts->hosts.size(); ++i) {
+    if (i) {
+      hosts += ',';
+      ports += ',';
+    }
+    hosts += parts->hosts[i].host;
+    if (parts->hosts[i].port) {
+      ports += std::to_string(parts->hosts[i].port);
+      any_port = true;
+    }
+  }
+  if (!hosts.empty() && hosts.find_first_not_of(',') != std::string::npos) kv.emplace_back("host", hosts);
+  if (any_port) kv.emplace_back("port", ports);
+  if (!parts->user.empty()) kv.emplace_back("user", parts->user);
+  if (!parts->password.empty()) kv.emplace_back("password", parts->password);
+  if (!parts->database.empty()) kv.emplace_back("dbname", parts->database);
+  for (auto& [k, v] : parts->params) kv.emplace_back(k, v);
+  return kv;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& uri, const ConnOptions& options) {
   std::string redacted = RedactUri(uri);
   std::string settings =
@@ -89,24 +125,40 @@ Result<std::unique_ptr<PgConn>> PgConn::Connect(const std::string& uri, const Co
       "-c bytea_output=hex -c client_min_messages=warning";
   for (const auto& s : options.settings) settings += " -c " + s;
   std::string timeout = std::to_string(options.connect_timeout_s);
+  std::vector<std::pair<std::string, std::string>> kv;
+  const bool is_uri = uri.find("://") != std::string::npos;
+  if (is_uri) {
+    ASSIGN_OR_RETURN(kv, UriKeywords(uri));
+  } else {
+    kv.emplace_back("dbname", uri);  // a key=value conninfo string, expanded by libpq
+  }
   // A silent network (a cut link, a dropped NAT entry) is noticed in about
   // 30 s instead of the kernel's 15 minutes of retransmissions: TCP
   // keepalives on idle sessions, tcp_user_timeout on data never acknowledged.
-  // Before dbname, so values the URI sets win.
-  std::vector<const char*> keys = {"keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                                   "dbname", "options", "application_name", "connect_timeout", "client_encoding"};
-  std::vector<const char*> vals = {"10", "5", "3", "30000", uri.c_str(), settings.c_str(),
-                                   options.application_name.c_str(), timeout.c_str(), "UTF8"};
-  if (options.kind == ConnKind::kReplication) {
-    keys.push_back("replication");
-    vals.push_back("database");
+  // First, so values the URI sets win (the last of a repeated keyword counts).
+  kv.insert(kv.begin(), {{"keepalives_idle", "10"}, {"keepalives_interval", "5"}, {"keepalives_count", "3"},
+                         {"tcp_user_timeout", "30000"}});
+  // The URI's own options=... go first; midflight's settings win.
+  if (auto it = std::find_if(kv.begin(), kv.end(), [](const auto& p) { return p.first == "options"; }); it != kv.end()) {
+    settings = it->second + " " + settings;
+    kv.erase(it);
+  }
+  kv.emplace_back("options", settings);
+  kv.emplace_back("application_name", options.application_name);
+  kv.emplace_back("connect_timeout", timeout);
+  kv.emplace_back("client_encoding", "UTF8");
+  if (options.kind == ConnKind::kReplication) kv.emplace_back("replication", "database");
+  std::vector<const char*> keys, vals;
+  for (const auto& [k, v] : kv) {
+    keys.push_back(k.c_str());
+    vals.push_back(v.c_str());
   }
   keys.push_back(nullptr);
   vals.push_back(nullptr);
-  PGconn* conn = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/1);
+  PGconn* conn = PQconnectdbParams(keys.data(), vals.data(), /*expand_dbname=*/is_uri ? 0 : 1);
   if (!conn) return RetryCall(fmt::format("connecting to {}: out of memory", redacted));
   if (PQstatus(conn) != CONNECTION_OK) {
-    std::string err = Trim(PQerrorMessage(conn));
+    std::string err = ScrubSecrets(Trim(PQerrorMessage(conn)), uri);
     PQfinish(conn);
     std::string msg = fmt::format("cannot connect to {}: {}", redacted, err);
     if (err.find("password authentication failed") != std::string::npos ||
@@ -214,31 +266,36 @@ std::string TextArray(const std::vector<std::string>& values) {
 }
 
 Result<std::pair<std::string, std::string>> SplitPassword(const std::string& uri) {
-  char* err = nullptr;
-  PQconninfoOption* opts = PQconninfoParse(uri.c_str(), &err);
-  if (!opts) {
-    std::string m = err ? Trim(err) : "unparseable";
-    if (err) PQfreemem(err);
-    return InvalidArgument(fmt::format("bad connection URI {}: {}", RedactUri(uri), m));
+  std::vector<std::pair<std::string, std::string>> kv;
+  if (uri.find("://") != std::string::npos) {
+    ASSIGN_OR_RETURN(kv, UriKeywords(uri));
+  } else {
+    char* err = nullptr;
+    PQconninfoOption* opts = PQconninfoParse(uri.c_str(), &err);
+    if (!opts) {
+      std::string m = err ? ScrubSecrets(Trim(err), uri) : "unparseable";
+      if (err) PQfreemem(err);
+      return InvalidArgument(fmt::format("bad connection string {}: {}", RedactUri(uri), m));
+    }
+    for (PQconninfoOption* o = opts; o->keyword; ++o)
+      if (o->val && *o->val) kv.emplace_back(o->keyword, o->val);
+    PQconninfoFree(opts);
   }
   std::string conninfo, password;
-  for (PQconninfoOption* o = opts; o->keyword; ++o) {
-    if (!o->val || !*o->val) continue;
-    if (std::strcmp(o->keyword, "password") == 0) {
-      password = o->val;
+  for (const auto& [key, val] : kv) {
+    if (key == "password") {
+      password = val;
       continue;
     }
     if (!conninfo.empty()) conninfo += ' ';
-    conninfo += o->keyword;
-    conninfo += '=';
-    conninfo += '\'';
-    for (const char* c = o->val; *c; ++c) {
-      if (*c == '\'' || *c == '\\') conninfo += '\\';
-      conninfo += *c;
+    conninfo += key;
+    conninfo += "='";
+    for (char c : val) {
+      if (c == '\'' || c == '\\') conninfo += '\\';
+      conninfo += c;
     }
     conninfo += '\'';
   }
-  PQconninfoFree(opts);
   return std::make_pair(conninfo, password);
 }
 

@@ -133,7 +133,10 @@ class HostedMigration {
                        ops_ = std::move(h);
                      }};
       Status st = engine == "mysql" ? RunMyMigration(ctx) : RunPgMigration(ctx);
-      if (!st.ok()) LOG_ERROR("migration {}: {}", spec.name, st.message());
+      if (!st.ok()) {
+        st = Status(st.code(), store->Scrub(st.message()));
+        LOG_ERROR("migration {}: {}", spec.name, st.message());
+      }
       {
         std::lock_guard l(status_mu_);
         outcome_ = st;
@@ -367,6 +370,8 @@ Result<std::unique_ptr<Service>> Service::Start(ServiceOptions options) {
     std::error_code ec;
     std::filesystem::create_directories(svc->options_.state_dir, ec);
     if (ec) return OperatorError(fmt::format("cannot create state directory {}: {}", svc->options_.state_dir, ec.message()));
+    if (::chmod(svc->options_.state_dir.c_str(), 0700) != 0)
+      return OperatorError(fmt::format("cannot make state directory {} private (chmod 0700)", svc->options_.state_dir));
     // Resume every migration found in the state directory.
     std::vector<std::filesystem::path> dirs;
     for (const auto& e : std::filesystem::directory_iterator(svc->options_.state_dir, ec))
@@ -383,7 +388,9 @@ Result<std::unique_ptr<Service>> Service::Start(ServiceOptions options) {
       }
       spec->state_dir = d.string();
       auto hosted = svc->Host(*spec, /*start=*/true);
-      if (!hosted.ok()) LOG_ERROR("not resuming migration {}: {}", spec->name, hosted.status().message());
+      if (!hosted.ok())
+        LOG_ERROR("not resuming migration {}: {}", spec->name,
+                  ScrubSecrets(hosted.status().message(), {spec->source, spec->target, spec->source_replica}));
     }
   }
   // `run` listens once its migration is hosted (its state directory locked):
@@ -417,6 +424,7 @@ Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, bool 
   auto m = std::make_shared<HostedMigration>();
   m->engine = IsMySqlSpec(spec) ? "mysql" : "postgres";
   ASSIGN_OR_RETURN(m->store, StateStore::Open(spec.state_dir, /*create=*/true));
+  m->store->SetSecrets({spec.source, spec.target, spec.source_replica});
   ASSIGN_OR_RETURN(m->lock_fd, LockStateDir(spec.state_dir));
   m->runtime = std::make_unique<MigrationRuntime>(spec);
   if (Status st = m->runtime->knobs.LoadOverrides(m->store->Get("knobs").value_or("")); !st.ok())
@@ -579,7 +587,8 @@ http::Response Service::Create(const http::Request& r) {
   auto hosted = Host(*spec, /*start=*/true);
   if (!hosted.ok()) {
     if (!existed) std::filesystem::remove_all(dir, ec);
-    return JsonError(hosted.status().code() == StatusCode::kInvalidArgument ? 400 : 409, hosted.status().message());
+    return JsonError(hosted.status().code() == StatusCode::kInvalidArgument ? 400 : 409,
+                     ScrubSecrets(hosted.status().message(), {spec->source, spec->target, spec->source_replica}));
   }
   (void)(*hosted)->store->AddEvent(fmt::format("created from a spec ({} engine)", (*hosted)->engine));
   LOG_INFO("migration {} created by {}: {} -> {}", spec->name, ActorScope::Current(), RedactUri(spec->source),

@@ -28,6 +28,19 @@ TEST(SpecTest, UnknownFieldIsNamed) {
   EXPECT_EQ(s.status().message(), "m.yaml: field 'tabels': unknown field");
 }
 
+TEST(SpecTest, MalformedUrisNameTheFieldAndNotThePassword) {
+  auto bracket = ParseSpec("name: a\nsource: 'postgres://u:hunter2@[::1:5432/db'\ntarget: postgres://h/db2\n", "m.yaml");
+  EXPECT_EQ(bracket.status().message(),
+            "m.yaml: field 'source': unclosed '[' in the host (an IPv6 address is written [::1]:5432)");
+  auto escape = ParseSpec("name: a\nsource: postgres://h/db\ntarget: 'postgres://u:hunter%zz@h/db2'\n", "m.yaml");
+  EXPECT_EQ(escape.status().message(),
+            "m.yaml: field 'target': the password has a '%' that is not a %XX escape, or is %00 (write a literal % as %25)");
+  auto nodb = ParseSpec("name: a\nsource: mysql://u:hunter2@h\ntarget: mysql://h/db2\n", "m.yaml");
+  EXPECT_EQ(nodb.status().message(), "m.yaml: field 'source': names no database (mysql://user:pass@host:port/db)");
+  auto at = ParseSpec("name: a\nsource: postgres://u:p@ss@h/db\ntarget: postgres://h/db2\n", "m.yaml");
+  EXPECT_TRUE(at.ok()) << at.status().message();
+}
+
 TEST(SpecTest, BadValuesNameTheFieldAndHideThePassword) {
   auto s = ParseSpec("name: a\nsource: http://u:hunter2@h/db\ntarget: postgres://h/db2\n", "m.yaml");
   ASSERT_FALSE(s.ok());

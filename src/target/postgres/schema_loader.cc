@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -179,7 +180,17 @@ Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_p
     if (schemas.count(t.schema) && !chosen.count(t))
       argv.push_back("--exclude-table=" + QuoteQualified(t.schema, t.name));
   argv.push_back("--dbname=" + split.first);
-  return RunTool(argv, split.second, "", "pg_dump of the source schema");
+  // The schema stays private like the rest of the state directory: pg_dump
+  // truncates the file made here (0600) and keeps its mode.
+  int fd = ::open(dump_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    if (fd >= 0) ::close(fd);
+    return OperatorError(fmt::format("cannot create {} with mode 0600", dump_path));
+  }
+  ::close(fd);
+  RETURN_IF_ERROR(RunTool(argv, split.second, "", "pg_dump of the source schema"));
+  (void)::chmod(dump_path.c_str(), 0600);
+  return Status::Ok();
 }
 
 Status RestorePreData(PgConn& source, PgConn& target, const std::string& target_uri, const std::string& dump_path,
