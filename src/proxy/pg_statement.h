@@ -44,4 +44,28 @@ inline bool MayChangeState(std::string_view sql) {
   return false;
 }
 
+// What would let a session on the read-only endpoint write: a statement that
+// opens a read-write transaction or turns transaction_read_only /
+// default_transaction_read_only off. Looks at every statement in `sql` (a
+// simple Query may hold several), skipping comments and reading quoted
+// identifiers, string constants (E'', dollar quotes) the way the server does.
+// Returns a short constant naming what was found ("BEGIN READ WRITE", ...), or
+// "" when nothing was. Caught:
+//   BEGIN / START TRANSACTION ... READ WRITE
+//   SET TRANSACTION ... READ WRITE, SET SESSION CHARACTERISTICS AS TRANSACTION ... READ WRITE
+//   SET [SESSION | LOCAL] [default_]transaction_read_only {= | TO} anything but
+//     on / true / yes / 1 / t / y / DEFAULT
+//   set_config(...) or a DO block in a statement naming [default_]transaction_read_only
+// Not caught (the server's session default, set at connection start, and the
+// proxy's watch of the reported default_transaction_read_only stay the
+// defence): a setting name computed at run time ('default_transaction' ||
+// '_read_only'), and server-side functions that change it.
+// RESET, RESET ALL and DISCARD ALL pass: they restore the connection's
+// startup value, which the proxy sets to read-only.
+std::string_view ReadWriteAttempt(std::string_view sql);
+
+// The highest parameter number ($n) used in `sql` outside quotes and
+// comments; 0 when none.
+int HighestParameter(std::string_view sql);
+
 }  // namespace midflight::proxy
