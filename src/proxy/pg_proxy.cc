@@ -62,11 +62,13 @@ std::string ReadOnlyRefusalSql(std::string_view what) {
 std::optional<std::string> ReadOnlyReplacement(char type, std::string_view body) {
   if (type == 'Q') {
     std::string_view sql = body.substr(0, body.find('\0'));
+    if (!MayAskForWrites(sql)) return std::nullopt;
     std::string_view what = ReadWriteAttempt(sql);
     if (what.empty()) return std::nullopt;
     return wire::Query(ReadOnlyRefusalSql(what));
   }
   if (type == 'P') {
+    if (!MayAskForWrites(body)) return std::nullopt;
     auto parse = wire::ParseParse(body);
     if (!parse.ok()) return std::nullopt;  // the server refuses it
     std::string_view what = ReadWriteAttempt(parse->query);

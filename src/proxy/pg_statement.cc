@@ -73,11 +73,13 @@ namespace {
 
 // A lexical token of PostgreSQL SQL, enough to tell statements apart and read
 // their keywords: words are lower-cased (as the server folds them), quoted
-// identifiers and string constants keep their contents (unescaped).
+// identifiers and string constants keep their contents (unescaped, except
+// the U& forms: `unicode` says their \XXXX escapes are still in `text`).
 struct Token {
   enum class Kind { kWord, kIdent, kString, kSymbol };
   Kind kind;
   std::string text;
+  bool unicode = false;
 };
 using Statement = std::vector<Token>;
 
@@ -168,6 +170,10 @@ std::vector<Statement> Lex(std::string_view sql) {
       std::string word = lower(sql.substr(start, i - start));
       if (word == "e" && i < n && sql[i] == '\'') {
         out.back().push_back({Token::Kind::kString, quoted('\'', true)});
+      } else if (word == "u" && i + 1 < n && sql[i] == '&' && (sql[i + 1] == '\'' || sql[i + 1] == '"')) {
+        ++i;
+        bool ident = sql[i] == '"';
+        out.back().push_back({ident ? Token::Kind::kIdent : Token::Kind::kString, quoted(sql[i], false), true});
       } else {
         out.back().push_back({Token::Kind::kWord, std::move(word)});
       }
@@ -226,6 +232,8 @@ std::string_view StatementAttempt(const Statement& s) {
     if (IsWord(s, 1, "session") && IsWord(s, 2, "characteristics") && HasReadWrite(s))
       return "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE";
     size_t k = (IsWord(s, 1, "session") || IsWord(s, 1, "local")) ? 2 : 1;
+    // A U&"..." name may spell either setting: refused unread.
+    if (k < s.size() && s[k].kind == Token::Kind::kIdent && s[k].unicode) return "SET of a U& quoted setting name";
     if (k < s.size() && s[k].kind != Token::Kind::kString && IsReadOnlySetting(s[k])) {
       // SET name {= | TO} value: anything but one value that keeps it on is refused.
       bool to = k + 1 < s.size() && (IsWord(s, k + 1, "to") || (s[k + 1].kind == Token::Kind::kSymbol && s[k + 1].text == "="));

@@ -64,6 +64,21 @@ inline bool MayChangeState(std::string_view sql) {
 // startup value, which the proxy sets to read-only.
 std::string_view ReadWriteAttempt(std::string_view sql);
 
+// A cheap first look for the per-query path: false when ReadWriteAttempt(sql)
+// is certainly "" (every statement it catches spells "write" or "read_only",
+// or has a U& name), so most queries cost no allocation.
+inline bool MayAskForWrites(std::string_view sql) {
+  auto has = [sql](std::string_view word) {
+    for (size_t i = 0; i + word.size() <= sql.size(); ++i) {
+      size_t k = 0;
+      while (k < word.size() && (sql[i + k] >= 'A' && sql[i + k] <= 'Z' ? sql[i + k] + ('a' - 'A') : sql[i + k]) == word[k]) ++k;
+      if (k == word.size()) return true;
+    }
+    return false;
+  };
+  return sql.find('&') != std::string_view::npos || has("write") || has("read_only");
+}
+
 // The highest parameter number ($n) used in `sql` outside quotes and
 // comments; 0 when none.
 int HighestParameter(std::string_view sql);

@@ -69,6 +69,7 @@ every_way_in() {
     ro -c "SELECT set_config('default_transaction_read_only', 'off', false)" -c "$INSERT"
   refused "SET transaction_read_only = off" "$PROXY" -- ro -c "BEGIN" -c "SET transaction_read_only = off" -c "$INSERT" -c "COMMIT"
   refused "SET LOCAL transaction_read_only" "$PROXY" -- ro -c "BEGIN; SET LOCAL transaction_read_only TO off; $INSERT; COMMIT"
+  refused "SET of a U& quoted name" "$PROXY" -- ro -c "BEGIN" -c "SET U&\"transaction_\\0072ead_only\" = off" -c "$INSERT" -c "COMMIT"
   refused "SET TRANSACTION READ WRITE" "$PROXY" -- ro -c "BEGIN" -c "SET TRANSACTION READ WRITE" -c "$INSERT" -c "COMMIT"
   refused "SET SESSION CHARACTERISTICS" "$PROXY" -- ro -c "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE" -c "$INSERT"
   refused "DO block" "$PROXY" -- \

@@ -77,6 +77,20 @@ TEST(PgStatementTest, ReadWriteSettings) {
             "set_config of transaction_read_only");
   EXPECT_EQ(ReadWriteAttempt("DO $x$ BEGIN EXECUTE 'SET default_transaction_read_only = off'; END $x$"),
             "a DO block naming transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SET U&\"transaction_\\0072ead_only\" = off"), "SET of a U& quoted setting name");
+  EXPECT_EQ(ReadWriteAttempt("SET default_transaction_read_only = U&'\\006f\\0066f'"), "SET default_transaction_read_only");
+}
+
+TEST(PgStatementTest, MayAskForWritesLetsEveryAttemptThrough) {
+  for (const char* sql : {"BEGIN READ WRITE", "start transaction read\twrite", "SET TRANSACTION READ WRITE",
+                          "SET default_transaction_read_only = off", "SET TRANSACTION_READ_ONLY TO 0",
+                          "SELECT set_config('transaction_read_only', 'off', false)",
+                          "SET U&\"transaction_\\0072ead_only\" = off"}) {
+    EXPECT_NE(ReadWriteAttempt(sql), "") << sql;
+    EXPECT_TRUE(MayAskForWrites(sql)) << sql;
+  }
+  EXPECT_FALSE(MayAskForWrites("SELECT * FROM t WHERE id = $1"));
+  EXPECT_FALSE(MayAskForWrites("BEGIN READ ONLY"));
 }
 
 TEST(PgStatementTest, ReadOnlyStatementsPass) {
