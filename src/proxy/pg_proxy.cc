@@ -47,11 +47,10 @@ constexpr auto kStartupTimeout = std::chrono::seconds(15);
 // messages and the server's answers stay in step. `what` is one of
 // ReadWriteAttempt's constants (no quote in any).
 std::string ReadOnlyRefusalSql(std::string_view what) {
-  return fmt::format(
-      R"(DO $midflight$BEGIN RAISE EXCEPTION USING ERRCODE = '25006', )"
-      R"(MESSAGE = 'midflight proxy: the read-only endpoint takes no writes ({} refused)', )"
-      R"(HINT = 'Send writes to the proxy''s read-write endpoint.'; END$midflight$)",
-      what);
+  return fmt::format(R"(DO $midflight$BEGIN RAISE EXCEPTION USING ERRCODE = '25006', )"
+                     R"(MESSAGE = 'midflight proxy: the read-only endpoint takes no writes ({} refused)', )"
+                     R"(HINT = 'Send writes to the proxy''s read-write endpoint.'; END$midflight$)",
+                     what);
 }
 
 // On the read-only endpoint: the Query or Parse message to send instead of
@@ -761,8 +760,9 @@ Status Session::Relay() {
       }
       RETURN_IF_ERROR(client->Write(out));
       if (read_write_reported)
-        return Fail("25006", "midflight proxy: the session on the read-only endpoint turned default_transaction_read_only "
-                             "off; closing it (send writes to the read-write endpoint)");
+        return Fail("25006",
+                    "midflight proxy: the session on the read-only endpoint turned default_transaction_read_only "
+                    "off; closing it (send writes to the read-write endpoint)");
       if (busy && awaiting_rfq == 0 && !unsynced && txn_status == 'I') EndTransaction();
     }
   }

@@ -73,18 +73,23 @@ namespace {
 
 // A lexical token of PostgreSQL SQL, enough to tell statements apart and read
 // their keywords: words are lower-cased (as the server folds them), quoted
-// identifiers and string constants keep their contents (unescaped, except
-// the U& forms: `unicode` says their \XXXX escapes are still in `text`).
+// identifiers and string constants keep their contents; `escaped` marks the
+// U& forms and E'' constants holding a backslash, whose `text` is not what the
+// server reads (U& escapes are left in, E'' ones taken one character at a time).
 struct Token {
   enum class Kind { kWord, kIdent, kString, kSymbol };
   Kind kind;
   std::string text;
-  bool unicode = false;
+  bool escaped = false;
 };
 using Statement = std::vector<Token>;
 
-bool WordStart(unsigned char c) { return isalpha(c) || c == '_' || c >= 0x80; }
-bool WordChar(unsigned char c) { return isalnum(c) || c == '_' || c == '$' || c >= 0x80; }
+bool WordStart(unsigned char c) {
+  return isalpha(c) || c == '_' || c >= 0x80;
+}
+bool WordChar(unsigned char c) {
+  return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
 
 // The statements of `sql`, split at semicolons outside quotes and comments.
 // Unterminated quotes or comments run to the end of the text (as the server
@@ -169,7 +174,10 @@ std::vector<Statement> Lex(std::string_view sql) {
       while (i < n && (WordChar(static_cast<unsigned char>(sql[i])) || (isdigit(c) && sql[i] == '.'))) ++i;
       std::string word = lower(sql.substr(start, i - start));
       if (word == "e" && i < n && sql[i] == '\'') {
-        out.back().push_back({Token::Kind::kString, quoted('\'', true)});
+        size_t start_quote = i;
+        std::string text = quoted('\'', true);
+        bool escaped = sql.substr(start_quote, i - start_quote).find('\\') != std::string_view::npos;
+        out.back().push_back({Token::Kind::kString, std::move(text), escaped});
       } else if (word == "u" && i + 1 < n && sql[i] == '&' && (sql[i + 1] == '\'' || sql[i + 1] == '"')) {
         ++i;
         bool ident = sql[i] == '"';
@@ -233,19 +241,29 @@ std::string_view StatementAttempt(const Statement& s) {
       return "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE";
     size_t k = (IsWord(s, 1, "session") || IsWord(s, 1, "local")) ? 2 : 1;
     // A U&"..." name may spell either setting: refused unread.
-    if (k < s.size() && s[k].kind == Token::Kind::kIdent && s[k].unicode) return "SET of a U& quoted setting name";
+    if (k < s.size() && s[k].kind == Token::Kind::kIdent && s[k].escaped) return "SET of a U& quoted setting name";
     if (k < s.size() && s[k].kind != Token::Kind::kString && IsReadOnlySetting(s[k])) {
       // SET name {= | TO} value: anything but one value that keeps it on is refused.
-      bool to = k + 1 < s.size() && (IsWord(s, k + 1, "to") || (s[k + 1].kind == Token::Kind::kSymbol && s[k + 1].text == "="));
+      bool to = k + 1 < s.size() &&
+                (IsWord(s, k + 1, "to") || (s[k + 1].kind == Token::Kind::kSymbol && s[k + 1].text == "="));
       if (!(to && s.size() == k + 3 && IsTrueValue(s[k + 2])))
         return s[k].text == "transaction_read_only" ? "SET transaction_read_only" : "SET default_transaction_read_only";
     }
   }
-  if (MentionsReadOnlySetting(s)) {
-    for (const Token& t : s)
-      if ((t.kind == Token::Kind::kWord || t.kind == Token::Kind::kIdent) && t.text == "set_config")
-        return "set_config of transaction_read_only";
-    if (IsWord(s, 0, "do")) return "a DO block naming transaction_read_only";
+  // A DO block runs code the proxy does not read (EXECUTE of a computed SET,
+  // COMMIT and go on in a read-write transaction).
+  if (IsWord(s, 0, "do")) return "a DO block";
+  bool mentions = MentionsReadOnlySetting(s);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (!((s[i].kind == Token::Kind::kWord || s[i].kind == Token::Kind::kIdent) && s[i].text == "set_config")) continue;
+    if (mentions) return "set_config of transaction_read_only";
+    // The setting's name must be a plain string constant the proxy can read:
+    // set_config('search_path', ...) passes, a name computed or bound at run
+    // time does not.
+    bool literal = i + 3 < s.size() && s[i + 1].kind == Token::Kind::kSymbol && s[i + 1].text == "(" &&
+                   s[i + 2].kind == Token::Kind::kString && !s[i + 2].escaped &&
+                   s[i + 3].kind == Token::Kind::kSymbol && s[i + 3].text == ",";
+    if (!literal) return "set_config of a setting name computed at run time";
   }
   return "";
 }

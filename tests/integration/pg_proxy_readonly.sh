@@ -2,11 +2,11 @@
 # The proxy's read-only endpoint takes no writes, whichever way a client asks
 # for a read-write transaction: BEGIN / START TRANSACTION READ WRITE, SET
 # TRANSACTION READ WRITE, SET SESSION CHARACTERISTICS, SET [LOCAL | SESSION]
-# [default_]transaction_read_only, set_config() (also with a computed setting
-# name, which the server reports), a DO block, the same through
-# the extended protocol (pgbench -M extended and -M prepared), a startup
-# option (PGOPTIONS), and RESET / RESET ALL / DISCARD ALL (the session's
-# default stays read-only). Each attempt fails and leaves the row count on both
+# [default_]transaction_read_only, set_config() (also with a computed or bound
+# setting name), a DO block, a server-side function (which the server
+# reports), the same through the extended protocol (pgbench -M extended and
+# -M prepared), a startup option (PGOPTIONS), and RESET / RESET ALL / DISCARD
+# ALL (the session's default stays read-only). Each attempt fails and leaves the row count on both
 # servers unchanged, with the source routed (before `switch reads`) and the
 # target routed (after). A session that tried a read-write SET before the
 # switch carries no read-write setting to the target. Reads through the
@@ -18,6 +18,10 @@ RO_PORT=$(free_port $((PROXY_PORT + 1)))
 
 sql_src -c "CREATE TABLE t (id serial PRIMARY KEY, v text)"
 sql_src -c "INSERT INTO t (v) SELECT 'row ' || g FROM generate_series(1, 100) g"
+# A server-side function that turns the read-only default off: the SQL the
+# proxy sees does not say so; the server reports it. (The schema copy takes
+# it to the target.)
+sql_src -c "CREATE FUNCTION flip() RETURNS text LANGUAGE sql AS \$\$ SELECT set_config('default_transaction_read_only', 'off', false) \$\$"
 write_spec ro "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  listen_readonly: 127.0.0.1:$RO_PORT"
 db=${SRC##*/}
 RW_URI="postgres://midflight:midflight@127.0.0.1:$PROXY_PORT/$db"
@@ -47,9 +51,9 @@ refused() {
   log "$name ($ROUTE): refused: $(grep -m1 -E 'ERROR|FATAL|error' "$WORK/out")"
 }
 
-bench() {  # bench MODE SCRIPT: one run of SCRIPT through the read-only endpoint
+bench() {  # bench MODE SCRIPT [PGBENCH OPTIONS]: one run of SCRIPT through the read-only endpoint
   printf '%s\n' "$2" >"$WORK/bench.sql"
-  pgbench -n -t 1 -M "$1" -f "$WORK/bench.sql" "$RO_URI"
+  pgbench -n -t 1 -M "$1" -f "$WORK/bench.sql" "${@:3}" "$RO_URI"
 }
 
 PROXY="25006: midflight proxy: the read-only endpoint"  # the proxy's own refusal
@@ -81,10 +85,14 @@ COMMIT;"
 $INSERT;"
   refused "named prepared statement: set_config" "$PROXY_BENCH" -- bench prepared "SELECT set_config('transaction_read_only', 'off', false);
 $INSERT;"
-  # A name the SQL scan cannot read: the server reports the change and the
-  # proxy closes the session before its next statement.
-  refused "set_config with a computed name" "25006: midflight proxy: the session on the read-only endpoint turned" -- \
-    ro -c "SELECT set_config('default_transaction' || '_read_only', 'off', false)" -c "$INSERT"
+  refused "set_config with a computed name, COMMIT, INSERT in one message" "$PROXY" -- \
+    ro -c "SELECT set_config('default_transaction' || '_read_only', 'off', false); COMMIT; $INSERT"
+  refused "extended protocol: set_config with a bound name" "$PROXY_BENCH" -- bench extended "SELECT set_config(:name, 'off', false);
+$INSERT;" -D name=default_transaction_read_only
+  # What the proxy cannot read: the server reports the change and the proxy
+  # closes the session before its next statement.
+  refused "a server-side function" "25006: midflight proxy: the session on the read-only endpoint turned" -- \
+    ro -c "SELECT flip()" -c "$INSERT"
   # The server's own default stays read-only.
   refused "plain INSERT" "$SERVER" -- ro -c "$INSERT"
   refused "PGOPTIONS=-c default_transaction_read_only=off" "$SERVER" -- \
