@@ -18,6 +18,7 @@
 #include <functional>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <random>
 #include <set>
 #include <thread>
@@ -38,6 +39,48 @@ using Clock = std::chrono::steady_clock;
 namespace wire = midflight::pgwire;
 
 constexpr auto kStartupTimeout = std::chrono::seconds(15);
+
+// What the read-only endpoint sends the server in place of a statement that
+// would let its session write (ReadWriteAttempt): the server raises the
+// proxy's refusal, so an open transaction fails and a pipeline is skipped up to
+// its Sync exactly as if the statement itself had failed, and the client's
+// messages and the server's answers stay in step. `what` is one of
+// ReadWriteAttempt's constants (no quote in any).
+std::string ReadOnlyRefusalSql(std::string_view what) {
+  return fmt::format(R"(DO $midflight$BEGIN RAISE EXCEPTION USING ERRCODE = '25006', )"
+                     R"(MESSAGE = 'midflight proxy: the read-only endpoint takes no writes ({} refused)', )"
+                     R"(HINT = 'Send writes to the proxy''s read-write endpoint.'; END$midflight$)",
+                     what);
+}
+
+// On the read-only endpoint: the Query or Parse message to send instead of
+// `type`/`body` when its SQL would let the session write; nullopt when the
+// message may go as it is. A replaced Parse keeps its statement name and
+// declares as many parameters as the original used (as text), so the
+// client's Bind still fits and the error is the refusal.
+std::optional<std::string> ReadOnlyReplacement(char type, std::string_view body) {
+  if (type == 'Q') {
+    std::string_view sql = body.substr(0, body.find('\0'));
+    if (!MayAskForWrites(sql)) return std::nullopt;
+    std::string_view what = ReadWriteAttempt(sql);
+    if (what.empty()) return std::nullopt;
+    return wire::Query(ReadOnlyRefusalSql(what));
+  }
+  if (type == 'P') {
+    if (!MayAskForWrites(body)) return std::nullopt;
+    auto parse = wire::ParseParse(body);
+    if (!parse.ok()) return std::nullopt;  // the server refuses it
+    std::string_view what = ReadWriteAttempt(parse->query);
+    if (what.empty()) return std::nullopt;
+    constexpr uint32_t kTextOid = 25;
+    std::vector<uint32_t> types = parse->param_types;
+    types.resize(std::max<size_t>(types.size(), static_cast<size_t>(HighestParameter(parse->query))), kTextOid);
+    for (uint32_t& t : types)
+      if (t == 0) t = kTextOid;  // a DO block cannot infer a type
+    return wire::Parse(parse->statement, ReadOnlyRefusalSql(what), types);
+  }
+  return std::nullopt;
+}
 
 // "host:port" -> a listening socket.
 Result<int> ListenOn(const std::string& address, std::string* actual) {
@@ -221,6 +264,10 @@ struct Session {
   uint64_t state_version = 0;
   std::vector<std::string> pending_sets;         // run, not yet confirmed by ReadyForQuery
   bool error_since_rfq = false;
+  // The read-only endpoint's server reported default_transaction_read_only
+  // off (by a way ReadWriteAttempt cannot see, e.g. a setting name computed at
+  // run time): the session is closed.
+  bool read_write_reported = false;
 
   ~Session() {
     for (auto& s : servers)
@@ -346,7 +393,17 @@ Status Session::Startup() {
     return Fail("3D000", fmt::format("database \"{}\" is not served by this midflight proxy (migration {} serves \"{}\")",
                                      database, cfg.migration, cfg.servers[0].database));
   RETURN_IF_ERROR(Authenticate(reader, deadline));
-  if (readonly) startup_params.emplace_back("default_transaction_read_only", "on");
+  if (readonly) {
+    // The server session's default, set at its start (so RESET, RESET ALL and
+    // DISCARD ALL come back to it); it comes after the client's own startup
+    // parameters and "options", so it wins over them.
+    std::erase_if(startup_params, [](const auto& p) {
+      std::string k = p.first;
+      std::transform(k.begin(), k.end(), k.begin(), [](unsigned char c) { return static_cast<char>(tolower(c)); });
+      return k == "default_transaction_read_only";
+    });
+    startup_params.emplace_back("default_transaction_read_only", "on");
+  }
 
   // The first server connection: the endpoint's current side.
   Side side = readonly ? (proxy->read_percent.load() >= 100 ? Side::kTarget : Side::kSource)
@@ -446,6 +503,8 @@ Status Session::SyncState(Side side) {
     ++expect;
   }
   for (const auto& s : sets) {
+    // Never recorded (Relay replaces such statements), and never replayed.
+    if (readonly && !ReadWriteAttempt(s).empty()) continue;
     out += wire::Query(s);
     ++expect;
   }
@@ -574,6 +633,10 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
 
 void Session::OnServerMessage(char type, std::string_view body) {
   if (type == 'E') error_since_rfq = true;
+  if (type == 'S' && readonly) {
+    auto ps = wire::ParseParameterStatus(body);
+    if (ps.ok() && ps->first == "default_transaction_read_only" && ps->second != "on") read_write_reported = true;
+  }
   if (type == 'G') copy_in = true;
   if (type != 'Z') return;
   if (awaiting_rfq > 0) --awaiting_rfq;
@@ -658,8 +721,16 @@ Status Session::Relay() {
           }
           RETURN_IF_ERROR(BeginTransaction());
         }
-        Track(m.type, m.body, m.bytes);
-        out.append(m.bytes);
+        std::optional<std::string> replaced;
+        if (readonly && (m.type == 'Q' || m.type == 'P')) replaced = ReadOnlyReplacement(m.type, m.body);
+        if (replaced) {
+          std::string_view bytes = *replaced;
+          Track(m.type, bytes.substr(5), bytes);
+          out.append(bytes);
+        } else {
+          Track(m.type, m.body, m.bytes);
+          out.append(m.bytes);
+        }
       }
       if (!out.empty()) {
         if (Status st = wire::WriteAll(servers[static_cast<int>(current)].b.fd, out); !st.ok())
@@ -688,6 +759,10 @@ Status Session::Relay() {
         out.append((*raw)->bytes);
       }
       RETURN_IF_ERROR(client->Write(out));
+      if (read_write_reported)
+        return Fail("25006",
+                    "midflight proxy: the session on the read-only endpoint turned default_transaction_read_only "
+                    "off; closing it (send writes to the read-write endpoint)");
       if (busy && awaiting_rfq == 0 && !unsynced && txn_status == 'I') EndTransaction();
     }
   }

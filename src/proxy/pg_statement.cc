@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <vector>
 
 namespace midflight::proxy {
 
@@ -63,6 +64,225 @@ StateEffect Classify(std::string_view sql, std::string* name) {
     return StateEffect::kDeallocate;
   }
   return StateEffect::kNone;
+}
+
+}  // namespace midflight::proxy
+
+namespace midflight::proxy {
+namespace {
+
+// A lexical token of PostgreSQL SQL, enough to tell statements apart and read
+// their keywords: words are lower-cased (as the server folds them), quoted
+// identifiers and string constants keep their contents; `escaped` marks the
+// U& forms and E'' constants holding a backslash, whose `text` is not what the
+// server reads (U& escapes are left in, E'' ones taken one character at a time).
+struct Token {
+  enum class Kind { kWord, kIdent, kString, kSymbol };
+  Kind kind;
+  std::string text;
+  bool escaped = false;
+};
+using Statement = std::vector<Token>;
+
+bool WordStart(unsigned char c) {
+  return isalpha(c) || c == '_' || c >= 0x80;
+}
+bool WordChar(unsigned char c) {
+  return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
+
+// The statements of `sql`, split at semicolons outside quotes and comments.
+// Unterminated quotes or comments run to the end of the text (as the server
+// would refuse them, nothing after them runs).
+std::vector<Statement> Lex(std::string_view sql) {
+  std::vector<Statement> out(1);
+  size_t i = 0, n = sql.size();
+  auto lower = [](std::string_view v) {
+    std::string s(v);
+    for (char& c : s) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    return s;
+  };
+  // A '...' constant starting at sql[i] == '\''; backslash escapes when `escapes`.
+  auto quoted = [&](char q, bool escapes) {
+    std::string text;
+    ++i;
+    while (i < n) {
+      char c = sql[i];
+      if (escapes && c == '\\' && i + 1 < n) {
+        text += sql[i + 1];
+        i += 2;
+      } else if (c == q) {
+        if (i + 1 < n && sql[i + 1] == q) {
+          text += q;
+          i += 2;
+        } else {
+          ++i;
+          break;
+        }
+      } else {
+        text += c;
+        ++i;
+      }
+    }
+    return text;
+  };
+  while (i < n) {
+    unsigned char c = static_cast<unsigned char>(sql[i]);
+    if (isspace(c)) {
+      ++i;
+    } else if (sql.substr(i, 2) == "--") {
+      while (i < n && sql[i] != '\n') ++i;
+    } else if (sql.substr(i, 2) == "/*") {  // nested, as in PostgreSQL
+      int depth = 0;
+      while (i < n) {
+        if (sql.substr(i, 2) == "/*") {
+          ++depth;
+          i += 2;
+        } else if (sql.substr(i, 2) == "*/") {
+          i += 2;
+          if (--depth == 0) break;
+        } else {
+          ++i;
+        }
+      }
+    } else if (c == ';') {
+      ++i;
+      if (!out.back().empty()) out.emplace_back();
+    } else if (c == '\'') {
+      out.back().push_back({Token::Kind::kString, quoted('\'', false)});
+    } else if (c == '"') {
+      out.back().push_back({Token::Kind::kIdent, lower(quoted('"', false))});
+    } else if (c == '$') {
+      // $tag$ ... $tag$ (tag empty or an identifier), else a parameter $1 or a symbol.
+      size_t j = i + 1;
+      while (j < n && WordChar(static_cast<unsigned char>(sql[j])) && sql[j] != '$') ++j;
+      bool tag_ok = j < n && sql[j] == '$' && (j == i + 1 || !isdigit(static_cast<unsigned char>(sql[i + 1])));
+      if (tag_ok) {
+        std::string_view tag = sql.substr(i, j + 1 - i);
+        size_t body = j + 1;
+        size_t end = sql.find(tag, body);
+        if (end == std::string_view::npos) end = n;
+        out.back().push_back({Token::Kind::kString, std::string(sql.substr(body, end - body))});
+        i = end == n ? n : end + tag.size();
+      } else {
+        size_t start = i++;
+        while (i < n && isdigit(static_cast<unsigned char>(sql[i]))) ++i;
+        out.back().push_back({Token::Kind::kSymbol, std::string(sql.substr(start, i - start))});
+      }
+    } else if (WordStart(c) || isdigit(c)) {
+      size_t start = i;
+      while (i < n && (WordChar(static_cast<unsigned char>(sql[i])) || (isdigit(c) && sql[i] == '.'))) ++i;
+      std::string word = lower(sql.substr(start, i - start));
+      if (word == "e" && i < n && sql[i] == '\'') {
+        size_t start_quote = i;
+        std::string text = quoted('\'', true);
+        bool escaped = sql.substr(start_quote, i - start_quote).find('\\') != std::string_view::npos;
+        out.back().push_back({Token::Kind::kString, std::move(text), escaped});
+      } else if (word == "u" && i + 1 < n && sql[i] == '&' && (sql[i + 1] == '\'' || sql[i + 1] == '"')) {
+        ++i;
+        bool ident = sql[i] == '"';
+        out.back().push_back({ident ? Token::Kind::kIdent : Token::Kind::kString, quoted(sql[i], false), true});
+      } else {
+        out.back().push_back({Token::Kind::kWord, std::move(word)});
+      }
+    } else {
+      out.back().push_back({Token::Kind::kSymbol, std::string(1, static_cast<char>(c))});
+      ++i;
+    }
+  }
+  if (out.back().empty()) out.pop_back();
+  return out;
+}
+
+bool IsWord(const Statement& s, size_t i, std::string_view word) {
+  return i < s.size() && s[i].kind == Token::Kind::kWord && s[i].text == word;
+}
+
+bool HasReadWrite(const Statement& s) {
+  for (size_t i = 0; i + 1 < s.size(); ++i)
+    if (IsWord(s, i, "read") && IsWord(s, i + 1, "write")) return true;
+  return false;
+}
+
+bool IsReadOnlySetting(const Token& t) {
+  if (t.kind == Token::Kind::kSymbol) return false;
+  std::string name = t.text;  // words and quoted identifiers are lower-cased already
+  if (t.kind == Token::Kind::kString)
+    for (char& c : name) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  return name == "transaction_read_only" || name == "default_transaction_read_only";
+}
+
+// A value that leaves the setting on. DEFAULT is the connection's startup
+// value (read-only on this endpoint).
+bool IsTrueValue(const Token& t) {
+  if (t.kind == Token::Kind::kSymbol) return false;
+  std::string v = t.text;
+  for (char& c : v) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+  if (t.kind == Token::Kind::kWord && v == "default") return true;
+  return v == "on" || v == "true" || v == "yes" || v == "1" || v == "t" || v == "y";
+}
+
+bool MentionsReadOnlySetting(const Statement& s) {
+  for (const Token& t : s) {
+    if (t.kind == Token::Kind::kSymbol) continue;
+    std::string v = t.text;
+    for (char& c : v) c = static_cast<char>(tolower(static_cast<unsigned char>(c)));
+    if (v.find("transaction_read_only") != std::string::npos) return true;
+  }
+  return false;
+}
+
+std::string_view StatementAttempt(const Statement& s) {
+  if (IsWord(s, 0, "begin") && HasReadWrite(s)) return "BEGIN READ WRITE";
+  if (IsWord(s, 0, "start") && HasReadWrite(s)) return "START TRANSACTION READ WRITE";
+  if (IsWord(s, 0, "set")) {
+    if (IsWord(s, 1, "transaction") && HasReadWrite(s)) return "SET TRANSACTION READ WRITE";
+    if (IsWord(s, 1, "session") && IsWord(s, 2, "characteristics") && HasReadWrite(s))
+      return "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE";
+    size_t k = (IsWord(s, 1, "session") || IsWord(s, 1, "local")) ? 2 : 1;
+    // A U&"..." name may spell either setting: refused unread.
+    if (k < s.size() && s[k].kind == Token::Kind::kIdent && s[k].escaped) return "SET of a U& quoted setting name";
+    if (k < s.size() && s[k].kind != Token::Kind::kString && IsReadOnlySetting(s[k])) {
+      // SET name {= | TO} value: anything but one value that keeps it on is refused.
+      bool to = k + 1 < s.size() &&
+                (IsWord(s, k + 1, "to") || (s[k + 1].kind == Token::Kind::kSymbol && s[k + 1].text == "="));
+      if (!(to && s.size() == k + 3 && IsTrueValue(s[k + 2])))
+        return s[k].text == "transaction_read_only" ? "SET transaction_read_only" : "SET default_transaction_read_only";
+    }
+  }
+  // A DO block runs code the proxy does not read (EXECUTE of a computed SET,
+  // COMMIT and go on in a read-write transaction).
+  if (IsWord(s, 0, "do")) return "a DO block";
+  bool mentions = MentionsReadOnlySetting(s);
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (!((s[i].kind == Token::Kind::kWord || s[i].kind == Token::Kind::kIdent) && s[i].text == "set_config")) continue;
+    if (mentions) return "set_config of transaction_read_only";
+    // The setting's name must be a plain string constant the proxy can read:
+    // set_config('search_path', ...) passes, a name computed or bound at run
+    // time does not.
+    bool literal = i + 3 < s.size() && s[i + 1].kind == Token::Kind::kSymbol && s[i + 1].text == "(" &&
+                   s[i + 2].kind == Token::Kind::kString && !s[i + 2].escaped &&
+                   s[i + 3].kind == Token::Kind::kSymbol && s[i + 3].text == ",";
+    if (!literal) return "set_config of a setting name computed at run time";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::string_view ReadWriteAttempt(std::string_view sql) {
+  for (const Statement& s : Lex(sql))
+    if (auto what = StatementAttempt(s); !what.empty()) return what;
+  return "";
+}
+
+int HighestParameter(std::string_view sql) {
+  int highest = 0;
+  for (const Statement& s : Lex(sql))
+    for (const Token& t : s)
+      if (t.kind == Token::Kind::kSymbol && t.text.size() > 1 && t.text.size() < 7)
+        highest = std::max(highest, std::stoi(t.text.substr(1)));
+  return highest;
 }
 
 }  // namespace midflight::proxy

@@ -44,4 +44,47 @@ inline bool MayChangeState(std::string_view sql) {
   return false;
 }
 
+// What would let a session on the read-only endpoint write: a statement that
+// opens a read-write transaction or turns transaction_read_only /
+// default_transaction_read_only off. Looks at every statement in `sql` (a
+// simple Query may hold several), skipping comments and reading quoted
+// identifiers, string constants (E'', dollar quotes) the way the server does.
+// Returns a short constant naming what was found ("BEGIN READ WRITE", ...), or
+// "" when nothing was. Caught:
+//   BEGIN / START TRANSACTION ... READ WRITE
+//   SET TRANSACTION ... READ WRITE, SET SESSION CHARACTERISTICS AS TRANSACTION ... READ WRITE
+//   SET [SESSION | LOCAL] [default_]transaction_read_only {= | TO} anything but
+//     on / true / yes / 1 / t / y / DEFAULT
+//   SET of a U&"..." setting name (it may spell either)
+//   set_config(...) in a statement naming [default_]transaction_read_only, or
+//     whose setting name is not a plain string constant ($1, a column,
+//     'default_transaction' || '_read_only', an E'' constant with escapes)
+//   any DO block (its code may build and run such a SET, and COMMIT)
+// Not caught: server-side functions and procedures that change the setting
+// (the server's session default, set at connection start, and the proxy's
+// watch of the reported default_transaction_read_only stay the defence there).
+// RESET, RESET ALL and DISCARD ALL pass: they restore the connection's
+// startup value, which the proxy sets to read-only.
+std::string_view ReadWriteAttempt(std::string_view sql);
+
+// A cheap first look for the per-query path: false when ReadWriteAttempt(sql)
+// is certainly "" (every statement it catches spells "write", "read_only",
+// "set_config" or "do", or has a U& name), so most queries cost no allocation.
+inline bool MayAskForWrites(std::string_view sql) {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; };
+  auto has = [&](std::string_view word) {  // `word` in lower case
+    for (size_t i = 0; i + word.size() <= sql.size(); ++i) {
+      size_t k = 0;
+      while (k < word.size() && lower(sql[i + k]) == word[k]) ++k;
+      if (k == word.size()) return true;
+    }
+    return false;
+  };
+  return sql.find('&') != std::string_view::npos || has("write") || has("read_only") || has("set_config") || has("do");
+}
+
+// The highest parameter number ($n) used in `sql` outside quotes and
+// comments; 0 when none.
+int HighestParameter(std::string_view sql);
+
 }  // namespace midflight::proxy

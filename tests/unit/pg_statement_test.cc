@@ -49,5 +49,96 @@ TEST(PgStatementTest, PreparedStatementNames) {
   EXPECT_EQ(name, "ALL");
 }
 
+TEST(PgStatementTest, ReadWriteTransactions) {
+  EXPECT_EQ(ReadWriteAttempt("BEGIN READ WRITE"), "BEGIN READ WRITE");
+  EXPECT_EQ(ReadWriteAttempt("begin transaction isolation level serializable, read  write;"), "BEGIN READ WRITE");
+  EXPECT_EQ(ReadWriteAttempt("BEGIN WORK NOT DEFERRABLE READ\nWRITE"), "BEGIN READ WRITE");
+  EXPECT_EQ(ReadWriteAttempt("Start Transaction Read Write"), "START TRANSACTION READ WRITE");
+  EXPECT_EQ(ReadWriteAttempt("BEGIN; SET TRANSACTION READ WRITE; INSERT INTO t VALUES (1)"),
+            "SET TRANSACTION READ WRITE");
+  EXPECT_EQ(ReadWriteAttempt("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ WRITE"),
+            "SET TRANSACTION READ WRITE");
+  EXPECT_EQ(ReadWriteAttempt("set session characteristics as transaction read write"),
+            "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE");
+  EXPECT_EQ(ReadWriteAttempt("/* why */ -- not\n  BEGIN /* nested /* twice */ */ READ WRITE"), "BEGIN READ WRITE");
+}
+
+TEST(PgStatementTest, ReadWriteSettings) {
+  EXPECT_EQ(ReadWriteAttempt("SET default_transaction_read_only = off"), "SET default_transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SET SESSION default_transaction_read_only TO false"),
+            "SET default_transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("set local DEFAULT_TRANSACTION_READ_ONLY = 'of'"), "SET default_transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SET \"default_transaction_read_only\" = 0"), "SET default_transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SET default_transaction_read_only = E'\\x6Fff'"), "SET default_transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SET default_transaction_read_only"),
+            "SET default_transaction_read_only");  // malformed: refused
+  EXPECT_EQ(ReadWriteAttempt("SET transaction_read_only = off"), "SET transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SET LOCAL transaction_read_only TO no"), "SET transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SELECT 1; SET default_transaction_read_only = off"), "SET default_transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("SELECT set_config('default_transaction_read_only', 'off', false)"),
+            "set_config of transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("select PG_CATALOG.SET_CONFIG($$Transaction_Read_Only$$, $1, true)"),
+            "set_config of transaction_read_only");
+  EXPECT_EQ(ReadWriteAttempt("DO $x$ BEGIN EXECUTE 'SET default_transaction_read_only = off'; END $x$"), "a DO block");
+  EXPECT_EQ(ReadWriteAttempt("do 'BEGIN NULL; END'"), "a DO block");
+  EXPECT_EQ(ReadWriteAttempt("SELECT set_config('default_transaction' || '_read_only', 'off', false); COMMIT; INSERT"),
+            "set_config of a setting name computed at run time");
+  EXPECT_EQ(ReadWriteAttempt("SELECT set_config($1, $2, false)"), "set_config of a setting name computed at run time");
+  EXPECT_EQ(ReadWriteAttempt("SELECT set_config(name, 'off', false) FROM pg_settings"),
+            "set_config of a setting name computed at run time");
+  EXPECT_EQ(ReadWriteAttempt("SELECT set_config(E'default_transaction_read_\\157nly', 'off', false)"),
+            "set_config of a setting name computed at run time");
+  EXPECT_EQ(ReadWriteAttempt("SET U&\"transaction_\\0072ead_only\" = off"), "SET of a U& quoted setting name");
+  EXPECT_EQ(ReadWriteAttempt("SET default_transaction_read_only = U&'\\006f\\0066f'"),
+            "SET default_transaction_read_only");
+}
+
+TEST(PgStatementTest, MayAskForWritesLetsEveryAttemptThrough) {
+  for (const char* sql :
+       {"BEGIN READ WRITE", "start transaction read\twrite", "SET TRANSACTION READ WRITE",
+        "SET default_transaction_read_only = off", "SET TRANSACTION_READ_ONLY TO 0",
+        "SELECT set_config('transaction_read_only', 'off', false)", "SET U&\"transaction_\\0072ead_only\" = off",
+        "SELECT set_config($1, 'off', false)", "DO $$BEGIN END$$"}) {
+    EXPECT_NE(ReadWriteAttempt(sql), "") << sql;
+    EXPECT_TRUE(MayAskForWrites(sql)) << sql;
+  }
+  EXPECT_FALSE(MayAskForWrites("SELECT * FROM t WHERE id = $1"));
+  EXPECT_FALSE(MayAskForWrites("BEGIN READ ONLY"));
+  EXPECT_TRUE(MayAskForWrites("SELECT SET_CONFIG($1, $2, false)"));
+  EXPECT_TRUE(MayAskForWrites("DO 'BEGIN NULL; END'"));
+}
+
+TEST(PgStatementTest, ReadOnlyStatementsPass) {
+  EXPECT_EQ(ReadWriteAttempt("BEGIN"), "");
+  EXPECT_EQ(ReadWriteAttempt("BEGIN READ ONLY"), "");
+  EXPECT_EQ(ReadWriteAttempt("START TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ ONLY, DEFERRABLE"), "");
+  EXPECT_EQ(ReadWriteAttempt("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"), "");
+  EXPECT_EQ(ReadWriteAttempt("SET default_transaction_read_only = on"), "");
+  EXPECT_EQ(ReadWriteAttempt("SET SESSION default_transaction_read_only TO 'true'"), "");
+  EXPECT_EQ(ReadWriteAttempt("SET default_transaction_read_only TO DEFAULT"), "");
+  EXPECT_EQ(ReadWriteAttempt("SET transaction_read_only = 1"), "");
+  EXPECT_EQ(ReadWriteAttempt("RESET default_transaction_read_only"), "");
+  EXPECT_EQ(ReadWriteAttempt("RESET ALL; DISCARD ALL"), "");
+  EXPECT_EQ(ReadWriteAttempt("SHOW transaction_read_only"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT current_setting('transaction_read_only')"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT set_config('search_path', 'app', false)"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT pg_catalog.set_config(E'search_path', 'app', false)"), "");
+  // The words inside quotes, identifiers and comments are not keywords.
+  EXPECT_EQ(ReadWriteAttempt("SELECT 'BEGIN READ WRITE'"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT 'it''s; BEGIN READ WRITE'"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT E'\\'; BEGIN READ WRITE'"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT \"x;BEGIN READ WRITE\" FROM t"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT $$;BEGIN READ WRITE;$$, $t$ $$ ; SET transaction_read_only = off $t$"), "");
+  EXPECT_EQ(ReadWriteAttempt("-- BEGIN READ WRITE\nSELECT 1 /* ; BEGIN READ WRITE */"), "");
+  EXPECT_EQ(ReadWriteAttempt("SELECT read, write FROM t"), "");
+  EXPECT_EQ(ReadWriteAttempt(""), "");
+}
+
+TEST(PgStatementTest, HighestParameter) {
+  EXPECT_EQ(HighestParameter("SELECT 1"), 0);
+  EXPECT_EQ(HighestParameter("SELECT set_config($2, $1, false), $10"), 10);
+  EXPECT_EQ(HighestParameter("SELECT '$3', $$ $4 $$, $1"), 1);
+}
+
 }  // namespace
 }  // namespace midflight::proxy
