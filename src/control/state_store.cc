@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "base/clock.h"
+#include "base/log.h"
 #include "base/uri.h"
 
 namespace midflight {
@@ -139,7 +140,7 @@ Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, boo
   }
   // Every connection waits for the others' locks instead of failing.
   sqlite3_busy_timeout(db, kBusyTimeoutMs);
-  std::unique_ptr<StateStore> store(new StateStore(db));
+  std::unique_ptr<StateStore> store(new StateStore(db, dir));
   RETURN_IF_ERROR(store->Prepare());
   return store;
 }
@@ -196,17 +197,39 @@ Status StateStore::Exec(const std::string& sql) {
 
 Status StateStore::Put(const std::string& key, const std::string& value) { return PutMany({{key, value}}); }
 
+Status StateStore::Written(Status st) {
+  const int64_t now = NowMonotonicMs();
+  if (st.ok()) {
+    if (write_failing_since_ms_) {
+      LOG_INFO("state store {}: writing works again after {:.0f} s", dir_, (now - write_failing_since_ms_) / 1000.0);
+      write_failing_since_ms_ = write_failure_logged_ms_ = 0;
+    }
+    return st;
+  }
+  if (!write_failing_since_ms_) write_failing_since_ms_ = now;
+  if (!write_failure_logged_ms_ || now - write_failure_logged_ms_ >= 30000) {
+    write_failure_logged_ms_ = now;
+    std::string_view what = st.message();
+    if (what.starts_with("state store: ")) what.remove_prefix(13);
+    LOG_ERROR("state store {}: {}; status and progress are not recorded while this lasts (a full disk? free space "
+              "there); replication goes on, and the target's checkpoints stay the truth",
+              dir_, what);
+  }
+  return st;
+}
+
 Status StateStore::PutMany(const std::vector<std::pair<std::string, std::string>>& kvs) {
   std::lock_guard lock(mu_);
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return Written(st);
   for (const auto& [k, v] : kvs) {
     Stmt s(db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
     if (s.Bind(1, k).Bind(2, v).Step() != SQLITE_DONE) {
+      Status st = Internal(fmt::format("state store: writing {}: {}", k, sqlite3_errmsg(db_)));
       (void)Exec("ROLLBACK");
-      return Internal(fmt::format("state store: writing {}: {}", k, sqlite3_errmsg(db_)));
+      return Written(st);
     }
   }
-  return Exec("COMMIT");
+  return Written(Exec("COMMIT"));
 }
 
 std::optional<std::string> StateStore::Get(const std::string& key) {
@@ -276,8 +299,8 @@ Status StateStore::AddEvent(const std::string& unscrubbed_message) {
   Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
   if (ev.Bind(1, NowIsoUtc()).Bind(2, std::string(PhaseName(phase()))).Bind(3, ActorScope::Current()).Bind(4, message)
           .Step() != SQLITE_DONE)
-    return Internal(fmt::format("state store: recording event: {}", sqlite3_errmsg(db_)));
-  return Status::Ok();
+    return Written(Internal(fmt::format("state store: recording event: {}", sqlite3_errmsg(db_))));
+  return Written(Status::Ok());
 }
 
 std::vector<EventRow> StateStore::Events(int limit) {
@@ -291,7 +314,7 @@ std::vector<EventRow> StateStore::Events(int limit) {
 
 Status StateStore::SaveTables(const std::vector<TableRow>& rows) {
   std::lock_guard lock(mu_);
-  RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE"));
+  if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return Written(st);
   for (const auto& r : rows) {
     Stmt s(db_,
            "INSERT INTO tables (name, state, rows_copied, bytes_copied, est_rows, est_bytes, chunks_done, "
@@ -303,11 +326,12 @@ Status StateStore::SaveTables(const std::vector<TableRow>& rows) {
     s.Bind(6, r.est_bytes).Bind(7, static_cast<int64_t>(r.chunks_done)).Bind(8, static_cast<int64_t>(r.chunks_total));
     s.Bind(9, r.rows_per_s);
     if (s.Step() != SQLITE_DONE) {
+      Status st = Internal(fmt::format("state store: saving table {}: {}", r.name, sqlite3_errmsg(db_)));
       (void)Exec("ROLLBACK");
-      return Internal(fmt::format("state store: saving table {}: {}", r.name, sqlite3_errmsg(db_)));
+      return Written(st);
     }
   }
-  return Exec("COMMIT");
+  return Written(Exec("COMMIT"));
 }
 
 std::vector<TableRow> StateStore::Tables() {

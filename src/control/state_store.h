@@ -98,12 +98,20 @@ class StateStore {
   std::vector<ChunkRow> Chunks();
 
  private:
-  explicit StateStore(sqlite3* db) : db_(db) {}
+  StateStore(sqlite3* db, std::string dir) : db_(db), dir_(std::move(dir)) {}
+  // Every write's outcome passes here: a failing write (a full disk, a
+  // read-only file system) is logged at once and then every 30 s while it
+  // lasts, naming the directory, so status frozen by it is explained; the
+  // first write that works again says so.
+  Status Written(Status st);
   // WAL mode and the schema (created or upgraded), safe against other
   // openers of the same file in this process and in others.
   Status Prepare();
   Status Exec(const std::string& sql);
   sqlite3* db_;
+  const std::string dir_;
+  int64_t write_failing_since_ms_ = 0;  // guarded by mu_
+  int64_t write_failure_logged_ms_ = 0;  // guarded by mu_
   // One connection shared by the runner's threads (progress ticker, flows,
   // control operations): a transaction spans several SQLite calls, so each
   // public method holds this for its whole length.
