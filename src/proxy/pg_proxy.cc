@@ -294,6 +294,7 @@ struct Session {
   void Track(char type, std::string_view body, std::string_view bytes);
   void OnServerMessage(char type, std::string_view body);
   Status Relay();
+  void CancelServerQuery();
 };
 
 // --- startup and authentication ---------------------------------------------
@@ -671,6 +672,16 @@ void Session::OnServerMessage(char type, std::string_view body) {
   if (awaiting_rfq == 0) error_since_rfq = false;
 }
 
+// The client is gone while the server still works on its request: ask the
+// server to cancel it, so the server session is free at once instead of when
+// a long query ends.
+void Session::CancelServerQuery() {
+  ServerConn& server = servers[static_cast<int>(current)];
+  const ServerAddress& a = proxy->config.servers[static_cast<int>(current)];
+  if (Status st = wire::SendCancel(a.host, a.port, server.b.pid, server.b.secret, 2000); !st.ok())
+    LOG_WARN("proxy: session {} closed mid-query; cancelling its query: {}", peer, st.message());
+}
+
 Status Session::Relay() {
   constexpr size_t kReadSize = 64 * 1024;
   wire::FrameReader from_client;
@@ -685,6 +696,10 @@ Status Session::Relay() {
   while (!proxy->stopping) {
     ServerConn& server = servers[static_cast<int>(current)];
     pollfd fds[2] = {{client->fd(), POLLIN, 0}, {server.b.fd, POLLIN, 0}};
+    // An answer already there is read without polling first; one not there
+    // yet is waited for on both sides, so a client that goes away while its
+    // query runs is noticed at once (and the query cancelled).
+    const bool try_server_first = expect_server;
     if (expect_server) {
       fds[1].revents = POLLIN;
     } else if (!client->pending()) {
@@ -698,7 +713,10 @@ Status Session::Relay() {
     if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
       char* into = from_client.PrepareWrite(kReadSize);
       ssize_t n = client->Read(into, kReadSize);
-      if (n <= 0) return Status::Ok();  // client went away
+      if (n <= 0) {  // client went away
+        if (awaiting_rfq > 0) CancelServerQuery();
+        return Status::Ok();
+      }
       from_client.CommitWrite(static_cast<size_t>(n));
       out.clear();
       while (true) {
@@ -741,12 +759,13 @@ Status Session::Relay() {
     }
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       char* into = server.reader.PrepareWrite(kReadSize);
-      ssize_t n = recv(server.b.fd, into, kReadSize, 0);
+      ssize_t n = recv(server.b.fd, into, kReadSize, try_server_first ? MSG_DONTWAIT : 0);
       if (n <= 0) {
         if (n < 0 && errno == EINTR) {
           expect_server = true;
           continue;
         }
+        if (n < 0 && try_server_first && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;  // poll both sides
         return Fail("08006", fmt::format("the {} server closed the connection", SideName(current)));
       }
       server.reader.CommitWrite(static_cast<size_t>(n));

@@ -127,7 +127,12 @@ life() {
     psql -X -q "$proxy_uri" -c "BEGIN" -c "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 777777, now())" \
       -c "SELECT pg_sleep(5)" -c "COMMIT" >/dev/null &
     held=$!
-    sleep 0.5
+    # Until the held transaction is open on the source (on a loaded machine
+    # psql can take a while to get there).
+    for _ in $(seq 40); do
+      [[ $(sql_src -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)' AND state = 'active'") == 1 ]] && break
+      sleep 0.1
+    done
     out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes succeeded with a transaction open past the drain timeout"
     [[ $out == *abandoned* && $out == *"inside a transaction"* ]] || fail "unexpected answer: $out"
     log "abandoned as expected: $out"

@@ -258,9 +258,20 @@ constexpr const char* kUsedSequencesSql = R"sql(
     UNION
     SELECT d.refobjid FROM pg_attrdef ad JOIN rel ON ad.adrelid = rel.oid
       JOIN pg_depend d ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid AND d.refclassid = 'pg_class'::regclass
+  ), standalone AS (
+    -- Sequences no table owns, in the migrated tables' schemas (an
+    -- application calls nextval on them itself); those of other tables are not.
+    SELECT c.oid AS seq FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind = 'S' AND n.nspname = ANY($1::text[])
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                          AND d.refclassid = 'pg_class'::regclass AND d.deptype IN ('a', 'i'))
+  ), chosen AS (
+    SELECT seq, false AS optional FROM used
+    UNION ALL
+    SELECT seq, true FROM standalone WHERE seq NOT IN (SELECT seq FROM used)
   )
-  SELECT s.schemaname, s.sequencename, s.last_value::text, s.last_value IS NOT NULL, s.increment_by > 0
-    FROM used JOIN pg_class c ON c.oid = used.seq AND c.relkind = 'S'
+  SELECT s.schemaname, s.sequencename, s.last_value::text, s.last_value IS NOT NULL, s.increment_by > 0, used.optional
+    FROM chosen AS used JOIN pg_class c ON c.oid = used.seq AND c.relkind = 'S'
     JOIN pg_namespace n ON n.oid = c.relnamespace
     JOIN pg_sequences s ON s.schemaname = n.nspname AND s.sequencename = c.relname
    ORDER BY 1, 2)sql";
@@ -275,6 +286,10 @@ Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shar
   for (int r = 0; r < seqs.rows(); ++r) {
     if (!seqs.GetBool(r, 3)) continue;  // never used: keep the target's start value
     std::string name = QuoteQualified(seqs.Get(r, 0), seqs.Get(r, 1));
+    if (seqs.GetBool(r, 5)) {  // a standalone sequence the target may not have (not dumped with a table)
+      ASSIGN_OR_RETURN(std::string there, target.QueryValue("SELECT (to_regclass($1) IS NOT NULL)::text", {name}));
+      if (there != "true") continue;
+    }
     // Never backwards: a value the target already handed out stays used.
     auto st = target.Query(seqs.GetBool(r, 4)
                                ? "SELECT setval($1::regclass, greatest($2::bigint, coalesce(pg_sequence_last_value($1::regclass), $2::bigint)), true)"
