@@ -41,6 +41,9 @@ for line in "insert_existing on public.items key (id)=(1001)" "update_missing on
 done
 "$MF" status "$SPEC" | grep -q "APPLY CONFLICTS: 5 (insert_existing 2, update_missing 1, delete_missing 2)" \
   || { "$MF" status "$SPEC"; fail "status text should show the conflicts"; }
+curl -s --unix-socket "$WORK/state-conflicts/control.sock" http://midflight/metrics >"$WORK/metrics.txt"
+grep -qF 'midflight_apply_conflicts_total{migration="conflicts",kind="update_missing",table="public.items"} 1' \
+  "$WORK/metrics.txt" || { grep conflicts "$WORK/metrics.txt"; fail "/metrics: conflicts by table and kind"; }
 # overwrite: the source's images win; the update of a missing row inserted it.
 [[ $(sql_dst -c "SELECT name FROM items WHERE id = 1001") == "from source" ]] || fail "insert_existing not overwritten"
 [[ $(sql_dst -c "SELECT name FROM items WHERE id = 5") == "u5" ]] || fail "update_missing: full image not written"
