@@ -26,6 +26,7 @@
 #include "control/pg_migration.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "pipeline/conflicts.h"
 #include "service/service.h"
 
 namespace {
@@ -62,6 +63,24 @@ std::string HumanBytes(double b) {
 
 std::vector<std::string> Split(const std::string& s, char sep);
 
+nlohmann::json ConflictsJson(const std::string& saved) {
+  return nlohmann::json::parse(midflight::ConflictSummaryJson(saved));
+}
+
+void PrintConflicts(const nlohmann::json& c) {
+  if (c.value("total", int64_t{0}) == 0) {
+    std::cout << "  apply conflicts: none\n";
+    return;
+  }
+  std::cout << fmt::format("  APPLY CONFLICTS: {} (insert_existing {}, update_missing {}, delete_missing {}); keys in the log\n",
+                           c.value("total", int64_t{0}), c.value("insert_existing", int64_t{0}),
+                           c.value("update_missing", int64_t{0}), c.value("delete_missing", int64_t{0}));
+  for (const auto& [t, e] : c["tables"].items())
+    std::cout << fmt::format("    {:<34} insert_existing {}  update_missing {}  delete_missing {}\n", t,
+                             e.value("insert_existing", int64_t{0}), e.value("update_missing", int64_t{0}),
+                             e.value("delete_missing", int64_t{0}));
+}
+
 int Status(const midflight::MigrationSpec& spec, bool json) {
   using namespace midflight;
   auto store = StateStore::Open(spec.state_dir, /*create=*/false);
@@ -87,6 +106,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
     j["changes_applied"] = std::atoll(get("changes_applied", "0").c_str());
     j["changes_per_s"] = std::atof(get("changes_per_s", "0").c_str());
     j["apply_retries"] = std::atoll(get("apply_retries", "0").c_str());
+    j["conflicts"] = ConflictsJson(get("conflicts", "{}"));
     j["error"] = get("error");
     j["untracked_tables"] = nlohmann::json::array();
     for (const auto& t : Split(get("untracked_tables"), ',')) j["untracked_tables"].push_back(t);
@@ -122,6 +142,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
   if (!get("untracked_tables").empty())
     std::cout << fmt::format("  not migrated (created on the source after the start; switches refused): {}\n",
                              get("untracked_tables"));
+  PrintConflicts(ConflictsJson(get("conflicts", "{}")));
   for (const auto& t : tables) {
     double frac = t.chunks_total ? static_cast<double>(t.chunks_done) / t.chunks_total : 0;
     if (t.state == "copying" && t.est_rows > 0) frac = std::min(0.99, static_cast<double>(t.rows_copied) / t.est_rows);
@@ -247,6 +268,7 @@ void PrintDetail(const nlohmann::json& j) {
                              px.value("read_percent", 0), px.value("clients", int64_t{0}));
   if (!str(j["verify"], "summary").empty()) std::cout << "  " << str(j["verify"], "summary") << "\n";
   if (!j["write_pauses_ms"].empty()) std::cout << "  write pauses (ms): " << j["write_pauses_ms"].dump() << "\n";
+  if (j.contains("conflicts")) PrintConflicts(j["conflicts"]);
   for (const auto& a : j["throttle"]["active"])
     std::cout << fmt::format("  THROTTLED {}: {} ({} retries, backing off {} ms): {}\n", str(a, "where"), str(a, "kind"),
                              a.value("retries", 0), a.value("backoff_ms", 0), str(a, "message"));

@@ -34,6 +34,9 @@ const std::array<KnobDef, static_cast<size_t>(Knob::kCount)>& KnobDefs() {
        "appliers wait while a physical replica of the target replays further behind than this (0 = off)"},
       {Knob::kLagAlertSeconds, "lag_alert_seconds", 0, 604800, false, "webhook alert when lag stays above this ..."},
       {Knob::kLagAlertAfterSeconds, "lag_alert_after_seconds", 0, 604800, false, "... for longer than this"},
+      {Knob::kStopOnConflict, "stop_on_conflict", 0, 1, true,
+       "apply conflicts (insert of an existing row, update or delete of a missing one): 0 = overwrite, counted and "
+       "logged; 1 = stop the migration naming table, key, position and kind (spec on_conflict: overwrite | stop)"},
   }};
   return defs;
 }
@@ -54,6 +57,7 @@ Knobs::Knobs(const MigrationSpec& spec) {
   set(Knob::kReplicaMaxLagSeconds, 30);
   set(Knob::kLagAlertSeconds, 30);
   set(Knob::kLagAlertAfterSeconds, 60);
+  set(Knob::kStopOnConflict, spec.on_conflict == "stop" ? 1 : 0);
   for (const auto& [name, v] : spec.knobs)
     for (const auto& d : KnobDefs())
       if (name == d.name) defaults_[static_cast<size_t>(d.id)] = v;

@@ -37,6 +37,7 @@ enum class Knob {
   kReplicaMaxLagSeconds, // a physical replica of the target lagging more holds the appliers; 0 = off
   kLagAlertSeconds,      // webhook: lag over this ...
   kLagAlertAfterSeconds, // ... for longer than this sends a lag alert
+  kStopOnConflict,       // 0: an apply conflict overwrites (counted, logged); 1: it fails the migration
   kCount,
 };
 

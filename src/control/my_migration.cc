@@ -47,6 +47,8 @@ class Runner {
   Runner(const MigrationSpec& spec, StateStore& store, const std::atomic<bool>& stop, MigrationRuntime& runtime)
       : spec_(spec), store_(store), stop_(stop), runtime_(runtime) {
     reader_uri_ = spec.source_replica.empty() ? spec.source : spec.source_replica;
+    // Conflicts counted by an earlier process keep counting.
+    runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
   }
   Status Run();
 
@@ -404,6 +406,7 @@ Status Runner::ReplicateOnce(bool* target_lost) {
     ao.knobs = &runtime_.knobs;
     ao.throttle = &runtime_.throttle;
     ao.rate = &runtime_.apply_rate;
+    ao.conflicts = &runtime_.conflicts;
     appliers.push_back(std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker, ao));
     sinks.push_back(std::move(sink));
   }
@@ -483,7 +486,10 @@ Status Runner::ReplicateOnce(bool* target_lost) {
     }
     for (auto& a : appliers)
       if (!a->status().ok()) result = a->status();
-    if (!result.ok()) break;
+    if (!result.ok()) {
+      (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
+      break;
+    }
     if (stream_done) {
       result = stream_status.ok() ? Internal("change stream ended") : stream_status;
       break;
@@ -532,6 +538,7 @@ Status Runner::ReplicateOnce(bool* target_lost) {
                           {"changes_applied", std::to_string(applied)},
                           {"changes_per_s", fmt::format("{:.0f}", rate)},
                           {"apply_retries", std::to_string(retries)},
+                          {"conflicts", runtime_.conflicts.ToJson()},
                           {"stream_connected", stream_stats.connected ? "true" : "false"}});
     CrashPoint("apply-changes", static_cast<int64_t>(applied));
     if (now - last_print >= std::chrono::seconds(5)) {

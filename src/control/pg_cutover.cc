@@ -67,7 +67,10 @@ std::string Ms(double seconds) { return fmt::format("{:.0f} ms", seconds * 1000)
 }  // namespace
 
 PgCutover::PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy, MigrationRuntime& runtime)
-    : spec_(spec), store_(store), proxy_(proxy), runtime_(runtime) {}
+    : spec_(spec), store_(store), proxy_(proxy), runtime_(runtime) {
+  // Conflicts counted by an earlier process keep counting.
+  runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
+}
 
 Status PgCutover::RequirePhase(std::initializer_list<Phase> allowed, const char* op) {
   Phase now = store_.phase();
@@ -209,6 +212,7 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
     }
     if (completed_) break;
     if (Status st = fwd->health(); !st.ok()) {
+      (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
       result = st;
       break;
     }
@@ -269,6 +273,7 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
         {"changes_applied", std::to_string(m.changes_applied)},
         {"changes_per_s", fmt::format("{:.0f}", rate)},
         {"apply_retries", std::to_string(m.retries)},
+        {"conflicts", runtime_.conflicts.ToJson()},
         {"stream_connected", m.connected ? "true" : "false"}};
     std::string reverse_line;
     if (rev) {

@@ -60,6 +60,9 @@ Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
       ao.knobs = &rt->knobs;
       ao.throttle = &rt->throttle;
       ao.rate = &rt->apply_rate;
+      // Forward only: reverse replication writes to a source the
+      // application wrote too until the switch; its conflicts are not ours.
+      if (c.label == "forward") ao.conflicts = &rt->conflicts;
       sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
     }
     m.appliers.push_back(std::make_unique<Applier>(PartitionId{p}, m.log.get(), sink.get(), m.tracker.get(), ao));

@@ -1,10 +1,11 @@
 // What one running migration's parts share at run time: the knobs the
-// operator turns, the board where distress is shown, and the rate limiters
+// operator turns, the board where distress is shown, the apply conflicts counted, and the rate limiters
 // the copy and apply knobs drive. Owned by whoever hosts the migration
 // (service/service.h); outlives every runner of it.
 #pragma once
 
 #include "control/knobs.h"
+#include "pipeline/conflicts.h"
 #include "pipeline/throttle.h"
 
 namespace midflight {
@@ -19,6 +20,7 @@ struct MigrationRuntime {
 
   Knobs knobs;
   ThrottleBoard throttle;
+  ConflictBoard conflicts;  // forward apply conflicts; saved in the state store as "conflicts"
   RateLimiter copy_rate, apply_rate;
 };
 

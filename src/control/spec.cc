@@ -180,7 +180,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
                                                "partition_log_mb", "index_memory_mb", "allow_nonempty_target",
                                                "source_replica", "max_row_bytes", "proxy", "cutover",
-                                               "verify", "control", "notify", "knobs"};
+                                               "verify", "control", "notify", "knobs", "on_conflict"};
   for (const auto& kv : root) {
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");
@@ -201,6 +201,9 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(Get(root, origin, "index_memory_mb", &s.index_memory_mb));
   RETURN_IF_ERROR(Get(root, origin, "source_replica", &s.source_replica));
   RETURN_IF_ERROR(Get(root, origin, "max_row_bytes", &s.max_row_bytes));
+  RETURN_IF_ERROR(Get(root, origin, "on_conflict", &s.on_conflict));
+  if (s.on_conflict != "overwrite" && s.on_conflict != "stop")
+    return Field(origin, "on_conflict", fmt::format("'{}' must be overwrite or stop", s.on_conflict));
 
   RETURN_IF_ERROR(Get(root, origin, "control", &s.control));
   RETURN_IF_ERROR(ParseProxy(root, origin, &s));

@@ -57,6 +57,10 @@ struct MigrationSpec {
   int copy_workers = 4;              // parallel COPY connections
   int partitions = 0;                // apply partitions (fixed for the life of the migration); 0 = default
   int batch_size = 2000;             // changes per apply transaction
+  // Apply conflicts (pipeline/conflicts.h): "overwrite" (counted and logged)
+  // or "stop" (the migration fails naming table, key, position and kind).
+  // The default of the stop_on_conflict knob, which can change it at run time.
+  std::string on_conflict = "overwrite";
   int64_t chunk_rows = 250000;       // rows per copy chunk
   int64_t partition_log_mb = 64;     // memory bound of each partition's queue
   int index_memory_mb = 512;         // maintenance_work_mem of each index-building session on the target

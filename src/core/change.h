@@ -16,6 +16,13 @@ enum class ChangeKind : uint8_t { kInsert, kUpdate, kDelete, kTruncate };
 
 const char* ChangeKindName(ChangeKind kind);
 
+// What the target must hold for a change's key just before it is applied,
+// named after the kind of the key's first change in its apply batch: kInsert,
+// no row; kUpdate or kDelete, a row. A target that disagrees is an apply
+// conflict (pipeline/conflicts.h). kNone: not checked (a verification repair,
+// a barrier, a reverse-replication change).
+enum class ConflictCheck : uint8_t { kNone, kInsert, kUpdate, kDelete };
+
 struct Change {
   ChangeKind kind = ChangeKind::kInsert;
   std::shared_ptr<const TableSchema> table;  // kTruncate: the first truncated table
@@ -33,6 +40,10 @@ struct Change {
   // kTruncate: every table truncated together, and the options (CASCADE, RESTART IDENTITY).
   std::vector<std::shared_ptr<const TableSchema>> truncated;
   bool truncate_restart_identity = false;
+
+  // Set for changes the stream routes (pipeline/routed_log.h); kept through
+  // collapsing by the key's first change (pipeline/batch.h).
+  ConflictCheck check = ConflictCheck::kNone;
 
   // Approximate memory held by this change, for the bounded partition logs.
   size_t ByteSize() const;

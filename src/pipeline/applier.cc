@@ -71,11 +71,11 @@ void Applier::Run(const std::atomic<bool>& stop) {
   }
 }
 
-Status Applier::CheckTargetCheckpoint(const std::string& where) {
+Result<ChangePosition> Applier::CheckTargetCheckpoint(const std::string& where) {
   auto cp = sink_->LoadCheckpoint();
-  if (!cp.ok()) return Status::Ok();  // still unreachable: the next attempt fails and retries
+  if (!cp.ok()) return ChangePosition{};  // still unreachable: the next attempt fails and retries
   const ChangePosition expected = std::max(checkpoint_, tracker_->AppliedOf(p_));
-  if (*cp >= expected) return Status::Ok();
+  if (*cp >= expected) return *cp;
   return DataLoss(fmt::format(
       "{}: the target lost changes it had acknowledged: its checkpoint is {} after a reconnect, but {} had been "
       "committed there (a target crash with fsync or full_page_writes off, or restored from a backup); the stream "
@@ -90,7 +90,11 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
   std::chrono::steady_clock::time_point first_failure{};
   while (true) {
     auto started = std::chrono::steady_clock::now();
-    Status st = sink_->ApplyBatch(batch, checkpoint);
+    BatchConflicts conflicts;
+    conflicts.stop = options_.conflicts && options_.knobs && options_.knobs->Int(Knob::kStopOnConflict) != 0;
+    Status st = sink_->ApplyBatch(batch, checkpoint, &conflicts);
+    // Counted once: for the attempt that committed, or the one that stopped.
+    if (options_.conflicts && (st.ok() || !conflicts.found.empty())) options_.conflicts->Record(conflicts.found);
     if (st.ok() && options_.throttle)
       options_.throttle->RecordBatch(
           std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count(), batch.size());
@@ -135,7 +139,15 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
       }
       // The target may have restarted and lost commits it had acknowledged:
       // its checkpoint is the truth, whatever this applier remembers.
-      RETURN_IF_ERROR(CheckTargetCheckpoint(where));
+      ASSIGN_OR_RETURN(ChangePosition on_target, CheckTargetCheckpoint(where));
+      // The connection broke after the batch's COMMIT reached the target:
+      // it is applied. Applying it again would be harmless (idempotent) but
+      // would report its changes as conflicts.
+      if (on_target >= checkpoint) {
+        if (options_.throttle) options_.throttle->Clear(where);
+        LOG_INFO("{}: the batch up to {} was committed before the connection broke", where, checkpoint.ToString());
+        return Status::Ok();
+      }
     }
   }
 }

@@ -26,6 +26,7 @@
 #include "base/status.h"
 #include "core/change.h"
 #include "pipeline/apply_tracker.h"
+#include "pipeline/conflicts.h"
 #include "pipeline/partition_log.h"
 #include "pipeline/throttle.h"
 
@@ -39,7 +40,12 @@ class ChangeSink {
   virtual Result<ChangePosition> LoadCheckpoint() = 0;
   // Applies `changes` in order and records `checkpoint`, in one transaction.
   // On failure the transaction is rolled back: nothing of the batch is applied.
-  virtual Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) = 0;
+  // Adds to `conflicts->found` every change whose ConflictCheck the target
+  // contradicted (pipeline/conflicts.h), found by the apply statements
+  // themselves (no extra round trip). With `conflicts->stop` a conflict rolls
+  // the batch back and returns ConflictStopError of the first one.
+  virtual Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint,
+                            BatchConflicts* conflicts) = 0;
   // Applies a change that spans partitions (a truncate, or a key-moving update
   // that carries unchanged TOAST values) and sets every partition's checkpoint
   // to its position, in one transaction. The caller has waited until every
@@ -62,6 +68,9 @@ struct ApplierOptions {
   double fail_after_seconds = 300;
   ThrottleBoard* throttle = nullptr;  // where distress is shown; optional
   RateLimiter* rate = nullptr;        // apply_changes_per_s; optional
+  // Where apply conflicts are counted; optional (none: found, not counted).
+  // The stop_on_conflict knob decides whether one stops the migration.
+  ConflictBoard* conflicts = nullptr;
   std::string label = "apply";        // "apply" or "reverse apply", for the board and logs
 };
 
@@ -83,7 +92,8 @@ class Applier {
   Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, const std::atomic<bool>& stop);
   // After a reconnect: DataLoss when the target's checkpoint of this
   // partition is behind what was committed there before.
-  Status CheckTargetCheckpoint(const std::string& where);
+  // Returns the target's checkpoint (zero when it cannot be read yet).
+  Result<ChangePosition> CheckTargetCheckpoint(const std::string& where);
 
   PartitionId p_;
   PartitionLog* log_;

@@ -38,6 +38,9 @@ std::vector<Change> CollapseBatch(std::vector<Change> changes) {
         if (e.kind == ChangeKind::kInsert) c.kind = ChangeKind::kInsert;
         c.old.clear();
       }
+      // What the target must hold before the collapsed change is what it
+      // had to hold before the key's first change of the batch.
+      c.check = e.check;
       dead[it->second] = true;
     }
     last[key] = out.size();

@@ -9,6 +9,9 @@
 //                          e update: update likewise (still partial if e was)
 //                          e delete: update c (cannot happen on a well-formed stream)
 //   c delete            -> delete c
+// The collapsed change keeps the ConflictCheck of the key's first change: a
+// delete then an insert of one key becomes an upsert of a row that must exist;
+// an insert then a delete, a delete of a row that must not.
 // Key-moving updates never reach the batch: the change stream splits them into
 // a delete of the old key and an insert of the new one (a move that carries
 // unchanged TOAST values is applied at a barrier instead).

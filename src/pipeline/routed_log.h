@@ -32,6 +32,12 @@ class RoutedLog {
     last_[p.value] = change.pos;
     tracker_->Routed(p, change.pos, change.commit_time_us);
     if (routed) *routed = true;
+    switch (change.kind) {
+      case ChangeKind::kInsert: change.check = ConflictCheck::kInsert; break;
+      case ChangeKind::kUpdate: change.check = ConflictCheck::kUpdate; break;
+      case ChangeKind::kDelete: change.check = ConflictCheck::kDelete; break;
+      case ChangeKind::kTruncate: break;
+    }
     return log_->Append(p, std::move(change));
   }
 

@@ -26,6 +26,7 @@
 #include "control/phase.h"
 #include "control/runtime.h"
 #include "control/state_store.h"
+#include "pipeline/conflicts.h"
 #include "proxy/pg_proxy.h"
 #include "service/notify.h"
 #include "service/prometheus.h"
@@ -236,6 +237,7 @@ json Summary(HostedMigration& m, const View& v) {
   j["lag_bytes"] = v.Int("lag_bytes");
   j["lag_seconds"] = v.Real("lag_seconds");
   j["throttled"] = m.runtime->throttle.active();
+  j["conflicts"] = json::parse(ConflictSummaryJson(v.Str("conflicts")))["total"];
   return j;
 }
 
@@ -281,6 +283,8 @@ json Detail(HostedMigration& m) {
   j["write_pauses_ms"] = json::array();
   for (const auto& w : SplitList(v.Str("write_pauses_ms"), ',')) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
   j["throttle"] = json::parse(m.runtime->throttle.ToJson());
+  // Apply conflicts (pipeline/conflicts.h), as the runner last saved them.
+  j["conflicts"] = json::parse(ConflictSummaryJson(v.Str("conflicts")));
   j["knobs"] = json::parse(m.runtime->knobs.ToJson());
   j["events"] = json::array();
   for (const auto& e : s.Events(50))
@@ -879,6 +883,20 @@ http::Response Service::Metrics() {
     for (size_t i = 0; i < static_cast<size_t>(Distress::kCount); ++i)
       w.Sample("midflight_errors_total", with("kind", DistressName(static_cast<Distress>(i))),
                static_cast<double>(m.runtime->throttle.errors(static_cast<Distress>(i))));
+    w.Family("midflight_apply_conflicts_total", "counter",
+             "Apply conflicts (insert of a row the target had, update or delete of one it had not), by table and kind.");
+    {
+      json c = json::parse(ConflictSummaryJson(v.Str("conflicts")));
+      for (const char* kind : {"insert_existing", "update_missing", "delete_missing"}) {
+        auto kl = with("kind", kind);
+        kl.push_back({"table", ""});
+        if (c["tables"].empty()) w.Sample("midflight_apply_conflicts_total", with("kind", kind), 0);
+        for (const auto& [table, e] : c["tables"].items()) {
+          kl.back().second = table;
+          w.Sample("midflight_apply_conflicts_total", kl, static_cast<double>(e.value(kind, uint64_t{0})));
+        }
+      }
+    }
     w.Family("midflight_throttled", "gauge", "1 while a partition or copy worker backs off.");
     w.Sample("midflight_throttled", l, m.runtime->throttle.active() ? 1 : 0);
     auto pauses = SplitList(v.Str("write_pauses_ms"), ',');

@@ -37,6 +37,10 @@ stop_sysbench
 wait_my_caught_up 120
 grep -h "resum\|reconnect" "$WORK"/run.*.log | sed 's/^/  /' | head -8 || true
 assert_equal
+# Killed and resumed, and no change ever met a row it should not.
+[[ $(status_field conflicts.total) == 0 ]] || fail "apply conflicts after crashes: $(status_field conflicts)"
+grep -h "apply conflict" "$WORK"/run.*.log && fail "apply conflicts logged"
+log "apply conflicts: $(status_field conflicts.total)"
 stop_mf
 assert_primary_untouched
 log "ok"

@@ -1,4 +1,5 @@
 #include "pipeline/batch.h"
+#include "pipeline/conflicts.h"
 
 #include <gtest/gtest.h>
 
@@ -20,6 +21,43 @@ class BatchTest : public ::testing::Test {
     return Make(ChangeKind::kDelete, acc_, 10, seq, {}, {T(id), Datum::Null(), Datum::Null()});
   }
 };
+
+// The stream's changes carry the check of their own kind (RoutedLog::Append).
+Change Checked(Change c) {
+  c.check = c.kind == ChangeKind::kInsert ? ConflictCheck::kInsert
+            : c.kind == ChangeKind::kUpdate ? ConflictCheck::kUpdate
+                                            : ConflictCheck::kDelete;
+  return c;
+}
+
+TEST_F(BatchTest, CollapsedChangeKeepsTheCheckOfTheKeysFirstChange) {
+  std::vector<Change> in;
+  in.push_back(Checked(Del(1, "1")));
+  in.push_back(Checked(Ins(2, "1", "5")));
+  in.push_back(Checked(Ins(3, "2", "5")));
+  in.push_back(Checked(Del(4, "2")));
+  in.push_back(Checked(Upd(5, "3", "1", T("x"))));
+  auto out = CollapseBatch(std::move(in));
+  ASSERT_EQ(out.size(), 3u);
+  EXPECT_EQ(out[0].kind, ChangeKind::kInsert);  // delete + insert: an upsert of a row that must exist
+  EXPECT_EQ(out[0].check, ConflictCheck::kDelete);
+  EXPECT_EQ(out[1].kind, ChangeKind::kDelete);  // insert + delete: a delete of a row that must not exist
+  EXPECT_EQ(out[1].check, ConflictCheck::kInsert);
+  EXPECT_EQ(out[2].kind, ChangeKind::kInsert);  // a full update image is an upsert, still checked as an update
+  EXPECT_EQ(out[2].check, ConflictCheck::kUpdate);
+}
+
+TEST_F(BatchTest, ConflictOfFollowsTheCheck) {
+  Change del_then_ins = Checked(Del(1, "1"));
+  EXPECT_EQ(ConflictOf(del_then_ins, /*existed=*/true), std::nullopt);
+  EXPECT_EQ(ConflictOf(del_then_ins, /*existed=*/false), ConflictKind::kDeleteMissing);
+  Change ins = Checked(Ins(2, "1", "5"));
+  EXPECT_EQ(ConflictOf(ins, true), ConflictKind::kInsertExisting);
+  EXPECT_EQ(ConflictOf(ins, false), std::nullopt);
+  Change repair = Ins(3, "1", "5");  // injected repairs are not checked
+  EXPECT_EQ(ConflictOf(repair, true), std::nullopt);
+  EXPECT_EQ(DescribeConflict({ConflictKind::kInsertExisting, &ins}), "insert_existing on public.accounts key (id)=(1) at 0/A#2");
+}
 
 TEST_F(BatchTest, OnlyTheLastImageOfAKeyRemains) {
   std::vector<Change> in;

@@ -4,6 +4,8 @@
 #include <mysql.h>
 
 #include <algorithm>
+#include <array>
+#include <cstdlib>
 #include <map>
 #include <set>
 
@@ -46,9 +48,24 @@ std::string KeyForMessage(const Change& c) {
   return fmt::format("{}=({})", c.table->KeyDescription(), key.substr(0, 200));
 }
 
+// A probe: a SELECT sent just before an apply statement, in the same packet,
+// answering the 1-based ordinals (in `rows`) of the changes that conflict
+// (pipeline/conflicts.h): rows that exist for an insert check, rows that do
+// not for an update or delete check. Normally it answers nothing; it costs one
+// primary-key lookup per row (the apply statement reads the same rows next).
+struct ProbeRows {
+  bool existed;  // the ordinals answered are of rows that existed
+  std::vector<const Change*> rows;
+};
+
 class Planner {
  public:
   explicit Planner(const std::string& db) : db_(db) {}
+
+  // probes()[i] belongs to the statement it was planned with (probe_of).
+  std::vector<ProbeRows>& probes() { return probes_; }
+  // Per statement planned: the probe it answers, or -1.
+  std::vector<int>& probe_of() { return probe_of_; }
 
   // Appends the statements that apply `changes` (one table's, in order) to `out`.
   Status Plan(std::span<const Change> changes, std::vector<std::string>* out, std::vector<std::string>* what) {
@@ -62,16 +79,24 @@ class Planner {
     for (const TableSchema* t : order) {
       const auto& list = by_table[t];
       if (t->routing() == RoutingMode::kByKey) {
-        std::vector<const Change*> deletes, upserts;
-        for (const Change* c : list) (c->kind == ChangeKind::kDelete ? deletes : upserts).push_back(c);
-        RETURN_IF_ERROR(Deletes(*t, deletes, out, what));
-        RETURN_IF_ERROR(Upserts(*t, upserts, out, what));
+        // Keys are distinct: one statement per kind and ConflictCheck.
+        std::array<std::vector<const Change*>, 4> deletes, upserts;
+        for (const Change* c : list)
+          (c->kind == ChangeKind::kDelete ? deletes : upserts)[static_cast<size_t>(c->check)].push_back(c);
+        for (const auto& d : deletes) RETURN_IF_ERROR(Deletes(*t, d, out, what));
+        for (const auto& u : upserts) RETURN_IF_ERROR(Upserts(*t, u, out, what));
         continue;
       }
-      // In stream order; consecutive upserts of distinct keys go together.
+      // In stream order; consecutive upserts of distinct keys (and one
+      // ConflictCheck) go together.
       std::vector<const Change*> run;
       std::set<std::string> keys;
       for (const Change* c : list) {
+        if (!run.empty() && c->kind != ChangeKind::kDelete && c->check != run.front()->check) {
+          RETURN_IF_ERROR(Upserts(*t, run, out, what));
+          run.clear();
+          keys.clear();
+        }
         if (c->kind != ChangeKind::kDelete && keys.insert(c->KeyText()).second) {
           run.push_back(c);
           continue;
@@ -112,7 +137,7 @@ class Planner {
     }
     head += ") VALUES ";
     std::string sql;
-    const Change* first_change = nullptr;
+    std::vector<const Change*> chunk;
     for (const Change* ch : list) {
       if (ch->values.size() != t.writable.size())
         return DataLoss(fmt::format("{} at {}: row image has {} columns, table {} has {}", t.id.ToString(),
@@ -125,19 +150,16 @@ class Planner {
         row += *lit;
       }
       row += ")";
-      if (sql.empty()) {
-        sql = head;
-        first_change = ch;
-      } else {
-        sql += ", ";
-      }
+      sql += sql.empty() ? head : ", ";
       sql += row;
+      chunk.push_back(ch);
       if (sql.size() >= kStatementBytes) {
-        Emit(t, sql + tail, first_change, out, what);
+        RETURN_IF_ERROR(Emit(t, sql + tail, chunk, out, what));
         sql.clear();
+        chunk.clear();
       }
     }
-    if (!sql.empty()) Emit(t, sql + tail, first_change, out, what);
+    if (!sql.empty()) RETURN_IF_ERROR(Emit(t, sql + tail, chunk, out, what));
     return Status::Ok();
   }
 
@@ -151,7 +173,7 @@ class Planner {
     for (size_t k = 0; k < key.size(); ++k) cols += (k ? ", " : "") + QuoteIdent(t.columns[t.writable[key[k]]].name);
     const std::string head = fmt::format("DELETE FROM {} WHERE ({}) IN (", Table(t), cols);
     std::string sql;
-    const Change* first_change = nullptr;
+    std::vector<const Change*> chunk;
     for (const Change* ch : list) {
       const auto& image = ch->old.empty() ? ch->values : ch->old;
       std::string tuple = "(";
@@ -162,30 +184,64 @@ class Planner {
         tuple += *lit;
       }
       tuple += ")";
-      if (sql.empty()) {
-        sql = head;
-        first_change = ch;
-      } else {
-        sql += ", ";
-      }
+      sql += sql.empty() ? head : ", ";
       sql += tuple;
+      chunk.push_back(ch);
       if (sql.size() >= kStatementBytes) {
-        Emit(t, sql + ")", first_change, out, what);
+        RETURN_IF_ERROR(Emit(t, sql + ")", chunk, out, what));
         sql.clear();
+        chunk.clear();
       }
     }
-    if (!sql.empty()) Emit(t, sql + ")", first_change, out, what);
+    if (!sql.empty()) RETURN_IF_ERROR(Emit(t, sql + ")", chunk, out, what));
     return Status::Ok();
   }
 
-  static void Emit(const TableSchema& t, std::string sql, const Change* first, std::vector<std::string>* out,
-                   std::vector<std::string>* what) {
+  // Appends `sql`, which applies `rows` (one ConflictCheck), preceded by its
+  // probe when they are checked:
+  //   WITH mf_v (mf_n, k0, ..) AS (VALUES (1, <key>), (2, <key>) ..)
+  //   SELECT mf_n FROM mf_v WHERE [NOT] EXISTS (SELECT 1 FROM t WHERE (key) = (mf_v.k0, ..))
+  Status Emit(const TableSchema& t, std::string sql, const std::vector<const Change*>& rows,
+              std::vector<std::string>* out, std::vector<std::string>* what) {
+    const Change* first = rows.front();
+    std::string where = fmt::format("applying changes to {} (first key {} at {})", t.id.ToString(),
+                                    KeyForMessage(*first), first->pos.ToString());
+    if (first->check != ConflictCheck::kNone && !t.key_writable.empty()) {
+      const bool existed = first->check == ConflictCheck::kInsert;
+      std::string names, cols, refs, values;
+      for (size_t k = 0; k < t.key_writable.size(); ++k) {
+        names += fmt::format(", k{}", k);
+        cols += (k ? ", " : "") + QuoteIdent(t.columns[t.writable[t.key_writable[k]]].name);
+        refs += fmt::format("{}mf_v.k{}", k ? ", " : "", k);
+      }
+      for (size_t i = 0; i < rows.size(); ++i) {
+        const Change* ch = rows[i];
+        const auto& image = ch->kind == ChangeKind::kDelete && !ch->old.empty() ? ch->old : ch->values;
+        values += fmt::format("{}({}", i ? ", " : "", i + 1);
+        for (int k : t.key_writable) {
+          auto lit = Literal(t.columns[t.writable[k]], image.at(k));
+          if (!lit.ok()) return lit.status().WithContext(fmt::format("table {}", t.id.ToString()));
+          values += ", " + *lit;
+        }
+        values += ")";
+      }
+      out->push_back(fmt::format(
+          "WITH mf_v (mf_n{}) AS (VALUES {}) SELECT mf_v.mf_n FROM mf_v WHERE {}EXISTS (SELECT 1 FROM {} AS mf_t "
+          "WHERE ({}) = ({}))",
+          names, values, existed ? "" : "NOT ", Table(t), cols, refs));
+      what->push_back("checking for conflicts, " + where);
+      probe_of_.push_back(static_cast<int>(probes_.size()));
+      probes_.push_back({existed, rows});
+    }
     out->push_back(std::move(sql));
-    what->push_back(fmt::format("applying changes to {} (first key {} at {})", t.id.ToString(), KeyForMessage(*first),
-                                first->pos.ToString()));
+    what->push_back(std::move(where));
+    probe_of_.push_back(-1);
+    return Status::Ok();
   }
 
   const std::string& db_;
+  std::vector<ProbeRows> probes_;
+  std::vector<int> probe_of_;
 };
 
 }  // namespace
@@ -250,7 +306,8 @@ std::string CheckpointSql(const std::string& migration, uint32_t partition, Chan
 // Runs `statements` in one transaction, as few multi-statement packets as
 // fit under the target's max_allowed_packet. On failure everything is rolled
 // back and the status names the statement's table and first key.
-Status MyChangeSink::Execute(const std::vector<std::string>& statements, const std::vector<std::string>& what) {
+Status MyChangeSink::Execute(const std::vector<std::string>& statements, const std::vector<std::string>& what,
+                             const ProbeAnswers& probes, bool commit) {
   const size_t budget = max_packet_ / 2;
   std::string packet = "START TRANSACTION";
   std::vector<size_t> owners = {SIZE_MAX};
@@ -259,15 +316,22 @@ Status MyChangeSink::Execute(const std::vector<std::string>& statements, const s
     if (!conn_->IsBroken()) (void)conn_->Exec("ROLLBACK");
     return st;
   };
-  auto flush = [&](bool commit) -> Status {
-    if (commit) {
+  auto flush = [&](bool last) -> Status {
+    if (last && commit) {
       packet += ";COMMIT";
       owners.push_back(SIZE_MAX);
     }
     size_t k = 0;
     int rc = mysql_real_query(m, packet.data(), packet.size());
     while (rc == 0) {
-      if (MYSQL_RES* r = mysql_store_result(m)) mysql_free_result(r);
+      if (MYSQL_RES* r = mysql_store_result(m)) {
+        const size_t j = k < owners.size() ? owners[k] : SIZE_MAX;
+        if (j != SIZE_MAX && probes.on_answer) {
+          while (MYSQL_ROW row = mysql_fetch_row(r))
+            if (row[0]) probes.on_answer(j, std::atoll(row[0]));
+        }
+        mysql_free_result(r);
+      }
       int more = mysql_next_result(m);
       if (more < 0) break;
       ++k;
@@ -295,7 +359,8 @@ Status MyChangeSink::Execute(const std::vector<std::string>& statements, const s
   return flush(true);
 }
 
-Status MyChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) {
+Status MyChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint,
+                                BatchConflicts* conflicts) {
   if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
   std::vector<std::string> statements, what;
   Planner planner(db_);
@@ -304,7 +369,28 @@ Status MyChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   const uint64_t restart = restart_source_ ? restart_source_() : 0;
   statements.push_back(CheckpointSql(migration_, partition_.value, checkpoint, restart));
   what.push_back("saving the checkpoint");
-  return Execute(statements, what);
+  ProbeAnswers answers;
+  answers.on_answer = [&](size_t statement, long long n) {
+    if (statement >= planner.probe_of().size() || planner.probe_of()[statement] < 0) return;
+    const ProbeRows& p = planner.probes()[planner.probe_of()[statement]];
+    if (n < 1 || static_cast<size_t>(n) > p.rows.size()) return;
+    if (auto kind = ConflictOf(*p.rows[n - 1], p.existed)) conflicts->found.push_back({*kind, p.rows[n - 1]});
+  };
+  // on_conflict=stop: COMMIT only once the probes show no conflict (one
+  // more round trip per batch, in that mode only).
+  Status st = Execute(statements, what, answers, /*commit=*/!conflicts->stop);
+  if (!st.ok()) {
+    conflicts->found.clear();
+    return st;
+  }
+  if (!conflicts->stop) return st;
+  if (!conflicts->found.empty()) {
+    if (!conn_->IsBroken()) (void)conn_->Exec("ROLLBACK");
+    return ConflictStopError(conflicts->found.front());
+  }
+  st = conn_->Exec("COMMIT");
+  if (!st.ok()) conflicts->found.clear();
+  return st;
 }
 
 Status MyChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
@@ -324,7 +410,7 @@ Status MyChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
     statements.push_back(CheckpointSql(migration_, p, change.pos, 0));
     what.push_back("saving the checkpoints");
   }
-  return Execute(statements, what);
+  return Execute(statements, what, {}, /*commit=*/true);
 }
 
 Result<RestartMarker> LoadRestartMarker(MyConn& target, const std::string& migration) {

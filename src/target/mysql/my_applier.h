@@ -11,6 +11,11 @@
 //   inserts and updates   INSERT INTO t (cols) VALUES (..), (..) ON DUPLICATE KEY UPDATE c = VALUES(c), ..
 //                         an idempotent upsert of the whole new image (binlog_row_image=FULL)
 //   deletes               DELETE FROM t WHERE (k1, k2) IN ((..), (..))
+//   conflict probes       before each of them, in the same packet, for changes the stream routed
+//                         (pipeline/conflicts.h): WITH mf_v (mf_n, k0) AS (VALUES (1, ..), ..) SELECT mf_n
+//                         FROM mf_v WHERE [NOT] EXISTS (row with that key): the changes that conflict.
+//                         (Affected-row counts cannot tell: with CLIENT_FOUND_ROWS an upsert counts 1
+//                         for an inserted row and for an unchanged existing one.)
 // Restart marker: every batch also records, in its partition's checkpoint
 // row, a binlog position R below which every change was committed on the
 // target before this batch (the oldest transaction some partition had not
@@ -48,7 +53,7 @@ class MyChangeSink final : public ChangeSink {
   ~MyChangeSink() override;
 
   Result<ChangePosition> LoadCheckpoint() override;
-  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) override;
+  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
 
@@ -60,7 +65,13 @@ class MyChangeSink final : public ChangeSink {
  private:
   MyChangeSink(std::string uri, std::string db, std::string migration, PartitionId p);
   Status Connect();
-  Status Execute(const std::vector<std::string>& statements, const std::vector<std::string>& what);
+  // What a probe statement answered: on_answer(statement index, ordinal) per row.
+  struct ProbeAnswers {
+    std::function<void(size_t, long long)> on_answer;
+  };
+  // `commit`: end with COMMIT; else leave the transaction open for the caller.
+  Status Execute(const std::vector<std::string>& statements, const std::vector<std::string>& what,
+                 const ProbeAnswers& probes, bool commit);
 
   std::string uri_, db_, migration_;
   PartitionId partition_;

@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <array>
 #include <chrono>
+#include <cstdlib>
 #include <set>
 #include <thread>
 
@@ -108,12 +110,22 @@ std::string ShapeOf(const Change& c) {
 
 // One statement sent to the target: a single change, or many changes of one
 // table and kind at once (text arrays unnested server-side).
+// How an op's result tells which of its rows met a conflict (pipeline/conflicts.h).
+enum class Probe : uint8_t {
+  kNone,         // not checked (repairs, keyless inserts)
+  kRowCount,     // a single change: the command's row count says whether the row existed
+  kExisted,      // the result lists the 1-based ordinals of the rows that existed
+  kWasMissing,   // ... of the rows that did not exist
+};
+
 struct ApplyOp {
   std::string shape;  // decides the statement text; prepared once per connection
   std::string sql;    // empty when `shape` is prepared already
   std::vector<Param> params;
   const Change* first = nullptr;
   size_t count = 1;
+  Probe probe = Probe::kNone;
+  std::vector<const Change*> rows;  // the changes, in parameter order
 
   std::string Describe() const {
     std::string key = first->KeyText();
@@ -180,13 +192,49 @@ std::vector<int> AllWritable(const TableSchema& t) {
   return out;
 }
 
-// Inserts (upserts for keyed tables) of many rows in one statement.
-ApplyOp BulkInsert(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared) {
+// The probe of rows that all share one ConflictCheck: a conflict is a row
+// that existed for inserts, one that did not for updates and deletes.
+Probe ProbeFor(const TableSchema& t, ConflictCheck check) {
+  if (t.key_writable.empty()) return Probe::kNone;  // keyless: no key to conflict on
+  switch (check) {
+    case ConflictCheck::kNone: return Probe::kNone;
+    case ConflictCheck::kInsert: return Probe::kExisted;
+    case ConflictCheck::kUpdate:
+    case ConflictCheck::kDelete: return Probe::kWasMissing;
+  }
+  return Probe::kNone;
+}
+
+// "SELECT o.n FROM unnest($k0::text[], ..) WITH ORDINALITY AS o(k0, .., n) WHERE [NOT] EXISTS
+// (SELECT 1 FROM <cte> AS w WHERE w.key0 = o.k0::type .. [AND w.mf_existed])": the ordinals
+// of the rows a probe reports. `first_param[i]`: the parameter holding key column i.
+std::string ProbeSelect(const TableSchema& t, const std::vector<int>& key_params, const std::string& cte, bool exists,
+                        const std::string& also) {
+  std::string args, names, match;
+  for (size_t i = 0; i < t.key_writable.size(); ++i) {
+    const ColumnSchema& col = t.columns[t.writable[t.key_writable[i]]];
+    args += fmt::format("{}${}::text[]", i ? ", " : "", key_params[i]);
+    names += fmt::format("k{}, ", i);
+    match += fmt::format("{}w.{} = o.k{}::{}", i ? " AND " : "", QuoteIdent(col.name), i, col.type.native);
+  }
+  return fmt::format("SELECT o.n FROM unnest({}) WITH ORDINALITY AS o({}n) WHERE {}EXISTS (SELECT 1 FROM {} AS w WHERE {}{})",
+                     args, names, exists ? "" : "NOT ", cte, match, also);
+}
+
+// Inserts (upserts for keyed tables) of many rows in one statement. With a
+// probe, the upsert returns each row's key and whether it existed (xmax is
+// set on a row ON CONFLICT updated, zero on one inserted), and the statement
+// answers the ordinals of the rows that conflict: normally none, so the check
+// costs no round trip and no result rows.
+ApplyOp BulkInsert(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared,
+                   Probe probe = Probe::kNone) {
   const TableSchema& t = *rows.front()->table;
   ApplyOp op;
-  op.shape = fmt::format("bulk-insert|{}#{}", t.id.ToString(), t.version);
+  op.shape = fmt::format("bulk-insert|{}#{}|{}", t.id.ToString(), t.version, static_cast<int>(probe));
   op.first = rows.front();
   op.count = rows.size();
+  op.probe = probe;
+  op.rows = rows;
   std::vector<int> cols = AllWritable(t);
   if (!prepared.count(op.shape)) {
     std::string select, from, names, set;
@@ -203,21 +251,43 @@ ApplyOp BulkInsert(const std::vector<const Change*>& rows, const std::map<std::s
       std::string keys;
       for (size_t i = 0; i < t.key_writable.size(); ++i)
         keys += (i ? ", " : "") + QuoteIdent(t.columns[t.writable[t.key_writable[i]]].name);
-      op.sql += set.empty() ? fmt::format(" ON CONFLICT ({}) DO NOTHING", keys)
-                            : fmt::format(" ON CONFLICT ({}) DO UPDATE SET {}", keys, set);
+      if (probe == Probe::kNone) {
+        op.sql += set.empty() ? fmt::format(" ON CONFLICT ({}) DO NOTHING", keys)
+                              : fmt::format(" ON CONFLICT ({}) DO UPDATE SET {}", keys, set);
+      } else {
+        // Every row must come back from RETURNING: a table of key columns
+        // only "updates" its key to itself.
+        if (set.empty())
+          for (size_t i = 0; i < t.key_writable.size(); ++i) {
+            std::string name = QuoteIdent(t.columns[t.writable[t.key_writable[i]]].name);
+            set += (i ? ", " : "") + fmt::format("{0} = EXCLUDED.{0}", name);
+          }
+        std::vector<int> key_params;
+        for (int k : t.key_writable) key_params.push_back(k + 1);
+        op.sql = fmt::format("WITH mf_w AS ({} ON CONFLICT ({}) DO UPDATE SET {} RETURNING {}, xmax::text <> '0' AS "
+                             "mf_existed) {}",
+                             op.sql, keys, set, keys, ProbeSelect(t, key_params, "mf_w", true,
+                                                                  probe == Probe::kExisted ? " AND w.mf_existed"
+                                                                                           : " AND NOT w.mf_existed"));
+      }
     }
   }
   op.params = ArrayParams(rows, cols, /*from_old=*/false);
   return op;
 }
 
-// Deletes of many keys in one statement.
-ApplyOp BulkDelete(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared) {
+// Deletes of many keys in one statement. With a probe, the delete returns
+// the keys it found and the statement answers the ordinals of the rows that
+// conflict (missing, or for an insert then delete collapsed, found).
+ApplyOp BulkDelete(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared,
+                   Probe probe = Probe::kNone) {
   const TableSchema& t = *rows.front()->table;
   ApplyOp op;
-  op.shape = fmt::format("bulk-delete|{}#{}", t.id.ToString(), t.version);
+  op.shape = fmt::format("bulk-delete|{}#{}|{}", t.id.ToString(), t.version, static_cast<int>(probe));
   op.first = rows.front();
   op.count = rows.size();
+  op.probe = probe;
+  op.rows = rows;
   if (!prepared.count(op.shape)) {
     std::string select, from, where;
     UnnestClause(t, t.key_writable, &select, &from);
@@ -226,6 +296,16 @@ ApplyOp BulkDelete(const std::vector<const Change*>& rows, const std::map<std::s
       where += fmt::format("{}t.{} = u.c{}::{}", i ? " AND " : "", QuoteIdent(col.name), i, col.type.native);
     }
     op.sql = fmt::format("DELETE FROM {} AS t USING {} WHERE {}", Table(t), from, where);
+    if (probe != Probe::kNone) {
+      std::string keys;
+      std::vector<int> key_params;
+      for (size_t i = 0; i < t.key_writable.size(); ++i) {
+        keys += fmt::format("{}t.{}", i ? ", " : "", QuoteIdent(t.columns[t.writable[t.key_writable[i]]].name));
+        key_params.push_back(static_cast<int>(i) + 1);
+      }
+      op.sql = fmt::format("WITH mf_d AS ({} RETURNING {}) {}", op.sql, keys,
+                           ProbeSelect(t, key_params, "mf_d", probe == Probe::kExisted, ""));
+    }
   }
   op.params = ArrayParams(rows, t.key_writable, /*from_old=*/true);
   return op;
@@ -235,6 +315,8 @@ ApplyOp Single(const Change& c, const std::map<std::string, std::string>& prepar
   ApplyOp op;
   op.shape = ShapeOf(c);
   op.first = &c;
+  op.rows = {&c};
+  op.probe = c.check == ConflictCheck::kNone ? Probe::kNone : Probe::kRowCount;
   std::vector<int> param_columns;
   std::string sql = BuildSql(c, &param_columns);
   if (!prepared.count(op.shape)) op.sql = std::move(sql);
@@ -264,27 +346,36 @@ std::vector<ApplyOp> PlanOps(std::span<const Change> changes, const std::map<std
   for (const TableSchema* t : order) {
     const auto& list = by_table[t];
     if (t->routing() == RoutingMode::kByKey) {
-      std::vector<const Change*> deletes, upserts;
+      // Keys are distinct: one statement per kind and probe.
+      constexpr size_t kProbes = 4;
+      std::array<std::vector<const Change*>, kProbes> deletes, upserts;
       std::vector<const Change*> singles;
       for (const Change* c : list) {
-        if (c->kind == ChangeKind::kDelete) deletes.push_back(c);
-        else if (c->kind == ChangeKind::kInsert) upserts.push_back(c);
+        size_t probe = static_cast<size_t>(ProbeFor(*t, c->check));
+        if (c->kind == ChangeKind::kDelete) deletes[probe].push_back(c);
+        else if (c->kind == ChangeKind::kInsert) upserts[probe].push_back(c);
         else singles.push_back(c);
       }
-      if (!deletes.empty()) ops.push_back(BulkDelete(deletes, prepared));
-      if (!upserts.empty()) ops.push_back(BulkInsert(upserts, prepared));
+      for (size_t p = 0; p < kProbes; ++p)
+        if (!deletes[p].empty()) ops.push_back(BulkDelete(deletes[p], prepared, static_cast<Probe>(p)));
+      for (size_t p = 0; p < kProbes; ++p)
+        if (!upserts[p].empty()) ops.push_back(BulkInsert(upserts[p], prepared, static_cast<Probe>(p)));
       for (const Change* c : singles) ops.push_back(Single(*c, prepared));
       continue;
     }
     std::vector<const Change*> run;
     std::set<std::string> run_keys;
+    Probe run_probe = Probe::kNone;
     auto flush = [&] {
-      if (!run.empty()) ops.push_back(BulkInsert(run, prepared));
+      if (!run.empty()) ops.push_back(BulkInsert(run, prepared, run_probe));
       run.clear();
       run_keys.clear();
     };
     for (const Change* c : list) {
       if (c->kind == ChangeKind::kInsert) {
+        Probe probe = ProbeFor(*t, c->check);
+        if (!run.empty() && probe != run_probe) flush();
+        run_probe = probe;
         if (!t->key_writable.empty() && !run_keys.insert(c->KeyText()).second) flush();
         if (!t->key_writable.empty()) run_keys.insert(c->KeyText());
         run.push_back(c);
@@ -296,6 +387,26 @@ std::vector<ApplyOp> PlanOps(std::span<const Change> changes, const std::map<std
     flush();
   }
   return ops;
+}
+
+// The conflicts `op`'s result `r` reports (see Probe).
+void CollectConflicts(const ApplyOp& op, const PGresult* r, std::vector<Conflict>* out) {
+  auto add = [&](const Change* c, bool existed) {
+    if (auto kind = ConflictOf(*c, existed)) out->push_back({*kind, c});
+  };
+  switch (op.probe) {
+    case Probe::kNone: return;
+    case Probe::kRowCount:
+      add(op.rows.front(), std::atoll(PQcmdTuples(const_cast<PGresult*>(r))) > 0);
+      return;
+    case Probe::kExisted:
+    case Probe::kWasMissing:
+      for (int i = 0; i < PQntuples(r); ++i) {
+        long long n = std::atoll(PQgetvalue(r, i, 0));
+        if (n >= 1 && static_cast<size_t>(n) <= op.rows.size()) add(op.rows[n - 1], op.probe == Probe::kExisted);
+      }
+      return;
+  }
 }
 
 }  // namespace
@@ -381,7 +492,8 @@ Status PgChangeSink::Abort(Status cause) {
   return cause;
 }
 
-Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) {
+Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint,
+                                BatchConflicts* conflicts) {
   // The applier reconnects, and reloads the checkpoint before it tries again.
   if (!conn_ || conn_->IsBroken()) return RetryCall(fmt::format("apply partition {}: target connection lost", partition_.value));
   if (lock_timeout_ms_ && lock_timeout_ms_() != lock_timeout_set_) {
@@ -393,8 +505,10 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   PGconn* c = conn_->raw();
   if (!PQenterPipelineMode(c)) return StatusFromResult(c, nullptr, "entering pipeline mode");
   auto send = [&](const char* sql) { return PQsendQueryParams(c, sql, 0, nullptr, nullptr, nullptr, nullptr, 0); };
-  // owners[i]: the op the i-th result belongs to, or -1.
+  // owners[i]: the op the i-th result belongs to, or -1; queries[i]: it is
+  // the op's statement's result (not its prepare's).
   std::vector<int> owners = {-1, -1};
+  std::vector<bool> queries = {false, false};
   if (!send("BEGIN") || !send("SET CONSTRAINTS ALL DEFERRED"))
     return Abort(StatusFromResult(c, nullptr, "starting apply transaction"));
   std::vector<const char*> values;
@@ -407,6 +521,7 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
         return Abort(StatusFromResult(c, nullptr, "preparing apply statement"));
       it = prepared_.emplace(op.shape, name).first;
       owners.push_back(static_cast<int>(i));
+      queries.push_back(false);
     }
     values.clear();
     for (const auto& p : op.params) values.push_back(p ? p->c_str() : nullptr);
@@ -414,12 +529,16 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
                              0))
       return Abort(StatusFromResult(c, nullptr, "sending change"));
     owners.push_back(static_cast<int>(i));
+    queries.push_back(true);
   }
+  // on_conflict=stop: COMMIT only once the results show no conflict (one
+  // more round trip per batch, in that mode only).
+  const bool hold_commit = conflicts->stop;
   std::string part = std::to_string(partition_.value), lsn = checkpoint.commit_lsn.ToString(),
               seq = std::to_string(checkpoint.seq);
   const char* cp_values[] = {migration_.c_str(), part.c_str(), lsn.c_str(), seq.c_str()};
-  if (!PQsendQueryParams(c, kSaveCheckpointSql, 4, nullptr, cp_values, nullptr, nullptr, 0) || !send("COMMIT") ||
-      !PQpipelineSync(c))
+  if (!PQsendQueryParams(c, kSaveCheckpointSql, 4, nullptr, cp_values, nullptr, nullptr, 0) ||
+      (!hold_commit && !send("COMMIT")) || !PQpipelineSync(c))
     return Abort(StatusFromResult(c, nullptr, "sending checkpoint"));
 
   // Read every result in order. The first failure decides the status; the
@@ -446,10 +565,23 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
       if (index < owners.size() && owners[index] >= 0) where = ops[owners[index]].Describe();
       first_error = StatusFromResult(c, r, where);
     }
+    if ((st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && index < owners.size() && owners[index] >= 0 &&
+        queries[index])
+      CollectConflicts(ops[owners[index]], r, &conflicts->found);
     PQclear(r);
   }
-  if (!first_error.ok()) return Abort(first_error);
+  if (!first_error.ok()) {
+    conflicts->found.clear();
+    return Abort(first_error);
+  }
   if (!PQexitPipelineMode(c)) return Abort(StatusFromResult(c, nullptr, "leaving pipeline mode"));
+  if (hold_commit) {
+    if (!conflicts->found.empty()) return Abort(ConflictStopError(conflicts->found.front()));
+    if (Status st = conn_->Exec("COMMIT"); !st.ok()) {
+      conflicts->found.clear();
+      return conn_->IsBroken() ? st : Abort(st);
+    }
+  }
   return Status::Ok();
 }
 

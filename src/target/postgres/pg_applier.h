@@ -10,6 +10,10 @@
 //   deletes                DELETE .. USING unnest($1::text[], ..) WHERE key = ..
 //   update with unchanged TOAST values   UPDATE .. SET <sent columns> WHERE key = ..
 //   delete                 DELETE .. WHERE key = ..
+//   conflicts (pipeline/conflicts.h), found by the same statements: bulk upserts
+//                          and deletes of rows sharing a ConflictCheck run inside a CTE that answers
+//                          the ordinals of the rows that conflict (RETURNING xmax <> 0 tells an
+//                          ON CONFLICT update from an insert); single statements by their row count
 //   keyless (REPLICA IDENTITY FULL) tables match one row on every column:
 //                          .. WHERE (tableoid, ctid) = (SELECT tableoid, ctid .. LIMIT 1)
 #pragma once
@@ -42,7 +46,7 @@ class PgChangeSink final : public ChangeSink {
   ~PgChangeSink() override;
 
   Result<ChangePosition> LoadCheckpoint() override;
-  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint) override;
+  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
 
