@@ -66,4 +66,21 @@ TEST_F(PgTypesTest, InvalidTextNamesTheType) {
   EXPECT_EQ(PgTextToValue(Type(17, "bytea"), "\\xZZ").status().message(), "value '\\xZZ' is not a valid bytea");
 }
 
+// Found by tests/fuzz/pg_types_fuzz.cc: a month of -401 overflowed the
+// microsecond arithmetic (undefined behaviour) instead of failing.
+TEST_F(PgTypesTest, OutOfRangeDateFieldsAreInvalid) {
+  const ColumnType tstz = Type(1184, "timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(tstz, "2--0401-02 03:04:05.678901+00").status().message(),
+            "value '2--0401-02 03:04:05.678901+00' is not a valid timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(tstz, "2024-01-02 99999:04:05+00").status().message(),
+            "value '2024-01-02 99999:04:05+00' is not a valid timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(tstz, "2024-01-02 03:04:05+999999").status().message(),
+            "value '2024-01-02 03:04:05+999999' is not a valid timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(Type(1082, "date"), "2023-02-29").status().message(),
+            "value '2023-02-29' is not a valid date");
+  EXPECT_EQ(PgTextToValue(Type(1082, "date"), "2024-13-01").status().message(),
+            "value '2024-13-01' is not a valid date");
+  RoundTrip(Type(1082, "date"), "2000-02-29");
+}
+
 }  // namespace midflight::pg
