@@ -119,6 +119,7 @@ write("spec", "? [a]\n: 1\n")
 write("spec", "name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nproxy:\n  listen: h:1\n"
               "  users: [{name: [u], password: p}]\nknobs: {[x]: 1}\n")
 write("pg_types", bytes([19]) + b"2--0401-02 03:04:05.678901+00")
+write("pg_wire", startup + msg("Q", cstr("PREPARE")) + msg("P", cstr("") + cstr("prepare;") + b"\0\0"))
 
 # ---- pg_types: (index into the target's type table, text) ----
 for i, t in [(0, "t"), (1, "-32768"), (2, "42"), (3, "9223372036854775807"), (4, "4294967295"), (5, "-12.50"),
