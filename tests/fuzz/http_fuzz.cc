@@ -11,6 +11,8 @@
 // - an accepted request has a token method and a path starting with '/'
 //   (or "*" for OPTIONS), a Content-Length within the limit;
 // - a rejected one names a status among 400, 411, 413, 431, 505 and a reason;
+// - a response head with a status from 100 to 599, serialized again by SerializeResponse, parses back to
+//   the same status and headers;
 // - UrlDecode(UrlEncode(x)) == x, and JsonEscape(x) between quotes is a JSON
 //   string (nlohmann's parser, which also checks UTF-8, accepts it).
 #include <nlohmann/json.hpp>
@@ -20,6 +22,8 @@
 #include <cstdlib>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "control/http.h"
 
@@ -86,6 +90,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (response.ok()) {
     Check(response->status >= 0 && response->status <= 999);
     for (const auto& [name, value] : response->headers) Check(!name.empty());
+  }
+  if (response.ok() && response->status >= 100 && response->status <= 599) {
+    // What the server would send with this status (it sends 100-599 only) and
+    // these headers parses back to them, less the framing headers
+    // SerializeResponse sets itself.
+    Response r;
+    r.status = response->status;
+    r.content_type.clear();
+    r.headers = response->headers;
+    const std::string sent = SerializeResponse(r, /*keep_alive=*/true, /*head_only=*/true);
+    midflight::Result<ResponseHead> back = ParseResponseHead(sent);
+    Check(back.ok() && back->status == r.status);
+    std::vector<std::pair<std::string, std::string>> want;
+    for (const auto& h : r.headers) {
+      if (h.first != "content-length" && h.first != "connection") want.push_back(h);
+    }
+    std::vector<std::pair<std::string, std::string>> got;
+    for (const auto& h : back->headers) {
+      if (h.first != "content-length" && h.first != "connection") got.push_back(h);
+    }
+    Check(got == want);
   }
   return 0;
 }
