@@ -119,6 +119,7 @@ write("spec", "? [a]\n: 1\n")
 write("spec", "name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nproxy:\n  listen: h:1\n"
               "  users: [{name: [u], password: p}]\nknobs: {[x]: 1}\n")
 write("pg_types", bytes([19]) + b"2--0401-02 03:04:05.678901+00")
+write("pg_types", bytes([30]) + b"{7e48,-Inf,999}")
 write("pg_wire", startup + msg("Q", cstr("PREPARE")) + msg("P", cstr("") + cstr("prepare;") + b"\0\0"))
 
 # ---- pg_types: (index into the target's type table, text) ----

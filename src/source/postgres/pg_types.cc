@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -238,9 +239,13 @@ Result<Value> PgTextToValue(const ColumnType& type, std::string_view text) {
       else if (s == "Infinity") v.v = HUGE_VAL;
       else if (s == "-Infinity") v.v = -HUGE_VAL;
       else {
+        // real is read as a float, as PostgreSQL does: "7e48" is out of its
+        // range (an error there, not infinity) though a double holds it.
         char* end = nullptr;
-        double d = std::strtod(s.c_str(), &end);
+        errno = 0;
+        double d = type.width == 4 ? std::strtof(s.c_str(), &end) : std::strtod(s.c_str(), &end);
         if (end != s.c_str() + s.size() || s.empty()) return Bad(type, text);
+        if (errno == ERANGE && std::isinf(d)) return Bad(type, text);
         v.v = d;
       }
       return v;
