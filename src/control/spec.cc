@@ -64,11 +64,18 @@ Status CheckUri(const std::string& origin, const std::string& field, const std::
   return Status::Ok();
 }
 
+// The name of a mapping's key; a key that is a list or a mapping (YAML allows
+// them: "? [a]") names nothing, and as<std::string>() would throw.
+Result<std::string> KeyName(const YAML::Node& key, const std::string& origin, const std::string& section) {
+  if (!key.IsScalar()) return Field(origin, section, "every key must be a plain name, not a list or a mapping");
+  return key.as<std::string>();
+}
+
 Status CheckKeys(const YAML::Node& node, const std::string& origin, const std::string& section,
                  const std::set<std::string>& known) {
   if (!node.IsMap()) return Field(origin, section, "must be a mapping");
   for (const auto& kv : node) {
-    std::string key = kv.first.as<std::string>();
+    ASSIGN_OR_RETURN(std::string key, KeyName(kv.first, origin, section));
     if (!known.count(key)) return Field(origin, section + "." + key, "unknown field");
   }
   return Status::Ok();
@@ -90,7 +97,7 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
   if (YAML::Node users = n["users"]) {
     if (!users.IsSequence()) return Field(origin, "proxy.users", "must be a list of {name, password}");
     for (const auto& u : users) {
-      if (!u.IsMap() || !u["name"] || !u["password"])
+      if (!u.IsMap() || !u["name"] || !u["password"] || !u["name"].IsScalar() || !u["password"].IsScalar())
         return Field(origin, "proxy.users", "each entry needs name and password");
       p.users.push_back({u["name"].as<std::string>(), u["password"].as<std::string>()});
     }
@@ -125,7 +132,7 @@ Status ParseCutover(const YAML::Node& root, const std::string& origin, Migration
   if (YAML::Node n = root["knobs"]) {
     if (!n.IsMap()) return Field(origin, "knobs", "expected a mapping of knob: value");
     for (const auto& kv : n) {
-      std::string k = kv.first.as<std::string>();
+      ASSIGN_OR_RETURN(std::string k, KeyName(kv.first, origin, "knobs"));
       double v = 0;
       try {
         v = kv.second.as<double>();
@@ -182,6 +189,9 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
                                                "source_replica", "max_row_bytes", "proxy", "cutover",
                                                "verify", "control", "notify", "knobs", "on_conflict"};
   for (const auto& kv : root) {
+    if (!kv.first.IsScalar()) {
+      return InvalidArgument(fmt::format("{}: every key must be a plain name, not a list or a mapping", origin));
+    }
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");
   }

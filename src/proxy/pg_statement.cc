@@ -53,7 +53,9 @@ StateEffect Classify(std::string_view sql, std::string* name) {
   if (first == "RESET") return two == "RESET ALL" ? StateEffect::kResetAll : StateEffect::kSet;
   if (two == "DISCARD ALL") return StateEffect::kDiscardAll;
   if (first == "PREPARE" && two != "PREPARE TRANSACTION") {
-    *name = Leading(sql, 2).substr(8);
+    // "PREPARE" without a name is the server's syntax error: nothing to carry.
+    if (two.size() <= 8) return StateEffect::kNone;
+    *name = two.substr(8);
     return SingleStatement(sql) ? StateEffect::kPrepare : StateEffect::kNone;
   }
   if (first == "DEALLOCATE") {

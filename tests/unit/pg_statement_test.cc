@@ -138,6 +138,15 @@ TEST(PgStatementTest, HighestParameter) {
   EXPECT_EQ(HighestParameter("SELECT 1"), 0);
   EXPECT_EQ(HighestParameter("SELECT set_config($2, $1, false), $10"), 10);
   EXPECT_EQ(HighestParameter("SELECT '$3', $$ $4 $$, $1"), 1);
+// Found by tests/fuzz/pg_wire_fuzz.cc: a client's "PREPARE" without a name
+// threw std::out_of_range from substr on the proxy's per-query path
+// (Session::Track), which catches nothing: one query ended the process.
+TEST(PgStatementTest, PrepareWithoutANameIsNotCarried) {
+  std::string name = "unchanged";
+  EXPECT_EQ(Classify("PREPARE", &name), StateEffect::kNone);
+  EXPECT_EQ(Classify("prepare;", &name), StateEffect::kNone);
+  EXPECT_EQ(Classify("  PREPARE /* c */ (int) AS SELECT 1", &name), StateEffect::kNone);
+  EXPECT_EQ(name, "unchanged");
 }
 
 }  // namespace

@@ -66,4 +66,34 @@ TEST_F(PgTypesTest, InvalidTextNamesTheType) {
   EXPECT_EQ(PgTextToValue(Type(17, "bytea"), "\\xZZ").status().message(), "value '\\xZZ' is not a valid bytea");
 }
 
+// Found by tests/fuzz/pg_types_fuzz.cc: a month of -401 overflowed the
+// microsecond arithmetic (undefined behaviour) instead of failing.
+TEST_F(PgTypesTest, OutOfRangeDateFieldsAreInvalid) {
+  const ColumnType tstz = Type(1184, "timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(tstz, "2--0401-02 03:04:05.678901+00").status().message(),
+            "value '2--0401-02 03:04:05.678901+00' is not a valid timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(tstz, "2024-01-02 99999:04:05+00").status().message(),
+            "value '2024-01-02 99999:04:05+00' is not a valid timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(tstz, "2024-01-02 03:04:05+999999").status().message(),
+            "value '2024-01-02 03:04:05+999999' is not a valid timestamp with time zone");
+  EXPECT_EQ(PgTextToValue(Type(1082, "date"), "2023-02-29").status().message(),
+            "value '2023-02-29' is not a valid date");
+  EXPECT_EQ(PgTextToValue(Type(1082, "date"), "2024-13-01").status().message(),
+            "value '2024-13-01' is not a valid date");
+  RoundTrip(Type(1082, "date"), "2000-02-29");
+}
+
+// Found by tests/fuzz/pg_types_fuzz.cc: "7e48" as a real was read as a double,
+// written back as "inf" (the float cast overflowed) and read again as
+// Infinity, so the text forms did not round-trip. PostgreSQL refuses such
+// text; so does the conversion now.
+TEST_F(PgTypesTest, FloatOutOfRangeIsInvalid) {
+  EXPECT_EQ(PgTextToValue(Type(700, "real"), "7e48").status().message(), "value '7e48' is not a valid real");
+  EXPECT_EQ(PgTextToValue(Type(701, "double precision"), "1e999").status().message(),
+            "value '1e999' is not a valid double precision");
+  RoundTrip(Type(700, "real"), "3.4028235e+38");
+  RoundTrip(Type(700, "real"), "-Infinity");
+  RoundTrip(Type(701, "double precision"), "1.7976931348623157e+308");
+}
+
 }  // namespace midflight::pg

@@ -67,4 +67,21 @@ TEST(SpecTest, NotYaml) {
   EXPECT_TRUE(s.status().message().starts_with("m.yaml: not valid YAML at line")) << s.status().message();
 }
 
+// Found by tests/fuzz/spec_fuzz.cc: a key that is a list or a mapping, or a
+// proxy user whose name is not a string, threw YAML::TypedBadConversion out
+// of ParseSpec instead of naming the field.
+TEST(SpecTest, KeysThatAreNotNamesAreErrors) {
+  const std::string base = "name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n";
+  EXPECT_EQ(ParseSpec("? [a]\n: 1\n", "m.yaml").status().message(),
+            "m.yaml: every key must be a plain name, not a list or a mapping");
+  EXPECT_EQ(ParseSpec(base + "cutover:\n  ? {x: 1}\n  : 2\n", "m.yaml").status().message(),
+            "m.yaml: field 'cutover': every key must be a plain name, not a list or a mapping");
+  EXPECT_EQ(ParseSpec(base + "knobs: {[x]: 1}\n", "m.yaml").status().message(),
+            "m.yaml: field 'knobs': every key must be a plain name, not a list or a mapping");
+  EXPECT_EQ(ParseSpec(base + "proxy:\n  listen: h:1\n  users: [{name: [u], password: p}]\n", "m.yaml")
+                .status()
+                .message(),
+            "m.yaml: field 'proxy.users': each entry needs name and password");
+}
+
 }  // namespace midflight

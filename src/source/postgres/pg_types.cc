@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdio>
@@ -38,6 +39,15 @@ int64_t DaysFromCivil(int64_t y, unsigned m, unsigned d) {
   return era * 146097 + static_cast<int64_t>(doe) - 719468;
 }
 
+// True for a date PostgreSQL can print in ISO DateStyle without " BC": year 0
+// (which it never prints) up to its largest date year, a real month and day.
+bool ValidDate(int y, int m, int d) {
+  static constexpr int kDaysIn[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (y < 0 || y > 5874897 || m < 1 || m > 12 || d < 1 || d > kDaysIn[m - 1]) return false;
+  const bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+  return m != 2 || d <= 28 || leap;
+}
+
 void CivilFromDays(int64_t z, int64_t* y, unsigned* m, unsigned* d) {
   z += 719468;
   const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
@@ -55,6 +65,9 @@ bool ParseTimestamp(std::string_view s, bool with_zone, int64_t* micros) {
   int y, mo, d, h = 0, mi = 0, sec = 0, consumed = 0;
   std::string str(s);
   if (std::sscanf(str.c_str(), "%d-%d-%d %d:%d:%d%n", &y, &mo, &d, &h, &mi, &sec, &consumed) < 6) return false;
+  // Out-of-range fields (no server prints them) would overflow the arithmetic
+  // below; so would years past 292000, beyond int64 microseconds since 1970.
+  if (!ValidDate(y, mo, d) || y > 292000 || h < 0 || h > 24 || mi < 0 || mi > 59 || sec < 0 || sec > 60) return false;
   size_t pos = consumed;
   int64_t frac = 0;
   if (pos < str.size() && str[pos] == '.') {
@@ -75,6 +88,7 @@ bool ParseTimestamp(std::string_view s, bool with_zone, int64_t* micros) {
     int sign = str[pos] == '-' ? -1 : 1;
     int oh = 0, om = 0, os = 0;
     std::sscanf(str.c_str() + pos + 1, "%d:%d:%d", &oh, &om, &os);
+    if (oh < 0 || oh > 23 || om < 0 || om > 59 || os < 0 || os > 59) return false;
     offset_s = sign * (oh * 3600 + om * 60 + os);
     pos = str.size();
   }
@@ -225,9 +239,13 @@ Result<Value> PgTextToValue(const ColumnType& type, std::string_view text) {
       else if (s == "Infinity") v.v = HUGE_VAL;
       else if (s == "-Infinity") v.v = -HUGE_VAL;
       else {
+        // real is read as a float, as PostgreSQL does: "7e48" is out of its
+        // range (an error there, not infinity) though a double holds it.
         char* end = nullptr;
-        double d = std::strtod(s.c_str(), &end);
+        errno = 0;
+        double d = type.width == 4 ? std::strtof(s.c_str(), &end) : std::strtod(s.c_str(), &end);
         if (end != s.c_str() + s.size() || s.empty()) return Bad(type, text);
+        if (errno == ERANGE && std::isinf(d)) return Bad(type, text);
         v.v = d;
       }
       return v;
@@ -248,7 +266,8 @@ Result<Value> PgTextToValue(const ColumnType& type, std::string_view text) {
     case TypeKind::kDate: {
       int y, m, d, n = 0;
       std::string s(text);
-      if (std::sscanf(s.c_str(), "%d-%d-%d%n", &y, &m, &d, &n) != 3 || n != static_cast<int>(s.size()))
+      if (std::sscanf(s.c_str(), "%d-%d-%d%n", &y, &m, &d, &n) != 3 || n != static_cast<int>(s.size()) ||
+          !ValidDate(y, m, d))
         return OtherOrBad(type, text);
       v.v = Date{static_cast<int32_t>(DaysFromCivil(y, m, d))};
       return v;
