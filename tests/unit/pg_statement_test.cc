@@ -138,6 +138,8 @@ TEST(PgStatementTest, HighestParameter) {
   EXPECT_EQ(HighestParameter("SELECT 1"), 0);
   EXPECT_EQ(HighestParameter("SELECT set_config($2, $1, false), $10"), 10);
   EXPECT_EQ(HighestParameter("SELECT '$3', $$ $4 $$, $1"), 1);
+}
+
 // Found by tests/fuzz/pg_wire_fuzz.cc: a client's "PREPARE" without a name
 // threw std::out_of_range from substr on the proxy's per-query path
 // (Session::Track), which catches nothing: one query ended the process.
