@@ -229,6 +229,9 @@ std::string ProbeSelect(const TableSchema& t, const std::vector<int>& key_params
 ApplyOp BulkInsert(const std::vector<const Change*>& rows, const std::map<std::string, std::string>& prepared,
                    Probe probe = Probe::kNone) {
   const TableSchema& t = *rows.front()->table;
+  // RETURNING cannot read xmax from a partitioned table ("cannot retrieve a
+  // system column in this context"): its upserts go unchecked.
+  if (t.partitioned) probe = Probe::kNone;
   ApplyOp op;
   op.shape = fmt::format("bulk-insert|{}#{}|{}", t.id.ToString(), t.version, static_cast<int>(probe));
   op.first = rows.front();
