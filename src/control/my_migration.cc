@@ -343,10 +343,12 @@ Status Runner::ReplicateOnce(bool* target_lost) {
   // The control connections may have died with a server restart.
   mysql::ConnOptions co;
   co.program_name = "midflight-control";
-  if (!src_ || src_->IsBroken()) {
+  // A session the server dropped looks fine until it is used: ping it.
+  auto alive = [](std::unique_ptr<MyConn>& c) { return c && !c->IsBroken() && c->Exec("SELECT 1").ok(); };
+  if (!alive(src_)) {
     ASSIGN_OR_RETURN(src_, MyConn::Connect(reader_uri_, co));
   }
-  if (!dst_ || dst_->IsBroken()) {
+  if (!alive(dst_)) {
     ASSIGN_OR_RETURN(dst_, MyConn::Connect(spec_.target, co));
   }
   const uint32_t partitions =
