@@ -151,9 +151,17 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(
 }
 
 Result<std::vector<TableId>> ListUserTables(PgConn& conn) {
-  ASSIGN_OR_RETURN(PgResult tables, conn.Query(kTablesSql));
+  // Names only: the cutover runs this every few seconds, so no size estimates.
+  ASSIGN_OR_RETURN(PgResult tables, conn.Query(R"sql(
+SELECT n.nspname, c.relname
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'midflight')
+   AND n.nspname NOT LIKE 'pg\_toast%' AND n.nspname NOT LIKE 'pg\_temp%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                   AND d.objid = c.oid AND d.deptype = 'e'))sql"));
   std::vector<TableId> out;
-  for (int r = 0; r < tables.rows(); ++r) out.push_back({tables.GetString(r, 1), tables.GetString(r, 2)});
+  for (int r = 0; r < tables.rows(); ++r) out.push_back({tables.GetString(r, 0), tables.GetString(r, 1)});
   return out;
 }
 
