@@ -4,8 +4,8 @@
 
 #include <future>
 
-#include "postgres/pg_conn.h"
-#include "source/postgres/catalog.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/catalog.h"
 
 namespace midflight {
 

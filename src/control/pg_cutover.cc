@@ -13,11 +13,11 @@
 #include "base/uri.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
-#include "postgres/pg_conn.h"
-#include "source/postgres/catalog.h"
-#include "target/postgres/pg_applier.h"
-#include "target/postgres/schema_loader.h"
-#include "verify/pg_verify.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/catalog.h"
+#include "engines/postgres/pg_applier.h"
+#include "engines/postgres/schema_loader.h"
+#include "engines/postgres/pg_verify.h"
 
 namespace midflight {
 namespace {

@@ -25,12 +25,12 @@
 #include "pipeline/apply_tracker.h"
 #include "pipeline/partition_log.h"
 #include "pipeline/router.h"
-#include "postgres/pg_conn.h"
-#include "source/postgres/catalog.h"
-#include "source/postgres/change_stream.h"
-#include "source/postgres/snapshot_copier.h"
-#include "target/postgres/pg_applier.h"
-#include "target/postgres/schema_loader.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/catalog.h"
+#include "engines/postgres/change_stream.h"
+#include "engines/postgres/snapshot_copier.h"
+#include "engines/postgres/pg_applier.h"
+#include "engines/postgres/schema_loader.h"
 
 namespace midflight {
 namespace {

@@ -7,7 +7,7 @@
 //  - Value: the typed model (integers with width and sign, exact decimals,
 //    floats, text, bytes, JSON, dates and times with precision and zone, uuid,
 //    enums, arrays, NULL). Each engine converts its Datums to and from Values
-//    (source/postgres/pg_types.h), so a heterogeneous pair needs a type
+//    (engines/postgres/pg_types.h), so a heterogeneous pair needs a type
 //    mapping, not a second pipeline.
 #pragma once
 

@@ -1,4 +1,4 @@
-// Fuzzes the binlog event decoder (source/mysql/binlog_event.h): bytes a
+// Fuzzes the binlog event decoder (engines/mysql/binlog_event.h): bytes a
 // MariaDB or MySQL server sends in a binlog dump.
 //
 // The input is read as a binlog file (its 4-byte magic optional): events one
@@ -23,7 +23,7 @@
 #include <string>
 #include <string_view>
 
-#include "source/mysql/binlog_event.h"
+#include "engines/mysql/binlog_event.h"
 
 namespace {
 

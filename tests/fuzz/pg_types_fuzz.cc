@@ -1,5 +1,5 @@
 // Fuzzes the conversion of PostgreSQL's text forms to typed values
-// (source/postgres/pg_types.h): the column values pgoutput and COPY deliver
+// (engines/postgres/pg_types.h): the column values pgoutput and COPY deliver
 // as text, from the source server.
 //
 // The first input byte picks a column type (built-in scalars, an enum and
@@ -15,7 +15,7 @@
 #include <string_view>
 #include <vector>
 
-#include "source/postgres/pg_types.h"
+#include "engines/postgres/pg_types.h"
 
 namespace {
 

@@ -1,5 +1,5 @@
 // Fuzzes the pgoutput decoder and the replication frames around it
-// (source/postgres/pgoutput.h): bytes a PostgreSQL server sends on a logical
+// (engines/postgres/pgoutput.h): bytes a PostgreSQL server sends on a logical
 // replication connection.
 //
 // The input is tried both as one pgoutput message and as one CopyBoth frame
@@ -14,7 +14,7 @@
 #include <span>
 #include <variant>
 
-#include "source/postgres/pgoutput.h"
+#include "engines/postgres/pgoutput.h"
 
 namespace {
 

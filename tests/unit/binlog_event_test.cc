@@ -15,7 +15,7 @@
 // wrote. MySQL 8 events (rows v2, binary JSON, its signedness rule) have no
 // server here and are built by hand from the documented layout.
 
-#include "source/mysql/binlog_event.h"
+#include "engines/mysql/binlog_event.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-#include "source/postgres/pg_types.h"
+#include "engines/postgres/pg_types.h"
 
 #include <gtest/gtest.h>
 

@@ -59,7 +59,7 @@
 // message, which gives the message boundaries that a walsender would put in
 // separate XLogData frames.
 
-#include "source/postgres/pgoutput.h"
+#include "engines/postgres/pgoutput.h"
 
 #include <gtest/gtest.h>
 

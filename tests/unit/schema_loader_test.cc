@@ -1,8 +1,8 @@
-#include "target/postgres/schema_loader.h"
+#include "engines/postgres/schema_loader.h"
 
 #include <gtest/gtest.h>
 
-#include "postgres/pg_conn.h"
+#include "engines/postgres/pg_conn.h"
 
 namespace midflight::pg {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "postgres/pg_conn.h"
+#include "engines/postgres/pg_conn.h"
 
 namespace midflight {
 

@@ -1,4 +1,4 @@
-#include "source/mysql/snapshot_copier.h"
+#include "engines/mysql/snapshot_copier.h"
 
 #include <fmt/format.h>
 #include <mysql.h>
@@ -9,9 +9,9 @@
 #include <thread>
 
 #include "base/log.h"
-#include "mysql/my_conn.h"
-#include "source/mysql/binlog_pos.h"
-#include "source/mysql/catalog.h"
+#include "engines/mysql/my_conn.h"
+#include "engines/mysql/binlog_pos.h"
+#include "engines/mysql/catalog.h"
 
 namespace midflight::mysql {
 

@@ -1,10 +1,10 @@
-#include "source/mysql/catalog.h"
+#include "engines/mysql/catalog.h"
 
 #include <fmt/format.h>
 
 #include <map>
 
-#include "mysql/my_conn.h"
+#include "engines/mysql/my_conn.h"
 
 namespace midflight::mysql {
 

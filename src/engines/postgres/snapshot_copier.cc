@@ -1,4 +1,4 @@
-#include "source/postgres/snapshot_copier.h"
+#include "engines/postgres/snapshot_copier.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
@@ -12,7 +12,7 @@
 
 #include "base/log.h"
 #include "control/knobs.h"
-#include "postgres/pg_conn.h"
+#include "engines/postgres/pg_conn.h"
 
 namespace midflight::pg {
 namespace {

@@ -1,4 +1,4 @@
-#include "source/postgres/change_stream.h"
+#include "engines/postgres/change_stream.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
@@ -9,8 +9,8 @@
 
 #include "base/clock.h"
 #include "base/log.h"
-#include "postgres/pg_conn.h"
-#include "source/postgres/pgoutput.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/pgoutput.h"
 
 namespace midflight::pg {
 namespace {

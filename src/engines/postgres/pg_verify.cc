@@ -48,7 +48,7 @@
 // Every source transaction is short (one chunk or one batch of keys) and read
 // only; the target is only read, with single statements.
 
-#include "verify/pg_verify.h"
+#include "engines/postgres/pg_verify.h"
 
 #include <fmt/format.h>
 
@@ -59,7 +59,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "postgres/pg_conn.h"
+#include "engines/postgres/pg_conn.h"
 
 namespace midflight::verify {
 namespace {

@@ -1,4 +1,4 @@
-#include "target/postgres/schema_loader.h"
+#include "engines/postgres/schema_loader.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -14,7 +14,7 @@
 #include <sstream>
 
 #include "base/log.h"
-#include "postgres/pg_conn.h"
+#include "engines/postgres/pg_conn.h"
 
 namespace midflight::pg {
 namespace {

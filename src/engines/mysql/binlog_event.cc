@@ -30,7 +30,7 @@
 //  spaces and BINARY values trailing 0x00 bytes; the FORMAT_DESCRIPTION of a
 //  binlog still open has LOG_EVENT_BINLOG_IN_USE_F set, and its CRC32 is
 //  computed as if that flag were clear.
-#include "source/mysql/binlog_event.h"
+#include "engines/mysql/binlog_event.h"
 
 #include <fmt/format.h>
 

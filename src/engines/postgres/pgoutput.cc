@@ -1,4 +1,4 @@
-#include "source/postgres/pgoutput.h"
+#include "engines/postgres/pgoutput.h"
 
 #include <fmt/format.h>
 

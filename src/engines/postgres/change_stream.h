@@ -27,7 +27,7 @@
 #include "pipeline/partition_log.h"
 #include "pipeline/routed_log.h"
 #include "pipeline/router.h"
-#include "source/postgres/pgoutput.h"
+#include "engines/postgres/pgoutput.h"
 
 namespace midflight::pg {
 

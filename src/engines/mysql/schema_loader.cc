@@ -1,4 +1,4 @@
-#include "target/mysql/schema_loader.h"
+#include "engines/mysql/schema_loader.h"
 
 #include <fmt/format.h>
 
@@ -16,7 +16,7 @@
 #include <thread>
 
 #include "base/log.h"
-#include "mysql/my_conn.h"
+#include "engines/mysql/my_conn.h"
 
 namespace midflight::mysql {
 namespace {

@@ -1,4 +1,4 @@
-#include "mysql/my_conn.h"
+#include "engines/mysql/my_conn.h"
 
 #include <errmsg.h>
 #include <fmt/format.h>

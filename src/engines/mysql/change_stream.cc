@@ -1,4 +1,4 @@
-#include "source/mysql/change_stream.h"
+#include "engines/mysql/change_stream.h"
 
 #include <fmt/format.h>
 #include <mysql.h>
@@ -11,9 +11,9 @@
 
 #include "base/clock.h"
 #include "base/log.h"
-#include "mysql/my_conn.h"
-#include "source/mysql/binlog_event.h"
-#include "source/mysql/binlog_pos.h"
+#include "engines/mysql/my_conn.h"
+#include "engines/mysql/binlog_event.h"
+#include "engines/mysql/binlog_pos.h"
 
 namespace midflight::mysql {
 

@@ -4,7 +4,7 @@
 //
 // Apply sessions run with foreign_key_checks = 0 (the source already checked
 // every replicated row; rows of two tables may arrive on different partitions
-// in either order) and the session settings of mysql/my_conn.h (UTC
+// in either order) and the session settings of engines/mysql/my_conn.h (UTC
 // time_zone, binary results, no strict-mode rewriting of values).
 //
 // Statements, per table and batch:

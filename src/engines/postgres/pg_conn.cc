@@ -1,4 +1,4 @@
-#include "postgres/pg_conn.h"
+#include "engines/postgres/pg_conn.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>

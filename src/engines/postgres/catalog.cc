@@ -1,11 +1,11 @@
-#include "source/postgres/catalog.h"
+#include "engines/postgres/catalog.h"
 
 #include <fmt/format.h>
 
 #include <map>
 
-#include "postgres/pg_conn.h"
-#include "source/postgres/pg_types.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/pg_types.h"
 
 namespace midflight::pg {
 namespace {

@@ -1,4 +1,4 @@
-#include "target/postgres/pg_applier.h"
+#include "engines/postgres/pg_applier.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
@@ -9,7 +9,7 @@
 #include <set>
 #include <thread>
 
-#include "postgres/pg_conn.h"
+#include "engines/postgres/pg_conn.h"
 
 namespace midflight::pg {
 namespace {

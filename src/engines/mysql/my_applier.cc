@@ -1,4 +1,4 @@
-#include "target/mysql/my_applier.h"
+#include "engines/mysql/my_applier.h"
 
 #include <fmt/format.h>
 #include <mysql.h>
@@ -10,8 +10,8 @@
 #include <set>
 
 #include "base/parse.h"
-#include "mysql/my_conn.h"
-#include "source/mysql/catalog.h"
+#include "engines/mysql/my_conn.h"
+#include "engines/mysql/catalog.h"
 
 namespace midflight::mysql {
 
