@@ -18,9 +18,7 @@
 #include "control/run_util.h"
 #include "control/state_store.h"
 #include "engines/mysql/my_conn.h"
-#include "pipeline/applier.h"
-#include "pipeline/apply_tracker.h"
-#include "pipeline/partition_log.h"
+#include "pipeline/flow.h"
 #include "pipeline/router.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
@@ -389,42 +387,33 @@ Status Runner::ReplicateOnce(bool* target_lost) {
     }
   }
 
-  std::atomic<bool> lost{false};
-  auto log = NewMemoryPartitionLog(partitions, static_cast<size_t>(spec_.partition_log_mb) << 20);
-  ApplyTracker tracker(partitions);
-  std::vector<std::unique_ptr<mysql::MyChangeSink>> sinks;
-  std::vector<std::unique_ptr<Applier>> appliers;
-  std::vector<ChangePosition> checkpoints;
-  for (uint32_t p = 0; p < partitions; ++p) {
-    ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, PartitionId{p}));
-    ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
-    checkpoints.push_back(cp);
-    sink->SetTargetLostFlag(&lost);
-    sink->SetRestartSource([&tracker] {
-      auto pending = tracker.OldestPending();
-      return pending ? pending->commit_lsn.value() : uint64_t{0};
-    });
-    ApplierOptions ao;
-    ao.knobs = &runtime_.knobs;
-    ao.throttle = &runtime_.throttle;
-    ao.rate = &runtime_.apply_rate;
-    ao.conflicts = &runtime_.conflicts;
-    appliers.push_back(std::make_unique<Applier>(PartitionId{p}, log.get(), sink.get(), &tracker, ao));
-    sinks.push_back(std::move(sink));
-  }
-  ASSIGN_OR_RETURN(auto barrier_sink,
-                   mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, PartitionId{partitions}));
-  barrier_sink->SetTargetLostFlag(&lost);
+  // Set by a sink that lost its target connection: the flow must start again
+  // from what the target holds.
+  auto lost = std::make_shared<std::atomic<bool>>(false);
+  SinkFactory open_sink = [&, lost](PartitionId p, const ApplyTracker& tracker) -> Result<std::unique_ptr<ChangeSink>> {
+    ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, p));
+    sink->SetTargetLostFlag(lost.get());
+    if (p.value < partitions)
+      sink->SetRestartSource([&tracker] {
+        auto pending = tracker.OldestPending();
+        return pending ? pending->commit_lsn.value() : uint64_t{0};
+      });
+    return std::unique_ptr<ChangeSink>(std::move(sink));
+  };
 
   mysql::StreamConfig config;
   config.source_uri = reader_uri_;
   config.binlog_base = binlog_base_;
-  config.start_pos = start;
   config.server_id = 0x40000000u | static_cast<uint32_t>(XXH64(spec_.name.data(), spec_.name.size(), 7) & 0x3fffffff);
   config.tables = by_id_;
-  std::unique_ptr<MyConn> cat_src, cat_dst;  // used by the stream thread only
-  auto columns_of = [&](std::unique_ptr<MyConn>& conn, const std::string& uri, const std::string& db,
-                        const std::string& table) -> Result<std::string> {
+  // Catalog connections, used by the stream thread only (shared_ptr: the
+  // callbacks outlive this frame only until the flow stops, below).
+  struct Catalogs {
+    std::unique_ptr<MyConn> src, dst;
+  };
+  auto cat = std::make_shared<Catalogs>();
+  auto columns_of = [](std::unique_ptr<MyConn>& conn, const std::string& uri, const std::string& db,
+                       const std::string& table) -> Result<std::string> {
     if (!conn || conn->IsBroken()) {
       mysql::ConnOptions co;
       co.program_name = "midflight-catalog";
@@ -437,35 +426,35 @@ Status Runner::ReplicateOnce(bool* target_lost) {
         mysql::QuoteString(db), mysql::QuoteString(table))));
     return r.Get(0, 0);
   };
-  config.target_differs = [&](const TableId& id) -> Result<std::string> {
-    ASSIGN_OR_RETURN(std::string s, columns_of(cat_src, reader_uri_, source_db_, id.name));
-    ASSIGN_OR_RETURN(std::string t, columns_of(cat_dst, spec_.target, target_db_, id.name));
+  config.target_differs = [this, cat, columns_of](const TableId& id) -> Result<std::string> {
+    ASSIGN_OR_RETURN(std::string s, columns_of(cat->src, reader_uri_, source_db_, id.name));
+    ASSIGN_OR_RETURN(std::string t, columns_of(cat->dst, spec_.target, target_db_, id.name));
     if (s == t) return std::string();
     return fmt::format("source columns now ({}), target columns ({})", s, t);
   };
-  config.reload_table = [&](const TableId& id) -> Result<TablePtr> {
-    if (!cat_src || cat_src->IsBroken()) {
+  config.reload_table = [this, cat](const TableId& id) -> Result<TablePtr> {
+    if (!cat->src || cat->src->IsBroken()) {
       mysql::ConnOptions co;
       co.program_name = "midflight-catalog";
-      ASSIGN_OR_RETURN(cat_src, MyConn::Connect(reader_uri_, co));
+      ASSIGN_OR_RETURN(cat->src, MyConn::Connect(reader_uri_, co));
     }
-    ASSIGN_OR_RETURN(auto list, mysql::LoadTables(*cat_src, source_db_, {id.name}, {}));
+    ASSIGN_OR_RETURN(auto list, mysql::LoadTables(*cat->src, source_db_, {id.name}, {}));
     for (auto& t : list)
       if (t->id == id) return t;
     return NotFound(fmt::format("table {} is gone from the source", id.ToString()));
   };
-  mysql::StreamStats stream_stats;
-  mysql::ChangeStream stream(config, Router(partitions), filter, log.get(), &tracker, barrier_sink.get(), checkpoints,
-                             &stream_stats);
-  std::atomic<bool> appliers_stop{false}, stream_stop{false};
-  std::vector<std::thread> threads;
-  for (auto& a : appliers) threads.emplace_back([&a, &appliers_stop] { a->Run(appliers_stop); });
-  Status stream_status;
-  std::atomic<bool> stream_done{false};
-  std::thread stream_thread([&] {
-    stream_status = stream.Run(stream_stop);
-    stream_done = true;
-  });
+  FlowOptions fo;
+  fo.label = "forward";
+  fo.partitions = partitions;
+  fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
+  fo.filter = std::move(filter);
+  fo.start = start;
+  fo.applier.knobs = &runtime_.knobs;
+  fo.applier.throttle = &runtime_.throttle;
+  fo.applier.rate = &runtime_.apply_rate;
+  fo.applier.conflicts = &runtime_.conflicts;
+  ASSIGN_OR_RETURN(std::unique_ptr<Flow> flow,
+                   Flow::Start(std::move(fo), std::make_unique<mysql::ChangeStream>(std::move(config)), open_sink));
   Say(fmt::format("replicating: binlog of {} from {}", RedactUri(reader_uri_), Pos(start)));
 
   mysql::ConnOptions mo;
@@ -482,18 +471,13 @@ Status Runner::ReplicateOnce(bool* target_lost) {
   uint64_t source_pos = 0;
   while (!stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    if (lost) {
+    if (*lost) {
       *target_lost = true;
       break;
     }
-    for (auto& a : appliers)
-      if (!a->status().ok()) result = a->status();
+    result = flow->health();
     if (!result.ok()) {
       (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
-      break;
-    }
-    if (stream_done) {
-      result = stream_status.ok() ? Internal("change stream ended") : stream_status;
       break;
     }
     if (!mon || mon->IsBroken()) {
@@ -508,8 +492,9 @@ Status Runner::ReplicateOnce(bool* target_lost) {
     }
     const int64_t now_us = NowUnixMicros();
     if (source_pos && (seen.empty() || seen.back().first != source_pos)) seen.push_back({source_pos, now_us});
-    uint64_t received = stream_stats.received_pos.load();
-    const uint64_t applied_pos = mysql::RestartPosition(tracker, received);
+    const FlowMetrics fm = flow->metrics();
+    const uint64_t received = fm.received;
+    const uint64_t applied_pos = fm.applied_through;
     while (!seen.empty() && seen.front().first <= applied_pos) seen.pop_front();
     double lag_s = seen.empty() ? 0 : (now_us - seen.front().second) / 1e6;
     uint64_t lag_bytes = 0;
@@ -517,11 +502,7 @@ Status Runner::ReplicateOnce(bool* target_lost) {
       lag_bytes = mysql::BinlogFileNumber(source_pos) == mysql::BinlogFileNumber(applied_pos)
                       ? source_pos - applied_pos
                       : mysql::BinlogOffset(source_pos);
-    uint64_t applied = 0, retries = 0;
-    for (auto& a : appliers) {
-      applied += a->stats().received;
-      retries += a->stats().retries;
-    }
+    const uint64_t applied = fm.changes_applied, retries = fm.retries;
     auto now = std::chrono::steady_clock::now();
     double dt = std::chrono::duration<double>(now - last_rate_at).count();
     if (dt >= 1.0) {
@@ -541,22 +522,18 @@ Status Runner::ReplicateOnce(bool* target_lost) {
                           {"changes_per_s", fmt::format("{:.0f}", rate)},
                           {"apply_retries", std::to_string(retries)},
                           {"conflicts", runtime_.conflicts.ToJson()},
-                          {"stream_connected", stream_stats.connected ? "true" : "false"}});
+                          {"stream_connected", fm.connected ? "true" : "false"}});
     CrashPoint("apply-changes", static_cast<int64_t>(applied));
     if (now - last_print >= std::chrono::seconds(5)) {
       last_print = now;
       Say(fmt::format("[replicating] lag {} bytes / {:.2f} s, {} changes applied ({:.0f}/s){}", Commas(lag_bytes), lag_s,
-                      Commas(applied), rate, stream_stats.connected ? "" : ", source disconnected: retrying"));
+                      Commas(applied), rate, fm.connected ? "" : ", source disconnected: retrying"));
     }
   }
-  stream_stop = true;
-  stream_thread.join();
-  appliers_stop = true;
-  log->Close();
-  for (auto& t : threads) t.join();
-  if (lost) *target_lost = true;
+  flow->Stop();
+  if (*lost) *target_lost = true;
   if (*target_lost) return Status::Ok();  // the positions in memory may be ahead of what the target holds
-  (void)store_.Put("restart_pos", std::to_string(mysql::RestartPosition(tracker, stream_stats.received_pos.load())));
+  (void)store_.Put("restart_pos", std::to_string(flow->AppliedThrough()));
   if (stop_ && result.ok()) Say("stopped; run again with the same spec to resume");
   return result;
 }

@@ -37,7 +37,7 @@
 
 #include "base/status.h"
 #include "control/http.h"
-#include "control/pg_flow.h"
+#include "engines/postgres/pg_flow.h"
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"

@@ -88,48 +88,14 @@ struct ChangeStream::State {
   std::map<uint64_t, Mapped> maps;
   bool in_txn = false;
   uint64_t txn_pos = 0;
-  int64_t txn_time_us = 0;
-  uint32_t seq = 0;
   bool skip_txn = false;  // the whole transaction was applied before a restart
 };
 
-uint64_t RestartPosition(const ApplyTracker& tracker, uint64_t received_pos) {
-  auto pending = tracker.OldestPending();
-  return pending ? std::min<uint64_t>(pending->commit_lsn.value(), received_pos) : received_pos;
-}
-
-ChangeStream::ChangeStream(StreamConfig config, Router router, SnapshotFilter filter, PartitionLog* log,
-                           ApplyTracker* tracker, ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints,
-                           StreamStats* stats)
-    : config_(std::move(config)),
-      filter_(std::move(filter)),
-      tracker_(tracker),
-      barrier_sink_(barrier_sink),
-      routed_(router, log, tracker, std::move(checkpoints)),
-      stats_(stats),
-      state_(std::make_unique<State>()) {
-  stats_->received_pos = config_.start_pos;
-}
+ChangeStream::ChangeStream(StreamConfig config) : config_(std::move(config)), state_(std::make_unique<State>()) {}
 
 ChangeStream::~ChangeStream() = default;
 
-Status ChangeStream::Run(const std::atomic<bool>& stop) {
-  stop_ = &stop;
-  auto backoff = std::chrono::milliseconds(250);
-  while (!stop) {
-    Status st = StreamOnce(stop);
-    stats_->connected = false;
-    if (stop) return Status::Ok();
-    if (st.code() != StatusCode::kRetryCall) return st;
-    LOG_WARN("change stream: {}; reconnecting in {} ms", st.message(), backoff.count());
-    for (auto t = backoff; t.count() > 0 && !stop; t -= std::chrono::milliseconds(50))
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
-  }
-  return Status::Ok();
-}
-
-Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
+Status ChangeStream::Stream(Sequencer& seq, const std::atomic<bool>& stop) {
   ConnOptions o;
   o.program_name = "midflight-binlog";
   o.read_timeout_s = 30;  // heartbeats come every second
@@ -139,7 +105,7 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
   RETURN_IF_ERROR(conn->Exec(
       "SET @master_binlog_checksum = @@global.binlog_checksum, @mariadb_slave_capability = 4, "
       "@master_heartbeat_period = 1000000000"));
-  const uint64_t start = RestartPosition(*tracker_, stats_->received_pos.load());
+  const uint64_t start = seq.Confirmable();
   const std::string file = BinlogFileName(config_.binlog_base, start);
   state_ = std::make_unique<State>();
   state_->format.checksum_crc32 = checksum == "CRC32";
@@ -159,7 +125,7 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
   if (mariadb_rpl_open(rpl) != 0)
     return conn->LastError(fmt::format("requesting the binlog from {}", FormatBinlogPos(config_.binlog_base, start)));
   LOG_INFO("change stream: reading {} from {}", conn->redacted_uri(), FormatBinlogPos(config_.binlog_base, start));
-  stats_->connected = true;
+  seq.stats().connected = true;
   MARIADB_RPL_EVENT* ev = nullptr;
   struct EventFree {
     MARIADB_RPL_EVENT** e;
@@ -173,19 +139,19 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
       unsigned no = mysql_errno(m);
       if (no == 0) return RetryCall("binlog stream ended");
       Status st = conn->LastError(fmt::format("reading the binlog near {}", FormatBinlogPos(config_.binlog_base,
-                                                                                             stats_->received_pos)));
+                                                                                             seq.stats().received)));
       // A purged or missing binlog file cannot be retried into existence.
       if (no == 1236) return DataLoss(st.message() + "; the binlog the migration needs is gone from the source");
       return st;
     }
     if (ev->raw_data_size < 2 || ev->raw_data_ofs != 1) continue;
     std::string_view bytes(reinterpret_cast<const char*>(ev->raw_data) + 1, ev->raw_data_size - 1);
-    RETURN_IF_ERROR(HandleEvent(bytes));
+    RETURN_IF_ERROR(HandleEvent(seq, bytes));
   }
   return Status::Ok();
 }
 
-Status ChangeStream::HandleEvent(std::string_view bytes) {
+Status ChangeStream::HandleEvent(Sequencer& seq, std::string_view bytes) {
   State& s = *state_;
   ASSIGN_OR_RETURN(Event e, ParseEvent(bytes, &s.format));
   const EventHeader& h = e.header;
@@ -202,39 +168,31 @@ Status ChangeStream::HandleEvent(std::string_view bytes) {
     return Status::Ok();
   }
   if (h.type == static_cast<uint8_t>(EventType::kHeartbeat)) {
-    if (!s.in_txn && h.log_pos > 0)
-      stats_->received_pos = std::max<uint64_t>(stats_->received_pos, EncodeBinlogPos(s.file_number, h.log_pos));
+    if (!s.in_txn && h.log_pos > 0) return seq.Idle(EncodeBinlogPos(s.file_number, h.log_pos));
     return Status::Ok();
   }
   if (e.gtid) {
     s.in_txn = true;
     s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
-    s.txn_time_us = static_cast<int64_t>(h.timestamp) * 1000000;
-    s.seq = 0;
     // A transaction every partition applied before a restart: skip its rows undecoded.
-    s.skip_txn = ChangePosition{PgLsn::FromU64(s.txn_pos), UINT32_MAX} <= routed_.lowest();
+    s.skip_txn = seq.Begin(s.txn_pos, static_cast<int64_t>(h.timestamp) * 1000000);
     return Status::Ok();
   }
   auto end_txn = [&] {
     s.in_txn = false;
-    if (h.log_pos > 0) stats_->received_pos = EncodeBinlogPos(s.file_number, h.log_pos);
+    return seq.Commit(h.log_pos > 0 ? EncodeBinlogPos(s.file_number, h.log_pos) : 0);
   };
-  if (e.xid) {
-    end_txn();
-    return Status::Ok();
-  }
+  if (e.xid) return end_txn();
   if (e.query) {
     const std::string& q = e.query->query;
     if (q == "BEGIN") return Status::Ok();
-    if (q == "COMMIT" || q == "ROLLBACK") {
-      end_txn();
-      return Status::Ok();
+    if (q == "COMMIT" || q == "ROLLBACK") return end_txn();
+    if (!s.in_txn) {
+      s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
+      s.skip_txn = seq.Begin(s.txn_pos, static_cast<int64_t>(h.timestamp) * 1000000);
     }
-    if (!s.in_txn) s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
-    Status st = s.skip_txn ? Status::Ok() : HandleQuery(e.query->schema, q);
-    if (!st.ok()) return st;
-    end_txn();  // DDL commits implicitly
-    return Status::Ok();
+    if (!s.skip_txn) RETURN_IF_ERROR(HandleQuery(seq, e.query->schema, q));
+    return end_txn();  // DDL commits implicitly
   }
   if (e.table_map) {
     State::Mapped mapped;
@@ -271,57 +229,29 @@ Status ChangeStream::HandleEvent(std::string_view bytes) {
   for (auto& img : images) {
     Change c;
     c.table = t;
-    c.commit_time_us = s.txn_time_us;
-    c.pos = ChangePosition{PgLsn::FromU64(s.txn_pos), ++s.seq};
     switch (rows.kind) {
       case RowsKind::kWrite:
         c.kind = ChangeKind::kInsert;
         c.values = std::move(img.after);
-        RETURN_IF_ERROR(Emit(std::move(c)));
+        RETURN_IF_ERROR(seq.Emit(std::move(c)));
         break;
       case RowsKind::kDelete:
         c.kind = ChangeKind::kDelete;
         c.old = std::move(img.before);
-        RETURN_IF_ERROR(Emit(std::move(c)));
+        RETURN_IF_ERROR(seq.Emit(std::move(c)));
         break;
-      case RowsKind::kUpdate: {
+      case RowsKind::kUpdate:
         c.kind = ChangeKind::kUpdate;
         c.values = std::move(img.after);
         c.old = std::move(img.before);
-        if (c.MovesKey()) {
-          // A key change is a delete of the old key and an insert of the new one, each routed by its own key.
-          Change del;
-          del.kind = ChangeKind::kDelete;
-          del.table = t;
-          del.commit_time_us = c.commit_time_us;
-          del.pos = c.pos;
-          del.old = std::move(c.old);
-          Change ins;
-          ins.kind = ChangeKind::kInsert;
-          ins.table = t;
-          ins.commit_time_us = c.commit_time_us;
-          ins.pos = ChangePosition{PgLsn::FromU64(s.txn_pos), ++s.seq};
-          ins.values = std::move(c.values);
-          RETURN_IF_ERROR(Emit(std::move(del)));
-          RETURN_IF_ERROR(Emit(std::move(ins)));
-        } else {
-          c.old.clear();
-          RETURN_IF_ERROR(Emit(std::move(c)));
-        }
+        RETURN_IF_ERROR(seq.Emit(std::move(c)));  // a key move is split there
         break;
-      }
     }
   }
   return Status::Ok();
 }
 
-Status ChangeStream::WaitApplied() {
-  while (!tracker_->WaitIdle(std::chrono::milliseconds(200)))
-    if (*stop_) return Cancelled("stopping");
-  return Status::Ok();
-}
-
-Status ChangeStream::HandleQuery(const std::string& schema, const std::string& query) {
+Status ChangeStream::HandleQuery(Sequencer& seq, const std::string& schema, const std::string& query) {
   std::vector<std::string> w = Words(query, 64);
   if (w.empty()) return Status::Ok();
   const State& s = *state_;
@@ -352,9 +282,7 @@ Status ChangeStream::HandleQuery(const std::string& schema, const std::string& q
     c.kind = ChangeKind::kTruncate;
     c.table = t;
     c.truncated = {t};
-    c.pos = ChangePosition{PgLsn::FromU64(s.txn_pos), 1};
-    c.commit_time_us = s.txn_time_us;
-    return Emit(std::move(c));
+    return seq.Emit(std::move(c));
   }
   // Which migrated tables does a DDL statement touch?
   std::vector<TablePtr> touched;
@@ -376,7 +304,7 @@ Status ChangeStream::HandleQuery(const std::string& schema, const std::string& q
   if (!ddl || touched.empty()) return Status::Ok();
   // Everything before the statement is applied first; then either the target
   // already has the change (the operator applied it) or the migration stops here.
-  RETURN_IF_ERROR(WaitApplied());
+  RETURN_IF_ERROR(seq.WaitApplied());
   for (const auto& t : touched) {
     if (verb == "DROP" && w.size() > 1 && w[1] == "TABLE")
       return OperatorError(fmt::format("schema change on the source at {}: `{}` drops migrated table {}; exclude it "
@@ -393,25 +321,6 @@ Status ChangeStream::HandleQuery(const std::string& schema, const std::string& q
              t->id.ToString());
   }
   state_->maps.clear();
-  return Status::Ok();
-}
-
-Status ChangeStream::Emit(Change change) {
-  const bool filtering = change.pos.commit_lsn < filter_.horizon();
-  if (filtering && filter_.AlreadyCopied(change)) return Status::Ok();
-  if (change.kind == ChangeKind::kTruncate) {
-    if (change.pos <= routed_.lowest()) return Status::Ok();
-    RETURN_IF_ERROR(WaitApplied());
-    LOG_INFO("change stream: applying truncate of {} at {} across all partitions", change.table->id.ToString(),
-             change.pos.ToString());
-    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, routed_.partitions()));
-    routed_.BarrierApplied(change.pos);
-    ++stats_->changes;
-    return Status::Ok();
-  }
-  bool routed = false;
-  RETURN_IF_ERROR(routed_.Append(std::move(change), &routed));
-  if (routed) ++stats_->changes;
   return Status::Ok();
 }
 

@@ -1,16 +1,15 @@
-// The change stream for MySQL/MariaDB sources: the binlog read over a
-// replication connection (COM_BINLOG_DUMP through Connector/C's mariadb_rpl
-// API, used for transport only), decoded by binlog_event.h, turned into core
-// Changes, filtered (already copied), and routed to the partition log.
+// The MySQL/MariaDB change source: the binlog read over a replication
+// connection (COM_BINLOG_DUMP through Connector/C's mariadb_rpl API, used for
+// transport only), decoded by binlog_event.h into core Changes and handed to
+// the pipeline's Sequencer (pipeline/sequencer.h), which filters and routes.
 //
-//   binlog ─► ParseEvent ─► GTID (transaction start) / TABLE_MAP / ROWS / XID / QUERY
-//          ─► Changes (a key-moving update is a delete plus an insert)
-//          ─► SnapshotFilter ─► Router ─► PartitionLog[p]
+//   binlog ─► ParseEvent ─► GTID (Begin) / TABLE_MAP / ROWS (Emit) / XID (Commit) / QUERY
+//          ─► Sequencer
 //
 // Positions: a change's ChangePosition::commit_lsn is its transaction's
 // starting binlog position (binlog_pos.h); a restart resumes at the start of
-// the oldest transaction some partition has not applied (RestartPosition), and
-// the per-partition "last routed" positions drop what was applied already.
+// the oldest transaction some partition has not applied
+// (Sequencer::Confirmable), and the sequencer drops what was applied already.
 //
 // Schema changes: a DDL statement (QUERY event) naming a migrated table stops
 // the stream once everything before it is applied, with the statement in the
@@ -28,19 +27,10 @@
 
 #include "base/status.h"
 #include "core/change.h"
-#include "pipeline/applier.h"
-#include "pipeline/apply_tracker.h"
-#include "pipeline/partition_log.h"
-#include "pipeline/routed_log.h"
-#include "pipeline/router.h"
+#include "pipeline/change_source.h"
+#include "pipeline/sequencer.h"
 
 namespace midflight::mysql {
-
-struct StreamStats {
-  std::atomic<uint64_t> received_pos{0};  // every transaction that starts before this was received whole
-  std::atomic<uint64_t> changes{0};       // changes routed
-  std::atomic<bool> connected{false};
-};
 
 struct StreamConfig {
   std::string source_uri;   // the server whose binlog is read (the replica when there is one)
@@ -56,36 +46,21 @@ struct StreamConfig {
   std::function<Result<std::shared_ptr<const TableSchema>>(const TableId&)> reload_table;
 };
 
-class ChangeStream {
+class ChangeStream final : public ChangeSource {
  public:
-  // `checkpoints[p]` is partition p's durable checkpoint at start.
-  ChangeStream(StreamConfig config, Router router, SnapshotFilter filter, PartitionLog* log, ApplyTracker* tracker,
-               ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints, StreamStats* stats);
-  ~ChangeStream();
-
-  // Streams until `stop` is set (returns Ok) or a persistent error.
-  Status Run(const std::atomic<bool>& stop);
+  explicit ChangeStream(StreamConfig config);
+  ~ChangeStream() override;
+  // Streams from seq.Confirmable() (the start of the oldest transaction some
+  // partition has not applied), which is config.start_pos at first.
+  Status Stream(Sequencer& seq, const std::atomic<bool>& stop) override;
 
  private:
   struct State;
-  Status StreamOnce(const std::atomic<bool>& stop);
-  Status HandleEvent(std::string_view bytes);
-  Status HandleQuery(const std::string& schema, const std::string& query);
-  Status Emit(Change change);
-  Status WaitApplied();
+  Status HandleEvent(Sequencer& seq, std::string_view bytes);
+  Status HandleQuery(Sequencer& seq, const std::string& schema, const std::string& query);
 
   StreamConfig config_;
-  SnapshotFilter filter_;
-  ApplyTracker* tracker_;
-  ChangeSink* barrier_sink_;
-  RoutedLog routed_;
-  StreamStats* stats_;
-  std::unique_ptr<State> state_;
-  const std::atomic<bool>* stop_ = nullptr;
+  std::unique_ptr<State> state_;  // stream thread only
 };
-
-// Where a restarted stream must begin: the start of the oldest transaction
-// some partition still holds, else the end of the last one received.
-uint64_t RestartPosition(const ApplyTracker& tracker, uint64_t received_pos);
 
 }  // namespace midflight::mysql

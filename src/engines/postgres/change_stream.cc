@@ -35,33 +35,9 @@ std::vector<Datum> ToDatums(PgTuple& tuple) {
 
 }  // namespace
 
-ChangeStream::ChangeStream(StreamConfig config, Router router, SnapshotFilter filter, PartitionLog* log,
-                           ApplyTracker* tracker, ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints,
-                           StreamStats* stats)
-    : config_(std::move(config)),
-      filter_(std::move(filter)),
-      tracker_(tracker),
-      barrier_sink_(barrier_sink),
-      routed_(router, log, tracker, std::move(checkpoints)),
-      stats_(stats) {}
+ChangeStream::ChangeStream(StreamConfig config) : config_(std::move(config)) {}
 
-Status ChangeStream::Run(const std::atomic<bool>& stop) {
-  stop_ = &stop;
-  auto backoff = std::chrono::milliseconds(500);
-  while (!stop) {
-    Status st = StreamOnce(stop);
-    stats_->connected = false;
-    if (stop) return Status::Ok();
-    if (st.code() != StatusCode::kRetryCall) return st;
-    LOG_WARN("change stream: {}; reconnecting in {} ms", st.message(), backoff.count());
-    auto until = std::chrono::steady_clock::now() + backoff;
-    while (!stop && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
-  }
-  return Status::Ok();
-}
-
-Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
+Status ChangeStream::Stream(Sequencer& seq, const std::atomic<bool>& stop) {
   ConnOptions o;
   o.kind = ConnKind::kReplication;
   o.application_name = config_.application_name;
@@ -82,9 +58,8 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
     return st;
   }
   PQclear(r);
-  stats_->connected = true;
+  seq.stats().connected = true;
   relations_.clear();
-  in_txn_ = false;
   skip_txn_ = false;
   LOG_INFO("change stream: streaming from slot {}", config_.slot);
   Status result;
@@ -93,9 +68,9 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
     char* buf = nullptr;
     int n = PQgetCopyData(Conn(conn_), &buf, /*async=*/1);
     if (n == 0) {
-      if (stats_->poke.exchange(false)) RETURN_IF_ERROR(SendFeedback(true));
-      RETURN_IF_ERROR(SendFeedback(false));
-      if (have_repairs_ && !in_txn_) RETURN_IF_ERROR(RouteRepairs());
+      if (poke_.exchange(false)) RETURN_IF_ERROR(SendFeedback(seq, true));
+      RETURN_IF_ERROR(SendFeedback(seq, false));
+      RETURN_IF_ERROR(seq.Idle(0));
       // Reading a backlog: let the server fill the socket for a moment
       // rather than waking for every few messages.
       if (burst > 64) std::this_thread::sleep_for(std::chrono::microseconds(500));
@@ -136,11 +111,11 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
     }
     Status st;
     if (auto* x = std::get_if<XLogData>(&*frame)) {
-      st = Handle(x->payload);
+      st = Handle(seq, x->payload);
     } else {
       const auto& k = std::get<PrimaryKeepalive>(*frame);
-      if (!in_txn_ && k.wal_end > stats_->received_lsn) stats_->received_lsn = k.wal_end;
-      if (k.reply_requested) st = SendFeedback(true);
+      st = seq.Idle(k.wal_end);
+      if (st.ok() && k.reply_requested) st = SendFeedback(seq, true);
     }
     PQfreemem(buf);
     if (!st.ok()) {
@@ -148,65 +123,36 @@ Status ChangeStream::StreamOnce(const std::atomic<bool>& stop) {
       break;
     }
   }
-  if (stop && result.ok()) (void)SendFeedback(true);
+  if (stop && result.ok()) (void)SendFeedback(seq, true);  // best effort: the next run resends
   return result;
 }
 
-uint64_t ChangeStream::QueueRepairs(std::vector<Change> changes) {
-  std::lock_guard lock(repairs_mu_);
-  repairs_queued_ += changes.size();
-  for (auto& c : changes) repairs_.push_back(std::move(c));
-  have_repairs_ = true;
-  return repairs_queued_;
-}
-
-Status ChangeStream::RouteRepairs() {
-  std::vector<Change> todo;
-  {
-    std::lock_guard lock(repairs_mu_);
-    todo.swap(repairs_);
-    have_repairs_ = false;
-  }
-  for (auto& c : todo) {
-    c.commit_time_us = NowUnixMicros();
-    RETURN_IF_ERROR(routed_.Inject(std::move(c)));
-    stats_->repairs_routed.fetch_add(1);
-  }
-  return Status::Ok();
-}
-
-Status ChangeStream::SendFeedback(bool force) {
+Status ChangeStream::SendFeedback(Sequencer& seq, bool force) {
   int64_t now = NowMonotonicMs();
   if (!force && now - last_feedback_ms_ < 1000) return Status::Ok();
   last_feedback_ms_ = now;
-  uint64_t flush = stats_->received_lsn;
-  if (auto pending = tracker_->OldestPending()) flush = std::min<uint64_t>(flush, pending->commit_lsn.value());
-  if (flush < stats_->confirmed_lsn) flush = stats_->confirmed_lsn;
+  const uint64_t flush = seq.Confirmable();
   // Ask for a keepalive back: it carries how far the server has decoded, so an
   // idle stream still shows it is caught up.
   auto msg = EncodeStandbyStatus(flush, flush, flush, NowUnixMicros() - kPgEpochOffsetMicros, true);
   if (PQputCopyData(Conn(conn_), reinterpret_cast<const char*>(msg.data()), static_cast<int>(msg.size())) != 1 ||
       PQflush(Conn(conn_)) != 0)
     return RetryCall(fmt::format("change stream: sending feedback failed: {}", PQerrorMessage(Conn(conn_))));
-  stats_->confirmed_lsn = flush;
+  seq.Confirmed(flush);
   return Status::Ok();
 }
 
-Status ChangeStream::Handle(std::span<const uint8_t> payload) {
+Status ChangeStream::Handle(Sequencer& seq, std::span<const uint8_t> payload) {
   ASSIGN_OR_RETURN(PgOutputMessage msg, DecodePgOutput(payload));
   if (auto* b = std::get_if<PgBegin>(&msg)) {
-    in_txn_ = true;
     skip_txn_ = false;
     txn_lsn_ = PgLsn::FromU64(b->final_lsn);
-    txn_time_us_ = b->commit_time + kPgEpochOffsetMicros;
-    txn_seq_ = 0;
+    seq.Begin(b->final_lsn, b->commit_time + kPgEpochOffsetMicros);
     return Status::Ok();
   }
   if (auto* c = std::get_if<PgCommit>(&msg)) {
-    in_txn_ = false;
     skip_txn_ = false;
-    if (c->end_lsn > stats_->received_lsn) stats_->received_lsn = c->end_lsn;
-    return Status::Ok();
+    return seq.Commit(c->end_lsn);
   }
   if (auto* rel = std::get_if<PgRelation>(&msg)) {
     TableId id{rel->namespace_name, rel->relation_name};
@@ -226,7 +172,7 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
   if (skip_txn_) {
     if (std::holds_alternative<PgInsert>(msg) || std::holds_alternative<PgUpdate>(msg) ||
         std::holds_alternative<PgDelete>(msg) || std::holds_alternative<PgTruncate>(msg)) {
-      stats_->skipped.fetch_add(1, std::memory_order_relaxed);
+      seq.stats().skipped.fetch_add(1, std::memory_order_relaxed);
       return Status::Ok();
     }
   }
@@ -241,8 +187,6 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     Change c;
     c.kind = kind;
     c.table = std::move(t);
-    c.pos = ChangePosition{txn_lsn_, ++txn_seq_};
-    c.commit_time_us = txn_time_us_;
     return c;
   };
   if (auto* ins = std::get_if<PgInsert>(&msg)) {
@@ -250,7 +194,7 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     if (!t) return Status::Ok();
     Change c = base(ChangeKind::kInsert, t);
     c.values = ToDatums(ins->new_tuple);
-    return Emit(std::move(c));
+    return seq.Emit(std::move(c));
   }
   if (auto* up = std::get_if<PgUpdate>(&msg)) {
     ASSIGN_OR_RETURN(auto t, table_of(up->relation_id));
@@ -258,32 +202,18 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     Change c = base(ChangeKind::kUpdate, t);
     c.values = ToDatums(up->new_tuple);
     if (up->old_tuple) c.old = ToDatums(*up->old_tuple);
-    if (c.MovesKey() && !c.HasUnchangedValues()) {
-      // A key change is a delete of the old key and an insert of the new one,
-      // each routed by its own key.
-      Change del = base(ChangeKind::kDelete, t);
-      del.pos = c.pos;
-      del.old = std::move(c.old);
-      Change ins = base(ChangeKind::kInsert, t);
-      ins.values = std::move(c.values);
-      RETURN_IF_ERROR(Emit(std::move(del)));
-      return Emit(std::move(ins));
-    }
-    if (!c.MovesKey() && t->routing() == RoutingMode::kByKey) c.old.clear();
-    return Emit(std::move(c));
+    return seq.Emit(std::move(c));  // a key move is split (or made a barrier) there
   }
   if (auto* del = std::get_if<PgDelete>(&msg)) {
     ASSIGN_OR_RETURN(auto t, table_of(del->relation_id));
     if (!t) return Status::Ok();
     Change c = base(ChangeKind::kDelete, t);
     c.old = ToDatums(del->old_tuple);
-    return Emit(std::move(c));
+    return seq.Emit(std::move(c));
   }
   if (auto* tr = std::get_if<PgTruncate>(&msg)) {
     Change c;
     c.kind = ChangeKind::kTruncate;
-    c.pos = ChangePosition{txn_lsn_, ++txn_seq_};
-    c.commit_time_us = txn_time_us_;
     c.truncate_restart_identity = (tr->options & 2) != 0;
     for (uint32_t relid : tr->relation_ids) {
       ASSIGN_OR_RETURN(auto t, table_of(relid));
@@ -291,7 +221,7 @@ Status ChangeStream::Handle(std::span<const uint8_t> payload) {
     }
     if (c.truncated.empty()) return Status::Ok();
     c.table = c.truncated.front();
-    return Emit(std::move(c));
+    return seq.Emit(std::move(c));
   }
   return Status::Ok();  // Type, Message: nothing to apply
 }
@@ -339,29 +269,6 @@ Result<std::shared_ptr<const TableSchema>> ChangeStream::LayoutFor(const PgRelat
              base.id.ToString(), txn_lsn_.ToString(), cols);
   known.push_back(layout);
   return std::shared_ptr<const TableSchema>(layout);
-}
-
-Status ChangeStream::Emit(Change change) {
-  const bool filtering = change.pos.commit_lsn < filter_.horizon();
-  if (filtering && filter_.AlreadyCopied(change)) return Status::Ok();
-  const bool barrier =
-      change.kind == ChangeKind::kTruncate || (change.MovesKey() && change.HasUnchangedValues());
-  if (barrier) {
-    if (change.pos <= routed_.lowest()) return Status::Ok();
-    // Everything before the barrier must be applied first, in every partition.
-    while (!tracker_->WaitIdle(std::chrono::milliseconds(200)))
-      if (*stop_) return Cancelled("stopping before a barrier");
-    LOG_INFO("change stream: applying {} of {} at {} across all partitions", ChangeKindName(change.kind),
-             change.table->id.ToString(), change.pos.ToString());
-    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, routed_.partitions()));
-    routed_.BarrierApplied(change.pos);
-    ++stats_->changes;
-    return Status::Ok();
-  }
-  bool routed = false;
-  RETURN_IF_ERROR(routed_.Append(std::move(change), &routed));
-  if (routed) ++stats_->changes;
-  return Status::Ok();
 }
 
 }  // namespace midflight::pg

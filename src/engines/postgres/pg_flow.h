@@ -1,6 +1,6 @@
-// One direction of PostgreSQL replication inside a migration: a change stream
-// from one server's slot, routed to N partitions, applied by N appliers on the
-// other server. The forward flow (source -> target) runs from the copy's end to
+// One direction of PostgreSQL replication inside a migration: the pipeline's
+// Flow (pipeline/flow.h) with a pgoutput change source reading one server's
+// slot and PgChangeSinks applying on the other server. The forward flow (source -> target) runs from the copy's end to
 // `complete`; the reverse flow (target -> source) runs from the first write
 // switch to `complete`, so a rollback loses nothing.
 //
@@ -25,8 +25,9 @@
 #include "base/status.h"
 #include "core/position.h"
 #include "core/schema.h"
-#include "pipeline/router.h"
 #include "control/runtime.h"
+#include "pipeline/flow.h"
+#include "pipeline/router.h"
 
 namespace midflight {
 
@@ -43,14 +44,6 @@ struct FlowConfig {
   MigrationRuntime* runtime = nullptr;  // knobs, throttle board, apply rate
   int64_t partition_log_mb = 64;
   SnapshotFilter filter;  // forward: what the copy holds; reverse: empty
-};
-
-struct FlowMetrics {
-  uint64_t applied_through = 0;  // every from-side transaction committed before this is applied
-  uint64_t received = 0, confirmed = 0;
-  uint64_t changes_applied = 0, retries = 0, skipped = 0;
-  double lag_seconds = 0;  // age of the oldest transaction not applied yet
-  bool connected = false;
 };
 
 class PgFlow {
@@ -73,10 +66,11 @@ class PgFlow {
   const FlowConfig& config() const { return config_; }
 
  private:
-  explicit PgFlow(FlowConfig config);
-  struct Impl;
+  explicit PgFlow(FlowConfig config) : config_(std::move(config)) {}
+  struct Catalog;
   FlowConfig config_;
-  std::unique_ptr<Impl> impl_;
+  std::shared_ptr<Catalog> catalog_;  // the to-side's columns, for the stream thread
+  std::unique_ptr<Flow> flow_;
 };
 
 }  // namespace midflight

@@ -1,0 +1,85 @@
+#include "engines/postgres/pg_flow.h"
+
+#include <fmt/format.h>
+
+#include <mutex>
+
+#include "base/log.h"
+#include "engines/postgres/catalog.h"
+#include "engines/postgres/change_stream.h"
+#include "engines/postgres/pg_applier.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/schema_loader.h"
+
+namespace midflight {
+
+using pg::PgConn;
+
+// A connection to the to-side for the stream's column checks, opened on
+// first use (by the stream thread only) and reopened when broken.
+struct PgFlow::Catalog {
+  std::string uri;
+  std::unique_ptr<PgConn> conn;
+};
+
+PgFlow::~PgFlow() { Stop(); }
+
+Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
+  std::unique_ptr<PgFlow> flow(new PgFlow(std::move(config)));
+  const FlowConfig& c = flow->config_;
+  flow->catalog_ = std::make_shared<Catalog>();
+  flow->catalog_->uri = c.to_uri;
+
+  pg::StreamConfig sc;
+  sc.source_uri = c.from_uri;
+  sc.slot = c.slot;
+  sc.publication = c.publication;
+  sc.tables = c.tables;
+  sc.skip_origin_prefix = c.skip_origin_prefix;
+  sc.application_name = "midflight-stream-" + c.label;
+  sc.target_columns = [cat = flow->catalog_](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+    if (!cat->conn || cat->conn->IsBroken()) {
+      pg::ConnOptions co;
+      co.application_name = "midflight-catalog";
+      ASSIGN_OR_RETURN(cat->conn, PgConn::Connect(cat->uri, co));
+    }
+    return pg::TargetWritableColumns(*cat->conn, id);
+  };
+
+  FlowOptions fo;
+  fo.label = c.label;
+  fo.partitions = c.partitions;
+  fo.partition_log_bytes = static_cast<size_t>(c.partition_log_mb) << 20;
+  fo.filter = c.filter;
+  MigrationRuntime* rt = c.runtime;
+  if (rt) {
+    fo.applier.knobs = &rt->knobs;
+    fo.applier.throttle = &rt->throttle;
+    fo.applier.rate = &rt->apply_rate;
+    // Forward only: reverse replication writes to a source the application
+    // wrote too until the switch; its conflicts are not ours.
+    if (c.label == "forward") fo.applier.conflicts = &rt->conflicts;
+  }
+  SinkFactory open_sink = [&c, rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+    ASSIGN_OR_RETURN(auto sink,
+                     pg::PgChangeSink::Open(c.to_uri, c.checkpoint_key, p, fmt::format("{}{}", c.origin_prefix, p.value)));
+    if (rt) sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
+    return std::unique_ptr<ChangeSink>(std::move(sink));
+  };
+  ASSIGN_OR_RETURN(flow->flow_, Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
+  LOG_INFO("{} replication: slot {}", c.label, c.slot);
+  return flow;
+}
+
+void PgFlow::Stop() {
+  if (flow_) flow_->Stop();
+}
+
+Status PgFlow::health() const { return flow_->health(); }
+uint64_t PgFlow::AppliedThrough() const { return flow_->AppliedThrough(); }
+FlowMetrics PgFlow::metrics() const { return flow_->metrics(); }
+void PgFlow::Poke() { flow_->Poke(); }
+uint64_t PgFlow::QueueRepairs(std::vector<Change> changes) { return flow_->QueueRepairs(std::move(changes)); }
+uint64_t PgFlow::RepairsRouted() const { return flow_->RepairsRouted(); }
+
+}  // namespace midflight

@@ -1,0 +1,148 @@
+#include "pipeline/flow.h"
+
+#include <fmt/format.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "pipeline/partition_log.h"
+
+namespace midflight {
+
+struct Flow::Impl {
+  std::unique_ptr<PartitionLog> log;
+  std::unique_ptr<ApplyTracker> tracker;
+  std::vector<std::unique_ptr<ChangeSink>> sinks;
+  std::unique_ptr<ChangeSink> barrier_sink;
+  std::vector<std::unique_ptr<Applier>> appliers;
+  std::unique_ptr<ChangeSource> source;
+  std::unique_ptr<Sequencer> seq;
+  std::atomic<bool> appliers_stop{false}, stream_stop{false};
+  std::vector<std::thread> threads;
+  std::thread stream_thread;
+  mutable std::mutex mu;
+  std::condition_variable wake;  // the stream thread's backoff waits on it
+  Status stream_status;          // GUARDED_BY(mu)
+  bool stream_done = false;      // GUARDED_BY(mu)
+  std::atomic<bool> stopped{false};
+
+  void RunStream(const std::string& label);
+};
+
+Flow::~Flow() { Stop(); }
+
+Result<std::unique_ptr<Flow>> Flow::Start(FlowOptions o, std::unique_ptr<ChangeSource> source,
+                                          const SinkFactory& open_sink) {
+  std::unique_ptr<Flow> flow(new Flow());
+  flow->label_ = o.label;
+  flow->impl_ = std::make_unique<Impl>();
+  Impl& m = *flow->impl_;
+  const uint32_t n = o.partitions;
+  m.log = NewMemoryPartitionLog(n, o.partition_log_bytes);
+  m.tracker = std::make_unique<ApplyTracker>(n);
+  std::vector<ChangePosition> checkpoints;
+  ApplierOptions ao = o.applier;
+  ao.label = o.label == "forward" ? "apply" : o.label + " apply";
+  for (uint32_t p = 0; p < n; ++p) {
+    ASSIGN_OR_RETURN(auto sink, open_sink(PartitionId{p}, *m.tracker));
+    ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
+    checkpoints.push_back(cp);
+    m.appliers.push_back(std::make_unique<Applier>(PartitionId{p}, m.log.get(), sink.get(), m.tracker.get(), ao));
+    m.sinks.push_back(std::move(sink));
+  }
+  ASSIGN_OR_RETURN(m.barrier_sink, open_sink(PartitionId{n}, *m.tracker));
+  m.source = std::move(source);
+  m.seq = std::make_unique<Sequencer>(n, std::move(o.filter), m.log.get(), m.tracker.get(), m.barrier_sink.get(),
+                                      std::move(checkpoints), o.start, &m.stream_stop);
+  Impl* impl = &m;
+  for (auto& a : m.appliers) {
+    Applier* ap = a.get();
+    m.threads.emplace_back([ap, impl] { ap->Run(impl->appliers_stop); });
+  }
+  m.stream_thread = std::thread([impl, label = o.label] { impl->RunStream(label); });
+  LOG_INFO("{} replication started: {} partitions", o.label, n);
+  return flow;
+}
+
+void Flow::Impl::RunStream(const std::string& label) {
+  auto backoff = std::chrono::milliseconds(500);
+  Status result;
+  while (!stream_stop) {
+    seq->Reset();
+    Status st = source->Stream(*seq, stream_stop);
+    seq->stats().connected = false;
+    if (stream_stop) break;
+    if (st.code() != StatusCode::kRetryCall) {
+      result = st.ok() ? Internal(label + " change stream ended") : st;
+      break;
+    }
+    LOG_WARN("{} change stream: {}; reconnecting in {} ms", label, st.message(), backoff.count());
+    std::unique_lock lock(mu);
+    wake.wait_for(lock, backoff, [this] { return stream_stop.load(); });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
+  }
+  std::lock_guard lock(mu);
+  stream_status = result;
+  stream_done = true;
+}
+
+void Flow::Stop() {
+  if (!impl_) return;
+  Impl& m = *impl_;
+  if (m.stopped.exchange(true)) return;
+  {
+    std::lock_guard lock(m.mu);
+    m.stream_stop = true;
+  }
+  m.wake.notify_all();
+  if (m.stream_thread.joinable()) m.stream_thread.join();
+  m.appliers_stop = true;
+  if (m.log) m.log->Close();
+  for (auto& t : m.threads) t.join();
+  m.threads.clear();
+  // Close the apply sessions (PostgreSQL's hold their replication origins).
+  m.sinks.clear();
+  m.barrier_sink.reset();
+}
+
+Status Flow::health() const {
+  const Impl& m = *impl_;
+  for (const auto& a : m.appliers)
+    if (Status st = a->status(); !st.ok()) return st.WithContext(label_ + " apply");
+  std::lock_guard lock(m.mu);
+  if (m.stream_done && !m.stopped)
+    return m.stream_status.ok() ? Internal(label_ + " change stream ended")
+                                : m.stream_status.WithContext(label_ + " replication");
+  return Status::Ok();
+}
+
+uint64_t Flow::AppliedThrough() const { return impl_->seq->AppliedThrough(); }
+
+FlowMetrics Flow::metrics() const {
+  const Impl& m = *impl_;
+  const SequencerStats& s = m.seq->stats();
+  FlowMetrics out;
+  out.received = s.received.load();
+  out.applied_through = m.seq->AppliedThrough();
+  out.confirmed = s.confirmed.load();
+  out.skipped = s.skipped.load();
+  out.connected = s.connected.load();
+  if (auto pending = m.tracker->OldestPending())
+    out.lag_seconds = std::max<double>(0, (NowUnixMicros() - pending->commit_time_us) / 1e6);
+  for (const auto& a : m.appliers) {
+    out.changes_applied += a->stats().received;
+    out.retries += a->stats().retries;
+  }
+  return out;
+}
+
+void Flow::Poke() { impl_->source->Poke(); }
+
+uint64_t Flow::QueueRepairs(std::vector<Change> changes) { return impl_->seq->QueueRepairs(std::move(changes)); }
+
+uint64_t Flow::RepairsRouted() const { return impl_->seq->stats().repairs_routed.load(); }
+
+}  // namespace midflight

@@ -1,0 +1,86 @@
+// One direction of replication: a change source, a sequencer, N partition
+// logs and N appliers writing through N change sinks. The same Flow serves
+// every engine and both directions (forward source -> target; reverse target
+// -> source after a write switch); the engine supplies only the source and
+// the sinks.
+//
+//   ChangeSource ─► Sequencer ─► PartitionLog[p] ─► Applier[p] ─► ChangeSink[p]
+//     (thread)        (filter, barriers,              (thread each)
+//                      route, repairs)                 barrier sink: ChangeSink[N]
+//
+// The stream thread reconnects a source that lost its connection (RetryCall)
+// with a backoff, for ever: a source that is down shows as not connected, and
+// the lag grows. Any other failure of the source or of an applier stops the
+// flow's progress and is reported by health().
+//
+// Thread-safety: Start and Stop from one thread; everything else from any.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "pipeline/applier.h"
+#include "pipeline/apply_tracker.h"
+#include "pipeline/change_source.h"
+#include "pipeline/router.h"
+#include "pipeline/sequencer.h"
+
+namespace midflight {
+
+struct FlowOptions {
+  std::string label = "forward";  // for messages: "forward", "reverse"
+  uint32_t partitions = 4;
+  size_t partition_log_bytes = 64u << 20;  // per partition
+  SnapshotFilter filter;                   // what the copy holds (empty: nothing to drop)
+  uint64_t start = 0;                      // the position the stream starts from (zero: the source knows)
+  ApplierOptions applier;                  // knobs, throttle board, rate, conflicts; label is set per flow
+};
+
+// Opens partition p's sink (p == partitions: the barrier sink). The tracker
+// is the flow's, for sinks that record how far every partition got.
+using SinkFactory = std::function<Result<std::unique_ptr<ChangeSink>>(PartitionId, const ApplyTracker&)>;
+
+struct FlowMetrics {
+  uint64_t received = 0;          // every source transaction before this was received
+  uint64_t applied_through = 0;   // every source transaction before this is applied
+  uint64_t confirmed = 0;         // what the source was last told is consumed
+  uint64_t changes_applied = 0, retries = 0, skipped = 0;
+  double lag_seconds = 0;         // age of the oldest transaction not applied yet
+  bool connected = false;
+};
+
+class Flow {
+ public:
+  // Opens every sink (loading its checkpoint), then starts the appliers and
+  // the stream thread.
+  static Result<std::unique_ptr<Flow>> Start(FlowOptions options, std::unique_ptr<ChangeSource> source,
+                                             const SinkFactory& open_sink);
+  ~Flow();
+
+  // Stops the stream, then the appliers (each finishes its batch), and closes
+  // the sinks. Idempotent.
+  void Stop();
+  // The first error of the stream or an applier (Ok while healthy).
+  Status health() const;
+  FlowMetrics metrics() const;
+  uint64_t AppliedThrough() const;
+  // Asks the source for its current position now.
+  void Poke();
+  // Changes to apply in key order after everything routed so far (verify
+  // --repair). Returns the RepairsRouted() value that means they are routed.
+  uint64_t QueueRepairs(std::vector<Change> changes);
+  uint64_t RepairsRouted() const;
+  const std::string& label() const { return label_; }
+
+ private:
+  Flow() = default;
+  struct Impl;
+  std::string label_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace midflight

@@ -1,0 +1,140 @@
+#include "pipeline/sequencer.h"
+
+#include <fmt/format.h>
+
+#include "base/clock.h"
+#include "base/log.h"
+
+namespace midflight {
+
+Sequencer::Sequencer(uint32_t partitions, SnapshotFilter filter, PartitionLog* log, ApplyTracker* tracker,
+                     ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints, uint64_t received,
+                     const std::atomic<bool>* stop)
+    : filter_(std::move(filter)),
+      tracker_(tracker),
+      barrier_sink_(barrier_sink),
+      routed_(Router(partitions), log, tracker, std::move(checkpoints)),
+      stop_(stop) {
+  stats_.received = received;
+}
+
+bool Sequencer::Begin(uint64_t pos, int64_t commit_time_us) {
+  in_txn_ = true;
+  txn_pos_ = pos;
+  txn_time_us_ = commit_time_us;
+  txn_seq_ = 0;
+  return ChangePosition{PgLsn::FromU64(pos), UINT32_MAX} <= routed_.lowest();
+}
+
+Status Sequencer::Emit(Change change) {
+  if (!in_txn_) return Internal("change stream: a change outside a transaction");
+  change.pos = ChangePosition{PgLsn::FromU64(txn_pos_), ++txn_seq_};
+  change.commit_time_us = txn_time_us_;
+  if (change.kind == ChangeKind::kUpdate) {
+    if (change.MovesKey() && !change.HasUnchangedValues()) {
+      // A key change is a delete of the old key and an insert of the new
+      // one, each routed (and judged by the snapshot filter) by its own key.
+      Change del;
+      del.kind = ChangeKind::kDelete;
+      del.table = change.table;
+      del.pos = change.pos;
+      del.commit_time_us = change.commit_time_us;
+      del.old = std::move(change.old);
+      Change ins;
+      ins.kind = ChangeKind::kInsert;
+      ins.table = std::move(change.table);
+      ins.pos = ChangePosition{PgLsn::FromU64(txn_pos_), ++txn_seq_};
+      ins.commit_time_us = change.commit_time_us;
+      ins.values = std::move(change.values);
+      RETURN_IF_ERROR(Route(std::move(del)));
+      return Route(std::move(ins));
+    }
+    // The old image is only needed to find a row whose key moved, or a row
+    // of a table without a key.
+    if (!change.MovesKey() && change.table && change.table->key_kind != KeyKind::kFullRow) change.old.clear();
+  }
+  return Route(std::move(change));
+}
+
+Status Sequencer::Route(Change change) {
+  if (change.pos.commit_lsn < filter_.horizon() && filter_.AlreadyCopied(change)) return Status::Ok();
+  // A truncate spans tables and partitions; a key move that leaves TOASTed
+  // values unchanged needs the old row to build the new one.
+  const bool barrier = change.kind == ChangeKind::kTruncate || (change.MovesKey() && change.HasUnchangedValues());
+  if (barrier) {
+    if (change.pos <= routed_.lowest()) return Status::Ok();
+    // Everything before the barrier must be applied first, in every partition.
+    RETURN_IF_ERROR(WaitApplied());
+    LOG_INFO("change stream: applying {} of {} at {} across all partitions", ChangeKindName(change.kind),
+             change.table->id.ToString(), change.pos.ToString());
+    RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, routed_.partitions()));
+    routed_.BarrierApplied(change.pos);
+    stats_.changes.fetch_add(1, std::memory_order_relaxed);
+    return Status::Ok();
+  }
+  bool routed = false;
+  RETURN_IF_ERROR(routed_.Append(std::move(change), &routed));
+  if (routed) stats_.changes.fetch_add(1, std::memory_order_relaxed);
+  return Status::Ok();
+}
+
+Status Sequencer::Commit(uint64_t end) {
+  in_txn_ = false;
+  if (end > stats_.received) stats_.received = end;
+  if (have_repairs_) return RouteRepairs();
+  return Status::Ok();
+}
+
+Status Sequencer::Idle(uint64_t pos) {
+  if (in_txn_) return Status::Ok();
+  if (pos > stats_.received) stats_.received = pos;
+  if (have_repairs_) return RouteRepairs();
+  return Status::Ok();
+}
+
+void Sequencer::Reset() { in_txn_ = false; }
+
+Status Sequencer::WaitApplied() {
+  while (!tracker_->WaitIdle(std::chrono::milliseconds(200)))
+    if (stop_ && *stop_) return Cancelled("stopping while waiting for every partition to apply");
+  return Status::Ok();
+}
+
+uint64_t Sequencer::AppliedThrough() const {
+  // Received first, then pending: every transaction received by then is
+  // either still pending below or applied.
+  uint64_t received = stats_.received.load();
+  auto pending = tracker_->OldestPending();
+  return pending ? std::min<uint64_t>(pending->commit_lsn.value(), received) : received;
+}
+
+uint64_t Sequencer::Confirmable() const { return std::max(AppliedThrough(), stats_.confirmed.load()); }
+
+void Sequencer::Confirmed(uint64_t pos) {
+  if (pos > stats_.confirmed) stats_.confirmed = pos;
+}
+
+uint64_t Sequencer::QueueRepairs(std::vector<Change> changes) {
+  std::lock_guard lock(repairs_mu_);
+  repairs_queued_ += changes.size();
+  for (auto& c : changes) repairs_.push_back(std::move(c));
+  have_repairs_ = true;
+  return repairs_queued_;
+}
+
+Status Sequencer::RouteRepairs() {
+  std::vector<Change> todo;
+  {
+    std::lock_guard lock(repairs_mu_);
+    todo.swap(repairs_);
+    have_repairs_ = false;
+  }
+  for (auto& c : todo) {
+    c.commit_time_us = NowUnixMicros();
+    RETURN_IF_ERROR(routed_.Inject(std::move(c)));
+    stats_.repairs_routed.fetch_add(1);
+  }
+  return Status::Ok();
+}
+
+}  // namespace midflight
