@@ -22,10 +22,9 @@
 #include "base/version.h"
 #include "control/compare.h"
 #include "control/http.h"
-#include "control/my_migration.h"
-#include "control/pg_migration.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "engines/engine.h"
 #include "pipeline/conflicts.h"
 #include "service/service.h"
 
@@ -34,11 +33,6 @@ namespace {
 std::atomic<bool> g_stop{false};
 
 void OnSignal(int) { g_stop = true; }
-
-bool IsMySql(const midflight::MigrationSpec& spec) {
-  const std::string scheme = midflight::UriScheme(spec.source);
-  return scheme == "mysql" || scheme == "mariadb";
-}
 
 int Fail(const midflight::Status& st) {
   std::fprintf(stderr, "midflight: %s\n", st.message().c_str());
@@ -438,7 +432,9 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*compare) {
-      auto result = IsMySql(*spec) ? midflight::CompareMyTables(*spec) : midflight::CompareTables(*spec);
+      auto engine = midflight::EngineFor(*spec);
+      if (!engine.ok()) return Fail(engine.status());
+      auto result = (*engine)->Compare(*spec);
       if (!result.ok()) return fail(result.status());
       bool all_equal = true;
       nlohmann::json j = nlohmann::json::array();

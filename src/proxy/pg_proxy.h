@@ -31,11 +31,9 @@
 #include <vector>
 
 #include "base/status.h"
+#include "proxy/traffic_switch.h"
 
 namespace midflight::proxy {
-
-enum class Side { kSource = 0, kTarget = 1 };
-const char* SideName(Side side);
 
 struct ServerAddress {
   std::string host;
@@ -61,38 +59,24 @@ struct ProxyConfig {
   int max_clients = 2000;
 };
 
-struct ProxyStats {
-  int64_t clients_rw = 0, clients_ro = 0;  // connected now
-  int64_t connections = 0;                 // accepted since start
-  int64_t auth_failures = 0, protocol_errors = 0;
-  int64_t transactions[2] = {0, 0};        // started, by side
-  int64_t server_connects[2] = {0, 0};     // server connections opened, by side
-  int64_t session_moves = 0;               // sessions moved to the other side at a boundary
-};
-
-class PgProxy {
+// The PostgreSQL proxy; TrafficSwitch (traffic_switch.h) says what each method does.
+class PgProxy final : public TrafficSwitch {
  public:
   static Result<std::unique_ptr<PgProxy>> Start(ProxyConfig config);
-  ~PgProxy();
-  // Closes the listeners and every session. Idempotent.
-  void Stop();
+  ~PgProxy() override;
+  void Stop() override;
 
-  std::string rw_address() const;
-  std::string ro_address() const;
+  std::string rw_address() const override;
+  std::string ro_address() const override;
 
-  Side write_side() const;
-  void SetWriteSide(Side side);
-  // Share of new read-only transactions sent to the target, 0..100.
-  int read_percent() const;
-  void SetReadPercent(int percent);
+  Side write_side() const override;
+  void SetWriteSide(Side side) override;
+  int read_percent() const override;
+  void SetReadPercent(int percent) override;
 
-  // Pauses the read-write endpoint: new transactions wait at their start (no
-  // client is refused). Returns Ok once no read-write session is inside a
-  // transaction; after `drain_timeout` returns an error describing the
-  // sessions still busy, and stays paused (the caller resumes).
-  Status PauseWrites(std::chrono::milliseconds drain_timeout);
-  void ResumeWrites();
-  ProxyStats stats() const;
+  Status PauseWrites(std::chrono::milliseconds drain_timeout) override;
+  void ResumeWrites() override;
+  ProxyStats stats() const override;
 
   struct Impl;  // internal (sessions hold it)
 

@@ -20,14 +20,12 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/uri.h"
-#include "control/engine.h"
-#include "control/my_migration.h"
-#include "control/pg_migration.h"
+#include "control/runner.h"
 #include "control/phase.h"
 #include "control/runtime.h"
 #include "control/state_store.h"
 #include "pipeline/conflicts.h"
-#include "proxy/pg_proxy.h"
+#include "proxy/traffic_switch.h"
 #include "service/notify.h"
 #include "service/prometheus.h"
 
@@ -46,11 +44,6 @@ http::Response JsonError(int status, const std::string& message) {
   return http::Json(status, json{{"error", message}}.dump());
 }
 http::Response JsonOk(int status, const json& body) { return http::Json(status, body.dump()); }
-
-bool IsMySqlSpec(const MigrationSpec& spec) {
-  const std::string scheme = UriScheme(spec.source);
-  return scheme == "mysql" || scheme == "mariadb";
-}
 
 // One read of a migration's stored state for an answer or a sample: every
 // key-value metric and the tables, instead of a query per field.
@@ -105,11 +98,11 @@ struct HistorySample {
 class HostedMigration {
  public:
   MigrationSpec spec;
-  std::string engine;  // "postgres" or "mysql"
+  const EngineKind* engine = nullptr;  // from the spec's URIs
   std::unique_ptr<StateStore> store;
   int lock_fd = -1;
   std::unique_ptr<MigrationRuntime> runtime;
-  std::unique_ptr<proxy::PgProxy> proxy;
+  std::unique_ptr<proxy::TrafficSwitch> proxy;
   std::unique_ptr<Notifier> notifier;
 
   std::mutex op_mu;  // pause, resume, abort, delete: one at a time
@@ -133,7 +126,7 @@ class HostedMigration {
                        std::unique_lock l(ops_mu_);
                        ops_ = std::move(h);
                      }};
-      Status st = engine == "mysql" ? RunMyMigration(ctx) : RunPgMigration(ctx);
+      Status st = RunMigration(*engine, ctx);
       if (!st.ok()) {
         st = Status(st.code(), store->Scrub(st.message()));
         LOG_ERROR("migration {}: {}", spec.name, st.message());
@@ -223,7 +216,7 @@ namespace {
 json Summary(HostedMigration& m, const View& v) {
   json j;
   j["name"] = m.spec.name;
-  j["engine"] = m.engine;
+  j["engine"] = std::string(m.engine->name());
   j["phase"] = PhaseName(v.phase);
   const bool held = v.phase == Phase::kPaused || v.phase == Phase::kFailed;
   j["resume_phase"] = held ? v.Str("resume_phase") : "";
@@ -426,7 +419,7 @@ void Service::Stop() {
 
 Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, bool start) {
   auto m = std::make_shared<HostedMigration>();
-  m->engine = IsMySqlSpec(spec) ? "mysql" : "postgres";
+  ASSIGN_OR_RETURN(m->engine, EngineFor(spec));
   ASSIGN_OR_RETURN(m->store, StateStore::Open(spec.state_dir, /*create=*/true));
   m->store->SetSecrets({spec.source, spec.target, spec.source_replica});
   ASSIGN_OR_RETURN(m->lock_fd, LockStateDir(spec.state_dir));
@@ -447,10 +440,10 @@ Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, bool 
                 json{{"from", PhaseName(from)}, {"to", PhaseName(to)}, {"reason", reason},
                      {"actor", ActorScope::Current()}});
   });
-  if (m->engine == "postgres" && m->spec.has_proxy) {
-    ASSIGN_OR_RETURN(m->proxy, StartPgProxy(m->spec, *m->store));
+  if (m->spec.has_proxy) {
+    ASSIGN_OR_RETURN(m->proxy, m->engine->StartTrafficSwitch(m->spec, *m->store));
   }
-  RETURN_IF_ERROR(m->store->PutMany({{"name", m->spec.name}, {"engine", m->engine},
+  RETURN_IF_ERROR(m->store->PutMany({{"name", m->spec.name}, {"engine", std::string(m->engine->name())},
                                      {"source", RedactUri(m->spec.source)}, {"target", RedactUri(m->spec.target)}}));
   {
     std::lock_guard lock(mu_);
@@ -594,7 +587,7 @@ http::Response Service::Create(const http::Request& r) {
     return JsonError(hosted.status().code() == StatusCode::kInvalidArgument ? 400 : 409,
                      ScrubSecrets(hosted.status().message(), {spec->source, spec->target, spec->source_replica}));
   }
-  (void)(*hosted)->store->AddEvent(fmt::format("created from a spec ({} engine)", (*hosted)->engine));
+  (void)(*hosted)->store->AddEvent(fmt::format("created from a spec ({} engine)", (*hosted)->engine->name()));
   LOG_INFO("migration {} created by {}: {} -> {}", spec->name, ActorScope::Current(), RedactUri(spec->source),
            RedactUri(spec->target));
   return JsonOk(201, Summary(**hosted, Read(*(*hosted)->store)));
@@ -696,12 +689,8 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
                                         AllowedList(Phase::kAborted), name, PhaseName(p),
                                         p == Phase::kWritesSwitched ? "; roll back first" : ""));
     m->StopRunner();
-    std::string cleanup = "slot and publication dropped";
-    if (m->engine == "postgres") {
-      if (Status st = CleanUpPgAbort(m->spec); !st.ok()) cleanup = st.message();
-    } else {
-      cleanup = "nothing to drop on the source (binlog reader)";
-    }
+    auto cleaned = m->engine->CleanUpAbort(m->spec);
+    const std::string cleanup = cleaned.ok() ? *cleaned : cleaned.status().message();
     if (m->proxy) {
       m->proxy->SetReadPercent(0);
       m->proxy->SetWriteSide(proxy::Side::kSource);
@@ -733,9 +722,9 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
   static const std::set<std::string> kTraffic = {"switch-reads", "switch-writes", "rollback", "complete", "approve",
                                                  "verify"};
   if (!kTraffic.count(op)) return JsonError(404, fmt::format("unknown operation {}", op));
-  if (m->engine != "postgres")
+  if (!m->engine->has_traffic_plane())
     return JsonError(409, fmt::format("{} is for PostgreSQL migrations (for now); {} is a {} migration", op, name,
-                                      m->engine));
+                                      m->engine->name()));
   // The state machine answers first for the operations that move the phase.
   {
     Phase p = m->store->phase();

@@ -1,4 +1,5 @@
-#include "control/my_migration.h"
+#include "engines/mysql/engine.h"
+#include "proxy/traffic_switch.h"
 
 #include <fmt/format.h>
 #include <unistd.h>
@@ -14,7 +15,10 @@
 #include "base/log.h"
 #include "base/parse.h"
 #include "base/uri.h"
+#include "control/compare.h"
 #include "control/phase_driver.h"
+#include "control/runtime.h"
+#include "control/spec.h"
 #include "control/run_util.h"
 #include "control/state_store.h"
 #include "engines/mysql/my_conn.h"
@@ -34,62 +38,68 @@ using mysql::MyConn;
 using mysql::MyResult;
 using TablePtr = std::shared_ptr<const TableSchema>;
 
-struct DoneChunk {
-  uint64_t snapshot = 0;
-  int64_t rows = 0, bytes = 0;
-};
-using DoneChunks = std::map<std::pair<std::string, int>, DoneChunk>;
-
-class Runner {
+class MyEngine final : public Engine {
  public:
-  Runner(const MigrationSpec& spec, StateStore& store, const std::atomic<bool>& stop, MigrationRuntime& runtime)
-      : spec_(spec), store_(store), stop_(stop), runtime_(runtime) {
+  MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
+      : spec_(spec), store_(store), runtime_(runtime) {
     reader_uri_ = spec.source_replica.empty() ? spec.source : spec.source_replica;
     // Conflicts counted by an earlier process keep counting.
     runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
   }
-  Status Run();
+
+  std::string_view name() const override { return "mysql"; }
+  Status Preflight(bool fresh, std::vector<std::string>* problems) override;
+  const std::vector<TablePtr>& tables() const override { return tables_; }
+  std::string Sides() const override {
+    return fmt::format("reading {}{}, writing {}", RedactUri(reader_uri_),
+                       spec_.source_replica.empty() ? "" : " (a replica: the primary is not touched)",
+                       RedactUri(spec_.target));
+  }
+  std::vector<std::pair<std::string, std::string>> InitialState() const override {
+    return {{"source", RedactUri(spec_.source)},
+            {"source_replica", RedactUri(spec_.source_replica)},
+            {"target", RedactUri(spec_.target)}};
+  }
+  std::string TableProblem(const TableSchema& t) const override {
+    if (t.key_kind != KeyKind::kNone) return "";
+    return fmt::format("table {} has no primary key and no unique index on NOT NULL columns, so its "
+                       "updates and deletes cannot be matched on the target: add a primary key "
+                       "(ALTER TABLE {} ADD PRIMARY KEY (...)), or add it to exclude",
+                       t.id.ToString(), mysql::QuoteQualified(t.id.schema, t.id.name));
+  }
+  Status CreateSchema() override;
+  Result<std::vector<Chunk>> PlanChunks(int64_t chunk_rows) override {
+    return mysql::PlanChunks(*src_, tables_, chunk_rows);
+  }
+  Result<DoneChunks> LoadDoneChunks() override;
+  Status PrepareCopy(const std::vector<Chunk>&, DoneChunks*, bool) override { return Status::Ok(); }
+  Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                    std::function<void(int)> on_chunk_committed) override;
+  Status FinishSchema() override;
+  Status Replicate(ReplicateStart start, ReplicateContext& ctx) override;
+  std::string FormatPosition(uint64_t pos) const override { return Pos(pos); }
 
  private:
-  Status Preflight(bool fresh);
-  Status CreateSchema();
-  Status Copy();
-  Status FinishSchema();
-  Status Replicate();
   // One run of the flow; sets *target_lost when a target connection was lost
   // (the flow must start again from the target's checkpoints).
-  Status ReplicateOnce(bool* target_lost);
-  Status LoadDoneChunks(DoneChunks* done);
-  std::vector<Chunk> Plan();
+  Status ReplicateOnce(const ReplicateStart& start, bool* target_lost);
   std::string Pos(uint64_t p) const { return mysql::FormatBinlogPos(binlog_base_, p); }
 
   const MigrationSpec& spec_;
   StateStore& store_;
-  const std::atomic<bool>& stop_;
   MigrationRuntime& runtime_;
+  const std::atomic<bool>* stop_ = nullptr;  // Replicate's
   std::string reader_uri_;
   std::string source_db_, target_db_;
-  std::string binlog_base_;
+  std::string binlog_base_ = "binlog";
   std::unique_ptr<MyConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
   int64_t max_row_bytes_ = 0;
 };
 
-Status Runner::Run() {
-  PhaseSteps steps;
-  steps.preflight = [this](bool fresh) { return Preflight(fresh); };
-  steps.schema_message = [this] { return fmt::format("creating {} tables on the target", tables_.size()); };
-  steps.create_schema = [this] { return CreateSchema(); };
-  steps.copy_message = "copying consistent snapshots";
-  steps.copy = [this] { return Copy(); };
-  steps.finish_schema = [this] { return FinishSchema(); };
-  steps.replicate = [this] { return Replicate(); };
-  return DrivePhases(store_, spec_.name, stop_, steps);
-}
-
-Status Runner::Preflight(bool fresh) {
-  std::vector<std::string> problems;
+Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
+  std::vector<std::string>& problems = *problems_out;
   mysql::ConnOptions o;
   o.program_name = "midflight-control";
   const std::string reader = spec_.source_replica.empty() ? "source" : "source replica";
@@ -97,7 +107,7 @@ Status Runner::Preflight(bool fresh) {
   if (!src.ok()) problems.push_back(reader + ": " + src.status().message());
   auto dst = MyConn::Connect(spec_.target, o);
   if (!dst.ok()) problems.push_back("target: " + dst.status().message());
-  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
+  if (!problems.empty()) return Status::Ok();
   src_ = std::move(*src);
   dst_ = std::move(*dst);
   ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader_uri_));
@@ -147,17 +157,7 @@ Status Runner::Preflight(bool fresh) {
   auto tables = mysql::LoadTables(*src_, source_db_, spec_.tables, spec_.exclude);
   if (!tables.ok()) return tables.status().WithContext("source catalog");
   tables_ = *tables;
-  if (tables_.empty())
-    problems.push_back(fmt::format("source: no table of database {} matches tables [{}] minus exclude [{}]",
-                                   source_db_, fmt::join(spec_.tables, ", "), fmt::join(spec_.exclude, ", ")));
-  for (const auto& t : tables_) {
-    by_id_[t->id] = t;
-    if (t->key_kind == KeyKind::kNone)
-      problems.push_back(fmt::format("table {} has no primary key and no unique index on NOT NULL columns, so its "
-                                     "updates and deletes cannot be matched on the target: add a primary key "
-                                     "(ALTER TABLE {} ADD PRIMARY KEY (...)), or add it to exclude",
-                                     t->id.ToString(), mysql::QuoteQualified(t->id.schema, t->id.name)));
-  }
+  for (const auto& t : tables_) by_id_[t->id] = t;
   if (fresh) {
     ASSIGN_OR_RETURN(auto existing, mysql::ListTables(*dst_, target_db_));
     if (!existing.empty() && !spec_.allow_nonempty_target)
@@ -165,90 +165,44 @@ Status Runner::Preflight(bool fresh) {
                                      "or set allow_nonempty_target: true",
                                      target_db_, existing.front().name,
                                      existing.size() > 1 ? fmt::format(" and {} more", existing.size() - 1) : ""));
-  } else {
-    std::string now;
-    for (const auto& t : tables_) now += t->id.ToString() + "\n";
-    if (store_.Get("tables").value_or(now) != now)
-      return OperatorError("the tables selected by the spec changed since the migration started; restore the spec's "
-                           "tables/exclude, or start a new migration");
   }
   // One owner per migration and target: a named lock held by this connection.
   ASSIGN_OR_RETURN(std::string locked, dst_->QueryValue(fmt::format(
       "SELECT GET_LOCK({}, 0)", mysql::QuoteString(fmt::format("midflight:{}:{}", spec_.name, target_db_)))));
   if (locked != "1")
     problems.push_back(fmt::format("another midflight process is already running migration {} into this target", spec_.name));
-  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
-  if (fresh) {
-    std::string names;
-    for (const auto& t : tables_) names += t->id.ToString() + "\n";
-    RETURN_IF_ERROR(store_.PutMany({{"tables", names},
-                                    {"engine", "mysql"},
-                                    {"source", RedactUri(spec_.source)},
-                                    {"source_replica", RedactUri(spec_.source_replica)},
-                                    {"target", RedactUri(spec_.target)},
-                                    {"partitions", std::to_string(spec_.partitions)}}));
-  }
-  int64_t rows = 0;
-  for (const auto& t : tables_) rows += t->estimated_rows;
-  Say(fmt::format("preflight ok: {} tables, about {} rows; reading {}{}, writing {}", tables_.size(), Commas(rows),
-                  RedactUri(reader_uri_), spec_.source_replica.empty() ? "" : " (a replica: the primary is not touched)",
-                  RedactUri(spec_.target)));
   return Status::Ok();
 }
 
-Status Runner::CreateSchema() {
+Status MyEngine::CreateSchema() {
   RETURN_IF_ERROR(dst_->Exec("CREATE DATABASE IF NOT EXISTS midflight"));
   RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
   std::vector<TableId> ids;
   for (const auto& t : tables_) ids.push_back(t->id);
   ASSIGN_OR_RETURN(auto ddl, mysql::CreateTables(*src_, *dst_, ids, target_db_));
   if (!store_.Get("deferred_ddl")) RETURN_IF_ERROR(store_.Put("deferred_ddl", mysql::SerializeDeferred(ddl)));
-  CrashPoint("after-pre-data");
   Say(fmt::format("schema: {} tables created on the target (secondary indexes and foreign keys follow the copy)",
                   tables_.size()));
   return Status::Ok();
 }
 
-std::vector<Chunk> Runner::Plan() {
-  std::vector<Chunk> out;
-  for (const auto& c : store_.Chunks()) {
-    auto dot = c.table.find('.');
-    out.push_back({TableId{c.table.substr(0, dot), c.table.substr(dot + 1)}, c.number,
-                   static_cast<Chunk::Kind>(c.kind), c.lo, c.hi});
-  }
-  return out;
-}
-
-Status Runner::LoadDoneChunks(DoneChunks* done) {
+Result<DoneChunks> MyEngine::LoadDoneChunks() {
+  DoneChunks done;
   ASSIGN_OR_RETURN(MyResult r, dst_->Query(fmt::format(
       "SELECT table_name, chunk, snapshot_pos, rows_copied, bytes_copied FROM midflight.chunks WHERE migration = {}",
       mysql::QuoteString(spec_.name))));
-  for (int i = 0; i < r.rows(); ++i)
-    (*done)[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {std::stoull(r.Get(i, 2)), r.GetInt(i, 3),
-                                                                 r.GetInt(i, 4)};
-  return Status::Ok();
+  for (int i = 0; i < r.rows(); ++i) {
+    uint64_t snapshot = 0;
+    if (!ParseU64(r.Get(i, 2), &snapshot))
+      return DataLoss(fmt::format("target: midflight.chunks has snapshot_pos '{}' for chunk {} of {}, not a position",
+                                  r.Get(i, 2), r.Get(i, 1), r.Get(i, 0)));
+    done[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {snapshot, r.GetInt(i, 3), r.GetInt(i, 4)};
+  }
+  return done;
 }
 
-Status Runner::Copy() {
-  std::vector<Chunk> plan = Plan();
-  if (plan.empty()) {
-    ASSIGN_OR_RETURN(plan, mysql::PlanChunks(*src_, tables_, spec_.chunk_rows));
-    std::vector<ChunkRow> rows;
-    for (const auto& c : plan) rows.push_back({c.table.ToString(), c.number, static_cast<int>(c.kind), c.lo, c.hi});
-    RETURN_IF_ERROR(store_.SaveChunks(rows));
-  }
-  DoneChunks done;
-  RETURN_IF_ERROR(LoadDoneChunks(&done));
-  CopyProgress progress;
-  std::map<TableId, int> total;
-  for (const auto& c : plan) ++total[c.table];
-  for (const auto& t : tables_) {
-    auto p = std::make_unique<TableProgress>();
-    p->chunks_total = total[t->id];
-    progress[t->id] = std::move(p);
-  }
-  std::map<TableId, int64_t> rows_at_start;
-  for (const auto& t : tables_) rows_at_start[t->id] = 0;
+Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                            std::function<void(int)> on_chunk_committed) {
   mysql::CopyJob job;
   job.source_uri = reader_uri_;
   job.target_uri = spec_.target;
@@ -257,40 +211,14 @@ Status Runner::Copy() {
   job.workers = spec_.copy_workers;
   job.tables = by_id_;
   job.max_row_bytes = max_row_bytes_;
-  for (const auto& c : plan) {
-    auto it = done.find({c.table.ToString(), c.number});
-    if (it == done.end()) {
-      job.chunks.push_back(c);
-    } else {
-      progress[c.table]->rows += it->second.rows;
-      progress[c.table]->bytes += it->second.bytes;
-      ++progress[c.table]->chunks_done;
-      rows_at_start[c.table] += it->second.rows;
-    }
-  }
-  auto started = std::chrono::steady_clock::now();
-  auto save_progress = [&](const char* final_state) {
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    SaveCopyProgress(store_, tables_, progress, rows_at_start, secs, final_state);
-  };
-  if (!job.chunks.empty()) {
-    Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot{}", job.chunks.size(),
-                    job.workers, done.empty() ? "" : " (resuming)"));
-    job.on_chunk_committed = [](int n) { CrashPoint("copy-chunks", n); };
-    Ticker ticker(std::chrono::milliseconds(1000), [&] { save_progress(nullptr); });
-    Status st = mysql::CopyChunks(job, progress, stop_);
-    save_progress(nullptr);
-    if (!st.ok()) return st;
-  }
-  save_progress("copied");
-  int64_t rows = 0;
-  for (const auto& [id, p] : progress) rows += p->rows;
-  Say(fmt::format("copying: done, {} rows in {:.1f} s", Commas(rows),
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
-  return Status::Ok();
+  job.chunks = std::move(chunks);
+  job.on_chunk_committed = std::move(on_chunk_committed);
+  Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot", job.chunks.size(),
+                  job.workers));
+  return mysql::CopyChunks(job, progress, stop);
 }
 
-Status Runner::FinishSchema() {
+Status MyEngine::FinishSchema() {
   Say("schema: building secondary indexes and foreign keys");
   auto started = std::chrono::steady_clock::now();
   CrashPoint("before-post-data");
@@ -307,14 +235,15 @@ Status Runner::FinishSchema() {
 // starts again from what the target holds (its checkpoints and restart
 // marker), retrying while the target is unreachable for up to the
 // fail_after_seconds knob.
-Status Runner::Replicate() {
+Status MyEngine::Replicate(ReplicateStart start, ReplicateContext& ctx) {
+  stop_ = &ctx.stop;
   std::chrono::steady_clock::time_point lost_since{};
   auto backoff = std::chrono::milliseconds(500);
   while (true) {
     bool target_lost = false;
     const auto started = std::chrono::steady_clock::now();
-    Status st = ReplicateOnce(&target_lost);
-    if (stop_) return st;
+    Status st = ReplicateOnce(start, &target_lost);
+    if (*stop_) return st;
     if (!target_lost && st.code() != StatusCode::kRetryCall) return st;
     // A flow that ran a while before this loss starts a new episode.
     if (std::chrono::steady_clock::now() - started > std::chrono::seconds(60)) {
@@ -331,13 +260,13 @@ Status Runner::Replicate() {
                                        st.ok() ? "target connection lost" : st.message(), failing));
     Say(fmt::format("replicating: {}; restarting from the target's checkpoints in {} ms",
                     target_lost ? "the target connection was lost" : st.message(), backoff.count()));
-    for (auto t = backoff; t.count() > 0 && !stop_; t -= std::chrono::milliseconds(50))
+    for (auto t = backoff; t.count() > 0 && !*stop_; t -= std::chrono::milliseconds(50))
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
 }
 
-Status Runner::ReplicateOnce(bool* target_lost) {
+Status MyEngine::ReplicateOnce(const ReplicateStart& rs, bool* target_lost) {
   // The control connections may have died with a server restart.
   mysql::ConnOptions co;
   co.program_name = "midflight-control";
@@ -349,24 +278,8 @@ Status Runner::ReplicateOnce(bool* target_lost) {
   if (!alive(dst_)) {
     ASSIGN_OR_RETURN(dst_, MyConn::Connect(spec_.target, co));
   }
-  const uint32_t partitions =
-      static_cast<uint32_t>(std::stoi(store_.Get("partitions").value_or(std::to_string(spec_.partitions))));
-  DoneChunks done;
-  RETURN_IF_ERROR(LoadDoneChunks(&done));
-  SnapshotFilter filter;
-  uint64_t start = UINT64_MAX;
-  for (const auto& c : Plan()) {
-    auto it = done.find({c.table.ToString(), c.number});
-    if (it == done.end())
-      return DataLoss(fmt::format("chunk {} of {} is not recorded on the target; the copy is incomplete", c.number,
-                                  c.table.ToString()));
-    PgLsn snap = PgLsn::FromU64(it->second.snapshot);
-    if (c.kind == Chunk::Kind::kIntRange)
-      filter.AddRange(c.table, c.lo, c.hi, snap);
-    else
-      filter.AddTable(c.table, snap);
-    start = std::min(start, it->second.snapshot);
-  }
+  const uint32_t partitions = rs.partitions;
+  uint64_t start = rs.oldest_snapshot;
   // The binlog's base name, from the server read.
   ASSIGN_OR_RETURN(MyResult ms, src_->Query("SHOW MASTER STATUS"));
   if (ms.rows() == 0) return OperatorError("source: SHOW MASTER STATUS is empty; is log_bin on?");
@@ -447,7 +360,7 @@ Status Runner::ReplicateOnce(bool* target_lost) {
   fo.label = "forward";
   fo.partitions = partitions;
   fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
-  fo.filter = std::move(filter);
+  fo.filter = rs.filter;
   fo.start = start;
   fo.applier.knobs = &runtime_.knobs;
   fo.applier.throttle = &runtime_.throttle;
@@ -469,7 +382,7 @@ Status Runner::ReplicateOnce(bool* target_lost) {
   auto last_rate_at = std::chrono::steady_clock::now();
   double rate = 0;
   uint64_t source_pos = 0;
-  while (!stop_) {
+  while (!*stop_) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     if (*lost) {
       *target_lost = true;
@@ -534,16 +447,8 @@ Status Runner::ReplicateOnce(bool* target_lost) {
   if (*lost) *target_lost = true;
   if (*target_lost) return Status::Ok();  // the positions in memory may be ahead of what the target holds
   (void)store_.Put("restart_pos", std::to_string(flow->AppliedThrough()));
-  if (stop_ && result.ok()) Say("stopped; run again with the same spec to resume");
+  if (*stop_ && result.ok()) Say("stopped; run again with the same spec to resume");
   return result;
-}
-
-}  // namespace
-
-Status RunMyMigration(RunContext& ctx) {
-  RETURN_IF_ERROR(ctx.store.PutMany({{"name", ctx.spec.name}, {"pid", std::to_string(getpid())}}));
-  Runner runner(ctx.spec, ctx.store, ctx.stop, ctx.runtime);
-  return runner.Run();
 }
 
 Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) {
@@ -589,6 +494,32 @@ Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) 
     out.push_back(std::move(c));
   }
   return out;
+}
+
+class MyEngineKind final : public EngineKind {
+ public:
+  std::string_view name() const override { return "mysql"; }
+  std::unique_ptr<Engine> New(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store) const override {
+    return std::make_unique<MyEngine>(spec, runtime, store);
+  }
+  // Nothing of midflight's stays on a MySQL source (no slot, no publication).
+  Result<std::string> CleanUpAbort(const MigrationSpec&) const override {
+    return std::string("nothing to drop on the source (binlog reader)");
+  }
+  Result<std::vector<TableComparison>> Compare(const MigrationSpec& spec) const override {
+    return CompareMyTables(spec);
+  }
+  Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
+    return OperatorError("the proxy is for PostgreSQL migrations (for now): remove proxy: from the spec");
+  }
+  bool has_traffic_plane() const override { return false; }
+};
+
+}  // namespace
+
+const EngineKind& MySqlEngine() {
+  static const MyEngineKind kind;
+  return kind;
 }
 
 }  // namespace midflight

@@ -41,7 +41,7 @@
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
-#include "proxy/pg_proxy.h"
+#include "proxy/traffic_switch.h"
 
 namespace midflight::pg {
 class PgConn;
@@ -53,7 +53,7 @@ class PgCutover {
  public:
   using TablePtr = std::shared_ptr<const TableSchema>;
   // `proxy` may be null (no proxy configured: the switches are refused).
-  PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy, MigrationRuntime& runtime);
+  PgCutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwitch* proxy, MigrationRuntime& runtime);
 
   // Replicates (forward; reverse too once a write switch started it) and
   // records metrics until `stop` is set or a flow fails. `tables`: the
@@ -88,7 +88,7 @@ class PgCutover {
 
   const MigrationSpec& spec_;
   StateStore& store_;
-  proxy::PgProxy* proxy_;
+  proxy::TrafficSwitch* proxy_;
   std::vector<TablePtr> tables_;
   uint32_t partitions_ = 0;
   MigrationRuntime& runtime_;

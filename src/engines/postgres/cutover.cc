@@ -1,4 +1,4 @@
-#include "control/pg_cutover.h"
+#include "engines/postgres/cutover.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
@@ -66,7 +66,7 @@ std::string Ms(double seconds) { return fmt::format("{:.0f} ms", seconds * 1000)
 
 }  // namespace
 
-PgCutover::PgCutover(const MigrationSpec& spec, StateStore& store, proxy::PgProxy* proxy, MigrationRuntime& runtime)
+PgCutover::PgCutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwitch* proxy, MigrationRuntime& runtime)
     : spec_(spec), store_(store), proxy_(proxy), runtime_(runtime) {
   // Conflicts counted by an earlier process keep counting.
   runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));

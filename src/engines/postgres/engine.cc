@@ -1,4 +1,4 @@
-#include "control/pg_migration.h"
+#include "engines/postgres/engine.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
@@ -14,20 +14,18 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/parse.h"
 #include "base/uri.h"
 #include "control/http.h"
-#include "control/pg_cutover.h"
+#include "control/compare.h"
+#include "control/runtime.h"
+#include "engines/postgres/cutover.h"
 #include "proxy/pg_proxy.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
 #include "control/state_store.h"
-#include "pipeline/applier.h"
-#include "pipeline/apply_tracker.h"
-#include "pipeline/partition_log.h"
-#include "pipeline/router.h"
 #include "engines/postgres/pg_conn.h"
 #include "engines/postgres/catalog.h"
-#include "engines/postgres/change_stream.h"
 #include "engines/postgres/snapshot_copier.h"
 #include "engines/postgres/pg_applier.h"
 #include "engines/postgres/schema_loader.h"
@@ -39,65 +37,62 @@ using pg::PgConn;
 using pg::PgResult;
 using TablePtr = std::shared_ptr<const TableSchema>;
 
-// Chunks recorded on the target: (table, chunk) -> what its transaction stored.
-struct DoneChunk {
-  PgLsn snapshot;
-  int64_t rows = 0, bytes = 0;
-};
-using DoneChunks = std::map<std::pair<std::string, int>, DoneChunk>;
-
-class Runner {
+class PgEngine final : public Engine {
  public:
-  Runner(const MigrationSpec& spec, StateStore& store, PgCutover& cutover, const std::atomic<bool>& stop,
-         MigrationRuntime& runtime)
-      : spec_(spec), store_(store), cutover_(cutover), stop_(stop), runtime_(runtime) {}
+  PgEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
+      : spec_(spec), runtime_(runtime), store_(store) {
+    dump_path_ = spec_.state_dir + "/schema.dump";
+  }
 
-  Status Run();
+  std::string_view name() const override { return "postgres"; }
+  Status Preflight(bool fresh, std::vector<std::string>* problems) override;
+  const std::vector<TablePtr>& tables() const override { return tables_; }
+  std::string Sides() const override {
+    return fmt::format("source {}, target {}", RedactUri(spec_.source), RedactUri(spec_.target));
+  }
+  std::vector<std::pair<std::string, std::string>> InitialState() const override {
+    return {{"source", RedactUri(spec_.source)}, {"target", RedactUri(spec_.target)}};
+  }
+  std::string TableProblem(const TableSchema& t) const override {
+    if (t.key_kind != KeyKind::kNone) return "";
+    return fmt::format(
+        "table {} has no primary key and no replica identity: add a primary key, or run "
+        "ALTER TABLE {} REPLICA IDENTITY FULL (its updates and deletes then match the whole row), "
+        "or add it to exclude",
+        t.id.ToString(), pg::DisplayQualified(t.id.schema, t.id.name));
+  }
+  Status CreateSchema() override;
+  Result<std::vector<Chunk>> PlanChunks(int64_t chunk_rows) override { return pg::PlanChunks(*src_, tables_, chunk_rows); }
+  Result<DoneChunks> LoadDoneChunks() override;
+  Status PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) override;
+  Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                    std::function<void(int)> on_chunk_committed) override;
+  Status FinishSchema() override;
+  Status Replicate(ReplicateStart start, ReplicateContext& ctx) override;
+  std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
 
  private:
-  Status Preflight(bool fresh);
-  Status CreateSchema();
-  Status Copy();
-  Status FinishSchema();
   Status ReconnectControl();
-  Status Replicate();
-  Status CheckTableSelection();
-  Status LoadDoneChunks(DoneChunks* done);
-  std::vector<pg::Chunk> Plan();
 
   const MigrationSpec& spec_;
-  StateStore& store_;
-  PgCutover& cutover_;
-  const std::atomic<bool>& stop_;
   MigrationRuntime& runtime_;
+  StateStore& store_;
   std::unique_ptr<PgConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
   std::string dump_path_;
+  bool have_slot_ = false;  // PrepareCopy: the migration's slot exists on the source
 };
 
-Status Runner::Run() {
-  dump_path_ = spec_.state_dir + "/schema.dump";
-  PhaseSteps steps;
-  steps.preflight = [this](bool fresh) { return Preflight(fresh); };
-  steps.schema_message = [this] { return fmt::format("creating {} tables on the target", tables_.size()); };
-  steps.create_schema = [this] { return CreateSchema(); };
-  steps.copy_message = "copying a consistent snapshot";
-  steps.copy = [this] { return Copy(); };
-  steps.finish_schema = [this] { return FinishSchema(); };
-  steps.replicate = [this] { return Replicate(); };
-  return DrivePhases(store_, spec_.name, stop_, steps);
-}
-
-Status Runner::Preflight(bool fresh) {
-  std::vector<std::string> problems;
+Status PgEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
+  std::vector<std::string>& problems = *problems_out;
   pg::ConnOptions o;
   o.application_name = "midflight-control";
   auto src = PgConn::Connect(spec_.source, o);
   if (!src.ok()) problems.push_back("source: " + src.status().message());
   auto dst = PgConn::Connect(spec_.target, o);
   if (!dst.ok()) problems.push_back("target: " + dst.status().message());
-  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
+  if (!problems.empty()) return Status::Ok();
   src_ = std::move(*src);
   dst_ = std::move(*dst);
 
@@ -157,18 +152,7 @@ Status Runner::Preflight(bool fresh) {
   auto tables = pg::LoadTables(*src_, spec_.tables, spec_.exclude);
   if (!tables.ok()) return tables.status().WithContext("source catalog");
   tables_ = *tables;
-  if (tables_.empty())
-    problems.push_back(fmt::format("source: no table matches tables [{}] minus exclude [{}]",
-                                   fmt::join(spec_.tables, ", "), fmt::join(spec_.exclude, ", ")));
-  for (const auto& t : tables_) {
-    by_id_[t->id] = t;
-    if (t->key_kind == KeyKind::kNone)
-      problems.push_back(fmt::format(
-          "table {} has no primary key and no replica identity: add a primary key, or run "
-          "ALTER TABLE {} REPLICA IDENTITY FULL (its updates and deletes then match the whole row), "
-          "or add it to exclude",
-          t->id.ToString(), pg::DisplayQualified(t->id.schema, t->id.name)));
-  }
+  for (const auto& t : tables_) by_id_[t->id] = t;
   if (fresh) {
     ASSIGN_OR_RETURN(auto existing, pg::ListUserTables(*dst_));
     if (!existing.empty() && !spec_.allow_nonempty_target)
@@ -179,8 +163,6 @@ Status Runner::Preflight(bool fresh) {
     for (const auto& e : existing)
       if (spec_.allow_nonempty_target && by_id_.count(e))
         problems.push_back(fmt::format("target already has table {}", e.ToString()));
-  } else {
-    RETURN_IF_ERROR(CheckTableSelection());
   }
   // One owner per source/target pair: a session advisory lock on the target,
   // held by this connection for the life of the process.
@@ -190,35 +172,10 @@ Status Runner::Preflight(bool fresh) {
   if (locked != "true")
     problems.push_back("another midflight migration is already running from this source database to this target "
                        "database (it holds the target's advisory lock)");
-  if (!problems.empty()) return OperatorError(fmt::format("preflight failed:\n  {}", fmt::join(problems, "\n  ")));
-  if (fresh) {
-    std::string names;
-    for (const auto& t : tables_) names += t->id.ToString() + "\n";
-    RETURN_IF_ERROR(store_.PutMany({{"tables", names},
-                                    {"source", RedactUri(spec_.source)},
-                                    {"target", RedactUri(spec_.target)},
-                                    {"partitions", std::to_string(spec_.partitions)}}));
-  }
-  int64_t rows = 0;
-  for (const auto& t : tables_) rows += t->estimated_rows;
-  Say(fmt::format("preflight ok: {} tables, about {} rows; source {}, target {}", tables_.size(), Commas(rows),
-                  RedactUri(spec_.source), RedactUri(spec_.target)));
   return Status::Ok();
 }
 
-Status Runner::CheckTableSelection() {
-  std::string now;
-  for (const auto& t : tables_) now += t->id.ToString() + "\n";
-  std::string then = store_.Get("tables").value_or(now);
-  if (then != now)
-    return OperatorError(fmt::format(
-        "the tables selected by the spec changed since the migration started (then: {}; now: {}); restore the "
-        "spec's tables/exclude, or start a new migration",
-        then, now));
-  return Status::Ok();
-}
-
-Status Runner::CreateSchema() {
+Status PgEngine::CreateSchema() {
   ASSIGN_OR_RETURN(auto all, pg::ListUserTables(*src_));
   RETURN_IF_ERROR(pg::DumpSchema(spec_.source, tables_, all, dump_path_));
   // The pre-data restore is one transaction: either every table exists or none.
@@ -228,34 +185,23 @@ Status Runner::CreateSchema() {
   for (const auto& t : tables_) all_there = all_there && have.count(t->id);
   if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(*src_, *dst_, spec_.target, dump_path_, spec_.state_dir));
   RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
-  CrashPoint("after-pre-data");
   Say(fmt::format("schema: {} tables created on the target (indexes and constraints follow the copy)", tables_.size()));
   return Status::Ok();
 }
 
-std::vector<pg::Chunk> Runner::Plan() {
-  std::vector<pg::Chunk> out;
-  for (const auto& c : store_.Chunks()) {
-    auto dot = c.table.find('.');
-    pg::Chunk ch{TableId{c.table.substr(0, dot), c.table.substr(dot + 1)}, c.number,
-                 static_cast<pg::Chunk::Kind>(c.kind), c.lo, c.hi};
-    out.push_back(ch);
-  }
-  return out;
-}
-
-Status Runner::LoadDoneChunks(DoneChunks* done) {
+Result<DoneChunks> PgEngine::LoadDoneChunks() {
+  DoneChunks done;
   ASSIGN_OR_RETURN(PgResult r, dst_->Query("SELECT table_name, chunk, snapshot_lsn::text, rows_copied, bytes_copied "
                                            "FROM midflight.chunks WHERE migration = $1",
                                            {spec_.name}));
   for (int i = 0; i < r.rows(); ++i) {
     ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(r.Get(i, 2)));
-    (*done)[{r.GetString(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {lsn, r.GetInt(i, 3), r.GetInt(i, 4)};
+    done[{r.GetString(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {lsn.value(), r.GetInt(i, 3), r.GetInt(i, 4)};
   }
-  return Status::Ok();
+  return done;
 }
 
-Status Runner::Copy() {
+Status PgEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) {
   // Publication (the one object besides the slot that midflight creates on the source).
   ASSIGN_OR_RETURN(PgResult pub, src_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {spec_.publication_name()}));
   std::string table_list;
@@ -264,49 +210,43 @@ Status Runner::Copy() {
     RETURN_IF_ERROR(src_->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
                                            pg::QuoteIdent(spec_.publication_name()), table_list)));
 
-  // The copy plan, fixed at the first attempt.
-  std::vector<pg::Chunk> plan = Plan();
-  if (plan.empty()) {
-    ASSIGN_OR_RETURN(plan, pg::PlanChunks(*src_, tables_, spec_.chunk_rows));
-    std::vector<ChunkRow> rows;
-    for (const auto& c : plan) rows.push_back({c.table.ToString(), c.number, static_cast<int>(c.kind), c.lo, c.hi});
-    RETURN_IF_ERROR(store_.SaveChunks(rows));
-  }
-  DoneChunks done;
-  RETURN_IF_ERROR(LoadDoneChunks(&done));
-
   // Tables that must come from one snapshot as a whole (not split by key
   // value) and were left half-copied start over: their target rows go.
   std::map<TableId, int> total, finished;
   for (const auto& c : plan) {
     ++total[c.table];
-    if (done.count({c.table.ToString(), c.number})) ++finished[c.table];
+    if (done->count({c.table.ToString(), c.number})) ++finished[c.table];
   }
   for (const auto& [id, n] : total) {
     int f = finished[id];
     if (f == 0 || f == n) continue;
     bool by_value = false;
     for (const auto& c : plan)
-      if (c.table == id && c.kind == pg::Chunk::Kind::kIntRange) by_value = true;
+      if (c.table == id && c.kind == Chunk::Kind::kIntRange) by_value = true;
     if (by_value) continue;
     Say(fmt::format("copying: {} was partly copied from an older snapshot; copying it again whole", id.ToString()));
     RETURN_IF_ERROR(dst_->Exec(fmt::format("BEGIN; TRUNCATE {}; DELETE FROM midflight.chunks WHERE migration = {} AND "
                                            "table_name = {}; COMMIT",
                                            pg::QuoteQualified(id.schema, id.name), pg::QuoteLiteral(spec_.name),
                                            pg::QuoteLiteral(id.ToString()))));
-    for (auto it = done.begin(); it != done.end();) it = it->first.first == id.ToString() ? done.erase(it) : std::next(it);
+    for (auto it = done->begin(); it != done->end();)
+      it = it->first.first == id.ToString() ? done->erase(it) : std::next(it);
+    todo = true;
   }
 
-  pg::CopyProgress progress;
-  for (const auto& t : tables_) {
-    auto p = std::make_unique<pg::TableProgress>();
-    p->chunks_total = total[t->id];
-    progress[t->id] = std::move(p);
-  }
-  // Rows copied by earlier runs, per table. Filled before the progress ticker
-  // starts and only read (with at()) afterwards: the ticker runs on its own thread.
-  std::map<TableId, int64_t> rows_at_start;
-  for (const auto& t : tables_) rows_at_start[t->id] = 0;
+  ASSIGN_OR_RETURN(PgResult slot, src_->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec_.slot_name()}));
+  have_slot_ = slot.rows() > 0;
+  if (!have_slot_ && !done->empty())
+    return DataLoss(fmt::format("replication slot {} is gone from the source, so the changes made since the copy "
+                                "began are lost; abort this migration and start a new one",
+                                spec_.slot_name()));
+  if (!have_slot_ && !todo)
+    return DataLoss(fmt::format("replication slot {} is missing on the source", spec_.slot_name()));
+  return Status::Ok();
+}
+
+Status PgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                            std::function<void(int)> on_chunk_committed) {
   pg::CopyJob job;
   job.source_uri = spec_.source;
   job.target_uri = spec_.target;
@@ -316,80 +256,33 @@ Status Runner::Copy() {
   job.rate = &runtime_.copy_rate;
   job.throttle = &runtime_.throttle;
   job.tables = by_id_;
-  for (const auto& c : plan) {
-    auto it = done.find({c.table.ToString(), c.number});
-    if (it == done.end()) {
-      job.chunks.push_back(c);
-    } else {
-      progress[c.table]->rows += it->second.rows;
-      progress[c.table]->bytes += it->second.bytes;
-      ++progress[c.table]->chunks_done;
-      rows_at_start[c.table] += it->second.rows;
-    }
-  }
-
-  ASSIGN_OR_RETURN(PgResult slot, src_->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec_.slot_name()}));
-  const bool have_slot = slot.rows() > 0;
-  if (!have_slot && !done.empty())
-    return DataLoss(fmt::format("replication slot {} is gone from the source, so the changes made since the copy "
-                                "began are lost; abort this migration and start a new one",
-                                spec_.slot_name()));
-
-  auto started = std::chrono::steady_clock::now();
-  auto save_progress = [&](const char* final_state) {
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    SaveCopyProgress(store_, tables_, progress, rows_at_start, secs, final_state);
-  };
-
-  std::unique_ptr<PgConn> repl;
-  if (!job.chunks.empty()) {
-    pg::ConnOptions ro;
-    ro.kind = pg::ConnKind::kReplication;
-    ro.application_name = "midflight-snapshot";
-    ASSIGN_OR_RETURN(repl, PgConn::Connect(spec_.source, ro));
-    std::string cmd = have_slot
-        ? fmt::format("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
-                      pg::QuoteIdent(fmt::format("{}_r{}", spec_.slot_name(), getpid())))
-        : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", pg::QuoteIdent(spec_.slot_name()));
-    PgResult created(PQexec(repl->raw(), cmd.c_str()));
-    if (PQresultStatus(created.raw()) != PGRES_TUPLES_OK)
-      return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + spec_.slot_name());
-    ASSIGN_OR_RETURN(job.snapshot_lsn, PgLsn::Parse(created.Get(0, 1)));
-    job.snapshot_name = created.GetString(0, 2);
-    if (!have_slot) RETURN_IF_ERROR(store_.Put("slot_lsn", job.snapshot_lsn.ToString()));
-    Say(fmt::format("copying: {} chunks with {} workers from the snapshot at {}{}", job.chunks.size(),
-                    runtime_.knobs.Int(Knob::kParallelism),
-                    job.snapshot_lsn.ToString(), have_slot ? " (a newer snapshot: resuming)" : ""));
-    job.on_chunk_committed = [](int n) { CrashPoint("copy-chunks", n); };
-    Ticker ticker(std::chrono::milliseconds(1000), [&] { save_progress(nullptr); });
-    auto last_print = std::chrono::steady_clock::now();
-    Ticker printer(std::chrono::milliseconds(5000), [&] {
-      if (std::chrono::steady_clock::now() - last_print < std::chrono::seconds(4)) return;
-      last_print = std::chrono::steady_clock::now();
-      for (const auto& t : tables_) {
-        const auto& p = *progress.at(t->id);
-        if (p.chunks_done == p.chunks_total || p.rows == 0) continue;
-        Say(fmt::format("  {:<36} {:>12} / ~{} rows  chunk {}/{}", t->id.ToString(), Commas(p.rows),
-                        Commas(t->estimated_rows), p.chunks_done.load(), p.chunks_total));
-      }
-    });
-    Status st = pg::CopyChunks(job, progress, stop_, [&] { repl.reset(); });
-    save_progress(nullptr);
-    if (!st.ok()) return st;
-  } else if (!have_slot) {
-    return DataLoss(fmt::format("replication slot {} is missing on the source", spec_.slot_name()));
-  }
-  save_progress("copied");
-  int64_t rows = 0;
-  for (const auto& [id, p] : progress) rows += p->rows;
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-  Say(fmt::format("copying: done, {} rows in {:.1f} s", Commas(rows), secs));
-  return Status::Ok();
+  job.chunks = std::move(chunks);
+  job.on_chunk_committed = std::move(on_chunk_committed);
+  // The slot (first run) or a temporary one (a resumed copy) exports the
+  // snapshot every worker imports; its connection stays open until they have.
+  pg::ConnOptions ro;
+  ro.kind = pg::ConnKind::kReplication;
+  ro.application_name = "midflight-snapshot";
+  ASSIGN_OR_RETURN(std::unique_ptr<PgConn> repl, PgConn::Connect(spec_.source, ro));
+  std::string cmd = have_slot_
+      ? fmt::format("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+                    pg::QuoteIdent(fmt::format("{}_r{}", spec_.slot_name(), getpid())))
+      : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT", pg::QuoteIdent(spec_.slot_name()));
+  PgResult created(PQexec(repl->raw(), cmd.c_str()));
+  if (PQresultStatus(created.raw()) != PGRES_TUPLES_OK)
+    return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + spec_.slot_name());
+  ASSIGN_OR_RETURN(job.snapshot_lsn, PgLsn::Parse(created.Get(0, 1)));
+  job.snapshot_name = created.GetString(0, 2);
+  if (!have_slot_) RETURN_IF_ERROR(store_.Put("slot_lsn", job.snapshot_lsn.ToString()));
+  Say(fmt::format("copying: {} chunks with {} workers from the snapshot at {}{}", job.chunks.size(),
+                  runtime_.knobs.Int(Knob::kParallelism), job.snapshot_lsn.ToString(),
+                  have_slot_ ? " (a newer snapshot: resuming)" : ""));
+  return pg::CopyChunks(job, progress, stop, [&] { repl.reset(); });
 }
 
 // The control connections outlive long steps (a copy of hours) during which
 // a server may restart: reconnect before the next step uses them.
-Status Runner::ReconnectControl() {
+Status PgEngine::ReconnectControl() {
   pg::ConnOptions o;
   o.application_name = "midflight-control";
   // A session the server dropped still looks fine until it is used.
@@ -403,7 +296,7 @@ Status Runner::ReconnectControl() {
   return Status::Ok();
 }
 
-Status Runner::FinishSchema() {
+Status PgEngine::FinishSchema() {
   RETURN_IF_ERROR(ReconnectControl());
   Say("schema: building primary keys, indexes and constraints");
   auto started = std::chrono::steady_clock::now();
@@ -433,31 +326,14 @@ Status Runner::FinishSchema() {
   return Status::Ok();
 }
 
-Status Runner::Replicate() {
+Status PgEngine::Replicate(ReplicateStart start, ReplicateContext& ctx) {
   RETURN_IF_ERROR(ReconnectControl());
-  const uint32_t partitions =
-      static_cast<uint32_t>(std::stoi(store_.Get("partitions").value_or(std::to_string(spec_.partitions))));
-  if (static_cast<int>(partitions) != spec_.partitions)
-    LOG_WARN("the spec asks for {} partitions, but this migration runs with {} (fixed when it started)",
-             spec_.partitions, partitions);
-
-  // What the copy holds: per chunk (value ranges) or per table.
-  SnapshotFilter filter;
-  if (store_.phase() != Phase::kCompleted) {
-    DoneChunks done;
-    RETURN_IF_ERROR(LoadDoneChunks(&done));
-    for (const auto& c : Plan()) {
-      auto it = done.find({c.table.ToString(), c.number});
-      if (it == done.end())
-        return DataLoss(fmt::format("chunk {} of {} is not recorded on the target; the copy is incomplete", c.number,
-                                    c.table.ToString()));
-      if (c.kind == pg::Chunk::Kind::kIntRange)
-        filter.AddRange(c.table, c.lo, c.hi, it->second.snapshot);
-      else
-        filter.AddTable(c.table, it->second.snapshot);
-    }
-  }
-  return cutover_.Run(tables_, std::move(filter), partitions, stop_);
+  PgCutover cutover(spec_, ctx.store, ctx.traffic, ctx.runtime);
+  if (ctx.publish_operations)
+    ctx.publish_operations([&cutover](const http::Request& r) { return cutover.Handle(r); });
+  Status st = cutover.Run(tables_, std::move(start.filter), start.partitions, ctx.stop);
+  if (ctx.publish_operations) ctx.publish_operations(nullptr);
+  return st;
 }
 
 Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {
@@ -483,35 +359,26 @@ Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {
   return pc;
 }
 
-}  // namespace
-
-Result<std::unique_ptr<proxy::PgProxy>> StartPgProxy(const MigrationSpec& spec, StateStore& store) {
+Result<std::unique_ptr<proxy::TrafficSwitch>> StartPgProxy(const MigrationSpec& spec, StateStore& store) {
   ASSIGN_OR_RETURN(proxy::ProxyConfig pc, ProxyConfigFor(spec));
   ASSIGN_OR_RETURN(auto proxy, proxy::PgProxy::Start(std::move(pc)));
   Phase phase = store.phase();
   if (phase == Phase::kFailed || phase == Phase::kPaused)
     phase = ParsePhase(store.Get("resume_phase").value_or("created")).value_or(Phase::kCreated);
   if (phase == Phase::kWritesSwitched || phase == Phase::kCompleted) proxy->SetWriteSide(proxy::Side::kTarget);
-  proxy->SetReadPercent(std::stoi(store.Get("read_percent").value_or("0")));
+  int64_t percent = 0;
+  const std::string stored = store.Get("read_percent").value_or("0");
+  if (!ParseI64(stored, &percent) || percent < 0 || percent > 100)
+    return Internal(fmt::format("state store: read_percent '{}' is not a percentage", stored));
+  proxy->SetReadPercent(static_cast<int>(percent));
   RETURN_IF_ERROR(store.PutMany({{"proxy_rw", proxy->rw_address()}, {"proxy_ro", proxy->ro_address()}}));
   Say(fmt::format("proxy: read-write {} and read-only {}, writes to the {}, {}% of reads to the target",
                   proxy->rw_address(), proxy->ro_address().empty() ? "(none)" : proxy->ro_address(),
                   proxy::SideName(proxy->write_side()), proxy->read_percent()));
-  return proxy;
+  return std::unique_ptr<proxy::TrafficSwitch>(std::move(proxy));
 }
 
-Status RunPgMigration(RunContext& ctx) {
-  RETURN_IF_ERROR(ctx.store.PutMany({{"name", ctx.spec.name}, {"pid", std::to_string(getpid())}}));
-  PgCutover cutover(ctx.spec, ctx.store, ctx.proxy, ctx.runtime);
-  if (ctx.publish_operations)
-    ctx.publish_operations([&cutover](const http::Request& r) { return cutover.Handle(r); });
-  Runner runner(ctx.spec, ctx.store, cutover, ctx.stop, ctx.runtime);
-  Status st = runner.Run();
-  if (ctx.publish_operations) ctx.publish_operations(nullptr);
-  return st;
-}
-
-Status CleanUpPgAbort(const MigrationSpec& spec) {
+Status CleanUpAbort(const MigrationSpec& spec) {
   pg::ConnOptions o;
   o.application_name = "midflight-abort";
   std::vector<std::string> problems;
@@ -541,6 +408,31 @@ Status CleanUpPgAbort(const MigrationSpec& spec) {
   if (!problems.empty())
     return OperatorError(fmt::format("abort could not clean up: {}", fmt::join(problems, "; ")));
   return Status::Ok();
+}
+
+class PgEngineKind final : public EngineKind {
+ public:
+  std::string_view name() const override { return "postgres"; }
+  std::unique_ptr<Engine> New(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store) const override {
+    return std::make_unique<PgEngine>(spec, runtime, store);
+  }
+  Result<std::string> CleanUpAbort(const MigrationSpec& spec) const override {
+    RETURN_IF_ERROR(midflight::CleanUpAbort(spec));
+    return std::string("slot and publication dropped");
+  }
+  Result<std::vector<TableComparison>> Compare(const MigrationSpec& spec) const override { return CompareTables(spec); }
+  Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec& spec,
+                                                                  StateStore& store) const override {
+    return StartPgProxy(spec, store);
+  }
+  bool has_traffic_plane() const override { return true; }
+};
+
+}  // namespace
+
+const EngineKind& PostgresEngine() {
+  static const PgEngineKind kind;
+  return kind;
 }
 
 }  // namespace midflight

@@ -1,0 +1,164 @@
+// The Engine: everything a migration needs from one kind of database, behind
+// one interface, so the runner (control/runner.cc), the service and the CLI
+// are written once. An engine is chosen from the spec's URIs by OpenEngine
+// (engines/registry.cc); its implementation lives in its own folder
+// (engines/postgres, engines/mysql), the only place its client library is
+// included.
+//
+// One Engine object serves one run of one migration: the runner calls, in
+// phase order (control/phase_driver.h),
+//
+//   Preflight ─► CreateSchema ─► PlanChunks, LoadDoneChunks, PrepareCopy, CopyChunks ─► FinishSchema ─► Replicate
+//
+// from one thread; Preflight opens the control connections the later steps
+// use (each step reconnects what a server restart broke). The other entry
+// points (CleanUpAbort, Compare, StartTrafficSwitch) stand alone: the service
+// and the CLI call them without a run.
+//
+// To add an engine: implement this interface in engines/<name>/engine.cc
+// (with the engine's catalog, copier, ChangeSource, ChangeSink), and add one
+// line to engines/registry.cc.
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "base/status.h"
+#include "core/copy.h"
+#include "core/position.h"
+#include "core/schema.h"
+#include "pipeline/router.h"
+
+namespace midflight {
+
+class StateStore;
+struct MigrationSpec;
+struct MigrationRuntime;
+struct TableComparison;
+namespace http {
+struct Request;
+struct Response;
+using Handler = std::function<Response(const Request&)>;
+}  // namespace http
+namespace proxy {
+class TrafficSwitch;
+}
+
+using TablePtr = std::shared_ptr<const TableSchema>;
+
+// A chunk the target holds: recorded with its rows in one target transaction.
+struct DoneChunk {
+  uint64_t snapshot = 0;  // the source position of the snapshot it was copied from
+  int64_t rows = 0, bytes = 0;
+};
+// (table "schema.name", chunk number) -> what its transaction recorded.
+using DoneChunks = std::map<std::pair<std::string, int>, DoneChunk>;
+
+// What the replicate phase starts from, computed by the runner from the copy
+// plan and the chunks recorded on the target.
+struct ReplicateStart {
+  uint32_t partitions = 4;  // fixed when the migration started
+  SnapshotFilter filter;    // what the copy holds
+  uint64_t oldest_snapshot = 0;  // the oldest chunk snapshot: no change before it is needed
+};
+
+// What a run hands the engine's replicate phase.
+struct ReplicateContext {
+  StateStore& store;
+  MigrationRuntime& runtime;
+  const std::atomic<bool>& stop;
+  proxy::TrafficSwitch* traffic = nullptr;  // the proxy, when the spec has one
+  // The engine publishes the handler of the traffic operations (switch,
+  // rollback, complete, approve, verify) while it can take them, and an
+  // empty handler before Replicate returns. May be empty.
+  std::function<void(http::Handler)> publish_operations;
+};
+
+class Engine {
+ public:
+  virtual ~Engine() = default;
+
+  // "postgres" or "mysql": recorded with the migration.
+  virtual std::string_view name() const = 0;
+
+  // Connects to both sides and checks everything that would make the run fail
+  // later, adding one line per problem to *problems (the runner adds the
+  // engine-neutral ones). `fresh`: nothing was done yet (the target must be
+  // empty, the slot must not exist...). A returned error stops preflight
+  // itself (a catalog query failed). Fills tables().
+  virtual Status Preflight(bool fresh, std::vector<std::string>* problems) = 0;
+  // The migrated tables as the source has them (after Preflight).
+  virtual const std::vector<TablePtr>& tables() const = 0;
+  // One line after "preflight ok: N tables, about M rows; " naming the sides.
+  virtual std::string Sides() const = 0;
+  // State recorded when a migration starts (besides tables and partitions).
+  virtual std::vector<std::pair<std::string, std::string>> InitialState() const = 0;
+  // Why a table cannot be migrated as it is (no key...), or "".
+  virtual std::string TableProblem(const TableSchema& table) const = 0;
+
+  // Creates the tables on the target (without what FinishSchema builds) and
+  // midflight's bookkeeping there. Idempotent.
+  virtual Status CreateSchema() = 0;
+
+  // Splits every table into chunks of about `chunk_rows` rows.
+  virtual Result<std::vector<Chunk>> PlanChunks(int64_t chunk_rows) = 0;
+  // The chunks the target holds (recorded with their rows).
+  virtual Result<DoneChunks> LoadDoneChunks() = 0;
+  // Before copying: what the copy needs on the source (PostgreSQL: the
+  // publication; the slot), and chunks that must be copied again (a table
+  // copied from one snapshot as a whole that was left half-copied: its rows
+  // go and its chunks leave *done). `todo` is false when every chunk is done.
+  virtual Status PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) = 0;
+  // Copies `chunks`, updating `progress`; each chunk is recorded on the
+  // target with its rows. Cancelled when `stop` is set. Prints its first line.
+  virtual Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                            std::function<void(int)> on_chunk_committed) = 0;
+  // After the copy: keys, indexes, constraints (and sequences).
+  virtual Status FinishSchema() = 0;
+
+  // Replicates from `start` until ctx.stop is set or a failure: the change
+  // stream, the appliers, the metrics, and (where the engine has a traffic
+  // plane) the cutover operations.
+  virtual Status Replicate(ReplicateStart start, ReplicateContext& ctx) = 0;
+
+  // Formats a source position for messages and status ("16/B374D848",
+  // "binlog.000012:4711").
+  virtual std::string FormatPosition(uint64_t pos) const = 0;
+};
+
+// Everything an engine offers without a run.
+class EngineKind {
+ public:
+  virtual ~EngineKind() = default;
+  virtual std::string_view name() const = 0;
+  // A new run's engine object.
+  virtual std::unique_ptr<Engine> New(const MigrationSpec& spec, MigrationRuntime& runtime,
+                                      StateStore& store) const = 0;
+  // `midflight abort`: removes what midflight created on the servers (slots,
+  // publications); the rows copied to the target stay. Returns what it did,
+  // for the operator ("slot and publication dropped").
+  virtual Result<std::string> CleanUpAbort(const MigrationSpec& spec) const = 0;
+  // `midflight compare`: per table, row counts and an order-independent or
+  // ordered hash computed by each server.
+  virtual Result<std::vector<TableComparison>> Compare(const MigrationSpec& spec) const = 0;
+  // The proxy of a spec with `proxy:`, routed as the migration's stored phase
+  // says. Unimplemented where the engine has no traffic plane yet.
+  virtual Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec& spec,
+                                                                          StateStore& store) const = 0;
+  // Whether the engine takes switch/verify/rollback/complete operations.
+  virtual bool has_traffic_plane() const = 0;
+};
+
+// The engine of a spec, from its URIs' scheme ("postgres://", "mysql://").
+// InvalidArgument naming the scheme when no engine takes it.
+Result<const EngineKind*> EngineFor(const MigrationSpec& spec);
+// The engine of a name stored with a migration ("postgres", "mysql").
+Result<const EngineKind*> EngineNamed(std::string_view name);
+
+}  // namespace midflight
