@@ -211,13 +211,13 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
       rev = reverse_;
     }
     if (completed_) break;
-    if (Status st = fwd->health(); !st.ok()) {
+    if (Status st = fwd->flow().health(); !st.ok()) {
       (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
       result = st;
       break;
     }
     if (rev)
-      if (Status st = rev->health(); !st.ok()) {
+      if (Status st = rev->flow().health(); !st.ok()) {
         result = st;
         break;
       }
@@ -252,7 +252,7 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
         runtime_.throttle.SetReplicaLagPause(false, "");
       }
     }
-    FlowMetrics m = fwd->metrics();
+    FlowMetrics m = fwd->flow().metrics();
     uint64_t lag_bytes = source_lsn > m.applied_through ? source_lsn - m.applied_through : 0;
     auto now = Clock::now();
     double dt = std::chrono::duration<double>(now - last_rate_at).count();
@@ -278,7 +278,7 @@ Status PgCutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint3
     std::string reverse_line;
     if (rev) {
       uint64_t target_lsn = current_lsn(1);
-      FlowMetrics r = rev->metrics();
+      FlowMetrics r = rev->flow().metrics();
       uint64_t rlag = target_lsn > r.applied_through ? target_lsn - r.applied_through : 0;
       kv.push_back({"reverse_lag_bytes", std::to_string(rlag)});
       kv.push_back({"reverse_applied_lsn", PgLsn::FromU64(r.applied_through).ToString()});
@@ -378,7 +378,7 @@ Result<std::string> PgCutover::SwitchReads(int percent, bool force) {
     fwd = forward_;
   }
   if (!fwd) return OperatorError("replication is not running yet");
-  double lag = fwd->metrics().lag_seconds;
+  double lag = fwd->flow().metrics().lag_seconds;
   const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
   if (percent > 0 && lag > max_lag && !force)
     return OperatorError(fmt::format("refused: the target is {:.2f} s behind (knob max_lag_seconds is {:.2f}); reads "
@@ -408,7 +408,7 @@ Result<std::string> PgCutover::MoveWrites(proxy::Side to, PgFlow& flow, Phase ne
   const bool forward = to == proxy::Side::kTarget;
   const char* from_name = forward ? "source" : "target";
   const char* to_name = forward ? "target" : "source";
-  FlowMetrics m = flow.metrics();
+  FlowMetrics m = flow.flow().metrics();
   const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
   if (m.lag_seconds > max_lag && !force)
     return OperatorError(fmt::format("refused: the {} is {:.2f} s behind the {} (knob max_lag_seconds is {:.2f}); "
@@ -435,13 +435,13 @@ Result<std::string> PgCutover::MoveWrites(proxy::Side to, PgFlow& flow, Phase ne
   auto lsn = FlushedPosition(*from);
   if (!lsn.ok()) return abandon(fmt::format("reading the {}'s position: {}", from_name, lsn.status().message()));
   const auto t1 = Clock::now();
-  while (flow.AppliedThrough() < lsn->value()) {
-    if (Status st = flow.health(); !st.ok()) return abandon(st.message());
+  while (flow.flow().AppliedThrough() < lsn->value()) {
+    if (Status st = flow.flow().health(); !st.ok()) return abandon(st.message());
     if (Since(t1) > spec_.cutover.catchup_timeout_seconds)
       return abandon(fmt::format("the {} did not apply the {}'s position {} within {:.0f} s (it has {})", to_name,
                                  from_name, lsn->ToString(), spec_.cutover.catchup_timeout_seconds,
-                                 PgLsn::FromU64(flow.AppliedThrough()).ToString()));
-    flow.Poke();
+                                 PgLsn::FromU64(flow.flow().AppliedThrough()).ToString()));
+    flow.flow().Poke();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   const double caught_up = Since(t1);
@@ -614,8 +614,8 @@ Result<std::string> PgCutover::Verify(bool repair, int64_t rate, bool* clean) {
   ctx.target_uri = writes_on_target ? spec_.source : spec_.target;
   for (const auto& [id, t] : flow->config().tables) ctx.tables.push_back(t);
   ctx.target_applied_through = [flow] {
-    flow->Poke();
-    return PgLsn::FromU64(flow->AppliedThrough());
+    flow->flow().Poke();
+    return PgLsn::FromU64(flow->flow().AppliedThrough());
   };
   ctx.stop = &stopping_;
   verify::Options opt;
@@ -660,18 +660,18 @@ Result<std::string> PgCutover::Verify(bool repair, int64_t rate, bool* clean) {
   }
   if (!repairs.empty()) {
     size_t n = repairs.size();
-    uint64_t routed = flow->QueueRepairs(std::move(repairs));
+    uint64_t routed = flow->flow().QueueRepairs(std::move(repairs));
     auto t0 = Clock::now();
     // Once the stream has routed them they are pending in their partitions;
     // then everything up to a position taken afterwards being applied
     // includes them.
-    while (flow->RepairsRouted() < routed && Since(t0) < 60) {
-      flow->Poke();
+    while (flow->flow().RepairsRouted() < routed && Since(t0) < 60) {
+      flow->flow().Poke();
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     ASSIGN_OR_RETURN(PgLsn after, FlushedPosition(*ref));
-    while (flow->AppliedThrough() < after.value() && Since(t0) < 60) {
-      flow->Poke();
+    while (flow->flow().AppliedThrough() < after.value() && Since(t0) < 60) {
+      flow->flow().Poke();
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
     }
     out += fmt::format("repaired {} row(s) through the apply path; run verify again to confirm\n", n);

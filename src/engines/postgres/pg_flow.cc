@@ -22,8 +22,6 @@ struct PgFlow::Catalog {
   std::unique_ptr<PgConn> conn;
 };
 
-PgFlow::~PgFlow() { Stop(); }
-
 Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
   std::unique_ptr<PgFlow> flow(new PgFlow(std::move(config)));
   const FlowConfig& c = flow->config_;
@@ -70,16 +68,5 @@ Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
   LOG_INFO("{} replication: slot {}", c.label, c.slot);
   return flow;
 }
-
-void PgFlow::Stop() {
-  if (flow_) flow_->Stop();
-}
-
-Status PgFlow::health() const { return flow_->health(); }
-uint64_t PgFlow::AppliedThrough() const { return flow_->AppliedThrough(); }
-FlowMetrics PgFlow::metrics() const { return flow_->metrics(); }
-void PgFlow::Poke() { flow_->Poke(); }
-uint64_t PgFlow::QueueRepairs(std::vector<Change> changes) { return flow_->QueueRepairs(std::move(changes)); }
-uint64_t PgFlow::RepairsRouted() const { return flow_->RepairsRouted(); }
 
 }  // namespace midflight

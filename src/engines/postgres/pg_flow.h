@@ -46,23 +46,18 @@ struct FlowConfig {
   SnapshotFilter filter;  // forward: what the copy holds; reverse: empty
 };
 
+// A started Flow and the configuration it was started with.
 class PgFlow {
  public:
   static Result<std::unique_ptr<PgFlow>> Start(FlowConfig config);
-  ~PgFlow();
+  ~PgFlow() { Stop(); }
 
   // Stops the stream, then the appliers (each finishes its batch). Idempotent.
-  void Stop();
-  // The first error of the stream or an applier (Ok while healthy).
-  Status health() const;
-  FlowMetrics metrics() const;
-  uint64_t AppliedThrough() const;
-  // Asks the from-server for a keepalive now (makes an idle stream's position current).
-  void Poke();
-  // Changes to apply in key order after everything routed so far (verify
-  // --repair). Returns the RepairsRouted() value that means they are routed.
-  uint64_t QueueRepairs(std::vector<Change> changes);
-  uint64_t RepairsRouted() const;
+  void Stop() {
+    if (flow_) flow_->Stop();
+  }
+  // Health, metrics, positions, repairs: pipeline/flow.h.
+  Flow& flow() const { return *flow_; }
   const FlowConfig& config() const { return config_; }
 
  private:
