@@ -7,6 +7,7 @@
 
 #include "base/log.h"
 #include "base/parse.h"
+#include "control/cutover.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
 
@@ -193,6 +194,17 @@ Status Runner::Replicate() {
       oldest = std::min(oldest, it->second.snapshot);
     }
     start.oldest_snapshot = oldest == UINT64_MAX ? 0 : oldest;
+  }
+  if (CutoverOps* ops = engine_.Cutover()) {
+    // An engine with a traffic plane: replication in both directions and the
+    // switches, served while it runs.
+    Cutover cutover(spec_, store_, ctx_.traffic, ctx_.runtime, *ops,
+                    [this](uint64_t pos) { return engine_.FormatPosition(pos); });
+    if (ctx_.publish_operations)
+      ctx_.publish_operations([&cutover](const http::Request& r) { return cutover.Handle(r); });
+    Status st = cutover.Run(engine_.tables(), std::move(start.filter), start.partitions, ctx_.stop);
+    if (ctx_.publish_operations) ctx_.publish_operations(nullptr);
+    return st;
   }
   ReplicateContext rc{store_, ctx_.runtime, ctx_.stop, ctx_.traffic, ctx_.publish_operations};
   return engine_.Replicate(std::move(start), rc);

@@ -23,6 +23,7 @@
 #include <atomic>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "core/change.h"
 #include "core/copy.h"
 #include "core/position.h"
 #include "core/schema.h"
@@ -48,7 +50,9 @@ using Handler = std::function<Response(const Request&)>;
 }  // namespace http
 namespace proxy {
 class TrafficSwitch;
-}
+enum class Side;
+}  // namespace proxy
+class Flow;
 
 using TablePtr = std::shared_ptr<const TableSchema>;
 
@@ -66,6 +70,57 @@ struct ReplicateStart {
   uint32_t partitions = 4;  // fixed when the migration started
   SnapshotFilter filter;    // what the copy holds
   uint64_t oldest_snapshot = 0;  // the oldest chunk snapshot: no change before it is needed
+};
+
+// What the engine-neutral cutover (control/cutover.h) needs from an engine
+// with a traffic plane. Created by Engine::Cutover() for one run; the flows it
+// starts replicate between the two sides (proxy::Side). Calls come from the
+// cutover's monitor thread and from the operation being served (one at a
+// time); the methods marked "monitor" only from the monitor thread.
+class CutoverOps {
+ public:
+  virtual ~CutoverOps() = default;
+
+  struct StartedFlow {
+    std::unique_ptr<Flow> flow;
+    std::map<TableId, TablePtr> tables;  // the migrated tables as the flow's from-side has them
+  };
+  // Forward (from the source, what the copy holds is `filter`): starts
+  // replication source -> target. Reverse (from the target, once the first
+  // write switch asks for it): checks its prerequisites, creates what it
+  // needs on the target (PostgreSQL: publication and slot) and starts
+  // replication target -> source, skipping what the forward flow applied.
+  virtual Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>& tables,
+                                        SnapshotFilter filter, uint32_t partitions) = 0;
+  // A position every transaction committed on `side` so far is before, and
+  // that the side has made durable (a flow can reach it at once).
+  virtual Result<uint64_t> CommittedPosition(proxy::Side side) = 0;
+  // Monitor: the write position of `side` now, for lag (0: cannot be read now).
+  virtual uint64_t CurrentPosition(proxy::Side side) = 0;
+  // Monitor: the source's tables in the spec's scope (to find new ones).
+  virtual Result<std::vector<TableId>> TablesInScope() = 0;
+  // Monitor: the lag of the target's own replicas, (seconds, name of the
+  // worst), or nullopt when it has none or it cannot be read.
+  virtual std::optional<std::pair<double, std::string>> TargetReplicaLag() = 0;
+  // Carries sequence values from `from` to the other side.
+  virtual Status SyncSequences(proxy::Side from) = 0;
+  // `complete`: removes what replication left on both sides; returns what
+  // it removed, for the operator.
+  virtual std::vector<std::string> CleanUpOnComplete() = 0;
+
+  struct VerifyOutcome {
+    bool clean = false;
+    std::string summary;             // one line
+    std::string json;                // the report
+    std::vector<std::string> lines;  // what differed, one line each
+    std::vector<Change> repairs;     // with repair: the reference's current rows (or deletes) to apply
+  };
+  // Live verification while `flow` replicates from `reference` (the side the
+  // applications write to) to the other side. `rows_per_s` is read live;
+  // `stop` cancels.
+  virtual Result<VerifyOutcome> Verify(proxy::Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables,
+                                       bool repair, std::function<int64_t()> rows_per_s,
+                                       const std::atomic<bool>* stop) = 0;
 };
 
 // What a run hands the engine's replicate phase.
@@ -122,9 +177,11 @@ class Engine {
   // After the copy: keys, indexes, constraints (and sequences).
   virtual Status FinishSchema() = 0;
 
-  // Replicates from `start` until ctx.stop is set or a failure: the change
-  // stream, the appliers, the metrics, and (where the engine has a traffic
-  // plane) the cutover operations.
+  // The engine side of the cutover, for an engine with a traffic plane (the
+  // runner then replicates through control/cutover.h); null otherwise.
+  virtual CutoverOps* Cutover() { return nullptr; }
+  // Without a traffic plane: replicates from `start` until ctx.stop is set
+  // or a failure (the change stream, the appliers, the metrics).
   virtual Status Replicate(ReplicateStart start, ReplicateContext& ctx) = 0;
 
   // Formats a source position for messages and status ("16/B374D848",

@@ -19,7 +19,7 @@
 #include "control/http.h"
 #include "control/compare.h"
 #include "control/runtime.h"
-#include "engines/postgres/cutover.h"
+#include "engines/postgres/cutover_ops.h"
 #include "proxy/pg_proxy.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
@@ -68,7 +68,10 @@ class PgEngine final : public Engine {
   Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                     std::function<void(int)> on_chunk_committed) override;
   Status FinishSchema() override;
-  Status Replicate(ReplicateStart start, ReplicateContext& ctx) override;
+  CutoverOps* Cutover() override;
+  Status Replicate(ReplicateStart, ReplicateContext&) override {
+    return Internal("PostgreSQL replicates through the cutover (Engine::Cutover)");
+  }
   std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
 
  private:
@@ -82,6 +85,7 @@ class PgEngine final : public Engine {
   std::map<TableId, TablePtr> by_id_;
   std::string dump_path_;
   bool have_slot_ = false;  // PrepareCopy: the migration's slot exists on the source
+  std::unique_ptr<CutoverOps> cutover_;
 };
 
 Status PgEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
@@ -326,14 +330,10 @@ Status PgEngine::FinishSchema() {
   return Status::Ok();
 }
 
-Status PgEngine::Replicate(ReplicateStart start, ReplicateContext& ctx) {
-  RETURN_IF_ERROR(ReconnectControl());
-  PgCutover cutover(spec_, ctx.store, ctx.traffic, ctx.runtime);
-  if (ctx.publish_operations)
-    ctx.publish_operations([&cutover](const http::Request& r) { return cutover.Handle(r); });
-  Status st = cutover.Run(tables_, std::move(start.filter), start.partitions, ctx.stop);
-  if (ctx.publish_operations) ctx.publish_operations(nullptr);
-  return st;
+CutoverOps* PgEngine::Cutover() {
+  // The ops open their own connections (the control ones may have died during a long copy).
+  if (!cutover_) cutover_ = NewPgCutoverOps(spec_, store_, runtime_);
+  return cutover_.get();
 }
 
 Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {

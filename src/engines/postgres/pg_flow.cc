@@ -15,18 +15,20 @@ namespace midflight {
 
 using pg::PgConn;
 
+namespace {
+
 // A connection to the to-side for the stream's column checks, opened on
 // first use (by the stream thread only) and reopened when broken.
-struct PgFlow::Catalog {
+struct Catalog {
   std::string uri;
   std::unique_ptr<PgConn> conn;
 };
 
-Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
-  std::unique_ptr<PgFlow> flow(new PgFlow(std::move(config)));
-  const FlowConfig& c = flow->config_;
-  flow->catalog_ = std::make_shared<Catalog>();
-  flow->catalog_->uri = c.to_uri;
+}  // namespace
+
+Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& c) {
+  auto catalog = std::make_shared<Catalog>();
+  catalog->uri = c.to_uri;
 
   pg::StreamConfig sc;
   sc.source_uri = c.from_uri;
@@ -35,7 +37,7 @@ Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
   sc.tables = c.tables;
   sc.skip_origin_prefix = c.skip_origin_prefix;
   sc.application_name = "midflight-stream-" + c.label;
-  sc.target_columns = [cat = flow->catalog_](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+  sc.target_columns = [cat = catalog](const TableId& id) -> Result<std::vector<ColumnSchema>> {
     if (!cat->conn || cat->conn->IsBroken()) {
       pg::ConnOptions co;
       co.application_name = "midflight-catalog";
@@ -64,7 +66,7 @@ Result<std::unique_ptr<PgFlow>> PgFlow::Start(FlowConfig config) {
     if (rt) sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
     return std::unique_ptr<ChangeSink>(std::move(sink));
   };
-  ASSIGN_OR_RETURN(flow->flow_, Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
+  ASSIGN_OR_RETURN(auto flow, Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
   LOG_INFO("{} replication: slot {}", c.label, c.slot);
   return flow;
 }

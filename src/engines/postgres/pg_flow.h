@@ -11,8 +11,6 @@
 // `skip_origin_prefix` (midflight_<name>_): what one flow applied is never
 // sent back by the other.
 //
-// Thread-safety: Start/Stop from one thread; the getters and QueueRepairs from
-// any thread.
 #pragma once
 
 #include <atomic>
@@ -46,26 +44,7 @@ struct FlowConfig {
   SnapshotFilter filter;  // forward: what the copy holds; reverse: empty
 };
 
-// A started Flow and the configuration it was started with.
-class PgFlow {
- public:
-  static Result<std::unique_ptr<PgFlow>> Start(FlowConfig config);
-  ~PgFlow() { Stop(); }
-
-  // Stops the stream, then the appliers (each finishes its batch). Idempotent.
-  void Stop() {
-    if (flow_) flow_->Stop();
-  }
-  // Health, metrics, positions, repairs: pipeline/flow.h.
-  Flow& flow() const { return *flow_; }
-  const FlowConfig& config() const { return config_; }
-
- private:
-  explicit PgFlow(FlowConfig config) : config_(std::move(config)) {}
-  struct Catalog;
-  FlowConfig config_;
-  std::shared_ptr<Catalog> catalog_;  // the to-side's columns, for the stream thread
-  std::unique_ptr<Flow> flow_;
-};
+// Starts the flow `config` describes.
+Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& config);
 
 }  // namespace midflight

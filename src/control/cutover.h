@@ -1,6 +1,8 @@
-// The second half of a PostgreSQL migration: replication in both directions,
-// live verification, and the switches that move the applications' traffic
-// through the proxy (DESIGN.md, "Traffic plane").
+// The second half of a migration whose engine has a traffic plane:
+// replication in both directions, live verification, and the switches that
+// move the applications' traffic through the proxy (docs/design.md, "The
+// traffic plane"). Written once over the engine's CutoverOps
+// (engines/engine.h) and the proxy's TrafficSwitch (proxy/traffic_switch.h).
 //
 //   replicating ─switch reads─► reads_switched ─switch writes─► writes_switched ─complete─► completed
 //        ◄──switch reads --percent 0──┘       ◄────────rollback────────┘
@@ -13,16 +15,17 @@
 //   2. pause the proxy's read-write endpoint: new transactions wait, open ones
 //      drain; past cutover.drain_timeout_seconds the switch is abandoned and
 //      traffic resumes on the source;
-//   3. read the source's WAL insert position and wait until the target has
-//      applied everything before it;
+//   3. read the source's committed position (CutoverOps::CommittedPosition)
+//      and wait until the target has applied everything before it;
 //   4. carry sequence values over;
 //   5. persist the new phase, point the endpoint at the target, release.
 //   The time from 2 to 5 is the write pause; it is recorded and reported.
 //
 // Forward (source -> target) and reverse (target -> source) replication both
 // run from the first write switch until `complete`; each skips what the other
-// applied (replication origins midflight_<name>_f<p> / _r<p>), so whichever
-// side the applications write to, the other follows, and nothing loops.
+// applied (PostgreSQL: replication origins midflight_<name>_f<p> / _r<p>), so
+// whichever side the applications write to, the other follows, and nothing
+// loops.
 //
 // Operations arrive from the control endpoint (any thread); one runs at a
 // time, a second is refused with the name of the one running.
@@ -37,23 +40,20 @@
 
 #include "base/status.h"
 #include "control/http.h"
-#include "engines/postgres/pg_flow.h"
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "engines/engine.h"
+#include "pipeline/flow.h"
 #include "proxy/traffic_switch.h"
-
-namespace midflight::pg {
-class PgConn;
-}
 
 namespace midflight {
 
-class PgCutover {
+class Cutover {
  public:
-  using TablePtr = std::shared_ptr<const TableSchema>;
   // `proxy` may be null (no proxy configured: the switches are refused).
-  PgCutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwitch* proxy, MigrationRuntime& runtime);
+  Cutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwitch* proxy, MigrationRuntime& runtime,
+          CutoverOps& ops, std::function<std::string(uint64_t)> format_position);
 
   // Replicates (forward; reverse too once a write switch started it) and
   // records metrics until `stop` is set or a flow fails. `tables`: the
@@ -73,15 +73,23 @@ class PgCutover {
   Result<std::string> Approve();
   // `*clean` tells whether the comparison found nothing (the text lists what it found).
   Result<std::string> Verify(bool repair, int64_t rate, bool* clean);
+  // A started flow and the tables as its from-side has them.
+  struct Running {
+    std::unique_ptr<Flow> flow;
+    std::map<TableId, TablePtr> tables;
+    ~Running() {
+      if (flow) flow->Stop();
+    }
+  };
   // Moves writes from `from` to `to` (steps 2-5 above).
-  Result<std::string> MoveWrites(proxy::Side to, PgFlow& flow, Phase next, bool force);
+  Result<std::string> MoveWrites(proxy::Side to, Flow& flow, Phase next, bool force);
   Status StartReverse();
-  // The settings both directions share; the caller adds slot, publication, filter.
-  FlowConfig Flow(bool forward, const std::vector<TablePtr>& tables);
   Status RequirePhase(std::initializer_list<Phase> allowed, const char* op);
+  // The target's replicas lagging: holds the appliers (the board shows why).
+  void CheckReplicaLag();
   // Tables the source has in the spec's scope that the migration does not
   // carry (created after it started). Checked by Run every few seconds.
-  void CheckUntracked(pg::PgConn& source);
+  void CheckUntracked();
   // OperatorError naming them when there are any: a switch would leave the
   // application without them.
   Status RefuseIfUntracked(const char* op);
@@ -92,11 +100,13 @@ class PgCutover {
   std::vector<TablePtr> tables_;
   uint32_t partitions_ = 0;
   MigrationRuntime& runtime_;
+  CutoverOps& ops_;
+  std::function<std::string(uint64_t)> pos_;  // a position as the engine writes it
 
   std::mutex op_mu_;          // one operation at a time
   std::string op_running_;    // GUARDED_BY(state_mu_)
   std::mutex state_mu_;
-  std::shared_ptr<PgFlow> forward_, reverse_;  // GUARDED_BY(state_mu_)
+  std::shared_ptr<Running> forward_, reverse_;  // GUARDED_BY(state_mu_)
   bool running_ = false;                        // GUARDED_BY(state_mu_): Run is replicating
   std::vector<TableId> untracked_;              // GUARDED_BY(state_mu_): see CheckUntracked
   std::atomic<bool> completed_{false};

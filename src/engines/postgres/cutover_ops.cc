@@ -1,0 +1,334 @@
+// PostgreSQL's side of the cutover (engines/engine.h CutoverOps): the flows
+// in both directions (slots, publications, replication origins), positions,
+// sequences, the clean-up at `complete`, and live verification.
+#include "engines/postgres/cutover_ops.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "base/log.h"
+#include "control/runtime.h"
+#include "control/spec.h"
+#include "control/state_store.h"
+#include "engines/postgres/catalog.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/pg_flow.h"
+#include "engines/postgres/pg_applier.h"
+#include "engines/postgres/pg_verify.h"
+#include "engines/postgres/schema_loader.h"
+#include "proxy/traffic_switch.h"
+
+namespace midflight {
+namespace {
+
+using pg::PgConn;
+using pg::PgResult;
+using proxy::Side;
+
+Result<std::unique_ptr<PgConn>> Control(const std::string& uri) {
+  pg::ConnOptions o;
+  o.application_name = "midflight-cutover";
+  return PgConn::Connect(uri, o);
+}
+
+Result<PgLsn> InsertLsn(PgConn& conn) {
+  ASSIGN_OR_RETURN(std::string v, conn.QueryValue("SELECT pg_current_wal_insert_lsn()::text"));
+  return PgLsn::Parse(v);
+}
+
+// A position every transaction committed so far on `conn`'s server is before,
+// and that is already flushed (so a walsender can decode past it at once):
+// a transactional logical-decoding message committed with synchronous_commit
+// on flushes the WAL up to its commit, which is after every earlier commit.
+// It writes a WAL record only (no table, no object); servers that refuse it
+// fall back to the insert position, which may take a WAL-writer cycle to flush.
+Result<PgLsn> FlushedPosition(PgConn& conn) {
+  Status st = conn.Exec("BEGIN; SET LOCAL synchronous_commit = on; "
+                        "SELECT pg_logical_emit_message(true, 'midflight', 'position'); COMMIT");
+  if (!st.ok()) {
+    (void)conn.Exec("ROLLBACK");
+    return InsertLsn(conn);
+  }
+  ASSIGN_OR_RETURN(std::string v, conn.QueryValue("SELECT pg_current_wal_flush_lsn()::text"));
+  return PgLsn::Parse(v);
+}
+
+std::string TableList(const std::vector<TablePtr>& tables) {
+  std::string out;
+  for (const auto& t : tables) out += (out.empty() ? "" : ", ") + pg::QuoteQualified(t->id.schema, t->id.name);
+  return out;
+}
+
+class PgCutoverOps final : public CutoverOps {
+ public:
+  PgCutoverOps(const MigrationSpec& spec, StateStore& store, MigrationRuntime& runtime)
+      : spec_(spec), store_(store), runtime_(runtime) {}
+
+  Result<StartedFlow> StartFlow(Side from, const std::vector<TablePtr>& tables, SnapshotFilter filter,
+                                uint32_t partitions) override;
+  Result<uint64_t> CommittedPosition(Side side) override {
+    ASSIGN_OR_RETURN(auto conn, Control(Uri(side)));
+    ASSIGN_OR_RETURN(PgLsn lsn, FlushedPosition(*conn));
+    return lsn.value();
+  }
+  uint64_t CurrentPosition(Side side) override {
+    PgConn* conn = Monitor(side);
+    if (!conn) return 0;
+    // The insert position: with asynchronous commits a committed transaction
+    // may not be flushed yet, and it still counts as lag.
+    auto l = InsertLsn(*conn);
+    return l.ok() ? l->value() : 0;
+  }
+  Result<std::vector<TableId>> TablesInScope() override {
+    PgConn* conn = Monitor(Side::kSource);
+    if (!conn) return RetryCall("source: no monitor connection");
+    ASSIGN_OR_RETURN(auto listed, pg::ListUserTables(*conn));
+    std::vector<TableId> out;
+    for (const auto& id : listed)
+      if (TableSelected(spec_.tables, spec_.exclude, id)) out.push_back(id);
+    return out;
+  }
+  std::optional<std::pair<double, std::string>> TargetReplicaLag() override {
+    PgConn* conn = Monitor(Side::kTarget);
+    if (!conn) return std::nullopt;
+    auto v = conn->QueryValue(
+        "SELECT coalesce(max(extract(epoch FROM replay_lag)), 0)::float8::text || ' ' || "
+        "coalesce((array_agg(application_name ORDER BY replay_lag DESC NULLS LAST))[1], '') "
+        "FROM pg_stat_replication WHERE application_name NOT LIKE 'midflight%'");
+    if (!v.ok()) return std::nullopt;
+    const double lag = std::atof(v->c_str());
+    return std::make_pair(lag, v->substr(std::min(v->size(), v->find(' ') + 1)));
+  }
+  Status SyncSequences(Side from) override {
+    ASSIGN_OR_RETURN(auto a, Control(Uri(from)));
+    ASSIGN_OR_RETURN(auto b, Control(Uri(from == Side::kSource ? Side::kTarget : Side::kSource)));
+    return pg::SyncSequences(*a, *b, tables_);
+  }
+  std::vector<std::string> CleanUpOnComplete() override;
+  Result<VerifyOutcome> Verify(Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables, bool repair,
+                               std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop) override;
+
+ private:
+  const std::string& Uri(Side side) const { return side == Side::kSource ? spec_.source : spec_.target; }
+  // The monitor thread's connection to `side`, reopened when broken; null
+  // when the server cannot be reached now.
+  PgConn* Monitor(Side side) {
+    auto& c = monitor_[static_cast<int>(side)];
+    if (!c || c->IsBroken()) {
+      pg::ConnOptions o;
+      o.application_name = "midflight-monitor";
+      auto m = PgConn::Connect(Uri(side), o);
+      c = m.ok() ? std::move(*m) : nullptr;
+    }
+    return c.get();
+  }
+  // The settings both directions share.
+  FlowConfig Config(bool forward, const std::vector<TablePtr>& tables, uint32_t partitions) const;
+
+  const MigrationSpec& spec_;
+  StateStore& store_;
+  MigrationRuntime& runtime_;
+  std::vector<TablePtr> tables_;           // the migrated tables as the source has them (StartFlow)
+  std::unique_ptr<PgConn> monitor_[2];     // monitor thread only
+};
+
+FlowConfig PgCutoverOps::Config(bool forward, const std::vector<TablePtr>& tables, uint32_t partitions) const {
+  FlowConfig fc;
+  fc.label = forward ? "forward" : "reverse";
+  fc.from_uri = forward ? spec_.source : spec_.target;
+  fc.to_uri = forward ? spec_.target : spec_.source;
+  fc.checkpoint_key = forward ? spec_.name : spec_.name + "/reverse";
+  fc.origin_prefix = fmt::format("midflight_{}_{}", spec_.name, forward ? "f" : "r");
+  fc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);  // both directions' origins
+  for (const auto& t : tables) fc.tables[t->id] = t;
+  fc.partitions = partitions;
+  fc.runtime = &runtime_;
+  fc.partition_log_mb = spec_.partition_log_mb;
+  return fc;
+}
+
+Result<CutoverOps::StartedFlow> PgCutoverOps::StartFlow(Side from, const std::vector<TablePtr>& tables,
+                                                       SnapshotFilter filter, uint32_t partitions) {
+  FlowConfig fc;
+  if (from == Side::kSource) {
+    tables_ = tables;
+    fc = Config(/*forward=*/true, tables, partitions);
+    fc.slot = spec_.slot_name();
+    fc.publication = spec_.publication_name();
+    fc.filter = std::move(filter);
+  } else {
+    const std::string slot = spec_.slot_name() + "_rev", pub = spec_.publication_name() + "_rev";
+    ASSIGN_OR_RETURN(auto dst, Control(spec_.target));
+    ASSIGN_OR_RETURN(auto src, Control(spec_.source));
+    ASSIGN_OR_RETURN(std::string wal_level, dst->QueryValue("SHOW wal_level"));
+    if (wal_level != "logical")
+      return OperatorError(fmt::format("target: wal_level is '{}'; reverse replication (which keeps a rollback "
+                                       "possible after the write switch) needs wal_level = logical on the target",
+                                       wal_level));
+    // Reverse apply sessions on the source set session_replication_role and a
+    // replication origin, both superuser-only on PostgreSQL 15.
+    ASSIGN_OR_RETURN(std::string source_super,
+                     src->QueryValue("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user"));
+    if (source_super != "true")
+      return OperatorError("source: reverse replication (which keeps a rollback possible after the write switch) "
+                           "applies changes on the source as the spec's source user, which must then be a superuser "
+                           "(session_replication_role and replication origins)");
+    // The reverse checkpoints live next to the data they cover: on the source.
+    RETURN_IF_ERROR(pg::EnsureBookkeeping(*src));
+    ASSIGN_OR_RETURN(PgResult have_pub, dst->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {pub}));
+    if (have_pub.rows() == 0)
+      RETURN_IF_ERROR(dst->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                                            pg::QuoteIdent(pub), TableList(tables))));
+    ASSIGN_OR_RETURN(PgResult have_slot, dst->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot}));
+    if (have_slot.rows() == 0) {
+      pg::ConnOptions ro;
+      ro.kind = pg::ConnKind::kReplication;
+      ro.application_name = "midflight-cutover";
+      ASSIGN_OR_RETURN(auto repl, PgConn::Connect(spec_.target, ro));
+      std::string cmd = fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", pg::QuoteIdent(slot));
+      PgResult created(PQexec(repl->raw(), cmd.c_str()));
+      if (PQresultStatus(created.raw()) != PGRES_TUPLES_OK)
+        return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + slot + " on the target");
+    }
+    // The tables as the target has them (the reverse stream's "source").
+    ASSIGN_OR_RETURN(auto target_tables, pg::LoadTables(*dst, spec_.tables, spec_.exclude));
+    fc = Config(/*forward=*/false, target_tables, partitions);
+    fc.slot = slot;
+    fc.publication = pub;
+  }
+  StartedFlow out;
+  ASSIGN_OR_RETURN(out.flow, StartPgFlow(fc));
+  out.tables = std::move(fc.tables);
+  return out;
+}
+
+std::vector<std::string> PgCutoverOps::CleanUpOnComplete() {
+  std::vector<std::string> done;
+  auto src = Control(spec_.source);
+  auto dst = Control(spec_.target);
+  if (!src.ok() || !dst.ok()) {
+    LOG_WARN("complete: cannot connect to clean up: {}", (src.ok() ? dst.status() : src.status()).message());
+    return done;
+  }
+  auto drop = [&](PgConn& conn, const char* where, const std::string& sql, const std::string& what) {
+    if (Status st = conn.Exec(sql); !st.ok())
+      LOG_WARN("complete: dropping {} on the {}: {}", what, where, st.message());
+    else
+      done.push_back(fmt::format("{} on the {}", what, where));
+  };
+  // Slots may still be held by a stream session for a moment after it stops.
+  auto drop_slot = [&](PgConn& conn, const char* where, const std::string& slot) {
+    for (int i = 0; i < 50; ++i) {
+      auto r = conn.Query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+                          {slot});
+      if (r.ok()) {
+        done.push_back(fmt::format("slot {} on the {}", slot, where));
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    LOG_WARN("complete: could not drop replication slot {} on the {}", slot, where);
+  };
+  drop_slot(**src, "source", spec_.slot_name());
+  drop_slot(**dst, "target", spec_.slot_name() + "_rev");
+  drop(**src, "source", "DROP PUBLICATION IF EXISTS " + pg::QuoteIdent(spec_.publication_name()), "publication");
+  drop(**dst, "target", "DROP PUBLICATION IF EXISTS " + pg::QuoteIdent(spec_.publication_name() + "_rev"), "publication");
+  const std::string origins = fmt::format(
+      "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE {}",
+      pg::QuoteLiteral("midflight\\_" + spec_.name + "\\_%"));
+  // An apply session that just closed may hold its origin for a moment.
+  auto drop_origins = [&](PgConn& conn, const char* where) {
+    for (int i = 0; i < 50; ++i) {
+      if (conn.Exec(origins).ok()) {
+        done.push_back(fmt::format("replication origins on the {}", where));
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    LOG_WARN("complete: could not drop the replication origins midflight_{}_* on the {}", spec_.name, where);
+  };
+  drop_origins(**src, "source");
+  drop_origins(**dst, "target");
+  drop(**src, "source", "DROP SCHEMA IF EXISTS midflight CASCADE", "schema midflight");
+  drop(**dst, "target", "DROP SCHEMA IF EXISTS midflight CASCADE", "schema midflight");
+  // GENERATED ALWAYS identity columns go back to ALWAYS on the target.
+  std::string always = store_.Get("identity_always_columns").value_or("");
+  for (size_t start = 0; start < always.size();) {
+    size_t end = always.find('\n', start);
+    std::string col = always.substr(start, end - start);
+    start = end == std::string::npos ? always.size() : end + 1;
+    auto last = col.rfind('.'), first = col.find('.');
+    if (last == std::string::npos || first == last) continue;
+    drop(**dst, "target",
+         fmt::format("ALTER TABLE {} ALTER COLUMN {} SET GENERATED ALWAYS",
+                     pg::QuoteQualified(col.substr(0, first), col.substr(first + 1, last - first - 1)),
+                     pg::QuoteIdent(col.substr(last + 1))),
+         "identity " + col);
+  }
+  return done;
+}
+
+Result<CutoverOps::VerifyOutcome> PgCutoverOps::Verify(Side reference, Flow& flow,
+                                                       const std::map<TableId, TablePtr>& tables, bool repair,
+                                                       std::function<int64_t()> rows_per_s,
+                                                       const std::atomic<bool>* stop) {
+  verify::Context ctx;
+  ctx.source_uri = Uri(reference);
+  ctx.target_uri = Uri(reference == Side::kSource ? Side::kTarget : Side::kSource);
+  for (const auto& [id, t] : tables) ctx.tables.push_back(t);
+  ctx.target_applied_through = [&flow] {
+    flow.Poke();
+    return PgLsn::FromU64(flow.AppliedThrough());
+  };
+  ctx.stop = stop;
+  verify::Options opt;
+  opt.chunk_rows = spec_.verify.chunk_rows;
+  opt.rows_per_s = std::move(rows_per_s);
+  ASSIGN_OR_RETURN(verify::Report report, verify::Run(ctx, opt));
+  VerifyOutcome out;
+  out.clean = report.clean();
+  out.summary = report.Summary();
+  out.json = report.ToJson();
+  std::unique_ptr<PgConn> ref;
+  if (repair) {
+    ASSIGN_OR_RETURN(ref, Control(ctx.source_uri));
+  }
+  for (const auto& t : report.tables) {
+    if (!t.skipped.empty()) out.lines.push_back(fmt::format("{}: not verified: {}", t.table.ToString(), t.skipped));
+    for (const auto& d : t.differences) {
+      out.lines.push_back(fmt::format("{} {}: {}", t.table.ToString(), d.key_display, d.kind));
+      if (!repair) continue;
+      const TablePtr& schema = tables.at(t.table);
+      ASSIGN_OR_RETURN(verify::RowImage row, verify::ReadSourceRow(*ref, *schema, d.key));
+      Change c;
+      c.table = schema;
+      if (row.exists) {
+        c.kind = ChangeKind::kInsert;
+        for (const auto& v : row.values) c.values.push_back(v ? Datum::Text(*v) : Datum::Null());
+      } else {
+        c.kind = ChangeKind::kDelete;
+        c.old.assign(schema->writable.size(), Datum::Null());
+        for (size_t i = 0; i < schema->key_writable.size() && i < d.key.size(); ++i)
+          c.old[schema->key_writable[i]] = d.key[i] ? Datum::Text(*d.key[i]) : Datum::Null();
+      }
+      out.repairs.push_back(std::move(c));
+    }
+    for (const auto& k : t.unsettled)
+      out.lines.push_back(fmt::format("{} {}: changed on every look, not settled", t.table.ToString(), k));
+    if (t.truncated) out.lines.push_back(fmt::format("{}: more differences not listed", t.table.ToString()));
+  }
+  return out;
+}
+
+}  // namespace
+
+std::unique_ptr<CutoverOps> NewPgCutoverOps(const MigrationSpec& spec, StateStore& store, MigrationRuntime& runtime) {
+  return std::make_unique<PgCutoverOps>(spec, store, runtime);
+}
+
+}  // namespace midflight
