@@ -33,16 +33,6 @@ Cutover::Cutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwi
   runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
 }
 
-Status Cutover::RequirePhase(std::initializer_list<Phase> allowed, const char* op) {
-  Phase now = store_.phase();
-  for (Phase p : allowed)
-    if (p == now) return Status::Ok();
-  std::string names;
-  for (Phase p : allowed) names += (names.empty() ? "" : " or ") + std::string(PhaseName(p));
-  return OperatorError(fmt::format("{} is allowed in phase {}; migration {} is in phase {}", op, names, spec_.name,
-                                   PhaseName(now)));
-}
-
 // --- replication ---------------------------------------------------------------
 
 Status Cutover::StartReverse() {
@@ -264,7 +254,6 @@ Status Cutover::RefuseIfUntracked(const char* op) {
 Result<std::string> Cutover::SwitchReads(int percent, bool force) {
   if (!proxy_) return OperatorError("switch reads needs the proxy: add a proxy: section to the spec");
   if (percent < 0 || percent > 100) return InvalidArgument(fmt::format("percent {} is not between 0 and 100", percent));
-  RETURN_IF_ERROR(RequirePhase({Phase::kReplicating, Phase::kReadsSwitched}, "switch reads"));
   if (percent > 0) RETURN_IF_ERROR(RefuseIfUntracked("switch reads"));
   std::shared_ptr<Running> fwd;
   {
@@ -359,11 +348,6 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Flow& flow, Phase next, 
 
 Result<std::string> Cutover::SwitchWrites(bool force) {
   if (!proxy_) return OperatorError("switch writes needs the proxy: add a proxy: section to the spec");
-  if (store_.phase() == Phase::kReplicating)
-    return OperatorError("switch writes is allowed in phase reads_switched; migration " + spec_.name +
-                         " is replicating: switch reads first (`midflight switch reads`), which opens the validation "
-                         "window");
-  RETURN_IF_ERROR(RequirePhase({Phase::kReadsSwitched}, "switch writes"));
   RETURN_IF_ERROR(RefuseIfUntracked("switch writes"));
   if (!force) {
     int64_t switched_at = 0;
@@ -398,7 +382,6 @@ Result<std::string> Cutover::SwitchWrites(bool force) {
 
 Result<std::string> Cutover::Rollback(bool force) {
   if (!proxy_) return OperatorError("rollback needs the proxy");
-  RETURN_IF_ERROR(RequirePhase({Phase::kWritesSwitched}, "rollback"));
   std::shared_ptr<Running> rev;
   {
     std::lock_guard lock(state_mu_);
@@ -409,7 +392,6 @@ Result<std::string> Cutover::Rollback(bool force) {
 }
 
 Result<std::string> Cutover::Complete() {
-  RETURN_IF_ERROR(RequirePhase({Phase::kWritesSwitched}, "complete"));
   std::shared_ptr<Running> fwd, rev;
   {
     std::lock_guard lock(state_mu_);
@@ -432,14 +414,12 @@ Result<std::string> Cutover::Complete() {
 }
 
 Result<std::string> Cutover::Approve() {
-  RETURN_IF_ERROR(RequirePhase({Phase::kReadsSwitched}, "approve"));
   RETURN_IF_ERROR(store_.Put("approved", "true"));
   RETURN_IF_ERROR(store_.AddEvent("write switch approved"));
   return std::string("write switch approved");
 }
 
 Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
-  RETURN_IF_ERROR(RequirePhase({Phase::kReplicating, Phase::kReadsSwitched, Phase::kWritesSwitched}, "verify"));
   // Compare with the side applications write to as the reference.
   const bool writes_on_target = store_.phase() == Phase::kWritesSwitched;
   std::shared_ptr<Running> flow;
@@ -495,59 +475,34 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
 
 // --- control API -----------------------------------------------------------------
 
-http::Response Cutover::Handle(const http::Request& req) {
-  if (req.method != "POST") return http::Text(405, "use POST\n");
-  const bool force = req.QueryParam("force") == "1" || req.QueryParam("force") == "true";
-  std::string op = req.path;
+Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
   std::unique_lock lock(op_mu_, std::try_to_lock);
   if (!lock.owns_lock()) {
     std::lock_guard s(state_mu_);
-    return http::Text(409, fmt::format("refused: another operation is running ({}); wait for it to finish\n", op_running_));
+    return OperatorError(fmt::format("refused: another operation is running ({}); wait for it to finish", op_running_));
   }
   {
     std::lock_guard s(state_mu_);
-    if (!running_ && op != "/api/approve")
-      return http::Text(409, fmt::format("refused: migration {} is in phase {}; replication is not running yet\n",
-                                         spec_.name, PhaseName(store_.phase())));
-    op_running_ = op.substr(op.rfind('/') + 1);
+    if (!running_ && req.op != TrafficOp::kApprove)
+      return OperatorError(fmt::format("refused: migration {} is in phase {}; replication is not running yet",
+                                       spec_.name, PhaseName(store_.phase())));
+    op_running_ = TrafficOpName(req.op);
   }
-  Result<std::string> r = InvalidArgument("unknown operation " + op);
-  bool clean = true;
-  try {
-    if (op == "/api/switch-reads") {
-      std::string p = req.QueryParam("percent");
-      int percent = 100;
-      if (!p.empty()) {
-        char* end = nullptr;
-        long v = std::strtol(p.c_str(), &end, 10);
-        if (*end != '\0') return http::Text(400, fmt::format("percent '{}' is not a number\n", p));
-        percent = static_cast<int>(v);
-      }
-      r = SwitchReads(percent, force);
-    } else if (op == "/api/switch-writes") {
-      r = SwitchWrites(force);
-    } else if (op == "/api/rollback") {
-      r = Rollback(force);
-    } else if (op == "/api/complete") {
-      r = Complete();
-    } else if (op == "/api/approve") {
-      r = Approve();
-    } else if (op == "/api/verify") {
-      std::string rate = req.QueryParam("rate");
-      int64_t rows_per_s = -1;
-      if (!rate.empty() && (!ParseI64(rate, &rows_per_s) || rows_per_s < 0))
-        return http::Text(400, fmt::format("rate '{}' is not a number of rows per second\n", rate));
-      r = Verify(req.QueryParam("repair") == "1", rows_per_s, &clean);
-    }
-  } catch (const std::exception& e) {
-    r = InvalidArgument(std::string("bad request: ") + e.what());
+  RETURN_IF_ERROR(CheckTrafficPhase(req.op, store_.phase(), spec_.name));
+  TrafficResult out;
+  Result<std::string> r = std::string();
+  switch (req.op) {
+    case TrafficOp::kSwitchReads: r = SwitchReads(req.percent, req.force); break;
+    case TrafficOp::kSwitchWrites: r = SwitchWrites(req.force); break;
+    case TrafficOp::kRollback: r = Rollback(req.force); break;
+    case TrafficOp::kComplete: r = Complete(); break;
+    case TrafficOp::kApprove: r = Approve(); break;
+    case TrafficOp::kVerify: r = Verify(req.repair, req.rate, &out.clean); break;
   }
-  // 422: the verification ran and found differences (the CLI exits 1).
-  if (r.ok()) return http::Text(clean ? 200 : 422, *r + (r->ends_with("\n") ? "" : "\n"));
-  int code = r.status().code() == StatusCode::kInvalidArgument ? 400
-             : r.status().code() == StatusCode::kOperator     ? 409
-                                                               : 500;
-  return http::Text(code, r.status().message() + "\n");
+  if (!r.ok()) return r.status();
+  out.message = std::move(*r);
+  while (!out.message.empty() && out.message.back() == '\n') out.message.pop_back();
+  return out;
 }
 
 }  // namespace midflight

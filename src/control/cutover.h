@@ -39,7 +39,7 @@
 #include <vector>
 
 #include "base/status.h"
-#include "control/http.h"
+#include "control/operations.h"
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
@@ -60,10 +60,9 @@ class Cutover {
   // migrated tables as the source has them; `filter`: what the copy holds.
   Status Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_t partitions, const std::atomic<bool>& stop);
 
-  // The control API: POST /api/switch-reads?percent=N, /api/switch-writes,
-  // /api/rollback, /api/complete, /api/approve, /api/verify?repair=1; each
-  // takes force=1 where a check can be overridden. Plain-text answers.
-  http::Response Handle(const http::Request& request);
+  // One traffic operation (control/operations.h), checked against the phase
+  // first; one at a time.
+  Result<TrafficResult> Do(const TrafficRequest& request);
 
  private:
   Result<std::string> SwitchReads(int percent, bool force);
@@ -84,7 +83,6 @@ class Cutover {
   // Moves writes from `from` to `to` (steps 2-5 above).
   Result<std::string> MoveWrites(proxy::Side to, Flow& flow, Phase next, bool force);
   Status StartReverse();
-  Status RequirePhase(std::initializer_list<Phase> allowed, const char* op);
   // The target's replicas lagging: holds the appliers (the board shows why).
   void CheckReplicaLag();
   // Tables the source has in the spec's scope that the migration does not

@@ -201,12 +201,12 @@ Status Runner::Replicate() {
     Cutover cutover(spec_, store_, ctx_.traffic, ctx_.runtime, *ops,
                     [this](uint64_t pos) { return engine_.FormatPosition(pos); });
     if (ctx_.publish_operations)
-      ctx_.publish_operations([&cutover](const http::Request& r) { return cutover.Handle(r); });
+      ctx_.publish_operations([&cutover](const TrafficRequest& r) { return cutover.Do(r); });
     Status st = cutover.Run(engine_.tables(), std::move(start.filter), start.partitions, ctx_.stop);
     if (ctx_.publish_operations) ctx_.publish_operations(nullptr);
     return st;
   }
-  ReplicateContext rc{store_, ctx_.runtime, ctx_.stop, ctx_.traffic, ctx_.publish_operations};
+  ReplicateContext rc{store_, ctx_.runtime, ctx_.stop, ctx_.traffic};
   return engine_.Replicate(std::move(start), rc);
 }
 

@@ -25,7 +25,7 @@
 #include <functional>
 
 #include "base/status.h"
-#include "control/http.h"
+#include "control/operations.h"
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
@@ -43,7 +43,7 @@ struct RunContext {
   // rollback, complete, approve, verify) while it can take them, and
   // publishes an empty handler before it returns; the host must not call a
   // handler after that returns.
-  std::function<void(http::Handler)> publish_operations;
+  std::function<void(TrafficHandler)> publish_operations;
 };
 
 // Runs (or resumes) the migration until `ctx.stop` is set or a failure.

@@ -43,11 +43,6 @@ class StateStore;
 struct MigrationSpec;
 struct MigrationRuntime;
 struct TableComparison;
-namespace http {
-struct Request;
-struct Response;
-using Handler = std::function<Response(const Request&)>;
-}  // namespace http
 namespace proxy {
 class TrafficSwitch;
 enum class Side;
@@ -129,10 +124,7 @@ struct ReplicateContext {
   MigrationRuntime& runtime;
   const std::atomic<bool>& stop;
   proxy::TrafficSwitch* traffic = nullptr;  // the proxy, when the spec has one
-  // The engine publishes the handler of the traffic operations (switch,
-  // rollback, complete, approve, verify) while it can take them, and an
-  // empty handler before Replicate returns. May be empty.
-  std::function<void(http::Handler)> publish_operations;
+  // Engines without a traffic plane take no operations.
 };
 
 class Engine {

@@ -19,7 +19,9 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/parse.h"
 #include "base/uri.h"
+#include "control/operations.h"
 #include "control/runner.h"
 #include "control/phase.h"
 #include "control/runtime.h"
@@ -122,7 +124,7 @@ class HostedMigration {
     running_ = true;
     runner_ = std::thread([this] {
       RunContext ctx{spec, *store, *runtime, stop_, proxy.get(),
-                     [this](http::Handler h) {
+                     [this](TrafficHandler h) {
                        std::unique_lock l(ops_mu_);
                        ops_ = std::move(h);
                      }};
@@ -153,14 +155,14 @@ class HostedMigration {
   }
 
   // The traffic operations of the running engine (PgCutover::Handle), or a 409.
-  http::Response CallOperation(const http::Request& r) {
+  Result<TrafficResult> CallOperation(const TrafficRequest& r) {
     std::shared_lock l(ops_mu_);
     if (!ops_) {
       Phase p = store->phase();
-      return JsonError(409, fmt::format("migration {} is {}{}; {} needs the migration running and replicating",
-                                        spec.name, PhaseName(p),
-                                        p == Phase::kPaused || p == Phase::kFailed ? " (resume it first)" : "",
-                                        r.path.substr(5)));
+      return OperatorError(fmt::format("migration {} is {}{}; {} needs the migration running and replicating",
+                                       spec.name, PhaseName(p),
+                                       p == Phase::kPaused || p == Phase::kFailed ? " (resume it first)" : "",
+                                       TrafficOpName(r.op)));
     }
     return ops_(r);
   }
@@ -205,7 +207,7 @@ class HostedMigration {
   std::mutex status_mu_;
   Status outcome_;  // GUARDED_BY(status_mu_)
   std::shared_mutex ops_mu_;
-  http::Handler ops_;  // GUARDED_BY(ops_mu_)
+  TrafficHandler ops_;  // GUARDED_BY(ops_mu_)
   std::mutex hist_mu_;
   std::deque<HistorySample> history_;  // GUARDED_BY(hist_mu_)
 };
@@ -719,37 +721,41 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
     return JsonOk(200, json{{"message", fmt::format("migration {} deleted; its state stays in {}", name,
                                                     m->spec.state_dir)}});
   }
-  static const std::set<std::string> kTraffic = {"switch-reads", "switch-writes", "rollback", "complete", "approve",
-                                                 "verify"};
-  if (!kTraffic.count(op)) return JsonError(404, fmt::format("unknown operation {}", op));
+  std::optional<TrafficOp> traffic = ParseTrafficOp(op);
+  if (!traffic) return JsonError(404, fmt::format("unknown operation {}", op));
   if (!m->engine->has_traffic_plane())
     return JsonError(409, fmt::format("{} is for PostgreSQL migrations (for now); {} is a {} migration", op, name,
                                       m->engine->name()));
-  // The state machine answers first for the operations that move the phase.
-  {
-    Phase p = m->store->phase();
-    auto refuse = [&](const char* allowed) {
-      std::string words = op;
-      std::replace(words.begin(), words.end(), '-', ' ');
-      return JsonError(409, fmt::format("{} is allowed in phase {}; migration {} is in phase {}", words, allowed, name,
-                                        PhaseName(p)));
-    };
-    if (op == "complete" && !TransitionAllowed(p, Phase::kCompleted)) return refuse("writes_switched");
-    if (op == "rollback" && p != Phase::kWritesSwitched) return refuse("writes_switched");
-    if (op == "switch-writes" && !TransitionAllowed(p, Phase::kWritesSwitched))
-      return refuse("reads_switched (switch reads first)");
-    if (op == "switch-reads" && p != Phase::kReplicating && p != Phase::kReadsSwitched)
-      return refuse("replicating or reads_switched");
+  // The phase rule answers first, running or not.
+  if (Status st = CheckTrafficPhase(*traffic, m->store->phase(), name); !st.ok()) return JsonError(409, st.message());
+  TrafficRequest req;
+  req.op = *traffic;
+  req.force = r.QueryParam("force") == "1" || r.QueryParam("force") == "true";
+  req.repair = r.QueryParam("repair") == "1" || r.QueryParam("repair") == "true";
+  if (std::string p = r.QueryParam("percent"); !p.empty()) {
+    int64_t v = 0;
+    if (!ParseI64(p, &v)) return JsonError(400, fmt::format("percent '{}' is not a number", p));
+    if (v < 0 || v > 100) return JsonError(400, fmt::format("percent {} is not between 0 and 100", v));
+    req.percent = static_cast<int>(v);
   }
-  http::Request inner = r;
-  inner.path = "/api/" + op;
-  http::Response out = m->CallOperation(inner);
-  if (out.content_type.rfind("application/json", 0) == 0) return out;
-  std::string text = out.body;
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  json body = out.status == 200 ? json{{"message", text}} : json{{"error", text}};
-  if (op == "verify") body["clean"] = out.status == 200;
-  return JsonOk(out.status, body);
+  if (std::string rate = r.QueryParam("rate"); !rate.empty()) {
+    // A negative rate (the CLI's default, -1) means the verify_rows_per_s knob.
+    if (!ParseI64(rate, &req.rate))
+      return JsonError(400, fmt::format("rate '{}' is not a number of rows per second", rate));
+    if (req.rate < 0) req.rate = -1;
+  }
+  Result<TrafficResult> out = m->CallOperation(req);
+  if (!out.ok()) {
+    const StatusCode c = out.status().code();
+    return JsonError(c == StatusCode::kInvalidArgument ? 400 : c == StatusCode::kOperator ? 409 : 500,
+                     out.status().message());
+  }
+  // A verification that found differences answers 422 with the list as "error"
+  // (as every non-2xx answer carries its text).
+  json body{{out->clean ? "message" : "error", out->message}};
+  if (req.op == TrafficOp::kVerify) body["clean"] = out->clean;
+  // 422: the verification ran and found differences (the CLI exits 1).
+  return JsonOk(out->clean ? 200 : 422, body);
 }
 
 void Service::Sample() {
