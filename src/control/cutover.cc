@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <deque>
 #include <set>
 #include <thread>
 
@@ -27,7 +28,7 @@ std::string Ms(double seconds) { return fmt::format("{:.0f} ms", seconds * 1000)
 }  // namespace
 
 Cutover::Cutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwitch* proxy, MigrationRuntime& runtime,
-                 CutoverOps& ops, std::function<std::string(uint64_t)> format_position)
+                 ReplicationOps& ops, std::function<std::string(uint64_t)> format_position)
     : spec_(spec), store_(store), proxy_(proxy), runtime_(runtime), ops_(ops), pos_(std::move(format_position)) {
   // Conflicts counted by an earlier process keep counting.
   runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
@@ -36,34 +37,59 @@ Cutover::Cutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwi
 // --- replication ---------------------------------------------------------------
 
 Status Cutover::StartReverse() {
-  ASSIGN_OR_RETURN(CutoverOps::StartedFlow started, ops_.StartFlow(Side::kTarget, tables_, SnapshotFilter(), partitions_));
+  ReplicateStart reverse;
+  reverse.partitions = start_.partitions;
+  ASSIGN_OR_RETURN(ReplicationOps::StartedFlow started, ops_.StartFlow(Side::kTarget, tables_, reverse));
   auto running = std::make_shared<Running>();
   running->flow = std::move(started.flow);
   running->tables = std::move(started.tables);
+  running->restart = std::move(started.restart);
   RETURN_IF_ERROR(store_.Put("reverse_started", "true"));
   std::lock_guard lock(state_mu_);
   reverse_ = std::move(running);
   return Status::Ok();
 }
 
-Status Cutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_t partitions,
-                      const std::atomic<bool>& stop) {
+Status Cutover::StartForward(const std::atomic<bool>& stop) {
+  Clock::time_point failing_since{};
+  auto backoff = std::chrono::milliseconds(500);
+  while (true) {
+    Status st;
+    auto started = ops_.StartFlow(Side::kSource, tables_, start_);
+    if (started.ok()) {
+      auto running = std::make_shared<Running>();
+      running->flow = std::move(started->flow);
+      running->tables = std::move(started->tables);
+      running->restart = std::move(started->restart);
+      std::lock_guard lock(state_mu_);
+      forward_ = std::move(running);
+      return Status::Ok();
+    }
+    st = started.status();
+    if (st.code() != StatusCode::kRetryCall || stop) return st;
+    if (failing_since == Clock::time_point{}) failing_since = Clock::now();
+    const double failing = Since(failing_since);
+    if (failing >= runtime_.knobs.Get(Knob::kFailAfterSeconds))
+      return OperatorError(fmt::format("replicating: {}; still failing after {:.0f} s (knob fail_after_seconds); fix "
+                                       "the cause, then resume",
+                                       st.message(), failing));
+    Say(fmt::format("replicating: {}; starting again in {} ms", st.message(), backoff.count()));
+    for (auto t = backoff; t.count() > 0 && !stop; t -= std::chrono::milliseconds(50))
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
+  }
+}
+
+Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const std::atomic<bool>& stop) {
   tables_ = std::move(tables);
-  partitions_ = partitions;
+  start_ = std::move(start);
   if (store_.phase() == Phase::kCompleted) {
     completed_ = true;
     Say("migration completed; the proxy keeps serving from the target until stopped");
     while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
     return Status::Ok();
   }
-  ASSIGN_OR_RETURN(CutoverOps::StartedFlow started, ops_.StartFlow(Side::kSource, tables_, std::move(filter), partitions_));
-  {
-    auto running = std::make_shared<Running>();
-    running->flow = std::move(started.flow);
-    running->tables = std::move(started.tables);
-    std::lock_guard lock(state_mu_);
-    forward_ = std::move(running);
-  }
+  if (Status st = StartForward(stop); !st.ok()) return stop ? Status::Ok() : st;
   if (store_.Get("reverse_started").value_or("") == "true") {
     if (Status st = StartReverse(); !st.ok()) {
       std::lock_guard lock(state_mu_);
@@ -79,6 +105,13 @@ Status Cutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_
 
   Status result;
   auto now_s = [] { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); };
+  // Source positions seen over time (when the engine measures lag so): the
+  // age of the oldest one not applied yet is the lag in seconds.
+  std::deque<std::pair<uint64_t, int64_t>> seen;
+  // Restarts of the forward flow (StartedFlow::restart): a flow that ran a
+  // minute since the last one starts a new episode for fail_after_seconds.
+  Clock::time_point restarted_at{}, restarting_since{};
+  auto restart_backoff = std::chrono::milliseconds(500);
   double last_replica_check = 0, last_untracked_check = 0;
   auto last_print = Clock::now() - std::chrono::seconds(10);
   uint64_t last_applied = 0;
@@ -93,6 +126,35 @@ Status Cutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_
       rev = reverse_;
     }
     if (completed_) break;
+    if (fwd->restart_asked()) {
+      // The target may have come back without commits it acknowledged: stop
+      // everything in memory and start again from what the target holds.
+      fwd->flow->Stop();
+      if (restarted_at == Clock::time_point{} || Since(restarted_at) > 60) {
+        restarting_since = Clock::now();
+        restart_backoff = std::chrono::milliseconds(500);
+      }
+      const double failing = Since(restarting_since);
+      if (failing >= runtime_.knobs.Get(Knob::kFailAfterSeconds)) {
+        result = OperatorError(fmt::format("replicating: the target connection was lost; still failing after {:.0f} s "
+                                           "(knob fail_after_seconds); fix the cause, then resume",
+                                           failing));
+        break;
+      }
+      Say(fmt::format("replicating: the target connection was lost; restarting from the target's checkpoints in {} ms",
+                      restart_backoff.count()));
+      for (auto t = restart_backoff; t.count() > 0 && !stop; t -= std::chrono::milliseconds(50))
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      restart_backoff = std::min(restart_backoff * 2, std::chrono::milliseconds(5000));
+      restarted_at = Clock::now();
+      if (stop) break;
+      if (Status st = StartForward(stop); !st.ok()) {
+        result = st;
+        break;
+      }
+      seen.clear();
+      continue;
+    }
     if (Status st = fwd->flow->health(); !st.ok()) {
       (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
       result = st;
@@ -113,7 +175,13 @@ Status Cutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_
       CheckReplicaLag();
     }
     FlowMetrics m = fwd->flow->metrics();
-    uint64_t lag_bytes = source_lsn > m.applied_through ? source_lsn - m.applied_through : 0;
+    const uint64_t lag_bytes = ops_.LagBytes(source_lsn, m.applied_through);
+    if (ops_.lag_from_positions()) {
+      const int64_t now_us = NowUnixMicros();
+      if (source_lsn && (seen.empty() || seen.back().first != source_lsn)) seen.push_back({source_lsn, now_us});
+      while (!seen.empty() && seen.front().first <= m.applied_through) seen.pop_front();
+      m.lag_seconds = seen.empty() ? 0 : (now_us - seen.front().second) / 1e6;
+    }
     auto now = Clock::now();
     double dt = std::chrono::duration<double>(now - last_rate_at).count();
     if (dt >= 1.0) {
@@ -128,6 +196,9 @@ Status Cutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_
         {"applied_lsn", pos_(m.applied_through)},
         {"confirmed_lsn", pos_(m.confirmed)},
         {"received_lsn", pos_(m.received)},
+        // Where a restarted stream begins when the target holds no restart
+        // marker (MySQL targets of older midflight versions).
+        {"restart_pos", std::to_string(m.applied_through)},
         {"lag_bytes", std::to_string(lag_bytes)},
         {"lag_seconds", fmt::format("{:.3f}", m.lag_seconds)},
         {"changes_applied", std::to_string(m.changes_applied)},
@@ -139,7 +210,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_
     if (rev) {
       uint64_t target_lsn = ops_.CurrentPosition(Side::kTarget);
       FlowMetrics r = rev->flow->metrics();
-      uint64_t rlag = target_lsn > r.applied_through ? target_lsn - r.applied_through : 0;
+      uint64_t rlag = ops_.LagBytes(target_lsn, r.applied_through);
       kv.push_back({"reverse_lag_bytes", std::to_string(rlag)});
       kv.push_back({"reverse_applied_lsn", pos_(r.applied_through)});
       kv.push_back({"reverse_lag_seconds", fmt::format("{:.3f}", r.lag_seconds)});

@@ -1,7 +1,7 @@
 // The second half of a migration whose engine has a traffic plane:
 // replication in both directions, live verification, and the switches that
 // move the applications' traffic through the proxy (docs/design.md, "The
-// traffic plane"). Written once over the engine's CutoverOps
+// traffic plane"). Written once over the engine's ReplicationOps
 // (engines/engine.h) and the proxy's TrafficSwitch (proxy/traffic_switch.h).
 //
 //   replicating ─switch reads─► reads_switched ─switch writes─► writes_switched ─complete─► completed
@@ -15,7 +15,7 @@
 //   2. pause the proxy's read-write endpoint: new transactions wait, open ones
 //      drain; past cutover.drain_timeout_seconds the switch is abandoned and
 //      traffic resumes on the source;
-//   3. read the source's committed position (CutoverOps::CommittedPosition)
+//   3. read the source's committed position (ReplicationOps::CommittedPosition)
 //      and wait until the target has applied everything before it;
 //   4. carry sequence values over;
 //   5. persist the new phase, point the endpoint at the target, release.
@@ -53,12 +53,15 @@ class Cutover {
  public:
   // `proxy` may be null (no proxy configured: the switches are refused).
   Cutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwitch* proxy, MigrationRuntime& runtime,
-          CutoverOps& ops, std::function<std::string(uint64_t)> format_position);
+          ReplicationOps& ops, std::function<std::string(uint64_t)> format_position);
 
   // Replicates (forward; reverse too once a write switch started it) and
   // records metrics until `stop` is set or a flow fails. `tables`: the
-  // migrated tables as the source has them; `filter`: what the copy holds.
-  Status Run(std::vector<TablePtr> tables, SnapshotFilter filter, uint32_t partitions, const std::atomic<bool>& stop);
+  // migrated tables as the source has them; `start`: what the copy holds.
+  // A forward flow that asks to be restarted from the target's checkpoints
+  // (StartedFlow::restart), or cannot be started because a server is down,
+  // is started again with a backoff for up to the fail_after_seconds knob.
+  Status Run(std::vector<TablePtr> tables, ReplicateStart start, const std::atomic<bool>& stop);
 
   // One traffic operation (control/operations.h), checked against the phase
   // first; one at a time.
@@ -76,6 +79,8 @@ class Cutover {
   struct Running {
     std::unique_ptr<Flow> flow;
     std::map<TableId, TablePtr> tables;
+    std::shared_ptr<std::atomic<bool>> restart;
+    bool restart_asked() const { return restart && *restart; }
     ~Running() {
       if (flow) flow->Stop();
     }
@@ -83,6 +88,9 @@ class Cutover {
   // Moves writes from `from` to `to` (steps 2-5 above).
   Result<std::string> MoveWrites(proxy::Side to, Flow& flow, Phase next, bool force);
   Status StartReverse();
+  // Starts (again) the forward flow; retries while a server is unreachable
+  // or the new flow asks for a restart, up to the fail_after_seconds knob.
+  Status StartForward(const std::atomic<bool>& stop);
   // The target's replicas lagging: holds the appliers (the board shows why).
   void CheckReplicaLag();
   // Tables the source has in the spec's scope that the migration does not
@@ -96,9 +104,9 @@ class Cutover {
   StateStore& store_;
   proxy::TrafficSwitch* proxy_;
   std::vector<TablePtr> tables_;
-  uint32_t partitions_ = 0;
+  ReplicateStart start_;
   MigrationRuntime& runtime_;
-  CutoverOps& ops_;
+  ReplicationOps& ops_;
   std::function<std::string(uint64_t)> pos_;  // a position as the engine writes it
 
   std::mutex op_mu_;          // one operation at a time

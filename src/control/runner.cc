@@ -195,19 +195,15 @@ Status Runner::Replicate() {
     }
     start.oldest_snapshot = oldest == UINT64_MAX ? 0 : oldest;
   }
-  if (CutoverOps* ops = engine_.Cutover()) {
-    // An engine with a traffic plane: replication in both directions and the
-    // switches, served while it runs.
-    Cutover cutover(spec_, store_, ctx_.traffic, ctx_.runtime, *ops,
-                    [this](uint64_t pos) { return engine_.FormatPosition(pos); });
-    if (ctx_.publish_operations)
-      ctx_.publish_operations([&cutover](const TrafficRequest& r) { return cutover.Do(r); });
-    Status st = cutover.Run(engine_.tables(), std::move(start.filter), start.partitions, ctx_.stop);
-    if (ctx_.publish_operations) ctx_.publish_operations(nullptr);
-    return st;
-  }
-  ReplicateContext rc{store_, ctx_.runtime, ctx_.stop, ctx_.traffic};
-  return engine_.Replicate(std::move(start), rc);
+  // Replication (and, where the engine has a traffic plane, the switches,
+  // served while it runs).
+  Cutover cutover(spec_, store_, ctx_.traffic, ctx_.runtime, engine_.Replication(),
+                  [this](uint64_t pos) { return engine_.FormatPosition(pos); });
+  if (ctx_.publish_operations)
+    ctx_.publish_operations([&cutover](const TrafficRequest& r) { return cutover.Do(r); });
+  Status st = cutover.Run(engine_.tables(), std::move(start), ctx_.stop);
+  if (ctx_.publish_operations) ctx_.publish_operations(nullptr);
+  return st;
 }
 
 }  // namespace

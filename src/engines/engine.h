@@ -8,7 +8,7 @@
 // One Engine object serves one run of one migration: the runner calls, in
 // phase order (control/phase_driver.h),
 //
-//   Preflight ─► CreateSchema ─► PlanChunks, LoadDoneChunks, PrepareCopy, CopyChunks ─► FinishSchema ─► Replicate
+//   Preflight ─► CreateSchema ─► PlanChunks, LoadDoneChunks, PrepareCopy, CopyChunks ─► FinishSchema ─► Replication
 //
 // from one thread; Preflight opens the control connections the later steps
 // use (each step reconnects what a server restart broke). The other entry
@@ -67,26 +67,44 @@ struct ReplicateStart {
   uint64_t oldest_snapshot = 0;  // the oldest chunk snapshot: no change before it is needed
 };
 
-// What the engine-neutral cutover (control/cutover.h) needs from an engine
-// with a traffic plane. Created by Engine::Cutover() for one run; the flows it
-// starts replicate between the two sides (proxy::Side). Calls come from the
-// cutover's monitor thread and from the operation being served (one at a
-// time); the methods marked "monitor" only from the monitor thread.
-class CutoverOps {
+// What the engine-neutral replication and cutover (control/cutover.h) need
+// from an engine: the flows between the two sides (proxy::Side), positions,
+// and, for an engine with a traffic plane (EngineKind::has_traffic_plane),
+// sequences, clean-up and verification. Returned by Engine::Replication()
+// for one run. Calls come from the replication's monitor thread and from the
+// operation being served (one at a time); the methods marked "monitor" only
+// from the monitor thread.
+class ReplicationOps {
  public:
-  virtual ~CutoverOps() = default;
+  virtual ~ReplicationOps() = default;
 
   struct StartedFlow {
     std::unique_ptr<Flow> flow;
     std::map<TableId, TablePtr> tables;  // the migrated tables as the flow's from-side has them
+    // Set when the flow must be started again from what the target holds
+    // (a MySQL target connection was lost: it may have come back without
+    // commits it had acknowledged). Null when the flow never asks.
+    std::shared_ptr<std::atomic<bool>> restart;
   };
-  // Forward (from the source, what the copy holds is `filter`): starts
-  // replication source -> target. Reverse (from the target, once the first
-  // write switch asks for it): checks its prerequisites, creates what it
-  // needs on the target (PostgreSQL: publication and slot) and starts
-  // replication target -> source, skipping what the forward flow applied.
+  // Forward (from the source; `start` says what the copy holds): starts
+  // replication source -> target from the target's checkpoints. Reverse
+  // (from the target, once the first write switch asks for it): checks its
+  // prerequisites, creates what it needs on the target (PostgreSQL:
+  // publication and slot) and starts replication target -> source, skipping
+  // what the forward flow applied. RetryCall when a server cannot be reached
+  // now (the caller retries).
   virtual Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>& tables,
-                                        SnapshotFilter filter, uint32_t partitions) = 0;
+                                        const ReplicateStart& start) = 0;
+  // Bytes from `applied` to `current` (two positions of one side), as exactly
+  // as the engine can tell.
+  virtual uint64_t LagBytes(uint64_t current, uint64_t applied) const {
+    return current > applied ? current - applied : 0;
+  }
+  // True when lag in seconds is the age of the oldest source position seen
+  // (CurrentPosition, sampled) that is not applied yet, rather than the age
+  // of the oldest received transaction not applied (the source's commit
+  // times are too coarse, or changes wait unread on the source).
+  virtual bool lag_from_positions() const { return false; }
   // A position every transaction committed on `side` so far is before, and
   // that the side has made durable (a flow can reach it at once).
   virtual Result<uint64_t> CommittedPosition(proxy::Side side) = 0;
@@ -116,15 +134,6 @@ class CutoverOps {
   virtual Result<VerifyOutcome> Verify(proxy::Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables,
                                        bool repair, std::function<int64_t()> rows_per_s,
                                        const std::atomic<bool>* stop) = 0;
-};
-
-// What a run hands the engine's replicate phase.
-struct ReplicateContext {
-  StateStore& store;
-  MigrationRuntime& runtime;
-  const std::atomic<bool>& stop;
-  proxy::TrafficSwitch* traffic = nullptr;  // the proxy, when the spec has one
-  // Engines without a traffic plane take no operations.
 };
 
 class Engine {
@@ -169,12 +178,8 @@ class Engine {
   // After the copy: keys, indexes, constraints (and sequences).
   virtual Status FinishSchema() = 0;
 
-  // The engine side of the cutover, for an engine with a traffic plane (the
-  // runner then replicates through control/cutover.h); null otherwise.
-  virtual CutoverOps* Cutover() { return nullptr; }
-  // Without a traffic plane: replicates from `start` until ctx.stop is set
-  // or a failure (the change stream, the appliers, the metrics).
-  virtual Status Replicate(ReplicateStart start, ReplicateContext& ctx) = 0;
+  // The engine's side of the replicate phase (after Preflight).
+  virtual ReplicationOps& Replication() = 0;
 
   // Formats a source position for messages and status ("16/B374D848",
   // "binlog.000012:4711").

@@ -38,7 +38,7 @@ using mysql::MyConn;
 using mysql::MyResult;
 using TablePtr = std::shared_ptr<const TableSchema>;
 
-class MyEngine final : public Engine {
+class MyEngine final : public Engine, public ReplicationOps {
  public:
   MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
       : spec_(spec), store_(store), runtime_(runtime) {
@@ -76,19 +76,47 @@ class MyEngine final : public Engine {
   Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                     std::function<void(int)> on_chunk_committed) override;
   Status FinishSchema() override;
-  Status Replicate(ReplicateStart start, ReplicateContext& ctx) override;
+  ReplicationOps& Replication() override { return *this; }
   std::string FormatPosition(uint64_t pos) const override { return Pos(pos); }
 
+  // ReplicationOps: the forward flow and positions (no traffic plane yet).
+  Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>& tables,
+                                const ReplicateStart& start) override;
+  // Across binlog files the exact count needs every file's size; a lower
+  // bound is the offset into the current file.
+  uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
+    if (current <= applied) return 0;
+    return mysql::BinlogFileNumber(current) == mysql::BinlogFileNumber(applied) ? current - applied
+                                                                                  : mysql::BinlogOffset(current);
+  }
+  // Binlog timestamps have one-second resolution, and a stream that falls
+  // behind leaves changes unread: lag is the age of the oldest binlog
+  // position seen on the source and not applied yet.
+  bool lag_from_positions() const override { return true; }
+  Result<uint64_t> CommittedPosition(proxy::Side side) override;
+  uint64_t CurrentPosition(proxy::Side side) override;
+  Result<std::vector<TableId>> TablesInScope() override;
+  std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
+  // MariaDB keeps AUTO_INCREMENT counters itself; no sequence objects are migrated yet.
+  Status SyncSequences(proxy::Side) override { return Status::Ok(); }
+  std::vector<std::string> CleanUpOnComplete() override { return {}; }
+  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
+                               const std::atomic<bool>*) override {
+    return OperatorError("live verification is for PostgreSQL migrations (for now); use midflight compare");
+  }
+
  private:
-  // One run of the flow; sets *target_lost when a target connection was lost
-  // (the flow must start again from the target's checkpoints).
-  Status ReplicateOnce(const ReplicateStart& start, bool* target_lost);
   std::string Pos(uint64_t p) const { return mysql::FormatBinlogPos(binlog_base_, p); }
+  // Reconnects the control connections a server restart broke.
+  Status ReconnectControl();
+  // The position SHOW MASTER STATUS gives on `conn`, or 0.
+  static uint64_t MasterPosition(MyConn& conn);
 
   const MigrationSpec& spec_;
   StateStore& store_;
   MigrationRuntime& runtime_;
-  const std::atomic<bool>* stop_ = nullptr;  // Replicate's
+  std::unique_ptr<MyConn> monitor_;  // the monitor thread's
+  uint64_t last_source_pos_ = 0;     // the monitor thread's: the last position read
   std::string reader_uri_;
   std::string source_db_, target_db_;
   std::string binlog_base_ = "binlog";
@@ -229,44 +257,7 @@ Status MyEngine::FinishSchema() {
   return Status::Ok();
 }
 
-// The flow runs until stopped or failed. When the target goes away, it may
-// come back without commits it had acknowledged (innodb_flush_log_at_trx_commit
-// != 1), while the binlog reader has moved past them: the whole flow stops and
-// starts again from what the target holds (its checkpoints and restart
-// marker), retrying while the target is unreachable for up to the
-// fail_after_seconds knob.
-Status MyEngine::Replicate(ReplicateStart start, ReplicateContext& ctx) {
-  stop_ = &ctx.stop;
-  std::chrono::steady_clock::time_point lost_since{};
-  auto backoff = std::chrono::milliseconds(500);
-  while (true) {
-    bool target_lost = false;
-    const auto started = std::chrono::steady_clock::now();
-    Status st = ReplicateOnce(start, &target_lost);
-    if (*stop_) return st;
-    if (!target_lost && st.code() != StatusCode::kRetryCall) return st;
-    // A flow that ran a while before this loss starts a new episode.
-    if (std::chrono::steady_clock::now() - started > std::chrono::seconds(60)) {
-      lost_since = {};
-      backoff = std::chrono::milliseconds(500);
-    }
-    const auto now = std::chrono::steady_clock::now();
-    if (lost_since == std::chrono::steady_clock::time_point{}) lost_since = now;
-    const double failing = std::chrono::duration<double>(now - lost_since).count();
-    const double limit = runtime_.knobs.Get(Knob::kFailAfterSeconds);
-    if (failing >= limit)
-      return OperatorError(fmt::format("replicating: {}; still failing after {:.0f} s (knob fail_after_seconds); fix "
-                                       "the cause, then resume",
-                                       st.ok() ? "target connection lost" : st.message(), failing));
-    Say(fmt::format("replicating: {}; restarting from the target's checkpoints in {} ms",
-                    target_lost ? "the target connection was lost" : st.message(), backoff.count()));
-    for (auto t = backoff; t.count() > 0 && !*stop_; t -= std::chrono::milliseconds(50))
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
-  }
-}
-
-Status MyEngine::ReplicateOnce(const ReplicateStart& rs, bool* target_lost) {
+Status MyEngine::ReconnectControl() {
   // The control connections may have died with a server restart.
   mysql::ConnOptions co;
   co.program_name = "midflight-control";
@@ -278,6 +269,53 @@ Status MyEngine::ReplicateOnce(const ReplicateStart& rs, bool* target_lost) {
   if (!alive(dst_)) {
     ASSIGN_OR_RETURN(dst_, MyConn::Connect(spec_.target, co));
   }
+  return Status::Ok();
+}
+
+uint64_t MyEngine::MasterPosition(MyConn& conn) {
+  auto r = conn.Query("SHOW MASTER STATUS");
+  if (!r.ok() || r->rows() == 0) return 0;
+  auto n = mysql::ParseBinlogFileNumber(r->Get(0, 0));
+  return n ? mysql::EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1))) : 0;
+}
+
+Result<uint64_t> MyEngine::CommittedPosition(proxy::Side side) {
+  mysql::ConnOptions co;
+  co.program_name = "midflight-cutover";
+  ASSIGN_OR_RETURN(auto conn, MyConn::Connect(side == proxy::Side::kSource ? reader_uri_ : spec_.target, co));
+  const uint64_t pos = MasterPosition(*conn);
+  if (pos == 0) return OperatorError("SHOW MASTER STATUS is empty; is log_bin on?");
+  return pos;
+}
+
+uint64_t MyEngine::CurrentPosition(proxy::Side side) {
+  if (side != proxy::Side::kSource) return 0;
+  if (!monitor_ || monitor_->IsBroken()) {
+    mysql::ConnOptions mo;
+    mo.program_name = "midflight-monitor";
+    auto m = MyConn::Connect(reader_uri_, mo);
+    monitor_ = m.ok() ? std::move(*m) : nullptr;
+  }
+  // A failed read keeps the last position (the lag stays as it was).
+  if (monitor_)
+    if (uint64_t pos = MasterPosition(*monitor_)) last_source_pos_ = pos;
+  return last_source_pos_;
+}
+
+Result<std::vector<TableId>> MyEngine::TablesInScope() {
+  if (!monitor_ || monitor_->IsBroken()) return RetryCall("source: no monitor connection");
+  ASSIGN_OR_RETURN(auto listed, mysql::ListTables(*monitor_, source_db_));
+  std::vector<TableId> out;
+  for (const auto& id : listed)
+    if (TableSelected(spec_.tables, spec_.exclude, id)) out.push_back(id);
+  return out;
+}
+
+Result<ReplicationOps::StartedFlow> MyEngine::StartFlow(proxy::Side from, const std::vector<TablePtr>&,
+                                                        const ReplicateStart& rs) {
+  if (from != proxy::Side::kSource)
+    return OperatorError("reverse replication is for PostgreSQL migrations (for now)");
+  RETURN_IF_ERROR(ReconnectControl());
   const uint32_t partitions = rs.partitions;
   uint64_t start = rs.oldest_snapshot;
   // The binlog's base name, from the server read.
@@ -366,89 +404,12 @@ Status MyEngine::ReplicateOnce(const ReplicateStart& rs, bool* target_lost) {
   fo.applier.throttle = &runtime_.throttle;
   fo.applier.rate = &runtime_.apply_rate;
   fo.applier.conflicts = &runtime_.conflicts;
-  ASSIGN_OR_RETURN(std::unique_ptr<Flow> flow,
-                   Flow::Start(std::move(fo), std::make_unique<mysql::ChangeStream>(std::move(config)), open_sink));
+  StartedFlow out;
+  ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<mysql::ChangeStream>(std::move(config)), open_sink));
+  out.tables = by_id_;
+  out.restart = lost;
   Say(fmt::format("replicating: binlog of {} from {}", RedactUri(reader_uri_), Pos(start)));
-
-  mysql::ConnOptions mo;
-  mo.program_name = "midflight-monitor";
-  std::unique_ptr<MyConn> mon;
-  // Source positions seen over time, for lag in seconds: the age of the
-  // oldest observation the target has not applied yet.
-  std::deque<std::pair<uint64_t, int64_t>> seen;
-  Status result;
-  auto last_print = std::chrono::steady_clock::now() - std::chrono::seconds(10);
-  uint64_t last_applied = 0;
-  auto last_rate_at = std::chrono::steady_clock::now();
-  double rate = 0;
-  uint64_t source_pos = 0;
-  while (!*stop_) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
-    if (*lost) {
-      *target_lost = true;
-      break;
-    }
-    result = flow->health();
-    if (!result.ok()) {
-      (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
-      break;
-    }
-    if (!mon || mon->IsBroken()) {
-      auto m = MyConn::Connect(reader_uri_, mo);
-      mon = m.ok() ? std::move(*m) : nullptr;
-    }
-    if (mon) {
-      auto r = mon->Query("SHOW MASTER STATUS");
-      if (r.ok() && r->rows() > 0)
-        if (auto n = mysql::ParseBinlogFileNumber(r->Get(0, 0)))
-          source_pos = mysql::EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1)));
-    }
-    const int64_t now_us = NowUnixMicros();
-    if (source_pos && (seen.empty() || seen.back().first != source_pos)) seen.push_back({source_pos, now_us});
-    const FlowMetrics fm = flow->metrics();
-    const uint64_t received = fm.received;
-    const uint64_t applied_pos = fm.applied_through;
-    while (!seen.empty() && seen.front().first <= applied_pos) seen.pop_front();
-    double lag_s = seen.empty() ? 0 : (now_us - seen.front().second) / 1e6;
-    uint64_t lag_bytes = 0;
-    if (source_pos > applied_pos)
-      lag_bytes = mysql::BinlogFileNumber(source_pos) == mysql::BinlogFileNumber(applied_pos)
-                      ? source_pos - applied_pos
-                      : mysql::BinlogOffset(source_pos);
-    const uint64_t applied = fm.changes_applied, retries = fm.retries;
-    auto now = std::chrono::steady_clock::now();
-    double dt = std::chrono::duration<double>(now - last_rate_at).count();
-    if (dt >= 1.0) {
-      rate = (applied - last_applied) / dt;
-      last_applied = applied;
-      last_rate_at = now;
-    }
-    (void)store_.PutMany({{"heartbeat", std::to_string(now_us)},
-                          {"pid", std::to_string(getpid())},
-                          {"restart_pos", std::to_string(applied_pos)},
-                          {"source_lsn", Pos(source_pos)},
-                          {"applied_lsn", Pos(applied_pos)},
-                          {"received_lsn", Pos(received)},
-                          {"lag_bytes", std::to_string(lag_bytes)},
-                          {"lag_seconds", fmt::format("{:.3f}", lag_s)},
-                          {"changes_applied", std::to_string(applied)},
-                          {"changes_per_s", fmt::format("{:.0f}", rate)},
-                          {"apply_retries", std::to_string(retries)},
-                          {"conflicts", runtime_.conflicts.ToJson()},
-                          {"stream_connected", fm.connected ? "true" : "false"}});
-    CrashPoint("apply-changes", static_cast<int64_t>(applied));
-    if (now - last_print >= std::chrono::seconds(5)) {
-      last_print = now;
-      Say(fmt::format("[replicating] lag {} bytes / {:.2f} s, {} changes applied ({:.0f}/s){}", Commas(lag_bytes), lag_s,
-                      Commas(applied), rate, fm.connected ? "" : ", source disconnected: retrying"));
-    }
-  }
-  flow->Stop();
-  if (*lost) *target_lost = true;
-  if (*target_lost) return Status::Ok();  // the positions in memory may be ahead of what the target holds
-  (void)store_.Put("restart_pos", std::to_string(flow->AppliedThrough()));
-  if (*stop_ && result.ok()) Say("stopped; run again with the same spec to resume");
-  return result;
+  return out;
 }
 
 Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) {

@@ -19,7 +19,7 @@
 #include "control/http.h"
 #include "control/compare.h"
 #include "control/runtime.h"
-#include "engines/postgres/cutover_ops.h"
+#include "engines/postgres/replication_ops.h"
 #include "proxy/pg_proxy.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
@@ -68,10 +68,7 @@ class PgEngine final : public Engine {
   Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                     std::function<void(int)> on_chunk_committed) override;
   Status FinishSchema() override;
-  CutoverOps* Cutover() override;
-  Status Replicate(ReplicateStart, ReplicateContext&) override {
-    return Internal("PostgreSQL replicates through the cutover (Engine::Cutover)");
-  }
+  ReplicationOps& Replication() override;
   std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
 
  private:
@@ -85,7 +82,7 @@ class PgEngine final : public Engine {
   std::map<TableId, TablePtr> by_id_;
   std::string dump_path_;
   bool have_slot_ = false;  // PrepareCopy: the migration's slot exists on the source
-  std::unique_ptr<CutoverOps> cutover_;
+  std::unique_ptr<ReplicationOps> replication_;
 };
 
 Status PgEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
@@ -330,10 +327,10 @@ Status PgEngine::FinishSchema() {
   return Status::Ok();
 }
 
-CutoverOps* PgEngine::Cutover() {
+ReplicationOps& PgEngine::Replication() {
   // The ops open their own connections (the control ones may have died during a long copy).
-  if (!cutover_) cutover_ = NewPgCutoverOps(spec_, store_, runtime_);
-  return cutover_.get();
+  if (!replication_) replication_ = NewPgReplicationOps(spec_, store_, runtime_);
+  return *replication_;
 }
 
 Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {

@@ -1,7 +1,7 @@
-// PostgreSQL's side of the cutover (engines/engine.h CutoverOps): the flows
+// PostgreSQL's side of the cutover (engines/engine.h ReplicationOps): the flows
 // in both directions (slots, publications, replication origins), positions,
 // sequences, the clean-up at `complete`, and live verification.
-#include "engines/postgres/cutover_ops.h"
+#include "engines/postgres/replication_ops.h"
 
 #include <fmt/format.h>
 #include <libpq-fe.h>
@@ -64,13 +64,12 @@ std::string TableList(const std::vector<TablePtr>& tables) {
   return out;
 }
 
-class PgCutoverOps final : public CutoverOps {
+class PgReplicationOps final : public ReplicationOps {
  public:
-  PgCutoverOps(const MigrationSpec& spec, StateStore& store, MigrationRuntime& runtime)
+  PgReplicationOps(const MigrationSpec& spec, StateStore& store, MigrationRuntime& runtime)
       : spec_(spec), store_(store), runtime_(runtime) {}
 
-  Result<StartedFlow> StartFlow(Side from, const std::vector<TablePtr>& tables, SnapshotFilter filter,
-                                uint32_t partitions) override;
+  Result<StartedFlow> StartFlow(Side from, const std::vector<TablePtr>& tables, const ReplicateStart& start) override;
   Result<uint64_t> CommittedPosition(Side side) override {
     ASSIGN_OR_RETURN(auto conn, Control(Uri(side)));
     ASSIGN_OR_RETURN(PgLsn lsn, FlushedPosition(*conn));
@@ -137,7 +136,7 @@ class PgCutoverOps final : public CutoverOps {
   std::unique_ptr<PgConn> monitor_[2];     // monitor thread only
 };
 
-FlowConfig PgCutoverOps::Config(bool forward, const std::vector<TablePtr>& tables, uint32_t partitions) const {
+FlowConfig PgReplicationOps::Config(bool forward, const std::vector<TablePtr>& tables, uint32_t partitions) const {
   FlowConfig fc;
   fc.label = forward ? "forward" : "reverse";
   fc.from_uri = forward ? spec_.source : spec_.target;
@@ -152,15 +151,16 @@ FlowConfig PgCutoverOps::Config(bool forward, const std::vector<TablePtr>& table
   return fc;
 }
 
-Result<CutoverOps::StartedFlow> PgCutoverOps::StartFlow(Side from, const std::vector<TablePtr>& tables,
-                                                       SnapshotFilter filter, uint32_t partitions) {
+Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const std::vector<TablePtr>& tables,
+                                                               const ReplicateStart& start) {
+  const uint32_t partitions = start.partitions;
   FlowConfig fc;
   if (from == Side::kSource) {
     tables_ = tables;
     fc = Config(/*forward=*/true, tables, partitions);
     fc.slot = spec_.slot_name();
     fc.publication = spec_.publication_name();
-    fc.filter = std::move(filter);
+    fc.filter = start.filter;
   } else {
     const std::string slot = spec_.slot_name() + "_rev", pub = spec_.publication_name() + "_rev";
     ASSIGN_OR_RETURN(auto dst, Control(spec_.target));
@@ -207,7 +207,7 @@ Result<CutoverOps::StartedFlow> PgCutoverOps::StartFlow(Side from, const std::ve
   return out;
 }
 
-std::vector<std::string> PgCutoverOps::CleanUpOnComplete() {
+std::vector<std::string> PgReplicationOps::CleanUpOnComplete() {
   std::vector<std::string> done;
   auto src = Control(spec_.source);
   auto dst = Control(spec_.target);
@@ -273,7 +273,7 @@ std::vector<std::string> PgCutoverOps::CleanUpOnComplete() {
   return done;
 }
 
-Result<CutoverOps::VerifyOutcome> PgCutoverOps::Verify(Side reference, Flow& flow,
+Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, Flow& flow,
                                                        const std::map<TableId, TablePtr>& tables, bool repair,
                                                        std::function<int64_t()> rows_per_s,
                                                        const std::atomic<bool>* stop) {
@@ -327,8 +327,8 @@ Result<CutoverOps::VerifyOutcome> PgCutoverOps::Verify(Side reference, Flow& flo
 
 }  // namespace
 
-std::unique_ptr<CutoverOps> NewPgCutoverOps(const MigrationSpec& spec, StateStore& store, MigrationRuntime& runtime) {
-  return std::make_unique<PgCutoverOps>(spec, store, runtime);
+std::unique_ptr<ReplicationOps> NewPgReplicationOps(const MigrationSpec& spec, StateStore& store, MigrationRuntime& runtime) {
+  return std::make_unique<PgReplicationOps>(spec, store, runtime);
 }
 
 }  // namespace midflight
