@@ -14,14 +14,14 @@ Applier::Applier(PartitionId p, PartitionLog* log, ChangeSink* sink, ApplyTracke
     : p_(p), log_(log), sink_(sink), tracker_(tracker), options_(options) {}
 
 Status Applier::status() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return status_;
 }
 
 void Applier::Run(const std::atomic<bool>& stop) {
   auto fail = [&](Status st) {
     LOG_ERROR("applier {}: {}", p_.value, st.message());
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     status_ = std::move(st);
   };
   auto cp = sink_->LoadCheckpoint();

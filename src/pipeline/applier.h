@@ -19,11 +19,11 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <mutex>
 #include <span>
 #include <string>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "core/change.h"
 #include "pipeline/apply_tracker.h"
 #include "pipeline/conflicts.h"
@@ -102,8 +102,8 @@ class Applier {
   ApplierOptions options_;
   ApplierStats stats_;
   ChangePosition checkpoint_;
-  mutable std::mutex mu_;
-  Status status_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  Status status_ GUARDED_BY(mu_);
 };
 
 }  // namespace midflight

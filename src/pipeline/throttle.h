@@ -17,10 +17,10 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <string>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 
 namespace midflight {
 
@@ -73,11 +73,11 @@ class ThrottleBoard {
     uint64_t retries = 0;
     int64_t backoff_ms = 0;
   };
-  mutable std::mutex mu_;
-  std::map<std::string, Entry> active_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<std::string, Entry> active_ GUARDED_BY(mu_);
   std::array<std::atomic<uint64_t>, static_cast<size_t>(Distress::kCount)> errors_{};
   std::atomic<bool> replica_lag_paused_{false};
-  Latency latency_;  // GUARDED_BY(mu_)
+  Latency latency_ GUARDED_BY(mu_);
 };
 
 // Token bucket. `rate` is read at each Acquire (units per second; <= 0 means
@@ -90,9 +90,9 @@ class RateLimiter {
 
  private:
   std::function<double()> rate_;
-  std::mutex mu_;
-  double tokens_ = 0;  // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point last_{};
+  Mutex mu_;
+  double tokens_ GUARDED_BY(mu_) = 0;
+  std::chrono::steady_clock::time_point last_ GUARDED_BY(mu_){};
 };
 
 }  // namespace midflight
