@@ -23,8 +23,11 @@
 // the flow, and stopping the flow stops only the flow.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <memory>
+#include <thread>
 
 namespace midflight {
 
@@ -58,6 +61,40 @@ class StopSource {
   struct State;
   explicit StopSource(std::shared_ptr<State> state) : state_(std::move(state)) {}
   std::shared_ptr<State> state_;
+};
+
+// The stop signal a function was handed, for code that accepts both forms
+// while its callers move to StopSource: a StopSource (waits wake at once) or
+// a `const std::atomic<bool>&` from a caller not converted yet (nothing can
+// wait on an atomic, so a wait looks at it every kAtomicSlice). Refers to,
+// does not own, what it was made from: it must outlive the StopRef. Cheap to
+// copy; pass by value.
+class StopRef {
+ public:
+  static constexpr std::chrono::milliseconds kAtomicSlice{20};
+
+  StopRef(const StopSource& source) : source_(&source) {}  // NOLINT: implicit on purpose
+  StopRef(const std::atomic<bool>& flag) : flag_(&flag) {}  // NOLINT: implicit on purpose
+
+  bool stop_requested() const { return source_ ? source_->stop_requested() : flag_->load(); }
+  explicit operator bool() const { return stop_requested(); }
+
+  // Waits until stopped or `timeout` passed; true when stopped.
+  template <typename Rep, typename Period>
+  bool WaitFor(std::chrono::duration<Rep, Period> timeout) const {
+    if (source_) return source_->WaitFor(timeout);
+    const auto until = StopSource::Clock::now() + std::chrono::ceil<StopSource::Clock::duration>(timeout);
+    for (;;) {
+      if (flag_->load()) return true;
+      const auto now = StopSource::Clock::now();
+      if (now >= until) return false;
+      std::this_thread::sleep_for(std::min<StopSource::Clock::duration>(until - now, kAtomicSlice));
+    }
+  }
+
+ private:
+  const StopSource* source_ = nullptr;
+  const std::atomic<bool>* flag_ = nullptr;
 };
 
 }  // namespace midflight

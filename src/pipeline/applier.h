@@ -23,6 +23,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "base/stop.h"
 #include "base/thread_annotations.h"
 #include "core/change.h"
 #include "pipeline/apply_tracker.h"
@@ -83,13 +84,17 @@ class Applier {
  public:
   Applier(PartitionId p, PartitionLog* log, ChangeSink* sink, ApplyTracker* tracker, ApplierOptions options);
   // Thread body: runs until the log is closed and drained, `stop` is set, or a
-  // persistent error. Loads the checkpoint first.
-  void Run(const std::atomic<bool>& stop);
+  // persistent error. Loads the checkpoint first. With a StopSource every
+  // wait (a backoff, the wait for a reachable target) ends at once on Stop;
+  // with an atomic within StopRef::kAtomicSlice.
+  void Run(const StopSource& stop) { RunUntil(stop); }
+  void Run(const std::atomic<bool>& stop) { RunUntil(stop); }
   Status status() const;
   const ApplierStats& stats() const { return stats_; }
 
  private:
-  Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, const std::atomic<bool>& stop);
+  void RunUntil(StopRef stop);
+  Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, StopRef stop);
   // After a reconnect: DataLoss when the target's checkpoint of this
   // partition is behind what was committed there before.
   // Returns the target's checkpoint (zero when it cannot be read yet).

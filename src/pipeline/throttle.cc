@@ -103,7 +103,7 @@ ThrottleBoard::Latency ThrottleBoard::latency() const {
   return latency_;
 }
 
-void RateLimiter::Acquire(int64_t n, const std::atomic<bool>& stop) {
+void RateLimiter::Acquire(int64_t n, StopRef stop) {
   while (!stop) {
     double rate = rate_();
     std::chrono::microseconds wait{0};
@@ -128,7 +128,8 @@ void RateLimiter::Acquire(int64_t n, const std::atomic<bool>& stop) {
       double need = std::min(static_cast<double>(n), rate) - tokens_;
       wait = std::chrono::microseconds(static_cast<int64_t>(need / rate * 1e6) + 1);
     }
-    std::this_thread::sleep_for(std::min(wait, std::chrono::microseconds(100000)));
+    // At most 100 ms: the rate knob is read again after it.
+    if (stop.WaitFor(std::min(wait, std::chrono::microseconds(100000)))) return;
   }
 }
 

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "base/stop.h"
 #include "base/thread_annotations.h"
 
 namespace midflight {
@@ -85,8 +86,9 @@ class ThrottleBoard {
 class RateLimiter {
  public:
   explicit RateLimiter(std::function<double()> rate) : rate_(std::move(rate)) {}
-  // Waits until `n` units may pass, or `stop` is set.
-  void Acquire(int64_t n, const std::atomic<bool>& stop);
+  // Waits until `n` units may pass, or `stop` is set (a StopSource wakes the
+  // wait at once).
+  void Acquire(int64_t n, StopRef stop) EXCLUDES(mu_);
 
  private:
   std::function<double()> rate_;

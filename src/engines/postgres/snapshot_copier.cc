@@ -11,6 +11,7 @@
 
 #include "base/log.h"
 #include "base/parse.h"
+#include "base/stop.h"
 #include "base/thread_annotations.h"
 #include "control/knobs.h"
 #include "engines/postgres/pg_conn.h"
@@ -331,8 +332,8 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
       if (job.throttle) job.throttle->Report(where, -1, ClassifyDistress(st), st.message(), backoff);
       LOG_WARN("{}: {}; retrying the chunk in {} ms", where, st.message(), backoff.count());
       cn.reset();  // a failed COPY leaves the source transaction unusable: import again
-      for (auto until = std::chrono::steady_clock::now() + backoff; std::chrono::steady_clock::now() < until && !stop;)
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      // The next take() sees `stop` and ends the worker.
+      if (StopRef(stop).WaitFor(backoff)) continue;
       int64_t max_ms = job.knobs ? job.knobs->Int(Knob::kThrottleMaxBackoffMs) : 5000;
       backoff = std::min(backoff * 2, std::chrono::milliseconds(max_ms));
     }
