@@ -106,6 +106,24 @@ TEST(StopTest, ParentMayOutliveItsChildren) {
   EXPECT_TRUE(parent.stop_requested());
 }
 
+TEST(StopRefTest, WaitsOnEitherForm) {
+  StopSource source;
+  std::atomic<bool> flag{false};
+  EXPECT_FALSE(StopRef(source).WaitFor(1ms));
+  EXPECT_FALSE(StopRef(flag).WaitFor(1ms));
+  std::thread stopper([&] {
+    std::this_thread::sleep_for(20ms);
+    flag = true;
+    source.Stop();
+  });
+  EXPECT_TRUE(StopRef(flag).WaitFor(60s));
+  EXPECT_TRUE(StopRef(source).WaitFor(60s));
+  stopper.join();
+  StopRef ref = flag;
+  EXPECT_TRUE(ref);
+  EXPECT_TRUE(ref.stop_requested());
+}
+
 TEST(CondVarTest, WaitForReturnsThePredicate) {
   Mutex mu;
   CondVar cv;
