@@ -80,6 +80,10 @@ struct ApplierStats {
   std::atomic<uint64_t> retries{0};
 };
 
+// Threads: Run is the applier's own thread; status() and stats() may be
+// called from any thread. Constant after construction: p_, log_, sink_,
+// tracker_, options_. Self-synchronised: stats_. Only the Run thread touches
+// checkpoint_ (and the sink). mu_ guards status_.
 class Applier {
  public:
   Applier(PartitionId p, PartitionLog* log, ChangeSink* sink, ApplyTracker* tracker, ApplierOptions options);

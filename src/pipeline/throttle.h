@@ -38,6 +38,8 @@ enum class Distress {
 const char* DistressName(Distress d);
 Distress ClassifyDistress(const Status& st);
 
+// Every method may be called from any thread. Self-synchronised: errors_,
+// replica_lag_paused_. mu_ guards the rest.
 class ThrottleBoard {
  public:
   // `where`: "apply partition 3", "copy worker 1", "reverse apply partition 0".

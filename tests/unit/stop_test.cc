@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "base/thread_annotations.h"
+#include "control/run_util.h"
 
 namespace midflight {
 namespace {
@@ -122,6 +123,16 @@ TEST(StopRefTest, WaitsOnEitherForm) {
   StopRef ref = flag;
   EXPECT_TRUE(ref);
   EXPECT_TRUE(ref.stop_requested());
+}
+
+TEST(TickerTest, RunsAtOnceAndStopsAtOnceWhenDestroyed) {
+  std::atomic<int> ticks{0};
+  auto took = Timed([&] {
+    Ticker ticker(std::chrono::hours(1), [&] { ++ticks; });
+    while (ticks.load() == 0) std::this_thread::sleep_for(1ms);
+  });
+  EXPECT_EQ(ticks.load(), 1);
+  EXPECT_LT(took, 10s);
 }
 
 TEST(CondVarTest, WaitForReturnsThePredicate) {
