@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "base/clock.h"
+#include "base/log.h"
 
 namespace midflight {
 
@@ -34,9 +35,14 @@ Status DrivePhases(StateStore& store, const std::string& name, const std::atomic
   Phase working = phase;
   auto fail = [&](Status st) -> Status {
     if (st.code() == StatusCode::kCancelled || stop) return Status::Ok();
-    (void)store.Put("resume_phase", PhaseName(working));
-    (void)store.Put("error", store.Scrub(st.message()));
-    (void)store.SetPhase(Phase::kFailed, st.message());
+    // The failure is returned (and printed) whatever happens here; a store
+    // that cannot record it is said so, or status would show the migration
+    // still running in its phase.
+    Status recorded = store.PutMany({{"resume_phase", PhaseName(working)}, {"error", store.Scrub(st.message())}});
+    if (recorded.ok()) recorded = store.SetPhase(Phase::kFailed, st.message());
+    if (!recorded.ok())
+      LOG_ERROR("{}: could not record in the state store that phase {} failed: {}", name, PhaseName(working),
+                recorded.message());
     return st;
   };
   const bool fresh = phase <= Phase::kPreflight;
@@ -50,7 +56,8 @@ Status DrivePhases(StateStore& store, const std::string& name, const std::atomic
     }
   }
   if (Status st = steps.preflight(fresh); !st.ok()) return fail(st);
-  (void)store.Put("error", "");
+  if (Status st = store.Put("error", ""); !st.ok())
+    LOG_WARN("{}: could not clear the last error in the state store: {}", name, st.message());
   if (fresh) {
     working = Phase::kSchema;
     if (Status st = enter(Phase::kSchema, steps.schema_message()); !st.ok()) return fail(st);
@@ -98,8 +105,14 @@ void SaveCopyProgress(StateStore& store, const std::vector<std::shared_ptr<const
     r.rows_per_s = seconds > 0.5 ? (p.rows - rows_at_start.at(t->id)) / seconds : 0;
     rows.push_back(r);
   }
-  (void)store.SaveTables(rows);
-  (void)store.Put("heartbeat", std::to_string(NowUnixMicros()));
+  // Progress, written every few seconds: a failing write is logged by the
+  // store itself (StateStore::Written: at once, then every 30 s while it lasts).
+  if (Status st = store.SaveTables(rows); st.ok()) {
+    if (st = store.Put("heartbeat", std::to_string(NowUnixMicros())); !st.ok())
+      LOG_DEBUG("copy progress: heartbeat not saved: {}", st.message());
+  } else {
+    LOG_DEBUG("copy progress: not saved: {}", st.message());
+  }
 }
 
 }  // namespace midflight

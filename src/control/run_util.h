@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "base/stop.h"
+
 namespace midflight {
 
 // Test-only fault points: MIDFLIGHT_CRASH_AT=<point>[=<n>] kills the process
@@ -30,24 +32,25 @@ inline void CrashPoint(const std::string& point, int64_t count = 0) {
   }
 }
 
-// Runs `fn` every `period` on its own thread until destroyed.
+// Runs `fn` every `period` on its own thread until destroyed. The
+// destructor wakes the thread at once (it waits on a StopSource, not a
+// sleep) and returns when a `fn` already running has returned.
 class Ticker {
  public:
   Ticker(std::chrono::milliseconds period, std::function<void()> fn)
-      : thread_([this, period, fn = std::move(fn)] {
-          while (!done_) {
-            fn();
-            for (auto t = period; t.count() > 0 && !done_; t -= std::chrono::milliseconds(50))
-              std::this_thread::sleep_for(std::chrono::milliseconds(50));
-          }
+      : thread_([stop = stop_, period, fn = std::move(fn)] {
+          do fn();
+          while (!stop.WaitFor(period));
         }) {}
   ~Ticker() {
-    done_ = true;
+    stop_.Stop();
     thread_.join();
   }
+  Ticker(const Ticker&) = delete;
+  Ticker& operator=(const Ticker&) = delete;
 
  private:
-  std::atomic<bool> done_{false};
+  StopSource stop_;  // declared before thread_: the thread captures a copy of it
   std::thread thread_;
 };
 

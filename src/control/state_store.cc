@@ -107,19 +107,21 @@ ActorScope::~ActorScope() { t_actor = std::move(previous_); }
 std::string ActorScope::Current() { return t_actor.empty() ? "midflight" : t_actor; }
 
 void StateStore::OnTransition(std::function<void(Phase, Phase, const std::string&)> fn) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   on_transition_ = std::move(fn);
 }
 
 void StateStore::SetSecrets(std::vector<std::string> connection_strings) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   secrets_ = std::move(connection_strings);
 }
 
 std::string StateStore::Scrub(const std::string& text) {
-  std::lock_guard lock(mu_);
-  return ScrubSecrets(text, secrets_);
+  MutexLock lock(&mu_);
+  return ScrubLocked(text);
 }
+
+std::string StateStore::ScrubLocked(const std::string& text) { return ScrubSecrets(text, secrets_); }
 
 Result<std::unique_ptr<StateStore>> StateStore::Open(const std::string& dir, bool create) {
   std::string path = dir + "/state.db";
@@ -149,9 +151,9 @@ Status StateStore::Prepare() {
   // One opener at a time in this process (the service's threads, tests);
   // other processes (`midflight status` while `run` starts) are held off by
   // SQLite's own locks, waited for below.
-  static std::mutex opener_mu;
-  std::lock_guard opener(opener_mu);
-  std::lock_guard lock(mu_);
+  static Mutex opener_mu;
+  MutexLock opener(&opener_mu);
+  MutexLock lock(&mu_);
   // WAL is persistent: only the first opener of a fresh file switches. The
   // switch needs the only lock on the file, and SQLite may answer BUSY (or
   // leave the mode as it was) without calling the busy handler, so it is
@@ -219,7 +221,7 @@ Status StateStore::Written(Status st) {
 }
 
 Status StateStore::PutMany(const std::vector<std::pair<std::string, std::string>>& kvs) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return Written(st);
   for (const auto& [k, v] : kvs) {
     Stmt s(db_, "INSERT INTO kv (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value");
@@ -233,14 +235,18 @@ Status StateStore::PutMany(const std::vector<std::pair<std::string, std::string>
 }
 
 std::optional<std::string> StateStore::Get(const std::string& key) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
+  return GetLocked(key);
+}
+
+std::optional<std::string> StateStore::GetLocked(const std::string& key) {
   Stmt s(db_, "SELECT value FROM kv WHERE key = ?");
   if (s.Bind(1, key).Step() == SQLITE_ROW) return s.Text(0);
   return std::nullopt;
 }
 
 std::map<std::string, std::string> StateStore::GetAll() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::map<std::string, std::string> out;
   Stmt s(db_, "SELECT key, value FROM kv");
   while (s.Step() == SQLITE_ROW) out[s.Text(0)] = s.Text(1);
@@ -248,7 +254,12 @@ std::map<std::string, std::string> StateStore::GetAll() {
 }
 
 Phase StateStore::phase() {
-  auto v = Get("phase");
+  MutexLock lock(&mu_);
+  return PhaseLocked();
+}
+
+Phase StateStore::PhaseLocked() {
+  auto v = GetLocked("phase");
   if (!v) return Phase::kCreated;
   return ParsePhase(*v).value_or(Phase::kCreated);
 }
@@ -258,10 +269,10 @@ Status StateStore::SetPhase(Phase phase, const std::string& unscrubbed_reason) {
   std::function<void(Phase, Phase, const std::string&)> notify;
   Phase from;
   {
-    std::lock_guard lock(mu_);
-    from = this->phase();
+    MutexLock lock(&mu_);
+    from = PhaseLocked();
     std::optional<Phase> resume;
-    if (auto r = Get("resume_phase")) resume = ParsePhase(*r);
+    if (auto r = GetLocked("resume_phase")) resume = ParsePhase(*r);
     if (!TransitionAllowed(from, phase, resume)) {
       std::string allowed = WhereAllowed(phase);
       if ((from == Phase::kPaused || from == Phase::kFailed) && resume)
@@ -294,17 +305,17 @@ Status StateStore::SetPhase(Phase phase, const std::string& unscrubbed_reason) {
 }
 
 Status StateStore::AddEvent(const std::string& unscrubbed_message) {
-  std::lock_guard lock(mu_);
-  const std::string message = Scrub(unscrubbed_message);
+  MutexLock lock(&mu_);
+  const std::string message = ScrubLocked(unscrubbed_message);
   Stmt ev(db_, "INSERT INTO events (time, phase, actor, message) VALUES (?, ?, ?, ?)");
-  if (ev.Bind(1, NowIsoUtc()).Bind(2, std::string(PhaseName(phase()))).Bind(3, ActorScope::Current()).Bind(4, message)
+  if (ev.Bind(1, NowIsoUtc()).Bind(2, std::string(PhaseName(PhaseLocked()))).Bind(3, ActorScope::Current()).Bind(4, message)
           .Step() != SQLITE_DONE)
     return Written(Internal(fmt::format("state store: recording event: {}", sqlite3_errmsg(db_))));
   return Written(Status::Ok());
 }
 
 std::vector<EventRow> StateStore::Events(int limit) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<EventRow> out;
   Stmt s(db_, "SELECT time, phase, actor, message FROM (SELECT * FROM events ORDER BY id DESC LIMIT ?) ORDER BY id");
   s.Bind(1, static_cast<int64_t>(limit));
@@ -313,7 +324,7 @@ std::vector<EventRow> StateStore::Events(int limit) {
 }
 
 Status StateStore::SaveTables(const std::vector<TableRow>& rows) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (Status st = Exec("BEGIN IMMEDIATE"); !st.ok()) return Written(st);
   for (const auto& r : rows) {
     Stmt s(db_,
@@ -335,7 +346,7 @@ Status StateStore::SaveTables(const std::vector<TableRow>& rows) {
 }
 
 std::vector<TableRow> StateStore::Tables() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<TableRow> out;
   Stmt s(db_, "SELECT name, state, rows_copied, bytes_copied, est_rows, est_bytes, chunks_done, chunks_total, "
               "rows_per_s FROM tables ORDER BY name");
@@ -346,7 +357,7 @@ std::vector<TableRow> StateStore::Tables() {
 }
 
 Status StateStore::SaveChunks(const std::vector<ChunkRow>& chunks) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   RETURN_IF_ERROR(Exec("BEGIN IMMEDIATE; DELETE FROM chunks;"));
   for (const auto& c : chunks) {
     Stmt s(db_, "INSERT INTO chunks (table_name, chunk, kind, lo, hi) VALUES (?,?,?,?,?)");
@@ -361,7 +372,7 @@ Status StateStore::SaveChunks(const std::vector<ChunkRow>& chunks) {
 }
 
 std::vector<ChunkRow> StateStore::Chunks() {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::vector<ChunkRow> out;
   Stmt s(db_, "SELECT table_name, chunk, kind, lo, hi FROM chunks ORDER BY rowid");
   while (s.Step() == SQLITE_ROW)

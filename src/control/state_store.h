@@ -9,12 +9,12 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "control/phase.h"
 
 struct sqlite3;
@@ -103,21 +103,30 @@ class StateStore {
   // read-only file system) is logged at once and then every 30 s while it
   // lasts, naming the directory, so status frozen by it is explained; the
   // first write that works again says so.
-  Status Written(Status st);
+  Status Written(Status st) REQUIRES(mu_);
   // WAL mode and the schema (created or upgraded), safe against other
   // openers of the same file in this process and in others.
-  Status Prepare();
-  Status Exec(const std::string& sql);
-  sqlite3* db_;
+  Status Prepare() EXCLUDES(mu_);
+  Status Exec(const std::string& sql) REQUIRES(mu_);
+  // What the public methods of the same names do, for a caller holding mu_.
+  std::optional<std::string> GetLocked(const std::string& key) REQUIRES(mu_);
+  Phase PhaseLocked() REQUIRES(mu_);
+  std::string ScrubLocked(const std::string& text) REQUIRES(mu_);
+
+  // Constant after construction: db_ (the pointer; the connection itself is
+  // used only under mu_), dir_.
+  sqlite3* const db_;
   const std::string dir_;
-  int64_t write_failing_since_ms_ = 0;  // guarded by mu_
-  int64_t write_failure_logged_ms_ = 0;  // guarded by mu_
   // One connection shared by the runner's threads (progress ticker, flows,
   // control operations): a transaction spans several SQLite calls, so each
-  // public method holds this for its whole length.
-  std::recursive_mutex mu_;
-  std::function<void(Phase, Phase, const std::string&)> on_transition_;  // set before threads start
-  std::vector<std::string> secrets_;                                      // set before threads start
+  // public method holds this for its whole length. Not recursive: a method
+  // that needs another's work under the lock calls its *Locked form.
+  Mutex mu_;
+  int64_t write_failing_since_ms_ GUARDED_BY(mu_) = 0;
+  int64_t write_failure_logged_ms_ GUARDED_BY(mu_) = 0;
+  // Set before threads start, read under mu_.
+  std::function<void(Phase, Phase, const std::string&)> on_transition_ GUARDED_BY(mu_);
+  std::vector<std::string> secrets_ GUARDED_BY(mu_);
 };
 
 // Holds an exclusive lock on DIR/lock for the life of the process; fails with

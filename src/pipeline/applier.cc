@@ -14,20 +14,21 @@ Applier::Applier(PartitionId p, PartitionLog* log, ChangeSink* sink, ApplyTracke
     : p_(p), log_(log), sink_(sink), tracker_(tracker), options_(options) {}
 
 Status Applier::status() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return status_;
 }
 
-void Applier::Run(const std::atomic<bool>& stop) {
+void Applier::RunUntil(StopRef stop) {
   auto fail = [&](Status st) {
     LOG_ERROR("applier {}: {}", p_.value, st.message());
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     status_ = std::move(st);
   };
   auto cp = sink_->LoadCheckpoint();
-  while (!cp.ok() && cp.status().code() == StatusCode::kRetryCall && !stop) {
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-    (void)sink_->Reconnect();
+  while (!cp.ok() && cp.status().code() == StatusCode::kRetryCall) {
+    if (stop.WaitFor(std::chrono::seconds(1))) return;
+    // A failed reconnect shows in the LoadCheckpoint that follows.
+    if (Status rc = sink_->Reconnect(); !rc.ok()) LOG_DEBUG("applier {}: reconnect: {}", p_.value, rc.message());
     cp = sink_->LoadCheckpoint();
   }
   if (!cp.ok()) return fail(cp.status());
@@ -60,8 +61,9 @@ void Applier::Run(const std::atomic<bool>& stop) {
     }
     std::vector<Change> batch = CollapseBatch(std::move(fresh));
     // The target's replicas lag: wait (the board shows why) until they catch up.
-    while (options_.throttle && options_.throttle->replica_lag_paused() && !stop)
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // (The gate has no notification: it is looked at every 100 ms.)
+    while (options_.throttle && options_.throttle->replica_lag_paused())
+      if (stop.WaitFor(std::chrono::milliseconds(100))) return;
     if (options_.rate) options_.rate->Acquire(static_cast<int64_t>(batch.size()), stop);
     st = ApplyWithRetry(batch, last_taken, stop);
     if (st.code() == StatusCode::kCancelled) return;
@@ -84,7 +86,7 @@ Result<ChangePosition> Applier::CheckTargetCheckpoint(const std::string& where) 
 }
 
 Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint,
-                               const std::atomic<bool>& stop) {
+                               StopRef stop) {
   const std::string where = fmt::format("{} partition {}", options_.label, p_.value);
   auto backoff = std::chrono::milliseconds(100);
   std::chrono::steady_clock::time_point first_failure{};
@@ -121,13 +123,9 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
     Distress kind = ClassifyDistress(st);
     if (options_.throttle) options_.throttle->Report(where, static_cast<int>(p_.value), kind, st.message(), backoff);
     LOG_WARN("{}: {} ({}); backing off {} ms", where, st.message(), DistressName(kind), backoff.count());
-    auto until = std::chrono::steady_clock::now() + backoff;
-    while (std::chrono::steady_clock::now() < until) {
-      if (stop) {
-        if (options_.throttle) options_.throttle->Clear(where);
-        return Cancelled("stopping");
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    if (stop.WaitFor(backoff)) {
+      if (options_.throttle) options_.throttle->Clear(where);
+      return Cancelled("stopping");
     }
     auto max_backoff = k ? std::chrono::milliseconds(k->Int(Knob::kThrottleMaxBackoffMs)) : options_.max_backoff;
     backoff = std::min(backoff * 2, max_backoff);

@@ -19,11 +19,12 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <mutex>
 #include <span>
 #include <string>
 
 #include "base/status.h"
+#include "base/stop.h"
+#include "base/thread_annotations.h"
 #include "core/change.h"
 #include "pipeline/apply_tracker.h"
 #include "pipeline/conflicts.h"
@@ -79,17 +80,25 @@ struct ApplierStats {
   std::atomic<uint64_t> retries{0};
 };
 
+// Threads: Run is the applier's own thread; status() and stats() may be
+// called from any thread. Constant after construction: p_, log_, sink_,
+// tracker_, options_. Self-synchronised: stats_. Only the Run thread touches
+// checkpoint_ (and the sink). mu_ guards status_.
 class Applier {
  public:
   Applier(PartitionId p, PartitionLog* log, ChangeSink* sink, ApplyTracker* tracker, ApplierOptions options);
   // Thread body: runs until the log is closed and drained, `stop` is set, or a
-  // persistent error. Loads the checkpoint first.
-  void Run(const std::atomic<bool>& stop);
+  // persistent error. Loads the checkpoint first. With a StopSource every
+  // wait (a backoff, the wait for a reachable target) ends at once on Stop;
+  // with an atomic within StopRef::kAtomicSlice.
+  void Run(const StopSource& stop) { RunUntil(stop); }
+  void Run(const std::atomic<bool>& stop) { RunUntil(stop); }
   Status status() const;
   const ApplierStats& stats() const { return stats_; }
 
  private:
-  Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, const std::atomic<bool>& stop);
+  void RunUntil(StopRef stop);
+  Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, StopRef stop);
   // After a reconnect: DataLoss when the target's checkpoint of this
   // partition is behind what was committed there before.
   // Returns the target's checkpoint (zero when it cannot be read yet).
@@ -102,8 +111,8 @@ class Applier {
   ApplierOptions options_;
   ApplierStats stats_;
   ChangePosition checkpoint_;
-  mutable std::mutex mu_;
-  Status status_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  Status status_ GUARDED_BY(mu_);
 };
 
 }  // namespace midflight

@@ -3,7 +3,7 @@
 namespace midflight {
 
 void ApplyTracker::Routed(PartitionId p, ChangePosition pos, int64_t commit_time_us) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Part& part = parts_.at(p.value);
   if (!part.pending.empty() && part.pending.back().last.commit_lsn == pos.commit_lsn)
     part.pending.back().last = pos;
@@ -12,20 +12,20 @@ void ApplyTracker::Routed(PartitionId p, ChangePosition pos, int64_t commit_time
 }
 
 void ApplyTracker::Applied(PartitionId p, ChangePosition pos) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   Part& part = parts_.at(p.value);
   if (pos > part.applied) part.applied = pos;
   while (!part.pending.empty() && part.pending.front().last <= part.applied) part.pending.pop_front();
-  idle_.notify_all();
+  idle_.NotifyAll();
 }
 
 ChangePosition ApplyTracker::AppliedOf(PartitionId p) const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return parts_.at(p.value).applied;
 }
 
 std::optional<ApplyTracker::Pending> ApplyTracker::OldestPending() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   std::optional<Pending> oldest;
   for (const Part& part : parts_) {
     if (part.pending.empty()) continue;
@@ -36,8 +36,8 @@ std::optional<ApplyTracker::Pending> ApplyTracker::OldestPending() const {
 }
 
 bool ApplyTracker::WaitIdle(std::chrono::milliseconds timeout) const {
-  std::unique_lock lock(mu_);
-  return idle_.wait_for(lock, timeout, [&] {
+  MutexLock lock(&mu_);
+  return idle_.WaitFor(&mu_, timeout, [&]() REQUIRES(mu_) {
     for (const Part& part : parts_)
       if (!part.pending.empty()) return false;
     return true;

@@ -7,13 +7,12 @@
 // methods are thread-safe.
 #pragma once
 
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
-#include <mutex>
 #include <optional>
 #include <vector>
 
+#include "base/thread_annotations.h"
 #include "core/position.h"
 #include "pipeline/partition_log.h"
 
@@ -49,9 +48,9 @@ class ApplyTracker {
     std::deque<Txn> pending;
     ChangePosition applied;
   };
-  mutable std::mutex mu_;
-  mutable std::condition_variable idle_;
-  std::vector<Part> parts_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  mutable CondVar idle_;
+  std::vector<Part> parts_ GUARDED_BY(mu_);
 };
 
 }  // namespace midflight

@@ -63,7 +63,7 @@ std::string ConflictSummaryJson(const std::string& by_table_json) {
 
 void ConflictBoard::Record(const std::vector<Conflict>& conflicts) {
   if (conflicts.empty()) return;
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   for (const Conflict& c : conflicts) {
     std::string table = c.change->table->id.ToString();
     ++by_table_[table][static_cast<size_t>(c.kind)];
@@ -83,12 +83,12 @@ void ConflictBoard::Record(const std::vector<Conflict>& conflicts) {
 }
 
 std::map<std::string, ConflictBoard::Counts> ConflictBoard::ByTable() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return by_table_;
 }
 
 uint64_t ConflictBoard::Total() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   uint64_t n = 0;
   for (const auto& [t, k] : by_table_)
     for (uint64_t v : k) n += v;
@@ -106,7 +106,7 @@ std::string ConflictBoard::ToJson() const {
 }
 
 void ConflictBoard::LoadOnce(const std::string& json) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   if (loaded_) return;
   loaded_ = true;
   auto j = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);

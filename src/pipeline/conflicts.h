@@ -35,11 +35,11 @@
 #include <array>
 #include <cstdint>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "core/change.h"
 
 namespace midflight {
@@ -95,10 +95,10 @@ class ConflictBoard {
   static constexpr uint64_t kSummaryEvery = 1000;
 
  private:
-  mutable std::mutex mu_;
-  std::map<std::string, Counts> by_table_;  // GUARDED_BY(mu_)
-  std::map<std::string, uint64_t> logged_;  // GUARDED_BY(mu_): this process's count per table
-  bool loaded_ = false;                     // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<std::string, Counts> by_table_ GUARDED_BY(mu_);
+  std::map<std::string, uint64_t> logged_ GUARDED_BY(mu_);  // this process's count per table
+  bool loaded_ GUARDED_BY(mu_) = false;
 };
 
 }  // namespace midflight

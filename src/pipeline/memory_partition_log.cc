@@ -1,8 +1,7 @@
 #include <atomic>
-#include <condition_variable>
 #include <deque>
-#include <mutex>
 
+#include "base/thread_annotations.h"
 #include "pipeline/partition_log.h"
 
 namespace midflight {
@@ -17,24 +16,26 @@ class MemoryPartitionLog final : public PartitionLog {
   Status Append(PartitionId p, Change change) override {
     Part& part = parts_.at(p.value);
     size_t size = change.ByteSize();
-    std::unique_lock lock(part.mu);
+    MutexLock lock(&part.mu);
     // A change larger than the whole budget still goes through, alone.
-    part.not_full.wait(lock, [&] { return closed_ || part.bytes == 0 || part.bytes + size <= max_bytes_; });
+    part.not_full.Wait(&part.mu, [&]() REQUIRES(part.mu) {
+      return closed_ || part.bytes == 0 || part.bytes + size <= max_bytes_;
+    });
     if (closed_) return Cancelled("partition log closed");
     part.bytes += size;
     part.queue.push_back(std::move(change));
     // Wake the applier only when what it waits for is there: one wake-up per
     // batch, not per change.
-    if (part.queue.size() >= part.want) part.not_empty.notify_one();
+    if (part.queue.size() >= part.want) part.not_empty.NotifyOne();
     return Status::Ok();
   }
 
   Status Poll(PartitionId p, size_t min, size_t max, std::chrono::milliseconds wait,
               std::vector<Change>* out) override {
     Part& part = parts_.at(p.value);
-    std::unique_lock lock(part.mu);
+    MutexLock lock(&part.mu);
     part.want = std::max<size_t>(1, std::min(min, max));
-    part.not_empty.wait_for(lock, wait, [&] { return closed_ || part.queue.size() >= part.want; });
+    part.not_empty.WaitFor(&part.mu, wait, [&]() REQUIRES(part.mu) { return closed_ || part.queue.size() >= part.want; });
     part.want = 1;
     if (part.queue.empty()) return closed_ ? Cancelled("partition log closed") : Status::Ok();
     size_t n = 0;
@@ -44,26 +45,27 @@ class MemoryPartitionLog final : public PartitionLog {
       part.queue.pop_front();
       ++n;
     }
-    part.not_full.notify_all();
+    part.not_full.NotifyAll();
     return Status::Ok();
   }
 
   void Close() override {
     for (auto& part : parts_) {
-      std::lock_guard lock(part.mu);
+      MutexLock lock(&part.mu);
       closed_ = true;
-      part.not_empty.notify_all();
-      part.not_full.notify_all();
+      part.not_empty.NotifyAll();
+      part.not_full.NotifyAll();
     }
   }
 
  private:
+  // One per partition: one producer (the stream) and one consumer (its applier).
   struct Part {
-    std::mutex mu;
-    std::condition_variable not_empty, not_full;
-    std::deque<Change> queue;
-    size_t bytes = 0;
-    size_t want = 1;  // queue length at which Append wakes the applier
+    Mutex mu;
+    CondVar not_empty, not_full;
+    std::deque<Change> queue GUARDED_BY(mu);
+    size_t bytes GUARDED_BY(mu) = 0;
+    size_t want GUARDED_BY(mu) = 1;  // queue length at which Append wakes the applier
   };
   std::vector<Part> parts_;
   const size_t max_bytes_;

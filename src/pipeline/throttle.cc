@@ -39,7 +39,7 @@ Distress ClassifyDistress(const Status& st) {
 void ThrottleBoard::Report(const std::string& where, int partition, Distress kind, const std::string& message,
                            std::chrono::milliseconds backoff) {
   ++errors_[static_cast<size_t>(kind)];
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   auto [it, fresh] = active_.try_emplace(where);
   Entry& e = it->second;
   if (fresh) e.since = NowIsoUtc();
@@ -51,19 +51,19 @@ void ThrottleBoard::Report(const std::string& where, int partition, Distress kin
 }
 
 void ThrottleBoard::Clear(const std::string& where) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   active_.erase(where);
 }
 
 bool ThrottleBoard::active() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return !active_.empty() || replica_lag_paused_;
 }
 
 void ThrottleBoard::SetReplicaLagPause(bool paused, const std::string& message) {
   if (paused) {
     if (!replica_lag_paused_.exchange(true)) ++errors_[static_cast<size_t>(Distress::kReplicaLag)];
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     auto [it, fresh] = active_.try_emplace("target replicas");
     if (fresh) it->second.since = NowIsoUtc();
     it->second.kind = Distress::kReplicaLag;
@@ -77,7 +77,7 @@ std::string ThrottleBoard::ToJson() const {
   nlohmann::json j;
   j["active"] = nlohmann::json::array();
   {
-    std::lock_guard lock(mu_);
+    MutexLock lock(&mu_);
     for (const auto& [where, e] : active_)
       j["active"].push_back({{"where", where}, {"partition", e.partition}, {"kind", DistressName(e.kind)},
                              {"message", e.message}, {"since", e.since}, {"retries", e.retries},
@@ -89,7 +89,7 @@ std::string ThrottleBoard::ToJson() const {
 }
 
 void ThrottleBoard::RecordBatch(double seconds, size_t changes) {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   for (size_t i = 0; i < kLatencyBuckets.size(); ++i)
     if (seconds <= kLatencyBuckets[i]) ++latency_.buckets[i];
   ++latency_.buckets.back();
@@ -99,16 +99,16 @@ void ThrottleBoard::RecordBatch(double seconds, size_t changes) {
 }
 
 ThrottleBoard::Latency ThrottleBoard::latency() const {
-  std::lock_guard lock(mu_);
+  MutexLock lock(&mu_);
   return latency_;
 }
 
-void RateLimiter::Acquire(int64_t n, const std::atomic<bool>& stop) {
+void RateLimiter::Acquire(int64_t n, StopRef stop) {
   while (!stop) {
     double rate = rate_();
     std::chrono::microseconds wait{0};
     {
-      std::lock_guard lock(mu_);
+      MutexLock lock(&mu_);
       auto now = std::chrono::steady_clock::now();
       if (rate <= 0) {
         tokens_ = 0;
@@ -128,7 +128,8 @@ void RateLimiter::Acquire(int64_t n, const std::atomic<bool>& stop) {
       double need = std::min(static_cast<double>(n), rate) - tokens_;
       wait = std::chrono::microseconds(static_cast<int64_t>(need / rate * 1e6) + 1);
     }
-    std::this_thread::sleep_for(std::min(wait, std::chrono::microseconds(100000)));
+    // At most 100 ms: the rate knob is read again after it.
+    if (stop.WaitFor(std::min(wait, std::chrono::microseconds(100000)))) return;
   }
 }
 

@@ -17,10 +17,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <string>
 
 #include "base/status.h"
+#include "base/stop.h"
+#include "base/thread_annotations.h"
 
 namespace midflight {
 
@@ -37,6 +38,8 @@ enum class Distress {
 const char* DistressName(Distress d);
 Distress ClassifyDistress(const Status& st);
 
+// Every method may be called from any thread. Self-synchronised: errors_,
+// replica_lag_paused_. mu_ guards the rest.
 class ThrottleBoard {
  public:
   // `where`: "apply partition 3", "copy worker 1", "reverse apply partition 0".
@@ -73,11 +76,11 @@ class ThrottleBoard {
     uint64_t retries = 0;
     int64_t backoff_ms = 0;
   };
-  mutable std::mutex mu_;
-  std::map<std::string, Entry> active_;  // GUARDED_BY(mu_)
+  mutable Mutex mu_;
+  std::map<std::string, Entry> active_ GUARDED_BY(mu_);
   std::array<std::atomic<uint64_t>, static_cast<size_t>(Distress::kCount)> errors_{};
   std::atomic<bool> replica_lag_paused_{false};
-  Latency latency_;  // GUARDED_BY(mu_)
+  Latency latency_ GUARDED_BY(mu_);
 };
 
 // Token bucket. `rate` is read at each Acquire (units per second; <= 0 means
@@ -85,14 +88,15 @@ class ThrottleBoard {
 class RateLimiter {
  public:
   explicit RateLimiter(std::function<double()> rate) : rate_(std::move(rate)) {}
-  // Waits until `n` units may pass, or `stop` is set.
-  void Acquire(int64_t n, const std::atomic<bool>& stop);
+  // Waits until `n` units may pass, or `stop` is set (a StopSource wakes the
+  // wait at once).
+  void Acquire(int64_t n, StopRef stop) EXCLUDES(mu_);
 
  private:
   std::function<double()> rate_;
-  std::mutex mu_;
-  double tokens_ = 0;  // GUARDED_BY(mu_)
-  std::chrono::steady_clock::time_point last_{};
+  Mutex mu_;
+  double tokens_ GUARDED_BY(mu_) = 0;
+  std::chrono::steady_clock::time_point last_ GUARDED_BY(mu_){};
 };
 
 }  // namespace midflight

@@ -10,20 +10,21 @@
 #include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
-#include <condition_variable>
+#include <cstring>
 #include <functional>
 #include <map>
-#include <mutex>
 #include <optional>
 #include <random>
 #include <set>
 #include <thread>
 
 #include "base/log.h"
+#include "base/thread_annotations.h"
 #include "proxy/pg_statement.h"
 #include "proxy/wire/pg/backend.h"
 #include "proxy/wire/pg/pg_wire.h"
@@ -194,6 +195,9 @@ class ClientIo {
 
 struct Session;
 
+// Constant once Start returns: config, ssl_ctx, listen_fd, address,
+// acceptors (joined by Stop only), wake_fd. Self-synchronised: the atomics.
+// Guarded: the write gate by gate_mu, the session map by sessions_mu.
 struct PgProxy::Impl : std::enable_shared_from_this<PgProxy::Impl> {
   ProxyConfig config;
   SSL_CTX* ssl_ctx = nullptr;
@@ -201,20 +205,24 @@ struct PgProxy::Impl : std::enable_shared_from_this<PgProxy::Impl> {
   std::string address[2];
   std::vector<std::thread> acceptors;
   std::atomic<bool> stopping{false};
+  // An eventfd that Stop makes readable (and nothing reads): every acceptor's
+  // and session's poll has it, so they wake at once instead of polling
+  // `stopping` on a timeout.
+  int wake_fd = -1;
 
   std::atomic<int> write_side{0};
   std::atomic<int> read_percent{0};
 
   // Write gate.
-  std::mutex gate_mu;
-  std::condition_variable gate_cv;
-  bool paused = false;   // GUARDED_BY(gate_mu)
-  int busy_rw = 0;       // GUARDED_BY(gate_mu)
+  Mutex gate_mu;
+  CondVar gate_cv;
+  bool paused GUARDED_BY(gate_mu) = false;
+  int busy_rw GUARDED_BY(gate_mu) = 0;
 
-  // Sessions (for cancel requests, drain reports and Stop).
-  std::mutex sessions_mu;
-  std::condition_variable sessions_cv;
-  std::map<int32_t, Session*> sessions;  // GUARDED_BY(sessions_mu), by the key handed to the client
+  // Sessions (for cancel requests, drain reports and Stop), by the key handed to the client.
+  Mutex sessions_mu;
+  CondVar sessions_cv;
+  std::map<int32_t, Session*> sessions GUARDED_BY(sessions_mu);
 
   // Stats.
   std::atomic<int64_t> clients[2] = {0, 0};
@@ -223,6 +231,7 @@ struct PgProxy::Impl : std::enable_shared_from_this<PgProxy::Impl> {
 
   ~Impl() {
     if (ssl_ctx) SSL_CTX_free(ssl_ctx);
+    if (wake_fd >= 0) close(wake_fd);
   }
   void Accept(int which);
   void Serve(int fd, bool readonly);
@@ -245,9 +254,13 @@ struct Session {
     uint64_t state_version = 0;  // session state this connection has
     bool open() const { return b.fd >= 0; }
   };
+  // Written only by the session's own thread, under conn_mu; read by that
+  // thread without it and by Cancel (another thread) under it. GUARDED_BY
+  // cannot say "writes need the lock, the owner's reads do not", so these
+  // carry no annotation.
   ServerConn servers[2];
   Side current = Side::kSource;
-  std::mutex conn_mu;  // guards servers[*].b (pid/secret/fd) and current, for Cancel
+  Mutex conn_mu;
 
   // Transaction tracking.
   std::atomic<bool> busy{false};  // read by PauseWrites' report
@@ -482,7 +495,7 @@ Status Session::OpenServer(Side side) {
   ++proxy->server_connects[static_cast<int>(side)];
   ServerConn& c = servers[static_cast<int>(side)];
   {
-    std::lock_guard lock(conn_mu);
+    MutexLock lock(&conn_mu);
     c.b = std::move(b);
   }
   c.reader = wire::FrameReader();
@@ -543,8 +556,8 @@ Status Session::BeginTransaction() {
     thread_local std::mt19937 rng{std::random_device{}()};
     want = (pct >= 100 || (pct > 0 && static_cast<int>(rng() % 100) < pct)) ? Side::kTarget : Side::kSource;
   } else {
-    std::unique_lock lock(proxy->gate_mu);
-    proxy->gate_cv.wait(lock, [&] { return !proxy->paused || proxy->stopping; });
+    MutexLock lock(&proxy->gate_mu);
+    proxy->gate_cv.Wait(&proxy->gate_mu, [&]() REQUIRES(proxy->gate_mu) { return !proxy->paused || proxy->stopping; });
     ++proxy->busy_rw;
     want = static_cast<Side>(proxy->write_side.load());
   }
@@ -560,7 +573,7 @@ Status Session::BeginTransaction() {
       return Fail("08006", fmt::format("midflight proxy lost the {} server: {}", SideName(want), st.message()));
     Side old = current;
     {
-      std::lock_guard lock(conn_mu);
+      MutexLock lock(&conn_mu);
       current = want;
     }
     ++proxy->moves;
@@ -568,7 +581,7 @@ Status Session::BeginTransaction() {
       // A read-write session leaves the old side for good (until the next switch).
       ServerConn& prev = servers[static_cast<int>(old)];
       (void)wire::WriteAll(prev.b.fd, wire::Terminate());
-      std::lock_guard lock(conn_mu);
+      MutexLock lock(&conn_mu);
       close(prev.b.fd);
       prev.b.fd = -1;
     }
@@ -582,9 +595,9 @@ Status Session::BeginTransaction() {
 void Session::EndTransaction() {
   busy = false;
   if (!readonly) {
-    std::lock_guard lock(proxy->gate_mu);
+    MutexLock lock(&proxy->gate_mu);
     --proxy->busy_rw;
-    proxy->gate_cv.notify_all();
+    proxy->gate_cv.NotifyAll();
   }
 }
 
@@ -695,7 +708,7 @@ Status Session::Relay() {
   bool expect_server = false;
   while (!proxy->stopping) {
     ServerConn& server = servers[static_cast<int>(current)];
-    pollfd fds[2] = {{client->fd(), POLLIN, 0}, {server.b.fd, POLLIN, 0}};
+    pollfd fds[3] = {{client->fd(), POLLIN, 0}, {server.b.fd, POLLIN, 0}, {proxy->wake_fd, POLLIN, 0}};
     // An answer already there is read without polling first; one not there
     // yet is waited for on both sides, so a client that goes away while its
     // query runs is noticed at once (and the query cancelled).
@@ -703,9 +716,9 @@ Status Session::Relay() {
     if (expect_server) {
       fds[1].revents = POLLIN;
     } else if (!client->pending()) {
-      int rc = poll(fds, 2, 500);
+      int rc = poll(fds, 3, -1);
       if (rc < 0 && errno != EINTR) return Internal("poll failed");
-      if (rc <= 0) continue;
+      if (rc <= 0 || fds[2].revents) continue;  // Stop wakes the loop to see `stopping`
     } else {
       fds[0].revents = POLLIN;
     }
@@ -792,8 +805,8 @@ Status Session::Relay() {
 
 void PgProxy::Impl::Accept(int which) {
   while (!stopping) {
-    pollfd pfd{listen_fd[which], POLLIN, 0};
-    if (poll(&pfd, 1, 200) <= 0) continue;
+    pollfd fds[2] = {{listen_fd[which], POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    if (poll(fds, 2, -1) <= 0 || fds[1].revents) continue;  // Stop wakes the loop to see `stopping`
     int fd = accept4(listen_fd[which], nullptr, nullptr, SOCK_CLOEXEC);
     if (fd < 0) continue;
     int one = 1;
@@ -811,7 +824,7 @@ void PgProxy::Impl::Serve(int fd, bool readonly) {
   session->client = std::make_unique<ClientIo>(fd);
   session->peer = PeerName(fd);
   {
-    std::lock_guard lock(sessions_mu);
+    MutexLock lock(&sessions_mu);
     if (static_cast<int>(sessions.size()) >= config.max_clients) {
       (void)session->client->Write(wire::ErrorResponse("FATAL", "53300", "sorry, too many clients already (midflight proxy)"));
       return;
@@ -833,11 +846,11 @@ void PgProxy::Impl::Serve(int fd, bool readonly) {
     LOG_INFO("proxy: session {} (user {}) closed: {}", session->peer, session->user, st.message());
   if (session->busy) session->EndTransaction();
   {
-    std::lock_guard lock(sessions_mu);
+    MutexLock lock(&sessions_mu);
     sessions.erase(session->key_pid);
   }
   session.reset();
-  sessions_cv.notify_all();
+  sessions_cv.NotifyAll();
 }
 
 void PgProxy::Impl::Cancel(int32_t pid, int32_t secret) {
@@ -845,11 +858,11 @@ void PgProxy::Impl::Cancel(int32_t pid, int32_t secret) {
   int port = 0;
   int32_t server_pid = 0, server_secret = 0;
   {
-    std::lock_guard lock(sessions_mu);
+    MutexLock lock(&sessions_mu);
     auto it = sessions.find(pid);
     if (it == sessions.end() || it->second->key_secret != secret) return;
     Session* s = it->second;
-    std::lock_guard conn_lock(s->conn_mu);
+    MutexLock conn_lock(&s->conn_mu);
     const ServerAddress& a = config.servers[static_cast<int>(s->current)];
     host = a.host;
     port = a.port;
@@ -871,6 +884,8 @@ Result<std::unique_ptr<PgProxy>> PgProxy::Start(ProxyConfig config) {
       return OperatorError(fmt::format("proxy.tls_cert / proxy.tls_key: cannot load {} / {}", impl->config.tls_cert,
                                        impl->config.tls_key));
   }
+  impl->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (impl->wake_fd < 0) return Internal(fmt::format("proxy: eventfd: {}", std::strerror(errno)));
   ASSIGN_OR_RETURN(impl->listen_fd[0], ListenOn(impl->config.listen_rw, &impl->address[0]));
   if (!impl->config.listen_ro.empty()) {
     auto ro = ListenOn(impl->config.listen_ro, &impl->address[1]);
@@ -890,16 +905,21 @@ PgProxy::~PgProxy() { Stop(); }
 
 void PgProxy::Stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;
+  const uint64_t one = 1;
+  if (write(impl_->wake_fd, &one, sizeof one) != sizeof one)
+    LOG_WARN("proxy: waking its threads to stop: {}", std::strerror(errno));
   for (auto& t : impl_->acceptors) t.join();
   for (int fd : impl_->listen_fd)
     if (fd >= 0) close(fd);
   {
-    std::lock_guard lock(impl_->gate_mu);
-    impl_->gate_cv.notify_all();
+    MutexLock lock(&impl_->gate_mu);
+    impl_->gate_cv.NotifyAll();
   }
-  std::unique_lock lock(impl_->sessions_mu);
-  for (auto& [k, s] : impl_->sessions) shutdown(s->client->fd(), SHUT_RDWR);
-  impl_->sessions_cv.wait_for(lock, std::chrono::seconds(5), [&] { return impl_->sessions.empty(); });
+  Impl& impl = *impl_;
+  MutexLock lock(&impl.sessions_mu);
+  for (auto& [k, s] : impl.sessions) shutdown(s->client->fd(), SHUT_RDWR);
+  impl.sessions_cv.WaitFor(&impl.sessions_mu, std::chrono::seconds(5),
+                           [&]() REQUIRES(impl.sessions_mu) { return impl.sessions.empty(); });
 }
 
 std::string PgProxy::rw_address() const { return impl_->address[0]; }
@@ -910,16 +930,20 @@ int PgProxy::read_percent() const { return impl_->read_percent.load(); }
 void PgProxy::SetReadPercent(int percent) { impl_->read_percent = std::clamp(percent, 0, 100); }
 
 Status PgProxy::PauseWrites(std::chrono::milliseconds drain_timeout) {
-  std::unique_lock lock(impl_->gate_mu);
-  impl_->paused = true;
-  if (impl_->gate_cv.wait_for(lock, drain_timeout, [&] { return impl_->busy_rw == 0; })) return Status::Ok();
-  int busy = impl_->busy_rw;
-  lock.unlock();
+  Impl& impl = *impl_;
+  int busy = 0;
+  {
+    MutexLock lock(&impl.gate_mu);
+    impl.paused = true;
+    if (impl.gate_cv.WaitFor(&impl.gate_mu, drain_timeout, [&]() REQUIRES(impl.gate_mu) { return impl.busy_rw == 0; }))
+      return Status::Ok();
+    busy = impl.busy_rw;
+  }
   std::string who;
-  std::lock_guard slock(impl_->sessions_mu);
+  MutexLock slock(&impl.sessions_mu);
   auto now = Clock::now();
   int listed = 0;
-  for (auto& [k, s] : impl_->sessions) {
+  for (auto& [k, s] : impl.sessions) {
     if (s->readonly || !s->busy) continue;  // racy read of a flag, for the message only
     if (listed++ < 5)
       who += fmt::format("{}{} (user {}, in a transaction for {:.1f} s)", who.empty() ? "" : ", ", s->peer, s->user,
@@ -930,9 +954,9 @@ Status PgProxy::PauseWrites(std::chrono::milliseconds drain_timeout) {
 }
 
 void PgProxy::ResumeWrites() {
-  std::lock_guard lock(impl_->gate_mu);
+  MutexLock lock(&impl_->gate_mu);
   impl_->paused = false;
-  impl_->gate_cv.notify_all();
+  impl_->gate_cv.NotifyAll();
 }
 
 ProxyStats PgProxy::stats() const {

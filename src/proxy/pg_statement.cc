@@ -4,6 +4,8 @@
 #include <cctype>
 #include <vector>
 
+#include "base/parse.h"
+
 namespace midflight::proxy {
 
 // The first keyword(s) of a statement, upper-cased, skipping blanks and comments.
@@ -282,8 +284,9 @@ int HighestParameter(std::string_view sql) {
   int highest = 0;
   for (const Statement& s : Lex(sql))
     for (const Token& t : s)
-      if (t.kind == Token::Kind::kSymbol && t.text.size() > 1 && t.text.size() < 7)
-        highest = std::max(highest, std::stoi(t.text.substr(1)));
+      if (uint64_t n = 0; t.kind == Token::Kind::kSymbol && t.text.size() > 1 && t.text.size() < 7 &&
+                          ParseU64(std::string_view(t.text).substr(1), &n))
+        highest = std::max(highest, static_cast<int>(n));
   return highest;
 }
 

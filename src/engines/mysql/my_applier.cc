@@ -276,7 +276,10 @@ Status MyChangeSink::Connect() {
   ASSIGN_OR_RETURN(conn_, MyConn::Connect(uri_, o));
   RETURN_IF_ERROR(conn_->Exec("SET foreign_key_checks = 0, innodb_lock_wait_timeout = 10, autocommit = 1"));
   ASSIGN_OR_RETURN(std::string packet, conn_->QueryValue("SELECT @@max_allowed_packet"));
-  max_packet_ = std::min<size_t>(std::stoull(packet), 64u << 20);
+  uint64_t max_packet = 0;
+  if (!ParseU64(packet, &max_packet))
+    return Internal(fmt::format("target: @@max_allowed_packet is not a number: '{}'", packet));
+  max_packet_ = std::min<size_t>(max_packet, 64u << 20);
   return Status::Ok();
 }
 
@@ -286,7 +289,11 @@ Result<ChangePosition> MyChangeSink::LoadCheckpoint() {
       "SELECT commit_pos, seq FROM midflight.checkpoints WHERE migration = {} AND partition_id = {}",
       QuoteString(migration_), partition_.value)));
   if (r.rows() == 0) return ChangePosition{};
-  return ChangePosition{PgLsn::FromU64(std::stoull(r.Get(0, 0))), static_cast<uint32_t>(r.GetInt(0, 1))};
+  uint64_t commit_pos = 0;
+  if (!ParseU64(r.Get(0, 0), &commit_pos))
+    return Internal(fmt::format("target: midflight.checkpoints.commit_pos of partition {} is not a number: '{}'",
+                                partition_.value, r.Get(0, 0)));
+  return ChangePosition{PgLsn::FromU64(commit_pos), static_cast<uint32_t>(r.GetInt(0, 1))};
 }
 
 namespace {

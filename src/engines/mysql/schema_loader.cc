@@ -8,7 +8,6 @@
 #include <chrono>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string_view>
@@ -16,6 +15,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/thread_annotations.h"
 #include "engines/mysql/my_conn.h"
 
 namespace midflight::mysql {
@@ -594,11 +594,13 @@ Status BuildIndexes(const std::string& uri, const std::string& target_db, const 
                     int workers) {
   std::atomic<size_t> next{0};
   std::atomic<bool> failed{false};
-  std::mutex mu;
-  Status first_error;
+  struct {
+    Mutex mu;
+    Status first_error GUARDED_BY(mu);
+  } sh;
   auto fail = [&](const Status& st) {
-    std::lock_guard<std::mutex> lock(mu);
-    if (first_error.ok()) first_error = st;
+    MutexLock lock(&sh.mu);
+    if (sh.first_error.ok()) sh.first_error = st;
     failed = true;
   };
   auto work = [&] {
@@ -622,7 +624,8 @@ Status BuildIndexes(const std::string& uri, const std::string& target_db, const 
     }
   }
   for (auto& t : threads) t.join();
-  return first_error;
+  MutexLock lock(&sh.mu);
+  return sh.first_error;
 }
 
 }  // namespace

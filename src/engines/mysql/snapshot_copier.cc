@@ -5,10 +5,12 @@
 
 #include <algorithm>
 #include <cstring>
-#include <mutex>
 #include <thread>
 
 #include "base/log.h"
+#include "base/parse.h"
+#include "base/stop.h"
+#include "base/thread_annotations.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
@@ -211,7 +213,10 @@ class Worker {
       return OperatorError(fmt::format("source: no binlog position for the snapshot (Binlog_snapshot_file '{}'); is "
                                        "log_bin on?",
                                        file));
-    const uint64_t snapshot = EncodeBinlogPos(*number, static_cast<uint32_t>(std::stoul(offset)));
+    uint64_t offset_value = 0;
+    if (!ParseU64(offset, &offset_value) || offset_value > UINT32_MAX)
+      return Internal(fmt::format("source: Binlog_snapshot_position is not a binlog offset: '{}'", offset));
+    const uint64_t snapshot = EncodeBinlogPos(*number, static_cast<uint32_t>(offset_value));
 
     ASSIGN_OR_RETURN(auto rows, src_->QueryStream(fmt::format("SELECT {} FROM {}{}", shape.select_list,
                                                               QuoteQualified(t.id.schema, t.id.name),
@@ -305,17 +310,19 @@ Result<std::vector<Chunk>> PlanChunks(MyConn& source, const std::vector<TablePtr
 }
 
 Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop) {
-  std::mutex mu;
-  size_t next = 0;
-  int committed = 0;
-  Status first_error;
+  struct Shared {
+    Mutex mu;
+    size_t next GUARDED_BY(mu) = 0;
+    int committed GUARDED_BY(mu) = 0;
+    Status first_error GUARDED_BY(mu);
+  } sh;
   std::atomic<bool> failed{false};
   std::atomic<bool> halt{false};
   auto body = [&] {
     Worker w(job, progress, halt);
     if (Status st = w.Open(); !st.ok()) {
-      std::lock_guard lock(mu);
-      if (first_error.ok()) first_error = st;
+      MutexLock lock(&sh.mu);
+      if (sh.first_error.ok()) sh.first_error = st;
       failed = true;
       halt = true;
       return;
@@ -324,39 +331,45 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
       if (stop) halt = true;
       const Chunk* c = nullptr;
       {
-        std::lock_guard lock(mu);
-        if (halt || next >= job.chunks.size()) return;
-        c = &job.chunks[next++];
+        MutexLock lock(&sh.mu);
+        if (halt || sh.next >= job.chunks.size()) return;
+        c = &job.chunks[sh.next++];
       }
       Status st = w.Copy(*c);
       if (!st.ok()) {
-        std::lock_guard lock(mu);
-        if (first_error.ok() && st.code() != StatusCode::kCancelled) first_error = st;
+        MutexLock lock(&sh.mu);
+        if (sh.first_error.ok() && st.code() != StatusCode::kCancelled) sh.first_error = st;
         failed = true;
         halt = true;
         return;
       }
       int n;
       {
-        std::lock_guard lock(mu);
-        n = ++committed;
+        MutexLock lock(&sh.mu);
+        n = ++sh.committed;
       }
       if (job.on_chunk_committed) job.on_chunk_committed(n);
     }
   };
-  std::atomic<bool> watching{true};
+  // Passes the caller's `stop` (an atomic, which nothing can wait on) to the
+  // workers' `halt` within 50 ms; it ends at once when the workers are done.
+  StopSource workers_done;
   std::thread watcher([&] {
-    while (watching) {
+    do {
       if (stop) halt = true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    } while (!workers_done.WaitFor(std::chrono::milliseconds(50)));
   });
   std::vector<std::thread> threads;
   int workers = std::max(1, std::min<int>(job.workers, static_cast<int>(job.chunks.size())));
   for (int i = 0; i < workers; ++i) threads.emplace_back(body);
   for (auto& t : threads) t.join();
-  watching = false;
+  workers_done.Stop();
   watcher.join();
+  Status first_error;
+  {
+    MutexLock lock(&sh.mu);
+    first_error = sh.first_error;
+  }
   if (!first_error.ok()) return first_error;
   if (failed || stop) return Cancelled("copy stopped");
   return Status::Ok();

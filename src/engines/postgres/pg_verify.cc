@@ -75,7 +75,25 @@ constexpr const char* kPositionSql = "SELECT pg_current_wal_insert_lsn()";
 constexpr size_t kKeysPerLookup = 200;
 
 bool Stopped(const Context& ctx) {
-  return ctx.stop && ctx.stop->load();
+  return (ctx.stop && ctx.stop->load()) || (ctx.stop_source && ctx.stop_source->stop_requested());
+}
+
+// Waits `d`, or less when stopped; true when stopped. Only an atomic `stop`,
+// which nothing can wait on, needs the wait cut into 50 ms slices.
+bool WaitOrStopped(const Context& ctx, Clock::duration d) {
+  const Clock::time_point until = Clock::now() + d;
+  for (;;) {
+    if (Stopped(ctx)) return true;
+    Clock::time_point now = Clock::now();
+    if (now >= until) return false;
+    Clock::duration slice = until - now;
+    if (ctx.stop) slice = std::min<Clock::duration>(slice, std::chrono::milliseconds(50));
+    if (ctx.stop_source) {
+      if (ctx.stop_source->WaitFor(slice)) return true;
+    } else {
+      std::this_thread::sleep_for(slice);
+    }
+  }
 }
 
 Status StoppedStatus() {
@@ -548,19 +566,14 @@ class Verifier {
                                    static_cast<double>(rows) / static_cast<double>(rate)));
       Clock::time_point now = Clock::now();
       if (now >= due) return Status::Ok();
-      if (Stopped(ctx_)) return StoppedStatus();
-      std::this_thread::sleep_for(std::min<Clock::duration>(due - now, std::chrono::milliseconds(50)));
+      // Slices of 50 ms at most: the knob is read again after each.
+      if (WaitOrStopped(ctx_, std::min<Clock::duration>(due - now, std::chrono::milliseconds(50))))
+        return StoppedStatus();
     }
   }
 
   Status Sleep(std::chrono::milliseconds d) const {
-    const Clock::time_point until = Clock::now() + d;
-    for (;;) {
-      if (Stopped(ctx_)) return StoppedStatus();
-      Clock::time_point now = Clock::now();
-      if (now >= until) return Status::Ok();
-      std::this_thread::sleep_for(std::min<Clock::duration>(until - now, std::chrono::milliseconds(50)));
-    }
+    return WaitOrStopped(ctx_, d) ? StoppedStatus() : Status::Ok();
   }
 
   const Context& ctx_;

@@ -10,7 +10,7 @@
 //    chunk hash runs on a helper thread while the source hashes the next chunk.
 //  - It only reads, on both servers: repairs are the caller's business
 //    (ReadSourceRow gives the source's current image of a key).
-//  - It fails with kCancelled when *stop is set, kOperator when the target
+//  - It fails with kCancelled when *stop or *stop_source is set, kOperator when the target
 //    does not catch up with the source (or a query fails on the server),
 //    kRetryCall when a connection drops twice for one chunk. A failure
 //    leaves nothing behind on either server.
@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/stop.h"
 #include "core/position.h"
 #include "core/schema.h"
 
@@ -83,7 +84,11 @@ struct Context {
   // transaction (monotonic). Called often; must be cheap. Required.
   std::function<PgLsn()> target_applied_through;
   std::function<void(const Progress&)> on_progress;  // optional
-  const std::atomic<bool>* stop = nullptr;           // set -> Run returns kCancelled promptly
+  // Either or both; set -> Run returns kCancelled promptly. Waits (the
+  // rows_per_s pacing, the pause between rounds) wake at once on a
+  // StopSource; an atomic is only looked at every 50 ms.
+  const std::atomic<bool>* stop = nullptr;
+  const StopSource* stop_source = nullptr;
 };
 
 Result<Report> Run(const Context& ctx, const Options& options);

@@ -7,10 +7,12 @@
 #include <map>
 #include <optional>
 #include <set>
-#include <mutex>
 #include <thread>
 
 #include "base/log.h"
+#include "base/parse.h"
+#include "base/stop.h"
+#include "base/thread_annotations.h"
 #include "control/knobs.h"
 #include "engines/postgres/pg_conn.h"
 
@@ -132,10 +134,15 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
     failure = StatusFromResult(src.raw(), src_done.raw(), "COPY from " + t.id.ToString());
   if (failure.ok()) {
     // "COPY 123": the exact number of rows sent.
-    int64_t exact = std::strtoll(PQcmdTuples(src_done.raw()), nullptr, 10);
-    progress.rows += exact - local_rows;
-    local_rows = exact;
-    *rows = exact;
+    int64_t exact = 0;
+    if (ParseI64(PQcmdTuples(src_done.raw()), &exact)) {
+      progress.rows += exact - local_rows;
+      local_rows = exact;
+      *rows = exact;
+    } else {
+      failure = Internal(fmt::format("COPY from {}: the source's row count is not a number: '{}'", t.id.ToString(),
+                                     PQcmdTuples(src_done.raw())));
+    }
   }
   while (PGresult* extra = PQgetResult(src.raw())) PQclear(extra);
   if (!failure.ok()) {
@@ -190,7 +197,10 @@ Result<std::vector<Chunk>> PlanChunks(PgConn& source, const std::vector<std::sha
       ASSIGN_OR_RETURN(std::string pages_text,
                        source.QueryValue(fmt::format("SELECT (pg_relation_size({}) / current_setting('block_size')::int)::bigint",
                                                      QuoteLiteral(QuoteQualified(t->id.schema, t->id.name)))));
-      int64_t pages = std::stoll(pages_text);
+      int64_t pages = 0;
+      if (!ParseI64(pages_text, &pages))
+        return Internal(fmt::format("planning chunks of {}: the source's page count is not a number: '{}'",
+                                    t->id.ToString(), pages_text));
       if (pages > n) {
         int64_t step = (pages + n - 1) / n;
         for (int64_t i = 0; i < n; ++i) {
@@ -209,15 +219,21 @@ Result<std::vector<Chunk>> PlanChunks(PgConn& source, const std::vector<std::sha
 
 Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop,
                   const std::function<void()>& on_imported) {
-  std::mutex mu;
-  size_t next = 0;
-  std::vector<size_t> retry;  // chunks handed back by a retiring or failing worker; GUARDED_BY(mu)
-  int running = 0;            // GUARDED_BY(mu)
+  // What the workers and the supervisor share; `changed` wakes the
+  // supervisor when a worker exits (it may start another, or be done).
+  struct Shared {
+    Mutex mu;
+    CondVar changed;
+    size_t next GUARDED_BY(mu) = 0;
+    std::vector<size_t> retry GUARDED_BY(mu);  // chunks handed back by a retiring or failing worker
+    int running GUARDED_BY(mu) = 0;
+    std::set<int> alive GUARDED_BY(mu);  // workers whose thread has not returned yet
+    Status first_error GUARDED_BY(mu);
+  } sh;
   std::atomic<int> committed{0};
-  Status first_error;  // GUARDED_BY(mu)
   auto record_error = [&](Status st) {
-    std::lock_guard lock(mu);
-    if (first_error.ok()) first_error = std::move(st);
+    MutexLock lock(&sh.mu);
+    if (sh.first_error.ok()) sh.first_error = std::move(st);
   };
   auto wanted = [&] {
     int64_t n = job.knobs ? job.knobs->Int(Knob::kParallelism) : job.workers;
@@ -226,15 +242,15 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
   // Takes the next chunk for worker `id`; none when the job is done, failed,
   // or this worker is beyond the parallelism knob.
   auto take = [&](int id) -> std::optional<size_t> {
-    std::lock_guard lock(mu);
-    if (!first_error.ok() || stop || id >= wanted()) return std::nullopt;
-    if (!retry.empty()) {
-      size_t i = retry.back();
-      retry.pop_back();
+    MutexLock lock(&sh.mu);
+    if (!sh.first_error.ok() || stop || id >= wanted()) return std::nullopt;
+    if (!sh.retry.empty()) {
+      size_t i = sh.retry.back();
+      sh.retry.pop_back();
       return i;
     }
-    if (next >= job.chunks.size()) return std::nullopt;
-    return next++;
+    if (sh.next >= job.chunks.size()) return std::nullopt;
+    return sh.next++;
   };
   // One worker's connections: a source transaction in the exported snapshot, and a target session.
   struct Conns {
@@ -297,8 +313,8 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
         continue;
       }
       {
-        std::lock_guard lock(mu);
-        retry.push_back(*chunk);  // another worker, or this one after the backoff, copies it
+        MutexLock lock(&sh.mu);
+        sh.retry.push_back(*chunk);  // another worker, or this one after the backoff, copies it
       }
       if (st.code() == StatusCode::kCancelled) break;
       auto now = std::chrono::steady_clock::now();
@@ -316,46 +332,58 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
       if (job.throttle) job.throttle->Report(where, -1, ClassifyDistress(st), st.message(), backoff);
       LOG_WARN("{}: {}; retrying the chunk in {} ms", where, st.message(), backoff.count());
       cn.reset();  // a failed COPY leaves the source transaction unusable: import again
-      for (auto until = std::chrono::steady_clock::now() + backoff; std::chrono::steady_clock::now() < until && !stop;)
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      // The next take() sees `stop` and ends the worker.
+      if (StopRef(stop).WaitFor(backoff)) continue;
       int64_t max_ms = job.knobs ? job.knobs->Int(Knob::kThrottleMaxBackoffMs) : 5000;
       backoff = std::min(backoff * 2, std::chrono::milliseconds(max_ms));
     }
     if (job.throttle) job.throttle->Clear(where);
-    std::lock_guard lock(mu);
-    --running;
+    MutexLock lock(&sh.mu);
+    --sh.running;
   };
   // The supervisor: keeps as many workers as the parallelism knob asks while
   // chunks remain; a worker beyond it retires after its current chunk.
+  // It wakes when a worker exits, and at least every 50 ms for what has no
+  // notification: `stop` (an atomic the caller sets) and the knob.
   std::map<int, std::thread> threads;
-  std::set<int> alive;
-  while (true) {
-    {
-      std::lock_guard lock(mu);
-      bool work_left = next < job.chunks.size() || !retry.empty();
-      if (!first_error.ok() || stop || (!work_left && running == 0)) break;
+  {
+    MutexLock lock(&sh.mu);
+    while (true) {
+      bool work_left = sh.next < job.chunks.size() || !sh.retry.empty();
+      if (!sh.first_error.ok() || stop || (!work_left && sh.running == 0)) break;
       if (work_left) {
-        for (int id = 0; id < wanted() && running < wanted(); ++id) {
-          if (alive.count(id)) continue;
+        for (int id = 0; id < wanted() && sh.running < wanted(); ++id) {
+          if (sh.alive.count(id)) continue;
           auto it = threads.find(id);
           if (it != threads.end()) {
-            it->second.join();
+            it->second.join();  // its worker has returned (not in `alive`): this does not wait
             threads.erase(it);
           }
-          ++running;
-          alive.insert(id);
+          ++sh.running;
+          sh.alive.insert(id);
           threads.emplace(id, std::thread([&, id] {
             worker(id);
-            std::lock_guard l(mu);
-            alive.erase(id);
+            {
+              MutexLock l(&sh.mu);
+              sh.alive.erase(id);
+            }
+            sh.changed.NotifyAll();
           }));
         }
       }
+      const int running = sh.running;
+      sh.changed.WaitFor(&sh.mu, std::chrono::milliseconds(50), [&]() REQUIRES(sh.mu) {
+        return sh.running != running || !sh.first_error.ok() || stop;
+      });
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   for (auto& [id, t] : threads) t.join();
   on_imported();
+  Status first_error;
+  {
+    MutexLock lock(&sh.mu);
+    first_error = sh.first_error;
+  }
   if (!first_error.ok()) return first_error;
   if (stop) return Cancelled("copy stopped");
   return Status::Ok();
