@@ -45,7 +45,7 @@ Status Cutover::StartReverse() {
   running->tables = std::move(started.tables);
   running->restart = std::move(started.restart);
   RETURN_IF_ERROR(store_.Put("reverse_started", "true"));
-  std::lock_guard lock(state_mu_);
+  MutexLock lock(&state_mu_);
   reverse_ = std::move(running);
   return Status::Ok();
 }
@@ -61,7 +61,7 @@ Status Cutover::StartForward(const std::atomic<bool>& stop) {
       running->flow = std::move(started->flow);
       running->tables = std::move(started->tables);
       running->restart = std::move(started->restart);
-      std::lock_guard lock(state_mu_);
+      MutexLock lock(&state_mu_);
       forward_ = std::move(running);
       return Status::Ok();
     }
@@ -92,14 +92,14 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const st
   if (Status st = StartForward(stop); !st.ok()) return stop ? Status::Ok() : st;
   if (store_.Get("reverse_started").value_or("") == "true") {
     if (Status st = StartReverse(); !st.ok()) {
-      std::lock_guard lock(state_mu_);
+      MutexLock lock(&state_mu_);
       forward_->flow->Stop();
       return st;
     }
   }
   {
     // Operations are taken from here on: every flow this phase needs runs.
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     running_ = true;
   }
 
@@ -121,7 +121,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const st
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     std::shared_ptr<Running> fwd, rev;
     {
-      std::lock_guard lock(state_mu_);
+      MutexLock lock(&state_mu_);
       fwd = forward_;
       rev = reverse_;
     }
@@ -234,7 +234,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const st
   }
   std::shared_ptr<Running> fwd, rev;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     running_ = false;
     fwd = forward_;
     rev = reverse_;
@@ -291,7 +291,7 @@ void Cutover::CheckUntracked() {
   for (const auto& id : *listed)
     if (!carried.count(id)) found.push_back(id);
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     if (found == untracked_) return;
     untracked_ = found;
   }
@@ -311,7 +311,7 @@ void Cutover::CheckUntracked() {
 }
 
 Status Cutover::RefuseIfUntracked(const char* op) {
-  std::lock_guard lock(state_mu_);
+  MutexLock lock(&state_mu_);
   if (untracked_.empty()) return Status::Ok();
   std::vector<std::string> names;
   for (const auto& id : untracked_) names.push_back(id.ToString());
@@ -328,7 +328,7 @@ Result<std::string> Cutover::SwitchReads(int percent, bool force) {
   if (percent > 0) RETURN_IF_ERROR(RefuseIfUntracked("switch reads"));
   std::shared_ptr<Running> fwd;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     fwd = forward_;
   }
   if (!fwd) return OperatorError("replication is not running yet");
@@ -439,13 +439,13 @@ Result<std::string> Cutover::SwitchWrites(bool force) {
   }
   bool have_reverse;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     have_reverse = reverse_ != nullptr;
   }
   if (!have_reverse) RETURN_IF_ERROR(StartReverse());
   std::shared_ptr<Running> fwd;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     fwd = forward_;
   }
   return MoveWrites(proxy::Side::kTarget, *fwd->flow, Phase::kWritesSwitched, force);
@@ -455,7 +455,7 @@ Result<std::string> Cutover::Rollback(bool force) {
   if (!proxy_) return OperatorError("rollback needs the proxy");
   std::shared_ptr<Running> rev;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     rev = reverse_;
   }
   if (!rev) return Internal("reverse replication is not running");
@@ -465,7 +465,7 @@ Result<std::string> Cutover::Rollback(bool force) {
 Result<std::string> Cutover::Complete() {
   std::shared_ptr<Running> fwd, rev;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     fwd = forward_;
     rev = reverse_;
   }
@@ -495,7 +495,7 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
   const bool writes_on_target = store_.phase() == Phase::kWritesSwitched;
   std::shared_ptr<Running> flow;
   {
-    std::lock_guard lock(state_mu_);
+    MutexLock lock(&state_mu_);
     flow = writes_on_target ? reverse_ : forward_;
   }
   if (!flow) return OperatorError("replication is not running yet");
@@ -549,11 +549,11 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
 Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
   std::unique_lock lock(op_mu_, std::try_to_lock);
   if (!lock.owns_lock()) {
-    std::lock_guard s(state_mu_);
+    MutexLock s(&state_mu_);
     return OperatorError(fmt::format("refused: another operation is running ({}); wait for it to finish", op_running_));
   }
   {
-    std::lock_guard s(state_mu_);
+    MutexLock s(&state_mu_);
     if (!running_ && req.op != TrafficOp::kApprove)
       return OperatorError(fmt::format("refused: migration {} is in phase {}; replication is not running yet",
                                        spec_.name, PhaseName(store_.phase())));

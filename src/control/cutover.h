@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "control/operations.h"
 #include "control/runtime.h"
 #include "control/spec.h"
@@ -49,6 +50,12 @@
 
 namespace midflight {
 
+// Threads: Run on the runner's thread (the monitor); Do on the API's threads,
+// one operation at a time (op_mu_). spec_, store_, proxy_, runtime_, ops_ and
+// pos_ are fixed at construction (the objects they point to synchronise
+// themselves; ops_ says which of its methods the monitor alone calls).
+// tables_ and start_ are set by Run before it marks running_, and only read
+// after. The flows and the operation's state are guarded by state_mu_.
 class Cutover {
  public:
   // `proxy` may be null (no proxy configured: the switches are refused).
@@ -109,12 +116,14 @@ class Cutover {
   ReplicationOps& ops_;
   std::function<std::string(uint64_t)> pos_;  // a position as the engine writes it
 
-  std::mutex op_mu_;          // one operation at a time
-  std::string op_running_;    // GUARDED_BY(state_mu_)
-  std::mutex state_mu_;
-  std::shared_ptr<Running> forward_, reverse_;  // GUARDED_BY(state_mu_)
-  bool running_ = false;                        // GUARDED_BY(state_mu_): Run is replicating
-  std::vector<TableId> untracked_;              // GUARDED_BY(state_mu_): see CheckUntracked
+  // Taken (try-lock) for the whole of one operation: serialises operations
+  // and guards no data (a std::mutex for std::unique_lock's try_to_lock).
+  std::mutex op_mu_;
+  Mutex state_mu_;
+  std::string op_running_ GUARDED_BY(state_mu_);
+  std::shared_ptr<Running> forward_ GUARDED_BY(state_mu_), reverse_ GUARDED_BY(state_mu_);
+  bool running_ GUARDED_BY(state_mu_) = false;  // Run is replicating
+  std::vector<TableId> untracked_ GUARDED_BY(state_mu_);  // see CheckUntracked
   std::atomic<bool> completed_{false};
   std::atomic<bool> stopping_{false};  // Run is ending: a running verification stops
 };
