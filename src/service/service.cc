@@ -128,6 +128,7 @@ class HostedMigration {
     stop_ = false;
     running_ = true;
     runner_ = std::thread([this] {
+      ScopedLogContext log_context(spec.name);
       RunContext ctx{spec, *store, *runtime, stop_, proxy.get(),
                      [this](http::Handler h) {
                        std::unique_lock l(ops_mu_);
