@@ -13,6 +13,8 @@
 #include <string>
 #include <thread>
 
+#include "base/log.h"
+
 namespace midflight {
 
 // Test-only fault points: MIDFLIGHT_CRASH_AT=<point>[=<n>] kills the process
@@ -30,11 +32,13 @@ inline void CrashPoint(const std::string& point, int64_t count = 0) {
   }
 }
 
-// Runs `fn` every `period` on its own thread until destroyed.
+// Runs `fn` every `period` on its own thread until destroyed, in the log
+// context (base/log.h) of the thread that made it.
 class Ticker {
  public:
   Ticker(std::chrono::milliseconds period, std::function<void()> fn)
-      : thread_([this, period, fn = std::move(fn)] {
+      : thread_([this, period, fn = std::move(fn), context = CurrentLogContext()] {
+          ScopedLogContext log_context(context);
           while (!done_) {
             fn();
             for (auto t = period; t.count() > 0 && !done_; t -= std::chrono::milliseconds(50))
