@@ -122,21 +122,28 @@ Result<std::string> ExpandVariables(const std::string& text, const std::string& 
 
 // Expands ${VAR} in every string value under `node` (not in keys), in place.
 // `path` names the node in messages: "source", "proxy.users[0].password".
-Status ExpandTree(YAML::Node node, const std::string& origin, const std::string& path, const EnvLookup& env) {
+// `done` holds the scalars already expanded: a YAML alias (*name) is the
+// same node as its anchor, and a value from the environment is never
+// expanded a second time.
+Status ExpandTree(YAML::Node node, const std::string& origin, const std::string& path, const EnvLookup& env,
+                  std::vector<YAML::Node>* done) {
   if (node.IsScalar()) {
     const std::string text = node.Scalar();
     if (text.find("${") == std::string::npos) return Status::Ok();
+    if (std::any_of(done->begin(), done->end(), [&node](const YAML::Node& d) { return d.is(node); }))
+      return Status::Ok();
     ASSIGN_OR_RETURN(std::string expanded, ExpandVariables(text, origin, path, env));
     node = expanded;
+    done->push_back(node);
   } else if (node.IsSequence()) {
     for (size_t i = 0; i < node.size(); ++i)
-      RETURN_IF_ERROR(ExpandTree(node[i], origin, fmt::format("{}[{}]", path, i), env));
+      RETURN_IF_ERROR(ExpandTree(node[i], origin, fmt::format("{}[{}]", path, i), env, done));
   } else if (node.IsMap()) {
     for (auto kv : node) {
       // Keys were checked to be scalars by the caller for the known sections;
       // a key of another kind is named as it is found.
       std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
-      RETURN_IF_ERROR(ExpandTree(kv.second, origin, path.empty() ? key : path + "." + key, env));
+      RETURN_IF_ERROR(ExpandTree(kv.second, origin, path.empty() ? key : path + "." + key, env, done));
     }
   }
   return Status::Ok();
@@ -353,7 +360,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");
   }
-  RETURN_IF_ERROR(ExpandTree(root, origin, "", env));
+  std::vector<YAML::Node> expanded;
+  RETURN_IF_ERROR(ExpandTree(root, origin, "", env, &expanded));
   MigrationSpec s;
   RETURN_IF_ERROR(Get(root, origin, "name", &s.name));
   RETURN_IF_ERROR(Get(root, origin, "source", &s.source));

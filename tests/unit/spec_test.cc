@@ -146,6 +146,16 @@ TEST_F(SpecSecretsTest, DollarDollarBraceIsALiteral) {
   EXPECT_EQ(s->proxy.users[0].password, "a${X}b$xx$");
 }
 
+TEST_F(SpecSecretsTest, AValueFromTheEnvironmentIsNotExpandedAgain) {
+  env_ = {{"PW", "a${B}c"}};
+  // Through an alias too: the aliased node is the anchor's own node.
+  auto s = Parse("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n"
+                 "proxy:\n  listen: 'h:1'\n  users: [{name: u1, password: &pw '${PW}'}, {name: u2, password: *pw}]\n");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->proxy.users[0].password, "a${B}c");
+  EXPECT_EQ(s->proxy.users[1].password, "a${B}c");
+}
+
 TEST_F(SpecSecretsTest, UnsetOrMalformedVariableNamesTheFieldNotTheValue) {
   EXPECT_EQ(Error("name: a\nsource: postgres://app:${SRC_PW}@h/db\ntarget: postgres://h/db2\n"),
             "m.yaml: field 'source': environment variable SRC_PW is not set");
