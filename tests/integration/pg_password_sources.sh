@@ -61,6 +61,10 @@ expect_error "$WORK/open.yaml: field 'source_password_file': $WORK/open.pw is op
 sed "s|$WORK/source.pw|$WORK/missing.pw|" "$SPEC" >"$WORK/missing.yaml"
 expect_error "$WORK/missing.yaml: field 'source_password_file': cannot read $WORK/missing.pw: No such file or directory" \
   "$WORK/missing.yaml" MF_TARGET_PW="$DST_PW"
+# With --log-format json the refusal is an error record, like every stderr line.
+out=$(env -u PGPASSWORD "$MF" run "$SPEC" --log-format json 2>&1) && fail "run without MF_TARGET_PW succeeded"
+python3 -c 'import json, sys; o = json.loads(sys.argv[1]); assert o["level"] == "error" and "MF_TARGET_PW" in o["msg"], o' "$out" ||
+  fail "refusal in json mode: $out"
 [[ -d $WORK/state-pwsrc ]] && fail "a refused spec left a state directory"
 
 # ---- the migration, passwords from the file and the environment ----
