@@ -10,6 +10,8 @@
 # nowhere: stdout/stderr, the state directory, `status --json`, the API's
 # answers. And the mistakes are one line naming the field, the variable or
 # the path: an unset variable, a password file open to others, a missing one.
+# Last, a second migration whose source URI takes PGPASSWORD (libpq always
+# did; the proxy's own logins to the servers did not).
 source "$(dirname "$0")/lib.sh"
 
 start_servers 30000
@@ -119,4 +121,38 @@ for s in "$SRC_PW" "$ENC_PW" "$DST_PW" 'Fi1e@pw'; do
   done
 done
 log "the passwords show nowhere (${#state_files[@]} state files, logs, status, API)"
+
+# ---- PGPASSWORD: a URI with a user and no password, and no file ----
+# libpq always took it; the proxy's own backend logins did not ("the server
+# asked for a password ... but none is configured").
+psql -X -q -v ON_ERROR_STOP=1 "$SRC" -c "CREATE DATABASE db2"
+psql -X -q -v ON_ERROR_STOP=1 "$DST" -c "CREATE DATABASE db2"
+pgbench -i -q -s 1 "${SRC%/*}/db2" >/dev/null 2>&1
+psql -X -q -v ON_ERROR_STOP=1 "${SRC%/*}/db2" -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
+PROXY2_PORT=$(free_port 30030)
+SPEC=$WORK/pwenv.yaml
+cat >"$SPEC" <<EOF
+name: pwenv
+source: postgres://mf_pw@127.0.0.1:$SPORT/db2
+target: postgres://mf_pw:\${MF_TARGET_PW}@127.0.0.1:$DPORT/db2
+state_dir: $WORK/state-pwenv
+proxy:
+  listen: 127.0.0.1:$PROXY2_PORT
+EOF
+export PGPASSWORD=$SRC_PW  # for midflight and lib.sh's psql alike from here
+RUN_N=2
+"$MF" run "$SPEC" >"$WORK/run.2.log" 2>&1 &
+MF_PID=$!
+wait_phase replicating 120
+got=$(psql -X -At -h 127.0.0.1 -p "$PROXY2_PORT" -U mf_pw -d db2 -c "SELECT current_database() || ':' || inet_server_port()" 2>&1) || true
+[[ $got == "db2:$SPORT" ]] || fail "through the proxy with PGPASSWORD: '$got'"
+"$MF" status "$SPEC" --json >"$WORK/status.pwenv.json"
+stop_mf
+mapfile -t state_files < <(find "$WORK/state-pwenv" -type f)
+for s in "$SRC_PW" "$ENC_PW" "$DST_PW" 'Fi1e@pw'; do
+  for f in "$WORK/run.2.log" "$WORK/status.pwenv.json" "${state_files[@]}"; do
+    grep -a -F -q -- "$s" "$f" && fail "'$s' in $f: $(grep -a -F -- "$s" "$f" | head -2)"
+  done
+done
+log "PGPASSWORD: replicating, the proxy logged in to the source with it; it shows nowhere"
 log "PASS"
