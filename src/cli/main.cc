@@ -44,8 +44,10 @@ bool IsMySql(const midflight::MigrationSpec& spec) {
 
 int Fail(const midflight::Status& st) {
   // With --log-format json, stderr is JSON lines only: the failure is an error record.
-  if (midflight::GetLogFormat() == midflight::LogFormat::kJson) midflight::LogLine(midflight::LogLevel::kError, st.message());
-  else std::fprintf(stderr, "midflight: %s\n", st.message().c_str());
+  if (midflight::GetLogFormat() == midflight::LogFormat::kJson)
+    midflight::LogLine(midflight::LogLevel::kError, st.message());
+  else
+    std::fprintf(stderr, "midflight: %s\n", st.message().c_str());
   return 1;
 }
 

@@ -179,7 +179,8 @@ Result<std::string> ReadPasswordFile(const std::string& origin, const std::strin
   if (text.size() >= 1 && text.back() == '\r') text.pop_back();
   if (text.empty()) return Field(origin, field, fmt::format("{} is empty", path));
   if (text.find_first_of(std::string("\n\r\0", 3)) != std::string::npos)
-    return Field(origin, field, fmt::format("{} holds more than one line (or a NUL byte); it must hold the password only", path));
+    return Field(origin, field,
+                 fmt::format("{} holds more than one line (or a NUL byte); it must hold the password only", path));
   return text;
 }
 
@@ -192,7 +193,8 @@ Status ResolvePassword(const YAML::Node& root, const std::string& origin, const 
   const std::string file_field = uri_field + "_password_file";
   std::string file;
   RETURN_IF_ERROR(Get(root, origin, file_field, &file));
-  if (root[file_field] && file.empty()) return Field(origin, file_field, "is empty (the path of a file holding the password)");
+  if (root[file_field] && file.empty())
+    return Field(origin, file_field, "is empty (the path of a file holding the password)");
   if (uri->empty()) {
     if (!file.empty()) return Field(origin, file_field, fmt::format("is set but '{}' is not", uri_field));
     return Status::Ok();

@@ -233,7 +233,8 @@ TEST_F(SpecSecretsTest, PasswordFileProblemsNameTheFieldAndPath) {
   EXPECT_EQ(Error(base + "source_password_file: " + dir_ + "\n"),
             "m.yaml: field 'source_password_file': " + dir_ + " is not a regular file");
   const std::string ok = File("ok.pw", "hunter2\n");
-  EXPECT_EQ(Error("name: a\nsource: postgres://app:inline@h/db\ntarget: postgres://h/db2\nsource_password_file: " + ok + "\n"),
+  EXPECT_EQ(Error("name: a\nsource: postgres://app:inline@h/db\ntarget: postgres://h/db2\n"
+                  "source_password_file: " + ok + "\n"),
             "m.yaml: field 'source_password_file': 'source' has a password already: give it in one place");
   EXPECT_EQ(Error("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nsource_password_file: " + ok + "\n"),
             "m.yaml: field 'source_password_file': 'source' names no user to go with the password "
