@@ -154,7 +154,8 @@ Status ExpandTree(YAML::Node node, const std::string& origin, const std::string&
 // ~/.pgpass), one that cannot be read, an empty one, and one of several lines.
 Result<std::string> ReadPasswordFile(const std::string& origin, const std::string& field, const std::string& path) {
   if (path.empty()) return Field(origin, field, "is empty (the path of a file holding the password)");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO named by mistake must not hang the load (it is refused below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return Field(origin, field, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
   struct stat st {};
   std::string text;
@@ -168,10 +169,14 @@ Result<std::string> ReadPasswordFile(const std::string& origin, const std::strin
                     fmt::format("{} is open to group or others (mode {:04o}); make it private: chmod 600 {}", path,
                                 st.st_mode & 07777, path));
   } else {
-    char buf[4096];
+    constexpr size_t kMaxBytes = 4096;  // a password, not a document
+    char buf[kMaxBytes + 1];
     ssize_t n = 0;
-    while ((n = ::read(fd, buf, sizeof buf)) > 0 && text.size() < (1 << 16)) text.append(buf, static_cast<size_t>(n));
-    if (n < 0) problem = Field(origin, field, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    while ((n = ::read(fd, buf, sizeof buf)) > 0 && text.size() <= kMaxBytes) text.append(buf, static_cast<size_t>(n));
+    if (n < 0)
+      problem = Field(origin, field, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    else if (text.size() > kMaxBytes)
+      problem = Field(origin, field, fmt::format("{} is larger than 4 kB; it must hold the password only", path));
   }
   ::close(fd);
   RETURN_IF_ERROR(problem);

@@ -232,6 +232,13 @@ TEST_F(SpecSecretsTest, PasswordFileProblemsNameTheFieldAndPath) {
                 " holds more than one line (or a NUL byte); it must hold the password only");
   EXPECT_EQ(Error(base + "source_password_file: " + dir_ + "\n"),
             "m.yaml: field 'source_password_file': " + dir_ + " is not a regular file");
+  const std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(Error(base + "source_password_file: " + fifo + "\n"),
+            "m.yaml: field 'source_password_file': " + fifo + " is not a regular file");
+  const std::string big = File("big.pw", std::string(5000, 'x'));
+  EXPECT_EQ(Error(base + "source_password_file: " + big + "\n"),
+            "m.yaml: field 'source_password_file': " + big + " is larger than 4 kB; it must hold the password only");
   const std::string ok = File("ok.pw", "hunter2\n");
   EXPECT_EQ(Error("name: a\nsource: postgres://app:inline@h/db\ntarget: postgres://h/db2\n"
                   "source_password_file: " + ok + "\n"),
