@@ -476,7 +476,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (*run || *compare || *create) {
+  // `create` does not load the spec here: the service parses it, resolving
+  // its ${VAR}s and password files in its own environment, and names any
+  // problem in its answer.
+  if (*run || *compare) {
     auto spec = midflight::LoadSpec(spec_path);
     if (!spec.ok()) return Fail(spec.status());
     // Engine and library errors may quote a connection string: never print its password.
@@ -563,6 +566,7 @@ int main(int argc, char** argv) {
     ep.name = target;
     if (*create) {
       std::ifstream in(spec_path);
+      if (!in) return Fail(midflight::InvalidArgument(fmt::format("cannot read spec file {}", spec_path)));
       std::stringstream text;
       text << in.rdbuf();
       auto r = Api(ep, "POST", "/api/migrations", nlohmann::json{{"spec", text.str()}}.dump());

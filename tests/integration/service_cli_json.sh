@@ -7,19 +7,25 @@
 # - `events --json`, `knobs --json` and `verify --json` print one JSON object
 #   each, with the fields the README documents;
 # - the global options (--server, --token, --as) work after the subcommand
-#   as well as before it.
+#   as well as before it;
+# - `create` leaves ${VAR} to the service (set in its environment only).
 source "$(dirname "$0")/lib.sh"
 
 start_servers 30100
 pgbench -i -q -s 1 "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
+# The target's password is in the service's environment only: `create` sends
+# the spec as written and the service resolves ${MF_SVC_PW} itself.
+export MF_SVC_PW=midflight
 start_serve "$WORK/svc" 30110
+unset MF_SVC_PW
 SERVER=$API
 unset MIDFLIGHT_SERVER  # every call names the server, before or after the subcommand
 TOKEN=$MIDFLIGHT_API_TOKEN
 unset MIDFLIGHT_API_TOKEN
 
-printf 'name: clij\nsource: %s\ntarget: %s\n' "$SRC" "$DST" >"$WORK/clij.yaml"
+printf 'name: clij\nsource: %s\ntarget: %s\n' "$SRC" "${DST/midflight:midflight@/midflight:\$\{MF_SVC_PW\}@}" >"$WORK/clij.yaml"
+grep -qF 'midflight:${MF_SVC_PW}@' "$WORK/clij.yaml" || fail "spec: $(cat "$WORK/clij.yaml")"
 "$MF" --server "$SERVER" --token "$TOKEN" create "$WORK/clij.yaml"
 # The same migration seen from its state directory (the service keeps it in STATE_DIR/NAME).
 SPEC=$WORK/clij-local.yaml
