@@ -156,7 +156,7 @@ mf_wait_pos() {  # POS: until status restart_pos >= POS (a my_pos value)
   local applied="" deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
     mf_check_alive "applying up to $1"
-    applied=$(mf_field restart_pos || true)
+    applied=$(mf_field replication.restart_position || true)
     [[ -n $applied ]] && (( applied >= $1 )) && return 0
     sleep "$POLL"
   done
@@ -317,7 +317,7 @@ if ! skipped drain && [[ -n $MF_KEPT ]]; then
   wait_replica "$WORK/repa"
   wait_replica "$WORK/repb"
   sql_b -e "STOP SLAVE SQL_THREAD"
-  MF_FROM=$(mf_field restart_pos)
+  MF_FROM=$(mf_field replication.restart_position)
   A_BYTES0=$(binlog_bytes "$WORK/repa")
   P_BYTES0=$(binlog_bytes "$WORK/pri")
   log "sysbench oltp_write_only --threads=4 --time=$DRAIN_SECONDS on the primary (midflight stopped at $(fmt_pos "$MF_FROM"), replica B SQL thread stopped)"
@@ -342,7 +342,7 @@ if ! skipped drain && [[ -n $MF_KEPT ]]; then
   mf_start
   mf_wait_pos "$GOAL_POS"
   MF_DRAIN_S=$(since "$t0")
-  MF_APPLIED=$(mf_field changes_applied)
+  MF_APPLIED=$(mf_field replication.changes_applied)
   log "midflight drained in $MF_DRAIN_S s ($MF_APPLIED changes applied by this process, per its status)"
   mf_stop
 

@@ -124,7 +124,7 @@ mf_wait_applied() {  # LSN: until status applied_lsn >= LSN
   local applied="" deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
     mf_check_alive "draining to $1"
-    applied=$(mf_status | jq -r '.applied_lsn // ""' || true)
+    applied=$(mf_status | jq -r '.replication.applied_position // ""' || true)
     [[ -n $applied ]] && lsn_ge "$applied" "$1" && return 0
     sleep "$POLL"
   done
@@ -311,7 +311,7 @@ if ! skipped drain && [[ -n $NATIVE_KEPT$MF_KEPT ]]; then
     mf_start
     mf_wait_applied "$AFTER_LSN"
     MF_DRAIN_S=$(since "$t0")
-    MF_APPLIED=$(mf_status | jq -r .changes_applied)
+    MF_APPLIED=$(mf_status | jq -r .replication.changes_applied)
     log "midflight drained in $MF_DRAIN_S s ($MF_APPLIED changes applied by this process, per its status)"
     mf_stop
   fi

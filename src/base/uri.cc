@@ -223,6 +223,22 @@ Result<UriParts> ParseUri(const std::string& uri) {
   return p;
 }
 
+Result<std::string> WithPassword(const std::string& uri, std::string_view password) {
+  ASSIGN_OR_RETURN(UriParts parts, ParseUri(uri));
+  if (parts.user.empty()) return Bad("names no user to go with the password (scheme://USER@host/database)");
+  bool has_password = !parts.password.empty();
+  for (const auto& [key, value] : parts.params) has_password = has_password || key == "password";
+  if (has_password) return Bad("has a password already");
+  // ParseUri found a user, so there is a '@' ending the user information: the
+  // last one before the query, as ParseUri takes it.
+  const size_t start = uri.find("://") + 3;
+  const size_t query = std::min(uri.find('?', start), uri.size());
+  const size_t at = uri.rfind('@', query - 1);
+  std::string out = uri.substr(0, at);
+  if (!out.empty() && out.back() == ':') out.pop_back();  // "user:@host": an empty password
+  return out + ":" + Encode(password) + uri.substr(at);
+}
+
 namespace {
 
 // ScrubSecrets for one URI; `visible` is every URI's redacted form.

@@ -52,6 +52,14 @@ struct UriParts {
 // or any part of it: the caller adds which setting it was ("source: ...").
 Result<UriParts> ParseUri(const std::string& uri);
 
+// `uri` with `password` put into its user information, %-encoded (every byte
+// but A-Z a-z 0-9 - . _ ~), so that ParseUri gives it back exactly and
+// RedactUri and ScrubSecrets hide it as any other. For passwords read from a
+// file or the environment. Fails, saying why and never quoting the URI or
+// the password, when `uri` does not parse, names no user, or already has a
+// password (in the user information or as ?password=).
+Result<std::string> WithPassword(const std::string& uri, std::string_view password);
+
 // The last line of defence for any text that came from a server, a client
 // library or a tool and may quote a connection string: returns `text` with
 // `uri` replaced by RedactUri(uri) and every remaining occurrence of its

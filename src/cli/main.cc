@@ -22,10 +22,12 @@
 #include "base/version.h"
 #include "control/compare.h"
 #include "control/http.h"
+#include "control/knobs.h"
 #include "control/spec.h"
 #include "control/state_store.h"
 #include "engines/engine.h"
 #include "pipeline/conflicts.h"
+#include "pipeline/throttle.h"
 #include "service/service.h"
 
 namespace {
@@ -35,7 +37,11 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
 
 int Fail(const midflight::Status& st) {
-  std::fprintf(stderr, "midflight: %s\n", st.message().c_str());
+  // With --log-format json, stderr is JSON lines only: the failure is an error record.
+  if (midflight::GetLogFormat() == midflight::LogFormat::kJson)
+    midflight::LogLine(midflight::LogLevel::kError, st.message());
+  else
+    std::fprintf(stderr, "midflight: %s\n", st.message().c_str());
   return 1;
 }
 
@@ -75,6 +81,93 @@ void PrintConflicts(const nlohmann::json& c) {
                              e.value("delete_missing", int64_t{0}));
 }
 
+// The migration as `GET /api/migrations/NAME` shows it (service/service.cc
+// Detail; the fields are listed in the README), built from the state
+// directory alone, so that `status SPEC --json` and `status NAME --json`
+// print one shape. What only a running service knows is as a stopped one
+// would show it: rows_per_s and throttling from the last saved progress,
+// no history.
+nlohmann::json StateDetail(const midflight::MigrationSpec& spec, midflight::StateStore& s, bool running) {
+  using namespace midflight;
+  using nlohmann::json;
+  const std::map<std::string, std::string> kv = s.GetAll();
+  auto str = [&kv](const char* k) {
+    auto it = kv.find(k);
+    return it == kv.end() ? std::string() : it->second;
+  };
+  auto integer = [&str](const char* k) { return static_cast<int64_t>(std::atoll(str(k).c_str())); };
+  auto real = [&str](const char* k) { return std::atof(str(k).c_str()); };
+  const Phase phase = s.phase();
+  const bool held = phase == Phase::kPaused || phase == Phase::kFailed;
+  json j;
+  j["name"] = spec.name;
+  auto engine = midflight::EngineFor(spec);
+  j["engine"] = engine.ok() ? std::string((*engine)->name()) : str("engine");
+  j["phase"] = PhaseName(phase);
+  j["resume_phase"] = held ? str("resume_phase") : "";
+  j["running"] = running;
+  j["error"] = phase == Phase::kFailed ? str("error") : "";
+  j["source"] = RedactUri(spec.source);
+  j["target"] = RedactUri(spec.target);
+  int64_t rows = 0, estimated = 0;
+  double rows_per_s = 0;
+  j["tables"] = json::array();
+  for (const auto& t : s.Tables()) {
+    rows += t.rows_copied;
+    estimated += t.est_rows;
+    rows_per_s += t.rows_per_s;
+    j["tables"].push_back({{"name", t.name},
+                           {"state", t.state},
+                           {"rows_copied", t.rows_copied},
+                           {"estimated_rows", t.est_rows},
+                           {"bytes_copied", t.bytes_copied},
+                           {"chunks_done", t.chunks_done},
+                           {"chunks_total", t.chunks_total},
+                           {"rows_per_s", t.rows_per_s}});
+  }
+  j["rows_copied"] = rows;
+  j["estimated_rows"] = estimated;
+  j["rows_per_s"] = rows_per_s;
+  j["lag_bytes"] = integer("lag_bytes");
+  j["lag_seconds"] = real("lag_seconds");
+  j["throttled"] = false;
+  j["replication"] = {{"changes_applied", integer("changes_applied")},
+                      {"changes_per_s", real("changes_per_s")},
+                      {"apply_retries", integer("apply_retries")},
+                      {"source_position", str("source_lsn")},
+                      {"applied_position", str("applied_lsn")},
+                      {"restart_position", str("restart_pos")}};
+  j["reverse"] = {{"lag_bytes", integer("reverse_lag_bytes")},
+                  {"lag_seconds", real("reverse_lag_seconds")},
+                  {"changes_applied", integer("reverse_changes_applied")},
+                  {"applied_position", str("reverse_applied_lsn")}};
+  Phase p = phase;
+  if (held) p = ParsePhase(str("resume_phase")).value_or(Phase::kCreated);
+  j["proxy"] = {{"read_write", str("proxy_rw")},
+                {"read_only", str("proxy_ro")},
+                {"writes_to", p == Phase::kWritesSwitched || p == Phase::kCompleted ? "target" : "source"},
+                {"read_percent", std::atoi(str("read_percent").c_str())},
+                {"clients", integer("proxy_clients")}};
+  j["verify"] = {{"state", str("verify_state")}, {"clean", str("verify_clean") == "true"},
+                 {"summary", str("verify_summary")}};
+  j["untracked_tables"] = json::array();
+  for (const auto& t : Split(str("untracked_tables"), ','))
+    if (!t.empty()) j["untracked_tables"].push_back(t);
+  j["write_pauses_ms"] = json::array();
+  for (const auto& w : Split(str("write_pauses_ms"), ','))
+    if (!w.empty()) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
+  j["throttle"] = json::parse(ThrottleBoard().ToJson());  // only a running process knows; none here
+  j["conflicts"] = ConflictsJson(str("conflicts"));
+  Knobs knobs(spec);
+  (void)knobs.LoadOverrides(str("knobs"));  // as the service does; a bad stored value leaves the spec's
+  j["knobs"] = json::parse(knobs.ToJson());
+  j["events"] = json::array();
+  for (const auto& e : s.Events(50))
+    j["events"].push_back({{"time", e.time}, {"phase", e.phase}, {"actor", e.actor}, {"message", e.message}});
+  j["history"] = json::array();
+  return j;
+}
+
 int Status(const midflight::MigrationSpec& spec, bool json) {
   using namespace midflight;
   auto store = StateStore::Open(spec.state_dir, /*create=*/false);
@@ -86,45 +179,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
   std::string phase = PhaseName(s.phase());
   auto tables = s.Tables();
   if (json) {
-    nlohmann::json j;
-    j["name"] = spec.name;
-    j["phase"] = phase;
-    j["running"] = running;
-    j["lag_bytes"] = std::atoll(get("lag_bytes", "0").c_str());
-    j["lag_seconds"] = std::atof(get("lag_seconds", "0").c_str());
-    j["source_lsn"] = get("source_lsn");
-    j["applied_lsn"] = get("applied_lsn");
-    j["confirmed_lsn"] = get("confirmed_lsn");
-    j["received_lsn"] = get("received_lsn");
-    j["restart_pos"] = get("restart_pos");  // MySQL: binlog position (file number << 32 | offset) to resume from
-    j["changes_applied"] = std::atoll(get("changes_applied", "0").c_str());
-    j["changes_per_s"] = std::atof(get("changes_per_s", "0").c_str());
-    j["apply_retries"] = std::atoll(get("apply_retries", "0").c_str());
-    j["conflicts"] = ConflictsJson(get("conflicts", "{}"));
-    j["error"] = get("error");
-    j["untracked_tables"] = nlohmann::json::array();
-    for (const auto& t : Split(get("untracked_tables"), ',')) j["untracked_tables"].push_back(t);
-    j["proxy"] = {{"read_write", get("proxy_rw")}, {"read_only", get("proxy_ro")},
-                  {"read_percent_to_target", std::atoi(get("read_percent", "0").c_str())},
-                  {"clients", std::atoll(get("proxy_clients", "0").c_str())}};
-    j["reverse_lag_bytes"] = std::atoll(get("reverse_lag_bytes", "0").c_str());
-    j["reverse_applied_lsn"] = get("reverse_applied_lsn");
-    j["verify"] = {{"state", get("verify_state")}, {"clean", get("verify_clean") == "true"},
-                   {"summary", get("verify_summary")}};
-    j["write_pauses_ms"] = nlohmann::json::array();
-    for (const auto& p : Split(get("write_pauses_ms"), ',')) j["write_pauses_ms"].push_back(std::atof(p.c_str()));
-    j["tables"] = nlohmann::json::array();
-    for (const auto& t : tables)
-      j["tables"].push_back({{"name", t.name},
-                             {"state", t.state},
-                             {"rows_copied", t.rows_copied},
-                             {"bytes_copied", t.bytes_copied},
-                             {"estimated_rows", t.est_rows},
-                             {"chunks_done", t.chunks_done},
-                             {"chunks_total", t.chunks_total}});
-    j["events"] = nlohmann::json::array();
-    for (const auto& e : s.Events(20)) j["events"].push_back({{"time", e.time}, {"phase", e.phase}, {"message", e.message}});
-    std::cout << j.dump() << "\n";
+    std::cout << StateDetail(spec, s, running).dump() << "\n";
     return 0;
   }
   std::cout << fmt::format("migration {}   phase: {}   ({})\n", spec.name, phase,
@@ -221,7 +276,8 @@ int Answer(const midflight::http::Response& r, bool raw_json = false) {
   auto j = nlohmann::json::parse(r.body, nullptr, false);
   bool ok = r.status >= 200 && r.status < 300;
   if (raw_json || j.is_discarded()) {
-    std::fputs((r.body + (r.body.empty() || r.body.back() != '\n' ? "\n" : "")).c_str(), ok ? stdout : stderr);
+    std::fputs((r.body + (r.body.empty() || r.body.back() != '\n' ? "\n" : "")).c_str(),
+               ok || r.status == 422 ? stdout : stderr);
   } else if (!ok) {
     std::string e = j.value("error", r.body);
     // verify's list of differences is the result, not an error: stdout.
@@ -298,6 +354,13 @@ int main(int argc, char** argv) {
   app.add_option("--server", server, "address of a `midflight serve` (HOST:PORT; default $MIDFLIGHT_SERVER, else 127.0.0.1:7070)");
   app.add_option("--token", token, "API token for calls that change something (default $MIDFLIGHT_API_TOKEN)");
   app.add_option("--as", actor, "who you are, for the audit trail (default $USER)");
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "log lines on stderr: text (default) or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
+  // The options above may also come after the subcommand
+  // (`midflight status shop --server HOST:PORT`): subcommands made from here
+  // on inherit fallthrough and hand what they do not know to the app.
+  app.fallthrough();
 
   auto* serve = app.add_subcommand("serve", "host migrations: HTTP API, dashboard, /metrics; resumes what it hosted");
   listen = "127.0.0.1:7070";
@@ -324,6 +387,7 @@ int main(int argc, char** argv) {
   status->add_flag("--json", json, "one JSON object");
   auto* events = app.add_subcommand("events", "the audit trail: every transition and operation, with who and why");
   events->add_option("target", target, target_help);
+  events->add_flag("--json", json, "the API's JSON: {\"events\": [...]}");
 
   auto* pause = app.add_subcommand("pause", "stop copying/applying at a checkpoint (the proxy keeps serving)");
   auto* resume = app.add_subcommand("resume", "continue a paused or failed migration from its checkpoint");
@@ -358,11 +422,13 @@ int main(int argc, char** argv) {
   auto* verify = app.add_subcommand("verify", "compare source and target live, while writes continue");
   verify->add_option("target", target, target_help);
   verify->add_flag("--repair", repair, "re-copy the rows found different through the apply path");
+  verify->add_flag("--json", json, "the API's JSON: {\"clean\": BOOL, \"message\" or \"error\": TEXT}");
   verify->add_option("--rate", rate, "source rows read per second (0 = unlimited; default: the verify_rows_per_s knob)");
 
   auto* knobs = app.add_subcommand("knobs", "show the runtime knobs, or `knobs set [TARGET] name=value ...`");
   std::vector<std::string> knob_args;
   knobs->add_option("args", knob_args, "[set] [TARGET] [name=value ...]");
+  knobs->add_flag("--json", json, "the API's JSON: {\"knobs\": {...}, \"help\": {...}}");
 
   auto* compare = app.add_subcommand("compare", "compare every table of source and target row for row (a hash of every row)");
   compare->add_option("spec", spec_path, "migration spec (YAML)")->required();
@@ -375,6 +441,7 @@ int main(int argc, char** argv) {
     return code == 0 ? 0 : 2;
   }
   if (verbose) midflight::SetLogLevel(midflight::LogLevel::kDebug);
+  if (log_format == "json") midflight::SetLogFormat(midflight::LogFormat::kJson);
   signal(SIGPIPE, SIG_IGN);
   auto on_signals = [] {
     struct sigaction sa {};
@@ -404,7 +471,10 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  if (*run || *compare || *create) {
+  // `create` does not load the spec here: the service parses it, resolving
+  // its ${VAR}s and password files in its own environment, and names any
+  // problem in its answer.
+  if (*run || *compare) {
     auto spec = midflight::LoadSpec(spec_path);
     if (!spec.ok()) return Fail(spec.status());
     // Engine and library errors may quote a connection string: never print its password.
@@ -493,6 +563,7 @@ int main(int argc, char** argv) {
     ep.name = target;
     if (*create) {
       std::ifstream in(spec_path);
+      if (!in) return Fail(midflight::InvalidArgument(fmt::format("cannot read spec file {}", spec_path)));
       std::stringstream text;
       text << in.rdbuf();
       auto r = Api(ep, "POST", "/api/migrations", nlohmann::json{{"spec", text.str()}}.dump());
@@ -538,7 +609,7 @@ int main(int argc, char** argv) {
   auto call = [&](const std::string& method, const std::string& path, const std::string& body = "") {
     auto r = Api(ep, method, path, body);
     if (!r.ok()) return Fail(r.status());
-    return Answer(*r);
+    return Answer(*r, json);
   };
   if (*status) {
     auto r = Api(ep, "GET", base);
@@ -550,7 +621,7 @@ int main(int argc, char** argv) {
   if (*events) {
     auto r = Api(ep, "GET", base + "/events?limit=200");
     if (!r.ok()) return Fail(r.status());
-    if (r->status != 200) return Answer(*r);
+    if (r->status != 200 || json) return Answer(*r, json);
     const auto body = nlohmann::json::parse(r->body, nullptr, false);
     if (body.is_discarded() || !body.contains("events")) return Answer(*r, true);
     for (const auto& e : body["events"])
@@ -567,7 +638,7 @@ int main(int argc, char** argv) {
     if (!knobs_set) {
       auto r = Api(ep, "GET", base + "/knobs");
       if (!r.ok()) return Fail(r.status());
-      if (r->status != 200) return Answer(*r);
+      if (r->status != 200 || json) return Answer(*r, json);
       auto j = nlohmann::json::parse(r->body);
       for (const auto& [k, v] : j["knobs"].items())
         std::cout << fmt::format("  {:<26} {:>12}   {}\n", k, v.dump(), j["help"].value(k, ""));
@@ -577,7 +648,7 @@ int main(int argc, char** argv) {
     for (const auto& a : assignments) body[a.substr(0, a.find('='))] = a.substr(a.find('=') + 1);
     auto r = Api(ep, "POST", base + "/knobs", body.dump());
     if (!r.ok()) return Fail(r.status());
-    if (r->status != 200) return Answer(*r);
+    if (r->status != 200 || json) return Answer(*r, json);
     std::printf("knobs set on %s: %s\n", ep.name.c_str(), body.dump().c_str());
     return 0;
   }

@@ -12,6 +12,8 @@ namespace midflight {
 void Say(const std::string& line) {
   std::fprintf(stdout, "%s\n", line.c_str());
   std::fflush(stdout);
+  // A log collector reading JSON sees the progress too, with the migration's name.
+  if (GetLogFormat() == LogFormat::kJson) LogLine(LogLevel::kInfo, line);
 }
 
 Status DrivePhases(StateStore& store, const std::string& name, const std::atomic<bool>& stop,

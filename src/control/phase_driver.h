@@ -37,7 +37,8 @@ void SaveCopyProgress(StateStore& store, const std::vector<std::shared_ptr<const
                       const CopyProgress& progress, const std::map<TableId, int64_t>& rows_at_start,
                       double seconds, const char* final_state);
 
-// One line for the operator on stdout.
+// One line for the operator on stdout, as it is (no time, no name); with
+// `--log-format json` also one info record in the log (stderr).
 void Say(const std::string& line);
 
 }  // namespace midflight

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "base/log.h"
 #include "base/stop.h"
 
 namespace midflight {
@@ -32,13 +33,15 @@ inline void CrashPoint(const std::string& point, int64_t count = 0) {
   }
 }
 
-// Runs `fn` every `period` on its own thread until destroyed. The
-// destructor wakes the thread at once (it waits on a StopSource, not a
-// sleep) and returns when a `fn` already running has returned.
+// Runs `fn` every `period` on its own thread until destroyed, in the log
+// context (base/log.h) of the thread that made it. The destructor wakes the
+// thread at once (it waits on a StopSource, not a sleep) and returns when a
+// `fn` already running has returned.
 class Ticker {
  public:
   Ticker(std::chrono::milliseconds period, std::function<void()> fn)
-      : thread_([stop = stop_, period, fn = std::move(fn)] {
+      : thread_([stop = stop_, period, fn = std::move(fn), context = CurrentLogContext()] {
+          ScopedLogContext log_context(context);
           do fn();
           while (!stop.WaitFor(period));
         }) {}

@@ -2,9 +2,15 @@
 
 #include "control/knobs.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -81,6 +87,147 @@ Status CheckKeys(const YAML::Node& node, const std::string& origin, const std::s
   return Status::Ok();
 }
 
+// ${VAR} in `text` replaced from `env`; $${ is a literal ${. The error
+// names the variable, never the text (it may be a password).
+Result<std::string> ExpandVariables(const std::string& text, const std::string& origin, const std::string& field,
+                                    const EnvLookup& env) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size(); ++i) {
+    if (text.compare(i, 3, "$${") == 0) {
+      out += "${";
+      i += 2;
+      continue;
+    }
+    if (text.compare(i, 2, "${") != 0) {
+      out.push_back(text[i]);
+      continue;
+    }
+    const size_t close = text.find('}', i + 2);
+    const std::string name = close == std::string::npos ? "" : text.substr(i + 2, close - i - 2);
+    const bool valid = !name.empty() && !std::isdigit(static_cast<unsigned char>(name[0])) &&
+                       std::all_of(name.begin(), name.end(), [](char c) {
+                         return std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+                       });
+    if (!valid)
+      return Field(origin, field,
+                   "has a '${' that is not '${NAME}' (NAME: letters, digits and _); write a literal ${ as $${");
+    std::optional<std::string> value = env(name);
+    if (!value) return Field(origin, field, fmt::format("environment variable {} is not set", name));
+    out += *value;
+    i = close;
+  }
+  return out;
+}
+
+// Expands ${VAR} in every string value under `node` (not in keys), in place.
+// `path` names the node in messages: "source", "proxy.users[0].password".
+// `done` holds the scalars already expanded: a YAML alias (*name) is the
+// same node as its anchor, and a value from the environment is never
+// expanded a second time.
+Status ExpandTree(YAML::Node node, const std::string& origin, const std::string& path, const EnvLookup& env,
+                  std::vector<YAML::Node>* done) {
+  if (node.IsScalar()) {
+    const std::string text = node.Scalar();
+    if (text.find("${") == std::string::npos) return Status::Ok();
+    if (std::any_of(done->begin(), done->end(), [&node](const YAML::Node& d) { return d.is(node); }))
+      return Status::Ok();
+    ASSIGN_OR_RETURN(std::string expanded, ExpandVariables(text, origin, path, env));
+    node = expanded;
+    done->push_back(node);
+  } else if (node.IsSequence()) {
+    for (size_t i = 0; i < node.size(); ++i)
+      RETURN_IF_ERROR(ExpandTree(node[i], origin, fmt::format("{}[{}]", path, i), env, done));
+  } else if (node.IsMap()) {
+    for (auto kv : node) {
+      // Keys were checked to be scalars by the caller for the known sections;
+      // a key of another kind is named as it is found.
+      std::string key = kv.first.IsScalar() ? kv.first.Scalar() : "?";
+      RETURN_IF_ERROR(ExpandTree(kv.second, origin, path.empty() ? key : path + "." + key, env, done));
+    }
+  }
+  return Status::Ok();
+}
+
+// The password held in file `path`: its content without one trailing newline
+// ("\n" or "\r\n"). Refused: a file group or others may open (as libpq does
+// ~/.pgpass), one that cannot be read, an empty one, and one of several lines.
+Result<std::string> ReadPasswordFile(const std::string& origin, const std::string& field, const std::string& path) {
+  if (path.empty()) return Field(origin, field, "is empty (the path of a file holding the password)");
+  // O_NONBLOCK: a FIFO named by mistake must not hang the load (it is refused below).
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return Field(origin, field, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  struct stat st {};
+  std::string text;
+  Status problem = Status::Ok();
+  if (::fstat(fd, &st) != 0) {
+    problem = Field(origin, field, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+  } else if (!S_ISREG(st.st_mode)) {
+    problem = Field(origin, field, fmt::format("{} is not a regular file", path));
+  } else if (st.st_mode & 077) {
+    problem = Field(origin, field,
+                    fmt::format("{} is open to group or others (mode {:04o}); make it private: chmod 600 {}", path,
+                                st.st_mode & 07777, path));
+  } else {
+    constexpr size_t kMaxBytes = 4096;  // a password, not a document
+    char buf[kMaxBytes + 1];
+    ssize_t n = 0;
+    while ((n = ::read(fd, buf, sizeof buf)) > 0 && text.size() <= kMaxBytes) text.append(buf, static_cast<size_t>(n));
+    if (n < 0)
+      problem = Field(origin, field, fmt::format("cannot read {}: {}", path, std::strerror(errno)));
+    else if (text.size() > kMaxBytes)
+      problem = Field(origin, field, fmt::format("{} is larger than 4 kB; it must hold the password only", path));
+  }
+  ::close(fd);
+  RETURN_IF_ERROR(problem);
+  if (text.size() >= 1 && text.back() == '\n') text.pop_back();
+  if (text.size() >= 1 && text.back() == '\r') text.pop_back();
+  if (text.empty()) return Field(origin, field, fmt::format("{} is empty", path));
+  if (text.find_first_of(std::string("\n\r\0", 3)) != std::string::npos)
+    return Field(origin, field,
+                 fmt::format("{} holds more than one line (or a NUL byte); it must hold the password only", path));
+  return text;
+}
+
+bool IsMySqlUri(const std::string& uri) { return UriScheme(uri) == "mysql" || UriScheme(uri) == "mariadb"; }
+
+// Gives the URI in field `uri_field` its password when it has none: from the
+// file in `<uri_field>_password_file`, else from PGPASSWORD / MYSQL_PWD.
+Status ResolvePassword(const YAML::Node& root, const std::string& origin, const std::string& uri_field,
+                       const EnvLookup& env, std::string* uri) {
+  const std::string file_field = uri_field + "_password_file";
+  std::string file;
+  RETURN_IF_ERROR(Get(root, origin, file_field, &file));
+  if (root[file_field] && file.empty())
+    return Field(origin, file_field, "is empty (the path of a file holding the password)");
+  if (uri->empty()) {
+    if (!file.empty()) return Field(origin, file_field, fmt::format("is set but '{}' is not", uri_field));
+    return Status::Ok();
+  }
+  auto parts = ParseUri(*uri);
+  if (!parts.ok()) return Field(origin, uri_field, parts.status().message());
+  bool has_password = !parts->password.empty();
+  for (const auto& kv : parts->params) has_password = has_password || kv.first == "password";
+  std::string password;
+  if (!file.empty()) {
+    if (has_password)
+      return Field(origin, file_field, fmt::format("'{}' has a password already: give it in one place", uri_field));
+    if (parts->user.empty())
+      return Field(origin, file_field,
+                   fmt::format("'{}' names no user to go with the password (scheme://USER@host/database)", uri_field));
+    ASSIGN_OR_RETURN(password, ReadPasswordFile(origin, file_field, file));
+  } else {
+    if (has_password || parts->user.empty()) return Status::Ok();
+    std::optional<std::string> conventional = env(IsMySqlUri(*uri) ? "MYSQL_PWD" : "PGPASSWORD");
+    if (!conventional || conventional->empty()) return Status::Ok();
+    password = std::move(*conventional);
+  }
+  auto with = WithPassword(*uri, password);
+  if (!with.ok()) return Field(origin, file.empty() ? uri_field : file_field, with.status().message());
+  *uri = std::move(*with);
+  return Status::Ok();
+}
+
 Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSpec* s) {
   YAML::Node n = root["proxy"];
   if (!n) return Status::Ok();
@@ -96,10 +243,21 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "max_clients", &p.max_clients));
   if (YAML::Node users = n["users"]) {
     if (!users.IsSequence()) return Field(origin, "proxy.users", "must be a list of {name, password}");
-    for (const auto& u : users) {
-      if (!u.IsMap() || !u["name"] || !u["password"] || !u["name"].IsScalar() || !u["password"].IsScalar())
-        return Field(origin, "proxy.users", "each entry needs name and password");
-      p.users.push_back({u["name"].as<std::string>(), u["password"].as<std::string>()});
+    for (size_t i = 0; i < users.size(); ++i) {
+      const YAML::Node u = users[i];
+      const std::string where = fmt::format("proxy.users[{}]", i);
+      auto scalar = [&u](const char* key) { return u[key] && u[key].IsScalar(); };
+      if (!u.IsMap() || !scalar("name") || scalar("password") == scalar("password_file"))
+        return Field(origin, "proxy.users", "each entry needs name and password (or password_file)");
+      RETURN_IF_ERROR(CheckKeys(u, origin, where, {"name", "password", "password_file"}));
+      ProxySpec::User user{u["name"].as<std::string>(), ""};
+      if (scalar("password")) {
+        user.password = u["password"].as<std::string>();
+      } else {
+        ASSIGN_OR_RETURN(user.password, ReadPasswordFile(origin, where + ".password_file",
+                                                         u["password_file"].as<std::string>()));
+      }
+      p.users.push_back(std::move(user));
     }
   }
   if (p.listen.empty()) return Field(origin, "proxy.listen", "is required (HOST:PORT of the read-write endpoint)");
@@ -175,7 +333,19 @@ int DefaultPartitions() {
   return static_cast<int>(std::clamp(cores, 2u, 8u));
 }
 
+EnvLookup ProcessEnvironment() {
+  return [](const std::string& name) -> std::optional<std::string> {
+    const char* v = std::getenv(name.c_str());
+    if (!v) return std::nullopt;
+    return std::string(v);
+  };
+}
+
 Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string& origin) {
+  return ParseSpec(yaml_text, origin, ProcessEnvironment());
+}
+
+Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string& origin, const EnvLookup& env) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -187,7 +357,9 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
                                                "partition_log_mb", "index_memory_mb", "allow_nonempty_target",
                                                "source_replica", "max_row_bytes", "proxy", "cutover",
-                                               "verify", "control", "notify", "knobs", "on_conflict"};
+                                               "verify", "control", "notify", "knobs", "on_conflict",
+                                               "source_password_file", "target_password_file",
+                                               "source_replica_password_file"};
   for (const auto& kv : root) {
     if (!kv.first.IsScalar()) {
       return InvalidArgument(fmt::format("{}: every key must be a plain name, not a list or a mapping", origin));
@@ -195,6 +367,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
     std::string key = kv.first.as<std::string>();
     if (!kKnown.count(key)) return Field(origin, key, "unknown field");
   }
+  std::vector<YAML::Node> expanded;
+  RETURN_IF_ERROR(ExpandTree(root, origin, "", env, &expanded));
   MigrationSpec s;
   RETURN_IF_ERROR(Get(root, origin, "name", &s.name));
   RETURN_IF_ERROR(Get(root, origin, "source", &s.source));
@@ -226,7 +400,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
       return Field(origin, "name", fmt::format("'{}' may only use a-z, 0-9 and _", s.name));
   RETURN_IF_ERROR(CheckUri(origin, "source", s.source));
   RETURN_IF_ERROR(CheckUri(origin, "target", s.target));
-  auto is_mysql = [](const std::string& u) { return UriScheme(u) == "mysql" || UriScheme(u) == "mariadb"; };
+  auto is_mysql = IsMySqlUri;
   if (is_mysql(s.source) != is_mysql(s.target))
     return Field(origin, "target", "must use the same engine as source (mysql:// to mysql://, postgres:// to postgres://)");
   if (!s.source_replica.empty()) {
@@ -234,6 +408,9 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
     if (!is_mysql(s.source_replica) || !is_mysql(s.source))
       return Field(origin, "source_replica", "is for mysql:// sources: a replica of the source to read from");
   }
+  RETURN_IF_ERROR(ResolvePassword(root, origin, "source", env, &s.source));
+  RETURN_IF_ERROR(ResolvePassword(root, origin, "target", env, &s.target));
+  RETURN_IF_ERROR(ResolvePassword(root, origin, "source_replica", env, &s.source_replica));
   if (s.max_row_bytes < 0) return Field(origin, "max_row_bytes", "must be 0 (the target's max_allowed_packet) or more");
   if (s.copy_workers < 1 || s.copy_workers > 64) return Field(origin, "copy_workers", "must be between 1 and 64");
   if (s.partitions == 0) s.partitions = DefaultPartitions();

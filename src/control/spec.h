@@ -1,10 +1,28 @@
 // The migration spec: what the operator writes in SPEC.yaml, parsed once at
 // the edge into a typed struct. Unknown or malformed fields are errors that
 // name the field.
+//
+// Secrets need not be written in it. At load time:
+// - `${VAR}` anywhere in a string value is replaced by the environment
+//   variable VAR (unset: an error naming VAR and the field); `$${` is a
+//   literal `${`. The value goes in as it is: inside a URI it must be
+//   %-escaped like the rest of the URI.
+// - `source_password_file`, `target_password_file`,
+//   `source_replica_password_file` and a proxy user's `password_file` name a
+//   file holding the password (one trailing newline is dropped). The file
+//   must be open to its owner only (mode 0600 or 0400, as libpq asks of
+//   .pgpass); a relative path is relative to the current directory.
+// - A URI with a user and no password, and no password file, takes
+//   PGPASSWORD (postgres://) or MYSQL_PWD (mysql://) when it is set.
+// The password so found is put into the URI (base/uri.h WithPassword) or the
+// proxy user, so the rest of midflight sees a URI with a password, as if it
+// had been written there; errors never quote it.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -88,8 +106,16 @@ struct MigrationSpec {
 // Apply partitions when the spec does not say: the machine's cores, 2 to 8.
 int DefaultPartitions();
 
-// Parses YAML text. `origin` names the file in messages.
+// Where ${VAR}, PGPASSWORD and MYSQL_PWD are looked up: a variable's value,
+// or nullopt when it is unset.
+using EnvLookup = std::function<std::optional<std::string>(const std::string& name)>;
+// The process's environment (getenv).
+EnvLookup ProcessEnvironment();
+
+// Parses YAML text. `origin` names the file in messages. Without `env`, the
+// process's environment.
 Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string& origin);
+Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string& origin, const EnvLookup& env);
 Result<MigrationSpec> LoadSpec(const std::string& path);
 
 }  // namespace midflight

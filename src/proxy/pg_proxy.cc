@@ -813,7 +813,10 @@ void PgProxy::Impl::Accept(int which) {
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     ++connections;
     auto self = shared_from_this();
-    std::thread([self, fd, which] { self->Serve(fd, which == 1); }).detach();
+    std::thread([self, fd, which] {
+      ScopedLogContext log_context(self->config.migration);
+      self->Serve(fd, which == 1);
+    }).detach();
   }
 }
 
@@ -896,7 +899,10 @@ Result<std::unique_ptr<PgProxy>> PgProxy::Start(ProxyConfig config) {
     impl->listen_fd[1] = *ro;
   }
   for (int which = 0; which < 2; ++which)
-    if (impl->listen_fd[which] >= 0) impl->acceptors.emplace_back([p = impl.get(), which] { p->Accept(which); });
+    if (impl->listen_fd[which] >= 0) impl->acceptors.emplace_back([p = impl.get(), which] {
+      ScopedLogContext log_context(p->config.migration);
+      p->Accept(which);
+    });
   proxy->impl_ = impl;
   return proxy;
 }

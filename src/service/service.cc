@@ -123,6 +123,7 @@ class HostedMigration {
     stop_ = false;
     running_ = true;
     runner_ = std::thread([this] {
+      ScopedLogContext log_context(spec.name);
       RunContext ctx{spec, *store, *runtime, stop_, proxy.get(),
                      [this](TrafficHandler h) {
                        std::unique_lock l(ops_mu_);
@@ -254,10 +255,12 @@ json Detail(HostedMigration& m) {
                       {"changes_per_s", v.Real("changes_per_s")},
                       {"apply_retries", v.Int("apply_retries")},
                       {"source_position", v.Str("source_lsn")},
-                      {"applied_position", v.Str("applied_lsn")}};
+                      {"applied_position", v.Str("applied_lsn")},
+                      {"restart_position", v.Str("restart_pos")}};
   j["reverse"] = {{"lag_bytes", v.Int("reverse_lag_bytes")},
                   {"lag_seconds", v.Real("reverse_lag_seconds")},
-                  {"changes_applied", v.Int("reverse_changes_applied")}};
+                  {"changes_applied", v.Int("reverse_changes_applied")},
+                  {"applied_position", v.Str("reverse_applied_lsn")}};
   Phase p = v.phase;
   if (p == Phase::kPaused || p == Phase::kFailed) p = ParsePhase(v.Str("resume_phase")).value_or(Phase::kCreated);
   j["proxy"] = {{"read_write", v.Str("proxy_rw")},

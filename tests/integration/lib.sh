@@ -104,7 +104,7 @@ wait_caught_up() {
   local limit=${1:-120} target applied i
   target=$(sql_src -c "SELECT pg_current_wal_insert_lsn()")
   for ((i = 0; i < limit * 4; i++)); do
-    applied=$(status_field applied_lsn)
+    applied=$(status_field replication.applied_position)
     if [[ -n $applied && $(sql_src -c "SELECT '$applied'::pg_lsn >= '$target'::pg_lsn") == t ]]; then
       log "caught up: applied $applied >= source $target (lag_bytes $(status_field lag_bytes))"
       return 0

@@ -63,9 +63,9 @@ wait_my_caught_up() {
   wait_replica
   target=$(my_pos "$REP_DIR")
   for ((i = 0; i < limit * 4; i++)); do
-    applied=$(status_field restart_pos)
+    applied=$(status_field replication.restart_position)
     if [[ -n $applied && $applied -ge $target ]]; then
-      log "caught up: applied $(status_field applied_lsn) >= replica at $target (lag_bytes $(status_field lag_bytes))"
+      log "caught up: applied $(status_field replication.applied_position) >= replica at $target (lag_bytes $(status_field lag_bytes))"
       return 0
     fi
     sleep 0.25

@@ -99,8 +99,8 @@ wait_my_caught_up_direct() {
   local target i applied
   target=$(my_pos "$PRI_DIR")
   for ((i = 0; i < 480; i++)); do
-    applied=$(status_field restart_pos)
-    [[ -n $applied && $applied -ge $target ]] && { log "caught up: applied $(status_field applied_lsn)"; return 0; }
+    applied=$(status_field replication.restart_position)
+    [[ -n $applied && $applied -ge $target ]] && { log "caught up: applied $(status_field replication.applied_position)"; return 0; }
     sleep 0.25
   done
   fail "not caught up with $target (applied $applied)"

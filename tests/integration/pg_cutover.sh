@@ -166,7 +166,7 @@ life() {
   local want got i
   want=$(psql -X -At "$DST" -c "SELECT pg_current_wal_insert_lsn()")
   for i in $(seq 240); do
-    got=$(status_field reverse_applied_lsn)
+    got=$(status_field reverse.applied_position)
     [[ -n $got && $(psql -X -At "$DST" -c "SELECT '$got'::pg_lsn >= '$want'::pg_lsn") == t ]] && break
     sleep 0.25
   done
@@ -209,7 +209,7 @@ life() {
     for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
     [[ $(status_field phase) == writes_switched ]] || fail "phase moved by a rollback killed in its pause"
     for _ in $(seq 80); do  # until replication runs again
-      [[ $(status_field stream_connected 2>/dev/null) == true || -n $(status_field reverse_applied_lsn) ]] && break
+      [[ $(status_field stream_connected 2>/dev/null) == true || -n $(status_field reverse.applied_position) ]] && break
       sleep 0.25
     done
     [[ $(psql -X -At "$proxy_uri" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] || fail "writes moved by a killed rollback"

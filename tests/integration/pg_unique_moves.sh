@@ -37,7 +37,7 @@ stop_load
 grep -E "number of transactions actually processed|failed" "$WORK/pgbench.log" || true
 wait_caught_up 60
 assert_equal
-[[ $(status_field apply_retries) == 0 ]] || fail "apply retried $(status_field apply_retries) times (unique collisions?)"
+[[ $(status_field replication.apply_retries) == 0 ]] || fail "apply retried $(status_field replication.apply_retries) times (unique collisions?)"
 [[ -z $(status_field error) ]] || fail "error: $(status_field error)"
 swaps=$(sql_dst -c "SELECT sum(n) FROM users")
 log "target holds $swaps moved values, unique index intact: $(sql_dst -c "SELECT count(DISTINCT slot) = count(*) FROM users")"

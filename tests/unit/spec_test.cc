@@ -1,6 +1,13 @@
 #include "control/spec.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "base/uri.h"
 
 namespace midflight {
 
@@ -81,7 +88,192 @@ TEST(SpecTest, KeysThatAreNotNamesAreErrors) {
   EXPECT_EQ(ParseSpec(base + "proxy:\n  listen: h:1\n  users: [{name: [u], password: p}]\n", "m.yaml")
                 .status()
                 .message(),
-            "m.yaml: field 'proxy.users': each entry needs name and password");
+            "m.yaml: field 'proxy.users': each entry needs name and password (or password_file)");
+}
+
+// Secrets kept out of the spec: ${VAR}, password files, PGPASSWORD / MYSQL_PWD.
+class SpecSecretsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/midflight-spec-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  // Writes a password file NAME holding `text` with `mode`; returns its path.
+  std::string File(const std::string& name, const std::string& text, mode_t mode = 0600) {
+    std::string path = dir_ + "/" + name;
+    std::ofstream(path, std::ios::binary) << text;
+    chmod(path.c_str(), mode);
+    return path;
+  }
+  Result<MigrationSpec> Parse(const std::string& yaml) {
+    return ParseSpec(yaml, "m.yaml", [this](const std::string& name) -> std::optional<std::string> {
+      auto it = env_.find(name);
+      if (it == env_.end()) return std::nullopt;
+      return it->second;
+    });
+  }
+  std::string Error(const std::string& yaml) {
+    auto s = Parse(yaml);
+    return s.ok() ? "(parsed)" : s.status().message();
+  }
+
+  std::string dir_;
+  std::map<std::string, std::string> env_;
+};
+
+TEST_F(SpecSecretsTest, VariablesAreExpandedInEveryStringValue) {
+  env_ = {{"SRC_PW", "s3cret"}, {"DB", "shop"}, {"WORKERS", "3"}, {"EMPTY", ""}};
+  auto s = Parse("name: a\nsource: postgres://app:${SRC_PW}@db1/${DB}\ntarget: postgres://app@db2/shop${EMPTY}\n"
+                 "copy_workers: ${WORKERS}\ntables: ['${DB}.*']\n"
+                 "proxy:\n  listen: 'h:1'\n  users: [{name: app, password: '${SRC_PW}'}]\n");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->source, "postgres://app:s3cret@db1/shop");
+  EXPECT_EQ(s->target, "postgres://app@db2/shop");
+  EXPECT_EQ(s->copy_workers, 3);
+  EXPECT_EQ(s->tables, std::vector<std::string>{"shop.*"});
+  ASSERT_EQ(s->proxy.users.size(), 1u);
+  EXPECT_EQ(s->proxy.users[0].password, "s3cret");
+}
+
+TEST_F(SpecSecretsTest, DollarDollarBraceIsALiteral) {
+  env_ = {{"X", "x"}};
+  auto s = Parse("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n"
+                 "proxy:\n  listen: 'h:1'\n  users: [{name: app, password: 'a$${X}b$x${X}$'}]\n");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->proxy.users[0].password, "a${X}b$xx$");
+}
+
+TEST_F(SpecSecretsTest, AValueFromTheEnvironmentIsNotExpandedAgain) {
+  env_ = {{"PW", "a${B}c"}};
+  // Through an alias too: the aliased node is the anchor's own node.
+  auto s = Parse("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n"
+                 "proxy:\n  listen: 'h:1'\n  users: [{name: u1, password: &pw '${PW}'}, {name: u2, password: *pw}]\n");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->proxy.users[0].password, "a${B}c");
+  EXPECT_EQ(s->proxy.users[1].password, "a${B}c");
+}
+
+TEST_F(SpecSecretsTest, UnsetOrMalformedVariableNamesTheFieldNotTheValue) {
+  EXPECT_EQ(Error("name: a\nsource: postgres://app:${SRC_PW}@h/db\ntarget: postgres://h/db2\n"),
+            "m.yaml: field 'source': environment variable SRC_PW is not set");
+  EXPECT_EQ(Error("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n"
+                  "proxy:\n  listen: 'h:1'\n  users: [{name: app, password: '${PROXY_PW}'}]\n"),
+            "m.yaml: field 'proxy.users[0].password': environment variable PROXY_PW is not set");
+  const std::string bad = "m.yaml: field 'target': has a '${' that is not '${NAME}' (NAME: letters, digits and _); "
+                          "write a literal ${ as $${";
+  EXPECT_EQ(Error("name: a\nsource: postgres://h/db\ntarget: 'postgres://u:hunter2${@h/db2'\n"), bad);
+  EXPECT_EQ(Error("name: a\nsource: postgres://h/db\ntarget: 'postgres://u:${hun-ter2}@h/db2'\n"), bad);
+  EXPECT_EQ(Error("name: a\nsource: postgres://h/db\ntarget: 'postgres://u:${}@h/db2'\n"), bad);
+}
+
+TEST_F(SpecSecretsTest, PasswordFileGoesIntoTheUriEncoded) {
+  const std::string pw = "p@ss w%rd?#/:ü";
+  File("src.pw", pw + "\n");
+  File("dst.pw", "plain\r\n");
+  auto s = Parse("name: a\nsource: postgres://app@db1:5432/shop?sslmode=disable\ntarget: postgres://app:@db2/shop\n"
+                 "source_password_file: " + dir_ + "/src.pw\ntarget_password_file: " + dir_ + "/dst.pw\n");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  auto src = ParseUri(s->source);
+  ASSERT_TRUE(src.ok()) << src.status().message();
+  EXPECT_EQ(src->password, pw);
+  EXPECT_EQ(src->user, "app");
+  EXPECT_EQ(src->host, "db1");
+  EXPECT_EQ(src->database, "shop");
+  EXPECT_EQ(src->query, "sslmode=disable");
+  EXPECT_EQ(ParseUri(s->target)->password, "plain");
+  // Hidden as a password written in the URI is.
+  EXPECT_EQ(RedactUri(s->source), "postgres://app:***@db1:5432/shop?sslmode=disable");
+  EXPECT_EQ(ScrubSecrets("auth failed for " + s->source + " with " + pw, s->source),
+            "auth failed for postgres://app:***@db1:5432/shop?sslmode=disable with ***");
+}
+
+TEST_F(SpecSecretsTest, ProxyUserPasswordFileAndDefaultUserTakeTheFilePassword) {
+  File("app.pw", "apppw\n");
+  File("ro.pw", "ropw");
+  auto s = Parse("name: a\nsource: postgres://app@h/db\ntarget: postgres://h/db2\n"
+                 "source_password_file: " + dir_ + "/app.pw\n"
+                 "proxy:\n  listen: 'h:1'\n  users: [{name: ro, password_file: " + dir_ + "/ro.pw}]\n");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->proxy.users[0].name, "ro");
+  EXPECT_EQ(s->proxy.users[0].password, "ropw");
+  auto d = Parse("name: a\nsource: postgres://app@h/db\ntarget: postgres://h/db2\n"
+                 "source_password_file: " + dir_ + "/app.pw\nproxy:\n  listen: 'h:1'\n");
+  ASSERT_TRUE(d.ok()) << d.status().message();
+  ASSERT_EQ(d->proxy.users.size(), 1u);
+  EXPECT_EQ(d->proxy.users[0].password, "apppw");
+  EXPECT_EQ(Error("name: a\nsource: postgres://app@h/db\ntarget: postgres://h/db2\n"
+                  "proxy:\n  listen: 'h:1'\n  users: [{name: ro, password: x, password_file: /x}]\n"),
+            "m.yaml: field 'proxy.users': each entry needs name and password (or password_file)");
+  EXPECT_EQ(Error("name: a\nsource: postgres://app@h/db\ntarget: postgres://h/db2\n"
+                  "proxy:\n  listen: 'h:1'\n  users: [{name: ro, password: x, pasword: y}]\n"),
+            "m.yaml: field 'proxy.users[0].pasword': unknown field");
+  EXPECT_EQ(Error("name: a\nsource: postgres://app@h/db\ntarget: postgres://h/db2\n"
+                  "proxy:\n  listen: 'h:1'\n  users: [{name: ro, password_file: " + dir_ + "/none}]\n"),
+            "m.yaml: field 'proxy.users[0].password_file': cannot read " + dir_ + "/none: No such file or directory");
+}
+
+TEST_F(SpecSecretsTest, PasswordFileProblemsNameTheFieldAndPath) {
+  const std::string base = "name: a\nsource: postgres://app@h/db\ntarget: postgres://app@h/db2\n";
+  EXPECT_EQ(Error(base + "source_password_file: " + dir_ + "/missing\n"),
+            "m.yaml: field 'source_password_file': cannot read " + dir_ + "/missing: No such file or directory");
+  const std::string open = File("open.pw", "hunter2\n", 0640);
+  EXPECT_EQ(Error(base + "target_password_file: " + open + "\n"),
+            "m.yaml: field 'target_password_file': " + open +
+                " is open to group or others (mode 0640); make it private: chmod 600 " + open);
+  const std::string empty = File("empty.pw", "\n");
+  EXPECT_EQ(Error(base + "source_password_file: " + empty + "\n"),
+            "m.yaml: field 'source_password_file': " + empty + " is empty");
+  const std::string two = File("two.pw", "hunter2\nsecond\n");
+  EXPECT_EQ(Error(base + "source_password_file: " + two + "\n"),
+            "m.yaml: field 'source_password_file': " + two +
+                " holds more than one line (or a NUL byte); it must hold the password only");
+  EXPECT_EQ(Error(base + "source_password_file: " + dir_ + "\n"),
+            "m.yaml: field 'source_password_file': " + dir_ + " is not a regular file");
+  const std::string fifo = dir_ + "/fifo";
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(Error(base + "source_password_file: " + fifo + "\n"),
+            "m.yaml: field 'source_password_file': " + fifo + " is not a regular file");
+  const std::string big = File("big.pw", std::string(5000, 'x'));
+  EXPECT_EQ(Error(base + "source_password_file: " + big + "\n"),
+            "m.yaml: field 'source_password_file': " + big + " is larger than 4 kB; it must hold the password only");
+  const std::string ok = File("ok.pw", "hunter2\n");
+  EXPECT_EQ(Error("name: a\nsource: postgres://app:inline@h/db\ntarget: postgres://h/db2\n"
+                  "source_password_file: " + ok + "\n"),
+            "m.yaml: field 'source_password_file': 'source' has a password already: give it in one place");
+  EXPECT_EQ(Error("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nsource_password_file: " + ok + "\n"),
+            "m.yaml: field 'source_password_file': 'source' names no user to go with the password "
+            "(scheme://USER@host/database)");
+  EXPECT_EQ(Error(base + "source_replica_password_file: " + ok + "\n"),
+            "m.yaml: field 'source_replica_password_file': is set but 'source_replica' is not");
+  for (const std::string& e : {Error(base + "target_password_file: " + open + "\n"),
+                               Error(base + "source_password_file: " + two + "\n")})
+    EXPECT_EQ(e.find("hunter2"), std::string::npos) << e;
+}
+
+TEST_F(SpecSecretsTest, ConventionalVariablesFillAUriWithAUserAndNoPassword) {
+  env_ = {{"PGPASSWORD", "pg:pw@1"}, {"MYSQL_PWD", "my%pw"}};
+  auto pg = Parse("name: a\nsource: postgres://app@h/db\ntarget: postgres://admin:own@h2/db\n");
+  ASSERT_TRUE(pg.ok()) << pg.status().message();
+  EXPECT_EQ(ParseUri(pg->source)->password, "pg:pw@1");
+  EXPECT_EQ(ParseUri(pg->target)->password, "own");  // a password written wins
+  auto nouser = Parse("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n");
+  ASSERT_TRUE(nouser.ok()) << nouser.status().message();
+  EXPECT_EQ(nouser->source, "postgres://h/db");  // libpq takes PGPASSWORD itself
+  auto my = Parse("name: a\nsource: mysql://app@h/db\nsource_replica: mysql://rep@r/db\ntarget: mysql://app@h2/db\n");
+  ASSERT_TRUE(my.ok()) << my.status().message();
+  EXPECT_EQ(ParseUri(my->source)->password, "my%pw");
+  EXPECT_EQ(ParseUri(my->source_replica)->password, "my%pw");
+  EXPECT_EQ(ParseUri(my->target)->password, "my%pw");
+  // A file wins over the variable.
+  File("t.pw", "fromfile\n");
+  auto f = Parse("name: a\nsource: postgres://app@h/db\ntarget: postgres://app@h/db2\ntarget_password_file: " + dir_ +
+                 "/t.pw\n");
+  ASSERT_TRUE(f.ok()) << f.status().message();
+  EXPECT_EQ(ParseUri(f->target)->password, "fromfile");
+  EXPECT_EQ(ParseUri(f->source)->password, "pg:pw@1");
 }
 
 }  // namespace midflight

@@ -143,4 +143,33 @@ TEST(QuoteTest, IdentifiersAndLiterals) {
   EXPECT_EQ(pg::QuoteLiteral("a\\b"), "E'a\\\\b'");
 }
 
+TEST(UriTest, WithPasswordEncodesSoParseGivesItBackAndScrubHidesIt) {
+  for (const std::string pw : {"plain", "p@ss:w/rd", "100%", "a?b#c&d=e", "sp ace", "ü€", "'\"\\"}) {
+    auto uri = WithPassword("postgres://app@db1:5432/shop?sslmode=disable", pw);
+    ASSERT_TRUE(uri.ok()) << uri.status().message();
+    auto parts = ParseUri(*uri);
+    ASSERT_TRUE(parts.ok()) << pw << ": " << parts.status().message();
+    EXPECT_EQ(parts->password, pw);
+    EXPECT_EQ(parts->user, "app");
+    EXPECT_EQ(parts->database, "shop");
+    EXPECT_EQ(parts->query, "sslmode=disable");
+    EXPECT_EQ(RedactUri(*uri), "postgres://app:***@db1:5432/shop?sslmode=disable");
+    if (pw.size() >= 3) {
+      std::string text = ScrubSecrets("login " + *uri + " as app with password " + pw + ".", *uri);
+      EXPECT_EQ(text, "login postgres://app:***@db1:5432/shop?sslmode=disable as app with password ***.") << pw;
+    }
+  }
+  EXPECT_EQ(*WithPassword("mysql://u:@h/db", "x"), "mysql://u:x@h/db");
+  EXPECT_EQ(*WithPassword("postgres://u@p@h/db", "x"), "postgres://u@p:x@h/db");  // the user is "u@p"
+}
+
+TEST(UriTest, WithPasswordRefusesWithoutQuotingTheUri) {
+  EXPECT_EQ(WithPassword("postgres://h/db", "x").status().message(),
+            "names no user to go with the password (scheme://USER@host/database)");
+  EXPECT_EQ(WithPassword("postgres://u:s3cret@h/db", "x").status().message(), "has a password already");
+  EXPECT_EQ(WithPassword("postgres://u@h/db?password=s3cret", "x").status().message(), "has a password already");
+  EXPECT_EQ(WithPassword("postgres://u:s3cret%zz@h/db", "x").status().message(),
+            "the password has a '%' that is not a %XX escape, or is %00 (write a literal % as %25)");
+}
+
 }  // namespace midflight
