@@ -531,6 +531,108 @@ class TlsReceiver {
   std::thread thread_;
 };
 
+// A CONNECT proxy, as HTTPS_PROXY names: one tunnel at a time, every target
+// host mapped to 127.0.0.1 (so a host that does not resolve proves the proxy
+// carried it); records each CONNECT target.
+class ConnectProxy {
+ public:
+  ConnectProxy() {
+    loopback::BoundSocket bound = loopback::BindLoopback(SOCK_CLOEXEC);
+    listen_fd_ = bound.fd;
+    port_ = bound.port;
+    listen(listen_fd_, 8);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~ConnectProxy() {
+    stop_ = true;
+    thread_.join();
+    close(listen_fd_);
+  }
+  std::string url() const { return fmt::format("http://127.0.0.1:{}", port_); }
+  std::vector<std::string> targets() {
+    std::lock_guard lock(mu_);
+    return targets_;
+  }
+
+ private:
+  void Serve() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 20) <= 0) continue;
+      int client = accept(listen_fd_, nullptr, nullptr);
+      if (client >= 0) Tunnel(client);
+      if (client >= 0) close(client);
+    }
+  }
+
+  void Tunnel(int client) {
+    std::string head;
+    char buf[16384];
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      pollfd p{client, POLLIN, 0};
+      if (poll(&p, 1, 2000) <= 0) return;
+      ssize_t n = recv(client, buf, sizeof buf, 0);
+      if (n <= 0) return;
+      head.append(buf, static_cast<size_t>(n));
+    }
+    if (!head.starts_with("CONNECT ")) return;
+    std::string target = head.substr(8, head.find(' ', 8) - 8);
+    {
+      std::lock_guard lock(mu_);
+      targets_.push_back(target);
+    }
+    int port = std::stoi(target.substr(target.rfind(':') + 1));
+    int upstream = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    if (connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      close(upstream);
+      return;
+    }
+    const std::string ok = "HTTP/1.1 200 Connection established\r\n\r\n";
+    send(client, ok.data(), ok.size(), MSG_NOSIGNAL);
+    pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+    while (!stop_ && poll(fds, 2, 2000) > 0) {
+      bool closed = false;
+      for (int i = 0; i < 2; ++i) {
+        if (fds[i].revents == 0) continue;
+        ssize_t n = recv(fds[i].fd, buf, sizeof buf, 0);
+        if (n <= 0 || send(fds[1 - i].fd, buf, static_cast<size_t>(n), MSG_NOSIGNAL) != n) closed = true;
+      }
+      if (closed) break;
+    }
+    close(upstream);
+  }
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<std::string> targets_;
+  std::thread thread_;
+};
+
+TEST(NotifyHttpsTest, GoesThroughTheTunnelNamedByHttpsProxy) {
+  TestCert cert = MakeSelfSigned("webhook", "DNS:webhook.invalid");
+  TlsReceiver receiver(cert);
+  ConnectProxy proxy;
+  ScopedEnv lower("https_proxy", nullptr);
+  ScopedEnv upper("HTTPS_PROXY", proxy.url().c_str());
+  ScopedEnv no("no_proxy", nullptr);
+  ScopedEnv no_upper("NO_PROXY", nullptr);
+  NotifierOptions options = FastOptions();
+  options.ca_file = WriteTempFile("proxied.pem", cert.cert_pem);
+  auto notifier = Notifier::Create(fmt::format("https://webhook.invalid:{}/hook/secret", receiver.port()), options);
+  ASSERT_TRUE(notifier.ok());
+  (*notifier)->Notify(Event("phase_change"));
+  ASSERT_TRUE(WaitUntil([&] { return (*notifier)->stats().sent + (*notifier)->stats().failed == 1; }));
+  EXPECT_EQ((*notifier)->stats().sent, 1u) << (*notifier)->stats().last_error;
+  EXPECT_EQ(proxy.targets(), (std::vector<std::string>{fmt::format("webhook.invalid:{}", receiver.port())}));
+  EXPECT_EQ(receiver.server_names(), (std::vector<std::string>{"webhook.invalid"}));  // TLS end to end, not at the proxy
+}
+
 TEST(NotifyHttpsTest, DeliversToATrustedCertificateByIpAndByName) {
   TestCert cert = MakeSelfSigned("midflight test", "DNS:localhost,IP:127.0.0.1");
   TlsReceiver receiver(cert);
