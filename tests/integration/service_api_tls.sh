@@ -8,8 +8,10 @@
 #   saying to use https (and the server carries on) ─► the CLI talks to it
 #   with --server https://… --tls-ca: creates a migration, which reaches
 #   replicating, lists, aborts; without the CA or with another CA it refuses
-#   the certificate in one line.
+#   the certificate in one line; headless Chromium, trusting only this
+#   server's key, renders the dashboard polling the API over https.
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/chromium.sh"
 
 # ---- a CA, a server certificate it signs (localhost, 127.0.0.1), a stranger CA ----
 tls=$WORK/tls
@@ -94,6 +96,18 @@ done
 log "the CLI created tls1 over https; it reached $phase"
 metrics=$(curl -sf --cacert "$tls/ca.pem" "https://$API/metrics") || fail "/metrics over https"
 [[ $metrics == *"# TYPE midflight_"* ]] || fail "/metrics over https: $(head -c 300 <<<"$metrics")"
+
+# The dashboard in a browser: Chromium trusts this server's public key only
+# (its SPKI hash), and the page's polls go over https like the page itself.
+spki=$(openssl x509 -in "$tls/server.pem" -pubkey -noout | openssl pkey -pubin -outform der |
+  openssl dgst -sha256 -binary | base64)
+_chromium_run "$WORK/dom.html" --ignore-certificate-errors-spki-list="$spki" --virtual-time-budget=5000 \
+  --dump-dom "https://localhost:$PORT/" || fail "chromium could not load the dashboard over https"
+grep -q 'data-api="ok"' "$WORK/dom.html" || fail "the dashboard could not reach the API over https"
+polls=$(grep -o 'data-polls="[0-9]*"' "$WORK/dom.html" | grep -o '[0-9]*' || echo 0)
+((polls >= 2)) || fail "the dashboard polled $polls times over https"
+grep -q 'data-name="tls1"' "$WORK/dom.html" || fail "the dashboard does not list tls1"
+log "Chromium rendered the dashboard over https: $polls polls, tls1 listed"
 
 for args in "--server https://$API" "--server https://$API --tls-ca $tls/other-ca.pem"; do
   rc=0
