@@ -243,6 +243,7 @@ std::vector<std::string> Split(const std::string& s, char sep) {
 // `midflight serve` (--server / MIDFLIGHT_SERVER).
 struct Endpoint {
   std::string address, name, token, actor;
+  midflight::http::ClientTls tls;
   std::optional<midflight::MigrationSpec> spec;
   std::string spec_path;
 };
@@ -257,7 +258,7 @@ midflight::Result<midflight::http::Response> Api(const Endpoint& e, const std::s
                                                  const std::string& body = "") {
   std::vector<std::pair<std::string, std::string>> headers = {{"X-Midflight-Actor", e.actor}};
   if (!e.token.empty()) headers.push_back({"Authorization", "Bearer " + e.token});
-  auto r = midflight::http::Call(e.address, method, path, body, headers);
+  auto r = midflight::http::Call(e.address, method, path, body, headers, 600000, e.tls);
   if (!r.ok() && r.status().code() == midflight::StatusCode::kRetryCall) {
     if (e.spec)
       return midflight::OperatorError(fmt::format("migration {} is not running (nothing answers at {}); start it with "
@@ -348,10 +349,12 @@ int main(int argc, char** argv) {
                        "print the version and the git commit it was built from, and exit");
   app.require_subcommand(1);
   std::string spec_path, target, server, token, token_file, listen, state_dir, webhook, reason, actor;
+  std::string tls_cert, tls_key, tls_ca;
   bool json = false, verbose = false;
   int workers = 0, partitions = 0;
   app.add_flag("-v,--verbose", verbose, "debug logging");
-  app.add_option("--server", server, "address of a `midflight serve` (HOST:PORT; default $MIDFLIGHT_SERVER, else 127.0.0.1:7070)");
+  app.add_option("--server", server, "address of a `midflight serve` (HOST:PORT or https://HOST:PORT; default $MIDFLIGHT_SERVER, else 127.0.0.1:7070)");
+  app.add_option("--tls-ca", tls_ca, "PEM file of the CA that signed an https --server's certificate (default: the system's store)");
   app.add_option("--token", token, "API token for calls that change something (default $MIDFLIGHT_API_TOKEN)");
   app.add_option("--as", actor, "who you are, for the audit trail (default $USER)");
   std::string log_format = "text";
@@ -368,6 +371,8 @@ int main(int argc, char** argv) {
   serve->add_option("--state-dir", state_dir, "where migrations keep their state (one directory each)")->required();
   serve->add_option("--token-file", token_file, "file holding the API token (default $MIDFLIGHT_API_TOKEN, else STATE_DIR/api_token, made if missing)");
   serve->add_option("--webhook", webhook, "default webhook URL for migrations whose spec has no notify.webhook");
+  serve->add_option("--tls-cert", tls_cert, "PEM certificate (chain) file: serve the API over https (TCP --listen only)");
+  serve->add_option("--tls-key", tls_key, "PEM private key file for --tls-cert");
 
   auto* run = app.add_subcommand("run", "run (or resume) the migration described by SPEC.yaml until stopped");
   run->add_option("spec", spec_path, "migration spec (YAML)")->required();
@@ -459,10 +464,12 @@ int main(int argc, char** argv) {
     o.state_dir = state_dir;
     o.token = *tok;
     o.webhook = webhook;
+    o.tls_cert = tls_cert;
+    o.tls_key = tls_key;
     auto svc = midflight::Service::Start(o);
     if (!svc.ok()) return Fail(svc.status());
-    std::printf("midflight serve: API, dashboard and /metrics on http://%s/ (state in %s; API token in %s)\n",
-                (*svc)->address().c_str(), state_dir.c_str(),
+    std::printf("midflight serve: API, dashboard and /metrics on %s://%s/ (state in %s; API token in %s)\n",
+                tls_cert.empty() ? "http" : "https", (*svc)->address().c_str(), state_dir.c_str(),
                 token_file.empty() ? (std::getenv("MIDFLIGHT_API_TOKEN") ? "$MIDFLIGHT_API_TOKEN" : (state_dir + "/api_token").c_str())
                                    : token_file.c_str());
     std::fflush(stdout);
@@ -530,6 +537,7 @@ int main(int argc, char** argv) {
   Endpoint ep;
   ep.actor = !actor.empty() ? actor : std::getenv("USER") ? std::string("cli:") + std::getenv("USER") : "cli";
   ep.token = !token.empty() ? token : std::getenv("MIDFLIGHT_API_TOKEN") ? std::getenv("MIDFLIGHT_API_TOKEN") : "";
+  ep.tls.ca_file = tls_ca;
   const bool knobs_set = *knobs && !knob_args.empty() && knob_args[0] == "set";
   std::vector<std::string> assignments;
   if (*knobs) {

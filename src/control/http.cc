@@ -1,6 +1,11 @@
 // HTTP/1.1 server and client over TCP or a unix socket; see http.h.
 //
-// A connection's life (ServeConnection) is a loop over four states:
+// A connection's life (ServeConnection): on a TLS listener first
+//
+//   kHandshake a client whose first byte is an ASCII letter speaks plain HTTP:
+//              it gets a plain 400 naming https; else the TLS handshake
+//
+// then a loop over four states:
 //
 //   kReadHead  bytes until "\r\n\r\n" (≤ max_header_bytes, else 431); parse it
 //              (a malformed head is answered 400/411/413/505, then closed)
@@ -9,8 +14,10 @@
 //   kWrite     the response; then back to kReadHead on keep-alive, else a
 //              lingering close (shut down our side, drain the peer's for ≤ 1 s)
 //
-// Every wait is a poll() on the socket and on the server's wake pipe, bounded
-// by the idle timeout, so Stop() reaches each thread at its next wait. The
+// Bytes go through a Stream: the socket, or OpenSSL over it (through a BIO
+// that sends with MSG_NOSIGNAL). Every wait is a poll() on the socket and on
+// the server's wake pipe, bounded by the idle timeout, so Stop() reaches each
+// thread at its next wait. The
 // loop is written as straight-line code rather than an explicit enum: each
 // state runs once per request, in order.
 #include "control/http.h"
@@ -23,6 +30,9 @@
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -295,53 +305,283 @@ Io WaitFor(int fd, short events, int wake_fd, int64_t deadline, int* err) {
   }
 }
 
-// Appends at least one byte to *buf, or says why not.
-Io ReadSome(int fd, std::string* buf, int wake_fd, int64_t deadline, int* err) {
-  constexpr size_t kChunk = 64 * 1024;
-  while (true) {
-    size_t old = buf->size();
-    buf->resize(old + kChunk);
-    ssize_t n = recv(fd, buf->data() + old, kChunk, 0);
-    buf->resize(old + static_cast<size_t>(std::max<ssize_t>(n, 0)));
-    if (n > 0) return Io::kOk;
-    if (n == 0) return Io::kEof;
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      *err = errno;
-      return Io::kError;
-    }
-    Io io = WaitFor(fd, POLLIN, wake_fd, deadline, err);
-    if (io != Io::kOk) return io;
-  }
+// ---- TLS ----
+
+std::string OpenSslError() {
+  unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return "unknown TLS error";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  return buf;
 }
 
-Io WriteAll(int fd, std::string_view data, int wake_fd, int64_t deadline, int* err) {
-  while (!data.empty()) {
-    ssize_t n = send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      data.remove_prefix(static_cast<size_t>(n));
-      continue;
-    }
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK) {
-      *err = errno;
-      return Io::kError;
-    }
-    Io io = WaitFor(fd, POLLOUT, wake_fd, deadline, err);
-    if (io != Io::kOk) return io;
+// OpenSSL's socket BIO writes with write(2), which raises SIGPIPE on a
+// closed peer; this one uses send(MSG_NOSIGNAL) so that a library never
+// depends on its process ignoring SIGPIPE. The BIO's data is the fd.
+int BioWrite(BIO* bio, const char* data, size_t size, size_t* written) {
+  BIO_clear_retry_flags(bio);
+  ssize_t n = send(static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(bio))), data, size, MSG_NOSIGNAL);
+  if (n >= 0) {
+    *written = static_cast<size_t>(n);
+    return 1;
   }
-  return Io::kOk;
+  if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) BIO_set_retry_write(bio);
+  return 0;
 }
+
+int BioRead(BIO* bio, char* data, size_t size, size_t* read) {
+  BIO_clear_retry_flags(bio);
+  ssize_t n = recv(static_cast<int>(reinterpret_cast<intptr_t>(BIO_get_data(bio))), data, size, 0);
+  if (n > 0) {
+    *read = static_cast<size_t>(n);
+    return 1;
+  }
+  if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) BIO_set_retry_read(bio);
+  if (n == 0) errno = 0;  // end of stream
+  return 0;
+}
+
+long BioCtrl(BIO* /*bio*/, int cmd, long /*num*/, void* /*ptr*/) {
+  return cmd == BIO_CTRL_FLUSH ? 1 : 0;
+}
+
+const BIO_METHOD* SocketBioMethod() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "midflight socket");
+    if (m != nullptr) {
+      BIO_meth_set_write_ex(m, BioWrite);
+      BIO_meth_set_read_ex(m, BioRead);
+      BIO_meth_set_ctrl(m, BioCtrl);
+    }
+    return m;
+  }();
+  return method;
+}
+
+using SslCtxPtr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
+
+// Errors name the file at fault; kInvalidArgument.
+Result<SslCtxPtr> MakeServerContext(const std::string& cert_file, const std::string& key_file) {
+  for (const auto& [what, file] : {std::pair{"certificate", &cert_file}, std::pair{"key", &key_file}}) {
+    if (access(file->c_str(), R_OK) != 0) {
+      return InvalidArgument(fmt::format("cannot read the TLS {} {}: {}", what, *file, ErrnoText(errno)));
+    }
+  }
+  SslCtxPtr ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  if (ctx == nullptr) return Internal(fmt::format("SSL_CTX_new: {}", OpenSslError()));
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_IGNORE_UNEXPECTED_EOF | SSL_OP_NO_RENEGOTIATION);
+  if (SSL_CTX_use_certificate_chain_file(ctx.get(), cert_file.c_str()) != 1) {
+    return InvalidArgument(fmt::format("cannot load the TLS certificate {}: {}", cert_file, OpenSslError()));
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx.get(), key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    if (ERR_GET_REASON(ERR_peek_last_error()) != X509_R_KEY_VALUES_MISMATCH) {
+      return InvalidArgument(fmt::format("cannot load the TLS key {}: {}", key_file, OpenSslError()));
+    }
+    ERR_clear_error();
+    return InvalidArgument(fmt::format("the TLS key {} does not match the certificate {}", key_file, cert_file));
+  }
+  if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+    ERR_clear_error();
+    return InvalidArgument(fmt::format("the TLS key {} does not match the certificate {}", key_file, cert_file));
+  }
+  return ctx;
+}
+
+Result<SslCtxPtr> MakeClientContext(const std::string& ca_file) {
+  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+  if (ctx == nullptr) return Internal(fmt::format("SSL_CTX_new: {}", OpenSslError()));
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  SSL_CTX_set_options(ctx.get(), SSL_OP_IGNORE_UNEXPECTED_EOF);
+  if (!ca_file.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) != 1) {
+      return InvalidArgument(fmt::format("cannot load the CA file {}: {}", ca_file, OpenSslError()));
+    }
+  } else if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {
+    return Internal(fmt::format("cannot load the system's certificate store: {}", OpenSslError()));
+  }
+  return ctx;
+}
+
+// A connection's bytes: the socket itself, or TLS over it. The socket is
+// non-blocking and not owned; every wait is a WaitFor() on it and the wake
+// pipe (-1: none), bounded by the deadline.
+class Stream {
+ public:
+  explicit Stream(int fd) : fd_(fd) {}
+  ~Stream() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+
+  int fd() const { return fd_; }
+  // Why the last kError came from TLS; "" when it was the socket's.
+  const std::string& tls_error() const { return tls_error_; }
+  // The peer's certificate did not verify (client side).
+  bool untrusted() const { return untrusted_; }
+
+  // Runs the TLS handshake over the socket: as the server, or as a client
+  // verifying the server's certificate for `host` (a name or an IP address).
+  Io Handshake(SSL_CTX* ctx, bool server, const std::string& host, int wake_fd, int64_t deadline, int* err) {
+    ssl_ = SSL_new(ctx);
+    BIO* bio = ssl_ != nullptr ? BIO_new(SocketBioMethod()) : nullptr;
+    if (bio == nullptr) return TlsFailed(err, "SSL_new: " + OpenSslError());
+    BIO_set_data(bio, reinterpret_cast<void*>(static_cast<intptr_t>(fd_)));
+    BIO_set_init(bio, 1);
+    SSL_set_bio(ssl_, bio, bio);
+    if (server) {
+      SSL_set_accept_state(ssl_);
+    } else {
+      unsigned char ip[16];
+      bool is_ip = inet_pton(AF_INET, host.c_str(), ip) == 1 || inet_pton(AF_INET6, host.c_str(), ip) == 1;
+      bool named = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str()) == 1
+                         : SSL_set_tlsext_host_name(ssl_, host.c_str()) == 1 && SSL_set1_host(ssl_, host.c_str()) == 1;
+      if (!named) return TlsFailed(err, "cannot set the TLS host name: " + OpenSslError());
+      SSL_set_connect_state(ssl_);
+    }
+    while (true) {
+      ClearErrors();
+      int rc = SSL_do_handshake(ssl_);
+      if (rc == 1) return Io::kOk;
+      short events = 0;
+      if (Io io = TlsWait(rc, &events, err); io != Io::kOk) return io;
+      if (Io io = WaitFor(fd_, events, wake_fd, deadline, err); io != Io::kOk) return io;
+    }
+  }
+
+  // Appends at least one byte to *buf, or says why not.
+  Io Read(std::string* buf, int wake_fd, int64_t deadline, int* err) {
+    constexpr size_t kChunk = 64 * 1024;
+    while (true) {
+      size_t old = buf->size();
+      buf->resize(old + kChunk);
+      size_t n = 0;
+      short events = POLLIN;
+      if (ssl_ != nullptr) {
+        ClearErrors();
+        int rc = SSL_read_ex(ssl_, buf->data() + old, kChunk, &n);
+        buf->resize(old + n);
+        if (rc == 1) return Io::kOk;
+        if (Io io = TlsWait(rc, &events, err); io != Io::kOk) return io;
+      } else {
+        ssize_t rc = recv(fd_, buf->data() + old, kChunk, 0);
+        buf->resize(old + static_cast<size_t>(std::max<ssize_t>(rc, 0)));
+        if (rc > 0) return Io::kOk;
+        if (rc == 0) return Io::kEof;
+        if (errno == EINTR) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+          *err = errno;
+          return Io::kError;
+        }
+      }
+      if (Io io = WaitFor(fd_, events, wake_fd, deadline, err); io != Io::kOk) return io;
+    }
+  }
+
+  Io Write(std::string_view data, int wake_fd, int64_t deadline, int* err) {
+    while (!data.empty()) {
+      size_t n = 0;
+      short events = POLLOUT;
+      if (ssl_ != nullptr) {
+        ClearErrors();
+        int rc = SSL_write_ex(ssl_, data.data(), data.size(), &n);
+        if (rc != 1) {
+          if (Io io = TlsWait(rc, &events, err); io != Io::kOk) return io == Io::kEof ? Io::kError : io;
+        }
+      } else {
+        ssize_t rc = send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
+        if (rc < 0 && errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK) {
+          *err = errno;
+          return Io::kError;
+        }
+        n = rc > 0 ? static_cast<size_t>(rc) : 0;
+      }
+      data.remove_prefix(n);
+      if (n == 0) {
+        if (Io io = WaitFor(fd_, events, wake_fd, deadline, err); io != Io::kOk) return io;
+      }
+    }
+    return Io::kOk;
+  }
+
+  // Ends our side of the stream: a TLS close_notify (best effort), then EOF.
+  void ShutdownWrite() {
+    if (ssl_ != nullptr) {
+      ClearErrors();
+      (void)SSL_shutdown(ssl_);
+      ERR_clear_error();
+    }
+    shutdown(fd_, SHUT_WR);
+  }
+
+ private:
+  // Before a TLS call, so that SSL_ERROR_SYSCALL with errno 0 means end of stream.
+  static void ClearErrors() {
+    ERR_clear_error();
+    errno = 0;
+  }
+
+  Io TlsFailed(int* err, std::string why) {
+    tls_error_ = std::move(why);
+    *err = EPROTO;
+    return Io::kError;
+  }
+
+  // After a TLS call returned `rc`: kOk with what to wait for, or the outcome.
+  Io TlsWait(int rc, short* events, int* err) {
+    switch (SSL_get_error(ssl_, rc)) {
+      case SSL_ERROR_WANT_READ: *events = POLLIN; return Io::kOk;
+      case SSL_ERROR_WANT_WRITE: *events = POLLOUT; return Io::kOk;
+      case SSL_ERROR_ZERO_RETURN: return Io::kEof;
+      case SSL_ERROR_SYSCALL:
+        if (errno == 0) return Io::kEof;
+        if (errno == EINTR) {
+          *events = POLLIN | POLLOUT;
+          return Io::kOk;
+        }
+        *err = errno;
+        return Io::kError;
+      default: {
+        long verify = SSL_get_verify_result(ssl_);
+        if (!SSL_is_server(ssl_) && verify != X509_V_OK) {
+          untrusted_ = true;
+          ERR_clear_error();
+          return TlsFailed(err, fmt::format("certificate not trusted: {}", X509_verify_cert_error_string(verify)));
+        }
+        return TlsFailed(err, OpenSslError());
+      }
+    }
+  }
+
+  const int fd_;
+  SSL* ssl_ = nullptr;
+  std::string tls_error_;
+  bool untrusted_ = false;
+};
 
 // After our last response: shut down our side so the peer sees EOF, then
 // read and drop what it still sends until it closes, so that closing does not
 // reset the connection before the peer has read the response.
-void LingeringClose(int fd, int wake_fd) {
-  shutdown(fd, SHUT_WR);
+void LingeringClose(Stream& stream, int wake_fd) {
+  stream.ShutdownWrite();
   int64_t deadline = NowMonotonicMs() + kLingerMs;
   std::string sink;
   int err = 0;
-  while (ReadSome(fd, &sink, wake_fd, deadline, &err) == Io::kOk) sink.clear();
+  while (stream.Read(&sink, wake_fd, deadline, &err) == Io::kOk) sink.clear();
+}
+
+// A TLS listener's first bytes from a client that speaks plain HTTP: an
+// ASCII method rather than a TLS record (0x16, handshake).
+bool LooksLikePlainHttp(int fd, int wake_fd, int64_t deadline) {
+  int err = 0;
+  if (WaitFor(fd, POLLIN, wake_fd, deadline, &err) != Io::kOk) return false;
+  unsigned char first = 0;
+  return recv(fd, &first, 1, MSG_PEEK) == 1 && first >= 'A' && first <= 'Z';
 }
 
 std::string ErrorJson(std::string_view message) {
@@ -817,14 +1057,15 @@ Result<ResponseHead> ParseResponseHead(std::string_view head) {
 class Server::Impl {
  public:
   Impl(Fd listener, Fd wake_read, Fd wake_write, Handler handler, ServerOptions options, std::string address,
-       std::optional<struct stat> unix_file)
+       std::optional<struct stat> unix_file, SslCtxPtr tls)
       : listener_(std::move(listener)),
         wake_read_(std::move(wake_read)),
         wake_write_(std::move(wake_write)),
         handler_(std::move(handler)),
         options_(options),
         address_(std::move(address)),
-        unix_file_(unix_file) {}
+        unix_file_(unix_file),
+        tls_(std::move(tls)) {}
 
   ~Impl() { Stop(); }
 
@@ -871,7 +1112,7 @@ class Server::Impl {
 
   void AcceptLoop();
   void ServeConnection(int fd, const std::string& peer);
-  void Reject(int fd, const std::string& peer, int status, const std::string& why);
+  void Reject(Stream& stream, const std::string& peer, int status, const std::string& why);
   Response CallHandler(const Request& request);
   void ReapFinished();
   void Backoff() {
@@ -885,6 +1126,7 @@ class Server::Impl {
   const ServerOptions options_;
   const std::string address_;
   const std::optional<struct stat> unix_file_;  // the socket file we created
+  const SslCtxPtr tls_;                         // null: plain HTTP
   std::atomic<bool> stopping_{false};
   std::once_flag stop_once_;
   std::thread accept_thread_;
@@ -933,8 +1175,10 @@ void Server::Impl::AcceptLoop() {
     std::lock_guard<std::mutex> lock(mu_);
     if (conns_.size() >= static_cast<size_t>(std::max(options_.max_connections, 1))) {
       LOG_WARN("http {}: refusing {}: {} connections open", address_, peer, conns_.size());
-      std::string out = SerializeResponse(Json(503, ErrorJson("too many connections")), false, false);
-      (void)send(fd.get(), out.data(), out.size(), MSG_NOSIGNAL);
+      if (tls_ == nullptr) {  // over TLS the answer would need a handshake: just close
+        std::string out = SerializeResponse(Json(503, ErrorJson("too many connections")), false, false);
+        (void)send(fd.get(), out.data(), out.size(), MSG_NOSIGNAL);
+      }
       continue;
     }
     conns_.push_back(std::make_unique<Conn>());
@@ -960,12 +1204,12 @@ void Server::Impl::AcceptLoop() {
   }
 }
 
-void Server::Impl::Reject(int fd, const std::string& peer, int status, const std::string& why) {
+void Server::Impl::Reject(Stream& stream, const std::string& peer, int status, const std::string& why) {
   LOG_DEBUG("http {}: rejected request: {} {}", peer, status, why);
   std::string out = SerializeResponse(Json(status, ErrorJson(why)), false, false);
   int err = 0;
-  if (WriteAll(fd, out, wake_read_.get(), DeadlineIn(options_.idle_timeout_ms), &err) == Io::kOk) {
-    LingeringClose(fd, wake_read_.get());
+  if (stream.Write(out, wake_read_.get(), DeadlineIn(options_.idle_timeout_ms), &err) == Io::kOk) {
+    LingeringClose(stream, wake_read_.get());
   }
 }
 
@@ -984,10 +1228,27 @@ Response Server::Impl::CallHandler(const Request& request) {
 
 void Server::Impl::ServeConnection(int fd, const std::string& peer) {
   const int wake = wake_read_.get();
-  std::string buf;  // received bytes not yet consumed; may hold a pipelined request
+  Stream stream(fd);
   int err = 0;
+  if (tls_ != nullptr) {
+    // kHandshake, within the idle timeout. A client speaking plain HTTP to
+    // this port gets a plain answer that says so, not a TLS alert.
+    const int64_t deadline = DeadlineIn(options_.idle_timeout_ms);
+    if (LooksLikePlainHttp(fd, wake, deadline)) {
+      return Reject(stream, peer, 400, fmt::format("this port speaks HTTPS: use https://{}/", address_));
+    }
+    Io io = stream.Handshake(tls_.get(), /*server=*/true, "", wake, deadline, &err);
+    if (io != Io::kOk) {
+      LOG_DEBUG("http {}: TLS handshake failed: {}", peer,
+                !stream.tls_error().empty() ? stream.tls_error()
+                : io == Io::kError          ? ErrnoText(err)
+                                            : "closed or timed out");
+      return;
+    }
+  }
+  std::string buf;  // received bytes not yet consumed; may hold a pipelined request
   auto read_more = [&](std::string_view waiting_for) {
-    Io io = ReadSome(fd, &buf, wake, DeadlineIn(options_.idle_timeout_ms), &err);
+    Io io = stream.Read(&buf, wake, DeadlineIn(options_.idle_timeout_ms), &err);
     if (io == Io::kTimeout) {
       LOG_DEBUG("http {}: closing after {} ms idle {}", peer, options_.idle_timeout_ms, waiting_for);
     } else if (io == Io::kError) {
@@ -1008,21 +1269,26 @@ void Server::Impl::ServeConnection(int fd, const std::string& peer) {
       }
       head_end = buf.find(kHeadEnd, scan_from);
       if (head_end != std::string::npos) break;
+      if (tls_ == nullptr && !buf.empty() && buf[0] == '\x16') {
+        LOG_DEBUG("http {}: closing: a TLS handshake on a plain-HTTP listener", peer);
+        return;  // a TLS client: a plain answer would only confuse it
+      }
       if (buf.size() > options_.max_header_bytes) {
-        return Reject(fd, peer, 431, fmt::format("request head is larger than {} bytes", options_.max_header_bytes));
+        return Reject(stream, peer, 431,
+                      fmt::format("request head is larger than {} bytes", options_.max_header_bytes));
       }
       scan_from = buf.size() < 3 ? 0 : buf.size() - 3;
       if (!read_more(buf.empty() ? "between requests" : "in a request head")) return;
     }
     size_t body_start = head_end + kHeadEnd.size();
     HeadParse parsed = ParseRequestHead(std::string_view(buf).substr(0, body_start), options_);
-    if (parsed.error_status != 0) return Reject(fd, peer, parsed.error_status, parsed.error);
+    if (parsed.error_status != 0) return Reject(stream, peer, parsed.error_status, parsed.error);
     RequestHead& head = parsed.head;
 
     // kReadBody.
     size_t request_end = body_start + head.content_length;
     if (head.expect_continue && buf.size() < request_end) {
-      if (WriteAll(fd, "HTTP/1.1 100 Continue\r\n\r\n", wake, DeadlineIn(options_.idle_timeout_ms), &err) != Io::kOk) {
+      if (stream.Write("HTTP/1.1 100 Continue\r\n\r\n", wake, DeadlineIn(options_.idle_timeout_ms), &err) != Io::kOk) {
         return;
       }
     }
@@ -1045,12 +1311,12 @@ void Server::Impl::ServeConnection(int fd, const std::string& peer) {
 
     // kWrite.
     std::string out = SerializeResponse(response, keep_alive, request.method == "HEAD");
-    Io io = WriteAll(fd, out, wake, DeadlineIn(options_.idle_timeout_ms), &err);
+    Io io = stream.Write(out, wake, DeadlineIn(options_.idle_timeout_ms), &err);
     if (io != Io::kOk) {
       if (io == Io::kError) LOG_DEBUG("http {}: write failed: {}", peer, ErrnoText(err));
       return;
     }
-    if (!keep_alive) return LingeringClose(fd, wake);
+    if (!keep_alive) return LingeringClose(stream, wake);
   }
 }
 
@@ -1069,6 +1335,17 @@ Result<std::unique_ptr<Server>> Server::Listen(const std::string& address, Handl
                                                const ServerOptions& options) {
   if (!handler) return InvalidArgument(fmt::format("http {}: no handler", address));
   ASSIGN_OR_RETURN(Endpoint ep, ParseAddress(address, /*allow_port_zero=*/true));
+  SslCtxPtr tls(nullptr, SSL_CTX_free);
+  if (!options.tls_cert_file.empty() || !options.tls_key_file.empty()) {
+    if (ep.is_unix) {
+      return InvalidArgument(fmt::format(
+          "TLS is for a TCP listener; {} is a unix socket (its file mode already keeps others out)", address));
+    }
+    if (options.tls_cert_file.empty() || options.tls_key_file.empty()) {
+      return InvalidArgument("TLS needs both a certificate and a key file");
+    }
+    ASSIGN_OR_RETURN(tls, MakeServerContext(options.tls_cert_file, options.tls_key_file));
+  }
   Fd listener;
   std::string actual;
   std::optional<struct stat> unix_file;
@@ -1086,10 +1363,11 @@ Result<std::unique_ptr<Server>> Server::Listen(const std::string& address, Handl
     if (ep.is_unix) unlink(ep.path.c_str());
     return Internal(fmt::format("http {}: pipe: {}", address, ErrnoText(err)));
   }
+  const bool https = tls != nullptr;
   auto impl = std::make_unique<Impl>(std::move(listener), Fd(pipe_fds[0]), Fd(pipe_fds[1]), std::move(handler), options,
-                                     actual, unix_file);
+                                     actual, unix_file, std::move(tls));
   RETURN_IF_ERROR(impl->Start());
-  LOG_INFO("http: listening on {}", actual);
+  LOG_INFO("http: listening on {}{}", actual, https ? " (TLS)" : "");
   return std::unique_ptr<Server>(new Server(std::move(impl), actual));
 }
 
@@ -1097,9 +1375,18 @@ Result<std::unique_ptr<Server>> Server::Listen(const std::string& address, Handl
 
 Result<Response> Call(const std::string& address, const std::string& method, const std::string& path_and_query,
                       const std::string& body, const std::vector<std::pair<std::string, std::string>>& headers,
-                      int timeout_ms) {
+                      int timeout_ms, const ClientTls& tls) {
   const int64_t deadline = DeadlineIn(timeout_ms);
-  ASSIGN_OR_RETURN(Endpoint ep, ParseAddress(address, /*allow_port_zero=*/false));
+  std::string_view bare = address;
+  const bool https = bare.starts_with("https://");
+  if (https) bare.remove_prefix(8);
+  if (bare.starts_with("http://")) bare.remove_prefix(7);
+  ASSIGN_OR_RETURN(Endpoint ep, ParseAddress(std::string(bare), /*allow_port_zero=*/false));
+  if (https && ep.is_unix) return InvalidArgument(fmt::format("address \"{}\": https is for HOST:PORT", address));
+  SslCtxPtr ctx(nullptr, SSL_CTX_free);
+  if (https) {
+    ASSIGN_OR_RETURN(ctx, MakeClientContext(tls.ca_file));
+  }
   if (!IsToken(method)) return InvalidArgument(fmt::format("invalid HTTP method \"{}\"", method));
   if (!path_and_query.starts_with('/') ||
       !std::all_of(path_and_query.begin(), path_and_query.end(), [](char c) { return c > 0x20 && c < 0x7f; })) {
@@ -1139,9 +1426,27 @@ Result<Response> Call(const std::string& address, const std::string& method, con
   } else {
     ASSIGN_OR_RETURN(fd, ConnectTcp(address, ep, deadline, timeout_ms));
   }
-
+  Stream stream(fd.get());
   int err = 0;
-  Io io = WriteAll(fd.get(), request, -1, deadline, &err);
+  Io io = Io::kOk;
+  if (https) {
+    io = stream.Handshake(ctx.get(), /*server=*/false, ep.host, -1, deadline, &err);
+    if (io == Io::kTimeout) return TimedOut(address, timeout_ms, "in the TLS handshake with");
+    if (io == Io::kEof) {
+      return OperatorError(
+          fmt::format("{} closed the connection in the TLS handshake (does it speak https?)", address));
+    }
+    if (io != Io::kOk && stream.untrusted()) return OperatorError(fmt::format("{}: {}", address, stream.tls_error()));
+    if (io != Io::kOk && !stream.tls_error().empty()) {
+      return OperatorError(
+          fmt::format("TLS handshake with {} failed (does it speak https?): {}", address, stream.tls_error()));
+    }
+    if (io != Io::kOk) {
+      return RetryCall(fmt::format("connection to {} lost in the TLS handshake: {}", address, ErrnoText(err)));
+    }
+  }
+
+  io = stream.Write(request, -1, deadline, &err);
   if (io == Io::kTimeout) return TimedOut(address, timeout_ms, "sending a request to");
   // On a write error the server may have answered early (413) and closed:
   // read its answer if there is one.
@@ -1161,7 +1466,7 @@ Result<Response> Call(const std::string& address, const std::string& method, con
         return OperatorError(
             fmt::format("{} answered with a head larger than {} bytes", address, kMaxResponseHeadBytes));
       }
-      io = ReadSome(fd.get(), &buf, -1, deadline, &err);
+      io = stream.Read(&buf, -1, deadline, &err);
       if (io == Io::kTimeout) return TimedOut(address, timeout_ms, "waiting for an answer from");
       if (io == Io::kEof) return lost("before answering");
       if (io != Io::kOk) {
@@ -1192,7 +1497,7 @@ Result<Response> Call(const std::string& address, const std::string& method, con
         return OperatorError(
             fmt::format("{} answered with a body larger than {} bytes", address, kMaxResponseBodyBytes));
       }
-      io = ReadSome(fd.get(), &buf, -1, deadline, &err);
+      io = stream.Read(&buf, -1, deadline, &err);
       if (io == Io::kEof && !head.content_length) break;
       if (io == Io::kTimeout) return TimedOut(address, timeout_ms, "reading the answer from");
       if (io == Io::kEof) return lost("in the middle of its answer");

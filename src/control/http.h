@@ -11,6 +11,7 @@
 // One picture of the server:
 //
 //   accept thread ──accept()──> one thread per connection:
+//                                 [TLS handshake, when configured]
 //                                 read head (≤ 64 KiB) → ParseRequestHead
 //                                 read body (Content-Length, ≤ 16 MiB)
 //                                 handler(request) → SerializeResponse → send
@@ -78,7 +79,20 @@ struct ServerOptions {
   size_t max_header_bytes = 64 * 1024;       // request line + headers; beyond → 431
   size_t max_body_bytes = 16 * 1024 * 1024;  // Content-Length beyond → 413
   int idle_timeout_ms = 60'000;              // no byte from the peer for this long → close
-  int max_connections = 256;                 // beyond → 503 and close
+  int max_connections = 256;                 // beyond → 503 and close (over TLS: close)
+  // TLS (≥ 1.2) on a TCP listener: PEM files; the certificate file may hold
+  // the chain after the server's certificate. Both or neither; refused for a
+  // "unix:" address. Listen() fails (kInvalidArgument, naming the file) when
+  // a file is unreadable, not PEM, or the key does not match the
+  // certificate. The handshake runs on the connection's thread within
+  // idle_timeout_ms; a plain-HTTP request to a TLS listener is answered
+  // with a plain 400 that says to use https.
+  std::string tls_cert_file, tls_key_file;
+};
+
+// What Call() trusts for an "https://" address.
+struct ClientTls {
+  std::string ca_file;  // PEM bundle; "" → the system's store (/etc/ssl/certs)
 };
 
 class Server {
@@ -112,6 +126,10 @@ class Server {
 };
 
 // Sends one request (Connection: close) and waits for the whole response.
+// `address` is as above, or "https://HOST:PORT" for TLS (the server's
+// certificate verified against `tls` for HOST, a name or an IP address);
+// "http://HOST:PORT" is the same as "HOST:PORT". An untrusted certificate
+// or a failed handshake → kOperator.
 // `path_and_query` starts with '/' and is sent as is (UrlEncode the values).
 // A non-empty body is sent with Content-Type: application/json unless
 // `headers` has a Content-Type. `timeout_ms` bounds the whole call (<= 0:
@@ -124,7 +142,8 @@ class Server {
 // kOperator. Any HTTP status, 4xx and 5xx included, is a successful call.
 Result<Response> Call(const std::string& address, const std::string& method, const std::string& path_and_query,
                       const std::string& body = "",
-                      const std::vector<std::pair<std::string, std::string>>& headers = {}, int timeout_ms = 600000);
+                      const std::vector<std::pair<std::string, std::string>>& headers = {}, int timeout_ms = 600000,
+                      const ClientTls& tls = {});
 
 // Decodes %XX escapes and '+' (as in query strings and form bodies); a '%'
 // not followed by two hex digits is kept as is.

@@ -1,55 +1,53 @@
 // The webhook notifier; see notify.h.
 //
-// One delivery attempt (Attempt) walks a connection through these states,
-// every wait a poll() on the socket and on the wake pipe, bounded by the
-// attempt's deadline:
+// One delivery attempt (Attempt) is one libcurl transfer, driven through a
+// curl multi handle so that its waits also watch the wake pipe:
 //
-//   kConnect    non-blocking connect() to each resolved address in turn
-//   kHandshake  https only: TLS ≥ 1.2, SNI, chain and host name verified
-//   kSend       "POST target HTTP/1.1", Connection: close, the JSON body
-//   kReadHead   bytes until "\r\n\r\n" → http::ParseResponseHead (1xx skipped)
-//   kReadBody   non-2xx only: up to kMaxErrorBody bytes, for the error text
+//   curl: proxy from the environment (http_proxy, HTTPS_PROXY, NO_PROXY)
+//         → resolve → connect → TLS ≥ 1.2 (https: the system CA store or
+//         ca_file, chain and host name verified) → POST, Connection: close
+//         → status line and headers (1xx skipped)
+//   body: the first kMaxErrorBody bytes kept for a non-2xx's error text;
+//         beyond kMaxBody the transfer is cut (the status is already known)
 //
-// The outcome is a Status whose code says what the sender does next:
-// kOk delivered; kRetryCall (lost connection, timeout, 5xx, 429, 408) back off
-// and try again; kCancelled (Stop() ran out of drain time) and anything else
-// (4xx, untrusted certificate, not HTTP) give up on the event.
+// Redirects are not followed (a webhook URL must not bounce elsewhere): a 3xx
+// is a failed delivery. The outcome is a Status whose code says what the
+// sender does next: kOk delivered; kRetryCall (lost connection, timeout, 5xx,
+// 429, 408) back off and try again; kCancelled (Stop() ran out of drain
+// time) and anything else (4xx, 3xx, untrusted certificate, not HTTP) give up
+// on the event.
 #include "service/notify.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
-#include <openssl/x509v3.h>
-#include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cerrno>
-#include <climits>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
-#include <ctime>
 #include <deque>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/uri.h"
 #include "control/http.h"
 
 namespace midflight {
 namespace {
 
-constexpr size_t kMaxHeadBytes = 64 * 1024;
 constexpr size_t kMaxErrorBody = 200;
+constexpr size_t kMaxBody = 64 * 1024;
 
 bool IsHostChar(char c) {
   return std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.' || c == '_';
@@ -64,199 +62,70 @@ std::string OneLine(std::string_view s, size_t max = std::string::npos) {
   return out;
 }
 
-
-std::string OpenSslError() {
-  unsigned long e = ERR_get_error();
-  ERR_clear_error();
-  if (e == 0) return "unknown TLS error";
-  char buf[256];
-  ERR_error_string_n(e, buf, sizeof buf);
-  return buf;
+// curl_global_init is not thread-safe before curl 7.84's opt-in; once per process.
+Status InitCurlOnce() {
+  static std::once_flag once;
+  static CURLcode rc = CURLE_OK;
+  std::call_once(once, [] { rc = curl_global_init(CURL_GLOBAL_DEFAULT); });
+  if (rc != CURLE_OK) return Internal(fmt::format("curl_global_init: {}", curl_easy_strerror(rc)));
+  return Status::Ok();
 }
 
-// Before a TLS call, so that SSL_ERROR_SYSCALL with errno 0 means end of stream.
-void ClearErrors() {
-  ERR_clear_error();
-  errno = 0;
+// A ca_file that cannot be read, or holds no PEM certificate, is refused at
+// Create() rather than at the first event.
+Status CheckCaFile(const std::string& ca_file) {
+  std::ifstream in(ca_file);
+  if (!in) {
+    return InvalidArgument(fmt::format("notify.ca_file: cannot load \"{}\": {}", ca_file, std::strerror(errno)));
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+    return InvalidArgument(fmt::format("notify.ca_file: cannot load \"{}\": no PEM certificate in it", ca_file));
+  }
+  return Status::Ok();
 }
 
-// One connection to the webhook's host, closed by the destructor.
-class Connection {
- public:
-  Connection(const WebhookUrl& url, int wake_fd, int64_t deadline)
-      : url_(url), origin_(url.Origin()), wake_fd_(wake_fd), deadline_(deadline) {}
-  ~Connection() {
-    if (ssl_ != nullptr) SSL_free(ssl_);
-    if (fd_ >= 0) close(fd_);
+// The proxies libcurl may take from the environment: their passwords are
+// scrubbed from every error text.
+std::vector<std::string> ProxyUrlsFromEnv() {
+  std::vector<std::string> out;
+  for (const char* name : {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"}) {
+    if (const char* v = std::getenv(name); v != nullptr && *v != '\0') out.emplace_back(v);
   }
-  Connection(const Connection&) = delete;
-  Connection& operator=(const Connection&) = delete;
+  return out;
+}
 
-  // kConnect, and kHandshake when `ctx` is not null.
-  Status Open(SSL_CTX* ctx) {
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_NUMERICSERV;
-    addrinfo* list = nullptr;
-    int rc = getaddrinfo(url_.host.c_str(), std::to_string(url_.port).c_str(), &hints, &list);
-    if (rc != 0) return RetryCall(fmt::format("{}: cannot resolve the host: {}", origin_, gai_strerror(rc)));
-    std::unique_ptr<addrinfo, void (*)(addrinfo*)> owner(list, freeaddrinfo);
-    std::string error = "no address";
-    for (addrinfo* ai = list; ai != nullptr && fd_ < 0; ai = ai->ai_next) {
-      fd_ = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-      if (fd_ < 0) return Internal(fmt::format("socket(): {}", std::strerror(errno)));
-      int err = connect(fd_, ai->ai_addr, ai->ai_addrlen) == 0 ? 0 : errno;
-      if (err == EINPROGRESS || err == EINTR) {
-        RETURN_IF_ERROR(Wait(POLLOUT, "connecting"));
-        socklen_t len = sizeof err;
-        if (getsockopt(fd_, SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-      }
-      if (err != 0) {
-        error = std::strerror(err);
-        close(std::exchange(fd_, -1));
-      }
-    }
-    if (fd_ < 0) return RetryCall(fmt::format("{}: cannot connect: {}", origin_, error));
-    int one = 1;
-    setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (ctx == nullptr) return Status::Ok();
+using EasyPtr = std::unique_ptr<CURL, decltype(&curl_easy_cleanup)>;
+using MultiPtr = std::unique_ptr<CURLM, decltype(&curl_multi_cleanup)>;
+using SlistPtr = std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)>;
 
-    ssl_ = SSL_new(ctx);
-    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd_) != 1) return Internal(fmt::format("SSL_new: {}", OpenSslError()));
-    unsigned char ip[16];
-    bool is_ip = inet_pton(AF_INET, url_.host.c_str(), ip) == 1 || inet_pton(AF_INET6, url_.host.c_str(), ip) == 1;
-    bool named =
-        is_ip ? X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), url_.host.c_str()) == 1
-              : SSL_set_tlsext_host_name(ssl_, url_.host.c_str()) == 1 && SSL_set1_host(ssl_, url_.host.c_str()) == 1;
-    if (!named) return Internal(fmt::format("{}: cannot set the TLS host name: {}", origin_, OpenSslError()));
-    while (true) {
-      ClearErrors();
-      rc = SSL_connect(ssl_);
-      if (rc == 1) return Status::Ok();
-      ASSIGN_OR_RETURN(short events, TlsWait(rc, "in the TLS handshake"));
-      RETURN_IF_ERROR(Wait(events, "in the TLS handshake"));
+// What the write callback keeps of the answer's body.
+struct BodySink {
+  std::string kept;  // the first kMaxErrorBody bytes
+  size_t total = 0;
+  bool cut = false;  // more than kMaxBody arrived: the transfer was stopped
+
+  static size_t Write(char* data, size_t size, size_t count, void* user) {
+    auto* sink = static_cast<BodySink*>(user);
+    size_t n = size * count;
+    if (sink->kept.size() < kMaxErrorBody) sink->kept.append(data, std::min(n, kMaxErrorBody - sink->kept.size()));
+    sink->total += n;
+    if (sink->total > kMaxBody) {
+      sink->cut = true;
+      return 0;  // CURLE_WRITE_ERROR: stop reading
     }
+    return n;
   }
-
-  Status Write(std::string_view data) {
-    while (!data.empty()) {
-      size_t n = 0;
-      short events = POLLOUT;
-      if (ssl_ != nullptr) {
-        ClearErrors();
-        int rc = SSL_write_ex(ssl_, data.data(), data.size(), &n);
-        if (rc <= 0) {
-          ASSIGN_OR_RETURN(events, TlsWait(rc, "sending"));
-        }
-      } else {
-        ssize_t rc = send(fd_, data.data(), data.size(), MSG_NOSIGNAL);
-        if (rc < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-          return RetryCall(fmt::format("{}: connection lost while sending: {}", origin_, std::strerror(errno)));
-        }
-        n = rc > 0 ? static_cast<size_t>(rc) : 0;
-      }
-      data.remove_prefix(n);
-      if (n == 0) RETURN_IF_ERROR(Wait(events, "sending"));
-    }
-    return Status::Ok();
-  }
-
-  // Appends what arrives to *buf: the byte count, 0 at the end of the stream.
-  Result<size_t> Read(std::string* buf) {
-    char chunk[16 * 1024];
-    while (true) {
-      size_t n = 0;
-      short events = POLLIN;
-      if (ssl_ != nullptr) {
-        ClearErrors();
-        int rc = SSL_read_ex(ssl_, chunk, sizeof chunk, &n);
-        if (rc <= 0 && SSL_get_error(ssl_, rc) == SSL_ERROR_ZERO_RETURN) return size_t{0};
-        if (rc <= 0) {
-          ASSIGN_OR_RETURN(events, TlsWait(rc, "waiting for the answer"));
-        }
-      } else {
-        ssize_t rc = recv(fd_, chunk, sizeof chunk, 0);
-        if (rc == 0) return size_t{0};
-        if (rc < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-          return RetryCall(
-              fmt::format("{}: connection lost waiting for the answer: {}", origin_, std::strerror(errno)));
-        }
-        n = rc > 0 ? static_cast<size_t>(rc) : 0;
-      }
-      if (n > 0) {
-        buf->append(chunk, n);
-        return n;
-      }
-      RETURN_IF_ERROR(Wait(events, "waiting for the answer"));
-    }
-  }
-
- private:
-  // What to poll for after a TLS call returned `rc`, or the error.
-  Result<short> TlsWait(int rc, std::string_view what) {
-    switch (SSL_get_error(ssl_, rc)) {
-      case SSL_ERROR_WANT_READ: return short{POLLIN};
-      case SSL_ERROR_WANT_WRITE: return short{POLLOUT};
-      case SSL_ERROR_SYSCALL:
-        if (errno == EINTR) return short{POLLIN | POLLOUT};
-        return RetryCall(fmt::format("{}: connection lost {}: {}", origin_, what,
-                                     errno != 0 ? std::strerror(errno) : "unexpected end of stream"));
-      default: {
-        long verify = SSL_get_verify_result(ssl_);
-        if (verify != X509_V_OK) {
-          return OperatorError(
-              fmt::format("{}: certificate not trusted: {}", origin_, X509_verify_cert_error_string(verify)));
-        }
-        return RetryCall(fmt::format("{}: TLS error {}: {}", origin_, what, OpenSslError()));
-      }
-    }
-  }
-
-  Status Wait(short events, std::string_view what) {
-    pollfd fds[2] = {{fd_, events, 0}, {wake_fd_, POLLIN, 0}};
-    while (true) {
-      int64_t left = deadline_ - NowMonotonicMs();
-      if (left <= 0) return RetryCall(fmt::format("{}: timed out {}", origin_, what));
-      int n = poll(fds, 2, static_cast<int>(std::min<int64_t>(left, INT_MAX)));
-      if (n < 0 && errno != EINTR) return Internal(fmt::format("poll(): {}", std::strerror(errno)));
-      if (n > 0 && fds[1].revents != 0) return Cancelled(fmt::format("{}: stopped {}", origin_, what));
-      if (n > 0) return Status::Ok();
-    }
-  }
-
-  const WebhookUrl& url_;
-  const std::string origin_;
-  const int wake_fd_;
-  const int64_t deadline_;  // monotonic ms
-  int fd_ = -1;
-  SSL* ssl_ = nullptr;
 };
-
-using SslCtxPtr = std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)>;
-
-Result<SslCtxPtr> MakeClientContext(const std::string& ca_file) {
-  SslCtxPtr ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
-  if (ctx == nullptr) return Internal(fmt::format("SSL_CTX_new: {}", OpenSslError()));
-  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
-  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE);
-  if (!ca_file.empty()) {
-    if (SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) != 1) {
-      return InvalidArgument(fmt::format("notify.ca_file: cannot load \"{}\": {}", ca_file, OpenSslError()));
-    }
-  } else if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1) {
-    return Internal(fmt::format("cannot load the system's certificate store: {}", OpenSslError()));
-  }
-  return ctx;
-}
 
 class NotifierImpl final : public Notifier {
  public:
-  NotifierImpl(WebhookUrl url, NotifierOptions options, SslCtxPtr ctx, int wake_read, int wake_write)
+  NotifierImpl(WebhookUrl url, NotifierOptions options, int wake_read, int wake_write)
       : url_(std::move(url)),
+        origin_(url_.Origin()),
+        full_url_(fmt::format("{}://{}{}", url_.tls ? "https" : "http", url_.HostHeader(), url_.target)),
         options_(std::move(options)),
-        ctx_(std::move(ctx)),
         wake_read_(wake_read),
         wake_write_(wake_write),
         thread_([this] { Run(); }) {}
@@ -365,47 +234,129 @@ class NotifierImpl final : public Notifier {
   }
 
   Status Attempt(const std::string& body) {
-    Connection conn(url_, wake_read_, NowMonotonicMs() + options_.attempt_timeout.count());
-    RETURN_IF_ERROR(conn.Open(ctx_.get()));
-    RETURN_IF_ERROR(conn.Write(
-        fmt::format("POST {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: midflight\r\nContent-Type: application/json\r\n"
-                    "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
-                    url_.target, url_.HostHeader(), body.size(), body)));
-
-    const std::string origin = url_.Origin();
-    std::string buf;
-    http::ResponseHead head;
-    while (head.status < 200) {
-      size_t end;
-      while ((end = buf.find("\r\n\r\n")) == std::string::npos) {
-        if (buf.size() > kMaxHeadBytes) return OperatorError(fmt::format("{}: answer head too large", origin));
-        ASSIGN_OR_RETURN(size_t n, conn.Read(&buf));
-        if (n == 0) return RetryCall(fmt::format("{}: connection closed before the answer", origin));
+    Status status = Transfer(body);
+    if (status.ok()) return status;
+    // libcurl's texts name hosts, not paths, and may quote a proxy URL from
+    // the environment: keep the webhook's path and any password out.
+    std::string message = ScrubSecrets(status.message(), ProxyUrlsFromEnv());
+    if (url_.target.size() > 1) {
+      for (size_t at; (at = message.find(url_.target)) != std::string::npos;) {
+        message.replace(at, url_.target.size(), "/***");
       }
-      Result<http::ResponseHead> parsed = http::ParseResponseHead(std::string_view(buf).substr(0, end + 4));
-      if (!parsed.ok()) {
-        return OperatorError(
-            fmt::format("{}: answered something that is not HTTP/1.1: {}", origin, parsed.status().message()));
-      }
-      head = std::move(parsed).value();
-      buf.erase(0, end + 4);
     }
-    if (head.status < 300) return Status::Ok();
+    return Status(status.code(), message);
+  }
 
-    size_t want = std::min(head.content_length.value_or(kMaxErrorBody), kMaxErrorBody);
-    while (buf.size() < want) {
-      Result<size_t> n = conn.Read(&buf);
-      if (!n.ok() || *n == 0) break;
+  Status Transfer(const std::string& body) {
+    EasyPtr easy(curl_easy_init(), curl_easy_cleanup);
+    MultiPtr multi(curl_multi_init(), curl_multi_cleanup);
+    if (easy == nullptr || multi == nullptr) return Internal("notify: cannot create a curl handle");
+    curl_slist* list = curl_slist_append(nullptr, "Content-Type: application/json");
+    if (list != nullptr) list = curl_slist_append(list, "Expect:");  // no 100-continue round trip
+    if (list != nullptr) list = curl_slist_append(list, "Connection: close");
+    SlistPtr headers(list, curl_slist_free_all);
+    if (headers == nullptr) return Internal("notify: cannot build the request headers");
+
+    char error[CURL_ERROR_SIZE] = "";
+    BodySink sink;
+    CURL* e = easy.get();
+    curl_easy_setopt(e, CURLOPT_URL, full_url_.c_str());
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, error);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers.get());
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "midflight");
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, body.data());
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body.size()));
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, static_cast<long>(options_.attempt_timeout.count()));
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, 1L);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, &BodySink::Write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(e, CURLOPT_SSLVERSION, static_cast<long>(CURL_SSLVERSION_TLSv1_2));
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (!options_.ca_file.empty()) curl_easy_setopt(e, CURLOPT_CAINFO, options_.ca_file.c_str());
+    if (curl_multi_add_handle(multi.get(), e) != CURLM_OK) return Internal("notify: curl_multi_add_handle failed");
+
+    CURLcode result = CURLE_OK;
+    while (true) {
+      int running = 0;
+      CURLMcode mc = curl_multi_perform(multi.get(), &running);
+      if (mc != CURLM_OK) return Internal(fmt::format("notify: curl_multi_perform: {}", curl_multi_strerror(mc)));
+      if (running == 0) {
+        int left = 0;
+        CURLMsg* msg = curl_multi_info_read(multi.get(), &left);
+        if (msg != nullptr && msg->msg == CURLMSG_DONE) result = msg->data.result;
+        break;
+      }
+      curl_waitfd wake{wake_read_, CURL_WAIT_POLLIN, 0};
+      // curl bounds the wait by its own timers (connect, the attempt's timeout).
+      mc = curl_multi_poll(multi.get(), &wake, 1, 1000, nullptr);
+      if (mc != CURLM_OK) return Internal(fmt::format("notify: curl_multi_poll: {}", curl_multi_strerror(mc)));
+      if (wake.revents != 0) return Cancelled(fmt::format("{}: stopped {}", origin_, Stage(e)));
     }
-    std::string error = fmt::format("{}: answered {} {}", origin, head.status, http::ReasonPhrase(head.status));
-    if (!buf.empty()) error += ": " + OneLine(buf, kMaxErrorBody);
-    if (head.status >= 500 || head.status == 429 || head.status == 408) return RetryCall(error);
-    return OperatorError(error);
+    curl_multi_remove_handle(multi.get(), e);
+
+    if (result != CURLE_OK && !(result == CURLE_WRITE_ERROR && sink.cut)) return TransferError(e, result, error);
+    long status = 0;
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 200 && status < 300) return Status::Ok();
+    std::string message =
+        fmt::format("{}: answered {} {}", origin_, status, http::ReasonPhrase(static_cast<int>(status)));
+    if (!sink.kept.empty()) message += ": " + OneLine(sink.kept, kMaxErrorBody);
+    if (status >= 500 || status == 429 || status == 408) return RetryCall(message);
+    return OperatorError(message);
+  }
+
+  // Where a transfer stood when it was stopped.
+  std::string Stage(CURL* e) const {
+    curl_off_t connected = 0, tls_done = 0;
+    curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connected);
+    curl_easy_getinfo(e, CURLINFO_APPCONNECT_TIME_T, &tls_done);
+    if (connected == 0) return "connecting";
+    if (url_.tls && tls_done == 0) return "in the TLS handshake";
+    return "waiting for the answer";
+  }
+
+  // A failed transfer as a Status: kRetryCall for what may pass (resolution,
+  // connection, timeout, a lost connection), kOperator for what will not
+  // (an untrusted certificate, an answer that is not HTTP).
+  Status TransferError(CURL* e, CURLcode result, const char* error) const {
+    std::string detail = *error != '\0' ? OneLine(error) : curl_easy_strerror(result);
+    long os_errno = 0;
+    curl_easy_getinfo(e, CURLINFO_OS_ERRNO, &os_errno);
+    switch (result) {
+      case CURLE_COULDNT_RESOLVE_HOST:
+        return RetryCall(fmt::format("{}: cannot resolve the host: {}", origin_, detail));
+      case CURLE_COULDNT_RESOLVE_PROXY:
+        return RetryCall(fmt::format("{}: cannot resolve the proxy: {}", origin_, detail));
+      case CURLE_COULDNT_CONNECT:
+        return RetryCall(fmt::format("{}: cannot connect: {}", origin_,
+                                     os_errno != 0 ? std::strerror(static_cast<int>(os_errno)) : detail));
+      case CURLE_OPERATION_TIMEDOUT: return RetryCall(fmt::format("{}: timed out: {}", origin_, detail));
+      case CURLE_PEER_FAILED_VERIFICATION: {
+        constexpr std::string_view kPrefix = "SSL certificate problem: ";
+        if (detail.starts_with(kPrefix)) detail.erase(0, kPrefix.size());
+        return OperatorError(fmt::format("{}: certificate not trusted: {}", origin_, detail));
+      }
+      case CURLE_SSL_CACERT_BADFILE:
+        return OperatorError(fmt::format("{}: cannot load the CA certificates: {}", origin_, detail));
+      case CURLE_WEIRD_SERVER_REPLY:
+      case CURLE_UNSUPPORTED_PROTOCOL:
+        return OperatorError(fmt::format("{}: answered something that is not HTTP/1.1: {}", origin_, detail));
+      case CURLE_GOT_NOTHING: return RetryCall(fmt::format("{}: connection closed before the answer", origin_));
+      case CURLE_SSL_CONNECT_ERROR:
+        return RetryCall(fmt::format("{}: TLS error in the handshake: {}", origin_, detail));
+      default: return RetryCall(fmt::format("{}: {}", origin_, detail));
+    }
   }
 
   const WebhookUrl url_;
+  const std::string origin_;    // scheme://host:port, safe to log
+  const std::string full_url_;  // holds the secret path: never log it
   const NotifierOptions options_;
-  const SslCtxPtr ctx_;  // null for http://
   const int wake_read_;  // becomes readable when Stop() runs out of drain time
   const int wake_write_;
   std::mutex stop_mu_;     // one Stop() at a time
@@ -502,15 +453,13 @@ std::string FormatNotification(const Notification& n, int64_t unix_micros) {
 
 Result<std::unique_ptr<Notifier>> Notifier::Create(const std::string& url, NotifierOptions options) {
   ASSIGN_OR_RETURN(WebhookUrl parsed, ParseWebhookUrl(url));
-  SslCtxPtr ctx(nullptr, SSL_CTX_free);
-  if (parsed.tls) {
-    ASSIGN_OR_RETURN(ctx, MakeClientContext(options.ca_file));
-  }
+  if (parsed.tls && !options.ca_file.empty()) RETURN_IF_ERROR(CheckCaFile(options.ca_file));
+  RETURN_IF_ERROR(InitCurlOnce());
   int wake[2];
   if (pipe2(wake, O_CLOEXEC | O_NONBLOCK) != 0) return Internal(fmt::format("pipe2(): {}", std::strerror(errno)));
   LOG_INFO("notify: events go to {}", parsed.Origin());
   return std::unique_ptr<Notifier>(
-      std::make_unique<NotifierImpl>(std::move(parsed), std::move(options), std::move(ctx), wake[0], wake[1]));
+      std::make_unique<NotifierImpl>(std::move(parsed), std::move(options), wake[0], wake[1]));
 }
 
 }  // namespace midflight

@@ -1,17 +1,24 @@
 // The webhook notifier: posts one Slack-compatible JSON message per event
 // (phase changes, failures, lag alerts, write pauses, throttling) to one
-// http:// or https:// URL.
+// http:// or https:// URL, through libcurl.
 //
 //   Notify() ──> FormatNotification ──> bounded queue ──> one sender thread:
-//                 (stamped with the time)  (full: drop     connect → TLS handshake (https)
-//                                           the oldest)      → POST → read the status line
+//                 (stamped with the time)  (full: drop     libcurl: proxy from the environment
+//                                           the oldest)      → connect → TLS (https) → POST
 //                                                           2xx: sent; 5xx, 429, 408, lost
 //                                                           connection, timeout: back off,
-//                                                           retry; other answers: failed
+//                                                           retry; other answers (3xx: no
+//                                                           redirects followed): failed
+//
+// The environment's proxy settings apply, as for curl(1): `http_proxy` for
+// http:// URLs, `HTTPS_PROXY` / `https_proxy` (CONNECT) for https://,
+// `NO_PROXY` / `no_proxy` for exceptions. https is verified against the
+// system's CA store (/etc/ssl/certs) unless `ca_file` is given.
 //
 // Deliveries are in order: an event is delivered or given up before the next
 // one is tried. The webhook URL is a secret (Slack's carry a token): logs,
-// errors and stats name only scheme://host:port, never the path.
+// errors and stats name only scheme://host:port, never the path, and never a
+// proxy's password.
 #pragma once
 
 #include <chrono>
@@ -38,7 +45,7 @@ struct NotifierOptions {
   std::string ca_file;                              // https: PEM bundle to trust instead of the system store
   size_t queue_capacity = 1000;                     // events waiting; when full the oldest is dropped
   int max_attempts = 5;                             // per event, the first included
-  std::chrono::milliseconds attempt_timeout{5000};  // connect + TLS + request + answer
+  std::chrono::milliseconds attempt_timeout{5000};  // proxy + connect + TLS + request + answer
   std::chrono::milliseconds first_backoff{500};     // before the 2nd attempt, doubled after each retry
   std::chrono::milliseconds max_backoff{8000};
   std::chrono::milliseconds drain{2000};  // what the destructor gives Stop()

@@ -465,7 +465,11 @@ Result<std::shared_ptr<HostedMigration>> Service::Host(MigrationSpec spec, bool 
 
 Status Service::Listen() {
   Service* self = this;
-  ASSIGN_OR_RETURN(server_, http::Server::Listen(options_.listen, [self](const http::Request& r) { return self->Handle(r); }));
+  http::ServerOptions http_options;
+  http_options.tls_cert_file = options_.tls_cert;
+  http_options.tls_key_file = options_.tls_key;
+  ASSIGN_OR_RETURN(server_, http::Server::Listen(options_.listen, [self](const http::Request& r) { return self->Handle(r); },
+                                                 http_options));
   return Status::Ok();
 }
 

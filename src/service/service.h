@@ -40,6 +40,7 @@ struct ServiceOptions {
   std::string state_dir;  // serve: the root holding one directory per migration
   std::string token;      // required on every call that changes something
   std::string webhook;    // default webhook for migrations whose spec has none
+  std::string tls_cert, tls_key;  // PEM files: serve the API over TLS (TCP listen only)
   // `midflight run`: one migration, kept in its spec's state_dir; the
   // process ends when its runner ends (failure or abort).
   bool single = false;

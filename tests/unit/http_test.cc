@@ -1,4 +1,5 @@
 #include "loopback.h"
+#include "test_certs.h"
 #include "control/http.h"
 
 #include <arpa/inet.h>
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace midflight::http {
 namespace {
@@ -437,6 +439,137 @@ TEST(HttpHelpersTest, UrlAndJson) {
   r.headers["x-a"] = "1";
   EXPECT_EQ(r.Header("x-a"), "1");
   EXPECT_EQ(r.Header("x-b"), std::nullopt);
+}
+
+// ---- TLS: a throwaway self-signed certificate for localhost and 127.0.0.1 ----
+
+class HttpTlsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TestCert cert = MakeSelfSigned("midflight api", "DNS:localhost,IP:127.0.0.1");
+    cert_file_ = WriteFile("cert.pem", cert.cert_pem);
+    key_file_ = WriteFile("key.pem", cert.key_pem);
+  }
+  void TearDown() override {
+    for (const auto& f : files_) unlink(f.c_str());
+  }
+
+  std::string WriteFile(const std::string& name, const std::string& text) {
+    std::string path = ::testing::TempDir() + "/mf-http-tls-" + std::to_string(getpid()) + "-" + name;
+    std::ofstream(path) << text;
+    files_.push_back(path);
+    return path;
+  }
+  ServerOptions TlsOptions() const {
+    ServerOptions o;
+    o.tls_cert_file = cert_file_;
+    o.tls_key_file = key_file_;
+    return o;
+  }
+  std::unique_ptr<Server> StartTls() {
+    auto server = Server::Listen("127.0.0.1:0", Echo, TlsOptions());
+    EXPECT_TRUE(server.ok()) << server.status().ToString();
+    return server.ok() ? std::move(server).value() : nullptr;
+  }
+  std::string ListenError(const std::string& address, const ServerOptions& options) {
+    auto server = Server::Listen(address, Echo, options);
+    EXPECT_EQ(server.status().code(), StatusCode::kInvalidArgument) << server.status().ToString();
+    return server.status().message();
+  }
+
+  std::string cert_file_, key_file_;  // the certificate is its own CA
+  std::vector<std::string> files_;
+};
+
+TEST_F(HttpTlsTest, HttpsCallsVerifyAgainstTheCaFile) {
+  auto server = StartTls();
+  ASSERT_NE(server, nullptr);
+  std::string port = server->address().substr(server->address().rfind(':') + 1);
+  for (std::string host : {"127.0.0.1", "localhost"}) {
+    auto r = Call("https://" + host + ":" + port, "POST", "/x?q=1", "hello", {}, 5000, {.ca_file = cert_file_});
+    ASSERT_TRUE(r.ok()) << host << ": " << r.status().ToString();
+    EXPECT_EQ(r->status, 200);
+    EXPECT_EQ(r->body, "POST /x ?q=1 q=1 body=hello");
+  }
+  std::string big(1 << 20, 'b');
+  auto r = Call("https://" + server->address(), "PUT", "/big", big, {}, 5000, {.ca_file = cert_file_});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->body, "PUT /big ? q= body=" + big);
+}
+
+TEST_F(HttpTlsTest, UnknownCaIsRefused) {
+  auto server = StartTls();
+  ASSERT_NE(server, nullptr);
+  std::string address = "https://" + server->address();
+  auto system_store = Call(address, "GET", "/", "", {}, 5000);
+  EXPECT_EQ(system_store.status().code(), StatusCode::kOperator);
+  EXPECT_EQ(system_store.status().message(), address + ": certificate not trusted: self-signed certificate");
+
+  std::string other = WriteFile("other.pem", MakeSelfSigned("someone else", "IP:127.0.0.1").cert_pem);
+  auto other_ca = Call(address, "GET", "/", "", {}, 5000, {.ca_file = other});
+  EXPECT_EQ(other_ca.status().code(), StatusCode::kOperator);
+  EXPECT_EQ(other_ca.status().message(), address + ": certificate not trusted: self-signed certificate");
+
+  std::string port = server->address().substr(server->address().rfind(':') + 1);
+  TestCert elsewhere = MakeSelfSigned("elsewhere", "DNS:example.invalid");
+  ServerOptions options;
+  options.tls_cert_file = WriteFile("elsewhere.pem", elsewhere.cert_pem);
+  options.tls_key_file = WriteFile("elsewhere.key", elsewhere.key_pem);
+  auto wrong_name = Server::Listen("127.0.0.1:0", Echo, options);
+  ASSERT_TRUE(wrong_name.ok()) << wrong_name.status().ToString();
+  auto mismatch =
+      Call("https://" + (*wrong_name)->address(), "GET", "/", "", {}, 5000, {.ca_file = options.tls_cert_file});
+  EXPECT_EQ(mismatch.status().code(), StatusCode::kOperator);
+  EXPECT_EQ(mismatch.status().message(),
+            "https://" + (*wrong_name)->address() + ": certificate not trusted: IP address mismatch");
+}
+
+TEST_F(HttpTlsTest, PlainHttpToTheTlsPortGetsAPlain400AndTheServerCarriesOn) {
+  auto server = StartTls();
+  ASSERT_NE(server, nullptr);
+  RawConn conn(server->address());
+  ASSERT_TRUE(conn.ok());
+  conn.Send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string response = conn.ReadResponse();
+  EXPECT_TRUE(response.starts_with("HTTP/1.1 400 Bad Request\r\n")) << response;
+  EXPECT_EQ(Body(response), R"({"error":"this port speaks HTTPS: use https://)" + server->address() + R"(/"})");
+
+  auto plain_client = Call(server->address(), "GET", "/", "", {}, 5000);
+  ASSERT_TRUE(plain_client.ok()) << plain_client.status().ToString();
+  EXPECT_EQ(plain_client->status, 400);
+  auto r = Call("https://" + server->address(), "GET", "/json", "", {}, 5000, {.ca_file = cert_file_});
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->status, 201);
+}
+
+TEST_F(HttpTlsTest, HttpsCallToAPlainServerFailsInOneLine) {
+  auto server = Server::Listen("127.0.0.1:0", Echo);
+  ASSERT_TRUE(server.ok());
+  std::string address = "https://" + (*server)->address();
+  auto r = Call(address, "GET", "/", "", {}, 5000, {.ca_file = cert_file_});
+  EXPECT_EQ(r.status().code(), StatusCode::kOperator) << r.status().ToString();
+  EXPECT_EQ(r.status().message(), address + " closed the connection in the TLS handshake (does it speak https?)");
+}
+
+TEST_F(HttpTlsTest, BadFilesAndUnixSocketsAreRefusedNamingThem) {
+  std::string sock = UniqueSocketPath();
+  EXPECT_EQ(ListenError("unix:" + sock, TlsOptions()),
+            "TLS is for a TCP listener; unix:" + sock + " is a unix socket (its file mode already keeps others out)");
+  ServerOptions missing = TlsOptions();
+  missing.tls_cert_file = "/nonexistent/cert.pem";
+  EXPECT_EQ(ListenError("127.0.0.1:0", missing),
+            "cannot read the TLS certificate /nonexistent/cert.pem: No such file or directory");
+  ServerOptions wrong_key = TlsOptions();
+  wrong_key.tls_key_file = WriteFile("other.key", MakeSelfSigned("other", "IP:127.0.0.1").key_pem);
+  EXPECT_EQ(ListenError("127.0.0.1:0", wrong_key),
+            "the TLS key " + wrong_key.tls_key_file + " does not match the certificate " + cert_file_);
+  ServerOptions not_pem = TlsOptions();
+  not_pem.tls_cert_file = WriteFile("garbage.pem", "not a certificate\n");
+  EXPECT_TRUE(ListenError("127.0.0.1:0", not_pem)
+                  .starts_with("cannot load the TLS certificate " + not_pem.tls_cert_file + ": "));
+  ServerOptions half;
+  half.tls_cert_file = cert_file_;
+  EXPECT_EQ(ListenError("127.0.0.1:0", half), "TLS needs both a certificate and a key file");
 }
 
 }  // namespace

@@ -1,4 +1,5 @@
 #include "loopback.h"
+#include "test_certs.h"
 #include "service/notify.h"
 
 #include <arpa/inet.h>
@@ -10,16 +11,19 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <deque>
 #include <fstream>
 #include <functional>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -54,6 +58,55 @@ bool WaitUntil(const std::function<bool()>& done) {
 
 int ClosedPort() { return loopback::ClosedLoopbackPort(); }
 
+// Sets (or, with nullptr, unsets) an environment variable for one test.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    if (value != nullptr) {
+      setenv(name, value, 1);
+    } else {
+      unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (old_) {
+      setenv(name_.c_str(), old_->c_str(), 1);
+    } else {
+      unsetenv(name_.c_str());
+    }
+  }
+
+ private:
+  std::string name_;
+  std::optional<std::string> old_;
+};
+
+// An http::Server that records what it receives and answers 200: a stand-in
+// for a plain-http forward proxy (it does not forward).
+class Recorder {
+ public:
+  Recorder() {
+    auto server = http::Server::Listen("127.0.0.1:0", [this](const http::Request& r) {
+      std::lock_guard lock(mu_);
+      requests_.push_back(r);
+      return http::Json(200, R"({"ok":true})");
+    });
+    EXPECT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(server).value();
+  }
+  std::string url() const { return "http://" + server_->address(); }
+  std::vector<http::Request> requests() {
+    std::lock_guard lock(mu_);
+    return requests_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<http::Request> requests_;
+  std::unique_ptr<http::Server> server_;
+};
+
 std::string WriteTempFile(const std::string& name, const std::string& text) {
   std::string path = ::testing::TempDir() + "/mf-notify-" + std::to_string(getpid()) + "-" + name;
   std::ofstream(path) << text;
@@ -85,6 +138,12 @@ class NotifyTest : public ::testing::Test {
     std::lock_guard lock(mu_);
     statuses_ = std::move(statuses);
   }
+  // The body of the answers that follow (default: a short JSON).
+  void AnswerBody(std::string body) {
+    std::lock_guard lock(mu_);
+    body_ = std::move(body);
+  }
+  std::string address() const { return server_->address(); }
   // While held, the receiver keeps requests waiting.
   void Hold(bool hold) {
     std::lock_guard lock(mu_);
@@ -111,7 +170,10 @@ class NotifyTest : public ::testing::Test {
       status = statuses_.front();
       statuses_.pop_front();
     }
-    return http::Json(status, status == 200 ? R"({"ok":true})" : R"({"error":"no_service"})");
+    std::string body = body_ ? *body_ : status == 200 ? R"({"ok":true})" : R"({"error":"no_service"})";
+    http::Response response = http::Json(status, std::move(body));
+    if (status >= 300 && status < 400) response.headers.push_back({"Location", "http://" + address() + "/elsewhere"});
+    return response;
   }
 
   std::unique_ptr<http::Server> server_;
@@ -119,6 +181,7 @@ class NotifyTest : public ::testing::Test {
   std::condition_variable cv_;
   std::vector<http::Request> requests_;
   std::deque<int> statuses_;
+  std::optional<std::string> body_;
   bool hold_ = false;
 };
 
@@ -236,6 +299,72 @@ TEST_F(NotifyTest, StopGivesUpWhenTheDrainTimeRunsOut) {
   close(silent);
 }
 
+TEST_F(NotifyTest, DoesNotFollowRedirects) {
+  Answer({302});
+  auto notifier = Make();
+  notifier->Notify(Event("failed"));
+  ASSERT_TRUE(WaitUntil([&] { return notifier->stats().failed == 1; }));
+  ASSERT_EQ(Requests().size(), 1u);
+  EXPECT_EQ(Requests()[0].path, "/services/T0/B0/secret-token");
+  EXPECT_EQ(notifier->stats().retries, 0u);
+  EXPECT_TRUE(notifier->stats().last_error.starts_with(fmt::format("http://{}: answered 302 Found", address())))
+      << notifier->stats().last_error;
+}
+
+TEST_F(NotifyTest, ReadsAtMost64KiBOfTheAnswer) {
+  AnswerBody(std::string(8 * 1024 * 1024, 'x'));
+  Answer({503});
+  auto notifier = Make();
+  notifier->Notify(Event("failed"));
+  ASSERT_TRUE(WaitUntil([&] { return notifier->stats().sent == 1; }));  // the 200 after the 503, cut short
+  EXPECT_EQ(notifier->stats().retries, 1u);
+  EXPECT_EQ(notifier->stats().last_error,
+            fmt::format("http://{}: answered 503 Service Unavailable: {}", address(), std::string(200, 'x')));
+}
+
+TEST_F(NotifyTest, GoesThroughTheProxyNamedByHttpProxy) {
+  Recorder proxy;
+  ScopedEnv env("http_proxy", proxy.url().c_str());
+  ScopedEnv no("no_proxy", nullptr);
+  ScopedEnv no_upper("NO_PROXY", nullptr);
+  // A host that does not resolve: only the proxy can deliver there.
+  auto notifier = Notifier::Create(std::string("http://webhook.invalid:8080") + kPath, FastOptions());
+  ASSERT_TRUE(notifier.ok());
+  (*notifier)->Notify(Event("phase_change"));
+  ASSERT_TRUE(WaitUntil([&] { return (*notifier)->stats().sent == 1; })) << (*notifier)->stats().last_error;
+  ASSERT_EQ(proxy.requests().size(), 1u);
+  EXPECT_EQ(proxy.requests()[0].path, kPath);  // sent as http://webhook.invalid:8080/services/...
+  EXPECT_EQ(proxy.requests()[0].Header("host"), "webhook.invalid:8080");
+  EXPECT_EQ(nlohmann::json::parse(proxy.requests()[0].body)["event"], "phase_change");
+}
+
+TEST_F(NotifyTest, NoProxyGoesDirect) {
+  Recorder proxy;
+  ScopedEnv env("http_proxy", proxy.url().c_str());
+  ScopedEnv no("no_proxy", "127.0.0.1");
+  auto notifier = Make();
+  notifier->Notify(Event("phase_change"));
+  ASSERT_TRUE(WaitUntil([&] { return notifier->stats().sent == 1; })) << notifier->stats().last_error;
+  EXPECT_EQ(Requests().size(), 1u);
+  EXPECT_TRUE(proxy.requests().empty());
+}
+
+TEST_F(NotifyTest, ErrorsNeverShowTheProxyPasswordNorThePath) {
+  int port = ClosedPort();
+  std::string proxy = fmt::format("http://user:hunter2@127.0.0.1:{}", port);
+  ScopedEnv env("http_proxy", proxy.c_str());
+  ScopedEnv no("no_proxy", nullptr);
+  ScopedEnv no_upper("NO_PROXY", nullptr);
+  auto notifier = Notifier::Create(std::string("http://webhook.invalid:8080") + kPath, FastOptions());
+  ASSERT_TRUE(notifier.ok());
+  (*notifier)->Notify(Event("failed"));
+  ASSERT_TRUE(WaitUntil([&] { return (*notifier)->stats().failed == 1; }));
+  std::string error = (*notifier)->stats().last_error;
+  EXPECT_TRUE(error.starts_with("http://webhook.invalid:8080: cannot connect: ")) << error;
+  EXPECT_EQ(error.find("hunter2"), std::string::npos) << error;
+  EXPECT_EQ(error.find("secret-token"), std::string::npos) << error;
+}
+
 // ---- URLs and the body: pure functions ----
 
 TEST(NotifyUrlTest, ParsesHttpAndHttpsUrls) {
@@ -307,52 +436,13 @@ TEST(NotifyUrlTest, BodyIsOneJsonObjectWithTextFirst) {
 
 // ---- https: a self-signed certificate and a one-connection-at-a-time TLS receiver ----
 
-struct TestCert {
-  std::string cert_pem, key_pem;
-};
-
-std::string ToPem(const std::function<int(BIO*)>& write) {
-  BIO* bio = BIO_new(BIO_s_mem());
-  write(bio);
-  char* data = nullptr;
-  long size = BIO_get_mem_data(bio, &data);
-  std::string pem(data, static_cast<size_t>(size));
-  BIO_free(bio);
-  return pem;
-}
-
-TestCert MakeSelfSigned(const std::string& common_name, const std::string& alt_names) {
-  EVP_PKEY* key = EVP_EC_gen("P-256");
-  X509* x = X509_new();
-  X509_set_version(x, 2);
-  ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
-  X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(x), 24 * 3600);
-  X509_set_pubkey(x, key);
-  X509_NAME* name = X509_get_subject_name(x);
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(common_name.c_str()), -1,
-                             -1, 0);
-  X509_set_issuer_name(x, name);
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
-  for (auto [nid, value] :
-       {std::pair{NID_subject_alt_name, alt_names.c_str()}, std::pair{NID_basic_constraints, "critical,CA:TRUE"}}) {
-    X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value);
-    X509_add_ext(x, ext, -1);
-    X509_EXTENSION_free(ext);
-  }
-  X509_sign(x, key, EVP_sha256());
-  TestCert cert{ToPem([&](BIO* b) { return PEM_write_bio_X509(b, x); }),
-                ToPem([&](BIO* b) { return PEM_write_bio_PrivateKey(b, key, nullptr, nullptr, 0, nullptr, nullptr); })};
-  X509_free(x);
-  EVP_PKEY_free(key);
-  return cert;
-}
-
 class TlsReceiver {
  public:
   explicit TlsReceiver(const TestCert& cert) : ctx_(SSL_CTX_new(TLS_server_method())) {
+    // OpenSSL's socket BIO writes with write(2): a client that hangs up
+    // early (curl refusing the certificate) must not kill the test with
+    // SIGPIPE while SSL_accept sends its session tickets.
+    signal(SIGPIPE, SIG_IGN);
     BIO* bio = BIO_new_mem_buf(cert.cert_pem.data(), static_cast<int>(cert.cert_pem.size()));
     X509* x = PEM_read_bio_X509(bio, nullptr, nullptr, nullptr);
     BIO_free(bio);
@@ -441,6 +531,108 @@ class TlsReceiver {
   std::thread thread_;
 };
 
+// A CONNECT proxy, as HTTPS_PROXY names: one tunnel at a time, every target
+// host mapped to 127.0.0.1 (so a host that does not resolve proves the proxy
+// carried it); records each CONNECT target.
+class ConnectProxy {
+ public:
+  ConnectProxy() {
+    loopback::BoundSocket bound = loopback::BindLoopback(SOCK_CLOEXEC);
+    listen_fd_ = bound.fd;
+    port_ = bound.port;
+    listen(listen_fd_, 8);
+    thread_ = std::thread([this] { Serve(); });
+  }
+  ~ConnectProxy() {
+    stop_ = true;
+    thread_.join();
+    close(listen_fd_);
+  }
+  std::string url() const { return fmt::format("http://127.0.0.1:{}", port_); }
+  std::vector<std::string> targets() {
+    std::lock_guard lock(mu_);
+    return targets_;
+  }
+
+ private:
+  void Serve() {
+    while (!stop_) {
+      pollfd p{listen_fd_, POLLIN, 0};
+      if (poll(&p, 1, 20) <= 0) continue;
+      int client = accept(listen_fd_, nullptr, nullptr);
+      if (client >= 0) Tunnel(client);
+      if (client >= 0) close(client);
+    }
+  }
+
+  void Tunnel(int client) {
+    std::string head;
+    char buf[16384];
+    while (head.find("\r\n\r\n") == std::string::npos) {
+      pollfd p{client, POLLIN, 0};
+      if (poll(&p, 1, 2000) <= 0) return;
+      ssize_t n = recv(client, buf, sizeof buf, 0);
+      if (n <= 0) return;
+      head.append(buf, static_cast<size_t>(n));
+    }
+    if (!head.starts_with("CONNECT ")) return;
+    std::string target = head.substr(8, head.find(' ', 8) - 8);
+    {
+      std::lock_guard lock(mu_);
+      targets_.push_back(target);
+    }
+    int port = std::stoi(target.substr(target.rfind(':') + 1));
+    int upstream = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr);
+    if (connect(upstream, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+      close(upstream);
+      return;
+    }
+    const std::string ok = "HTTP/1.1 200 Connection established\r\n\r\n";
+    send(client, ok.data(), ok.size(), MSG_NOSIGNAL);
+    pollfd fds[2] = {{client, POLLIN, 0}, {upstream, POLLIN, 0}};
+    while (!stop_ && poll(fds, 2, 2000) > 0) {
+      bool closed = false;
+      for (int i = 0; i < 2; ++i) {
+        if (fds[i].revents == 0) continue;
+        ssize_t n = recv(fds[i].fd, buf, sizeof buf, 0);
+        if (n <= 0 || send(fds[1 - i].fd, buf, static_cast<size_t>(n), MSG_NOSIGNAL) != n) closed = true;
+      }
+      if (closed) break;
+    }
+    close(upstream);
+  }
+
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  std::vector<std::string> targets_;
+  std::thread thread_;
+};
+
+TEST(NotifyHttpsTest, GoesThroughTheTunnelNamedByHttpsProxy) {
+  TestCert cert = MakeSelfSigned("webhook", "DNS:webhook.invalid");
+  TlsReceiver receiver(cert);
+  ConnectProxy proxy;
+  ScopedEnv lower("https_proxy", nullptr);
+  ScopedEnv upper("HTTPS_PROXY", proxy.url().c_str());
+  ScopedEnv no("no_proxy", nullptr);
+  ScopedEnv no_upper("NO_PROXY", nullptr);
+  NotifierOptions options = FastOptions();
+  options.ca_file = WriteTempFile("proxied.pem", cert.cert_pem);
+  auto notifier = Notifier::Create(fmt::format("https://webhook.invalid:{}/hook/secret", receiver.port()), options);
+  ASSERT_TRUE(notifier.ok());
+  (*notifier)->Notify(Event("phase_change"));
+  ASSERT_TRUE(WaitUntil([&] { return (*notifier)->stats().sent + (*notifier)->stats().failed == 1; }));
+  EXPECT_EQ((*notifier)->stats().sent, 1u) << (*notifier)->stats().last_error;
+  EXPECT_EQ(proxy.targets(), (std::vector<std::string>{fmt::format("webhook.invalid:{}", receiver.port())}));
+  EXPECT_EQ(receiver.server_names(), (std::vector<std::string>{"webhook.invalid"}));  // TLS end to end, not at the proxy
+}
+
 TEST(NotifyHttpsTest, DeliversToATrustedCertificateByIpAndByName) {
   TestCert cert = MakeSelfSigned("midflight test", "DNS:localhost,IP:127.0.0.1");
   TlsReceiver receiver(cert);
@@ -483,7 +675,21 @@ TEST(NotifyHttpsTest, CertificateForAnotherHostFails) {
   (*notifier)->Notify(Event("failed"));
   ASSERT_TRUE(WaitUntil([&] { return (*notifier)->stats().failed == 1; }));
   EXPECT_EQ((*notifier)->stats().last_error,
-            fmt::format("https://127.0.0.1:{}: certificate not trusted: IP address mismatch", receiver.port()));
+            fmt::format("https://127.0.0.1:{}: certificate not trusted: SSL: no alternative certificate subject name "
+                        "matches target host name '127.0.0.1'",
+                        receiver.port()));
+  EXPECT_TRUE(receiver.bodies().empty());
+}
+
+TEST(NotifyHttpsTest, SystemStoreRefusesAnUnknownCa) {
+  TlsReceiver receiver(MakeSelfSigned("throwaway CA", "IP:127.0.0.1"));
+  auto notifier = Notifier::Create(fmt::format("https://127.0.0.1:{}/hook", receiver.port()), FastOptions());
+  ASSERT_TRUE(notifier.ok());
+  (*notifier)->Notify(Event("failed"));
+  ASSERT_TRUE(WaitUntil([&] { return (*notifier)->stats().failed == 1; }));
+  EXPECT_EQ((*notifier)->stats().retries, 0u);
+  EXPECT_EQ((*notifier)->stats().last_error,
+            fmt::format("https://127.0.0.1:{}: certificate not trusted: self-signed certificate", receiver.port()));
   EXPECT_TRUE(receiver.bodies().empty());
 }
 
