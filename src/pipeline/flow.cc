@@ -98,9 +98,13 @@ void Flow::Stop() {
     m.stream_stop = true;
   }
   m.wake.notify_all();
+  // Closed before the stream is joined: the stream may be blocked appending
+  // to a full partition whose applier stopped (failed, or retrying a target
+  // that is down); Append then returns Cancelled. The appliers still drain
+  // what the log holds until they are stopped below.
+  if (m.log) m.log->Close();
   if (m.stream_thread.joinable()) m.stream_thread.join();
   m.appliers_stop = true;
-  if (m.log) m.log->Close();
   for (auto& t : m.threads) t.join();
   m.threads.clear();
   // Close the apply sessions (PostgreSQL's hold their replication origins).
