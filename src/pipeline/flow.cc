@@ -75,7 +75,10 @@ void Flow::Impl::RunStream(const std::string& label) {
     Status st = source->Stream(*seq, stream_stop);
     seq->stats().connected = false;
     if (stream_stop) break;
-    if (st.code() != StatusCode::kRetryCall) {
+    // RetryTxn: a barrier's target transaction met a deadlock or a lock
+    // timeout (a TRUNCATE waits for its ACCESS EXCLUSIVE lock); it was rolled
+    // back and not recorded, so the resent stream runs it again.
+    if (st.code() != StatusCode::kRetryCall && st.code() != StatusCode::kRetryTxn) {
       result = st.ok() ? Internal(label + " change stream ended") : st;
       break;
     }
