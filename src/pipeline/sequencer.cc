@@ -80,16 +80,27 @@ Status Sequencer::Route(Change change) {
 
 Status Sequencer::Commit(uint64_t end) {
   in_txn_ = false;
+  committed_ = std::max(committed_, txn_pos_);
   if (end > stats_.received) stats_.received = end;
-  if (have_repairs_) return RouteRepairs();
-  return Status::Ok();
+  return MaybeRouteRepairs();
 }
 
 Status Sequencer::Idle(uint64_t pos) {
   if (in_txn_) return Status::Ok();
   if (pos > stats_.received) stats_.received = pos;
-  if (have_repairs_) return RouteRepairs();
-  return Status::Ok();
+  return MaybeRouteRepairs();
+}
+
+Status Sequencer::MaybeRouteRepairs() {
+  if (!have_repairs_) return Status::Ok();
+  // A repair takes the position just after its partition's last change. If
+  // that change's transaction was not received whole (the connection dropped
+  // inside it; after a restart, a checkpoint inside it), the source resends
+  // it, and its next change in that partition would have the repair's
+  // position and be dropped as routed already: wait until it is whole.
+  const uint64_t last = routed_.highest().commit_lsn.value();
+  if (committed_ < last && stats_.received <= last) return Status::Ok();
+  return RouteRepairs();
 }
 
 void Sequencer::Reset() { in_txn_ = false; }

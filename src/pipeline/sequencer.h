@@ -102,6 +102,9 @@ class Sequencer {
 
  private:
   Status Route(Change change);
+  // Routes queued repairs, once every partition's last change belongs to a
+  // transaction received whole (see RouteRepairs).
+  Status MaybeRouteRepairs();
   Status RouteRepairs();
 
   SnapshotFilter filter_;
@@ -115,6 +118,7 @@ class Sequencer {
   uint64_t txn_pos_ = 0;
   int64_t txn_time_us_ = 0;
   uint32_t txn_seq_ = 0;
+  uint64_t committed_ = 0;  // the last transaction whose Commit the stream saw
   // Repairs: queued by any thread, routed by the stream thread.
   std::mutex repairs_mu_;
   std::vector<Change> repairs_;  // GUARDED_BY(repairs_mu_)
