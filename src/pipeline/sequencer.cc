@@ -57,7 +57,31 @@ Status Sequencer::Emit(Change change) {
 }
 
 Status Sequencer::Route(Change change) {
-  if (change.pos.commit_lsn < filter_.horizon() && filter_.AlreadyCopied(change)) return Status::Ok();
+  if (change.pos.commit_lsn < filter_.horizon()) {
+    if (filter_.AlreadyCopied(change)) return Status::Ok();
+    if (change.MovesKey() && change.HasUnchangedValues()) {
+      // A key move applied at a barrier (it cannot be split: the new row
+      // takes its unchanged values from the old one). When the copy already
+      // holds the new key's row, from a snapshot after this change, applying
+      // the move would put that row back to this older image, and the changes
+      // between here and that snapshot are dropped by the filter: only the
+      // removal of the old key is left to do.
+      Change moved_in;
+      moved_in.kind = ChangeKind::kInsert;
+      moved_in.table = change.table;
+      moved_in.pos = change.pos;
+      moved_in.values = change.values;
+      if (filter_.AlreadyCopied(moved_in)) {
+        Change del;
+        del.kind = ChangeKind::kDelete;
+        del.table = std::move(change.table);
+        del.pos = change.pos;
+        del.commit_time_us = change.commit_time_us;
+        del.old = std::move(change.old);
+        change = std::move(del);
+      }
+    }
+  }
   // A truncate spans tables and partitions; a key move that leaves TOASTed
   // values unchanged needs the old row to build the new one.
   const bool barrier = change.kind == ChangeKind::kTruncate || (change.MovesKey() && change.HasUnchangedValues());
