@@ -93,8 +93,10 @@ class Sequencer {
 
   // Changes made outside the source (verification repairs: a source row's
   // current image, or a delete by key), routed after everything routed so
-  // far, at the next transaction boundary. Returns the repairs_routed value
-  // that means they are all routed. Any thread.
+  // far, at the next transaction boundary where every partition's last
+  // transaction was received whole (not after a reconnect or a restart that
+  // left one in the middle: the source resends it first). Returns the
+  // repairs_routed value that means they are all routed. Any thread.
   uint64_t QueueRepairs(std::vector<Change> changes);
 
   SequencerStats& stats() { return stats_; }
