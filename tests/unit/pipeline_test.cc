@@ -763,7 +763,8 @@ TEST_F(PipelineTest, SecondaryUniqueTableUsesOnePartitionInOrder) {
 // (7) After a copy resumed from a newer snapshot, changes below a chunk's
 // snapshot position for rows inside that chunk are dropped (the copy holds
 // them); every other change is applied. A key move across chunks is judged
-// half by half.
+// half by half; one carrying an unchanged TOAST value into rows the copy
+// holds only deletes its old key (it must not overwrite the copied row).
 TEST_F(PipelineTest, SnapshotFilterDropsWhatTheChunkHolds) {
   auto acc = Accounts();
   ScriptGen gen(7, acc, 200);
