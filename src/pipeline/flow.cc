@@ -75,7 +75,10 @@ void Flow::Impl::RunStream(const std::string& label) {
     Status st = source->Stream(*seq, stream_stop);
     seq->stats().connected = false;
     if (stream_stop) break;
-    if (st.code() != StatusCode::kRetryCall) {
+    // RetryTxn: a barrier's target transaction met a deadlock or a lock
+    // timeout (a TRUNCATE waits for its ACCESS EXCLUSIVE lock); it was rolled
+    // back and not recorded, so the resent stream runs it again.
+    if (st.code() != StatusCode::kRetryCall && st.code() != StatusCode::kRetryTxn) {
       result = st.ok() ? Internal(label + " change stream ended") : st;
       break;
     }
@@ -98,9 +101,13 @@ void Flow::Stop() {
     m.stream_stop = true;
   }
   m.wake.notify_all();
+  // Closed before the stream is joined: the stream may be blocked appending
+  // to a full partition whose applier stopped (failed, or retrying a target
+  // that is down); Append then returns Cancelled. The appliers still drain
+  // what the log holds until they are stopped below.
+  if (m.log) m.log->Close();
   if (m.stream_thread.joinable()) m.stream_thread.join();
   m.appliers_stop = true;
-  if (m.log) m.log->Close();
   for (auto& t : m.threads) t.join();
   m.threads.clear();
   // Close the apply sessions (PostgreSQL's hold their replication origins).

@@ -8,8 +8,9 @@
 //     (thread)        (filter, barriers,              (thread each)
 //                      route, repairs)                 barrier sink: ChangeSink[N]
 //
-// The stream thread reconnects a source that lost its connection (RetryCall)
-// with a backoff, for ever: a source that is down shows as not connected, and
+// The stream thread reconnects a source that lost its connection (RetryCall),
+// or whose barrier's target transaction must be retried (RetryTxn), with a
+// backoff, for ever: a source that is down shows as not connected, and
 // the lag grows. Any other failure of the source or of an applier stops the
 // flow's progress and is reported by health().
 //

@@ -56,6 +56,8 @@ class RoutedLog {
   // Every partition holds everything up to here: a change at or below it is
   // applied already (a barrier need not run again; a transaction can be skipped).
   ChangePosition lowest() const { return lowest_; }
+  // The last position some partition holds (what Inject's positions follow).
+  ChangePosition highest() const { return *std::max_element(last_.begin(), last_.end()); }
 
   // A change applied across every partition at `pos` (a barrier): it set
   // every partition's checkpoint on the target to `pos`.

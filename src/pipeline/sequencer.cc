@@ -57,7 +57,31 @@ Status Sequencer::Emit(Change change) {
 }
 
 Status Sequencer::Route(Change change) {
-  if (change.pos.commit_lsn < filter_.horizon() && filter_.AlreadyCopied(change)) return Status::Ok();
+  if (change.pos.commit_lsn < filter_.horizon()) {
+    if (filter_.AlreadyCopied(change)) return Status::Ok();
+    if (change.MovesKey() && change.HasUnchangedValues()) {
+      // A key move applied at a barrier (it cannot be split: the new row
+      // takes its unchanged values from the old one). When the copy already
+      // holds the new key's row, from a snapshot after this change, applying
+      // the move would put that row back to this older image, and the changes
+      // between here and that snapshot are dropped by the filter: only the
+      // removal of the old key is left to do.
+      Change moved_in;
+      moved_in.kind = ChangeKind::kInsert;
+      moved_in.table = change.table;
+      moved_in.pos = change.pos;
+      moved_in.values = change.values;
+      if (filter_.AlreadyCopied(moved_in)) {
+        Change del;
+        del.kind = ChangeKind::kDelete;
+        del.table = std::move(change.table);
+        del.pos = change.pos;
+        del.commit_time_us = change.commit_time_us;
+        del.old = std::move(change.old);
+        change = std::move(del);
+      }
+    }
+  }
   // A truncate spans tables and partitions; a key move that leaves TOASTed
   // values unchanged needs the old row to build the new one.
   const bool barrier = change.kind == ChangeKind::kTruncate || (change.MovesKey() && change.HasUnchangedValues());
@@ -80,16 +104,27 @@ Status Sequencer::Route(Change change) {
 
 Status Sequencer::Commit(uint64_t end) {
   in_txn_ = false;
+  committed_ = std::max(committed_, txn_pos_);
   if (end > stats_.received) stats_.received = end;
-  if (have_repairs_) return RouteRepairs();
-  return Status::Ok();
+  return MaybeRouteRepairs();
 }
 
 Status Sequencer::Idle(uint64_t pos) {
   if (in_txn_) return Status::Ok();
   if (pos > stats_.received) stats_.received = pos;
-  if (have_repairs_) return RouteRepairs();
-  return Status::Ok();
+  return MaybeRouteRepairs();
+}
+
+Status Sequencer::MaybeRouteRepairs() {
+  if (!have_repairs_) return Status::Ok();
+  // A repair takes the position just after its partition's last change. If
+  // that change's transaction was not received whole (the connection dropped
+  // inside it; after a restart, a checkpoint inside it), the source resends
+  // it, and its next change in that partition would have the repair's
+  // position and be dropped as routed already: wait until it is whole.
+  const uint64_t last = routed_.highest().commit_lsn.value();
+  if (committed_ < last && stats_.received <= last) return Status::Ok();
+  return RouteRepairs();
 }
 
 void Sequencer::Reset() { in_txn_ = false; }

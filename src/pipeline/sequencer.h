@@ -93,8 +93,10 @@ class Sequencer {
 
   // Changes made outside the source (verification repairs: a source row's
   // current image, or a delete by key), routed after everything routed so
-  // far, at the next transaction boundary. Returns the repairs_routed value
-  // that means they are all routed. Any thread.
+  // far, at the next transaction boundary where every partition's last
+  // transaction was received whole (not after a reconnect or a restart that
+  // left one in the middle: the source resends it first). Returns the
+  // repairs_routed value that means they are all routed. Any thread.
   uint64_t QueueRepairs(std::vector<Change> changes);
 
   SequencerStats& stats() { return stats_; }
@@ -102,6 +104,9 @@ class Sequencer {
 
  private:
   Status Route(Change change);
+  // Routes queued repairs, once every partition's last change belongs to a
+  // transaction received whole (see RouteRepairs).
+  Status MaybeRouteRepairs();
   Status RouteRepairs();
 
   SnapshotFilter filter_;
@@ -115,6 +120,7 @@ class Sequencer {
   uint64_t txn_pos_ = 0;
   int64_t txn_time_us_ = 0;
   uint32_t txn_seq_ = 0;
+  uint64_t committed_ = 0;  // the last transaction whose Commit the stream saw
   // Repairs: queued by any thread, routed by the stream thread.
   std::mutex repairs_mu_;
   std::vector<Change> repairs_;  // GUARDED_BY(repairs_mu_)
