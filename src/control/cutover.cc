@@ -50,7 +50,7 @@ Status Cutover::StartReverse() {
   return Status::Ok();
 }
 
-Status Cutover::StartForward(const std::atomic<bool>& stop) {
+Status Cutover::StartForward(StopRef stop) {
   Clock::time_point failing_since{};
   auto backoff = std::chrono::milliseconds(500);
   while (true) {
@@ -74,19 +74,19 @@ Status Cutover::StartForward(const std::atomic<bool>& stop) {
                                        "the cause, then resume",
                                        st.message(), failing));
     Say(fmt::format("replicating: {}; starting again in {} ms", st.message(), backoff.count()));
-    for (auto t = backoff; t.count() > 0 && !stop; t -= std::chrono::milliseconds(50))
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (stop.WaitFor(backoff)) return Status::Ok();
     backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
   }
 }
 
-Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const std::atomic<bool>& stop) {
+Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef stop) {
   tables_ = std::move(tables);
   start_ = std::move(start);
   if (store_.phase() == Phase::kCompleted) {
     completed_ = true;
     Say("migration completed; the proxy keeps serving from the target until stopped");
-    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    while (!stop.WaitFor(std::chrono::seconds(3600))) {
+    }
     return Status::Ok();
   }
   if (Status st = StartForward(stop); !st.ok()) return stop ? Status::Ok() : st;
@@ -117,8 +117,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const st
   uint64_t last_applied = 0;
   auto last_rate_at = Clock::now();
   double rate = 0;
-  while (!stop && !completed_) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  while (!completed_ && !stop.WaitFor(std::chrono::milliseconds(200))) {
     std::shared_ptr<Running> fwd, rev;
     {
       MutexLock lock(&state_mu_);
@@ -143,8 +142,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const st
       }
       Say(fmt::format("replicating: the target connection was lost; restarting from the target's checkpoints in {} ms",
                       restart_backoff.count()));
-      for (auto t = restart_backoff; t.count() > 0 && !stop; t -= std::chrono::milliseconds(50))
-        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      stop.WaitFor(restart_backoff);
       restart_backoff = std::min(restart_backoff * 2, std::chrono::milliseconds(5000));
       restarted_at = Clock::now();
       if (stop) break;
@@ -245,7 +243,8 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, const st
   if (fwd) fwd->flow->Stop();
   if (rev) rev->flow->Stop();
   if (completed_ && result.ok()) {
-    while (!stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    while (!stop.WaitFor(std::chrono::seconds(3600))) {
+    }
     return Status::Ok();
   }
   if (stop && result.ok() && store_.phase() != Phase::kWritesSwitched) {

@@ -39,6 +39,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "base/stop.h"
 #include "base/thread_annotations.h"
 #include "control/operations.h"
 #include "control/runtime.h"
@@ -68,7 +69,7 @@ class Cutover {
   // A forward flow that asks to be restarted from the target's checkpoints
   // (StartedFlow::restart), or cannot be started because a server is down,
   // is started again with a backoff for up to the fail_after_seconds knob.
-  Status Run(std::vector<TablePtr> tables, ReplicateStart start, const std::atomic<bool>& stop);
+  Status Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef stop);
 
   // One traffic operation (control/operations.h), checked against the phase
   // first; one at a time.
@@ -97,7 +98,7 @@ class Cutover {
   Status StartReverse();
   // Starts (again) the forward flow; retries while a server is unreachable
   // or the new flow asks for a restart, up to the fail_after_seconds knob.
-  Status StartForward(const std::atomic<bool>& stop);
+  Status StartForward(StopRef stop);
   // The target's replicas lagging: holds the appliers (the board shows why).
   void CheckReplicaLag();
   // Tables the source has in the spec's scope that the migration does not

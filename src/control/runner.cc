@@ -201,7 +201,7 @@ Status Runner::Replicate() {
                   [this](uint64_t pos) { return engine_.FormatPosition(pos); });
   if (ctx_.publish_operations)
     ctx_.publish_operations([&cutover](const TrafficRequest& r) { return cutover.Do(r); });
-  Status st = cutover.Run(engine_.tables(), std::move(start), ctx_.stop);
+  Status st = cutover.Run(engine_.tables(), std::move(start), ctx_.stopping);
   if (ctx_.publish_operations) ctx_.publish_operations(nullptr);
   return st;
 }

@@ -25,6 +25,7 @@
 #include <functional>
 
 #include "base/status.h"
+#include "base/stop.h"
 #include "control/operations.h"
 #include "control/runtime.h"
 #include "control/spec.h"
@@ -37,7 +38,8 @@ struct RunContext {
   const MigrationSpec& spec;
   StateStore& store;
   MigrationRuntime& runtime;
-  const std::atomic<bool>& stop;
+  const std::atomic<bool>& stop;  // set together with `stopping`, for code that checks a flag
+  const StopSource& stopping;     // what waits wake on
   proxy::TrafficSwitch* traffic = nullptr;  // the proxy, when the spec has one
   // The runner publishes the handler of the traffic operations (switch,
   // rollback, complete, approve, verify) while it can take them, and

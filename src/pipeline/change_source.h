@@ -9,6 +9,7 @@
 #include <string>
 
 #include "base/status.h"
+#include "base/stop.h"
 #include "pipeline/sequencer.h"
 
 namespace midflight {
@@ -16,12 +17,12 @@ namespace midflight {
 class ChangeSource {
  public:
   virtual ~ChangeSource() = default;
-  // Connects and streams into `seq` until `stop` is set (returns Ok). A lost
+  // Connects and streams into `seq` until `stop` is requested (returns Ok). A lost
   // or refused connection returns RetryCall (the Flow reconnects after a
   // backoff and calls Stream again: the source then starts again from
   // seq.Confirmable(), or the server resends from what it was told);
   // anything else stops the flow. Sets seq.stats().connected while streaming.
-  virtual Status Stream(Sequencer& seq, const std::atomic<bool>& stop) = 0;
+  virtual Status Stream(Sequencer& seq, StopRef stop) = 0;
   // Asks the source to report its current position soon (an idle stream
   // then shows it is caught up). Any thread. Optional.
   virtual void Poke() {}

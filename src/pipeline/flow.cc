@@ -2,12 +2,12 @@
 
 #include <fmt/format.h>
 
-#include <condition_variable>
-#include <mutex>
 #include <thread>
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/stop.h"
+#include "base/thread_annotations.h"
 #include "pipeline/partition_log.h"
 
 namespace midflight {
@@ -20,13 +20,12 @@ struct Flow::Impl {
   std::vector<std::unique_ptr<Applier>> appliers;
   std::unique_ptr<ChangeSource> source;
   std::unique_ptr<Sequencer> seq;
-  std::atomic<bool> appliers_stop{false}, stream_stop{false};
+  StopSource appliers_stop, stream_stop;  // waits (backoffs, barriers) wake at once on Stop
   std::vector<std::thread> threads;
   std::thread stream_thread;
-  mutable std::mutex mu;
-  std::condition_variable wake;  // the stream thread's backoff waits on it
-  Status stream_status;          // GUARDED_BY(mu)
-  bool stream_done = false;      // GUARDED_BY(mu)
+  mutable Mutex mu;
+  Status stream_status GUARDED_BY(mu);
+  bool stream_done GUARDED_BY(mu) = false;
   std::atomic<bool> stopped{false};
 
   void RunStream(const std::string& label);
@@ -56,13 +55,21 @@ Result<std::unique_ptr<Flow>> Flow::Start(FlowOptions o, std::unique_ptr<ChangeS
   ASSIGN_OR_RETURN(m.barrier_sink, open_sink(PartitionId{n}, *m.tracker));
   m.source = std::move(source);
   m.seq = std::make_unique<Sequencer>(n, std::move(o.filter), m.log.get(), m.tracker.get(), m.barrier_sink.get(),
-                                      std::move(checkpoints), o.start, &m.stream_stop);
+                                      std::move(checkpoints), o.start, m.stream_stop);
   Impl* impl = &m;
+  // The flow's threads log under the migration of the thread that started it.
+  const std::string context = CurrentLogContext();
   for (auto& a : m.appliers) {
     Applier* ap = a.get();
-    m.threads.emplace_back([ap, impl] { ap->Run(impl->appliers_stop); });
+    m.threads.emplace_back([ap, impl, context] {
+      ScopedLogContext log_context(context);
+      ap->Run(impl->appliers_stop);
+    });
   }
-  m.stream_thread = std::thread([impl, label = o.label] { impl->RunStream(label); });
+  m.stream_thread = std::thread([impl, label = o.label, context] {
+    ScopedLogContext log_context(context);
+    impl->RunStream(label);
+  });
   LOG_INFO("{} replication started: {} partitions", o.label, n);
   return flow;
 }
@@ -70,11 +77,14 @@ Result<std::unique_ptr<Flow>> Flow::Start(FlowOptions o, std::unique_ptr<ChangeS
 void Flow::Impl::RunStream(const std::string& label) {
   auto backoff = std::chrono::milliseconds(500);
   Status result;
-  while (!stream_stop) {
+  while (!stream_stop.stop_requested()) {
     seq->Reset();
+    const auto began = std::chrono::steady_clock::now();
     Status st = source->Stream(*seq, stream_stop);
     seq->stats().connected = false;
-    if (stream_stop) break;
+    if (stream_stop.stop_requested()) break;
+    // A stream that ran a while before it was lost starts a new episode.
+    if (std::chrono::steady_clock::now() - began > std::chrono::seconds(60)) backoff = std::chrono::milliseconds(500);
     // RetryTxn: a barrier's target transaction met a deadlock or a lock
     // timeout (a TRUNCATE waits for its ACCESS EXCLUSIVE lock); it was rolled
     // back and not recorded, so the resent stream runs it again.
@@ -83,11 +93,10 @@ void Flow::Impl::RunStream(const std::string& label) {
       break;
     }
     LOG_WARN("{} change stream: {}; reconnecting in {} ms", label, st.message(), backoff.count());
-    std::unique_lock lock(mu);
-    wake.wait_for(lock, backoff, [this] { return stream_stop.load(); });
+    if (stream_stop.WaitFor(backoff)) break;
     backoff = std::min(backoff * 2, std::chrono::milliseconds(10000));
   }
-  std::lock_guard lock(mu);
+  MutexLock lock(&mu);
   stream_status = result;
   stream_done = true;
 }
@@ -96,18 +105,14 @@ void Flow::Stop() {
   if (!impl_) return;
   Impl& m = *impl_;
   if (m.stopped.exchange(true)) return;
-  {
-    std::lock_guard lock(m.mu);
-    m.stream_stop = true;
-  }
-  m.wake.notify_all();
+  m.stream_stop.Stop();
   // Closed before the stream is joined: the stream may be blocked appending
   // to a full partition whose applier stopped (failed, or retrying a target
   // that is down); Append then returns Cancelled. The appliers still drain
   // what the log holds until they are stopped below.
   if (m.log) m.log->Close();
   if (m.stream_thread.joinable()) m.stream_thread.join();
-  m.appliers_stop = true;
+  m.appliers_stop.Stop();
   for (auto& t : m.threads) t.join();
   m.threads.clear();
   // Close the apply sessions (PostgreSQL's hold their replication origins).
@@ -119,7 +124,7 @@ Status Flow::health() const {
   const Impl& m = *impl_;
   for (const auto& a : m.appliers)
     if (Status st = a->status(); !st.ok()) return st.WithContext(label_ + " apply");
-  std::lock_guard lock(m.mu);
+  MutexLock lock(&m.mu);
   if (m.stream_done && !m.stopped)
     return m.stream_status.ok() ? Internal(label_ + " change stream ended")
                                 : m.stream_status.WithContext(label_ + " replication");

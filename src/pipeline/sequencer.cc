@@ -9,7 +9,7 @@ namespace midflight {
 
 Sequencer::Sequencer(uint32_t partitions, SnapshotFilter filter, PartitionLog* log, ApplyTracker* tracker,
                      ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints, uint64_t received,
-                     const std::atomic<bool>* stop)
+                     StopRef stop)
     : filter_(std::move(filter)),
       tracker_(tracker),
       barrier_sink_(barrier_sink),
@@ -131,7 +131,7 @@ void Sequencer::Reset() { in_txn_ = false; }
 
 Status Sequencer::WaitApplied() {
   while (!tracker_->WaitIdle(std::chrono::milliseconds(200)))
-    if (stop_ && *stop_) return Cancelled("stopping while waiting for every partition to apply");
+    if (stop_) return Cancelled("stopping while waiting for every partition to apply");
   return Status::Ok();
 }
 
@@ -150,7 +150,7 @@ void Sequencer::Confirmed(uint64_t pos) {
 }
 
 uint64_t Sequencer::QueueRepairs(std::vector<Change> changes) {
-  std::lock_guard lock(repairs_mu_);
+  MutexLock lock(&repairs_mu_);
   repairs_queued_ += changes.size();
   for (auto& c : changes) repairs_.push_back(std::move(c));
   have_repairs_ = true;
@@ -160,7 +160,7 @@ uint64_t Sequencer::QueueRepairs(std::vector<Change> changes) {
 Status Sequencer::RouteRepairs() {
   std::vector<Change> todo;
   {
-    std::lock_guard lock(repairs_mu_);
+    MutexLock lock(&repairs_mu_);
     todo.swap(repairs_);
     have_repairs_ = false;
   }

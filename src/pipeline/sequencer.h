@@ -25,10 +25,11 @@
 
 #include <atomic>
 #include <cstdint>
-#include <mutex>
 #include <vector>
 
 #include "base/status.h"
+#include "base/stop.h"
+#include "base/thread_annotations.h"
 #include "core/change.h"
 #include "pipeline/applier.h"
 #include "pipeline/apply_tracker.h"
@@ -54,8 +55,7 @@ class Sequencer {
   // by the target, or zero when unknown). `barrier_sink` applies barriers
   // with every partition's checkpoint; `stop` cancels a barrier's wait.
   Sequencer(uint32_t partitions, SnapshotFilter filter, PartitionLog* log, ApplyTracker* tracker,
-            ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints, uint64_t received,
-            const std::atomic<bool>* stop);
+            ChangeSink* barrier_sink, std::vector<ChangePosition> checkpoints, uint64_t received, StopRef stop);
 
   // A transaction at source position `pos` starts. Returns true when every
   // partition already applied all of it (before a restart): its changes will
@@ -113,7 +113,7 @@ class Sequencer {
   ApplyTracker* tracker_;
   ChangeSink* barrier_sink_;
   RoutedLog routed_;
-  const std::atomic<bool>* stop_;
+  StopRef stop_;
   SequencerStats stats_;
   // Stream thread only.
   bool in_txn_ = false;
@@ -122,9 +122,9 @@ class Sequencer {
   uint32_t txn_seq_ = 0;
   uint64_t committed_ = 0;  // the last transaction whose Commit the stream saw
   // Repairs: queued by any thread, routed by the stream thread.
-  std::mutex repairs_mu_;
-  std::vector<Change> repairs_;  // GUARDED_BY(repairs_mu_)
-  uint64_t repairs_queued_ = 0;  // GUARDED_BY(repairs_mu_)
+  Mutex repairs_mu_;
+  std::vector<Change> repairs_ GUARDED_BY(repairs_mu_);
+  uint64_t repairs_queued_ GUARDED_BY(repairs_mu_) = 0;
   std::atomic<bool> have_repairs_{false};
 };
 

@@ -121,10 +121,11 @@ class HostedMigration {
     if (running_) return;
     if (runner_.joinable()) runner_.join();
     stop_ = false;
+    stopping_ = StopSource();  // a fresh signal per run: a stopped one stays stopped
     running_ = true;
-    runner_ = std::thread([this] {
+    runner_ = std::thread([this, stopping = stopping_] {
       ScopedLogContext log_context(spec.name);
-      RunContext ctx{spec, *store, *runtime, stop_, proxy.get(),
+      RunContext ctx{spec, *store, *runtime, stop_, stopping, proxy.get(),
                      [this](TrafficHandler h) {
                        std::unique_lock l(ops_mu_);
                        ops_ = std::move(h);
@@ -145,6 +146,7 @@ class HostedMigration {
   void StopRunner() {
     std::lock_guard lock(run_mu_);
     stop_ = true;
+    stopping_.Stop();
     if (runner_.joinable()) runner_.join();
     running_ = false;
   }
@@ -204,7 +206,10 @@ class HostedMigration {
  private:
   std::mutex run_mu_;
   std::thread runner_;
+  // A run stops when both are set (StopRunner): the flag for the code that
+  // polls it, the signal for the waits that wake at once.
   std::atomic<bool> stop_{false}, running_{false};
+  StopSource stopping_;  // replaced under run_mu_ before each run
   std::mutex status_mu_;
   Status outcome_;  // GUARDED_BY(status_mu_)
   std::shared_mutex ops_mu_;

@@ -284,7 +284,7 @@ class FakeSource final : public ChangeSource {
  public:
   explicit FakeSource(std::shared_ptr<SourceScript> s) : s_(std::move(s)) {}
 
-  Status Stream(Sequencer& seq, const std::atomic<bool>& stop) override {
+  Status Stream(Sequencer& seq, StopRef stop) override {
     SourceScript& s = *s_;
     s.seq = &seq;
     ++s.connects;
@@ -972,8 +972,9 @@ TEST(SequencerTest, RepairsWaitForTheTransactionBoundary) {
   FakeSink barrier(&target, kParts);
   auto log = NewMemoryPartitionLog(kParts, 1 << 20);
   ApplyTracker tracker(kParts);
+  StopSource never;
   Sequencer seq(kParts, SnapshotFilter(), log.get(), &tracker, &barrier, std::vector<ChangePosition>(kParts), 0,
-                nullptr);
+                never);
   auto upd = [&](const char* note) { return Make(ChangeKind::kUpdate, acc, 0, 0, {T("3"), T("1"), T(note)}); };
   const PartitionId p = Router(kParts).Route(upd("x"));
   seq.Begin(1000, 0);
@@ -1192,7 +1193,7 @@ TEST(SequencerTest, RepairAfterRestartWaitsForTheTransactionTheCheckpointIsIn) {
   // Transaction 2000 = {insert a, insert b}; a's partition applied the first only.
   std::vector<ChangePosition> cps(kParts);
   cps[pa.value] = {PgLsn::FromU64(2000), 1};
-  Sequencer seq(kParts, SnapshotFilter(), log.get(), &tracker, &barrier, cps, 0, &stop);
+  Sequencer seq(kParts, SnapshotFilter(), log.get(), &tracker, &barrier, cps, 0, stop);
   seq.QueueRepairs({ins(a, "5")});
   ASSERT_TRUE(seq.Idle(0).ok());  // a keepalive before the resend
   EXPECT_FALSE(seq.Begin(2000, 0));
@@ -1221,7 +1222,8 @@ TEST(SequencerTest, BeginSaysWhenEveryPartitionHoldsTheTransaction) {
   ApplyTracker tracker(kParts);
   std::vector<ChangePosition> cps(kParts, {PgLsn::FromU64(3000), 2});
   cps[1] = {PgLsn::FromU64(4000), 1};
-  Sequencer seq(kParts, SnapshotFilter(), log.get(), &tracker, &barrier, cps, 0, nullptr);
+  StopSource never;
+  Sequencer seq(kParts, SnapshotFilter(), log.get(), &tracker, &barrier, cps, 0, never);
   EXPECT_TRUE(seq.Begin(2000, 0));
   ASSERT_TRUE(seq.Commit(2050).ok());
   EXPECT_FALSE(seq.Begin(3000, 0)) << "partition 0 holds only the first two changes of 3000";

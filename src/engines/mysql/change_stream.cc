@@ -95,7 +95,7 @@ ChangeStream::ChangeStream(StreamConfig config) : config_(std::move(config)), st
 
 ChangeStream::~ChangeStream() = default;
 
-Status ChangeStream::Stream(Sequencer& seq, const std::atomic<bool>& stop) {
+Status ChangeStream::Stream(Sequencer& seq, StopRef stop) {
   ConnOptions o;
   o.program_name = "midflight-binlog";
   o.read_timeout_s = 30;  // heartbeats come every second

@@ -52,7 +52,7 @@ class ChangeStream final : public ChangeSource {
   ~ChangeStream() override;
   // Streams from seq.Confirmable() (the start of the oldest transaction some
   // partition has not applied), which is config.start_pos at first.
-  Status Stream(Sequencer& seq, const std::atomic<bool>& stop) override;
+  Status Stream(Sequencer& seq, StopRef stop) override;
 
  private:
   struct State;

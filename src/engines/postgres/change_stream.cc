@@ -37,7 +37,7 @@ std::vector<Datum> ToDatums(PgTuple& tuple) {
 
 ChangeStream::ChangeStream(StreamConfig config) : config_(std::move(config)) {}
 
-Status ChangeStream::Stream(Sequencer& seq, const std::atomic<bool>& stop) {
+Status ChangeStream::Stream(Sequencer& seq, StopRef stop) {
   ConnOptions o;
   o.kind = ConnKind::kReplication;
   o.application_name = config_.application_name;

@@ -45,7 +45,7 @@ struct StreamConfig {
 class ChangeStream final : public ChangeSource {
  public:
   explicit ChangeStream(StreamConfig config);
-  Status Stream(Sequencer& seq, const std::atomic<bool>& stop) override;
+  Status Stream(Sequencer& seq, StopRef stop) override;
   void Poke() override { poke_ = true; }
 
  private:
