@@ -555,7 +555,24 @@ int main(int argc, char** argv) {
   if (!target.empty() && std::filesystem::is_regular_file(target, ec)) {
     auto spec = midflight::LoadSpec(target);
     if (!spec.ok()) return Fail(spec.status());
-    if (*status) return Status(*spec, json);  // from the state store: works whether or not it runs
+    if (*status) {
+      // While a process runs the migration its API has the live values (the
+      // state store's copy is up to a few seconds old); otherwise the store.
+      if (json) {
+        std::string token;
+        std::ifstream in(spec->state_dir + "/api_token");
+        std::getline(in, token);
+        std::vector<std::pair<std::string, std::string>> headers;
+        if (!token.empty()) headers.push_back({"Authorization", "Bearer " + token});
+        auto r = midflight::http::Call(spec->control, "GET",
+                                       "/api/migrations/" + midflight::http::UrlEncode(spec->name), "", headers, 5000, {});
+        if (r.ok() && r->status == 200) {
+          std::cout << r->body << (r->body.ends_with("\n") ? "" : "\n");
+          return 0;
+        }
+      }
+      return Status(*spec, json);
+    }
     ep.spec = *spec;
     ep.spec_path = target;
     ep.address = spec->control;

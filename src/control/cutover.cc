@@ -114,6 +114,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
   auto restart_backoff = std::chrono::milliseconds(500);
   double last_replica_check = 0, last_untracked_check = 0;
   auto last_print = Clock::now() - std::chrono::seconds(10);
+  auto last_persist = Clock::now() - std::chrono::seconds(10);
   uint64_t last_applied = 0;
   auto last_rate_at = Clock::now();
   double rate = 0;
@@ -187,46 +188,55 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       last_applied = m.changes_applied;
       last_rate_at = now;
     }
-    std::vector<std::pair<std::string, std::string>> kv = {
-        {"heartbeat", std::to_string(NowUnixMicros())},
-        {"pid", std::to_string(getpid())},
-        {"source_lsn", pos_(source_lsn)},
-        {"applied_lsn", pos_(m.applied_through)},
-        {"confirmed_lsn", pos_(m.confirmed)},
-        {"received_lsn", pos_(m.received)},
-        // Where a restarted stream begins when the target holds no restart
-        // marker (MySQL targets of older midflight versions).
-        {"restart_pos", std::to_string(m.applied_through)},
-        {"lag_bytes", std::to_string(lag_bytes)},
-        {"lag_seconds", fmt::format("{:.3f}", m.lag_seconds)},
-        {"changes_applied", std::to_string(m.changes_applied)},
-        {"changes_per_s", fmt::format("{:.0f}", rate)},
-        {"apply_retries", std::to_string(m.retries)},
-        {"conflicts", runtime_.conflicts.ToJson()},
-        {"stream_connected", m.connected ? "true" : "false"}};
+    ReplicationStatus rs;
+    rs.source_position = pos_(source_lsn);
+    rs.applied_position = pos_(m.applied_through);
+    rs.confirmed_position = pos_(m.confirmed);
+    rs.received_position = pos_(m.received);
+    // Where a restarted stream begins when the target holds no restart
+    // marker (MySQL targets of older midflight versions).
+    rs.restart_position = m.applied_through;
+    rs.lag_bytes = lag_bytes;
+    rs.lag_seconds = m.lag_seconds;
+    rs.changes_applied = m.changes_applied;
+    rs.changes_per_s = rate;
+    rs.apply_retries = m.retries;
+    rs.stream_connected = m.connected;
     std::string reverse_line;
     if (rev) {
       uint64_t target_lsn = ops_.CurrentPosition(Side::kTarget);
       FlowMetrics r = rev->flow->metrics();
-      uint64_t rlag = ops_.LagBytes(target_lsn, r.applied_through);
-      kv.push_back({"reverse_lag_bytes", std::to_string(rlag)});
-      kv.push_back({"reverse_applied_lsn", pos_(r.applied_through)});
-      kv.push_back({"reverse_lag_seconds", fmt::format("{:.3f}", r.lag_seconds)});
-      kv.push_back({"reverse_changes_applied", std::to_string(r.changes_applied)});
-      reverse_line = fmt::format("; reverse lag {} bytes, {} changes applied", Commas(rlag), Commas(r.changes_applied));
+      rs.reverse_running = true;
+      rs.reverse_lag_bytes = ops_.LagBytes(target_lsn, r.applied_through);
+      rs.reverse_applied_position = pos_(r.applied_through);
+      rs.reverse_lag_seconds = r.lag_seconds;
+      rs.reverse_changes_applied = r.changes_applied;
+      reverse_line = fmt::format("; reverse lag {} bytes, {} changes applied", Commas(rs.reverse_lag_bytes),
+                                 Commas(r.changes_applied));
     }
     if (proxy_) {
       proxy::ProxyStats ps = proxy_->stats();
-      kv.push_back({"proxy_clients", std::to_string(ps.clients_rw + ps.clients_ro)});
-      kv.push_back({"proxy_transactions_source", std::to_string(ps.transactions[0])});
-      kv.push_back({"proxy_transactions_target", std::to_string(ps.transactions[1])});
+      rs.proxy_clients = ps.clients_rw + ps.clients_ro;
+      rs.proxy_transactions_source = ps.transactions[0];
+      rs.proxy_transactions_target = ps.transactions[1];
     }
-    (void)store_.PutMany(kv);
+    rs.published_us = NowUnixMicros();
+    runtime_.status.Publish(rs);
+    // The state store's copy, for `status` without a running process and
+    // the restart position: every two seconds, not every round.
+    if (now - last_persist >= std::chrono::seconds(2)) {
+      last_persist = now;
+      auto kv = rs.ToStore();
+      kv.push_back({"heartbeat", std::to_string(rs.published_us)});
+      kv.push_back({"pid", std::to_string(getpid())});
+      kv.push_back({"conflicts", runtime_.conflicts.ToJson()});
+      if (Status st = store_.PutMany(kv); !st.ok()) LOG_DEBUG("status not saved: {}", st.message());
+    }
     CrashPoint("apply-changes", static_cast<int64_t>(m.changes_applied));
     if (now - last_print >= std::chrono::seconds(5)) {
       last_print = now;
       Say(fmt::format("[{}] lag {} bytes / {:.2f} s, {} changes applied ({:.0f}/s){}{}", PhaseName(store_.phase()),
-                      Commas(lag_bytes), m.lag_seconds, Commas(m.changes_applied), rate,
+                      Commas(rs.lag_bytes), rs.lag_seconds, Commas(m.changes_applied), rate,
                       m.connected ? "" : ", source disconnected: retrying", reverse_line));
     }
   }
@@ -242,6 +252,19 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
   std::lock_guard op(op_mu_);
   if (fwd) fwd->flow->Stop();
   if (rev) rev->flow->Stop();
+  // The last status, and where a restarted stream may begin (unless the
+  // target was lost: what is in memory may be ahead of what it holds).
+  if (auto last = runtime_.status.Latest(0)) {
+    auto kv = last->ToStore();
+    if (fwd && !fwd->restart_asked()) {
+      for (auto& [k, v] : kv)
+        if (k == "restart_pos") v = std::to_string(fwd->flow->AppliedThrough());
+    } else {
+      std::erase_if(kv, [](const auto& e) { return e.first == "restart_pos"; });
+    }
+    kv.push_back({"conflicts", runtime_.conflicts.ToJson()});
+    if (Status st = store_.PutMany(kv); !st.ok()) LOG_WARN("the last status was not saved: {}", st.message());
+  }
   if (completed_ && result.ok()) {
     while (!stop.WaitFor(std::chrono::seconds(3600))) {
     }
@@ -368,6 +391,8 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Flow& flow, Phase next, 
                                      "wait for it to catch up, or use --force",
                                      to_name, m.lag_seconds, from_name, max_lag));
   const Side from_side = forward ? Side::kSource : Side::kTarget;
+  // Connections first: nothing slow inside the pause.
+  RETURN_IF_ERROR(ops_.PrepareSwitch());
 
   auto abandon = [&](const std::string& why) -> Status {
     proxy_->ResumeWrites();

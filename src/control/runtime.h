@@ -5,6 +5,7 @@
 #pragma once
 
 #include "control/knobs.h"
+#include "control/status.h"
 #include "pipeline/conflicts.h"
 #include "pipeline/throttle.h"
 
@@ -22,6 +23,7 @@ struct MigrationRuntime {
   ThrottleBoard throttle;
   ConflictBoard conflicts;  // forward apply conflicts; saved in the state store as "conflicts"
   RateLimiter copy_rate, apply_rate;
+  StatusBoard status;  // the replication's latest status (control/status.h)
 };
 
 }  // namespace midflight

@@ -105,6 +105,10 @@ class ReplicationOps {
   // of the oldest received transaction not applied (the source's commit
   // times are too coarse, or changes wait unread on the source).
   virtual bool lag_from_positions() const { return false; }
+  // Opens (or checks) the connections CommittedPosition and SyncSequences
+  // use, so that nothing slow happens inside a write pause. Called before
+  // the pause; Ok when there is nothing to open.
+  virtual Status PrepareSwitch() { return Status::Ok(); }
   // A position every transaction committed on `side` so far is before, and
   // that the side has made durable (a flow can reach it at once).
   virtual Result<uint64_t> CommittedPosition(proxy::Side side) = 0;

@@ -54,6 +54,8 @@ struct View {
   std::vector<TableRow> tables;
   Phase phase = Phase::kCreated;
   int64_t rows_copied = 0, estimated_rows = 0;
+  ReplicationStatus repl;  // live from the runtime's board while it publishes, else the store's copy
+  std::string conflicts;   // JSON (pipeline/conflicts.h): live while running, else the store's copy
 
   std::string Str(const char* key) const {
     auto it = kv.find(key);
@@ -63,11 +65,19 @@ struct View {
   double Real(const char* key) const { return std::atof(Str(key).c_str()); }
 };
 
-View Read(StateStore& store) {
+// `runtime` (optional): the hosted migration's, whose live values win over
+// the store's copy while its runner publishes them.
+View Read(StateStore& store, const MigrationRuntime* runtime = nullptr, bool running = false) {
   View v;
   v.kv = store.GetAll();
   v.tables = store.Tables();
   v.phase = ParsePhase(v.Str("phase")).value_or(Phase::kCreated);
+  v.repl = ReplicationStatus::FromStore([&v](const char* k) { return v.Str(k); });
+  v.conflicts = v.Str("conflicts");
+  if (runtime && running) {
+    if (auto live = runtime->status.Latest(NowUnixMicros() - 3'000'000)) v.repl = *live;
+    v.conflicts = runtime->conflicts.ToJson();
+  }
   for (const auto& t : v.tables) {
     v.rows_copied += t.rows_copied;
     v.estimated_rows += t.est_rows;
@@ -235,16 +245,16 @@ json Summary(HostedMigration& m, const View& v) {
   j["rows_copied"] = v.rows_copied;
   j["estimated_rows"] = v.estimated_rows;
   j["rows_per_s"] = m.LatestRowsPerS();
-  j["lag_bytes"] = v.Int("lag_bytes");
-  j["lag_seconds"] = v.Real("lag_seconds");
+  j["lag_bytes"] = v.repl.lag_bytes;
+  j["lag_seconds"] = v.repl.lag_seconds;
   j["throttled"] = m.runtime->throttle.active();
-  j["conflicts"] = json::parse(ConflictSummaryJson(v.Str("conflicts")))["total"];
+  j["conflicts"] = json::parse(ConflictSummaryJson(v.conflicts))["total"];
   return j;
 }
 
 json Detail(HostedMigration& m) {
   StateStore& s = *m.store;
-  const View v = Read(s);
+  const View v = Read(s, m.runtime.get(), m.running());
   json j = Summary(m, v);
   j["tables"] = json::array();
   for (const auto& t : v.tables)
@@ -256,16 +266,18 @@ json Detail(HostedMigration& m) {
                            {"chunks_done", t.chunks_done},
                            {"chunks_total", t.chunks_total},
                            {"rows_per_s", t.rows_per_s}});
-  j["replication"] = {{"changes_applied", v.Int("changes_applied")},
-                      {"changes_per_s", v.Real("changes_per_s")},
-                      {"apply_retries", v.Int("apply_retries")},
-                      {"source_position", v.Str("source_lsn")},
-                      {"applied_position", v.Str("applied_lsn")},
-                      {"restart_position", v.Str("restart_pos")}};
-  j["reverse"] = {{"lag_bytes", v.Int("reverse_lag_bytes")},
-                  {"lag_seconds", v.Real("reverse_lag_seconds")},
-                  {"changes_applied", v.Int("reverse_changes_applied")},
-                  {"applied_position", v.Str("reverse_applied_lsn")}};
+  j["replication"] = {{"changes_applied", v.repl.changes_applied},
+                      {"changes_per_s", v.repl.changes_per_s},
+                      {"apply_retries", v.repl.apply_retries},
+                      {"source_position", v.repl.source_position},
+                      {"applied_position", v.repl.applied_position},
+                      {"restart_position", v.Str("restart_pos").empty() && v.repl.restart_position == 0
+                                               ? std::string()
+                                               : std::to_string(v.repl.restart_position)}};
+  j["reverse"] = {{"lag_bytes", v.repl.reverse_lag_bytes},
+                  {"lag_seconds", v.repl.reverse_lag_seconds},
+                  {"changes_applied", v.repl.reverse_changes_applied},
+                  {"applied_position", v.repl.reverse_applied_position}};
   Phase p = v.phase;
   if (p == Phase::kPaused || p == Phase::kFailed) p = ParsePhase(v.Str("resume_phase")).value_or(Phase::kCreated);
   j["proxy"] = {{"read_write", v.Str("proxy_rw")},
@@ -273,7 +285,7 @@ json Detail(HostedMigration& m) {
                 {"writes_to", m.proxy ? proxy::SideName(m.proxy->write_side())
                                       : (p == Phase::kWritesSwitched || p == Phase::kCompleted ? "target" : "source")},
                 {"read_percent", m.proxy ? m.proxy->read_percent() : 0},
-                {"clients", v.Int("proxy_clients")}};
+                {"clients", v.repl.proxy_clients}};
   if (m.proxy) {
     proxy::ProxyStats ps = m.proxy->stats();
     j["proxy"]["clients"] = ps.clients_rw + ps.clients_ro;
@@ -287,7 +299,7 @@ json Detail(HostedMigration& m) {
   for (const auto& w : SplitList(v.Str("write_pauses_ms"), ',')) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
   j["throttle"] = json::parse(m.runtime->throttle.ToJson());
   // Apply conflicts (pipeline/conflicts.h), as the runner last saved them.
-  j["conflicts"] = json::parse(ConflictSummaryJson(v.Str("conflicts")));
+  j["conflicts"] = json::parse(ConflictSummaryJson(v.conflicts));
   j["knobs"] = json::parse(m.runtime->knobs.ToJson());
   j["events"] = json::array();
   for (const auto& e : s.Events(50))
@@ -566,7 +578,7 @@ http::Response Service::List() {
     for (auto& [n, m] : migrations_) all.push_back(m);
   }
   json out = json::array();
-  for (auto& m : all) out.push_back(Summary(*m, Read(*m->store)));
+  for (auto& m : all) out.push_back(Summary(*m, Read(*m->store, m->runtime.get(), m->running())));
   return JsonOk(200, json{{"migrations", out}});
 }
 
@@ -780,16 +792,16 @@ void Service::Sample() {
   for (auto& mp : all) {
     HostedMigration& m = *mp;
     StateStore& s = *m.store;
-    const View v = Read(s);
+    const View v = Read(s, m.runtime.get(), m.running());
     HistorySample h;
     h.t = now;
     h.rows_copied = v.rows_copied;
     if (m.last_rows >= 0 && now > m.last_t) h.rows_per_s = std::max(0.0, (h.rows_copied - m.last_rows) / (now - m.last_t));
     m.last_rows = h.rows_copied;
     m.last_t = now;
-    h.changes_per_s = v.Real("changes_per_s");
-    h.lag_bytes = v.Int("lag_bytes");
-    h.lag_seconds = v.Real("lag_seconds");
+    h.changes_per_s = v.repl.changes_per_s;
+    h.lag_bytes = static_cast<int64_t>(v.repl.lag_bytes);
+    h.lag_seconds = v.repl.lag_seconds;
     const Phase p = v.phase;
     bool replicating = p >= Phase::kReplicating && p <= Phase::kWritesSwitched && m.running();
     if (!replicating) {
@@ -855,7 +867,7 @@ http::Response Service::Metrics() {
       x.push_back({k, v});
       return x;
     };
-    const View v = Read(s);
+    const View v = Read(s, m.runtime.get(), m.running());
     const Phase p = v.phase;
     w.Family("midflight_phase", "gauge", "1 for the phase the migration is in.");
     w.Sample("midflight_phase", with("phase", PhaseName(p)), 1);
@@ -869,15 +881,15 @@ http::Response Service::Metrics() {
     w.Sample("midflight_copy_rows_per_second", l, m.LatestRowsPerS());
     w.Family("midflight_changes_applied_total", "counter", "Changes applied, by direction.");
     w.Sample("midflight_changes_applied_total", with("direction", "forward"),
-             static_cast<double>(v.Int("changes_applied")));
+             static_cast<double>(v.repl.changes_applied));
     w.Sample("midflight_changes_applied_total", with("direction", "reverse"),
-             static_cast<double>(v.Int("reverse_changes_applied")));
+             static_cast<double>(v.repl.reverse_changes_applied));
     w.Family("midflight_lag_bytes", "gauge", "Bytes of change stream not applied yet, by direction.");
-    w.Sample("midflight_lag_bytes", with("direction", "forward"), static_cast<double>(v.Int("lag_bytes")));
-    w.Sample("midflight_lag_bytes", with("direction", "reverse"), static_cast<double>(v.Int("reverse_lag_bytes")));
+    w.Sample("midflight_lag_bytes", with("direction", "forward"), static_cast<double>(v.repl.lag_bytes));
+    w.Sample("midflight_lag_bytes", with("direction", "reverse"), static_cast<double>(v.repl.reverse_lag_bytes));
     w.Family("midflight_lag_seconds", "gauge", "Age of the oldest transaction not applied yet, by direction.");
-    w.Sample("midflight_lag_seconds", with("direction", "forward"), v.Real("lag_seconds"));
-    w.Sample("midflight_lag_seconds", with("direction", "reverse"), v.Real("reverse_lag_seconds"));
+    w.Sample("midflight_lag_seconds", with("direction", "forward"), v.repl.lag_seconds);
+    w.Sample("midflight_lag_seconds", with("direction", "reverse"), v.repl.reverse_lag_seconds);
     auto lat = m.runtime->throttle.latency();
     w.Family("midflight_apply_batch_seconds", "histogram", "Time of one apply transaction on the receiving server.");
     for (size_t i = 0; i < ThrottleBoard::kLatencyBuckets.size(); ++i)
@@ -893,7 +905,7 @@ http::Response Service::Metrics() {
     w.Family("midflight_apply_conflicts_total", "counter",
              "Apply conflicts (insert of a row the target had, update or delete of one it had not), by table and kind.");
     {
-      json c = json::parse(ConflictSummaryJson(v.Str("conflicts")));
+      json c = json::parse(ConflictSummaryJson(v.conflicts));
       for (const char* kind : {"insert_existing", "update_missing", "delete_missing"}) {
         auto kl = with("kind", kind);
         kl.push_back({"table", ""});

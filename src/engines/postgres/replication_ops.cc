@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "base/log.h"
+#include "base/thread_annotations.h"
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
@@ -70,8 +71,14 @@ class PgReplicationOps final : public ReplicationOps {
       : spec_(spec), store_(store), runtime_(runtime) {}
 
   Result<StartedFlow> StartFlow(Side from, const std::vector<TablePtr>& tables, const ReplicateStart& start) override;
+  Status PrepareSwitch() override {
+    MutexLock lock(&control_mu_);
+    for (Side side : {Side::kSource, Side::kTarget}) RETURN_IF_ERROR(ControlConn(side).status());
+    return Status::Ok();
+  }
   Result<uint64_t> CommittedPosition(Side side) override {
-    ASSIGN_OR_RETURN(auto conn, Control(Uri(side)));
+    MutexLock lock(&control_mu_);
+    ASSIGN_OR_RETURN(PgConn * conn, ControlConn(side));
     ASSIGN_OR_RETURN(PgLsn lsn, FlushedPosition(*conn));
     return lsn.value();
   }
@@ -104,8 +111,9 @@ class PgReplicationOps final : public ReplicationOps {
     return std::make_pair(lag, v->substr(std::min(v->size(), v->find(' ') + 1)));
   }
   Status SyncSequences(Side from) override {
-    ASSIGN_OR_RETURN(auto a, Control(Uri(from)));
-    ASSIGN_OR_RETURN(auto b, Control(Uri(from == Side::kSource ? Side::kTarget : Side::kSource)));
+    MutexLock lock(&control_mu_);
+    ASSIGN_OR_RETURN(PgConn * a, ControlConn(from));
+    ASSIGN_OR_RETURN(PgConn * b, ControlConn(from == Side::kSource ? Side::kTarget : Side::kSource));
     return pg::SyncSequences(*a, *b, tables_);
   }
   std::vector<std::string> CleanUpOnComplete() override;
@@ -126,6 +134,15 @@ class PgReplicationOps final : public ReplicationOps {
     }
     return c.get();
   }
+  // The operations' connection to `side`: kept open between switches (a
+  // session the server dropped is found by a ping and opened again).
+  Result<PgConn*> ControlConn(Side side) REQUIRES(control_mu_) {
+    auto& c = control_[static_cast<int>(side)];
+    if (!c || c->IsBroken() || !c->Exec("SELECT 1").ok()) {
+      ASSIGN_OR_RETURN(c, Control(Uri(side)));
+    }
+    return c.get();
+  }
   // The settings both directions share.
   FlowConfig Config(bool forward, const std::vector<TablePtr>& tables, uint32_t partitions) const;
 
@@ -134,6 +151,8 @@ class PgReplicationOps final : public ReplicationOps {
   MigrationRuntime& runtime_;
   std::vector<TablePtr> tables_;           // the migrated tables as the source has them (StartFlow)
   std::unique_ptr<PgConn> monitor_[2];     // monitor thread only
+  Mutex control_mu_;                       // the operation's and the stop's connections
+  std::unique_ptr<PgConn> control_[2] GUARDED_BY(control_mu_);
 };
 
 FlowConfig PgReplicationOps::Config(bool forward, const std::vector<TablePtr>& tables, uint32_t partitions) const {
