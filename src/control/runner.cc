@@ -186,12 +186,12 @@ Status Runner::Replicate() {
       if (it == done.end())
         return DataLoss(fmt::format("chunk {} of {} is not recorded on the target; the copy is incomplete", c.number,
                                     c.table.ToString()));
-      const PgLsn snap = PgLsn::FromU64(it->second.snapshot);
+      const Position snap = it->second.snapshot;
       if (c.kind == Chunk::Kind::kIntRange)
         start.filter.AddRange(c.table, c.lo, c.hi, snap);
       else
         start.filter.AddTable(c.table, snap);
-      oldest = std::min(oldest, it->second.snapshot);
+      oldest = std::min(oldest, it->second.snapshot.value());
     }
     start.oldest_snapshot = oldest == UINT64_MAX ? 0 : oldest;
   }

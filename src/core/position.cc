@@ -23,6 +23,16 @@ std::string PgLsn::ToString() const {
   return fmt::format("{:X}/{:X}", static_cast<uint32_t>(v_ >> 32), static_cast<uint32_t>(v_));
 }
 
+std::string Position::ToString() const {
+  switch (kind_) {
+    case PositionKind::kPgLsn: return PgLsn::FromU64(v_).ToString();
+    case PositionKind::kBinlog:
+      return fmt::format("binlog {:06d}:{}", static_cast<uint32_t>(v_ >> 32), static_cast<uint32_t>(v_));
+    case PositionKind::kNone: break;
+  }
+  return std::to_string(v_);
+}
+
 std::string ChangePosition::ToString() const {
   return fmt::format("{}#{}", commit_lsn.ToString(), seq);
 }

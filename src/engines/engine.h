@@ -53,7 +53,7 @@ using TablePtr = std::shared_ptr<const TableSchema>;
 
 // A chunk the target holds: recorded with its rows in one target transaction.
 struct DoneChunk {
-  uint64_t snapshot = 0;  // the source position of the snapshot it was copied from
+  Position snapshot;  // the source position of the snapshot it was copied from
   int64_t rows = 0, bytes = 0;
 };
 // (table "schema.name", chunk number) -> what its transaction recorded.

@@ -31,7 +31,7 @@ class ApplyTracker {
   ChangePosition AppliedOf(PartitionId p) const;
 
   struct Pending {
-    PgLsn commit_lsn;        // oldest transaction not applied everywhere
+    Position commit_lsn;     // oldest transaction not applied everywhere
     int64_t commit_time_us;  // its source commit time
   };
   // The oldest transaction some partition has not applied yet, or nullopt.

@@ -17,18 +17,18 @@ PartitionId Router::Route(const Change& change) const {
   return PartitionId{static_cast<uint32_t>(h % partitions_)};
 }
 
-void SnapshotFilter::AddTable(const TableId& table, PgLsn snapshot) {
+void SnapshotFilter::AddTable(const TableId& table, Position snapshot) {
   tables_[table] = snapshot;
   horizon_ = std::max(horizon_, snapshot);
 }
 
 void SnapshotFilter::AddRange(const TableId& table, std::optional<int64_t> lo, std::optional<int64_t> hi,
-                              PgLsn snapshot) {
+                              Position snapshot) {
   ranges_[table].push_back({lo, hi, snapshot});
   horizon_ = std::max(horizon_, snapshot);
 }
 
-PgLsn SnapshotFilter::SnapshotFor(const TableSchema& table, const std::vector<Datum>& image) const {
+Position SnapshotFilter::SnapshotFor(const TableSchema& table, const std::vector<Datum>& image) const {
   auto rit = ranges_.find(table.id);
   if (rit != ranges_.end() && !table.key_writable.empty()) {
     const Datum& d = image.at(table.key_writable[0]);
@@ -40,18 +40,18 @@ PgLsn SnapshotFilter::SnapshotFor(const TableSchema& table, const std::vector<Da
     }
   }
   auto tit = tables_.find(table.id);
-  return tit == tables_.end() ? PgLsn() : tit->second;
+  return tit == tables_.end() ? Position() : tit->second;
 }
 
-PgLsn SnapshotFilter::OldestSnapshot(const TableId& table) const {
+Position SnapshotFilter::OldestSnapshot(const TableId& table) const {
   auto rit = ranges_.find(table);
   if (rit != ranges_.end() && !rit->second.empty()) {
-    PgLsn oldest = rit->second.front().snapshot;
+    Position oldest = rit->second.front().snapshot;
     for (const auto& r : rit->second) oldest = std::min(oldest, r.snapshot);
     return oldest;
   }
   auto it = tables_.find(table);
-  return it == tables_.end() ? PgLsn() : it->second;
+  return it == tables_.end() ? Position() : it->second;
 }
 
 bool SnapshotFilter::AlreadyCopied(const Change& change) const {
@@ -64,7 +64,7 @@ bool SnapshotFilter::AlreadyCopied(const Change& change) const {
   }
   const TableSchema& t = *change.table;
   const bool uses_old = change.kind == ChangeKind::kDelete || change.MovesKey();
-  PgLsn snap = SnapshotFor(t, uses_old ? change.old : change.values);
+  Position snap = SnapshotFor(t, uses_old ? change.old : change.values);
   if (change.MovesKey()) snap = std::min(snap, SnapshotFor(t, change.values));
   return change.pos.commit_lsn < snap;
 }

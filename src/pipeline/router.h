@@ -43,27 +43,27 @@ class Router {
 class SnapshotFilter {
  public:
   // Every row of `table` was copied from a snapshot at `snapshot`.
-  void AddTable(const TableId& table, PgLsn snapshot);
+  void AddTable(const TableId& table, Position snapshot);
   // Rows of `table` whose integer chunk column lies in [lo, hi) (nullopt: unbounded)
   // were copied from a snapshot at `snapshot`.
   void AddRange(const TableId& table, std::optional<int64_t> lo, std::optional<int64_t> hi,
-                PgLsn snapshot);
+                Position snapshot);
   // True when the copy already holds this change (the applier must not apply it).
   bool AlreadyCopied(const Change& change) const;
   // Past this LSN no change is filtered: the caller may stop consulting the filter.
-  PgLsn horizon() const { return horizon_; }
+  Position horizon() const { return horizon_; }
 
  private:
   struct Range {
     std::optional<int64_t> lo, hi;
-    PgLsn snapshot;
+    Position snapshot;
   };
-  PgLsn SnapshotFor(const TableSchema& table, const std::vector<Datum>& image) const;
+  Position SnapshotFor(const TableSchema& table, const std::vector<Datum>& image) const;
   // The oldest snapshot any row of `table` was copied from (zero if unknown).
-  PgLsn OldestSnapshot(const TableId& table) const;
-  std::map<TableId, PgLsn> tables_;
+  Position OldestSnapshot(const TableId& table) const;
+  std::map<TableId, Position> tables_;
   std::map<TableId, std::vector<Range>> ranges_;
-  PgLsn horizon_;
+  Position horizon_;
 };
 
 }  // namespace midflight

@@ -18,17 +18,17 @@ Sequencer::Sequencer(uint32_t partitions, SnapshotFilter filter, PartitionLog* l
   stats_.received = received;
 }
 
-bool Sequencer::Begin(uint64_t pos, int64_t commit_time_us) {
+bool Sequencer::Begin(Position pos, int64_t commit_time_us) {
   in_txn_ = true;
   txn_pos_ = pos;
   txn_time_us_ = commit_time_us;
   txn_seq_ = 0;
-  return ChangePosition{PgLsn::FromU64(pos), UINT32_MAX} <= routed_.lowest();
+  return ChangePosition{pos, UINT32_MAX} <= routed_.lowest();
 }
 
 Status Sequencer::Emit(Change change) {
   if (!in_txn_) return Internal("change stream: a change outside a transaction");
-  change.pos = ChangePosition{PgLsn::FromU64(txn_pos_), ++txn_seq_};
+  change.pos = ChangePosition{txn_pos_, ++txn_seq_};
   change.commit_time_us = txn_time_us_;
   if (change.kind == ChangeKind::kUpdate) {
     if (change.MovesKey() && !change.HasUnchangedValues()) {
@@ -43,7 +43,7 @@ Status Sequencer::Emit(Change change) {
       Change ins;
       ins.kind = ChangeKind::kInsert;
       ins.table = std::move(change.table);
-      ins.pos = ChangePosition{PgLsn::FromU64(txn_pos_), ++txn_seq_};
+      ins.pos = ChangePosition{txn_pos_, ++txn_seq_};
       ins.commit_time_us = change.commit_time_us;
       ins.values = std::move(change.values);
       RETURN_IF_ERROR(Route(std::move(del)));
@@ -104,7 +104,7 @@ Status Sequencer::Route(Change change) {
 
 Status Sequencer::Commit(uint64_t end) {
   in_txn_ = false;
-  committed_ = std::max(committed_, txn_pos_);
+  committed_ = std::max(committed_, txn_pos_.value());
   if (end > stats_.received) stats_.received = end;
   return MaybeRouteRepairs();
 }

@@ -60,7 +60,7 @@ class Sequencer {
   // A transaction at source position `pos` starts. Returns true when every
   // partition already applied all of it (before a restart): its changes will
   // all be dropped, so the source may skip decoding them.
-  bool Begin(uint64_t pos, int64_t commit_time_us);
+  bool Begin(Position pos, int64_t commit_time_us);
   // One change of the current transaction, in source order. Its `pos` and
   // `commit_time_us` are set here. An update carries `old` only when its key
   // changed or its table matches on the whole row (or it may carry the whole
@@ -117,7 +117,7 @@ class Sequencer {
   SequencerStats stats_;
   // Stream thread only.
   bool in_txn_ = false;
-  uint64_t txn_pos_ = 0;
+  Position txn_pos_;
   int64_t txn_time_us_ = 0;
   uint32_t txn_seq_ = 0;
   uint64_t committed_ = 0;  // the last transaction whose Commit the stream saw

@@ -771,8 +771,9 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
   Result<TrafficResult> out = m->CallOperation(req);
   if (!out.ok()) {
     const StatusCode c = out.status().code();
-    return JsonError(c == StatusCode::kInvalidArgument ? 400 : c == StatusCode::kOperator ? 409 : 500,
-                     out.status().message());
+    json body{{"error", out.status().message()}};
+    if (req.op == TrafficOp::kVerify) body["clean"] = false;  // every verify answer says whether it was clean
+    return JsonOk(c == StatusCode::kInvalidArgument ? 400 : c == StatusCode::kOperator ? 409 : 500, body);
   }
   // A verification that found differences answers 422 with the list as "error"
   // (as every non-2xx answer carries its text).

@@ -304,7 +304,7 @@ class FakeSource final : public ChangeSource {
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       }
       if (stop) break;
-      const bool skip = seq.Begin(t.pos, 1'700'000'000'000'000 + static_cast<int64_t>(t.pos));
+      const bool skip = seq.Begin(Position::Pg(t.pos), 1'700'000'000'000'000 + static_cast<int64_t>(t.pos));
       for (size_t j = 0; j < t.changes.size(); ++j) {
         if (s.drops.erase({i, j})) {
           if (s.on_drop) s.on_drop(seq);
@@ -977,7 +977,7 @@ TEST(SequencerTest, RepairsWaitForTheTransactionBoundary) {
                 never);
   auto upd = [&](const char* note) { return Make(ChangeKind::kUpdate, acc, 0, 0, {T("3"), T("1"), T(note)}); };
   const PartitionId p = Router(kParts).Route(upd("x"));
-  seq.Begin(1000, 0);
+  seq.Begin(Position::Pg(1000), 0);
   ASSERT_TRUE(seq.Emit(upd("first")).ok());
   EXPECT_EQ(seq.QueueRepairs({Make(ChangeKind::kInsert, acc, 0, 0, {T("3"), T("777"), T("repaired")})}), 1u);
   ASSERT_TRUE(seq.Idle(0).ok());  // inside the transaction: nothing routed
@@ -1196,7 +1196,7 @@ TEST(SequencerTest, RepairAfterRestartWaitsForTheTransactionTheCheckpointIsIn) {
   Sequencer seq(kParts, SnapshotFilter(), log.get(), &tracker, &barrier, cps, 0, stop);
   seq.QueueRepairs({ins(a, "5")});
   ASSERT_TRUE(seq.Idle(0).ok());  // a keepalive before the resend
-  EXPECT_FALSE(seq.Begin(2000, 0));
+  EXPECT_FALSE(seq.Begin(Position::Pg(2000), 0));
   ASSERT_TRUE(seq.Emit(ins(a, "1")).ok());
   ASSERT_TRUE(seq.Emit(ins(b, "2")).ok());
   ASSERT_TRUE(seq.Commit(2050).ok());
@@ -1224,11 +1224,11 @@ TEST(SequencerTest, BeginSaysWhenEveryPartitionHoldsTheTransaction) {
   cps[1] = {PgLsn::FromU64(4000), 1};
   StopSource never;
   Sequencer seq(kParts, SnapshotFilter(), log.get(), &tracker, &barrier, cps, 0, never);
-  EXPECT_TRUE(seq.Begin(2000, 0));
+  EXPECT_TRUE(seq.Begin(Position::Pg(2000), 0));
   ASSERT_TRUE(seq.Commit(2050).ok());
-  EXPECT_FALSE(seq.Begin(3000, 0)) << "partition 0 holds only the first two changes of 3000";
+  EXPECT_FALSE(seq.Begin(Position::Pg(3000), 0)) << "partition 0 holds only the first two changes of 3000";
   ASSERT_TRUE(seq.Commit(3050).ok());
-  EXPECT_FALSE(seq.Begin(4000, 0));
+  EXPECT_FALSE(seq.Begin(Position::Pg(4000), 0));
 }
 
 }  // namespace

@@ -34,3 +34,26 @@ TEST(ChangePositionTest, OrdersByCommitThenSequence) {
 }
 
 }  // namespace midflight
+
+namespace midflight {
+namespace {
+
+TEST(PositionTest, TaggedByEngineAndOrderedByValue) {
+  const Position pg = Position::Pg((0x16ull << 32) | 0xB374D848);
+  EXPECT_EQ(pg.kind(), PositionKind::kPgLsn);
+  EXPECT_EQ(pg.ToString(), "16/B374D848");
+  const Position bl = Position::Binlog((12ull << 32) | 4711);
+  EXPECT_EQ(bl.kind(), PositionKind::kBinlog);
+  EXPECT_EQ(bl.ToString(), "binlog 000012:4711");
+  // A zero position carries no engine and orders below every other.
+  EXPECT_EQ(Position::Binlog(0).kind(), PositionKind::kNone);
+  EXPECT_EQ(Position().ToString(), "0");
+  EXPECT_LT(Position(), Position::Binlog(1));
+  EXPECT_LT(Position::Binlog((11ull << 32) | 999999), Position::Binlog((12ull << 32) | 4));
+  EXPECT_EQ(Position(PgLsn::FromU64(42)), Position::Pg(42));
+  // A change's position reads in its engine's form.
+  EXPECT_EQ((ChangePosition{Position::Binlog((3ull << 32) | 120), 2}).ToString(), "binlog 000003:120#2");
+}
+
+}  // namespace
+}  // namespace midflight

@@ -175,7 +175,7 @@ Status ChangeStream::HandleEvent(Sequencer& seq, std::string_view bytes) {
     s.in_txn = true;
     s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
     // A transaction every partition applied before a restart: skip its rows undecoded.
-    s.skip_txn = seq.Begin(s.txn_pos, static_cast<int64_t>(h.timestamp) * 1000000);
+    s.skip_txn = seq.Begin(Position::Binlog(s.txn_pos), static_cast<int64_t>(h.timestamp) * 1000000);
     return Status::Ok();
   }
   auto end_txn = [&] {
@@ -189,7 +189,7 @@ Status ChangeStream::HandleEvent(Sequencer& seq, std::string_view bytes) {
     if (q == "COMMIT" || q == "ROLLBACK") return end_txn();
     if (!s.in_txn) {
       s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
-      s.skip_txn = seq.Begin(s.txn_pos, static_cast<int64_t>(h.timestamp) * 1000000);
+      s.skip_txn = seq.Begin(Position::Binlog(s.txn_pos), static_cast<int64_t>(h.timestamp) * 1000000);
     }
     if (!s.skip_txn) RETURN_IF_ERROR(HandleQuery(seq, e.query->schema, q));
     return end_txn();  // DDL commits implicitly

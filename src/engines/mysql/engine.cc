@@ -224,7 +224,7 @@ Result<DoneChunks> MyEngine::LoadDoneChunks() {
     if (!ParseU64(r.Get(i, 2), &snapshot))
       return DataLoss(fmt::format("target: midflight.chunks has snapshot_pos '{}' for chunk {} of {}, not a position",
                                   r.Get(i, 2), r.Get(i, 1), r.Get(i, 0)));
-    done[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {snapshot, r.GetInt(i, 3), r.GetInt(i, 4)};
+    done[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {Position::Binlog(snapshot), r.GetInt(i, 3), r.GetInt(i, 4)};
   }
   return done;
 }

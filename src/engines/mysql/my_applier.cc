@@ -293,7 +293,7 @@ Result<ChangePosition> MyChangeSink::LoadCheckpoint() {
   if (!ParseU64(r.Get(0, 0), &commit_pos))
     return Internal(fmt::format("target: midflight.checkpoints.commit_pos of partition {} is not a number: '{}'",
                                 partition_.value, r.Get(0, 0)));
-  return ChangePosition{PgLsn::FromU64(commit_pos), static_cast<uint32_t>(r.GetInt(0, 1))};
+  return ChangePosition{Position::Binlog(commit_pos), static_cast<uint32_t>(r.GetInt(0, 1))};
 }
 
 namespace {

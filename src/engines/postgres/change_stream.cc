@@ -147,7 +147,7 @@ Status ChangeStream::Handle(Sequencer& seq, std::span<const uint8_t> payload) {
   if (auto* b = std::get_if<PgBegin>(&msg)) {
     skip_txn_ = false;
     txn_lsn_ = PgLsn::FromU64(b->final_lsn);
-    seq.Begin(b->final_lsn, b->commit_time + kPgEpochOffsetMicros);
+    seq.Begin(Position::Pg(b->final_lsn), b->commit_time + kPgEpochOffsetMicros);
     return Status::Ok();
   }
   if (auto* c = std::get_if<PgCommit>(&msg)) {

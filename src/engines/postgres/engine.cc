@@ -197,7 +197,7 @@ Result<DoneChunks> PgEngine::LoadDoneChunks() {
                                            {spec_.name}));
   for (int i = 0; i < r.rows(); ++i) {
     ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(r.Get(i, 2)));
-    done[{r.GetString(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {lsn.value(), r.GetInt(i, 3), r.GetInt(i, 4)};
+    done[{r.GetString(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {Position(lsn), r.GetInt(i, 3), r.GetInt(i, 4)};
   }
   return done;
 }
