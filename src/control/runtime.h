@@ -6,12 +6,24 @@
 
 #include "control/knobs.h"
 #include "control/status.h"
+#include "pipeline/applier.h"
 #include "pipeline/conflicts.h"
 #include "pipeline/throttle.h"
 
 namespace midflight {
 
 struct MigrationRuntime {
+  // The appliers' live settings from the knobs.
+  ApplySettings ApplyNow() const {
+    ApplySettings s;
+    s.batch_size = static_cast<size_t>(knobs.Int(Knob::kApplyBatchSize));
+    s.linger = std::chrono::milliseconds(knobs.Int(Knob::kApplyCommitMs));
+    s.max_backoff = std::chrono::milliseconds(knobs.Int(Knob::kThrottleMaxBackoffMs));
+    s.fail_after_seconds = knobs.Get(Knob::kFailAfterSeconds);
+    s.stop_on_conflict = knobs.Int(Knob::kStopOnConflict) != 0;
+    return s;
+  }
+
   explicit MigrationRuntime(const MigrationSpec& spec)
       : knobs(spec),
         copy_rate([this] { return knobs.Get(Knob::kCopyRowsPerS); }),

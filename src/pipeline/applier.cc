@@ -3,7 +3,6 @@
 #include <thread>
 
 #include "base/log.h"
-#include "control/knobs.h"
 #include "pipeline/batch.h"
 #include <fmt/format.h>
 
@@ -37,9 +36,9 @@ void Applier::RunUntil(StopRef stop) {
   std::vector<Change> taken;
   while (!stop) {
     taken.clear();
-    const Knobs* k = options_.knobs;
-    size_t max = k ? static_cast<size_t>(k->Int(Knob::kApplyBatchSize)) : options_.batch_size;
-    auto linger = k ? std::chrono::milliseconds(k->Int(Knob::kApplyCommitMs)) : options_.linger;
+    const ApplySettings set = Settings();
+    const size_t max = set.batch_size;
+    const auto linger = set.linger;
     Status st = log_->Poll(p_, 1, max, std::chrono::milliseconds(50), &taken);
     if (st.code() == StatusCode::kCancelled) return;
     if (!st.ok()) return fail(st);
@@ -93,7 +92,7 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
   while (true) {
     auto started = std::chrono::steady_clock::now();
     BatchConflicts conflicts;
-    conflicts.stop = options_.conflicts && options_.knobs && options_.knobs->Int(Knob::kStopOnConflict) != 0;
+    conflicts.stop = options_.conflicts && Settings().stop_on_conflict;
     Status st = sink_->ApplyBatch(batch, checkpoint, &conflicts);
     // Counted once: for the attempt that committed, or the one that stopped.
     if (options_.conflicts && (st.ok() || !conflicts.found.empty())) options_.conflicts->Record(conflicts.found);
@@ -110,8 +109,8 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
     if (st.code() != StatusCode::kRetryTxn && st.code() != StatusCode::kRetryCall) return st;
     auto now = std::chrono::steady_clock::now();
     if (first_failure == std::chrono::steady_clock::time_point{}) first_failure = now;
-    const Knobs* k = options_.knobs;
-    double fail_after = k ? k->Get(Knob::kFailAfterSeconds) : options_.fail_after_seconds;
+    const ApplySettings set = Settings();
+    const double fail_after = set.fail_after_seconds;
     double failing_for = std::chrono::duration<double>(now - first_failure).count();
     if (failing_for >= fail_after) {
       if (options_.throttle) options_.throttle->Clear(where);
@@ -127,8 +126,7 @@ Status Applier::ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkp
       if (options_.throttle) options_.throttle->Clear(where);
       return Cancelled("stopping");
     }
-    auto max_backoff = k ? std::chrono::milliseconds(k->Int(Knob::kThrottleMaxBackoffMs)) : options_.max_backoff;
-    backoff = std::min(backoff * 2, max_backoff);
+    backoff = std::min(backoff * 2, set.max_backoff);
     if (st.code() == StatusCode::kRetryCall) {
       Status rc = sink_->Reconnect();
       if (!rc.ok()) {

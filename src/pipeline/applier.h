@@ -56,17 +56,22 @@ class ChangeSink {
   virtual Status Reconnect() = 0;
 };
 
-class Knobs;
+// What an applier reads before each batch and each retry, so an operator's
+// change takes effect at once (the runtime knobs of control/knobs.h:
+// apply_batch_size, apply_commit_ms, throttle_max_backoff_ms,
+// fail_after_seconds, stop_on_conflict).
+struct ApplySettings {
+  size_t batch_size = 1000;
+  std::chrono::milliseconds linger{10};  // how long to wait for a full batch
+  std::chrono::milliseconds max_backoff{5000};
+  double fail_after_seconds = 300;
+  bool stop_on_conflict = false;
+};
 
 struct ApplierOptions {
-  // Runtime knobs (control/knobs.h): apply_batch_size, apply_commit_ms (how
-  // long to wait for a full batch), throttle_max_backoff_ms,
-  // fail_after_seconds. Without knobs: the defaults below.
-  const Knobs* knobs = nullptr;
-  size_t batch_size = 1000;
-  std::chrono::milliseconds max_backoff{5000};
-  std::chrono::milliseconds linger{10};
-  double fail_after_seconds = 300;
+  // The live settings; without them, `defaults`.
+  std::function<ApplySettings()> settings;
+  ApplySettings defaults;
   ThrottleBoard* throttle = nullptr;  // where distress is shown; optional
   RateLimiter* rate = nullptr;        // apply_changes_per_s; optional
   // Where apply conflicts are counted; optional (none: found, not counted).
@@ -97,6 +102,7 @@ class Applier {
   const ApplierStats& stats() const { return stats_; }
 
  private:
+  ApplySettings Settings() const { return options_.settings ? options_.settings() : options_.defaults; }
   void RunUntil(StopRef stop);
   Status ApplyWithRetry(std::vector<Change>& batch, ChangePosition checkpoint, StopRef stop);
   // After a reconnect: DataLoss when the target's checkpoint of this

@@ -479,10 +479,10 @@ class PipelineTest : public ::testing::Test {
   FlowOptions Options() {
     FlowOptions o;
     o.partitions = kParts;
-    o.applier.batch_size = 8;
-    o.applier.linger = std::chrono::milliseconds(1);
-    o.applier.max_backoff = std::chrono::milliseconds(1);
-    o.applier.fail_after_seconds = 30;
+    o.applier.defaults.batch_size = 8;
+    o.applier.defaults.linger = std::chrono::milliseconds(1);
+    o.applier.defaults.max_backoff = std::chrono::milliseconds(1);
+    o.applier.defaults.fail_after_seconds = 30;
     return o;
   }
 
@@ -746,7 +746,7 @@ TEST_F(PipelineTest, SecondaryUniqueTableUsesOnePartitionInOrder) {
   }
   auto s = Script(std::move(txns));
   FlowOptions o = Options();
-  o.applier.batch_size = 3;
+  o.applier.defaults.batch_size = 3;
   auto flow = StartFlow(s, o);
   WaitApplied(*flow, *s);
   flow->Stop();

@@ -400,7 +400,7 @@ Result<ReplicationOps::StartedFlow> MyEngine::StartFlow(proxy::Side from, const 
   fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
   fo.filter = rs.filter;
   fo.start = start;
-  fo.applier.knobs = &runtime_.knobs;
+  fo.applier.settings = [rt = &runtime_] { return rt->ApplyNow(); };
   fo.applier.throttle = &runtime_.throttle;
   fo.applier.rate = &runtime_.apply_rate;
   fo.applier.conflicts = &runtime_.conflicts;

@@ -53,7 +53,7 @@ Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& c) {
   fo.filter = c.filter;
   MigrationRuntime* rt = c.runtime;
   if (rt) {
-    fo.applier.knobs = &rt->knobs;
+    fo.applier.settings = [rt] { return rt->ApplyNow(); };
     fo.applier.throttle = &rt->throttle;
     fo.applier.rate = &rt->apply_rate;
     // Forward only: reverse replication writes to a source the application
