@@ -16,6 +16,7 @@
 // server here and are built by hand from the documented layout.
 
 #include "engines/mysql/binlog_event.h"
+#include "engines/mysql/binlog_pos.h"
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -1233,6 +1234,25 @@ TEST_F(BinlogTest, CompressedEventsAreDataLoss) {
   }
   EXPECT_EQ(EventTypeName(166), "WRITE_ROWS_COMPRESSED_V1");
   EXPECT_EQ(EventTypeName(169), "WRITE_ROWS_COMPRESSED");
+}
+
+}  // namespace
+}  // namespace midflight::mysql
+
+namespace midflight::mysql {
+namespace {
+
+TEST(BinlogPosTest, BytesBetweenPositionsAcrossFiles) {
+  std::map<uint32_t, uint64_t> sizes = {{11, 1000}, {12, 5000}, {13, 700}};
+  auto size_of = [&](uint32_t n) -> uint64_t { return sizes.count(n) ? sizes[n] : 0; };
+  // Same file: the difference.
+  EXPECT_EQ(BinlogBytesBetween(EncodeBinlogPos(12, 100), EncodeBinlogPos(12, 400), size_of), 300u);
+  // Ahead or equal: nothing.
+  EXPECT_EQ(BinlogBytesBetween(EncodeBinlogPos(13, 10), EncodeBinlogPos(12, 400), size_of), 0u);
+  // Rest of 11 (1000 - 900), all of 12 (5000), 13 up to 250.
+  EXPECT_EQ(BinlogBytesBetween(EncodeBinlogPos(11, 900), EncodeBinlogPos(13, 250), size_of), 100u + 5000u + 250u);
+  // A file whose size is unknown counts 0: a lower bound.
+  EXPECT_EQ(BinlogBytesBetween(EncodeBinlogPos(13, 600), EncodeBinlogPos(15, 40), size_of), 100u + 0u + 40u);
 }
 
 }  // namespace

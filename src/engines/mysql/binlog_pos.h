@@ -43,6 +43,21 @@ inline std::string BinlogFileName(const std::string& base, uint64_t pos) {
   return fmt::format("{}.{:06d}", base, BinlogFileNumber(pos));
 }
 
+// Bytes of binlog from `applied` to `current`: the rest of the applied
+// position's file, the whole of every file between, and the current file up
+// to the position. `size_of(n)` is file n's size (0 when unknown: the result
+// is then a lower bound, never more than the truth).
+template <typename SizeOf>
+uint64_t BinlogBytesBetween(uint64_t applied, uint64_t current, const SizeOf& size_of) {
+  if (current <= applied) return 0;
+  const uint32_t from = BinlogFileNumber(applied), to = BinlogFileNumber(current);
+  if (from == to) return current - applied;
+  const uint64_t first = size_of(from);
+  uint64_t bytes = first > BinlogOffset(applied) ? first - BinlogOffset(applied) : 0;
+  for (uint32_t n = from + 1; n < to; ++n) bytes += size_of(n);
+  return bytes + BinlogOffset(current);
+}
+
 // For messages and status: "binlog.000012:4711".
 inline std::string FormatBinlogPos(const std::string& base, uint64_t pos) {
   return fmt::format("{}:{}", BinlogFileName(base, pos), BinlogOffset(pos));

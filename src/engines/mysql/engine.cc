@@ -14,6 +14,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "base/parse.h"
+#include "base/thread_annotations.h"
 #include "base/uri.h"
 #include "control/compare.h"
 #include "control/phase_driver.h"
@@ -82,12 +83,14 @@ class MyEngine final : public Engine, public ReplicationOps {
   // ReplicationOps: the forward flow and positions (no traffic plane yet).
   Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>& tables,
                                 const ReplicateStart& start) override;
-  // Across binlog files the exact count needs every file's size; a lower
-  // bound is the offset into the current file.
+  // Exact across binlog files, with their sizes from SHOW BINARY LOGS (read
+  // by the monitor); a file whose size is not known yet counts as 0 bytes.
   uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
-    if (current <= applied) return 0;
-    return mysql::BinlogFileNumber(current) == mysql::BinlogFileNumber(applied) ? current - applied
-                                                                                  : mysql::BinlogOffset(current);
+    MutexLock lock(&sizes_mu_);
+    return mysql::BinlogBytesBetween(applied, current, [this](uint32_t n) REQUIRES(sizes_mu_) -> uint64_t {
+      auto it = file_sizes_.find(n);
+      return it == file_sizes_.end() ? 0 : it->second;
+    });
   }
   // Binlog timestamps have one-second resolution, and a stream that falls
   // behind leaves changes unread: lag is the age of the oldest binlog
@@ -117,6 +120,8 @@ class MyEngine final : public Engine, public ReplicationOps {
   MigrationRuntime& runtime_;
   std::unique_ptr<MyConn> monitor_;  // the monitor thread's
   uint64_t last_source_pos_ = 0;     // the monitor thread's: the last position read
+  mutable Mutex sizes_mu_;
+  std::map<uint32_t, uint64_t> file_sizes_ GUARDED_BY(sizes_mu_);  // binlog file number -> bytes (SHOW BINARY LOGS)
   std::string reader_uri_;
   std::string source_db_, target_db_;
   std::string binlog_base_ = "binlog";
@@ -297,8 +302,19 @@ uint64_t MyEngine::CurrentPosition(proxy::Side side) {
     monitor_ = m.ok() ? std::move(*m) : nullptr;
   }
   // A failed read keeps the last position (the lag stays as it was).
-  if (monitor_)
+  if (monitor_) {
     if (uint64_t pos = MasterPosition(*monitor_)) last_source_pos_ = pos;
+    // The files' sizes, for the lag in bytes across files.
+    if (auto r = monitor_->Query("SHOW BINARY LOGS"); r.ok()) {
+      std::map<uint32_t, uint64_t> sizes;
+      for (int i = 0; i < r->rows(); ++i) {
+        uint64_t bytes = 0;
+        if (auto n = mysql::ParseBinlogFileNumber(r->Get(i, 0)); n && ParseU64(r->Get(i, 1), &bytes)) sizes[*n] = bytes;
+      }
+      MutexLock lock(&sizes_mu_);
+      file_sizes_ = std::move(sizes);
+    }
+  }
   return last_source_pos_;
 }
 
