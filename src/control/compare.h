@@ -1,10 +1,12 @@
 // `midflight compare`: an exact, offline comparison of source and target.
 // For every table of the migration, both servers compute, in SQL, the row
-// count and an ordered hash of every row's text form:
-//   md5(string_agg(md5(t::text), '' ORDER BY <key, or the whole row>))
-// Equal hashes mean equal rows, generated columns included.
+// count and a hash of every row's text form (each engine's EngineKind::Compare
+// chooses the SQL: PostgreSQL an ordered md5 of the rows' md5s, MariaDB an
+// order-independent sum). Equal hashes mean equal rows, generated columns
+// included.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +22,18 @@ struct TableComparison {
   bool equal() const { return source_rows == target_rows && source_hash == target_hash; }
 };
 
+// PostgreSQL's (engines/postgres/compare.cc).
 Result<std::vector<TableComparison>> CompareTables(const MigrationSpec& spec);
+
+// One side's answer for one table.
+struct TableHash {
+  int64_t rows = 0;
+  std::string hash;
+};
+// Computes both sides' hashes of `table` at once (the target's on another
+// thread: each side hashes its own data) and puts them side by side. An
+// error names the side and the table.
+Result<TableComparison> CompareSides(const std::string& table, const std::function<Result<TableHash>()>& source,
+                                     const std::function<Result<TableHash>()>& target);
 
 }  // namespace midflight

@@ -115,6 +115,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
   double last_replica_check = 0, last_untracked_check = 0;
   auto last_print = Clock::now() - std::chrono::seconds(10);
   auto last_persist = Clock::now() - std::chrono::seconds(10);
+  std::string last_conflicts;
   uint64_t last_applied = 0;
   auto last_rate_at = Clock::now();
   double rate = 0;
@@ -224,12 +225,15 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
     runtime_.status.Publish(rs);
     // The state store's copy, for `status` without a running process and
     // the restart position: every two seconds, not every round.
-    if (now - last_persist >= std::chrono::seconds(2)) {
+    // New apply conflicts are saved at once: `status` must not hide one.
+    std::string conflicts = runtime_.conflicts.ToJson();
+    if (now - last_persist >= std::chrono::seconds(2) || conflicts != last_conflicts) {
       last_persist = now;
       auto kv = rs.ToStore();
       kv.push_back({"heartbeat", std::to_string(rs.published_us)});
       kv.push_back({"pid", std::to_string(getpid())});
-      kv.push_back({"conflicts", runtime_.conflicts.ToJson()});
+      kv.push_back({"conflicts", conflicts});
+      last_conflicts = std::move(conflicts);
       if (Status st = store_.PutMany(kv); !st.ok()) LOG_DEBUG("status not saved: {}", st.message());
     }
     CrashPoint("apply-changes", static_cast<int64_t>(m.changes_applied));

@@ -1,5 +1,7 @@
 #include "pipeline/batch.h"
 
+#include <map>
+
 #include <string>
 #include <unordered_map>
 
@@ -58,6 +60,17 @@ std::vector<Change> CollapseBatch(std::vector<Change> changes) {
     result.push_back(std::move(out[i]));
   }
   return result;
+}
+
+std::vector<TableChanges> GroupByTable(std::span<const Change> changes) {
+  std::vector<TableChanges> out;
+  std::map<const TableSchema*, size_t> index;
+  for (const Change& c : changes) {
+    auto [it, fresh] = index.try_emplace(c.table.get(), out.size());
+    if (fresh) out.push_back({c.table.get(), {}});
+    out[it->second].second.push_back(&c);
+  }
+  return out;
 }
 
 }  // namespace midflight

@@ -17,6 +17,8 @@
 // unchanged TOAST values is applied at a barrier instead).
 #pragma once
 
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "core/change.h"
@@ -26,5 +28,11 @@ namespace midflight {
 // Returns the changes to apply, in an order that keeps every key's and every
 // kByTable table's stream order.
 std::vector<Change> CollapseBatch(std::vector<Change> changes);
+
+// A batch's changes grouped by table, tables in the order of their first
+// change, each table's changes in batch order: what a sink turns into one
+// set of statements per table.
+using TableChanges = std::pair<const TableSchema*, std::vector<const Change*>>;
+std::vector<TableChanges> GroupByTable(std::span<const Change> changes);
 
 }  // namespace midflight

@@ -457,17 +457,12 @@ Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) 
           "FROM (SELECT MD5(CONCAT_WS(0x1f, CONCAT({}), {})) AS mf_h FROM {}) AS mf_rows",
           fmt::join(nulls, ", "), fmt::join(cols, ", "), mysql::QuoteQualified(db, t->id.name));
     };
-    TableComparison c;
-    c.table = t->id.ToString();
-    auto target_side = std::async(std::launch::async, [&] { return dst->Query(sql(tu.database)); });
-    auto rs = src->Query(sql(su.database));
-    auto rt = target_side.get();
-    if (!rs.ok()) return rs.status().WithContext("source " + c.table);
-    if (!rt.ok()) return rt.status().WithContext("target " + c.table);
-    c.source_rows = rs->GetInt(0, 0);
-    c.source_hash = rs->Get(0, 1);
-    c.target_rows = rt->GetInt(0, 0);
-    c.target_hash = rt->Get(0, 1);
+    auto hash = [&sql](MyConn& conn, const std::string& db) -> Result<TableHash> {
+      ASSIGN_OR_RETURN(MyResult r, conn.Query(sql(db)));
+      return TableHash{r.GetInt(0, 0), r.Get(0, 1)};
+    };
+    ASSIGN_OR_RETURN(TableComparison c, CompareSides(t->id.ToString(), [&] { return hash(*src, su.database); },
+                                                     [&] { return hash(*dst, tu.database); }));
     out.push_back(std::move(c));
   }
   return out;

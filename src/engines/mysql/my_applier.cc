@@ -11,6 +11,7 @@
 
 #include "base/parse.h"
 #include "engines/mysql/my_conn.h"
+#include "pipeline/batch.h"
 #include "engines/mysql/catalog.h"
 
 namespace midflight::mysql {
@@ -69,15 +70,7 @@ class Planner {
 
   // Appends the statements that apply `changes` (one table's, in order) to `out`.
   Status Plan(std::span<const Change> changes, std::vector<std::string>* out, std::vector<std::string>* what) {
-    std::vector<const TableSchema*> order;
-    std::map<const TableSchema*, std::vector<const Change*>> by_table;
-    for (const Change& c : changes) {
-      auto& v = by_table[c.table.get()];
-      if (v.empty()) order.push_back(c.table.get());
-      v.push_back(&c);
-    }
-    for (const TableSchema* t : order) {
-      const auto& list = by_table[t];
+    for (const auto& [t, list] : GroupByTable(changes)) {
       if (t->routing() == RoutingMode::kByKey) {
         // Keys are distinct: one statement per kind and ConflictCheck.
         std::array<std::vector<const Change*>, 4> deletes, upserts;

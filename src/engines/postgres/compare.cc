@@ -30,18 +30,12 @@ Result<std::vector<TableComparison>> CompareTables(const MigrationSpec& spec) {
     std::string from = (t->partitioned ? "" : "ONLY ") + pg::QuoteQualified(t->id.schema, t->id.name);
     std::string sql = fmt::format("SELECT count(*), coalesce(md5(string_agg(md5({}), '' ORDER BY {})), '') FROM {} {}",
                                   row, order, from, alias);
-    TableComparison c;
-    c.table = t->id.ToString();
-    // Both sides at once: the hash is computed where the data is.
-    auto target_side = std::async(std::launch::async, [&] { return dst->Query(sql); });
-    Result<pg::PgResult> rs = src->Query(sql);
-    Result<pg::PgResult> rt = target_side.get();
-    if (!rs.ok()) return rs.status().WithContext("source " + c.table);
-    if (!rt.ok()) return rt.status().WithContext("target " + c.table);
-    c.source_rows = rs->GetInt(0, 0);
-    c.source_hash = rs->GetString(0, 1);
-    c.target_rows = rt->GetInt(0, 0);
-    c.target_hash = rt->GetString(0, 1);
+    auto hash = [&sql](pg::PgConn& conn) -> Result<TableHash> {
+      ASSIGN_OR_RETURN(pg::PgResult r, conn.Query(sql));
+      return TableHash{r.GetInt(0, 0), r.GetString(0, 1)};
+    };
+    ASSIGN_OR_RETURN(TableComparison c, CompareSides(t->id.ToString(), [&] { return hash(*src); },
+                                                     [&] { return hash(*dst); }));
     out.push_back(std::move(c));
   }
   return out;

@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "engines/postgres/pg_conn.h"
+#include "pipeline/batch.h"
 
 namespace midflight::pg {
 namespace {
@@ -338,16 +339,8 @@ ApplyOp Single(const Change& c, const std::map<std::string, std::string>& prepar
 //    distinct keys) become one multi-row insert, which checks constraints row
 //    by row in the same order.
 std::vector<ApplyOp> PlanOps(std::span<const Change> changes, const std::map<std::string, std::string>& prepared) {
-  std::vector<const TableSchema*> order;
-  std::map<const TableSchema*, std::vector<const Change*>> by_table;
-  for (const Change& c : changes) {
-    auto& v = by_table[c.table.get()];
-    if (v.empty()) order.push_back(c.table.get());
-    v.push_back(&c);
-  }
   std::vector<ApplyOp> ops;
-  for (const TableSchema* t : order) {
-    const auto& list = by_table[t];
+  for (const auto& [t, list] : GroupByTable(changes)) {
     if (t->routing() == RoutingMode::kByKey) {
       // Keys are distinct: one statement per kind and probe.
       constexpr size_t kProbes = 4;
