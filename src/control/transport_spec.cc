@@ -41,8 +41,8 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
   if (!t) return Status::Ok();
   if (!t.IsMap())
     return InvalidArgument(fmt::format("{}: field 'transport': expected a mapping (kind, brokers, ...)", origin));
-  static const std::set<std::string> kKnown = {"kind", "brokers", "topic_prefix", "partitions", "max_message_bytes",
-                                               "settings"};
+  static const std::set<std::string> kKnown = {"kind",       "brokers",           "topic_prefix",
+                                               "partitions", "max_message_bytes", "settings"};
   for (const auto& kv : t) {
     if (!kv.first.IsScalar()) return Field(origin, "?", "every key must be a plain name");
     const std::string key = kv.first.as<std::string>();
@@ -64,7 +64,8 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
   RETURN_IF_ERROR(Get(t, origin, "max_message_bytes", &s.max_message_bytes));
   if (s.brokers.empty()) return Field(origin, "brokers", "is required for kind kafka (\"host:port,...\")");
   if (!ValidTopicPart(s.topic_prefix))
-    return Field(origin, "topic_prefix", fmt::format("'{}' may only use a-z, A-Z, 0-9, '.', '_' and '-'", s.topic_prefix));
+    return Field(origin, "topic_prefix",
+                 fmt::format("'{}' may only use a-z, A-Z, 0-9, '.', '_' and '-'", s.topic_prefix));
   if (s.partitions < 0 || s.partitions > 256) return Field(origin, "partitions", "must be between 1 and 256");
   if (s.max_message_bytes < 1024 || s.max_message_bytes > 1000000000)
     return Field(origin, "max_message_bytes", "must be between 1024 and 1000000000");
@@ -75,9 +76,10 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
         return Field(origin, "settings", "every librdkafka property and value must be a plain scalar");
       const std::string key = kv.first.as<std::string>();
       // These carry midflight's correctness rule (kafka/kafka_partition_log.h).
-      static const std::set<std::string> kFixed = {"enable.idempotence", "acks", "request.required.acks",
-                                                   "enable.gapless.guarantee", "enable.auto.commit",
-                                                   "bootstrap.servers", "metadata.broker.list"};
+      static const std::set<std::string> kFixed = {"enable.idempotence",    "acks",
+                                                   "request.required.acks", "enable.gapless.guarantee",
+                                                   "enable.auto.commit",    "bootstrap.servers",
+                                                   "metadata.broker.list"};
       if (kFixed.count(key))
         return Field(origin, "settings." + key, "is set by midflight (idempotent producer, acks=all, brokers)");
       s.settings[key] = kv.second.as<std::string>();

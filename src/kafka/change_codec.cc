@@ -59,7 +59,9 @@ bool Unhex(const std::string& h, std::string* out) {
   return true;
 }
 
-json TextJson(const std::string& t) { return ValidUtf8(t) ? json(t) : json{{"hex", Hex(t)}}; }
+json TextJson(const std::string& t) {
+  return ValidUtf8(t) ? json(t) : json{{"hex", Hex(t)}};
+}
 
 json DatumJson(const Datum& d) {
   switch (d.kind) {
@@ -106,7 +108,9 @@ const char* CheckName(ConflictCheck c) {
   return "none";
 }
 
-Status Bad(const std::string& what) { return DataLoss("kafka change message: " + what); }
+Status Bad(const std::string& what) {
+  return DataLoss("kafka change message: " + what);
+}
 
 // The member `name` of `o`, which must have the JSON type `ok` checks.
 template <typename Pred>
@@ -118,13 +122,15 @@ Result<const json*> Member(const json& o, const char* name, Pred ok, const char*
 }
 
 Result<uint64_t> U64(const json& o, const char* name) {
-  ASSIGN_OR_RETURN(const json* v, Member(o, name, [](const json& j) { return j.is_number_unsigned(); },
-                                         "an unsigned integer"));
+  ASSIGN_OR_RETURN(const json* v,
+                   Member(
+                       o, name, [](const json& j) { return j.is_number_unsigned(); }, "an unsigned integer"));
   return v->get<uint64_t>();
 }
 
 Status DecodeDatums(const json& o, const char* name, size_t writable, std::vector<Datum>* out) {
-  ASSIGN_OR_RETURN(const json* arr, Member(o, name, [](const json& j) { return j.is_array(); }, "an array"));
+  ASSIGN_OR_RETURN(const json* arr, Member(
+                                        o, name, [](const json& j) { return j.is_array(); }, "an array"));
   if (!arr->empty() && arr->size() != writable)
     return Bad(fmt::format("'{}' holds {} values, the table has {} writable columns", name, arr->size(), writable));
   for (const json& d : *arr) {
@@ -153,19 +159,26 @@ Result<std::shared_ptr<const TableSchema>> Table(const TableLookup& lookup, uint
 
 Result<std::optional<Change>> Decode(const json& root, uint64_t run, const TableLookup& lookup) {
   if (!root.is_object()) return Bad("not a JSON object");
-  ASSIGN_OR_RETURN(const json* m, Member(root, "midflight", [](const json& j) { return j.is_object(); }, "an object"));
+  ASSIGN_OR_RETURN(const json* m, Member(
+                                      root, "midflight", [](const json& j) { return j.is_object(); }, "an object"));
   ASSIGN_OR_RETURN(uint64_t version, U64(*m, "v"));
   if (version != 1) return Bad(fmt::format("encoding version {} is not 1", version));
   ASSIGN_OR_RETURN(uint64_t from_run, U64(*m, "run"));
   if (from_run != run) return std::optional<Change>();
   Change c;
-  ASSIGN_OR_RETURN(const json* kind, Member(*m, "kind", [](const json& j) { return j.is_string(); }, "a string"));
+  ASSIGN_OR_RETURN(const json* kind, Member(
+                                         *m, "kind", [](const json& j) { return j.is_string(); }, "a string"));
   const std::string k = kind->get<std::string>();
-  if (k == "insert") c.kind = ChangeKind::kInsert;
-  else if (k == "update") c.kind = ChangeKind::kUpdate;
-  else if (k == "delete") c.kind = ChangeKind::kDelete;
-  else if (k == "truncate") c.kind = ChangeKind::kTruncate;
-  else return Bad(fmt::format("kind '{}' is unknown", k));
+  if (k == "insert")
+    c.kind = ChangeKind::kInsert;
+  else if (k == "update")
+    c.kind = ChangeKind::kUpdate;
+  else if (k == "delete")
+    c.kind = ChangeKind::kDelete;
+  else if (k == "truncate")
+    c.kind = ChangeKind::kTruncate;
+  else
+    return Bad(fmt::format("kind '{}' is unknown", k));
   ASSIGN_OR_RETURN(uint64_t ref, U64(*m, "table"));
   ASSIGN_OR_RETURN(c.table, Table(lookup, ref));
   const json* source = root.contains("source") && root["source"].is_object() ? &root["source"] : nullptr;
@@ -176,28 +189,36 @@ Result<std::optional<Change>> Decode(const json& root, uint64_t run, const Table
   ASSIGN_OR_RETURN(uint64_t seq, U64(*m, "seq"));
   if (seq > UINT32_MAX) return Bad("'seq' is out of range");
   c.pos = ChangePosition{PgLsn::FromU64(lsn), static_cast<uint32_t>(seq)};
-  ASSIGN_OR_RETURN(const json* us, Member(*m, "commit_us", [](const json& j) { return j.is_number_integer(); },
-                                          "an integer"));
+  ASSIGN_OR_RETURN(const json* us,
+                   Member(
+                       *m, "commit_us", [](const json& j) { return j.is_number_integer(); }, "an integer"));
   c.commit_time_us = us->get<int64_t>();
-  ASSIGN_OR_RETURN(const json* check, Member(*m, "check", [](const json& j) { return j.is_string(); }, "a string"));
+  ASSIGN_OR_RETURN(const json* check, Member(
+                                          *m, "check", [](const json& j) { return j.is_string(); }, "a string"));
   const std::string ch = check->get<std::string>();
-  if (ch == "none") c.check = ConflictCheck::kNone;
-  else if (ch == "insert") c.check = ConflictCheck::kInsert;
-  else if (ch == "update") c.check = ConflictCheck::kUpdate;
-  else if (ch == "delete") c.check = ConflictCheck::kDelete;
-  else return Bad(fmt::format("check '{}' is unknown", ch));
+  if (ch == "none")
+    c.check = ConflictCheck::kNone;
+  else if (ch == "insert")
+    c.check = ConflictCheck::kInsert;
+  else if (ch == "update")
+    c.check = ConflictCheck::kUpdate;
+  else if (ch == "delete")
+    c.check = ConflictCheck::kDelete;
+  else
+    return Bad(fmt::format("check '{}' is unknown", ch));
   const size_t writable = c.table->writable.size();
   RETURN_IF_ERROR(DecodeDatums(*m, "values", writable, &c.values));
   RETURN_IF_ERROR(DecodeDatums(*m, "old", writable, &c.old));
-  ASSIGN_OR_RETURN(const json* truncated, Member(*m, "truncated", [](const json& j) { return j.is_array(); },
-                                                 "an array"));
+  ASSIGN_OR_RETURN(const json* truncated, Member(
+                                              *m, "truncated", [](const json& j) { return j.is_array(); }, "an array"));
   for (const json& r : *truncated) {
     if (!r.is_number_unsigned()) return Bad("'truncated' holds a ref that is not an unsigned integer");
     ASSIGN_OR_RETURN(auto t, Table(lookup, r.get<uint64_t>()));
     c.truncated.push_back(std::move(t));
   }
-  ASSIGN_OR_RETURN(const json* restart, Member(*m, "restart_identity", [](const json& j) { return j.is_boolean(); },
-                                               "a boolean"));
+  ASSIGN_OR_RETURN(const json* restart,
+                   Member(
+                       *m, "restart_identity", [](const json& j) { return j.is_boolean(); }, "a boolean"));
   c.truncate_restart_identity = restart->get<bool>();
   if (c.kind != ChangeKind::kTruncate && c.kind != ChangeKind::kDelete && c.values.empty())
     return Bad(fmt::format("a {} without a new image", k));
@@ -221,9 +242,9 @@ EncodedChange EncodeChange(const Change& c, uint64_t run, uint32_t table_ref,
     key = Image(t, key_image);
   }
   const int64_t ts_ms = c.commit_time_us / 1000;
-  json source = {{"connector", "midflight"}, {"name", source_name},       {"schema", t.id.schema},
-                 {"table", t.id.name},       {"lsn", c.pos.commit_lsn.value()}, {"sequence", c.pos.seq},
-                 {"ts_ms", ts_ms},           {"snapshot", "false"}};
+  json source = {
+      {"connector", "midflight"},        {"name", source_name},   {"schema", t.id.schema}, {"table", t.id.name},
+      {"lsn", c.pos.commit_lsn.value()}, {"sequence", c.pos.seq}, {"ts_ms", ts_ms},        {"snapshot", "false"}};
   json mid = {{"v", 1},
               {"run", run},
               {"table", table_ref},
@@ -236,13 +257,13 @@ EncodedChange EncodeChange(const Change& c, uint64_t run, uint32_t table_ref,
               {"old", Datums(c.old)},
               {"truncated", truncated_refs},
               {"restart_identity", c.truncate_restart_identity}};
-  json value = {{"before", c.kind == ChangeKind::kInsert ? json(nullptr) : Image(t, c.old)},
-                {"after", c.kind == ChangeKind::kDelete || c.kind == ChangeKind::kTruncate ? json(nullptr)
-                                                                                          : Image(t, c.values)},
-                {"source", std::move(source)},
-                {"op", Op(c.kind)},
-                {"ts_ms", ts_ms},
-                {"midflight", std::move(mid)}};
+  json value = {
+      {"before", c.kind == ChangeKind::kInsert ? json(nullptr) : Image(t, c.old)},
+      {"after", c.kind == ChangeKind::kDelete || c.kind == ChangeKind::kTruncate ? json(nullptr) : Image(t, c.values)},
+      {"source", std::move(source)},
+      {"op", Op(c.kind)},
+      {"ts_ms", ts_ms},
+      {"midflight", std::move(mid)}};
   // Images hold only valid UTF-8 (hex otherwise); `replace` guards names.
   return {key.dump(-1, ' ', false, json::error_handler_t::replace),
           value.dump(-1, ' ', false, json::error_handler_t::replace)};

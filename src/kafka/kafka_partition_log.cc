@@ -23,9 +23,12 @@ using Clock = std::chrono::steady_clock;
 // enable.gapless.guarantee is experimental is dropped: it is set on purpose.
 void OnLog(const rd_kafka_t* rk, int level, const char* fac, const char* buf) noexcept {
   if (std::strcmp(fac, "CONFWARN") == 0 && std::strstr(buf, "enable.gapless.guarantee")) return;
-  if (level <= 3) LOG_ERROR("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
-  else if (level <= 5) LOG_WARN("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
-  else LOG_DEBUG("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
+  if (level <= 3)
+    LOG_ERROR("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
+  else if (level <= 5)
+    LOG_WARN("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
+  else
+    LOG_DEBUG("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
 }
 
 Status SetAll(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& kv) {
@@ -95,8 +98,8 @@ class KafkaPartitionLog final : public PartitionLog {
     rd_kafka_resp_err_t e = rd_kafka_metadata(producer_, 0, topic, &md, static_cast<int>(o_.open_timeout.count()));
     rd_kafka_topic_destroy(topic);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-      return RetryCall(fmt::format("kafka brokers {}: no metadata for topic {}: {}", o_.brokers, o_.topic,
-                                   rd_kafka_err2str(e)));
+      return RetryCall(
+          fmt::format("kafka brokers {}: no metadata for topic {}: {}", o_.brokers, o_.topic, rd_kafka_err2str(e)));
     int count = -1;
     rd_kafka_resp_err_t terr = RD_KAFKA_RESP_ERR_NO_ERROR;
     if (md->topic_cnt == 1) {
@@ -193,8 +196,8 @@ class KafkaPartitionLog final : public PartitionLog {
       const auto now = Clock::now();
       int timeout_ms = 0;
       if (got < min && now < deadline)
-        timeout_ms = static_cast<int>(std::min<int64_t>(
-            100, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1));
+        timeout_ms = static_cast<int>(
+            std::min<int64_t>(100, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1));
       rd_kafka_message_t* msg = rd_kafka_consumer_poll(c, timeout_ms);
       if (!msg) {
         if (timeout_ms == 0) break;
@@ -226,13 +229,12 @@ class KafkaPartitionLog final : public PartitionLog {
       return Status::Ok();
     }
     if (!msg->payload) return Status::Ok();  // a tombstone
-    Result<std::optional<Change>> c =
-        DecodeChange(std::string_view(static_cast<const char*>(msg->payload), msg->len), run_,
-                     [this](uint32_t ref) { return Lookup(ref); });
+    Result<std::optional<Change>> c = DecodeChange(std::string_view(static_cast<const char*>(msg->payload), msg->len),
+                                                   run_, [this](uint32_t ref) { return Lookup(ref); });
     if (!c.ok())
       return DataLoss(fmt::format("kafka topic {} partition {} offset {}: {}", o_.topic, p.value, msg->offset,
                                   c.status().message()));
-    if (!c->has_value()) return Status::Ok();           // an earlier run's (see the header)
+    if (!c->has_value()) return Status::Ok();              // an earlier run's (see the header)
     if ((*c)->pos <= last_[p.value]) return Status::Ok();  // produced twice
     last_[p.value] = (*c)->pos;
     out->push_back(std::move(**c));
@@ -258,7 +260,8 @@ class KafkaPartitionLog final : public PartitionLog {
           RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(size))), RD_KAFKA_V_END);
       if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
       if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        return Internal(fmt::format("kafka topic {} partition {}: produce: {}", o_.topic, p.value, rd_kafka_err2str(e)));
+        return Internal(
+            fmt::format("kafka topic {} partition {}: produce: {}", o_.topic, p.value, rd_kafka_err2str(e)));
       // librdkafka's own queue is full: wait for deliveries.
       space_.WaitFor(&mu_, std::chrono::milliseconds(50), [&]() REQUIRES(mu_) { return closed_.load(); });
       if (closed_) return Cancelled("partition log closed");
@@ -286,9 +289,10 @@ class KafkaPartitionLog final : public PartitionLog {
     MutexLock lock(&self->mu_);
     self->unacked_ -= std::min(size, self->unacked_);
     if (m->err && self->error_.ok() && !self->closed_)
-      self->error_ = RetryCall(fmt::format("kafka topic {} partition {}: a change was not delivered: {}; the stream "
-                                           "stops and resumes from the target's checkpoints",
-                                           self->o_.topic, m->partition, rd_kafka_err2str(m->err)));
+      self->error_ =
+          RetryCall(fmt::format("kafka topic {} partition {}: a change was not delivered: {}; the stream "
+                                "stops and resumes from the target's checkpoints",
+                                self->o_.topic, m->partition, rd_kafka_err2str(m->err)));
     self->space_.NotifyAll();
   }
 
@@ -298,8 +302,10 @@ class KafkaPartitionLog final : public PartitionLog {
     if (err == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_fatal_error(rk, buf, sizeof buf) != RD_KAFKA_RESP_ERR_NO_ERROR) {
       MutexLock lock(&self->mu_);
       if (self->error_.ok())
-        self->error_ = RetryCall(fmt::format("kafka: fatal error: {}; the stream stops and resumes from the "
-                                             "target's checkpoints", buf));
+        self->error_ =
+            RetryCall(fmt::format("kafka: fatal error: {}; the stream stops and resumes from the "
+                                  "target's checkpoints",
+                                  buf));
       self->space_.NotifyAll();
       return;
     }
@@ -307,8 +313,8 @@ class KafkaPartitionLog final : public PartitionLog {
   }
 
   const KafkaLogOptions o_;
-  const uint64_t run_ = std::random_device{}() * uint64_t{0x100000001} ^ static_cast<uint64_t>(
-                            std::chrono::system_clock::now().time_since_epoch().count());
+  const uint64_t run_ = std::random_device{}() * uint64_t{0x100000001} ^
+                        static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
   rd_kafka_t* producer_ = nullptr;
   std::vector<rd_kafka_t*> consumers_;
   std::thread poller_;

@@ -60,11 +60,11 @@ struct KafkaLogOptions {
   std::string topic;        // must exist with `partitions` partitions (or be auto-created so)
   std::string source_name;  // source.name of every envelope: the migration's name
   uint32_t partitions = 1;
-  size_t max_message_bytes = 1000000;            // a larger encoded change stops the stream, naming it
-  size_t producer_budget_bytes = 64u << 20;      // Append blocks while this much is unacknowledged
-  size_t consumer_buffer_bytes = 16u << 20;      // prefetched per partition
-  std::map<std::string, std::string> settings;   // librdkafka properties for every client
-  std::chrono::milliseconds open_timeout{15000}; // metadata and offsets at Open
+  size_t max_message_bytes = 1000000;             // a larger encoded change stops the stream, naming it
+  size_t producer_budget_bytes = 64u << 20;       // Append blocks while this much is unacknowledged
+  size_t consumer_buffer_bytes = 16u << 20;       // prefetched per partition
+  std::map<std::string, std::string> settings;    // librdkafka properties for every client
+  std::chrono::milliseconds open_timeout{15000};  // metadata and offsets at Open
 };
 
 // Connects, checks the topic's partition count and takes each partition's

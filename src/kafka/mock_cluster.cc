@@ -39,6 +39,8 @@ Status MockCluster::CreateTopic(const std::string& topic, int partitions) {
   return Status::Ok();
 }
 
-std::string MockCluster::bootstraps() const { return rd_kafka_mock_cluster_bootstraps(impl_->mc); }
+std::string MockCluster::bootstraps() const {
+  return rd_kafka_mock_cluster_bootstraps(impl_->mc);
+}
 
 }  // namespace midflight::kafka

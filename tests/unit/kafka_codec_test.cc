@@ -51,7 +51,8 @@ class KafkaCodecTest : public ::testing::Test {
 };
 
 TEST_F(KafkaCodecTest, EveryKindComesBackExactly) {
-  Change ins = Make(ChangeKind::kInsert, accounts_, 0x16B374D848, 3, {Datum::Text("42"), Datum::Text("-7"), Datum::Null()});
+  Change ins =
+      Make(ChangeKind::kInsert, accounts_, 0x16B374D848, 3, {Datum::Text("42"), Datum::Text("-7"), Datum::Null()});
   ins.commit_time_us = 1'700'000'000'123'456;
   ins.check = ConflictCheck::kInsert;
   ExpectSame(RoundTrip(ins), ins);
@@ -80,7 +81,8 @@ TEST_F(KafkaCodecTest, TextThatIsNotUtf8ComesBackByteForByte) {
   bytes.push_back('\0');
   Change c = Make(ChangeKind::kInsert, accounts_, 5, 1, {Datum::Text("1"), Datum::Text("2"), Datum::Text(bytes)});
   ExpectSame(RoundTrip(c), c);
-  Change utf8 = Make(ChangeKind::kInsert, accounts_, 5, 2, {Datum::Text("1"), Datum::Text("2"), Datum::Text("café ✓ 𝄞")});
+  Change utf8 =
+      Make(ChangeKind::kInsert, accounts_, 5, 2, {Datum::Text("1"), Datum::Text("2"), Datum::Text("café ✓ 𝄞")});
   ExpectSame(RoundTrip(utf8), utf8);
 }
 
@@ -134,7 +136,8 @@ TEST_F(KafkaCodecTest, MalformedInputIsDataLossNamingTheProblem) {
     f(w);
     return Error(w.dump());
   };
-  EXPECT_EQ(with([](json& w) { w["midflight"]["v"] = 2; }), "DATA_LOSS: kafka change message: encoding version 2 is not 1");
+  EXPECT_EQ(with([](json& w) { w["midflight"]["v"] = 2; }),
+            "DATA_LOSS: kafka change message: encoding version 2 is not 1");
   EXPECT_EQ(with([](json& w) { w["midflight"]["table"] = 7; }), "DATA_LOSS: kafka change message: unknown table ref 7");
   EXPECT_EQ(with([](json& w) { w["source"]["table"] = "other"; }),
             "DATA_LOSS: kafka change message: source.schema/table do not name table ref 0 (public.accounts)");
@@ -142,7 +145,9 @@ TEST_F(KafkaCodecTest, MalformedInputIsDataLossNamingTheProblem) {
             "DATA_LOSS: kafka change message: 'values' holds 2 values, the table has 3 writable columns");
   EXPECT_EQ(with([](json& w) { w["midflight"]["values"][1] = 5; }),
             "DATA_LOSS: kafka change message: 'values' holds a value that is not a string, null, hex or unchanged");
-  EXPECT_EQ(with([](json& w) { w["midflight"]["values"][1] = {{"hex", "zz"}}; }),
+  EXPECT_EQ(with([](json& w) {
+              w["midflight"]["values"][1] = {{"hex", "zz"}};
+            }),
             "DATA_LOSS: kafka change message: 'values' holds bad hex");
   EXPECT_EQ(with([](json& w) { w["midflight"]["lsn"] = -1; }),
             "DATA_LOSS: kafka change message: 'lsn' is not an unsigned integer");

@@ -57,8 +57,8 @@ TEST_F(KafkaLogTest, ChangesComeBackInOrderPerPartition) {
   auto log = Open();
   ASSERT_TRUE(log);
   for (int i = 1; i <= 200; ++i) ASSERT_TRUE(log->Append(PartitionId{static_cast<uint32_t>(i % 2)}, Ins(i, i)).ok());
-  ASSERT_TRUE(log->Append(PartitionId{0},
-                          Make(ChangeKind::kDelete, table_, 500, 1, {}, {Datum::Text("2"), Datum::Null(), Datum::Null()}))
+  ASSERT_TRUE(log->Append(PartitionId{0}, Make(ChangeKind::kDelete, table_, 500, 1, {},
+                                               {Datum::Text("2"), Datum::Null(), Datum::Null()}))
                   .ok());
   for (uint32_t p = 0; p < 2; ++p) {
     std::vector<Change> got = Read(*log, p, p == 0 ? 101 : 100);
@@ -126,7 +126,8 @@ TEST_F(KafkaLogTest, AChangeOverTheMessageLimitStopsNamingIt) {
   o.max_message_bytes = 1024;
   auto log = OpenKafkaPartitionLog(o);
   ASSERT_TRUE(log.ok()) << log.status().ToString();
-  Change big = Make(ChangeKind::kInsert, table_, 7, 1, {Datum::Text("9"), Datum::Text("1"), Datum::Text(std::string(2000, 'x'))});
+  Change big = Make(ChangeKind::kInsert, table_, 7, 1,
+                    {Datum::Text("9"), Datum::Text("1"), Datum::Text(std::string(2000, 'x'))});
   Status st = (*log)->Append(PartitionId{1}, big);
   EXPECT_EQ(st.code(), StatusCode::kOperator);
   EXPECT_NE(st.message().find("table public.accounts key 9: the change at"), std::string::npos) << st.message();
