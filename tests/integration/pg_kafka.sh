@@ -10,19 +10,8 @@
 source "$(dirname "$0")/lib.sh"
 start_servers 30400
 
-MOCK_HOST=${KAFKA_MOCK_HOST:-$(dirname "$MF")/kafka_mock_host}
-[[ -x $MOCK_HOST ]] || fail "no $MOCK_HOST (build the kafka_mock_host target)"
 TOPIC=midflight.kafka.changes
-# The mock brokers listen on ports the kernel picks (librdkafka 2.0.2 cannot
-# choose them); it stays up while its stdin (a fifo held open here) is open.
-mkfifo "$WORK/mock.in"
-"$MOCK_HOST" 1 "$TOPIC:4" <"$WORK/mock.in" >"$WORK/mock.out" 2>"$WORK/mock.err" &
-EXTRA_PIDS+=($!)
-exec 9>"$WORK/mock.in"
-for ((i = 0; i < 100; i++)); do [[ -s $WORK/mock.out ]] && break; sleep 0.1; done
-BROKERS=$(head -1 "$WORK/mock.out")
-[[ -n $BROKERS ]] || fail "the mock cluster did not start: $(cat "$WORK/mock.err")"
-log "mock kafka cluster at $BROKERS, topic $TOPIC with 4 partitions"
+start_kafka_mock "$TOPIC:4"
 
 pgbench -i -s 2 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
@@ -44,8 +33,8 @@ wait_phase replicating
 sleep 5
 # The killed run produced to the topic: the new run starts after what it left.
 grep "read from offset" "$WORK/run.2.log" | sed 's/^/    /'
-produced=$(grep -o "read from offset [0-9]*" "$WORK/run.2.log" | awk '{s += $4} END {print s + 0}')
-log "messages the killed run left in the topic (not read again): $produced"
+produced=$(kafka_left_behind "$WORK/run.2.log")
+log "messages the killed run produced (the new run reads after them): $produced"
 [[ $produced -gt 0 ]] || fail "the first run produced nothing to Kafka"
 stop_load
 grep -E "number of transactions actually processed|number of failed" "$WORK/pgbench.log" || true
