@@ -10,6 +10,7 @@
 #include "control/cutover.h"
 #include "control/phase_driver.h"
 #include "control/run_util.h"
+#include "kafka/kafka_partition_log.h"
 
 namespace midflight {
 namespace {
@@ -98,6 +99,13 @@ Result<uint32_t> Runner::Partitions() {
   uint64_t n = 0;
   if (!ParseU64(v, &n) || n == 0 || n > 4096)
     return Internal(fmt::format("state store: partitions '{}' is not a partition count", v));
+  // A Kafka topic's partitions hold each key's changes in order: another
+  // count would send a key's later changes to another partition.
+  if (static_cast<int>(n) != spec_.partitions && spec_.transport.kind == TransportSpec::Kind::kKafka)
+    return OperatorError(fmt::format(
+        "the spec asks for {} partitions, but this migration started with {} and its Kafka topic {} is split so: "
+        "changing the count would break each key's order; set partitions: {} (or transport.partitions)",
+        spec_.partitions, n, spec_.transport.Topic(spec_.name), n));
   if (static_cast<int>(n) != spec_.partitions)
     LOG_WARN("the spec asks for {} partitions, but this migration runs with {} (fixed when it started)",
              spec_.partitions, n);
@@ -175,6 +183,8 @@ Status Runner::Copy() {
 Status Runner::Replicate() {
   ReplicateStart start;
   ASSIGN_OR_RETURN(start.partitions, Partitions());
+  if (spec_.transport.kind == TransportSpec::Kind::kKafka)
+    start.log_factory = kafka::KafkaLogFactory(spec_.transport, spec_.name);
   // What the copy holds: per chunk (value ranges) or per table. A completed
   // migration no longer replicates from the copy.
   if (store_.phase() != Phase::kCompleted) {

@@ -359,7 +359,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
                                                "source_replica", "max_row_bytes", "proxy", "cutover",
                                                "verify", "control", "notify", "knobs", "on_conflict",
                                                "source_password_file", "target_password_file",
-                                               "source_replica_password_file"};
+                                               "source_replica_password_file", "transport"};
   for (const auto& kv : root) {
     if (!kv.first.IsScalar()) {
       return InvalidArgument(fmt::format("{}: every key must be a plain name, not a list or a mapping", origin));
@@ -392,6 +392,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(Get(root, origin, "control", &s.control));
   RETURN_IF_ERROR(ParseProxy(root, origin, &s));
   RETURN_IF_ERROR(ParseCutover(root, origin, &s));
+  RETURN_IF_ERROR(ParseTransport(root, origin, &s.transport));
 
   if (s.name.empty()) return Field(origin, "name", "is required");
   if (s.name.size() > 40) return Field(origin, "name", "must be at most 40 characters");
@@ -413,7 +414,11 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(ResolvePassword(root, origin, "source_replica", env, &s.source_replica));
   if (s.max_row_bytes < 0) return Field(origin, "max_row_bytes", "must be 0 (the target's max_allowed_packet) or more");
   if (s.copy_workers < 1 || s.copy_workers > 64) return Field(origin, "copy_workers", "must be between 1 and 64");
-  if (s.partitions == 0) s.partitions = DefaultPartitions();
+  if (s.transport.partitions != 0 && s.partitions != 0 && s.transport.partitions != s.partitions)
+    return Field(origin, "transport.partitions",
+                 fmt::format("{} differs from partitions {}: the topic has one partition per applier", s.transport.partitions,
+                             s.partitions));
+  if (s.partitions == 0) s.partitions = s.transport.partitions != 0 ? s.transport.partitions : DefaultPartitions();
   if (s.partitions < 1 || s.partitions > 256) return Field(origin, "partitions", "must be between 1 and 256");
   if (s.batch_size < 1 || s.batch_size > 100000) return Field(origin, "batch_size", "must be between 1 and 100000");
   if (s.chunk_rows < 1000) return Field(origin, "chunk_rows", "must be at least 1000");

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "control/transport_spec.h"
 
 namespace midflight {
 
@@ -93,6 +94,7 @@ struct MigrationSpec {
   CutoverSpec cutover;
   VerifySpec verify;
   NotifySpec notify;
+  TransportSpec transport;  // the partition logs: memory (default) or kafka (control/transport_spec.h)
   // Starting values of the runtime knobs (control/knobs.h), by knob name.
   std::map<std::string, double> knobs;
   // The control endpoint `midflight switch/verify/...` talks to:

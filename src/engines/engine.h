@@ -35,6 +35,7 @@
 #include "core/copy.h"
 #include "core/position.h"
 #include "core/schema.h"
+#include "pipeline/partition_log.h"
 #include "pipeline/router.h"
 
 namespace midflight {
@@ -65,6 +66,7 @@ struct ReplicateStart {
   uint32_t partitions = 4;  // fixed when the migration started
   SnapshotFilter filter;    // what the copy holds
   uint64_t oldest_snapshot = 0;  // the oldest chunk snapshot: no change before it is needed
+  PartitionLogFactory log_factory;  // the forward flow's partition log (empty: in memory)
 };
 
 // What the engine-neutral replication and cutover (control/cutover.h) need

@@ -40,7 +40,11 @@ Result<std::unique_ptr<Flow>> Flow::Start(FlowOptions o, std::unique_ptr<ChangeS
   flow->impl_ = std::make_unique<Impl>();
   Impl& m = *flow->impl_;
   const uint32_t n = o.partitions;
-  m.log = NewMemoryPartitionLog(n, o.partition_log_bytes);
+  if (o.log_factory) {
+    ASSIGN_OR_RETURN(m.log, o.log_factory(n, o.partition_log_bytes));
+  } else {
+    m.log = NewMemoryPartitionLog(n, o.partition_log_bytes);
+  }
   m.tracker = std::make_unique<ApplyTracker>(n);
   std::vector<ChangePosition> checkpoints;
   ApplierOptions ao = o.applier;

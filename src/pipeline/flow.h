@@ -27,6 +27,7 @@
 #include "pipeline/applier.h"
 #include "pipeline/apply_tracker.h"
 #include "pipeline/change_source.h"
+#include "pipeline/partition_log.h"
 #include "pipeline/router.h"
 #include "pipeline/sequencer.h"
 
@@ -39,6 +40,7 @@ struct FlowOptions {
   SnapshotFilter filter;                   // what the copy holds (empty: nothing to drop)
   uint64_t start = 0;                      // the position the stream starts from (zero: the source knows)
   ApplierOptions applier;                  // knobs, throttle board, rate, conflicts; label is set per flow
+  PartitionLogFactory log_factory;         // empty: NewMemoryPartitionLog
 };
 
 // Opens partition p's sink (p == partitions: the barrier sink). The tracker

@@ -1,12 +1,14 @@
 // The partition log: N ordered, bounded queues of changes between the router
 // and the appliers. The router appends each change to the partition its key
 // hashes to; applier p reads partition p only. Implementations: in memory
-// (memory_partition_log.h, the embedded default) and, later, a Kafka topic
-// with N partitions. Router and appliers see only this interface.
+// (NewMemoryPartitionLog, the embedded default) and a Kafka topic with N
+// partitions (kafka/kafka_partition_log.h). Router and appliers see only
+// this interface; a Flow gets its log from a PartitionLogFactory.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -40,5 +42,10 @@ class PartitionLog {
 // In-memory log: each partition holds at most `max_bytes_per_partition` of
 // changes (Change::ByteSize); Append blocks above that.
 std::unique_ptr<PartitionLog> NewMemoryPartitionLog(uint32_t partitions, size_t max_bytes_per_partition);
+
+// Builds a flow's log of `partitions` partitions, `bytes_per_partition` being
+// its memory budget per partition.
+using PartitionLogFactory =
+    std::function<Result<std::unique_ptr<PartitionLog>>(uint32_t partitions, size_t bytes_per_partition)>;
 
 }  // namespace midflight

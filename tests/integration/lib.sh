@@ -50,6 +50,28 @@ start_servers() {
   DST=$("$TESTDB" uri "$WORK/dst")
 }
 
+# start_kafka_mock TOPIC:PARTITIONS...: librdkafka's mock cluster, served by
+# tests/tools/kafka_mock_host in its own process (so topics outlive a killed
+# midflight), with those topics. Its brokers listen on ports the kernel picks
+# (librdkafka 2.0.2 cannot choose them). Sets BROKERS.
+start_kafka_mock() {
+  local host=${KAFKA_MOCK_HOST:-$(dirname "$MF")/kafka_mock_host}
+  [[ -x $host ]] || fail "no $host (build the kafka_mock_host target)"
+  mkfifo "$WORK/mock.in"
+  "$host" 1 "$@" <"$WORK/mock.in" >"$WORK/mock.out" 2>"$WORK/mock.err" &
+  EXTRA_PIDS+=($!)
+  exec 9>"$WORK/mock.in"  # it stays up while its stdin is open
+  local i
+  for ((i = 0; i < 100; i++)); do [[ -s $WORK/mock.out ]] && break; sleep 0.1; done
+  BROKERS=$(head -1 "$WORK/mock.out")
+  [[ -n $BROKERS ]] || fail "the mock Kafka cluster did not start: $(cat "$WORK/mock.err")"
+  log "mock Kafka cluster at $BROKERS, topics $*"
+}
+
+# kafka_left_behind RUN_LOG: the messages earlier runs produced to the topic,
+# summed over the start offsets the next run logged.
+kafka_left_behind() { grep -o "read from offset [0-9]*" "$1" | awk '{s += $4} END {print s + 0}'; }
+
 # write_spec NAME [extra yaml lines...]: writes $WORK/NAME.yaml, sets SPEC.
 write_spec() {
   local name=$1; shift

@@ -24,6 +24,9 @@
 #include <set>
 #include <thread>
 
+#include "control/transport_spec.h"
+#include "kafka/kafka_partition_log.h"
+#include "kafka/mock_cluster.h"
 #include "pipeline/batch.h"
 #include "pipeline/change_source.h"
 #include "pipeline/conflicts.h"
@@ -1229,6 +1232,108 @@ TEST(SequencerTest, BeginSaysWhenEveryPartitionHoldsTheTransaction) {
   EXPECT_FALSE(seq.Begin(Position::Pg(3000), 0)) << "partition 0 holds only the first two changes of 3000";
   ASSERT_TRUE(seq.Commit(3050).ok());
   EXPECT_FALSE(seq.Begin(Position::Pg(4000), 0));
+}
+
+// The same pipeline over the Kafka partition log (kafka/kafka_partition_log.h),
+// on librdkafka's mock cluster: the router and the appliers are unchanged,
+// only FlowOptions::log_factory differs.
+class KafkaPipelineTest : public PipelineTest {
+ protected:
+  void SetUp() override {
+    auto mc = kafka::MockCluster::Start(1);
+    ASSERT_TRUE(mc.ok()) << mc.status().ToString();
+    cluster_ = std::move(*mc);
+    ASSERT_TRUE(cluster_->CreateTopic(transport_.Topic("m"), kParts).ok());
+  }
+  FlowOptions KafkaOptions() {
+    FlowOptions o = Options();
+    transport_.kind = TransportSpec::Kind::kKafka;
+    transport_.brokers = cluster_->bootstraps();
+    o.log_factory = kafka::KafkaLogFactory(transport_, "m");
+    o.partition_log_bytes = 2048;  // the producer waits for acknowledgements often
+    return o;
+  }
+  void WaitAppliedLong(Flow& flow, const SourceScript& s) {
+    const uint64_t last = s.txns.back().end;
+    ASSERT_TRUE(WaitFor([&] { return flow.AppliedThrough() >= last || !flow.health().ok(); }, std::chrono::seconds(60)))
+        << "applied through " << flow.AppliedThrough() << ", want " << last;
+    ASSERT_TRUE(flow.health().ok()) << flow.health().ToString();
+  }
+
+  std::unique_ptr<kafka::MockCluster> cluster_;
+  TransportSpec transport_;
+};
+
+// (K1) Per-key order, every change applied once, target equal to the model:
+// as PerKeyOrderAcrossPartitions, through Kafka.
+TEST_F(KafkaPipelineTest, PerKeyOrderAcrossPartitions) {
+  ScriptGen gen(11, Accounts(), 40);
+  std::vector<Txn> txns;
+  for (int i = 0; i < 200; ++i) txns.push_back(gen.Random(1 + static_cast<int>(gen.rng()() % 6), {.toast_move = 1}));
+  auto s = Script(std::move(txns));
+  auto flow = StartFlow(s, KafkaOptions());
+  ASSERT_TRUE(flow);
+  WaitAppliedLong(*flow, *s);
+  flow->Stop();
+  EXPECT_EQ(Diff(target_.Tables(), gen.model()), "");
+  ExpectPerKeyOrder();
+  ExpectAppliedAtMostOnce();
+  std::lock_guard lock(target_.mu);
+  EXPECT_EQ(target_.conflicts, 0);
+}
+
+// (K2) The correctness rule: a run stops with changes produced to Kafka but
+// not applied (and the source drops its connection mid-transaction once); the
+// next run opens a new log on the same topic, the source resends from
+// Confirmable(), and nothing is lost or applied twice: what the first run
+// left unread in the topic is never read, what it resends is produced again.
+TEST_F(KafkaPipelineTest, RestartResendsFromConfirmableAndLosesNothing) {
+  ScriptGen gen(12, Accounts(), 50);
+  std::vector<Txn> txns;
+  for (int i = 0; i < 200; ++i) txns.push_back(gen.Random(1 + static_cast<int>(gen.rng()() % 5), {}));
+  target_.delay = std::chrono::milliseconds(3);  // the appliers lag: the stop finds work in Kafka
+  auto first = Script(txns);
+  first->pause_at = 120;
+  first->drops = {{40, 1}};
+  auto flow = StartFlow(first, KafkaOptions());
+  ASSERT_TRUE(flow);
+  ASSERT_TRUE(WaitFor([&] { return first->sent.load() == 120 && target_.Applications().size() >= 20; },
+                      std::chrono::seconds(60)));
+  flow->Stop();
+  const uint64_t resume = first->last_confirmable;
+  EXPECT_GT(resume, 0u);
+  EXPECT_LT(resume, txns[119].end) << "the first run stopped with changes not applied";
+
+  target_.delay = std::chrono::microseconds(0);
+  auto second = Script(txns);
+  FlowOptions o = KafkaOptions();
+  o.start = resume;
+  auto flow2 = StartFlow(second, o);
+  ASSERT_TRUE(flow2);
+  WaitAppliedLong(*flow2, *second);
+  flow2->Stop();
+  EXPECT_EQ(second->starts.front(), resume);
+  EXPECT_EQ(Diff(target_.Tables(), gen.model()), "");
+  ExpectPerKeyOrder();
+  ExpectAppliedAtMostOnce();
+  std::lock_guard lock(target_.mu);
+  EXPECT_EQ(target_.conflicts, 0);
+}
+
+// (K3) A log that cannot be opened (the topic has another partition count)
+// fails Flow::Start with the log's reason.
+TEST_F(KafkaPipelineTest, AFlowWhoseLogCannotOpenDoesNotStart) {
+  ASSERT_TRUE(cluster_->CreateTopic(transport_.Topic("other"), 3).ok());
+  FlowOptions o = KafkaOptions();
+  o.log_factory = kafka::KafkaLogFactory(transport_, "other");
+  auto flow = Flow::Start(std::move(o), std::make_unique<FakeSource>(Script({})),
+                          [this](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+                            return std::unique_ptr<ChangeSink>(std::make_unique<FakeSink>(&target_, p.value));
+                          });
+  ASSERT_FALSE(flow.ok());
+  EXPECT_EQ(flow.status().code(), StatusCode::kOperator);
+  EXPECT_NE(flow.status().message().find("has 3 partitions but the migration has 4"), std::string::npos)
+      << flow.status().message();
 }
 
 }  // namespace

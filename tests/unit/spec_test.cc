@@ -29,6 +29,56 @@ exclude: public.audit_*
   EXPECT_GE(s->partitions, 2);
 }
 
+TEST(SpecTest, TransportKafkaWithSettingsAndASecretFromTheEnvironment) {
+  const std::string base = "name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n";
+  EnvLookup env = [](const std::string& name) -> std::optional<std::string> {
+    if (name == "KAFKA_PASSWORD") return std::string("s3cret");
+    return std::nullopt;
+  };
+  auto s = ParseSpec(base + R"(transport:
+  kind: kafka
+  brokers: "k1:9092,k2:9092"
+  topic_prefix: cdc
+  partitions: 6
+  max_message_bytes: 200000
+  settings: {security.protocol: SASL_SSL, sasl.password: "${KAFKA_PASSWORD}", linger.ms: 10}
+)", "m.yaml", env);
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->transport.kind, TransportSpec::Kind::kKafka);
+  EXPECT_EQ(s->transport.brokers, "k1:9092,k2:9092");
+  EXPECT_EQ(s->transport.Topic(s->name), "cdc.a.changes");
+  EXPECT_EQ(s->transport.max_message_bytes, 200000);
+  EXPECT_EQ(s->partitions, 6) << "transport.partitions sets the migration's";
+  EXPECT_EQ(s->transport.settings.at("sasl.password"), "s3cret");
+  EXPECT_EQ(s->transport.settings.at("linger.ms"), "10");
+
+  auto mem = ParseSpec(base + "transport: {kind: memory}\n", "m.yaml");
+  ASSERT_TRUE(mem.ok()) << mem.status().message();
+  EXPECT_EQ(mem->transport.kind, TransportSpec::Kind::kMemory);
+  auto none = ParseSpec(base, "m.yaml");
+  EXPECT_EQ(none->transport.kind, TransportSpec::Kind::kMemory);
+}
+
+TEST(SpecTest, TransportErrorsNameTheField) {
+  const std::string base = "name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n";
+  auto err = [&](const std::string& yaml) { return ParseSpec(base + yaml, "m.yaml").status().message(); };
+  EXPECT_EQ(err("transport: {kind: rabbit}\n"), "m.yaml: field 'transport.kind': 'rabbit' must be memory or kafka");
+  EXPECT_EQ(err("transport: {kind: kafka}\n"),
+            "m.yaml: field 'transport.brokers': is required for kind kafka (\"host:port,...\")");
+  EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, topics: x}\n"), "m.yaml: field 'transport.topics': unknown field");
+  EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, topic_prefix: 'a b'}\n"),
+            "m.yaml: field 'transport.topic_prefix': 'a b' may only use a-z, A-Z, 0-9, '.', '_' and '-'");
+  EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, max_message_bytes: 10}\n"),
+            "m.yaml: field 'transport.max_message_bytes': must be between 1024 and 1000000000");
+  EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, settings: {acks: '1'}}\n"),
+            "m.yaml: field 'transport.settings.acks': is set by midflight (idempotent producer, acks=all, brokers)");
+  EXPECT_EQ(err("partitions: 4\ntransport: {kind: kafka, brokers: h:1, partitions: 8}\n"),
+            "m.yaml: field 'transport.partitions': 8 differs from partitions 4: the topic has one partition per applier");
+  EXPECT_EQ(err("transport: {kind: memory, brokers: h:1}\n"),
+            "m.yaml: field 'transport.kind': memory takes no other transport fields");
+  EXPECT_EQ(err("transport: kafka\n"), "m.yaml: field 'transport': expected a mapping (kind, brokers, ...)");
+}
+
 TEST(SpecTest, UnknownFieldIsNamed) {
   auto s = ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\ntabels: [x]\n", "m.yaml");
   ASSERT_FALSE(s.ok());

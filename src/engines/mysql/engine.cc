@@ -415,6 +415,7 @@ Result<ReplicationOps::StartedFlow> MyEngine::StartFlow(proxy::Side from, const 
   fo.partitions = partitions;
   fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
   fo.filter = rs.filter;
+  fo.log_factory = rs.log_factory;
   fo.start = start;
   fo.applier.settings = [rt = &runtime_] { return rt->ApplyNow(); };
   fo.applier.throttle = &runtime_.throttle;

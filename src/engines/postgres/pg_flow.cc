@@ -51,6 +51,7 @@ Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& c) {
   fo.partitions = c.partitions;
   fo.partition_log_bytes = static_cast<size_t>(c.partition_log_mb) << 20;
   fo.filter = c.filter;
+  fo.log_factory = c.log_factory;
   MigrationRuntime* rt = c.runtime;
   if (rt) {
     fo.applier.settings = [rt] { return rt->ApplyNow(); };

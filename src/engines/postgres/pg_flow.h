@@ -42,6 +42,7 @@ struct FlowConfig {
   MigrationRuntime* runtime = nullptr;  // knobs, throttle board, apply rate
   int64_t partition_log_mb = 64;
   SnapshotFilter filter;  // forward: what the copy holds; reverse: empty
+  PartitionLogFactory log_factory;  // empty: in memory
 };
 
 // Starts the flow `config` describes.

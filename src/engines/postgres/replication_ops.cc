@@ -180,6 +180,7 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     fc.slot = spec_.slot_name();
     fc.publication = spec_.publication_name();
     fc.filter = start.filter;
+    fc.log_factory = start.log_factory;
   } else {
     const std::string slot = spec_.slot_name() + "_rev", pub = spec_.publication_name() + "_rev";
     ASSIGN_OR_RETURN(auto dst, Control(spec_.target));

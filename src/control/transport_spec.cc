@@ -1,0 +1,92 @@
+#include "control/transport_spec.h"
+
+#include <fmt/format.h>
+#include <yaml-cpp/yaml.h>
+
+#include <set>
+
+namespace midflight {
+namespace {
+
+Status Field(const std::string& origin, const std::string& field, const std::string& problem) {
+  return InvalidArgument(fmt::format("{}: field 'transport.{}': {}", origin, field, problem));
+}
+
+template <typename T>
+Status Get(const YAML::Node& t, const std::string& origin, const std::string& key, T* out) {
+  YAML::Node n = t[key];
+  if (!n) return Status::Ok();
+  if (!n.IsScalar()) return Field(origin, key, "has the wrong type");
+  try {
+    *out = n.as<T>();
+  } catch (const YAML::Exception&) {
+    return Field(origin, key, "has the wrong type");
+  }
+  return Status::Ok();
+}
+
+bool ValidTopicPart(const std::string& s) {
+  if (s.empty()) return false;
+  for (char c : s)
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
+          c == '-'))
+      return false;
+  return true;
+}
+
+}  // namespace
+
+Status ParseTransport(const YAML::Node& root, const std::string& origin, TransportSpec* out) {
+  YAML::Node t = root["transport"];
+  if (!t) return Status::Ok();
+  if (!t.IsMap())
+    return InvalidArgument(fmt::format("{}: field 'transport': expected a mapping (kind, brokers, ...)", origin));
+  static const std::set<std::string> kKnown = {"kind",       "brokers",           "topic_prefix",
+                                               "partitions", "max_message_bytes", "settings"};
+  for (const auto& kv : t) {
+    if (!kv.first.IsScalar()) return Field(origin, "?", "every key must be a plain name");
+    const std::string key = kv.first.as<std::string>();
+    if (!kKnown.count(key)) return Field(origin, key, "unknown field");
+  }
+  TransportSpec s;
+  std::string kind = "memory";
+  RETURN_IF_ERROR(Get(t, origin, "kind", &kind));
+  if (kind == "memory") {
+    if (t.size() > 1) return Field(origin, "kind", "memory takes no other transport fields");
+    *out = s;
+    return Status::Ok();
+  }
+  if (kind != "kafka") return Field(origin, "kind", fmt::format("'{}' must be memory or kafka", kind));
+  s.kind = TransportSpec::Kind::kKafka;
+  RETURN_IF_ERROR(Get(t, origin, "brokers", &s.brokers));
+  RETURN_IF_ERROR(Get(t, origin, "topic_prefix", &s.topic_prefix));
+  RETURN_IF_ERROR(Get(t, origin, "partitions", &s.partitions));
+  RETURN_IF_ERROR(Get(t, origin, "max_message_bytes", &s.max_message_bytes));
+  if (s.brokers.empty()) return Field(origin, "brokers", "is required for kind kafka (\"host:port,...\")");
+  if (!ValidTopicPart(s.topic_prefix))
+    return Field(origin, "topic_prefix",
+                 fmt::format("'{}' may only use a-z, A-Z, 0-9, '.', '_' and '-'", s.topic_prefix));
+  if (s.partitions < 0 || s.partitions > 256) return Field(origin, "partitions", "must be between 1 and 256");
+  if (s.max_message_bytes < 1024 || s.max_message_bytes > 1000000000)
+    return Field(origin, "max_message_bytes", "must be between 1024 and 1000000000");
+  if (YAML::Node set = t["settings"]) {
+    if (!set.IsMap()) return Field(origin, "settings", "expected a mapping of librdkafka properties");
+    for (const auto& kv : set) {
+      if (!kv.first.IsScalar() || !kv.second.IsScalar())
+        return Field(origin, "settings", "every librdkafka property and value must be a plain scalar");
+      const std::string key = kv.first.as<std::string>();
+      // These carry midflight's correctness rule (kafka/kafka_partition_log.h).
+      static const std::set<std::string> kFixed = {"enable.idempotence",    "acks",
+                                                   "request.required.acks", "enable.gapless.guarantee",
+                                                   "enable.auto.commit",    "bootstrap.servers",
+                                                   "metadata.broker.list"};
+      if (kFixed.count(key))
+        return Field(origin, "settings." + key, "is set by midflight (idempotent producer, acks=all, brokers)");
+      s.settings[key] = kv.second.as<std::string>();
+    }
+  }
+  *out = std::move(s);
+  return Status::Ok();
+}
+
+}  // namespace midflight

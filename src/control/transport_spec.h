@@ -1,0 +1,49 @@
+// The spec's `transport:` section: where the partition logs between the
+// router and the appliers live.
+//
+//   transport:
+//     kind: kafka                # or memory (the default: in-process queues)
+//     brokers: "host:port,..."   # bootstrap servers
+//     topic_prefix: midflight    # the change topic is <prefix>.<migration name>.changes
+//     partitions: 8              # optional; the migration's partitions (they must agree)
+//     max_message_bytes: 1000000 # a larger encoded change stops the stream, naming it
+//     settings:                  # librdkafka properties, passed through (TLS, SASL, ...)
+//       security.protocol: SASL_SSL
+//       sasl.password: ${KAFKA_PASSWORD}
+//
+// Secrets stay out of the spec: `${VAR}` in any value (settings included) is
+// replaced by the environment variable VAR when the spec is loaded
+// (control/spec.h), so `sasl.password: ${KAFKA_PASSWORD}` keeps the password
+// in the environment.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "base/status.h"
+
+namespace YAML {
+class Node;
+}
+
+namespace midflight {
+
+struct TransportSpec {
+  enum class Kind : uint8_t { kMemory, kKafka };
+  Kind kind = Kind::kMemory;
+  std::string brokers;
+  std::string topic_prefix = "midflight";
+  int partitions = 0;  // 0: the migration's partitions
+  int64_t max_message_bytes = 1000000;
+  std::map<std::string, std::string> settings;
+
+  // The topic the migration `name`'s changes go to.
+  std::string Topic(const std::string& name) const { return topic_prefix + "." + name + ".changes"; }
+};
+
+// Parses root["transport"] (absent: memory) into *out. Errors name the field
+// ("transport.brokers"). `origin` names the spec file in messages.
+Status ParseTransport(const YAML::Node& root, const std::string& origin, TransportSpec* out);
+
+}  // namespace midflight

@@ -1,0 +1,71 @@
+// How a Change is written to and read from a Kafka message: a pure codec over
+// bytes, no librdkafka (tests/fuzz/kafka_codec_fuzz.cc fuzzes the decoder).
+//
+// Key: a JSON object of the key columns, {"aid": "42"} (every column of the
+// image for a table without a key), as Debezium keys a topic's messages.
+//
+// Value: Debezium's change-event envelope, schemaless JSON
+// (value.converter.schemas.enable=false), plus one "midflight" member that
+// carries what midflight needs to rebuild the Change exactly:
+//
+//   {"before": {col: v, ...} | null,     // kDelete: the old image (key columns, others null);
+//                                        // kUpdate: the old image when the source sent one
+//    "after":  {col: v, ...} | null,     // insert/update: the new image
+//    "source": {"connector": "midflight", "name": <migration>, "schema": ..., "table": ...,
+//               "lsn": <commit position, u64>, "sequence": <ordinal in the transaction>,
+//               "ts_ms": <commit time>, "snapshot": "false"},
+//    "op": "c" | "u" | "d" | "t",
+//    "ts_ms": <commit time, ms>,
+//    "midflight": {"v": 1, "run": <u64>, "table": <ref>, "kind": "insert|update|delete|truncate",
+//                  "lsn": u64, "seq": u32, "commit_us": i64, "check": "none|insert|update|delete",
+//                  "values": [d, ...], "old": [d, ...],       // TableSchema::writable order
+//                  "truncated": [<ref>, ...], "restart_identity": bool}}
+//
+// A value d is the source's text form as a JSON string, null for NULL, and
+// {"hex": "..."} for text that is not valid UTF-8 (SQL_ASCII, latin1 bytes).
+// An unchanged TOASTed value is {"unchanged": true} in "values" and
+// Debezium's placeholder "__debezium_unavailable_value" in "after".
+// A delete is followed by a tombstone: the same key with a null value
+// (KafkaPartitionLog produces it; the decoder never sees it).
+//
+// "run" names the KafkaPartitionLog that wrote the message (one per flow
+// run); <ref> numbers a TableSchema version inside that log (a table's
+// layout can change mid-stream). Only the log that wrote a message reads it
+// back (kafka_partition_log.h says why), so refs need no registry.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/status.h"
+#include "core/change.h"
+
+namespace midflight::kafka {
+
+struct EncodedChange {
+  std::string key;
+  std::string value;
+};
+
+// Encodes `change`; `table_ref` names change.table, `truncated_refs` the
+// tables of change.truncated (same order). `source_name` goes to source.name.
+EncodedChange EncodeChange(const Change& change, uint64_t run, uint32_t table_ref,
+                           const std::vector<uint32_t>& truncated_refs, const std::string& source_name);
+
+// The TableSchema a ref names, or null when unknown.
+using TableLookup = std::function<std::shared_ptr<const TableSchema>(uint32_t ref)>;
+
+// Rebuilds the Change EncodeChange encoded, or returns nullopt for a message
+// another run wrote (its tables are not looked up). Anything malformed (not JSON, a
+// member missing or of the wrong type, an unknown table ref, a table whose
+// name differs from source.schema/table, an image whose length is not the
+// table's writable column count) returns DataLoss naming what is wrong:
+// the caller must stop, a change it cannot read would be lost.
+Result<std::optional<Change>> DecodeChange(std::string_view value, uint64_t run, const TableLookup& lookup);
+
+}  // namespace midflight::kafka

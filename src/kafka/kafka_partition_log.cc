@@ -1,0 +1,355 @@
+#include "kafka/kafka_partition_log.h"
+
+#include <fmt/format.h>
+#include <librdkafka/rdkafka.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "base/log.h"
+#include "base/thread_annotations.h"
+#include "kafka/change_codec.h"
+
+namespace midflight::kafka {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// librdkafka's log lines go to midflight's log. The warning that
+// enable.gapless.guarantee is experimental is dropped: it is set on purpose.
+void OnLog(const rd_kafka_t* rk, int level, const char* fac, const char* buf) noexcept {
+  if (std::strcmp(fac, "CONFWARN") == 0 && std::strstr(buf, "enable.gapless.guarantee")) return;
+  if (level <= 3)
+    LOG_ERROR("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
+  else if (level <= 5)
+    LOG_WARN("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
+  else
+    LOG_DEBUG("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
+}
+
+Status SetAll(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& kv) {
+  rd_kafka_conf_set_log_cb(conf, &OnLog);
+  char err[512];
+  for (const auto& [k, v] : kv)
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+      return OperatorError(fmt::format("kafka setting {}: {}", k, err));
+  return Status::Ok();
+}
+
+class KafkaPartitionLog final : public PartitionLog {
+ public:
+  explicit KafkaPartitionLog(KafkaLogOptions o) : o_(std::move(o)), last_(o_.partitions) {}
+
+  ~KafkaPartitionLog() override {
+    Close();
+    if (poller_.joinable()) poller_.join();
+    for (rd_kafka_t* c : consumers_) rd_kafka_destroy_flags(c, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    if (producer_) {
+      // What is not acknowledged yet need not be: a restart produces it again
+      // (the correctness rule in the header). A short flush, then drop it.
+      rd_kafka_flush(producer_, 2000);
+      rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+      rd_kafka_poll(producer_, 0);
+      rd_kafka_destroy(producer_);
+    }
+  }
+
+  Status Open() {
+    char err[512];
+    std::map<std::string, std::string> common = {{"bootstrap.servers", o_.brokers},
+                                                 {"client.id", "midflight-" + o_.source_name}};
+    // Producer: idempotent, acknowledged by every in-sync replica, and
+    // failing rather than leaving a gap; messages wait for a broker that is
+    // away rather than expire (Append blocks on the budget meanwhile).
+    rd_kafka_conf_t* pc = rd_kafka_conf_new();
+    std::map<std::string, std::string> pset = common;
+    pset["message.timeout.ms"] = "0";
+    pset["linger.ms"] = "5";
+    pset["message.max.bytes"] = std::to_string(std::min<size_t>(o_.max_message_bytes + 65536, 1000000000));
+    pset["queue.buffering.max.kbytes"] = std::to_string(std::max<size_t>(o_.producer_budget_bytes / 1024 * 2, 1024));
+    for (const auto& kv : o_.settings) pset[kv.first] = kv.second;
+    pset["enable.idempotence"] = "true";
+    pset["acks"] = "all";
+    pset["enable.gapless.guarantee"] = "true";
+    if (Status st = SetAll(pc, pset); !st.ok()) {
+      rd_kafka_conf_destroy(pc);
+      return st;
+    }
+    rd_kafka_conf_set_opaque(pc, this);
+    rd_kafka_conf_set_dr_msg_cb(pc, &KafkaPartitionLog::OnDelivery);
+    rd_kafka_conf_set_error_cb(pc, &KafkaPartitionLog::OnError);
+    producer_ = rd_kafka_new(RD_KAFKA_PRODUCER, pc, err, sizeof err);
+    if (!producer_) {
+      rd_kafka_conf_destroy(pc);
+      return OperatorError(fmt::format("kafka producer: {}", err));
+    }
+    poller_ = std::thread([this] {
+      // librdkafka's own wait: delivery reports and errors are served here.
+      while (!closed_) rd_kafka_poll(producer_, 100);
+    });
+
+    // The topic must have one partition per applier.
+    rd_kafka_topic_t* topic = rd_kafka_topic_new(producer_, o_.topic.c_str(), nullptr);
+    const rd_kafka_metadata_t* md = nullptr;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(producer_, 0, topic, &md, static_cast<int>(o_.open_timeout.count()));
+    rd_kafka_topic_destroy(topic);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+      return RetryCall(
+          fmt::format("kafka brokers {}: no metadata for topic {}: {}", o_.brokers, o_.topic, rd_kafka_err2str(e)));
+    int count = -1;
+    rd_kafka_resp_err_t terr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (md->topic_cnt == 1) {
+      count = md->topics[0].partition_cnt;
+      terr = md->topics[0].err;
+    }
+    rd_kafka_metadata_destroy(md);
+    if (terr != RD_KAFKA_RESP_ERR_NO_ERROR || count <= 0)
+      return OperatorError(fmt::format("kafka topic {}: {}; create it with {} partitions", o_.topic,
+                                       rd_kafka_err2str(terr), o_.partitions));
+    if (static_cast<uint32_t>(count) != o_.partitions)
+      return OperatorError(fmt::format(
+          "kafka topic {} has {} partitions but the migration has {}: one topic partition per applier keeps each "
+          "key's order; recreate the topic with {} partitions or use another topic_prefix",
+          o_.topic, count, o_.partitions, o_.partitions));
+
+    // One consumer per partition, assigned (no group, no rebalancing),
+    // starting at the partition's end offset now: everything the appliers
+    // still need is produced again by this run (the rule in the header).
+    for (uint32_t p = 0; p < o_.partitions; ++p) {
+      int64_t lo = 0, hi = 0;
+      e = rd_kafka_query_watermark_offsets(producer_, o_.topic.c_str(), static_cast<int32_t>(p), &lo, &hi,
+                                           static_cast<int>(o_.open_timeout.count()));
+      if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return RetryCall(fmt::format("kafka topic {} partition {}: end offset: {}", o_.topic, p, rd_kafka_err2str(e)));
+      rd_kafka_conf_t* cc = rd_kafka_conf_new();
+      std::map<std::string, std::string> cset = common;
+      cset["group.id"] = "midflight." + o_.source_name;
+      cset["fetch.wait.max.ms"] = "20";
+      cset["queued.max.messages.kbytes"] = std::to_string(std::max<size_t>(o_.consumer_buffer_bytes / 1024, 1024));
+      cset["auto.offset.reset"] = "error";
+      for (const auto& kv : o_.settings) cset[kv.first] = kv.second;
+      cset["enable.auto.commit"] = "false";
+      cset["enable.auto.offset.store"] = "false";
+      if (Status st = SetAll(cc, cset); !st.ok()) {
+        rd_kafka_conf_destroy(cc);
+        return st;
+      }
+      rd_kafka_conf_set_opaque(cc, this);
+      rd_kafka_conf_set_error_cb(cc, &KafkaPartitionLog::OnError);
+      rd_kafka_t* c = rd_kafka_new(RD_KAFKA_CONSUMER, cc, err, sizeof err);
+      if (!c) {
+        rd_kafka_conf_destroy(cc);
+        return OperatorError(fmt::format("kafka consumer: {}", err));
+      }
+      consumers_.push_back(c);
+      rd_kafka_poll_set_consumer(c);
+      rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+      rd_kafka_topic_partition_list_add(list, o_.topic.c_str(), static_cast<int32_t>(p))->offset = hi;
+      e = rd_kafka_assign(c, list);
+      rd_kafka_topic_partition_list_destroy(list);
+      if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return Internal(fmt::format("kafka topic {} partition {}: assign: {}", o_.topic, p, rd_kafka_err2str(e)));
+      LOG_INFO("kafka: {} partition {} read from offset {}", o_.topic, p, hi);
+    }
+    return Status::Ok();
+  }
+
+  uint32_t partitions() const override { return o_.partitions; }
+
+  Status Append(PartitionId p, Change change) override {
+    if (closed_) return Cancelled("partition log closed");
+    uint32_t ref = 0;
+    std::vector<uint32_t> truncated;
+    {
+      MutexLock lock(&mu_);
+      RETURN_IF_ERROR(error_);
+      ref = RefOf(change.table);
+      for (const auto& t : change.truncated) truncated.push_back(RefOf(t));
+    }
+    EncodedChange m = EncodeChange(change, run_, ref, truncated, o_.source_name);
+    if (m.value.size() > o_.max_message_bytes)
+      return OperatorError(fmt::format(
+          "table {} key {}: the change at {} is {} bytes encoded, over transport.max_message_bytes {}",
+          change.table->id.ToString(), change.KeyText(), change.pos.ToString(), m.value.size(), o_.max_message_bytes));
+    RETURN_IF_ERROR(Produce(p, m.key, &m.value));
+    // Debezium's tombstone: log compaction may then drop the key.
+    if (change.kind == ChangeKind::kDelete) RETURN_IF_ERROR(Produce(p, m.key, nullptr));
+    return Status::Ok();
+  }
+
+  Status Poll(PartitionId p, size_t min, size_t max, std::chrono::milliseconds wait,
+              std::vector<Change>* out) override {
+    rd_kafka_t* c = consumers_.at(p.value);
+    min = std::clamp<size_t>(min, 1, std::max<size_t>(max, 1));
+    const auto deadline = Clock::now() + wait;
+    size_t got = 0;
+    while (got < max) {
+      if (closed_) return got ? Status::Ok() : Cancelled("partition log closed");
+      {
+        MutexLock lock(&mu_);
+        RETURN_IF_ERROR(error_);
+      }
+      const auto now = Clock::now();
+      int timeout_ms = 0;
+      if (got < min && now < deadline)
+        timeout_ms = static_cast<int>(
+            std::min<int64_t>(100, std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1));
+      rd_kafka_message_t* msg = rd_kafka_consumer_poll(c, timeout_ms);
+      if (!msg) {
+        if (timeout_ms == 0) break;
+        continue;
+      }
+      Status st = Take(p, msg, out, &got);
+      rd_kafka_message_destroy(msg);
+      RETURN_IF_ERROR(st);
+    }
+    return Status::Ok();
+  }
+
+  void Close() override {
+    closed_ = true;
+    MutexLock lock(&mu_);
+    space_.NotifyAll();
+  }
+
+ private:
+  // One consumed message: a change to deliver, a tombstone or a duplicate to
+  // drop, or an error.
+  Status Take(PartitionId p, rd_kafka_message_t* msg, std::vector<Change>* out, size_t* got) {
+    if (msg->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return Status::Ok();
+    if (msg->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || msg->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE)
+      return DataLoss(fmt::format("kafka topic {} partition {}: the messages to read are gone (retention?): {}",
+                                  o_.topic, p.value, rd_kafka_message_errstr(msg)));
+    if (msg->err) {
+      LOG_WARN("kafka topic {} partition {}: {}", o_.topic, p.value, rd_kafka_message_errstr(msg));
+      return Status::Ok();
+    }
+    if (!msg->payload) return Status::Ok();  // a tombstone
+    Result<std::optional<Change>> c = DecodeChange(std::string_view(static_cast<const char*>(msg->payload), msg->len),
+                                                   run_, [this](uint32_t ref) { return Lookup(ref); });
+    if (!c.ok())
+      return DataLoss(fmt::format("kafka topic {} partition {} offset {}: {}", o_.topic, p.value, msg->offset,
+                                  c.status().message()));
+    if (!c->has_value()) return Status::Ok();              // an earlier run's (see the header)
+    if ((*c)->pos <= last_[p.value]) return Status::Ok();  // produced twice
+    last_[p.value] = (*c)->pos;
+    out->push_back(std::move(**c));
+    ++*got;
+    return Status::Ok();
+  }
+
+  // `value` null: a tombstone.
+  Status Produce(PartitionId p, const std::string& key, std::string* value) {
+    const size_t size = key.size() + (value ? value->size() : 0);
+    MutexLock lock(&mu_);
+    // A message larger than the whole budget still goes through, alone.
+    space_.Wait(&mu_, [&]() REQUIRES(mu_) {
+      return closed_ || !error_.ok() || unacked_ == 0 || unacked_ + size <= o_.producer_budget_bytes;
+    });
+    if (closed_) return Cancelled("partition log closed");
+    RETURN_IF_ERROR(error_);
+    for (;;) {
+      rd_kafka_resp_err_t e = rd_kafka_producev(
+          producer_, RD_KAFKA_V_TOPIC(o_.topic.c_str()), RD_KAFKA_V_PARTITION(static_cast<int32_t>(p.value)),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.data(), key.size()),
+          RD_KAFKA_V_VALUE(value ? value->data() : nullptr, value ? value->size() : 0),
+          RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(size))), RD_KAFKA_V_END);
+      if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
+      if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        return Internal(
+            fmt::format("kafka topic {} partition {}: produce: {}", o_.topic, p.value, rd_kafka_err2str(e)));
+      // librdkafka's own queue is full: wait for deliveries.
+      space_.WaitFor(&mu_, std::chrono::milliseconds(50), [&]() REQUIRES(mu_) { return closed_.load(); });
+      if (closed_) return Cancelled("partition log closed");
+    }
+    unacked_ += size;
+    return Status::Ok();
+  }
+
+  uint32_t RefOf(const std::shared_ptr<const TableSchema>& t) REQUIRES(mu_) {
+    auto [it, fresh] = refs_.try_emplace(t.get(), static_cast<uint32_t>(tables_.size()));
+    if (fresh) tables_.push_back(t);
+    return it->second;
+  }
+
+  std::shared_ptr<const TableSchema> Lookup(uint32_t ref) {
+    MutexLock lock(&mu_);
+    return ref < tables_.size() ? tables_[ref] : nullptr;
+  }
+
+  // librdkafka callbacks, on the poller thread (or a consumer's Poll): no
+  // exception leaves them.
+  static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) noexcept {
+    auto* self = static_cast<KafkaPartitionLog*>(opaque);
+    const size_t size = static_cast<size_t>(reinterpret_cast<uintptr_t>(m->_private));
+    MutexLock lock(&self->mu_);
+    self->unacked_ -= std::min(size, self->unacked_);
+    if (m->err && self->error_.ok() && !self->closed_)
+      self->error_ =
+          RetryCall(fmt::format("kafka topic {} partition {}: a change was not delivered: {}; the stream "
+                                "stops and resumes from the target's checkpoints",
+                                self->o_.topic, m->partition, rd_kafka_err2str(m->err)));
+    self->space_.NotifyAll();
+  }
+
+  static void OnError(rd_kafka_t* rk, int err, const char* reason, void* opaque) noexcept {
+    auto* self = static_cast<KafkaPartitionLog*>(opaque);
+    char buf[512];
+    if (err == RD_KAFKA_RESP_ERR__FATAL && rd_kafka_fatal_error(rk, buf, sizeof buf) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      MutexLock lock(&self->mu_);
+      if (self->error_.ok())
+        self->error_ =
+            RetryCall(fmt::format("kafka: fatal error: {}; the stream stops and resumes from the "
+                                  "target's checkpoints",
+                                  buf));
+      self->space_.NotifyAll();
+      return;
+    }
+    LOG_WARN("kafka {}: {}", rd_kafka_name(rk), reason);
+  }
+
+  const KafkaLogOptions o_;
+  const uint64_t run_ = std::random_device{}() * uint64_t{0x100000001} ^
+                        static_cast<uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  rd_kafka_t* producer_ = nullptr;
+  std::vector<rd_kafka_t*> consumers_;
+  std::thread poller_;
+  std::atomic<bool> closed_{false};
+  std::vector<ChangePosition> last_;  // last_[p]: applier p's thread only
+
+  Mutex mu_;
+  CondVar space_;  // unacked_ fell, an error came, or the log closed
+  size_t unacked_ GUARDED_BY(mu_) = 0;
+  Status error_ GUARDED_BY(mu_);
+  std::map<const TableSchema*, uint32_t> refs_ GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<const TableSchema>> tables_ GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+Result<std::unique_ptr<PartitionLog>> OpenKafkaPartitionLog(KafkaLogOptions options) {
+  auto log = std::make_unique<KafkaPartitionLog>(std::move(options));
+  RETURN_IF_ERROR(log->Open());
+  return std::unique_ptr<PartitionLog>(std::move(log));
+}
+
+PartitionLogFactory KafkaLogFactory(const TransportSpec& transport, const std::string& migration_name) {
+  return [transport, migration_name](uint32_t partitions, size_t bytes) -> Result<std::unique_ptr<PartitionLog>> {
+    KafkaLogOptions o;
+    o.brokers = transport.brokers;
+    o.topic = transport.Topic(migration_name);
+    o.source_name = migration_name;
+    o.partitions = partitions;
+    o.max_message_bytes = static_cast<size_t>(transport.max_message_bytes);
+    o.producer_budget_bytes = bytes * partitions;
+    o.consumer_buffer_bytes = bytes;
+    o.settings = transport.settings;
+    return OpenKafkaPartitionLog(std::move(o));
+  };
+}
+
+}  // namespace midflight::kafka

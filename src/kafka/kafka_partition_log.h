@@ -1,0 +1,79 @@
+// The partition log as a Kafka topic: partition p of the log is partition p
+// of the migration's change topic (<topic_prefix>.<name>.changes), which
+// must have exactly the migration's partition count. The router and the
+// appliers see only PartitionLog (pipeline/partition_log.h).
+//
+//   Router ─Append(p)─► idempotent producer ─► topic partition p ─► consumer p ─Poll(p)─► Applier p
+//                       (acks=all, gapless;    (key: the key columns;      (assigned, no group;
+//                        Append blocks while    value: change_codec.h,      starts at the end offset
+//                        unacknowledged bytes   tombstone after a delete)   the partition had at Open)
+//                        exceed the budget)
+//
+// THE CORRECTNESS RULE. The source is told a position is consumed only when
+// every change up to it is durable where it will be read from. Here that
+// place is the target, not Kafka:
+//  - The Flow confirms to the source only what every applier has committed
+//    on the target with its checkpoint, in one transaction (unchanged from
+//    the memory log). A change an applier committed was read from Kafka, so
+//    Kafka had acknowledged it; nothing the source forgets is only in Kafka.
+//  - On a restart the source resends from its confirmed position, which is at
+//    or before the lowest checkpoint; the router appends again every change
+//    past each partition's checkpoint (pipeline/routed_log.h). So every change
+//    the appliers still need is produced again by this run, after the end
+//    offset the consumers start from: each partition is read from an offset
+//    no later than the first change after its checkpoint.
+//  - What the earlier run left in the topic past that point is never read
+//    (it is produced again). A message of the earlier run that lands after
+//    the end offset was taken (in flight when the process died) carries the
+//    earlier run's id and Poll drops it. Within a run, Poll drops a change at
+//    or below the last position it delivered for the partition, and the
+//    applier one at or below its checkpoint.
+//  - A message Kafka fails to take (an error after retries) stops the log:
+//    Append and Poll return the error from then on, so no applier commits a
+//    change that follows a lost one (enable.gapless.guarantee makes
+//    librdkafka fail the producer rather than leave a gap). The flow stops,
+//    and a restart resends from the target's checkpoints.
+// The topic is therefore a durable, inspectable copy of the stream for other
+// consumers, not yet the point of recovery. Replaying from any offset and
+// apply workers on other machines need the (topic, partition, offset) kept in
+// the target's checkpoint instead (issue 12; src/kafka/README.md).
+//
+// Thread-safety: Append from the router thread only, Poll(p) from applier p
+// only, Close from any thread. Constant after Open: the options, the client
+// handles, the partition count. mu_ guards the table refs, the unacknowledged
+// byte count and the first error; last_[p] belongs to applier p.
+#pragma once
+
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "base/status.h"
+#include "control/transport_spec.h"
+#include "pipeline/partition_log.h"
+
+namespace midflight::kafka {
+
+struct KafkaLogOptions {
+  std::string brokers;      // bootstrap.servers
+  std::string topic;        // must exist with `partitions` partitions (or be auto-created so)
+  std::string source_name;  // source.name of every envelope: the migration's name
+  uint32_t partitions = 1;
+  size_t max_message_bytes = 1000000;             // a larger encoded change stops the stream, naming it
+  size_t producer_budget_bytes = 64u << 20;       // Append blocks while this much is unacknowledged
+  size_t consumer_buffer_bytes = 16u << 20;       // prefetched per partition
+  std::map<std::string, std::string> settings;    // librdkafka properties for every client
+  std::chrono::milliseconds open_timeout{15000};  // metadata and offsets at Open
+};
+
+// Connects, checks the topic's partition count and takes each partition's
+// end offset, where its consumer starts. Errors: RetryCall when the brokers
+// do not answer within open_timeout; OperatorError for a bad setting or a
+// topic whose partition count differs (naming both counts).
+Result<std::unique_ptr<PartitionLog>> OpenKafkaPartitionLog(KafkaLogOptions options);
+
+// The factory a Flow uses for `transport: kafka` (FlowOptions::log_factory).
+PartitionLogFactory KafkaLogFactory(const TransportSpec& transport, const std::string& migration_name);
+
+}  // namespace midflight::kafka

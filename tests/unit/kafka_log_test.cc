@@ -1,0 +1,138 @@
+// KafkaPartitionLog (kafka/kafka_partition_log.h) against librdkafka's mock
+// cluster: changes come back in order per partition, tombstones and an
+// earlier run's messages are not delivered, a topic of another partition
+// count is refused naming both counts.
+#include <gtest/gtest.h>
+
+#include "kafka/kafka_partition_log.h"
+#include "kafka/mock_cluster.h"
+#include "test_tables.h"
+
+namespace midflight::kafka {
+namespace {
+
+using midflight::testing::Accounts;
+using midflight::testing::Make;
+
+class KafkaLogTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto mc = MockCluster::Start(1);
+    ASSERT_TRUE(mc.ok()) << mc.status().ToString();
+    cluster_ = std::move(*mc);
+    ASSERT_TRUE(cluster_->CreateTopic("t.m.changes", 2).ok());
+  }
+  KafkaLogOptions Options(uint32_t partitions = 2) {
+    KafkaLogOptions o;
+    o.brokers = cluster_->bootstraps();
+    o.topic = "t.m.changes";
+    o.source_name = "m";
+    o.partitions = partitions;
+    o.producer_budget_bytes = 4096;  // Append blocks on acknowledgements often
+    return o;
+  }
+  std::unique_ptr<PartitionLog> Open() {
+    auto log = OpenKafkaPartitionLog(Options());
+    EXPECT_TRUE(log.ok()) << log.status().ToString();
+    return log.ok() ? std::move(*log) : nullptr;
+  }
+  Change Ins(int key, uint64_t lsn) {
+    return Make(ChangeKind::kInsert, table_, lsn, 1,
+                {Datum::Text(std::to_string(key)), Datum::Text("1"), Datum::Text("n")});
+  }
+  // Polls partition p until `n` changes came or 5 s passed.
+  std::vector<Change> Read(PartitionLog& log, uint32_t p, size_t n) {
+    std::vector<Change> out;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (out.size() < n && std::chrono::steady_clock::now() < until)
+      EXPECT_TRUE(log.Poll(PartitionId{p}, n - out.size(), n - out.size(), std::chrono::milliseconds(100), &out).ok());
+    return out;
+  }
+
+  std::unique_ptr<MockCluster> cluster_;
+  std::shared_ptr<const TableSchema> table_ = Accounts();
+};
+
+TEST_F(KafkaLogTest, ChangesComeBackInOrderPerPartition) {
+  auto log = Open();
+  ASSERT_TRUE(log);
+  for (int i = 1; i <= 200; ++i) ASSERT_TRUE(log->Append(PartitionId{static_cast<uint32_t>(i % 2)}, Ins(i, i)).ok());
+  ASSERT_TRUE(log->Append(PartitionId{0}, Make(ChangeKind::kDelete, table_, 500, 1, {},
+                                               {Datum::Text("2"), Datum::Null(), Datum::Null()}))
+                  .ok());
+  for (uint32_t p = 0; p < 2; ++p) {
+    std::vector<Change> got = Read(*log, p, p == 0 ? 101 : 100);
+    ASSERT_EQ(got.size(), p == 0 ? 101u : 100u);
+    for (size_t i = 1; i < got.size(); ++i) EXPECT_LT(got[i - 1].pos, got[i].pos);
+    EXPECT_EQ(got.front().table, table_);
+  }
+  // The delete's tombstone is not a change: nothing more comes.
+  std::vector<Change> more;
+  ASSERT_TRUE(log->Poll(PartitionId{0}, 1, 10, std::chrono::milliseconds(300), &more).ok());
+  EXPECT_TRUE(more.empty());
+  log->Close();
+  EXPECT_EQ(log->Poll(PartitionId{0}, 1, 10, std::chrono::milliseconds(10), &more).code(), StatusCode::kCancelled);
+  EXPECT_EQ(log->Append(PartitionId{0}, Ins(1, 900)).code(), StatusCode::kCancelled);
+}
+
+TEST_F(KafkaLogTest, ANewRunReadsOnlyWhatItAppends) {
+  {
+    auto first = Open();
+    ASSERT_TRUE(first);
+    for (int i = 1; i <= 20; ++i) ASSERT_TRUE(first->Append(PartitionId{0}, Ins(i, i)).ok());
+    ASSERT_EQ(Read(*first, 0, 5).size(), 5u);  // stops with 15 unread
+  }
+  auto second = Open();
+  ASSERT_TRUE(second);
+  // The first run's messages sit before the end offset the second starts at.
+  std::vector<Change> none;
+  ASSERT_TRUE(second->Poll(PartitionId{0}, 1, 10, std::chrono::milliseconds(300), &none).ok());
+  EXPECT_TRUE(none.empty());
+  for (int i = 6; i <= 20; ++i) ASSERT_TRUE(second->Append(PartitionId{0}, Ins(i, i)).ok());
+  std::vector<Change> got = Read(*second, 0, 15);
+  ASSERT_EQ(got.size(), 15u);
+  EXPECT_EQ(got.front().pos.commit_lsn.value(), 6u);
+}
+
+TEST_F(KafkaLogTest, AMessageOfAnotherRunAfterTheStartIsDropped) {
+  auto second = Open();
+  ASSERT_TRUE(second);
+  {
+    // A producer of an earlier run still delivering after the second run
+    // took its start offsets (it was in flight when its process died).
+    auto first = Open();
+    ASSERT_TRUE(first);
+    for (int i = 1; i <= 5; ++i) ASSERT_TRUE(first->Append(PartitionId{0}, Ins(i, i)).ok());
+  }
+  for (int i = 1; i <= 5; ++i) ASSERT_TRUE(second->Append(PartitionId{0}, Ins(i, i)).ok());
+  std::vector<Change> got = Read(*second, 0, 5);
+  ASSERT_EQ(got.size(), 5u);
+  std::vector<Change> more;
+  ASSERT_TRUE(second->Poll(PartitionId{0}, 1, 10, std::chrono::milliseconds(300), &more).ok());
+  EXPECT_TRUE(more.empty());
+}
+
+TEST_F(KafkaLogTest, ATopicWithAnotherPartitionCountIsRefused) {
+  auto log = OpenKafkaPartitionLog(Options(3));
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), StatusCode::kOperator);
+  EXPECT_EQ(log.status().message(),
+            "kafka topic t.m.changes has 2 partitions but the migration has 3: one topic partition per applier keeps "
+            "each key's order; recreate the topic with 3 partitions or use another topic_prefix");
+}
+
+TEST_F(KafkaLogTest, AChangeOverTheMessageLimitStopsNamingIt) {
+  KafkaLogOptions o = Options();
+  o.max_message_bytes = 1024;
+  auto log = OpenKafkaPartitionLog(o);
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  Change big = Make(ChangeKind::kInsert, table_, 7, 1,
+                    {Datum::Text("9"), Datum::Text("1"), Datum::Text(std::string(2000, 'x'))});
+  Status st = (*log)->Append(PartitionId{1}, big);
+  EXPECT_EQ(st.code(), StatusCode::kOperator);
+  EXPECT_NE(st.message().find("table public.accounts key 9: the change at"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("over transport.max_message_bytes 1024"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace midflight::kafka
