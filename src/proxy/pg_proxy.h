@@ -32,6 +32,7 @@
 
 #include "base/status.h"
 #include "proxy/traffic_switch.h"
+#include "proxy/wire/pg/backend.h"
 
 namespace midflight::proxy {
 
@@ -42,6 +43,8 @@ struct ServerAddress {
   // The migration's own credentials on this server (from the spec's URI): a
   // client logging in as this user reaches the server with this password.
   std::string user, password;
+  // TLS to this server: the URI's sslmode, sslrootcert, sslcert and sslkey.
+  pgwire::BackendTls tls;
 };
 
 struct ProxyUser {
@@ -56,7 +59,15 @@ struct ProxyConfig {
   std::string auth = "scram-sha-256";  // or "md5"
   std::string tls_cert, tls_key;       // PEM files: TLS offered to clients when both are set
   ServerAddress servers[2];            // indexed by Side
-  int max_clients = 2000;
+  int max_clients = 2000;              // authenticated sessions; one more gets "too many clients"
+  // Connections still in startup or authentication, counted apart from
+  // max_clients so that sockets that never log in cannot lock real clients
+  // out. When all are taken, a new connection evicts the oldest one if it has
+  // waited at least kEvictUnauthenticatedAfter, and is refused otherwise.
+  int max_unauthenticated = 200;
+  // Startup, TLS handshake and authentication must all finish within this
+  // (a client trickling bytes is cut at the deadline too).
+  std::chrono::milliseconds auth_timeout{10000};
 };
 
 // The PostgreSQL proxy; TrafficSwitch (traffic_switch.h) says what each method does.
