@@ -144,18 +144,75 @@ LargeMessage PlanLargeMessage(bool readonly, char type, size_t total, std::strin
 
 // The message sent in place of a Query or Parse refused by PlanLargeMessage:
 // a Parse keeps its statement name (its Bind then fails too, up to the Sync).
-std::string LargeMessageRefusal(char type, size_t total, std::string_view buffered) {
+// `message` and `detail` hold no quote.
+std::string LimitRefusal(char type, std::string_view buffered, std::string_view message, std::string_view detail) {
   const std::string sql = fmt::format(
-      R"(DO $midflight$BEGIN RAISE EXCEPTION USING ERRCODE = '54000', )"
-      R"(MESSAGE = 'midflight proxy: a {} message of {} bytes is above the {} MiB the proxy holds whole', )"
-      R"(DETAIL = 'The read-only endpoint checks whole statements; named prepared statements and statements )"
-      R"(changing session state are kept to be replayed when the session moves.', )"
+      R"(DO $midflight$BEGIN RAISE EXCEPTION USING ERRCODE = '54000', MESSAGE = 'midflight proxy: {}', )"
+      R"(DETAIL = '{}', )"
       R"(HINT = 'Send large values as parameters (Bind) or with COPY, which the proxy streams.'; END$midflight$)",
-      type == 'Q' ? "Query" : "Parse", total, kMaxHeldMessage >> 20);
+      message, detail);
   if (type == 'Q') return wire::Query(sql);
   std::string_view body = buffered.substr(5);
   const size_t nul = body.find('\0');
   return wire::Parse(std::string(nul == std::string_view::npos ? std::string_view() : body.substr(0, nul)), sql, {});
+}
+
+std::string LargeMessageRefusal(char type, size_t total, std::string_view buffered) {
+  return LimitRefusal(type, buffered,
+                      fmt::format("a {} message of {} bytes is above the {} MiB the proxy holds whole",
+                                  type == 'Q' ? "Query" : "Parse", total, kMaxHeldMessage >> 20),
+                      "The read-only endpoint checks whole statements; named prepared statements and statements "
+                      "changing session state are kept to be replayed when the session moves.");
+}
+
+// The setting a plain "SET [SESSION] name ..." or "RESET name" names, lower
+// case ("" when the statement has a comment, a quoted name or another shape:
+// then it is never merged with another).
+std::string SettingKey(std::string_view sql) {
+  size_t i = 0;
+  auto blanks = [&] {
+    while (i < sql.size() && isspace(static_cast<unsigned char>(sql[i]))) ++i;
+  };
+  auto word = [&](bool dotted) {
+    std::string w;
+    while (i < sql.size() && (isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || (dotted && sql[i] == '.')))
+      w += static_cast<char>(tolower(static_cast<unsigned char>(sql[i++])));
+    return w;
+  };
+  blanks();
+  const std::string verb = word(false);
+  if (verb != "set" && verb != "reset") return "";
+  blanks();
+  std::string name = word(true);
+  if (verb == "set" && name == "session") {
+    blanks();
+    name = word(true);
+  }
+  if (name.empty() || (i < sql.size() && !isspace(static_cast<unsigned char>(sql[i])) && sql[i] != '=' && sql[i] != ';'))
+    return "";
+  if (sql.find("/*") != std::string_view::npos || sql.find("--") != std::string_view::npos) return "";
+  return name;
+}
+
+// The session state kept for replay (SETs, PREPAREs, named Parse messages)
+// is capped in total too: a client cannot pile up small statements either.
+constexpr size_t kMaxSessionState = size_t{64} << 20;
+
+// How many bytes a whole Query or Parse adds to the session state kept for
+// replay: a SET or PREPARE statement, a named Parse message; 0 for others.
+size_t AddedSessionState(char type, std::string_view body, size_t total) {
+  std::string name;
+  if (type == 'Q') {
+    std::string_view sql = body.substr(0, body.find('\0'));
+    if (!MayChangeState(sql)) return 0;
+    const StateEffect e = Classify(sql, &name);
+    return e == StateEffect::kSet || e == StateEffect::kPrepare ? sql.size() : 0;
+  }
+  if (type != 'P') return 0;
+  auto parse = wire::ParseParse(body);
+  if (!parse.ok()) return 0;
+  if (!parse->statement.empty()) return total;
+  return MayChangeState(parse->query) && Classify(parse->query, &name) == StateEffect::kSet ? parse->query.size() : 0;
 }
 
 // "host:port" -> a listening socket.
@@ -403,6 +460,14 @@ struct Session {
   void EndTransaction();
   void Track(char type, std::string_view body, std::string_view bytes);
   void OnServerMessage(char type, std::string_view body);
+  size_t SessionStateBytes() const {
+    size_t n = 0;
+    for (const auto& sql : sets) n += sql.size();
+    for (const auto& sql : pending_sets) n += sql.size();
+    for (const auto& [name, sql] : sql_prepared) n += sql.size();
+    for (const auto& [name, bytes] : parsed) n += bytes.size();
+    return n;
+  }
   Status Relay();
   void CancelServerQuery();
 };
@@ -772,7 +837,15 @@ void Session::OnServerMessage(char type, std::string_view body) {
       for (auto& sql : pending_sets) {
         std::string name;
         switch (Classify(sql, &name)) {
-          case StateEffect::kSet: sets.push_back(sql); break;
+          case StateEffect::kSet: {
+            // A later SET or RESET of a setting overrides the earlier ones: only
+            // the last is kept, so a session that SETs per transaction keeps
+            // one statement per setting, not one per transaction.
+            const std::string key = SettingKey(sql);
+            if (!key.empty()) std::erase_if(sets, [&](const std::string& old) { return SettingKey(old) == key; });
+            sets.push_back(sql);
+            break;
+          }
           case StateEffect::kResetAll: sets.clear(); break;
           case StateEffect::kDiscardAll:
             sets.clear();
@@ -908,6 +981,19 @@ Status Session::Relay() {
         }
         std::optional<std::string> replaced;
         if (readonly && (m.type == 'Q' || m.type == 'P')) replaced = ReadOnlyReplacement(m.type, m.body);
+        if (!replaced && (m.type == 'Q' || m.type == 'P')) {
+          const size_t added = AddedSessionState(m.type, m.body, m.bytes.size());
+          if (added > 0 && SessionStateBytes() + added > kMaxSessionState) {
+            LOG_INFO("proxy: session {} (user {}) would keep more than {} MiB of session state; statement refused",
+                     peer, user, kMaxSessionState >> 20);
+            replaced = LimitRefusal(
+                m.type, m.bytes,
+                fmt::format("this statement would take the session state the proxy keeps above {} MiB",
+                            kMaxSessionState >> 20),
+                "SET and PREPARE statements and named prepared statements are kept to be replayed when the "
+                "session moves; DEALLOCATE, RESET or DISCARD ALL free them.");
+          }
+        }
         if (replaced) {
           std::string_view bytes = *replaced;
           Track(m.type, bytes.substr(5), bytes);

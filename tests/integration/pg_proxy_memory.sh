@@ -74,5 +74,21 @@ out=$(psql -X -At "$RO" -f "$WORK/ro20.sql" 2>&1) || true
 grep -q "above the 16 MiB the proxy holds whole" <<<"$out" || fail "a 20 MB query on the read-only endpoint was not refused: ${out:0:300}"
 grep -qx alive <<<"$out" || fail "the read-only session did not go on after the refusal"
 log "20 MB query on the read-only endpoint refused"
+
+# The session state kept for replay is capped in total (64 MiB): five 15 MB
+# PREPAREs, the fifth refused; DEALLOCATE ALL frees the room again.
+python3 - "$WORK" <<'PYEOF'
+import sys
+with open(f"{sys.argv[1]}/prepare.sql", "wb") as f:
+    for i in range(1, 6):
+        f.write(b"PREPARE p%d AS SELECT %d /* " % (i, i) + b"p" * (15 << 20) + b" */;\n")
+    f.write(b"SELECT count(*) FROM pg_prepared_statements;\nDEALLOCATE ALL;\n")
+    f.write(b"PREPARE q AS SELECT 'again' /* " + b"q" * (15 << 20) + b" */;\nEXECUTE q;\n")
+PYEOF
+out=$(psql -X -At "$RW" -f "$WORK/prepare.sql" 2>&1) || true
+grep -q "would take the session state the proxy keeps above 64 MiB" <<<"$out" || fail "the fifth 15 MB PREPARE was not refused: ${out:0:300}"
+grep -qx 4 <<<"$out" || fail "expected 4 prepared statements: ${out:0:300}"
+grep -qx again <<<"$out" || fail "DEALLOCATE ALL did not make room again: ${out:0:300}"
+log "session state capped: the fifth 15 MB PREPARE refused, room again after DEALLOCATE ALL; midflight VmHWM $(hwm) MB"
 stop_mf
 log "PASS"
