@@ -99,49 +99,6 @@ std::optional<std::string> ReadOnlyReplacement(char type, std::string_view body)
   return std::nullopt;
 }
 
-// Memory per session stays bounded whatever a client (or a server) sends: a
-// message longer than kStreamAbove that is not all here yet is not buffered
-// whole but relayed in the chunks it arrives in. A Query or Parse is looked
-// at first, through its first kClassifyPrefix bytes, for what the proxy must
-// keep of it: the read-only endpoint's check reads a whole statement, a named
-// Parse and a statement changing session state (SET, PREPARE, ...) are kept to
-// be replayed when the session moves. Those are held whole up to
-// kMaxHeldMessage; above it they are replaced by a statement that raises the
-// proxy's refusal (SQLSTATE 54000), and their bytes are dropped as they come.
-constexpr size_t kStreamAbove = size_t{1} << 20;
-constexpr size_t kClassifyPrefix = size_t{64} << 10;
-constexpr size_t kMaxHeldMessage = size_t{16} << 20;
-
-enum class LargeMessage { kWaitForPrefix, kHoldWhole, kStream, kRefuse };
-
-// What to do with a client message of `total` bytes (type byte included)
-// longer than kStreamAbove, of which `buffered` (header first) is here.
-LargeMessage PlanLargeMessage(bool readonly, char type, size_t total, std::string_view buffered) {
-  if (type != 'Q' && type != 'P') return LargeMessage::kStream;
-  const size_t want = std::min(total - 5, kClassifyPrefix);
-  if (buffered.size() < 5 + want) return LargeMessage::kWaitForPrefix;
-  std::string_view sql = buffered.substr(5, want);
-  bool hold = readonly;  // ReadWriteAttempt must see every statement
-  if (type == 'P') {
-    const size_t nul = sql.find('\0');
-    // A named statement is replayed on another server; a name that does not
-    // end in the prefix is not one PostgreSQL takes anyway.
-    hold = hold || nul != 0;
-    sql = nul == std::string_view::npos ? std::string_view() : sql.substr(nul + 1);
-  }
-  if (!hold && MayChangeState(sql)) {
-    // Classify looks at the first keyword: held when it is one that changes
-    // session state, or when the prefix cannot say (blanks or comments up to
-    // its end, or the word running to its end).
-    const std::string first = Leading(sql, 1);
-    const bool complete = !first.empty() && first == Leading(sql.substr(0, sql.size() - 1), 1);
-    hold = !complete || first == "SET" || first == "RESET" || first == "PREPARE" || first == "DEALLOCATE" ||
-           first == "DISCARD";
-  }
-  if (!hold) return LargeMessage::kStream;
-  return total <= kMaxHeldMessage ? LargeMessage::kHoldWhole : LargeMessage::kRefuse;
-}
-
 // The message sent in place of a Query or Parse refused by PlanLargeMessage:
 // a Parse keeps its statement name (its Bind then fails too, up to the Sync).
 // `message` and `detail` hold no quote.
@@ -163,35 +120,6 @@ std::string LargeMessageRefusal(char type, size_t total, std::string_view buffer
                                   type == 'Q' ? "Query" : "Parse", total, kMaxHeldMessage >> 20),
                       "The read-only endpoint checks whole statements; named prepared statements and statements "
                       "changing session state are kept to be replayed when the session moves.");
-}
-
-// The setting a plain "SET [SESSION] name ..." or "RESET name" names, lower
-// case ("" when the statement has a comment, a quoted name or another shape:
-// then it is never merged with another).
-std::string SettingKey(std::string_view sql) {
-  size_t i = 0;
-  auto blanks = [&] {
-    while (i < sql.size() && isspace(static_cast<unsigned char>(sql[i]))) ++i;
-  };
-  auto word = [&](bool dotted) {
-    std::string w;
-    while (i < sql.size() && (isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || (dotted && sql[i] == '.')))
-      w += static_cast<char>(tolower(static_cast<unsigned char>(sql[i++])));
-    return w;
-  };
-  blanks();
-  const std::string verb = word(false);
-  if (verb != "set" && verb != "reset") return "";
-  blanks();
-  std::string name = word(true);
-  if (verb == "set" && name == "session") {
-    blanks();
-    name = word(true);
-  }
-  if (name.empty() || (i < sql.size() && !isspace(static_cast<unsigned char>(sql[i])) && sql[i] != '=' && sql[i] != ';'))
-    return "";
-  if (sql.find("/*") != std::string_view::npos || sql.find("--") != std::string_view::npos) return "";
-  return name;
 }
 
 // The session state kept for replay (SETs, PREPAREs, named Parse messages)
