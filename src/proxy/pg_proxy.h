@@ -9,6 +9,11 @@
 //   startup ─► (TLS) ─► authenticate the client (SCRAM-SHA-256 or MD5, against
 //   the proxy's users) ─► connect to the side the endpoint routes to ─► relay
 //
+// Until it has authenticated, a connection counts against max_unauthenticated
+// (not max_clients) and must finish within auth_timeout. While relaying, a
+// message over 1 MiB is passed on in the chunks it arrives in
+// (PlanLargeMessage in pg_statement.h), so a session's memory is bounded.
+//
 //   relay: idle ──client message──► [gate: wait while writes are paused]
 //               [route: move to the endpoint's side if it changed: open or
 //                reuse that side's connection, replay SET parameters and
