@@ -5,11 +5,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -339,6 +341,22 @@ void PrintDetail(const nlohmann::json& j) {
 
 }  // namespace
 
+// The proxy holds two descriptors per client session (more while a session
+// moves): the soft limit (often 1024) goes up to the hard limit at start.
+void RaiseFileLimit() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+  if (rl.rlim_cur < rl.rlim_max) {
+    const rlim_t before = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+      LOG_WARN("cannot raise the open-file limit from {} to {}: {}", before, rl.rlim_max, std::strerror(errno));
+      return;
+    }
+  }
+  LOG_DEBUG("open-file limit: {}", rl.rlim_cur);
+}
+
 int main(int argc, char** argv) {
   // Everything midflight writes (state directories, the SQLite store, the
   // schema dump, TOC lists, the API token) is for its own user only; the
@@ -448,6 +466,7 @@ int main(int argc, char** argv) {
   if (verbose) midflight::SetLogLevel(midflight::LogLevel::kDebug);
   if (log_format == "json") midflight::SetLogFormat(midflight::LogFormat::kJson);
   signal(SIGPIPE, SIG_IGN);
+  RaiseFileLimit();
   auto on_signals = [] {
     struct sigaction sa {};
     sa.sa_handler = OnSignal;

@@ -232,7 +232,8 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
   YAML::Node n = root["proxy"];
   if (!n) return Status::Ok();
   RETURN_IF_ERROR(CheckKeys(n, origin, "proxy",
-                            {"listen", "listen_readonly", "users", "auth", "tls_cert", "tls_key", "max_clients"}));
+                            {"listen", "listen_readonly", "users", "auth", "tls_cert", "tls_key", "max_clients",
+                             "max_unauthenticated", "auth_timeout_seconds"}));
   s->has_proxy = true;
   ProxySpec& p = s->proxy;
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "listen", &p.listen));
@@ -241,6 +242,8 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "tls_cert", &p.tls_cert));
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "tls_key", &p.tls_key));
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "max_clients", &p.max_clients));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "max_unauthenticated", &p.max_unauthenticated));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "auth_timeout_seconds", &p.auth_timeout_seconds));
   if (YAML::Node users = n["users"]) {
     if (!users.IsSequence()) return Field(origin, "proxy.users", "must be a list of {name, password}");
     for (size_t i = 0; i < users.size(); ++i) {
@@ -266,6 +269,9 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
   if (p.tls_cert.empty() != p.tls_key.empty())
     return Field(origin, p.tls_cert.empty() ? "proxy.tls_cert" : "proxy.tls_key", "tls_cert and tls_key go together");
   if (p.max_clients < 1) return Field(origin, "proxy.max_clients", "must be at least 1");
+  if (p.max_unauthenticated < 1) return Field(origin, "proxy.max_unauthenticated", "must be at least 1");
+  if (!(p.auth_timeout_seconds > 0) || p.auth_timeout_seconds > 3600)
+    return Field(origin, "proxy.auth_timeout_seconds", "must be above 0 and at most 3600");
   return Status::Ok();
 }
 

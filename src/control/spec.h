@@ -41,7 +41,9 @@ struct ProxySpec {
   std::vector<User> users;       // who may log in; default: the source URI's user
   std::string auth = "scram-sha-256";  // or md5
   std::string tls_cert, tls_key;       // PEM files; TLS offered to clients when set
-  int max_clients = 2000;
+  int max_clients = 2000;              // authenticated client sessions
+  int max_unauthenticated = 200;       // connections still logging in, counted apart
+  double auth_timeout_seconds = 10;    // startup + TLS + authentication must finish within this
 };
 
 // How the switches behave (control/cutover).

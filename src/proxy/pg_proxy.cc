@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +23,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "base/log.h"
 #include "base/thread_annotations.h"
@@ -39,7 +41,21 @@ namespace {
 using Clock = std::chrono::steady_clock;
 namespace wire = midflight::pgwire;
 
-constexpr auto kStartupTimeout = std::chrono::seconds(15);
+// A connection that has waited this long without authenticating may be
+// evicted to make room for a new one when max_unauthenticated are taken.
+constexpr auto kEvictUnauthenticatedAfter = std::chrono::seconds(1);
+
+// SO_RCVTIMEO and SO_SNDTIMEO on a client socket: bounds each blocking read
+// and write (a TLS handshake or record the client trickles in) during
+// authentication; 0 takes the bound off.
+void SetSocketTimeouts(int fd, std::chrono::milliseconds ms) {
+  timeval tv{};
+  tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
+  tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
+  if (ms.count() > 0 && tv.tv_sec == 0 && tv.tv_usec == 0) tv.tv_usec = 1000;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
 
 // What the read-only endpoint sends the server in place of a statement that
 // would let its session write (ReadWriteAttempt): the server raises the
@@ -81,6 +97,50 @@ std::optional<std::string> ReadOnlyReplacement(char type, std::string_view body)
     return wire::Parse(parse->statement, ReadOnlyRefusalSql(what), types);
   }
   return std::nullopt;
+}
+
+// The message sent in place of a Query or Parse refused by PlanLargeMessage:
+// a Parse keeps its statement name (its Bind then fails too, up to the Sync).
+// `message` and `detail` hold no quote.
+std::string LimitRefusal(char type, std::string_view buffered, std::string_view message, std::string_view detail) {
+  const std::string sql = fmt::format(
+      R"(DO $midflight$BEGIN RAISE EXCEPTION USING ERRCODE = '54000', MESSAGE = 'midflight proxy: {}', )"
+      R"(DETAIL = '{}', )"
+      R"(HINT = 'Send large values as parameters (Bind) or with COPY, which the proxy streams.'; END$midflight$)",
+      message, detail);
+  if (type == 'Q') return wire::Query(sql);
+  std::string_view body = buffered.substr(5);
+  const size_t nul = body.find('\0');
+  return wire::Parse(std::string(nul == std::string_view::npos ? std::string_view() : body.substr(0, nul)), sql, {});
+}
+
+std::string LargeMessageRefusal(char type, size_t total, std::string_view buffered) {
+  return LimitRefusal(type, buffered,
+                      fmt::format("a {} message of {} bytes is above the {} MiB the proxy holds whole",
+                                  type == 'Q' ? "Query" : "Parse", total, kMaxHeldMessage >> 20),
+                      "The read-only endpoint checks whole statements; named prepared statements and statements "
+                      "changing session state are kept to be replayed when the session moves.");
+}
+
+// The session state kept for replay (SETs, PREPAREs, named Parse messages)
+// is capped in total too: a client cannot pile up small statements either.
+constexpr size_t kMaxSessionState = size_t{64} << 20;
+
+// How many bytes a whole Query or Parse adds to the session state kept for
+// replay: a SET or PREPARE statement, a named Parse message; 0 for others.
+size_t AddedSessionState(char type, std::string_view body, size_t total) {
+  std::string name;
+  if (type == 'Q') {
+    std::string_view sql = body.substr(0, body.find('\0'));
+    if (!MayChangeState(sql)) return 0;
+    const StateEffect e = Classify(sql, &name);
+    return e == StateEffect::kSet || e == StateEffect::kPrepare ? sql.size() : 0;
+  }
+  if (type != 'P') return 0;
+  auto parse = wire::ParseParse(body);
+  if (!parse.ok()) return 0;
+  if (!parse->statement.empty()) return total;
+  return MayChangeState(parse->query) && Classify(parse->query, &name) == StateEffect::kSet ? parse->query.size() : 0;
 }
 
 // "host:port" -> a listening socket.
@@ -219,6 +279,26 @@ struct PgProxy::Impl : std::enable_shared_from_this<PgProxy::Impl> {
   bool paused GUARDED_BY(gate_mu) = false;
   int busy_rw GUARDED_BY(gate_mu) = 0;
 
+  // Connections not authenticated yet, by arrival order (the first is the
+  // oldest): their start and socket, so that one can be evicted (shutdown)
+  // for a newcomer. An entry is erased before its socket is closed, so the
+  // fd here is always open.
+  struct Unauthenticated {
+    Clock::time_point since;
+    int fd;
+  };
+  Mutex unauth_mu;
+  std::map<uint64_t, Unauthenticated> unauthenticated GUARDED_BY(unauth_mu);
+  uint64_t next_unauth_id GUARDED_BY(unauth_mu) = 1;
+  Clock::time_point last_unauth_warning GUARDED_BY(unauth_mu);
+  void LeaveUnauthenticated(uint64_t id) {
+    MutexLock lock(&unauth_mu);
+    unauthenticated.erase(id);
+  }
+  // Admits a new connection to the unauthenticated set (evicting the oldest
+  // if it has waited long enough); 0 when it is refused.
+  uint64_t AdmitUnauthenticated(int fd);
+
   // Sessions (for cancel requests, drain reports and Stop), by the key handed to the client.
   Mutex sessions_mu;
   CondVar sessions_cv;
@@ -234,7 +314,7 @@ struct PgProxy::Impl : std::enable_shared_from_this<PgProxy::Impl> {
     if (wake_fd >= 0) close(wake_fd);
   }
   void Accept(int which);
-  void Serve(int fd, bool readonly);
+  void Serve(int fd, bool readonly, uint64_t unauth_id);
   void Cancel(int32_t pid, int32_t secret);
 };
 
@@ -251,6 +331,7 @@ struct Session {
   struct ServerConn {
     wire::Backend b;
     wire::FrameReader reader;
+    size_t stream_left = 0;      // bytes of a long server message still to relay as they come
     uint64_t state_version = 0;  // session state this connection has
     bool open() const { return b.fd >= 0; }
   };
@@ -285,8 +366,8 @@ struct Session {
   ~Session() {
     for (auto& s : servers)
       if (s.open()) {
-        (void)wire::WriteAll(s.b.fd, wire::Terminate());
-        close(s.b.fd);
+        (void)wire::BackendWrite(s.b, wire::Terminate());
+        wire::CloseBackend(s.b);
       }
   }
 
@@ -299,6 +380,7 @@ struct Session {
   Result<std::string> ReadStartupPacket(wire::FrameReader& reader, Clock::time_point deadline);
   Result<wire::Message> ReadClientMessage(wire::FrameReader& reader, Clock::time_point deadline);
   Status Startup();
+  Status Greet();
   Status Authenticate(wire::FrameReader& reader, Clock::time_point deadline);
   Status OpenServer(Side side);
   Status SyncState(Side side);
@@ -306,6 +388,14 @@ struct Session {
   void EndTransaction();
   void Track(char type, std::string_view body, std::string_view bytes);
   void OnServerMessage(char type, std::string_view body);
+  size_t SessionStateBytes() const {
+    size_t n = 0;
+    for (const auto& sql : sets) n += sql.size();
+    for (const auto& sql : pending_sets) n += sql.size();
+    for (const auto& [name, sql] : sql_prepared) n += sql.size();
+    for (const auto& [name, bytes] : parsed) n += bytes.size();
+    return n;
+  }
   Status Relay();
   void CancelServerQuery();
 };
@@ -324,9 +414,12 @@ Status Session::ReadUntil(wire::FrameReader& reader, Clock::time_point deadline,
     int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
     if (left <= 0) return OperatorError(fmt::format("client did not finish {} in time", what));
     if (!client->pending()) {
-      pollfd pfd{client->fd(), POLLIN, 0};
-      if (poll(&pfd, 1, left) <= 0) continue;
+      pollfd pfd[2] = {{client->fd(), POLLIN, 0}, {proxy->wake_fd, POLLIN, 0}};
+      if (poll(pfd, 2, left) <= 0) continue;
+      if (pfd[1].revents) return RetryCall("the proxy is stopping");
     }
+    // A TLS record may be trickled in: the read must not outlive the deadline.
+    SetSocketTimeouts(client->fd(), std::chrono::milliseconds(left));
     ssize_t n = client->Read(buf, sizeof buf);
     if (n <= 0) return RetryCall(fmt::format("client closed the connection during {}", what));
     reader.Append(buf, static_cast<size_t>(n));
@@ -354,7 +447,8 @@ Result<wire::Message> Session::ReadClientMessage(wire::FrameReader& reader, Cloc
 }
 
 Status Session::Startup() {
-  auto deadline = Clock::now() + kStartupTimeout;
+  const auto deadline = Clock::now() + proxy->config.auth_timeout;
+  SetSocketTimeouts(client->fd(), proxy->config.auth_timeout);
   wire::FrameReader reader;
   wire::StartupPacket startup;
   while (true) {
@@ -377,7 +471,11 @@ Status Session::Startup() {
     if (startup.kind == wire::StartupPacket::Kind::kSslRequest) {
       if (proxy->ssl_ctx && !reader.size()) {
         RETURN_IF_ERROR(client->Write("S"));
-        RETURN_IF_ERROR(client->StartTls(proxy->ssl_ctx));
+        auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+        if (left.count() <= 0) return OperatorError("client did not finish the startup in time");
+        SetSocketTimeouts(client->fd(), left);
+        if (Status tls = client->StartTls(proxy->ssl_ctx); !tls.ok())
+          return Clock::now() >= deadline ? OperatorError("client did not finish the TLS handshake in time") : tls;
       } else {
         RETURN_IF_ERROR(client->Write("N"));
       }
@@ -407,6 +505,12 @@ Status Session::Startup() {
     return Fail("3D000", fmt::format("database \"{}\" is not served by this midflight proxy (migration {} serves \"{}\")",
                                      database, cfg.migration, cfg.servers[0].database));
   RETURN_IF_ERROR(Authenticate(reader, deadline));
+  SetSocketTimeouts(client->fd(), std::chrono::milliseconds(0));
+  return Status::Ok();
+}
+
+// After authentication: the first server connection and the greeting.
+Status Session::Greet() {
   if (readonly) {
     // The server session's default, set at its start (so RESET, RESET ALL and
     // DISCARD ALL come back to it); it comes after the client's own startup
@@ -491,6 +595,7 @@ Status Session::OpenServer(Side side) {
   p.user = user;
   p.password = user == s.user ? s.password : password;
   p.startup_params = startup_params;
+  p.tls = s.tls;
   ASSIGN_OR_RETURN(wire::Backend b, wire::ConnectBackend(p));
   ++proxy->server_connects[static_cast<int>(side)];
   ServerConn& c = servers[static_cast<int>(side)];
@@ -532,9 +637,9 @@ Status Session::SyncState(Side side) {
     ++expect;
   }
   if (expect > 0) {
-    RETURN_IF_ERROR(wire::WriteAll(c.b.fd, out));
+    RETURN_IF_ERROR(wire::BackendWrite(c.b, out));
     while (expect > 0) {
-      ASSIGN_OR_RETURN(wire::Message m, wire::ReadMessage(c.b.fd, c.reader));
+      ASSIGN_OR_RETURN(wire::Message m, wire::ReadBackendMessage(c.b, c.reader));
       if (m.type == 'Z') --expect;
       if (m.type == 'E') {
         auto fields = wire::ParseErrorFields(m.body);
@@ -580,10 +685,9 @@ Status Session::BeginTransaction() {
     if (!readonly) {
       // A read-write session leaves the old side for good (until the next switch).
       ServerConn& prev = servers[static_cast<int>(old)];
-      (void)wire::WriteAll(prev.b.fd, wire::Terminate());
+      (void)wire::BackendWrite(prev.b, wire::Terminate());
       MutexLock lock(&conn_mu);
-      close(prev.b.fd);
-      prev.b.fd = -1;
+      wire::CloseBackend(prev.b);
     }
   } else if (Status st = SyncState(want); !st.ok()) {
     return Fail("08006", fmt::format("midflight proxy lost the {} server: {}", SideName(want), st.message()));
@@ -661,7 +765,15 @@ void Session::OnServerMessage(char type, std::string_view body) {
       for (auto& sql : pending_sets) {
         std::string name;
         switch (Classify(sql, &name)) {
-          case StateEffect::kSet: sets.push_back(sql); break;
+          case StateEffect::kSet: {
+            // A later SET or RESET of a setting overrides the earlier ones: only
+            // the last is kept, so a session that SETs per transaction keeps
+            // one statement per setting, not one per transaction.
+            const std::string key = SettingKey(sql);
+            if (!key.empty()) std::erase_if(sets, [&](const std::string& old) { return SettingKey(old) == key; });
+            sets.push_back(sql);
+            break;
+          }
           case StateEffect::kResetAll: sets.clear(); break;
           case StateEffect::kDiscardAll:
             sets.clear();
@@ -699,6 +811,9 @@ Status Session::Relay() {
   constexpr size_t kReadSize = 64 * 1024;
   wire::FrameReader from_client;
   std::string out;
+  // A long client message being relayed (or, when refused, dropped) as it comes.
+  size_t stream_left = 0;
+  bool stream_discard = false;
   // The state the first server connection holds is the (empty) session state.
   servers[static_cast<int>(current)].state_version = state_version;
   // After a request went out, the server answers without needing anything
@@ -713,7 +828,7 @@ Status Session::Relay() {
     // yet is waited for on both sides, so a client that goes away while its
     // query runs is noticed at once (and the query cancelled).
     const bool try_server_first = expect_server;
-    if (expect_server) {
+    if (expect_server || wire::BackendPending(server.b)) {  // decrypted bytes: poll cannot see them
       fds[1].revents = POLLIN;
     } else if (!client->pending()) {
       int rc = poll(fds, 3, -1);
@@ -733,6 +848,46 @@ Status Session::Relay() {
       from_client.CommitWrite(static_cast<size_t>(n));
       out.clear();
       while (true) {
+        if (stream_left > 0) {  // the rest of a long message, as it comes
+          const size_t k = std::min(stream_left, from_client.size());
+          if (k == 0) break;
+          if (!stream_discard) out.append(from_client.data(), k);
+          from_client.Consume(k);
+          stream_left -= k;
+          continue;
+        }
+        auto header = from_client.PeekHeader();
+        if (!header.ok()) {
+          ++proxy->protocol_errors;
+          return Fail("08P01", "invalid message from the client: " + header.status().message());
+        }
+        if (!*header) break;
+        const size_t total = size_t{(*header)->length} + 1;
+        if (total > kStreamAbove && from_client.size() < total) {
+          const char type = (*header)->type;
+          const std::string_view buffered(from_client.data(), from_client.size());
+          const LargeMessage plan = PlanLargeMessage(readonly, type, total, buffered);
+          if (plan == LargeMessage::kWaitForPrefix || plan == LargeMessage::kHoldWhole) break;
+          if (!busy) {
+            if (!out.empty()) {
+              RETURN_IF_ERROR(wire::BackendWrite(servers[static_cast<int>(current)].b, out));
+              out.clear();
+            }
+            RETURN_IF_ERROR(BeginTransaction());
+          }
+          if (plan == LargeMessage::kRefuse) {
+            const std::string refusal = LargeMessageRefusal(type, total, buffered);
+            LOG_INFO("proxy: session {} (user {}) sent a {} message of {} bytes; refused (above {} MiB held whole)",
+                     peer, user, wire::DescribeType(type), total, kMaxHeldMessage >> 20);
+            Track(type, std::string_view(refusal).substr(5), refusal);
+            out.append(refusal);
+          } else {
+            Track(type, {}, {});  // the type is all Track needs of a streamed message
+          }
+          stream_left = total;
+          stream_discard = plan == LargeMessage::kRefuse;
+          continue;
+        }
         auto raw = from_client.NextRaw();
         if (!raw.ok()) {
           ++proxy->protocol_errors;
@@ -741,19 +896,32 @@ Status Session::Relay() {
         if (!*raw) break;
         const wire::RawMessage& m = **raw;
         if (m.type == 'X') {
-          if (!out.empty()) (void)wire::WriteAll(servers[static_cast<int>(current)].b.fd, out);
+          if (!out.empty()) (void)wire::BackendWrite(servers[static_cast<int>(current)].b, out);
           return Status::Ok();
         }
         if (!busy) {
           if (!out.empty()) {
             // Messages of the previous transaction are already out; should not happen.
-            RETURN_IF_ERROR(wire::WriteAll(servers[static_cast<int>(current)].b.fd, out));
+            RETURN_IF_ERROR(wire::BackendWrite(servers[static_cast<int>(current)].b, out));
             out.clear();
           }
           RETURN_IF_ERROR(BeginTransaction());
         }
         std::optional<std::string> replaced;
         if (readonly && (m.type == 'Q' || m.type == 'P')) replaced = ReadOnlyReplacement(m.type, m.body);
+        if (!replaced && (m.type == 'Q' || m.type == 'P')) {
+          const size_t added = AddedSessionState(m.type, m.body, m.bytes.size());
+          if (added > 0 && SessionStateBytes() + added > kMaxSessionState) {
+            LOG_INFO("proxy: session {} (user {}) would keep more than {} MiB of session state; statement refused",
+                     peer, user, kMaxSessionState >> 20);
+            replaced = LimitRefusal(
+                m.type, m.bytes,
+                fmt::format("this statement would take the session state the proxy keeps above {} MiB",
+                            kMaxSessionState >> 20),
+                "SET and PREPARE statements and named prepared statements are kept to be replayed when the "
+                "session moves; DEALLOCATE, RESET or DISCARD ALL free them.");
+          }
+        }
         if (replaced) {
           std::string_view bytes = *replaced;
           Track(m.type, bytes.substr(5), bytes);
@@ -764,7 +932,7 @@ Status Session::Relay() {
         }
       }
       if (!out.empty()) {
-        if (Status st = wire::WriteAll(servers[static_cast<int>(current)].b.fd, out); !st.ok())
+        if (Status st = wire::BackendWrite(servers[static_cast<int>(current)].b, out); !st.ok())
           return Fail("08006", fmt::format("midflight proxy lost the {} server", SideName(current)));
       }
       expect_server = awaiting_rfq > 0 && !copy_in && !client->pending();
@@ -772,7 +940,7 @@ Status Session::Relay() {
     }
     if (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) {
       char* into = server.reader.PrepareWrite(kReadSize);
-      ssize_t n = recv(server.b.fd, into, kReadSize, try_server_first ? MSG_DONTWAIT : 0);
+      ssize_t n = wire::BackendRead(server.b, into, kReadSize, try_server_first);
       if (n <= 0) {
         if (n < 0 && errno == EINTR) {
           expect_server = true;
@@ -784,6 +952,23 @@ Status Session::Relay() {
       server.reader.CommitWrite(static_cast<size_t>(n));
       out.clear();
       while (true) {
+        if (server.stream_left > 0) {  // a long DataRow or CopyData, as it comes
+          const size_t k = std::min(server.stream_left, server.reader.size());
+          if (k == 0) break;
+          out.append(server.reader.data(), k);
+          server.reader.Consume(k);
+          server.stream_left -= k;
+          continue;
+        }
+        auto header = server.reader.PeekHeader();
+        if (!header.ok()) return Fail("08P01", "invalid message from the server: " + header.status().message());
+        if (!*header) break;
+        const size_t total = size_t{(*header)->length} + 1;
+        if (total > kStreamAbove && server.reader.size() < total) {
+          OnServerMessage((*header)->type, {});  // the type is all it needs of a long message
+          server.stream_left = total;
+          continue;
+        }
         auto raw = server.reader.NextRaw();
         if (!raw.ok()) return Fail("08P01", "invalid message from the server: " + raw.status().message());
         if (!*raw) break;
@@ -812,24 +997,78 @@ void PgProxy::Impl::Accept(int which) {
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     ++connections;
+    const uint64_t unauth_id = AdmitUnauthenticated(fd);
+    if (unauth_id == 0) {
+      // Refused without a thread: a short error the kernel's buffer takes, then close.
+      const std::string refusal = wire::ErrorResponse(
+          "FATAL", "53300",
+          fmt::format("sorry, too many connections waiting to authenticate (midflight proxy, "
+                      "proxy.max_unauthenticated = {})",
+                      config.max_unauthenticated));
+      (void)send(fd, refusal.data(), refusal.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+      close(fd);
+      continue;
+    }
     auto self = shared_from_this();
-    std::thread([self, fd, which] {
+    std::thread([self, fd, which, unauth_id] {
       ScopedLogContext log_context(self->config.migration);
-      self->Serve(fd, which == 1);
+      self->Serve(fd, which == 1, unauth_id);
     }).detach();
   }
 }
 
-void PgProxy::Impl::Serve(int fd, bool readonly) {
+uint64_t PgProxy::Impl::AdmitUnauthenticated(int fd) {
+  MutexLock lock(&unauth_mu);
+  const auto now = Clock::now();
+  if (static_cast<int>(unauthenticated.size()) >= config.max_unauthenticated) {
+    auto oldest = unauthenticated.begin();
+    const bool evict = now - oldest->second.since >= kEvictUnauthenticatedAfter;
+    if (now - last_unauth_warning >= std::chrono::seconds(10)) {
+      last_unauth_warning = now;
+      LOG_WARN("proxy: {} connections are waiting to authenticate (proxy.max_unauthenticated); {}",
+               unauthenticated.size(),
+               evict ? "evicting the oldest for each new one" : "refusing new ones until some finish");
+    }
+    if (!evict) return 0;
+    // Its thread sees the connection closed and ends; its entry is gone already.
+    shutdown(oldest->second.fd, SHUT_RDWR);
+    unauthenticated.erase(oldest);
+  }
+  const uint64_t id = next_unauth_id++;
+  unauthenticated[id] = {now, fd};
+  return id;
+}
+
+void PgProxy::Impl::Serve(int fd, bool readonly, uint64_t unauth_id) {
   auto session = std::make_unique<Session>();
   session->proxy = this;
   session->readonly = readonly;
   session->client = std::make_unique<ClientIo>(fd);
   session->peer = PeerName(fd);
+  // Declared after `session`, so the entry goes before the socket is closed.
+  struct UnauthenticatedSlot {
+    Impl* impl;
+    uint64_t id;
+    ~UnauthenticatedSlot() { Release(); }
+    void Release() {
+      if (id) impl->LeaveUnauthenticated(std::exchange(id, 0));
+    }
+  } unauth_slot{this, unauth_id};
+  Status st = session->Startup();
+  unauth_slot.Release();
+  if (!st.ok()) {
+    // Debug only: sockets that never log in must not flood the log either.
+    if (st.code() != StatusCode::kRetryCall)
+      LOG_DEBUG("proxy: connection from {} (user {}) closed before it logged in: {}", session->peer,
+               session->user.empty() ? "?" : session->user, st.message());
+    return;
+  }
   {
     MutexLock lock(&sessions_mu);
     if (static_cast<int>(sessions.size()) >= config.max_clients) {
-      (void)session->client->Write(wire::ErrorResponse("FATAL", "53300", "sorry, too many clients already (midflight proxy)"));
+      (void)session->client->Write(wire::ErrorResponse(
+          "FATAL", "53300",
+          fmt::format("sorry, too many clients already (midflight proxy, proxy.max_clients = {})", config.max_clients)));
       return;
     }
     do {
@@ -839,7 +1078,7 @@ void PgProxy::Impl::Serve(int fd, bool readonly) {
     } while (session->key_pid == 0 || sessions.count(session->key_pid));
     sessions[session->key_pid] = session.get();
   }
-  Status st = session->Startup();
+  st = session->Greet();
   if (st.ok()) {
     ++clients[readonly ? 1 : 0];
     st = session->Relay();
@@ -903,6 +1142,15 @@ Result<std::unique_ptr<PgProxy>> PgProxy::Start(ProxyConfig config) {
       ScopedLogContext log_context(p->config.migration);
       p->Accept(which);
     });
+  rlimit files{};
+  getrlimit(RLIMIT_NOFILE, &files);
+  const rlim_t need = 2 * static_cast<rlim_t>(impl->config.max_clients + impl->config.max_unauthenticated) + 64;
+  if (files.rlim_cur < need)
+    LOG_WARN("proxy: the open-file limit is {}; proxy.max_clients = {} and proxy.max_unauthenticated = {} need about {}",
+             files.rlim_cur, impl->config.max_clients, impl->config.max_unauthenticated, need);
+  else
+    LOG_INFO("proxy: listening on {}{}{} (open-file limit {})", impl->address[0],
+             impl->address[1].empty() ? "" : " and read-only on ", impl->address[1], files.rlim_cur);
   proxy->impl_ = impl;
   return proxy;
 }

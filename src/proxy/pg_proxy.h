@@ -9,6 +9,11 @@
 //   startup ─► (TLS) ─► authenticate the client (SCRAM-SHA-256 or MD5, against
 //   the proxy's users) ─► connect to the side the endpoint routes to ─► relay
 //
+// Until it has authenticated, a connection counts against max_unauthenticated
+// (not max_clients) and must finish within auth_timeout. While relaying, a
+// message over 1 MiB is passed on in the chunks it arrives in
+// (PlanLargeMessage in pg_statement.h), so a session's memory is bounded.
+//
 //   relay: idle ──client message──► [gate: wait while writes are paused]
 //               [route: move to the endpoint's side if it changed: open or
 //                reuse that side's connection, replay SET parameters and
@@ -32,6 +37,7 @@
 
 #include "base/status.h"
 #include "proxy/traffic_switch.h"
+#include "proxy/wire/pg/backend.h"
 
 namespace midflight::proxy {
 
@@ -42,6 +48,8 @@ struct ServerAddress {
   // The migration's own credentials on this server (from the spec's URI): a
   // client logging in as this user reaches the server with this password.
   std::string user, password;
+  // TLS to this server: the URI's sslmode, sslrootcert, sslcert and sslkey.
+  pgwire::BackendTls tls;
 };
 
 struct ProxyUser {
@@ -56,7 +64,15 @@ struct ProxyConfig {
   std::string auth = "scram-sha-256";  // or "md5"
   std::string tls_cert, tls_key;       // PEM files: TLS offered to clients when both are set
   ServerAddress servers[2];            // indexed by Side
-  int max_clients = 2000;
+  int max_clients = 2000;              // authenticated sessions; one more gets "too many clients"
+  // Connections still in startup or authentication, counted apart from
+  // max_clients so that sockets that never log in cannot lock real clients
+  // out. When all are taken, a new connection evicts the oldest one if it has
+  // waited at least kEvictUnauthenticatedAfter, and is refused otherwise.
+  int max_unauthenticated = 200;
+  // Startup, TLS handshake and authentication must all finish within this
+  // (a client trickling bytes is cut at the deadline too).
+  std::chrono::milliseconds auth_timeout{10000};
 };
 
 // The PostgreSQL proxy; TrafficSwitch (traffic_switch.h) says what each method does.

@@ -290,4 +290,57 @@ int HighestParameter(std::string_view sql) {
   return highest;
 }
 
+std::string SettingKey(std::string_view sql) {
+  size_t i = 0;
+  auto blanks = [&] {
+    while (i < sql.size() && isspace(static_cast<unsigned char>(sql[i]))) ++i;
+  };
+  auto word = [&](bool dotted) {
+    std::string w;
+    while (i < sql.size() && (isalnum(static_cast<unsigned char>(sql[i])) || sql[i] == '_' || (dotted && sql[i] == '.')))
+      w += static_cast<char>(tolower(static_cast<unsigned char>(sql[i++])));
+    return w;
+  };
+  blanks();
+  const std::string verb = word(false);
+  if (verb != "set" && verb != "reset") return "";
+  blanks();
+  std::string name = word(true);
+  if (verb == "set" && name == "session") {
+    blanks();
+    name = word(true);
+  }
+  if (name.empty() || (i < sql.size() && !isspace(static_cast<unsigned char>(sql[i])) && sql[i] != '=' && sql[i] != ';'))
+    return "";
+  if (sql.find("/*") != std::string_view::npos || sql.find("--") != std::string_view::npos) return "";
+  return name;
+}
+
+
+LargeMessage PlanLargeMessage(bool readonly, char type, size_t total, std::string_view buffered) {
+  if (type != 'Q' && type != 'P') return LargeMessage::kStream;
+  const size_t want = std::min(total - 5, kClassifyPrefix);
+  if (buffered.size() < 5 + want) return LargeMessage::kWaitForPrefix;
+  std::string_view sql = buffered.substr(5, want);
+  bool hold = readonly;  // ReadWriteAttempt must see every statement
+  if (type == 'P') {
+    const size_t nul = sql.find('\0');
+    // A named statement is replayed on another server; a name that does not
+    // end in the prefix is not one PostgreSQL takes anyway.
+    hold = hold || nul != 0;
+    sql = nul == std::string_view::npos ? std::string_view() : sql.substr(nul + 1);
+  }
+  if (!hold && MayChangeState(sql)) {
+    // Classify looks at the first keyword: held when it is one that changes
+    // session state, or when the prefix cannot say (blanks or comments up to
+    // its end, or the word running to its end).
+    const std::string first = Leading(sql, 1);
+    const bool complete = !first.empty() && first == Leading(sql.substr(0, sql.size() - 1), 1);
+    hold = !complete || first == "SET" || first == "RESET" || first == "PREPARE" || first == "DEALLOCATE" ||
+           first == "DISCARD";
+  }
+  if (!hold) return LargeMessage::kStream;
+  return total <= kMaxHeldMessage ? LargeMessage::kHoldWhole : LargeMessage::kRefuse;
+}
+
 }  // namespace midflight::proxy

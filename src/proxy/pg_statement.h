@@ -3,6 +3,7 @@
 // functions over the statement text.
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -86,5 +87,34 @@ inline bool MayAskForWrites(std::string_view sql) {
 // The highest parameter number ($n) used in `sql` outside quotes and
 // comments; 0 when none.
 int HighestParameter(std::string_view sql);
+
+// The setting a plain "SET [SESSION] name ..." or "RESET name" names, in
+// lower case; "" when the statement has a comment, a quoted name or another
+// shape (such a statement is never taken to override another).
+std::string SettingKey(std::string_view sql);
+
+// Memory per proxy session stays bounded whatever a client sends: a message
+// longer than kStreamAbove that is not all buffered yet is relayed in the
+// chunks it arrives in. A Query or Parse is looked at first, through its first
+// kClassifyPrefix bytes, for what the proxy must keep of it: the read-only
+// endpoint's check reads a whole statement (ReadWriteAttempt), a named Parse
+// and a statement changing session state (SET, PREPARE, ...) are kept to be
+// replayed when the session moves. Those are held whole up to
+// kMaxHeldMessage; above it the proxy refuses them.
+inline constexpr size_t kStreamAbove = size_t{1} << 20;
+inline constexpr size_t kClassifyPrefix = size_t{64} << 10;
+inline constexpr size_t kMaxHeldMessage = size_t{16} << 20;
+
+enum class LargeMessage {
+  kWaitForPrefix,  // fewer than kClassifyPrefix bytes of the body are here
+  kHoldWhole,      // buffer all of it (at most kMaxHeldMessage)
+  kStream,         // relay it as it comes
+  kRefuse,         // must be held but is above kMaxHeldMessage
+};
+
+// What to do with a client message of `total` bytes (type byte included,
+// above kStreamAbove) of which `buffered` (from the type byte on) is here;
+// `readonly`: the read-only endpoint.
+LargeMessage PlanLargeMessage(bool readonly, char type, size_t total, std::string_view buffered);
 
 }  // namespace midflight::proxy

@@ -13,6 +13,50 @@ TEST(PgStatementTest, LeadingSkipsBlanksAndComments) {
   EXPECT_EQ(Leading("select * from t", 5), "SELECT");  // stops at a non-word
 }
 
+TEST(PgStatementTest, SettingKeyNamesTheSettingASetOverrides) {
+  EXPECT_EQ(SettingKey("SET statement_timeout = 5"), "statement_timeout");
+  EXPECT_EQ(SettingKey("set SESSION Statement_Timeout TO 5"), "statement_timeout");
+  EXPECT_EQ(SettingKey("RESET statement_timeout;"), "statement_timeout");
+  EXPECT_EQ(SettingKey("SET myapp.user_id=7"), "myapp.user_id");  // custom settings keep their prefix
+  EXPECT_EQ(SettingKey("SET myapp.tenant = 1"), "myapp.tenant");
+  EXPECT_EQ(SettingKey("SET session_replication_role = replica"), "session_replication_role");
+  EXPECT_EQ(SettingKey("SET \"Odd\" = 1"), "");             // quoted: never merged
+  EXPECT_EQ(SettingKey("SET a = 1 /* c */"), "");           // a comment: never merged
+  EXPECT_EQ(SettingKey("SELECT 1"), "");
+}
+
+// The proxy's plan for a long client message (pg_proxy.cc streams it or holds it).
+std::string Message(char type, const std::string& body, size_t total) {
+  std::string m(1, type);
+  const uint32_t len = static_cast<uint32_t>(total - 1);
+  for (int shift = 24; shift >= 0; shift -= 8) m += static_cast<char>((len >> shift) & 0xff);
+  return m + body;
+}
+
+TEST(PgStatementTest, LongMessagesAreStreamedUnlessTheProxyMustKeepThem) {
+  const size_t big = size_t{300} << 20;
+  const std::string pad(kClassifyPrefix, 'x');
+  auto plan = [&](bool ro, char type, const std::string& body, size_t total = size_t{300} << 20) {
+    return PlanLargeMessage(ro, type, total, Message(type, body + pad, total));
+  };
+  EXPECT_EQ(plan(false, 'Q', "SELECT 1 /* "), LargeMessage::kStream);
+  EXPECT_EQ(plan(false, 'Q', "insert into t values ('"), LargeMessage::kStream);
+  EXPECT_EQ(plan(false, 'B', ""), LargeMessage::kStream);
+  EXPECT_EQ(plan(false, 'd', ""), LargeMessage::kStream);
+  EXPECT_EQ(plan(false, 'P', std::string("\0SELECT $1 /* ", 14)), LargeMessage::kStream);  // unnamed
+  // Kept for a replay or checked whole: refused above the cap, held below it.
+  EXPECT_EQ(plan(false, 'Q', "SET application_name = '"), LargeMessage::kRefuse);
+  EXPECT_EQ(plan(false, 'Q', "SET application_name = '", kMaxHeldMessage), LargeMessage::kHoldWhole);
+  EXPECT_EQ(plan(false, 'Q', "  prepare p AS SELECT '"), LargeMessage::kRefuse);
+  EXPECT_EQ(plan(false, 'P', std::string("s1\0SELECT 1 /* ", 15)), LargeMessage::kRefuse);  // named
+  EXPECT_EQ(plan(true, 'Q', "SELECT 1 /* "), LargeMessage::kRefuse);  // the read-only check reads it all
+  // The prefix cannot say what the statement is: held, as a statement that may change state.
+  EXPECT_EQ(plan(false, 'Q', "/* "), LargeMessage::kRefuse);
+  EXPECT_EQ(PlanLargeMessage(false, 'Q', big, Message('Q', std::string(kClassifyPrefix, 's'), big)),
+            LargeMessage::kRefuse);  // one word up to the prefix's end
+  EXPECT_EQ(PlanLargeMessage(false, 'Q', big, Message('Q', "SELECT 1", big)), LargeMessage::kWaitForPrefix);
+}
+
 TEST(PgStatementTest, SingleStatement) {
   EXPECT_TRUE(SingleStatement("SET a = 1"));
   EXPECT_TRUE(SingleStatement("SET a = 1;  \n"));

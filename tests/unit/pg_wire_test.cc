@@ -1034,6 +1034,48 @@ TEST_F(PgWireBackendTest, ClosedConnectionAndTimeoutAreRetryCall) {
   ExpectStatus(ConnectBackend(p).status(), StatusCode::kRetryCall, Label() + ": timed out");
 }
 
+TEST_F(PgWireBackendTest, PreferGoesOnInPlainTextWhenTheServerSaysNo) {
+  Serve([](int fd, FrameReader& reader) {
+    EXPECT_EQ(ReadStartup(fd, reader).kind, StartupPacket::Kind::kSslRequest);
+    Send(fd, "N");
+    EXPECT_EQ(ReadStartup(fd, reader).kind, StartupPacket::Kind::kStartup);
+    Send(fd, AuthOk() + SessionStart());
+  });
+  BackendParams p = Params();
+  p.tls.mode = SslMode::kPrefer;
+  auto backend = ConnectBackend(p);
+  ASSERT_TRUE(backend.ok()) << backend.status().message();
+  EXPECT_FALSE(backend->ssl);
+  CloseBackend(*backend);
+  EXPECT_EQ(backend->fd, -1);
+}
+
+TEST_F(PgWireBackendTest, RequireFailsWhenTheServerSaysNo) {
+  Serve([](int fd, FrameReader& reader) {
+    ReadStartup(fd, reader);
+    Send(fd, "N");
+  });
+  BackendParams p = Params();
+  p.tls.mode = SslMode::kRequire;
+  ExpectStatus(ConnectBackend(p).status(), StatusCode::kOperator,
+               Label() + ": TLS: the server does not accept TLS connections (sslmode=require)");
+}
+
+TEST(PgWireTlsTest, SettingsFromUriParameters) {
+  auto tls = TlsFromUriParams({{"sslmode", "verify-full"}, {"sslrootcert", "/ca.crt"}});
+  ASSERT_TRUE(tls.ok());
+  EXPECT_EQ(tls->mode, SslMode::kVerifyFull);
+  EXPECT_EQ(tls->root_cert, "/ca.crt");
+  ASSERT_TRUE(TlsFromUriParams({}).ok());
+  if (!std::getenv("PGSSLMODE")) {
+    EXPECT_EQ(TlsFromUriParams({})->mode, SslMode::kPrefer);
+  }
+  ExpectStatus(TlsFromUriParams({{"sslmode", "verify"}}).status(), StatusCode::kOperator,
+               "sslmode \"verify\" is not one of disable, allow, prefer, require, verify-ca, verify-full");
+  ExpectStatus(TlsFromUriParams({{"sslmode", "require"}, {"sslcert", "c.pem"}}).status(), StatusCode::kOperator,
+               "sslcert and sslkey go together");
+}
+
 TEST_F(PgWireBackendTest, ConnectionRefusedIsRetryCall) {
   ::close(listen_fd_);
   listen_fd_ = -1;

@@ -141,6 +141,22 @@ TEST(SpecTest, KeysThatAreNotNamesAreErrors) {
             "m.yaml: field 'proxy.users': each entry needs name and password (or password_file)");
 }
 
+TEST(SpecTest, ProxyLoginLimits) {
+  const std::string base = "name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nproxy:\n  listen: h:1\n";
+  auto s = ParseSpec(base, "m.yaml");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->proxy.max_unauthenticated, 200);
+  EXPECT_EQ(s->proxy.auth_timeout_seconds, 10);
+  s = ParseSpec(base + "  max_unauthenticated: 50\n  auth_timeout_seconds: 2.5\n", "m.yaml");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->proxy.max_unauthenticated, 50);
+  EXPECT_EQ(s->proxy.auth_timeout_seconds, 2.5);
+  EXPECT_EQ(ParseSpec(base + "  max_unauthenticated: 0\n", "m.yaml").status().message(),
+            "m.yaml: field 'proxy.max_unauthenticated': must be at least 1");
+  EXPECT_EQ(ParseSpec(base + "  auth_timeout_seconds: 0\n", "m.yaml").status().message(),
+            "m.yaml: field 'proxy.auth_timeout_seconds': must be above 0 and at most 3600");
+}
+
 // Secrets kept out of the spec: ${VAR}, password files, PGPASSWORD / MYSQL_PWD.
 class SpecSecretsTest : public ::testing::Test {
  protected:

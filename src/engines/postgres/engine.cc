@@ -342,6 +342,8 @@ Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {
   pc.tls_cert = spec.proxy.tls_cert;
   pc.tls_key = spec.proxy.tls_key;
   pc.max_clients = spec.proxy.max_clients;
+  pc.max_unauthenticated = spec.proxy.max_unauthenticated;
+  pc.auth_timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.proxy.auth_timeout_seconds * 1000));
   for (const auto& u : spec.proxy.users) pc.users.push_back({u.name, u.password});
   const std::string* uris[2] = {&spec.source, &spec.target};
   for (int i = 0; i < 2; ++i) {
@@ -352,6 +354,9 @@ Result<proxy::ProxyConfig> ProxyConfigFor(const MigrationSpec& spec) {
     a.database = u.database.empty() ? u.user : u.database;
     a.user = u.user;
     a.password = u.password;
+    auto tls = pgwire::TlsFromUriParams(u.params);
+    if (!tls.ok()) return tls.status().WithContext(i == 0 ? "source" : "target");
+    a.tls = std::move(*tls);
   }
   return pc;
 }

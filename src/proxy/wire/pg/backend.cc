@@ -18,12 +18,16 @@
 
 #include "proxy/wire/pg/backend.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -31,6 +35,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -202,20 +207,131 @@ const char* AuthMethodName(int32_t code) {
   }
 }
 
+bool IsIpAddress(const std::string& host) {
+  in6_addr a6{};
+  in_addr a4{};
+  return inet_pton(AF_INET, host.c_str(), &a4) == 1 || inet_pton(AF_INET6, host.c_str(), &a6) == 1;
+}
+
+std::string OpenSslError() {
+  const unsigned long e = ERR_get_error();
+  if (e == 0) return "connection closed during the handshake";
+  char buf[256];
+  ERR_error_string_n(e, buf, sizeof buf);
+  ERR_clear_error();
+  return buf;
+}
+
+// SO_RCVTIMEO / SO_SNDTIMEO until `deadline` (-1: none): bounds the blocking
+// reads and writes of a TLS handshake.
+void SetIoDeadline(int fd, int64_t deadline) {
+  timeval tv{};
+  if (deadline >= 0) {
+    const int64_t ms = std::max<int64_t>(1, deadline - NowMonotonicMs());
+    tv.tv_sec = static_cast<time_t>(ms / 1000);
+    tv.tv_usec = static_cast<suseconds_t>((ms % 1000) * 1000);
+  }
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
+// The SSLRequest exchange and the TLS handshake on a connected socket, as
+// params.tls says. Leaves out->ssl unset when the connection goes on in
+// plain text (disable/allow, or prefer and the server said no).
+Status StartTls(const BackendParams& params, int fd, int64_t deadline, Backend* out) {
+  const BackendTls& tls = params.tls;
+  if (tls.mode == SslMode::kDisable || tls.mode == SslMode::kAllow || params.host.starts_with('/'))
+    return Status::Ok();
+  const std::string mode = fmt::format("sslmode={}", SslModeName(tls.mode));
+  RETURN_IF_ERROR(WriteAll(fd, SslRequest()));
+  char answer = 0;
+  for (;;) {
+    RETURN_IF_ERROR(WaitFd(fd, POLLIN, deadline));
+    const ssize_t n = ::read(fd, &answer, 1);
+    if (n == 1) break;
+    if (n == 0) return RetryCall("the server closed the connection after the SSLRequest");
+    if (errno != EINTR && errno != EAGAIN) return RetryCall(fmt::format("read: {}", ErrnoText(errno)));
+  }
+  if (answer == 'N') {
+    if (tls.mode == SslMode::kPrefer) return Status::Ok();
+    return OperatorError(fmt::format("TLS: the server does not accept TLS connections ({})", mode));
+  }
+  if (answer != 'S') return OperatorError(fmt::format("TLS: unexpected answer {} to the SSLRequest", DescribeType(answer)));
+
+  const bool verify = tls.mode == SslMode::kVerifyCa || tls.mode == SslMode::kVerifyFull ||
+                      (tls.mode == SslMode::kRequire && !tls.root_cert.empty());
+  std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
+  if (!ctx) return Internal("TLS: " + OpenSslError());
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+  std::string root = tls.root_cert;
+  if (verify) {
+    if (root == "system") {
+      if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1)
+        return OperatorError(fmt::format("TLS: cannot load the system's CA certificates: {}", OpenSslError()));
+    } else {
+      if (root.empty()) {
+        const char* home = std::getenv("HOME");
+        root = fmt::format("{}/.postgresql/root.crt", home ? home : "");
+      }
+      if (SSL_CTX_load_verify_locations(ctx.get(), root.c_str(), nullptr) != 1)
+        return OperatorError(fmt::format("TLS: cannot read the root certificate file \"{}\" ({}{}): {}", root, mode,
+                                         tls.root_cert.empty() ? ", no sslrootcert given" : "", OpenSslError()));
+    }
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+  } else {
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_NONE, nullptr);
+  }
+  if (!tls.cert.empty() || !tls.key.empty()) {
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), tls.cert.c_str()) != 1 ||
+        SSL_CTX_use_PrivateKey_file(ctx.get(), tls.key.c_str(), SSL_FILETYPE_PEM) != 1)
+      return OperatorError(
+          fmt::format("TLS: cannot load the client certificate \"{}\" and key \"{}\": {}", tls.cert, tls.key, OpenSslError()));
+  }
+  std::shared_ptr<SSL> ssl(SSL_new(ctx.get()), SSL_free);
+  if (!ssl) return Internal("TLS: " + OpenSslError());
+  SSL_set_fd(ssl.get(), fd);
+  const bool ip = IsIpAddress(params.host);
+  if (!ip) SSL_set_tlsext_host_name(ssl.get(), params.host.c_str());
+  if (tls.mode == SslMode::kVerifyFull) {
+    X509_VERIFY_PARAM* vp = SSL_get0_param(ssl.get());
+    X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+    const int set = ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, params.host.c_str())
+                       : X509_VERIFY_PARAM_set1_host(vp, params.host.c_str(), 0);
+    if (set != 1) return Internal(fmt::format("TLS: cannot check the host name \"{}\"", params.host));
+  }
+  SetIoDeadline(fd, deadline);
+  const int rc = SSL_connect(ssl.get());
+  SetIoDeadline(fd, -1);
+  if (rc != 1) {
+    const long verified = SSL_get_verify_result(ssl.get());
+    if (verify && verified != X509_V_OK) {
+      ERR_clear_error();
+      if (verified == X509_V_ERR_HOSTNAME_MISMATCH || verified == X509_V_ERR_IP_ADDRESS_MISMATCH)
+        return OperatorError(fmt::format("TLS: the server's certificate is not for host \"{}\" ({}): {}", params.host,
+                                         mode, X509_verify_cert_error_string(verified)));
+      return OperatorError(fmt::format("TLS: the server's certificate is not trusted ({}, sslrootcert={}): {}", mode,
+                                       root, X509_verify_cert_error_string(verified)));
+    }
+    const int err = errno;
+    std::string why = OpenSslError();
+    if (why == "connection closed during the handshake" && err == EAGAIN) why = "timed out";
+    return OperatorError(fmt::format("TLS: handshake failed ({}): {}", mode, why));
+  }
+  out->ssl = std::move(ssl);
+  return Status::Ok();
+}
+
 class Handshake {
  public:
-  Handshake(const BackendParams& params, int fd)
-      : params_(params),
-        label_(ServerLabel(params.host, params.port)),
-        fd_(fd),
-        deadline_(DeadlineAfter(params.connect_timeout_ms)) {}
+  Handshake(const BackendParams& params, const Backend& conn, int64_t deadline)
+      : params_(params), label_(ServerLabel(params.host, params.port)), conn_(conn), deadline_(deadline) {}
 
   Status Run(Backend* out);
 
  private:
   enum class State { kAuthenticating, kSaslContinue, kSaslFinal, kSettingUp };
 
-  Status Send(std::string_view bytes) { return WriteAll(fd_, bytes).WithContext(label_); }
+  Status Send(std::string_view bytes) { return BackendWrite(conn_, bytes).WithContext(label_); }
   Result<Message> Receive();
   Status OnAuth(std::string_view body);
   Status NeedPassword() const;
@@ -226,7 +342,7 @@ class Handshake {
 
   const BackendParams& params_;
   const std::string label_;
-  const int fd_;
+  const Backend& conn_;  // fd and TLS
   const int64_t deadline_;
   FrameReader reader_;
   State state_ = State::kAuthenticating;
@@ -237,7 +353,7 @@ class Handshake {
 Result<Message> Handshake::Receive() {
   int timeout_ms = -1;
   if (deadline_ >= 0) timeout_ms = static_cast<int>(std::max<int64_t>(0, deadline_ - NowMonotonicMs()));
-  auto m = ReadMessage(fd_, reader_, timeout_ms);
+  auto m = ReadBackendMessage(conn_, reader_, timeout_ms);
   if (!m.ok()) return m.status().WithContext(label_);
   return m;
 }
@@ -360,10 +476,13 @@ Status Handshake::Run(Backend* out) {
 
 Result<Backend> ConnectBackend(const BackendParams& params) {
   const std::string label = ServerLabel(params.host, params.port);
-  auto fd = ConnectSocket(params.host, params.port, DeadlineAfter(params.connect_timeout_ms));
+  const int64_t deadline = DeadlineAfter(params.connect_timeout_ms);
+  auto fd = ConnectSocket(params.host, params.port, deadline);
   if (!fd.ok()) return fd.status().WithContext(label);
   Backend backend;
-  Handshake handshake(params, fd->get());
+  backend.fd = fd->get();
+  RETURN_IF_ERROR(StartTls(params, fd->get(), deadline, &backend).WithContext(label));
+  Handshake handshake(params, backend, deadline);
   RETURN_IF_ERROR(handshake.Run(&backend));  // fd is closed by its UniqueFd on failure
   backend.fd = fd->release();
   return backend;
@@ -384,6 +503,122 @@ Status SendCancel(const std::string& host, int port, int32_t pid, int32_t secret
     if (n < 0 && errno != EINTR && errno != EAGAIN)
       return RetryCall(fmt::format("{}: read: {}", label, ErrnoText(errno)));
   }
+}
+
+Result<BackendTls> TlsFromUriParams(const std::vector<std::pair<std::string, std::string>>& params) {
+  auto get = [&](const char* name, const char* env) {
+    std::string value;
+    bool found = false;
+    for (const auto& [k, v] : params)
+      if (k == name) value = v, found = true;
+    if (!found) {
+      const char* e = std::getenv(env);
+      if (e) value = e;
+    }
+    return value;
+  };
+  BackendTls tls;
+  tls.mode = SslMode::kPrefer;
+  if (const std::string mode = get("sslmode", "PGSSLMODE"); !mode.empty()) {
+    ASSIGN_OR_RETURN(tls.mode, ParseSslMode(mode));
+  }
+  tls.root_cert = get("sslrootcert", "PGSSLROOTCERT");
+  tls.cert = get("sslcert", "PGSSLCERT");
+  tls.key = get("sslkey", "PGSSLKEY");
+  if (tls.cert.empty() != tls.key.empty()) return OperatorError("sslcert and sslkey go together");
+  return tls;
+}
+
+Result<SslMode> ParseSslMode(std::string_view text) {
+  for (SslMode m : {SslMode::kDisable, SslMode::kAllow, SslMode::kPrefer, SslMode::kRequire, SslMode::kVerifyCa,
+                    SslMode::kVerifyFull})
+    if (text == SslModeName(m)) return m;
+  return OperatorError(fmt::format(
+      "sslmode \"{}\" is not one of disable, allow, prefer, require, verify-ca, verify-full", text));
+}
+
+const char* SslModeName(SslMode mode) {
+  switch (mode) {
+    case SslMode::kDisable: return "disable";
+    case SslMode::kAllow: return "allow";
+    case SslMode::kPrefer: return "prefer";
+    case SslMode::kRequire: return "require";
+    case SslMode::kVerifyCa: return "verify-ca";
+    case SslMode::kVerifyFull: return "verify-full";
+  }
+  return "?";
+}
+
+Status BackendWrite(const Backend& b, std::string_view bytes) {
+  if (!b.ssl) return WriteAll(b.fd, bytes);
+  while (!bytes.empty()) {
+    const int n = SSL_write(b.ssl.get(), bytes.data(), static_cast<int>(std::min<size_t>(bytes.size(), 1 << 30)));
+    if (n <= 0) {
+      const int err = SSL_get_error(b.ssl.get(), n);
+      if (err == SSL_ERROR_WANT_WRITE || err == SSL_ERROR_WANT_READ) {
+        RETURN_IF_ERROR(WaitFd(b.fd, err == SSL_ERROR_WANT_WRITE ? POLLOUT : POLLIN, -1));
+        continue;
+      }
+      ERR_clear_error();
+      return RetryCall("write: TLS connection lost");
+    }
+    bytes.remove_prefix(static_cast<size_t>(n));
+  }
+  return Status::Ok();
+}
+
+bool BackendPending(const Backend& b) { return b.ssl && SSL_pending(b.ssl.get()) > 0; }
+
+ssize_t BackendRead(const Backend& b, char* buf, size_t n, bool dont_wait) {
+  if (!b.ssl) return ::recv(b.fd, buf, n, dont_wait ? MSG_DONTWAIT : 0);
+  if (dont_wait && SSL_pending(b.ssl.get()) == 0) {
+    pollfd p{b.fd, POLLIN, 0};
+    if (::poll(&p, 1, 0) == 0) {
+      errno = EAGAIN;
+      return -1;
+    }
+  }
+  const int r = SSL_read(b.ssl.get(), buf, static_cast<int>(std::min<size_t>(n, 1 << 30)));
+  if (r > 0) return r;
+  const int err = SSL_get_error(b.ssl.get(), r);
+  ERR_clear_error();
+  if (err == SSL_ERROR_ZERO_RETURN) return 0;
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    errno = dont_wait ? EAGAIN : EINTR;
+    return -1;
+  }
+  if (err == SSL_ERROR_SYSCALL && errno == 0) return 0;  // closed without close_notify
+  if (errno == 0 || errno == EAGAIN || errno == EINTR) errno = ECONNRESET;
+  return -1;
+}
+
+Result<Message> ReadBackendMessage(const Backend& b, FrameReader& reader, int timeout_ms) {
+  if (!b.ssl) return ReadMessage(b.fd, reader, timeout_ms);
+  const int64_t deadline = timeout_ms >= 0 ? NowMonotonicMs() + timeout_ms : -1;
+  for (;;) {
+    ASSIGN_OR_RETURN(std::optional<Message> m, reader.Next());
+    if (m) return std::move(*m);
+    if (deadline >= 0 && !BackendPending(b)) RETURN_IF_ERROR(WaitFd(b.fd, POLLIN, deadline));
+    char* buf = reader.PrepareWrite(kReadChunk);
+    const ssize_t n = BackendRead(b, buf, kReadChunk, false);
+    if (n > 0) {
+      reader.CommitWrite(static_cast<size_t>(n));
+      continue;
+    }
+    if (n == 0) return RetryCall("connection closed by the peer");
+    if (errno == EINTR) continue;
+    return RetryCall(fmt::format("read: {}", ErrnoText(errno)));
+  }
+}
+
+void CloseBackend(Backend& b) {
+  if (b.ssl) {
+    SSL_shutdown(b.ssl.get());  // one close_notify; no wait for the server's
+    ERR_clear_error();
+    b.ssl.reset();
+  }
+  if (b.fd >= 0) ::close(b.fd);
+  b.fd = -1;
 }
 
 Status WriteAll(int fd, std::string_view bytes) {

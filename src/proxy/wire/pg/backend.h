@@ -12,7 +12,10 @@
 // carry the server's own message and SQLSTATE; they never contain a password.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -21,7 +24,37 @@
 #include "base/status.h"
 #include "proxy/wire/pg/pg_wire.h"
 
+struct ssl_st;  // OpenSSL's SSL, kept out of this header
+
 namespace midflight::pgwire {
+
+// TLS to the server, as libpq's sslmode: disable and allow connect without
+// it; prefer (libpq's default) asks and goes on without it when the server
+// says no; require insists on it; verify-ca also checks the server's
+// certificate chain against sslrootcert, verify-full also that the
+// certificate names the host connected to. require with an sslrootcert
+// behaves as verify-ca (as in libpq). A unix socket never uses TLS.
+enum class SslMode { kDisable, kAllow, kPrefer, kRequire, kVerifyCa, kVerifyFull };
+
+// "disable", ..., "verify-full" (libpq's spellings); OperatorError naming the
+// accepted values otherwise.
+Result<SslMode> ParseSslMode(std::string_view text);
+const char* SslModeName(SslMode mode);
+
+struct BackendTls {
+  SslMode mode = SslMode::kDisable;  // TlsFromUriParams gives libpq's default, prefer
+  // PEM file of the CAs to trust (verify-ca, verify-full); empty:
+  // ~/.postgresql/root.crt as libpq; "system": the system's default CAs.
+  // Read at each connection.
+  std::string root_cert;
+  std::string cert, key;  // a client certificate and its key (PEM), both or neither
+};
+
+// The TLS settings of a connection URI's query parameters (sslmode,
+// sslrootcert, sslcert, sslkey), falling back to PGSSLMODE, PGSSLROOTCERT,
+// PGSSLCERT and PGSSLKEY as libpq does. OperatorError for an unknown sslmode,
+// or an sslcert without an sslkey.
+Result<BackendTls> TlsFromUriParams(const std::vector<std::pair<std::string, std::string>>& params);
 
 struct BackendParams {
   std::string host;  // name, IPv4/IPv6 address, or a directory (starts with '/') holding the unix socket
@@ -36,12 +69,17 @@ struct BackendParams {
   // Bounds the whole of ConnectBackend: TCP connect, authentication and
   // waiting for ReadyForQuery. 0 or less: no limit.
   int connect_timeout_ms = 10000;
+  BackendTls tls;
 };
 
 // A server connection ready for queries. The caller owns `fd` (a blocking
-// socket with TCP_NODELAY) and closes it.
+// socket with TCP_NODELAY) and closes it with CloseBackend. With TLS, `ssl`
+// is set and every byte goes through BackendRead/BackendWrite (which work
+// with or without it); poll `fd`, but BackendPending first: bytes already
+// decrypted are not seen by poll.
 struct Backend {
   int fd = -1;
+  std::shared_ptr<ssl_st> ssl;
   std::vector<std::pair<std::string, std::string>> parameters;  // ParameterStatus, in the order received
   int32_t pid = 0;                                              // BackendKeyData: for SendCancel
   int32_t secret = 0;
@@ -49,8 +87,24 @@ struct Backend {
   std::string leftover;   // bytes the server sent after ReadyForQuery (normally none): process them first
 };
 
-// Connects and authenticates; on failure nothing is left open.
+// Connects (with TLS as params.tls says) and authenticates; on failure
+// nothing is left open. A TLS failure is an OperatorError saying why, e.g.
+// "host:port: TLS: the server's certificate is not trusted (sslmode=verify-full,
+// sslrootcert=ca.crt): unable to get local issuer certificate".
 Result<Backend> ConnectBackend(const BackendParams& params);
+
+// I/O on a Backend (plain or TLS), for the connection's one thread.
+// BackendWrite: all of `bytes` (RetryCall when the connection is lost).
+// BackendRead: up to n bytes; >0 read, 0 when the server closed the
+// connection, -1 on error with errno set (EAGAIN when dont_wait and nothing
+// is there, EINTR to retry).
+Status BackendWrite(const Backend& b, std::string_view bytes);
+ssize_t BackendRead(const Backend& b, char* buf, size_t n, bool dont_wait);
+bool BackendPending(const Backend& b);
+// ReadMessage over a Backend.
+Result<Message> ReadBackendMessage(const Backend& b, FrameReader& reader, int timeout_ms = -1);
+// Closes the connection (without a Terminate message); `b.fd` becomes -1.
+void CloseBackend(Backend& b);
 
 // Sends a CancelRequest on a new connection and waits (up to timeout_ms) for
 // the server to close it, as libpq does. Success means the server got the
