@@ -87,7 +87,8 @@ class MyEngine final : public Engine, public ReplicationOps {
   // by the monitor); a file whose size is not known yet counts as 0 bytes.
   uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
     MutexLock lock(&sizes_mu_);
-    return mysql::BinlogBytesBetween(applied, current, [this](uint32_t n) REQUIRES(sizes_mu_) -> uint64_t {
+    return mysql::BinlogBytesBetween(applied, current, [this](uint32_t n) -> uint64_t {
+      sizes_mu_.AssertHeld();  // called by BinlogBytesBetween, under the lock above
       auto it = file_sizes_.find(n);
       return it == file_sizes_.end() ? 0 : it->second;
     });
