@@ -540,6 +540,22 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
                           {"verify_summary", "failed: " + report.status().message()}});
     return report.status().WithContext("verify");
   }
+  // Tables in scope the migration does not carry are a difference too: the
+  // application would not find them on the target.
+  {
+    MutexLock lock(&state_mu_);
+    if (!untracked_.empty()) {
+      std::vector<std::string> names;
+      for (const auto& id : untracked_) names.push_back(id.ToString());
+      report->clean = false;
+      report->summary = fmt::format("verify: NOT CLEAN: {} table(s) in scope on the source are not migrated ({}); "
+                                    "the migrated tables: {}",
+                                    names.size(), fmt::join(names, ", "),
+                                    report->summary.starts_with("verify: ") ? report->summary.substr(8)
+                                                                            : report->summary);
+      for (const auto& n : names) report->lines.push_back(n + ": exists on the source, not migrated");
+    }
+  }
   std::string out = report->summary + "\n";
   for (const auto& line : report->lines) out += "  " + line + "\n";
   if (!report->repairs.empty()) {

@@ -20,6 +20,9 @@ for _ in $(seq 60); do [[ $(status_field 'untracked_tables[0]') == 'public.late 
 out=$("$MF" switch reads "$SPEC" 2>&1) && fail "switch reads succeeded with a table the target lacks: $out"
 echo "  $out"
 [[ $out == *'public.late table'* ]] || fail "the refusal does not name the table: $out"
+out=$("$MF" verify "$SPEC" 2>&1) && fail "verify said clean with a table the target lacks: $out"
+echo "  $out" | head -3
+[[ $out == *'NOT CLEAN'*'public.late table'* ]] || fail "verify does not name the table: $out"
 
 log "dropping it again: switches are allowed"
 sql_src -c 'DROP TABLE "late table"'
