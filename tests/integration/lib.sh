@@ -56,6 +56,8 @@ start_servers() {
 # (librdkafka 2.0.2 cannot choose them). Sets BROKERS.
 start_kafka_mock() {
   local host=${KAFKA_MOCK_HOST:-$(dirname "$MF")/kafka_mock_host}
+  # A midflight from another build (a sanitizer's) uses the test build's mock.
+  [[ -x $host || -z ${MIDFLIGHT_DEFAULT_BIN:-} ]] || host=$(dirname "$MIDFLIGHT_DEFAULT_BIN")/kafka_mock_host
   [[ -x $host ]] || fail "no $host (build the kafka_mock_host target)"
   mkfifo "$WORK/mock.in"
   "$host" 1 "$@" <"$WORK/mock.in" >"$WORK/mock.out" 2>"$WORK/mock.err" &
