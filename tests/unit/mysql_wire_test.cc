@@ -293,12 +293,12 @@ class Replay {
       auth_answers.push_back(p);
       return;
     }
-    if (!tracker_->Idle()) {  // LOCAL INFILE data or a COM_CHANGE_USER auth answer
+    if (seq != 0) {  // LOCAL INFILE data or a COM_CHANGE_USER auth answer
       if (command_ == Command::kChangeUser) change_user_answers.push_back(p);
       ASSERT_TRUE(tracker_->OnClientMessage(p).ok());
       return;
     }
-    ASSERT_EQ(seq, 0);
+    ASSERT_TRUE(tracker_->Idle());  // none of the captured clients pipelines
     command_ = static_cast<Command>(p[0]);
     if (command_ == Command::kStmtExecute) {
       auto id = ParseStmtId(p);
@@ -313,7 +313,6 @@ class Replay {
       ASSERT_TRUE(c.ok()) << c.status().message();
       EXPECT_EQ(c->user, "midflight");
       EXPECT_EQ(c->database, "shop");
-      change_user_scramble_answer_ = c->auth_response;
     }
     ASSERT_TRUE(tracker_->OnCommand(p).ok()) << Classify(p[0]).name;
     if (Classify(p[0]).response == ResponseKind::kNone) AddResponse();
@@ -353,10 +352,9 @@ class Replay {
       }
       return;
     }
-    const bool was_columns_phase = in_columns_;
     auto t = tracker_->OnServerMessage(p);
     ASSERT_TRUE(t.ok()) << t.status().message();
-    RoundTripServer(p, t->kind, was_columns_phase);
+    RoundTripServer(p, t->kind);
     if (t->kind == PacketKind::kAuthSwitch) {
       auto a = ParseAuthSwitchRequest(p);
       ASSERT_TRUE(a.ok());
@@ -370,7 +368,7 @@ class Replay {
     if (t->response_complete) AddResponse(t->kind);
   }
 
-  void RoundTripServer(const std::string& p, PacketKind kind, bool) {
+  void RoundTripServer(const std::string& p, PacketKind kind) {
     switch (kind) {
       case PacketKind::kOk: {
         auto ok = ParseOk(p, caps);
@@ -458,9 +456,7 @@ class Replay {
   std::optional<ResponseTracker> tracker_;
   Command command_ = Command::kSleep;
   std::map<uint32_t, uint16_t> params_;
-  std::string change_user_scramble_answer_;
   size_t columns_ = 0;
-  bool in_columns_ = false;
 };
 
 TEST(MysqlCapture, HandshakeFromMariaDb1011) {
@@ -543,12 +539,11 @@ TEST(MysqlCapture, CliSessionBoundaries) {
                   (x.status_known ? (x.status & status::kInTrans ? " in-trans" : " idle") : " unknown") +
                   (x.err ? " err=" + std::to_string(*x.err) : ""));
   }
-  const std::string okeof = (r.caps & cap::kDeprecateEof) ? "EOF" : "EOF";
   EXPECT_EQ(got, (std::vector<std::string>{
-                     "COM_QUERY " + okeof + " sets=1 idle",    // select @@version_comment limit 1
+                     "COM_QUERY EOF sets=1 idle", // select @@version_comment limit 1
                      "COM_INIT_DB OK sets=0 idle",             // USE shop
                      "COM_QUERY OK sets=1 idle",               // INSERT
-                     "COM_QUERY " + okeof + " sets=1 idle",    // SELECT * FROM t
+                     "COM_QUERY EOF sets=1 idle", // SELECT * FROM t
                      "COM_QUERY OK sets=1 in-trans",           // BEGIN
                      "COM_QUERY OK sets=1 in-trans",           // INSERT
                      "COM_QUERY OK sets=1 idle",               // COMMIT
@@ -677,11 +672,65 @@ class TrackerTest : public ::testing::Test {
   }
 };
 
-TEST_F(TrackerTest, CommandWhileResponsePendingIsAnError) {
+TEST_F(TrackerTest, PipelinedPrepareAndExecute) {
+  // mariadb_stmt_execute_direct: PREPARE and EXECUTE (statement id -1, "the
+  // last prepared") sent together, then CLOSE; the server answers in order.
   ResponseTracker t(caps_);
-  ASSERT_TRUE(t.OnCommand(ComQuery("SELECT 1")).ok());
+  ASSERT_TRUE(t.OnCommand(ComStmtPrepare("SELECT ?")).ok());
+  StmtExecute e;
+  e.stmt_id = 0xffffffff;
+  ASSERT_TRUE(t.OnCommand(EncodeStmtExecute(e, 0)).ok());
+  ASSERT_TRUE(t.OnCommand(ComStmtClose(0xffffffff)).ok());
+  const std::vector<std::pair<std::string, bool>> answers = {
+      {EncodeStmtPrepareOk({1, 1, 1, 0}), false}, {Col(type::kLongLong), false}, {Eof(2), false},
+      {Col(type::kLongLong), false}, {Eof(2), true},                                       // PREPARE done
+      {std::string("\x01"), false}, {Col(type::kLongLong), false}, {Eof(2), false},
+      {EncodeBinaryRow({std::string(8, '\0')}, {type::kLongLong}), false}, {Eof(2), true},  // EXECUTE done
+  };
+  for (const auto& [p, complete] : answers) {
+    EXPECT_FALSE(t.Idle());
+    auto r = t.OnServerMessage(p);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_EQ(r->response_complete, complete) << PacketKindName(r->kind);
+  }
+  EXPECT_FALSE(t.Idle());  // the CLOSE is still queued: it starts (and ends) with the next server message
+  // The CLOSE and 63 PINGs fill the queue.
+  for (size_t i = 1; i < ResponseTracker::kMaxPipelined; ++i) ASSERT_TRUE(t.OnCommand(ComSimple(Command::kPing)).ok());
   Status s = t.OnCommand(ComSimple(Command::kPing));
-  EXPECT_EQ(s.message(), "client sent a command while awaiting a result");
+  EXPECT_EQ(s.message(), "client pipelined more than 64 commands");
+}
+
+TEST_F(TrackerTest, CommandWhileTheClientOwesLocalInfileDataIsAnError) {
+  ResponseTracker t(caps_);
+  ASSERT_TRUE(t.OnCommand(ComQuery("LOAD DATA LOCAL INFILE 'x' INTO TABLE t")).ok());
+  ASSERT_TRUE(t.OnServerMessage(EncodeLocalInfileRequest("x")).ok());
+  Status s = t.OnCommand(ComSimple(Command::kPing));
+  EXPECT_EQ(s.message(), "client sent a command while awaiting LOCAL INFILE data from the client");
+  EXPECT_EQ(ResponseTracker(caps_).OnClientMessage("x").message(), "client sent data while idle");
+}
+
+TEST(MysqlTracker, CursorRequestedButPlainResultSetWithDeprecateEof) {
+  // A cursor asked for on a statement the server will not open one for (MariaDB
+  // opens none for e.g. a CALL): no CURSOR_EXISTS after the columns, rows follow.
+  const uint64_t caps = cap::kProtocol41 | cap::kDeprecateEof;
+  ResponseTracker t(caps);
+  StmtExecute e;
+  e.stmt_id = 3;
+  e.flags = kCursorTypeReadOnly;
+  ASSERT_TRUE(t.OnCommand(EncodeStmtExecute(e, 0)).ok());
+  ColumnDefinition c;
+  c.type = type::kTiny;
+  OkPacket end{0xfe, 0, 0, status::kAutocommit, 0, "", false, {}};
+  for (const std::string& p : {std::string("\x01"), EncodeColumnDefinition(c, caps),
+                               EncodeBinaryRow({std::string("\x07")}, {type::kTiny})}) {
+    auto r = t.OnServerMessage(p);
+    ASSERT_TRUE(r.ok()) << r.status().message();
+    EXPECT_FALSE(r->response_complete);
+  }
+  auto r = t.OnServerMessage(EncodeOk(end, caps));
+  ASSERT_TRUE(r.ok() && r->response_complete);
+  EXPECT_EQ(t.open_cursors(), 0u);
+  EXPECT_TRUE(t.AtTransactionBoundary());
 }
 
 TEST_F(TrackerTest, UnexpectedPacketNamesStateAndCommand) {

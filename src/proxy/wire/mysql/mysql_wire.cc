@@ -1133,10 +1133,22 @@ Status ResponseTracker::Unexpected(std::string_view p) const {
 }
 
 Status ResponseTracker::OnCommand(std::string_view payload) {
-  if (state_ != State::kIdle) {
+  if (payload.empty()) return OperatorError("empty command packet");
+  if (state_ == State::kLocalInfileData || (state_ == State::kAuth && client_turn_)) {
     return OperatorError(fmt::format("client sent a command while {}", StateName()));
   }
-  if (payload.empty()) return OperatorError("empty command packet");
+  if (state_ != State::kIdle || !pending_.empty()) {
+    if (pending_.size() >= kMaxPipelined) {
+      return OperatorError(fmt::format("client pipelined more than {} commands", kMaxPipelined));
+    }
+    pending_.emplace_back(payload);
+    return Status::Ok();
+  }
+  return Start(payload);
+}
+
+Status ResponseTracker::Start(std::string_view payload) {
+  client_turn_ = false;
   const auto c = static_cast<uint8_t>(payload[0]);
   const CommandInfo info = Classify(c);
   command_ = static_cast<Command>(c);
@@ -1209,7 +1221,10 @@ Status ResponseTracker::OnClientMessage(std::string_view payload) {
     if (payload.empty()) state_ = State::kFirst;
     return Status::Ok();
   }
-  if (state_ == State::kAuth) return Status::Ok();
+  if (state_ == State::kAuth && client_turn_) {
+    client_turn_ = false;
+    return Status::Ok();
+  }
   return OperatorError(fmt::format("client sent data while {}", StateName()));
 }
 
@@ -1277,6 +1292,13 @@ Result<TrackedPacket> ResponseTracker::OnTerminator(std::string_view p, bool aft
 }
 
 Result<TrackedPacket> ResponseTracker::OnServerMessage(std::string_view p) {
+  // Pipelined commands start when the server begins answering them (commands
+  // without a response start and finish at once).
+  while (state_ == State::kIdle && !pending_.empty()) {
+    const std::string next = std::move(pending_.front());
+    pending_.pop_front();
+    RETURN_IF_ERROR(Start(next));
+  }
   if (p.empty()) return Unexpected(p);
   const auto h = static_cast<uint8_t>(p[0]);
   const bool deprecate_eof = (caps_ & cap::kDeprecateEof) != 0;
@@ -1306,9 +1328,14 @@ Result<TrackedPacket> ResponseTracker::OnServerMessage(std::string_view p) {
       if (h == 0xfe) {
         ASSIGN_OR_RETURN(AuthSwitchRequest a, ParseAuthSwitchRequest(p));
         (void)a;
+        client_turn_ = true;
         return Next(PacketKind::kAuthSwitch);
       }
-      if (h == 0x01) return Next(PacketKind::kAuthMoreData);
+      if (h == 0x01) {
+        // caching_sha2_password's 0x03 (fast auth succeeded) needs no answer.
+        client_turn_ = !(p.size() == 2 && p[1] == '\x03');
+        return Next(PacketKind::kAuthMoreData);
+      }
       return Unexpected(p);
     case State::kFirst:
       if (h == 0xff) return OnErr(p);
@@ -1400,7 +1427,9 @@ Result<TrackedPacket> ResponseTracker::OnServerMessage(std::string_view p) {
         }
       }
       return Next(PacketKind::kRow);
-    case State::kPrepareParams:
+    case State::kPrepareParams: {
+      ASSIGN_OR_RETURN(ColumnDefinition c, ParseColumnDefinition(p, caps_));
+      (void)c;
       if (--remaining_ == 0) {
         if (!deprecate_eof) {
           state_ = State::kPrepareParamsEof;
@@ -1411,11 +1440,8 @@ Result<TrackedPacket> ResponseTracker::OnServerMessage(std::string_view p) {
           return Done(PacketKind::kParamDefinition);
         }
       }
-      {
-        ASSIGN_OR_RETURN(ColumnDefinition c, ParseColumnDefinition(p, caps_));
-        (void)c;
-      }
       return Next(PacketKind::kParamDefinition);
+    }
     case State::kPrepareParamsEof:
       if (!IsEof(p)) return Unexpected(p);
       {

@@ -22,6 +22,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <map>
 #include <optional>
 #include <string>
@@ -504,10 +505,20 @@ struct TrackedPacket {
 //
 // LOAD DATA LOCAL: after kLocalInfile the client's data packets go through
 // OnClientMessage; the empty one ends them and the server's OK/ERR follows.
+// COM_CHANGE_USER: the client's answers to AuthSwitchRequest / AuthMoreData
+// go through OnClientMessage too. The caller tells the two kinds of client
+// message apart by sequence id: a command always starts at 0, data and auth
+// answers continue the exchange's numbering.
+//
+// Pipelining: a command sent while a response is pending (Connector/C's
+// mariadb_stmt_execute_direct and Connector/J send COM_STMT_PREPARE and
+// COM_STMT_EXECUTE back to back) is queued, up to kMaxPipelined, and tracked
+// when the server starts answering it; Idle() is false while any is queued.
 //
 // Any message that does not fit the state (a server packet while idle other
-// than an unsolicited ERR, a command while a response is pending) is an
-// OperatorError naming the state and the packet. Not thread-safe.
+// than an unsolicited ERR, client data nobody asked for, a command while the
+// client owes LOCAL INFILE data or an auth answer) is an OperatorError naming
+// the state and the packet. Not thread-safe.
 class ResponseTracker {
  public:
   // `capabilities`: what client and server negotiated (the client's
@@ -521,7 +532,9 @@ class ResponseTracker {
   // One server message (reassembled payload).
   Result<TrackedPacket> OnServerMessage(std::string_view payload);
 
-  bool Idle() const { return state_ == State::kIdle; }
+  static constexpr size_t kMaxPipelined = 64;
+
+  bool Idle() const { return state_ == State::kIdle && pending_.empty(); }
   bool StatusKnown() const { return status_known_; }
   uint16_t status() const { return status_; }
   bool InTransaction() const { return (status_ & status::kInTrans) != 0; }
@@ -557,6 +570,7 @@ class ResponseTracker {
     kAuth,         // COM_CHANGE_USER exchange
     kString,
   };
+  Status Start(std::string_view payload);
   Result<TrackedPacket> Done(PacketKind k);
   Result<TrackedPacket> Next(PacketKind k) { return TrackedPacket{k, false}; }
   Result<TrackedPacket> OnOk(std::string_view p, bool chain);
@@ -567,6 +581,8 @@ class ResponseTracker {
 
   uint64_t caps_;
   State state_ = State::kIdle;
+  std::deque<std::string> pending_;  // pipelined commands, not yet answered
+  bool client_turn_ = false;         // kAuth: the server asked the client for data
   Command command_ = Command::kSleep;
   uint32_t stmt_id_ = 0;
   bool cursor_requested_ = false;
