@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -203,8 +204,9 @@ struct Record {
   std::string bytes;
 };
 
+// `name` is a file in tests/unit/data/mysql_wire/, or an absolute path.
 std::vector<Record> LoadCapture(const std::string& name) {
-  std::ifstream f(std::string(MIDFLIGHT_TEST_DATA) + "/mysql_wire/" + name, std::ios::binary);
+  std::ifstream f(name[0] == '/' ? name : std::string(MIDFLIGHT_TEST_DATA) + "/mysql_wire/" + name, std::ios::binary);
   std::stringstream ss;
   ss << f.rdbuf();
   const std::string d = ss.str();
@@ -249,8 +251,9 @@ class Replay {
         auto m = r.Next();
         ASSERT_TRUE(m.ok()) << name << ": " << m.status().message();
         if (!m->has_value()) break;
-        // Framing round trip: the message re-encodes to the bytes it came in.
         const std::string& p = (*m)->payload;
+        std::pair<size_t, size_t>& largest = rec.dir == 'C' ? largest_client : largest_server;
+        if (p.size() > largest.first) largest = {p.size(), (*m)->packets};
         if (rec.dir == 'C') OnClient((*m)->seq, p);
         else OnServer((*m)->seq, p);
         if (::testing::Test::HasFatalFailure()) return;
@@ -270,6 +273,8 @@ class Replay {
   std::vector<std::string> change_user_answers;
   size_t round_trips = 0;
   uint64_t caps = 0;
+  std::pair<size_t, size_t> largest_client;  // the largest message's size and packet count
+  std::pair<size_t, size_t> largest_server;
 
  private:
   void RoundTrip(std::string_view p, const std::string& encoded, const char* what) {
@@ -528,6 +533,22 @@ TEST(MysqlCapture, Ed25519LoginIsAnAuthSwitch) {
   EXPECT_TRUE(r.login_ok.has_value());
   ASSERT_EQ(r.responses.size(), 2u);  // SELECT CURRENT_USER(), COM_QUIT
   EXPECT_EQ(r.responses[0].result_sets, 1u);
+}
+
+// Messages over 16 MiB from a real server and to it, split in two packets:
+// `capture.py PORT --big DIR` writes DIR/big.cap (70 MB, so not kept here).
+TEST(MysqlCapture, BigPacketsFromALiveServer) {
+  const char* path = std::getenv("MIDFLIGHT_MYSQL_WIRE_BIG");
+  if (path == nullptr) GTEST_SKIP() << "set MIDFLIGHT_MYSQL_WIRE_BIG to a big.cap made by capture.py --big";
+  Replay r(path);
+  ASSERT_FALSE(HasFatalFailure());
+  EXPECT_EQ(r.largest_client, (std::pair<size_t, size_t>(1 + 15 + 17000000 + 7, 2)));  // "\x03SELECT LENGTH('...') AS n"
+  EXPECT_EQ(r.largest_server.second, 2u);                                     // the row with the 17 MB value
+  EXPECT_GT(r.largest_server.first, 17000000u);
+  ASSERT_EQ(r.responses.size(), 3u);
+  EXPECT_EQ(r.responses[0].result_sets, 1u);
+  EXPECT_EQ(r.responses[1].result_sets, 1u);
+  EXPECT_EQ(r.responses[1].last, PacketKind::kEof);
 }
 
 TEST(MysqlCapture, CliSessionBoundaries) {

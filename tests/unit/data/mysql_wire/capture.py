@@ -21,7 +21,11 @@ them. mysql_wire_test.cc replays them through the codec.
   ed25519.cap        the `mariadb` client logging in to an ed25519 account
                      (AuthSwitchRequest to client_ed25519)
 
-Usage: capture.py [port]   (default 30801; uses ports port and port+1)
+Usage: capture.py [port] [--big DIR]   (default 30801; uses ports port and port+1)
+  --big DIR also writes DIR/big.cap (about 70 MB, not kept in the repository):
+  a 17 MB query from the client and a 17 MB value from the server, both split
+  into two packets; MysqlCapture.BigPacketsFromALiveServer replays it when
+  MIDFLIGHT_MYSQL_WIRE_BIG names the file.
 Starts a throwaway server with scripts/testdb in a temporary directory; user
 midflight / password midflight (scripts/testdb's superuser).
 """
@@ -39,7 +43,12 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "../../../.."))
 TESTDB = os.path.join(ROOT, "scripts/testdb")
-PORT = int(sys.argv[1]) if len(sys.argv) > 1 else 30801
+ARGS = [a for a in sys.argv[1:]]
+BIG_DIR = None
+if "--big" in ARGS:
+    BIG_DIR = ARGS[ARGS.index("--big") + 1]
+    del ARGS[ARGS.index("--big") : ARGS.index("--big") + 2]
+PORT = int(ARGS[0]) if ARGS else 30801
 RELAY_PORT = PORT + 1
 
 
@@ -169,7 +178,13 @@ class Raw:
                 pass
 
     def send(self, payload, seq=0):
-        self.s.sendall(len(payload).to_bytes(3, "little") + bytes([seq]) + payload)
+        # Payloads of 16 MiB - 1 or more go in parts, the last one shorter (maybe empty).
+        while True:
+            part, payload = payload[:0xFFFFFF], payload[0xFFFFFF:]
+            self.s.sendall(len(part).to_bytes(3, "little") + bytes([seq & 0xFF]) + part)
+            seq += 1
+            if len(part) < 0xFFFFFF:
+                return
 
     def drain(self, auth=False):
         """Reads packets until the server is quiet; answers an AuthSwitchRequest; returns the payloads."""
@@ -331,6 +346,15 @@ DELIMITER ;
         relay.finish()
         r = run_cli("ed25519.cap", ["-ued", "-pedpass", "shop", "-e", "SELECT CURRENT_USER()"], "")
         print(r.stdout.decode(), r.stderr.decode())
+        if BIG_DIR:
+            relay = Relay(os.path.join(BIG_DIR, "big.cap"))
+            c = Raw(DEPRECATE)
+            c.s.settimeout(2)
+            c.query("SELECT LENGTH('" + "y" * 17000000 + "') AS n")
+            c.query("SELECT REPEAT('x', 17000000) AS big, 1 AS one")
+            c.send(b"\x01", 0)
+            c.s.close()
+            relay.finish()
     finally:
         subprocess.run([TESTDB, "stop", d])
         shutil.rmtree(tmp, ignore_errors=True)
