@@ -31,12 +31,12 @@ namespace {
 using namespace midflight::mywire;
 
 // Names the property that failed before aborting.
-#define CHECK(cond)                                                        \
-  do {                                                                     \
-    if (!(cond)) {                                                         \
+#define CHECK(cond)                                                           \
+  do {                                                                        \
+    if (!(cond)) {                                                            \
       std::fprintf(stderr, "check failed at line %d: %s\n", __LINE__, #cond); \
-      std::abort();                                                        \
-    }                                                                      \
+      std::abort();                                                           \
+    }                                                                         \
   } while (0)
 
 template <typename T, typename Enc, typename Par>
@@ -49,37 +49,47 @@ void Idempotent(const midflight::Result<T>& parsed, Enc enc, Par par) {
 }
 
 void ParseAll(std::string_view p, uint64_t caps) {
-  Idempotent(ParseOk(p, caps), [&](const OkPacket& o) { return EncodeOk(o, caps); },
-             [&](std::string_view s) { return ParseOk(s, caps); });
+  Idempotent(
+      ParseOk(p, caps), [&](const OkPacket& o) { return EncodeOk(o, caps); },
+      [&](std::string_view s) { return ParseOk(s, caps); });
   if (auto e = ParseErr(p); e.ok()) CHECK(EncodeErr(*e) == p || e->sql_state.empty() || e->progress());
   if (auto e = ParseEof(p); e.ok()) CHECK(EncodeEof(*e) == p);
-  Idempotent(ParseStmtPrepareOk(p), [](const StmtPrepareOk& s) { return EncodeStmtPrepareOk(s); },
-             [](std::string_view s) { return ParseStmtPrepareOk(s); });
+  Idempotent(
+      ParseStmtPrepareOk(p), [](const StmtPrepareOk& s) { return EncodeStmtPrepareOk(s); },
+      [](std::string_view s) { return ParseStmtPrepareOk(s); });
   if (auto f = ParseLocalInfileRequest(p); f.ok()) CHECK(EncodeLocalInfileRequest(*f) == p);
-  Idempotent(ParseAuthSwitchRequest(p), [](const AuthSwitchRequest& a) { return EncodeAuthSwitchRequest(a); },
-             [](std::string_view s) { return ParseAuthSwitchRequest(s); });
+  Idempotent(
+      ParseAuthSwitchRequest(p), [](const AuthSwitchRequest& a) { return EncodeAuthSwitchRequest(a); },
+      [](std::string_view s) { return ParseAuthSwitchRequest(s); });
   (void)ParseAuthMoreData(p);
-  Idempotent(ParseColumnDefinition(p, caps), [&](const ColumnDefinition& c) { return EncodeColumnDefinition(c, caps); },
-             [&](std::string_view s) { return ParseColumnDefinition(s, caps); });
-  Idempotent(ParseHandshake(p), [](const Handshake& h) { return EncodeHandshake(h); },
-             [](std::string_view s) { return ParseHandshake(s); });
-  Idempotent(ParseHandshakeResponse(p), [](const HandshakeResponse& h) { return EncodeHandshakeResponse(h); },
-             [](std::string_view s) { return ParseHandshakeResponse(s); });
+  Idempotent(
+      ParseColumnDefinition(p, caps), [&](const ColumnDefinition& c) { return EncodeColumnDefinition(c, caps); },
+      [&](std::string_view s) { return ParseColumnDefinition(s, caps); });
+  Idempotent(
+      ParseHandshake(p), [](const Handshake& h) { return EncodeHandshake(h); },
+      [](std::string_view s) { return ParseHandshake(s); });
+  Idempotent(
+      ParseHandshakeResponse(p), [](const HandshakeResponse& h) { return EncodeHandshakeResponse(h); },
+      [](std::string_view s) { return ParseHandshakeResponse(s); });
   if (IsSslRequest(p)) {
     if (auto s = ParseSslRequest(p); s.ok()) CHECK(EncodeSslRequest(*s).size() == 32);
   }
-  Idempotent(ParseResultSetHeader(p, caps), [&](const ResultSetHeader& h) { return EncodeResultSetHeader(h, caps); },
-             [&](std::string_view s) { return ParseResultSetHeader(s, caps); });
+  Idempotent(
+      ParseResultSetHeader(p, caps), [&](const ResultSetHeader& h) { return EncodeResultSetHeader(h, caps); },
+      [&](std::string_view s) { return ParseResultSetHeader(s, caps); });
   const size_t columns = p.empty() ? 0 : static_cast<uint8_t>(p[0]) % 8;
-  Idempotent(ParseTextRow(p, columns), [](const Row& r) { return EncodeTextRow(r); },
-             [&](std::string_view s) { return ParseTextRow(s, columns); });
+  Idempotent(
+      ParseTextRow(p, columns), [](const Row& r) { return EncodeTextRow(r); },
+      [&](std::string_view s) { return ParseTextRow(s, columns); });
   std::vector<uint8_t> types;
   for (size_t i = 0; i < columns && i + 1 < p.size(); ++i) types.push_back(static_cast<uint8_t>(p[i + 1]));
-  Idempotent(ParseBinaryRow(p, types), [&](const Row& r) { return EncodeBinaryRow(r, types); },
-             [&](std::string_view s) { return ParseBinaryRow(s, types); });
+  Idempotent(
+      ParseBinaryRow(p, types), [&](const Row& r) { return EncodeBinaryRow(r, types); },
+      [&](std::string_view s) { return ParseBinaryRow(s, types); });
   const uint16_t params = static_cast<uint16_t>(columns);
-  Idempotent(ParseStmtExecute(p, params), [&](const StmtExecute& e) { return EncodeStmtExecute(e, params); },
-             [&](std::string_view s) { return ParseStmtExecute(s, params); });
+  Idempotent(
+      ParseStmtExecute(p, params), [&](const StmtExecute& e) { return EncodeStmtExecute(e, params); },
+      [&](std::string_view s) { return ParseStmtExecute(s, params); });
   (void)ParseChangeUser(p, caps);
   (void)ParseStmtId(p);
   (void)NativePasswordVerify(p.substr(0, 20), p, p.substr(0, 20));

@@ -137,8 +137,8 @@ TEST(MysqlFraming, NonConsecutiveSequenceInsideASplitMessageIsAnError) {
 }
 
 TEST(MysqlFraming, Lenenc) {
-  for (uint64_t v : {uint64_t{0}, uint64_t{250}, uint64_t{251}, uint64_t{0xffff}, uint64_t{0x10000},
-                     uint64_t{0xffffff}, uint64_t{0x1000000}, ~uint64_t{0}}) {
+  for (uint64_t v : {uint64_t{0}, uint64_t{250}, uint64_t{251}, uint64_t{0xffff}, uint64_t{0x10000}, uint64_t{0xffffff},
+                     uint64_t{0x1000000}, ~uint64_t{0}}) {
     std::string s;
     PutLenenc(s, v);
     EXPECT_EQ(s.size(), LenencSize(v));
@@ -214,7 +214,8 @@ std::vector<Record> LoadCapture(const std::string& name) {
   size_t i = 0;
   while (i + 5 <= d.size()) {
     const uint32_t n = static_cast<uint8_t>(d[i + 1]) | static_cast<uint8_t>(d[i + 2]) << 8 |
-                       static_cast<uint8_t>(d[i + 3]) << 16 | static_cast<uint32_t>(static_cast<uint8_t>(d[i + 4])) << 24;
+                       static_cast<uint8_t>(d[i + 3]) << 16 |
+                       static_cast<uint32_t>(static_cast<uint8_t>(d[i + 4])) << 24;
     out.push_back({d[i], d.substr(i + 5, n)});
     i += 5 + n;
   }
@@ -254,8 +255,10 @@ class Replay {
         const std::string& p = (*m)->payload;
         std::pair<size_t, size_t>& largest = rec.dir == 'C' ? largest_client : largest_server;
         if (p.size() > largest.first) largest = {p.size(), (*m)->packets};
-        if (rec.dir == 'C') OnClient((*m)->seq, p);
-        else OnServer((*m)->seq, p);
+        if (rec.dir == 'C')
+          OnClient((*m)->seq, p);
+        else
+          OnServer((*m)->seq, p);
         if (::testing::Test::HasFatalFailure()) return;
       }
     }
@@ -436,8 +439,7 @@ class Replay {
         RoundTrip(p, EncodeLocalInfileRequest(*f), "LOCAL INFILE");
         break;
       }
-      default:
-        break;
+      default: break;
     }
   }
 
@@ -517,8 +519,7 @@ TEST(MysqlCapture, WrongPasswordIsRefusedWithErr1045) {
   EXPECT_EQ(r.login_err->sql_state, "28000");
   EXPECT_EQ(r.login_err->message.rfind("Access denied for user 'midflight'@", 0), 0u);
   EXPECT_EQ(Hex(r.response.auth_response), Hex(NativePasswordResponse("wrong", r.handshake.scramble)));
-  EXPECT_FALSE(
-      NativePasswordVerify(r.response.auth_response, r.handshake.scramble, NativePasswordStage2("midflight")));
+  EXPECT_FALSE(NativePasswordVerify(r.response.auth_response, r.handshake.scramble, NativePasswordStage2("midflight")));
 }
 
 TEST(MysqlCapture, Ed25519LoginIsAnAuthSwitch) {
@@ -542,8 +543,9 @@ TEST(MysqlCapture, BigPacketsFromALiveServer) {
   if (path == nullptr) GTEST_SKIP() << "set MIDFLIGHT_MYSQL_WIRE_BIG to a big.cap made by capture.py --big";
   Replay r(path);
   ASSERT_FALSE(HasFatalFailure());
-  EXPECT_EQ(r.largest_client, (std::pair<size_t, size_t>(1 + 15 + 17000000 + 7, 2)));  // "\x03SELECT LENGTH('...') AS n"
-  EXPECT_EQ(r.largest_server.second, 2u);                                     // the row with the 17 MB value
+  EXPECT_EQ(r.largest_client,
+            (std::pair<size_t, size_t>(1 + 15 + 17000000 + 7, 2)));  // "\x03SELECT LENGTH('...') AS n"
+  EXPECT_EQ(r.largest_server.second, 2u);                            // the row with the 17 MB value
   EXPECT_GT(r.largest_server.first, 17000000u);
   ASSERT_EQ(r.responses.size(), 3u);
   EXPECT_EQ(r.responses[0].result_sets, 1u);
@@ -561,10 +563,10 @@ TEST(MysqlCapture, CliSessionBoundaries) {
                   (x.err ? " err=" + std::to_string(*x.err) : ""));
   }
   EXPECT_EQ(got, (std::vector<std::string>{
-                     "COM_QUERY EOF sets=1 idle", // select @@version_comment limit 1
+                     "COM_QUERY EOF sets=1 idle",              // select @@version_comment limit 1
                      "COM_INIT_DB OK sets=0 idle",             // USE shop
                      "COM_QUERY OK sets=1 idle",               // INSERT
-                     "COM_QUERY EOF sets=1 idle", // SELECT * FROM t
+                     "COM_QUERY EOF sets=1 idle",              // SELECT * FROM t
                      "COM_QUERY OK sets=1 in-trans",           // BEGIN
                      "COM_QUERY OK sets=1 in-trans",           // INSERT
                      "COM_QUERY OK sets=1 idle",               // COMMIT
@@ -592,51 +594,51 @@ void CheckRawSession(const Replay& r) {
   const std::string prep_end = deprecate ? "column definition" : "EOF";
   const std::string param_end = deprecate ? "parameter definition" : "EOF";
   const std::vector<std::string> want{
-                     "COM_PING OK sets=0 idle movable",
-                     "COM_INIT_DB OK sets=0 idle movable",
-                     "COM_INIT_DB ERR sets=0 unknown err=1049",
-                     "COM_QUERY OK sets=1 idle movable",  // SET autocommit = 0: AUTOCOMMIT clear, not in a transaction yet
-                     "COM_QUERY OK sets=1 idle movable",  // SET autocommit = 1
-                     "COM_QUERY OK sets=1 in-trans",      // BEGIN
-                     "COM_QUERY OK sets=1 in-trans",      // INSERT
-                     "COM_QUERY " + eof + " sets=1 in-trans",  // SELECT
-                     "COM_QUERY OK sets=1 idle movable",       // COMMIT
-                     "COM_QUERY OK sets=3 idle movable",       // SELECT 1; SELECT 2; INSERT
-                     "COM_QUERY ERR sets=1 unknown err=1146",  // SELECT 1; nosuch; SELECT 3
-                     "COM_QUERY OK sets=3 idle movable",       // CALL p()
-                     "COM_QUERY ERR sets=1 unknown err=1146",  // CALL p_err(): error after the first result set
-                     "COM_QUERY " + eof + " sets=2 in-trans",  // BEGIN; SELECT 1
-                     "COM_QUERY ERR sets=0 unknown err=1146",  // an error inside the transaction
-                     "COM_PING OK sets=0 in-trans",            // the PING's OK says the transaction is still open
-                     "COM_QUERY OK sets=1 idle movable",       // ROLLBACK
-                     "COM_QUERY OK sets=1 idle movable",       // LOAD DATA LOCAL INFILE
-                     "COM_STMT_PREPARE " + prep_end + " sets=0 idle movable",
-                     "COM_STMT_EXECUTE " + eof + " sets=1 idle movable",           // no cursor: all rows
-                     "COM_STMT_EXECUTE " + eof + " sets=1 idle cursors=1",         // cursor opened, no rows
-                     "COM_STMT_FETCH " + eof + " sets=0 idle cursors=1",           // 2 rows, CURSOR_EXISTS
-                     "COM_STMT_FETCH " + eof + " sets=0 idle movable",             // the rest, LAST_ROW_SENT
-                     "COM_STMT_RESET OK sets=0 idle movable",
-                     "COM_STMT_EXECUTE " + eof + " sets=1 idle cursors=1",         // a cursor left open...
-                     "COM_STMT_CLOSE OK sets=0 idle movable",                      // ...closed by COM_STMT_CLOSE
-                     "COM_STMT_PREPARE " + param_end + " sets=0 idle movable",     // INSERT ... (?)
-                     "COM_STMT_SEND_LONG_DATA OK sets=0 idle movable",
-                     "COM_STMT_EXECUTE OK sets=1 idle movable",  // the INSERT's OK
-                     "COM_STMT_CLOSE OK sets=0 idle movable",
-                     "COM_STMT_PREPARE PREPARE_OK sets=0 idle movable",            // CALL p()
-                     "COM_STMT_EXECUTE OK sets=3 idle movable",                    // two binary result sets + OK
-                     "COM_STMT_PREPARE ERR sets=0 unknown err=1064",
-                     "COM_STMT_PREPARE " + prep_end + " sets=0 unknown",           // SELECT 1 AS one, ...
-                     "COM_STMT_EXECUTE " + eof + " sets=1 idle cursors=1",
-                     "COM_STMT_FETCH " + eof + " sets=0 idle movable",
-                     "COM_STMT_PREPARE PREPARE_OK sets=0 idle movable",            // DO 1
-                     "COM_STMT_EXECUTE OK sets=1 idle movable",                    // cursor asked, no result set
-                     "COM_STATISTICS string sets=0 idle movable",
-                     "COM_FIELD_LIST EOF sets=1 idle movable",  // the definitions count as one result
-                     "COM_SET_OPTION " + std::string(deprecate ? "OK" : "EOF") + " sets=0 idle movable",
-                     "COM_RESET_CONNECTION OK sets=0 idle movable",
-                     "COM_CHANGE_USER OK sets=0 idle movable",
-                     "COM_QUERY " + eof + " sets=1 idle movable",
-                     "COM_QUIT OK sets=0 idle movable",
+      "COM_PING OK sets=0 idle movable",
+      "COM_INIT_DB OK sets=0 idle movable",
+      "COM_INIT_DB ERR sets=0 unknown err=1049",
+      "COM_QUERY OK sets=1 idle movable",       // SET autocommit = 0: AUTOCOMMIT clear, not in a transaction yet
+      "COM_QUERY OK sets=1 idle movable",       // SET autocommit = 1
+      "COM_QUERY OK sets=1 in-trans",           // BEGIN
+      "COM_QUERY OK sets=1 in-trans",           // INSERT
+      "COM_QUERY " + eof + " sets=1 in-trans",  // SELECT
+      "COM_QUERY OK sets=1 idle movable",       // COMMIT
+      "COM_QUERY OK sets=3 idle movable",       // SELECT 1; SELECT 2; INSERT
+      "COM_QUERY ERR sets=1 unknown err=1146",  // SELECT 1; nosuch; SELECT 3
+      "COM_QUERY OK sets=3 idle movable",       // CALL p()
+      "COM_QUERY ERR sets=1 unknown err=1146",  // CALL p_err(): error after the first result set
+      "COM_QUERY " + eof + " sets=2 in-trans",  // BEGIN; SELECT 1
+      "COM_QUERY ERR sets=0 unknown err=1146",  // an error inside the transaction
+      "COM_PING OK sets=0 in-trans",            // the PING's OK says the transaction is still open
+      "COM_QUERY OK sets=1 idle movable",       // ROLLBACK
+      "COM_QUERY OK sets=1 idle movable",       // LOAD DATA LOCAL INFILE
+      "COM_STMT_PREPARE " + prep_end + " sets=0 idle movable",
+      "COM_STMT_EXECUTE " + eof + " sets=1 idle movable",    // no cursor: all rows
+      "COM_STMT_EXECUTE " + eof + " sets=1 idle cursors=1",  // cursor opened, no rows
+      "COM_STMT_FETCH " + eof + " sets=0 idle cursors=1",    // 2 rows, CURSOR_EXISTS
+      "COM_STMT_FETCH " + eof + " sets=0 idle movable",      // the rest, LAST_ROW_SENT
+      "COM_STMT_RESET OK sets=0 idle movable",
+      "COM_STMT_EXECUTE " + eof + " sets=1 idle cursors=1",      // a cursor left open...
+      "COM_STMT_CLOSE OK sets=0 idle movable",                   // ...closed by COM_STMT_CLOSE
+      "COM_STMT_PREPARE " + param_end + " sets=0 idle movable",  // INSERT ... (?)
+      "COM_STMT_SEND_LONG_DATA OK sets=0 idle movable",
+      "COM_STMT_EXECUTE OK sets=1 idle movable",  // the INSERT's OK
+      "COM_STMT_CLOSE OK sets=0 idle movable",
+      "COM_STMT_PREPARE PREPARE_OK sets=0 idle movable",  // CALL p()
+      "COM_STMT_EXECUTE OK sets=3 idle movable",          // two binary result sets + OK
+      "COM_STMT_PREPARE ERR sets=0 unknown err=1064",
+      "COM_STMT_PREPARE " + prep_end + " sets=0 unknown",  // SELECT 1 AS one, ...
+      "COM_STMT_EXECUTE " + eof + " sets=1 idle cursors=1",
+      "COM_STMT_FETCH " + eof + " sets=0 idle movable",
+      "COM_STMT_PREPARE PREPARE_OK sets=0 idle movable",  // DO 1
+      "COM_STMT_EXECUTE OK sets=1 idle movable",          // cursor asked, no result set
+      "COM_STATISTICS string sets=0 idle movable",
+      "COM_FIELD_LIST EOF sets=1 idle movable",  // the definitions count as one result
+      "COM_SET_OPTION " + std::string(deprecate ? "OK" : "EOF") + " sets=0 idle movable",
+      "COM_RESET_CONNECTION OK sets=0 idle movable",
+      "COM_CHANGE_USER OK sets=0 idle movable",
+      "COM_QUERY " + eof + " sets=1 idle movable",
+      "COM_QUIT OK sets=0 idle movable",
   };
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << "response " << i;
@@ -703,10 +705,16 @@ TEST_F(TrackerTest, PipelinedPrepareAndExecute) {
   ASSERT_TRUE(t.OnCommand(EncodeStmtExecute(e, 0)).ok());
   ASSERT_TRUE(t.OnCommand(ComStmtClose(0xffffffff)).ok());
   const std::vector<std::pair<std::string, bool>> answers = {
-      {EncodeStmtPrepareOk({1, 1, 1, 0}), false}, {Col(type::kLongLong), false}, {Eof(2), false},
-      {Col(type::kLongLong), false}, {Eof(2), true},                                       // PREPARE done
-      {std::string("\x01"), false}, {Col(type::kLongLong), false}, {Eof(2), false},
-      {EncodeBinaryRow({std::string(8, '\0')}, {type::kLongLong}), false}, {Eof(2), true},  // EXECUTE done
+      {EncodeStmtPrepareOk({1, 1, 1, 0}), false},
+      {Col(type::kLongLong), false},
+      {Eof(2), false},
+      {Col(type::kLongLong), false},
+      {Eof(2), true},  // PREPARE done
+      {std::string("\x01"), false},
+      {Col(type::kLongLong), false},
+      {Eof(2), false},
+      {EncodeBinaryRow({std::string(8, '\0')}, {type::kLongLong}), false},
+      {Eof(2), true},  // EXECUTE done
   };
   for (const auto& [p, complete] : answers) {
     EXPECT_FALSE(t.Idle());
@@ -742,8 +750,8 @@ TEST(MysqlTracker, CursorRequestedButPlainResultSetWithDeprecateEof) {
   ColumnDefinition c;
   c.type = type::kTiny;
   OkPacket end{0xfe, 0, 0, status::kAutocommit, 0, "", false, {}};
-  for (const std::string& p : {std::string("\x01"), EncodeColumnDefinition(c, caps),
-                               EncodeBinaryRow({std::string("\x07")}, {type::kTiny})}) {
+  for (const std::string& p :
+       {std::string("\x01"), EncodeColumnDefinition(c, caps), EncodeBinaryRow({std::string("\x07")}, {type::kTiny})}) {
     auto r = t.OnServerMessage(p);
     ASSERT_TRUE(r.ok()) << r.status().message();
     EXPECT_FALSE(r->response_complete);

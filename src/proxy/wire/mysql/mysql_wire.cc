@@ -74,10 +74,14 @@ class Reader {
       ++pos_;
       return uint64_t{b};
     }
-    if (b == 0xfc) n = 2;
-    else if (b == 0xfd) n = 3;
-    else if (b == 0xfe) n = 8;
-    else return Malformed(fmt::format("{} at byte {} is not a length-encoded integer (0x{:02x})", field, pos_, b));
+    if (b == 0xfc)
+      n = 2;
+    else if (b == 0xfd)
+      n = 3;
+    else if (b == 0xfe)
+      n = 8;
+    else
+      return Malformed(fmt::format("{} at byte {} is not a length-encoded integer (0x{:02x})", field, pos_, b));
     if (left() < static_cast<size_t>(n) + 1) return Truncated(field);
     const uint64_t v = GetInt(p_.data() + pos_ + 1, n);
     pos_ += n + 1;
@@ -115,8 +119,8 @@ class Reader {
     return OperatorError(fmt::format("malformed {} packet: {}", what_, detail));
   }
   Status Truncated(const char* field) const {
-    return OperatorError(fmt::format("malformed {} packet: truncated at {} (byte {} of {})", what_, field, pos_,
-                                     p_.size()));
+    return OperatorError(
+        fmt::format("malformed {} packet: truncated at {} (byte {} of {})", what_, field, pos_, p_.size()));
   }
 
  private:
@@ -530,9 +534,12 @@ std::optional<std::string> ParseNativePasswordHash(std::string_view hex) {
     for (size_t j = i; j < i + 2; ++j) {
       const char c = hex[j];
       int d = -1;
-      if (c >= '0' && c <= '9') d = c - '0';
-      else if (c >= 'A' && c <= 'F') d = c - 'A' + 10;
-      else if (c >= 'a' && c <= 'f') d = c - 'a' + 10;
+      if (c >= '0' && c <= '9')
+        d = c - '0';
+      else if (c >= 'A' && c <= 'F')
+        d = c - 'A' + 10;
+      else if (c >= 'a' && c <= 'f')
+        d = c - 'a' + 10;
       if (d < 0) return std::nullopt;
       v = v * 16 + d;
     }
@@ -611,12 +618,24 @@ std::string CommandWithId(Command c, uint32_t id) {
 }
 }  // namespace
 
-std::string ComQuery(std::string_view sql) { return CommandWith(Command::kQuery, sql); }
-std::string ComInitDb(std::string_view schema) { return CommandWith(Command::kInitDb, schema); }
-std::string ComSimple(Command c) { return std::string(1, static_cast<char>(c)); }
-std::string ComStmtPrepare(std::string_view sql) { return CommandWith(Command::kStmtPrepare, sql); }
-std::string ComStmtClose(uint32_t id) { return CommandWithId(Command::kStmtClose, id); }
-std::string ComStmtReset(uint32_t id) { return CommandWithId(Command::kStmtReset, id); }
+std::string ComQuery(std::string_view sql) {
+  return CommandWith(Command::kQuery, sql);
+}
+std::string ComInitDb(std::string_view schema) {
+  return CommandWith(Command::kInitDb, schema);
+}
+std::string ComSimple(Command c) {
+  return std::string(1, static_cast<char>(c));
+}
+std::string ComStmtPrepare(std::string_view sql) {
+  return CommandWith(Command::kStmtPrepare, sql);
+}
+std::string ComStmtClose(uint32_t id) {
+  return CommandWithId(Command::kStmtClose, id);
+}
+std::string ComStmtReset(uint32_t id) {
+  return CommandWithId(Command::kStmtReset, id);
+}
 std::string ComStmtFetch(uint32_t id, uint32_t rows) {
   std::string out = CommandWithId(Command::kStmtFetch, id);
   PutInt(out, rows, 4);
@@ -758,8 +777,8 @@ std::string EncodeOk(const OkPacket& ok, uint64_t capabilities) {
   PutLenenc(out, ok.last_insert_id);
   PutInt(out, ok.status, 2);
   PutInt(out, ok.warnings, 2);
-  const bool state = (capabilities & cap::kSessionTrack) && (ok.status & status::kSessionStateChanged) &&
-                     !ok.session_state.empty();
+  const bool state =
+      (capabilities & cap::kSessionTrack) && (ok.status & status::kSessionStateChanged) && !ok.session_state.empty();
   if (ok.has_info || !ok.info.empty() || state) PutLenencString(out, ok.info);
   if (state) {
     std::string block;
@@ -903,8 +922,10 @@ std::string EncodeColumnDefinition(const ColumnDefinition& c, uint64_t capabilit
   PutInt(out, c.flags, 2);
   out.push_back(static_cast<char>(c.decimals));
   out.append(2, '\0');
-  if (c.has_default && c.default_null) out.push_back(static_cast<char>(0xfb));
-  else if (c.has_default) PutLenencString(out, c.default_value);
+  if (c.has_default && c.default_null)
+    out.push_back(static_cast<char>(0xfb));
+  else if (c.has_default)
+    PutLenencString(out, c.default_value);
   return out;
 }
 
@@ -951,8 +972,10 @@ Result<Row> ParseTextRow(std::string_view payload, size_t columns) {
 std::string EncodeTextRow(const Row& row) {
   std::string out;
   for (const auto& v : row) {
-    if (!v) out.push_back(static_cast<char>(0xfb));
-    else PutLenencString(out, *v);
+    if (!v)
+      out.push_back(static_cast<char>(0xfb));
+    else
+      PutLenencString(out, *v);
   }
   return out;
 }
@@ -1157,8 +1180,7 @@ Status ResponseTracker::Start(std::string_view payload) {
   last_err_.reset();
   const auto close_cursor = [&](uint32_t id) { open_cursors_.erase(id); };
   switch (info.response) {
-    case ResponseKind::kUnsupported:
-      return OperatorError(fmt::format("{} (0x{:02x}) is not supported", info.name, c));
+    case ResponseKind::kUnsupported: return OperatorError(fmt::format("{} (0x{:02x}) is not supported", info.name, c));
     case ResponseKind::kNone:
       if (command_ == Command::kStmtClose) {
         ASSIGN_OR_RETURN(uint32_t id, ParseStmtId(payload));
@@ -1177,9 +1199,7 @@ Status ResponseTracker::Start(std::string_view payload) {
       }
       state_ = State::kStatus;
       return Status::Ok();
-    case ResponseKind::kResultSets:
-      state_ = State::kFirst;
-      return Status::Ok();
+    case ResponseKind::kResultSets: state_ = State::kFirst; return Status::Ok();
     case ResponseKind::kExecute: {
       if (payload.size() < 6) return OperatorError("malformed COM_STMT_EXECUTE packet: truncated");
       ASSIGN_OR_RETURN(stmt_id_, ParseStmtId(payload));
@@ -1189,9 +1209,7 @@ Status ResponseTracker::Start(std::string_view payload) {
       state_ = State::kFirst;
       return Status::Ok();
     }
-    case ResponseKind::kPrepare:
-      state_ = State::kFirst;
-      return Status::Ok();
+    case ResponseKind::kPrepare: state_ = State::kFirst; return Status::Ok();
     case ResponseKind::kFetch: {
       ASSIGN_OR_RETURN(stmt_id_, ParseStmtId(payload));
       // The rows are those of the cursor's result set, described when it opened.
@@ -1207,9 +1225,7 @@ Status ResponseTracker::Start(std::string_view payload) {
       open_cursors_.clear();
       state_ = State::kAuth;
       return Status::Ok();
-    case ResponseKind::kString:
-      state_ = State::kString;
-      return Status::Ok();
+    case ResponseKind::kString: state_ = State::kString; return Status::Ok();
   }
   return Status::Ok();
 }
@@ -1473,8 +1489,7 @@ Result<TrackedPacket> ResponseTracker::OnServerMessage(std::string_view p) {
         status_ = e.status;
       }
       return Done(PacketKind::kEof);
-    case State::kLocalInfileData:
-      return Unexpected(p);
+    case State::kLocalInfileData: return Unexpected(p);
   }
   return Unexpected(p);
 }

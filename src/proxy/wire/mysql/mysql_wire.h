@@ -37,8 +37,8 @@ namespace midflight::mywire {
 // ---------------------------------------------------------------------------
 // Constants.
 
-inline constexpr size_t kMaxPacketPayload = 0xffffff;                // 16 MiB - 1
-inline constexpr size_t kDefaultMaxMessage = size_t{1} << 30;        // MariaDB's max_allowed_packet ceiling
+inline constexpr size_t kMaxPacketPayload = 0xffffff;          // 16 MiB - 1
+inline constexpr size_t kDefaultMaxMessage = size_t{1} << 30;  // MariaDB's max_allowed_packet ceiling
 inline constexpr uint8_t kProtocolVersion10 = 10;
 
 // Capability flags. The low 32 bits are the classic ones; MariaDB's extended
@@ -191,10 +191,10 @@ struct HandshakeResponse {
   uint8_t collation = 0;
   std::string user;
   std::string auth_response;
-  std::optional<std::string> database;                       // with CLIENT_CONNECT_WITH_DB
-  std::optional<std::string> auth_plugin;                    // with CLIENT_PLUGIN_AUTH
-  std::vector<std::pair<std::string, std::string>> attrs;    // with CLIENT_CONNECT_ATTRS, in order
-  std::optional<uint8_t> zstd_level;                         // with CLIENT_ZSTD_COMPRESSION_ALGORITHM
+  std::optional<std::string> database;                     // with CLIENT_CONNECT_WITH_DB
+  std::optional<std::string> auth_plugin;                  // with CLIENT_PLUGIN_AUTH
+  std::vector<std::pair<std::string, std::string>> attrs;  // with CLIENT_CONNECT_ATTRS, in order
+  std::optional<uint8_t> zstd_level;                       // with CLIENT_ZSTD_COMPRESSION_ALGORITHM
 };
 // The client's packet after the handshake: an SSLRequest (exactly 32 bytes,
 // CLIENT_SSL set) or a HandshakeResponse41. Protocol 3.20 (no CLIENT_PROTOCOL_41)
@@ -319,9 +319,9 @@ inline constexpr uint8_t kCursorTypeScrollable = 4;
 
 struct StmtExecute {
   uint32_t stmt_id = 0;
-  uint8_t flags = 0;            // cursor type
+  uint8_t flags = 0;  // cursor type
   uint32_t iterations = 1;
-  std::string null_bitmap;      // (params + 7) / 8 bytes, when params > 0
+  std::string null_bitmap;  // (params + 7) / 8 bytes, when params > 0
   bool new_params_bound = false;
   std::vector<uint16_t> types;  // with new_params_bound: type | unsigned flag << 8 (0x8000)
   std::string values;           // the parameter values, raw (decoding them needs the types)
@@ -365,7 +365,7 @@ struct OkPacket {
   uint16_t status = 0;
   uint16_t warnings = 0;
   std::string info;
-  bool has_info = false;  // the info string was present (possibly empty) on the wire
+  bool has_info = false;                          // the info string was present (possibly empty) on the wire
   std::vector<SessionStateChange> session_state;  // with CLIENT_SESSION_TRACK and SESSION_STATE_CHANGED
 };
 Result<OkPacket> ParseOk(std::string_view payload, uint64_t capabilities);
@@ -422,8 +422,8 @@ namespace type {
 inline constexpr uint8_t kDecimal = 0, kTiny = 1, kShort = 2, kLong = 3, kFloat = 4, kDouble = 5, kNull = 6,
                          kTimestamp = 7, kLongLong = 8, kInt24 = 9, kDate = 10, kTime = 11, kDateTime = 12, kYear = 13,
                          kNewDate = 14, kVarchar = 15, kBit = 16, kJson = 245, kNewDecimal = 246, kEnum = 247,
-                         kSet = 248, kTinyBlob = 249, kMediumBlob = 250, kLongBlob = 251, kBlob = 252,
-                         kVarString = 253, kString = 254, kGeometry = 255;
+                         kSet = 248, kTinyBlob = 249, kMediumBlob = 250, kLongBlob = 251, kBlob = 252, kVarString = 253,
+                         kString = 254, kGeometry = 255;
 }
 
 // The column count that starts a result set; with MARIADB_CLIENT_CACHE_METADATA
@@ -464,17 +464,17 @@ std::string EncodeLocalInfileRequest(std::string_view filename);
 enum class PacketKind {
   kOk,
   kErr,
-  kEof,             // classic EOF or OK-as-EOF ending columns / rows
-  kProgress,        // MariaDB progress report (an ERR with code 0xffff)
-  kResultSetHeader, // column count
+  kEof,              // classic EOF or OK-as-EOF ending columns / rows
+  kProgress,         // MariaDB progress report (an ERR with code 0xffff)
+  kResultSetHeader,  // column count
   kColumnDefinition,
-  kParamDefinition, // COM_STMT_PREPARE's parameter definitions
+  kParamDefinition,  // COM_STMT_PREPARE's parameter definitions
   kRow,
   kPrepareOk,
-  kLocalInfile,     // the client must now send the file (or an empty packet to refuse)
-  kAuthSwitch,      // the client must now answer (COM_CHANGE_USER)
+  kLocalInfile,  // the client must now send the file (or an empty packet to refuse)
+  kAuthSwitch,   // the client must now answer (COM_CHANGE_USER)
   kAuthMoreData,
-  kString,          // COM_STATISTICS's answer
+  kString,  // COM_STATISTICS's answer
 };
 const char* PacketKindName(PacketKind k);
 
@@ -540,9 +540,7 @@ class ResponseTracker {
   bool InTransaction() const { return (status_ & status::kInTrans) != 0; }
   bool Autocommit() const { return (status_ & status::kAutocommit) != 0; }
   // Idle, the status known, not in a transaction, no cursor open.
-  bool AtTransactionBoundary() const {
-    return Idle() && status_known_ && !InTransaction() && open_cursors_.empty();
-  }
+  bool AtTransactionBoundary() const { return Idle() && status_known_ && !InTransaction() && open_cursors_.empty(); }
   size_t open_cursors() const { return open_cursors_.size(); }
   // Result sets completed in the current (or last) response.
   size_t result_sets() const { return result_sets_; }
@@ -557,17 +555,17 @@ class ResponseTracker {
  private:
   enum class State {
     kIdle,
-    kFirst,        // the first packet of a (next) result: OK / ERR / header / LOCAL INFILE
-    kColumns,      // column definitions still to come
-    kColumnsEof,   // the EOF after the column definitions (no CLIENT_DEPRECATE_EOF)
-    kRows,         // rows until the terminator
+    kFirst,       // the first packet of a (next) result: OK / ERR / header / LOCAL INFILE
+    kColumns,     // column definitions still to come
+    kColumnsEof,  // the EOF after the column definitions (no CLIENT_DEPRECATE_EOF)
+    kRows,        // rows until the terminator
     kPrepareParams,
     kPrepareParamsEof,
     kPrepareColumns,
     kPrepareColumnsEof,
     kLocalInfileData,  // the client is sending the file
-    kStatus,       // one OK / ERR / EOF
-    kAuth,         // COM_CHANGE_USER exchange
+    kStatus,           // one OK / ERR / EOF
+    kAuth,             // COM_CHANGE_USER exchange
     kString,
   };
   Status Start(std::string_view payload);
