@@ -917,6 +917,21 @@ TEST(MysqlParsers, EveryPrefixOfAValidPacketIsRejected) {
   EXPECT_EQ(pre41.status().message(), "pre-4.1 HandshakeResponse is not supported");
 }
 
+// Found by the fuzzer: a handshake without CLIENT_PLUGIN_AUTH whose auth data
+// length byte is not 0 still sizes scramble part 2, so it must be re-encoded as sent.
+TEST(MysqlParsers, HandshakeAuthDataLengthWithoutPluginAuth) {
+  Handshake h;
+  h.server_version = "5.5.5-10.11.19-MariaDB";
+  h.scramble = std::string(8, 'a') + std::string(28, 'b');
+  h.capabilities = cap::kProtocol41 | cap::kSecureConnection;
+  h.auth_data_len = 37;  // part 2: 37 - 8 = 29 bytes, the last a NUL
+  const std::string p = EncodeHandshake(h);
+  auto back = ParseHandshake(p);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->scramble, h.scramble);
+  EXPECT_EQ(EncodeHandshake(*back), p);
+}
+
 TEST(MysqlParsers, SslRequest) {
   HandshakeResponse r;
   r.capabilities = cap::kProtocol41 | cap::kSecureConnection;

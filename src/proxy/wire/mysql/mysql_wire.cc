@@ -294,7 +294,9 @@ std::string EncodeHandshake(const Handshake& h) {
   out.push_back(static_cast<char>(h.collation));
   PutInt(out, h.status, 2);
   PutInt(out, (h.capabilities >> 16) & 0xffff, 2);
-  out.push_back(static_cast<char>((h.capabilities & cap::kPluginAuth) ? h.auth_data_len : 0));
+  // Written as given even without CLIENT_PLUGIN_AUTH: the parser sizes
+  // scramble part 2 from it either way, so the two stay each other's inverse.
+  out.push_back(static_cast<char>(h.auth_data_len));
   out.append(6, '\0');
   PutInt(out, h.mariadb() ? (h.capabilities >> 32) & 0xffffffff : 0, 4);
   if (h.capabilities & cap::kSecureConnection) {

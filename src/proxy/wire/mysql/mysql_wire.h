@@ -177,7 +177,7 @@ struct Handshake {
   uint64_t capabilities = 0;  // classic | MariaDB extended << 32
   uint8_t collation = 0;
   uint16_t status = 0;
-  uint8_t auth_data_len = 0;  // as sent (21 for a 20-byte scramble), 0 without CLIENT_PLUGIN_AUTH
+  uint8_t auth_data_len = 0;  // as sent (21 for a 20-byte scramble); sizes scramble part 2: max(13, len - 8)
   std::string auth_plugin;    // with CLIENT_PLUGIN_AUTH
   bool mariadb() const { return (capabilities & cap::kMysql) == 0; }
 };
