@@ -1,6 +1,7 @@
 #include "engines/postgres/early_indexes.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <chrono>
 #include <cstdio>
@@ -71,7 +72,7 @@ void EarlyIndexBuilder::TableCopied(const TableId& table) {
   {
     MutexLock lock(&mu_);
     if (cancelled_) return;
-    for (const auto& line : it->second) queue_.push_back(line);
+    queue_.push_back(it->second);
   }
   changed_.NotifyAll();
 }
@@ -99,15 +100,15 @@ Status EarlyIndexBuilder::Finish() {
 
 void EarlyIndexBuilder::Work(int id) {
   while (true) {
-    std::string line;
+    std::vector<std::string> lines;
     {
       MutexLock lock(&mu_);
       changed_.Wait(&mu_, [&]() REQUIRES(mu_) { return !queue_.empty() || finishing_ || cancelled_; });
       if (queue_.empty() || !first_error_.ok()) return;
-      line = std::move(queue_.front());
+      lines = std::move(queue_.front());
       queue_.pop_front();
     }
-    Status st = Build(line, id);
+    Status st = Build(lines, id);
     int built = 0;
     {
       MutexLock lock(&mu_);
@@ -116,7 +117,7 @@ void EarlyIndexBuilder::Work(int id) {
         cancelled_ = true;
         queue_.clear();
       } else {
-        built = ++built_;
+        built = built_ += static_cast<int>(lines.size());
       }
     }
     if (!st.ok()) {
@@ -127,12 +128,12 @@ void EarlyIndexBuilder::Work(int id) {
   }
 }
 
-Status EarlyIndexBuilder::Build(const std::string& toc_line, int id) {
+Status EarlyIndexBuilder::Build(const std::vector<std::string>& toc_lines, int id) {
   const std::string list = fmt::format("{}/early-index-{}.list", options_.work_dir, id);
   auto started = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(RestoreTocLines(options_.target_uri, options_.dump_path, list, {toc_line}, 1,
+  RETURN_IF_ERROR(RestoreTocLines(options_.target_uri, options_.dump_path, list, toc_lines, 1,
                                   options_.index_memory_mb, options_.settings, IndexSessionName(options_.migration)));
-  LOG_DEBUG("schema: built {} in {:.2f} s", toc_line,
+  LOG_DEBUG("schema: built {} in {:.2f} s", fmt::join(toc_lines, " | "),
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return Status::Ok();
 }
