@@ -6,7 +6,8 @@
 # index and constraint exactly once (a second build would fail with "already
 # exists"), a half-copied ctid-split table copied again whole must get its
 # indexes, and the target must end with the source's indexes, constraints
-# and triggers, definition for definition, and equal rows.
+# and triggers, definition for definition, and equal rows. A session the
+# killed run left building on the target is ended before anything is built.
 source "$(dirname "$0")/lib.sh"
 start_servers 30600
 sql_src <<'SQL'
@@ -49,8 +50,21 @@ log "indexes on the target after the kill: ${built:-none}"
 log "chunks recorded: $(sql_dst -c "SELECT string_agg(table_name || ':' || n, ' ') FROM (SELECT table_name, count(*) n FROM midflight.chunks GROUP BY 1 ORDER BY 1) c")"
 [[ -n $built ]] || fail "no index was built before the crash point"
 
+# A CREATE INDEX a killed run left on the target still commits when it ends;
+# the resumed run must end such sessions (named after the migration) first.
+# One stands in for it here: a session with that name, sleeping.
+PGAPPNAME=midflight-index:early psql -X -q "$DST" -c "SELECT pg_sleep(600)" >"$WORK/orphan.log" 2>&1 &
+ORPHAN_PID=$!
+EXTRA_PIDS+=("$ORPHAN_PID")
+for ((i = 0; i < 100; i++)); do
+  [[ $(sql_dst -c "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'midflight-index:early'") == 1 ]] && break
+  sleep 0.1
+done
 run_mf_bg
 wait_phase replicating 300
+rc=0; wait "$ORPHAN_PID" || rc=$?
+((rc != 0)) || fail "the stand-in for a killed run's index session was not ended"
+grep -q "index-building session" "$WORK/run.$RUN_N.log" || fail "the resumed run did not report ending the left session"
 grep -E "copying it again whole|built as their tables' copy ended|post-data objects already|index-building session" \
   "$WORK/run.$RUN_N.log" || true
 sleep 2

@@ -308,7 +308,7 @@ Status PgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   if (!early) return st;
   if (!st.ok()) early->Cancel();  // the builds running end; the rest is left to the next run
   Status built = early->Finish();
-  if (st.ok() && early->entries_total() > 0)
+  if (st.ok() && built.ok() && early->entries_total() > 0)
     Say(fmt::format("schema: {} primary keys, unique constraints and indexes built as their tables' copy ended "
                     "({:.1f} s after the copy began)",
                     early->entries_total(),
