@@ -132,7 +132,7 @@ Status EarlyIndexBuilder::Build(const std::vector<std::string>& toc_lines, int i
   const std::string list = fmt::format("{}/early-index-{}.list", options_.work_dir, id);
   auto started = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(RestoreTocLines(options_.target_uri, options_.dump_path, list, toc_lines, 1,
-                                  options_.index_memory_mb, options_.settings, IndexSessionName(options_.migration)));
+                                  options_.index_memory_mb, IndexSessionName(options_.migration)));
   LOG_DEBUG("schema: built {} in {:.2f} s", fmt::join(toc_lines, " | "),
             std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return Status::Ok();

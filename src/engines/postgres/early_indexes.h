@@ -52,9 +52,6 @@ struct EarlyIndexOptions {
   std::string migration;  // names the sessions (application_name)
   int jobs = 2;           // pool size: target sessions building at once
   int index_memory_mb = 512;
-  // Extra "-c name=value" settings of the building sessions
-  // (max_parallel_maintenance_workers=N, ...).
-  std::string settings;
 };
 
 // The application_name of the sessions that build indexes and constraints

@@ -297,7 +297,7 @@ Result<std::map<TableId, std::vector<std::string>>> TableLocalPostData(
 
 Status RestoreTocLines(const std::string& target_uri, const std::string& dump_path, const std::string& list_path,
                        const std::vector<std::string>& lines, int jobs, int index_memory_mb,
-                       const std::string& settings, const std::string& application_name) {
+                       const std::string& application_name) {
   ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
   {
     std::ofstream out(list_path, std::ios::trunc);
@@ -309,7 +309,7 @@ Status RestoreTocLines(const std::string& target_uri, const std::string& dump_pa
                   fmt::format("--jobs={}", std::max(1, jobs)), "--use-list=" + list_path, "--dbname=" + split.first,
                   dump_path},
                  split.second, "", "pg_restore of an index or constraint on the target",
-                 fmt::format("-c maintenance_work_mem={}MB {}", index_memory_mb, settings), application_name);
+                 fmt::format("-c maintenance_work_mem={}MB", index_memory_mb), application_name);
 }
 
 Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table) {

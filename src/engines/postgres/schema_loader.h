@@ -2,7 +2,8 @@
 // pre-data (types, domains, sequences, tables with defaults, generated and
 // identity columns, check constraints) before the copy, post-data (primary
 // keys, unique and foreign-key constraints, indexes, triggers) after it,
-// built in parallel. Both steps can be re-run after a crash.
+// built in parallel; a table's own keys and indexes may be built earlier, as
+// its copy ends (early_indexes.h). Both steps can be re-run after a crash.
 #pragma once
 
 #include <cstdint>
@@ -54,10 +55,10 @@ Result<std::map<TableId, std::vector<std::string>>> TableLocalPostData(
 
 // Restores exactly the TOC `lines` of the dump (written to `list_path`) with
 // `jobs` connections named `application_name`, each with `index_memory_mb`
-// of maintenance_work_mem and the extra `settings` ("-c name=value ...").
+// of maintenance_work_mem.
 Status RestoreTocLines(const std::string& target_uri, const std::string& dump_path, const std::string& list_path,
                        const std::vector<std::string>& lines, int jobs, int index_memory_mb,
-                       const std::string& settings, const std::string& application_name);
+                       const std::string& application_name);
 
 // The numbers of one entry line of `pg_restore --list`
 // ("3222; 2606 16393 CONSTRAINT we"ird my table my table_pkey owner"): the
