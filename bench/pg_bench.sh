@@ -20,7 +20,11 @@
 #   DRAIN_SECONDS=60   pgbench -c 4 -T duration that builds the drain backlog
 #   SKIP=              comma list of: raw,dump,pgcopydb,native,midflight,drain,lag,compare
 #   MF_WORKERS=2       midflight copy_workers; a comma list ("2,4") times the copy once
-#                      per value, the last one is kept for drain, lag and compare
+#                      per value, the last one is kept for drain, lag and compare; a value
+#                      with "after" ("2after") sets early_indexes: false (every index
+#                      built after the whole copy, as before early index builds), so
+#                      MF_WORKERS=2after,2 times both ways side by side
+#   MF_SPEC_EXTRA=     extra YAML lines for midflight's spec ("chunk_rows: 1000000")
 #   MF_PARTITIONS=     midflight apply partitions (default: the spec's default, cores 2-8)
 #   LAG_RATE=500 LAG_SECONDS=20   the steady-lag pgbench (-R, -T)
 #   DST_SETTINGS="fsync=on synchronous_commit=off"  extra postgresql.conf lines for the target
@@ -257,18 +261,22 @@ fi
 MF_KEPT=
 if ! skipped midflight; then
   for i in "${!MF_W[@]}"; do
-    w=${MF_W[$i]}
-    log "midflight run (copy_workers $w) until phase replicating"
+    w=${MF_W[$i]%after}
+    early=true
+    [[ ${MF_W[$i]} == *after ]] && early=false
+    log "midflight run (copy_workers $w, early_indexes $early) until phase replicating"
     fresh_db bench_midflight
-    SPEC=$WORK/midflight-$w.yaml
-    MF_LOG=$WORK/midflight-$w.log
+    SPEC=$WORK/midflight-$i.yaml
+    MF_LOG=$WORK/midflight-$i.log
     cat >"$SPEC" <<YAML
 name: bench
 source: $SRC
 target: $(dst_uri bench_midflight)
-state_dir: $WORK/midflight-state-$w
+state_dir: $WORK/midflight-state-$i
 copy_workers: $w
+early_indexes: $early
 ${MF_PARTITIONS:+partitions: $MF_PARTITIONS}
+${MF_SPEC_EXTRA:-}
 YAML
     t0=$(now)
     mf_start
@@ -276,8 +284,10 @@ YAML
     secs=$(since "$t0")
     MF_RSS[i]=$(mf_peak_rss_mb)
     mf_stop
-    add_copy "mf$i" "midflight (copy_workers $w)" "$secs"
-    log "midflight peak RSS (VmHWM): ${MF_RSS[$i]} MB; its log: $(grep -E 'copying: done|indexes and constraints built' "$MF_LOG" | tr '\n' ' ')"
+    label="midflight (copy_workers $w)"
+    [[ $early == false ]] && label="midflight (copy_workers $w, indexes after)"
+    add_copy "mf$i" "$label" "$secs"
+    log "midflight peak RSS (VmHWM): ${MF_RSS[$i]} MB; its log: $(grep -E 'copying: done|built as their|indexes and constraints built' "$MF_LOG" | tr '\n' ' ')"
     check_copy bench_midflight
     if ((i == ${#MF_W[@]} - 1)) && ! { skipped drain && skipped lag && skipped compare; }; then
       MF_KEPT=1   # its slot keeps the changes for the drain
@@ -285,7 +295,7 @@ YAML
       drop_slot midflight_bench
       sql_src -c "DROP PUBLICATION IF EXISTS midflight_bench"
       drop_db bench_midflight
-      rm -rf "$WORK/midflight-state-$w"
+      rm -rf "$WORK/midflight-state-$i"
     fi
   done
 fi
@@ -388,7 +398,7 @@ if ((${#COPY_ORDER[@]})); then
   echo
   echo "copy (schema + data + primary keys into an empty database)"
   printf '  %-42s %9s' method seconds
-  for k in "${mf_keys[@]}"; do printf ' %16s' "mf(${MF_W[${k#mf}]}w)/method"; done
+  for k in "${mf_keys[@]}"; do printf ' %16s' "mf(${MF_W[${k#mf}]})/method"; done
   echo
   for j in "${!COPY_ORDER[@]}"; do
     m=${COPY_ORDER[$j]}
@@ -417,8 +427,12 @@ fi
 [[ -n $COMPARE_RESULT ]] && printf '\ncompare: %s\n' "$COMPARE_RESULT"
 
 echo
-echo "targets (meaningful at SCALE=100)"
-mf0=${COPY_S[mf0]:-}
+echo "targets (meaningful at SCALE=100; midflight: the last MF_WORKERS entry)"
+last=${mf_keys[${#mf_keys[@]}-1]:-}
+mf0=
+[[ -n $last ]] && mf0=${COPY_S[$last]:-}
+mf_rss=-
+[[ -n $last ]] && mf_rss=${MF_RSS[${last#mf}]:--}
 r_pgc=-; r_raw=-; r_drain=-
 [[ -n $mf0 && -n ${COPY_S[pgcopydb]:-} ]] && r_pgc=$(div "$mf0" "${COPY_S[pgcopydb]}")
 [[ -n $mf0 && -n ${COPY_S[raw]:-} ]] && r_raw=$(div "$mf0" "${COPY_S[raw]}")
@@ -427,5 +441,5 @@ printf '  %-52s %8s  %s\n' "copy time / pgcopydb's <= 0.9" "$r_pgc" "$(met "$r_p
 printf '  %-52s %8s  %s\n' "copy time / raw COPY pipe's <= 1.1" "$r_raw" "$(met "$r_raw" '<=' 1.1)"
 printf '  %-52s %8s  %s\n' "drain rate / native logical replication's >= 2" "$r_drain" "$(met "$r_drain" '>=' 2)"
 printf '  %-52s %8s  %s\n' "steady lag < 1 s" "${LAG_MAX:--}" "$(met "${LAG_MAX:--}" '<' 1)"
-printf '  %-52s %8s  %s\n' "peak RSS while copying < 300 MB" "${MF_RSS[0]:--}" "$(met "${MF_RSS[0]:--}" '<' 300)"
+printf '  %-52s %8s  %s\n' "peak RSS while copying < 300 MB" "$mf_rss" "$(met "$mf_rss" '<' 300)"
 [[ -z $COMPARE_RESULT || $COMPARE_RESULT == "source and target are equal" ]] || die "midflight compare: $COMPARE_RESULT"

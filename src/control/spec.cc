@@ -361,7 +361,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   if (!root.IsMap()) return InvalidArgument(fmt::format("{}: expected a mapping of fields (name, source, target, ...)", origin));
   static const std::set<std::string> kKnown = {"name", "source", "target", "tables", "exclude", "state_dir",
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
-                                               "partition_log_mb", "index_memory_mb", "allow_nonempty_target",
+                                               "partition_log_mb", "index_memory_mb", "allow_nonempty_target", "early_indexes",
                                                "source_replica", "max_row_bytes", "proxy", "cutover",
                                                "verify", "control", "notify", "knobs", "on_conflict",
                                                "source_password_file", "target_password_file",
@@ -389,6 +389,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(Get(root, origin, "partition_log_mb", &s.partition_log_mb));
   RETURN_IF_ERROR(Get(root, origin, "allow_nonempty_target", &s.allow_nonempty_target));
   RETURN_IF_ERROR(Get(root, origin, "index_memory_mb", &s.index_memory_mb));
+  RETURN_IF_ERROR(Get(root, origin, "early_indexes", &s.early_indexes));
   RETURN_IF_ERROR(Get(root, origin, "source_replica", &s.source_replica));
   RETURN_IF_ERROR(Get(root, origin, "max_row_bytes", &s.max_row_bytes));
   RETURN_IF_ERROR(Get(root, origin, "on_conflict", &s.on_conflict));

@@ -179,9 +179,12 @@ class Engine {
   virtual Status PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) = 0;
   // Copies `chunks`, updating `progress`; each chunk is recorded on the
   // target with its rows. Cancelled when `stop` is set. Prints its first line.
+  // An engine may also build a table's keys and indexes here once all its
+  // chunks are committed (PostgreSQL does, engines/postgres/early_indexes.h);
+  // whatever it did not build, FinishSchema does.
   virtual Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                             std::function<void(int)> on_chunk_committed) = 0;
-  // After the copy: keys, indexes, constraints (and sequences).
+  // After the copy: keys, indexes, constraints not built yet (and sequences).
   virtual Status FinishSchema() = 0;
 
   // The engine's side of the replicate phase (after Preflight).

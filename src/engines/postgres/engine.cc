@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <functional>
@@ -26,6 +27,7 @@
 #include "control/state_store.h"
 #include "engines/postgres/pg_conn.h"
 #include "engines/postgres/catalog.h"
+#include "engines/postgres/early_indexes.h"
 #include "engines/postgres/snapshot_copier.h"
 #include "engines/postgres/pg_applier.h"
 #include "engines/postgres/schema_loader.h"
@@ -186,7 +188,8 @@ Status PgEngine::CreateSchema() {
   for (const auto& t : tables_) all_there = all_there && have.count(t->id);
   if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(*src_, *dst_, spec_.target, dump_path_, spec_.state_dir));
   RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
-  Say(fmt::format("schema: {} tables created on the target (indexes and constraints follow the copy)", tables_.size()));
+  Say(fmt::format("schema: {} tables created on the target (indexes and constraints follow {})", tables_.size(),
+                  spec_.early_indexes ? "each table's copy" : "the copy"));
   return Status::Ok();
 }
 
@@ -278,7 +281,39 @@ Status PgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   Say(fmt::format("copying: {} chunks with {} workers from the snapshot at {}{}", job.chunks.size(),
                   runtime_.knobs.Int(Knob::kParallelism), job.snapshot_lsn.ToString(),
                   have_slot_ ? " (a newer snapshot: resuming)" : ""));
-  return pg::CopyChunks(job, progress, stop, [&] { repl.reset(); });
+  // Each table's keys and indexes are built as soon as its last chunk
+  // commits, beside the copy of the others (early_indexes.h); FinishSchema
+  // builds the rest. The pool has as many sessions as the copy has workers
+  // when it starts, so the target runs at most twice `parallelism` sessions
+  // (as pgcopydb's equal --table-jobs and --index-jobs do).
+  std::unique_ptr<pg::EarlyIndexBuilder> early;
+  if (spec_.early_indexes) {
+    RETURN_IF_ERROR(ReconnectControl());
+    pg::EarlyIndexOptions eo;
+    eo.target_uri = spec_.target;
+    eo.dump_path = dump_path_;
+    eo.work_dir = spec_.state_dir;
+    eo.migration = spec_.name;
+    eo.jobs = static_cast<int>(std::clamp<int64_t>(runtime_.knobs.Int(Knob::kParallelism), 1, 64));
+    eo.index_memory_mb = spec_.index_memory_mb;
+    ASSIGN_OR_RETURN(early, pg::EarlyIndexBuilder::Start(*src_, *dst_, tables_, std::move(eo)));
+    std::set<TableId> copying;
+    for (const auto& c : job.chunks) copying.insert(c.table);
+    for (const auto& t : tables_)
+      if (!copying.count(t->id)) early->TableCopied(t->id);  // copied whole by an earlier run
+    job.on_table_copied = [b = early.get()](const TableId& t) { b->TableCopied(t); };
+  }
+  auto started = std::chrono::steady_clock::now();
+  Status st = pg::CopyChunks(job, progress, stop, [&] { repl.reset(); });
+  if (!early) return st;
+  if (!st.ok()) early->Cancel();  // the builds running end; the rest is left to the next run
+  Status built = early->Finish();
+  if (st.ok() && built.ok() && early->entries_total() > 0)
+    Say(fmt::format("schema: {} primary keys, unique constraints and indexes built as their tables' copy ended "
+                    "({:.1f} s after the copy began)",
+                    early->entries_total(),
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
+  return st.ok() ? built : st;
 }
 
 // The control connections outlive long steps (a copy of hours) during which
@@ -302,8 +337,9 @@ Status PgEngine::FinishSchema() {
   Say("schema: building primary keys, indexes and constraints");
   auto started = std::chrono::steady_clock::now();
   CrashPoint("before-post-data");
+  RETURN_IF_ERROR(pg::EndOrphanIndexSessions(*dst_, spec_.name));
   RETURN_IF_ERROR(pg::RestorePostData(*src_, *dst_, spec_.target, dump_path_, spec_.copy_workers,
-                                      spec_.index_memory_mb, spec_.state_dir));
+                                      spec_.index_memory_mb, spec_.state_dir, pg::IndexSessionName(spec_.name)));
   CrashPoint("after-post-data");
   RETURN_IF_ERROR(pg::SyncSequences(*src_, *dst_, tables_));
   // Replicated rows carry the values of GENERATED ALWAYS identity columns, which

@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,7 +29,7 @@ std::string PgBin(const std::string& tool) {
 // Runs a PostgreSQL client tool with the password in PGPASSWORD (never on the
 // command line). stdout goes to `stdout_path` when given.
 Status RunTool(const std::vector<std::string>& argv, const std::string& password, const std::string& stdout_path,
-               const std::string& what, const std::string& settings = "") {
+               const std::string& what, const std::string& settings = "", const std::string& application_name = "") {
   char err_template[] = "/tmp/midflight-tool-XXXXXX";
   int err_fd = mkstemp(err_template);
   if (err_fd < 0) return Internal("cannot create a temporary file for " + what);
@@ -41,6 +43,9 @@ Status RunTool(const std::vector<std::string>& argv, const std::string& password
       if (out >= 0) dup2(out, 1);
     }
     if (!password.empty()) setenv("PGPASSWORD", password.c_str(), 1);
+    if (!application_name.empty()) setenv("PGAPPNAME", application_name.c_str(), 1);
+    // Dies with the thread that waits for it: a killed run leaves no client behind.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
     setenv("PGOPTIONS", ("-c client_min_messages=warning " + settings).c_str(), 1);
     std::vector<char*> args;
     for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
@@ -208,12 +213,13 @@ Status RestorePreData(PgConn& source, PgConn& target, const std::string& target_
 }
 
 Status RestorePostData(PgConn& source, PgConn& target, const std::string& target_uri, const std::string& dump_path,
-                       int jobs, int index_memory_mb, const std::string& work_dir) {
+                       int jobs, int index_memory_mb, const std::string& work_dir,
+                       const std::string& application_name) {
   ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
   std::string list_path = work_dir + "/post-data.list";
   RETURN_IF_ERROR(RunTool({PgBin("pg_restore"), "--list", "--section=post-data", dump_path}, "", list_path,
                           "listing the post-data schema"));
-  // What already exists on the target (a re-run after a crash) is not built again.
+  // What already exists on the target (built early, or by a run that crashed) is not built again.
   int kept = 0, skipped = 0;
   RETURN_IF_ERROR(SkipExisting(source, target, list_path, &kept, &skipped).WithContext("filtering the post-data list"));
   if (skipped) LOG_INFO("schema: {} post-data objects already on the target, {} to build", skipped, kept);
@@ -222,7 +228,88 @@ Status RestorePostData(PgConn& source, PgConn& target, const std::string& target
                   fmt::format("--jobs={}", std::max(1, jobs)), "--use-list=" + list_path, "--dbname=" + split.first,
                   dump_path},
                  split.second, "", "pg_restore of indexes and constraints (post-data) on the target",
-                 fmt::format("-c maintenance_work_mem={}MB", index_memory_mb));
+                 fmt::format("-c maintenance_work_mem={}MB", index_memory_mb), application_name);
+}
+
+// The post-data entries that belong to one table and need nothing but it:
+// primary key, unique and exclusion constraints (pg_constraint) and indexes
+// (pg_class), on a plain table that is not a partition. $1/$2: catalogs and
+// oids of the entries; $3/$4: schemas and names of the tables.
+constexpr const char* kTableLocalSql = R"sql(
+  SELECT e.catalog, e.oid, n.nspname, c.relname
+    FROM unnest($1::oid[], $2::oid[]) AS e(catalog, oid)
+    JOIN LATERAL (
+      SELECT x.conrelid AS rel, 0 AS ord FROM pg_constraint x
+       WHERE e.catalog = 'pg_constraint'::regclass AND x.oid = e.oid AND x.contype IN ('p', 'u', 'x')
+      UNION ALL
+      SELECT x.indrelid, 1 FROM pg_index x WHERE e.catalog = 'pg_class'::regclass AND x.indexrelid = e.oid
+    ) r ON true
+    JOIN pg_class c ON c.oid = r.rel AND c.relkind = 'r' AND NOT c.relispartition
+    JOIN pg_namespace n ON n.oid = c.relnamespace
+    JOIN unnest($3::text[], $4::text[]) AS t(schema_name, table_name)
+      ON t.schema_name = n.nspname AND t.table_name = c.relname
+   ORDER BY r.ord)sql";
+
+Result<std::map<TableId, std::vector<std::string>>> TableLocalPostData(
+    PgConn& source, PgConn& target, const std::string& dump_path, const std::string& work_dir,
+    const std::vector<std::shared_ptr<const TableSchema>>& tables) {
+  std::string list_path = work_dir + "/early-index.list";
+  RETURN_IF_ERROR(RunTool({PgBin("pg_restore"), "--list", "--section=post-data", dump_path}, "", list_path,
+                          "listing the post-data schema"));
+  std::map<ObjectKey, std::string> lines;
+  std::vector<TocEntry> entries;
+  {
+    std::ifstream in(list_path);
+    for (std::string line; std::getline(in, line);)
+      if (auto e = ParseTocLine(line); e && e->oid != 0) {
+        entries.push_back(*e);
+        lines[ObjectKey{e->catalog, e->oid}] = line;
+      }
+    if (in.bad()) return Internal("reading " + list_path);
+  }
+  std::map<TableId, std::vector<std::string>> out;
+  if (entries.empty()) return out;
+  std::string catalogs, oids;
+  for (const auto& e : entries) {
+    catalogs += fmt::format("{}{}", catalogs.empty() ? "" : ",", e.catalog);
+    oids += fmt::format("{}{}", oids.empty() ? "" : ",", e.oid);
+  }
+  std::vector<std::string> schemas, names;
+  for (const auto& t : tables)
+    if (!t->partitioned) {
+      schemas.push_back(t->id.schema);
+      names.push_back(t->id.name);
+    }
+  ASSIGN_OR_RETURN(PgResult local, source.Query(kTableLocalSql, {"{" + catalogs + "}", "{" + oids + "}",
+                                                                TextArray(schemas), TextArray(names)}));
+  ASSIGN_OR_RETURN(auto dumped, IdentifyObjects(source, entries));
+  ASSIGN_OR_RETURN(PgResult existing, target.Query(kExistingObjectsSql));
+  std::set<std::string> have;
+  for (int r = 0; r < existing.rows(); ++r) have.insert(existing.GetString(r, 0));
+  for (int r = 0; r < local.rows(); ++r) {
+    ObjectKey key{static_cast<uint32_t>(local.GetInt(r, 0)), static_cast<uint32_t>(local.GetInt(r, 1))};
+    auto name = dumped.find(key);
+    if (name == dumped.end() || have.count(name->second)) continue;
+    out[TableId{local.GetString(r, 2), local.GetString(r, 3)}].push_back(lines.at(key));
+  }
+  return out;
+}
+
+Status RestoreTocLines(const std::string& target_uri, const std::string& dump_path, const std::string& list_path,
+                       const std::vector<std::string>& lines, int jobs, int index_memory_mb,
+                       const std::string& application_name) {
+  ASSIGN_OR_RETURN(auto split, SplitPassword(target_uri));
+  {
+    std::ofstream out(list_path, std::ios::trunc);
+    for (const auto& l : lines) out << l << "\n";
+    out.close();
+    if (!out) return Internal("writing " + list_path);
+  }
+  return RunTool({PgBin("pg_restore"), "--exit-on-error", "--no-owner", "--no-privileges",
+                  fmt::format("--jobs={}", std::max(1, jobs)), "--use-list=" + list_path, "--dbname=" + split.first,
+                  dump_path},
+                 split.second, "", "pg_restore of an index or constraint on the target",
+                 fmt::format("-c maintenance_work_mem={}MB", index_memory_mb), application_name);
 }
 
 Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table) {

@@ -2,10 +2,12 @@
 // pre-data (types, domains, sequences, tables with defaults, generated and
 // identity columns, check constraints) before the copy, post-data (primary
 // keys, unique and foreign-key constraints, indexes, triggers) after it,
-// built in parallel. Both steps can be re-run after a crash.
+// built in parallel; a table's own keys and indexes may be built earlier, as
+// its copy ends (early_indexes.h). Both steps can be re-run after a crash.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -36,8 +38,27 @@ Status RestorePreData(PgConn& source, PgConn& target, const std::string& target_
 // exist on the target (a re-run after a crash). An entry is matched to a
 // target object by what its catalog oid names in `source` (the dumped
 // database), never by the names of the TOC list, which are printed unquoted.
+// Its sessions are named `application_name`, so a later run can end what a
+// killed one left building (early_indexes.h).
 Status RestorePostData(PgConn& source, PgConn& target, const std::string& target_uri, const std::string& dump_path,
-                       int jobs, int index_memory_mb, const std::string& work_dir);
+                       int jobs, int index_memory_mb, const std::string& work_dir,
+                       const std::string& application_name);
+
+// The post-data entries (TOC lines of `pg_restore --list`) that build one
+// table's primary key, unique or exclusion constraint, or index, keyed by
+// that table, for the `tables` that are neither partitioned nor partitions,
+// constraints before indexes. Entries whose object the target already has
+// are left out (matched as RestorePostData matches them).
+Result<std::map<TableId, std::vector<std::string>>> TableLocalPostData(
+    PgConn& source, PgConn& target, const std::string& dump_path, const std::string& work_dir,
+    const std::vector<std::shared_ptr<const TableSchema>>& tables);
+
+// Restores exactly the TOC `lines` of the dump (written to `list_path`) with
+// `jobs` connections named `application_name`, each with `index_memory_mb`
+// of maintenance_work_mem.
+Status RestoreTocLines(const std::string& target_uri, const std::string& dump_path, const std::string& list_path,
+                       const std::vector<std::string>& lines, int jobs, int index_memory_mb,
+                       const std::string& application_name);
 
 // The numbers of one entry line of `pg_restore --list`
 // ("3222; 2606 16393 CONSTRAINT we"ird my table my table_pkey owner"): the

@@ -231,6 +231,15 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     Status first_error GUARDED_BY(mu);
   } sh;
   std::atomic<int> committed{0};
+  // Chunks of each table not committed yet.
+  struct Left {
+    Mutex mu;
+    std::map<TableId, int> chunks GUARDED_BY(mu);
+  } left;
+  {
+    MutexLock lock(&left.mu);
+    for (const auto& c : job.chunks) ++left.chunks[c.table];
+  }
   auto record_error = [&](Status st) {
     MutexLock lock(&sh.mu);
     if (sh.first_error.ok()) sh.first_error = std::move(st);
@@ -289,6 +298,12 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     }
     ++tp.chunks_done;
     if (job.on_chunk_committed) job.on_chunk_committed(++committed);
+    bool table_done = false;
+    {
+      MutexLock lock(&left.mu);
+      table_done = --left.chunks[c.table] == 0;
+    }
+    if (table_done && job.on_table_copied) job.on_table_copied(c.table);
     LOG_DEBUG("copied {} chunk {}: {} rows", t.id.ToString(), c.number, rows);
     return Status::Ok();
   };

@@ -60,6 +60,9 @@ struct CopyJob {
   // Called after each chunk's target transaction committed, with the number
   // committed so far in this call (any worker thread).
   std::function<void(int)> on_chunk_committed;
+  // Called once per table when the last of its chunks in `chunks` has
+  // committed (any worker thread, after on_chunk_committed).
+  std::function<void(const TableId&)> on_table_copied;
 };
 
 // Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;
