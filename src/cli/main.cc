@@ -24,12 +24,10 @@
 #include "base/version.h"
 #include "control/compare.h"
 #include "control/http.h"
-#include "control/knobs.h"
 #include "control/spec.h"
 #include "control/state_store.h"
 #include "engines/engine.h"
 #include "pipeline/conflicts.h"
-#include "pipeline/throttle.h"
 #include "service/service.h"
 
 namespace {
@@ -63,8 +61,6 @@ std::string HumanBytes(double b) {
   return fmt::format("{:.1f} {}", b, units[u]);
 }
 
-std::vector<std::string> Split(const std::string& s, char sep);
-
 nlohmann::json ConflictsJson(const std::string& saved) {
   return nlohmann::json::parse(midflight::ConflictSummaryJson(saved));
 }
@@ -83,93 +79,6 @@ void PrintConflicts(const nlohmann::json& c) {
                              e.value("delete_missing", int64_t{0}));
 }
 
-// The migration as `GET /api/migrations/NAME` shows it (service/service.cc
-// Detail; the fields are listed in the README), built from the state
-// directory alone, so that `status SPEC --json` and `status NAME --json`
-// print one shape. What only a running service knows is as a stopped one
-// would show it: rows_per_s and throttling from the last saved progress,
-// no history.
-nlohmann::json StateDetail(const midflight::MigrationSpec& spec, midflight::StateStore& s, bool running) {
-  using namespace midflight;
-  using nlohmann::json;
-  const std::map<std::string, std::string> kv = s.GetAll();
-  auto str = [&kv](const char* k) {
-    auto it = kv.find(k);
-    return it == kv.end() ? std::string() : it->second;
-  };
-  auto integer = [&str](const char* k) { return static_cast<int64_t>(std::atoll(str(k).c_str())); };
-  auto real = [&str](const char* k) { return std::atof(str(k).c_str()); };
-  const Phase phase = s.phase();
-  const bool held = phase == Phase::kPaused || phase == Phase::kFailed;
-  json j;
-  j["name"] = spec.name;
-  auto engine = midflight::EngineFor(spec);
-  j["engine"] = engine.ok() ? std::string((*engine)->name()) : str("engine");
-  j["phase"] = PhaseName(phase);
-  j["resume_phase"] = held ? str("resume_phase") : "";
-  j["running"] = running;
-  j["error"] = phase == Phase::kFailed ? str("error") : "";
-  j["source"] = RedactUri(spec.source);
-  j["target"] = RedactUri(spec.target);
-  int64_t rows = 0, estimated = 0;
-  double rows_per_s = 0;
-  j["tables"] = json::array();
-  for (const auto& t : s.Tables()) {
-    rows += t.rows_copied;
-    estimated += t.est_rows;
-    rows_per_s += t.rows_per_s;
-    j["tables"].push_back({{"name", t.name},
-                           {"state", t.state},
-                           {"rows_copied", t.rows_copied},
-                           {"estimated_rows", t.est_rows},
-                           {"bytes_copied", t.bytes_copied},
-                           {"chunks_done", t.chunks_done},
-                           {"chunks_total", t.chunks_total},
-                           {"rows_per_s", t.rows_per_s}});
-  }
-  j["rows_copied"] = rows;
-  j["estimated_rows"] = estimated;
-  j["rows_per_s"] = rows_per_s;
-  j["lag_bytes"] = integer("lag_bytes");
-  j["lag_seconds"] = real("lag_seconds");
-  j["throttled"] = false;
-  j["replication"] = {{"changes_applied", integer("changes_applied")},
-                      {"changes_per_s", real("changes_per_s")},
-                      {"apply_retries", integer("apply_retries")},
-                      {"source_position", str("source_lsn")},
-                      {"applied_position", str("applied_lsn")},
-                      {"restart_position", str("restart_pos")}};
-  j["reverse"] = {{"lag_bytes", integer("reverse_lag_bytes")},
-                  {"lag_seconds", real("reverse_lag_seconds")},
-                  {"changes_applied", integer("reverse_changes_applied")},
-                  {"applied_position", str("reverse_applied_lsn")}};
-  Phase p = phase;
-  if (held) p = ParsePhase(str("resume_phase")).value_or(Phase::kCreated);
-  j["proxy"] = {{"read_write", str("proxy_rw")},
-                {"read_only", str("proxy_ro")},
-                {"writes_to", p == Phase::kWritesSwitched || p == Phase::kCompleted ? "target" : "source"},
-                {"read_percent", std::atoi(str("read_percent").c_str())},
-                {"clients", integer("proxy_clients")}};
-  j["verify"] = {{"state", str("verify_state")}, {"clean", str("verify_clean") == "true"},
-                 {"summary", str("verify_summary")}};
-  j["untracked_tables"] = json::array();
-  for (const auto& t : Split(str("untracked_tables"), ','))
-    if (!t.empty()) j["untracked_tables"].push_back(t);
-  j["write_pauses_ms"] = json::array();
-  for (const auto& w : Split(str("write_pauses_ms"), ','))
-    if (!w.empty()) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
-  j["throttle"] = json::parse(ThrottleBoard().ToJson());  // only a running process knows; none here
-  j["conflicts"] = ConflictsJson(str("conflicts"));
-  Knobs knobs(spec);
-  (void)knobs.LoadOverrides(str("knobs"));  // as the service does; a bad stored value leaves the spec's
-  j["knobs"] = json::parse(knobs.ToJson());
-  j["events"] = json::array();
-  for (const auto& e : s.Events(50))
-    j["events"].push_back({{"time", e.time}, {"phase", e.phase}, {"actor", e.actor}, {"message", e.message}});
-  j["history"] = json::array();
-  return j;
-}
-
 int Status(const midflight::MigrationSpec& spec, bool json) {
   using namespace midflight;
   auto store = StateStore::Open(spec.state_dir, /*create=*/false);
@@ -181,7 +90,7 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
   std::string phase = PhaseName(s.phase());
   auto tables = s.Tables();
   if (json) {
-    std::cout << StateDetail(spec, s, running).dump() << "\n";
+    std::cout << StoredStatusJson(spec, s, running) << "\n";
     return 0;
   }
   std::cout << fmt::format("migration {}   phase: {}   ({})\n", spec.name, phase,
@@ -226,18 +135,6 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
   if (!get("write_pauses_ms").empty())
     std::cout << fmt::format("  write pauses (ms): {}\n", get("write_pauses_ms"));
   return 0;
-}
-
-std::vector<std::string> Split(const std::string& s, char sep) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start < s.size()) {
-    size_t end = s.find(sep, start);
-    if (end == std::string::npos) end = s.size();
-    out.push_back(s.substr(start, end - start));
-    start = end + 1;
-  }
-  return out;
 }
 
 // Where a command goes: a spec file (its own `midflight run`, through the

@@ -30,8 +30,11 @@ Status Sequencer::Emit(Change change) {
   if (!in_txn_) return Internal("change stream: a change outside a transaction");
   change.pos = ChangePosition{txn_pos_, ++txn_seq_};
   change.commit_time_us = txn_time_us_;
+  bool toast_move = false;
   if (change.kind == ChangeKind::kUpdate) {
-    if (change.MovesKey() && !change.HasUnchangedValues()) {
+    const bool moves = change.MovesKey();
+    toast_move = moves && change.HasUnchangedValues();
+    if (moves && !toast_move) {
       // A key change is a delete of the old key and an insert of the new
       // one, each routed (and judged by the snapshot filter) by its own key.
       Change del;
@@ -51,15 +54,15 @@ Status Sequencer::Emit(Change change) {
     }
     // The old image is only needed to find a row whose key moved, or a row
     // of a table without a key.
-    if (!change.MovesKey() && change.table && change.table->key_kind != KeyKind::kFullRow) change.old.clear();
+    if (!moves && change.table && change.table->key_kind != KeyKind::kFullRow) change.old.clear();
   }
-  return Route(std::move(change));
+  return Route(std::move(change), toast_move);
 }
 
-Status Sequencer::Route(Change change) {
+Status Sequencer::Route(Change change, bool toast_move) {
   if (change.pos.commit_lsn < filter_.horizon()) {
     if (filter_.AlreadyCopied(change)) return Status::Ok();
-    if (change.MovesKey() && change.HasUnchangedValues()) {
+    if (toast_move) {
       // A key move applied at a barrier (it cannot be split: the new row
       // takes its unchanged values from the old one). When the copy already
       // holds the new key's row, from a snapshot after this change, applying
@@ -79,12 +82,13 @@ Status Sequencer::Route(Change change) {
         del.commit_time_us = change.commit_time_us;
         del.old = std::move(change.old);
         change = std::move(del);
+        toast_move = false;  // a plain delete, routed by its key
       }
     }
   }
   // A truncate spans tables and partitions; a key move that leaves TOASTed
   // values unchanged needs the old row to build the new one.
-  const bool barrier = change.kind == ChangeKind::kTruncate || (change.MovesKey() && change.HasUnchangedValues());
+  const bool barrier = change.kind == ChangeKind::kTruncate || toast_move;
   if (barrier) {
     if (change.pos <= routed_.lowest()) return Status::Ok();
     // Everything before the barrier must be applied first, in every partition.

@@ -103,7 +103,9 @@ class Sequencer {
   const SequencerStats& stats() const { return stats_; }
 
  private:
-  Status Route(Change change);
+  // `toast_move`: an update whose key moved and that carries unchanged
+  // TOAST values (decided once, in Emit).
+  Status Route(Change change, bool toast_move = false);
   // Routes queued repairs, once every partition's last change belongs to a
   // transaction received whole (see RouteRepairs).
   Status MaybeRouteRepairs();

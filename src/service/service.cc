@@ -23,6 +23,7 @@
 #include "base/uri.h"
 #include "control/operations.h"
 #include "control/runner.h"
+#include "engines/engine.h"
 #include "control/phase.h"
 #include "control/runtime.h"
 #include "control/state_store.h"
@@ -230,32 +231,44 @@ class HostedMigration {
 
 namespace {
 
+// What a status answer knows besides the state store: a hosted migration's
+// live parts, or nothing (`status SPEC` read from the store alone).
+struct Live {
+  bool running = false;
+  std::optional<double> rows_per_s;             // the sampler's; else the tables' own rates
+  const MigrationRuntime* runtime = nullptr;    // throttle board and knobs; else none and the stored knobs
+  const proxy::TrafficSwitch* proxy = nullptr;  // where writes and reads go now; else from the phase
+  std::vector<HistorySample> history;
+};
+
 // The migration as the API shows it. Secrets: URIs only in redacted form.
-json Summary(HostedMigration& m, const View& v) {
+json SummaryJson(const MigrationSpec& spec, const View& v, const Live& live) {
   json j;
-  j["name"] = m.spec.name;
-  j["engine"] = std::string(m.engine->name());
+  j["name"] = spec.name;
+  auto engine = EngineFor(spec);
+  j["engine"] = engine.ok() ? std::string((*engine)->name()) : v.Str("engine");
   j["phase"] = PhaseName(v.phase);
   const bool held = v.phase == Phase::kPaused || v.phase == Phase::kFailed;
   j["resume_phase"] = held ? v.Str("resume_phase") : "";
-  j["running"] = m.running();
+  j["running"] = live.running;
   j["error"] = v.phase == Phase::kFailed ? v.Str("error") : "";
-  j["source"] = RedactUri(m.spec.source);
-  j["target"] = RedactUri(m.spec.target);
+  j["source"] = RedactUri(spec.source);
+  j["target"] = RedactUri(spec.target);
   j["rows_copied"] = v.rows_copied;
   j["estimated_rows"] = v.estimated_rows;
-  j["rows_per_s"] = m.LatestRowsPerS();
+  double table_rates = 0;
+  for (const auto& t : v.tables) table_rates += t.rows_per_s;
+  j["rows_per_s"] = live.rows_per_s.value_or(table_rates);
   j["lag_bytes"] = v.repl.lag_bytes;
   j["lag_seconds"] = v.repl.lag_seconds;
-  j["throttled"] = m.runtime->throttle.active();
+  j["throttled"] = live.runtime && live.runtime->throttle.active();
   j["conflicts"] = json::parse(ConflictSummaryJson(v.conflicts))["total"];
   return j;
 }
 
-json Detail(HostedMigration& m) {
-  StateStore& s = *m.store;
-  const View v = Read(s, m.runtime.get(), m.running());
-  json j = Summary(m, v);
+json DetailJson(const MigrationSpec& spec, StateStore& s, const Live& live) {
+  const View v = Read(s, live.runtime, live.running);
+  json j = SummaryJson(spec, v, live);
   j["tables"] = json::array();
   for (const auto& t : v.tables)
     j["tables"].push_back({{"name", t.name},
@@ -280,14 +293,16 @@ json Detail(HostedMigration& m) {
                   {"applied_position", v.repl.reverse_applied_position}};
   Phase p = v.phase;
   if (p == Phase::kPaused || p == Phase::kFailed) p = ParsePhase(v.Str("resume_phase")).value_or(Phase::kCreated);
+  int64_t stored_percent = 0;
+  if (!ParseI64(v.Str("read_percent"), &stored_percent)) stored_percent = 0;  // absent or malformed
   j["proxy"] = {{"read_write", v.Str("proxy_rw")},
                 {"read_only", v.Str("proxy_ro")},
-                {"writes_to", m.proxy ? proxy::SideName(m.proxy->write_side())
-                                      : (p == Phase::kWritesSwitched || p == Phase::kCompleted ? "target" : "source")},
-                {"read_percent", m.proxy ? m.proxy->read_percent() : 0},
+                {"writes_to", live.proxy ? proxy::SideName(live.proxy->write_side())
+                                         : (p == Phase::kWritesSwitched || p == Phase::kCompleted ? "target" : "source")},
+                {"read_percent", live.proxy ? live.proxy->read_percent() : stored_percent},
                 {"clients", v.repl.proxy_clients}};
-  if (m.proxy) {
-    proxy::ProxyStats ps = m.proxy->stats();
+  if (live.proxy) {
+    proxy::ProxyStats ps = live.proxy->stats();
     j["proxy"]["clients"] = ps.clients_rw + ps.clients_ro;
   }
   j["verify"] = {{"state", v.Str("verify_state")},
@@ -297,15 +312,22 @@ json Detail(HostedMigration& m) {
   for (const auto& t : SplitList(v.Str("untracked_tables"), ',')) j["untracked_tables"].push_back(t);
   j["write_pauses_ms"] = json::array();
   for (const auto& w : SplitList(v.Str("write_pauses_ms"), ',')) j["write_pauses_ms"].push_back(std::atof(w.c_str()));
-  j["throttle"] = json::parse(m.runtime->throttle.ToJson());
-  // Apply conflicts (pipeline/conflicts.h), as the runner last saved them.
+  // Throttling only a running process knows.
+  j["throttle"] = json::parse(live.runtime ? live.runtime->throttle.ToJson() : ThrottleBoard().ToJson());
+  // Apply conflicts (pipeline/conflicts.h), live or as the runner last saved them.
   j["conflicts"] = json::parse(ConflictSummaryJson(v.conflicts));
-  j["knobs"] = json::parse(m.runtime->knobs.ToJson());
+  if (live.runtime) {
+    j["knobs"] = json::parse(live.runtime->knobs.ToJson());
+  } else {
+    Knobs knobs(spec);
+    (void)knobs.LoadOverrides(v.Str("knobs"));  // as a hosted run does: a bad stored value leaves the spec's
+    j["knobs"] = json::parse(knobs.ToJson());
+  }
   j["events"] = json::array();
   for (const auto& e : s.Events(50))
     j["events"].push_back({{"time", e.time}, {"phase", e.phase}, {"actor", e.actor}, {"message", e.message}});
   j["history"] = json::array();
-  for (const auto& h : m.History())
+  for (const auto& h : live.history)
     j["history"].push_back({{"t", h.t},
                             {"rows_copied", h.rows_copied},
                             {"rows_per_s", h.rows_per_s},
@@ -314,6 +336,20 @@ json Detail(HostedMigration& m) {
                             {"lag_seconds", h.lag_seconds}});
   return j;
 }
+
+Live LiveOf(HostedMigration& m, bool with_history) {
+  Live l;
+  l.running = m.running();
+  l.rows_per_s = m.LatestRowsPerS();
+  l.runtime = m.runtime.get();
+  l.proxy = m.proxy.get();
+  if (with_history) l.history = m.History();
+  return l;
+}
+
+json Summary(HostedMigration& m, const View& v) { return SummaryJson(m.spec, v, LiveOf(m, false)); }
+
+json Detail(HostedMigration& m) { return DetailJson(m.spec, *m.store, LiveOf(m, true)); }
 
 // The actor the audit trail names: "api@PEER", or "NAME (api@PEER)" with X-Midflight-Actor.
 std::string ActorOf(const http::Request& r) {
@@ -956,6 +992,12 @@ http::Response Service::Metrics() {
   http::Response resp = http::Text(200, w.Take());
   resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
   return resp;
+}
+
+std::string StoredStatusJson(const MigrationSpec& spec, StateStore& store, bool running) {
+  Live live;
+  live.running = running;
+  return DetailJson(spec, store, live).dump();
 }
 
 }  // namespace midflight

@@ -86,4 +86,10 @@ class Service {
 // DIR/api_token (created with a random token, mode 0600).
 Result<std::string> LoadOrCreateToken(const std::string& token_file, const std::string& state_dir);
 
+// The migration's status JSON (the shape of GET /api/migrations/NAME) read
+// from its state store alone, for `status SPEC` when no process answers:
+// nothing live (no throttle board, no history; the stored knobs and rates).
+class StateStore;
+std::string StoredStatusJson(const MigrationSpec& spec, StateStore& store, bool running);
+
 }  // namespace midflight

@@ -121,6 +121,7 @@ class MyEngine final : public Engine, public ReplicationOps {
   MigrationRuntime& runtime_;
   std::unique_ptr<MyConn> monitor_;  // the monitor thread's
   uint64_t last_source_pos_ = 0;     // the monitor thread's: the last position read
+  uint32_t sizes_file_ = 0;          // the monitor thread's: the current file when file_sizes_ was read
   mutable Mutex sizes_mu_;
   std::map<uint32_t, uint64_t> file_sizes_ GUARDED_BY(sizes_mu_);  // binlog file number -> bytes (SHOW BINARY LOGS)
   std::string reader_uri_;
@@ -305,16 +306,21 @@ uint64_t MyEngine::CurrentPosition(proxy::Side side) {
   // A failed read keeps the last position (the lag stays as it was).
   if (monitor_) {
     if (uint64_t pos = MasterPosition(*monitor_)) last_source_pos_ = pos;
-    // The files' sizes, for the lag in bytes across files.
-    if (auto r = monitor_->Query("SHOW BINARY LOGS"); r.ok()) {
+    // The sizes of the files before the current one, for the lag in bytes
+    // across files: a file no longer written keeps its size, so they are read
+    // again only when the server moved to another file.
+    const uint32_t file = mysql::BinlogFileNumber(last_source_pos_);
+    if (file != sizes_file_)
+      if (auto r = monitor_->Query("SHOW BINARY LOGS"); r.ok()) {
+        sizes_file_ = file;
       std::map<uint32_t, uint64_t> sizes;
       for (int i = 0; i < r->rows(); ++i) {
         uint64_t bytes = 0;
         if (auto n = mysql::ParseBinlogFileNumber(r->Get(i, 0)); n && ParseU64(r->Get(i, 1), &bytes)) sizes[*n] = bytes;
       }
-      MutexLock lock(&sizes_mu_);
-      file_sizes_ = std::move(sizes);
-    }
+        MutexLock lock(&sizes_mu_);
+        file_sizes_ = std::move(sizes);
+      }
   }
   return last_source_pos_;
 }

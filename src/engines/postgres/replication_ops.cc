@@ -73,14 +73,17 @@ class PgReplicationOps final : public ReplicationOps {
   Result<StartedFlow> StartFlow(Side from, const std::vector<TablePtr>& tables, const ReplicateStart& start) override;
   Status PrepareSwitch() override {
     MutexLock lock(&control_mu_);
-    for (Side side : {Side::kSource, Side::kTarget}) RETURN_IF_ERROR(ControlConn(side).status());
+    for (Side side : {Side::kSource, Side::kTarget}) RETURN_IF_ERROR(ControlConn(side, /*ping=*/true).status());
     return Status::Ok();
   }
   Result<uint64_t> CommittedPosition(Side side) override {
     MutexLock lock(&control_mu_);
-    ASSIGN_OR_RETURN(PgConn * conn, ControlConn(side));
-    ASSIGN_OR_RETURN(PgLsn lsn, FlushedPosition(*conn));
-    return lsn.value();
+    Result<PgLsn> lsn = PgLsn();
+    RETURN_IF_ERROR(OnControl({side}, [&](PgConn* const* c) {
+      lsn = FlushedPosition(*c[0]);
+      return lsn.status();
+    }));
+    return lsn->value();
   }
   uint64_t CurrentPosition(Side side) override {
     PgConn* conn = Monitor(side);
@@ -112,9 +115,8 @@ class PgReplicationOps final : public ReplicationOps {
   }
   Status SyncSequences(Side from) override {
     MutexLock lock(&control_mu_);
-    ASSIGN_OR_RETURN(PgConn * a, ControlConn(from));
-    ASSIGN_OR_RETURN(PgConn * b, ControlConn(from == Side::kSource ? Side::kTarget : Side::kSource));
-    return pg::SyncSequences(*a, *b, tables_);
+    const Side to = from == Side::kSource ? Side::kTarget : Side::kSource;
+    return OnControl({from, to}, [&](PgConn* const* c) { return pg::SyncSequences(*c[0], *c[1], tables_); });
   }
   std::vector<std::string> CleanUpOnComplete() override;
   Result<VerifyOutcome> Verify(Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables, bool repair,
@@ -134,14 +136,31 @@ class PgReplicationOps final : public ReplicationOps {
     }
     return c.get();
   }
-  // The operations' connection to `side`: kept open between switches (a
-  // session the server dropped is found by a ping and opened again).
-  Result<PgConn*> ControlConn(Side side) REQUIRES(control_mu_) {
+  // The operations' connection to `side`, kept open between switches;
+  // `ping` finds a session the server dropped (PrepareSwitch, before a pause).
+  Result<PgConn*> ControlConn(Side side, bool ping = false) REQUIRES(control_mu_) {
     auto& c = control_[static_cast<int>(side)];
-    if (!c || c->IsBroken() || !c->Exec("SELECT 1").ok()) {
+    if (!c || c->IsBroken() || (ping && !c->Exec("SELECT 1").ok())) {
       ASSIGN_OR_RETURN(c, Control(Uri(side)));
     }
     return c.get();
+  }
+  // Runs `fn` on the control connections of `sides` (no ping: inside a
+  // pause every round trip counts); a connection found lost is opened again
+  // and `fn` runs once more.
+  template <typename Fn>
+  Status OnControl(std::initializer_list<Side> sides, const Fn& fn) REQUIRES(control_mu_) {
+    for (int attempt = 0;; ++attempt) {
+      PgConn* conns[2] = {nullptr, nullptr};
+      size_t i = 0;
+      for (Side s : sides) {
+        ASSIGN_OR_RETURN(conns[i++], ControlConn(s));
+      }
+      Status st = fn(conns);
+      if (st.ok() || attempt > 0 || st.code() != StatusCode::kRetryCall) return st;
+      for (Side s : sides)
+        if (control_[static_cast<int>(s)]->IsBroken()) control_[static_cast<int>(s)].reset();
+    }
   }
   // The settings both directions share.
   FlowConfig Config(bool forward, const std::vector<TablePtr>& tables, uint32_t partitions) const;
