@@ -405,12 +405,29 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Flow& flow, Phase next, 
     Say(msg);
     return OperatorError(msg);
   };
+  auto pinned = [&]() -> std::string {
+    std::vector<std::string> sessions = proxy_->PinnedSessions(from_side);
+    if (sessions.empty()) return "";
+    std::string list;
+    for (size_t i = 0; i < sessions.size() && i < 5; ++i) list += (i ? "; " : "") + sessions[i];
+    if (sessions.size() > 5) list += fmt::format("; and {} more", sessions.size() - 5);
+    return fmt::format("{} session(s) hold state only the {} has and cannot move ({}); end that state or those "
+                       "sessions, then switch again",
+                       sessions.size(), from_name, list);
+  };
+  if (std::string why = pinned(); !why.empty()) {
+    std::string msg = fmt::format("switch writes to the {} refused: {}", to_name, why);
+    (void)store_.AddEvent(msg);
+    return OperatorError(msg);
+  }
   const auto t0 = Clock::now();
   if (Status st = proxy_->PauseWrites(std::chrono::milliseconds(
           static_cast<int64_t>(runtime_.knobs.Get(Knob::kDrainTimeoutSeconds) * 1000)));
       !st.ok())
     return abandon(st.message());
   const double drained = Since(t0);
+  // A session may have taken such state in the transaction the pause drained.
+  if (std::string why = pinned(); !why.empty()) return abandon(why);
   CrashPoint("switch-paused");
   auto lsn = ops_.CommittedPosition(from_side);
   if (!lsn.ok()) return abandon(fmt::format("reading the {}'s position: {}", from_name, lsn.status().message()));

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/status.h"
 
@@ -25,6 +26,7 @@ struct ProxyStats {
   int64_t transactions[2] = {0, 0};        // started, by side
   int64_t server_connects[2] = {0, 0};     // server connections opened, by side
   int64_t session_moves = 0;               // sessions moved to the other side at a boundary
+  int64_t pinned_sessions = 0;             // sessions that hold state only their server has (see PinnedSessions)
 };
 
 class TrafficSwitch {
@@ -49,6 +51,17 @@ class TrafficSwitch {
   virtual Status PauseWrites(std::chrono::milliseconds drain_timeout) = 0;
   virtual void ResumeWrites() = 0;
   virtual ProxyStats stats() const = 0;
+
+  // Read-write sessions that hold state only their current server has
+  // (temporary tables, locks, cursors kept across transactions...), so they
+  // cannot follow a write switch without losing it: one line each, naming
+  // the client, the side its server is on and why ("10.0.0.7:51234 on the
+  // source: temporary table t1"). A write switch away from that side is
+  // refused while any is listed; nothing is ever lost silently.
+  virtual std::vector<std::string> PinnedSessions(Side side) const {
+    (void)side;
+    return {};
+  }
 };
 
 }  // namespace midflight::proxy
