@@ -123,6 +123,10 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
     std::cout << fmt::format("  reverse (target -> source): lag {} bytes, {} s, {} changes applied\n",
                              get("reverse_lag_bytes"), get("reverse_lag_seconds", "0"),
                              get("reverse_changes_applied", "0"));
+  if (get("old_side_writes", "0") != "0")
+    std::cout << fmt::format("  WARNING: {} change(s) arrived on the side the applications left (not midflight's "
+                             "own): an application instance still writes there\n",
+                             get("old_side_writes"));
   if (!get("proxy_rw").empty()) {
     bool writes_on_target = phase == "writes_switched" || phase == "completed";
     std::cout << fmt::format("  proxy: read-write {} -> {}; read-only {} -> {}% target; {} clients\n",
@@ -319,7 +323,7 @@ int main(int argc, char** argv) {
   }
 
   // Operations on a running migration.
-  bool force = false, repair = false, back = false;
+  bool force = false, repair = false, back = false, external = false;
   int percent = 100;
   int64_t rate = -1;
   auto* sw = app.add_subcommand("switch", "move the applications' traffic: `switch reads` or `switch writes`");
@@ -329,12 +333,21 @@ int main(int argc, char** argv) {
   sw_reads->add_option("--percent", percent, "share of new read-only transactions sent to the target (0-100)");
   sw_reads->add_flag("--back", back, "send reads back to the source (same as --percent 0)");
   sw_reads->add_flag("--force", force, "switch even when the target lags");
+  sw_reads->add_flag("--external", external,
+                     "without a proxy: record that the applications' reads now go to the target (moved by other "
+                     "means); starts reverse replication");
   auto* sw_writes = sw->add_subcommand("writes", "move writes to the target (pause, drain, catch up, release)");
   sw_writes->add_option("target", target, target_help);
   sw_writes->add_flag("--force", force, "skip the lag, verification, window and approval checks");
+  sw_writes->add_flag("--external", external,
+                      "without a proxy: record that the applications now write to the target (moved by other "
+                      "means); midflight catches up, carries AUTO_INCREMENT/sequences and reports writes still "
+                      "arriving on the source");
   auto* rollback = app.add_subcommand("rollback", "move writes back to the source (after switch writes)");
   rollback->add_option("target", target, target_help);
   rollback->add_flag("--force", force, "roll back even when the source lags behind the target");
+  rollback->add_flag("--external", external,
+                     "without a proxy: record that the applications write to the source again (moved by other means)");
   auto* complete = app.add_subcommand("complete", "finish: stop replication, drop what midflight created");
   complete->add_option("target", target, target_help);
   auto* approve = app.add_subcommand("approve", "approve the write switch (cutover.require_approval)");
@@ -602,6 +615,7 @@ int main(int argc, char** argv) {
   if (*verify) op = fmt::format("/verify?repair={}&rate={}", repair ? 1 : 0, rate);
   if (!op.empty()) {
     if (force) op += op.find('?') == std::string::npos ? "?force=1" : "&force=1";
+    if (external) op += op.find('?') == std::string::npos ? "?external=1" : "&external=1";
     return call("POST", base + op);
   }
   return 2;

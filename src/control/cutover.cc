@@ -45,6 +45,9 @@ Status Cutover::StartReverse() {
   running->tables = std::move(started.tables);
   running->restart = std::move(started.restart);
   RETURN_IF_ERROR(store_.Put("reverse_started", "true"));
+  // While the applications write to the source, every change the reverse
+  // flow routes was written to the target by someone else.
+  if (store_.phase() != Phase::kWritesSwitched) running->watch_base = 0;
   MutexLock lock(&state_mu_);
   reverse_ = std::move(running);
   return Status::Ok();
@@ -61,6 +64,9 @@ Status Cutover::StartForward(StopRef stop) {
       running->flow = std::move(started->flow);
       running->tables = std::move(started->tables);
       running->restart = std::move(started->restart);
+      // Restarted after a write switch: what it routes was written to the
+      // source after the switch (everything before was applied by then).
+      if (store_.phase() == Phase::kWritesSwitched) running->watch_base = 0;
       MutexLock lock(&state_mu_);
       forward_ = std::move(running);
       return Status::Ok();
@@ -82,6 +88,7 @@ Status Cutover::StartForward(StopRef stop) {
 Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef stop) {
   tables_ = std::move(tables);
   start_ = std::move(start);
+  if (!ParseU64(store_.Get("old_side_writes").value_or("0"), &old_side_writes_)) old_side_writes_ = 0;
   if (store_.phase() == Phase::kCompleted) {
     completed_ = true;
     Say("migration completed; the proxy keeps serving from the target until stopped");
@@ -155,6 +162,21 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       seen.clear();
       continue;
     }
+    if (rev && rev->restart_asked()) {
+      // The source (the reverse flow's to-side) may have come back without
+      // commits it acknowledged: start reverse again from its checkpoints.
+      rev->flow->Stop();
+      Say("reverse replication: the source connection was lost; restarting from the source's checkpoints");
+      if (stop.WaitFor(std::chrono::seconds(1))) break;
+      if (Status st = StartReverse(); !st.ok()) {
+        if (st.code() != StatusCode::kRetryCall) {
+          result = st;
+          break;
+        }
+        Say(fmt::format("reverse replication: {}; trying again", st.message()));
+      }
+      continue;
+    }
     if (Status st = fwd->flow->health(); !st.ok()) {
       (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
       result = st;
@@ -165,6 +187,12 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
         result = st;
         break;
       }
+    if (rev) {
+      if (store_.phase() == Phase::kWritesSwitched)
+        CheckOldSideWrites(fwd.get(), "source");
+      else
+        CheckOldSideWrites(rev.get(), "target");
+    }
     const uint64_t source_lsn = ops_.CurrentPosition(Side::kSource);
     if (now_s() - last_untracked_check >= 3.0) {
       last_untracked_check = now_s();
@@ -215,6 +243,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       reverse_line = fmt::format("; reverse lag {} bytes, {} changes applied", Commas(rs.reverse_lag_bytes),
                                  Commas(r.changes_applied));
     }
+    rs.old_side_writes = old_side_writes_;
     if (proxy_) {
       proxy::ProxyStats ps = proxy_->stats();
       rs.proxy_clients = ps.clients_rw + ps.clients_ro;
@@ -348,8 +377,24 @@ Status Cutover::RefuseIfUntracked(const char* op) {
       op, fmt::join(names, ", ")));
 }
 
-Result<std::string> Cutover::SwitchReads(int percent, bool force) {
-  if (!proxy_) return OperatorError("switch reads needs the proxy: add a proxy: section to the spec");
+Status Cutover::CheckExternal(const char* op, bool external) const {
+  if (proxy_ && external)
+    return OperatorError(fmt::format("refused: {} --external is for migrations without a proxy; this migration's proxy "
+                                     "moves the traffic: run it without --external",
+                                     op));
+  if (!proxy_ && !external)
+    return OperatorError(fmt::format("{} needs the proxy: add a proxy: section to the spec, or move the applications "
+                                     "by other means and record it with `midflight {} --external`",
+                                     op, op));
+  return Status::Ok();
+}
+
+Result<std::string> Cutover::SwitchReads(int percent, bool force, bool external) {
+  RETURN_IF_ERROR(CheckExternal("switch reads", external));
+  if (external && percent != 0 && percent != 100)
+    return InvalidArgument(fmt::format("switch reads --external records where all reads go: percent {} is not 0 or "
+                                       "100 (a canary needs the proxy)",
+                                       percent));
   if (percent < 0 || percent > 100) return InvalidArgument(fmt::format("percent {} is not between 0 and 100", percent));
   if (percent > 0) RETURN_IF_ERROR(RefuseIfUntracked("switch reads"));
   std::shared_ptr<Running> fwd;
@@ -365,8 +410,19 @@ Result<std::string> Cutover::SwitchReads(int percent, bool force) {
                                      "there would be stale. Wait, or use --force",
                                      lag, max_lag));
   Phase now = store_.phase();
+  if (external && percent > 0) {
+    // Reverse replication starts now, before any application can write to
+    // the target, so whatever they write there reaches the source.
+    bool have_reverse;
+    {
+      MutexLock lock(&state_mu_);
+      have_reverse = reverse_ != nullptr;
+    }
+    if (!have_reverse) RETURN_IF_ERROR(StartReverse());
+  }
   std::string msg = percent == 0 ? "reads switched back to the source"
                                  : fmt::format("{}% of new read-only transactions go to the target", percent);
+  if (external) msg += " (recorded by the operator: --external)";
   if (percent > 0 && now == Phase::kReplicating) {
     RETURN_IF_ERROR(store_.PutMany({{"read_percent", std::to_string(percent)},
                                     {"reads_switched_at", std::to_string(NowUnixMicros())},
@@ -379,12 +435,13 @@ Result<std::string> Cutover::SwitchReads(int percent, bool force) {
     RETURN_IF_ERROR(store_.Put("read_percent", std::to_string(percent)));
     RETURN_IF_ERROR(store_.AddEvent("switch reads: " + msg));
   }
-  proxy_->SetReadPercent(percent);
+  if (proxy_) proxy_->SetReadPercent(percent);
   Say(fmt::format("[{}] {}", PhaseName(store_.phase()), msg));
   return msg;
 }
 
-Result<std::string> Cutover::MoveWrites(proxy::Side to, Flow& flow, Phase next, bool force) {
+Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase next, bool force) {
+  Flow& flow = *running.flow;
   const bool forward = to == proxy::Side::kTarget;
   const char* from_name = forward ? "source" : "target";
   const char* to_name = forward ? "target" : "source";
@@ -451,6 +508,7 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Flow& flow, Phase next, 
   proxy_->SetWriteSide(to);
   proxy_->ResumeWrites();
   const double pause = Since(t0);
+  Watch(running);
   std::string msg = fmt::format(
       "{} at {}: write pause {} (drain {}, catch-up {}, sequences {})", what, pos_(*lsn), Ms(pause), Ms(drained),
       Ms(caught_up), Ms(sequences));
@@ -462,8 +520,94 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Flow& flow, Phase next, 
   return msg;
 }
 
-Result<std::string> Cutover::SwitchWrites(bool force) {
-  if (!proxy_) return OperatorError("switch writes needs the proxy: add a proxy: section to the spec");
+
+void Cutover::Watch(Running& running) {
+  running.watch_reported = 0;
+  running.watch_base = static_cast<int64_t>(running.flow->metrics().changes_routed);
+}
+
+void Cutover::CheckOldSideWrites(Running* old, const char* side) {
+  if (!old) return;
+  const int64_t base = old->watch_base.load();
+  if (base < 0) return;
+  const uint64_t routed = old->flow->metrics().changes_routed;
+  const uint64_t seen = routed > static_cast<uint64_t>(base) ? routed - base : 0;
+  if (seen > old->watch_reported) {
+    const uint64_t fresh = seen - old->watch_reported;
+    old->watch_reported = seen;
+    old_side_writes_ += fresh;
+    old_side_pending_ += fresh;
+    (void)store_.Put("old_side_writes", std::to_string(old_side_writes_));
+  }
+  // One event at once, then at most one every 10 s while they keep coming.
+  const auto now = Clock::now();
+  if (old_side_pending_ == 0 ||
+      (old_side_event_at_ != Clock::time_point{} && now - old_side_event_at_ < std::chrono::seconds(10)))
+    return;
+  old_side_event_at_ = now;
+  const char* other = std::string_view(side) == "source" ? "target" : "source";
+  std::string msg = fmt::format(
+      "{} change(s) arrived on the {} after the applications' writes moved to the {} (not midflight's own; {} in "
+      "all): an application instance still writes to the {}; they are applied to the {} as usual",
+      Commas(static_cast<int64_t>(old_side_pending_)), side, other, Commas(static_cast<int64_t>(old_side_writes_)), side, other);
+  old_side_pending_ = 0;
+  LOG_WARN("{}", msg);
+  (void)store_.AddEvent(msg);
+  Say(fmt::format("[{}] {}", PhaseName(store_.phase()), msg));
+}
+
+Result<std::string> Cutover::MoveWritesExternal(proxy::Side to, Running& running, Phase next, bool force) {
+  Flow& flow = *running.flow;
+  const bool forward = to == proxy::Side::kTarget;
+  const char* from_name = forward ? "source" : "target";
+  const char* to_name = forward ? "target" : "source";
+  const Side from_side = forward ? Side::kSource : Side::kTarget;
+  const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
+  FlowMetrics m = flow.metrics();
+  if (m.lag_seconds > max_lag && !force)
+    return OperatorError(fmt::format("refused: the {} is {:.2f} s behind the {} (knob max_lag_seconds is {:.2f}); "
+                                     "wait for it to catch up, or use --force",
+                                     to_name, m.lag_seconds, from_name, max_lag));
+  RETURN_IF_ERROR(ops_.PrepareSwitch());
+  // No pause: the operator says the applications write to the other side
+  // now. Everything the old side committed up to here is carried over
+  // before the phase says so; what arrives there later is reported.
+  const auto t0 = Clock::now();
+  auto refuse = [&](const std::string& why) -> Status {
+    std::string msg = fmt::format("switch writes to the {} (--external) not recorded: {}; the phase stays {}", to_name,
+                                  why, PhaseName(store_.phase()));
+    (void)store_.AddEvent(msg);
+    Say(msg);
+    return OperatorError(msg);
+  };
+  auto lsn = ops_.CommittedPosition(from_side);
+  if (!lsn.ok()) return refuse(fmt::format("reading the {}'s position: {}", from_name, lsn.status().message()));
+  while (flow.AppliedThrough() < *lsn) {
+    if (Status st = flow.health(); !st.ok()) return refuse(st.message());
+    if (Since(t0) > spec_.cutover.catchup_timeout_seconds)
+      return refuse(fmt::format("the {} did not apply the {}'s position {} within {:.0f} s (it has {})", to_name,
+                                from_name, pos_(*lsn), spec_.cutover.catchup_timeout_seconds,
+                                pos_(flow.AppliedThrough())));
+    flow.Poke();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  const double caught_up = Since(t0);
+  const auto t2 = Clock::now();
+  if (Status st = ops_.SyncSequences(from_side); !st.ok()) return refuse("carrying sequences over: " + st.message());
+  const double sequences = Since(t2);
+  std::string what = fmt::format("writes switched to the {} (recorded by the operator: --external)", to_name);
+  RETURN_IF_ERROR(store_.SetPhase(next, what));
+  Watch(running);
+  std::string msg = fmt::format("{} at {}: catch-up {}, sequences {}; changes still arriving on the {} are reported",
+                                what, pos_(*lsn), Ms(caught_up), Ms(sequences), from_name);
+  (void)store_.Put("last_external_catchup_ms", fmt::format("{:.1f}", caught_up * 1000));
+  (void)store_.AddEvent(msg);
+  Say(fmt::format("[{}] {}", PhaseName(next), msg));
+  return msg;
+}
+
+Result<std::string> Cutover::SwitchWrites(bool force, bool external) {
+  RETURN_IF_ERROR(CheckExternal("switch writes", external));
   RETURN_IF_ERROR(RefuseIfUntracked("switch writes"));
   if (!force) {
     int64_t switched_at = 0;
@@ -493,18 +637,20 @@ Result<std::string> Cutover::SwitchWrites(bool force) {
     MutexLock lock(&state_mu_);
     fwd = forward_;
   }
-  return MoveWrites(proxy::Side::kTarget, *fwd->flow, Phase::kWritesSwitched, force);
+  if (external) return MoveWritesExternal(proxy::Side::kTarget, *fwd, Phase::kWritesSwitched, force);
+  return MoveWrites(proxy::Side::kTarget, *fwd, Phase::kWritesSwitched, force);
 }
 
-Result<std::string> Cutover::Rollback(bool force) {
-  if (!proxy_) return OperatorError("rollback needs the proxy");
+Result<std::string> Cutover::Rollback(bool force, bool external) {
+  RETURN_IF_ERROR(CheckExternal("rollback", external));
   std::shared_ptr<Running> rev;
   {
     MutexLock lock(&state_mu_);
     rev = reverse_;
   }
   if (!rev) return Internal("reverse replication is not running");
-  return MoveWrites(proxy::Side::kSource, *rev->flow, Phase::kReadsSwitched, force);
+  if (external) return MoveWritesExternal(proxy::Side::kSource, *rev, Phase::kReadsSwitched, force);
+  return MoveWrites(proxy::Side::kSource, *rev, Phase::kReadsSwitched, force);
 }
 
 Result<std::string> Cutover::Complete() {
@@ -624,9 +770,9 @@ Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
   TrafficResult out;
   Result<std::string> r = std::string();
   switch (req.op) {
-    case TrafficOp::kSwitchReads: r = SwitchReads(req.percent, req.force); break;
-    case TrafficOp::kSwitchWrites: r = SwitchWrites(req.force); break;
-    case TrafficOp::kRollback: r = Rollback(req.force); break;
+    case TrafficOp::kSwitchReads: r = SwitchReads(req.percent, req.force, req.external); break;
+    case TrafficOp::kSwitchWrites: r = SwitchWrites(req.force, req.external); break;
+    case TrafficOp::kRollback: r = Rollback(req.force, req.external); break;
     case TrafficOp::kComplete: r = Complete(); break;
     case TrafficOp::kApprove: r = Approve(); break;
     case TrafficOp::kVerify: r = Verify(req.repair, req.rate, &out.clean); break;

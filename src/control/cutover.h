@@ -21,6 +21,20 @@
 //   5. persist the new phase, point the endpoint at the target, release.
 //   The time from 2 to 5 is the write pause; it is recorded and reported.
 //
+// Without a proxy (`--external`), the operator moves the applications by
+// other means (configuration, DNS, a deploy) and records each step:
+// `switch reads --external` records that reads go to the target and starts
+// reverse replication at once (any write an application makes on the target
+// from then on reaches the source); `switch writes --external` records that
+// the applications now write to the target: no pause is possible, so it
+// checks the usual gates, reads the source's committed position, waits until
+// the target applied it, carries sequences over and records the phase;
+// `rollback --external` is the same the other way. From a write switch on,
+// changes still arriving on the side the applications left (not midflight's
+// own: those are skipped at the reader) are applied as usual, and counted and
+// reported (event, status old_side_writes, metric): an application instance
+// still writes there.
+//
 // Forward (source -> target) and reverse (target -> source) replication both
 // run from the first write switch until `complete`; each skips what the other
 // applied (PostgreSQL: replication origins midflight_<name>_f<p> / _r<p>), so
@@ -32,6 +46,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -76,9 +91,9 @@ class Cutover {
   Result<TrafficResult> Do(const TrafficRequest& request);
 
  private:
-  Result<std::string> SwitchReads(int percent, bool force);
-  Result<std::string> SwitchWrites(bool force);
-  Result<std::string> Rollback(bool force);
+  Result<std::string> SwitchReads(int percent, bool force, bool external);
+  Result<std::string> SwitchWrites(bool force, bool external);
+  Result<std::string> Rollback(bool force, bool external);
   Result<std::string> Complete();
   Result<std::string> Approve();
   // `*clean` tells whether the comparison found nothing (the text lists what it found).
@@ -89,12 +104,26 @@ class Cutover {
     std::map<TableId, TablePtr> tables;
     std::shared_ptr<std::atomic<bool>> restart;
     bool restart_asked() const { return restart && *restart; }
+    // Watching for writes on the side the applications left: the flow's
+    // changes_routed when the watch began (-1: not watching), and how many
+    // past it were reported. Set by the operation, read by the monitor.
+    std::atomic<int64_t> watch_base{-1};
+    std::atomic<uint64_t> watch_reported{0};
     ~Running() {
       if (flow) flow->Stop();
     }
   };
   // Moves writes from `from` to `to` (steps 2-5 above).
-  Result<std::string> MoveWrites(proxy::Side to, Flow& flow, Phase next, bool force);
+  Result<std::string> MoveWrites(proxy::Side to, Running& running, Phase next, bool force);
+  // The same, recorded by the operator (no proxy, no pause).
+  Result<std::string> MoveWritesExternal(proxy::Side to, Running& running, Phase next, bool force);
+  // OperatorError when `external` does not fit the spec (a proxy moves the
+  // traffic; or no proxy and no --external).
+  Status CheckExternal(const char* op, bool external) const;
+  // Starts watching `flow` (the side the applications left) for writes.
+  static void Watch(Running& running);
+  // Monitor: counts and reports changes routed by the watched flow.
+  void CheckOldSideWrites(Running* old, const char* side);
   Status StartReverse();
   // Starts (again) the forward flow; retries while a server is unreachable
   // or the new flow asks for a restart, up to the fail_after_seconds knob.
@@ -125,6 +154,11 @@ class Cutover {
   std::shared_ptr<Running> forward_ GUARDED_BY(state_mu_), reverse_ GUARDED_BY(state_mu_);
   bool running_ GUARDED_BY(state_mu_) = false;  // Run is replicating
   std::vector<TableId> untracked_ GUARDED_BY(state_mu_);  // see CheckUntracked
+  // The monitor's: changes seen on the side the applications left (the
+  // total, kept in the state store), those not in an event yet, and when the
+  // last event was written.
+  uint64_t old_side_writes_ = 0, old_side_pending_ = 0;
+  std::chrono::steady_clock::time_point old_side_event_at_{};
   std::atomic<bool> completed_{false};
   std::atomic<bool> stopping_{false};  // Run is ending: a running verification stops
 };

@@ -35,6 +35,10 @@ struct TrafficRequest {
   int percent = 100;     // switch-reads: share of read-only transactions sent to the target
   bool repair = false;   // verify: apply the reference's rows where the other side differs
   int64_t rate = -1;     // verify: rows per second (-1: the verify_rows_per_s knob)
+  // switch-reads, switch-writes, rollback without a proxy: the operator
+  // moved the applications by other means and records it (no pause is
+  // possible; see control/cutover.h).
+  bool external = false;
 };
 
 struct TrafficResult {

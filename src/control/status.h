@@ -39,6 +39,10 @@ struct ReplicationStatus {
   uint64_t reverse_lag_bytes = 0;
   double reverse_lag_seconds = 0;
   uint64_t reverse_changes_applied = 0;
+  // Changes that arrived on the side the applications no longer write to
+  // (not midflight's own), since the first write switch: an application
+  // instance still writes there.
+  uint64_t old_side_writes = 0;
   // The proxy, when there is one.
   int64_t proxy_clients = 0;
   int64_t proxy_transactions_source = 0, proxy_transactions_target = 0;

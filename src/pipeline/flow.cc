@@ -145,6 +145,7 @@ FlowMetrics Flow::metrics() const {
   out.applied_through = m.seq->AppliedThrough();
   out.confirmed = s.confirmed.load();
   out.skipped = s.skipped.load();
+  out.changes_routed = s.changes.load();
   out.connected = s.connected.load();
   if (auto pending = m.tracker->OldestPending())
     out.lag_seconds = std::max<double>(0, (NowUnixMicros() - pending->commit_time_us) / 1e6);

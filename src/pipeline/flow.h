@@ -52,6 +52,7 @@ struct FlowMetrics {
   uint64_t applied_through = 0;   // every source transaction before this is applied
   uint64_t confirmed = 0;         // what the source was last told is consumed
   uint64_t changes_applied = 0, retries = 0, skipped = 0;
+  uint64_t changes_routed = 0;    // changes the stream handed to the partitions (not applied before)
   double lag_seconds = 0;         // age of the oldest transaction not applied yet
   bool connected = false;
 };

@@ -290,6 +290,7 @@ json DetailJson(const MigrationSpec& spec, StateStore& s, const Live& live) {
   j["reverse"] = {{"lag_bytes", v.repl.reverse_lag_bytes},
                   {"lag_seconds", v.repl.reverse_lag_seconds},
                   {"changes_applied", v.repl.reverse_changes_applied},
+                  {"old_side_writes", v.repl.old_side_writes},
                   {"applied_position", v.repl.reverse_applied_position}};
   Phase p = v.phase;
   if (p == Phase::kPaused || p == Phase::kFailed) p = ParsePhase(v.Str("resume_phase")).value_or(Phase::kCreated);
@@ -791,6 +792,7 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
   TrafficRequest req;
   req.op = *traffic;
   req.force = r.QueryParam("force") == "1" || r.QueryParam("force") == "true";
+  req.external = r.QueryParam("external") == "1" || r.QueryParam("external") == "true";
   req.repair = r.QueryParam("repair") == "1" || r.QueryParam("repair") == "true";
   if (std::string p = r.QueryParam("percent"); !p.empty()) {
     int64_t v = 0;
@@ -921,6 +923,10 @@ http::Response Service::Metrics() {
              static_cast<double>(v.repl.changes_applied));
     w.Sample("midflight_changes_applied_total", with("direction", "reverse"),
              static_cast<double>(v.repl.reverse_changes_applied));
+    w.Family("midflight_old_side_writes_total", "counter",
+             "Changes that arrived on the side the applications no longer write to (not midflight's own) since the "
+             "first write switch.");
+    w.Sample("midflight_old_side_writes_total", l, static_cast<double>(v.repl.old_side_writes));
     w.Family("midflight_lag_bytes", "gauge", "Bytes of change stream not applied yet, by direction.");
     w.Sample("midflight_lag_bytes", with("direction", "forward"), static_cast<double>(v.repl.lag_bytes));
     w.Sample("midflight_lag_bytes", with("direction", "reverse"), static_cast<double>(v.repl.reverse_lag_bytes));

@@ -61,6 +61,12 @@ enum class EventType : uint8_t {
 // Name for messages: "WRITE_ROWS", "TABLE_MAP", or "event type 42".
 std::string EventTypeName(uint8_t type);
 
+// LOG_EVENT_SKIP_REPLICATION_F (mariadb_rpl.h): set on every event a session
+// with skip_replication = 1 wrote; kept in a replica's binlog
+// (log_slave_updates) while the replica has
+// replicate_events_marked_for_skip = REPLICATE, checked on MariaDB 10.11.
+constexpr uint16_t kSkipReplicationFlag = 0x8000;
+
 struct EventHeader {
   uint32_t timestamp = 0;  // seconds since the Unix epoch (statement start on the source)
   uint8_t type = 0;

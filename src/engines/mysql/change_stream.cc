@@ -171,11 +171,16 @@ Status ChangeStream::HandleEvent(Sequencer& seq, std::string_view bytes) {
     if (!s.in_txn && h.log_pos > 0) return seq.Idle(EncodeBinlogPos(s.file_number, h.log_pos));
     return Status::Ok();
   }
+  // midflight's own writes (apply sessions run with skip_replication = 1)
+  // carry LOG_EVENT_SKIP_REPLICATION_F on every event, the GTID event
+  // included, also in a replica's binlog (log_slave_updates): the whole
+  // transaction is skipped, so nothing loops between the two directions.
+  const bool own = (h.flags & kSkipReplicationFlag) != 0;
   if (e.gtid) {
     s.in_txn = true;
     s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
     // A transaction every partition applied before a restart: skip its rows undecoded.
-    s.skip_txn = seq.Begin(Position::Binlog(s.txn_pos), static_cast<int64_t>(h.timestamp) * 1000000);
+    s.skip_txn = seq.Begin(Position::Binlog(s.txn_pos), static_cast<int64_t>(h.timestamp) * 1000000) || own;
     return Status::Ok();
   }
   auto end_txn = [&] {
@@ -189,9 +194,9 @@ Status ChangeStream::HandleEvent(Sequencer& seq, std::string_view bytes) {
     if (q == "COMMIT" || q == "ROLLBACK") return end_txn();
     if (!s.in_txn) {
       s.txn_pos = EncodeBinlogPos(s.file_number, static_cast<uint32_t>(event_start));
-      s.skip_txn = seq.Begin(Position::Binlog(s.txn_pos), static_cast<int64_t>(h.timestamp) * 1000000);
+      s.skip_txn = seq.Begin(Position::Binlog(s.txn_pos), static_cast<int64_t>(h.timestamp) * 1000000) || own;
     }
-    if (!s.skip_txn) RETURN_IF_ERROR(HandleQuery(seq, e.query->schema, q));
+    if (!s.skip_txn && !own) RETURN_IF_ERROR(HandleQuery(seq, e.query->schema, q));
     return end_txn();  // DDL commits implicitly
   }
   if (e.table_map) {

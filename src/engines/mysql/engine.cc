@@ -31,6 +31,7 @@
 #include "engines/mysql/snapshot_copier.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/schema_loader.h"
+#include "engines/mysql/replication_ops.h"
 
 namespace midflight {
 namespace {
@@ -39,7 +40,7 @@ using mysql::MyConn;
 using mysql::MyResult;
 using TablePtr = std::shared_ptr<const TableSchema>;
 
-class MyEngine final : public Engine, public ReplicationOps {
+class MyEngine final : public Engine {
  public:
   MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
       : spec_(spec), store_(store), runtime_(runtime) {
@@ -77,60 +78,37 @@ class MyEngine final : public Engine, public ReplicationOps {
   Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                     std::function<void(int)> on_chunk_committed) override;
   Status FinishSchema() override;
-  ReplicationOps& Replication() override { return *this; }
-  std::string FormatPosition(uint64_t pos) const override { return Pos(pos); }
-
-  // ReplicationOps: the forward flow and positions (no traffic plane yet).
-  Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>& tables,
-                                const ReplicateStart& start) override;
-  // Exact across binlog files, with their sizes from SHOW BINARY LOGS (read
-  // by the monitor); a file whose size is not known yet counts as 0 bytes.
-  uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
-    MutexLock lock(&sizes_mu_);
-    return mysql::BinlogBytesBetween(applied, current, [this](uint32_t n) -> uint64_t {
-      sizes_mu_.AssertHeld();  // called by BinlogBytesBetween, under the lock above
-      auto it = file_sizes_.find(n);
-      return it == file_sizes_.end() ? 0 : it->second;
-    });
+  // The replicate phase and the cutover (engines/mysql/replication_ops.h),
+  // made on first use, after Preflight.
+  ReplicationOps& Replication() override {
+    if (!repl_) {
+      mysql::ReplicationSetup setup;
+      setup.spec = &spec_;
+      setup.store = &store_;
+      setup.runtime = &runtime_;
+      setup.reader_uri = reader_uri_;
+      setup.source_db = source_db_;
+      setup.target_db = target_db_;
+      setup.tables = by_id_;
+      repl_ = mysql::MyReplicationOps::New(std::move(setup));
+    }
+    return *repl_;
   }
-  // Binlog timestamps have one-second resolution, and a stream that falls
-  // behind leaves changes unread: lag is the age of the oldest binlog
-  // position seen on the source and not applied yet.
-  bool lag_from_positions() const override { return true; }
-  Result<uint64_t> CommittedPosition(proxy::Side side) override;
-  uint64_t CurrentPosition(proxy::Side side) override;
-  Result<std::vector<TableId>> TablesInScope() override;
-  std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
-  // MariaDB keeps AUTO_INCREMENT counters itself; no sequence objects are migrated yet.
-  Status SyncSequences(proxy::Side) override { return Status::Ok(); }
-  std::vector<std::string> CleanUpOnComplete() override { return {}; }
-  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
-                               const std::atomic<bool>*) override {
-    return OperatorError("live verification is for PostgreSQL migrations (for now); use midflight compare");
+  std::string FormatPosition(uint64_t pos) const override {
+    return repl_ ? repl_->FormatPosition(pos) : mysql::FormatBinlogPos("binlog", pos);
   }
 
  private:
-  std::string Pos(uint64_t p) const { return mysql::FormatBinlogPos(binlog_base_, p); }
-  // Reconnects the control connections a server restart broke.
-  Status ReconnectControl();
-  // The position SHOW MASTER STATUS gives on `conn`, or 0.
-  static uint64_t MasterPosition(MyConn& conn);
-
   const MigrationSpec& spec_;
   StateStore& store_;
   MigrationRuntime& runtime_;
-  std::unique_ptr<MyConn> monitor_;  // the monitor thread's
-  uint64_t last_source_pos_ = 0;     // the monitor thread's: the last position read
-  uint32_t sizes_file_ = 0;          // the monitor thread's: the current file when file_sizes_ was read
-  mutable Mutex sizes_mu_;
-  std::map<uint32_t, uint64_t> file_sizes_ GUARDED_BY(sizes_mu_);  // binlog file number -> bytes (SHOW BINARY LOGS)
   std::string reader_uri_;
   std::string source_db_, target_db_;
-  std::string binlog_base_ = "binlog";
   std::unique_ptr<MyConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
   int64_t max_row_bytes_ = 0;
+  std::unique_ptr<mysql::MyReplicationOps> repl_;
 };
 
 Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
@@ -193,6 +171,8 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   if (!tables.ok()) return tables.status().WithContext("source catalog");
   tables_ = *tables;
   for (const auto& t : tables_) by_id_[t->id] = t;
+  repl_.reset();
+  (void)Replication();  // made here, before any other thread may format a position
   if (fresh) {
     ASSIGN_OR_RETURN(auto existing, mysql::ListTables(*dst_, target_db_));
     if (!existing.empty() && !spec_.allow_nonempty_target)
@@ -264,178 +244,6 @@ Status MyEngine::FinishSchema() {
   return Status::Ok();
 }
 
-Status MyEngine::ReconnectControl() {
-  // The control connections may have died with a server restart.
-  mysql::ConnOptions co;
-  co.program_name = "midflight-control";
-  // A session the server dropped looks fine until it is used: ping it.
-  auto alive = [](std::unique_ptr<MyConn>& c) { return c && !c->IsBroken() && c->Exec("SELECT 1").ok(); };
-  if (!alive(src_)) {
-    ASSIGN_OR_RETURN(src_, MyConn::Connect(reader_uri_, co));
-  }
-  if (!alive(dst_)) {
-    ASSIGN_OR_RETURN(dst_, MyConn::Connect(spec_.target, co));
-  }
-  return Status::Ok();
-}
-
-uint64_t MyEngine::MasterPosition(MyConn& conn) {
-  auto r = conn.Query("SHOW MASTER STATUS");
-  if (!r.ok() || r->rows() == 0) return 0;
-  auto n = mysql::ParseBinlogFileNumber(r->Get(0, 0));
-  return n ? mysql::EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1))) : 0;
-}
-
-Result<uint64_t> MyEngine::CommittedPosition(proxy::Side side) {
-  mysql::ConnOptions co;
-  co.program_name = "midflight-cutover";
-  ASSIGN_OR_RETURN(auto conn, MyConn::Connect(side == proxy::Side::kSource ? reader_uri_ : spec_.target, co));
-  const uint64_t pos = MasterPosition(*conn);
-  if (pos == 0) return OperatorError("SHOW MASTER STATUS is empty; is log_bin on?");
-  return pos;
-}
-
-uint64_t MyEngine::CurrentPosition(proxy::Side side) {
-  if (side != proxy::Side::kSource) return 0;
-  if (!monitor_ || monitor_->IsBroken()) {
-    mysql::ConnOptions mo;
-    mo.program_name = "midflight-monitor";
-    auto m = MyConn::Connect(reader_uri_, mo);
-    monitor_ = m.ok() ? std::move(*m) : nullptr;
-  }
-  // A failed read keeps the last position (the lag stays as it was).
-  if (monitor_) {
-    if (uint64_t pos = MasterPosition(*monitor_)) last_source_pos_ = pos;
-    // The sizes of the files before the current one, for the lag in bytes
-    // across files: a file no longer written keeps its size, so they are read
-    // again only when the server moved to another file.
-    const uint32_t file = mysql::BinlogFileNumber(last_source_pos_);
-    if (file != sizes_file_)
-      if (auto r = monitor_->Query("SHOW BINARY LOGS"); r.ok()) {
-        sizes_file_ = file;
-      std::map<uint32_t, uint64_t> sizes;
-      for (int i = 0; i < r->rows(); ++i) {
-        uint64_t bytes = 0;
-        if (auto n = mysql::ParseBinlogFileNumber(r->Get(i, 0)); n && ParseU64(r->Get(i, 1), &bytes)) sizes[*n] = bytes;
-      }
-        MutexLock lock(&sizes_mu_);
-        file_sizes_ = std::move(sizes);
-      }
-  }
-  return last_source_pos_;
-}
-
-Result<std::vector<TableId>> MyEngine::TablesInScope() {
-  if (!monitor_ || monitor_->IsBroken()) return RetryCall("source: no monitor connection");
-  ASSIGN_OR_RETURN(auto listed, mysql::ListTables(*monitor_, source_db_));
-  std::vector<TableId> out;
-  for (const auto& id : listed)
-    if (TableSelected(spec_.tables, spec_.exclude, id)) out.push_back(id);
-  return out;
-}
-
-Result<ReplicationOps::StartedFlow> MyEngine::StartFlow(proxy::Side from, const std::vector<TablePtr>&,
-                                                        const ReplicateStart& rs) {
-  if (from != proxy::Side::kSource)
-    return OperatorError("reverse replication is for PostgreSQL migrations (for now)");
-  RETURN_IF_ERROR(ReconnectControl());
-  const uint32_t partitions = rs.partitions;
-  uint64_t start = rs.oldest_snapshot;
-  // The binlog's base name, from the server read.
-  ASSIGN_OR_RETURN(MyResult ms, src_->Query("SHOW MASTER STATUS"));
-  if (ms.rows() == 0) return OperatorError("source: SHOW MASTER STATUS is empty; is log_bin on?");
-  binlog_base_ = mysql::BinlogBaseName(ms.Get(0, 0));
-  // Where the stream starts: the target's restart marker (what it holds
-  // durably); the local state's position only for a target that has no
-  // marker yet (a migration started by an older midflight).
-  {
-    RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
-    ASSIGN_OR_RETURN(mysql::RestartMarker marker, mysql::LoadRestartMarker(*dst_, spec_.name));
-    if (marker.position > 0) {
-      start = std::max(start, marker.position);
-    } else if (auto saved = store_.Get("restart_pos"); marker.any_applied && saved && !saved->empty()) {
-      uint64_t local = 0;
-      if (!ParseU64(*saved, &local))
-        return Internal(fmt::format("state store: restart_pos '{}' is not a position", *saved));
-      start = local;
-    }
-  }
-
-  // Set by a sink that lost its target connection: the flow must start again
-  // from what the target holds.
-  auto lost = std::make_shared<std::atomic<bool>>(false);
-  SinkFactory open_sink = [&, lost](PartitionId p, const ApplyTracker& tracker) -> Result<std::unique_ptr<ChangeSink>> {
-    ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(spec_.target, target_db_, spec_.name, p));
-    sink->SetTargetLostFlag(lost.get());
-    if (p.value < partitions)
-      sink->SetRestartSource([&tracker] {
-        auto pending = tracker.OldestPending();
-        return pending ? pending->commit_lsn.value() : uint64_t{0};
-      });
-    return std::unique_ptr<ChangeSink>(std::move(sink));
-  };
-
-  mysql::StreamConfig config;
-  config.source_uri = reader_uri_;
-  config.binlog_base = binlog_base_;
-  config.server_id = 0x40000000u | static_cast<uint32_t>(XXH64(spec_.name.data(), spec_.name.size(), 7) & 0x3fffffff);
-  config.tables = by_id_;
-  // Catalog connections, used by the stream thread only (shared_ptr: the
-  // callbacks outlive this frame only until the flow stops, below).
-  struct Catalogs {
-    std::unique_ptr<MyConn> src, dst;
-  };
-  auto cat = std::make_shared<Catalogs>();
-  auto columns_of = [](std::unique_ptr<MyConn>& conn, const std::string& uri, const std::string& db,
-                       const std::string& table) -> Result<std::string> {
-    if (!conn || conn->IsBroken()) {
-      mysql::ConnOptions co;
-      co.program_name = "midflight-catalog";
-      ASSIGN_OR_RETURN(conn, MyConn::Connect(uri, co));
-    }
-    ASSIGN_OR_RETURN(MyResult r, conn->Query(fmt::format(
-        "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE, IF(IS_GENERATED = 'ALWAYS', ' generated', '')) "
-        "ORDER BY ORDINAL_POSITION SEPARATOR ', ') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND "
-        "TABLE_NAME = {}",
-        mysql::QuoteString(db), mysql::QuoteString(table))));
-    return r.Get(0, 0);
-  };
-  config.target_differs = [this, cat, columns_of](const TableId& id) -> Result<std::string> {
-    ASSIGN_OR_RETURN(std::string s, columns_of(cat->src, reader_uri_, source_db_, id.name));
-    ASSIGN_OR_RETURN(std::string t, columns_of(cat->dst, spec_.target, target_db_, id.name));
-    if (s == t) return std::string();
-    return fmt::format("source columns now ({}), target columns ({})", s, t);
-  };
-  config.reload_table = [this, cat](const TableId& id) -> Result<TablePtr> {
-    if (!cat->src || cat->src->IsBroken()) {
-      mysql::ConnOptions co;
-      co.program_name = "midflight-catalog";
-      ASSIGN_OR_RETURN(cat->src, MyConn::Connect(reader_uri_, co));
-    }
-    ASSIGN_OR_RETURN(auto list, mysql::LoadTables(*cat->src, source_db_, {id.name}, {}));
-    for (auto& t : list)
-      if (t->id == id) return t;
-    return NotFound(fmt::format("table {} is gone from the source", id.ToString()));
-  };
-  FlowOptions fo;
-  fo.label = "forward";
-  fo.partitions = partitions;
-  fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
-  fo.filter = rs.filter;
-  fo.log_factory = rs.log_factory;
-  fo.start = start;
-  fo.applier.settings = [rt = &runtime_] { return rt->ApplyNow(); };
-  fo.applier.throttle = &runtime_.throttle;
-  fo.applier.rate = &runtime_.apply_rate;
-  fo.applier.conflicts = &runtime_.conflicts;
-  StartedFlow out;
-  ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<mysql::ChangeStream>(std::move(config)), open_sink));
-  out.tables = by_id_;
-  out.restart = lost;
-  Say(fmt::format("replicating: binlog of {} from {}", RedactUri(reader_uri_), Pos(start)));
-  return out;
-}
-
 Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) {
   mysql::ConnOptions o;
   o.program_name = "midflight-compare";
@@ -492,7 +300,7 @@ class MyEngineKind final : public EngineKind {
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
     return OperatorError("the proxy is for PostgreSQL migrations (for now): remove proxy: from the spec");
   }
-  bool has_traffic_plane() const override { return false; }
+  bool has_traffic_plane() const override { return true; }
 };
 
 }  // namespace

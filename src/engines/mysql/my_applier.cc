@@ -267,7 +267,15 @@ Status MyChangeSink::Connect() {
   ConnOptions o;
   o.program_name = fmt::format("midflight-apply-{}", partition_.value);
   ASSIGN_OR_RETURN(conn_, MyConn::Connect(uri_, o));
+  // skip_replication: the binlog events of midflight's writes carry
+  // LOG_EVENT_SKIP_REPLICATION_F, so the flow in the other direction (and
+  // nothing else) recognises and skips them (engines/mysql/replication_ops.h).
   RETURN_IF_ERROR(conn_->Exec("SET foreign_key_checks = 0, innodb_lock_wait_timeout = 10, autocommit = 1"));
+  if (Status st = conn_->Exec("SET SESSION skip_replication = 1"); !st.ok())
+    return OperatorError(fmt::format("apply partition {}: SET SESSION skip_replication = 1 failed ({}); midflight marks "
+                                     "its own writes so that replication in the other direction skips them: grant "
+                                     "the user the right to set it",
+                                     partition_.value, st.message()));
   ASSIGN_OR_RETURN(std::string packet, conn_->QueryValue("SELECT @@max_allowed_packet"));
   uint64_t max_packet = 0;
   if (!ParseU64(packet, &max_packet))

@@ -2,7 +2,9 @@
 // their checkpoint in one transaction over one connection, sending the whole
 // transaction as multi-statement packets (one round trip per few MB).
 //
-// Apply sessions run with foreign_key_checks = 0 (the source already checked
+// Apply sessions run with skip_replication = 1 (their binlog events carry
+// LOG_EVENT_SKIP_REPLICATION_F: the reader of the other direction skips
+// them, engines/mysql/replication_ops.h), foreign_key_checks = 0 (the source already checked
 // every replicated row; rows of two tables may arrive on different partitions
 // in either order) and the session settings of engines/mysql/my_conn.h (UTC
 // time_zone, binary results, no strict-mode rewriting of values).

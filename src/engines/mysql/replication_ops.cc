@@ -1,0 +1,554 @@
+#include "engines/mysql/replication_ops.h"
+
+#include <fmt/format.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <set>
+
+#include "base/log.h"
+#include "base/parse.h"
+#include "base/thread_annotations.h"
+#include "base/uri.h"
+#include "control/phase_driver.h"
+#include "control/run_util.h"
+#include "control/runtime.h"
+#include "control/spec.h"
+#include "control/state_store.h"
+#include "engines/mysql/binlog_pos.h"
+#include "engines/mysql/catalog.h"
+#include "engines/mysql/change_stream.h"
+#include "engines/mysql/my_applier.h"
+#include "engines/mysql/my_conn.h"
+#include "engines/mysql/schema_loader.h"
+#include "pipeline/flow.h"
+#include "proxy/traffic_switch.h"
+
+namespace midflight::mysql {
+namespace {
+
+using proxy::Side;
+
+// The control connections: the primary (the source itself when no replica
+// is configured), the server the forward flow reads, the target.
+enum Ctl { kPrimary = 0, kReader = 1, kTarget = 2 };
+
+// SHOW MASTER STATUS on `conn` as a position, or 0; the file's base name
+// into *base when asked.
+uint64_t MasterPosition(MyConn& conn, std::string* base = nullptr) {
+  auto r = conn.Query("SHOW MASTER STATUS");
+  if (!r.ok() || r->rows() == 0) return 0;
+  auto n = ParseBinlogFileNumber(r->Get(0, 0));
+  if (base) *base = BinlogBaseName(r->Get(0, 0));
+  return n ? EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1))) : 0;
+}
+
+class MyReplication final : public MyReplicationOps {
+ public:
+  explicit MyReplication(ReplicationSetup s) : s_(std::move(s)), spec_(*s_.spec) {
+    uris_[kPrimary] = spec_.source_replica.empty() ? s_.reader_uri : spec_.source;
+    uris_[kReader] = s_.reader_uri;
+    uris_[kTarget] = spec_.target;
+    if (auto pu = ParseMyUri(spec_.source); pu.ok()) primary_db_ = pu->database;
+    if (primary_db_.empty()) primary_db_ = s_.source_db;
+  }
+
+  std::string FormatPosition(uint64_t pos) const override {
+    MutexLock lock(&base_mu_);
+    return FormatBinlogPos(binlog_base_, pos);
+  }
+
+  Result<StartedFlow> StartFlow(Side from, const std::vector<TablePtr>&, const ReplicateStart& start) override {
+    return from == Side::kSource ? StartForward(start) : StartReverse(start);
+  }
+  // Exact across binlog files of the source, with their sizes from SHOW
+  // BINARY LOGS (read by the monitor); a file whose size is not known (the
+  // target's, for the reverse lag) counts as 0 bytes.
+  uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
+    MutexLock lock(&sizes_mu_);
+    return BinlogBytesBetween(applied, current, [this](uint32_t n) -> uint64_t {
+      sizes_mu_.AssertHeld();  // called by BinlogBytesBetween, under the lock above
+      auto it = file_sizes_.find(n);
+      return it == file_sizes_.end() ? 0 : it->second;
+    });
+  }
+  // Binlog timestamps have one-second resolution, and a stream that falls
+  // behind leaves changes unread: lag is the age of the oldest binlog
+  // position seen on the source and not applied yet.
+  bool lag_from_positions() const override { return true; }
+  Status PrepareSwitch() override;
+  Result<uint64_t> CommittedPosition(Side side) override;
+  uint64_t CurrentPosition(Side side) override;
+  Result<std::vector<TableId>> TablesInScope() override;
+  std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
+  Status SyncSequences(Side from) override;
+  std::vector<std::string> CleanUpOnComplete() override;
+  Result<VerifyOutcome> Verify(Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
+                               const std::atomic<bool>*) override {
+    return OperatorError("live verification is for PostgreSQL migrations (for now); use midflight compare");
+  }
+
+ private:
+  Result<StartedFlow> StartForward(const ReplicateStart& start);
+  Result<StartedFlow> StartReverse(const ReplicateStart& start);
+  // The control connection `which`, (re)connected when it broke. Its
+  // sessions run with skip_replication = 1: what they write (AUTO_INCREMENT
+  // changes, bookkeeping) is not read back by either flow.
+  Result<MyConn*> Control(Ctl which) REQUIRES(control_mu_);
+  // Runs `fn` on control connection `which`; once more on a fresh
+  // connection when the first one was found broken.
+  template <typename Fn>
+  auto OnControl(Ctl which, Fn fn) REQUIRES(control_mu_) -> decltype(fn(std::declval<MyConn&>())) {
+    ASSIGN_OR_RETURN(MyConn * c, Control(which));
+    auto r = fn(*c);
+    if (r.ok() || !c->IsBroken()) return r;
+    ASSIGN_OR_RETURN(c, Control(which));
+    return fn(*c);
+  }
+  std::string SideName(Ctl which) const {
+    if (which == kTarget) return "target";
+    if (which == kReader && !spec_.source_replica.empty()) return "source replica";
+    return spec_.source_replica.empty() ? "source" : "source primary";
+  }
+  std::string reverse_key() const { return spec_.name + "/reverse"; }
+  uint32_t ServerId(uint64_t seed) const {
+    return 0x40000000u | static_cast<uint32_t>(XXH64(spec_.name.data(), spec_.name.size(), seed) & 0x3fffffff);
+  }
+  // The Flow for one direction: binlog of `from_uri` (tables as it has them)
+  // into `to_uri`/`to_db`, checkpoints under `key`.
+  Result<StartedFlow> Start(std::string label, StreamConfig config, const std::string& to_uri, const std::string& to_db,
+                            const std::string& key, FlowOptions fo, std::map<TableId, TablePtr> tables);
+
+  ReplicationSetup s_;
+  const MigrationSpec& spec_;
+  std::string uris_[3];
+  std::string primary_db_;
+  // The monitor thread's.
+  std::unique_ptr<MyConn> monitor_[2];  // 0: the reader, 1: the target
+  uint64_t last_pos_[2] = {0, 0};
+  uint32_t sizes_file_ = 0;  // the current file when file_sizes_ was read
+  mutable Mutex sizes_mu_;
+  std::map<uint32_t, uint64_t> file_sizes_ GUARDED_BY(sizes_mu_);  // binlog file number -> bytes (SHOW BINARY LOGS)
+  mutable Mutex base_mu_;
+  std::string binlog_base_ GUARDED_BY(base_mu_) = "binlog";
+  Mutex control_mu_;
+  std::unique_ptr<MyConn> control_[3] GUARDED_BY(control_mu_);
+};
+
+Result<MyConn*> MyReplication::Control(Ctl which) {
+  auto& c = control_[which];
+  if (c && !c->IsBroken()) return c.get();
+  ConnOptions co;
+  co.program_name = "midflight-control";
+  auto conn = MyConn::Connect(uris_[which], co);
+  if (!conn.ok()) return conn.status().WithContext(SideName(which));
+  if (Status st = (*conn)->Exec("SET SESSION skip_replication = 1"); !st.ok())
+    return st.WithContext(SideName(which) + ": setting skip_replication (midflight's own writes must be recognisable)");
+  c = std::move(*conn);
+  return c.get();
+}
+
+Status MyReplication::PrepareSwitch() {
+  MutexLock lock(&control_mu_);
+  // A session the server dropped looks fine until it is used: ping them
+  // here, outside the write pause.
+  for (Ctl which : {kPrimary, kReader, kTarget}) {
+    if (which == kPrimary && spec_.source_replica.empty()) continue;
+    auto& c = control_[which];
+    if (c && !c->IsBroken() && c->Exec("SELECT 1").ok()) continue;
+    c.reset();
+    RETURN_IF_ERROR(Control(which).status());
+  }
+  return Status::Ok();
+}
+
+Result<uint64_t> MyReplication::CommittedPosition(Side side) {
+  MutexLock lock(&control_mu_);
+  if (side == Side::kTarget || spec_.source_replica.empty()) {
+    const Ctl which = side == Side::kTarget ? kTarget : kReader;
+    ASSIGN_OR_RETURN(MyResult ms, OnControl(which, [](MyConn& c) { return c.Query("SHOW MASTER STATUS"); }));
+    auto n = ms.rows() ? ParseBinlogFileNumber(ms.Get(0, 0)) : std::nullopt;
+    if (!n) return OperatorError(fmt::format("{}: SHOW MASTER STATUS is empty; is log_bin on?", SideName(which)));
+    return EncodeBinlogPos(*n, static_cast<uint32_t>(ms.GetInt(0, 1)));
+  }
+  // Reading a replica: every transaction the primary committed so far must
+  // be in the replica's binlog before its position means anything.
+  ASSIGN_OR_RETURN(std::string gtid,
+                   OnControl(kPrimary, [](MyConn& c) { return c.QueryValue("SELECT @@gtid_binlog_pos"); }));
+  const double timeout = std::max(1.0, spec_.cutover.catchup_timeout_seconds);
+  ASSIGN_OR_RETURN(std::string waited, OnControl(kReader, [&](MyConn& c) {
+                     return c.QueryValue(
+                         fmt::format("SELECT MASTER_GTID_WAIT({}, {:.3f})", QuoteString(gtid), timeout));
+                   }));
+  if (waited != "0")
+    return OperatorError(fmt::format("source replica {} did not apply the primary's GTID position {} within {:.0f} s "
+                                     "(cutover.catchup_timeout_seconds); check its replication (SHOW SLAVE STATUS)",
+                                     RedactUri(spec_.source_replica), gtid, timeout));
+  ASSIGN_OR_RETURN(MyResult ms, OnControl(kReader, [](MyConn& c) { return c.Query("SHOW MASTER STATUS"); }));
+  auto n = ms.rows() ? ParseBinlogFileNumber(ms.Get(0, 0)) : std::nullopt;
+  if (!n) return OperatorError("source replica: SHOW MASTER STATUS is empty; is log_bin on?");
+  return EncodeBinlogPos(*n, static_cast<uint32_t>(ms.GetInt(0, 1)));
+}
+
+uint64_t MyReplication::CurrentPosition(Side side) {
+  const int i = side == Side::kSource ? 0 : 1;
+  auto& m = monitor_[i];
+  if (!m || m->IsBroken()) {
+    ConnOptions mo;
+    mo.program_name = "midflight-monitor";
+    auto c = MyConn::Connect(i == 0 ? s_.reader_uri : spec_.target, mo);
+    m = c.ok() ? std::move(*c) : nullptr;
+  }
+  if (!m) return last_pos_[i];  // a failed read keeps the last position (the lag stays as it was)
+  if (uint64_t pos = MasterPosition(*m)) last_pos_[i] = pos;
+  if (i == 1) return last_pos_[i];
+  // The sizes of the files before the current one, for the lag in bytes
+  // across files: a file no longer written keeps its size, so they are read
+  // again only when the server moved to another file.
+  const uint32_t file = BinlogFileNumber(last_pos_[0]);
+  if (file != sizes_file_)
+    if (auto r = m->Query("SHOW BINARY LOGS"); r.ok()) {
+      sizes_file_ = file;
+      std::map<uint32_t, uint64_t> sizes;
+      for (int k = 0; k < r->rows(); ++k) {
+        uint64_t bytes = 0;
+        if (auto n = ParseBinlogFileNumber(r->Get(k, 0)); n && ParseU64(r->Get(k, 1), &bytes)) sizes[*n] = bytes;
+      }
+      MutexLock lock(&sizes_mu_);
+      file_sizes_ = std::move(sizes);
+    }
+  return last_pos_[0];
+}
+
+Result<std::vector<TableId>> MyReplication::TablesInScope() {
+  if (!monitor_[0] || monitor_[0]->IsBroken()) return RetryCall("source: no monitor connection");
+  ASSIGN_OR_RETURN(auto listed, ListTables(*monitor_[0], s_.source_db));
+  std::vector<TableId> out;
+  for (const auto& id : listed)
+    if (TableSelected(spec_.tables, spec_.exclude, id)) out.push_back(id);
+  return out;
+}
+
+Result<ReplicationOps::StartedFlow> MyReplication::Start(std::string label, StreamConfig config,
+                                                         const std::string& to_uri, const std::string& to_db,
+                                                         const std::string& key, FlowOptions fo,
+                                                         std::map<TableId, TablePtr> tables) {
+  const uint32_t partitions = fo.partitions;
+  // Set by a sink that lost its to-side connection: the flow must start
+  // again from what that side holds.
+  auto lost = std::make_shared<std::atomic<bool>>(false);
+  SinkFactory open_sink = [to_uri, to_db, key, partitions, lost](
+                              PartitionId p, const ApplyTracker& tracker) -> Result<std::unique_ptr<ChangeSink>> {
+    ASSIGN_OR_RETURN(auto sink, MyChangeSink::Open(to_uri, to_db, key, p));
+    sink->SetTargetLostFlag(lost.get());
+    if (p.value < partitions)
+      sink->SetRestartSource([&tracker] {
+        auto pending = tracker.OldestPending();
+        return pending ? pending->commit_lsn.value() : uint64_t{0};
+      });
+    return std::unique_ptr<ChangeSink>(std::move(sink));
+  };
+  fo.label = std::move(label);
+  fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
+  fo.applier.settings = [rt = s_.runtime] { return rt->ApplyNow(); };
+  fo.applier.throttle = &s_.runtime->throttle;
+  fo.applier.rate = &s_.runtime->apply_rate;
+  fo.applier.conflicts = &s_.runtime->conflicts;
+  StartedFlow out;
+  ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<ChangeStream>(std::move(config)), open_sink));
+  out.tables = std::move(tables);
+  out.restart = lost;
+  return out;
+}
+
+namespace {
+
+// Catalog connections for a flow's DDL handling, used by its stream thread
+// only (shared_ptr: the callbacks outlive StartFlow's frame).
+struct Catalogs {
+  std::unique_ptr<MyConn> from, to;
+};
+
+Result<std::string> ColumnsOf(std::unique_ptr<MyConn>& conn, const std::string& uri, const std::string& db,
+                              const std::string& table) {
+  if (!conn || conn->IsBroken()) {
+    ConnOptions co;
+    co.program_name = "midflight-catalog";
+    ASSIGN_OR_RETURN(conn, MyConn::Connect(uri, co));
+  }
+  ASSIGN_OR_RETURN(MyResult r, conn->Query(fmt::format(
+      "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE, IF(IS_GENERATED = 'ALWAYS', ' generated', '')) "
+      "ORDER BY ORDINAL_POSITION SEPARATOR ', ') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND "
+      "TABLE_NAME = {}",
+      QuoteString(db), QuoteString(table))));
+  return r.Get(0, 0);
+}
+
+// DDL callbacks of a stream reading `from` and applying to `to`.
+void SetDdlCallbacks(StreamConfig* config, std::string from_uri, std::string from_db, std::string to_uri,
+                     std::string to_db, std::string from_name, std::string to_name) {
+  auto cat = std::make_shared<Catalogs>();
+  config->target_differs = [=](const TableId& id) -> Result<std::string> {
+    ASSIGN_OR_RETURN(std::string f, ColumnsOf(cat->from, from_uri, from_db, id.name));
+    ASSIGN_OR_RETURN(std::string t, ColumnsOf(cat->to, to_uri, to_db, id.name));
+    if (f == t) return std::string();
+    return fmt::format("{} columns now ({}), {} columns ({})", from_name, f, to_name, t);
+  };
+  config->reload_table = [=](const TableId& id) -> Result<TablePtr> {
+    if (!cat->from || cat->from->IsBroken()) {
+      ConnOptions co;
+      co.program_name = "midflight-catalog";
+      ASSIGN_OR_RETURN(cat->from, MyConn::Connect(from_uri, co));
+    }
+    ASSIGN_OR_RETURN(auto list, LoadTables(*cat->from, from_db, {id.name}, {}));
+    for (auto& t : list)
+      if (t->id == id) return t;
+    return NotFound(fmt::format("table {} is gone from the {}", id.ToString(), from_name));
+  };
+}
+
+}  // namespace
+
+Result<ReplicationOps::StartedFlow> MyReplication::StartForward(const ReplicateStart& rs) {
+  uint64_t start = rs.oldest_snapshot;
+  std::string base;
+  {
+    MutexLock lock(&control_mu_);
+    // The binlog's base name, from the server read.
+    ASSIGN_OR_RETURN(MyResult ms, OnControl(kReader, [](MyConn& c) { return c.Query("SHOW MASTER STATUS"); }));
+    if (ms.rows() == 0) return OperatorError(SideName(kReader) + ": SHOW MASTER STATUS is empty; is log_bin on?");
+    base = BinlogBaseName(ms.Get(0, 0));
+    // Where the stream starts: the target's restart marker (what it holds
+    // durably); the local state's position only for a target that has no
+    // marker yet (a migration started by an older midflight).
+    ASSIGN_OR_RETURN(MyConn * dst, Control(kTarget));
+    RETURN_IF_ERROR(EnsureBookkeeping(*dst));
+    ASSIGN_OR_RETURN(RestartMarker marker, LoadRestartMarker(*dst, spec_.name));
+    if (marker.position > 0) {
+      start = std::max(start, marker.position);
+    } else if (auto saved = s_.store->Get("restart_pos"); marker.any_applied && saved && !saved->empty()) {
+      uint64_t local = 0;
+      if (!ParseU64(*saved, &local))
+        return Internal(fmt::format("state store: restart_pos '{}' is not a position", *saved));
+      start = local;
+    }
+  }
+  {
+    MutexLock lock(&base_mu_);
+    binlog_base_ = base;
+  }
+  StreamConfig config;
+  config.source_uri = s_.reader_uri;
+  config.binlog_base = base;
+  config.server_id = ServerId(7);
+  config.tables = s_.tables;
+  SetDdlCallbacks(&config, s_.reader_uri, s_.source_db, spec_.target, s_.target_db, "source", "target");
+  FlowOptions fo;
+  fo.partitions = rs.partitions;
+  fo.filter = rs.filter;
+  fo.log_factory = rs.log_factory;
+  fo.start = start;
+  ASSIGN_OR_RETURN(StartedFlow out,
+                   Start("forward", std::move(config), spec_.target, s_.target_db, spec_.name, std::move(fo), s_.tables));
+  Say(fmt::format("replicating: binlog of {} from {}", RedactUri(s_.reader_uri), FormatBinlogPos(base, start)));
+  return out;
+}
+
+Result<ReplicationOps::StartedFlow> MyReplication::StartReverse(const ReplicateStart& rs) {
+  MutexLock lock(&control_mu_);
+  std::vector<std::string> problems;
+  // The target's binlog is what reverse reads.
+  ASSIGN_OR_RETURN(MyResult tv, OnControl(kTarget, [](MyConn& c) {
+                     return c.Query("SELECT @@log_bin, @@binlog_format, @@binlog_row_image");
+                   }));
+  if (tv.Get(0, 0) != "1")
+    problems.push_back("target: the binary log is off; start it with log_bin (binlog_format=ROW, binlog_row_image=FULL)");
+  if (tv.Get(0, 1) != "ROW")
+    problems.push_back(fmt::format("target: binlog_format is {}; SET GLOBAL binlog_format=ROW (and in its configuration)",
+                                   tv.Get(0, 1)));
+  if (tv.Get(0, 2) != "FULL")
+    problems.push_back(fmt::format("target: binlog_row_image is {}; set binlog_row_image=FULL", tv.Get(0, 2)));
+  // Reverse writes to the primary, as midflight's apply sessions (skip_replication set by Control).
+  const std::string primary = SideName(kPrimary);
+  ASSIGN_OR_RETURN(MyResult pv, OnControl(kPrimary, [&](MyConn& c) {
+                     return c.Query(fmt::format(
+                         "SELECT @@read_only, (SELECT GROUP_CONCAT(DISTINCT PRIVILEGE_TYPE) FROM (SELECT GRANTEE, "
+                         "PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES UNION ALL SELECT GRANTEE, "
+                         "PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE {} LIKE TABLE_SCHEMA) p "
+                         "WHERE GRANTEE = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', "
+                         "SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')), @@skip_replication",
+                         QuoteString(primary_db_)));
+                   }));
+  if (pv.Get(0, 0) != "0")
+    problems.push_back(fmt::format("{} {}: read_only is on; reverse replication writes the target's changes there",
+                                   primary, RedactUri(uris_[kPrimary])));
+  const std::string granted = "," + pv.Get(0, 1) + ",";
+  for (const char* priv : {"INSERT", "UPDATE", "DELETE", "CREATE"})
+    if (granted.find(fmt::format(",{},", priv)) == std::string::npos)
+      problems.push_back(fmt::format("{}: the user lacks {} on {} (reverse replication applies the target's changes "
+                                     "there{})",
+                                     primary, priv, primary_db_,
+                                     std::string_view(priv) == "CREATE" ? " and keeps its checkpoints in a midflight "
+                                                                          "database"
+                                                                        : ""));
+  if (pv.Get(0, 2) != "1") problems.push_back(primary + ": SET SESSION skip_replication = 1 did not take");
+  if (!spec_.source_replica.empty()) {
+    ASSIGN_OR_RETURN(std::string mode, OnControl(kReader, [](MyConn& c) {
+                       return c.QueryValue("SELECT @@replicate_events_marked_for_skip");
+                     }));
+    if (mode != "REPLICATE")
+      problems.push_back(fmt::format("source replica: replicate_events_marked_for_skip is {}; it must be REPLICATE (the "
+                                     "default) or the changes reverse replication applies on the primary never reach it",
+                                     mode));
+  }
+  if (!problems.empty())
+    return OperatorError(fmt::format("reverse replication cannot start: {}", fmt::join(problems, "; ")));
+
+  ASSIGN_OR_RETURN(MyConn * src, Control(kPrimary));
+  RETURN_IF_ERROR(EnsureBookkeeping(*src).WithContext(primary));
+  ASSIGN_OR_RETURN(RestartMarker marker, LoadRestartMarker(*src, reverse_key()));
+  ASSIGN_OR_RETURN(MyConn * dst, Control(kTarget));
+  std::string base;
+  const uint64_t now = MasterPosition(*dst, &base);
+  if (now == 0) return OperatorError("target: SHOW MASTER STATUS is empty; is log_bin on?");
+  // The first start reads the target's binlog from here: nothing the
+  // applications wrote there can be older (they write there only after the
+  // switch that starts this). Kept, so a restart before the first reverse
+  // checkpoint begins at the same place.
+  uint64_t start = 0;
+  if (auto saved = s_.store->Get("reverse_start_pos"); saved && !saved->empty()) {
+    if (!ParseU64(*saved, &start))
+      return Internal(fmt::format("state store: reverse_start_pos '{}' is not a position", *saved));
+  } else {
+    start = now;
+    RETURN_IF_ERROR(s_.store->Put("reverse_start_pos", std::to_string(start)));
+  }
+  start = std::max(start, marker.position);
+  ASSIGN_OR_RETURN(auto tables, LoadTables(*dst, s_.target_db, spec_.tables, spec_.exclude));
+  std::map<TableId, TablePtr> by_id;
+  for (const auto& t : tables)
+    if (s_.tables.count(TableId{s_.source_db, t->id.name})) by_id[t->id] = t;
+
+  StreamConfig config;
+  config.source_uri = spec_.target;
+  config.binlog_base = base;
+  config.server_id = ServerId(11);
+  config.tables = by_id;
+  SetDdlCallbacks(&config, spec_.target, s_.target_db, uris_[kPrimary], primary_db_, "target", "source");
+  FlowOptions fo;
+  fo.partitions = rs.partitions;
+  fo.start = start;
+  ASSIGN_OR_RETURN(StartedFlow out, Start("reverse", std::move(config), uris_[kPrimary], primary_db_, reverse_key(),
+                                          std::move(fo), std::move(by_id)));
+  Say(fmt::format("reverse replication: binlog of {} from {} into {} (skipping midflight's own, flagged "
+                  "skip_replication)",
+                  RedactUri(spec_.target), FormatBinlogPos(base, start), RedactUri(uris_[kPrimary])));
+  return out;
+}
+
+Status MyReplication::SyncSequences(Side from) {
+  MutexLock lock(&control_mu_);
+  // The side being moved to, and the side moved from (the reader for the
+  // source: its counters follow the primary's through replication, and a
+  // migration that never switches never connects to the primary).
+  const Ctl to = from == Side::kSource ? kTarget : kPrimary;
+  const Ctl of = from == Side::kSource ? kReader : kTarget;
+  const std::string& to_db = from == Side::kSource ? s_.target_db : primary_db_;
+  const std::string& of_db = from == Side::kSource ? s_.source_db : s_.target_db;
+  std::set<std::string> migrated;
+  for (const auto& [id, t] : s_.tables) migrated.insert(id.name);
+  const char* kCounters =
+      "SELECT t.TABLE_NAME, c.COLUMN_NAME, COALESCE(t.AUTO_INCREMENT, 0) FROM information_schema.TABLES t JOIN "
+      "information_schema.COLUMNS c ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME WHERE "
+      "t.TABLE_SCHEMA = {} AND c.EXTRA LIKE '%auto_increment%'";
+  ASSIGN_OR_RETURN(MyResult have, OnControl(to, [&](MyConn& c) {
+                     return c.Query(fmt::format(fmt::runtime(kCounters), QuoteString(to_db)));
+                   }));
+  struct Counter {
+    std::string column;
+    uint64_t now = 0, want = 1;
+  };
+  std::map<std::string, Counter> counters;
+  std::vector<std::string> maxes;
+  for (int i = 0; i < have.rows(); ++i) {
+    if (!migrated.count(have.Get(i, 0))) continue;
+    Counter& k = counters[have.Get(i, 0)];
+    k.column = have.Get(i, 1);
+    if (!ParseU64(have.Get(i, 2), &k.now)) k.now = 0;
+    maxes.push_back(fmt::format("SELECT {}, COALESCE(MAX({}), 0) FROM {}", QuoteString(have.Get(i, 0)),
+                                QuoteIdent(k.column), QuoteQualified(to_db, have.Get(i, 0))));
+  }
+  if (counters.empty()) return Status::Ok();
+  // The largest key in use per table (an index lookup each), in one statement.
+  ASSIGN_OR_RETURN(MyResult used, OnControl(to, [&](MyConn& c) {
+                     return c.Query(fmt::format("{}", fmt::join(maxes, " UNION ALL ")));
+                   }));
+  for (int i = 0; i < used.rows(); ++i) {
+    uint64_t max = 0;
+    if (ParseU64(used.Get(i, 1), &max)) counters[used.Get(i, 0)].want = std::max<uint64_t>(1, max + 1);
+  }
+  // The side moved from may be further on (rows deleted at the top): its
+  // counter too, so no key is handed out twice.
+  ASSIGN_OR_RETURN(MyResult theirs, OnControl(of, [&](MyConn& c) {
+                     return c.Query(fmt::format(fmt::runtime(kCounters), QuoteString(of_db)));
+                   }));
+  for (int i = 0; i < theirs.rows(); ++i) {
+    auto it = counters.find(theirs.Get(i, 0));
+    uint64_t v = 0;
+    if (it != counters.end() && ParseU64(theirs.Get(i, 2), &v)) it->second.want = std::max(it->second.want, v);
+  }
+  int raised = 0;
+  for (const auto& [table, k] : counters) {
+    if (k.now >= k.want) continue;
+    RETURN_IF_ERROR(OnControl(to, [&](MyConn& c) -> Result<bool> {
+                      RETURN_IF_ERROR(c.Exec(fmt::format("ALTER TABLE {} AUTO_INCREMENT = {}",
+                                                         QuoteQualified(to_db, table), k.want)));
+                      return true;
+                    }).status().WithContext(fmt::format("{}: raising AUTO_INCREMENT of {}.{} from {} to {}",
+                                                        SideName(to), to_db, table, k.now, k.want)));
+    ++raised;
+  }
+  if (raised) LOG_INFO("AUTO_INCREMENT raised on {} table(s) of the {}", raised, SideName(to));
+  return Status::Ok();
+}
+
+std::vector<std::string> MyReplication::CleanUpOnComplete() {
+  MutexLock lock(&control_mu_);
+  std::vector<std::string> done;
+  // midflight's bookkeeping rows of this migration; the database itself when
+  // nothing else (another migration) is left in it.
+  auto clean = [&](Ctl which, const std::string& key, const std::string& side) {
+    auto r = OnControl(which, [&](MyConn& c) -> Result<std::string> {
+      ASSIGN_OR_RETURN(std::string exists, c.QueryValue("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE "
+                                                        "SCHEMA_NAME = 'midflight'"));
+      if (exists == "0") return std::string();
+      RETURN_IF_ERROR(c.Exec(fmt::format("DELETE FROM midflight.checkpoints WHERE migration = {}", QuoteString(key))));
+      RETURN_IF_ERROR(c.Exec(fmt::format("DELETE FROM midflight.chunks WHERE migration = {}", QuoteString(key))));
+      ASSIGN_OR_RETURN(std::string left, c.QueryValue("SELECT (SELECT COUNT(*) FROM midflight.checkpoints) + "
+                                                      "(SELECT COUNT(*) FROM midflight.chunks)"));
+      if (left != "0")
+        return fmt::format("{}: midflight.checkpoints and midflight.chunks rows of {} (other migrations' rows stay)",
+                           side, key);
+      RETURN_IF_ERROR(c.Exec("DROP DATABASE midflight"));
+      return fmt::format("{}: the midflight database (checkpoints of {})", side, key);
+    });
+    if (!r.ok()) {
+      LOG_WARN("complete: removing midflight's bookkeeping on the {}: {}", side, r.status().message());
+      done.push_back(fmt::format("{}: nothing (failed: {}; drop midflight.checkpoints rows of {} by hand)", side,
+                                 r.status().message(), key));
+    } else if (!r->empty()) {
+      done.push_back(*r);
+    }
+  };
+  clean(kTarget, spec_.name, "target");
+  if (s_.store->Get("reverse_started").value_or("") == "true") clean(kPrimary, reverse_key(), SideName(kPrimary));
+  return done;
+}
+
+}  // namespace
+
+std::unique_ptr<MyReplicationOps> MyReplicationOps::New(ReplicationSetup setup) {
+  return std::make_unique<MyReplication>(std::move(setup));
+}
+
+}  // namespace midflight::mysql
