@@ -31,6 +31,7 @@
 #include "engines/mysql/snapshot_copier.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/schema_loader.h"
+#include "engines/mysql/verify.h"
 
 namespace midflight {
 namespace {
@@ -80,7 +81,7 @@ class MyEngine final : public Engine, public ReplicationOps {
   ReplicationOps& Replication() override { return *this; }
   std::string FormatPosition(uint64_t pos) const override { return Pos(pos); }
 
-  // ReplicationOps: the forward flow and positions (no traffic plane yet).
+  // ReplicationOps: the forward flow, positions and verification.
   Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>& tables,
                                 const ReplicateStart& start) override;
   // Exact across binlog files, with their sizes from SHOW BINARY LOGS (read
@@ -104,9 +105,21 @@ class MyEngine final : public Engine, public ReplicationOps {
   // MariaDB keeps AUTO_INCREMENT counters itself; no sequence objects are migrated yet.
   Status SyncSequences(proxy::Side) override { return Status::Ok(); }
   std::vector<std::string> CleanUpOnComplete() override { return {}; }
-  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
-                               const std::atomic<bool>*) override {
-    return OperatorError("live verification is for PostgreSQL migrations (for now); use midflight compare");
+  // Live verification: engines/mysql/verify.h.
+  Result<VerifyOutcome> Verify(proxy::Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables, bool repair,
+                               std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop) override {
+    const bool forward = reference == proxy::Side::kSource;
+    mysql::VerifyJob job;
+    job.reference_uri = forward ? reader_uri_ : spec_.target;
+    job.other_uri = forward ? spec_.target : spec_.source;
+    for (const auto& [id, t] : tables) job.tables.push_back(t);
+    job.applied_through = [&flow] { return flow.AppliedThrough(); };
+    job.received = [&flow] { return flow.metrics().received; };
+    job.rows_per_s = std::move(rows_per_s);
+    job.stop = stop;
+    job.repair = repair;
+    job.chunk_rows = spec_.verify.chunk_rows;
+    return mysql::Verify(job);
   }
 
  private:
@@ -492,7 +505,7 @@ class MyEngineKind final : public EngineKind {
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
     return OperatorError("the proxy is for PostgreSQL migrations (for now): remove proxy: from the spec");
   }
-  bool has_traffic_plane() const override { return false; }
+  bool has_traffic_plane() const override { return true; }
 };
 
 }  // namespace
