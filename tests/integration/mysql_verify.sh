@@ -64,10 +64,22 @@ verify() {  # verify OUTFILE [args...]: runs midflight verify, prints its output
   return $rc
 }
 
+# verify_json EXPR: a Python expression over the last verification's JSON
+# report `j` (kept in the state store), printed.
+verify_json() {
+  python3 - "$WORK/state-myv/state.db" "$1" <<'PY'
+import json, sqlite3, sys
+j = json.loads(sqlite3.connect(sys.argv[1]).execute("SELECT value FROM kv WHERE key = 'verify_json'").fetchone()[0])
+t = j["tables"]
+print(eval(sys.argv[2]))
+PY
+}
+
 for run in 1 2 3; do
   verify "$WORK/clean$run.out" || fail "verify run $run under load is not clean"
   grep -q "verify: clean" "$WORK/clean$run.out" || fail "run $run: no clean summary"
-  log "run $run under load: $(grep -o '[0-9]* tables, [0-9]* rows in [^)]*)' "$WORK/clean$run.out")"
+  log "run $run under load: $(grep -o '[0-9]* tables, [0-9]* rows in [^)]*)' "$WORK/clean$run.out"); $(verify_json \
+    "sum(x['chunks'] for x in t)") chunks, $(verify_json "sum(x['chunks_differing_first_look'] for x in t)") differing at first look, $(verify_json "sum(x['keys_rechecked'] for x in t)") keys re-checked (in flight), none reported"
 done
 grep -q "4 tables, $((2 * (ROWS + 20) + 1200 + 3002)) rows" "$WORK/clean3.out" || fail "not every row was hashed"
 
@@ -104,6 +116,9 @@ rc=0
 verify "$WORK/found.out" || rc=$?
 [[ $rc == 1 ]] || fail "verify exited $rc with planted differences (expected 1)"
 check_found "$WORK/found.out"
+[[ $(verify_json 'sum(len(x["differences"]) for x in t)') == 8 ]] || fail "the JSON report does not hold 8 differences"
+[[ $(verify_json '[d["columns"] for x in t for d in x["differences"] if d["kind"] == "differs"]') == "[['j'], ['f'], ['NULL'], ['c']]" ]] \
+  || fail "JSON columns: $(verify_json '[d.get("columns") for x in t for d in x["differences"]]')"
 log "verify named exactly the 8 planted differences, under load"
 
 rc=0
@@ -118,10 +133,10 @@ grep -q "repaired 7 row(s) through the apply path" "$WORK/repair.out" || fail "r
 verify "$WORK/after.out" || fail "verify after the repair is not clean"
 log "clean after the repair, under load"
 
-log "the rate knob (verify_rows_per_s): unlimited, then --rate 20000"
+log "the rate knob (verify_rows_per_s): unlimited, then --rate 40000"
 verify "$WORK/unlimited.out" --rate 0 || fail "not clean (unlimited)"
-verify "$WORK/slow.out" --rate 20000 || fail "not clean (--rate 20000)"
-log "unlimited: $(grep -o '([0-9]* rows/s)' "$WORK/unlimited.out"); --rate 20000: $(grep -o '([0-9]* rows/s)' "$WORK/slow.out")"
+verify "$WORK/slow.out" --rate 40000 || fail "not clean (--rate 40000)"
+log "unlimited: $(grep -o '([0-9]* rows/s)' "$WORK/unlimited.out"); --rate 40000: $(grep -o '([0-9]* rows/s)' "$WORK/slow.out")"
 
 kill "${EXTRA_PIDS[@]}" 2>/dev/null || true
 wait "${EXTRA_PIDS[@]}" 2>/dev/null || true
