@@ -39,6 +39,7 @@ CREATE TABLE ci_keys (k VARCHAR(10) CHARACTER SET utf8mb4 COLLATE utf8mb4_genera
 INSERT INTO ci_keys VALUES ('a', 1), ('b', 2);
 INSERT INTO ci_keys SELECT CONCAT('k', seq), seq FROM seq_1_to_3000;
 SQL
+wait_replica  # midflight reads the replica: every table must be there when it starts
 write_my_spec myv "partitions: 4" "copy_workers: 2" "verify:" "  rows_per_s: 0" "  chunk_rows: 10000"
 run_mf_bg
 wait_phase replicating 300
