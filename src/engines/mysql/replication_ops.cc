@@ -21,6 +21,7 @@
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/schema_loader.h"
+#include "engines/mysql/verify.h"
 #include "pipeline/flow.h"
 #include "proxy/traffic_switch.h"
 
@@ -83,9 +84,23 @@ class MyReplication final : public MyReplicationOps {
   std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
   Status SyncSequences(Side from) override;
   std::vector<std::string> CleanUpOnComplete() override;
-  Result<VerifyOutcome> Verify(Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
-                               const std::atomic<bool>*) override {
-    return OperatorError("live verification is for PostgreSQL migrations (for now); use midflight compare");
+  // Live verification (engines/mysql/verify.h): the reference is read where
+  // the flow from it reads (the replica, or the target after a write switch),
+  // the other side where that flow applies (the target, or the source primary).
+  Result<VerifyOutcome> Verify(Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables, bool repair,
+                               std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop) override {
+    const bool forward = reference == Side::kSource;
+    mysql::VerifyJob job;
+    job.reference_uri = forward ? s_.reader_uri : spec_.target;
+    job.other_uri = forward ? spec_.target : uris_[kPrimary];
+    for (const auto& [id, t] : tables) job.tables.push_back(t);
+    job.applied_through = [&flow] { return flow.AppliedThrough(); };
+    job.received = [&flow] { return flow.metrics().received; };
+    job.rows_per_s = std::move(rows_per_s);
+    job.stop = stop;
+    job.repair = repair;
+    job.chunk_rows = spec_.verify.chunk_rows;
+    return mysql::Verify(job);
   }
 
  private:

@@ -28,6 +28,7 @@
 #include "base/stop.h"
 #include "core/position.h"
 #include "core/schema.h"
+#include "engines/verify_report.h"
 
 namespace midflight::pg {
 class PgConn;
@@ -42,34 +43,6 @@ struct Options {
   int max_key_checks = 30;                     // per-key exact re-check attempts before a key is "unsettled"
   int max_keys_per_table = 1000;               // differences collected per table before giving up listing more
   int target_wait_timeout_s = 60;              // how long the target may take to apply a source position
-};
-
-struct Difference {
-  TableId table;
-  std::vector<std::optional<std::string>> key;  // text values of the key columns
-  std::string key_display;                      // "(id)=(42)"
-  std::string kind;                             // "missing on target" | "extra on target" | "differs"
-};
-
-struct TableResult {
-  TableId table;
-  int64_t rows = 0;  // rows hashed on the source
-  int64_t chunks = 0;
-  int64_t chunks_differing_first_look = 0;
-  int64_t keys_rechecked = 0;  // candidate keys given the exact per-key check
-  std::vector<Difference> differences;
-  std::vector<std::string> unsettled;  // key_display of keys that changed on every look
-  bool truncated = false;              // max_keys_per_table reached: more differences may exist
-  std::string skipped;                 // why the table was not verified (no usable key); empty when it was
-};
-
-struct Report {
-  std::vector<TableResult> tables;
-  int64_t rows = 0;
-  double seconds = 0;
-  bool clean() const;           // no differences, no unsettled keys (skipped tables do not count)
-  std::string Summary() const;  // one line
-  std::string ToJson() const;
 };
 
 struct Progress {
