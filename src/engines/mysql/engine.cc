@@ -105,7 +105,7 @@ class MyEngine final : public Engine, public ReplicationOps {
   Status SyncSequences(proxy::Side) override { return Status::Ok(); }
   std::vector<std::string> CleanUpOnComplete() override { return {}; }
   Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
-                               const std::atomic<bool>*) override {
+                               const std::atomic<bool>*, const VerifyRun&) override {
     return OperatorError("live verification is for PostgreSQL migrations (for now); use midflight compare");
   }
 
