@@ -202,6 +202,16 @@ expect_line "ok  " sequences "readable on the target and settable on the source"
 rc=$(dry_run complete dry)
 [[ $rc == 0 ]] || { cat "$WORK/dry.out"; fail "complete --dry-run exited $rc"; }
 [[ $(api_field dry phase) == writes_switched ]] || fail "a dry run moved the phase"
+# `sequences sync` on its own: writes go to the target now, so the target's
+# values go to the source (never backwards).
+sleep 2  # pgbench through the proxy writes history rows on the target
+t_seq=$(sql_dst -c "SELECT last_value FROM pgbench_history_id_seq")
+"$MF" sequences sync dry | tee "$WORK/seq.out"
+grep -q "sequences carried from the target to the source" "$WORK/seq.out" || fail "sequences sync: $(cat "$WORK/seq.out")"
+s_seq=$(sql_src -c "SELECT last_value FROM pgbench_history_id_seq")
+(( s_seq >= t_seq )) || fail "sequences sync: source at $s_seq, target at $t_seq"
+log "sequences sync: source pgbench_history_id_seq $s_seq >= the target's $t_seq before the sync"
+
 # ---- the report ----
 "$MF" report dry -o "$WORK/report.html" | tee "$WORK/report.out"
 grep -q "report written to $WORK/report.html" "$WORK/report.out" || fail "report: $(cat "$WORK/report.out")"
