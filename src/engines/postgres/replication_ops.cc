@@ -291,8 +291,11 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
 
 std::vector<GateCheck> PgReplicationOps::SwitchChecks(Side to, bool reverse_needed) {
   std::vector<GateCheck> out;
-  auto src = Control(spec_.source);
-  auto dst = Control(spec_.target);
+  // On the operations' own connections (kept open between switches): the
+  // switch runs these just before its pause, so no connection set-up here.
+  MutexLock lock(&control_mu_);
+  auto src = ControlConn(Side::kSource, /*ping=*/true);
+  auto dst = ControlConn(Side::kTarget, /*ping=*/true);
   if (!src.ok() || !dst.ok()) {
     out.push_back(GateFail("servers", fmt::format("cannot connect: {}", (src.ok() ? dst.status() : src.status()).message())));
     return out;
