@@ -28,6 +28,7 @@
 #include "control/state_store.h"
 #include "engines/engine.h"
 #include "pipeline/conflicts.h"
+#include "service/report.h"
 #include "service/service.h"
 
 namespace {
@@ -158,10 +159,20 @@ std::string StripScheme(std::string a) {
 }
 
 midflight::Result<midflight::http::Response> Api(const Endpoint& e, const std::string& method, const std::string& path,
-                                                 const std::string& body = "") {
+                                                 const std::string& body = "", int timeout_ms = 600000) {
   std::vector<std::pair<std::string, std::string>> headers = {{"X-Midflight-Actor", e.actor}};
   if (!e.token.empty()) headers.push_back({"Authorization", "Bearer " + e.token});
-  auto r = midflight::http::Call(e.address, method, path, body, headers, 600000, e.tls);
+  auto r = midflight::http::Call(e.address, method, path, body, headers, timeout_ms, e.tls);
+  // Only a connection that could not be made means nothing runs there: an
+  // answer that took too long or a connection lost mid-way leaves the
+  // operation running (or done) on the other side.
+  if (!r.ok() && r.status().code() == midflight::StatusCode::kRetryCall &&
+      r.status().message().find("cannot connect to") == std::string::npos &&
+      r.status().message().find("connecting to") == std::string::npos)
+    return midflight::Status(r.status().code(),
+                             fmt::format("{} (the operation may still be running there: `midflight status`, `midflight "
+                                         "events` or `midflight verify show` tell)",
+                                         r.status().message()));
   if (!r.ok() && r.status().code() == midflight::StatusCode::kRetryCall) {
     if (e.spec)
       return midflight::OperatorError(fmt::format("migration {} is not running (nothing answers at {}); start it with "
@@ -184,8 +195,9 @@ int Answer(const midflight::http::Response& r, bool raw_json = false) {
                ok || r.status == 422 ? stdout : stderr);
   } else if (!ok) {
     std::string e = j.value("error", r.body);
-    // verify's list of differences is the result, not an error: stdout.
-    std::fprintf(r.status == 422 ? stdout : stderr, "%s%s\n", r.status == 422 ? "" : "midflight: ", e.c_str());
+    // verify's list of differences and a dry run's checklist are the result, not an error: stdout.
+    const bool result = r.status == 422 || j.contains("checks");
+    std::fprintf(result ? stdout : stderr, "%s%s\n", result ? "" : "midflight: ", e.c_str());
   } else if (j.contains("message")) {
     std::printf("%s\n", j["message"].get<std::string>().c_str());
   } else {
@@ -238,6 +250,51 @@ void PrintDetail(const nlohmann::json& j) {
   for (size_t i = from; i < ev.size(); ++i)
     std::cout << fmt::format("  {} [{}] {}: {}\n", str(ev[i], "time"), str(ev[i], "phase"), str(ev[i], "actor"),
                              str(ev[i], "message"));
+}
+
+// `report`: the page to `out` (default midflight-NAME.html; "-": stdout).
+int WriteReport(const std::string& html, const std::string& name, std::string out) {
+  if (out == "-") {
+    std::fwrite(html.data(), 1, html.size(), stdout);
+    return 0;
+  }
+  if (out.empty()) out = "midflight-" + name + ".html";
+  std::ofstream f(out, std::ios::binary | std::ios::trunc);
+  f << html;
+  f.close();
+  if (!f) return Fail(midflight::Internal(fmt::format("cannot write the report to {}", out)));
+  std::printf("report written to %s (%zu bytes)\n", out.c_str(), html.size());
+  return 0;
+}
+
+// `verify show`: the job's state, progress and last reports.
+void PrintVerifyJob(const nlohmann::json& j) {
+  const std::string state = j.value("state", "none");
+  if (state == "none") {
+    std::cout << "no verification job has run; `midflight verify start` starts one\n";
+  } else {
+    const int64_t rows = j.value("rows_checked", int64_t{0}), est = j.value("rows_estimate", int64_t{0});
+    std::cout << fmt::format("verification job: {}{}\n", state,
+                             j.value("summary", "").empty() ? "" : " (" + j.value("summary", "") + ")");
+    std::cout << fmt::format("  tables {} of {}{}   rows {} of ~{} {}\n", j.value("tables_done", 0),
+                             j.value("tables_total", 0), j.value("table", "").empty() ? "" : " (at " + j.value("table", "") + ")",
+                             rows, est, Bar(est > 0 ? static_cast<double>(rows) / est : 0, 20));
+    std::string eta = j.contains("eta_seconds") && j["eta_seconds"].is_number()
+                          ? fmt::format("{:.0f} s", j["eta_seconds"].get<double>())
+                          : "unknown";
+    std::cout << fmt::format("  rate {:.0f} rows/s   ETA {}   differences {}   resumed {} time(s)\n",
+                             j.value("rows_per_s", 0.0), state == "running" ? eta : "-", j.value("differences", int64_t{0}),
+                             j.value("resumed", 0));
+    if (!j.value("error", "").empty()) std::cout << "  error: " << j.value("error", "") << "\n";
+    for (const auto& l : j.value("lines", nlohmann::json::array())) std::cout << "  " << l.get<std::string>() << "\n";
+  }
+  const auto reports = j.value("reports", nlohmann::json::array());
+  if (!reports.empty()) std::cout << "last verifications:\n";
+  for (const auto& r : reports)
+    std::cout << fmt::format("  {} {:<10} {} by {}: {} rows, {} differing, {} repaired\n",
+                             midflight::IsoUtc(static_cast<int64_t>(r.value("at", 0.0) * 1e6)), r.value("kind", ""),
+                             r.value("clean", false) ? "clean" : "NOT CLEAN", r.value("actor", ""), r.value("rows", int64_t{0}),
+                             r.value("differences", int64_t{0}), r.value("repaired", int64_t{0}));
 }
 
 }  // namespace
@@ -323,7 +380,9 @@ int main(int argc, char** argv) {
   }
 
   // Operations on a running migration.
-  bool force = false, repair = false, back = false, external = false;
+  bool force = false, repair = false, back = false, external = false, dry_run = false;
+  const char* dry_run_help = "print every check the operation makes (ok/FAIL, what to fix) and change nothing; "
+                             "exit 1 when one fails";
   int percent = 100;
   int64_t rate = -1;
   auto* sw = app.add_subcommand("switch", "move the applications' traffic: `switch reads` or `switch writes`");
@@ -336,6 +395,7 @@ int main(int argc, char** argv) {
   sw_reads->add_flag("--external", external,
                      "without a proxy: record that the applications' reads now go to the target (moved by other "
                      "means); starts reverse replication");
+  sw_reads->add_flag("--dry-run", dry_run, dry_run_help);
   auto* sw_writes = sw->add_subcommand("writes", "move writes to the target (pause, drain, catch up, release)");
   sw_writes->add_option("target", target, target_help);
   sw_writes->add_flag("--force", force, "skip the lag, verification, window and approval checks");
@@ -343,13 +403,16 @@ int main(int argc, char** argv) {
                       "without a proxy: record that the applications now write to the target (moved by other "
                       "means); midflight catches up, carries AUTO_INCREMENT/sequences and reports writes still "
                       "arriving on the source");
+  sw_writes->add_flag("--dry-run", dry_run, dry_run_help);
   auto* rollback = app.add_subcommand("rollback", "move writes back to the source (after switch writes)");
   rollback->add_option("target", target, target_help);
   rollback->add_flag("--force", force, "roll back even when the source lags behind the target");
   rollback->add_flag("--external", external,
                      "without a proxy: record that the applications write to the source again (moved by other means)");
+  rollback->add_flag("--dry-run", dry_run, dry_run_help);
   auto* complete = app.add_subcommand("complete", "finish: stop replication, drop what midflight created");
   complete->add_option("target", target, target_help);
+  complete->add_flag("--dry-run", dry_run, dry_run_help);
   auto* approve = app.add_subcommand("approve", "approve the write switch (cutover.require_approval)");
   approve->add_option("target", target, target_help);
   auto* verify = app.add_subcommand("verify", "compare source and target live, while writes continue");
@@ -357,6 +420,25 @@ int main(int argc, char** argv) {
   verify->add_flag("--repair", repair, "re-copy the rows found different through the apply path");
   verify->add_flag("--json", json, "the API's JSON: {\"clean\": BOOL, \"message\" or \"error\": TEXT}");
   verify->add_option("--rate", rate, "source rows read per second (0 = unlimited; default: the verify_rows_per_s knob)");
+  std::string report_out;
+  auto* report = app.add_subcommand("report", "write the migration's report: one self-contained HTML file (phases, "
+                                              "copy, lag, write pauses, verifications, throttling, operator actions)");
+  report->add_option("target", target, target_help);
+  report->add_option("-o,--output", report_out, "the file to write (default midflight-NAME.html; - for stdout)");
+  auto* sequences = app.add_subcommand("sequences", "PostgreSQL sequences: `sequences sync TARGET`");
+  sequences->require_subcommand(1);
+  auto* seq_sync = sequences->add_subcommand(
+      "sync", "carry sequence values now from the side the applications write to (never backwards)");
+  seq_sync->add_option("target", target, target_help);
+  // The background job (control/verify_job.h): `verify start|show|stop TARGET`.
+  auto* v_start = verify->add_subcommand("start", "start a background verification pass inside the running migration");
+  v_start->add_option("target", target, target_help);
+  v_start->add_option("--rate", rate, "source rows read per second (0 = unlimited; default: the verify_rows_per_s knob)");
+  auto* v_show = verify->add_subcommand("show", "the background verification: progress, rate, ETA, last reports");
+  v_show->add_option("target", target, target_help);
+  v_show->add_flag("--json", json, "the API's JSON (GET .../verify-job)");
+  auto* v_stop = verify->add_subcommand("stop", "stop the background verification (its progress stays for show)");
+  v_stop->add_option("target", target, target_help);
 
   auto* knobs = app.add_subcommand("knobs", "show the runtime knobs, or `knobs set [TARGET] name=value ...`");
   std::vector<std::string> knob_args;
@@ -367,6 +449,35 @@ int main(int argc, char** argv) {
   compare->add_option("spec", spec_path, "migration spec (YAML)")->required();
   compare->add_flag("--json", json, "one JSON object");
 
+  // Every subcommand's --help ends with an example.
+  const std::pair<CLI::App*, const char*> examples[] = {
+      {serve, "midflight serve --listen 127.0.0.1:7070 --state-dir /var/lib/midflight"},
+      {run, "midflight run shop.yaml"},
+      {create, "midflight --server 10.0.0.4:7070 create shop.yaml"},
+      {list, "midflight --server http://10.0.0.4:7070 list"},
+      {status, "midflight status shop.yaml --json"},
+      {sw, "midflight switch reads shop.yaml; midflight switch writes shop.yaml --dry-run"},
+      {sequences, "midflight sequences sync shop.yaml"},
+      {events, "midflight events shop"},
+      {pause, "midflight pause shop --reason \"nightly batch\""},
+      {resume, "midflight resume shop"},
+      {abort_cmd, "midflight abort shop --reason \"wrong target\""},
+      {del, "midflight delete shop"},
+      {sw_reads, "midflight switch reads shop.yaml --percent 10 --dry-run"},
+      {sw_writes, "midflight switch writes shop.yaml --dry-run"},
+      {rollback, "midflight rollback shop.yaml --dry-run"},
+      {complete, "midflight complete shop.yaml --dry-run"},
+      {approve, "midflight --as alice approve shop.yaml"},
+      {verify, "midflight verify shop.yaml --rate 50000   (background: midflight verify start shop.yaml)"},
+      {v_start, "midflight verify start shop.yaml --rate 20000"},
+      {v_show, "midflight verify show shop.yaml"},
+      {v_stop, "midflight verify stop shop.yaml"},
+      {report, "midflight report shop.yaml -o shop-migration.html"},
+      {seq_sync, "midflight sequences sync shop.yaml"},
+      {knobs, "midflight knobs set shop.yaml parallelism=8 copy_rows_per_s=50000"},
+      {compare, "midflight compare shop.yaml"},
+  };
+  for (const auto& [cmd, example] : examples) cmd->footer(std::string("\nExample:\n  ") + example);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -395,6 +506,8 @@ int main(int argc, char** argv) {
     o.webhook = webhook;
     o.tls_cert = tls_cert;
     o.tls_key = tls_key;
+    o.version = midflight::kVersion;
+    o.commit = midflight::kGitCommit;
     auto svc = midflight::Service::Start(o);
     if (!svc.ok()) return Fail(svc.status());
     std::printf("midflight serve: API, dashboard and /metrics on %s://%s/ (state in %s; API token in %s)\n",
@@ -429,6 +542,8 @@ int main(int argc, char** argv) {
       o.state_dir = spec->state_dir;
       o.token = *tok;
       o.single = true;
+      o.version = midflight::kVersion;
+      o.commit = midflight::kGitCommit;
       auto svc = midflight::Service::Start(o);
       if (!svc.ok()) return Fail(svc.status());
       if (midflight::Status st = (*svc)->Adopt(*spec); !st.ok()) return fail(st);
@@ -502,6 +617,13 @@ int main(int argc, char** argv) {
       }
       return Status(*spec, json);
     }
+    if (*report) {
+      // From the state store: works whether or not the migration runs.
+      auto store = midflight::StateStore::Open(spec->state_dir, /*create=*/false);
+      if (!store.ok()) return Fail(store.status());
+      return WriteReport(midflight::BuildReport(*spec, **store, (*store)->Get("engine").value_or("")), spec->name,
+                         report_out);
+    }
     ep.spec = *spec;
     ep.spec_path = target;
     ep.address = spec->control;
@@ -561,7 +683,8 @@ int main(int argc, char** argv) {
   }
   const std::string base = "/api/migrations/" + midflight::http::UrlEncode(ep.name);
   auto call = [&](const std::string& method, const std::string& path, const std::string& body = "") {
-    auto r = Api(ep, method, path, body);
+    // A foreground verify takes as long as the tables need: no deadline.
+    auto r = Api(ep, method, path, body, path.find("/verify?") != std::string::npos ? 0 : 600000);
     if (!r.ok()) return Fail(r.status());
     return Answer(*r, json);
   };
@@ -613,9 +736,26 @@ int main(int argc, char** argv) {
   if (*complete) op = "/complete";
   if (*approve) op = "/approve";
   if (*verify) op = fmt::format("/verify?repair={}&rate={}", repair ? 1 : 0, rate);
+  if (*v_start) op = fmt::format("/verify-start?rate={}", rate);
+  if (*v_stop) op = "/verify-stop";
+  if (*seq_sync) op = "/sequences-sync";
+  if (*report) {
+    auto r = Api(ep, "GET", base + "/report");
+    if (!r.ok()) return Fail(r.status());
+    if (r->status != 200) return Answer(*r);
+    return WriteReport(r->body, ep.name, report_out);
+  }
+  if (*v_show) {
+    auto r = Api(ep, "GET", base + "/verify-job");
+    if (!r.ok()) return Fail(r.status());
+    if (r->status != 200 || json) return Answer(*r, json);
+    PrintVerifyJob(nlohmann::json::parse(r->body));
+    return 0;
+  }
   if (!op.empty()) {
     if (force) op += op.find('?') == std::string::npos ? "?force=1" : "&force=1";
     if (external) op += op.find('?') == std::string::npos ? "?external=1" : "&external=1";
+    if (dry_run) op += op.find('?') == std::string::npos ? "?dry_run=1" : "&dry_run=1";
     return call("POST", base + op);
   }
   return 2;

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <deque>
+#include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
 
@@ -105,10 +106,20 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
     }
   }
   {
+    int64_t rows = 0;
+    for (const auto& t : tables_) rows += t->estimated_rows;
+    verify_job_ = std::make_unique<VerifyJob>(
+        store_,
+        [this](const ReplicationOps::VerifyRun& run, std::function<int64_t()> rows_per_s,
+               const std::atomic<bool>* stop) { return VerifyPass(run, /*repair=*/false, std::move(rows_per_s), stop); },
+        static_cast<int>(tables_.size()), rows, [this] { return runtime_.knobs.Int(Knob::kVerifyRowsPerS); });
+  }
+  {
     // Operations are taken from here on: every flow this phase needs runs.
     MutexLock lock(&state_mu_);
     running_ = true;
   }
+  verify_job_->ResumeIfRunning();  // a pass a stopped or killed process left running
 
   Status result;
   auto now_s = [] { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); };
@@ -283,6 +294,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
   // Wait for an operation in progress (it may use the flows) before stopping them.
   stopping_ = true;
   std::lock_guard op(op_mu_);
+  if (verify_job_) verify_job_->Suspend();  // the store keeps it running: the next run resumes it
   if (fwd) fwd->flow->Stop();
   if (rev) rev->flow->Stop();
   // The last status, and where a restarted stream may begin (unless the
@@ -365,16 +377,11 @@ void Cutover::CheckUntracked() {
   Say(fmt::format("[{}] {}", PhaseName(store_.phase()), msg));
 }
 
-Status Cutover::RefuseIfUntracked(const char* op) {
+std::vector<std::string> Cutover::UntrackedNames() {
   MutexLock lock(&state_mu_);
-  if (untracked_.empty()) return Status::Ok();
   std::vector<std::string> names;
   for (const auto& id : untracked_) names.push_back(id.ToString());
-  return OperatorError(fmt::format(
-      "refused: {}: table(s) {} exist on the source in the spec's scope but not in the migration (created after it "
-      "started); the application would not find them on the target. Add them to exclude (spec, then restart "
-      "midflight) or drop them",
-      op, fmt::join(names, ", ")));
+  return names;
 }
 
 Status Cutover::CheckExternal(const char* op, bool external) const {
@@ -390,25 +397,13 @@ Status Cutover::CheckExternal(const char* op, bool external) const {
 }
 
 Result<std::string> Cutover::SwitchReads(int percent, bool force, bool external) {
-  RETURN_IF_ERROR(CheckExternal("switch reads", external));
-  if (external && percent != 0 && percent != 100)
-    return InvalidArgument(fmt::format("switch reads --external records where all reads go: percent {} is not 0 or "
-                                       "100 (a canary needs the proxy)",
-                                       percent));
   if (percent < 0 || percent > 100) return InvalidArgument(fmt::format("percent {} is not between 0 and 100", percent));
-  if (percent > 0) RETURN_IF_ERROR(RefuseIfUntracked("switch reads"));
-  std::shared_ptr<Running> fwd;
-  {
-    MutexLock lock(&state_mu_);
-    fwd = forward_;
-  }
-  if (!fwd) return OperatorError("replication is not running yet");
-  double lag = fwd->flow->metrics().lag_seconds;
-  const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
-  if (percent > 0 && lag > max_lag && !force)
-    return OperatorError(fmt::format("refused: the target is {:.2f} s behind (knob max_lag_seconds is {:.2f}); reads "
-                                     "there would be stale. Wait, or use --force",
-                                     lag, max_lag));
+  TrafficRequest req;
+  req.op = TrafficOp::kSwitchReads;
+  req.percent = percent;
+  req.force = force;
+  req.external = external;
+  RETURN_IF_ERROR(Gates(req).FirstRefusal());
   Phase now = store_.phase();
   if (external && percent > 0) {
     // Reverse replication starts now, before any application can write to
@@ -445,12 +440,8 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase 
   const bool forward = to == proxy::Side::kTarget;
   const char* from_name = forward ? "source" : "target";
   const char* to_name = forward ? "target" : "source";
-  FlowMetrics m = flow.metrics();
-  const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
-  if (m.lag_seconds > max_lag && !force)
-    return OperatorError(fmt::format("refused: the {} is {:.2f} s behind the {} (knob max_lag_seconds is {:.2f}); "
-                                     "wait for it to catch up, or use --force",
-                                     to_name, m.lag_seconds, from_name, max_lag));
+  // The gates (lag, pinned sessions, ...) were checked by the caller.
+  (void)force;
   const Side from_side = forward ? Side::kSource : Side::kTarget;
   // Connections first: nothing slow inside the pause.
   RETURN_IF_ERROR(ops_.PrepareSwitch());
@@ -463,20 +454,9 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase 
     return OperatorError(msg);
   };
   auto pinned = [&]() -> std::string {
-    std::vector<std::string> sessions = proxy_->PinnedSessions(from_side);
-    if (sessions.empty()) return "";
-    std::string list;
-    for (size_t i = 0; i < sessions.size() && i < 5; ++i) list += (i ? "; " : "") + sessions[i];
-    if (sessions.size() > 5) list += fmt::format("; and {} more", sessions.size() - 5);
-    return fmt::format("{} session(s) hold state only the {} has and cannot move ({}); end that state or those "
-                       "sessions, then switch again",
-                       sessions.size(), from_name, list);
+    GateCheck c = PinnedSessionsGate(proxy_->PinnedSessions(from_side), from_name);
+    return c.ok ? "" : c.detail;
   };
-  if (std::string why = pinned(); !why.empty()) {
-    std::string msg = fmt::format("switch writes to the {} refused: {}", to_name, why);
-    (void)store_.AddEvent(msg);
-    return OperatorError(msg);
-  }
   const auto t0 = Clock::now();
   if (Status st = proxy_->PauseWrites(std::chrono::milliseconds(
           static_cast<int64_t>(runtime_.knobs.Get(Knob::kDrainTimeoutSeconds) * 1000)));
@@ -520,7 +500,6 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase 
   return msg;
 }
 
-
 void Cutover::Watch(Running& running) {
   running.watch_reported = 0;
   running.watch_base = static_cast<int64_t>(running.flow->metrics().changes_routed);
@@ -562,12 +541,8 @@ Result<std::string> Cutover::MoveWritesExternal(proxy::Side to, Running& running
   const char* from_name = forward ? "source" : "target";
   const char* to_name = forward ? "target" : "source";
   const Side from_side = forward ? Side::kSource : Side::kTarget;
-  const double max_lag = runtime_.knobs.Get(Knob::kMaxLagSeconds);
-  FlowMetrics m = flow.metrics();
-  if (m.lag_seconds > max_lag && !force)
-    return OperatorError(fmt::format("refused: the {} is {:.2f} s behind the {} (knob max_lag_seconds is {:.2f}); "
-                                     "wait for it to catch up, or use --force",
-                                     to_name, m.lag_seconds, from_name, max_lag));
+  // The gates (lag, verification, window, approval) were checked by the caller.
+  (void)force;
   RETURN_IF_ERROR(ops_.PrepareSwitch());
   // No pause: the operator says the applications write to the other side
   // now. Everything the old side committed up to here is carried over
@@ -607,24 +582,13 @@ Result<std::string> Cutover::MoveWritesExternal(proxy::Side to, Running& running
 }
 
 Result<std::string> Cutover::SwitchWrites(bool force, bool external) {
-  RETURN_IF_ERROR(CheckExternal("switch writes", external));
-  RETURN_IF_ERROR(RefuseIfUntracked("switch writes"));
-  if (!force) {
-    int64_t switched_at = 0;
-    const std::string stored = store_.Get("reads_switched_at").value_or("0");
-    if (!ParseI64(stored, &switched_at))
-      return Internal(fmt::format("state store: reads_switched_at '{}' is not a time", stored));
-    double window = (NowUnixMicros() - switched_at) / 1e6;
-    if (window < spec_.cutover.min_validation_seconds)
-      return OperatorError(fmt::format("refused: reads switched {:.0f} s ago; the validation window "
-                                       "(cutover.min_validation_seconds) is {:.0f} s",
-                                       window, spec_.cutover.min_validation_seconds));
-    if (spec_.cutover.require_approval && store_.Get("approved").value_or("") != "true")
-      return OperatorError("refused: waiting for approval (cutover.require_approval): run `midflight approve SPEC`");
-    if (spec_.cutover.require_verify && store_.Get("verify_clean").value_or("") != "true")
-      return OperatorError(fmt::format("refused: verification has not passed ({}); run `midflight verify SPEC`, or "
-                                       "use --force",
-                                       store_.Get("verify_summary").value_or("never run")));
+  TrafficRequest req;
+  req.op = TrafficOp::kSwitchWrites;
+  req.force = force;
+  req.external = external;
+  if (Status st = Gates(req).FirstRefusal(); !st.ok()) {
+    (void)store_.AddEvent("switch writes to the target " + st.message());
+    return st;
   }
   bool have_reverse;
   {
@@ -642,7 +606,14 @@ Result<std::string> Cutover::SwitchWrites(bool force, bool external) {
 }
 
 Result<std::string> Cutover::Rollback(bool force, bool external) {
-  RETURN_IF_ERROR(CheckExternal("rollback", external));
+  TrafficRequest req;
+  req.op = TrafficOp::kRollback;
+  req.force = force;
+  req.external = external;
+  if (Status st = Gates(req).FirstRefusal(); !st.ok()) {
+    (void)store_.AddEvent("rollback " + st.message());
+    return st;
+  }
   std::shared_ptr<Running> rev;
   {
     MutexLock lock(&state_mu_);
@@ -675,13 +646,27 @@ Result<std::string> Cutover::Complete() {
   return msg;
 }
 
+Result<std::string> Cutover::SyncSequencesNow() {
+  // From the side the applications write to (never backwards: pg::SyncSequences).
+  const bool writes_on_target = store_.phase() == Phase::kWritesSwitched;
+  RETURN_IF_ERROR(ops_.SyncSequences(writes_on_target ? Side::kTarget : Side::kSource).WithContext("sequences sync"));
+  std::string msg = fmt::format("sequences carried from the {} to the {}", writes_on_target ? "target" : "source",
+                                writes_on_target ? "source" : "target");
+  (void)store_.AddEvent(msg);
+  Say(fmt::format("[{}] {}", PhaseName(store_.phase()), msg));
+  return msg;
+}
+
 Result<std::string> Cutover::Approve() {
   RETURN_IF_ERROR(store_.Put("approved", "true"));
   RETURN_IF_ERROR(store_.AddEvent("write switch approved"));
   return std::string("write switch approved");
 }
 
-Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
+Result<ReplicationOps::VerifyOutcome> Cutover::VerifyPass(const ReplicationOps::VerifyRun& run, bool repair,
+                                                         std::function<int64_t()> rows_per_s,
+                                                         const std::atomic<bool>* stop,
+                                                         std::map<TableId, TablePtr>* tables) {
   // Compare with the side applications write to as the reference.
   const bool writes_on_target = store_.phase() == Phase::kWritesSwitched;
   std::shared_ptr<Running> flow;
@@ -691,13 +676,42 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
   }
   if (!flow) return OperatorError("replication is not running yet");
   const Side reference = writes_on_target ? Side::kTarget : Side::kSource;
+  if (tables) *tables = flow->tables;
+  Say(fmt::format("verify: comparing {} tables ({} -> {})", flow->tables.size(), writes_on_target ? "target" : "source",
+                  writes_on_target ? "source" : "target"));
+  // Stopped by the caller's flag or by Run ending (stopping_).
+  std::atomic<bool> either{false};
+  StopSource done;
+  std::thread watch([&] {
+    while (!done.WaitFor(std::chrono::milliseconds(50)))
+      if ((stop && *stop) || stopping_) {
+        either = true;
+        return;
+      }
+  });
+  auto out = ops_.Verify(reference, *flow->flow, flow->tables, repair, std::move(rows_per_s), &either, run);
+  done.Stop();
+  watch.join();
+  return out;
+}
+
+Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
   // An explicit --rate holds for this run; otherwise the verify_rows_per_s knob, read live.
   std::function<int64_t()> rows_per_s = [this] { return runtime_.knobs.Int(Knob::kVerifyRowsPerS); };
   if (rate >= 0) rows_per_s = [rate] { return rate; };
   (void)store_.Put("verify_state", "running");
-  Say(fmt::format("verify: comparing {} tables ({} -> {})", flow->tables.size(), writes_on_target ? "target" : "source",
-                  writes_on_target ? "source" : "target"));
-  auto report = ops_.Verify(reference, *flow->flow, flow->tables, repair, rows_per_s, &stopping_);
+  const int64_t started_us = NowUnixMicros();
+  // The flow VerifyPass compares against (operations are serialised: no switch in between).
+  const bool writes_on_target = store_.phase() == Phase::kWritesSwitched;
+  const Side reference = writes_on_target ? Side::kTarget : Side::kSource;
+  std::shared_ptr<Running> flow;
+  {
+    MutexLock lock(&state_mu_);
+    flow = writes_on_target ? reverse_ : forward_;
+  }
+  if (!flow) return OperatorError("replication is not running yet");
+  std::map<TableId, TablePtr> tables;
+  auto report = VerifyPass({}, repair, rows_per_s, &stopping_, &tables);
   if (!report.ok()) {
     (void)store_.PutMany({{"verify_state", "failed"}, {"verify_clean", "false"},
                           {"verify_summary", "failed: " + report.status().message()}});
@@ -721,8 +735,10 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
   }
   std::string out = report->summary + "\n";
   for (const auto& line : report->lines) out += "  " + line + "\n";
+  size_t repaired = 0;
   if (!report->repairs.empty()) {
     size_t n = report->repairs.size();
+    repaired = n;
     Flow& f = *flow->flow;
     uint64_t routed = f.QueueRepairs(std::move(report->repairs));
     auto t0 = Clock::now();
@@ -740,6 +756,17 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
     }
     out += fmt::format("repaired {} row(s) through the apply path; run verify again to confirm\n", n);
   }
+  VerifyJob::AddReport(store_, nlohmann::json{{"at", NowUnixMicros() / 1e6},
+                                              {"kind", "foreground"},
+                                              {"actor", ActorScope::Current()},
+                                              {"tables", tables.size()},
+                                              {"rows", nlohmann::json::parse(report->json, nullptr, false).value("rows", 0)},
+                                              {"seconds", (NowUnixMicros() - started_us) / 1e6},
+                                              {"clean", report->clean},
+                                              {"differences", report->lines.size()},
+                                              {"repaired", repaired},
+                                              {"summary", report->summary}}
+                                   .dump());
   (void)store_.PutMany({{"verify_state", "done"},
                         {"verify_clean", report->clean ? "true" : "false"},
                         {"verify_at", std::to_string(NowUnixMicros())},
@@ -754,6 +781,13 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
 // --- control API -----------------------------------------------------------------
 
 Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
+  if (req.dry_run) {
+    if (req.op != TrafficOp::kSwitchReads && req.op != TrafficOp::kSwitchWrites && req.op != TrafficOp::kRollback &&
+        req.op != TrafficOp::kComplete)
+      return InvalidArgument(fmt::format("{} has no dry run (switch reads, switch writes, rollback and complete have)",
+                                         TrafficOpName(req.op)));
+    return DryRun(req);
+  }
   std::unique_lock lock(op_mu_, std::try_to_lock);
   if (!lock.owns_lock()) {
     MutexLock s(&state_mu_);
@@ -769,6 +803,16 @@ Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
   RETURN_IF_ERROR(CheckTrafficPhase(req.op, store_.phase(), spec_.name));
   TrafficResult out;
   Result<std::string> r = std::string();
+  // The background verification compares against the side writes go to:
+  // it waits (suspended, resumed after) while a switch moves them, and ends at complete.
+  const bool moves_writes =
+      req.op == TrafficOp::kSwitchWrites || req.op == TrafficOp::kRollback || req.op == TrafficOp::kComplete;
+  if (moves_writes) {
+    if (req.op == TrafficOp::kComplete)
+      (void)verify_job_->Stop("stopped: the migration completed");
+    else
+      verify_job_->Suspend();
+  }
   switch (req.op) {
     case TrafficOp::kSwitchReads: r = SwitchReads(req.percent, req.force, req.external); break;
     case TrafficOp::kSwitchWrites: r = SwitchWrites(req.force, req.external); break;
@@ -776,7 +820,11 @@ Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
     case TrafficOp::kComplete: r = Complete(); break;
     case TrafficOp::kApprove: r = Approve(); break;
     case TrafficOp::kVerify: r = Verify(req.repair, req.rate, &out.clean); break;
+    case TrafficOp::kVerifyStart: r = verify_job_->Start(req.rate); break;
+    case TrafficOp::kVerifyStop: r = verify_job_->Stop(); break;
+    case TrafficOp::kSyncSequences: r = SyncSequencesNow(); break;
   }
+  if (moves_writes && req.op != TrafficOp::kComplete) verify_job_->ResumeIfRunning();
   if (!r.ok()) return r.status();
   out.message = std::move(*r);
   while (!out.message.empty() && out.message.back() == '\n') out.message.pop_back();

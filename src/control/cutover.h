@@ -8,9 +8,12 @@
 //        ◄──switch reads --percent 0──┘       ◄────────rollback────────┘
 //
 // Switch writes (rollback is the same with the sides swapped):
-//   1. refuse when the lag is over cutover.max_lag_seconds, verification has
-//      not passed, the validation window is still open or approval is missing
-//      (unless forced); start reverse replication target -> source if it is
+//   1. refuse when a gate fails (control/gates.h; Gates): the lag is over
+//      cutover.max_lag_seconds, verification has not passed, the validation
+//      window is still open or approval is missing (unless forced), reverse
+//      replication's prerequisites or the sequences' rights are missing, a
+//      session is pinned to the source; `--dry-run` prints the same checks
+//      and stops here. Start reverse replication target -> source if it is
 //      not running yet (its slot is created before any client writes there);
 //   2. pause the proxy's read-write endpoint: new transactions wait, open ones
 //      drain; past cutover.drain_timeout_seconds the switch is abandoned and
@@ -60,6 +63,7 @@
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "control/verify_job.h"
 #include "engines/engine.h"
 #include "pipeline/flow.h"
 #include "proxy/traffic_switch.h"
@@ -96,8 +100,16 @@ class Cutover {
   Result<std::string> Rollback(bool force, bool external);
   Result<std::string> Complete();
   Result<std::string> Approve();
+  // `midflight sequences sync`: carries the sequences from the side writes go to.
+  Result<std::string> SyncSequencesNow();
   // `*clean` tells whether the comparison found nothing (the text lists what it found).
   Result<std::string> Verify(bool repair, int64_t rate, bool* clean);
+  // One verification pass against the side applications write to now (the
+  // foreground verify and the background job, verify_job.h), from
+  // `run.start_after`; `repair` is the foreground's.
+  Result<ReplicationOps::VerifyOutcome> VerifyPass(const ReplicationOps::VerifyRun& run, bool repair,
+                                                   std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                                                   std::map<TableId, TablePtr>* tables = nullptr);
   // A started flow and the tables as its from-side has them.
   struct Running {
     std::unique_ptr<Flow> flow;
@@ -113,6 +125,12 @@ class Cutover {
       if (flow) flow->Stop();
     }
   };
+  // The gates of `req` as the operation would find them now (cutover_gates.cc):
+  // what the operation refuses on (its first failure) and what its dry run
+  // prints (all). Reads only.
+  Checklist Gates(const TrafficRequest& req);
+  // `req` with dry_run: the phase, the operation slot and Gates, as a checklist.
+  TrafficResult DryRun(const TrafficRequest& req);
   // Moves writes from `from` to `to` (steps 2-5 above).
   Result<std::string> MoveWrites(proxy::Side to, Running& running, Phase next, bool force);
   // The same, recorded by the operator (no proxy, no pause).
@@ -133,9 +151,8 @@ class Cutover {
   // Tables the source has in the spec's scope that the migration does not
   // carry (created after it started). Checked by Run every few seconds.
   void CheckUntracked();
-  // OperatorError naming them when there are any: a switch would leave the
-  // application without them.
-  Status RefuseIfUntracked(const char* op);
+  // Their names (a switch would leave the application without them: a gate).
+  std::vector<std::string> UntrackedNames();
 
   const MigrationSpec& spec_;
   StateStore& store_;
@@ -159,6 +176,9 @@ class Cutover {
   // last event was written.
   uint64_t old_side_writes_ = 0, old_side_pending_ = 0;
   std::chrono::steady_clock::time_point old_side_event_at_{};
+  // The background verification: made by Run once the tables are known;
+  // resumed there when the store says one was running.
+  std::unique_ptr<VerifyJob> verify_job_;
   std::atomic<bool> completed_{false};
   std::atomic<bool> stopping_{false};  // Run is ending: a running verification stops
 };

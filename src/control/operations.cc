@@ -19,6 +19,9 @@ const OpDef kOps[] = {
     {TrafficOp::kComplete, "complete", {Phase::kWritesSwitched}},
     {TrafficOp::kApprove, "approve", {Phase::kReadsSwitched}},
     {TrafficOp::kVerify, "verify", {Phase::kReplicating, Phase::kReadsSwitched, Phase::kWritesSwitched}},
+    {TrafficOp::kVerifyStart, "verify-start", {Phase::kReplicating, Phase::kReadsSwitched, Phase::kWritesSwitched}},
+    {TrafficOp::kVerifyStop, "verify-stop", {Phase::kReplicating, Phase::kReadsSwitched, Phase::kWritesSwitched}},
+    {TrafficOp::kSyncSequences, "sequences-sync", {Phase::kReplicating, Phase::kReadsSwitched, Phase::kWritesSwitched}},
 };
 
 const OpDef& Def(TrafficOp op) {

@@ -9,6 +9,9 @@
 //   complete      writes_switched
 //   approve       reads_switched
 //   verify        replicating, reads_switched, writes_switched
+//   verify-start  replicating, reads_switched, writes_switched (the background job, control/verify_job.h)
+//   verify-stop   replicating, reads_switched, writes_switched
+//   sequences-sync replicating, reads_switched, writes_switched (from the side writes go to)
 #pragma once
 
 #include <cstdint>
@@ -16,13 +19,25 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
+#include "control/gates.h"
 #include "control/phase.h"
 
 namespace midflight {
 
-enum class TrafficOp { kSwitchReads, kSwitchWrites, kRollback, kComplete, kApprove, kVerify };
+enum class TrafficOp {
+  kSwitchReads,
+  kSwitchWrites,
+  kRollback,
+  kComplete,
+  kApprove,
+  kVerify,
+  kVerifyStart,
+  kVerifyStop,
+  kSyncSequences,
+};
 
 // "switch-reads" -> kSwitchReads ...; nullopt for any other name.
 std::optional<TrafficOp> ParseTrafficOp(std::string_view name);
@@ -39,11 +54,15 @@ struct TrafficRequest {
   // moved the applications by other means and records it (no pause is
   // possible; see control/cutover.h).
   bool external = false;
+  // switch-reads, switch-writes, rollback, complete: run every check the
+  // operation makes (control/gates.h) and report them; change nothing.
+  bool dry_run = false;
 };
 
 struct TrafficResult {
   std::string message;  // for the operator; several lines for verify
-  bool clean = true;    // verify: nothing differed
+  bool clean = true;    // verify: nothing differed; dry run: every check passed
+  std::vector<GateCheck> checks;  // dry run: every check, in the order the operation makes them
 };
 
 // Serves one request at a time (a second one is refused naming the first).

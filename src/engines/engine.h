@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "base/status.h"
+#include "control/gates.h"
 #include "core/change.h"
 #include "core/copy.h"
 #include "core/position.h"
@@ -123,6 +124,18 @@ class ReplicationOps {
   virtual std::optional<std::pair<double, std::string>> TargetReplicaLag() = 0;
   // Carries sequence values from `from` to the other side.
   virtual Status SyncSequences(proxy::Side from) = 0;
+  // The servers' part of the gates of a write switch to `to` (or a
+  // rollback, `to` the source; control/gates.h): read-only, changes nothing,
+  // used by the switch itself and by its dry run. `reverse_needed`: this
+  // switch would start reverse replication, so its prerequisites are checked
+  // (PostgreSQL: wal_level = logical on the target, the users' rights, a free
+  // slot). Sequences: each one carried over is readable on the side writes
+  // leave and settable on the other. Default: no check.
+  virtual std::vector<GateCheck> SwitchChecks(proxy::Side to, bool reverse_needed) {
+    (void)to;
+    (void)reverse_needed;
+    return {};
+  }
   // `complete`: removes what replication left on both sides; returns what
   // it removed, for the operator.
   virtual std::vector<std::string> CleanUpOnComplete() = 0;
@@ -134,12 +147,32 @@ class ReplicationOps {
     std::vector<std::string> lines;  // what differed, one line each
     std::vector<Change> repairs;     // with repair: the reference's current rows (or deletes) to apply
   };
+  // Where a verification starts, and what it reports after each chunk (the
+  // background job, control/verify_job.h, records it and resumes from it
+  // after a restart). Tables are verified in `tables`' order (TableId order).
+  struct VerifyCursor {
+    std::string table;                            // TableId::ToString(); empty: from the first table
+    std::vector<std::optional<std::string>> key;  // rows up to this key (text, key order) are done; empty: none
+  };
+  struct VerifyProgress {
+    std::string table;  // the table of the chunk just finished
+    bool table_done = false;
+    VerifyCursor done_through;  // resume point: `table` and its chunk's upper key (empty key with table_done)
+    int64_t table_rows = 0;     // rows of `table` checked in this call
+    int64_t table_rows_estimate = 0;
+    std::vector<std::string> lines;  // `table`'s differences found in this call, one line each (as VerifyOutcome)
+  };
+  struct VerifyRun {
+    VerifyCursor start_after;                                // resume: skip what it says is done
+    std::function<void(const VerifyProgress&)> on_progress;  // optional; on the verifying thread
+  };
   // Live verification while `flow` replicates from `reference` (the side the
   // applications write to) to the other side. `rows_per_s` is read live;
-  // `stop` cancels.
+  // `stop` cancels. An engine that cannot resume answers InvalidArgument to
+  // a non-empty start_after (MySQL: not yet).
   virtual Result<VerifyOutcome> Verify(proxy::Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables,
                                        bool repair, std::function<int64_t()> rows_per_s,
-                                       const std::atomic<bool>* stop) = 0;
+                                       const std::atomic<bool>* stop, const VerifyRun& run) = 0;
 };
 
 class Engine {

@@ -27,9 +27,12 @@
 #include "control/phase.h"
 #include "control/runtime.h"
 #include "control/state_store.h"
+#include "control/verify_job.h"
 #include "pipeline/conflicts.h"
 #include "proxy/traffic_switch.h"
 #include "service/notify.h"
+#include "service/process_metrics.h"
+#include "service/report.h"
 #include "service/prometheus.h"
 
 namespace midflight {
@@ -213,6 +216,8 @@ class HostedMigration {
   bool lag_alerted = false;
   bool throttle_seen = false;
   double throttle_notified_at = 0;
+  bool throttle_event_seen = false;
+  double throttle_event_at = 0;
 
  private:
   std::mutex run_mu_;
@@ -309,6 +314,8 @@ json DetailJson(const MigrationSpec& spec, StateStore& s, const Live& live) {
   j["verify"] = {{"state", v.Str("verify_state")},
                  {"clean", v.Str("verify_clean") == "true"},
                  {"summary", v.Str("verify_summary")}};
+  // The background verification (control/verify_job.h) and the last reports.
+  j["verify_job"] = json::parse(VerifyJob::ShowJson(s));
   j["untracked_tables"] = json::array();
   for (const auto& t : SplitList(v.Str("untracked_tables"), ',')) j["untracked_tables"].push_back(t);
   j["write_pauses_ms"] = json::array();
@@ -578,6 +585,7 @@ http::Response Service::Handle(const http::Request& r) {
   }
   if (r.path == "/metrics") return Metrics();
   if (r.path == "/healthz") return http::Text(200, "ok\n");
+  if (r.path == "/readyz") return Ready();
   if (r.path.rfind("/api/", 0) != 0) return JsonError(404, fmt::format("no such path: {}", r.path));
   if (!reads) {
     auto auth = r.Header("authorization").value_or("");
@@ -703,6 +711,18 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
     LOG_INFO("migration {}: knobs set by {}: {}", name, ActorScope::Current(), changes);
     return JsonOk(200, answer());
   }
+  if (op == "report") {
+    if (r.method != "GET") return JsonError(405, "the report is read with GET");
+    http::Response resp;
+    resp.content_type = "text/html; charset=utf-8";
+    resp.body = BuildReport(m->spec, *m->store, std::string(m->engine->name()));
+    resp.headers.push_back({"Content-Disposition", fmt::format("inline; filename=\"midflight-{}.html\"", name)});
+    return resp;
+  }
+  if (op == "verify-job") {
+    if (r.method != "GET") return JsonError(405, "the verification job is read with GET (verify-start, verify-stop: POST)");
+    return JsonOk(200, json::parse(VerifyJob::ShowJson(*m->store)));
+  }
   if (r.method != "POST" && !(op == "delete" && r.method == "DELETE"))
     return JsonError(405, fmt::format("{} is a POST", op));
 
@@ -787,10 +807,12 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
   if (!m->engine->has_traffic_plane())
     return JsonError(409, fmt::format("{} is for PostgreSQL migrations (for now); {} is a {} migration", op, name,
                                       m->engine->name()));
-  // The phase rule answers first, running or not.
-  if (Status st = CheckTrafficPhase(*traffic, m->store->phase(), name); !st.ok()) return JsonError(409, st.message());
   TrafficRequest req;
   req.op = *traffic;
+  req.dry_run = r.QueryParam("dry_run") == "1" || r.QueryParam("dry_run") == "true";
+  // The phase rule answers first, running or not (a dry run lists it with its other checks).
+  if (Status st = CheckTrafficPhase(*traffic, m->store->phase(), name); !st.ok() && !req.dry_run)
+    return JsonError(409, st.message());
   req.force = r.QueryParam("force") == "1" || r.QueryParam("force") == "true";
   req.external = r.QueryParam("external") == "1" || r.QueryParam("external") == "true";
   req.repair = r.QueryParam("repair") == "1" || r.QueryParam("repair") == "true";
@@ -812,6 +834,15 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
     json body{{"error", out.status().message()}};
     if (req.op == TrafficOp::kVerify) body["clean"] = false;  // every verify answer says whether it was clean
     return JsonOk(c == StatusCode::kInvalidArgument ? 400 : c == StatusCode::kOperator ? 409 : 500, body);
+  }
+  if (req.dry_run) {
+    // 200 when the operation would pass its checks now, 409 when one fails;
+    // the checklist is the answer either way.
+    json checks = json::array();
+    for (const auto& c : out->checks)
+      checks.push_back({{"check", c.name}, {"ok", c.ok}, {"forced", c.forced}, {"detail", c.detail}});
+    return JsonOk(out->clean ? 200 : 409,
+                  json{{out->clean ? "message" : "error", out->message}, {"ok", out->clean}, {"checks", checks}});
   }
   // A verification that found differences answers 422 with the list as "error"
   // (as every non-2xx answer carries its text).
@@ -848,6 +879,8 @@ void Service::Sample() {
       if (p != Phase::kCopying) h.lag_bytes = 0, h.lag_seconds = 0;
     }
     m.AddSample(h);
+    // The bounded series the report draws (service/report.h).
+    (void)AppendSeriesPoint(s, SeriesPoint{now, h.rows_copied, h.lag_seconds, h.lag_bytes, h.changes_per_s});
 
     // Lag over the threshold for longer than the set time: one alert, then one all-clear.
     const Knobs& k = m.runtime->knobs;
@@ -877,8 +910,19 @@ void Service::Sample() {
                  json{{"write_pause_ms", std::atof(pauses[i].c_str())}});
       if (notified != pauses.size()) (void)s.Put("write_pauses_notified", std::to_string(pauses.size()));
     }
-    // Throttling starts or clears (at most one message per 30 s).
+    // Throttling starts or clears (at most one message per 30 s): in the
+    // audit trail (the report's throttle episodes) and to the webhook.
     bool throttled = m.runtime->throttle.active();
+    if (throttled != m.throttle_event_seen && now - m.throttle_event_at >= 30) {
+      json board = json::parse(m.runtime->throttle.ToJson());
+      std::string where;
+      for (const auto& a : board.value("active", json::array()))
+        where += fmt::format("{}{} ({})", where.empty() ? "" : "; ", a.value("where", ""), a.value("kind", ""));
+      (void)s.AddEvent(throttled ? "throttled: " + (where.empty() ? std::string("the target shows distress") : where)
+                                 : std::string("throttling cleared"));
+      m.throttle_event_at = now;
+      m.throttle_event_seen = throttled;
+    }
     if (throttled != m.throttle_seen && now - m.throttle_notified_at >= 30) {
       m.Notify(throttled ? "throttled" : "throttle_cleared",
                throttled ? "the target shows distress; partitions are backing off (see throttle)"
@@ -897,6 +941,9 @@ http::Response Service::Metrics() {
     for (auto& [n, m] : migrations_) all.push_back(m);
   }
   PromWriter w;
+  std::map<Phase, int> by_phase;
+  for (auto& m : all) ++by_phase[m->store->phase()];
+  WriteServiceMetrics(w, options_.version, options_.commit, by_phase, ReadProcessStats());
   for (auto& mp : all) {
     HostedMigration& m = *mp;
     StateStore& s = *m.store;
@@ -968,6 +1015,26 @@ http::Response Service::Metrics() {
     w.Sample("midflight_write_pause_seconds", l, pauses.empty() ? 0 : std::atof(pauses.back().c_str()) / 1000);
     w.Family("midflight_verify_clean", "gauge", "1 when the last live verification found no difference.");
     w.Sample("midflight_verify_clean", l, v.Str("verify_clean") == "true" ? 1 : 0);
+    {
+      json job = json::parse(v.Str("verify_job").empty() ? "{}" : v.Str("verify_job"), nullptr, false);
+      if (!job.is_object()) job = json::object();
+      w.Family("midflight_verify_job_running", "gauge", "1 while a background verification job runs.");
+      w.Sample("midflight_verify_job_running", l, job.value("state", "") == "running" ? 1 : 0);
+      w.Family("midflight_verify_job_rows_checked", "gauge", "Rows the current or last verification job checked.");
+      w.Sample("midflight_verify_job_rows_checked", l, job.value("rows_checked", 0.0));
+      w.Family("midflight_verify_job_rows_estimated", "gauge", "Rows a verification job's pass covers, estimated.");
+      w.Sample("midflight_verify_job_rows_estimated", l, job.value("rows_estimate", 0.0));
+      w.Family("midflight_verify_job_tables_done", "gauge", "Tables the verification job finished.");
+      w.Sample("midflight_verify_job_tables_done", l, job.value("tables_done", 0.0));
+      w.Family("midflight_verify_job_rows_per_second", "gauge", "The verification job's rate since it (re)started.");
+      w.Sample("midflight_verify_job_rows_per_second", l, job.value("rows_per_s", 0.0));
+      w.Family("midflight_verify_job_differences", "gauge", "Differences the verification job found so far.");
+      w.Sample("midflight_verify_job_differences", l, job.value("differences", 0.0));
+      if (job.contains("eta_seconds") && job["eta_seconds"].is_number()) {
+        w.Family("midflight_verify_job_eta_seconds", "gauge", "Time the verification job still needs at its rate.");
+        w.Sample("midflight_verify_job_eta_seconds", l, job["eta_seconds"].get<double>());
+      }
+    }
     if (m.proxy) {
       proxy::ProxyStats ps = m.proxy->stats();
       w.Family("midflight_proxy_clients", "gauge", "Client sessions connected to the proxy, by endpoint.");
@@ -998,6 +1065,29 @@ http::Response Service::Metrics() {
   http::Response resp = http::Text(200, w.Take());
   resp.content_type = "text/plain; version=0.0.4; charset=utf-8";
   return resp;
+}
+
+http::Response Service::Ready() {
+  std::vector<std::shared_ptr<HostedMigration>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [n, m] : migrations_) all.push_back(m);
+  }
+  // Paused, aborted and deleted migrations run nothing on purpose; every
+  // other one needs its runner (a completed one keeps serving its proxy).
+  std::vector<std::string> down;
+  for (auto& m : all) {
+    const Phase p = m->store->phase();
+    if (p == Phase::kPaused || p == Phase::kAborted || m->running()) continue;
+    std::string why = p == Phase::kFailed ? m->store->Get("error").value_or("") : m->outcome().message();
+    down.push_back(fmt::format("migration {} ({}) is not running{}{}", m->spec.name, PhaseName(p),
+                               why.empty() ? "" : ": ", why));
+  }
+  if (stopping_) down.insert(down.begin(), "the service is stopping");
+  if (down.empty()) return http::Text(200, fmt::format("ready: {} migration(s)\n", all.size()));
+  std::string text = "not ready\n";
+  for (const auto& d : down) text += d + "\n";
+  return http::Text(503, text);
 }
 
 std::string StoredStatusJson(const MigrationSpec& spec, StateStore& store, bool running) {

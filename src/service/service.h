@@ -4,6 +4,7 @@
 //
 //   HTTP listener ─► Service::Handle ─┬─ /api/migrations…   JSON API (README.md)
 //                                     ├─ /metrics           Prometheus text
+//                                     ├─ /healthz, /readyz  alive; every migration's runner up
 //                                     └─ /                  dashboard page
 //   per migration: HostedMigration = spec + state store + runtime knobs and
 //   throttle board + proxy (outlives pauses) + runner thread (the engine,
@@ -44,6 +45,7 @@ struct ServiceOptions {
   // `midflight run`: one migration, kept in its spec's state_dir; the
   // process ends when its runner ends (failure or abort).
   bool single = false;
+  std::string version, commit;  // for midflight_build_info (base/version.h; the binary's, not a library's)
 };
 
 class Service {
@@ -71,6 +73,9 @@ class Service {
   http::Response Create(const http::Request& request);
   http::Response List();
   http::Response Metrics();
+  // /readyz: 200 when every hosted migration that should run does (paused
+  // and aborted ones need not), else 503 naming each one that does not.
+  http::Response Ready();
   http::Response Operate(const std::shared_ptr<HostedMigration>& m, const std::string& op, const http::Request& r);
   void Sample();
 

@@ -7,7 +7,8 @@ namespace {
 
 TEST(Operations, ParsesEveryNameBackAndForth) {
   for (TrafficOp op : {TrafficOp::kSwitchReads, TrafficOp::kSwitchWrites, TrafficOp::kRollback, TrafficOp::kComplete,
-                       TrafficOp::kApprove, TrafficOp::kVerify}) {
+                       TrafficOp::kApprove, TrafficOp::kVerify, TrafficOp::kVerifyStart, TrafficOp::kVerifyStop,
+                       TrafficOp::kSyncSequences}) {
     auto parsed = ParseTrafficOp(TrafficOpName(op));
     ASSERT_TRUE(parsed.has_value()) << TrafficOpName(op);
     EXPECT_EQ(*parsed, op);

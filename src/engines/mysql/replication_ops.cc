@@ -88,7 +88,8 @@ class MyReplication final : public MyReplicationOps {
   // the flow from it reads (the replica, or the target after a write switch),
   // the other side where that flow applies (the target, or the source primary).
   Result<VerifyOutcome> Verify(Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables, bool repair,
-                               std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop) override {
+                               std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                               const VerifyRun& run) override {
     const bool forward = reference == Side::kSource;
     mysql::VerifyJob job;
     job.reference_uri = forward ? s_.reader_uri : spec_.target;
@@ -100,6 +101,20 @@ class MyReplication final : public MyReplicationOps {
     job.stop = stop;
     job.repair = repair;
     job.chunk_rows = spec_.verify.chunk_rows;
+    job.start_table = run.start_after.table;
+    if (run.on_progress)
+      job.on_table_done = [&run](const verify::TableResult& r, int64_t estimated_rows) {
+        VerifyProgress p;
+        p.table = r.table.ToString();
+        p.table_done = true;
+        p.done_through.table = p.table;
+        p.table_rows = r.rows;
+        p.table_rows_estimate = std::max(estimated_rows, r.rows);
+        for (const auto& d : r.differences) p.lines.push_back(fmt::format("{} {}: {}", p.table, d.key_display, d.kind));
+        for (const auto& u : r.unsettled) p.lines.push_back(fmt::format("{} {}", p.table, u));
+        if (!r.skipped.empty()) p.lines.push_back(fmt::format("{}: not verified: {}", p.table, r.skipped));
+        run.on_progress(p);
+      };
     return mysql::Verify(job);
   }
 

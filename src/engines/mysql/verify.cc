@@ -719,14 +719,18 @@ Result<ReplicationOps::VerifyOutcome> Verify(const VerifyJob& job) {
   Verifier verifier(job);
   RETURN_IF_ERROR(verifier.Connect().WithContext("verify"));
   Report report;
+  bool started = job.start_table.empty();
   for (const auto& t : job.tables) {
     if (job.stop && job.stop->load()) return Cancelled("verify stopped");
+    if (!started && t->id.ToString() != job.start_table) continue;  // verified before the resume point
+    started = true;
     TableResult result;
     result.table = t->id;
     result.skipped = SkipReason(*t);
     if (result.skipped.empty() && verifier.behind())
       result.skipped = "not reached: " + verifier.behind_reason();
     if (result.skipped.empty()) RETURN_IF_ERROR(verifier.VerifyTable(*t, &result));
+    if (job.on_table_done) job.on_table_done(result, t->estimated_rows);
     report.rows += result.rows;
     report.tables.push_back(std::move(result));
   }

@@ -104,6 +104,12 @@ struct VerifyJob {
   int max_key_checks = 30;       // exact per-key looks before a key is "not settled"
   int max_keys_per_table = 1000;  // differences listed per table
   int wait_timeout_s = 60;        // how long the flow may take to apply a position
+  // Resume (the background job, control/verify_job.h): tables before this
+  // one (TableId::ToString()) are skipped; it is verified again from its
+  // start (MySQL resumes per table, not per key). Empty: from the first.
+  std::string start_table;
+  // Called after each table with what it found (on the verifying thread).
+  std::function<void(const verify::TableResult&, int64_t estimated_rows)> on_table_done;
 };
 
 // Runs the verification; see the top of verify.cc for how.

@@ -295,9 +295,9 @@ class Verifier {
     return Status::Ok();
   }
 
-  Status VerifyTable(const TableSchema& t, TableResult* out) {
+  Status VerifyTable(const TableSchema& t, TableResult* out, std::optional<Key> start_after = std::nullopt) {
     TableSql sql(t);
-    std::optional<Key> lower;
+    std::optional<Key> lower = std::move(start_after);
     // The source side of the next chunk, read while the target hashed this one.
     std::optional<SourceChunk> ahead;
     for (;;) {
@@ -324,7 +324,8 @@ class Verifier {
       if (!st.ok())
         return st.WithContext(fmt::format("verify {}, {}", t.id.ToString(), sql.DisplayRange(lower, chunk.upper)));
       Merge(chunk, out);
-      if (ctx_.on_progress) ctx_.on_progress(Progress{t.id, out->rows, std::max(t.estimated_rows, out->rows)});
+      if (ctx_.on_progress)
+        ctx_.on_progress(Progress{t.id, out->rows, std::max(t.estimated_rows, out->rows), chunk.upper, out});
       RETURN_IF_ERROR(Pace(chunk.rows_read, start));
       if (!chunk.upper) return Status::Ok();
       lower = std::move(chunk.upper);
@@ -602,12 +603,23 @@ Result<Report> Run(const Context& ctx, const Options& options) {
   Verifier verifier(ctx, options);
   RETURN_IF_ERROR(verifier.Connect().WithContext("verify"));
   Report report;
+  bool started = !ctx.start_table;
   for (const auto& t : ctx.tables) {
     if (Stopped(ctx)) return StoppedStatus();
+    std::optional<Key> start_after;
+    if (!started) {
+      if (t->id != *ctx.start_table) continue;  // verified before the resume point
+      started = true;
+      if (!ctx.start_after.empty()) start_after = ctx.start_after;
+    }
     TableResult result;
     result.table = t->id;
     result.skipped = SkipReason(*t);
-    if (result.skipped.empty()) RETURN_IF_ERROR(verifier.VerifyTable(*t, &result));
+    if (result.skipped.empty()) {
+      RETURN_IF_ERROR(verifier.VerifyTable(*t, &result, std::move(start_after)));
+    } else if (ctx.on_progress) {
+      ctx.on_progress(Progress{t->id, 0, 0, std::nullopt, &result});
+    }
     report.rows += result.rows;
     report.tables.push_back(std::move(result));
   }

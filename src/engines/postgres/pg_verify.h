@@ -47,7 +47,10 @@ struct Options {
 
 struct Progress {
   TableId table;
-  int64_t rows_done, rows_total_estimate;
+  int64_t rows_done, rows_total_estimate;  // of `table`, in this run
+  // Every row of `table` up to this key is verified; nullopt: the whole table.
+  std::optional<std::vector<std::optional<std::string>>> done_through;
+  const TableResult* result = nullptr;  // `table`'s result so far in this run
 };
 
 struct Context {
@@ -56,7 +59,12 @@ struct Context {
   // The source position through which the target has applied every committed
   // transaction (monotonic). Called often; must be cheap. Required.
   std::function<PgLsn()> target_applied_through;
-  std::function<void(const Progress&)> on_progress;  // optional
+  // After each chunk, and once for a table skipped whole (no key). Optional.
+  std::function<void(const Progress&)> on_progress;
+  // Resume: the tables before `start_table` (in `tables` order) are skipped,
+  // and it starts after the key `start_after` (empty: at its start).
+  std::optional<TableId> start_table;
+  std::vector<std::optional<std::string>> start_after;
   // Either or both; set -> Run returns kCancelled promptly. Waits (the
   // rows_per_s pacing, the pause between rounds) wake at once on a
   // StopSource; an atomic is only looked at every 50 ms.

@@ -65,6 +65,56 @@ std::string TableList(const std::vector<TablePtr>& tables) {
   return out;
 }
 
+// Reverse replication's prerequisites (target -> source, started by the first
+// write switch), checked by that switch, by its dry run and by StartFlow.
+std::vector<GateCheck> ReverseChecks(PgConn& src, PgConn& dst) {
+  std::vector<GateCheck> out;
+  auto value = [](PgConn& c, const char* sql) -> std::string {
+    auto v = c.QueryValue(sql);
+    return v.ok() ? *v : "error: " + v.status().message();
+  };
+  const std::string wal_level = value(dst, "SHOW wal_level");
+  if (wal_level == "logical")
+    out.push_back(GatePass("target wal_level", "logical"));
+  else
+    out.push_back(GateFail("target wal_level",
+                           fmt::format("target: wal_level is '{}'; reverse replication (which keeps a rollback "
+                                       "possible after the write switch) needs wal_level = logical on the target: "
+                                       "set it in the target's postgresql.conf and restart the target",
+                                       wal_level)));
+  // Reverse apply sessions on the source set session_replication_role and a
+  // replication origin, both superuser-only on PostgreSQL 15.
+  const std::string src_user = value(src, "SELECT current_user");
+  if (value(src, "SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user") == "true")
+    out.push_back(GatePass("source user", fmt::format("{} is a superuser (applies the reverse stream)", src_user)));
+  else
+    out.push_back(GateFail("source user",
+                           fmt::format("source: reverse replication (which keeps a rollback possible after the write "
+                                       "switch) applies changes on the source as the spec's source user, which must "
+                                       "then be a superuser (session_replication_role and replication origins): "
+                                       "ALTER ROLE {} SUPERUSER",
+                                       src_user)));
+  const std::string dst_user = value(dst, "SELECT current_user");
+  if (value(dst, "SELECT (rolsuper OR rolreplication)::text FROM pg_roles WHERE rolname = current_user") == "true")
+    out.push_back(GatePass("target user", fmt::format("{} may replicate (reads the reverse stream)", dst_user)));
+  else
+    out.push_back(GateFail("target user",
+                           fmt::format("target: user {} has neither REPLICATION nor SUPERUSER; reverse replication "
+                                       "reads the target's changes through a replication slot: ALTER ROLE {} "
+                                       "REPLICATION",
+                                       dst_user, dst_user)));
+  const std::string free_slots =
+      value(dst, "SELECT (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))"
+                 "::text");
+  if (std::atoi(free_slots.c_str()) > 0 || free_slots.starts_with("error"))
+    out.push_back(free_slots.starts_with("error") ? GateFail("target slots", "target: " + free_slots)
+                                                  : GatePass("target slots", free_slots + " free replication slot(s)"));
+  else
+    out.push_back(GateFail("target slots", "target: no free replication slot (max_replication_slots is used up); "
+                                           "raise max_replication_slots on the target or drop an unused slot"));
+  return out;
+}
+
 class PgReplicationOps final : public ReplicationOps {
  public:
   PgReplicationOps(const MigrationSpec& spec, StateStore& store, MigrationRuntime& runtime)
@@ -118,9 +168,11 @@ class PgReplicationOps final : public ReplicationOps {
     const Side to = from == Side::kSource ? Side::kTarget : Side::kSource;
     return OnControl({from, to}, [&](PgConn* const* c) { return pg::SyncSequences(*c[0], *c[1], tables_); });
   }
+  std::vector<GateCheck> SwitchChecks(Side to, bool reverse_needed) override;
   std::vector<std::string> CleanUpOnComplete() override;
   Result<VerifyOutcome> Verify(Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables, bool repair,
-                               std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop) override;
+                               std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                               const VerifyRun& run) override;
 
  private:
   const std::string& Uri(Side side) const { return side == Side::kSource ? spec_.source : spec_.target; }
@@ -204,19 +256,10 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     const std::string slot = spec_.slot_name() + "_rev", pub = spec_.publication_name() + "_rev";
     ASSIGN_OR_RETURN(auto dst, Control(spec_.target));
     ASSIGN_OR_RETURN(auto src, Control(spec_.source));
-    ASSIGN_OR_RETURN(std::string wal_level, dst->QueryValue("SHOW wal_level"));
-    if (wal_level != "logical")
-      return OperatorError(fmt::format("target: wal_level is '{}'; reverse replication (which keeps a rollback "
-                                       "possible after the write switch) needs wal_level = logical on the target",
-                                       wal_level));
-    // Reverse apply sessions on the source set session_replication_role and a
-    // replication origin, both superuser-only on PostgreSQL 15.
-    ASSIGN_OR_RETURN(std::string source_super,
-                     src->QueryValue("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user"));
-    if (source_super != "true")
-      return OperatorError("source: reverse replication (which keeps a rollback possible after the write switch) "
-                           "applies changes on the source as the spec's source user, which must then be a superuser "
-                           "(session_replication_role and replication origins)");
+    // The slot may be there already (a restarted run): a full slot table is no refusal then.
+    ASSIGN_OR_RETURN(PgResult had_slot, dst->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot}));
+    for (const GateCheck& c : ReverseChecks(*src, *dst))
+      if (!c.ok && !(c.name == "target slots" && had_slot.rows() > 0)) return OperatorError(c.detail);
     // The reverse checkpoints live next to the data they cover: on the source.
     RETURN_IF_ERROR(pg::EnsureBookkeeping(*src));
     ASSIGN_OR_RETURN(PgResult have_pub, dst->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {pub}));
@@ -243,6 +286,35 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
   StartedFlow out;
   ASSIGN_OR_RETURN(out.flow, StartPgFlow(fc));
   out.tables = std::move(fc.tables);
+  return out;
+}
+
+std::vector<GateCheck> PgReplicationOps::SwitchChecks(Side to, bool reverse_needed) {
+  std::vector<GateCheck> out;
+  // On the operations' own connections (kept open between switches): the
+  // switch runs these just before its pause, so no connection set-up here.
+  MutexLock lock(&control_mu_);
+  auto src = ControlConn(Side::kSource, /*ping=*/true);
+  auto dst = ControlConn(Side::kTarget, /*ping=*/true);
+  if (!src.ok() || !dst.ok()) {
+    out.push_back(GateFail("servers", fmt::format("cannot connect: {}", (src.ok() ? dst.status() : src.status()).message())));
+    return out;
+  }
+  if (reverse_needed) out = ReverseChecks(**src, **dst);
+  // Sequences are carried from the side writes leave to the side they go to.
+  PgConn& from = to == Side::kTarget ? **src : **dst;
+  PgConn& into = to == Side::kTarget ? **dst : **src;
+  int checked = 0;
+  auto problems = pg::SequenceProblems(from, into, tables_, to == Side::kTarget ? "source" : "target",
+                                       to == Side::kTarget ? "target" : "source", &checked);
+  if (!problems.ok())
+    out.push_back(GateFail("sequences", "reading the sequences: " + problems.status().message()));
+  else if (problems->empty())
+    out.push_back(GatePass("sequences", fmt::format("{} sequence(s) readable on the {} and settable on the {}", checked,
+                                                    to == Side::kTarget ? "source" : "target",
+                                                    to == Side::kTarget ? "target" : "source")));
+  else
+    out.push_back(GateFail("sequences", fmt::format("{}", fmt::join(*problems, "; "))));
   return out;
 }
 
@@ -315,11 +387,33 @@ std::vector<std::string> PgReplicationOps::CleanUpOnComplete() {
 Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, Flow& flow,
                                                        const std::map<TableId, TablePtr>& tables, bool repair,
                                                        std::function<int64_t()> rows_per_s,
-                                                       const std::atomic<bool>* stop) {
+                                                       const std::atomic<bool>* stop, const VerifyRun& run) {
   verify::Context ctx;
   ctx.source_uri = Uri(reference);
   ctx.target_uri = Uri(reference == Side::kSource ? Side::kTarget : Side::kSource);
-  for (const auto& [id, t] : tables) ctx.tables.push_back(t);
+  for (const auto& [id, t] : tables) {
+    ctx.tables.push_back(t);
+    if (!run.start_after.table.empty() && id.ToString() == run.start_after.table) {
+      ctx.start_table = id;
+      ctx.start_after = run.start_after.key;
+    }
+  }
+  if (!run.start_after.table.empty() && !ctx.start_table)
+    LOG_WARN("verify: table {} to resume at is no longer migrated; verifying every table", run.start_after.table);
+  if (run.on_progress)
+    ctx.on_progress = [&run](const verify::Progress& p) {
+      VerifyProgress out;
+      out.table = p.table.ToString();
+      out.table_done = !p.done_through;
+      out.done_through.table = out.table;
+      if (p.done_through) out.done_through.key = *p.done_through;
+      out.table_rows = p.rows_done;
+      out.table_rows_estimate = p.rows_total_estimate;
+      if (p.result)
+        for (const auto& d : p.result->differences)
+          out.lines.push_back(fmt::format("{} {}: {}", out.table, d.key_display, d.kind));
+      run.on_progress(out);
+    };
   ctx.target_applied_through = [&flow] {
     flow.Poke();
     return PgLsn::FromU64(flow.AppliedThrough());

@@ -387,4 +387,40 @@ Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shar
   return Status::Ok();
 }
 
+Result<std::vector<std::string>> SequenceProblems(PgConn& source, PgConn& target,
+                                                  const std::vector<std::shared_ptr<const TableSchema>>& selected,
+                                                  const std::string& source_name, const std::string& target_name,
+                                                  int* checked) {
+  std::vector<std::string> schemas, names, out;
+  for (const auto& t : selected) {
+    schemas.push_back(t->id.schema);
+    names.push_back(t->id.name);
+  }
+  // The same list SyncSequences carries (pg_sequences shows every sequence,
+  // with last_value NULL where the user may not read it).
+  ASSIGN_OR_RETURN(PgResult seqs, source.Query(kUsedSequencesSql, {TextArray(schemas), TextArray(names)}));
+  *checked = seqs.rows();
+  for (int r = 0; r < seqs.rows(); ++r) {
+    const std::string name = QuoteQualified(seqs.Get(r, 0), seqs.Get(r, 1));
+    ASSIGN_OR_RETURN(std::string readable,
+                     source.QueryValue("SELECT has_sequence_privilege($1::regclass, 'SELECT')::text", {name}));
+    if (readable != "true")
+      out.push_back(fmt::format("sequence {}: the {} user may not read it (GRANT SELECT ON SEQUENCE {} TO the spec's "
+                                "{} user)",
+                                name, source_name, name, source_name));
+    ASSIGN_OR_RETURN(std::string there,
+                     target.QueryValue("SELECT CASE WHEN to_regclass($1) IS NULL THEN 'missing' WHEN "
+                                       "has_sequence_privilege(to_regclass($1), 'UPDATE') THEN 'ok' ELSE 'denied' END",
+                                       {name}));
+    if (there == "denied")
+      out.push_back(fmt::format("sequence {}: the {} user may not set it (GRANT UPDATE ON SEQUENCE {} TO the spec's "
+                                "{} user)",
+                                name, target_name, name, target_name));
+    else if (there == "missing" && !seqs.GetBool(r, 5))
+      out.push_back(fmt::format("sequence {}: missing on the {} (a table's sequence: create it there)", name,
+                                target_name));
+  }
+  return out;
+}
+
 }  // namespace midflight::pg

@@ -82,5 +82,13 @@ Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const Ta
 // value, never backwards. Tables are found by name on `source`, so the two may
 // be either pair of servers; other sequences of their schemas are not touched.
 Status SyncSequences(PgConn& source, PgConn& target, const std::vector<std::shared_ptr<const TableSchema>>& selected);
+// What SyncSequences would need, without changing anything: every sequence it
+// carries readable on `source` (SELECT) and, when the target has it,
+// settable there (UPDATE). One line per sequence that is not, naming the
+// sequence, the side and the GRANT that fixes it.
+Result<std::vector<std::string>> SequenceProblems(PgConn& source, PgConn& target,
+                                                  const std::vector<std::shared_ptr<const TableSchema>>& selected,
+                                                  const std::string& source_name, const std::string& target_name,
+                                                  int* checked);
 
 }  // namespace midflight::pg
