@@ -456,13 +456,20 @@ Status MyReplication::SyncSequences(Side from) {
   const std::string& to_db = from == Side::kSource ? s_.target_db : primary_db_;
   const std::string& of_db = from == Side::kSource ? s_.source_db : s_.target_db;
   std::set<std::string> migrated;
-  for (const auto& [id, t] : s_.tables) migrated.insert(id.name);
+  std::vector<std::string> names;
+  for (const auto& [id, t] : s_.tables)
+    if (migrated.insert(id.name).second) names.push_back(QuoteString(id.name));
+  if (names.empty()) return Status::Ok();
+  // The migrated tables' AUTO_INCREMENT columns and counters (the table
+  // names listed, so the server opens only those tables).
   const char* kCounters =
       "SELECT t.TABLE_NAME, c.COLUMN_NAME, COALESCE(t.AUTO_INCREMENT, 0) FROM information_schema.TABLES t JOIN "
       "information_schema.COLUMNS c ON c.TABLE_SCHEMA = t.TABLE_SCHEMA AND c.TABLE_NAME = t.TABLE_NAME WHERE "
-      "t.TABLE_SCHEMA = {} AND c.EXTRA LIKE '%auto_increment%'";
+      "t.TABLE_SCHEMA = {0} AND c.TABLE_SCHEMA = {0} AND t.TABLE_NAME IN ({1}) AND c.TABLE_NAME IN ({1}) AND "
+      "c.EXTRA LIKE '%auto_increment%'";
+  const std::string in = fmt::format("{}", fmt::join(names, ", "));
   ASSIGN_OR_RETURN(MyResult have, OnControl(to, [&](MyConn& c) {
-                     return c.Query(fmt::format(fmt::runtime(kCounters), QuoteString(to_db)));
+                     return c.Query(fmt::format(fmt::runtime(kCounters), QuoteString(to_db), in));
                    }));
   struct Counter {
     std::string column;
@@ -490,7 +497,7 @@ Status MyReplication::SyncSequences(Side from) {
   // The side moved from may be further on (rows deleted at the top): its
   // counter too, so no key is handed out twice.
   ASSIGN_OR_RETURN(MyResult theirs, OnControl(of, [&](MyConn& c) {
-                     return c.Query(fmt::format(fmt::runtime(kCounters), QuoteString(of_db)));
+                     return c.Query(fmt::format(fmt::runtime(kCounters), QuoteString(of_db), in));
                    }));
   for (int i = 0; i < theirs.rows(); ++i) {
     auto it = counters.find(theirs.Get(i, 0));
