@@ -54,7 +54,7 @@ class MyEngine final : public Engine {
   const std::vector<TablePtr>& tables() const override { return tables_; }
   std::string Sides() const override {
     return fmt::format("reading {}{}, writing {}", RedactUri(reader_uri_),
-                       spec_.source_replica.empty() ? "" : " (a replica: the primary is not touched)",
+                       spec_.source_replica.empty() ? "" : " (a replica: the primary is not read)",
                        RedactUri(spec_.target));
   }
   std::vector<std::pair<std::string, std::string>> InitialState() const override {
