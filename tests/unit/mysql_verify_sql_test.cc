@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "engines/verify_report.h"
+
 namespace midflight::mysql {
 namespace {
 
@@ -98,6 +100,22 @@ TEST(KeyRangeSqlSingle, SingleColumnKeysUseInAndPlainComparisons) {
   VerifyKey a{std::string("5")}, b{std::string("9")};
   EXPECT_EQ(sql.Range(a, b), "`id` > 5 AND `id` <= 9");
   EXPECT_NE(sql.Lookup({&a, &b}).find("WHERE `id` IN (5, 9)"), std::string::npos);
+}
+
+// A MySQL key may be any bytes (a BINARY key): the JSON report replaces what
+// is not UTF-8 rather than throwing, and names the differing columns.
+TEST(VerifyReport, JsonHoldsKeysThatAreNotUtf8AndTheColumns) {
+  verify::Report r;
+  verify::TableResult t;
+  t.table = {"shop", "t"};
+  t.differences.push_back({t.table, {std::string("\xff\x00", 2)}, "(k)=(0xff00)", "differs", {"c", "NULL"}});
+  r.tables.push_back(t);
+  const std::string j = r.ToJson();
+  EXPECT_NE(j.find(R"j("columns":["c","NULL"])j"), std::string::npos) << j;
+  EXPECT_NE(j.find(R"j("key_display":"(k)=(0xff00)")j"), std::string::npos) << j;
+  EXPECT_FALSE(r.clean());
+  EXPECT_TRUE(r.Summary().starts_with("verify: 1 differences (0 missing on target, 0 extra on target, 1 differ)"))
+      << r.Summary();
 }
 
 }  // namespace
