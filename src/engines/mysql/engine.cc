@@ -9,6 +9,7 @@
 #include <deque>
 #include <future>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "base/clock.h"
@@ -31,6 +32,7 @@
 #include "engines/mysql/snapshot_copier.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/schema_loader.h"
+#include "engines/mysql/schema_objects.h"
 
 namespace midflight {
 namespace {
@@ -111,6 +113,11 @@ class MyEngine final : public Engine, public ReplicationOps {
 
  private:
   std::string Pos(uint64_t p) const { return mysql::FormatBinlogPos(binlog_base_, p); }
+  std::set<std::string> TableNames() const {
+    std::set<std::string> names;
+    for (const auto& t : tables_) names.insert(t->id.name);
+    return names;
+  }
   // Reconnects the control connections a server restart broke.
   Status ReconnectControl();
   // The position SHOW MASTER STATUS gives on `conn`, or 0.
@@ -193,6 +200,9 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   if (!tables.ok()) return tables.status().WithContext("source catalog");
   tables_ = *tables;
   for (const auto& t : tables_) by_id_[t->id] = t;
+  // Views, routines, triggers, events: readable, and their definers exist on the target.
+  RETURN_IF_ERROR(mysql::CheckObjects(*src_, source_db_, *dst_, TableNames(), reader, &problems)
+                      .WithContext("reading the views, routines, triggers and events"));
   if (fresh) {
     ASSIGN_OR_RETURN(auto existing, mysql::ListTables(*dst_, target_db_));
     if (!existing.empty() && !spec_.allow_nonempty_target)
@@ -216,6 +226,7 @@ Status MyEngine::CreateSchema() {
   for (const auto& t : tables_) ids.push_back(t->id);
   ASSIGN_OR_RETURN(auto ddl, mysql::CreateTables(*src_, *dst_, ids, target_db_));
   if (!store_.Get("deferred_ddl")) RETURN_IF_ERROR(store_.Put("deferred_ddl", mysql::SerializeDeferred(ddl)));
+  RETURN_IF_ERROR(mysql::CreateRoutinesAndViews(*src_, *dst_, source_db_, target_db_));
   Say(fmt::format("schema: {} tables created on the target (secondary indexes and foreign keys follow the copy)",
                   tables_.size()));
   return Status::Ok();
@@ -244,12 +255,15 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   job.target_db = target_db_;
   job.migration = spec_.name;
   job.workers = spec_.copy_workers;
+  job.knobs = &runtime_.knobs;
+  job.rate = &runtime_.copy_rate;
+  job.throttle = &runtime_.throttle;
   job.tables = by_id_;
   job.max_row_bytes = max_row_bytes_;
   job.chunks = std::move(chunks);
   job.on_chunk_committed = std::move(on_chunk_committed);
   Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot", job.chunks.size(),
-                  job.workers));
+                  runtime_.knobs.Int(Knob::kParallelism)));
   return mysql::CopyChunks(job, progress, stop);
 }
 
@@ -259,6 +273,9 @@ Status MyEngine::FinishSchema() {
   CrashPoint("before-post-data");
   ASSIGN_OR_RETURN(auto ddl, mysql::ParseDeferred(store_.Get("deferred_ddl").value_or("[]")));
   RETURN_IF_ERROR(mysql::BuildDeferred(spec_.target, target_db_, ddl, spec_.copy_workers));
+  // Triggers (quiet on midflight's apply sessions) and events (disabled) once the copy is in.
+  RETURN_IF_ERROR(ReconnectControl());
+  RETURN_IF_ERROR(mysql::CreateTriggersAndEvents(*src_, *dst_, source_db_, target_db_, TableNames()));
   Say(fmt::format("schema: indexes and foreign keys built in {:.1f} s",
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   return Status::Ok();

@@ -267,7 +267,9 @@ Status MyChangeSink::Connect() {
   ConnOptions o;
   o.program_name = fmt::format("midflight-apply-{}", partition_.value);
   ASSIGN_OR_RETURN(conn_, MyConn::Connect(uri_, o));
-  RETURN_IF_ERROR(conn_->Exec("SET foreign_key_checks = 0, innodb_lock_wait_timeout = 10, autocommit = 1"));
+  // @midflight_apply: the target's migrated triggers do not fire on applied changes (schema_objects.h).
+  RETURN_IF_ERROR(
+      conn_->Exec("SET foreign_key_checks = 0, innodb_lock_wait_timeout = 10, autocommit = 1, @midflight_apply = 1"));
   ASSIGN_OR_RETURN(std::string packet, conn_->QueryValue("SELECT @@max_allowed_packet"));
   uint64_t max_packet = 0;
   if (!ParseU64(packet, &max_packet))
