@@ -26,7 +26,7 @@ counts() {  # counts SQL_FN DB: views triggers functions procedures events
 [[ $(counts sql_rep shop) == "7 6 3 3 1" ]] || fail "source schema: $(counts sql_rep shop) (views triggers functions procedures events)"
 log "source: 7 views, 6 triggers, 3 functions, 3 procedures, 1 event"
 
-write_my_spec objs "chunk_rows: 100" "copy_workers: 2" "partitions: 4"
+write_my_spec objs "chunk_rows: 1000" "copy_workers: 2" "partitions: 4"
 
 # ---- 1. preflight: the definer the target lacks ----
 out=$("$MF" run "$SPEC" 2>&1) && fail "midflight ran although the target lacks reporter@%"
@@ -44,7 +44,7 @@ i=0
 while :; do
   i=\$((i + 1))
   "$TESTDB" sql "$PRI_DIR" shop -e "
-    UPDATE film SET rental_rate = MOD(rental_rate + 0.5, 9) WHERE film_id IN (1 + \$i % 300, 1 + (\$i * 7) % 300);
+    UPDATE film SET rental_rate = MOD(rental_rate + 0.5, 9) WHERE film_id IN (1 + \$i % 20, 1 + (\$i * 7) % 20);
     UPDATE film SET title = CONCAT('film ', \$i) WHERE film_id = 1 + (\$i * 13) % 300;
     INSERT INTO film (title, description) VALUES (CONCAT('new ', \$i), 'fresh');
     DELETE FROM film WHERE title = CONCAT('new ', \$i - 5);
@@ -66,7 +66,9 @@ assert_equal
 src_audit=$(sql_rep -e "SELECT COUNT(*), COALESCE(SUM(seq), 0), COALESCE(MAX(audit_id), 0) FROM shop.film_audit")
 dst_audit=$(sql_dst -e "SELECT COUNT(*), COALESCE(SUM(seq), 0), COALESCE(MAX(audit_id), 0) FROM shop_new.film_audit")
 [[ $src_audit == "$dst_audit" ]] || fail "audit rows: source (count, sum seq, max id) $src_audit, target $dst_audit"
-[[ $(cut -f1 <<<"$src_audit") -gt 100 ]] || fail "the load made too few audited updates: $src_audit"
+read -r n_audit sum_seq _ <<<"$src_audit"
+# seq numbers each film's audit rows: a trigger fired twice on the target would shift them.
+[[ $n_audit -gt 60 && $sum_seq -gt $n_audit ]] || fail "the load made too few audited updates: $src_audit"
 log "audit table: source and target both $src_audit (count, sum of seq, max id): no trigger fired twice"
 stop_mf
 

@@ -182,6 +182,13 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
       granted.find(",SUPER,") == std::string::npos)
     problems.push_back(reader + ": the user lacks REPLICATION CLIENT / BINLOG MONITOR (GRANT REPLICATION CLIENT ON *.* "
                                 "TO ...), needed to read binlog positions");
+  // The copy watches the replica's lag (snapshot_copier.h).
+  if (!spec_.source_replica.empty())
+    if (auto lag = mysql::ReadReplicaLag(*src_); !lag.ok())
+      problems.push_back(fmt::format("source replica: {}; GRANT SLAVE MONITOR ON *.* TO the migration's user "
+                                     "(REPLICATION CLIENT before MariaDB 10.5), needed to slow the copy while the "
+                                     "replica lags",
+                                     lag.status().message()));
   const int64_t source_packet = vars.GetInt(0, 5);
   ASSIGN_OR_RETURN(MyResult tvars, dst_->Query("SELECT @@local_infile, @@max_allowed_packet, @@hostname, @@port"));
   if (tvars.Get(0, 0) != "1")

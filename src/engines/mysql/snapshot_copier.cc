@@ -422,13 +422,13 @@ class LagGate {
   bool Set(bool paused, double lag, double max_lag, const std::string& why) {
     if (paused) {
       const std::string message =
-          fmt::format("the source replica is {:.0f} s behind its primary{} (knob replica_max_lag_seconds is {:.1f}); "
+          fmt::format("the source replica is {:.1f} s behind its primary{} (knob replica_max_lag_seconds is {:.1f}); "
                       "copy workers take no new chunk until it catches up",
                       lag, why, max_lag);
       if (!paused_) LOG_WARN("copy: {}", message);
       if (job_.throttle) job_.throttle->Report(kWhere, -1, Distress::kReplicaLag, message, std::chrono::seconds(1));
     } else if (paused_) {
-      LOG_INFO("copy: the source replica is {:.0f} s behind its primary; copying again", lag);
+      LOG_INFO("copy: the source replica is {:.1f} s behind its primary; copying again", lag);
       if (job_.throttle) job_.throttle->Clear(kWhere);
     }
     paused_ = paused;

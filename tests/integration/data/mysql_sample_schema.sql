@@ -47,9 +47,11 @@ CREATE TRIGGER upd_film AFTER UPDATE ON film FOR EACH ROW BEGIN
     END IF;
   END;;
 -- Fires after upd_film: one audit row per update of a film, numbered.
-CREATE TRIGGER film_rate_audit AFTER UPDATE ON film FOR EACH ROW FOLLOWS upd_film
-  INSERT INTO film_audit (film_id, old_rate, new_rate, seq)
-  SELECT new.film_id, old.rental_rate, new.rental_rate, COUNT(*) + 1 FROM film_audit WHERE film_id = new.film_id;;
+CREATE TRIGGER film_rate_audit AFTER UPDATE ON film FOR EACH ROW FOLLOWS upd_film BEGIN
+    DECLARE n INT;
+    SELECT COUNT(*) INTO n FROM film_audit WHERE film_id = new.film_id;
+    INSERT INTO film_audit (film_id, old_rate, new_rate, seq) VALUES (new.film_id, old.rental_rate, new.rental_rate, n + 1);
+  END;;
 CREATE TRIGGER del_film AFTER DELETE ON film FOR EACH ROW BEGIN
     DELETE FROM film_text WHERE film_id = old.film_id; # keep film_text in step
   END;;
