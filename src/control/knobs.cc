@@ -31,7 +31,8 @@ const std::array<KnobDef, static_cast<size_t>(Knob::kCount)>& KnobDefs() {
       {Knob::kFailAfterSeconds, "fail_after_seconds", 1, 604800, false,
        "an error that retries have not fixed for this long moves the migration to failed"},
       {Knob::kReplicaMaxLagSeconds, "replica_max_lag_seconds", 0, 86400, false,
-       "appliers wait while a physical replica of the target replays further behind than this (0 = off)"},
+       "appliers wait while a physical replica of the target replays further behind than this; a MySQL copy "
+       "starts no new chunk while the source replica it reads lags more (0 = off)"},
       {Knob::kLagAlertSeconds, "lag_alert_seconds", 0, 604800, false, "webhook alert when lag stays above this ..."},
       {Knob::kLagAlertAfterSeconds, "lag_alert_after_seconds", 0, 604800, false, "... for longer than this"},
       {Knob::kStopOnConflict, "stop_on_conflict", 0, 1, true,

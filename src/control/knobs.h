@@ -34,7 +34,7 @@ enum class Knob {
   kLockTimeoutMs,        // apply sessions' lock_timeout on the target
   kThrottleMaxBackoffMs, // longest pause of a distressed partition before it retries
   kFailAfterSeconds,     // an error that retries have not fixed for this long fails the migration
-  kReplicaMaxLagSeconds, // a physical replica of the target lagging more holds the appliers; 0 = off
+  kReplicaMaxLagSeconds, // a replica of the target lagging more holds the appliers (and the source replica a MySQL copy); 0 = off
   kLagAlertSeconds,      // webhook: lag over this ...
   kLagAlertAfterSeconds, // ... for longer than this sends a lag alert
   kStopOnConflict,       // 0: an apply conflict overwrites (counted, logged); 1: it fails the migration

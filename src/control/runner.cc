@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <map>
+#include <utility>
 
 #include "base/log.h"
 #include "base/parse.h"
@@ -158,14 +160,23 @@ Status Runner::Copy() {
   if (!chunks.empty()) {
     Ticker ticker(std::chrono::milliseconds(1000), [&] { save_progress(nullptr); });
     auto last_print = std::chrono::steady_clock::now();
+    std::map<TableId, int64_t> rows_at_print = rows_at_start;  // the printer thread's
     Ticker printer(std::chrono::milliseconds(5000), [&] {
-      if (std::chrono::steady_clock::now() - last_print < std::chrono::seconds(4)) return;
-      last_print = std::chrono::steady_clock::now();
+      const auto now = std::chrono::steady_clock::now();
+      const double secs = std::chrono::duration<double>(now - last_print).count();
+      if (secs < 4) return;
+      last_print = now;
       for (const auto& t : tables) {
         const auto& p = *progress.at(t->id);
-        if (p.chunks_done == p.chunks_total || p.rows == 0) continue;
-        Say(fmt::format("  {:<36} {:>12} / ~{} rows  chunk {}/{}", t->id.ToString(), Commas(p.rows),
-                        Commas(t->estimated_rows), p.chunks_done.load(), p.chunks_total));
+        const int64_t rows = p.rows;
+        const int64_t since = rows - std::exchange(rows_at_print[t->id], rows);
+        if (p.chunks_done == p.chunks_total || rows == 0) continue;
+        // The estimate comes from the catalog's statistics: the percentage may pass 100 before the end.
+        Say(fmt::format("  {:<36} {:>12} / ~{} rows ({:.0f} %), {} rows/s  chunk {}/{}", t->id.ToString(),
+                        Commas(rows), Commas(t->estimated_rows),
+                        t->estimated_rows > 0 ? 100.0 * static_cast<double>(rows) / static_cast<double>(t->estimated_rows) : 0.0,
+                        Commas(static_cast<int64_t>(static_cast<double>(since) / secs)), p.chunks_done.load(),
+                        p.chunks_total));
       }
     });
     Status st = engine_.CopyChunks(std::move(chunks), progress, ctx_.stop, [](int n) { CrashPoint("copy-chunks", n); });

@@ -19,7 +19,7 @@ start_my_servers() {
   # The application's user and database, created on the primary and replicated.
   sql_pri -e "CREATE USER app@'%' IDENTIFIED BY 'app'; GRANT ALL ON *.* TO app@'%'; CREATE DATABASE shop"
   # midflight's user: on the replica (not binlogged, so it exists there only) and the target.
-  local grants="CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO mf@'%';"
+  local grants="CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT SELECT, SHOW VIEW, TRIGGER, EVENT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT, SLAVE MONITOR ON *.* TO mf@'%';"
   wait_replica
   "$TESTDB" sql "$REP_DIR" -e "SET sql_log_bin = 0; $grants"
   "$TESTDB" sql "$DST_DIR" -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'; CREATE DATABASE shop_new"

@@ -9,6 +9,7 @@
 #include <deque>
 #include <future>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "base/clock.h"
@@ -32,6 +33,7 @@
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/schema_loader.h"
 #include "engines/mysql/replication_ops.h"
+#include "engines/mysql/schema_objects.h"
 
 namespace midflight {
 namespace {
@@ -99,6 +101,14 @@ class MyEngine final : public Engine {
   }
 
  private:
+  // Reconnects the control connections a server restart broke.
+  Status ReconnectControl();
+  std::set<std::string> TableNames() const {
+    std::set<std::string> names;
+    for (const auto& t : tables_) names.insert(t->id.name);
+    return names;
+  }
+
   const MigrationSpec& spec_;
   StateStore& store_;
   MigrationRuntime& runtime_;
@@ -153,6 +163,13 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
       granted.find(",SUPER,") == std::string::npos)
     problems.push_back(reader + ": the user lacks REPLICATION CLIENT / BINLOG MONITOR (GRANT REPLICATION CLIENT ON *.* "
                                 "TO ...), needed to read binlog positions");
+  // The copy watches the replica's lag (snapshot_copier.h).
+  if (!spec_.source_replica.empty())
+    if (auto lag = mysql::ReadReplicaLag(*src_); !lag.ok())
+      problems.push_back(fmt::format("source replica: {}; GRANT SLAVE MONITOR ON *.* TO the migration's user "
+                                     "(REPLICATION CLIENT before MariaDB 10.5), needed to slow the copy while the "
+                                     "replica lags",
+                                     lag.status().message()));
   const int64_t source_packet = vars.GetInt(0, 5);
   ASSIGN_OR_RETURN(MyResult tvars, dst_->Query("SELECT @@local_infile, @@max_allowed_packet, @@hostname, @@port"));
   if (tvars.Get(0, 0) != "1")
@@ -173,6 +190,9 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   for (const auto& t : tables_) by_id_[t->id] = t;
   repl_.reset();
   (void)Replication();  // made here, before any other thread may format a position
+  // Views, routines, triggers, events: readable, and their definers exist on the target.
+  RETURN_IF_ERROR(mysql::CheckObjects(*src_, source_db_, *dst_, TableNames(), reader, &problems)
+                      .WithContext("reading the views, routines, triggers and events"));
   if (fresh) {
     ASSIGN_OR_RETURN(auto existing, mysql::ListTables(*dst_, target_db_));
     if (!existing.empty() && !spec_.allow_nonempty_target)
@@ -196,6 +216,7 @@ Status MyEngine::CreateSchema() {
   for (const auto& t : tables_) ids.push_back(t->id);
   ASSIGN_OR_RETURN(auto ddl, mysql::CreateTables(*src_, *dst_, ids, target_db_));
   if (!store_.Get("deferred_ddl")) RETURN_IF_ERROR(store_.Put("deferred_ddl", mysql::SerializeDeferred(ddl)));
+  RETURN_IF_ERROR(mysql::CreateRoutinesAndViews(*src_, *dst_, source_db_, target_db_));
   Say(fmt::format("schema: {} tables created on the target (secondary indexes and foreign keys follow the copy)",
                   tables_.size()));
   return Status::Ok();
@@ -224,12 +245,15 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   job.target_db = target_db_;
   job.migration = spec_.name;
   job.workers = spec_.copy_workers;
+  job.knobs = &runtime_.knobs;
+  job.rate = &runtime_.copy_rate;
+  job.throttle = &runtime_.throttle;
   job.tables = by_id_;
   job.max_row_bytes = max_row_bytes_;
   job.chunks = std::move(chunks);
   job.on_chunk_committed = std::move(on_chunk_committed);
   Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot", job.chunks.size(),
-                  job.workers));
+                  runtime_.knobs.Int(Knob::kParallelism)));
   return mysql::CopyChunks(job, progress, stop);
 }
 
@@ -239,8 +263,25 @@ Status MyEngine::FinishSchema() {
   CrashPoint("before-post-data");
   ASSIGN_OR_RETURN(auto ddl, mysql::ParseDeferred(store_.Get("deferred_ddl").value_or("[]")));
   RETURN_IF_ERROR(mysql::BuildDeferred(spec_.target, target_db_, ddl, spec_.copy_workers));
+  // Triggers (quiet on midflight's apply sessions) and events (disabled) once the copy is in.
+  RETURN_IF_ERROR(ReconnectControl());
+  RETURN_IF_ERROR(mysql::CreateTriggersAndEvents(*src_, *dst_, source_db_, target_db_, TableNames()));
   Say(fmt::format("schema: indexes and foreign keys built in {:.1f} s",
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
+  return Status::Ok();
+}
+
+Status MyEngine::ReconnectControl() {
+  mysql::ConnOptions co;
+  co.program_name = "midflight-control";
+  // A session the server dropped looks fine until it is used: ping it.
+  auto alive = [](std::unique_ptr<MyConn>& c) { return c && !c->IsBroken() && c->Exec("SELECT 1").ok(); };
+  if (!alive(src_)) {
+    ASSIGN_OR_RETURN(src_, MyConn::Connect(reader_uri_, co));
+  }
+  if (!alive(dst_)) {
+    ASSIGN_OR_RETURN(dst_, MyConn::Connect(spec_.target, co));
+  }
   return Status::Ok();
 }
 

@@ -270,7 +270,9 @@ Status MyChangeSink::Connect() {
   // skip_replication: the binlog events of midflight's writes carry
   // LOG_EVENT_SKIP_REPLICATION_F, so the flow in the other direction (and
   // nothing else) recognises and skips them (engines/mysql/replication_ops.h).
-  RETURN_IF_ERROR(conn_->Exec("SET foreign_key_checks = 0, innodb_lock_wait_timeout = 10, autocommit = 1"));
+  // @midflight_apply: the target's migrated triggers do not fire on applied changes (schema_objects.h).
+  RETURN_IF_ERROR(
+      conn_->Exec("SET foreign_key_checks = 0, innodb_lock_wait_timeout = 10, autocommit = 1, @midflight_apply = 1"));
   if (Status st = conn_->Exec("SET SESSION skip_replication = 1"); !st.ok())
     return OperatorError(fmt::format("apply partition {}: SET SESSION skip_replication = 1 failed ({}); midflight marks "
                                      "its own writes so that replication in the other direction skips them: grant "

@@ -17,6 +17,7 @@
 #include "base/log.h"
 #include "base/thread_annotations.h"
 #include "engines/mysql/my_conn.h"
+#include "engines/mysql/sql_tokens.h"
 
 namespace midflight::mysql {
 namespace {
@@ -50,125 +51,19 @@ constexpr const char* kBookkeepingColumns[] = {
     "checkpoints.updated_at", "checkpoints.restart_pos", "chunks.migration",         "chunks.table_name",      "chunks.chunk",
     "chunks.snapshot_pos",    "chunks.rows_copied",       "chunks.bytes_copied"};
 
-// Objects of the source databases that midflight does not move. {0} is the
-// quoted, comma-separated list of database names.
+// Objects of the source databases that midflight does not move (views,
+// routines, triggers and events are, by schema_objects.h). {0} is the quoted,
+// comma-separated list of database names.
 constexpr const char* kNotMigratedSql = R"sql(
 SELECT LOWER(TABLE_TYPE), TABLE_SCHEMA, TABLE_NAME FROM information_schema.TABLES
- WHERE TABLE_SCHEMA IN ({0}) AND TABLE_TYPE IN ('VIEW', 'SEQUENCE')
+ WHERE TABLE_SCHEMA IN ({0}) AND TABLE_TYPE = 'SEQUENCE'
 UNION ALL
-SELECT 'trigger', TRIGGER_SCHEMA, TRIGGER_NAME FROM information_schema.TRIGGERS WHERE EVENT_OBJECT_SCHEMA IN ({0})
-UNION ALL
-SELECT LOWER(ROUTINE_TYPE), ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES WHERE ROUTINE_SCHEMA IN ({0})
-UNION ALL
-SELECT 'event', EVENT_SCHEMA, EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA IN ({0})
+SELECT LOWER(ROUTINE_TYPE), ROUTINE_SCHEMA, ROUTINE_NAME FROM information_schema.ROUTINES
+ WHERE ROUTINE_SCHEMA IN ({0}) AND ROUTINE_TYPE NOT IN ('FUNCTION', 'PROCEDURE')
 ORDER BY 1, 2, 3
 )sql";
 
 constexpr size_t kMaxNamesInWarning = 40;
-
-// ---------------------------------------------------------------------------
-// A lexer for the statement SHOW CREATE TABLE prints (sql_mode without
-// ANSI_QUOTES and NO_BACKSLASH_ESCAPES, as MyConn sets it up). It only has to
-// tell quoted text apart from the structure: `identifiers` (`` inside),
-// 'strings' and "strings" (backslash escapes, doubled quotes), /* comments */,
-// words and single punctuation characters. Each token keeps its byte range,
-// so definitions are cut out of the statement exactly as printed.
-
-enum class TokenKind { kIdent, kString, kWord, kPunct, kComment };
-
-struct Token {
-  TokenKind kind;
-  size_t begin = 0, end = 0;  // [begin, end) in the statement
-  std::string value;          // identifier unquoted; word or punctuation as is
-  int depth = 0;              // nesting level; a '(' and its ')' have the level around them
-
-  bool Is(std::string_view word) const {
-    if (kind != TokenKind::kWord || value.size() != word.size()) return false;
-    for (size_t i = 0; i < word.size(); ++i)
-      if (std::toupper(static_cast<unsigned char>(value[i])) != word[i]) return false;
-    return true;
-  }
-  bool IsPunct(char c) const { return kind == TokenKind::kPunct && value.size() == 1 && value[0] == c; }
-};
-
-bool IsWordByte(unsigned char c) {
-  return std::isalnum(c) || c == '_' || c == '$' || c >= 0x80;
-}
-
-Result<std::vector<Token>> Tokenize(std::string_view s) {
-  std::vector<Token> out;
-  int depth = 0;
-  size_t i = 0;
-  while (i < s.size()) {
-    unsigned char c = static_cast<unsigned char>(s[i]);
-    if (std::isspace(c)) {
-      ++i;
-      continue;
-    }
-    Token t;
-    t.begin = i;
-    if (c == '`') {
-      t.kind = TokenKind::kIdent;
-      for (++i;; ++i) {
-        if (i >= s.size()) return Internal(fmt::format("unterminated identifier at byte {}", t.begin));
-        if (s[i] == '`') {
-          if (i + 1 < s.size() && s[i + 1] == '`') {
-            t.value.push_back('`');
-            ++i;
-            continue;
-          }
-          ++i;
-          break;
-        }
-        t.value.push_back(s[i]);
-      }
-    } else if (c == '\'' || c == '"') {
-      t.kind = TokenKind::kString;
-      for (++i;; ++i) {
-        if (i >= s.size()) return Internal(fmt::format("unterminated string at byte {}", t.begin));
-        if (s[i] == '\\') {
-          ++i;
-          continue;
-        }
-        if (static_cast<unsigned char>(s[i]) == c) {
-          if (i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) == c) {
-            ++i;
-            continue;
-          }
-          ++i;
-          break;
-        }
-      }
-    } else if (c == '/' && i + 1 < s.size() && s[i + 1] == '*') {
-      t.kind = TokenKind::kComment;
-      size_t close = s.find("*/", i + 2);
-      if (close == std::string_view::npos) return Internal(fmt::format("unterminated comment at byte {}", t.begin));
-      i = close + 2;
-    } else if (IsWordByte(c)) {
-      t.kind = TokenKind::kWord;
-      while (i < s.size() && IsWordByte(static_cast<unsigned char>(s[i]))) t.value.push_back(s[i++]);
-    } else {
-      t.kind = TokenKind::kPunct;
-      t.value.assign(1, static_cast<char>(c));
-      ++i;
-    }
-    t.end = i;
-    if (t.IsPunct(')')) --depth;
-    t.depth = depth;
-    if (t.IsPunct('(')) ++depth;
-    if (depth < 0) return Internal(fmt::format("unbalanced ')' at byte {}", t.begin));
-    out.push_back(std::move(t));
-  }
-  if (depth != 0) return Internal("unbalanced parentheses");
-  return out;
-}
-
-// Index of the ')' closing the '(' at `open`, or `tokens.size()`.
-size_t MatchingParen(const std::vector<Token>& tokens, size_t open) {
-  for (size_t i = open + 1; i < tokens.size(); ++i)
-    if (tokens[i].IsPunct(')') && tokens[i].depth == tokens[open].depth) return i;
-  return tokens.size();
-}
 
 // ---------------------------------------------------------------------------
 // One definition of the CREATE TABLE body: a column, a key or a constraint.
@@ -441,7 +336,7 @@ Status CheckSqlMode(MyConn& conn, const char* which) {
 void WarnNotMigrated(MyConn& src, const std::set<std::string>& databases) {
   auto r = src.Query(fmt::format(kNotMigratedSql, QuotedList(databases)));
   if (!r.ok()) {
-    LOG_WARN("schema: cannot list the views, triggers, routines and events of the source: {}", r.status().message());
+    LOG_WARN("schema: cannot list the sequences and packages of the source: {}", r.status().message());
     return;
   }
   if (r->rows() == 0) return;
@@ -450,7 +345,7 @@ void WarnNotMigrated(MyConn& src, const std::set<std::string>& databases) {
     names += fmt::format("{}{} {}.{}", i ? ", " : "", r->Get(i, 0), r->Get(i, 1), r->Get(i, 2));
   if (static_cast<size_t>(r->rows()) > kMaxNamesInWarning)
     names += fmt::format(" and {} more", static_cast<size_t>(r->rows()) - kMaxNamesInWarning);
-  LOG_WARN("schema: not migrated (midflight moves tables only): {}", names);
+  LOG_WARN("schema: not migrated (midflight moves tables, views, routines, triggers and events): {}", names);
 }
 
 Status CreateAll(MyConn& src, MyConn& dst, const std::vector<TableId>& tables, const std::string& target_db,

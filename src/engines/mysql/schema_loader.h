@@ -17,8 +17,9 @@
 // table on it, so adding it later would rebuild the table, and the applier
 // matches rows on it).
 //
-// Views, triggers, routines, events and sequences are not migrated: a warning
-// names those found in the source databases.
+// Views, routines, triggers and events are migrated by schema_objects.h;
+// sequences and packages are not: a warning names those found in the source
+// databases.
 #pragma once
 
 #include <string>

@@ -5,12 +5,16 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <optional>
+#include <set>
 #include <thread>
 
 #include "base/log.h"
 #include "base/parse.h"
 #include "base/stop.h"
 #include "base/thread_annotations.h"
+#include "control/knobs.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
@@ -20,6 +24,9 @@ namespace midflight::mysql {
 namespace {
 
 using TablePtr = std::shared_ptr<const TableSchema>;
+
+// Rows between two progress updates (and rate limiter calls) inside a chunk.
+constexpr int64_t kProgressRows = 1024;
 
 // The source's select list and the target's LOAD DATA column list for one table.
 struct LoadShape {
@@ -81,6 +88,9 @@ struct Feed {
   const LoadShape* shape = nullptr;
   const std::atomic<bool>* stop = nullptr;
   int64_t max_row_bytes = 0;
+  TableProgress* progress = nullptr;  // rows and bytes added every kProgressRows rows
+  RateLimiter* rate = nullptr;        // the copy_rows_per_s knob, or null
+  int64_t shown_rows = 0, shown_bytes = 0;  // what was added to `progress` so far
   std::string buf;
   size_t off = 0;
   bool eof = false;
@@ -144,7 +154,22 @@ struct Feed {
     }
     ++row_count;
     byte_count += row_bytes;
+    if (row_count % kProgressRows == 0) {
+      // Progress shows while a chunk is read, not only when it commits.
+      progress->rows += row_count - shown_rows;
+      progress->bytes += byte_count - shown_bytes;
+      shown_rows = row_count;
+      shown_bytes = byte_count;
+      if (rate) rate->Acquire(kProgressRows, *stop);
+    }
     return true;
+  }
+
+  // The chunk committed: the rest of its rows count. Or it failed: none does.
+  void Settle(bool committed) {
+    progress->rows += committed ? row_count - shown_rows : -shown_rows;
+    progress->bytes += committed ? byte_count - shown_bytes : -shown_bytes;
+    shown_rows = shown_bytes = 0;
   }
 
   int Read(char* out, unsigned int len) {
@@ -193,7 +218,8 @@ class Worker {
     to.program_name = "midflight-copy";
     to.local_infile = true;
     ASSIGN_OR_RETURN(dst_, MyConn::Connect(job_.target_uri, to));
-    RETURN_IF_ERROR(dst_->Exec("SET foreign_key_checks = 0, unique_checks = 0, autocommit = 0"));
+    // @midflight_apply: the target's triggers stay quiet on midflight's sessions (schema_objects.h).
+    RETURN_IF_ERROR(dst_->Exec("SET foreign_key_checks = 0, unique_checks = 0, autocommit = 0, @midflight_apply = 1"));
     RETURN_IF_ERROR(src_->Exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"));
     return Status::Ok();
   }
@@ -227,6 +253,8 @@ class Worker {
     feed.shape = &shape;
     feed.stop = &stop_;
     feed.max_row_bytes = job_.max_row_bytes;
+    feed.progress = progress_.at(c.table).get();
+    feed.rate = job_.rate;
     mysql_set_local_infile_handler(dst_->raw(), InfileInit, InfileRead, InfileEnd, InfileError, &feed);
     const std::string load = fmt::format(
         "LOAD DATA LOCAL INFILE 'midflight-{}-{}' INTO TABLE {} CHARACTER SET binary FIELDS TERMINATED BY '\\t' "
@@ -251,16 +279,15 @@ class Worker {
           QuoteString(job_.migration), QuoteString(t.id.ToString()), c.number, snapshot, feed.row_count,
           feed.byte_count));
     if (st.ok()) st = dst_->Exec("COMMIT");
+    feed.Settle(st.ok());
     if (!st.ok()) {
       (void)dst_->Exec("ROLLBACK");
       const bool named = st.message().find(t.id.ToString()) != std::string::npos;
       return st.code() == StatusCode::kCancelled || named ? st
                                                           : st.WithContext(fmt::format("copying table {}", t.id.ToString()));
     }
-    auto& p = *progress_.at(c.table);
-    p.rows += feed.row_count;
-    p.bytes += feed.byte_count;
-    ++p.chunks_done;
+    ++progress_.at(c.table)->chunks_done;
+    LOG_DEBUG("copied {} chunk {}: {} rows", t.id.ToString(), c.number, feed.row_count);
     return Status::Ok();
   }
 
@@ -309,39 +336,157 @@ Result<std::vector<Chunk>> PlanChunks(MyConn& source, const std::vector<TablePtr
   return out;
 }
 
+Result<std::optional<ReplicaLag>> ReadReplicaLag(MyConn& conn) {
+  ASSIGN_OR_RETURN(MyResult r, conn.Query("SHOW SLAVE STATUS"));
+  if (r.rows() == 0) return std::optional<ReplicaLag>();
+  std::map<std::string, int> col;
+  for (int i = 0; i < r.cols(); ++i) col[r.names()[i]] = i;
+  auto get = [&](const char* name) -> std::optional<std::string> {
+    auto it = col.find(name);
+    if (it == col.end() || r.IsNull(0, it->second)) return std::nullopt;
+    return r.Get(0, it->second);
+  };
+  ReplicaLag lag;
+  lag.sql_running = get("Slave_SQL_Running").value_or("") == "Yes";
+  lag.io_running = get("Slave_IO_Running").value_or("") == "Yes";
+  if (auto s = get("Seconds_Behind_Master")) {
+    uint64_t v = 0;
+    if (ParseU64(*s, &v)) lag.seconds_behind = static_cast<double>(v);
+  }
+  // Events received and not executed yet: the relay log is ahead of the SQL thread.
+  lag.executed = get("Relay_Master_Log_File").value_or("") + ":" + get("Exec_Master_Log_Pos").value_or("");
+  lag.pending = lag.executed != get("Master_Log_File").value_or("") + ":" + get("Read_Master_Log_Pos").value_or("");
+  return std::optional<ReplicaLag>(lag);
+}
+
+double ReplicaLagTracker::Observe(const ReplicaLag& s, std::chrono::steady_clock::time_point now) {
+  if (s.executed != last_executed_ || !s.pending) {
+    last_executed_ = s.executed;
+    last_progress_ = now;
+  }
+  // Seconds_Behind_Master is NULL while the SQL thread is stopped: the
+  // replica is then as far behind as the time it has not executed anything
+  // while events were waiting, at least what it last reported.
+  if (s.seconds_behind && s.sql_running) {
+    last_reported_ = *s.seconds_behind;
+    return *s.seconds_behind;
+  }
+  if (!s.pending) return 0;
+  return std::max(last_reported_, std::chrono::duration<double>(now - last_progress_).count());
+}
+
+namespace {
+
+// The source replica's lag, sampled by the copy's supervisor; while it is
+// over the replica_max_lag_seconds knob, workers take no new chunk (a chunk
+// paused halfway would hold its snapshot open on the lagging replica, and
+// its LOAD DATA transaction on the target). Shown on the throttle board as
+// "copy: source replica lag"; cleared below 80 % of the knob.
+class LagGate {
+ public:
+  LagGate(const CopyJob& job) : job_(job) {}
+  ~LagGate() {
+    if (paused_ && job_.throttle) job_.throttle->Clear(kWhere);
+  }
+  // Samples at most once a second; true while the copy should hold.
+  bool Hold() {
+    const double max_lag = job_.knobs ? job_.knobs->Get(Knob::kReplicaMaxLagSeconds) : 0;
+    if (max_lag <= 0 || job_.source_uri.empty()) return Set(false, 0, max_lag, "");
+    auto now = std::chrono::steady_clock::now();
+    if (now - last_sample_ < std::chrono::seconds(1)) return paused_;
+    last_sample_ = now;
+    if (!conn_ || conn_->IsBroken()) {
+      ConnOptions o;
+      o.program_name = "midflight-copy-monitor";
+      auto c = MyConn::Connect(job_.source_uri, o);
+      if (!c.ok()) return paused_;  // the workers meet the same server and report it
+      conn_ = std::move(*c);
+    }
+    auto sample = ReadReplicaLag(*conn_);
+    if (!sample.ok()) {
+      if (!warned_) LOG_WARN("copy: cannot read the source replica's lag: {}", sample.status().message());
+      warned_ = true;
+      return paused_;
+    }
+    if (!*sample) return Set(false, 0, max_lag, "");  // not a replica
+    const double lag = tracker_.Observe(**sample, now);
+    std::string why = (*sample)->sql_running ? "" : " (its SQL thread is stopped)";
+    if (lag > max_lag) return Set(true, lag, max_lag, why);
+    if (lag <= max_lag * 0.8) return Set(false, lag, max_lag, why);
+    return paused_;
+  }
+
+ private:
+  static constexpr const char* kWhere = "copy: source replica lag";
+
+  bool Set(bool paused, double lag, double max_lag, const std::string& why) {
+    if (paused) {
+      const std::string message =
+          fmt::format("the source replica is {:.1f} s behind its primary{} (knob replica_max_lag_seconds is {:.1f}); "
+                      "copy workers take no new chunk until it catches up",
+                      lag, why, max_lag);
+      if (!paused_) LOG_WARN("copy: {}", message);
+      if (job_.throttle) job_.throttle->Report(kWhere, -1, Distress::kReplicaLag, message, std::chrono::seconds(1));
+    } else if (paused_) {
+      LOG_INFO("copy: the source replica is {:.1f} s behind its primary; copying again", lag);
+      if (job_.throttle) job_.throttle->Clear(kWhere);
+    }
+    paused_ = paused;
+    return paused_;
+  }
+
+  const CopyJob& job_;
+  std::unique_ptr<MyConn> conn_;
+  ReplicaLagTracker tracker_;
+  std::chrono::steady_clock::time_point last_sample_{};
+  bool paused_ = false, warned_ = false;
+};
+
+}  // namespace
+
 Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop) {
+  // What the workers and the supervisor share; `changed` wakes the
+  // supervisor when a worker exits (it may start another, or be done).
   struct Shared {
     Mutex mu;
+    CondVar changed;
     size_t next GUARDED_BY(mu) = 0;
+    std::vector<size_t> retry GUARDED_BY(mu);  // chunks handed back by a worker that stopped
+    int running GUARDED_BY(mu) = 0;
+    std::set<int> alive GUARDED_BY(mu);  // workers whose thread has not returned yet
+    bool hold GUARDED_BY(mu) = false;    // the source replica lags: take no new chunk
     int committed GUARDED_BY(mu) = 0;
     Status first_error GUARDED_BY(mu);
   } sh;
-  std::atomic<bool> failed{false};
+  // Set when the job ends (stop, or an error): a worker's chunk in flight ends early.
   std::atomic<bool> halt{false};
-  auto body = [&] {
-    Worker w(job, progress, halt);
-    if (Status st = w.Open(); !st.ok()) {
-      MutexLock lock(&sh.mu);
-      if (sh.first_error.ok()) sh.first_error = st;
-      failed = true;
-      halt = true;
-      return;
+  auto wanted = [&] {
+    int64_t n = job.knobs ? job.knobs->Int(Knob::kParallelism) : job.workers;
+    return static_cast<int>(std::clamp<int64_t>(n, 1, 64));
+  };
+  // The next chunk for worker `id`; none when the job is done or failed, or
+  // this worker is beyond the parallelism knob (it retires), or the copy holds.
+  auto take = [&](int id) -> std::optional<size_t> {
+    MutexLock lock(&sh.mu);
+    if (!sh.first_error.ok() || halt || id >= wanted() || sh.hold) return std::nullopt;
+    if (!sh.retry.empty()) {
+      size_t i = sh.retry.back();
+      sh.retry.pop_back();
+      return i;
     }
-    for (;;) {
-      if (stop) halt = true;
-      const Chunk* c = nullptr;
-      {
-        MutexLock lock(&sh.mu);
-        if (halt || sh.next >= job.chunks.size()) return;
-        c = &job.chunks[sh.next++];
-      }
-      Status st = w.Copy(*c);
+    if (sh.next >= job.chunks.size()) return std::nullopt;
+    return sh.next++;
+  };
+  auto worker = [&](int id) {
+    Worker w(job, progress, halt);
+    Status st = w.Open();
+    std::optional<size_t> chunk;
+    while (st.ok() && (chunk = take(id))) {
+      st = w.Copy(job.chunks[*chunk]);
       if (!st.ok()) {
         MutexLock lock(&sh.mu);
-        if (sh.first_error.ok() && st.code() != StatusCode::kCancelled) sh.first_error = st;
-        failed = true;
-        halt = true;
-        return;
+        sh.retry.push_back(*chunk);
+        break;
       }
       int n;
       {
@@ -350,28 +495,63 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
       }
       if (job.on_chunk_committed) job.on_chunk_committed(n);
     }
-  };
-  // Passes the caller's `stop` (an atomic, which nothing can wait on) to the
-  // workers' `halt` within 50 ms; it ends at once when the workers are done.
-  StopSource workers_done;
-  std::thread watcher([&] {
-    do {
-      if (stop) halt = true;
-    } while (!workers_done.WaitFor(std::chrono::milliseconds(50)));
-  });
-  std::vector<std::thread> threads;
-  int workers = std::max(1, std::min<int>(job.workers, static_cast<int>(job.chunks.size())));
-  for (int i = 0; i < workers; ++i) threads.emplace_back(body);
-  for (auto& t : threads) t.join();
-  workers_done.Stop();
-  watcher.join();
-  Status first_error;
-  {
     MutexLock lock(&sh.mu);
-    first_error = sh.first_error;
+    if (st.ok() && id >= wanted() && (sh.next < job.chunks.size() || !sh.retry.empty()))
+      LOG_INFO("copy: worker {} retires (knob parallelism is {})", id, wanted());
+    if (!st.ok() && st.code() != StatusCode::kCancelled && sh.first_error.ok()) sh.first_error = st;
+    if (!st.ok()) halt = true;
+    --sh.running;
+  };
+  // The supervisor: keeps as many workers as the parallelism knob asks while
+  // chunks remain (a worker beyond it retires after its current chunk), and
+  // holds new chunks while the source replica lags. It wakes when a worker
+  // exits, and every 50 ms for what has no notification: `stop` (an atomic
+  // the caller sets), the knobs and the lag.
+  LagGate gate(job);
+  std::map<int, std::thread> threads;
+  const int at_start = wanted();
+  while (true) {
+    if (stop) halt = true;
+    bool work_left;
+    {
+      MutexLock lock(&sh.mu);
+      work_left = sh.next < job.chunks.size() || !sh.retry.empty();
+      if (!sh.first_error.ok() || halt || (!work_left && sh.running == 0)) break;
+    }
+    const bool hold = work_left && gate.Hold();  // may query the replica: outside the lock
+    MutexLock lock(&sh.mu);
+    sh.hold = hold;
+    if (work_left && !hold) {
+      for (int id = 0; id < wanted() && sh.running < wanted(); ++id) {
+        if (sh.alive.count(id)) continue;
+        auto it = threads.find(id);
+        if (it != threads.end()) {
+          it->second.join();  // its worker has returned (not in `alive`): this does not wait
+          threads.erase(it);
+        }
+        if (id >= at_start) LOG_INFO("copy: worker {} starts (knob parallelism is {})", id, wanted());
+        ++sh.running;
+        sh.alive.insert(id);
+        threads.emplace(id, std::thread([&, id] {
+          worker(id);
+          {
+            MutexLock l(&sh.mu);
+            sh.alive.erase(id);
+          }
+          sh.changed.NotifyAll();
+        }));
+      }
+    }
+    const int running = sh.running;
+    sh.changed.WaitFor(&sh.mu, std::chrono::milliseconds(50), [&]() REQUIRES(sh.mu) {
+      return sh.running != running || !sh.first_error.ok() || stop;
+    });
   }
-  if (!first_error.ok()) return first_error;
-  if (failed || stop) return Cancelled("copy stopped");
+  if (stop) halt = true;
+  for (auto& [id, t] : threads) t.join();
+  MutexLock lock(&sh.mu);
+  if (!sh.first_error.ok()) return sh.first_error;
+  if (halt || stop || sh.next < job.chunks.size() || !sh.retry.empty()) return Cancelled("copy stopped");
   return Status::Ok();
 }
 

@@ -20,7 +20,9 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <functional>
+#include <optional>
 #include <map>
 #include <memory>
 #include <string>
@@ -29,6 +31,11 @@
 #include "base/status.h"
 #include "core/copy.h"
 #include "core/schema.h"
+#include "pipeline/throttle.h"
+
+namespace midflight {
+class Knobs;
+}
 
 namespace midflight::mysql {
 
@@ -40,7 +47,14 @@ Result<std::vector<Chunk>> PlanChunks(MyConn& source, const std::vector<std::sha
 struct CopyJob {
   std::string source_uri;  // the replica when the migration reads from one
   std::string target_uri, target_db, migration;
-  int workers = 2;
+  int workers = 2;  // without knobs: fixed
+  // Runtime knobs, all optional: `parallelism` (workers are added, or retire
+  // after their chunk), `copy_rows_per_s` through `rate` (checked every 1,024
+  // rows), `replica_max_lag_seconds` (while the server read, when it is a
+  // replica, lags more, no new chunk starts; shown on `throttle`).
+  const Knobs* knobs = nullptr;
+  RateLimiter* rate = nullptr;
+  ThrottleBoard* throttle = nullptr;
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;
   std::vector<Chunk> chunks;  // the chunks still to copy
   int64_t max_row_bytes = 0;  // a row larger than this fails the copy, naming table and key (0: no limit)
@@ -50,7 +64,32 @@ struct CopyJob {
 };
 
 // Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;
-// chunks finished until then stay recorded.
+// chunks finished until then stay recorded. `progress` grows every 1,024
+// rows while a chunk is read (and shrinks back if the chunk fails).
 Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop);
+
+// A replica's SHOW SLAVE STATUS, as far as its lag goes.
+struct ReplicaLag {
+  bool sql_running = false, io_running = false;
+  std::optional<double> seconds_behind;  // Seconds_Behind_Master; NULL while the SQL thread is stopped
+  std::string executed;                  // Relay_Master_Log_File:Exec_Master_Log_Pos
+  bool pending = false;                  // received events not executed yet
+};
+// Nothing when `conn`'s server is not a replica.
+Result<std::optional<ReplicaLag>> ReadReplicaLag(MyConn& conn);
+
+// Turns successive samples into a lag in seconds: Seconds_Behind_Master
+// while the SQL thread runs; while it is stopped with events waiting, the
+// time since it last executed one (at least the lag it last reported); 0
+// when nothing waits. One thread.
+class ReplicaLagTracker {
+ public:
+  double Observe(const ReplicaLag& sample, std::chrono::steady_clock::time_point now);
+
+ private:
+  std::string last_executed_;
+  std::chrono::steady_clock::time_point last_progress_{};
+  double last_reported_ = 0;
+};
 
 }  // namespace midflight::mysql

@@ -29,6 +29,7 @@
 #include "base/status.h"
 #include "core/schema.h"
 #include "engines/engine.h"
+#include "engines/verify_report.h"
 
 namespace midflight::mysql {
 
