@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -381,7 +382,12 @@ struct Session {
   // State that pins the session to its server (pg_session_state.h), from
   // the statements it ran; effects wait here for their ReadyForQuery.
   SessionPins pins;
-  std::vector<SessionEffect> pending_effects;
+  // One batch per request that gets its own ReadyForQuery (Query, Sync,
+  // FunctionCall), answered in order; `open_effects` collects the extended-
+  // protocol messages before their Sync.
+  std::deque<std::vector<SessionEffect>> effect_batches;
+  std::vector<SessionEffect> open_effects;
+  bool error_since_last_rfq = false;  // an ErrorResponse since the last ReadyForQuery
   // pins.Reason(), for PinnedSessions (another thread): written under conn_mu.
   std::string pin_reason;
   // The server sent a FATAL ErrorResponse: it closes the connection next, and
@@ -793,18 +799,26 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
       std::string name;
       if (MayChangeState(sql) && Classify(sql, &name) != StateEffect::kNone) pending_sets.emplace_back(sql);
       if (MayHoldSessionState(sql))
-        for (SessionEffect& e : SessionEffects(sql)) pending_effects.push_back(std::move(e));
+        for (SessionEffect& e : SessionEffects(sql)) open_effects.push_back(std::move(e));
+      effect_batches.push_back(std::exchange(open_effects, {}));
       break;
     }
-    case 'S': ++awaiting_rfq; unsynced = false; break;
-    case 'F': ++awaiting_rfq; break;
+    case 'S':
+      ++awaiting_rfq;
+      unsynced = false;
+      effect_batches.push_back(std::exchange(open_effects, {}));
+      break;
+    case 'F':
+      ++awaiting_rfq;
+      effect_batches.push_back(std::exchange(open_effects, {}));
+      break;
     case 'P': {
       unsynced = true;
       auto parse = wire::ParseParse(body);
       if (!parse.ok()) break;
       // Counted when parsed (a named statement may run later, more than once).
       if (MayHoldSessionState(parse->query))
-        for (SessionEffect& e : SessionEffects(parse->query)) pending_effects.push_back(std::move(e));
+        for (SessionEffect& e : SessionEffects(parse->query)) open_effects.push_back(std::move(e));
       if (!parse->statement.empty()) {
         // The server this goes to gets it now; others get it replayed.
         bool current_had_all = servers[static_cast<int>(current)].state_version == state_version;
@@ -837,6 +851,7 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
 void Session::OnServerMessage(char type, std::string_view body) {
   if (type == 'E') {
     error_since_rfq = true;
+    error_since_last_rfq = true;
     if (wire::IsFatalError(body)) server_fatal = true;
   }
   if (type == 'C' && body.starts_with("ROLLBACK")) pins.RolledBack();
@@ -849,10 +864,17 @@ void Session::OnServerMessage(char type, std::string_view body) {
   if (awaiting_rfq > 0) --awaiting_rfq;
   copy_in = false;
   txn_status = body.empty() ? 'I' : body[0];
-  if (awaiting_rfq == 0 && (!pending_effects.empty() || txn_status == 'I')) {
-    pins.Answered(pending_effects, error_since_rfq, txn_status);
-    pending_effects.clear();
-    UpdatePins();
+  {
+    std::vector<SessionEffect> batch;
+    if (!effect_batches.empty()) {
+      batch = std::move(effect_batches.front());
+      effect_batches.pop_front();
+    }
+    if (!batch.empty() || txn_status == 'I') {
+      pins.Answered(batch, error_since_last_rfq, txn_status);
+      UpdatePins();
+    }
+    error_since_last_rfq = false;
   }
   if (!pending_sets.empty() && awaiting_rfq == 0) {
     if (!error_since_rfq) {
