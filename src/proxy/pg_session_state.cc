@@ -69,6 +69,11 @@ std::string SessionPins::Reason() const {
 
 namespace {
 
+// Both servers answer these catalog reads and set_config calls at once; a
+// server that does not within this is treated as lost (the session ends with
+// the reason) rather than left to hang a session that is counted busy.
+constexpr int kCarryTimeoutMs = 10000;
+
 // Session settings and LISTEN channels of the server session itself.
 constexpr const char* kSessionStateSql =
     "SELECT 's', name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session' "
@@ -140,7 +145,7 @@ Status CarryServerState(const wire::Backend& from, wire::FrameReader& from_reade
   RETURN_IF_ERROR(wire::BackendWrite(from, wire::Query(sql)));
   std::vector<std::vector<std::string>> rows;
   while (true) {
-    ASSIGN_OR_RETURN(wire::Message m, wire::ReadBackendMessage(from, from_reader));
+    ASSIGN_OR_RETURN(wire::Message m, wire::ReadBackendMessage(from, from_reader, kCarryTimeoutMs));
     if (m.type == 'Z') break;
     if (m.type == 'A') for_client->append(wire::Build('A', m.body));
     if (m.type == 'E') {
@@ -160,7 +165,7 @@ Status CarryServerState(const wire::Backend& from, wire::FrameReader& from_reade
   RETURN_IF_ERROR(wire::BackendWrite(to, out));
   size_t expect = replay.size();
   while (expect > 0) {
-    ASSIGN_OR_RETURN(wire::Message m, wire::ReadBackendMessage(to, to_reader));
+    ASSIGN_OR_RETURN(wire::Message m, wire::ReadBackendMessage(to, to_reader, kCarryTimeoutMs));
     if (m.type == 'Z') --expect;
     if (m.type == 'E') {
       auto fields = wire::ParseErrorFields(m.body);
