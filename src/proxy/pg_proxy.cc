@@ -17,6 +17,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <optional>
@@ -27,6 +28,7 @@
 
 #include "base/log.h"
 #include "base/thread_annotations.h"
+#include "proxy/pg_session_state.h"
 #include "proxy/pg_statement.h"
 #include "proxy/wire/pg/backend.h"
 #include "proxy/wire/pg/pg_wire.h"
@@ -209,6 +211,20 @@ class ClientIo {
   }
   int fd() const { return fd_; }
   bool pending() const { return ssl_ && SSL_pending(ssl_) > 0; }
+  // With TLS: the tls-server-end-point channel binding data of the
+  // certificate presented to this client (scram.h); "" without TLS or when it
+  // cannot be computed (then SCRAM-SHA-256-PLUS is not offered).
+  std::string TlsServerEndPoint() const {
+    if (!ssl_) return "";
+    X509* cert = SSL_get_certificate(ssl_);  // owned by the SSL object
+    if (cert == nullptr) return "";
+    unsigned char* der = nullptr;
+    const int len = i2d_X509(cert, &der);
+    if (len <= 0) return "";
+    auto hash = wire::TlsServerEndPoint(std::string_view(reinterpret_cast<const char*>(der), static_cast<size_t>(len)));
+    OPENSSL_free(der);
+    return hash.ok() ? *hash : "";
+  }
   Status StartTls(SSL_CTX* ctx) {
     ssl_ = SSL_new(ctx);
     SSL_set_fd(ssl_, fd_);
@@ -299,15 +315,16 @@ struct PgProxy::Impl : std::enable_shared_from_this<PgProxy::Impl> {
   // if it has waited long enough); 0 when it is refused.
   uint64_t AdmitUnauthenticated(int fd);
 
-  // Sessions (for cancel requests, drain reports and Stop), by the key handed to the client.
+  // Sessions (for cancel requests, drain and pin reports, and Stop).
   Mutex sessions_mu;
   CondVar sessions_cv;
-  std::map<int32_t, Session*> sessions GUARDED_BY(sessions_mu);
+  std::set<Session*> sessions GUARDED_BY(sessions_mu);
 
   // Stats.
   std::atomic<int64_t> clients[2] = {0, 0};
   std::atomic<int64_t> connections{0}, auth_failures{0}, protocol_errors{0}, moves{0};
   std::atomic<int64_t> transactions[2] = {0, 0}, server_connects[2] = {0, 0};
+  std::atomic<int64_t> pinned{0};  // sessions whose SessionPins say pinned
 
   ~Impl() {
     if (ssl_ctx) SSL_CTX_free(ssl_ctx);
@@ -326,6 +343,10 @@ struct Session {
   std::string peer;
   std::string user, password, database;
   std::vector<std::pair<std::string, std::string>> startup_params;  // passed to every server connection
+  // The cancel key handed to the client: the pid of the session's first
+  // server connection (what pg_backend_pid() said then, and the pid in its
+  // own notifications) and a secret of the proxy's. Set by Greet under the
+  // proxy's sessions_mu, read by Cancel under it.
   int32_t key_pid = 0, key_secret = 0;
 
   struct ServerConn {
@@ -358,6 +379,20 @@ struct Session {
   uint64_t state_version = 0;
   std::vector<std::string> pending_sets;         // run, not yet confirmed by ReadyForQuery
   bool error_since_rfq = false;
+  // State that pins the session to its server (pg_session_state.h), from
+  // the statements it ran; effects wait here for their ReadyForQuery.
+  SessionPins pins;
+  // One batch per request that gets its own ReadyForQuery (Query, Sync,
+  // FunctionCall), answered in order; `open_effects` collects the extended-
+  // protocol messages before their Sync.
+  std::deque<std::vector<SessionEffect>> effect_batches;
+  std::vector<SessionEffect> open_effects;
+  bool error_since_last_rfq = false;  // an ErrorResponse since the last ReadyForQuery
+  // pins.Reason(), for PinnedSessions (another thread): written under conn_mu.
+  std::string pin_reason;
+  // The server sent a FATAL ErrorResponse: it closes the connection next, and
+  // that error (already relayed) is the client's last word.
+  bool server_fatal = false;
   // The read-only endpoint's server reported default_transaction_read_only
   // off (by a way ReadWriteAttempt cannot see, e.g. a setting name computed at
   // run time): the session is closed.
@@ -398,6 +433,12 @@ struct Session {
   }
   Status Relay();
   void CancelServerQuery();
+  // The current server closed the connection (or a write to it failed).
+  Status ServerGone(const char* what) {
+    if (server_fatal) return RetryCall(fmt::format("the {} server ended the session with a FATAL error", SideName(current)));
+    return Fail("08006", fmt::format(fmt::runtime(what), SideName(current)));
+  }
+  void UpdatePins();
 };
 
 // --- startup and authentication ---------------------------------------------
@@ -455,8 +496,11 @@ Status Session::Startup() {
     auto packet = ReadStartupPacket(reader, deadline);
     if (!packet.ok()) {
       if (packet.status().code() == StatusCode::kRetryCall) return packet.status();  // client gone
+      // An impossible length (a Terminate, garbage, another protocol): the
+      // bytes are not a PostgreSQL client's, so like PostgreSQL (a COMMERROR:
+      // logged, not sent) close without a reply.
       ++proxy->protocol_errors;
-      return Fail("08P01", "invalid startup packet: " + packet.status().message());
+      return OperatorError("invalid startup packet: " + packet.status().message());
     }
     auto parsed = wire::ParseStartup(*packet);
     if (!parsed.ok()) {
@@ -529,6 +573,25 @@ Status Session::Greet() {
   if (Status st = OpenServer(side); !st.ok())
     return Fail("08006", fmt::format("midflight proxy cannot reach the {} server: {}", SideName(side), st.message()));
   current = side;
+  {
+    // The real pid, so that pg_backend_pid() and the pid of the session's own
+    // notifications match what the driver was told; with a secret of the
+    // proxy's, unique among the sessions with the same pid (the two servers'
+    // pids may coincide).
+    MutexLock lock(&proxy->sessions_mu);
+    const int32_t pid = servers[static_cast<int>(side)].b.pid;
+    int32_t secret = 0;
+    auto taken = [&]() REQUIRES(proxy->sessions_mu) {
+      for (Session* s : proxy->sessions)
+        if (s != this && s->key_pid == pid && s->key_secret == secret) return true;
+      return false;
+    };
+    do {
+      RAND_bytes(reinterpret_cast<uint8_t*>(&secret), sizeof secret);
+    } while (secret == 0 || taken());
+    key_pid = pid;
+    key_secret = secret;
+  }
   std::string out = wire::AuthOk();
   for (auto& [k, v] : servers[static_cast<int>(side)].b.parameters) out += wire::ParameterStatus(k, v);
   out += wire::BackendKeyData(key_pid, key_secret);
@@ -562,16 +625,17 @@ Status Session::Authenticate(wire::FrameReader& reader, Clock::time_point deadli
       RAND_bytes(r, sizeof r);
       secret.assign(reinterpret_cast<char*>(r), sizeof r);
     }
-    wire::ScramServer scram(secret);
-    RETURN_IF_ERROR(client->Write(wire::AuthSasl({"SCRAM-SHA-256"})));
+    wire::ScramServerOptions options;
+    options.tls_server_end_point = client->TlsServerEndPoint();  // SCRAM-SHA-256-PLUS over TLS
+    wire::ScramServer scram(secret, options);
+    RETURN_IF_ERROR(client->Write(wire::AuthSasl(scram.Mechanisms())));
     ASSIGN_OR_RETURN(wire::Message first, ReadClientMessage(reader, deadline));
     if (first.type != 'p') return Fail("08P01", fmt::format("expected SASLInitialResponse, got message type '{}'", first.type));
     // mechanism\0 int32 length, data
     auto nul = first.body.find('\0');
     if (nul == std::string::npos || first.body.size() < nul + 5) return Fail("08P01", "malformed SASLInitialResponse");
     std::string mech = first.body.substr(0, nul);
-    if (mech != "SCRAM-SHA-256")
-      return Fail("28000", fmt::format("SASL mechanism {} is not supported (SCRAM-SHA-256 is)", mech));
+    if (Status st = scram.ChooseMechanism(mech); !st.ok()) return Fail("28000", st.message());
     std::string data = first.body.substr(nul + 5);
     auto server_first = scram.ClientFirst(data);
     if (!server_first.ok()) return Fail("08P01", server_first.status().message());
@@ -668,6 +732,17 @@ Status Session::BeginTransaction() {
   }
   busy = true;
   busy_since_ns = Clock::now().time_since_epoch().count();
+  // A read-only session with state only its server has stays there (it does
+  // not follow the canary); LISTEN too, as it is not carried between the two
+  // connections a read-only session keeps.
+  if (readonly && (pins.pinned() || pins.listening())) want = current;
+  if (want != current && !readonly && pins.pinned())
+    // The cutover refuses a write switch while PinnedSessions lists this
+    // session; should writes have moved anyway, the session ends with the
+    // reason rather than lose its state silently.
+    return Fail("57P01", fmt::format("midflight proxy: writes moved to the {} but this session holds state only the {} "
+                                     "has ({}); reconnect",
+                                     SideName(want), SideName(current), pins.Reason()));
   if (want != current) {
     ServerConn& next = servers[static_cast<int>(want)];
     if (!next.open()) {
@@ -677,6 +752,17 @@ Status Session::BeginTransaction() {
     if (Status st = SyncState(want); !st.ok())
       return Fail("08006", fmt::format("midflight proxy lost the {} server: {}", SideName(want), st.message()));
     Side old = current;
+    if (!readonly) {
+      // What the SQL replay cannot know: the old server's own session
+      // settings and LISTEN channels (pg_session_state.h).
+      ServerConn& prev = servers[static_cast<int>(old)];
+      std::string notifications;
+      if (Status st = CarryServerState(prev.b, prev.reader, next.b, next.reader, pins.custom_settings(), peer,
+                                        &notifications); !st.ok())
+        return Fail("08006", fmt::format("midflight proxy could not carry the session state from the {} to the {}: {}",
+                                         SideName(old), SideName(want), st.message()));
+      RETURN_IF_ERROR(client->Write(notifications));
+    }
     {
       MutexLock lock(&conn_mu);
       current = want;
@@ -712,14 +798,27 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
       std::string_view sql = body.substr(0, body.find('\0'));
       std::string name;
       if (MayChangeState(sql) && Classify(sql, &name) != StateEffect::kNone) pending_sets.emplace_back(sql);
+      if (MayHoldSessionState(sql))
+        for (SessionEffect& e : SessionEffects(sql)) open_effects.push_back(std::move(e));
+      effect_batches.push_back(std::exchange(open_effects, {}));
       break;
     }
-    case 'S': ++awaiting_rfq; unsynced = false; break;
-    case 'F': ++awaiting_rfq; break;
+    case 'S':
+      ++awaiting_rfq;
+      unsynced = false;
+      effect_batches.push_back(std::exchange(open_effects, {}));
+      break;
+    case 'F':
+      ++awaiting_rfq;
+      effect_batches.push_back(std::exchange(open_effects, {}));
+      break;
     case 'P': {
       unsynced = true;
       auto parse = wire::ParseParse(body);
       if (!parse.ok()) break;
+      // Counted when parsed (a named statement may run later, more than once).
+      if (MayHoldSessionState(parse->query))
+        for (SessionEffect& e : SessionEffects(parse->query)) open_effects.push_back(std::move(e));
       if (!parse->statement.empty()) {
         // The server this goes to gets it now; others get it replayed.
         bool current_had_all = servers[static_cast<int>(current)].state_version == state_version;
@@ -750,7 +849,12 @@ void Session::Track(char type, std::string_view body, std::string_view bytes) {
 }
 
 void Session::OnServerMessage(char type, std::string_view body) {
-  if (type == 'E') error_since_rfq = true;
+  if (type == 'E') {
+    error_since_rfq = true;
+    error_since_last_rfq = true;
+    if (wire::IsFatalError(body)) server_fatal = true;
+  }
+  if (type == 'C' && body.starts_with("ROLLBACK")) pins.RolledBack();
   if (type == 'S' && readonly) {
     auto ps = wire::ParseParameterStatus(body);
     if (ps.ok() && ps->first == "default_transaction_read_only" && ps->second != "on") read_write_reported = true;
@@ -760,6 +864,18 @@ void Session::OnServerMessage(char type, std::string_view body) {
   if (awaiting_rfq > 0) --awaiting_rfq;
   copy_in = false;
   txn_status = body.empty() ? 'I' : body[0];
+  {
+    std::vector<SessionEffect> batch;
+    if (!effect_batches.empty()) {
+      batch = std::move(effect_batches.front());
+      effect_batches.pop_front();
+    }
+    if (!batch.empty() || txn_status == 'I') {
+      pins.Answered(batch, error_since_last_rfq, txn_status);
+      UpdatePins();
+    }
+    error_since_last_rfq = false;
+  }
   if (!pending_sets.empty() && awaiting_rfq == 0) {
     if (!error_since_rfq) {
       for (auto& sql : pending_sets) {
@@ -795,6 +911,15 @@ void Session::OnServerMessage(char type, std::string_view body) {
     pending_sets.clear();
   }
   if (awaiting_rfq == 0) error_since_rfq = false;
+}
+
+void Session::UpdatePins() {
+  std::string reason = pins.Reason();
+  if (reason == pin_reason) return;
+  if (pin_reason.empty()) ++proxy->pinned;
+  else if (reason.empty()) --proxy->pinned;
+  MutexLock lock(&conn_mu);
+  pin_reason = std::move(reason);
 }
 
 // The client is gone while the server still works on its request: ask the
@@ -933,7 +1058,7 @@ Status Session::Relay() {
       }
       if (!out.empty()) {
         if (Status st = wire::BackendWrite(servers[static_cast<int>(current)].b, out); !st.ok())
-          return Fail("08006", fmt::format("midflight proxy lost the {} server", SideName(current)));
+          return ServerGone("midflight proxy lost the {} server");
       }
       expect_server = awaiting_rfq > 0 && !copy_in && !client->pending();
       continue;  // the server may have changed
@@ -947,7 +1072,7 @@ Status Session::Relay() {
           continue;
         }
         if (n < 0 && try_server_first && (errno == EAGAIN || errno == EWOULDBLOCK)) continue;  // poll both sides
-        return Fail("08006", fmt::format("the {} server closed the connection", SideName(current)));
+        return ServerGone("the {} server closed the connection");
       }
       server.reader.CommitWrite(static_cast<size_t>(n));
       out.clear();
@@ -973,6 +1098,15 @@ Status Session::Relay() {
         if (!raw.ok()) return Fail("08P01", "invalid message from the server: " + raw.status().message());
         if (!*raw) break;
         OnServerMessage((*raw)->type, (*raw)->body);
+        if ((*raw)->type == 'A' && server.b.pid != key_pid) {
+          // The session's own notification from a later server connection:
+          // the pid the client knows, so it recognises it as its own.
+          auto pid = wire::ParseNotificationPid((*raw)->body);
+          if (pid.ok() && *pid == server.b.pid) {
+            out.append(wire::WithNotificationPid((*raw)->bytes, key_pid));
+            continue;
+          }
+        }
         out.append((*raw)->bytes);
       }
       RETURN_IF_ERROR(client->Write(out));
@@ -1071,12 +1205,7 @@ void PgProxy::Impl::Serve(int fd, bool readonly, uint64_t unauth_id) {
           fmt::format("sorry, too many clients already (midflight proxy, proxy.max_clients = {})", config.max_clients)));
       return;
     }
-    do {
-      RAND_bytes(reinterpret_cast<uint8_t*>(&session->key_pid), sizeof session->key_pid);
-      session->key_pid &= 0x3fffffff;
-      RAND_bytes(reinterpret_cast<uint8_t*>(&session->key_secret), sizeof session->key_secret);
-    } while (session->key_pid == 0 || sessions.count(session->key_pid));
-    sessions[session->key_pid] = session.get();
+    sessions.insert(session.get());
   }
   st = session->Greet();
   if (st.ok()) {
@@ -1087,9 +1216,10 @@ void PgProxy::Impl::Serve(int fd, bool readonly, uint64_t unauth_id) {
   if (!st.ok() && st.code() != StatusCode::kRetryCall)
     LOG_INFO("proxy: session {} (user {}) closed: {}", session->peer, session->user, st.message());
   if (session->busy) session->EndTransaction();
+  if (!session->pin_reason.empty()) --pinned;
   {
     MutexLock lock(&sessions_mu);
-    sessions.erase(session->key_pid);
+    sessions.erase(session.get());
   }
   session.reset();
   sessions_cv.NotifyAll();
@@ -1101,9 +1231,11 @@ void PgProxy::Impl::Cancel(int32_t pid, int32_t secret) {
   int32_t server_pid = 0, server_secret = 0;
   {
     MutexLock lock(&sessions_mu);
-    auto it = sessions.find(pid);
-    if (it == sessions.end() || it->second->key_secret != secret) return;
-    Session* s = it->second;
+    auto it = std::find_if(sessions.begin(), sessions.end(), [&](Session* s) {
+      return s->key_pid == pid && s->key_secret == secret && pid != 0;
+    });
+    if (it == sessions.end()) return;
+    Session* s = *it;
     MutexLock conn_lock(&s->conn_mu);
     const ServerAddress& a = config.servers[static_cast<int>(s->current)];
     host = a.host;
@@ -1171,7 +1303,7 @@ void PgProxy::Stop() {
   }
   Impl& impl = *impl_;
   MutexLock lock(&impl.sessions_mu);
-  for (auto& [k, s] : impl.sessions) shutdown(s->client->fd(), SHUT_RDWR);
+  for (Session* s : impl.sessions) shutdown(s->client->fd(), SHUT_RDWR);
   impl.sessions_cv.WaitFor(&impl.sessions_mu, std::chrono::seconds(5),
                            [&]() REQUIRES(impl.sessions_mu) { return impl.sessions.empty(); });
 }
@@ -1197,7 +1329,7 @@ Status PgProxy::PauseWrites(std::chrono::milliseconds drain_timeout) {
   MutexLock slock(&impl.sessions_mu);
   auto now = Clock::now();
   int listed = 0;
-  for (auto& [k, s] : impl.sessions) {
+  for (Session* s : impl.sessions) {
     if (s->readonly || !s->busy) continue;  // racy read of a flag, for the message only
     if (listed++ < 5)
       who += fmt::format("{}{} (user {}, in a transaction for {:.1f} s)", who.empty() ? "" : ", ", s->peer, s->user,
@@ -1225,7 +1357,21 @@ ProxyStats PgProxy::stats() const {
     s.server_connects[i] = impl_->server_connects[i];
   }
   s.session_moves = impl_->moves;
+  s.pinned_sessions = impl_->pinned;
   return s;
+}
+
+std::vector<std::string> PgProxy::PinnedSessions(Side side) const {
+  std::vector<std::string> out;
+  MutexLock lock(&impl_->sessions_mu);
+  for (Session* s : impl_->sessions) {
+    if (s->readonly) continue;
+    MutexLock conn_lock(&s->conn_mu);
+    if (s->current != side || s->pin_reason.empty()) continue;
+    out.push_back(fmt::format("{} on the {}: {}", s->peer, SideName(side), s->pin_reason));
+  }
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 }  // namespace midflight::proxy

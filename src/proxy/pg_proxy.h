@@ -23,7 +23,8 @@
 // "Busy" spans a whole transaction: from the first message after an idle
 // ReadyForQuery to the next idle ReadyForQuery with no Sync or Query still
 // unanswered, so a pause (PauseWrites) never cuts a transaction or a pipeline.
-// Cancel requests are mapped to the session's current server connection.
+// Cancel requests are mapped to the session's current server connection; the
+// key the client holds is the real pid of its first server connection.
 //
 // Thread-safety: every public method may be called from any thread.
 #pragma once
@@ -93,6 +94,7 @@ class PgProxy final : public TrafficSwitch {
   Status PauseWrites(std::chrono::milliseconds drain_timeout) override;
   void ResumeWrites() override;
   ProxyStats stats() const override;
+  std::vector<std::string> PinnedSessions(Side side) const override;
 
   struct Impl;  // internal (sessions hold it)
 

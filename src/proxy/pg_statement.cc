@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <utility>
 #include <vector>
 
 #include "base/parse.h"
@@ -272,7 +273,133 @@ std::string_view StatementAttempt(const Statement& s) {
   return "";
 }
 
+bool IsSymbol(const Statement& s, size_t i, std::string_view sym) {
+  return i < s.size() && s[i].kind == Token::Kind::kSymbol && s[i].text == sym;
+}
+
+bool IsName(const Statement& s, size_t i) {
+  return i < s.size() && (s[i].kind == Token::Kind::kWord || s[i].kind == Token::Kind::kIdent);
+}
+
+// A possibly qualified name at s[*i]: its last part, and whether its schema is
+// pg_temp; *i moves past it. Empty when there is no name there.
+std::string QualifiedName(const Statement& s, size_t* i, bool* in_pg_temp) {
+  std::string last, schema;
+  while (IsName(s, *i)) {
+    schema = std::exchange(last, s[*i].text);
+    ++*i;
+    if (!IsSymbol(s, *i, ".")) break;
+    ++*i;
+  }
+  if (in_pg_temp) *in_pg_temp = schema.starts_with("pg_temp");
+  return last;
+}
+
+void StatementEffects(const Statement& s, std::vector<SessionEffect>* out) {
+  using K = SessionEffect::Kind;
+  auto word = [&](size_t i, std::string_view w) { return IsWord(s, i, w); };
+  if (word(0, "create")) {
+    size_t i = 1;
+    if (word(i, "or") && word(i + 1, "replace")) i += 2;
+    if (word(i, "global") || word(i, "local")) ++i;
+    bool temp = false;
+    if (word(i, "temp") || word(i, "temporary")) {
+      temp = true;
+      ++i;
+    }
+    if (word(i, "unlogged")) ++i;
+    if (word(i, "recursive")) ++i;
+    if (!(word(i, "table") || word(i, "view") || word(i, "sequence"))) return;
+    ++i;
+    if (word(i, "if") && word(i + 1, "not") && word(i + 2, "exists")) i += 3;
+    bool in_pg_temp = false;
+    std::string name = QualifiedName(s, &i, &in_pg_temp);
+    if (name.empty() || !(temp || in_pg_temp)) return;
+    for (size_t k = i; k + 2 < s.size(); ++k)
+      if (word(k, "on") && word(k + 1, "commit") && word(k + 2, "drop")) return;  // gone at commit
+    out->push_back({K::kTempObject, name});
+    return;
+  }
+  if (word(0, "select") || word(0, "with")) {
+    for (size_t i = 1; i < s.size(); ++i) {
+      if (!word(i, "into")) continue;
+      size_t k = i + 1;
+      bool temp = false;
+      if (word(k, "temp") || word(k, "temporary")) {
+        temp = true;
+        ++k;
+      }
+      if (word(k, "unlogged")) ++k;
+      if (word(k, "table")) ++k;
+      bool in_pg_temp = false;
+      std::string name = QualifiedName(s, &k, &in_pg_temp);
+      if (!name.empty() && (temp || in_pg_temp)) out->push_back({K::kTempObject, name});
+    }
+  }
+  if (word(0, "drop") && (word(1, "table") || word(1, "view") || word(1, "sequence"))) {
+    size_t i = 2;
+    if (word(i, "if") && word(i + 1, "exists")) i += 2;
+    while (true) {
+      std::string name = QualifiedName(s, &i, nullptr);
+      if (name.empty()) break;
+      out->push_back({K::kDrop, name});
+      if (!IsSymbol(s, i, ",")) break;
+      ++i;
+    }
+    return;
+  }
+  if (word(0, "declare") && IsName(s, 1)) {
+    for (size_t i = 2; i + 1 < s.size() && !word(i, "for"); ++i)
+      if (word(i, "with") && word(i + 1, "hold")) {
+        out->push_back({K::kHoldCursor, s[1].text});
+        break;
+      }
+    return;
+  }
+  if (word(0, "close")) {
+    if (word(1, "all") && s.size() == 2) out->push_back({K::kCloseAll, ""});
+    else if (IsName(s, 1)) out->push_back({K::kCloseCursor, s[1].text});
+    return;
+  }
+  if (word(0, "discard")) {
+    if (word(1, "all")) out->push_back({K::kDiscardAll, ""});
+    else if (word(1, "temp") || word(1, "temporary")) out->push_back({K::kDiscardTemp, ""});
+    return;
+  }
+  if (word(0, "listen") && IsName(s, 1)) {
+    out->push_back({K::kListen, s[1].text});
+    return;
+  }
+  if (word(0, "unlisten")) {
+    if (IsSymbol(s, 1, "*")) out->push_back({K::kUnlistenAll, ""});
+    else if (IsName(s, 1)) out->push_back({K::kUnlisten, s[1].text});
+    return;
+  }
+  for (size_t i = 0; i < s.size(); ++i) {
+    const Token& t = s[i];
+    if (t.kind != Token::Kind::kWord && t.kind != Token::Kind::kIdent) continue;
+    // Custom ("x.y") settings are not in pg_settings, where the proxy reads
+    // the rest of the session's settings when it moves: their names come
+    // from here (a name computed at run time is not seen).
+    if (t.text == "set_config" && IsSymbol(s, i + 1, "(") && i + 2 < s.size() &&
+        s[i + 2].kind == Token::Kind::kString && !s[i + 2].escaped &&
+        s[i + 2].text.find('.') != std::string::npos)
+      out->push_back({K::kCustomSetting, s[i + 2].text});
+    if (t.text == "pg_advisory_lock" || t.text == "pg_advisory_lock_shared" || t.text == "pg_try_advisory_lock" ||
+        t.text == "pg_try_advisory_lock_shared")
+      out->push_back({K::kAdvisoryLock, ""});
+    else if (t.text == "pg_advisory_unlock_all")
+      out->push_back({K::kAdvisoryUnlockAll, ""});
+  }
+}
+
 }  // namespace
+
+std::vector<SessionEffect> SessionEffects(std::string_view sql) {
+  std::vector<SessionEffect> out;
+  for (const Statement& s : Lex(sql)) StatementEffects(s, &out);
+  return out;
+}
 
 std::string_view ReadWriteAttempt(std::string_view sql) {
   for (const Statement& s : Lex(sql))

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace midflight::proxy {
 
@@ -92,6 +93,52 @@ int HighestParameter(std::string_view sql);
 // lower case; "" when the statement has a comment, a quoted name or another
 // shape (such a statement is never taken to override another).
 std::string SettingKey(std::string_view sql);
+
+// Server-side state a statement creates or ends that cannot follow a session
+// to another server (temporary objects, cursors WITH HOLD, session advisory
+// locks), and LISTEN / UNLISTEN (which the proxy re-issues on a new server,
+// but which keep a read-only session on its server). The session that holds
+// such state is pinned to its server (pg_session_state.h).
+struct SessionEffect {
+  enum class Kind {
+    kTempObject,         // CREATE TEMP TABLE|VIEW|SEQUENCE name, SELECT ... INTO TEMP name, pg_temp.name
+    kDrop,               // DROP TABLE|VIEW|SEQUENCE name (one effect per name)
+    kHoldCursor,         // DECLARE name ... CURSOR WITH HOLD
+    kCloseCursor,        // CLOSE name
+    kCloseAll,           // CLOSE ALL
+    kAdvisoryLock,       // pg_[try_]advisory_lock[_shared](...): a session-level lock may be held
+    kAdvisoryUnlockAll,  // pg_advisory_unlock_all()
+    kDiscardTemp,        // DISCARD TEMP
+    kDiscardAll,         // DISCARD ALL: ends all of the above and LISTEN
+    kListen,             // LISTEN name
+    kUnlisten,           // UNLISTEN name
+    kUnlistenAll,        // UNLISTEN *
+    kCustomSetting,      // set_config('x.y', ...): a custom setting pg_settings does not list (name as written)
+  };
+  Kind kind;
+  std::string name;  // object, cursor or channel name (lower-cased unless quoted; last part of a qualified name)
+  bool operator==(const SessionEffect&) const = default;
+};
+// Every statement of `sql` (a Query may hold several). Not seen: state made
+// by server-side code (a function creating a temporary table), and statements
+// built at run time (EXECUTE in a DO block).
+std::vector<SessionEffect> SessionEffects(std::string_view sql);
+
+// A cheap first look for the per-query path: false when SessionEffects(sql)
+// is certainly empty (every statement it finds spells one of these words).
+inline bool MayHoldSessionState(std::string_view sql) {
+  auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; };
+  auto has = [&](std::string_view word) {  // `word` in lower case
+    for (size_t i = 0; i + word.size() <= sql.size(); ++i) {
+      size_t k = 0;
+      while (k < word.size() && lower(sql[i + k]) == word[k]) ++k;
+      if (k == word.size()) return true;
+    }
+    return false;
+  };
+  return has("temp") || has("drop") || has("hold") || has("close") || has("advisory") || has("discard") ||
+         has("listen") || has("set_config");
+}
 
 // Memory per proxy session stays bounded whatever a client sends: a message
 // longer than kStreamAbove that is not all buffered yet is relayed in the

@@ -1,5 +1,7 @@
 #include "proxy/pg_statement.h"
 
+#include "proxy/pg_session_state.h"
+
 #include <gtest/gtest.h>
 
 namespace midflight::proxy {
@@ -193,6 +195,72 @@ TEST(PgStatementTest, PrepareWithoutANameIsNotCarried) {
   EXPECT_EQ(Classify("prepare;", &name), StateEffect::kNone);
   EXPECT_EQ(Classify("  PREPARE /* c */ (int) AS SELECT 1", &name), StateEffect::kNone);
   EXPECT_EQ(name, "unchanged");
+}
+
+}  // namespace
+}  // namespace midflight::proxy
+
+namespace midflight::proxy {
+namespace {
+
+using K = SessionEffect::Kind;
+
+TEST(SessionEffectsTest, FindsStateThatPinsASession) {
+  EXPECT_EQ(SessionEffects("CREATE TEMP TABLE t1 (id int)"), (std::vector<SessionEffect>{{K::kTempObject, "t1"}}));
+  EXPECT_EQ(SessionEffects("create local temporary table if not exists \"Odd\" (x int)"),
+            (std::vector<SessionEffect>{{K::kTempObject, "odd"}}));
+  EXPECT_EQ(SessionEffects("CREATE TABLE pg_temp.t2 (x int)"), (std::vector<SessionEffect>{{K::kTempObject, "t2"}}));
+  EXPECT_EQ(SessionEffects("CREATE TEMP TABLE t3 (x int) ON COMMIT DROP"), std::vector<SessionEffect>{});
+  EXPECT_EQ(SessionEffects("CREATE TABLE t4 (x int)"), std::vector<SessionEffect>{});
+  EXPECT_EQ(SessionEffects("SELECT * INTO TEMP TABLE t5 FROM x"), (std::vector<SessionEffect>{{K::kTempObject, "t5"}}));
+  EXPECT_EQ(SessionEffects("select 'create temp table no' ; DROP TABLE IF EXISTS a, s.b CASCADE"),
+            (std::vector<SessionEffect>{{K::kDrop, "a"}, {K::kDrop, "b"}}));
+  EXPECT_EQ(SessionEffects("DECLARE c1 NO SCROLL CURSOR WITH HOLD FOR SELECT 1"),
+            (std::vector<SessionEffect>{{K::kHoldCursor, "c1"}}));
+  EXPECT_EQ(SessionEffects("DECLARE c2 CURSOR FOR SELECT 'with hold'"), std::vector<SessionEffect>{});
+  EXPECT_EQ(SessionEffects("CLOSE c1; close all"), (std::vector<SessionEffect>{{K::kCloseCursor, "c1"}, {K::kCloseAll, ""}}));
+  EXPECT_EQ(SessionEffects("SELECT pg_try_advisory_lock(1), pg_advisory_xact_lock(2)"),
+            (std::vector<SessionEffect>{{K::kAdvisoryLock, ""}}));
+  EXPECT_EQ(SessionEffects("SELECT pg_advisory_unlock_all()"), (std::vector<SessionEffect>{{K::kAdvisoryUnlockAll, ""}}));
+  EXPECT_EQ(SessionEffects("LISTEN jobs; UNLISTEN *; discard temp; DISCARD ALL"),
+            (std::vector<SessionEffect>{{K::kListen, "jobs"}, {K::kUnlistenAll, ""}, {K::kDiscardTemp, ""}, {K::kDiscardAll, ""}}));
+  EXPECT_EQ(SessionEffects("SELECT set_config('myapp.tenant', '42', false), set_config('search_path', 'x', false)"),
+            (std::vector<SessionEffect>{{K::kCustomSetting, "myapp.tenant"}}));
+  EXPECT_FALSE(MayHoldSessionState("SELECT * FROM accounts WHERE id = $1"));
+  EXPECT_TRUE(MayHoldSessionState("create TEMPORARY table x()"));
+}
+
+TEST(SessionPinsTest, PinsUntilTheStateEndsInACommittedTransaction) {
+  SessionPins p;
+  p.Answered(SessionEffects("CREATE TEMP TABLE t1 (x int)"), false, 'I');
+  EXPECT_EQ(p.Reason(), "temporary table t1");
+  // Dropped in a transaction that rolls back: still there.
+  p.Answered(SessionEffects("BEGIN"), false, 'T');
+  p.Answered(SessionEffects("DROP TABLE t1"), false, 'T');
+  EXPECT_TRUE(p.pinned());
+  p.RolledBack();
+  p.Answered({}, false, 'I');
+  EXPECT_EQ(p.Reason(), "temporary table t1");
+  // A failed statement outside a transaction left nothing.
+  p.Answered(SessionEffects("CREATE TEMP TABLE t2 (x nosuchtype)"), true, 'I');
+  EXPECT_EQ(p.Reason(), "temporary table t1");
+  p.Answered(SessionEffects("DECLARE c CURSOR WITH HOLD FOR SELECT 1; SELECT pg_advisory_lock(7)"), false, 'I');
+  EXPECT_EQ(p.Reason(), "temporary table t1; cursor c WITH HOLD; session advisory lock");
+  p.Answered(SessionEffects("DROP TABLE t1; CLOSE c"), false, 'I');
+  EXPECT_EQ(p.Reason(), "session advisory lock");
+  p.Answered(SessionEffects("LISTEN ch"), false, 'I');
+  EXPECT_TRUE(p.listening());
+  p.Answered(SessionEffects("DISCARD ALL"), false, 'I');
+  EXPECT_FALSE(p.pinned());
+  EXPECT_FALSE(p.listening());
+  EXPECT_EQ(p.Reason(), "");
+}
+
+TEST(SessionStateTest, ReplayQuotesForAnyStringSetting) {
+  auto q = ReplayStatements({{"s", "search_path", "a, \"b'c\\\\\""}, {"l", "Job \"x\"", ""}});
+  ASSERT_EQ(q.size(), 2u);
+  EXPECT_EQ(q[0].substr(5), std::string("SELECT pg_catalog.set_config(E'search_path', E'a, \"b''c\\\\\\\\\"', false)") + '\0');
+  EXPECT_EQ(q[1].substr(5), std::string("LISTEN \"Job \"\"x\"\"\"") + '\0');
 }
 
 }  // namespace

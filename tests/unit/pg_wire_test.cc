@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "proxy/wire/pg/backend.h"
+#include "proxy/wire/pg/saslprep.h"
 #include "proxy/wire/pg/scram.h"
 
 namespace midflight::pgwire {
@@ -643,9 +644,10 @@ TEST(ScramTest, RandomNoncesAndSaltsDiffer) {
 TEST(ScramTest, ServerRejectsMalformedClientFirst) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"p=tls-server-end-point,,n=,r=abc",
-       "SCRAM channel binding is not supported (the client sent gs2-cbind-flag \"p=\")"},
+       "The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding "
+       "data."},
       {"", "malformed SCRAM client-first-message: empty message"},
-      {"x,,n=,r=abc", "malformed SCRAM client-first-message: gs2-cbind-flag is not 'n' or 'y'"},
+      {"x,,n=,r=abc", "malformed SCRAM client-first-message: gs2-cbind-flag is not 'n', 'y' or 'p'"},
       {"n,a=bob,n=,r=abc", "SCRAM authorization identity (attribute 'a') is not supported"},
       {"n,x,n=,r=abc", "malformed SCRAM client-first-message: ',' after the gs2 header missing"},
       {"n,,m=ext,n=,r=abc", "unsupported SCRAM extension (attribute 'm')"},
@@ -661,6 +663,71 @@ TEST(ScramTest, ServerRejectsMalformedClientFirst) {
   for (const auto& [message, error] : cases) {
     ScramServer server("pw");
     ExpectStatus(server.ClientFirst(message).status(), StatusCode::kOperator, error);
+  }
+}
+
+// SASLprep as PostgreSQL applies it (RFC 4013 §3 examples, then PostgreSQL's
+// fallbacks to the raw bytes).
+TEST(SaslPrepTest, MapsNormalisesOrFallsBack) {
+  EXPECT_EQ(SaslPrep("I\xC2\xADX"), "IX");             // U+00AD soft hyphen maps to nothing
+  EXPECT_EQ(SaslPrep("user"), "user");
+  EXPECT_EQ(SaslPrep("USER"), "USER");                    // case is kept
+  EXPECT_EQ(SaslPrep("\xC2\xAA"), "a");                 // U+00AA, NFKC
+  EXPECT_EQ(SaslPrep("\xE2\x85\xA8"), "IX");           // U+2168 ROMAN NUMERAL NINE, NFKC
+  EXPECT_EQ(SaslPrep("\xEF\xBD\x90" "ass"), "pass");      // U+FF50 fullwidth p
+  EXPECT_EQ(SaslPrep("a\xC2\xA0" "b"), "a b");             // U+00A0 no-break space maps to a space
+  EXPECT_EQ(SaslPrep("\x07"), "\x07");                  // ASCII passes unchanged (PostgreSQL)
+  EXPECT_EQ(SaslPrep("\xC3\xA9\x07"), "\xC3\xA9\x07");  // prohibited (control character): raw bytes
+  EXPECT_EQ(SaslPrep("\xD8\xA7" "1"), "\xD8\xA7" "1");      // RandALCat then L/EN at the end: bidi fails, raw bytes
+  EXPECT_EQ(SaslPrep("\xC3\x28"), "\xC3\x28");        // not UTF-8: raw bytes
+  EXPECT_EQ(SaslPrep("\xC2\xAD"), "\xC2\xAD");        // maps to nothing at all: raw bytes
+  EXPECT_EQ(SaslPrep("\xF0\x9F\x98\x80"), "\xF0\x9F\x98\x80");  // unassigned in Unicode 3.2: raw bytes
+}
+
+TEST(ScramTest, NonAsciiPasswordsArePrepared) {
+  // A client typing the fullwidth form proves the same password (NFKC).
+  EXPECT_TRUE(Exchange("\xEF\xBD\x90\xC3\xA4ss\xC2\xAA", "p\xC3\xA4ssa").ok());
+  ExpectStatus(Exchange("p\xC3\xA4ss", "pass"), StatusCode::kOperator, "password authentication failed");
+}
+
+TEST(ScramTest, ChannelBindingNegotiation) {
+  ScramServerOptions with_tls;
+  with_tls.tls_server_end_point = std::string(32, 'h');
+  EXPECT_EQ(ScramServer("pw").Mechanisms(), std::vector<std::string>{"SCRAM-SHA-256"});
+  EXPECT_EQ(ScramServer("pw", with_tls).Mechanisms(), (std::vector<std::string>{"SCRAM-SHA-256-PLUS", "SCRAM-SHA-256"}));
+  ExpectStatus(ScramServer("pw").ChooseMechanism("SCRAM-SHA-256-PLUS"), StatusCode::kOperator,
+               "SASL mechanism SCRAM-SHA-256-PLUS is not supported (offered: SCRAM-SHA-256)");
+  {  // 'y' to a server that offered -PLUS: a downgrade by someone in between.
+    ScramServer s("pw", with_tls);
+    ASSERT_TRUE(s.ChooseMechanism("SCRAM-SHA-256").ok());
+    ExpectStatus(s.ClientFirst("y,,n=,r=abc").status(), StatusCode::kOperator,
+                 "SCRAM channel binding negotiation error: the client supports SCRAM channel binding but thinks the "
+                 "server does not; however, this server does support channel binding");
+  }
+  {
+    ScramServer s("pw", with_tls);
+    ASSERT_TRUE(s.ChooseMechanism("SCRAM-SHA-256-PLUS").ok());
+    ExpectStatus(s.ClientFirst("n,,n=,r=abc").status(), StatusCode::kOperator,
+                 "The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding "
+                 "data.");
+  }
+  {
+    ScramServer s("pw", with_tls);
+    ASSERT_TRUE(s.ChooseMechanism("SCRAM-SHA-256-PLUS").ok());
+    ExpectStatus(s.ClientFirst("p=tls-unique,,n=,r=abc").status(), StatusCode::kOperator,
+                 "unsupported SCRAM channel-binding type \"tls-unique\"");
+  }
+  {  // The binding data must be the certificate hash after the header.
+    ScramServer s("pw", with_tls);
+    ASSERT_TRUE(s.ChooseMechanism("SCRAM-SHA-256-PLUS").ok());
+    auto first = s.ClientFirst("p=tls-server-end-point,,n=,r=abc");
+    ASSERT_TRUE(first.ok()) << first.status().message();
+    const std::string nonce = first->substr(2, first->find(',') - 2);
+    ExpectStatus(s.ClientFinal("c=" + Base64Encode("p=tls-server-end-point,," + std::string(32, 'x')) + ",r=" + nonce +
+                               ",p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=")
+                     .status(),
+                 StatusCode::kOperator,
+                 "malformed SCRAM client-final-message: channel binding (attribute 'c') does not match the gs2 header");
   }
 }
 

@@ -493,6 +493,33 @@ Result<std::map<char, std::string>> ParseErrorFields(std::string_view body) {
   return fields;
 }
 
+bool IsFatalError(std::string_view body) {
+  auto fields = ParseErrorFields(body);
+  if (!fields.ok()) return false;
+  // 'V' (never localised, from 9.6 on) when present, else 'S'.
+  auto it = fields->find('V');
+  if (it == fields->end()) it = fields->find('S');
+  return it != fields->end() && (it->second == "FATAL" || it->second == "PANIC");
+}
+
+Result<int32_t> ParseNotificationPid(std::string_view body) {
+  BodyReader r(body, "NotificationResponse ('A')");
+  ASSIGN_OR_RETURN(int32_t pid, r.Int32("process id"));
+  ASSIGN_OR_RETURN(std::string channel, r.CString("channel"));
+  ASSIGN_OR_RETURN(std::string payload, r.CString("payload"));
+  RETURN_IF_ERROR(r.End());
+  return pid;
+}
+
+std::string WithNotificationPid(std::string_view message, int32_t pid) {
+  std::string out(message);
+  if (out.size() < 9) return out;
+  std::string p;
+  PutInt32(p, pid);
+  out.replace(5, 4, p);
+  return out;
+}
+
 std::string DescribeErrorFields(const std::map<char, std::string>& fields) {
   auto get = [&](char c) -> std::string_view {
     auto it = fields.find(c);

@@ -238,6 +238,12 @@ Result<std::map<char, std::string>> ParseErrorFields(std::string_view body);
 // "message (SQLSTATE xxxxx)" from parsed fields, for Status messages.
 std::string DescribeErrorFields(const std::map<char, std::string>& fields);
 
+// True when an 'E' ErrorResponse body has severity FATAL or PANIC: the
+// server closes the connection after it, and a relay must pass it on as the
+// last word (no error of its own after it: a client would report that one).
+// A body that does not parse is not fatal.
+bool IsFatalError(std::string_view body);
+
 // 'S' ParameterStatus: name, value.
 Result<std::pair<std::string, std::string>> ParseParameterStatus(std::string_view body);
 // 'K' BackendKeyData (protocol 3.0: 4-byte key): pid, secret.
@@ -246,6 +252,14 @@ Result<std::pair<int32_t, int32_t>> ParseBackendKeyData(std::string_view body);
 Result<char> ParseReadyForQuery(std::string_view body);
 // 'C' CommandComplete: the command tag.
 Result<std::string> ParseCommandComplete(std::string_view body);
+// 'A' NotificationResponse: the notifying backend's pid, then channel and
+// payload (not decoded here).
+Result<int32_t> ParseNotificationPid(std::string_view body);
+// The same NotificationResponse (whole message, from the type byte) with its
+// pid replaced: a proxy that reports another pid to its client (the session's
+// first server connection) rewrites notifications the session itself sent
+// from a later server connection, so the client recognises them as its own.
+std::string WithNotificationPid(std::string_view message, int32_t pid);
 
 // 'R' Authentication*: the request code; the rest depends on it.
 Result<int32_t> ParseAuthCode(std::string_view body);

@@ -1,10 +1,15 @@
 #include "proxy/wire/pg/scram.h"
 
+#include "proxy/wire/pg/saslprep.h"
+
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/objects.h>
 #include <openssl/rand.h>
+#include <openssl/x509.h>
 
 #include <algorithm>
 #include <charconv>
@@ -68,10 +73,13 @@ struct ScramKeys {
 };
 
 // SaltedPassword → ClientKey, StoredKey = H(ClientKey), ServerKey (RFC 5802 §3).
-// The password is used as raw bytes: see the note on SASLprep in scram.h.
+// The password is SASLprep'ed first, as PostgreSQL does (saslprep.h).
 Result<ScramKeys> DeriveKeys(std::string_view password, std::string_view salt, int iterations) {
   ScramKeys k;
-  ASSIGN_OR_RETURN(std::string salted, SaltedPassword(password, salt, iterations));
+  std::string prepared = SaslPrep(password);
+  auto salted_or = SaltedPassword(prepared, salt, iterations);
+  OPENSSL_cleanse(prepared.data(), prepared.size());
+  ASSIGN_OR_RETURN(std::string salted, std::move(salted_or));
   ASSIGN_OR_RETURN(k.client_key, HmacSha256(salted, "Client Key"));
   ASSIGN_OR_RETURN(k.stored_key, Digest(EVP_sha256(), k.client_key));
   ASSIGN_OR_RETURN(k.server_key, HmacSha256(salted, "Server Key"));
@@ -248,6 +256,25 @@ std::optional<std::string> Base64Decode(std::string_view text) {
 }
 
 // ---------------------------------------------------------------------------
+// Channel binding
+
+Result<std::string> TlsServerEndPoint(std::string_view der) {
+  const auto* p = reinterpret_cast<const unsigned char*>(der.data());
+  X509* cert = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
+  if (cert == nullptr) return OperatorError("tls-server-end-point: the certificate does not parse");
+  int algo = NID_undef;
+  const bool known = OBJ_find_sigid_algs(X509_get_signature_nid(cert), &algo, nullptr) == 1;
+  // RFC 5929 §4.1: MD5 and SHA-1 are replaced by SHA-256.
+  const EVP_MD* md = !known ? nullptr : (algo == NID_md5 || algo == NID_sha1) ? EVP_sha256() : EVP_get_digestbynid(algo);
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  const bool ok = md != nullptr && X509_digest(cert, md, out, &len) == 1;
+  X509_free(cert);
+  if (!ok) return OperatorError("tls-server-end-point: the certificate's signature algorithm has no known hash");
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+// ---------------------------------------------------------------------------
 // Verifier
 
 Result<std::string> MakeScramVerifier(std::string_view password, std::string_view salt, int iterations) {
@@ -304,6 +331,25 @@ Status ScramServer::Fail(Status s) {
   return s;
 }
 
+std::vector<std::string> ScramServer::Mechanisms() const {
+  if (options_.tls_server_end_point.empty()) return {std::string(kScramSha256)};
+  return {std::string(kScramSha256Plus), std::string(kScramSha256)};
+}
+
+Status ScramServer::ChooseMechanism(std::string_view mechanism) {
+  if (state_ != State::kExpectClientFirst) return Fail(Internal("SCRAM mechanism chosen out of order"));
+  if (mechanism == kScramSha256) {
+    plus_ = false;
+    return Status::Ok();
+  }
+  if (mechanism == kScramSha256Plus && !options_.tls_server_end_point.empty()) {
+    plus_ = true;
+    return Status::Ok();
+  }
+  return Fail(OperatorError(fmt::format("SASL mechanism {} is not supported (offered: {})", mechanism,
+                                        fmt::join(Mechanisms(), ", "))));
+}
+
 Result<std::string> ScramServer::ClientFirst(std::string_view msg) {
   if (state_ != State::kExpectClientFirst) return Fail(Internal("SCRAM client-first-message out of order"));
   auto malformed = [&](const std::string& why) {
@@ -312,18 +358,36 @@ Result<std::string> ScramServer::ClientFirst(std::string_view msg) {
 
   // gs2-header: gs2-cbind-flag "," [authzid] ","
   if (msg.empty()) return malformed("empty message");
+  size_t flag_end = 1;  // the ',' after the flag
   if (msg[0] == 'p') {
-    return Fail(OperatorError("SCRAM channel binding is not supported (the client sent gs2-cbind-flag \"p=\")"));
+    // Texts as PostgreSQL's (auth-scram.c), which drivers and users know.
+    if (!plus_)
+      return Fail(OperatorError("The client selected SCRAM-SHA-256 without channel binding, but the SCRAM message "
+                                "includes channel binding data."));
+    flag_end = msg.find(',');
+    if (flag_end == std::string_view::npos || msg.substr(0, 2) != "p=") return malformed("gs2-cbind-flag \"p=\" without a name");
+    if (msg.substr(2, flag_end - 2) != "tls-server-end-point")
+      return Fail(OperatorError(fmt::format("unsupported SCRAM channel-binding type \"{}\"", msg.substr(2, flag_end - 2))));
+  } else if (msg[0] == 'n' || msg[0] == 'y') {
+    if (plus_)
+      return Fail(OperatorError("The client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include "
+                                "channel binding data."));
+    // 'y': the client can bind but thinks this server cannot; it can, so
+    // someone in between took SCRAM-SHA-256-PLUS off the offer.
+    if (msg[0] == 'y' && !options_.tls_server_end_point.empty())
+      return Fail(OperatorError("SCRAM channel binding negotiation error: the client supports SCRAM channel binding "
+                                "but thinks the server does not; however, this server does support channel binding"));
+    if (msg.size() < 2 || msg[1] != ',') return malformed("gs2-cbind-flag is not 'n' or 'y'");
+  } else {
+    return malformed("gs2-cbind-flag is not 'n', 'y' or 'p'");
   }
-  if ((msg[0] != 'n' && msg[0] != 'y') || msg.size() < 2 || msg[1] != ',') {
-    return malformed("gs2-cbind-flag is not 'n' or 'y'");
-  }
-  if (msg.size() > 2 && msg[2] == 'a') {
+  const size_t after = flag_end + 1;
+  if (msg.size() > after && msg[after] == 'a') {
     return Fail(OperatorError("SCRAM authorization identity (attribute 'a') is not supported"));
   }
-  if (msg.size() < 3 || msg[2] != ',') return malformed("',' after the gs2 header missing");
-  gs2_header_ = std::string(msg.substr(0, 3));
-  client_first_bare_ = std::string(msg.substr(3));
+  if (msg.size() <= after || msg[after] != ',') return malformed("',' after the gs2 header missing");
+  gs2_header_ = std::string(msg.substr(0, after + 1));
+  client_first_bare_ = std::string(msg.substr(after + 1));
 
   AttrReader r(client_first_bare_, "client-first-message");
   if (r.Peek() == 'm') return Fail(OperatorError("unsupported SCRAM extension (attribute 'm')"));
@@ -373,7 +437,7 @@ Result<std::string> ScramServer::ClientFinal(std::string_view msg) {
   if (!cbind.ok()) return Fail(cbind.status());
   auto cbind_data = Base64Decode(*cbind);
   if (!cbind_data) return Fail(r.Malformed("channel binding (attribute 'c') is not base64"));
-  if (*cbind_data != gs2_header_) {
+  if (*cbind_data != (plus_ ? gs2_header_ + options_.tls_server_end_point : gs2_header_)) {
     return Fail(r.Malformed("channel binding (attribute 'c') does not match the gs2 header"));
   }
 

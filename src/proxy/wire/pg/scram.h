@@ -6,12 +6,13 @@
 // PostgreSQL's dialect of SCRAM:
 //  - the user name in client-first-message is ignored (libpq sends "n=,"); the
 //    startup packet's user is the one authenticated;
-//  - no channel binding: the GS2 header is "n,," or "y,,"; a client asking for
-//    channel binding ("p=...") is refused, as is an authorization identity;
-//  - passwords: PostgreSQL normalises them with SASLprep and falls back to the
-//    raw bytes when that fails. SASLprep is the identity on ASCII, and only the
-//    raw-bytes path is implemented here, so a non-ASCII password that SASLprep
-//    would change gives a different key than PostgreSQL's.
+//  - channel binding: SCRAM-SHA-256-PLUS with tls-server-end-point only
+//    (RFC 5929), offered by ScramServer when given the certificate hash of
+//    its TLS connection; otherwise the GS2 header is "n,," or "y,,". An
+//    authorization identity is refused;
+//  - passwords are normalised with SASLprep, falling back to the raw bytes
+//    when that fails, exactly as PostgreSQL does (saslprep.h), on every path
+//    (ScramServer, ScramClient, MakeScramVerifier).
 //
 // Failures are OperatorError. A wrong password (or proof) is exactly
 // "password authentication failed" (send SQLSTATE 28P01); a malformed message
@@ -26,12 +27,20 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "base/status.h"
 
 namespace midflight::pgwire {
 
 inline constexpr std::string_view kScramSha256 = "SCRAM-SHA-256";
+inline constexpr std::string_view kScramSha256Plus = "SCRAM-SHA-256-PLUS";
+
+// The tls-server-end-point channel binding data (RFC 5929 §4.1) of a
+// certificate given in DER: its hash with the certificate's signature hash
+// algorithm, SHA-256 where that is MD5 or SHA-1. An error when the DER does
+// not parse or the algorithm is unknown (then offer no channel binding).
+Result<std::string> TlsServerEndPoint(std::string_view der_certificate);
 inline constexpr int kScramDefaultIterations = 4096;
 
 // Standard base64 with padding. Decode is strict (no whitespace, padding
@@ -49,6 +58,10 @@ struct ScramServerOptions {
   std::string salt;   // raw bytes; empty = 16 random bytes (password mode only)
   std::string nonce;  // server nonce, printable ASCII without ','; empty = 18 random bytes, base64
   int iterations = kScramDefaultIterations;  // password mode only
+  // The connection is TLS and this is its tls-server-end-point data
+  // (TlsServerEndPoint of the certificate the server presented): the server
+  // offers SCRAM-SHA-256-PLUS too. Empty: no channel binding.
+  std::string tls_server_end_point;
 };
 
 // The server side: answers a client that proves it knows the password.
@@ -62,6 +75,12 @@ class ScramServer {
   // From a stored verifier (see MakeScramVerifier); options.salt and
   // options.iterations are ignored (the verifier has them).
   static Result<ScramServer> FromVerifier(std::string_view verifier, ScramServerOptions options = {});
+
+  // The mechanisms to offer in AuthenticationSASL, preferred first.
+  std::vector<std::string> Mechanisms() const;
+  // The mechanism the client chose (SASLInitialResponse); before ClientFirst.
+  // Without a call, SCRAM-SHA-256. An error names a mechanism not offered.
+  Status ChooseMechanism(std::string_view mechanism);
 
   // client-first-message → server-first-message ("r=...,s=...,i=...").
   Result<std::string> ClientFirst(std::string_view client_first_message);
@@ -81,7 +100,8 @@ class ScramServer {
   int iterations_ = kScramDefaultIterations;
   std::string stored_key_;
   std::string server_key_;
-  std::string gs2_header_;         // "n,," or "y,,"
+  bool plus_ = false;              // SCRAM-SHA-256-PLUS chosen
+  std::string gs2_header_;         // "n,,", "y,," or "p=tls-server-end-point,,"
   std::string client_first_bare_;  // "n=...,r=..."
   std::string server_first_;
   std::string nonce_;  // client nonce + server nonce
