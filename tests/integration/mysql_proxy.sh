@@ -28,10 +28,12 @@ for p in "$A" "$B"; do
   sysbench oltp_read_write "${SB[@]}" --mysql-port="$p" --mysql-user=midflight --mysql-password=midflight prepare >/dev/null
 done
 
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$WORK/key.pem" -out "$WORK/cert.pem" -days 1 \
+  -subj /CN=localhost >/dev/null 2>&1 || fail "openssl could not make a test certificate"
 RW=$(free_port $((B + 1)))
 RO=$(free_port $((RW + 1)))
 coproc HOSTP { exec "$HOST" --rw "127.0.0.1:$RW" --ro "127.0.0.1:$RO" --source "127.0.0.1:$A" --target "127.0.0.1:$B" \
-  --user app:apppw --auth-timeout-ms 3000 2>"$WORK/host.err"; }
+  --user app:apppw --auth-timeout-ms 3000 --tls-cert "$WORK/cert.pem" --tls-key "$WORK/key.pem" 2>"$WORK/host.err"; }
 EXTRA_PIDS+=("$HOSTP_PID")
 exec {HOST_IN}>&"${HOSTP[1]}" {HOST_OUT}<&"${HOSTP[0]}"
 read -r -t 10 line <&"$HOST_OUT" || fail "the proxy host did not start: $(cat "$WORK/host.err")"
@@ -64,6 +66,10 @@ flip target >/dev/null
 flip source >/dev/null
 [[ $(my -e "SELECT @@port") == "$A" ]] || fail "after side source, a new transaction does not reach the source"
 log "routing: SELECT @@port follows the write side ($A -> $B -> $A)"
+tls=$(mariadb -h127.0.0.1 -P"$RW" -uapp -papppw --ssl shop -e status | grep -i "^SSL:")
+[[ $tls == *"Cipher in use"* ]] || fail "no TLS from the client to the proxy: $tls"
+[[ $(mariadb -h127.0.0.1 -P"$RW" -uapp -papppw --ssl shop -N -B -e "SELECT @@port") == "$A" ]] || fail "query over TLS failed"
+log "TLS: ${tls//$'\t'/ }"
 
 # 2. sysbench through the read-write endpoint while the write side flips.
 sysbench oltp_read_write "${SB[@]}" --mysql-port="$RW" --mysql-user=app --mysql-password=apppw \
@@ -139,6 +145,17 @@ pinned=$(ctl pinned source)
 touch "$WORK/end"
 wait "$TEMP_PID" || fail "$(cat "$WORK/temp.log")"
 log "after DROP TEMPORARY TABLE: $pinned"
+# SQL-level PREPARE pins too (the named statement lives on one server).
+coproc SQLP { exec mariadb -h127.0.0.1 -P"$RW" -uapp -papppw shop -N -B -n; }
+echo "PREPARE named_q FROM 'SELECT 1'; SELECT 'prepared';" >&"${SQLP[1]}"
+read -r -t 10 line <&"${SQLP[0]}" || fail "mariadb: no answer to PREPARE"
+pinned=$(ctl pinned source)
+[[ $pinned == *"SQL prepared statement named_q"* ]] || fail "SQL PREPARE not pinned: $pinned"
+echo "DEALLOCATE PREPARE named_q; SELECT 'gone';" >&"${SQLP[1]}"
+read -r -t 10 line <&"${SQLP[0]}" || fail "mariadb: no answer to DEALLOCATE"
+[[ $(ctl pinned source) == "pinned 0" ]] || fail "still pinned after DEALLOCATE PREPARE"
+exec {SQLP[1]}>&-
+log "SQL PREPARE: $pinned; none after DEALLOCATE PREPARE"
 
 # 7. The read-only endpoint: read-only transactions, canary percentage.
 ro() { mariadb -h127.0.0.1 -P"$RO" -uapp -papppw shop -N -B "$@"; }

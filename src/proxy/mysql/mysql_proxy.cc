@@ -91,11 +91,11 @@ std::string StripQuotes(std::string s) {
 
 // What a statement does to the state that pins a session to its server.
 struct PinEffects {
-  std::vector<std::string> temp_created, dropped;
+  std::vector<std::string> temp_created, dropped, sql_prepared, sql_deallocated;
   int locks_taken = 0, locks_released = 0;
   bool release_all_locks = false, lock_tables = false, unlock_tables = false, user_variables = false;
   bool any() const {
-    return !temp_created.empty() || !dropped.empty() || locks_taken || locks_released || release_all_locks ||
+    return !temp_created.empty() || !dropped.empty() || !sql_prepared.empty() || !sql_deallocated.empty() || locks_taken || locks_released || release_all_locks ||
            lock_tables || unlock_tables || user_variables;
   }
 };
@@ -156,6 +156,20 @@ PinEffects ScanPins(std::string_view sql) {
     e.lock_tables = true;
   });
   each("unlock table", [&](size_t) { e.unlock_tables = true; });
+  // SQL-level PREPARE: a named statement only this server has.
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t end = s.find(';', start);
+    if (end == std::string::npos) end = s.size();
+    std::string stmt = s.substr(start, end - start);
+    while (!stmt.empty() && stmt.front() == ' ') stmt.erase(0, 1);
+    if (stmt.rfind("prepare ", 0) == 0) {
+      for (auto& n : NamesAt(stmt, 8, false)) e.sql_prepared.push_back(n);
+    } else if (stmt.rfind("deallocate prepare ", 0) == 0 || stmt.rfind("drop prepare ", 0) == 0) {
+      for (auto& n : NamesAt(stmt, stmt[0] == 'd' && stmt[1] == 'e' ? 19 : 13, false)) e.sql_deallocated.push_back(n);
+    }
+    start = end + 1;
+  }
   each("@", [&](size_t p) {
     // An assignment to a user variable: SET @x, @x :=, INTO @x.
     if (p < s.size() && s[p] == '@') return;
@@ -824,6 +838,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   std::string PinReason() const {
     std::vector<std::string> r;
     for (const auto& t : temp_tables_) r.push_back(fmt::format("temporary table {}", t));
+    for (const auto& t : sql_prepared_) r.push_back(fmt::format("SQL prepared statement {}", t));
     if (named_locks_ > 0) r.push_back("named lock (GET_LOCK)");
     if (lock_tables_) r.push_back("LOCK TABLES");
     if (user_variables_) r.push_back("user variables");
@@ -833,6 +848,8 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     if (!e.any()) return;
     for (const auto& t : e.temp_created) temp_tables_.insert(t);
     for (const auto& t : e.dropped) temp_tables_.erase(t);
+    for (const auto& t : e.sql_prepared) sql_prepared_.insert(t);
+    for (const auto& t : e.sql_deallocated) sql_prepared_.erase(t);
     named_locks_ += e.locks_taken;
     named_locks_ = std::max(0, named_locks_ - e.locks_released);
     if (e.release_all_locks) named_locks_ = 0;
@@ -1026,6 +1043,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     l.stmts.clear();
     l.typed.clear();
     temp_tables_.clear();
+    sql_prepared_.clear();
     named_locks_ = 0;
     lock_tables_ = user_variables_ = false;
     PublishPins();
@@ -1244,7 +1262,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   std::map<uint32_t, PreparedStmt> stmts_;
   uint32_t next_stmt_ = 1;
   // What pins the session.
-  std::set<std::string> temp_tables_;
+  std::set<std::string> temp_tables_, sql_prepared_;
   int named_locks_ = 0;
   bool lock_tables_ = false, user_variables_ = false;
   // Routing.
