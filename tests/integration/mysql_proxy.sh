@@ -16,12 +16,13 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/mysql_proxy
 
 A=$(free_port 32000)
 B=$(free_port $((A + 1)))
-"$TESTDB" start mariadb "$WORK/a" "$A" >/dev/null
-"$TESTDB" start mariadb "$WORK/b" "$B" >/dev/null
+"$TESTDB" start mariadb "$WORK/a" "$A" --max-allowed-packet=64M >/dev/null
+"$TESTDB" start mariadb "$WORK/b" "$B" --max-allowed-packet=64M >/dev/null
 for d in a b; do
   "$TESTDB" sql "$WORK/$d" -e "CREATE DATABASE shop; CREATE DATABASE shop2;
     CREATE TABLE shop.ps_probe (id int auto_increment primary key, v varchar(20));
-    CREATE TABLE shop.loaded (id int primary key, name varchar(40))"
+    CREATE TABLE shop.loaded (id int primary key, name varchar(40));
+    CREATE TABLE shop.big (id int primary key, v longtext)"
 done
 SB=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-db=shop --tables=2 --table-size=5000)
 for p in "$A" "$B"; do
@@ -108,6 +109,14 @@ my --local-infile=1 -e "LOAD DATA LOCAL INFILE '$WORK/rows.tsv' INTO TABLE loade
 [[ $(my -e "SELECT COUNT(*), SUM(id) FROM loaded") == "20000	200010000" ]] || fail "LOAD DATA LOCAL INFILE: wrong rows"
 [[ $("$TESTDB" sql "$WORK/a" -N -B -e "SELECT COUNT(*) FROM shop.loaded") == 20000 ]] || fail "LOAD DATA LOCAL went elsewhere"
 log "mariadb client: source of a file and LOAD DATA LOCAL INFILE (20,000 rows) through the proxy"
+# Messages over 16 MiB both ways (split into packets): a 20 MB literal in, the value back out.
+"$PY" -c "import sys; sys.stdout.write(\"INSERT INTO big VALUES (1, '\" + 'abcdefghij' * 2000000 + \"');\\n\")" >"$WORK/big.sql"
+my --max-allowed-packet=64M -e "source $WORK/big.sql" 2>"$WORK/big.err" || fail "the 20 MB statement failed: $(tail -c 300 "$WORK/big.err")"
+want=$("$PY" -c "import hashlib; print(hashlib.md5(b'abcdefghij' * 2000000).hexdigest())")
+[[ $(my -e "SELECT LENGTH(v), MD5(v) FROM big") == "20000000	$want" ]] || fail "the 20 MB value arrived wrong"
+got=$(my --max-allowed-packet=64M -e "SELECT v FROM big" | tr -d '\n' | md5sum | cut -d' ' -f1)
+[[ $got == "$want" ]] || fail "the 20 MB value came back wrong ($got)"
+log "a 20 MB statement in and a 20 MB value out (packets split at 16 MiB) through the proxy"
 
 # 4. Session state carried across a flip (pymysql); prepared statements across a flip (Node.js mysql2).
 serve_flips &
@@ -146,15 +155,20 @@ touch "$WORK/end"
 wait "$TEMP_PID" || fail "$(cat "$WORK/temp.log")"
 log "after DROP TEMPORARY TABLE: $pinned"
 # SQL-level PREPARE pins too (the named statement lives on one server).
-coproc SQLP { exec mariadb -h127.0.0.1 -P"$RW" -uapp -papppw shop -N -B -n; }
-echo "PREPARE named_q FROM 'SELECT 1'; SELECT 'prepared';" >&"${SQLP[1]}"
-read -r -t 10 line <&"${SQLP[0]}" || fail "mariadb: no answer to PREPARE"
+mkfifo "$WORK/sql.in"
+mariadb -h127.0.0.1 -P"$RW" -uapp -papppw shop -N -B -n <"$WORK/sql.in" >"$WORK/sql.out" 2>&1 &
+SQL_PID=$!
+exec {SQL_IN}>"$WORK/sql.in"
+answer() { for i in $(seq 100); do grep -q "^$1\$" "$WORK/sql.out" && return 0; sleep 0.1; done; fail "mariadb: no '$1' ($(cat "$WORK/sql.out"))"; }
+echo "PREPARE named_q FROM 'SELECT 1'; SELECT 'prepared';" >&"$SQL_IN"
+answer prepared
 pinned=$(ctl pinned source)
 [[ $pinned == *"SQL prepared statement named_q"* ]] || fail "SQL PREPARE not pinned: $pinned"
-echo "DEALLOCATE PREPARE named_q; SELECT 'gone';" >&"${SQLP[1]}"
-read -r -t 10 line <&"${SQLP[0]}" || fail "mariadb: no answer to DEALLOCATE"
+echo "DEALLOCATE PREPARE named_q; SELECT 'gone';" >&"$SQL_IN"
+answer gone
 [[ $(ctl pinned source) == "pinned 0" ]] || fail "still pinned after DEALLOCATE PREPARE"
-exec {SQLP[1]}>&-
+exec {SQL_IN}>&-
+wait "$SQL_PID" || true
 log "SQL PREPARE: $pinned; none after DEALLOCATE PREPARE"
 
 # 7. The read-only endpoint: read-only transactions, canary percentage.

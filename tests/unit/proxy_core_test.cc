@@ -12,6 +12,7 @@
 
 #include "proxy/core/connection.h"
 #include "proxy/core/event_loop.h"
+#include "proxy/core/proxy_core.h"
 
 namespace midflight::proxy::core {
 namespace {
@@ -213,6 +214,90 @@ TEST(ConnTest, PeerCloseIsReportedEvenWhileNotReading) {
   ASSERT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
   EXPECT_EQ(f.get(), "connection closed by the peer");
   lt.Sync([&] { c.reset(); });
+}
+
+}  // namespace
+}  // namespace midflight::proxy::core
+
+namespace midflight::proxy::core {
+namespace {
+
+class NoModule final : public ProtocolModule {
+ public:
+  std::shared_ptr<Session> NewSession(ProxyCore&, EventLoop*, int fd, Endpoint, uint64_t) override {
+    close(fd);
+    return nullptr;
+  }
+};
+
+class GateSession final : public Session {
+ public:
+  std::promise<void> opened;
+  void Start() override {}
+  void OnGateOpen() override { opened.set_value(); }
+  void Kill(bool) override {}
+  void Shutdown() override {}
+};
+
+// The write gate: a transaction in progress holds PauseWrites until it ends
+// (or the drain timeout names it); while paused, a new transaction waits and
+// is told when writes resume; the read-only endpoint is never gated.
+TEST(ProxyCoreTest, WriteGateDrainsAndHoldsNewTransactions) {
+  NoModule module;
+  CoreConfig cc;
+  cc.migration = "t";
+  cc.listen[0] = "127.0.0.1:0";
+  cc.loops = 2;
+  auto core = ProxyCore::Start(cc, &module);
+  ASSERT_TRUE(core.ok()) << core.status().message();
+  ProxyCore& c = **core;
+  auto loop = std::move(*EventLoop::Create());
+  std::thread lt([&] { loop->Run(); });
+  auto busy = std::make_shared<GateSession>();
+  SessionRecord rec;
+  rec.peer = "10.0.0.7:51234";
+  rec.in_transaction = true;
+  c.Register(7, busy, loop.get(), rec);
+  ASSERT_TRUE(c.EnterTransaction(busy, loop.get(), Endpoint::kReadWrite));
+
+  auto st = c.PauseWrites(std::chrono::milliseconds(50));
+  EXPECT_EQ(st.message(),
+            "proxy t: 1 read-write session(s) still in a transaction after the drain timeout of 50 ms: "
+            "10.0.0.7:51234 (session 7)");
+  // Still paused: a new transaction waits; the read-only endpoint does not.
+  auto waiter = std::make_shared<GateSession>();
+  EXPECT_FALSE(c.EnterTransaction(waiter, loop.get(), Endpoint::kReadWrite));
+  EXPECT_TRUE(c.EnterTransaction(waiter, loop.get(), Endpoint::kReadOnly));
+
+  // The busy transaction ends during a pause: the pause returns at once.
+  std::thread ender([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(30));
+    c.LeaveTransaction(Endpoint::kReadWrite);
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.PauseWrites(std::chrono::seconds(5)).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(2));
+  ender.join();
+
+  c.ResumeWrites();
+  auto f = waiter->opened.get_future();
+  EXPECT_EQ(f.wait_for(std::chrono::seconds(5)), std::future_status::ready);
+
+  c.SetReadPercent(0);
+  EXPECT_EQ(c.Route(Endpoint::kReadOnly), Side::kSource);
+  c.SetReadPercent(100);
+  EXPECT_EQ(c.Route(Endpoint::kReadOnly), Side::kTarget);
+  c.SetWriteSide(Side::kTarget);
+  EXPECT_EQ(c.Route(Endpoint::kReadWrite), Side::kTarget);
+
+  c.Update(7, [](SessionRecord& r) { r.pinned = "temporary table t1"; });
+  EXPECT_EQ(c.PinnedSessions(Side::kSource), std::vector<std::string>{"10.0.0.7:51234 on the source: temporary table t1"});
+  EXPECT_TRUE(c.PinnedSessions(Side::kTarget).empty());
+  EXPECT_EQ(c.stats().pinned_sessions, 1);
+  loop->Post([&] { c.Unregister(7); });
+  c.Stop();
+  loop->Stop();
+  lt.join();
 }
 
 }  // namespace

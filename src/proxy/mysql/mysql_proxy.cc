@@ -779,12 +779,13 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     }
     if (Status st = l.tracker->OnCommand(rewritten.empty() ? payload : std::string_view(rewritten)); !st.ok())
       return ProtocolError(st.message());
-    if (mw::Classify(payload[0]).response != mw::ResponseKind::kNone) awaiting_.push_back(std::move(a));
+    const bool answered = mw::Classify(payload[0]).response != mw::ResponseKind::kNone;
+    if (answered) awaiting_.push_back(std::move(a));
     client_cont_ = payload.size() == kMaxPayload;
     if (rewritten.empty()) l.conn->Write(raw);
     else l.conn->Write(Packet(0, rewritten));
-    client_->Consume(raw.size());
-    if (mw::Classify(payload[0]).response == mw::ResponseKind::kNone) CheckBoundary(l);
+    client_->Consume(raw.size());  // payload and raw end here
+    if (!answered) CheckBoundary(l);
   }
 
   // The command with the client's statement id replaced by the server's; an
@@ -1293,6 +1294,8 @@ Result<std::unique_ptr<MySqlProxy>> MySqlProxy::Start(MySqlProxyConfig config) {
         SSL_CTX_use_PrivateKey_file(m.tls, m.config.tls_key.c_str(), SSL_FILETYPE_PEM) != 1)
       return OperatorError(fmt::format("proxy {}: cannot load tls_cert {} / tls_key {}", m.config.migration,
                                        m.config.tls_cert, m.config.tls_key));
+    // Conn::Write hands OpenSSL the front of a buffer that may grow or move between retries.
+    SSL_CTX_set_mode(m.tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   }
   // Clients see the source's version and capabilities (less what the proxy does not relay).
   if (auto h = ProbeServer(m.config.servers[0])) {

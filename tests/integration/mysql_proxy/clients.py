@@ -177,7 +177,7 @@ elif mode == "bad":
     s.sendall(b"\xff\xff\xff\x00\x03SELECT '" + b"x" * (1 << 20))
     time.sleep(0.5)
     s.close()
-    results.append(("1GB-command", 0.0))
+    results.append(("1GB-command-then-client-left", 0.0))
 
     t0 = time.monotonic()
     try:
