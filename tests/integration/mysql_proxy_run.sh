@@ -7,7 +7,7 @@
 # drives the proxy's switch face directly.)
 source "$(dirname "$0")/mylib.sh"
 start_my_servers 32150
-sql_pri -e "CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO shop.orders SELECT seq, 'v' FROM seq_1_to_100"
+sql_pri -e "USE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO shop.orders SELECT seq, 'v' FROM seq_1_to_100"
 PROXY=$(free_port 32170)
 write_my_spec myproxyrun "proxy:" "  listen: 127.0.0.1:$PROXY" "  users: [{name: shopapp, password: s3cret}]"
 run_mf_bg
