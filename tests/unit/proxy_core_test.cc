@@ -44,7 +44,7 @@ struct LoopThread {
   std::unique_ptr<EventLoop> loop;
   std::thread t;
   LoopThread() {
-    loop = std::move(*EventLoop::Create());
+    loop = EventLoop::Create().value();
     t = std::thread([this] { loop->Run(); });
   }
   ~LoopThread() {
@@ -251,7 +251,7 @@ TEST(ProxyCoreTest, WriteGateDrainsAndHoldsNewTransactions) {
   auto core = ProxyCore::Start(cc, &module);
   ASSERT_TRUE(core.ok()) << core.status().message();
   ProxyCore& c = **core;
-  auto loop = std::move(*EventLoop::Create());
+  auto loop = EventLoop::Create().value();
   std::thread lt([&] { loop->Run(); });
   auto busy = std::make_shared<GateSession>();
   SessionRecord rec;

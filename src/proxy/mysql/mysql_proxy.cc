@@ -684,6 +684,15 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       return true;
     }
     if (client_->out_full()) return false;
+    if (cmd == mw::Command::kChangeUser || cmd == mw::Command::kStmtBulkExecute) {
+      // Not offered (MariaDB's bulk execute) or not relayed (a new user on
+      // the proxy's server sessions would not follow a move).
+      ReplyErr(seq, 1047, "08S01",
+               cmd == mw::Command::kChangeUser ? "COM_CHANGE_USER is not supported by the proxy: reconnect as the other user"
+                                                : "COM_STMT_BULK_EXECUTE is not supported by the proxy");
+      client_->Consume(raw.size());
+      return true;
+    }
     if (cmd == mw::Command::kStmtClose) {
       // No answer; closed on every server that has it, with its id there.
       CloseStatement(payload);
@@ -694,11 +703,6 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       // Things the proxy answers itself, outside any transaction.
       if (cmd == mw::Command::kPing && Current() == nullptr) {
         ReplyOk(seq);
-        client_->Consume(raw.size());
-        return true;
-      }
-      if (cmd == mw::Command::kChangeUser) {
-        ReplyErr(seq, 1047, "08S01", "COM_CHANGE_USER is not supported by the proxy: reconnect as the other user");
         client_->Consume(raw.size());
         return true;
       }
