@@ -264,8 +264,9 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
     }
   }
   if (p.listen.empty()) return Field(origin, "proxy.listen", "is required (HOST:PORT of the read-write endpoint)");
-  if (p.auth != "scram-sha-256" && p.auth != "md5")
-    return Field(origin, "proxy.auth", fmt::format("'{}' is not scram-sha-256 or md5", p.auth));
+  if (p.auth != "scram-sha-256" && p.auth != "md5" && p.auth != "mysql_native_password")
+    return Field(origin, "proxy.auth",
+                 fmt::format("'{}' is not scram-sha-256 or md5 (PostgreSQL) or mysql_native_password (MySQL)", p.auth));
   if (p.tls_cert.empty() != p.tls_key.empty())
     return Field(origin, p.tls_cert.empty() ? "proxy.tls_cert" : "proxy.tls_key", "tls_cert and tls_key go together");
   if (p.max_clients < 1) return Field(origin, "proxy.max_clients", "must be at least 1");
@@ -435,8 +436,16 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
     return Field(origin, "index_memory_mb", "must be between 1 and 65536");
   if (s.state_dir.empty()) s.state_dir = "./.midflight/" + s.name;
   if (s.control.empty()) s.control = "unix:" + s.state_dir + "/control.sock";
-  if (s.has_proxy && is_mysql(s.source))
-    return Field(origin, "proxy", "the proxy speaks the PostgreSQL protocol only (for now)");
+  if (s.has_proxy && is_mysql(s.source)) {
+    // The MySQL proxy authenticates clients with mysql_native_password.
+    const YAML::Node proxy = root["proxy"];
+    if (proxy["auth"] && s.proxy.auth != "mysql_native_password")
+      return Field(origin, "proxy.auth",
+                   fmt::format("'{}' is for PostgreSQL: a MySQL migration's proxy uses mysql_native_password", s.proxy.auth));
+    s.proxy.auth = "mysql_native_password";
+  } else if (s.has_proxy && s.proxy.auth == "mysql_native_password") {
+    return Field(origin, "proxy.auth", "mysql_native_password is for MySQL migrations: use scram-sha-256 or md5");
+  }
   if (s.has_proxy && s.proxy.users.empty()) {
     // Default: the application logs in as the source URI's user.
     auto u = ParseUri(s.source);

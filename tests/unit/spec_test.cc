@@ -157,6 +157,24 @@ TEST(SpecTest, ProxyLoginLimits) {
             "m.yaml: field 'proxy.auth_timeout_seconds': must be above 0 and at most 3600");
 }
 
+TEST(SpecTest, MySqlProxyUsesNativePassword) {
+  const std::string base = "name: a\nsource: mysql://app:pw@h/db\ntarget: mysql://h/db2\nproxy:\n  listen: h:1\n";
+  auto s = ParseSpec(base, "m.yaml");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_EQ(s->proxy.auth, "mysql_native_password");
+  ASSERT_EQ(s->proxy.users.size(), 1u);
+  EXPECT_EQ(s->proxy.users[0].name, "app");
+  EXPECT_EQ(ParseSpec(base + "  auth: scram-sha-256\n", "m.yaml").status().message(),
+            "m.yaml: field 'proxy.auth': 'scram-sha-256' is for PostgreSQL: a MySQL migration's proxy uses "
+            "mysql_native_password");
+  EXPECT_EQ(ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nproxy:\n  listen: h:1\n"
+                      "  auth: mysql_native_password\n",
+                      "m.yaml")
+                .status()
+                .message(),
+            "m.yaml: field 'proxy.auth': mysql_native_password is for MySQL migrations: use scram-sha-256 or md5");
+}
+
 // Secrets kept out of the spec: ${VAR}, password files, PGPASSWORD / MYSQL_PWD.
 class SpecSecretsTest : public ::testing::Test {
  protected:

@@ -34,6 +34,7 @@
 #include "engines/mysql/schema_loader.h"
 #include "engines/mysql/replication_ops.h"
 #include "engines/mysql/schema_objects.h"
+#include "engines/mysql/traffic.h"
 
 namespace midflight {
 namespace {
@@ -338,8 +339,9 @@ class MyEngineKind final : public EngineKind {
   Result<std::vector<TableComparison>> Compare(const MigrationSpec& spec) const override {
     return CompareMyTables(spec);
   }
-  Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
-    return OperatorError("the proxy is for PostgreSQL migrations (for now): remove proxy: from the spec");
+  Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec& spec,
+                                                                  StateStore& store) const override {
+    return StartMySqlProxy(spec, store);
   }
   bool has_traffic_plane() const override { return true; }
 };
