@@ -22,6 +22,7 @@
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/schema_loader.h"
+#include "engines/mysql/schema_objects.h"
 #include "engines/mysql/verify.h"
 #include "pipeline/flow.h"
 #include "proxy/traffic_switch.h"
@@ -443,6 +444,18 @@ Result<ReplicationOps::StartedFlow> MyReplication::StartReverse(const ReplicateS
 
   ASSIGN_OR_RETURN(MyConn * src, Control(kPrimary));
   RETURN_IF_ERROR(EnsureBookkeeping(*src).WithContext(primary));
+  {
+    // The source's triggers would fire again on what reverse applies (their
+    // twins on the target already made those effects, which arrive as rows):
+    // guard them as the target's are, before the first reverse change.
+    std::set<std::string> names;
+    for (const auto& [id, t] : s_.tables) names.insert(id.name);
+    auto guarded = GuardTriggersInPlace(*src, primary_db_, names);
+    if (!guarded.ok()) return guarded.status().WithContext(primary);
+    if (!guarded->empty())
+      Say(fmt::format("reverse replication: {} trigger(s) on the {} now skip midflight's apply sessions ({})",
+                      guarded->size(), primary, fmt::join(*guarded, ", ")));
+  }
   ASSIGN_OR_RETURN(RestartMarker marker, LoadRestartMarker(*src, reverse_key()));
   ASSIGN_OR_RETURN(MyConn * dst, Control(kTarget));
   std::string base;

@@ -362,6 +362,30 @@ Status CreateTriggersAndEvents(MyConn& src, MyConn& dst, const std::string& sour
   return Status::Ok();
 }
 
+Result<std::vector<std::string>> GuardTriggersInPlace(MyConn& conn, const std::string& db,
+                                                      const std::set<std::string>& tables) {
+  ASSIGN_OR_RETURN(std::vector<SchemaObject> objects, ListObjects(conn, db, tables));
+  RETURN_IF_ERROR(UseDatabase(conn, db));
+  std::vector<std::string> guarded;
+  for (const auto& o : objects) {
+    if (o.kind != ObjectKind::kTrigger) continue;
+    ASSIGN_OR_RETURN(Definition d, ReadDefinition(conn, db, o));
+    auto sql = GuardTrigger(d.statement);
+    if (!sql.ok()) return sql.status().WithContext(fmt::format("trigger {}", Qualified(db, o)));
+    if (*sql == d.statement) continue;  // guarded already
+    // CREATE OR REPLACE swaps the trigger under the table's metadata lock:
+    // no row change runs between the old body and the guarded one.
+    if (sql->rfind("CREATE ", 0) != 0)
+      return Internal(fmt::format("trigger {}: its definition does not start with CREATE", Qualified(db, o)));
+    std::string replace = "CREATE OR REPLACE " + sql->substr(7);
+    unsigned error = 0;
+    if (Status st = ExecInContext(conn, d, replace, &error); !st.ok())
+      return st.WithContext(fmt::format("guarding trigger {} (it needs the TRIGGER privilege)", Qualified(db, o)));
+    guarded.push_back(o.name);
+  }
+  return guarded;
+}
+
 Result<std::vector<std::string>> EventsToEnable(MyConn& src, const std::string& source_db) {
   ASSIGN_OR_RETURN(MyResult r, src.Query(fmt::format(
       "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} AND STATUS IN ('ENABLED', "

@@ -84,6 +84,15 @@ Status CreateRoutinesAndViews(MyConn& src, MyConn& dst, const std::string& sourc
 Status CreateTriggersAndEvents(MyConn& src, MyConn& dst, const std::string& source_db, const std::string& target_db,
                                const std::set<std::string>& tables);
 
+// Wraps the body of every trigger of `tables` in `db` on `conn`'s server in
+// the apply guard, in place (CREATE OR REPLACE, in the trigger's creation
+// context), so it stays quiet on midflight's apply sessions there too: for
+// reverse replication onto the source, whose triggers would otherwise fire
+// again on changes their twins on the target already made. Returns the
+// triggers it changed (already guarded ones are left alone).
+Result<std::vector<std::string>> GuardTriggersInPlace(MyConn& conn, const std::string& db,
+                                                      const std::set<std::string>& tables);
+
 // The events to run on the side writes move to: those enabled on the source
 // (ENABLED, or SLAVESIDE_DISABLED when `src` is a replica of the primary
 // where they run). For the write switch; not called by the engine yet.
