@@ -443,6 +443,16 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
       return Field(origin, "proxy.auth",
                    fmt::format("'{}' is for PostgreSQL: a MySQL migration's proxy uses mysql_native_password", s.proxy.auth));
     s.proxy.auth = "mysql_native_password";
+    // Sessions carry their current schema from one server to the other by
+    // name, and SQL text is never rewritten: both sides must use one name.
+    auto su = ParseUri(s.source);
+    auto tu = ParseUri(s.target);
+    if (su.ok() && tu.ok() && su->database != tu->database)
+      return Field(origin, "target",
+                   fmt::format("database '{}' differs from the source's '{}': the MySQL proxy moves sessions between "
+                               "servers by schema name and does not rewrite SQL; give the target database the "
+                               "source's name",
+                               tu->database, su->database));
   } else if (s.has_proxy && s.proxy.auth == "mysql_native_password") {
     return Field(origin, "proxy.auth", "mysql_native_password is for MySQL migrations: use scram-sha-256 or md5");
   }

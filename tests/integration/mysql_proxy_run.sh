@@ -7,6 +7,9 @@
 # drives the proxy's switch face directly.)
 source "$(dirname "$0")/mylib.sh"
 start_my_servers 32150
+# The proxy moves sessions between servers by schema name: one name on both sides.
+sql_dst -e "CREATE DATABASE shop; GRANT ALL ON *.* TO mf@'%'"
+DST=${DST%/*}/shop
 sql_pri -e "USE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO shop.orders SELECT seq, 'v' FROM seq_1_to_100"
 PROXY=$(free_port 32170)
 write_my_spec myproxyrun "proxy:" "  listen: 127.0.0.1:$PROXY" "  users: [{name: shopapp, password: s3cret}]"
@@ -19,7 +22,7 @@ app -e "INSERT INTO orders VALUES (101, 'proxied'); BEGIN; UPDATE orders SET v =
 mariadb -h127.0.0.1 -P"$PROXY" -ushopapp -pwrong shop -e "SELECT 1" 2>"$WORK/denied.err" && fail "a wrong password got in"
 grep -q "ERROR 1045" "$WORK/denied.err" || fail "wrong password: $(cat "$WORK/denied.err")"
 wait_my_caught_up 60
-[[ $(sql_dst -e "SELECT v FROM shop_new.orders WHERE id IN (1, 101) ORDER BY id" | tr '\n' ' ') == "upd proxied " ]] \
+[[ $(sql_dst -e "SELECT v FROM shop.orders WHERE id IN (1, 101) ORDER BY id" | tr '\n' ' ') == "upd proxied " ]] \
   || fail "writes made through the proxy did not reach the target"
 log "through the proxy on :$PROXY: reads and writes on the primary (:$APP_PORT), replicated to the target; wrong password refused (1045)"
 stop_mf
