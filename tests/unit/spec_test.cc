@@ -158,7 +158,7 @@ TEST(SpecTest, ProxyLoginLimits) {
 }
 
 TEST(SpecTest, MySqlProxyUsesNativePassword) {
-  const std::string base = "name: a\nsource: mysql://app:pw@h/db\ntarget: mysql://h/db2\nproxy:\n  listen: h:1\n";
+  const std::string base = "name: a\nsource: mysql://app:pw@h/db\ntarget: mysql://h2/db\nproxy:\n  listen: h:1\n";
   auto s = ParseSpec(base, "m.yaml");
   ASSERT_TRUE(s.ok()) << s.status().message();
   EXPECT_EQ(s->proxy.auth, "mysql_native_password");
@@ -173,6 +173,14 @@ TEST(SpecTest, MySqlProxyUsesNativePassword) {
                 .status()
                 .message(),
             "m.yaml: field 'proxy.auth': mysql_native_password is for MySQL migrations: use scram-sha-256 or md5");
+  // The proxy moves sessions by schema name: one database name on both sides.
+  EXPECT_EQ(ParseSpec("name: a\nsource: mysql://app:pw@h/shop\ntarget: mysql://h2/shop_new\nproxy:\n  listen: h:1\n",
+                      "m.yaml")
+                .status()
+                .message(),
+            "m.yaml: field 'target': database 'shop_new' differs from the source's 'shop': the MySQL proxy moves "
+            "sessions between servers by schema name and does not rewrite SQL; give the target database the "
+            "source's name");
 }
 
 // Secrets kept out of the spec: ${VAR}, password files, PGPASSWORD / MYSQL_PWD.
