@@ -175,5 +175,12 @@ grep -q "sbtest1_audit" "$WORK"/run.*.log && log "$(grep -h "trigger(s) on the" 
 grep -q "source and target are equal" "$WORK/compare.out" || fail "source and target differ"
 log "write pauses: $(status_field write_pauses_ms 2>/dev/null || true)"
 op complete
-wait "$MF_PID" 2>/dev/null || true
+[[ $(status_field phase) == completed ]] || fail "not completed"
+# The proxy stays up after complete (the applications still connect through
+# it) and sends everything to the target; nothing of midflight's is left.
+port=$(mariadb -h 127.0.0.1 -P "$PROXY_PORT" -u app -papp -N -B -e "SELECT @@port")
+[[ $port == $((APP_PORT + 2)) ]] || fail "after complete the proxy sends writes to port $port"
+[[ -z $(sql_pri -e "SHOW DATABASES LIKE 'midflight'") ]] || fail "the midflight database is left on the primary"
+[[ -z $(sql_dst -e "SHOW DATABASES LIKE 'midflight'") ]] || fail "the midflight database is left on the target"
+stop_mf
 log "ok"

@@ -130,7 +130,10 @@ class MyReplication final : public MyReplicationOps {
   // Runs `fn` on control connection `which`; once more on a fresh
   // connection when the first one was found broken.
   template <typename Fn>
-  auto OnControl(Ctl which, Fn fn) REQUIRES(control_mu_) -> decltype(fn(std::declval<MyConn&>())) {
+  // Callers hold control_mu_ (not annotated: clang cannot name a member
+  // declared further down in an attribute after a trailing return type).
+  auto OnControl(Ctl which, Fn fn) -> decltype(fn(std::declval<MyConn&>())) {
+    control_mu_.AssertHeld();
     ASSIGN_OR_RETURN(MyConn * c, Control(which));
     auto r = fn(*c);
     if (r.ok() || !c->IsBroken()) return r;
@@ -570,9 +573,9 @@ Status MyReplication::SyncSequences(Side from) {
     const uint64_t w = std::max({uint64_t{1}, want[table], theirs.count(table) ? theirs[table] : 0});
     const uint64_t have = now.count(table) ? now[table] : 0;
     if (have >= w) continue;
-    RETURN_IF_ERROR(OnControl(to, [&](MyConn& c) -> Result<bool> {
-                      RETURN_IF_ERROR(c.Exec(
-                          fmt::format("ALTER TABLE {} AUTO_INCREMENT = {}", QuoteQualified(to_db, table), w)));
+    const std::string alter = fmt::format("ALTER TABLE {} AUTO_INCREMENT = {}", QuoteQualified(to_db, table), w);
+    RETURN_IF_ERROR(OnControl(to, [&alter](MyConn& c) -> Result<bool> {
+                      RETURN_IF_ERROR(c.Exec(alter));
                       return true;
                     }).status().WithContext(fmt::format("{}: raising AUTO_INCREMENT of {}.{} from {} to {}",
                                                         SideName(to), to_db, table, have, w)));
