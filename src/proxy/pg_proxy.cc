@@ -28,6 +28,7 @@
 
 #include "base/log.h"
 #include "base/thread_annotations.h"
+#include "proxy/core/proxy_core.h"
 #include "proxy/pg_session_state.h"
 #include "proxy/pg_statement.h"
 #include "proxy/wire/pg/backend.h"
@@ -143,47 +144,6 @@ size_t AddedSessionState(char type, std::string_view body, size_t total) {
   if (!parse.ok()) return 0;
   if (!parse->statement.empty()) return total;
   return MayChangeState(parse->query) && Classify(parse->query, &name) == StateEffect::kSet ? parse->query.size() : 0;
-}
-
-// "host:port" -> a listening socket.
-Result<int> ListenOn(const std::string& address, std::string* actual) {
-  auto colon = address.rfind(':');
-  if (colon == std::string::npos) return OperatorError(fmt::format("proxy listen address '{}': expected HOST:PORT", address));
-  std::string host = address.substr(0, colon), port = address.substr(colon + 1);
-  if (host.empty() || host == "*") host = "0.0.0.0";
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE;
-  addrinfo* res = nullptr;
-  if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0)
-    return OperatorError(fmt::format("proxy listen address '{}': {}", address, gai_strerror(rc)));
-  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 512) != 0) {
-    int err = errno;
-    freeaddrinfo(res);
-    close(fd);
-    return OperatorError(fmt::format("proxy cannot listen on {}: {}", address, strerror(err)));
-  }
-  freeaddrinfo(res);
-  sockaddr_storage ss{};
-  socklen_t len = sizeof ss;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
-  char buf[INET6_ADDRSTRLEN] = {};
-  int p = 0;
-  if (ss.ss_family == AF_INET) {
-    auto* in = reinterpret_cast<sockaddr_in*>(&ss);
-    inet_ntop(AF_INET, &in->sin_addr, buf, sizeof buf);
-    p = ntohs(in->sin_port);
-  } else {
-    auto* in6 = reinterpret_cast<sockaddr_in6*>(&ss);
-    inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof buf);
-    p = ntohs(in6->sin6_port);
-  }
-  *actual = fmt::format("{}:{}", buf, p);
-  return fd;
 }
 
 std::string PeerName(int fd) {
@@ -1260,9 +1220,9 @@ Result<std::unique_ptr<PgProxy>> PgProxy::Start(ProxyConfig config) {
   }
   impl->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   if (impl->wake_fd < 0) return Internal(fmt::format("proxy: eventfd: {}", std::strerror(errno)));
-  ASSIGN_OR_RETURN(impl->listen_fd[0], ListenOn(impl->config.listen_rw, &impl->address[0]));
+  ASSIGN_OR_RETURN(impl->listen_fd[0], core::ListenOn(impl->config.listen_rw, &impl->address[0]));
   if (!impl->config.listen_ro.empty()) {
-    auto ro = ListenOn(impl->config.listen_ro, &impl->address[1]);
+    auto ro = core::ListenOn(impl->config.listen_ro, &impl->address[1]);
     if (!ro.ok()) {
       close(impl->listen_fd[0]);
       return ro.status();

@@ -16,9 +16,7 @@
 #include "base/log.h"
 
 namespace midflight::proxy::core {
-namespace {
 
-// "host:port" -> a non-blocking listening socket; *actual gets the bound address.
 Result<int> ListenOn(const std::string& address, std::string* actual) {
   auto colon = address.rfind(':');
   if (colon == std::string::npos) return OperatorError(fmt::format("proxy listen address '{}': expected HOST:PORT", address));
@@ -60,6 +58,8 @@ Result<int> ListenOn(const std::string& address, std::string* actual) {
   }
   return fd;
 }
+
+namespace {
 
 }  // namespace
 

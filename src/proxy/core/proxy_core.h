@@ -36,6 +36,12 @@
 
 namespace midflight::proxy::core {
 
+// "host:port" ("*" or empty host: every address; "[v6]:port") -> a
+// non-blocking, close-on-exec listening socket; *actual gets the bound
+// address ("127.0.0.1:6432", "[::1]:6432"), with the port the kernel chose
+// for port 0. OperatorError naming the address when it cannot listen.
+Result<int> ListenOn(const std::string& address, std::string* actual);
+
 enum class Endpoint { kReadWrite = 0, kReadOnly = 1 };
 
 struct CoreConfig {
