@@ -54,6 +54,12 @@ struct TableSchema {
   std::vector<int> key;
   KeyKind key_kind = KeyKind::kNone;
   bool has_secondary_unique = false;  // a unique/exclusion constraint or unique index besides the key
+  // MySQL: a key column compares under a collation where different bytes are
+  // equal ('a' = 'A' under utf8mb4_general_ci). A key change 'a' -> 'A' is a
+  // delete of 'a' and an insert of 'A' that hash to different partitions, yet
+  // name one row on the server: applied out of order the delete removes the
+  // inserted row. Such a table is routed whole (RoutingMode::kByTable).
+  bool key_collation_folds = false;
   bool partitioned = false;           // a partitioned (parent) table: copied and replicated as a whole
   int64_t estimated_rows = 0;
   int64_t estimated_bytes = 0;
@@ -74,7 +80,7 @@ struct TableSchema {
 
   RoutingMode routing() const {
     return (key_kind == KeyKind::kPrimaryKey || key_kind == KeyKind::kUniqueIndex) &&
-                   !has_secondary_unique
+                   !has_secondary_unique && !key_collation_folds
                ? RoutingMode::kByKey
                : RoutingMode::kByTable;
   }

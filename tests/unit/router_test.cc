@@ -40,6 +40,20 @@ TEST(RouterTest, TablesRoutedWholeStayOnOnePartition) {
   }
 }
 
+TEST(RouterTest, KeysUnderAFoldingCollationRouteTheTableWhole) {
+  // 'a' and 'A' name one row under a case-insensitive collation: a key move
+  // between them must not be split over two partitions.
+  auto folded = std::make_shared<TableSchema>(*Accounts());
+  folded->key_collation_folds = true;
+  EXPECT_EQ(folded->routing(), RoutingMode::kByTable);
+  EXPECT_EQ(Accounts()->routing(), RoutingMode::kByKey);
+  Router r(8);
+  std::set<uint32_t> seen;
+  for (const char* k : {"a", "A", "b", "B", "key1", "KEY1"})
+    seen.insert(r.Route(Make(ChangeKind::kInsert, folded, 1, 1, {T(k), T("0"), T("")})).value);
+  EXPECT_EQ(seen.size(), 1u);
+}
+
 TEST(SnapshotFilterTest, SkipsOnlyWhatTheChunksSnapshotHolds) {
   auto t = Accounts();
   SnapshotFilter f;

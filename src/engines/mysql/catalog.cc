@@ -10,6 +10,13 @@ namespace midflight::mysql {
 
 namespace {
 
+// Whether a collation compares some different byte strings as equal: every
+// collation but `binary` and the *_bin ones (MariaDB's *_nopad_bin too).
+bool CollationFolds(const std::string& collation) {
+  if (collation.empty() || collation == "binary") return false;
+  return !(collation.size() >= 4 && collation.compare(collation.size() - 4, 4, "_bin") == 0);
+}
+
 ColumnType TypeOf(const std::string& data_type, const std::string& column_type, const std::string& charset,
                   int64_t precision, int64_t scale, int64_t datetime_precision) {
   ColumnType t;
@@ -107,10 +114,11 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(MyConn& conn,
     by_name[id.name] = t;
     ordered.push_back(t);
   }
+  std::map<std::string, std::vector<std::string>> collations;  // table -> each column's collation ("" = none)
   ASSIGN_OR_RETURN(MyResult cols, conn.Query(fmt::format(
       "SELECT TABLE_NAME, COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, COALESCE(CHARACTER_SET_NAME, ''), "
       "COALESCE(NUMERIC_PRECISION, -1), COALESCE(NUMERIC_SCALE, -1), COALESCE(DATETIME_PRECISION, -1), "
-      "IS_GENERATED, EXTRA FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} "
+      "IS_GENERATED, EXTRA, COALESCE(COLLATION_NAME, '') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} "
       "ORDER BY TABLE_NAME, ORDINAL_POSITION",
       db)));
   for (int r = 0; r < cols.rows(); ++r) {
@@ -123,6 +131,7 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(MyConn& conn,
     c.not_null = cols.Get(r, 4) == "NO";
     c.generated = cols.Get(r, 9) == "ALWAYS" || cols.Get(r, 10).find("GENERATED") != std::string::npos;
     it->second->columns.push_back(std::move(c));
+    collations[cols.Get(r, 0)].push_back(cols.Get(r, 11));
   }
   // Indexes: the primary key, else the first unique index of NOT NULL columns.
   ASSIGN_OR_RETURN(MyResult idx, conn.Query(fmt::format(
@@ -164,6 +173,11 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(MyConn& conn,
         }
     if (key) t->key = key->columns;
     t->has_secondary_unique = it->second.size() > (key ? 1u : 0u);
+    // A key column under a collation that folds case or accents (anything but
+    // binary and *_bin) can spell one row's key in several byte strings.
+    const std::vector<std::string>& coll = collations[name];
+    for (int c : t->key)
+      if (c >= 0 && static_cast<size_t>(c) < coll.size() && CollationFolds(coll[c])) t->key_collation_folds = true;
   }
   std::vector<std::shared_ptr<const TableSchema>> out;
   for (auto& t : ordered) {
