@@ -13,6 +13,28 @@ bool Report::clean() const {
   return true;
 }
 
+void AddChunk(ChunkFindings& chunk, size_t max_keys, TableResult* out) {
+  out->chunks++;
+  out->rows += chunk.rows;
+  if (chunk.differed) out->chunks_differing_first_look++;
+  if (chunk.not_listed) out->truncated = true;
+  out->keys_rechecked += chunk.keys_rechecked;
+  for (auto& d : chunk.differences) {
+    if (out->differences.size() < max_keys) {
+      out->differences.push_back(std::move(d));
+    } else {
+      out->truncated = true;
+    }
+  }
+  for (auto& k : chunk.unsettled) {
+    if (out->unsettled.size() < max_keys) {
+      out->unsettled.push_back(std::move(k));
+    } else {
+      out->truncated = true;
+    }
+  }
+}
+
 std::string Report::Summary() const {
   int64_t missing = 0, extra = 0, differs = 0, unsettled = 0;
   std::vector<std::string> skipped, truncated;

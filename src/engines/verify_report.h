@@ -33,6 +33,20 @@ struct TableResult {
   std::string skipped;                 // why the table was not verified (no usable key); empty when it was
 };
 
+// What one chunk of a table found, as each engine's verifier collects it.
+struct ChunkFindings {
+  int64_t rows = 0;       // rows hashed on the reference
+  int64_t rows_read = 0;  // every row read on the reference (for the rate)
+  bool differed = false;
+  bool not_listed = false;  // differed, but the table already has max_keys_per_table differences
+  int64_t keys_rechecked = 0;
+  std::vector<Difference> differences;
+  std::vector<std::string> unsettled;
+};
+// Adds `chunk` to `out`, listing at most `max_keys` differences and as many
+// unsettled keys (past that, out->truncated). Moves from `chunk`.
+void AddChunk(ChunkFindings& chunk, size_t max_keys, TableResult* out);
+
 struct Report {
   std::vector<TableResult> tables;
   int64_t rows = 0;

@@ -38,21 +38,28 @@ write_my_spec my_cut "partitions: 2" "copy_workers: 2" "chunk_rows: 5000" \
   "  users:" "    - name: app" "      password: app" \
   "cutover:" "  drain_timeout_seconds: 10" "  max_lag_seconds: 5" "  catchup_timeout_seconds: 30"
 run_mf_bg
-for _ in $(seq 80); do
-  mariadb -h 127.0.0.1 -P "$PROXY_PORT" -u app -papp -N -B -e "SELECT 1" >/dev/null 2>&1 && break
-  sleep 0.25
-done
-mariadb -h 127.0.0.1 -P "$PROXY_PORT" -u app -papp -N -B -e "SELECT 1" >/dev/null || fail "the proxy does not answer"
+wait_proxy() {
+  for _ in $(seq 80); do
+    mariadb -h 127.0.0.1 -P "$PROXY_PORT" -u app -papp -N -B -e "SELECT 1" >/dev/null 2>&1 && return 0
+    sleep 0.25
+  done
+  fail "the proxy does not answer"
+}
+wait_proxy
 
 SB_PROXY=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=app --mysql-password=app --mysql-db=shop
           --tables=4 --table-size=20000 --time=0 --report-interval=0 --mysql-ignore-errors=1213 --db-ps-mode=auto)
-sysbench oltp_read_write "${SB_PROXY[@]}" --mysql-port="$PROXY_PORT" --threads=4 --rate=100 run \
-  >"$WORK/sb_rw.log" 2>&1 &
-RW_PID=$!
-sysbench oltp_read_only "${SB_PROXY[@]}" --mysql-port="$RO_PORT" --threads=2 --rate=50 run \
-  >"$WORK/sb_ro.log" 2>&1 &
-RO_PID=$!
-EXTRA_PIDS+=("$RW_PID" "$RO_PID")
+# start_load SUFFIX: the applications through both endpoints, logs sb_rw/sb_ro SUFFIX.log.
+start_load() {
+  sysbench oltp_read_write "${SB_PROXY[@]}" --mysql-port="$PROXY_PORT" --threads=4 --rate=100 run \
+    >"$WORK/sb_rw$1.log" 2>&1 &
+  RW_PID=$!
+  sysbench oltp_read_only "${SB_PROXY[@]}" --mysql-port="$RO_PORT" --threads=2 --rate=50 run \
+    >"$WORK/sb_ro$1.log" 2>&1 &
+  RO_PID=$!
+  EXTRA_PIDS+=("$RW_PID" "$RO_PID")
+}
+start_load ""
 alive() { kill -0 "$RW_PID" 2>/dev/null || { cat "$WORK/sb_rw.log"; fail "sysbench read-write stopped"; }
           kill -0 "$RO_PID" 2>/dev/null || { cat "$WORK/sb_ro.log"; fail "sysbench read-only stopped"; }; }
 
@@ -88,22 +95,6 @@ kill -STOP "$RW_PID" "$RO_PID"
 kill -9 "$MF_PID"; wait "$MF_PID" 2>/dev/null || true
 kill -9 "$RW_PID" "$RO_PID" 2>/dev/null || true
 wait "$RW_PID" "$RO_PID" 2>/dev/null || true
-start_load() {
-  sysbench oltp_read_write "${SB_PROXY[@]}" --mysql-port="$PROXY_PORT" --threads=4 --rate=100 run \
-    >"$WORK/sb_rw$1.log" 2>&1 &
-  RW_PID=$!
-  sysbench oltp_read_only "${SB_PROXY[@]}" --mysql-port="$RO_PORT" --threads=2 --rate=50 run \
-    >"$WORK/sb_ro$1.log" 2>&1 &
-  RO_PID=$!
-  EXTRA_PIDS+=("$RW_PID" "$RO_PID")
-}
-wait_proxy() {
-  for _ in $(seq 80); do
-    mariadb -h 127.0.0.1 -P "$PROXY_PORT" -u app -papp -N -B -e "SELECT 1" >/dev/null 2>&1 && return 0
-    sleep 0.25
-  done
-  fail "the proxy does not answer after the restart"
-}
 # This run dies (its crash point kills it) inside the first rollback's write
 # pause: the writes must stay on the target, where the phase says they are.
 RUN_N=$((RUN_N + 1))
@@ -123,19 +114,10 @@ kill -9 "$RW_PID" "$RO_PID" 2>/dev/null || true
 wait "$RW_PID" "$RO_PID" 2>/dev/null || true
 run_mf_bg
 wait_phase writes_switched 120
-for _ in $(seq 80); do
-  mariadb -h 127.0.0.1 -P "$PROXY_PORT" -u app -papp -N -B -e "SELECT 1" >/dev/null 2>&1 && break
-  sleep 0.25
-done
+wait_proxy
 port=$(mariadb -h 127.0.0.1 -P "$PROXY_PORT" -u app -papp -N -B -e "SELECT @@port")
 [[ $port == $((APP_PORT + 2)) ]] || fail "after the restart writes go to port $port, not the target's"
-sysbench oltp_read_write "${SB_PROXY[@]}" --mysql-port="$PROXY_PORT" --threads=4 --rate=100 run \
-  >"$WORK/sb_rw2.log" 2>&1 &
-RW_PID=$!
-sysbench oltp_read_only "${SB_PROXY[@]}" --mysql-port="$RO_PORT" --threads=2 --rate=50 run \
-  >"$WORK/sb_ro2.log" 2>&1 &
-RO_PID=$!
-EXTRA_PIDS+=("$RW_PID" "$RO_PID")
+start_load 2
 sleep 3
 alive
 

@@ -275,15 +275,8 @@ using verify::Difference;
 using verify::Report;
 using verify::TableResult;
 
-struct ChunkOutcome {
+struct ChunkOutcome : verify::ChunkFindings {
   std::optional<Key> upper;
-  int64_t rows = 0;       // rows hashed on the reference
-  int64_t rows_read = 0;  // every row read on the reference (for the rate)
-  bool differed = false;
-  bool not_listed = false;
-  int64_t keys_rechecked = 0;
-  std::vector<Difference> differences;
-  std::vector<std::string> unsettled;
 };
 
 class Verifier {
@@ -326,7 +319,7 @@ class Verifier {
         }
         return st.WithContext(fmt::format("verify {}, {}", t.id.ToString(), ref_sql.DisplayRange(lower, chunk.upper)));
       }
-      Merge(chunk, out);
+      verify::AddChunk(chunk, static_cast<size_t>(job_.max_keys_per_table), out);
       if (behind()) return Status::Ok();
       RETURN_IF_ERROR(Pace(chunk.rows_read, start));
       if (!chunk.upper) return Status::Ok();
@@ -610,29 +603,6 @@ class Verifier {
       }
     }
     return Status::Ok();
-  }
-
-  void Merge(ChunkOutcome& chunk, TableResult* out) const {
-    out->chunks++;
-    out->rows += chunk.rows;
-    if (chunk.differed) out->chunks_differing_first_look++;
-    if (chunk.not_listed) out->truncated = true;
-    out->keys_rechecked += chunk.keys_rechecked;
-    const size_t cap = static_cast<size_t>(job_.max_keys_per_table);
-    for (auto& d : chunk.differences) {
-      if (out->differences.size() < cap) {
-        out->differences.push_back(std::move(d));
-      } else {
-        out->truncated = true;
-      }
-    }
-    for (auto& k : chunk.unsettled) {
-      if (out->unsettled.size() < cap) {
-        out->unsettled.push_back(std::move(k));
-      } else {
-        out->truncated = true;
-      }
-    }
   }
 
   // Keeps rows read from the reference under rows_per_s, read again on every

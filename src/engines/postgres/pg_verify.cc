@@ -232,15 +232,8 @@ struct Version {
 
 // The outcome of one chunk, merged into the table's result only when the
 // whole chunk succeeded (a chunk retried after a reconnect counts once).
-struct ChunkOutcome {
+struct ChunkOutcome : verify::ChunkFindings {
   std::optional<Key> upper;
-  int64_t rows = 0;       // rows hashed on the source
-  int64_t rows_read = 0;  // every row read from the source, for the rate
-  bool differed = false;
-  bool not_listed = false;  // differed, but the table already has max_keys_per_table differences
-  int64_t keys_rechecked = 0;
-  std::vector<Difference> differences;
-  std::vector<std::string> unsettled;
 };
 
 // Runs body(L) inside a REPEATABLE READ READ ONLY transaction on the source
@@ -323,7 +316,7 @@ class Verifier {
       if (st.code() == StatusCode::kCancelled) return st;
       if (!st.ok())
         return st.WithContext(fmt::format("verify {}, {}", t.id.ToString(), sql.DisplayRange(lower, chunk.upper)));
-      Merge(chunk, out);
+      verify::AddChunk(chunk, static_cast<size_t>(options_.max_keys_per_table), out);
       if (ctx_.on_progress)
         ctx_.on_progress(Progress{t.id, out->rows, std::max(t.estimated_rows, out->rows), chunk.upper, out});
       RETURN_IF_ERROR(Pace(chunk.rows_read, start));
@@ -494,29 +487,6 @@ class Verifier {
       }
     }
     return Status::Ok();
-  }
-
-  void Merge(ChunkOutcome& chunk, TableResult* out) const {
-    out->chunks++;
-    out->rows += chunk.rows;
-    if (chunk.differed) out->chunks_differing_first_look++;
-    if (chunk.not_listed) out->truncated = true;
-    out->keys_rechecked += chunk.keys_rechecked;
-    const size_t cap = static_cast<size_t>(options_.max_keys_per_table);
-    for (auto& d : chunk.differences) {
-      if (out->differences.size() < cap) {
-        out->differences.push_back(std::move(d));
-      } else {
-        out->truncated = true;
-      }
-    }
-    for (auto& k : chunk.unsettled) {
-      if (out->unsettled.size() < cap) {
-        out->unsettled.push_back(std::move(k));
-      } else {
-        out->truncated = true;
-      }
-    }
   }
 
   // Step 3's wait: until the target has applied the source through `position`.
