@@ -33,7 +33,13 @@ cleanup() {
 }
 trap cleanup EXIT
 
-port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# A port in the kernel's ephemeral range (32768-60999) can be taken between
+# this check and the server's bind by any outgoing connection (it was: a
+# MariaDB failed with "Address already in use" in CI), so tests stay below it.
+port_free() {
+  (($1 < 32768)) || { echo "test port $1 is in the ephemeral range 32768-60999; pick a base below 32768" >&2; exit 1; }
+  ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
 # free_port BASE: the first free port from BASE.
 free_port() { local p=$1; while ! port_free "$p"; do p=$((p + 1)); done; echo "$p"; }
 

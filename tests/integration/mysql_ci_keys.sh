@@ -7,7 +7,7 @@
 # change case eleven times over (5 x 1 + 5 x 10 transactions), with 8 partitions, and every row must arrive
 # with its last spelling, and no conflict may be counted.
 source "$(dirname "$0")/mylib.sh"
-start_my_servers 33260
+start_my_servers 22100
 sql_pri -e "USE shop; CREATE TABLE shop.ci (k VARCHAR(20) COLLATE utf8mb4_general_ci PRIMARY KEY, v INT NOT NULL, n INT NOT NULL);
   INSERT INTO shop.ci SELECT CONCAT('key', seq), seq, 0 FROM seq_1_to_200"
 wait_replica

@@ -10,7 +10,7 @@
 # then replication catches up and the sides are equal.
 source "$(dirname "$0")/mylib.sh"
 
-start_my_servers 32830
+start_my_servers 21750
 sysbench_prepare 2 150000
 write_my_spec kn "chunk_rows: 8000" "copy_workers: 1" "partitions: 2" "knobs:" "  copy_rows_per_s: 8000"
 log "sysbench: 2 tables x 150,000 rows; oltp_write_only at 20 tx/s against the primary from now on"

@@ -15,11 +15,11 @@
 # (4 threads on 20,000 rows with an audit trigger) and happen direct too:
 # sysbench retries them (--mysql-ignore-errors=1213); anything else fails.
 source "$(dirname "$0")/mylib.sh"
-start_my_servers 33200
+start_my_servers 22000
 # The proxy moves sessions between servers by schema name: one name on both sides.
 sql_dst -e "CREATE DATABASE shop"
 DST=${DST%/*}/shop
-PROXY_PORT=$(free_port 33230)
+PROXY_PORT=$(free_port 22030)
 RO_PORT=$(free_port $((PROXY_PORT + 1)))
 
 # midflight logs in to the primary too from here on (the proxy's server

@@ -14,7 +14,7 @@ HOST=${MYSQL_PROXY_HOST:-$(dirname "$MF")/mysql_proxy_host}
 "$PY" -c "import pymysql" 2>/dev/null || fail "python3-pymysql is missing (scripts/setup)"
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/mysql_proxy
 
-A=$(free_port 32000)
+A=$(free_port 21000)
 B=$(free_port $((A + 1)))
 "$TESTDB" start mariadb "$WORK/a" "$A" --max-allowed-packet=64M >/dev/null
 "$TESTDB" start mariadb "$WORK/b" "$B" --max-allowed-packet=64M >/dev/null

@@ -14,7 +14,7 @@ IDLE=${IDLE_CLIENTS:-2000}
 ACTIVE=${IDLE_ACTIVE:-500}
 (( $(ulimit -n) >= IDLE + 200 )) || ulimit -n $((IDLE + 1000)) || fail "need $((IDLE + 200)) file descriptors"
 
-A=$(free_port 32100)
+A=$(free_port 21100)
 B=$(free_port $((A + 1)))
 "$TESTDB" start mariadb "$WORK/a" "$A" --max-connections=$((ACTIVE + 200)) >/dev/null
 "$TESTDB" start mariadb "$WORK/b" "$B" >/dev/null

@@ -6,12 +6,12 @@
 # switch itself waits for reverse replication; tests/integration/mysql_proxy.sh
 # drives the proxy's switch face directly.)
 source "$(dirname "$0")/mylib.sh"
-start_my_servers 32150
+start_my_servers 21200
 # The proxy moves sessions between servers by schema name: one name on both sides.
 sql_dst -e "CREATE DATABASE shop; GRANT ALL ON *.* TO mf@'%'"
 DST=${DST%/*}/shop
 sql_pri -e "USE shop; CREATE TABLE shop.orders (id INT PRIMARY KEY, v VARCHAR(10)); INSERT INTO shop.orders SELECT seq, 'v' FROM seq_1_to_100"
-PROXY=$(free_port 32170)
+PROXY=$(free_port 21230)
 write_my_spec myproxyrun "proxy:" "  listen: 127.0.0.1:$PROXY" "  users: [{name: shopapp, password: s3cret}]"
 run_mf_bg
 wait_phase replicating

@@ -13,7 +13,7 @@
 # bookkeeping on both sides. All three servers are compared row for row.
 source "$(dirname "$0")/mylib.sh"
 
-start_my_servers 32400
+start_my_servers 21500
 # This test's midflight writes to the primary (reverse replication): its user there.
 # (Not binlogged: the replica has its own mf user.)
 sql_pri -e "SET sql_log_bin = 0; CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'"

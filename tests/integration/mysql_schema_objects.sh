@@ -12,7 +12,7 @@
 #      run, and the triggers fire for the application's own writes.
 source "$(dirname "$0")/mylib.sh"
 
-start_my_servers 32800
+start_my_servers 21700
 sql_pri -e "CREATE USER reporter@'%' IDENTIFIED BY 'r3porter'"
 "$TESTDB" sql "$PRI_DIR" --comments shop <"$ROOT/tests/integration/data/mysql_sample_schema.sql"
 wait_replica

@@ -14,7 +14,7 @@ source "$(dirname "$0")/mylib.sh"
 ROWS=${MIDFLIGHT_MY_VERIFY_ROWS:-200000}
 ODD='`line items "v2"`'
 
-start_my_servers 32600
+start_my_servers 21600
 sysbench_prepare 2 "$ROWS"
 # Rows sysbench never touches (its ids are 1..ROWS): the ones planted on below.
 for t in 1 2; do

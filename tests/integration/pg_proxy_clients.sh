@@ -15,8 +15,8 @@
 #    carries it, and a cancel (PQcancel) still stops a pg_sleep.
 source "$(dirname "$0")/lib.sh"
 # Debian's python3 (python3-psycopg2), not another python3 first on the PATH.
-start_servers 32200
-PROXY_PORT=$(free_port 32210)
+start_servers 21300
+PROXY_PORT=$(free_port 21310)
 SRC_PORT=$(cat "$WORK/src/port")
 sql_src -c "CREATE TABLE t (id int PRIMARY KEY)"
 # A password with ä, a fullwidth p (NFKC: p) and U+00AA (NFKC: a).

@@ -12,8 +12,8 @@
 # does not stop the switch (its sequence is not carried over).
 source "$(dirname "$0")/lib.sh"
 # Debian's python3 (python3-psycopg2), not another python3 first on the PATH.
-start_servers 32300
-PROXY_PORT=$(free_port 32310)
+start_servers 21400
+PROXY_PORT=$(free_port 21410)
 SRC_PORT=$(cat "$WORK/src/port")
 DST_PORT=$(cat "$WORK/dst/port")
 sql_src -c "CREATE TABLE t (id int PRIMARY KEY, v text); INSERT INTO t VALUES (1, 'one')"

@@ -19,7 +19,7 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/chromium.sh"
 
-port=$(free_port 33000)
+port=$(free_port 21800)
 while ! port_free "$((port + 1))"; do port=$(free_port $((port + 2))); done
 "$TESTDB" start pg "$WORK/src" "$port"
 "$TESTDB" start pg "$WORK/dst" "$((port + 1))" "wal_level = replica"
@@ -27,7 +27,7 @@ SRC=$("$TESTDB" uri "$WORK/src")
 DST=$("$TESTDB" uri "$WORK/dst")
 [[ $(sql_dst -c "SHOW wal_level") == replica ]] || fail "target wal_level is not replica"
 
-start_serve "$WORK/svc" 33010
+start_serve "$WORK/svc" 21810
 metrics() { curl -sf "http://$API/metrics"; }
 ready() { curl -s -o "$WORK/ready.out" -w '%{http_code}' "http://$API/readyz"; }
 
@@ -68,7 +68,7 @@ metrics >"$WORK/m.txt"; grep -q '^midflight_migrations{phase="failed"} 1$' "$WOR
 # ---- a migration to rehearse on ----
 pgbench -i -s 2 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
-PROXY_PORT=$(free_port 33020)
+PROXY_PORT=$(free_port 21820)
 RO_PORT=$(free_port $((PROXY_PORT + 1)))
 cat >"$WORK/dry.yaml" <<YAML
 name: dry

@@ -11,10 +11,10 @@
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/chromium.sh"
 
-start_servers 33100
+start_servers 21900
 pgbench -i -s 4 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
-start_serve "$WORK/svc" 33110
+start_serve "$WORK/svc" 21910
 cat >"$WORK/vj.yaml" <<YAML
 name: vj
 source: $SRC
