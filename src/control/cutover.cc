@@ -773,7 +773,7 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
                         {"verify_summary", report->summary},
                         {"verify_json", report->json}});
   (void)store_.AddEvent(report->summary);
-  Say("verify: " + report->summary);
+  Say(report->summary);  // it starts with "verify: "
   *clean = report->clean;
   return out;
 }
