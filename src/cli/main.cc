@@ -8,7 +8,9 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -29,6 +31,7 @@
 #include "engines/engine.h"
 #include "pipeline/conflicts.h"
 #include "service/report.h"
+#include "service/sd_notify.h"
 #include "service/service.h"
 
 namespace {
@@ -152,8 +155,16 @@ struct Endpoint {
   std::string spec_path;
 };
 
+// --server / MIDFLIGHT_SERVER as http::Call takes it: HOST:PORT,
+// http://HOST:PORT (the same), https://HOST:PORT or unix:PATH; the scheme in
+// any case, trailing slashes ignored ("http://db1:7070/").
 std::string StripScheme(std::string a) {
-  if (a.rfind("http://", 0) == 0) a = a.substr(7);
+  if (size_t sep = a.find("://"); sep != std::string::npos) {
+    std::string scheme = a.substr(0, sep);
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(), [](unsigned char c) { return std::tolower(c); });
+    if (scheme == "http") a = a.substr(sep + 3);
+    if (scheme == "https") a = "https://" + a.substr(sep + 3);
+  }
   while (!a.empty() && a.back() == '/') a.pop_back();
   return a;
 }
@@ -329,7 +340,7 @@ int main(int argc, char** argv) {
   bool json = false, verbose = false;
   int workers = 0, partitions = 0;
   app.add_flag("-v,--verbose", verbose, "debug logging");
-  app.add_option("--server", server, "address of a `midflight serve` (HOST:PORT or https://HOST:PORT; default $MIDFLIGHT_SERVER, else 127.0.0.1:7070)");
+  app.add_option("--server", server, "address of a `midflight serve` (HOST:PORT, http://HOST:PORT, https://HOST:PORT or unix:PATH; default $MIDFLIGHT_SERVER, else 127.0.0.1:7070)");
   app.add_option("--tls-ca", tls_ca, "PEM file of the CA that signed an https --server's certificate (default: the system's store)");
   app.add_option("--token", token, "API token for calls that change something (default $MIDFLIGHT_API_TOKEN)");
   app.add_option("--as", actor, "who you are, for the audit trail (default $USER)");
@@ -497,6 +508,9 @@ int main(int argc, char** argv) {
 
   if (*serve) {
     on_signals();
+    // Under systemd (Type=notify): READY=1, STATUS=, the watchdog (service/sd_notify.h).
+    auto systemd = midflight::SystemdNotifier::FromEnvironment();
+    if (!systemd.ok()) return Fail(systemd.status());
     auto tok = midflight::LoadOrCreateToken(token_file, state_dir);
     if (!tok.ok()) return Fail(tok.status());
     midflight::ServiceOptions o;
@@ -515,7 +529,13 @@ int main(int argc, char** argv) {
                 token_file.empty() ? (std::getenv("MIDFLIGHT_API_TOKEN") ? "$MIDFLIGHT_API_TOKEN" : (state_dir + "/api_token").c_str())
                                    : token_file.c_str());
     std::fflush(stdout);
+    midflight::Service& service = **svc;
+    if (auto st = (*systemd)->Send("READY=1\nSTATUS=" + service.StatusLine()); !st.ok()) LOG_WARN("{}", st.message());
+    (*systemd)->StartWatchdog([&service] { return service.Healthy(); }, [&service] { return service.StatusLine(); });
     while (!g_stop) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    (*systemd)->StopWatchdog();
+    if (auto st = (*systemd)->Send("STOPPING=1\nSTATUS=stopping: migrations to their checkpoints"); !st.ok())
+      LOG_WARN("{}", st.message());
     (*svc)->Stop();
     return 0;
   }

@@ -462,6 +462,7 @@ Result<std::unique_ptr<Service>> Service::Start(ServiceOptions options) {
   svc->sampler_ = std::thread([self] {
     while (!self->stopping_) {
       self->Sample();
+      self->sampled_at_us_ = NowUnixMicros();
       for (int i = 0; i < 10 && !self->stopping_; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
   });
@@ -1088,6 +1089,25 @@ http::Response Service::Ready() {
   std::string text = "not ready\n";
   for (const auto& d : down) text += d + "\n";
   return http::Text(503, text);
+}
+
+Status Service::Healthy(std::chrono::milliseconds max_age) const {
+  if (stopping_) return Cancelled("the service is stopping");
+  const int64_t at = sampled_at_us_;
+  if (at == 0) return Status::Ok();  // the first round is under way
+  const int64_t age_ms = (NowUnixMicros() - at) / 1000;
+  if (age_ms > max_age.count())
+    return Internal(fmt::format("the sampler loop has not finished a round for {} s (stuck on a state store or a lock?)",
+                                age_ms / 1000));
+  return Status::Ok();
+}
+
+std::string Service::StatusLine() {
+  std::string text = Ready().body;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  if (text.starts_with("not ready\n")) text.replace(9, 1, ": ");
+  for (size_t at; (at = text.find('\n')) != std::string::npos;) text.replace(at, 1, "; ");
+  return text;
 }
 
 std::string StoredStatusJson(const MigrationSpec& spec, StateStore& store, bool running) {

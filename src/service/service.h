@@ -22,6 +22,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -65,6 +67,14 @@ class Service {
   http::Response Handle(const http::Request& request);
   std::string address() const;
 
+  // For the systemd watchdog (service/sd_notify.h): Ok while the service is
+  // not stopping and its sampler loop (history, alerts, heartbeats) has
+  // finished a round in the last `max_age`; else the reason. Any thread.
+  Status Healthy(std::chrono::milliseconds max_age = std::chrono::seconds(10)) const;
+  // One line for systemd's STATUS=: /readyz's answer ("ready: 2
+  // migration(s)", or "not ready: migration x (failed) is not running: ...").
+  std::string StatusLine();
+
  private:
   explicit Service(ServiceOptions options);
   Status Listen();
@@ -84,6 +94,7 @@ class Service {
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<HostedMigration>> migrations_;  // GUARDED_BY(mu_)
   std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> sampled_at_us_{0};  // NowUnixMicros() at the end of the sampler's last round
   std::thread sampler_;
 };
 
