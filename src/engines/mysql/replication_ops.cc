@@ -85,6 +85,7 @@ class MyReplication final : public MyReplicationOps {
   Result<std::vector<TableId>> TablesInScope() override;
   std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
   Status SyncSequences(Side from) override;
+  Status WritesGoTo(Side to) override;
   std::vector<std::string> CleanUpOnComplete() override;
   // Live verification (engines/mysql/verify.h): the reference is read where
   // the flow from it reads (the replica, or the target after a write switch),
@@ -582,6 +583,72 @@ Status MyReplication::SyncSequences(Side from) {
     ++raised;
   }
   if (raised) LOG_INFO("AUTO_INCREMENT raised on {} table(s) of the {}", raised, SideName(to));
+  return Status::Ok();
+}
+
+Status MyReplication::WritesGoTo(Side to) {
+  // The events run where the applications write: those ENABLED on the side
+  // left are disabled there and enabled on `to` (the target got them all
+  // DISABLED). Which ones move is kept in the state store (mysql_events):
+  // once disabled on the side left, its catalog no longer tells, and a
+  // resumed run or a rollback must move the same ones back. Disabling comes
+  // first, so no event ever runs on both sides.
+  MutexLock lock(&control_mu_);
+  const Ctl on = to == Side::kTarget ? kTarget : kPrimary;
+  const Ctl off = to == Side::kTarget ? kPrimary : kTarget;
+  const std::string& on_db = to == Side::kTarget ? s_.target_db : primary_db_;
+  const std::string& off_db = to == Side::kTarget ? primary_db_ : s_.target_db;
+  ASSIGN_OR_RETURN(auto off_events, OnControl(off, [&](MyConn& c) { return ListEvents(c, off_db); }));
+  std::set<std::string> moving;
+  {
+    const std::string kept = s_.store->Get("mysql_events").value_or("");
+    for (size_t at = 0; at < kept.size();) {
+      size_t end = kept.find('\n', at);
+      if (end == std::string::npos) end = kept.size();
+      if (end > at) moving.insert(kept.substr(at, end - at));
+      at = end + 1;
+    }
+  }
+  const size_t known = moving.size();
+  for (const auto& e : off_events)
+    if (e.status == "ENABLED") moving.insert(e.name);
+  if (moving.empty()) return Status::Ok();
+  if (moving.size() != known)
+    RETURN_IF_ERROR(s_.store->Put("mysql_events", fmt::format("{}", fmt::join(moving, "\n"))));
+  ASSIGN_OR_RETURN(auto on_events, OnControl(on, [&](MyConn& c) { return ListEvents(c, on_db); }));
+  std::vector<std::string> disabled, enabled;
+  for (const auto& e : off_events) {
+    if (!moving.count(e.name) || e.status != "ENABLED") continue;
+    RETURN_IF_ERROR(OnControl(off, [&](MyConn& c) -> Result<bool> {
+                      RETURN_IF_ERROR(SetEventEnabled(c, off_db, e, false));
+                      return true;
+                    }).status().WithContext(SideName(off)));
+    disabled.push_back(e.name);
+  }
+  for (const auto& name : moving) {
+    auto it = std::find_if(on_events.begin(), on_events.end(), [&](const SchemaObject& e) { return e.name == name; });
+    if (it == on_events.end())
+      return OperatorError(fmt::format("event {}.{} runs on the {} but does not exist on the {} (created after the "
+                                       "schema was copied?): create it there DISABLED, or drop it, then switch again",
+                                       off_db, name, SideName(off), SideName(on)));
+    if (it->status == "ENABLED") continue;
+    RETURN_IF_ERROR(OnControl(on, [&](MyConn& c) -> Result<bool> {
+                      RETURN_IF_ERROR(SetEventEnabled(c, on_db, *it, true));
+                      return true;
+                    }).status().WithContext(SideName(on)));
+    enabled.push_back(name);
+  }
+  if (!enabled.empty()) {
+    auto scheduler = OnControl(on, [](MyConn& c) { return c.QueryValue("SELECT @@event_scheduler"); });
+    if (scheduler.ok() && *scheduler != "ON")
+      LOG_WARN("events {} are enabled on the {}, but its event_scheduler is {}: they do not run until SET GLOBAL "
+               "event_scheduler = ON there",
+               fmt::join(enabled, ", "), SideName(on), *scheduler);
+  }
+  if (!disabled.empty() || !enabled.empty())
+    LOG_INFO("events: enabled on the {}: {}; disabled on the {}: {}", SideName(on),
+             enabled.empty() ? "none" : fmt::format("{}", fmt::join(enabled, ", ")), SideName(off),
+             disabled.empty() ? "none" : fmt::format("{}", fmt::join(disabled, ", ")));
   return Status::Ok();
 }
 
