@@ -23,6 +23,7 @@
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/schema_loader.h"
 #include "engines/mysql/schema_objects.h"
+#include "engines/mysql/snapshot_copier.h"
 #include "engines/mysql/verify.h"
 #include "pipeline/flow.h"
 #include "proxy/traffic_switch.h"
@@ -83,7 +84,7 @@ class MyReplication final : public MyReplicationOps {
   Result<uint64_t> CommittedPosition(Side side) override;
   uint64_t CurrentPosition(Side side) override;
   Result<std::vector<TableId>> TablesInScope() override;
-  std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
+  std::optional<std::pair<double, std::string>> TargetReplicaLag() override;
   Status SyncSequences(Side from) override;
   Status WritesGoTo(Side to) override;
   std::vector<std::string> CleanUpOnComplete() override;
@@ -165,6 +166,14 @@ class MyReplication final : public MyReplicationOps {
   std::string primary_db_;
   // The monitor thread's.
   std::unique_ptr<MyConn> monitor_[2];  // 0: the reader, 1: the target
+  struct TargetReplica {
+    std::string name;  // host:port (server_id N)
+    std::unique_ptr<MyConn> conn;
+    ReplicaLagTracker tracker;
+    std::chrono::steady_clock::time_point retry_at{};
+    bool warned = false;
+  };
+  std::map<int64_t, TargetReplica> target_replicas_;  // by server_id (SHOW SLAVE HOSTS on the target)
   uint64_t last_pos_[2] = {0, 0};
   uint32_t sizes_file_ = 0;  // the current file when file_sizes_ was read
   mutable Mutex sizes_mu_;
@@ -260,6 +269,85 @@ uint64_t MyReplication::CurrentPosition(Side side) {
       file_sizes_ = std::move(sizes);
     }
   return last_pos_[0];
+}
+
+namespace {
+
+// `uri` with its host and port replaced (user, password, database and
+// parameters kept): the target's credentials for one of its replicas.
+std::string WithHostPort(const std::string& uri, const std::string& host, int64_t port) {
+  const size_t auth = uri.find("://");
+  if (auth == std::string::npos) return uri;
+  const size_t begin = auth + 3;
+  size_t end = uri.find_first_of("/?", begin);
+  if (end == std::string::npos) end = uri.size();
+  const size_t at = uri.rfind('@', end);
+  const size_t host_at = at == std::string::npos || at < begin ? begin : at + 1;
+  const std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  return fmt::format("{}{}:{}{}", uri.substr(0, host_at), h, port, uri.substr(end));
+}
+
+}  // namespace
+
+std::optional<std::pair<double, std::string>> MyReplication::TargetReplicaLag() {
+  // MariaDB's primary does not know how far its replicas are: each replica
+  // the target lists (SHOW SLAVE HOSTS: every replica connected to it, its
+  // report_host or else the address it connects from) is asked itself, with
+  // the target's credentials, for its connection from the target (SHOW ALL
+  // SLAVES STATUS). Seconds_Behind_Master while its SQL thread runs; while
+  // it is stopped with events waiting, the time since it last executed one
+  // (ReplicaLagTracker). A replica that cannot be reached is named in the
+  // log once and asked again every 10 s; it does not hold the appliers.
+  auto& m = monitor_[1];
+  if (!m || m->IsBroken()) {
+    ConnOptions mo;
+    mo.program_name = "midflight-monitor";
+    auto c = MyConn::Connect(spec_.target, mo);
+    m = c.ok() ? std::move(*c) : nullptr;
+  }
+  if (!m) return std::nullopt;
+  auto hosts = m->Query("SHOW SLAVE HOSTS");
+  auto target = ParseMyUri(spec_.target);
+  if (!hosts.ok() || !target.ok()) return std::nullopt;
+  const auto now = std::chrono::steady_clock::now();
+  std::set<int64_t> listed;
+  std::optional<std::pair<double, std::string>> worst;
+  for (int i = 0; i < hosts->rows(); ++i) {
+    const int64_t id = hosts->GetInt(i, 0);
+    std::string host = hosts->Get(i, 1);
+    const int64_t port = hosts->GetInt(i, 2);
+    if (id == ServerId(11)) continue;  // reverse replication's own reader, should it be listed
+    if (host.empty()) host = target->host;
+    listed.insert(id);
+    TargetReplica& r = target_replicas_[id];
+    r.name = fmt::format("{}:{} (server_id {})", host, port, id);
+    if (!r.conn || r.conn->IsBroken()) {
+      if (now < r.retry_at) continue;
+      ConnOptions o;
+      o.program_name = "midflight-monitor";
+      o.connect_timeout_s = 2;
+      auto c = MyConn::Connect(WithHostPort(spec_.target, host, port), o);
+      if (!c.ok()) {
+        r.retry_at = now + std::chrono::seconds(10);
+        if (!r.warned) LOG_WARN("target replica {}: its lag cannot be read: {}", r.name, c.status().message());
+        r.warned = true;
+        continue;
+      }
+      r.conn = std::move(*c);
+    }
+    auto sample = ReadReplicaLag(*r.conn, target->port);
+    if (!sample.ok() || !*sample) {
+      if (!r.warned)
+        LOG_WARN("target replica {}: its lag cannot be read: {}", r.name,
+                 sample.ok() ? "it shows no replication from the target" : sample.status().message());
+      r.warned = true;
+      continue;
+    }
+    const double lag = r.tracker.Observe(**sample, now);
+    if (!worst || lag > worst->first) worst = std::make_pair(lag, r.name);
+  }
+  std::erase_if(target_replicas_, [&](const auto& e) { return !listed.count(e.first); });
+  return worst;
 }
 
 Result<std::vector<TableId>> MyReplication::TablesInScope() {
