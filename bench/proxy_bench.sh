@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # midflight proxy benchmark: read-only pgbench throughput through midflight's
 # PostgreSQL proxy, PgBouncer (transaction pooling) and directly, side by side
-# on the same server, interleaved.
+# on the same server, interleaved; then the MySQL half: sysbench
+# oltp_point_select directly against MariaDB and through midflight's MySQL
+# proxy. Whatever core the proxies run on (thread per session or event
+# loops), the script only talks to their listeners and reads /proc.
 #
 #   bench/proxy_bench.sh
 #
@@ -21,6 +24,15 @@
 #      $PREPARED_ROUNDS rounds
 #   CPU time (utime + stime from /proc/PID/stat) of the pgbouncer and the
 #   midflight process is taken before and after every run.
+#   3. MySQL (unless MYSQL=0): two throwaway MariaDB 10.11 servers, sysbench
+#      oltp_point_select prepare ($MY_TABLES x $MY_TABLE_SIZE rows) on the
+#      source, `midflight run` of a MySQL migration with a proxy until
+#      "replicating"; then sysbench oltp_point_select --threads=$MY_THREADS
+#      --time=$DURATION, direct and through midflight's read-write endpoint,
+#      $ROUNDS interleaved rounds with server-side prepared statements
+#      (sysbench's default, --db-ps-mode=auto) and $PREPARED_ROUNDS with the
+#      text protocol (--db-ps-mode=disable). No PgBouncer counterpart
+#      (ProxySQL is not in Debian).
 #
 # Knobs (environment):
 #   DURATION=20 ROUNDS=3 PREPARED_ROUNDS=1   seconds per pgbench run, rounds (median of them)
@@ -29,6 +41,9 @@
 #   BOUNCER_POOLS=8,16   pgbouncer pool sizes; each is a [databases] entry "pgb<N>"
 #   WARMUP=5             seconds of pgbench per path before the rounds (also checks each path works)
 #   SRC_PORT=27600 DST_PORT=27601 BOUNCER_PORT=27602 PROXY_PORT=27603   (27600-27620)
+#   MYSQL=1              0: the PostgreSQL half only
+#   MY_THREADS=8 MY_TABLES=4 MY_TABLE_SIZE=100000   sysbench --threads, --tables, --table-size
+#   MY_SRC_PORT=27605 MY_DST_PORT=27606 MY_PROXY_PORT=27607
 #   TIMEOUT=600 (seconds, per wait) KEEP=1 (keep the temp dir; processes are stopped anyway)
 #   MIDFLIGHT_BIN=path   the binary (default: build/midflight; this script does not build)
 set -euo pipefail
@@ -51,13 +66,21 @@ PROXY_PORT=${PROXY_PORT:-27603}
 TIMEOUT=${TIMEOUT:-600}
 KEEP=${KEEP:-}
 MIDFLIGHT_BIN=${MIDFLIGHT_BIN:-$ROOT/build/midflight}
+MYSQL=${MYSQL:-1}
+MY_THREADS=${MY_THREADS:-8}
+MY_TABLES=${MY_TABLES:-4}
+MY_TABLE_SIZE=${MY_TABLE_SIZE:-100000}
+MY_SRC_PORT=${MY_SRC_PORT:-27605}
+MY_DST_PORT=${MY_DST_PORT:-27606}
+MY_PROXY_PORT=${MY_PROXY_PORT:-27607}
+TARGET_DIRECT=0.85
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 POLL=0.2
 TARGET_RATIO=1.2
 export PGAPPNAME=midflight-bench PGCONNECT_TIMEOUT=10
 
 IFS=, read -r -a POOLS <<<"$BOUNCER_POOLS"
-for n in "${POOLS[@]}" "$DURATION" "$ROUNDS" "$PREPARED_ROUNDS" "$CLIENTS" "$THREADS" "$SCALE" "$WARMUP"; do
+for n in "${POOLS[@]}" "$DURATION" "$ROUNDS" "$PREPARED_ROUNDS" "$CLIENTS" "$THREADS" "$SCALE" "$WARMUP" "$MY_THREADS" "$MY_TABLES" "$MY_TABLE_SIZE"; do
   [[ $n =~ ^[0-9]+$ ]] || { echo "proxy_bench.sh: '$n' is not a number (DURATION, ROUNDS, PREPARED_ROUNDS, CLIENTS, THREADS, SCALE, WARMUP, BOUNCER_POOLS)" >&2; exit 2; }
 done
 ((ROUNDS >= 1 && DURATION >= 1 && ${#POOLS[@]} >= 1)) || { echo "proxy_bench.sh: ROUNDS, DURATION and BOUNCER_POOLS need at least 1" >&2; exit 2; }
@@ -99,7 +122,7 @@ cleanup() {
     for ((i = 0; i < 50; i++)); do kill -0 "$BOUNCER_PID" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$BOUNCER_PID" 2>/dev/null
   fi
-  cleanup_work "$WORK/src" "$WORK/dst"
+  cleanup_work "$WORK/src" "$WORK/dst" "$WORK/mysrc" "$WORK/mydst"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -206,14 +229,19 @@ RUN_NO=0
 # ------------------------------------------------------------------ setup --
 section "setup"
 for t in pgbench psql jq ss "$PGBOUNCER"; do command -v "$t" >/dev/null || die "$t is not installed"; done
+if [[ $MYSQL == 1 ]]; then
+  for t in sysbench mariadb; do command -v "$t" >/dev/null || die "$t is not installed (Debian: sysbench mariadb-client; or MYSQL=0)"; done
+fi
 [[ -x $MIDFLIGHT_BIN ]] || die "no midflight binary at $MIDFLIGHT_BIN (build it with scripts/build, or set MIDFLIGHT_BIN)"
-for p in "$SRC_PORT" "$DST_PORT" "$BOUNCER_PORT" "$PROXY_PORT"; do
-  port_in_use "$p" && die "port $p is already in use (set SRC_PORT, DST_PORT, BOUNCER_PORT, PROXY_PORT)"
+MY_PORTS=()
+[[ $MYSQL == 1 ]] && MY_PORTS=("$MY_SRC_PORT" "$MY_DST_PORT" "$MY_PROXY_PORT")
+for p in "$SRC_PORT" "$DST_PORT" "$BOUNCER_PORT" "$PROXY_PORT" "${MY_PORTS[@]}"; do
+  port_in_use "$p" && die "port $p is already in use (set SRC_PORT, DST_PORT, BOUNCER_PORT, PROXY_PORT, MY_*_PORT)"
 done
 read -r h0 ht0 < <(host_busy); sleep 2; read -r h1 ht1 < <(host_busy)
 BG_BUSY=$(awk -v b=$((h1 - h0)) -v t=$((ht1 - ht0)) 'BEGIN { printf "%.0f", t ? 100 * b / t : 0 }')
 LOADAVG=$(cut -d' ' -f1-3 /proc/loadavg)
-log "host: $(nproc) cores; before starting anything: CPU ${BG_BUSY}% busy (2 s sample), load average $LOADAVG"
+log "host: $(nproc) cores; before starting anything: CPU ${BG_BUSY}% busy (2 s sample); uptime:$(uptime)"
 WORK=$(mktemp -d /tmp/midflight-proxy-bench.XXXXXX)
 chmod 755 "$WORK"
 log "work dir: $WORK"
@@ -342,6 +370,107 @@ MF_WARN_KINDS=$(grep -iE 'warn|error|fail' "$MF_LOG" | sed -E 's/^[0-9:.]+ +//; 
   sort | uniq -c | sort -rn | head -5 || true)
 BOUNCER_WARN=$(grep -cE 'WARNING|ERROR|FATAL' "$WORK/pgbouncer.log" || true)
 
+# ------------------------------------------------------------ MySQL half --
+declare -A MY_TPS=() MY_TX=() MY_SECS=() MY_MCPU=() MY_ERR=() MY_BAD=() MYPORT=() MYUSER=() MYLABEL=()
+my_run() {  # KEY MODE SECONDS [warmup]: one sysbench oltp_point_select run, recorded unless warmup
+  local key=$1 mode=$2 secs=$3 warm=${4:-} out m0 m1 t0 wall rc=0 tx tps errs
+  out=$WORK/sysbench-$key-$mode-$((++RUN_NO)).log
+  m0=$(cpu_ticks "$MF_PID"); t0=$(now)
+  sysbench oltp_point_select --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="${MYPORT[$key]}" \
+    --mysql-user="${MYUSER[$key]}" --mysql-password="${MYUSER[$key]}" --mysql-db=sbtest --tables="$MY_TABLES" \
+    --table-size="$MY_TABLE_SIZE" --threads="$MY_THREADS" --time="$secs" --report-interval=0 \
+    --db-ps-mode="$mode" run >"$out" 2>&1 &
+  LOAD_PID=$!
+  wait "$LOAD_PID" || rc=$?
+  LOAD_PID=
+  wall=$(since "$t0"); m1=$(cpu_ticks "$MF_PID")
+  mf_check_alive "sysbench ran against ${MYLABEL[$key]}"
+  read -r tx tps < <(awk '/^ *transactions:/ { gsub(/[()]/, "", $3); printf "%s %.0f\n", $2, $3; f = 1 } END { if (!f) print "0 0" }' "$out")
+  errs=$(( $(awk '/^ *ignored errors:/ { print $3; f = 1 } END { if (!f) print 0 }' "$out") + $(grep -c 'FATAL' "$out" || true) ))
+  log "$(printf '%-40s %-8s %9s tps  %8s tx  midflight %5.2f s cpu%s%s' "${MYLABEL[$key]}" "$mode" "$tps" "$tx" \
+    "$(awk -v t=$((m1 - m0)) -v c="$CLK_TCK" 'BEGIN { print t / c }')" "${warm:+  (warm-up)}" \
+    "$( ((rc != 0 || errs > 0)) && echo "  sysbench exit $rc, $errs errors: $out")")"
+  if [[ -n $warm ]]; then
+    ((rc == 0 && tx > 0)) || { tail -5 "$out" >&2; die "sysbench through ${MYLABEL[$key]} failed (exit $rc)"; }
+    return 0
+  fi
+  local k=$key/$mode
+  ((rc != 0 || errs > 0)) && FIRST_ERROR+=("${MYLABEL[$key]} --db-ps-mode=$mode: exit $rc: $(grep -m1 -i 'FATAL\|error' "$out" || tail -1 "$out")")
+  if ((tx == 0)); then MY_BAD[$k]=$((${MY_BAD[$k]:-0} + 1)); return 0; fi
+  MY_TPS[$k]="${MY_TPS[$k]:-} $tps"
+  MY_TX[$k]=$((${MY_TX[$k]:-0} + tx))
+  MY_SECS[$k]=$(awk -v a="${MY_SECS[$k]:-0}" -v b="$wall" 'BEGIN { print a + b }')
+  MY_MCPU[$k]=$((${MY_MCPU[$k]:-0} + m1 - m0))
+  MY_ERR[$k]=$((${MY_ERR[$k]:-0} + errs))
+  ((rc == 0)) || MY_BAD[$k]=$((${MY_BAD[$k]:-0} + 1))
+}
+
+if [[ $MYSQL == 1 ]]; then
+  section "MySQL: setup"
+  "$TESTDB" start mariadb "$WORK/mysrc" "$MY_SRC_PORT"
+  "$TESTDB" start mariadb "$WORK/mydst" "$MY_DST_PORT"
+  for d in mysrc mydst; do "$TESTDB" sql "$WORK/$d" -e "CREATE DATABASE sbtest"; done
+  t0=$(now)
+  sysbench oltp_point_select --db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$MY_SRC_PORT" \
+    --mysql-user=midflight --mysql-password=midflight --mysql-db=sbtest --tables="$MY_TABLES" \
+    --table-size="$MY_TABLE_SIZE" --threads=2 prepare >"$WORK/sysbench-prepare.log" 2>&1 ||
+    die "sysbench prepare failed: $(tail -3 "$WORK/sysbench-prepare.log")"
+  log "sysbench prepare: $MY_TABLES x $MY_TABLE_SIZE rows in $(since "$t0") s; $(mariadbd --version 2>/dev/null || /usr/sbin/mariadbd --version); $(sysbench --version)"
+  # The proxy logs in to the servers with the spec's URIs' account and
+  # authenticates the clients itself (user bench); one schema name on both
+  # sides (sessions move by name).
+  SPEC=$WORK/spec-mysql.yaml
+  MF_LOG=$WORK/midflight-mysql.log
+  cat >"$SPEC" <<YAML
+name: benchmy
+source: mysql://midflight:midflight@127.0.0.1:$MY_SRC_PORT/sbtest
+target: mysql://midflight:midflight@127.0.0.1:$MY_DST_PORT/sbtest
+state_dir: $WORK/state-mysql
+partitions: 2
+proxy:
+  listen: 127.0.0.1:$MY_PROXY_PORT
+  users:
+    - name: bench
+      password: bench
+YAML
+  log "midflight run (MySQL proxy on 127.0.0.1:$MY_PROXY_PORT) until phase replicating"
+  t0=$(now)
+  "$MF" run "$SPEC" >"$MF_LOG" 2>&1 &
+  MF_PID=$!
+  mf_wait_phase replicating
+  log "midflight pid $MF_PID replicating after $(since "$t0") s"
+  MYLABEL[mydirect]="direct (no proxy)"; MYPORT[mydirect]=$MY_SRC_PORT; MYUSER[mydirect]=midflight
+  MYLABEL[mymf]="midflight proxy"; MYPORT[mymf]=$MY_PROXY_PORT; MYUSER[mymf]=bench
+  for k in mydirect mymf; do
+    port=""
+    for _ in $(seq 50); do
+      port=$(mariadb --no-defaults -h 127.0.0.1 -P "${MYPORT[$k]}" -u "${MYUSER[$k]}" -p"${MYUSER[$k]}" -N -B \
+        -e "SELECT @@port" 2>&1) && break
+      sleep "$POLL"
+    done
+    [[ $port == "$MY_SRC_PORT" ]] || die "${MYLABEL[$k]} reaches '$port', not the MySQL source ($MY_SRC_PORT)"
+  done
+  log "both MySQL paths reach the source (port $MY_SRC_PORT)"
+  section "MySQL warm-up: sysbench oltp_point_select --time=$WARMUP through both paths"
+  for k in mydirect mymf; do my_run "$k" auto "$WARMUP" warmup; my_run "$k" disable "$WARMUP" warmup; done
+  MY_PATHS=(mydirect mymf)
+  section "sysbench oltp_point_select --threads=$MY_THREADS --time=$DURATION --db-ps-mode=auto (prepared): $ROUNDS round(s)"
+  for ((r = 0; r < ROUNDS; r++)); do
+    for ((i = 0; i < 2; i++)); do my_run "${MY_PATHS[$(((i + r) % 2))]}" auto "$DURATION"; done
+  done
+  if ((PREPARED_ROUNDS > 0)); then
+    section "sysbench oltp_point_select --threads=$MY_THREADS --time=$DURATION --db-ps-mode=disable (text): $PREPARED_ROUNDS round(s)"
+    for ((r = 0; r < PREPARED_ROUNDS; r++)); do
+      for ((i = 0; i < 2; i++)); do my_run "${MY_PATHS[$(((i + r) % 2))]}" disable "$DURATION"; done
+    done
+  fi
+  MY_LOADAVG_END=$(cut -d' ' -f1-3 /proc/loadavg)
+  mf_check_alive "finishing the MySQL half"
+  MY_MF_STATE=$(mf_status | jq -r '"phase \(.phase), error: \(if .error == "" then "none" else .error end)"' || echo "status unavailable")
+  mf_stop
+  MY_MF_WARN=$(grep -ciE 'warn|error|fail' "$MF_LOG" || true)
+fi
+
 # ---------------------------------------------------------------- summary --
 section "summary: SCALE=$SCALE ($ROWS rows in pgbench_accounts, $SRC_SIZE), $(nproc) cores"
 declare -A MED=()
@@ -415,3 +544,40 @@ echo
 echo "target"
 met=$(awk -v v="$R_BOUNCER" -v lim="$TARGET_RATIO" 'BEGIN { if (v == "-") print "n/a"; else if (v + 0 >= lim + 0) print "met"; else print "MISSED" }')
 printf '  %-52s %8s  %s\n' "midflight proxy tps / pgbouncer's >= $TARGET_RATIO" "$R_BOUNCER" "$met"
+printf '  %-52s %8s  %s\n' "midflight proxy tps / direct >= $TARGET_DIRECT (-M simple)" "$(div "${MED[mf/simple]}" "${MED[direct/simple]}")" \
+  "$(met "$(div "${MED[mf/simple]}" "${MED[direct/simple]}")" ">=" "$TARGET_DIRECT")"
+
+if [[ $MYSQL == 1 ]]; then
+  declare -A MY_MED=()
+  for k in mydirect mymf; do
+    for mode in auto disable; do
+      # shellcheck disable=SC2086
+      MY_MED[$k/$mode]=$(median ${MY_TPS[$k/$mode]:-})
+    done
+  done
+  echo
+  echo "MySQL: sysbench oltp_point_select --threads=$MY_THREADS --time=$DURATION ($MY_TABLES x $MY_TABLE_SIZE rows), median of interleaved rounds"
+  printf '  %-36s %-9s %10s   %-26s %8s %15s\n' path ps-mode "median tps" "runs (tps)" "/direct" "us cpu/tx (mf)"
+  for mode in auto disable; do
+    for k in mydirect mymf; do
+      [[ -n ${MY_TPS[$k/$mode]:-}${MY_BAD[$k/$mode]:-} ]] || continue
+      printf '  %-36s %-9s %10s   %-26s %7sx %15s' "${MYLABEL[$k]}" "$mode" "${MY_MED[$k/$mode]}" \
+        "$(for t in ${MY_TPS[$k/$mode]:-}; do printf '%s ' "$t"; done)" "$(div "${MY_MED[$k/$mode]}" "${MY_MED[mydirect/$mode]}")" \
+        "$([[ $k == mymf ]] && us_per_tx "${MY_MCPU[$k/$mode]:-0}" "${MY_TX[$k/$mode]:-0}" || echo -)"
+      ((${MY_ERR[$k/$mode]:-0} + ${MY_BAD[$k/$mode]:-0} > 0)) &&
+        printf '   %s errors, %s bad runs' "${MY_ERR[$k/$mode]:-0}" "${MY_BAD[$k/$mode]:-0}"
+      echo
+    done
+  done
+  printf '  midflight proxy CPU: %s cores while serving (prepared), %s (text)\n' \
+    "$(cores "${MY_MCPU[mymf/auto]:-0}" "${MY_SECS[mymf/auto]:-0}")" "$(cores "${MY_MCPU[mymf/disable]:-0}" "${MY_SECS[mymf/disable]:-0}")"
+  printf '  midflight at the end: %s; %s log lines matching warn/error/fail\n' "$MY_MF_STATE" "$MY_MF_WARN"
+  for mode in auto disable; do
+    r=$(div "${MY_MED[mymf/$mode]}" "${MY_MED[mydirect/$mode]}")
+    printf '  %-52s %8s  %s\n' "MySQL midflight proxy tps / direct >= $TARGET_DIRECT ($mode)" "$r" "$(met "$r" ">=" "$TARGET_DIRECT")"
+  done
+  echo "  load average at the end of the MySQL half: $MY_LOADAVG_END"
+fi
+echo
+echo "uptime at the end:$(uptime)"
+echo "(a shared $(nproc)-core machine: other jobs ran beside this benchmark; read the figures with the load above)"

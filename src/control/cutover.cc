@@ -104,6 +104,12 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       forward_->flow->Stop();
       return st;
     }
+    // A run killed inside a switch may have moved the scheduled jobs but not
+    // the phase: put them where the phase says writes go.
+    const Side writes = store_.phase() == Phase::kWritesSwitched ? Side::kTarget : Side::kSource;
+    if (Status st = ops_.WritesGoTo(writes); !st.ok())
+      Say(fmt::format("scheduled jobs (events) not moved to the {}: {}; the next switch tries again",
+                      writes == Side::kTarget ? "target" : "source", st.message()));
   }
   {
     int64_t rows = 0;
@@ -443,6 +449,7 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase 
   // The gates (lag, pinned sessions, ...) were checked by the caller.
   (void)force;
   const Side from_side = forward ? Side::kSource : Side::kTarget;
+  const Side to_side = forward ? Side::kTarget : Side::kSource;
   // Connections first: nothing slow inside the pause.
   RETURN_IF_ERROR(ops_.PrepareSwitch());
 
@@ -483,8 +490,17 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase 
   if (Status st = ops_.SyncSequences(from_side); !st.ok())
     return abandon("carrying sequences over: " + st.message());
   const double sequences = Since(t2);
+  // The servers' own scheduled writers (MySQL events) follow the writes;
+  // put back where they were when the switch is abandoned after this.
+  auto jobs_back = [&](const std::string& why) -> Status {
+    if (Status st = ops_.WritesGoTo(from_side); !st.ok())
+      LOG_WARN("switch abandoned: moving scheduled jobs back to the {}: {}", from_name, st.message());
+    return abandon(why);
+  };
+  if (Status st = ops_.WritesGoTo(to_side); !st.ok())
+    return jobs_back("moving scheduled jobs (events): " + st.message());
   std::string what = fmt::format("writes switched to the {}", to_name);
-  if (Status st = store_.SetPhase(next, what); !st.ok()) return abandon("recording the phase: " + st.message());
+  if (Status st = store_.SetPhase(next, what); !st.ok()) return jobs_back("recording the phase: " + st.message());
   proxy_->SetWriteSide(to);
   proxy_->ResumeWrites();
   const double pause = Since(t0);
@@ -570,6 +586,11 @@ Result<std::string> Cutover::MoveWritesExternal(proxy::Side to, Running& running
   const auto t2 = Clock::now();
   if (Status st = ops_.SyncSequences(from_side); !st.ok()) return refuse("carrying sequences over: " + st.message());
   const double sequences = Since(t2);
+  if (Status st = ops_.WritesGoTo(forward ? Side::kTarget : Side::kSource); !st.ok()) {
+    if (Status back = ops_.WritesGoTo(from_side); !back.ok())
+      LOG_WARN("moving scheduled jobs back to the {}: {}", from_name, back.message());
+    return refuse("moving scheduled jobs (events): " + st.message());
+  }
   std::string what = fmt::format("writes switched to the {} (recorded by the operator: --external)", to_name);
   RETURN_IF_ERROR(store_.SetPhase(next, what));
   Watch(running);

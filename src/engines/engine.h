@@ -124,6 +124,19 @@ class ReplicationOps {
   virtual std::optional<std::pair<double, std::string>> TargetReplicaLag() = 0;
   // Carries sequence values from `from` to the other side.
   virtual Status SyncSequences(proxy::Side from) = 0;
+  // Writes now go to side `to`: what the servers run on their own and that
+  // writes (MySQL/MariaDB events) is made to run there only, stopped on the
+  // other side. Called inside a write switch (and rollback) once `to` holds
+  // everything the other side committed and its counters are carried
+  // (SyncSequences), before writes resume; again, with the side the phase
+  // names, when a run resumes after a first write switch (a crash between
+  // this call and the phase change). Idempotent. Not called by `sequences
+  // sync`. Default (PostgreSQL, whose server runs no scheduled jobs of the
+  // migrated database): nothing.
+  virtual Status WritesGoTo(proxy::Side to) {
+    (void)to;
+    return Status::Ok();
+  }
   // The servers' part of the gates of a write switch to `to` (or a
   // rollback, `to` the source; control/gates.h): read-only, changes nothing,
   // used by the switch itself and by its dry run. `reverse_needed`: this

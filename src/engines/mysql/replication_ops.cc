@@ -23,6 +23,7 @@
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/schema_loader.h"
 #include "engines/mysql/schema_objects.h"
+#include "engines/mysql/snapshot_copier.h"
 #include "engines/mysql/verify.h"
 #include "pipeline/flow.h"
 #include "proxy/traffic_switch.h"
@@ -83,8 +84,9 @@ class MyReplication final : public MyReplicationOps {
   Result<uint64_t> CommittedPosition(Side side) override;
   uint64_t CurrentPosition(Side side) override;
   Result<std::vector<TableId>> TablesInScope() override;
-  std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
+  std::optional<std::pair<double, std::string>> TargetReplicaLag() override;
   Status SyncSequences(Side from) override;
+  Status WritesGoTo(Side to) override;
   std::vector<std::string> CleanUpOnComplete() override;
   // Live verification (engines/mysql/verify.h): the reference is read where
   // the flow from it reads (the replica, or the target after a write switch),
@@ -164,6 +166,14 @@ class MyReplication final : public MyReplicationOps {
   std::string primary_db_;
   // The monitor thread's.
   std::unique_ptr<MyConn> monitor_[2];  // 0: the reader, 1: the target
+  struct TargetReplica {
+    std::string name;  // host:port (server_id N)
+    std::unique_ptr<MyConn> conn;
+    ReplicaLagTracker tracker;
+    std::chrono::steady_clock::time_point retry_at{};
+    bool warned = false;
+  };
+  std::map<int64_t, TargetReplica> target_replicas_;  // by server_id (SHOW SLAVE HOSTS on the target)
   uint64_t last_pos_[2] = {0, 0};
   uint32_t sizes_file_ = 0;  // the current file when file_sizes_ was read
   mutable Mutex sizes_mu_;
@@ -259,6 +269,85 @@ uint64_t MyReplication::CurrentPosition(Side side) {
       file_sizes_ = std::move(sizes);
     }
   return last_pos_[0];
+}
+
+namespace {
+
+// `uri` with its host and port replaced (user, password, database and
+// parameters kept): the target's credentials for one of its replicas.
+std::string WithHostPort(const std::string& uri, const std::string& host, int64_t port) {
+  const size_t auth = uri.find("://");
+  if (auth == std::string::npos) return uri;
+  const size_t begin = auth + 3;
+  size_t end = uri.find_first_of("/?", begin);
+  if (end == std::string::npos) end = uri.size();
+  const size_t at = uri.rfind('@', end);
+  const size_t host_at = at == std::string::npos || at < begin ? begin : at + 1;
+  const std::string h = host.find(':') != std::string::npos ? "[" + host + "]" : host;
+  return fmt::format("{}{}:{}{}", uri.substr(0, host_at), h, port, uri.substr(end));
+}
+
+}  // namespace
+
+std::optional<std::pair<double, std::string>> MyReplication::TargetReplicaLag() {
+  // MariaDB's primary does not know how far its replicas are: each replica
+  // the target lists (SHOW SLAVE HOSTS: every replica connected to it, its
+  // report_host or else the address it connects from) is asked itself, with
+  // the target's credentials, for its connection from the target (SHOW ALL
+  // SLAVES STATUS). Seconds_Behind_Master while its SQL thread runs; while
+  // it is stopped with events waiting, the time since it last executed one
+  // (ReplicaLagTracker). A replica that cannot be reached is named in the
+  // log once and asked again every 10 s; it does not hold the appliers.
+  auto& m = monitor_[1];
+  if (!m || m->IsBroken()) {
+    ConnOptions mo;
+    mo.program_name = "midflight-monitor";
+    auto c = MyConn::Connect(spec_.target, mo);
+    m = c.ok() ? std::move(*c) : nullptr;
+  }
+  if (!m) return std::nullopt;
+  auto hosts = m->Query("SHOW SLAVE HOSTS");
+  auto target = ParseMyUri(spec_.target);
+  if (!hosts.ok() || !target.ok()) return std::nullopt;
+  const auto now = std::chrono::steady_clock::now();
+  std::set<int64_t> listed;
+  std::optional<std::pair<double, std::string>> worst;
+  for (int i = 0; i < hosts->rows(); ++i) {
+    const int64_t id = hosts->GetInt(i, 0);
+    std::string host = hosts->Get(i, 1);
+    const int64_t port = hosts->GetInt(i, 2);
+    if (id == ServerId(11)) continue;  // reverse replication's own reader, should it be listed
+    if (host.empty()) host = target->host;
+    listed.insert(id);
+    TargetReplica& r = target_replicas_[id];
+    r.name = fmt::format("{}:{} (server_id {})", host, port, id);
+    if (!r.conn || r.conn->IsBroken()) {
+      if (now < r.retry_at) continue;
+      ConnOptions o;
+      o.program_name = "midflight-monitor";
+      o.connect_timeout_s = 2;
+      auto c = MyConn::Connect(WithHostPort(spec_.target, host, port), o);
+      if (!c.ok()) {
+        r.retry_at = now + std::chrono::seconds(10);
+        if (!r.warned) LOG_WARN("target replica {}: its lag cannot be read: {}", r.name, c.status().message());
+        r.warned = true;
+        continue;
+      }
+      r.conn = std::move(*c);
+    }
+    auto sample = ReadReplicaLag(*r.conn, target->port);
+    if (!sample.ok() || !*sample) {
+      if (!r.warned)
+        LOG_WARN("target replica {}: its lag cannot be read: {}", r.name,
+                 sample.ok() ? "it shows no replication from the target" : sample.status().message());
+      r.warned = true;
+      continue;
+    }
+    const double lag = r.tracker.Observe(**sample, now);
+    if (!worst || lag > worst->first) worst = std::make_pair(lag, r.name);
+  }
+  std::erase_if(target_replicas_, [&](const auto& e) { return !listed.count(e.first); });
+  return worst;
 }
 
 Result<std::vector<TableId>> MyReplication::TablesInScope() {
@@ -582,6 +671,72 @@ Status MyReplication::SyncSequences(Side from) {
     ++raised;
   }
   if (raised) LOG_INFO("AUTO_INCREMENT raised on {} table(s) of the {}", raised, SideName(to));
+  return Status::Ok();
+}
+
+Status MyReplication::WritesGoTo(Side to) {
+  // The events run where the applications write: those ENABLED on the side
+  // left are disabled there and enabled on `to` (the target got them all
+  // DISABLED). Which ones move is kept in the state store (mysql_events):
+  // once disabled on the side left, its catalog no longer tells, and a
+  // resumed run or a rollback must move the same ones back. Disabling comes
+  // first, so no event ever runs on both sides.
+  MutexLock lock(&control_mu_);
+  const Ctl on = to == Side::kTarget ? kTarget : kPrimary;
+  const Ctl off = to == Side::kTarget ? kPrimary : kTarget;
+  const std::string& on_db = to == Side::kTarget ? s_.target_db : primary_db_;
+  const std::string& off_db = to == Side::kTarget ? primary_db_ : s_.target_db;
+  ASSIGN_OR_RETURN(auto off_events, OnControl(off, [&](MyConn& c) { return ListEvents(c, off_db); }));
+  std::set<std::string> moving;
+  {
+    const std::string kept = s_.store->Get("mysql_events").value_or("");
+    for (size_t at = 0; at < kept.size();) {
+      size_t end = kept.find('\n', at);
+      if (end == std::string::npos) end = kept.size();
+      if (end > at) moving.insert(kept.substr(at, end - at));
+      at = end + 1;
+    }
+  }
+  const size_t known = moving.size();
+  for (const auto& e : off_events)
+    if (e.status == "ENABLED") moving.insert(e.name);
+  if (moving.empty()) return Status::Ok();
+  if (moving.size() != known)
+    RETURN_IF_ERROR(s_.store->Put("mysql_events", fmt::format("{}", fmt::join(moving, "\n"))));
+  ASSIGN_OR_RETURN(auto on_events, OnControl(on, [&](MyConn& c) { return ListEvents(c, on_db); }));
+  std::vector<std::string> disabled, enabled;
+  for (const auto& e : off_events) {
+    if (!moving.count(e.name) || e.status != "ENABLED") continue;
+    RETURN_IF_ERROR(OnControl(off, [&](MyConn& c) -> Result<bool> {
+                      RETURN_IF_ERROR(SetEventEnabled(c, off_db, e, false));
+                      return true;
+                    }).status().WithContext(SideName(off)));
+    disabled.push_back(e.name);
+  }
+  for (const auto& name : moving) {
+    auto it = std::find_if(on_events.begin(), on_events.end(), [&](const SchemaObject& e) { return e.name == name; });
+    if (it == on_events.end())
+      return OperatorError(fmt::format("event {}.{} runs on the {} but does not exist on the {} (created after the "
+                                       "schema was copied?): create it there DISABLED, or drop it, then switch again",
+                                       off_db, name, SideName(off), SideName(on)));
+    if (it->status == "ENABLED") continue;
+    RETURN_IF_ERROR(OnControl(on, [&](MyConn& c) -> Result<bool> {
+                      RETURN_IF_ERROR(SetEventEnabled(c, on_db, *it, true));
+                      return true;
+                    }).status().WithContext(SideName(on)));
+    enabled.push_back(name);
+  }
+  if (!enabled.empty()) {
+    auto scheduler = OnControl(on, [](MyConn& c) { return c.QueryValue("SELECT @@event_scheduler"); });
+    if (scheduler.ok() && *scheduler != "ON")
+      LOG_WARN("events {} are enabled on the {}, but its event_scheduler is {}: they do not run until SET GLOBAL "
+               "event_scheduler = ON there",
+               fmt::join(enabled, ", "), SideName(on), *scheduler);
+  }
+  if (!disabled.empty() || !enabled.empty())
+    LOG_INFO("events: enabled on the {}: {}; disabled on the {}: {}", SideName(on),
+             enabled.empty() ? "none" : fmt::format("{}", fmt::join(enabled, ", ")), SideName(off),
+             disabled.empty() ? "none" : fmt::format("{}", fmt::join(disabled, ", ")));
   return Status::Ok();
 }
 

@@ -386,22 +386,26 @@ Result<std::vector<std::string>> GuardTriggersInPlace(MyConn& conn, const std::s
   return guarded;
 }
 
-Result<std::vector<std::string>> EventsToEnable(MyConn& src, const std::string& source_db) {
-  ASSIGN_OR_RETURN(MyResult r, src.Query(fmt::format(
-      "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE EVENT_SCHEMA = {} AND STATUS IN ('ENABLED', "
-      "'SLAVESIDE_DISABLED') ORDER BY EVENT_NAME",
-      QuoteString(source_db))));
-  std::vector<std::string> out;
-  for (int i = 0; i < r.rows(); ++i) out.push_back(r.Get(i, 0));
+Result<std::vector<SchemaObject>> ListEvents(MyConn& conn, const std::string& db) {
+  ASSIGN_OR_RETURN(MyResult r, conn.Query(fmt::format(kListEventsSql, QuoteString(db))));
+  std::vector<SchemaObject> out;
+  for (int i = 0; i < r.rows(); ++i) {
+    out.push_back(MakeObject(ObjectKind::kEvent, r.Get(i, 0), r.Get(i, 1)));
+    out.back().status = r.Get(i, 2);
+  }
   return out;
 }
 
-Status SetEventsEnabled(MyConn& conn, const std::string& db, const std::vector<std::string>& events, bool enabled) {
-  for (const auto& e : events) {
-    Status st = conn.Exec(fmt::format("ALTER EVENT {} {}", QuoteQualified(db, e), enabled ? "ENABLE" : "DISABLE"));
-    if (!st.ok())
-      return st.WithContext(fmt::format("{} event {}.{}", enabled ? "enabling" : "disabling", db, e));
-  }
+Status SetEventEnabled(MyConn& conn, const std::string& db, const SchemaObject& event, bool enabled) {
+  // ALTER EVENT alone makes the user running it the event's definer (the
+  // body would then run with midflight's rights): name the definer it has.
+  // sql_mode and time_zone stay the event's own (the server keeps them).
+  Status st = conn.Exec(fmt::format("ALTER DEFINER = {} EVENT {} {}", event.Definer(), QuoteQualified(db, event.name),
+                                    enabled ? "ENABLE" : "DISABLE"));
+  if (!st.ok())
+    return st.WithContext(fmt::format("{} event {}.{} (definer {}; changing another definer's event needs SET USER or "
+                                      "SUPER)",
+                                      enabled ? "enabling" : "disabling", db, event.name, event.Definer()));
   return Status::Ok();
 }
 

@@ -22,8 +22,9 @@
 //                 through the binlog as rows of their own); for every other
 //                 session (the application after the switch) it runs as on
 //                 the source. Created in the source's ACTION_ORDER.
-//                 Events, created DISABLED: they must run on one side only;
-//                 EventsToEnable and SetEventsEnabled are for the write switch.
+//                 Events, created DISABLED: they must run on one side only,
+//                 the one writes go to; the write switch and rollback move
+//                 them (ListEvents, SetEventEnabled).
 // Everything is idempotent: an object that exists on the target (same name)
 // is left as it is, so a resumed run goes on where it stopped.
 //
@@ -93,12 +94,14 @@ Status CreateTriggersAndEvents(MyConn& src, MyConn& dst, const std::string& sour
 Result<std::vector<std::string>> GuardTriggersInPlace(MyConn& conn, const std::string& db,
                                                       const std::set<std::string>& tables);
 
-// The events to run on the side writes move to: those enabled on the source
-// (ENABLED, or SLAVESIDE_DISABLED when `src` is a replica of the primary
-// where they run). For the write switch; not called by the engine yet.
-Result<std::vector<std::string>> EventsToEnable(MyConn& src, const std::string& source_db);
-// ALTER EVENT ... ENABLE / DISABLE for each of `events` in `db`.
-Status SetEventsEnabled(MyConn& conn, const std::string& db, const std::vector<std::string>& events, bool enabled);
+// The events of `db` on `conn`'s server, with definer and status (ENABLED,
+// DISABLED, SLAVESIDE_DISABLED), by name. For the write switch: the events
+// ENABLED on the side writes leave are disabled there and enabled on the side
+// they move to (MyReplicationOps::WritesGoTo).
+Result<std::vector<SchemaObject>> ListEvents(MyConn& conn, const std::string& db);
+// ALTER DEFINER = <its definer> EVENT db.name ENABLE / DISABLE; the error
+// names the event.
+Status SetEventEnabled(MyConn& conn, const std::string& db, const SchemaObject& event, bool enabled);
 
 // Pure helpers, unit-tested.
 // The trigger statement with its body wrapped in the apply guard; unchanged

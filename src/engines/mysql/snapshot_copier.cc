@@ -336,15 +336,23 @@ Result<std::vector<Chunk>> PlanChunks(MyConn& source, const std::vector<TablePtr
   return out;
 }
 
-Result<std::optional<ReplicaLag>> ReadReplicaLag(MyConn& conn) {
-  ASSIGN_OR_RETURN(MyResult r, conn.Query("SHOW SLAVE STATUS"));
-  if (r.rows() == 0) return std::optional<ReplicaLag>();
+Result<std::optional<ReplicaLag>> ReadReplicaLag(MyConn& conn, std::optional<unsigned> master_port) {
+  ASSIGN_OR_RETURN(MyResult r, conn.Query(master_port ? "SHOW ALL SLAVES STATUS" : "SHOW SLAVE STATUS"));
   std::map<std::string, int> col;
   for (int i = 0; i < r.cols(); ++i) col[r.names()[i]] = i;
+  int row = r.rows() == 0 ? -1 : 0;
+  if (master_port) {
+    // The connection from that primary (a replica may have several).
+    row = -1;
+    auto port = col.find("Master_Port");
+    for (int i = 0; port != col.end() && i < r.rows(); ++i)
+      if (r.Get(i, port->second) == std::to_string(*master_port)) row = i;
+  }
+  if (row < 0) return std::optional<ReplicaLag>();
   auto get = [&](const char* name) -> std::optional<std::string> {
     auto it = col.find(name);
-    if (it == col.end() || r.IsNull(0, it->second)) return std::nullopt;
-    return r.Get(0, it->second);
+    if (it == col.end() || r.IsNull(row, it->second)) return std::nullopt;
+    return r.Get(row, it->second);
   };
   ReplicaLag lag;
   lag.sql_running = get("Slave_SQL_Running").value_or("") == "Yes";

@@ -75,8 +75,10 @@ struct ReplicaLag {
   std::string executed;                  // Relay_Master_Log_File:Exec_Master_Log_Pos
   bool pending = false;                  // received events not executed yet
 };
-// Nothing when `conn`'s server is not a replica.
-Result<std::optional<ReplicaLag>> ReadReplicaLag(MyConn& conn);
+// Nothing when `conn`'s server is not a replica. With `master_port`, its
+// replication connection (SHOW ALL SLAVES STATUS: a replica may have several)
+// from the primary on that port; nothing when it has none.
+Result<std::optional<ReplicaLag>> ReadReplicaLag(MyConn& conn, std::optional<unsigned> master_port = std::nullopt);
 
 // Turns successive samples into a lag in seconds: Seconds_Behind_Master
 // while the SQL thread runs; while it is stopped with events waiting, the
