@@ -297,15 +297,24 @@ void PrintVerifyJob(const nlohmann::json& j) {
                              j.value("rows_per_s", 0.0), state == "running" ? eta : "-", j.value("differences", int64_t{0}),
                              j.value("resumed", 0));
     if (!j.value("error", "").empty()) std::cout << "  error: " << j.value("error", "") << "\n";
+    if (j.value("continuous", false)) {
+      std::string next = "running now";
+      if (state != "running" && j.contains("next_pass_at") && j["next_pass_at"].is_number())
+        next = fmt::format("next pass in {:.0f} s",
+                           std::max(0.0, j["next_pass_at"].get<double>() - midflight::NowUnixMicros() / 1e6));
+      std::cout << fmt::format("  continuous verification: on, {} pass(es) finished, {}\n", j.value("passes", 0), next);
+    }
     for (const auto& l : j.value("lines", nlohmann::json::array())) std::cout << "  " << l.get<std::string>() << "\n";
   }
   const auto reports = j.value("reports", nlohmann::json::array());
   if (!reports.empty()) std::cout << "last verifications:\n";
-  for (const auto& r : reports)
+  for (const auto& r : reports) {
     std::cout << fmt::format("  {} {:<10} {} by {}: {} rows, {} differing, {} repaired\n",
                              midflight::IsoUtc(static_cast<int64_t>(r.value("at", 0.0) * 1e6)), r.value("kind", ""),
                              r.value("clean", false) ? "clean" : "NOT CLEAN", r.value("actor", ""), r.value("rows", int64_t{0}),
                              r.value("differences", int64_t{0}), r.value("repaired", int64_t{0}));
+    for (const auto& l : r.value("lines", nlohmann::json::array())) std::cout << "      " << l.get<std::string>() << "\n";
+  }
 }
 
 }  // namespace

@@ -114,18 +114,25 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
   {
     int64_t rows = 0;
     for (const auto& t : tables_) rows += t->estimated_rows;
+    VerifyJob::Continuous continuous;
+    continuous.on = spec_.verify.continuous;
+    continuous.pause_seconds = spec_.verify.continuous_pause_seconds;
+    continuous.repair = spec_.verify.continuous_repair;
+    continuous.rows_per_s = [this] { return runtime_.knobs.Int(Knob::kContinuousVerifyRowsPerS); };
     verify_job_ = std::make_unique<VerifyJob>(
         store_,
-        [this](const ReplicationOps::VerifyRun& run, std::function<int64_t()> rows_per_s,
-               const std::atomic<bool>* stop) { return VerifyPass(run, /*repair=*/false, std::move(rows_per_s), stop); },
-        static_cast<int>(tables_.size()), rows, [this] { return runtime_.knobs.Int(Knob::kVerifyRowsPerS); });
+        [this](const ReplicationOps::VerifyRun& run, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+               bool repair) { return VerifyPass(run, repair, std::move(rows_per_s), stop); },
+        static_cast<int>(tables_.size()), rows, [this] { return runtime_.knobs.Int(Knob::kVerifyRowsPerS); },
+        std::move(continuous), [this](std::vector<Change> repairs) { return ApplyRepairs(std::move(repairs)); });
   }
   {
     // Operations are taken from here on: every flow this phase needs runs.
     MutexLock lock(&state_mu_);
     running_ = true;
   }
-  verify_job_->ResumeIfRunning();  // a pass a stopped or killed process left running
+  // A pass a stopped or killed process left running; or continuous verification.
+  verify_job_->ResumeIfRunning();
 
   Status result;
   auto now_s = [] { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); };
@@ -716,13 +723,10 @@ Result<ReplicationOps::VerifyOutcome> Cutover::VerifyPass(const ReplicationOps::
   return out;
 }
 
-Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
-  // An explicit --rate holds for this run; otherwise the verify_rows_per_s knob, read live.
-  std::function<int64_t()> rows_per_s = [this] { return runtime_.knobs.Int(Knob::kVerifyRowsPerS); };
-  if (rate >= 0) rows_per_s = [rate] { return rate; };
-  (void)store_.Put("verify_state", "running");
-  const int64_t started_us = NowUnixMicros();
-  // The flow VerifyPass compares against (operations are serialised: no switch in between).
+Result<size_t> Cutover::ApplyRepairs(std::vector<Change> repairs) {
+  // The flow of the side applications write to, as VerifyPass compared with
+  // (no switch runs meanwhile: an operation holds op_mu_, and a switch
+  // suspends the background job first).
   const bool writes_on_target = store_.phase() == Phase::kWritesSwitched;
   const Side reference = writes_on_target ? Side::kTarget : Side::kSource;
   std::shared_ptr<Running> flow;
@@ -730,7 +734,32 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
     MutexLock lock(&state_mu_);
     flow = writes_on_target ? reverse_ : forward_;
   }
-  if (!flow) return OperatorError("replication is not running yet");
+  if (!flow) return OperatorError("replication is not running");
+  const size_t n = repairs.size();
+  Flow& f = *flow->flow;
+  uint64_t routed = f.QueueRepairs(std::move(repairs));
+  auto t0 = Clock::now();
+  // Once the stream has routed them they are pending in their partitions;
+  // then everything up to a position taken afterwards being applied
+  // includes them.
+  while (f.RepairsRouted() < routed && Since(t0) < 60) {
+    f.Poke();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  ASSIGN_OR_RETURN(uint64_t after, ops_.CommittedPosition(reference));
+  while (f.AppliedThrough() < after && Since(t0) < 60) {
+    f.Poke();
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return n;
+}
+
+Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
+  // An explicit --rate holds for this run; otherwise the verify_rows_per_s knob, read live.
+  std::function<int64_t()> rows_per_s = [this] { return runtime_.knobs.Int(Knob::kVerifyRowsPerS); };
+  if (rate >= 0) rows_per_s = [rate] { return rate; };
+  (void)store_.Put("verify_state", "running");
+  const int64_t started_us = NowUnixMicros();
   std::map<TableId, TablePtr> tables;
   auto report = VerifyPass({}, repair, rows_per_s, &stopping_, &tables);
   if (!report.ok()) {
@@ -758,24 +787,8 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
   for (const auto& line : report->lines) out += "  " + line + "\n";
   size_t repaired = 0;
   if (!report->repairs.empty()) {
-    size_t n = report->repairs.size();
-    repaired = n;
-    Flow& f = *flow->flow;
-    uint64_t routed = f.QueueRepairs(std::move(report->repairs));
-    auto t0 = Clock::now();
-    // Once the stream has routed them they are pending in their partitions;
-    // then everything up to a position taken afterwards being applied
-    // includes them.
-    while (f.RepairsRouted() < routed && Since(t0) < 60) {
-      f.Poke();
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    ASSIGN_OR_RETURN(uint64_t after, ops_.CommittedPosition(reference));
-    while (f.AppliedThrough() < after && Since(t0) < 60) {
-      f.Poke();
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    }
-    out += fmt::format("repaired {} row(s) through the apply path; run verify again to confirm\n", n);
+    ASSIGN_OR_RETURN(repaired, ApplyRepairs(std::move(report->repairs)));
+    out += fmt::format("repaired {} row(s) through the apply path; run verify again to confirm\n", repaired);
   }
   VerifyJob::AddReport(store_, nlohmann::json{{"at", NowUnixMicros() / 1e6},
                                               {"kind", "foreground"},

@@ -110,6 +110,9 @@ class Cutover {
   Result<ReplicationOps::VerifyOutcome> VerifyPass(const ReplicationOps::VerifyRun& run, bool repair,
                                                    std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
                                                    std::map<TableId, TablePtr>* tables = nullptr);
+  // Queues a verification's repairs on the flow from the side applications
+  // write to, and waits (up to a minute) until they are applied; how many.
+  Result<size_t> ApplyRepairs(std::vector<Change> repairs);
   // A started flow and the tables as its from-side has them.
   struct Running {
     std::unique_ptr<Flow> flow;

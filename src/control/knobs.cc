@@ -38,6 +38,8 @@ const std::array<KnobDef, static_cast<size_t>(Knob::kCount)>& KnobDefs() {
       {Knob::kStopOnConflict, "stop_on_conflict", 0, 1, true,
        "apply conflicts (insert of an existing row, update or delete of a missing one): 0 = overwrite, counted and "
        "logged; 1 = stop the migration naming table, key, position and kind (spec on_conflict: overwrite | stop)"},
+      {Knob::kContinuousVerifyRowsPerS, "continuous_verify_rows_per_s", 0, 1e10, true,
+       "continuous verification (spec verify.continuous): source rows its passes read per second (0 = unlimited)"},
   }};
   return defs;
 }
@@ -59,6 +61,7 @@ Knobs::Knobs(const MigrationSpec& spec) {
   set(Knob::kLagAlertSeconds, 30);
   set(Knob::kLagAlertAfterSeconds, 60);
   set(Knob::kStopOnConflict, spec.on_conflict == "stop" ? 1 : 0);
+  set(Knob::kContinuousVerifyRowsPerS, static_cast<double>(spec.verify.continuous_rows_per_s));
   for (const auto& [name, v] : spec.knobs)
     for (const auto& d : KnobDefs())
       if (name == d.name) defaults_[static_cast<size_t>(d.id)] = v;

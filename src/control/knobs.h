@@ -38,6 +38,7 @@ enum class Knob {
   kLagAlertSeconds,      // webhook: lag over this ...
   kLagAlertAfterSeconds, // ... for longer than this sends a lag alert
   kStopOnConflict,       // 0: an apply conflict overwrites (counted, logged); 1: it fails the migration
+  kContinuousVerifyRowsPerS,  // continuous verification's passes: source rows read per second; 0 = unlimited
   kCount,
 };
 

@@ -322,11 +322,23 @@ Status ParseCutover(const YAML::Node& root, const std::string& origin, Migration
       return Field(origin, "notify.webhook", "must be an http:// or https:// URL");
   }
   if (YAML::Node n = root["verify"]) {
-    RETURN_IF_ERROR(CheckKeys(n, origin, "verify", {"rows_per_s", "chunk_rows"}));
-    RETURN_IF_ERROR(Get(n, origin + ": verify", "rows_per_s", &s->verify.rows_per_s));
-    RETURN_IF_ERROR(Get(n, origin + ": verify", "chunk_rows", &s->verify.chunk_rows));
-    if (s->verify.rows_per_s < 0) return Field(origin, "verify.rows_per_s", "must be 0 (unlimited) or more");
-    if (s->verify.chunk_rows < 100) return Field(origin, "verify.chunk_rows", "must be at least 100");
+    RETURN_IF_ERROR(CheckKeys(n, origin, "verify",
+                              {"rows_per_s", "chunk_rows", "continuous", "continuous_rows_per_s",
+                               "continuous_pause_seconds", "continuous_repair"}));
+    VerifySpec& v = s->verify;
+    const std::string o = origin + ": verify";
+    RETURN_IF_ERROR(Get(n, o, "rows_per_s", &v.rows_per_s));
+    RETURN_IF_ERROR(Get(n, o, "chunk_rows", &v.chunk_rows));
+    RETURN_IF_ERROR(Get(n, o, "continuous", &v.continuous));
+    RETURN_IF_ERROR(Get(n, o, "continuous_rows_per_s", &v.continuous_rows_per_s));
+    RETURN_IF_ERROR(Get(n, o, "continuous_pause_seconds", &v.continuous_pause_seconds));
+    RETURN_IF_ERROR(Get(n, o, "continuous_repair", &v.continuous_repair));
+    if (v.rows_per_s < 0) return Field(origin, "verify.rows_per_s", "must be 0 (unlimited) or more");
+    if (v.chunk_rows < 100) return Field(origin, "verify.chunk_rows", "must be at least 100");
+    if (v.continuous_rows_per_s < 0)
+      return Field(origin, "verify.continuous_rows_per_s", "must be 0 (unlimited) or more");
+    if (!(v.continuous_pause_seconds >= 0) || v.continuous_pause_seconds > 604800)
+      return Field(origin, "verify.continuous_pause_seconds", "must be 0 to 604800");
   }
   return Status::Ok();
 }

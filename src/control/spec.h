@@ -59,6 +59,13 @@ struct CutoverSpec {
 struct VerifySpec {
   int64_t rows_per_s = 200000;  // source rows read per second; 0 = unlimited
   int64_t chunk_rows = 10000;
+  // Continuous verification (control/verify_job.h): while the migration
+  // replicates, the background job runs pass after pass at its own slow rate,
+  // so the write switch's verification gate always has a recent result.
+  bool continuous = false;
+  int64_t continuous_rows_per_s = 1000;   // default of the continuous_verify_rows_per_s knob; 0 = unlimited
+  double continuous_pause_seconds = 60;   // from the end of one pass to the start of the next
+  bool continuous_repair = false;         // re-copy the rows a pass finds different (through the apply path)
 };
 
 // Where phase changes, failures, lag alerts and write pauses are posted

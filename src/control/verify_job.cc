@@ -23,15 +23,45 @@ json Load(StateStore& store) {
 
 double NowS() { return NowUnixMicros() / 1e6; }
 
+// The stored job for a new pass from the first table; what the continuous
+// loop knows (on, passes, repaired) carries over from `previous`.
+json NewPass(int64_t rate, const std::string& kind, bool continuous, int tables_total, int64_t rows_estimate,
+             const json& previous) {
+  return json{{"state", "running"},
+              {"kind", kind},
+              {"continuous", continuous},
+              {"passes", previous.value("passes", 0)},
+              {"started_at", NowS()},
+              {"updated_at", NowS()},
+              {"actor", kind == "continuous" ? std::string("continuous verification") : ActorScope::Current()},
+              {"rate", rate},
+              {"tables_total", tables_total},
+              {"tables_done", 0},
+              {"table", ""},
+              {"cursor", {{"table", ""}, {"key", json::array()}}},
+              {"rows_checked", 0},
+              {"rows_estimate", rows_estimate},
+              {"rows_per_s", 0.0},
+              {"eta_seconds", nullptr},
+              {"differences", 0},
+              {"repaired", 0},
+              {"lines", json::array()},
+              {"resumed", 0},
+              {"summary", ""},
+              {"error", ""}};
+}
+
 }  // namespace
 
 VerifyJob::VerifyJob(StateStore& store, Pass pass, int tables_total, int64_t rows_estimate,
-                     std::function<int64_t()> knob_rate)
+                     std::function<int64_t()> knob_rate, Continuous continuous, Repair repair)
     : store_(store),
       pass_(std::move(pass)),
       tables_total_(tables_total),
       rows_estimate_(rows_estimate),
-      knob_rate_(std::move(knob_rate)) {}
+      knob_rate_(std::move(knob_rate)),
+      continuous_(std::move(continuous)),
+      repair_(std::move(repair)) {}
 
 VerifyJob::~VerifyJob() { Suspend(); }
 
@@ -40,6 +70,7 @@ void VerifyJob::Halt(const std::string& why) {
     if (!stop_->flag) {
       stop_->why = why;
       stop_->flag.store(true, std::memory_order_release);
+      stop_->wake.Stop();
     }
   }
   if (thread_.joinable()) thread_.join();
@@ -55,46 +86,36 @@ Result<std::string> VerifyJob::Start(int64_t rate) {
                                      IsoUtc(static_cast<int64_t>(j.value("started_at", 0.0) * 1e6)), j.value("rows_checked", int64_t{0}),
                                      j.value("rows_estimate", int64_t{0})));
   }
-  Halt("suspend");  // a thread that ended on its own
-  json j{{"state", "running"},
-         {"started_at", NowS()},
-         {"updated_at", NowS()},
-         {"actor", ActorScope::Current()},
-         {"rate", rate},
-         {"tables_total", tables_total_},
-         {"tables_done", 0},
-         {"table", ""},
-         {"cursor", {{"table", ""}, {"key", json::array()}}},
-         {"rows_checked", 0},
-         {"rows_estimate", rows_estimate_},
-         {"rows_per_s", 0.0},
-         {"eta_seconds", nullptr},
-         {"differences", 0},
-         {"lines", json::array()},
-         {"resumed", 0},
-         {"summary", ""},
-         {"error", ""}};
+  Halt("suspend");  // a thread that ended on its own, or the continuous loop waiting
+  json j = NewPass(rate, "job", continuous_.on, tables_total_, rows_estimate_, Load(store_));
   RETURN_IF_ERROR(store_.Put("verify_job", j.dump()));
   (void)store_.AddEvent(fmt::format("verification job started ({})",
                                     rate >= 0 ? fmt::format("{} rows/s", rate) : "rate: knob verify_rows_per_s"));
-  Launch(/*resume=*/false);
-  return fmt::format("verification job started: {} tables, about {} rows; `midflight verify show` follows it",
-                     tables_total_, rows_estimate_);
+  Launch(Begin::kNew);
+  return fmt::format("verification job started: {} tables, about {} rows; `midflight verify show` follows it{}",
+                     tables_total_, rows_estimate_, continuous_.on ? " (continuous verification goes on after it)" : "");
 }
 
 Result<std::string> VerifyJob::Stop(const std::string& why) {
   MutexLock lock(&mu_);
   json j = Load(store_);
-  if (j.value("state", "") != "running") return OperatorError(fmt::format("no verification job is running (it is {})", j.value("state", "none")));
+  // The continuous loop between two passes: the thread waits for the next one.
+  const bool waiting = !busy_ && alive_ && stop_ && !stop_->flag;
+  if (j.value("state", "") != "running" && !waiting)
+    return OperatorError(fmt::format("no verification job is running (it is {})", j.value("state", "none")));
   Halt(why);
-  // A suspended one (no thread now) is stopped in the store alone.
+  // A suspended one (no thread now) is stopped in the store alone; a stopped
+  // continuous loop stays off (across restarts too) until `verify start`.
   j = Load(store_);
-  if (j.value("state", "") == "running") {
+  if (j.value("state", "") == "running" || waiting) {
     j["state"] = "stopped";
     j["summary"] = why;
     j["updated_at"] = NowS();
-    RETURN_IF_ERROR(store_.Put("verify_job", j.dump()));
   }
+  if (j.value("continuous", false)) j["summary"] = j.value("summary", why) + " (continuous verification off until `midflight verify start`)";
+  j["continuous"] = false;
+  j.erase("next_pass_at");
+  RETURN_IF_ERROR(store_.Put("verify_job", j.dump()));
   (void)store_.AddEvent(fmt::format("verification job {} after {} rows", why, j.value("rows_checked", int64_t{0})));
   return fmt::format("verification job {} ({} of about {} rows checked)", why, j.value("rows_checked", int64_t{0}),
                      j.value("rows_estimate", int64_t{0}));
@@ -108,21 +129,64 @@ void VerifyJob::Suspend() {
 void VerifyJob::ResumeIfRunning() {
   MutexLock lock(&mu_);
   if (busy_) return;
-  if (Load(store_).value("state", "") != "running") return;
-  Halt("suspend");
-  Launch(/*resume=*/true);
+  const std::string state = Load(store_).value("state", "none");
+  if (state == "running") {
+    Halt("suspend");
+    Launch(Begin::kResume);
+  } else if (continuous_.on && state != "stopped") {
+    if (alive_ && stop_ && !stop_->flag) return;  // the loop is waiting already
+    Halt("suspend");
+    Launch(Begin::kWait);
+  }
 }
 
-void VerifyJob::Launch(bool resume) {
+void VerifyJob::Launch(Begin begin) {
   stop_ = std::make_shared<StopRequest>();
-  busy_ = true;
-  thread_ = std::thread([this, resume, stop = stop_] { Body(resume, stop); });
+  busy_ = begin != Begin::kWait;
+  alive_ = true;
+  thread_ = std::thread([this, begin, stop = stop_] {
+    Body(begin, stop);
+    alive_ = false;
+  });
 }
 
-void VerifyJob::Body(bool resume, std::shared_ptr<StopRequest> stop) {
+void VerifyJob::Body(Begin begin, std::shared_ptr<StopRequest> stop) {
+  for (;;) {
+    if (begin == Begin::kWait) {
+      json j = Load(store_);
+      const double at = j.value("next_pass_at", 0.0);
+      if (at > NowS() && stop->wake.WaitFor(std::chrono::duration<double>(at - NowS()))) return;
+      if (stop->flag.load(std::memory_order_acquire)) return;
+      busy_ = true;
+      j = NewPass(-1, "continuous", true, tables_total_, rows_estimate_, j);
+      if (Status st = store_.Put("verify_job", j.dump()); !st.ok()) {
+        LOG_WARN("continuous verification: the next pass cannot be recorded: {}", st.message());
+        busy_ = false;
+        if (stop->wake.WaitFor(std::chrono::duration<double>(continuous_.pause_seconds))) return;
+        continue;
+      }
+      Say(fmt::format("continuous verification: pass {} started", j.value("passes", 0) + 1));
+    }
+    const bool finished = RunPass(begin == Begin::kResume, *stop);
+    busy_ = false;
+    if (!finished || !continuous_.on) return;
+    // The loop goes on (after a failed pass too: the next one may succeed).
+    json j = Load(store_);
+    if (!j.value("continuous", false)) return;
+    j["passes"] = j.value("passes", 0) + 1;
+    j["next_pass_at"] = NowS() + continuous_.pause_seconds;
+    (void)store_.Put("verify_job", j.dump());
+    begin = Begin::kWait;
+  }
+}
+
+bool VerifyJob::RunPass(bool resume, StopRequest& stop_request) {
+  StopRequest* stop = &stop_request;
   json j = Load(store_);
   const int64_t rate = j.value("rate", int64_t{-1});
-  std::function<int64_t()> rows_per_s = knob_rate_;
+  const bool continuous_pass = j.value("kind", "") == "continuous";
+  const bool repair = continuous_pass && continuous_.repair && repair_;
+  std::function<int64_t()> rows_per_s = continuous_pass && continuous_.rows_per_s ? continuous_.rows_per_s : knob_rate_;
   if (rate >= 0) rows_per_s = [rate] { return rate; };
   // What was done before this run (a resumed pass) and what this run adds.
   json base_lines = j.value("lines", json::array());
@@ -171,11 +235,18 @@ void VerifyJob::Body(bool resume, std::shared_ptr<StopRequest> stop) {
     if (Status st = store_.Put("verify_job", j.dump()); !st.ok()) LOG_WARN("verify job: progress not saved: {}", st.message());
     CrashPoint("verify-chunk", rows);
   };
-  auto outcome = pass_(run, rows_per_s, &stop->flag);
+  auto outcome = pass_(run, rows_per_s, &stop->flag, repair);
   const bool stopped = stop->flag.load(std::memory_order_acquire);
-  if (stopped && stop->why == "suspend") {
-    busy_ = false;
-    return;  // the store still says running: the next run continues
+  if (stopped && stop->why == "suspend") return false;  // the store still says running: the next run continues
+  size_t repaired = 0;
+  if (outcome.ok() && !stopped && repair && !outcome->repairs.empty()) {
+    auto n = repair_(std::move(outcome->repairs));
+    if (n.ok()) {
+      repaired = *n;
+    } else {
+      LOG_WARN("verify job: the repairs were not applied: {}", n.status().message());
+      (void)store_.AddEvent("verification job: the repairs were not applied: " + n.status().message());
+    }
   }
   j["updated_at"] = NowS();
   if (stopped) {
@@ -190,36 +261,48 @@ void VerifyJob::Body(bool resume, std::shared_ptr<StopRequest> stop) {
     const int64_t diffs = j.value("differences", int64_t{0});
     const bool clean = outcome->clean && diffs == 0;
     const double seconds = NowS() - j.value("started_at", NowS());
+    const std::string kind = continuous_pass ? "continuous" : "job";
     j["state"] = "done";
     j["tables_done"] = tables_total_;
     j["eta_seconds"] = 0;
+    j["repaired"] = repaired;
     const std::string summary =
-        fmt::format("verify job: {}; {} tables, {} rows in {:.1f} s{}", clean ? "clean" : fmt::format("{} differences", diffs),
-                    tables_total_, j.value("rows_checked", int64_t{0}), seconds,
-                    j.value("resumed", 0) ? fmt::format(" (resumed {} time(s))", j.value("resumed", 0)) : "");
+        fmt::format("verify {}: {}; {} tables, {} rows in {:.1f} s{}{}", kind,
+                    clean ? "clean" : fmt::format("{} differences", diffs), tables_total_,
+                    j.value("rows_checked", int64_t{0}), seconds,
+                    j.value("resumed", 0) ? fmt::format(" (resumed {} time(s))", j.value("resumed", 0)) : "",
+                    repaired ? fmt::format("; {} row(s) repaired through the apply path", repaired) : "");
     j["summary"] = summary;
     j["clean"] = clean;
+    json report_lines = json::array();
+    for (const auto& l : j.value("lines", json::array()))
+      if (report_lines.size() < kReportLines) report_lines.push_back(l);
     (void)store_.PutMany({{"verify_state", "done"},
                           {"verify_clean", clean ? "true" : "false"},
                           {"verify_at", std::to_string(NowUnixMicros())},
                           {"verify_summary", summary}});
     AddReport(store_, json{{"at", NowS()},
-                           {"kind", "job"},
+                           {"kind", kind},
                            {"actor", j.value("actor", "")},
                            {"tables", tables_total_},
                            {"rows", j.value("rows_checked", int64_t{0})},
                            {"seconds", seconds},
                            {"clean", clean},
                            {"differences", diffs},
-                           {"repaired", 0},
+                           {"repaired", repaired},
                            {"resumed", j.value("resumed", 0)},
+                           {"lines", report_lines},
                            {"summary", summary}}
                           .dump());
-    (void)store_.AddEvent(summary);
+    // A clean continuous pass every few minutes would bury the audit trail:
+    // those are in the reports; what differed is an event.
+    if (!continuous_pass || !clean)
+      (void)store_.AddEvent(report_lines.empty() ? summary
+                                                 : fmt::format("{}; first: {}", summary, report_lines[0].get<std::string>()));
     Say(summary);
   }
   (void)store_.Put("verify_job", j.dump());
-  busy_ = false;
+  return !stopped;
 }
 
 std::string VerifyJob::ShowJson(StateStore& store) {

@@ -1031,6 +1031,13 @@ http::Response Service::Metrics() {
       w.Sample("midflight_verify_job_rows_per_second", l, job.value("rows_per_s", 0.0));
       w.Family("midflight_verify_job_differences", "gauge", "Differences the verification job found so far.");
       w.Sample("midflight_verify_job_differences", l, job.value("differences", 0.0));
+      w.Family("midflight_verify_continuous_passes", "gauge",
+               "Passes the continuous verification finished (spec verify.continuous; 0 when off).");
+      w.Sample("midflight_verify_continuous_passes", l, job.value("passes", 0.0));
+      if (const double at = std::atof(v.Str("verify_at").c_str()); at > 0) {
+        w.Family("midflight_verify_age_seconds", "gauge", "Time since the last verification finished (of any kind).");
+        w.Sample("midflight_verify_age_seconds", l, std::max(0.0, (NowUnixMicros() - at) / 1e6));
+      }
       if (job.contains("eta_seconds") && job["eta_seconds"].is_number()) {
         w.Family("midflight_verify_job_eta_seconds", "gauge", "Time the verification job still needs at its rate.");
         w.Sample("midflight_verify_job_eta_seconds", l, job["eta_seconds"].get<double>());

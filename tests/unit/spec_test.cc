@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "base/uri.h"
+#include "control/knobs.h"
 
 namespace midflight {
 
@@ -77,6 +78,28 @@ TEST(SpecTest, TransportErrorsNameTheField) {
   EXPECT_EQ(err("transport: {kind: memory, brokers: h:1}\n"),
             "m.yaml: field 'transport.kind': memory takes no other transport fields");
   EXPECT_EQ(err("transport: kafka\n"), "m.yaml: field 'transport': expected a mapping (kind, brokers, ...)");
+}
+
+TEST(SpecTest, ContinuousVerification) {
+  const std::string base = "name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\n";
+  auto off = ParseSpec(base, "spec.yaml");
+  ASSERT_TRUE(off.ok()) << off.status().message();
+  EXPECT_FALSE(off->verify.continuous);
+  auto s = ParseSpec(base + R"(verify:
+  continuous: true
+  continuous_rows_per_s: 500
+  continuous_pause_seconds: 30
+  continuous_repair: true
+)", "spec.yaml");
+  ASSERT_TRUE(s.ok()) << s.status().message();
+  EXPECT_TRUE(s->verify.continuous);
+  EXPECT_EQ(s->verify.continuous_rows_per_s, 500);
+  EXPECT_EQ(s->verify.continuous_pause_seconds, 30);
+  EXPECT_TRUE(s->verify.continuous_repair);
+  EXPECT_EQ(Knobs(*s).Int(Knob::kContinuousVerifyRowsPerS), 500);
+  auto bad = ParseSpec(base + "verify:\n  continuous_pause_seconds: -1\n", "spec.yaml");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().message(), "spec.yaml: field 'verify.continuous_pause_seconds': must be 0 to 604800");
 }
 
 TEST(SpecTest, UnknownFieldIsNamed) {
