@@ -264,9 +264,12 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
     }
   }
   if (p.listen.empty()) return Field(origin, "proxy.listen", "is required (HOST:PORT of the read-write endpoint)");
-  if (p.auth != "scram-sha-256" && p.auth != "md5" && p.auth != "mysql_native_password")
+  if (p.auth != "scram-sha-256" && p.auth != "md5" && p.auth != "mysql_native_password" &&
+      p.auth != "caching_sha2_password" && p.auth != "client_ed25519")
     return Field(origin, "proxy.auth",
-                 fmt::format("'{}' is not scram-sha-256 or md5 (PostgreSQL) or mysql_native_password (MySQL)", p.auth));
+                 fmt::format("'{}' is not scram-sha-256 or md5 (PostgreSQL) or mysql_native_password, "
+                             "caching_sha2_password or client_ed25519 (MySQL)",
+                             p.auth));
   if (p.tls_cert.empty() != p.tls_key.empty())
     return Field(origin, p.tls_cert.empty() ? "proxy.tls_cert" : "proxy.tls_key", "tls_cert and tls_key go together");
   if (p.max_clients < 1) return Field(origin, "proxy.max_clients", "must be at least 1");
