@@ -121,4 +121,24 @@ mariadb -h127.0.0.1 -P"$RW_badca" -uapp -papppw shop -e "SELECT 1" 2>"$WORK/plai
 grep -q "does not offer TLS" "$WORK/plain.err" || fail "ssl-mode=required without TLS: $(cat "$WORK/plain.err")"
 log "ssl-mode=required, server without TLS: $(grep ERROR "$WORK/plain.err")"
 for h in sha2 native ed badca; do echo quit >&"${HIN[$h]}"; done
+
+# 5. midflight's own connections (copy, stream, compare) read the same URI settings.
+ssl_accepts() { "$TESTDB" sql "$WORK/a" -N -B -e "SHOW GLOBAL STATUS LIKE 'Ssl_accepts'" | cut -f2; }
+DST="mysql://midflight:midflight@127.0.0.1:$B/shop"
+before=$(ssl_accepts)
+SRC="mysql://midflight:midflight@127.0.0.1:$A/shop?ssl-mode=verify-identity&ssl-ca=$WORK/ca.pem"
+write_spec tls_ok
+out=$("$MF" compare "$SPEC" 2>&1) || true
+grep -q "connecting to" <<<"$out" && fail "midflight compare over verify-identity: $out"
+after=$(ssl_accepts)
+((after > before)) || fail "midflight compare with ssl-mode=verify-identity made no TLS connection (Ssl_accepts $before -> $after): $out"
+SRC="mysql://midflight:midflight@127.0.0.1:$A/shop?ssl-mode=verify-identity&ssl-ca=$WORK/other.pem"
+write_spec tls_badca
+out=$("$MF" compare "$SPEC" 2>&1) && fail "midflight compare trusted a certificate from another CA"
+grep -q -i "certificate" <<<"$out" || fail "midflight compare with another CA: $out"
+SRC="mysql://midflight:midflight@127.0.0.1:$B/shop?ssl-mode=required"
+write_spec tls_plain
+out=$("$MF" compare "$SPEC" 2>&1) && fail "midflight compare with ssl-mode=required reached a server without TLS"
+grep -q -i "ssl\|tls" <<<"$out" || fail "midflight compare, ssl-mode=required without TLS: $out"
+log "midflight compare: verify-identity over TLS (Ssl_accepts $before -> $after); another CA and a server without TLS refused: $(grep -i -m1 "ssl\|tls" <<<"$out" | cut -c1-160)"
 log "PASS"

@@ -287,7 +287,7 @@ std::optional<mw::Handshake> ProbeServer(const MySqlServer& s) {
 
 // ---------------------------------------------------------------------------
 
-// Constant after Start, apart from the RSA key (made at its first use, under rsa_mu).
+// Constant after Start, apart from the RSA key (made once, under rsa_mu).
 struct MySqlProxy::Module final : core::ProtocolModule {
   MySqlProxyConfig config;
   std::string server_version = "5.5.5-10.11.0-MariaDB-midflight";
@@ -310,7 +310,8 @@ struct MySqlProxy::Module final : core::ProtocolModule {
     MutexLock lock(&rsa_mu);
     if (rsa != nullptr) EVP_PKEY_free(rsa);
   }
-  // The RSA key pair (2048 bits, made once, on first use: most proxies never need it).
+  // The RSA key pair (2048 bits, made once: at Start when caching_sha2 is the
+  // client plugin, so that no event loop waits for it; never otherwise).
   EVP_PKEY* RsaKey(std::string* pem) {
     MutexLock lock(&rsa_mu);
     if (rsa == nullptr) {
@@ -1628,6 +1629,11 @@ Result<std::unique_ptr<MySqlProxy>> MySqlProxy::Start(MySqlProxyConfig config) {
                                        m.config.migration, m.config.client_auth));
   } else if (mw::ClassifyAuthPlugin(announced) == mw::AuthPlugin::kCachingSha2Password) {
     m.client_auth = mw::AuthPlugin::kCachingSha2Password;  // a MySQL 8 source: its clients expect it
+  }
+  if (m.client_auth == mw::AuthPlugin::kCachingSha2Password) {
+    std::string pem;
+    if (m.RsaKey(&pem) == nullptr)
+      return midflight::Internal(fmt::format("proxy {}: cannot make the RSA key caching_sha2_password needs", m.config.migration));
   }
   core::CoreConfig cc;
   cc.migration = m.config.migration;
