@@ -45,9 +45,8 @@ Result<std::unique_ptr<proxy::TrafficSwitch>> StartMySqlProxy(const MigrationSpe
       }
     }
   }
-  // proxy.auth names the MySQL plugin clients must use; the PostgreSQL default
-  // (scram-sha-256) leaves the choice to the source's handshake.
-  if (spec.proxy.auth != "scram-sha-256" && spec.proxy.auth != "md5") pc.client_auth = spec.proxy.auth;
+  // The plugin clients must use; empty: the one the source's handshake announces.
+  pc.client_auth = spec.proxy.auth;
   ASSIGN_OR_RETURN(auto proxy, proxy::MySqlProxy::Start(std::move(pc)));
   Phase phase = store.phase();
   if (phase == Phase::kFailed || phase == Phase::kPaused)
