@@ -121,6 +121,14 @@ Result<std::unique_ptr<MyConn>> MyConn::Connect(const std::string& uri, const Co
     mysql_close(m);
     return st;
   }
+  if (!ssl_mode.empty() && ssl_mode != "disabled" && ssl_mode != "preferred" && mysql_get_ssl_cipher(m) == nullptr) {
+    // Connector/C refuses a server without TLS itself only when it verifies
+    // the certificate; `required` is checked here.
+    mysql_close(m);
+    return OperatorError(fmt::format("connecting to {}: ssl-mode={}, but the server did not start TLS (turn it on "
+                                     "in the server: ssl_cert/ssl_key)",
+                                     redacted, ssl_mode));
+  }
   auto conn = std::unique_ptr<MyConn>(new MyConn(m, redacted));
   if (options.session_setup)
     RETURN_IF_ERROR(conn->Exec(
