@@ -264,9 +264,12 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
     }
   }
   if (p.listen.empty()) return Field(origin, "proxy.listen", "is required (HOST:PORT of the read-write endpoint)");
-  if (p.auth != "scram-sha-256" && p.auth != "md5" && p.auth != "mysql_native_password")
+  if (p.auth != "scram-sha-256" && p.auth != "md5" && p.auth != "mysql_native_password" &&
+      p.auth != "caching_sha2_password" && p.auth != "client_ed25519")
     return Field(origin, "proxy.auth",
-                 fmt::format("'{}' is not scram-sha-256 or md5 (PostgreSQL) or mysql_native_password (MySQL)", p.auth));
+                 fmt::format("'{}' is not scram-sha-256 or md5 (PostgreSQL) or mysql_native_password, "
+                             "caching_sha2_password or client_ed25519 (MySQL)",
+                             p.auth));
   if (p.tls_cert.empty() != p.tls_key.empty())
     return Field(origin, p.tls_cert.empty() ? "proxy.tls_cert" : "proxy.tls_key", "tls_cert and tls_key go together");
   if (p.max_clients < 1) return Field(origin, "proxy.max_clients", "must be at least 1");
@@ -448,13 +451,19 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
     return Field(origin, "index_memory_mb", "must be between 1 and 65536");
   if (s.state_dir.empty()) s.state_dir = "./.midflight/" + s.name;
   if (s.control.empty()) s.control = "unix:" + s.state_dir + "/control.sock";
+  auto mysql_plugin = [](const std::string& a) {
+    return a == "mysql_native_password" || a == "caching_sha2_password" || a == "client_ed25519";
+  };
   if (s.has_proxy && is_mysql(s.source)) {
-    // The MySQL proxy authenticates clients with mysql_native_password.
+    // The MySQL proxy authenticates clients with one plugin: the one named,
+    // else (empty) the one the source's handshake announces.
     const YAML::Node proxy = root["proxy"];
-    if (proxy["auth"] && s.proxy.auth != "mysql_native_password")
+    if (proxy["auth"] && !mysql_plugin(s.proxy.auth))
       return Field(origin, "proxy.auth",
-                   fmt::format("'{}' is for PostgreSQL: a MySQL migration's proxy uses mysql_native_password", s.proxy.auth));
-    s.proxy.auth = "mysql_native_password";
+                   fmt::format("'{}' is for PostgreSQL: a MySQL migration's proxy uses mysql_native_password, "
+                               "caching_sha2_password or client_ed25519",
+                               s.proxy.auth));
+    if (!proxy["auth"]) s.proxy.auth = "";
     // Sessions carry their current schema from one server to the other by
     // name, and SQL text is never rewritten: both sides must use one name.
     auto su = ParseUri(s.source);
@@ -465,8 +474,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
                                "servers by schema name and does not rewrite SQL; give the target database the "
                                "source's name",
                                tu->database, su->database));
-  } else if (s.has_proxy && s.proxy.auth == "mysql_native_password") {
-    return Field(origin, "proxy.auth", "mysql_native_password is for MySQL migrations: use scram-sha-256 or md5");
+  } else if (s.has_proxy && mysql_plugin(s.proxy.auth)) {
+    return Field(origin, "proxy.auth", fmt::format("{} is for MySQL migrations: use scram-sha-256 or md5", s.proxy.auth));
   }
   if (s.has_proxy && s.proxy.users.empty()) {
     // Default: the application logs in as the source URI's user.

@@ -4,7 +4,8 @@
 # sysbench oltp_read_write runs through the read-write endpoint while the
 # write side flips back and forth (pause, side, resume); then the mariadb
 # client (source of a file, LOAD DATA LOCAL INFILE), Python (pymysql: session
-# state carried across a flip, KILL QUERY, a vanished client, bad input) and
+# state carried across a flip, KILL QUERY, a vanished client, bad input;
+# mysqlclient: its cursor across two flips) and
 # Node.js mysql2 (binary-protocol prepared statements across a flip); a
 # temporary table pins its session; the read-only endpoint.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -12,6 +13,7 @@ PY=${PYTHON:-/usr/bin/python3}  # Debian's, which has python3-pymysql
 HOST=${MYSQL_PROXY_HOST:-$(dirname "$MF")/mysql_proxy_host}
 [[ -x $HOST ]] || fail "no $HOST (build the mysql_proxy_host target)"
 "$PY" -c "import pymysql" 2>/dev/null || fail "python3-pymysql is missing (scripts/setup)"
+"$PY" -c "import MySQLdb" 2>/dev/null || fail "python3-mysqldb is missing (scripts/setup)"
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/mysql_proxy
 
 A=$(free_port 21000)
@@ -131,6 +133,8 @@ if [[ ! -d $NODE_DIR/node_modules/mysql2 ]]; then
   (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent mysql2@3 >/dev/null) || fail "npm install mysql2 failed"
 fi
 out=$(NODE_PATH=$NODE_DIR/node_modules node "$HERE/prepared.js" "$RW" "$(flip_cmd source)") || fail "$out"
+log "$out"
+out=$("$PY" "$HERE/clients.py" mysqldb "$RW" "$(flip_cmd target)" "$(flip_cmd source)") || fail "$out"
 log "$out"
 
 # 5. KILL QUERY through the proxy; a client that vanishes mid-query.

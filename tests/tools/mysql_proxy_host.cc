@@ -4,7 +4,8 @@
 //   mysql_proxy_host --rw HOST:PORT [--ro HOST:PORT] --source HOST:PORT --target HOST:PORT
 //                    [--server-user U --server-password P] [--user NAME:PASSWORD]...
 //                    [--tls-cert F --tls-key F] [--auth-timeout-ms N] [--max-clients N]
-//                    [--max-unauthenticated N] [--loops N]
+//                    [--max-unauthenticated N] [--loops N] [--client-auth PLUGIN]
+//                    [--source-ssl-mode MODE --source-ssl-ca F] [--target-ssl-mode MODE --target-ssl-ca F]
 //
 // Prints "ready rw=ADDR ro=ADDR", then answers one line per command:
 //   pause MS        -> "ok paused <ms the drain took>" | "error <why>"
@@ -62,7 +63,17 @@ int main(int argc, char** argv) {
       auto colon = v.find(':');
       c.users.push_back({v.substr(0, colon), colon == std::string::npos ? "" : v.substr(colon + 1)});
       have_users = true;
-    } else if (k == "--tls-cert") c.tls_cert = v;
+    } else if (k == "--source-ssl-mode" || k == "--target-ssl-mode") {
+      auto mode = midflight::proxy::ParseMySqlSslMode(v);
+      if (!mode.ok()) {
+        std::fprintf(stderr, "mysql_proxy_host: %s\n", mode.status().message().c_str());
+        return 2;
+      }
+      c.servers[k == "--source-ssl-mode" ? 0 : 1].ssl_mode = *mode;
+    } else if (k == "--source-ssl-ca" || k == "--target-ssl-ca") {
+      c.servers[k == "--source-ssl-ca" ? 0 : 1].ssl_ca = v;
+    } else if (k == "--client-auth") c.client_auth = v;
+    else if (k == "--tls-cert") c.tls_cert = v;
     else if (k == "--tls-key") c.tls_key = v;
     else if (k == "--auth-timeout-ms") c.auth_timeout = std::chrono::milliseconds(std::atoi(v.c_str()));
     else if (k == "--max-clients") c.max_clients = std::atoi(v.c_str());

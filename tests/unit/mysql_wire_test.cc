@@ -522,6 +522,23 @@ TEST(MysqlCapture, WrongPasswordIsRefusedWithErr1045) {
   EXPECT_FALSE(NativePasswordVerify(r.response.auth_response, r.handshake.scramble, NativePasswordStage2("midflight")));
 }
 
+TEST(MysqlAuth, CachingSha2FastPathAndFullAuthentication) {
+  const std::string scramble = "abcdefghij0123456789";
+  const std::string response = CachingSha2Response("secret", scramble);
+  EXPECT_EQ(response.size(), 32u);
+  EXPECT_TRUE(CachingSha2Verify(response, scramble, "secret"));
+  EXPECT_TRUE(CachingSha2Verify(response, scramble + std::string(1, '\0'), "secret"));
+  EXPECT_FALSE(CachingSha2Verify(response, scramble, "Secret"));
+  EXPECT_FALSE(CachingSha2Verify("", scramble, "secret"));
+  EXPECT_TRUE(CachingSha2Verify("", scramble, ""));
+  // RSA full authentication: (password + NUL) XOR the scramble, repeated.
+  std::string sent = std::string(30, 'p') + std::string(1, '\0');
+  for (size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<char>(sent[i] ^ scramble[i % 20]);
+  EXPECT_EQ(CachingSha2UnxorPassword(sent, scramble), std::string(30, 'p'));
+  sent.back() = 'x';
+  EXPECT_EQ(CachingSha2UnxorPassword(sent, scramble), std::nullopt);
+}
+
 TEST(MysqlCapture, Ed25519LoginIsAnAuthSwitch) {
   Replay r("ed25519.cap");
   ASSERT_FALSE(HasFatalFailure());
@@ -531,6 +548,13 @@ TEST(MysqlCapture, Ed25519LoginIsAnAuthSwitch) {
   EXPECT_EQ(r.switches[0].data.size(), 32u);  // the nonce
   ASSERT_EQ(r.auth_answers.size(), 1u);
   EXPECT_EQ(r.auth_answers[0].size(), 64u);  // the Ed25519 signature
+  // The signature MariaDB accepted verifies under the key derived from the
+  // password (MariaDB's derivation, through X25519), and under no other.
+  EXPECT_TRUE(Ed25519Verify(r.auth_answers[0], r.switches[0].data, "edpass"));
+  EXPECT_FALSE(Ed25519Verify(r.auth_answers[0], r.switches[0].data, "edpasS"));
+  std::string other_nonce = r.switches[0].data;
+  other_nonce[0] = static_cast<char>(other_nonce[0] ^ 1);
+  EXPECT_FALSE(Ed25519Verify(r.auth_answers[0], other_nonce, "edpass"));
   EXPECT_TRUE(r.login_ok.has_value());
   ASSERT_EQ(r.responses.size(), 2u);  // SELECT CURRENT_USER(), COM_QUIT
   EXPECT_EQ(r.responses[0].result_sets, 1u);

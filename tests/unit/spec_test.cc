@@ -184,12 +184,15 @@ TEST(SpecTest, MySqlProxyUsesNativePassword) {
   const std::string base = "name: a\nsource: mysql://app:pw@h/db\ntarget: mysql://h2/db\nproxy:\n  listen: h:1\n";
   auto s = ParseSpec(base, "m.yaml");
   ASSERT_TRUE(s.ok()) << s.status().message();
-  EXPECT_EQ(s->proxy.auth, "mysql_native_password");
+  EXPECT_EQ(s->proxy.auth, "");  // the plugin the source announces
   ASSERT_EQ(s->proxy.users.size(), 1u);
   EXPECT_EQ(s->proxy.users[0].name, "app");
+  auto sha2 = ParseSpec(base + "  auth: caching_sha2_password\n", "m.yaml");
+  ASSERT_TRUE(sha2.ok()) << sha2.status().message();
+  EXPECT_EQ(sha2->proxy.auth, "caching_sha2_password");
   EXPECT_EQ(ParseSpec(base + "  auth: scram-sha-256\n", "m.yaml").status().message(),
             "m.yaml: field 'proxy.auth': 'scram-sha-256' is for PostgreSQL: a MySQL migration's proxy uses "
-            "mysql_native_password");
+            "mysql_native_password, caching_sha2_password or client_ed25519");
   EXPECT_EQ(ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nproxy:\n  listen: h:1\n"
                       "  auth: mysql_native_password\n",
                       "m.yaml")

@@ -34,7 +34,19 @@ Result<std::unique_ptr<proxy::TrafficSwitch>> StartMySqlProxy(const MigrationSpe
     a.port = u->port ? u->port : 3306;
     a.user = u->user;
     a.password = u->password;
+    // TLS from the proxy to this server, as MySQL's URIs say it.
+    for (const auto& [k, v] : u->params) {
+      if (k == "ssl-mode" || k == "ssl_mode" || k == "sslmode") {
+        auto mode = proxy::ParseMySqlSslMode(v);
+        if (!mode.ok()) return mode.status().WithContext(i == 0 ? "source" : "target");
+        a.ssl_mode = *mode;
+      } else if (k == "ssl-ca" || k == "ssl_ca") {
+        a.ssl_ca = v;
+      }
+    }
   }
+  // The plugin clients must use; empty: the one the source's handshake announces.
+  pc.client_auth = spec.proxy.auth;
   ASSIGN_OR_RETURN(auto proxy, proxy::MySqlProxy::Start(std::move(pc)));
   Phase phase = store.phase();
   if (phase == Phase::kFailed || phase == Phase::kPaused)

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <openssl/x509v3.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -283,6 +284,24 @@ Status Conn::StartServerTls(SSL_CTX* ctx) {
   return Status::Ok();
 }
 
+Status Conn::StartClientTls(SSL_CTX* ctx, const std::string& host, bool verify_host) {
+  ssl_ = SSL_new(ctx);
+  if (ssl_ == nullptr) return Internal("proxy: SSL_new failed");
+  SSL_set_fd(ssl_, fd_);
+  SSL_set_connect_state(ssl_);
+  unsigned char ip[16];
+  const bool is_ip = inet_pton(AF_INET, host.c_str(), ip) == 1 || inet_pton(AF_INET6, host.c_str(), ip) == 1;
+  if (!is_ip) SSL_set_tlsext_host_name(ssl_, host.c_str());
+  if (verify_host) {
+    X509_VERIFY_PARAM* param = SSL_get0_param(ssl_);
+    const int set = is_ip ? X509_VERIFY_PARAM_set1_ip_asc(param, host.c_str()) : SSL_set1_host(ssl_, host.c_str());
+    if (set != 1) return Internal(fmt::format("proxy: cannot ask TLS to check the host name {}", host));
+  }
+  state_ = State::kTlsHandshake;
+  TlsHandshake();
+  return Status::Ok();
+}
+
 void Conn::TlsHandshake() {
   ERR_clear_error();
   int r = SSL_do_handshake(ssl_);
@@ -301,7 +320,16 @@ void Conn::TlsHandshake() {
     }
     return;
   }
-  Fail("TLS handshake failed");
+  std::string why = "TLS handshake failed";
+  if (long v = SSL_get_verify_result(ssl_); v != X509_V_OK && SSL_is_server(ssl_) == 0) {
+    why += fmt::format(": certificate verify failed: {}", X509_verify_cert_error_string(v));
+  } else if (unsigned long err = ERR_peek_error(); err != 0) {
+    char buf[256];
+    ERR_error_string_n(err, buf, sizeof buf);
+    why += fmt::format(": {}", buf);
+  }
+  ERR_clear_error();
+  Fail(why);
 }
 
 void Conn::OnEvents(uint32_t events) {

@@ -87,6 +87,13 @@ class Conn final : public EventLoop::Handler {
   // TLS as the server side of the handshake (the client asked for it): the
   // input must be empty. OnConnTlsDone follows, or OnConnClosed.
   Status StartServerTls(SSL_CTX* ctx);
+  // TLS as the client side (the proxy towards a server, after the protocol's
+  // own TLS request): `host` is sent as SNI (when a name) and, with
+  // `verify_host`, must match the certificate (a name or an IP address); the
+  // chain is checked as `ctx` says. The input must be empty. OnConnTlsDone
+  // follows, or OnConnClosed with OpenSSL's reason (a failed verification
+  // named as X509_verify_cert_error_string gives it).
+  Status StartClientTls(SSL_CTX* ctx, const std::string& host, bool verify_host);
   bool tls() const { return ssl_ != nullptr; }
 
   // Closes the socket now (pending output is dropped unless `flush`, in

@@ -2,7 +2,10 @@
 
 #include <netdb.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/rsa.h>
 #include <openssl/ssl.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -20,6 +23,7 @@
 #include <fmt/format.h>
 
 #include "base/log.h"
+#include "base/thread_annotations.h"
 #include "proxy/core/connection.h"
 #include "proxy/core/proxy_core.h"
 #include "proxy/wire/mysql/mysql_wire.h"
@@ -197,6 +201,19 @@ std::optional<std::pair<uint64_t, bool>> ParseKill(std::string_view sql) {
   return std::make_pair(std::stoull(m[2].str()), !query);
 }
 
+// "SELECT CONNECTION_ID() [[AS] alias] [;]" -> the column's name.
+std::optional<std::string> ParseSelectConnectionId(std::string_view sql) {
+  if (sql.size() > 200) return std::nullopt;
+  static const std::regex re(R"(^\s*select\s+(connection_id\s*\(\s*\))(\s+(as\s+)?(`([^`]+)`|[A-Za-z_][A-Za-z0-9_$]*))?\s*;?\s*$)",
+                             std::regex::icase);
+  std::string s(sql);
+  std::smatch m;
+  if (!std::regex_match(s, m, re)) return std::nullopt;
+  if (m[5].matched) return m[5].str();
+  if (m[4].matched) return m[4].str();
+  return m[1].str();
+}
+
 std::string QuoteValue(const std::string& v) {
   std::string out = "'";
   for (char c : v) {
@@ -270,16 +287,50 @@ std::optional<mw::Handshake> ProbeServer(const MySqlServer& s) {
 
 // ---------------------------------------------------------------------------
 
+// Constant after Start, apart from the RSA key (made once, under rsa_mu).
 struct MySqlProxy::Module final : core::ProtocolModule {
   MySqlProxyConfig config;
   std::string server_version = "5.5.5-10.11.0-MariaDB-midflight";
   uint64_t caps = kOffered;
   uint8_t collation = 45;  // utf8mb4_general_ci
-  std::map<std::string, std::string> stage2;  // user -> SHA1(SHA1(password))
-  SSL_CTX* tls = nullptr;
+  mw::AuthPlugin client_auth = mw::AuthPlugin::kNativePassword;
+  std::map<std::string, std::string> stage2;     // user -> SHA1(SHA1(password))
+  std::map<std::string, std::string> passwords;  // user -> password (caching_sha2, ed25519)
+  SSL_CTX* tls = nullptr;                        // towards clients
+  SSL_CTX* server_tls[2] = {nullptr, nullptr};   // towards each server (ssl_mode not disabled)
+
+  Mutex rsa_mu;
+  EVP_PKEY* rsa GUARDED_BY(rsa_mu) = nullptr;  // caching_sha2's key for full authentication without TLS
+  std::string rsa_pem GUARDED_BY(rsa_mu);      // its public half, as sent to clients
 
   ~Module() override {
     if (tls != nullptr) SSL_CTX_free(tls);
+    for (SSL_CTX* c : server_tls)
+      if (c != nullptr) SSL_CTX_free(c);
+    MutexLock lock(&rsa_mu);
+    if (rsa != nullptr) EVP_PKEY_free(rsa);
+  }
+  // The RSA key pair (2048 bits, made once: at Start when caching_sha2 is the
+  // client plugin, so that no event loop waits for it; never otherwise).
+  EVP_PKEY* RsaKey(std::string* pem) {
+    MutexLock lock(&rsa_mu);
+    if (rsa == nullptr) {
+      rsa = EVP_RSA_gen(2048);
+      if (rsa == nullptr) return nullptr;
+      BIO* bio = BIO_new(BIO_s_mem());
+      if (bio == nullptr || PEM_write_bio_PUBKEY(bio, rsa) != 1) {
+        BIO_free(bio);
+        EVP_PKEY_free(rsa);
+        rsa = nullptr;
+        return nullptr;
+      }
+      char* data = nullptr;
+      long n = BIO_get_mem_data(bio, &data);
+      rsa_pem.assign(data, static_cast<size_t>(n));
+      BIO_free(bio);
+    }
+    *pem = rsa_pem;
+    return rsa;
   }
   std::shared_ptr<core::Session> NewSession(ProxyCore& core, EventLoop* loop, int fd, Endpoint endpoint,
                                             uint64_t id) override;
@@ -289,16 +340,21 @@ namespace {
 
 // Logs in to a server and sends one KILL QUERY: how a session whose client
 // went away stops the statement its server is still running. Owns itself.
+// Speaks TLS to the server when the session's links do (`tls` not null).
 class Killer final : public ConnOwner {
  public:
-  static void Start(EventLoop* loop, const MySqlServer& server, uint32_t thread_id, bool connection) {
-    auto* k = new Killer(loop, server, thread_id, connection);
+  static void Start(EventLoop* loop, const MySqlServer& server, SSL_CTX* tls, uint32_t thread_id, bool connection) {
+    auto* k = new Killer(loop, server, tls, thread_id, connection);
     auto c = Conn::Connect(loop, server.host, server.port, k);
     if (!c.ok()) {
       delete k;
       return;
     }
     k->conn_ = std::move(*c);
+  }
+  void OnConnTlsDone(Conn& c) override {
+    c.Write(login_);
+    step_ = 1;
   }
   void OnConnRead(Conn& c) override {
     auto in = c.input();
@@ -309,13 +365,23 @@ class Killer final : public ConnOwner {
       auto h = mw::ParseHandshake(p);
       if (!h.ok()) return Done();
       mw::HandshakeResponse r;
-      r.capabilities = mw::cap::kProtocol41 | mw::cap::kSecureConnection | mw::cap::kPluginAuth | (h->capabilities & 0);
+      r.capabilities = mw::cap::kProtocol41 | mw::cap::kSecureConnection | mw::cap::kPluginAuth;
       r.max_packet = 1 << 24;
       r.collation = 33;
       r.user = server_.user;
       r.auth_response = mw::NativePasswordResponse(server_.password, h->scramble);
       r.auth_plugin = "mysql_native_password";
       c.Consume(4 + p.size());
+      const bool tls = tls_ != nullptr && (h->capabilities & mw::cap::kSsl) != 0;
+      if (tls) {
+        r.capabilities |= mw::cap::kSsl;
+        c.Write(Packet(seq + 1, mw::EncodeSslRequest(r)));
+        login_ = Packet(seq + 2, mw::EncodeHandshakeResponse(r));
+        step_ = 3;
+        if (!c.StartClientTls(tls_, server_.host, server_.ssl_mode == MySqlSslMode::kVerifyIdentity).ok()) return Done();
+        return;
+      }
+      if (server_.ssl_mode != MySqlSslMode::kDisabled && server_.ssl_mode != MySqlSslMode::kPreferred) return Done();
       c.Write(Packet(seq + 1, mw::EncodeHandshakeResponse(r)));
       step_ = 1;
     } else if (step_ == 1) {
@@ -339,8 +405,8 @@ class Killer final : public ConnOwner {
   void OnConnClosed(Conn&, const std::string&) override { Done(); }
 
  private:
-  Killer(EventLoop* loop, MySqlServer server, uint32_t id, bool connection)
-      : loop_(loop), server_(std::move(server)), thread_id_(id), connection_(connection) {}
+  Killer(EventLoop* loop, MySqlServer server, SSL_CTX* tls, uint32_t id, bool connection)
+      : loop_(loop), server_(std::move(server)), tls_(tls), thread_id_(id), connection_(connection) {}
   void Done() {
     if (done_) return;
     done_ = true;
@@ -349,9 +415,11 @@ class Killer final : public ConnOwner {
   }
   EventLoop* loop_;
   MySqlServer server_;
+  SSL_CTX* tls_;
   uint32_t thread_id_;
   bool connection_;
-  int step_ = 0;
+  int step_ = 0;  // 0 handshake, 3 TLS, 1 login answer, 2 KILL answer
+  std::string login_;
   bool done_ = false;
   std::unique_ptr<Conn> conn_;
 };
@@ -375,9 +443,10 @@ struct Internal {
 
 // One server session of a client session.
 struct Link {
-  enum class State { kConnecting, kHandshake, kAuth, kReady };
+  enum class State { kConnecting, kHandshake, kTls, kAuth, kReady };
   Side side;
   State state = State::kConnecting;
+  std::string login;  // kTls: the HandshakeResponse to send once TLS is up
   std::unique_ptr<Conn> conn;
   uint64_t caps = 0;
   uint32_t thread_id = 0;
@@ -414,6 +483,9 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     rec.endpoint = ep_;
     peer_ = rec.peer;
     core_.Register(id_, shared_from_this(), loop_, rec);
+    // Login packets are read header first, never past their end: a client
+    // may send its TLS ClientHello right behind the SSLRequest.
+    client_->SetReadLimit(kHeader);
     if (!client_->Register().ok()) return Close("cannot register the client socket");
     if (!core_.BeginAuth()) {
       client_->Write(Packet(0, ErrPayload(1040, "08004", "Too many connections (proxy: max_unauthenticated)")));
@@ -429,7 +501,8 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     h.collation = m_.collation;
     h.status = mw::status::kAutocommit;
     h.auth_data_len = 21;
-    h.auth_plugin = "mysql_native_password";
+    // ed25519 needs its own 32-byte nonce: announced as native, then switched.
+    h.auth_plugin = m_.client_auth == mw::AuthPlugin::kCachingSha2Password ? "caching_sha2_password" : "mysql_native_password";
     client_->Write(Packet(0, mw::EncodeHandshake(h)));
     std::weak_ptr<MySession> w = shared_from_this();
     auth_timer_ = loop_->AddTimer(core::LoopClock::now() + core_.config().auth_timeout, [w] {
@@ -451,7 +524,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   void Kill(bool connection) override {
     for (auto& l : links_)
       if (l && l->state == Link::State::kReady && !l->tracker->Idle())
-        Killer::Start(loop_, m_.config.servers[static_cast<int>(l->side)], l->thread_id, false);
+        Killer::Start(loop_, m_.config.servers[static_cast<int>(l->side)], m_.server_tls[static_cast<int>(l->side)], l->thread_id, false);
     if (connection) Close("killed");
   }
 
@@ -462,7 +535,16 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     Link* l = LinkOf(c);
     if (l != nullptr) l->state = Link::State::kHandshake;
   }
-  void OnConnTlsDone(Conn&) override { ProcessClient(); }
+  void OnConnTlsDone(Conn& c) override {
+    if (closed_) return;
+    if (c.tag() == kClientTag) return ProcessClient();
+    if (Link* l = LinkOf(c); l != nullptr && l->state == Link::State::kTls) {
+      l->conn->Write(l->login);
+      l->login.clear();
+      l->state = Link::State::kAuth;
+      ProcessServer(*l);
+    }
+  }
   void OnConnRead(Conn& c) override {
     if (closed_) return;
     if (c.tag() == kClientTag) ProcessClient();
@@ -486,7 +568,11 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
 
  private:
   static constexpr int kClientTag = 100;
-  enum class CState { kHandshake, kAuthSwitch, kReady };
+  // kAuthSwitch: the client owes the answer to an AuthSwitchRequest;
+  // kSha2Full: caching_sha2's full authentication was asked for (0x04): the
+  // clear password over TLS, or 0x02 for the RSA key; kSha2Rsa: the key was
+  // sent, the encrypted password is due.
+  enum class CState { kHandshake, kAuthSwitch, kSha2Full, kSha2Rsa, kReady };
 
   Link* LinkOf(Conn& c) {
     for (auto& l : links_)
@@ -508,7 +594,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       if (!l) continue;
       // A statement still running is stopped now, not when it ends.
       if (l->state == Link::State::kReady && (!l->tracker->Idle() || l->internal_sent))
-        Killer::Start(loop_, m_.config.servers[static_cast<int>(l->side)], l->thread_id, false);
+        Killer::Start(loop_, m_.config.servers[static_cast<int>(l->side)], m_.server_tls[static_cast<int>(l->side)], l->thread_id, false);
       else if (l->state == Link::State::kReady)
         l->conn->Write(Packet(0, mw::ComSimple(mw::Command::kQuit)));
       l->conn->Close();
@@ -546,7 +632,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
         // SSLRequest without waiting, and must be left to OpenSSL.
         client_->SetReadLimit(in.size() < kHeader ? kHeader : kHeader + len);
         if (in.size() < kHeader + len) return;
-        bool ok = cstate_ == CState::kHandshake ? OnHandshakeResponse(seq, payload) : OnAuthSwitchAnswer(seq, payload);
+        bool ok = cstate_ == CState::kHandshake ? OnHandshakeResponse(seq, payload) : OnAuthAnswer(seq, payload);
         if (closed_) return;
         if (!ok) return;
         continue;
@@ -605,37 +691,126 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     collation_ = r->collation;
     if (r->database) schema_ = *r->database;
     auth_seq_ = seq;
-    const bool native = !r->auth_plugin || r->auth_plugin->empty() ||
-                        mw::ClassifyAuthPlugin(*r->auth_plugin) == mw::AuthPlugin::kNativePassword;
-    if (!native) {
-      mw::AuthSwitchRequest sw;
-      sw.plugin = "mysql_native_password";
-      sw.data = scramble_ + std::string(1, '\0');
-      client_->Write(Packet(seq + 1, mw::EncodeAuthSwitchRequest(sw)));
-      cstate_ = CState::kAuthSwitch;
-      return true;
-    }
-    return Authenticate(seq, r->auth_response);
+    return BeginAuth(seq, r->auth_plugin, r->auth_response);
   }
 
-  bool OnAuthSwitchAnswer(uint8_t seq, std::string_view payload) {
+  // The client's first answer (in its HandshakeResponse or COM_CHANGE_USER),
+  // computed for the handshake's scramble with `plugin`: checked at once when
+  // it is the configured plugin's, else the client is switched to that one.
+  bool BeginAuth(uint8_t seq, const std::optional<std::string>& plugin, const std::string& response) {
+    const mw::AuthPlugin used =
+        !plugin || plugin->empty() ? mw::AuthPlugin::kNativePassword : mw::ClassifyAuthPlugin(*plugin);
+    if (used == m_.client_auth && used != mw::AuthPlugin::kClientEd25519) return Verify(seq, response);
+    mw::AuthSwitchRequest sw;
+    if (m_.client_auth == mw::AuthPlugin::kClientEd25519) {
+      sw.plugin = "client_ed25519";
+      scramble_.assign(32, '\0');
+      RAND_bytes(reinterpret_cast<unsigned char*>(scramble_.data()), 32);
+      sw.data = scramble_;
+    } else {
+      sw.plugin = m_.client_auth == mw::AuthPlugin::kCachingSha2Password ? "caching_sha2_password" : "mysql_native_password";
+      scramble_ = RandomScramble();
+      sw.data = scramble_ + std::string(1, '\0');
+    }
+    client_->Write(Packet(seq + 1, mw::EncodeAuthSwitchRequest(sw)));
+    cstate_ = CState::kAuthSwitch;
+    return true;
+  }
+
+  bool OnAuthAnswer(uint8_t seq, std::string_view payload) {
     std::string answer(payload);
     client_->Consume(kHeader + payload.size());
-    return Authenticate(seq, answer);
-  }
-
-  bool Authenticate(uint8_t seq, const std::string& response) {
-    auto it = m_.stage2.find(user_);
-    bool ok = it != m_.stage2.end() &&
-              (it->second.empty() ? response.empty() : mw::NativePasswordVerify(response, scramble_, it->second));
-    if (!ok) {
+    if (cstate_ == CState::kAuthSwitch) return Verify(seq, answer);
+    auto it = m_.passwords.find(user_);
+    if (it == m_.passwords.end()) return Deny(seq, true);
+    if (cstate_ == CState::kSha2Full && !client_->tls() && answer == std::string(1, '\x02')) {
+      // Full authentication without TLS: the client asks for the public key.
+      std::string pem;
+      if (m_.RsaKey(&pem) == nullptr) {
+        ReplyErr(seq, 1045, "28000", "proxy: cannot make an RSA key for caching_sha2_password; connect with TLS");
+        Close("no RSA key");
+        return false;
+      }
+      client_->Write(Packet(seq + 1, mw::EncodeAuthMoreData(pem)));
+      cstate_ = CState::kSha2Rsa;
+      return true;
+    }
+    std::optional<std::string> password;
+    if (cstate_ == CState::kSha2Full && client_->tls()) {
+      // The clear password, NUL-terminated, inside TLS.
+      if (!answer.empty() && answer.back() == '\0') password = answer.substr(0, answer.size() - 1);
+    } else if (cstate_ == CState::kSha2Rsa || (cstate_ == CState::kSha2Full && answer.size() >= 128)) {
+      // Encrypted with the proxy's public key (fetched now or known to the client).
+      std::string pem;
+      EVP_PKEY* key = m_.RsaKey(&pem);
+      EVP_PKEY_CTX* ctx = key != nullptr ? EVP_PKEY_CTX_new(key, nullptr) : nullptr;
+      size_t n = 0;
+      std::string plain;
+      if (ctx != nullptr && EVP_PKEY_decrypt_init(ctx) == 1 && EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) == 1 &&
+          EVP_PKEY_decrypt(ctx, nullptr, &n, reinterpret_cast<const unsigned char*>(answer.data()), answer.size()) == 1) {
+        plain.resize(n);
+        if (EVP_PKEY_decrypt(ctx, reinterpret_cast<unsigned char*>(plain.data()), &n,
+                             reinterpret_cast<const unsigned char*>(answer.data()), answer.size()) == 1) {
+          plain.resize(n);
+          password = mw::CachingSha2UnxorPassword(plain, scramble_);
+        }
+      }
+      EVP_PKEY_CTX_free(ctx);
+    } else if (cstate_ == CState::kSha2Full) {
+      // A clear password without TLS: refused, as MySQL does, whatever it is.
+      ReplyErr(seq, 1045, "28000",
+               fmt::format("Access denied for user '{}': caching_sha2_password's full authentication needs TLS or the "
+                           "server's RSA public key (connect with TLS, or let the client fetch the key: "
+                           "--get-server-public-key / allowPublicKeyRetrieval)",
+                           user_));
       ++core_.auth_failures;
-      client_->Write(Packet(seq + 1, ErrPayload(1045, "28000",
-                                                fmt::format("Access denied for user '{}'@'{}' (using password: {})", user_,
-                                                            peer_.substr(0, peer_.rfind(':')), response.empty() ? "NO" : "YES"))));
-      Close("wrong user or password");
+      Close("clear password without TLS");
       return false;
     }
+    const bool ok = password && password->size() == it->second.size() &&
+                    CRYPTO_memcmp(password->data(), it->second.data(), it->second.size()) == 0;
+    if (!ok) return Deny(seq, true);
+    return Authenticated(seq);
+  }
+
+  // The client's answer for the configured plugin and the current scramble.
+  bool Verify(uint8_t seq, const std::string& response) {
+    auto pw = m_.passwords.find(user_);
+    if (pw == m_.passwords.end()) return Deny(seq, !response.empty());
+    switch (m_.client_auth) {
+      case mw::AuthPlugin::kCachingSha2Password:
+        if (pw->second.empty() != response.empty()) return Deny(seq, !response.empty());
+        if (mw::CachingSha2Verify(response, scramble_, pw->second)) {
+          if (!pw->second.empty()) client_->Write(Packet(++seq, mw::EncodeAuthMoreData(std::string(1, '\x03'))));
+          return Authenticated(seq);
+        }
+        // As MySQL 8 does when its cache cannot confirm the scramble: full authentication.
+        client_->Write(Packet(seq + 1, mw::EncodeAuthMoreData(std::string(1, '\x04'))));
+        cstate_ = CState::kSha2Full;
+        return true;
+      case mw::AuthPlugin::kClientEd25519:
+        if (!mw::Ed25519Verify(response, scramble_, pw->second)) return Deny(seq, !response.empty());
+        return Authenticated(seq);
+      default: {
+        const std::string& stage2 = m_.stage2.at(user_);
+        const bool ok = stage2.empty() ? response.empty() : mw::NativePasswordVerify(response, scramble_, stage2);
+        if (!ok) return Deny(seq, !response.empty());
+        return Authenticated(seq);
+      }
+    }
+  }
+
+  bool Deny(uint8_t seq, bool with_password) {
+    ++core_.auth_failures;
+    client_->Write(Packet(seq + 1, ErrPayload(1045, "28000",
+                                              fmt::format("Access denied for user '{}'@'{}' (using password: {})", user_,
+                                                          peer_.substr(0, peer_.rfind(':')), with_password ? "YES" : "NO"))));
+    Close("wrong user or password");
+    return false;
+  }
+
+  bool Authenticated(uint8_t seq) {
+    if (changing_user_) return ChangedUser(seq);
     in_auth_ = false;
     if (!core_.FinishAuth(ep_)) {
       client_->Write(Packet(seq + 1, ErrPayload(1040, "08004", "Too many connections (proxy: max_clients)")));
@@ -652,6 +827,51 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     mw::OkPacket ok_packet;
     ok_packet.status = mw::status::kAutocommit;
     client_->Write(Packet(seq + 1, mw::EncodeOk(ok_packet, caps_)));
+    return true;
+  }
+
+  // COM_CHANGE_USER: the new user authenticates like a login (a failure
+  // closes the connection); then the session starts over: its server
+  // sessions are closed (the next command logs in afresh, into the new
+  // schema), its carried state and pins are gone, and an open transaction
+  // ends (rolled back by the server as the session closes).
+  bool ChangeUser(uint8_t seq, std::string_view payload) {
+    auto cu = mw::ParseChangeUser(payload, caps_);
+    if (!cu.ok()) {
+      ProtocolError(cu.status().message());
+      return false;
+    }
+    client_->Consume(kHeader + payload.size());
+    user_ = cu->user;
+    schema_ = cu->database;
+    if (cu->collation) collation_ = static_cast<uint8_t>(*cu->collation);
+    changing_user_ = true;
+    cstate_ = CState::kHandshake;
+    return BeginAuth(seq, cu->auth_plugin, cu->auth_response);
+  }
+
+  bool ChangedUser(uint8_t seq) {
+    changing_user_ = false;
+    if (in_txn_) {
+      in_txn_ = false;
+      core_.LeaveTransaction(ep_);
+      core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = false; });
+    }
+    for (int i = 0; i < 2; ++i) DropLink(i, true);
+    awaiting_.clear();
+    vars_.clear();
+    stmts_.clear();
+    temp_tables_.clear();
+    sql_prepared_.clear();
+    named_locks_ = 0;
+    lock_tables_ = user_variables_ = long_data_ = false;
+    PublishPins();
+    core_.Update(id_, [](core::SessionRecord& r) { r.has_server = false; });
+    cstate_ = CState::kReady;
+    client_->SetReadLimit(Conn::kDefaultReadLimit);
+    mw::OkPacket ok;
+    ok.status = mw::status::kAutocommit;
+    client_->Write(Packet(seq + 1, mw::EncodeOk(ok, caps_)));
     return true;
   }
 
@@ -684,14 +904,25 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       return true;
     }
     if (client_->out_full()) return false;
-    if (cmd == mw::Command::kChangeUser || cmd == mw::Command::kStmtBulkExecute) {
-      // Not offered (MariaDB's bulk execute) or not relayed (a new user on
-      // the proxy's server sessions would not follow a move).
-      ReplyErr(seq, 1047, "08S01",
-               cmd == mw::Command::kChangeUser ? "COM_CHANGE_USER is not supported by the proxy: reconnect as the other user"
-                                                : "COM_STMT_BULK_EXECUTE is not supported by the proxy");
+    if (cmd == mw::Command::kChangeUser) {
+      // Answered by the proxy once every earlier command has its answer.
+      change_user_waiting_ = !awaiting_.empty() || client_data_ || client_cont_;
+      if (change_user_waiting_) return false;
+      return ChangeUser(seq, payload);
+    }
+    if (cmd == mw::Command::kStmtBulkExecute) {
+      // Not offered (MariaDB's bulk execute capability is not relayed).
+      ReplyErr(seq, 1047, "08S01", "COM_STMT_BULK_EXECUTE is not supported by the proxy");
       client_->Consume(raw.size());
       return true;
+    }
+    if (cmd == mw::Command::kQuery && awaiting_.empty()) {
+      if (auto alias = ParseSelectConnectionId(payload.substr(1))) {
+        // The proxy's id, which the handshake reported and KILL takes.
+        ReplyConnectionId(*alias);
+        client_->Consume(raw.size());
+        return true;
+      }
     }
     if (cmd == mw::Command::kStmtClose) {
       // No answer; closed on every server that has it, with its id there.
@@ -751,6 +982,34 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     if (l->conn->out_full()) return false;
     Forward(*l, payload, raw);
     return true;
+  }
+
+  // A one-row result set: the column CONNECTION_ID() (or its alias) as
+  // MariaDB describes it (BIGINT, 10 wide, not null, binary), the session's id.
+  void ReplyConnectionId(const std::string& name) {
+    mw::ColumnDefinition c;
+    c.name = name;
+    c.charset = 63;
+    c.length = 10;
+    c.type = mw::type::kLongLong;
+    c.flags = 1 | 128;  // NOT_NULL | BINARY
+    mw::ResultSetHeader h;
+    h.columns = 1;
+    const uint16_t status = KnownStatus() & ~mw::status::kSessionStateChanged;
+    uint8_t seq = 1;
+    std::string out = Packet(seq++, mw::EncodeResultSetHeader(h, caps_));
+    out += Packet(seq++, mw::EncodeColumnDefinition(c, caps_));
+    if (!(caps_ & mw::cap::kDeprecateEof)) out += Packet(seq++, mw::EncodeEof({0, status}));
+    out += Packet(seq++, mw::EncodeTextRow(mw::Row{std::to_string(id_)}));
+    if (caps_ & mw::cap::kDeprecateEof) {
+      mw::OkPacket ok;
+      ok.header = 0xfe;
+      ok.status = status;
+      out += Packet(seq++, mw::EncodeOk(ok, caps_));
+    } else {
+      out += Packet(seq++, mw::EncodeEof({0, status}));
+    }
+    client_->Write(out);
   }
 
   void ReplyErr(uint8_t seq, uint16_t code, std::string_view state, std::string msg) {
@@ -1032,6 +1291,10 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       if (!failed) ApplyPins(a.pins);
       if (a.reset && !failed) ResetSessionState(l);
     }
+    if (change_user_waiting_ && awaiting_.empty())
+      loop_->Post([w = weak_from_this()] {
+        if (auto s = w.lock()) s->ProcessClient();
+      });
     if (!l.tracker->StatusKnown() && l.tracker->Idle()) {
       // After an ERR the transaction state is unknown: ask.
       l.internal.push_back({Internal::Kind::kPing, mw::ComSimple(mw::Command::kPing)});
@@ -1101,9 +1364,29 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       r.auth_response = plugin == mw::AuthPlugin::kCachingSha2Password ? mw::CachingSha2Response(s.password, h->scramble)
                                                                         : mw::NativePasswordResponse(s.password, h->scramble);
       r.auth_plugin = plugin == mw::AuthPlugin::kCachingSha2Password ? "caching_sha2_password" : "mysql_native_password";
+      l.schema = schema_;
+      const bool offered = (h->capabilities & mw::cap::kSsl) != 0;
+      if (s.ssl_mode != MySqlSslMode::kDisabled && (offered || s.ssl_mode != MySqlSslMode::kPreferred)) {
+        if (!offered) {
+          FailLink(l, fmt::format("{} server {}:{} does not offer TLS, which its ssl-mode asks for (turn TLS on in the "
+                                  "server: ssl_cert/ssl_key, or lower ssl-mode)",
+                                  SideStr(l.side), s.host, s.port));
+          return false;
+        }
+        r.capabilities |= mw::cap::kSsl;
+        l.conn->Write(Packet(seq + 1, mw::EncodeSslRequest(r)));
+        l.login = Packet(seq + 2, mw::EncodeHandshakeResponse(r));
+        l.state = Link::State::kTls;
+        if (Status st = l.conn->StartClientTls(m_.server_tls[static_cast<int>(l.side)], s.host,
+                                               s.ssl_mode == MySqlSslMode::kVerifyIdentity);
+            !st.ok()) {
+          FailLink(l, fmt::format("{} server: {}", SideStr(l.side), st.message()));
+          return false;
+        }
+        return !closed_;
+      }
       l.conn->Write(Packet(seq + 1, mw::EncodeHandshakeResponse(r)));
       l.state = Link::State::kAuth;
-      l.schema = schema_;
       return true;
     }
     // kAuth
@@ -1133,12 +1416,18 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       return true;
     }
     if (first == 0x01 && p.size() >= 2 && static_cast<uint8_t>(p[1]) == 0x03) return true;  // caching_sha2 fast auth OK follows
+    if (first == 0x01 && p.size() >= 2 && static_cast<uint8_t>(p[1]) == 0x04 && l.conn->tls()) {
+      // caching_sha2 full authentication: the password itself, inside TLS.
+      l.conn->Write(Packet(seq + 1, s.password + std::string(1, '\0')));
+      return true;
+    }
     if (first == 0xff) {
       auto e = mw::ParseErr(p);
       FailLink(l, fmt::format("{} server refused the login of {}: {}", SideStr(l.side), s.user, e.ok() ? e->message : "?"));
       return false;
     }
-    FailLink(l, fmt::format("{} server: an authentication step the proxy does not support (needs TLS or RSA for user {})",
+    FailLink(l, fmt::format("{} server asks for caching_sha2_password's full authentication of user {}, which the proxy "
+                            "does only over TLS: set ssl-mode=required (or verify-ca) in its URI",
                             SideStr(l.side), s.user));
     return false;
   }
@@ -1256,6 +1545,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   std::unique_ptr<Conn> client_;
   CState cstate_ = CState::kHandshake;
   bool closed_ = false, in_auth_ = false, counted_ = false, tls_pending_ = false;
+  bool changing_user_ = false, change_user_waiting_ = false;
   std::optional<EventLoop::TimerId> auth_timer_;
   std::string scramble_, user_;
   uint64_t client_caps_ = 0, caps_ = 0;
@@ -1291,7 +1581,28 @@ Result<std::unique_ptr<MySqlProxy>> MySqlProxy::Start(MySqlProxyConfig config) {
   Module& m = *p->module_;
   m.config = std::move(config);
   if (m.config.users.empty()) return OperatorError(fmt::format("proxy {}: no users to log in as", m.config.migration));
-  for (const auto& u : m.config.users) m.stage2[u.name] = u.password.empty() ? "" : mw::NativePasswordStage2(u.password);
+  for (const auto& u : m.config.users) {
+    m.stage2[u.name] = u.password.empty() ? "" : mw::NativePasswordStage2(u.password);
+    m.passwords[u.name] = u.password;
+  }
+  for (int i = 0; i < 2; ++i) {
+    const MySqlServer& s = m.config.servers[i];
+    if (s.ssl_mode == MySqlSslMode::kDisabled) continue;
+    const char* side = i == 0 ? "source" : "target";
+    const bool verify = s.ssl_mode == MySqlSslMode::kVerifyCa || s.ssl_mode == MySqlSslMode::kVerifyIdentity;
+    if (verify && s.ssl_ca.empty())
+      return OperatorError(fmt::format("proxy {}: {}: ssl-mode={} needs ssl-ca (the CA file that signed the server's "
+                                       "certificate)",
+                                       m.config.migration, side,
+                                       s.ssl_mode == MySqlSslMode::kVerifyCa ? "verify-ca" : "verify-identity"));
+    SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+    m.server_tls[i] = ctx;
+    if (ctx == nullptr) return midflight::Internal("proxy: SSL_CTX_new failed");
+    SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+    SSL_CTX_set_verify(ctx, verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, nullptr);
+    if (!s.ssl_ca.empty() && SSL_CTX_load_verify_locations(ctx, s.ssl_ca.c_str(), nullptr) != 1)
+      return OperatorError(fmt::format("proxy {}: {}: cannot load ssl-ca {}", m.config.migration, side, s.ssl_ca));
+  }
   if (!m.config.tls_cert.empty() || !m.config.tls_key.empty()) {
     m.tls = SSL_CTX_new(TLS_server_method());
     if (m.tls == nullptr || SSL_CTX_use_certificate_chain_file(m.tls, m.config.tls_cert.c_str()) != 1 ||
@@ -1302,10 +1613,27 @@ Result<std::unique_ptr<MySqlProxy>> MySqlProxy::Start(MySqlProxyConfig config) {
     SSL_CTX_set_mode(m.tls, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   }
   // Clients see the source's version and capabilities (less what the proxy does not relay).
+  std::string announced;
   if (auto h = ProbeServer(m.config.servers[0])) {
     m.server_version = h->server_version;
     m.caps = kOffered & h->capabilities;
     m.collation = h->collation;
+    announced = h->auth_plugin;
+  }
+  if (!m.config.client_auth.empty()) {
+    m.client_auth = mw::ClassifyAuthPlugin(m.config.client_auth);
+    if (m.client_auth != mw::AuthPlugin::kNativePassword && m.client_auth != mw::AuthPlugin::kCachingSha2Password &&
+        m.client_auth != mw::AuthPlugin::kClientEd25519)
+      return OperatorError(fmt::format("proxy {}: client authentication '{}' is not mysql_native_password, "
+                                       "caching_sha2_password or client_ed25519",
+                                       m.config.migration, m.config.client_auth));
+  } else if (mw::ClassifyAuthPlugin(announced) == mw::AuthPlugin::kCachingSha2Password) {
+    m.client_auth = mw::AuthPlugin::kCachingSha2Password;  // a MySQL 8 source: its clients expect it
+  }
+  if (m.client_auth == mw::AuthPlugin::kCachingSha2Password) {
+    std::string pem;
+    if (m.RsaKey(&pem) == nullptr)
+      return midflight::Internal(fmt::format("proxy {}: cannot make the RSA key caching_sha2_password needs", m.config.migration));
   }
   core::CoreConfig cc;
   cc.migration = m.config.migration;
@@ -1317,6 +1645,18 @@ Result<std::unique_ptr<MySqlProxy>> MySqlProxy::Start(MySqlProxyConfig config) {
   cc.loops = m.config.loops;
   ASSIGN_OR_RETURN(p->core_, core::ProxyCore::Start(std::move(cc), &m));
   return p;
+}
+
+Result<MySqlSslMode> ParseMySqlSslMode(std::string_view text) {
+  std::string t = Lower(text);
+  std::replace(t.begin(), t.end(), '_', '-');
+  if (t == "disabled") return MySqlSslMode::kDisabled;
+  if (t == "preferred") return MySqlSslMode::kPreferred;
+  if (t == "required") return MySqlSslMode::kRequired;
+  if (t == "verify-ca") return MySqlSslMode::kVerifyCa;
+  if (t == "verify-identity") return MySqlSslMode::kVerifyIdentity;
+  return InvalidArgument(fmt::format("ssl-mode '{}' is not disabled, preferred, required, verify-ca or verify-identity",
+                                     std::string(text.substr(0, 40))));
 }
 
 MySqlProxy::~MySqlProxy() { Stop(); }

@@ -11,6 +11,10 @@ Modes print one line each and exit non-zero on a failed check:
   kill       KILL QUERY through the proxy stops a SLEEP running on another session.
   gone       a client that disconnects during SELECT SLEEP(30) gets its
              statement stopped on the server (checked on SERVER_PORT argv[3]).
+  mysqldb    Debian's python3-mysqldb (mysqlclient, on libmariadb; it has no
+             server-side prepared statements, so its cursor with %s parameters):
+             session state, a transaction and parameterised writes across two
+             flips (argv[3] flips to the target, argv[4] back).
   bad        garbage, a truncated packet, a 1 GB declared length (at login and
              after it), a wrong password and a slow client each close only their
              own connection; a good session opened before stays usable.
@@ -58,6 +62,36 @@ if mode == "carry":
     if (tz, mode_, gcl, db) != ("+05:00", "ANSI_QUOTES", 4321, "shop2"):
         fail(f"carry: state after the move: {tz} {mode_} {gcl} {db}")
     print(f"carry ok: port {p1} -> {p2}, time_zone {tz}, sql_mode {mode_}, group_concat_max_len {gcl}, schema {db}")
+
+elif mode == "mysqldb":
+    import MySQLdb
+
+    c = MySQLdb.connect(host="127.0.0.1", port=port, user=USER, password=PASSWORD, database="shop", autocommit=True)
+    cur = c.cursor()
+    cur.execute("SET SESSION time_zone = %s, sql_mode = %s", ("+03:00", "ANSI_QUOTES"))
+    cur.execute("SELECT @@port")
+    p1 = cur.fetchone()[0]
+    cur.execute("BEGIN")
+    cur.execute("INSERT INTO ps_probe (v) VALUES (%s)", ("mysqldb-1",))
+    cur.execute("COMMIT")
+    os.system(sys.argv[3])
+    cur.execute("SELECT @@port, @@time_zone, @@sql_mode, %s + 1", (41,))
+    p2, tz, sm, n = cur.fetchone()
+    cur.executemany("INSERT INTO ps_probe (v) VALUES (%s)", [("mysqldb-2",), ("mysqldb-3",)])
+    cur.execute("SELECT COUNT(*) FROM ps_probe WHERE v LIKE %s", ("mysqldb-%",))
+    here = cur.fetchone()[0]
+    os.system(sys.argv[4])
+    cur.execute("SELECT @@port, @@time_zone")
+    p3, tz3 = cur.fetchone()
+    c.close()
+    if p1 == p2 or p2 == p3 or p1 != p3:
+        fail(f"mysqldb: the session did not follow the flips: {p1} -> {p2} -> {p3}")
+    if (tz, sm, n, tz3) != ("+03:00", "ANSI_QUOTES", 42, "+03:00"):
+        fail(f"mysqldb: state after the moves: {tz} {sm} {n} {tz3}")
+    if here != 2:
+        fail(f"mysqldb: {here} rows written after the flip on {p2}, expected 2")
+    print(f"mysqldb ok: MySQLdb {MySQLdb.__version__} (client-side parameters): port {p1} -> {p2} -> {p3}, "
+          f"time_zone and sql_mode carried, a transaction before and an executemany after the flip")
 
 elif mode == "temp":
     c = connect()

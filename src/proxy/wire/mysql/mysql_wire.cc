@@ -1,6 +1,8 @@
 #include "proxy/wire/mysql/mysql_wire.h"
 
 #include <fmt/format.h>
+#include <openssl/bn.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include <algorithm>
@@ -563,6 +565,72 @@ std::string CachingSha2Response(std::string_view password, std::string_view scra
   const std::string h1 = Digest(EVP_sha256(), password);
   const std::string h2 = Digest(EVP_sha256(), h1);
   return Xor(h1, Digest(EVP_sha256(), h2, Scramble20(scramble)));
+}
+
+bool CachingSha2Verify(std::string_view response, std::string_view scramble, std::string_view password) {
+  const std::string want = CachingSha2Response(password, scramble);
+  return response.size() == want.size() && CRYPTO_memcmp(response.data(), want.data(), want.size()) == 0;
+}
+
+std::optional<std::string> CachingSha2UnxorPassword(std::string_view decrypted, std::string_view scramble) {
+  scramble = Scramble20(scramble);
+  if (decrypted.empty() || scramble.empty()) return std::nullopt;
+  std::string out(decrypted);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<char>(out[i] ^ scramble[i % scramble.size()]);
+  if (out.back() != '\0') return std::nullopt;
+  out.pop_back();
+  return out;
+}
+
+std::array<std::string, 2> Ed25519PublicKeyCandidates(std::string_view password) {
+  std::array<std::string, 2> out;
+  const std::string az = Digest(EVP_sha512(), password);
+  EVP_PKEY* x = EVP_PKEY_new_raw_private_key(EVP_PKEY_X25519, nullptr, reinterpret_cast<const unsigned char*>(az.data()), 32);
+  unsigned char u_bytes[32];
+  size_t u_len = sizeof u_bytes;
+  const bool have_u = x != nullptr && EVP_PKEY_get_raw_public_key(x, u_bytes, &u_len) == 1 && u_len == 32;
+  EVP_PKEY_free(x);
+  if (!have_u) return out;
+  BN_CTX* ctx = BN_CTX_new();
+  BIGNUM* p = BN_new();
+  BIGNUM* u = BN_lebin2bn(u_bytes, 32, nullptr);
+  BIGNUM* num = BN_new();
+  BIGNUM* den = BN_new();
+  BIGNUM* y = BN_new();
+  // p = 2^255 - 19
+  bool ok = ctx && p && u && num && den && y && BN_set_bit(p, 255) && BN_sub_word(p, 19) && BN_copy(num, u) &&
+            BN_mod_sub(num, u, BN_value_one(), p, ctx) && BN_mod_add(den, u, BN_value_one(), p, ctx) &&
+            BN_mod_inverse(den, den, p, ctx) != nullptr && BN_mod_mul(y, num, den, p, ctx);
+  unsigned char y_bytes[32];
+  if (ok && BN_bn2lebinpad(y, y_bytes, 32) == 32) {
+    out[0].assign(reinterpret_cast<char*>(y_bytes), 32);
+    out[1] = out[0];
+    out[1][31] = static_cast<char>(out[1][31] | 0x80);
+  }
+  BN_free(y);
+  BN_free(den);
+  BN_free(num);
+  BN_free(u);
+  BN_free(p);
+  BN_CTX_free(ctx);
+  return out;
+}
+
+bool Ed25519Verify(std::string_view signature, std::string_view nonce, std::string_view password) {
+  if (signature.size() != 64) return false;
+  for (const std::string& pk : Ed25519PublicKeyCandidates(password)) {
+    if (pk.size() != 32) return false;
+    EVP_PKEY* key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, nullptr, reinterpret_cast<const unsigned char*>(pk.data()), 32);
+    if (key == nullptr) continue;
+    EVP_MD_CTX* md = EVP_MD_CTX_new();
+    const bool good = md != nullptr && EVP_DigestVerifyInit(md, nullptr, nullptr, nullptr, key) == 1 &&
+                      EVP_DigestVerify(md, reinterpret_cast<const unsigned char*>(signature.data()), 64,
+                                       reinterpret_cast<const unsigned char*>(nonce.data()), nonce.size()) == 1;
+    EVP_MD_CTX_free(md);
+    EVP_PKEY_free(key);
+    if (good) return true;
+  }
+  return false;
 }
 
 // ---------------------------------------------------------------------------

@@ -235,6 +235,27 @@ bool NativePasswordVerify(std::string_view response, std::string_view scramble, 
 // caching_sha2_password's fast-path response:
 // SHA256(pw) XOR SHA256(SHA256(SHA256(pw)) + scramble); empty for an empty password.
 std::string CachingSha2Response(std::string_view password, std::string_view scramble);
+// Whether `response` is CachingSha2Response(password, scramble) (constant time):
+// the fast path checked by a proxy that knows its users' passwords.
+bool CachingSha2Verify(std::string_view response, std::string_view scramble, std::string_view password);
+// caching_sha2_password's full authentication without TLS: the client
+// encrypts (password + NUL) XOR the scramble (repeated) with the server's RSA
+// key. Gives the password back from the decrypted bytes (the trailing NUL
+// removed); nullopt when no NUL ends it.
+std::optional<std::string> CachingSha2UnxorPassword(std::string_view decrypted, std::string_view scramble);
+
+// MariaDB's client_ed25519. Its key pair is not RFC 8032's: the secret scalar
+// comes from SHA512(password) of the whole password (not of a 32-byte seed),
+// so OpenSSL cannot sign with it; but verifying needs only the public key
+// A = clamp(SHA512(password)[0..32]) * B, which X25519 computes on the
+// birationally equivalent curve (the Montgomery u of A; y = (u - 1) / (u + 1)).
+// The sign of A's x is lost on the way, so both encodings are returned
+// (the one with sign 0 first); each is a valid Ed25519 public key, and only
+// someone who knows the scalar can sign for either.
+std::array<std::string, 2> Ed25519PublicKeyCandidates(std::string_view password);
+// Whether `signature` (64 bytes) signs `nonce` (the server's 32 bytes) under
+// the key of `password`.
+bool Ed25519Verify(std::string_view signature, std::string_view nonce, std::string_view password);
 
 // ---------------------------------------------------------------------------
 // Command phase: client commands.
