@@ -459,6 +459,59 @@ std::string Lower(std::string s) {
   return s;
 }
 
+// The first integer inside the parentheses of "numeric(10,2)" (n = 0) or the
+// second (n = 1); -1 when absent.
+int ParenArg(const std::string& native, int n) {
+  size_t i = native.find('(');
+  for (int k = 0; i != std::string::npos && k < n; ++k) i = native.find(',', i + 1);
+  if (i == std::string::npos) return -1;
+  int v = 0;
+  auto [p, ec] = std::from_chars(native.data() + i + 1, native.data() + native.size(), v);
+  return ec == std::errc() ? v : -1;
+}
+
+// A column type known only by its PostgreSQL name (format_type's spelling:
+// the change stream's layouts carry the target's names, not the catalog's
+// typed model) read into the typed model; any other type is left as it is.
+ColumnType Refine(const ColumnType& in) {
+  if (in.kind != TypeKind::kOther) return in;
+  ColumnType t = in;
+  const std::string base = Lower(in.native_base.empty() ? in.native : in.native_base);
+  const std::string native = Lower(in.native);
+  if (base.size() > 2 && base.compare(base.size() - 2, 2, "[]") == 0) {
+    t.kind = TypeKind::kArray;
+  } else if (base == "boolean") {
+    t.kind = TypeKind::kBool;
+  } else if (base == "smallint" || base == "integer" || base == "bigint") {
+    t.kind = TypeKind::kInt;
+    t.width = base == "smallint" ? 2 : base == "integer" ? 4 : 8;
+  } else if (base == "numeric") {
+    t.kind = TypeKind::kDecimal;
+    t.precision = ParenArg(native, 0);
+    t.scale = t.precision >= 0 ? std::max(0, ParenArg(native, 1)) : -1;
+  } else if (base == "real" || base == "double precision") {
+    t.kind = TypeKind::kFloat;
+    t.width = base == "real" ? 4 : 8;
+  } else if (base == "text" || base == "character varying" || base == "character" || base == "name") {
+    t.kind = TypeKind::kText;
+  } else if (base == "bytea") {
+    t.kind = TypeKind::kBytes;
+  } else if (base == "json" || base == "jsonb") {
+    t.kind = TypeKind::kJson;
+  } else if (base == "uuid") {
+    t.kind = TypeKind::kUuid;
+  } else if (base == "date") {
+    t.kind = TypeKind::kDate;
+  } else if (base.rfind("time", 0) == 0) {
+    t.kind = base.rfind("timestamp", 0) == 0 ? TypeKind::kTimestamp : TypeKind::kTime;
+    t.with_zone = base.find("with time zone") != std::string::npos;
+    t.precision = ParenArg(native, 0);
+  } else if (base == "interval") {
+    t.kind = TypeKind::kInterval;
+  }
+  return t;
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- public
@@ -591,7 +644,7 @@ Result<std::shared_ptr<const DebeziumAvroTable>> DebeziumAvroTable::Build(std::s
   std::set<std::string> defined;  // named types already written out in the schema being built
   // The Avro type of a column; `defined` holds the named types written so far.
   auto type_of = [&](const ColumnSchema& c, Column* col) -> ojson {
-    const ColumnType& ty = c.type;
+    const ColumnType ty = mysql ? c.type : Refine(c.type);
     const std::string base = Lower(ty.native_base.empty() ? ty.native : ty.native_base);
     switch (ty.kind) {
       case TypeKind::kBool: col->conv = Conv::kBool; return "boolean";

@@ -105,7 +105,8 @@ std::shared_ptr<const TableSchema> Kinds() {
   ColumnSchema tm = Col("tm", TypeKind::kTime);
   ColumnSchema blob = Col("blob", TypeKind::kBytes);
   ColumnSchema doc = Col("doc", TypeKind::kJson);
-  ColumnSchema nums = Col("nums2", TypeKind::kDecimal);  // a second VariableScaleDecimal: by name
+  ColumnSchema nums = Col("nums2", TypeKind::kOther);  // known by name only, as in a stream's layout
+  nums.type.native = nums.type.native_base = "numeric";  // a second VariableScaleDecimal: by name
   t->columns = {id,    small, price, anynum, ratio, Col("ok", TypeKind::kBool), Col("day", TypeKind::kDate),
                 at,    atz,   tm,    blob,   doc,   Col("note", TypeKind::kText), Col("u", TypeKind::kUuid),
                 nums};
