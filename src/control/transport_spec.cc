@@ -41,8 +41,8 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
   if (!t) return Status::Ok();
   if (!t.IsMap())
     return InvalidArgument(fmt::format("{}: field 'transport': expected a mapping (kind, brokers, ...)", origin));
-  static const std::set<std::string> kKnown = {"kind",       "brokers",           "topic_prefix",
-                                               "partitions", "max_message_bytes", "settings"};
+  static const std::set<std::string> kKnown = {"kind",     "brokers",          "topic_prefix", "partitions",
+                                               "settings", "max_message_bytes", "schema_registry"};
   for (const auto& kv : t) {
     if (!kv.first.IsScalar()) return Field(origin, "?", "every key must be a plain name");
     const std::string key = kv.first.as<std::string>();
@@ -62,6 +62,10 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
   RETURN_IF_ERROR(Get(t, origin, "topic_prefix", &s.topic_prefix));
   RETURN_IF_ERROR(Get(t, origin, "partitions", &s.partitions));
   RETURN_IF_ERROR(Get(t, origin, "max_message_bytes", &s.max_message_bytes));
+  RETURN_IF_ERROR(Get(t, origin, "schema_registry", &s.schema_registry));
+  if (!s.schema_registry.empty() && s.schema_registry.rfind("http://", 0) != 0 &&
+      s.schema_registry.rfind("https://", 0) != 0)
+    return Field(origin, "schema_registry", "must be an http:// or https:// URL");
   if (s.brokers.empty()) return Field(origin, "brokers", "is required for kind kafka (\"host:port,...\")");
   if (!ValidTopicPart(s.topic_prefix))
     return Field(origin, "topic_prefix",

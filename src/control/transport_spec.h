@@ -7,6 +7,9 @@
 //     topic_prefix: midflight    # the change topic is <prefix>.<migration name>.changes
 //     partitions: 8              # optional; the migration's partitions (they must agree)
 //     max_message_bytes: 1000000 # a larger encoded change stops the stream, naming it
+//     schema_registry: http://registry:8081  # optional: also publish every table's changes as
+//                                # Debezium Avro events to <prefix>.<schema>.<table>, with
+//                                # their schemas registered there (kafka/README.md)
 //     settings:                  # librdkafka properties, passed through (TLS, SASL, ...)
 //       security.protocol: SASL_SSL
 //       sasl.password: ${KAFKA_PASSWORD}
@@ -36,6 +39,7 @@ struct TransportSpec {
   std::string topic_prefix = "midflight";
   int partitions = 0;  // 0: the migration's partitions
   int64_t max_message_bytes = 1000000;
+  std::string schema_registry;  // empty: no per-table Avro topics
   std::map<std::string, std::string> settings;
 
   // The topic the migration `name`'s changes go to.

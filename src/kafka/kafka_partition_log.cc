@@ -7,12 +7,15 @@
 #include <atomic>
 #include <cstring>
 #include <random>
+#include <set>
 #include <thread>
 #include <vector>
 
 #include "base/log.h"
 #include "base/thread_annotations.h"
+#include "kafka/avro_codec.h"
 #include "kafka/change_codec.h"
+#include "kafka/schema_registry.h"
 
 namespace midflight::kafka {
 namespace {
@@ -40,9 +43,22 @@ Status SetAll(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& k
   return Status::Ok();
 }
 
+// What a produced message's delivery report needs (its opaque): the bytes
+// it holds against the budget and, for a table-topic message, the change it
+// carries (Poll waits for it: the rule in the header).
+struct Pending {
+  size_t size = 0;
+  bool side = false;
+  uint32_t partition = 0;
+  ChangePosition pos;
+};
+
 class KafkaPartitionLog final : public PartitionLog {
  public:
-  explicit KafkaPartitionLog(KafkaLogOptions o) : o_(std::move(o)), last_(o_.partitions) {}
+  explicit KafkaPartitionLog(KafkaLogOptions o)
+      : o_(std::move(o)), last_(o_.partitions), side_pending_(o_.partitions) {
+    if (!o_.schema_registry.empty()) registry_ = std::make_unique<SchemaRegistry>(o_.schema_registry);
+  }
 
   ~KafkaPartitionLog() override {
     Close();
@@ -93,28 +109,8 @@ class KafkaPartitionLog final : public PartitionLog {
     });
 
     // The topic must have one partition per applier.
-    rd_kafka_topic_t* topic = rd_kafka_topic_new(producer_, o_.topic.c_str(), nullptr);
-    const rd_kafka_metadata_t* md = nullptr;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(producer_, 0, topic, &md, static_cast<int>(o_.open_timeout.count()));
-    rd_kafka_topic_destroy(topic);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-      return RetryCall(
-          fmt::format("kafka brokers {}: no metadata for topic {}: {}", o_.brokers, o_.topic, rd_kafka_err2str(e)));
-    int count = -1;
-    rd_kafka_resp_err_t terr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (md->topic_cnt == 1) {
-      count = md->topics[0].partition_cnt;
-      terr = md->topics[0].err;
-    }
-    rd_kafka_metadata_destroy(md);
-    if (terr != RD_KAFKA_RESP_ERR_NO_ERROR || count <= 0)
-      return OperatorError(fmt::format("kafka topic {}: {}; create it with {} partitions", o_.topic,
-                                       rd_kafka_err2str(terr), o_.partitions));
-    if (static_cast<uint32_t>(count) != o_.partitions)
-      return OperatorError(fmt::format(
-          "kafka topic {} has {} partitions but the migration has {}: one topic partition per applier keeps each "
-          "key's order; recreate the topic with {} partitions or use another topic_prefix",
-          o_.topic, count, o_.partitions, o_.partitions));
+    RETURN_IF_ERROR(CheckPartitions(o_.topic));
+    rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
 
     // One consumer per partition, assigned (no group, no rebalancing),
     // starting at the partition's end offset now: everything the appliers
@@ -158,6 +154,33 @@ class KafkaPartitionLog final : public PartitionLog {
     return Status::Ok();
   }
 
+  // `topic` must exist with exactly the migration's partition count.
+  Status CheckPartitions(const std::string& name) {
+    rd_kafka_topic_t* topic = rd_kafka_topic_new(producer_, name.c_str(), nullptr);
+    const rd_kafka_metadata_t* md = nullptr;
+    rd_kafka_resp_err_t e = rd_kafka_metadata(producer_, 0, topic, &md, static_cast<int>(o_.open_timeout.count()));
+    rd_kafka_topic_destroy(topic);
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+      return RetryCall(
+          fmt::format("kafka brokers {}: no metadata for topic {}: {}", o_.brokers, name, rd_kafka_err2str(e)));
+    int count = -1;
+    rd_kafka_resp_err_t terr = RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (md->topic_cnt == 1) {
+      count = md->topics[0].partition_cnt;
+      terr = md->topics[0].err;
+    }
+    rd_kafka_metadata_destroy(md);
+    if (terr != RD_KAFKA_RESP_ERR_NO_ERROR || count <= 0)
+      return OperatorError(fmt::format("kafka topic {}: {}; create it with {} partitions", name,
+                                       rd_kafka_err2str(terr), o_.partitions));
+    if (static_cast<uint32_t>(count) != o_.partitions)
+      return OperatorError(fmt::format(
+          "kafka topic {} has {} partitions but the migration has {}: one topic partition per applier keeps each "
+          "key's order; recreate the topic with {} partitions or use another topic_prefix",
+          name, count, o_.partitions, o_.partitions));
+    return Status::Ok();
+  }
+
   uint32_t partitions() const override { return o_.partitions; }
 
   Status Append(PartitionId p, Change change) override {
@@ -175,9 +198,21 @@ class KafkaPartitionLog final : public PartitionLog {
       return OperatorError(fmt::format(
           "table {} key {}: the change at {} is {} bytes encoded, over transport.max_message_bytes {}",
           change.table->id.ToString(), change.KeyText(), change.pos.ToString(), m.value.size(), o_.max_message_bytes));
-    RETURN_IF_ERROR(Produce(p, m.key, &m.value));
+    if (registry_ && change.kind != ChangeKind::kTruncate) {
+      // First the table topic, so that its pending entry exists before the
+      // change-topic message can be read (the rule in the header). An error
+      // here stops the log for good, as a failed delivery does.
+      Status st = ProduceTableEvent(p, change);
+      if (!st.ok()) {
+        MutexLock lock(&mu_);
+        if (error_.ok()) error_ = st;
+        space_.NotifyAll();
+        return st;
+      }
+    }
+    RETURN_IF_ERROR(Produce(o_.topic, p, &m.key, &m.value, nullptr));
     // Debezium's tombstone: log compaction may then drop the key.
-    if (change.kind == ChangeKind::kDelete) RETURN_IF_ERROR(Produce(p, m.key, nullptr));
+    if (change.kind == ChangeKind::kDelete) RETURN_IF_ERROR(Produce(o_.topic, p, &m.key, nullptr, nullptr));
     return Status::Ok();
   }
 
@@ -236,15 +271,71 @@ class KafkaPartitionLog final : public PartitionLog {
                                   c.status().message()));
     if (!c->has_value()) return Status::Ok();              // an earlier run's (see the header)
     if ((*c)->pos <= last_[p.value]) return Status::Ok();  // produced twice
+    if (registry_) {
+      // Not before its table-topic message (and every earlier one of this
+      // partition) is acknowledged.
+      MutexLock lock(&mu_);
+      const std::multiset<ChangePosition>& pending = side_pending_[p.value];
+      const ChangePosition pos = (*c)->pos;
+      space_.Wait(&mu_, [&]() REQUIRES(mu_) {
+        return closed_ || !error_.ok() || pending.empty() || *pending.begin() > pos;
+      });
+      if (closed_) return Cancelled("partition log closed");
+      RETURN_IF_ERROR(error_);
+    }
     last_[p.value] = (*c)->pos;
     out->push_back(std::move(**c));
     ++*got;
     return Status::Ok();
   }
 
-  // `value` null: a tombstone.
-  Status Produce(PartitionId p, const std::string& key, std::string* value) {
-    const size_t size = key.size() + (value ? value->size() : 0);
+  // The Debezium Avro event of `change` (and a tombstone after a delete) to
+  // its table's topic, partition p; the table's schemas registered and its
+  // topic checked the first time the table's layout is met.
+  Status ProduceTableEvent(PartitionId p, const Change& change) {
+    auto it = table_topics_.find(change.table.get());
+    if (it == table_topics_.end()) {
+      TableTopic tt;
+      tt.topic = DebeziumTopic(o_.topic_prefix, change.table->id);
+      ASSIGN_OR_RETURN(tt.avro, DebeziumAvroTable::Build(change.table, tt.topic, change.pos.commit_lsn.kind()));
+      if (!checked_topics_.count(tt.topic)) {
+        RETURN_IF_ERROR(CheckPartitions(tt.topic));
+        checked_topics_.insert(tt.topic);
+      }
+      if (tt.avro->has_key()) {
+        ASSIGN_OR_RETURN(tt.key_id, registry_->Register(tt.topic + "-key", tt.avro->key_schema()));
+      }
+      ASSIGN_OR_RETURN(tt.value_id, registry_->Register(tt.topic + "-value", tt.avro->value_schema()));
+      LOG_INFO("kafka: table {} to topic {} (Avro, schema ids key {} value {})", change.table->id.ToString(), tt.topic,
+               tt.key_id, tt.value_id);
+      it = table_topics_.emplace(change.table.get(), std::move(tt)).first;
+    }
+    const TableTopic& tt = it->second;
+    std::string key;
+    if (tt.avro->has_key()) {
+      ASSIGN_OR_RETURN(std::string body, tt.avro->EncodeKey(change));
+      key = ConfluentFrame(tt.key_id, body);
+    }
+    const int64_t now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    ASSIGN_OR_RETURN(std::string body, tt.avro->EncodeValue(change, o_.source_name, now_ms, /*snapshot=*/false));
+    std::string value = ConfluentFrame(tt.value_id, body);
+    if (value.size() > o_.max_message_bytes)
+      return OperatorError(fmt::format(
+          "table {} key {}: the change at {} is {} bytes as Avro, over transport.max_message_bytes {}",
+          change.table->id.ToString(), change.KeyText(), change.pos.ToString(), value.size(), o_.max_message_bytes));
+    const std::string* k = tt.avro->has_key() ? &key : nullptr;
+    RETURN_IF_ERROR(Produce(tt.topic, p, k, &value, &change.pos));
+    if (change.kind == ChangeKind::kDelete) RETURN_IF_ERROR(Produce(tt.topic, p, k, nullptr, &change.pos));
+    return Status::Ok();
+  }
+
+  // `key` null: no key; `value` null: a tombstone; `side_pos` set: a
+  // table-topic message carrying the change at that position.
+  Status Produce(const std::string& topic, PartitionId p, const std::string* key, std::string* value,
+                 const ChangePosition* side_pos) {
+    const size_t size = (key ? key->size() : 0) + (value ? value->size() : 0);
     MutexLock lock(&mu_);
     // A message larger than the whole budget still goes through, alone.
     space_.Wait(&mu_, [&]() REQUIRES(mu_) {
@@ -252,21 +343,29 @@ class KafkaPartitionLog final : public PartitionLog {
     });
     if (closed_) return Cancelled("partition log closed");
     RETURN_IF_ERROR(error_);
+    auto pending = std::make_unique<Pending>();
+    pending->size = size;
+    pending->partition = p.value;
+    if (side_pos) {
+      pending->side = true;
+      pending->pos = *side_pos;
+    }
     for (;;) {
       rd_kafka_resp_err_t e = rd_kafka_producev(
-          producer_, RD_KAFKA_V_TOPIC(o_.topic.c_str()), RD_KAFKA_V_PARTITION(static_cast<int32_t>(p.value)),
-          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.data(), key.size()),
+          producer_, RD_KAFKA_V_TOPIC(topic.c_str()), RD_KAFKA_V_PARTITION(static_cast<int32_t>(p.value)),
+          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key ? key->data() : nullptr, key ? key->size() : 0),
           RD_KAFKA_V_VALUE(value ? value->data() : nullptr, value ? value->size() : 0),
-          RD_KAFKA_V_OPAQUE(reinterpret_cast<void*>(static_cast<uintptr_t>(size))), RD_KAFKA_V_END);
+          RD_KAFKA_V_OPAQUE(pending.get()), RD_KAFKA_V_END);
       if (e == RD_KAFKA_RESP_ERR_NO_ERROR) break;
       if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-        return Internal(
-            fmt::format("kafka topic {} partition {}: produce: {}", o_.topic, p.value, rd_kafka_err2str(e)));
+        return Internal(fmt::format("kafka topic {} partition {}: produce: {}", topic, p.value, rd_kafka_err2str(e)));
       // librdkafka's own queue is full: wait for deliveries.
       space_.WaitFor(&mu_, std::chrono::milliseconds(50), [&]() REQUIRES(mu_) { return closed_.load(); });
       if (closed_) return Cancelled("partition log closed");
     }
     unacked_ += size;
+    if (side_pos) side_pending_[p.value].insert(*side_pos);
+    pending.release();  // the delivery report frees it
     return Status::Ok();
   }
 
@@ -285,14 +384,18 @@ class KafkaPartitionLog final : public PartitionLog {
   // exception leaves them.
   static void OnDelivery(rd_kafka_t*, const rd_kafka_message_t* m, void* opaque) noexcept {
     auto* self = static_cast<KafkaPartitionLog*>(opaque);
-    const size_t size = static_cast<size_t>(reinterpret_cast<uintptr_t>(m->_private));
+    std::unique_ptr<Pending> pending(static_cast<Pending*>(m->_private));
     MutexLock lock(&self->mu_);
-    self->unacked_ -= std::min(size, self->unacked_);
+    self->unacked_ -= std::min(pending->size, self->unacked_);
+    if (pending->side) {
+      auto& set = self->side_pending_[pending->partition];
+      if (auto it = set.find(pending->pos); it != set.end()) set.erase(it);
+    }
     if (m->err && self->error_.ok() && !self->closed_)
       self->error_ =
           RetryCall(fmt::format("kafka topic {} partition {}: a change was not delivered: {}; the stream "
                                 "stops and resumes from the target's checkpoints",
-                                self->o_.topic, m->partition, rd_kafka_err2str(m->err)));
+                                rd_kafka_topic_name(m->rkt), m->partition, rd_kafka_err2str(m->err)));
     self->space_.NotifyAll();
   }
 
@@ -321,12 +424,24 @@ class KafkaPartitionLog final : public PartitionLog {
   std::atomic<bool> closed_{false};
   std::vector<ChangePosition> last_;  // last_[p]: applier p's thread only
 
+  // Table topics: the router thread's only.
+  struct TableTopic {
+    std::string topic;
+    std::shared_ptr<const DebeziumAvroTable> avro;  // holds the TableSchema the map's key points to
+    int32_t key_id = -1, value_id = -1;
+  };
+  std::unique_ptr<SchemaRegistry> registry_;  // null: no table topics
+  std::map<const TableSchema*, TableTopic> table_topics_;
+  std::set<std::string> checked_topics_;
+
   Mutex mu_;
   CondVar space_;  // unacked_ fell, an error came, or the log closed
   size_t unacked_ GUARDED_BY(mu_) = 0;
   Status error_ GUARDED_BY(mu_);
   std::map<const TableSchema*, uint32_t> refs_ GUARDED_BY(mu_);
   std::vector<std::shared_ptr<const TableSchema>> tables_ GUARDED_BY(mu_);
+  // Per partition, the positions of its table-topic messages not yet acknowledged.
+  std::vector<std::multiset<ChangePosition>> side_pending_ GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -343,6 +458,8 @@ PartitionLogFactory KafkaLogFactory(const TransportSpec& transport, const std::s
     o.brokers = transport.brokers;
     o.topic = transport.Topic(migration_name);
     o.source_name = migration_name;
+    o.topic_prefix = transport.topic_prefix;
+    o.schema_registry = transport.schema_registry;
     o.partitions = partitions;
     o.max_message_bytes = static_cast<size_t>(transport.max_message_bytes);
     o.producer_budget_bytes = bytes * partitions;

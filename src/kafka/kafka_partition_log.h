@@ -34,7 +34,25 @@
 //    librdkafka fail the producer rather than leave a gap). The flow stops,
 //    and a restart resends from the target's checkpoints.
 // The topic is therefore a durable, inspectable copy of the stream for other
-// consumers, not yet the point of recovery. Replaying from any offset and
+// consumers, not yet the point of recovery.
+//
+// TABLE TOPICS (with a schema registry). Each change is also produced, as
+// Debezium's Avro event (kafka/avro_codec.h), to its table's topic
+// <prefix>.<schema>.<table>, partition p for router partition p, before its
+// change-topic message. Partition p of a table topic thus holds a key's
+// changes in the source's order, as the change topic does (a key change
+// is a delete and an insert, each routed by its own key: the Sequencer).
+// The same rule covers them: Poll does not deliver a change while the
+// table-topic message of its partition at or before it is unacknowledged,
+// so nothing the source is told to forget is missing from a table topic; a
+// failed one stops the log like a failed change-topic message. After a
+// restart the changes past the target's checkpoints are produced again:
+// outside consumers see at-least-once, in order per key (as from Debezium).
+// Why not let the appliers read the table topics: an applier would have to
+// merge partition p of every table topic by source position, and a quiet
+// table's partition would hold the merge back with no way to tell "nothing
+// yet" from "not yet fetched"; the change topic keeps one ordered stream per
+// applier, and the table topics are the format for everyone else. Replaying from any offset and
 // apply workers on other machines need the (topic, partition, offset) kept in
 // the target's checkpoint instead (issue 12; src/kafka/README.md).
 //
@@ -59,6 +77,8 @@ struct KafkaLogOptions {
   std::string brokers;      // bootstrap.servers
   std::string topic;        // must exist with `partitions` partitions (or be auto-created so)
   std::string source_name;  // source.name of every envelope: the migration's name
+  std::string topic_prefix = "midflight";  // table topics: <prefix>.<schema>.<table>
+  std::string schema_registry;             // empty: no table topics
   uint32_t partitions = 1;
   size_t max_message_bytes = 1000000;             // a larger encoded change stops the stream, naming it
   size_t producer_budget_bytes = 64u << 20;       // Append blocks while this much is unacknowledged

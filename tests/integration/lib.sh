@@ -76,6 +76,24 @@ start_kafka_mock() {
   log "mock Kafka cluster at $BROKERS, topics $*"
 }
 
+# start_schema_registry PORT_BASE: tests/tools/schema_registry.py (a
+# Confluent-compatible registry in memory) on the first free port from
+# PORT_BASE. While $WORK/registry.refuse exists it refuses every schema with
+# that file's text. Sets REGISTRY (its URL) and REGISTRY_PID.
+start_schema_registry() {
+  local port
+  port=$(free_port "$1")
+  python3 "$ROOT/tests/tools/schema_registry.py" "$port" --refuse-file "$WORK/registry.refuse" \
+    >"$WORK/registry.out" 2>"$WORK/registry.err" &
+  REGISTRY_PID=$!
+  EXTRA_PIDS+=("$REGISTRY_PID")
+  local i
+  for ((i = 0; i < 100; i++)); do grep -q ready "$WORK/registry.out" 2>/dev/null && break; sleep 0.1; done
+  grep -q ready "$WORK/registry.out" || fail "the schema registry did not start: $(cat "$WORK/registry.err")"
+  REGISTRY=http://127.0.0.1:$port
+  log "schema registry at $REGISTRY"
+}
+
 # kafka_left_behind RUN_LOG: the messages earlier runs produced to the topic,
 # summed over the start offsets the next run logged.
 kafka_left_behind() { grep -o "read from offset [0-9]*" "$1" | awk '{s += $4} END {print s + 0}'; }

@@ -4,6 +4,12 @@
 // count is refused naming both counts.
 #include <gtest/gtest.h>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include <mutex>
+
+#include "control/http.h"
 #include "kafka/kafka_partition_log.h"
 #include "kafka/mock_cluster.h"
 #include "test_tables.h"
@@ -132,6 +138,80 @@ TEST_F(KafkaLogTest, AChangeOverTheMessageLimitStopsNamingIt) {
   EXPECT_EQ(st.code(), StatusCode::kOperator);
   EXPECT_NE(st.message().find("table public.accounts key 9: the change at"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("over transport.max_message_bytes 1024"), std::string::npos) << st.message();
+}
+
+// A schema registry in process (the POST a producer makes), refusing on request.
+class RegistryTest : public KafkaLogTest {
+ protected:
+  void SetUp() override {
+    KafkaLogTest::SetUp();
+    auto server = http::Server::Listen("127.0.0.1:0", [this](const http::Request& r) {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (r.method != "POST" || r.path.rfind("/subjects/", 0) != 0) return http::Json(404, "{}");
+      if (refuse_) return http::Json(409, R"({"error_code": 409, "message": "incompatible with version 1"})");
+      const std::string subject = r.path.substr(10, r.path.find("/versions") - 10);
+      subjects_[subject] = nlohmann::json::parse(r.body)["schema"].get<std::string>();
+      return http::Json(200, fmt::format(R"({{"id": {}}})", subjects_.size()));
+    });
+    ASSERT_TRUE(server.ok()) << server.status().ToString();
+    server_ = std::move(*server);
+  }
+  KafkaLogOptions WithRegistry() {
+    KafkaLogOptions o = Options();
+    o.topic_prefix = "t";
+    o.schema_registry = "http://" + server_->address();
+    return o;
+  }
+
+  std::mutex mu_;
+  bool refuse_ = false;
+  std::map<std::string, std::string> subjects_;
+  std::unique_ptr<http::Server> server_;
+};
+
+TEST_F(RegistryTest, TableTopicsRegisterTheirSchemasAndKeepTheStream) {
+  ASSERT_TRUE(cluster_->CreateTopic("t.public.accounts", 2).ok());
+  auto log = OpenKafkaPartitionLog(WithRegistry());
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  for (int i = 1; i <= 50; ++i) ASSERT_TRUE((*log)->Append(PartitionId{static_cast<uint32_t>(i % 2)}, Ins(i, i)).ok());
+  size_t got = Read(**log, 0, 25).size() + Read(**log, 1, 25).size();
+  EXPECT_EQ(got, 50u);
+  std::lock_guard<std::mutex> lock(mu_);
+  ASSERT_EQ(subjects_.size(), 2u);
+  auto value = nlohmann::json::parse(subjects_.at("t.public.accounts-value"));
+  EXPECT_EQ(value["name"], "Envelope");
+  EXPECT_EQ(value["namespace"], "t.public.accounts");
+  EXPECT_EQ(nlohmann::json::parse(subjects_.at("t.public.accounts-key"))["name"], "Key");
+}
+
+TEST_F(RegistryTest, ARefusedSchemaStopsTheLogNamingTheSubject) {
+  ASSERT_TRUE(cluster_->CreateTopic("t.public.accounts", 2).ok());
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    refuse_ = true;
+  }
+  auto log = OpenKafkaPartitionLog(WithRegistry());
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  Status st = (*log)->Append(PartitionId{0}, Ins(1, 1));
+  EXPECT_EQ(st.code(), StatusCode::kOperator);
+  EXPECT_NE(st.message().find("subject t.public.accounts-key refused the schema: incompatible with version 1"),
+            std::string::npos)
+      << st.message();
+  // Nothing after it is taken, and the appliers stop too.
+  EXPECT_EQ((*log)->Append(PartitionId{0}, Ins(2, 2)).code(), StatusCode::kOperator);
+  std::vector<Change> out;
+  EXPECT_EQ((*log)->Poll(PartitionId{0}, 1, 1, std::chrono::milliseconds(10), &out).code(), StatusCode::kOperator);
+}
+
+TEST_F(RegistryTest, ATableTopicWithAnotherPartitionCountIsRefused) {
+  ASSERT_TRUE(cluster_->CreateTopic("t.public.accounts", 3).ok());
+  auto log = OpenKafkaPartitionLog(WithRegistry());
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  Status st = (*log)->Append(PartitionId{0}, Ins(1, 1));
+  EXPECT_EQ(st.code(), StatusCode::kOperator);
+  EXPECT_NE(st.message().find("kafka topic t.public.accounts has 3 partitions but the migration has 2"),
+            std::string::npos)
+      << st.message();
 }
 
 }  // namespace
