@@ -468,6 +468,10 @@ int main(int argc, char** argv) {
   auto* compare = app.add_subcommand("compare", "compare every table of source and target row for row (a hash of every row)");
   compare->add_option("spec", spec_path, "migration spec (YAML)")->required();
   compare->add_flag("--json", json, "one JSON object");
+  auto* schema = app.add_subcommand("schema", "across engines: the target DDL the spec's casting table gives, with every "
+                                              "lossy or semantic change flagged (--dry-run)");
+  schema->add_option("spec", spec_path, "migration spec (YAML)")->required();
+  schema->add_flag("--dry-run", dry_run, "print the DDL and change nothing (required: the run's schema phase creates it)");
 
   // Every subcommand's --help ends with an example.
   const std::pair<CLI::App*, const char*> examples[] = {
@@ -496,6 +500,7 @@ int main(int argc, char** argv) {
       {seq_sync, "midflight sequences sync shop.yaml"},
       {knobs, "midflight knobs set shop.yaml parallelism=8 copy_rows_per_s=50000"},
       {compare, "midflight compare shop.yaml"},
+      {schema, "midflight schema shop.yaml --dry-run"},
   };
   for (const auto& [cmd, example] : examples) cmd->footer(std::string("\nExample:\n  ") + example);
   try {
@@ -552,6 +557,21 @@ int main(int argc, char** argv) {
   // `create` does not load the spec here: the service parses it, resolving
   // its ${VAR}s and password files in its own environment, and names any
   // problem in its answer.
+  if (*schema) {
+    if (!dry_run) return Fail(midflight::InvalidArgument("schema: only --dry-run is offered (`midflight run` creates the schema)"));
+    auto spec = midflight::LoadSpec(spec_path);
+    if (!spec.ok()) return Fail(spec.status());
+    auto engine = midflight::EngineFor(*spec);
+    if (!engine.ok()) return Fail(engine.status());
+    auto ddl = (*engine)->SchemaDdl(*spec);
+    if (!ddl.ok())
+      return Fail(midflight::Status(ddl.status().code(),
+                                    midflight::ScrubSecrets(ddl.status().message(),
+                                                            {spec->source, spec->target, spec->source_replica})));
+    std::cout << *ddl;
+    return 0;
+  }
+
   if (*run || *compare) {
     auto spec = midflight::LoadSpec(spec_path);
     if (!spec.ok()) return Fail(spec.status());

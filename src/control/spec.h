@@ -68,6 +68,15 @@ struct VerifySpec {
   bool continuous_repair = false;         // re-copy the rows a pass finds different (through the apply path)
 };
 
+// Across engines (MySQL -> PostgreSQL): the casting table's choices
+// (engines/README.md, "Casting MySQL to PostgreSQL").
+struct CastingSpec {
+  bool tinyint1_boolean = false;  // `tinyint1: boolean` (default smallint)
+  bool zero_dates_null = false;   // `zero_dates: null` (default refuse: the row is named and the run stops)
+  std::string target_schema;      // PostgreSQL schema; default the MySQL database's name
+  std::map<std::string, std::string> columns;  // "table.column" -> PostgreSQL type
+};
+
 // Where phase changes, failures, lag alerts and write pauses are posted
 // (Slack-compatible JSON; service/notify.h).
 struct NotifySpec {
@@ -107,6 +116,7 @@ struct MigrationSpec {
   CutoverSpec cutover;
   VerifySpec verify;
   NotifySpec notify;
+  CastingSpec casting;
   TransportSpec transport;  // the partition logs: memory (default) or kafka (control/transport_spec.h)
   // Starting values of the runtime knobs (control/knobs.h), by knob name.
   std::map<std::string, double> knobs;

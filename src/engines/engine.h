@@ -30,6 +30,8 @@
 #include <utility>
 #include <vector>
 
+#include <fmt/format.h>
+
 #include "base/status.h"
 #include "control/gates.h"
 #include "core/change.h"
@@ -261,11 +263,21 @@ class EngineKind {
   virtual Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec& spec,
                                                                           StateStore& store) const = 0;
   // Whether the engine takes switch/verify/rollback/complete operations.
-  virtual bool has_traffic_plane() const = 0;
+  virtual bool has_traffic_plane() const = 0;  // `midflight schema SPEC --dry-run`: the DDL a run would create on the
+  // target, each lossy or semantic change flagged. Engines that copy the
+  // source's own DDL (same engine on both sides) say so instead.
+  virtual Result<std::string> SchemaDdl(const MigrationSpec& spec) const {
+    (void)spec;
+    return InvalidArgument(fmt::format("schema --dry-run: a {} migration creates the target's tables as the source "
+                                       "has them (no casting table between engines)",
+                                       name()));
+  }
 };
 
-// The engine of a spec, from its URIs' scheme ("postgres://", "mysql://").
-// InvalidArgument naming the scheme when no engine takes it.
+// The engine of a spec, from its source and target URIs' schemes
+// ("postgres://", "mysql://"): the same engine on both sides, or a pair built
+// across engines (mysql -> postgres). InvalidArgument naming the scheme when
+// no engine takes it, or both engines when the pair is not supported.
 Result<const EngineKind*> EngineFor(const MigrationSpec& spec);
 // The engine of a name stored with a migration ("postgres", "mysql").
 Result<const EngineKind*> EngineNamed(std::string_view name);

@@ -43,6 +43,52 @@ using mysql::MyConn;
 using mysql::MyResult;
 using TablePtr = std::shared_ptr<const TableSchema>;
 
+}  // namespace
+
+namespace mysql {
+
+Result<MyResult> CheckSource(MyConn& src, const MigrationSpec& spec, std::vector<std::string>* problems_out) {
+  std::vector<std::string>& problems = *problems_out;
+  const std::string reader = spec.source_replica.empty() ? "source" : "source replica";
+  ASSIGN_OR_RETURN(MyResult vars, src.Query(
+      "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@log_slave_updates, @@server_id, "
+      "@@max_allowed_packet, @@hostname, @@port, DATABASE()"));
+  if (vars.Get(0, 0) != "1")
+    problems.push_back(reader + ": the binary log is off; start the server with log_bin (and binlog_format=ROW)");
+  if (vars.Get(0, 1) != "ROW")
+    problems.push_back(fmt::format("{}: binlog_format is {}; set binlog_format=ROW (SET GLOBAL binlog_format=ROW and "
+                                   "in the server's configuration)",
+                                   reader, vars.Get(0, 1)));
+  if (vars.Get(0, 2) != "FULL")
+    problems.push_back(fmt::format("{}: binlog_row_image is {}; set binlog_row_image=FULL", reader, vars.Get(0, 2)));
+  if (!spec.source_replica.empty() && vars.Get(0, 3) != "1")
+    problems.push_back("source replica: log_slave_updates is off, so its binlog lacks the primary's changes; start it "
+                       "with log_slave_updates=ON");
+  ASSIGN_OR_RETURN(MyResult privs, src.Query(
+      "SELECT GROUP_CONCAT(PRIVILEGE_TYPE) FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = "
+      "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"));
+  const std::string granted = "," + privs.Get(0, 0) + ",";
+  if (granted.find(",REPLICATION SLAVE,") == std::string::npos)
+    problems.push_back(reader + ": the user lacks REPLICATION SLAVE (GRANT REPLICATION SLAVE ON *.* TO ...), needed "
+                                "to read the binlog");
+  if (granted.find(",BINLOG MONITOR,") == std::string::npos && granted.find(",REPLICATION CLIENT,") == std::string::npos &&
+      granted.find(",SUPER,") == std::string::npos)
+    problems.push_back(reader + ": the user lacks REPLICATION CLIENT / BINLOG MONITOR (GRANT REPLICATION CLIENT ON *.* "
+                                "TO ...), needed to read binlog positions");
+  // The copy watches the replica's lag (snapshot_copier.h).
+  if (!spec.source_replica.empty())
+    if (auto lag = ReadReplicaLag(src); !lag.ok())
+      problems.push_back(fmt::format("source replica: {}; GRANT SLAVE MONITOR ON *.* TO the migration's user "
+                                     "(REPLICATION CLIENT before MariaDB 10.5), needed to slow the copy while the "
+                                     "replica lags",
+                                     lag.status().message()));
+  return vars;
+}
+
+}  // namespace mysql
+
+namespace {
+
 class MyEngine final : public Engine {
  public:
   MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
@@ -139,38 +185,7 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   source_db_ = su.database;
   target_db_ = tu.database;
 
-  ASSIGN_OR_RETURN(MyResult vars, src_->Query(
-      "SELECT @@log_bin, @@binlog_format, @@binlog_row_image, @@log_slave_updates, @@server_id, "
-      "@@max_allowed_packet, @@hostname, @@port, DATABASE()"));
-  if (vars.Get(0, 0) != "1")
-    problems.push_back(reader + ": the binary log is off; start the server with log_bin (and binlog_format=ROW)");
-  if (vars.Get(0, 1) != "ROW")
-    problems.push_back(fmt::format("{}: binlog_format is {}; set binlog_format=ROW (SET GLOBAL binlog_format=ROW and "
-                                   "in the server's configuration)",
-                                   reader, vars.Get(0, 1)));
-  if (vars.Get(0, 2) != "FULL")
-    problems.push_back(fmt::format("{}: binlog_row_image is {}; set binlog_row_image=FULL", reader, vars.Get(0, 2)));
-  if (!spec_.source_replica.empty() && vars.Get(0, 3) != "1")
-    problems.push_back("source replica: log_slave_updates is off, so its binlog lacks the primary's changes; start it "
-                       "with log_slave_updates=ON");
-  ASSIGN_OR_RETURN(MyResult privs, src_->Query(
-      "SELECT GROUP_CONCAT(PRIVILEGE_TYPE) FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = "
-      "CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')"));
-  const std::string granted = "," + privs.Get(0, 0) + ",";
-  if (granted.find(",REPLICATION SLAVE,") == std::string::npos)
-    problems.push_back(reader + ": the user lacks REPLICATION SLAVE (GRANT REPLICATION SLAVE ON *.* TO ...), needed "
-                                "to read the binlog");
-  if (granted.find(",BINLOG MONITOR,") == std::string::npos && granted.find(",REPLICATION CLIENT,") == std::string::npos &&
-      granted.find(",SUPER,") == std::string::npos)
-    problems.push_back(reader + ": the user lacks REPLICATION CLIENT / BINLOG MONITOR (GRANT REPLICATION CLIENT ON *.* "
-                                "TO ...), needed to read binlog positions");
-  // The copy watches the replica's lag (snapshot_copier.h).
-  if (!spec_.source_replica.empty())
-    if (auto lag = mysql::ReadReplicaLag(*src_); !lag.ok())
-      problems.push_back(fmt::format("source replica: {}; GRANT SLAVE MONITOR ON *.* TO the migration's user "
-                                     "(REPLICATION CLIENT before MariaDB 10.5), needed to slow the copy while the "
-                                     "replica lags",
-                                     lag.status().message()));
+  ASSIGN_OR_RETURN(MyResult vars, mysql::CheckSource(*src_, spec_, &problems));
   const int64_t source_packet = vars.GetInt(0, 5);
   ASSIGN_OR_RETURN(MyResult tvars, dst_->Query("SELECT @@local_infile, @@max_allowed_packet, @@hostname, @@port"));
   if (tvars.Get(0, 0) != "1")

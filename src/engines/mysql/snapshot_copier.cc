@@ -214,13 +214,19 @@ class Worker {
     ConnOptions so;
     so.program_name = "midflight-copy";
     ASSIGN_OR_RETURN(src_, MyConn::Connect(job_.source_uri, so));
+    RETURN_IF_ERROR(src_->Exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"));
+    if (job_.open_target) {
+      // TIMESTAMP values read in UTC, as the binlog has them.
+      RETURN_IF_ERROR(src_->Exec("SET time_zone = '+00:00'"));
+      ASSIGN_OR_RETURN(target_, job_.open_target());
+      return Status::Ok();
+    }
     ConnOptions to;
     to.program_name = "midflight-copy";
     to.local_infile = true;
     ASSIGN_OR_RETURN(dst_, MyConn::Connect(job_.target_uri, to));
     // @midflight_apply: the target's triggers stay quiet on midflight's sessions (schema_objects.h).
     RETURN_IF_ERROR(dst_->Exec("SET foreign_key_checks = 0, unique_checks = 0, autocommit = 0, @midflight_apply = 1"));
-    RETURN_IF_ERROR(src_->Exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ"));
     return Status::Ok();
   }
 
@@ -243,6 +249,17 @@ class Worker {
     if (!ParseU64(offset, &offset_value) || offset_value > UINT32_MAX)
       return Internal(fmt::format("source: Binlog_snapshot_position is not a binlog offset: '{}'", offset));
     const uint64_t snapshot = EncodeBinlogPos(*number, static_cast<uint32_t>(offset_value));
+    if (target_) {
+      ASSIGN_OR_RETURN(auto rows, src_->QueryStream(fmt::format("SELECT {} FROM {}{}", target_->SelectList(t),
+                                                                QuoteQualified(t.id.schema, t.id.name),
+                                                                RangeWhere(t, c))));
+      Status st = target_->Load(t, c, snapshot, *rows, *progress_.at(c.table), job_.rate, stop_);
+      rows.reset();
+      (void)src_->Exec("COMMIT");
+      RETURN_IF_ERROR(st);
+      ++progress_.at(c.table)->chunks_done;
+      return Status::Ok();
+    }
 
     ASSIGN_OR_RETURN(auto rows, src_->QueryStream(fmt::format("SELECT {} FROM {}{}", shape.select_list,
                                                               QuoteQualified(t.id.schema, t.id.name),
@@ -296,6 +313,7 @@ class Worker {
   CopyProgress& progress_;
   const std::atomic<bool>& stop_;
   std::unique_ptr<MyConn> src_, dst_;
+  std::unique_ptr<ChunkTarget> target_;  // job_.open_target's, instead of dst_
 };
 
 }  // namespace

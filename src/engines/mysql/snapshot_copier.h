@@ -31,6 +31,7 @@
 #include "base/status.h"
 #include "core/copy.h"
 #include "core/schema.h"
+#include "engines/mysql/my_conn.h"
 #include "pipeline/throttle.h"
 
 namespace midflight {
@@ -39,7 +40,22 @@ class Knobs;
 
 namespace midflight::mysql {
 
-class MyConn;
+// The target side of a chunk copy into another engine (engines/cross): the
+// copier keeps the source side (workers, knobs, the chunk's consistent
+// snapshot and its binlog position, the row stream, the replica's lag); a
+// ChunkTarget writes the rows and records the chunk. One per worker thread.
+class ChunkTarget {
+ public:
+  virtual ~ChunkTarget() = default;
+  // The SELECT list `t`'s rows are read with (the source session runs with
+  // time_zone '+00:00').
+  virtual std::string SelectList(const TableSchema& t) const = 0;
+  // Writes `rows` and records chunk `c` with `snapshot`, its row and byte
+  // counts in one target transaction; adds to `progress` while it reads and
+  // takes its additions back when it fails. Cancelled when `stop` is set.
+  virtual Status Load(const TableSchema& t, const Chunk& c, uint64_t snapshot, MyConn::Stream& rows,
+                      TableProgress& progress, RateLimiter* rate, const std::atomic<bool>& stop) = 0;
+};
 
 Result<std::vector<Chunk>> PlanChunks(MyConn& source, const std::vector<std::shared_ptr<const TableSchema>>& tables,
                                       int64_t chunk_rows);
@@ -61,6 +77,9 @@ struct CopyJob {
   // Called after each chunk's target transaction committed, with the number
   // committed so far in this call (any worker thread).
   std::function<void(int)> on_chunk_committed;
+  // Set for a target that is not MySQL: each worker opens one instead of
+  // LOAD DATA into target_uri (which is then unused).
+  std::function<Result<std::unique_ptr<ChunkTarget>>()> open_target;
 };
 
 // Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;

@@ -35,6 +35,8 @@ CREATE TABLE IF NOT EXISTS midflight.chunks (
   PRIMARY KEY (migration, table_name, chunk));
 )sql";
 
+// A checkpoint is stored as pg_lsn whatever the source engine: any 64-bit
+// position (a MySQL binlog position, engines/cross) has an LSN text form.
 constexpr const char* kSaveCheckpointSql = R"sql(
 INSERT INTO midflight.checkpoints (migration, part, commit_lsn, seq) VALUES ($1, $2, $3, $4)
 ON CONFLICT (migration, part) DO UPDATE
@@ -530,7 +532,7 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   // on_conflict=stop: COMMIT only once the results show no conflict (one
   // more round trip per batch, in that mode only).
   const bool hold_commit = conflicts->stop;
-  std::string part = std::to_string(partition_.value), lsn = checkpoint.commit_lsn.ToString(),
+  std::string part = std::to_string(partition_.value), lsn = PgLsn::FromU64(checkpoint.commit_lsn.value()).ToString(),
               seq = std::to_string(checkpoint.seq);
   const char* cp_values[] = {migration_.c_str(), part.c_str(), lsn.c_str(), seq.c_str()};
   if (!PQsendQueryParams(c, kSaveCheckpointSql, 4, nullptr, cp_values, nullptr, nullptr, 0) ||
@@ -610,7 +612,7 @@ Status PgChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
                                                      change.pos.ToString())));
   }
   for (uint32_t p = 0; p < partitions; ++p) {
-    auto r = conn_->Query(kSaveCheckpointSql, {migration_, std::to_string(p), change.pos.commit_lsn.ToString(),
+    auto r = conn_->Query(kSaveCheckpointSql, {migration_, std::to_string(p), PgLsn::FromU64(change.pos.commit_lsn.value()).ToString(),
                                                std::to_string(change.pos.seq)});
     if (!r.ok()) return fail(r.status());
   }

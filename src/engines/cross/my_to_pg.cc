@@ -1,0 +1,817 @@
+#include "engines/cross/my_to_pg.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <xxhash.h>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+#include <set>
+
+#include "base/log.h"
+#include "base/parse.h"
+#include "base/uri.h"
+#include "control/compare.h"
+#include "control/phase_driver.h"
+#include "control/run_util.h"
+#include "control/runtime.h"
+#include "control/spec.h"
+#include "control/state_store.h"
+#include "engines/cross/my_to_pg_types.h"
+#include "engines/mysql/binlog_pos.h"
+#include "engines/mysql/catalog.h"
+#include "engines/mysql/change_stream.h"
+#include "engines/mysql/engine.h"
+#include "engines/mysql/my_conn.h"
+#include "engines/mysql/snapshot_copier.h"
+#include "engines/postgres/pg_applier.h"
+#include "engines/postgres/pg_conn.h"
+#include "pipeline/flow.h"
+#include "proxy/traffic_switch.h"
+
+namespace midflight {
+namespace {
+
+using mysql::MyConn;
+using mysql::MyResult;
+using pg::PgConn;
+using pg::PgResult;
+
+cross::CastOptions OptionsOf(const MigrationSpec& spec) {
+  cross::CastOptions o;
+  o.tinyint1_boolean = spec.casting.tinyint1_boolean;
+  o.zero_dates_null = spec.casting.zero_dates_null;
+  o.target_schema = spec.casting.target_schema;
+  o.column_types = spec.casting.columns;
+  return o;
+}
+
+std::string ReaderUri(const MigrationSpec& spec) {
+  return spec.source_replica.empty() ? spec.source : spec.source_replica;
+}
+
+// AUTO_INCREMENT columns, next values and MariaDB JSON columns of `db`.
+Result<std::map<std::string, cross::MyTableFacts>> LoadFacts(MyConn& src, const std::string& db) {
+  std::map<std::string, cross::MyTableFacts> out;
+  const std::string q = mysql::QuoteString(db);
+  ASSIGN_OR_RETURN(MyResult ai, src.Query(fmt::format(
+      "SELECT c.TABLE_NAME, c.COLUMN_NAME, COALESCE(t.AUTO_INCREMENT, 0) FROM information_schema.COLUMNS c JOIN "
+      "information_schema.TABLES t ON t.TABLE_SCHEMA = c.TABLE_SCHEMA AND t.TABLE_NAME = c.TABLE_NAME WHERE "
+      "c.TABLE_SCHEMA = {} AND c.EXTRA LIKE '%auto_increment%'",
+      q)));
+  for (int i = 0; i < ai.rows(); ++i) {
+    out[ai.Get(i, 0)].auto_increment = ai.Get(i, 1);
+    out[ai.Get(i, 0)].next_auto_increment = ai.GetInt(i, 2);
+  }
+  // MariaDB's JSON is LONGTEXT with CHECK (json_valid(`col`)) named after the column.
+  ASSIGN_OR_RETURN(MyResult js, src.Query(fmt::format(
+      "SELECT TABLE_NAME, CONSTRAINT_NAME FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = {} AND "
+      "CHECK_CLAUSE LIKE 'json\\_valid(%'",
+      q)));
+  for (int i = 0; i < js.rows(); ++i) out[js.Get(i, 0)].json_columns.insert(js.Get(i, 1));
+  return out;
+}
+
+// The casts of every table of the spec, or the first table that has none.
+Result<std::vector<cross::TableCast>> CastAll(MyConn& src, const std::string& db,
+                                              const std::vector<TablePtr>& tables, const MigrationSpec& spec,
+                                              std::vector<std::string>* problems) {
+  ASSIGN_OR_RETURN(auto facts, LoadFacts(src, db));
+  std::vector<cross::TableCast> out;
+  const cross::CastOptions options = OptionsOf(spec);
+  for (const auto& t : tables) {
+    auto cast = cross::CastTable(*t, facts[t->id.name], options);
+    if (!cast.ok()) {
+      problems->push_back(cast.status().message());
+      continue;
+    }
+    out.push_back(std::move(*cast));
+  }
+  return out;
+}
+
+// "(id=42)" / "(a=1, b=x)" for a row error, from the MySQL text forms.
+std::string KeyOf(const TableSchema& t, const std::vector<std::optional<std::string_view>>& row) {
+  std::string out = "(";
+  for (size_t i = 0; i < t.key.size(); ++i) {
+    const auto& v = row[t.key[i]];
+    out += fmt::format("{}{}={}", i ? ", " : "", t.columns[t.key[i]].name, v ? std::string(*v) : "NULL");
+  }
+  return out + ")";
+}
+
+// PostgreSQL's LSN text for a 64-bit position (pg_lsn columns hold any 64 bits).
+std::string LsnText(uint64_t v) { return fmt::format("{:X}/{:X}", v >> 32, v & 0xffffffffu); }
+
+void AppendCopyField(std::string_view v, std::string* out) {
+  for (char c : v) {
+    switch (c) {
+      case '\\': *out += "\\\\"; break;
+      case '\t': *out += "\\t"; break;
+      case '\n': *out += "\\n"; break;
+      case '\r': *out += "\\r"; break;
+      default: *out += c;
+    }
+  }
+}
+
+// ---- the copy's target side ---------------------------------------------------
+
+// One copy worker's PostgreSQL connection: a chunk's rows, cast, by COPY, and
+// its midflight.chunks row, in one transaction.
+class PgChunkTarget final : public mysql::ChunkTarget {
+ public:
+  PgChunkTarget(std::unique_ptr<PgConn> conn, std::string migration,
+                std::shared_ptr<const std::map<TableId, cross::TableCast>> casts, bool zero_dates_null,
+                int64_t max_row_bytes)
+      : conn_(std::move(conn)),
+        migration_(std::move(migration)),
+        casts_(std::move(casts)),
+        zero_null_(zero_dates_null),
+        max_row_bytes_(max_row_bytes) {}
+
+  std::string SelectList(const TableSchema& t) const override { return cross::SnapshotSelectList(t); }
+
+  Status Load(const TableSchema& t, const Chunk& c, uint64_t snapshot, MyConn::Stream& rows, TableProgress& progress,
+              RateLimiter* rate, const std::atomic<bool>& stop) override {
+    int64_t shown_rows = 0, shown_bytes = 0;
+    Status st = Copy(t, c, snapshot, rows, progress, rate, stop, &shown_rows, &shown_bytes);
+    if (!st.ok()) {
+      progress.rows -= shown_rows;
+      progress.bytes -= shown_bytes;
+      (void)conn_->Exec("ROLLBACK");
+    }
+    return st;
+  }
+
+ private:
+  Status Copy(const TableSchema& t, const Chunk& c, uint64_t snapshot, MyConn::Stream& rows, TableProgress& progress,
+              RateLimiter* rate, const std::atomic<bool>& stop, int64_t* shown_rows, int64_t* shown_bytes) {
+    const cross::TableCast& cast = casts_->at(t.id);
+    const TableSchema& pt = *cast.target;
+    std::vector<std::string> cols;
+    for (const auto& col : pt.columns) cols.push_back(pg::QuoteIdent(col.name));
+    RETURN_IF_ERROR(conn_->Exec("BEGIN"));
+    const std::string copy = fmt::format("COPY {} ({}) FROM STDIN", pg::QuoteQualified(pt.id.schema, pt.id.name),
+                                         fmt::join(cols, ", "));
+    PgResult in(PQexec(conn_->raw(), copy.c_str()));
+    if (PQresultStatus(in.raw()) != PGRES_COPY_IN)
+      return pg::StatusFromResult(conn_->raw(), in.raw(), "COPY into " + pt.id.ToString());
+    std::string buf;
+    int64_t n = 0, bytes = 0, pending_rows = 0, pending_bytes = 0;
+    std::vector<std::optional<std::string_view>> row(cast.columns.size());
+    Status failure;
+    auto flush = [&]() -> Status {
+      if (buf.empty()) return Status::Ok();
+      if (PQputCopyData(conn_->raw(), buf.data(), static_cast<int>(buf.size())) != 1)
+        return pg::StatusFromResult(conn_->raw(), nullptr, "writing COPY of " + pt.id.ToString());
+      buf.clear();
+      return Status::Ok();
+    };
+    while (failure.ok()) {
+      auto more = rows.Next();
+      if (!more.ok()) {
+        failure = more.status();
+        break;
+      }
+      if (!*more) break;
+      if (rows.cols() != static_cast<int>(cast.columns.size())) {
+        failure = Internal(fmt::format("copy of {}: {} columns read, {} expected", t.id.ToString(), rows.cols(),
+                                       cast.columns.size()));
+        break;
+      }
+      int64_t row_bytes = 0;
+      for (int i = 0; i < rows.cols(); ++i) {
+        row[i] = rows.data(i) ? std::optional<std::string_view>(std::string_view(rows.data(i), rows.length(i)))
+                              : std::nullopt;
+        row_bytes += static_cast<int64_t>(rows.length(i));
+      }
+      if (max_row_bytes_ > 0 && row_bytes > max_row_bytes_) {
+        failure = OperatorError(fmt::format("table {} key {}: the row has {} bytes, above max_row_bytes {}",
+                                            t.id.ToString(), KeyOf(t, row), row_bytes, max_row_bytes_));
+        break;
+      }
+      for (size_t i = 0; i < row.size(); ++i) {
+        if (i) buf += '\t';
+        if (!row[i]) {
+          buf += "\\N";
+          continue;
+        }
+        auto v = cross::ToPgText(cast.columns[i], *row[i], zero_null_);
+        if (!v.ok()) {
+          failure = DataLoss(fmt::format("table {} key {} {}", t.id.ToString(), KeyOf(t, row), v.status().message()));
+          break;
+        }
+        if (!*v) buf += "\\N";
+        else AppendCopyField(**v, &buf);
+      }
+      if (!failure.ok()) break;
+      buf += '\n';
+      ++n;
+      bytes += row_bytes;
+      ++pending_rows;
+      pending_bytes += row_bytes;
+      if (buf.size() >= (256u << 10)) failure = flush();
+      if (pending_rows == 1024) {
+        progress.rows += pending_rows;
+        progress.bytes += pending_bytes;
+        *shown_rows += pending_rows;
+        *shown_bytes += pending_bytes;
+        if (rate) rate->Acquire(pending_rows, stop);
+        pending_rows = pending_bytes = 0;
+        if (stop) failure = Cancelled("stopping");
+      }
+    }
+    if (failure.ok()) failure = flush();
+    if (!failure.ok()) {
+      PQputCopyEnd(conn_->raw(), "midflight: source side failed");
+      while (PGresult* r = PQgetResult(conn_->raw())) PQclear(r);
+      return failure;
+    }
+    if (PQputCopyEnd(conn_->raw(), nullptr) != 1)
+      return pg::StatusFromResult(conn_->raw(), nullptr, "ending COPY into " + pt.id.ToString());
+    PgResult done(PQgetResult(conn_->raw()));
+    Status st;
+    if (PQresultStatus(done.raw()) != PGRES_COMMAND_OK)
+      st = pg::StatusFromResult(conn_->raw(), done.raw(), "COPY into " + pt.id.ToString());
+    while (PGresult* extra = PQgetResult(conn_->raw())) PQclear(extra);
+    RETURN_IF_ERROR(st);
+    progress.rows += pending_rows;
+    progress.bytes += pending_bytes;
+    *shown_rows += pending_rows;
+    *shown_bytes += pending_bytes;
+    RETURN_IF_ERROR(conn_->Query(
+                            "INSERT INTO midflight.chunks (migration, table_name, chunk, snapshot_lsn, rows_copied, "
+                            "bytes_copied) VALUES ($1, $2, $3, $4::pg_lsn, $5, $6)",
+                            {migration_, t.id.ToString(), std::to_string(c.number), LsnText(snapshot),
+                             std::to_string(n), std::to_string(bytes)})
+                        .status());
+    RETURN_IF_ERROR(conn_->Exec("COMMIT"));
+    LOG_DEBUG("copied {} chunk {}: {} rows", t.id.ToString(), c.number, n);
+    return Status::Ok();
+  }
+
+  std::unique_ptr<PgConn> conn_;
+  std::string migration_;
+  std::shared_ptr<const std::map<TableId, cross::TableCast>> casts_;
+  bool zero_null_;
+  int64_t max_row_bytes_;
+};
+
+// ---- the stream's target side ---------------------------------------------------
+
+// A partition's PgChangeSink behind the casting table: every change's MySQL
+// values become PostgreSQL text forms of its PostgreSQL twin table. A value
+// that cannot cross (a NUL byte in text, a zero date, a TIME past 24 h) stops
+// the flow, naming table, key and column. Cast tables are cached per source
+// table version (the stream makes a new one after a DDL it accepted).
+class CastingSink final : public ChangeSink {
+ public:
+  CastingSink(std::unique_ptr<pg::PgChangeSink> inner, cross::CastOptions options,
+              std::map<std::string, cross::MyTableFacts> facts)
+      : inner_(std::move(inner)), options_(std::move(options)), facts_(std::move(facts)) {}
+
+  Result<ChangePosition> LoadCheckpoint() override { return inner_->LoadCheckpoint(); }
+  Status Reconnect() override { return inner_->Reconnect(); }
+
+  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override {
+    std::vector<Change> out;
+    out.reserve(changes.size());
+    for (const Change& c : changes) {
+      ASSIGN_OR_RETURN(Change cast, Cast(c));
+      out.push_back(std::move(cast));
+    }
+    return inner_->ApplyBatch(out, checkpoint, conflicts);
+  }
+  Status ApplyBarrier(const Change& change, uint32_t partitions) override {
+    ASSIGN_OR_RETURN(Change cast, Cast(change));
+    return inner_->ApplyBarrier(cast, partitions);
+  }
+
+ private:
+  Result<const cross::TableCast*> CastOf(const TablePtr& t) {
+    auto it = cache_.find(t.get());
+    if (it != cache_.end()) return &it->second.second;
+    ASSIGN_OR_RETURN(cross::TableCast cast, cross::CastTable(*t, facts_[t->id.name], options_));
+    // The pointer stays valid while the cache holds the table.
+    auto [pos, _] = cache_.emplace(t.get(), std::make_pair(t, std::move(cast)));
+    return &pos->second.second;
+  }
+
+  Result<std::vector<Datum>> Values(const Change& c, const cross::TableCast& cast, const std::vector<Datum>& in) {
+    std::vector<Datum> out;
+    out.reserve(in.size());
+    for (size_t i = 0; i < in.size(); ++i) {
+      if (in[i].kind != Datum::Kind::kText || i >= cast.columns.size()) {
+        out.push_back(in[i]);
+        continue;
+      }
+      auto v = cross::ToPgText(cast.columns[i], in[i].text, options_.zero_dates_null);
+      if (!v.ok())
+        return DataLoss(fmt::format("table {} key ({}) {}", c.table->id.ToString(), c.KeyText(), v.status().message()));
+      out.push_back(*v ? Datum::Text(std::move(**v)) : Datum::Null());
+    }
+    return out;
+  }
+
+  Result<Change> Cast(const Change& c) {
+    Change out = c;
+    if (c.table) {
+      ASSIGN_OR_RETURN(const cross::TableCast* cast, CastOf(c.table));
+      out.table = cast->target;
+      ASSIGN_OR_RETURN(out.values, Values(c, *cast, c.values));
+      ASSIGN_OR_RETURN(out.old, Values(c, *cast, c.old));
+    }
+    out.truncated.clear();
+    for (const auto& t : c.truncated) {
+      ASSIGN_OR_RETURN(const cross::TableCast* cast, CastOf(t));
+      out.truncated.push_back(cast->target);
+    }
+    return out;
+  }
+
+  std::unique_ptr<pg::PgChangeSink> inner_;
+  cross::CastOptions options_;
+  std::map<std::string, cross::MyTableFacts> facts_;
+  // Source table (held, so its address is not reused) -> its cast. Applier thread only.
+  std::map<const TableSchema*, std::pair<TablePtr, cross::TableCast>> cache_;
+};
+
+// ---- replication ---------------------------------------------------------------
+
+uint64_t MasterPosition(MyConn& conn, std::string* base = nullptr) {
+  auto r = conn.Query("SHOW MASTER STATUS");
+  if (!r.ok() || r->rows() == 0) return 0;
+  auto n = mysql::ParseBinlogFileNumber(r->Get(0, 0));
+  if (base) *base = mysql::BinlogBaseName(r->Get(0, 0));
+  return n ? mysql::EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1))) : 0;
+}
+
+// Forward replication only. Connections: the monitor's (CurrentPosition,
+// TablesInScope) on the monitor thread; the operation's (CommittedPosition,
+// StartFlow, SyncSequences) under mu_.
+class CrossReplication final : public ReplicationOps {
+ public:
+  CrossReplication(const MigrationSpec& spec, MigrationRuntime& runtime, std::string source_db,
+                   std::map<TableId, TablePtr> tables, std::map<std::string, cross::MyTableFacts> facts)
+      : spec_(spec),
+        runtime_(runtime),
+        reader_uri_(ReaderUri(spec)),
+        source_db_(std::move(source_db)),
+        tables_(std::move(tables)),
+        facts_(std::move(facts)) {}
+
+  std::string FormatPosition(uint64_t pos) const {
+    std::lock_guard<std::mutex> lock(base_mu_);
+    return mysql::FormatBinlogPos(base_.empty() ? "binlog" : base_, pos);
+  }
+
+  Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>&, const ReplicateStart& rs) override {
+    if (from != proxy::Side::kSource)
+      return OperatorError("reverse replication PostgreSQL -> MySQL is not supported yet (mysql -> postgres migrations "
+                           "replicate forward only)");
+    std::string base;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      ASSIGN_OR_RETURN(MyConn * c, Control());
+      if (MasterPosition(*c, &base) == 0)
+        return OperatorError(SourceName() + ": SHOW MASTER STATUS is empty; is log_bin on?");
+    }
+    {
+      std::lock_guard<std::mutex> lock(base_mu_);
+      base_ = base;
+    }
+    mysql::StreamConfig config;
+    config.source_uri = reader_uri_;
+    config.binlog_base = base;
+    config.server_id = 0x40000000u | static_cast<uint32_t>(XXH64(spec_.name.data(), spec_.name.size(), 7) & 0x3fffffff);
+    config.tables = tables_;
+    // Schema changes are not translated across engines yet: a DDL statement
+    // on a migrated table stops the stream once everything before it is applied.
+    config.target_differs = [](const TableId& id) -> Result<std::string> {
+      return fmt::format("schema changes are not carried from MySQL to PostgreSQL yet; apply the change to {} on "
+                         "the target by hand and start a new migration of it",
+                         id.ToString());
+    };
+    config.reload_table = [](const TableId& id) -> Result<TablePtr> {
+      return OperatorError(fmt::format("table {}: schema changes are not carried across engines yet", id.ToString()));
+    };
+    FlowOptions fo;
+    fo.label = "forward";
+    fo.partitions = rs.partitions;
+    fo.filter = rs.filter;
+    fo.log_factory = rs.log_factory;
+    // Every partition's checkpoint is on the target; the sequencer skips what
+    // each one holds. The stream reads from the oldest chunk snapshot.
+    fo.start = rs.oldest_snapshot;
+    fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
+    MigrationRuntime* rt = &runtime_;
+    fo.applier.settings = [rt] { return rt->ApplyNow(); };
+    fo.applier.throttle = &rt->throttle;
+    fo.applier.rate = &rt->apply_rate;
+    fo.applier.conflicts = &rt->conflicts;
+    SinkFactory open_sink = [target = spec_.target, name = spec_.name, options = OptionsOf(spec_), facts = facts_,
+                             rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+      ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(target, name, p));
+      sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
+      return std::unique_ptr<ChangeSink>(std::make_unique<CastingSink>(std::move(sink), options, facts));
+    };
+    const uint64_t start = fo.start;
+    StartedFlow out;
+    ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<mysql::ChangeStream>(std::move(config)),
+                                           open_sink));
+    out.tables = tables_;
+    Say(fmt::format("replicating: binlog of {} from {} into PostgreSQL", RedactUri(reader_uri_),
+                    mysql::FormatBinlogPos(base, start)));
+    return out;
+  }
+
+  uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
+    // Exact within one binlog file; across files, the offset in the newer one.
+    if (current <= applied) return 0;
+    if (mysql::BinlogFileNumber(current) == mysql::BinlogFileNumber(applied)) return current - applied;
+    return mysql::BinlogOffset(current);
+  }
+  bool lag_from_positions() const override { return true; }
+
+  Result<uint64_t> CommittedPosition(proxy::Side side) override {
+    if (side != proxy::Side::kSource) return OperatorError("mysql -> postgres: the target's positions are not read");
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(MyConn * c, Control());
+    uint64_t pos = MasterPosition(*c);
+    if (pos == 0) return RetryCall(SourceName() + ": SHOW MASTER STATUS gave no position");
+    return pos;
+  }
+
+  uint64_t CurrentPosition(proxy::Side side) override {
+    if (side != proxy::Side::kSource) return 0;
+    if (!monitor_ || monitor_->IsBroken()) {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-monitor";
+      auto c = MyConn::Connect(reader_uri_, o);
+      monitor_ = c.ok() ? std::move(*c) : nullptr;
+    }
+    if (!monitor_) return last_pos_;
+    if (uint64_t pos = MasterPosition(*monitor_)) last_pos_ = pos;
+    return last_pos_;
+  }
+
+  Result<std::vector<TableId>> TablesInScope() override {
+    if (!monitor_ || monitor_->IsBroken()) return RetryCall("source: no monitor connection");
+    ASSIGN_OR_RETURN(auto listed, mysql::ListTables(*monitor_, source_db_));
+    std::vector<TableId> out;
+    for (const auto& id : listed)
+      if (TableSelected(spec_.tables, spec_.exclude, id)) out.push_back(id);
+    return out;
+  }
+
+  std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
+
+  // AUTO_INCREMENT -> the identity's next value on the target.
+  Status SyncSequences(proxy::Side from) override {
+    if (from != proxy::Side::kSource) return OperatorError("mysql -> postgres: identities are carried forward only");
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(MyConn * src, Control());
+    return SyncIdentities(*src, source_db_, spec_, tables_);
+  }
+
+  std::vector<std::string> CleanUpOnComplete() override { return {}; }
+
+  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool,
+                               std::function<int64_t()>, const std::atomic<bool>*, const VerifyRun&) override {
+    return OperatorError("verification across engines (mysql -> postgres) is not built yet");
+  }
+
+  // Sets each identity column's next value from the source's AUTO_INCREMENT.
+  static Status SyncIdentities(MyConn& src, const std::string& db, const MigrationSpec& spec,
+                               const std::map<TableId, TablePtr>& tables) {
+    ASSIGN_OR_RETURN(auto facts, LoadFacts(src, db));
+    pg::ConnOptions o;
+    o.application_name = "midflight-control";
+    ASSIGN_OR_RETURN(auto dst, PgConn::Connect(spec.target, o));
+    for (const auto& [id, t] : tables) {
+      const cross::MyTableFacts& f = facts[id.name];
+      if (f.auto_increment.empty() || f.next_auto_increment <= 0) continue;
+      auto cast = cross::CastTable(*t, f, OptionsOf(spec));
+      if (!cast.ok()) return cast.status();
+      for (const auto& c : cast->columns)
+        if (c.identity)
+          RETURN_IF_ERROR(dst->Exec(fmt::format("ALTER TABLE {} ALTER COLUMN {} RESTART WITH {}",
+                                                pg::QuoteQualified(cast->target->id.schema, cast->target->id.name),
+                                                pg::QuoteIdent(c.name), f.next_auto_increment))
+                              .WithContext(fmt::format("table {} identity {}", cast->target->id.ToString(), c.name)));
+    }
+    return Status::Ok();
+  }
+
+ private:
+  std::string SourceName() const { return spec_.source_replica.empty() ? "source" : "source replica"; }
+  Result<MyConn*> Control() {
+    if (!control_ || control_->IsBroken()) {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-control";
+      ASSIGN_OR_RETURN(control_, MyConn::Connect(reader_uri_, o));
+    }
+    return control_.get();
+  }
+
+  const MigrationSpec& spec_;
+  MigrationRuntime& runtime_;
+  const std::string reader_uri_;
+  const std::string source_db_;
+  const std::map<TableId, TablePtr> tables_;
+  const std::map<std::string, cross::MyTableFacts> facts_;
+  std::mutex mu_;
+  std::unique_ptr<MyConn> control_;  // guarded by mu_
+  mutable std::mutex base_mu_;
+  std::string base_;  // guarded by base_mu_
+  std::unique_ptr<MyConn> monitor_;  // monitor thread only
+  uint64_t last_pos_ = 0;           // monitor thread only
+};
+
+// ---- the engine ------------------------------------------------------------------
+
+class MyToPgEngine final : public Engine {
+ public:
+  MyToPgEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
+      : spec_(spec), store_(store), runtime_(runtime), reader_uri_(ReaderUri(spec)) {
+    runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
+  }
+
+  std::string_view name() const override { return "mysql-to-postgres"; }
+  Status Preflight(bool fresh, std::vector<std::string>* problems) override;
+  const std::vector<TablePtr>& tables() const override { return tables_; }
+  std::string Sides() const override {
+    return fmt::format("reading MySQL {}{}, writing PostgreSQL {}", RedactUri(reader_uri_),
+                       spec_.source_replica.empty() ? "" : " (a replica: the primary is not read)",
+                       RedactUri(spec_.target));
+  }
+  std::vector<std::pair<std::string, std::string>> InitialState() const override {
+    return {{"source", RedactUri(spec_.source)},
+            {"source_replica", RedactUri(spec_.source_replica)},
+            {"target", RedactUri(spec_.target)}};
+  }
+  std::string TableProblem(const TableSchema& t) const override {
+    if (t.key_kind != KeyKind::kNone) return "";
+    return fmt::format("table {} has no primary key and no unique index on NOT NULL columns, so its updates and "
+                       "deletes cannot be matched on the target: add a primary key, or add it to exclude",
+                       t.id.ToString());
+  }
+  Status CreateSchema() override;
+  Result<std::vector<Chunk>> PlanChunks(int64_t chunk_rows) override {
+    RETURN_IF_ERROR(ReconnectControl());
+    return mysql::PlanChunks(*src_, tables_, chunk_rows);
+  }
+  Result<DoneChunks> LoadDoneChunks() override;
+  Status PrepareCopy(const std::vector<Chunk>&, DoneChunks*, bool) override { return Status::Ok(); }
+  Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                    std::function<void(int)> on_chunk_committed) override;
+  Status FinishSchema() override;
+  ReplicationOps& Replication() override {
+    if (!repl_) repl_ = std::make_unique<CrossReplication>(spec_, runtime_, source_db_, by_id_, facts_);
+    return *repl_;
+  }
+  std::string FormatPosition(uint64_t pos) const override {
+    return repl_ ? repl_->FormatPosition(pos) : mysql::FormatBinlogPos("binlog", pos);
+  }
+
+ private:
+  Status ReconnectControl() {
+    if (!src_ || src_->IsBroken() || !src_->Exec("SELECT 1").ok()) {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-control";
+      ASSIGN_OR_RETURN(src_, MyConn::Connect(reader_uri_, o));
+    }
+    if (!dst_ || dst_->IsBroken()) {
+      pg::ConnOptions o;
+      o.application_name = "midflight-control";
+      ASSIGN_OR_RETURN(dst_, PgConn::Connect(spec_.target, o));
+    }
+    return Status::Ok();
+  }
+
+  const MigrationSpec& spec_;
+  StateStore& store_;
+  MigrationRuntime& runtime_;
+  const std::string reader_uri_;
+  std::string source_db_, target_schema_;
+  std::unique_ptr<MyConn> src_;
+  std::unique_ptr<PgConn> dst_;
+  std::vector<TablePtr> tables_;
+  std::map<TableId, TablePtr> by_id_;
+  std::map<std::string, cross::MyTableFacts> facts_;
+  std::shared_ptr<std::map<TableId, cross::TableCast>> casts_;
+  int64_t max_row_bytes_ = 0;
+  std::unique_ptr<CrossReplication> repl_;
+};
+
+Status MyToPgEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
+  const std::string reader = spec_.source_replica.empty() ? "source" : "source replica";
+  mysql::ConnOptions mo;
+  mo.program_name = "midflight-control";
+  auto src = MyConn::Connect(reader_uri_, mo);
+  if (!src.ok()) problems->push_back(reader + ": " + src.status().message());
+  pg::ConnOptions po;
+  po.application_name = "midflight-control";
+  auto dst = PgConn::Connect(spec_.target, po);
+  if (!dst.ok()) problems->push_back("target: " + dst.status().message());
+  if (!problems->empty()) return Status::Ok();
+  src_ = std::move(*src);
+  dst_ = std::move(*dst);
+  ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader_uri_));
+  source_db_ = su.database;
+  target_schema_ = spec_.casting.target_schema.empty() ? source_db_ : spec_.casting.target_schema;
+  ASSIGN_OR_RETURN(MyResult vars, mysql::CheckSource(*src_, spec_, problems));
+  max_row_bytes_ = spec_.max_row_bytes > 0 ? spec_.max_row_bytes : 0;
+  (void)vars;
+  ASSIGN_OR_RETURN(std::string encoding, dst_->QueryValue("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                                          "WHERE datname = current_database()"));
+  if (encoding != "UTF8")
+    problems->push_back(fmt::format("target: the database's encoding is {}; MySQL text arrives as UTF-8, create the "
+                                    "target database WITH ENCODING 'UTF8'",
+                                    encoding));
+  ASSIGN_OR_RETURN(std::string super,
+                   dst_->QueryValue("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user"));
+  if (super != "true")
+    problems->push_back("target: the connecting role must be a superuser (apply sessions set "
+                        "session_replication_role = replica so foreign keys and triggers do not fire twice)");
+
+  auto tables = mysql::LoadTables(*src_, source_db_, spec_.tables, spec_.exclude);
+  if (!tables.ok()) return tables.status().WithContext("source catalog");
+  tables_ = *tables;
+  by_id_.clear();
+  for (const auto& t : tables_) by_id_[t->id] = t;
+  ASSIGN_OR_RETURN(facts_, LoadFacts(*src_, source_db_));
+  ASSIGN_OR_RETURN(auto casts, CastAll(*src_, source_db_, tables_, spec_, problems));
+  casts_ = std::make_shared<std::map<TableId, cross::TableCast>>();
+  for (auto& c : casts) (*casts_)[c.source->id] = std::move(c);
+  if (fresh) {
+    ASSIGN_OR_RETURN(PgResult existing, dst_->Query("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                                                    "c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
+                                                    "ORDER BY 1",
+                                                    {target_schema_}));
+    if (existing.rows() > 0 && !spec_.allow_nonempty_target)
+      problems->push_back(fmt::format("target is not empty: schema {} already has table {}{}; use an empty schema, or "
+                                      "set allow_nonempty_target: true",
+                                      target_schema_, existing.GetString(0, 0),
+                                      existing.rows() > 1 ? fmt::format(" and {} more", existing.rows() - 1) : ""));
+  }
+  ASSIGN_OR_RETURN(std::string locked,
+                   dst_->QueryValue("SELECT pg_try_advisory_lock(hashtext('midflight:' || $1 || '->' || "
+                                    "current_database()))::text",
+                                    {fmt::format("{}:{}", spec_.name, target_schema_)}));
+  if (locked != "true")
+    problems->push_back(fmt::format("another midflight process is already running migration {} into this target",
+                                    spec_.name));
+  repl_.reset();
+  (void)Replication();
+  return Status::Ok();
+}
+
+Status MyToPgEngine::CreateSchema() {
+  RETURN_IF_ERROR(ReconnectControl());
+  RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
+  RETURN_IF_ERROR(dst_->Exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", pg::QuoteIdent(target_schema_))));
+  int lossy = 0;
+  for (const auto& [id, cast] : *casts_) {
+    RETURN_IF_ERROR(dst_->Exec(cross::CreateTableSql(cast)).WithContext("creating table " + cast.target->id.ToString()));
+    for (const auto& c : cast.columns) lossy += c.notes.empty() ? 0 : 1;
+  }
+  Say(fmt::format("schema: {} tables created in PostgreSQL schema {} through the casting table ({} columns flagged; "
+                  "`midflight schema SPEC --dry-run` lists them; secondary indexes follow the copy)",
+                  casts_->size(), target_schema_, lossy));
+  return Status::Ok();
+}
+
+Result<DoneChunks> MyToPgEngine::LoadDoneChunks() {
+  RETURN_IF_ERROR(ReconnectControl());
+  RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
+  DoneChunks done;
+  ASSIGN_OR_RETURN(PgResult r, dst_->Query("SELECT table_name, chunk, snapshot_lsn::text, rows_copied, bytes_copied "
+                                           "FROM midflight.chunks WHERE migration = $1",
+                                           {spec_.name}));
+  for (int i = 0; i < r.rows(); ++i) {
+    ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(r.Get(i, 2)));
+    done[{r.GetString(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {Position::Binlog(lsn.value()), r.GetInt(i, 3),
+                                                                   r.GetInt(i, 4)};
+  }
+  return done;
+}
+
+Status MyToPgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                                std::function<void(int)> on_chunk_committed) {
+  mysql::CopyJob job;
+  job.source_uri = reader_uri_;
+  job.migration = spec_.name;
+  job.workers = spec_.copy_workers;
+  job.knobs = &runtime_.knobs;
+  job.rate = &runtime_.copy_rate;
+  job.throttle = &runtime_.throttle;
+  job.tables = by_id_;
+  job.max_row_bytes = max_row_bytes_;
+  job.chunks = std::move(chunks);
+  job.on_chunk_committed = std::move(on_chunk_committed);
+  job.open_target = [uri = spec_.target, name = spec_.name, casts = std::shared_ptr<const std::map<TableId, cross::TableCast>>(casts_),
+                     zero = spec_.casting.zero_dates_null,
+                     max = max_row_bytes_]() -> Result<std::unique_ptr<mysql::ChunkTarget>> {
+    pg::ConnOptions o;
+    o.application_name = "midflight-copy";
+    o.settings = {"session_replication_role=replica"};
+    ASSIGN_OR_RETURN(auto conn, PgConn::Connect(uri, o));
+    return std::unique_ptr<mysql::ChunkTarget>(std::make_unique<PgChunkTarget>(std::move(conn), name, casts, zero, max));
+  };
+  Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot, cast into PostgreSQL",
+                  job.chunks.size(), runtime_.knobs.Int(Knob::kParallelism)));
+  return mysql::CopyChunks(job, progress, stop);
+}
+
+Status MyToPgEngine::FinishSchema() {
+  Say("schema: building secondary indexes and carrying AUTO_INCREMENT values");
+  CrashPoint("before-post-data");
+  RETURN_IF_ERROR(ReconnectControl());
+  ASSIGN_OR_RETURN(MyResult idx, src_->Query(fmt::format(
+      "SELECT TABLE_NAME, INDEX_NAME, NON_UNIQUE, COLUMN_NAME, SUB_PART IS NOT NULL, INDEX_TYPE FROM "
+      "information_schema.STATISTICS WHERE TABLE_SCHEMA = {} AND INDEX_NAME <> 'PRIMARY' ORDER BY TABLE_NAME, "
+      "INDEX_NAME, SEQ_IN_INDEX",
+      mysql::QuoteString(source_db_))));
+  struct Index {
+    std::string table, name;
+    bool unique = false, usable = true;
+    std::vector<std::string> columns;
+  };
+  std::vector<Index> indexes;
+  for (int i = 0; i < idx.rows(); ++i) {
+    TableId id{source_db_, idx.Get(i, 0)};
+    if (!casts_->count(id)) continue;
+    if (indexes.empty() || indexes.back().table != idx.Get(i, 0) || indexes.back().name != idx.Get(i, 1))
+      indexes.push_back({idx.Get(i, 0), idx.Get(i, 1), idx.GetInt(i, 2) == 0, true, {}});
+    Index& ix = indexes.back();
+    ix.columns.push_back(pg::QuoteIdent(idx.Get(i, 3)));
+    if (idx.GetInt(i, 4) != 0 || (idx.Get(i, 5) != "BTREE" && idx.Get(i, 5) != "HASH")) ix.usable = false;
+  }
+  int built = 0;
+  for (const auto& ix : indexes) {
+    const cross::TableCast& cast = casts_->at({source_db_, ix.table});
+    if (!ix.usable) {
+      LOG_WARN("table {}: index {} not built on the target (a prefix, FULLTEXT or SPATIAL index)", ix.table, ix.name);
+      continue;
+    }
+    std::string name = fmt::format("{}_{}", ix.table, ix.name).substr(0, 63);
+    RETURN_IF_ERROR(dst_->Exec(fmt::format("CREATE {}INDEX IF NOT EXISTS {} ON {} ({})", ix.unique ? "UNIQUE " : "",
+                                           pg::QuoteIdent(name),
+                                           pg::QuoteQualified(cast.target->id.schema, cast.target->id.name),
+                                           fmt::join(ix.columns, ", ")))
+                        .WithContext(fmt::format("index {} of table {}", ix.name, cast.target->id.ToString())));
+    ++built;
+  }
+  RETURN_IF_ERROR(CrossReplication::SyncIdentities(*src_, source_db_, spec_, by_id_));
+  Say(fmt::format("schema: {} secondary indexes built", built));
+  return Status::Ok();
+}
+
+class MyToPgKind final : public EngineKind {
+ public:
+  std::string_view name() const override { return "mysql-to-postgres"; }
+  std::unique_ptr<Engine> New(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store) const override {
+    return std::make_unique<MyToPgEngine>(spec, runtime, store);
+  }
+  Result<std::string> CleanUpAbort(const MigrationSpec&) const override {
+    return std::string("nothing to drop on the source (binlog reader)");
+  }
+  Result<std::vector<TableComparison>> Compare(const MigrationSpec&) const override {
+    return OperatorError("compare across engines (mysql -> postgres) is not built yet");
+  }
+  Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
+    return OperatorError("a proxy across engines (mysql -> postgres) is not built: applications move by their own "
+                         "configuration");
+  }
+  bool has_traffic_plane() const override { return false; }
+  Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
+    mysql::ConnOptions o;
+    o.program_name = "midflight-schema";
+    const std::string reader = ReaderUri(spec);
+    ASSIGN_OR_RETURN(auto src, MyConn::Connect(reader, o));
+    ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader));
+    ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*src, su.database, spec.tables, spec.exclude));
+    std::vector<std::string> problems;
+    ASSIGN_OR_RETURN(auto casts, CastAll(*src, su.database, tables, spec, &problems));
+    if (!problems.empty()) return InvalidArgument(problems.front());
+    const std::string schema = spec.casting.target_schema.empty() ? su.database : spec.casting.target_schema;
+    std::string out = fmt::format("-- midflight: MySQL {} -> PostgreSQL schema {}: {} tables; lines marked "
+                                  "LOSSY/SEMANTIC change a value or its meaning\n",
+                                  su.database, schema, casts.size());
+    out += fmt::format("CREATE SCHEMA IF NOT EXISTS {};\n", pg::QuoteIdent(schema));
+    for (const auto& c : casts) out += cross::CreateTableSql(c);
+    return out;
+  }
+};
+
+}  // namespace
+
+const EngineKind& MySqlToPostgresEngine() {
+  static const MyToPgKind kind;
+  return kind;
+}
+
+}  // namespace midflight
