@@ -90,6 +90,13 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
   tables_ = std::move(tables);
   start_ = std::move(start);
   if (!ParseU64(store_.Get("old_side_writes").value_or("0"), &old_side_writes_)) old_side_writes_ = 0;
+  // A `complete` the process died in (its drops may have removed the slots
+  // replication would start from): finish it instead of replicating; the
+  // operator asked for it, and every drop is by name and idempotent.
+  if (store_.phase() != Phase::kCompleted && store_.Get("completing").value_or("") == "true") {
+    Say("a `complete` was interrupted by the process's end: finishing it");
+    if (auto done = Complete(); !done.ok()) return done.status().WithContext("finishing an interrupted complete");
+  }
   if (store_.phase() == Phase::kCompleted) {
     completed_ = true;
     Say("migration completed; the proxy keeps serving from the target until stopped");
@@ -661,9 +668,13 @@ Result<std::string> Cutover::Complete() {
   }
   // Every change made on the source before the switch is on the target
   // already (the switch waited for it); stop both directions.
+  // Recorded first: from here a restart finishes the completion (Run) rather
+  // than replicate from slots this may already have dropped.
+  RETURN_IF_ERROR(store_.Put("completing", "true"));
   if (rev) rev->flow->Stop();
   if (fwd) fwd->flow->Stop();
   std::vector<std::string> done = ops_.CleanUpOnComplete();
+  CrashPoint("complete-cleanup");
   if (proxy_) proxy_->SetReadPercent(100);
   RETURN_IF_ERROR(store_.Put("read_percent", "100"));
   std::string msg = fmt::format("completed: the target serves reads and writes; replication stopped; removed {}",

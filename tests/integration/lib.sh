@@ -134,6 +134,10 @@ run_mf_crash() {
 
 status_field() { "$MF" status "$SPEC" --json | jq -r ".$1"; }
 
+# not_yet OUTPUT: the answer of an operation sent to a process still starting
+# (its control API answers before replication runs): retry it.
+not_yet() { [[ $1 == *"not running yet"* || $1 == *"needs the migration running and replicating"* ]]; }
+
 # wait_phase PHASE [SECONDS]
 wait_phase() {
   local want=$1 limit=${2:-120} i

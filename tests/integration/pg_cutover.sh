@@ -198,7 +198,7 @@ life() {
     # rollback is taken (the process then dies at the crash point).
     for _ in $(seq 80); do
       out=$("$MF" rollback --force "$SPEC" 2>&1) || true
-      [[ $out == *"not running yet"* ]] || break
+      not_yet "$out" || break
       sleep 0.25
     done
     for _ in $(seq 120); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
@@ -216,7 +216,7 @@ life() {
     [[ $(psql -X -At "$proxy_uri" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] || fail "writes moved by a killed rollback"
     for _ in $(seq 80); do
       out=$("$MF" rollback --force "$SPEC" 2>&1) && break
-      [[ $out == *"not running yet"* ]] || fail "rollback after the restart: $out"
+      not_yet "$out" || fail "rollback after the restart: $out"
       sleep 0.25
     done
     log "$out"
@@ -224,7 +224,30 @@ life() {
     sleep 1
   fi
   "$MF" status "$SPEC"
-  "$MF" complete "$SPEC"
+  if [[ $mode == prepared ]]; then
+    log "killed inside complete, after its drops: the restarted process finishes the completion"
+    kill -TERM "$MF_PID"; wait "$MF_PID" || true; MF_PID=
+    RUN_N=$((RUN_N + 1))
+    MIDFLIGHT_CRASH_AT=complete-cleanup "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
+    MF_PID=$!
+    for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
+    for _ in $(seq 80); do
+      out=$("$MF" complete "$SPEC" 2>&1) || true
+      not_yet "$out" || break
+      sleep 0.25
+    done
+    for _ in $(seq 120); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$MF_PID" 2>/dev/null && fail "complete did not reach its crash point: $out"
+    wait "$MF_PID" || true
+    MF_PID=
+    grep -q "test crash point complete-cleanup" "$WORK/run.$RUN_N.log" || fail "crash point complete-cleanup not reached"
+    run_mf_bg
+    for _ in $(seq 120); do [[ $(status_field phase 2>/dev/null) == completed ]] && break; sleep 0.25; done
+    grep -q "interrupted by the process's end: finishing it" "$WORK/run.$RUN_N.log" || fail "the restart did not finish the completion"
+    [[ $(psql -X -At "$proxy_uri" -c "SELECT inet_server_port()") == "${DST_PORT}" ]] || fail "writes not on the target after the completion"
+  else
+    "$MF" complete "$SPEC"
+  fi
   [[ $(status_field phase) == completed ]] || fail "not completed"
   local rows held_rows
   rows=$(psql -X -At "$DST" -c "SELECT count(*) FROM pgbench_history WHERE delta <> 777777")
