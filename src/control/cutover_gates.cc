@@ -64,8 +64,14 @@ Checklist Cutover::Gates(const TrafficRequest& req) {
       else
         c.Add(ValidationWindowGate(switched_at, NowUnixMicros(), spec_.cutover.min_validation_seconds));
       c.Add(ApprovalGate(spec_.cutover.require_approval, store_.Get("approved").value_or("") == "true"));
-      c.Add(VerificationGate(spec_.cutover.require_verify, store_.Get("verify_clean").value_or("") == "true",
-                             store_.Get("verify_summary").value_or("")));
+      {
+        int64_t verify_at = 0;
+        const bool known = ParseI64(store_.Get("verify_at").value_or(""), &verify_at) && verify_at > 0;
+        c.Add(VerificationGate(spec_.cutover.require_verify, store_.Get("verify_clean").value_or("") == "true",
+                               store_.Get("verify_summary").value_or(""),
+                               known ? (NowUnixMicros() - verify_at) / 1e6 : -1.0,
+                               spec_.cutover.verify_max_age_seconds));
+      }
       if (!fwd) {
         c.Add(GateFail("replication", "replication is not running yet"));
         break;

@@ -72,10 +72,19 @@ GateCheck ApprovalGate(bool required, bool approved) {
               "waiting for approval (cutover.require_approval): run `midflight approve SPEC`, or use --force", true);
 }
 
-GateCheck VerificationGate(bool required, bool clean, const std::string& summary) {
+GateCheck VerificationGate(bool required, bool clean, const std::string& summary, double age_seconds,
+                           double max_age_seconds) {
   if (!required)
     return GatePass("verification", fmt::format("not required (cutover.require_verify is off); last: {}",
                                             summary.empty() ? "never run" : summary));
+  if (clean && max_age_seconds > 0 && (age_seconds < 0 || age_seconds > max_age_seconds))
+    return GateFail("verification",
+                    fmt::format("the last clean verification finished {} ago, over cutover.verify_max_age_seconds ({} "
+                                "s); run `midflight verify SPEC` again or turn on continuous verification "
+                                "(verify.continuous), or use --force",
+                                age_seconds < 0 ? std::string("an unknown time") : fmt::format("{:.0f} s", age_seconds),
+                                max_age_seconds),
+                    true);
   if (clean) return GatePass("verification", summary.empty() ? "clean" : summary);
   return GateFail("verification",
               fmt::format("verification has not passed ({}); run `midflight verify SPEC`, or use --force",

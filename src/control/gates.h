@@ -66,7 +66,10 @@ GateCheck LagGate(double lag_seconds, double max_lag_seconds, std::string_view b
 GateCheck ValidationWindowGate(int64_t reads_switched_at_us, int64_t now_us, double min_validation_seconds);
 GateCheck ApprovalGate(bool required, bool approved);
 // `summary`: the last verification's one-line summary ("" when it never ran).
-GateCheck VerificationGate(bool required, bool clean, const std::string& summary);
+// `age_seconds`: how long ago the last verification finished (negative:
+// unknown); with `max_age_seconds` > 0 a clean result older than that fails.
+GateCheck VerificationGate(bool required, bool clean, const std::string& summary, double age_seconds = -1,
+                           double max_age_seconds = 0);
 // Sessions pinned to `side` (proxy TrafficSwitch::PinnedSessions): they cannot move.
 GateCheck PinnedSessionsGate(const std::vector<std::string>& sessions, std::string_view side);
 // Tables in the spec's scope on the source that the migration does not carry.

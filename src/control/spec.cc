@@ -312,7 +312,8 @@ Status ParseCutover(const YAML::Node& root, const std::string& origin, Migration
   if (YAML::Node n = root["cutover"]) {
     RETURN_IF_ERROR(CheckKeys(n, origin, "cutover",
                               {"max_lag_seconds", "drain_timeout_seconds", "catchup_timeout_seconds",
-                               "min_validation_seconds", "require_approval", "require_verify"}));
+                               "min_validation_seconds", "require_approval", "require_verify",
+                               "verify_max_age_seconds"}));
     CutoverSpec& c = s->cutover;
     std::string o = origin + ": cutover";
     RETURN_IF_ERROR(Get(n, o, "max_lag_seconds", &c.max_lag_seconds));
@@ -321,10 +322,12 @@ Status ParseCutover(const YAML::Node& root, const std::string& origin, Migration
     RETURN_IF_ERROR(Get(n, o, "min_validation_seconds", &c.min_validation_seconds));
     RETURN_IF_ERROR(Get(n, o, "require_approval", &c.require_approval));
     RETURN_IF_ERROR(Get(n, o, "require_verify", &c.require_verify));
+    RETURN_IF_ERROR(Get(n, o, "verify_max_age_seconds", &c.verify_max_age_seconds));
     if (c.max_lag_seconds <= 0) return Field(origin, "cutover.max_lag_seconds", "must be more than 0");
     if (c.drain_timeout_seconds <= 0) return Field(origin, "cutover.drain_timeout_seconds", "must be more than 0");
     if (c.catchup_timeout_seconds <= 0) return Field(origin, "cutover.catchup_timeout_seconds", "must be more than 0");
     if (c.min_validation_seconds < 0) return Field(origin, "cutover.min_validation_seconds", "must be 0 or more");
+    if (c.verify_max_age_seconds < 0) return Field(origin, "cutover.verify_max_age_seconds", "must be 0 or more");
   }
   if (YAML::Node n = root["knobs"]) {
     if (!n.IsMap()) return Field(origin, "knobs", "expected a mapping of knob: value");

@@ -54,6 +54,7 @@ struct CutoverSpec {
   double min_validation_seconds = 0;   // reads switched at least this long before switch writes
   bool require_approval = false;       // switch writes waits for `midflight approve`
   bool require_verify = true;          // switch writes needs a clean verification (unless forced)
+  double verify_max_age_seconds = 0;   // ... finished at most this long ago; 0 = any age
 };
 
 struct VerifySpec {

@@ -124,14 +124,16 @@ life() {
     wait $verifying || true
     # A transaction held open past the drain timeout (2 s, a knob set for this
     # step only: under a sanitizer a pgbench transaction can take that long).
+    # It sleeps 12 s: the switch starts reverse replication before it pauses,
+    # which took up to 5 s on a loaded machine (a 5 s sleep ended inside the drain).
     "$MF" knobs set "$SPEC" drain_timeout_seconds=2 >/dev/null
     psql -X -q "$proxy_uri" -c "BEGIN" -c "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (1, 1, 1, 777777, now())" \
-      -c "SELECT pg_sleep(5)" -c "COMMIT" >/dev/null &
+      -c "SELECT pg_sleep(12)" -c "COMMIT" >/dev/null &
     held=$!
     # Until the held transaction is open on the source (on a loaded machine
     # psql can take a while to get there).
     for _ in $(seq 40); do
-      [[ $(sql_src -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(5)' AND state = 'active'") == 1 ]] && break
+      [[ $(sql_src -c "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(12)' AND state = 'active'") == 1 ]] && break
       sleep 0.1
     done
     out=$("$MF" switch writes "$SPEC" 2>&1) && fail "switch writes succeeded with a transaction open past the drain timeout"

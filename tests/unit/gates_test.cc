@@ -34,6 +34,18 @@ TEST(Gates, ApprovalAndVerificationNameTheCommandThatFixesThem) {
   EXPECT_EQ(v.detail, "verification has not passed (never run); run `midflight verify SPEC`, or use --force");
 }
 
+TEST(Gates, VerificationOlderThanTheMaximumAgeFails) {
+  EXPECT_TRUE(VerificationGate(true, true, "verify: clean", 100, 0).ok);    // any age
+  EXPECT_TRUE(VerificationGate(true, true, "verify: clean", 100, 600).ok);  // recent enough
+  GateCheck old = VerificationGate(true, true, "verify: clean", 900, 600);
+  EXPECT_FALSE(old.ok);
+  EXPECT_TRUE(old.forceable);
+  EXPECT_NE(old.detail.find("finished 900 s ago, over cutover.verify_max_age_seconds (600 s)"), std::string::npos)
+      << old.detail;
+  EXPECT_FALSE(VerificationGate(true, true, "verify: clean", -1, 600).ok);  // when it ran is unknown
+  EXPECT_FALSE(VerificationGate(true, false, "verify: 1 difference", 1, 600).ok);
+}
+
 TEST(Gates, PinnedSessionsListAtMostFive) {
   EXPECT_TRUE(PinnedSessionsGate({}, "source").ok);
   GateCheck c = PinnedSessionsGate({"a", "b", "c", "d", "e", "f", "g"}, "source");
