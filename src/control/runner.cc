@@ -197,8 +197,10 @@ Status Runner::Replicate() {
   if (spec_.transport.kind == TransportSpec::Kind::kKafka)
     start.log_factory = kafka::KafkaLogFactory(spec_.transport, spec_.name);
   // What the copy holds: per chunk (value ranges) or per table. A completed
-  // migration no longer replicates from the copy.
-  if (store_.phase() != Phase::kCompleted) {
+  // migration no longer replicates from the copy, nor one whose `complete`
+  // was interrupted (Cutover::Run finishes it; its drops may have removed the
+  // target's chunk records already).
+  if (store_.phase() != Phase::kCompleted && store_.Get("completing").value_or("") != "true") {
     ASSIGN_OR_RETURN(DoneChunks done, engine_.LoadDoneChunks());
     ASSIGN_OR_RETURN(std::vector<Chunk> plan, Plan());
     uint64_t oldest = UINT64_MAX;
