@@ -47,6 +47,10 @@
 
 namespace midflight::kafka {
 
+// Well-formed UTF-8: no overlong forms, surrogates or code points past
+// U+10FFFF (both codecs send other text as bytes).
+bool ValidUtf8(std::string_view s);
+
 struct EncodedChange {
   std::string key;
   std::string value;
