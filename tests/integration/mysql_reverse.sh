@@ -102,8 +102,11 @@ fwd_before=$(forward_applied)
 SB_TARGET=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$(cat "$DST_DIR/port")" --mysql-user=mf
            --mysql-password=mfpass --mysql-db=shop_new --tables=4 --table-size=5000)
 log "sysbench oltp_write_only at 100 tx/s on the target"
+# 1213: sysbench's own threads can deadlock each other on the target's
+# InnoDB (seen once under load); sysbench retries the transaction, as an
+# application would. The checksums below still compare every row.
 sysbench oltp_write_only "${SB_TARGET[@]}" --threads=4 --rate=100 --time=14 --report-interval=0 \
-  --mysql-ignore-errors=none run >"$WORK/sysbench.target.log" 2>&1 &
+  --mysql-ignore-errors=1213 run >"$WORK/sysbench.target.log" 2>&1 &
 LOAD_PID=$!
 sleep 6
 fwd_mid=$(forward_applied)
