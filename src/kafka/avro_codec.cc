@@ -355,23 +355,6 @@ std::string IsoUtc(int64_t micros) {
                      Fraction(in_day % 1000000));
 }
 
-bool Unhex(std::string_view h, std::string* out) {
-  if (h.size() % 2) return false;
-  auto val = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-    return -1;
-  };
-  out->clear();
-  for (size_t i = 0; i < h.size(); i += 2) {
-    int a = val(h[i]), b = val(h[i + 1]);
-    if (a < 0 || b < 0) return false;
-    out->push_back(static_cast<char>(a * 16 + b));
-  }
-  return true;
-}
-
 // ---------------------------------------------------------------- schemas
 
 // Avro names: [A-Za-z_][A-Za-z0-9_]*; anything else becomes '_', as

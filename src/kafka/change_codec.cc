@@ -23,22 +23,6 @@ std::string Hex(const std::string& s) {
   return out;
 }
 
-bool Unhex(const std::string& h, std::string* out) {
-  if (h.size() % 2) return false;
-  auto val = [](char c) -> int {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
-  };
-  out->clear();
-  for (size_t i = 0; i < h.size(); i += 2) {
-    int a = val(h[i]), b = val(h[i + 1]);
-    if (a < 0 || b < 0) return false;
-    out->push_back(static_cast<char>(a * 16 + b));
-  }
-  return true;
-}
-
 json TextJson(const std::string& t) {
   return ValidUtf8(t) ? json(t) : json{{"hex", Hex(t)}};
 }
@@ -207,6 +191,23 @@ Result<std::optional<Change>> Decode(const json& root, uint64_t run, const Table
 }
 
 }  // namespace
+
+bool Unhex(std::string_view h, std::string* out) {
+  if (h.size() % 2) return false;
+  auto val = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  out->clear();
+  for (size_t i = 0; i < h.size(); i += 2) {
+    int a = val(h[i]), b = val(h[i + 1]);
+    if (a < 0 || b < 0) return false;
+    out->push_back(static_cast<char>(a * 16 + b));
+  }
+  return true;
+}
 
 bool ValidUtf8(std::string_view s) {
   size_t i = 0, n = s.size();

@@ -50,6 +50,8 @@ namespace midflight::kafka {
 // Well-formed UTF-8: no overlong forms, surrogates or code points past
 // U+10FFFF (both codecs send other text as bytes).
 bool ValidUtf8(std::string_view s);
+// Hex digits (either case) to bytes; false on an odd length or a non-digit.
+bool Unhex(std::string_view h, std::string* out);
 
 struct EncodedChange {
   std::string key;

@@ -27,6 +27,31 @@ load_loop() {  # load_loop MODE URI: pgbench in 4 s runs until $WORK/stop-load e
   done
 }
 
+# crash_inside POINT WHAT CMD...: midflight restarted with the test crash
+# point POINT, CMD (the operation WHAT) sent until it is taken; the process
+# must die at that point. Uses life's proxy_uri.
+crash_inside() {
+  local point=$1 what=$2 out=
+  shift 2
+  kill -TERM "$MF_PID"; wait "$MF_PID" || true; MF_PID=
+  RUN_N=$((RUN_N + 1))
+  MIDFLIGHT_CRASH_AT=$point "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
+  MF_PID=$!
+  for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
+  # Replication starts a moment after the proxy answers: retry until the
+  # operation is taken (the process then dies at the crash point).
+  for _ in $(seq 80); do
+    out=$("$@" 2>&1) || true
+    not_yet "$out" || break
+    sleep 0.25
+  done
+  for _ in $(seq 120); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
+  kill -0 "$MF_PID" 2>/dev/null && fail "$what did not reach its crash point: $out"
+  wait "$MF_PID" || true
+  MF_PID=
+  grep -q "test crash point $point" "$WORK/run.$RUN_N.log" || fail "crash point $point not reached"
+}
+
 life() {
   local mode=$1 db=app_$1
   log "=== -M $mode: database $db"
@@ -191,23 +216,7 @@ life() {
       fail "reverse replication did not resume after the restart"
     processed=$((processed + 1))
     log "killed in the middle of a rollback's pause: the write stays where it was"
-    kill -TERM "$MF_PID"; wait "$MF_PID" || true; MF_PID=
-    RUN_N=$((RUN_N + 1))
-    MIDFLIGHT_CRASH_AT=switch-paused "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
-    MF_PID=$!
-    for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
-    # Replication starts a moment after the proxy answers: retry until the
-    # rollback is taken (the process then dies at the crash point).
-    for _ in $(seq 80); do
-      out=$("$MF" rollback --force "$SPEC" 2>&1) || true
-      not_yet "$out" || break
-      sleep 0.25
-    done
-    for _ in $(seq 120); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$MF_PID" 2>/dev/null && fail "the rollback did not reach its crash point: $out"
-    wait "$MF_PID" || true
-    MF_PID=
-    grep -q "test crash point switch-paused" "$WORK/run.$RUN_N.log" || fail "crash point not reached"
+    crash_inside switch-paused "the rollback" "$MF" rollback --force "$SPEC"
     run_mf_bg
     for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
     [[ $(status_field phase) == writes_switched ]] || fail "phase moved by a rollback killed in its pause"
@@ -228,21 +237,7 @@ life() {
   "$MF" status "$SPEC"
   if [[ $mode == prepared ]]; then
     log "killed inside complete, after its drops: the restarted process finishes the completion"
-    kill -TERM "$MF_PID"; wait "$MF_PID" || true; MF_PID=
-    RUN_N=$((RUN_N + 1))
-    MIDFLIGHT_CRASH_AT=complete-cleanup "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
-    MF_PID=$!
-    for _ in $(seq 60); do psql -X -At "$proxy_uri" -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.25; done
-    for _ in $(seq 80); do
-      out=$("$MF" complete "$SPEC" 2>&1) || true
-      not_yet "$out" || break
-      sleep 0.25
-    done
-    for _ in $(seq 120); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$MF_PID" 2>/dev/null && fail "complete did not reach its crash point: $out"
-    wait "$MF_PID" || true
-    MF_PID=
-    grep -q "test crash point complete-cleanup" "$WORK/run.$RUN_N.log" || fail "crash point complete-cleanup not reached"
+    crash_inside complete-cleanup "complete" "$MF" complete "$SPEC"
     run_mf_bg
     for _ in $(seq 120); do [[ $(status_field phase 2>/dev/null) == completed ]] && break; sleep 0.25; done
     grep -q "interrupted by the process's end: finishing it" "$WORK/run.$RUN_N.log" || fail "the restart did not finish the completion"
