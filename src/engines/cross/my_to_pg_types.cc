@@ -6,37 +6,17 @@
 #include <charconv>
 #include <set>
 
+#include "engines/mysql/my_conn.h"
+#include "engines/postgres/pg_conn.h"
 #include "engines/postgres/pg_types.h"
 
 namespace midflight::cross {
 namespace {
 
-std::string QuoteIdent(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
+using pg::QuoteIdent;
+using pg::QuoteLiteral;
 
-std::string QuoteLiteral(std::string_view s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') out += '\'';
-    out += c;
-  }
-  return out + "'";
-}
-
-std::string MyQuoteIdent(std::string_view s) {
-  std::string out = "`";
-  for (char c : s) {
-    if (c == '`') out += '`';
-    out += c;
-  }
-  return out + "`";
-}
+std::string MyQuoteIdent(std::string_view s) { return mysql::QuoteIdent(s); }
 
 // The number inside the first parentheses of "varchar(120)", or -1.
 int ParenNumber(const std::string& native) {
