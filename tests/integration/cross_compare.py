@@ -17,6 +17,14 @@ import sys
 import psycopg2
 import pymysql
 
+def mq(name):  # a MySQL identifier, quoted
+    return "`" + name.replace("`", "``") + "`"
+
+
+def pq(name):  # a PostgreSQL identifier, quoted
+    return '"' + name.replace('"', '""') + '"'
+
+
 my_host, my_port, my_user, my_pw, my_db = sys.argv[1].split(":")
 pg = psycopg2.connect(sys.argv[2])
 schema = sys.argv[3]
@@ -80,8 +88,8 @@ def norm(kind, ctype, v, side):
 
 def select(kind, name):
     if kind == "float":
-        return "CAST(`%s` AS DOUBLE)" % name
-    return "`%s`" % name
+        return "CAST(%s AS DOUBLE)" % mq(name)
+    return mq(name)
 
 
 bad = 0
@@ -91,13 +99,13 @@ with my.cursor() as c:
     tables = [r[0] for r in c.fetchall()]
 for table in tables:
     cols, key = columns(table)
-    order = ", ".join("`%s`" % k for k in key)
+    order = ", ".join(mq(k) for k in key)
     with my.cursor() as c:
-        c.execute("SELECT %s FROM `%s` ORDER BY %s" % (", ".join(select(t, n) for n, t, _ in cols), table, order))
+        c.execute("SELECT %s FROM %s ORDER BY %s" % (", ".join(select(t, n) for n, t, _ in cols), mq(table), order))
         mrows = c.fetchall()
     with pg.cursor() as c:
-        c.execute('SELECT %s FROM "%s"."%s" ORDER BY %s' % (", ".join('"%s"' % n for n, _, _ in cols), schema, table,
-                                                            ", ".join('"%s"' % k for k in key)))
+        c.execute('SELECT %s FROM %s.%s ORDER BY %s' % (", ".join(pq(n) for n, _, _ in cols), pq(schema), pq(table),
+                                                            ", ".join(pq(k) for k in key)))
         prows = c.fetchall()
     mnorm = {}
     for r in mrows:

@@ -62,6 +62,10 @@ CREATE TABLE docs (
 INSERT INTO docs (region, doc) SELECT IF(seq % 2, 'eu', 'us'),
   JSON_OBJECT('tenant', CONCAT('t', seq % 13), 'kind', ELT(1 + seq % 3, 'order', 'refund', 'quote'), 'total', seq * 1.25)
   FROM seq_1_to_2000;
+-- Names a real schema has: spaces, quotes, SQL words as columns.
+CREATE TABLE `odd "tab` (`my id` INT NOT NULL PRIMARY KEY, `select` VARCHAR(20), `key` CHAR(3), `x"q` DECIMAL(8,3))
+  ENGINE=InnoDB;
+INSERT INTO `odd "tab` VALUES (1, 'a', 'k1', 1.5), (2, NULL, 'k2', -2.25);
 SQL
 wait_replica
 
@@ -100,7 +104,9 @@ start_sysbench oltp_read_write 100
       INSERT INTO types (bu, vc, tx, e, st, b, tm, dtm, vb) VALUES (18446744073709551615 - $i, '', NULL, 'medium',
         'y,z', b'11', '01:02:03.000004', '2024-06-01 10:00:00.5', X'00');
       DELETE FROM types WHERE id = 3000 + $i * 3;
-      UPDATE docs SET doc = JSON_SET(doc, '\$.kind', 'refund', '\$.tenant', 't$i') WHERE id = $i % 2000 + 1;" \
+      UPDATE docs SET doc = JSON_SET(doc, '\$.kind', 'refund', '\$.tenant', 't$i') WHERE id = $i % 2000 + 1;
+      UPDATE \`odd \"tab\` SET \`select\` = CONCAT('s', $i), \`x\"q\` = \`x\"q\` + 1 WHERE \`my id\` = 1;
+      INSERT INTO \`odd \"tab\` VALUES (100 + $i, 'n', 'k', $i / 8);" \
       >/dev/null 2>&1 || true
     sleep 0.1
   done
@@ -125,6 +131,9 @@ wait_my_caught_up 90
 REPHOST=127.0.0.1:$(cat "$REP_DIR/port"):mf:mfpass:shop
 "$PY" "$(dirname "$0")/cross_compare.py" "$REPHOST" "$DST" shop || fail "MySQL and PostgreSQL differ"
 [[ $(sql_dst -c "SELECT count(*) FROM shop.types WHERE dt IS NULL AND id = 2") == 1 ]] || fail "zero date not NULL"
+odd=$(sql_dst -c "SELECT count(*) FROM shop.\"odd \"\"tab\" WHERE \"my id\" > 100")
+((odd > 0)) || fail "no streamed row of the table with odd names reached the target"
+log "table with odd names: $odd streamed inserts, equal on both sides"
 [[ $(sql_dst -c "SELECT tm_big FROM shop.types WHERE id = 1") == "-838:59:59" ]] || fail "TIME beyond 24 h"
 [[ $(sql_dst -c "SELECT count(*) FROM shop.types WHERE vc = '' AND tx IS NULL") -gt 0 ]] || fail "'' vs NULL"
 [[ $(status_field conflicts.total) == 0 ]] || fail "apply conflicts: $(status_field conflicts)"
