@@ -38,15 +38,16 @@ write_my_spec() {
   write_spec "$name" "source_replica: $REP" "$@"
 }
 
-# wait_replica: the replica has applied everything the primary committed.
+# wait_replica: the replica has applied everything the primary committed
+# when asked. MASTER_GTID_WAIT waits until the replica reached that position
+# or went past it: the primary may go on committing (an event, reverse
+# replication), so an equality poll could miss the moment.
 wait_replica() {
-  local want i
+  local want
   want=$(sql_pri -e "SELECT @@gtid_binlog_pos")
-  for ((i = 0; i < 600; i++)); do
-    [[ $(sql_rep -e "SELECT @@gtid_slave_pos") == "$want" ]] && return 0
-    sleep 0.1
-  done
-  fail "replica not caught up with the primary ($want)"
+  [[ -z $want ]] && return 0
+  [[ $(sql_rep -e "SELECT MASTER_GTID_WAIT('$want', 60)") == 0 ]] && return 0
+  fail "replica not caught up with the primary ($want) after 60 s: it is at $(sql_rep -e "SELECT @@gtid_slave_pos")"
 }
 
 # my_pos DIR: the server's current binlog position, encoded as midflight stores it.
