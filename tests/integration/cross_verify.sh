@@ -169,6 +169,23 @@ log "background job: $(jq -r .summary <<<"$job")"
 stop_sysbench
 kill "$DML_PID" 2>/dev/null; wait "$DML_PID" 2>/dev/null || true
 wait_my_caught_up 90
+
+# Continuous verification with repair: midflight restarted with it on; a
+# value changed on the target is found and re-copied by a pass, the next pass is clean.
+kill -TERM "$MF_PID"; wait "$MF_PID" 2>/dev/null || true
+printf '%s\n' "  continuous: true" "  continuous_pause_seconds: 1" "  continuous_repair: true" >>"$SPEC"
+sql_dst -c "UPDATE shop.docs SET doc = '{\"tenant\": \"t0\"}' WHERE id = 8"
+run_mf_bg
+wait_phase replicating 60
+for ((i = 0; i < 240; i++)); do
+  job=$("$MF" verify show "$SPEC" --json 2>/dev/null) || job='{}'
+  jq -e '([.reports[]? | select(.kind == "continuous" and .repaired >= 1)] | length) >= 1 and
+         (.reports[-1].kind == "continuous") and .reports[-1].clean' <<<"$job" >/dev/null && break
+  sleep 0.5
+done
+jq -e '.reports[-1].clean' <<<"$job" >/dev/null || fail "continuous verification did not repair and pass clean: $job"
+log "continuous: $(jq -r '[.reports[] | select(.kind == "continuous" and .repaired >= 1)][0].summary' <<<"$job"); then: $(jq -r '.reports[-1].summary' <<<"$job")"
+"$MF" verify stop "$SPEC" >/dev/null || true
 "$MF" compare "$SPEC" >"$WORK/compare.out" 2>&1 || { cat "$WORK/compare.out"; fail "compare across engines: not equal"; }
 sed 's/^/    /' "$WORK/compare.out"
 for t in types docs tags sbtest1 sbtest2; do
