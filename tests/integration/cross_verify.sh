@@ -102,9 +102,10 @@ DML_PID=$!
 sleep 3
 
 verify() {  # verify OUTFILE [args...]: runs midflight verify, prints its output, returns its exit code
-  local out=$1 rc=0; shift
+  local out=$1 rc=0 t0=$SECONDS; shift
   "$MF" verify "$SPEC" "$@" >"$out" 2>&1 || rc=$?
   sed 's/^/    /' "$out"
+  log "(the verify command took $((SECONDS - t0)) s)"
   return $rc
 }
 verify_json() {  # verify_json EXPR: a Python expression over the last verification's JSON tables `t`
@@ -119,9 +120,8 @@ PY
 for run in 1 2; do
   verify "$WORK/clean$run.out" || fail "verify run $run under load across engines is not clean"
   grep -q "verify: clean" "$WORK/clean$run.out" || fail "run $run: no clean summary"
-  log "run $run under load: $(verify_json "sum(x['chunks'] for x in t)") chunks, $(verify_json \
-    "sum(x['chunks_differing_first_look'] for x in t)") differing at first look, $(verify_json \
-    "sum(x['keys_rechecked'] for x in t)") keys re-checked (in flight), none reported"
+  log "run $run under load: $(verify_json "'%d chunks, %d differing at first look, %d keys re-checked (in flight)' % \
+    tuple(sum(x[k] for x in t) for k in ('chunks', 'chunks_differing_first_look', 'keys_rechecked'))"), none reported"
 done
 
 # Behind midflight's back, on PostgreSQL: rows the load does not touch.
@@ -173,7 +173,7 @@ wait_my_caught_up 90
 # Continuous verification with repair: midflight restarted with it on; a
 # value changed on the target is found and re-copied by a pass, the next pass is clean.
 kill -TERM "$MF_PID"; wait "$MF_PID" 2>/dev/null || true
-printf '%s\n' "  continuous: true" "  continuous_pause_seconds: 1" "  continuous_repair: true" >>"$SPEC"
+printf '%s\n' "  continuous: true" "  continuous_rows_per_s: 0" "  continuous_pause_seconds: 1" "  continuous_repair: true" >>"$SPEC"
 sql_dst -c "UPDATE shop.docs SET doc = '{\"tenant\": \"t0\"}' WHERE id = 8"
 run_mf_bg
 wait_phase replicating 60
