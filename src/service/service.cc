@@ -805,7 +805,10 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
   }
   std::optional<TrafficOp> traffic = ParseTrafficOp(op);
   if (!traffic) return JsonError(404, fmt::format("unknown operation {}", op));
-  if (!m->engine->has_traffic_plane())
+  // Verification needs no traffic plane: engines across (mysql -> postgres) verify too.
+  const bool verify_op =
+      *traffic == TrafficOp::kVerify || *traffic == TrafficOp::kVerifyStart || *traffic == TrafficOp::kVerifyStop;
+  if (!m->engine->has_traffic_plane() && !verify_op)
     return JsonError(409, fmt::format("{} is for PostgreSQL migrations (for now); {} is a {} migration", op, name,
                                       m->engine->name()));
   TrafficRequest req;

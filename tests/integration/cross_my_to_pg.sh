@@ -6,7 +6,7 @@
 # typed rows; midflight is killed once after 2 copied chunks and once with
 # kill -9 mid-stream, and resumes each time. Then both sides are read through
 # their own drivers and compared row by row, each value normalised per the
-# casting table (cross_compare.py). Also: `schema --dry-run` flags the lossy
+# casting table (cross_compare.py), and by `midflight compare`. Also: `schema --dry-run` flags the lossy
 # lines, an unsupported pair is refused naming both engines, and a NUL byte in
 # MySQL text stops the stream naming table, key and column.
 source "$(dirname "$0")/mylib.sh"
@@ -130,6 +130,9 @@ wait_my_caught_up 90
 
 REPHOST=127.0.0.1:$(cat "$REP_DIR/port"):mf:mfpass:shop
 "$PY" "$(dirname "$0")/cross_compare.py" "$REPHOST" "$DST" shop || fail "MySQL and PostgreSQL differ"
+# midflight's own comparison across engines (canonical forms hashed by each server) agrees.
+"$MF" compare "$SPEC" >"$WORK/compare.out" 2>&1 || { cat "$WORK/compare.out"; fail "midflight compare: not equal"; }
+log "midflight compare: $(grep -c ' rows  equal$' "$WORK/compare.out") tables equal"
 [[ $(sql_dst -c "SELECT count(*) FROM shop.types WHERE dt IS NULL AND id = 2") == 1 ]] || fail "zero date not NULL"
 odd=$(sql_dst -c "SELECT count(*) FROM shop.\"odd \"\"tab\" WHERE \"my id\" > 100")
 ((odd > 0)) || fail "no streamed row of the table with odd names reached the target"

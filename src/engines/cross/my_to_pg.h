@@ -7,8 +7,9 @@
 //   MySQL snapshot SELECT ─► mysql::CopyChunks ─► PgChunkTarget: ToPgText ─► COPY ... FROM STDIN + midflight.chunks
 //   binlog ─► mysql::ChangeStream ─► Sequencer ─► partitions ─► CastingSink: ToPgText ─► PgChangeSink
 //
-// Not yet: a traffic plane (proxy, switches), verification across engines,
-// reverse replication PostgreSQL -> MySQL, DDL carried while streaming (a DDL
+// Verification (`verify`, its job, continuous passes, `compare`) through the
+// canonical forms of cross/cross_verify.h. Not yet: a traffic plane (proxy,
+// switches), reverse replication PostgreSQL -> MySQL, DDL carried while streaming (a DDL
 // statement on a migrated table stops the stream, naming it).
 #pragma once
 

@@ -1,0 +1,223 @@
+#include "engines/cross/canon_sides.h"
+
+#include <fmt/format.h>
+
+#include "base/parse.h"
+#include "core/position.h"
+#include "engines/mysql/binlog_pos.h"
+#include "engines/mysql/my_conn.h"
+#include "engines/postgres/pg_conn.h"
+
+namespace midflight::cross {
+namespace {
+
+class MySide final : public CanonSide {
+ public:
+  MySide(std::string uri, std::string label, std::shared_ptr<const std::map<TableId, TableCast>> casts)
+      : uri_(std::move(uri)), label_(std::move(label)), casts_(std::move(casts)) {}
+
+  std::string_view label() const override { return label_; }
+  Status Connect() override {
+    mysql::ConnOptions o;
+    o.program_name = "midflight-verify";
+    ASSIGN_OR_RETURN(conn_, mysql::MyConn::Connect(uri_, o));
+    return conn_->Exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+  }
+  Result<std::vector<Row>> Select(const std::string& sql) override {
+    ASSIGN_OR_RETURN(mysql::MyResult r, conn_->Query(sql));
+    std::vector<Row> out(r.rows());
+    for (int i = 0; i < r.rows(); ++i)
+      for (int c = 0; c < r.cols(); ++c)
+        out[i].push_back(r.IsNull(i, c) ? std::nullopt : std::optional<std::string>(r.Get(i, c)));
+    return out;
+  }
+  Result<uint64_t> BeginSnapshot() override {
+    RETURN_IF_ERROR(conn_->Exec("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY"));
+    ASSIGN_OR_RETURN(mysql::MyResult snap, conn_->Query("SHOW STATUS LIKE 'binlog_snapshot_%'"));
+    std::string file, offset;
+    for (int i = 0; i < snap.rows(); ++i) {
+      if (snap.Get(i, 0) == "Binlog_snapshot_file") file = snap.Get(i, 1);
+      if (snap.Get(i, 0) == "Binlog_snapshot_position") offset = snap.Get(i, 1);
+    }
+    if (file.empty()) {
+      // MySQL has no Binlog_snapshot_*: the position now is past what the snapshot sees.
+      ASSIGN_OR_RETURN(mysql::MyResult ms, conn_->Query("SHOW MASTER STATUS"));
+      if (ms.rows() == 0) return OperatorError(label_ + ": SHOW MASTER STATUS is empty; is log_bin on?");
+      file = ms.Get(0, 0);
+      offset = ms.Get(0, 1);
+    }
+    auto number = mysql::ParseBinlogFileNumber(file);
+    uint64_t off = 0;
+    if (!number || !ParseU64(offset, &off) || off > UINT32_MAX)
+      return OperatorError(fmt::format("{}: '{}:{}' is not a binlog position", label_, file, offset));
+    base_ = mysql::BinlogBaseName(file);
+    return mysql::EncodeBinlogPos(*number, static_cast<uint32_t>(off));
+  }
+  Status EndSnapshot(bool commit) override {
+    if (conn_->IsBroken()) return RetryCall(label_ + ": connection lost");
+    return conn_->Exec(commit ? "COMMIT" : "ROLLBACK");
+  }
+  std::string FormatPosition(uint64_t pos) const override { return mysql::FormatBinlogPos(base_, pos); }
+
+  std::string From(const CanonTable& t) const override { return mysql::QuoteQualified(t.my_id.schema, t.my_id.name); }
+  std::string Ident(const CanonColumn& c) const override { return mysql::QuoteIdent(c.my.name); }
+  std::string CanonExpr(const CanonColumn& c) const override { return MyCanonExpr(c); }
+  std::string PieceExpr(const std::string& x) const override { return MyPieceExpr(x); }
+  std::string RowMd5(const std::vector<std::string>& p) const override { return MyRowMd5(p); }
+  Result<std::string> KeyLiteral(const CanonColumn& c, const std::string& v) const override {
+    return MyKeyLiteral(c, v);
+  }
+  std::string RangeExpr(const CanonColumn& c) const override { return MyRangeExpr(c); }
+  Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& v) const override {
+    return MyRangeLiteral(c, v);
+  }
+
+  // The current row of each key in the binlog's text forms (the snapshot
+  // copy's SELECT list), or a delete of the key. The other side compares
+  // keys byte for byte (PostgreSQL; a MySQL target would need the
+  // same-engine verifier's care with collations).
+  Result<std::vector<Change>> Repairs(const CanonTable& t, const std::vector<CanonKey>& keys) override {
+    if (!casts_ || !casts_->count(t.table->id)) return OperatorError(label_ + ": no casting table for repairs");
+    const TableCast& cast = casts_->at(t.table->id);
+    const TableSchema& s = *t.table;
+    std::vector<std::string> key_sel;
+    for (int k : t.key) key_sel.push_back(MyCanonExpr(t.columns[k]));
+    std::vector<Change> out;
+    for (const CanonKey& key : keys) {
+      std::vector<std::string> eq;
+      for (size_t i = 0; i < t.key.size(); ++i) {
+        ASSIGN_OR_RETURN(std::string lit, MyKeyLiteral(t.columns[t.key[i]], key[i]));
+        eq.push_back(fmt::format("{} = {}", mysql::QuoteIdent(t.columns[t.key[i]].my.name), lit));
+      }
+      const std::string sql = fmt::format("SELECT {}, {} FROM {} WHERE {}", fmt::join(key_sel, ", "),
+                                          SnapshotSelectList(s), From(t), fmt::join(eq, " AND "));
+      auto rows = Select(sql);
+      if (!rows.ok()) return rows.status().WithContext(fmt::format("reading {} for its repair", t.id.ToString()));
+      const size_t n = t.key.size();
+      Change c;
+      c.table = t.table;
+      bool found = false;
+      for (const Row& r : *rows) {
+        CanonKey got;
+        for (size_t i = 0; i < n; ++i) got.push_back(r[i].value_or(""));
+        if (got != key) continue;
+        c.kind = ChangeKind::kInsert;
+        for (int w : s.writable) {
+          const auto& v = r[n + static_cast<size_t>(w)];
+          c.values.push_back(v ? Datum::Text(*v) : Datum::Null());
+        }
+        found = true;
+        break;
+      }
+      // No byte-exact row (a row equal only by MySQL's collation, 'a' for
+      // 'A', may be there): a delete of exactly this key, which PostgreSQL
+      // matches byte for byte, so the other row stays.
+      if (!found) {
+        c.kind = ChangeKind::kDelete;
+        c.old.assign(s.writable.size(), Datum::Null());
+        for (size_t i = 0; i < s.key_writable.size() && i < key.size(); ++i) {
+          auto v = CanonToMyText(cast.columns[s.key[i]], key[i]);
+          if (!v.ok()) return v.status().WithContext(fmt::format("repair of {}", t.id.ToString()));
+          c.old[s.key_writable[i]] = Datum::Text(std::move(*v));
+        }
+      }
+      out.push_back(std::move(c));
+    }
+    return out;
+  }
+
+ private:
+  const std::string uri_, label_;
+  std::shared_ptr<const std::map<TableId, TableCast>> casts_;
+  std::unique_ptr<mysql::MyConn> conn_;
+  std::string base_ = "binlog";
+};
+
+class PgSide final : public CanonSide {
+ public:
+  PgSide(std::string uri, std::string label) : uri_(std::move(uri)), label_(std::move(label)) {}
+
+  std::string_view label() const override { return label_; }
+  Status Connect() override {
+    pg::ConnOptions o;
+    o.application_name = "midflight-verify";
+    ASSIGN_OR_RETURN(conn_, pg::PgConn::Connect(uri_, o));
+    return conn_->Exec("SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET extra_float_digits = 1; "
+                       "SET IntervalStyle = 'postgres'");
+  }
+  Result<std::vector<Row>> Select(const std::string& sql) override {
+    ASSIGN_OR_RETURN(pg::PgResult r, conn_->Query(sql));
+    std::vector<Row> out(r.rows());
+    for (int i = 0; i < r.rows(); ++i)
+      for (int c = 0; c < r.cols(); ++c)
+        out[i].push_back(r.IsNull(i, c) ? std::nullopt : std::optional<std::string>(r.GetString(i, c)));
+    return out;
+  }
+  Result<uint64_t> BeginSnapshot() override {
+    RETURN_IF_ERROR(conn_->Exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"));
+    ASSIGN_OR_RETURN(std::string lsn, conn_->QueryValue("SELECT pg_current_wal_lsn()::text"));
+    ASSIGN_OR_RETURN(PgLsn l, PgLsn::Parse(lsn));
+    return l.value();
+  }
+  Status EndSnapshot(bool commit) override { return conn_->Exec(commit ? "COMMIT" : "ROLLBACK"); }
+
+  std::string From(const CanonTable& t) const override { return pg::QuoteQualified(t.pg_id.schema, t.pg_id.name); }
+  std::string Ident(const CanonColumn& c) const override { return pg::QuoteIdent(c.pg.name); }
+  std::string CanonExpr(const CanonColumn& c) const override { return PgCanonExpr(c); }
+  std::string PieceExpr(const std::string& x) const override { return PgPieceExpr(x); }
+  std::string RowMd5(const std::vector<std::string>& p) const override { return PgRowMd5(p); }
+  Result<std::string> KeyLiteral(const CanonColumn& c, const std::string& v) const override {
+    return PgKeyLiteral(c, v);
+  }
+  std::string RangeExpr(const CanonColumn& c) const override { return PgRangeExpr(c); }
+  Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& v) const override {
+    return PgRangeLiteral(c, v);
+  }
+
+ private:
+  const std::string uri_, label_;
+  std::unique_ptr<pg::PgConn> conn_;
+};
+
+}  // namespace
+
+std::unique_ptr<CanonSide> MySqlCanonSide(std::string uri, std::string label,
+                                          std::shared_ptr<const std::map<TableId, TableCast>> casts) {
+  return std::make_unique<MySide>(std::move(uri), std::move(label), std::move(casts));
+}
+
+std::unique_ptr<CanonSide> PostgresCanonSide(std::string uri, std::string label) {
+  return std::make_unique<PgSide>(std::move(uri), std::move(label));
+}
+
+std::vector<CanonTable> CanonTablesOf(const std::vector<TableCast>& casts, bool zero_dates_null) {
+  std::vector<CanonTable> out;
+  for (const TableCast& cast : casts) {
+    CanonTable t;
+    t.table = cast.source;
+    t.id = t.my_id = cast.source->id;
+    t.pg_id = cast.target->id;
+    t.key = cast.source->key;
+    for (size_t i = 0; i < cast.columns.size(); ++i) {
+      const ColumnCast& cc = cast.columns[i];
+      CanonColumn c;
+      c.kind = CanonOfCast(cc);
+      c.my = cast.source->columns[i];
+      c.pg = cast.target->columns[i];
+      c.bits = cc.length;
+      c.my_geometry = cc.conv == Conv::kGeometry;
+      c.my_zero_dates_null =
+          zero_dates_null && (cc.conv == Conv::kDate || cc.conv == Conv::kDateTime || cc.conv == Conv::kTimestamp);
+      t.columns.push_back(std::move(c));
+    }
+    if (t.key.empty()) t.skipped = "no primary key or unique index on NOT NULL columns";
+    for (int k : t.key)
+      if (t.skipped.empty() && CanonInMidflight(t.columns[k].kind))
+        t.skipped = fmt::format("key column {} is {}, which is not compared across engines as a key",
+                                t.columns[k].my.name, CanonName(t.columns[k].kind));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+}  // namespace midflight::cross

@@ -1,0 +1,32 @@
+// The two engines' CanonSides (cross_verify.h): MySQL/MariaDB and
+// PostgreSQL, each one connection, the canonical SQL of canonical.h, and the
+// reference's snapshot with its change-stream position:
+//   MySQL       START TRANSACTION WITH CONSISTENT SNAPSHOT; MariaDB's
+//               Binlog_snapshot_file/position (else SHOW MASTER STATUS read
+//               after the snapshot): the binlog up to it is what the snapshot sees
+//   PostgreSQL  REPEATABLE READ, READ ONLY; pg_current_wal_lsn() read as the
+//               snapshot's first statement, so every commit it sees is before it
+// Sessions: MySQL time_zone '+00:00' (MyConn's), PostgreSQL TimeZone UTC,
+// DateStyle ISO, extra_float_digits 1, IntervalStyle postgres.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "engines/cross/cross_verify.h"
+#include "engines/cross/my_to_pg_types.h"
+
+namespace midflight::cross {
+
+// `casts` (source table -> its cast): what the MySQL side's repairs need
+// (ENUM and SET members to rebuild a deleted key); empty for a side that repairs nothing.
+std::unique_ptr<CanonSide> MySqlCanonSide(std::string uri, std::string label,
+                                          std::shared_ptr<const std::map<TableId, TableCast>> casts = nullptr);
+std::unique_ptr<CanonSide> PostgresCanonSide(std::string uri, std::string label);
+
+// The CanonTables of MySQL -> PostgreSQL casts: each column's kind from its
+// ColumnCast; a table whose key has a float or JSON column is skipped (named).
+std::vector<CanonTable> CanonTablesOf(const std::vector<TableCast>& casts, bool zero_dates_null);
+
+}  // namespace midflight::cross

@@ -1,0 +1,114 @@
+// Verification across engines (`midflight verify`, its background job and
+// continuous passes, and `midflight compare`) with the guarantees of the
+// same-engine verifiers (engines/mysql/verify.h): chunked by key range, every
+// row hashed by each server in SQL over a canonical form of its values
+// (canonical.h), only rows that really differ reported (never one in flight),
+// `--repair` through the apply path.
+//
+// Engine-neutral: a pair engine supplies one CanonSide per engine (its
+// connection, its dialect of the canonical SQL, and, for the reference, a
+// snapshot with its change-stream position and the repair rows in the form
+// its change stream gives) and the CanonTables (each column's canonical kind
+// from its casting table). MySQL -> PostgreSQL supplies MySQL as the
+// reference and PostgreSQL as the other side (my_to_pg.cc); PostgreSQL ->
+// MySQL supplies the same two sides the other way round (the PostgreSQL side
+// implements the snapshot; its repairs are for that engine to add).
+//
+// Threads: one verification at a time per CanonSide pair, on the caller's thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "base/status.h"
+#include "control/compare.h"
+#include "engines/cross/canonical.h"
+#include "engines/engine.h"
+#include "engines/verify_report.h"
+
+namespace midflight::cross {
+
+// A key's canonical values, in key order (key columns are NOT NULL).
+using CanonKey = std::vector<std::string>;
+
+// One table as both sides hold it.
+struct CanonTable {
+  TablePtr table;                    // the reference's schema (repairs are built for it)
+  TableId id;                        // as reported (the reference's name)
+  TableId my_id, pg_id;              // its name on each side
+  std::vector<CanonColumn> columns;  // every column, the same order on both sides
+  std::vector<int> key;              // indexes into columns
+  std::string skipped;               // why it cannot be verified ("" when it can)
+};
+
+// One engine's part. Select and the snapshot calls run on the side's one
+// connection; the SQL builders are pure.
+class CanonSide {
+ public:
+  using Row = std::vector<std::optional<std::string>>;
+  virtual ~CanonSide() = default;
+  virtual std::string_view label() const = 0;  // "source (MySQL)", for messages
+  virtual Status Connect() = 0;
+  virtual Result<std::vector<Row>> Select(const std::string& sql) = 0;
+  // Reference: opens a read-only consistent snapshot and returns the side's
+  // change-stream position P such that every transaction it sees is before P
+  // (the flow having applied through P holds at least what the snapshot saw).
+  virtual Result<uint64_t> BeginSnapshot() = 0;
+  virtual Status EndSnapshot(bool commit) = 0;
+  // Formats a position for messages.
+  virtual std::string FormatPosition(uint64_t pos) const { return std::to_string(pos); }
+
+  // Dialect.
+  virtual std::string From(const CanonTable& t) const = 0;
+  virtual std::string Ident(const CanonColumn& c) const = 0;  // the quoted column
+  virtual std::string CanonExpr(const CanonColumn& c) const = 0;
+  virtual std::string PieceExpr(const std::string& canon) const = 0;
+  virtual std::string RowMd5(const std::vector<std::string>& pieces) const = 0;
+  virtual Result<std::string> KeyLiteral(const CanonColumn& c, const std::string& canon) const = 0;
+  virtual std::string RangeExpr(const CanonColumn& c) const = 0;
+  virtual Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& canon) const = 0;
+
+  // Reference: the repair of each key, its current row as an upsert or a
+  // delete when it has none, as Changes of t.table in the form the side's
+  // change stream gives (they go through the flow's apply path).
+  virtual Result<std::vector<Change>> Repairs(const CanonTable& t, const std::vector<CanonKey>& keys) {
+    (void)t;
+    (void)keys;
+    return OperatorError(fmt::format("{}: repairs across engines are not built for this side", label()));
+  }
+};
+
+struct CrossVerifyJob {
+  CanonSide* reference = nullptr;  // the side applications write to
+  CanonSide* other = nullptr;
+  std::vector<CanonTable> tables;  // in the order verified
+  // The reference's position through which the flow has applied everything. Required for verify.
+  std::function<uint64_t()> applied_through;
+  std::function<uint64_t()> received;   // through which it has received everything (optional)
+  std::function<int64_t()> rows_per_s;  // read live; <= 0 or unset: unlimited
+  const std::atomic<bool>* stop = nullptr;
+  bool repair = false;
+  int64_t chunk_rows = 10000;
+  int max_key_checks = 30;
+  int max_keys_per_table = 1000;
+  int wait_timeout_s = 60;
+  ReplicationOps::VerifyRun run;  // resume point and progress callback
+};
+
+// The live verification (see cross_verify.cc for how).
+Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job);
+
+// `compare`: per table, both sides' row count and an order-independent
+// hash of the rows' digests, read chunk by chunk without snapshots or waits
+// (for a quiet pair: an offline check).
+Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& target,
+                                                  const std::vector<CanonTable>& tables, int64_t chunk_rows);
+
+}  // namespace midflight::cross
