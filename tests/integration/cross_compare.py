@@ -128,7 +128,7 @@ def pg_select(col):
         return p + "::float8", "CAST(%s AS DOUBLE)" % m
     if cat == "A":
         return "array_to_json(%s)::text" % p, m
-    if base in ("interval", "inet", "cidr", "bit varying", "uuid", "json", "jsonb") or typtype == "e":
+    if base in ("interval", "bit varying", "uuid", "json", "jsonb") or typtype == "e":  # (inet: its output form, not ::text)
         return p + "::text", m
     if base == "bit":
         return p + "::text", "BIN(%s)" % m

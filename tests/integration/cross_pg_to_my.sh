@@ -35,7 +35,7 @@ CREATE TABLE types (
   i2 smallint, i4 integer, i8 bigint, n numeric(12,2), nu numeric, r real, d double precision, b boolean,
   t text, vc varchar(40), ch char(10), by bytea, u uuid, dt date, tm time, ts timestamp(6), tz timestamptz,
   iv interval, j json, jb jsonb, ai integer[], at text[], e mood, bt bit(10), vb varbit(20), ip inet, cd cidr,
-  dom positive, gen integer GENERATED ALWAYS AS (i4 * 2) STORED
+  dom positive, gen bigint GENERATED ALWAYS AS (i4::bigint * 2) STORED
 );
 INSERT INTO types (i2, i4, i8, n, nu, r, d, b, t, vc, ch, by, u, dt, tm, ts, tz, iv, j, jb, ai, at, e, bt, vb, ip, cd,
                    dom) VALUES
@@ -98,7 +98,7 @@ write_spec nodecimal "exclude: [public.edge]"
 out=$("$MF" schema "$SPEC" --dry-run 2>&1) && fail "numeric without precision accepted"
 [[ $out == *"table public.types column nu (numeric): no cast to MySQL"*"casting.numeric: decimal"* ]] \
   || fail "unexpected refusal: $out"
-log "refused: ${out##*: no}"
+log "refused: $out"
 
 write_spec main "exclude: [public.edge]" "chunk_rows: 20000" "copy_workers: 2" "partitions: 4" \
   "casting:" "  numeric: decimal"
@@ -164,7 +164,7 @@ done
 line=$(grep -m1 "numeric NaN" "$WORK/run.$RUN_N.log") || fail "a NaN numeric was not refused"
 [[ $line == *"table public.types key ($nan_id) column nu: numeric NaN; MySQL cannot hold it"* ]] || fail "unexpected: $line"
 log "refused while streaming: ${line##*] }"
-kill -TERM "$MF_PID"; wait "$MF_PID" 2>/dev/null || true; MF_PID=
+kill -TERM "$MF_PID" 2>/dev/null || true; wait "$MF_PID" 2>/dev/null || true; MF_PID=
 
 # The values MariaDB cannot hold, each on its own: with `out_of_range: null`
 # they arrive as NULL (the row's other values intact) ...
@@ -172,14 +172,14 @@ DST=mysql://mf:mfpass@127.0.0.1:$myport/edge_null write_spec edge_null "tables: 
   "casting:" "  out_of_range: null"
 run_mf_bg
 wait_phase replicating 60
-kill -TERM "$MF_PID"; wait "$MF_PID" 2>/dev/null || true; MF_PID=
+kill -TERM "$MF_PID" 2>/dev/null || true; wait "$MF_PID" 2>/dev/null || true; MF_PID=
 for id in 1 2 3 4 5 6 7 8 9 10; do
   row=$(sql_my -e "SELECT CONCAT_WS('|', what, COALESCE(dt, '-'), COALESCE(ts, '-'), COALESCE(tz, '-'),
                    COALESCE(n, '-'), COALESCE(f, '-')) FROM edge_null.edge WHERE id = $id")
-  [[ $row =~ ^[a-zA-Z0-9\ ]+\|-\|-\|-\|-\|-$ ]] || fail "edge row $id not mapped to NULL: '$row'"
+  [[ $row =~ ^[^|]+\|-\|-\|-\|-\|-$ ]] || fail "edge row $id not mapped to NULL: '$row'"
 done
-[[ $(sql_my -e "SELECT CONCAT_WS('|', dt, ts, tz, n, f) FROM edge_null.edge WHERE id = 11") == \
-   "2000-01-01|2000-01-01 00:00:00|2000-01-01 00:00:00.000000|1.25|0.5" ]] || fail "edge row 11 changed"
+row=$(sql_my -e "SELECT CONCAT_WS('|', dt, ts, tz, n, f) FROM edge_null.edge WHERE id = 11")
+[[ $row == "2000-01-01|2000-01-01 00:00:00.000000|2000-01-01 00:00:00.000000|1.25|0.5" ]] || fail "edge row 11: $row"
 log "out_of_range: null: 10 values MariaDB cannot hold are NULL, the in-range row intact"
 # ... and by default each one stops the copy, naming table, key and column.
 # A row refused is deleted on the source and the copy runs again, so every class is seen.

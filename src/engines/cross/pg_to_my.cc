@@ -446,8 +446,10 @@ class CastingSink final : public ChangeSink {
       const std::string q = mysql::QuoteIdent(t.columns[i].name);
       cols.push_back(t.columns[i].type.native_base == "bit" ? fmt::format("CAST({} AS UNSIGNED)", q) : q);
     }
+    // The row is still under its old key when the update moves it.
+    const std::vector<Datum>& key_image = c->MovesKey() && !c->old.empty() ? c->old : c->values;
     for (int k : t.key) {
-      const Datum& d = c->values[k];
+      const Datum& d = key_image[k];
       if (d.kind != Datum::Kind::kText)
         return DataLoss(fmt::format("table {}: key column {} has no value in an update", t.id.ToString(),
                                     t.columns[k].name));

@@ -176,7 +176,7 @@ ColumnType MyColumnType(const std::string& my_type) {
     t.charset = "utf8mb4";
   } else {
     t.kind = TypeKind::kText;  // text, varchar, char, enum, uuid and the rest take text
-    t.charset = lower.find("ascii") != std::string::npos ? "ascii" : "utf8mb4";
+    t.charset = lower.find("character set ascii") != std::string::npos ? "ascii" : "utf8mb4";
   }
   return t;
 }
