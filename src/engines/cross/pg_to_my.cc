@@ -477,6 +477,11 @@ class CastingSink final : public ChangeSink {
                                   t.id.ToString(), c->KeyText()));
     for (size_t j = 0; j < missing.size(); ++j)
       c->values[missing[j]] = r.IsNull(0, static_cast<int>(j)) ? Datum::Null() : Datum::Text(r.Get(0, static_cast<int>(j)));
+    if (!filled_logged_)
+      LOG_INFO("table {}: an update left TOASTed values unchanged; they are taken from the target's row (logged once "
+               "per partition)",
+               t.id.ToString());
+    filled_logged_ = true;
     return Status::Ok();
   }
 
@@ -507,6 +512,7 @@ class CastingSink final : public ChangeSink {
   // Applier thread only.
   std::map<const TableSchema*, std::pair<TablePtr, std::vector<int>>> maps_;
   std::unique_ptr<MyConn> lookup_;
+  bool filled_logged_ = false;
 };
 
 // What the slot may be told is consumed. With innodb_flush_log_at_trx_commit
