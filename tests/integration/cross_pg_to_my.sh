@@ -133,6 +133,7 @@ run_mf_crash copy-chunks=3
 [[ $(sql_my -e "SELECT COUNT(*) FROM midflight.chunks") -ge 3 ]] || fail "expected 3 chunks recorded on the target"
 run_mf_bg
 wait_phase replicating 90
+grep -E "copying: |copied|\[replicating\]" "$WORK/run.$RUN_N.log" | sed 's/^/  run 2: /' | cut -c1-200 || true
 sleep 4
 kill9_mf
 log "killed with kill -9 while streaming"

@@ -129,7 +129,8 @@ TEST_F(PgToMyTest, TextIsUtf8mb4WithABinaryCollation) {
   EXPECT_FALSE(ch.notes.empty());
   PgCastOptions mysql8;
   mysql8.mariadb = false;
-  EXPECT_EQ(Cast(Col("a", 25, "text", "text"), mysql8).my_type, "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_0900_bin");
+  EXPECT_EQ(Cast(Col("a", 25, "text", "text"), mysql8).my_type,
+            "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_0900_bin");
 }
 
 TEST_F(PgToMyTest, ACaseInsensitiveCollationIsFlaggedAndNeverUsedForKeys) {

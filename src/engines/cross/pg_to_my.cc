@@ -99,14 +99,16 @@ SELECT n.nspname, c.relname, a.attname
  WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
    AND pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) IS NOT NULL)sql",
                                              {oids}));
-  for (int i = 0; i < ident.rows(); ++i) out[{ident.GetString(i, 0), ident.GetString(i, 1)}].identity = ident.GetString(i, 2);
+  for (int i = 0; i < ident.rows(); ++i)
+    out[{ident.GetString(i, 0), ident.GetString(i, 1)}].identity = ident.GetString(i, 2);
   ASSIGN_OR_RETURN(PgResult uq, src.Query(R"sql(
 SELECT n.nspname, c.relname, a.attname
   FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
  WHERE i.indrelid = ANY($1::oid[]) AND i.indisunique AND NOT i.indisprimary)sql",
                                           {oids}));
-  for (int i = 0; i < uq.rows(); ++i) out[{uq.GetString(i, 0), uq.GetString(i, 1)}].unique_columns.insert(uq.GetString(i, 2));
+  for (int i = 0; i < uq.rows(); ++i)
+    out[{uq.GetString(i, 0), uq.GetString(i, 1)}].unique_columns.insert(uq.GetString(i, 2));
   return out;
 }
 
@@ -151,8 +153,10 @@ void SplitCopyLine(std::string_view line, std::vector<std::optional<std::string>
   for (;;) {
     size_t tab = line.find('\t', start);
     std::string_view f = line.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start);
-    if (f == "\\N") out->push_back(std::nullopt);
-    else out->push_back(cross::UnescapeCopyField(f));
+    if (f == "\\N")
+      out->push_back(std::nullopt);
+    else
+      out->push_back(cross::UnescapeCopyField(f));
     if (tab == std::string_view::npos) break;
     start = tab + 1;
   }
@@ -207,8 +211,8 @@ struct Feed {
       row_bytes += static_cast<int64_t>(fields[i]->size());
       auto v = cross::ToMyText(cast->columns[i], *fields[i], out_of_range_null);
       if (!v.ok()) {
-        error = DataLoss(fmt::format("table {} key {} {}", cast->source->id.ToString(), KeyOf(t, fields),
-                                     v.status().message()));
+        error = DataLoss(
+            fmt::format("table {} key {} {}", cast->source->id.ToString(), KeyOf(t, fields), v.status().message()));
         return false;
       }
       cast_fields[i] = std::move(*v);
@@ -279,7 +283,9 @@ int InfileInit(void** ptr, const char*, void* userdata) {
   *ptr = userdata;
   return 0;
 }
-int InfileRead(void* ptr, char* buf, unsigned int len) { return static_cast<Feed*>(ptr)->Read(buf, len); }
+int InfileRead(void* ptr, char* buf, unsigned int len) {
+  return static_cast<Feed*>(ptr)->Read(buf, len);
+}
 void InfileEnd(void*) {}
 int InfileError(void* ptr, char* msg, unsigned int len) {
   std::snprintf(msg, len, "%s", static_cast<Feed*>(ptr)->error.message().c_str());
@@ -407,9 +413,10 @@ class CastingSink final : public ChangeSink {
     for (const auto& c : cast.columns) {
       int idx = layout->ColumnIndex(c.name);
       if (idx < 0)
-        return OperatorError(fmt::format("table {}: the source no longer sends column {}; drop it on the target too "
-                                         "(or add it back on the source), then run again",
-                                         layout->id.ToString(), c.name));
+        return OperatorError(
+            fmt::format("table {}: the source no longer sends column {}; drop it on the target too "
+                        "(or add it back on the source), then run again",
+                        layout->id.ToString(), c.name));
       map.push_back(idx);
     }
     auto [pos, _] = maps_.emplace(layout.get(), std::make_pair(layout, std::move(map)));
@@ -451,8 +458,8 @@ class CastingSink final : public ChangeSink {
     for (int k : t.key) {
       const Datum& d = key_image[k];
       if (d.kind != Datum::Kind::kText)
-        return DataLoss(fmt::format("table {}: key column {} has no value in an update", t.id.ToString(),
-                                    t.columns[k].name));
+        return DataLoss(
+            fmt::format("table {}: key column {} has no value in an update", t.id.ToString(), t.columns[k].name));
       std::string lit;
       switch (mysql::LiteralKindOf(t.columns[k])) {
         case mysql::LiteralKind::kNumber: lit = d.text; break;
@@ -471,16 +478,19 @@ class CastingSink final : public ChangeSink {
                                                             mysql::QuoteQualified(t.id.schema, t.id.name),
                                                             fmt::join(where, " AND "))));
     if (r.rows() != 1)
-      return DataLoss(fmt::format("table {} key ({}): an update left values unchanged (TOAST) and the target has no "
-                                  "row to take them from; set REPLICA IDENTITY FULL on the source table, or compare "
-                                  "and repair the row",
-                                  t.id.ToString(), c->KeyText()));
+      return DataLoss(
+          fmt::format("table {} key ({}): an update left values unchanged (TOAST) and the target has no "
+                      "row to take them from; set REPLICA IDENTITY FULL on the source table, or compare "
+                      "and repair the row",
+                      t.id.ToString(), c->KeyText()));
     for (size_t j = 0; j < missing.size(); ++j)
-      c->values[missing[j]] = r.IsNull(0, static_cast<int>(j)) ? Datum::Null() : Datum::Text(r.Get(0, static_cast<int>(j)));
+      c->values[missing[j]] =
+          r.IsNull(0, static_cast<int>(j)) ? Datum::Null() : Datum::Text(r.Get(0, static_cast<int>(j)));
     if (!filled_logged_)
-      LOG_INFO("table {}: an update left TOASTed values unchanged; they are taken from the target's row (logged once "
-               "per partition)",
-               t.id.ToString());
+      LOG_INFO(
+          "table {}: an update left TOASTed values unchanged; they are taken from the target's row (logged once "
+          "per partition)",
+          t.id.ToString());
     filled_logged_ = true;
     return Status::Ok();
   }
@@ -539,13 +549,14 @@ class DurableHorizon {
   const std::chrono::milliseconds delay_;
   std::mutex mu_;
   std::deque<std::pair<std::chrono::steady_clock::time_point, uint64_t>> samples_;  // guarded by mu_
-  uint64_t confirmed_ = 0;                                                           // guarded by mu_
+  uint64_t confirmed_ = 0;                                                          // guarded by mu_
 };
 
 // Flushed WAL position of the PostgreSQL source (see engines/postgres/replication_ops.cc FlushedPosition).
 Result<uint64_t> FlushedPosition(PgConn& conn) {
-  Status st = conn.Exec("BEGIN; SET LOCAL synchronous_commit = on; "
-                        "SELECT pg_logical_emit_message(true, 'midflight', 'position'); COMMIT");
+  Status st = conn.Exec(
+      "BEGIN; SET LOCAL synchronous_commit = on; "
+      "SELECT pg_logical_emit_message(true, 'midflight', 'position'); COMMIT");
   if (!st.ok()) (void)conn.Exec("ROLLBACK");
   ASSIGN_OR_RETURN(std::string v, conn.QueryValue(st.ok() ? "SELECT pg_current_wal_flush_lsn()::text"
                                                           : "SELECT pg_current_wal_insert_lsn()::text"));
@@ -561,11 +572,11 @@ Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts) {
       ASSIGN_OR_RETURN(std::string seq, src.QueryValue("SELECT coalesce(pg_get_serial_sequence($1, $2), '')",
                                                        {pg::QuoteQualified(id.schema, id.name), c.name}));
       if (seq.empty()) continue;
-      ASSIGN_OR_RETURN(std::string next, src.QueryValue(fmt::format(
-          "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {}", seq)));
+      ASSIGN_OR_RETURN(std::string next,
+                       src.QueryValue(fmt::format(
+                           "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {}", seq)));
       RETURN_IF_ERROR(dst.Exec(fmt::format("ALTER TABLE {} AUTO_INCREMENT = {}",
-                                           mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name),
-                                           next))
+                                           mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name), next))
                           .WithContext(fmt::format("table {} AUTO_INCREMENT", cast.target->id.ToString())));
     }
   }
@@ -590,8 +601,9 @@ class CrossReplication final : public ReplicationOps {
 
   Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>&, const ReplicateStart& rs) override {
     if (from != proxy::Side::kSource)
-      return OperatorError("reverse replication MySQL -> PostgreSQL is not supported yet (postgres -> mysql "
-                           "migrations replicate forward only)");
+      return OperatorError(
+          "reverse replication MySQL -> PostgreSQL is not supported yet (postgres -> mysql "
+          "migrations replicate forward only)");
     pg::StreamConfig sc;
     sc.source_uri = spec_.source;
     sc.slot = spec_.slot_name();
@@ -631,7 +643,8 @@ class CrossReplication final : public ReplicationOps {
       return std::unique_ptr<ChangeSink>(std::make_unique<CastingSink>(std::move(sink), casts, null, target));
     };
     StartedFlow out;
-    ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
+    ASSIGN_OR_RETURN(out.flow,
+                     Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
     out.tables = tables_;
     out.restart = lost;
     Say(fmt::format("replicating: slot {} of {} into MySQL database {}{}", spec_.slot_name(), RedactUri(spec_.source),
@@ -700,9 +713,10 @@ class CrossReplication final : public ReplicationOps {
       LOG_WARN("complete: cannot connect to the source to clean up: {}", src.status().message());
       return done;
     }
-    if ((*src)->Query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND "
-                      "NOT active",
-                      {spec_.slot_name()})
+    if ((*src)
+            ->Query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND "
+                    "NOT active",
+                    {spec_.slot_name()})
             .ok())
       done.push_back("source: replication slot " + spec_.slot_name() + " dropped");
     if ((*src)->Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", pg::QuoteIdent(spec_.publication_name()))).ok())
@@ -710,8 +724,8 @@ class CrossReplication final : public ReplicationOps {
     return done;
   }
 
-  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool,
-                               std::function<int64_t()>, const std::atomic<bool>*, const VerifyRun&) override {
+  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
+                               const std::atomic<bool>*, const VerifyRun&) override {
     return OperatorError("verification across engines (postgres -> mysql) is not built yet");
   }
 
@@ -747,9 +761,10 @@ class PgToMyEngine final : public Engine {
   }
   std::string TableProblem(const TableSchema& t) const override {
     if (!t.key.empty()) return "";
-    return fmt::format("table {} has no primary key and no replica identity index, so its updates and deletes "
-                       "cannot be matched in MySQL: add a primary key, or add it to exclude",
-                       t.id.ToString());
+    return fmt::format(
+        "table {} has no primary key and no replica identity index, so its updates and deletes "
+        "cannot be matched in MySQL: add a primary key, or add it to exclude",
+        t.id.ToString());
   }
   Status CreateSchema() override;
   Result<std::vector<Chunk>> PlanChunks(int64_t chunk_rows) override {
@@ -817,47 +832,56 @@ Status PgToMyEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
   // The source side: as a PostgreSQL -> PostgreSQL migration's.
   ASSIGN_OR_RETURN(std::string wal_level, src_->QueryValue("SHOW wal_level"));
   if (wal_level != "logical")
-    problems->push_back(fmt::format("source: wal_level is '{}'; set wal_level = logical in postgresql.conf and "
-                                    "restart the source server",
-                                    wal_level));
+    problems->push_back(
+        fmt::format("source: wal_level is '{}'; set wal_level = logical in postgresql.conf and "
+                    "restart the source server",
+                    wal_level));
   ASSIGN_OR_RETURN(std::string encoding, src_->QueryValue("SHOW server_encoding"));
   if (encoding != "UTF8")
-    problems->push_back(fmt::format("source: the database's encoding is {}; its text goes to MySQL as utf8mb4, so "
-                                    "only UTF8 databases are migrated",
-                                    encoding));
-  ASSIGN_OR_RETURN(std::string can_replicate, src_->QueryValue(
-      "SELECT (rolsuper OR rolreplication)::text FROM pg_roles WHERE rolname = current_user"));
+    problems->push_back(
+        fmt::format("source: the database's encoding is {}; its text goes to MySQL as utf8mb4, so "
+                    "only UTF8 databases are migrated",
+                    encoding));
+  ASSIGN_OR_RETURN(
+      std::string can_replicate,
+      src_->QueryValue("SELECT (rolsuper OR rolreplication)::text FROM pg_roles WHERE rolname = current_user"));
   if (can_replicate != "true")
-    problems->push_back("source: the connecting role lacks the REPLICATION attribute; run ALTER ROLE <user> REPLICATION");
-  ASSIGN_OR_RETURN(PgResult slots, src_->Query(
-      "SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), "
-      "EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), "
-      "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)",
-      {spec_.slot_name(), spec_.publication_name()}));
+    problems->push_back(
+        "source: the connecting role lacks the REPLICATION attribute; run ALTER ROLE <user> REPLICATION");
+  ASSIGN_OR_RETURN(
+      PgResult slots,
+      src_->Query("SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), "
+                  "EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), "
+                  "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)",
+                  {spec_.slot_name(), spec_.publication_name()}));
   const bool have_slot = slots.GetBool(0, 1);
   if (!have_slot && slots.GetInt(0, 0) < 2)  // the slot, and a temporary one when a copy resumes
-    problems->push_back("source: fewer than 2 free replication slots (max_replication_slots); raise it or drop an "
-                        "unused slot");
+    problems->push_back(
+        "source: fewer than 2 free replication slots (max_replication_slots); raise it or drop an "
+        "unused slot");
   if (fresh && (have_slot || slots.GetBool(0, 2)))
-    problems->push_back(fmt::format("source: replication slot or publication {} already exists, so another migration "
-                                    "named {} uses this source; give this migration another name, or drop them if "
-                                    "that migration is gone",
-                                    spec_.slot_name(), spec_.name));
+    problems->push_back(
+        fmt::format("source: replication slot or publication {} already exists, so another migration "
+                    "named {} uses this source; give this migration another name, or drop them if "
+                    "that migration is gone",
+                    spec_.slot_name(), spec_.name));
 
   // The target side: as a MySQL -> MySQL migration's.
   ASSIGN_OR_RETURN(MyResult vars, dst_->Query("SELECT @@local_infile, @@innodb_flush_log_at_trx_commit, "
                                               "@@innodb_flush_log_at_timeout, VERSION()"));
   if (vars.Get(0, 0) != "1")
-    problems->push_back("target: local_infile is OFF; the copy loads rows with LOAD DATA LOCAL INFILE: SET GLOBAL "
-                        "local_infile = ON (and in the server's configuration)");
+    problems->push_back(
+        "target: local_infile is OFF; the copy loads rows with LOAD DATA LOCAL INFILE: SET GLOBAL "
+        "local_infile = ON (and in the server's configuration)");
   const bool mariadb = vars.Get(0, 3).find("MariaDB") != std::string::npos;
   if (vars.Get(0, 1) != "1") {
     int64_t timeout = 1;
     (void)ParseI64(vars.Get(0, 2), &timeout);
     feedback_delay_ = std::chrono::milliseconds(timeout * 1000 + 2000);
-    LOG_INFO("target: innodb_flush_log_at_trx_commit = {}: the slot is told a position {} ms after the target "
-             "committed it",
-             vars.Get(0, 1), feedback_delay_.count());
+    LOG_INFO(
+        "target: innodb_flush_log_at_trx_commit = {}: the slot is told a position {} ms after the target "
+        "committed it",
+        vars.Get(0, 1), feedback_delay_.count());
   }
   max_row_bytes_ = spec_.max_row_bytes > 0 ? spec_.max_row_bytes : 0;
 
@@ -870,21 +894,24 @@ Status PgToMyEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
   *casts_ = CastAll(tables_, facts, OptionsOf(spec_, target_db_, mariadb), problems);
 
   if (fresh && !target_db_.empty()) {
-    ASSIGN_OR_RETURN(MyResult existing, dst_->Query(fmt::format(
-        "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} ORDER BY 1",
-        mysql::QuoteString(target_db_))));
+    ASSIGN_OR_RETURN(
+        MyResult existing,
+        dst_->Query(fmt::format("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} ORDER BY 1",
+                                mysql::QuoteString(target_db_))));
     if (existing.rows() > 0 && !spec_.allow_nonempty_target)
-      problems->push_back(fmt::format("target is not empty: database {} already has table {}{}; use an empty "
-                                      "database, or set allow_nonempty_target: true",
-                                      target_db_, existing.Get(0, 0),
-                                      existing.rows() > 1 ? fmt::format(" and {} more", existing.rows() - 1) : ""));
+      problems->push_back(fmt::format(
+          "target is not empty: database {} already has table {}{}; use an empty "
+          "database, or set allow_nonempty_target: true",
+          target_db_, existing.Get(0, 0), existing.rows() > 1 ? fmt::format(" and {} more", existing.rows() - 1) : ""));
   }
   // One owner per migration and target: a named lock held by this session.
-  ASSIGN_OR_RETURN(std::string locked, dst_->QueryValue(fmt::format(
-      "SELECT GET_LOCK({}, 0)", mysql::QuoteString(fmt::format("midflight:{}:{}", spec_.name, target_db_).substr(0, 64)))));
+  ASSIGN_OR_RETURN(std::string locked,
+                   dst_->QueryValue(fmt::format(
+                       "SELECT GET_LOCK({}, 0)",
+                       mysql::QuoteString(fmt::format("midflight:{}:{}", spec_.name, target_db_).substr(0, 64)))));
   if (locked != "1")
-    problems->push_back(fmt::format("another midflight process is already running migration {} into this target",
-                                    spec_.name));
+    problems->push_back(
+        fmt::format("another midflight process is already running migration {} into this target", spec_.name));
   repl_.reset();
   (void)Replication();
   return Status::Ok();
@@ -895,10 +922,12 @@ Status PgToMyEngine::CreateSchema() {
   RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
   int flagged = 0;
   for (const auto& [id, cast] : *casts_) {
-    RETURN_IF_ERROR(dst_->Exec(cross::CreateMyTableSql(cast)).WithContext("creating table " + cast.target->id.ToString()));
+    RETURN_IF_ERROR(
+        dst_->Exec(cross::CreateMyTableSql(cast)).WithContext("creating table " + cast.target->id.ToString()));
     for (const auto& c : cast.columns) flagged += c.notes.empty() ? 0 : 1;
   }
-  Say(fmt::format("schema: {} tables created in MySQL database {} through the casting table ({} columns flagged; "
+  Say(
+      fmt::format("schema: {} tables created in MySQL database {} through the casting table ({} columns flagged; "
                   "`midflight schema SPEC --dry-run` lists them; secondary indexes follow the copy)",
                   casts_->size(), target_db_, flagged));
   return Status::Ok();
@@ -907,13 +936,14 @@ Status PgToMyEngine::CreateSchema() {
 Result<DoneChunks> PgToMyEngine::LoadDoneChunks() {
   RETURN_IF_ERROR(ReconnectControl());
   RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
-  ASSIGN_OR_RETURN(MyResult r, dst_->Query(fmt::format(
-      "SELECT table_name, chunk, snapshot_pos, rows_copied, bytes_copied FROM midflight.chunks WHERE migration = {}",
-      mysql::QuoteString(spec_.name))));
+  ASSIGN_OR_RETURN(MyResult r, dst_->Query(fmt::format("SELECT table_name, chunk, snapshot_pos, rows_copied, "
+                                                       "bytes_copied FROM midflight.chunks WHERE migration = {}",
+                                                       mysql::QuoteString(spec_.name))));
   DoneChunks done;
   for (int i = 0; i < r.rows(); ++i) {
     uint64_t pos = 0;
-    if (!ParseU64(r.Get(i, 2), &pos)) return Internal(fmt::format("midflight.chunks: '{}' is not a position", r.Get(i, 2)));
+    if (!ParseU64(r.Get(i, 2), &pos))
+      return Internal(fmt::format("midflight.chunks: '{}' is not a position", r.Get(i, 2)));
     done[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {Position::Pg(pos), r.GetInt(i, 3), r.GetInt(i, 4)};
   }
   return done;
@@ -921,12 +951,14 @@ Result<DoneChunks> PgToMyEngine::LoadDoneChunks() {
 
 Status PgToMyEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) {
   RETURN_IF_ERROR(ReconnectControl());
-  ASSIGN_OR_RETURN(PgResult pub, src_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {spec_.publication_name()}));
+  ASSIGN_OR_RETURN(PgResult pub,
+                   src_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {spec_.publication_name()}));
   if (pub.rows() == 0) {
     std::vector<std::string> names;
     for (const auto& t : tables_) names.push_back(pg::QuoteQualified(t->id.schema, t->id.name));
-    RETURN_IF_ERROR(src_->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
-                                           pg::QuoteIdent(spec_.publication_name()), fmt::join(names, ", "))));
+    RETURN_IF_ERROR(
+        src_->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                               pg::QuoteIdent(spec_.publication_name()), fmt::join(names, ", "))));
   }
   // Tables copied from one snapshot as a whole (not split by key value) and
   // left half-copied start over (engines/postgres/README.md).
@@ -943,21 +975,25 @@ Status PgToMyEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* don
     const cross::PgTableCast& cast = casts_->at(id);
     Say(fmt::format("copying: {} was partly copied from an older snapshot; copying it again whole", id.ToString()));
     RETURN_IF_ERROR(dst_->Exec("START TRANSACTION"));
-    RETURN_IF_ERROR(dst_->Exec(fmt::format("DELETE FROM {}", mysql::QuoteQualified(cast.target->id.schema,
-                                                                                  cast.target->id.name))));
+    RETURN_IF_ERROR(
+        dst_->Exec(fmt::format("DELETE FROM {}", mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name))));
     RETURN_IF_ERROR(dst_->Exec(fmt::format("DELETE FROM midflight.chunks WHERE migration = {} AND table_name = {}",
                                            mysql::QuoteString(spec_.name), mysql::QuoteString(id.ToString()))));
     RETURN_IF_ERROR(dst_->Exec("COMMIT"));
-    for (auto it = done->begin(); it != done->end();) it = it->first.first == id.ToString() ? done->erase(it) : std::next(it);
+    for (auto it = done->begin(); it != done->end();)
+      it = it->first.first == id.ToString() ? done->erase(it) : std::next(it);
     todo = true;
   }
-  ASSIGN_OR_RETURN(PgResult slot, src_->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec_.slot_name()}));
+  ASSIGN_OR_RETURN(PgResult slot,
+                   src_->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec_.slot_name()}));
   have_slot_ = slot.rows() > 0;
   if (!have_slot_ && !done->empty())
-    return DataLoss(fmt::format("replication slot {} is gone from the source, so the changes made since the copy "
-                                "began are lost; abort this migration and start a new one",
-                                spec_.slot_name()));
-  if (!have_slot_ && !todo) return DataLoss(fmt::format("replication slot {} is missing on the source", spec_.slot_name()));
+    return DataLoss(
+        fmt::format("replication slot {} is gone from the source, so the changes made since the copy "
+                    "began are lost; abort this migration and start a new one",
+                    spec_.slot_name()));
+  if (!have_slot_ && !todo)
+    return DataLoss(fmt::format("replication slot {} is missing on the source", spec_.slot_name()));
   return Status::Ok();
 }
 
@@ -990,11 +1026,11 @@ Status PgToMyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progres
   ro.kind = pg::ConnKind::kReplication;
   ro.application_name = "midflight-snapshot";
   ASSIGN_OR_RETURN(std::unique_ptr<PgConn> repl, PgConn::Connect(spec_.source, ro));
-  const std::string cmd =
-      have_slot_ ? fmt::format("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
-                               pg::QuoteIdent(fmt::format("{}_r{}", spec_.slot_name(), getpid())))
-                 : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
-                               pg::QuoteIdent(spec_.slot_name()));
+  const std::string cmd = have_slot_
+                              ? fmt::format("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+                                            pg::QuoteIdent(fmt::format("{}_r{}", spec_.slot_name(), getpid())))
+                              : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                                            pg::QuoteIdent(spec_.slot_name()));
   PgResult created(PQexec(repl->raw(), cmd.c_str()));
   if (PQresultStatus(created.raw()) != PGRES_TUPLES_OK)
     return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + spec_.slot_name());
@@ -1013,7 +1049,8 @@ Status PgToMyEngine::FinishSchema() {
   RETURN_IF_ERROR(ReconnectControl());
   // Plain column indexes (no expression, no predicate); the others are named and left.
   ASSIGN_OR_RETURN(PgResult idx, src_->Query(R"sql(
-SELECT n.nspname, c.relname, ic.relname, i.indisunique, i.indexprs IS NULL AND i.indpred IS NULL AND am.amname = 'btree',
+SELECT n.nspname, c.relname, ic.relname, i.indisunique,
+       i.indexprs IS NULL AND i.indpred IS NULL AND am.amname = 'btree',
        array_to_string(ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
                              JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord),
                        chr(31))
@@ -1023,9 +1060,11 @@ SELECT n.nspname, c.relname, ic.relname, i.indisunique, i.indexprs IS NULL AND i
    AND NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = i.indrelid AND p.indisprimary))
  ORDER BY 1, 2, 3)sql",
                                              {OidList(tables_)}));
-  ASSIGN_OR_RETURN(MyResult have, dst_->Query(fmt::format(
-      "SELECT DISTINCT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = {}",
-      mysql::QuoteString(target_db_))));
+  ASSIGN_OR_RETURN(
+      MyResult have,
+      dst_->Query(fmt::format(
+          "SELECT DISTINCT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = {}",
+          mysql::QuoteString(target_db_))));
   std::set<std::pair<std::string, std::string>> existing;
   for (int i = 0; i < have.rows(); ++i) existing.insert({have.Get(i, 0), have.Get(i, 1)});
   int built = 0;
@@ -1050,16 +1089,17 @@ SELECT n.nspname, c.relname, ic.relname, i.indisunique, i.indexprs IS NULL AND i
       s = e + 1;
     }
     if (!usable) {
-      LOG_WARN("table {}: index {} not built in MySQL (an expression, a predicate, a method other than btree, or a "
-               "column MySQL indexes only by prefix)",
-               id.ToString(), name);
+      LOG_WARN(
+          "table {}: index {} not built in MySQL (an expression, a predicate, a method other than btree, or a "
+          "column MySQL indexes only by prefix)",
+          id.ToString(), name);
       continue;
     }
-    RETURN_IF_ERROR(dst_->Exec(fmt::format("CREATE {}INDEX {} ON {} ({})", idx.GetBool(i, 3) ? "UNIQUE " : "",
-                                           mysql::QuoteIdent(name),
-                                           mysql::QuoteQualified(target_db_, it->second.target->id.name),
-                                           fmt::join(cols, ", ")))
-                        .WithContext(fmt::format("index {} of table {}", name, id.ToString())));
+    RETURN_IF_ERROR(
+        dst_->Exec(fmt::format("CREATE {}INDEX {} ON {} ({})", idx.GetBool(i, 3) ? "UNIQUE " : "",
+                               mysql::QuoteIdent(name), mysql::QuoteQualified(target_db_, it->second.target->id.name),
+                               fmt::join(cols, ", ")))
+            .WithContext(fmt::format("index {} of table {}", name, id.ToString())));
     ++built;
   }
   RETURN_IF_ERROR(SyncAutoIncrements(*src_, *dst_, *casts_));
@@ -1082,10 +1122,12 @@ class PgToMyKind final : public EngineKind {
                                {spec.slot_name()})
                         .status());
     for (int i = 0; i < 50; ++i) {
-      auto r = src->Query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 "
-                          "AND NOT active",
-                          {spec.slot_name()});
-      ASSIGN_OR_RETURN(PgResult left, src->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec.slot_name()}));
+      auto r = src->Query(
+          "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 "
+          "AND NOT active",
+          {spec.slot_name()});
+      ASSIGN_OR_RETURN(PgResult left,
+                       src->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec.slot_name()}));
       if (r.ok() && left.rows() == 0) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
@@ -1096,8 +1138,9 @@ class PgToMyKind final : public EngineKind {
     return OperatorError("compare across engines (postgres -> mysql) is not built yet");
   }
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
-    return OperatorError("a proxy across engines (postgres -> mysql) is not built: applications move by their own "
-                         "configuration");
+    return OperatorError(
+        "a proxy across engines (postgres -> mysql) is not built: applications move by their own "
+        "configuration");
   }
   bool has_traffic_plane() const override { return false; }
   Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
@@ -1116,9 +1159,10 @@ class PgToMyKind final : public EngineKind {
     std::vector<std::string> problems;
     Casts casts = CastAll(tables, facts, OptionsOf(spec, tu.database, mariadb), &problems);
     if (!problems.empty()) return InvalidArgument(problems.front());
-    std::string out = fmt::format("-- midflight: PostgreSQL -> MySQL database {}: {} tables; lines marked "
-                                  "LOSSY/SEMANTIC change a value or its meaning\n",
-                                  tu.database, casts.size());
+    std::string out = fmt::format(
+        "-- midflight: PostgreSQL -> MySQL database {}: {} tables; lines marked "
+        "LOSSY/SEMANTIC change a value or its meaning\n",
+        tu.database, casts.size());
     for (const auto& [id, c] : casts) out += cross::CreateMyTableSql(c);
     return out;
   }

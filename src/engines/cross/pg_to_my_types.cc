@@ -3,8 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cctype>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -70,8 +70,10 @@ void AppendJsonString(std::string_view s, std::string* out) {
       case '\r': *out += "\\r"; break;
       case '\t': *out += "\\t"; break;
       default:
-        if (c < 0x20) *out += fmt::format("\\u{:04x}", c);
-        else *out += static_cast<char>(c);
+        if (c < 0x20)
+          *out += fmt::format("\\u{:04x}", c);
+        else
+          *out += static_cast<char>(c);
     }
   }
   *out += '"';
@@ -85,7 +87,8 @@ Status ElementToJson(const ColumnType& type, std::string_view text, std::string*
     *out += *b ? "true" : "false";
   } else if (std::holds_alternative<int64_t>(v.v) || std::holds_alternative<uint64_t>(v.v)) {
     *out += text;
-  } else if (auto* d = std::get_if<Decimal>(&v.v); d && d->digits != "NaN" && d->digits.find("Inf") == std::string::npos) {
+  } else if (auto* d = std::get_if<Decimal>(&v.v);
+             d && d->digits != "NaN" && d->digits.find("Inf") == std::string::npos) {
     *out += d->digits;
   } else if (auto* f = std::get_if<double>(&v.v); f && std::isfinite(*f)) {
     *out += fmt::format("{}", *f);
@@ -130,8 +133,10 @@ Status ArrayToJson(const ColumnType& element, std::string_view s, size_t* i, std
       } else {
         while (*i < s.size() && s[*i] != ',' && s[*i] != '}') item += s[(*i)++];
       }
-      if (!quoted && item == "NULL") *out += "null";
-      else RETURN_IF_ERROR(ElementToJson(element, item, out));
+      if (!quoted && item == "NULL")
+        *out += "null";
+      else
+        RETURN_IF_ERROR(ElementToJson(element, item, out));
     }
     if (*i >= s.size()) return InvalidArgument("unterminated array");
     if (s[*i] == '}') {
@@ -145,7 +150,9 @@ Status ArrayToJson(const ColumnType& element, std::string_view s, size_t* i, std
   return InvalidArgument("unterminated array");
 }
 
-std::string DecimalType(int p, int s) { return fmt::format("DECIMAL({},{})", p, s); }
+std::string DecimalType(int p, int s) {
+  return fmt::format("DECIMAL({},{})", p, s);
+}
 
 // The MySQL column type for the twin table's TableSchema (what the
 // applier's literals and LOAD DATA go by: engines/mysql/catalog.h LiteralKindOf).
@@ -182,8 +189,8 @@ ColumnType MyColumnType(const std::string& my_type) {
 }
 
 bool IsTextType(const std::string& base) {
-  return base == "text" || base == "character varying" || base == "character" || base == "bpchar" ||
-         base == "name" || base == "citext";
+  return base == "text" || base == "character varying" || base == "character" || base == "bpchar" || base == "name" ||
+         base == "citext";
 }
 
 }  // namespace
@@ -247,17 +254,20 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
   int key_fixed_bytes = 0, key_text_columns = 0;
   for (int k : table.key) {
     const ColumnType& t = table.columns[k].type;
-    if (t.kind == TypeKind::kText || t.kind == TypeKind::kBytes) ++key_text_columns;
-    else key_fixed_bytes += 16;  // generous: DECIMAL(65) takes 30, most take 8 or less
+    if (t.kind == TypeKind::kText || t.kind == TypeKind::kBytes)
+      ++key_text_columns;
+    else
+      key_fixed_bytes += 16;  // generous: DECIMAL(65) takes 30, most take 8 or less
   }
   const int key_text_chars = key_text_columns ? (kKeyBytes - key_fixed_bytes) / key_text_columns / 4 : 0;
 
   for (int i = 0; i < static_cast<int>(table.columns.size()); ++i) {
     const ColumnSchema& c = table.columns[i];
     if (c.generated) {
-      out.table_notes.push_back(fmt::format("generated column {} is left out: PostgreSQL 15's stream does not carry "
-                                            "its values; add it on the target with a MySQL expression",
-                                            c.name));
+      out.table_notes.push_back(
+          fmt::format("generated column {} is left out: PostgreSQL 15's stream does not carry "
+                      "its values; add it on the target with a MySQL expression",
+                      c.name));
       continue;
     }
     PgColumnCast cc;
@@ -274,13 +284,13 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
     cc.source_type = t;
     const std::string base = t.native_base.empty() ? t.native : t.native_base;
     const std::string where = fmt::format("table {} column {} ({})", table.id.ToString(), c.name, c.type.native);
-    const std::string text_suffix =
-        fmt::format(" CHARACTER SET utf8mb4 COLLATE {}", unique ? bin : text_collation);
+    const std::string text_suffix = fmt::format(" CHARACTER SET utf8mb4 COLLATE {}", unique ? bin : text_collation);
     auto note_ci = [&] {
       if (!unique && ci_collation)
-        cc.notes.push_back(fmt::format("collation {} is case-insensitive, PostgreSQL text is not: 'a' = 'A' in "
-                                       "MySQL, and queries comparing it change results",
-                                       text_collation));
+        cc.notes.push_back(
+            fmt::format("collation {} is case-insensitive, PostgreSQL text is not: 'a' = 'A' in "
+                        "MySQL, and queries comparing it change results",
+                        text_collation));
     };
     auto [p1, p2] = ParenInts(t.native);
     if (t.kind == TypeKind::kInt) {
@@ -303,8 +313,9 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
         cc.precision = kMaxPrecision;
         cc.scale = kMaxScale;
         cc.my_type = DecimalType(kMaxPrecision, kMaxScale);
-        cc.notes.push_back("numeric without precision as DECIMAL(65,30): values with more than 35 integer or 30 "
-                           "fractional digits are refused by row, never rounded");
+        cc.notes.push_back(
+            "numeric without precision as DECIMAL(65,30): values with more than 35 integer or 30 "
+            "fractional digits are refused by row, never rounded");
       } else {
         cc.my_type = "";
       }
@@ -322,8 +333,9 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
       cc.my_type = fmt::format("DATETIME({})", p);
       if (t.with_zone) {
         cc.conv = PgConv::kDateTimeUtc;
-        cc.notes.push_back("timestamptz as DATETIME in UTC: the instant is kept, the zone is not (MySQL's TIMESTAMP "
-                           "ends in 2038)");
+        cc.notes.push_back(
+            "timestamptz as DATETIME in UTC: the instant is kept, the zone is not (MySQL's TIMESTAMP "
+            "ends in 2038)");
       } else {
         cc.conv = PgConv::kDateTime;
       }
@@ -336,9 +348,10 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
       if (cc.key && (!bounded || p1 > key_text_chars)) {
         cc.max_chars = key_text_chars;
         cc.my_type = fmt::format("VARCHAR({}){}", key_text_chars, text_suffix);
-        cc.notes.push_back(fmt::format("key column as VARCHAR({}) (InnoDB's {}-byte key limit): longer values are "
-                                       "refused by row",
-                                       key_text_chars, kKeyBytes));
+        cc.notes.push_back(
+            fmt::format("key column as VARCHAR({}) (InnoDB's {}-byte key limit): longer values are "
+                        "refused by row",
+                        key_text_chars, kKeyBytes));
       } else if (base == "character" && p1 > 0 && p1 <= 255) {
         cc.my_type = fmt::format("CHAR({}){}", p1, text_suffix);
         cc.notes.push_back("char(n): MySQL returns it without the trailing spaces PostgreSQL pads it with");
@@ -365,14 +378,16 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
       cc.conv = PgConv::kJson;
       cc.my_type = "JSON";
       if (t.binary_json)
-        cc.notes.push_back("jsonb as JSON: stored as jsonb prints it (keys reordered, duplicate keys already "
-                           "dropped); MySQL compares the documents' text");
+        cc.notes.push_back(
+            "jsonb as JSON: stored as jsonb prints it (keys reordered, duplicate keys already "
+            "dropped); MySQL compares the documents' text");
     } else if (t.kind == TypeKind::kArray && t.element) {
       cc.conv = PgConv::kArray;
       cc.my_type = "JSON";
-      cc.notes.push_back(fmt::format("{} as a JSON array (nested for several dimensions): no array operators, "
-                                     "elements that are not numbers or booleans become strings",
-                                     t.native));
+      cc.notes.push_back(
+          fmt::format("{} as a JSON array (nested for several dimensions): no array operators, "
+                      "elements that are not numbers or booleans become strings",
+                      t.native));
     } else if (t.kind == TypeKind::kEnum || facts.enum_labels.count(c.name)) {
       cc.conv = PgConv::kEnum;
       auto it = facts.enum_labels.find(c.name);
@@ -389,20 +404,23 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
       cc.conv = PgConv::kAsText;
       cc.my_type = p1 > 0 && p1 <= 16383 ? fmt::format("VARCHAR({}) CHARACTER SET ascii COLLATE ascii_bin", p1)
                                          : "LONGTEXT CHARACTER SET ascii COLLATE ascii_bin";
-      cc.notes.push_back(fmt::format("{} as text of 0s and 1s: no bit operators (MySQL's BIT holds 64 bits, "
-                                     "fixed length)",
-                                     t.native));
+      cc.notes.push_back(
+          fmt::format("{} as text of 0s and 1s: no bit operators (MySQL's BIT holds 64 bits, "
+                      "fixed length)",
+                      t.native));
     } else if (base == "inet" || base == "cidr") {
       cc.conv = PgConv::kAsText;
       cc.my_type = "VARCHAR(43) CHARACTER SET ascii COLLATE ascii_bin";
-      cc.notes.push_back(fmt::format("{} as text: no network operators, sorts as text (MariaDB's INET6 holds no "
-                                     "prefix length)",
-                                     base));
+      cc.notes.push_back(
+          fmt::format("{} as text: no network operators, sorts as text (MariaDB's INET6 holds no "
+                      "prefix length)",
+                      base));
     } else if (t.kind == TypeKind::kInterval) {
       cc.conv = PgConv::kAsText;
       cc.my_type = "VARCHAR(100) CHARACTER SET ascii COLLATE ascii_bin";
-      cc.notes.push_back("interval as its PostgreSQL text ('1 year 2 mons 3 days 04:05:06'): MySQL has no interval "
-                         "type and TIME holds neither months nor days past 34");
+      cc.notes.push_back(
+          "interval as its PostgreSQL text ('1 year 2 mons 3 days 04:05:06'): MySQL has no interval "
+          "type and TIME holds neither months nor days past 34");
     } else {
       cc.conv = PgConv::kAsText;
       cc.my_type = "";
@@ -411,8 +429,9 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
       if (cc.key && table.key.size() == 1) {
         cc.auto_increment = true;
       } else {
-        cc.notes.push_back("identity/serial column that is not the whole primary key: MySQL allows AUTO_INCREMENT "
-                           "only on an indexed column, none is created");
+        cc.notes.push_back(
+            "identity/serial column that is not the whole primary key: MySQL allows AUTO_INCREMENT "
+            "only on an indexed column, none is created");
       }
     }
     if (cc.conv == PgConv::kDate || cc.conv == PgConv::kDateTime || cc.conv == PgConv::kDateTimeUtc)
@@ -437,25 +456,26 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
       const ColumnType mt = MyColumnType(ov->second);
       if (cc.conv == PgConv::kDecimal) {
         auto [p, s] = ParenInts(mt.native);
-        if (mt.kind != TypeKind::kDecimal || p <= 0) cc.conv = PgConv::kAsText;
-        else cc.precision = p, cc.scale = std::max(s, 0);
+        if (mt.kind != TypeKind::kDecimal || p <= 0)
+          cc.conv = PgConv::kAsText;
+        else
+          cc.precision = p, cc.scale = std::max(s, 0);
       }
       if (cc.conv == PgConv::kEnum && mt.native_base != "enum") cc.conv = PgConv::kAsText;
       if (cc.conv == PgConv::kBit && mt.native_base != "bit") cc.conv = PgConv::kAsText;
       cc.notes.push_back(fmt::format("type set by the spec (default cast: {})", default_type));
     }
     if (cc.my_type.empty())
-      return InvalidArgument(fmt::format("{}: no cast to MySQL{}; set one in casting.columns (\"{}.{}\": <MySQL "
-                                         "type>, the value is carried as PostgreSQL's text form){}",
-                                         where,
-                                         cc.conv == PgConv::kDecimal
-                                             ? fmt::format(" (DECIMAL holds at most {} digits, {} after the point)",
-                                                           kMaxPrecision, kMaxScale)
-                                             : "",
-                                         table.id.name, c.name,
-                                         cc.conv == PgConv::kDecimal && t.precision <= 0
-                                             ? ", or set casting.numeric: decimal for DECIMAL(65,30)"
-                                             : ""));
+      return InvalidArgument(fmt::format(
+          "{}: no cast to MySQL{}; set one in casting.columns (\"{}.{}\": <MySQL "
+          "type>, the value is carried as PostgreSQL's text form){}",
+          where,
+          cc.conv == PgConv::kDecimal
+              ? fmt::format(" (DECIMAL holds at most {} digits, {} after the point)", kMaxPrecision, kMaxScale)
+              : "",
+          table.id.name, c.name,
+          cc.conv == PgConv::kDecimal && t.precision <= 0 ? ", or set casting.numeric: decimal for DECIMAL(65,30)"
+                                                          : ""));
     ColumnSchema mc;
     mc.name = c.name;
     mc.not_null = cc.not_null;
@@ -481,9 +501,10 @@ Result<PgTableCast> CastPgTable(const TableSchema& table, const PgTableFacts& fa
     if (bytes <= kRowBytes - 1000 || widest < 0) break;
     auto& cc = out.columns[widest];
     cc.my_type = "LONGTEXT" + cc.my_type.substr(cc.my_type.find(' '));
-    cc.notes.push_back(fmt::format("as LONGTEXT: the VARCHARs would exceed MySQL's {}-byte row limit; lengths past "
-                                   "{} characters are no longer refused",
-                                   kRowBytes, widest_chars));
+    cc.notes.push_back(
+        fmt::format("as LONGTEXT: the VARCHARs would exceed MySQL's {}-byte row limit; lengths past "
+                    "{} characters are no longer refused",
+                    kRowBytes, widest_chars));
     target->columns[widest].type = MyColumnType(cc.my_type);
   }
   for (int k : table.key) {
@@ -538,8 +559,7 @@ Result<std::optional<std::string>> ToMyText(const PgColumnCast& c, std::string_v
   };
   switch (c.conv) {
     case PgConv::kInt:
-    case PgConv::kAsText:
-      return Out(std::string(v));
+    case PgConv::kAsText: return Out(std::string(v));
     case PgConv::kBool:
       if (v == "t" || v == "true") return Out("1");
       if (v == "f" || v == "false") return Out("0");
@@ -559,8 +579,8 @@ Result<std::optional<std::string>> ToMyText(const PgColumnCast& c, std::string_v
       if (!ok) return bad(fmt::format("'{}' is not a decimal number", v.substr(0, 80)));
       const int int_digits = ip == "0" ? 0 : static_cast<int>(ip.size());
       if (int_digits > c.precision - c.scale || static_cast<int>(fp.size()) > c.scale)
-        return unholdable(fmt::format("numeric {} has more digits than DECIMAL({},{})", v.substr(0, 80), c.precision,
-                                      c.scale));
+        return unholdable(
+            fmt::format("numeric {} has more digits than DECIMAL({},{})", v.substr(0, 80), c.precision, c.scale));
       return Out(std::string(v));
     }
     case PgConv::kFloat: {
@@ -587,19 +607,16 @@ Result<std::optional<std::string>> ToMyText(const PgColumnCast& c, std::string_v
         ASSIGN_OR_RETURN(text, pg::ValueToPgText(t, Value{ts}));
       }
       const int64_t year = YearOf(text);
-      if (year < 1000 || year > 9999)
-        return unholdable(fmt::format("'{}' is outside MySQL's years 1000..9999", v));
+      if (year < 1000 || year > 9999) return unholdable(fmt::format("'{}' is outside MySQL's years 1000..9999", v));
       return Out(std::move(text));
     }
-    case PgConv::kTime:
-      return Out(std::string(v));
+    case PgConv::kTime: return Out(std::string(v));
     case PgConv::kText:
       if (c.max_chars > 0 && Utf8Length(v) > c.max_chars)
-        return unholdable(fmt::format("text of {} characters is longer than the key column's {}", Utf8Length(v),
-                                      c.max_chars));
+        return unholdable(
+            fmt::format("text of {} characters is longer than the key column's {}", Utf8Length(v), c.max_chars));
       return Out(std::string(v));
-    case PgConv::kJson:
-      return Out(std::string(v));
+    case PgConv::kJson: return Out(std::string(v));
     case PgConv::kBytes: {
       ASSIGN_OR_RETURN(Value value, pg::PgTextToValue(c.source_type, v));
       const auto& b = std::get<Bytes>(value.v).data;
@@ -619,9 +636,10 @@ Result<std::optional<std::string>> ToMyText(const PgColumnCast& c, std::string_v
     }
     case PgConv::kEnum:
       if (std::find(c.labels.begin(), c.labels.end(), v) == c.labels.end())
-        return bad(fmt::format("'{}' is not a member of the ENUM (a label added on the source after the schema was "
-                               "created? add it to the target's ENUM)",
-                               v.substr(0, 80)));
+        return bad(
+            fmt::format("'{}' is not a member of the ENUM (a label added on the source after the schema was "
+                        "created? add it to the target's ENUM)",
+                        v.substr(0, 80)));
       return Out(std::string(v));
     case PgConv::kBit: {
       if (v.empty() || static_cast<int>(v.size()) > c.bits) return bad(fmt::format("bit string '{}'", v));

@@ -44,21 +44,21 @@ struct PgCastOptions {
 };
 
 enum class PgConv : uint8_t {
-  kInt,        // decimal text as is
-  kBool,       // t/f -> 1/0
-  kDecimal,    // exact text; NaN/Infinity and digits past DECIMAL(p,s) refused
-  kFloat,      // NaN/Infinity refused; the float's exact value as shortest double text
-  kDate,       // year 1000..9999, else refused (infinity, BC too)
-  kDateTime,   // timestamp: same range, microseconds kept
+  kInt,          // decimal text as is
+  kBool,         // t/f -> 1/0
+  kDecimal,      // exact text; NaN/Infinity and digits past DECIMAL(p,s) refused
+  kFloat,        // NaN/Infinity refused; the float's exact value as shortest double text
+  kDate,         // year 1000..9999, else refused (infinity, BC too)
+  kDateTime,     // timestamp: same range, microseconds kept
   kDateTimeUtc,  // timestamptz: the instant in UTC, same range
-  kTime,       // time of day as is (24:00:00 included)
-  kText,       // UTF-8 as is; past `max_chars` (a key column's limit) refused
-  kBytes,      // bytea hex -> raw bytes
-  kJson,       // document text as is
-  kArray,      // PostgreSQL array -> JSON array (nested for several dimensions)
-  kEnum,       // label, which must be a member
-  kBit,        // '0101' -> its unsigned number (BIT(n), n <= 64)
-  kAsText,     // PostgreSQL's text form as is (interval, inet, varbit, overrides)
+  kTime,         // time of day as is (24:00:00 included)
+  kText,         // UTF-8 as is; past `max_chars` (a key column's limit) refused
+  kBytes,        // bytea hex -> raw bytes
+  kJson,         // document text as is
+  kArray,        // PostgreSQL array -> JSON array (nested for several dimensions)
+  kEnum,         // label, which must be a member
+  kBit,          // '0101' -> its unsigned number (BIT(n), n <= 64)
+  kAsText,       // PostgreSQL's text form as is (interval, inet, varbit, overrides)
 };
 
 struct PgColumnCast {
@@ -82,7 +82,7 @@ struct PgTableFacts {
   std::map<std::string, std::vector<std::string>> enum_labels;  // column -> labels in sort order
   // column -> (domain name, its base type): values arrive in the base type's text form.
   std::map<std::string, std::pair<std::string, ColumnType>> domains;
-  std::string identity;               // its identity or serial column ("" none)
+  std::string identity;                  // its identity or serial column ("" none)
   std::set<std::string> unique_columns;  // columns of secondary unique indexes
 };
 

@@ -119,7 +119,8 @@ Status CopyToTarget(PgConn& src, ChunkTarget& target, const TableSchema& t, cons
                     TableProgress& progress, RateLimiter* rate, const std::atomic<bool>& stop) {
   const std::string query = ChunkQuery(t, c, /*text=*/true);
   PgResult out(PQexec(src.raw(), query.c_str()));
-  if (PQresultStatus(out.raw()) != PGRES_COPY_OUT) return StatusFromResult(src.raw(), out.raw(), "COPY from " + t.id.ToString());
+  if (PQresultStatus(out.raw()) != PGRES_COPY_OUT)
+    return StatusFromResult(src.raw(), out.raw(), "COPY from " + t.id.ToString());
   SourceRows rows(src, t);
   int64_t written = 0;
   Status st = target.Load(t, c, snapshot, rows, progress, rate, stop, &written);
