@@ -282,7 +282,8 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
 Status ParseCasting(const YAML::Node& root, const std::string& origin, MigrationSpec* s) {
   YAML::Node n = root["casting"];
   if (!n) return Status::Ok();
-  RETURN_IF_ERROR(CheckKeys(n, origin, "casting", {"tinyint1", "zero_dates", "target_schema", "columns"}));
+  RETURN_IF_ERROR(CheckKeys(n, origin, "casting", {"tinyint1", "zero_dates", "target_schema", "columns", "numeric",
+                                                        "out_of_range", "collation"}));
   CastingSpec& c = s->casting;
   const std::string o = origin + ": casting";
   std::string tinyint1 = "smallint", zero = "refuse";
@@ -296,12 +297,23 @@ Status ParseCasting(const YAML::Node& root, const std::string& origin, Migration
     return Field(origin, "casting.zero_dates", fmt::format("'{}' must be refuse or null", zero));
   c.zero_dates_null = zero == "null";
   RETURN_IF_ERROR(Get(n, o, "target_schema", &c.target_schema));
+  std::string numeric = "refuse", range = "refuse";
+  RETURN_IF_ERROR(Get(n, o, "numeric", &numeric));
+  if (numeric != "refuse" && numeric != "decimal")
+    return Field(origin, "casting.numeric", fmt::format("'{}' must be refuse or decimal", numeric));
+  c.numeric_decimal = numeric == "decimal";
+  if (YAML::Node r = n["out_of_range"]; r && r.IsNull()) range = "null";
+  else RETURN_IF_ERROR(Get(n, o, "out_of_range", &range));
+  if (range != "refuse" && range != "null")
+    return Field(origin, "casting.out_of_range", fmt::format("'{}' must be refuse or null", range));
+  c.out_of_range_null = range == "null";
+  RETURN_IF_ERROR(Get(n, o, "collation", &c.collation));
   if (YAML::Node cols = n["columns"]) {
-    if (!cols.IsMap()) return Field(origin, "casting.columns", "expected a mapping of table.column: PostgreSQL type");
+    if (!cols.IsMap()) return Field(origin, "casting.columns", "expected a mapping of table.column: the target's type");
     for (const auto& kv : cols) {
       ASSIGN_OR_RETURN(std::string k, KeyName(kv.first, origin, "casting.columns"));
       if (k.find('.') == std::string::npos || !kv.second.IsScalar() || kv.second.as<std::string>().empty())
-        return Field(origin, "casting.columns." + k, "expected table.column: PostgreSQL type");
+        return Field(origin, "casting.columns." + k, "expected table.column: the target's type");
       c.columns[k] = kv.second.as<std::string>();
     }
   }

@@ -69,13 +69,17 @@ struct VerifySpec {
   bool continuous_repair = false;         // re-copy the rows a pass finds different (through the apply path)
 };
 
-// Across engines (MySQL -> PostgreSQL): the casting table's choices
-// (engines/README.md, "Casting MySQL to PostgreSQL").
+// Across engines: the casting table's choices (engines/README.md, "Casting
+// MySQL to PostgreSQL" and "Casting PostgreSQL to MySQL").
 struct CastingSpec {
   bool tinyint1_boolean = false;  // `tinyint1: boolean` (default smallint)
   bool zero_dates_null = false;   // `zero_dates: null` (default refuse: the row is named and the run stops)
   std::string target_schema;      // PostgreSQL schema; default the MySQL database's name
-  std::map<std::string, std::string> columns;  // "table.column" -> PostgreSQL type
+  std::map<std::string, std::string> columns;  // "table.column" -> the target's type
+  // PostgreSQL -> MySQL ("Casting PostgreSQL to MySQL"):
+  bool numeric_decimal = false;    // `numeric: decimal`: numeric without precision -> DECIMAL(65,30) (default refuse)
+  bool out_of_range_null = false;  // `out_of_range: null`: values MySQL cannot hold -> NULL (default refuse)
+  std::string collation;           // non-key text columns' collation (default the binary one)
 };
 
 // Where phase changes, failures, lag alerts and write pauses are posted

@@ -6,6 +6,7 @@
 #include "control/spec.h"
 #include "engines/engine.h"
 #include "engines/cross/my_to_pg.h"
+#include "engines/cross/pg_to_my.h"
 #include "engines/mysql/engine.h"
 #include "proxy/traffic_switch.h"
 #include "engines/postgres/engine.h"
@@ -26,7 +27,8 @@ struct Pair {
   const char* target;
   const EngineKind& (*kind)();
 };
-constexpr Pair kPairs[] = {{"mysql", "postgres", MySqlToPostgresEngine}};
+constexpr Pair kPairs[] = {{"mysql", "postgres", MySqlToPostgresEngine},
+                           {"postgres", "mysql", PostgresToMySqlEngine}};
 
 Result<const EngineKind*> KindOfScheme(const std::string& uri, const char* side) {
   const std::string scheme = UriScheme(uri);
@@ -47,7 +49,7 @@ Result<const EngineKind*> EngineFor(const MigrationSpec& spec) {
   for (const Pair& p : kPairs)
     if (source->name() == p.source && target->name() == p.target) return &p.kind();
   return InvalidArgument(fmt::format("source {} and target {}: migrating from {} to {} is not supported yet (same "
-                                     "engine on both sides, or mysql -> postgres)",
+                                     "engine on both sides, mysql -> postgres or postgres -> mysql)",
                                      source->name(), target->name(), source->name(), target->name()));
 }
 

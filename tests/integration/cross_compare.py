@@ -1,12 +1,14 @@
 #!/usr/bin/python3
 """Compares a MySQL/MariaDB database with its PostgreSQL copy row by row,
 normalising each value as midflight's casting table says
-(src/engines/README.md, "Casting MySQL to PostgreSQL"): both sides are read
-through their own drivers (PyMySQL, psycopg2), every table of the MySQL
-database in key order. Prints one line per table and each difference by key;
-exits 1 when anything differs.
+(src/engines/README.md, "Casting MySQL to PostgreSQL" and "Casting
+PostgreSQL to MySQL"): both sides are read through their own drivers
+(PyMySQL, psycopg2), every table of the source in key order. Prints one line
+per table and each difference by key; exits 1 when anything differs.
 
 usage: cross_compare.py MYSQL_HOST:PORT:USER:PASSWORD:DB POSTGRES_DSN PG_SCHEMA
+       cross_compare.py --pg-to-my POSTGRES_DSN PG_SCHEMA MYSQL_HOST:PORT:USER:PASSWORD:DB [TABLE...]
+         (PostgreSQL the source: its tables, or the ones named, against their MySQL twins)
 """
 import datetime
 import decimal
@@ -25,9 +27,13 @@ def pq(name):  # a PostgreSQL identifier, quoted
     return '"' + name.replace('"', '""') + '"'
 
 
-my_host, my_port, my_user, my_pw, my_db = sys.argv[1].split(":")
-pg = psycopg2.connect(sys.argv[2])
-schema = sys.argv[3]
+PG_TO_MY = sys.argv[1] == "--pg-to-my"
+if PG_TO_MY:
+    pg_dsn, schema, my_spec, only = sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5:]
+else:
+    my_spec, pg_dsn, schema, only = sys.argv[1], sys.argv[2], sys.argv[3], []
+my_host, my_port, my_user, my_pw, my_db = my_spec.split(":")
+pg = psycopg2.connect(pg_dsn)
 my = pymysql.connect(host=my_host, port=int(my_port), user=my_user, password=my_pw, database=my_db,
                      charset="utf8mb4", init_command="SET time_zone = '+00:00'")
 
@@ -91,6 +97,120 @@ def select(kind, name):
         return "CAST(%s AS DOUBLE)" % mq(name)
     return mq(name)
 
+
+def pg_columns(table):
+    """(name, kind, detail) of the PostgreSQL table's columns that its MySQL twin has, and its key."""
+    with my.cursor() as c:
+        c.execute("SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s "
+                  "ORDER BY ORDINAL_POSITION", (my_db, table))
+        on_my = [r[0] for r in c.fetchall()]
+    with pg.cursor() as c:
+        c.execute("SELECT a.attname, format_type(coalesce(nullif(t.typbasetype, 0), a.atttypid), NULL), "
+                  "coalesce(bt.typtype, t.typtype), coalesce(bt.typcategory, t.typcategory), "
+                  "format_type(a.atttypid, a.atttypmod) "
+                  "FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid "
+                  "LEFT JOIN pg_type bt ON bt.oid = t.typbasetype AND t.typtype = 'd' "
+                  "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                  (pq(schema) + "." + pq(table),))
+        cols = [(n, t, tt, cat, full) for n, t, tt, cat, full in c.fetchall() if n in on_my]
+        c.execute("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                  "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
+                  (pq(schema) + "." + pq(table),))
+        key = [r[0] for r in c.fetchall()]
+    return cols, key
+
+
+def pg_select(col):
+    """How each side reads a PostgreSQL-typed column: (PostgreSQL expression, MySQL expression)."""
+    name, base, typtype, cat, full = col
+    p, m = pq(name), mq(name)
+    if base == "real":
+        return p + "::float8", "CAST(%s AS DOUBLE)" % m
+    if cat == "A":
+        return "array_to_json(%s)::text" % p, m
+    if base in ("interval", "bit varying", "uuid", "json", "jsonb") or typtype == "e":  # (inet: its output form, not ::text)
+        return p + "::text", m
+    if base == "bit":
+        return p + "::text", "BIN(%s)" % m
+    if base.startswith("time without"):  # 24:00:00 is a time in both, not in Python
+        return p + "::text", "CAST(%s AS CHAR)" % m
+    return p, m
+
+
+def pg_norm(col, v, side):
+    """One value of a PostgreSQL-typed column in a form both sides agree on."""
+    name, base, typtype, cat, full = col
+    if v is None:
+        return None
+    if cat == "A" or base in ("json", "jsonb"):
+        return json.loads(v)
+    if base == "real":
+        return struct.unpack("f", struct.pack("f", float(v)))[0]
+    if base == "double precision":
+        return float(v)
+    if base == "boolean":
+        return bool(int(v)) if side == "my" else v
+    if base == "character":
+        return v.rstrip(" ")  # MySQL's CHAR comes back without the padding
+    if base == "bit":
+        n = int(full[4:-1])
+        return v.zfill(n)  # BIN() drops leading zeros
+    if base == "timestamp with time zone" and isinstance(v, datetime.datetime) and v.tzinfo is not None:
+        return v.astimezone(datetime.timezone.utc).replace(tzinfo=None).isoformat()
+    if isinstance(v, (datetime.datetime, datetime.date)):
+        return v.isoformat()
+    if base.startswith("time without"):
+        h, mi, sec = v.split(":")
+        return (int(h) * 60 + int(mi)) * 60 + decimal.Decimal(sec)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v)
+    return v
+
+
+def compare_pg_to_my():
+    bad = 0
+    with pg.cursor() as c:
+        c.execute("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                  "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') ORDER BY 1", (schema,))
+        tables = [r[0] for r in c.fetchall() if not only or r[0] in only]
+    for table in tables:
+        cols, key = pg_columns(table)
+        sel = [pg_select(col) for col in cols]
+        with pg.cursor() as c:
+            c.execute("SELECT %s FROM %s.%s" % (", ".join(p for p, _ in sel), pq(schema), pq(table)))
+            prows = c.fetchall()
+        with my.cursor() as c:
+            c.execute("SELECT %s FROM %s" % (", ".join(m for _, m in sel), mq(table)))
+            mrows = c.fetchall()
+        names = [col[0] for col in cols]
+        def keyed(rows, side):
+            out = {}
+            for r in rows:
+                row = tuple(pg_norm(col, v, side) for col, v in zip(cols, r))
+                out[tuple(repr(row[names.index(k)]) for k in key)] = row
+            return out
+        pnorm, mnorm = keyed(prows, "pg"), keyed(mrows, "my")
+        diffs = []
+        for k in sorted(set(mnorm) | set(pnorm)):
+            a, b = pnorm.get(k), mnorm.get(k)
+            if a == b:
+                continue
+            if a is None or b is None:
+                diffs.append("key %s: %s" % (k, "missing on MySQL" if b is None else "extra on MySQL"))
+                continue
+            for n, x, y in zip(names, a, b):
+                if x != y:
+                    diffs.append("key %s column %s: PostgreSQL %r, MySQL %r" % (k, n, x, y))
+        print("  %-18s PostgreSQL %6d rows, MySQL %6d rows: %s" % (
+            table, len(prows), len(mrows), "equal" if not diffs else "%d DIFFERENCES" % len(diffs)))
+        for d in diffs[:10]:
+            print("    " + d)
+        bad += len(diffs)
+    return bad
+
+
+if PG_TO_MY:
+    sys.exit(1 if compare_pg_to_my() else 0)
 
 bad = 0
 with my.cursor() as c:

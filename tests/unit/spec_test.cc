@@ -155,9 +155,20 @@ TEST(SpecTest, BadValuesNameTheFieldAndHideThePassword) {
   EXPECT_EQ((*kind)->name(), "mysql-to-postgres");
   auto back = ParseSpec("name: a\nsource: postgres://h/db\ntarget: mysql://h/db2\n", "m.yaml");
   ASSERT_TRUE(back.ok()) << back.status().message();
-  EXPECT_EQ(EngineFor(*back).status().message(),
-            "source postgres and target mysql: migrating from postgres to mysql is not supported yet (same engine on "
-            "both sides, or mysql -> postgres)");
+  auto back_kind = EngineFor(*back);
+  ASSERT_TRUE(back_kind.ok()) << back_kind.status().message();
+  EXPECT_EQ((*back_kind)->name(), "postgres-to-mysql");
+  // Its casting choices.
+  auto casting = ParseSpec("name: a\nsource: postgres://h/db\ntarget: mysql://h/db2\ncasting:\n  numeric: decimal\n"
+                           "  out_of_range: null\n  collation: utf8mb4_unicode_ci\n",
+                           "m.yaml");
+  ASSERT_TRUE(casting.ok()) << casting.status().message();
+  EXPECT_TRUE(casting->casting.numeric_decimal);
+  EXPECT_TRUE(casting->casting.out_of_range_null);
+  EXPECT_EQ(casting->casting.collation, "utf8mb4_unicode_ci");
+  auto bad_numeric = ParseSpec("name: a\nsource: postgres://h/db\ntarget: mysql://h/db2\ncasting:\n  numeric: round\n",
+                               "m.yaml");
+  EXPECT_EQ(bad_numeric.status().message(), "m.yaml: field 'casting.numeric': 'round' must be refuse or decimal");
   auto replica = ParseSpec("name: a\nsource: postgres://h/db\ntarget: postgres://h/db2\nsource_replica: postgres://r/db\n",
                            "m.yaml");
   EXPECT_EQ(replica.status().message(),

@@ -131,7 +131,7 @@ Status ChangeStream::SendFeedback(Sequencer& seq, bool force) {
   int64_t now = NowMonotonicMs();
   if (!force && now - last_feedback_ms_ < 1000) return Status::Ok();
   last_feedback_ms_ = now;
-  const uint64_t flush = seq.Confirmable();
+  const uint64_t flush = config_.durable ? config_.durable(seq.Confirmable()) : seq.Confirmable();
   // Ask for a keepalive back: it carries how far the server has decoded, so an
   // idle stream still shows it is caught up.
   auto msg = EncodeStandbyStatus(flush, flush, flush, NowUnixMicros() - kPgEpochOffsetMicros, true);

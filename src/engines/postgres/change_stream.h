@@ -40,6 +40,10 @@ struct StreamConfig {
   // forward and reverse replication never loop. Empty: skip nothing.
   std::string skip_origin_prefix;
   std::string application_name = "midflight-stream";
+  // Set for a target whose commits are not flushed at once (engines/cross):
+  // the position the feedback may confirm, given what the appliers have
+  // committed (Sequencer::Confirmable()). Empty: that position itself.
+  std::function<uint64_t(uint64_t committed)> durable;
 };
 
 class ChangeStream final : public ChangeSource {

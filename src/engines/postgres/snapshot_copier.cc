@@ -44,7 +44,7 @@ bool UseBinaryCopy(const TableSchema& t) {
   return true;
 }
 
-std::string ChunkQuery(const TableSchema& t, const Chunk& c) {
+std::string ChunkQuery(const TableSchema& t, const Chunk& c, bool text = false) {
   std::string from = t.partitioned ? QuoteQualified(t.id.schema, t.id.name)
                                    : "ONLY " + QuoteQualified(t.id.schema, t.id.name);
   std::vector<std::string> conds;
@@ -59,7 +59,83 @@ std::string ChunkQuery(const TableSchema& t, const Chunk& c) {
   std::string where;
   for (size_t i = 0; i < conds.size(); ++i) where += (i ? " AND " : " WHERE ") + conds[i];
   return fmt::format("COPY (SELECT {} FROM {}{}) TO STDOUT{}", ColumnList(t), from, where,
-                     UseBinaryCopy(t) ? " (FORMAT binary)" : "");
+                     UseBinaryCopy(t) && !text ? " (FORMAT binary)" : "");
+}
+
+// Stops a source COPY that is still sending and drains what is in flight,
+// or collecting its result would wait for the whole chunk (the source
+// transaction is then aborted; the caller does not use it again).
+void CancelCopyOut(PgConn& src) {
+  if (PGcancel* cancel = PQgetCancel(src.raw())) {
+    char err[256];
+    PQcancel(cancel, err, sizeof err);
+    PQfreeCancel(cancel);
+  }
+  for (;;) {
+    char* buf = nullptr;
+    int n = PQgetCopyData(src.raw(), &buf, 0);
+    if (buf) PQfreemem(buf);
+    if (n < 0) break;
+  }
+}
+
+// A chunk's COPY TO STDOUT (text format) read row by row for a ChunkTarget.
+class SourceRows final : public CopyRows {
+ public:
+  SourceRows(PgConn& src, const TableSchema& t) : src_(src), t_(t) {}
+  ~SourceRows() override { Release(); }
+
+  Result<bool> Next(std::string_view* line) override {
+    Release();
+    if (done_) return false;
+    int n = PQgetCopyData(src_.raw(), &buf_, 0);
+    if (n == -1) {
+      done_ = true;
+      return false;
+    }
+    if (n < 0) return StatusFromResult(src_.raw(), nullptr, "reading COPY of " + t_.id.ToString());
+    ++rows_;
+    *line = std::string_view(buf_, n > 0 && buf_[n - 1] == '\n' ? n - 1 : n);
+    return true;
+  }
+  bool done() const { return done_; }
+  int64_t rows() const { return rows_; }
+
+ private:
+  void Release() {
+    if (buf_) PQfreemem(buf_);
+    buf_ = nullptr;
+  }
+  PgConn& src_;
+  const TableSchema& t_;
+  char* buf_ = nullptr;
+  bool done_ = false;
+  int64_t rows_ = 0;
+};
+
+// One chunk from the source into a ChunkTarget: the target's Load reads the
+// rows; the source's final count must match what it wrote.
+Status CopyToTarget(PgConn& src, ChunkTarget& target, const TableSchema& t, const Chunk& c, PgLsn snapshot,
+                    TableProgress& progress, RateLimiter* rate, const std::atomic<bool>& stop) {
+  const std::string query = ChunkQuery(t, c, /*text=*/true);
+  PgResult out(PQexec(src.raw(), query.c_str()));
+  if (PQresultStatus(out.raw()) != PGRES_COPY_OUT)
+    return StatusFromResult(src.raw(), out.raw(), "COPY from " + t.id.ToString());
+  SourceRows rows(src, t);
+  int64_t written = 0;
+  Status st = target.Load(t, c, snapshot, rows, progress, rate, stop, &written);
+  if (!rows.done()) {
+    CancelCopyOut(src);
+    if (st.ok()) st = Internal(fmt::format("copy of {}: the target stopped reading before the end", t.id.ToString()));
+  }
+  PgResult src_done(PQgetResult(src.raw()));
+  if (st.ok() && PQresultStatus(src_done.raw()) != PGRES_COMMAND_OK)
+    st = StatusFromResult(src.raw(), src_done.raw(), "COPY from " + t.id.ToString());
+  while (PGresult* extra = PQgetResult(src.raw())) PQclear(extra);
+  if (st.ok() && written != rows.rows())
+    st = Internal(fmt::format("copy of {} chunk {}: {} rows read, {} written", t.id.ToString(), c.number, rows.rows(),
+                              written));
+  return st;
 }
 
 // Pipes one chunk from source to target inside the target's open transaction.
@@ -115,19 +191,7 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
   // COPY and drain what is in flight, or collecting its result would wait
   // for the whole chunk (the source transaction is then aborted; the caller
   // does not use it again).
-  if (!failure.ok()) {
-    if (PGcancel* cancel = PQgetCancel(src.raw())) {
-      char err[256];
-      PQcancel(cancel, err, sizeof err);
-      PQfreeCancel(cancel);
-    }
-    for (;;) {
-      char* buf = nullptr;
-      int n = PQgetCopyData(src.raw(), &buf, 0);
-      if (buf) PQfreemem(buf);
-      if (n < 0) break;
-    }
-  }
+  if (!failure.ok()) CancelCopyOut(src);
   // Finish the source side (collect its final result).
   PgResult src_done(PQgetResult(src.raw()));
   if (failure.ok() && PQresultStatus(src_done.raw()) != PGRES_COMMAND_OK)
@@ -264,6 +328,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
   // One worker's connections: a source transaction in the exported snapshot, and a target session.
   struct Conns {
     std::unique_ptr<PgConn> src, dst;
+    std::unique_ptr<ChunkTarget> target;  // job.open_target's, instead of dst
   };
   auto open = [&](int id) -> Result<Conns> {
     ConnOptions o;
@@ -275,6 +340,10 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     if (!st.ok()) return st.WithContext("importing the copy snapshot");
     // A chunk and its row in midflight.chunks commit together; flushed before
     // the copy counts it done, whatever the target's synchronous_commit.
+    if (job.open_target) {
+      ASSIGN_OR_RETURN(c.target, job.open_target());
+      return c;
+    }
     o.settings.push_back("synchronous_commit=local");
     ASSIGN_OR_RETURN(c.dst, PgConn::Connect(job.target_uri, o));
     return c;
@@ -284,14 +353,23 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     const TableSchema& t = *job.tables.at(c.table);
     TableProgress& tp = *progress.at(c.table);
     int64_t rows = 0, bytes = 0;
-    Status s = cn.dst->Exec("BEGIN");
-    if (s.ok()) s = PipeChunk(*cn.src, *cn.dst, t, c, tp, &rows, &bytes, stop, job.rate);
-    if (s.ok()) {
+    if (cn.target) {
+      Status s = CopyToTarget(*cn.src, *cn.target, t, c, job.snapshot_lsn, tp, job.rate, stop);
+      if (!s.ok()) {
+        const bool named = s.message().find(t.id.ToString()) != std::string::npos;
+        return s.code() == StatusCode::kCancelled || named
+                   ? s
+                   : s.WithContext(fmt::format("copying {} chunk {}", t.id.ToString(), c.number));
+      }
+    }
+    Status s = cn.target ? Status::Ok() : cn.dst->Exec("BEGIN");
+    if (s.ok() && !cn.target) s = PipeChunk(*cn.src, *cn.dst, t, c, tp, &rows, &bytes, stop, job.rate);
+    if (s.ok() && !cn.target) {
       auto r = cn.dst->Query(kRecordChunkSql, {job.migration, t.id.ToString(), std::to_string(c.number),
                                                job.snapshot_lsn.ToString(), std::to_string(rows), std::to_string(bytes)});
       s = r.status();
     }
-    if (s.ok()) s = cn.dst->Exec("COMMIT");
+    if (s.ok() && !cn.target) s = cn.dst->Exec("COMMIT");
     if (!s.ok()) {
       (void)cn.dst->Exec("ROLLBACK");
       return s.WithContext(fmt::format("copying {} chunk {}", t.id.ToString(), c.number));
@@ -309,7 +387,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
   };
   auto worker = [&](int id) {
     const std::string where = fmt::format("copy worker {}", id);
-    std::optional<Conns> cn;
+    std::unique_ptr<Conns> cn;  // (not optional<>: GCC 12 then warns of maybe-uninitialized members)
     auto backoff = std::chrono::milliseconds(200);
     std::chrono::steady_clock::time_point first_failure{};
     std::optional<size_t> chunk;
@@ -317,7 +395,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
       Status st;
       if (!cn) {
         auto opened = open(id);
-        if (opened.ok()) cn = std::move(*opened);
+        if (opened.ok()) cn = std::make_unique<Conns>(std::move(*opened));
         else st = opened.status();
       }
       if (st.ok()) st = copy_one(*cn, *chunk);

@@ -20,6 +20,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/status.h"
@@ -44,6 +45,31 @@ using midflight::TableProgress;
 Result<std::vector<Chunk>> PlanChunks(PgConn& source, const std::vector<std::shared_ptr<const TableSchema>>& tables,
                                       int64_t chunk_rows);
 
+// One chunk's rows as the source sends them: COPY's text format, one row a
+// line (tab-separated fields, backslash escapes, \N for NULL), in the
+// table's writable column order.
+class CopyRows {
+ public:
+  virtual ~CopyRows() = default;
+  // The next row without its newline (valid until the next call); false at the end.
+  virtual Result<bool> Next(std::string_view* line) = 0;
+};
+
+// The target side of a chunk copy into another engine (engines/cross): the
+// copier keeps the source side (workers, knobs, the imported snapshot, the
+// chunk's COPY out, retries); a ChunkTarget writes the rows and records the
+// chunk. One per worker thread.
+class ChunkTarget {
+ public:
+  virtual ~ChunkTarget() = default;
+  // Writes `rows` and records chunk `c` with `snapshot`, its row and byte
+  // counts in one target transaction; adds to `progress` while it reads and
+  // takes its additions back when it fails. Cancelled when `stop` is set.
+  // *rows_written: the rows it wrote (checked against the source's count).
+  virtual Status Load(const TableSchema& t, const Chunk& c, PgLsn snapshot, CopyRows& rows, TableProgress& progress,
+                      RateLimiter* rate, const std::atomic<bool>& stop, int64_t* rows_written) = 0;
+};
+
 struct CopyJob {
   std::string source_uri, target_uri, migration;
   std::string snapshot_name;  // exported snapshot every worker imports
@@ -63,6 +89,9 @@ struct CopyJob {
   // Called once per table when the last of its chunks in `chunks` has
   // committed (any worker thread, after on_chunk_committed).
   std::function<void(const TableId&)> on_table_copied;
+  // Set for a target that is not PostgreSQL: each worker opens one instead
+  // of COPY into target_uri (which is then unused), and reads in text format.
+  std::function<Result<std::unique_ptr<ChunkTarget>>()> open_target;
 };
 
 // Copies every chunk of the job. Stops early (Cancelled) when `stop` is set;

@@ -1,0 +1,1178 @@
+#include "engines/cross/pg_to_my.h"
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <mysql.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "base/log.h"
+#include "base/parse.h"
+#include "base/uri.h"
+#include "control/compare.h"
+#include "control/phase_driver.h"
+#include "control/run_util.h"
+#include "control/runtime.h"
+#include "control/spec.h"
+#include "control/state_store.h"
+#include "engines/cross/pg_to_my_types.h"
+#include "engines/mysql/catalog.h"
+#include "engines/mysql/my_applier.h"
+#include "engines/mysql/my_conn.h"
+#include "engines/mysql/schema_loader.h"
+#include "engines/postgres/catalog.h"
+#include "engines/postgres/change_stream.h"
+#include "engines/postgres/pg_conn.h"
+#include "engines/postgres/pg_types.h"
+#include "engines/postgres/snapshot_copier.h"
+#include "pipeline/flow.h"
+#include "proxy/traffic_switch.h"
+
+namespace midflight {
+namespace {
+
+using mysql::MyConn;
+using mysql::MyResult;
+using pg::PgConn;
+using pg::PgResult;
+using Casts = std::map<TableId, cross::PgTableCast>;
+
+cross::PgCastOptions OptionsOf(const MigrationSpec& spec, const std::string& target_db, bool mariadb) {
+  cross::PgCastOptions o;
+  o.numeric_decimal = spec.casting.numeric_decimal;
+  o.out_of_range_null = spec.casting.out_of_range_null;
+  o.collation = spec.casting.collation;
+  o.mariadb = mariadb;
+  o.target_db = target_db;
+  o.column_types = spec.casting.columns;
+  return o;
+}
+
+std::string OidList(const std::vector<TablePtr>& tables) {
+  std::string out = "{";
+  for (const auto& t : tables) out += (out.size() > 1 ? "," : "") + std::to_string(t->source_oid);
+  return out + "}";
+}
+
+// Enum labels, domains, identity/serial columns and secondary unique
+// columns of `tables`, from pg_catalog.
+Result<std::map<TableId, cross::PgTableFacts>> LoadFacts(PgConn& src, const std::vector<TablePtr>& tables) {
+  std::map<TableId, cross::PgTableFacts> out;
+  if (tables.empty()) return out;
+  const std::string oids = OidList(tables);
+  ASSIGN_OR_RETURN(PgResult en, src.Query(R"sql(
+SELECT n.nspname, c.relname, a.attname, e.enumlabel
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_enum e ON e.enumtypid = a.atttypid
+ WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+ ORDER BY n.nspname, c.relname, a.attnum, e.enumsortorder)sql",
+                                          {oids}));
+  for (int i = 0; i < en.rows(); ++i)
+    out[{en.GetString(i, 0), en.GetString(i, 1)}].enum_labels[en.GetString(i, 2)].push_back(en.GetString(i, 3));
+  ASSIGN_OR_RETURN(PgResult dom, src.Query(R"sql(
+SELECT n.nspname, c.relname, a.attname, format_type(t.oid, NULL), bt.oid, format_type(t.typbasetype, t.typtypmod),
+       bt.typtype, coalesce(be.oid, 0), coalesce(format_type(be.oid, NULL), ''), format_type(bt.oid, NULL)
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_type t ON t.oid = a.atttypid AND t.typtype = 'd'
+  JOIN pg_type bt ON bt.oid = t.typbasetype
+  LEFT JOIN pg_type be ON be.oid = bt.typelem AND bt.typcategory = 'A'
+ WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped)sql",
+                                           {oids}));
+  for (int i = 0; i < dom.rows(); ++i) {
+    const char typtype = dom.Get(i, 6).empty() ? 'b' : dom.Get(i, 6)[0];
+    ColumnType base = pg::PgColumnType(static_cast<uint32_t>(dom.GetInt(i, 4)), dom.GetString(i, 5), typtype,
+                                       static_cast<uint32_t>(dom.GetInt(i, 7)), dom.GetString(i, 8));
+    base.native_base = dom.GetString(i, 9);
+    out[{dom.GetString(i, 0), dom.GetString(i, 1)}].domains[dom.GetString(i, 2)] = {dom.GetString(i, 3), base};
+  }
+  ASSIGN_OR_RETURN(PgResult ident, src.Query(R"sql(
+SELECT n.nspname, c.relname, a.attname
+  FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped
+   AND pg_get_serial_sequence(format('%I.%I', n.nspname, c.relname), a.attname) IS NOT NULL)sql",
+                                             {oids}));
+  for (int i = 0; i < ident.rows(); ++i)
+    out[{ident.GetString(i, 0), ident.GetString(i, 1)}].identity = ident.GetString(i, 2);
+  ASSIGN_OR_RETURN(PgResult uq, src.Query(R"sql(
+SELECT n.nspname, c.relname, a.attname
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+ WHERE i.indrelid = ANY($1::oid[]) AND i.indisunique AND NOT i.indisprimary)sql",
+                                          {oids}));
+  for (int i = 0; i < uq.rows(); ++i)
+    out[{uq.GetString(i, 0), uq.GetString(i, 1)}].unique_columns.insert(uq.GetString(i, 2));
+  return out;
+}
+
+// The casts of every table of the spec; a table with no cast adds a problem.
+Casts CastAll(const std::vector<TablePtr>& tables, const std::map<TableId, cross::PgTableFacts>& facts,
+              const cross::PgCastOptions& options, std::vector<std::string>* problems) {
+  Casts out;
+  std::map<std::string, TableId> names;
+  for (const auto& t : tables) {
+    auto [it, fresh] = names.emplace(t->id.name, t->id);
+    if (!fresh) {
+      problems->push_back(fmt::format("tables {} and {} would both be {}.{} in MySQL (one database): exclude one",
+                                      it->second.ToString(), t->id.ToString(), options.target_db, t->id.name));
+      continue;
+    }
+    auto f = facts.find(t->id);
+    auto cast = cross::CastPgTable(*t, f == facts.end() ? cross::PgTableFacts{} : f->second, options);
+    if (!cast.ok()) {
+      problems->push_back(cast.status().message());
+      continue;
+    }
+    out[t->id] = std::move(*cast);
+  }
+  return out;
+}
+
+// "(id=42)" for a row error, from the target-order fields.
+std::string KeyOf(const TableSchema& target, const std::vector<std::optional<std::string>>& row) {
+  std::string out = "(";
+  for (size_t i = 0; i < target.key.size(); ++i) {
+    const auto& v = row[target.key[i]];
+    out += fmt::format("{}{}={}", i ? ", " : "", target.columns[target.key[i]].name,
+                       v ? v->substr(0, 64) : std::string("NULL"));
+  }
+  return out + ")";
+}
+
+// Splits a COPY text line into its fields (escapes undone; nullopt for \N).
+void SplitCopyLine(std::string_view line, std::vector<std::optional<std::string>>* out) {
+  out->clear();
+  size_t start = 0;
+  for (;;) {
+    size_t tab = line.find('\t', start);
+    std::string_view f = line.substr(start, tab == std::string_view::npos ? std::string_view::npos : tab - start);
+    if (f == "\\N")
+      out->push_back(std::nullopt);
+    else
+      out->push_back(cross::UnescapeCopyField(f));
+    if (tab == std::string_view::npos) break;
+    start = tab + 1;
+  }
+}
+
+// ---- the copy's target side ---------------------------------------------------
+
+// Feeds LOAD DATA LOCAL INFILE from a chunk's COPY rows, each value cast, in
+// LOAD DATA's default text format (tab, newline, backslash escapes, \N).
+struct Feed {
+  pg::CopyRows* rows = nullptr;
+  const cross::PgTableCast* cast = nullptr;
+  bool out_of_range_null = false;
+  const std::atomic<bool>* stop = nullptr;
+  int64_t max_row_bytes = 0;
+  TableProgress* progress = nullptr;
+  RateLimiter* rate = nullptr;
+  int64_t shown_rows = 0, shown_bytes = 0;
+  std::string buf;
+  size_t off = 0;
+  bool eof = false;
+  int64_t row_count = 0, byte_count = 0;
+  Status error;
+  std::vector<std::optional<std::string>> fields, cast_fields;
+
+  bool Fill() {
+    if (stop->load()) {
+      error = Cancelled("stopped");
+      return false;
+    }
+    std::string_view line;
+    auto more = rows->Next(&line);
+    if (!more.ok()) {
+      error = more.status();
+      return false;
+    }
+    if (!*more) {
+      eof = true;
+      return false;
+    }
+    const TableSchema& t = *cast->target;
+    SplitCopyLine(line, &fields);
+    if (fields.size() != cast->columns.size()) {
+      error = Internal(fmt::format("copy of {}: {} fields read, {} expected", cast->source->id.ToString(),
+                                   fields.size(), cast->columns.size()));
+      return false;
+    }
+    cast_fields.assign(fields.size(), std::nullopt);
+    int64_t row_bytes = 0;
+    for (size_t i = 0; i < fields.size(); ++i) {
+      if (!fields[i]) continue;
+      row_bytes += static_cast<int64_t>(fields[i]->size());
+      auto v = cross::ToMyText(cast->columns[i], *fields[i], out_of_range_null);
+      if (!v.ok()) {
+        error = DataLoss(
+            fmt::format("table {} key {} {}", cast->source->id.ToString(), KeyOf(t, fields), v.status().message()));
+        return false;
+      }
+      cast_fields[i] = std::move(*v);
+    }
+    if (max_row_bytes > 0 && row_bytes > max_row_bytes) {
+      error = OperatorError(fmt::format("table {} key {}: the row has {} bytes, above max_row_bytes {}",
+                                        cast->source->id.ToString(), KeyOf(t, fields), row_bytes, max_row_bytes));
+      return false;
+    }
+    for (size_t i = 0; i < cast_fields.size(); ++i) {
+      if (i) buf.push_back('\t');
+      if (!cast_fields[i]) {
+        buf += "\\N";
+        continue;
+      }
+      for (char ch : *cast_fields[i]) {
+        switch (ch) {
+          case '\\': buf += "\\\\"; break;
+          case '\t': buf += "\\t"; break;
+          case '\n': buf += "\\n"; break;
+          case '\r': buf += "\\r"; break;
+          case '\0': buf += "\\0"; break;
+          default: buf.push_back(ch);
+        }
+      }
+    }
+    buf.push_back('\n');
+    ++row_count;
+    byte_count += row_bytes;
+    if (row_count % 1024 == 0) {
+      progress->rows += row_count - shown_rows;
+      progress->bytes += byte_count - shown_bytes;
+      shown_rows = row_count;
+      shown_bytes = byte_count;
+      if (rate) rate->Acquire(1024, *stop);
+    }
+    return true;
+  }
+
+  void Settle(bool committed) {
+    progress->rows += committed ? row_count - shown_rows : -shown_rows;
+    progress->bytes += committed ? byte_count - shown_bytes : -shown_bytes;
+    shown_rows = shown_bytes = 0;
+  }
+
+  int Read(char* out, unsigned int len) {
+    while (buf.size() - off < len && !eof && error.ok()) {
+      if (off > 0 && off == buf.size()) {
+        buf.clear();
+        off = 0;
+      }
+      if (!Fill()) break;
+      if (buf.size() - off >= 1 << 16) break;
+    }
+    if (!error.ok()) return -1;
+    size_t n = std::min<size_t>(len, buf.size() - off);
+    std::memcpy(out, buf.data() + off, n);
+    off += n;
+    if (off == buf.size()) {
+      buf.clear();
+      off = 0;
+    }
+    return static_cast<int>(n);
+  }
+};
+
+int InfileInit(void** ptr, const char*, void* userdata) {
+  *ptr = userdata;
+  return 0;
+}
+int InfileRead(void* ptr, char* buf, unsigned int len) {
+  return static_cast<Feed*>(ptr)->Read(buf, len);
+}
+void InfileEnd(void*) {}
+int InfileError(void* ptr, char* msg, unsigned int len) {
+  std::snprintf(msg, len, "%s", static_cast<Feed*>(ptr)->error.message().c_str());
+  return 2000;
+}
+
+// One copy worker's MySQL connection: a chunk's rows, cast, by LOAD DATA,
+// and its midflight.chunks row, in one transaction.
+class MyChunkTarget final : public pg::ChunkTarget {
+ public:
+  MyChunkTarget(std::unique_ptr<MyConn> conn, std::string migration, std::shared_ptr<const Casts> casts,
+                bool out_of_range_null, int64_t max_row_bytes)
+      : conn_(std::move(conn)),
+        migration_(std::move(migration)),
+        casts_(std::move(casts)),
+        null_(out_of_range_null),
+        max_row_bytes_(max_row_bytes) {}
+
+  Status Load(const TableSchema& t, const Chunk& c, PgLsn snapshot, pg::CopyRows& rows, TableProgress& progress,
+              RateLimiter* rate, const std::atomic<bool>& stop, int64_t* written) override {
+    const cross::PgTableCast& cast = casts_->at(t.id);
+    const TableSchema& mt = *cast.target;
+    std::vector<std::string> load, sets;
+    for (size_t i = 0; i < mt.columns.size(); ++i) {
+      const std::string q = mysql::QuoteIdent(mt.columns[i].name);
+      if (mt.columns[i].type.native_base == "bit") {
+        // LOAD DATA cannot read b'..': the number goes through a variable.
+        load.push_back(fmt::format("@v{}", i));
+        sets.push_back(fmt::format("{} = CAST(@v{} AS UNSIGNED)", q, i));
+      } else {
+        load.push_back(q);
+      }
+    }
+    Feed feed;
+    feed.rows = &rows;
+    feed.cast = &cast;
+    feed.out_of_range_null = null_;
+    feed.stop = &stop;
+    feed.max_row_bytes = max_row_bytes_;
+    feed.progress = &progress;
+    feed.rate = rate;
+    mysql_set_local_infile_handler(conn_->raw(), InfileInit, InfileRead, InfileEnd, InfileError, &feed);
+    const std::string sql = fmt::format(
+        "LOAD DATA LOCAL INFILE 'midflight-{}' INTO TABLE {} CHARACTER SET binary FIELDS TERMINATED BY '\\t' "
+        "ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){}",
+        c.number, mysql::QuoteQualified(mt.id.schema, mt.id.name), fmt::join(load, ", "),
+        sets.empty() ? "" : fmt::format(" SET {}", fmt::join(sets, ", ")));
+    Status st = conn_->Exec(sql);
+    mysql_set_local_infile_default(conn_->raw());
+    if (!feed.error.ok()) st = feed.error;
+    if (st.ok() && mysql_warning_count(conn_->raw()) > 0) {
+      auto w = conn_->Query("SHOW WARNINGS LIMIT 1");
+      st = DataLoss(fmt::format("loading table {} into MySQL changed a value: {}", t.id.ToString(),
+                                w.ok() && w->rows() > 0 ? w->Get(0, 2) : "a warning"));
+    }
+    if (st.ok())
+      st = conn_->Exec(fmt::format(
+          "INSERT INTO midflight.chunks (migration, table_name, chunk, snapshot_pos, rows_copied, bytes_copied) "
+          "VALUES ({}, {}, {}, {}, {}, {})",
+          mysql::QuoteString(migration_), mysql::QuoteString(t.id.ToString()), c.number, snapshot.value(),
+          feed.row_count, feed.byte_count));
+    if (st.ok()) st = conn_->Exec("COMMIT");
+    feed.Settle(st.ok());
+    if (!st.ok()) {
+      (void)conn_->Exec("ROLLBACK");
+      return st;
+    }
+    *written = feed.row_count;
+    LOG_DEBUG("copied {} chunk {}: {} rows", t.id.ToString(), c.number, feed.row_count);
+    return Status::Ok();
+  }
+
+ private:
+  std::unique_ptr<MyConn> conn_;
+  std::string migration_;
+  std::shared_ptr<const Casts> casts_;
+  bool null_;
+  int64_t max_row_bytes_;
+};
+
+// ---- the stream's target side ---------------------------------------------------
+
+// A partition's MyChangeSink behind the casting table: every change's
+// PostgreSQL values become MySQL text forms of its MySQL twin table. A value
+// that cannot cross stops the flow, naming table, key and column. An update
+// that left TOASTed values unchanged (pgoutput does not resend them) takes
+// them from the target's current row, which holds every earlier change of
+// that key (per-key order; the applier already merged the batch's own).
+class CastingSink final : public ChangeSink {
+ public:
+  CastingSink(std::unique_ptr<mysql::MyChangeSink> inner, std::shared_ptr<const Casts> casts, bool null,
+              std::string target_uri)
+      : inner_(std::move(inner)), casts_(std::move(casts)), null_(null), target_uri_(std::move(target_uri)) {}
+
+  // MyChangeSink stores any 64-bit position; here it is an LSN.
+  Result<ChangePosition> LoadCheckpoint() override {
+    ASSIGN_OR_RETURN(ChangePosition cp, inner_->LoadCheckpoint());
+    return ChangePosition{Position::Pg(cp.commit_lsn.value()), cp.seq};
+  }
+  Status Reconnect() override {
+    lookup_.reset();
+    return inner_->Reconnect();
+  }
+  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override {
+    std::vector<Change> out;
+    out.reserve(changes.size());
+    for (const Change& c : changes) {
+      ASSIGN_OR_RETURN(Change cast, Cast(c));
+      out.push_back(std::move(cast));
+    }
+    return inner_->ApplyBatch(out, checkpoint, conflicts);
+  }
+  Status ApplyBarrier(const Change& change, uint32_t partitions) override {
+    ASSIGN_OR_RETURN(Change cast, Cast(change));
+    return inner_->ApplyBarrier(cast, partitions);
+  }
+
+ private:
+  // Target column i comes from layout column map[i] (by name: the layout is
+  // what the source's Relation message said, cached per layout).
+  Result<const std::vector<int>*> MapOf(const TablePtr& layout, const cross::PgTableCast& cast) {
+    auto it = maps_.find(layout.get());
+    if (it != maps_.end()) return &it->second.second;
+    std::vector<int> map;
+    for (const auto& c : cast.columns) {
+      int idx = layout->ColumnIndex(c.name);
+      if (idx < 0)
+        return OperatorError(
+            fmt::format("table {}: the source no longer sends column {}; drop it on the target too "
+                        "(or add it back on the source), then run again",
+                        layout->id.ToString(), c.name));
+      map.push_back(idx);
+    }
+    auto [pos, _] = maps_.emplace(layout.get(), std::make_pair(layout, std::move(map)));
+    return &pos->second.second;
+  }
+
+  Result<std::vector<Datum>> Values(const Change& c, const cross::PgTableCast& cast, const std::vector<int>& map,
+                                    const std::vector<Datum>& in) {
+    std::vector<Datum> out;
+    if (in.empty()) return out;
+    out.reserve(map.size());
+    for (size_t i = 0; i < map.size(); ++i) {
+      const Datum& d = static_cast<size_t>(map[i]) < in.size() ? in[map[i]] : Datum::Null();
+      if (d.kind != Datum::Kind::kText) {
+        out.push_back(d);
+        continue;
+      }
+      auto v = cross::ToMyText(cast.columns[i], d.text, null_);
+      if (!v.ok())
+        return DataLoss(fmt::format("table {} key ({}) {}", c.table->id.ToString(), c.KeyText(), v.status().message()));
+      out.push_back(*v ? Datum::Text(std::move(**v)) : Datum::Null());
+    }
+    return out;
+  }
+
+  // Fills the unchanged values of an update from the target's current row.
+  Status FillUnchanged(const cross::PgTableCast& cast, Change* c) {
+    const TableSchema& t = *cast.target;
+    std::vector<std::string> cols, where;
+    std::vector<size_t> missing;
+    for (size_t i = 0; i < c->values.size(); ++i) {
+      if (!c->values[i].is_unchanged()) continue;
+      missing.push_back(i);
+      const std::string q = mysql::QuoteIdent(t.columns[i].name);
+      cols.push_back(t.columns[i].type.native_base == "bit" ? fmt::format("CAST({} AS UNSIGNED)", q) : q);
+    }
+    // The row is still under its old key when the update moves it.
+    const std::vector<Datum>& key_image = c->MovesKey() && !c->old.empty() ? c->old : c->values;
+    for (int k : t.key) {
+      const Datum& d = key_image[k];
+      if (d.kind != Datum::Kind::kText)
+        return DataLoss(
+            fmt::format("table {}: key column {} has no value in an update", t.id.ToString(), t.columns[k].name));
+      std::string lit;
+      switch (mysql::LiteralKindOf(t.columns[k])) {
+        case mysql::LiteralKind::kNumber: lit = d.text; break;
+        case mysql::LiteralKind::kQuoted: lit = mysql::QuoteString(d.text); break;
+        case mysql::LiteralKind::kText: lit = "_" + t.columns[k].type.charset + " " + mysql::HexLiteral(d.text); break;
+        case mysql::LiteralKind::kBinary: lit = mysql::HexLiteral(d.text); break;
+      }
+      where.push_back(fmt::format("{} = {}", mysql::QuoteIdent(t.columns[k].name), lit));
+    }
+    if (!lookup_ || lookup_->IsBroken()) {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-apply-lookup";
+      ASSIGN_OR_RETURN(lookup_, MyConn::Connect(target_uri_, o));
+    }
+    ASSIGN_OR_RETURN(MyResult r, lookup_->Query(fmt::format("SELECT {} FROM {} WHERE {}", fmt::join(cols, ", "),
+                                                            mysql::QuoteQualified(t.id.schema, t.id.name),
+                                                            fmt::join(where, " AND "))));
+    if (r.rows() != 1)
+      return DataLoss(
+          fmt::format("table {} key ({}): an update left values unchanged (TOAST) and the target has no "
+                      "row to take them from; set REPLICA IDENTITY FULL on the source table, or compare "
+                      "and repair the row",
+                      t.id.ToString(), c->KeyText()));
+    for (size_t j = 0; j < missing.size(); ++j)
+      c->values[missing[j]] =
+          r.IsNull(0, static_cast<int>(j)) ? Datum::Null() : Datum::Text(r.Get(0, static_cast<int>(j)));
+    if (!filled_logged_)
+      LOG_INFO(
+          "table {}: an update left TOASTed values unchanged; they are taken from the target's row (logged once "
+          "per partition)",
+          t.id.ToString());
+    filled_logged_ = true;
+    return Status::Ok();
+  }
+
+  Result<Change> Cast(const Change& c) {
+    Change out = c;
+    if (c.table) {
+      auto it = casts_->find(c.table->id);
+      if (it == casts_->end()) return Internal(fmt::format("table {} has no cast", c.table->id.ToString()));
+      ASSIGN_OR_RETURN(const std::vector<int>* map, MapOf(c.table, it->second));
+      out.table = it->second.target;
+      ASSIGN_OR_RETURN(out.values, Values(c, it->second, *map, c.values));
+      ASSIGN_OR_RETURN(out.old, Values(c, it->second, *map, c.old));
+      if (out.kind == ChangeKind::kUpdate && out.HasUnchangedValues()) RETURN_IF_ERROR(FillUnchanged(it->second, &out));
+    }
+    out.truncated.clear();
+    for (const auto& t : c.truncated) {
+      auto it = casts_->find(t->id);
+      if (it == casts_->end()) return Internal(fmt::format("table {} has no cast", t->id.ToString()));
+      out.truncated.push_back(it->second.target);
+    }
+    return out;
+  }
+
+  std::unique_ptr<mysql::MyChangeSink> inner_;
+  std::shared_ptr<const Casts> casts_;
+  const bool null_;
+  const std::string target_uri_;
+  // Applier thread only.
+  std::map<const TableSchema*, std::pair<TablePtr, std::vector<int>>> maps_;
+  std::unique_ptr<MyConn> lookup_;
+  bool filled_logged_ = false;
+};
+
+// What the slot may be told is consumed. With innodb_flush_log_at_trx_commit
+// = 1 a commit is on disk when it returns: what the appliers committed. With
+// 0 or 2 the log reaches the disk once every innodb_flush_log_at_timeout
+// seconds, so a commit is only known durable that long (plus a margin) after
+// it returned: the feedback confirms the committed position seen `delay` ago.
+class DurableHorizon {
+ public:
+  explicit DurableHorizon(std::chrono::milliseconds delay) : delay_(delay) {}
+  uint64_t operator()(uint64_t committed) {
+    std::lock_guard<std::mutex> lock(mu_);
+    const auto now = std::chrono::steady_clock::now();
+    if (delay_.count() == 0) return committed;
+    if (samples_.empty() || samples_.back().second != committed) samples_.emplace_back(now, committed);
+    while (!samples_.empty() && now - samples_.front().first >= delay_) {
+      confirmed_ = std::max(confirmed_, samples_.front().second);
+      samples_.pop_front();
+    }
+    return confirmed_;
+  }
+
+ private:
+  const std::chrono::milliseconds delay_;
+  std::mutex mu_;
+  std::deque<std::pair<std::chrono::steady_clock::time_point, uint64_t>> samples_;  // guarded by mu_
+  uint64_t confirmed_ = 0;                                                          // guarded by mu_
+};
+
+// Flushed WAL position of the PostgreSQL source (see engines/postgres/replication_ops.cc FlushedPosition).
+Result<uint64_t> FlushedPosition(PgConn& conn) {
+  Status st = conn.Exec(
+      "BEGIN; SET LOCAL synchronous_commit = on; "
+      "SELECT pg_logical_emit_message(true, 'midflight', 'position'); COMMIT");
+  if (!st.ok()) (void)conn.Exec("ROLLBACK");
+  ASSIGN_OR_RETURN(std::string v, conn.QueryValue(st.ok() ? "SELECT pg_current_wal_flush_lsn()::text"
+                                                          : "SELECT pg_current_wal_insert_lsn()::text"));
+  ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(v));
+  return lsn.value();
+}
+
+// Sets each AUTO_INCREMENT from its PostgreSQL sequence's next value.
+Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts) {
+  for (const auto& [id, cast] : casts) {
+    for (const auto& c : cast.columns) {
+      if (!c.auto_increment) continue;
+      ASSIGN_OR_RETURN(std::string seq, src.QueryValue("SELECT coalesce(pg_get_serial_sequence($1, $2), '')",
+                                                       {pg::QuoteQualified(id.schema, id.name), c.name}));
+      if (seq.empty()) continue;
+      ASSIGN_OR_RETURN(std::string next,
+                       src.QueryValue(fmt::format(
+                           "SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {}", seq)));
+      RETURN_IF_ERROR(dst.Exec(fmt::format("ALTER TABLE {} AUTO_INCREMENT = {}",
+                                           mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name), next))
+                          .WithContext(fmt::format("table {} AUTO_INCREMENT", cast.target->id.ToString())));
+    }
+  }
+  return Status::Ok();
+}
+
+// ---- replication ---------------------------------------------------------------
+
+// Forward replication only. Connections: the monitor's on the monitor
+// thread; the operation's under mu_.
+class CrossReplication final : public ReplicationOps {
+ public:
+  CrossReplication(const MigrationSpec& spec, MigrationRuntime& runtime, std::string target_db,
+                   std::map<TableId, TablePtr> tables, std::shared_ptr<const Casts> casts,
+                   std::chrono::milliseconds feedback_delay)
+      : spec_(spec),
+        runtime_(runtime),
+        target_db_(std::move(target_db)),
+        tables_(std::move(tables)),
+        casts_(std::move(casts)),
+        feedback_delay_(feedback_delay) {}
+
+  Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>&, const ReplicateStart& rs) override {
+    if (from != proxy::Side::kSource)
+      return OperatorError(
+          "reverse replication MySQL -> PostgreSQL is not supported yet (postgres -> mysql "
+          "migrations replicate forward only)");
+    pg::StreamConfig sc;
+    sc.source_uri = spec_.source;
+    sc.slot = spec_.slot_name();
+    sc.publication = spec_.publication_name();
+    sc.tables = tables_;
+    sc.application_name = "midflight-stream-forward";
+    // The stream's layouts keep the source's column types (the casting
+    // table reads PostgreSQL text forms); a column the MySQL twin lacks stops it.
+    sc.target_columns = [tables = tables_, casts = casts_](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+      const TableSchema& t = *tables.at(id);
+      const cross::PgTableCast& cast = casts->at(id);
+      std::vector<ColumnSchema> out;
+      for (int i : cast.source_index) out.push_back(t.columns[i]);
+      return out;
+    };
+    auto horizon = std::make_shared<DurableHorizon>(feedback_delay_);
+    sc.durable = [horizon](uint64_t committed) { return (*horizon)(committed); };
+    FlowOptions fo;
+    fo.label = "forward";
+    fo.partitions = rs.partitions;
+    fo.filter = rs.filter;
+    fo.log_factory = rs.log_factory;
+    fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
+    MigrationRuntime* rt = &runtime_;
+    fo.applier.settings = [rt] { return rt->ApplyNow(); };
+    fo.applier.throttle = &rt->throttle;
+    fo.applier.rate = &rt->apply_rate;
+    fo.applier.conflicts = &rt->conflicts;
+    // Set by a sink that lost its MySQL connection: the target may have lost
+    // commits it acknowledged; the flow starts again from its checkpoints.
+    auto lost = std::make_shared<std::atomic<bool>>(false);
+    SinkFactory open_sink = [target = spec_.target, db = target_db_, name = spec_.name, casts = casts_,
+                             null = spec_.casting.out_of_range_null,
+                             lost](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+      ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(target, db, name, p));
+      sink->SetTargetLostFlag(lost.get());
+      return std::unique_ptr<ChangeSink>(std::make_unique<CastingSink>(std::move(sink), casts, null, target));
+    };
+    StartedFlow out;
+    ASSIGN_OR_RETURN(out.flow,
+                     Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
+    out.tables = tables_;
+    out.restart = lost;
+    Say(fmt::format("replicating: slot {} of {} into MySQL database {}{}", spec_.slot_name(), RedactUri(spec_.source),
+                    target_db_,
+                    feedback_delay_.count() ? fmt::format(" (slot feedback held {} ms: the target flushes its log "
+                                                          "on a timer)",
+                                                          feedback_delay_.count())
+                                            : ""));
+    return out;
+  }
+
+  Result<uint64_t> CommittedPosition(proxy::Side side) override {
+    if (side != proxy::Side::kSource) return OperatorError("postgres -> mysql: the target's positions are not read");
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!control_ || control_->IsBroken()) {
+      pg::ConnOptions o;
+      o.application_name = "midflight-control";
+      ASSIGN_OR_RETURN(control_, PgConn::Connect(spec_.source, o));
+    }
+    return FlushedPosition(*control_);
+  }
+
+  uint64_t CurrentPosition(proxy::Side side) override {
+    if (side != proxy::Side::kSource) return 0;
+    if (!monitor_ || monitor_->IsBroken()) {
+      pg::ConnOptions o;
+      o.application_name = "midflight-monitor";
+      auto c = PgConn::Connect(spec_.source, o);
+      monitor_ = c.ok() ? std::move(*c) : nullptr;
+    }
+    if (!monitor_) return 0;
+    auto v = monitor_->QueryValue("SELECT pg_current_wal_insert_lsn()::text");
+    if (!v.ok()) return 0;
+    auto lsn = PgLsn::Parse(*v);
+    return lsn.ok() ? lsn->value() : 0;
+  }
+
+  Result<std::vector<TableId>> TablesInScope() override {
+    if (!monitor_ || monitor_->IsBroken()) return RetryCall("source: no monitor connection");
+    ASSIGN_OR_RETURN(auto listed, pg::ListUserTables(*monitor_));
+    std::vector<TableId> out;
+    for (const auto& id : listed)
+      if (TableSelected(spec_.tables, spec_.exclude, id)) out.push_back(id);
+    return out;
+  }
+
+  std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
+
+  Status SyncSequences(proxy::Side from) override {
+    if (from != proxy::Side::kSource) return OperatorError("postgres -> mysql: sequences are carried forward only");
+    pg::ConnOptions po;
+    po.application_name = "midflight-control";
+    ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec_.source, po));
+    mysql::ConnOptions mo;
+    mo.program_name = "midflight-control";
+    ASSIGN_OR_RETURN(auto dst, MyConn::Connect(spec_.target, mo));
+    return SyncAutoIncrements(*src, *dst, *casts_);
+  }
+
+  std::vector<std::string> CleanUpOnComplete() override {
+    std::vector<std::string> done;
+    pg::ConnOptions o;
+    o.application_name = "midflight-control";
+    auto src = PgConn::Connect(spec_.source, o);
+    if (!src.ok()) {
+      LOG_WARN("complete: cannot connect to the source to clean up: {}", src.status().message());
+      return done;
+    }
+    if ((*src)
+            ->Query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND "
+                    "NOT active",
+                    {spec_.slot_name()})
+            .ok())
+      done.push_back("source: replication slot " + spec_.slot_name() + " dropped");
+    if ((*src)->Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", pg::QuoteIdent(spec_.publication_name()))).ok())
+      done.push_back("source: publication " + spec_.publication_name() + " dropped");
+    return done;
+  }
+
+  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
+                               const std::atomic<bool>*, const VerifyRun&) override {
+    return OperatorError("verification across engines (postgres -> mysql) is not built yet");
+  }
+
+ private:
+  const MigrationSpec& spec_;
+  MigrationRuntime& runtime_;
+  const std::string target_db_;
+  const std::map<TableId, TablePtr> tables_;
+  const std::shared_ptr<const Casts> casts_;
+  const std::chrono::milliseconds feedback_delay_;
+  std::mutex mu_;
+  std::unique_ptr<PgConn> control_;  // guarded by mu_
+  std::unique_ptr<PgConn> monitor_;  // monitor thread only
+};
+
+// ---- the engine ------------------------------------------------------------------
+
+class PgToMyEngine final : public Engine {
+ public:
+  PgToMyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
+      : spec_(spec), store_(store), runtime_(runtime) {
+    runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
+  }
+
+  std::string_view name() const override { return "postgres-to-mysql"; }
+  Status Preflight(bool fresh, std::vector<std::string>* problems) override;
+  const std::vector<TablePtr>& tables() const override { return tables_; }
+  std::string Sides() const override {
+    return fmt::format("reading PostgreSQL {}, writing MySQL {}", RedactUri(spec_.source), RedactUri(spec_.target));
+  }
+  std::vector<std::pair<std::string, std::string>> InitialState() const override {
+    return {{"source", RedactUri(spec_.source)}, {"target", RedactUri(spec_.target)}};
+  }
+  std::string TableProblem(const TableSchema& t) const override {
+    if (!t.key.empty()) return "";
+    return fmt::format(
+        "table {} has no primary key and no replica identity index, so its updates and deletes "
+        "cannot be matched in MySQL: add a primary key, or add it to exclude",
+        t.id.ToString());
+  }
+  Status CreateSchema() override;
+  Result<std::vector<Chunk>> PlanChunks(int64_t chunk_rows) override {
+    RETURN_IF_ERROR(ReconnectControl());
+    return pg::PlanChunks(*src_, tables_, chunk_rows);
+  }
+  Result<DoneChunks> LoadDoneChunks() override;
+  Status PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) override;
+  Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                    std::function<void(int)> on_chunk_committed) override;
+  Status FinishSchema() override;
+  ReplicationOps& Replication() override {
+    if (!repl_)
+      repl_ = std::make_unique<CrossReplication>(spec_, runtime_, target_db_, by_id_, casts_, feedback_delay_);
+    return *repl_;
+  }
+  std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
+
+ private:
+  Status ReconnectControl() {
+    if (!src_ || src_->IsBroken() || !src_->Exec("SELECT 1").ok()) {
+      pg::ConnOptions o;
+      o.application_name = "midflight-control";
+      ASSIGN_OR_RETURN(src_, PgConn::Connect(spec_.source, o));
+    }
+    if (!dst_ || dst_->IsBroken() || !dst_->Exec("SELECT 1").ok()) {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-control";
+      ASSIGN_OR_RETURN(dst_, MyConn::Connect(spec_.target, o));
+    }
+    return Status::Ok();
+  }
+
+  const MigrationSpec& spec_;
+  StateStore& store_;
+  MigrationRuntime& runtime_;
+  std::string target_db_;
+  std::unique_ptr<PgConn> src_;
+  std::unique_ptr<MyConn> dst_;
+  std::vector<TablePtr> tables_;
+  std::map<TableId, TablePtr> by_id_;
+  std::shared_ptr<Casts> casts_ = std::make_shared<Casts>();
+  std::chrono::milliseconds feedback_delay_{0};
+  int64_t max_row_bytes_ = 0;
+  bool have_slot_ = false;
+  std::unique_ptr<CrossReplication> repl_;
+};
+
+Status PgToMyEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
+  pg::ConnOptions po;
+  po.application_name = "midflight-control";
+  auto src = PgConn::Connect(spec_.source, po);
+  if (!src.ok()) problems->push_back("source: " + src.status().message());
+  mysql::ConnOptions mo;
+  mo.program_name = "midflight-control";
+  auto dst = MyConn::Connect(spec_.target, mo);
+  if (!dst.ok()) problems->push_back("target: " + dst.status().message());
+  if (!problems->empty()) return Status::Ok();
+  src_ = std::move(*src);
+  dst_ = std::move(*dst);
+  ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec_.target));
+  target_db_ = tu.database;
+  if (target_db_.empty()) problems->push_back("target: the URI names no database (mysql://user@host:port/DATABASE)");
+
+  // The source side: as a PostgreSQL -> PostgreSQL migration's.
+  ASSIGN_OR_RETURN(std::string wal_level, src_->QueryValue("SHOW wal_level"));
+  if (wal_level != "logical")
+    problems->push_back(
+        fmt::format("source: wal_level is '{}'; set wal_level = logical in postgresql.conf and "
+                    "restart the source server",
+                    wal_level));
+  ASSIGN_OR_RETURN(std::string encoding, src_->QueryValue("SHOW server_encoding"));
+  if (encoding != "UTF8")
+    problems->push_back(
+        fmt::format("source: the database's encoding is {}; its text goes to MySQL as utf8mb4, so "
+                    "only UTF8 databases are migrated",
+                    encoding));
+  ASSIGN_OR_RETURN(
+      std::string can_replicate,
+      src_->QueryValue("SELECT (rolsuper OR rolreplication)::text FROM pg_roles WHERE rolname = current_user"));
+  if (can_replicate != "true")
+    problems->push_back(
+        "source: the connecting role lacks the REPLICATION attribute; run ALTER ROLE <user> REPLICATION");
+  ASSIGN_OR_RETURN(
+      PgResult slots,
+      src_->Query("SELECT current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots), "
+                  "EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1), "
+                  "EXISTS (SELECT 1 FROM pg_publication WHERE pubname = $2)",
+                  {spec_.slot_name(), spec_.publication_name()}));
+  const bool have_slot = slots.GetBool(0, 1);
+  if (!have_slot && slots.GetInt(0, 0) < 2)  // the slot, and a temporary one when a copy resumes
+    problems->push_back(
+        "source: fewer than 2 free replication slots (max_replication_slots); raise it or drop an "
+        "unused slot");
+  if (fresh && (have_slot || slots.GetBool(0, 2)))
+    problems->push_back(
+        fmt::format("source: replication slot or publication {} already exists, so another migration "
+                    "named {} uses this source; give this migration another name, or drop them if "
+                    "that migration is gone",
+                    spec_.slot_name(), spec_.name));
+
+  // The target side: as a MySQL -> MySQL migration's.
+  ASSIGN_OR_RETURN(MyResult vars, dst_->Query("SELECT @@local_infile, @@innodb_flush_log_at_trx_commit, "
+                                              "@@innodb_flush_log_at_timeout, VERSION()"));
+  if (vars.Get(0, 0) != "1")
+    problems->push_back(
+        "target: local_infile is OFF; the copy loads rows with LOAD DATA LOCAL INFILE: SET GLOBAL "
+        "local_infile = ON (and in the server's configuration)");
+  const bool mariadb = vars.Get(0, 3).find("MariaDB") != std::string::npos;
+  if (vars.Get(0, 1) != "1") {
+    int64_t timeout = 1;
+    (void)ParseI64(vars.Get(0, 2), &timeout);
+    feedback_delay_ = std::chrono::milliseconds(timeout * 1000 + 2000);
+    LOG_INFO(
+        "target: innodb_flush_log_at_trx_commit = {}: the slot is told a position {} ms after the target "
+        "committed it",
+        vars.Get(0, 1), feedback_delay_.count());
+  }
+  max_row_bytes_ = spec_.max_row_bytes > 0 ? spec_.max_row_bytes : 0;
+
+  auto tables = pg::LoadTables(*src_, spec_.tables, spec_.exclude);
+  if (!tables.ok()) return tables.status().WithContext("source catalog");
+  tables_ = *tables;
+  by_id_.clear();
+  for (const auto& t : tables_) by_id_[t->id] = t;
+  ASSIGN_OR_RETURN(auto facts, LoadFacts(*src_, tables_));
+  *casts_ = CastAll(tables_, facts, OptionsOf(spec_, target_db_, mariadb), problems);
+
+  if (fresh && !target_db_.empty()) {
+    ASSIGN_OR_RETURN(
+        MyResult existing,
+        dst_->Query(fmt::format("SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} ORDER BY 1",
+                                mysql::QuoteString(target_db_))));
+    if (existing.rows() > 0 && !spec_.allow_nonempty_target)
+      problems->push_back(fmt::format(
+          "target is not empty: database {} already has table {}{}; use an empty "
+          "database, or set allow_nonempty_target: true",
+          target_db_, existing.Get(0, 0), existing.rows() > 1 ? fmt::format(" and {} more", existing.rows() - 1) : ""));
+  }
+  // One owner per migration and target: a named lock held by this session.
+  ASSIGN_OR_RETURN(std::string locked,
+                   dst_->QueryValue(fmt::format(
+                       "SELECT GET_LOCK({}, 0)",
+                       mysql::QuoteString(fmt::format("midflight:{}:{}", spec_.name, target_db_).substr(0, 64)))));
+  if (locked != "1")
+    problems->push_back(
+        fmt::format("another midflight process is already running migration {} into this target", spec_.name));
+  repl_.reset();
+  (void)Replication();
+  return Status::Ok();
+}
+
+Status PgToMyEngine::CreateSchema() {
+  RETURN_IF_ERROR(ReconnectControl());
+  RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
+  int flagged = 0;
+  for (const auto& [id, cast] : *casts_) {
+    RETURN_IF_ERROR(
+        dst_->Exec(cross::CreateMyTableSql(cast)).WithContext("creating table " + cast.target->id.ToString()));
+    for (const auto& c : cast.columns) flagged += c.notes.empty() ? 0 : 1;
+  }
+  Say(
+      fmt::format("schema: {} tables created in MySQL database {} through the casting table ({} columns flagged; "
+                  "`midflight schema SPEC --dry-run` lists them; secondary indexes follow the copy)",
+                  casts_->size(), target_db_, flagged));
+  return Status::Ok();
+}
+
+Result<DoneChunks> PgToMyEngine::LoadDoneChunks() {
+  RETURN_IF_ERROR(ReconnectControl());
+  RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
+  ASSIGN_OR_RETURN(MyResult r, dst_->Query(fmt::format("SELECT table_name, chunk, snapshot_pos, rows_copied, "
+                                                       "bytes_copied FROM midflight.chunks WHERE migration = {}",
+                                                       mysql::QuoteString(spec_.name))));
+  DoneChunks done;
+  for (int i = 0; i < r.rows(); ++i) {
+    uint64_t pos = 0;
+    if (!ParseU64(r.Get(i, 2), &pos))
+      return Internal(fmt::format("midflight.chunks: '{}' is not a position", r.Get(i, 2)));
+    done[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {Position::Pg(pos), r.GetInt(i, 3), r.GetInt(i, 4)};
+  }
+  return done;
+}
+
+Status PgToMyEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) {
+  RETURN_IF_ERROR(ReconnectControl());
+  ASSIGN_OR_RETURN(PgResult pub,
+                   src_->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {spec_.publication_name()}));
+  if (pub.rows() == 0) {
+    std::vector<std::string> names;
+    for (const auto& t : tables_) names.push_back(pg::QuoteQualified(t->id.schema, t->id.name));
+    RETURN_IF_ERROR(
+        src_->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
+                               pg::QuoteIdent(spec_.publication_name()), fmt::join(names, ", "))));
+  }
+  // Tables copied from one snapshot as a whole (not split by key value) and
+  // left half-copied start over (engines/postgres/README.md).
+  std::map<TableId, int> total, finished;
+  std::set<TableId> by_value;
+  for (const auto& c : plan) {
+    ++total[c.table];
+    if (done->count({c.table.ToString(), c.number})) ++finished[c.table];
+    if (c.kind == Chunk::Kind::kIntRange) by_value.insert(c.table);
+  }
+  for (const auto& [id, n] : total) {
+    const int f = finished[id];
+    if (f == 0 || f == n || by_value.count(id)) continue;
+    const cross::PgTableCast& cast = casts_->at(id);
+    Say(fmt::format("copying: {} was partly copied from an older snapshot; copying it again whole", id.ToString()));
+    RETURN_IF_ERROR(dst_->Exec("START TRANSACTION"));
+    RETURN_IF_ERROR(
+        dst_->Exec(fmt::format("DELETE FROM {}", mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name))));
+    RETURN_IF_ERROR(dst_->Exec(fmt::format("DELETE FROM midflight.chunks WHERE migration = {} AND table_name = {}",
+                                           mysql::QuoteString(spec_.name), mysql::QuoteString(id.ToString()))));
+    RETURN_IF_ERROR(dst_->Exec("COMMIT"));
+    for (auto it = done->begin(); it != done->end();)
+      it = it->first.first == id.ToString() ? done->erase(it) : std::next(it);
+    todo = true;
+  }
+  ASSIGN_OR_RETURN(PgResult slot,
+                   src_->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec_.slot_name()}));
+  have_slot_ = slot.rows() > 0;
+  if (!have_slot_ && !done->empty())
+    return DataLoss(
+        fmt::format("replication slot {} is gone from the source, so the changes made since the copy "
+                    "began are lost; abort this migration and start a new one",
+                    spec_.slot_name()));
+  if (!have_slot_ && !todo)
+    return DataLoss(fmt::format("replication slot {} is missing on the source", spec_.slot_name()));
+  return Status::Ok();
+}
+
+Status PgToMyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
+                                std::function<void(int)> on_chunk_committed) {
+  pg::CopyJob job;
+  job.source_uri = spec_.source;
+  job.migration = spec_.name;
+  job.workers = spec_.copy_workers;
+  job.knobs = &runtime_.knobs;
+  job.rate = &runtime_.copy_rate;
+  job.throttle = &runtime_.throttle;
+  job.tables = by_id_;
+  job.chunks = std::move(chunks);
+  job.on_chunk_committed = std::move(on_chunk_committed);
+  job.open_target = [uri = spec_.target, name = spec_.name, casts = std::shared_ptr<const Casts>(casts_),
+                     null = spec_.casting.out_of_range_null,
+                     max = max_row_bytes_]() -> Result<std::unique_ptr<pg::ChunkTarget>> {
+    mysql::ConnOptions o;
+    o.program_name = "midflight-copy";
+    o.local_infile = true;
+    ASSIGN_OR_RETURN(auto conn, MyConn::Connect(uri, o));
+    // @midflight_apply: the target's triggers stay quiet on midflight's sessions.
+    RETURN_IF_ERROR(conn->Exec("SET foreign_key_checks = 0, unique_checks = 0, autocommit = 0, @midflight_apply = 1"));
+    return std::unique_ptr<pg::ChunkTarget>(std::make_unique<MyChunkTarget>(std::move(conn), name, casts, null, max));
+  };
+  // The slot (first run) or a temporary one (a resumed copy) exports the
+  // snapshot every worker imports (engines/postgres/README.md).
+  pg::ConnOptions ro;
+  ro.kind = pg::ConnKind::kReplication;
+  ro.application_name = "midflight-snapshot";
+  ASSIGN_OR_RETURN(std::unique_ptr<PgConn> repl, PgConn::Connect(spec_.source, ro));
+  const std::string cmd = have_slot_
+                              ? fmt::format("CREATE_REPLICATION_SLOT {} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT",
+                                            pg::QuoteIdent(fmt::format("{}_r{}", spec_.slot_name(), getpid())))
+                              : fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                                            pg::QuoteIdent(spec_.slot_name()));
+  PgResult created(PQexec(repl->raw(), cmd.c_str()));
+  if (PQresultStatus(created.raw()) != PGRES_TUPLES_OK)
+    return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + spec_.slot_name());
+  ASSIGN_OR_RETURN(job.snapshot_lsn, PgLsn::Parse(created.Get(0, 1)));
+  job.snapshot_name = created.GetString(0, 2);
+  if (!have_slot_) RETURN_IF_ERROR(store_.Put("slot_lsn", job.snapshot_lsn.ToString()));
+  Say(fmt::format("copying: {} chunks with {} workers from the snapshot at {}{}, cast into MySQL", job.chunks.size(),
+                  runtime_.knobs.Int(Knob::kParallelism), job.snapshot_lsn.ToString(),
+                  have_slot_ ? " (a newer snapshot: resuming)" : ""));
+  return pg::CopyChunks(job, progress, stop, [&] { repl.reset(); });
+}
+
+Status PgToMyEngine::FinishSchema() {
+  Say("schema: building secondary indexes and carrying sequence values to AUTO_INCREMENT");
+  CrashPoint("before-post-data");
+  RETURN_IF_ERROR(ReconnectControl());
+  // Plain column indexes (no expression, no predicate); the others are named and left.
+  ASSIGN_OR_RETURN(PgResult idx, src_->Query(R"sql(
+SELECT n.nspname, c.relname, ic.relname, i.indisunique,
+       i.indexprs IS NULL AND i.indpred IS NULL AND am.amname = 'btree',
+       array_to_string(ARRAY(SELECT a.attname FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)
+                             JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord),
+                       chr(31))
+  FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_class ic ON ic.oid = i.indexrelid JOIN pg_am am ON am.oid = ic.relam
+ WHERE i.indrelid = ANY($1::oid[]) AND NOT i.indisprimary AND NOT (i.indisreplident AND NOT i.indisprimary
+   AND NOT EXISTS (SELECT 1 FROM pg_index p WHERE p.indrelid = i.indrelid AND p.indisprimary))
+ ORDER BY 1, 2, 3)sql",
+                                             {OidList(tables_)}));
+  ASSIGN_OR_RETURN(
+      MyResult have,
+      dst_->Query(fmt::format(
+          "SELECT DISTINCT TABLE_NAME, INDEX_NAME FROM information_schema.STATISTICS WHERE TABLE_SCHEMA = {}",
+          mysql::QuoteString(target_db_))));
+  std::set<std::pair<std::string, std::string>> existing;
+  for (int i = 0; i < have.rows(); ++i) existing.insert({have.Get(i, 0), have.Get(i, 1)});
+  int built = 0;
+  for (int i = 0; i < idx.rows(); ++i) {
+    const TableId id{idx.GetString(i, 0), idx.GetString(i, 1)};
+    const std::string name = idx.GetString(i, 2).substr(0, 64);
+    auto it = casts_->find(id);
+    if (it == casts_->end() || existing.count({id.name, name})) continue;
+    std::vector<std::string> cols;
+    bool usable = idx.GetBool(i, 4);
+    std::string_view list = idx.Get(i, 5);
+    for (size_t s = 0; usable && s <= list.size();) {
+      size_t e = list.find('\x1f', s);
+      if (e == std::string_view::npos) e = list.size();
+      const std::string col(list.substr(s, e - s));
+      const int ci = it->second.target->ColumnIndex(col);
+      // LONGTEXT, LONGBLOB and JSON need a prefix length in a MySQL index.
+      if (ci < 0 || it->second.target->columns[ci].type.native_base.starts_with("long") ||
+          it->second.target->columns[ci].type.native_base == "json")
+        usable = false;
+      cols.push_back(mysql::QuoteIdent(col));
+      s = e + 1;
+    }
+    if (!usable) {
+      LOG_WARN(
+          "table {}: index {} not built in MySQL (an expression, a predicate, a method other than btree, or a "
+          "column MySQL indexes only by prefix)",
+          id.ToString(), name);
+      continue;
+    }
+    RETURN_IF_ERROR(
+        dst_->Exec(fmt::format("CREATE {}INDEX {} ON {} ({})", idx.GetBool(i, 3) ? "UNIQUE " : "",
+                               mysql::QuoteIdent(name), mysql::QuoteQualified(target_db_, it->second.target->id.name),
+                               fmt::join(cols, ", ")))
+            .WithContext(fmt::format("index {} of table {}", name, id.ToString())));
+    ++built;
+  }
+  RETURN_IF_ERROR(SyncAutoIncrements(*src_, *dst_, *casts_));
+  Say(fmt::format("schema: {} secondary indexes built", built));
+  return Status::Ok();
+}
+
+class PgToMyKind final : public EngineKind {
+ public:
+  std::string_view name() const override { return "postgres-to-mysql"; }
+  std::unique_ptr<Engine> New(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store) const override {
+    return std::make_unique<PgToMyEngine>(spec, runtime, store);
+  }
+  Result<std::string> CleanUpAbort(const MigrationSpec& spec) const override {
+    pg::ConnOptions o;
+    o.application_name = "midflight-abort";
+    ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec.source, o));
+    RETURN_IF_ERROR(src->Query("SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = $1 "
+                               "AND active_pid IS NOT NULL",
+                               {spec.slot_name()})
+                        .status());
+    for (int i = 0; i < 50; ++i) {
+      auto r = src->Query(
+          "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 "
+          "AND NOT active",
+          {spec.slot_name()});
+      ASSIGN_OR_RETURN(PgResult left,
+                       src->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {spec.slot_name()}));
+      if (r.ok() && left.rows() == 0) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    RETURN_IF_ERROR(src->Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", pg::QuoteIdent(spec.publication_name()))));
+    return std::string("slot and publication dropped on the source");
+  }
+  Result<std::vector<TableComparison>> Compare(const MigrationSpec&) const override {
+    return OperatorError("compare across engines (postgres -> mysql) is not built yet");
+  }
+  Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
+    return OperatorError(
+        "a proxy across engines (postgres -> mysql) is not built: applications move by their own "
+        "configuration");
+  }
+  bool has_traffic_plane() const override { return false; }
+  Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
+    pg::ConnOptions o;
+    o.application_name = "midflight-schema";
+    ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec.source, o));
+    ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
+    ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*src, spec.tables, spec.exclude));
+    ASSIGN_OR_RETURN(auto facts, LoadFacts(*src, tables));
+    // The target's flavour names the binary collation; MariaDB unless the target says otherwise.
+    bool mariadb = true;
+    mysql::ConnOptions mo;
+    mo.program_name = "midflight-schema";
+    if (auto dst = MyConn::Connect(spec.target, mo); dst.ok())
+      if (auto v = (*dst)->QueryValue("SELECT VERSION()"); v.ok()) mariadb = v->find("MariaDB") != std::string::npos;
+    std::vector<std::string> problems;
+    Casts casts = CastAll(tables, facts, OptionsOf(spec, tu.database, mariadb), &problems);
+    if (!problems.empty()) return InvalidArgument(problems.front());
+    std::string out = fmt::format(
+        "-- midflight: PostgreSQL -> MySQL database {}: {} tables; lines marked "
+        "LOSSY/SEMANTIC change a value or its meaning\n",
+        tu.database, casts.size());
+    for (const auto& [id, c] : casts) out += cross::CreateMyTableSql(c);
+    return out;
+  }
+};
+
+}  // namespace
+
+const EngineKind& PostgresToMySqlEngine() {
+  static const PgToMyKind kind;
+  return kind;
+}
+
+}  // namespace midflight
