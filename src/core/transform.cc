@@ -454,11 +454,17 @@ ColumnType CastType(const std::string& cast, const ColumnType& from) {
   if (cast == "text_to_int") return TypeNamed(TypeKind::kInt, "bigint");
   if (cast == "text_to_numeric") return TypeNamed(TypeKind::kDecimal, "numeric");
   if (cast == "timestamp_to_timestamptz") {
-    ColumnType t = TypeNamed(TypeKind::kTimestamp, from.precision >= 0
-                                                       ? fmt::format("timestamp({}) with time zone", from.precision)
+    // The precision, from the type or its spelling ("timestamp(3) without time zone").
+    int precision = from.precision;
+    const size_t open = from.native.find('(');
+    if (precision < 0 && open != std::string::npos && open + 1 < from.native.size() &&
+        std::isdigit(static_cast<unsigned char>(from.native[open + 1])))
+      precision = from.native[open + 1] - '0';
+    ColumnType t = TypeNamed(TypeKind::kTimestamp, precision >= 0
+                                                       ? fmt::format("timestamp({}) with time zone", precision)
                                                        : "timestamp with time zone");
     t.native_base = "timestamp with time zone";
-    t.precision = from.precision;
+    t.precision = precision;
     t.with_zone = true;
     return t;
   }
@@ -1074,8 +1080,10 @@ Result<std::optional<Change>> TableTransform::Apply(const Change& change) const 
   }
   out.check = ConflictCheck::kNone;
   if (!row) {
-    if (change.kind == ChangeKind::kInsert) return std::optional<Change>();
-    // An update that leaves (or stays out of) the filter: its row goes.
+    // A row the filter refuses goes, whatever the change's kind: an update
+    // that takes it out of the filter may reach the sink as an insert (the
+    // pipeline turns full-image updates into upserts), so inserts cannot be
+    // told apart and are deleted by key too (a no-op for a row never there).
     out.kind = ChangeKind::kDelete;
     out.old = KeyImage(change.MovesKey() ? change.old : change.values);
     return std::optional<Change>(std::move(out));

@@ -110,7 +110,7 @@ stop_load
 wait_caught_up 60
 check_rows "snapshot and stream under load, two kill -9"
 moved=$(sql_src -c "SELECT count(*) FROM orders WHERE id >= 1000000")
-log "pgbench: $(grep -o 'number of transactions actually processed: [0-9]*' "$WORK/pgbench.log" || true); keys moved: $moved"
+log "source writes during the run (orders): $(sql_src -c "SELECT n_tup_ins || ' inserted, ' || n_tup_upd || ' updated, ' || n_tup_del || ' deleted' FROM pg_stat_user_tables WHERE relname = 'orders'"), $moved keys moved"
 
 # Rows moving in and out of the filter, one by one.
 sql_src <<'SQL'

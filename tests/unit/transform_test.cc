@@ -129,8 +129,10 @@ TEST(TransformTest, ChangesFollowTheFilter) {
   auto src = Orders();
   Change ins = Make(ChangeKind::kInsert, src, 10, 1, Row("1", "1", "20", "cancelled"));
   auto a = t->Apply(ins);
-  ASSERT_TRUE(a.ok());
-  EXPECT_FALSE(a->has_value()) << "an insert the filter refuses is not applied";
+  ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->kind, ChangeKind::kDelete)
+      << "an insert the filter refuses deletes its key: collapsing makes full-image updates inserts";
+  EXPECT_EQ((*a)->check, ConflictCheck::kNone);
 
   Change enter = Make(ChangeKind::kUpdate, src, 10, 2, Row("1", "1", "20", "paid"));
   enter.check = ConflictCheck::kUpdate;
@@ -311,9 +313,12 @@ TEST(TransformTest, SinkRewritesAndMapsConflictsBack) {
                                Make(ChangeKind::kInsert, src, 10, 3, Row("2", "1", "20", "paid"))};
   BatchConflicts conflicts;
   ASSERT_TRUE(sink.ApplyBatch(batch, {}, &conflicts).ok());
-  ASSERT_EQ(rec->seen.size(), 2u);
-  EXPECT_EQ(rec->seen[0].table->id.ToString(), "public.accounts");
-  EXPECT_EQ(rec->seen[1].table->id.ToString(), "public.sales");
+  ASSERT_EQ(rec->seen.size(), 3u);
+  EXPECT_EQ(rec->seen[0].table->id.ToString(), "public.sales");
+  EXPECT_EQ(rec->seen[0].kind, ChangeKind::kDelete);
+  EXPECT_EQ(rec->seen[1].table->id.ToString(), "public.accounts");
+  EXPECT_EQ(rec->seen[2].table->id.ToString(), "public.sales");
+  EXPECT_EQ(rec->seen[2].kind, ChangeKind::kInsert);
   ASSERT_EQ(conflicts.found.size(), 1u);
   EXPECT_EQ(conflicts.found[0].change, &batch[2]) << "a conflict names the source's change";
 }
