@@ -26,8 +26,8 @@ using TransformMap = std::map<TableId, std::shared_ptr<const TableTransform>>;  
 // The transforms of `bound` keyed by source table.
 TransformMap TransformsBySource(const std::vector<std::shared_ptr<const TableTransform>>& bound);
 
-// Rewrites `changes` for the target; dropped changes (an insert the filter
-// refuses) leave no entry.
+// Rewrites `changes` for the target, one for one (a change a transform would
+// drop leaves no entry; none does today: a row the filter refuses is a delete).
 Result<std::vector<Change>> TransformChanges(const TransformMap& transforms, std::span<const Change> changes);
 
 class TransformSink final : public ChangeSink {
