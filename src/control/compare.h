@@ -19,6 +19,7 @@ struct TableComparison {
   std::string table;
   int64_t source_rows = 0, target_rows = 0;
   std::string source_hash, target_hash;
+  std::string skipped;  // why the table was not compared (a transformed table); empty when it was
   bool equal() const { return source_rows == target_rows && source_hash == target_hash; }
 };
 

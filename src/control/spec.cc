@@ -320,6 +320,71 @@ Status ParseCasting(const YAML::Node& root, const std::string& origin, Migration
   return Status::Ok();
 }
 
+// transforms: {TABLE: {rename, include | exclude, columns: {COL: {rename, cast, zone}}, add: {COL: EXPR},
+// filter}}; the syntax is checked here (core/transform.h), the names against
+// the source's catalog at preflight.
+Status ParseTransforms(const YAML::Node& root, const std::string& origin, MigrationSpec* s) {
+  YAML::Node n = root["transforms"];
+  if (!n) return Status::Ok();
+  if (!n.IsMap()) return Field(origin, "transforms", "must be a mapping of table: {rename, exclude, columns, add, filter}");
+  for (const auto& kv : n) {
+    ASSIGN_OR_RETURN(std::string table, KeyName(kv.first, origin, "transforms"));
+    const std::string where = "transforms." + table;
+    RETURN_IF_ERROR(CheckKeys(kv.second, origin, where, {"rename", "include", "exclude", "columns", "add", "filter"}));
+    TableTransformSpec t;
+    t.table = table;
+    if (YAML::Node r = kv.second["rename"]) {
+      if (!r.IsScalar()) return Field(origin, where + ".rename", "must be a table name");
+      t.rename = r.as<std::string>();
+    }
+    for (const char* list : {"include", "exclude"}) {
+      YAML::Node l = kv.second[list];
+      if (!l) continue;
+      if (!l.IsSequence()) return Field(origin, where + "." + list, "must be a list of column names");
+      for (const auto& item : l) {
+        if (!item.IsScalar()) return Field(origin, where + "." + list, "must be a list of column names");
+        (std::string(list) == "include" ? t.include : t.exclude).push_back(item.as<std::string>());
+      }
+    }
+    if (YAML::Node cols = kv.second["columns"]) {
+      if (!cols.IsMap()) return Field(origin, where + ".columns", "must be a mapping of column: {rename, cast, zone}");
+      for (const auto& c : cols) {
+        ASSIGN_OR_RETURN(std::string col, KeyName(c.first, origin, where + ".columns"));
+        const std::string cw = where + ".columns." + col;
+        RETURN_IF_ERROR(CheckKeys(c.second, origin, cw, {"rename", "cast", "zone"}));
+        ColumnTransformSpec ct;
+        ct.column = col;
+        const std::pair<const char*, std::string*> fields[] = {{"rename", &ct.rename}, {"cast", &ct.cast},
+                                                               {"zone", &ct.zone}};
+        for (auto [key, out] : fields) {
+          YAML::Node v = c.second[key];
+          if (!v) continue;
+          if (!v.IsScalar() || v.as<std::string>().empty()) return Field(origin, cw + "." + key, "must be a name");
+          *out = v.as<std::string>();
+        }
+        t.columns.push_back(std::move(ct));
+      }
+    }
+    if (YAML::Node add = kv.second["add"]) {
+      if (!add.IsMap()) return Field(origin, where + ".add", "must be a mapping of column: expression");
+      for (const auto& a : add) {
+        ASSIGN_OR_RETURN(std::string col, KeyName(a.first, origin, where + ".add"));
+        if (!a.second.IsScalar() || a.second.as<std::string>().empty())
+          return Field(origin, where + ".add." + col, "must be an expression (concat(a, ' ', b), price * qty, ...)");
+        t.add.push_back({col, a.second.as<std::string>()});
+      }
+    }
+    if (YAML::Node f = kv.second["filter"]) {
+      if (!f.IsScalar()) return Field(origin, where + ".filter", "must be a condition (status <> 'gone' and qty > 0)");
+      t.filter = f.as<std::string>();
+    }
+    Status syntax = CheckTransformSyntax(t);
+    if (!syntax.ok()) return InvalidArgument(fmt::format("{}: {}", origin, syntax.message()));
+    s->transforms.push_back(std::move(t));
+  }
+  return Status::Ok();
+}
+
 Status ParseCutover(const YAML::Node& root, const std::string& origin, MigrationSpec* s) {
   if (YAML::Node n = root["cutover"]) {
     RETURN_IF_ERROR(CheckKeys(n, origin, "cutover",
@@ -425,7 +490,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
                                                "source_replica", "max_row_bytes", "proxy", "cutover",
                                                "verify", "control", "notify", "knobs", "on_conflict",
                                                "source_password_file", "target_password_file",
-                                               "source_replica_password_file", "transport", "casting"};
+                                               "source_replica_password_file", "transport", "casting", "transforms"};
   for (const auto& kv : root) {
     if (!kv.first.IsScalar()) {
       return InvalidArgument(fmt::format("{}: every key must be a plain name, not a list or a mapping", origin));
@@ -460,6 +525,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(ParseProxy(root, origin, &s));
   RETURN_IF_ERROR(ParseCutover(root, origin, &s));
   RETURN_IF_ERROR(ParseCasting(root, origin, &s));
+  RETURN_IF_ERROR(ParseTransforms(root, origin, &s));
   RETURN_IF_ERROR(ParseTransport(root, origin, &s.transport));
 
   if (s.name.empty()) return Field(origin, "name", "is required");
@@ -480,6 +546,11 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(ResolvePassword(root, origin, "source", env, &s.source));
   RETURN_IF_ERROR(ResolvePassword(root, origin, "target", env, &s.target));
   RETURN_IF_ERROR(ResolvePassword(root, origin, "source_replica", env, &s.source_replica));
+  // Transforms are applied where rows reach a PostgreSQL target (the copy's
+  // COPY and the PgChangeSink); a MySQL target would ignore them silently.
+  if (!s.transforms.empty() && is_mysql(s.target))
+    return Field(origin, "transforms." + s.transforms.front().table,
+                 "transforms are applied on PostgreSQL targets only (for now); this target is mysql://");
   if (s.max_row_bytes < 0) return Field(origin, "max_row_bytes", "must be 0 (the target's max_allowed_packet) or more");
   if (s.copy_workers < 1 || s.copy_workers > 64) return Field(origin, "copy_workers", "must be between 1 and 64");
   if (s.transport.partitions != 0 && s.partitions != 0 && s.transport.partitions != s.partitions)

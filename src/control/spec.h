@@ -28,6 +28,7 @@
 
 #include "base/status.h"
 #include "control/transport_spec.h"
+#include "core/transform.h"
 
 namespace midflight {
 
@@ -122,6 +123,10 @@ struct MigrationSpec {
   VerifySpec verify;
   NotifySpec notify;
   CastingSpec casting;
+  // Per-table transforms (core/transform.h): rename, include/exclude,
+  // casts, added columns, a row filter. Checked for syntax at load, against
+  // the source's tables at preflight.
+  std::vector<TableTransformSpec> transforms;
   TransportSpec transport;  // the partition logs: memory (default) or kafka (control/transport_spec.h)
   // Starting values of the runtime knobs (control/knobs.h), by knob name.
   std::map<std::string, double> knobs;

@@ -62,7 +62,7 @@ std::string Report::Summary() const {
   }
   out += fmt::format("; {} tables, {} rows in {:.1f} s ({:.0f} rows/s)", tables.size(), rows, seconds, rate);
   if (!truncated.empty()) out += fmt::format("; more not listed in {}", fmt::join(truncated, ", "));
-  if (!skipped.empty()) out += fmt::format("; not verified (no key): {}", fmt::join(skipped, ", "));
+  if (!skipped.empty()) out += fmt::format("; not verified (no key, or transformed): {}", fmt::join(skipped, ", "));
   return out;
 }
 

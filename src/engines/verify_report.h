@@ -30,7 +30,7 @@ struct TableResult {
   std::vector<Difference> differences;
   std::vector<std::string> unsettled;  // key_display of keys that changed on every look
   bool truncated = false;              // max_keys_per_table reached: more differences may exist
-  std::string skipped;                 // why the table was not verified (no usable key); empty when it was
+  std::string skipped;                 // why the table was not verified (no usable key, transformed); empty when it was
 };
 
 // What one chunk of a table found, as each engine's verifier collects it.

@@ -28,7 +28,9 @@
 #include "engines/mysql/snapshot_copier.h"
 #include "engines/postgres/pg_applier.h"
 #include "engines/postgres/pg_conn.h"
+#include "engines/postgres/schema_loader.h"
 #include "pipeline/flow.h"
+#include "pipeline/transform_sink.h"
 #include "proxy/traffic_switch.h"
 
 namespace midflight {
@@ -92,6 +94,27 @@ Result<std::vector<cross::TableCast>> CastAll(MyConn& src, const std::string& db
   return out;
 }
 
+// The spec's transforms (core/transform.h), bound to the PostgreSQL twins of
+// `tables`: across engines they apply after the casting table, to
+// PostgreSQL's types and text forms, and a table is named as its twin
+// (target_schema.table, or the bare table name). Keyed by twin table.
+Result<std::shared_ptr<const TransformMap>> TwinTransforms(const MigrationSpec& spec,
+                                                           const std::vector<TablePtr>& tables,
+                                                           const std::map<std::string, cross::MyTableFacts>& facts) {
+  auto out = std::make_shared<TransformMap>();
+  if (spec.transforms.empty()) return std::shared_ptr<const TransformMap>(out);
+  std::vector<TablePtr> twins;
+  for (const auto& t : tables) {
+    auto f = facts.find(t->id.name);
+    ASSIGN_OR_RETURN(cross::TableCast cast,
+                     cross::CastTable(*t, f == facts.end() ? cross::MyTableFacts{} : f->second, OptionsOf(spec)));
+    twins.push_back(cast.target);
+  }
+  ASSIGN_OR_RETURN(auto bound, BindTransforms(spec.transforms, twins));
+  *out = TransformsBySource(bound);
+  return std::shared_ptr<const TransformMap>(out);
+}
+
 // "(id=42)" / "(a=1, b=x)" for a row error, from the MySQL text forms.
 std::string KeyOf(const TableSchema& t, const std::vector<std::optional<std::string_view>>& row) {
   std::string out = "(";
@@ -125,12 +148,13 @@ class PgChunkTarget final : public mysql::ChunkTarget {
  public:
   PgChunkTarget(std::unique_ptr<PgConn> conn, std::string migration,
                 std::shared_ptr<const std::map<TableId, cross::TableCast>> casts, bool zero_dates_null,
-                int64_t max_row_bytes)
+                int64_t max_row_bytes, std::shared_ptr<const TransformMap> transforms)
       : conn_(std::move(conn)),
         migration_(std::move(migration)),
         casts_(std::move(casts)),
         zero_null_(zero_dates_null),
-        max_row_bytes_(max_row_bytes) {}
+        max_row_bytes_(max_row_bytes),
+        transforms_(std::move(transforms)) {}
 
   std::string SelectList(const TableSchema& t) const override { return cross::SnapshotSelectList(t); }
 
@@ -150,7 +174,13 @@ class PgChunkTarget final : public mysql::ChunkTarget {
   Status Copy(const TableSchema& t, const Chunk& c, uint64_t snapshot, MyConn::Stream& rows, TableProgress& progress,
               RateLimiter* rate, const std::atomic<bool>& stop, int64_t* shown_rows, int64_t* shown_bytes) {
     const cross::TableCast& cast = casts_->at(t.id);
-    const TableSchema& pt = *cast.target;
+    // A transformed table's rows go through its transform once cast, into
+    // the target's table (core/transform.h).
+    const TableTransform* transform = nullptr;
+    if (transforms_)
+      if (auto it = transforms_->find(cast.target->id); it != transforms_->end()) transform = it->second.get();
+    const TableSchema& pt = transform ? *transform->target() : *cast.target;
+    std::vector<Datum> datums;
     std::vector<std::string> cols;
     for (const auto& col : pt.columns) cols.push_back(pg::QuoteIdent(col.name));
     RETURN_IF_ERROR(conn_->Exec("BEGIN"));
@@ -193,10 +223,12 @@ class PgChunkTarget final : public mysql::ChunkTarget {
                                             t.id.ToString(), KeyOf(t, row), row_bytes, max_row_bytes_));
         break;
       }
+      datums.clear();
       for (size_t i = 0; i < row.size(); ++i) {
-        if (i) buf += '\t';
+        if (!transform && i) buf += '\t';
         if (!row[i]) {
-          buf += "\\N";
+          if (transform) datums.push_back(Datum::Null());
+          else buf += "\\N";
           continue;
         }
         auto v = cross::ToPgText(cast.columns[i], *row[i], zero_null_);
@@ -204,11 +236,29 @@ class PgChunkTarget final : public mysql::ChunkTarget {
           failure = DataLoss(fmt::format("table {} key {} {}", t.id.ToString(), KeyOf(t, row), v.status().message()));
           break;
         }
-        if (!*v) buf += "\\N";
+        if (transform) datums.push_back(*v ? Datum::Text(std::move(**v)) : Datum::Null());
+        else if (!*v) buf += "\\N";
         else AppendCopyField(**v, &buf);
       }
       if (!failure.ok()) break;
-      buf += '\n';
+      if (transform) {
+        auto out = transform->Row(datums);
+        if (!out.ok()) {
+          failure = out.status();
+          break;
+        }
+        if (out->has_value()) {
+          for (size_t i = 0; i < (*out)->size(); ++i) {
+            if (i) buf += '\t';
+            const Datum& d = (**out)[i];
+            if (d.is_null()) buf += "\\N";
+            else AppendCopyField(d.text, &buf);
+          }
+          buf += '\n';
+        }
+      } else {
+        buf += '\n';
+      }
       ++n;
       bytes += row_bytes;
       ++pending_rows;
@@ -258,6 +308,7 @@ class PgChunkTarget final : public mysql::ChunkTarget {
   std::shared_ptr<const std::map<TableId, cross::TableCast>> casts_;
   bool zero_null_;
   int64_t max_row_bytes_;
+  std::shared_ptr<const TransformMap> transforms_;
 };
 
 // ---- the stream's target side ---------------------------------------------------
@@ -269,7 +320,7 @@ class PgChunkTarget final : public mysql::ChunkTarget {
 // table version (the stream makes a new one after a DDL it accepted).
 class CastingSink final : public ChangeSink {
  public:
-  CastingSink(std::unique_ptr<pg::PgChangeSink> inner, cross::CastOptions options,
+  CastingSink(std::unique_ptr<ChangeSink> inner, cross::CastOptions options,
               std::map<std::string, cross::MyTableFacts> facts)
       : inner_(std::move(inner)), options_(std::move(options)), facts_(std::move(facts)) {}
 
@@ -283,7 +334,11 @@ class CastingSink final : public ChangeSink {
       ASSIGN_OR_RETURN(Change cast, Cast(c));
       out.push_back(std::move(cast));
     }
-    return inner_->ApplyBatch(out, checkpoint, conflicts);
+    Status st = inner_->ApplyBatch(out, checkpoint, conflicts);
+    // Conflicts point into `out`, which goes: point them at the applier's changes (one for one).
+    for (Conflict& c : conflicts->found)
+      if (c.change >= out.data() && c.change < out.data() + out.size()) c.change = &changes[c.change - out.data()];
+    return st;
   }
   Status ApplyBarrier(const Change& change, uint32_t partitions) override {
     ASSIGN_OR_RETURN(Change cast, Cast(change));
@@ -332,7 +387,7 @@ class CastingSink final : public ChangeSink {
     return out;
   }
 
-  std::unique_ptr<pg::PgChangeSink> inner_;
+  std::unique_ptr<ChangeSink> inner_;  // the PgChangeSink, behind the spec's transforms when there are any
   cross::CastOptions options_;
   std::map<std::string, cross::MyTableFacts> facts_;
   // Source table (held, so its address is not reused) -> its cast. Applier thread only.
@@ -412,11 +467,16 @@ class CrossReplication final : public ReplicationOps {
     fo.applier.throttle = &rt->throttle;
     fo.applier.rate = &rt->apply_rate;
     fo.applier.conflicts = &rt->conflicts;
+    std::vector<TablePtr> source_tables;
+    for (const auto& [id, t] : tables_) source_tables.push_back(t);
+    ASSIGN_OR_RETURN(auto transforms, TwinTransforms(spec_, source_tables, facts_));
     SinkFactory open_sink = [target = spec_.target, name = spec_.name, options = OptionsOf(spec_), facts = facts_,
-                             rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+                             rt, transforms](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
       ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(target, name, p));
       sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
-      return std::unique_ptr<ChangeSink>(std::make_unique<CastingSink>(std::move(sink), options, facts));
+      std::unique_ptr<ChangeSink> inner = std::move(sink);
+      if (!transforms->empty()) inner = std::make_unique<TransformSink>(std::move(inner), transforms);
+      return std::unique_ptr<ChangeSink>(std::make_unique<CastingSink>(std::move(inner), options, facts));
     };
     const uint64_t start = fo.start;
     StartedFlow out;
@@ -525,6 +585,7 @@ class CrossReplication final : public ReplicationOps {
       if (f.auto_increment.empty() || f.next_auto_increment <= 0) continue;
       auto cast = cross::CastTable(*t, f, OptionsOf(spec));
       if (!cast.ok()) return cast.status();
+      if (TransformFor(spec.transforms, cast->target->id)) continue;  // created without an identity
       for (const auto& c : cast->columns)
         if (c.identity)
           RETURN_IF_ERROR(dst->Exec(fmt::format("ALTER TABLE {} ALTER COLUMN {} RESTART WITH {}",
@@ -632,6 +693,7 @@ class MyToPgEngine final : public Engine {
   std::map<TableId, TablePtr> by_id_;
   std::map<std::string, cross::MyTableFacts> facts_;
   std::shared_ptr<std::map<TableId, cross::TableCast>> casts_;
+  std::shared_ptr<const TransformMap> transforms_ = std::make_shared<TransformMap>();  // by twin table
   int64_t max_row_bytes_ = 0;
   std::unique_ptr<CrossReplication> repl_;
 };
@@ -676,6 +738,11 @@ Status MyToPgEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
   ASSIGN_OR_RETURN(auto casts, CastAll(*src_, source_db_, tables_, spec_, problems));
   casts_ = std::make_shared<std::map<TableId, cross::TableCast>>();
   for (auto& c : casts) (*casts_)[c.source->id] = std::move(c);
+  if (problems->empty()) {
+    auto transforms = TwinTransforms(spec_, tables_, facts_);
+    if (!transforms.ok()) problems->push_back(transforms.status().message());
+    else transforms_ = *transforms;
+  }
   if (fresh) {
     ASSIGN_OR_RETURN(PgResult existing, dst_->Query("SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
                                                     "c.relnamespace WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') "
@@ -705,6 +772,11 @@ Status MyToPgEngine::CreateSchema() {
   RETURN_IF_ERROR(dst_->Exec(fmt::format("CREATE SCHEMA IF NOT EXISTS {}", pg::QuoteIdent(target_schema_))));
   int lossy = 0;
   for (const auto& [id, cast] : *casts_) {
+    if (auto tr = transforms_->find(cast.target->id); tr != transforms_->end()) {
+      RETURN_IF_ERROR(dst_->Exec(pg::TransformedTableDdl(*tr->second))
+                          .WithContext("creating table " + tr->second->target()->id.ToString()));
+      continue;
+    }
     RETURN_IF_ERROR(dst_->Exec(cross::CreateTableSql(cast)).WithContext("creating table " + cast.target->id.ToString()));
     for (const auto& c : cast.columns) lossy += c.notes.empty() ? 0 : 1;
   }
@@ -743,13 +815,14 @@ Status MyToPgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progres
   job.chunks = std::move(chunks);
   job.on_chunk_committed = std::move(on_chunk_committed);
   job.open_target = [uri = spec_.target, name = spec_.name, casts = std::shared_ptr<const std::map<TableId, cross::TableCast>>(casts_),
-                     zero = spec_.casting.zero_dates_null,
-                     max = max_row_bytes_]() -> Result<std::unique_ptr<mysql::ChunkTarget>> {
+                     zero = spec_.casting.zero_dates_null, max = max_row_bytes_,
+                     transforms = transforms_]() -> Result<std::unique_ptr<mysql::ChunkTarget>> {
     pg::ConnOptions o;
     o.application_name = "midflight-copy";
     o.settings = {"session_replication_role=replica"};
     ASSIGN_OR_RETURN(auto conn, PgConn::Connect(uri, o));
-    return std::unique_ptr<mysql::ChunkTarget>(std::make_unique<PgChunkTarget>(std::move(conn), name, casts, zero, max));
+    return std::unique_ptr<mysql::ChunkTarget>(std::make_unique<PgChunkTarget>(std::move(conn), name, casts, zero, max,
+                                                                                          transforms));
   };
   Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot, cast into PostgreSQL",
                   job.chunks.size(), runtime_.knobs.Int(Knob::kParallelism)));
@@ -783,6 +856,7 @@ Status MyToPgEngine::FinishSchema() {
   int built = 0;
   for (const auto& ix : indexes) {
     const cross::TableCast& cast = casts_->at({source_db_, ix.table});
+    if (transforms_->count(cast.target->id)) continue;  // a transformed table gets its primary key only
     if (!ix.usable) {
       LOG_WARN("table {}: index {} not built on the target (a prefix, FULLTEXT or SPATIAL index)", ix.table, ix.name);
       continue;
@@ -847,7 +921,19 @@ class MyToPgKind final : public EngineKind {
                                   "LOSSY/SEMANTIC change a value or its meaning\n",
                                   su.database, schema, casts.size());
     out += fmt::format("CREATE SCHEMA IF NOT EXISTS {};\n", pg::QuoteIdent(schema));
-    for (const auto& c : casts) out += cross::CreateTableSql(c);
+    ASSIGN_OR_RETURN(auto facts, LoadFacts(*src, su.database));
+    ASSIGN_OR_RETURN(auto transforms, TwinTransforms(spec, tables, facts));
+    for (const auto& c : casts) {
+      auto tr = transforms->find(c.target->id);
+      if (tr == transforms->end()) {
+        out += cross::CreateTableSql(c);
+        continue;
+      }
+      out += fmt::format("-- {} -> {} (transformed after the casting table; columns and primary key only)\n",
+                         c.source->id.ToString(), tr->second->target()->id.ToString());
+      for (const auto& line : tr->second->Describe()) out += "--   " + line + "\n";
+      out += pg::TransformedTableDdl(*tr->second);
+    }
     return out;
   }
 };

@@ -31,6 +31,7 @@
 #include "engines/postgres/snapshot_copier.h"
 #include "engines/postgres/pg_applier.h"
 #include "engines/postgres/schema_loader.h"
+#include "pipeline/transform_sink.h"
 
 namespace midflight {
 namespace {
@@ -82,6 +83,10 @@ class PgEngine final : public Engine {
   std::unique_ptr<PgConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
+  // Tables with a spec transform (core/transform.h), by source table; the
+  // others (plain_) get the source's own DDL through pg_dump / pg_restore.
+  std::map<TableId, std::shared_ptr<const TableTransform>> transforms_;
+  std::vector<TablePtr> plain_;
   std::string dump_path_;
   bool have_slot_ = false;  // PrepareCopy: the migration's slot exists on the source
   std::unique_ptr<ReplicationOps> replication_;
@@ -156,6 +161,12 @@ Status PgEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   if (!tables.ok()) return tables.status().WithContext("source catalog");
   tables_ = *tables;
   for (const auto& t : tables_) by_id_[t->id] = t;
+  auto bound = BindTransforms(spec_.transforms, tables_);
+  if (!bound.ok()) problems.push_back(bound.status().message());
+  else transforms_ = TransformsBySource(*bound);
+  plain_.clear();
+  for (const auto& t : tables_)
+    if (!transforms_.count(t->id)) plain_.push_back(t);
   if (fresh) {
     ASSIGN_OR_RETURN(auto existing, pg::ListUserTables(*dst_));
     if (!existing.empty() && !spec_.allow_nonempty_target)
@@ -163,8 +174,11 @@ Status PgEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
                                      "allow_nonempty_target: true",
                                      existing.front().ToString(),
                                      existing.size() > 1 ? fmt::format(" and {} more", existing.size() - 1) : ""));
+    std::set<TableId> targets;
+    for (const auto& t : tables_)
+      targets.insert(transforms_.count(t->id) ? transforms_.at(t->id)->target()->id : t->id);
     for (const auto& e : existing)
-      if (spec_.allow_nonempty_target && by_id_.count(e))
+      if (spec_.allow_nonempty_target && targets.count(e))
         problems.push_back(fmt::format("target already has table {}", e.ToString()));
   }
   // One owner per source/target pair: a session advisory lock on the target,
@@ -180,13 +194,18 @@ Status PgEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
 
 Status PgEngine::CreateSchema() {
   ASSIGN_OR_RETURN(auto all, pg::ListUserTables(*src_));
-  RETURN_IF_ERROR(pg::DumpSchema(spec_.source, tables_, all, dump_path_));
+  // Transformed tables are left out of the dump: midflight creates them in
+  // their new shape below (the dump still brings their schemas' types).
+  RETURN_IF_ERROR(pg::DumpSchema(spec_.source, plain_, all, dump_path_));
   // The pre-data restore is one transaction: either every table exists or none.
   ASSIGN_OR_RETURN(auto existing, pg::ListUserTables(*dst_));
   std::set<TableId> have(existing.begin(), existing.end());
   bool all_there = true;
-  for (const auto& t : tables_) all_there = all_there && have.count(t->id);
+  for (const auto& t : plain_) all_there = all_there && have.count(t->id);
+  if (plain_.empty())
+    for (const auto& [id, tr] : transforms_) all_there = all_there && have.count(tr->target()->id);
   if (!all_there) RETURN_IF_ERROR(pg::RestorePreData(*src_, *dst_, spec_.target, dump_path_, spec_.state_dir));
+  for (const auto& [id, tr] : transforms_) RETURN_IF_ERROR(dst_->Exec(pg::TransformedTableDdl(*tr)));
   RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst_));
   Say(fmt::format("schema: {} tables created on the target (indexes and constraints follow {})", tables_.size(),
                   spec_.early_indexes ? "each table's copy" : "the copy"));
@@ -229,9 +248,10 @@ Status PgEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, b
       if (c.table == id && c.kind == Chunk::Kind::kIntRange) by_value = true;
     if (by_value) continue;
     Say(fmt::format("copying: {} was partly copied from an older snapshot; copying it again whole", id.ToString()));
+    const TableId target = transforms_.count(id) ? transforms_.at(id)->target()->id : id;
     RETURN_IF_ERROR(dst_->Exec(fmt::format("BEGIN; TRUNCATE {}; DELETE FROM midflight.chunks WHERE migration = {} AND "
                                            "table_name = {}; COMMIT",
-                                           pg::QuoteQualified(id.schema, id.name), pg::QuoteLiteral(spec_.name),
+                                           pg::QuoteQualified(target.schema, target.name), pg::QuoteLiteral(spec_.name),
                                            pg::QuoteLiteral(id.ToString()))));
     for (auto it = done->begin(); it != done->end();)
       it = it->first.first == id.ToString() ? done->erase(it) : std::next(it);
@@ -260,6 +280,7 @@ Status PgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   job.rate = &runtime_.copy_rate;
   job.throttle = &runtime_.throttle;
   job.tables = by_id_;
+  job.transforms = transforms_;
   job.chunks = std::move(chunks);
   job.on_chunk_committed = std::move(on_chunk_committed);
   // The slot (first run) or a temporary one (a resumed copy) exports the
@@ -296,7 +317,7 @@ Status PgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
     eo.migration = spec_.name;
     eo.jobs = static_cast<int>(std::clamp<int64_t>(runtime_.knobs.Int(Knob::kParallelism), 1, 64));
     eo.index_memory_mb = spec_.index_memory_mb;
-    ASSIGN_OR_RETURN(early, pg::EarlyIndexBuilder::Start(*src_, *dst_, tables_, std::move(eo)));
+    ASSIGN_OR_RETURN(early, pg::EarlyIndexBuilder::Start(*src_, *dst_, plain_, std::move(eo)));
     std::set<TableId> copying;
     for (const auto& c : job.chunks) copying.insert(c.table);
     for (const auto& t : tables_)
@@ -341,13 +362,13 @@ Status PgEngine::FinishSchema() {
   RETURN_IF_ERROR(pg::RestorePostData(*src_, *dst_, spec_.target, dump_path_, spec_.copy_workers,
                                       spec_.index_memory_mb, spec_.state_dir, pg::IndexSessionName(spec_.name)));
   CrashPoint("after-post-data");
-  RETURN_IF_ERROR(pg::SyncSequences(*src_, *dst_, tables_));
+  RETURN_IF_ERROR(pg::SyncSequences(*src_, *dst_, plain_));
   // Replicated rows carry the values of GENERATED ALWAYS identity columns, which
   // an UPDATE may only set to DEFAULT: while midflight applies changes, such
   // columns are GENERATED BY DEFAULT on the target (recorded in the state, to be
   // restored when the migration completes).
   std::string always;
-  for (const auto& t : tables_)
+  for (const auto& t : plain_)
     for (const auto& c : t->columns)
       if (c.identity_always) {
         RETURN_IF_ERROR(dst_->Exec(fmt::format("ALTER TABLE {} ALTER COLUMN {} SET GENERATED BY DEFAULT",
@@ -464,6 +485,26 @@ class PgEngineKind final : public EngineKind {
     return StartPgProxy(spec, store);
   }
   bool has_traffic_plane() const override { return true; }
+  // Same engine: the tables without a transform are created by pg_restore as
+  // the source has them; the transformed ones by midflight, shown here.
+  Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
+    if (spec.transforms.empty()) return EngineKind::SchemaDdl(spec);
+    pg::ConnOptions o;
+    o.application_name = "midflight-schema";
+    ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec.source, o));
+    ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*src, spec.tables, spec.exclude));
+    ASSIGN_OR_RETURN(auto bound, BindTransforms(spec.transforms, tables));
+    std::string out = fmt::format(
+        "-- midflight: PostgreSQL -> PostgreSQL: {} tables; {} transformed (created by midflight as below: columns "
+        "and primary key only), the others created by pg_dump / pg_restore as the source has them\n",
+        tables.size(), bound.size());
+    for (const auto& tr : bound) {
+      out += fmt::format("-- {} -> {}\n", tr->source().id.ToString(), tr->target()->id.ToString());
+      for (const auto& line : tr->Describe()) out += "--   " + line + "\n";
+      out += pg::TransformedTableDdl(*tr);
+    }
+    return out;
+  }
 };
 
 }  // namespace

@@ -37,7 +37,17 @@ Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& c) {
   sc.tables = c.tables;
   sc.skip_origin_prefix = c.skip_origin_prefix;
   sc.application_name = "midflight-stream-" + c.label;
-  sc.target_columns = [cat = catalog](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+  sc.target_columns = [cat = catalog, tr = c.transforms](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+    // A transformed table has another shape on the target: its stream layout
+    // must be the one its transform was bound to (a column added on the
+    // source since is not there, and stops the stream naming it).
+    if (tr)
+      if (auto it = tr->find(id); it != tr->end()) {
+        const TableSchema& src = it->second->source();
+        std::vector<ColumnSchema> cols;
+        for (int i : src.writable) cols.push_back(src.columns[i]);
+        return cols;
+      }
     if (!cat->conn || cat->conn->IsBroken()) {
       pg::ConnOptions co;
       co.application_name = "midflight-catalog";
@@ -65,6 +75,8 @@ Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& c) {
     ASSIGN_OR_RETURN(auto sink,
                      pg::PgChangeSink::Open(c.to_uri, c.checkpoint_key, p, fmt::format("{}{}", c.origin_prefix, p.value)));
     if (rt) sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
+    if (c.transforms && !c.transforms->empty())
+      return std::unique_ptr<ChangeSink>(std::make_unique<TransformSink>(std::move(sink), c.transforms));
     return std::unique_ptr<ChangeSink>(std::move(sink));
   };
   ASSIGN_OR_RETURN(auto flow, Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));

@@ -26,6 +26,7 @@
 #include "control/runtime.h"
 #include "pipeline/flow.h"
 #include "pipeline/router.h"
+#include "pipeline/transform_sink.h"
 
 namespace midflight {
 
@@ -38,6 +39,9 @@ struct FlowConfig {
   std::string origin_prefix;       // appliers' origin names: <prefix><partition>
   std::string skip_origin_prefix;  // stream skips transactions from these origins
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;  // as the from side has them
+  // Forward: the spec's transforms by source table; each sink rewrites their
+  // changes into the target's shape (pipeline/transform_sink.h). Null: none.
+  std::shared_ptr<const TransformMap> transforms;
   uint32_t partitions = 4;
   MigrationRuntime* runtime = nullptr;  // knobs, throttle board, apply rate
   int64_t partition_log_mb = 64;

@@ -584,7 +584,7 @@ Result<Report> Run(const Context& ctx, const Options& options) {
     }
     TableResult result;
     result.table = t->id;
-    result.skipped = SkipReason(*t);
+    result.skipped = ctx.skip.count(t->id) ? ctx.skip.at(t->id) : SkipReason(*t);
     if (result.skipped.empty()) {
       RETURN_IF_ERROR(verifier.VerifyTable(*t, &result, std::move(start_after)));
     } else if (ctx.on_progress) {

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -56,6 +57,9 @@ struct Progress {
 struct Context {
   std::string source_uri, target_uri;
   std::vector<std::shared_ptr<const TableSchema>> tables;
+  // Tables not verified, with the reason reported for each (transformed
+  // tables: their target rows are not the source's, core/transform.h).
+  std::map<TableId, std::string> skip;
   // The source position through which the target has applied every committed
   // transaction (monotonic). Called often; must be cheap. Required.
   std::function<PgLsn()> target_applied_through;

@@ -168,6 +168,17 @@ std::optional<TocEntry> ParseTocLine(std::string_view line) {
   return e;
 }
 
+std::string TransformedTableDdl(const TableTransform& transform) {
+  const TableSchema& t = *transform.target();
+  std::string cols, key;
+  for (const auto& c : t.columns)
+    cols += fmt::format("{}\n  {} {}{}", cols.empty() ? "" : ",", QuoteIdent(c.name), c.type.native,
+                        c.not_null ? " NOT NULL" : "");
+  for (int k : t.key) key += (key.empty() ? "" : ", ") + QuoteIdent(t.columns[k].name);
+  return fmt::format("CREATE SCHEMA IF NOT EXISTS {};\nCREATE TABLE IF NOT EXISTS {} ({},\n  PRIMARY KEY ({})\n);\n",
+                     QuoteIdent(t.id.schema), QuoteQualified(t.id.schema, t.id.name), cols, key);
+}
+
 Status DumpSchema(const std::string& source_uri, const std::vector<std::shared_ptr<const TableSchema>>& selected,
                   const std::vector<TableId>& all_source_tables, const std::string& dump_path) {
   ASSIGN_OR_RETURN(auto split, SplitPassword(source_uri));

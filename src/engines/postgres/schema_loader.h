@@ -16,6 +16,7 @@
 
 #include "base/status.h"
 #include "core/schema.h"
+#include "core/transform.h"
 
 namespace midflight::pg {
 
@@ -76,6 +77,13 @@ std::optional<TocEntry> ParseTocLine(std::string_view line);
 // The writable (not generated) columns of `table` on the target, in order,
 // with their type names; NotFound when the table does not exist.
 Result<std::vector<ColumnSchema>> TargetWritableColumns(PgConn& target, const TableId& table);
+
+// The target's table of a transformed source table (core/transform.h), in
+// one statement run as one transaction: its schema if missing, its columns
+// (renamed, cast, added; NOT NULL kept from the source) and its key as the
+// primary key. Idempotent (IF NOT EXISTS). Indexes, constraints, defaults,
+// triggers and generated columns of the source table are not carried.
+std::string TransformedTableDdl(const TableTransform& transform);
 
 // Sets the sequences the selected tables use (owned by them, serial or
 // identity, or named in a column default) on the target to the source's

@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 
 #include <algorithm>
+#include <cctype>
 #include <map>
 #include <optional>
 #include <set>
@@ -44,7 +45,94 @@ bool UseBinaryCopy(const TableSchema& t) {
   return true;
 }
 
-std::string ChunkQuery(const TableSchema& t, const Chunk& c, bool text = false) {
+// COPY's text format (one row per line: fields split by tabs, \N for NULL,
+// backslash escapes), decoded into the Datums a transform reads and encoded
+// back for the target.
+bool DecodeCopyRow(std::string_view line, std::vector<Datum>* out) {
+  out->clear();
+  if (!line.empty() && line.back() == '\n') line.remove_suffix(1);
+  std::string field;
+  bool null = false;
+  auto flush = [&] {
+    out->push_back(null ? Datum::Null() : Datum::Text(std::move(field)));
+    field.clear();
+    null = false;
+  };
+  for (size_t i = 0; i < line.size(); ++i) {
+    char ch = line[i];
+    if (ch == '\t') {
+      flush();
+      continue;
+    }
+    if (ch != '\\') {
+      field.push_back(ch);
+      continue;
+    }
+    if (++i >= line.size()) return false;
+    char e = line[i];
+    switch (e) {
+      case 'N': null = true; break;
+      case 'b': field.push_back('\b'); break;
+      case 'f': field.push_back('\f'); break;
+      case 'n': field.push_back('\n'); break;
+      case 'r': field.push_back('\r'); break;
+      case 't': field.push_back('\t'); break;
+      case 'v': field.push_back('\v'); break;
+      case 'x': {
+        int v = 0, n = 0;
+        while (n < 2 && i + 1 < line.size() && std::isxdigit(static_cast<unsigned char>(line[i + 1]))) {
+          char h = line[++i];
+          v = v * 16 + (std::isdigit(static_cast<unsigned char>(h)) ? h - '0' : (std::tolower(h) - 'a' + 10));
+          ++n;
+        }
+        field.push_back(static_cast<char>(v));
+        break;
+      }
+      default:
+        if (e >= '0' && e <= '7') {
+          int v = e - '0', n = 1;
+          while (n < 3 && i + 1 < line.size() && line[i + 1] >= '0' && line[i + 1] <= '7') {
+            v = v * 8 + (line[++i] - '0');
+            ++n;
+          }
+          field.push_back(static_cast<char>(v));
+        } else {
+          field.push_back(e);
+        }
+    }
+  }
+  flush();
+  return true;
+}
+
+void EncodeCopyRow(const std::vector<Datum>& row, std::string* out) {
+  out->clear();
+  for (size_t i = 0; i < row.size(); ++i) {
+    if (i) out->push_back('\t');
+    if (row[i].is_null()) {
+      *out += "\\N";
+      continue;
+    }
+    for (char ch : row[i].text) {
+      switch (ch) {
+        case '\\': *out += "\\\\"; break;
+        case '\t': *out += "\\t"; break;
+        case '\n': *out += "\\n"; break;
+        case '\r': *out += "\\r"; break;
+        default: out->push_back(ch);
+      }
+    }
+  }
+  out->push_back('\n');
+}
+
+std::string TargetColumnList(const TableSchema& t) {
+  std::string out;
+  for (const auto& c : t.columns) out += (out.empty() ? "" : ", ") + QuoteIdent(c.name);
+  return out;
+}
+
+std::string ChunkQuery(const TableSchema& t, const Chunk& c, bool force_text = false) {
   std::string from = t.partitioned ? QuoteQualified(t.id.schema, t.id.name)
                                    : "ONLY " + QuoteQualified(t.id.schema, t.id.name);
   std::vector<std::string> conds;
@@ -59,7 +147,7 @@ std::string ChunkQuery(const TableSchema& t, const Chunk& c, bool text = false) 
   std::string where;
   for (size_t i = 0; i < conds.size(); ++i) where += (i ? " AND " : " WHERE ") + conds[i];
   return fmt::format("COPY (SELECT {} FROM {}{}) TO STDOUT{}", ColumnList(t), from, where,
-                     UseBinaryCopy(t) && !text ? " (FORMAT binary)" : "");
+                     UseBinaryCopy(t) && !force_text ? " (FORMAT binary)" : "");
 }
 
 // Stops a source COPY that is still sending and drains what is in flight,
@@ -139,13 +227,22 @@ Status CopyToTarget(PgConn& src, ChunkTarget& target, const TableSchema& t, cons
 }
 
 // Pipes one chunk from source to target inside the target's open transaction.
+// With a transform (core/transform.h) the rows go through it in text form
+// into the target's table; a row it cannot apply fails the chunk, naming it.
 Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c, TableProgress& progress,
-                 int64_t* rows, int64_t* bytes, const std::atomic<bool>& stop, RateLimiter* rate) {
-  std::string copy_in = fmt::format("COPY {} ({}) FROM STDIN{}", QuoteQualified(t.id.schema, t.id.name),
-                                    ColumnList(t), UseBinaryCopy(t) ? " (FORMAT binary)" : "");
+                 int64_t* rows, int64_t* bytes, const std::atomic<bool>& stop, RateLimiter* rate,
+                 const TableTransform* transform) {
+  std::string copy_in =
+      transform ? fmt::format("COPY {} ({}) FROM STDIN", QuoteQualified(transform->target()->id.schema,
+                                                                        transform->target()->id.name),
+                              TargetColumnList(*transform->target()))
+                : fmt::format("COPY {} ({}) FROM STDIN{}", QuoteQualified(t.id.schema, t.id.name), ColumnList(t),
+                              UseBinaryCopy(t) ? " (FORMAT binary)" : "");
   PgResult in(PQexec(dst.raw(), copy_in.c_str()));
   if (PQresultStatus(in.raw()) != PGRES_COPY_IN) return StatusFromResult(dst.raw(), in.raw(), "COPY into " + t.id.ToString());
-  std::string query = ChunkQuery(t, c);
+  std::string query = ChunkQuery(t, c, transform != nullptr);
+  std::vector<Datum> row;
+  std::string encoded;
   PgResult out(PQexec(src.raw(), query.c_str()));
   if (PQresultStatus(out.raw()) != PGRES_COPY_OUT) {
     Status st = StatusFromResult(src.raw(), out.raw(), "COPY from " + t.id.ToString());
@@ -163,7 +260,27 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
       failure = StatusFromResult(src.raw(), nullptr, "reading COPY of " + t.id.ToString());
       break;
     }
-    int put = PQputCopyData(dst.raw(), buf, n);
+    int put = 1;
+    if (transform) {
+      if (!DecodeCopyRow(std::string_view(buf, static_cast<size_t>(n)), &row) ||
+          row.size() != t.writable.size()) {
+        PQfreemem(buf);
+        failure = Internal(fmt::format("COPY from {}: a row of text COPY could not be read", t.id.ToString()));
+        break;
+      }
+      auto out = transform->Row(row);
+      if (!out.ok()) {
+        PQfreemem(buf);
+        failure = out.status();
+        break;
+      }
+      if (out->has_value()) {
+        EncodeCopyRow(**out, &encoded);
+        put = PQputCopyData(dst.raw(), encoded.data(), static_cast<int>(encoded.size()));
+      }
+    } else {
+      put = PQputCopyData(dst.raw(), buf, n);
+    }
     PQfreemem(buf);
     if (put != 1) {
       failure = StatusFromResult(dst.raw(), nullptr, "writing COPY of " + t.id.ToString());
@@ -363,7 +480,9 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
       }
     }
     Status s = cn.target ? Status::Ok() : cn.dst->Exec("BEGIN");
-    if (s.ok() && !cn.target) s = PipeChunk(*cn.src, *cn.dst, t, c, tp, &rows, &bytes, stop, job.rate);
+    const TableTransform* transform = nullptr;
+    if (auto tr = job.transforms.find(c.table); tr != job.transforms.end()) transform = tr->second.get();
+    if (s.ok() && !cn.target) s = PipeChunk(*cn.src, *cn.dst, t, c, tp, &rows, &bytes, stop, job.rate, transform);
     if (s.ok() && !cn.target) {
       auto r = cn.dst->Query(kRecordChunkSql, {job.migration, t.id.ToString(), std::to_string(c.number),
                                                job.snapshot_lsn.ToString(), std::to_string(rows), std::to_string(bytes)});

@@ -27,6 +27,7 @@
 #include "core/copy.h"
 #include "core/position.h"
 #include "core/schema.h"
+#include "core/transform.h"
 #include "pipeline/throttle.h"
 
 namespace midflight {
@@ -82,6 +83,9 @@ struct CopyJob {
   RateLimiter* rate = nullptr;
   ThrottleBoard* throttle = nullptr;
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;
+  // Transformed tables (by source table): copied in text form through the
+  // transform into the target's table (core/transform.h).
+  std::map<TableId, std::shared_ptr<const TableTransform>> transforms;
   std::vector<Chunk> chunks;  // the chunks still to copy
   // Called after each chunk's target transaction committed, with the number
   // committed so far in this call (any worker thread).

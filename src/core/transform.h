@@ -1,0 +1,154 @@
+// Transforms: what the spec's `transforms:` section does to a table's rows on
+// the way to the target, written once for every engine pairing.
+//
+// Per table: keep or drop columns (include / exclude), rename the table and
+// its columns, convert a column with a named cast, add computed columns from
+// a small expression language, and keep only the rows a filter accepts.
+//
+//   TableTransformSpec (spec text, checked for syntax at spec load)
+//        │ Bind(spec, source TableSchema)     names and types checked, key rules
+//        ▼
+//   TableTransform: target() = the table the target gets (renamed, columns dropped,
+//                   cast, added); Row(source image) -> target image, or "filtered out"
+//
+// Values are read and written in their text form (Datum), the form the
+// pipeline carries to a PostgreSQL target: integers and decimals as digits,
+// booleans t/f, timestamps ISO 8601, JSON as its text. The casts and
+// expressions below are defined on those forms, so one implementation serves
+// PostgreSQL -> PostgreSQL and MySQL -> PostgreSQL (after the casting table)
+// alike.
+//
+// Casts (`columns: {col: {cast: NAME}}`):
+//   text_to_int       text -> bigint (surrounding spaces ignored; anything else stops the run)
+//   text_to_numeric   text -> numeric
+//   int_to_text       integer -> text
+//   numeric_to_text   decimal -> text (the exact digits)
+//   json_to_text      json/jsonb -> text (the JSON text as the source prints it)
+//   timestamp_to_timestamptz   timestamp without zone -> timestamptz, read in `zone`
+//                     (UTC, +HH, +HH:MM, -HH:MM; fixed offsets only)
+//   trim, lower, upper   text -> text (spaces; ASCII letters only: other characters are kept)
+//
+// Expressions (`add: {col: EXPR}`) and the filter (`filter: PRED`):
+//   column names (plain, or "double quoted"), 'text' literals ('' for a quote),
+//   numbers (42, -1.5), null, true, false;
+//   concat(a, b, ...)  (NULL parts are skipped, like PostgreSQL's concat)
+//   coalesce(a, b, ...), lower(a), upper(a), trim(a), sha256(a) (hex; for masking)
+//   a + b, a - b, a * b on integers and decimals (or text columns holding them), exact
+//   (NULL in, NULL out; a value that is not a number, or an overflow, stops the run)
+//   a = b, a != b (or <>), a < b, a <= b, a > b, a >= b, a is null, a is not null,
+//   p and q, p or q, not p, parentheses.
+// Comparisons are numeric when either side is a number (a numeric column or
+// a number literal), boolean against true/false, else byte-wise on the text
+// (dates and timestamps compare as their ISO text). A comparison with NULL
+// is false, so the filter drops rows whose compared column is NULL unless it
+// says `is null`.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/status.h"
+#include "core/change.h"
+#include "core/schema.h"
+#include "core/value.h"
+
+namespace midflight {
+
+struct ColumnTransformSpec {
+  std::string column;  // the source column
+  std::string rename;  // empty: keep the name
+  std::string cast;    // empty: none; else one of the casts above
+  std::string zone;    // timestamp_to_timestamptz only
+};
+
+struct AddedColumnSpec {
+  std::string name;
+  std::string expr;
+};
+
+struct TableTransformSpec {
+  std::string table;   // as the spec names it: "schema.table", or "table" (any schema)
+  std::string rename;  // "table" (same schema) or "schema.table"; empty: keep
+  std::vector<std::string> include;  // columns kept (empty: all); key columns must be kept
+  std::vector<std::string> exclude;  // columns dropped
+  std::vector<ColumnTransformSpec> columns;
+  std::vector<AddedColumnSpec> add;
+  std::string filter;  // empty: every row
+  // Where the spec said it, for messages ("transforms.public.orders").
+  std::string where() const { return "transforms." + table; }
+};
+
+// Checks a spec's syntax without a table: cast names, zones, expressions and
+// the filter parse. Errors name the table, the column and the bad part.
+Status CheckTransformSyntax(const TableTransformSpec& spec);
+
+// The transform of the spec that names `id` (an exact "schema.table" entry
+// wins over a bare "table" one), or nullptr.
+const TableTransformSpec* TransformFor(const std::vector<TableTransformSpec>& specs, const TableId& id);
+
+namespace transform_detail {
+struct Expr;
+}
+
+// One table's transform, bound to its source schema. Immutable; shared by
+// the copy workers and the appliers (any thread).
+class TableTransform {
+ public:
+  // Checks the spec against the table: every named column exists, key columns
+  // are kept and only renamed or cast one-to-one (int_to_text,
+  // timestamp_to_timestamptz), casts fit the column's type, expressions
+  // and the filter refer to existing columns. The table needs a key.
+  static Result<std::shared_ptr<const TableTransform>> Bind(const TableTransformSpec& spec,
+                                                            std::shared_ptr<const TableSchema> source);
+  ~TableTransform();
+
+  const TableSchema& source() const { return *source_; }
+  // The target's table: renamed, its columns kept (writable ones only, in
+  // source order, renamed and cast) then the added ones; the same key.
+  const std::shared_ptr<const TableSchema>& target() const { return target_; }
+  bool has_filter() const { return filter_ != nullptr; }
+
+  // The target image of one source image (TableSchema::writable layout of
+  // the source), or nullopt when the filter drops the row. A cast or
+  // expression that cannot apply is an error naming table, key, column and
+  // value. Unchanged values pass through a rename or cast as unchanged; an
+  // added column or the filter that needs one is an error (the source did
+  // not send the value).
+  Result<std::optional<std::vector<Datum>>> Row(const std::vector<Datum>& values) const;
+  // The target's key image (others NULL) of a source image holding at
+  // least the key columns (a delete's `old`).
+  std::vector<Datum> KeyImage(const std::vector<Datum>& source_image) const;
+  // One change as the target applies it, or nullopt when nothing is to be
+  // applied. With a filter: an insert or update whose new row passes becomes
+  // an upsert (kInsert; the target may or may not hold the row, so it is not
+  // checked for conflicts), one that does not becomes a delete by key (the
+  // row may have left the filter), and deletes are by key (unchecked).
+  Result<std::optional<Change>> Apply(const Change& change) const;
+  // What the transform does, one line per column, for `schema --dry-run`.
+  std::vector<std::string> Describe() const;
+
+ private:
+  TableTransform() = default;
+  Status RowError(const std::vector<Datum>& values, const std::string& column, const std::string& problem) const;
+
+  struct OutColumn {
+    int from = -1;  // index in the source's writable layout; -1: computed
+    std::string cast;
+    int zone_minutes = 0;
+    std::shared_ptr<transform_detail::Expr> expr;  // computed
+    std::string describe;
+  };
+  std::shared_ptr<const TableSchema> source_, target_;
+  std::vector<OutColumn> out_;
+  std::shared_ptr<transform_detail::Expr> filter_;
+  std::string filter_text_;
+};
+
+// The tables of `tables` with a transform in `specs`, bound; an error names the
+// first problem (also a spec entry that names no migrated table).
+Result<std::vector<std::shared_ptr<const TableTransform>>> BindTransforms(
+    const std::vector<TableTransformSpec>& specs, const std::vector<std::shared_ptr<const TableSchema>>& tables);
+
+}  // namespace midflight

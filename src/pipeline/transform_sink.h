@@ -1,0 +1,47 @@
+// The change side of the spec's transforms (core/transform.h): a ChangeSink
+// that rewrites each change of a transformed table into the target's shape
+// (renamed table and columns, casts, added columns, the row filter) before
+// the engine's own sink applies it. Changes of other tables pass unchanged.
+//
+//   Applier p ─► TransformSink ─► engine's ChangeSink p ─► target
+//
+// It sits after routing and collapsing, which read the source's shape: the
+// key is kept (only renamed or cast one-to-one, TableTransform::Bind), so
+// routing by the source key keeps per-key order on the target. A change the
+// transform cannot apply fails the batch with the table, key, column and
+// value named; the applier stops the migration (nothing is skipped).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "core/transform.h"
+#include "pipeline/applier.h"
+
+namespace midflight {
+
+using TransformMap = std::map<TableId, std::shared_ptr<const TableTransform>>;  // by source table
+
+// The transforms of `bound` keyed by source table.
+TransformMap TransformsBySource(const std::vector<std::shared_ptr<const TableTransform>>& bound);
+
+// Rewrites `changes` for the target, one for one (a change a transform would
+// drop leaves no entry; none does today: a row the filter refuses is a delete).
+Result<std::vector<Change>> TransformChanges(const TransformMap& transforms, std::span<const Change> changes);
+
+class TransformSink final : public ChangeSink {
+ public:
+  TransformSink(std::unique_ptr<ChangeSink> inner, std::shared_ptr<const TransformMap> transforms)
+      : inner_(std::move(inner)), transforms_(std::move(transforms)) {}
+  Result<ChangePosition> LoadCheckpoint() override { return inner_->LoadCheckpoint(); }
+  Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
+  Status ApplyBarrier(const Change& change, uint32_t partitions) override;
+  Status Reconnect() override { return inner_->Reconnect(); }
+
+ private:
+  std::unique_ptr<ChangeSink> inner_;
+  std::shared_ptr<const TransformMap> transforms_;
+};
+
+}  // namespace midflight
