@@ -167,7 +167,12 @@ async function main() {
   for (const [key, want] of Object.entries(expected.kinds)) {
     const k = perKey.get(`${prefix}.${db}.kinds|${JSON.stringify({ id: Number(key) })}`);
     const got = k ? k.ops.join(' ') : '(none)';
-    if (got !== want) fail(`kinds id=${key}: events ${got}, the source made ${want}`);
+    if (got !== want) {
+      const seen = events
+        .filter((e) => e.topic.endsWith('.kinds'))
+        .map((e) => `${e.partition}@${e.offset}:${e.value ? e.value.op : 'tombstone'}${e.key ? e.key.id : ''}`);
+      fail(`kinds id=${key}: events ${got}, the source made ${want} (kinds topic: ${seen.join(' ')})`);
+    }
   }
   for (let p = 0; p < partitions; p++)
     if (!truncates.has(`${prefix}.${db}.kinds|${p}`)) fail(`kinds: no truncate event in partition ${p}`);

@@ -44,7 +44,7 @@ rc=0
 [[ $rc -ne 0 ]] || fail "preflight passed with a 15000-byte row"
 grep -q "table shop.kinds key 999: the row is 150[0-9][0-9] bytes as text, over 10000 (half of transport.max_message_bytes 20000" \
   "$WORK/run.$RUN_N.log" || { tail -5 "$WORK/run.$RUN_N.log"; fail "preflight did not name the oversized row"; }
-log "preflight: $(grep -o 'table shop.kinds key 999[^;]*' "$WORK/run.$RUN_N.log")"
+log "preflight: $(grep -o 'table shop.kinds key 999[^;]*' "$WORK/run.$RUN_N.log" | head -1)"
 sql_pri -D shop -e "DELETE FROM kinds WHERE id = 999"
 wait_replica
 
