@@ -192,7 +192,7 @@ async function main() {
     fail(`items id=0: after ${JSON.stringify(a)} is not Debezium's form of the row`);
   console.log(
     `decoded ${events.length} messages from ${topics.length} topics: c=${counts.c} u=${counts.u} d=${counts.d} ` +
-      `t=${counts.t} tombstones=${counts.tombstones} replayed=${counts.replays}; ${keys} keys end as on the source, ` +
+      `t=${counts.t} (${[...truncates].map(([k, v]) => `${k.slice(prefix.length + 8)}@${v.join(',')}`).join(' ')}) tombstones=${counts.tombstones} replayed=${counts.replays}; ${keys} keys end as on the source, ` +
       `${historyRows.size} history rows, items and docs as made`);
 }
 

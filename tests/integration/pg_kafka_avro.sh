@@ -58,7 +58,7 @@ rc=0
 [[ $rc -ne 0 ]] || fail "preflight passed with a 600000-byte row"
 grep -q "table public.items key -7: the row is 6000[0-9][0-9] bytes as text, over 500000 (half of transport.max_message_bytes 1000000" \
   "$WORK/run.$RUN_N.log" || { tail -5 "$WORK/run.$RUN_N.log"; fail "preflight did not name the oversized row"; }
-log "preflight: $(grep -o 'table public.items key -7[^;]*' "$WORK/run.$RUN_N.log")"
+log "preflight: $(grep -o 'table public.items key -7[^;]*' "$WORK/run.$RUN_N.log" | head -1)"
 sql_src -c "DELETE FROM items WHERE id = -7"
 
 # 1. An unreachable registry: the first change stops the run, naming it.
