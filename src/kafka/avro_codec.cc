@@ -916,7 +916,8 @@ Status DebeziumAvroTable::EncodeColumn(const Change& /*c*/, const Column& col, c
       }
       std::string text;
       if (col.conv == Conv::kEnumIndex) {
-        if (n > col.labels.size()) return null_or(fmt::format("ENUM index {} past its {} members", n, col.labels.size()));
+        if (n > col.labels.size())
+          return null_or(fmt::format("ENUM index {} past its {} members", n, col.labels.size()));
         if (n > 0) text = col.labels[n - 1];
       } else {
         for (size_t i = 0; i < col.labels.size() && i < 64; ++i)
@@ -930,7 +931,8 @@ Status DebeziumAvroTable::EncodeColumn(const Change& /*c*/, const Column& col, c
       // The binlog's and the copy's text form of a BIT is its value in decimal.
       uint64_t n = 0;
       auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
-      if (ec != std::errc() || p != s.data() + s.size()) return null_or(fmt::format("'{}' is not a BIT value", Utf8(s)));
+      if (ec != std::errc() || p != s.data() + s.size())
+        return null_or(fmt::format("'{}' is not a BIT value", Utf8(s)));
       if (col.conv == Conv::kBitBool) {
         v.Bool(n != 0);
         break;

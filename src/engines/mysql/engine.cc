@@ -223,12 +223,14 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
     for (const auto& t : tables_) {
       std::vector<std::string> keys, lengths;
       for (int k : t->key) keys.push_back(mysql::QuoteIdent(t->columns[k].name));
-      for (const auto& c : t->columns) lengths.push_back(fmt::format("COALESCE(LENGTH({}), 0)", mysql::QuoteIdent(c.name)));
+      for (const auto& c : t->columns)
+        lengths.push_back(fmt::format("COALESCE(LENGTH({}), 0)", mysql::QuoteIdent(c.name)));
       ASSIGN_OR_RETURN(MyResult big,
-                       src_->Query(fmt::format("SELECT {}, {} AS n FROM {}.{} HAVING n > {} ORDER BY n DESC LIMIT 1",
-                                               keys.empty() ? "'(no key)'" : fmt::format("CONCAT_WS(', ', {})", fmt::join(keys, ", ")),
-                                               fmt::join(lengths, " + "), mysql::QuoteIdent(t->id.schema),
-                                               mysql::QuoteIdent(t->id.name), spec_.transport.max_row_text_bytes())));
+                       src_->Query(fmt::format(
+                           "SELECT {}, {} AS n FROM {}.{} HAVING n > {} ORDER BY n DESC LIMIT 1",
+                           keys.empty() ? "'(no key)'" : fmt::format("CONCAT_WS(', ', {})", fmt::join(keys, ", ")),
+                           fmt::join(lengths, " + "), mysql::QuoteIdent(t->id.schema), mysql::QuoteIdent(t->id.name),
+                           spec_.transport.max_row_text_bytes())));
       if (big.rows() > 0)
         problems.push_back(spec_.transport.OversizedRow(t->id.ToString(), big.Get(0, 0), big.GetInt(0, 1)));
     }
