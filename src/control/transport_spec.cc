@@ -93,4 +93,12 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
   return Status::Ok();
 }
 
+std::string TransportSpec::OversizedRow(const std::string& table, const std::string& key, int64_t bytes) const {
+  return fmt::format(
+      "table {} key {}: the row is {} bytes as text, over {} (half of transport.max_message_bytes {}: a change "
+      "message carries each value twice); raise max_message_bytes (and the topics' max.message.bytes) or shrink "
+      "the row",
+      table, key, bytes, max_row_text_bytes(), max_message_bytes);
+}
+
 }  // namespace midflight

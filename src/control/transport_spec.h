@@ -42,6 +42,13 @@ struct TransportSpec {
   std::string schema_registry;  // empty: no per-table Avro topics
   std::map<std::string, std::string> settings;
 
+  // Preflight refuses a row whose values, as text, exceed this: the change
+  // topic's message carries each value twice (the envelope's "after" and
+  // midflight's own copy), so half of max_message_bytes (kafka/README.md).
+  int64_t max_row_text_bytes() const { return max_message_bytes / 2; }
+  // The preflight problem for such a row of `table` ("schema.name").
+  std::string OversizedRow(const std::string& table, const std::string& key, int64_t bytes) const;
+
   // The topic the migration `name`'s changes go to.
   std::string Topic(const std::string& name) const { return topic_prefix + "." + name + ".changes"; }
 };

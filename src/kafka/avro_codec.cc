@@ -384,9 +384,9 @@ ojson Semantic(const char* base, const char* connect_name) {
   return ojson{{"type", base}, {"connect.version", 1}, {"connect.name", connect_name}};
 }
 
-// "enum('a','b')" / "set('a','b')" → "a,b" (Debezium's `allowed` parameter).
-std::string Allowed(const std::string& native) {
-  std::string out;
+// "enum('a','b')" / "set('a','b')" → its members, in order.
+std::vector<std::string> Labels(const std::string& native) {
+  std::vector<std::string> out;
   size_t i = native.find('(');
   if (i == std::string::npos) return out;
   bool in = false;
@@ -399,7 +399,7 @@ std::string Allowed(const std::string& native) {
         ++i;
       } else if (c == '\'') {
         in = false;
-        out += (out.empty() ? "" : ",") + cur;
+        out.push_back(std::move(cur));
         cur.clear();
       } else {
         cur += c;
@@ -408,6 +408,13 @@ std::string Allowed(const std::string& native) {
       in = true;
     }
   }
+  return out;
+}
+
+// "enum('a','b')" / "set('a','b')" → "a,b" (Debezium's `allowed` parameter).
+std::string Allowed(const std::string& native) {
+  std::string out;
+  for (const std::string& l : Labels(native)) out += (out.empty() ? "" : ",") + l;
   return out;
 }
 
@@ -673,7 +680,9 @@ Result<std::shared_ptr<const DebeziumAvroTable>> DebeziumAvroTable::Build(std::s
           col->conv = Conv::kZonedTime;
           return Semantic("string", "io.debezium.time.ZonedTime");
         }
-        if (ty.precision >= 0 && ty.precision <= 3) {
+        // Debezium's MySQL connector (time.precision.mode
+        // adaptive_time_microseconds, its default) makes every TIME a MicroTime.
+        if (!mysql && ty.precision >= 0 && ty.precision <= 3) {
           col->conv = Conv::kTimeMs;
           return Semantic("int", "io.debezium.time.Time");
         }
@@ -691,15 +700,40 @@ Result<std::shared_ptr<const DebeziumAvroTable>> DebeziumAvroTable::Build(std::s
         col->conv = Conv::kTimestampMicros;
         return Semantic("long", "io.debezium.time.MicroTimestamp");
       case TypeKind::kEnum: {
+        // MySQL's binlog gives an ENUM's index (1-based; 0 the empty
+        // invalid value): the label is written.
+        if (mysql) {
+          col->conv = Conv::kEnumIndex;
+          col->labels = Labels(ty.native);
+        }
         ojson s = Semantic("string", "io.debezium.data.Enum");
         if (std::string a = Allowed(ty.native); !a.empty()) s["connect.parameters"] = {{"allowed", a}};
         return s;
       }
       case TypeKind::kOther:
         if (mysql && base.rfind("set", 0) == 0 && (base.size() == 3 || base[3] == '(')) {
+          // The binlog's SET is a bitmask of its members: "a,c" is written.
+          col->conv = Conv::kSetBits;
+          col->labels = Labels(ty.native);
           ojson s = Semantic("string", "io.debezium.data.EnumSet");
           if (std::string a = Allowed(ty.native); !a.empty()) s["connect.parameters"] = {{"allowed", a}};
           return s;
+        }
+        if (mysql && base.rfind("bit", 0) == 0 && (base.size() == 3 || base[3] == '(')) {
+          // Debezium: BIT(1) a boolean, BIT(n) its bytes little-endian
+          // (io.debezium.data.Bits, `length` n).
+          int n = 1;
+          if (auto open = ty.native.find('('); open != std::string::npos) n = std::atoi(ty.native.c_str() + open + 1);
+          if (n <= 1) {
+            col->conv = Conv::kBitBool;
+            return "boolean";
+          }
+          col->conv = Conv::kBits;
+          col->scale = n;
+          return ojson{{"type", "bytes"},
+                       {"connect.version", 1},
+                       {"connect.parameters", {{"length", std::to_string(n)}}},
+                       {"connect.name", "io.debezium.data.Bits"}};
         }
         if (mysql && IsGeometry(base)) {
           col->conv = Conv::kGeometry;
@@ -872,6 +906,42 @@ Status DebeziumAvroTable::EncodeColumn(const Change& /*c*/, const Column& col, c
       break;
     }
     case Conv::kBytesRaw: v.Bytes(s); break;
+    case Conv::kEnumIndex:
+    case Conv::kSetBits: {
+      uint64_t n = 0;
+      auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+      if (ec != std::errc() || p != s.data() + s.size()) {
+        v.String(Utf8(s));  // a label already (a value not from the binlog)
+        break;
+      }
+      std::string text;
+      if (col.conv == Conv::kEnumIndex) {
+        if (n > col.labels.size())
+          return null_or(fmt::format("ENUM index {} past its {} members", n, col.labels.size()));
+        if (n > 0) text = col.labels[n - 1];
+      } else {
+        for (size_t i = 0; i < col.labels.size() && i < 64; ++i)
+          if (n >> i & 1) text += (text.empty() ? "" : ",") + col.labels[i];
+      }
+      v.String(Utf8(text));
+      break;
+    }
+    case Conv::kBitBool:
+    case Conv::kBits: {
+      // The binlog's and the copy's text form of a BIT is its value in decimal.
+      uint64_t n = 0;
+      auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+      if (ec != std::errc() || p != s.data() + s.size())
+        return null_or(fmt::format("'{}' is not a BIT value", Utf8(s)));
+      if (col.conv == Conv::kBitBool) {
+        v.Bool(n != 0);
+        break;
+      }
+      std::string bytes;
+      for (int i = 0; i < (col.scale + 7) / 8; ++i) bytes.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
+      v.Bytes(bytes);
+      break;
+    }
     case Conv::kDecimal: {
       auto b = DecimalBytes(s, col.scale);
       if (!b) return null_or(fmt::format("'{}' is not a decimal of scale {}", Utf8(s), col.scale));
@@ -987,40 +1057,57 @@ Result<std::string> DebeziumAvroTable::EncodeValue(const Change& c, const std::s
     w.Branch(1);
     RETURN_IF_ERROR(EncodeImage(c, c.values, false, &w));
   }
-  // source
-  const int64_t ts_ms = c.commit_time_us / 1000;
-  const uint64_t pos = c.pos.commit_lsn.value();
-  w.String("midflight");  // version
-  w.String(engine_ == PositionKind::kBinlog ? "mysql" : "postgresql");
-  w.String(source_name);
-  w.Long(ts_ms);
-  w.Branch(0);  // snapshot: the string branch
-  w.String(snapshot ? "true" : "false");
-  w.String(engine_ == PositionKind::kBinlog ? Utf8(table_->id.schema) : std::string());  // db
-  w.Branch(0);                                                                           // sequence: null
-  if (engine_ == PositionKind::kBinlog) {
-    w.Branch(1);
-    w.String(Utf8(table_->id.name));
-    w.Long(0);    // server_id: not carried by the position
-    w.Branch(0);  // gtid
-    w.String(fmt::format("{:06}", pos >> 32));
-    w.Long(static_cast<int64_t>(pos & 0xffffffffu));
-    w.Long(0);    // row
-    w.Branch(0);  // thread
-    w.Branch(0);  // query
-  } else {
-    w.String(Utf8(table_->id.schema));
-    w.String(Utf8(table_->id.name));
-    w.Branch(0);  // txId
-    w.Branch(1);  // lsn
-    w.Long(static_cast<int64_t>(pos));
-    w.Branch(0);  // xmin
-  }
-  w.Branch(1);
-  w.Long(c.pos.seq);
+  EncodeSource(c, source_name, snapshot, &w);
   // op, ts_ms
   const char* op = snapshot ? "r" : c.kind == ChangeKind::kInsert ? "c" : c.kind == ChangeKind::kUpdate ? "u" : "d";
   w.String(op);
+  w.Branch(1);
+  w.Long(now_ms);
+  return std::move(w.out());
+}
+
+void DebeziumAvroTable::EncodeSource(const Change& c, const std::string& source_name, bool snapshot,
+                                     AvroWriter* w) const {
+  const int64_t ts_ms = c.commit_time_us / 1000;
+  const uint64_t pos = c.pos.commit_lsn.value();
+  w->String("midflight");  // version
+  w->String(engine_ == PositionKind::kBinlog ? "mysql" : "postgresql");
+  w->String(source_name);
+  w->Long(ts_ms);
+  w->Branch(0);  // snapshot: the string branch
+  w->String(snapshot ? "true" : "false");
+  w->String(engine_ == PositionKind::kBinlog ? Utf8(table_->id.schema) : std::string());  // db
+  w->Branch(0);                                                                           // sequence: null
+  if (engine_ == PositionKind::kBinlog) {
+    w->Branch(1);
+    w->String(Utf8(table_->id.name));
+    w->Long(0);    // server_id: not carried by the position
+    w->Branch(0);  // gtid
+    w->String(fmt::format("{:06}", pos >> 32));
+    w->Long(static_cast<int64_t>(pos & 0xffffffffu));
+    w->Long(0);    // row
+    w->Branch(0);  // thread
+    w->Branch(0);  // query
+  } else {
+    w->String(Utf8(table_->id.schema));
+    w->String(Utf8(table_->id.name));
+    w->Branch(0);  // txId
+    w->Branch(1);  // lsn
+    w->Long(static_cast<int64_t>(pos));
+    w->Branch(0);  // xmin
+  }
+  w->Branch(1);
+  w->Long(c.pos.seq);
+}
+
+Result<std::string> DebeziumAvroTable::EncodeTruncate(const Change& c, const std::string& source_name,
+                                                      int64_t now_ms) const {
+  if (c.kind != ChangeKind::kTruncate) return Internal("not a truncate");
+  AvroWriter w;
+  w.Branch(0);  // before
+  w.Branch(0);  // after
+  EncodeSource(c, source_name, /*snapshot=*/false, &w);
+  w.String("t");
   w.Branch(1);
   w.Long(now_ms);
   return std::move(w.out());

@@ -96,22 +96,28 @@ class DebeziumAvroTable {
   Result<std::string> EncodeKey(const Change& change) const;
   Result<std::string> EncodeValue(const Change& change, const std::string& source_name, int64_t now_ms,
                                   bool snapshot) const;
+  // Debezium's truncate event of this table (op t, before and after null,
+  // source at the truncate's position); the message has no key.
+  Result<std::string> EncodeTruncate(const Change& truncate, const std::string& source_name, int64_t now_ms) const;
 
   // One column's conversion (the type table in src/kafka/README.md).
   enum class Conv : uint8_t {
     kString, kBool, kInt, kLong, kFloat, kDouble, kBytesPg, kBytesRaw, kDecimal, kVarDecimal,
     kDate, kTimeMs, kTimeMicros, kZonedTime, kTimestampMs, kTimestampMicros, kZonedTimestamp, kGeometry,
+    kBitBool, kBits, kEnumIndex, kSetBits,
   };
 
  private:
   struct Column {
     std::string name;  // the Avro field name (sanitised)
     Conv conv = Conv::kString;
-    int scale = 0;
+    int scale = 0;  // kDecimal: the scale; kBits: the width in bits
     bool nullable = true;
+    std::vector<std::string> labels;  // kEnumIndex, kSetBits: the members in order
   };
   Status EncodeImage(const Change& c, const std::vector<Datum>& image, bool key_only, AvroWriter* w) const;
   Status EncodeColumn(const Change& c, const Column& col, const Datum& d, AvroWriter* w) const;
+  void EncodeSource(const Change& c, const std::string& source_name, bool snapshot, AvroWriter* w) const;
 
   std::shared_ptr<const TableSchema> table_;
   PositionKind engine_ = PositionKind::kPgLsn;

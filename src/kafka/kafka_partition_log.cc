@@ -245,6 +245,32 @@ class KafkaPartitionLog final : public PartitionLog {
     return Status::Ok();
   }
 
+  Status AppendBarrier(const Change& barrier, const std::function<PartitionId(const Change&)>& route) override {
+    if (closed_) return Cancelled("partition log closed");
+    {
+      MutexLock lock(&mu_);
+      RETURN_IF_ERROR(error_);
+    }
+    Status st = ProduceBarrier(barrier, route);
+    MutexLock lock(&mu_);
+    if (!st.ok()) {
+      if (error_.ok()) error_ = st;
+      space_.NotifyAll();
+      return st;
+    }
+    // Durable in Kafka before the sequencer applies it (after which the
+    // source may be told it is consumed).
+    const ChangePosition pos = barrier.pos;
+    space_.Wait(&mu_, [&]() REQUIRES(mu_) {
+      if (closed_ || !error_.ok()) return true;
+      for (const auto& pending : side_pending_)
+        if (pending.count(pos)) return false;
+      return true;
+    });
+    if (closed_) return Cancelled("partition log closed");
+    return error_;
+  }
+
   void Close() override {
     closed_ = true;
     MutexLock lock(&mu_);
@@ -252,6 +278,13 @@ class KafkaPartitionLog final : public PartitionLog {
   }
 
  private:
+  // A barrier's record (AppendBarrier): only barriers are truncates or key
+  // moves that carry unchanged TOAST values (pipeline/sequencer.h).
+  static bool IsBarrier(const Change& c) {
+    return c.kind == ChangeKind::kTruncate ||
+           (c.kind == ChangeKind::kUpdate && c.MovesKey() && c.HasUnchangedValues());
+  }
+
   // One consumed message: a change to deliver, a tombstone or a duplicate to
   // drop, or an error.
   Status Take(PartitionId p, rd_kafka_message_t* msg, std::vector<Change>* out, size_t* got) {
@@ -270,6 +303,7 @@ class KafkaPartitionLog final : public PartitionLog {
       return DataLoss(fmt::format("kafka topic {} partition {} offset {}: {}", o_.topic, p.value, msg->offset,
                                   c.status().message()));
     if (!c->has_value()) return Status::Ok();              // an earlier run's (see the header)
+    if (IsBarrier(**c)) return Status::Ok();               // applied by the sequencer (AppendBarrier)
     if ((*c)->pos <= last_[p.value]) return Status::Ok();  // produced twice
     if (registry_) {
       // Not before its table-topic message (and every earlier one of this
@@ -290,36 +324,16 @@ class KafkaPartitionLog final : public PartitionLog {
   }
 
   // The Debezium Avro event of `change` (and a tombstone after a delete) to
-  // its table's topic, partition p; the table's schemas registered and its
-  // topic checked the first time the table's layout is met.
+  // its table's topic, partition p.
   Status ProduceTableEvent(PartitionId p, const Change& change) {
-    auto it = table_topics_.find(change.table.get());
-    if (it == table_topics_.end()) {
-      TableTopic tt;
-      tt.topic = DebeziumTopic(o_.topic_prefix, change.table->id);
-      ASSIGN_OR_RETURN(tt.avro, DebeziumAvroTable::Build(change.table, tt.topic, change.pos.commit_lsn.kind()));
-      if (!checked_topics_.count(tt.topic)) {
-        RETURN_IF_ERROR(CheckPartitions(tt.topic));
-        checked_topics_.insert(tt.topic);
-      }
-      if (tt.avro->has_key()) {
-        ASSIGN_OR_RETURN(tt.key_id, registry_->Register(tt.topic + "-key", tt.avro->key_schema()));
-      }
-      ASSIGN_OR_RETURN(tt.value_id, registry_->Register(tt.topic + "-value", tt.avro->value_schema()));
-      LOG_INFO("kafka: table {} to topic {} (Avro, schema ids key {} value {})", change.table->id.ToString(), tt.topic,
-               tt.key_id, tt.value_id);
-      it = table_topics_.emplace(change.table.get(), std::move(tt)).first;
-    }
-    const TableTopic& tt = it->second;
+    ASSIGN_OR_RETURN(const TableTopic* ttp, TopicOf(change.table, change.pos.commit_lsn.kind()));
+    const TableTopic& tt = *ttp;
     std::string key;
     if (tt.avro->has_key()) {
       ASSIGN_OR_RETURN(std::string body, tt.avro->EncodeKey(change));
       key = ConfluentFrame(tt.key_id, body);
     }
-    const int64_t now_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
-            .count();
-    ASSIGN_OR_RETURN(std::string body, tt.avro->EncodeValue(change, o_.source_name, now_ms, /*snapshot=*/false));
+    ASSIGN_OR_RETURN(std::string body, tt.avro->EncodeValue(change, o_.source_name, NowMs(), /*snapshot=*/false));
     std::string value = ConfluentFrame(tt.value_id, body);
     if (value.size() > o_.max_message_bytes)
       return OperatorError(fmt::format(
@@ -328,6 +342,86 @@ class KafkaPartitionLog final : public PartitionLog {
     const std::string* k = tt.avro->has_key() ? &key : nullptr;
     RETURN_IF_ERROR(Produce(tt.topic, p, k, &value, &change.pos));
     if (change.kind == ChangeKind::kDelete) RETURN_IF_ERROR(Produce(tt.topic, p, k, nullptr, &change.pos));
+    return Status::Ok();
+  }
+
+  // The table's topic and Avro layout (schemas registered and the topic
+  // checked the first time the table's layout is met).
+  struct TableTopic;
+  Result<const TableTopic*> TopicOf(const std::shared_ptr<const TableSchema>& table, PositionKind engine) {
+    auto it = table_topics_.find(table.get());
+    if (it == table_topics_.end()) {
+      TableTopic tt;
+      tt.topic = DebeziumTopic(o_.topic_prefix, table->id);
+      ASSIGN_OR_RETURN(tt.avro, DebeziumAvroTable::Build(table, tt.topic, engine));
+      if (!checked_topics_.count(tt.topic)) {
+        RETURN_IF_ERROR(CheckPartitions(tt.topic));
+        checked_topics_.insert(tt.topic);
+      }
+      if (tt.avro->has_key()) {
+        ASSIGN_OR_RETURN(tt.key_id, registry_->Register(tt.topic + "-key", tt.avro->key_schema()));
+      }
+      ASSIGN_OR_RETURN(tt.value_id, registry_->Register(tt.topic + "-value", tt.avro->value_schema()));
+      LOG_INFO("kafka: table {} to topic {} (Avro, schema ids key {} value {})", table->id.ToString(), tt.topic,
+               tt.key_id, tt.value_id);
+      it = table_topics_.emplace(table.get(), std::move(tt)).first;
+    }
+    return &it->second;
+  }
+
+  static int64_t NowMs() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  // A barrier's messages (AppendBarrier): in every partition of the change
+  // topic; on the table topics, a truncate event in every partition of each
+  // truncated table's topic, a key move as the delete (and tombstone) of the
+  // old key and the create of the new one, each in its key's partition.
+  Status ProduceBarrier(const Change& b, const std::function<PartitionId(const Change&)>& route) {
+    const PositionKind engine = b.pos.commit_lsn.kind();
+    if (registry_ && b.kind == ChangeKind::kTruncate) {
+      std::vector<std::shared_ptr<const TableSchema>> tables = b.truncated;
+      if (tables.empty()) tables.push_back(b.table);
+      for (const auto& t : tables) {
+        ASSIGN_OR_RETURN(const TableTopic* tt, TopicOf(t, engine));
+        ASSIGN_OR_RETURN(std::string body, tt->avro->EncodeTruncate(b, o_.source_name, NowMs()));
+        for (uint32_t p = 0; p < o_.partitions; ++p) {
+          std::string value = ConfluentFrame(tt->value_id, body);
+          RETURN_IF_ERROR(Produce(tt->topic, PartitionId{p}, nullptr, &value, &b.pos));
+        }
+      }
+    } else if (registry_ && b.kind == ChangeKind::kUpdate) {
+      // Debezium's key change: delete + tombstone + create. The unchanged
+      // TOASTed values are not in the source's record: the create carries
+      // Debezium's placeholder for them, as Debezium's own does.
+      Change del;
+      del.kind = ChangeKind::kDelete;
+      del.table = b.table;
+      del.pos = b.pos;
+      del.commit_time_us = b.commit_time_us;
+      del.old = b.old;
+      Change ins;
+      ins.kind = ChangeKind::kInsert;
+      ins.table = b.table;
+      ins.pos = b.pos;
+      ins.commit_time_us = b.commit_time_us;
+      ins.values = b.values;
+      RETURN_IF_ERROR(ProduceTableEvent(route(del), del));
+      RETURN_IF_ERROR(ProduceTableEvent(route(ins), ins));
+    }
+    uint32_t ref = 0;
+    std::vector<uint32_t> truncated;
+    {
+      MutexLock lock(&mu_);
+      ref = RefOf(b.table);
+      for (const auto& t : b.truncated) truncated.push_back(RefOf(t));
+    }
+    EncodedChange m = EncodeChange(b, run_, ref, truncated, o_.source_name);
+    for (uint32_t p = 0; p < o_.partitions; ++p) {
+      std::string value = m.value;
+      RETURN_IF_ERROR(Produce(o_.topic, PartitionId{p}, &m.key, &value, &b.pos));
+    }
     return Status::Ok();
   }
 

@@ -48,6 +48,12 @@
 // failed one stops the log like a failed change-topic message. After a
 // restart the changes past the target's checkpoints are produced again:
 // outside consumers see at-least-once, in order per key (as from Debezium).
+// BARRIERS (a truncate; a key move carrying unchanged TOAST values) are
+// applied by the sequencer outside the log; AppendBarrier publishes them
+// first and waits for Kafka's acknowledgement: a record in every partition
+// of the change topic (Poll drops it; a replay applies it once every
+// partition reached it), and on the table topics a truncate event in every
+// partition, a key move as delete + tombstone + create (src/kafka/README.md).
 // Why not let the appliers read the table topics: an applier would have to
 // merge partition p of every table topic by source position, and a quiet
 // table's partition would hold the merge back with no way to tell "nothing

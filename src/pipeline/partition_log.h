@@ -35,6 +35,19 @@ class PartitionLog {
   // only. Returns Cancelled once closed and drained.
   virtual Status Poll(PartitionId p, size_t min, size_t max, std::chrono::milliseconds wait,
                       std::vector<Change>* out) = 0;
+  // A barrier (a truncate, a key move carrying unchanged TOAST values: the
+  // sequencer applies it once across every partition, outside the log), given
+  // after every partition applied what came before it and before it is
+  // applied. `route` is the router's partition for a row change. A log that
+  // others read (Kafka: src/kafka/README.md) records it there and returns
+  // once it is durable, so the source is never told a barrier is consumed
+  // before its readers can see it; the appliers never receive it. Default:
+  // nothing. Thread: the router only.
+  virtual Status AppendBarrier(const Change& barrier, const std::function<PartitionId(const Change&)>& route) {
+    (void)barrier;
+    (void)route;
+    return Status::Ok();
+  }
   // Wakes every waiter; later calls return Cancelled.
   virtual void Close() = 0;
 };

@@ -59,6 +59,11 @@ class RoutedLog {
   // The last position some partition holds (what Inject's positions follow).
   ChangePosition highest() const { return *std::max_element(last_.begin(), last_.end()); }
 
+  // A barrier about to be applied: the log records it where others read it.
+  Status AppendBarrier(const Change& barrier) {
+    return log_->AppendBarrier(barrier, [this](const Change& c) { return router_.Route(c); });
+  }
+
   // A change applied across every partition at `pos` (a barrier): it set
   // every partition's checkpoint on the target to `pos`.
   void BarrierApplied(ChangePosition pos) {

@@ -93,6 +93,7 @@ Status Sequencer::Route(Change change, bool toast_move) {
     if (change.pos <= routed_.lowest()) return Status::Ok();
     // Everything before the barrier must be applied first, in every partition.
     RETURN_IF_ERROR(WaitApplied());
+    RETURN_IF_ERROR(routed_.AppendBarrier(change));
     LOG_INFO("change stream: applying {} of {} at {} across all partitions", ChangeKindName(change.kind),
              change.table->id.ToString(), change.pos.ToString());
     RETURN_IF_ERROR(barrier_sink_->ApplyBarrier(change, routed_.partitions()));

@@ -4,13 +4,17 @@
 // registry, and check them against the source (pg_kafka_avro.sh):
 //  - every value is Debezium's envelope (before, after, source, op, ts_ms),
 //    op c/u/d with the images each op has, and each delete is followed by a
-//    tombstone (same key, null value) in the same partition;
+//    tombstone (same key, null value) in the same partition; op t (a
+//    truncate) has no key and no images and is in every partition of its
+//    table's topic, after every earlier event of the partition's keys;
+//  - a key change that left a TOASTed value unchanged is a delete, a
+//    tombstone and a create whose unchanged value is Debezium's placeholder;
 //  - per key, each event's source position (lsn, midflight_seq) is above
 //    every earlier one of the key, or repeats one exactly (a change produced
 //    again after a restart: at-least-once);
 //  - applied in order, deduplicated by position, the events give the
 //    source's final rows (accounts, tellers, branches), history's rows one
-//    each, and items' exact per-key sequence of ops and prices.
+//    each, and items' and docs' exact per-key sequence of ops.
 //
 //   node kafka_avro_consumer.js BROKERS REGISTRY PREFIX EXPECTED.json
 // Prints one summary line; exits 1 with the first problem.
@@ -20,7 +24,8 @@ const fs = require('fs');
 
 const [brokers, registryUrl, prefix, expectedFile] = process.argv.slice(2);
 const expected = JSON.parse(fs.readFileSync(expectedFile, 'utf8'));
-const tables = ['pgbench_accounts', 'pgbench_tellers', 'pgbench_branches', 'pgbench_history', 'items'];
+const tables = ['pgbench_accounts', 'pgbench_tellers', 'pgbench_branches', 'pgbench_history', 'items', 'docs'];
+const kUnavailable = '__debezium_unavailable_value';
 const topics = tables.map((t) => `${prefix}.public.${t}`);
 
 function fail(msg) {
@@ -70,7 +75,8 @@ async function main() {
   if (problem) fail(problem);
   if (events.length === 0) fail('no message in the table topics');
 
-  const counts = { c: 0, u: 0, d: 0, r: 0, tombstones: 0, replays: 0 };
+  const counts = { c: 0, u: 0, d: 0, r: 0, t: 0, tombstones: 0, replays: 0 };
+  const truncates = new Map(); // topic|partition -> positions of its truncates
   const perKey = new Map(); // topic|key -> {maxPos, seen:Set, partition, state, ops:[]}
   const pendingTombstone = new Map(); // topic|partition|key -> offset of the delete
   const historyRows = new Map();
@@ -101,6 +107,26 @@ async function main() {
     if (op === 'd') pendingTombstone.set(pk, e.offset);
     const pos = [s.lsn, s.midflight_seq];
     const posText = pos.join(':');
+    if (op === 't') {
+      if (e.key !== null || v.before !== null || v.after !== null) fail(`${e.topic}@${e.offset}: a truncate with a key or images`);
+      const tk = `${e.topic}|${e.partition}`;
+      const seen = truncates.get(tk) || [];
+      if (seen.includes(posText)) {
+        counts.replays++;
+        continue;
+      }
+      seen.push(posText);
+      truncates.set(tk, seen);
+      for (const [id, k] of perKey) {
+        if (!id.startsWith(`${e.topic}|`) || k.partition !== e.partition) continue;
+        if (pos[0] < k.max[0] || (pos[0] === k.max[0] && pos[1] <= k.max[1]))
+          fail(`${id}: the truncate at ${posText} comes after its event at ${k.max.join(':')}`);
+        k.max = pos;
+        k.state = null;
+        k.ops.push('t');
+      }
+      continue;
+    }
     if (table === 'pgbench_history') {
       if (op !== 'c') fail(`history: op ${op}`);
       historyRows.set(posText, v.after);
@@ -123,7 +149,8 @@ async function main() {
     k.seen.add(posText);
     k.state = op === 'd' ? null : v.after;
     const price = v.after && 'price' in v.after ? decimal(v.after.price, 2) : undefined;
-    k.ops.push(price === undefined ? op : `${op}:${price}`);
+    const body = v.after && v.after.body === kUnavailable ? 'unavailable' : undefined;
+    k.ops.push(price === undefined ? (body === undefined ? op : `${op}:${body}`) : `${op}:${price}`);
   }
   if (pendingTombstone.size) fail(`deletes without a tombstone: ${[...pendingTombstone.keys()].join(', ')}`);
 
@@ -151,6 +178,13 @@ async function main() {
     const got = k ? k.ops.join(' ') : '(none)';
     if (got !== want) fail(`items id=${key}: events ${got}, the source made ${want}`);
   }
+  for (const [key, want] of Object.entries(expected.docs)) {
+    const k = perKey.get(`${prefix}.public.docs|${JSON.stringify({ id: Number(key) })}`);
+    const got = k ? k.ops.join(' ') : '(none)';
+    if (got !== want) fail(`docs id=${key}: events ${got}, the source made ${want}`);
+  }
+  for (let p = 0; p < expected.partitions; p++)
+    if (!truncates.has(`${prefix}.public.docs|${p}`)) fail(`docs: no truncate event in partition ${p}`);
   const item1 = perKey.get(`${prefix}.public.items|${JSON.stringify({ id: 0 })}`);
   const a = item1 && item1.state;
   if (!a || a.name !== 'zero' || a.seen !== '2024-01-02T03:04:05.25Z' || a.day !== 19782 || a.doc !== '{"a": 1}' ||
@@ -158,8 +192,8 @@ async function main() {
     fail(`items id=0: after ${JSON.stringify(a)} is not Debezium's form of the row`);
   console.log(
     `decoded ${events.length} messages from ${topics.length} topics: c=${counts.c} u=${counts.u} d=${counts.d} ` +
-      `tombstones=${counts.tombstones} replayed=${counts.replays}; ${keys} keys end as on the source, ` +
-      `${historyRows.size} history rows, items as made`);
+      `t=${counts.t} (${[...truncates].map(([k, v]) => `${k.slice(prefix.length + 8)}@${v.join(',')}`).join(' ')}) tombstones=${counts.tombstones} replayed=${counts.replays}; ${keys} keys end as on the source, ` +
+      `${historyRows.size} history rows, items and docs as made`);
 }
 
 main().catch((e) => fail(e.stack || String(e)));

@@ -6,9 +6,11 @@
 # no one on this project wrote (Node.js kafkajs + @kafkajs/confluent-schema-
 # registry from npm) reads those topics from the start under a pgbench load
 # and checks envelopes, ops, tombstones, per-key order and the final rows
-# against the source (kafka_avro_consumer.js).
-# Bad input first, each a clear one-line error and nothing lost: an
-# unreachable registry, a registry that refuses the schema; at the end a run
+# against the source (kafka_avro_consumer.js), a TRUNCATE (op t in every
+# partition) and a key change that leaves a TOASTed value unchanged (delete,
+# tombstone, create with Debezium's placeholder).
+# Bad input first, each a clear one-line error and nothing lost: a row too
+# large for a message (refused at preflight), an unreachable registry, a registry that refuses the schema; at the end a run
 # asking another partition count than the one recorded is refused.
 source "$(dirname "$0")/lib.sh"
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -16,7 +18,7 @@ start_servers 23200
 
 P=midflight
 start_kafka_mock "$P.avro.changes:4" "$P.public.pgbench_accounts:4" "$P.public.pgbench_tellers:4" \
-  "$P.public.pgbench_branches:4" "$P.public.pgbench_history:4" "$P.public.items:4"
+  "$P.public.pgbench_branches:4" "$P.public.pgbench_history:4" "$P.public.items:4" "$P.public.docs:4"
 start_schema_registry 23210
 
 NODE_DIR=${MIDFLIGHT_NODE_DIR:-$ROOT/build/node}
@@ -29,7 +31,8 @@ fi
 pgbench -i -s 1 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" \
   -c "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2), seen timestamptz, doc jsonb,
-                          day date, tags text[])"
+                          day date, tags text[])" \
+  -c "CREATE TABLE docs (id int PRIMARY KEY, body text)" -c "ALTER TABLE docs ALTER body SET STORAGE EXTERNAL"
 spec() {
   write_spec avro "partitions: ${2:-4}" "transport:" "  kind: kafka" "  brokers: \"$BROKERS\"" "  topic_prefix: $P" \
     "  schema_registry: \"$1\""
@@ -44,6 +47,19 @@ wait_exit() {
   MF_PID=
   [[ $rc -ne 0 ]] || fail "midflight exited 0"
 }
+
+# 0. Preflight refuses a row too large for a change message (over half of
+# max_message_bytes as text), naming table, key and limit.
+sql_src -c "INSERT INTO items (id, name) VALUES (-7, repeat('x', 600000))"
+spec "$REGISTRY"
+RUN_N=$((RUN_N + 1))
+rc=0
+"$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 || rc=$?
+[[ $rc -ne 0 ]] || fail "preflight passed with a 600000-byte row"
+grep -q "table public.items key -7: the row is 6000[0-9][0-9] bytes as text, over 500000 (half of transport.max_message_bytes 1000000" \
+  "$WORK/run.$RUN_N.log" || { tail -5 "$WORK/run.$RUN_N.log"; fail "preflight did not name the oversized row"; }
+log "preflight: $(grep -o 'table public.items key -7[^;]*' "$WORK/run.$RUN_N.log" | head -1)"
+sql_src -c "DELETE FROM items WHERE id = -7"
 
 # 1. An unreachable registry: the first change stops the run, naming it.
 DEAD=http://127.0.0.1:$(free_port 23220)
@@ -77,6 +93,9 @@ sql_src -c "INSERT INTO items VALUES (1, 'one', 1.50, now(), '[]', '2000-01-01',
 for _ in 1 2 3; do sql_src -c "UPDATE items SET price = price + 1 WHERE id = 1"; done
 sql_src -c "UPDATE items SET id = 20 WHERE id = 2" -c "DELETE FROM items WHERE id = 1" \
   -c "INSERT INTO items (id, name) VALUES (3, 'three')"
+# A key change leaving the TOASTed body unchanged (not in the WAL record), then a truncate.
+sql_src -c "INSERT INTO docs VALUES (1, repeat('d', 5000))" -c "UPDATE docs SET id = 101 WHERE id = 1" \
+  -c "TRUNCATE docs" -c "INSERT INTO docs VALUES (2, 'short')"
 sleep 8
 stop_load
 grep -E "number of transactions actually processed" "$WORK/pgbench.log" || true
@@ -95,7 +114,8 @@ grep -q "kafka: table public.items to topic $P.public.items (Avro" "$WORK/run.$R
     echo "\"pgbench_${name}_changed\": $(sql_src -c "SELECT coalesce(json_agg($key), '[]') FROM pgbench_$name WHERE $col <> 0"),"
   done
   echo "\"history_count\": $(sql_src -c "SELECT count(*) FROM pgbench_history"),"
-  echo '"items": {"0": "c:9.99", "1": "c:1.50 u:2.50 u:3.50 u:4.50 d", "2": "c:2.00 d", "20": "c:2.00", "3": "c:null"}'
+  echo '"items": {"0": "c:9.99", "1": "c:1.50 u:2.50 u:3.50 u:4.50 d", "2": "c:2.00 d", "20": "c:2.00", "3": "c:null"},'
+  echo '"docs": {"1": "c d t", "101": "c:unavailable t", "2": "c"}, "partitions": 4'
   echo "}"
 } >"$WORK/expected.json"
 [[ $(sql_src -c "SELECT count(*) FROM pgbench_history") -gt 100 ]] || fail "the load made too few changes"

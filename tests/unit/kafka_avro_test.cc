@@ -252,5 +252,75 @@ TEST(KafkaAvroTest, MysqlSourceAndUnsignedAndGeometry) {
   EXPECT_EQ((*v)["source"]["db"], "shop");
 }
 
+// MySQL BIT as Debezium has it: BIT(1) a boolean, BIT(n) its bytes
+// little-endian (io.debezium.data.Bits); ENUM and SET by their labels; a truncate event: no images, op t,
+// the source at its position.
+TEST(KafkaAvroTest, MysqlBitsAndTruncate) {
+  auto t = std::make_shared<TableSchema>();
+  t->id = {"shop", "flags"};
+  ColumnSchema id = Col("id", TypeKind::kInt, true);
+  id.type.width = 4;
+  ColumnSchema one = Col("one", TypeKind::kOther);
+  one.type.native = "bit(1)";
+  one.type.native_base = "bit";
+  ColumnSchema ten = Col("ten", TypeKind::kOther);
+  ten.type.native = "bit(10)";
+  ten.type.native_base = "bit";
+  ColumnSchema color = Col("color", TypeKind::kEnum);
+  color.type.native = "enum('red','green')";
+  ColumnSchema marks = Col("marks", TypeKind::kOther);
+  marks.type.native = "set('a','b','c')";
+  marks.type.native_base = "set";
+  t->columns = {id, one, ten, color, marks};
+  t->key = {0};
+  t->key_kind = KeyKind::kPrimaryKey;
+  t->Finalize();
+  auto avro = DebeziumAvroTable::Build(t, "mf.shop.flags", PositionKind::kBinlog);
+  ASSERT_TRUE(avro.ok());
+  EXPECT_NE((*avro)->value_schema().find(R"("connect.parameters":{"length":"10"},"connect.name":"io.debezium.data.Bits")"),
+            std::string::npos)
+      << (*avro)->value_schema();
+  const json schema = json::parse((*avro)->value_schema());
+  Change c;
+  c.kind = ChangeKind::kInsert;
+  c.table = t;
+  c.pos = ChangePosition{Position::Binlog((uint64_t{3} << 32) | 900), 2};
+  // 513 = 0b10_0000_0001; the binlog gives an ENUM's index and a SET's bitmask.
+  c.values = {Datum::Text("7"), Datum::Text("1"), Datum::Text("513"), Datum::Text("2"), Datum::Text("5")};
+  auto value = (*avro)->EncodeValue(c, "m1", 1, false);
+  ASSERT_TRUE(value.ok()) << value.status().ToString();
+  auto v = AvroDecode(schema, *value);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ((*v)["after"]["one"], true);
+  EXPECT_EQ(Hex((*v)["after"]["ten"].get<std::string>()), "0102");
+  EXPECT_EQ((*v)["after"]["color"], "green");
+  EXPECT_EQ((*v)["after"]["marks"], "a,c");
+  c.values[3] = Datum::Text("3");  // past the members: null, named
+  auto past = (*avro)->EncodeValue(c, "m1", 1, false);
+  ASSERT_TRUE(past.ok()) << past.status().ToString();
+  auto pj = AvroDecode(schema, *past);
+  ASSERT_TRUE(pj.ok());
+  EXPECT_TRUE((*pj)["after"]["color"].is_null());
+
+  Change tr;
+  tr.kind = ChangeKind::kTruncate;
+  tr.table = t;
+  tr.truncated = {t};
+  tr.pos = ChangePosition{Position::Binlog((uint64_t{3} << 32) | 1200), 1};
+  tr.commit_time_us = 1'700'000'000'000'000;
+  auto tv = (*avro)->EncodeTruncate(tr, "m1", 5);
+  ASSERT_TRUE(tv.ok()) << tv.status().ToString();
+  auto tj = AvroDecode(schema, *tv);
+  ASSERT_TRUE(tj.ok()) << tj.status().ToString();
+  EXPECT_EQ((*tj)["op"], "t");
+  EXPECT_TRUE((*tj)["before"].is_null());
+  EXPECT_TRUE((*tj)["after"].is_null());
+  EXPECT_EQ((*tj)["source"]["table"], "flags");
+  EXPECT_EQ((*tj)["source"]["pos"], 1200);
+  EXPECT_EQ((*tj)["source"]["ts_ms"], 1'700'000'000'000);
+  EXPECT_EQ((*tj)["ts_ms"], 5);
+  EXPECT_EQ((*avro)->EncodeTruncate(c, "m1", 5).status().code(), StatusCode::kInternal);
+}
+
 }  // namespace
 }  // namespace midflight::kafka

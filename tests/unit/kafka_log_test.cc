@@ -7,9 +7,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <librdkafka/rdkafka.h>
+
 #include <mutex>
+#include <optional>
 
 #include "control/http.h"
+#include "kafka/avro_codec.h"
 #include "kafka/kafka_partition_log.h"
 #include "kafka/mock_cluster.h"
 #include "test_tables.h"
@@ -19,6 +23,7 @@ namespace {
 
 using midflight::testing::Accounts;
 using midflight::testing::Make;
+using midflight::testing::T;
 
 class KafkaLogTest : public ::testing::Test {
  protected:
@@ -151,7 +156,8 @@ class RegistryTest : public KafkaLogTest {
       if (refuse_) return http::Json(409, R"({"error_code": 409, "message": "incompatible with version 1"})");
       const std::string subject = r.path.substr(10, r.path.find("/versions") - 10);
       subjects_[subject] = nlohmann::json::parse(r.body)["schema"].get<std::string>();
-      return http::Json(200, fmt::format(R"({{"id": {}}})", subjects_.size()));
+      ids_.push_back(subjects_[subject]);
+      return http::Json(200, fmt::format(R"({{"id": {}}})", ids_.size()));
     });
     ASSERT_TRUE(server.ok()) << server.status().ToString();
     server_ = std::move(*server);
@@ -163,9 +169,56 @@ class RegistryTest : public KafkaLogTest {
     return o;
   }
 
+  // Every message of `topic`'s partition p, from the start: (key, value),
+  // nullopt for a tombstone's value.
+  struct Message {
+    std::string key;
+    std::optional<std::string> value;
+  };
+  std::vector<Message> ReadTopic(const std::string& topic, int32_t p) {
+    char err[512];
+    rd_kafka_conf_t* conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", cluster_->bootstraps().c_str(), err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", "reader", err, sizeof err);
+    rd_kafka_conf_set(conf, "enable.partition.eof", "true", err, sizeof err);
+    rd_kafka_t* c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    rd_kafka_poll_set_consumer(c);
+    rd_kafka_topic_partition_list_t* list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, topic.c_str(), p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(c, list);
+    rd_kafka_topic_partition_list_destroy(list);
+    std::vector<Message> out;
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+    while (std::chrono::steady_clock::now() < until) {
+      rd_kafka_message_t* m = rd_kafka_consumer_poll(c, 100);
+      if (!m) continue;
+      const bool eof = m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF;
+      if (!m->err) {
+        Message msg;
+        if (m->key) msg.key.assign(static_cast<const char*>(m->key), m->key_len);
+        if (m->payload) msg.value = std::string(static_cast<const char*>(m->payload), m->len);
+        out.push_back(std::move(msg));
+      }
+      rd_kafka_message_destroy(m);
+      if (eof) break;
+    }
+    rd_kafka_destroy_flags(c, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return out;
+  }
+  // A table-topic value decoded through the schema its frame names.
+  nlohmann::json Decode(const std::string& value) {
+    auto frame = ConfluentUnframe(value);
+    EXPECT_TRUE(frame.ok()) << frame.status().ToString();
+    std::lock_guard<std::mutex> lock(mu_);
+    auto v = AvroDecode(nlohmann::json::parse(ids_.at(frame->first - 1)), frame->second);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    return v.ok() ? *v : nlohmann::json();
+  }
+
   std::mutex mu_;
   bool refuse_ = false;
   std::map<std::string, std::string> subjects_;
+  std::vector<std::string> ids_;  // schema id - 1
   std::unique_ptr<http::Server> server_;
 };
 
@@ -182,6 +235,67 @@ TEST_F(RegistryTest, TableTopicsRegisterTheirSchemasAndKeepTheStream) {
   EXPECT_EQ(value["name"], "Envelope");
   EXPECT_EQ(value["namespace"], "t.public.accounts");
   EXPECT_EQ(nlohmann::json::parse(subjects_.at("t.public.accounts-key"))["name"], "Key");
+}
+
+// Barriers (applied by the sequencer, outside the log) reach the table
+// topics: a truncate in every partition, a key move with unchanged TOASTed
+// values as delete + tombstone + create; the appliers never receive them.
+TEST_F(RegistryTest, BarriersReachTheTableTopicsButNotTheAppliers) {
+  ASSERT_TRUE(cluster_->CreateTopic("t.public.accounts", 2).ok());
+  auto opened = OpenKafkaPartitionLog(WithRegistry());
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  PartitionLog& log = **opened;
+  auto route = [](const Change& c) { return PartitionId{static_cast<uint32_t>(std::stoi(c.KeyText()) % 2)}; };
+  ASSERT_TRUE(log.Append(PartitionId{1}, Ins(1, 1)).ok());
+  ASSERT_TRUE(log.Append(PartitionId{0}, Ins(2, 2)).ok());
+  ASSERT_EQ(Read(log, 1, 1).size(), 1u);
+  ASSERT_EQ(Read(log, 0, 1).size(), 1u);
+
+  Change truncate = Make(ChangeKind::kTruncate, table_, 3, 1, {});
+  truncate.truncated = {table_};
+  ASSERT_TRUE(log.AppendBarrier(truncate, route).ok());
+  Change move = Make(ChangeKind::kUpdate, table_, 4, 1, {T("4"), T("7"), Datum::Unchanged()},
+                     {T("1"), Datum::Null(), Datum::Null()});
+  ASSERT_TRUE(log.AppendBarrier(move, route).ok());
+  ASSERT_TRUE(log.Append(PartitionId{0}, Ins(6, 5)).ok());
+  std::vector<Change> got = Read(log, 0, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0].KeyText(), "6");
+  for (uint32_t p : {0u, 1u}) {  // nothing else: the barriers' records are dropped
+    std::vector<Change> more;
+    ASSERT_TRUE(log.Poll(PartitionId{p}, 1, 1, std::chrono::milliseconds(500), &more).ok());
+    EXPECT_TRUE(more.empty()) << more.front().KeyText();
+  }
+
+  auto ops = [&](uint32_t p) {
+    std::vector<std::string> out;
+    for (const Message& m : ReadTopic("t.public.accounts", static_cast<int32_t>(p))) {
+      if (!m.value) {
+        out.push_back("tombstone");
+        continue;
+      }
+      nlohmann::json v = Decode(*m.value);
+      std::string op = v["op"].get<std::string>();
+      if (op == "t") {
+        EXPECT_TRUE(m.key.empty());
+        EXPECT_EQ(v["source"]["lsn"], 3);
+      } else {
+        const nlohmann::json& row = op == "d" ? v["before"] : v["after"];
+        op += row["id"].dump();
+        if (row["id"] == 4) {
+          EXPECT_EQ(row["note"], "__debezium_unavailable_value");
+        }
+      }
+      out.push_back(op);
+    }
+    return out;
+  };
+  EXPECT_EQ(ops(1), (std::vector<std::string>{"c1", "t", "d1", "tombstone"}));
+  EXPECT_EQ(ops(0), (std::vector<std::string>{"c2", "t", "c4", "c6"}));
+  // The change topic holds both barriers in every partition, for a reader
+  // that applies them once every partition reached them (replay).
+  EXPECT_EQ(ReadTopic("t.m.changes", 0).size(), 4u);
+  EXPECT_EQ(ReadTopic("t.m.changes", 1).size(), 3u);
 }
 
 TEST_F(RegistryTest, ARefusedSchemaStopsTheLogNamingTheSubject) {

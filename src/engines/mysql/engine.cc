@@ -217,6 +217,24 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
                                      target_db_, existing.front().name,
                                      existing.size() > 1 ? fmt::format(" and {} more", existing.size() - 1) : ""));
   }
+  // Through Kafka, a row too large for a change message would stop the
+  // stream when it changes: refuse it now, by table and key (one scan each).
+  if (fresh && spec_.transport.kind == TransportSpec::Kind::kKafka) {
+    for (const auto& t : tables_) {
+      std::vector<std::string> keys, lengths;
+      for (int k : t->key) keys.push_back(mysql::QuoteIdent(t->columns[k].name));
+      for (const auto& c : t->columns)
+        lengths.push_back(fmt::format("COALESCE(LENGTH({}), 0)", mysql::QuoteIdent(c.name)));
+      ASSIGN_OR_RETURN(MyResult big,
+                       src_->Query(fmt::format(
+                           "SELECT {}, {} AS n FROM {}.{} HAVING n > {} ORDER BY n DESC LIMIT 1",
+                           keys.empty() ? "'(no key)'" : fmt::format("CONCAT_WS(', ', {})", fmt::join(keys, ", ")),
+                           fmt::join(lengths, " + "), mysql::QuoteIdent(t->id.schema), mysql::QuoteIdent(t->id.name),
+                           spec_.transport.max_row_text_bytes())));
+      if (big.rows() > 0)
+        problems.push_back(spec_.transport.OversizedRow(t->id.ToString(), big.Get(0, 0), big.GetInt(0, 1)));
+    }
+  }
   // One owner per migration and target: a named lock held by this connection.
   ASSIGN_OR_RETURN(std::string locked, dst_->QueryValue(fmt::format(
       "SELECT GET_LOCK({}, 0)", mysql::QuoteString(fmt::format("midflight:{}:{}", spec_.name, target_db_)))));

@@ -181,6 +181,22 @@ Status PgEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
       if (spec_.allow_nonempty_target && targets.count(e))
         problems.push_back(fmt::format("target already has table {}", e.ToString()));
   }
+  // Through Kafka, a row too large for a change message would stop the
+  // stream when it changes: refuse it now, by table and key (one scan each).
+  if (fresh && spec_.transport.kind == TransportSpec::Kind::kKafka) {
+    for (const auto& t : tables_) {
+      std::vector<std::string> keys;
+      for (int k : t->key) keys.push_back(pg::QuoteIdent(t->columns[k].name) + "::text");
+      if (keys.empty()) keys.push_back("ctid::text");
+      ASSIGN_OR_RETURN(PgResult big,
+                       src_->Query(fmt::format("SELECT concat_ws(', ', {}), octet_length(r::text) FROM {} r "
+                                               "WHERE octet_length(r::text) > $1 ORDER BY 2 DESC LIMIT 1",
+                                               fmt::join(keys, ", "), pg::QuoteQualified(t->id.schema, t->id.name)),
+                                   {std::to_string(spec_.transport.max_row_text_bytes())}));
+      if (big.rows() > 0)
+        problems.push_back(spec_.transport.OversizedRow(t->id.ToString(), big.GetString(0, 0), big.GetInt(0, 1)));
+    }
+  }
   // One owner per source/target pair: a session advisory lock on the target,
   // held by this connection for the life of the process.
   ASSIGN_OR_RETURN(std::string locked,
