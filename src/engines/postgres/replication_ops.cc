@@ -252,6 +252,7 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     fc.publication = spec_.publication_name();
     fc.filter = start.filter;
     fc.log_factory = start.log_factory;
+    fc.external_apply = start.external_apply;
   } else {
     const std::string slot = spec_.slot_name() + "_rev", pub = spec_.publication_name() + "_rev";
     ASSIGN_OR_RETURN(auto dst, Control(spec_.target));
