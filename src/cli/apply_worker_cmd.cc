@@ -92,7 +92,7 @@ Status ApplyWorkerCommand(const std::string& spec_path, const std::string& worke
   return st.ok() ? st : Scrub(st, spec);
 }
 
-Status ReplayCommand(const std::string& target, const std::string& state_dir, int64_t from_offset,
+Status ReplayCommand(const std::string& target, const std::string& state_dir, const std::string& from_offset,
                      const std::string& from_time, const std::atomic<bool>& stop) {
   std::string path = target;
   if (!std::filesystem::is_regular_file(path)) {
@@ -104,9 +104,16 @@ Status ReplayCommand(const std::string& target, const std::string& state_dir, in
   }
   ASSIGN_OR_RETURN(MigrationSpec spec, LoadSpec(path));
   kafka::ReplayFrom from;
-  if ((from_offset >= 0) == !from_time.empty())
-    return InvalidArgument("replay: give exactly one of --from-offset N and --from-time T");
-  if (from_offset >= 0) from.offset = from_offset;
+  if (from_offset.empty() == from_time.empty())
+    return InvalidArgument("replay: give exactly one of --from-offset N|earliest and --from-time T");
+  if (from_offset == "earliest") {
+    from.offset = kafka::ReplayFrom::kEarliest;
+  } else if (!from_offset.empty()) {
+    uint64_t n = 0;
+    if (!ParseU64(from_offset, &n))
+      return InvalidArgument(fmt::format("replay: --from-offset '{}' is not an offset (N or earliest)", from_offset));
+    from.offset = static_cast<int64_t>(n);
+  }
   if (!from_time.empty()) {
     ASSIGN_OR_RETURN(from.time_ms, ParseTime(from_time));
   }

@@ -485,8 +485,7 @@ int main(int argc, char** argv) {
   schema->add_flag("--dry-run", dry_run, "print the DDL and change nothing (required: the run's schema phase creates it)");
 
   // transport kind kafka: the apply side on any machine (kafka/apply_worker.h).
-  std::string worker_name, from_time;
-  int64_t from_offset = -1;
+  std::string worker_name, from_time, from_offset;
   auto* apply_worker = app.add_subcommand(
       "apply-worker", "join the migration's Kafka consumer group and apply the partitions it gets to the target "
                       "(transport apply: workers; run as many as you like, on any machine)");
@@ -496,7 +495,8 @@ int main(int argc, char** argv) {
       "replay", "re-apply the migration's Kafka change topic from an offset or a time to its end (idempotent: "
                 "over a live target it converges to the source)");
   replay->add_option("target", target, "SPEC.yaml, or a migration name with STATE_DIR/NAME/spec.yaml")->required();
-  replay->add_option("--from-offset", from_offset, "start at this offset of every partition");
+  replay->add_option("--from-offset", from_offset, "start at this offset of every partition (N), or at the first one "
+                                                   "each partition keeps (earliest)");
   replay->add_option("--from-time", from_time, "start at the first message at or after this time (2026-12-06T13:00:00Z "
                                                "or ms since the epoch)");
   replay->add_option("--state-dir", state_dir, "where to look for NAME/spec.yaml (default ./.midflight)");

@@ -90,7 +90,11 @@ struct ApplyWorkerOptions {
 Status RunApplyWorker(const ApplyWorkerOptions& options, const StopSource& stop);
 
 struct ReplayFrom {
-  int64_t offset = -1;   // >= 0: this offset of every partition
+  static constexpr int64_t kEarliest = -2;
+  // >= 0: this offset of every partition (an error when it is gone);
+  // kEarliest: the first each partition keeps, following the retention if
+  // it drops more while the replay reads (fine over a live target).
+  int64_t offset = -1;
   int64_t time_ms = -1;  // >= 0: the first message at or after this time (ms since the epoch)
 };
 

@@ -8,7 +8,7 @@
 #  - `midflight run` itself is killed with SIGKILL and restarted (it produces
 #    part of the stream to the topic again);
 #  - a third worker joins later and the partitions are spread again;
-#  - `midflight replay --from-offset 0` re-applies the whole topic over the
+#  - `midflight replay --from-offset earliest` re-applies the topic over the
 #    live target while the load and the workers go on (pgbench_history, which
 #    has no key, is left out: re-inserting its rows would duplicate them).
 # At the end source and target are equal row for row (midflight compare, and
@@ -85,8 +85,9 @@ show_holdings B C
 [[ $(holds B) != "[0, 1, 2, 3]" ]] || fail "worker B still holds every partition after C joined"
 
 sleep 3
-log "replay from offset 0 over the live target (load and workers go on)"
-"$MF" replay "$SPEC" --from-offset 0 >"$WORK/replay.out" 2>"$WORK/replay.err" ||
+log "replay from the earliest offset kept over the live target (load and workers go on)"
+# (The mock cluster keeps about 5 MiB per partition: offset 0 may be gone.)
+"$MF" replay "$SPEC" --from-offset earliest >"$WORK/replay.out" 2>"$WORK/replay.err" ||
   { cat "$WORK/replay.err"; fail "replay failed"; }
 sed 's/^/    /' "$WORK/replay.out"
 replayed=$(grep -o "done: [0-9]* changes" "$WORK/replay.out" | awk '{print $2}')
@@ -110,23 +111,19 @@ sql_dst -c "SELECT part, kafka_offset, worker FROM midflight.checkpoints WHERE m
   sed 's/^/    checkpoint /'
 
 # Bad input: one line naming what is wrong.
-bad_worker() { # NAME SPEC: runs a worker that must stop; prints its last line
-  local rc=0 out
-  out=$(timeout 60 "$MF" apply-worker "$2" --name bad 2>&1) || rc=$?
-  [[ $rc -eq 1 ]] || { echo "$out"; fail "$1: exit $rc, expected 1"; }
-  echo "$out" | tail -1
+bad_worker() { # WHAT SPEC EXPECTED: a worker that must stop with exit 1, its last line containing EXPECTED
+  local rc=0 line
+  timeout 60 "$MF" apply-worker "$2" --name bad >"$WORK/bad.out" 2>&1 || rc=$?
+  [[ $rc -eq 1 ]] || { cat "$WORK/bad.out"; fail "$1: exit $rc, expected 1"; }
+  line=$(tail -1 "$WORK/bad.out")
+  log "$1: $line"
+  [[ $line == *"$3"* ]] || fail "$1: unclear: $line"
 }
 write_spec nosuch "partitions: 4" "transport:" "  kind: kafka" "  brokers: \"$BROKERS\"" "  apply: workers"
-line=$(bad_worker "no such migration" "$SPEC")
-log "no such migration: $line"
-[[ $line == *"migration nosuch: kafka topic midflight.nosuch.changes does not exist"* ]] || fail "unclear: $line"
+bad_worker "no such migration" "$SPEC" "migration nosuch: kafka topic midflight.nosuch.changes does not exist"
 write_spec kwork "partitions: 2" "transport:" "  kind: kafka" "  brokers: \"$BROKERS\"" "  apply: workers"
-line=$(bad_worker "other partition count" "$SPEC")
-log "other partition count: $line"
-[[ $line == *"kafka topic $TOPIC has 4 partitions but the spec has partitions: 2"* ]] || fail "unclear: $line"
+bad_worker "other partition count" "$SPEC" "kafka topic $TOPIC has 4 partitions but the spec has partitions: 2"
 dead=127.0.0.1:$(free_port 24290)
 write_spec kwork "partitions: 4" "transport:" "  kind: kafka" "  brokers: \"$dead\"" "  apply: workers"
-line=$(bad_worker "unreachable broker" "$SPEC")
-log "unreachable broker: $line"
-[[ $line == *"kafka brokers $dead: no answer for topic $TOPIC"* ]] || fail "unclear: $line"
+bad_worker "unreachable broker" "$SPEC" "kafka brokers $dead: no answer for topic $TOPIC"
 log "PASS"
