@@ -100,7 +100,15 @@ grep -E "number of transactions actually processed|number of failed" "$WORK/pgbe
 wait_caught_up 120
 # The applied position comes from the workers' checkpoints on the target.
 show_holdings B C
-"$MF" status "$SPEC" | sed -n '/partition/,$p' | head -12 | sed 's/^/    /' || true
+"$MF" status "$SPEC" | sed -n '/kafka partition/,$p' | head -5 | sed 's/^/    /'
+# The API and /metrics show the same: each partition's holder and lags.
+holders=$("$MF" status "$SPEC" --json | jq -r '[.replication.partitions[]?.worker] | join(",")')
+log "holders in the API: $holders"
+[[ $holders =~ ^[BC],[BC],[BC],[BC]$ ]] || fail "the API does not show the holders B and C: $holders"
+curl -s --unix-socket "$WORK/state-kwork/control.sock" http://midflight/metrics >"$WORK/metrics.txt"
+grep -E '^midflight_kafka_(partition_holder|consumer_lag_messages)' "$WORK/metrics.txt" | head -8 | sed 's/^/    /'
+[[ $(grep -c '^midflight_kafka_partition_holder{.*worker="[BC]"' "$WORK/metrics.txt") == 4 ]] ||
+  fail "/metrics does not name the holder of each partition"
 assert_equal
 src_hist=$(sql_src -c "SELECT count(*) FROM pgbench_history")
 dst_hist=$(sql_dst -c "SELECT count(*) FROM pgbench_history")
