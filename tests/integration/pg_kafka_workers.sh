@@ -83,6 +83,8 @@ wait_holds C '^\[[0-9]' 40
 sleep 2
 show_holdings B C
 [[ $(holds B) != "[0, 1, 2, 3]" ]] || fail "worker B still holds every partition after C joined"
+log "status under load:"
+"$MF" status "$SPEC" | sed -n '/kafka partition/,$p' | head -5 | sed 's/^/    /'
 
 sleep 3
 log "replay from the earliest offset kept over the live target (load and workers go on)"
