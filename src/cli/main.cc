@@ -24,6 +24,7 @@
 #include "base/log.h"
 #include "base/uri.h"
 #include "base/version.h"
+#include "cli/apply_worker_cmd.h"
 #include "control/compare.h"
 #include "control/http.h"
 #include "control/spec.h"
@@ -123,6 +124,16 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
                              HumanBytes(std::atof(get("lag_bytes", "0").c_str())), get("lag_bytes", "0"),
                              get("lag_seconds", "0"), get("applied_lsn", "-"), get("source_lsn", "-"),
                              get("changes_applied", "0"), get("changes_per_s", "0"));
+  // transport apply: workers: each partition's holder and lags.
+  if (auto parts = nlohmann::json::parse(get("kafka_partitions"), nullptr, false); parts.is_array()) {
+    std::cout << "  kafka partition  worker                    offsets applied/end  producer lag  consumer lag\n";
+    for (const auto& p : parts)
+      std::cout << fmt::format("  {:>15}  {:<24}  {:>9}/{:<9}  {:>4} msg {:>5.1f} s  {:>5} msg {:>5.1f} s\n",
+                               p.value("partition", 0), p.value("worker", std::string("-")),
+                               p.value("applied_offset", int64_t{-1}), p.value("end_offset", int64_t{-1}),
+                               p.value("producer_lag_messages", 0), p.value("producer_lag_seconds", 0.0),
+                               p.value("consumer_lag_messages", 0), p.value("consumer_lag_seconds", 0.0));
+  }
   if (!get("reverse_lag_bytes").empty())
     std::cout << fmt::format("  reverse (target -> source): lag {} bytes, {} s, {} changes applied\n",
                              get("reverse_lag_bytes"), get("reverse_lag_seconds", "0"),
@@ -473,6 +484,23 @@ int main(int argc, char** argv) {
   schema->add_option("spec", spec_path, "migration spec (YAML)")->required();
   schema->add_flag("--dry-run", dry_run, "print the DDL and change nothing (required: the run's schema phase creates it)");
 
+  // transport kind kafka: the apply side on any machine (kafka/apply_worker.h).
+  std::string worker_name, from_time, from_offset;
+  auto* apply_worker = app.add_subcommand(
+      "apply-worker", "join the migration's Kafka consumer group and apply the partitions it gets to the target "
+                      "(transport apply: workers; run as many as you like, on any machine)");
+  apply_worker->add_option("spec", spec_path, "migration spec (YAML): the one the run uses")->required();
+  apply_worker->add_option("--name", worker_name, "this worker's name in status (default HOST:PID)");
+  auto* replay = app.add_subcommand(
+      "replay", "re-apply the migration's Kafka change topic from an offset or a time to its end (idempotent: "
+                "over a live target it converges to the source)");
+  replay->add_option("target", target, "SPEC.yaml, or a migration name with STATE_DIR/NAME/spec.yaml")->required();
+  replay->add_option("--from-offset", from_offset, "start at this offset of every partition (N), or at the first one "
+                                                   "each partition keeps (earliest)");
+  replay->add_option("--from-time", from_time, "start at the first message at or after this time (2026-12-06T13:00:00Z "
+                                               "or ms since the epoch)");
+  replay->add_option("--state-dir", state_dir, "where to look for NAME/spec.yaml (default ./.midflight)");
+
   // Every subcommand's --help ends with an example.
   const std::pair<CLI::App*, const char*> examples[] = {
       {serve, "midflight serve --listen 127.0.0.1:7070 --state-dir /var/lib/midflight"},
@@ -501,6 +529,8 @@ int main(int argc, char** argv) {
       {knobs, "midflight knobs set shop.yaml parallelism=8 copy_rows_per_s=50000"},
       {compare, "midflight compare shop.yaml"},
       {schema, "midflight schema shop.yaml --dry-run"},
+      {apply_worker, "midflight apply-worker shop.yaml --name worker-a"},
+      {replay, "midflight replay shop.yaml --from-time 2026-12-06T13:00:00Z"},
   };
   for (const auto& [cmd, example] : examples) cmd->footer(std::string("\nExample:\n  ") + example);
   try {
@@ -570,6 +600,13 @@ int main(int argc, char** argv) {
                                                             {spec->source, spec->target, spec->source_replica})));
     std::cout << *ddl;
     return 0;
+  }
+
+  if (*apply_worker || *replay) {
+    on_signals();
+    midflight::Status st = *apply_worker ? midflight::cli::ApplyWorkerCommand(spec_path, worker_name, g_stop)
+                                         : midflight::cli::ReplayCommand(target, state_dir, from_offset, from_time, g_stop);
+    return st.ok() ? 0 : Fail(st);
   }
 
   if (*run || *compare) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <deque>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -262,6 +263,22 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
     rs.changes_per_s = rate;
     rs.apply_retries = m.retries;
     rs.stream_connected = m.connected;
+    if (!m.partitions.empty()) {
+      nlohmann::json parts = nlohmann::json::array();
+      for (size_t p = 0; p < m.partitions.size(); ++p) {
+        const PartitionMetrics& pm = m.partitions[p];
+        parts.push_back({{"partition", p},
+                         {"worker", pm.worker},
+                         {"worker_seen_s", std::round(pm.worker_seen_s * 10) / 10},
+                         {"applied_offset", pm.applied_offset},
+                         {"end_offset", pm.end_offset},
+                         {"producer_lag_messages", pm.producer_lag},
+                         {"producer_lag_seconds", std::round(pm.producer_lag_s * 1000) / 1000},
+                         {"consumer_lag_messages", pm.consumer_lag},
+                         {"consumer_lag_seconds", std::round(pm.consumer_lag_s * 1000) / 1000}});
+      }
+      rs.partitions_json = parts.dump();
+    }
     std::string reverse_line;
     if (rev) {
       uint64_t target_lsn = ops_.CurrentPosition(Side::kTarget);

@@ -42,7 +42,8 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
   if (!t.IsMap())
     return InvalidArgument(fmt::format("{}: field 'transport': expected a mapping (kind, brokers, ...)", origin));
   static const std::set<std::string> kKnown = {"kind",     "brokers",          "topic_prefix", "partitions",
-                                               "settings", "max_message_bytes", "schema_registry"};
+                                               "settings", "max_message_bytes", "schema_registry",
+                                               "apply"};
   for (const auto& kv : t) {
     if (!kv.first.IsScalar()) return Field(origin, "?", "every key must be a plain name");
     const std::string key = kv.first.as<std::string>();
@@ -63,6 +64,12 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
   RETURN_IF_ERROR(Get(t, origin, "partitions", &s.partitions));
   RETURN_IF_ERROR(Get(t, origin, "max_message_bytes", &s.max_message_bytes));
   RETURN_IF_ERROR(Get(t, origin, "schema_registry", &s.schema_registry));
+  std::string apply = "run";
+  RETURN_IF_ERROR(Get(t, origin, "apply", &apply));
+  if (apply != "run" && apply != "workers")
+    return Field(origin, "apply", fmt::format("'{}' must be run (the run process applies) or workers "
+                                              "(`midflight apply-worker` processes apply)", apply));
+  s.apply_by_workers = apply == "workers";
   if (!s.schema_registry.empty() && s.schema_registry.rfind("http://", 0) != 0 &&
       s.schema_registry.rfind("https://", 0) != 0)
     return Field(origin, "schema_registry", "must be an http:// or https:// URL");

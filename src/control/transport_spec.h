@@ -10,6 +10,9 @@
 //     schema_registry: http://registry:8081  # optional: also publish every table's changes as
 //                                # Debezium Avro events to <prefix>.<schema>.<table>, with
 //                                # their schemas registered there (kafka/README.md)
+//     apply: run                 # or workers: the run process only produces, and
+//                                # `midflight apply-worker SPEC` processes (a consumer
+//                                # group, any number, any machine) apply (kafka/apply_worker.h)
 //     settings:                  # librdkafka properties, passed through (TLS, SASL, ...)
 //       security.protocol: SASL_SSL
 //       sasl.password: ${KAFKA_PASSWORD}
@@ -40,6 +43,7 @@ struct TransportSpec {
   int partitions = 0;  // 0: the migration's partitions
   int64_t max_message_bytes = 1000000;
   std::string schema_registry;  // empty: no per-table Avro topics
+  bool apply_by_workers = false;  // apply: workers (the run process does not apply)
   std::map<std::string, std::string> settings;
 
   // Preflight refuses a row whose values, as text, exceed this: the change

@@ -45,6 +45,11 @@ struct Change {
   // collapsing by the key's first change (pipeline/batch.h).
   ConflictCheck check = ConflictCheck::kNone;
 
+  // Where the partition log holds this change when it can be read again from
+  // there (a Kafka offset, set by kafka/apply_worker.h); -1 otherwise. A sink
+  // records the batch's highest one with its checkpoint.
+  int64_t log_offset = -1;
+
   // Approximate memory held by this change, for the bounded partition logs.
   size_t ByteSize() const;
   // The key's text form, used for routing and collapsing ("42" or "7\x1fEU").

@@ -52,6 +52,7 @@ class TrafficSwitch;
 enum class Side;
 }  // namespace proxy
 class Flow;
+class ChangeSink;
 
 using TablePtr = std::shared_ptr<const TableSchema>;
 
@@ -70,6 +71,9 @@ struct ReplicateStart {
   SnapshotFilter filter;    // what the copy holds
   uint64_t oldest_snapshot = 0;  // the oldest chunk snapshot: no change before it is needed
   PartitionLogFactory log_factory;  // the forward flow's partition log (empty: in memory)
+  // transport apply: workers: the forward flow routes and produces only;
+  // `midflight apply-worker` processes apply (FlowOptions::external_apply).
+  bool external_apply = false;
 };
 
 // What the engine-neutral replication and cutover (control/cutover.h) need
@@ -262,6 +266,21 @@ class EngineKind {
   // says. Unimplemented where the engine has no traffic plane yet.
   virtual Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec& spec,
                                                                           StateStore& store) const = 0;
+  // `midflight apply-worker` and `replay` (kafka/apply_worker.h): the forward
+  // flow's two ends without a run: the migrated tables as the source has them
+  // now, and partition p's sink on the target with its checkpoints under
+  // `checkpoint_key` (the spec's name: the migration's own rows, applied as
+  // the forward flow's replication origin of p). Default: not supported.
+  struct ApplyEnds {
+    std::function<Result<std::vector<TablePtr>>()> load_tables;
+    std::function<Result<std::unique_ptr<ChangeSink>>(PartitionId p, const std::string& checkpoint_key)> open_sink;
+  };
+  virtual Result<ApplyEnds> ApplyEndsOf(const MigrationSpec& spec) const {
+    (void)spec;
+    return InvalidArgument(fmt::format("apply workers: a {} migration is applied by its run process only (transport "
+                                       "apply: run)",
+                                       name()));
+  }
   // Whether the engine takes switch/verify/rollback/complete operations.
   virtual bool has_traffic_plane() const = 0;  // `midflight schema SPEC --dry-run`: the DDL a run would create on the
   // target, each lossy or semantic change flagged. Engines that copy the

@@ -121,14 +121,16 @@ Result<std::shared_ptr<const TableSchema>> Table(const TableLookup& lookup, uint
   return t;
 }
 
-Result<std::optional<Change>> Decode(const json& root, uint64_t run, const TableLookup& lookup) {
+// `named` set: any run, tables by name (DecodeChangeAnyRun).
+Result<std::optional<Change>> Decode(const json& root, uint64_t run, const TableLookup& lookup,
+                                     const NamedTableLookup* named = nullptr) {
   if (!root.is_object()) return Bad("not a JSON object");
   ASSIGN_OR_RETURN(const json* m, Member(
                                       root, "midflight", [](const json& j) { return j.is_object(); }, "an object"));
   ASSIGN_OR_RETURN(uint64_t version, U64(*m, "v"));
   if (version != 1) return Bad(fmt::format("encoding version {} is not 1", version));
   ASSIGN_OR_RETURN(uint64_t from_run, U64(*m, "run"));
-  if (from_run != run) return std::optional<Change>();
+  if (!named && from_run != run) return std::optional<Change>();
   Change c;
   ASSIGN_OR_RETURN(const json* kind, Member(
                                          *m, "kind", [](const json& j) { return j.is_string(); }, "a string"));
@@ -144,8 +146,18 @@ Result<std::optional<Change>> Decode(const json& root, uint64_t run, const Table
   else
     return Bad(fmt::format("kind '{}' is unknown", k));
   ASSIGN_OR_RETURN(uint64_t ref, U64(*m, "table"));
-  ASSIGN_OR_RETURN(c.table, Table(lookup, ref));
   const json* source = root.contains("source") && root["source"].is_object() ? &root["source"] : nullptr;
+  if (named) {
+    if (c.kind == ChangeKind::kTruncate) return std::optional<Change>();
+    if (!source || !(*source).contains("schema") || !(*source).contains("table") || !(*source)["schema"].is_string() ||
+        !(*source)["table"].is_string())
+      return Bad("source.schema/table are missing");
+    TableId id{(*source)["schema"].get<std::string>(), (*source)["table"].get<std::string>()};
+    c.table = (*named)(id);
+    if (!c.table) return Bad(fmt::format("table {} is not one the migration moves", id.ToString()));
+  } else {
+    ASSIGN_OR_RETURN(c.table, Table(lookup, ref));
+  }
   if (!source || !(*source).contains("schema") || !(*source).contains("table") ||
       (*source)["schema"] != c.table->id.schema || (*source)["table"] != c.table->id.name)
     return Bad(fmt::format("source.schema/table do not name table ref {} ({})", ref, c.table->id.ToString()));
@@ -269,6 +281,16 @@ EncodedChange EncodeChange(const Change& c, uint64_t run, uint32_t table_ref,
   // Images hold only valid UTF-8 (hex otherwise); `replace` guards names.
   return {key.dump(-1, ' ', false, json::error_handler_t::replace),
           value.dump(-1, ' ', false, json::error_handler_t::replace)};
+}
+
+Result<std::optional<Change>> DecodeChangeAnyRun(std::string_view value, const NamedTableLookup& lookup) {
+  json root = json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) return Bad("not valid JSON");
+  try {
+    return Decode(root, 0, nullptr, &lookup);
+  } catch (const json::exception& e) {
+    return Bad(e.what());
+  }
 }
 
 Result<std::optional<Change>> DecodeChange(std::string_view value, uint64_t run, const TableLookup& lookup) {

@@ -74,4 +74,12 @@ using TableLookup = std::function<std::shared_ptr<const TableSchema>(uint32_t re
 // the caller must stop, a change it cannot read would be lost.
 Result<std::optional<Change>> DecodeChange(std::string_view value, uint64_t run, const TableLookup& lookup);
 
+// For a reader outside the run that wrote the message (an apply worker, a
+// replay: kafka/apply_worker.h): every run's messages are decoded, and the
+// table is found by source.schema/source.table (refs are the writing run's
+// own). `lookup` returns null for a table it does not know. A truncate
+// (applied by the run at a barrier, outside the log) decodes to nullopt.
+using NamedTableLookup = std::function<std::shared_ptr<const TableSchema>(const TableId& id)>;
+Result<std::optional<Change>> DecodeChangeAnyRun(std::string_view value, const NamedTableLookup& lookup);
+
 }  // namespace midflight::kafka

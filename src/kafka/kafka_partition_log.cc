@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <deque>
 #include <random>
 #include <set>
 #include <thread>
@@ -56,7 +57,8 @@ struct Pending {
 class KafkaPartitionLog final : public PartitionLog {
  public:
   explicit KafkaPartitionLog(KafkaLogOptions o)
-      : o_(std::move(o)), last_(o_.partitions), side_pending_(o_.partitions) {
+      : o_(std::move(o)), last_(o_.partitions), side_pending_(o_.partitions), inflight_(o_.partitions),
+        end_(o_.partitions, -1) {
     if (!o_.schema_registry.empty()) registry_ = std::make_unique<SchemaRegistry>(o_.schema_registry);
   }
 
@@ -121,6 +123,11 @@ class KafkaPartitionLog final : public PartitionLog {
                                            static_cast<int>(o_.open_timeout.count()));
       if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
         return RetryCall(fmt::format("kafka topic {} partition {}: end offset: {}", o_.topic, p, rd_kafka_err2str(e)));
+      {
+        MutexLock lock(&mu_);
+        end_[p] = std::max(end_[p], hi);
+      }
+      if (o_.produce_only) continue;
       rd_kafka_conf_t* cc = rd_kafka_conf_new();
       std::map<std::string, std::string> cset = common;
       cset["group.id"] = "midflight." + o_.source_name;
@@ -218,6 +225,7 @@ class KafkaPartitionLog final : public PartitionLog {
 
   Status Poll(PartitionId p, size_t min, size_t max, std::chrono::milliseconds wait,
               std::vector<Change>* out) override {
+    if (o_.produce_only) return Internal("kafka log: produce only (apply: workers)");
     rd_kafka_t* c = consumers_.at(p.value);
     min = std::clamp<size_t>(min, 1, std::max<size_t>(max, 1));
     const auto deadline = Clock::now() + wait;
@@ -269,6 +277,17 @@ class KafkaPartitionLog final : public PartitionLog {
     });
     if (closed_) return Cancelled("partition log closed");
     return error_;
+  }
+
+  ProducerStats Stats(PartitionId p) const override {
+    MutexLock lock(&mu_);
+    ProducerStats s;
+    if (p.value >= end_.size()) return s;
+    s.end_offset = end_[p.value];
+    s.unacked = inflight_[p.value].size();
+    if (!inflight_[p.value].empty())
+      s.oldest_unacked_s = std::chrono::duration<double>(Clock::now() - inflight_[p.value].front()).count();
+    return s;
   }
 
   void Close() override {
@@ -458,7 +477,10 @@ class KafkaPartitionLog final : public PartitionLog {
       if (closed_) return Cancelled("partition log closed");
     }
     unacked_ += size;
-    if (side_pos) side_pending_[p.value].insert(*side_pos);
+    if (side_pos)
+      side_pending_[p.value].insert(*side_pos);
+    else
+      inflight_[p.value].push_back(Clock::now());
     pending.release();  // the delivery report frees it
     return Status::Ok();
   }
@@ -484,6 +506,11 @@ class KafkaPartitionLog final : public PartitionLog {
     if (pending->side) {
       auto& set = self->side_pending_[pending->partition];
       if (auto it = set.find(pending->pos); it != set.end()) set.erase(it);
+    } else {
+      // One partition's reports come in the order it was produced.
+      auto& inflight = self->inflight_[pending->partition];
+      if (!inflight.empty()) inflight.pop_front();
+      if (!m->err && m->offset + 1 > self->end_[pending->partition]) self->end_[pending->partition] = m->offset + 1;
     }
     if (m->err && self->error_.ok() && !self->closed_)
       self->error_ =
@@ -528,7 +555,7 @@ class KafkaPartitionLog final : public PartitionLog {
   std::map<const TableSchema*, TableTopic> table_topics_;
   std::set<std::string> checked_topics_;
 
-  Mutex mu_;
+  mutable Mutex mu_;
   CondVar space_;  // unacked_ fell, an error came, or the log closed
   size_t unacked_ GUARDED_BY(mu_) = 0;
   Status error_ GUARDED_BY(mu_);
@@ -536,6 +563,10 @@ class KafkaPartitionLog final : public PartitionLog {
   std::vector<std::shared_ptr<const TableSchema>> tables_ GUARDED_BY(mu_);
   // Per partition, the positions of its table-topic messages not yet acknowledged.
   std::vector<std::multiset<ChangePosition>> side_pending_ GUARDED_BY(mu_);
+  // Per partition, change-topic messages not acknowledged yet (when each was
+  // handed over) and the offset after the last one acknowledged (status).
+  std::vector<std::deque<Clock::time_point>> inflight_ GUARDED_BY(mu_);
+  std::vector<int64_t> end_ GUARDED_BY(mu_);
 };
 
 }  // namespace
@@ -559,6 +590,7 @@ PartitionLogFactory KafkaLogFactory(const TransportSpec& transport, const std::s
     o.producer_budget_bytes = bytes * partitions;
     o.consumer_buffer_bytes = bytes;
     o.settings = transport.settings;
+    o.produce_only = transport.apply_by_workers;
     return OpenKafkaPartitionLog(std::move(o));
   };
 }

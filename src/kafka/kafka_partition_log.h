@@ -91,6 +91,9 @@ struct KafkaLogOptions {
   size_t consumer_buffer_bytes = 16u << 20;       // prefetched per partition
   std::map<std::string, std::string> settings;    // librdkafka properties for every client
   std::chrono::milliseconds open_timeout{15000};  // metadata and offsets at Open
+  // transport apply: workers: no consumer here (Poll is never called); the
+  // apply workers read the topic (kafka/apply_worker.h).
+  bool produce_only = false;
 };
 
 // Connects, checks the topic's partition count and takes each partition's

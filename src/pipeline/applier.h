@@ -54,6 +54,26 @@ class ChangeSink {
   virtual Status ApplyBarrier(const Change& change, uint32_t partitions) = 0;
   // Drops and re-opens the connection.
   virtual Status Reconnect() = 0;
+  // For a partition log that can be read again from an offset (Kafka apply
+  // workers, kafka/apply_worker.h): ApplyBatch records the batch's highest
+  // Change::log_offset with the checkpoint, and the worker's name when set;
+  // LoadLogOffset returns the recorded offset, or -1 when there is none.
+  // Sinks that do not record them answer OperatorError.
+  virtual Result<int64_t> LoadLogOffset() { return OperatorError("this target does not record log offsets"); }
+  // The checkpoint row with what apply workers record (for status).
+  struct CheckpointRow {
+    ChangePosition pos;
+    int64_t log_offset = -1;
+    std::string worker;      // empty: none recorded
+    double age_seconds = 0;  // since the row was last written
+  };
+  virtual Result<CheckpointRow> LoadCheckpointRow() {
+    ASSIGN_OR_RETURN(ChangePosition pos, LoadCheckpoint());
+    CheckpointRow row;
+    row.pos = pos;
+    return row;
+  }
+  virtual void SetWorker(std::string worker) { (void)worker; }
 };
 
 // What an applier reads before each batch and each retry, so an operator's

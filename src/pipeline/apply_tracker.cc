@@ -35,6 +35,13 @@ std::optional<ApplyTracker::Pending> ApplyTracker::OldestPending() const {
   return oldest;
 }
 
+std::optional<std::pair<int64_t, size_t>> ApplyTracker::PendingOf(PartitionId p) const {
+  MutexLock lock(&mu_);
+  const Part& part = parts_.at(p.value);
+  if (part.pending.empty()) return std::nullopt;
+  return std::make_pair(part.pending.front().commit_time_us, part.pending.size());
+}
+
 bool ApplyTracker::WaitIdle(std::chrono::milliseconds timeout) const {
   MutexLock lock(&mu_);
   return idle_.WaitFor(&mu_, timeout, [&]() REQUIRES(mu_) {

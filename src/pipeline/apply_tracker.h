@@ -36,6 +36,9 @@ class ApplyTracker {
   };
   // The oldest transaction some partition has not applied yet, or nullopt.
   std::optional<Pending> OldestPending() const;
+  // Partition p's oldest transaction not applied yet: (its source commit
+  // time, how many transactions of p wait), or nullopt.
+  std::optional<std::pair<int64_t, size_t>> PendingOf(PartitionId p) const;
   // Blocks until nothing is pending or `timeout` passes; returns true when idle.
   bool WaitIdle(std::chrono::milliseconds timeout) const;
 

@@ -27,9 +27,32 @@ struct Flow::Impl {
   Status stream_status GUARDED_BY(mu);
   bool stream_done GUARDED_BY(mu) = false;
   std::atomic<bool> stopped{false};
+  // external_apply: each partition's checkpoint row as its watcher last read it.
+  bool external = false;
+  std::vector<ChangeSink::CheckpointRow> rows GUARDED_BY(mu);
 
   void RunStream(const std::string& label);
+  void WatchCheckpoint(PartitionId p);
 };
+
+void Flow::Impl::WatchCheckpoint(PartitionId p) {
+  ChangeSink* sink = sinks[p.value].get();
+  ChangePosition seen;
+  while (!appliers_stop.WaitFor(std::chrono::milliseconds(200))) {
+    Result<ChangeSink::CheckpointRow> row = sink->LoadCheckpointRow();
+    if (!row.ok()) {
+      LOG_DEBUG("partition {}: reading the checkpoint: {}", p.value, row.status().message());
+      (void)sink->Reconnect();
+      continue;
+    }
+    if (row->pos > seen) {
+      seen = row->pos;
+      tracker->Applied(p, seen);
+    }
+    MutexLock lock(&mu);
+    rows[p.value] = *row;
+  }
+}
 
 Flow::~Flow() { Stop(); }
 
@@ -63,6 +86,19 @@ Result<std::unique_ptr<Flow>> Flow::Start(FlowOptions o, std::unique_ptr<ChangeS
   Impl* impl = &m;
   // The flow's threads log under the migration of the thread that started it.
   const std::string context = CurrentLogContext();
+  if (o.external_apply) {
+    m.external = true;
+    {
+      MutexLock lock(&m.mu);
+      m.rows.resize(n);
+    }
+    m.appliers.clear();
+    for (uint32_t p = 0; p < n; ++p)
+      m.threads.emplace_back([impl, p, context] {
+        ScopedLogContext log_context(context);
+        impl->WatchCheckpoint(PartitionId{p});
+      });
+  }
   for (auto& a : m.appliers) {
     Applier* ap = a.get();
     m.threads.emplace_back([ap, impl, context] {
@@ -152,6 +188,28 @@ FlowMetrics Flow::metrics() const {
   for (const auto& a : m.appliers) {
     out.changes_applied += a->stats().received;
     out.retries += a->stats().retries;
+  }
+  if (m.external) {
+    std::vector<ChangeSink::CheckpointRow> rows;
+    {
+      MutexLock lock(&m.mu);
+      rows = m.rows;
+    }
+    const int64_t now_us = NowUnixMicros();
+    for (uint32_t p = 0; p < rows.size(); ++p) {
+      PartitionMetrics pm;
+      pm.worker = rows[p].worker;
+      pm.worker_seen_s = rows[p].age_seconds;
+      pm.applied_offset = rows[p].log_offset;
+      const PartitionLog::ProducerStats ps = m.log->Stats(PartitionId{p});
+      pm.end_offset = ps.end_offset;
+      pm.producer_lag = ps.unacked;
+      pm.producer_lag_s = ps.oldest_unacked_s;
+      if (ps.end_offset > pm.applied_offset + 1) pm.consumer_lag = static_cast<uint64_t>(ps.end_offset - pm.applied_offset - 1);
+      if (auto pending = m.tracker->PendingOf(PartitionId{p}))
+        pm.consumer_lag_s = std::max<double>(0, (now_us - pending->first) / 1e6);
+      out.partitions.push_back(std::move(pm));
+    }
   }
   return out;
 }

@@ -41,11 +41,28 @@ struct FlowOptions {
   uint64_t start = 0;                      // the position the stream starts from (zero: the source knows)
   ApplierOptions applier;                  // knobs, throttle board, rate, conflicts; label is set per flow
   PartitionLogFactory log_factory;         // empty: NewMemoryPartitionLog
+  // Other processes apply the log (Kafka apply workers, kafka/apply_worker.h):
+  // no Applier runs here; a watcher per partition reads the partition's
+  // checkpoint from its sink every 200 ms and tells the tracker, so the
+  // source is still confirmed only what the target holds (invariant 3).
+  bool external_apply = false;
 };
 
 // Opens partition p's sink (p == partitions: the barrier sink). The tracker
 // is the flow's, for sinks that record how far every partition got.
 using SinkFactory = std::function<Result<std::unique_ptr<ChangeSink>>(PartitionId, const ApplyTracker&)>;
+
+// One partition as status shows it when other processes apply (external_apply).
+struct PartitionMetrics {
+  std::string worker;             // who last committed (or took) it, from its checkpoint row
+  double worker_seen_s = 0;       // since that row was written
+  int64_t applied_offset = -1;    // the log offset of its last change applied (-1: none recorded)
+  int64_t end_offset = -1;        // the offset after the last message the log acknowledged
+  uint64_t producer_lag = 0;      // messages handed to the log, not acknowledged yet
+  double producer_lag_s = 0;      // how long the oldest of them has waited
+  uint64_t consumer_lag = 0;      // messages acknowledged, not applied (end_offset - applied_offset - 1)
+  double consumer_lag_s = 0;      // age of its oldest source transaction not applied
+};
 
 struct FlowMetrics {
   uint64_t received = 0;          // every source transaction before this was received
@@ -55,6 +72,7 @@ struct FlowMetrics {
   uint64_t changes_routed = 0;    // changes the stream handed to the partitions (not applied before)
   double lag_seconds = 0;         // age of the oldest transaction not applied yet
   bool connected = false;
+  std::vector<PartitionMetrics> partitions;  // external_apply only
 };
 
 class Flow {

@@ -50,6 +50,20 @@ class PartitionLog {
   }
   // Wakes every waiter; later calls return Cancelled.
   virtual void Close() = 0;
+
+  // Producer side of partition p, for status (a log outside the process:
+  // Kafka). end_offset: the offset after the last message acknowledged (-1:
+  // not known); unacked: messages handed over, not acknowledged yet;
+  // oldest_unacked_s: how long the oldest of them has waited.
+  struct ProducerStats {
+    int64_t end_offset = -1;
+    uint64_t unacked = 0;
+    double oldest_unacked_s = 0;
+  };
+  virtual ProducerStats Stats(PartitionId p) const {
+    (void)p;
+    return {};
+  }
 };
 
 // In-memory log: each partition holds at most `max_bytes_per_partition` of

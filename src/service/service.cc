@@ -292,6 +292,11 @@ json DetailJson(const MigrationSpec& spec, StateStore& s, const Live& live) {
                       {"restart_position", v.Str("restart_pos").empty() && v.repl.restart_position == 0
                                                ? std::string()
                                                : std::to_string(v.repl.restart_position)}};
+  // transport apply: workers: per partition, its holder and lags (control/status.h).
+  if (!v.repl.partitions_json.empty()) {
+    json parts = json::parse(v.repl.partitions_json, nullptr, /*allow_exceptions=*/false);
+    if (parts.is_array()) j["replication"]["partitions"] = std::move(parts);
+  }
   j["reverse"] = {{"lag_bytes", v.repl.reverse_lag_bytes},
                   {"lag_seconds", v.repl.reverse_lag_seconds},
                   {"changes_applied", v.repl.reverse_changes_applied},
@@ -984,6 +989,39 @@ http::Response Service::Metrics() {
     w.Family("midflight_lag_seconds", "gauge", "Age of the oldest transaction not applied yet, by direction.");
     w.Sample("midflight_lag_seconds", with("direction", "forward"), v.repl.lag_seconds);
     w.Sample("midflight_lag_seconds", with("direction", "reverse"), v.repl.reverse_lag_seconds);
+    if (!v.repl.partitions_json.empty()) {
+      json parts = json::parse(v.repl.partitions_json, nullptr, /*allow_exceptions=*/false);
+      if (parts.is_array()) {
+        w.Family("midflight_kafka_producer_lag_messages", "gauge",
+                 "Change-topic messages handed to Kafka and not acknowledged yet, by partition.");
+        for (const auto& p : parts)
+          w.Sample("midflight_kafka_producer_lag_messages", with("partition", std::to_string(p.value("partition", 0))),
+                   p.value("producer_lag_messages", 0.0));
+        w.Family("midflight_kafka_producer_lag_seconds", "gauge",
+                 "Age of the oldest change-topic message not acknowledged by Kafka, by partition.");
+        for (const auto& p : parts)
+          w.Sample("midflight_kafka_producer_lag_seconds", with("partition", std::to_string(p.value("partition", 0))),
+                   p.value("producer_lag_seconds", 0.0));
+        w.Family("midflight_kafka_consumer_lag_messages", "gauge",
+                 "Change-topic messages acknowledged and not applied by the apply workers yet, by partition.");
+        for (const auto& p : parts)
+          w.Sample("midflight_kafka_consumer_lag_messages", with("partition", std::to_string(p.value("partition", 0))),
+                   p.value("consumer_lag_messages", 0.0));
+        w.Family("midflight_kafka_consumer_lag_seconds", "gauge",
+                 "Age of the oldest source transaction of the partition not applied yet.");
+        for (const auto& p : parts)
+          w.Sample("midflight_kafka_consumer_lag_seconds", with("partition", std::to_string(p.value("partition", 0))),
+                   p.value("consumer_lag_seconds", 0.0));
+        w.Family("midflight_kafka_partition_holder", "gauge",
+                 "1 for the apply worker that last took or applied the partition.");
+        for (const auto& p : parts) {
+          if (p.value("worker", std::string()).empty()) continue;
+          PromLabels x = with("partition", std::to_string(p.value("partition", 0)));
+          x.push_back({"worker", p.value("worker", std::string())});
+          w.Sample("midflight_kafka_partition_holder", x, 1);
+        }
+      }
+    }
     auto lat = m.runtime->throttle.latency();
     w.Family("midflight_apply_batch_seconds", "histogram", "Time of one apply transaction on the receiving server.");
     for (size_t i = 0; i < ThrottleBoard::kLatencyBuckets.size(); ++i)

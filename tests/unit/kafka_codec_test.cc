@@ -1,6 +1,7 @@
 // The Kafka change codec (kafka/change_codec.h): every Change comes back
 // exactly, the envelope is Debezium's, and malformed input is DataLoss
 // naming what is wrong.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -123,6 +124,23 @@ TEST_F(KafkaCodecTest, AnotherRunsMessageIsNotDecoded) {
   auto r = DecodeChange(m.value, kRun, lookup_);
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_FALSE(r->has_value());
+}
+
+TEST_F(KafkaCodecTest, AnApplyWorkerReadsEveryRunByTableName) {
+  Change c = Make(ChangeKind::kUpdate, accounts_, 5, 2, {Datum::Text("1"), Datum::Text("2"), Datum::Null()});
+  // Another run's message, its table ref meaningless here: found by name.
+  EncodedChange m = EncodeChange(c, kRun + 1, 99, {}, "m1");
+  NamedTableLookup by_name = [this](const TableId& id) -> std::shared_ptr<const TableSchema> {
+    return id == accounts_->id ? accounts_ : nullptr;
+  };
+  auto r = DecodeChangeAnyRun(m.value, by_name);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  ASSERT_TRUE(r->has_value());
+  ExpectSame(**r, c);
+  NamedTableLookup none = [](const TableId&) -> std::shared_ptr<const TableSchema> { return nullptr; };
+  auto unknown = DecodeChangeAnyRun(m.value, none);
+  EXPECT_EQ(unknown.status().message(),
+            fmt::format("kafka change message: table {} is not one the migration moves", accounts_->id.ToString()));
 }
 
 TEST_F(KafkaCodecTest, MalformedInputIsDataLossNamingTheProblem) {

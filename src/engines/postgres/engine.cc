@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -520,6 +521,37 @@ class PgEngineKind final : public EngineKind {
       out += pg::TransformedTableDdl(*tr);
     }
     return out;
+  }
+
+  Result<ApplyEnds> ApplyEndsOf(const MigrationSpec& spec) const override {
+    ApplyEnds ends;
+    ends.load_tables = [spec]() -> Result<std::vector<TablePtr>> {
+      pg::ConnOptions co;
+      co.application_name = "midflight-worker-catalog";
+      ASSIGN_OR_RETURN(auto conn, pg::PgConn::Connect(spec.source, co));
+      return pg::LoadTables(*conn, spec.tables, spec.exclude);
+    };
+    auto ensured = std::make_shared<std::once_flag>();
+    ends.open_sink = [spec, ensured](PartitionId p,
+                                     const std::string& key) -> Result<std::unique_ptr<ChangeSink>> {
+      // The checkpoint columns workers record (added to an older target).
+      Status ensure;
+      std::call_once(*ensured, [&] {
+        pg::ConnOptions co;
+        co.application_name = "midflight-worker";
+        auto conn = pg::PgConn::Connect(spec.target, co);
+        ensure = conn.ok() ? pg::EnsureBookkeeping(**conn) : conn.status();
+      });
+      RETURN_IF_ERROR(ensure);
+      // The migration's own rows: the forward flow's origin of p, so reverse
+      // replication never sends the worker's writes back. Others (a replay):
+      // an origin of the migration the reverse stream skips as well.
+      const std::string origin = key == spec.name ? fmt::format("midflight_{}_f{}", spec.name, p.value)
+                                                  : fmt::format("midflight_{}_x{}", spec.name, p.value);
+      ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(spec.target, key, p, origin));
+      return std::unique_ptr<ChangeSink>(std::move(sink));
+    };
+    return ends;
   }
 };
 

@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS midflight.checkpoints (
   seq int NOT NULL,
   updated_at timestamptz NOT NULL DEFAULT now(),
   PRIMARY KEY (migration, part));
+-- Kafka apply workers (kafka/apply_worker.h): the change topic's offset of
+-- the partition's last change applied, and the worker that applied it.
+ALTER TABLE midflight.checkpoints ADD COLUMN IF NOT EXISTS kafka_offset bigint;
+ALTER TABLE midflight.checkpoints ADD COLUMN IF NOT EXISTS worker text;
 CREATE TABLE IF NOT EXISTS midflight.chunks (
   migration text NOT NULL,
   table_name text NOT NULL,
@@ -38,9 +42,12 @@ CREATE TABLE IF NOT EXISTS midflight.chunks (
 // A checkpoint is stored as pg_lsn whatever the source engine: any 64-bit
 // position (a MySQL binlog position, engines/cross) has an LSN text form.
 constexpr const char* kSaveCheckpointSql = R"sql(
-INSERT INTO midflight.checkpoints (migration, part, commit_lsn, seq) VALUES ($1, $2, $3, $4)
+INSERT INTO midflight.checkpoints (migration, part, commit_lsn, seq, kafka_offset, worker)
+VALUES ($1, $2, $3, $4, $5, $6)
 ON CONFLICT (migration, part) DO UPDATE
-  SET commit_lsn = EXCLUDED.commit_lsn, seq = EXCLUDED.seq, updated_at = now()
+  SET commit_lsn = EXCLUDED.commit_lsn, seq = EXCLUDED.seq, updated_at = now(),
+      kafka_offset = COALESCE(EXCLUDED.kafka_offset, checkpoints.kafka_offset),
+      worker = COALESCE(EXCLUDED.worker, checkpoints.worker)
 )sql";
 
 std::string Table(const TableSchema& t) { return QuoteQualified(t.id.schema, t.id.name); }
@@ -460,6 +467,32 @@ Status PgChangeSink::Reconnect() {
   return Status::Ok();
 }
 
+Result<ChangeSink::CheckpointRow> PgChangeSink::LoadCheckpointRow() {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  ASSIGN_OR_RETURN(PgResult r,
+                   conn_->Query("SELECT commit_lsn::text, seq, COALESCE(kafka_offset, -1), COALESCE(worker, ''), "
+                                "extract(epoch FROM now() - updated_at)::float8::text FROM midflight.checkpoints "
+                                "WHERE migration = $1 AND part = $2",
+                                {migration_, std::to_string(partition_.value)}));
+  CheckpointRow row;
+  if (r.rows() == 0) return row;
+  ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(r.Get(0, 0)));
+  row.pos = ChangePosition{lsn, static_cast<uint32_t>(r.GetInt(0, 1))};
+  row.log_offset = r.GetInt(0, 2);
+  row.worker = r.GetString(0, 3);
+  row.age_seconds = std::atof(r.GetString(0, 4).c_str());
+  return row;
+}
+
+Result<int64_t> PgChangeSink::LoadLogOffset() {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  ASSIGN_OR_RETURN(PgResult r, conn_->Query("SELECT kafka_offset FROM midflight.checkpoints "
+                                            "WHERE migration = $1 AND part = $2 AND kafka_offset IS NOT NULL",
+                                            {migration_, std::to_string(partition_.value)}));
+  if (r.rows() == 0) return int64_t{-1};
+  return static_cast<int64_t>(r.GetInt(0, 0));
+}
+
 Result<ChangePosition> PgChangeSink::LoadCheckpoint() {
   if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
   ASSIGN_OR_RETURN(PgResult r, conn_->Query("SELECT commit_lsn::text, seq FROM midflight.checkpoints "
@@ -534,8 +567,12 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   const bool hold_commit = conflicts->stop;
   std::string part = std::to_string(partition_.value), lsn = PgLsn::FromU64(checkpoint.commit_lsn.value()).ToString(),
               seq = std::to_string(checkpoint.seq);
-  const char* cp_values[] = {migration_.c_str(), part.c_str(), lsn.c_str(), seq.c_str()};
-  if (!PQsendQueryParams(c, kSaveCheckpointSql, 4, nullptr, cp_values, nullptr, nullptr, 0) ||
+  int64_t log_offset = -1;
+  for (const Change& ch : changes) log_offset = std::max(log_offset, ch.log_offset);
+  const std::string offset = std::to_string(log_offset);
+  const char* cp_values[] = {migration_.c_str(), part.c_str(), lsn.c_str(), seq.c_str(),
+                             log_offset >= 0 ? offset.c_str() : nullptr, worker_.empty() ? nullptr : worker_.c_str()};
+  if (!PQsendQueryParams(c, kSaveCheckpointSql, 6, nullptr, cp_values, nullptr, nullptr, 0) ||
       (!hold_commit && !send("COMMIT")) || !PQpipelineSync(c))
     return Abort(StatusFromResult(c, nullptr, "sending checkpoint"));
 
@@ -613,7 +650,7 @@ Status PgChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
   }
   for (uint32_t p = 0; p < partitions; ++p) {
     auto r = conn_->Query(kSaveCheckpointSql, {migration_, std::to_string(p), PgLsn::FromU64(change.pos.commit_lsn.value()).ToString(),
-                                               std::to_string(change.pos.seq)});
+                                               std::to_string(change.pos.seq), std::nullopt, std::nullopt});
     if (!r.ok()) return fail(r.status());
   }
   return conn_->Exec("COMMIT");

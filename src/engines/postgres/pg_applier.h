@@ -46,6 +46,9 @@ class PgChangeSink final : public ChangeSink {
   ~PgChangeSink() override;
 
   Result<ChangePosition> LoadCheckpoint() override;
+  Result<int64_t> LoadLogOffset() override;
+  Result<CheckpointRow> LoadCheckpointRow() override;
+  void SetWorker(std::string worker) override { worker_ = std::move(worker); }
   Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
@@ -58,6 +61,7 @@ class PgChangeSink final : public ChangeSink {
   std::string migration_;
   PartitionId partition_;
   std::string origin_;
+  std::string worker_;  // recorded with each checkpoint; empty: left as it is
   std::function<int64_t()> lock_timeout_ms_;
   int64_t lock_timeout_set_ = 0;
   std::unique_ptr<PgConn> conn_;

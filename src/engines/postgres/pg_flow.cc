@@ -62,6 +62,7 @@ Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& c) {
   fo.partition_log_bytes = static_cast<size_t>(c.partition_log_mb) << 20;
   fo.filter = c.filter;
   fo.log_factory = c.log_factory;
+  fo.external_apply = c.external_apply;
   MigrationRuntime* rt = c.runtime;
   if (rt) {
     fo.applier.settings = [rt] { return rt->ApplyNow(); };
@@ -72,8 +73,11 @@ Result<std::unique_ptr<Flow>> StartPgFlow(const FlowConfig& c) {
     if (c.label == "forward") fo.applier.conflicts = &rt->conflicts;
   }
   SinkFactory open_sink = [&c, rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
-    ASSIGN_OR_RETURN(auto sink,
-                     pg::PgChangeSink::Open(c.to_uri, c.checkpoint_key, p, fmt::format("{}{}", c.origin_prefix, p.value)));
+    // With apply workers, a partition's sink here only reads its checkpoint:
+    // the replication origin is the worker's that applies it.
+    const bool reads_only = c.external_apply && p.value < c.partitions;
+    ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(c.to_uri, c.checkpoint_key, p,
+                                                       reads_only ? "" : fmt::format("{}{}", c.origin_prefix, p.value)));
     if (rt) sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
     if (c.transforms && !c.transforms->empty())
       return std::unique_ptr<ChangeSink>(std::make_unique<TransformSink>(std::move(sink), c.transforms));

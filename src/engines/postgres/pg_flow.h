@@ -47,6 +47,7 @@ struct FlowConfig {
   int64_t partition_log_mb = 64;
   SnapshotFilter filter;  // forward: what the copy holds; reverse: empty
   PartitionLogFactory log_factory;  // empty: in memory
+  bool external_apply = false;      // apply workers apply (FlowOptions::external_apply)
 };
 
 // Starts the flow `config` describes.

@@ -246,6 +246,12 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
   const uint32_t partitions = start.partitions;
   FlowConfig fc;
   if (from == Side::kSource) {
+    // A target set up by an older midflight lacks the checkpoint columns
+    // apply workers record (kafka_offset, worker): added when missing.
+    {
+      ASSIGN_OR_RETURN(auto dst, Control(spec_.target));
+      RETURN_IF_ERROR(pg::EnsureBookkeeping(*dst));
+    }
     tables_ = tables;
     fc = Config(/*forward=*/true, tables, partitions);
     fc.slot = spec_.slot_name();
@@ -254,6 +260,7 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     fc.log_factory = start.log_factory;
     ASSIGN_OR_RETURN(auto bound, BindTransforms(spec_.transforms, tables));
     fc.transforms = std::make_shared<const TransformMap>(TransformsBySource(bound));
+    fc.external_apply = start.external_apply;
   } else {
     // Transforms are not inverted (yet): the old database would get rows of
     // the wrong shape, or miss the columns dropped on the way.
