@@ -12,6 +12,7 @@
 #include "base/thread_annotations.h"
 #include "kafka/change_codec.h"
 #include "pipeline/apply_tracker.h"
+#include "pipeline/partition_log.h"
 
 namespace midflight::kafka {
 namespace {
@@ -187,6 +188,7 @@ class WorkerLog final : public PartitionLog {
       return DataLoss(fmt::format("kafka topic {} partition {} offset {}: {}", topic_, p.value, msg->offset,
                                   c.status().message()));
     if (!c->has_value()) return Status::Ok();          // a truncate: applied by the run at a barrier
+    if (IsBarrierChange(**c)) return Status::Ok();     // a key move with unchanged TOAST values: likewise
     if ((*c)->pos <= part.last) return Status::Ok();  // produced again by a restarted run
     part.last = (*c)->pos;
     if (replay_ && (*c)->table->key_writable.empty()) {

@@ -297,13 +297,6 @@ class KafkaPartitionLog final : public PartitionLog {
   }
 
  private:
-  // A barrier's record (AppendBarrier): only barriers are truncates or key
-  // moves that carry unchanged TOAST values (pipeline/sequencer.h).
-  static bool IsBarrier(const Change& c) {
-    return c.kind == ChangeKind::kTruncate ||
-           (c.kind == ChangeKind::kUpdate && c.MovesKey() && c.HasUnchangedValues());
-  }
-
   // One consumed message: a change to deliver, a tombstone or a duplicate to
   // drop, or an error.
   Status Take(PartitionId p, rd_kafka_message_t* msg, std::vector<Change>* out, size_t* got) {
@@ -322,7 +315,7 @@ class KafkaPartitionLog final : public PartitionLog {
       return DataLoss(fmt::format("kafka topic {} partition {} offset {}: {}", o_.topic, p.value, msg->offset,
                                   c.status().message()));
     if (!c->has_value()) return Status::Ok();              // an earlier run's (see the header)
-    if (IsBarrier(**c)) return Status::Ok();               // applied by the sequencer (AppendBarrier)
+    if (IsBarrierChange(**c)) return Status::Ok();         // applied by the sequencer (AppendBarrier)
     if ((*c)->pos <= last_[p.value]) return Status::Ok();  // produced twice
     if (registry_) {
       // Not before its table-topic message (and every earlier one of this

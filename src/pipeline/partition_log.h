@@ -22,6 +22,15 @@ struct PartitionId {
   auto operator<=>(const PartitionId&) const = default;
 };
 
+// Whether the sequencer applies this change at a barrier (AppendBarrier
+// below) rather than through a partition: a truncate, or a key move that
+// carries unchanged TOAST values (pipeline/sequencer.h). Readers of a log
+// that records barriers (Kafka's change topic) skip these records.
+inline bool IsBarrierChange(const Change& c) {
+  return c.kind == ChangeKind::kTruncate ||
+         (c.kind == ChangeKind::kUpdate && c.MovesKey() && c.HasUnchangedValues());
+}
+
 class PartitionLog {
  public:
   virtual ~PartitionLog() = default;
