@@ -112,6 +112,14 @@ struct MigrationSpec {
   // connects to the primary.
   std::string source_replica;
   int64_t max_row_bytes = 0;  // MySQL: a larger row stops the copy, naming it; 0 = the target's max_allowed_packet
+  // MySQL/MariaDB target: false runs the copy's LOAD DATA sessions with
+  // sql_log_bin = 0 (as myloader does by default), so the copied rows are
+  // not written a second time into the target's binlog. Replicas of the
+  // target and point-in-time recovery from its binlog then lack them; the
+  // change stream, reverse replication (it reads the target's binlog from
+  // the switch on) and the schema DDL are logged as always. Needs SUPER or
+  // BINLOG ADMIN on the target.
+  bool copy_binlog = true;
   bool has_proxy = false;
   ProxySpec proxy;
   CutoverSpec cutover;
