@@ -103,10 +103,9 @@ struct MigrationSpec {
   int64_t partition_log_mb = 64;     // memory bound of each partition's queue
   int index_memory_mb = 512;         // maintenance_work_mem of each index-building session on the target
   bool allow_nonempty_target = false;
-  // Build a table's primary key, unique constraints and indexes (MySQL: its
-  // secondary indexes) as soon as its copy ends, while other tables copy
-  // (engines/postgres/early_indexes.h, engines/mysql/schema_loader.h);
-  // false builds them all after the copy.
+  // Build a table's keys and indexes (MySQL: secondary indexes) as soon as
+  // its copy ends, while other tables copy (engines/postgres/early_indexes.h,
+  // engines/mysql/schema_loader.h); false builds them all after the copy.
   bool early_indexes = true;
   // MySQL/MariaDB: a replica of `source` (log_slave_updates on) that every
   // snapshot read and the binlog stream come from; midflight then never

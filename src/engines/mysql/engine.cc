@@ -291,11 +291,20 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
     ASSIGN_OR_RETURN(auto ddl, mysql::ParseDeferred(store_.Get("deferred_ddl").value_or("[]")));
     early = std::make_unique<mysql::EarlyIndexBuilder>(
         spec_.target, target_db_, ddl, static_cast<int>(std::clamp<int64_t>(runtime_.knobs.Int(Knob::kParallelism), 1, 64)));
+    // While copy_rows_per_s limits the copy, a table's indexes wait for the
+    // end of the copy: an ALTER TABLE beside the copy would add load on the
+    // target that the knob does not limit.
+    job.on_table_copied = [b = early.get(), &knobs = runtime_.knobs](const TableId& t) {
+      if (knobs.Get(Knob::kCopyRowsPerS) > 0) {
+        LOG_INFO("schema: the indexes of {} wait for the end of the copy (knob copy_rows_per_s is set)", t.ToString());
+        return;
+      }
+      b->TableCopied(t);
+    };
     std::set<TableId> copying;
     for (const auto& c : job.chunks) copying.insert(c.table);
     for (const auto& t : tables_)
-      if (!copying.count(t->id)) early->TableCopied(t->id);  // copied whole by an earlier run
-    job.on_table_copied = [b = early.get()](const TableId& t) { b->TableCopied(t); };
+      if (!copying.count(t->id)) job.on_table_copied(t->id);  // copied whole by an earlier run
   }
   auto started = std::chrono::steady_clock::now();
   Status st = mysql::CopyChunks(job, progress, stop);
