@@ -24,7 +24,13 @@
 #   TABLES=8 TABLE_SIZE=1000000   sysbench oltp_read_write prepare --tables --table-size
 #   DRAIN_SECONDS=60   sysbench oltp_write_only --threads=4 --time that builds the drain backlog
 #   SKIP=              comma list of: dump,mydumper,raw,midflight,drain,lag,compare
-#   MF_WORKERS=2 MF_CHUNK_ROWS=250000 MF_PARTITIONS=2   midflight copy_workers, chunk_rows, partitions
+#   MF_WORKERS=2 MF_CHUNK_ROWS=250000 MF_PARTITIONS=2   midflight copy_workers, chunk_rows, partitions;
+#                      MF_WORKERS may be a comma list ("2after,2,2nobinlog,3"): the copy is timed once per
+#                      entry, side by side, the last one is kept for drain, lag and compare; "after" sets
+#                      early_indexes: false (secondary indexes after the whole copy), "nobinlog" sets
+#                      copy_binlog: false (the copy's sessions run with sql_log_bin = 0, as myloader's do),
+#                      "c<N>" sets chunk_rows: N for that entry ("2c1000000")
+#   MF_SPEC_EXTRA=     extra YAML lines for midflight's spec
 #   REPLICA_PARALLEL=0 replica B's slave_parallel_threads (0 = MariaDB's default, one SQL thread)
 #   LAG_RATE=500 LAG_SECONDS=20   the steady-lag sysbench (--rate, --time, 4 threads)
 #   PRI_PORT=27501 REPA_PORT=27502 REPB_PORT=27503 DST_PORT=27504   server ports (27500-27520)
@@ -64,6 +70,7 @@ skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
 for p in "$PRI_PORT" "$REPA_PORT" "$REPB_PORT" "$DST_PORT"; do
   ((p >= 27500 && p <= 27520)) || { echo "mysql_bench.sh: port $p is outside 27500-27520" >&2; exit 2; }
 done
+IFS=, read -r -a MF_W <<<"$MF_WORKERS"
 TBL=()
 for ((i = 1; i <= TABLES; i++)); do TBL+=("sbtest$i"); done
 
@@ -168,9 +175,13 @@ mf_caught_up() { wait_replica "$WORK/repa"; mf_wait_pos "$(my_pos "$WORK/repa")"
 
 # results
 declare -A COPY_S=()   # method -> seconds
+declare -A COPY_LOAD=() # method -> the 1-minute load average when it ended
 COPY_ORDER=()
 COPY_LABEL=()
-add_copy() { COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; log "$2: $3 s"; }
+MF_RSS=()              # per MF_W entry
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+add_copy() { COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; COPY_LOAD[$1]=$(loadavg); log "$2: $3 s (load average ${COPY_LOAD[$1]})"; }
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------------ setup --
 section "setup"
@@ -279,32 +290,54 @@ if ! skipped raw; then
 fi
 
 MF_KEPT=
-MF_RSS=
 if ! skipped midflight; then
-  log "midflight run (source_replica = replica A, copy_workers $MF_WORKERS) until phase replicating"
-  fresh_db sbtest_new
-  SPEC=$WORK/midflight.yaml
-  MF_LOG=$WORK/midflight.log
-  cat >"$SPEC" <<YAML
-name: bench
+  for i in "${!MF_W[@]}"; do
+    v=${MF_W[$i]}
+    w=${v%%[!0-9]*}
+    early=true; binlog=true
+    [[ $v == *after* ]] && early=false
+    [[ $v == *nobinlog* ]] && binlog=false
+    chunk=$MF_CHUNK_ROWS
+    [[ $v =~ c([0-9]+) ]] && chunk=${BASH_REMATCH[1]}
+    log "midflight run (source_replica = replica A, copy_workers $w, early_indexes $early, copy_binlog $binlog) until phase replicating"
+    fresh_db sbtest_new
+    sql_dst -e "RESET MASTER"
+    SPEC=$WORK/midflight-$i.yaml
+    MF_LOG=$WORK/midflight-$i.log
+    cat >"$SPEC" <<YAML
+name: bench$i
 source: $(uri "$PRI_PORT" "$DB")
 source_replica: $(uri "$REPA_PORT" "$DB")
 target: $(uri "$DST_PORT" sbtest_new)
-state_dir: $WORK/midflight-state
-copy_workers: $MF_WORKERS
-chunk_rows: $MF_CHUNK_ROWS
+state_dir: $WORK/midflight-state-$i
+copy_workers: $w
+chunk_rows: $chunk
 partitions: $MF_PARTITIONS
+$([[ $early == false ]] && echo "early_indexes: false")
+$([[ $binlog == false ]] && echo "copy_binlog: false")
+${MF_SPEC_EXTRA:-}
 YAML
-  t0=$(now)
-  mf_start
-  mf_wait_phase replicating
-  secs=$(since "$t0")
-  MF_RSS=$(mf_peak_rss_mb)
-  mf_stop
-  add_copy midflight "midflight (copy_workers $MF_WORKERS)" "$secs"
-  log "midflight peak RSS (VmHWM): $MF_RSS MB; its log: $(grep -E 'copying: done|indexes and foreign keys built' "$MF_LOG" | tr '\n' ' ')"
-  check_copy sbtest_new
-  MF_KEPT=1   # stopped; it resumes from its restart_pos for the drain
+    t0=$(now)
+    mf_start
+    mf_wait_phase replicating
+    secs=$(since "$t0")
+    MF_RSS[i]=$(mf_peak_rss_mb)
+    mf_stop
+    label="midflight (copy_workers $w"
+    [[ $early == false ]] && label+=", indexes after"
+    [[ $binlog == false ]] && label+=", no binlog"
+    [[ $chunk != "$MF_CHUNK_ROWS" ]] && label+=", chunk_rows $chunk"
+    add_copy "mf$i" "$label)" "$secs"
+    log "midflight peak RSS (VmHWM): ${MF_RSS[$i]} MB; target binlog $(binlog_bytes "$WORK/dst") bytes; its log: $(grep -E 'copying: done|built as their copy ended|indexes and foreign keys built' "$MF_LOG" | tr '\n' ' ')"
+    check_copy sbtest_new
+    if ((i == ${#MF_W[@]} - 1)); then
+      MF_KEPT=1   # stopped; it resumes from its restart_pos for the drain
+    else
+      sql_dst -e "DELETE FROM midflight.chunks WHERE migration = 'bench$i'; DELETE FROM midflight.checkpoints WHERE migration = 'bench$i'"
+      drop_db sbtest_new
+      rm -rf "$WORK/midflight-state-$i"
+    fi
+  done
 fi
 
 # ------------------------------------------------------------------ drain --
@@ -412,17 +445,25 @@ mf_stop
 
 # ---------------------------------------------------------------- summary --
 section "summary: $TABLES tables x $TABLE_SIZE rows ($SRC_MB MB), $(nproc) cores"
-mf=${COPY_S[midflight]:-}
+mf_keys=()
+for i in "${!MF_W[@]}"; do [[ -n ${COPY_S[mf$i]:-} ]] && mf_keys+=("mf$i"); done
+mf=
+((${#mf_keys[@]})) && mf=${COPY_S[${mf_keys[${#mf_keys[@]}-1]}]}
 if ((${#COPY_ORDER[@]})); then
   echo
-  echo "copy (schema + data + secondary indexes into an empty database, read from replica A)"
-  printf '  %-46s %9s %14s\n' method seconds "midflight/method"
+  echo "copy (schema + data + secondary indexes into an empty database, read from replica A; load = 1-minute load average when the method ended)"
+  printf '  %-56s %9s %6s' method seconds load
+  for k in "${mf_keys[@]}"; do printf ' %16s' "mf(${MF_W[${k#mf}]})/method"; done
+  echo
   for j in "${!COPY_ORDER[@]}"; do
     m=${COPY_ORDER[$j]}
-    r=-; [[ -n $mf ]] && r=$(div "$mf" "${COPY_S[$m]}")x
-    printf '  %-46s %9.2f %14s\n' "${COPY_LABEL[$j]}" "${COPY_S[$m]}" "$r"
+    printf '  %-56s %9.2f %6s' "${COPY_LABEL[$j]}" "${COPY_S[$m]}" "${COPY_LOAD[$m]}"
+    for k in "${mf_keys[@]}"; do printf ' %15sx' "$(div "${COPY_S[$k]}" "${COPY_S[$m]}")"; done
+    echo
   done
-  [[ -n $MF_RSS ]] && printf '  midflight (copy_workers %s) peak RSS: %s MB\n' "$MF_WORKERS" "$MF_RSS"
+  for k in "${mf_keys[@]}"; do
+    printf '  midflight (%s) peak RSS: %s MB\n' "${MF_W[${k#mf}]}" "${MF_RSS[${k#mf}]}"
+  done
 fi
 if [[ -n $DRAIN_DONE ]]; then
   echo
@@ -439,14 +480,15 @@ fi
   "$LAG_RATE" "$LAG_SECONDS" "$LAG_TPS" "$LAG_MAX" "$LAG_P50" "$LAG_N" "$LAG_EVERY" "$LAG_BYTES_MAX"
 [[ -n $COMPARE_RESULT ]] && printf '\ncompare: %s\n' "$COMPARE_RESULT"
 
+printf '\nhost: %s cores, load average %s at the start, %s at the end\n' "$(nproc)" "$LOAD_START" "$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
-echo "targets (meaningful at the defaults: 8 x 1,000,000 rows)"
+echo "targets (meaningful at the defaults: 8 x 1,000,000 rows; midflight: the last MF_WORKERS entry)"
 r_myd=-; r_raw=-; r_drain=-
 [[ -n $mf && -n ${COPY_S[mydumper]:-} ]] && r_myd=$(div "$mf" "${COPY_S[mydumper]}")
 [[ -n $mf && -n ${COPY_S[raw]:-} ]] && r_raw=$(div "$mf" "${COPY_S[raw]}")
 [[ -n $DRAIN_DONE ]] && r_drain=$(div "$B_DRAIN_S" "$MF_DRAIN_S")
 printf '  %-52s %8s  %s\n' "copy time / mydumper+myloader's <= 0.5" "$r_myd" "$(met "$r_myd" '<=' 0.5)"
-printf '  %-52s %8s  %s\n' "copy time / raw OUTFILE+LOAD DATA's <= 1.2" "$r_raw" "$(met "$r_raw" '<=' 1.2)"
+printf '  %-52s %8s  %s\n' "copy time / raw OUTFILE+LOAD DATA's <= 1.0" "$r_raw" "$(met "$r_raw" '<=' 1.0)"
 printf '  %-52s %8s  %s\n' "drain: replica B seconds / midflight's >= 1.5" "$r_drain" "$(met "$r_drain" '>=' 1.5)"
 printf '  %-52s %8s  %s\n' "steady lag (max) < 1 s" "${LAG_MAX:--}" "$(met "${LAG_MAX:--}" '<' 1)"
 printf '  %-52s %8s  %s\n' "steady lag (p50) < 1 s" "${LAG_P50:--}" "$(met "${LAG_P50:--}" '<' 1)"

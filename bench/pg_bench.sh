@@ -29,6 +29,11 @@
 #   LAG_RATE=500 LAG_SECONDS=20   the steady-lag pgbench (-R, -T)
 #   DST_SETTINGS="fsync=on synchronous_commit=off"  extra postgresql.conf lines for the target
 #                      (a durable disk with non-durable commits, as teams run apply targets)
+#   SCALES=            scale mode instead of 1-4: a comma list of pgbench scales ("10,100,300");
+#                      per scale the source is loaded again, then pgcopydb and midflight copy it
+#                      (seconds, rows/s, peak RSS of each); then, on the largest scale, midflight
+#                      drains one backlog per DRAIN_SERIES entry (pgbench -c 4 -T seconds, default
+#                      "30,60,120"; empty skips it): seconds, changes/s, peak RSS
 #   SRC_PORT=27432 DST_PORT=27433 TIMEOUT=7200 (seconds, per wait) KEEP=1 (keep the temp dir)
 #   MIDFLIGHT_BIN=path  use this binary instead of building (scripts/build honours
 #                       MIDFLIGHT_BUILD_DIR for a separate build directory)
@@ -162,6 +167,134 @@ COPY_LABEL=()
 MF_RSS=()              # per MF_W entry
 add_copy() { COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; log "$2: $3 s"; }
 
+# ------------------------------------------------------------- scale mode --
+# tree_rss_mb PID: the resident memory of PID and all its descendants, in MB.
+tree_rss_mb() {
+  awk -v root="$1" 'FNR == 1 { split($0, f, ") "); split(f[2], g, " "); pid = FILENAME; sub("/proc/", "", pid); sub("/stat", "", pid); parent[pid] = g[2]; rss[pid] = g[22] }
+    END { total = 0; for (p in parent) { q = p; while (q != "" && q != 0 && q != root) q = parent[q]; if (q == root) total += rss[p] }
+          printf "%.0f", total * 4096 / 1048576 }' /proc/[0-9]*/stat 2>/dev/null
+}
+# peak_tree_rss PID FILE: samples tree_rss_mb every 0.5 s while PID lives; the maximum in FILE.
+peak_tree_rss() {
+  local max=0 r
+  while kill -0 "$1" 2>/dev/null; do
+    r=$(tree_rss_mb "$1"); ((r > max)) && max=$r
+    echo "$max" >"$2"
+    sleep 0.5
+  done
+}
+scale_mode() {
+  local scales drains i n rows secs rps spec sampler
+  IFS=, read -r -a scales <<<"$SCALES"
+  IFS=, read -r -a drains <<<"${DRAIN_SERIES-30,60,120}"
+  local -a S_ROWS S_MB S_INIT S_PGC S_PGC_RSS S_MF S_MF_RSS S_LOAD D_TX D_S D_RSS D_BYTES D_LOAD
+  local w=${MF_W[${#MF_W[@]}-1]}
+  log "scale mode: scales ${SCALES}, drain series ${DRAIN_SERIES-30,60,120}, midflight copy_workers ${w%after}; disk free in /tmp: $(df -h --output=avail /tmp | tail -1)"
+  for i in "${!scales[@]}"; do
+    n=${scales[$i]}
+    section "scale $n"
+    t0=$(now)
+    pgbench -i -s "$n" -q "$SRC" >"$WORK/pgbench-init.log" 2>&1 || die "pgbench -i -s $n failed: $(tail -3 "$WORK/pgbench-init.log")"
+    S_INIT[i]=$(since "$t0")
+    sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
+    sql_src -c "CHECKPOINT"
+    rows=0
+    for t in "${TABLES[@]}"; do rows=$((rows + $(sql_src -c "SELECT count(*) FROM $t"))); done
+    S_ROWS[i]=$rows
+    S_MB[i]=$(sql_src -c "SELECT pg_database_size(current_database()) / 1048576")
+    log "pgbench -i -s $n: $rows rows, ${S_MB[$i]} MB, in ${S_INIT[$i]} s; disk free in /tmp: $(df -h --output=avail /tmp | tail -1)"
+    if ! skipped pgcopydb; then
+      fresh_db bench_pgcopydb
+      t0=$(now)
+      pgcopydb clone --source "$SRC" --target "$(dst_uri bench_pgcopydb)" --table-jobs 2 --index-jobs 2 \
+        --dir "$WORK/pgcopydb" >"$WORK/pgcopydb.log" 2>&1 &
+      COPY_PIDS=($!)
+      peak_tree_rss "${COPY_PIDS[0]}" "$WORK/pgcopydb.rss" &
+      sampler=$!
+      wait "${COPY_PIDS[0]}" || die "pgcopydb clone failed at scale $n (see $WORK/pgcopydb.log)"
+      S_PGC[i]=$(since "$t0")
+      COPY_PIDS=()
+      wait "$sampler" || true
+      S_PGC_RSS[i]=$(cat "$WORK/pgcopydb.rss" 2>/dev/null || echo -)
+      log "pgcopydb: ${S_PGC[$i]} s, peak RSS of its processes (sampled every 0.5 s) ${S_PGC_RSS[$i]} MB"
+      check_copy bench_pgcopydb
+      drop_db bench_pgcopydb
+      rm -rf "$WORK/pgcopydb"
+    fi
+    fresh_db bench_midflight
+    SPEC=$WORK/midflight-scale.yaml
+    MF_LOG=$WORK/midflight-scale-$n.log
+    rm -rf "$WORK/midflight-state"
+    cat >"$SPEC" <<YAML
+name: bench
+source: $SRC
+target: $(dst_uri bench_midflight)
+state_dir: $WORK/midflight-state
+copy_workers: ${w%after}
+${MF_PARTITIONS:+partitions: $MF_PARTITIONS}
+${MF_SPEC_EXTRA:-}
+YAML
+    t0=$(now)
+    mf_start
+    mf_wait_phase replicating
+    S_MF[i]=$(since "$t0")
+    S_MF_RSS[i]=$(mf_peak_rss_mb)
+    S_LOAD[i]=$(cut -d' ' -f1 /proc/loadavg)
+    log "midflight: ${S_MF[$i]} s, peak RSS ${S_MF_RSS[$i]} MB (load average ${S_LOAD[$i]})"
+    check_copy bench_midflight
+    if ((i < ${#scales[@]} - 1)) || ((${#drains[@]} == 0)); then
+      mf_stop
+      drop_slot midflight_bench
+      sql_src -c "DROP PUBLICATION IF EXISTS midflight_bench"
+      drop_db bench_midflight
+    fi
+  done
+  # Drain series, on the last scale's data: midflight stopped while pgbench
+  # builds a backlog of D seconds, then timed until it applied all of it.
+  # Each drain is a new process: its VmHWM is that drain's peak (start-up included).
+  for i in "${!drains[@]}"; do
+    local d=${drains[$i]} before after
+    section "drain series: backlog of pgbench -c 4 -T $d"
+    [[ -n $MF_PID ]] && { mf_wait_streaming; mf_wait_applied "$(flush_lsn)"; mf_stop; }
+    before=$(flush_lsn)
+    pgbench -c 4 -T "$d" "$SRC" >"$WORK/pgbench-drain-$d.log" 2>&1 || die "pgbench failed: $(tail -3 "$WORK/pgbench-drain-$d.log")"
+    after=$(flush_lsn)
+    read -r D_TX[i] _ < <(pgbench_field "$WORK/pgbench-drain-$d.log")
+    D_BYTES[i]=$(sql_src -c "SELECT pg_wal_lsn_diff('$after', '$before')::bigint")
+    t0=$(now)
+    mf_start
+    mf_wait_applied "$after"
+    D_S[i]=$(since "$t0")
+    D_RSS[i]=$(mf_peak_rss_mb)
+    D_LOAD[i]=$(cut -d' ' -f1 /proc/loadavg)
+    log "drained ${D_TX[$i]} transactions (${D_BYTES[$i]} bytes of WAL) in ${D_S[$i]} s, peak RSS ${D_RSS[$i]} MB"
+    mf_stop
+  done
+  mf_stop
+
+  section "summary: scale mode, $(nproc) cores"
+  echo
+  echo "copy (schema + data + primary keys into an empty database); rows = all 4 tables; load = 1-minute load average when midflight's copy ended"
+  printf '  %6s %11s %8s  %9s %10s %8s  %9s %10s %8s  %9s %6s\n' scale rows MB "pgc s" "pgc rows/s" "pgc RSS" "mf s" "mf rows/s" "mf RSS" "mf/pgc" load
+  for i in "${!scales[@]}"; do
+    printf '  %6s %11s %8s  %9s %10s %8s  %9.2f %10.0f %8s  %9s %6s\n' "${scales[$i]}" "${S_ROWS[$i]}" "${S_MB[$i]}" \
+      "${S_PGC[$i]:--}" "$( [[ -n ${S_PGC[$i]:-} ]] && div "${S_ROWS[$i]}" "${S_PGC[$i]}" | awk '{ printf "%.0f", $1 }' || echo -)" \
+      "${S_PGC_RSS[$i]:+${S_PGC_RSS[$i]} MB}" "${S_MF[$i]}" "$(div "${S_ROWS[$i]}" "${S_MF[$i]}")" "${S_MF_RSS[$i]} MB" \
+      "$( [[ -n ${S_PGC[$i]:-} ]] && echo "$(div "${S_MF[$i]}" "${S_PGC[$i]}")x" || echo -)" "${S_LOAD[$i]}"
+  done
+  echo "  (midflight RSS: VmHWM of its process; pgcopydb RSS: the sum over its processes, sampled every 0.5 s)"
+  if ((${#drains[@]})); then
+    echo
+    echo "drain series at scale ${scales[${#scales[@]}-1]} (midflight stopped while pgbench -c 4 -T D builds the backlog, then timed until applied; incl. process start-up)"
+    printf '  %6s %10s %10s %14s %9s %11s %9s %8s %6s\n' "D (s)" transactions changes "WAL bytes" seconds changes/s "tx/s" RSS load
+    for i in "${!drains[@]}"; do
+      printf '  %6s %10s %10s %14s %9.2f %11.0f %9.0f %8s %6s\n' "${drains[$i]}" "${D_TX[$i]}" "$((D_TX[i] * 4))" "${D_BYTES[$i]}" \
+        "${D_S[$i]}" "$(div "$((D_TX[i] * 4))" "${D_S[$i]}")" "$(div "${D_TX[$i]}" "${D_S[$i]}")" "${D_RSS[$i]} MB" "${D_LOAD[$i]}"
+    done
+  fi
+  printf '\nhost: %s cores, load average %s at the end\n' "$(nproc)" "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+
 # ------------------------------------------------------------------ setup --
 section "setup"
 "$ROOT/scripts/setup" --bench
@@ -178,6 +311,7 @@ log "work dir: $WORK"
 SRC=$("$TESTDB" uri "$WORK/src")
 DST=$("$TESTDB" uri "$WORK/dst")
 log "source ${SRC/:midflight@/:***@}, target ${DST/:midflight@/:***@}"
+[[ -n ${SCALES:-} ]] && { scale_mode; exit 0; }
 t0=$(now)
 pgbench -i -s "$SCALE" -q "$SRC" >"$WORK/pgbench-init.log" 2>&1 || die "pgbench -i failed: $(tail -3 "$WORK/pgbench-init.log")"
 INIT_S=$(since "$t0")

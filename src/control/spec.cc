@@ -487,7 +487,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   static const std::set<std::string> kKnown = {"name", "source", "target", "tables", "exclude", "state_dir",
                                                "copy_workers", "partitions", "batch_size", "chunk_rows",
                                                "partition_log_mb", "index_memory_mb", "allow_nonempty_target", "early_indexes",
-                                               "source_replica", "max_row_bytes", "proxy", "cutover",
+                                               "source_replica", "max_row_bytes", "copy_binlog", "proxy", "cutover",
                                                "verify", "control", "notify", "knobs", "on_conflict",
                                                "source_password_file", "target_password_file",
                                                "source_replica_password_file", "transport", "casting", "transforms"};
@@ -517,6 +517,7 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(Get(root, origin, "early_indexes", &s.early_indexes));
   RETURN_IF_ERROR(Get(root, origin, "source_replica", &s.source_replica));
   RETURN_IF_ERROR(Get(root, origin, "max_row_bytes", &s.max_row_bytes));
+  RETURN_IF_ERROR(Get(root, origin, "copy_binlog", &s.copy_binlog));
   RETURN_IF_ERROR(Get(root, origin, "on_conflict", &s.on_conflict));
   if (s.on_conflict != "overwrite" && s.on_conflict != "stop")
     return Field(origin, "on_conflict", fmt::format("'{}' must be overwrite or stop", s.on_conflict));
@@ -551,6 +552,8 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   if (!s.transforms.empty() && is_mysql(s.target))
     return Field(origin, "transforms." + s.transforms.front().table,
                  "transforms are applied on PostgreSQL targets only (for now); this target is mysql://");
+  if (!s.copy_binlog && !is_mysql(s.target))
+    return Field(origin, "copy_binlog", "is for mysql:// targets: false copies without writing the target's binlog");
   if (s.max_row_bytes < 0) return Field(origin, "max_row_bytes", "must be 0 (the target's max_allowed_packet) or more");
   if (s.copy_workers < 1 || s.copy_workers > 64) return Field(origin, "copy_workers", "must be between 1 and 64");
   if (s.transport.partitions != 0 && s.partitions != 0 && s.transport.partitions != s.partitions)

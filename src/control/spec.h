@@ -108,15 +108,23 @@ struct MigrationSpec {
   int64_t partition_log_mb = 64;     // memory bound of each partition's queue
   int index_memory_mb = 512;         // maintenance_work_mem of each index-building session on the target
   bool allow_nonempty_target = false;
-  // PostgreSQL: build a table's primary key, unique constraints and indexes
-  // as soon as its copy ends, while other tables copy (engines/postgres/
-  // early_indexes.h); false builds them all after the copy.
+  // Build a table's keys and indexes (MySQL: secondary indexes) as soon as
+  // its copy ends, while other tables copy (engines/postgres/early_indexes.h,
+  // engines/mysql/schema_loader.h); false builds them all after the copy.
   bool early_indexes = true;
   // MySQL/MariaDB: a replica of `source` (log_slave_updates on) that every
   // snapshot read and the binlog stream come from; midflight then never
   // connects to the primary.
   std::string source_replica;
   int64_t max_row_bytes = 0;  // MySQL: a larger row stops the copy, naming it; 0 = the target's max_allowed_packet
+  // MySQL/MariaDB target: false runs the copy's LOAD DATA sessions with
+  // sql_log_bin = 0 (as myloader does by default), so the copied rows are
+  // not written a second time into the target's binlog. Replicas of the
+  // target and point-in-time recovery from its binlog then lack them; the
+  // change stream, reverse replication (it reads the target's binlog from
+  // the switch on) and the schema DDL are logged as always. Needs SUPER or
+  // BINLOG ADMIN on the target.
+  bool copy_binlog = true;
   bool has_proxy = false;
   ProxySpec proxy;
   CutoverSpec cutover;

@@ -173,6 +173,13 @@ TEST(SpecTest, BadValuesNameTheFieldAndHideThePassword) {
                            "m.yaml");
   EXPECT_EQ(replica.status().message(),
             "m.yaml: field 'source_replica': is for mysql:// sources: a replica of the source to read from");
+  auto nobinlog = ParseSpec("name: a\nsource: mysql://h/db\ntarget: mysql://h2/db\ncopy_binlog: false\n", "m.yaml");
+  ASSERT_TRUE(nobinlog.ok()) << nobinlog.status().message();
+  EXPECT_FALSE(nobinlog->copy_binlog);
+  EXPECT_TRUE(ParseSpec("name: a\nsource: mysql://h/db\ntarget: mysql://h2/db\n", "m.yaml")->copy_binlog);
+  auto pg_nobinlog = ParseSpec("name: a\nsource: mysql://h/db\ntarget: postgres://h2/db\ncopy_binlog: false\n", "m.yaml");
+  EXPECT_EQ(pg_nobinlog.status().message(),
+            "m.yaml: field 'copy_binlog': is for mysql:// targets: false copies without writing the target's binlog");
 }
 
 TEST(SpecTest, NotYaml) {

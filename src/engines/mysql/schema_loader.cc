@@ -572,6 +572,88 @@ Status BuildDeferred(const std::string& target_uri, const std::string& target_db
   return Status::Ok();
 }
 
+EarlyIndexBuilder::EarlyIndexBuilder(std::string target_uri, std::string target_db, const std::vector<DeferredDdl>& ddl,
+                                     int jobs)
+    : target_uri_(std::move(target_uri)), target_db_(std::move(target_db)) {
+  for (const auto& d : ddl)
+    if (!d.indexes.empty()) ddl_[d.table] = DeferredDdl{d.table, d.indexes, {}};
+  for (int i = 0; i < std::max(1, jobs) && !ddl_.empty(); ++i) {
+    try {
+      threads_.emplace_back([this] { Work(); });
+    } catch (const std::system_error& e) {
+      LOG_WARN("schema: cannot start an index builder ({}); the indexes wait for the end of the copy", e.what());
+      break;
+    }
+  }
+}
+
+EarlyIndexBuilder::~EarlyIndexBuilder() {
+  Cancel();
+  Finish();
+}
+
+void EarlyIndexBuilder::TableCopied(const TableId& table) {
+  auto it = ddl_.find(table);
+  if (it == ddl_.end()) return;
+  {
+    MutexLock lock(&mu_);
+    if (cancelled_ || closing_ || threads_.empty()) return;
+    queue_.push_back(&it->second);
+  }
+  wake_.NotifyOne();
+}
+
+void EarlyIndexBuilder::Cancel() {
+  {
+    MutexLock lock(&mu_);
+    cancelled_ = true;
+    queue_.clear();
+  }
+  wake_.NotifyAll();
+}
+
+int EarlyIndexBuilder::Finish() {
+  {
+    MutexLock lock(&mu_);
+    closing_ = true;
+  }
+  wake_.NotifyAll();
+  for (auto& t : threads_) t.join();
+  threads_.clear();
+  MutexLock lock(&mu_);
+  return built_;
+}
+
+void EarlyIndexBuilder::Work() {
+  std::unique_ptr<MyConn> conn;
+  while (true) {
+    const DeferredDdl* d = nullptr;
+    {
+      MutexLock lock(&mu_);
+      wake_.Wait(&mu_, [&]() REQUIRES(mu_) { return !queue_.empty() || closing_ || cancelled_; });
+      if (queue_.empty()) return;
+      d = queue_.front();
+      queue_.pop_front();
+    }
+    Status st;
+    if (!conn || conn->IsBroken()) {
+      ConnOptions o;
+      o.program_name = "midflight-index";
+      auto c = MyConn::Connect(target_uri_, o);
+      if (c.ok()) conn = std::move(*c);
+      else st = c.status();
+    }
+    if (st.ok()) st = AddMissing(*conn, target_db_, *d, d->indexes, Deferred::kIndexes);
+    MutexLock lock(&mu_);
+    if (st.ok()) {
+      ++built_;
+    } else {
+      LOG_WARN("schema: the indexes of {}.{} are left to the end of the copy: {}", target_db_, d->table.name,
+               st.message());
+    }
+  }
+}
+
 Status EnsureBookkeeping(MyConn& dst) {
   RETURN_IF_ERROR(dst.Exec(kBookkeepingSql).WithContext("creating midflight's bookkeeping tables on the target"));
   ASSIGN_OR_RETURN(MyResult cols,

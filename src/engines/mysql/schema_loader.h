@@ -22,10 +22,14 @@
 // databases.
 #pragma once
 
+#include <deque>
+#include <map>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/status.h"
+#include "base/thread_annotations.h"
 #include "core/schema.h"
 
 namespace midflight::mysql {
@@ -74,6 +78,51 @@ Result<std::vector<DeferredDdl>> CreateTables(MyConn& src, MyConn& dst, const st
 // the table; tables already done stay done.
 Status BuildDeferred(const std::string& target_uri, const std::string& target_db, const std::vector<DeferredDdl>& ddl,
                      int workers);
+
+// Adds each table's deferred indexes as soon as the copy has committed every
+// chunk of it, while other tables are still copying (as PostgreSQL's
+// early_indexes.h does; mydumper's --innodb-optimize-keys builds them per
+// table too), on a pool of `jobs` target sessions. Foreign keys are left to
+// BuildDeferred after the copy (they need every referenced key).
+//
+// Only ever a head start: BuildDeferred after the copy adds whatever is
+// still missing (it skips what exists), so a build that fails here (the
+// target restarting, say) is logged and left to it, and a build a stopped
+// or killed run left running on the server is counted done by that call
+// when it meets the names (AddMissing). A table is handed in only once all
+// its chunks are committed, so nothing writes to it while its ALTER TABLE
+// runs.
+//
+// Threads: construction, Finish and the destructor from the copy's caller;
+// TableCopied and Cancel from any thread.
+class EarlyIndexBuilder {
+ public:
+  EarlyIndexBuilder(std::string target_uri, std::string target_db, const std::vector<DeferredDdl>& ddl, int jobs);
+  ~EarlyIndexBuilder();  // as Cancel + Finish
+  EarlyIndexBuilder(const EarlyIndexBuilder&) = delete;
+  EarlyIndexBuilder& operator=(const EarlyIndexBuilder&) = delete;
+
+  // Every chunk of `table` (the source's name) is committed: queue its indexes.
+  void TableCopied(const TableId& table);
+  // Takes no new table (the builds running finish).
+  void Cancel();
+  // Waits until every queued table is built (after Cancel: the running
+  // ones). Returns the number of tables whose indexes were added here.
+  int Finish();
+
+ private:
+  void Work();
+
+  const std::string target_uri_, target_db_;
+  std::map<TableId, DeferredDdl> ddl_;  // tables with indexes to add; constant
+  Mutex mu_;
+  CondVar wake_;
+  std::deque<const DeferredDdl*> queue_ GUARDED_BY(mu_);
+  bool closing_ GUARDED_BY(mu_) = false;    // Finish: the workers exit once the queue is empty
+  bool cancelled_ GUARDED_BY(mu_) = false;  // no new table
+  int built_ GUARDED_BY(mu_) = 0;
+  std::vector<std::thread> threads_;
+};
 
 // Creates midflight's bookkeeping on the target if missing: database
 // `midflight` with InnoDB tables

@@ -74,9 +74,13 @@ struct CopyJob {
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;
   std::vector<Chunk> chunks;  // the chunks still to copy
   int64_t max_row_bytes = 0;  // a row larger than this fails the copy, naming table and key (0: no limit)
+  bool log_bin = true;        // false: the target sessions load with sql_log_bin = 0 (spec copy_binlog)
   // Called after each chunk's target transaction committed, with the number
   // committed so far in this call (any worker thread).
   std::function<void(int)> on_chunk_committed;
+  // Called once a table's last chunk of `chunks` has committed (any worker
+  // thread, after on_chunk_committed): its indexes may be built.
+  std::function<void(const TableId&)> on_table_copied;
   // Set for a target that is not MySQL: each worker opens one instead of
   // LOAD DATA into target_uri (which is then unused).
   std::function<Result<std::unique_ptr<ChunkTarget>>()> open_target;
