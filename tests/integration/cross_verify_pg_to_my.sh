@@ -62,12 +62,13 @@ INSERT INTO tags SELECT (ARRAY['a', 'B', 'c', 'D', 'é', 'Z'])[1 + g % 6] || g, 
 SQL
 
 write_spec xv "chunk_rows: 20000" "copy_workers: 2" "partitions: 4" \
-  "casting:" "  numeric: decimal" "  out_of_range: null" "verify:" "  rows_per_s: 0" "  chunk_rows: 1000"
+  "casting:" "  numeric: decimal" "  out_of_range: null" "verify:" "  rows_per_s: 0" "  chunk_rows: 5000"
 run_mf_bg
 wait_phase replicating 90
 
-log "replicating; pgbench at 100 tx/s, and a writer on types and tags"
-pgbench -c 2 -j 2 -T 600 -R 100 "$SRC" >"$WORK/pgbench.log" 2>&1 &
+# -N: pgbench's accounts and history (at scale 1 its one branch row changes on every look, never settled).
+log "replicating; pgbench -N at 100 tx/s, and a writer on types and tags"
+pgbench -N -c 2 -j 2 -T 600 -R 100 "$SRC" >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 (
   i=0
@@ -92,7 +93,7 @@ sleep 3
 verify() {  # verify OUTFILE [args...]: runs midflight verify, prints its output, returns its exit code
   local out=$1 rc=0 t0=$SECONDS; shift
   "$MF" verify "$SPEC" "$@" >"$out" 2>&1 || rc=$?
-  sed 's/^/    /' "$out"
+  sed 's/^/    /' "$out" | head -20
   log "(the verify command took $((SECONDS - t0)) s)"
   return $rc
 }
@@ -140,9 +141,10 @@ grep -q "repaired 5 row(s) through the apply path" "$WORK/repair.out" || fail "n
 verify "$WORK/after.out" || fail "verify after the repair is not clean"
 [[ $(sql_my -e "SELECT n FROM shop.types WHERE id = 1") == "-9999999999.99" ]] || fail "types id 1 not repaired"
 [[ $(sql_my -e "SELECT tz FROM shop.types WHERE id = 2") == "1970-01-01 00:00:00.000000" ]] || fail "types id 2 not repaired"
-[[ $(sql_my -e "SELECT CONCAT_WS('|', i2, ai, at, e, HEX(\`by\`)) FROM shop.types WHERE id = 3") == "" ]] \
+[[ $(sql_my -e "SELECT COUNT(*) FROM shop.types WHERE id = 3 AND i2 IS NULL AND ai IS NULL AND at IS NULL AND
+                e IS NULL AND \`by\` IS NULL AND tz IS NULL") == 1 ]] \
   || fail "types id 3 (all NULL) not restored: $(sql_my -e "SELECT * FROM shop.types WHERE id = 3")"
-[[ $(sql_my -e "SELECT COUNT(*) FROM shop.types WHERE id IN (3, 999999)") == 1 ]] || fail "types id 3/999999 not repaired"
+[[ $(sql_my -e "SELECT COUNT(*) FROM shop.types WHERE id = 999999") == 0 ]] || fail "types id 999999 not deleted"
 [[ $(sql_my -e "SELECT COUNT(*) FROM shop.tags WHERE name IN ('A6', 'a6')") == 1 ]] || fail "tags 'A6' not deleted, or 'a6' with it"
 log "repaired through the casting sink; the next verify is clean"
 

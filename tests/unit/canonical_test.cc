@@ -222,6 +222,8 @@ TEST_F(CanonOfPgTest, EachCastingEntry) {
   EXPECT_EQ(Of(Col("a", 2950, "uuid")).kind, Canon::kText);
   EXPECT_EQ(Of(Col("a", 1186, "interval")).kind, Canon::kText);  // VARCHAR of PostgreSQL's text
   EXPECT_EQ(Of(Col("a", 869, "inet")).kind, Canon::kText);
+  EXPECT_EQ(PgCanonExpr(Of(Col("a", 869, "inet"))), "CASE WHEN \"a\" IS NOT NULL THEN format('%s', \"a\") END");  // '10.1.2.3', not '10.1.2.3/32'
+  EXPECT_EQ(PgCanonExpr(Of(Col("a", 650, "cidr"))), "\"a\"::text");
   EXPECT_EQ(Of(Col("a", 1562, "bit varying(20)")).kind, Canon::kText);
   CanonColumn bit = Of(Col("a", 1560, "bit(10)"));
   EXPECT_EQ(bit.kind, Canon::kBits);

@@ -466,6 +466,10 @@ std::string PgCanonExprUnguarded(const CanonColumn& c) {
       return fmt::format("{}::text", q);
     case Canon::kFloat: return fmt::format("{}::float8::text", q);  // extra_float_digits 1: exact
     case Canon::kText:
+      // inet's cast to text adds a host's /32 that its output (what a change carries) leaves out.
+      // (format() prints NULL as '', hence the CASE.)
+      if (native == "inet") return fmt::format("CASE WHEN {0} IS NOT NULL THEN format('%s', {0}) END", q);
+      return fmt::format("{}::text", q);
     case Canon::kJson: return fmt::format("{}::text", q);
     case Canon::kBytes: return fmt::format("encode({}, 'hex')", q);
     case Canon::kDate: return fmt::format("{}::text", q);  // DateStyle ISO: YYYY-MM-DD (infinity, BC as such)
