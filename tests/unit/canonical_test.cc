@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "engines/postgres/pg_types.h"
+
 namespace midflight::cross {
 namespace {
 
@@ -160,6 +162,124 @@ TEST(CanonicalTest, SqlPerEngine) {
   EXPECT_EQ(MyPieceExpr("x"), "IFNULL(CONCAT(LENGTH(x), ':', x), 'N')");
   EXPECT_EQ(RowDigest("abc", {}), "abc");
   EXPECT_NE(RowDigest("abc", {std::nullopt}), RowDigest("abc", {std::string("")}));  // NULL is not ''
+}
+
+// PostgreSQL -> MySQL: each casting entry's canonical kind, so that both
+// sides' SQL agree on what the casting stored (tests/integration/
+// cross_verify_pg_to_my.sh proves it on real servers).
+class CanonOfPgTest : public ::testing::Test {
+ protected:
+  ColumnSchema Col(const std::string& name, uint32_t oid, const std::string& native, char typtype = 'b',
+                   uint32_t elem = 0, const std::string& elem_native = "") {
+    ColumnSchema c;
+    c.name = name;
+    c.type = pg::PgColumnType(oid, native, typtype, elem, elem_native);
+    c.type.native_base = native.substr(0, native.find('('));
+    return c;
+  }
+  // The CanonColumn of `col` in public.t (id integer primary key, col).
+  CanonColumn Of(ColumnSchema col, PgCastOptions o = {}, PgTableFacts f = {}, std::string* not_compared = nullptr) {
+    TableSchema t;
+    t.id = {"public", "t"};
+    t.columns.push_back(Col("id", 23, "integer"));
+    t.columns.push_back(std::move(col));
+    t.key = {0};
+    t.key_kind = KeyKind::kPrimaryKey;
+    t.Finalize();
+    o.target_db = "shop";
+    auto cast = CastPgTable(t, f, o);
+    EXPECT_TRUE(cast.ok()) << cast.status().message();
+    std::string ignored;
+    return CanonOfPgCast(cast->columns[1], t.columns[1], cast->target->columns[1], o.out_of_range_null,
+                         not_compared ? not_compared : &ignored);
+  }
+  std::optional<std::string> PgRaw(const CanonColumn& c, const std::string& raw) {
+    EXPECT_TRUE(c.pg_cast);
+    auto v = c.pg_cast(raw);
+    EXPECT_TRUE(v.ok()) << v.status().message();
+    auto out = CanonRaw(c.kind, *v);
+    EXPECT_TRUE(out.ok()) << out.status().message();
+    return *out;
+  }
+};
+
+TEST_F(CanonOfPgTest, EachCastingEntry) {
+  EXPECT_EQ(Of(Col("a", 16, "boolean")).kind, Canon::kNumber);
+  EXPECT_EQ(PgCanonExpr(Of(Col("a", 16, "boolean"))), "(\"a\"::int)::text");
+  CanonColumn n = Of(Col("a", 1700, "numeric(12,2)"));
+  EXPECT_EQ(n.kind, Canon::kNumber);
+  EXPECT_EQ(n.my.type.kind, TypeKind::kDecimal);
+  EXPECT_EQ(PgCanonExpr(n), "trim_scale(\"a\")::text");  // no guard without out_of_range: null
+  EXPECT_EQ(Of(Col("a", 701, "double precision")).kind, Canon::kFloat);
+  EXPECT_EQ(Of(Col("a", 1082, "date")).kind, Canon::kDate);
+  CanonColumn tz = Of(Col("a", 1184, "timestamp with time zone"));
+  EXPECT_EQ(tz.kind, Canon::kTimestamp);  // microseconds since the epoch: MySQL's DATETIME holds the UTC instant
+  EXPECT_EQ(tz.my.type.native_base, "datetime");
+  EXPECT_EQ(PgKeyLiteral(tz, "0").value(), "'1970-01-01 00:00:00.000000+00'::timestamptz");
+  EXPECT_EQ(Of(Col("a", 1114, "timestamp without time zone")).kind, Canon::kTimestamp);
+  EXPECT_EQ(Of(Col("a", 1083, "time without time zone")).kind, Canon::kTime);
+  EXPECT_EQ(Of(Col("a", 17, "bytea")).kind, Canon::kBytes);
+  EXPECT_EQ(Of(Col("a", 2950, "uuid")).kind, Canon::kText);
+  EXPECT_EQ(Of(Col("a", 1186, "interval")).kind, Canon::kText);  // VARCHAR of PostgreSQL's text
+  EXPECT_EQ(Of(Col("a", 869, "inet")).kind, Canon::kText);
+  EXPECT_EQ(PgCanonExpr(Of(Col("a", 869, "inet"))), "CASE WHEN \"a\" IS NOT NULL THEN format('%s', \"a\") END");  // '10.1.2.3', not '10.1.2.3/32'
+  EXPECT_EQ(PgCanonExpr(Of(Col("a", 650, "cidr"))), "\"a\"::text");
+  EXPECT_EQ(Of(Col("a", 1562, "bit varying(20)")).kind, Canon::kText);
+  CanonColumn bit = Of(Col("a", 1560, "bit(10)"));
+  EXPECT_EQ(bit.kind, Canon::kBits);
+  EXPECT_EQ(bit.bits, 10);
+  EXPECT_EQ(MyCanonExpr(bit), "CAST(LPAD(BIN(`a` + 0), 10, '0') AS BINARY)");
+  PgTableFacts f;
+  f.enum_labels["a"] = {"sad", "ok"};
+  CanonColumn e = Of(Col("a", 16500, "mood", 'e'), {}, f);
+  EXPECT_EQ(e.kind, Canon::kText);
+  EXPECT_EQ(MyKeyLiteral(e, "ok").value(), "_utf8mb4 X'6f6b'");
+  // json keeps its text, jsonb prints its own: both compared as documents.
+  EXPECT_EQ(Of(Col("a", 3802, "jsonb")).kind, Canon::kJson);
+  EXPECT_FALSE(Of(Col("a", 3802, "jsonb")).pg_cast);
+  // An array: the PostgreSQL side's text goes through the casting to the JSON MySQL holds.
+  CanonColumn arr = Of(Col("a", 1007, "integer[]", 'b', 23, "integer"));
+  EXPECT_EQ(arr.kind, Canon::kJson);
+  EXPECT_EQ(PgRaw(arr, "{{1,2},{3,NULL}}"), CanonJson("[[1, 2], [3, null]]").value());
+  CanonColumn tarr = Of(Col("a", 1009, "text[]", 'b', 25, "text"));
+  EXPECT_EQ(PgRaw(tarr, R"({"a \"q\"",NULL,plain})"), R"(["a \"q\"",null,"plain"])");
+}
+
+TEST_F(CanonOfPgTest, WhatOutOfRangeNullStoredAsNullReadsAsNull) {
+  PgCastOptions o;
+  o.out_of_range_null = true;
+  CanonColumn d = Of(Col("a", 1082, "date"), o);
+  EXPECT_TRUE(d.pg_out_of_range_null);
+  EXPECT_EQ(PgCanonExpr(d),
+            "CASE WHEN isfinite(\"a\") AND \"a\" >= '1000-01-01' AND \"a\" < '10000-01-01' THEN \"a\"::text END");
+  CanonColumn n = Of(Col("a", 1700, "numeric(10,2)"), o);
+  EXPECT_EQ(n.precision, 10);
+  EXPECT_EQ(n.scale, 2);
+  EXPECT_EQ(PgCanonExpr(n),
+            "CASE WHEN \"a\" = 'NaN' OR \"a\" IN ('Infinity', '-Infinity') OR scale(trim_scale(\"a\")) > 2 OR "
+            "abs(\"a\") >= power(10::numeric, 8) THEN NULL ELSE trim_scale(\"a\")::text END");
+  CanonColumn f = Of(Col("a", 701, "double precision"), o);
+  EXPECT_EQ(PgCanonExpr(f), "CASE WHEN \"a\" IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE \"a\"::float8::text END");
+  EXPECT_FALSE(Of(Col("a", 1184, "timestamp with time zone")).pg_out_of_range_null);  // refused by row instead
+  EXPECT_FALSE(Of(Col("a", 25, "text"), o).pg_out_of_range_null);
+}
+
+TEST_F(CanonOfPgTest, AnOverrideIntoAnotherKindOfTypeIsNotCompared) {
+  PgCastOptions o;
+  o.column_types["t.a"] = "TIME(6)";
+  std::string why;
+  Of(Col("a", 1186, "interval"), o, {}, &why);
+  EXPECT_EQ(why, "column a is stored as TIME(6) (casting.columns), which is not compared across engines");
+  o.column_types["t.a"] = "VARCHAR(200)";
+  why.clear();
+  EXPECT_EQ(Of(Col("a", 1186, "interval"), o, {}, &why).kind, Canon::kText);
+  EXPECT_EQ(why, "");
+  o.column_types["t.a"] = "DECIMAL(30,4)";
+  why.clear();
+  CanonColumn n = Of(Col("a", 1700, "numeric"), o, {}, &why);
+  EXPECT_EQ(why, "");
+  EXPECT_EQ(n.kind, Canon::kNumber);
+  EXPECT_EQ(n.scale, 4);
 }
 
 }  // namespace

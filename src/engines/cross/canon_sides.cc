@@ -155,7 +155,9 @@ class PgSide final : public CanonSide {
   }
   Result<uint64_t> BeginSnapshot() override {
     RETURN_IF_ERROR(conn_->Exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY"));
-    ASSIGN_OR_RETURN(std::string lsn, conn_->QueryValue("SELECT pg_current_wal_lsn()::text"));
+    // The insert position (not the write position, which an asynchronous
+    // commit's record may still be ahead of while the commit is already visible).
+    ASSIGN_OR_RETURN(std::string lsn, conn_->QueryValue("SELECT pg_current_wal_insert_lsn()::text"));
     ASSIGN_OR_RETURN(PgLsn l, PgLsn::Parse(lsn));
     return l.value();
   }
@@ -172,6 +174,66 @@ class PgSide final : public CanonSide {
   std::string RangeExpr(const CanonColumn& c) const override { return PgRangeExpr(c); }
   Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& v) const override {
     return PgRangeLiteral(c, v);
+  }
+  Result<std::optional<std::string>> Canonical(const CanonColumn& c,
+                                                const std::optional<std::string>& raw) const override {
+    if (!c.pg_cast || !raw) return CanonRaw(c.kind, raw);
+    auto cast = c.pg_cast(*raw);
+    if (!cast.ok()) return cast.status();
+    return CanonRaw(c.kind, *cast);
+  }
+
+  // The current row of each key as pgoutput sends it (each column's output
+  // function, under the stream's session settings: UTC, ISO dates, hex
+  // bytea), in the layout of t.table, or a delete of the key (its values
+  // printed by PostgreSQL from the canonical key). Rows are matched by
+  // canonical key byte for byte, as the verifier matched them.
+  Result<std::vector<Change>> Repairs(const CanonTable& t, const std::vector<CanonKey>& keys) override {
+    const TableSchema& s = *t.table;
+    if (s.columns.size() != t.columns.size() || s.writable.size() != s.columns.size())
+      return Internal(fmt::format("{}: table {} is not in its stream's layout", label_, t.id.ToString()));
+    std::vector<std::string> key_sel, cols;
+    for (int k : t.key) key_sel.push_back(PgCanonExpr(t.columns[k]));
+    for (const auto& c : t.columns) cols.push_back(pg::QuoteIdent(c.pg.name));
+    std::vector<Change> out;
+    for (const CanonKey& key : keys) {
+      std::vector<std::string> eq, lits;
+      for (size_t i = 0; i < t.key.size(); ++i) {
+        ASSIGN_OR_RETURN(std::string lit, PgKeyLiteral(t.columns[t.key[i]], key[i]));
+        eq.push_back(fmt::format("{} = {}", pg::QuoteIdent(t.columns[t.key[i]].pg.name), lit));
+        lits.push_back(std::move(lit));
+      }
+      auto rows = Select(fmt::format("SELECT {}, {} FROM {} WHERE {}", fmt::join(key_sel, ", "), fmt::join(cols, ", "),
+                                     From(t), fmt::join(eq, " AND ")));
+      if (!rows.ok()) return rows.status().WithContext(fmt::format("reading {} for its repair", t.id.ToString()));
+      const size_t n = t.key.size();
+      Change c;
+      c.table = t.table;
+      bool found = false;
+      for (const Row& r : *rows) {
+        CanonKey got;
+        for (size_t i = 0; i < n; ++i) got.push_back(r[i].value_or(""));
+        if (got != key) continue;
+        c.kind = ChangeKind::kInsert;
+        for (size_t i = 0; i < t.columns.size(); ++i) c.values.push_back(r[n + i] ? Datum::Text(*r[n + i]) : Datum::Null());
+        found = true;
+        break;
+      }
+      if (!found) {
+        auto printed = Select(fmt::format("SELECT {}", fmt::join(lits, ", ")));
+        if (!printed.ok())
+          return printed.status().WithContext(fmt::format("repair of {}: the key's text form", t.id.ToString()));
+        if (printed->size() != 1 || (*printed)[0].size() != n)
+          return Internal(fmt::format("repair of {}: the key's text form came back as {} rows", t.id.ToString(),
+                                      printed->size()));
+        c.kind = ChangeKind::kDelete;
+        c.old.assign(s.writable.size(), Datum::Null());
+        for (size_t i = 0; i < s.key_writable.size() && i < n; ++i)
+          c.old[s.key_writable[i]] = Datum::Text((*printed)[0][i].value_or(""));
+      }
+      out.push_back(std::move(c));
+    }
+    return out;
   }
 
  private:
@@ -215,6 +277,36 @@ std::vector<CanonTable> CanonTablesOf(const std::vector<TableCast>& casts, bool 
       if (t.skipped.empty() && CanonInMidflight(t.columns[k].kind))
         t.skipped = fmt::format("key column {} is {}, which is not compared across engines as a key",
                                 t.columns[k].my.name, CanonName(t.columns[k].kind));
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, bool out_of_range_null) {
+  std::vector<CanonTable> out;
+  for (const PgTableCast& cast : casts) {
+    CanonTable t;
+    t.id = t.pg_id = cast.source->id;
+    t.my_id = cast.target->id;
+    t.key = cast.target->key;  // the target's columns are the layout's, in the same order
+    auto layout = std::make_shared<TableSchema>(*cast.source);
+    layout->columns.clear();
+    for (size_t i = 0; i < cast.columns.size(); ++i) {
+      const ColumnSchema& pg = cast.source->columns[cast.source_index[i]];
+      layout->columns.push_back(pg);
+      std::string not_compared;
+      t.columns.push_back(
+          CanonOfPgCast(cast.columns[i], pg, cast.target->columns[i], out_of_range_null, &not_compared));
+      if (t.skipped.empty() && !not_compared.empty()) t.skipped = not_compared;
+    }
+    layout->key = cast.target->key;
+    layout->Finalize();
+    t.table = std::move(layout);
+    if (t.key.empty()) t.skipped = "no primary key or unique index on NOT NULL columns";
+    for (int k : t.key)
+      if (t.skipped.empty() && CanonInMidflight(t.columns[k].kind))
+        t.skipped = fmt::format("key column {} is {}, which is not compared across engines as a key",
+                                t.columns[k].pg.name, CanonName(t.columns[k].kind));
     out.push_back(std::move(t));
   }
   return out;

@@ -4,8 +4,10 @@
 //   MySQL       START TRANSACTION WITH CONSISTENT SNAPSHOT; MariaDB's
 //               Binlog_snapshot_file/position (else SHOW MASTER STATUS read
 //               after the snapshot): the binlog up to it is what the snapshot sees
-//   PostgreSQL  REPEATABLE READ, READ ONLY; pg_current_wal_lsn() read as the
-//               snapshot's first statement, so every commit it sees is before it
+//   PostgreSQL  REPEATABLE READ, READ ONLY; pg_current_wal_insert_lsn() read as the
+//               snapshot's first statement, so every commit it sees is before it;
+//               repairs (as the reference of PostgreSQL -> MySQL) in the text
+//               forms pgoutput sends (each column's output function)
 // Sessions: MySQL time_zone '+00:00' (MyConn's), PostgreSQL TimeZone UTC,
 // DateStyle ISO, extra_float_digits 1, IntervalStyle postgres.
 #pragma once
@@ -16,6 +18,7 @@
 
 #include "engines/cross/cross_verify.h"
 #include "engines/cross/my_to_pg_types.h"
+#include "engines/cross/pg_to_my_types.h"
 
 namespace midflight::cross {
 
@@ -28,5 +31,13 @@ std::unique_ptr<CanonSide> PostgresCanonSide(std::string uri, std::string label)
 // The CanonTables of MySQL -> PostgreSQL casts: each column's kind from its
 // ColumnCast; a table whose key has a float or JSON column is skipped (named).
 std::vector<CanonTable> CanonTablesOf(const std::vector<TableCast>& casts, bool zero_dates_null);
+
+// The CanonTables of PostgreSQL -> MySQL casts: PostgreSQL is the
+// reference, each CanonTable's `table` the layout its stream gives (the
+// source's columns less generated ones, which are not carried), so its
+// repairs go through the casting sink like any change. Skipped (named): a
+// table whose key has a JSON or float column, or with a column an override
+// stores in a type no canonical form relates to PostgreSQL's.
+std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, bool out_of_range_null);
 
 }  // namespace midflight::cross

@@ -210,6 +210,30 @@ std::string MyZeroDateGuard(const CanonColumn& c, const std::string& expr) {
   return fmt::format("IF(YEAR({0}) = 0 OR MONTH({0}) = 0 OR DAYOFMONTH({0}) = 0, NULL, {1})", q, expr);
 }
 
+// PostgreSQL -> MySQL under out_of_range: null: what the casting stored as
+// NULL reads as NULL here too (pg_to_my_types.cc ToMyText's rules in SQL).
+std::string PgOutOfRangeGuard(const CanonColumn& c, const std::string& expr) {
+  if (!c.pg_out_of_range_null) return expr;
+  const std::string q = PgQ(c);
+  switch (c.kind) {
+    case Canon::kDate:
+    case Canon::kTimestamp:
+      // The session's TimeZone is UTC: a timestamptz compares as its UTC instant.
+      return fmt::format("CASE WHEN isfinite({0}) AND {0} >= '1000-01-01' AND {0} < '10000-01-01' THEN {1} END", q,
+                         expr);
+    case Canon::kNumber:
+      if (c.precision <= 0) return expr;
+      return fmt::format("CASE WHEN {0} = 'NaN' OR {0} IN ('Infinity', '-Infinity') OR scale(trim_scale({0})) > {1} OR "
+                         "abs({0}) >= power(10::numeric, {2}) THEN NULL ELSE {3} END",
+                         q, c.scale, c.precision - c.scale, expr);
+    case Canon::kFloat:
+      return fmt::format("CASE WHEN {0} IN ('NaN', 'Infinity', '-Infinity') THEN NULL ELSE {1} END", q, expr);
+    default: return expr;
+  }
+}
+
+std::string PgCanonExprUnguarded(const CanonColumn& c);
+
 }  // namespace
 
 std::string_view CanonName(Canon kind) {
@@ -429,7 +453,10 @@ std::string MyCanonExpr(const CanonColumn& c) {
   return q;
 }
 
-std::string PgCanonExpr(const CanonColumn& c) {
+std::string PgCanonExpr(const CanonColumn& c) { return PgOutOfRangeGuard(c, PgCanonExprUnguarded(c)); }
+
+namespace {
+std::string PgCanonExprUnguarded(const CanonColumn& c) {
   const std::string q = PgQ(c);
   const std::string& native = c.pg.type.native;
   switch (c.kind) {
@@ -439,6 +466,10 @@ std::string PgCanonExpr(const CanonColumn& c) {
       return fmt::format("{}::text", q);
     case Canon::kFloat: return fmt::format("{}::float8::text", q);  // extra_float_digits 1: exact
     case Canon::kText:
+      // inet's cast to text adds a host's /32 that its output (what a change carries) leaves out.
+      // (format() prints NULL as '', hence the CASE.)
+      if (native == "inet") return fmt::format("CASE WHEN {0} IS NOT NULL THEN format('%s', {0}) END", q);
+      return fmt::format("{}::text", q);
     case Canon::kJson: return fmt::format("{}::text", q);
     case Canon::kBytes: return fmt::format("encode({}, 'hex')", q);
     case Canon::kDate: return fmt::format("{}::text", q);  // DateStyle ISO: YYYY-MM-DD (infinity, BC as such)
@@ -454,6 +485,59 @@ std::string PgCanonExpr(const CanonColumn& c) {
     case Canon::kBits: return fmt::format("{}::text", q);
   }
   return q;
+}
+}  // namespace
+
+CanonColumn CanonOfPgCast(const PgColumnCast& cast, const ColumnSchema& pg, const ColumnSchema& my,
+                          bool out_of_range_null, std::string* not_compared) {
+  CanonColumn c;
+  c.my = my;
+  c.pg = pg;
+  c.pg.type = cast.source_type;  // a domain's base type: its values are that type's
+  TypeKind expect = TypeKind::kText;
+  switch (cast.conv) {
+    case PgConv::kInt:
+    case PgConv::kBool: c.kind = Canon::kNumber, expect = TypeKind::kInt; break;
+    case PgConv::kDecimal:
+      c.kind = Canon::kNumber, expect = TypeKind::kDecimal;
+      c.precision = cast.precision;
+      c.scale = cast.scale;
+      break;
+    case PgConv::kFloat: c.kind = Canon::kFloat, expect = TypeKind::kFloat; break;
+    case PgConv::kDate: c.kind = Canon::kDate, expect = TypeKind::kDate; break;
+    case PgConv::kDateTime:
+    case PgConv::kDateTimeUtc: c.kind = Canon::kTimestamp, expect = TypeKind::kTimestamp; break;
+    case PgConv::kTime: c.kind = Canon::kTime, expect = TypeKind::kTime; break;
+    case PgConv::kText:
+    case PgConv::kEnum:
+    case PgConv::kAsText: c.kind = Canon::kText, expect = TypeKind::kText; break;
+    case PgConv::kBytes: c.kind = Canon::kBytes, expect = TypeKind::kBytes; break;
+    case PgConv::kJson: c.kind = Canon::kJson, expect = TypeKind::kJson; break;
+    case PgConv::kArray: {
+      c.kind = Canon::kJson, expect = TypeKind::kJson;
+      c.pg_cast = [cast, out_of_range_null](std::string_view v) { return ToMyText(cast, v, out_of_range_null); };
+      break;
+    }
+    case PgConv::kBit:
+      c.kind = Canon::kBits, expect = TypeKind::kOther;
+      c.bits = cast.bits;
+      break;
+  }
+  c.pg_out_of_range_null = out_of_range_null && !cast.key &&
+                           (cast.conv == PgConv::kDate || cast.conv == PgConv::kDateTime ||
+                            cast.conv == PgConv::kDateTimeUtc || cast.conv == PgConv::kDecimal ||
+                            cast.conv == PgConv::kFloat);
+  // An override keeps the PostgreSQL value's cast; the canonical form holds
+  // only where MySQL's type is the one that cast writes (a TIME(6) holding an
+  // interval's text has no form in common with it).
+  if (cast.overridden && my.type.kind != expect) {
+    if (not_compared)
+      *not_compared = fmt::format("column {} is stored as {} (casting.columns), which is not compared across engines",
+                                  cast.name, cast.my_type);
+    c.kind = Canon::kText;
+    c.pg_cast = nullptr;
+  }
+  return c;
 }
 
 std::string MyPieceExpr(const std::string& x) { return fmt::format("IFNULL(CONCAT(LENGTH({0}), ':', {0}), 'N')", x); }

@@ -35,6 +35,7 @@
 // the canonical bytes (cross_verify.cc says why). Pure: no connection.
 #pragma once
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -44,6 +45,7 @@
 #include "core/schema.h"
 #include "core/value.h"
 #include "engines/cross/my_to_pg_types.h"
+#include "engines/cross/pg_to_my_types.h"
 
 namespace midflight::cross {
 
@@ -92,7 +94,24 @@ struct CanonColumn {
   int bits = 0;     // kBits: the width
   bool my_zero_dates_null = false;  // kDate/kTimestamp: MySQL's zero dates read as NULL
   bool my_geometry = false;         // kBytes: MySQL's internal GEOMETRY (SRID + WKB); WKB is compared
+  // PostgreSQL -> MySQL under `casting.out_of_range: null`: the PostgreSQL
+  // side reads a value MySQL cannot hold (years outside 1000..9999, infinity,
+  // BC, numeric NaN/Infinity or past DECIMAL(precision,scale), float NaN and
+  // infinities) as NULL, which is what the casting stored.
+  bool pg_out_of_range_null = false;
+  int precision = 0, scale = 0;  // kNumber from a DECIMAL: its digits (for that guard)
+  // PostgreSQL -> MySQL, kinds computed in midflight: the PostgreSQL side's
+  // raw text goes through the pairing's casting first (an array becomes the
+  // JSON array MySQL holds); nullopt from it is NULL.
+  std::function<Result<std::optional<std::string>>(std::string_view)> pg_cast;
 };
+
+// The CanonColumn of a PostgreSQL -> MySQL column (pg: the PostgreSQL
+// column, my: its MySQL twin). Sets *not_compared (and returns a kText
+// column) when a `casting.columns` override stores it in a MySQL type whose
+// values no canonical form relates to PostgreSQL's.
+CanonColumn CanonOfPgCast(const PgColumnCast& cast, const ColumnSchema& pg, const ColumnSchema& my,
+                          bool out_of_range_null, std::string* not_compared);
 
 // ---- SQL per engine ----------------------------------------------------------
 // Each returns an expression over the column (quoted by the engine's helper)

@@ -83,6 +83,7 @@ class TableSql {
   }
 
   const CanonColumn& lead() const { return t_.columns[t_.key[0]]; }
+  const CanonSide& side() const { return side_; }
   size_t key_size() const { return t_.key.size(); }
   const std::vector<int>& midflight() const { return midflight_; }
 
@@ -152,7 +153,7 @@ Status AddRows(const CanonTable& t, const TableSql& sql, const std::vector<Row>&
     std::vector<std::optional<std::string>> mid;
     for (size_t m = 0; m < sql.midflight().size(); ++m) {
       const CanonColumn& c = t.columns[sql.midflight()[m]];
-      auto v = CanonRaw(c.kind, r[n + 1 + m]);
+      auto v = sql.side().Canonical(c, r[n + 1 + m]);
       if (!v.ok()) return v.status().WithContext(fmt::format("table {} column {}", t.id.ToString(), c.my.name));
       mid.push_back(std::move(*v));
     }
@@ -402,7 +403,7 @@ class Verifier {
           for (size_t i = 0; i < n; ++i) key.push_back(r[i].value_or(""));
           std::vector<std::optional<std::string>> vals;
           for (size_t c = 0; c < t.columns.size(); ++c) {
-            auto v = CanonRaw(t.columns[c].kind, r[n + c]);
+            auto v = side.Canonical(t.columns[c], r[n + c]);
             vals.push_back(v.ok() ? *v : std::optional<std::string>("invalid: " + v.status().message()));
           }
           (*into)[std::move(key)] = std::move(vals);

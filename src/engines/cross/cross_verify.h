@@ -11,8 +11,8 @@
 // its change stream gives) and the CanonTables (each column's canonical kind
 // from its casting table). MySQL -> PostgreSQL supplies MySQL as the
 // reference and PostgreSQL as the other side (my_to_pg.cc); PostgreSQL ->
-// MySQL supplies the same two sides the other way round (the PostgreSQL side
-// implements the snapshot; its repairs are for that engine to add).
+// MySQL supplies the same two sides the other way round (pg_to_my.cc), the
+// PostgreSQL side's repairs in pgoutput's text forms.
 //
 // Threads: one verification at a time per CanonSide pair, on the caller's thread.
 #pragma once
@@ -74,6 +74,12 @@ class CanonSide {
   virtual Result<std::string> KeyLiteral(const CanonColumn& c, const std::string& canon) const = 0;
   virtual std::string RangeExpr(const CanonColumn& c) const = 0;
   virtual Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& canon) const = 0;
+  // The canonical form of a value this side's SQL selected raw (a kind
+  // computed in midflight: canonical.h CanonRaw).
+  virtual Result<std::optional<std::string>> Canonical(const CanonColumn& c,
+                                                        const std::optional<std::string>& raw) const {
+    return CanonRaw(c.kind, raw);
+  }
 
   // Reference: the repair of each key, its current row as an upsert or a
   // delete when it has none, as Changes of t.table in the form the side's

@@ -23,6 +23,8 @@
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "engines/cross/canon_sides.h"
+#include "engines/cross/cross_verify.h"
 #include "engines/cross/pg_to_my_types.h"
 #include "engines/mysql/catalog.h"
 #include "engines/mysql/my_applier.h"
@@ -724,9 +726,40 @@ class CrossReplication final : public ReplicationOps {
     return done;
   }
 
-  Result<VerifyOutcome> Verify(proxy::Side, Flow&, const std::map<TableId, TablePtr>&, bool, std::function<int64_t()>,
-                               const std::atomic<bool>*, const VerifyRun&) override {
-    return OperatorError("verification across engines (postgres -> mysql) is not built yet");
+  // Live verification across engines (cross/cross_verify.h): PostgreSQL,
+  // where applications write, is the reference (a snapshot and its WAL
+  // position); MySQL is read once the flow has applied through it. Repairs
+  // are PostgreSQL rows in pgoutput's text forms: the flow's CastingSink
+  // casts them like any change.
+  Result<VerifyOutcome> Verify(proxy::Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables,
+                               bool repair, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                               const VerifyRun& run) override {
+    if (reference != proxy::Side::kSource)
+      return OperatorError("postgres -> mysql: verification compares against the PostgreSQL source (writes are not "
+                           "switched across engines)");
+    std::vector<cross::PgTableCast> list;
+    for (const auto& [id, t] : tables) {
+      auto it = casts_->find(id);
+      if (it == casts_->end()) return Internal(fmt::format("table {} has no cast", id.ToString()));
+      list.push_back(it->second);
+    }
+    auto ref = cross::PostgresCanonSide(spec_.source, "source (PostgreSQL)");
+    auto other = cross::MySqlCanonSide(spec_.target, "target (MySQL)");
+    cross::CrossVerifyJob job;
+    job.reference = ref.get();
+    job.other = other.get();
+    job.tables = cross::PgCanonTablesOf(list, spec_.casting.out_of_range_null);
+    job.applied_through = [&flow] {
+      flow.Poke();
+      return flow.AppliedThrough();
+    };
+    job.received = [&flow] { return flow.metrics().received; };
+    job.rows_per_s = std::move(rows_per_s);
+    job.stop = stop;
+    job.repair = repair;
+    job.chunk_rows = spec_.verify.chunk_rows;
+    job.run = run;
+    return cross::CrossVerify(job);
   }
 
  private:
@@ -1134,8 +1167,28 @@ class PgToMyKind final : public EngineKind {
     RETURN_IF_ERROR(src->Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", pg::QuoteIdent(spec.publication_name()))));
     return std::string("slot and publication dropped on the source");
   }
-  Result<std::vector<TableComparison>> Compare(const MigrationSpec&) const override {
-    return OperatorError("compare across engines (postgres -> mysql) is not built yet");
+  // Both servers hash every row's canonical form (cross/cross_verify.h CrossCompare).
+  Result<std::vector<TableComparison>> Compare(const MigrationSpec& spec) const override {
+    pg::ConnOptions o;
+    o.application_name = "midflight-compare";
+    ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec.source, o));
+    ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
+    ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*src, spec.tables, spec.exclude));
+    ASSIGN_OR_RETURN(auto facts, LoadFacts(*src, tables));
+    mysql::ConnOptions mo;
+    mo.program_name = "midflight-compare";
+    ASSIGN_OR_RETURN(auto dst, MyConn::Connect(spec.target, mo));
+    ASSIGN_OR_RETURN(std::string version, dst->QueryValue("SELECT VERSION()"));
+    std::vector<std::string> problems;
+    Casts casts = CastAll(tables, facts, OptionsOf(spec, tu.database, version.find("MariaDB") != std::string::npos),
+                          &problems);
+    if (!problems.empty()) return InvalidArgument(problems.front());
+    std::vector<cross::PgTableCast> list;
+    for (auto& [id, c] : casts) list.push_back(std::move(c));
+    auto source = cross::PostgresCanonSide(spec.source, "source (PostgreSQL)");
+    auto target = cross::MySqlCanonSide(spec.target, "target (MySQL)");
+    return cross::CrossCompare(*source, *target, cross::PgCanonTablesOf(list, spec.casting.out_of_range_null),
+                               spec.verify.chunk_rows);
   }
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
     return OperatorError(
