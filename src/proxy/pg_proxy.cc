@@ -775,7 +775,8 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
     const Side side = l.side;
     if (l.state != Link::State::kReady) {
       if (l.state == Link::State::kTls && l.conn->ssl() != nullptr)
-        return LinkFailed(side, l.login->label() + ": " + wire::TlsHandshakeError(l.login->params(), l.conn->ssl()).message());
+        return LinkFailed(side, l.login->label() + ": " +
+                                    wire::TlsHandshakeError(l.login->params(), l.conn->ssl(), why).message());
       return LinkFailed(side, l.login->label() + ": " + why);
     }
     if (side == current_ || move_ != Move::kNone) {

@@ -12,7 +12,7 @@ HARD=$(ulimit -Hn)
 [[ $HARD == unlimited || $HARD -ge $((IDLE + 500)) ]] || fail "the hard open-file limit $HARD is below $((IDLE + 500))"
 ulimit -Sn "$HARD"
 
-port=$(free_port 22200)
+port=$(free_port 23600)
 while ! port_free "$((port + 1))"; do port=$(free_port $((port + 2))); done
 # Every idle client holds a server session on the source.
 "$TESTDB" start pg "$WORK/src" "$port" "max_connections = $((IDLE + 100))"
@@ -21,7 +21,7 @@ SRC=$("$TESTDB" uri "$WORK/src")
 DST=$("$TESTDB" uri "$WORK/dst")
 pgbench -i -s 1 -q "$SRC" >/dev/null 2>&1 || fail "pgbench -i failed"
 sql_src -c "ALTER TABLE pgbench_history ADD COLUMN id bigserial PRIMARY KEY"
-PROXY_PORT=$(free_port 22210)
+PROXY_PORT=$(free_port 23610)
 write_spec idle "partitions: 2" "proxy:" "  listen: 127.0.0.1:$PROXY_PORT" "  max_clients: $((IDLE + 50))"
 run_mf_bg
 wait_phase replicating

@@ -308,7 +308,7 @@ Result<ssl_st*> NewClientTls(const BackendParams& params) {
   return ssl;
 }
 
-Status TlsHandshakeError(const BackendParams& params, ssl_st* ssl) {
+Status TlsHandshakeError(const BackendParams& params, ssl_st* ssl, std::string_view reason) {
   const BackendTls& tls = params.tls;
   const std::string mode = ModeText(tls);
   const long verified = SSL_get_verify_result(ssl);
@@ -324,6 +324,9 @@ Status TlsHandshakeError(const BackendParams& params, ssl_st* ssl) {
   const int err = errno;
   std::string why = OpenSslError();
   if (why == "connection closed during the handshake" && err == EAGAIN) why = "timed out";
+  constexpr std::string_view kConnPrefix = "TLS handshake failed: ";
+  if (why == "connection closed during the handshake" && reason.starts_with(kConnPrefix))
+    why = reason.substr(kConnPrefix.size());
   return OperatorError(fmt::format("TLS: handshake failed ({}): {}", mode, why));
 }
 

@@ -134,10 +134,12 @@ class BackendLogin {
 // NewClientTls: an SSL object in the client state for params.tls (trusted
 // CAs, client certificate, SNI, the host name check of verify-full), owned
 // by the caller; OperatorError naming the file that cannot be read.
-// TlsHandshakeError: why a handshake on `ssl` failed, in ConnectBackend's words.
+// TlsHandshakeError: why a handshake on `ssl` failed, in ConnectBackend's words;
+// `reason` (the event loop's Conn, which takes OpenSSL's error queue when it
+// closes) is used when the queue holds nothing any more.
 bool WantsTls(const BackendParams& params);
 Result<ssl_st*> NewClientTls(const BackendParams& params);
-Status TlsHandshakeError(const BackendParams& params, ssl_st* ssl);
+Status TlsHandshakeError(const BackendParams& params, ssl_st* ssl, std::string_view reason = {});
 // An 'N' answer to the SSLRequest: OK to go on in plain text (prefer), or
 // the OperatorError ConnectBackend gives.
 Status TlsRefused(const BackendParams& params);
