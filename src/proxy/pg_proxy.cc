@@ -259,6 +259,8 @@ struct PgProxy::Impl final : core::ProtocolModule {
   struct Busy {
     std::string peer, user;
     LoopClock::time_point since;
+    EventLoop* loop = nullptr;
+    std::weak_ptr<PgSession> session;  // asked, on its loop, what it waits for (LogBusy)
   };
   Mutex busy_mu;
   std::map<uint64_t, Busy> busy GUARDED_BY(busy_mu);
@@ -365,6 +367,21 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
     if (phase_ >= Phase::kConnecting) return;  // it logged in meanwhile
     evicted_ = true;
     Close("evicted: max_unauthenticated reached");
+  }
+
+  // A drain timed out with this session inside a transaction: what it waits
+  // for, in the log (the operator sees only the peer and the duration).
+  void LogBusy() {
+    if (phase_ == Phase::kClosed || !busy_) return;
+    const Link* l = Current();
+    LOG_WARN("proxy: session {} (user {}) still inside a transaction on the {}: {} request(s) unanswered, "
+             "transaction status {}, {}extended-protocol messages since the last Sync, move step {}, "
+             "{} byte(s) from the client unread, {} to the client unsent, {} from the server unread, {} to the "
+             "server unsent{}",
+             peer_, user_, SideName(current_), awaiting_rfq_, txn_status_, unsynced_ ? "" : "no ",
+             static_cast<int>(move_), client_->input().size(), client_->pending_output(),
+             l != nullptr ? l->conn->input().size() : 0, l != nullptr ? l->conn->pending_output() : 0,
+             copy_in_ ? ", in COPY FROM STDIN" : "");
   }
 
   // ---- ConnOwner
@@ -973,7 +990,7 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
       }
       in_gate_ = true;
       MutexLock lock(&m_.busy_mu);
-      m_.busy[id_] = {peer_, user_, LoopClock::now()};
+      m_.busy[id_] = {peer_, user_, LoopClock::now(), loop_, weak_from_this()};
     }
     Side want = core_.Route(ep_);
     busy_ = true;
@@ -1511,10 +1528,14 @@ Status PgProxy::PauseWrites(std::chrono::milliseconds drain_timeout) {
     const auto now = LoopClock::now();
     n = impl_->busy.size();
     int listed = 0;
-    for (const auto& [id, b] : impl_->busy)
+    for (const auto& [id, b] : impl_->busy) {
       if (listed++ < 5)
         who += fmt::format("{}{} (user {}, in a transaction for {:.1f} s)", who.empty() ? "" : ", ", b.peer, b.user,
                            std::chrono::duration<double>(now - b.since).count());
+      b.loop->Post([w = b.session] {
+        if (auto s = w.lock()) s->LogBusy();
+      });
+    }
   }
   return OperatorError(fmt::format("{} client session(s) still inside a transaction after the drain timeout of {:.1f} s: {}",
                                    n, drain_timeout.count() / 1000.0, who.empty() ? "?" : who));
