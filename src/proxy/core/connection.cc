@@ -277,11 +277,20 @@ void Conn::UpdateInterest() {
     want |= EPOLLRDHUP;
     if (!read_paused_ && in_.size() - in_begin_ < read_limit_) want |= EPOLLIN;
     if (pending_output() > 0) want |= EPOLLOUT;
-    // TLS keeps decrypted bytes that epoll cannot see: read them now.
-    if (ssl_ != nullptr && (want & EPOLLIN) && SSL_pending(ssl_) > 0)
-      loop_->Post([this] {
+    // TLS keeps decrypted bytes that epoll cannot see: read them on the next
+    // turn of the loop. The task holds a weak handle, not the Conn: the owner
+    // may close and destroy the connection before the task runs (a Conn dies
+    // through EventLoop::Defer at the end of an iteration, but a task posted
+    // while the loop drains its posted tasks runs in the next one). One task
+    // at a time.
+    if (ssl_ != nullptr && (want & EPOLLIN) && !tls_read_posted_ && SSL_pending(ssl_) > 0) {
+      tls_read_posted_ = true;
+      loop_->Post([this, alive = std::weak_ptr<void>(alive_)] {
+        if (alive.expired()) return;  // destroyed meanwhile (same thread: no race)
+        tls_read_posted_ = false;
         if (state_ == State::kOpen) OnEvents(EPOLLIN);
       });
+    }
   }
   if (want != interest_) {
     interest_ = want;

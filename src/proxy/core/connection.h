@@ -28,6 +28,7 @@
 #include <openssl/ssl.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -137,6 +138,9 @@ class Conn final : public EventLoop::Handler {
   bool was_full_ = false;
   bool flush_then_close_ = false;
   bool eof_ = false;
+  bool tls_read_posted_ = false;  // a task reads what OpenSSL holds decrypted
+  // Expires with the Conn: what a task posted for this connection checks.
+  std::shared_ptr<void> alive_ = std::make_shared<char>(0);
   uint32_t interest_ = 0;
   size_t read_limit_ = kDefaultReadLimit;
   size_t out_limit_ = kDefaultOutLimit;
