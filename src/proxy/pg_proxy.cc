@@ -931,11 +931,23 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
         flush();
         return Close("the client said goodbye");
       }
-      if (!busy_) {
-        flush();
-        if (!BeginTransaction()) return;
-        continue;  // the link may have changed
+      if (!busy_ && !ungated_) {
+        if (!readonly_ && PreparesOnlyUntilSync(in)) {
+          // Parse/Describe/Close up to a Sync execute nothing: they pass the
+          // write gate, as a client's synchronous prepare (libpq's PQprepare,
+          // pgbench -M prepared at a connection's first transaction) must not
+          // wait for a pause whose drain may wait for another connection of
+          // that same client thread (a deadlock until the drain timeout).
+          ungated_ = true;
+        } else if (awaiting_rfq_ > 0) {
+          break;  // a move must not start under unanswered ungated requests (ProcessServer resumes)
+        } else {
+          flush();
+          if (!BeginTransaction()) return;
+          continue;  // the link may have changed
+        }
       }
+      if (ungated_ && type == 'S') ungated_ = false;
       std::optional<std::string> replaced;
       if (readonly_ && (type == 'Q' || type == 'P')) replaced = ReadOnlyReplacement(type, body);
       if (!replaced && (type == 'Q' || type == 'P')) {
@@ -967,6 +979,20 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
       client_->Consume(total);
     }
     flush();
+  }
+
+  // True: `in` starts with Parse, Describe, Close or Flush messages up to a
+  // Sync, all buffered whole (nothing in them executes a statement).
+  static bool PreparesOnlyUntilSync(std::string_view in) {
+    while (in.size() >= 5) {
+      const char type = in[0];
+      const uint32_t len = wire::GetUint32(in.data() + 1);
+      if (len < 4 || in.size() < size_t{len} + 1) return false;
+      if (type == 'S') return true;
+      if (type != 'P' && type != 'D' && type != 'C' && type != 'H') return false;
+      in.remove_prefix(size_t{len} + 1);
+    }
+    return false;
   }
 
   size_t SessionStateBytes() const {
@@ -1224,9 +1250,10 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
       return Fail("25006",
                   "midflight proxy: the session on the read-only endpoint turned default_transaction_read_only "
                   "off; closing it (send writes to the read-write endpoint)");
-    if (consumed && busy_ && awaiting_rfq_ == 0 && !unsynced_ && txn_status_ == 'I') {
-      EndTransaction();
-      // The client's next transaction may be buffered already.
+    if (consumed && awaiting_rfq_ == 0 && !unsynced_ && txn_status_ == 'I' && !ungated_) {
+      if (busy_) EndTransaction();
+      // The client's next transaction may be buffered already (or waited for
+      // the answers to its ungated prepares).
       if (!client_->input().empty()) ProcessClient();
     }
   }
@@ -1395,6 +1422,7 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
 
   // Transaction tracking.
   bool busy_ = false, in_gate_ = false, waiting_gate_ = false;
+  bool ungated_ = false;  // relaying Parse/Describe/Close up to a Sync outside a transaction (no gate)
   int awaiting_rfq_ = 0;   // Query/Sync/FunctionCall sent, ReadyForQuery not yet back
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
   bool copy_in_ = false;   // the server waits for CopyData from the client
