@@ -4,10 +4,16 @@
 // the routes (cutover.h), and sessions follow at their next transaction
 // boundary, carrying their session state.
 //
-// A client session, one thread each:
+// The PostgreSQL protocol module on the proxy core (proxy/core/proxy_core.h):
+// a small fixed pool of event loops serves every session, never a thread per
+// client; each session lives on one loop, all of its I/O non-blocking with
+// bounded buffers (core/connection.h), so a session costs memory, not a thread.
 //
-//   startup ─► (TLS) ─► authenticate the client (SCRAM-SHA-256 or MD5, against
-//   the proxy's users) ─► connect to the side the endpoint routes to ─► relay
+//   client: startup ─► (SSLRequest ─► TLS) ─► authenticate (SCRAM-SHA-256[-PLUS]
+//           or MD5, against the proxy's users) ─► first server link ready ─►
+//           greeting (the server's ParameterStatus, BackendKeyData) ─► relay
+//   server link: connect ─► (SSLRequest ─► TLS as the URI's sslmode says) ─►
+//           login (pgwire::BackendLogin) ─► ready
 //
 // Until it has authenticated, a connection counts against max_unauthenticated
 // (not max_clients) and must finish within auth_timeout. While relaying, a
@@ -16,8 +22,8 @@
 //
 //   relay: idle ──client message──► [gate: wait while writes are paused]
 //               [route: move to the endpoint's side if it changed: open or
-//                reuse that side's connection, replay SET parameters and
-//                prepared statements] ─► busy
+//                reuse that side's link, replay SET parameters and prepared
+//                statements, carry the old server's own state] ─► busy
 //          busy ──ReadyForQuery 'I', nothing else outstanding──► idle
 //
 // "Busy" spans a whole transaction: from the first message after an idle
@@ -41,6 +47,10 @@
 #include "proxy/wire/pg/backend.h"
 
 namespace midflight::proxy {
+
+namespace core {
+class ProxyCore;
+}
 
 struct ServerAddress {
   std::string host;
@@ -74,6 +84,7 @@ struct ProxyConfig {
   // Startup, TLS handshake and authentication must all finish within this
   // (a client trickling bytes is cut at the deadline too).
   std::chrono::milliseconds auth_timeout{10000};
+  int loops = 0;  // event loop threads (0: one per core, 2..8)
 };
 
 // The PostgreSQL proxy; TrafficSwitch (traffic_switch.h) says what each method does.
@@ -96,11 +107,12 @@ class PgProxy final : public TrafficSwitch {
   ProxyStats stats() const override;
   std::vector<std::string> PinnedSessions(Side side) const override;
 
-  struct Impl;  // internal (sessions hold it)
+  struct Impl;  // internal: the protocol module (sessions hold it)
 
  private:
   PgProxy() = default;
-  std::shared_ptr<Impl> impl_;
+  std::unique_ptr<Impl> impl_;
+  std::unique_ptr<core::ProxyCore> core_;
 };
 
 }  // namespace midflight::proxy

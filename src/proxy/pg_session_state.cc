@@ -69,11 +69,6 @@ std::string SessionPins::Reason() const {
 
 namespace {
 
-// Both servers answer these catalog reads and set_config calls at once; a
-// server that does not within this is treated as lost (the session ends with
-// the reason) rather than left to hang a session that is counted busy.
-constexpr int kCarryTimeoutMs = 10000;
-
 // Session settings and LISTEN channels of the server session itself.
 constexpr const char* kSessionStateSql =
     "SELECT 's', name, current_setting(name) FROM pg_catalog.pg_settings WHERE source = 'session' "
@@ -130,9 +125,7 @@ std::vector<std::string> ReplayStatements(const std::vector<std::vector<std::str
   return out;
 }
 
-Status CarryServerState(const wire::Backend& from, wire::FrameReader& from_reader, const wire::Backend& to,
-                        wire::FrameReader& to_reader, const std::set<std::string>& custom_settings,
-                        const std::string& who, std::string* for_client) {
+std::string SessionStateQuery(const std::set<std::string>& custom_settings) {
   std::string sql = kSessionStateSql;
   if (!custom_settings.empty()) {
     std::string names;
@@ -142,39 +135,9 @@ Status CarryServerState(const wire::Backend& from, wire::FrameReader& from_reade
         "WHERE current_setting(n, true) IS NOT NULL",
         names);
   }
-  RETURN_IF_ERROR(wire::BackendWrite(from, wire::Query(sql)));
-  std::vector<std::vector<std::string>> rows;
-  while (true) {
-    ASSIGN_OR_RETURN(wire::Message m, wire::ReadBackendMessage(from, from_reader, kCarryTimeoutMs));
-    if (m.type == 'Z') break;
-    if (m.type == 'A') for_client->append(wire::Build('A', m.body));
-    if (m.type == 'E') {
-      auto fields = wire::ParseErrorFields(m.body);
-      LOG_WARN("proxy: reading the session state of {} to carry it: {}", who,
-               fields.ok() ? wire::DescribeErrorFields(*fields) : std::string("error"));
-    }
-    if (m.type == 'D') {
-      ASSIGN_OR_RETURN(auto row, DataRow(m.body));
-      rows.push_back(std::move(row));
-    }
-  }
-  const std::vector<std::string> replay = ReplayStatements(rows);
-  if (replay.empty()) return Status::Ok();
-  std::string out;
-  for (const auto& q : replay) out += q;
-  RETURN_IF_ERROR(wire::BackendWrite(to, out));
-  size_t expect = replay.size();
-  while (expect > 0) {
-    ASSIGN_OR_RETURN(wire::Message m, wire::ReadBackendMessage(to, to_reader, kCarryTimeoutMs));
-    if (m.type == 'Z') --expect;
-    if (m.type == 'E') {
-      auto fields = wire::ParseErrorFields(m.body);
-      LOG_WARN("proxy: carrying the session state of {} to the new server: {}", who,
-               fields.ok() ? wire::DescribeErrorFields(*fields) : std::string("error"));
-    }
-  }
-  LOG_DEBUG("proxy: session {} moved with {} setting(s) and LISTEN channel(s) carried", who, replay.size());
-  return Status::Ok();
+  return wire::Query(sql);
 }
+
+Result<std::vector<std::string>> DataRowColumns(std::string_view body) { return DataRow(body); }
 
 }  // namespace midflight::proxy

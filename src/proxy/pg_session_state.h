@@ -1,10 +1,9 @@
 // Session state of a PostgreSQL proxy session beyond what its SQL text says
 // (pg_statement.h): what pins a session to its server, and what is carried to
 // the new server when a read-write session moves at a write switch. Pure
-// logic plus two blocking helpers over a server connection, so that any proxy
-// core (thread per session today, an event loop later) can use them.
+// logic plus the messages of the carry, which the proxy's event loop sends.
 //
-// Carried when a read-write session moves (CarryServerState, one round trip
+// Carried when a read-write session moves (SessionStateQuery, one round trip
 // on each server, asked of the old server itself so nothing the SQL scan
 // missed is lost):
 //   - every setting whose source is the session (SET, set_config(..., false),
@@ -66,19 +65,18 @@ class SessionPins {
   bool rolled_back_ = false;
 };
 
-// Moves the session state the old server holds to the new one (see the top
-// of this file): a query on `from`, then the replay on `to`, answers
-// swallowed (a replay error is logged, naming the session `who`).
-// NotificationResponses that arrive on `from` meanwhile are appended to
-// `for_client` (the client must still get them). Both connections must be
-// idle. An error means a connection failed.
+// Moving the session state the old server holds to the new one (see the top
+// of this file), as the proxy's event loop does it: SessionStateQuery is the
+// Query message to send the old server when both connections are idle; its
+// DataRows (DataRowColumns) give the rows for ReplayStatements, whose Query
+// messages go to the new server with their answers swallowed.
 // `custom_settings`: names of custom ("x.y") settings the session set with
 // set_config (pg_settings does not list them); their current values go too.
-Status CarryServerState(const pgwire::Backend& from, pgwire::FrameReader& from_reader, const pgwire::Backend& to,
-                        pgwire::FrameReader& to_reader, const std::set<std::string>& custom_settings,
-                        const std::string& who, std::string* for_client);
+std::string SessionStateQuery(const std::set<std::string>& custom_settings);
+// A DataRow ('D') body's columns as text (NULL as "").
+Result<std::vector<std::string>> DataRowColumns(std::string_view body);
 
-// The replay of CarryServerState as Query messages, from the old server's
+// The replay of the session state as Query messages, from the old server's
 // rows ('s', name, value) and ('l', channel): set_config(name, value, false)
 // and LISTEN, quoted for any standard_conforming_strings.
 std::vector<std::string> ReplayStatements(const std::vector<std::vector<std::string>>& rows);

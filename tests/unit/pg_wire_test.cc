@@ -966,6 +966,56 @@ TEST_F(PgWireBackendTest, ConnectsWithScram) {
   ::close(backend->fd);
 }
 
+// The login machine alone, as the proxy's event loops drive it: messages in,
+// bytes out, no socket.
+TEST(PgWireBackendLoginTest, ScramExchangeWithoutASocket) {
+  BackendParams p;
+  p.host = "db.example";
+  p.port = 5433;
+  p.user = "alice";
+  p.password = "pencil";
+  p.database = "app";
+  BackendLogin login(p);
+  EXPECT_EQ(login.label(), "db.example:5433");
+  FrameReader startup_reader;
+  startup_reader.Append(login.Start());
+  auto startup = startup_reader.NextStartup();
+  ASSERT_TRUE(startup.ok() && *startup);
+  ScramServer scram("pencil");
+  auto feed = [&](const std::string& server_bytes) -> std::string {
+    FrameReader r;
+    r.Append(server_bytes);
+    std::string out;
+    while (true) {
+      auto m = r.Next();
+      EXPECT_TRUE(m.ok());
+      if (!m.ok() || !*m) break;
+      auto reply = login.OnMessage((*m)->type, (*m)->body);
+      EXPECT_TRUE(reply.ok()) << reply.status().message();
+      if (reply.ok()) out += *reply;
+    }
+    return out;
+  };
+  FrameReader from_client;
+  from_client.Append(feed(AuthSasl({"SCRAM-SHA-256"})));
+  auto initial = ParseSaslInitialResponse((*from_client.Next())->body);
+  ASSERT_TRUE(initial.ok());
+  auto server_first = scram.ClientFirst(initial->data.value_or(""));
+  ASSERT_TRUE(server_first.ok());
+  from_client.Append(feed(AuthSaslContinue(*server_first)));
+  auto server_final = scram.ClientFinal((*from_client.Next())->body);
+  ASSERT_TRUE(server_final.ok());
+  EXPECT_EQ(feed(AuthSaslFinal(*server_final) + AuthOk() + ParameterStatus("server_version", "15.8")), "");
+  EXPECT_FALSE(login.done());
+  EXPECT_EQ(feed(BackendKeyData(41, 42) + ReadyForQuery('I')), "");
+  ASSERT_TRUE(login.done());
+  EXPECT_EQ(login.backend().pid, 41);
+  EXPECT_EQ(login.backend().secret, 42);
+  EXPECT_EQ(login.backend().parameters.size(), 1u);
+  // After the login, a message is a protocol violation for the machine.
+  EXPECT_FALSE(login.OnMessage('Z', "I").ok());
+}
+
 TEST_F(PgWireBackendTest, ConnectsWithMd5) {
   Serve([](int fd, FrameReader& reader) {
     ReadStartup(fd, reader);

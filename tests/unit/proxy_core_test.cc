@@ -1,8 +1,12 @@
 // The proxy core's event loop and bounded connections, over socketpairs.
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <csignal>
 #include <chrono>
 #include <future>
 #include <string>
@@ -216,6 +220,117 @@ TEST(ConnTest, PeerCloseIsReportedEvenWhileNotReading) {
   lt.Sync([&] { c.reset(); });
 }
 
+
+// A throwaway self-signed certificate for TLS between two Conns.
+SSL_CTX* TestServerCtx() {
+  EVP_PKEY* key = EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", "P-256");
+  X509* cert = X509_new();
+  X509_set_version(cert, 2);
+  ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+  X509_gmtime_adj(X509_getm_notBefore(cert), -60);
+  X509_gmtime_adj(X509_getm_notAfter(cert), 3600);
+  X509_set_pubkey(cert, key);
+  X509_NAME* name = X509_get_subject_name(cert);
+  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("localhost"), -1, -1, 0);
+  X509_set_issuer_name(cert, name);
+  X509_sign(cert, key, EVP_sha256());
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  SSL_CTX_use_certificate(ctx, cert);
+  SSL_CTX_use_PrivateKey(ctx, key);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return ctx;
+}
+
+// Bytes OpenSSL holds decrypted (a record read only in part because the
+// input limit was reached) are invisible to epoll: Conn reads them once the
+// limit rises, with no new data on the socket. And the task that does so
+// must not touch a connection destroyed before it runs (it is posted; a
+// Conn dies through EventLoop::Defer, at the end of the loop iteration).
+TEST(ConnTest, TlsBytesHeldDecryptedAreReadAndTheTaskOutlivesNoConn) {
+  signal(SIGPIPE, SIG_IGN);  // OpenSSL writes with write(2), as in the midflight binary
+  int sp[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sp), 0);
+  SSL_CTX* sctx = TestServerCtx();
+  SSL_CTX* cctx = SSL_CTX_new(TLS_client_method());
+  LoopThread lt;
+  struct Owner : ConnOwner {
+    std::atomic<int> tls_done{0}, reads{0};
+    std::atomic<size_t> buffered{0};
+    void OnConnTlsDone(Conn&) override { ++tls_done; }
+    void OnConnRead(Conn& c) override {
+      ++reads;
+      buffered = c.input().size();
+    }
+    void OnConnDrained(Conn&) override {}
+    void OnConnClosed(Conn&, const std::string&) override {}
+  } server_owner, client_owner;
+  std::unique_ptr<Conn> server, client;
+  lt.Sync([&] {
+    server = std::make_unique<Conn>(lt.loop.get(), sp[0], &server_owner, false);
+    client = std::make_unique<Conn>(lt.loop.get(), sp[1], &client_owner, false);
+    ASSERT_TRUE(server->Register().ok());
+    ASSERT_TRUE(client->Register().ok());
+    ASSERT_TRUE(server->StartServerTls(sctx).ok());
+    ASSERT_TRUE(client->StartClientTls(cctx, "localhost", false).ok());
+  });
+  auto wait_for = [](auto done) {
+    for (int i = 0; i < 500 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return done();
+  };
+  ASSERT_TRUE(wait_for([&] { return server_owner.tls_done == 1 && client_owner.tls_done == 1; }));
+  lt.Sync([&] {
+    server->SetReadLimit(4);
+    client->Write(std::string(100, 'x'));  // one TLS record
+  });
+  ASSERT_TRUE(wait_for([&] { return server_owner.buffered == 4; }));
+  // The limit rises outside a read callback: the other 96 bytes come out of
+  // OpenSSL (the socket has nothing more).
+  lt.Sync([&] { server->SetReadLimit(Conn::kDefaultReadLimit); });
+  ASSERT_TRUE(wait_for([&] { return server_owner.buffered == 100; }));
+
+  // Again, then the connection is destroyed in the same turn of the loop as
+  // the limit rises, from a posted task: the read task then runs after the
+  // Conn is gone and must do nothing.
+  lt.Sync([&] {
+    server->Consume(100);
+    server->SetReadLimit(4);
+    client->Write(std::string(100, 'y'));
+  });
+  ASSERT_TRUE(wait_for([&] { return server_owner.buffered == 4; }));
+  const int reads = server_owner.reads;
+  // A decoy allocated right after (malloc usually hands it the same memory):
+  // a plain, unregistered connection with data waiting, which nothing may read.
+  int dp[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, dp), 0);
+  ASSERT_EQ(write(dp[0], "z", 1), 1);
+  struct Decoy : ConnOwner {
+    std::atomic<int> reads{0};
+    void OnConnRead(Conn&) override { ++reads; }
+    void OnConnDrained(Conn&) override {}
+    void OnConnClosed(Conn&, const std::string&) override {}
+  } decoy_owner;
+  std::unique_ptr<Conn> decoy;
+  lt.Sync([&] {
+    server->SetReadLimit(Conn::kDefaultReadLimit);  // posts the read of OpenSSL's 96 bytes
+    server->Close();
+    lt.loop->Defer([&] {
+      server.reset();
+      decoy = std::make_unique<Conn>(lt.loop.get(), dp[1], &decoy_owner, false);
+    });
+  });
+  for (int i = 0; i < 3; ++i) lt.Sync([] {});
+  EXPECT_EQ(server_owner.reads, reads);
+  EXPECT_EQ(decoy_owner.reads, 0) << "a task posted for a destroyed connection ran on the memory it left";
+  lt.Sync([&] {
+    decoy.reset();
+    client.reset();
+  });
+  close(dp[0]);
+  SSL_CTX_free(sctx);
+  SSL_CTX_free(cctx);
+}
 }  // namespace
 }  // namespace midflight::proxy::core
 

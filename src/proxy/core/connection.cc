@@ -7,6 +7,7 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -32,22 +33,36 @@ Conn::~Conn() {
 
 Result<std::unique_ptr<Conn>> Conn::Connect(EventLoop* loop, const std::string& host, int port, ConnOwner* owner,
                                             int tag) {
-  addrinfo hints{};
-  hints.ai_family = AF_UNSPEC;
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* res = nullptr;
-  const std::string service = std::to_string(port);
-  if (int rc = getaddrinfo(host.c_str(), service.c_str(), &hints, &res); rc != 0)
-    return RetryCall(fmt::format("cannot resolve {}: {}", host, gai_strerror(rc)));
-  int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
+  int fd = -1;
+  int rc = 0, err = 0;
+  if (host.starts_with('/')) {
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    const std::string path = fmt::format("{}/.s.PGSQL.{}", host, port);
+    if (path.size() >= sizeof addr.sun_path) return OperatorError(fmt::format("unix socket path too long: {}", path));
+    std::memcpy(addr.sun_path, path.data(), path.size());
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return RetryCall(fmt::format("socket: {}", strerror(errno)));
+    rc = connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+    err = errno;
+  } else {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* res = nullptr;
+    const std::string service = std::to_string(port);
+    if (int g = getaddrinfo(host.c_str(), service.c_str(), &hints, &res); g != 0)
+      return RetryCall(fmt::format("cannot resolve {}: {}", host, gai_strerror(g)));
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+      freeaddrinfo(res);
+      return RetryCall(fmt::format("socket: {}", strerror(errno)));
+    }
+    rc = connect(fd, res->ai_addr, res->ai_addrlen);
+    err = errno;
     freeaddrinfo(res);
-    return RetryCall(fmt::format("socket: {}", strerror(errno)));
   }
-  int rc = connect(fd, res->ai_addr, res->ai_addrlen);
-  int err = errno;
-  freeaddrinfo(res);
-  if (rc != 0 && err != EINPROGRESS) {
+  if (rc != 0 && err != EINPROGRESS && err != EAGAIN) {
     close(fd);
     return RetryCall(fmt::format("cannot connect to {}:{}: {}", host, port, strerror(err)));
   }
@@ -262,11 +277,20 @@ void Conn::UpdateInterest() {
     want |= EPOLLRDHUP;
     if (!read_paused_ && in_.size() - in_begin_ < read_limit_) want |= EPOLLIN;
     if (pending_output() > 0) want |= EPOLLOUT;
-    // TLS keeps decrypted bytes that epoll cannot see: read them now.
-    if (ssl_ != nullptr && (want & EPOLLIN) && SSL_pending(ssl_) > 0)
-      loop_->Post([this] {
+    // TLS keeps decrypted bytes that epoll cannot see: read them on the next
+    // turn of the loop. The task holds a weak handle, not the Conn: the owner
+    // may close and destroy the connection before the task runs (a Conn dies
+    // through EventLoop::Defer at the end of an iteration, but a task posted
+    // while the loop drains its posted tasks runs in the next one). One task
+    // at a time.
+    if (ssl_ != nullptr && (want & EPOLLIN) && !tls_read_posted_ && SSL_pending(ssl_) > 0) {
+      tls_read_posted_ = true;
+      loop_->Post([this, alive = std::weak_ptr<void>(alive_)] {
+        if (alive.expired()) return;  // destroyed meanwhile (same thread: no race)
+        tls_read_posted_ = false;
         if (state_ == State::kOpen) OnEvents(EPOLLIN);
       });
+    }
   }
   if (want != interest_) {
     interest_ = want;
@@ -300,6 +324,13 @@ Status Conn::StartClientTls(SSL_CTX* ctx, const std::string& host, bool verify_h
   state_ = State::kTlsHandshake;
   TlsHandshake();
   return Status::Ok();
+}
+
+void Conn::StartClientTls(SSL* ssl) {
+  ssl_ = ssl;
+  SSL_set_fd(ssl_, fd_);
+  state_ = State::kTlsHandshake;
+  TlsHandshake();
 }
 
 void Conn::TlsHandshake() {

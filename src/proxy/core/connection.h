@@ -28,6 +28,7 @@
 #include <openssl/ssl.h>
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -62,8 +63,10 @@ class Conn final : public EventLoop::Handler {
   Conn(const Conn&) = delete;
   Conn& operator=(const Conn&) = delete;
 
-  // Starts a non-blocking connect to host:port; the result comes as
-  // OnConnConnected or OnConnClosed.
+  // Starts a non-blocking connect to host:port (a host starting with '/' is
+  // a directory holding PostgreSQL's unix socket .s.PGSQL.<port>); the
+  // result comes as OnConnConnected or OnConnClosed. A host name is resolved
+  // here, on the calling thread (numeric addresses cost nothing).
   static Result<std::unique_ptr<Conn>> Connect(EventLoop* loop, const std::string& host, int port, ConnOwner* owner,
                                                int tag = 0);
 
@@ -94,7 +97,12 @@ class Conn final : public EventLoop::Handler {
   // follows, or OnConnClosed with OpenSSL's reason (a failed verification
   // named as X509_verify_cert_error_string gives it).
   Status StartClientTls(SSL_CTX* ctx, const std::string& host, bool verify_host);
+  // TLS as the client side (towards a server that accepted an SSLRequest):
+  // takes `ssl` (configured, in the connect state); the input must be empty.
+  // OnConnTlsDone follows, or OnConnClosed (ssl() still tells why).
+  void StartClientTls(SSL* ssl);
   bool tls() const { return ssl_ != nullptr; }
+  SSL* ssl() const { return ssl_; }
 
   // Closes the socket now (pending output is dropped unless `flush`, in
   // which case the socket closes once the output is sent, bounded by the
@@ -130,6 +138,9 @@ class Conn final : public EventLoop::Handler {
   bool was_full_ = false;
   bool flush_then_close_ = false;
   bool eof_ = false;
+  bool tls_read_posted_ = false;  // a task reads what OpenSSL holds decrypted
+  // Expires with the Conn: what a task posted for this connection checks.
+  std::shared_ptr<void> alive_ = std::make_shared<char>(0);
   uint32_t interest_ = 0;
   size_t read_limit_ = kDefaultReadLimit;
   size_t out_limit_ = kDefaultOutLimit;

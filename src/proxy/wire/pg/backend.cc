@@ -1,4 +1,5 @@
-// Connection lifecycle, driven by Handshake::Run below:
+// Connection lifecycle, driven by BackendLogin (ConnectBackend runs it over a
+// blocking socket, the proxy over its event loops):
 //
 //   connect socket ──> send StartupMessage ──> kAuthenticating
 //
@@ -235,44 +236,46 @@ void SetIoDeadline(int fd, int64_t deadline) {
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 }
 
-// The SSLRequest exchange and the TLS handshake on a connected socket, as
-// params.tls says. Leaves out->ssl unset when the connection goes on in
-// plain text (disable/allow, or prefer and the server said no).
-Status StartTls(const BackendParams& params, int fd, int64_t deadline, Backend* out) {
-  const BackendTls& tls = params.tls;
-  if (tls.mode == SslMode::kDisable || tls.mode == SslMode::kAllow || params.host.starts_with('/'))
-    return Status::Ok();
-  const std::string mode = fmt::format("sslmode={}", SslModeName(tls.mode));
-  RETURN_IF_ERROR(WriteAll(fd, SslRequest()));
-  char answer = 0;
-  for (;;) {
-    RETURN_IF_ERROR(WaitFd(fd, POLLIN, deadline));
-    const ssize_t n = ::read(fd, &answer, 1);
-    if (n == 1) break;
-    if (n == 0) return RetryCall("the server closed the connection after the SSLRequest");
-    if (errno != EINTR && errno != EAGAIN) return RetryCall(fmt::format("read: {}", ErrnoText(errno)));
-  }
-  if (answer == 'N') {
-    if (tls.mode == SslMode::kPrefer) return Status::Ok();
-    return OperatorError(fmt::format("TLS: the server does not accept TLS connections ({})", mode));
-  }
-  if (answer != 'S') return OperatorError(fmt::format("TLS: unexpected answer {} to the SSLRequest", DescribeType(answer)));
+}  // namespace
 
-  const bool verify = tls.mode == SslMode::kVerifyCa || tls.mode == SslMode::kVerifyFull ||
-                      (tls.mode == SslMode::kRequire && !tls.root_cert.empty());
+bool WantsTls(const BackendParams& params) {
+  const SslMode mode = params.tls.mode;
+  return mode != SslMode::kDisable && mode != SslMode::kAllow && !params.host.starts_with('/');
+}
+
+namespace {
+std::string ModeText(const BackendTls& tls) { return fmt::format("sslmode={}", SslModeName(tls.mode)); }
+bool Verifies(const BackendTls& tls) {
+  return tls.mode == SslMode::kVerifyCa || tls.mode == SslMode::kVerifyFull ||
+         (tls.mode == SslMode::kRequire && !tls.root_cert.empty());
+}
+std::string RootCertPath(const BackendTls& tls) {
+  if (!tls.root_cert.empty()) return tls.root_cert;
+  const char* home = std::getenv("HOME");
+  return fmt::format("{}/.postgresql/root.crt", home ? home : "");
+}
+}  // namespace
+
+Status TlsRefused(const BackendParams& params) {
+  if (params.tls.mode == SslMode::kPrefer) return Status::Ok();
+  return OperatorError(fmt::format("TLS: the server does not accept TLS connections ({})", ModeText(params.tls)));
+}
+
+Result<ssl_st*> NewClientTls(const BackendParams& params) {
+  const BackendTls& tls = params.tls;
+  const std::string mode = ModeText(tls);
+  const bool verify = Verifies(tls);
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_client_method()), SSL_CTX_free);
   if (!ctx) return Internal("TLS: " + OpenSslError());
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
-  std::string root = tls.root_cert;
+  // The proxy's connections hand OpenSSL the front of a buffer that may move between retries.
+  SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
   if (verify) {
-    if (root == "system") {
+    if (tls.root_cert == "system") {
       if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1)
         return OperatorError(fmt::format("TLS: cannot load the system's CA certificates: {}", OpenSslError()));
     } else {
-      if (root.empty()) {
-        const char* home = std::getenv("HOME");
-        root = fmt::format("{}/.postgresql/root.crt", home ? home : "");
-      }
+      const std::string root = RootCertPath(tls);
       if (SSL_CTX_load_verify_locations(ctx.get(), root.c_str(), nullptr) != 1)
         return OperatorError(fmt::format("TLS: cannot read the root certificate file \"{}\" ({}{}): {}", root, mode,
                                          tls.root_cert.empty() ? ", no sslrootcert given" : "", OpenSslError()));
@@ -287,84 +290,99 @@ Status StartTls(const BackendParams& params, int fd, int64_t deadline, Backend* 
       return OperatorError(
           fmt::format("TLS: cannot load the client certificate \"{}\" and key \"{}\": {}", tls.cert, tls.key, OpenSslError()));
   }
-  std::shared_ptr<SSL> ssl(SSL_new(ctx.get()), SSL_free);
-  if (!ssl) return Internal("TLS: " + OpenSslError());
-  SSL_set_fd(ssl.get(), fd);
+  SSL* ssl = SSL_new(ctx.get());  // holds its own reference to ctx
+  if (ssl == nullptr) return Internal("TLS: " + OpenSslError());
   const bool ip = IsIpAddress(params.host);
-  if (!ip) SSL_set_tlsext_host_name(ssl.get(), params.host.c_str());
+  if (!ip) SSL_set_tlsext_host_name(ssl, params.host.c_str());
   if (tls.mode == SslMode::kVerifyFull) {
-    X509_VERIFY_PARAM* vp = SSL_get0_param(ssl.get());
+    X509_VERIFY_PARAM* vp = SSL_get0_param(ssl);
     X509_VERIFY_PARAM_set_hostflags(vp, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
     const int set = ip ? X509_VERIFY_PARAM_set1_ip_asc(vp, params.host.c_str())
                        : X509_VERIFY_PARAM_set1_host(vp, params.host.c_str(), 0);
-    if (set != 1) return Internal(fmt::format("TLS: cannot check the host name \"{}\"", params.host));
+    if (set != 1) {
+      SSL_free(ssl);
+      return Internal(fmt::format("TLS: cannot check the host name \"{}\"", params.host));
+    }
   }
+  SSL_set_connect_state(ssl);
+  return ssl;
+}
+
+Status TlsHandshakeError(const BackendParams& params, ssl_st* ssl, std::string_view reason) {
+  const BackendTls& tls = params.tls;
+  const std::string mode = ModeText(tls);
+  const long verified = SSL_get_verify_result(ssl);
+  if (Verifies(tls) && verified != X509_V_OK) {
+    ERR_clear_error();
+    if (verified == X509_V_ERR_HOSTNAME_MISMATCH || verified == X509_V_ERR_IP_ADDRESS_MISMATCH)
+      return OperatorError(fmt::format("TLS: the server's certificate is not for host \"{}\" ({}): {}", params.host,
+                                       mode, X509_verify_cert_error_string(verified)));
+    return OperatorError(fmt::format("TLS: the server's certificate is not trusted ({}, sslrootcert={}): {}", mode,
+                                     tls.root_cert == "system" ? tls.root_cert : RootCertPath(tls),
+                                     X509_verify_cert_error_string(verified)));
+  }
+  const int err = errno;
+  std::string why = OpenSslError();
+  if (why == "connection closed during the handshake" && err == EAGAIN) why = "timed out";
+  constexpr std::string_view kConnPrefix = "TLS handshake failed: ";
+  if (why == "connection closed during the handshake" && reason.starts_with(kConnPrefix))
+    why = reason.substr(kConnPrefix.size());
+  return OperatorError(fmt::format("TLS: handshake failed ({}): {}", mode, why));
+}
+
+namespace {
+
+// The SSLRequest exchange and the TLS handshake on a connected blocking
+// socket, as params.tls says. Leaves out->ssl unset when the connection goes
+// on in plain text (disable/allow, or prefer and the server said no).
+Status StartTls(const BackendParams& params, int fd, int64_t deadline, Backend* out) {
+  if (!WantsTls(params)) return Status::Ok();
+  RETURN_IF_ERROR(WriteAll(fd, SslRequest()));
+  char answer = 0;
+  for (;;) {
+    RETURN_IF_ERROR(WaitFd(fd, POLLIN, deadline));
+    const ssize_t n = ::read(fd, &answer, 1);
+    if (n == 1) break;
+    if (n == 0) return RetryCall("the server closed the connection after the SSLRequest");
+    if (errno != EINTR && errno != EAGAIN) return RetryCall(fmt::format("read: {}", ErrnoText(errno)));
+  }
+  if (answer == 'N') return TlsRefused(params);
+  if (answer != 'S') return OperatorError(fmt::format("TLS: unexpected answer {} to the SSLRequest", DescribeType(answer)));
+  ASSIGN_OR_RETURN(SSL* raw, NewClientTls(params));
+  std::shared_ptr<SSL> ssl(raw, SSL_free);
+  SSL_set_fd(ssl.get(), fd);
   SetIoDeadline(fd, deadline);
   const int rc = SSL_connect(ssl.get());
   SetIoDeadline(fd, -1);
-  if (rc != 1) {
-    const long verified = SSL_get_verify_result(ssl.get());
-    if (verify && verified != X509_V_OK) {
-      ERR_clear_error();
-      if (verified == X509_V_ERR_HOSTNAME_MISMATCH || verified == X509_V_ERR_IP_ADDRESS_MISMATCH)
-        return OperatorError(fmt::format("TLS: the server's certificate is not for host \"{}\" ({}): {}", params.host,
-                                         mode, X509_verify_cert_error_string(verified)));
-      return OperatorError(fmt::format("TLS: the server's certificate is not trusted ({}, sslrootcert={}): {}", mode,
-                                       root, X509_verify_cert_error_string(verified)));
-    }
-    const int err = errno;
-    std::string why = OpenSslError();
-    if (why == "connection closed during the handshake" && err == EAGAIN) why = "timed out";
-    return OperatorError(fmt::format("TLS: handshake failed ({}): {}", mode, why));
-  }
+  if (rc != 1) return TlsHandshakeError(params, ssl.get());
   out->ssl = std::move(ssl);
   return Status::Ok();
 }
 
-class Handshake {
- public:
-  Handshake(const BackendParams& params, const Backend& conn, int64_t deadline)
-      : params_(params), label_(ServerLabel(params.host, params.port)), conn_(conn), deadline_(deadline) {}
+}  // namespace
 
-  Status Run(Backend* out);
+Status LoginError(const std::string& label, std::string_view body) { return ServerError(label, body); }
 
- private:
-  enum class State { kAuthenticating, kSaslContinue, kSaslFinal, kSettingUp };
+BackendLogin::BackendLogin(BackendParams params)
+    : params_(std::move(params)), label_(ServerLabel(params_.host, params_.port)) {}
+BackendLogin::~BackendLogin() = default;
 
-  Status Send(std::string_view bytes) { return BackendWrite(conn_, bytes).WithContext(label_); }
-  Result<Message> Receive();
-  Status OnAuth(std::string_view body);
-  Status NeedPassword() const;
-  Status Violation(const Message& m) const {
-    return OperatorError(
-        fmt::format("{}: unexpected message {} during connection startup", label_, DescribeType(m.type)));
+std::string BackendLogin::Start() const {
+  std::vector<std::pair<std::string, std::string>> startup = {{"user", params_.user}};
+  if (!params_.database.empty()) startup.emplace_back("database", params_.database);
+  for (const auto& [name, value] : params_.startup_params) {
+    if (name != "user" && name != "database") startup.emplace_back(name, value);
   }
-
-  const BackendParams& params_;
-  const std::string label_;
-  const Backend& conn_;  // fd and TLS
-  const int64_t deadline_;
-  FrameReader reader_;
-  State state_ = State::kAuthenticating;
-  std::optional<ScramClient> scram_;
-  bool scram_verified_ = false;
-};
-
-Result<Message> Handshake::Receive() {
-  int timeout_ms = -1;
-  if (deadline_ >= 0) timeout_ms = static_cast<int>(std::max<int64_t>(0, deadline_ - NowMonotonicMs()));
-  auto m = ReadBackendMessage(conn_, reader_, timeout_ms);
-  if (!m.ok()) return m.status().WithContext(label_);
-  return m;
+  return StartupMessage(startup);
 }
 
-Status Handshake::NeedPassword() const {
+Status BackendLogin::NeedPassword() const {
   if (!params_.password.empty()) return Status::Ok();
   return OperatorError(
       fmt::format("{}: the server asked for a password for user \"{}\" but none is configured", label_, params_.user));
 }
 
-Status Handshake::OnAuth(std::string_view body) {
+Result<std::string> BackendLogin::OnAuth(std::string_view body) {
   auto code = ParseAuthCode(body);
   if (!code.ok()) return code.status().WithContext(label_);
   if (*code == kAuthOk && scram_ && !scram_verified_) {
@@ -373,17 +391,17 @@ Status Handshake::OnAuth(std::string_view body) {
   switch (state_) {
     case State::kAuthenticating:
       switch (*code) {
-        case kAuthOk: state_ = State::kSettingUp; return Status::Ok();
+        case kAuthOk: state_ = State::kSettingUp; return std::string();
         case kAuthCleartext:
           if (scram_) break;
           RETURN_IF_ERROR(NeedPassword());
-          return Send(PasswordMessage(params_.password));
+          return PasswordMessage(params_.password);
         case kAuthMd5: {
           if (scram_) break;
           RETURN_IF_ERROR(NeedPassword());
           auto salt = ParseAuthMd5Salt(body);
           if (!salt.ok()) return salt.status().WithContext(label_);
-          return Send(PasswordMessage(Md5Response(params_.user, params_.password, salt->data())));
+          return PasswordMessage(Md5Response(params_.user, params_.password, salt->data()));
         }
         case kAuthSasl: {
           if (scram_) break;
@@ -394,9 +412,9 @@ Status Handshake::OnAuth(std::string_view body) {
                                              fmt::join(*mechanisms, ", ")));
           }
           RETURN_IF_ERROR(NeedPassword());
-          scram_.emplace(params_.password);
+          scram_ = std::make_unique<ScramClient>(params_.password);
           state_ = State::kSaslContinue;
-          return Send(SaslInitialResponse(kScramSha256, scram_->ClientFirst()));
+          return SaslInitialResponse(kScramSha256, scram_->ClientFirst());
         }
         case kAuthSaslContinue:
         case kAuthSaslFinal: break;
@@ -411,7 +429,7 @@ Status Handshake::OnAuth(std::string_view body) {
       if (!data.ok()) return data.status().WithContext(label_);
       RETURN_IF_ERROR(scram_->ServerFirst(*data).WithContext(label_));
       state_ = State::kSaslFinal;
-      return Send(SaslResponse(scram_->ClientFinal()));
+      return SaslResponse(scram_->ClientFinal());
     }
     case State::kSaslFinal: {
       if (*code != kAuthSaslFinal) break;
@@ -420,7 +438,7 @@ Status Handshake::OnAuth(std::string_view body) {
       RETURN_IF_ERROR(scram_->ServerFinal(*data).WithContext(label_));
       scram_verified_ = true;
       state_ = State::kAuthenticating;
-      return Status::Ok();
+      return std::string();
     }
     case State::kSettingUp: break;
   }
@@ -428,48 +446,67 @@ Status Handshake::OnAuth(std::string_view body) {
       fmt::format("{}: unexpected authentication request {} during connection startup", label_, *code));
 }
 
-Status Handshake::Run(Backend* out) {
-  std::vector<std::pair<std::string, std::string>> startup = {{"user", params_.user}};
-  if (!params_.database.empty()) startup.emplace_back("database", params_.database);
-  for (const auto& [name, value] : params_.startup_params) {
-    if (name != "user" && name != "database") startup.emplace_back(name, value);
+Result<std::string> BackendLogin::OnMessage(char type, std::string_view body) {
+  switch (type) {
+    case 'E': return ServerError(label_, body);
+    case 'N': return std::string();
+    case 'v': LOG_DEBUG("{}: server sent NegotiateProtocolVersion; continuing with protocol 3.0", label_); return std::string();
+    case 'R': return OnAuth(body);
+    default: break;
   }
-  RETURN_IF_ERROR(Send(StartupMessage(startup)));
+  auto violation = [&] {
+    return OperatorError(
+        fmt::format("{}: unexpected message {} during connection startup", label_, DescribeType(type)));
+  };
+  if (state_ != State::kSettingUp || done_) return violation();
+  switch (type) {
+    case 'S': {
+      auto p = ParseParameterStatus(body);
+      if (!p.ok()) return p.status().WithContext(label_);
+      backend_.parameters.push_back(std::move(*p));
+      return std::string();
+    }
+    case 'K': {
+      auto key = ParseBackendKeyData(body);
+      if (!key.ok()) return key.status().WithContext(label_);
+      backend_.pid = key->first;
+      backend_.secret = key->second;
+      return std::string();
+    }
+    case 'Z': {
+      auto status = ParseReadyForQuery(body);
+      if (!status.ok()) return status.status().WithContext(label_);
+      backend_.txn_status = *status;
+      done_ = true;
+      return std::string();
+    }
+    default: return violation();
+  }
+}
 
-  for (;;) {
-    ASSIGN_OR_RETURN(Message m, Receive());
-    switch (m.type) {
-      case 'E': return ServerError(label_, m.body);
-      case 'N': continue;
-      case 'v': LOG_DEBUG("{}: server sent NegotiateProtocolVersion; continuing with protocol 3.0", label_); continue;
-      case 'R': RETURN_IF_ERROR(OnAuth(m.body)); continue;
-      default: break;
-    }
-    if (state_ != State::kSettingUp) return Violation(m);
-    switch (m.type) {
-      case 'S': {
-        auto p = ParseParameterStatus(m.body);
-        if (!p.ok()) return p.status().WithContext(label_);
-        out->parameters.push_back(std::move(*p));
-        break;
-      }
-      case 'K': {
-        auto key = ParseBackendKeyData(m.body);
-        if (!key.ok()) return key.status().WithContext(label_);
-        out->pid = key->first;
-        out->secret = key->second;
-        break;
-      }
-      case 'Z': {
-        auto status = ParseReadyForQuery(m.body);
-        if (!status.ok()) return status.status().WithContext(label_);
-        out->txn_status = *status;
-        out->leftover.assign(reader_.data(), reader_.size());
-        return Status::Ok();
-      }
-      default: return Violation(m);
-    }
+namespace {
+
+// Drives a BackendLogin over a connected blocking socket (plain or TLS).
+Status RunLogin(const BackendParams& params, Backend* conn, int64_t deadline) {
+  BackendLogin login(params);
+  const std::string& label = login.label();
+  RETURN_IF_ERROR(BackendWrite(*conn, login.Start()).WithContext(label));
+  FrameReader reader;
+  while (!login.done()) {
+    int timeout_ms = -1;
+    if (deadline >= 0) timeout_ms = static_cast<int>(std::max<int64_t>(0, deadline - NowMonotonicMs()));
+    auto m = ReadBackendMessage(*conn, reader, timeout_ms);
+    if (!m.ok()) return m.status().WithContext(label);
+    ASSIGN_OR_RETURN(std::string reply, login.OnMessage(m->type, m->body));
+    if (!reply.empty()) RETURN_IF_ERROR(BackendWrite(*conn, reply).WithContext(label));
   }
+  Backend& b = login.backend();
+  conn->parameters = std::move(b.parameters);
+  conn->pid = b.pid;
+  conn->secret = b.secret;
+  conn->txn_status = b.txn_status;
+  conn->leftover.assign(reader.data(), reader.size());
+  return Status::Ok();
 }
 
 }  // namespace
@@ -482,8 +519,7 @@ Result<Backend> ConnectBackend(const BackendParams& params) {
   Backend backend;
   backend.fd = fd->get();
   RETURN_IF_ERROR(StartTls(params, fd->get(), deadline, &backend).WithContext(label));
-  Handshake handshake(params, backend, deadline);
-  RETURN_IF_ERROR(handshake.Run(&backend));  // fd is closed by its UniqueFd on failure
+  RETURN_IF_ERROR(RunLogin(params, &backend, deadline));  // fd is closed by its UniqueFd on failure
   backend.fd = fd->release();
   return backend;
 }

@@ -1,8 +1,9 @@
 // Opening a connection to a real PostgreSQL server, speaking the wire
 // protocol directly (no libpq): the proxy needs the raw socket afterwards to
 // relay client traffic, and the server's ParameterStatus values and cancel key
-// to present to its client. Blocking calls; each connection belongs to one
-// thread at a time.
+// to present to its client. ConnectBackend and the I/O helpers block (for
+// tools and tests); BackendLogin and the TLS helpers below do no I/O, so the
+// proxy's event loops drive the same login without blocking.
 //
 // Status codes: a server that cannot be reached (refused, unreachable, timed
 // out, closed the connection, "the database system is starting up",
@@ -27,6 +28,8 @@
 struct ssl_st;  // OpenSSL's SSL, kept out of this header
 
 namespace midflight::pgwire {
+
+class ScramClient;
 
 // TLS to the server, as libpq's sslmode: disable and allow connect without
 // it; prefer (libpq's default) asks and goes on without it when the server
@@ -86,6 +89,63 @@ struct Backend {
   char txn_status = 'I';  // from ReadyForQuery
   std::string leftover;   // bytes the server sent after ReadyForQuery (normally none): process them first
 };
+
+// The login to a server (StartupMessage, authentication, ParameterStatus,
+// BackendKeyData up to the first ReadyForQuery) as a state machine over
+// messages, for callers that do their own I/O: the proxy's event loops feed
+// it what the server sends and write what it returns. ConnectBackend drives
+// the same machine over a blocking socket. Errors are as ConnectBackend's.
+class BackendLogin {
+ public:
+  explicit BackendLogin(BackendParams params);
+  ~BackendLogin();
+  BackendLogin(const BackendLogin&) = delete;
+  BackendLogin& operator=(const BackendLogin&) = delete;
+
+  // The StartupMessage, to send first (after TLS, if any).
+  std::string Start() const;
+  // One message from the server: the bytes to answer with (often none). An
+  // error ends the login (the caller closes the connection).
+  Result<std::string> OnMessage(char type, std::string_view body);
+  // The first ReadyForQuery came: parameters, pid, secret and txn_status of
+  // backend() are set (fd, ssl and leftover are the caller's business).
+  bool done() const { return done_; }
+  Backend& backend() { return backend_; }
+  const BackendParams& params() const { return params_; }
+  // "host:port": how the server is named in messages.
+  const std::string& label() const { return label_; }
+
+ private:
+  enum class State { kAuthenticating, kSaslContinue, kSaslFinal, kSettingUp };
+  Result<std::string> OnAuth(std::string_view body);
+  Status NeedPassword() const;
+
+  BackendParams params_;
+  std::string label_;
+  State state_ = State::kAuthenticating;
+  std::unique_ptr<ScramClient> scram_;
+  bool scram_verified_ = false;
+  bool done_ = false;
+  Backend backend_;
+};
+
+// TLS towards a server for callers that do their own I/O. WantsTls: the
+// SSLRequest is to be sent (sslmode prefer and up, not a unix socket).
+// NewClientTls: an SSL object in the client state for params.tls (trusted
+// CAs, client certificate, SNI, the host name check of verify-full), owned
+// by the caller; OperatorError naming the file that cannot be read.
+// TlsHandshakeError: why a handshake on `ssl` failed, in ConnectBackend's words;
+// `reason` (the event loop's Conn, which takes OpenSSL's error queue when it
+// closes) is used when the queue holds nothing any more.
+bool WantsTls(const BackendParams& params);
+Result<ssl_st*> NewClientTls(const BackendParams& params);
+Status TlsHandshakeError(const BackendParams& params, ssl_st* ssl, std::string_view reason = {});
+// An 'N' answer to the SSLRequest: OK to go on in plain text (prefer), or
+// the OperatorError ConnectBackend gives.
+Status TlsRefused(const BackendParams& params);
+// The server's ErrorResponse during the login as ConnectBackend reports it
+// (RetryCall for connection, shutdown and resource errors).
+Status LoginError(const std::string& label, std::string_view body);
 
 // Connects (with TLS as params.tls says) and authenticates; on failure
 // nothing is left open. A TLS failure is an OperatorError saying why, e.g.

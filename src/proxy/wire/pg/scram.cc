@@ -2,6 +2,8 @@
 
 #include "proxy/wire/pg/saslprep.h"
 
+#include "base/thread_annotations.h"
+
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <openssl/crypto.h>
@@ -13,6 +15,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
 #include <optional>
 #include <utility>
 
@@ -85,6 +88,31 @@ Result<ScramKeys> DeriveKeys(std::string_view password, std::string_view salt, i
   ASSIGN_OR_RETURN(k.server_key, HmacSha256(salted, "Server Key"));
   OPENSSL_cleanse(salted.data(), salted.size());
   return k;
+}
+
+// The client's keys for a password, salt and iteration count, remembered:
+// a server keeps one salt per user, so a proxy logging in to it many times
+// (one login per client session) derives them once instead of running 4096
+// PBKDF2 rounds on an event loop for every login. Keyed by a hash of the
+// prepared password, never the password itself; bounded.
+Result<ScramKeys> DeriveKeysCached(std::string_view password, std::string_view salt, int iterations) {
+  static Mutex mu;
+  static std::map<std::string, ScramKeys>* cache = new std::map<std::string, ScramKeys>();
+  constexpr size_t kMaxEntries = 256;
+  std::string prepared = SaslPrep(password);
+  auto hash = Digest(EVP_sha256(), prepared);
+  OPENSSL_cleanse(prepared.data(), prepared.size());
+  if (!hash.ok()) return DeriveKeys(password, salt, iterations);
+  const std::string key = fmt::format("{}:{}:{}", Base64Encode(*hash), Base64Encode(salt), iterations);
+  {
+    MutexLock lock(&mu);
+    if (auto it = cache->find(key); it != cache->end()) return it->second;
+  }
+  ASSIGN_OR_RETURN(ScramKeys keys, DeriveKeys(password, salt, iterations));
+  MutexLock lock(&mu);
+  if (cache->size() >= kMaxEntries) cache->clear();
+  (*cache)[key] = keys;
+  return keys;
 }
 
 std::string Xor(std::string_view a, std::string_view b) {
@@ -527,7 +555,7 @@ Status ScramClient::ServerFirst(std::string_view msg) {
     if (!ext.ok()) return Fail(ext.status());
   }
 
-  auto keys = DeriveKeys(password_, *salt, *iterations);
+  auto keys = DeriveKeysCached(password_, *salt, *iterations);
   if (!keys.ok()) return Fail(keys.status());
   // No channel binding: c = base64("n,,") = "biws".
   const std::string without_proof = fmt::format("c=biws,r={}", *nonce);
