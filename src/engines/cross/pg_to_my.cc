@@ -27,6 +27,7 @@
 #include "engines/cross/cross_verify.h"
 #include "engines/cross/pg_to_my_types.h"
 #include "engines/mysql/catalog.h"
+#include "engines/mysql/infile_feed.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/schema_loader.h"
@@ -168,23 +169,13 @@ void SplitCopyLine(std::string_view line, std::vector<std::optional<std::string>
 
 // Feeds LOAD DATA LOCAL INFILE from a chunk's COPY rows, each value cast, in
 // LOAD DATA's default text format (tab, newline, backslash escapes, \N).
-struct Feed {
+struct Feed final : mysql::InfileFeed {
   pg::CopyRows* rows = nullptr;
   const cross::PgTableCast* cast = nullptr;
   bool out_of_range_null = false;
-  const std::atomic<bool>* stop = nullptr;
-  int64_t max_row_bytes = 0;
-  TableProgress* progress = nullptr;
-  RateLimiter* rate = nullptr;
-  int64_t shown_rows = 0, shown_bytes = 0;
-  std::string buf;
-  size_t off = 0;
-  bool eof = false;
-  int64_t row_count = 0, byte_count = 0;
-  Status error;
   std::vector<std::optional<std::string>> fields, cast_fields;
 
-  bool Fill() {
+  bool Fill() override {
     if (stop->load()) {
       error = Cancelled("stopped");
       return false;
@@ -242,57 +233,10 @@ struct Feed {
       }
     }
     buf.push_back('\n');
-    ++row_count;
-    byte_count += row_bytes;
-    if (row_count % 1024 == 0) {
-      progress->rows += row_count - shown_rows;
-      progress->bytes += byte_count - shown_bytes;
-      shown_rows = row_count;
-      shown_bytes = byte_count;
-      if (rate) rate->Acquire(1024, *stop);
-    }
+    Counted(row_bytes);
     return true;
   }
-
-  void Settle(bool committed) {
-    progress->rows += committed ? row_count - shown_rows : -shown_rows;
-    progress->bytes += committed ? byte_count - shown_bytes : -shown_bytes;
-    shown_rows = shown_bytes = 0;
-  }
-
-  int Read(char* out, unsigned int len) {
-    while (buf.size() - off < len && !eof && error.ok()) {
-      if (off > 0 && off == buf.size()) {
-        buf.clear();
-        off = 0;
-      }
-      if (!Fill()) break;
-      if (buf.size() - off >= 1 << 16) break;
-    }
-    if (!error.ok()) return -1;
-    size_t n = std::min<size_t>(len, buf.size() - off);
-    std::memcpy(out, buf.data() + off, n);
-    off += n;
-    if (off == buf.size()) {
-      buf.clear();
-      off = 0;
-    }
-    return static_cast<int>(n);
-  }
 };
-
-int InfileInit(void** ptr, const char*, void* userdata) {
-  *ptr = userdata;
-  return 0;
-}
-int InfileRead(void* ptr, char* buf, unsigned int len) {
-  return static_cast<Feed*>(ptr)->Read(buf, len);
-}
-void InfileEnd(void*) {}
-int InfileError(void* ptr, char* msg, unsigned int len) {
-  std::snprintf(msg, len, "%s", static_cast<Feed*>(ptr)->error.message().c_str());
-  return 2000;
-}
 
 // One copy worker's MySQL connection: a chunk's rows, cast, by LOAD DATA,
 // and its midflight.chunks row, in one transaction.
@@ -329,15 +273,12 @@ class MyChunkTarget final : public pg::ChunkTarget {
     feed.max_row_bytes = max_row_bytes_;
     feed.progress = &progress;
     feed.rate = rate;
-    mysql_set_local_infile_handler(conn_->raw(), InfileInit, InfileRead, InfileEnd, InfileError, &feed);
     const std::string sql = fmt::format(
         "LOAD DATA LOCAL INFILE 'midflight-{}' INTO TABLE {} CHARACTER SET binary FIELDS TERMINATED BY '\\t' "
         "ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({}){}",
         c.number, mysql::QuoteQualified(mt.id.schema, mt.id.name), fmt::join(load, ", "),
         sets.empty() ? "" : fmt::format(" SET {}", fmt::join(sets, ", ")));
-    Status st = conn_->Exec(sql);
-    mysql_set_local_infile_default(conn_->raw());
-    if (!feed.error.ok()) st = feed.error;
+    Status st = feed.Load(*conn_, sql);
     if (st.ok() && mysql_warning_count(conn_->raw()) > 0) {
       auto w = conn_->Query("SHOW WARNINGS LIMIT 1");
       st = DataLoss(fmt::format("loading table {} into MySQL changed a value: {}", t.id.ToString(),

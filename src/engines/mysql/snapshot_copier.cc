@@ -15,6 +15,7 @@
 #include "base/stop.h"
 #include "base/thread_annotations.h"
 #include "control/knobs.h"
+#include "engines/mysql/infile_feed.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
@@ -26,7 +27,6 @@ namespace {
 using TablePtr = std::shared_ptr<const TableSchema>;
 
 // Rows between two progress updates (and rate limiter calls) inside a chunk.
-constexpr int64_t kProgressRows = 1024;
 
 // The source's select list and the target's LOAD DATA column list for one table.
 struct LoadShape {
@@ -82,20 +82,11 @@ std::string RangeWhere(const TableSchema& t, const Chunk& c) {
 // Feeds LOAD DATA LOCAL INFILE from a source row stream, in LOAD DATA's
 // default text format: tab between fields, newline after rows, backslash
 // escapes, \N for NULL.
-struct Feed {
+// One chunk's rows, read from the source as they arrive.
+struct Feed final : InfileFeed {
   MyConn::Stream* rows = nullptr;
   const TableSchema* table = nullptr;
   const LoadShape* shape = nullptr;
-  const std::atomic<bool>* stop = nullptr;
-  int64_t max_row_bytes = 0;
-  TableProgress* progress = nullptr;  // rows and bytes added every kProgressRows rows
-  RateLimiter* rate = nullptr;        // the copy_rows_per_s knob, or null
-  int64_t shown_rows = 0, shown_bytes = 0;  // what was added to `progress` so far
-  std::string buf;
-  size_t off = 0;
-  bool eof = false;
-  int64_t row_count = 0, byte_count = 0;
-  Status error;
 
   std::string KeyOf() const {
     std::vector<std::string> names, values;
@@ -108,8 +99,7 @@ struct Feed {
     return fmt::format("({})=({})", fmt::join(names, ", "), fmt::join(values, ", "));
   }
 
-  // Appends the next row to buf; false at the end or on error.
-  bool Fill() {
+  bool Fill() override {
     if (stop->load()) {
       error = Cancelled("stopped");
       return false;
@@ -159,58 +149,10 @@ struct Feed {
                                         table->id.ToString(), KeyOf(), row_bytes, max_row_bytes));
       return false;
     }
-    ++row_count;
-    byte_count += row_bytes;
-    if (row_count % kProgressRows == 0) {
-      // Progress shows while a chunk is read, not only when it commits.
-      progress->rows += row_count - shown_rows;
-      progress->bytes += byte_count - shown_bytes;
-      shown_rows = row_count;
-      shown_bytes = byte_count;
-      if (rate) rate->Acquire(kProgressRows, *stop);
-    }
+    Counted(row_bytes);
     return true;
   }
-
-  // The chunk committed: the rest of its rows count. Or it failed: none does.
-  void Settle(bool committed) {
-    progress->rows += committed ? row_count - shown_rows : -shown_rows;
-    progress->bytes += committed ? byte_count - shown_bytes : -shown_bytes;
-    shown_rows = shown_bytes = 0;
-  }
-
-  int Read(char* out, unsigned int len) {
-    while (buf.size() - off < len && !eof && error.ok()) {
-      if (off > 0 && off == buf.size()) {
-        buf.clear();
-        off = 0;
-      }
-      if (!Fill()) break;
-      if (buf.size() - off >= 1 << 16) break;
-    }
-    if (!error.ok()) return -1;
-    size_t n = std::min<size_t>(len, buf.size() - off);
-    std::memcpy(out, buf.data() + off, n);
-    off += n;
-    if (off == buf.size()) {
-      buf.clear();
-      off = 0;
-    }
-    return static_cast<int>(n);
-  }
 };
-
-int InfileInit(void** ptr, const char*, void* userdata) {
-  *ptr = userdata;
-  return 0;
-}
-int InfileRead(void* ptr, char* buf, unsigned int len) { return static_cast<Feed*>(ptr)->Read(buf, len); }
-void InfileEnd(void*) {}
-int InfileError(void* ptr, char* msg, unsigned int len) {
-  auto* f = static_cast<Feed*>(ptr);
-  std::snprintf(msg, len, "%s", f->error.message().c_str());
-  return 2000;
-}
 
 class Worker {
  public:
@@ -288,14 +230,11 @@ class Worker {
     feed.max_row_bytes = job_.max_row_bytes;
     feed.progress = progress_.at(c.table).get();
     feed.rate = job_.rate;
-    mysql_set_local_infile_handler(dst_->raw(), InfileInit, InfileRead, InfileEnd, InfileError, &feed);
     const std::string load = fmt::format(
         "LOAD DATA LOCAL INFILE 'midflight-{}-{}' INTO TABLE {} CHARACTER SET binary FIELDS TERMINATED BY '\\t' "
         "ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' {}{}",
         c.table.name, c.number, QuoteQualified(job_.target_db, t.id.name), shape.load_list, shape.set_clause);
-    Status st = dst_->Exec(load);
-    mysql_set_local_infile_default(dst_->raw());
-    if (!feed.error.ok()) st = feed.error;
+    Status st = feed.Load(*dst_, load);
     if (st.ok() && mysql_warning_count(dst_->raw()) > 0) {
       auto w = dst_->Query("SHOW WARNINGS LIMIT 1");
       std::string what = w.ok() && w->rows() > 0 ? w->Get(0, 2) : "a warning";
