@@ -842,6 +842,24 @@ Result<std::string> Cutover::Verify(bool repair, int64_t rate, bool* clean) {
 
 // --- control API -----------------------------------------------------------------
 
+void Cutover::AwaitRunning() {
+  // A process that has just started (or restarted) answers its control API
+  // while it still connects and starts its flows: the phase already says
+  // replicating. An operation sent then (a script that waited for the phase,
+  // an operator right after a restart) waits for the flows, up to 30 s,
+  // instead of being refused; in any other phase it is refused at once.
+  const auto deadline = Clock::now() + std::chrono::seconds(30);
+  while (Clock::now() < deadline && !stopping_) {
+    const Phase phase = store_.phase();
+    if (phase != Phase::kReplicating && phase != Phase::kReadsSwitched && phase != Phase::kWritesSwitched) return;
+    {
+      MutexLock s(&state_mu_);
+      if (running_) return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
   if (req.dry_run) {
     if (req.op != TrafficOp::kSwitchReads && req.op != TrafficOp::kSwitchWrites && req.op != TrafficOp::kRollback &&
@@ -850,6 +868,7 @@ Result<TrafficResult> Cutover::Do(const TrafficRequest& req) {
                                          TrafficOpName(req.op)));
     return DryRun(req);
   }
+  if (req.op != TrafficOp::kApprove) AwaitRunning();
   std::unique_lock lock(op_mu_, std::try_to_lock);
   if (!lock.owns_lock()) {
     MutexLock s(&state_mu_);

@@ -156,6 +156,9 @@ class Cutover {
   void CheckUntracked();
   // Their names (a switch would leave the application without them: a gate).
   std::vector<std::string> UntrackedNames();
+  // An operation that arrives while Run still starts its flows (the phase
+  // replicates, running_ is not set yet) waits for them, up to 30 s.
+  void AwaitRunning() EXCLUDES(state_mu_);
 
   const MigrationSpec& spec_;
   StateStore& store_;
