@@ -97,7 +97,6 @@ wait_holds C '^\[[0-9]' 40
 sleep 2
 show_holdings A C
 [[ $(holds A) != "[0, 1, 2, 3]" ]] || fail "worker A still holds every partition after C joined"
-sleep 3
 
 stop_sysbench
 wait_my_caught_up 120
