@@ -197,10 +197,12 @@ Status Runner::Replicate() {
   if (spec_.transport.kind == TransportSpec::Kind::kKafka)
     start.log_factory = kafka::KafkaLogFactory(spec_.transport, spec_.name);
   start.external_apply = spec_.transport.kind == TransportSpec::Kind::kKafka && spec_.transport.apply_by_workers;
-  if (start.external_apply && engine_.name() != "postgres")
-    return OperatorError(fmt::format("transport.apply: workers: apply workers take PostgreSQL to PostgreSQL "
-                                     "migrations only so far; this one is {} (use apply: run)",
-                                     engine_.name()));
+  if (start.external_apply) {
+    // The engines whose target side `midflight apply-worker` can open.
+    ASSIGN_OR_RETURN(const EngineKind* kind, EngineNamed(engine_.name()));
+    if (auto ends = kind->ApplyEndsOf(spec_); !ends.ok())
+      return OperatorError(fmt::format("transport.apply: workers: {}", ends.status().message()));
+  }
   // What the copy holds: per chunk (value ranges) or per table. A completed
   // migration no longer replicates from the copy, nor one whose `complete`
   // was interrupted (Cutover::Run finishes it; its drops may have removed the

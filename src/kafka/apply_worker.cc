@@ -55,6 +55,8 @@ class WorkerSink final : public ChangeSink {
   Status Reconnect() override { return inner_->Reconnect(); }
   Result<int64_t> LoadLogOffset() override { return inner_->LoadLogOffset(); }
   void SetWorker(std::string worker) override { inner_->SetWorker(std::move(worker)); }
+  Status EnableFencing() override { return inner_->EnableFencing(); }
+  uint64_t batches_refused() const override { return inner_->batches_refused(); }
 
   int64_t applied_offset() const { return applied_offset_.load(); }
   uint64_t applied_changes() const { return applied_changes_.load(); }
@@ -465,6 +467,10 @@ class Worker {
     Slot& s = slots_.at(p);
     ASSIGN_OR_RETURN(auto inner, o_.open_sink(PartitionId{p}, key));
     inner->SetWorker(o_.worker);
+    // A group member may lose p without knowing it yet (a pause, a network
+    // split): its batches must not land over the new holder's. A replay is
+    // no member and applies under its own rows.
+    if (!replay_) RETURN_IF_ERROR(inner->EnableFencing());
     s.sink = std::make_unique<WorkerSink>(std::move(inner), replay_);
     ApplierOptions ao;
     ao.defaults = o_.apply;

@@ -20,9 +20,11 @@
 // position, exactly as after a restart of the embedded path. Two workers
 // never apply one partition at once after a clean handover (the old one stops
 // its Applier before it gives p up); after a worker is killed the group
-// gives p away only when the dead member's session expires, and a late
-// commit from a half-dead worker would be a re-application of changes the
-// stream has in that order anyway (idempotent, invariant 2). Kafka's
+// gives p away only when the dead member's session expires. A worker that
+// lost p without knowing it (paused, or cut off, past the session timeout)
+// is fenced by the sink (ChangeSink::EnableFencing): each batch locks the
+// row first and is dropped when the row records an offset at or above its
+// own, so a stale batch never lands over the new holder's work. Kafka's
 // consumer-group offsets are committed after the target commit, for
 // monitoring tools only; nothing reads them back.
 //

@@ -74,6 +74,21 @@ class ChangeSink {
     return row;
   }
   virtual void SetWorker(std::string worker) { (void)worker; }
+  // Fencing, for the apply workers of a consumer group: from now on
+  // ApplyBatch first locks the partition's checkpoint row (creating it when
+  // missing) and, when the batch's highest Change::log_offset is at or below
+  // the offset recorded there, rolls back having applied nothing and returns
+  // Ok, counting the batch in batches_refused() and logging one line: another
+  // worker applied past it (this one lost the partition in a rebalance, a
+  // pause or a network split, and does not know yet). A batch above the
+  // recorded offset is applied: each worker reads its partition contiguously
+  // from one past an offset that was recorded, and recorded offsets only
+  // grow, so the batch covers everything between the recorded offset and its
+  // own, whoever wrote it (upserts of whole images, invariant 2). A batch
+  // without log offsets (the takeover mark) records the worker only, never
+  // moving the position. Sinks that cannot fence answer OperatorError.
+  virtual Status EnableFencing() { return OperatorError("this target cannot fence apply workers"); }
+  virtual uint64_t batches_refused() const { return 0; }
 };
 
 // What an applier reads before each batch and each retry, so an operator's

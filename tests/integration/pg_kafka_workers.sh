@@ -3,8 +3,11 @@
 # whose change topic (4 partitions, librdkafka's mock cluster served by
 # tests/tools/kafka_mock_host) is applied by `midflight apply-worker`
 # processes in one consumer group, not by `midflight run`:
-#  - two workers share the partitions; one is killed with SIGKILL mid-stream
-#    and the other takes its partitions from the target's checkpoints;
+#  - two workers share the partitions; fencing: the checkpoint row of one of
+#    A's partitions is made to record a far newer offset (as a newer holder
+#    would), and A drops its batches of it without moving the row; A is
+#    killed with SIGKILL mid-stream (the row set back first) and the other
+#    takes its partitions from the target's checkpoints;
 #  - `midflight run` itself is killed with SIGKILL and restarted (it produces
 #    part of the stream to the topic again);
 #  - a third worker joins later and the partitions are spread again;
@@ -63,8 +66,26 @@ show_holdings A B
 [[ $(applied_rows) -gt 0 ]] || fail "nothing applied by the workers"
 grep -q "partition 0 read from offset" "$WORK/run.1.log" && fail "the run process consumed the topic itself"
 
-log "kill -9 worker A mid-stream"
+# Fencing: a newer holder's offset on one of A's partitions. A must drop its
+# batches of it and leave the row alone; the row is set back when A dies.
+checkpoint() { sql_dst -c "SELECT $2 FROM midflight.checkpoints WHERE migration = 'kwork' AND part = $1"; }
+P=$(holds A | tr -d '[]' | cut -d, -f1)
+for ((i = 0; i < 40; i++)); do [[ -n $(checkpoint "$P" kafka_offset) ]] && break; sleep 0.25; done
+BUMP=1000000000
+sql_dst -c "UPDATE midflight.checkpoints SET kafka_offset = kafka_offset + $BUMP WHERE migration = 'kwork' AND part = $P"
+fenced=$(checkpoint "$P" "kafka_offset::text || ' ' || commit_lsn::text")
+log "partition $P now records offset ${fenced% *} (a newer holder's)"
+for ((i = 0; i < 80; i++)); do grep -q "apply partition $P: batch up to offset .* dropped" "$WORK/worker.A.log" && break; sleep 0.25; done
+grep -m1 "apply partition $P: batch up to offset .* dropped" "$WORK/worker.A.log" | sed 's/^.*apply partition/    apply partition/' ||
+  fail "worker A applied partition $P over a newer offset"
+sleep 1
+[[ $(checkpoint "$P" "kafka_offset::text || ' ' || commit_lsn::text") == "$fenced" ]] ||
+  fail "partition $P's checkpoint moved under the newer offset: $(checkpoint "$P" "kafka_offset::text || ' ' || commit_lsn::text")"
+log "worker A dropped $(grep -c "apply partition $P: batch up to offset .* dropped" "$WORK/worker.A.log") batches of partition $P"
+
+log "kill -9 worker A mid-stream (partition $P set back to the offset A really applied)"
 kill -9 "${WPID[A]}"
+sql_dst -c "UPDATE midflight.checkpoints SET kafka_offset = kafka_offset - $BUMP WHERE migration = 'kwork' AND part = $P"
 wait_holds B '^\[0, 1, 2, 3\]$' 40
 log "worker B took A's partitions:"
 show_holdings B

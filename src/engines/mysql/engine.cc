@@ -10,6 +10,7 @@
 #include <deque>
 #include <future>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -422,6 +423,45 @@ class MyEngineKind final : public EngineKind {
     return StartMySqlProxy(spec, store);
   }
   bool has_traffic_plane() const override { return true; }
+
+  Result<ApplyEnds> ApplyEndsOf(const MigrationSpec& spec) const override {
+    const std::string reader = spec.source_replica.empty() ? spec.source : spec.source_replica;
+    ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader));
+    ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
+    ApplyEnds ends;
+    ends.load_tables = [spec, reader, db = su.database]() -> Result<std::vector<TablePtr>> {
+      mysql::ConnOptions co;
+      co.program_name = "midflight-worker-catalog";
+      ASSIGN_OR_RETURN(auto conn, MyConn::Connect(reader, co));
+      return mysql::LoadTables(*conn, db, spec.tables, spec.exclude);
+    };
+    // The checkpoint columns workers record (added to an older target), once
+    // per process; tried again by the next sink when it failed.
+    struct Ensured {
+      std::mutex mu;
+      bool done = false;
+    };
+    auto ensured = std::make_shared<Ensured>();
+    ends.open_sink = [target = spec.target, db = tu.database, ensured](
+                         PartitionId p, const std::string& key) -> Result<std::unique_ptr<ChangeSink>> {
+      {
+        std::lock_guard lock(ensured->mu);
+        if (!ensured->done) {
+          mysql::ConnOptions co;
+          co.program_name = "midflight-worker";
+          ASSIGN_OR_RETURN(auto conn, MyConn::Connect(target, co));
+          RETURN_IF_ERROR(mysql::EnsureBookkeeping(*conn));
+          ensured->done = true;
+        }
+      }
+      // No restart source: the run process keeps the restart marker (it
+      // knows every partition); no target-lost flag: the Applier reconnects
+      // and checks the target's checkpoint itself.
+      ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(target, db, key, p));
+      return std::unique_ptr<ChangeSink>(std::move(sink));
+    };
+    return ends;
+  }
 };
 
 }  // namespace

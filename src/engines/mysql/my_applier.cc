@@ -9,6 +9,7 @@
 #include <map>
 #include <set>
 
+#include "base/log.h"
 #include "base/parse.h"
 #include "engines/mysql/my_conn.h"
 #include "pipeline/batch.h"
@@ -302,8 +303,19 @@ Result<ChangePosition> MyChangeSink::LoadCheckpoint() {
 namespace {
 
 // A partition's checkpoint, and (restart > 0) the batch's restart marker;
-// the marker never moves back.
-std::string CheckpointSql(const std::string& migration, uint32_t partition, ChangePosition cp, uint64_t restart) {
+// the marker never moves back. With a worker (apply workers) also the
+// batch's topic offset (when it has one) and the worker.
+std::string CheckpointSql(const std::string& migration, uint32_t partition, ChangePosition cp, uint64_t restart,
+                          int64_t log_offset = -1, const std::string& worker = "") {
+  if (!worker.empty())
+    return fmt::format(
+        "INSERT INTO midflight.checkpoints (migration, partition_id, commit_pos, seq, restart_pos, kafka_offset, "
+        "worker, updated_at) VALUES ({}, {}, {}, {}, {}, {}, {}, NOW(6)) ON DUPLICATE KEY UPDATE commit_pos = "
+        "VALUES(commit_pos), seq = VALUES(seq), restart_pos = GREATEST(restart_pos, VALUES(restart_pos)), "
+        "kafka_offset = COALESCE(VALUES(kafka_offset), kafka_offset), worker = VALUES(worker), updated_at = "
+        "VALUES(updated_at)",
+        QuoteString(migration), partition, cp.commit_lsn.value(), cp.seq, restart,
+        log_offset >= 0 ? std::to_string(log_offset) : std::string("NULL"), QuoteString(worker));
   return fmt::format(
       "INSERT INTO midflight.checkpoints (migration, partition_id, commit_pos, seq, restart_pos, updated_at) VALUES "
       "({}, {}, {}, {}, {}, NOW(6)) ON DUPLICATE KEY UPDATE commit_pos = VALUES(commit_pos), seq = VALUES(seq), "
@@ -311,16 +323,101 @@ std::string CheckpointSql(const std::string& migration, uint32_t partition, Chan
       QuoteString(migration), partition, cp.commit_lsn.value(), cp.seq, restart);
 }
 
+// A fenced worker's takeover mark: the worker's name, never the position (a
+// worker that holds the partition may have moved it since it was read).
+std::string MarkWorkerSql(const std::string& migration, uint32_t partition, ChangePosition cp,
+                          const std::string& worker) {
+  return fmt::format(
+      "INSERT INTO midflight.checkpoints (migration, partition_id, commit_pos, seq, worker, updated_at) VALUES ({}, "
+      "{}, {}, {}, {}, NOW(6)) ON DUPLICATE KEY UPDATE worker = VALUES(worker), updated_at = VALUES(updated_at)",
+      QuoteString(migration), partition, cp.commit_lsn.value(), cp.seq, QuoteString(worker));
+}
+
 }  // namespace
+
+Result<int64_t> MyChangeSink::LoadLogOffset() {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  ASSIGN_OR_RETURN(MyResult r, conn_->Query(fmt::format(
+      "SELECT kafka_offset FROM midflight.checkpoints WHERE migration = {} AND partition_id = {} AND kafka_offset IS "
+      "NOT NULL",
+      QuoteString(migration_), partition_.value)));
+  if (r.rows() == 0) return int64_t{-1};
+  return static_cast<int64_t>(r.GetInt(0, 0));
+}
+
+Result<ChangeSink::CheckpointRow> MyChangeSink::LoadCheckpointRow() {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  ASSIGN_OR_RETURN(MyResult r, conn_->Query(fmt::format(
+      "SELECT commit_pos, seq, COALESCE(kafka_offset, -1), COALESCE(worker, ''), TIMESTAMPDIFF(MICROSECOND, "
+      "updated_at, NOW(6)) FROM midflight.checkpoints WHERE migration = {} AND partition_id = {}",
+      QuoteString(migration_), partition_.value)));
+  CheckpointRow row;
+  if (r.rows() == 0) return row;
+  uint64_t commit_pos = 0;
+  if (!ParseU64(r.Get(0, 0), &commit_pos))
+    return Internal(fmt::format("target: midflight.checkpoints.commit_pos of partition {} is not a number: '{}'",
+                                partition_.value, r.Get(0, 0)));
+  row.pos = ChangePosition{Position::Binlog(commit_pos), static_cast<uint32_t>(r.GetInt(0, 1))};
+  row.log_offset = r.GetInt(0, 2);
+  row.worker = r.Get(0, 3);
+  row.age_seconds = static_cast<double>(r.GetInt(0, 4)) / 1e6;
+  // The restart marker the workers' batches cannot carry (they do not know
+  // the other partitions): every change below the run's oldest pending one
+  // was seen committed in these rows before this statement commits.
+  if (watch_only_ && restart_source_ && commit_pos > 0) {
+    const uint64_t marker = restart_source_();
+    if (marker > marker_written_) {
+      Status st = conn_->Exec(fmt::format(
+          "UPDATE midflight.checkpoints SET restart_pos = GREATEST(restart_pos, {}) WHERE migration = {} AND "
+          "partition_id = {} AND commit_pos > 0",
+          marker, QuoteString(migration_), partition_.value));
+      if (st.ok())
+        marker_written_ = marker;
+      else
+        LOG_DEBUG("partition {}: recording the restart marker: {}", partition_.value, st.message());
+    }
+  }
+  return row;
+}
+
+Result<bool> MyChangeSink::Fence(int64_t top) {
+  RETURN_IF_ERROR(conn_->Exec(fmt::format(
+      "START TRANSACTION; INSERT INTO midflight.checkpoints (migration, partition_id, commit_pos, seq) VALUES ({}, {}, "
+      "0, 0) ON DUPLICATE KEY UPDATE seq = seq",
+      QuoteString(migration_), partition_.value)));
+  auto rollback = [&] {
+    if (!conn_->IsBroken()) (void)conn_->Exec("ROLLBACK");
+  };
+  Result<MyResult> r = conn_->Query(fmt::format(
+      "SELECT COALESCE(kafka_offset, -1), COALESCE(worker, '') FROM midflight.checkpoints WHERE migration = {} AND "
+      "partition_id = {} FOR UPDATE",
+      QuoteString(migration_), partition_.value));
+  if (!r.ok() || r->rows() == 0) {
+    rollback();
+    if (!r.ok())
+      return r.status().WithContext(fmt::format("apply partition {}: locking its checkpoint row", partition_.value));
+    return Internal(fmt::format("apply partition {}: its checkpoint row is missing after it was written",
+                                partition_.value));
+  }
+  const int64_t recorded = r->GetInt(0, 0);
+  if (recorded < top) return false;
+  rollback();
+  ++refused_;
+  LOG_WARN("apply partition {}: batch up to offset {} dropped: the target records offset {} applied by worker {} (this "
+           "worker lost the partition and does not know yet)",
+           partition_.value, top, recorded, r->Get(0, 1));
+  return true;
+}
 
 // Runs `statements` in one transaction, as few multi-statement packets as
 // fit under the target's max_allowed_packet. On failure everything is rolled
 // back and the status names the statement's table and first key.
 Status MyChangeSink::Execute(const std::vector<std::string>& statements, const std::vector<std::string>& what,
-                             const ProbeAnswers& probes, bool commit) {
+                             const ProbeAnswers& probes, bool commit, bool begun) {
   const size_t budget = max_packet_ / 2;
-  std::string packet = "START TRANSACTION";
-  std::vector<size_t> owners = {SIZE_MAX};
+  std::string packet = begun ? "" : "START TRANSACTION";
+  std::vector<size_t> owners;
+  if (!begun) owners.push_back(SIZE_MAX);
   MYSQL* m = conn_->raw();
   auto fail = [&](Status st) {
     if (!conn_->IsBroken()) (void)conn_->Exec("ROLLBACK");
@@ -372,13 +469,28 @@ Status MyChangeSink::Execute(const std::vector<std::string>& statements, const s
 Status MyChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint,
                                 BatchConflicts* conflicts) {
   if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  int64_t log_offset = -1;
+  for (const Change& ch : changes) log_offset = std::max(log_offset, ch.log_offset);
+  if (fenced_ && log_offset < 0) {
+    if (!changes.empty())
+      return Internal(fmt::format("apply partition {}: a fenced batch without log offsets", partition_.value));
+    return conn_->Exec(MarkWorkerSql(migration_, partition_.value, checkpoint, worker_));
+  }
   std::vector<std::string> statements, what;
   Planner planner(db_);
   RETURN_IF_ERROR(planner.Plan(changes, &statements, &what));
   // Taken before the batch commits: every change below it committed already.
   const uint64_t restart = restart_source_ ? restart_source_() : 0;
-  statements.push_back(CheckpointSql(migration_, partition_.value, checkpoint, restart));
+  statements.push_back(CheckpointSql(migration_, partition_.value, checkpoint, restart, log_offset, worker_));
   what.push_back("saving the checkpoint");
+  // Fenced (an apply worker): the row is locked and checked before anything
+  // of the batch is sent; the transaction stays open for the batch.
+  bool begun = false;
+  if (fenced_) {
+    ASSIGN_OR_RETURN(bool stale, Fence(log_offset));
+    if (stale) return Status::Ok();
+    begun = true;
+  }
   ProbeAnswers answers;
   answers.on_answer = [&](size_t statement, long long n) {
     if (statement >= planner.probe_of().size() || planner.probe_of()[statement] < 0) return;
@@ -388,7 +500,7 @@ Status MyChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   };
   // on_conflict=stop: COMMIT only once the probes show no conflict (one
   // more round trip per batch, in that mode only).
-  Status st = Execute(statements, what, answers, /*commit=*/!conflicts->stop);
+  Status st = Execute(statements, what, answers, /*commit=*/!conflicts->stop, begun);
   if (!st.ok()) {
     conflicts->found.clear();
     return st;

@@ -32,6 +32,15 @@
 // by itself: it raises the flag and fails, and the owner restarts the whole
 // flow from the target's checkpoints and restart marker.
 //
+// Apply workers (kafka/apply_worker.h): with SetWorker each batch also
+// records its highest Change::log_offset and the worker in the checkpoint
+// row (kafka_offset, worker), and with EnableFencing the row is locked and
+// checked before anything of the batch is sent (ChangeSink::EnableFencing).
+// The run process, which then only watches the rows (SetWatchOnly), keeps
+// the restart marker: each LoadCheckpointRow raises the row's restart_pos to
+// the restart source's value, in its own transaction after the reads that
+// showed every partition had committed what lies below it.
+//
 // Generated columns are never written. Values are written as numbers,
 // quoted temporal text, or hex strings with the column's charset introducer
 // (_utf8mb4 X'..'), so any bytes travel unchanged and key lookups use the index.
@@ -58,6 +67,17 @@ class MyChangeSink final : public ChangeSink {
   Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
+  Result<int64_t> LoadLogOffset() override;
+  Result<CheckpointRow> LoadCheckpointRow() override;
+  void SetWorker(std::string worker) override { worker_ = std::move(worker); }
+  Status EnableFencing() override {
+    fenced_ = true;
+    return Status::Ok();
+  }
+  uint64_t batches_refused() const override { return refused_.load(); }
+  // Other processes apply this partition (transport apply: workers): this
+  // sink reads the checkpoint row and records the restart marker only.
+  void SetWatchOnly() { watch_only_ = true; }
 
   // Where each batch's restart marker comes from (see above); 0 = none.
   void SetRestartSource(std::function<uint64_t()> source) { restart_source_ = std::move(source); }
@@ -72,8 +92,12 @@ class MyChangeSink final : public ChangeSink {
     std::function<void(size_t, long long)> on_answer;
   };
   // `commit`: end with COMMIT; else leave the transaction open for the caller.
+  // `begun`: the transaction was started by the caller (Fence).
   Status Execute(const std::vector<std::string>& statements, const std::vector<std::string>& what,
-                 const ProbeAnswers& probes, bool commit);
+                 const ProbeAnswers& probes, bool commit, bool begun = false);
+  // Fencing: starts the transaction and locks the partition's row; true
+  // (rolled back) when the target records an offset at or above `top`.
+  Result<bool> Fence(int64_t top);
 
   std::string uri_, db_, migration_;
   PartitionId partition_;
@@ -81,6 +105,10 @@ class MyChangeSink final : public ChangeSink {
   std::atomic<bool>* target_lost_ = nullptr;
   std::unique_ptr<MyConn> conn_;
   size_t max_packet_ = 4 << 20;
+  std::string worker_;  // recorded with each checkpoint; empty: not recorded
+  bool fenced_ = false, watch_only_ = false;
+  std::atomic<uint64_t> refused_{0};
+  uint64_t marker_written_ = 0;  // watch only: the last restart marker recorded
 };
 
 struct RestartMarker {

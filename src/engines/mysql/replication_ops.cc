@@ -367,10 +367,14 @@ Result<ReplicationOps::StartedFlow> MyReplication::Start(std::string label, Stre
   // Set by a sink that lost its to-side connection: the flow must start
   // again from what that side holds.
   auto lost = std::make_shared<std::atomic<bool>>(false);
-  SinkFactory open_sink = [to_uri, to_db, key, partitions, lost](
+  // Apply workers apply (transport apply: workers): a partition's sink here
+  // watches its checkpoint row and keeps the restart marker.
+  const bool watch_only = fo.external_apply;
+  SinkFactory open_sink = [to_uri, to_db, key, partitions, lost, watch_only](
                               PartitionId p, const ApplyTracker& tracker) -> Result<std::unique_ptr<ChangeSink>> {
     ASSIGN_OR_RETURN(auto sink, MyChangeSink::Open(to_uri, to_db, key, p));
     sink->SetTargetLostFlag(lost.get());
+    if (watch_only && p.value < partitions) sink->SetWatchOnly();
     if (p.value < partitions)
       sink->SetRestartSource([&tracker] {
         auto pending = tracker.OldestPending();
@@ -477,6 +481,7 @@ Result<ReplicationOps::StartedFlow> MyReplication::StartForward(const ReplicateS
   fo.partitions = rs.partitions;
   fo.filter = rs.filter;
   fo.log_factory = rs.log_factory;
+  fo.external_apply = rs.external_apply;
   fo.start = start;
   ASSIGN_OR_RETURN(StartedFlow out,
                    Start("forward", std::move(config), spec_.target, s_.target_db, spec_.name, std::move(fo), s_.tables));

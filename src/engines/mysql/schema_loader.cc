@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS midflight.checkpoints (
   PRIMARY KEY (migration, partition_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 ALTER TABLE midflight.checkpoints ADD COLUMN IF NOT EXISTS restart_pos BIGINT UNSIGNED NOT NULL DEFAULT 0;
+-- Kafka apply workers (kafka/apply_worker.h): the change topic's offset of
+-- the partition's last change applied, and the worker that applied it.
+ALTER TABLE midflight.checkpoints ADD COLUMN IF NOT EXISTS kafka_offset BIGINT NULL;
+ALTER TABLE midflight.checkpoints ADD COLUMN IF NOT EXISTS worker VARCHAR(255) NULL;
 CREATE TABLE IF NOT EXISTS midflight.chunks (
   migration VARCHAR(128) NOT NULL,
   table_name VARCHAR(300) NOT NULL,
@@ -48,7 +52,7 @@ CREATE TABLE IF NOT EXISTS midflight.chunks (
 // Columns EnsureBookkeeping expects, as "table.column".
 constexpr const char* kBookkeepingColumns[] = {
     "checkpoints.migration",  "checkpoints.partition_id", "checkpoints.commit_pos", "checkpoints.seq",
-    "checkpoints.updated_at", "checkpoints.restart_pos", "chunks.migration",         "chunks.table_name",      "chunks.chunk",
+    "checkpoints.updated_at", "checkpoints.restart_pos", "checkpoints.kafka_offset", "checkpoints.worker", "chunks.migration",         "chunks.table_name",      "chunks.chunk",
     "chunks.snapshot_pos",    "chunks.rows_copied",       "chunks.bytes_copied"};
 
 // Objects of the source databases that midflight does not move (views,

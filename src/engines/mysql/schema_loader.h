@@ -126,7 +126,7 @@ class EarlyIndexBuilder {
 
 // Creates midflight's bookkeeping on the target if missing: database
 // `midflight` with InnoDB tables
-//   checkpoints(migration, partition_id, commit_pos, seq, updated_at, restart_pos)
+//   checkpoints(migration, partition_id, commit_pos, seq, updated_at, restart_pos, kafka_offset, worker)
 //                                                                  PRIMARY KEY (migration, partition_id)
 //   chunks(migration, table_name, chunk, snapshot_pos, rows_copied, bytes_copied)
 //                                                                  PRIMARY KEY (migration, table_name, chunk)

@@ -9,6 +9,7 @@
 #include <set>
 #include <thread>
 
+#include "base/log.h"
 #include "engines/postgres/pg_conn.h"
 #include "pipeline/batch.h"
 
@@ -48,6 +49,22 @@ ON CONFLICT (migration, part) DO UPDATE
   SET commit_lsn = EXCLUDED.commit_lsn, seq = EXCLUDED.seq, updated_at = now(),
       kafka_offset = COALESCE(EXCLUDED.kafka_offset, checkpoints.kafka_offset),
       worker = COALESCE(EXCLUDED.worker, checkpoints.worker)
+)sql";
+
+// Fencing (ChangeSink::EnableFencing): the partition's row, locked for the
+// rest of the batch's transaction (created when missing, so that two workers
+// never both insert it), and the offset recorded there.
+constexpr const char* kFenceSql = R"sql(
+INSERT INTO midflight.checkpoints (migration, part, commit_lsn, seq) VALUES ($1, $2, '0/0', 0)
+ON CONFLICT (migration, part) DO UPDATE SET seq = checkpoints.seq
+RETURNING COALESCE(kafka_offset, -1), COALESCE(worker, '')
+)sql";
+
+// A fenced worker's takeover mark: the worker's name, never the position (a
+// worker that holds the partition may have moved it since it was read).
+constexpr const char* kMarkWorkerSql = R"sql(
+INSERT INTO midflight.checkpoints (migration, part, commit_lsn, seq, worker) VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (migration, part) DO UPDATE SET worker = EXCLUDED.worker, updated_at = now()
 )sql";
 
 std::string Table(const TableSchema& t) { return QuoteQualified(t.id.schema, t.id.name); }
@@ -523,6 +540,26 @@ Status PgChangeSink::Abort(Status cause) {
   return cause;
 }
 
+Result<bool> PgChangeSink::Fence(int64_t top) {
+  RETURN_IF_ERROR(conn_->Exec("BEGIN"));
+  auto rollback = [&] {
+    if (!conn_->IsBroken()) (void)conn_->Exec("ROLLBACK");
+  };
+  Result<PgResult> r = conn_->Query(kFenceSql, {migration_, std::to_string(partition_.value)});
+  if (!r.ok()) {
+    rollback();
+    return r.status().WithContext(fmt::format("apply partition {}: locking its checkpoint row", partition_.value));
+  }
+  const int64_t recorded = r->GetInt(0, 0);
+  if (recorded < top) return false;
+  rollback();
+  ++refused_;
+  LOG_WARN("apply partition {}: batch up to offset {} dropped: the target records offset {} applied by worker {} (this "
+           "worker lost the partition and does not know yet)",
+           partition_.value, top, recorded, r->GetString(0, 1));
+  return true;
+}
+
 Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint,
                                 BatchConflicts* conflicts) {
   // The applier reconnects, and reloads the checkpoint before it tries again.
@@ -532,15 +569,36 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
     RETURN_IF_ERROR(conn_->Exec(fmt::format("SET lock_timeout = {}", ms)));
     lock_timeout_set_ = ms;
   }
+  std::string part = std::to_string(partition_.value), lsn = PgLsn::FromU64(checkpoint.commit_lsn.value()).ToString(),
+              seq = std::to_string(checkpoint.seq);
+  int64_t log_offset = -1;
+  for (const Change& ch : changes) log_offset = std::max(log_offset, ch.log_offset);
+  // Fenced (an apply worker): the row is locked and checked before anything
+  // of the batch is sent; the transaction stays open for the batch.
+  bool began = false;
+  if (fenced_) {
+    if (log_offset < 0) {
+      if (!changes.empty())
+        return Internal(fmt::format("apply partition {}: a fenced batch without log offsets", partition_.value));
+      return conn_->Query(kMarkWorkerSql, {migration_, part, lsn, seq, worker_}).status();
+    }
+    ASSIGN_OR_RETURN(bool stale, Fence(log_offset));
+    if (stale) return Status::Ok();
+    began = true;
+  }
   std::vector<ApplyOp> ops = PlanOps(changes, prepared_);
   PGconn* c = conn_->raw();
-  if (!PQenterPipelineMode(c)) return StatusFromResult(c, nullptr, "entering pipeline mode");
+  if (!PQenterPipelineMode(c)) return Abort(StatusFromResult(c, nullptr, "entering pipeline mode"));
   auto send = [&](const char* sql) { return PQsendQueryParams(c, sql, 0, nullptr, nullptr, nullptr, nullptr, 0); };
   // owners[i]: the op the i-th result belongs to, or -1; queries[i]: it is
   // the op's statement's result (not its prepare's).
-  std::vector<int> owners = {-1, -1};
-  std::vector<bool> queries = {false, false};
-  if (!send("BEGIN") || !send("SET CONSTRAINTS ALL DEFERRED"))
+  std::vector<int> owners = {-1};
+  std::vector<bool> queries = {false};
+  if (!began) {
+    owners.push_back(-1);
+    queries.push_back(false);
+  }
+  if ((!began && !send("BEGIN")) || !send("SET CONSTRAINTS ALL DEFERRED"))
     return Abort(StatusFromResult(c, nullptr, "starting apply transaction"));
   std::vector<const char*> values;
   for (size_t i = 0; i < ops.size(); ++i) {
@@ -565,10 +623,6 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   // on_conflict=stop: COMMIT only once the results show no conflict (one
   // more round trip per batch, in that mode only).
   const bool hold_commit = conflicts->stop;
-  std::string part = std::to_string(partition_.value), lsn = PgLsn::FromU64(checkpoint.commit_lsn.value()).ToString(),
-              seq = std::to_string(checkpoint.seq);
-  int64_t log_offset = -1;
-  for (const Change& ch : changes) log_offset = std::max(log_offset, ch.log_offset);
   const std::string offset = std::to_string(log_offset);
   const char* cp_values[] = {migration_.c_str(), part.c_str(), lsn.c_str(), seq.c_str(),
                              log_offset >= 0 ? offset.c_str() : nullptr, worker_.empty() ? nullptr : worker_.c_str()};

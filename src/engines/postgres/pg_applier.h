@@ -18,6 +18,7 @@
 //                          .. WHERE (tableoid, ctid) = (SELECT tableoid, ctid .. LIMIT 1)
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <functional>
 #include <memory>
@@ -49,6 +50,11 @@ class PgChangeSink final : public ChangeSink {
   Result<int64_t> LoadLogOffset() override;
   Result<CheckpointRow> LoadCheckpointRow() override;
   void SetWorker(std::string worker) override { worker_ = std::move(worker); }
+  Status EnableFencing() override {
+    fenced_ = true;
+    return Status::Ok();
+  }
+  uint64_t batches_refused() const override { return refused_.load(); }
   Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
@@ -56,12 +62,17 @@ class PgChangeSink final : public ChangeSink {
  private:
   PgChangeSink(std::string uri, std::string migration, PartitionId p, std::string origin);
   Status Abort(Status cause);
+  // Fencing: BEGIN, lock the partition's row; true (rolled back) when the
+  // target records an offset at or above `top`, else the transaction is open.
+  Result<bool> Fence(int64_t top);
 
   std::string uri_;
   std::string migration_;
   PartitionId partition_;
   std::string origin_;
   std::string worker_;  // recorded with each checkpoint; empty: left as it is
+  bool fenced_ = false;
+  std::atomic<uint64_t> refused_{0};
   std::function<int64_t()> lock_timeout_ms_;
   int64_t lock_timeout_set_ = 0;
   std::unique_ptr<PgConn> conn_;
