@@ -1,10 +1,13 @@
 // Node.js mysql2 through the MySQL proxy during a write switch's drain:
 // connection A holds a transaction, connection B (idle, already on the
 // source) prepares two statements and pings; they must be answered while the
-// switch still waits for A, and run on the target after the switch.
+// switch still waits for A, and run on the target after the switch. A
+// pymysql connection C (a child process) changes its schema (COM_INIT_DB)
+// and pings during the pause too, and is in that schema on the target after.
 //   node prepare_gate.js PROXY_PORT SOURCE_PORT TARGET_PORT MIDFLIGHT SPEC
 const mysql = require('mysql2/promise');
 const { spawn } = require('child_process');
+const readline = require('readline');
 
 const [port, sourcePort, targetPort] = process.argv.slice(2, 5).map(Number);
 const [mf, spec] = process.argv.slice(5, 7);
@@ -14,7 +17,32 @@ function check(ok, what) {
   if (!ok) process.exit(1);
 }
 
+// pymysql, one step per line read: connect, select_db + ping, where am I.
+const PY = `
+import sys, time, pymysql
+c = pymysql.connect(host="127.0.0.1", port=int(sys.argv[1]), user="app", password="app", database="shop", autocommit=True)
+cur = c.cursor()
+cur.execute("SELECT @@port")
+print("ready", cur.fetchone()[0], flush=True)
+sys.stdin.readline()
+t0 = time.time()
+c.select_db("shop2")
+c.ping(reconnect=False)
+print("took %.2f" % (time.time() - t0), flush=True)
+sys.stdin.readline()
+cur.execute("SELECT DATABASE(), @@port")
+print("after %s %d" % cur.fetchone(), flush=True)
+`;
+
 (async () => {
+  const py = spawn('/usr/bin/python3', ['-c', PY, String(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const lines = readline.createInterface({ input: py.stdout })[Symbol.asyncIterator]();
+  const step = async (say) => {
+    if (say) py.stdin.write('\n');
+    const r = await lines.next();
+    return r.done ? 'exited' : r.value;
+  };
+  check((await step(false)) === `ready ${sourcePort}`, 'C (pymysql) starts on the source');
   const opts = { host: '127.0.0.1', port, user: 'app', password: 'app', database: 'shop' };
   const a = await mysql.createConnection(opts);
   const b = await mysql.createConnection(opts);
@@ -44,6 +72,9 @@ function check(ok, what) {
   check(took < 2.5 && code === null,
     `B's two prepares and a ping answered during the pause in ${took.toFixed(2)} s (the switch ${
       code === null ? 'still waiting' : `ended with exit ${code}: ${last()}`})`);
+  const c = await step(true);
+  check(c.startsWith('took ') && Number(c.slice(5)) < 2.5 && code === null,
+    `C's COM_INIT_DB and ping answered during the pause: ${c}`);
 
   await a.commit();
   let timer;
@@ -62,6 +93,9 @@ function check(ok, what) {
   await sel.close();
   const [[a1]] = await a.query('SELECT @@port AS port, v FROM t WHERE id = 1');
   check(a1.port === targetPort && a1.v === 'b', `A's next transaction reads B's row on the target (:${a1.port})`);
+  const c2 = await step(true);
+  check(c2 === `after shop2 ${targetPort}`, `C is in the schema it chose during the pause, on the target: ${c2}`);
+  py.stdin.end();
   await a.end();
   await b.end();
 })().catch((e) => {
