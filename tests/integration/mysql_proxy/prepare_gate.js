@@ -64,13 +64,16 @@ print("after %s %d" % cur.fetchone(), flush=True)
   // What a client thread that prepares synchronously does before it gets
   // back to A: held at the gate, this waits for the drain, which waits for A.
   const t0 = Date.now();
+  // A failed prepare first: the proxy pings to learn the status after an ERR.
+  const bad = await b.prepare('SELEC 1').then(() => null, (e) => e);
   const upd = await b.prepare('UPDATE t SET v = ? WHERE id = 1');
   const sel = await b.prepare('SELECT @@port AS port, v FROM t WHERE id = ?');
   await b.ping();
   const took = (Date.now() - t0) / 1000;
+  check(bad !== null && bad.errno === 1064, `a bad prepare during the pause gets its error: ${bad && bad.message}`);
   await sleep(200); // an abandoned switch (a prepare held for the drain timeout) has exited by now
   check(took < 2.5 && code === null,
-    `B's two prepares and a ping answered during the pause in ${took.toFixed(2)} s (the switch ${
+    `B's three prepares (one bad) and a ping answered during the pause in ${took.toFixed(2)} s (the switch ${
       code === null ? 'still waiting' : `ended with exit ${code}: ${last()}`})`);
   const c = await step(true);
   check(c.startsWith('took ') && Number(c.slice(5)) < 2.5 && code === null,
