@@ -879,6 +879,44 @@ TEST(MysqlCommands, Classification) {
   EXPECT_STREQ(Classify(0x99).name, "COM_UNKNOWN");
 }
 
+TEST(MysqlCommands, WhatPassesTheWriteGate) {
+  for (Command c : {Command::kStmtPrepare, Command::kStmtReset, Command::kStmtClose, Command::kPing, Command::kInitDb})
+    EXPECT_TRUE(PassesWriteGate(static_cast<uint8_t>(c))) << Classify(static_cast<uint8_t>(c)).name;
+  // What executes SQL, keeps data on one server (long data for the execute),
+  // opens a table or resets the session waits for the gate.
+  for (Command c : {Command::kQuery, Command::kStmtExecute, Command::kStmtFetch, Command::kStmtSendLongData,
+                    Command::kStmtBulkExecute, Command::kFieldList, Command::kResetConnection, Command::kChangeUser,
+                    Command::kSetOption, Command::kStatistics, Command::kProcessKill, Command::kQuit})
+    EXPECT_FALSE(PassesWriteGate(static_cast<uint8_t>(c))) << Classify(static_cast<uint8_t>(c)).name;
+  EXPECT_FALSE(PassesWriteGate(0x99));
+}
+
+TEST_F(TrackerTest, PrepareAndPingLeaveAnIdleSessionAtItsBoundary) {
+  // What the proxy relies on when it lets them past a closed gate: a
+  // session at a boundary (autocommit off, no transaction) stays there.
+  ResponseTracker t(caps_);
+  ASSERT_TRUE(t.OnCommand(ComQuery("SET autocommit = 0")).ok());
+  ASSERT_TRUE(t.OnServerMessage(Ok(0)).ok());
+  ASSERT_TRUE(t.AtTransactionBoundary());
+  ASSERT_TRUE(t.OnCommand(ComStmtPrepare("UPDATE t SET v = ? WHERE id = 1")).ok());
+  for (const std::string& p : {EncodeStmtPrepareOk({7, 0, 1, 0}), Col(type::kVarString), Eof(0)}) {
+    EXPECT_FALSE(t.AtTransactionBoundary());
+    ASSERT_TRUE(t.OnServerMessage(p).ok());
+  }
+  EXPECT_TRUE(t.AtTransactionBoundary());  // PREPARE_OK carries no status: the last one holds
+  ASSERT_EQ(t.last_prepare()->stmt_id, 7u);
+  ASSERT_TRUE(t.OnCommand(ComStmtReset(7)).ok());
+  ASSERT_TRUE(t.OnServerMessage(Ok(0)).ok());
+  ASSERT_TRUE(t.OnCommand(ComSimple(Command::kPing)).ok());
+  ASSERT_TRUE(t.OnServerMessage(Ok(0)).ok());
+  EXPECT_TRUE(t.AtTransactionBoundary());
+  // A failed prepare leaves the status unknown: not a boundary until a ping tells.
+  ASSERT_TRUE(t.OnCommand(ComStmtPrepare("SELEC")).ok());
+  ASSERT_TRUE(t.OnServerMessage(EncodeErr(ErrPacket{1064, "42000", "syntax"})).ok());
+  EXPECT_TRUE(t.Idle());
+  EXPECT_FALSE(t.AtTransactionBoundary());
+}
+
 // ---------------------------------------------------------------------------
 // Parsers on malformed input: every proper prefix of a valid packet is an error.
 

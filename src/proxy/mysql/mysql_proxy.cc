@@ -859,6 +859,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     }
     for (int i = 0; i < 2; ++i) DropLink(i, true);
     awaiting_.clear();
+    ungated_ = false;
     vars_.clear();
     stmts_.clear();
     temp_tables_.clear();
@@ -931,6 +932,10 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       return true;
     }
     if (!in_txn_) {
+      // A command let past the gate still has its answer due: nothing else
+      // is answered, enters the gate or moves before it (CheckBoundary
+      // resumes).
+      if (ungated_) return false;
       // Things the proxy answers itself, outside any transaction.
       if (cmd == mw::Command::kPing && Current() == nullptr) {
         ReplyOk(seq);
@@ -945,8 +950,17 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
           return true;
         }
       }
+      // A prepare (or ping, reset, schema change) of an idle session passes
+      // a closed gate: held there, it could stall a client thread that
+      // prepares synchronously on this connection while another of its
+      // connections holds the transaction the pause's drain waits for.
+      const bool gate_free = PassesGate(cmd, payload);
+      if (gate_free && core_.paused()) return ForwardUngated(payload, raw);
       // A transaction starts here: the gate, then the route.
       if (!core_.EnterTransaction(shared_from_this(), loop_, ep_)) {
+        // (The pause began since paused() was read: the core will wake this
+        // session once at ResumeWrites, which finds nothing held.)
+        if (gate_free) return ForwardUngated(payload, raw);
         waiting_gate_ = true;
         return false;
       }
@@ -981,6 +995,31 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     }
     if (l->conn->out_full()) return false;
     Forward(*l, payload, raw);
+    return true;
+  }
+
+  // True: `payload` may pass a closed write gate. The command runs no
+  // statement and opens no transaction (mywire::PassesWriteGate), a prepare's
+  // text has nothing that would pin the session (the proxy pins at prepare
+  // time), and the session is idle on a server that has all its state: the
+  // command goes there, and the next transaction carries what it left (a
+  // statement, the schema) to wherever the route then says, as any move does.
+  bool PassesGate(mw::Command cmd, std::string_view payload) {
+    if (ep_ != Endpoint::kReadWrite || !mw::PassesWriteGate(static_cast<uint8_t>(cmd)) || long_data_) return false;
+    if (cmd == mw::Command::kStmtPrepare && ScanPins(payload.substr(1)).any()) return false;
+    Link* l = Current();
+    return l != nullptr && l->state == Link::State::kReady && l->internal.empty() && !l->internal_sent &&
+           l->tracker->AtTransactionBoundary() && awaiting_.empty() && Synced(*l);
+  }
+
+  // Relays a command that passed the gate to the session's current server;
+  // the session is not counted in a transaction, so a drain does not wait
+  // for it.
+  bool ForwardUngated(std::string_view payload, std::string_view raw) {
+    Link& l = *Current();
+    if (l.conn->out_full()) return false;  // OnConnDrained tries again
+    ungated_ = true;
+    Forward(l, payload, raw);
     return true;
   }
 
@@ -1323,6 +1362,15 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   }
 
   void CheckBoundary(Link& l) {
+    if (ungated_ && &l == Current() && awaiting_.empty() && l.internal.empty() && !l.internal_sent &&
+        l.tracker->Idle() && l.tracker->StatusKnown()) {
+      // The commands that passed the gate are answered (an ERR's status
+      // learnt by the ping): the next command may enter the gate or move.
+      ungated_ = false;
+      loop_->Post([w = weak_from_this()] {
+        if (auto s = w.lock()) s->ProcessClient();
+      });
+    }
     if (!in_txn_ || !l.internal.empty() || long_data_) return;
     if (!l.tracker->AtTransactionBoundary()) return;
     in_txn_ = false;
@@ -1564,6 +1612,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   std::unique_ptr<Link> links_[2];
   int cur_ = -1, want_ = 0;
   bool in_txn_ = false, waiting_gate_ = false;
+  bool ungated_ = false;  // relaying commands that passed the closed gate (PassesGate), answers due
   bool client_data_ = false, client_cont_ = false, long_data_ = false;
   std::deque<Awaiting> awaiting_;
 };

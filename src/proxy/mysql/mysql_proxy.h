@@ -25,7 +25,9 @@
 //   TRANSACTION READ ONLY) ─► sync (schema, SET variables, prepared
 //   statements re-prepared) ─► ready
 //
-//   command: [gate at a transaction start] ─► route (write side / read
+//   command: [gate at a transaction start; an idle session's prepare,
+//   statement reset, ping or schema change passes a closed gate to its
+//   current server] ─► route (write side / read
 //   percentage) ─► move to the other side's link if it changed and the
 //   session is not pinned ─► forward (statement ids mapped) ─► response
 //   relayed (session tracking recorded; stripped for clients that did not

@@ -675,6 +675,17 @@ CommandInfo Classify(uint8_t command) {
   return {"COM_UNKNOWN", ResponseKind::kUnsupported};
 }
 
+bool PassesWriteGate(uint8_t command) {
+  switch (static_cast<Command>(command)) {
+    case Command::kStmtPrepare:
+    case Command::kStmtReset:
+    case Command::kStmtClose:
+    case Command::kPing:
+    case Command::kInitDb: return true;
+    default: return false;
+  }
+}
+
 namespace {
 std::string CommandWith(Command c, std::string_view arg) {
   std::string out(1, static_cast<char>(c));

@@ -319,6 +319,16 @@ struct CommandInfo {
 };
 CommandInfo Classify(uint8_t command);
 
+// Commands that run no statement, open no transaction and leave nothing on
+// the server that a moved session could not rebuild: COM_STMT_PREPARE
+// (re-prepared on another server), COM_STMT_RESET, COM_STMT_CLOSE, COM_PING,
+// COM_INIT_DB (the schema is carried). A proxy may relay them to an idle
+// session's server while writes are paused. Not these: COM_STMT_SEND_LONG_DATA
+// (its data lives in that server's statement, so the execute must follow it
+// there), COM_FIELD_LIST (deprecated; it opens the table), and every command
+// that executes SQL or resets the session.
+bool PassesWriteGate(uint8_t command);
+
 // Builders for the client's commands (the payload; EncodePacket with seq 0 frames it).
 std::string ComQuery(std::string_view sql);
 std::string ComInitDb(std::string_view schema);
