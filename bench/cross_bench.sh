@@ -8,8 +8,9 @@
 #   1. copy (schema + data + primary keys + secondary indexes into an empty
 #      PostgreSQL database), ROUNDS interleaved rounds, the order of the two
 #      alternating each round; median seconds, rows/s:
-#        pgloader   pgloader mysql://... postgresql://... (Debian's pgloader,
-#                   its defaults: 4 workers, indexes after the data)
+#        pgloader   pgloader mysql://... postgresql://... (Debian's pgloader:
+#                   4 workers, indexes after the data; a 4 GB heap and
+#                   prefetch rows = 25000, see PGLOADER_* below)
 #        midflight  `midflight run` MariaDB -> PostgreSQL until phase
 #                   "replicating" (+ its peak RSS)
 #   2. drain: the last midflight MariaDB -> PostgreSQL migration and a
@@ -26,7 +27,11 @@
 #   SKIP=              comma list of: pgloader,midflight,drain,compare
 #   MF_WORKERS=2 MF_CHUNK_ROWS=250000 MF_PARTITIONS=2   midflight copy_workers, chunk_rows, partitions
 #   MF_SPEC_EXTRA=     extra YAML lines for midflight's specs
-#   PGLOADER_WITH=     extra pgloader --with options, comma list ("workers = 2, concurrency = 1")
+#   PGLOADER_HEAP_MB=4096  pgloader's --dynamic-space-size (SBCL heap): with its default (about 1 GB)
+#                      and its defaults, pgloader 3.6.7 died with "Heap exhausted during garbage collection"
+#                      copying 8 x 200,000 sysbench rows (its known issue); empty = its default
+#   PGLOADER_WITH="prefetch rows = 25000"  pgloader --with options, comma list (its default prefetch is
+#                      100,000 rows per table; "" = all its defaults; e.g. "workers = 2, concurrency = 1")
 #   SRC_PORT=30800 PG_PORT=30801 MY_PORT=30802   server ports (30800-30820)
 #   TIMEOUT=1800 (seconds, per wait) KEEP=1 (keep the temp dir; servers are stopped anyway)
 #   MIDFLIGHT_BIN=path  use this binary instead of building
@@ -43,7 +48,8 @@ SKIP=${SKIP:-}
 MF_WORKERS=${MF_WORKERS:-2}
 MF_CHUNK_ROWS=${MF_CHUNK_ROWS:-250000}
 MF_PARTITIONS=${MF_PARTITIONS:-2}
-PGLOADER_WITH=${PGLOADER_WITH:-}
+PGLOADER_HEAP_MB=${PGLOADER_HEAP_MB-4096}
+PGLOADER_WITH=${PGLOADER_WITH-prefetch rows = 25000}
 SRC_PORT=${SRC_PORT:-30800}
 PG_PORT=${PG_PORT:-30801}
 MY_PORT=${MY_PORT:-30802}
@@ -209,7 +215,8 @@ MF_KEPT=
 copy_pgloader() {  # ROUND
   local r=$1 db=bench_pgl_$1 t0 b0 bt0 with=()
   fresh_pg "$db"
-  [[ -n $PGLOADER_WITH ]] && with=(--with "$PGLOADER_WITH")
+  [[ -n $PGLOADER_HEAP_MB ]] && with=(--dynamic-space-size "$PGLOADER_HEAP_MB")
+  [[ -n $PGLOADER_WITH ]] && with+=(--with "$PGLOADER_WITH")
   log "round $r: pgloader mysql://…/$DB postgresql://…/$db ${with[*]}"
   read -r b0 bt0 < <(host_busy)
   t0=$(now)
@@ -343,7 +350,7 @@ if ((${#PGL_S[@]} + ${#MF_S[@]})); then
   PGL_MED=-; MF_MED=-
   if ((${#PGL_S[@]})); then
     PGL_MED=$(printf '%s\n' "${PGL_S[@]}" | median)
-    printf '  %-44s %9.2f %11.0f   %-28s %-18s %s\n' "pgloader (defaults: 4 workers)" "$PGL_MED" "$(div "$ROWS" "$PGL_MED")" \
+    printf '  %-44s %9.2f %11.0f   %-28s %-18s %s\n' "pgloader (4 workers; ${PGLOADER_WITH:-defaults})" "$PGL_MED" "$(div "$ROWS" "$PGL_MED")" \
       "$(join "${PGL_S[@]}")" "$(join "${PGL_BUSY[@]}")" "$(join "${PGL_LOAD[@]}")"
     PGL_SELF_MED=$(printf '%s\n' "${PGL_SELF[@]}" | median)
     printf '  %-44s %9.2f %11.0f   %-28s\n' "  pgloader's own \"Total import time\"" "$PGL_SELF_MED" "$(div "$ROWS" "$PGL_SELF_MED")" \
