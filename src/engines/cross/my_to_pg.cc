@@ -515,6 +515,10 @@ class CrossReplication final : public ReplicationOps {
     return mysql::BinlogOffset(current);
   }
   bool lag_from_positions() const override { return true; }
+  // The reverse flow's positions are PostgreSQL LSNs.
+  std::string FormatPositionOf(proxy::Side side, uint64_t pos) const override {
+    return side == proxy::Side::kTarget ? LsnText(pos) : "";
+  }
 
   Result<uint64_t> CommittedPosition(proxy::Side side) override {
     if (side != proxy::Side::kSource) {
