@@ -36,6 +36,11 @@ Cutover::Cutover(const MigrationSpec& spec, StateStore& store, proxy::TrafficSwi
   runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
 }
 
+std::string Cutover::PosOf(Side side, uint64_t pos) const {
+  std::string out = ops_.FormatPositionOf(side, pos);
+  return out.empty() ? pos_(pos) : out;
+}
+
 // --- replication ---------------------------------------------------------------
 
 Status Cutover::StartReverse() {
@@ -285,7 +290,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       FlowMetrics r = rev->flow->metrics();
       rs.reverse_running = true;
       rs.reverse_lag_bytes = ops_.LagBytes(target_lsn, r.applied_through);
-      rs.reverse_applied_position = pos_(r.applied_through);
+      rs.reverse_applied_position = PosOf(Side::kTarget, r.applied_through);
       rs.reverse_lag_seconds = r.lag_seconds;
       rs.reverse_changes_applied = r.changes_applied;
       reverse_line = fmt::format("; reverse lag {} bytes, {} changes applied", Commas(rs.reverse_lag_bytes),
@@ -511,8 +516,8 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase 
     if (Status st = flow.health(); !st.ok()) return abandon(st.message());
     if (Since(t1) > spec_.cutover.catchup_timeout_seconds)
       return abandon(fmt::format("the {} did not apply the {}'s position {} within {:.0f} s (it has {})", to_name,
-                                 from_name, pos_(*lsn), spec_.cutover.catchup_timeout_seconds,
-                                 pos_(flow.AppliedThrough())));
+                                 from_name, PosOf(from_side, *lsn), spec_.cutover.catchup_timeout_seconds,
+                                 PosOf(from_side, flow.AppliedThrough())));
     flow.Poke();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -537,7 +542,7 @@ Result<std::string> Cutover::MoveWrites(proxy::Side to, Running& running, Phase 
   const double pause = Since(t0);
   Watch(running);
   std::string msg = fmt::format(
-      "{} at {}: write pause {} (drain {}, catch-up {}, sequences {})", what, pos_(*lsn), Ms(pause), Ms(drained),
+      "{} at {}: write pause {} (drain {}, catch-up {}, sequences {})", what, PosOf(from_side, *lsn), Ms(pause), Ms(drained),
       Ms(caught_up), Ms(sequences));
   std::string history = store_.Get("write_pauses_ms").value_or("");
   (void)store_.PutMany({{"write_pauses_ms", history + (history.empty() ? "" : ",") + fmt::format("{:.1f}", pause * 1000)},
@@ -608,8 +613,8 @@ Result<std::string> Cutover::MoveWritesExternal(proxy::Side to, Running& running
     if (Status st = flow.health(); !st.ok()) return refuse(st.message());
     if (Since(t0) > spec_.cutover.catchup_timeout_seconds)
       return refuse(fmt::format("the {} did not apply the {}'s position {} within {:.0f} s (it has {})", to_name,
-                                from_name, pos_(*lsn), spec_.cutover.catchup_timeout_seconds,
-                                pos_(flow.AppliedThrough())));
+                                from_name, PosOf(from_side, *lsn), spec_.cutover.catchup_timeout_seconds,
+                                PosOf(from_side, flow.AppliedThrough())));
     flow.Poke();
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
@@ -626,7 +631,7 @@ Result<std::string> Cutover::MoveWritesExternal(proxy::Side to, Running& running
   RETURN_IF_ERROR(store_.SetPhase(next, what));
   Watch(running);
   std::string msg = fmt::format("{} at {}: catch-up {}, sequences {}; changes still arriving on the {} are reported",
-                                what, pos_(*lsn), Ms(caught_up), Ms(sequences), from_name);
+                                what, PosOf(from_side, *lsn), Ms(caught_up), Ms(sequences), from_name);
   (void)store_.Put("last_external_catchup_ms", fmt::format("{:.1f}", caught_up * 1000));
   (void)store_.AddEvent(msg);
   Say(fmt::format("[{}] {}", PhaseName(next), msg));

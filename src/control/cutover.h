@@ -146,6 +146,8 @@ class Cutover {
   // Monitor: counts and reports changes routed by the watched flow.
   void CheckOldSideWrites(Running* old, const char* side);
   Status StartReverse();
+  // A position of `side`, formatted (ReplicationOps::FormatPositionOf, else pos_).
+  std::string PosOf(proxy::Side side, uint64_t pos) const;
   // Starts (again) the forward flow; retries while a server is unreachable
   // or the new flow asks for a restart, up to the fail_after_seconds knob.
   Status StartForward(StopRef stop);

@@ -109,6 +109,14 @@ class ReplicationOps {
   virtual uint64_t LagBytes(uint64_t current, uint64_t applied) const {
     return current > applied ? current - applied : 0;
   }
+  // A position of `side` as messages and status show it; "" when both
+  // sides' positions are of the engine's own kind (Engine::FormatPosition).
+  // Across engines the target's are the other engine's.
+  virtual std::string FormatPositionOf(proxy::Side side, uint64_t pos) const {
+    (void)side;
+    (void)pos;
+    return "";
+  }
   // True when lag in seconds is the age of the oldest source position seen
   // (CurrentPosition, sampled) that is not applied yet, rather than the age
   // of the oldest received transaction not applied (the source's commit

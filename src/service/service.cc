@@ -814,8 +814,9 @@ http::Response Service::Operate(const std::shared_ptr<HostedMigration>& m, const
   const bool verify_op =
       *traffic == TrafficOp::kVerify || *traffic == TrafficOp::kVerifyStart || *traffic == TrafficOp::kVerifyStop;
   if (!m->engine->has_traffic_plane() && !verify_op)
-    return JsonError(409, fmt::format("{} is for PostgreSQL migrations (for now); {} is a {} migration", op, name,
-                                      m->engine->name()));
+    return JsonError(409, fmt::format("{} is not available for {} migrations yet (no reverse replication that way); "
+                                      "{} is one",
+                                      op, m->engine->name(), name));
   TrafficRequest req;
   req.op = *traffic;
   req.dry_run = r.QueryParam("dry_run") == "1" || r.QueryParam("dry_run") == "true";

@@ -5,9 +5,12 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <set>
+#include <thread>
 
 #include "base/log.h"
 #include "base/parse.h"
@@ -19,13 +22,19 @@
 #include "control/spec.h"
 #include "control/state_store.h"
 #include "engines/cross/canon_sides.h"
+#include "engines/cross/cross_verify.h"
 #include "engines/cross/my_to_pg_types.h"
+#include "engines/cross/pg_to_my.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
 #include "engines/mysql/change_stream.h"
 #include "engines/mysql/engine.h"
+#include "engines/mysql/my_applier.h"
 #include "engines/mysql/my_conn.h"
+#include "engines/mysql/schema_loader.h"
 #include "engines/mysql/snapshot_copier.h"
+#include "engines/postgres/catalog.h"
+#include "engines/postgres/change_stream.h"
 #include "engines/postgres/pg_applier.h"
 #include "engines/postgres/pg_conn.h"
 #include "engines/postgres/schema_loader.h"
@@ -434,9 +443,7 @@ class CrossReplication final : public ReplicationOps {
   }
 
   Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>&, const ReplicateStart& rs) override {
-    if (from != proxy::Side::kSource)
-      return OperatorError("reverse replication PostgreSQL -> MySQL is not supported yet (mysql -> postgres migrations "
-                           "replicate forward only)");
+    if (from != proxy::Side::kSource) return StartReverse(rs);
     std::string base;
     {
       std::lock_guard<std::mutex> lock(mu_);
@@ -482,7 +489,10 @@ class CrossReplication final : public ReplicationOps {
     ASSIGN_OR_RETURN(auto transforms, TwinTransforms(spec_, source_tables, facts_));
     SinkFactory open_sink = [target = spec_.target, name = spec_.name, options = OptionsOf(spec_), facts = facts_,
                              rt, transforms](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
-      ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(target, name, p));
+      // Applied as replication origin midflight_<name>_f<p>: the reverse
+      // flow (after a write switch) skips these transactions, so nothing the
+      // forward flow wrote goes back to MySQL.
+      ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(target, name, p, fmt::format("{}{}", ForwardOrigin(name), p.value)));
       sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
       std::unique_ptr<ChangeSink> inner = std::move(sink);
       if (!transforms->empty()) inner = std::make_unique<TransformSink>(std::move(inner), transforms);
@@ -505,9 +515,17 @@ class CrossReplication final : public ReplicationOps {
     return mysql::BinlogOffset(current);
   }
   bool lag_from_positions() const override { return true; }
+  // The reverse flow's positions are PostgreSQL LSNs.
+  std::string FormatPositionOf(proxy::Side side, uint64_t pos) const override {
+    return side == proxy::Side::kTarget ? LsnText(pos) : "";
+  }
 
   Result<uint64_t> CommittedPosition(proxy::Side side) override {
-    if (side != proxy::Side::kSource) return OperatorError("mysql -> postgres: the target's positions are not read");
+    if (side != proxy::Side::kSource) {
+      std::lock_guard<std::mutex> lock(mu_);
+      ASSIGN_OR_RETURN(PgConn * c, PgControl());
+      return PgFlushedPosition(*c);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     ASSIGN_OR_RETURN(MyConn * c, Control());
     uint64_t pos = MasterPosition(*c);
@@ -516,7 +534,19 @@ class CrossReplication final : public ReplicationOps {
   }
 
   uint64_t CurrentPosition(proxy::Side side) override {
-    if (side != proxy::Side::kSource) return 0;
+    if (side != proxy::Side::kSource) {
+      if (!pg_monitor_ || pg_monitor_->IsBroken()) {
+        pg::ConnOptions o;
+        o.application_name = "midflight-monitor";
+        auto c = PgConn::Connect(spec_.target, o);
+        pg_monitor_ = c.ok() ? std::move(*c) : nullptr;
+      }
+      if (!pg_monitor_) return 0;
+      auto v = pg_monitor_->QueryValue("SELECT pg_current_wal_insert_lsn()::text");
+      if (!v.ok()) return 0;
+      auto lsn = PgLsn::Parse(*v);
+      return lsn.ok() ? lsn->value() : 0;
+    }
     if (!monitor_ || monitor_->IsBroken()) {
       mysql::ConnOptions o;
       o.program_name = "midflight-monitor";
@@ -541,13 +571,101 @@ class CrossReplication final : public ReplicationOps {
 
   // AUTO_INCREMENT -> the identity's next value on the target.
   Status SyncSequences(proxy::Side from) override {
-    if (from != proxy::Side::kSource) return OperatorError("mysql -> postgres: identities are carried forward only");
+    // Back to MySQL (a rollback) nothing is carried: the reverse flow writes
+    // every row with its key, and InnoDB raises a table's AUTO_INCREMENT
+    // counter past any value inserted explicitly.
+    if (from != proxy::Side::kSource) return Status::Ok();
     std::lock_guard<std::mutex> lock(mu_);
     ASSIGN_OR_RETURN(MyConn * src, Control());
     return SyncIdentities(*src, source_db_, spec_, tables_);
   }
 
-  std::vector<std::string> CleanUpOnComplete() override { return {}; }
+  std::vector<GateCheck> SwitchChecks(proxy::Side to, bool reverse_needed) override {
+    std::vector<GateCheck> out;
+    if (to != proxy::Side::kTarget || !reverse_needed) return out;
+    // Reverse replication PostgreSQL -> MySQL: what it can carry back, and what it needs.
+    if (std::string why = ReverseRefusal(); !why.empty())
+      out.push_back(GateFail("reverse replication", why));
+    else
+      out.push_back(GatePass("reverse replication", "every migrated column can be carried back to MySQL"));
+    std::lock_guard<std::mutex> lock(mu_);
+    auto c = PgControl();
+    if (!c.ok()) {
+      out.push_back(GateFail("target", "cannot connect: " + c.status().message()));
+      return out;
+    }
+    auto wal = (*c)->QueryValue("SHOW wal_level");
+    if (wal.ok() && *wal == "logical")
+      out.push_back(GatePass("target wal_level", "logical"));
+    else
+      out.push_back(GateFail("target wal_level",
+                             fmt::format("target: wal_level is '{}'; reverse replication (which keeps a rollback "
+                                         "possible after the write switch) reads the target's changes through a "
+                                         "replication slot and needs wal_level = logical: set it in the target's "
+                                         "postgresql.conf and restart the target",
+                                         wal.ok() ? *wal : wal.status().message())));
+    auto slots = (*c)->QueryValue(
+        "SELECT (current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_replication_slots))::text");
+    if (slots.ok() && std::atoi(slots->c_str()) > 0)
+      out.push_back(GatePass("target slots", *slots + " free replication slot(s)"));
+    else
+      out.push_back(GateFail("target slots", slots.ok() ? "target: no free replication slot (max_replication_slots is "
+                                                           "used up); raise it or drop an unused slot"
+                                                         : "target: " + slots.status().message()));
+    return out;
+  }
+
+  // `complete`: the reverse slot, publication and the replication origins on
+  // PostgreSQL, and the reverse checkpoints in MySQL's `midflight` database.
+  std::vector<std::string> CleanUpOnComplete() override {
+    std::vector<std::string> done;
+    pg::ConnOptions o;
+    o.application_name = "midflight-control";
+    if (auto dst = PgConn::Connect(spec_.target, o); dst.ok()) {
+      // A stream session may hold the slot, or an apply session its origin, for a moment after it stops.
+      auto retry = [&](const std::string& sql, const std::string& what) {
+        for (int i = 0; i < 50; ++i) {
+          if ((*dst)->Exec(sql).ok()) {
+            done.push_back(what);
+            return;
+          }
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        LOG_WARN("complete: could not drop {}", what);
+      };
+      retry(fmt::format("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = {}",
+                        pg::QuoteLiteral(ReverseSlot())),
+            "target: replication slot " + ReverseSlot());
+      retry("DROP PUBLICATION IF EXISTS " + pg::QuoteIdent(ReverseSlot()), "target: publication " + ReverseSlot());
+      retry(fmt::format("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE {}",
+                        pg::QuoteLiteral("midflight\\_" + spec_.name + "\\_%")),
+            "target: replication origins midflight_" + spec_.name + "_*");
+    } else {
+      LOG_WARN("complete: cannot connect to the target to clean up: {}", dst.status().message());
+    }
+    mysql::ConnOptions mo;
+    mo.program_name = "midflight-control";
+    auto src = MyConn::Connect(spec_.source, mo);
+    auto cleaned = [&]() -> Result<std::string> {
+      if (!src.ok()) return src.status();
+      MyConn& c = **src;
+      ASSIGN_OR_RETURN(std::string exists, c.QueryValue("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE "
+                                                        "SCHEMA_NAME = 'midflight'"));
+      if (exists == "0") return std::string();
+      RETURN_IF_ERROR(c.Exec(fmt::format("DELETE FROM midflight.checkpoints WHERE migration = {}",
+                                         mysql::QuoteString(ReverseKey()))));
+      ASSIGN_OR_RETURN(std::string left, c.QueryValue("SELECT (SELECT COUNT(*) FROM midflight.checkpoints) + "
+                                                      "(SELECT COUNT(*) FROM midflight.chunks)"));
+      if (left != "0") return fmt::format("source: midflight.checkpoints rows of {}", ReverseKey());
+      RETURN_IF_ERROR(c.Exec("DROP DATABASE midflight"));
+      return fmt::format("source: the midflight database (checkpoints of {})", ReverseKey());
+    }();
+    if (!cleaned.ok())
+      LOG_WARN("complete: removing the reverse checkpoints on the source: {}", cleaned.status().message());
+    else if (!cleaned->empty())
+      done.push_back(*cleaned);
+    return done;
+  }
 
   // Live verification across engines (cross/cross_verify.h): MySQL, read
   // where the flow reads it (the replica when the spec names one: the
@@ -555,25 +673,38 @@ class CrossReplication final : public ReplicationOps {
   Result<VerifyOutcome> Verify(proxy::Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables,
                                bool repair, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
                                const VerifyRun& run) override {
-    if (reference != proxy::Side::kSource)
-      return OperatorError("mysql -> postgres: verification compares against the MySQL source (writes are not "
-                           "switched across engines)");
+    if (reference != proxy::Side::kSource && repair)
+      return OperatorError("verify --repair after switch writes (mysql -> postgres): repairs back into MySQL are not "
+                           "built; verify without --repair, then fix the rows named");
     auto casts = std::make_shared<std::map<TableId, cross::TableCast>>();
     std::vector<cross::TableCast> list;
-    for (const auto& [id, t] : tables) {
+    // The reverse flow's tables are PostgreSQL's: the casts start from MySQL's.
+    for (const auto& [id, t] : reference == proxy::Side::kSource ? tables : tables_) {
       auto it = facts_.find(id.name);
       ASSIGN_OR_RETURN(cross::TableCast cast,
                        cross::CastTable(*t, it == facts_.end() ? cross::MyTableFacts{} : it->second, OptionsOf(spec_)));
       (*casts)[id] = cast;
       list.push_back(std::move(cast));
     }
-    auto ref = cross::MySqlCanonSide(reader_uri_, SourceName() + " (MySQL)", casts);
-    auto other = cross::PostgresCanonSide(spec_.target, "target (PostgreSQL)");
+    std::unique_ptr<cross::CanonSide> ref, other;
+    if (reference == proxy::Side::kSource) {
+      ref = cross::MySqlCanonSide(reader_uri_, SourceName() + " (MySQL)", casts);
+      other = cross::PostgresCanonSide(spec_.target, "target (PostgreSQL)");
+    } else {
+      // After the write switch PostgreSQL is the reference (its snapshot and
+      // WAL position); the reverse flow writes to the MySQL primary, which is
+      // read once the flow has applied through that position.
+      ref = cross::PostgresCanonSide(spec_.target, "target (PostgreSQL)");
+      other = cross::MySqlCanonSide(spec_.source, "source (MySQL)");
+    }
     cross::CrossVerifyJob job;
     job.reference = ref.get();
     job.other = other.get();
     job.tables = SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_);
-    job.applied_through = [&flow] { return flow.AppliedThrough(); };
+    job.applied_through = [&flow] {
+      flow.Poke();
+      return flow.AppliedThrough();
+    };
     job.received = [&flow] { return flow.metrics().received; };
     job.rows_per_s = std::move(rows_per_s);
     job.stop = stop;
@@ -617,6 +748,217 @@ class CrossReplication final : public ReplicationOps {
     return control_.get();
   }
 
+  static std::string ForwardOrigin(const std::string& name) { return fmt::format("midflight_{}_f", name); }
+  std::string ReverseSlot() const { return spec_.slot_name() + "_rev"; }
+  std::string ReverseKey() const { return spec_.name + "/reverse"; }
+
+  Result<PgConn*> PgControl() {
+    if (!pg_control_ || pg_control_->IsBroken()) {
+      pg::ConnOptions o;
+      o.application_name = "midflight-control";
+      ASSIGN_OR_RETURN(pg_control_, PgConn::Connect(spec_.target, o));
+    }
+    return pg_control_.get();
+  }
+
+  // A position every transaction committed on PostgreSQL so far is before,
+  // already flushed (engines/postgres/replication_ops.cc FlushedPosition).
+  static Result<uint64_t> PgFlushedPosition(PgConn& conn) {
+    Status st = conn.Exec("BEGIN; SET LOCAL synchronous_commit = on; "
+                          "SELECT pg_logical_emit_message(true, 'midflight', 'position'); COMMIT");
+    if (!st.ok()) (void)conn.Exec("ROLLBACK");
+    ASSIGN_OR_RETURN(std::string v, conn.QueryValue(st.ok() ? "SELECT pg_current_wal_flush_lsn()::text"
+                                                            : "SELECT pg_current_wal_insert_lsn()::text"));
+    ASSIGN_OR_RETURN(PgLsn lsn, PgLsn::Parse(v));
+    return lsn.value();
+  }
+
+  // Why PostgreSQL's changes cannot be carried back into the MySQL tables
+  // ("" when they can): transforms are not inverted, geometry lost its SRID
+  // on the way, and an override's type has no way back.
+  std::string ReverseRefusal() const {
+    if (!spec_.transforms.empty())
+      return fmt::format("table {} is transformed ({}), and transforms are not applied in reverse: writes must stay "
+                         "on MySQL",
+                         spec_.transforms.front().table, spec_.transforms.front().where());
+    for (const auto& [id, t] : tables_) {
+      auto f = facts_.find(id.name);
+      auto cast = cross::CastTable(*t, f == facts_.end() ? cross::MyTableFacts{} : f->second, OptionsOf(spec_));
+      if (!cast.ok()) return cast.status().message();
+      for (const auto& c : cast->columns) {
+        if (c.conv == cross::Conv::kGeometry)
+          return fmt::format("table {} column {}: geometry travels to PostgreSQL as WKB without its SRID and cannot "
+                             "be written back; exclude the table or keep writes on MySQL",
+                             id.ToString(), c.name);
+        if (c.overridden || c.conv == cross::Conv::kInterval)
+          return fmt::format("table {} column {}: casting.columns stores it as {}, which has no way back to its "
+                             "MySQL type; keep writes on MySQL",
+                             id.ToString(), c.name, c.pg_type);
+      }
+    }
+    return "";
+  }
+
+  // Reverse: PostgreSQL (the migration's target) -> the MySQL primary, once
+  // the first write switch asks for it. A slot created now on PostgreSQL
+  // holds every change committed there from here on; the stream skips what
+  // the forward flow applied (origins midflight_<name>_f*), and its
+  // appliers write with skip_replication, which the binlog reader skips.
+  // Each change crosses pg_to_my's casting table into the original MySQL
+  // table (enum and set members as labels, text as UTF-8 the server converts).
+  Result<StartedFlow> StartReverse(const ReplicateStart& rs) {
+    if (std::string why = ReverseRefusal(); !why.empty())
+      return OperatorError("reverse replication PostgreSQL -> MySQL cannot start: " + why);
+    ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(spec_.source));
+    const std::string my_db = su.database;
+    std::chrono::milliseconds delay{0};
+    bool mariadb = true;
+    {
+      mysql::ConnOptions mo;
+      mo.program_name = "midflight-control";
+      ASSIGN_OR_RETURN(auto my, MyConn::Connect(spec_.source, mo));
+      // The reverse checkpoints live next to the data they cover: on MySQL.
+      RETURN_IF_ERROR(mysql::EnsureBookkeeping(*my).WithContext("source: reverse checkpoints"));
+      ASSIGN_OR_RETURN(MyResult vars, my->Query("SELECT @@innodb_flush_log_at_trx_commit, "
+                                                "@@innodb_flush_log_at_timeout, @@version"));
+      if (vars.Get(0, 0) != "1") {
+        int64_t timeout = 1;
+        (void)ParseI64(vars.Get(0, 1), &timeout);
+        delay = std::chrono::milliseconds(timeout * 1000 + 2000);
+      }
+      mariadb = vars.Get(0, 2).find("MariaDB") != std::string::npos;
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(PgConn * dst, PgControl());
+    // The PostgreSQL twins, as PostgreSQL's catalog has them (the stream's layouts).
+    std::map<TableId, TablePtr> my_of_pg;  // PostgreSQL twin id -> the MySQL table
+    std::map<TableId, cross::TableCast> fwd_casts;
+    std::vector<std::string> names;
+    for (const auto& [id, t] : tables_) {
+      auto f = facts_.find(id.name);
+      ASSIGN_OR_RETURN(cross::TableCast cast,
+                       cross::CastTable(*t, f == facts_.end() ? cross::MyTableFacts{} : f->second, OptionsOf(spec_)));
+      my_of_pg[cast.target->id] = t;
+      names.push_back(cast.target->id.ToString());
+      fwd_casts[cast.target->id] = std::move(cast);
+    }
+    ASSIGN_OR_RETURN(auto pg_tables, pg::LoadTables(*dst, names, {}));
+    if (pg_tables.size() != my_of_pg.size())
+      return OperatorError(fmt::format("reverse replication: the target has {} of the {} migrated tables ({}); were "
+                                       "some dropped or renamed?",
+                                       pg_tables.size(), my_of_pg.size(), fmt::join(names, ", ")));
+    ASSIGN_OR_RETURN(auto pg_facts, cross::LoadPgFacts(*dst, pg_tables));
+    cross::PgCastOptions po;
+    po.numeric_decimal = true;
+    po.mariadb = mariadb;
+    po.target_db = my_db;
+    auto casts = std::make_shared<std::map<TableId, cross::PgTableCast>>();
+    std::map<TableId, TablePtr> from;
+    for (const auto& p : pg_tables) {
+      auto f = pg_facts.find(p->id);
+      ASSIGN_OR_RETURN(cross::PgTableCast twin,
+                       cross::CastPgTable(*p, f == pg_facts.end() ? cross::PgTableFacts{} : f->second, po));
+      ASSIGN_OR_RETURN(cross::PgTableCast back, BackCast(*p, twin, *my_of_pg.at(p->id), fwd_casts.at(p->id), my_db));
+      (*casts)[p->id] = std::move(back);
+      from[p->id] = p;
+    }
+    // The publication and the slot: from the slot's creation on, whatever is
+    // committed on PostgreSQL reaches MySQL.
+    const std::string slot = ReverseSlot();
+    ASSIGN_OR_RETURN(PgResult have_pub, dst->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {slot}));
+    if (have_pub.rows() == 0) {
+      std::vector<std::string> list;
+      for (const auto& p : pg_tables) list.push_back(pg::QuoteQualified(p->id.schema, p->id.name));
+      RETURN_IF_ERROR(dst->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {}", pg::QuoteIdent(slot),
+                                            fmt::join(list, ", ")))
+                          .WithContext("target: creating publication " + slot));
+    }
+    ASSIGN_OR_RETURN(PgResult have_slot, dst->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot}));
+    if (have_slot.rows() == 0) {
+      pg::ConnOptions ro;
+      ro.kind = pg::ConnKind::kReplication;
+      ro.application_name = "midflight-cutover";
+      ASSIGN_OR_RETURN(auto repl, PgConn::Connect(spec_.target, ro));
+      std::string cmd = fmt::format("CREATE_REPLICATION_SLOT {} LOGICAL pgoutput NOEXPORT_SNAPSHOT", pg::QuoteIdent(slot));
+      PgResult created(PQexec(repl->raw(), cmd.c_str()));
+      if (PQresultStatus(created.raw()) != PGRES_TUPLES_OK)
+        return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + slot + " on the target");
+    }
+    pg::StreamConfig sc;
+    sc.source_uri = spec_.target;
+    sc.slot = slot;
+    sc.publication = slot;
+    sc.tables = from;
+    sc.application_name = "midflight-stream-reverse";
+    sc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);
+    sc.target_columns = [from](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+      std::vector<ColumnSchema> out;
+      for (int i : from.at(id)->writable) out.push_back(from.at(id)->columns[i]);
+      return out;
+    };
+    sc.durable = cross::MySqlDurableHorizon(delay);
+    FlowOptions fo;
+    fo.label = "reverse";
+    fo.partitions = rs.partitions;
+    fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
+    MigrationRuntime* rt = &runtime_;
+    fo.applier.settings = [rt] { return rt->ApplyNow(); };
+    fo.applier.throttle = &rt->throttle;
+    fo.applier.rate = &rt->apply_rate;
+    fo.applier.conflicts = &rt->conflicts;
+    // A MySQL connection lost: the flow starts again from MySQL's checkpoints.
+    auto lost = std::make_shared<std::atomic<bool>>(false);
+    SinkFactory open_sink = [uri = spec_.source, db = my_db, key = ReverseKey(),
+                             casts = std::shared_ptr<const std::map<TableId, cross::PgTableCast>>(casts),
+                             lost](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+      ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(uri, db, key, p));
+      sink->SetTargetLostFlag(lost.get());
+      return cross::NewCastingSink(std::move(sink), casts, /*out_of_range_null=*/false, uri);
+    };
+    StartedFlow out;
+    ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
+    out.tables = from;
+    out.restart = lost;
+    Say(fmt::format("reverse replication: slot {} of {} into MySQL database {} of {}", slot, RedactUri(spec_.target),
+                    my_db, RedactUri(spec_.source)));
+    return out;
+  }
+
+  // The cast of PostgreSQL twin `p` back into MySQL table `my`: pg_to_my's
+  // per-column conversion (`twin`, by column name), written as `my`'s
+  // columns, in its order. ENUM and SET columns take their labels (written
+  // as text, which MySQL matches to members) rather than the binlog's
+  // numbers; text columns receive UTF-8 (the server converts to the
+  // column's character set).
+  static Result<cross::PgTableCast> BackCast(const TableSchema& p, const cross::PgTableCast& twin,
+                                            const TableSchema& my, const cross::TableCast& fwd,
+                                            const std::string& my_db) {
+    auto target = std::make_shared<TableSchema>(my);
+    target->id.schema = my_db;
+    cross::PgTableCast out;
+    out.source = twin.source;
+    for (int i : target->writable) {
+      ColumnSchema& col = target->columns[i];
+      auto it = std::find_if(twin.columns.begin(), twin.columns.end(),
+                             [&](const cross::PgColumnCast& c) { return c.name == col.name; });
+      if (it == twin.columns.end())
+        return OperatorError(fmt::format("reverse replication: table {} has no column {} on the target; add it back "
+                                         "there, or keep writes on MySQL",
+                                         p.id.ToString(), col.name));
+      const cross::ColumnCast& fc = fwd.columns[i];
+      if (fc.conv == cross::Conv::kEnum || fc.conv == cross::Conv::kSet) {
+        col.type.kind = TypeKind::kText;
+        col.type.native_base = "varchar";
+      }
+      if ((col.type.kind == TypeKind::kText || col.type.kind == TypeKind::kJson) && !col.type.charset.empty())
+        col.type.charset = "utf8mb4";
+      out.columns.push_back(*it);
+      out.source_index.push_back(static_cast<int>(it - twin.columns.begin()));
+    }
+    out.target = target;
+    return out;
+  }
+
   const MigrationSpec& spec_;
   MigrationRuntime& runtime_;
   const std::string reader_uri_;
@@ -625,6 +967,8 @@ class CrossReplication final : public ReplicationOps {
   const std::map<std::string, cross::MyTableFacts> facts_;
   std::mutex mu_;
   std::unique_ptr<MyConn> control_;  // guarded by mu_
+  std::unique_ptr<PgConn> pg_control_;  // guarded by mu_
+  std::unique_ptr<PgConn> pg_monitor_;  // monitor thread only
   mutable std::mutex base_mu_;
   std::string base_;  // guarded by base_mu_
   std::unique_ptr<MyConn> monitor_;  // monitor thread only
@@ -916,7 +1260,9 @@ class MyToPgKind final : public EngineKind {
     return OperatorError("a proxy across engines (mysql -> postgres) is not built: applications move by their own "
                          "configuration");
   }
-  bool has_traffic_plane() const override { return false; }
+  // No proxy (it cannot translate between the two wire protocols): the
+  // operator moves the applications and records it (`--external`).
+  bool has_traffic_plane() const override { return true; }
   Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
     mysql::ConnOptions o;
     o.program_name = "midflight-schema";

@@ -1259,6 +1259,25 @@ class PgToMyKind final : public EngineKind {
 
 }  // namespace
 
+namespace cross {
+
+Result<std::map<TableId, PgTableFacts>> LoadPgFacts(pg::PgConn& conn, const std::vector<TablePtr>& tables) {
+  return LoadFacts(conn, tables);
+}
+
+std::unique_ptr<ChangeSink> NewCastingSink(std::unique_ptr<mysql::MyChangeSink> inner,
+                                           std::shared_ptr<const std::map<TableId, PgTableCast>> casts,
+                                           bool out_of_range_null, std::string my_uri) {
+  return std::make_unique<CastingSink>(std::move(inner), std::move(casts), out_of_range_null, std::move(my_uri));
+}
+
+std::function<uint64_t(uint64_t)> MySqlDurableHorizon(std::chrono::milliseconds delay) {
+  auto horizon = std::make_shared<DurableHorizon>(delay);
+  return [horizon](uint64_t committed) { return (*horizon)(committed); };
+}
+
+}  // namespace cross
+
 const EngineKind& PostgresToMySqlEngine() {
   static const PgToMyKind kind;
   return kind;

@@ -15,10 +15,47 @@
 // column the target lacks stops the stream, naming it).
 #pragma once
 
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "engines/cross/pg_to_my_types.h"
 #include "engines/engine.h"
 
 namespace midflight {
 
 const EngineKind& PostgresToMySqlEngine();
+
+namespace pg {
+class PgConn;
+}
+namespace mysql {
+class MyChangeSink;
+}
+
+// The pieces of this pairing's stream that the reverse flow of a MySQL ->
+// PostgreSQL migration (cross/my_to_pg.cc, after `switch writes`) reuses to
+// carry PostgreSQL's changes back into the original MySQL tables.
+namespace cross {
+
+// Enum labels, domains, identity/serial columns and secondary unique
+// columns of `tables`, from pg_catalog.
+Result<std::map<TableId, PgTableFacts>> LoadPgFacts(pg::PgConn& conn, const std::vector<TablePtr>& tables);
+
+// `inner` behind the casting table: each change of a PostgreSQL table (the
+// key of `casts`) becomes a change of its cast's `target` with MySQL text
+// forms, values in the target's `writable` order (one PgColumnCast each).
+// Unchanged TOASTed values of an update are read from `my_uri`'s current row.
+std::unique_ptr<ChangeSink> NewCastingSink(std::unique_ptr<mysql::MyChangeSink> inner,
+                                           std::shared_ptr<const std::map<TableId, PgTableCast>> casts,
+                                           bool out_of_range_null, std::string my_uri);
+
+// The slot feedback's hook (pg::StreamConfig::durable) for a MySQL side that
+// flushes its log on a timer: what was committed `delay` ago (0: at once).
+std::function<uint64_t(uint64_t)> MySqlDurableHorizon(std::chrono::milliseconds delay);
+
+}  // namespace cross
 
 }  // namespace midflight
