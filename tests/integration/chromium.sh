@@ -21,7 +21,7 @@
 # --run-all-compositor-stages-before-draw do not change that.
 # The flip side: a request that never completes freezes the virtual clock, so
 # Chromium never finishes on its own. Every call runs under `timeout`
-# (CHROMIUM_TIMEOUT seconds, default 25, SIGKILL 3 s later): it then returns
+# (CHROMIUM_TIMEOUT seconds, default 60: a loaded machine took over 25 s to open a file; SIGKILL 3 s later): it then returns
 # 124 with an empty output file and a message on stderr.
 #
 # Hooks the page offers (src/service/dashboard.html): body[data-polls] (number
@@ -54,7 +54,7 @@ _chromium_run() {
   bin=$(chromium_bin) || return 127
   tmp=$(mktemp -d /tmp/midflight-chromium.XXXXXX) || return 1
   HOME=$tmp XDG_CONFIG_HOME=$tmp/config XDG_CACHE_HOME=$tmp/cache \
-    timeout -k 3 "${CHROMIUM_TIMEOUT:-25}" "$bin" --headless --no-sandbox --disable-gpu \
+    timeout -k 3 "${CHROMIUM_TIMEOUT:-60}" "$bin" --headless --no-sandbox --disable-gpu \
     --user-data-dir="$tmp/profile" --no-first-run --no-default-browser-check --disable-extensions \
     --disable-background-networking --disable-component-update --disable-sync --disable-breakpad \
     --mute-audio --hide-scrollbars --disable-dev-shm-usage "$@" >"$out" 2>"$tmp/stderr" </dev/null &
@@ -70,7 +70,7 @@ _chromium_run() {
   done
   if ((rc != 0)); then
     if ((rc == 124 || rc == 137)); then
-      echo "chromium.sh: chromium did not finish within ${CHROMIUM_TIMEOUT:-25} s (a request that never" \
+      echo "chromium.sh: chromium did not finish within ${CHROMIUM_TIMEOUT:-60} s (a request that never" \
         "completes stops the page's virtual clock); killed" >&2
     else
       echo "chromium.sh: chromium exited with status $rc" >&2
