@@ -40,6 +40,7 @@
 #   SCALE=10             pgbench -i -s (10 = 1 M rows in pgbench_accounts)
 #   BOUNCER_POOLS=8,16   pgbouncer pool sizes; each is a [databases] entry "pgb<N>"
 #   WARMUP=5             seconds of pgbench per path before the rounds (also checks each path works)
+#   PORT_BASE=27600      the ports below are PORT_BASE + 0..7 unless set one by one
 #   SRC_PORT=27600 DST_PORT=27601 BOUNCER_PORT=27602 PROXY_PORT=27603   (27600-27620)
 #   MYSQL=1              0: the PostgreSQL half only
 #   MY_THREADS=8 MY_TABLES=4 MY_TABLE_SIZE=100000   sysbench --threads, --tables, --table-size
@@ -59,10 +60,12 @@ THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
 BOUNCER_POOLS=${BOUNCER_POOLS:-8,16}
 WARMUP=${WARMUP:-5}
-SRC_PORT=${SRC_PORT:-27600}
-DST_PORT=${DST_PORT:-27601}
-BOUNCER_PORT=${BOUNCER_PORT:-27602}
-PROXY_PORT=${PROXY_PORT:-27603}
+PORT_BASE=${PORT_BASE:-27600}
+[[ $PORT_BASE =~ ^[0-9]+$ ]] && ((PORT_BASE + 7 < 32768)) || { echo "proxy_bench.sh: PORT_BASE '$PORT_BASE' must be a number, with PORT_BASE+7 below 32768" >&2; exit 2; }
+SRC_PORT=${SRC_PORT:-$PORT_BASE}
+DST_PORT=${DST_PORT:-$((PORT_BASE + 1))}
+BOUNCER_PORT=${BOUNCER_PORT:-$((PORT_BASE + 2))}
+PROXY_PORT=${PROXY_PORT:-$((PORT_BASE + 3))}
 TIMEOUT=${TIMEOUT:-600}
 KEEP=${KEEP:-}
 MIDFLIGHT_BIN=${MIDFLIGHT_BIN:-$ROOT/build/midflight}
@@ -70,9 +73,9 @@ MYSQL=${MYSQL:-1}
 MY_THREADS=${MY_THREADS:-8}
 MY_TABLES=${MY_TABLES:-4}
 MY_TABLE_SIZE=${MY_TABLE_SIZE:-100000}
-MY_SRC_PORT=${MY_SRC_PORT:-27605}
-MY_DST_PORT=${MY_DST_PORT:-27606}
-MY_PROXY_PORT=${MY_PROXY_PORT:-27607}
+MY_SRC_PORT=${MY_SRC_PORT:-$((PORT_BASE + 5))}
+MY_DST_PORT=${MY_DST_PORT:-$((PORT_BASE + 6))}
+MY_PROXY_PORT=${MY_PROXY_PORT:-$((PORT_BASE + 7))}
 TARGET_DIRECT=0.85
 PGBOUNCER=${PGBOUNCER:-/usr/sbin/pgbouncer}
 POLL=0.2

@@ -127,17 +127,28 @@ std::vector<SessionEffect> SessionEffects(std::string_view sql);
 // A cheap first look for the per-query path: false when SessionEffects(sql)
 // is certainly empty (every statement it finds spells one of these words).
 inline bool MayHoldSessionState(std::string_view sql) {
+  // One pass over the statement (it runs for every Query and Parse): each
+  // position is tried only against the words starting with its letter.
   auto lower = [](char c) { return c >= 'A' && c <= 'Z' ? static_cast<char>(c + ('a' - 'A')) : c; };
-  auto has = [&](std::string_view word) {  // `word` in lower case
-    for (size_t i = 0; i + word.size() <= sql.size(); ++i) {
-      size_t k = 0;
-      while (k < word.size() && lower(sql[i + k]) == word[k]) ++k;
-      if (k == word.size()) return true;
-    }
-    return false;
+  auto at = [&](size_t i, std::string_view word) {  // `word` in lower case, its first letter matched
+    if (i + word.size() > sql.size()) return false;
+    for (size_t k = 1; k < word.size(); ++k)
+      if (lower(sql[i + k]) != word[k]) return false;
+    return true;
   };
-  return has("temp") || has("drop") || has("hold") || has("close") || has("advisory") || has("discard") ||
-         has("listen") || has("set_config");
+  for (size_t i = 0; i < sql.size(); ++i) {
+    switch (lower(sql[i])) {
+      case 't': if (at(i, "temp")) return true; break;
+      case 'd': if (at(i, "drop") || at(i, "discard")) return true; break;
+      case 'h': if (at(i, "hold")) return true; break;
+      case 'c': if (at(i, "close")) return true; break;
+      case 'a': if (at(i, "advisory")) return true; break;
+      case 'l': if (at(i, "listen")) return true; break;
+      case 's': if (at(i, "set_config")) return true; break;
+      default: break;
+    }
+  }
+  return false;
 }
 
 // Memory per proxy session stays bounded whatever a client sends: a message

@@ -24,6 +24,7 @@ Conn::Conn(EventLoop* loop, int fd, ConnOwner* owner, bool connecting, int tag)
 }
 
 Conn::~Conn() {
+  if (flush_queued_) loop_->CancelFlush(this);
   if (state_ != State::kClosed) {
     if (registered_) loop_->Remove(fd_);
     close(fd_);
@@ -128,32 +129,43 @@ void Conn::PauseReading(bool paused) {
 
 void Conn::Write(std::string_view bytes) {
   if (state_ == State::kClosed || bytes.empty()) return;
-  if (pending_output() == 0 && state_ == State::kOpen) {
-    // Fast path: straight to the kernel, keep only the rest.
-    bool again = false;
-    std::string err;
-    ssize_t n = RawWrite(bytes.data(), bytes.size(), &again, &err);
-    if (n < 0 && !again) {
-      // The socket is broken: epoll reports EPOLLERR/EPOLLHUP next, which
-      // closes it; nothing more is kept for it.
-      UpdateInterest();
-      return;
-    }
-    if (n > 0) bytes.remove_prefix(static_cast<size_t>(n));
+  if (out_begin_ > 0 && out_begin_ == out_.size()) {
+    out_.clear();
+    out_begin_ = 0;
   }
-  if (!bytes.empty()) {
-    if (out_begin_ > 0 && out_begin_ == out_.size()) {
-      out_.clear();
-      out_begin_ = 0;
-    }
-    out_.append(bytes);
+  // Nothing waits for EPOLLOUT: the batch leaves when the dispatch returns.
+  if (pending_output() == 0 && state_ == State::kOpen && !flush_queued_) {
+    flush_queued_ = true;
+    loop_->QueueFlush(this);
   }
+  out_.append(bytes);
   if (out_full()) was_full_ = true;
   UpdateInterest();
 }
 
+void Conn::FlushBatch() {
+  flush_queued_ = false;
+  if (state_ != State::kOpen) return;
+  Flush(/*report=*/false);
+  if (flush_then_close_ && pending_output() == 0) {
+    Close(false);
+    return;
+  }
+  UpdateInterest();
+}
+
+void Conn::SendQueuedNow() {
+  if (!flush_queued_) return;
+  loop_->CancelFlush(this);
+  flush_queued_ = false;
+  if (state_ == State::kOpen) Flush(/*report=*/false);
+}
+
 void Conn::Close(bool flush) {
   if (state_ == State::kClosed) return;
+  // What was written this dispatch goes now, as it would have without the
+  // batching (a goodbye or an error packet before a close).
+  SendQueuedNow();
   if (flush && pending_output() > 0) {
     flush_then_close_ = true;
     read_paused_ = true;
@@ -241,7 +253,7 @@ void Conn::ReadSome() {
   }
 }
 
-void Conn::Flush() {
+void Conn::Flush(bool report) {
   while (pending_output() > 0 && state_ == State::kOpen) {
     bool again = false;
     std::string err;
@@ -250,7 +262,7 @@ void Conn::Flush() {
       out_begin_ += static_cast<size_t>(n);
       continue;
     }
-    if (again) break;
+    if (again || !report) break;  // unreported: epoll tells EPOLLERR/EPOLLHUP next
     Fail(fmt::format("send failed: {}", err));
     return;
   }
@@ -276,7 +288,11 @@ void Conn::UpdateInterest() {
     // while its input is not being read.
     want |= EPOLLRDHUP;
     if (!read_paused_ && in_.size() - in_begin_ < read_limit_) want |= EPOLLIN;
-    if (pending_output() > 0) want |= EPOLLOUT;
+    // A queued batch is sent when the dispatch returns: EPOLLOUT only for
+    // what the kernel did not take (no epoll_ctl per message), or, when a
+    // batch filled the output and the kernel took it all, for the
+    // OnConnDrained that FlushBatch may not call itself.
+    if ((pending_output() > 0 || was_full_) && !flush_queued_) want |= EPOLLOUT;
     // TLS keeps decrypted bytes that epoll cannot see: read them on the next
     // turn of the loop. The task holds a weak handle, not the Conn: the owner
     // may close and destroy the connection before the task runs (a Conn dies
@@ -299,6 +315,7 @@ void Conn::UpdateInterest() {
 }
 
 Status Conn::StartServerTls(SSL_CTX* ctx) {
+  SendQueuedNow();  // the protocol's plaintext answer ('S') precedes the handshake
   ssl_ = SSL_new(ctx);
   if (ssl_ == nullptr) return Internal("proxy: SSL_new failed");
   SSL_set_fd(ssl_, fd_);
@@ -309,6 +326,7 @@ Status Conn::StartServerTls(SSL_CTX* ctx) {
 }
 
 Status Conn::StartClientTls(SSL_CTX* ctx, const std::string& host, bool verify_host) {
+  SendQueuedNow();  // the SSLRequest precedes the handshake
   ssl_ = SSL_new(ctx);
   if (ssl_ == nullptr) return Internal("proxy: SSL_new failed");
   SSL_set_fd(ssl_, fd_);
@@ -327,6 +345,7 @@ Status Conn::StartClientTls(SSL_CTX* ctx, const std::string& host, bool verify_h
 }
 
 void Conn::StartClientTls(SSL* ssl) {
+  SendQueuedNow();
   ssl_ = ssl;
   SSL_set_fd(ssl_, fd_);
   state_ = State::kTlsHandshake;

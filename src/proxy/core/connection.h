@@ -11,8 +11,11 @@
 //   limit and the owner has not paused it (PauseReading). The owner consumes
 //   whole packets (Consume); a packet larger than the limit is allowed by
 //   raising the limit for it (NeedInput), up to the owner's maximum.
-// - Output: Write never blocks: it sends what the kernel takes and keeps the
-//   rest. out_full() says the owner should stop producing for this connection
+// - Output: Write never blocks: it buffers, and the loop sends everything
+//   written during one dispatch (an event, the posted tasks, a timer) in one
+//   send once the dispatch returns (EventLoop::QueueFlush); what the kernel
+//   does not take waits for EPOLLOUT. So a response relayed packet by packet
+//   still leaves in one segment and costs one syscall. out_full() says the owner should stop producing for this connection
 //   (stop consuming the peer's input, which makes the peer's input fill, which
 //   stops reading the peer); OnConnDrained says it may go on.
 // Both directions of a session thus move independently: a server that writes
@@ -116,11 +119,15 @@ class Conn final : public EventLoop::Handler {
   std::string peer() const;
 
   void OnEvents(uint32_t events) override;
+  void FlushBatch() override;
 
  private:
   enum class State { kConnecting, kTlsHandshake, kOpen, kClosed };
   void ReadSome();
-  void Flush();
+  // Sends pending output; a hard error closes (and tells the owner) only
+  // when `report`, else it waits for the next event.
+  void Flush(bool report = true);
+  void SendQueuedNow();  // the batch now (before a close or a TLS start)
   void UpdateInterest();
   void Fail(const std::string& why);
   void TlsHandshake();
@@ -138,7 +145,8 @@ class Conn final : public EventLoop::Handler {
   bool was_full_ = false;
   bool flush_then_close_ = false;
   bool eof_ = false;
-  bool tls_read_posted_ = false;  // a task reads what OpenSSL holds decrypted
+  bool tls_read_posted_ = false;
+  bool flush_queued_ = false;  // on the loop's flush list (output written this dispatch)  // a task reads what OpenSSL holds decrypted
   // Expires with the Conn: what a task posted for this connection checks.
   std::shared_ptr<void> alive_ = std::make_shared<char>(0);
   uint32_t interest_ = 0;

@@ -21,7 +21,8 @@ Result<std::unique_ptr<EventLoop>> EventLoop::Create() {
   ev.data.ptr = nullptr;  // the wake fd
   if (epoll_ctl(loop->epfd_, EPOLL_CTL_ADD, loop->wakefd_, &ev) != 0)
     return Internal(fmt::format("proxy: epoll_ctl: {}", strerror(errno)));
-  loop->thread_id_ = std::this_thread::get_id();
+  // thread_id_ stays "no thread" until Run: a Post from the creating thread
+  // before that must take the locked queue, not the loop-thread one.
   return loop;
 }
 
@@ -31,6 +32,12 @@ EventLoop::~EventLoop() {
 }
 
 void EventLoop::Post(std::function<void()> fn) {
+  if (InLoop()) {
+    // No wakeup: Run drains these before it waits again (NextTimeoutMs is 0
+    // while any are queued). Saves an eventfd write and read per task.
+    local_posted_.push_back(std::move(fn));
+    return;
+  }
   {
     MutexLock lock(&mu_);
     posted_.push_back(std::move(fn));
@@ -77,13 +84,41 @@ void EventLoop::CancelTimer(TimerId id) {
 
 void EventLoop::Defer(std::function<void()> fn) { deferred_.push_back(std::move(fn)); }
 
+void EventLoop::CancelFlush(Handler* h) {
+  for (auto& f : flush_)
+    if (f == h) f = nullptr;
+}
+
+void EventLoop::FlushQueued() {
+  // FlushBatch calls no owner back, so nothing is queued or destroyed meanwhile.
+  for (Handler* h : flush_)
+    if (h != nullptr) h->FlushBatch();
+  flush_.clear();
+}
+
 void EventLoop::DrainPosted() {
+  // Tasks posted while these run (from this thread or another) run in the
+  // next iteration: what a task posted relies on (Conn's TLS read task).
   std::vector<std::function<void()>> tasks;
+  tasks.swap(local_posted_);
   {
     MutexLock lock(&mu_);
-    tasks.swap(posted_);
+    if (!posted_.empty()) {
+      if (tasks.empty()) {
+        tasks.swap(posted_);
+      } else {
+        // Both queues: the other threads' first (they were posted before
+        // this iteration's events were handled).
+        for (auto& t : tasks) posted_.push_back(std::move(t));
+        tasks.clear();
+        tasks.swap(posted_);
+      }
+    }
   }
-  for (auto& t : tasks) t();
+  for (auto& t : tasks) {
+    t();
+    FlushQueued();
+  }
 }
 
 void EventLoop::RunTimers() {
@@ -92,10 +127,12 @@ void EventLoop::RunTimers() {
     auto node = timers_.extract(timers_.begin());
     timer_deadlines_.erase(node.key().second);
     node.mapped()();
+    FlushQueued();
   }
 }
 
 int EventLoop::NextTimeoutMs() const {
+  if (!local_posted_.empty()) return 0;
   if (timers_.empty()) return -1;
   auto d = timers_.begin()->first.first - LoopClock::now();
   if (d <= LoopClock::duration::zero()) return 0;
@@ -116,6 +153,7 @@ void EventLoop::Run() {
         continue;
       }
       h->OnEvents(events[i].events);
+      FlushQueued();
     }
     DrainPosted();
     RunTimers();
@@ -123,6 +161,7 @@ void EventLoop::Run() {
       auto d = std::move(deferred_);
       deferred_.clear();
       for (auto& f : d) f();
+      FlushQueued();
     }
   }
 }

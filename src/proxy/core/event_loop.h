@@ -10,6 +10,7 @@
 
 #include <sys/epoll.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -33,6 +34,9 @@ class EventLoop {
    public:
     virtual ~Handler() = default;
     virtual void OnEvents(uint32_t events) = 0;
+    // Sends what was buffered for it during a dispatch (QueueFlush). Must
+    // call back no owner and destroy nothing: errors wait for the next event.
+    virtual void FlushBatch() {}
   };
   using TimerId = uint64_t;
 
@@ -43,9 +47,11 @@ class EventLoop {
   void Run();
   // Any thread: Run returns after the current iteration.
   void Stop();
-  // Any thread: runs `fn` on the loop thread, in posting order.
+  // Any thread: runs `fn` on the loop thread, in posting order. From the
+  // loop thread itself no wakeup is needed (no eventfd write): the task runs
+  // after the current iteration's events, before the loop sleeps again.
   void Post(std::function<void()> fn);
-  bool InLoop() const { return std::this_thread::get_id() == thread_id_; }
+  bool InLoop() const { return std::this_thread::get_id() == thread_id_.load(std::memory_order_relaxed); }
 
   // Registers / changes / removes interest in `fd` (EPOLLIN, EPOLLOUT...).
   Status Add(int fd, uint32_t events, Handler* handler);
@@ -60,17 +66,25 @@ class EventLoop {
   // whose handler may still be on the current event list.
   void Defer(std::function<void()> fn);
 
+  // Output batching: a handler that buffered output during a dispatch asks
+  // to be flushed once the dispatch (an event, the posted tasks, the timers)
+  // returns, so everything a dispatch writes to one socket leaves in one
+  // send. The handler keeps its own "queued" flag and cancels before it dies.
+  void QueueFlush(Handler* h) { flush_.push_back(h); }
+  void CancelFlush(Handler* h);
+
   size_t timers() const { return timers_.size(); }
 
  private:
   EventLoop() = default;
   void DrainPosted();
+  void FlushQueued();
   void RunTimers();
   int NextTimeoutMs() const;
 
   int epfd_ = -1;
   int wakefd_ = -1;  // eventfd: Post and Stop wake epoll_wait
-  std::thread::id thread_id_;
+  std::atomic<std::thread::id> thread_id_{};  // set by Run
   bool stop_ = false;  // loop thread only; Stop posts it
 
   Mutex mu_;
@@ -81,6 +95,8 @@ class EventLoop {
   std::map<TimerId, LoopClock::time_point> timer_deadlines_;
   TimerId next_timer_ = 1;
   std::vector<std::function<void()>> deferred_;
+  std::vector<std::function<void()>> local_posted_;  // Post from the loop thread
+  std::vector<Handler*> flush_;
 };
 
 }  // namespace midflight::proxy::core
