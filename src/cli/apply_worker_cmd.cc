@@ -127,8 +127,10 @@ Status ReplayCommand(const std::string& target, const std::string& state_dir, co
   uint64_t total = 0;
   for (size_t p = 0; p < report->parts.size(); ++p) {
     const auto& part = report->parts[p];
-    std::printf("  partition %zu: offsets %lld..%lld, %llu changes applied\n", p, static_cast<long long>(part.from),
-                static_cast<long long>(part.to), static_cast<unsigned long long>(part.changes));
+    std::printf("  partition %zu: offsets %lld..%lld, %llu changes applied (%llu snapshot rows, %llu chunk resets)\n",
+                p, static_cast<long long>(part.from), static_cast<long long>(part.to),
+                static_cast<unsigned long long>(part.changes), static_cast<unsigned long long>(part.snapshot_rows),
+                static_cast<unsigned long long>(part.resets));
     total += part.changes;
   }
   for (const auto& [table, n] : report->not_replayed)

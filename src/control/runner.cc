@@ -13,6 +13,7 @@
 #include "control/phase_driver.h"
 #include "control/run_util.h"
 #include "kafka/kafka_partition_log.h"
+#include "kafka/snapshot_publisher.h"
 
 namespace midflight {
 namespace {
@@ -43,6 +44,7 @@ class Runner {
   Status Replicate();
   Result<std::vector<Chunk>> Plan();
   Result<uint32_t> Partitions();
+  Result<std::unique_ptr<CopyPublisher>> Publisher(bool some_done);
 
   Engine& engine_;
   RunContext& ctx_;
@@ -179,9 +181,11 @@ Status Runner::Copy() {
                         p.chunks_total));
       }
     });
+    ASSIGN_OR_RETURN(std::unique_ptr<CopyPublisher> publisher, Publisher(chunks.size() < plan.size()));
     Status st = engine_.CopyChunks(std::move(chunks), progress, ctx_.stop, [](int n) { CrashPoint("copy-chunks", n); });
     save_progress(nullptr);
     if (!st.ok()) return st;
+    if (publisher) RETURN_IF_ERROR(publisher->Finish());
   }
   save_progress("copied");
   int64_t rows = 0;
@@ -189,6 +193,35 @@ Status Runner::Copy() {
   Say(fmt::format("copying: done, {} rows in {:.1f} s", Commas(rows),
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   return Status::Ok();
+}
+
+// transport.publish_snapshot: the producer the copy publishes its rows
+// through (kafka/snapshot_publisher.h), or null. `some_done`: chunks were
+// copied by an earlier run. A run that copies chunks after an earlier one
+// published some may copy a chunk again from a newer snapshot: reset
+// records first. The setting cannot change while the copy is unfinished.
+Result<std::unique_ptr<CopyPublisher>> Runner::Publisher(bool some_done) {
+  const bool wanted = spec_.transport.kind == TransportSpec::Kind::kKafka && spec_.transport.publish_snapshot;
+  const bool before = store_.Get("snapshot_published").has_value();
+  if (wanted && some_done && !before)
+    return OperatorError(fmt::format("transport.publish_snapshot: the copy of migration {} began without it, so its "
+                                     "topic lacks the chunks copied already; finish it without the setting, or start "
+                                     "a new migration with it",
+                                     spec_.name));
+  if (!wanted && before)
+    return OperatorError(fmt::format("transport.publish_snapshot: the copy of migration {} began with it; the rest of "
+                                     "the copy must be published too: set it again",
+                                     spec_.name));
+  if (!wanted) return std::unique_ptr<CopyPublisher>();
+  ASSIGN_OR_RETURN(uint32_t partitions, Partitions());
+  RETURN_IF_ERROR(store_.Put("snapshot_published", "true"));
+  ASSIGN_OR_RETURN(std::unique_ptr<CopyPublisher> publisher,
+                   kafka::OpenSnapshotPublisher(
+                       kafka::SnapshotPublisherOptionsOf(spec_.transport, spec_.name, partitions, before)));
+  RETURN_IF_ERROR(engine_.PublishCopy(publisher.get()));
+  Say(fmt::format("copying: every copied row is published to {} (and its table topic){}",
+                  spec_.transport.Topic(spec_.name), before ? "; chunks copied again are reset first" : ""));
+  return publisher;
 }
 
 Status Runner::Replicate() {

@@ -43,7 +43,7 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
     return InvalidArgument(fmt::format("{}: field 'transport': expected a mapping (kind, brokers, ...)", origin));
   static const std::set<std::string> kKnown = {"kind",     "brokers",          "topic_prefix", "partitions",
                                                "settings", "max_message_bytes", "schema_registry",
-                                               "apply"};
+                                               "apply", "publish_snapshot"};
   for (const auto& kv : t) {
     if (!kv.first.IsScalar()) return Field(origin, "?", "every key must be a plain name");
     const std::string key = kv.first.as<std::string>();
@@ -70,6 +70,20 @@ Status ParseTransport(const YAML::Node& root, const std::string& origin, Transpo
     return Field(origin, "apply", fmt::format("'{}' must be run (the run process applies) or workers "
                                               "(`midflight apply-worker` processes apply)", apply));
   s.apply_by_workers = apply == "workers";
+  if (YAML::Node n = t["publish_snapshot"]) {
+    bool ok = n.IsScalar();
+    if (ok) {
+      try {
+        s.publish_snapshot = n.as<bool>();
+      } catch (const YAML::Exception&) {
+        ok = false;
+      }
+    }
+    if (!ok)
+      return Field(origin, "publish_snapshot",
+                   fmt::format("'{}' must be true (the copy's rows are produced as op r events too) or false",
+                               n.IsScalar() ? n.as<std::string>() : "?"));
+  }
   if (!s.schema_registry.empty() && s.schema_registry.rfind("http://", 0) != 0 &&
       s.schema_registry.rfind("https://", 0) != 0)
     return Field(origin, "schema_registry", "must be an http:// or https:// URL");

@@ -10,6 +10,10 @@
 //     schema_registry: http://registry:8081  # optional: also publish every table's changes as
 //                                # Debezium Avro events to <prefix>.<schema>.<table>, with
 //                                # their schemas registered there (kafka/README.md)
+//     publish_snapshot: false    # true: the copy also produces every copied row (change
+//                                # topic: an upsert record; table topics: Debezium's op r
+//                                # event), so a reader can rebuild a target from offset zero
+//                                # (kafka/snapshot_publisher.h)
 //     apply: run                 # or workers: the run process only produces, and
 //                                # `midflight apply-worker SPEC` processes (a consumer
 //                                # group, any number, any machine) apply (kafka/apply_worker.h)
@@ -44,6 +48,7 @@ struct TransportSpec {
   int64_t max_message_bytes = 1000000;
   std::string schema_registry;  // empty: no per-table Avro topics
   bool apply_by_workers = false;  // apply: workers (the run process does not apply)
+  bool publish_snapshot = false;  // the copy's rows are produced too (op r)
   std::map<std::string, std::string> settings;
 
   // Preflight refuses a row whose values, as text, exceed this: the change

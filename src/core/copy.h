@@ -6,8 +6,12 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <vector>
 
+#include "base/status.h"
+#include "core/position.h"
 #include "core/schema.h"
+#include "core/value.h"
 
 namespace midflight {
 
@@ -26,5 +30,40 @@ struct TableProgress {
   int chunks_total = 0;
 };
 using CopyProgress = std::map<TableId, std::unique_ptr<TableProgress>>;
+
+// The copy's rows published where others read the stream (Kafka's topics
+// with transport.publish_snapshot: kafka/snapshot_publisher.h), so a reader
+// can rebuild a target from the beginning. One ChunkPublication per chunk
+// attempt, used by the copy worker's thread only; the publisher is shared by
+// every worker. THE RULE: a chunk's target transaction (its midflight.chunks
+// row) commits only after Flush returned Ok: nothing is recorded copied
+// before its records are durable where they are read.
+class ChunkPublication {
+ public:
+  virtual ~ChunkPublication() = default;
+  // One row of the chunk, in the table's writable column order, in the
+  // source's text form. May block on the producer's memory budget.
+  virtual Status Row(std::vector<Datum> values) = 0;
+  // Waits until every record of this publication is acknowledged; an error
+  // when one failed (the chunk must not commit; a retry begins a new one).
+  virtual Status Flush() = 0;
+  // The chunk's target transaction committed (its last row may become the
+  // snapshot's "last" event: CopyPublisher::Finish).
+  virtual void Committed() = 0;
+};
+
+class CopyPublisher {
+ public:
+  virtual ~CopyPublisher() = default;
+  // Chunk `c` of `table` is about to be copied from the snapshot at
+  // `snapshot`. When the chunk (or, for a table not split by key value, the
+  // table) may hold records of an earlier attempt from an older snapshot, a
+  // reset record goes first (kafka/README.md says why). Any worker thread.
+  virtual Result<std::unique_ptr<ChunkPublication>> Begin(const std::shared_ptr<const TableSchema>& table,
+                                                          const Chunk& c, Position snapshot) = 0;
+  // Every chunk is copied: marks the end of the snapshot for outside
+  // consumers (Debezium's source.snapshot "last") and waits for Kafka.
+  virtual Status Finish() = 0;
+};
 
 }  // namespace midflight

@@ -244,6 +244,15 @@ class Engine {
   // whatever it did not build, FinishSchema does.
   virtual Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                             std::function<void(int)> on_chunk_committed) = 0;
+  // transport.publish_snapshot: CopyChunks also publishes every copied row
+  // through `publisher` (core/copy.h; it outlives the copy). Engines whose
+  // copy does not publish refuse, naming the setting.
+  virtual Status PublishCopy(CopyPublisher* publisher) {
+    (void)publisher;
+    return OperatorError(fmt::format("transport.publish_snapshot: a {} migration's copy is not published to Kafka "
+                                     "(PostgreSQL to PostgreSQL only so far); remove the setting",
+                                     name()));
+  }
   // After the copy: keys, indexes, constraints not built yet (and sequences).
   virtual Status FinishSchema() = 0;
 

@@ -13,6 +13,7 @@
 #include "kafka/change_codec.h"
 #include "pipeline/apply_tracker.h"
 #include "pipeline/partition_log.h"
+#include "pipeline/router.h"
 
 namespace midflight::kafka {
 namespace {
@@ -53,6 +54,11 @@ class WorkerSink final : public ChangeSink {
     return inner_->ApplyBarrier(change, partitions);
   }
   Status Reconnect() override { return inner_->Reconnect(); }
+  Result<int64_t> DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                             std::optional<int64_t> lo, std::optional<int64_t> hi,
+                             const std::function<bool(const Change&)>& mine) override {
+    return inner_->DeleteRows(table, column, lo, hi, mine);
+  }
   Result<int64_t> LoadLogOffset() override { return inner_->LoadLogOffset(); }
   void SetWorker(std::string worker) override { inner_->SetWorker(std::move(worker)); }
   Status EnableFencing() override { return inner_->EnableFencing(); }
@@ -112,6 +118,12 @@ class WorkerLog final : public PartitionLog {
     if (part.queue) rd_kafka_queue_destroy(part.queue);
     part.queue = nullptr;
   }
+  // A replay's chunk resets are applied through this, on applier p's thread
+  // between two of its batches (the table is the one the reset names).
+  using ResetFn = std::function<Status(PartitionId, const ChunkReset&, const std::shared_ptr<const TableSchema>&)>;
+  void SetResetHandler(ResetFn fn) { on_reset_ = std::move(fn); }
+  uint64_t snapshot_rows(uint32_t p) const { return parts_[p].snapshot_rows; }
+  uint64_t resets(uint32_t p) const { return parts_[p].resets; }
   int64_t next_offset(uint32_t p) const { return parts_[p].next; }
   int64_t from_offset(uint32_t p) const { return parts_[p].from; }
 
@@ -123,11 +135,22 @@ class WorkerLog final : public PartitionLog {
               std::vector<Change>* out) override {
     Part& part = parts_.at(p.value);
     const bool first = out->empty();
+    // A chunk reset met before: once the batch in progress is committed
+    // (the Applier's next batch starts with an empty `out`), it is applied.
+    if (part.reset) {
+      if (!out->empty()) return Status::Ok();
+      RETURN_IF_ERROR(ApplyReset(p, part));
+    }
     min = std::clamp<size_t>(min, 1, std::max<size_t>(max, 1));
     const auto deadline = Clock::now() + wait;
     size_t got = 0;
     while (got < max) {
       if (closed_ || !part.queue) return got ? Status::Ok() : Cancelled("partition released");
+      if (part.reset) {
+        // Everything before it in the partition is applied first.
+        if (!out->empty()) break;
+        RETURN_IF_ERROR(ApplyReset(p, part));
+      }
       const auto now = Clock::now();
       int timeout_ms = 0;
       if (got < min && now < deadline)
@@ -156,6 +179,12 @@ class WorkerLog final : public PartitionLog {
   struct Part {
     rd_kafka_queue_t* queue = nullptr;
     ChangePosition last;  // the last position delivered
+    // A replay: the chunk reset read and not applied yet; the snapshot rows
+    // delivered (their positions {0, n}: below every change, in topic
+    // order, so the Applier's checkpoint never passes a change); resets applied.
+    std::optional<std::pair<ChunkReset, std::shared_ptr<const TableSchema>>> reset;
+    uint64_t snapshot_rows = 0;
+    uint64_t resets = 0;
     int64_t next = 0;     // the offset after the last message read
     int64_t from = 0;
   };
@@ -177,18 +206,42 @@ class WorkerLog final : public PartitionLog {
       auto it = tables_.find(id);
       return it == tables_.end() ? nullptr : it->second;
     };
-    Result<std::optional<Change>> c = DecodeChangeAnyRun(value, lookup);
-    if (!c.ok()) {
+    Result<LogRecord> rec = DecodeRecordAnyRun(value, lookup);
+    if (!rec.ok()) {
       // A table's layout may have changed on the source since the tables
       // were loaded: load them once more before giving up.
       LOG_INFO("kafka topic {} partition {} offset {}: {}; loading the tables again", topic_, p.value, msg->offset,
-               c.status().message());
+               rec.status().message());
       RETURN_IF_ERROR(LoadTables());
-      c = DecodeChangeAnyRun(value, lookup);
+      rec = DecodeRecordAnyRun(value, lookup);
     }
-    if (!c.ok())
+    if (!rec.ok())
       return DataLoss(fmt::format("kafka topic {} partition {} offset {}: {}", topic_, p.value, msg->offset,
-                                  c.status().message()));
+                                  rec.status().message()));
+    // Snapshot records (transport.publish_snapshot): the run's copy wrote
+    // those rows to the target itself, so only a replay applies them.
+    if (rec->kind != LogRecord::Kind::kChange && !replay_) return Status::Ok();
+    if (rec->kind == LogRecord::Kind::kChunkReset) {
+      auto table = lookup(rec->reset.table);
+      if (!table) return DataLoss(fmt::format("kafka topic {} partition {} offset {}: table {} is not known", topic_,
+                                              p.value, msg->offset, rec->reset.table.ToString()));
+      if (table->key_writable.empty()) return Status::Ok();  // a keyless table is not replayed
+      part.reset.emplace(rec->reset, std::move(table));
+      return Status::Ok();
+    }
+    std::optional<Change>* c = &rec->change;
+    if (rec->kind == LogRecord::Kind::kSnapshotRow) {
+      if ((*c)->table->key_writable.empty()) {
+        MutexLock lock(&mu_);
+        ++not_replayed_[(*c)->table->id.ToString()];
+        return Status::Ok();
+      }
+      (*c)->pos = ChangePosition{Position(), static_cast<uint32_t>(++part.snapshot_rows)};
+      (*c)->log_offset = msg->offset;
+      out->push_back(std::move(**c));
+      ++*got;
+      return Status::Ok();
+    }
     if (!c->has_value()) return Status::Ok();          // a truncate: applied by the run at a barrier
     if (IsBarrierChange(**c)) return Status::Ok();     // a key move with unchanged TOAST values: likewise
     if ((*c)->pos <= part.last) return Status::Ok();  // produced again by a restarted run
@@ -206,8 +259,18 @@ class WorkerLog final : public PartitionLog {
     return Status::Ok();
   }
 
+  Status ApplyReset(PartitionId p, Part& part) {
+    auto [reset, table] = std::move(*part.reset);
+    part.reset.reset();
+    if (!on_reset_) return Internal("a chunk reset with no handler");
+    RETURN_IF_ERROR(on_reset_(p, reset, table));
+    ++part.resets;
+    return Status::Ok();
+  }
+
   const ApplyWorkerOptions& o_;
   rd_kafka_t* rk_;
+  ResetFn on_reset_;
   const bool replay_;
   const std::string topic_;
   std::vector<Part> parts_;
@@ -328,6 +391,9 @@ class Worker {
                                       follow_retention_ ? "earliest" : "error"));
     RETURN_IF_ERROR(CheckTopic(rk_, o_));
     log_ = std::make_unique<WorkerLog>(o_, rk_, replay_);
+    log_->SetResetHandler([this](PartitionId p, const ChunkReset& r, const std::shared_ptr<const TableSchema>& t) {
+      return ApplyReset(p, r, t);
+    });
     return log_->LoadTables();
   }
 
@@ -430,7 +496,8 @@ class Worker {
       Slot& s = slots_[p];
       if (s.thread.joinable()) s.thread.join();
       if (Status st = s.applier->status(); !st.ok() && first.ok()) first = st.WithContext(fmt::format("partition {}", p));
-      report.parts.push_back({log_->from_offset(p), log_->next_offset(p), s.sink->applied_changes()});
+      report.parts.push_back({log_->from_offset(p), log_->next_offset(p), s.sink->applied_changes(),
+                              log_->snapshot_rows(p), log_->resets(p)});
     }
     report.not_replayed = log_->not_replayed();
     StopAll();
@@ -461,6 +528,21 @@ class Worker {
       self->Revoke(list);
       rd_kafka_assign(rk, nullptr);
     }
+  }
+
+  // A chunk reset in partition p (apply_worker.h): the rows of the chunk's
+  // range that route to p go; the rows that follow it in p copy it again.
+  // Runs on applier p's thread, between its batches (its sink is idle).
+  Status ApplyReset(PartitionId p, const ChunkReset& r, const std::shared_ptr<const TableSchema>& table) {
+    const Router router(o_.partitions);
+    ASSIGN_OR_RETURN(int64_t n, slots_.at(p.value).sink->DeleteRows(table, r.column, r.lo, r.hi, [&](const Change& c) {
+      return router.Route(c) == p;
+    }));
+    LOG_INFO("replay: partition {}: reset of {} {} (copied again from the snapshot at {}): {} rows of the partition "
+             "deleted",
+             p.value, r.table.ToString(), r.column.empty() ? std::string("(whole table)") : fmt::format("chunk {}", r.chunk),
+             Position::Pg(r.snapshot).ToString(), n);
+    return Status::Ok();
   }
 
   Status OpenSlot(uint32_t p, const std::string& key) {

@@ -48,6 +48,18 @@
 // (an insert there cannot be applied twice without duplicating the row); the
 // report counts what was left.
 //
+// SNAPSHOT RECORDS (transport.publish_snapshot, kafka/snapshot_publisher.h)
+// sit at the beginning of each partition, before every change. Workers skip
+// them (the run's copy wrote those rows to the target). A replay applies a
+// copied row as an upsert at position {0, n} (n counting the partition's
+// snapshot rows: below every change, so the Applier's checkpoint never
+// passes one), and a chunk reset between two batches: it deletes the rows of
+// the chunk's range (or table) that route to the partition, on the
+// partition's own sink. Only partition p's records write a key that routes
+// to p (a key move is a delete and an insert, each in its key's partition),
+// so at that point the target holds of those rows exactly what p's records
+// before the reset wrote: the older copy, which the rows after it replace.
+//
 // Thread-safety: RunApplyWorker and RunReplay own every object they create;
 // call them from one thread each.
 #pragma once
@@ -103,7 +115,9 @@ struct ReplayFrom {
 struct ReplayReport {
   struct Part {
     int64_t from = 0, to = 0;  // offsets read: [from, to)
-    uint64_t changes = 0;      // changes applied
+    uint64_t changes = 0;      // changes applied (snapshot rows included)
+    uint64_t snapshot_rows = 0;  // copied rows read (transport.publish_snapshot)
+    uint64_t resets = 0;         // chunk resets applied
   };
   std::vector<Part> parts;
   // Changes of tables without a key, by table, not applied: re-inserting a

@@ -1040,7 +1040,7 @@ Result<std::string> DebeziumAvroTable::EncodeKey(const Change& c) const {
 }
 
 Result<std::string> DebeziumAvroTable::EncodeValue(const Change& c, const std::string& source_name, int64_t now_ms,
-                                                   bool snapshot) const {
+                                                   bool snapshot, bool last) const {
   if (c.kind == ChangeKind::kTruncate) return Internal("a truncate has no row event");
   AvroWriter w;
   // before
@@ -1057,7 +1057,7 @@ Result<std::string> DebeziumAvroTable::EncodeValue(const Change& c, const std::s
     w.Branch(1);
     RETURN_IF_ERROR(EncodeImage(c, c.values, false, &w));
   }
-  EncodeSource(c, source_name, snapshot, &w);
+  EncodeSource(c, source_name, !snapshot ? "false" : last ? "last" : "true", &w);
   // op, ts_ms
   const char* op = snapshot ? "r" : c.kind == ChangeKind::kInsert ? "c" : c.kind == ChangeKind::kUpdate ? "u" : "d";
   w.String(op);
@@ -1066,7 +1066,7 @@ Result<std::string> DebeziumAvroTable::EncodeValue(const Change& c, const std::s
   return std::move(w.out());
 }
 
-void DebeziumAvroTable::EncodeSource(const Change& c, const std::string& source_name, bool snapshot,
+void DebeziumAvroTable::EncodeSource(const Change& c, const std::string& source_name, const char* snapshot,
                                      AvroWriter* w) const {
   const int64_t ts_ms = c.commit_time_us / 1000;
   const uint64_t pos = c.pos.commit_lsn.value();
@@ -1075,7 +1075,7 @@ void DebeziumAvroTable::EncodeSource(const Change& c, const std::string& source_
   w->String(source_name);
   w->Long(ts_ms);
   w->Branch(0);  // snapshot: the string branch
-  w->String(snapshot ? "true" : "false");
+  w->String(snapshot);
   w->String(engine_ == PositionKind::kBinlog ? Utf8(table_->id.schema) : std::string());  // db
   w->Branch(0);                                                                           // sequence: null
   if (engine_ == PositionKind::kBinlog) {
@@ -1106,7 +1106,7 @@ Result<std::string> DebeziumAvroTable::EncodeTruncate(const Change& c, const std
   AvroWriter w;
   w.Branch(0);  // before
   w.Branch(0);  // after
-  EncodeSource(c, source_name, /*snapshot=*/false, &w);
+  EncodeSource(c, source_name, /*snapshot=*/"false", &w);
   w.String("t");
   w.Branch(1);
   w.Long(now_ms);

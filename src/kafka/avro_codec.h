@@ -91,11 +91,12 @@ class DebeziumAvroTable {
 
   // The Avro bodies of `change` (an insert, update or delete of this
   // table's layout). The key comes from the old image for a delete, else the
-  // new one. `snapshot`: a snapshot row (op r, source.snapshot "true").
+  // new one. `snapshot`: a snapshot row (op r, source.snapshot "true", or
+  // "last" with `last`: the snapshot's final event).
   // Errors: OperatorError naming table, column and the value's problem.
   Result<std::string> EncodeKey(const Change& change) const;
   Result<std::string> EncodeValue(const Change& change, const std::string& source_name, int64_t now_ms,
-                                  bool snapshot) const;
+                                  bool snapshot, bool last = false) const;
   // Debezium's truncate event of this table (op t, before and after null,
   // source at the truncate's position); the message has no key.
   Result<std::string> EncodeTruncate(const Change& truncate, const std::string& source_name, int64_t now_ms) const;
@@ -117,7 +118,7 @@ class DebeziumAvroTable {
   };
   Status EncodeImage(const Change& c, const std::vector<Datum>& image, bool key_only, AvroWriter* w) const;
   Status EncodeColumn(const Change& c, const Column& col, const Datum& d, AvroWriter* w) const;
-  void EncodeSource(const Change& c, const std::string& source_name, bool snapshot, AvroWriter* w) const;
+  void EncodeSource(const Change& c, const std::string& source_name, const char* snapshot, AvroWriter* w) const;
 
   std::shared_ptr<const TableSchema> table_;
   PositionKind engine_ = PositionKind::kPgLsn;

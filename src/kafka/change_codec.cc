@@ -121,9 +121,11 @@ Result<std::shared_ptr<const TableSchema>> Table(const TableLookup& lookup, uint
   return t;
 }
 
-// `named` set: any run, tables by name (DecodeChangeAnyRun).
+// `named` set: any run, tables by name (DecodeChangeAnyRun). `read` set: a
+// snapshot row decodes to an insert and sets *read; else snapshot records
+// decode to nullopt.
 Result<std::optional<Change>> Decode(const json& root, uint64_t run, const TableLookup& lookup,
-                                     const NamedTableLookup* named = nullptr) {
+                                     const NamedTableLookup* named = nullptr, bool* read = nullptr) {
   if (!root.is_object()) return Bad("not a JSON object");
   ASSIGN_OR_RETURN(const json* m, Member(
                                       root, "midflight", [](const json& j) { return j.is_object(); }, "an object"));
@@ -135,7 +137,11 @@ Result<std::optional<Change>> Decode(const json& root, uint64_t run, const Table
   ASSIGN_OR_RETURN(const json* kind, Member(
                                          *m, "kind", [](const json& j) { return j.is_string(); }, "a string"));
   const std::string k = kind->get<std::string>();
-  if (k == "insert")
+  if (k == "reset" || (k == "read" && (!named || !read))) return std::optional<Change>();
+  if (k == "read") {
+    c.kind = ChangeKind::kInsert;
+    *read = true;
+  } else if (k == "insert")
     c.kind = ChangeKind::kInsert;
   else if (k == "update")
     c.kind = ChangeKind::kUpdate;
@@ -281,6 +287,90 @@ EncodedChange EncodeChange(const Change& c, uint64_t run, uint32_t table_ref,
   // Images hold only valid UTF-8 (hex otherwise); `replace` guards names.
   return {key.dump(-1, ' ', false, json::error_handler_t::replace),
           value.dump(-1, ' ', false, json::error_handler_t::replace)};
+}
+
+EncodedChange EncodeSnapshotRow(const Change& row, uint64_t run, const std::string& source_name, int chunk) {
+  EncodedChange m = EncodeChange(row, run, 0, {}, source_name);
+  // The same envelope, as Debezium's read event.
+  json value = json::parse(m.value);
+  value["op"] = "r";
+  value["before"] = nullptr;
+  value["source"]["snapshot"] = "true";
+  value["midflight"]["kind"] = "read";
+  value["midflight"]["check"] = "none";
+  value["midflight"]["chunk"] = chunk;
+  m.value = value.dump(-1, ' ', false, json::error_handler_t::replace);
+  return m;
+}
+
+EncodedChange EncodeChunkReset(const ChunkReset& r, uint64_t run, const std::string& source_name) {
+  auto opt = [](const std::optional<int64_t>& v) { return v ? json(*v) : json(nullptr); };
+  json source = {{"connector", "midflight"}, {"name", source_name}, {"schema", r.table.schema},
+                 {"table", r.table.name},    {"lsn", r.snapshot},    {"snapshot", "true"}};
+  json mid = {{"v", 1},
+              {"run", run},
+              {"kind", "reset"},
+              {"chunk", r.chunk},
+              {"column", r.column.empty() ? json(nullptr) : json(r.column)},
+              {"lo", opt(r.lo)},
+              {"hi", opt(r.hi)},
+              {"lsn", r.snapshot}};
+  json value = {{"before", nullptr}, {"after", nullptr},           {"source", std::move(source)},
+                {"op", "midflight.reset"}, {"ts_ms", nullptr}, {"midflight", std::move(mid)}};
+  json key = {{"midflight_reset", fmt::format("{}#{}", r.table.ToString(), r.chunk)}};
+  return {key.dump(-1, ' ', false, json::error_handler_t::replace),
+          value.dump(-1, ' ', false, json::error_handler_t::replace)};
+}
+
+namespace {
+
+Result<ChunkReset> DecodeReset(const json& root, const json& m, const NamedTableLookup& lookup) {
+  const json* source = root.contains("source") && root["source"].is_object() ? &root["source"] : nullptr;
+  if (!source || !source->contains("schema") || !source->contains("table") || !(*source)["schema"].is_string() ||
+      !(*source)["table"].is_string())
+    return Bad("source.schema/table are missing");
+  ChunkReset r;
+  r.table = TableId{(*source)["schema"].get<std::string>(), (*source)["table"].get<std::string>()};
+  if (!lookup(r.table)) return Bad(fmt::format("table {} is not one the migration moves", r.table.ToString()));
+  auto chunk = m.find("chunk");
+  if (chunk == m.end() || !chunk->is_number_integer() || chunk->get<int64_t>() < -1 ||
+      chunk->get<int64_t>() > INT32_MAX)
+    return Bad("'chunk' is not a chunk number");
+  r.chunk = static_cast<int>(chunk->get<int64_t>());
+  ASSIGN_OR_RETURN(r.snapshot, U64(m, "lsn"));
+  auto column = m.find("column");
+  if (column == m.end() || !(column->is_null() || column->is_string())) return Bad("'column' is not a string or null");
+  if (column->is_string()) r.column = column->get<std::string>();
+  for (auto [name, out] : {std::pair<const char*, std::optional<int64_t>*>{"lo", &r.lo}, {"hi", &r.hi}}) {
+    auto it = m.find(name);
+    if (it == m.end() || !(it->is_null() || it->is_number_integer()))
+      return Bad(fmt::format("'{}' is not an integer or null", name));
+    if (it->is_number_integer()) *out = it->get<int64_t>();
+  }
+  if (r.column.empty() && (r.lo || r.hi)) return Bad("a reset with a range but no column");
+  return r;
+}
+
+}  // namespace
+
+Result<LogRecord> DecodeRecordAnyRun(std::string_view value, const NamedTableLookup& lookup) {
+  json root = json::parse(value, nullptr, /*allow_exceptions=*/false);
+  if (root.is_discarded()) return Bad("not valid JSON");
+  try {
+    LogRecord out;
+    if (root.is_object() && root.contains("midflight") && root["midflight"].is_object() &&
+        root["midflight"].value("kind", "") == "reset") {
+      out.kind = LogRecord::Kind::kChunkReset;
+      ASSIGN_OR_RETURN(out.reset, DecodeReset(root, root["midflight"], lookup));
+      return out;
+    }
+    bool read = false;
+    ASSIGN_OR_RETURN(out.change, Decode(root, 0, nullptr, &lookup, &read));
+    if (read) out.kind = LogRecord::Kind::kSnapshotRow;
+    return out;
+  } catch (const json::exception& e) {
+    return Bad(e.what());
+  }
 }
 
 Result<std::optional<Change>> DecodeChangeAnyRun(std::string_view value, const NamedTableLookup& lookup) {

@@ -79,7 +79,44 @@ Result<std::optional<Change>> DecodeChange(std::string_view value, uint64_t run,
 // table is found by source.schema/source.table (refs are the writing run's
 // own). `lookup` returns null for a table it does not know. A truncate
 // (applied by the run at a barrier, outside the log) decodes to nullopt.
+// Snapshot records (below) decode to nullopt here.
 using NamedTableLookup = std::function<std::shared_ptr<const TableSchema>(const TableId& id)>;
 Result<std::optional<Change>> DecodeChangeAnyRun(std::string_view value, const NamedTableLookup& lookup);
+
+// SNAPSHOT RECORDS (transport.publish_snapshot, kafka/snapshot_publisher.h).
+// A copied row: the envelope with "op": "r", "before" null, source.snapshot
+// "true", and "kind": "read" in the midflight member (check "none": an
+// upsert), at the chunk's snapshot position, keyed like a change; "chunk"
+// names the copy chunk. A chunk reset: "op": "midflight.reset", no row
+// images, the midflight member {"kind": "reset", "chunk": n, "column": the
+// integer chunk column or null (every row of the table), "lo"/"hi": the
+// chunk's value range [lo, hi) (null: unbounded), "lsn": the snapshot the
+// chunk is copied from again}, key {"midflight_reset": "<schema.table>#<chunk>"}.
+// The run's own log (DecodeChange) and apply workers skip both: the copy
+// wrote those rows to the target itself; a replay applies them (apply_worker.h).
+struct ChunkReset {
+  TableId table;
+  int chunk = 0;
+  std::string column;  // empty: the whole table
+  std::optional<int64_t> lo, hi;
+  uint64_t snapshot = 0;
+  bool operator==(const ChunkReset&) const = default;
+};
+// `row`: kind insert, the copied values, pos = {snapshot, 0}, commit_time_us
+// = when it was copied.
+EncodedChange EncodeSnapshotRow(const Change& row, uint64_t run, const std::string& source_name, int chunk);
+EncodedChange EncodeChunkReset(const ChunkReset& reset, uint64_t run, const std::string& source_name);
+
+struct LogRecord {
+  enum class Kind : uint8_t { kChange, kSnapshotRow, kChunkReset };
+  Kind kind = Kind::kChange;
+  // kChange: the change (nullopt for a truncate: applied by the run at a
+  // barrier); kSnapshotRow: an insert of the copied row, check none.
+  std::optional<Change> change;
+  ChunkReset reset;  // kChunkReset
+};
+// DecodeChangeAnyRun, plus the snapshot records. A reset naming a table the
+// lookup does not know is DataLoss, as a change is.
+Result<LogRecord> DecodeRecordAnyRun(std::string_view value, const NamedTableLookup& lookup);
 
 }  // namespace midflight::kafka

@@ -19,8 +19,11 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
+
+#include <fmt/format.h>
 
 #include "base/status.h"
 #include "base/stop.h"
@@ -54,6 +57,18 @@ class ChangeSink {
   virtual Status ApplyBarrier(const Change& change, uint32_t partitions) = 0;
   // Drops and re-opens the connection.
   virtual Status Reconnect() = 0;
+  // A replay's chunk reset (kafka/snapshot_publisher.h): deletes, in one
+  // transaction, the rows of `table` whose integer `column` lies in [lo, hi)
+  // (nullopt: unbounded; `column` empty: every row) and for which `mine`
+  // holds (given an insert whose image carries the row's key columns in the
+  // source's text form, others null). Returns how many it deleted. Sinks
+  // that cannot answer OperatorError.
+  virtual Result<int64_t> DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                                     std::optional<int64_t> lo, std::optional<int64_t> hi,
+                                     const std::function<bool(const Change&)>& mine) {
+    (void)column, (void)lo, (void)hi, (void)mine;
+    return OperatorError(fmt::format("table {}: this target cannot replay a chunk reset", table->id.ToString()));
+  }
   // For a partition log that can be read again from an offset (Kafka apply
   // workers, kafka/apply_worker.h): ApplyBatch records the batch's highest
   // Change::log_offset with the checkpoint, and the worker's name when set;

@@ -175,5 +175,75 @@ TEST_F(KafkaCodecTest, MalformedInputIsDataLossNamingTheProblem) {
             "DATA_LOSS: kafka change message: a insert without a new image");
 }
 
+// transport.publish_snapshot: a copied row is Debezium's read event and
+// comes back, for a replay, as an unchecked insert; the run's own log and
+// the plain decoders skip it.
+TEST_F(KafkaCodecTest, ASnapshotRowIsAReadEventOnlyAReplayTakes) {
+  Change row = Make(ChangeKind::kInsert, accounts_, 0x5000, 0, {Datum::Text("42"), Datum::Text("7"), Datum::Null()});
+  row.commit_time_us = 1'700'000'000'000'000;
+  EncodedChange m = EncodeSnapshotRow(row, kRun, "m1", 3);
+  EXPECT_EQ(json::parse(m.key), json({{"id", "42"}}));
+  json v = json::parse(m.value);
+  EXPECT_EQ(v["op"], "r");
+  EXPECT_TRUE(v["before"].is_null());
+  EXPECT_EQ(v["after"]["id"], "42");
+  EXPECT_EQ(v["source"]["snapshot"], "true");
+  EXPECT_EQ(v["midflight"]["kind"], "read");
+  EXPECT_EQ(v["midflight"]["chunk"], 3);
+
+  auto same_run = DecodeChange(m.value, kRun, lookup_);
+  ASSERT_TRUE(same_run.ok()) << same_run.status().ToString();
+  EXPECT_FALSE(same_run->has_value()) << "the run's own log skips snapshot rows";
+  NamedTableLookup named = [this](const TableId& id) { return id == accounts_->id ? accounts_ : nullptr; };
+  auto any = DecodeChangeAnyRun(m.value, named);
+  ASSERT_TRUE(any.ok());
+  EXPECT_FALSE(any->has_value()) << "apply workers skip snapshot rows";
+
+  auto rec = DecodeRecordAnyRun(m.value, named);
+  ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+  EXPECT_EQ(rec->kind, LogRecord::Kind::kSnapshotRow);
+  ASSERT_TRUE(rec->change.has_value());
+  EXPECT_EQ(rec->change->kind, ChangeKind::kInsert);
+  EXPECT_EQ(rec->change->check, ConflictCheck::kNone);
+  EXPECT_EQ(rec->change->values, row.values);
+  EXPECT_EQ(rec->change->pos, row.pos);
+
+  // A change still decodes as one.
+  Change upd = Make(ChangeKind::kUpdate, accounts_, 0x6000, 2, {Datum::Text("42"), Datum::Text("8"), Datum::Null()});
+  auto change = DecodeRecordAnyRun(EncodeChange(upd, kRun, 0, {}, "m1").value, named);
+  ASSERT_TRUE(change.ok());
+  EXPECT_EQ(change->kind, LogRecord::Kind::kChange);
+  ASSERT_TRUE(change->change.has_value());
+  ExpectSame(*change->change, upd);
+}
+
+TEST_F(KafkaCodecTest, AChunkResetComesBackExactly) {
+  NamedTableLookup named = [this](const TableId& id) { return id == accounts_->id ? accounts_ : nullptr; };
+  ChunkReset range{accounts_->id, 2, "id", 1000, 2000, 0x7000};
+  ChunkReset whole{accounts_->id, -1, "", std::nullopt, std::nullopt, 0x7000};
+  ChunkReset open_ended{accounts_->id, 4, "id", 4000, std::nullopt, 0x7000};
+  for (const ChunkReset& r : {range, whole, open_ended}) {
+    EncodedChange m = EncodeChunkReset(r, kRun, "m1");
+    auto rec = DecodeRecordAnyRun(m.value, named);
+    ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+    EXPECT_EQ(rec->kind, LogRecord::Kind::kChunkReset);
+    EXPECT_EQ(rec->reset, r);
+    EXPECT_EQ(json::parse(m.value)["op"], "midflight.reset");
+    auto same_run = DecodeChange(m.value, kRun, lookup_);
+    ASSERT_TRUE(same_run.ok()) << same_run.status().ToString();
+    EXPECT_FALSE(same_run->has_value());
+  }
+  NamedTableLookup none = [](const TableId&) { return nullptr; };
+  auto unknown = DecodeRecordAnyRun(EncodeChunkReset(range, kRun, "m1").value, none);
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.status().message(), "kafka change message: table public.accounts is not one the migration moves");
+  json bad = json::parse(EncodeChunkReset(range, kRun, "m1").value);
+  bad["midflight"]["lo"] = "low";
+  auto lo = DecodeRecordAnyRun(bad.dump(), named);
+  ASSERT_FALSE(lo.ok());
+  EXPECT_EQ(lo.status().code(), StatusCode::kDataLoss);
+  EXPECT_EQ(lo.status().message(), "kafka change message: 'lo' is not an integer or null");
+}
+
 }  // namespace
 }  // namespace midflight::kafka

@@ -9,6 +9,7 @@
 
 #include <librdkafka/rdkafka.h>
 
+#include <algorithm>
 #include <mutex>
 #include <optional>
 
@@ -16,6 +17,9 @@
 #include "kafka/avro_codec.h"
 #include "kafka/kafka_partition_log.h"
 #include "kafka/mock_cluster.h"
+#include "kafka/snapshot_publisher.h"
+#include "kafka/change_codec.h"
+#include "pipeline/router.h"
 #include "test_tables.h"
 
 namespace midflight::kafka {
@@ -326,6 +330,107 @@ TEST_F(RegistryTest, ATableTopicWithAnotherPartitionCountIsRefused) {
   EXPECT_NE(st.message().find("kafka topic t.public.accounts has 3 partitions but the migration has 2"),
             std::string::npos)
       << st.message();
+}
+
+// transport.publish_snapshot (kafka/snapshot_publisher.h): each copied row
+// goes to its key's partition (the router's) of the change topic as a read
+// record and of its table topic as Debezium's op r event; a chunk copied
+// again after a restart is preceded by a reset record in every partition;
+// Flush returns once Kafka holds all of it; Finish marks the last row "last".
+class PublisherTest : public RegistryTest {
+ protected:
+  SnapshotPublisherOptions PubOptions(bool republish) {
+    SnapshotPublisherOptions o;
+    o.brokers = cluster_->bootstraps();
+    o.topic = "t.m.changes";
+    o.source_name = "m";
+    o.topic_prefix = "t";
+    o.schema_registry = "http://" + server_->address();
+    o.partitions = 2;
+    o.producer_budget_bytes = 4096;
+    o.republish = republish;
+    return o;
+  }
+  // One chunk attempt: ids [lo, hi) at `snapshot`, flushed and committed.
+  void CopyChunk(CopyPublisher& pub, int number, int lo, int hi, uint64_t snapshot) {
+    Chunk c{table_->id, number, Chunk::Kind::kIntRange, lo, hi};
+    auto chunk = pub.Begin(table_, c, Position::Pg(snapshot));
+    ASSERT_TRUE(chunk.ok()) << chunk.status().ToString();
+    for (int id = lo; id < hi; ++id)
+      ASSERT_TRUE((*chunk)->Row({Datum::Text(std::to_string(id)), Datum::Text("5"), Datum::Null()}).ok());
+    ASSERT_TRUE((*chunk)->Flush().ok());
+    (*chunk)->Committed();
+  }
+  NamedTableLookup named_ = [this](const TableId& id) { return id == table_->id ? table_ : nullptr; };
+};
+
+TEST_F(PublisherTest, RowsGoToTheirKeysPartitionAfterTheirChunksReset) {
+  ASSERT_TRUE(cluster_->CreateTopic("t.public.accounts", 2).ok());
+  {
+    auto pub = OpenSnapshotPublisher(PubOptions(/*republish=*/false));
+    ASSERT_TRUE(pub.ok()) << pub.status().ToString();
+    CopyChunk(**pub, 0, 1, 21, 0x100);  // a first attempt: no reset
+  }
+  auto pub = OpenSnapshotPublisher(PubOptions(/*republish=*/true));
+  ASSERT_TRUE(pub.ok()) << pub.status().ToString();
+  CopyChunk(**pub, 0, 1, 11, 0x200);  // the same chunk again, from a newer snapshot
+  ASSERT_TRUE((*pub)->Finish().ok());
+
+  const Router router(2);
+  size_t rows = 0;
+  for (int32_t p = 0; p < 2; ++p) {
+    std::vector<Message> msgs = ReadTopic("t.m.changes", p);
+    std::vector<LogRecord::Kind> kinds;
+    for (const Message& m : msgs) {
+      ASSERT_TRUE(m.value.has_value());
+      auto rec = DecodeRecordAnyRun(*m.value, named_);
+      ASSERT_TRUE(rec.ok()) << rec.status().ToString();
+      kinds.push_back(rec->kind);
+      if (rec->kind == LogRecord::Kind::kSnapshotRow) {
+        EXPECT_EQ(router.Route(*rec->change).value, static_cast<uint32_t>(p)) << "key " << rec->change->KeyText();
+        ++rows;
+      } else {
+        ASSERT_EQ(rec->kind, LogRecord::Kind::kChunkReset);
+        EXPECT_EQ(rec->reset, (ChunkReset{table_->id, 0, "id", 1, 11, 0x200}));
+      }
+    }
+    // The first attempt's rows, then the reset, then the second attempt's.
+    auto reset = std::find(kinds.begin(), kinds.end(), LogRecord::Kind::kChunkReset);
+    ASSERT_NE(reset, kinds.end()) << "partition " << p << " has no reset";
+    EXPECT_EQ(std::count(kinds.begin(), kinds.end(), LogRecord::Kind::kChunkReset), 1);
+    for (auto it = kinds.begin(); it != kinds.end(); ++it) {
+      if (it != reset) {
+        EXPECT_EQ(*it, LogRecord::Kind::kSnapshotRow);
+      }
+    }
+  }
+  EXPECT_EQ(rows, 30u);
+  // The table topic: op r events, the last one marked "last".
+  std::vector<nlohmann::json> events;
+  for (int32_t p = 0; p < 2; ++p)
+    for (const Message& m : ReadTopic("t.public.accounts", p)) events.push_back(Decode(*m.value));
+  ASSERT_EQ(events.size(), 31u);
+  size_t last = 0;
+  for (const auto& e : events) {
+    EXPECT_EQ(e["op"], "r");
+    EXPECT_TRUE(e["before"].is_null());
+    if (e["source"]["snapshot"] == "last") {
+      ++last;
+    } else {
+      EXPECT_EQ(e["source"]["snapshot"], "true");
+    }
+  }
+  EXPECT_EQ(last, 1u);
+}
+
+TEST_F(PublisherTest, AChangeTopicWithAnotherPartitionCountIsRefused) {
+  SnapshotPublisherOptions o = PubOptions(false);
+  o.partitions = 3;
+  auto pub = OpenSnapshotPublisher(o);
+  ASSERT_FALSE(pub.ok());
+  EXPECT_EQ(pub.status().message(),
+            "kafka topic t.m.changes has 2 partitions but the migration has 3: one topic partition per applier keeps "
+            "each key's order; recreate the topic with 3 partitions or use another topic_prefix");
 }
 
 }  // namespace

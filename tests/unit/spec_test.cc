@@ -53,6 +53,10 @@ TEST(SpecTest, TransportKafkaWithSettingsAndASecretFromTheEnvironment) {
   EXPECT_EQ(s->partitions, 6) << "transport.partitions sets the migration's";
   EXPECT_EQ(s->transport.settings.at("sasl.password"), "s3cret");
   EXPECT_EQ(s->transport.settings.at("linger.ms"), "10");
+  EXPECT_FALSE(s->transport.publish_snapshot);
+  auto pub = ParseSpec(base + "transport: {kind: kafka, brokers: h:1, publish_snapshot: true}\n", "m.yaml");
+  ASSERT_TRUE(pub.ok()) << pub.status().ToString();
+  EXPECT_TRUE(pub->transport.publish_snapshot);
 
   auto mem = ParseSpec(base + "transport: {kind: memory}\n", "m.yaml");
   ASSERT_TRUE(mem.ok()) << mem.status().message();
@@ -68,6 +72,9 @@ TEST(SpecTest, TransportErrorsNameTheField) {
   EXPECT_EQ(err("transport: {kind: kafka}\n"),
             "m.yaml: field 'transport.brokers': is required for kind kafka (\"host:port,...\")");
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, topics: x}\n"), "m.yaml: field 'transport.topics': unknown field");
+  EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, publish_snapshot: sometimes}\n"),
+            "m.yaml: field 'transport.publish_snapshot': 'sometimes' must be true (the copy's rows are produced as op "
+            "r events too) or false");
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, topic_prefix: 'a b'}\n"),
             "m.yaml: field 'transport.topic_prefix': 'a b' may only use a-z, A-Z, 0-9, '.', '_' and '-'");
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, max_message_bytes: 10}\n"),

@@ -71,6 +71,10 @@ class PgEngine final : public Engine {
   Status PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) override;
   Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                     std::function<void(int)> on_chunk_committed) override;
+  Status PublishCopy(CopyPublisher* publisher) override {
+    publisher_ = publisher;
+    return Status::Ok();
+  }
   Status FinishSchema() override;
   ReplicationOps& Replication() override;
   std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
@@ -90,6 +94,7 @@ class PgEngine final : public Engine {
   std::vector<TablePtr> plain_;
   std::string dump_path_;
   bool have_slot_ = false;  // PrepareCopy: the migration's slot exists on the source
+  CopyPublisher* publisher_ = nullptr;  // PublishCopy's (transport.publish_snapshot)
   std::unique_ptr<ReplicationOps> replication_;
 };
 
@@ -300,6 +305,8 @@ Status PgEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   job.transforms = transforms_;
   job.chunks = std::move(chunks);
   job.on_chunk_committed = std::move(on_chunk_committed);
+  job.publisher = publisher_;
+  job.on_chunk_flushed = [](int n) { CrashPoint("snapshot-chunk-published", n); };
   // The slot (first run) or a temporary one (a resumed copy) exports the
   // snapshot every worker imports; its connection stays open until they have.
   pg::ConnOptions ro;

@@ -710,4 +710,59 @@ Status PgChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
   return conn_->Exec("COMMIT");
 }
 
+// The rows are read with their (tableoid, ctid), locked, chosen in C++ (the
+// router's hash has no SQL form) and deleted by (tableoid, ctid) in the same
+// transaction.
+Result<int64_t> PgChangeSink::DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                                         std::optional<int64_t> lo, std::optional<int64_t> hi,
+                                         const std::function<bool(const Change&)>& mine) {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  const TableSchema& t = *table;
+  std::string keys;
+  for (int k : t.key_writable) keys += fmt::format(", {}::text", QuoteIdent(t.columns[t.writable[k]].name));
+  std::vector<std::string> conds;
+  if (!column.empty()) {
+    if (t.ColumnIndex(column) < 0)
+      return DataLoss(fmt::format("table {}: the chunk reset's column {} is not in the table", t.id.ToString(), column));
+    if (lo) conds.push_back(fmt::format("{} >= {}", QuoteIdent(column), *lo));
+    if (hi) conds.push_back(fmt::format("{} < {}", QuoteIdent(column), *hi));
+  }
+  std::string where;
+  for (size_t i = 0; i < conds.size(); ++i) where += (i ? " AND " : " WHERE ") + conds[i];
+  const std::string from = (t.partitioned ? "" : "ONLY ") + Table(t);
+  RETURN_IF_ERROR(conn_->Exec("BEGIN"));
+  auto fail = [&](Status st) {
+    (void)conn_->Exec("ROLLBACK");
+    return st.WithContext(fmt::format("replaying a chunk reset of {}", t.id.ToString()));
+  };
+  auto rows = conn_->Query(fmt::format("SELECT tableoid::oid::text, ctid::text{} FROM {}{} FOR UPDATE", keys, from, where));
+  if (!rows.ok()) return fail(rows.status());
+  std::string oids = "{", ctids = "{";
+  int64_t n = 0;
+  Change probe;
+  probe.kind = ChangeKind::kInsert;
+  probe.table = table;
+  for (int i = 0; i < rows->rows(); ++i) {
+    probe.values.assign(t.writable.size(), Datum::Null());
+    for (size_t k = 0; k < t.key_writable.size(); ++k)
+      if (!rows->IsNull(i, static_cast<int>(k) + 2))
+        probe.values[t.key_writable[k]] = Datum::Text(rows->GetString(i, static_cast<int>(k) + 2));
+    if (!mine(probe)) continue;
+    oids += (n ? "," : "") + rows->GetString(i, 0);
+    ctids += (n ? ",\"" : "\"") + rows->GetString(i, 1) + "\"";
+    ++n;
+  }
+  oids += "}";
+  ctids += "}";
+  if (n > 0) {
+    auto del = conn_->Query(fmt::format("DELETE FROM {} WHERE (tableoid, ctid) IN (SELECT * FROM unnest($1::oid[], "
+                                        "$2::tid[]))",
+                                        from),
+                            {oids, ctids});
+    if (!del.ok()) return fail(del.status());
+  }
+  RETURN_IF_ERROR(conn_->Exec("COMMIT"));
+  return n;
+}
+
 }  // namespace midflight::pg

@@ -58,6 +58,9 @@ class PgChangeSink final : public ChangeSink {
   Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
+  Result<int64_t> DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                             std::optional<int64_t> lo, std::optional<int64_t> hi,
+                             const std::function<bool(const Change&)>& mine) override;
 
  private:
   PgChangeSink(std::string uri, std::string migration, PartitionId p, std::string origin);

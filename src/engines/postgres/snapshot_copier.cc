@@ -229,18 +229,20 @@ Status CopyToTarget(PgConn& src, ChunkTarget& target, const TableSchema& t, cons
 // Pipes one chunk from source to target inside the target's open transaction.
 // With a transform (core/transform.h) the rows go through it in text form
 // into the target's table; a row it cannot apply fails the chunk, naming it.
+// With `pub` (transport.publish_snapshot) both COPYs are text and every row
+// is also handed to it, decoded, as the source sent it.
 Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c, TableProgress& progress,
                  int64_t* rows, int64_t* bytes, const std::atomic<bool>& stop, RateLimiter* rate,
-                 const TableTransform* transform) {
+                 const TableTransform* transform, ChunkPublication* pub) {
   std::string copy_in =
       transform ? fmt::format("COPY {} ({}) FROM STDIN", QuoteQualified(transform->target()->id.schema,
                                                                         transform->target()->id.name),
                               TargetColumnList(*transform->target()))
                 : fmt::format("COPY {} ({}) FROM STDIN{}", QuoteQualified(t.id.schema, t.id.name), ColumnList(t),
-                              UseBinaryCopy(t) ? " (FORMAT binary)" : "");
+                              UseBinaryCopy(t) && !pub ? " (FORMAT binary)" : "");
   PgResult in(PQexec(dst.raw(), copy_in.c_str()));
   if (PQresultStatus(in.raw()) != PGRES_COPY_IN) return StatusFromResult(dst.raw(), in.raw(), "COPY into " + t.id.ToString());
-  std::string query = ChunkQuery(t, c, transform != nullptr);
+  std::string query = ChunkQuery(t, c, transform != nullptr || pub != nullptr);
   std::vector<Datum> row;
   std::string encoded;
   PgResult out(PQexec(src.raw(), query.c_str()));
@@ -261,13 +263,22 @@ Status PipeChunk(PgConn& src, PgConn& dst, const TableSchema& t, const Chunk& c,
       break;
     }
     int put = 1;
-    if (transform) {
+    if (transform || pub) {
       if (!DecodeCopyRow(std::string_view(buf, static_cast<size_t>(n)), &row) ||
           row.size() != t.writable.size()) {
         PQfreemem(buf);
         failure = Internal(fmt::format("COPY from {}: a row of text COPY could not be read", t.id.ToString()));
         break;
       }
+    }
+    if (pub) {
+      if (Status st = pub->Row(transform ? row : std::move(row)); !st.ok()) {
+        PQfreemem(buf);
+        failure = st;
+        break;
+      }
+    }
+    if (transform) {
       auto out = transform->Row(row);
       if (!out.ok()) {
         PQfreemem(buf);
@@ -412,6 +423,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     Status first_error GUARDED_BY(mu);
   } sh;
   std::atomic<int> committed{0};
+  std::atomic<int> flushed{0};
   // Chunks of each table not committed yet.
   struct Left {
     Mutex mu;
@@ -482,13 +494,29 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     Status s = cn.target ? Status::Ok() : cn.dst->Exec("BEGIN");
     const TableTransform* transform = nullptr;
     if (auto tr = job.transforms.find(c.table); tr != job.transforms.end()) transform = tr->second.get();
-    if (s.ok() && !cn.target) s = PipeChunk(*cn.src, *cn.dst, t, c, tp, &rows, &bytes, stop, job.rate, transform);
+    std::unique_ptr<ChunkPublication> pub;
+    if (s.ok() && job.publisher) {
+      if (cn.target) return Internal("transport.publish_snapshot: not with a target of another engine");
+      auto begun = job.publisher->Begin(job.tables.at(c.table), c, Position(job.snapshot_lsn));
+      if (begun.ok())
+        pub = std::move(*begun);
+      else
+        s = begun.status();
+    }
+    if (s.ok() && !cn.target)
+      s = PipeChunk(*cn.src, *cn.dst, t, c, tp, &rows, &bytes, stop, job.rate, transform, pub.get());
     if (s.ok() && !cn.target) {
       auto r = cn.dst->Query(kRecordChunkSql, {job.migration, t.id.ToString(), std::to_string(c.number),
                                                job.snapshot_lsn.ToString(), std::to_string(rows), std::to_string(bytes)});
       s = r.status();
     }
+    // The chunk is recorded copied only once Kafka holds its rows (core/copy.h).
+    if (s.ok() && pub) {
+      s = pub->Flush();
+      if (s.ok() && job.on_chunk_flushed) job.on_chunk_flushed(++flushed);
+    }
     if (s.ok() && !cn.target) s = cn.dst->Exec("COMMIT");
+    if (s.ok() && pub) pub->Committed();
     if (!s.ok()) {
       (void)cn.dst->Exec("ROLLBACK");
       return s.WithContext(fmt::format("copying {} chunk {}", t.id.ToString(), c.number));

@@ -39,6 +39,8 @@ namespace midflight::pg {
 class PgConn;
 
 using midflight::Chunk;
+using midflight::ChunkPublication;
+using midflight::CopyPublisher;
 using midflight::CopyProgress;
 using midflight::TableProgress;
 
@@ -93,6 +95,12 @@ struct CopyJob {
   // Called once per table when the last of its chunks in `chunks` has
   // committed (any worker thread, after on_chunk_committed).
   std::function<void(const TableId&)> on_table_copied;
+  // transport.publish_snapshot: every copied row is published too (as text
+  // COPY, decoded), and a chunk commits only after Flush (core/copy.h).
+  // `on_chunk_flushed` is called with the count flushed so far in this call,
+  // between the flush and the commit (a crash point for tests).
+  CopyPublisher* publisher = nullptr;
+  std::function<void(int)> on_chunk_flushed;
   // Set for a target that is not PostgreSQL: each worker opens one instead
   // of COPY into target_uri (which is then unused), and reads in text format.
   std::function<Result<std::unique_ptr<ChunkTarget>>()> open_target;
