@@ -43,6 +43,7 @@
 #   PORT_BASE=27600      the ports below are PORT_BASE + 0..7 unless set one by one
 #   SRC_PORT=27600 DST_PORT=27601 BOUNCER_PORT=27602 PROXY_PORT=27603   (27600-27620)
 #   MYSQL=1              0: the PostgreSQL half only
+#   PROXY_LOOPS=0        the proxies' event-loop threads (spec proxy.loops; 0: one per core)
 #   MY_THREADS=8 MY_TABLES=4 MY_TABLE_SIZE=100000   sysbench --threads, --tables, --table-size
 #   MY_SRC_PORT=27605 MY_DST_PORT=27606 MY_PROXY_PORT=27607
 #   TIMEOUT=600 (seconds, per wait) KEEP=1 (keep the temp dir; processes are stopped anyway)
@@ -318,6 +319,7 @@ state_dir: $WORK/state
 partitions: 2
 proxy:
   listen: 127.0.0.1:$PROXY_PORT
+  loops: ${PROXY_LOOPS:-0}
 YAML
 log "midflight run (proxy on 127.0.0.1:$PROXY_PORT) until phase replicating"
 t0=$(now)
@@ -432,6 +434,7 @@ state_dir: $WORK/state-mysql
 partitions: 2
 proxy:
   listen: 127.0.0.1:$MY_PROXY_PORT
+  loops: ${PROXY_LOOPS:-0}
   users:
     - name: bench
       password: bench

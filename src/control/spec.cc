@@ -233,7 +233,7 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
   if (!n) return Status::Ok();
   RETURN_IF_ERROR(CheckKeys(n, origin, "proxy",
                             {"listen", "listen_readonly", "users", "auth", "tls_cert", "tls_key", "max_clients",
-                             "max_unauthenticated", "auth_timeout_seconds"}));
+                             "max_unauthenticated", "auth_timeout_seconds", "loops"}));
   s->has_proxy = true;
   ProxySpec& p = s->proxy;
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "listen", &p.listen));
@@ -244,6 +244,7 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "max_clients", &p.max_clients));
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "max_unauthenticated", &p.max_unauthenticated));
   RETURN_IF_ERROR(Get(n, origin + ": proxy", "auth_timeout_seconds", &p.auth_timeout_seconds));
+  RETURN_IF_ERROR(Get(n, origin + ": proxy", "loops", &p.loops));
   if (YAML::Node users = n["users"]) {
     if (!users.IsSequence()) return Field(origin, "proxy.users", "must be a list of {name, password}");
     for (size_t i = 0; i < users.size(); ++i) {
@@ -274,6 +275,7 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
     return Field(origin, p.tls_cert.empty() ? "proxy.tls_cert" : "proxy.tls_key", "tls_cert and tls_key go together");
   if (p.max_clients < 1) return Field(origin, "proxy.max_clients", "must be at least 1");
   if (p.max_unauthenticated < 1) return Field(origin, "proxy.max_unauthenticated", "must be at least 1");
+  if (p.loops < 0 || p.loops > 64) return Field(origin, "proxy.loops", "must be 0 (one per core) to 64");
   if (!(p.auth_timeout_seconds > 0) || p.auth_timeout_seconds > 3600)
     return Field(origin, "proxy.auth_timeout_seconds", "must be above 0 and at most 3600");
   return Status::Ok();

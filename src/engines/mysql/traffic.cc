@@ -21,6 +21,7 @@ Result<std::unique_ptr<proxy::TrafficSwitch>> StartMySqlProxy(const MigrationSpe
   pc.tls_cert = spec.proxy.tls_cert;
   pc.tls_key = spec.proxy.tls_key;
   pc.max_clients = spec.proxy.max_clients;
+  pc.loops = spec.proxy.loops;
   pc.max_unauthenticated = spec.proxy.max_unauthenticated;
   pc.auth_timeout = std::chrono::milliseconds(static_cast<int64_t>(spec.proxy.auth_timeout_seconds * 1000));
   for (const auto& u : spec.proxy.users) pc.users.push_back({u.name, u.password});
