@@ -77,6 +77,8 @@
 #include "control/transport_spec.h"
 #include "pipeline/partition_log.h"
 
+typedef struct rd_kafka_s rd_kafka_t;  // librdkafka/rdkafka.h
+
 namespace midflight::kafka {
 
 struct KafkaLogOptions {
@@ -101,6 +103,12 @@ struct KafkaLogOptions {
 // do not answer within open_timeout; OperatorError for a bad setting or a
 // topic whose partition count differs (naming both counts).
 Result<std::unique_ptr<PartitionLog>> OpenKafkaPartitionLog(KafkaLogOptions options);
+
+// `name` must exist with exactly `partitions` partitions (one topic partition
+// per applier keeps each key's order): OperatorError naming both counts, or
+// the topic's error; RetryCall when the brokers give no metadata in `timeout`.
+Status CheckTopicPartitions(rd_kafka_t* producer, const std::string& name, uint32_t partitions,
+                            const std::string& brokers, std::chrono::milliseconds timeout);
 
 // The factory a Flow uses for `transport: kafka` (FlowOptions::log_factory).
 PartitionLogFactory KafkaLogFactory(const TransportSpec& transport, const std::string& migration_name);

@@ -15,6 +15,7 @@
 #include "base/thread_annotations.h"
 #include "kafka/avro_codec.h"
 #include "kafka/change_codec.h"
+#include "kafka/kafka_partition_log.h"
 #include "kafka/schema_registry.h"
 #include "pipeline/router.h"
 
@@ -203,29 +204,7 @@ class Publisher final : public CopyPublisher {
 
  private:
   Status CheckPartitions(const std::string& name) {
-    rd_kafka_topic_t* topic = rd_kafka_topic_new(producer_, name.c_str(), nullptr);
-    const rd_kafka_metadata_t* md = nullptr;
-    rd_kafka_resp_err_t e = rd_kafka_metadata(producer_, 0, topic, &md, static_cast<int>(o_.open_timeout.count()));
-    rd_kafka_topic_destroy(topic);
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-      return RetryCall(
-          fmt::format("kafka brokers {}: no metadata for topic {}: {}", o_.brokers, name, rd_kafka_err2str(e)));
-    int count = -1;
-    rd_kafka_resp_err_t terr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    if (md->topic_cnt == 1) {
-      count = md->topics[0].partition_cnt;
-      terr = md->topics[0].err;
-    }
-    rd_kafka_metadata_destroy(md);
-    if (terr != RD_KAFKA_RESP_ERR_NO_ERROR || count <= 0)
-      return OperatorError(fmt::format("kafka topic {}: {}; create it with {} partitions", name,
-                                       rd_kafka_err2str(terr), o_.partitions));
-    if (static_cast<uint32_t>(count) != o_.partitions)
-      return OperatorError(fmt::format(
-          "kafka topic {} has {} partitions but the migration has {}: one topic partition per applier keeps each "
-          "key's order; recreate the topic with {} partitions or use another topic_prefix",
-          name, count, o_.partitions, o_.partitions));
-    return Status::Ok();
+    return CheckTopicPartitions(producer_, name, o_.partitions, o_.brokers, o_.open_timeout);
   }
 
   struct TableTopic {
