@@ -1,4 +1,5 @@
 #include "base/stop.h"
+#include "base/once_ok.h"
 
 #include <gtest/gtest.h>
 
@@ -157,4 +158,31 @@ TEST(CondVarTest, WaitForReturnsThePredicate) {
 }
 
 }  // namespace
+}  // namespace midflight
+
+namespace midflight {
+
+// OnceOk (base/once_ok.h): a failure does not count, a success does.
+TEST(OnceOkTest, AFailureIsTriedAgainAndASuccessIsNot) {
+  OnceOk once;
+  int calls = 0;
+  Status first = once.Run([&] {
+    ++calls;
+    return RetryCall("target down");
+  });
+  EXPECT_FALSE(first.ok());
+  EXPECT_EQ(first.message(), "target down");
+  EXPECT_TRUE(once.Run([&] {
+                    ++calls;
+                    return Status::Ok();
+                  })
+                  .ok());
+  EXPECT_TRUE(once.Run([&] {
+                    ++calls;
+                    return RetryCall("never called");
+                  })
+                  .ok());
+  EXPECT_EQ(calls, 2);
+}
+
 }  // namespace midflight

@@ -16,6 +16,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/once_ok.h"
 #include "base/parse.h"
 #include "base/thread_annotations.h"
 #include "base/uri.h"
@@ -437,23 +438,15 @@ class MyEngineKind final : public EngineKind {
     };
     // The checkpoint columns workers record (added to an older target), once
     // per process; tried again by the next sink when it failed.
-    struct Ensured {
-      std::mutex mu;
-      bool done = false;
-    };
-    auto ensured = std::make_shared<Ensured>();
+    auto ensured = std::make_shared<OnceOk>();
     ends.open_sink = [target = spec.target, db = tu.database, ensured](
                          PartitionId p, const std::string& key) -> Result<std::unique_ptr<ChangeSink>> {
-      {
-        std::lock_guard lock(ensured->mu);
-        if (!ensured->done) {
-          mysql::ConnOptions co;
-          co.program_name = "midflight-worker";
-          ASSIGN_OR_RETURN(auto conn, MyConn::Connect(target, co));
-          RETURN_IF_ERROR(mysql::EnsureBookkeeping(*conn));
-          ensured->done = true;
-        }
-      }
+      RETURN_IF_ERROR(ensured->Run([&]() -> Status {
+        mysql::ConnOptions co;
+        co.program_name = "midflight-worker";
+        ASSIGN_OR_RETURN(auto conn, MyConn::Connect(target, co));
+        return mysql::EnsureBookkeeping(*conn);
+      }));
       // No restart source: the run process keeps the restart marker (it
       // knows every partition); no target-lost flag: the Applier reconnects
       // and checks the target's checkpoint itself.

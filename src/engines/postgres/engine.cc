@@ -16,6 +16,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "base/once_ok.h"
 #include "base/parse.h"
 #include "base/uri.h"
 #include "control/http.h"
@@ -539,18 +540,17 @@ class PgEngineKind final : public EngineKind {
       ASSIGN_OR_RETURN(auto conn, pg::PgConn::Connect(spec.source, co));
       return pg::LoadTables(*conn, spec.tables, spec.exclude);
     };
-    auto ensured = std::make_shared<std::once_flag>();
+    // The checkpoint columns workers record (added to an older target), once;
+    // a failure (the target down) is tried again by the next sink.
+    auto ensured = std::make_shared<OnceOk>();
     ends.open_sink = [spec, ensured](PartitionId p,
                                      const std::string& key) -> Result<std::unique_ptr<ChangeSink>> {
-      // The checkpoint columns workers record (added to an older target).
-      Status ensure;
-      std::call_once(*ensured, [&] {
+      RETURN_IF_ERROR(ensured->Run([&]() -> Status {
         pg::ConnOptions co;
         co.application_name = "midflight-worker";
-        auto conn = pg::PgConn::Connect(spec.target, co);
-        ensure = conn.ok() ? pg::EnsureBookkeeping(**conn) : conn.status();
-      });
-      RETURN_IF_ERROR(ensure);
+        ASSIGN_OR_RETURN(auto conn, pg::PgConn::Connect(spec.target, co));
+        return pg::EnsureBookkeeping(*conn);
+      }));
       // The migration's own rows: the forward flow's origin of p, so reverse
       // replication never sends the worker's writes back. Others (a replay):
       // an origin of the migration the reverse stream skips as well.
