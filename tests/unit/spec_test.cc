@@ -75,6 +75,13 @@ TEST(SpecTest, TransportErrorsNameTheField) {
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, publish_snapshot: sometimes}\n"),
             "m.yaml: field 'transport.publish_snapshot': 'sometimes' must be true (the copy's rows are produced as op "
             "r events too) or false");
+  EXPECT_EQ(ParseSpec("name: a\nsource: mysql://h/db\ntarget: postgres://h/db2\n"
+                      "transport: {kind: kafka, brokers: h:1, publish_snapshot: true}\n",
+                      "m.yaml")
+                .status()
+                .message(),
+            "m.yaml: field 'transport.publish_snapshot': is for postgres:// -> postgres:// migrations (for now): no "
+            "other copy publishes its rows to Kafka");
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, topic_prefix: 'a b'}\n"),
             "m.yaml: field 'transport.topic_prefix': 'a b' may only use a-z, A-Z, 0-9, '.', '_' and '-'");
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, max_message_bytes: 10}\n"),
