@@ -35,14 +35,6 @@ void OnLog(const rd_kafka_t* rk, int level, const char* fac, const char* buf) no
     LOG_DEBUG("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
 }
 
-Status SetAll(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& kv) {
-  rd_kafka_conf_set_log_cb(conf, &OnLog);
-  char err[512];
-  for (const auto& [k, v] : kv)
-    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
-      return OperatorError(fmt::format("kafka setting {}: {}", k, err));
-  return Status::Ok();
-}
 
 // What a produced message's delivery report needs (its opaque): the bytes
 // it holds against the budget and, for a table-topic message, the change it
@@ -66,14 +58,9 @@ class KafkaPartitionLog final : public PartitionLog {
     Close();
     if (poller_.joinable()) poller_.join();
     for (rd_kafka_t* c : consumers_) rd_kafka_destroy_flags(c, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    if (producer_) {
-      // What is not acknowledged yet need not be: a restart produces it again
-      // (the correctness rule in the header). A short flush, then drop it.
-      rd_kafka_flush(producer_, 2000);
-      rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-      rd_kafka_poll(producer_, 0);
-      rd_kafka_destroy(producer_);
-    }
+    // What is not acknowledged yet need not be: a restart produces it again
+    // (the correctness rule in the header).
+    if (producer_) DestroyProducer(producer_);
   }
 
   Status Open() {
@@ -541,6 +528,24 @@ class KafkaPartitionLog final : public PartitionLog {
 };
 
 }  // namespace
+
+Status SetAll(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& kv) {
+  rd_kafka_conf_set_log_cb(conf, &OnLog);
+  char err[512];
+  for (const auto& [k, v] : kv)
+    if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK)
+      return OperatorError(fmt::format("kafka setting {}: {}", k, err));
+  return Status::Ok();
+}
+
+void DestroyProducer(rd_kafka_t* producer) {
+  // What is not acknowledged yet need not be: its sender produces it again
+  // after a restart (a short flush, then it is dropped).
+  rd_kafka_flush(producer, 2000);
+  rd_kafka_purge(producer, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+  rd_kafka_poll(producer, 0);
+  rd_kafka_destroy(producer);
+}
 
 Status CheckTopicPartitions(rd_kafka_t* producer, const std::string& name, uint32_t partitions,
                             const std::string& brokers, std::chrono::milliseconds timeout) {

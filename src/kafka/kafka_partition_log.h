@@ -78,6 +78,7 @@
 #include "pipeline/partition_log.h"
 
 typedef struct rd_kafka_s rd_kafka_t;  // librdkafka/rdkafka.h
+typedef struct rd_kafka_conf_s rd_kafka_conf_t;
 
 namespace midflight::kafka {
 
@@ -104,6 +105,12 @@ struct KafkaLogOptions {
 // topic whose partition count differs (naming both counts).
 Result<std::unique_ptr<PartitionLog>> OpenKafkaPartitionLog(KafkaLogOptions options);
 
+// Sets every setting of `kv` on `conf`, and midflight's log callback
+// (librdkafka's messages in midflight's log); OperatorError naming a setting
+// librdkafka refuses.
+Status SetAll(rd_kafka_conf_t* conf, const std::map<std::string, std::string>& kv);
+// Flushes a producer for up to 2 s, drops what is left and destroys it.
+void DestroyProducer(rd_kafka_t* producer);
 // `name` must exist with exactly `partitions` partitions (one topic partition
 // per applier keeps each key's order): OperatorError naming both counts, or
 // the topic's error; RetryCall when the brokers give no metadata in `timeout`.

@@ -22,16 +22,6 @@
 namespace midflight::kafka {
 namespace {
 
-void OnLog(const rd_kafka_t* rk, int level, const char* fac, const char* buf) noexcept {
-  if (std::strcmp(fac, "CONFWARN") == 0 && std::strstr(buf, "enable.gapless.guarantee")) return;
-  if (level <= 3)
-    LOG_ERROR("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
-  else if (level <= 5)
-    LOG_WARN("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
-  else
-    LOG_DEBUG("kafka {} {}: {}", rd_kafka_name(rk), fac, buf);
-}
-
 int64_t NowMs() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
       .count();
@@ -81,14 +71,9 @@ class Publisher final : public CopyPublisher {
       space_.NotifyAll();
     }
     if (poller_.joinable()) poller_.join();
-    if (producer_) {
-      // What is not acknowledged was not committed on the target either: the
-      // chunk is copied (and published) again by the next run.
-      rd_kafka_flush(producer_, 2000);
-      rd_kafka_purge(producer_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-      rd_kafka_poll(producer_, 0);
-      rd_kafka_destroy(producer_);
-    }
+    // What is not acknowledged was not committed on the target either: the
+    // chunk is copied (and published) again by the next run.
+    if (producer_) DestroyProducer(producer_);
   }
 
   Status Open() {
@@ -104,12 +89,10 @@ class Publisher final : public CopyPublisher {
     set["acks"] = "all";
     set["enable.gapless.guarantee"] = "true";
     rd_kafka_conf_t* conf = rd_kafka_conf_new();
-    rd_kafka_conf_set_log_cb(conf, &OnLog);
-    for (const auto& [k, v] : set)
-      if (rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err) != RD_KAFKA_CONF_OK) {
-        rd_kafka_conf_destroy(conf);
-        return OperatorError(fmt::format("kafka setting {}: {}", k, err));
-      }
+    if (Status st = SetAll(conf, set); !st.ok()) {
+      rd_kafka_conf_destroy(conf);
+      return st;
+    }
     rd_kafka_conf_set_opaque(conf, this);
     rd_kafka_conf_set_dr_msg_cb(conf, &Publisher::OnDelivery);
     rd_kafka_conf_set_error_cb(conf, &Publisher::OnError);
