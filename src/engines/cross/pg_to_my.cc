@@ -789,6 +789,9 @@ class PgToMyEngine final : public Engine {
   // One pass of the copy workers over `chunks` from one snapshot.
   Status CopyRound(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                    std::function<void(int)> on_chunk_committed);
+  // Empties table `id` on the target and forgets its copied chunks, in one
+  // transaction: a table not split by key value is copied again whole.
+  Status EmptyForCopyAgain(const TableId& id);
   // The chunks of `copied` the target does not hold durably (see CopyChunks).
   Result<std::vector<Chunk>> LostChunks(const std::vector<Chunk>& copied, CopyProgress& progress,
                                         const std::atomic<bool>& stop);
@@ -953,14 +956,8 @@ Status PgToMyEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* don
   for (const auto& [id, n] : total) {
     const int f = finished[id];
     if (f == 0 || f == n || by_value.count(id)) continue;
-    const cross::PgTableCast& cast = casts_->at(id);
     Say(fmt::format("copying: {} was partly copied from an older snapshot; copying it again whole", id.ToString()));
-    RETURN_IF_ERROR(dst_->Exec("START TRANSACTION"));
-    RETURN_IF_ERROR(
-        dst_->Exec(fmt::format("DELETE FROM {}", mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name))));
-    RETURN_IF_ERROR(dst_->Exec(fmt::format("DELETE FROM midflight.chunks WHERE migration = {} AND table_name = {}",
-                                           mysql::QuoteString(spec_.name), mysql::QuoteString(id.ToString()))));
-    RETURN_IF_ERROR(dst_->Exec("COMMIT"));
+    RETURN_IF_ERROR(EmptyForCopyAgain(id));
     for (auto it = done->begin(); it != done->end();)
       it = it->first.first == id.ToString() ? done->erase(it) : std::next(it);
     todo = true;
@@ -996,6 +993,16 @@ Status PgToMyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progres
     ASSIGN_OR_RETURN(chunks, LostChunks(copied, progress, stop));
     if (chunks.empty()) return Status::Ok();
   }
+}
+
+Status PgToMyEngine::EmptyForCopyAgain(const TableId& id) {
+  const cross::PgTableCast& cast = casts_->at(id);
+  RETURN_IF_ERROR(dst_->Exec("START TRANSACTION"));
+  RETURN_IF_ERROR(
+      dst_->Exec(fmt::format("DELETE FROM {}", mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name))));
+  RETURN_IF_ERROR(dst_->Exec(fmt::format("DELETE FROM midflight.chunks WHERE migration = {} AND table_name = {}",
+                                         mysql::QuoteString(spec_.name), mysql::QuoteString(id.ToString()))));
+  return dst_->Exec("COMMIT");
 }
 
 Result<std::vector<Chunk>> PgToMyEngine::LostChunks(const std::vector<Chunk>& copied, CopyProgress& progress,
@@ -1046,14 +1053,8 @@ Result<std::vector<Chunk>> PgToMyEngine::LostChunks(const std::vector<Chunk>& co
                                   "other chunks came from an earlier run; run midflight again to copy the table again "
                                   "whole",
                                   id.ToString()));
-    const cross::PgTableCast& cast = casts_->at(id);
     Say(fmt::format("copying: {} is copied from one snapshot; copying it again whole", id.ToString()));
-    RETURN_IF_ERROR(dst_->Exec("START TRANSACTION"));
-    RETURN_IF_ERROR(
-        dst_->Exec(fmt::format("DELETE FROM {}", mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name))));
-    RETURN_IF_ERROR(dst_->Exec(fmt::format("DELETE FROM midflight.chunks WHERE migration = {} AND table_name = {}",
-                                           mysql::QuoteString(spec_.name), mysql::QuoteString(id.ToString()))));
-    RETURN_IF_ERROR(dst_->Exec("COMMIT"));
+    RETURN_IF_ERROR(EmptyForCopyAgain(id));
     std::erase_if(lost, [&](const Chunk& c) { return c.table == id; });
     for (const auto& c : copied) {
       if (c.table != id) continue;
