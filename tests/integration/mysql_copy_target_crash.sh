@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# MariaDB -> MariaDB, the target crashing around the copy: sysbench tables on
+# a primary with a replica (midflight reads the replica), sysbench writing to
+# the primary throughout, and a target running innodb_flush_log_at_trx_commit
+# = 0, innodb_flush_log_at_timeout = 3 and sync_binlog = 0: its log reaches
+# the disk every 3 s, so a kill -9 takes back transactions it had
+# acknowledged, a copied chunk's rows together with its midflight.chunks row.
+# The target's mariadbd is killed with kill -9 and restarted (same data
+# directory and settings):
+#   1. during the copy, after 3 chunks committed, midflight left running (it
+#      may stop on the lost target: then it is started again);
+#   2. the moment the copy's last chunk committed (within the flush
+#      interval), midflight left running: the copy must end with every chunk
+#      durably on the target, those the crash took back copied again from a
+#      newer snapshot;
+#   3. the moment the phase becomes replicating, as the change stream reads
+#      the chunks the target records to know what the copy holds. Before the
+#      fix this came within the flush interval of the last chunk, and the
+#      migration either stopped for good ("chunk N of T is not recorded on
+#      the target") or replicated without the lost rows;
+#   4. while streaming, midflight left running, then again with midflight
+#      killed with kill -9 too and restarted.
+# At the end the replica and the target are compared row for row (each row's
+# key and CRC32, sorted, diffed) and by `midflight compare`.
+# (mysql_target_crash.sh covers the target crashing while streaming only.)
+source "$(dirname "$0")/mylib.sh"
+start_my_servers 31800
+printf '%s\n' --innodb-flush-log-at-trx-commit=0 --innodb-flush-log-at-timeout=3 --sync-binlog=0 >"$DST_DIR/args"
+"$TESTDB" restart "$DST_DIR"
+[[ $(sql_dst -e "SELECT @@innodb_flush_log_at_trx_commit, @@innodb_flush_log_at_timeout, @@sync_binlog") == "0	3	0" ]] \
+  || fail "the target should run innodb_flush_log_at_trx_commit = 0, innodb_flush_log_at_timeout = 3, sync_binlog = 0"
+
+# 4 tables of 20,000 rows in chunks of 2,500 (about 32 chunks), the copy held
+# to 10,000 rows/s: about 8 s, long enough to be hit, and the log written in
+# 3 s stays below the target's 16 MB log buffer (a full buffer is written out).
+sysbench_prepare 4 20000
+wait_replica
+write_my_spec mcopycrash "chunk_rows: 2500" "copy_workers: 2" "partitions: 4" "knobs:" "  copy_rows_per_s: 10000"
+
+KILLS=0
+kill_target() {
+  local pid
+  pid=$(cat "$DST_DIR/mariadbd.pid")
+  kill -9 "$pid"
+  local i
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "mariadbd $pid survived kill -9"
+  KILLS=$((KILLS + 1))
+  sleep 1
+  "$TESTDB" start mariadb "$DST_DIR" 0
+  [[ $(sql_dst -e "SELECT @@innodb_flush_log_at_trx_commit") == 0 ]] || fail "the restarted target lost its settings"
+}
+recorded() { sql_dst -e "SELECT COUNT(*) FROM midflight.chunks" 2>/dev/null || echo 0; }
+planned() { sqlite3 "$WORK/state-mcopycrash/state.db" "SELECT COUNT(*) FROM chunks" 2>/dev/null || echo 0; }
+# recopied LOG: the chunks the copy saw lost and copied again, per its own message.
+recopied() { grep -o "copying: the target lost [0-9]* chunk(s) it had acknowledged" "$1" | awk '{ s += $5 } END { print s + 0 }'; }
+# ensure_running: midflight may have stopped on the lost target during the copy; start it again.
+ensure_running() {
+  kill -0 "$MF_PID" 2>/dev/null && return 0
+  wait "$MF_PID" 2>/dev/null || true
+  log "midflight stopped on the lost target: $(grep -E "^(error|midflight)" "$WORK/run.$RUN_N.log" | tail -1 | cut -c1-200)"
+  run_mf_bg
+}
+
+log "sysbench: 4 tables x 20,000 rows; oltp_write_only at 100 tx/s against the primary from now on"
+start_sysbench oltp_write_only 100
+
+# 1. During the copy.
+run_mf_bg
+n=0
+for ((i = 0; i < 1200; i++)); do
+  n=$(recorded)
+  ((n >= 3)) && break
+  kill -0 "$MF_PID" 2>/dev/null || { cat "$WORK/run.$RUN_N.log"; fail "midflight exited during the copy"; }
+  sleep 0.05
+done
+((n >= 3)) || fail "the copy did not record 3 chunks in 60 s"
+total=$(planned)
+kill_target
+after=$(recorded)
+log "1. killed -9 the target during the copy, after $n of $total chunks committed; the restarted target records $after"
+sleep 2
+ensure_running
+
+# 2. The moment the last chunk committed.
+for ((i = 0; i < 2400; i++)); do
+  ((total > 0)) || total=$(planned)
+  n=$(recorded)
+  ((total > 0 && n >= total)) && break
+  if ! kill -0 "$MF_PID" 2>/dev/null; then ensure_running; fi
+  sleep 0.02
+done
+((total > 0 && n >= total)) || fail "the copy did not record its $total chunks in 120 s (recorded $n)"
+kill_target
+after=$(recorded)
+log "2. killed -9 the target as the copy's last chunk committed ($n of $total recorded); the restarted target records $after"
+sleep 2
+ensure_running
+
+# 3. The moment the phase becomes replicating (midflight may stop on the lost
+# target while building indexes: it is started again and copies what is missing).
+for ((i = 0; i < 9000; i++)); do
+  grep -q "^\[replicating\]" "$WORK/run.$RUN_N.log" && break
+  kill -0 "$MF_PID" 2>/dev/null || ensure_running
+  sleep 0.02
+done
+grep -q "^\[replicating\]" "$WORK/run.$RUN_N.log" || fail "run $RUN_N did not print [replicating] in 180 s"
+kill_target
+log "3. killed -9 the target as the phase became replicating; the restarted target records $(recorded) of $total chunks"
+grep -hE "^copying: (done|the target lost)" "$WORK"/run.*.log | sed 's/^/  /' | cut -c1-200 || true
+[[ $(recorded) == "$total" ]] || fail "the target lost chunks after the copy had ended: it records $(recorded) of $total"
+lost=$((total - after))
+again=0
+for ((r = 1; r <= RUN_N; r++)); do again=$((again + $(recopied "$WORK/run.$r.log"))); done
+# A chunk may commit between the count and the kill: the copy's own message
+# counts what it copied again; a restarted run copies what is missing anyway.
+((lost <= 0 || again > 0 || RUN_N > 1)) || fail "the target lost $lost acknowledged chunks and the copy did not copy them again"
+log "the crash after the copy took back $lost chunk(s); the copy copied $again chunk(s) again in all ($RUN_N runs)"
+sleep 2
+wait_phase replicating 120
+
+# 4. While streaming, midflight left running; then midflight killed too.
+sleep 3
+log "4. kill -9 of the target while streaming (midflight keeps running)"
+kill_target
+for ((i = 0; i < 240; i++)); do
+  grep -q "the target connection was lost; restarting from the target's checkpoints" "$WORK/run.$RUN_N.log" && break
+  sleep 0.25
+done
+kill -0 "$MF_PID" 2>/dev/null || { tail -20 "$WORK/run.$RUN_N.log"; fail "midflight exited after the target crashed while streaming"; }
+grep -q "the target connection was lost; restarting from the target's checkpoints" "$WORK/run.$RUN_N.log" \
+  || fail "midflight did not restart its flow after the target crashed"
+wait_phase replicating 60
+sleep 3
+log "kill -9 of the target, then of midflight; midflight restarted"
+kill_target
+kill9_mf
+run_mf_bg
+wait_phase replicating 120
+sleep 4
+stop_sysbench
+wait_my_caught_up 180
+
+# Row for row: every row's key and CRC32 on the replica (what midflight
+# reads) and on the target, sorted, diffed.
+rowsums() {
+  local t
+  for t in 1 2 3 4; do
+    "$TESTDB" sql "$1" -N -B -e "SELECT 'sbtest$t', id, CRC32(CONCAT_WS('|', id, k, c, pad)) FROM $2.sbtest$t ORDER BY id"
+  done
+}
+rowsums "$REP_DIR" shop >"$WORK/rows.src"
+rowsums "$DST_DIR" shop_new >"$WORK/rows.dst"
+if ! diff "$WORK/rows.src" "$WORK/rows.dst" >"$WORK/rows.diff"; then
+  head -20 "$WORK/rows.diff"
+  fail "replica and target differ in $(grep -c '^[<>]' "$WORK/rows.diff") row lines after $KILLS target crashes"
+fi
+assert_equal
+[[ $(status_field conflicts.total) == 0 ]] || fail "apply conflicts: $(status_field conflicts)"
+log "$KILLS target crashes; $(wc -l <"$WORK/rows.src") rows equal row for row; changes applied by the last run: $(status_field replication.changes_applied)"
+stop_mf
+log "PASS"
