@@ -27,6 +27,7 @@
 #include "engines/cross/cross_verify.h"
 #include "engines/cross/pg_to_my_types.h"
 #include "engines/mysql/catalog.h"
+#include "engines/mysql/durable_copy.h"
 #include "engines/mysql/infile_feed.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/my_conn.h"
@@ -791,10 +792,10 @@ class PgToMyEngine final : public Engine {
                    std::function<void(int)> on_chunk_committed);
   // Empties table `id` on the target and forgets its copied chunks, in one
   // transaction: a table not split by key value is copied again whole.
-  Status EmptyForCopyAgain(const TableId& id);
-  // The chunks of `copied` the target does not hold durably (see CopyChunks).
-  Result<std::vector<Chunk>> LostChunks(const std::vector<Chunk>& copied, CopyProgress& progress,
-                                        const std::atomic<bool>& stop);
+  Status EmptyForCopyAgain(const TableId& id) {
+    const cross::PgTableCast& cast = casts_->at(id);
+    return mysql::EmptyForCopyAgain(*dst_, spec_.name, id, cast.target->id);
+  }
 };
 
 Status PgToMyEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
@@ -858,10 +859,8 @@ Status PgToMyEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
         "target: local_infile is OFF; the copy loads rows with LOAD DATA LOCAL INFILE: SET GLOBAL "
         "local_infile = ON (and in the server's configuration)");
   const bool mariadb = vars.Get(0, 3).find("MariaDB") != std::string::npos;
-  if (vars.Get(0, 1) != "1") {
-    int64_t timeout = 1;
-    (void)ParseI64(vars.Get(0, 2), &timeout);
-    feedback_delay_ = std::chrono::milliseconds(timeout * 1000 + 2000);
+  feedback_delay_ = mysql::CommitDurableAfter(vars.Get(0, 1), vars.Get(0, 2));
+  if (feedback_delay_.count() > 0) {
     LOG_INFO(
         "target: innodb_flush_log_at_trx_commit = {}: the slot is told a position {} ms after the target "
         "committed it",
@@ -920,17 +919,7 @@ Status PgToMyEngine::CreateSchema() {
 Result<DoneChunks> PgToMyEngine::LoadDoneChunks() {
   RETURN_IF_ERROR(ReconnectControl());
   RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
-  ASSIGN_OR_RETURN(MyResult r, dst_->Query(fmt::format("SELECT table_name, chunk, snapshot_pos, rows_copied, "
-                                                       "bytes_copied FROM midflight.chunks WHERE migration = {}",
-                                                       mysql::QuoteString(spec_.name))));
-  DoneChunks done;
-  for (int i = 0; i < r.rows(); ++i) {
-    uint64_t pos = 0;
-    if (!ParseU64(r.Get(i, 2), &pos))
-      return Internal(fmt::format("midflight.chunks: '{}' is not a position", r.Get(i, 2)));
-    done[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {Position::Pg(pos), r.GetInt(i, 3), r.GetInt(i, 4)};
-  }
-  return done;
+  return mysql::LoadChunkRecords(*dst_, spec_.name, PositionKind::kPgLsn);
 }
 
 Status PgToMyEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* done, bool todo) {
@@ -975,96 +964,21 @@ Status PgToMyEngine::PrepareCopy(const std::vector<Chunk>& plan, DoneChunks* don
   return Status::Ok();
 }
 
-// With innodb_flush_log_at_trx_commit = 1 a chunk the target acknowledged is
-// on its disk. With 0 or 2 its log reaches the disk up to
-// innodb_flush_log_at_timeout later, so a target that crashed (and came back
-// while the copy workers retried) may lack chunks the copy counted done, and
-// the migration would stop at replication start ("not recorded on the
-// target") on every run after. So after the workers finish, once that delay
-// has passed, the chunks the target still records are durable; the others
-// are copied again from a newer snapshot, and so on until none is missing.
+// A target that does not flush every commit may lose chunks it acknowledged:
+// they are copied again, from a newer snapshot (engines/mysql/durable_copy.h).
 Status PgToMyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                                 std::function<void(int)> on_chunk_committed) {
-  const std::vector<Chunk> copied = chunks;
-  while (true) {
-    RETURN_IF_ERROR(CopyRound(std::move(chunks), progress, stop, on_chunk_committed));
+  mysql::DurableCopy how;
+  how.delay = feedback_delay_;
+  how.knobs = &runtime_.knobs;
+  how.copy_round = [&](std::vector<Chunk> round) {
+    RETURN_IF_ERROR(CopyRound(std::move(round), progress, stop, on_chunk_committed));
     have_slot_ = true;  // a later round resumes from a temporary slot's snapshot
-    if (feedback_delay_.count() == 0) return Status::Ok();
-    ASSIGN_OR_RETURN(chunks, LostChunks(copied, progress, stop));
-    if (chunks.empty()) return Status::Ok();
-  }
-}
-
-Status PgToMyEngine::EmptyForCopyAgain(const TableId& id) {
-  const cross::PgTableCast& cast = casts_->at(id);
-  RETURN_IF_ERROR(dst_->Exec("START TRANSACTION"));
-  RETURN_IF_ERROR(
-      dst_->Exec(fmt::format("DELETE FROM {}", mysql::QuoteQualified(cast.target->id.schema, cast.target->id.name))));
-  RETURN_IF_ERROR(dst_->Exec(fmt::format("DELETE FROM midflight.chunks WHERE migration = {} AND table_name = {}",
-                                         mysql::QuoteString(spec_.name), mysql::QuoteString(id.ToString()))));
-  return dst_->Exec("COMMIT");
-}
-
-Result<std::vector<Chunk>> PgToMyEngine::LostChunks(const std::vector<Chunk>& copied, CopyProgress& progress,
-                                                    const std::atomic<bool>& stop) {
-  if (StopRef(stop).WaitFor(feedback_delay_)) return Cancelled("copy stopped");
-  // The target may be down right now (it crashed during the wait): retry
-  // as the copy workers do, up to fail_after_seconds.
-  const auto first = std::chrono::steady_clock::now();
-  auto backoff = std::chrono::milliseconds(200);
-  DoneChunks done;
-  while (true) {
-    auto loaded = LoadDoneChunks();
-    if (loaded.ok()) {
-      done = std::move(*loaded);
-      break;
-    }
-    const double failing = std::chrono::duration<double>(std::chrono::steady_clock::now() - first).count();
-    if (failing >= runtime_.knobs.Get(Knob::kFailAfterSeconds))
-      return OperatorError(fmt::format("copying: checking the target holds every chunk: {}; still failing after "
-                                       "{:.0f} s (knob fail_after_seconds)",
-                                       loaded.status().message(), failing));
-    LOG_WARN("copying: checking the target holds every chunk: {}; retrying in {} ms", loaded.status().message(),
-             backoff.count());
-    if (StopRef(stop).WaitFor(backoff)) return Cancelled("copy stopped");
-    backoff = std::min(backoff * 2, std::chrono::milliseconds(5000));
-  }
-  std::vector<Chunk> lost;
-  std::set<TableId> whole;  // tables copied from one snapshot (not split by key value) that lost a chunk
-  std::map<TableId, int> in_copied;
-  for (const auto& c : copied) {
-    ++in_copied[c.table];
-    if (done.count({c.table.ToString(), c.number})) continue;
-    lost.push_back(c);
-    if (c.kind != Chunk::Kind::kIntRange) whole.insert(c.table);
-  }
-  if (lost.empty()) return lost;
-  Say(fmt::format("copying: the target lost {} chunk(s) it had acknowledged (it restarted before its log reached "
-                  "the disk); copying them again",
-                  lost.size()));
-  for (const auto& c : lost) {
-    LOG_INFO("copying: chunk {} of {} is not on the target any more", c.number, c.table.ToString());
-    --progress.at(c.table)->chunks_done;  // its rows stay counted: the copied-rows figure runs over by them
-  }
-  // A table not split by key value must come from one snapshot: whole again.
-  for (const TableId& id : whole) {
-    if (in_copied[id] != progress.at(id)->chunks_total)
-      return DataLoss(fmt::format("copying: the target lost a chunk of {} it had acknowledged, and the table's "
-                                  "other chunks came from an earlier run; run midflight again to copy the table again "
-                                  "whole",
-                                  id.ToString()));
-    Say(fmt::format("copying: {} is copied from one snapshot; copying it again whole", id.ToString()));
-    RETURN_IF_ERROR(EmptyForCopyAgain(id));
-    std::erase_if(lost, [&](const Chunk& c) { return c.table == id; });
-    for (const auto& c : copied) {
-      if (c.table != id) continue;
-      if (done.count({c.table.ToString(), c.number})) --progress.at(id)->chunks_done;
-      lost.push_back(c);
-    }
-    progress.at(id)->rows = 0;
-    progress.at(id)->bytes = 0;
-  }
-  return lost;
+    return Status::Ok();
+  };
+  how.load_done = [this] { return LoadDoneChunks(); };
+  how.empty_table = [this](const TableId& id) { return EmptyForCopyAgain(id); };
+  return mysql::CopyUntilDurable(how, std::move(chunks), progress, stop);
 }
 
 Status PgToMyEngine::CopyRound(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,

@@ -32,6 +32,7 @@
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
 #include "engines/mysql/change_stream.h"
+#include "engines/mysql/durable_copy.h"
 #include "engines/mysql/snapshot_copier.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/schema_loader.h"
@@ -168,6 +169,9 @@ class MyEngine final : public Engine {
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
   int64_t max_row_bytes_ = 0;
+  // How long after a COMMIT the target's log is surely on its disk (0: at
+  // once); the copy checks its chunks then (engines/mysql/durable_copy.h).
+  std::chrono::milliseconds durable_after_{0};
   std::unique_ptr<mysql::MyReplicationOps> repl_;
 };
 
@@ -190,7 +194,8 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
 
   ASSIGN_OR_RETURN(MyResult vars, mysql::CheckSource(*src_, spec_, &problems));
   const int64_t source_packet = vars.GetInt(0, 5);
-  ASSIGN_OR_RETURN(MyResult tvars, dst_->Query("SELECT @@local_infile, @@max_allowed_packet, @@hostname, @@port"));
+  ASSIGN_OR_RETURN(MyResult tvars, dst_->Query("SELECT @@local_infile, @@max_allowed_packet, @@hostname, @@port, "
+                                               "@@innodb_flush_log_at_trx_commit, @@innodb_flush_log_at_timeout"));
   if (tvars.Get(0, 0) != "1")
     problems.push_back("target: local_infile is off; SET GLOBAL local_infile = ON (the copy streams rows with LOAD "
                        "DATA LOCAL INFILE)");
@@ -210,6 +215,11 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
       RETURN_IF_ERROR(dst_->Exec("SET SESSION sql_log_bin = 1"));
   }
   max_row_bytes_ = spec_.max_row_bytes > 0 ? spec_.max_row_bytes : target_packet - 1024;
+  durable_after_ = mysql::CommitDurableAfter(tvars.Get(0, 4), tvars.Get(0, 5));
+  if (durable_after_.count() > 0)
+    LOG_INFO("target: innodb_flush_log_at_trx_commit = {}: the copy checks the target still holds every chunk {} ms "
+             "after its workers finish",
+             tvars.Get(0, 4), durable_after_.count());
   if (vars.Get(0, 6) == tvars.Get(0, 2) && vars.Get(0, 7) == tvars.Get(0, 3) && source_db_ == target_db_)
     problems.push_back("source and target are the same database");
 
@@ -270,18 +280,8 @@ Status MyEngine::CreateSchema() {
 }
 
 Result<DoneChunks> MyEngine::LoadDoneChunks() {
-  DoneChunks done;
-  ASSIGN_OR_RETURN(MyResult r, dst_->Query(fmt::format(
-      "SELECT table_name, chunk, snapshot_pos, rows_copied, bytes_copied FROM midflight.chunks WHERE migration = {}",
-      mysql::QuoteString(spec_.name))));
-  for (int i = 0; i < r.rows(); ++i) {
-    uint64_t snapshot = 0;
-    if (!ParseU64(r.Get(i, 2), &snapshot))
-      return DataLoss(fmt::format("target: midflight.chunks has snapshot_pos '{}' for chunk {} of {}, not a position",
-                                  r.Get(i, 2), r.Get(i, 1), r.Get(i, 0)));
-    done[{r.Get(i, 0), static_cast<int>(r.GetInt(i, 1))}] = {Position::Binlog(snapshot), r.GetInt(i, 3), r.GetInt(i, 4)};
-  }
-  return done;
+  RETURN_IF_ERROR(ReconnectControl());
+  return mysql::LoadChunkRecords(*dst_, spec_.name, PositionKind::kBinlog);
 }
 
 Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
@@ -327,7 +327,22 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
       if (!copying.count(t->id)) job.on_table_copied(t->id);  // copied whole by an earlier run
   }
   auto started = std::chrono::steady_clock::now();
-  Status st = mysql::CopyChunks(job, progress, stop);
+  // A target that does not flush every commit may lose chunks it
+  // acknowledged: they are copied again, each from a newer snapshot.
+  mysql::DurableCopy how;
+  how.delay = durable_after_;
+  how.knobs = &runtime_.knobs;
+  how.copy_round = [&](std::vector<Chunk> round) {
+    job.chunks = std::move(round);
+    Status copied = mysql::CopyChunks(job, progress, stop);
+    job.on_table_copied = nullptr;  // a table copied again keeps its indexes; FinishSchema adds any missing
+    return copied;
+  };
+  how.load_done = [this] { return LoadDoneChunks(); };
+  how.empty_table = [this](const TableId& id) {
+    return mysql::EmptyForCopyAgain(*dst_, spec_.name, id, TableId{target_db_, id.name});
+  };
+  Status st = mysql::CopyUntilDurable(how, std::move(job.chunks), progress, stop);
   if (!early) return st;
   if (!st.ok()) early->Cancel();  // the builds running end; the rest is left to FinishSchema
   const int built = early->Finish();
