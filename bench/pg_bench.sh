@@ -64,9 +64,6 @@ skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
 IFS=, read -r -a MF_W <<<"$MF_WORKERS"
 
 # ---------------------------------------------------------------- helpers --
-# "16/B374D848" -> integer
-lsn_int() { local l=${1:-0/0}; echo $(((16#${l%/*} << 32) + 16#${l#*/})); }
-lsn_ge() { (($(lsn_int "$1") >= $(lsn_int "$2"))); }
 
 WORK=
 MF_PID=
@@ -102,43 +99,10 @@ check_copy() {
   [[ $pk == 3 ]] || die "$db: expected 3 primary keys on the target, found $pk"
   log "checked: row counts match the source, primary keys present"
 }
-drop_slot() {  # waits until the slot is no longer in use
-  local slot=$1 i
-  for ((i = 0; i < 100; i++)); do
-    [[ $(sql_src -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'") == 0 ]] && return 0
-    sql_src -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null || true
-    sleep 0.2
-  done
-  die "replication slot $slot is still in use"
-}
-flush_lsn() { sql_src -c "SELECT pg_current_wal_flush_lsn()"; }
-pgbench_field() {  # FILE: "<transactions> <tps>"
-  local tx tps
-  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$1")
-  tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$1" | head -1)
-  echo "${tx:-0} $(printf '%.0f' "${tps:-0}")"
-}
 
 # midflight
 SPEC=
 MF_LOG=
-MF_LOG_MARK=0
-mf_start() {
-  MF_LOG_MARK=0
-  [[ -f $MF_LOG ]] && MF_LOG_MARK=$(wc -l <"$MF_LOG")
-  "$MF" run "$SPEC" >>"$MF_LOG" 2>&1 &
-  MF_PID=$!
-}
-mf_wait_applied() {  # LSN: until status applied_lsn >= LSN
-  local applied="" deadline=$((SECONDS + TIMEOUT))
-  while ((SECONDS < deadline)); do
-    mf_check_alive "draining to $1"
-    applied=$(mf_status | jq -r '.replication.applied_position // ""' || true)
-    [[ -n $applied ]] && lsn_ge "$applied" "$1" && return 0
-    sleep "$POLL"
-  done
-  die "midflight did not apply up to $1 in ${TIMEOUT}s (applied $applied)"
-}
 mf_wait_streaming() {  # after mf_start: until this process logs a metrics line with the source connected
   local deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
@@ -148,7 +112,6 @@ mf_wait_streaming() {  # after mf_start: until this process logs a metrics line 
   done
   die "midflight did not start streaming in ${TIMEOUT}s"
 }
-mf_peak_rss_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MF_PID/status"; }
 
 # native logical replication
 NATIVE_DB=bench_native
