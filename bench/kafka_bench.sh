@@ -29,7 +29,7 @@
 #
 # Knobs (environment):
 #   SCALE=5            pgbench scale (5 = 500,000 rows in pgbench_accounts)
-#   BACKLOG_TX=1000    pgbench transactions per client (-c 4 -t): 4 x 1000 x 4 = 16,000 row changes
+#   BACKLOG_TX=800     pgbench transactions per client (-c 4 -t): 4 x 800 x 4 = 12,800 row changes
 #   ROUNDS=3           drains per consumer
 #   PARTITIONS=4       midflight apply partitions = topic partitions (embedded too)
 #   SKIP=              comma list of: embedded,json,avro,native
@@ -53,7 +53,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TESTDB=$ROOT/scripts/testdb
 source "$ROOT/bench/lib.sh"
 SCALE=${SCALE:-5}
-BACKLOG_TX=${BACKLOG_TX:-1000}
+BACKLOG_TX=${BACKLOG_TX:-800}
 ROUNDS=${ROUNDS:-3}
 PARTITIONS=${PARTITIONS:-4}
 SKIP=${SKIP:-}
