@@ -47,6 +47,8 @@
 # before they are applied (midflight then stops: "the messages to read are
 # gone"). The script fails when any partition of any topic no longer holds a
 # message of the round it measures, and prints the largest partition's bytes.
+# The shares are uneven: pgbench_history has no key, so all its changes go to
+# one partition; at BACKLOG_TX=1000 the largest held 4.3 MB, at 800 3.4 MB.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -217,16 +219,7 @@ for c in "${CONSUMERS[@]}"; do
   psql_to "$DST" -c "DROP DATABASE IF EXISTS $(db_of "$c") WITH (FORCE)" -c "CREATE DATABASE $(db_of "$c")"
   t0=$(now)
   if [[ $c == native ]]; then
-    T=$(dst_uri "$(db_of native)")
-    pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$T" >/dev/null
-    pg_dump --section=post-data "$SRC" | psql_to "$T" >/dev/null
-    sql_src -c "CREATE PUBLICATION bench_pub FOR TABLE $(IFS=,; echo "${TABLES[*]}")"
-    native_sql -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$SRC' PUBLICATION bench_pub WITH (copy_data = true)"
-    deadline=$((SECONDS + TIMEOUT))
-    until [[ $(native_sql -c "SELECT count(*) = ${#TABLES[@]} AND bool_and(srsubstate = 'r') FROM pg_subscription_rel") == t ]]; do
-      ((SECONDS < deadline)) || die "the subscription's tables were not all ready after ${TIMEOUT}s"
-      sleep "$POLL"
-    done
+    native_subscribe "$(dst_uri "$(db_of native)")" "${TABLES[@]}"
     native_sql -c "ALTER SUBSCRIPTION bench_sub DISABLE"
   else
     write_mf_spec "$c"
@@ -244,18 +237,10 @@ declare -A SECS=() LOADS=() MSGS=() KEYB=() VALB=() MAXPB=() APPLIED=()
 TX=()
 WAL=()
 drain() {  # CONSUMER ROUND GOAL
-  local c=$1 r=$2 goal=$3 t0 end conf
+  local c=$1 r=$2 goal=$3 t0
   if [[ $c == native ]]; then
     t0=$(now)
-    native_sql -c "ALTER SUBSCRIPTION bench_sub ENABLE"
-    deadline=$((SECONDS + TIMEOUT))
-    while :; do
-      end=$(native_sql -c "SELECT coalesce(max(latest_end_lsn), '0/0') FROM pg_stat_subscription WHERE subname = 'bench_sub'")
-      conf=$(sql_src -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'bench_sub'")
-      if lsn_ge "$end" "$goal" || lsn_ge "$conf" "$goal"; then break; fi
-      ((SECONDS < deadline)) || die "native logical replication did not drain to $goal in ${TIMEOUT}s (at $end / $conf)"
-      sleep "$POLL"
-    done
+    native_drain "$goal"
     SECS[$c,$r]=$(since "$t0")
     native_sql -c "ALTER SUBSCRIPTION bench_sub DISABLE"
   else
@@ -373,7 +358,8 @@ if [[ " ${CONSUMERS[*]} " == *" json "* || " ${CONSUMERS[*]} " == *" avro "* ]];
   for c in json avro; do
     [[ -n ${MAXPB[$c,1]:-} ]] && printf '  %s: largest partition per round (bytes; the mock keeps ~5 MiB = 5242880): %s\n' "${LABEL[$c]}" "$(join_round MAXPB "$c")"
   done
-  echo "  (the avro run produces both: every change to the change topic, which midflight's appliers read, and to its table's topic)"
+  [[ -n ${BPC[avro,avro]:-} ]] &&
+    echo "  (the avro run produces both: every change to the change topic, which midflight's appliers read, and to its table's topic)"
 fi
 echo
 echo "every drain ended with each target table equal to the source's (row count and a checksum of every row's text)"

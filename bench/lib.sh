@@ -101,3 +101,31 @@ mf_wait_applied() {  # LSN: until status applied_lsn >= LSN
   done
   die "midflight did not apply up to $1 in ${TIMEOUT}s (applied $applied)"
 }
+
+# Native logical replication into the database the script's native_sql
+# reaches (pg_bench.sh, kafka_bench.sh): publication bench_pub, subscription bench_sub.
+native_subscribe() {  # TARGET_URI TABLE...: schema (pg_dump), CREATE SUBSCRIPTION (copy_data), until every table is ready
+  local target=$1 deadline=$((SECONDS + TIMEOUT))
+  shift
+  pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$target" >/dev/null
+  pg_dump --section=post-data "$SRC" | psql_to "$target" >/dev/null
+  sql_src -c "CREATE PUBLICATION bench_pub FOR TABLE $(IFS=,; echo "$*")"
+  native_sql -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$SRC' PUBLICATION bench_pub WITH (copy_data = true)"
+  until [[ $(native_sql -c "SELECT count(*) = $# AND bool_and(srsubstate = 'r') FROM pg_subscription_rel") == t ]]; do
+    ((SECONDS < deadline)) || die "the subscription's tables were not all ready after ${TIMEOUT}s"
+    sleep "$POLL"
+  done
+}
+NATIVE_END=
+NATIVE_CONF=
+native_drain() {  # LSN: ENABLE, then until latest_end_lsn (or the slot's confirmed_flush_lsn) >= LSN
+  local deadline=$((SECONDS + TIMEOUT))
+  native_sql -c "ALTER SUBSCRIPTION bench_sub ENABLE"
+  while :; do
+    NATIVE_END=$(native_sql -c "SELECT coalesce(max(latest_end_lsn), '0/0') FROM pg_stat_subscription WHERE subname = 'bench_sub'")
+    NATIVE_CONF=$(sql_src -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'bench_sub'")
+    if lsn_ge "$NATIVE_END" "$1" || lsn_ge "$NATIVE_CONF" "$1"; then return 0; fi
+    ((SECONDS < deadline)) || die "native logical replication did not drain to $1 in ${TIMEOUT}s (at $NATIVE_END / $NATIVE_CONF)"
+    sleep "$POLL"
+  done
+}

@@ -335,15 +335,7 @@ if ! skipped native; then
   fresh_db "$NATIVE_DB"
   T=$(dst_uri "$NATIVE_DB")
   t0=$(now)
-  pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$T" >/dev/null
-  pg_dump --section=post-data "$SRC" | psql_to "$T" >/dev/null
-  sql_src -c "CREATE PUBLICATION bench_pub FOR TABLE $(IFS=,; echo "${TABLES[*]}")"
-  native_sql -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$SRC' PUBLICATION bench_pub WITH (copy_data = true)"
-  deadline=$((SECONDS + TIMEOUT))
-  until [[ $(native_sql -c "SELECT count(*) = ${#TABLES[@]} AND bool_and(srsubstate = 'r') FROM pg_subscription_rel") == t ]]; do
-    ((SECONDS < deadline)) || die "the subscription's tables were not all ready after ${TIMEOUT}s"
-    sleep "$POLL"
-  done
+  native_subscribe "$T" "${TABLES[@]}"
   add_copy native "native logical replication (initial sync)" "$(since "$t0")"
   check_copy "$NATIVE_DB"
   if skipped drain; then
@@ -426,17 +418,9 @@ if ! skipped drain && [[ -n $NATIVE_KEPT$MF_KEPT ]]; then
     NATIVE_BACKLOG=$(slot_backlog bench_sub)
     log "native: ENABLE; draining until latest_end_lsn (or the slot's confirmed_flush_lsn) >= $AFTER_LSN (slot backlog $NATIVE_BACKLOG bytes)"
     t0=$(now)
-    native_sql -c "ALTER SUBSCRIPTION bench_sub ENABLE"
-    deadline=$((SECONDS + TIMEOUT))
-    while :; do
-      end=$(native_sql -c "SELECT coalesce(max(latest_end_lsn), '0/0') FROM pg_stat_subscription WHERE subname = 'bench_sub'")
-      conf=$(sql_src -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'bench_sub'")
-      if lsn_ge "$end" "$AFTER_LSN" || lsn_ge "$conf" "$AFTER_LSN"; then break; fi
-      ((SECONDS < deadline)) || die "native logical replication did not drain to $AFTER_LSN in ${TIMEOUT}s (at $end / $conf)"
-      sleep "$POLL"
-    done
+    native_drain "$AFTER_LSN"
     NATIVE_DRAIN_S=$(since "$t0")
-    log "native drained in $NATIVE_DRAIN_S s (latest_end_lsn $end, confirmed_flush_lsn $conf)"
+    log "native drained in $NATIVE_DRAIN_S s (latest_end_lsn $NATIVE_END, confirmed_flush_lsn $NATIVE_CONF)"
     native_drop
     NATIVE_KEPT=
   fi
