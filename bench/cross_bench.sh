@@ -139,10 +139,6 @@ check_pg() {
 SPEC=
 MF_LOG=
 mf_field() { mf_status | jq -r ".$1 // \"\""; }
-mf_start() {
-  "$MF" run "$SPEC" >>"$MF_LOG" 2>&1 &
-  MF_PID=$!
-}
 mf_wait_pos() {  # POS: until status restart_position >= POS (a my_pos value)
   local applied="" deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
@@ -153,7 +149,6 @@ mf_wait_pos() {  # POS: until status restart_position >= POS (a my_pos value)
   done
   die "midflight did not apply up to $1 in ${TIMEOUT}s (restart_pos $applied)"
 }
-mf_peak_rss_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MF_PID/status"; }
 # write_mf_spec NAME TARGET_URI
 write_mf_spec() {
   SPEC=$WORK/$1.yaml

@@ -1,6 +1,7 @@
-# Helpers the benchmarks share (sourced by pg_bench.sh, mysql_bench.sh and
-# proxy_bench.sh). Each script sets TESTDB, WORK, KEEP, TIMEOUT, POLL, MF,
-# MF_PID, MF_LOG and SPEC before it calls the ones that use them.
+# Helpers the benchmarks share (sourced by pg_bench.sh, mysql_bench.sh,
+# proxy_bench.sh, cross_bench.sh and kafka_bench.sh). Each script sets
+# TESTDB, WORK, KEEP, TIMEOUT, POLL, MF, MF_PID, MF_LOG and SPEC before it
+# calls the ones that use them.
 
 log() { printf '%s  %s\n' "$(date +%H:%M:%S)" "$*"; }
 section() { printf '\n=== %s ===\n' "$*"; }
@@ -59,4 +60,72 @@ mf_wait_phase() {  # PHASE
     sleep "$POLL"
   done
   die "midflight did not reach phase $1 in ${TIMEOUT}s (phase: ${phase:-unknown})"
+}
+
+MF_LOG_MARK=0
+mf_start() {  # `midflight run $SPEC` in the background, appending to $MF_LOG
+  MF_LOG_MARK=0
+  [[ -f $MF_LOG ]] && MF_LOG_MARK=$(wc -l <"$MF_LOG")
+  "$MF" run "$SPEC" >>"$MF_LOG" 2>&1 &
+  MF_PID=$!
+}
+mf_peak_rss_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MF_PID/status"; }
+
+# PostgreSQL sources (pg_bench.sh, kafka_bench.sh; sql_src is the script's).
+# "16/B374D848" -> integer
+lsn_int() { local l=${1:-0/0}; echo $(((16#${l%/*} << 32) + 16#${l#*/})); }
+lsn_ge() { (($(lsn_int "$1") >= $(lsn_int "$2"))); }
+drop_slot() {  # waits until the slot is no longer in use
+  local slot=$1 i
+  for ((i = 0; i < 100; i++)); do
+    [[ $(sql_src -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'") == 0 ]] && return 0
+    sql_src -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null || true
+    sleep 0.2
+  done
+  die "replication slot $slot is still in use"
+}
+flush_lsn() { sql_src -c "SELECT pg_current_wal_flush_lsn()"; }
+pgbench_field() {  # FILE: "<transactions> <tps>"
+  local tx tps
+  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$1")
+  tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$1" | head -1)
+  echo "${tx:-0} $(printf '%.0f' "${tps:-0}")"
+}
+mf_wait_applied() {  # LSN: until status applied_lsn >= LSN
+  local applied="" deadline=$((SECONDS + TIMEOUT))
+  while ((SECONDS < deadline)); do
+    mf_check_alive "draining to $1"
+    applied=$(mf_status | jq -r '.replication.applied_position // ""' || true)
+    [[ -n $applied ]] && lsn_ge "$applied" "$1" && return 0
+    sleep "$POLL"
+  done
+  die "midflight did not apply up to $1 in ${TIMEOUT}s (applied $applied)"
+}
+
+# Native logical replication into the database the script's native_sql
+# reaches (pg_bench.sh, kafka_bench.sh): publication bench_pub, subscription bench_sub.
+native_subscribe() {  # TARGET_URI TABLE...: schema (pg_dump), CREATE SUBSCRIPTION (copy_data), until every table is ready
+  local target=$1 deadline=$((SECONDS + TIMEOUT))
+  shift
+  pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$target" >/dev/null
+  pg_dump --section=post-data "$SRC" | psql_to "$target" >/dev/null
+  sql_src -c "CREATE PUBLICATION bench_pub FOR TABLE $(IFS=,; echo "$*")"
+  native_sql -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$SRC' PUBLICATION bench_pub WITH (copy_data = true)"
+  until [[ $(native_sql -c "SELECT count(*) = $# AND bool_and(srsubstate = 'r') FROM pg_subscription_rel") == t ]]; do
+    ((SECONDS < deadline)) || die "the subscription's tables were not all ready after ${TIMEOUT}s"
+    sleep "$POLL"
+  done
+}
+NATIVE_END=
+NATIVE_CONF=
+native_drain() {  # LSN: ENABLE, then until latest_end_lsn (or the slot's confirmed_flush_lsn) >= LSN
+  local deadline=$((SECONDS + TIMEOUT))
+  native_sql -c "ALTER SUBSCRIPTION bench_sub ENABLE"
+  while :; do
+    NATIVE_END=$(native_sql -c "SELECT coalesce(max(latest_end_lsn), '0/0') FROM pg_stat_subscription WHERE subname = 'bench_sub'")
+    NATIVE_CONF=$(sql_src -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'bench_sub'")
+    if lsn_ge "$NATIVE_END" "$1" || lsn_ge "$NATIVE_CONF" "$1"; then return 0; fi
+    ((SECONDS < deadline)) || die "native logical replication did not drain to $1 in ${TIMEOUT}s (at $NATIVE_END / $NATIVE_CONF)"
+    sleep "$POLL"
+  done
 }

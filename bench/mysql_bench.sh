@@ -152,13 +152,6 @@ sb_field() {  # FILE: "<transactions> <tps>" from sysbench's summary
 SPEC=
 MF_LOG=
 mf_field() { mf_status | jq -r ".$1 // \"\""; }
-MF_LOG_MARK=0
-mf_start() {
-  MF_LOG_MARK=0
-  [[ -f $MF_LOG ]] && MF_LOG_MARK=$(wc -l <"$MF_LOG")
-  "$MF" run "$SPEC" >>"$MF_LOG" 2>&1 &
-  MF_PID=$!
-}
 mf_wait_pos() {  # POS: until status restart_pos >= POS (a my_pos value)
   local applied="" deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
@@ -169,7 +162,6 @@ mf_wait_pos() {  # POS: until status restart_pos >= POS (a my_pos value)
   done
   die "midflight did not apply up to $1 in ${TIMEOUT}s (restart_pos $applied)"
 }
-mf_peak_rss_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MF_PID/status"; }
 # caught_up: replica A has everything the primary committed, midflight everything replica A logged.
 mf_caught_up() { wait_replica "$WORK/repa"; mf_wait_pos "$(my_pos "$WORK/repa")"; }
 

@@ -64,9 +64,6 @@ skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
 IFS=, read -r -a MF_W <<<"$MF_WORKERS"
 
 # ---------------------------------------------------------------- helpers --
-# "16/B374D848" -> integer
-lsn_int() { local l=${1:-0/0}; echo $(((16#${l%/*} << 32) + 16#${l#*/})); }
-lsn_ge() { (($(lsn_int "$1") >= $(lsn_int "$2"))); }
 
 WORK=
 MF_PID=
@@ -102,43 +99,10 @@ check_copy() {
   [[ $pk == 3 ]] || die "$db: expected 3 primary keys on the target, found $pk"
   log "checked: row counts match the source, primary keys present"
 }
-drop_slot() {  # waits until the slot is no longer in use
-  local slot=$1 i
-  for ((i = 0; i < 100; i++)); do
-    [[ $(sql_src -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$slot'") == 0 ]] && return 0
-    sql_src -c "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = '$slot' AND NOT active" >/dev/null || true
-    sleep 0.2
-  done
-  die "replication slot $slot is still in use"
-}
-flush_lsn() { sql_src -c "SELECT pg_current_wal_flush_lsn()"; }
-pgbench_field() {  # FILE: "<transactions> <tps>"
-  local tx tps
-  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$1")
-  tps=$(sed -n 's/^tps = \([0-9.]*\) .*/\1/p' "$1" | head -1)
-  echo "${tx:-0} $(printf '%.0f' "${tps:-0}")"
-}
 
 # midflight
 SPEC=
 MF_LOG=
-MF_LOG_MARK=0
-mf_start() {
-  MF_LOG_MARK=0
-  [[ -f $MF_LOG ]] && MF_LOG_MARK=$(wc -l <"$MF_LOG")
-  "$MF" run "$SPEC" >>"$MF_LOG" 2>&1 &
-  MF_PID=$!
-}
-mf_wait_applied() {  # LSN: until status applied_lsn >= LSN
-  local applied="" deadline=$((SECONDS + TIMEOUT))
-  while ((SECONDS < deadline)); do
-    mf_check_alive "draining to $1"
-    applied=$(mf_status | jq -r '.replication.applied_position // ""' || true)
-    [[ -n $applied ]] && lsn_ge "$applied" "$1" && return 0
-    sleep "$POLL"
-  done
-  die "midflight did not apply up to $1 in ${TIMEOUT}s (applied $applied)"
-}
 mf_wait_streaming() {  # after mf_start: until this process logs a metrics line with the source connected
   local deadline=$((SECONDS + TIMEOUT))
   while ((SECONDS < deadline)); do
@@ -148,7 +112,6 @@ mf_wait_streaming() {  # after mf_start: until this process logs a metrics line 
   done
   die "midflight did not start streaming in ${TIMEOUT}s"
 }
-mf_peak_rss_mb() { awk '/^VmHWM:/ { printf "%.0f", $2 / 1024 }' "/proc/$MF_PID/status"; }
 
 # native logical replication
 NATIVE_DB=bench_native
@@ -372,15 +335,7 @@ if ! skipped native; then
   fresh_db "$NATIVE_DB"
   T=$(dst_uri "$NATIVE_DB")
   t0=$(now)
-  pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$T" >/dev/null
-  pg_dump --section=post-data "$SRC" | psql_to "$T" >/dev/null
-  sql_src -c "CREATE PUBLICATION bench_pub FOR TABLE $(IFS=,; echo "${TABLES[*]}")"
-  native_sql -c "CREATE SUBSCRIPTION bench_sub CONNECTION '$SRC' PUBLICATION bench_pub WITH (copy_data = true)"
-  deadline=$((SECONDS + TIMEOUT))
-  until [[ $(native_sql -c "SELECT count(*) = ${#TABLES[@]} AND bool_and(srsubstate = 'r') FROM pg_subscription_rel") == t ]]; do
-    ((SECONDS < deadline)) || die "the subscription's tables were not all ready after ${TIMEOUT}s"
-    sleep "$POLL"
-  done
+  native_subscribe "$T" "${TABLES[@]}"
   add_copy native "native logical replication (initial sync)" "$(since "$t0")"
   check_copy "$NATIVE_DB"
   if skipped drain; then
@@ -463,17 +418,9 @@ if ! skipped drain && [[ -n $NATIVE_KEPT$MF_KEPT ]]; then
     NATIVE_BACKLOG=$(slot_backlog bench_sub)
     log "native: ENABLE; draining until latest_end_lsn (or the slot's confirmed_flush_lsn) >= $AFTER_LSN (slot backlog $NATIVE_BACKLOG bytes)"
     t0=$(now)
-    native_sql -c "ALTER SUBSCRIPTION bench_sub ENABLE"
-    deadline=$((SECONDS + TIMEOUT))
-    while :; do
-      end=$(native_sql -c "SELECT coalesce(max(latest_end_lsn), '0/0') FROM pg_stat_subscription WHERE subname = 'bench_sub'")
-      conf=$(sql_src -c "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'bench_sub'")
-      if lsn_ge "$end" "$AFTER_LSN" || lsn_ge "$conf" "$AFTER_LSN"; then break; fi
-      ((SECONDS < deadline)) || die "native logical replication did not drain to $AFTER_LSN in ${TIMEOUT}s (at $end / $conf)"
-      sleep "$POLL"
-    done
+    native_drain "$AFTER_LSN"
     NATIVE_DRAIN_S=$(since "$t0")
-    log "native drained in $NATIVE_DRAIN_S s (latest_end_lsn $end, confirmed_flush_lsn $conf)"
+    log "native drained in $NATIVE_DRAIN_S s (latest_end_lsn $NATIVE_END, confirmed_flush_lsn $NATIVE_CONF)"
     native_drop
     NATIVE_KEPT=
   fi
