@@ -23,7 +23,8 @@
 //
 // EXPECTED: {"sbtest1": {id: k}, "sbtest1_min_keys": n, "kinds": {...}} as
 // made by mysql_kafka_avro.sh; "tables" (default ["sbtest1", "kinds"]) the
-// topics read, "snapshot": true to require read events, "stale": [ids]; no
+// topics read ("string_keys": those keyed by a string), "snapshot": true to
+// require read events (one of them "last"), "stale": [ids]; no
 // "kinds": its history and types are not checked.
 //
 //   node kafka_avro_my_consumer.js BROKERS REGISTRY PREFIX DB PARTITIONS EXPECTED.json
@@ -145,8 +146,9 @@ async function main() {
     if (op === 'd' && (v.after !== null || v.before === null)) fail(`${e.topic}@${e.offset}: a delete's images`);
     if (op === 'd') pendingTombstone.set(pk, e.offset);
     if (e.key === null) fail(`${e.topic}@${e.offset}: no key`);
+    const keyType = (expected.string_keys || []).includes(table) ? 'string' : 'number';
     for (const [c, kv] of Object.entries(e.key))
-      if (typeof kv !== 'number') fail(`${e.topic}@${e.offset}: key column ${c} is ${typeof kv}, not an Avro int/long`);
+      if (typeof kv !== keyType) fail(`${e.topic}@${e.offset}: key column ${c} is ${typeof kv}, not an Avro int/long`);
     const id = `${e.topic}|${keyText}`;
     let k = perKey.get(id);
     if (!k) perKey.set(id, (k = { max: null, seen: new Set(), partition: e.partition, state: null, ops: [] }));
@@ -182,7 +184,7 @@ async function main() {
   }
   if (keys < expected.sbtest1_min_keys) fail(`sbtest1: events for ${keys} keys, expected at least ${expected.sbtest1_min_keys}`);
   if (expected.snapshot) {
-    if (counts.r === 0 || counts.last === 0) fail(`snapshot: ${counts.r} read events, ${counts.last} marked last`);
+    if (counts.r === 0 || counts.last !== 1) fail(`snapshot: ${counts.r} read events, ${counts.last} marked last`);
     for (const key of Object.keys(expected.sbtest1))
       if (!seenKeys.has(key)) fail(`sbtest1 id=${key}: on the source, and no event in the topic`);
     console.log(
