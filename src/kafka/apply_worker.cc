@@ -572,7 +572,7 @@ class Worker {
     LOG_INFO("replay: partition {}: reset of {} {} (copied again from the snapshot at {}): {} rows of the partition "
              "deleted",
              p.value, r.table.ToString(), r.column.empty() ? std::string("(whole table)") : fmt::format("chunk {}", r.chunk),
-             Position::Pg(r.snapshot).ToString(), n);
+             Position::Of(o_.positions, r.snapshot).ToString(), n);
     return Status::Ok();
   }
 
