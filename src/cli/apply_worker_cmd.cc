@@ -37,6 +37,8 @@ Result<kafka::ApplyWorkerOptions> Options(const MigrationSpec& spec, const std::
   o.apply.stop_on_conflict = spec.on_conflict == "stop";
   o.load_tables = ends.load_tables;
   o.open_sink = ends.open_sink;
+  const std::string scheme = UriScheme(spec.source);
+  o.positions = scheme == "mysql" || scheme == "mariadb" ? PositionKind::kBinlog : PositionKind::kPgLsn;
   return o;
 }
 

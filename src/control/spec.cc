@@ -557,11 +557,12 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   if (!s.copy_binlog && !(is_mysql(s.target) && is_mysql(s.source)))
     return Field(origin, "copy_binlog",
                  "is for mysql:// -> mysql:// migrations (for now): false copies without writing the target's binlog");
-  // Only the PostgreSQL copy publishes its rows (Engine::PublishCopy); said
-  // here rather than when the copy starts, after preflight and the schema.
-  if (s.transport.publish_snapshot && (is_mysql(s.source) || is_mysql(s.target)))
+  // Only the same-engine copies publish their rows (Engine::PublishCopy);
+  // said here rather than when the copy starts, after preflight and the schema.
+  if (s.transport.publish_snapshot && is_mysql(s.source) != is_mysql(s.target))
     return Field(origin, "transport.publish_snapshot",
-                 "is for postgres:// -> postgres:// migrations (for now): no other copy publishes its rows to Kafka");
+                 "is for postgres:// -> postgres:// and mysql:// -> mysql:// migrations (for now): a copy into "
+                 "another engine does not publish its rows to Kafka");
   if (s.max_row_bytes < 0) return Field(origin, "max_row_bytes", "must be 0 (the target's max_allowed_packet) or more");
   if (s.copy_workers < 1 || s.copy_workers > 64) return Field(origin, "copy_workers", "must be between 1 and 64");
   if (s.transport.partitions != 0 && s.partitions != 0 && s.transport.partitions != s.partitions)

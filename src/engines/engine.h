@@ -250,7 +250,7 @@ class Engine {
   virtual Status PublishCopy(CopyPublisher* publisher) {
     (void)publisher;
     return OperatorError(fmt::format("transport.publish_snapshot: a {} migration's copy is not published to Kafka "
-                                     "(PostgreSQL to PostgreSQL only so far); remove the setting",
+                                     "(PostgreSQL to PostgreSQL and MySQL to MySQL only so far); remove the setting",
                                      name()));
   }
   // After the copy: keys, indexes, constraints not built yet (and sequences).

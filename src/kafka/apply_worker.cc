@@ -59,6 +59,7 @@ class WorkerSink final : public ChangeSink {
                              const std::function<bool(const Change&)>& mine) override {
     return inner_->DeleteRows(table, column, lo, hi, mine);
   }
+  Result<bool> HoldsRows(const TableSchema& table) override { return inner_->HoldsRows(table); }
   Result<int64_t> LoadLogOffset() override { return inner_->LoadLogOffset(); }
   void SetWorker(std::string worker) override { inner_->SetWorker(std::move(worker)); }
   Status EnableFencing() override { return inner_->EnableFencing(); }
@@ -477,6 +478,14 @@ class Worker {
       }
       LOG_INFO("replay: {} partition {} from offset {}", topic, p, list->elems[i].offset);
     }
+    bool from_zero = true;
+    for (int i = 0; i < list->cnt; ++i) from_zero = from_zero && list->elems[i].offset == 0;
+    if (from_zero && !o_.transport.publish_snapshot) {
+      if (Status st = RefuseEmptiedTarget(topic); !st.ok()) {
+        rd_kafka_topic_partition_list_destroy(list);
+        return st;
+      }
+    }
     rd_kafka_resp_err_t e = rd_kafka_assign(rk_, list);
     rd_kafka_topic_partition_list_destroy(list);
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR) return Internal(fmt::format("kafka assign: {}", rd_kafka_err2str(e)));
@@ -530,6 +539,28 @@ class Worker {
     }
   }
 
+  // A replay from offset zero of a topic without the snapshot (the spec does
+  // not set transport.publish_snapshot) into a target whose every table is
+  // empty would apply only the changes made after the copy: refused, saying
+  // why. A target that holds the copy converges (replay over a live target).
+  Status RefuseEmptiedTarget(const std::string& topic) {
+    ASSIGN_OR_RETURN(auto tables, o_.load_tables());
+    ChangeSink& sink = *slots_.at(0).sink;
+    for (const auto& t : tables) {
+      auto holds = sink.HoldsRows(*t);
+      if (!holds.ok() && holds.status().code() == StatusCode::kOperator) return Status::Ok();  // cannot tell
+      RETURN_IF_ERROR(holds.status());
+      if (*holds) return Status::Ok();
+    }
+    if (tables.empty()) return Status::Ok();
+    return OperatorError(fmt::format(
+        "replay: topic {} holds no snapshot (migration {} does not set transport.publish_snapshot) and every table of "
+        "the migration is empty on the target: a replay from offset zero would apply only the changes made after the "
+        "copy, not rebuild the rows it copied; copy the target again (run the migration into it), or start a new "
+        "migration with publish_snapshot: true",
+        topic, o_.migration));
+  }
+
   // A chunk reset in partition p (apply_worker.h): the rows of the chunk's
   // range that route to p go; the rows that follow it in p copy it again.
   // Runs on applier p's thread, between its batches (its sink is idle).
@@ -541,7 +572,7 @@ class Worker {
     LOG_INFO("replay: partition {}: reset of {} {} (copied again from the snapshot at {}): {} rows of the partition "
              "deleted",
              p.value, r.table.ToString(), r.column.empty() ? std::string("(whole table)") : fmt::format("chunk {}", r.chunk),
-             Position::Pg(r.snapshot).ToString(), n);
+             Position::Of(o_.positions, r.snapshot).ToString(), n);
     return Status::Ok();
   }
 

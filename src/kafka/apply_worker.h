@@ -92,6 +92,7 @@ struct ApplyWorkerOptions {
   // Partition p's sink on the target, its checkpoints under `checkpoint_key`.
   std::function<Result<std::unique_ptr<ChangeSink>>(PartitionId p, const std::string& checkpoint_key)> open_sink;
   std::chrono::milliseconds open_timeout{10000};  // metadata at start
+  PositionKind positions = PositionKind::kPgLsn;  // the source's kind of position, for messages
   // Called with a line whenever the partitions held change ("holds [0, 2]").
   std::function<void(const std::string&)> on_assignment;
 };

@@ -196,13 +196,15 @@ class Publisher final : public CopyPublisher {
     int32_t key_id = -1, value_id = -1;
   };
 
-  Result<TableTopic> TopicOf(const std::shared_ptr<const TableSchema>& table) {
+  // `engine`: the snapshot position's kind picks the source record's fields
+  // (MySQL's file/pos, PostgreSQL's lsn).
+  Result<TableTopic> TopicOf(const std::shared_ptr<const TableSchema>& table, PositionKind engine) {
     MutexLock lock(&topics_mu_);
     auto it = topics_.find(table.get());
     if (it == topics_.end()) {
       TableTopic tt;
       tt.topic = DebeziumTopic(o_.topic_prefix, table->id);
-      ASSIGN_OR_RETURN(tt.avro, DebeziumAvroTable::Build(table, tt.topic, PositionKind::kPgLsn));
+      ASSIGN_OR_RETURN(tt.avro, DebeziumAvroTable::Build(table, tt.topic, engine));
       RETURN_IF_ERROR(CheckPartitions(tt.topic));
       if (tt.avro->has_key()) {
         ASSIGN_OR_RETURN(tt.key_id, registry_->Register(tt.topic + "-key", tt.avro->key_schema()));
@@ -214,7 +216,7 @@ class Publisher final : public CopyPublisher {
   }
 
   Status ProduceTableEvent(const Change& row, uint32_t p, bool last, const std::shared_ptr<Outstanding>& out) {
-    ASSIGN_OR_RETURN(TableTopic tt, TopicOf(row.table));
+    ASSIGN_OR_RETURN(TableTopic tt, TopicOf(row.table, row.pos.commit_lsn.kind()));
     std::string key;
     if (tt.avro->has_key()) {
       ASSIGN_OR_RETURN(std::string body, tt.avro->EncodeKey(row));

@@ -69,6 +69,12 @@ class ChangeSink {
     (void)column, (void)lo, (void)hi, (void)mine;
     return OperatorError(fmt::format("table {}: this target cannot replay a chunk reset", table->id.ToString()));
   }
+  // Whether the target's copy of `table` holds a row (a replay from the
+  // topic's beginning refuses an emptied target when the topic holds no
+  // snapshot: kafka/apply_worker.h). Sinks that cannot tell answer OperatorError.
+  virtual Result<bool> HoldsRows(const TableSchema& table) {
+    return OperatorError(fmt::format("table {}: this target cannot tell whether it holds rows", table.id.ToString()));
+  }
   // For a partition log that can be read again from an offset (Kafka apply
   // workers, kafka/apply_worker.h): ApplyBatch records the batch's highest
   // Change::log_offset with the checkpoint, and the worker's name when set;

@@ -14,7 +14,18 @@
 //  - applied in order (a truncate empties its partition), the events give
 //    the source's final rows of sbtest1, kinds' exact per-key ops, and the
 //    types Debezium encodes specially (decimal, unsigned, datetime,
-//    timestamp, date, time, JSON, enum, set, bit) in Debezium's form.
+//    timestamp, date, time, JSON, enum, set, bit) in Debezium's form;
+//  - snapshot read events (transport.publish_snapshot, mysql_kafka_snapshot.sh):
+//    op r with source.snapshot "true" (at least one "last"), every other op
+//    "false"; with them every sbtest1 key of the source has events, and a key
+//    the source deleted between two copy attempts (the table topics get no
+//    chunk reset) may end as its older copy only when EXPECTED lists it.
+//
+// EXPECTED: {"sbtest1": {id: k}, "sbtest1_min_keys": n, "kinds": {...}} as
+// made by mysql_kafka_avro.sh; "tables" (default ["sbtest1", "kinds"]) the
+// topics read ("string_keys": those keyed by a string), "snapshot": true to
+// require read events (one of them "last"), "stale": [ids]; no
+// "kinds": its history and types are not checked.
 //
 //   node kafka_avro_my_consumer.js BROKERS REGISTRY PREFIX DB PARTITIONS EXPECTED.json
 // Prints one summary line; exits 1 with the first problem.
@@ -25,7 +36,7 @@ const fs = require('fs');
 const [brokers, registryUrl, prefix, db, partitionsText, expectedFile] = process.argv.slice(2);
 const partitions = Number(partitionsText);
 const expected = JSON.parse(fs.readFileSync(expectedFile, 'utf8'));
-const tables = ['sbtest1', 'kinds'];
+const tables = expected.tables || ['sbtest1', 'kinds'];
 const topics = tables.map((t) => `${prefix}.${db}.${t}`);
 
 function fail(msg) {
@@ -81,7 +92,7 @@ async function main() {
   if (problem) fail(problem);
   if (events.length === 0) fail('no message in the table topics');
 
-  const counts = { c: 0, u: 0, d: 0, r: 0, t: 0, tombstones: 0, replays: 0 };
+  const counts = { c: 0, u: 0, d: 0, r: 0, t: 0, tombstones: 0, replays: 0, last: 0 };
   const perKey = new Map(); // topic|key -> {max, seen, partition, state, ops}
   const pendingTombstone = new Map(); // topic|partition|key -> offset of the delete
   const truncates = new Map(); // topic|partition -> positions of its truncates
@@ -106,6 +117,9 @@ async function main() {
     const s = v.source;
     if (s.connector !== 'mysql' || s.db !== db || s.table !== table || !/^\d{6}$/.test(s.file) || typeof s.pos !== 'number')
       fail(`${e.topic}@${e.offset}: source ${JSON.stringify(s)}`);
+    if ((op === 'r') !== (s.snapshot === 'true' || s.snapshot === 'last'))
+      fail(`${e.topic}@${e.offset}: op ${op} with source.snapshot ${JSON.stringify(s.snapshot)}`);
+    if (s.snapshot === 'last') counts.last++;
     const pos = [s.file, s.pos, s.midflight_seq];
     const posText = pos.join(':');
     if (op === 't') {
@@ -132,8 +146,9 @@ async function main() {
     if (op === 'd' && (v.after !== null || v.before === null)) fail(`${e.topic}@${e.offset}: a delete's images`);
     if (op === 'd') pendingTombstone.set(pk, e.offset);
     if (e.key === null) fail(`${e.topic}@${e.offset}: no key`);
+    const keyType = (expected.string_keys || []).includes(table) ? 'string' : 'number';
     for (const [c, kv] of Object.entries(e.key))
-      if (typeof kv !== 'number') fail(`${e.topic}@${e.offset}: key column ${c} is ${typeof kv}, not an Avro int/long`);
+      if (typeof kv !== keyType) fail(`${e.topic}@${e.offset}: key column ${c} is ${typeof kv}, not an Avro int/long`);
     const id = `${e.topic}|${keyText}`;
     let k = perKey.get(id);
     if (!k) perKey.set(id, (k = { max: null, seen: new Set(), partition: e.partition, state: null, ops: [] }));
@@ -152,16 +167,32 @@ async function main() {
   if (pendingTombstone.size) fail(`deletes without a tombstone: ${[...pendingTombstone.keys()].join(', ')}`);
 
   // sbtest1: every key with events ends as the source's row (k), or absent.
-  let keys = 0;
+  let keys = 0, stale = 0;
+  const seenKeys = new Set();
   for (const [id, k] of perKey) {
     if (!id.startsWith(`${prefix}.${db}.sbtest1|`)) continue;
     keys++;
     const key = JSON.parse(id.slice(id.indexOf('|') + 1)).id;
+    seenKeys.add(String(key));
     const src = expected.sbtest1[key];
     const got = k.state === null ? undefined : k.state.k;
+    if (src === undefined && got !== undefined && (expected.stale || []).includes(key)) {
+      stale++;
+      continue;
+    }
     if (String(got) !== String(src)) fail(`sbtest1 id=${key}: the events end at k=${got}, the source has ${src}`);
   }
   if (keys < expected.sbtest1_min_keys) fail(`sbtest1: events for ${keys} keys, expected at least ${expected.sbtest1_min_keys}`);
+  if (expected.snapshot) {
+    if (counts.r === 0 || counts.last !== 1) fail(`snapshot: ${counts.r} read events, ${counts.last} marked last`);
+    for (const key of Object.keys(expected.sbtest1))
+      if (!seenKeys.has(key)) fail(`sbtest1 id=${key}: on the source, and no event in the topic`);
+    console.log(
+      `decoded ${events.length} messages from ${topics.length} topics: r=${counts.r} (last ${counts.last}) ` +
+        `c=${counts.c} u=${counts.u} d=${counts.d} tombstones=${counts.tombstones} replayed=${counts.replays}; ` +
+        `${keys} sbtest1 keys end as on the source (${stale} kept from an abandoned copy attempt)`);
+  }
+  if (!expected.kinds) return;
 
   // kinds: each key's ops, the truncate in every partition, Debezium's forms.
   for (const [key, want] of Object.entries(expected.kinds)) {

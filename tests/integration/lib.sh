@@ -94,6 +94,33 @@ start_schema_registry() {
   log "schema registry at $REGISTRY"
 }
 
+# need_npm NAME@VERSION...: those npm packages in $NODE_DIR (build/node, or
+# MIDFLIGHT_NODE_DIR), installed when one is missing. Sets NODE_DIR.
+need_npm() {
+  NODE_DIR=${MIDFLIGHT_NODE_DIR:-$ROOT/build/node}
+  local pkg missing=0
+  for pkg in "$@"; do [[ -d $NODE_DIR/node_modules/${pkg%@*} ]] || missing=1; done
+  [[ $missing == 0 ]] && return 0
+  mkdir -p "$NODE_DIR"
+  (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent "$@" >/dev/null) || fail "npm install $* failed"
+}
+
+# replay_earliest: `midflight replay $SPEC --from-offset earliest` (a
+# publish_snapshot topic into an emptied target), its report indented and
+# timed. Sets REPLAY_SNAP and REPLAY_RESETS (snapshot rows and chunk resets
+# applied, over every partition); fails when it fails or left a table out.
+replay_earliest() {
+  local t0
+  t0=$(date +%s%N)
+  "$MF" replay "$SPEC" --from-offset earliest >"$WORK/replay.out" 2>"$WORK/replay.err" ||
+    { tail -5 "$WORK/replay.err"; fail "replay failed"; }
+  sed 's/^/    /' "$WORK/replay.out"
+  log "replay took $(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b - a) / 1e9}') s"
+  REPLAY_SNAP=$(grep -o "([0-9]* snapshot rows" "$WORK/replay.out" | tr -d '(' | awk '{s += $1} END {print s + 0}')
+  REPLAY_RESETS=$(grep -o "[0-9]* chunk resets" "$WORK/replay.out" | awk '{s += $1} END {print s + 0}')
+  if grep -q "has no key" "$WORK/replay.out"; then fail "a table was left out of the replay"; fi
+}
+
 # kafka_left_behind RUN_LOG: the messages earlier runs produced to the topic,
 # summed over the start offsets the next run logged.
 kafka_left_behind() { grep -o "read from offset [0-9]*" "$1" | awk '{s += $4} END {print s + 0}'; }

@@ -19,12 +19,7 @@ P=midflight
 start_kafka_mock "$P.mya.changes:4" "$P.shop.sbtest1:4" "$P.shop.kinds:4"
 start_schema_registry 23910
 
-NODE_DIR=${MIDFLIGHT_NODE_DIR:-$ROOT/build/node}
-if [[ ! -d $NODE_DIR/node_modules/kafkajs || ! -d $NODE_DIR/node_modules/@kafkajs/confluent-schema-registry ]]; then
-  mkdir -p "$NODE_DIR"
-  (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent kafkajs@2.2.4 @kafkajs/confluent-schema-registry@4.1.0 \
-    >/dev/null) || fail "npm install kafkajs @kafkajs/confluent-schema-registry failed"
-fi
+need_npm kafkajs@2.2.4 @kafkajs/confluent-schema-registry@4.1.0
 
 sysbench_prepare 1 2000
 sql_pri -D shop -e "CREATE TABLE kinds (id int unsigned PRIMARY KEY, amount decimal(12,3), big bigint unsigned,

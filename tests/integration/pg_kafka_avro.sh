@@ -21,12 +21,7 @@ start_kafka_mock "$P.avro.changes:4" "$P.public.pgbench_accounts:4" "$P.public.p
   "$P.public.pgbench_branches:4" "$P.public.pgbench_history:4" "$P.public.items:4" "$P.public.docs:4"
 start_schema_registry 23210
 
-NODE_DIR=${MIDFLIGHT_NODE_DIR:-$ROOT/build/node}
-if [[ ! -d $NODE_DIR/node_modules/kafkajs || ! -d $NODE_DIR/node_modules/@kafkajs/confluent-schema-registry ]]; then
-  mkdir -p "$NODE_DIR"
-  (cd "$NODE_DIR" && npm install --no-audit --no-fund --silent kafkajs@2.2.4 @kafkajs/confluent-schema-registry@4.1.0 \
-    >/dev/null) || fail "npm install kafkajs @kafkajs/confluent-schema-registry failed"
-fi
+need_npm kafkajs@2.2.4 @kafkajs/confluent-schema-registry@4.1.0
 
 pgbench -i -s 1 -q "$SRC" >/dev/null 2>&1
 sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" \

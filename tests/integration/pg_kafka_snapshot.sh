@@ -100,19 +100,13 @@ log "3. the target emptied (tables and checkpoints) and rebuilt from offset zero
 sql_dst -c "TRUNCATE pgbench_accounts, pgbench_tellers, pgbench_branches, pgbench_history, kinds" \
   -c "DELETE FROM midflight.checkpoints"
 [[ $(sql_dst -c "SELECT count(*) FROM pgbench_accounts") == 0 ]] || fail "the target is not empty"
-t0=$(date +%s%N)
-"$MF" replay "$SPEC" --from-offset earliest >"$WORK/replay.out" 2>"$WORK/replay.err" ||
-  { tail -5 "$WORK/replay.err"; fail "replay failed"; }
-sed 's/^/    /' "$WORK/replay.out"
-log "replay took $(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN {printf "%.1f", (b - a) / 1e9}') s"
-snap=$(grep -o "([0-9]* snapshot rows" "$WORK/replay.out" | tr -d '(' | awk '{s += $1} END {print s + 0}')
-rst=$(grep -o "[0-9]* chunk resets" "$WORK/replay.out" | awk '{s += $1} END {print s + 0}')
+replay_earliest
+snap=$REPLAY_SNAP rst=$REPLAY_RESETS
 src_rows=$(sql_src -c "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM pgbench_tellers) +
                              (SELECT count(*) FROM pgbench_branches) + (SELECT count(*) FROM kinds)")
 log "replayed $snap snapshot rows ($src_rows rows now in the copied tables besides history) and $rst chunk resets"
 [[ $snap -ge $((src_rows - 1000)) ]] || fail "too few snapshot rows replayed: $snap"
 [[ $rst -gt 0 ]] || fail "no chunk reset was replayed"
-if grep -q "has no key" "$WORK/replay.out"; then fail "a table was left out of the replay"; fi
 resurrected=$(sql_dst -c "SELECT count(*) FROM pgbench_accounts WHERE aid % 97 = 0")
 log "accounts deleted on the source between the two snapshots, on the rebuilt target: $resurrected"
 [[ $resurrected == 0 ]] || fail "rows of the older copy came back"

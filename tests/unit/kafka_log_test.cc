@@ -423,6 +423,34 @@ TEST_F(PublisherTest, RowsGoToTheirKeysPartitionAfterTheirChunksReset) {
   EXPECT_EQ(last, 1u);
 }
 
+// A MySQL copy's chunk snapshot is a binlog position: its op r events carry
+// MySQL's source record, the position as Debezium's file and pos.
+TEST_F(PublisherTest, AMySqlChunksEventsCarryTheSnapshotsBinlogFileAndPos) {
+  ASSERT_TRUE(cluster_->CreateTopic("t.public.accounts", 2).ok());
+  auto pub = OpenSnapshotPublisher(PubOptions(/*republish=*/false));
+  ASSERT_TRUE(pub.ok()) << pub.status().ToString();
+  Chunk c{table_->id, 0, Chunk::Kind::kIntRange, 1, 5};
+  auto chunk = (*pub)->Begin(table_, c, Position::Binlog((uint64_t{12} << 32) | 4711));
+  ASSERT_TRUE(chunk.ok()) << chunk.status().ToString();
+  for (int id = 1; id < 5; ++id)
+    ASSERT_TRUE((*chunk)->Row({Datum::Text(std::to_string(id)), Datum::Text("5"), Datum::Null()}).ok());
+  ASSERT_TRUE((*chunk)->Flush().ok());
+  (*chunk)->Committed();
+  ASSERT_TRUE((*pub)->Finish().ok());
+  size_t events = 0;
+  for (int32_t p = 0; p < 2; ++p)
+    for (const Message& m : ReadTopic("t.public.accounts", p)) {
+      nlohmann::json e = Decode(*m.value);
+      EXPECT_EQ(e["op"], "r");
+      EXPECT_EQ(e["source"]["connector"], "mysql");
+      EXPECT_EQ(e["source"]["file"], "000012");
+      EXPECT_EQ(e["source"]["pos"], 4711);
+      EXPECT_TRUE(e["source"]["snapshot"] == "true" || e["source"]["snapshot"] == "last") << e["source"].dump();
+      ++events;
+    }
+  EXPECT_EQ(events, 5u);  // four rows and the last one again, marked "last"
+}
+
 TEST_F(PublisherTest, AChangeTopicWithAnotherPartitionCountIsRefused) {
   SnapshotPublisherOptions o = PubOptions(false);
   o.partitions = 3;

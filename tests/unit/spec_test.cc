@@ -80,8 +80,12 @@ TEST(SpecTest, TransportErrorsNameTheField) {
                       "m.yaml")
                 .status()
                 .message(),
-            "m.yaml: field 'transport.publish_snapshot': is for postgres:// -> postgres:// migrations (for now): no "
-            "other copy publishes its rows to Kafka");
+            "m.yaml: field 'transport.publish_snapshot': is for postgres:// -> postgres:// and mysql:// -> mysql:// "
+            "migrations (for now): a copy into another engine does not publish its rows to Kafka");
+  EXPECT_TRUE(ParseSpec("name: a\nsource: mysql://h/db\ntarget: mysql://h/db2\n"
+                        "transport: {kind: kafka, brokers: h:1, publish_snapshot: true}\n",
+                        "m.yaml")
+                  .ok());
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, topic_prefix: 'a b'}\n"),
             "m.yaml: field 'transport.topic_prefix': 'a b' may only use a-z, A-Z, 0-9, '.', '_' and '-'");
   EXPECT_EQ(err("transport: {kind: kafka, brokers: h:1, max_message_bytes: 10}\n"),

@@ -6,6 +6,7 @@
 #include <charconv>
 #include <set>
 
+#include "engines/mysql/catalog.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/postgres/pg_conn.h"
 #include "engines/postgres/pg_types.h"
@@ -15,8 +16,6 @@ namespace {
 
 using pg::QuoteIdent;
 using pg::QuoteLiteral;
-
-std::string MyQuoteIdent(std::string_view s) { return mysql::QuoteIdent(s); }
 
 // The number inside the first parentheses of "varchar(120)", or -1.
 int ParenNumber(const std::string& native) {
@@ -330,19 +329,7 @@ std::string CreateTableSql(const TableCast& cast) {
 
 std::string SnapshotSelectList(const TableSchema& table) {
   std::vector<std::string> sel;
-  for (const auto& c : table.columns) {
-    const std::string q = MyQuoteIdent(c.name);
-    const std::string& base = c.type.native_base;
-    if (base == "bit") {
-      sel.push_back(fmt::format("CAST({} AS UNSIGNED)", q));
-    } else if (base == "enum" || base == "set") {
-      sel.push_back(fmt::format("({} + 0)", q));  // the index / bitmask, as the binlog has it
-    } else if (base == "float") {
-      sel.push_back(fmt::format("CAST({} AS DOUBLE)", q));
-    } else {
-      sel.push_back(q);
-    }
-  }
+  for (const auto& c : table.columns) sel.push_back(mysql::BinlogFormSelect(c));
   return fmt::format("{}", fmt::join(sel, ", "));
 }
 

@@ -83,6 +83,15 @@ LiteralKind LiteralKindOf(const ColumnSchema& column) {
   return LiteralKind::kBinary;
 }
 
+std::string BinlogFormSelect(const ColumnSchema& column) {
+  const std::string q = QuoteIdent(column.name);
+  const std::string& base = column.type.native_base;
+  if (base == "bit") return fmt::format("CAST({} AS UNSIGNED)", q);
+  if (base == "enum" || base == "set") return fmt::format("({} + 0)", q);  // the index / bitmask, as the binlog has it
+  if (base == "float") return fmt::format("CAST({} AS DOUBLE)", q);
+  return q;
+}
+
 Result<std::vector<TableId>> ListTables(MyConn& conn, const std::string& database) {
   ASSIGN_OR_RETURN(MyResult r, conn.Query(fmt::format(
       "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' "

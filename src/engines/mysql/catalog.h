@@ -31,4 +31,12 @@ Result<std::vector<TableId>> ListTables(MyConn& conn, const std::string& databas
 enum class LiteralKind : uint8_t { kNumber, kQuoted, kText, kBinary };
 LiteralKind LiteralKindOf(const ColumnSchema& column);
 
+// The SELECT expression that reads `column` in the binlog decoder's text form
+// (binlog_event.h DecodeRows), on a session with time_zone '+00:00' and
+// character_set_results binary: BIT as its number, ENUM and SET as the
+// 1-based index and the member bitmask, FLOAT as its exact double, anything
+// else as the server sends it. What a snapshot row must look like to be a
+// Change like the stream's (the copy into PostgreSQL, published copies).
+std::string BinlogFormSelect(const ColumnSchema& column);
+
 }  // namespace midflight::mysql

@@ -130,6 +130,10 @@ class MyEngine final : public Engine {
   Status PrepareCopy(const std::vector<Chunk>&, DoneChunks*, bool) override { return Status::Ok(); }
   Status CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, const std::atomic<bool>& stop,
                     std::function<void(int)> on_chunk_committed) override;
+  Status PublishCopy(CopyPublisher* publisher) override {
+    publisher_ = publisher;
+    return Status::Ok();
+  }
   Status FinishSchema() override;
   // The replicate phase and the cutover (engines/mysql/replication_ops.h),
   // made on first use, after Preflight.
@@ -172,6 +176,7 @@ class MyEngine final : public Engine {
   // How long after a COMMIT the target's log is surely on its disk (0: at
   // once); the copy checks its chunks then (engines/mysql/durable_copy.h).
   std::chrono::milliseconds durable_after_{0};
+  CopyPublisher* publisher_ = nullptr;  // PublishCopy's (transport.publish_snapshot)
   std::unique_ptr<mysql::MyReplicationOps> repl_;
 };
 
@@ -300,6 +305,8 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   job.log_bin = spec_.copy_binlog;
   job.chunks = std::move(chunks);
   job.on_chunk_committed = std::move(on_chunk_committed);
+  job.publisher = publisher_;
+  job.on_chunk_flushed = [](int n) { CrashPoint("snapshot-chunk-published", n); };
   Say(fmt::format("copying: {} chunks with {} workers, each from its own consistent snapshot", job.chunks.size(),
                   runtime_.knobs.Int(Knob::kParallelism)));
   // Each table's secondary indexes are added as soon as its last chunk

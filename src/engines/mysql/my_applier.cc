@@ -14,6 +14,7 @@
 #include "engines/mysql/my_conn.h"
 #include "pipeline/batch.h"
 #include "engines/mysql/catalog.h"
+#include "pipeline/chunk_reset.h"
 
 namespace midflight::mysql {
 
@@ -335,6 +336,13 @@ std::string MarkWorkerSql(const std::string& migration, uint32_t partition, Chan
 
 }  // namespace
 
+Result<bool> MyChangeSink::HoldsRows(const TableSchema& table) {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  ASSIGN_OR_RETURN(MyResult r,
+                   conn_->Query(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", QuoteQualified(db_, table.id.name))));
+  return r.rows() > 0 && r.Get(0, 0) == "1";
+}
+
 Result<int64_t> MyChangeSink::LoadLogOffset() {
   if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
   ASSIGN_OR_RETURN(MyResult r, conn_->Query(fmt::format(
@@ -533,6 +541,60 @@ Status MyChangeSink::ApplyBarrier(const Change& change, uint32_t partitions) {
     what.push_back("saving the checkpoints");
   }
   return Execute(statements, what, {}, /*commit=*/true);
+}
+
+Result<int64_t> MyChangeSink::DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                                         std::optional<int64_t> lo, std::optional<int64_t> hi,
+                                         const std::function<bool(const Change&)>& mine) {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  const TableSchema& t = *table;
+  if (t.key_writable.empty()) return OperatorError(fmt::format("table {}: a chunk reset needs a key", t.id.ToString()));
+  std::vector<std::string> keys, names;
+  for (int k : t.key_writable) {
+    keys.push_back(BinlogFormSelect(t.columns[t.writable[k]]));
+    names.push_back(QuoteIdent(t.columns[t.writable[k]].name));
+  }
+  ASSIGN_OR_RETURN(std::string where,
+                   ResetRangeWhere(t, column, lo, hi, [](std::string_view c) { return QuoteIdent(c); }));
+  const std::string from = QuoteQualified(db_, t.id.name);
+  RETURN_IF_ERROR(conn_->Exec("START TRANSACTION"));
+  auto fail = [&](Status st) {
+    (void)conn_->Exec("ROLLBACK");
+    return st.WithContext(fmt::format("replaying a chunk reset of {}", t.id.ToString()));
+  };
+  auto rows = conn_->Query(fmt::format("SELECT {} FROM {}{} FOR UPDATE", fmt::join(keys, ", "), from, where));
+  if (!rows.ok()) return fail(rows.status());
+  // The rows of the partition, deleted by key in statements of about kStatementBytes.
+  const std::string head = fmt::format("DELETE FROM {} WHERE ({}) IN (", from, fmt::join(names, ", "));
+  std::string del = head;
+  int64_t n = 0, in_statement = 0;
+  Change probe;
+  probe.kind = ChangeKind::kInsert;
+  probe.table = table;
+  for (int i = 0; i < rows->rows(); ++i) {
+    probe.values.assign(t.writable.size(), Datum::Null());
+    std::vector<std::string> literals;
+    for (size_t k = 0; k < t.key_writable.size(); ++k) {
+      const int c = static_cast<int>(k);
+      if (!rows->IsNull(i, c)) probe.values[t.key_writable[k]] = Datum::Text(rows->Get(i, c));
+      auto lit = Literal(t.columns[t.writable[t.key_writable[k]]], probe.values[t.key_writable[k]]);
+      if (!lit.ok()) return fail(lit.status());
+      literals.push_back(std::move(*lit));
+    }
+    if (!mine(probe)) continue;
+    del += fmt::format("{}({})", in_statement ? ", " : "", fmt::join(literals, ", "));
+    ++n;
+    if (++in_statement == 1000 || del.size() > kStatementBytes) {
+      if (Status st = conn_->Exec(del + ")"); !st.ok()) return fail(st);
+      del = head;
+      in_statement = 0;
+    }
+  }
+  if (in_statement > 0) {
+    if (Status st = conn_->Exec(del + ")"); !st.ok()) return fail(st);
+  }
+  if (Status st = conn_->Exec("COMMIT"); !st.ok()) return fail(st);
+  return n;
 }
 
 Result<RestartMarker> LoadRestartMarker(MyConn& target, const std::string& migration) {

@@ -67,6 +67,13 @@ class MyChangeSink final : public ChangeSink {
   Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override;
+  // A replay's chunk reset: the rows are read with their key columns in the
+  // binlog's text form (catalog.h BinlogFormSelect, as `mine` routes them),
+  // locked, and deleted by key in the same transaction.
+  Result<int64_t> DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                             std::optional<int64_t> lo, std::optional<int64_t> hi,
+                             const std::function<bool(const Change&)>& mine) override;
+  Result<bool> HoldsRows(const TableSchema& table) override;
   Result<int64_t> LoadLogOffset() override;
   Result<CheckpointRow> LoadCheckpointRow() override;
   void SetWorker(std::string worker) override { worker_ = std::move(worker); }

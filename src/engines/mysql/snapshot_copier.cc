@@ -30,6 +30,8 @@ using TablePtr = std::shared_ptr<const TableSchema>;
 
 // The source's select list and the target's LOAD DATA column list for one table.
 struct LoadShape {
+  std::vector<std::string> select;  // the select list's expressions; the first `loaded` go to LOAD DATA
+  size_t loaded = 0;
   std::string select_list;  // "`id`, CAST(`f` AS DOUBLE), ..."
   std::string load_list;    // "(`id`, `f`, @v2)"
   std::string set_clause;   // " SET `b` = CAST(@v2 AS UNSIGNED)" or ""
@@ -64,10 +66,27 @@ LoadShape ShapeOf(const TableSchema& t) {
       load.push_back(q);
     }
   }
-  s.select_list = fmt::format("{}", fmt::join(sel, ", "));
+  s.loaded = sel.size();
+  s.select = std::move(sel);
+  s.select_list = fmt::format("{}", fmt::join(s.select, ", "));
   s.load_list = fmt::format("({})", fmt::join(load, ", "));
   if (!sets.empty()) s.set_clause = fmt::format(" SET {}", fmt::join(sets, ", "));
   return s;
+}
+
+// transport.publish_snapshot: the row image a published row carries, every
+// writable column in the binlog's text form (catalog.h BinlogFormSelect), so a
+// reader applies it as it applies the stream's changes. Expressions LOAD DATA
+// does not read already are added to the select list; `published` are the
+// image's positions in it.
+void AddPublished(const TableSchema& t, LoadShape* s, std::vector<int>* published) {
+  for (int col : t.writable) {
+    const std::string e = BinlogFormSelect(t.columns[col]);
+    auto it = std::find(s->select.begin(), s->select.end(), e);
+    if (it == s->select.end()) it = s->select.insert(s->select.end(), e);
+    published->push_back(static_cast<int>(it - s->select.begin()));
+  }
+  s->select_list = fmt::format("{}", fmt::join(s->select, ", "));
 }
 
 std::string RangeWhere(const TableSchema& t, const Chunk& c) {
@@ -87,6 +106,10 @@ struct Feed final : InfileFeed {
   MyConn::Stream* rows = nullptr;
   const TableSchema* table = nullptr;
   const LoadShape* shape = nullptr;
+  // transport.publish_snapshot: every row is also handed to `pub` as the
+  // image at `published` (AddPublished).
+  ChunkPublication* pub = nullptr;
+  const std::vector<int>* published = nullptr;
 
   std::string KeyOf() const {
     std::vector<std::string> names, values;
@@ -113,8 +136,18 @@ struct Feed final : InfileFeed {
       eof = true;
       return false;
     }
+    if (pub) {
+      std::vector<Datum> image;
+      image.reserve(published->size());
+      for (int i : *published)
+        image.push_back(rows->data(i) ? Datum::Text(std::string(rows->data(i), rows->length(i))) : Datum::Null());
+      if (Status st = pub->Row(std::move(image)); !st.ok()) {
+        error = st;
+        return false;
+      }
+    }
     int64_t row_bytes = 0;
-    for (int i = 0; i < rows->cols(); ++i) {
+    for (int i = 0; i < static_cast<int>(shape->loaded); ++i) {
       if (i) buf.push_back('\t');
       const char* d = rows->data(i);
       if (!d) {
@@ -156,8 +189,9 @@ struct Feed final : InfileFeed {
 
 class Worker {
  public:
-  Worker(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop)
-      : job_(job), progress_(progress), stop_(stop) {}
+  // `flushed`: chunks whose published rows Kafka acknowledged, over all workers.
+  Worker(const CopyJob& job, CopyProgress& progress, const std::atomic<bool>& stop, std::atomic<int>& flushed)
+      : job_(job), progress_(progress), stop_(stop), flushed_(flushed) {}
 
   Status Open() {
     ConnOptions so;
@@ -190,7 +224,7 @@ class Worker {
 
   Status Copy(const Chunk& c) {
     const TableSchema& t = *job_.tables.at(c.table);
-    const LoadShape shape = ShapeOf(t);
+    LoadShape shape = ShapeOf(t);
     RETURN_IF_ERROR(src_->Exec("START TRANSACTION WITH CONSISTENT SNAPSHOT"));
     ASSIGN_OR_RETURN(MyResult snap, src_->Query("SHOW STATUS LIKE 'binlog_snapshot_%'"));
     std::string file, offset;
@@ -208,6 +242,7 @@ class Worker {
       return Internal(fmt::format("source: Binlog_snapshot_position is not a binlog offset: '{}'", offset));
     const uint64_t snapshot = EncodeBinlogPos(*number, static_cast<uint32_t>(offset_value));
     if (target_) {
+      if (job_.publisher) return Internal("transport.publish_snapshot: not with a target of another engine");
       ASSIGN_OR_RETURN(auto rows, src_->QueryStream(fmt::format("SELECT {} FROM {}{}", target_->SelectList(t),
                                                                 QuoteQualified(t.id.schema, t.id.name),
                                                                 RangeWhere(t, c))));
@@ -219,10 +254,18 @@ class Worker {
       return Status::Ok();
     }
 
+    std::unique_ptr<ChunkPublication> pub;
+    std::vector<int> published;
+    if (job_.publisher) {
+      AddPublished(t, &shape, &published);
+      ASSIGN_OR_RETURN(pub, job_.publisher->Begin(job_.tables.at(c.table), c, Position::Binlog(snapshot)));
+    }
     ASSIGN_OR_RETURN(auto rows, src_->QueryStream(fmt::format("SELECT {} FROM {}{}", shape.select_list,
                                                               QuoteQualified(t.id.schema, t.id.name),
                                                               RangeWhere(t, c))));
     Feed feed;
+    feed.pub = pub.get();
+    feed.published = &published;
     feed.rows = rows.get();
     feed.table = &t;
     feed.shape = &shape;
@@ -250,7 +293,13 @@ class Worker {
           "VALUES ({}, {}, {}, {}, {}, {})",
           QuoteString(job_.migration), QuoteString(t.id.ToString()), c.number, snapshot, feed.row_count,
           feed.byte_count));
+    // The chunk is recorded copied only once Kafka holds its rows (core/copy.h).
+    if (st.ok() && pub) {
+      st = pub->Flush();
+      if (st.ok() && job_.on_chunk_flushed) job_.on_chunk_flushed(++flushed_);
+    }
     if (st.ok()) st = dst_->Exec("COMMIT");
+    if (st.ok() && pub) pub->Committed();
     feed.Settle(st.ok());
     if (!st.ok()) {
       (void)dst_->Exec("ROLLBACK");
@@ -267,6 +316,7 @@ class Worker {
   const CopyJob& job_;
   CopyProgress& progress_;
   const std::atomic<bool>& stop_;
+  std::atomic<int>& flushed_;
   std::unique_ptr<MyConn> src_, dst_;
   std::unique_ptr<ChunkTarget> target_;  // job_.open_target's, instead of dst_
 };
@@ -446,6 +496,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
   }
   // Set when the job ends (stop, or an error): a worker's chunk in flight ends early.
   std::atomic<bool> halt{false};
+  std::atomic<int> flushed{0};
   auto wanted = [&] {
     int64_t n = job.knobs ? job.knobs->Int(Knob::kParallelism) : job.workers;
     return static_cast<int>(std::clamp<int64_t>(n, 1, 64));
@@ -464,7 +515,7 @@ Status CopyChunks(const CopyJob& job, CopyProgress& progress, const std::atomic<
     return sh.next++;
   };
   auto worker = [&](int id) {
-    Worker w(job, progress, halt);
+    Worker w(job, progress, halt, flushed);
     Status st = w.Open();
     std::optional<size_t> chunk;
     while (st.ok() && (chunk = take(id))) {

@@ -81,6 +81,13 @@ struct CopyJob {
   // Called once a table's last chunk of `chunks` has committed (any worker
   // thread, after on_chunk_committed): its indexes may be built.
   std::function<void(const TableId&)> on_table_copied;
+  // transport.publish_snapshot: every copied row is published too (in the
+  // binlog's text form, catalog.h BinlogFormSelect), and a chunk commits only
+  // once Kafka acknowledged its rows (core/copy.h); on_chunk_flushed is called
+  // then, before the commit, with the number flushed so far (a crash point).
+  // Not with open_target.
+  CopyPublisher* publisher = nullptr;
+  std::function<void(int)> on_chunk_flushed;
   // Set for a target that is not MySQL: each worker opens one instead of
   // LOAD DATA into target_uri (which is then unused).
   std::function<Result<std::unique_ptr<ChunkTarget>>()> open_target;

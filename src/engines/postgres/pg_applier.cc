@@ -12,6 +12,7 @@
 #include "base/log.h"
 #include "engines/postgres/pg_conn.h"
 #include "pipeline/batch.h"
+#include "pipeline/chunk_reset.h"
 
 namespace midflight::pg {
 namespace {
@@ -501,6 +502,12 @@ Result<ChangeSink::CheckpointRow> PgChangeSink::LoadCheckpointRow() {
   return row;
 }
 
+Result<bool> PgChangeSink::HoldsRows(const TableSchema& table) {
+  if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
+  ASSIGN_OR_RETURN(PgResult r, conn_->Query(fmt::format("SELECT EXISTS (SELECT 1 FROM {})", Table(table))));
+  return r.rows() > 0 && r.GetString(0, 0) == "t";
+}
+
 Result<int64_t> PgChangeSink::LoadLogOffset() {
   if (!conn_ || conn_->IsBroken()) RETURN_IF_ERROR(Reconnect());
   ASSIGN_OR_RETURN(PgResult r, conn_->Query("SELECT kafka_offset FROM midflight.checkpoints "
@@ -720,15 +727,8 @@ Result<int64_t> PgChangeSink::DeleteRows(const std::shared_ptr<const TableSchema
   const TableSchema& t = *table;
   std::string keys;
   for (int k : t.key_writable) keys += fmt::format(", {}::text", QuoteIdent(t.columns[t.writable[k]].name));
-  std::vector<std::string> conds;
-  if (!column.empty()) {
-    if (t.ColumnIndex(column) < 0)
-      return DataLoss(fmt::format("table {}: the chunk reset's column {} is not in the table", t.id.ToString(), column));
-    if (lo) conds.push_back(fmt::format("{} >= {}", QuoteIdent(column), *lo));
-    if (hi) conds.push_back(fmt::format("{} < {}", QuoteIdent(column), *hi));
-  }
-  std::string where;
-  for (size_t i = 0; i < conds.size(); ++i) where += (i ? " AND " : " WHERE ") + conds[i];
+  ASSIGN_OR_RETURN(std::string where,
+                   ResetRangeWhere(t, column, lo, hi, [](std::string_view c) { return QuoteIdent(c); }));
   const std::string from = (t.partitioned ? "" : "ONLY ") + Table(t);
   RETURN_IF_ERROR(conn_->Exec("BEGIN"));
   auto fail = [&](Status st) {

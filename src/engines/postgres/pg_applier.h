@@ -47,6 +47,7 @@ class PgChangeSink final : public ChangeSink {
   ~PgChangeSink() override;
 
   Result<ChangePosition> LoadCheckpoint() override;
+  Result<bool> HoldsRows(const TableSchema& table) override;
   Result<int64_t> LoadLogOffset() override;
   Result<CheckpointRow> LoadCheckpointRow() override;
   void SetWorker(std::string worker) override { worker_ = std::move(worker); }
