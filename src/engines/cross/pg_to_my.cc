@@ -804,6 +804,11 @@ class CrossReplication final : public ReplicationOps {
       mysql::ConnOptions o;
       o.program_name = "midflight-control";
       ASSIGN_OR_RETURN(my_control_, MyConn::Connect(spec_.target, o));
+      // What it writes (AUTO_INCREMENT) is midflight's own: the reverse reader skips it.
+      if (Status st = my_control_->Exec("SET SESSION skip_replication = 1"); !st.ok()) {
+        my_control_.reset();
+        return st.WithContext("target: setting skip_replication (midflight's own writes must be recognisable)");
+      }
     }
     return my_control_.get();
   }
@@ -943,16 +948,30 @@ class CrossReplication final : public ReplicationOps {
     const std::string seed = spec_.name + "/reverse";
     config.server_id = 0x40000000u | static_cast<uint32_t>(XXH64(seed.data(), seed.size(), 7) & 0x3fffffff);
     config.tables = from;
-    // Schema changes are not translated across engines: a DDL statement on a
-    // migrated table stops the stream once everything before it is applied.
-    config.target_differs = [](const TableId& id) -> Result<std::string> {
+    // Schema changes are not translated across engines: a DDL statement that
+    // changes a migrated table's columns stops the stream once everything
+    // before it is applied; one that leaves them alone (an ALTER TABLE ...
+    // AUTO_INCREMENT of the operator's) is passed over.
+    auto reload = [uri = spec_.target, db = target_db_](const TableId& id) -> Result<TablePtr> {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-control";
+      ASSIGN_OR_RETURN(auto c, MyConn::Connect(uri, o));
+      ASSIGN_OR_RETURN(auto listed, mysql::LoadTables(*c, db, {db + "." + id.name}, {}));
+      if (listed.size() != 1) return OperatorError(fmt::format("table {} is gone from MySQL", id.ToString()));
+      return listed.front();
+    };
+    config.target_differs = [reload, from](const TableId& id) -> Result<std::string> {
+      ASSIGN_OR_RETURN(TablePtr now, reload(id));
+      const TableSchema& was = *from.at(id);
+      bool same = now->columns.size() == was.columns.size();
+      for (size_t i = 0; same && i < was.columns.size(); ++i)
+        same = now->columns[i].name == was.columns[i].name && now->columns[i].type.native == was.columns[i].type.native;
+      if (same) return std::string();
       return fmt::format("schema changes are not carried from MySQL back to PostgreSQL; apply the change to {} on "
                          "PostgreSQL by hand, or keep writes on PostgreSQL",
                          id.ToString());
     };
-    config.reload_table = [](const TableId& id) -> Result<TablePtr> {
-      return OperatorError(fmt::format("table {}: schema changes are not carried across engines yet", id.ToString()));
-    };
+    config.reload_table = reload;
     FlowOptions fo = FlowOptionsFor("reverse", rs);
     // Every partition's checkpoint is on PostgreSQL; the sequencer skips
     // what each one holds.
