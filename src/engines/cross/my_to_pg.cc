@@ -701,21 +701,9 @@ class CrossReplication final : public ReplicationOps {
       ref = cross::PostgresCanonSide(spec_.target, "target (PostgreSQL)");
       other = cross::MySqlCanonSide(spec_.source, "source (MySQL)");
     }
-    cross::CrossVerifyJob job;
-    job.reference = ref.get();
-    job.other = other.get();
-    job.tables = SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_);
-    job.applied_through = [&flow] {
-      flow.Poke();
-      return flow.AppliedThrough();
-    };
-    job.received = [&flow] { return flow.metrics().received; };
-    job.rows_per_s = std::move(rows_per_s);
-    job.stop = stop;
-    job.repair = repair;
-    job.chunk_rows = spec_.verify.chunk_rows;
-    job.run = run;
-    return cross::CrossVerify(job);
+    return cross::CrossVerifyAlong(flow, *ref, *other,
+                                   SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_),
+                                   repair, std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
   }
 
   // Sets each identity column's next value from the source's AUTO_INCREMENT.

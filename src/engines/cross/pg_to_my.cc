@@ -771,21 +771,9 @@ class CrossReplication final : public ReplicationOps {
     }
     auto pg_side = cross::PostgresCanonSide(spec_.source, "source (PostgreSQL)");
     auto my_side = cross::MySqlCanonSide(spec_.target, "target (MySQL)");
-    cross::CrossVerifyJob job;
-    job.reference = forward ? pg_side.get() : my_side.get();
-    job.other = forward ? my_side.get() : pg_side.get();
-    job.tables = cross::PgCanonTablesOf(list, spec_.casting.out_of_range_null);
-    job.applied_through = [&flow] {
-      flow.Poke();
-      return flow.AppliedThrough();
-    };
-    job.received = [&flow] { return flow.metrics().received; };
-    job.rows_per_s = std::move(rows_per_s);
-    job.stop = stop;
-    job.repair = repair;
-    job.chunk_rows = spec_.verify.chunk_rows;
-    job.run = run;
-    return cross::CrossVerify(job);
+    return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side,
+                                   cross::PgCanonTablesOf(list, spec_.casting.out_of_range_null), repair,
+                                   std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
   }
 
  private:
