@@ -67,6 +67,17 @@ TEST_F(MyToPgTest, TinyintOneIsSmallintUnlessTheSpecSaysBoolean) {
   EXPECT_EQ(Error(b, "2"), "column flag: value 2 is not 0 or 1, and the column is boolean in PostgreSQL");
 }
 
+TEST_F(MyToPgTest, DecimalKeepsItsTextUnlessTrimmed) {
+  ColumnSchema c = Col("d", TypeKind::kDecimal, "decimal", "decimal(65,30)");
+  auto d = Cast(c);
+  EXPECT_EQ(Pg(d, "1.500000000000000000000000000000"), "1.500000000000000000000000000000");
+  d.trim_zeros = true;  // back to a numeric without scale (pg_to_my's reverse flow)
+  EXPECT_EQ(Pg(d, "1.500000000000000000000000000000"), "1.5");
+  EXPECT_EQ(Pg(d, "-20.000000000000000000000000000000"), "-20");
+  EXPECT_EQ(Pg(d, "100"), "100");
+  EXPECT_EQ(Pg(d, "0.000000000000000000000000000000"), "0");
+}
+
 TEST_F(MyToPgTest, DatesAndTimes) {
   ColumnSchema dt = Col("d", TypeKind::kTimestamp, "datetime", "datetime(6)");
   dt.type.precision = 6;
@@ -89,7 +100,10 @@ TEST_F(MyToPgTest, DatesAndTimes) {
   auto time = Cast(tm);
   EXPECT_EQ(time.pg_type, "time without time zone");
   EXPECT_EQ(Pg(time, "23:59:59"), "23:59:59");
-  EXPECT_EQ(Error(time, "-838:59:59"), "column tm: TIME '-838:59:59' is not a time of day (00:00:00..23:59:59); set "
+  EXPECT_EQ(Pg(time, "24:00:00.000000"), "24:00:00.000000");
+  EXPECT_EQ(Error(time, "24:00:01"), "column tm: TIME '24:00:01' is not a time of day (00:00:00..24:00:00); set "
+                                     "the column's type to interval in casting.columns");
+  EXPECT_EQ(Error(time, "-838:59:59"), "column tm: TIME '-838:59:59' is not a time of day (00:00:00..24:00:00); set "
                                        "the column's type to interval in casting.columns");
   CastOptions o;
   o.column_types["t.tm"] = "interval";

@@ -50,6 +50,7 @@
 #include <xxhash.h>
 
 #include "base/parse.h"
+#include "pipeline/flow.h"
 
 namespace midflight::cross {
 namespace {
@@ -585,6 +586,28 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
     out.push_back(std::move(c));
   }
   return out;
+}
+
+Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,
+                                                       std::vector<CanonTable> tables, bool repair,
+                                                       std::function<int64_t()> rows_per_s,
+                                                       const std::atomic<bool>* stop, int64_t chunk_rows,
+                                                       const ReplicationOps::VerifyRun& run) {
+  CrossVerifyJob job;
+  job.reference = &reference;
+  job.other = &other;
+  job.tables = std::move(tables);
+  job.applied_through = [&flow] {
+    flow.Poke();
+    return flow.AppliedThrough();
+  };
+  job.received = [&flow] { return flow.metrics().received; };
+  job.rows_per_s = std::move(rows_per_s);
+  job.stop = stop;
+  job.repair = repair;
+  job.chunk_rows = chunk_rows;
+  job.run = run;
+  return CrossVerify(job);
 }
 
 }  // namespace midflight::cross

@@ -111,6 +111,14 @@ struct CrossVerifyJob {
 // The live verification (see cross_verify.cc for how).
 Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job);
 
+// CrossVerify of `tables` while `flow`, the flow from `reference`, applies:
+// what a pair's ReplicationOps::Verify runs, with its arguments.
+Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,
+                                                       std::vector<CanonTable> tables, bool repair,
+                                                       std::function<int64_t()> rows_per_s,
+                                                       const std::atomic<bool>* stop, int64_t chunk_rows,
+                                                       const ReplicationOps::VerifyRun& run);
+
 // `compare`: per table, both sides' row count and an order-independent
 // hash of the rows' digests, read chunk by chunk without snapshots or waits
 // (for a quiet pair: an offline check).

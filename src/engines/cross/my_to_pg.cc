@@ -31,6 +31,7 @@
 #include "engines/mysql/engine.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/my_conn.h"
+#include "engines/mysql/replication_ops.h"
 #include "engines/mysql/schema_loader.h"
 #include "engines/mysql/snapshot_copier.h"
 #include "engines/postgres/catalog.h"
@@ -336,12 +337,15 @@ class PgChunkTarget final : public mysql::ChunkTarget {
 // values become PostgreSQL text forms of its PostgreSQL twin table. A value
 // that cannot cross (a NUL byte in text, a zero date, a TIME past 24 h) stops
 // the flow, naming table, key and column. Cast tables are cached per source
-// table version (the stream makes a new one after a DDL it accepted).
+// table version (the stream makes a new one after a DDL it accepted), or,
+// given `fixed` (the reverse flow of PostgreSQL -> MySQL), looked up there by
+// table: the casts the caller made, whose targets are its own tables.
 class CastingSink final : public ChangeSink {
  public:
   CastingSink(std::unique_ptr<ChangeSink> inner, cross::CastOptions options,
-              std::map<std::string, cross::MyTableFacts> facts)
-      : inner_(std::move(inner)), options_(std::move(options)), facts_(std::move(facts)) {}
+              std::map<std::string, cross::MyTableFacts> facts,
+              std::shared_ptr<const std::map<TableId, cross::TableCast>> fixed = nullptr)
+      : inner_(std::move(inner)), options_(std::move(options)), facts_(std::move(facts)), fixed_(std::move(fixed)) {}
 
   Result<ChangePosition> LoadCheckpoint() override { return inner_->LoadCheckpoint(); }
   Status Reconnect() override { return inner_->Reconnect(); }
@@ -366,6 +370,11 @@ class CastingSink final : public ChangeSink {
 
  private:
   Result<const cross::TableCast*> CastOf(const TablePtr& t) {
+    if (fixed_) {
+      auto f = fixed_->find(t->id);
+      if (f == fixed_->end()) return Internal(fmt::format("table {} has no cast", t->id.ToString()));
+      return &f->second;
+    }
     auto it = cache_.find(t.get());
     if (it != cache_.end()) return &it->second.second;
     ASSIGN_OR_RETURN(cross::TableCast cast, cross::CastTable(*t, facts_[t->id.name], options_));
@@ -409,19 +418,14 @@ class CastingSink final : public ChangeSink {
   std::unique_ptr<ChangeSink> inner_;  // the PgChangeSink, behind the spec's transforms when there are any
   cross::CastOptions options_;
   std::map<std::string, cross::MyTableFacts> facts_;
+  const std::shared_ptr<const std::map<TableId, cross::TableCast>> fixed_;
   // Source table (held, so its address is not reused) -> its cast. Applier thread only.
   std::map<const TableSchema*, std::pair<TablePtr, cross::TableCast>> cache_;
 };
 
 // ---- replication ---------------------------------------------------------------
 
-uint64_t MasterPosition(MyConn& conn, std::string* base = nullptr) {
-  auto r = conn.Query("SHOW MASTER STATUS");
-  if (!r.ok() || r->rows() == 0) return 0;
-  auto n = mysql::ParseBinlogFileNumber(r->Get(0, 0));
-  if (base) *base = mysql::BinlogBaseName(r->Get(0, 0));
-  return n ? mysql::EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1))) : 0;
-}
+using mysql::MasterPosition;
 
 // Forward replication only. Connections: the monitor's (CurrentPosition,
 // TablesInScope) on the monitor thread; the operation's (CommittedPosition,
@@ -697,21 +701,9 @@ class CrossReplication final : public ReplicationOps {
       ref = cross::PostgresCanonSide(spec_.target, "target (PostgreSQL)");
       other = cross::MySqlCanonSide(spec_.source, "source (MySQL)");
     }
-    cross::CrossVerifyJob job;
-    job.reference = ref.get();
-    job.other = other.get();
-    job.tables = SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_);
-    job.applied_through = [&flow] {
-      flow.Poke();
-      return flow.AppliedThrough();
-    };
-    job.received = [&flow] { return flow.metrics().received; };
-    job.rows_per_s = std::move(rows_per_s);
-    job.stop = stop;
-    job.repair = repair;
-    job.chunk_rows = spec_.verify.chunk_rows;
-    job.run = run;
-    return cross::CrossVerify(job);
+    return cross::CrossVerifyAlong(flow, *ref, *other,
+                                   SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_),
+                                   repair, std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
   }
 
   // Sets each identity column's next value from the source's AUTO_INCREMENT.
@@ -1296,6 +1288,16 @@ class MyToPgKind final : public EngineKind {
 };
 
 }  // namespace
+
+namespace cross {
+
+std::unique_ptr<ChangeSink> NewPgCastingSink(std::unique_ptr<ChangeSink> inner,
+                                             std::shared_ptr<const std::map<TableId, TableCast>> casts) {
+  return std::make_unique<CastingSink>(std::move(inner), CastOptions{}, std::map<std::string, MyTableFacts>{},
+                                       std::move(casts));
+}
+
+}  // namespace cross
 
 const EngineKind& MySqlToPostgresEngine() {
   static const MyToPgKind kind;

@@ -28,12 +28,30 @@
 // naming it), `verify --repair` after the switch.
 #pragma once
 
+#include <map>
+#include <memory>
 #include <string>
 
+#include "engines/cross/my_to_pg_types.h"
 #include "engines/engine.h"
 
 namespace midflight {
 
 const EngineKind& MySqlToPostgresEngine();
+
+// The piece of this pairing's stream that the reverse flow of a PostgreSQL
+// -> MySQL migration (cross/pg_to_my.cc, after `switch writes`) reuses to
+// carry MySQL's changes back into the original PostgreSQL tables.
+namespace cross {
+
+// `inner` (a PgChangeSink) behind the casting table: each change of a MySQL
+// table (the key of `casts`, as the binlog reader has it) becomes a change of
+// its cast's `target` with PostgreSQL text forms (ToPgText), the values in
+// the same order (one ColumnCast each). A value that cannot cross stops the
+// flow, naming table, key and column.
+std::unique_ptr<ChangeSink> NewPgCastingSink(std::unique_ptr<ChangeSink> inner,
+                                             std::shared_ptr<const std::map<TableId, TableCast>> casts);
+
+}  // namespace cross
 
 }  // namespace midflight

@@ -350,8 +350,14 @@ Result<Value> MyTextToValue(const ColumnCast& c, std::string_view v, bool zero_d
       }
       return bad(fmt::format("'{}' is not an integer", v));
     }
-    case Conv::kDecimal:
-      return of(Decimal{std::string(v)});
+    case Conv::kDecimal: {
+      std::string_view d = v;
+      if (c.trim_zeros && d.find('.') != std::string_view::npos) {
+        while (d.back() == '0') d.remove_suffix(1);
+        if (d.back() == '.') d.remove_suffix(1);
+      }
+      return of(Decimal{std::string(d)});
+    }
     case Conv::kFloat: {
       double d = 0;
       auto [p, ec] = std::from_chars(v.data(), v.data() + v.size(), d);
@@ -383,10 +389,11 @@ Result<Value> MyTextToValue(const ColumnCast& c, std::string_view v, bool zero_d
     case Conv::kTime: {
       size_t colon = v.find(':');
       uint64_t hours = 0;
+      // 24:00:00 is a time of day to PostgreSQL too (a PostgreSQL time column holding it comes back so).
       if (!v.empty() && v[0] != '-' && colon != std::string_view::npos && ParseU64(v.substr(0, colon), &hours) &&
-          hours < 24)
+          (hours < 24 || (hours == 24 && v.substr(colon).find_first_not_of(":0.") == std::string_view::npos)))
         return of(OtherText{std::string(v)});
-      return bad(fmt::format("TIME '{}' is not a time of day (00:00:00..23:59:59); set the column's type to interval "
+      return bad(fmt::format("TIME '{}' is not a time of day (00:00:00..24:00:00); set the column's type to interval "
                              "in casting.columns",
                              v));
     }

@@ -4,6 +4,7 @@
 #include <libpq-fe.h>
 #include <mysql.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include <algorithm>
 #include <chrono>
@@ -25,15 +26,21 @@
 #include "control/state_store.h"
 #include "engines/cross/canon_sides.h"
 #include "engines/cross/cross_verify.h"
+#include "engines/cross/my_to_pg.h"
+#include "engines/cross/my_to_pg_types.h"
 #include "engines/cross/pg_to_my_types.h"
+#include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
+#include "engines/mysql/change_stream.h"
 #include "engines/mysql/durable_copy.h"
 #include "engines/mysql/infile_feed.h"
 #include "engines/mysql/my_applier.h"
 #include "engines/mysql/my_conn.h"
+#include "engines/mysql/replication_ops.h"
 #include "engines/mysql/schema_loader.h"
 #include "engines/postgres/catalog.h"
 #include "engines/postgres/change_stream.h"
+#include "engines/postgres/pg_applier.h"
 #include "engines/postgres/pg_conn.h"
 #include "engines/postgres/pg_types.h"
 #include "engines/postgres/snapshot_copier.h"
@@ -529,31 +536,35 @@ Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts) {
 
 // ---- replication ---------------------------------------------------------------
 
-// Forward replication only. Connections: the monitor's on the monitor
-// thread; the operation's under mu_.
+// Forward PostgreSQL -> MySQL, and, from the first write switch on (operator-
+// recorded: `--external`), reverse MySQL -> PostgreSQL (see StartReverse).
+// Connections: the monitor's (CurrentPosition, TablesInScope) on the monitor
+// thread; the operation's (CommittedPosition, SyncSequences, SwitchChecks,
+// StartFlow's reverse) under mu_.
 class CrossReplication final : public ReplicationOps {
  public:
-  CrossReplication(const MigrationSpec& spec, MigrationRuntime& runtime, std::string target_db,
+  CrossReplication(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store, std::string target_db,
                    std::map<TableId, TablePtr> tables, std::shared_ptr<const Casts> casts,
                    std::chrono::milliseconds feedback_delay)
       : spec_(spec),
         runtime_(runtime),
+        store_(store),
         target_db_(std::move(target_db)),
         tables_(std::move(tables)),
         casts_(std::move(casts)),
         feedback_delay_(feedback_delay) {}
 
   Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>&, const ReplicateStart& rs) override {
-    if (from != proxy::Side::kSource)
-      return OperatorError(
-          "reverse replication MySQL -> PostgreSQL is not supported yet (postgres -> mysql "
-          "migrations replicate forward only)");
+    if (from != proxy::Side::kSource) return StartReverse(rs);
     pg::StreamConfig sc;
     sc.source_uri = spec_.source;
     sc.slot = spec_.slot_name();
     sc.publication = spec_.publication_name();
     sc.tables = tables_;
     sc.application_name = "midflight-stream-forward";
+    // The reverse appliers apply as replication origins midflight_<name>_r<p>:
+    // nothing they write on PostgreSQL comes back to MySQL.
+    sc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);
     // The stream's layouts keep the source's column types (the casting
     // table reads PostgreSQL text forms); a column the MySQL twin lacks stops it.
     sc.target_columns = [tables = tables_, casts = casts_](const TableId& id) -> Result<std::vector<ColumnSchema>> {
@@ -565,17 +576,9 @@ class CrossReplication final : public ReplicationOps {
     };
     auto horizon = std::make_shared<DurableHorizon>(feedback_delay_);
     sc.durable = [horizon](uint64_t committed) { return (*horizon)(committed); };
-    FlowOptions fo;
-    fo.label = "forward";
-    fo.partitions = rs.partitions;
+    FlowOptions fo = FlowOptionsFor("forward", rs);
     fo.filter = rs.filter;
     fo.log_factory = rs.log_factory;
-    fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
-    MigrationRuntime* rt = &runtime_;
-    fo.applier.settings = [rt] { return rt->ApplyNow(); };
-    fo.applier.throttle = &rt->throttle;
-    fo.applier.rate = &rt->apply_rate;
-    fo.applier.conflicts = &rt->conflicts;
     // Set by a sink that lost its MySQL connection: the target may have lost
     // commits it acknowledged; the flow starts again from its checkpoints.
     auto lost = std::make_shared<std::atomic<bool>>(false);
@@ -600,19 +603,37 @@ class CrossReplication final : public ReplicationOps {
     return out;
   }
 
+  // The reverse flow's positions are MySQL binlog positions of the target.
+  std::string FormatPositionOf(proxy::Side side, uint64_t pos) const override {
+    if (side != proxy::Side::kTarget) return "";
+    std::lock_guard<std::mutex> lock(base_mu_);
+    return mysql::FormatBinlogPos(base_.empty() ? "binlog" : base_, pos);
+  }
+
   Result<uint64_t> CommittedPosition(proxy::Side side) override {
-    if (side != proxy::Side::kSource) return OperatorError("postgres -> mysql: the target's positions are not read");
     std::lock_guard<std::mutex> lock(mu_);
-    if (!control_ || control_->IsBroken()) {
-      pg::ConnOptions o;
-      o.application_name = "midflight-control";
-      ASSIGN_OR_RETURN(control_, PgConn::Connect(spec_.source, o));
+    if (side != proxy::Side::kSource) {
+      ASSIGN_OR_RETURN(MyConn * c, MyControl());
+      const uint64_t pos = mysql::MasterPosition(*c);
+      if (pos == 0) return RetryCall("target: SHOW MASTER STATUS gave no position");
+      return pos;
     }
-    return FlushedPosition(*control_);
+    ASSIGN_OR_RETURN(PgConn * c, PgControl());
+    return FlushedPosition(*c);
   }
 
   uint64_t CurrentPosition(proxy::Side side) override {
-    if (side != proxy::Side::kSource) return 0;
+    if (side != proxy::Side::kSource) {
+      if (!my_monitor_ || my_monitor_->IsBroken()) {
+        mysql::ConnOptions o;
+        o.program_name = "midflight-monitor";
+        auto c = MyConn::Connect(spec_.target, o);
+        my_monitor_ = c.ok() ? std::move(*c) : nullptr;
+      }
+      if (!my_monitor_) return my_last_pos_;
+      if (uint64_t pos = mysql::MasterPosition(*my_monitor_)) my_last_pos_ = pos;
+      return my_last_pos_;
+    }
     if (!monitor_ || monitor_->IsBroken()) {
       pg::ConnOptions o;
       o.application_name = "midflight-monitor";
@@ -637,17 +658,53 @@ class CrossReplication final : public ReplicationOps {
 
   std::optional<std::pair<double, std::string>> TargetReplicaLag() override { return std::nullopt; }
 
+  // Forward: each AUTO_INCREMENT from its sequence. Back to PostgreSQL (a
+  // rollback): each identity or serial sequence past every key in use on
+  // either side (PostgreSQL's highest value, MySQL's AUTO_INCREMENT), so
+  // the applications' next inserts there take no key the reverse flow wrote.
   Status SyncSequences(proxy::Side from) override {
-    if (from != proxy::Side::kSource) return OperatorError("postgres -> mysql: sequences are carried forward only");
-    pg::ConnOptions po;
-    po.application_name = "midflight-control";
-    ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec_.source, po));
-    mysql::ConnOptions mo;
-    mo.program_name = "midflight-control";
-    ASSIGN_OR_RETURN(auto dst, MyConn::Connect(spec_.target, mo));
-    return SyncAutoIncrements(*src, *dst, *casts_);
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(PgConn * src, PgControl());
+    ASSIGN_OR_RETURN(MyConn * dst, MyControl());
+    if (from == proxy::Side::kSource) return SyncAutoIncrements(*src, *dst, *casts_);
+    return SyncPgSequences(*src, *dst);
   }
 
+  std::vector<GateCheck> SwitchChecks(proxy::Side to, bool reverse_needed) override {
+    std::vector<GateCheck> out;
+    if (to != proxy::Side::kTarget || !reverse_needed) return out;
+    // Reverse replication MySQL -> PostgreSQL: what it can carry back, and what it needs.
+    if (std::string why = ReverseRefusal(); !why.empty())
+      out.push_back(GateFail("reverse replication", why));
+    else
+      out.push_back(GatePass("reverse replication", "every migrated column can be carried back to PostgreSQL"));
+    std::lock_guard<std::mutex> lock(mu_);
+    auto my = MyControl();
+    if (!my.ok()) {
+      out.push_back(GateFail("target", "cannot connect: " + my.status().message()));
+    } else if (std::string why = BinlogProblems(**my); !why.empty()) {
+      out.push_back(GateFail("target binlog", why));
+    } else {
+      out.push_back(GatePass("target binlog", "log_bin on, binlog_format ROW, binlog_row_image FULL"));
+    }
+    auto pg = PgControl();
+    if (!pg.ok()) {
+      out.push_back(GateFail("source", "cannot connect: " + pg.status().message()));
+      return out;
+    }
+    auto super = (*pg)->QueryValue("SELECT rolsuper::text FROM pg_roles WHERE rolname = current_user");
+    if (super.ok() && *super == "true")
+      out.push_back(GatePass("source user", "a superuser (applies the reverse stream as a replication origin)"));
+    else
+      out.push_back(GateFail("source user",
+                             "source: reverse replication applies MySQL's changes on PostgreSQL as replication "
+                             "origins (so the forward stream skips them) with session_replication_role = replica, "
+                             "both superuser-only on PostgreSQL 15: ALTER ROLE <the spec's source user> SUPERUSER"));
+    return out;
+  }
+
+  // `complete`: the slot and publication on the source; once reverse ran,
+  // its replication origins and checkpoints there too.
   std::vector<std::string> CleanUpOnComplete() override {
     std::vector<std::string> done;
     pg::ConnOptions o;
@@ -657,63 +714,334 @@ class CrossReplication final : public ReplicationOps {
       LOG_WARN("complete: cannot connect to the source to clean up: {}", src.status().message());
       return done;
     }
-    if ((*src)
-            ->Query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1 AND "
-                    "NOT active",
-                    {spec_.slot_name()})
-            .ok())
-      done.push_back("source: replication slot " + spec_.slot_name() + " dropped");
-    if ((*src)->Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", pg::QuoteIdent(spec_.publication_name()))).ok())
+    PgConn& c = **src;
+    // A stream session may hold the slot, or an apply session its origin, for a moment after it stops.
+    auto retry = [&](const std::string& sql, const std::string& param, const std::string& what) {
+      for (int i = 0; i < 50; ++i) {
+        if (c.Query(sql, {param}).ok()) {
+          done.push_back(what);
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+      LOG_WARN("complete: could not drop {}", what);
+    };
+    retry("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = $1",
+          spec_.slot_name(), "source: replication slot " + spec_.slot_name() + " dropped");
+    if (c.Exec(fmt::format("DROP PUBLICATION IF EXISTS {}", pg::QuoteIdent(spec_.publication_name()))).ok())
       done.push_back("source: publication " + spec_.publication_name() + " dropped");
+    if (store_.Get("reverse_start_pos").value_or("").empty()) return done;
+    retry("SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin WHERE roname LIKE $1",
+          "midflight\\_" + spec_.name + "\\_%", "source: replication origins midflight_" + spec_.name + "_*");
+    auto cleaned = [&]() -> Result<std::string> {
+      ASSIGN_OR_RETURN(std::string exists, c.QueryValue("SELECT (to_regclass('midflight.checkpoints') IS NOT NULL)"
+                                                        "::text"));
+      if (exists != "true") return std::string();
+      RETURN_IF_ERROR(c.Query("DELETE FROM midflight.checkpoints WHERE migration = $1", {ReverseKey()}).status());
+      ASSIGN_OR_RETURN(std::string left, c.QueryValue("SELECT count(*)::text FROM midflight.checkpoints"));
+      if (left != "0") return fmt::format("source: midflight.checkpoints rows of {}", ReverseKey());
+      RETURN_IF_ERROR(c.Exec("DROP SCHEMA midflight CASCADE"));
+      return fmt::format("source: schema midflight (checkpoints of {})", ReverseKey());
+    }();
+    if (!cleaned.ok())
+      LOG_WARN("complete: removing the reverse checkpoints on the source: {}", cleaned.status().message());
+    else if (!cleaned->empty())
+      done.push_back(*cleaned);
     return done;
   }
 
-  // Live verification across engines (cross/cross_verify.h): PostgreSQL,
-  // where applications write, is the reference (a snapshot and its WAL
-  // position); MySQL is read once the flow has applied through it. Repairs
-  // are PostgreSQL rows in pgoutput's text forms: the flow's CastingSink
-  // casts them like any change.
+  // Live verification across engines (cross/cross_verify.h): the side the
+  // applications write to is the reference (a snapshot and its change-stream
+  // position), the other is read once the flow has applied through it.
+  // Before the write switch PostgreSQL's repairs are its rows in pgoutput's
+  // text forms, which the flow's CastingSink casts like any change; after
+  // it MySQL is the reference and repairs into PostgreSQL are not built.
   Result<VerifyOutcome> Verify(proxy::Side reference, Flow& flow, const std::map<TableId, TablePtr>& tables,
                                bool repair, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
                                const VerifyRun& run) override {
-    if (reference != proxy::Side::kSource)
-      return OperatorError("postgres -> mysql: verification compares against the PostgreSQL source (writes are not "
-                           "switched across engines)");
+    const bool forward = reference == proxy::Side::kSource;
+    if (!forward && repair)
+      return OperatorError("verify --repair after switch writes (postgres -> mysql): repairs back into PostgreSQL are "
+                           "not built; verify without --repair, then fix the rows named");
     std::vector<cross::PgTableCast> list;
-    for (const auto& [id, t] : tables) {
+    // The reverse flow's tables are MySQL's: the casts start from PostgreSQL's.
+    for (const auto& [id, t] : forward ? tables : tables_) {
       auto it = casts_->find(id);
       if (it == casts_->end()) return Internal(fmt::format("table {} has no cast", id.ToString()));
       list.push_back(it->second);
     }
-    auto ref = cross::PostgresCanonSide(spec_.source, "source (PostgreSQL)");
-    auto other = cross::MySqlCanonSide(spec_.target, "target (MySQL)");
-    cross::CrossVerifyJob job;
-    job.reference = ref.get();
-    job.other = other.get();
-    job.tables = cross::PgCanonTablesOf(list, spec_.casting.out_of_range_null);
-    job.applied_through = [&flow] {
-      flow.Poke();
-      return flow.AppliedThrough();
-    };
-    job.received = [&flow] { return flow.metrics().received; };
-    job.rows_per_s = std::move(rows_per_s);
-    job.stop = stop;
-    job.repair = repair;
-    job.chunk_rows = spec_.verify.chunk_rows;
-    job.run = run;
-    return cross::CrossVerify(job);
+    auto pg_side = cross::PostgresCanonSide(spec_.source, "source (PostgreSQL)");
+    auto my_side = cross::MySqlCanonSide(spec_.target, "target (MySQL)");
+    return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side,
+                                   cross::PgCanonTablesOf(list, spec_.casting.out_of_range_null), repair,
+                                   std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
   }
 
  private:
+  std::string ReverseKey() const { return spec_.name + "/reverse"; }
+
+  Result<PgConn*> PgControl() {
+    if (!control_ || control_->IsBroken()) {
+      pg::ConnOptions o;
+      o.application_name = "midflight-control";
+      ASSIGN_OR_RETURN(control_, PgConn::Connect(spec_.source, o));
+    }
+    return control_.get();
+  }
+  Result<MyConn*> MyControl() {
+    if (!my_control_ || my_control_->IsBroken()) {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-control";
+      ASSIGN_OR_RETURN(my_control_, MyConn::Connect(spec_.target, o));
+      // What it writes (AUTO_INCREMENT) is midflight's own: the reverse reader skips it.
+      if (Status st = my_control_->Exec("SET SESSION skip_replication = 1"); !st.ok()) {
+        my_control_.reset();
+        return st.WithContext("target: setting skip_replication (midflight's own writes must be recognisable)");
+      }
+    }
+    return my_control_.get();
+  }
+
+  FlowOptions FlowOptionsFor(const char* label, const ReplicateStart& rs) {
+    FlowOptions fo;
+    fo.label = label;
+    fo.partitions = rs.partitions;
+    fo.partition_log_bytes = static_cast<size_t>(spec_.partition_log_mb) << 20;
+    MigrationRuntime* rt = &runtime_;
+    fo.applier.settings = [rt] { return rt->ApplyNow(); };
+    fo.applier.throttle = &rt->throttle;
+    fo.applier.rate = &rt->apply_rate;
+    fo.applier.conflicts = &rt->conflicts;
+    return fo;
+  }
+
+  // What keeps MySQL's binlog from carrying its changes back ("" when nothing).
+  static std::string BinlogProblems(MyConn& my) {
+    auto v = my.Query("SELECT @@log_bin, @@binlog_format, @@binlog_row_image");
+    if (!v.ok()) return "target: " + v.status().message();
+    std::vector<std::string> problems;
+    if (v->Get(0, 0) != "1")
+      problems.push_back("the binary log is off; start the target with log_bin (binlog_format=ROW, "
+                         "binlog_row_image=FULL)");
+    if (v->Get(0, 1) != "ROW")
+      problems.push_back(fmt::format("binlog_format is {}; SET GLOBAL binlog_format=ROW (and in its configuration)",
+                                     v->Get(0, 1)));
+    if (v->Get(0, 2) != "FULL")
+      problems.push_back(fmt::format("binlog_row_image is {}; set binlog_row_image=FULL", v->Get(0, 2)));
+    if (problems.empty()) return "";
+    return fmt::format("target: reverse replication (which keeps a rollback possible after the write switch) reads "
+                       "MySQL's binlog: {}",
+                       fmt::join(problems, "; "));
+  }
+
+  // Why MySQL's changes cannot be carried back into the PostgreSQL tables
+  // ("" when they can). Transforms cannot occur (the spec refuses them for a
+  // MySQL target). Refused: an override's type (no way back to the
+  // PostgreSQL type), arrays (their JSON is not cast back yet), and
+  // `out_of_range: null` (MySQL holds NULL where PostgreSQL holds a value: a
+  // row updated on MySQL would carry the NULL back over it).
+  std::string ReverseRefusal() const {
+    if (spec_.casting.out_of_range_null)
+      return "casting.out_of_range: null stored NULL in MySQL for values it cannot hold; a row updated on MySQL "
+             "would carry that NULL back over PostgreSQL's value: keep writes on PostgreSQL";
+    for (const auto& [id, cast] : *casts_)
+      for (const auto& c : cast.columns) {
+        if (c.overridden)
+          return fmt::format("table {} column {}: casting.columns stores it as {}, which has no way back to its "
+                             "PostgreSQL type; keep writes on PostgreSQL",
+                             id.ToString(), c.name, c.my_type);
+        if (c.conv == cross::PgConv::kArray)
+          return fmt::format("table {} column {}: the array travels to MySQL as a JSON array, which is not cast back "
+                             "into {} yet; exclude the table or keep writes on PostgreSQL",
+                             id.ToString(), c.name, c.source_type.native);
+      }
+    return "";
+  }
+
+  // Each PostgreSQL identity or serial sequence past the highest key of its
+  // table on PostgreSQL and past MySQL's AUTO_INCREMENT (never lowered).
+  Status SyncPgSequences(PgConn& src, MyConn& dst) {
+    std::vector<TablePtr> list;
+    for (const auto& [id, t] : tables_) list.push_back(t);
+    ASSIGN_OR_RETURN(auto facts, LoadFacts(src, list));
+    for (const auto& [id, f] : facts) {
+      if (f.identity.empty()) continue;
+      const std::string table = pg::QuoteQualified(id.schema, id.name);
+      ASSIGN_OR_RETURN(std::string seq,
+                       src.QueryValue("SELECT coalesce(pg_get_serial_sequence($1, $2), '')", {table, f.identity}));
+      if (seq.empty()) continue;
+      ASSIGN_OR_RETURN(PgResult r, src.Query(fmt::format(
+          "SELECT coalesce(max({})::text, ''), (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END "
+          "FROM {})::text FROM {}",
+          pg::QuoteIdent(f.identity), seq, table)));
+      int64_t top = 0, next = 0;
+      if (!r.GetString(0, 0).empty() && !ParseI64(r.GetString(0, 0), &top))
+        return DataLoss(fmt::format("table {}: max({}) is '{}', not an integer", id.ToString(), f.identity,
+                                    r.GetString(0, 0)));
+      (void)ParseI64(r.GetString(0, 1), &next);
+      ASSIGN_OR_RETURN(std::string ai, dst.QueryValue(fmt::format(
+          "SELECT COALESCE(MAX(AUTO_INCREMENT), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND "
+          "TABLE_NAME = {}",
+          mysql::QuoteString(target_db_), mysql::QuoteString(id.name))));
+      int64_t my_next = 0;
+      if (ParseI64(ai, &my_next)) top = std::max(top, my_next - 1);
+      if (top < next) continue;
+      RETURN_IF_ERROR(src.Query("SELECT setval($1::regclass, $2::bigint)", {seq, std::to_string(top)})
+                          .status()
+                          .WithContext(fmt::format("table {} sequence {}", id.ToString(), seq)));
+      LOG_INFO("table {}: sequence {} set past {} (the highest key in use)", id.ToString(), seq, top);
+    }
+    return Status::Ok();
+  }
+
+  // Reverse: MySQL (the migration's target) -> the PostgreSQL source, once
+  // the first write switch asks for it. The target's binlog is read from
+  // its position at that first start (kept in the state store: nothing the
+  // applications wrote there is older); the reader skips the forward
+  // appliers' transactions (skip_replication). Each change crosses
+  // my_to_pg's casting table (ToPgText) into the original PostgreSQL table,
+  // applied as replication origin midflight_<name>_r<p>, which the forward
+  // stream skips. Checkpoints: <name>/reverse in PostgreSQL's midflight schema.
+  Result<StartedFlow> StartReverse(const ReplicateStart& rs) {
+    if (std::string why = ReverseRefusal(); !why.empty())
+      return OperatorError("reverse replication MySQL -> PostgreSQL cannot start: " + why);
+    std::lock_guard<std::mutex> lock(mu_);
+    ASSIGN_OR_RETURN(MyConn * my, MyControl());
+    if (std::string why = BinlogProblems(*my); !why.empty())
+      return OperatorError("reverse replication MySQL -> PostgreSQL cannot start: " + why);
+    std::string base;
+    const uint64_t now = mysql::MasterPosition(*my, &base);
+    if (now == 0) return OperatorError("target: SHOW MASTER STATUS is empty; is log_bin on?");
+    {
+      std::lock_guard<std::mutex> b(base_mu_);
+      base_ = base;
+    }
+    uint64_t start = 0;
+    if (auto saved = store_.Get("reverse_start_pos"); saved && !saved->empty()) {
+      if (!ParseU64(*saved, &start))
+        return Internal(fmt::format("state store: reverse_start_pos '{}' is not a position", *saved));
+    } else {
+      start = now;
+      RETURN_IF_ERROR(store_.Put("reverse_start_pos", std::to_string(start)));
+    }
+    ASSIGN_OR_RETURN(PgConn * pg, PgControl());
+    // The reverse checkpoints live next to the data they cover: on PostgreSQL.
+    RETURN_IF_ERROR(pg::EnsureBookkeeping(*pg).WithContext("source: reverse checkpoints"));
+    ASSIGN_OR_RETURN(auto casts, ReverseCasts(*my));
+    std::map<TableId, TablePtr> from;
+    for (const auto& [id, cast] : *casts) from[id] = cast.source;
+
+    mysql::StreamConfig config;
+    config.source_uri = spec_.target;
+    config.binlog_base = base;
+    const std::string seed = spec_.name + "/reverse";
+    config.server_id = 0x40000000u | static_cast<uint32_t>(XXH64(seed.data(), seed.size(), 7) & 0x3fffffff);
+    config.tables = from;
+    // Schema changes are not translated across engines: a DDL statement that
+    // changes a migrated table's columns stops the stream once everything
+    // before it is applied; one that leaves them alone (an ALTER TABLE ...
+    // AUTO_INCREMENT of the operator's) is passed over.
+    auto reload = [uri = spec_.target, db = target_db_](const TableId& id) -> Result<TablePtr> {
+      mysql::ConnOptions o;
+      o.program_name = "midflight-control";
+      ASSIGN_OR_RETURN(auto c, MyConn::Connect(uri, o));
+      ASSIGN_OR_RETURN(auto listed, mysql::LoadTables(*c, db, {db + "." + id.name}, {}));
+      if (listed.size() != 1) return OperatorError(fmt::format("table {} is gone from MySQL", id.ToString()));
+      return listed.front();
+    };
+    config.target_differs = [reload, from](const TableId& id) -> Result<std::string> {
+      ASSIGN_OR_RETURN(TablePtr now, reload(id));
+      const TableSchema& was = *from.at(id);
+      bool same = now->columns.size() == was.columns.size();
+      for (size_t i = 0; same && i < was.columns.size(); ++i)
+        same = now->columns[i].name == was.columns[i].name && now->columns[i].type.native == was.columns[i].type.native;
+      if (same) return std::string();
+      return fmt::format("schema changes are not carried from MySQL back to PostgreSQL; apply the change to {} on "
+                         "PostgreSQL by hand, or keep writes on PostgreSQL",
+                         id.ToString());
+    };
+    config.reload_table = reload;
+    FlowOptions fo = FlowOptionsFor("reverse", rs);
+    // Every partition's checkpoint is on PostgreSQL; the sequencer skips
+    // what each one holds.
+    fo.start = start;
+    MigrationRuntime* rt = &runtime_;
+    SinkFactory open_sink = [uri = spec_.source, key = ReverseKey(), name = spec_.name, casts,
+                             rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+      ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(uri, key, p, fmt::format("midflight_{}_r{}", name, p.value)));
+      sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
+      return cross::NewPgCastingSink(std::move(sink), casts);
+    };
+    StartedFlow out;
+    ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<mysql::ChangeStream>(std::move(config)),
+                                           open_sink));
+    out.tables = from;
+    Say(fmt::format("reverse replication: binlog of {} from {} into PostgreSQL {} (skipping midflight's own, "
+                    "flagged skip_replication)",
+                    RedactUri(spec_.target), mysql::FormatBinlogPos(base, start), RedactUri(spec_.source)));
+    return out;
+  }
+
+  // The casts of the MySQL tables (as the target's catalog has them: the
+  // binlog reader's layouts) back into the original PostgreSQL tables, keyed
+  // by MySQL table. my_to_pg's per-column conversion of each MySQL column,
+  // adjusted to the PostgreSQL type it came from: TINYINT(1) as boolean,
+  // DATETIME holding UTC as timestamptz, DECIMAL(65,30) without its trailing
+  // zeros for a numeric without scale. The values keep their order: the
+  // twin's columns are the PostgreSQL table's writable ones (generated
+  // columns left to PostgreSQL).
+  Result<std::shared_ptr<const std::map<TableId, cross::TableCast>>> ReverseCasts(MyConn& my) {
+    ASSIGN_OR_RETURN(auto listed, mysql::LoadTables(my, target_db_, {}, {}));
+    std::map<std::string, TablePtr> by_name;
+    for (const auto& t : listed) by_name[t->id.name] = t;
+    cross::CastOptions options;
+    options.tinyint1_boolean = true;
+    auto out = std::make_shared<std::map<TableId, cross::TableCast>>();
+    for (const auto& [id, fwd] : *casts_) {
+      auto m = by_name.find(fwd.target->id.name);
+      if (m == by_name.end())
+        return OperatorError(fmt::format("reverse replication: table {} is gone from MySQL database {}; were some "
+                                         "dropped or renamed?",
+                                         fwd.target->id.name, target_db_));
+      const TableSchema& my_table = *m->second;
+      const TablePtr& pg_table = tables_.at(id);
+      std::vector<std::string> want, have;
+      for (const auto& c : fwd.columns) want.push_back(c.name);
+      for (const auto& c : my_table.columns) have.push_back(c.name);
+      if (want != have || fwd.source_index != pg_table->writable)
+        return OperatorError(fmt::format("reverse replication: table {} has columns ({}) in MySQL, not the ({}) it "
+                                         "was created with; make them match, or keep writes on PostgreSQL",
+                                         my_table.id.ToString(), fmt::join(have, ", "), fmt::join(want, ", ")));
+      options.target_schema = id.schema;
+      ASSIGN_OR_RETURN(cross::TableCast cast, cross::CastTable(my_table, {}, options));
+      for (size_t i = 0; i < cast.columns.size(); ++i) {
+        const ColumnType& pg_type = pg_table->columns[fwd.source_index[i]].type;
+        cross::ColumnCast& c = cast.columns[i];
+        if (pg_type.kind == TypeKind::kTimestamp && pg_type.with_zone) c.conv = cross::Conv::kTimestamp;
+        if (c.conv == cross::Conv::kDecimal && pg_type.scale < 0) c.trim_zeros = true;
+      }
+      cast.source = m->second;
+      cast.target = pg_table;
+      (*out)[m->second->id] = std::move(cast);
+    }
+    return std::shared_ptr<const std::map<TableId, cross::TableCast>>(out);
+  }
+
   const MigrationSpec& spec_;
   MigrationRuntime& runtime_;
+  StateStore& store_;
   const std::string target_db_;
   const std::map<TableId, TablePtr> tables_;
   const std::shared_ptr<const Casts> casts_;
   const std::chrono::milliseconds feedback_delay_;
   std::mutex mu_;
-  std::unique_ptr<PgConn> control_;  // guarded by mu_
-  std::unique_ptr<PgConn> monitor_;  // monitor thread only
+  std::unique_ptr<PgConn> control_;     // guarded by mu_
+  std::unique_ptr<MyConn> my_control_;  // guarded by mu_
+  mutable std::mutex base_mu_;
+  std::string base_;                    // the target's binlog base name; guarded by base_mu_
+  std::unique_ptr<PgConn> monitor_;     // monitor thread only
+  std::unique_ptr<MyConn> my_monitor_;  // monitor thread only
+  uint64_t my_last_pos_ = 0;            // monitor thread only
 };
 
 // ---- the engine ------------------------------------------------------------------
@@ -753,7 +1081,7 @@ class PgToMyEngine final : public Engine {
   Status FinishSchema() override;
   ReplicationOps& Replication() override {
     if (!repl_)
-      repl_ = std::make_unique<CrossReplication>(spec_, runtime_, target_db_, by_id_, casts_, feedback_delay_);
+      repl_ = std::make_unique<CrossReplication>(spec_, runtime_, store_, target_db_, by_id_, casts_, feedback_delay_);
     return *repl_;
   }
   std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
@@ -1146,7 +1474,9 @@ class PgToMyKind final : public EngineKind {
         "a proxy across engines (postgres -> mysql) is not built: applications move by their own "
         "configuration");
   }
-  bool has_traffic_plane() const override { return false; }
+  // No proxy (it cannot translate between the two wire protocols): the
+  // operator moves the applications and records it (`--external`).
+  bool has_traffic_plane() const override { return true; }
   Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
     pg::ConnOptions o;
     o.application_name = "midflight-schema";

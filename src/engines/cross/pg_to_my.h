@@ -10,9 +10,20 @@
 //   feedback to the slot: what every partition committed, held back by the target's
 //   log flush interval when innodb_flush_log_at_trx_commit is not 1
 //
-// Not yet: a traffic plane (proxy, switches), verification across engines,
-// reverse replication MySQL -> PostgreSQL, DDL carried while streaming (a
-// column the target lacks stops the stream, naming it).
+// Verification (`verify`, its job, `compare`) through the canonical forms of
+// cross/cross_verify.h, PostgreSQL the reference.
+//
+// After `switch writes --external` (no proxy), reverse replication MySQL ->
+// PostgreSQL, from the first switch to `complete` (control/cutover.h):
+//
+//   binlog of the target ─► mysql::ChangeStream (skips skip_replication-flagged transactions) ─► Sequencer
+//     ─► partitions ─► my_to_pg CastingSink into the original PostgreSQL tables ─► PgChangeSink (replication
+//        origin midflight_<name>_r<p>, which the forward stream skips; checkpoints <name>/reverse on PostgreSQL)
+//
+// Refused, naming the column: arrays, `casting.columns` overrides,
+// `casting.out_of_range: null`. Not yet: a proxy, DDL carried while
+// streaming (a column the target lacks stops the stream, naming it),
+// `verify --repair` after the switch.
 #pragma once
 
 #include <chrono>

@@ -37,16 +37,6 @@ using proxy::Side;
 // is configured), the server the forward flow reads, the target.
 enum Ctl { kPrimary = 0, kReader = 1, kTarget = 2 };
 
-// SHOW MASTER STATUS on `conn` as a position, or 0; the file's base name
-// into *base when asked.
-uint64_t MasterPosition(MyConn& conn, std::string* base = nullptr) {
-  auto r = conn.Query("SHOW MASTER STATUS");
-  if (!r.ok() || r->rows() == 0) return 0;
-  auto n = ParseBinlogFileNumber(r->Get(0, 0));
-  if (base) *base = BinlogBaseName(r->Get(0, 0));
-  return n ? EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1))) : 0;
-}
-
 class MyReplication final : public MyReplicationOps {
  public:
   explicit MyReplication(ReplicationSetup s) : s_(std::move(s)), spec_(*s_.spec) {
@@ -782,6 +772,14 @@ std::vector<std::string> MyReplication::CleanUpOnComplete() {
 
 std::unique_ptr<MyReplicationOps> MyReplicationOps::New(ReplicationSetup setup) {
   return std::make_unique<MyReplication>(std::move(setup));
+}
+
+uint64_t MasterPosition(MyConn& conn, std::string* base) {
+  auto r = conn.Query("SHOW MASTER STATUS");
+  if (!r.ok() || r->rows() == 0) return 0;
+  auto n = ParseBinlogFileNumber(r->Get(0, 0));
+  if (base) *base = BinlogBaseName(r->Get(0, 0));
+  return n ? EncodeBinlogPos(*n, static_cast<uint32_t>(r->GetInt(0, 1))) : 0;
 }
 
 }  // namespace midflight::mysql

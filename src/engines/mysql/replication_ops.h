@@ -36,6 +36,13 @@ class StateStore;
 
 namespace midflight::mysql {
 
+class MyConn;
+
+// SHOW MASTER STATUS on `conn` as a position (binlog_pos.h), or 0 when it
+// has none (log_bin off) or cannot be read; the file's base name into *base
+// when asked.
+uint64_t MasterPosition(MyConn& conn, std::string* base = nullptr);
+
 struct ReplicationSetup {
   const MigrationSpec* spec = nullptr;
   StateStore* store = nullptr;
