@@ -33,7 +33,10 @@ INSERT INTO orders SELECT g, (g % 50)::text, (g % 100) + 0.25, CASE WHEN g % 5 =
                           '2024-01-01'::timestamp + g * interval '1 minute 0.5 s', 'n' || g, 's' || g
 FROM generate_series(1, 12000) g;
 UPDATE orders SET note = NULL WHERE id % 7 = 0;
-ALTER TABLE orders ALTER COLUMN id RESTART WITH 100000;
+-- The identity's sequence runs far ahead of every key written (the load takes
+-- its keys from another one), so AUTO_INCREMENT can only come from it.
+ALTER TABLE orders ALTER COLUMN id RESTART WITH 5000000;
+CREATE SEQUENCE ids START 100000;
 ANALYZE;
 SQL
 
@@ -103,8 +106,8 @@ cat >"$WORK/writes.sql" <<'SQL'
 UPDATE orders SET status = CASE WHEN status = 'cancelled' THEN 'paid' ELSE 'cancelled' END WHERE id = :i;
 UPDATE orders SET price = price + 1, qty_text = (:j % 40)::text, note = 'u' || :j WHERE id = :j;
 UPDATE orders SET price = 1.5 WHERE id = :j + 3;
-INSERT INTO orders (qty_text, price, status, made, note, secret)
-  VALUES ((:i % 9)::text, :i % 7, CASE WHEN :i % 3 = 0 THEN 'cancelled' ELSE 'new' END, now(), 'i' || :i, 'x');
+INSERT INTO orders (id, qty_text, price, status, made, note, secret)
+  VALUES (nextval('ids'), (:i % 9)::text, :i % 7, CASE WHEN :i % 3 = 0 THEN 'cancelled' ELSE 'new' END, now(), 'i' || :i, 'x');
 DELETE FROM orders WHERE id = :i + 11;
 UPDATE orders SET id = id + 1000000 WHERE id = :j + 17 AND id < 1000000;
 SQL
@@ -123,7 +126,6 @@ wait_phase replicating 90
 sleep 4
 stop_load
 wait_caught_up 120
-grep -E "number of transactions actually processed" "$WORK/pgbench.log" | sed 's/^/  pgbench: /' || true
 check_rows "snapshot and stream under pgbench, two kills"
 moved=$(sql_src -c "SELECT count(*) FROM orders WHERE id >= 1000000")
 inserted=$(sql_src -c "SELECT count(*) FROM orders WHERE id BETWEEN 100000 AND 999999")
@@ -157,7 +159,7 @@ log "row 900002 on MariaDB: $row"
 [[ $(sql_my -e "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'orders'") == 0 ]] ||
   fail "the target has shop.orders"
 next=$(sql_my -e "SELECT AUTO_INCREMENT FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'shop' AND TABLE_NAME = 'sales'")
-((next >= 100000)) || fail "AUTO_INCREMENT of sales.order_id not carried from the sequence of orders.id: $next"
+[[ $next == 5000000 ]] || fail "AUTO_INCREMENT of sales.order_id not carried from the sequence of orders.id: $next"
 log "AUTO_INCREMENT of shop.sales (renamed identity column order_id): $next"
 [[ $(status_field conflicts.total) == 0 ]] || fail "apply conflicts: $(status_field conflicts)"
 
