@@ -126,9 +126,10 @@ TransformMap BindAll(const MigrationSpec& spec, const std::vector<TablePtr>& tab
                      std::vector<std::string>* problems) {
   for (const auto& s : spec.transforms)
     if (s.rename.find('.') != std::string::npos) {
-      problems->push_back(fmt::format("{}.rename: '{}' names a schema, and a MySQL target puts every table in the "
-                                      "database its URI names: rename to a table name",
-                                      s.where(), s.rename));
+      problems->push_back(
+          fmt::format("{}.rename: '{}' names a schema, and a MySQL target puts every table in the "
+                      "database its URI names: rename to a table name",
+                      s.where(), s.rename));
       return {};
     }
   auto bound = BindTransforms(spec.transforms, tables);
@@ -251,8 +252,8 @@ struct Feed final : mysql::InfileFeed {
     SplitCopyLine(line, &fields);
     const size_t expected = transform ? transform->source().writable.size() : cast->columns.size();
     if (fields.size() != expected) {
-      error = Internal(fmt::format("copy of {}: {} fields read, {} expected", cast->source->id.ToString(),
-                                   fields.size(), expected));
+      error = Internal(
+          fmt::format("copy of {}: {} fields read, {} expected", cast->source->id.ToString(), fields.size(), expected));
       return false;
     }
     int64_t row_bytes = 0;
@@ -270,7 +271,8 @@ struct Feed final : mysql::InfileFeed {
         return true;
       }
       fields.clear();
-      for (Datum& d : **out) fields.push_back(d.is_null() ? std::nullopt : std::optional<std::string>(std::move(d.text)));
+      for (Datum& d : **out)
+        fields.push_back(d.is_null() ? std::nullopt : std::optional<std::string>(std::move(d.text)));
     }
     cast_fields.assign(fields.size(), std::nullopt);
     for (size_t i = 0; i < fields.size(); ++i) {
@@ -871,8 +873,8 @@ class PgToMyEngine final : public Engine {
   Status FinishSchema() override;
   ReplicationOps& Replication() override {
     if (!repl_)
-      repl_ = std::make_unique<CrossReplication>(spec_, runtime_, target_db_, by_id_, casts_, transforms_,
-                                                 feedback_delay_);
+      repl_ =
+          std::make_unique<CrossReplication>(spec_, runtime_, target_db_, by_id_, casts_, transforms_, feedback_delay_);
     return *repl_;
   }
   std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
