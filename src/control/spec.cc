@@ -549,11 +549,13 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(ResolvePassword(root, origin, "source", env, &s.source));
   RETURN_IF_ERROR(ResolvePassword(root, origin, "target", env, &s.target));
   RETURN_IF_ERROR(ResolvePassword(root, origin, "source_replica", env, &s.source_replica));
-  // Transforms are applied where rows reach a PostgreSQL target (the copy's
-  // COPY and the PgChangeSink); a MySQL target would ignore them silently.
-  if (!s.transforms.empty() && is_mysql(s.target))
+  // Transforms are applied where rows leave a PostgreSQL source or reach a
+  // PostgreSQL target (engines/cross, engines/postgres); a MySQL -> MySQL
+  // migration would ignore them silently.
+  if (!s.transforms.empty() && is_mysql(s.source) && is_mysql(s.target))
     return Field(origin, "transforms." + s.transforms.front().table,
-                 "transforms are applied on PostgreSQL targets only (for now); this target is mysql://");
+                 "transforms are not applied on mysql:// -> mysql:// migrations (for now): PostgreSQL -> "
+                 "PostgreSQL, MySQL -> PostgreSQL and PostgreSQL -> MySQL apply them");
   if (!s.copy_binlog && !(is_mysql(s.target) && is_mysql(s.source)))
     return Field(origin, "copy_binlog",
                  "is for mysql:// -> mysql:// migrations (for now): false copies without writing the target's binlog");

@@ -15,8 +15,8 @@
 // pipeline carries to a PostgreSQL target: integers and decimals as digits,
 // booleans t/f, timestamps ISO 8601, JSON as its text. The casts and
 // expressions below are defined on those forms, so one implementation serves
-// PostgreSQL -> PostgreSQL and MySQL -> PostgreSQL (after the casting table)
-// alike.
+// PostgreSQL -> PostgreSQL, MySQL -> PostgreSQL (after the casting table) and
+// PostgreSQL -> MySQL (before it) alike.
 //
 // Casts (`columns: {col: {cast: NAME}}`):
 //   text_to_int       text -> bigint (surrounding spaces ignored; anything else stops the run)
@@ -109,6 +109,9 @@ class TableTransform {
   // source order, renamed and cast) then the added ones; the same key.
   const std::shared_ptr<const TableSchema>& target() const { return target_; }
   bool has_filter() const { return filter_ != nullptr; }
+  // The source column (an index in source().columns) that target column i
+  // holds, renamed or cast or as it is; -1 for a computed column.
+  int SourceColumn(size_t i) const { return out_[i].from < 0 ? -1 : source_->writable[out_[i].from]; }
 
   // The target image of one source image (TableSchema::writable layout of
   // the source), or nullopt when the filter drops the row. A cast or

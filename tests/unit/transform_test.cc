@@ -79,6 +79,10 @@ TEST(TransformTest, TargetShapeIsRenamedCastAndExtended) {
             "id:bigint,qty:bigint,price:numeric(10,2),status:text,made:timestamp(3) with time zone,note:text,"
             "doc_text:text,total:numeric,label:text,mask:text");
   EXPECT_EQ(t->target()->key, std::vector<int>{0});
+  // Where each target column comes from (the casting table of a MySQL target reads it).
+  std::vector<int> from;
+  for (size_t i = 0; i < t->target()->columns.size(); ++i) from.push_back(t->SourceColumn(i));
+  EXPECT_EQ(from, (std::vector<int>{0, 1, 2, 3, 4, 5, 7, -1, -1, -1}));
 }
 
 TEST(TransformTest, RowIsTransformed) {
@@ -274,13 +278,16 @@ transforms:
   ASSERT_FALSE(err.ok());
   EXPECT_EQ(err.status().message(), "SPEC: field 'transforms.public.orders.filtre': unknown field");
 
-  // A MySQL target would not apply them: refused rather than ignored.
+  // PostgreSQL -> MySQL applies them; MySQL -> MySQL would not: refused rather than ignored.
   bad = yaml;
   bad.replace(bad.find("target: postgres://u@h2/db"), 26, "target: mysql://u@h2/db   ");
+  EXPECT_TRUE(ParseSpec(bad, "SPEC", [](const std::string&) { return std::nullopt; }).ok());
+  bad.replace(bad.find("source: postgres://u@h/db"), 25, "source: mysql://u@h/db");
   err = ParseSpec(bad, "SPEC", [](const std::string&) { return std::nullopt; });
   ASSERT_FALSE(err.ok());
-  EXPECT_EQ(err.status().message(), "SPEC: field 'transforms.public.orders': transforms are applied on PostgreSQL "
-                                    "targets only (for now); this target is mysql://");
+  EXPECT_EQ(err.status().message(),
+            "SPEC: field 'transforms.public.orders': transforms are not applied on mysql:// -> mysql:// migrations "
+            "(for now): PostgreSQL -> PostgreSQL, MySQL -> PostgreSQL and PostgreSQL -> MySQL apply them");
 }
 
 TEST(TransformTest, BindTransformsNamesAnUnusedEntry) {

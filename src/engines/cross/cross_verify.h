@@ -46,7 +46,18 @@ struct CanonTable {
   std::vector<CanonColumn> columns;  // every column, the same order on both sides
   std::vector<int> key;              // indexes into columns
   std::string skipped;               // why it cannot be verified ("" when it can)
+  // Skipped because a spec transform reshapes its rows on the way: `compare`
+  // names it without counting it either way (as PostgreSQL -> PostgreSQL
+  // does); a table skipped for any other reason makes compare not equal.
+  bool transformed = false;
 };
+
+// Marks `t` as not verified (not compared) because the spec's transform
+// `where` ("transforms.public.orders") reshapes its rows on the way.
+inline void SkipTransformed(CanonTable* t, const std::string& where) {
+  t->skipped = fmt::format("its rows are transformed on the way ({})", where);
+  t->transformed = true;
+}
 
 // One engine's part. Select and the snapshot calls run on the side's one
 // connection; the SQL builders are pure.

@@ -52,7 +52,7 @@ std::vector<cross::CanonTable> SkipTransformed(std::vector<cross::CanonTable> ta
                                                 const MigrationSpec& spec) {
   for (auto& t : tables)
     if (const TableTransformSpec* tr = TransformFor(spec.transforms, t.pg_id); tr && t.skipped.empty())
-      t.skipped = fmt::format("its rows are transformed on the way ({})", tr->where());
+      cross::SkipTransformed(&t, tr->where());
   return tables;
 }
 

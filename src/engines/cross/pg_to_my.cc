@@ -24,6 +24,7 @@
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "core/transform.h"
 #include "engines/cross/canon_sides.h"
 #include "engines/cross/cross_verify.h"
 #include "engines/cross/my_to_pg.h"
@@ -45,6 +46,7 @@
 #include "engines/postgres/pg_types.h"
 #include "engines/postgres/snapshot_copier.h"
 #include "pipeline/flow.h"
+#include "pipeline/transform_sink.h"
 #include "proxy/traffic_switch.h"
 
 namespace midflight {
@@ -123,20 +125,72 @@ SELECT n.nspname, c.relname, a.attname
   return out;
 }
 
-// The casts of every table of the spec; a table with no cast adds a problem.
-Casts CastAll(const std::vector<TablePtr>& tables, const std::map<TableId, cross::PgTableFacts>& facts,
-              const cross::PgCastOptions& options, std::vector<std::string>* problems) {
+// The spec's transforms (core/transform.h) bound to the PostgreSQL tables, by
+// source table; a transform that does not fit adds a problem. They apply
+// before the casting table, on PostgreSQL's own text forms (the forms they
+// are defined on). A MySQL target holds every table in the URI's database,
+// so a rename names a table, not a schema.
+TransformMap BindAll(const MigrationSpec& spec, const std::vector<TablePtr>& tables,
+                     std::vector<std::string>* problems) {
+  for (const auto& s : spec.transforms)
+    if (s.rename.find('.') != std::string::npos) {
+      problems->push_back(
+          fmt::format("{}.rename: '{}' names a schema, and a MySQL target puts every table in the "
+                      "database its URI names: rename to a table name",
+                      s.where(), s.rename));
+      return {};
+    }
+  auto bound = BindTransforms(spec.transforms, tables);
+  if (!bound.ok()) {
+    problems->push_back(bound.status().message());
+    return {};
+  }
+  return TransformsBySource(*bound);
+}
+
+// The facts of a transformed table's PostgreSQL shape: those of each column
+// it keeps with its type, under its new name; a computed column, or one a
+// cast retypes, has none.
+cross::PgTableFacts FactsAfter(const TableTransform& tr, const cross::PgTableFacts& f) {
+  cross::PgTableFacts out;
+  const TableSchema& target = *tr.target();
+  for (size_t i = 0; i < target.columns.size(); ++i) {
+    const int from = tr.SourceColumn(i);
+    if (from < 0) continue;
+    const ColumnSchema& was = tr.source().columns[from];
+    const std::string& now = target.columns[i].name;
+    if (f.unique_columns.count(was.name)) out.unique_columns.insert(now);
+    if (target.columns[i].type.native != was.type.native) continue;
+    if (auto e = f.enum_labels.find(was.name); e != f.enum_labels.end()) out.enum_labels[now] = e->second;
+    if (auto d = f.domains.find(was.name); d != f.domains.end()) out.domains[now] = d->second;
+    if (f.identity == was.name) out.identity = now;
+  }
+  return out;
+}
+
+// The casts of every table of the spec, by source table; a table with no
+// cast adds a problem. A transformed table is cast as its transform leaves it
+// (renamed, its columns kept, cast and added).
+Casts CastAll(const std::vector<TablePtr>& tables, const TransformMap& transforms,
+              const std::map<TableId, cross::PgTableFacts>& facts, const cross::PgCastOptions& options,
+              std::vector<std::string>* problems) {
   Casts out;
   std::map<std::string, TableId> names;
   for (const auto& t : tables) {
-    auto [it, fresh] = names.emplace(t->id.name, t->id);
+    auto f = facts.find(t->id);
+    cross::PgTableFacts table_facts = f == facts.end() ? cross::PgTableFacts{} : f->second;
+    const TableSchema* shape = t.get();
+    if (auto tr = transforms.find(t->id); tr != transforms.end()) {
+      shape = tr->second->target().get();
+      table_facts = FactsAfter(*tr->second, table_facts);
+    }
+    auto [it, fresh] = names.emplace(shape->id.name, t->id);
     if (!fresh) {
       problems->push_back(fmt::format("tables {} and {} would both be {}.{} in MySQL (one database): exclude one",
-                                      it->second.ToString(), t->id.ToString(), options.target_db, t->id.name));
+                                      it->second.ToString(), t->id.ToString(), options.target_db, shape->id.name));
       continue;
     }
-    auto f = facts.find(t->id);
-    auto cast = cross::CastPgTable(*t, f == facts.end() ? cross::PgTableFacts{} : f->second, options);
+    auto cast = cross::CastPgTable(*shape, table_facts, options);
     if (!cast.ok()) {
       problems->push_back(cast.status().message());
       continue;
@@ -176,12 +230,16 @@ void SplitCopyLine(std::string_view line, std::vector<std::optional<std::string>
 // ---- the copy's target side ---------------------------------------------------
 
 // Feeds LOAD DATA LOCAL INFILE from a chunk's COPY rows, each value cast, in
-// LOAD DATA's default text format (tab, newline, backslash escapes, \N).
+// LOAD DATA's default text format (tab, newline, backslash escapes, \N). A
+// transformed table's rows go through its transform first; one its filter
+// leaves out is read and counted, not written.
 struct Feed final : mysql::InfileFeed {
   pg::CopyRows* rows = nullptr;
   const cross::PgTableCast* cast = nullptr;
+  const TableTransform* transform = nullptr;
   bool out_of_range_null = false;
   std::vector<std::optional<std::string>> fields, cast_fields;
+  std::vector<Datum> datums;
 
   bool Fill() override {
     if (stop->load()) {
@@ -200,16 +258,33 @@ struct Feed final : mysql::InfileFeed {
     }
     const TableSchema& t = *cast->target;
     SplitCopyLine(line, &fields);
-    if (fields.size() != cast->columns.size()) {
-      error = Internal(fmt::format("copy of {}: {} fields read, {} expected", cast->source->id.ToString(),
-                                   fields.size(), cast->columns.size()));
+    const size_t expected = transform ? transform->source().writable.size() : cast->columns.size();
+    if (fields.size() != expected) {
+      error = Internal(
+          fmt::format("copy of {}: {} fields read, {} expected", cast->source->id.ToString(), fields.size(), expected));
       return false;
     }
-    cast_fields.assign(fields.size(), std::nullopt);
     int64_t row_bytes = 0;
+    for (const auto& f : fields) row_bytes += f ? static_cast<int64_t>(f->size()) : 0;
+    if (transform) {
+      datums.clear();
+      for (auto& f : fields) datums.push_back(f ? Datum::Text(std::move(*f)) : Datum::Null());
+      auto out = transform->Row(datums);
+      if (!out.ok()) {
+        error = out.status();
+        return false;
+      }
+      if (!*out) {
+        Counted(row_bytes);
+        return true;
+      }
+      fields.clear();
+      for (Datum& d : **out)
+        fields.push_back(d.is_null() ? std::nullopt : std::optional<std::string>(std::move(d.text)));
+    }
+    cast_fields.assign(fields.size(), std::nullopt);
     for (size_t i = 0; i < fields.size(); ++i) {
       if (!fields[i]) continue;
-      row_bytes += static_cast<int64_t>(fields[i]->size());
       auto v = cross::ToMyText(cast->columns[i], *fields[i], out_of_range_null);
       if (!v.ok()) {
         error = DataLoss(
@@ -251,10 +326,11 @@ struct Feed final : mysql::InfileFeed {
 class MyChunkTarget final : public pg::ChunkTarget {
  public:
   MyChunkTarget(std::unique_ptr<MyConn> conn, std::string migration, std::shared_ptr<const Casts> casts,
-                bool out_of_range_null, int64_t max_row_bytes)
+                std::shared_ptr<const TransformMap> transforms, bool out_of_range_null, int64_t max_row_bytes)
       : conn_(std::move(conn)),
         migration_(std::move(migration)),
         casts_(std::move(casts)),
+        transforms_(std::move(transforms)),
         null_(out_of_range_null),
         max_row_bytes_(max_row_bytes) {}
 
@@ -276,6 +352,7 @@ class MyChunkTarget final : public pg::ChunkTarget {
     Feed feed;
     feed.rows = &rows;
     feed.cast = &cast;
+    if (auto tr = transforms_->find(t.id); tr != transforms_->end()) feed.transform = tr->second.get();
     feed.out_of_range_null = null_;
     feed.stop = &stop;
     feed.max_row_bytes = max_row_bytes_;
@@ -313,6 +390,7 @@ class MyChunkTarget final : public pg::ChunkTarget {
   std::unique_ptr<MyConn> conn_;
   std::string migration_;
   std::shared_ptr<const Casts> casts_;
+  std::shared_ptr<const TransformMap> transforms_;  // by source table
   bool null_;
   int64_t max_row_bytes_;
 };
@@ -516,12 +594,21 @@ Result<uint64_t> FlushedPosition(PgConn& conn) {
 }
 
 // Sets each AUTO_INCREMENT from its PostgreSQL sequence's next value.
-Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts) {
+Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts, const TransformMap& transforms) {
   for (const auto& [id, cast] : casts) {
-    for (const auto& c : cast.columns) {
+    auto tr = transforms.find(id);
+    for (size_t i = 0; i < cast.columns.size(); ++i) {
+      const cross::PgColumnCast& c = cast.columns[i];
       if (!c.auto_increment) continue;
+      // A transformed table's column may be renamed: the sequence is the source column's.
+      std::string column = c.name;
+      if (tr != transforms.end()) {
+        const int from = tr->second->SourceColumn(static_cast<size_t>(cast.source_index[i]));
+        if (from < 0) continue;
+        column = tr->second->source().columns[from].name;
+      }
       ASSIGN_OR_RETURN(std::string seq, src.QueryValue("SELECT coalesce(pg_get_serial_sequence($1, $2), '')",
-                                                       {pg::QuoteQualified(id.schema, id.name), c.name}));
+                                                       {pg::QuoteQualified(id.schema, id.name), column}));
       if (seq.empty()) continue;
       ASSIGN_OR_RETURN(std::string next,
                        src.QueryValue(fmt::format(
@@ -532,6 +619,29 @@ Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts) {
     }
   }
   return Status::Ok();
+}
+
+// The tables `verify` and `compare` read (cross/cross_verify.h), of `casts`
+// in `only` (all when null). A transformed table's MySQL rows have another
+// shape than its PostgreSQL rows (renamed, columns left out, cast, added,
+// filtered): it is named, by its source name, as not verified (not
+// compared) rather than reported as differing.
+std::vector<cross::CanonTable> CanonTablesOf(const Casts& casts, const std::map<TableId, TablePtr>* only,
+                                             const MigrationSpec& spec) {
+  std::vector<cross::PgTableCast> list;
+  std::vector<TableId> ids;
+  for (const auto& [id, cast] : casts) {
+    if (only && !only->count(id)) continue;
+    list.push_back(cast);
+    ids.push_back(id);
+  }
+  std::vector<cross::CanonTable> out = cross::PgCanonTablesOf(list, spec.casting.out_of_range_null);
+  for (size_t i = 0; i < out.size(); ++i)
+    if (const TableTransformSpec* tr = TransformFor(spec.transforms, ids[i])) {
+      out[i].id = out[i].pg_id = ids[i];
+      cross::SkipTransformed(&out[i], tr->where());
+    }
+  return out;
 }
 
 // ---- replication ---------------------------------------------------------------
@@ -545,13 +655,14 @@ class CrossReplication final : public ReplicationOps {
  public:
   CrossReplication(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store, std::string target_db,
                    std::map<TableId, TablePtr> tables, std::shared_ptr<const Casts> casts,
-                   std::chrono::milliseconds feedback_delay)
+                   std::shared_ptr<const TransformMap> transforms, std::chrono::milliseconds feedback_delay)
       : spec_(spec),
         runtime_(runtime),
         store_(store),
         target_db_(std::move(target_db)),
         tables_(std::move(tables)),
         casts_(std::move(casts)),
+        transforms_(std::move(transforms)),
         feedback_delay_(feedback_delay) {}
 
   Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>&, const ReplicateStart& rs) override {
@@ -566,12 +677,17 @@ class CrossReplication final : public ReplicationOps {
     // nothing they write on PostgreSQL comes back to MySQL.
     sc.skip_origin_prefix = fmt::format("midflight_{}_", spec_.name);
     // The stream's layouts keep the source's column types (the casting
-    // table reads PostgreSQL text forms); a column the MySQL twin lacks stops it.
-    sc.target_columns = [tables = tables_, casts = casts_](const TableId& id) -> Result<std::vector<ColumnSchema>> {
+    // table reads PostgreSQL text forms); a column the MySQL twin lacks stops
+    // it. A transformed table's layout is the one its transform was bound to.
+    sc.target_columns = [tables = tables_, casts = casts_,
+                         transforms = transforms_](const TableId& id) -> Result<std::vector<ColumnSchema>> {
       const TableSchema& t = *tables.at(id);
-      const cross::PgTableCast& cast = casts->at(id);
       std::vector<ColumnSchema> out;
-      for (int i : cast.source_index) out.push_back(t.columns[i]);
+      if (transforms->count(id)) {
+        for (int i : t.writable) out.push_back(t.columns[i]);
+        return out;
+      }
+      for (int i : casts->at(id).source_index) out.push_back(t.columns[i]);
       return out;
     };
     auto horizon = std::make_shared<DurableHorizon>(feedback_delay_);
@@ -582,12 +698,20 @@ class CrossReplication final : public ReplicationOps {
     // Set by a sink that lost its MySQL connection: the target may have lost
     // commits it acknowledged; the flow starts again from its checkpoints.
     auto lost = std::make_shared<std::atomic<bool>>(false);
-    SinkFactory open_sink = [target = spec_.target, db = target_db_, name = spec_.name, casts = casts_,
+    // A transformed table's changes reach the casting sink rewritten by the
+    // TransformSink, as changes of the transform's target: its cast is
+    // found under that name (the cast's PostgreSQL table).
+    auto sink_casts = std::make_shared<Casts>();
+    for (const auto& [id, cast] : *casts_) (*sink_casts)[cast.source->id] = cast;
+    SinkFactory open_sink = [target = spec_.target, db = target_db_, name = spec_.name,
+                             casts = std::shared_ptr<const Casts>(sink_casts), transforms = transforms_,
                              null = spec_.casting.out_of_range_null,
                              lost](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
       ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(target, db, name, p));
       sink->SetTargetLostFlag(lost.get());
-      return std::unique_ptr<ChangeSink>(std::make_unique<CastingSink>(std::move(sink), casts, null, target));
+      std::unique_ptr<ChangeSink> cast = std::make_unique<CastingSink>(std::move(sink), casts, null, target);
+      if (transforms->empty()) return cast;
+      return std::unique_ptr<ChangeSink>(std::make_unique<TransformSink>(std::move(cast), transforms));
     };
     StartedFlow out;
     ASSIGN_OR_RETURN(out.flow,
@@ -666,7 +790,7 @@ class CrossReplication final : public ReplicationOps {
     std::lock_guard<std::mutex> lock(mu_);
     ASSIGN_OR_RETURN(PgConn * src, PgControl());
     ASSIGN_OR_RETURN(MyConn * dst, MyControl());
-    if (from == proxy::Side::kSource) return SyncAutoIncrements(*src, *dst, *casts_);
+    if (from == proxy::Side::kSource) return SyncAutoIncrements(*src, *dst, *casts_, *transforms_);
     return SyncPgSequences(*src, *dst);
   }
 
@@ -763,18 +887,15 @@ class CrossReplication final : public ReplicationOps {
     if (!forward && repair)
       return OperatorError("verify --repair after switch writes (postgres -> mysql): repairs back into PostgreSQL are "
                            "not built; verify without --repair, then fix the rows named");
-    std::vector<cross::PgTableCast> list;
     // The reverse flow's tables are MySQL's: the casts start from PostgreSQL's.
-    for (const auto& [id, t] : forward ? tables : tables_) {
-      auto it = casts_->find(id);
-      if (it == casts_->end()) return Internal(fmt::format("table {} has no cast", id.ToString()));
-      list.push_back(it->second);
-    }
+    const std::map<TableId, TablePtr>& scope = forward ? tables : tables_;
+    for (const auto& [id, t] : scope)
+      if (!casts_->count(id)) return Internal(fmt::format("table {} has no cast", id.ToString()));
     auto pg_side = cross::PostgresCanonSide(spec_.source, "source (PostgreSQL)");
     auto my_side = cross::MySqlCanonSide(spec_.target, "target (MySQL)");
     return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side,
-                                   cross::PgCanonTablesOf(list, spec_.casting.out_of_range_null), repair,
-                                   std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
+                                   CanonTablesOf(*casts_, &scope, spec_), repair, std::move(rows_per_s), stop,
+                                   spec_.verify.chunk_rows, run);
   }
 
  private:
@@ -835,15 +956,21 @@ class CrossReplication final : public ReplicationOps {
   }
 
   // Why MySQL's changes cannot be carried back into the PostgreSQL tables
-  // ("" when they can). Transforms cannot occur (the spec refuses them for a
-  // MySQL target). Refused: an override's type (no way back to the
-  // PostgreSQL type), arrays (their JSON is not cast back yet), and
-  // `out_of_range: null` (MySQL holds NULL where PostgreSQL holds a value: a
-  // row updated on MySQL would carry the NULL back over it).
+  // ("" when they can). Refused: a transformed table (transforms are not
+  // inverted), an override's type (no way back to the PostgreSQL type),
+  // arrays (their JSON is not cast back yet), and `out_of_range: null`
+  // (MySQL holds NULL where PostgreSQL holds a value: a row updated on MySQL
+  // would carry the NULL back over it).
   std::string ReverseRefusal() const {
     if (spec_.casting.out_of_range_null)
       return "casting.out_of_range: null stored NULL in MySQL for values it cannot hold; a row updated on MySQL "
              "would carry that NULL back over PostgreSQL's value: keep writes on PostgreSQL";
+    if (!transforms_->empty()) {
+      const std::string table = transforms_->begin()->first.ToString();
+      return fmt::format("table {}: transforms.{} reshapes it on the way to MySQL and is not inverted, so MySQL's "
+                         "changes cannot be carried back; keep writes on PostgreSQL",
+                         table, table);
+    }
     for (const auto& [id, cast] : *casts_)
       for (const auto& c : cast.columns) {
         if (c.overridden)
@@ -1032,7 +1159,8 @@ class CrossReplication final : public ReplicationOps {
   StateStore& store_;
   const std::string target_db_;
   const std::map<TableId, TablePtr> tables_;
-  const std::shared_ptr<const Casts> casts_;
+  const std::shared_ptr<const Casts> casts_;              // by source table
+  const std::shared_ptr<const TransformMap> transforms_;  // by source table
   const std::chrono::milliseconds feedback_delay_;
   std::mutex mu_;
   std::unique_ptr<PgConn> control_;     // guarded by mu_
@@ -1081,7 +1209,8 @@ class PgToMyEngine final : public Engine {
   Status FinishSchema() override;
   ReplicationOps& Replication() override {
     if (!repl_)
-      repl_ = std::make_unique<CrossReplication>(spec_, runtime_, store_, target_db_, by_id_, casts_, feedback_delay_);
+      repl_ = std::make_unique<CrossReplication>(spec_, runtime_, store_, target_db_, by_id_, casts_, transforms_,
+                                                 feedback_delay_);
     return *repl_;
   }
   std::string FormatPosition(uint64_t pos) const override { return PgLsn::FromU64(pos).ToString(); }
@@ -1109,7 +1238,8 @@ class PgToMyEngine final : public Engine {
   std::unique_ptr<MyConn> dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
-  std::shared_ptr<Casts> casts_ = std::make_shared<Casts>();
+  std::shared_ptr<Casts> casts_ = std::make_shared<Casts>();                      // by source table
+  std::shared_ptr<TransformMap> transforms_ = std::make_shared<TransformMap>();  // by source table
   std::chrono::milliseconds feedback_delay_{0};
   int64_t max_row_bytes_ = 0;
   bool have_slot_ = false;
@@ -1202,7 +1332,8 @@ Status PgToMyEngine::Preflight(bool fresh, std::vector<std::string>* problems) {
   by_id_.clear();
   for (const auto& t : tables_) by_id_[t->id] = t;
   ASSIGN_OR_RETURN(auto facts, LoadFacts(*src_, tables_));
-  *casts_ = CastAll(tables_, facts, OptionsOf(spec_, target_db_, mariadb), problems);
+  *transforms_ = BindAll(spec_, tables_, problems);
+  *casts_ = CastAll(tables_, *transforms_, facts, OptionsOf(spec_, target_db_, mariadb), problems);
 
   if (fresh && !target_db_.empty()) {
     ASSIGN_OR_RETURN(
@@ -1322,6 +1453,7 @@ Status PgToMyEngine::CopyRound(std::vector<Chunk> chunks, CopyProgress& progress
   job.chunks = std::move(chunks);
   job.on_chunk_committed = std::move(on_chunk_committed);
   job.open_target = [uri = spec_.target, name = spec_.name, casts = std::shared_ptr<const Casts>(casts_),
+                     transforms = std::shared_ptr<const TransformMap>(transforms_),
                      null = spec_.casting.out_of_range_null,
                      max = max_row_bytes_]() -> Result<std::unique_ptr<pg::ChunkTarget>> {
     mysql::ConnOptions o;
@@ -1330,7 +1462,8 @@ Status PgToMyEngine::CopyRound(std::vector<Chunk> chunks, CopyProgress& progress
     ASSIGN_OR_RETURN(auto conn, MyConn::Connect(uri, o));
     // @midflight_apply: the target's triggers stay quiet on midflight's sessions.
     RETURN_IF_ERROR(conn->Exec("SET foreign_key_checks = 0, unique_checks = 0, autocommit = 0, @midflight_apply = 1"));
-    return std::unique_ptr<pg::ChunkTarget>(std::make_unique<MyChunkTarget>(std::move(conn), name, casts, null, max));
+    return std::unique_ptr<pg::ChunkTarget>(
+        std::make_unique<MyChunkTarget>(std::move(conn), name, casts, transforms, null, max));
   };
   // The slot (first run) or a temporary one (a resumed copy) exports the
   // snapshot every worker imports (engines/postgres/README.md).
@@ -1385,6 +1518,11 @@ SELECT n.nspname, c.relname, ic.relname, i.indisunique,
     const std::string name = idx.GetString(i, 2).substr(0, 64);
     auto it = casts_->find(id);
     if (it == casts_->end() || existing.count({id.name, name})) continue;
+    if (transforms_->count(id)) {
+      LOG_WARN("table {}: index {} not built in MySQL (the table is transformed: it gets its primary key only)",
+               id.ToString(), name);
+      continue;
+    }
     std::vector<std::string> cols;
     bool usable = idx.GetBool(i, 4);
     std::string_view list = idx.Get(i, 5);
@@ -1414,9 +1552,27 @@ SELECT n.nspname, c.relname, ic.relname, i.indisunique,
             .WithContext(fmt::format("index {} of table {}", name, id.ToString())));
     ++built;
   }
-  RETURN_IF_ERROR(SyncAutoIncrements(*src_, *dst_, *casts_));
+  RETURN_IF_ERROR(SyncAutoIncrements(*src_, *dst_, *casts_, *transforms_));
   Say(fmt::format("schema: {} secondary indexes built", built));
   return Status::Ok();
+}
+
+// What a command without a migration (compare, schema --dry-run) reads of
+// the source: the tables, their transforms and their casts.
+struct SourcePlan {
+  std::vector<TablePtr> tables;
+  TransformMap transforms;
+  Casts casts;
+};
+Result<SourcePlan> PlanOf(const MigrationSpec& spec, PgConn& src, const std::string& target_db, bool mariadb) {
+  SourcePlan out;
+  ASSIGN_OR_RETURN(out.tables, pg::LoadTables(src, spec.tables, spec.exclude));
+  ASSIGN_OR_RETURN(auto facts, LoadFacts(src, out.tables));
+  std::vector<std::string> problems;
+  out.transforms = BindAll(spec, out.tables, &problems);
+  out.casts = CastAll(out.tables, out.transforms, facts, OptionsOf(spec, target_db, mariadb), &problems);
+  if (!problems.empty()) return InvalidArgument(problems.front());
+  return out;
 }
 
 class PgToMyKind final : public EngineKind {
@@ -1452,22 +1608,14 @@ class PgToMyKind final : public EngineKind {
     o.application_name = "midflight-compare";
     ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec.source, o));
     ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
-    ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*src, spec.tables, spec.exclude));
-    ASSIGN_OR_RETURN(auto facts, LoadFacts(*src, tables));
     mysql::ConnOptions mo;
     mo.program_name = "midflight-compare";
     ASSIGN_OR_RETURN(auto dst, MyConn::Connect(spec.target, mo));
     ASSIGN_OR_RETURN(std::string version, dst->QueryValue("SELECT VERSION()"));
-    std::vector<std::string> problems;
-    Casts casts = CastAll(tables, facts, OptionsOf(spec, tu.database, version.find("MariaDB") != std::string::npos),
-                          &problems);
-    if (!problems.empty()) return InvalidArgument(problems.front());
-    std::vector<cross::PgTableCast> list;
-    for (auto& [id, c] : casts) list.push_back(std::move(c));
+    ASSIGN_OR_RETURN(SourcePlan plan, PlanOf(spec, *src, tu.database, version.find("MariaDB") != std::string::npos));
     auto source = cross::PostgresCanonSide(spec.source, "source (PostgreSQL)");
     auto target = cross::MySqlCanonSide(spec.target, "target (MySQL)");
-    return cross::CrossCompare(*source, *target, cross::PgCanonTablesOf(list, spec.casting.out_of_range_null),
-                               spec.verify.chunk_rows);
+    return cross::CrossCompare(*source, *target, CanonTablesOf(plan.casts, nullptr, spec), spec.verify.chunk_rows);
   }
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
     return OperatorError(
@@ -1482,22 +1630,25 @@ class PgToMyKind final : public EngineKind {
     o.application_name = "midflight-schema";
     ASSIGN_OR_RETURN(auto src, PgConn::Connect(spec.source, o));
     ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
-    ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*src, spec.tables, spec.exclude));
-    ASSIGN_OR_RETURN(auto facts, LoadFacts(*src, tables));
     // The target's flavour names the binary collation; MariaDB unless the target says otherwise.
     bool mariadb = true;
     mysql::ConnOptions mo;
     mo.program_name = "midflight-schema";
     if (auto dst = MyConn::Connect(spec.target, mo); dst.ok())
       if (auto v = (*dst)->QueryValue("SELECT VERSION()"); v.ok()) mariadb = v->find("MariaDB") != std::string::npos;
-    std::vector<std::string> problems;
-    Casts casts = CastAll(tables, facts, OptionsOf(spec, tu.database, mariadb), &problems);
-    if (!problems.empty()) return InvalidArgument(problems.front());
+    ASSIGN_OR_RETURN(SourcePlan plan, PlanOf(spec, *src, tu.database, mariadb));
     std::string out = fmt::format(
         "-- midflight: PostgreSQL -> MySQL database {}: {} tables; lines marked "
         "LOSSY/SEMANTIC change a value or its meaning\n",
-        tu.database, casts.size());
-    for (const auto& [id, c] : casts) out += cross::CreateMyTableSql(c);
+        tu.database, plan.casts.size());
+    for (const auto& [id, c] : plan.casts) {
+      if (auto tr = plan.transforms.find(id); tr != plan.transforms.end()) {
+        out += fmt::format("-- {} -> {} (transformed before the casting table; columns and primary key only)\n",
+                           id.ToString(), c.target->id.ToString());
+        for (const auto& line : tr->second->Describe()) out += "--   " + line + "\n";
+      }
+      out += cross::CreateMyTableSql(c);
+    }
     return out;
   }
 };

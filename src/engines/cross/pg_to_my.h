@@ -5,8 +5,10 @@
 // (bookkeeping schema, LOAD DATA, MyChangeSink and its checkpoints), with the
 // casting table (pg_to_my_types.h) between them:
 //
-//   COPY (SELECT ..) TO STDOUT ─► pg::CopyChunks ─► MyChunkTarget: ToMyText ─► LOAD DATA LOCAL + midflight.chunks
-//   slot ─► pg::ChangeStream ─► Sequencer ─► partitions ─► CastingSink: ToMyText ─► MyChangeSink
+//   COPY (SELECT ..) TO STDOUT ─► pg::CopyChunks ─► MyChunkTarget: [Row] ToMyText ─► LOAD DATA LOCAL + midflight.chunks
+//   slot ─► pg::ChangeStream ─► Sequencer ─► partitions ─► [TransformSink] ─► CastingSink: ToMyText ─► MyChangeSink
+//   [..]: the spec's transforms (core/transform.h), on PostgreSQL's text forms before the casting
+//   table; a transformed table is cast as its transform leaves it
 //   feedback to the slot: what every partition committed, held back by the target's
 //   log flush interval when innodb_flush_log_at_trx_commit is not 1
 //
