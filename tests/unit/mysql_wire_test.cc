@@ -891,6 +891,32 @@ TEST(MysqlCommands, WhatPassesTheWriteGate) {
   EXPECT_FALSE(PassesWriteGate(0x99));
 }
 
+TEST(MysqlCommands, SessionOnlyStatementsPassTheWriteGate) {
+  // What connectors send as they connect (mysql CLI, Connector/J, PDO, pymysql).
+  for (const char* sql : {"select @@version_comment limit 1", "SELECT @@version_comment LIMIT 1;",
+                          "/* mysql-connector-j-8.0 */SELECT @@session.auto_increment_increment AS "
+                          "auto_increment_increment, @@character_set_client AS character_set_client, @@max_allowed_packet",
+                          "SELECT 1", "select -1 x, 'a' `b`, DATABASE(), version() as v", "SELECT @@tx_isolation",
+                          "SET NAMES utf8mb4", "SET NAMES 'utf8mb4' COLLATE 'utf8mb4_unicode_ci'", "SET CHARACTER SET utf8",
+                          "SET character_set_results = NULL", "SET autocommit=1", "SET AUTOCOMMIT = 0",
+                          "SET sql_mode='TRADITIONAL'", "SET SESSION time_zone = '+00:00', @@session.wait_timeout=-1",
+                          "SET @@autocommit = ON", "set local net_write_timeout=600 -- the rest\n", "COMMIT", "rollback work"})
+    EXPECT_TRUE(SessionOnlyStatement(sql)) << sql;
+  // Anything that may touch a table, a user variable, the server's global
+  // state or run more than one statement waits for the gate.
+  for (const char* sql : {"SELECT * FROM t", "SELECT 1 FROM dual", "SELECT @@x FROM t", "SELECT 1 FOR UPDATE",
+                          "SELECT @@x INTO @y", "SELECT 1 INTO OUTFILE '/tmp/x'", "SELECT @a", "SELECT @a := 1",
+                          "SELECT sleep(10)", "SELECT GET_LOCK('l', 1)", "SELECT f()", "SELECT 1 + 1", "SELECT 1 LIMIT 1 INTO @x",
+                          "SELECT 1; DELETE FROM t", "SELECT 1 a b", "SET @x = 1", "SET GLOBAL max_connections = 10",
+                          "SET @@global.sql_mode = ''", "SET PASSWORD = 'x'", "SET PASSWORD = PASSWORD('x')", "SET ROLE r",
+                          "SET DEFAULT ROLE r FOR u", "SET STATEMENT max_statement_time=1 FOR DELETE FROM t",
+                          "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "SET sql_mode = concat(@@sql_mode, ',X')",
+                          "SET x = (SELECT 1)", "SET x := 1", "SET autocommit=1; DELETE FROM t", "/*!50000 DELETE FROM t */ SELECT 1",
+                          "SELECT 1 /*! , (SELECT 1 FROM t) */", "COMMIT AND CHAIN", "COMMIT RELEASE", "ROLLBACK TO SAVEPOINT s",
+                          "BEGIN", "DELETE FROM t", "UPDATE t SET v = 1", "", "SELECT 'unterminated", "SELECT 1 /* open"})
+    EXPECT_FALSE(SessionOnlyStatement(sql)) << sql;
+}
+
 TEST_F(TrackerTest, PrepareAndPingLeaveAnIdleSessionAtItsBoundary) {
   // What the proxy relies on when it lets them past a closed gate: a
   // session at a boundary (autocommit off, no transaction) stays there.

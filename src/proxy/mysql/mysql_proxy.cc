@@ -860,6 +860,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     for (int i = 0; i < 2; ++i) DropLink(i, true);
     awaiting_.clear();
     ungated_ = false;
+    first_side_ = -1;
     vars_.clear();
     stmts_.clear();
     temp_tables_.clear();
@@ -950,12 +951,15 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
           return true;
         }
       }
-      // A prepare (or ping, reset, schema change) of an idle session passes
-      // a closed gate: held there, it could stall a client thread that
-      // prepares synchronously on this connection while another of its
-      // connections holds the transaction the pause's drain waits for.
+      // A prepare (or ping, reset, schema change, session variable read or
+      // SET) of an idle session passes a closed gate: held there, it could
+      // stall a client thread that prepares synchronously on this connection
+      // while another of its connections holds the transaction the pause's
+      // drain waits for; and a pool's new connection would wait for the
+      // whole pause before its connect-time queries.
       const bool gate_free = PassesGate(cmd, payload);
       if (gate_free && core_.paused()) return ForwardUngated(payload, raw);
+      if (cur_ < 0 && core_.paused() && GateFreeCommand(cmd, payload)) return OpenFirstServer();
       // A transaction starts here: the gate, then the route.
       if (!core_.EnterTransaction(shared_from_this(), loop_, ep_)) {
         // (The pause began since paused() was read: the core will wake this
@@ -965,6 +969,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
         return false;
       }
       in_txn_ = true;
+      first_side_ = -1;  // the command now waits for want_'s link (a first link still logging in is dropped at the move)
       // A pinned session (or one between SEND_LONG_DATA and its execute) stays where it is.
       want_ = cur_ >= 0 && (Pinned() || long_data_) ? cur_ : static_cast<int>(core_.Route(ep_));
       ++core_.transactions[want_];
@@ -982,10 +987,11 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
         SendInternal(*l);
         return false;
       }
-      if (cur_ >= 0 && cur_ != want_) {
-        ++core_.session_moves;
-        if (ep_ == Endpoint::kReadWrite) DropLink(cur_, true);
-      }
+      if (cur_ >= 0 && cur_ != want_) ++core_.session_moves;
+      // (A first server session opened by OpenFirstServer on the side
+      // writes went to before the switch is closed here as well.)
+      if (ep_ == Endpoint::kReadWrite && links_[1 - want_]) DropLink(1 - want_, true);
+      first_side_ = -1;
       cur_ = want_;
       const Side side = l->side;
       core_.Update(id_, [side](core::SessionRecord& r) {
@@ -1004,12 +1010,48 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   // time), and the session is idle on a server that has all its state: the
   // command goes there, and the next transaction carries what it left (a
   // statement, the schema) to wherever the route then says, as any move does.
+  // A COM_QUERY passes only when it reads or sets session variables
+  // (mywire::SessionOnlyStatement) with autocommit on, so that it cannot
+  // leave a transaction open that the drain would not know of.
   bool PassesGate(mw::Command cmd, std::string_view payload) {
-    if (ep_ != Endpoint::kReadWrite || !mw::PassesWriteGate(static_cast<uint8_t>(cmd)) || long_data_) return false;
-    if (cmd == mw::Command::kStmtPrepare && ScanPins(payload.substr(1)).any()) return false;
+    if (!GateFreeCommand(cmd, payload)) return false;
     Link* l = Current();
     return l != nullptr && l->state == Link::State::kReady && l->internal.empty() && !l->internal_sent &&
-           l->tracker->AtTransactionBoundary() && awaiting_.empty() && Synced(*l);
+           l->tracker->AtTransactionBoundary() && awaiting_.empty() && Synced(*l) &&
+           (cmd != mw::Command::kQuery || l->tracker->Autocommit());
+  }
+
+  // What PassesGate asks of the command itself, whatever server the session has.
+  bool GateFreeCommand(mw::Command cmd, std::string_view payload) const {
+    if (ep_ != Endpoint::kReadWrite || long_data_) return false;
+    if (cmd == mw::Command::kQuery) return mw::SessionOnlyStatement(payload.substr(1));
+    if (!mw::PassesWriteGate(static_cast<uint8_t>(cmd))) return false;
+    return cmd != mw::Command::kStmtPrepare || !ScanPins(payload.substr(1)).any();
+  }
+
+  // A session without a server session (new, or after COM_CHANGE_USER) whose
+  // command would pass the closed gate: its first server session is opened
+  // on the side writes go to now (the one an idle session that was already
+  // there would be on: the old server while the pause lasts, where the
+  // command runs no statement), and the command is relayed there once it is
+  // ready; the next transaction moves the session as any other. False while
+  // the link logs in (SendInternal resumes); true when the command may be
+  // looked at again.
+  bool OpenFirstServer() {
+    const int side = static_cast<int>(core_.Route(ep_));
+    first_side_ = side;
+    if (!links_[side]) OpenLink(static_cast<Side>(side));
+    Link* l = links_[side].get();
+    if (l == nullptr || l->state != Link::State::kReady || !l->internal.empty() || l->internal_sent) return false;
+    first_side_ = -1;
+    // (A link opened here before SetWriteSide changed the route is not kept.)
+    if (links_[1 - side]) DropLink(1 - side, true);
+    cur_ = side;
+    core_.Update(id_, [side](core::SessionRecord& r) {
+      r.side = static_cast<Side>(side);
+      r.has_server = true;
+    });
+    return true;
   }
 
   // Relays a command that passed the gate to the session's current server;
@@ -1181,16 +1223,19 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
 
   // The held command cannot reach its server: it gets the error, the session stays.
   void FailPending(const std::string& why) {
-    if (!in_txn_ || closed_) return;
+    if (closed_ || !(in_txn_ || first_side_ >= 0)) return;
+    first_side_ = -1;
     auto in = client_->input();
     if (in.size() >= kHeader && in.size() >= kHeader + PayloadLen(in)) {
       uint8_t seq = static_cast<uint8_t>(in[3]);
       client_->Consume(kHeader + PayloadLen(in));
       ReplyErr(seq, 1105, "HY000", fmt::format("proxy: {}", why));
     }
-    in_txn_ = false;
-    core_.LeaveTransaction(ep_);
-    core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = false; });
+    if (in_txn_) {
+      in_txn_ = false;
+      core_.LeaveTransaction(ep_);
+      core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = false; });
+    }
     loop_->Post([w = weak_from_this()] {
       if (auto s = w.lock()) s->ProcessClient();
     });
@@ -1215,7 +1260,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       return Close(why);
     }
     DropLink(side, false);
-    if (want_ == side) FailPending(why);
+    if ((in_txn_ && want_ == side) || first_side_ == side) FailPending(why);
   }
 
   void ProcessServer(Link& l) {
@@ -1611,6 +1656,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   // Routing.
   std::unique_ptr<Link> links_[2];
   int cur_ = -1, want_ = 0;
+  int first_side_ = -1;  // OpenFirstServer's link, logging in for a held command that passes the gate
   bool in_txn_ = false, waiting_gate_ = false;
   bool ungated_ = false;  // relaying commands that passed the closed gate (PassesGate), answers due
   bool client_data_ = false, client_cont_ = false, long_data_ = false;

@@ -26,8 +26,9 @@
 //   statements re-prepared) ─► ready
 //
 //   command: [gate at a transaction start; an idle session's prepare,
-//   statement reset, ping or schema change passes a closed gate to its
-//   current server] ─► route (write side / read
+//   statement reset, ping, schema change or session-variable SELECT / SET
+//   passes a closed gate to its current server, or to a first server session
+//   opened on the write side of the moment] ─► route (write side / read
 //   percentage) ─► move to the other side's link if it changed and the
 //   session is not pinned ─► forward (statement ids mapped) ─► response
 //   relayed (session tracking recorded; stripped for clients that did not

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 
 namespace midflight::mywire {
@@ -684,6 +685,212 @@ bool PassesWriteGate(uint8_t command) {
     case Command::kInitDb: return true;
     default: return false;
   }
+}
+
+namespace {
+
+// The tokens of SessionOnlyStatement's small grammar.
+struct SqlToken {
+  enum class Kind { kWord, kSysVar, kNumber, kString, kPunct, kEnd, kBad };
+  Kind kind = Kind::kEnd;
+  std::string text;  // kWord lower-cased; kSysVar: "scope.name" or ".name", lower-cased; kPunct: the character
+};
+
+class SqlTokens {
+ public:
+  explicit SqlTokens(std::string_view sql) : s_(sql) {}
+  SqlToken Next() {
+    SkipSpaceAndComments();
+    SqlToken t;
+    if (bad_) return Bad();
+    if (p_ >= s_.size()) return t;
+    const char c = s_[p_];
+    auto word_char = [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '$'; };
+    auto lower = [](std::string_view v) {
+      std::string out(v);
+      for (auto& ch : out) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+      return out;
+    };
+    if (c == '@') {
+      if (p_ + 1 >= s_.size() || s_[p_ + 1] != '@') return Bad();  // a user variable
+      p_ += 2;
+      size_t start = p_;
+      while (p_ < s_.size() && (word_char(s_[p_]) || s_[p_] == '.')) ++p_;
+      std::string name = lower(s_.substr(start, p_ - start));
+      const size_t dot = name.find('.');
+      if (name.empty() || name.find('.', dot == std::string::npos ? 0 : dot + 1) != std::string::npos) return Bad();
+      t.kind = SqlToken::Kind::kSysVar;
+      t.text = dot == std::string::npos ? "." + name : name;
+      return t;
+    }
+    if (std::isdigit(static_cast<unsigned char>(c))) {
+      size_t start = p_;
+      while (p_ < s_.size() && (std::isalnum(static_cast<unsigned char>(s_[p_])) || s_[p_] == '.')) ++p_;
+      t.kind = SqlToken::Kind::kNumber;
+      t.text = std::string(s_.substr(start, p_ - start));
+      return t;
+    }
+    if (word_char(c)) {
+      size_t start = p_;
+      while (p_ < s_.size() && word_char(s_[p_])) ++p_;
+      t.kind = SqlToken::Kind::kWord;
+      t.text = lower(s_.substr(start, p_ - start));
+      return t;
+    }
+    if (c == '\'' || c == '"' || c == '`') {
+      // A string ('...' or "...", backslash escapes, doubled quotes) or a quoted name (an alias).
+      ++p_;
+      while (p_ < s_.size()) {
+        if (s_[p_] == '\\' && c != '`') {
+          p_ += 2;
+        } else if (s_[p_] == c) {
+          if (p_ + 1 < s_.size() && s_[p_ + 1] == c) {
+            p_ += 2;
+          } else {
+            break;
+          }
+        } else {
+          ++p_;
+        }
+      }
+      if (p_ >= s_.size()) return Bad();
+      ++p_;
+      t.kind = c == '`' ? SqlToken::Kind::kWord : SqlToken::Kind::kString;
+      t.text = c == '`' ? "`" : "'";  // never a keyword
+      return t;
+    }
+    if (c == ',' || c == '=' || c == '(' || c == ')' || c == ';' || c == '-') {
+      ++p_;
+      t.kind = SqlToken::Kind::kPunct;
+      t.text = std::string(1, c);
+      return t;
+    }
+    return Bad();
+  }
+
+ private:
+  SqlToken Bad() {
+    bad_ = true;
+    SqlToken t;
+    t.kind = SqlToken::Kind::kBad;
+    return t;
+  }
+  void SkipSpaceAndComments() {
+    while (p_ < s_.size()) {
+      const char c = s_[p_];
+      if (std::isspace(static_cast<unsigned char>(c))) {
+        ++p_;
+      } else if (s_.compare(p_, 2, "/*") == 0) {
+        // /*! and /*M! run their text on the server: not skipped.
+        if (p_ + 2 < s_.size() && (s_[p_ + 2] == '!' || s_[p_ + 2] == 'M')) {
+          bad_ = true;
+          return;
+        }
+        size_t end = s_.find("*/", p_ + 2);
+        if (end == std::string_view::npos) {
+          bad_ = true;
+          return;
+        }
+        p_ = end + 2;
+      } else if (c == '#' || (s_.compare(p_, 2, "--") == 0 && p_ + 2 < s_.size() && std::isspace(static_cast<unsigned char>(s_[p_ + 2])))) {
+        size_t end = s_.find('\n', p_);
+        p_ = end == std::string_view::npos ? s_.size() : end + 1;
+      } else {
+        return;
+      }
+    }
+  }
+  std::string_view s_;
+  size_t p_ = 0;
+  bool bad_ = false;
+};
+
+bool IsPunct(const SqlToken& t, char c) { return t.kind == SqlToken::Kind::kPunct && t.text[0] == c; }
+bool IsWord(const SqlToken& t, std::string_view w) { return t.kind == SqlToken::Kind::kWord && t.text == w; }
+// The end of the statement: nothing, or one ';' and nothing after it.
+bool AtEnd(SqlTokens& in, const SqlToken& t) {
+  if (t.kind == SqlToken::Kind::kEnd) return true;
+  return IsPunct(t, ';') && in.Next().kind == SqlToken::Kind::kEnd;
+}
+
+// SELECT item [, item ...] [LIMIT n]; `t` is the token after SELECT.
+bool SessionOnlySelect(SqlTokens& in, SqlToken t) {
+  static const char* const kFunctions[] = {"database", "schema", "version", "user", "current_user"};
+  while (true) {
+    if (IsPunct(t, '-')) t = in.Next();
+    if (t.kind == SqlToken::Kind::kWord) {
+      if (std::find(std::begin(kFunctions), std::end(kFunctions), t.text) == std::end(kFunctions)) return false;
+      if (!IsPunct(in.Next(), '(') || !IsPunct(in.Next(), ')')) return false;
+    } else if (t.kind != SqlToken::Kind::kSysVar && t.kind != SqlToken::Kind::kNumber && t.kind != SqlToken::Kind::kString) {
+      return false;
+    }
+    t = in.Next();
+    if (IsWord(t, "as")) t = in.Next();
+    if ((t.kind == SqlToken::Kind::kWord && t.text != "limit") || t.kind == SqlToken::Kind::kString) t = in.Next();  // an alias
+    if (!IsPunct(t, ',')) break;
+    t = in.Next();
+  }
+  if (IsWord(t, "limit")) {
+    if (in.Next().kind != SqlToken::Kind::kNumber) return false;
+    t = in.Next();
+  }
+  return AtEnd(in, t);
+}
+
+// SET NAMES x [COLLATE y] | SET CHARACTER SET x | SET CHARSET x |
+// SET [SESSION|LOCAL] name = value [, ...]; `t` is the token after SET.
+bool SessionOnlySet(SqlTokens& in, SqlToken t) {
+  auto charset = [](const SqlToken& v) { return v.kind == SqlToken::Kind::kWord || v.kind == SqlToken::Kind::kString; };
+  if (IsWord(t, "names")) {
+    if (!charset(in.Next())) return false;
+    t = in.Next();
+    if (IsWord(t, "collate")) {
+      if (!charset(in.Next())) return false;
+      t = in.Next();
+    }
+    return AtEnd(in, t);
+  }
+  if (IsWord(t, "character") && !IsWord(in.Next(), "set")) return false;
+  if (IsWord(t, "character") || IsWord(t, "charset")) return charset(in.Next()) && AtEnd(in, in.Next());
+  // Words that make SET something else than a session variable's assignment.
+  static const char* const kNotVariables[] = {"global", "password", "role", "default", "statement", "transaction",
+                                              "names", "character", "charset"};
+  while (true) {
+    if (IsWord(t, "session") || IsWord(t, "local")) t = in.Next();
+    if (t.kind == SqlToken::Kind::kSysVar) {
+      const std::string scope = t.text.substr(0, t.text.find('.'));
+      if (!scope.empty() && scope != "session" && scope != "local") return false;
+    } else if (t.kind != SqlToken::Kind::kWord || t.text == "`" ||
+               std::find(std::begin(kNotVariables), std::end(kNotVariables), t.text) != std::end(kNotVariables)) {
+      return false;
+    }
+    if (!IsPunct(in.Next(), '=')) return false;
+    SqlToken v = in.Next();
+    if (IsPunct(v, '-')) v = in.Next();
+    if (v.kind != SqlToken::Kind::kWord && v.kind != SqlToken::Kind::kNumber && v.kind != SqlToken::Kind::kString &&
+        v.kind != SqlToken::Kind::kSysVar)
+      return false;
+    t = in.Next();
+    if (!IsPunct(t, ',')) break;
+    t = in.Next();
+  }
+  return AtEnd(in, t);
+}
+
+}  // namespace
+
+bool SessionOnlyStatement(std::string_view sql) {
+  if (sql.size() > 4096) return false;
+  SqlTokens in(sql);
+  SqlToken first = in.Next();
+  if (IsWord(first, "select")) return SessionOnlySelect(in, in.Next());
+  if (IsWord(first, "set")) return SessionOnlySet(in, in.Next());
+  if (IsWord(first, "commit") || IsWord(first, "rollback")) {
+    SqlToken t = in.Next();
+    if (IsWord(t, "work")) t = in.Next();
+    return AtEnd(in, t);  // not AND CHAIN (a new transaction), RELEASE or TO SAVEPOINT
+  }
+  return false;
 }
 
 namespace {

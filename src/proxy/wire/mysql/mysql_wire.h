@@ -329,6 +329,29 @@ CommandInfo Classify(uint8_t command);
 // that executes SQL or resets the session.
 bool PassesWriteGate(uint8_t command);
 
+// True when `sql` (a COM_QUERY's text) only reads or sets the session's own
+// variables, or ends a transaction that is not there: what connectors send
+// as they connect, such as `SELECT @@version_comment LIMIT 1`, `SELECT
+// @@session.auto_increment_increment AS a, @@character_set_client`, `SET
+// NAMES utf8mb4 [COLLATE x]`, `SET autocommit=1, sql_mode='TRADITIONAL'`,
+// `COMMIT` (pymysql's, after its init_command). With autocommit on and no
+// transaction open it writes no row and opens no transaction, and session
+// tracking reports what it changed, so a proxy may let it past a closed
+// write gate like the commands above. Exactly one statement (a trailing ';'
+// allowed; plain /* */, -- and # comments skipped):
+//   SELECT of system variables, numbers, strings and DATABASE(), SCHEMA(),
+//     VERSION(), USER(), CURRENT_USER(), each with an optional alias, and an
+//     optional LIMIT n;
+//   SET NAMES / CHARACTER SET / CHARSET;
+//   SET of session system variables ([SESSION | LOCAL] name, @@name,
+//     @@session.name, @@local.name) to a number, string, word (ON, DEFAULT,
+//     NULL, a charset) or system variable;
+//   COMMIT / ROLLBACK [WORK] alone.
+// Everything else is false: FROM, INTO, user variables, other functions,
+// expressions, GLOBAL, SET PASSWORD / ROLE / STATEMENT / TRANSACTION, COMMIT
+// AND CHAIN / RELEASE, executable /*! */ comments, several statements.
+bool SessionOnlyStatement(std::string_view sql);
+
 // Builders for the client's commands (the payload; EncodePacket with seq 0 frames it).
 std::string ComQuery(std::string_view sql);
 std::string ComInitDb(std::string_view schema);
