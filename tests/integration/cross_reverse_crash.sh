@@ -20,18 +20,7 @@
 source "$(dirname "$0")/mylib.sh"
 PY=/usr/bin/python3  # Debian's, with python3-pymysql and python3-psycopg2 (scripts/setup)
 
-myport=$(free_port 26200)
-"$TESTDB" start mariadb "$WORK/my" "$myport"
-PRI_DIR=$WORK/my
-APP_PORT=$myport
-sql_pri -e "CREATE USER app@'%' IDENTIFIED BY 'app'; GRANT ALL ON *.* TO app@'%'; CREATE DATABASE shop"
-sql_pri -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'"
-pgport=$(free_port 26220)
-"$TESTDB" start pg "$WORK/pg" "$pgport"
-psql -X -q -At "$("$TESTDB" uri "$WORK/pg")" -c "CREATE DATABASE target"
-SRC="mysql://mf:mfpass@127.0.0.1:$myport/shop"
-DST=$("$TESTDB" uri "$WORK/pg" target)
-sql_dst() { psql -X -q -v ON_ERROR_STOP=1 -At "$DST" "$@"; }
+start_my_to_pg_servers 26200 26220
 
 sysbench_prepare 2 3000
 sql_pri <<'SQL'
@@ -202,7 +191,9 @@ no_doubles_no_loops "load on PostgreSQL stopped"
 # 3. kill -9 inside `rollback --external`, after PostgreSQL is carried over
 # and before the phase is recorded: the phase stays writes_switched, the
 # restart resumes the reverse flow, and the rollback is run again.
-sql_dst -c "UPDATE shop.sbtest1 SET c = 'last on pg' WHERE id = 2; INSERT INTO shop.types (lat, n) VALUES ('last on pg', 0)"
+# (New rows and a types row: pgbench deleted sbtest1 rows at random.)
+last_id=$(sql_dst -c "INSERT INTO shop.sbtest1 (k, c, pad) VALUES (1, 'last on pg', 'x') RETURNING id")
+sql_dst -c "UPDATE shop.types SET lat = 'last on pg' WHERE id = 1; INSERT INTO shop.types (lat, n) VALUES ('last on pg', 0)"
 kill9_mf
 run_mf_crash_bg rollback-external-caught-up
 wait_phase writes_switched 120
@@ -210,17 +201,20 @@ if rollback_when_ready; then fail "the rollback finished past its crash point: $
 wait_killed rollback-external-caught-up
 [[ $(status_field phase) == writes_switched ]] || fail "phase is $(status_field phase) after the kill inside the rollback"
 log "3. killed inside rollback --external (phase still writes_switched)"
-sql_dst -c "UPDATE shop.sbtest1 SET c = 'after the crash on pg' WHERE id = 3"
+down_id=$(sql_dst -c "INSERT INTO shop.sbtest1 (k, c, pad) VALUES (1, 'while midflight was down', 'x') RETURNING id")
+sql_dst -c "UPDATE shop.types SET lat = 'while midflight was down' WHERE id = 2"
 run_mf_bg
 wait_phase writes_switched 120
 rollback_when_ready || { echo "$out"; fail "rollback --external after the restart"; }
 echo "$out"
 [[ $(status_field phase) == reads_switched ]] || fail "phase is not reads_switched after the rollback"
-[[ $(sql_pri -e "SELECT c FROM shop.sbtest1 WHERE id = 2") == "last on pg" ]] || fail "the last write on PostgreSQL was lost"
-[[ $(sql_pri -e "SELECT c FROM shop.sbtest1 WHERE id = 3") == "after the crash on pg" ]] \
-  || fail "the write on PostgreSQL while midflight was down was lost"
-[[ $(sql_pri -e "SELECT COUNT(*) FROM shop.types WHERE lat = 'last on pg'") == 1 ]] \
-  || fail "the row inserted last on PostgreSQL is not on MariaDB exactly once"
+[[ $(sql_pri -e "SELECT c FROM shop.sbtest1 WHERE id = $last_id") == "last on pg" \
+   && $(sql_pri -e "SELECT lat FROM shop.types WHERE id = 1") == "last on pg" ]] || fail "the last writes on PostgreSQL were lost"
+[[ $(sql_pri -e "SELECT c FROM shop.sbtest1 WHERE id = $down_id") == "while midflight was down" \
+   && $(sql_pri -e "SELECT lat FROM shop.types WHERE id = 2") == "while midflight was down" ]] \
+  || fail "the writes on PostgreSQL while midflight was down were lost"
+[[ $(sql_pri -e "SELECT COUNT(*) FROM shop.types WHERE lat = 'last on pg'") == 2 ]] \
+  || fail "the rows written last on PostgreSQL are not on MariaDB exactly once"
 [[ $(status_field conflicts.total) == 0 ]] || fail "apply conflicts: $(status_field conflicts)"
 [[ $(status_field reverse.old_side_writes) == 0 ]] || fail "old-side writes reported after the rollback"
 
