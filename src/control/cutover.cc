@@ -627,6 +627,10 @@ Result<std::string> Cutover::MoveWritesExternal(proxy::Side to, Running& running
       LOG_WARN("moving scheduled jobs back to the {}: {}", from_name, back.message());
     return refuse("moving scheduled jobs (events): " + st.message());
   }
+  // Test-only: a kill -9 once the old side is carried over, before the phase
+  // says so (tests/integration/cross_reverse_crash.sh): the restart keeps
+  // the phase, and the operator's command is run again.
+  CrashPoint(forward ? "switch-external-caught-up" : "rollback-external-caught-up");
   std::string what = fmt::format("writes switched to the {} (recorded by the operator: --external)", to_name);
   RETURN_IF_ERROR(store_.SetPhase(next, what));
   Watch(running);

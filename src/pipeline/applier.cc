@@ -34,6 +34,7 @@ void Applier::RunUntil(StopRef stop) {
   checkpoint_ = *cp;
 
   std::vector<Change> taken;
+  uint64_t committed = 0;  // changes this applier committed (for on_committed)
   while (!stop) {
     taken.clear();
     const ApplySettings set = Settings();
@@ -68,6 +69,8 @@ void Applier::RunUntil(StopRef stop) {
     if (st.code() == StatusCode::kCancelled) return;
     if (!st.ok()) return fail(st);
     checkpoint_ = last_taken;
+    committed += batch.size();
+    if (options_.on_committed) options_.on_committed(committed);
     tracker_->Applied(p_, last_taken);
   }
 }

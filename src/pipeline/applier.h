@@ -134,6 +134,11 @@ struct ApplierOptions {
   // The stop_on_conflict knob decides whether one stops the migration.
   ConflictBoard* conflicts = nullptr;
   std::string label = "apply";        // "apply" or "reverse apply", for the board and logs
+  // Called on the applier's thread once a batch and its checkpoint have
+  // committed on the target, before the applier reports them applied (so
+  // before the source hears they are consumed), with the number of changes
+  // this applier has committed so far. A crash point for tests; optional.
+  std::function<void(uint64_t committed)> on_committed;
 };
 
 struct ApplierStats {

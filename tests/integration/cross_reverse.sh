@@ -15,19 +15,7 @@
 source "$(dirname "$0")/mylib.sh"
 PY=/usr/bin/python3  # Debian's, with python3-pymysql and python3-psycopg2 (scripts/setup)
 
-myport=$(free_port 30600)
-"$TESTDB" start mariadb "$WORK/my" "$myport"
-PRI_DIR=$WORK/my
-APP_PORT=$myport
-sql_pri -e "CREATE USER app@'%' IDENTIFIED BY 'app'; GRANT ALL ON *.* TO app@'%'; CREATE DATABASE shop"
-# midflight reads the binlog and, after the switch, writes the reverse stream here.
-sql_pri -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'"
-pgport=$(free_port 30620)
-"$TESTDB" start pg "$WORK/pg" "$pgport"
-psql -X -q -At "$("$TESTDB" uri "$WORK/pg")" -c "CREATE DATABASE target"
-SRC="mysql://mf:mfpass@127.0.0.1:$myport/shop"
-DST=$("$TESTDB" uri "$WORK/pg" target)
-sql_dst() { psql -X -q -v ON_ERROR_STOP=1 -At "$DST" "$@"; }
+start_my_to_pg_servers 30600 30620
 
 sysbench_prepare 2 5000
 sql_pri <<'SQL'

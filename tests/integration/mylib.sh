@@ -108,3 +108,24 @@ assert_primary_untouched() {
   [[ $n -eq 0 ]] || fail "midflight connected to the primary $n times"
   log "primary's general log: $(grep -c 'Connect' "$WORK/pri/general.log") connections, none by midflight"
 }
+
+# start_my_to_pg_servers MY_BASE PG_BASE: a MariaDB source (database shop,
+# users app for the application and mf for midflight, which reads the binlog
+# and, after a write switch, writes the reverse stream there) and a
+# PostgreSQL target (database target). Sets myport, PRI_DIR, APP_PORT, SRC,
+# DST, and sql_dst for PostgreSQL.
+start_my_to_pg_servers() {
+  myport=$(free_port "$1")
+  "$TESTDB" start mariadb "$WORK/my" "$myport"
+  PRI_DIR=$WORK/my
+  APP_PORT=$myport
+  sql_pri -e "CREATE USER app@'%' IDENTIFIED BY 'app'; GRANT ALL ON *.* TO app@'%'; CREATE DATABASE shop"
+  sql_pri -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'"
+  local pgport
+  pgport=$(free_port "$2")
+  "$TESTDB" start pg "$WORK/pg" "$pgport"
+  psql -X -q -At "$("$TESTDB" uri "$WORK/pg")" -c "CREATE DATABASE target"
+  SRC="mysql://mf:mfpass@127.0.0.1:$myport/shop"
+  DST=$("$TESTDB" uri "$WORK/pg" target)
+  sql_dst() { psql -X -q -v ON_ERROR_STOP=1 -At "$DST" "$@"; }
+}

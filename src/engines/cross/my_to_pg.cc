@@ -898,6 +898,9 @@ class CrossReplication final : public ReplicationOps {
     fo.applier.throttle = &rt->throttle;
     fo.applier.rate = &rt->apply_rate;
     fo.applier.conflicts = &rt->conflicts;
+    // Test-only: a kill -9 after a batch and its checkpoint committed on
+    // MySQL, before the slot hears of it (tests/integration/cross_reverse_crash.sh).
+    fo.applier.on_committed = [](uint64_t n) { CrashPoint("reverse-batch-committed", static_cast<int64_t>(n)); };
     // A MySQL connection lost: the flow starts again from MySQL's checkpoints.
     auto lost = std::make_shared<std::atomic<bool>>(false);
     SinkFactory open_sink = [uri = spec_.source, db = my_db, key = ReverseKey(),
