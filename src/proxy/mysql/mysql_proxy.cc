@@ -957,14 +957,17 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       // while another of its connections holds the transaction the pause's
       // drain waits for; and a pool's new connection would wait for the
       // whole pause before its connect-time queries.
-      const bool gate_free = PassesGate(cmd, payload);
-      if (gate_free && core_.paused()) return ForwardUngated(payload, raw);
-      if (cur_ < 0 && core_.paused() && GateFreeCommand(cmd, payload)) return OpenFirstServer();
+      // (Asked only while the gate is closed: out of a pause a query's text
+      // is not scanned for it.)
+      if (core_.paused()) {
+        if (PassesGate(cmd, payload)) return ForwardUngated(payload, raw);
+        if (cur_ < 0 && GateFreeCommand(cmd, payload)) return OpenFirstServer();
+      }
       // A transaction starts here: the gate, then the route.
       if (!core_.EnterTransaction(shared_from_this(), loop_, ep_)) {
         // (The pause began since paused() was read: the core will wake this
         // session once at ResumeWrites, which finds nothing held.)
-        if (gate_free) return ForwardUngated(payload, raw);
+        if (PassesGate(cmd, payload)) return ForwardUngated(payload, raw);
         waiting_gate_ = true;
         return false;
       }
