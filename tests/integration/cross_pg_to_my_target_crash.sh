@@ -32,17 +32,8 @@ DST="mysql://mf:mfpass@127.0.0.1:$myport/shop"
 
 # kill_target: kill -9 of the target's mariadbd, then the same server started
 # again on its data directory and port (its args file keeps the settings).
-KILLS=0
 kill_target() {
-  local pid
-  pid=$(cat "$WORK/dst/mariadbd.pid")
-  kill -9 "$pid"
-  local i
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && fail "mariadbd $pid survived kill -9"
-  KILLS=$((KILLS + 1))
-  sleep 1
-  "$TESTDB" start mariadb "$WORK/dst" 0
+  kill_restart_mariadb "$WORK/dst"
   [[ $(sql_my -e "SELECT @@innodb_flush_log_at_trx_commit") == 0 ]] || fail "the restarted target lost its settings"
 }
 

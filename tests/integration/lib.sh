@@ -76,6 +76,21 @@ start_kafka_mock() {
   log "mock Kafka cluster at $BROKERS, topics $*"
 }
 
+# kill_restart_mariadb DIR: kill -9 of the mariadbd of data directory DIR,
+# then the same server started again on its data directory and port (its
+# args file keeps the settings); counts in KILLS.
+KILLS=0
+kill_restart_mariadb() {
+  local dir=$1 pid i
+  pid=$(cat "$dir/mariadbd.pid")
+  kill -9 "$pid"
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "mariadbd $pid survived kill -9"
+  KILLS=$((KILLS + 1))
+  sleep 1
+  "$TESTDB" start mariadb "$dir" 0
+}
+
 # start_schema_registry PORT_BASE: tests/tools/schema_registry.py (a
 # Confluent-compatible registry in memory) on the first free port from
 # PORT_BASE. While $WORK/registry.refuse exists it refuses every schema with

@@ -42,17 +42,8 @@ wait_replica
 NAME=mcopycrash
 write_my_spec $NAME "chunk_rows: 2500" "copy_workers: 2" "partitions: 4" "knobs:" "  copy_rows_per_s: 10000"
 
-KILLS=0
 kill_target() {
-  local pid
-  pid=$(cat "$DST_DIR/mariadbd.pid")
-  kill -9 "$pid"
-  local i
-  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && fail "mariadbd $pid survived kill -9"
-  KILLS=$((KILLS + 1))
-  sleep 1
-  "$TESTDB" start mariadb "$DST_DIR" 0
+  kill_restart_mariadb "$DST_DIR"
   [[ $(sql_dst -e "SELECT @@innodb_flush_log_at_trx_commit") == 0 ]] || fail "the restarted target lost its settings"
 }
 # recorded / planned: the current migration's chunks recorded on the target / in its plan.
