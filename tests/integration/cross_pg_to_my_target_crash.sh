@@ -18,17 +18,9 @@
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3  # Debian's, with python3-pymysql and python3-psycopg2 (scripts/setup)
 
-pgport=$(free_port 31100)
-"$TESTDB" start pg "$WORK/src" "$pgport"
-psql -X -q -At "$("$TESTDB" uri "$WORK/src")" -c "CREATE DATABASE app"
-SRC=$("$TESTDB" uri "$WORK/src" app)
-myport=$(free_port 31120)
-"$TESTDB" start mariadb "$WORK/dst" "$myport" --innodb-flush-log-at-trx-commit=0 --sync-binlog=0
-sql_my() { "$TESTDB" sql "$WORK/dst" -N -B "$@"; }
+start_pg_to_my_servers 31100 31120 --innodb-flush-log-at-trx-commit=0 --sync-binlog=0
 [[ $(sql_my -e "SELECT @@innodb_flush_log_at_trx_commit, @@sync_binlog") == "0	0" ]] \
   || fail "the target should run innodb_flush_log_at_trx_commit = 0, sync_binlog = 0"
-sql_my -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'; CREATE DATABASE shop"
-DST="mysql://mf:mfpass@127.0.0.1:$myport/shop"
 
 # kill_target: kill -9 of the target's mariadbd, then the same server started
 # again on its data directory and port (its args file keeps the settings).

@@ -18,16 +18,8 @@
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3  # Debian's, with python3-pymysql and python3-psycopg2 (scripts/setup)
 
-pgport=$(free_port 26000)
-"$TESTDB" start pg "$WORK/src" "$pgport"
-psql -X -q -At "$("$TESTDB" uri "$WORK/src")" -c "CREATE DATABASE app"
-SRC=$("$TESTDB" uri "$WORK/src" app)
-myport=$(free_port 26020)
-"$TESTDB" start mariadb "$WORK/dst" "$myport"
-sql_my() { "$TESTDB" sql "$WORK/dst" -N -B "$@"; }
-sql_my -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'; CREATE DATABASE shop;
-  CREATE DATABASE arr"
-DST="mysql://mf:mfpass@127.0.0.1:$myport/shop"
+start_pg_to_my_servers 26000 26020
+sql_my -e "CREATE DATABASE arr"
 MYHOST=127.0.0.1:$myport:mf:mfpass:shop
 
 pgbench -i -s 1 -q "$SRC" >/dev/null 2>&1

@@ -14,15 +14,7 @@
 source "$(dirname "$0")/lib.sh"
 export PGTZ=UTC
 
-pgport=$(free_port 28000)
-"$TESTDB" start pg "$WORK/src" "$pgport"
-psql -X -q -At "$("$TESTDB" uri "$WORK/src")" -c "CREATE DATABASE app"
-SRC=$("$TESTDB" uri "$WORK/src" app)
-myport=$(free_port 28020)
-"$TESTDB" start mariadb "$WORK/dst" "$myport"
-sql_my() { "$TESTDB" sql "$WORK/dst" -N -B "$@"; }
-sql_my -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'; CREATE DATABASE shop"
-DST="mysql://mf:mfpass@127.0.0.1:$myport/shop"
+start_pg_to_my_servers 28000 28020
 
 pgbench -i -s 1 -q "$SRC" >/dev/null 2>&1
 sql_src <<'SQL'

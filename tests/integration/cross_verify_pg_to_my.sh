@@ -15,15 +15,7 @@
 source "$(dirname "$0")/lib.sh"
 PY=/usr/bin/python3  # Debian's, with python3-pymysql and python3-psycopg2 (scripts/setup)
 
-pgport=$(free_port 25700)
-"$TESTDB" start pg "$WORK/src" "$pgport"
-psql -X -q -At "$("$TESTDB" uri "$WORK/src")" -c "CREATE DATABASE app"
-SRC=$("$TESTDB" uri "$WORK/src" app)
-myport=$(free_port 25720)
-"$TESTDB" start mariadb "$WORK/dst" "$myport"
-sql_my() { "$TESTDB" sql "$WORK/dst" -N -B "$@"; }
-sql_my -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'; CREATE DATABASE shop"
-DST="mysql://mf:mfpass@127.0.0.1:$myport/shop"
+start_pg_to_my_servers 25700 25720
 
 pgbench -i -s 1 -q "$SRC" >/dev/null 2>&1
 sql_src <<'SQL'

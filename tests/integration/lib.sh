@@ -76,6 +76,22 @@ start_kafka_mock() {
   log "mock Kafka cluster at $BROKERS, topics $*"
 }
 
+# start_pg_to_my_servers PG_BASE MY_BASE [MARIADBD_OPTION...]: a PostgreSQL
+# source (database app: SRC) and a MariaDB target ($WORK/dst, database shop
+# for user mf: DST) on the first free ports from each base (pgport, myport);
+# sql_my runs the mariadb client on the target.
+sql_my() { "$TESTDB" sql "$WORK/dst" -N -B "$@"; }
+start_pg_to_my_servers() {
+  pgport=$(free_port "$1")
+  "$TESTDB" start pg "$WORK/src" "$pgport"
+  psql -X -q -At "$("$TESTDB" uri "$WORK/src")" -c "CREATE DATABASE app"
+  SRC=$("$TESTDB" uri "$WORK/src" app)
+  myport=$(free_port "$2")
+  "$TESTDB" start mariadb "$WORK/dst" "$myport" "${@:3}"
+  sql_my -e "CREATE USER mf@'%' IDENTIFIED BY 'mfpass'; GRANT ALL ON *.* TO mf@'%'; CREATE DATABASE shop"
+  DST="mysql://mf:mfpass@127.0.0.1:$myport/shop"
+}
+
 # kill_restart_mariadb DIR: kill -9 of the mariadbd of data directory DIR,
 # then the same server started again on its data directory and port (its
 # args file keeps the settings); counts in KILLS.
