@@ -52,6 +52,9 @@ INSERT INTO types (i4, n, nu, t, tz, jb, e, bt)
 -- For the refusal below: an array column has no way back yet.
 CREATE TABLE arr (id int PRIMARY KEY, a int[]);
 INSERT INTO arr VALUES (1, '{1,2}');
+-- Names a real schema has: spaces, quotes, columns named like SQL words.
+CREATE TABLE "Order Items" ("select" int PRIMARY KEY, "a ""q"" col" char(5), "id" text, "from" bit(4));
+INSERT INTO "Order Items" SELECT g, 'c' || g, 't' || g, (g % 16)::bit(4) FROM generate_series(1, 50) g;
 SQL
 
 write_spec rev "exclude: [public.arr]" "partitions: 4" "chunk_rows: 2000" "casting:" "  numeric: decimal" \
@@ -118,8 +121,15 @@ UPDATE types SET e = 'ok', nu = 3.25, b = 0, tz = '2001-02-03 04:05:06.700000', 
 DELETE FROM types WHERE id IN (2, 50, 51);
 SQL
 log "written on MariaDB: 200 inserts, $(sql_my -e "SELECT COUNT(*) FROM shop.pgbench_accounts WHERE filler = 'updated on mariadb'") updates, deletes; typed rows"
+sql_my -e 'UPDATE shop.`Order Items` SET `a "q" col` = "zz", `from` = 5 WHERE `select` = 1;
+  INSERT INTO shop.`Order Items` VALUES (100, "new", "n", 3); DELETE FROM shop.`Order Items` WHERE `select` = 2;
+  UPDATE shop.`Order Items` SET `select` = 200 WHERE `select` = 3'
 verify_clean "writes on MariaDB"
-equal "writes on MariaDB"
+equal "writes on MariaDB" compare
+odd=$(sql_src -c "SELECT string_agg(concat_ws('|', \"select\", \"a \"\"q\"\" col\", id, \"from\"), ',' ORDER BY \"select\")
+  FROM \"Order Items\" WHERE \"select\" IN (1, 2, 3, 100, 200)")
+[[ $odd == "1|zz   |t1|0101,100|new  |n|0011,200|c3   |t3|0011" ]] || fail "\"Order Items\" on PostgreSQL after MariaDB's writes: $odd"
+log "\"Order Items\" (a column named select, one with a quote in its name, char(5), bit(4)): MariaDB's update, insert, delete and key move are on PostgreSQL"
 new_id=$(sql_my -e "SELECT id FROM shop.types WHERE vc = 'façade €'")
 [[ -n $new_id ]] || fail "the typed row is not on MariaDB"
 want="21|1234567890.12|0.5|-1.5|1e-300|t|multi
