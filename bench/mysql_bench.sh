@@ -32,8 +32,11 @@
 #                      "c<N>" sets chunk_rows: N for that entry ("2c1000000")
 #   MF_SPEC_EXTRA=     extra YAML lines for midflight's spec
 #   REPLICA_PARALLEL=0 replica B's slave_parallel_threads (0 = MariaDB's default, one SQL thread)
+#   REPLICA_C_THREADS=$(nproc)  replica C, a second comparison: parallel replication with this many
+#                      slave_parallel_threads and slave_parallel_mode=optimistic (the strongest thing a
+#                      DBA would try); 0 leaves replica C out
 #   LAG_RATE=500 LAG_SECONDS=20   the steady-lag sysbench (--rate, --time, 4 threads)
-#   PRI_PORT=27501 REPA_PORT=27502 REPB_PORT=27503 DST_PORT=27504   server ports (27500-27520)
+#   PRI_PORT=27501 REPA_PORT=27502 REPB_PORT=27503 DST_PORT=27504 REPC_PORT=27505   server ports (27500-27520)
 #   TIMEOUT=1800 (seconds, per wait) KEEP=1 (keep the temp dir; servers are stopped anyway)
 #   MIDFLIGHT_BIN=path  use this binary instead of building (scripts/build honours
 #                       MIDFLIGHT_BUILD_DIR for a separate build directory)
@@ -50,12 +53,14 @@ MF_WORKERS=${MF_WORKERS:-2}
 MF_CHUNK_ROWS=${MF_CHUNK_ROWS:-250000}
 MF_PARTITIONS=${MF_PARTITIONS:-2}
 REPLICA_PARALLEL=${REPLICA_PARALLEL:-0}
+REPLICA_C_THREADS=${REPLICA_C_THREADS:-$(nproc)}
 LAG_RATE=${LAG_RATE:-500}
 LAG_SECONDS=${LAG_SECONDS:-20}
 PRI_PORT=${PRI_PORT:-27501}
 REPA_PORT=${REPA_PORT:-27502}
 REPB_PORT=${REPB_PORT:-27503}
 DST_PORT=${DST_PORT:-27504}
+REPC_PORT=${REPC_PORT:-27505}
 TIMEOUT=${TIMEOUT:-1800}
 KEEP=${KEEP:-}
 POLL=0.2
@@ -67,7 +72,7 @@ for s in ${SKIP//,/ }; do
   [[ " $known " == *" $s "* ]] || { echo "mysql_bench.sh: SKIP: unknown '$s' (known: ${known// /,})" >&2; exit 2; }
 done
 skipped() { [[ ",$SKIP," == *",$1,"* ]]; }
-for p in "$PRI_PORT" "$REPA_PORT" "$REPB_PORT" "$DST_PORT"; do
+for p in "$PRI_PORT" "$REPA_PORT" "$REPB_PORT" "$DST_PORT" "$REPC_PORT"; do
   ((p >= 27500 && p <= 27520)) || { echo "mysql_bench.sh: port $p is outside 27500-27520" >&2; exit 2; }
 done
 IFS=, read -r -a MF_W <<<"$MF_WORKERS"
@@ -87,7 +92,7 @@ cleanup() {
   [[ -n $LOAD_PID ]] && kill -TERM "$LOAD_PID" 2>/dev/null
   for p in "${COPY_PIDS[@]}"; do kill "$p" 2>/dev/null; done
   if [[ -n $MF_PID ]]; then kill -TERM "$MF_PID" 2>/dev/null; sleep 1; kill -9 "$MF_PID" 2>/dev/null; fi
-  cleanup_work "$WORK/pri" "$WORK/repa" "$WORK/repb" "$WORK/dst"
+  cleanup_work "$WORK/pri" "$WORK/repa" "$WORK/repb" "$WORK/dst" "$WORK/repc"
   exit "$rc"
 }
 trap cleanup EXIT
@@ -98,6 +103,8 @@ sql() { local dir=$1; shift; "$TESTDB" sql "$dir" -N -B "$@"; }
 sql_pri() { sql "$WORK/pri" "$@"; }
 sql_a() { sql "$WORK/repa" "$@"; }
 sql_b() { sql "$WORK/repb" "$@"; }
+sql_c() { sql "$WORK/repc" "$@"; }
+with_c() { ((REPLICA_C_THREADS > 0)); }
 sql_dst() { sql "$WORK/dst" "$@"; }
 uri() { echo "mysql://$USER_PW:$USER_PW@127.0.0.1:$1/$2"; }
 # my_pos DIR: the server's binlog position, encoded as midflight's restart_pos ((file number << 32) | offset).
@@ -180,7 +187,7 @@ section "setup"
 for t in mariadbd mariadb mariadb-dump mydumper myloader sysbench jq; do
   command -v "$t" >/dev/null || [[ -x /usr/sbin/$t ]] || die "$t is not installed (Debian: mariadb-server mariadb-client mydumper sysbench jq)"
 done
-for p in "$PRI_PORT" "$REPA_PORT" "$REPB_PORT" "$DST_PORT"; do port_free "$p" || die "port $p is in use"; done
+for p in "$PRI_PORT" "$REPA_PORT" "$REPB_PORT" "$DST_PORT" "$REPC_PORT"; do port_free "$p" || die "port $p is in use"; done
 WORK=$(mktemp -d /tmp/midflight-mybench.XXXXXX)
 chmod 755 "$WORK"
 log "work dir: $WORK"
@@ -196,6 +203,8 @@ log "$(mariadbd --version 2>/dev/null || /usr/sbin/mariadbd --version); $(mydump
 b_opts=()
 ((REPLICA_PARALLEL > 0)) && b_opts=(--slave-parallel-threads="$REPLICA_PARALLEL")
 "$TESTDB" start mariadb-replica "$WORK/repb" "$REPB_PORT" "$WORK/pri" "${b_opts[@]}"
+with_c && "$TESTDB" start mariadb-replica "$WORK/repc" "$REPC_PORT" "$WORK/pri" \
+  --slave-parallel-threads="$REPLICA_C_THREADS" --slave-parallel-mode=optimistic
 "$TESTDB" start mariadb "$WORK/dst" "$DST_PORT"
 log "primary :$PRI_PORT, replica A :$REPA_PORT (midflight's and the copies' source), replica B :$REPB_PORT (drain comparison), target :$DST_PORT"
 sql_pri -e "CREATE DATABASE $DB"
@@ -207,6 +216,7 @@ sysbench oltp_read_write "${SB_BASE[@]}" --threads=2 prepare >"$WORK/sysbench-pr
 PREP_S=$(since "$t0")
 wait_replica "$WORK/repa"
 wait_replica "$WORK/repb"
+with_c && wait_replica "$WORK/repc"
 for t in "${TBL[@]}"; do SRC_COUNT[$t]=$(sql_a -e "SELECT COUNT(*) FROM $DB.$t"); done
 SRC_INDEXES=$(index_list "$WORK/repa" "$DB")
 SRC_MB=$(sql_a -e "SELECT ROUND(SUM(DATA_LENGTH + INDEX_LENGTH) / 1048576) FROM information_schema.TABLES WHERE TABLE_SCHEMA = '$DB'")
@@ -342,6 +352,7 @@ if ! skipped drain && [[ -n $MF_KEPT ]]; then
   wait_replica "$WORK/repa"
   wait_replica "$WORK/repb"
   sql_b -e "STOP SLAVE SQL_THREAD"
+  if with_c; then wait_replica "$WORK/repc"; sql_c -e "STOP SLAVE SQL_THREAD"; fi
   MF_FROM=$(mf_field replication.restart_position)
   A_BYTES0=$(binlog_bytes "$WORK/repa")
   P_BYTES0=$(binlog_bytes "$WORK/pri")
@@ -358,6 +369,7 @@ if ! skipped drain && [[ -n $MF_KEPT ]]; then
   wait_replica "$WORK/repa"
   log "replica A caught up $(since "$t0") s after sysbench stopped (not timed: it is midflight's source)"
   wait_replica "$WORK/repb" Gtid_IO_Pos
+  with_c && wait_replica "$WORK/repc" Gtid_IO_Pos
   GOAL_POS=$(my_pos "$WORK/repa")
   A_BYTES=$(($(binlog_bytes "$WORK/repa") - A_BYTES0))
   log "replica B's relay log has the whole backlog (Gtid_IO_Pos $GOAL_GTID); replica A's binlog grew $A_BYTES bytes, ends at $(fmt_pos "$GOAL_POS")"
@@ -371,22 +383,32 @@ if ! skipped drain && [[ -n $MF_KEPT ]]; then
   log "midflight drained in $MF_DRAIN_S s ($MF_APPLIED changes applied by this process, per its status)"
   mf_stop
 
-  log "replica B: START SLAVE SQL_THREAD; until gtid_slave_pos = $GOAL_GTID"
-  t0=$(now)
-  sql_b -e "START SLAVE SQL_THREAD"
-  deadline=$((SECONDS + TIMEOUT))
-  while :; do
-    have=$(sql_b -e "SELECT @@gtid_slave_pos")
-    [[ $have == "$GOAL_GTID" ]] && break
-    err=$(slave_field "$WORK/repb" Last_Error)
-    [[ -z $err ]] || die "replica B: $err"
-    ((SECONDS < deadline)) || die "replica B did not reach $GOAL_GTID in ${TIMEOUT}s (gtid_slave_pos $have)"
-    sleep "$POLL"
-  done
-  B_DRAIN_S=$(since "$t0")
+  # replica_drain DIR NAME: starts the SQL thread and prints the seconds until it applied the backlog.
+  replica_drain() {
+    local t0 have err deadline
+    log "replica $2: START SLAVE SQL_THREAD; until gtid_slave_pos = $GOAL_GTID" >&2
+    t0=$(now)
+    sql "$1" -e "START SLAVE SQL_THREAD"
+    deadline=$((SECONDS + TIMEOUT))
+    while :; do
+      have=$(sql "$1" -e "SELECT @@gtid_slave_pos")
+      [[ $have == "$GOAL_GTID" ]] && break
+      err=$(slave_field "$1" Last_Error)
+      [[ -z $err ]] || die "replica $2: $err"
+      ((SECONDS < deadline)) || die "replica $2 did not reach $GOAL_GTID in ${TIMEOUT}s (gtid_slave_pos $have)"
+      sleep "$POLL"
+    done
+    since "$t0"
+  }
+  B_DRAIN_S=$(replica_drain "$WORK/repb" B)
   log "replica B caught up in $B_DRAIN_S s (slave_parallel_threads $(sql_b -e "SELECT @@slave_parallel_threads"))"
   # Not needed any more: one server less sharing the cores during the lag run.
   "$TESTDB" stop "$WORK/repb"
+  if with_c; then
+    C_DRAIN_S=$(replica_drain "$WORK/repc" C)
+    log "replica C caught up in $C_DRAIN_S s (slave_parallel_threads $(sql_c -e "SELECT @@slave_parallel_threads"), mode $(sql_c -e "SELECT @@slave_parallel_mode"))"
+    "$TESTDB" stop "$WORK/repc"
+  fi
   DRAIN_DONE=1
 fi
 
@@ -463,9 +485,12 @@ if [[ -n $DRAIN_DONE ]]; then
   printf '  %-50s %9s %11s %9s\n' consumer seconds changes/s "tx/s"
   printf '  %-50s %9.2f %11.0f %9.0f\n' "replica B (SQL thread, slave_parallel_threads $REPLICA_PARALLEL)" "$B_DRAIN_S" \
     "$(div "$DRAIN_CHANGES" "$B_DRAIN_S")" "$(div "$DRAIN_TX" "$B_DRAIN_S")"
+  with_c && printf '  %-50s %9.2f %11.0f %9.0f\n' "replica C (slave_parallel_threads $REPLICA_C_THREADS, optimistic)" "$C_DRAIN_S" \
+    "$(div "$DRAIN_CHANGES" "$C_DRAIN_S")" "$(div "$DRAIN_TX" "$C_DRAIN_S")"
   printf '  %-50s %9.2f %11.0f %9.0f\n' "midflight ($MF_PARTITIONS partitions, incl. start-up)" "$MF_DRAIN_S" \
     "$(div "$DRAIN_CHANGES" "$MF_DRAIN_S")" "$(div "$DRAIN_TX" "$MF_DRAIN_S")"
   printf '  drain ratio: %sx (replica B seconds / midflight seconds)\n' "$(div "$B_DRAIN_S" "$MF_DRAIN_S")"
+  with_c && printf '  drain ratio against parallel replication: %sx (replica C seconds / midflight seconds)\n' "$(div "$C_DRAIN_S" "$MF_DRAIN_S")"
   [[ -n ${MF_APPLIED:-} ]] && printf '  midflight reported %s changes applied while draining\n' "$MF_APPLIED"
 fi
 [[ -n $LAG_MAX ]] && printf '\nsteady lag under sysbench oltp_write_only --threads=4 --rate=%s --time=%s (%s tps): max %s s, p50 %s s (%s samples, one per %s s; max %s bytes)\n' \
@@ -482,6 +507,7 @@ r_myd=-; r_raw=-; r_drain=-
 printf '  %-52s %8s  %s\n' "copy time / mydumper+myloader's <= 0.5" "$r_myd" "$(met "$r_myd" '<=' 0.5)"
 printf '  %-52s %8s  %s\n' "copy time / raw OUTFILE+LOAD DATA's <= 1.0" "$r_raw" "$(met "$r_raw" '<=' 1.0)"
 printf '  %-52s %8s  %s\n' "drain: replica B seconds / midflight's >= 1.5" "$r_drain" "$(met "$r_drain" '>=' 1.5)"
+with_c && [[ -n $DRAIN_DONE ]] && printf '  %-52s %8s  %s\n' "drain: replica C (parallel) seconds / midflight's" "$(div "$C_DRAIN_S" "$MF_DRAIN_S")" "(reported, no target)"
 printf '  %-52s %8s  %s\n' "steady lag (max) < 1 s" "${LAG_MAX:--}" "$(met "${LAG_MAX:--}" '<' 1)"
 printf '  %-52s %8s  %s\n' "steady lag (p50) < 1 s" "${LAG_P50:--}" "$(met "${LAG_P50:--}" '<' 1)"
 [[ -z $COMPARE_RESULT || $COMPARE_RESULT == "source and target are equal" ]] || die "midflight compare: $COMPARE_RESULT"
