@@ -12,6 +12,22 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
 div() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b }'; }
 # met VALUE OP LIMIT: "met", "MISSED", or "n/a" without a value.
 met() { awk -v v="$1" -v lim="$3" -v op="$2" 'BEGIN { if (v == "-" || v == "") print "n/a"; else if ((op == "<=" && v + 0 <= lim + 0) || (op == ">=" && v + 0 >= lim + 0) || (op == "<" && v + 0 < lim + 0)) print "met"; else print "MISSED" }'; }
+# CPU accounting (clock ticks, user + system), for "where the time goes":
+# shell_child_ticks: every process this shell has waited for (the tools,
+#   midflight once mf_stop has reaped it);
+# pg_server_ticks DIR: a PostgreSQL server of scripts/testdb, its postmaster
+#   and every backend, ended (reaped by the postmaster) or alive.
+stat_ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 + (ENVIRON["WITH_CHILDREN"] ? $14 + $15 : 0) }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+shell_child_ticks() { awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$$/stat"; }
+pg_server_ticks() {
+  local pm t c
+  pm=$(head -1 "$1/data/postmaster.pid")
+  t=$(WITH_CHILDREN=1 stat_ticks "$pm")
+  for c in $(pgrep -P "$pm"); do t=$((t + $(stat_ticks "$c"))); done
+  echo "$t"
+}
+ticks_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+
 psql_to() { local uri=$1; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -At "$uri" "$@"; }
 
 # cleanup_work DIRS...: the end of every script's EXIT trap (with the exit

@@ -179,7 +179,18 @@ COPY_ORDER=()
 COPY_LABEL=()
 MF_RSS=()              # per MF_W entry
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
-add_copy() { COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; COPY_LOAD[$1]=$(loadavg); log "$2: $3 s (load average ${COPY_LOAD[$1]})"; }
+# cpu_mark before a copy method starts, add_copy when it has ended (its
+# processes reaped): COPY_CPU[key] = "source target tools" CPU seconds, the
+# source being replica A (every method reads it) and the tools what this
+# shell has waited for (midflight's own process for midflight).
+declare -A COPY_CPU
+my_server_ticks() { stat_ticks "$(cat "$1/mariadbd.pid")"; }
+cpu_mark() { CPU0=("$(my_server_ticks "$WORK/repa")" "$(my_server_ticks "$WORK/dst")" "$(shell_child_ticks)"); }
+add_copy() {
+  COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; COPY_LOAD[$1]=$(loadavg)
+  COPY_CPU[$1]="$(ticks_s $(($(my_server_ticks "$WORK/repa") - CPU0[0]))) $(ticks_s $(($(my_server_ticks "$WORK/dst") - CPU0[1]))) $(ticks_s $(($(shell_child_ticks) - CPU0[2])))"
+  log "$2: $3 s (load average ${COPY_LOAD[$1]}; CPU s: source, target, tools: ${COPY_CPU[$1]})"
+}
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ------------------------------------------------------------------ setup --
@@ -231,6 +242,7 @@ D_CLI=(-h127.0.0.1 -P"$DST_PORT" -u"$USER_PW" -p"$USER_PW")
 if ! skipped dump; then
   log "mariadb-dump --single-transaction | mariadb"
   fresh_db sbtest_dump
+  cpu_mark
   t0=$(now)
   mariadb-dump --no-defaults "${A_CLI[@]}" --single-transaction "$DB" 2>"$WORK/dump.log" |
     mariadb --no-defaults "${D_CLI[@]}" sbtest_dump 2>>"$WORK/dump.log" || die "mariadb-dump | mariadb failed (see $WORK/dump.log)"
@@ -242,6 +254,7 @@ fi
 if ! skipped mydumper; then
   log "mydumper -t 2 + myloader -t 2"
   rm -rf "$WORK/mydumper"
+  cpu_mark
   t0=$(now)
   mydumper -h 127.0.0.1 -P "$REPA_PORT" -u "$USER_PW" -p "$USER_PW" -B "$DB" -t 2 -o "$WORK/mydumper" -v 2 \
     >"$WORK/mydumper.log" 2>&1 || die "mydumper failed (see $WORK/mydumper.log)"
@@ -257,6 +270,7 @@ if ! skipped raw; then
   log "raw: CREATE TABLE without secondary keys, then per table (2 at a time) INTO OUTFILE, LOAD DATA INFILE, ADD KEY"
   fresh_db sbtest_raw
   mkdir -p "$WORK/raw"
+  cpu_mark
   t0=$(now)
   # The schema from SHOW CREATE TABLE, secondary keys cut out and kept for an
   # ALTER TABLE after the load (sysbench prepare too creates k_1 after its INSERTs).
@@ -319,6 +333,7 @@ $([[ $early == false ]] && echo "early_indexes: false")
 $([[ $binlog == false ]] && echo "copy_binlog: false")
 ${MF_SPEC_EXTRA:-}
 YAML
+    cpu_mark
     t0=$(now)
     mf_start
     mf_wait_phase replicating
@@ -477,6 +492,15 @@ if ((${#COPY_ORDER[@]})); then
   done
   for k in "${mf_keys[@]}"; do
     printf '  midflight (%s) peak RSS: %s MB\n' "${MF_W[${k#mf}]}" "${MF_RSS[${k#mf}]}"
+  done
+  echo
+  echo "copy CPU seconds (user + system): replica A (the source), the target server, the tools (midflight's own process for midflight)"
+  printf '  %-58s %9s %9s %9s %9s\n' method source target tools total
+  for j in "${!COPY_ORDER[@]}"; do
+    m=${COPY_ORDER[$j]}
+    read -r c_src c_dst c_tool <<<"${COPY_CPU[$m]}"
+    printf '  %-58s %9.2f %9.2f %9.2f %9.2f\n' "${COPY_LABEL[$j]}" "$c_src" "$c_dst" "$c_tool" \
+      "$(awk -v a="$c_src" -v b="$c_dst" -v c="$c_tool" 'BEGIN { print a + b + c }')"
   done
 fi
 if [[ -n $DRAIN_DONE ]]; then

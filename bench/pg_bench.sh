@@ -128,7 +128,15 @@ declare -A COPY_S=()   # method -> seconds
 COPY_ORDER=()
 COPY_LABEL=()
 MF_RSS=()              # per MF_W entry
-add_copy() { COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; log "$2: $3 s"; }
+# cpu_mark before a copy method starts, add_copy when it has ended (its
+# processes reaped): COPY_CPU[key] = "source target tools" CPU seconds.
+declare -A COPY_CPU
+cpu_mark() { CPU0=("$(pg_server_ticks "$WORK/src")" "$(pg_server_ticks "$WORK/dst")" "$(shell_child_ticks)"); }
+add_copy() {
+  COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3
+  COPY_CPU[$1]="$(ticks_s $(($(pg_server_ticks "$WORK/src") - CPU0[0]))) $(ticks_s $(($(pg_server_ticks "$WORK/dst") - CPU0[1]))) $(ticks_s $(($(shell_child_ticks) - CPU0[2])))"
+  log "$2: $3 s (CPU s: source, target, tools: ${COPY_CPU[$1]})"
+}
 
 # ------------------------------------------------------------- scale mode --
 # tree_rss_mb PID: the resident memory of PID and all its descendants, in MB.
@@ -290,6 +298,7 @@ if ! skipped raw; then
   log "raw COPY pipe: pre-data, 4 parallel psql COPY pipes, post-data"
   fresh_db bench_raw
   T=$(dst_uri bench_raw)
+  cpu_mark
   t0=$(now)
   pg_dump --schema-only --section=pre-data "$SRC" | psql_to "$T" >/dev/null
   COPY_PIDS=()
@@ -308,6 +317,7 @@ fi
 if ! skipped dump; then
   log "pg_dump -Fd -j 2 | pg_restore -j 2"
   fresh_db bench_dump
+  cpu_mark
   t0=$(now)
   pg_dump -Fd -j 2 -f "$WORK/dump" "$SRC"
   pg_restore -j 2 --exit-on-error -d "$(dst_uri bench_dump)" "$WORK/dump"
@@ -320,6 +330,7 @@ fi
 if ! skipped pgcopydb; then
   log "pgcopydb clone --table-jobs 2 --index-jobs 2"
   fresh_db bench_pgcopydb
+  cpu_mark
   t0=$(now)
   pgcopydb clone --source "$SRC" --target "$(dst_uri bench_pgcopydb)" --table-jobs 2 --index-jobs 2 \
     --dir "$WORK/pgcopydb" >"$WORK/pgcopydb.log" 2>&1 || die "pgcopydb clone failed (see $WORK/pgcopydb.log)"
@@ -334,6 +345,7 @@ if ! skipped native; then
   log "native logical replication: schema (pre- and post-data), then CREATE SUBSCRIPTION (copy_data)"
   fresh_db "$NATIVE_DB"
   T=$(dst_uri "$NATIVE_DB")
+  cpu_mark
   t0=$(now)
   native_subscribe "$T" "${TABLES[@]}"
   add_copy native "native logical replication (initial sync)" "$(since "$t0")"
@@ -367,7 +379,8 @@ early_indexes: $early
 ${MF_PARTITIONS:+partitions: $MF_PARTITIONS}
 ${MF_SPEC_EXTRA:-}
 YAML
-    t0=$(now)
+    cpu_mark
+  t0=$(now)
     mf_start
     mf_wait_phase replicating
     secs=$(since "$t0")
@@ -489,6 +502,15 @@ if ((${#COPY_ORDER[@]})); then
   done
   for k in "${mf_keys[@]}"; do
     printf '  midflight (copy_workers %s) peak RSS: %s MB\n' "${MF_W[${k#mf}]}" "${MF_RSS[${k#mf}]}"
+  done
+  echo
+  echo "copy CPU seconds (user + system): source server, target server, the tools (midflight's own process for midflight)"
+  printf '  %-42s %9s %9s %9s %9s\n' method source target tools total
+  for j in "${!COPY_ORDER[@]}"; do
+    m=${COPY_ORDER[$j]}
+    read -r c_src c_dst c_tool <<<"${COPY_CPU[$m]}"
+    printf '  %-42s %9.2f %9.2f %9.2f %9.2f\n' "${COPY_LABEL[$j]}" "$c_src" "$c_dst" "$c_tool" \
+      "$(awk -v a="$c_src" -v b="$c_dst" -v c="$c_tool" 'BEGIN { print a + b + c }')"
   done
 fi
 if [[ -n $DRAIN_DONE ]]; then
