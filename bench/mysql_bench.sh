@@ -32,6 +32,8 @@
 #                      "c<N>" sets chunk_rows: N for that entry ("2c1000000")
 #   MF_SPEC_EXTRA=     extra YAML lines for midflight's spec
 #   REPLICA_PARALLEL=0 replica B's slave_parallel_threads (0 = MariaDB's default, one SQL thread)
+#   DST_OPTS=          extra mariadbd options for the target, e.g. "--innodb-buffer-pool-size=4G
+#                      --innodb-log-file-size=2G" (scripts/testdb's servers have 256M of each)
 #   REPLICA_C_THREADS=$(nproc)  replica C, a second comparison: parallel replication with this many
 #                      slave_parallel_threads and slave_parallel_mode=optimistic (the strongest thing a
 #                      DBA would try); 0 leaves replica C out
@@ -54,6 +56,7 @@ MF_CHUNK_ROWS=${MF_CHUNK_ROWS:-250000}
 MF_PARTITIONS=${MF_PARTITIONS:-2}
 REPLICA_PARALLEL=${REPLICA_PARALLEL:-0}
 REPLICA_C_THREADS=${REPLICA_C_THREADS:-$(nproc)}
+DST_OPTS=${DST_OPTS:-}
 LAG_RATE=${LAG_RATE:-500}
 LAG_SECONDS=${LAG_SECONDS:-20}
 PRI_PORT=${PRI_PORT:-27501}
@@ -216,7 +219,8 @@ b_opts=()
 "$TESTDB" start mariadb-replica "$WORK/repb" "$REPB_PORT" "$WORK/pri" "${b_opts[@]}"
 with_c && "$TESTDB" start mariadb-replica "$WORK/repc" "$REPC_PORT" "$WORK/pri" \
   --slave-parallel-threads="$REPLICA_C_THREADS" --slave-parallel-mode=optimistic
-"$TESTDB" start mariadb "$WORK/dst" "$DST_PORT"
+read -r -a dst_opts <<<"$DST_OPTS"
+"$TESTDB" start mariadb "$WORK/dst" "$DST_PORT" "${dst_opts[@]}"
 log "primary :$PRI_PORT, replica A :$REPA_PORT (midflight's and the copies' source), replica B :$REPB_PORT (drain comparison), target :$DST_PORT"
 sql_pri -e "CREATE DATABASE $DB"
 SB_BASE=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-port="$PRI_PORT" --mysql-user="$USER_PW"
