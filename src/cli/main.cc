@@ -124,15 +124,24 @@ int Status(const midflight::MigrationSpec& spec, bool json) {
                              HumanBytes(std::atof(get("lag_bytes", "0").c_str())), get("lag_bytes", "0"),
                              get("lag_seconds", "0"), get("applied_lsn", "-"), get("source_lsn", "-"),
                              get("changes_applied", "0"), get("changes_per_s", "0"));
-  // transport apply: workers: each partition's holder and lags.
-  if (auto parts = nlohmann::json::parse(get("kafka_partitions"), nullptr, false); parts.is_array()) {
-    std::cout << "  kafka partition  worker                    offsets applied/end  producer lag  consumer lag\n";
-    for (const auto& p : parts)
-      std::cout << fmt::format("  {:>15}  {:<24}  {:>9}/{:<9}  {:>4} msg {:>5.1f} s  {:>5} msg {:>5.1f} s\n",
-                               p.value("partition", 0), p.value("worker", std::string("-")),
-                               p.value("applied_offset", int64_t{-1}), p.value("end_offset", int64_t{-1}),
-                               p.value("producer_lag_messages", 0), p.value("producer_lag_seconds", 0.0),
-                               p.value("consumer_lag_messages", 0), p.value("consumer_lag_seconds", 0.0));
+  // Each partition's queue and lag; through Kafka the producer's side, with
+  // apply workers the holder and the consumer's side (control/status.h).
+  if (auto parts = nlohmann::json::parse(get("partition_status"), nullptr, false); parts.is_array() && !parts.empty()) {
+    const bool kafka = parts[0].contains("producer_lag_messages"), workers = parts[0].contains("consumer_lag_messages");
+    std::cout << "  partition  queued changes  lag s" << (kafka ? "  producer lag" : "")
+              << (workers ? "  worker                    offsets applied/end  consumer lag" : "") << "\n";
+    for (const auto& p : parts) {
+      std::string line = fmt::format("  {:>9}  {:>14}  {:>5.1f}", p.value("partition", 0), p.value("queued_changes", 0),
+                                     p.value("lag_seconds", 0.0));
+      if (kafka)
+        line += fmt::format("  {:>4} msg {:>5.1f} s", p.value("producer_lag_messages", 0),
+                            p.value("producer_lag_seconds", 0.0));
+      if (workers)
+        line += fmt::format("  {:<24}  {:>9}/{:<9}  {:>5} msg {:>5.1f} s", p.value("worker", std::string("-")),
+                            p.value("applied_offset", int64_t{-1}), p.value("end_offset", int64_t{-1}),
+                            p.value("consumer_lag_messages", 0), p.value("consumer_lag_seconds", 0.0));
+      std::cout << line << "\n";
+    }
   }
   if (!get("reverse_lag_bytes").empty())
     std::cout << fmt::format("  reverse (target -> source): lag {} bytes, {} s, {} changes applied\n",

@@ -272,15 +272,22 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       nlohmann::json parts = nlohmann::json::array();
       for (size_t p = 0; p < m.partitions.size(); ++p) {
         const PartitionMetrics& pm = m.partitions[p];
-        parts.push_back({{"partition", p},
-                         {"worker", pm.worker},
-                         {"worker_seen_s", std::round(pm.worker_seen_s * 10) / 10},
-                         {"applied_offset", pm.applied_offset},
-                         {"end_offset", pm.end_offset},
-                         {"producer_lag_messages", pm.producer_lag},
-                         {"producer_lag_seconds", std::round(pm.producer_lag_s * 1000) / 1000},
-                         {"consumer_lag_messages", pm.consumer_lag},
-                         {"consumer_lag_seconds", std::round(pm.consumer_lag_s * 1000) / 1000}});
+        nlohmann::json j = {{"partition", p},
+                            {"queued_changes", pm.queued_changes},
+                            {"lag_seconds", std::round(pm.lag_s * 1000) / 1000}};
+        if (pm.end_offset >= 0) {  // a log outside the process (Kafka)
+          j["end_offset"] = pm.end_offset;
+          j["producer_lag_messages"] = pm.producer_lag;
+          j["producer_lag_seconds"] = std::round(pm.producer_lag_s * 1000) / 1000;
+        }
+        if (m.external_apply) {
+          j["worker"] = pm.worker;
+          j["worker_seen_s"] = std::round(pm.worker_seen_s * 10) / 10;
+          j["applied_offset"] = pm.applied_offset;
+          j["consumer_lag_messages"] = pm.consumer_lag;
+          j["consumer_lag_seconds"] = std::round(pm.consumer_lag_s * 1000) / 1000;
+        }
+        parts.push_back(std::move(j));
       }
       rs.partitions_json = parts.dump();
     }

@@ -23,7 +23,7 @@ std::vector<std::pair<std::string, std::string>> ReplicationStatus::ToStore() co
     kv.push_back({"reverse_lag_seconds", fmt::format("{:.3f}", reverse_lag_seconds)});
     kv.push_back({"reverse_changes_applied", std::to_string(reverse_changes_applied)});
   }
-  if (!partitions_json.empty()) kv.push_back({"kafka_partitions", partitions_json});
+  if (!partitions_json.empty()) kv.push_back({"partition_status", partitions_json});
   kv.push_back({"old_side_writes", std::to_string(old_side_writes)});
   kv.push_back({"proxy_clients", std::to_string(proxy_clients)});
   kv.push_back({"proxy_transactions_source", std::to_string(proxy_transactions_source)});

@@ -33,10 +33,13 @@ struct ReplicationStatus {
   double changes_per_s = 0;
   uint64_t apply_retries = 0;
   bool stream_connected = false;
-  // transport kind kafka, apply: workers: one JSON object per partition,
-  // {"partition", "worker", "worker_seen_s", "applied_offset", "end_offset",
-  // "producer_lag_messages", "producer_lag_seconds", "consumer_lag_messages",
-  // "consumer_lag_seconds"}, as a JSON array; empty otherwise.
+  // One JSON object per apply partition, as a JSON array (empty before the
+  // stream starts): {"partition", "queued_changes" (routed, not applied),
+  // "lag_seconds" (its oldest source transaction not applied; 0: none)};
+  // through Kafka also "end_offset", "producer_lag_messages",
+  // "producer_lag_seconds"; with apply workers also "worker",
+  // "worker_seen_s", "applied_offset", "consumer_lag_messages",
+  // "consumer_lag_seconds".
   std::string partitions_json;
   // Reverse (target -> source), once a write switch started it.
   bool reverse_running = false;

@@ -40,7 +40,7 @@ ReplicationStatus ReplicationStatus::FromStore(const Lookup& get) {
   r.reverse_lag_bytes = u64("reverse_lag_bytes");
   r.reverse_lag_seconds = real("reverse_lag_seconds");
   r.reverse_changes_applied = u64("reverse_changes_applied");
-  r.partitions_json = get("kafka_partitions");
+  r.partitions_json = get("partition_status");
   r.old_side_writes = u64("old_side_writes");
   r.proxy_clients = i64("proxy_clients");
   r.proxy_transactions_source = i64("proxy_transactions_source");

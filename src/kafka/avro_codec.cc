@@ -735,6 +735,13 @@ Result<std::shared_ptr<const DebeziumAvroTable>> DebeziumAvroTable::Build(std::s
                        {"connect.parameters", {{"length", std::to_string(n)}}},
                        {"connect.name", "io.debezium.data.Bits"}};
         }
+        if (mysql && (base == "uuid" || base == "inet6" || base == "inet4")) {
+          // MariaDB's UUID, INET6 and INET4: the binlog's stored bytes as
+          // the text the server prints (Debezium: a string).
+          col->conv = Conv::kFixedBinary;
+          col->fixed_type = base;
+          return "string";
+        }
         if (mysql && IsGeometry(base)) {
           col->conv = Conv::kGeometry;
           if (!defined.insert("io.debezium.connector.mysql.Geometry").second)
@@ -866,6 +873,7 @@ Status DebeziumAvroTable::EncodeColumn(const Change& /*c*/, const Column& col, c
   AvroWriter v;  // the value, written after the branch once it parsed
   switch (col.conv) {
     case Conv::kString: v.String(Utf8(s)); break;
+    case Conv::kFixedBinary: v.String(Utf8(FixedBinaryText(col.fixed_type, s))); break;
     case Conv::kBool:
       if (s == "t" || s == "true" || s == "1")
         v.Bool(true);

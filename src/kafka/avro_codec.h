@@ -105,7 +105,7 @@ class DebeziumAvroTable {
   enum class Conv : uint8_t {
     kString, kBool, kInt, kLong, kFloat, kDouble, kBytesPg, kBytesRaw, kDecimal, kVarDecimal,
     kDate, kTimeMs, kTimeMicros, kZonedTime, kTimestampMs, kTimestampMicros, kZonedTimestamp, kGeometry,
-    kBitBool, kBits, kEnumIndex, kSetBits,
+    kBitBool, kBits, kEnumIndex, kSetBits, kFixedBinary,
   };
 
  private:
@@ -115,6 +115,7 @@ class DebeziumAvroTable {
     int scale = 0;  // kDecimal: the scale; kBits: the width in bits
     bool nullable = true;
     std::vector<std::string> labels;  // kEnumIndex, kSetBits: the members in order
+    std::string fixed_type;           // kFixedBinary: "uuid", "inet6" or "inet4"
   };
   Status EncodeImage(const Change& c, const std::vector<Datum>& image, bool key_only, AvroWriter* w) const;
   Status EncodeColumn(const Change& c, const Column& col, const Datum& d, AvroWriter* w) const;

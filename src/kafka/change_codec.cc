@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <arpa/inet.h>
+
 #include <nlohmann/json.hpp>
 
 namespace midflight::kafka {
@@ -36,12 +38,18 @@ json DatumJson(const Datum& d) {
   return nullptr;
 }
 
+// A value of column c in the Debezium images and the key (FixedBinaryText).
+json ColumnJson(const ColumnSchema& c, const Datum& d) {
+  if (d.is_unchanged()) return kUnavailable;
+  return d.kind == Datum::Kind::kText ? TextJson(FixedBinaryText(c.type.native_base, d.text)) : DatumJson(d);
+}
+
 json Image(const TableSchema& t, const std::vector<Datum>& image) {
   if (image.empty()) return nullptr;
   json out = json::object();
   for (size_t i = 0; i < image.size() && i < t.writable.size(); ++i) {
-    const Datum& d = image[i];
-    out[t.columns[t.writable[i]].name] = d.is_unchanged() ? json(kUnavailable) : DatumJson(d);
+    const ColumnSchema& c = t.columns[t.writable[i]];
+    out[c.name] = ColumnJson(c, image[i]);
   }
   return out;
 }
@@ -227,6 +235,18 @@ bool Unhex(std::string_view h, std::string* out) {
   return true;
 }
 
+std::string FixedBinaryText(std::string_view type_base, const std::string& value) {
+  char buf[INET6_ADDRSTRLEN];
+  if (type_base == "uuid" && value.size() == 16) {
+    const std::string h = Hex(value);
+    return fmt::format("{}-{}-{}-{}-{}", h.substr(0, 8), h.substr(8, 4), h.substr(12, 4), h.substr(16, 4),
+                       h.substr(20));
+  }
+  if (type_base == "inet6" && value.size() == 16 && inet_ntop(AF_INET6, value.data(), buf, sizeof buf)) return buf;
+  if (type_base == "inet4" && value.size() == 4 && inet_ntop(AF_INET, value.data(), buf, sizeof buf)) return buf;
+  return value;
+}
+
 bool ValidUtf8(std::string_view s) {
   size_t i = 0, n = s.size();
   while (i < n) {
@@ -257,7 +277,7 @@ EncodedChange EncodeChange(const Change& c, uint64_t run, uint32_t table_ref,
   json key = json::object();
   if (!t.key_writable.empty()) {
     for (int i : t.key_writable)
-      if (static_cast<size_t>(i) < key_image.size()) key[t.columns[t.writable[i]].name] = DatumJson(key_image[i]);
+      if (static_cast<size_t>(i) < key_image.size()) key[t.columns[t.writable[i]].name] = ColumnJson(t.columns[t.writable[i]], key_image[i]);
   } else {
     key = Image(t, key_image);
   }

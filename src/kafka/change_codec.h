@@ -23,6 +23,9 @@
 //
 // A value d is the source's text form as a JSON string, null for NULL, and
 // {"hex": "..."} for text that is not valid UTF-8 (SQL_ASCII, latin1 bytes).
+// In "before"/"after", MariaDB's UUID, INET6 and INET4 (whose binlog form is
+// their stored bytes) are their text form, as the server prints them
+// (FixedBinaryText); "values" keeps the bytes.
 // An unchanged TOASTed value is {"unchanged": true} in "values" and
 // Debezium's placeholder "__debezium_unavailable_value" in "after".
 // A delete is followed by a tombstone: the same key with a null value
@@ -52,6 +55,15 @@ namespace midflight::kafka {
 bool ValidUtf8(std::string_view s);
 // Hex digits (either case) to bytes; false on an odd length or a non-digit.
 bool Unhex(std::string_view h, std::string* out);
+
+// MariaDB's UUID, INET6 and INET4 (column type `type_base`) travel in the
+// change stream as their stored bytes (16, 16 and 4: the binlog's form,
+// mysql/catalog.h BinlogFormSelect); Debezium's envelope carries them as
+// strings. Returns the text the server prints for them
+// ("123e4567-e89b-42d3-a456-426614174000", "2001:db8::ff00:42:8329",
+// "::ffff:10.1.2.3", "192.168.0.1"); any other type, or a value of another
+// length (already text), comes back unchanged.
+std::string FixedBinaryText(std::string_view type_base, const std::string& value);
 
 struct EncodedChange {
   std::string key;

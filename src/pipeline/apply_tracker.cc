@@ -5,17 +5,23 @@ namespace midflight {
 void ApplyTracker::Routed(PartitionId p, ChangePosition pos, int64_t commit_time_us) {
   MutexLock lock(&mu_);
   Part& part = parts_.at(p.value);
-  if (!part.pending.empty() && part.pending.back().last.commit_lsn == pos.commit_lsn)
+  if (!part.pending.empty() && part.pending.back().last.commit_lsn == pos.commit_lsn) {
     part.pending.back().last = pos;
-  else
-    part.pending.push_back({pos, commit_time_us});
+    ++part.pending.back().changes;
+  } else {
+    part.pending.push_back({pos, commit_time_us, 1});
+  }
+  ++part.pending_changes;
 }
 
 void ApplyTracker::Applied(PartitionId p, ChangePosition pos) {
   MutexLock lock(&mu_);
   Part& part = parts_.at(p.value);
   if (pos > part.applied) part.applied = pos;
-  while (!part.pending.empty() && part.pending.front().last <= part.applied) part.pending.pop_front();
+  while (!part.pending.empty() && part.pending.front().last <= part.applied) {
+    part.pending_changes -= part.pending.front().changes;
+    part.pending.pop_front();
+  }
   idle_.NotifyAll();
 }
 
@@ -35,11 +41,11 @@ std::optional<ApplyTracker::Pending> ApplyTracker::OldestPending() const {
   return oldest;
 }
 
-std::optional<std::pair<int64_t, size_t>> ApplyTracker::PendingOf(PartitionId p) const {
+ApplyTracker::PartitionPending ApplyTracker::PendingOf(PartitionId p) const {
   MutexLock lock(&mu_);
   const Part& part = parts_.at(p.value);
-  if (part.pending.empty()) return std::nullopt;
-  return std::make_pair(part.pending.front().commit_time_us, part.pending.size());
+  if (part.pending.empty()) return {};
+  return {part.pending.size(), part.pending_changes, part.pending.front().commit_time_us};
 }
 
 bool ApplyTracker::WaitIdle(std::chrono::milliseconds timeout) const {

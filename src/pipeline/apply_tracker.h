@@ -36,9 +36,14 @@ class ApplyTracker {
   };
   // The oldest transaction some partition has not applied yet, or nullopt.
   std::optional<Pending> OldestPending() const;
-  // Partition p's oldest transaction not applied yet: (its source commit
-  // time, how many transactions of p wait), or nullopt.
-  std::optional<std::pair<int64_t, size_t>> PendingOf(PartitionId p) const;
+  // What partition p has been routed and not applied yet (status: the lag
+  // of one partition).
+  struct PartitionPending {
+    size_t transactions = 0;       // source transactions with a change of p not applied
+    uint64_t changes = 0;          // their changes routed to p
+    int64_t oldest_commit_us = 0;  // the oldest one's source commit time (0: none waits)
+  };
+  PartitionPending PendingOf(PartitionId p) const;
   // Blocks until nothing is pending or `timeout` passes; returns true when idle.
   bool WaitIdle(std::chrono::milliseconds timeout) const;
 
@@ -46,9 +51,11 @@ class ApplyTracker {
   struct Txn {
     ChangePosition last;  // last change of the transaction in this partition
     int64_t commit_time_us;
+    uint64_t changes;  // routed to this partition
   };
   struct Part {
     std::deque<Txn> pending;
+    uint64_t pending_changes = 0;  // the sum of pending[].changes
     ChangePosition applied;
   };
   mutable Mutex mu_;

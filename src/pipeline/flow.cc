@@ -189,27 +189,31 @@ FlowMetrics Flow::metrics() const {
     out.changes_applied += a->stats().received;
     out.retries += a->stats().retries;
   }
+  std::vector<ChangeSink::CheckpointRow> rows;
   if (m.external) {
-    std::vector<ChangeSink::CheckpointRow> rows;
-    {
-      MutexLock lock(&m.mu);
-      rows = m.rows;
-    }
-    const int64_t now_us = NowUnixMicros();
-    for (uint32_t p = 0; p < rows.size(); ++p) {
-      PartitionMetrics pm;
+    MutexLock lock(&m.mu);
+    rows = m.rows;
+  }
+  out.external_apply = m.external;
+  const int64_t now_us = NowUnixMicros();
+  for (uint32_t p = 0; p < m.log->partitions(); ++p) {
+    PartitionMetrics pm;
+    const ApplyTracker::PartitionPending pending = m.tracker->PendingOf(PartitionId{p});
+    pm.queued_changes = pending.changes;
+    if (pending.transactions > 0) pm.lag_s = std::max<double>(0, (now_us - pending.oldest_commit_us) / 1e6);
+    const PartitionLog::ProducerStats ps = m.log->Stats(PartitionId{p});
+    pm.end_offset = ps.end_offset;
+    pm.producer_lag = ps.unacked;
+    pm.producer_lag_s = ps.oldest_unacked_s;
+    if (p < rows.size()) {
       pm.worker = rows[p].worker;
       pm.worker_seen_s = rows[p].age_seconds;
       pm.applied_offset = rows[p].log_offset;
-      const PartitionLog::ProducerStats ps = m.log->Stats(PartitionId{p});
-      pm.end_offset = ps.end_offset;
-      pm.producer_lag = ps.unacked;
-      pm.producer_lag_s = ps.oldest_unacked_s;
-      if (ps.end_offset > pm.applied_offset + 1) pm.consumer_lag = static_cast<uint64_t>(ps.end_offset - pm.applied_offset - 1);
-      if (auto pending = m.tracker->PendingOf(PartitionId{p}))
-        pm.consumer_lag_s = std::max<double>(0, (now_us - pending->first) / 1e6);
-      out.partitions.push_back(std::move(pm));
+      if (ps.end_offset > pm.applied_offset + 1)
+        pm.consumer_lag = static_cast<uint64_t>(ps.end_offset - pm.applied_offset - 1);
+      pm.consumer_lag_s = pm.lag_s;
     }
+    out.partitions.push_back(std::move(pm));
   }
   return out;
 }

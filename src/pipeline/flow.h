@@ -52,8 +52,12 @@ struct FlowOptions {
 // is the flow's, for sinks that record how far every partition got.
 using SinkFactory = std::function<Result<std::unique_ptr<ChangeSink>>(PartitionId, const ApplyTracker&)>;
 
-// One partition as status shows it when other processes apply (external_apply).
+// One partition as status shows it. Every flow: queued_changes and lag_s.
+// A log outside the process (Kafka): the producer's side. Other processes
+// applying (external_apply): the holder and the consumer's side.
 struct PartitionMetrics {
+  uint64_t queued_changes = 0;    // changes routed to it, not applied yet
+  double lag_s = 0;               // age of its oldest source transaction not applied (0: none)
   std::string worker;             // who last committed (or took) it, from its checkpoint row
   double worker_seen_s = 0;       // since that row was written
   int64_t applied_offset = -1;    // the log offset of its last change applied (-1: none recorded)
@@ -72,7 +76,8 @@ struct FlowMetrics {
   uint64_t changes_routed = 0;    // changes the stream handed to the partitions (not applied before)
   double lag_seconds = 0;         // age of the oldest transaction not applied yet
   bool connected = false;
-  std::vector<PartitionMetrics> partitions;  // external_apply only
+  bool external_apply = false;    // the flow's option: partitions[].worker and the consumer side are known
+  std::vector<PartitionMetrics> partitions;  // one per partition
 };
 
 class Flow {

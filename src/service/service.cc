@@ -292,7 +292,8 @@ json DetailJson(const MigrationSpec& spec, StateStore& s, const Live& live) {
                       {"restart_position", v.Str("restart_pos").empty() && v.repl.restart_position == 0
                                                ? std::string()
                                                : std::to_string(v.repl.restart_position)}};
-  // transport apply: workers: per partition, its holder and lags (control/status.h).
+  // Per partition: its queue and lag; through Kafka also the producer's side,
+  // and with apply workers its holder and the consumer's side (control/status.h).
   if (!v.repl.partitions_json.empty()) {
     json parts = json::parse(v.repl.partitions_json, nullptr, /*allow_exceptions=*/false);
     if (parts.is_array()) j["replication"]["partitions"] = std::move(parts);
@@ -992,32 +993,47 @@ http::Response Service::Metrics() {
     w.Sample("midflight_lag_seconds", with("direction", "reverse"), v.repl.reverse_lag_seconds);
     if (!v.repl.partitions_json.empty()) {
       json parts = json::parse(v.repl.partitions_json, nullptr, /*allow_exceptions=*/false);
+      auto partition = [&](const json& p) { return with("partition", std::to_string(p.value("partition", 0))); };
       if (parts.is_array()) {
+        w.Family("midflight_partition_queued_changes", "gauge",
+                 "Changes routed to the partition and not applied yet, by partition.");
+        for (const auto& p : parts)
+          w.Sample("midflight_partition_queued_changes", partition(p), p.value("queued_changes", 0.0));
+        w.Family("midflight_partition_lag_seconds", "gauge",
+                 "Age of the partition's oldest source transaction not applied yet (0: none), by partition.");
+        for (const auto& p : parts) w.Sample("midflight_partition_lag_seconds", partition(p), p.value("lag_seconds", 0.0));
+      }
+      // Through Kafka: the producer's side; with apply workers the consumer's too.
+      const bool kafka = parts.is_array() && !parts.empty() && parts[0].contains("producer_lag_messages");
+      const bool workers = kafka && parts[0].contains("consumer_lag_messages");
+      if (kafka) {
         w.Family("midflight_kafka_producer_lag_messages", "gauge",
                  "Change-topic messages handed to Kafka and not acknowledged yet, by partition.");
         for (const auto& p : parts)
-          w.Sample("midflight_kafka_producer_lag_messages", with("partition", std::to_string(p.value("partition", 0))),
+          w.Sample("midflight_kafka_producer_lag_messages", partition(p),
                    p.value("producer_lag_messages", 0.0));
         w.Family("midflight_kafka_producer_lag_seconds", "gauge",
                  "Age of the oldest change-topic message not acknowledged by Kafka, by partition.");
         for (const auto& p : parts)
-          w.Sample("midflight_kafka_producer_lag_seconds", with("partition", std::to_string(p.value("partition", 0))),
+          w.Sample("midflight_kafka_producer_lag_seconds", partition(p),
                    p.value("producer_lag_seconds", 0.0));
+      }
+      if (workers) {
         w.Family("midflight_kafka_consumer_lag_messages", "gauge",
                  "Change-topic messages acknowledged and not applied by the apply workers yet, by partition.");
         for (const auto& p : parts)
-          w.Sample("midflight_kafka_consumer_lag_messages", with("partition", std::to_string(p.value("partition", 0))),
+          w.Sample("midflight_kafka_consumer_lag_messages", partition(p),
                    p.value("consumer_lag_messages", 0.0));
         w.Family("midflight_kafka_consumer_lag_seconds", "gauge",
                  "Age of the oldest source transaction of the partition not applied yet.");
         for (const auto& p : parts)
-          w.Sample("midflight_kafka_consumer_lag_seconds", with("partition", std::to_string(p.value("partition", 0))),
+          w.Sample("midflight_kafka_consumer_lag_seconds", partition(p),
                    p.value("consumer_lag_seconds", 0.0));
         w.Family("midflight_kafka_partition_holder", "gauge",
                  "1 for the apply worker that last took or applied the partition.");
         for (const auto& p : parts) {
           if (p.value("worker", std::string()).empty()) continue;
-          PromLabels x = with("partition", std::to_string(p.value("partition", 0)));
+          PromLabels x = partition(p);
           x.push_back({"worker", p.value("worker", std::string())});
           w.Sample("midflight_kafka_partition_holder", x, 1);
         }

@@ -6,7 +6,8 @@
 # makes expected (a key deleted and inserted again, or inserted and deleted,
 # within one apply batch) is not counted. With on_conflict: stop the migration
 # fails naming table, key, position and kind, applies nothing of the batch,
-# and continues once the target row is repaired.
+# and continues once the target row is repaired. Status shows each apply
+# partition's queued changes and lag (API, text status, /metrics).
 source "$(dirname "$0")/lib.sh"
 start_servers 29510
 sql_src -c "CREATE TABLE items (id int PRIMARY KEY, name text);
@@ -44,6 +45,15 @@ done
 curl -s --unix-socket "$WORK/state-conflicts/control.sock" http://midflight/metrics >"$WORK/metrics.txt"
 grep -qF 'midflight_apply_conflicts_total{migration="conflicts",kind="update_missing",table="public.items"} 1' \
   "$WORK/metrics.txt" || { grep conflicts "$WORK/metrics.txt" || true; fail "/metrics: conflicts by table and kind"; }
+# Per-partition lag on the embedded path: one entry per apply partition in
+# the API, the text status and /metrics; nothing queued once caught up.
+parts=$(jq -c '[.replication.partitions[]? | [.partition, .queued_changes, .lag_seconds]]' <<<"$st")
+log "status --json partitions [partition, queued changes, lag s]: $parts"
+[[ $parts =~ ^\[\[0,0,0\],\[1,0,0\](,\[[0-9]+,0,0\])*\]$ ]] || fail "per-partition lag in the API: $parts"
+"$MF" status "$SPEC" | grep -qE "^ +1 +0 +0\.0$" || { "$MF" status "$SPEC"; fail "status text: no partition lines"; }
+grep -qE '^midflight_partition_queued_changes\{migration="conflicts",partition="1"\} 0$' "$WORK/metrics.txt" &&
+  grep -qE '^midflight_partition_lag_seconds\{migration="conflicts",partition="0"\} 0$' "$WORK/metrics.txt" ||
+  { grep partition "$WORK/metrics.txt" || true; fail "/metrics: per-partition lag"; }
 # overwrite: the source's images win; the update of a missing row inserted it.
 [[ $(sql_dst -c "SELECT name FROM items WHERE id = 1001") == "from source" ]] || fail "insert_existing not overwritten"
 [[ $(sql_dst -c "SELECT name FROM items WHERE id = 5") == "u5" ]] || fail "update_missing: full image not written"

@@ -105,7 +105,7 @@ sleep 2
 show_holdings B C
 [[ $(holds B) != "[0, 1, 2, 3]" ]] || fail "worker B still holds every partition after C joined"
 log "status under load:"
-"$MF" status "$SPEC" | sed -n '/kafka partition/,$p' | head -5 | sed 's/^/    /'
+"$MF" status "$SPEC" | sed -n '/^  partition  queued/,$p' | head -5 | sed 's/^/    /'
 
 sleep 3
 log "replay from the earliest offset kept over the live target (load and workers go on)"
@@ -123,7 +123,7 @@ grep -E "number of transactions actually processed|number of failed" "$WORK/pgbe
 wait_caught_up 120
 # The applied position comes from the workers' checkpoints on the target.
 show_holdings B C
-"$MF" status "$SPEC" | sed -n '/kafka partition/,$p' | head -5 | sed 's/^/    /'
+"$MF" status "$SPEC" | sed -n '/^  partition  queued/,$p' | head -5 | sed 's/^/    /'
 # The API and /metrics show the same: each partition's holder and lags.
 holders=$("$MF" status "$SPEC" --json | jq -r '[.replication.partitions[]?.worker] | join(",")')
 log "holders in the API: $holders"

@@ -118,6 +118,11 @@ with Browser() as b:
     b.goto("http://%s/#dash" % API)
     b.wait("document.body.dataset.api === 'ok' && document.getElementById('phase').textContent === 'replicating'",
            what="the dashboard to show dash replicating")
+    # Each apply partition's queued changes and lag (the embedded path).
+    n = until("partitions in the API", lambda: len(status()["replication"].get("partitions", [])))
+    b.wait("document.querySelectorAll('#partitions tbody tr').length === %d" % n,
+           what="the partitions table (queued changes and lag per apply partition)")
+    log("partitions table: %s" % b.eval("document.querySelector('#partitions tbody tr').innerText.replace(/\\s+/g, ' ')"))
     shot(b, "replicating")
 
     # No token typed yet: the page refuses to send.

@@ -1242,6 +1242,35 @@ TEST_F(BinlogTest, CompressedEventsAreDataLoss) {
 namespace midflight::mysql {
 namespace {
 
+// MariaDB's UUID, INET6 and INET4 are logged as fixed-size binary strings
+// without their trailing 0x00 bytes (a UUID ending in 00, INET6 '::', INET4
+// '0.0.0.0'): ColumnHints::pad_to gives the bytes back.
+TEST(BinlogDecodeTest, FixedSizeBinaryIsPaddedBack) {
+  TableMapEvent map;
+  map.types = {kTypeString, kTypeString, kTypeString};
+  map.metadata = {(kTypeString << 8) | 16, (kTypeString << 8) | 16, (kTypeString << 8) | 4};
+  map.nullable = {false, false, false};
+  const std::string uuid_stripped("\x12\x3e\x45\x67\xe8\x9b\x42\xd3\xa4\x56\x42\x66\x14\x17\x40", 15);
+  const std::string packed = std::string(1, '\0') + std::string(1, '\x0f') + uuid_stripped +
+                             std::string(1, '\0') + std::string(1, '\0');
+  RowsEvent rows;
+  rows.column_count = 3;
+  rows.columns_after = {true, true, true};
+  rows.rows = packed;
+  ColumnHints hints;
+  hints.pad_to = {16, 16, 4};
+  auto images = DecodeRows(rows, map, hints);
+  ASSERT_TRUE(images.ok()) << images.status().ToString();
+  ASSERT_EQ(images->size(), 1u);
+  const std::vector<Datum>& after = (*images)[0].after;
+  EXPECT_EQ(after[0].text, uuid_stripped + std::string(1, '\0'));
+  EXPECT_EQ(after[1].text, std::string(16, '\0'));
+  EXPECT_EQ(after[2].text, std::string(4, '\0'));
+  auto unpadded = DecodeRows(rows, map, ColumnHints());
+  ASSERT_TRUE(unpadded.ok());
+  EXPECT_EQ((*unpadded)[0].after[0].text.size(), 15u);  // what the server logs
+}
+
 TEST(BinlogPosTest, BytesBetweenPositionsAcrossFiles) {
   std::map<uint32_t, uint64_t> sizes = {{11, 1000}, {12, 5000}, {13, 700}};
   auto size_of = [&](uint32_t n) -> uint64_t { return sizes.count(n) ? sizes[n] : 0; };

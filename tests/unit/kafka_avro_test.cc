@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "kafka/avro_codec.h"
+#include "kafka/change_codec.h"
 
 namespace midflight::kafka {
 namespace {
@@ -250,6 +251,65 @@ TEST(KafkaAvroTest, MysqlSourceAndUnsignedAndGeometry) {
   EXPECT_EQ((*v)["source"]["file"], "000012");
   EXPECT_EQ((*v)["source"]["pos"], 4711);
   EXPECT_EQ((*v)["source"]["db"], "shop");
+}
+
+// MariaDB's UUID, INET6 and INET4 come from the binlog as their stored bytes
+// (16, 16, 4); Debezium's events carry the text the server prints, as a
+// string, in the Avro event (a UUID key too) and the JSON envelope's images.
+// The JSON envelope's own copy keeps the bytes, so the Change is rebuilt exactly.
+TEST(KafkaAvroTest, MariadbUuidAndInetAreStrings) {
+  auto t = std::make_shared<TableSchema>();
+  t->id = {"shop", "hosts"};
+  auto typed = [](const std::string& name, const std::string& base, bool key) {
+    ColumnSchema c = Col(name, TypeKind::kOther, key);
+    c.type.native = c.type.native_base = base;
+    return c;
+  };
+  t->columns = {typed("id", "uuid", true), typed("v6", "inet6", false), typed("v4", "inet4", false),
+                typed("mapped", "inet6", false)};
+  t->key = {0};
+  t->key_kind = KeyKind::kPrimaryKey;
+  t->Finalize();
+  auto avro = DebeziumAvroTable::Build(t, "mf.shop.hosts", PositionKind::kBinlog);
+  ASSERT_TRUE(avro.ok()) << avro.status().ToString();
+  const json key_schema = json::parse((*avro)->key_schema());
+  const json schema = json::parse((*avro)->value_schema());
+  EXPECT_EQ(key_schema["fields"][0]["type"], "string");
+  Change c;
+  c.kind = ChangeKind::kInsert;
+  c.table = t;
+  c.pos = ChangePosition{Position::Binlog((uint64_t{3} << 32) | 900), 1};
+  auto bytes = [](const char* hex) {
+    std::string b;
+    EXPECT_TRUE(Unhex(hex, &b));
+    return b;
+  };
+  c.values = {Datum::Text(bytes("6ccd780cbaba102695645b8c656024db")),
+              Datum::Text(bytes("20010db8000000000000ff0000428329")), Datum::Text(bytes("c0a80001")),
+              Datum::Text(bytes("00000000000000000000ffff0a010203"))};
+  auto value = (*avro)->EncodeValue(c, "m1", 1, false);
+  ASSERT_TRUE(value.ok()) << value.status().ToString();
+  auto v = AvroDecode(schema, *value);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_EQ((*v)["after"]["id"], "6ccd780c-baba-1026-9564-5b8c656024db");
+  EXPECT_EQ((*v)["after"]["v6"], "2001:db8::ff00:42:8329");
+  EXPECT_EQ((*v)["after"]["v4"], "192.168.0.1");
+  EXPECT_EQ((*v)["after"]["mapped"], "::ffff:10.1.2.3");
+  auto key = (*avro)->EncodeKey(c);
+  ASSERT_TRUE(key.ok()) << key.status().ToString();
+  auto k = AvroDecode(key_schema, *key);
+  ASSERT_TRUE(k.ok()) << k.status().ToString();
+  EXPECT_EQ((*k)["id"], "6ccd780c-baba-1026-9564-5b8c656024db");
+
+  EncodedChange m = EncodeChange(c, 1, 0, {}, "m1");
+  const json envelope = json::parse(m.value);
+  EXPECT_EQ(envelope["after"]["id"], "6ccd780c-baba-1026-9564-5b8c656024db");
+  EXPECT_EQ(envelope["after"]["v4"], "192.168.0.1");
+  EXPECT_EQ(envelope["midflight"]["values"][2], json({{"hex", "c0a80001"}}));
+  EXPECT_EQ(json::parse(m.key)["id"], "6ccd780c-baba-1026-9564-5b8c656024db");
+  // A value of another length is already text (an older snapshot record): as it is.
+  EXPECT_EQ(FixedBinaryText("uuid", "123e4567-e89b-42d3-a456-426614174000"), "123e4567-e89b-42d3-a456-426614174000");
+  EXPECT_EQ(FixedBinaryText("varbinary", bytes("c0a80001")), bytes("c0a80001"));
 }
 
 // MySQL BIT as Debezium has it: BIT(1) a boolean, BIT(n) its bytes

@@ -965,6 +965,30 @@ TEST_F(PipelineTest, ConfirmableNeverPassesWhatSomePartitionLacks) {
   EXPECT_EQ(Diff(target_.Tables(), gen.model()), "");
 }
 
+// Per-partition status: the changes routed and not applied, and the commit
+// time of the oldest transaction they belong to.
+TEST(ApplyTrackerTest, PendingOfCountsChangesPerPartition) {
+  ApplyTracker tracker(2);
+  const PartitionId p0{0}, p1{1};
+  EXPECT_EQ(tracker.PendingOf(p0).changes, 0u);
+  tracker.Routed(p0, ChangePosition{Position::Pg(100), 1}, 5'000'000);
+  tracker.Routed(p0, ChangePosition{Position::Pg(100), 2}, 5'000'000);
+  tracker.Routed(p1, ChangePosition{Position::Pg(100), 3}, 5'000'000);
+  tracker.Routed(p0, ChangePosition{Position::Pg(200), 1}, 6'000'000);
+  ApplyTracker::PartitionPending p = tracker.PendingOf(p0);
+  EXPECT_EQ(p.transactions, 2u);
+  EXPECT_EQ(p.changes, 3u);
+  EXPECT_EQ(p.oldest_commit_us, 5'000'000);
+  tracker.Applied(p0, ChangePosition{Position::Pg(100), 2});
+  p = tracker.PendingOf(p0);
+  EXPECT_EQ(p.changes, 1u);
+  EXPECT_EQ(p.oldest_commit_us, 6'000'000);
+  EXPECT_EQ(tracker.PendingOf(p1).changes, 1u);
+  tracker.Applied(p0, ChangePosition{Position::Pg(200), 1});
+  EXPECT_EQ(tracker.PendingOf(p0).transactions, 0u);
+  EXPECT_EQ(tracker.PendingOf(p0).changes, 0u);
+}
+
 // (10) Verification repairs are routed after everything routed before them,
 // at a transaction boundary: one queued in the middle of a transaction lands
 // after that transaction's later changes of the same key, and is not checked

@@ -988,7 +988,10 @@ class RowDecoder {
     if (byte0 == kTypeEnum || byte0 == kTypeSet) return DecodeEnumOrSet(static_cast<uint8_t>(byte0), byte1, out);
     unsigned max_length = byte1;
     if ((byte0 & 0x30) != 0x30) max_length |= ((byte0 & 0x30) ^ 0x30) << 4;
-    return DecodeLengthPrefixed(max_length > 255 ? 2 : 1, max_length, out);
+    RETURN_IF_ERROR(DecodeLengthPrefixed(max_length > 255 ? 2 : 1, max_length, out));
+    if (column_ < hints_.pad_to.size() && out->text.size() < hints_.pad_to[column_])
+      out->text.resize(hints_.pad_to[column_], '\0');
+    return Status::Ok();
   }
 
   Status DecodeLengthPrefixed(size_t prefix, unsigned max_length, Datum* out) {

@@ -176,6 +176,11 @@ struct ColumnHints {
   // CREATE TABLE marks them /* mariadb-5.3 */) that way, in a wider format
   // when n > 0. Getting n wrong misreads every later column of the row.
   std::vector<uint8_t> temporal_precision;
+  // The size of each fixed-size binary column whose trailing 0x00 bytes the
+  // server strips when logging (as for BINARY), and which must be padded back:
+  // MariaDB's UUID and INET6 (16), INET4 (4); 0 for the others. Without it a
+  // UUID ending in 00 comes out 15 bytes long, and INET6 '::' empty.
+  std::vector<uint8_t> pad_to;
 };
 
 struct Event {
@@ -220,7 +225,8 @@ Result<Event> ParseEvent(std::string_view bytes, const FormatDescription* format
 //   TEXT/BLOB/JSON/GEOMETRY         the raw bytes (GEOMETRY: MySQL's internal SRID + WKB form)
 // NULL is Datum::Null().
 // Notes: CHAR and BINARY values arrive without their trailing pad (spaces,
-// resp. 0x00 bytes): the server strips them when logging. Signedness comes
+// resp. 0x00 bytes): the server strips them when logging; the columns
+// ColumnHints::pad_to names are padded back to their size. Signedness comes
 // from the TABLE_MAP's optional metadata when logged, else from hints (else
 // signed). MySQL 8's binary JSON (type 245) is DataLoss "MySQL binary JSON is
 // not supported"; MariaDB's JSON is LONGTEXT and comes out as its text.

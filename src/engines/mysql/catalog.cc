@@ -89,6 +89,9 @@ std::string BinlogFormSelect(const ColumnSchema& column) {
   if (base == "bit") return fmt::format("CAST({} AS UNSIGNED)", q);
   if (base == "enum" || base == "set") return fmt::format("({} + 0)", q);  // the index / bitmask, as the binlog has it
   if (base == "float") return fmt::format("CAST({} AS DOUBLE)", q);
+  // MariaDB's UUID, INET6 and INET4: the binlog carries their stored bytes.
+  if (base == "uuid" || base == "inet6") return fmt::format("CAST({} AS BINARY(16))", q);
+  if (base == "inet4") return fmt::format("CAST({} AS BINARY(4))", q);
   return q;
 }
 

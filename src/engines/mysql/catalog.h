@@ -34,8 +34,9 @@ LiteralKind LiteralKindOf(const ColumnSchema& column);
 // The SELECT expression that reads `column` in the binlog decoder's text form
 // (binlog_event.h DecodeRows), on a session with time_zone '+00:00' and
 // character_set_results binary: BIT as its number, ENUM and SET as the
-// 1-based index and the member bitmask, FLOAT as its exact double, anything
-// else as the server sends it. What a snapshot row must look like to be a
+// 1-based index and the member bitmask, FLOAT as its exact double, MariaDB's
+// UUID, INET6 and INET4 as their stored bytes, anything else as the server
+// sends it. What a snapshot row must look like to be a
 // Change like the stream's (the copy into PostgreSQL, published copies).
 std::string BinlogFormSelect(const ColumnSchema& column);
 

@@ -209,6 +209,8 @@ Status ChangeStream::HandleEvent(Sequencer& seq, std::string_view bytes) {
         mapped.hints.is_unsigned.push_back(ct.kind == TypeKind::kInt && !ct.is_signed);
         const bool temporal = ct.kind == TypeKind::kTime || ct.kind == TypeKind::kTimestamp;
         mapped.hints.temporal_precision.push_back(temporal && ct.precision > 0 ? static_cast<uint8_t>(ct.precision) : 0);
+        const std::string& base = ct.native_base;
+        mapped.hints.pad_to.push_back(base == "uuid" || base == "inet6" ? 16 : base == "inet4" ? 4 : 0);
       }
     }
     mapped.map = std::move(*e.table_map);

@@ -214,8 +214,15 @@ class Planner {
         const auto& image = ch->kind == ChangeKind::kDelete && !ch->old.empty() ? ch->old : ch->values;
         values += fmt::format("{}({}", i ? ", " : "", i + 1);
         for (int k : t.key_writable) {
-          auto lit = Literal(t.columns[t.writable[k]], image.at(k));
+          const ColumnSchema& col = t.columns[t.writable[k]];
+          auto lit = Literal(col, image.at(k));
           if (!lit.ok()) return lit.status().WithContext(fmt::format("table {}", t.id.ToString()));
+          // A column of VALUES holding MariaDB's UUID/INET6/INET4 stored bytes
+          // is a binary string, which they compare as text: it is cast.
+          const std::string& base = col.type.native_base;
+          const size_t size = image.at(k).text.size();
+          if (((base == "uuid" || base == "inet6") && size == 16) || (base == "inet4" && size == 4))
+            *lit = fmt::format("CAST({} AS {})", *lit, base);
           values += ", " + *lit;
         }
         values += ")";
