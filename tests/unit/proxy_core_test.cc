@@ -371,7 +371,7 @@ TEST(ProxyCoreTest, WriteGateDrainsAndHoldsNewTransactions) {
   auto busy = std::make_shared<GateSession>();
   SessionRecord rec;
   rec.peer = "10.0.0.7:51234";
-  rec.in_transaction = true;
+  busy->set_in_transaction(true);
   c.Register(7, busy, loop.get(), rec);
   ASSERT_TRUE(c.EnterTransaction(busy, loop.get(), Endpoint::kReadWrite));
 
