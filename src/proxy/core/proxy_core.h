@@ -50,7 +50,7 @@ struct CoreConfig {
   int max_clients = 2000;  // authenticated sessions
   int max_unauthenticated = 200;
   std::chrono::milliseconds auth_timeout{10000};
-  int loops = 0;  // event loop threads; 0 = one per core, at least 2, at most 8
+  int loops = 0;  // event loop threads; 0 = one per two cores, at least 1, at most 8
 };
 
 // What the registry knows of a session (for PinnedSessions, drain reports
