@@ -43,7 +43,7 @@
 #   PORT_BASE=27600      the ports below are PORT_BASE + 0..7 unless set one by one
 #   SRC_PORT=27600 DST_PORT=27601 BOUNCER_PORT=27602 PROXY_PORT=27603   (27600-27620)
 #   MYSQL=1              0: the PostgreSQL half only
-#   PROXY_LOOPS=0        the proxies' event-loop threads (spec proxy.loops; 0: one per core)
+#   PROXY_LOOPS=0        the proxies' event-loop threads (spec proxy.loops; 0: one per two cores)
 #   MY_THREADS=8 MY_TABLES=4 MY_TABLE_SIZE=100000   sysbench --threads, --tables, --table-size
 #   MY_SRC_PORT=27605 MY_DST_PORT=27606 MY_PROXY_PORT=27607
 #   TIMEOUT=600 (seconds, per wait) KEEP=1 (keep the temp dir; processes are stopped anyway)

@@ -275,7 +275,7 @@ Status ParseProxy(const YAML::Node& root, const std::string& origin, MigrationSp
     return Field(origin, p.tls_cert.empty() ? "proxy.tls_cert" : "proxy.tls_key", "tls_cert and tls_key go together");
   if (p.max_clients < 1) return Field(origin, "proxy.max_clients", "must be at least 1");
   if (p.max_unauthenticated < 1) return Field(origin, "proxy.max_unauthenticated", "must be at least 1");
-  if (p.loops < 0 || p.loops > 64) return Field(origin, "proxy.loops", "must be 0 (one per core) to 64");
+  if (p.loops < 0 || p.loops > 64) return Field(origin, "proxy.loops", "must be 0 (one per two cores) to 64");
   if (!(p.auth_timeout_seconds > 0) || p.auth_timeout_seconds > 3600)
     return Field(origin, "proxy.auth_timeout_seconds", "must be above 0 and at most 3600");
   return Status::Ok();

@@ -45,7 +45,7 @@ struct ProxySpec {
   int max_clients = 2000;              // authenticated client sessions
   int max_unauthenticated = 200;       // connections still logging in, counted apart
   double auth_timeout_seconds = 10;    // startup + TLS + authentication must finish within this
-  int loops = 0;                       // event-loop threads; 0: one per core (2..8)
+  int loops = 0;                       // event-loop threads; 0: one per two cores (1..8)
 };
 
 // How the switches behave (control/cutover).

@@ -29,6 +29,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cstring>
 #include <deque>
@@ -73,9 +74,6 @@ constexpr auto kEvictUnauthenticatedAfter = std::chrono::seconds(1);
 constexpr auto kServerLoginTimeout = std::chrono::seconds(10);
 // Authentication messages from a client are small; a longer one is garbage.
 constexpr size_t kMaxAuthMessage = 64 * 1024;
-// Bytes gathered before a write to the other side (one system call per
-// batch of small messages, not per message).
-constexpr size_t kBatch = 64 * 1024;
 
 // What the read-only endpoint sends the server in place of a statement that
 // would let its session write (ReadWriteAttempt): the server raises the
@@ -254,11 +252,14 @@ struct PgProxy::Impl final : core::ProtocolModule {
   std::map<uint64_t, Unauthenticated> unauthenticated GUARDED_BY(unauth_mu);
   LoopClock::time_point last_unauth_warning GUARDED_BY(unauth_mu);
 
-  // Read-write sessions inside a transaction (through the gate), for the
-  // report of a drain that timed out: "peer (user u, in a transaction for t s)".
+  // Read-write sessions that went through the gate, for the report of a
+  // drain that timed out: "peer (user u, in a transaction for t s)". An
+  // entry is made at a session's first transaction and dropped when it
+  // closes; `since` (steady-clock nanoseconds, 0 between transactions) is
+  // all a transaction changes, without the lock.
   struct Busy {
     std::string peer, user;
-    LoopClock::time_point since;
+    std::shared_ptr<std::atomic<int64_t>> since;
     EventLoop* loop = nullptr;
     std::weak_ptr<PgSession> session;  // asked, on its loop, what it waits for (LogBusy)
   };
@@ -449,6 +450,10 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
     if (move_timer_ != 0) loop_->CancelTimer(move_timer_);
     move_timer_ = 0;
     LeaveGate();
+    if (gate_since_) {
+      MutexLock lock(&m_.busy_mu);
+      m_.busy.erase(id_);
+    }
     if (in_unauth_) {
       if (!evicted_) m_.Leave(id_);
       core_.AbandonAuth();
@@ -473,10 +478,7 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
   void LeaveGate() {
     if (!in_gate_) return;
     in_gate_ = false;
-    {
-      MutexLock lock(&m_.busy_mu);
-      m_.busy.erase(id_);
-    }
+    gate_since_->store(0);
     core_.LeaveTransaction(ep_);
   }
 
@@ -862,24 +864,16 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
   // ---- The relay: client to server.
 
   void ProcessClient() {
-    std::string batch;
-    Link* l = nullptr;
-    auto flush = [&] {
-      if (!batch.empty() && l != nullptr) l->conn->Write(batch);
-      batch.clear();
-    };
+    // Messages go straight to the server connection's output: Conn::Write
+    // only buffers, and what one dispatch wrote leaves in one send.
     while (phase_ == Phase::kReady && !waiting_gate_ && move_ == Move::kNone) {
-      l = Current();
+      Link* l = Current();
       if (l == nullptr || l->conn->out_full()) break;  // OnConnDrained resumes
-      if (batch.size() >= kBatch) {
-        flush();
-        continue;
-      }
       std::string_view in = client_->input();
       if (stream_left_ > 0) {  // the rest of a long message, as it comes
         const size_t k = std::min(stream_left_, in.size());
         if (k == 0) break;
-        if (!stream_discard_) batch.append(in.substr(0, k));
+        if (!stream_discard_) l->conn->Write(in.substr(0, k));
         client_->Consume(k);
         stream_left_ -= k;
         continue;
@@ -888,7 +882,6 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
       const char type = in[0];
       const uint32_t len = wire::GetUint32(in.data() + 1);
       if (len < 4 || len > wire::kDefaultMaxMessage) {
-        flush();
         return ProtocolError(fmt::format("invalid message from the client: invalid message length {} for message type {}",
                                          len, wire::DescribeType(type)));
       }
@@ -904,7 +897,6 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
           break;
         }
         if (!busy_) {
-          flush();
           if (!BeginTransaction()) return;
           continue;  // the link may have changed
         }
@@ -913,7 +905,7 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
           LOG_INFO("proxy: session {} (user {}) sent a {} message of {} bytes; refused (above {} MiB held whole)",
                    peer_, user_, wire::DescribeType(type), total, kMaxHeldMessage >> 20);
           Track(type, std::string_view(refusal).substr(5), refusal);
-          batch.append(refusal);
+          l->conn->Write(refusal);
         } else {
           Track(type, {}, {});  // the type is all Track needs of a streamed message
         }
@@ -928,7 +920,6 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
       const std::string_view bytes = in.substr(0, total);
       const std::string_view body = bytes.substr(5);
       if (type == 'X') {
-        flush();
         return Close("the client said goodbye");
       }
       if (!busy_ && !ungated_) {
@@ -942,7 +933,6 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
         } else if (awaiting_rfq_ > 0) {
           break;  // a move must not start under unanswered ungated requests (ProcessServer resumes)
         } else {
-          flush();
           if (!BeginTransaction()) return;
           continue;  // the link may have changed
         }
@@ -966,19 +956,13 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
       if (replaced) {
         const std::string_view r = *replaced;
         Track(type, r.substr(5), r);
-        batch.append(r);
+        l->conn->Write(r);
       } else {
         Track(type, body, bytes);
-        if (total >= kBatch) {
-          flush();
-          l->conn->Write(bytes);
-        } else {
-          batch.append(bytes);
-        }
+        l->conn->Write(bytes);
       }
       client_->Consume(total);
     }
-    flush();
   }
 
   // True: `in` starts with Parse, Describe, Close or Flush messages up to a
@@ -1015,12 +999,16 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
         return false;
       }
       in_gate_ = true;
-      MutexLock lock(&m_.busy_mu);
-      m_.busy[id_] = {peer_, user_, LoopClock::now(), loop_, weak_from_this()};
+      if (!gate_since_) {
+        gate_since_ = std::make_shared<std::atomic<int64_t>>(0);
+        MutexLock lock(&m_.busy_mu);
+        m_.busy[id_] = {peer_, user_, gate_since_, loop_, weak_from_this()};
+      }
+      gate_since_->store(LoopClock::now().time_since_epoch().count());
     }
     Side want = core_.Route(ep_);
     busy_ = true;
-    core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = true; });
+    set_in_transaction(true);
     // A read-only session with state only its server has stays there (it
     // does not follow the canary); LISTEN too, as it is not carried between
     // the two connections a read-only session keeps.
@@ -1062,7 +1050,7 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
   void EndTransaction() {
     busy_ = false;
     LeaveGate();
-    core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = false; });
+    set_in_transaction(false);
   }
 
   // The next step of a move to want_ (see the top of the file); each step
@@ -1188,23 +1176,14 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
     if (l.swallow > 0) return Swallow(l);
     // The other link a read-only session keeps: what it sends waits until it is current again.
     if (phase_ != Phase::kReady || &l != Current() || move_ != Move::kNone) return;
-    std::string out;
+    // Messages go straight to the client's output (one send per dispatch).
     bool consumed = false;  // a transaction can only end on something read now
     while (!client_->out_full()) {
-      if (out.size() >= kBatch) {
-        client_->Write(out);
-        out.clear();
-        continue;
-      }
       std::string_view in = l.conn->input();
       if (l.stream_left > 0) {  // a long DataRow or CopyData, as it comes
         const size_t k = std::min(l.stream_left, in.size());
         if (k == 0) break;
-        if (out.empty()) {
-          client_->Write(in.substr(0, k));
-        } else {
-          out.append(in.substr(0, k));
-        }
+        client_->Write(in.substr(0, k));
         l.conn->Consume(k);
         l.stream_left -= k;
         consumed = true;
@@ -1214,7 +1193,6 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
       const char type = in[0];
       const uint32_t len = wire::GetUint32(in.data() + 1);
       if (len < 4 || len > wire::kDefaultMaxMessage) {
-        client_->Write(out);
         return Fail("08P01", fmt::format("invalid message from the server: invalid message length {} for message type {}",
                                          len, wire::DescribeType(type)));
       }
@@ -1236,16 +1214,14 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
         // the pid the client knows, so it recognises it as its own.
         auto pid = wire::ParseNotificationPid(bytes.substr(5));
         if (pid.ok() && *pid == l.pid) {
-          out.append(wire::WithNotificationPid(bytes, key_pid_));
+          client_->Write(wire::WithNotificationPid(bytes, key_pid_));
           l.conn->Consume(total);
           continue;
         }
       }
-      if (out.empty() && total >= kBatch) client_->Write(bytes);
-      else out.append(bytes);
+      client_->Write(bytes);
       l.conn->Consume(total);
     }
-    client_->Write(out);
     if (read_write_reported_)
       return Fail("25006",
                   "midflight proxy: the session on the read-only endpoint turned default_transaction_read_only "
@@ -1422,6 +1398,7 @@ class PgSession final : public core::Session, public ConnOwner, public std::enab
 
   // Transaction tracking.
   bool busy_ = false, in_gate_ = false, waiting_gate_ = false;
+  std::shared_ptr<std::atomic<int64_t>> gate_since_;  // this session's Impl::busy entry (made at its first transaction)
   bool ungated_ = false;  // relaying Parse/Describe/Close up to a Sync outside a transaction (no gate)
   int awaiting_rfq_ = 0;   // Query/Sync/FunctionCall sent, ReadyForQuery not yet back
   bool unsynced_ = false;  // extended-protocol messages sent since the last Sync
@@ -1554,12 +1531,14 @@ Status PgProxy::PauseWrites(std::chrono::milliseconds drain_timeout) {
   {
     MutexLock lock(&impl_->busy_mu);
     const auto now = LoopClock::now();
-    n = impl_->busy.size();
     int listed = 0;
     for (const auto& [id, b] : impl_->busy) {
+      const int64_t since = b.since->load();
+      if (since == 0) continue;  // between transactions
+      ++n;
       if (listed++ < 5)
         who += fmt::format("{}{} (user {}, in a transaction for {:.1f} s)", who.empty() ? "" : ", ", b.peer, b.user,
-                           std::chrono::duration<double>(now - b.since).count());
+                           std::chrono::duration<double>(now - LoopClock::time_point(LoopClock::duration(since))).count());
       b.loop->Post([w = b.session] {
         if (auto s = w.lock()) s->LogBusy();
       });

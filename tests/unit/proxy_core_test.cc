@@ -11,6 +11,7 @@
 #include <future>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -371,7 +372,7 @@ TEST(ProxyCoreTest, WriteGateDrainsAndHoldsNewTransactions) {
   auto busy = std::make_shared<GateSession>();
   SessionRecord rec;
   rec.peer = "10.0.0.7:51234";
-  rec.in_transaction = true;
+  busy->set_in_transaction(true);
   c.Register(7, busy, loop.get(), rec);
   ASSERT_TRUE(c.EnterTransaction(busy, loop.get(), Endpoint::kReadWrite));
 
@@ -410,6 +411,76 @@ TEST(ProxyCoreTest, WriteGateDrainsAndHoldsNewTransactions) {
   EXPECT_TRUE(c.PinnedSessions(Side::kTarget).empty());
   EXPECT_EQ(c.stats().pinned_sessions, 1);
   loop->Post([&] { c.Unregister(7); });
+  c.Stop();
+  loop->Stop();
+  lt.join();
+}
+
+class CountingGateSession final : public Session {
+ public:
+  std::atomic<int> opened{0};
+  void Start() override {}
+  void OnGateOpen() override { ++opened; }
+  void Kill(bool) override {}
+  void Shutdown() override {}
+};
+
+// The gate's lock-free fast path under contention: threads enter and leave
+// transactions as fast as they can while writes are paused and resumed
+// again and again. Once PauseWrites returns, no transaction is inside and
+// none starts until ResumeWrites; every pause drains.
+TEST(ProxyCoreTest, WriteGateHoldsUnderConcurrentTransactions) {
+  NoModule module;
+  CoreConfig cc;
+  cc.migration = "t";
+  cc.listen[0] = "127.0.0.1:0";
+  cc.loops = 1;
+  auto core = ProxyCore::Start(cc, &module);
+  ASSERT_TRUE(core.ok()) << core.status().message();
+  ProxyCore& c = **core;
+  auto loop = EventLoop::Create().value();
+  std::thread lt([&] { loop->Run(); });
+  std::atomic<bool> stop{false}, drained{false};
+  std::atomic<int> inside{0}, violations{0}, entered{0};
+  std::vector<std::thread> workers;
+  for (int t = 0; t < 4; ++t) {
+    workers.emplace_back([&] {
+      auto s = std::make_shared<CountingGateSession>();
+      while (!stop) {
+        if (c.EnterTransaction(s, loop.get(), Endpoint::kReadWrite)) {
+          if (drained) ++violations;
+          ++inside;
+          ++entered;
+          --inside;
+          c.LeaveTransaction(Endpoint::kReadWrite);
+        } else {
+          while (c.paused() && !stop) std::this_thread::yield();
+        }
+      }
+    });
+  }
+  for (int k = 0; k < 50; ++k) {
+    if (Status st = c.PauseWrites(std::chrono::seconds(10)); !st.ok()) {
+      ADD_FAILURE() << "pause " << k << ": " << st.message();
+      break;
+    }
+    drained = true;
+    if (inside != 0) ++violations;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    if (inside != 0) ++violations;
+    drained = false;
+    c.ResumeWrites();
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  stop = true;
+  for (auto& w : workers) w.join();
+  EXPECT_EQ(violations, 0);
+  EXPECT_GT(entered, 0);
+  // Every transaction left: a last pause drains at once.
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(c.PauseWrites(std::chrono::seconds(5)).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::seconds(1));
+  c.ResumeWrites();
   c.Stop();
   loop->Stop();
   lt.join();

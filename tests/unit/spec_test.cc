@@ -242,12 +242,12 @@ TEST(SpecTest, ProxyLoginLimits) {
             "m.yaml: field 'proxy.max_unauthenticated': must be at least 1");
   EXPECT_EQ(ParseSpec(base + "  auth_timeout_seconds: 0\n", "m.yaml").status().message(),
             "m.yaml: field 'proxy.auth_timeout_seconds': must be above 0 and at most 3600");
-  EXPECT_EQ(s->proxy.loops, 0);  // one per core
+  EXPECT_EQ(s->proxy.loops, 0);  // one per two cores
   s = ParseSpec(base + "  loops: 1\n", "m.yaml");
   ASSERT_TRUE(s.ok()) << s.status().message();
   EXPECT_EQ(s->proxy.loops, 1);
   EXPECT_EQ(ParseSpec(base + "  loops: -1\n", "m.yaml").status().message(),
-            "m.yaml: field 'proxy.loops': must be 0 (one per core) to 64");
+            "m.yaml: field 'proxy.loops': must be 0 (one per two cores) to 64");
 }
 
 TEST(SpecTest, MySqlProxyUsesNativePassword) {

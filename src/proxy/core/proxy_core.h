@@ -50,7 +50,7 @@ struct CoreConfig {
   int max_clients = 2000;  // authenticated sessions
   int max_unauthenticated = 200;
   std::chrono::milliseconds auth_timeout{10000};
-  int loops = 0;  // event loop threads; 0 = one per core, at least 2, at most 8
+  int loops = 0;  // event loop threads; 0 = one per two cores, at least 1, at most 8
 };
 
 // What the registry knows of a session (for PinnedSessions, drain reports
@@ -60,7 +60,6 @@ struct SessionRecord {
   Endpoint endpoint = Endpoint::kReadWrite;
   bool has_server = false;
   Side side = Side::kSource;  // of the server connection in use
-  bool in_transaction = false;
   std::string pinned;  // why the session cannot move, "" when it can
 };
 
@@ -77,6 +76,16 @@ class Session {
   virtual void Kill(bool connection) = 0;
   // The proxy stops: close every connection now.
   virtual void Shutdown() = 0;
+
+  // Between EnterTransaction and LeaveTransaction, for the report of a drain
+  // that timed out. Set by the session on its loop without a lock (a
+  // registry Update per transaction cost two lock round trips); read by the
+  // core on any thread.
+  void set_in_transaction(bool v) { in_transaction_.store(v, std::memory_order_relaxed); }
+  bool in_transaction() const { return in_transaction_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<bool> in_transaction_{false};
 };
 
 class ProxyCore;
@@ -156,10 +165,15 @@ class ProxyCore {
   std::atomic<int> clients_[2] = {0, 0};
   std::atomic<bool> stopped_{false};
 
+  // The gate's fast path takes no lock (two atomics per transaction, with
+  // sequentially consistent order: a session counts itself busy and then
+  // reads paused_; PauseWrites sets paused_ and then reads busy_rw_, so one
+  // of them sees the other). paused_ changes only under gate_mu_, and a
+  // session that finds it set takes the locked path.
   mutable Mutex gate_mu_;
   CondVar gate_cv_;
-  bool paused_ GUARDED_BY(gate_mu_) = false;
-  int busy_rw_ GUARDED_BY(gate_mu_) = 0;
+  std::atomic<bool> paused_{false};
+  std::atomic<int> busy_rw_{0};
   std::vector<std::pair<EventLoop*, std::weak_ptr<Session>>> waiting_ GUARDED_BY(gate_mu_);
 
   struct Entry {

@@ -855,7 +855,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     if (in_txn_) {
       in_txn_ = false;
       core_.LeaveTransaction(ep_);
-      core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = false; });
+      set_in_transaction(false);
     }
     for (int i = 0; i < 2; ++i) DropLink(i, true);
     awaiting_.clear();
@@ -976,7 +976,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       // A pinned session (or one between SEND_LONG_DATA and its execute) stays where it is.
       want_ = cur_ >= 0 && (Pinned() || long_data_) ? cur_ : static_cast<int>(core_.Route(ep_));
       ++core_.transactions[want_];
-      core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = true; });
+      set_in_transaction(true);
     }
     Link* l = links_[want_].get();
     if (l == nullptr) {
@@ -1237,7 +1237,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     if (in_txn_) {
       in_txn_ = false;
       core_.LeaveTransaction(ep_);
-      core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = false; });
+      set_in_transaction(false);
     }
     loop_->Post([w = weak_from_this()] {
       if (auto s = w.lock()) s->ProcessClient();
@@ -1423,7 +1423,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     if (!l.tracker->AtTransactionBoundary()) return;
     in_txn_ = false;
     core_.LeaveTransaction(ep_);
-    core_.Update(id_, [](core::SessionRecord& r) { r.in_transaction = false; });
+    set_in_transaction(false);
     loop_->Post([w = weak_from_this()] {
       if (auto s = w.lock()) s->ProcessClient();
     });
