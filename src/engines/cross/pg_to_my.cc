@@ -1092,6 +1092,9 @@ class CrossReplication final : public ReplicationOps {
     // Every partition's checkpoint is on PostgreSQL; the sequencer skips
     // what each one holds.
     fo.start = start;
+    // Test-only: a kill -9 after a batch and its checkpoint committed on
+    // PostgreSQL (tests/integration/cross_reverse_pg_to_my_crash.sh).
+    fo.applier.on_committed = [](uint64_t n) { CrashPoint("reverse-batch-committed", static_cast<int64_t>(n)); };
     MigrationRuntime* rt = &runtime_;
     SinkFactory open_sink = [uri = spec_.source, key = ReverseKey(), name = spec_.name, casts,
                              rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
