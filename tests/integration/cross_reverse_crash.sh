@@ -47,21 +47,6 @@ equal() {
     shop.sbtest2) + (SELECT COUNT(*) FROM shop.types)") rows; midflight compare: $(grep -c ' rows  equal$' \
     "$WORK/compare.out") tables equal)"
 }
-verify_clean() {
-  local out
-  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify not clean"; }
-  log "$1: $(grep -m1 '^verify:' <<<"$out")"
-}
-# no_doubles_no_loops WHAT: no apply conflict in either direction (a change
-# applied twice would find its row there already, or gone), and no change
-# seen on MariaDB after the switch as an application's write (the reverse
-# flow's own writes looping, or the restarted forward flow taking changes it
-# had applied before the switch for new ones).
-no_doubles_no_loops() {
-  [[ $(status_field conflicts.total) == 0 ]] || fail "$1: apply conflicts: $(status_field conflicts)"
-  [[ $(status_field reverse.old_side_writes) == 0 ]] \
-    || fail "$1: $(status_field reverse.old_side_writes) old-side write(s) reported on MariaDB after the switch"
-}
 reverse_checkpoints() { sql_pri -e "SELECT COUNT(*), COALESCE(MAX(commit_pos), 0) FROM midflight.checkpoints
   WHERE migration = 'rc/reverse'"; }
 slots() { sql_dst -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT'"; }
@@ -151,12 +136,7 @@ no_doubles_no_loops "load on PostgreSQL stopped"
 # (New rows and a types row: pgbench deleted sbtest1 rows at random.)
 last_id=$(sql_dst -c "INSERT INTO shop.sbtest1 (k, c, pad) VALUES (1, 'last on pg', 'x') RETURNING id")
 sql_dst -c "UPDATE shop.types SET lat = 'last on pg' WHERE id = 1; INSERT INTO shop.types (lat, n) VALUES ('last on pg', 0)"
-kill9_mf
-run_mf_crash_bg rollback-external-caught-up
-wait_phase writes_switched 120
-if rollback_when_ready; then fail "the rollback finished past its crash point: $out"; fi
-wait_killed rollback-external-caught-up
-[[ $(status_field phase) == writes_switched ]] || fail "phase is $(status_field phase) after the kill inside the rollback"
+crash_inside_rollback
 log "3. killed inside rollback --external (phase still writes_switched)"
 down_id=$(sql_dst -c "INSERT INTO shop.sbtest1 (k, c, pad) VALUES (1, 'while midflight was down', 'x') RETURNING id")
 sql_dst -c "UPDATE shop.types SET lat = 'while midflight was down' WHERE id = 2"

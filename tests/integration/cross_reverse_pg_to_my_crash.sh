@@ -62,20 +62,6 @@ equal() {
     pgbench_history) + (SELECT count(*) FROM types)") rows; midflight compare: $(grep -c ' rows  equal$' \
     "$WORK/compare.out") tables equal)"
 }
-verify_clean() {
-  local out
-  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify not clean"; }
-  log "$1: $(grep -m1 '^verify:' <<<"$out")"
-}
-# no_doubles_no_loops WHAT: no apply conflict in either direction (a change
-# applied twice finds its row there already, or gone), and no change seen on
-# PostgreSQL after the switch as an application's write (the reverse flow's
-# own writes looping back through the forward slot).
-no_doubles_no_loops() {
-  [[ $(status_field conflicts.total) == 0 ]] || fail "$1: apply conflicts: $(status_field conflicts)"
-  [[ $(status_field reverse.old_side_writes) == 0 ]] \
-    || fail "$1: $(status_field reverse.old_side_writes) old-side write(s) reported on PostgreSQL after the switch"
-}
 # lag_sane WHAT: the reverse lag in bytes is MariaDB's binlog bytes not
 # applied yet, across files too (subtracting encoded positions across a
 # rotation gave some 4 GB per file).
@@ -241,12 +227,7 @@ no_doubles_no_loops "load on MariaDB stopped"
 # is down; the restart resumes reverse and the rollback is run again.
 sql_my -e "UPDATE shop.pgbench_accounts SET filler = 'last on mariadb' WHERE aid = 1;
   INSERT INTO shop.types (vc, n, e) VALUES ('last on mariadb', 1, 'sad')"
-kill9_mf
-run_mf_crash_bg rollback-external-caught-up
-wait_phase writes_switched 120
-if rollback_when_ready; then fail "the rollback finished past its crash point: $out"; fi
-wait_killed rollback-external-caught-up
-[[ $(status_field phase) == writes_switched ]] || fail "phase is $(status_field phase) after the kill inside the rollback"
+crash_inside_rollback
 log "4. killed inside rollback --external (phase still writes_switched)"
 sql_my -e "UPDATE shop.pgbench_accounts SET filler = 'while midflight was down' WHERE aid = 2;
   INSERT INTO shop.types (vc, n, e) VALUES ('while midflight was down', 2, 'ok');

@@ -247,6 +247,34 @@ run_mf_crash_bg() {
   MIDFLIGHT_CRASH_AT=$1 "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
   MF_PID=$!
 }
+# crash_inside_rollback: the running midflight killed -9, started again
+# with crash point rollback-external-caught-up, and `rollback --external`
+# sent: the process dies there, once the source is carried over and before
+# the phase is recorded, which stays writes_switched.
+crash_inside_rollback() {
+  kill9_mf
+  run_mf_crash_bg rollback-external-caught-up
+  wait_phase writes_switched 120
+  if rollback_when_ready; then fail "the rollback finished past its crash point: $out"; fi
+  wait_killed rollback-external-caught-up
+  [[ $(status_field phase) == writes_switched ]] || fail "phase is $(status_field phase) after the kill inside the rollback"
+}
+# verify_clean WHAT: `midflight verify` is clean; its summary line logged.
+verify_clean() {
+  local out
+  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify not clean"; }
+  log "$1: $(grep -m1 '^verify:' <<<"$out")"
+}
+# no_doubles_no_loops WHAT: no apply conflict in either direction (a change
+# applied twice finds its row there already, or gone), and no change seen on
+# the side the applications left as an application's write (the reverse
+# flow's own writes looping back, or a restarted forward flow taking changes
+# it had applied before the switch for new ones).
+no_doubles_no_loops() {
+  [[ $(status_field conflicts.total) == 0 ]] || fail "$1: apply conflicts: $(status_field conflicts)"
+  [[ $(status_field reverse.old_side_writes) == 0 ]] \
+    || fail "$1: $(status_field reverse.old_side_writes) old-side write(s) reported after the switch"
+}
 # mf_when_ready ARGS...: `midflight ARGS... $SPEC` (an operation sent to the
 # running process), retried while a restarted process is still starting; its
 # output in $out, its exit status returned.
