@@ -240,7 +240,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       CheckReplicaLag();
     }
     FlowMetrics m = fwd->flow->metrics();
-    const uint64_t lag_bytes = ops_.LagBytes(source_lsn, m.applied_through);
+    const uint64_t lag_bytes = ops_.LagBytes(Side::kSource, source_lsn, m.applied_through);
     if (ops_.lag_from_positions()) {
       const int64_t now_us = NowUnixMicros();
       if (source_lsn && (seen.empty() || seen.back().first != source_lsn)) seen.push_back({source_lsn, now_us});
@@ -296,7 +296,7 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       uint64_t target_lsn = ops_.CurrentPosition(Side::kTarget);
       FlowMetrics r = rev->flow->metrics();
       rs.reverse_running = true;
-      rs.reverse_lag_bytes = ops_.LagBytes(target_lsn, r.applied_through);
+      rs.reverse_lag_bytes = ops_.LagBytes(Side::kTarget, target_lsn, r.applied_through);
       rs.reverse_applied_position = PosOf(Side::kTarget, r.applied_through);
       rs.reverse_lag_seconds = r.lag_seconds;
       rs.reverse_changes_applied = r.changes_applied;

@@ -104,9 +104,13 @@ class ReplicationOps {
   // now (the caller retries).
   virtual Result<StartedFlow> StartFlow(proxy::Side from, const std::vector<TablePtr>& tables,
                                         const ReplicateStart& start) = 0;
-  // Bytes from `applied` to `current` (two positions of one side), as exactly
-  // as the engine can tell.
-  virtual uint64_t LagBytes(uint64_t current, uint64_t applied) const {
+  // Bytes from `applied` to `current`, two positions of `side`'s change
+  // stream (the source's for the forward flow, the target's for reverse),
+  // as exactly as that side's engine can tell. The default is for positions
+  // that count bytes (PostgreSQL LSNs); a MySQL side's positions span binlog
+  // files, whose sizes the ops read (mysql::BinlogSizes).
+  virtual uint64_t LagBytes(proxy::Side side, uint64_t current, uint64_t applied) const {
+    (void)side;
     return current > applied ? current - applied : 0;
   }
   // A position of `side` as messages and status show it; "" when both

@@ -60,11 +60,6 @@ equal() {
 }
 # verify_clean WHAT: a live `midflight verify` (it waits until the flow from
 # the side writes go to has applied that side's snapshot position).
-verify_clean() {
-  local out
-  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify not clean"; }
-  log "$1: $(grep -m1 '^verify:' <<<"$out")"
-}
 
 run_mf_bg
 wait_phase replicating 90

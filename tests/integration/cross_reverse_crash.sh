@@ -47,64 +47,6 @@ equal() {
     shop.sbtest2) + (SELECT COUNT(*) FROM shop.types)") rows; midflight compare: $(grep -c ' rows  equal$' \
     "$WORK/compare.out") tables equal)"
 }
-verify_clean() {
-  local out
-  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify not clean"; }
-  log "$1: $(grep -m1 '^verify:' <<<"$out")"
-}
-# no_doubles_no_loops WHAT: no apply conflict in either direction (a change
-# applied twice would find its row there already, or gone), and no change
-# seen on MariaDB after the switch as an application's write (the reverse
-# flow's own writes looping, or the restarted forward flow taking changes it
-# had applied before the switch for new ones).
-no_doubles_no_loops() {
-  [[ $(status_field conflicts.total) == 0 ]] || fail "$1: apply conflicts: $(status_field conflicts)"
-  [[ $(status_field reverse.old_side_writes) == 0 ]] \
-    || fail "$1: $(status_field reverse.old_side_writes) old-side write(s) reported on MariaDB after the switch"
-}
-# reverse_applied_now: the changes this process's reverse flow has applied,
-# from its own output (the stored status may still be a killed run's).
-reverse_applied_now() {
-  { grep -o 'reverse lag [0-9,]* bytes, [0-9,]* changes applied' "$WORK/run.$RUN_N.log" || true; } | tail -1 \
-    | awk '{gsub(",", "", $5); print $5}'
-}
-# wait_reverse_applies N: this process's reverse flow has applied N changes.
-wait_reverse_applies() {
-  local i n
-  for ((i = 0; i < 480; i++)); do
-    kill -0 "$MF_PID" 2>/dev/null || { cat "$WORK/run.$RUN_N.log"; fail "midflight exited"; }
-    n=$(reverse_applied_now)
-    [[ -n $n && $n -ge $1 ]] && return 0
-    sleep 0.25
-  done
-  fail "the reverse flow of run $RUN_N did not apply $1 changes in 120 s: $(status_field reverse)"
-}
-# wait_killed POINT: the background midflight dies by SIGKILL at its crash point.
-wait_killed() {
-  local i rc=0
-  for ((i = 0; i < 1200; i++)); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
-  kill -0 "$MF_PID" 2>/dev/null && fail "crash point $1 not reached in 300 s"
-  wait "$MF_PID" || rc=$?
-  MF_PID=
-  [[ $rc -eq 137 ]] || { cat "$WORK/run.$RUN_N.log"; fail "expected a SIGKILL at $1, got exit $rc"; }
-  grep -q "test crash point ${1%%=*} reached" "$WORK/run.$RUN_N.log" || fail "crash point $1 not reached"
-}
-run_mf_crash_bg() {
-  RUN_N=$((RUN_N + 1))
-  MIDFLIGHT_CRASH_AT=$1 "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
-  MF_PID=$!
-}
-# rollback_when_ready: `rollback --external`, retried while the restarted
-# process is still starting; its output in $out, its exit status returned.
-rollback_when_ready() {
-  local i rc
-  for ((i = 0; i < 240; i++)); do
-    rc=0; out=$("$MF" rollback --external "$SPEC" 2>&1) || rc=$?
-    not_yet "$out" || return $rc
-    sleep 0.25
-  done
-  fail "rollback --external still refused after 60 s: $out"
-}
 reverse_checkpoints() { sql_pri -e "SELECT COUNT(*), COALESCE(MAX(commit_pos), 0) FROM midflight.checkpoints
   WHERE migration = 'rc/reverse'"; }
 slots() { sql_dst -c "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT'"; }
@@ -194,12 +136,7 @@ no_doubles_no_loops "load on PostgreSQL stopped"
 # (New rows and a types row: pgbench deleted sbtest1 rows at random.)
 last_id=$(sql_dst -c "INSERT INTO shop.sbtest1 (k, c, pad) VALUES (1, 'last on pg', 'x') RETURNING id")
 sql_dst -c "UPDATE shop.types SET lat = 'last on pg' WHERE id = 1; INSERT INTO shop.types (lat, n) VALUES ('last on pg', 0)"
-kill9_mf
-run_mf_crash_bg rollback-external-caught-up
-wait_phase writes_switched 120
-if rollback_when_ready; then fail "the rollback finished past its crash point: $out"; fi
-wait_killed rollback-external-caught-up
-[[ $(status_field phase) == writes_switched ]] || fail "phase is $(status_field phase) after the kill inside the rollback"
+crash_inside_rollback
 log "3. killed inside rollback --external (phase still writes_switched)"
 down_id=$(sql_dst -c "INSERT INTO shop.sbtest1 (k, c, pad) VALUES (1, 'while midflight was down', 'x') RETURNING id")
 sql_dst -c "UPDATE shop.types SET lat = 'while midflight was down' WHERE id = 2"

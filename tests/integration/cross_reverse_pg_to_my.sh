@@ -75,11 +75,6 @@ equal() {
   log "$1: equal row for row ($(sql_src -c "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM
     pgbench_history) + (SELECT count(*) FROM types)") rows$also)"
 }
-verify_clean() {
-  local out
-  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify not clean"; }
-  log "$1: $(grep -m1 '^verify:' <<<"$out")"
-}
 # my_row ID: the typed row of shop.types as MariaDB holds it; pg_row ID: as PostgreSQL does.
 pg_row() {
   sql_src -c "SET TimeZone = 'UTC'; SELECT concat_ws('|', i4, n, nu, r, d, b, t, vc, ch, encode(by, 'hex'), u, dt, tm,

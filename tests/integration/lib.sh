@@ -107,6 +107,27 @@ kill_restart_mariadb() {
   "$TESTDB" start mariadb "$dir" 0
 }
 
+# kill_restart_pg DIR: kill -9 of the PostgreSQL server of data directory DIR
+# (its postmaster, then the backends it had, by id: an orphaned backend would
+# keep the shared memory and the restart would refuse), then the same server
+# started again on its data directory and port (crash recovery); counts in KILLS.
+kill_restart_pg() {
+  local dir=$1 pid kids i
+  pid=$(head -1 "$dir/data/postmaster.pid")
+  kids=$(pgrep -P "$pid" || true)
+  kill -9 "$pid"
+  # shellcheck disable=SC2086  # one id per word
+  [[ -z $kids ]] || kill -9 $kids 2>/dev/null || true
+  for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "postgres $pid survived kill -9"
+  for k in $kids; do
+    for ((i = 0; i < 100; i++)); do kill -0 "$k" 2>/dev/null || break; sleep 0.1; done
+  done
+  KILLS=$((KILLS + 1))
+  sleep 1
+  "$TESTDB" start pg "$dir" 0
+}
+
 # start_schema_registry PORT_BASE: tests/tools/schema_registry.py (a
 # Confluent-compatible registry in memory) on the first free port from
 # PORT_BASE. While $WORK/registry.refuse exists it refuses every schema with
@@ -190,6 +211,83 @@ run_mf_crash() {
   log "killed at $1 (phase now $(status_field phase))"
 }
 
+# Reverse replication after a write switch, killed and resumed
+# (cross_reverse_crash.sh, cross_reverse_pg_to_my_crash.sh).
+# reverse_applied_now: the changes this process's reverse flow has applied,
+# from its own output (the stored status may still be a killed run's).
+reverse_applied_now() {
+  { grep -o 'reverse lag [0-9,]* bytes, [0-9,]* changes applied' "$WORK/run.$RUN_N.log" || true; } | tail -1 \
+    | awk '{gsub(",", "", $5); print $5}'
+}
+# wait_reverse_applies N: this process's reverse flow has applied N changes.
+wait_reverse_applies() {
+  local i n
+  for ((i = 0; i < 480; i++)); do
+    kill -0 "$MF_PID" 2>/dev/null || { cat "$WORK/run.$RUN_N.log"; fail "midflight exited"; }
+    n=$(reverse_applied_now)
+    [[ -n $n && $n -ge $1 ]] && return 0
+    sleep 0.25
+  done
+  fail "the reverse flow of run $RUN_N did not apply $1 changes in 120 s: $(status_field reverse)"
+}
+# wait_killed POINT: the background midflight dies by SIGKILL at its crash point.
+wait_killed() {
+  local i rc=0
+  for ((i = 0; i < 1200; i++)); do kill -0 "$MF_PID" 2>/dev/null || break; sleep 0.25; done
+  kill -0 "$MF_PID" 2>/dev/null && fail "crash point $1 not reached in 300 s"
+  wait "$MF_PID" || rc=$?
+  MF_PID=
+  [[ $rc -eq 137 ]] || { cat "$WORK/run.$RUN_N.log"; fail "expected a SIGKILL at $1, got exit $rc"; }
+  grep -q "test crash point ${1%%=*} reached" "$WORK/run.$RUN_N.log" || fail "crash point $1 not reached"
+}
+# run_mf_crash_bg POINT: `midflight run $SPEC` in the background with a test
+# crash point (wait_killed waits for it to die there).
+run_mf_crash_bg() {
+  RUN_N=$((RUN_N + 1))
+  MIDFLIGHT_CRASH_AT=$1 "$MF" run "$SPEC" >"$WORK/run.$RUN_N.log" 2>&1 &
+  MF_PID=$!
+}
+# crash_inside_rollback: the running midflight killed -9, started again
+# with crash point rollback-external-caught-up, and `rollback --external`
+# sent: the process dies there, once the source is carried over and before
+# the phase is recorded, which stays writes_switched.
+crash_inside_rollback() {
+  kill9_mf
+  run_mf_crash_bg rollback-external-caught-up
+  wait_phase writes_switched 120
+  if rollback_when_ready; then fail "the rollback finished past its crash point: $out"; fi
+  wait_killed rollback-external-caught-up
+  [[ $(status_field phase) == writes_switched ]] || fail "phase is $(status_field phase) after the kill inside the rollback"
+}
+# verify_clean WHAT: `midflight verify` is clean; its summary line logged.
+verify_clean() {
+  local out
+  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify not clean"; }
+  log "$1: $(grep -m1 '^verify:' <<<"$out")"
+}
+# no_doubles_no_loops WHAT: no apply conflict in either direction (a change
+# applied twice finds its row there already, or gone), and no change seen on
+# the side the applications left as an application's write (the reverse
+# flow's own writes looping back, or a restarted forward flow taking changes
+# it had applied before the switch for new ones).
+no_doubles_no_loops() {
+  [[ $(status_field conflicts.total) == 0 ]] || fail "$1: apply conflicts: $(status_field conflicts)"
+  [[ $(status_field reverse.old_side_writes) == 0 ]] \
+    || fail "$1: $(status_field reverse.old_side_writes) old-side write(s) reported after the switch"
+}
+# mf_when_ready ARGS...: `midflight ARGS... $SPEC` (an operation sent to the
+# running process), retried while a restarted process is still starting; its
+# output in $out, its exit status returned.
+mf_when_ready() {
+  local i rc
+  for ((i = 0; i < 240; i++)); do
+    rc=0; out=$("$MF" "$@" "$SPEC" 2>&1) || rc=$?
+    not_yet "$out" || return $rc
+    sleep 0.25
+  done
+  fail "$* still refused after 60 s: $out"
+}
+rollback_when_ready() { mf_when_ready rollback --external; }
 status_field() { "$MF" status "$SPEC" --json | jq -r ".$1"; }
 
 # not_yet OUTPUT: the answer of an operation sent to a process still starting

@@ -1284,5 +1284,27 @@ TEST(BinlogPosTest, BytesBetweenPositionsAcrossFiles) {
   EXPECT_EQ(BinlogBytesBetween(EncodeBinlogPos(13, 600), EncodeBinlogPos(15, 40), size_of), 100u + 0u + 40u);
 }
 
+// The lag in bytes of a flow reading a MySQL side (forward from a MySQL
+// source, reverse from a MySQL target): positions in different files are
+// apart by the rest of the older file, the files between and the newer
+// file's offset, not by the difference of the encoded numbers (2^32 per file).
+TEST(BinlogPosTest, SizesReadAgainOnlyOnceTheServerMovedToAnotherFile) {
+  BinlogSizes sizes;
+  EXPECT_TRUE(sizes.NeedsRead(EncodeBinlogPos(5, 120)));
+  // Never read: only the offset in the newer file is known.
+  EXPECT_EQ(sizes.BytesBetween(EncodeBinlogPos(3, 900), EncodeBinlogPos(5, 120)), 120u);
+  // SHOW BINARY LOGS while the server writes file 5 (its size still grows).
+  sizes.Set(EncodeBinlogPos(5, 120), {{3, 1000}, {4, 2000}, {5, 120}});
+  EXPECT_FALSE(sizes.NeedsRead(EncodeBinlogPos(5, 4000)));
+  EXPECT_EQ(sizes.BytesBetween(EncodeBinlogPos(3, 900), EncodeBinlogPos(5, 120)), 100u + 2000u + 120u);
+  EXPECT_EQ(sizes.BytesBetween(EncodeBinlogPos(5, 100), EncodeBinlogPos(5, 4000)), 3900u);
+  EXPECT_EQ(sizes.BytesBetween(EncodeBinlogPos(5, 4000), EncodeBinlogPos(5, 100)), 0u);
+  // Rotated: file 5 ended at 4500; the sizes are read again.
+  EXPECT_TRUE(sizes.NeedsRead(EncodeBinlogPos(6, 300)));
+  sizes.Set(EncodeBinlogPos(6, 300), {{4, 2000}, {5, 4500}, {6, 300}});
+  EXPECT_EQ(sizes.BytesBetween(EncodeBinlogPos(5, 4000), EncodeBinlogPos(6, 300)), 500u + 300u);
+  EXPECT_EQ(sizes.BytesBetween(EncodeBinlogPos(4, 0), EncodeBinlogPos(6, 300)), 2000u + 4500u + 300u);
+}
+
 }  // namespace
 }  // namespace midflight::mysql

@@ -96,4 +96,19 @@ TEST_F(PgTypesTest, FloatOutOfRangeIsInvalid) {
   RoundTrip(Type(701, "double precision"), "1.7976931348623157e+308");
 }
 
+// The bulk upsert casts text to these before the INSERT assigns them: a
+// length left in would cut a longer value silently instead of refusing it.
+TEST(AssignedFromTextAsTest, DropsOnlyTheLengthsAnExplicitCastWouldCut) {
+  EXPECT_EQ(AssignedFromTextAs("character varying(40)"), "character varying");
+  EXPECT_EQ(AssignedFromTextAs("character(5)"), "bpchar");
+  EXPECT_EQ(AssignedFromTextAs("character varying(10)[]"), "character varying[]");
+  EXPECT_EQ(AssignedFromTextAs("character(2)[][]"), "bpchar[][]");
+  EXPECT_EQ(AssignedFromTextAs("character varying"), "character varying");
+  EXPECT_EQ(AssignedFromTextAs("character"), "character");
+  EXPECT_EQ(AssignedFromTextAs("bit(4)"), "bit(4)");
+  EXPECT_EQ(AssignedFromTextAs("numeric(10,3)"), "numeric(10,3)");
+  EXPECT_EQ(AssignedFromTextAs("timestamp(3) without time zone"), "timestamp(3) without time zone");
+  EXPECT_EQ(AssignedFromTextAs("\"character varying(4)\""), "\"character varying(4)\"");  // a user type of that name
+}
+
 }  // namespace midflight::pg

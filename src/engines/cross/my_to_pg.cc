@@ -512,11 +512,11 @@ class CrossReplication final : public ReplicationOps {
     return out;
   }
 
-  uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
-    // Exact within one binlog file; across files, the offset in the newer one.
-    if (current <= applied) return 0;
-    if (mysql::BinlogFileNumber(current) == mysql::BinlogFileNumber(applied)) return current - applied;
-    return mysql::BinlogOffset(current);
+  // Forward: the source's binlog, across files with their sizes (read by the
+  // monitor with the position); reverse: PostgreSQL LSNs, which count bytes.
+  uint64_t LagBytes(proxy::Side side, uint64_t current, uint64_t applied) const override {
+    if (side != proxy::Side::kSource) return current > applied ? current - applied : 0;
+    return sizes_.BytesBetween(applied, current);
   }
   bool lag_from_positions() const override { return true; }
   // The reverse flow's positions are PostgreSQL LSNs.
@@ -559,6 +559,7 @@ class CrossReplication final : public ReplicationOps {
     }
     if (!monitor_) return last_pos_;
     if (uint64_t pos = MasterPosition(*monitor_)) last_pos_ = pos;
+    mysql::RefreshBinlogSizes(*monitor_, last_pos_, sizes_);
     return last_pos_;
   }
 
@@ -968,6 +969,7 @@ class CrossReplication final : public ReplicationOps {
   std::string base_;  // guarded by base_mu_
   std::unique_ptr<MyConn> monitor_;  // monitor thread only
   uint64_t last_pos_ = 0;           // monitor thread only
+  mysql::BinlogSizes sizes_;        // the source's binlog files (the lag across files); self-synchronised
 };
 
 // ---- the engine ------------------------------------------------------------------

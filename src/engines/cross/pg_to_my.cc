@@ -727,6 +727,13 @@ class CrossReplication final : public ReplicationOps {
     return out;
   }
 
+  // Forward: PostgreSQL LSNs, which count bytes; reverse: MySQL's binlog,
+  // across files with their sizes (read by the monitor with the position).
+  uint64_t LagBytes(proxy::Side side, uint64_t current, uint64_t applied) const override {
+    if (side == proxy::Side::kSource) return current > applied ? current - applied : 0;
+    return my_sizes_.BytesBetween(applied, current);
+  }
+
   // The reverse flow's positions are MySQL binlog positions of the target.
   std::string FormatPositionOf(proxy::Side side, uint64_t pos) const override {
     if (side != proxy::Side::kTarget) return "";
@@ -756,6 +763,7 @@ class CrossReplication final : public ReplicationOps {
       }
       if (!my_monitor_) return my_last_pos_;
       if (uint64_t pos = mysql::MasterPosition(*my_monitor_)) my_last_pos_ = pos;
+      mysql::RefreshBinlogSizes(*my_monitor_, my_last_pos_, my_sizes_);
       return my_last_pos_;
     }
     if (!monitor_ || monitor_->IsBroken()) {
@@ -1092,6 +1100,9 @@ class CrossReplication final : public ReplicationOps {
     // Every partition's checkpoint is on PostgreSQL; the sequencer skips
     // what each one holds.
     fo.start = start;
+    // Test-only: a kill -9 after a batch and its checkpoint committed on
+    // PostgreSQL (tests/integration/cross_reverse_pg_to_my_crash.sh).
+    fo.applier.on_committed = [](uint64_t n) { CrashPoint("reverse-batch-committed", static_cast<int64_t>(n)); };
     MigrationRuntime* rt = &runtime_;
     SinkFactory open_sink = [uri = spec_.source, key = ReverseKey(), name = spec_.name, casts,
                              rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
@@ -1170,6 +1181,7 @@ class CrossReplication final : public ReplicationOps {
   std::unique_ptr<PgConn> monitor_;     // monitor thread only
   std::unique_ptr<MyConn> my_monitor_;  // monitor thread only
   uint64_t my_last_pos_ = 0;            // monitor thread only
+  mysql::BinlogSizes my_sizes_;        // MySQL's binlog files (the reverse lag); self-synchronised
 };
 
 // ---- the engine ------------------------------------------------------------------

@@ -8,11 +8,14 @@
 
 #include <charconv>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include <fmt/format.h>
+
+#include "base/thread_annotations.h"
 
 namespace midflight::mysql {
 
@@ -57,6 +60,41 @@ uint64_t BinlogBytesBetween(uint64_t applied, uint64_t current, const SizeOf& si
   for (uint32_t n = from + 1; n < to; ++n) bytes += size_of(n);
   return bytes + BinlogOffset(current);
 }
+
+// The sizes of one server's binlog files (SHOW BINARY LOGS), for a lag in
+// bytes across files: BytesBetween is BinlogBytesBetween over them (a file
+// not listed counts 0 bytes). A file the server no longer writes keeps its
+// size, so they need reading again only once the server moved to another
+// file (NeedsRead), and the size of the file that was current at the read
+// is never used for a file before the current one. Self-synchronised: the
+// monitor thread reads and Sets them, the status loop asks BytesBetween.
+class BinlogSizes {
+ public:
+  // True when `current` is in another file than the one current at the last Set.
+  bool NeedsRead(uint64_t current) const {
+    MutexLock lock(&mu_);
+    return BinlogFileNumber(current) != read_in_;
+  }
+  // The sizes listed (file number -> bytes) while the server wrote `current`.
+  void Set(uint64_t current, std::map<uint32_t, uint64_t> sizes) {
+    MutexLock lock(&mu_);
+    read_in_ = BinlogFileNumber(current);
+    sizes_ = std::move(sizes);
+  }
+  uint64_t BytesBetween(uint64_t applied, uint64_t current) const {
+    MutexLock lock(&mu_);
+    return BinlogBytesBetween(applied, current, [this](uint32_t n) -> uint64_t {
+      mu_.AssertHeld();  // called by BinlogBytesBetween, under the lock above
+      auto it = sizes_.find(n);
+      return it == sizes_.end() ? 0 : it->second;
+    });
+  }
+
+ private:
+  mutable Mutex mu_;
+  uint32_t read_in_ GUARDED_BY(mu_) = 0;  // the file that was current at the last Set (0: never read)
+  std::map<uint32_t, uint64_t> sizes_ GUARDED_BY(mu_);
+};
 
 // For messages and status: "binlog.000012:4711".
 inline std::string FormatBinlogPos(const std::string& base, uint64_t pos) {

@@ -55,16 +55,10 @@ class MyReplication final : public MyReplicationOps {
   Result<StartedFlow> StartFlow(Side from, const std::vector<TablePtr>&, const ReplicateStart& start) override {
     return from == Side::kSource ? StartForward(start) : StartReverse(start);
   }
-  // Exact across binlog files of the source, with their sizes from SHOW
-  // BINARY LOGS (read by the monitor); a file whose size is not known (the
-  // target's, for the reverse lag) counts as 0 bytes.
-  uint64_t LagBytes(uint64_t current, uint64_t applied) const override {
-    MutexLock lock(&sizes_mu_);
-    return BinlogBytesBetween(applied, current, [this](uint32_t n) -> uint64_t {
-      sizes_mu_.AssertHeld();  // called by BinlogBytesBetween, under the lock above
-      auto it = file_sizes_.find(n);
-      return it == file_sizes_.end() ? 0 : it->second;
-    });
+  // Exact across binlog files of either side, with their sizes from SHOW
+  // BINARY LOGS (read by the monitor with the position).
+  uint64_t LagBytes(Side side, uint64_t current, uint64_t applied) const override {
+    return sizes_[side == Side::kSource ? 0 : 1].BytesBetween(applied, current);
   }
   // Binlog timestamps have one-second resolution, and a stream that falls
   // behind leaves changes unread: lag is the age of the oldest binlog
@@ -165,9 +159,7 @@ class MyReplication final : public MyReplicationOps {
   };
   std::map<int64_t, TargetReplica> target_replicas_;  // by server_id (SHOW SLAVE HOSTS on the target)
   uint64_t last_pos_[2] = {0, 0};
-  uint32_t sizes_file_ = 0;  // the current file when file_sizes_ was read
-  mutable Mutex sizes_mu_;
-  std::map<uint32_t, uint64_t> file_sizes_ GUARDED_BY(sizes_mu_);  // binlog file number -> bytes (SHOW BINARY LOGS)
+  BinlogSizes sizes_[2];  // 0: the reader's binlog files, 1: the target's
   mutable Mutex base_mu_;
   std::string binlog_base_ GUARDED_BY(base_mu_) = "binlog";
   Mutex control_mu_;
@@ -242,23 +234,8 @@ uint64_t MyReplication::CurrentPosition(Side side) {
   }
   if (!m) return last_pos_[i];  // a failed read keeps the last position (the lag stays as it was)
   if (uint64_t pos = MasterPosition(*m)) last_pos_[i] = pos;
-  if (i == 1) return last_pos_[i];
-  // The sizes of the files before the current one, for the lag in bytes
-  // across files: a file no longer written keeps its size, so they are read
-  // again only when the server moved to another file.
-  const uint32_t file = BinlogFileNumber(last_pos_[0]);
-  if (file != sizes_file_)
-    if (auto r = m->Query("SHOW BINARY LOGS"); r.ok()) {
-      sizes_file_ = file;
-      std::map<uint32_t, uint64_t> sizes;
-      for (int k = 0; k < r->rows(); ++k) {
-        uint64_t bytes = 0;
-        if (auto n = ParseBinlogFileNumber(r->Get(k, 0)); n && ParseU64(r->Get(k, 1), &bytes)) sizes[*n] = bytes;
-      }
-      MutexLock lock(&sizes_mu_);
-      file_sizes_ = std::move(sizes);
-    }
-  return last_pos_[0];
+  RefreshBinlogSizes(*m, last_pos_[i], sizes_[i]);
+  return last_pos_[i];
 }
 
 namespace {
@@ -772,6 +749,18 @@ std::vector<std::string> MyReplication::CleanUpOnComplete() {
 
 std::unique_ptr<MyReplicationOps> MyReplicationOps::New(ReplicationSetup setup) {
   return std::make_unique<MyReplication>(std::move(setup));
+}
+
+void RefreshBinlogSizes(MyConn& conn, uint64_t current, BinlogSizes& sizes) {
+  if (current == 0 || !sizes.NeedsRead(current)) return;
+  auto r = conn.Query("SHOW BINARY LOGS");
+  if (!r.ok()) return;  // read again next time
+  std::map<uint32_t, uint64_t> listed;
+  for (int k = 0; k < r->rows(); ++k) {
+    uint64_t bytes = 0;
+    if (auto n = ParseBinlogFileNumber(r->Get(k, 0)); n && ParseU64(r->Get(k, 1), &bytes)) listed[*n] = bytes;
+  }
+  sizes.Set(current, std::move(listed));
 }
 
 uint64_t MasterPosition(MyConn& conn, std::string* base) {

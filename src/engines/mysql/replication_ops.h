@@ -27,6 +27,7 @@
 #include <string>
 
 #include "engines/engine.h"
+#include "engines/mysql/binlog_pos.h"
 
 namespace midflight {
 struct MigrationSpec;
@@ -42,6 +43,11 @@ class MyConn;
 // has none (log_bin off) or cannot be read; the file's base name into *base
 // when asked.
 uint64_t MasterPosition(MyConn& conn, std::string* base = nullptr);
+
+// The sizes of `conn`'s binlog files (SHOW BINARY LOGS) into `sizes` when
+// `current` (its SHOW MASTER STATUS position) is in another file than at the
+// last read; a failed read leaves them as they were.
+void RefreshBinlogSizes(MyConn& conn, uint64_t current, BinlogSizes& sizes);
 
 struct ReplicationSetup {
   const MigrationSpec* spec = nullptr;

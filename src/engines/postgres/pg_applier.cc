@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <libpq-fe.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include "base/log.h"
 #include "engines/postgres/pg_conn.h"
+#include "engines/postgres/pg_types.h"
 #include "pipeline/batch.h"
 #include "pipeline/chunk_reset.h"
 
@@ -194,9 +196,11 @@ void UnnestClause(const TableSchema& t, const std::vector<int>& cols, std::strin
       args += ", ";
       names += ", ";
     }
-    // The full type, modifiers included: char(5), bit(4), numeric(10,3)
-    // (without them a cast to "character" or "bit" means length 1).
-    *select += fmt::format("u.c{}::{}", i, type.native);
+    // The full type, modifiers included: bit(4), numeric(10,3) (without
+    // them a cast to "bit" means length 1); but not a length of varchar(n)
+    // or char(n), which an explicit cast would cut silently: the INSERT's
+    // assignment refuses a value too long (AssignedFromTextAs).
+    *select += fmt::format("u.c{}::{}", i, AssignedFromTextAs(type.native));
     args += fmt::format("${}::text[]", i + 1);
     names += fmt::format("c{}", i);
   }
@@ -547,6 +551,79 @@ Status PgChangeSink::Abort(Status cause) {
   return cause;
 }
 
+namespace {
+
+// Data exceptions (class 22: invalid text representation, value too long,
+// numeric out of range, ...) and a domain's CHECK (23514): a value the
+// column's type refused.
+bool RejectsValue(const std::string& state) { return state.starts_with("22") || state == "23514"; }
+
+}  // namespace
+
+// Each change's new values assigned alone into an unconstrained copy of its
+// table's columns (CREATE TEMP TABLE .. AS .. WITH NO DATA keeps the types,
+// their lengths and domains, not the table's NOT NULL or CHECK): the first
+// change whose row fails, then the first of its columns that fails alone.
+// All in one transaction rolled back (the copies go with it).
+Status PgChangeSink::FindRejectedValue(std::span<const Change> changes, Status cause) {
+  if (!conn_->Exec("BEGIN").ok()) return cause;
+  std::map<const TableSchema*, std::string> copies;
+  std::optional<Status> found;
+  std::string last_sql;
+  auto savepoint = [&](const std::string& sql, const std::vector<Param>& params) -> Status {
+    if (Status st = conn_->Exec("SAVEPOINT midflight_probe"); !st.ok()) return st;
+    last_sql = sql;
+    Status st = conn_->Query(sql, params).status();
+    (void)conn_->Exec(st.ok() ? "RELEASE SAVEPOINT midflight_probe" : "ROLLBACK TO SAVEPOINT midflight_probe");
+    return st;
+  };
+  for (const Change& c : changes) {
+    if (found || conn_->IsBroken()) break;
+    if (c.kind == ChangeKind::kDelete || c.kind == ChangeKind::kTruncate || !c.table) continue;
+    const TableSchema& t = *c.table;
+    auto [copy, fresh] = copies.emplace(&t, fmt::format("pg_temp.midflight_probe_{}", copies.size()));
+    if (fresh) {
+      std::string cols;
+      for (int i : t.writable) cols += (cols.empty() ? "" : ", ") + QuoteIdent(t.columns[i].name);
+      if (!conn_->Exec(fmt::format("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA", copy->second, cols,
+                                   Table(t)))
+               .ok())
+        break;
+    }
+    std::vector<size_t> sent;
+    for (size_t i = 0; i < c.values.size() && i < t.writable.size(); ++i)
+      if (c.values[i].kind == Datum::Kind::kText) sent.push_back(i);
+    auto insert = [&](std::span<const size_t> which) {
+      std::string cols, params;
+      std::vector<Param> values;
+      for (size_t i : which) {
+        cols += (cols.empty() ? "" : ", ") + QuoteIdent(t.columns[t.writable[i]].name);
+        params += fmt::format("{}${}", params.empty() ? "" : ", ", values.size() + 1);
+        values.push_back(Param(c.values[i].text));
+      }
+      return savepoint(fmt::format("INSERT INTO {} ({}) VALUES ({})", copy->second, cols, params), values);
+    };
+    if (sent.empty() || insert(sent).ok()) continue;
+    for (size_t i : sent) {
+      Status st = insert(std::span<const size_t>(&i, 1));
+      if (st.ok()) continue;
+      std::string key = c.KeyText();
+      for (auto& k : key)
+        if (k == '\x1f') k = ',';
+      // The server's own words, without the statement (PgConn::Query's context: its first 60 characters).
+      std::string why = std::string(st.message());
+      const size_t context = std::min<size_t>(last_sql.size(), 60) + 2;
+      if (why.size() > context) why = why.substr(context);
+      found = OperatorError(fmt::format("table {} key {}=({}) column {}: PostgreSQL refused the value: {}",
+                                        t.id.ToString(), t.KeyDescription(), key.substr(0, 200),
+                                        t.columns[t.writable[i]].name, why));
+      break;
+    }
+  }
+  if (!conn_->IsBroken()) (void)conn_->Exec("ROLLBACK");
+  return found ? *found : cause;
+}
+
 Result<bool> PgChangeSink::Fence(int64_t top) {
   RETURN_IF_ERROR(conn_->Exec("BEGIN"));
   auto rollback = [&] {
@@ -640,6 +717,7 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   // Read every result in order. The first failure decides the status; the
   // server skips the rest of the pipeline up to the sync.
   Status first_error;
+  bool value_rejected = false;  // the first failure is a value the column's type refused
   size_t seen = 0;
   while (true) {
     PGresult* r = PQgetResult(c);
@@ -660,6 +738,7 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
       std::string where = "applying batch";
       if (index < owners.size() && owners[index] >= 0) where = ops[owners[index]].Describe();
       first_error = StatusFromResult(c, r, where);
+      value_rejected = RejectsValue(SqlState(r));
     }
     if ((st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK) && index < owners.size() && owners[index] >= 0 &&
         queries[index])
@@ -668,7 +747,8 @@ Status PgChangeSink::ApplyBatch(std::span<const Change> changes, ChangePosition 
   }
   if (!first_error.ok()) {
     conflicts->found.clear();
-    return Abort(first_error);
+    Status st = Abort(first_error);
+    return value_rejected && !conn_->IsBroken() ? FindRejectedValue(changes, st) : st;
   }
   if (!PQexitPipelineMode(c)) return Abort(StatusFromResult(c, nullptr, "leaving pipeline mode"));
   if (hold_commit) {

@@ -66,6 +66,11 @@ class PgChangeSink final : public ChangeSink {
  private:
   PgChangeSink(std::string uri, std::string migration, PartitionId p, std::string origin);
   Status Abort(Status cause);
+  // After `changes` failed on a value PostgreSQL refused (its type's input,
+  // length or domain): an OperatorError naming the table, the key and the
+  // column with the server's message, or `cause` when no single value fails
+  // alone. Runs and rolls back its own transaction on an idle connection.
+  Status FindRejectedValue(std::span<const Change> changes, Status cause);
   // Fencing: BEGIN, lock the partition's row; true (rolled back) when the
   // target records an offset at or above `top`, else the transaction is open.
   Result<bool> Fence(int64_t top);

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 
 namespace midflight::pg {
 namespace {
@@ -378,6 +379,25 @@ Result<std::string> ValueToPgText(const ColumnType& type, const Value& value) {
     }
   };
   return std::visit(Visitor{type}, value.v);
+}
+
+std::string AssignedFromTextAs(const std::string& native) {
+  std::string_view n = native;
+  std::string_view dims;  // "[]", "[][]"
+  if (auto b = n.find('['); b != std::string_view::npos) {
+    dims = n.substr(b);
+    n = n.substr(0, b);
+  }
+  auto bare = [&](std::string_view prefix, const char* as) -> std::optional<std::string> {
+    if (!n.starts_with(prefix) || n.size() < prefix.size() + 3 || n.back() != ')') return std::nullopt;
+    std::string_view digits = n.substr(prefix.size() + 1, n.size() - prefix.size() - 2);
+    if (n[prefix.size()] != '(' || digits.find_first_not_of("0123456789") != std::string_view::npos)
+      return std::nullopt;
+    return std::string(as) + std::string(dims);
+  };
+  if (auto t = bare("character varying", "character varying")) return *t;
+  if (auto t = bare("character", "bpchar")) return *t;
+  return native;
 }
 
 }  // namespace midflight::pg

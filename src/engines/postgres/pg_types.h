@@ -26,4 +26,14 @@ Result<Value> PgTextToValue(const ColumnType& type, std::string_view text);
 // Typed value -> the text form PostgreSQL accepts as input for `type`.
 Result<std::string> ValueToPgText(const ColumnType& type, const Value& value);
 
+// The type a text value is cast to explicitly before it is assigned to a
+// column of type `native` (format_type's text), so that the assignment, not
+// the cast, applies the length: an explicit cast to character varying(n) or
+// character(n) cuts a longer value silently, an assignment refuses it
+// (SQLSTATE 22001). "character varying(40)" -> "character varying",
+// "character(5)" -> "bpchar" (a bare "character" is character(1)), arrays
+// alike; every other type as it is (bit(n), numeric(p,s) need their
+// modifiers: an explicit cast rounds or refuses as an assignment would).
+std::string AssignedFromTextAs(const std::string& native);
+
 }  // namespace midflight::pg
