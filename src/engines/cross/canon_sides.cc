@@ -58,6 +58,8 @@ class MySide final : public CanonSide {
     return conn_->Exec(commit ? "COMMIT" : "ROLLBACK");
   }
   std::string FormatPosition(uint64_t pos) const override { return mysql::FormatBinlogPos(base_, pos); }
+  // The snapshot copy's select list: the binlog's text forms.
+  Result<std::string> StreamList(const CanonTable& t) const override { return SnapshotSelectList(*t.table); }
 
   std::string From(const CanonTable& t) const override { return mysql::QuoteQualified(t.my_id.schema, t.my_id.name); }
   std::string Ident(const CanonColumn& c) const override { return mysql::QuoteIdent(c.my.name); }
@@ -162,6 +164,25 @@ class PgSide final : public CanonSide {
     return l.value();
   }
   Status EndSnapshot(bool commit) override { return conn_->Exec(commit ? "COMMIT" : "ROLLBACK"); }
+
+  // The rows as values of the table's row type: each text goes through its
+  // column type's input function, as the applier's COPY and INSERT send it.
+  Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) const override {
+    const std::string type = pg::QuoteQualified(t.pg_id.schema, t.pg_id.name);
+    std::string values;
+    for (const auto& r : rows) {
+      if (r.size() != t.columns.size())
+        return Internal(fmt::format("{}: a row of {} has {} values, {} columns expected", label_, t.id.ToString(),
+                                    r.size(), t.columns.size()));
+      values += values.empty() ? "(ROW(" : ", (ROW(";
+      for (size_t i = 0; i < r.size(); ++i) {
+        if (i) values += ", ";
+        values += r[i].is_null() ? std::string("NULL") : pg::QuoteLiteral(r[i].text);
+      }
+      values += ")::" + type + ")";
+    }
+    return fmt::format("(SELECT (mf_v.mf_r).* FROM (VALUES {}) AS mf_v(mf_r)) AS mf_shadow", values);
+  }
 
   std::string From(const CanonTable& t) const override { return pg::QuoteQualified(t.pg_id.schema, t.pg_id.name); }
   std::string Ident(const CanonColumn& c) const override { return pg::QuoteIdent(c.pg.name); }
@@ -310,6 +331,81 @@ std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, b
     out.push_back(std::move(t));
   }
   return out;
+}
+
+namespace {
+// The canonical kind of a PostgreSQL column a transform cast or computed.
+Canon CanonOfType(const ColumnType& type) {
+  switch (type.kind) {
+    case TypeKind::kBool:
+    case TypeKind::kInt:
+    case TypeKind::kDecimal: return Canon::kNumber;
+    case TypeKind::kFloat: return Canon::kFloat;
+    case TypeKind::kBytes: return Canon::kBytes;
+    case TypeKind::kJson: return Canon::kJson;
+    case TypeKind::kDate: return Canon::kDate;
+    case TypeKind::kTime:
+    case TypeKind::kInterval: return Canon::kTime;
+    case TypeKind::kTimestamp: return Canon::kTimestamp;
+    default: return Canon::kText;
+  }
+}
+}  // namespace
+
+CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
+                        std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row) {
+  CanonTable t;
+  t.table = base.table;
+  t.id = base.id;
+  t.my_id = base.my_id;
+  t.transformed = true;
+  const TableSchema& target = *tr.target();
+  t.pg_id = target.id;
+  auto shaped = std::make_shared<Reshape>();
+  shaped->source = base;
+  shaped->row = std::move(row);
+  auto base_column = [&](int source_index) -> int {
+    if (source_index < 0) return -1;
+    const std::string& name = tr.source().columns[static_cast<size_t>(source_index)].name;
+    for (size_t j = 0; j < base.columns.size(); ++j)
+      if (base.columns[j].pg.name == name) return static_cast<int>(j);
+    return -1;
+  };
+  for (size_t i = 0; i < target.columns.size(); ++i) {
+    const ColumnSchema& col = target.columns[i];
+    const int from = tr.SourceColumn(i);
+    const int b = base_column(from);
+    CanonColumn c;
+    if (b >= 0 && tr.source().columns[static_cast<size_t>(from)].type.native == col.type.native) {
+      c = base.columns[static_cast<size_t>(b)];  // kept (renamed or not), or a cast that keeps the type
+    } else {
+      c.kind = CanonOfType(col.type);
+    }
+    c.pg = col;
+    c.my = col;  // names the target's column in reports
+    c.pg_cast = nullptr;
+    t.columns.push_back(std::move(c));
+  }
+  t.key = target.key;
+  if (!base.skipped.empty()) {
+    t.skipped = base.skipped;
+    return t;
+  }
+  if (t.key.size() != base.key.size()) t.skipped = "its target key is not its source key";
+  for (size_t i = 0; i < t.key.size() && t.skipped.empty(); ++i) {
+    const size_t k = static_cast<size_t>(t.key[i]);
+    const int from = tr.SourceColumn(k);
+    if (base_column(from) != base.key[i])
+      t.skipped = fmt::format("target key column {} is not source key column {}", target.columns[k].name,
+                              base.columns[static_cast<size_t>(base.key[i])].pg.name);
+    else if (tr.source().columns[static_cast<size_t>(from)].type.native != target.columns[k].type.native)
+      t.skipped = fmt::format(
+          "key column {} is cast ({} -> {}) by {}, which may order or print its values otherwise on the target",
+          target.columns[k].name, tr.source().columns[static_cast<size_t>(from)].type.native,
+          target.columns[k].type.native, "its transform");
+  }
+  if (t.skipped.empty()) t.reshape = std::move(shaped);
+  return t;
 }
 
 }  // namespace midflight::cross

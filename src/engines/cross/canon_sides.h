@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "core/transform.h"
 #include "engines/cross/cross_verify.h"
 #include "engines/cross/my_to_pg_types.h"
 #include "engines/cross/pg_to_my_types.h"
@@ -39,5 +40,18 @@ std::vector<CanonTable> CanonTablesOf(const std::vector<TableCast>& casts, bool 
 // table whose key has a JSON or float column, or with a column an override
 // stores in a type no canonical form relates to PostgreSQL's.
 std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, bool out_of_range_null);
+
+// A transformed table verified through its transform (cross_verify.h
+// Reshape), into a PostgreSQL target: `base` is the table as both sides
+// would hold it untransformed, `tr` the transform bound to its PostgreSQL
+// columns (base's `pg`), `row` one reference row in its stream form ->
+// the transform's input (nullopt when the filter drops it) -> the target's
+// row. The result's columns are the target's: a column kept, renamed or not,
+// is compared as `base` compares it; a cast or computed one by its new
+// type. Not verified (skipped, named) when a key column is cast: a cast
+// key (int_to_text, timestamp_to_timestamptz) may order or render its values
+// otherwise on the target, so ranges would not select the same rows.
+CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
+                        std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row);
 
 }  // namespace midflight::cross

@@ -3,7 +3,9 @@
 // same-engine verifiers (engines/mysql/verify.h): chunked by key range, every
 // row hashed by each server in SQL over a canonical form of its values
 // (canonical.h), only rows that really differ reported (never one in flight),
-// `--repair` through the apply path.
+// `--repair` through the apply path. A table a spec transform reshapes is
+// verified too: the reference's rows are reshaped by midflight and hashed by
+// the other side's SQL (Reshape, CanonSide::Shadow).
 //
 // Engine-neutral: a pair engine supplies one CanonSide per engine (its
 // connection, its dialect of the canonical SQL, and, for the reference, a
@@ -38,6 +40,8 @@ namespace midflight::cross {
 // A key's canonical values, in key order (key columns are NOT NULL).
 using CanonKey = std::vector<std::string>;
 
+struct Reshape;
+
 // One table as both sides hold it.
 struct CanonTable {
   TablePtr table;                    // the reference's schema (repairs are built for it)
@@ -50,6 +54,23 @@ struct CanonTable {
   // names it without counting it either way (as PostgreSQL -> PostgreSQL
   // does); a table skipped for any other reason makes compare not equal.
   bool transformed = false;
+  // Set for a transformed table that is verified (core/transform.h): then
+  // `columns` and `key` are the target's table (renamed, cast, computed
+  // columns), which only the other side holds. The reference's rows are read
+  // in its stream form from `reshape->source` (its key bounds the chunks and
+  // selects keys: the target key's columns are the source's, renamed, so
+  // their canonical values and order are the same), reshaped in midflight as
+  // the flow reshapes them, and hashed by the other side's SQL over those
+  // rows (CanonSide::Shadow), so both hashes come from one engine's SQL.
+  std::shared_ptr<const Reshape> reshape;
+};
+
+// How a transformed table's reference rows become the target's rows.
+struct Reshape {
+  CanonTable source;  // the table as the reference holds it, untransformed (repairs are built for it)
+  // One row of CanonSide::StreamList(source) -> the target's row, nullopt
+  // when the transform's filter drops it; an error names the table and key.
+  std::function<Result<std::optional<std::vector<Datum>>>(const std::vector<std::optional<std::string>>&)> row;
 };
 
 // Marks `t` as not verified (not compared) because the spec's transform
@@ -90,6 +111,20 @@ class CanonSide {
   virtual Result<std::optional<std::string>> Canonical(const CanonColumn& c,
                                                         const std::optional<std::string>& raw) const {
     return CanonRaw(c.kind, raw);
+  }
+
+  // Reference: a select list of t.table's columns in the text forms its
+  // change stream gives (what a Reshape's row reads).
+  virtual Result<std::string> StreamList(const CanonTable& t) const {
+    return OperatorError(fmt::format("{}: table {} cannot be read for a transform here", label(), t.id.ToString()));
+  }
+  // Other side: a FROM item (a derived table, read only) holding `rows`
+  // (values in this engine's input text forms, t.columns' order) typed as
+  // the columns of t on this side, so that the SQL that hashes the table
+  // hashes them alike. `rows` is not empty.
+  virtual Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) const {
+    (void)rows;
+    return OperatorError(fmt::format("{}: transformed rows of {} cannot be hashed here", label(), t.id.ToString()));
   }
 
   // Reference: the repair of each key, its current row as an upsert or a

@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# `verify` and `compare` of a transformed table, MariaDB -> PostgreSQL. The
+# table "Order Lines" (a space in its name, a column named select) reaches
+# PostgreSQL as "sales lines": renamed key (id -> line_no), a column renamed
+# (select -> pick), an excluded column, casts (text_to_int, upper,
+# timestamp_to_timestamptz), two computed columns and a row filter. midflight
+# reads the source rows by key range, applies the transform, and PostgreSQL
+# hashes the result as it hashes the target table. Under writes that move rows
+# in and out of the filter, verify must be clean twice; then differences
+# planted on the target (a cast value, a computed value, a deleted row, and a
+# row the filter drops inserted) must each be named by the target's key,
+# `--repair` must fix them through the apply path (the filtered row deleted),
+# and `compare` must find the table equal once the writes stop.
+source "$(dirname "$0")/mylib.sh"
+export PGTZ=UTC
+
+start_my_to_pg_servers 17300 17320
+sql_pri <<'SQL'
+USE shop;
+CREATE TABLE `Order Lines` (id BIGINT NOT NULL PRIMARY KEY, `select` VARCHAR(20), qty_text VARCHAR(20),
+                            price DECIMAL(10,2), status VARCHAR(20), made DATETIME(3), note TEXT, secret TEXT)
+  ENGINE=InnoDB;
+INSERT INTO `Order Lines` SELECT seq, CONCAT('p', seq % 13), seq % 50, seq % 100 + 0.25,
+                                 IF(seq % 5 = 0, 'cancelled', 'paid'),
+                                 TIMESTAMPADD(MICROSECOND, seq * 60500000, '2024-01-01 00:00:00'),
+                                 IF(seq % 7 = 0, NULL, CONCAT('n', seq)), CONCAT('s', seq)
+FROM seq_1_to_6000;
+CREATE TABLE plain (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
+INSERT INTO plain SELECT seq, CONCAT('v', seq) FROM seq_1_to_500;
+SQL
+
+write_spec vt "chunk_rows: 2000" "partitions: 3" \
+  "verify:" "  rows_per_s: 0" "  chunk_rows: 700" \
+  "transforms:" \
+  "  \"shop.Order Lines\":" \
+  "    rename: sales lines" \
+  "    exclude: [secret]" \
+  "    columns:" \
+  "      id: {rename: line_no}" \
+  "      select: {rename: pick}" \
+  "      qty_text: {rename: qty, cast: text_to_int}" \
+  "      made: {cast: timestamp_to_timestamptz, zone: \"+02:00\"}" \
+  "      note: {rename: remark, cast: upper}" \
+  "    add:" \
+  "      total: price * qty_text" \
+  "      label: concat(status, '-', id)" \
+  "    filter: status <> 'cancelled'"
+T='shop."sales lines"'
+
+run_mf_bg
+wait_phase replicating 120
+[[ $(sql_dst -c "SELECT count(*) FROM $T") == 4800 ]] || fail "the target does not hold the 4800 rows the filter keeps"
+
+# Writes on ids above 1000 only (the planted rows are below): rows leave and
+# enter the filter, values change, rows come and go, keys move.
+(
+  i=0
+  while :; do
+    i=$((i + 1))
+    "$TESTDB" sql "$PRI_DIR" shop -e "
+      UPDATE \`Order Lines\` SET status = IF(status = 'cancelled', 'paid', 'cancelled') WHERE id = 1001 + ($i * 37) % 5000;
+      UPDATE \`Order Lines\` SET price = price + 1, qty_text = $i % 40, note = CONCAT('u', $i), \`select\` = 'w'
+        WHERE id = 1001 + ($i * 53) % 5000;
+      INSERT INTO \`Order Lines\` VALUES (100000 + $i, 's', $i % 9, $i % 7, IF($i % 3 = 0, 'cancelled', 'new'), NOW(3),
+        'i', 'x');
+      DELETE FROM \`Order Lines\` WHERE id = 1001 + ($i * 89) % 5000;
+      UPDATE \`Order Lines\` SET id = id + 1000000 WHERE id = 1001 + ($i * 97) % 5000;
+      UPDATE plain SET v = CONCAT(v, '.') WHERE id = 1 + $i % 500;" >/dev/null 2>&1 || true
+    sleep 0.05
+  done
+) &
+EXTRA_PIDS+=($!)
+DML_PID=$!
+sleep 2
+
+verify() {  # verify OUTFILE [args...]: runs midflight verify, prints its output, returns its exit code
+  local out=$1 rc=0 t0=$SECONDS; shift
+  "$MF" verify "$SPEC" "$@" >"$out" 2>&1 || rc=$?
+  sed 's/^/    /' "$out"
+  log "(the verify command took $((SECONDS - t0)) s)"
+  return $rc
+}
+verify_json() {  # verify_json EXPR: a Python expression over the last verification's JSON tables `t`
+  python3 - "$WORK/state-vt/state.db" "$1" <<'PY'
+import json, sqlite3, sys
+j = json.loads(sqlite3.connect(sys.argv[1]).execute("SELECT value FROM kv WHERE key = 'verify_json'").fetchone()[0])
+t = j["tables"]
+print(eval(sys.argv[2]))
+PY
+}
+
+for run in 1 2; do
+  verify "$WORK/clean$run.out" || fail "verify run $run of the transformed table under writes is not clean"
+  grep -q "verify: clean" "$WORK/clean$run.out" || fail "run $run: no clean summary"
+  ! grep -q "not verified" "$WORK/clean$run.out" || fail "run $run: a table was not verified"
+  rows=$(verify_json "[x['rows'] for x in t if 'Order Lines' in x['table']][0]")
+  ((rows >= 4000)) || fail "run $run: verify compared $rows rows of the transformed table"
+  log "run $run under writes: clean; $rows transformed rows compared; $(verify_json "'%d chunks, %d differing at first look, %d keys re-checked (in flight)' % \
+    tuple(sum(x[k] for x in t) for k in ('chunks', 'chunks_differing_first_look', 'keys_rechecked'))"), none reported"
+done
+
+# Behind midflight's back, on PostgreSQL: a cast value, a computed value, a
+# deleted row, and a row the filter drops on the way (id 15 is cancelled).
+sql_dst <<SQL
+UPDATE $T SET qty = qty + 1 WHERE line_no = 11;
+UPDATE $T SET label = 'planted' WHERE line_no = 12;
+DELETE FROM $T WHERE line_no = 13;
+INSERT INTO $T (line_no, pick, qty, price, status, made, remark, total, label)
+  VALUES (15, 'p2', 15, 15.25, 'cancelled', now(), NULL, 0, 'cancelled-15');
+SQL
+log "planted on the target: line_no 11 (qty), 12 (label) changed, 13 deleted, 15 (filtered out on the source) inserted"
+rc=0
+verify "$WORK/found.out" || rc=$?
+[[ $rc == 1 ]] || fail "verify exited $rc with planted differences (expected 1)"
+expect_line() { grep -qF -- "$1" "$WORK/found.out" || fail "not reported: $1"; }
+expect_line "(line_no)=(11): differs (columns qty)"
+expect_line "(line_no)=(12): differs (columns label)"
+expect_line "(line_no)=(13): missing on target"
+expect_line "(line_no)=(15): extra on target"
+[[ $(verify_json 'sum(len(x["differences"]) for x in t)') == 4 ]] ||
+  fail "the report holds $(verify_json 'sum(len(x["differences"]) for x in t)') differences, not the 4 planted"
+log "verify named exactly the 4 planted differences by the target's key, under writes"
+
+rc=0
+verify "$WORK/repair.out" --repair || rc=$?
+[[ $rc == 1 ]] || fail "verify --repair exited $rc (expected 1: it found differences)"
+grep -q "repaired 4 row(s) through the apply path" "$WORK/repair.out" || fail "no repair line"
+verify "$WORK/after.out" || fail "verify after the repair is not clean"
+[[ $(sql_dst -c "SELECT count(*) FROM $T WHERE line_no = 15") == 0 ]] || fail "the filtered row 15 was not deleted"
+[[ $(sql_dst -c "SELECT count(*) FROM $T WHERE line_no = 13") == 1 ]] || fail "row 13 not restored"
+log "repaired through the apply path (the row the filter drops deleted); the next verify is clean"
+
+kill "$DML_PID" 2>/dev/null; wait "$DML_PID" 2>/dev/null || true
+sleep 2
+out=$("$MF" compare "$SPEC" 2>&1) || { echo "$out"; fail "compare failed or found differences"; }
+echo "$out" | sed 's/^/    /'
+grep -qE "Order Lines.* equal" <<<"$out" || fail "compare did not find the transformed table equal"
+[[ $out != *"not compared"* ]] || fail "compare left a table out"
+# compare must see a planted difference too (it is not a verify skipped silently).
+sql_dst -c "UPDATE $T SET remark = 'x' WHERE line_no = 21"
+out=$("$MF" compare "$SPEC" 2>&1) && { echo "$out"; fail "compare found no difference after one was planted"; }
+grep -qE "Order Lines.*DIFFERENT" <<<"$out" || { echo "$out"; fail "compare did not name the transformed table"; }
+stop_mf
+log "PASS"
