@@ -165,6 +165,13 @@ class PgSide final : public CanonSide {
   }
   Status EndSnapshot(bool commit) override { return conn_->Exec(commit ? "COMMIT" : "ROLLBACK"); }
 
+  // The columns by name: each column's output function, as pgoutput sends it.
+  Result<std::string> StreamList(const CanonTable& t) const override {
+    std::vector<std::string> cols;
+    for (const auto& c : t.columns) cols.push_back(pg::QuoteIdent(c.pg.name));
+    return fmt::format("{}", fmt::join(cols, ", "));
+  }
+
   // The rows as values of the table's row type: each text goes through its
   // column type's input function, as the applier's COPY and INSERT send it.
   Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) const override {
@@ -344,8 +351,7 @@ Canon CanonOfType(const ColumnType& type) {
     case TypeKind::kBytes: return Canon::kBytes;
     case TypeKind::kJson: return Canon::kJson;
     case TypeKind::kDate: return Canon::kDate;
-    case TypeKind::kTime:
-    case TypeKind::kInterval: return Canon::kTime;
+    case TypeKind::kTime: return Canon::kTime;
     case TypeKind::kTimestamp: return Canon::kTimestamp;
     default: return Canon::kText;
   }
@@ -406,6 +412,51 @@ CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
   }
   if (t.skipped.empty()) t.reshape = std::move(shaped);
   return t;
+}
+
+CanonTable PgReshaped(std::shared_ptr<const TableTransform> tr) {
+  const TableSchema& s = tr->source();
+  auto layout = std::make_shared<TableSchema>(s);
+  layout->columns.clear();
+  for (int w : s.writable) layout->columns.push_back(s.columns[static_cast<size_t>(w)]);
+  layout->key = s.key_writable;
+  layout->Finalize();
+  CanonTable base;
+  base.table = layout;
+  base.id = base.my_id = base.pg_id = s.id;
+  for (const ColumnSchema& col : layout->columns) {
+    CanonColumn c;
+    c.kind = CanonOfType(col.type);
+    c.pg = c.my = col;
+    base.columns.push_back(std::move(c));
+  }
+  base.key = layout->key;
+  if (base.key.empty()) base.skipped = "no primary key or unique index on NOT NULL columns";
+  for (int k : base.key)
+    if (base.skipped.empty() && CanonInMidflight(base.columns[static_cast<size_t>(k)].kind))
+      base.skipped = fmt::format("key column {} is {}, which is not compared as a key through a transform",
+                                 base.columns[static_cast<size_t>(k)].pg.name,
+                                 CanonName(base.columns[static_cast<size_t>(k)].kind));
+  auto row = [tr](const CanonSide::Row& raw) -> Result<std::optional<std::vector<Datum>>> {
+    std::vector<Datum> values;
+    for (const auto& v : raw) values.push_back(v ? Datum::Text(*v) : Datum::Null());
+    return tr->Row(values);
+  };
+  return ReshapedToPg(base, *tr, std::move(row));
+}
+
+Result<std::vector<CanonTable>> PgReshapedTables(const std::vector<TableTransformSpec>& specs,
+                                                 const std::vector<TablePtr>& tables) {
+  std::vector<CanonTable> out;
+  for (const auto& t : tables) {
+    const TableTransformSpec* spec = TransformFor(specs, t->id);
+    if (!spec) continue;
+    ASSIGN_OR_RETURN(auto bound, TableTransform::Bind(*spec, t));
+    CanonTable c = PgReshaped(std::move(bound));
+    if (!c.reshape) c.skipped += fmt::format(" ({})", spec->where());
+    out.push_back(std::move(c));
+  }
+  return out;
 }
 
 }  // namespace midflight::cross

@@ -54,4 +54,16 @@ std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, b
 CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
                         std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row);
 
+// The CanonTable of a PostgreSQL -> PostgreSQL table that `tr` (bound to the
+// source table) transforms, verified through it like ReshapedToPg: both
+// sides PostgreSQL, each column compared by its type's canonical form, the
+// reference's rows read in the stream's layout (the source's columns less
+// generated ones, in the text forms pgoutput sends), which `tr` takes as it is.
+CanonTable PgReshaped(std::shared_ptr<const TableTransform> tr);
+// PgReshaped of each table of `tables` that `specs` transforms, in order; a
+// table not verified names its transform. An error: a transform that no
+// longer binds to its table.
+Result<std::vector<CanonTable>> PgReshapedTables(const std::vector<TableTransformSpec>& specs,
+                                                 const std::vector<TablePtr>& tables);
+
 }  // namespace midflight::cross

@@ -552,7 +552,7 @@ std::string Line(const TableResult& tr, const Difference& d) {
 
 }  // namespace
 
-Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
+Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job) {
   if (!job.reference || !job.other || !job.applied_through)
     return InvalidArgument("verify: reference, other side and applied_through are required");
   if (job.chunk_rows < 1 || job.max_key_checks < 1 || job.max_keys_per_table < 1 || job.wait_timeout_s < 1)
@@ -602,21 +602,14 @@ Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
-  ReplicationOps::VerifyOutcome out;
-  out.clean = report.clean();
-  out.summary = report.Summary();
-  out.json = report.ToJson();
+  CrossVerified out;
   for (const auto& tr : report.tables) {
-    if (!tr.skipped.empty()) out.lines.push_back(fmt::format("{}: not verified: {}", tr.table.ToString(), tr.skipped));
     std::vector<CanonKey> repair_keys;
     for (const auto& d : tr.differences) {
-      out.lines.push_back(Line(tr, d));
       CanonKey k;
       for (const auto& v : d.key) k.push_back(v.value_or(""));
       repair_keys.push_back(std::move(k));
     }
-    for (const auto& u : tr.unsettled) out.lines.push_back(fmt::format("{} {}", tr.table.ToString(), u));
-    if (tr.truncated) out.lines.push_back(fmt::format("{}: more differences not listed", tr.table.ToString()));
     if (!job.repair || repair_keys.empty()) continue;
     for (const auto& t : job.tables) {
       if (t.id != tr.table) continue;
@@ -627,6 +620,28 @@ Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
       for (auto& c : repairs) out.repairs.push_back(std::move(c));
     }
   }
+  out.report = std::move(report);
+  return out;
+}
+
+std::vector<std::string> CrossLines(const TableResult& tr) {
+  std::vector<std::string> lines;
+  if (!tr.skipped.empty()) lines.push_back(fmt::format("{}: not verified: {}", tr.table.ToString(), tr.skipped));
+  for (const auto& d : tr.differences) lines.push_back(Line(tr, d));
+  for (const auto& u : tr.unsettled) lines.push_back(fmt::format("{} {}", tr.table.ToString(), u));
+  if (tr.truncated) lines.push_back(fmt::format("{}: more differences not listed", tr.table.ToString()));
+  return lines;
+}
+
+Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
+  ASSIGN_OR_RETURN(CrossVerified verified, CrossVerifyReport(job));
+  ReplicationOps::VerifyOutcome out;
+  out.clean = verified.report.clean();
+  out.summary = verified.report.Summary();
+  out.json = verified.report.ToJson();
+  for (const auto& tr : verified.report.tables)
+    for (auto& line : CrossLines(tr)) out.lines.push_back(std::move(line));
+  out.repairs = std::move(verified.repairs);
   return out;
 }
 

@@ -157,6 +157,17 @@ struct CrossVerifyJob {
 // The live verification (see cross_verify.cc for how).
 Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job);
 
+// CrossVerify's parts, for a verifier that checks some of its tables this way
+// and merges the report with its own (PostgreSQL -> PostgreSQL's transformed
+// tables): the report, the repairs of its differences (job.repair), and the
+// lines one table's result prints.
+struct CrossVerified {
+  verify::Report report;
+  std::vector<Change> repairs;
+};
+Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job);
+std::vector<std::string> CrossLines(const verify::TableResult& tr);
+
 // CrossVerify of `tables` while `flow`, the flow from `reference`, applies:
 // what a pair's ReplicationOps::Verify runs, with its arguments.
 Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,
