@@ -60,6 +60,14 @@ CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
 // reference's rows read in the stream's layout (the source's columns less
 // generated ones, in the text forms pgoutput sends), which `tr` takes as it is.
 CanonTable PgReshaped(std::shared_ptr<const TableTransform> tr);
+// A PostgreSQL -> MySQL table that `tr` (bound to the PostgreSQL source
+// table) transforms, verified through it: `t` is the CanonTable of the cast
+// of the transformed shape (PgCanonTablesOf: its columns and key the MySQL
+// target's), `row` one source row in the stream's layout -> the transform ->
+// the casting table's MySQL text forms (nullopt when the filter drops it).
+// The reference's ranges are on the source key, compared as `t`'s key.
+CanonTable ReshapedToMy(CanonTable t, const TableTransform& tr,
+                        std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row);
 // PgReshaped of each table of `tables` that `specs` transforms, in order; a
 // table not verified names its transform. An error: a transform that no
 // longer binds to its table.

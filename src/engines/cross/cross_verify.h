@@ -118,11 +118,15 @@ class CanonSide {
   virtual Result<std::string> StreamList(const CanonTable& t) const {
     return OperatorError(fmt::format("{}: table {} cannot be read for a transform here", label(), t.id.ToString()));
   }
-  // Other side: a FROM item (a derived table, read only) holding `rows`
+  // Other side: a FROM item holding `rows`
   // (values in this engine's input text forms, t.columns' order) typed as
   // the columns of t on this side, so that the SQL that hashes the table
   // hashes them alike. `rows` is not empty.
-  virtual Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) const {
+  // PostgreSQL: a derived table of typed row values, read only. MySQL: a
+  // temporary table (this session's, kept out of the binlog) refilled with
+  // `rows` by INSERT, as the applier writes them. The FROM item is valid
+  // until the next call.
+  virtual Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) {
     (void)rows;
     return OperatorError(fmt::format("{}: transformed rows of {} cannot be hashed here", label(), t.id.ToString()));
   }
