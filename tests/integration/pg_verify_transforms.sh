@@ -12,7 +12,8 @@
 # row the filter drops inserted) must each be named by the target's key,
 # `--repair` must fix them through the apply path (the filtered row deleted),
 # and `compare` must find the table equal once the writes stop, and not equal
-# after one more planted change.
+# after one more planted change. A table whose key column is cast
+# (int_to_text) is named as not verified (its order may differ).
 source "$(dirname "$0")/lib.sh"
 export PGTZ=UTC
 
@@ -26,6 +27,8 @@ INSERT INTO "Order Lines" SELECT g, 'p' || g % 13, (g % 50)::text, (g % 100) + 0
                                  CASE WHEN g % 7 = 0 THEN NULL ELSE 'n' || g END, 's' || g
 FROM generate_series(1, 6000) g;
 CREATE SEQUENCE ids START 100000;
+CREATE TABLE codes (id int PRIMARY KEY, v text);
+INSERT INTO codes SELECT g, 'c' || g FROM generate_series(1, 200) g;
 CREATE TABLE plain (id int PRIMARY KEY, v text);
 INSERT INTO plain SELECT g, 'v' || g FROM generate_series(1, 500) g;
 ANALYZE;
@@ -46,7 +49,10 @@ write_spec vt "chunk_rows: 2000" "partitions: 3" \
   "    add:" \
   "      total: price * qty_text" \
   "      label: concat(status, '-', id)" \
-  "    filter: status <> 'cancelled'"
+  "    filter: status <> 'cancelled'" \
+  "  public.codes:" \
+  "    columns:" \
+  "      id: {cast: int_to_text}"
 T='public."sales lines"'
 
 run_mf_bg
@@ -90,7 +96,10 @@ PY
 for run in 1 2; do
   verify "$WORK/clean$run.out" || fail "verify run $run of the transformed table under writes is not clean"
   grep -q "verify: clean" "$WORK/clean$run.out" || fail "run $run: no clean summary"
-  ! grep -q "not verified" "$WORK/clean$run.out" || fail "run $run: a table was not verified"
+  ! grep -v "public.codes" "$WORK/clean$run.out" | grep -q "not verified" || fail "run $run: a table was not verified"
+  # A cast key column may order otherwise on the target: named, not verified.
+  grep -qF "public.codes: not verified: key column id is cast (integer -> text), which may order or print its values otherwise on the target (transforms.public.codes)" \
+    "$WORK/clean$run.out" || fail "run $run: the table with a cast key is not named as not verified"
   rows=$(verify_json "[x['rows'] for x in t if 'Order Lines' in x['table']][0]")
   ((rows >= 4000)) || fail "run $run: verify compared $rows rows of the transformed table"
   log "run $run under writes: clean; $rows transformed rows compared; $(verify_json "'%d chunks, %d differing at first look, %d keys re-checked (in flight)' % \
@@ -133,7 +142,8 @@ wait_caught_up 60
 out=$("$MF" compare "$SPEC" 2>&1) || { echo "$out"; fail "compare failed or found differences"; }
 echo "$out" | sed 's/^/    /'
 grep -qE "Order Lines.* equal" <<<"$out" || fail "compare did not find the transformed table equal"
-[[ $out != *"not compared"* ]] || fail "compare left a table out"
+[[ $(grep -c "not compared" <<<"$out") == 1 && $out == *"public.codes"*"not compared: key column id is cast"* ]] ||
+  fail "compare left out another table than the one with a cast key"
 # compare must see a planted difference too (it is not a verify skipped silently).
 sql_dst -c "UPDATE $T SET remark = 'x' WHERE line_no = 21"
 out=$("$MF" compare "$SPEC" 2>&1) && { echo "$out"; fail "compare found no difference after one was planted"; }

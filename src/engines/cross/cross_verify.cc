@@ -708,11 +708,9 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
   return out;
 }
 
-Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,
-                                                       std::vector<CanonTable> tables, bool repair,
-                                                       std::function<int64_t()> rows_per_s,
-                                                       const std::atomic<bool>* stop, int64_t chunk_rows,
-                                                       const ReplicationOps::VerifyRun& run) {
+CrossVerifyJob JobAlong(Flow& flow, CanonSide& reference, CanonSide& other, std::vector<CanonTable> tables,
+                        bool repair, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                        int64_t chunk_rows, const ReplicationOps::VerifyRun& run) {
   CrossVerifyJob job;
   job.reference = &reference;
   job.other = &other;
@@ -727,7 +725,16 @@ Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& re
   job.repair = repair;
   job.chunk_rows = chunk_rows;
   job.run = run;
-  return CrossVerify(job);
+  return job;
+}
+
+Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,
+                                                       std::vector<CanonTable> tables, bool repair,
+                                                       std::function<int64_t()> rows_per_s,
+                                                       const std::atomic<bool>* stop, int64_t chunk_rows,
+                                                       const ReplicationOps::VerifyRun& run) {
+  return CrossVerify(
+      JobAlong(flow, reference, other, std::move(tables), repair, std::move(rows_per_s), stop, chunk_rows, run));
 }
 
 }  // namespace midflight::cross

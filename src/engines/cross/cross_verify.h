@@ -172,6 +172,12 @@ struct CrossVerified {
 Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job);
 std::vector<std::string> CrossLines(const verify::TableResult& tr);
 
+// The job of verifying `tables` while `flow`, the flow from `reference`,
+// applies: its positions, the rest as given.
+CrossVerifyJob JobAlong(Flow& flow, CanonSide& reference, CanonSide& other, std::vector<CanonTable> tables,
+                        bool repair, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                        int64_t chunk_rows, const ReplicationOps::VerifyRun& run);
+
 // CrossVerify of `tables` while `flow`, the flow from `reference`, applies:
 // what a pair's ReplicationOps::Verify runs, with its arguments.
 Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,

@@ -514,25 +514,14 @@ Result<cross::CrossVerified> PgReplicationOps::VerifyTransformed(const verify::C
   ASSIGN_OR_RETURN(std::vector<cross::CanonTable> canon, cross::PgReshapedTables(spec_.transforms, list));
   auto ref = cross::PostgresCanonSide(ctx.source_uri, "source (PostgreSQL)");
   auto other = cross::PostgresCanonSide(ctx.target_uri, "target (PostgreSQL)");
-  cross::CrossVerifyJob job;
-  job.reference = ref.get();
-  job.other = other.get();
-  job.applied_through = [&flow] {
-    flow.Poke();
-    return flow.AppliedThrough();
-  };
-  job.received = [&flow] { return flow.metrics().received; };
-  job.rows_per_s = std::move(rows_per_s);
-  job.stop = stop;
-  job.repair = repair;
-  job.chunk_rows = spec_.verify.chunk_rows;
-  job.run.on_progress = run.on_progress;
   // Resumed inside a transformed table: from there; else every one (those
   // before the resume point in the whole order are verified again).
+  VerifyRun from;
+  from.on_progress = run.on_progress;
   for (const auto& c : canon)
-    if (c.id.ToString() == run.start_after.table) job.run.start_after = run.start_after;
-  job.tables = std::move(canon);
-  return cross::CrossVerifyReport(job);
+    if (c.id.ToString() == run.start_after.table) from.start_after = run.start_after;
+  return cross::CrossVerifyReport(cross::JobAlong(flow, *ref, *other, std::move(canon), repair, std::move(rows_per_s),
+                                                  stop, spec_.verify.chunk_rows, from));
 }
 
 }  // namespace
