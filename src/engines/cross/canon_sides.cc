@@ -382,7 +382,10 @@ std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, b
 }
 
 namespace {
-// The canonical kind of a PostgreSQL column a transform cast or computed.
+// The canonical kind of a PostgreSQL column by its type: for a column a
+// transform cast or computed, and for PostgreSQL -> PostgreSQL, whose two
+// sides run the same SQL (anything without a kind of its own is compared
+// as its text output).
 Canon CanonOfType(const ColumnType& type) {
   switch (type.kind) {
     case TypeKind::kBool:
@@ -397,6 +400,7 @@ Canon CanonOfType(const ColumnType& type) {
     default: return Canon::kText;
   }
 }
+
 // The column of `base` (by its PostgreSQL name) that source column
 // `source_index` of `tr` is; -1 for none.
 int BaseColumn(const CanonTable& base, const TableTransform& tr, int source_index) {
