@@ -20,6 +20,7 @@ class MySide final : public CanonSide {
   Status Connect() override {
     mysql::ConnOptions o;
     o.program_name = "midflight-verify";
+    shadow_of_.reset();
     ASSIGN_OR_RETURN(conn_, mysql::MyConn::Connect(uri_, o));
     return conn_->Exec("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ");
   }
@@ -58,6 +59,47 @@ class MySide final : public CanonSide {
     return conn_->Exec(commit ? "COMMIT" : "ROLLBACK");
   }
   std::string FormatPosition(uint64_t pos) const override { return mysql::FormatBinlogPos(base_, pos); }
+
+  // A temporary table like the target table, refilled for each call: the
+  // values are written as the applier writes them (quoted text), so MySQL
+  // converts them as it converted the target's. The session does not log
+  // to the binlog (a reverse flow or a replica must not see the scratch rows).
+  Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) override {
+    constexpr const char* kShadow = "mf_verify_shadow";
+    if (!shadow_of_ || *shadow_of_ != t.my_id) {
+      if (!shadow_of_)
+        RETURN_IF_ERROR(conn_->Exec("SET SESSION sql_log_bin = 0")
+                            .WithContext(label_ + ": verifying a transformed table needs its scratch table kept out "
+                                                  "of the binlog (SET sql_log_bin: BINLOG ADMIN or SUPER)"));
+      RETURN_IF_ERROR(conn_->Exec(fmt::format("DROP TEMPORARY TABLE IF EXISTS {}", kShadow)));
+      RETURN_IF_ERROR(conn_->Exec(fmt::format("CREATE TEMPORARY TABLE {} LIKE {}", kShadow, From(t)))
+                          .WithContext(fmt::format("{}: a scratch copy of {}", label_, t.my_id.ToString())));
+      shadow_of_ = t.my_id;
+    }
+    RETURN_IF_ERROR(conn_->Exec(fmt::format("DELETE FROM {}", kShadow)));
+    std::vector<std::string> cols;
+    for (const auto& c : t.columns) cols.push_back(mysql::QuoteIdent(c.my.name));
+    constexpr size_t kBatch = 500;
+    for (size_t begin = 0; begin < rows.size(); begin += kBatch) {
+      std::string values;
+      for (size_t r = begin; r < std::min(rows.size(), begin + kBatch); ++r) {
+        if (rows[r].size() != t.columns.size())
+          return Internal(fmt::format("{}: a row of {} has {} values, {} columns expected", label_, t.id.ToString(),
+                                      rows[r].size(), t.columns.size()));
+        values += values.empty() ? "(" : ", (";
+        for (size_t i = 0; i < rows[r].size(); ++i) {
+          if (i) values += ", ";
+          values += rows[r][i].is_null() ? std::string("NULL") : mysql::QuoteString(rows[r][i].text);
+        }
+        values += ")";
+      }
+      RETURN_IF_ERROR(conn_->Exec(fmt::format("INSERT INTO {} ({}) VALUES {}", kShadow, fmt::join(cols, ", "), values))
+                          .WithContext(fmt::format("{}: the transformed rows of {}", label_, t.id.ToString())));
+    }
+    return std::string(kShadow);
+  }
+  // The snapshot copy's select list: the binlog's text forms.
+  Result<std::string> StreamList(const CanonTable& t) const override { return SnapshotSelectList(*t.table); }
 
   std::string From(const CanonTable& t) const override { return mysql::QuoteQualified(t.my_id.schema, t.my_id.name); }
   std::string Ident(const CanonColumn& c) const override { return mysql::QuoteIdent(c.my.name); }
@@ -131,6 +173,7 @@ class MySide final : public CanonSide {
   std::shared_ptr<const std::map<TableId, TableCast>> casts_;
   std::unique_ptr<mysql::MyConn> conn_;
   std::string base_ = "binlog";
+  std::optional<TableId> shadow_of_;  // the table the temporary table is like
 };
 
 class PgSide final : public CanonSide {
@@ -162,6 +205,32 @@ class PgSide final : public CanonSide {
     return l.value();
   }
   Status EndSnapshot(bool commit) override { return conn_->Exec(commit ? "COMMIT" : "ROLLBACK"); }
+
+  // The columns by name: each column's output function, as pgoutput sends it.
+  Result<std::string> StreamList(const CanonTable& t) const override {
+    std::vector<std::string> cols;
+    for (const auto& c : t.columns) cols.push_back(pg::QuoteIdent(c.pg.name));
+    return fmt::format("{}", fmt::join(cols, ", "));
+  }
+
+  // The rows as values of the table's row type: each text goes through its
+  // column type's input function, as the applier's COPY and INSERT send it.
+  Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) override {
+    const std::string type = pg::QuoteQualified(t.pg_id.schema, t.pg_id.name);
+    std::string values;
+    for (const auto& r : rows) {
+      if (r.size() != t.columns.size())
+        return Internal(fmt::format("{}: a row of {} has {} values, {} columns expected", label_, t.id.ToString(),
+                                    r.size(), t.columns.size()));
+      values += values.empty() ? "(ROW(" : ", (ROW(";
+      for (size_t i = 0; i < r.size(); ++i) {
+        if (i) values += ", ";
+        values += r[i].is_null() ? std::string("NULL") : pg::QuoteLiteral(r[i].text);
+      }
+      values += ")::" + type + ")";
+    }
+    return fmt::format("(SELECT (mf_v.mf_r).* FROM (VALUES {}) AS mf_v(mf_r)) AS mf_shadow", values);
+  }
 
   std::string From(const CanonTable& t) const override { return pg::QuoteQualified(t.pg_id.schema, t.pg_id.name); }
   std::string Ident(const CanonColumn& c) const override { return pg::QuoteIdent(c.pg.name); }
@@ -308,6 +377,170 @@ std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, b
         t.skipped = fmt::format("key column {} is {}, which is not compared across engines as a key",
                                 t.columns[k].pg.name, CanonName(t.columns[k].kind));
     out.push_back(std::move(t));
+  }
+  return out;
+}
+
+namespace {
+// The canonical kind of a PostgreSQL column by its type: for a column a
+// transform cast or computed, and for PostgreSQL -> PostgreSQL, whose two
+// sides run the same SQL (anything without a kind of its own is compared
+// as its text output).
+Canon CanonOfType(const ColumnType& type) {
+  switch (type.kind) {
+    case TypeKind::kBool:
+    case TypeKind::kInt:
+    case TypeKind::kDecimal: return Canon::kNumber;
+    case TypeKind::kFloat: return Canon::kFloat;
+    case TypeKind::kBytes: return Canon::kBytes;
+    case TypeKind::kJson: return Canon::kJson;
+    case TypeKind::kDate: return Canon::kDate;
+    case TypeKind::kTime: return Canon::kTime;
+    case TypeKind::kTimestamp: return Canon::kTimestamp;
+    default: return Canon::kText;
+  }
+}
+
+// The column of `base` (by its PostgreSQL name) that source column
+// `source_index` of `tr` is; -1 for none.
+int BaseColumn(const CanonTable& base, const TableTransform& tr, int source_index) {
+  if (source_index < 0) return -1;
+  const std::string& name = tr.source().columns[static_cast<size_t>(source_index)].name;
+  for (size_t j = 0; j < base.columns.size(); ++j)
+    if (base.columns[j].pg.name == name) return static_cast<int>(j);
+  return -1;
+}
+
+// Why the target's key of `tr` cannot bound ranges of `base`, the source
+// table ("" when it can): each target key column must be the source's key
+// column at the same place, renamed or not, never cast.
+std::string KeyProblem(const CanonTable& base, const TableTransform& tr) {
+  const TableSchema& target = *tr.target();
+  if (target.key.size() != base.key.size()) return "its target key is not its source key";
+  for (size_t i = 0; i < target.key.size(); ++i) {
+    const size_t k = static_cast<size_t>(target.key[i]);
+    const int from = tr.SourceColumn(k);
+    if (BaseColumn(base, tr, from) != base.key[i])
+      return fmt::format("target key column {} is not source key column {}", target.columns[k].name,
+                         base.columns[static_cast<size_t>(base.key[i])].pg.name);
+    const std::string& was = tr.source().columns[static_cast<size_t>(from)].type.native;
+    if (was != target.columns[k].type.native)
+      return fmt::format("key column {} is cast ({} -> {}), which may order or print its values otherwise on the "
+                         "target",
+                         target.columns[k].name, was, target.columns[k].type.native);
+  }
+  return "";
+}
+
+// The source table of `tr` (PostgreSQL) in the stream's layout: its columns
+// less generated ones, each compared by its type's canonical form.
+CanonTable PgLayoutBase(const TableTransform& tr) {
+  const TableSchema& s = tr.source();
+  auto layout = std::make_shared<TableSchema>(s);
+  layout->columns.clear();
+  for (int w : s.writable) layout->columns.push_back(s.columns[static_cast<size_t>(w)]);
+  layout->key = s.key_writable;
+  layout->Finalize();
+  CanonTable base;
+  base.table = layout;
+  base.id = base.my_id = base.pg_id = s.id;
+  for (const ColumnSchema& col : layout->columns) {
+    CanonColumn c;
+    c.kind = CanonOfType(col.type);
+    c.pg = c.my = col;
+    base.columns.push_back(std::move(c));
+  }
+  base.key = layout->key;
+  if (base.key.empty()) base.skipped = "no primary key or unique index on NOT NULL columns";
+  for (int k : base.key)
+    if (base.skipped.empty() && CanonInMidflight(base.columns[static_cast<size_t>(k)].kind))
+      base.skipped = fmt::format("key column {} is {}, which is not compared as a key through a transform",
+                                 base.columns[static_cast<size_t>(k)].pg.name,
+                                 CanonName(base.columns[static_cast<size_t>(k)].kind));
+  return base;
+}
+}  // namespace
+
+CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
+                        std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row) {
+  CanonTable t;
+  t.table = base.table;
+  t.id = base.id;
+  t.my_id = base.my_id;
+  t.transformed = true;
+  const TableSchema& target = *tr.target();
+  t.pg_id = target.id;
+  auto shaped = std::make_shared<Reshape>();
+  shaped->source = base;
+  shaped->row = std::move(row);
+  for (size_t i = 0; i < target.columns.size(); ++i) {
+    const ColumnSchema& col = target.columns[i];
+    const int from = tr.SourceColumn(i);
+    const int b = BaseColumn(base, tr, from);
+    CanonColumn c;
+    if (b >= 0 && tr.source().columns[static_cast<size_t>(from)].type.native == col.type.native) {
+      c = base.columns[static_cast<size_t>(b)];  // kept (renamed or not), or a cast that keeps the type
+    } else {
+      c.kind = CanonOfType(col.type);
+    }
+    c.pg = col;
+    c.my = col;  // names the target's column in reports
+    c.pg_cast = nullptr;
+    t.columns.push_back(std::move(c));
+  }
+  t.key = target.key;
+  t.skipped = base.skipped.empty() ? KeyProblem(base, tr) : base.skipped;
+  if (t.skipped.empty()) t.reshape = std::move(shaped);
+  return t;
+}
+
+CanonTable PgReshaped(std::shared_ptr<const TableTransform> tr) {
+  const CanonTable base = PgLayoutBase(*tr);
+  auto row = [tr](const CanonSide::Row& raw) -> Result<std::optional<std::vector<Datum>>> {
+    std::vector<Datum> values;
+    for (const auto& v : raw) values.push_back(v ? Datum::Text(*v) : Datum::Null());
+    return tr->Row(values);
+  };
+  return ReshapedToPg(base, *tr, std::move(row));
+}
+
+CanonTable ReshapedToMy(CanonTable t, const TableTransform& tr,
+                        std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row) {
+  CanonTable base = PgLayoutBase(tr);
+  t.id = t.pg_id = base.id;
+  t.transformed = true;
+  if (!t.skipped.empty()) return t;
+  t.skipped = base.skipped.empty() ? KeyProblem(base, tr) : base.skipped;
+  const TableSchema& target = *tr.target();
+  if (t.skipped.empty() && t.key.size() != target.key.size()) t.skipped = "its MySQL key is not its transformed key";
+  for (size_t i = 0; i < t.key.size() && t.skipped.empty(); ++i)
+    if (t.columns[static_cast<size_t>(t.key[i])].pg.name != target.columns[static_cast<size_t>(target.key[i])].name)
+      t.skipped = "its MySQL key is not its transformed key";
+  if (!t.skipped.empty()) return t;
+  // The source's key columns are compared as the target's are (the same
+  // values, renamed): ranges and key conditions then select the same rows.
+  for (size_t i = 0; i < base.key.size(); ++i) {
+    CanonColumn c = t.columns[static_cast<size_t>(t.key[i])];
+    c.pg = base.columns[static_cast<size_t>(base.key[i])].pg;
+    base.columns[static_cast<size_t>(base.key[i])] = std::move(c);
+  }
+  auto shaped = std::make_shared<Reshape>();
+  shaped->source = std::move(base);
+  shaped->row = std::move(row);
+  t.reshape = std::move(shaped);
+  return t;
+}
+
+Result<std::vector<CanonTable>> PgReshapedTables(const std::vector<TableTransformSpec>& specs,
+                                                 const std::vector<TablePtr>& tables) {
+  std::vector<CanonTable> out;
+  for (const auto& t : tables) {
+    const TableTransformSpec* spec = TransformFor(specs, t->id);
+    if (!spec) continue;
+    ASSIGN_OR_RETURN(auto bound, TableTransform::Bind(*spec, t));
+    CanonTable c = PgReshaped(std::move(bound));
+    if (!c.reshape) c.skipped += fmt::format(" ({})", spec->where());
+    out.push_back(std::move(c));
   }
   return out;
 }

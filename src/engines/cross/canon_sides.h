@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "core/transform.h"
 #include "engines/cross/cross_verify.h"
 #include "engines/cross/my_to_pg_types.h"
 #include "engines/cross/pg_to_my_types.h"
@@ -39,5 +40,38 @@ std::vector<CanonTable> CanonTablesOf(const std::vector<TableCast>& casts, bool 
 // table whose key has a JSON or float column, or with a column an override
 // stores in a type no canonical form relates to PostgreSQL's.
 std::vector<CanonTable> PgCanonTablesOf(const std::vector<PgTableCast>& casts, bool out_of_range_null);
+
+// A transformed table verified through its transform (cross_verify.h
+// Reshape), into a PostgreSQL target: `base` is the table as both sides
+// would hold it untransformed, `tr` the transform bound to its PostgreSQL
+// columns (base's `pg`), `row` one reference row in its stream form ->
+// the transform's input (nullopt when the filter drops it) -> the target's
+// row. The result's columns are the target's: a column kept, renamed or not,
+// is compared as `base` compares it; a cast or computed one by its new
+// type. Not verified (skipped, named) when a key column is cast: a cast
+// key (int_to_text, timestamp_to_timestamptz) may order or render its values
+// otherwise on the target, so ranges would not select the same rows.
+CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
+                        std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row);
+
+// The CanonTable of a PostgreSQL -> PostgreSQL table that `tr` (bound to the
+// source table) transforms, verified through it like ReshapedToPg: both
+// sides PostgreSQL, each column compared by its type's canonical form, the
+// reference's rows read in the stream's layout (the source's columns less
+// generated ones, in the text forms pgoutput sends), which `tr` takes as it is.
+CanonTable PgReshaped(std::shared_ptr<const TableTransform> tr);
+// A PostgreSQL -> MySQL table that `tr` (bound to the PostgreSQL source
+// table) transforms, verified through it: `t` is the CanonTable of the cast
+// of the transformed shape (PgCanonTablesOf: its columns and key the MySQL
+// target's), `row` one source row in the stream's layout -> the transform ->
+// the casting table's MySQL text forms (nullopt when the filter drops it).
+// The reference's ranges are on the source key, compared as `t`'s key.
+CanonTable ReshapedToMy(CanonTable t, const TableTransform& tr,
+                        std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row);
+// PgReshaped of each table of `tables` that `specs` transforms, in order; a
+// table not verified names its transform. An error: a transform that no
+// longer binds to its table.
+Result<std::vector<CanonTable>> PgReshapedTables(const std::vector<TableTransformSpec>& specs,
+                                                 const std::vector<TablePtr>& tables);
 
 }  // namespace midflight::cross

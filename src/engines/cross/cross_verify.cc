@@ -36,6 +36,18 @@
 //      "not settled", never a difference.
 //   5. For the keys that differ, each column's canonical form is read on both
 //      sides to name the columns.
+//
+// A table a spec transform reshapes (CanonTable::reshape) follows the same
+// steps, its reference rows read otherwise (RowReader): the chunk's
+// boundaries and key conditions are on the source table's key (the target
+// key is the same columns, renamed, never cast), the rows come raw in the
+// reference's stream form, midflight applies the pairing's casting and the
+// transform to each as the flow does (a row the filter drops is left out),
+// and the other side's SQL hashes the results over a derived table of them
+// (CanonSide::Shadow), typed as its target table: both digests come from one
+// engine's canonical SQL. Only the reference's read changes, so the rechecks
+// of step 4 and the repairs (built for the source table, applied through the
+// flow's transform) are those of any table.
 
 #include "engines/cross/cross_verify.h"
 
@@ -67,7 +79,9 @@ constexpr int64_t kTextChunkFactor = 10;
 // The SQL of one table on one side.
 class TableSql {
  public:
-  TableSql(const CanonTable& t, const CanonSide& side) : t_(t), side_(side) {
+  // `from`: what the SQL reads (default: the table on this side).
+  TableSql(const CanonTable& t, const CanonSide& side, std::optional<std::string> from = std::nullopt)
+      : t_(t), side_(side) {
     std::vector<std::string> pieces;
     for (size_t i = 0; i < t.columns.size(); ++i) {
       const CanonColumn& c = t.columns[i];
@@ -80,7 +94,7 @@ class TableSql {
     sel.push_back(side.RowMd5(pieces));
     for (int m : midflight_) sel.push_back(side.CanonExpr(t.columns[m]));
     row_list_ = fmt::format("{}", fmt::join(sel, ", "));
-    from_ = side.From(t);
+    from_ = from ? *from : side.From(t);
   }
 
   const CanonColumn& lead() const { return t_.columns[t_.key[0]]; }
@@ -135,6 +149,25 @@ class TableSql {
     for (const auto& c : t_.columns) cols.push_back(side_.CanonExpr(c));
     return fmt::format("SELECT {}, {} FROM {} WHERE {}", key_list_, fmt::join(cols, ", "), from_, where);
   }
+  // Every row (a Shadow holds only the rows asked for).
+  std::string All() const { return fmt::format("SELECT {} FROM {}", row_list_, from_); }
+  std::string AllColumns() const {
+    std::vector<std::string> cols;
+    for (const auto& c : t_.columns) cols.push_back(side_.CanonExpr(c));
+    return fmt::format("SELECT {}, {} FROM {}", key_list_, fmt::join(cols, ", "), from_);
+  }
+  // The table's rows in its stream form (Reshape's input), by range or by keys.
+  Result<std::string> StreamRows(const std::optional<std::string>& lower,
+                                 const std::optional<std::string>& upper) const {
+    ASSIGN_OR_RETURN(std::string list, side_.StreamList(t_));
+    ASSIGN_OR_RETURN(std::string where, Range(lower, upper));
+    return fmt::format("SELECT {} FROM {} WHERE {}", list, from_, where);
+  }
+  Result<std::string> StreamRows(const std::vector<const CanonKey*>& keys) const {
+    ASSIGN_OR_RETURN(std::string list, side_.StreamList(t_));
+    ASSIGN_OR_RETURN(std::string where, Where(keys));
+    return fmt::format("SELECT {} FROM {} WHERE {}", list, from_, where);
+  }
 
  private:
   const CanonTable& t_;
@@ -163,6 +196,70 @@ Status AddRows(const CanonTable& t, const TableSql& sql, const std::vector<Row>&
   return Status::Ok();
 }
 
+// How one side's rows of a table are read for the comparison. A table both
+// sides hold alike: that side's SQL over it. A transformed table on the
+// reference (CanonTable::reshape): its source rows, read raw in the chunk's
+// range or by key (the source's key columns carry the target key's values),
+// reshaped in midflight, then hashed by the other side's SQL over a Shadow
+// of them, so the result reads as the other side's (sql()).
+class RowReader {
+ public:
+  // `shadow_on`: for the reference, the other side (a transformed table is
+  // reshaped); null for the other side, which holds the table as it is.
+  RowReader(const CanonTable& t, CanonSide& side, CanonSide* shadow_on)
+      : t_(t),
+        side_(side),
+        other_(shadow_on ? *shadow_on : side),
+        shaping_(shadow_on && t.reshape),
+        own_(shaping_ ? t.reshape->source : t, side),
+        shaped_(t, other_) {}
+
+  const TableSql& bounds() const { return own_; }  // chunk boundaries, key conditions
+  const TableSql& sql() const { return shaping_ ? shaped_ : own_; }  // how its rows read (AddRows)
+
+  Result<std::vector<Row>> Rows(const std::optional<std::string>& lower, const std::optional<std::string>& upper) {
+    if (!shaping_) return Select(side_, own_.Rows(lower, upper));
+    return Shaped(own_.StreamRows(lower, upper), false);
+  }
+  Result<std::vector<Row>> Lookup(const std::vector<const CanonKey*>& keys) {
+    if (!shaping_) return Select(side_, own_.Lookup(keys));
+    return Shaped(own_.StreamRows(keys), false);
+  }
+  Result<std::vector<Row>> Columns(const std::vector<const CanonKey*>& keys) {
+    if (!shaping_) return Select(side_, own_.Columns(keys));
+    return Shaped(own_.StreamRows(keys), true);
+  }
+
+ private:
+  static Result<std::vector<Row>> Select(CanonSide& side, const Result<std::string>& sql) {
+    if (!sql.ok()) return sql.status();
+    auto r = side.Select(*sql);
+    if (!r.ok()) return r.status().WithContext(std::string(side.label()));
+    return r;
+  }
+
+  Result<std::vector<Row>> Shaped(const Result<std::string>& raw_sql, bool columns) {
+    ASSIGN_OR_RETURN(std::vector<Row> raw, Select(side_, raw_sql));
+    std::vector<std::vector<Datum>> rows;
+    for (const Row& r : raw) {
+      auto shaped = t_.reshape->row(r);
+      if (!shaped.ok()) return shaped.status().WithContext(std::string(side_.label()));
+      if (*shaped) rows.push_back(std::move(**shaped));
+    }
+    if (rows.empty()) return std::vector<Row>{};
+    auto from = other_.Shadow(t_, rows);
+    if (!from.ok()) return from.status();
+    const TableSql over(t_, other_, *from);
+    return Select(other_, columns ? over.AllColumns() : over.All());
+  }
+
+  const CanonTable& t_;
+  CanonSide& side_;
+  CanonSide& other_;
+  const bool shaping_;
+  const TableSql own_, shaped_;
+};
+
 std::string Display(const CanonTable& t, const CanonKey& key) {
   std::vector<std::string> names, values;
   for (size_t i = 0; i < t.key.size() && i < key.size(); ++i) {
@@ -189,8 +286,9 @@ class Verifier {
   // Verifies `t` from `lower`; calls `after_chunk` after each chunk.
   Status VerifyTable(const CanonTable& t, std::optional<std::string> lower, TableResult* out,
                      const std::function<void(const std::optional<std::string>&)>& after_chunk) {
-    const TableSql ref_sql(t, *job_.reference), other_sql(t, *job_.other);
-    const int64_t rows = CanonNativeOrder(ref_sql.lead().kind) ? job_.chunk_rows : job_.chunk_rows * kTextChunkFactor;
+    RowReader ref_sql(t, *job_.reference, job_.other), other_sql(t, *job_.other, nullptr);
+    const int64_t rows =
+        CanonNativeOrder(ref_sql.bounds().lead().kind) ? job_.chunk_rows : job_.chunk_rows * kTextChunkFactor;
     for (;;) {
       if (Stopped()) return Cancelled("verify stopped");
       const Clock::time_point start = Clock::now();
@@ -259,16 +357,16 @@ class Verifier {
   }
 
   // Steps 1-4 for the chunk above `lower`; sets *upper (none: the last chunk).
-  Status Chunk(const CanonTable& t, const TableSql& ref_sql, const TableSql& other_sql,
+  Status Chunk(const CanonTable& t, RowReader& ref_sql, RowReader& other_sql,
                const std::optional<std::string>& lower, int64_t rows, bool list_keys, std::optional<std::string>* upper,
                verify::ChunkFindings* out) {
     uint64_t position = 0;
     std::vector<Row> ref_rows;
     RETURN_IF_ERROR(InSnapshot([&](uint64_t at) -> Status {
       position = at;
-      ASSIGN_OR_RETURN(std::vector<Row> b, On(*job_.reference, ref_sql.Boundary(lower, rows)));
+      ASSIGN_OR_RETURN(std::vector<Row> b, On(*job_.reference, ref_sql.bounds().Boundary(lower, rows)));
       if (!b.empty() && b[0][0]) *upper = *b[0][0];
-      ASSIGN_OR_RETURN(ref_rows, On(*job_.reference, ref_sql.Rows(lower, *upper)));
+      ASSIGN_OR_RETURN(ref_rows, ref_sql.Rows(lower, *upper));
       return Status::Ok();
     }));
     out->rows = static_cast<int64_t>(ref_rows.size());
@@ -280,10 +378,10 @@ class Verifier {
       out->unsettled.push_back(fmt::format("{}: not settled: {}", range, behind_));
       return Status::Ok();
     }
-    ASSIGN_OR_RETURN(std::vector<Row> other_rows, On(*job_.other, other_sql.Rows(lower, *upper)));
+    ASSIGN_OR_RETURN(std::vector<Row> other_rows, other_sql.Rows(lower, *upper));
     Digests ref, other;
-    RETURN_IF_ERROR(AddRows(t, ref_sql, ref_rows, &ref));
-    RETURN_IF_ERROR(AddRows(t, other_sql, other_rows, &other));
+    RETURN_IF_ERROR(AddRows(t, ref_sql.sql(), ref_rows, &ref));
+    RETURN_IF_ERROR(AddRows(t, other_sql.sql(), other_rows, &other));
     std::vector<CanonKey> candidates;
     for (const auto& [k, d] : ref) {
       auto it = other.find(k);
@@ -302,16 +400,16 @@ class Verifier {
   }
 
   // The digest of each key on `side` (nullopt: absent), in `keys` order.
-  Status Look(CanonSide& side, const CanonTable& t, const TableSql& sql, const std::vector<const CanonKey*>& keys,
+  Status Look(const CanonTable& t, RowReader& sql, const std::vector<const CanonKey*>& keys,
               std::vector<std::optional<std::string>>* out) {
     out->assign(keys.size(), std::nullopt);
     for (size_t begin = 0; begin < keys.size(); begin += kKeysPerLookup) {
       const size_t end = std::min(keys.size(), begin + kKeysPerLookup);
       std::vector<const CanonKey*> part(keys.begin() + static_cast<std::ptrdiff_t>(begin),
                                         keys.begin() + static_cast<std::ptrdiff_t>(end));
-      ASSIGN_OR_RETURN(std::vector<Row> rows, On(side, sql.Lookup(part)));
+      ASSIGN_OR_RETURN(std::vector<Row> rows, sql.Lookup(part));
       Digests found;
-      RETURN_IF_ERROR(AddRows(t, sql, rows, &found));
+      RETURN_IF_ERROR(AddRows(t, sql.sql(), rows, &found));
       for (size_t i = begin; i < end; ++i) {
         auto it = found.find(*keys[i]);  // byte-exact: a collation's match of another key does not count
         if (it != found.end()) (*out)[i] = it->second;
@@ -326,7 +424,7 @@ class Verifier {
     return "differs";
   }
 
-  Status CheckKeys(const CanonTable& t, const TableSql& ref_sql, const TableSql& other_sql,
+  Status CheckKeys(const CanonTable& t, RowReader& ref_sql, RowReader& other_sql,
                    const std::vector<CanonKey>& keys, verify::ChunkFindings* out) {
     struct Pending {
       const CanonKey* key;
@@ -347,17 +445,17 @@ class Verifier {
       uint64_t position = 0;
       RETURN_IF_ERROR(InSnapshot([&](uint64_t at) -> Status {
         position = at;
-        return Look(*job_.reference, t, ref_sql, look, &first);
+        return Look(t, ref_sql, look, &first);
       }));
       bool reached = false;
       RETURN_IF_ERROR(WaitForOther(position, &reached));
       if (!reached) break;
-      RETURN_IF_ERROR(Look(*job_.other, t, other_sql, look, &other));
+      RETURN_IF_ERROR(Look(t, other_sql, look, &other));
       const uint64_t received = job_.received ? job_.received() : 0;
       uint64_t position2 = 0;
       RETURN_IF_ERROR(InSnapshot([&](uint64_t at) -> Status {
         position2 = at;
-        return Look(*job_.reference, t, ref_sql, look, &second);
+        return Look(t, ref_sql, look, &second);
       }));
       out->rows_read += 2 * static_cast<int64_t>(look.size());
       // Received past S2: a transaction the other side may hold was logged
@@ -389,22 +487,22 @@ class Verifier {
     return Status::Ok();
   }
 
-  Status NameColumns(const CanonTable& t, const TableSql& ref_sql, const TableSql& other_sql,
+  Status NameColumns(const CanonTable& t, RowReader& ref_sql, RowReader& other_sql,
                      const std::vector<const CanonKey*>& keys, verify::ChunkFindings* out) {
     const size_t n = t.key.size();
     using Cols = std::map<CanonKey, std::vector<std::optional<std::string>>>;
-    auto read = [&](CanonSide& side, const TableSql& sql, Cols* into) -> Status {
+    auto read = [&](RowReader& sql, Cols* into) -> Status {
       for (size_t begin = 0; begin < keys.size(); begin += kKeysPerLookup) {
         std::vector<const CanonKey*> part(
             keys.begin() + static_cast<std::ptrdiff_t>(begin),
             keys.begin() + static_cast<std::ptrdiff_t>(std::min(keys.size(), begin + kKeysPerLookup)));
-        ASSIGN_OR_RETURN(std::vector<Row> rows, On(side, sql.Columns(part)));
+        ASSIGN_OR_RETURN(std::vector<Row> rows, sql.Columns(part));
         for (const Row& r : rows) {
           CanonKey key;
           for (size_t i = 0; i < n; ++i) key.push_back(r[i].value_or(""));
           std::vector<std::optional<std::string>> vals;
           for (size_t c = 0; c < t.columns.size(); ++c) {
-            auto v = side.Canonical(t.columns[c], r[n + c]);
+            auto v = sql.sql().side().Canonical(t.columns[c], r[n + c]);
             vals.push_back(v.ok() ? *v : std::optional<std::string>("invalid: " + v.status().message()));
           }
           (*into)[std::move(key)] = std::move(vals);
@@ -413,8 +511,8 @@ class Verifier {
       return Status::Ok();
     };
     Cols ref, other;
-    RETURN_IF_ERROR(read(*job_.reference, ref_sql, &ref));
-    RETURN_IF_ERROR(read(*job_.other, other_sql, &other));
+    RETURN_IF_ERROR(read(ref_sql, &ref));
+    RETURN_IF_ERROR(read(other_sql, &other));
     for (auto& d : out->differences) {
       if (d.kind != "differs") continue;
       CanonKey key;
@@ -454,7 +552,7 @@ std::string Line(const TableResult& tr, const Difference& d) {
 
 }  // namespace
 
-Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
+Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job) {
   if (!job.reference || !job.other || !job.applied_through)
     return InvalidArgument("verify: reference, other side and applied_through are required");
   if (job.chunk_rows < 1 || job.max_key_checks < 1 || job.max_keys_per_table < 1 || job.wait_timeout_s < 1)
@@ -491,7 +589,11 @@ Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
       p.table_rows_estimate = std::max(t.table ? t.table->estimated_rows : 0, result.rows);
       for (const auto& d : result.differences) p.lines.push_back(Line(result, d));
       for (const auto& u : result.unsettled) p.lines.push_back(fmt::format("{} {}", name, u));
-      if (!result.skipped.empty()) p.lines.push_back(fmt::format("{}: not verified: {}", name, result.skipped));
+      // A table that cannot be verified (no key, a cast key) is named in the
+      // report and not counted as a difference, as the foreground verify
+      // and the PostgreSQL verifier do; one not reached (replication behind) is.
+      if (t.skipped.empty() && !result.skipped.empty())
+        p.lines.push_back(fmt::format("{}: not verified: {}", name, result.skipped));
       job.run.on_progress(p);
     };
     if (result.skipped.empty())
@@ -504,28 +606,46 @@ Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
-  ReplicationOps::VerifyOutcome out;
-  out.clean = report.clean();
-  out.summary = report.Summary();
-  out.json = report.ToJson();
+  CrossVerified out;
   for (const auto& tr : report.tables) {
-    if (!tr.skipped.empty()) out.lines.push_back(fmt::format("{}: not verified: {}", tr.table.ToString(), tr.skipped));
     std::vector<CanonKey> repair_keys;
     for (const auto& d : tr.differences) {
-      out.lines.push_back(Line(tr, d));
       CanonKey k;
       for (const auto& v : d.key) k.push_back(v.value_or(""));
       repair_keys.push_back(std::move(k));
     }
-    for (const auto& u : tr.unsettled) out.lines.push_back(fmt::format("{} {}", tr.table.ToString(), u));
-    if (tr.truncated) out.lines.push_back(fmt::format("{}: more differences not listed", tr.table.ToString()));
     if (!job.repair || repair_keys.empty()) continue;
     for (const auto& t : job.tables) {
       if (t.id != tr.table) continue;
-      ASSIGN_OR_RETURN(std::vector<Change> repairs, job.reference->Repairs(t, repair_keys));
+      // A transformed table is repaired as its source table: the change goes
+      // through the flow's transform (a row its filter drops becomes a delete).
+      ASSIGN_OR_RETURN(std::vector<Change> repairs,
+                       job.reference->Repairs(t.reshape ? t.reshape->source : t, repair_keys));
       for (auto& c : repairs) out.repairs.push_back(std::move(c));
     }
   }
+  out.report = std::move(report);
+  return out;
+}
+
+std::vector<std::string> CrossLines(const TableResult& tr) {
+  std::vector<std::string> lines;
+  if (!tr.skipped.empty()) lines.push_back(fmt::format("{}: not verified: {}", tr.table.ToString(), tr.skipped));
+  for (const auto& d : tr.differences) lines.push_back(Line(tr, d));
+  for (const auto& u : tr.unsettled) lines.push_back(fmt::format("{} {}", tr.table.ToString(), u));
+  if (tr.truncated) lines.push_back(fmt::format("{}: more differences not listed", tr.table.ToString()));
+  return lines;
+}
+
+Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
+  ASSIGN_OR_RETURN(CrossVerified verified, CrossVerifyReport(job));
+  ReplicationOps::VerifyOutcome out;
+  out.clean = verified.report.clean();
+  out.summary = verified.report.Summary();
+  out.json = verified.report.ToJson();
+  for (const auto& tr : verified.report.tables)
+    for (auto& line : CrossLines(tr)) out.lines.push_back(std::move(line));
+  out.repairs = std::move(verified.repairs);
   return out;
 }
 
@@ -537,7 +657,7 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
   for (const auto& t : tables) {
     TableComparison c;
     c.table = t.id.ToString();
-    if (t.transformed) {
+    if (t.transformed && !t.reshape) {
       // Another shape on each side by design: named, not counted.
       c.skipped = "not compared: " + t.skipped;
       out.push_back(std::move(c));
@@ -550,8 +670,8 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
       out.push_back(std::move(c));
       continue;
     }
-    const TableSql ssql(t, source), tsql(t, target);
-    const int64_t rows = CanonNativeOrder(ssql.lead().kind) ? chunk_rows : chunk_rows * kTextChunkFactor;
+    RowReader ssql(t, source, &target), tsql(t, target, nullptr);
+    const int64_t rows = CanonNativeOrder(ssql.bounds().lead().kind) ? chunk_rows : chunk_rows * kTextChunkFactor;
     // Order-independent: the sum and the XOR of each row's (key, digest) hash.
     uint64_t sum[2] = {0, 0}, xr[2] = {0, 0};
     auto fold = [](const Digests& d, uint64_t* s, uint64_t* x) {
@@ -567,19 +687,17 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
     std::optional<std::string> lower;
     for (;;) {
       std::optional<std::string> upper;
-      ASSIGN_OR_RETURN(std::string bq, ssql.Boundary(lower, rows));
+      ASSIGN_OR_RETURN(std::string bq, ssql.bounds().Boundary(lower, rows));
       auto b = source.Select(bq);
       if (!b.ok()) return b.status().WithContext("source " + c.table);
       if (!b->empty() && (*b)[0][0]) upper = *(*b)[0][0];
-      ASSIGN_OR_RETURN(std::string sq, ssql.Rows(lower, upper));
-      ASSIGN_OR_RETURN(std::string tq, tsql.Rows(lower, upper));
-      auto sr = source.Select(sq);
+      auto sr = ssql.Rows(lower, upper);
       if (!sr.ok()) return sr.status().WithContext("source " + c.table);
-      auto tr = target.Select(tq);
+      auto tr = tsql.Rows(lower, upper);
       if (!tr.ok()) return tr.status().WithContext("target " + c.table);
       Digests sd, td;
-      RETURN_IF_ERROR(AddRows(t, ssql, *sr, &sd).WithContext("source"));
-      RETURN_IF_ERROR(AddRows(t, tsql, *tr, &td).WithContext("target"));
+      RETURN_IF_ERROR(AddRows(t, ssql.sql(), *sr, &sd).WithContext("source"));
+      RETURN_IF_ERROR(AddRows(t, tsql.sql(), *tr, &td).WithContext("target"));
       c.source_rows += static_cast<int64_t>(sr->size());
       c.target_rows += static_cast<int64_t>(tr->size());
       fold(sd, &sum[0], &xr[0]);
@@ -594,11 +712,9 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
   return out;
 }
 
-Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,
-                                                       std::vector<CanonTable> tables, bool repair,
-                                                       std::function<int64_t()> rows_per_s,
-                                                       const std::atomic<bool>* stop, int64_t chunk_rows,
-                                                       const ReplicationOps::VerifyRun& run) {
+CrossVerifyJob JobAlong(Flow& flow, CanonSide& reference, CanonSide& other, std::vector<CanonTable> tables,
+                        bool repair, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                        int64_t chunk_rows, const ReplicationOps::VerifyRun& run) {
   CrossVerifyJob job;
   job.reference = &reference;
   job.other = &other;
@@ -613,7 +729,16 @@ Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& re
   job.repair = repair;
   job.chunk_rows = chunk_rows;
   job.run = run;
-  return CrossVerify(job);
+  return job;
+}
+
+Result<ReplicationOps::VerifyOutcome> CrossVerifyAlong(Flow& flow, CanonSide& reference, CanonSide& other,
+                                                       std::vector<CanonTable> tables, bool repair,
+                                                       std::function<int64_t()> rows_per_s,
+                                                       const std::atomic<bool>* stop, int64_t chunk_rows,
+                                                       const ReplicationOps::VerifyRun& run) {
+  return CrossVerify(
+      JobAlong(flow, reference, other, std::move(tables), repair, std::move(rows_per_s), stop, chunk_rows, run));
 }
 
 }  // namespace midflight::cross

@@ -3,7 +3,9 @@
 // same-engine verifiers (engines/mysql/verify.h): chunked by key range, every
 // row hashed by each server in SQL over a canonical form of its values
 // (canonical.h), only rows that really differ reported (never one in flight),
-// `--repair` through the apply path.
+// `--repair` through the apply path. A table a spec transform reshapes is
+// verified too: the reference's rows are reshaped by midflight and hashed by
+// the other side's SQL (Reshape, CanonSide::Shadow).
 //
 // Engine-neutral: a pair engine supplies one CanonSide per engine (its
 // connection, its dialect of the canonical SQL, and, for the reference, a
@@ -38,6 +40,8 @@ namespace midflight::cross {
 // A key's canonical values, in key order (key columns are NOT NULL).
 using CanonKey = std::vector<std::string>;
 
+struct Reshape;
+
 // One table as both sides hold it.
 struct CanonTable {
   TablePtr table;                    // the reference's schema (repairs are built for it)
@@ -50,6 +54,23 @@ struct CanonTable {
   // names it without counting it either way (as PostgreSQL -> PostgreSQL
   // does); a table skipped for any other reason makes compare not equal.
   bool transformed = false;
+  // Set for a transformed table that is verified (core/transform.h): then
+  // `columns` and `key` are the target's table (renamed, cast, computed
+  // columns), which only the other side holds. The reference's rows are read
+  // in its stream form from `reshape->source` (its key bounds the chunks and
+  // selects keys: the target key's columns are the source's, renamed, so
+  // their canonical values and order are the same), reshaped in midflight as
+  // the flow reshapes them, and hashed by the other side's SQL over those
+  // rows (CanonSide::Shadow), so both hashes come from one engine's SQL.
+  std::shared_ptr<const Reshape> reshape;
+};
+
+// How a transformed table's reference rows become the target's rows.
+struct Reshape {
+  CanonTable source;  // the table as the reference holds it, untransformed (repairs are built for it)
+  // One row of CanonSide::StreamList(source) -> the target's row, nullopt
+  // when the transform's filter drops it; an error names the table and key.
+  std::function<Result<std::optional<std::vector<Datum>>>(const std::vector<std::optional<std::string>>&)> row;
 };
 
 // Marks `t` as not verified (not compared) because the spec's transform
@@ -92,6 +113,24 @@ class CanonSide {
     return CanonRaw(c.kind, raw);
   }
 
+  // Reference: a select list of t.table's columns in the text forms its
+  // change stream gives (what a Reshape's row reads).
+  virtual Result<std::string> StreamList(const CanonTable& t) const {
+    return OperatorError(fmt::format("{}: table {} cannot be read for a transform here", label(), t.id.ToString()));
+  }
+  // Other side: a FROM item holding `rows`
+  // (values in this engine's input text forms, t.columns' order) typed as
+  // the columns of t on this side, so that the SQL that hashes the table
+  // hashes them alike. `rows` is not empty.
+  // PostgreSQL: a derived table of typed row values, read only. MySQL: a
+  // temporary table (this session's, kept out of the binlog) refilled with
+  // `rows` by INSERT, as the applier writes them. The FROM item is valid
+  // until the next call.
+  virtual Result<std::string> Shadow(const CanonTable& t, const std::vector<std::vector<Datum>>& rows) {
+    (void)rows;
+    return OperatorError(fmt::format("{}: transformed rows of {} cannot be hashed here", label(), t.id.ToString()));
+  }
+
   // Reference: the repair of each key, its current row as an upsert or a
   // delete when it has none, as Changes of t.table in the form the side's
   // change stream gives (they go through the flow's apply path).
@@ -121,6 +160,23 @@ struct CrossVerifyJob {
 
 // The live verification (see cross_verify.cc for how).
 Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job);
+
+// CrossVerify's parts, for a verifier that checks some of its tables this way
+// and merges the report with its own (PostgreSQL -> PostgreSQL's transformed
+// tables): the report, the repairs of its differences (job.repair), and the
+// lines one table's result prints.
+struct CrossVerified {
+  verify::Report report;
+  std::vector<Change> repairs;
+};
+Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job);
+std::vector<std::string> CrossLines(const verify::TableResult& tr);
+
+// The job of verifying `tables` while `flow`, the flow from `reference`,
+// applies: its positions, the rest as given.
+CrossVerifyJob JobAlong(Flow& flow, CanonSide& reference, CanonSide& other, std::vector<CanonTable> tables,
+                        bool repair, std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                        int64_t chunk_rows, const ReplicationOps::VerifyRun& run);
 
 // CrossVerify of `tables` while `flow`, the flow from `reference`, applies:
 // what a pair's ReplicationOps::Verify runs, with its arguments.

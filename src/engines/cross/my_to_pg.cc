@@ -145,6 +145,50 @@ std::string KeyOf(const TableSchema& t, const std::vector<std::optional<std::str
   return out + ")";
 }
 
+// The CanonTables of `casts` with MySQL as the reference. A transformed
+// table (its twin's transform in `transforms`) is verified through its
+// transform (cross/canon_sides.h ReshapedToPg): its MySQL rows are cast as
+// the snapshot copy casts them, then transformed, and PostgreSQL hashes the
+// result as it hashes the target table.
+std::vector<cross::CanonTable> VerifiedTables(const std::vector<cross::TableCast>& casts,
+                                              const TransformMap& transforms, const MigrationSpec& spec) {
+  std::vector<cross::CanonTable> tables = cross::CanonTablesOf(casts, spec.casting.zero_dates_null);
+  for (size_t i = 0; i < casts.size() && i < tables.size(); ++i) {
+    auto tr = transforms.find(casts[i].target->id);
+    if (tr == transforms.end()) continue;
+    auto cast = std::make_shared<const cross::TableCast>(casts[i]);
+    std::shared_ptr<const TableTransform> transform = tr->second;
+    const bool zero_null = spec.casting.zero_dates_null;
+    auto row = [cast, transform, zero_null](const cross::CanonSide::Row& raw)
+        -> Result<std::optional<std::vector<Datum>>> {
+      const TableSchema& t = *cast->source;
+      if (raw.size() != cast->columns.size())
+        return Internal(fmt::format("verify of {}: {} columns read, {} expected", t.id.ToString(), raw.size(),
+                                    cast->columns.size()));
+      std::vector<std::optional<std::string_view>> view;
+      for (const auto& v : raw) view.push_back(v ? std::optional<std::string_view>(*v) : std::nullopt);
+      std::vector<Datum> datums;
+      for (size_t c = 0; c < raw.size(); ++c) {
+        if (!raw[c]) {
+          datums.push_back(Datum::Null());
+          continue;
+        }
+        auto v = cross::ToPgText(cast->columns[c], *raw[c], zero_null);
+        if (!v.ok())
+          return DataLoss(fmt::format("table {} key {} {}", t.id.ToString(), KeyOf(t, view), v.status().message()));
+        datums.push_back(*v ? Datum::Text(std::move(**v)) : Datum::Null());
+      }
+      return transform->Row(datums);
+    };
+    cross::CanonTable shaped = cross::ReshapedToPg(tables[i], *transform, std::move(row));
+    if (!shaped.reshape && tables[i].skipped.empty())
+      if (const TableTransformSpec* where = TransformFor(spec.transforms, casts[i].target->id))
+        shaped.skipped += fmt::format(" ({})", where->where());
+    tables[i] = std::move(shaped);
+  }
+  return tables;
+}
+
 // PostgreSQL's LSN text for a 64-bit position (pg_lsn columns hold any 64 bits).
 std::string LsnText(uint64_t v) { return fmt::format("{:X}/{:X}", v >> 32, v & 0xffffffffu); }
 
@@ -702,9 +746,18 @@ class CrossReplication final : public ReplicationOps {
       ref = cross::PostgresCanonSide(spec_.target, "target (PostgreSQL)");
       other = cross::MySqlCanonSide(spec_.source, "source (MySQL)");
     }
-    return cross::CrossVerifyAlong(flow, *ref, *other,
-                                   SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_),
-                                   repair, std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
+    std::vector<cross::CanonTable> canon;
+    if (reference == proxy::Side::kSource) {
+      std::vector<TablePtr> sources;
+      for (const auto& [id, t] : tables) sources.push_back(t);
+      ASSIGN_OR_RETURN(auto transforms, TwinTransforms(spec_, sources, facts_));
+      canon = VerifiedTables(list, *transforms, spec_);
+    } else {
+      // Transforms are not applied in reverse: the reverse flow carries no transformed table.
+      canon = SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_);
+    }
+    return cross::CrossVerifyAlong(flow, *ref, *other, std::move(canon), repair, std::move(rows_per_s), stop,
+                                   spec_.verify.chunk_rows, run);
   }
 
   // Sets each identity column's next value from the source's AUTO_INCREMENT.
@@ -1247,11 +1300,11 @@ class MyToPgKind final : public EngineKind {
     std::vector<std::string> problems;
     ASSIGN_OR_RETURN(auto casts, CastAll(*src, su.database, tables, spec, &problems));
     if (!problems.empty()) return InvalidArgument(problems.front());
+    ASSIGN_OR_RETURN(auto facts, LoadFacts(*src, su.database));
+    ASSIGN_OR_RETURN(auto transforms, TwinTransforms(spec, tables, facts));
     auto source = cross::MySqlCanonSide(reader, "source (MySQL)");
     auto target = cross::PostgresCanonSide(spec.target, "target (PostgreSQL)");
-    return cross::CrossCompare(*source, *target,
-                               SkipTransformed(cross::CanonTablesOf(casts, spec.casting.zero_dates_null), spec),
-                               spec.verify.chunk_rows);
+    return cross::CrossCompare(*source, *target, VerifiedTables(casts, *transforms, spec), spec.verify.chunk_rows);
   }
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
     return OperatorError("a proxy across engines (mysql -> postgres) is not built: applications move by their own "

@@ -622,12 +622,14 @@ Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts, const Tr
 }
 
 // The tables `verify` and `compare` read (cross/cross_verify.h), of `casts`
-// in `only` (all when null). A transformed table's MySQL rows have another
-// shape than its PostgreSQL rows (renamed, columns left out, cast, added,
-// filtered): it is named, by its source name, as not verified (not
-// compared) rather than reported as differing.
-std::vector<cross::CanonTable> CanonTablesOf(const Casts& casts, const std::map<TableId, TablePtr>* only,
-                                             const MigrationSpec& spec) {
+// in `only` (all when null). A transformed table (in `transforms`, by source
+// table; PostgreSQL the reference) is verified through its transform
+// (cross/canon_sides.h ReshapedToMy): its PostgreSQL rows transformed and
+// cast by midflight as the flow does, hashed by MySQL. Without `transforms`
+// (MySQL the reference: the reverse flow carries no transformed table) it is
+// named, by its source name, as not verified (not compared).
+std::vector<cross::CanonTable> CanonTablesOf(const Casts& casts, const TransformMap* transforms,
+                                             const std::map<TableId, TablePtr>* only, const MigrationSpec& spec) {
   std::vector<cross::PgTableCast> list;
   std::vector<TableId> ids;
   for (const auto& [id, cast] : casts) {
@@ -636,11 +638,44 @@ std::vector<cross::CanonTable> CanonTablesOf(const Casts& casts, const std::map<
     ids.push_back(id);
   }
   std::vector<cross::CanonTable> out = cross::PgCanonTablesOf(list, spec.casting.out_of_range_null);
-  for (size_t i = 0; i < out.size(); ++i)
-    if (const TableTransformSpec* tr = TransformFor(spec.transforms, ids[i])) {
+  for (size_t i = 0; i < out.size(); ++i) {
+    const TableTransformSpec* tr = TransformFor(spec.transforms, ids[i]);
+    if (!tr) continue;
+    auto bound = transforms ? transforms->find(ids[i]) : TransformMap::const_iterator();
+    if (!transforms || bound == transforms->end()) {
       out[i].id = out[i].pg_id = ids[i];
       cross::SkipTransformed(&out[i], tr->where());
+      continue;
     }
+    auto cast = std::make_shared<const cross::PgTableCast>(casts.at(ids[i]));
+    std::shared_ptr<const TableTransform> transform = bound->second;
+    const bool out_of_range_null = spec.casting.out_of_range_null;
+    auto row = [cast, transform, out_of_range_null](const cross::CanonSide::Row& raw)
+        -> Result<std::optional<std::vector<Datum>>> {
+      std::vector<Datum> values;
+      for (const auto& v : raw) values.push_back(v ? Datum::Text(*v) : Datum::Null());
+      ASSIGN_OR_RETURN(std::optional<std::vector<Datum>> shaped, transform->Row(values));
+      if (!shaped) return shaped;
+      std::vector<std::optional<std::string>> fields;
+      for (const Datum& d : *shaped) fields.push_back(d.is_null() ? std::nullopt : std::optional<std::string>(d.text));
+      std::vector<Datum> out;
+      for (size_t c = 0; c < fields.size() && c < cast->columns.size(); ++c) {
+        if (!fields[c]) {
+          out.push_back(Datum::Null());
+          continue;
+        }
+        auto v = cross::ToMyText(cast->columns[c], *fields[c], out_of_range_null);
+        if (!v.ok())
+          return DataLoss(fmt::format("table {} key {} {}", transform->source().id.ToString(),
+                                      KeyOf(*cast->target, fields), v.status().message()));
+        out.push_back(*v ? Datum::Text(std::move(**v)) : Datum::Null());
+      }
+      return std::optional<std::vector<Datum>>(std::move(out));
+    };
+    out[i] = cross::ReshapedToMy(std::move(out[i]), *transform, std::move(row));
+    if (!out[i].reshape && out[i].skipped.find(tr->where()) == std::string::npos)
+      out[i].skipped += fmt::format(" ({})", tr->where());
+  }
   return out;
 }
 
@@ -902,7 +937,8 @@ class CrossReplication final : public ReplicationOps {
     auto pg_side = cross::PostgresCanonSide(spec_.source, "source (PostgreSQL)");
     auto my_side = cross::MySqlCanonSide(spec_.target, "target (MySQL)");
     return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side,
-                                   CanonTablesOf(*casts_, &scope, spec_), repair, std::move(rows_per_s), stop,
+                                   CanonTablesOf(*casts_, forward ? transforms_.get() : nullptr, &scope, spec_), repair,
+                                   std::move(rows_per_s), stop,
                                    spec_.verify.chunk_rows, run);
   }
 
@@ -1627,7 +1663,8 @@ class PgToMyKind final : public EngineKind {
     ASSIGN_OR_RETURN(SourcePlan plan, PlanOf(spec, *src, tu.database, version.find("MariaDB") != std::string::npos));
     auto source = cross::PostgresCanonSide(spec.source, "source (PostgreSQL)");
     auto target = cross::MySqlCanonSide(spec.target, "target (MySQL)");
-    return cross::CrossCompare(*source, *target, CanonTablesOf(plan.casts, nullptr, spec), spec.verify.chunk_rows);
+    return cross::CrossCompare(*source, *target, CanonTablesOf(plan.casts, &plan.transforms, nullptr, spec),
+                               spec.verify.chunk_rows);
   }
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec&, StateStore&) const override {
     return OperatorError(

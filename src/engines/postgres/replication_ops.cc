@@ -16,6 +16,7 @@
 #include "control/runtime.h"
 #include "control/spec.h"
 #include "control/state_store.h"
+#include "engines/cross/canon_sides.h"
 #include "engines/postgres/catalog.h"
 #include "engines/postgres/pg_conn.h"
 #include "engines/postgres/pg_flow.h"
@@ -175,6 +176,15 @@ class PgReplicationOps final : public ReplicationOps {
                                const VerifyRun& run) override;
 
  private:
+  // The tables of ctx.skip (transformed) through the cross verifier
+  // (cross/cross_verify.h): the source's rows read by key range, transformed
+  // by midflight as the flow transforms them, hashed by the target's SQL
+  // over a derived table typed as the target table; repairs are the source's
+  // rows, applied through the flow's transform.
+  Result<cross::CrossVerified> VerifyTransformed(const verify::Context& ctx, Flow& flow,
+                                                 const std::map<TableId, TablePtr>& tables, bool repair,
+                                                 std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
+                                                 const VerifyRun& run);
   const std::string& Uri(Side side) const { return side == Side::kSource ? spec_.source : spec_.target; }
   // The monitor thread's connection to `side`, reopened when broken; null
   // when the server cannot be reached now.
@@ -408,10 +418,10 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
   ctx.target_uri = Uri(reference == Side::kSource ? Side::kTarget : Side::kSource);
   for (const auto& [id, t] : tables) {
     ctx.tables.push_back(t);
+    // A transformed table is verified after the others, through its
+    // transform (VerifyTransformed); reverse replication carries none.
     if (const TableTransformSpec* tr = TransformFor(spec_.transforms, id))
-      ctx.skip[id] = fmt::format("its rows are transformed on the way ({}); the target holds another shape, so "
-                                 "compare it with a query of your own",
-                                 tr->where());
+      ctx.skip[id] = fmt::format("its rows are transformed on the way ({})", tr->where());
     if (!run.start_after.table.empty() && id.ToString() == run.start_after.table) {
       ctx.start_table = id;
       ctx.start_after = run.start_after.key;
@@ -440,8 +450,19 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
   ctx.stop = stop;
   verify::Options opt;
   opt.chunk_rows = spec_.verify.chunk_rows;
-  opt.rows_per_s = std::move(rows_per_s);
+  opt.rows_per_s = rows_per_s;
   ASSIGN_OR_RETURN(verify::Report report, verify::Run(ctx, opt));
+  cross::CrossVerified transformed;
+  if (reference == Side::kSource && !ctx.skip.empty()) {
+    ASSIGN_OR_RETURN(transformed, VerifyTransformed(ctx, flow, tables, repair, std::move(rows_per_s), stop, run));
+    for (auto& tr : transformed.report.tables)
+      for (auto& mine : report.tables)
+        if (mine.table == tr.table) {
+          report.rows += tr.rows;
+          mine = tr;
+        }
+    report.seconds += transformed.report.seconds;
+  }
   VerifyOutcome out;
   out.clean = report.clean();
   out.summary = report.Summary();
@@ -450,7 +471,13 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
   if (repair) {
     ASSIGN_OR_RETURN(ref, Control(ctx.source_uri));
   }
+  for (auto& c : transformed.repairs) out.repairs.push_back(std::move(c));
   for (const auto& t : report.tables) {
+    if (std::any_of(transformed.report.tables.begin(), transformed.report.tables.end(),
+                    [&t](const verify::TableResult& x) { return x.table == t.table; })) {
+      for (auto& line : cross::CrossLines(t)) out.lines.push_back(std::move(line));
+      continue;
+    }
     if (!t.skipped.empty()) out.lines.push_back(fmt::format("{}: not verified: {}", t.table.ToString(), t.skipped));
     for (const auto& d : t.differences) {
       out.lines.push_back(fmt::format("{} {}: {}", t.table.ToString(), d.key_display, d.kind));
@@ -475,6 +502,26 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
     if (t.truncated) out.lines.push_back(fmt::format("{}: more differences not listed", t.table.ToString()));
   }
   return out;
+}
+
+Result<cross::CrossVerified> PgReplicationOps::VerifyTransformed(const verify::Context& ctx, Flow& flow,
+                                                                 const std::map<TableId, TablePtr>& tables,
+                                                                 bool repair, std::function<int64_t()> rows_per_s,
+                                                                 const std::atomic<bool>* stop, const VerifyRun& run) {
+  std::vector<TablePtr> list;
+  for (const auto& [id, t] : tables)
+    if (ctx.skip.count(id)) list.push_back(t);
+  ASSIGN_OR_RETURN(std::vector<cross::CanonTable> canon, cross::PgReshapedTables(spec_.transforms, list));
+  auto ref = cross::PostgresCanonSide(ctx.source_uri, "source (PostgreSQL)");
+  auto other = cross::PostgresCanonSide(ctx.target_uri, "target (PostgreSQL)");
+  // Resumed inside a transformed table: from there; else every one (those
+  // before the resume point in the whole order are verified again).
+  VerifyRun from;
+  from.on_progress = run.on_progress;
+  for (const auto& c : canon)
+    if (c.id.ToString() == run.start_after.table) from.start_after = run.start_after;
+  return cross::CrossVerifyReport(cross::JobAlong(flow, *ref, *other, std::move(canon), repair, std::move(rows_per_s),
+                                                  stop, spec_.verify.chunk_rows, from));
 }
 
 }  // namespace

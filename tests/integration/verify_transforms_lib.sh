@@ -1,0 +1,98 @@
+# The checks shared by cross_verify_transforms.sh (MariaDB -> PostgreSQL),
+# pg_verify_transforms.sh (PostgreSQL -> PostgreSQL) and
+# cross_verify_transforms_pg_to_my.sh (PostgreSQL -> MariaDB): one table,
+# "Order Lines", reaches the target as T ("sales lines": key id renamed
+# line_no, select renamed pick, qty_text cast to qty, computed total and label,
+# rows with status 'cancelled' filtered out), while writes change rows above
+# id 1000. The caller sets SPEC, T, and tsql (runs one statement, or stdin,
+# on the target, printing bare values), and LEFT_OUT: a table the run names
+# as not verified on purpose ("" for none).
+
+verify() {  # verify OUTFILE [args...]: runs midflight verify, prints its output, returns its exit code
+  local out=$1 rc=0 t0=$SECONDS; shift
+  "$MF" verify "$SPEC" "$@" >"$out" 2>&1 || rc=$?
+  sed 's/^/    /' "$out"
+  log "(the verify command took $((SECONDS - t0)) s)"
+  return $rc
+}
+verify_json() {  # verify_json EXPR: a Python expression over the last verification's JSON tables `t`
+  python3 - "$WORK/state-$(basename "$SPEC" .yaml)/state.db" "$1" <<'PY'
+import json, sqlite3, sys
+j = json.loads(sqlite3.connect(sys.argv[1]).execute("SELECT value FROM kv WHERE key = 'verify_json'").fetchone()[0])
+t = j["tables"]
+print(eval(sys.argv[2]))
+PY
+}
+others() { grep -v "${LEFT_OUT:-^$}" "$@"; }  # lines not about LEFT_OUT
+
+# Under the writes: verify clean twice, four planted differences named by the
+# target's key, repaired through the apply path, the background job clean.
+check_verify_transforms() {
+  local run rc rows state job i
+  for run in 1 2; do
+    verify "$WORK/clean$run.out" || fail "verify run $run of the transformed table under writes is not clean"
+    grep -q "verify: clean" "$WORK/clean$run.out" || fail "run $run: no clean summary"
+    ! others "$WORK/clean$run.out" | grep -q "not verified" || fail "run $run: a table was not verified"
+    rows=$(verify_json "[x['rows'] for x in t if 'Order Lines' in x['table']][0]")
+    ((rows >= 4000)) || fail "run $run: verify compared $rows rows of the transformed table"
+    log "run $run under writes: clean; $rows transformed rows compared; $(verify_json "'%d chunks, %d differing at first look, %d keys re-checked (in flight)' % \
+      tuple(sum(x[k] for x in t) for k in ('chunks', 'chunks_differing_first_look', 'keys_rechecked'))"), none reported"
+  done
+
+  # Behind midflight's back, on the target: a cast value, a computed value, a
+  # deleted row, and a row the filter drops on the way (id 15 is cancelled).
+  tsql <<SQL
+UPDATE $T SET qty = qty + 1 WHERE line_no = 11;
+UPDATE $T SET label = 'planted' WHERE line_no = 12;
+DELETE FROM $T WHERE line_no = 13;
+INSERT INTO $T (line_no, pick, qty, price, status, made, remark, total, label)
+  VALUES (15, 'p2', 15, 15.25, 'cancelled', NOW(), NULL, 0, 'cancelled-15');
+SQL
+  log "planted on the target: line_no 11 (qty), 12 (label) changed, 13 deleted, 15 (filtered out on the source) inserted"
+  rc=0
+  verify "$WORK/found.out" || rc=$?
+  [[ $rc == 1 ]] || fail "verify exited $rc with planted differences (expected 1)"
+  for line in "(line_no)=(11): differs (columns qty)" "(line_no)=(12): differs (columns label)" \
+    "(line_no)=(13): missing on target" "(line_no)=(15): extra on target"; do
+    grep -qF -- "Order Lines $line" "$WORK/found.out" || fail "not reported: $line"
+  done
+  [[ $(verify_json 'sum(len(x["differences"]) for x in t)') == 4 ]] ||
+    fail "the report holds $(verify_json 'sum(len(x["differences"]) for x in t)') differences, not the 4 planted"
+  log "verify named exactly the 4 planted differences by the target's key, under writes"
+
+  rc=0
+  verify "$WORK/repair.out" --repair || rc=$?
+  [[ $rc == 1 ]] || fail "verify --repair exited $rc (expected 1: it found differences)"
+  grep -q "repaired 4 row(s) through the apply path" "$WORK/repair.out" || fail "no repair line"
+  verify "$WORK/after.out" || fail "verify after the repair is not clean"
+  [[ $(tsql "SELECT COUNT(*) FROM $T WHERE line_no = 15") == 0 ]] || fail "the filtered row 15 was not deleted"
+  [[ $(tsql "SELECT COUNT(*) FROM $T WHERE line_no = 13") == 1 ]] || fail "row 13 not restored"
+  log "repaired through the apply path (the row the filter drops deleted); the next verify is clean"
+
+  # The background job (`verify start`) runs the same verification: clean, the
+  # transformed table verified (not named in the summary as left out).
+  "$MF" verify start "$SPEC" >/dev/null || fail "verify start"
+  for ((i = 0; i < 240; i++)); do
+    state=$("$MF" verify show "$SPEC" --json | jq -r .state)
+    [[ $state == running ]] || break
+    sleep 0.5
+  done
+  job=$("$MF" verify show "$SPEC" --json)
+  [[ $(jq -r .state <<<"$job") == done && $(jq -r .clean <<<"$job") == true ]] || fail "verify job: $job"
+  [[ $(jq -r .summary <<<"$job") != *"Order Lines"* ]] || fail "the background job left the transformed table out: $job"
+  log "background job: $(jq -r .summary <<<"$job")"
+}
+
+# Writes stopped and applied: compare finds the transformed table equal, then
+# DIFFERENT after one more value changed on the target.
+check_compare_transforms() {
+  local out
+  out=$("$MF" compare "$SPEC" 2>&1) || { echo "$out"; fail "compare failed or found differences"; }
+  echo "$out" | sed 's/^/    /'
+  grep -qE "Order Lines.* equal" <<<"$out" || fail "compare did not find the transformed table equal"
+  ! others <<<"$out" | grep -q "not compared" || fail "compare left a table out"
+  tsql "UPDATE $T SET remark = 'x' WHERE line_no = 21"
+  out=$("$MF" compare "$SPEC" 2>&1) && { echo "$out"; fail "compare found no difference after one was planted"; }
+  grep -qE "Order Lines.*DIFFERENT" <<<"$out" || { echo "$out"; fail "compare did not name the transformed table"; }
+  log "compare: the transformed table equal, then DIFFERENT after one planted change"
+}
