@@ -23,6 +23,11 @@ class ChangeSource {
   // seq.Confirmable(), or the server resends from what it was told);
   // anything else stops the flow. Sets seq.stats().connected while streaming.
   virtual Status Stream(Sequencer& seq, StopRef stop) = 0;
+  // Opens what the first Stream call needs (its connection) ahead of it:
+  // the Flow calls it once, on another thread, while it opens its sinks,
+  // and joins that thread before it starts streaming. A failure is left for
+  // Stream to meet and report. Optional.
+  virtual void Prepare() {}
   // Asks the source to report its current position soon (an idle stream
   // then shows it is caught up). Any thread. Optional.
   virtual void Poke() {}

@@ -69,23 +69,50 @@ Result<std::unique_ptr<Flow>> Flow::Start(FlowOptions o, std::unique_ptr<ChangeS
     m.log = NewMemoryPartitionLog(n, o.partition_log_bytes);
   }
   m.tracker = std::make_unique<ApplyTracker>(n);
+  // The flow's threads log under the migration of the thread that started it.
+  const std::string context = CurrentLogContext();
+  // The partitions' sinks (and the barrier sink, p == n) are opened at once,
+  // one thread each, and the source prepares its connection beside them:
+  // every open is a connection and a few round trips, and a resumed run
+  // waits for all of them before it streams.
+  const auto opening = std::chrono::steady_clock::now();
+  std::vector<Result<std::unique_ptr<ChangeSink>>> opened;
+  std::vector<Result<ChangePosition>> loaded;
+  for (uint32_t p = 0; p <= n; ++p) {
+    opened.emplace_back(Internal("not opened"));
+    loaded.emplace_back(ChangePosition{});
+  }
+  {
+    std::vector<std::thread> openers;
+    openers.emplace_back([&] {
+      ScopedLogContext log_context(context);
+      source->Prepare();
+    });
+    for (uint32_t p = 0; p <= n; ++p)
+      openers.emplace_back([&, p] {
+        ScopedLogContext log_context(context);
+        opened[p] = open_sink(PartitionId{p}, *m.tracker);
+        if (opened[p].ok() && p < n) loaded[p] = (*opened[p])->LoadCheckpoint();
+      });
+    for (auto& t : openers) t.join();
+  }
   std::vector<ChangePosition> checkpoints;
   ApplierOptions ao = o.applier;
   ao.label = o.label == "forward" ? "apply" : o.label + " apply";
   for (uint32_t p = 0; p < n; ++p) {
-    ASSIGN_OR_RETURN(auto sink, open_sink(PartitionId{p}, *m.tracker));
-    ASSIGN_OR_RETURN(ChangePosition cp, sink->LoadCheckpoint());
+    ASSIGN_OR_RETURN(auto sink, std::move(opened[p]));
+    ASSIGN_OR_RETURN(ChangePosition cp, std::move(loaded[p]));
     checkpoints.push_back(cp);
     m.appliers.push_back(std::make_unique<Applier>(PartitionId{p}, m.log.get(), sink.get(), m.tracker.get(), ao));
     m.sinks.push_back(std::move(sink));
   }
-  ASSIGN_OR_RETURN(m.barrier_sink, open_sink(PartitionId{n}, *m.tracker));
+  ASSIGN_OR_RETURN(m.barrier_sink, std::move(opened[n]));
+  LOG_INFO("{} replication: {} apply sessions open, checkpoints read, in {:.0f} ms", o.label, n + 1,
+           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - opening).count());
   m.source = std::move(source);
   m.seq = std::make_unique<Sequencer>(n, std::move(o.filter), m.log.get(), m.tracker.get(), m.barrier_sink.get(),
                                       std::move(checkpoints), o.start, m.stream_stop);
   Impl* impl = &m;
-  // The flow's threads log under the migration of the thread that started it.
-  const std::string context = CurrentLogContext();
   if (o.external_apply) {
     m.external = true;
     {

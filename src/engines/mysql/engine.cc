@@ -185,9 +185,12 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   mysql::ConnOptions o;
   o.program_name = "midflight-control";
   const std::string reader = spec_.source_replica.empty() ? "source" : "source replica";
+  // Both sides at once: a resumed run waits for this before it streams.
+  Result<std::unique_ptr<MyConn>> dst = Internal("not connected");
+  std::thread dst_connect([&] { dst = MyConn::Connect(spec_.target, o); });
   auto src = MyConn::Connect(reader_uri_, o);
+  dst_connect.join();
   if (!src.ok()) problems.push_back(reader + ": " + src.status().message());
-  auto dst = MyConn::Connect(spec_.target, o);
   if (!dst.ok()) problems.push_back("target: " + dst.status().message());
   if (!problems.empty()) return Status::Ok();
   src_ = std::move(*src);

@@ -37,11 +37,27 @@ std::vector<Datum> ToDatums(PgTuple& tuple) {
 
 ChangeStream::ChangeStream(StreamConfig config) : config_(std::move(config)) {}
 
-Status ChangeStream::Stream(Sequencer& seq, StopRef stop) {
+ChangeStream::~ChangeStream() = default;
+
+namespace {
+Result<std::unique_ptr<PgConn>> ReplicationConnect(const StreamConfig& config) {
   ConnOptions o;
   o.kind = ConnKind::kReplication;
-  o.application_name = config_.application_name;
-  ASSIGN_OR_RETURN(auto pc, PgConn::Connect(config_.source_uri, o));
+  o.application_name = config.application_name;
+  return PgConn::Connect(config.source_uri, o);
+}
+}  // namespace
+
+void ChangeStream::Prepare() {
+  auto pc = ReplicationConnect(config_);
+  if (pc.ok()) prepared_ = std::move(*pc);
+}
+
+Status ChangeStream::Stream(Sequencer& seq, StopRef stop) {
+  std::unique_ptr<PgConn> pc = std::move(prepared_);
+  if (!pc || pc->IsBroken()) {
+    ASSIGN_OR_RETURN(pc, ReplicationConnect(config_));
+  }
   // pc owns the connection and closes it when this call returns.
   conn_ = pc->raw();
   struct ForgetConn {

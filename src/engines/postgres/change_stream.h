@@ -27,6 +27,8 @@
 
 namespace midflight::pg {
 
+class PgConn;
+
 struct StreamConfig {
   std::string source_uri;
   std::string slot;
@@ -49,7 +51,9 @@ struct StreamConfig {
 class ChangeStream final : public ChangeSource {
  public:
   explicit ChangeStream(StreamConfig config);
+  ~ChangeStream() override;
   Status Stream(Sequencer& seq, StopRef stop) override;
+  void Prepare() override;
   void Poke() override { poke_ = true; }
 
  private:
@@ -67,6 +71,7 @@ class ChangeStream final : public ChangeSource {
   std::map<uint32_t, Relation> relations_;
   std::map<TableId, std::vector<std::shared_ptr<const TableSchema>>> layouts_;
   void* conn_ = nullptr;  // PGconn* of the replication connection
+  std::unique_ptr<PgConn> prepared_;  // Prepare's connection, taken by the first Stream
   bool skip_txn_ = false;  // the current transaction is midflight's own (origin filter)
   PgLsn txn_lsn_;
   int64_t last_feedback_ms_ = 0;

@@ -43,6 +43,14 @@ CREATE TABLE IF NOT EXISTS midflight.chunks (
   PRIMARY KEY (migration, table_name, chunk));
 )sql";
 
+// kBookkeepingSql has nothing to do: its tables and columns exist.
+constexpr const char* kBookkeepingPresentSql = R"sql(
+SELECT (SELECT count(*) FROM pg_attribute
+        WHERE attrelid = to_regclass('midflight.checkpoints') AND NOT attisdropped
+          AND attname IN ('migration', 'part', 'commit_lsn', 'seq', 'updated_at', 'kafka_offset', 'worker')) = 7
+   AND to_regclass('midflight.chunks') IS NOT NULL
+)sql";
+
 // A checkpoint is stored as pg_lsn whatever the source engine: any 64-bit
 // position (a MySQL binlog position, engines/cross) has an LSN text form.
 constexpr const char* kSaveCheckpointSql = R"sql(
@@ -438,7 +446,16 @@ void CollectConflicts(const ApplyOp& op, const PGresult* r, std::vector<Conflict
 
 }  // namespace
 
-Status EnsureBookkeeping(PgConn& target) { return target.Exec(kBookkeepingSql); }
+// Every start (a resumed run included) comes here: when the tables and
+// columns are there already, the DDL is skipped, since its ALTER TABLEs take
+// an ACCESS EXCLUSIVE lock on midflight.checkpoints, which waits for every
+// session that touched it (a killed run's apply sessions the server has not
+// ended yet, a monitoring query's open transaction).
+Status EnsureBookkeeping(PgConn& target) {
+  auto present = target.QueryValue(kBookkeepingPresentSql);
+  if (present.ok() && *present == "t") return Status::Ok();
+  return target.Exec(kBookkeepingSql);
+}
 
 PgChangeSink::PgChangeSink(std::string uri, std::string migration, PartitionId p, std::string origin)
     : uri_(std::move(uri)), migration_(std::move(migration)), partition_(p), origin_(std::move(origin)) {}
