@@ -58,6 +58,9 @@ INSERT INTO docs (region, doc) SELECT IF(seq % 2, 'eu', 'us'),
 CREATE TABLE big (id INT PRIMARY KEY, payload LONGBLOB) ENGINE=InnoDB;
 INSERT INTO big VALUES (1, REPEAT('a', 100)), (2, REPEAT(X'00FF', 1000000));
 CREATE TABLE audit_log (at DATETIME, msg TEXT) ENGINE=InnoDB;
+-- BINARY(n) keys ending in zero bytes, which the binlog drops.
+CREATE TABLE `bin keys` (k BINARY(4) PRIMARY KEY, v INT) ENGINE=InnoDB;
+INSERT INTO `bin keys` VALUES (X'61620000', 1), (X'00000000', 2), (X'01020304', 3), (X'7A000000', 4), (X'41000000', 5);
 SQL
 
 write_spec ty
@@ -94,6 +97,11 @@ INSERT INTO big VALUES (3, REPEAT(X'AB', 20000000));
 UPDATE big SET payload = CONCAT(payload, 'tail') WHERE id = 2;
 TRUNCATE TABLE big;
 INSERT INTO big VALUES (10, 'after truncate'), (11, REPEAT('z', 300000));
+UPDATE `bin keys` SET v = v + 10 WHERE k = X'61620000';
+DELETE FROM `bin keys` WHERE k = X'00000000';
+UPDATE `bin keys` SET k = X'7A7A0000' WHERE k = X'7A000000';
+INSERT INTO `bin keys` VALUES (X'42000000', 6);
+DELETE FROM `bin keys` WHERE k = X'41000000';
 SQL
 wait_my_caught_up_direct() {
   local target i applied
@@ -108,6 +116,9 @@ wait_my_caught_up_direct() {
 wait_my_caught_up_direct
 assert_equal
 [[ $(sql_dst -e "SELECT LENGTH(payload) FROM shop_new.big WHERE id = 11") == 300000 ]] || fail "big row"
+bin_keys=$(sql_dst -e "SELECT GROUP_CONCAT(HEX(k), '=', v ORDER BY k) FROM shop_new.\`bin keys\`")
+[[ $bin_keys == "01020304=3,42000000=6,61620000=11,7A7A0000=4" ]] || fail "BINARY(4) keys ending in zero bytes: $bin_keys"
+log "BINARY(4) keys ending in zero bytes: $bin_keys"
 
 log "DDL on the source: midflight must stop and name the statement"
 sql_pri shop -e "ALTER TABLE docs ADD COLUMN note VARCHAR(20) DEFAULT 'n'; UPDATE docs SET note = 'x' WHERE id = 1"
