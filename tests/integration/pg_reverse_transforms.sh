@@ -59,7 +59,8 @@ row=$(sql_dst -c "SELECT concat_ws('|', id, pick, qty, price, made, total) FROM 
 log "forward: row 1 on the target as the transform makes it: $row"
 
 "$MF" switch reads --external "$SPEC" | tee "$WORK/reads.out"
-"$MF" switch writes --external "$SPEC" | tee "$WORK/switch.out"
+# --force: verification names the only table as not verified (transformed), so it never passes.
+"$MF" switch writes --external --force "$SPEC" | tee "$WORK/switch.out"
 [[ $(status_field phase) == writes_switched ]] || fail "phase is not writes_switched"
 
 # The target's session zone differs from the transform's: the instant is what counts.

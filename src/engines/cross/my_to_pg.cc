@@ -773,7 +773,7 @@ class CrossReplication final : public ReplicationOps {
     if (!spec_.transforms.empty()) {
       auto forward = Transforms();
       Status reversible = forward.ok() ? InverseTransforms(**forward).status() : forward.status();
-      if (!reversible.ok()) return reversible.message() + "; keep writes on MySQL";
+      if (!reversible.ok()) return reversible.message();
     }
     for (const auto& [id, t] : tables_) {
       auto f = facts_.find(id.name);
@@ -894,8 +894,7 @@ class CrossReplication final : public ReplicationOps {
         ASSIGN_OR_RETURN(auto filled, mysql::ColumnsWithDefault(*my, my_table.id.schema, my_table.id.name));
         auto reversed = tr->second->Inverse(p, &filled);
         if (!reversed.ok())
-          return OperatorError("reverse replication PostgreSQL -> MySQL cannot start: " + reversed.status().message() +
-                               "; keep writes on MySQL");
+          return OperatorError("reverse replication PostgreSQL -> MySQL cannot start: " + reversed.status().message());
         auto inv = *reversed;
         twin_shape = inv->target();
         facts = FactsBack(*inv, facts);

@@ -966,9 +966,14 @@ class CrossReplication final : public ReplicationOps {
       return "casting.out_of_range: null stored NULL in MySQL for values it cannot hold; a row updated on MySQL "
              "would carry that NULL back over PostgreSQL's value: keep writes on PostgreSQL";
     if (auto inverse = InverseTransforms(*transforms_); !inverse.ok())
-      return inverse.status().message() + "; keep writes on PostgreSQL";
+      return inverse.status().message();
     for (const auto& [id, cast] : *casts_)
       for (const auto& c : cast.columns) {
+        // A column a transform adds is dropped on the way back, whatever its type.
+        if (auto tr = transforms_->find(id); tr != transforms_->end()) {
+          const int i = tr->second->target()->ColumnIndex(c.name);
+          if (i >= 0 && tr->second->SourceColumn(static_cast<size_t>(i)) < 0) continue;
+        }
         if (c.overridden)
           return fmt::format("table {} column {}: casting.columns stores it as {}, which has no way back to its "
                              "PostgreSQL type; keep writes on PostgreSQL",
@@ -1035,8 +1040,7 @@ class CrossReplication final : public ReplicationOps {
     const DefaultedColumns defaulted = [source](const TableSchema& t) { return pg::ColumnsWithDefault(*source, t.id); };
     auto inverse_map = InverseTransforms(*transforms_, {}, defaulted);
     if (!inverse_map.ok())
-      return OperatorError("reverse replication MySQL -> PostgreSQL cannot start: " + inverse_map.status().message() +
-                           "; keep writes on PostgreSQL");
+      return OperatorError("reverse replication MySQL -> PostgreSQL cannot start: " + inverse_map.status().message());
     auto inverse = std::make_shared<const TransformMap>(std::move(*inverse_map));
     ASSIGN_OR_RETURN(MyConn * my, MyControl());
     if (std::string why = BinlogProblems(*my); !why.empty())

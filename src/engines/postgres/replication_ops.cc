@@ -279,8 +279,7 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     ASSIGN_OR_RETURN(auto src, Control(spec_.source));
     const DefaultedColumns defaulted = [&src](const TableSchema& t) { return pg::ColumnsWithDefault(*src, t.id); };
     if (auto refused = InverseTransforms(forward, {}, defaulted); !refused.ok())
-      return OperatorError("reverse replication cannot start: " + refused.status().message() +
-                           "; writes must stay on the source");
+      return OperatorError("reverse replication cannot start: " + refused.status().message());
     // The slot may be there already (a restarted run): a full slot table is no refusal then.
     ASSIGN_OR_RETURN(PgResult had_slot, dst->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot}));
     for (const GateCheck& c : ReverseChecks(*src, *dst))
