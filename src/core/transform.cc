@@ -8,6 +8,8 @@
 #include <map>
 #include <set>
 
+#include "base/civil_date.h"
+
 namespace midflight {
 namespace transform_detail {
 
@@ -439,6 +441,85 @@ bool ParseZone(const std::string& z, int* minutes) {
   if (z.size() == 6 && (z[3] != ':' || !two(4, &m) || m > 59)) return false;
   *minutes = (z[0] == '-' ? -1 : 1) * (h * 60 + m);
   return true;
+}
+
+// timestamptz_to_timestamp, the inverse of timestamp_to_timestamptz: an
+// instant with its offset ("2024-03-01 10:00:00.5+00", "...+05:30", "...Z")
+// as the wall-clock time in the fixed zone `zone_minutes` east of UTC
+// ("2024-03-01 11:00:00.5" for +01). nullopt when `v` is not such a text
+// (or falls outside years 1..9999).
+std::optional<std::string> LocalTimeIn(const std::string& v, int zone_minutes) {
+  auto digits = [&v](size_t at, size_t n, int* out) {
+    if (at + n > v.size()) return false;
+    int x = 0;
+    for (size_t k = at; k < at + n; ++k) {
+      if (!std::isdigit(static_cast<unsigned char>(v[k]))) return false;
+      x = x * 10 + (v[k] - '0');
+    }
+    *out = x;
+    return true;
+  };
+  int y = 0, mo = 0, d = 0, h = 0, mi = 0, sec = 0;
+  if (!digits(0, 4, &y) || v.size() < 19 || v[4] != '-' || !digits(5, 2, &mo) || v[7] != '-' || !digits(8, 2, &d) ||
+      (v[10] != ' ' && v[10] != 'T') || !digits(11, 2, &h) || v[13] != ':' || !digits(14, 2, &mi) || v[16] != ':' ||
+      !digits(17, 2, &sec))
+    return std::nullopt;
+  if (mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 59) return std::nullopt;
+  size_t i = 19;
+  std::string fraction;
+  if (i < v.size() && v[i] == '.') {
+    size_t j = i + 1;
+    while (j < v.size() && std::isdigit(static_cast<unsigned char>(v[j]))) ++j;
+    if (j == i + 1) return std::nullopt;
+    fraction = v.substr(i, j - i);
+    i = j;
+  }
+  int offset_s = 0;
+  if (i < v.size() && v[i] == 'Z' && i + 1 == v.size()) {
+    offset_s = 0;
+  } else {
+    if (i >= v.size() || (v[i] != '+' && v[i] != '-')) return std::nullopt;
+    const int sign = v[i] == '-' ? -1 : 1;
+    int oh = 0, om = 0, os = 0;
+    if (!digits(i + 1, 2, &oh)) return std::nullopt;
+    size_t j = i + 3;
+    if (j < v.size()) {
+      if (v[j] != ':' || !digits(j + 1, 2, &om)) return std::nullopt;
+      j += 3;
+      if (j < v.size()) {
+        if (v[j] != ':' || !digits(j + 1, 2, &os) || j + 3 != v.size()) return std::nullopt;
+      }
+    }
+    offset_s = sign * (oh * 3600 + om * 60 + os);
+  }
+  int64_t t = DaysFromCivil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec - offset_s + zone_minutes * 60;
+  int64_t days = t >= 0 ? t / 86400 : (t - 86399) / 86400;
+  int64_t rest = t - days * 86400;
+  int64_t ly = 0, lm = 0, ld = 0;
+  CivilFromDays(days, &ly, &lm, &ld);
+  if (ly < 1 || ly > 9999) return std::nullopt;
+  return fmt::format("{:04}-{:02}-{:02} {:02}:{:02}:{:02}{}", ly, lm, ld, rest / 3600, rest / 60 % 60, rest % 60,
+                     fraction);
+}
+
+// The cast that undoes `cast` on the values it produces ("" when none does).
+std::string InverseCast(const std::string& cast) {
+  static const std::map<std::string, std::string> kInverse = {
+      {"int_to_text", "text_to_int"},         {"text_to_int", "int_to_text"},
+      {"numeric_to_text", "text_to_numeric"}, {"text_to_numeric", "numeric_to_text"},
+      {"timestamp_to_timestamptz", "timestamptz_to_timestamp"},
+  };
+  auto it = kInverse.find(cast);
+  return it == kInverse.end() ? "" : it->second;
+}
+
+// Why `cast` has no inverse, for Inverse's refusal.
+std::string WhyNotInvertible(const std::string& cast) {
+  if (cast == "json_to_text")
+    return "the target holds free text, which the source's JSON column may refuse or reformat";
+  if (cast == "trim") return "the spaces it removed are gone";
+  if (cast == "lower" || cast == "upper") return "the original case is gone";
+  return "it has no exact inverse";
 }
 
 ColumnType TypeNamed(TypeKind kind, const std::string& native) {
@@ -944,6 +1025,7 @@ Result<std::shared_ptr<const TableTransform>> TableTransform::Bind(const TableTr
     out->filter_text_ = s.filter;
   }
   out->target_ = std::move(target);
+  out->where_ = s.where();
   return std::shared_ptr<const TableTransform>(std::move(out));
 }
 
@@ -1013,6 +1095,18 @@ Result<std::optional<std::vector<Datum>>> TableTransform::Row(const std::vector<
                                     Quoted(v)));
       const int m = std::abs(oc.zone_minutes);
       out.push_back(Datum::Text(fmt::format("{}{}{:02}:{:02}", v, oc.zone_minutes < 0 ? '-' : '+', m / 60, m % 60)));
+    } else if (oc.cast == "timestamptz_to_timestamp") {
+      if (d.text == "infinity" || d.text == "-infinity") {
+        out.push_back(d);
+        continue;
+      }
+      std::optional<std::string> local = LocalTimeIn(d.text, oc.zone_minutes);
+      if (!local)
+        return RowError(values, src_name,
+                        fmt::format("{} is not a timestamp with a zone offset, years 1 to 9999 (cast "
+                                    "timestamptz_to_timestamp, the inverse of timestamp_to_timestamptz)",
+                                    Quoted(d.text)));
+      out.push_back(Datum::Text(std::move(*local)));
     } else if (oc.cast == "trim") {
       out.push_back(Datum::Text(Evaluator::TextFunction(Expr::Op::kTrim, d.text)));
     } else if (oc.cast == "lower") {
@@ -1038,6 +1132,10 @@ std::vector<Datum> TableTransform::KeyImage(const std::vector<Datum>& source_ima
         const int m = std::abs(out_[i].zone_minutes);
         out[i] = Datum::Text(fmt::format("{}{}{:02}:{:02}", d.text, out_[i].zone_minutes < 0 ? '-' : '+', m / 60,
                                          m % 60));
+      } else if (out_[i].cast == "timestamptz_to_timestamp" && d.kind == Datum::Kind::kText &&
+                 d.text != "infinity" && d.text != "-infinity") {
+        // A key the reverse cannot read stays as it is: the sink refuses it naming it.
+        out[i] = Datum::Text(LocalTimeIn(d.text, out_[i].zone_minutes).value_or(d.text));
       } else {
         out[i] = d;
       }
@@ -1119,6 +1217,83 @@ std::vector<std::string> TableTransform::Describe() const {
       lines.push_back(oc.describe);
   if (filter_) lines.push_back(fmt::format("rows where {}", filter_text_));
   return lines;
+}
+
+Result<std::shared_ptr<const TableTransform>> TableTransform::Inverse(std::shared_ptr<const TableSchema> as_read,
+                                                                      const std::set<std::string>* defaulted) const {
+  auto refuse = [this](const std::string& part, const std::string& problem) {
+    return OperatorError(fmt::format("{}{}: {}", where_, part.empty() ? "" : "." + part, problem));
+  };
+  if (filter_)
+    return refuse("filter", fmt::format("'{}' cannot be reversed: a row written on the target that the filter would "
+                                        "have left out has no place on the source; keep writes on the source, or "
+                                        "migrate without the filter",
+                                        filter_text_));
+  const TableSchema& src = *source_;
+  std::vector<int> holder(src.writable.size(), -1);  // source writable index -> target column
+  for (size_t i = 0; i < out_.size(); ++i) {
+    const OutColumn& oc = out_[i];
+    if (oc.from < 0) continue;
+    const std::string& name = src.columns[src.writable[oc.from]].name;
+    if (!oc.cast.empty() && InverseCast(oc.cast).empty())
+      return refuse("columns." + name + ".cast",
+                    fmt::format("{} cannot be reversed: {}; keep writes on the source, or migrate the column "
+                                "without the cast",
+                                oc.cast, WhyNotInvertible(oc.cast)));
+    holder[oc.from] = static_cast<int>(i);
+  }
+  for (size_t w = 0; w < src.writable.size(); ++w) {
+    const ColumnSchema& c = src.columns[src.writable[w]];
+    if (defaulted && holder[w] < 0 && c.not_null && !c.generated && !defaulted->count(c.name))
+      return refuse("exclude",
+                    fmt::format("column '{}' is left out on the target and is NOT NULL without a default on the "
+                                "source, so a row inserted on the target cannot be written back; give it a default "
+                                "on the source (ALTER TABLE ... ALTER COLUMN ... SET DEFAULT), or keep writes on the "
+                                "source",
+                                c.name));
+  }
+  // The target table the reverse stream reads: its writable columns must be
+  // the ones this transform made, by name and in order.
+  if (!as_read) as_read = target_;
+  std::vector<std::string> want, have;
+  for (const auto& c : target_->columns) want.push_back(c.name);
+  for (int i : as_read->writable) have.push_back(as_read->columns[i].name);
+  if (want != have)
+    return OperatorError(fmt::format("reverse replication: table {} has the columns ({}) on the target, not the ({}) "
+                                     "{} made; make them match, or keep writes on the source",
+                                     as_read->id.ToString(), fmt::join(have, ", "), fmt::join(want, ", "), where_));
+  if (as_read->key_writable != target_->key_writable)
+    return OperatorError(fmt::format("reverse replication: table {} has the key {} on the target, not the {} {} "
+                                     "made; make them match, or keep writes on the source",
+                                     as_read->id.ToString(), as_read->KeyDescription(), target_->KeyDescription(),
+                                     where_));
+
+  // The source table, its carried columns only (generated ones are the server's).
+  auto back = std::make_shared<TableSchema>(src);
+  back->columns.clear();
+  back->key.clear();
+  std::map<int, int> column_at;  // src column index -> back column index
+  auto inv = std::shared_ptr<TableTransform>(new TableTransform());
+  for (size_t w = 0; w < src.writable.size(); ++w) {
+    if (holder[w] < 0) continue;
+    const OutColumn& fwd = out_[holder[w]];
+    column_at[src.writable[w]] = static_cast<int>(back->columns.size());
+    back->columns.push_back(src.columns[src.writable[w]]);
+    OutColumn oc;
+    oc.from = holder[w];  // target column i is writable position i (checked above)
+    oc.cast = fwd.cast.empty() ? "" : InverseCast(fwd.cast);
+    oc.zone_minutes = fwd.zone_minutes;
+    oc.describe = fmt::format("{} from {}{}", back->columns.back().name, target_->columns[holder[w]].name,
+                              oc.cast.empty() ? "" : " cast " + oc.cast);
+    inv->out_.push_back(std::move(oc));
+  }
+  for (int k : src.key) back->key.push_back(column_at.at(k));
+  back->images_carry_generated = false;
+  back->Finalize();
+  inv->source_ = std::move(as_read);
+  inv->target_ = std::move(back);
+  inv->where_ = where_ + " (reversed)";
+  return std::shared_ptr<const TableTransform>(std::move(inv));
 }
 
 Result<std::vector<std::shared_ptr<const TableTransform>>> BindTransforms(

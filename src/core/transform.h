@@ -46,6 +46,7 @@
 
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -132,6 +133,47 @@ class TableTransform {
   // What the transform does, one line per column, for `schema --dry-run`.
   std::vector<std::string> Describe() const;
 
+  // Reverse replication (target -> source, after `switch writes`): the
+  // transform that carries a change of target() back to the source table,
+  // or an error naming the transform that has no inverse, one line:
+  //   "transforms.public.orders: filter 'qty > 0' cannot be reversed: ...".
+  // `as_read` is the target table as the reverse stream reads it (its
+  // catalog's layout, checked against target(): same writable columns, same
+  // names); null: target() itself (a refusal check, or a flow whose stream
+  // uses target()'s own schema). `defaulted` names the source table's
+  // columns the server fills when an insert leaves them out (a DEFAULT, an
+  // identity or serial, AUTO_INCREMENT), which the engine reads from its
+  // catalog; null: the columns left out are not checked (a check before
+  // the servers are asked).
+  //
+  // The inverse's source() is that target table; its target() is the source
+  // table holding only the columns this transform carries (same id, key,
+  // types and order; the others are not written). Renames go back, casts go
+  // back through their inverse, added columns are dropped. So an insert on
+  // the target leaves the source's dropped columns to their default (or
+  // NULL), an update writes only the carried columns (the dropped ones keep
+  // their source values), and a key move, which sinks apply as a delete
+  // plus an insert, resets them to their default.
+  //
+  // Reversible: table and column renames; include/exclude, unless a dropped
+  // column is NOT NULL without a default on the source (an insert could not
+  // be written back; generated ones are the server's); added columns;
+  // the casts int_to_text <-> text_to_int, numeric_to_text <->
+  // text_to_numeric (the target value written back as the source's text
+  // form: ' 42' or '007' copied as 42 comes back as '42'; a value the
+  // inverse cannot read, 'abc' written to an int_to_text column, stops the
+  // reverse flow naming table, key and value), and timestamp_to_timestamptz
+  // (the instant read back as the wall-clock time in its fixed zone, exact:
+  // fixed offsets have no gaps or repeats).
+  // Refused: a filter (a row the target holds that the filter would have
+  // left out has no defined place on the source: written back, it would
+  // appear in a table whose rows the filter never carried; left out, the
+  // rollback would lose it), lower, upper and trim (the original text is
+  // gone), json_to_text (the target holds free text the source's JSON
+  // column may refuse or reformat, so a value does not come back as written).
+  Result<std::shared_ptr<const TableTransform>> Inverse(std::shared_ptr<const TableSchema> as_read = nullptr,
+                                                        const std::set<std::string>* defaulted = nullptr) const;
+
  private:
   TableTransform() = default;
   Status RowError(const std::vector<Datum>& values, const std::string& column, const std::string& problem) const;
@@ -147,6 +189,7 @@ class TableTransform {
   std::vector<OutColumn> out_;
   std::shared_ptr<transform_detail::Expr> filter_;
   std::string filter_text_;
+  std::string where_;  // "transforms.public.orders", for Inverse's refusals
 };
 
 // The tables of `tables` with a transform in `specs`, bound; an error names the

@@ -31,6 +31,21 @@ TransformMap TransformsBySource(const std::vector<std::shared_ptr<const TableTra
   return out;
 }
 
+Result<TransformMap> InverseTransforms(const TransformMap& forward, const TableOf& as_read,
+                                       const DefaultedColumns& defaulted) {
+  TransformMap out;
+  for (const auto& [id, tr] : forward) {
+    std::shared_ptr<const TableSchema> read = as_read ? as_read(tr->target()->id) : nullptr;
+    std::set<std::string> filled;
+    if (defaulted) {
+      ASSIGN_OR_RETURN(filled, defaulted(tr->source()));
+    }
+    ASSIGN_OR_RETURN(auto inv, tr->Inverse(read, defaulted ? &filled : nullptr));
+    out[inv->source().id] = inv;
+  }
+  return out;
+}
+
 Result<std::vector<Change>> TransformChanges(const TransformMap& transforms, std::span<const Change> changes) {
   std::vector<Change> out;
   RETURN_IF_ERROR(Rewrite(transforms, changes, &out, nullptr));

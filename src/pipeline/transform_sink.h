@@ -12,8 +12,11 @@
 // value named; the applier stops the migration (nothing is skipped).
 #pragma once
 
+#include <functional>
 #include <map>
 #include <memory>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "core/transform.h"
@@ -25,6 +28,19 @@ using TransformMap = std::map<TableId, std::shared_ptr<const TableTransform>>;  
 
 // The transforms of `bound` keyed by source table.
 TransformMap TransformsBySource(const std::vector<std::shared_ptr<const TableTransform>>& bound);
+
+// Reverse replication (target -> source): the inverse of each transform of
+// `forward` (TableTransform::Inverse), keyed by its target table. `as_read`
+// gives a target table as the reverse stream reads it (null or empty: the
+// transform's own target()); `defaulted` the columns of a source table the
+// server fills on an insert (empty: not checked; TableTransform::Inverse).
+// Error: the first transform with no inverse, named ("transforms.public.
+// orders.filter: ..."), a target table that does not have the transform's
+// columns, or `defaulted`'s own error.
+using TableOf = std::function<std::shared_ptr<const TableSchema>(const TableId&)>;
+using DefaultedColumns = std::function<Result<std::set<std::string>>(const TableSchema& source)>;
+Result<TransformMap> InverseTransforms(const TransformMap& forward, const TableOf& as_read = {},
+                                       const DefaultedColumns& defaulted = {});
 
 // Rewrites `changes` for the target, one for one (a change a transform would
 // drop leaves no entry; none does today: a row the filter refuses is a delete).

@@ -820,13 +820,15 @@ class CrossReplication final : public ReplicationOps {
   }
 
   // Why PostgreSQL's changes cannot be carried back into the MySQL tables
-  // ("" when they can): transforms are not inverted, geometry lost its SRID
+  // ("" when they can): a transform with no inverse (core/transform.h
+  // Inverse: a filter, a lossy cast), geometry lost its SRID
   // on the way, and an override's type has no way back.
   std::string ReverseRefusal() const {
-    if (!spec_.transforms.empty())
-      return fmt::format("table {} is transformed ({}), and transforms are not applied in reverse: writes must stay "
-                         "on MySQL",
-                         spec_.transforms.front().table, spec_.transforms.front().where());
+    if (!spec_.transforms.empty()) {
+      auto forward = Transforms();
+      Status reversible = forward.ok() ? InverseTransforms(**forward).status() : forward.status();
+      if (!reversible.ok()) return reversible.message();
+    }
     for (const auto& [id, t] : tables_) {
       auto f = facts_.find(id.name);
       auto cast = cross::CastTable(*t, f == facts_.end() ? cross::MyTableFacts{} : f->second, OptionsOf(spec_));
@@ -843,6 +845,31 @@ class CrossReplication final : public ReplicationOps {
       }
     }
     return "";
+  }
+
+  // The spec's transforms bound to the PostgreSQL twins, by twin table.
+  Result<std::shared_ptr<const TransformMap>> Transforms() const {
+    std::vector<TablePtr> list;
+    for (const auto& [id, t] : tables_) list.push_back(t);
+    return TwinTransforms(spec_, list, facts_);
+  }
+
+  // The facts of a twin's carried columns (`inverse`'s target) from those of
+  // the transformed PostgreSQL table it is read from, by the column that
+  // holds each; a column a cast retypes keeps none.
+  static cross::PgTableFacts FactsBack(const TableTransform& inverse, const cross::PgTableFacts& f) {
+    cross::PgTableFacts out;
+    const TableSchema& twin = *inverse.target();
+    for (size_t i = 0; i < twin.columns.size(); ++i) {
+      const ColumnSchema& held = inverse.source().columns[inverse.SourceColumn(i)];
+      const std::string& name = twin.columns[i].name;
+      if (f.unique_columns.count(held.name)) out.unique_columns.insert(name);
+      if (twin.columns[i].type.native != held.type.native) continue;
+      if (auto e = f.enum_labels.find(held.name); e != f.enum_labels.end()) out.enum_labels[name] = e->second;
+      if (auto d = f.domains.find(held.name); d != f.domains.end()) out.domains[name] = d->second;
+      if (f.identity == held.name) out.identity = name;
+    }
+    return out;
   }
 
   // Reverse: PostgreSQL (the migration's target) -> the MySQL primary, once
@@ -874,19 +901,27 @@ class CrossReplication final : public ReplicationOps {
       }
       mariadb = vars.Get(0, 2).find("MariaDB") != std::string::npos;
     }
+    ASSIGN_OR_RETURN(auto forward, Transforms());
     std::lock_guard<std::mutex> lock(mu_);
     ASSIGN_OR_RETURN(PgConn * dst, PgControl());
-    // The PostgreSQL twins, as PostgreSQL's catalog has them (the stream's layouts).
-    std::map<TableId, TablePtr> my_of_pg;  // PostgreSQL twin id -> the MySQL table
+    // The PostgreSQL tables, as PostgreSQL's catalog has them (the stream's
+    // layouts): the twins, or what their transforms made of them.
+    std::map<TableId, TablePtr> my_of_pg;  // PostgreSQL table id -> the MySQL table
     std::map<TableId, cross::TableCast> fwd_casts;
+    std::map<TableId, std::shared_ptr<const TableTransform>> transform_of;  // PostgreSQL table id -> its transform
     std::vector<std::string> names;
     for (const auto& [id, t] : tables_) {
       auto f = facts_.find(id.name);
       ASSIGN_OR_RETURN(cross::TableCast cast,
                        cross::CastTable(*t, f == facts_.end() ? cross::MyTableFacts{} : f->second, OptionsOf(spec_)));
-      my_of_pg[cast.target->id] = t;
-      names.push_back(cast.target->id.ToString());
-      fwd_casts[cast.target->id] = std::move(cast);
+      TableId pg_id = cast.target->id;
+      if (auto tr = forward->find(pg_id); tr != forward->end()) {
+        pg_id = tr->second->target()->id;
+        transform_of[pg_id] = tr->second;
+      }
+      my_of_pg[pg_id] = t;
+      names.push_back(pg_id.ToString());
+      fwd_casts[pg_id] = std::move(cast);
     }
     ASSIGN_OR_RETURN(auto pg_tables, pg::LoadTables(*dst, names, {}));
     if (pg_tables.size() != my_of_pg.size())
@@ -898,14 +933,31 @@ class CrossReplication final : public ReplicationOps {
     po.numeric_decimal = true;
     po.mariadb = mariadb;
     po.target_db = my_db;
-    auto casts = std::make_shared<std::map<TableId, cross::PgTableCast>>();
+    auto casts = std::make_shared<std::map<TableId, cross::PgTableCast>>();  // by twin
+    auto inverse = std::make_shared<TransformMap>();  // by transformed table
     std::map<TableId, TablePtr> from;
     for (const auto& p : pg_tables) {
       auto f = pg_facts.find(p->id);
-      ASSIGN_OR_RETURN(cross::PgTableCast twin,
-                       cross::CastPgTable(*p, f == pg_facts.end() ? cross::PgTableFacts{} : f->second, po));
-      ASSIGN_OR_RETURN(cross::PgTableCast back, BackCast(*p, twin, *my_of_pg.at(p->id), fwd_casts.at(p->id), my_db));
-      (*casts)[p->id] = std::move(back);
+      cross::PgTableFacts facts = f == pg_facts.end() ? cross::PgTableFacts{} : f->second;
+      // A transformed table's changes go back through the transform's
+      // inverse to the twin's carried columns first.
+      TablePtr twin_shape = p;
+      if (auto tr = transform_of.find(p->id); tr != transform_of.end()) {
+        const TableSchema& my_table = *my_of_pg.at(p->id);
+        ASSIGN_OR_RETURN(MyConn * my, Control());
+        ASSIGN_OR_RETURN(auto filled, mysql::ColumnsWithDefault(*my, my_table.id.schema, my_table.id.name));
+        auto reversed = tr->second->Inverse(p, &filled);
+        if (!reversed.ok())
+          return OperatorError("reverse replication PostgreSQL -> MySQL cannot start: " + reversed.status().message());
+        auto inv = *reversed;
+        twin_shape = inv->target();
+        facts = FactsBack(*inv, facts);
+        (*inverse)[p->id] = std::move(inv);
+      }
+      ASSIGN_OR_RETURN(cross::PgTableCast twin, cross::CastPgTable(*twin_shape, facts, po));
+      ASSIGN_OR_RETURN(cross::PgTableCast back, BackCast(*twin_shape, twin, *my_of_pg.at(p->id), fwd_casts.at(p->id),
+                                                         my_db, /*carried_only=*/twin_shape != p));
+      (*casts)[twin_shape->id] = std::move(back);
       from[p->id] = p;
     }
     // The publication and the slot: from the slot's creation on, whatever is
@@ -959,10 +1011,12 @@ class CrossReplication final : public ReplicationOps {
     auto lost = std::make_shared<std::atomic<bool>>(false);
     SinkFactory open_sink = [uri = spec_.source, db = my_db, key = ReverseKey(),
                              casts = std::shared_ptr<const std::map<TableId, cross::PgTableCast>>(casts),
-                             lost](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
+                             inverse = std::shared_ptr<const TransformMap>(inverse), lost](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
       ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(uri, db, key, p));
       sink->SetTargetLostFlag(lost.get());
-      return cross::NewCastingSink(std::move(sink), casts, /*out_of_range_null=*/false, uri);
+      auto cast = cross::NewCastingSink(std::move(sink), casts, /*out_of_range_null=*/false, uri);
+      if (inverse->empty()) return cast;
+      return std::unique_ptr<ChangeSink>(std::make_unique<TransformSink>(std::move(cast), inverse));
     };
     StartedFlow out;
     ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<pg::ChangeStream>(std::move(sc)), open_sink));
@@ -978,12 +1032,31 @@ class CrossReplication final : public ReplicationOps {
   // columns, in its order. ENUM and SET columns take their labels (written
   // as text, which MySQL matches to members) rather than the binlog's
   // numbers; text columns receive UTF-8 (the server converts to the
-  // column's character set).
+  // column's character set). `carried_only`: `p` holds the columns a
+  // transform carries, and `my`'s others are left out of what is written
+  // (an insert leaves them to their default, an update keeps them).
   static Result<cross::PgTableCast> BackCast(const TableSchema& p, const cross::PgTableCast& twin,
                                             const TableSchema& my, const cross::TableCast& fwd,
-                                            const std::string& my_db) {
+                                            const std::string& my_db, bool carried_only) {
     auto target = std::make_shared<TableSchema>(my);
     target->id.schema = my_db;
+    std::vector<int> was;  // target column -> its index in `my` (and fwd.columns)
+    for (size_t i = 0; i < my.columns.size(); ++i) was.push_back(static_cast<int>(i));
+    if (carried_only) {
+      auto carried = [&p](const std::string& name) { return p.ColumnIndex(name) >= 0; };
+      target->columns.clear();
+      target->key.clear();
+      was.clear();
+      std::map<int, int> at;
+      for (size_t i = 0; i < my.columns.size(); ++i)
+        if (carried(my.columns[i].name)) {
+          at[static_cast<int>(i)] = static_cast<int>(target->columns.size());
+          was.push_back(static_cast<int>(i));
+          target->columns.push_back(my.columns[i]);
+        }
+      for (int k : my.key) target->key.push_back(at.at(k));  // key columns are always carried
+      target->Finalize();
+    }
     cross::PgTableCast out;
     out.source = twin.source;
     for (int i : target->writable) {
@@ -994,7 +1067,7 @@ class CrossReplication final : public ReplicationOps {
         return OperatorError(fmt::format("reverse replication: table {} has no column {} on the target; add it back "
                                          "there, or keep writes on MySQL",
                                          p.id.ToString(), col.name));
-      const cross::ColumnCast& fc = fwd.columns[i];
+      const cross::ColumnCast& fc = fwd.columns[was[i]];
       if (fc.conv == cross::Conv::kEnum || fc.conv == cross::Conv::kSet) {
         col.type.kind = TypeKind::kText;
         col.type.native_base = "varchar";

@@ -1000,8 +1000,8 @@ class CrossReplication final : public ReplicationOps {
   }
 
   // Why MySQL's changes cannot be carried back into the PostgreSQL tables
-  // ("" when they can). Refused: a transformed table (transforms are not
-  // inverted), an override's type (no way back to the PostgreSQL type),
+  // ("" when they can). Refused: a transform with no inverse (core/transform.h
+  // Inverse: a filter, a lossy cast), an override's type (no way back to the PostgreSQL type),
   // arrays (their JSON is not cast back yet), and `out_of_range: null`
   // (MySQL holds NULL where PostgreSQL holds a value: a row updated on MySQL
   // would carry the NULL back over it).
@@ -1009,14 +1009,15 @@ class CrossReplication final : public ReplicationOps {
     if (spec_.casting.out_of_range_null)
       return "casting.out_of_range: null stored NULL in MySQL for values it cannot hold; a row updated on MySQL "
              "would carry that NULL back over PostgreSQL's value: keep writes on PostgreSQL";
-    if (!transforms_->empty()) {
-      const std::string table = transforms_->begin()->first.ToString();
-      return fmt::format("table {}: transforms.{} reshapes it on the way to MySQL and is not inverted, so MySQL's "
-                         "changes cannot be carried back; keep writes on PostgreSQL",
-                         table, table);
-    }
+    if (auto inverse = InverseTransforms(*transforms_); !inverse.ok())
+      return inverse.status().message();
     for (const auto& [id, cast] : *casts_)
       for (const auto& c : cast.columns) {
+        // A column a transform adds is dropped on the way back, whatever its type.
+        if (auto tr = transforms_->find(id); tr != transforms_->end()) {
+          const int i = tr->second->target()->ColumnIndex(c.name);
+          if (i >= 0 && tr->second->SourceColumn(static_cast<size_t>(i)) < 0) continue;
+        }
         if (c.overridden)
           return fmt::format("table {} column {}: casting.columns stores it as {}, which has no way back to its "
                              "PostgreSQL type; keep writes on PostgreSQL",
@@ -1077,6 +1078,14 @@ class CrossReplication final : public ReplicationOps {
     if (std::string why = ReverseRefusal(); !why.empty())
       return OperatorError("reverse replication MySQL -> PostgreSQL cannot start: " + why);
     std::lock_guard<std::mutex> lock(mu_);
+    // MySQL change -> the PostgreSQL shape the transform gave the table ->
+    // the inverse transform -> the PostgreSQL table's carried columns.
+    ASSIGN_OR_RETURN(PgConn * source, PgControl());
+    const DefaultedColumns defaulted = [source](const TableSchema& t) { return pg::ColumnsWithDefault(*source, t.id); };
+    auto inverse_map = InverseTransforms(*transforms_, {}, defaulted);
+    if (!inverse_map.ok())
+      return OperatorError("reverse replication MySQL -> PostgreSQL cannot start: " + inverse_map.status().message());
+    auto inverse = std::make_shared<const TransformMap>(std::move(*inverse_map));
     ASSIGN_OR_RETURN(MyConn * my, MyControl());
     if (std::string why = BinlogProblems(*my); !why.empty())
       return OperatorError("reverse replication MySQL -> PostgreSQL cannot start: " + why);
@@ -1140,11 +1149,13 @@ class CrossReplication final : public ReplicationOps {
     // PostgreSQL (tests/integration/cross_reverse_pg_to_my_crash.sh).
     fo.applier.on_committed = [](uint64_t n) { CrashPoint("reverse-batch-committed", static_cast<int64_t>(n)); };
     MigrationRuntime* rt = &runtime_;
-    SinkFactory open_sink = [uri = spec_.source, key = ReverseKey(), name = spec_.name, casts,
+    SinkFactory open_sink = [uri = spec_.source, key = ReverseKey(), name = spec_.name, casts, inverse,
                              rt](PartitionId p, const ApplyTracker&) -> Result<std::unique_ptr<ChangeSink>> {
       ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(uri, key, p, fmt::format("midflight_{}_r{}", name, p.value)));
       sink->SetLockTimeoutSource([rt] { return rt->knobs.Int(Knob::kLockTimeoutMs); });
-      return cross::NewPgCastingSink(std::move(sink), casts);
+      std::unique_ptr<ChangeSink> into = std::move(sink);
+      if (!inverse->empty()) into = std::make_unique<TransformSink>(std::move(into), inverse);
+      return cross::NewPgCastingSink(std::move(into), casts);
     };
     StartedFlow out;
     ASSIGN_OR_RETURN(out.flow, Flow::Start(std::move(fo), std::make_unique<mysql::ChangeStream>(std::move(config)),
@@ -1178,7 +1189,10 @@ class CrossReplication final : public ReplicationOps {
                                          "dropped or renamed?",
                                          fwd.target->id.name, target_db_));
       const TableSchema& my_table = *m->second;
-      const TablePtr& pg_table = tables_.at(id);
+      // A transformed table's changes come back as its transform left it
+      // (PostgreSQL-typed); its inverse (open_sink) takes them on to the table.
+      auto tr = transforms_->find(id);
+      const TablePtr& pg_table = tr == transforms_->end() ? tables_.at(id) : tr->second->target();
       std::vector<std::string> want, have;
       for (const auto& c : fwd.columns) want.push_back(c.name);
       for (const auto& c : my_table.columns) have.push_back(c.name);

@@ -199,4 +199,14 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(MyConn& conn,
   return out;
 }
 
+Result<std::set<std::string>> ColumnsWithDefault(MyConn& conn, const std::string& database, const std::string& table) {
+  ASSIGN_OR_RETURN(MyResult r, conn.Query(fmt::format(
+      "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND TABLE_NAME = {} AND "
+      "(COLUMN_DEFAULT IS NOT NULL OR EXTRA LIKE '%auto_increment%' OR IS_NULLABLE = 'YES')",
+      QuoteString(database), QuoteString(table))));
+  std::set<std::string> out;
+  for (int i = 0; i < r.rows(); ++i) out.insert(r.Get(i, 0));
+  return out;
+}
+
 }  // namespace midflight::mysql

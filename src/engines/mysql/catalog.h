@@ -8,6 +8,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,12 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(MyConn& conn,
 
 // Names of every base table in `database` (for the "target not empty" check).
 Result<std::vector<TableId>> ListTables(MyConn& conn, const std::string& database);
+
+// The columns of table `database`.`table` the server fills when an insert
+// leaves them out (a DEFAULT, AUTO_INCREMENT, a nullable column's implicit
+// NULL default; reverse replication through a transform that dropped
+// columns, core/transform.h Inverse).
+Result<std::set<std::string>> ColumnsWithDefault(MyConn& conn, const std::string& database, const std::string& table);
 
 // How a column's value is written in SQL by the applier: as a number, as a
 // quoted temporal text, or as a hex string with the column's charset introducer.

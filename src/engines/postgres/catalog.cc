@@ -165,4 +165,15 @@ SELECT n.nspname, c.relname
   return out;
 }
 
+Result<std::set<std::string>> ColumnsWithDefault(PgConn& conn, const TableId& id) {
+  ASSIGN_OR_RETURN(PgResult r, conn.Query(R"sql(
+SELECT a.attname FROM pg_attribute a
+ WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped AND (a.atthasdef OR a.attidentity <> '')
+)sql",
+                                          {QuoteQualified(id.schema, id.name)}));
+  std::set<std::string> out;
+  for (int i = 0; i < r.rows(); ++i) out.insert(r.GetString(i, 0));
+  return out;
+}
+
 }  // namespace midflight::pg

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,5 +23,10 @@ Result<std::vector<std::shared_ptr<const TableSchema>>> LoadTables(
 
 // Names of every user table in the database (for the "target not empty" check).
 Result<std::vector<TableId>> ListUserTables(PgConn& conn);
+
+// The columns of table `id` the server fills when an insert leaves them out
+// (a DEFAULT, an identity, a serial; reverse replication through a
+// transform that dropped columns, core/transform.h Inverse).
+Result<std::set<std::string>> ColumnsWithDefault(PgConn& conn, const TableId& id);
 
 }  // namespace midflight::pg

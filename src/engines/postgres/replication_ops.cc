@@ -272,15 +272,24 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     fc.transforms = std::make_shared<const TransformMap>(TransformsBySource(bound));
     fc.external_apply = start.external_apply;
   } else {
-    // Transforms are not inverted (yet): the old database would get rows of
-    // the wrong shape, or miss the columns dropped on the way.
-    if (!spec_.transforms.empty())
-      return OperatorError(fmt::format("reverse replication cannot start: table {} is transformed ({}), and "
-                                       "transforms are not applied in reverse; writes must stay on the source",
-                                       spec_.transforms.front().table, spec_.transforms.front().where()));
+    // The spec's transforms run backwards (core/transform.h Inverse): the
+    // reverse stream reads the target's tables (renamed, reshaped) and each
+    // change is written back into the source table's carried columns.
+    ASSIGN_OR_RETURN(auto bound, BindTransforms(spec_.transforms, tables));
+    const TransformMap forward = TransformsBySource(bound);
+    std::vector<TablePtr> shapes;  // the migrated tables as the target has them
+    std::vector<std::string> names;
+    for (const auto& t : tables) {
+      auto tr = forward.find(t->id);
+      shapes.push_back(tr == forward.end() ? t : tr->second->target());
+      names.push_back(shapes.back()->id.ToString());
+    }
     const std::string slot = spec_.slot_name() + "_rev", pub = spec_.publication_name() + "_rev";
     ASSIGN_OR_RETURN(auto dst, Control(spec_.target));
     ASSIGN_OR_RETURN(auto src, Control(spec_.source));
+    const DefaultedColumns defaulted = [&src](const TableSchema& t) { return pg::ColumnsWithDefault(*src, t.id); };
+    if (auto refused = InverseTransforms(forward, {}, defaulted); !refused.ok())
+      return OperatorError("reverse replication cannot start: " + refused.status().message());
     // The slot may be there already (a restarted run): a full slot table is no refusal then.
     ASSIGN_OR_RETURN(PgResult had_slot, dst->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot}));
     for (const GateCheck& c : ReverseChecks(*src, *dst))
@@ -290,7 +299,7 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     ASSIGN_OR_RETURN(PgResult have_pub, dst->Query("SELECT 1 FROM pg_publication WHERE pubname = $1", {pub}));
     if (have_pub.rows() == 0)
       RETURN_IF_ERROR(dst->Exec(fmt::format("CREATE PUBLICATION {} FOR TABLE {} WITH (publish_via_partition_root = true)",
-                                            pg::QuoteIdent(pub), TableList(tables))));
+                                            pg::QuoteIdent(pub), TableList(shapes))));
     ASSIGN_OR_RETURN(PgResult have_slot, dst->Query("SELECT 1 FROM pg_replication_slots WHERE slot_name = $1", {slot}));
     if (have_slot.rows() == 0) {
       pg::ConnOptions ro;
@@ -303,10 +312,18 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
         return pg::StatusFromResult(repl->raw(), created.raw(), "creating replication slot " + slot + " on the target");
     }
     // The tables as the target has them (the reverse stream's "source").
-    ASSIGN_OR_RETURN(auto target_tables, pg::LoadTables(*dst, spec_.tables, spec_.exclude));
+    ASSIGN_OR_RETURN(auto target_tables, pg::LoadTables(*dst, names, {}));
     fc = Config(/*forward=*/false, target_tables, partitions);
     fc.slot = slot;
     fc.publication = pub;
+    if (!forward.empty()) {
+      const TableOf as_read = [&fc](const TableId& id) -> TablePtr {
+        auto it = fc.tables.find(id);
+        return it == fc.tables.end() ? nullptr : it->second;
+      };
+      ASSIGN_OR_RETURN(TransformMap inverse, InverseTransforms(forward, as_read, defaulted));
+      fc.transforms = std::make_shared<const TransformMap>(std::move(inverse));
+    }
   }
   StartedFlow out;
   ASSIGN_OR_RETURN(out.flow, StartPgFlow(fc));
@@ -325,7 +342,22 @@ std::vector<GateCheck> PgReplicationOps::SwitchChecks(Side to, bool reverse_need
     out.push_back(GateFail("servers", fmt::format("cannot connect: {}", (src.ok() ? dst.status() : src.status()).message())));
     return out;
   }
-  if (reverse_needed) out = ReverseChecks(**src, **dst);
+  if (reverse_needed) {
+    out = ReverseChecks(**src, **dst);
+    if (!spec_.transforms.empty()) {
+      auto bound = BindTransforms(spec_.transforms, tables_);
+      PgConn* source = *src;
+      const DefaultedColumns defaulted = [source](const TableSchema& t) {
+        return pg::ColumnsWithDefault(*source, t.id);
+      };
+      Status reversible =
+          bound.ok() ? InverseTransforms(TransformsBySource(*bound), {}, defaulted).status() : bound.status();
+      out.push_back(reversible.ok() ? GatePass("reverse transforms",
+                                               fmt::format("{} transformed table(s) can be carried back",
+                                                           bound->size()))
+                                    : GateFail("reverse transforms", reversible.message()));
+    }
+  }
   // Sequences are carried from the side writes leave to the side they go to.
   PgConn& from = to == Side::kTarget ? **src : **dst;
   PgConn& into = to == Side::kTarget ? **dst : **src;
