@@ -598,11 +598,14 @@ Status PgChangeSink::FindRejectedValue(std::span<const Change> changes, Status c
     if (found || conn_->IsBroken()) break;
     if (c.kind == ChangeKind::kDelete || c.kind == ChangeKind::kTruncate || !c.table) continue;
     const TableSchema& t = *c.table;
-    auto [copy, fresh] = copies.emplace(&t, fmt::format("pg_temp.midflight_probe_{}", copies.size()));
-    if (fresh) {
+    // Not a structured binding: the lambda below uses the name, and clang
+    // (the sanitizer builds) refuses to capture a binding.
+    const auto emplaced = copies.emplace(&t, fmt::format("pg_temp.midflight_probe_{}", copies.size()));
+    const std::string& probe_table = emplaced.first->second;
+    if (emplaced.second) {
       std::string cols;
       for (int i : t.writable) cols += (cols.empty() ? "" : ", ") + QuoteIdent(t.columns[i].name);
-      if (!conn_->Exec(fmt::format("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA", copy->second, cols,
+      if (!conn_->Exec(fmt::format("CREATE TEMP TABLE {} AS SELECT {} FROM {} WITH NO DATA", probe_table, cols,
                                    Table(t)))
                .ok())
         break;
@@ -618,7 +621,7 @@ Status PgChangeSink::FindRejectedValue(std::span<const Change> changes, Status c
         params += fmt::format("{}${}", params.empty() ? "" : ", ", values.size() + 1);
         values.push_back(Param(c.values[i].text));
       }
-      return savepoint(fmt::format("INSERT INTO {} ({}) VALUES ({})", copy->second, cols, params), values);
+      return savepoint(fmt::format("INSERT INTO {} ({}) VALUES ({})", probe_table, cols, params), values);
     };
     if (sent.empty() || insert(sent).ok()) continue;
     for (size_t i : sent) {
