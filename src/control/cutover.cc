@@ -171,7 +171,13 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       rev = reverse_;
     }
     if (completed_) break;
-    if (fwd->restart_asked()) {
+    // A flow that stopped on a connection refused or lost (kRetryCall: the
+    // stream's catalog reads on the target, say, while it restarts) starts
+    // again from the target's checkpoints, as one whose applier lost the
+    // target does, rather than ending the run.
+    Status fwd_health = fwd->flow->health();
+    const bool retry_health = !fwd_health.ok() && fwd_health.code() == StatusCode::kRetryCall && !stop;
+    if (fwd->restart_asked() || retry_health) {
       // The target may have come back without commits it acknowledged: stop
       // everything in memory and start again from what the target holds.
       fwd->flow->Stop();
@@ -181,13 +187,18 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       }
       const double failing = Since(restarting_since);
       if (failing >= runtime_.knobs.Get(Knob::kFailAfterSeconds)) {
-        result = OperatorError(fmt::format("replicating: the target connection was lost; still failing after {:.0f} s "
+        result = OperatorError(fmt::format("replicating: {}; still failing after {:.0f} s "
                                            "(knob fail_after_seconds); fix the cause, then resume",
+                                           retry_health ? fwd_health.message() : "the target connection was lost",
                                            failing));
         break;
       }
-      Say(fmt::format("replicating: the target connection was lost; restarting from the target's checkpoints in {} ms",
-                      restart_backoff.count()));
+      if (retry_health)
+        Say(fmt::format("replicating: {}; restarting from the target's checkpoints in {} ms", fwd_health.message(),
+                        restart_backoff.count()));
+      else
+        Say(fmt::format("replicating: the target connection was lost; restarting from the target's checkpoints in {} ms",
+                        restart_backoff.count()));
       stop.WaitFor(restart_backoff);
       restart_backoff = std::min(restart_backoff * 2, std::chrono::milliseconds(5000));
       restarted_at = Clock::now();
@@ -214,9 +225,9 @@ Status Cutover::Run(std::vector<TablePtr> tables, ReplicateStart start, StopRef 
       }
       continue;
     }
-    if (Status st = fwd->flow->health(); !st.ok()) {
+    if (!fwd_health.ok()) {
       (void)store_.Put("conflicts", runtime_.conflicts.ToJson());  // the one that stopped it, if it was one
-      result = st;
+      result = fwd_health;
       break;
     }
     if (rev)

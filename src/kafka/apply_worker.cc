@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -566,9 +567,22 @@ class Worker {
   // Runs on applier p's thread, between its batches (its sink is idle).
   Status ApplyReset(PartitionId p, const ChunkReset& r, const std::shared_ptr<const TableSchema>& table) {
     const Router router(o_.partitions);
-    ASSIGN_OR_RETURN(int64_t n, slots_.at(p.value).sink->DeleteRows(table, r.column, r.lo, r.hi, [&](const Change& c) {
-      return router.Route(c) == p;
-    }));
+    auto remove = [&] {
+      return slots_.at(p.value).sink->DeleteRows(table, r.column, r.lo, r.hi,
+                                                 [&](const Change& c) { return router.Route(c) == p; });
+    };
+    // Every partition resets the same range at about the same time, each
+    // locking it (MariaDB: SELECT .. FOR UPDATE, with gap locks), so two can
+    // deadlock; the loser's transaction was rolled back whole and runs again.
+    auto removed = remove();
+    auto backoff = std::chrono::milliseconds(50);
+    for (int attempt = 1; !removed.ok() && removed.status().code() == StatusCode::kRetryTxn && attempt < 20; ++attempt) {
+      LOG_INFO("replay: partition {}: {}; trying again in {} ms", p.value, removed.status().message(), backoff.count());
+      std::this_thread::sleep_for(backoff);
+      backoff = std::min(backoff * 2, std::chrono::milliseconds(2000));
+      removed = remove();
+    }
+    ASSIGN_OR_RETURN(int64_t n, std::move(removed));
     LOG_INFO("replay: partition {}: reset of {} {} (copied again from the snapshot at {}): {} rows of the partition "
              "deleted",
              p.value, r.table.ToString(), r.column.empty() ? std::string("(whole table)") : fmt::format("chunk {}", r.chunk),
