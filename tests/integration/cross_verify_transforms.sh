@@ -30,22 +30,10 @@ CREATE TABLE plain (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
 INSERT INTO plain SELECT seq, CONCAT('v', seq) FROM seq_1_to_500;
 SQL
 
+vt_transform_spec shop
 write_spec vt "chunk_rows: 2000" "partitions: 3" \
   "verify:" "  rows_per_s: 0" "  chunk_rows: 700" \
-  "transforms:" \
-  "  \"shop.Order Lines\":" \
-  "    rename: sales lines" \
-  "    exclude: [secret]" \
-  "    columns:" \
-  "      id: {rename: line_no}" \
-  "      select: {rename: pick}" \
-  "      qty_text: {rename: qty, cast: text_to_int}" \
-  "      made: {cast: timestamp_to_timestamptz, zone: \"+02:00\"}" \
-  "      note: {rename: remark, cast: upper}" \
-  "    add:" \
-  "      total: price * qty_text" \
-  "      label: concat(status, '-', id)" \
-  "    filter: status <> 'cancelled'"
+  "${VT_SPEC[@]}"
 T='shop."sales lines"'
 
 run_mf_bg

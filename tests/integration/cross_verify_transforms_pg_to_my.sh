@@ -21,36 +21,12 @@ source "$(dirname "$0")/verify_transforms_lib.sh"
 export PGTZ=UTC
 
 start_pg_to_my_servers 17450 17470
-sql_src <<'SQL'
-CREATE TABLE "Order Lines" (id bigint PRIMARY KEY, "select" text, qty_text text, price numeric(10,2), status text,
-                            made timestamp(3), note text, secret text);
-INSERT INTO "Order Lines" SELECT g, 'p' || g % 13, (g % 50)::text, (g % 100) + 0.25,
-                                 CASE WHEN g % 5 = 0 THEN 'cancelled' ELSE 'paid' END,
-                                 '2024-01-01'::timestamp + g * interval '1 minute 0.5 s',
-                                 CASE WHEN g % 7 = 0 THEN NULL ELSE 'n' || g END, 's' || g
-FROM generate_series(1, 6000) g;
-CREATE SEQUENCE ids START 100000;
-CREATE TABLE plain (id int PRIMARY KEY, v text);
-INSERT INTO plain SELECT g, 'v' || g FROM generate_series(1, 500) g;
-ANALYZE;
-SQL
+vt_pg_source_tables
 
+vt_transform_spec public
 write_spec vt "chunk_rows: 2000" "partitions: 3" \
   "verify:" "  rows_per_s: 0" "  chunk_rows: 700" \
-  "transforms:" \
-  "  \"public.Order Lines\":" \
-  "    rename: sales lines" \
-  "    exclude: [secret]" \
-  "    columns:" \
-  "      id: {rename: line_no}" \
-  "      select: {rename: pick}" \
-  "      qty_text: {rename: qty, cast: text_to_int}" \
-  "      made: {cast: timestamp_to_timestamptz, zone: \"+02:00\"}" \
-  "      note: {rename: remark, cast: upper}" \
-  "    add:" \
-  "      total: price * qty_text" \
-  "      label: concat(status, '-', id)" \
-  "    filter: status <> 'cancelled'" \
+  "${VT_SPEC[@]}" \
   "casting:" "  columns:" "    \"sales lines.total\": DECIMAL(20,2)"
 T='shop.`sales lines`'
 

@@ -96,3 +96,40 @@ check_compare_transforms() {
   grep -qE "Order Lines.*DIFFERENT" <<<"$out" || { echo "$out"; fail "compare did not name the transformed table"; }
   log "compare: the transformed table equal, then DIFFERENT after one planted change"
 }
+
+# The spec lines of the transform every verify_transforms test runs, for the
+# table "Order Lines" of schema $1: a rename, an exclude, renamed and cast
+# columns, two computed columns and a filter.
+vt_transform_spec() {
+  VT_SPEC=("transforms:"
+    "  \"$1.Order Lines\":"
+    "    rename: sales lines"
+    "    exclude: [secret]"
+    "    columns:"
+    "      id: {rename: line_no}"
+    "      select: {rename: pick}"
+    "      qty_text: {rename: qty, cast: text_to_int}"
+    "      made: {cast: timestamp_to_timestamptz, zone: \"+02:00\"}"
+    "      note: {rename: remark, cast: upper}"
+    "    add:"
+    "      total: price * qty_text"
+    "      label: concat(status, '-', id)"
+    "    filter: status <> 'cancelled'")
+}
+
+# The PostgreSQL source's tables (pg_verify_transforms, cross_verify_transforms_pg_to_my).
+vt_pg_source_tables() {
+  sql_src <<'SQL'
+CREATE TABLE "Order Lines" (id bigint PRIMARY KEY, "select" text, qty_text text, price numeric(10,2), status text,
+                            made timestamp(3), note text, secret text);
+INSERT INTO "Order Lines" SELECT g, 'p' || g % 13, (g % 50)::text, (g % 100) + 0.25,
+                                 CASE WHEN g % 5 = 0 THEN 'cancelled' ELSE 'paid' END,
+                                 '2024-01-01'::timestamp + g * interval '1 minute 0.5 s',
+                                 CASE WHEN g % 7 = 0 THEN NULL ELSE 'n' || g END, 's' || g
+FROM generate_series(1, 6000) g;
+CREATE SEQUENCE ids START 100000;
+CREATE TABLE plain (id int PRIMARY KEY, v text);
+INSERT INTO plain SELECT g, 'v' || g FROM generate_series(1, 500) g;
+ANALYZE;
+SQL
+}
