@@ -89,7 +89,7 @@ std::string MatchWholeRow(const TableSchema& t, int first_param, std::vector<int
     // equality operator (json, point), and char(n) pads what it stores.
     const ColumnSchema& col = t.columns[t.writable[i]];
     where += fmt::format("{}::text IS NOT DISTINCT FROM ${}::{}::text", QuoteIdent(col.name),
-                         first_param + static_cast<int>(i), col.type.native);
+                         first_param + static_cast<int>(i), AssignedFromTextAs(col.type.native));
     params->push_back(-1 - static_cast<int>(i));  // negative: from the old image
   }
   return fmt::format("(tableoid, ctid) = (SELECT tableoid, ctid FROM {} WHERE {} LIMIT 1)", Table(t), where);
@@ -255,7 +255,10 @@ std::string ProbeSelect(const TableSchema& t, const std::vector<int>& key_params
     const ColumnSchema& col = t.columns[t.writable[t.key_writable[i]]];
     args += fmt::format("{}${}::text[]", i ? ", " : "", key_params[i]);
     names += fmt::format("k{}, ", i);
-    match += fmt::format("{}w.{} = o.k{}::{}", i ? " AND " : "", QuoteIdent(col.name), i, col.type.native);
+    // Without a length (AssignedFromTextAs): a cast to varchar(n) would cut a
+    // longer key to n characters and match another row.
+    match += fmt::format("{}w.{} = o.k{}::{}", i ? " AND " : "", QuoteIdent(col.name), i,
+                         AssignedFromTextAs(col.type.native));
   }
   return fmt::format("SELECT o.n FROM unnest({}) WITH ORDINALITY AS o({}n) WHERE {}EXISTS (SELECT 1 FROM {} AS w WHERE {}{})",
                      args, names, exists ? "" : "NOT ", cte, match, also);
@@ -336,7 +339,8 @@ ApplyOp BulkDelete(const std::vector<const Change*>& rows, const std::map<std::s
     UnnestClause(t, t.key_writable, &select, &from);
     for (size_t i = 0; i < t.key_writable.size(); ++i) {
       const ColumnSchema& col = t.columns[t.writable[t.key_writable[i]]];
-      where += fmt::format("{}t.{} = u.c{}::{}", i ? " AND " : "", QuoteIdent(col.name), i, col.type.native);
+      where += fmt::format("{}t.{} = u.c{}::{}", i ? " AND " : "", QuoteIdent(col.name), i,
+                           AssignedFromTextAs(col.type.native));  // no length: see ProbeSelect
     }
     op.sql = fmt::format("DELETE FROM {} AS t USING {} WHERE {}", Table(t), from, where);
     if (probe != Probe::kNone) {
