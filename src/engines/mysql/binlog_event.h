@@ -177,9 +177,11 @@ struct ColumnHints {
   // when n > 0. Getting n wrong misreads every later column of the row.
   std::vector<uint8_t> temporal_precision;
   // The size of each fixed-size binary column whose trailing 0x00 bytes the
-  // server strips when logging (as for BINARY), and which must be padded back:
-  // MariaDB's UUID and INET6 (16), INET4 (4); 0 for the others. Without it a
-  // UUID ending in 00 comes out 15 bytes long, and INET6 '::' empty.
+  // server strips when logging, and which must be padded back (catalog.h
+  // FixedBinarySize): BINARY(n) (n), MariaDB's UUID and INET6 (16), INET4 (4);
+  // 0 for the others. Without it a UUID ending in 00 comes out 15 bytes long,
+  // INET6 '::' empty, and a BINARY(4) key x'61620000' as x'6162', which
+  // matches no row on the target.
   std::vector<uint8_t> pad_to;
 };
 
@@ -226,7 +228,7 @@ Result<Event> ParseEvent(std::string_view bytes, const FormatDescription* format
 // NULL is Datum::Null().
 // Notes: CHAR and BINARY values arrive without their trailing pad (spaces,
 // resp. 0x00 bytes): the server strips them when logging; the columns
-// ColumnHints::pad_to names are padded back to their size. Signedness comes
+// ColumnHints::pad_to names (BINARY among them) are padded back to their size. Signedness comes
 // from the TABLE_MAP's optional metadata when logged, else from hints (else
 // signed). MySQL 8's binary JSON (type 245) is DataLoss "MySQL binary JSON is
 // not supported"; MariaDB's JSON is LONGTEXT and comes out as its text.

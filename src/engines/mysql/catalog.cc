@@ -4,6 +4,7 @@
 
 #include <map>
 
+#include "base/parse.h"
 #include "engines/mysql/my_conn.h"
 
 namespace midflight::mysql {
@@ -81,6 +82,20 @@ LiteralKind LiteralKindOf(const ColumnSchema& column) {
   }
   if (t.native_base == "year" || t.native_base == "bit" || t.native_base == "set") return LiteralKind::kNumber;
   return LiteralKind::kBinary;
+}
+
+uint8_t FixedBinarySize(const ColumnSchema& column) {
+  const std::string& base = column.type.native_base;
+  if (base == "uuid" || base == "inet6") return 16;
+  if (base == "inet4") return 4;
+  if (base != "binary") return 0;
+  const std::string& native = column.type.native;  // "binary(16)"
+  const size_t open = native.find('('), close = native.find(')');
+  uint64_t n = 0;
+  if (open == std::string::npos || close == std::string::npos || close < open ||
+      !ParseU64(std::string_view(native).substr(open + 1, close - open - 1), &n) || n > 255)
+    return 0;
+  return static_cast<uint8_t>(n);
 }
 
 std::string BinlogFormSelect(const ColumnSchema& column) {

@@ -47,4 +47,9 @@ LiteralKind LiteralKindOf(const ColumnSchema& column);
 // Change like the stream's (the copy into PostgreSQL, published copies).
 std::string BinlogFormSelect(const ColumnSchema& column);
 
+// The size of a column whose values the binlog logs without their trailing
+// 0x00 bytes, which the decoder pads back (ColumnHints::pad_to): BINARY(n)
+// n, MariaDB's UUID and INET6 16, INET4 4; 0 for any other column.
+uint8_t FixedBinarySize(const ColumnSchema& column);
+
 }  // namespace midflight::mysql

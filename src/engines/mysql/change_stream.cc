@@ -11,6 +11,7 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "engines/mysql/catalog.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/binlog_event.h"
 #include "engines/mysql/binlog_pos.h"
@@ -209,8 +210,7 @@ Status ChangeStream::HandleEvent(Sequencer& seq, std::string_view bytes) {
         mapped.hints.is_unsigned.push_back(ct.kind == TypeKind::kInt && !ct.is_signed);
         const bool temporal = ct.kind == TypeKind::kTime || ct.kind == TypeKind::kTimestamp;
         mapped.hints.temporal_precision.push_back(temporal && ct.precision > 0 ? static_cast<uint8_t>(ct.precision) : 0);
-        const std::string& base = ct.native_base;
-        mapped.hints.pad_to.push_back(base == "uuid" || base == "inet6" ? 16 : base == "inet4" ? 4 : 0);
+        mapped.hints.pad_to.push_back(FixedBinarySize(mapped.table->columns[c]));
       }
     }
     mapped.map = std::move(*e.table_map);

@@ -39,19 +39,6 @@ Result<std::string> Literal(const ColumnSchema& col, const Datum& d) {
     case LiteralKind::kText:
       return "_" + col.type.charset + " " + HexLiteral(d.text);
     case LiteralKind::kBinary:
-      if (col.type.native_base == "binary") {
-        // The binlog drops BINARY(n)'s trailing zero bytes; the literal gets
-        // them back, or a key ending in 0x00 matches no row on the target
-        // (x'6162' is not x'61620000' to MariaDB): its updates and deletes
-        // would be lost.
-        const size_t open = col.type.native.find('(');
-        const size_t n = open == std::string::npos ? 0 : std::strtoul(col.type.native.c_str() + open + 1, nullptr, 10);
-        if (d.text.size() < n) {
-          std::string padded = d.text;
-          padded.resize(n, '\0');
-          return HexLiteral(padded);
-        }
-      }
       return HexLiteral(d.text);
   }
   return HexLiteral(d.text);

@@ -633,16 +633,11 @@ std::string SkipReason(const TableSchema& t) {
   return {};
 }
 
-// What the applier writes for a value read from the reference: the binlog's
-// form, so a repair routes (Change::KeyText) like the stream's changes of
-// the same key. The binlog drops BINARY(n)'s trailing zero bytes.
-Datum RepairDatum(const ColumnSchema& c, const std::optional<std::string>& v) {
-  if (!v) return Datum::Null();
-  std::string s = *v;
-  if (c.type.native_base == "binary")
-    while (!s.empty() && s.back() == '\0') s.pop_back();
-  return Datum::Text(std::move(s));
-}
+// What the applier writes for a value read from the reference: the stream's
+// form (BINARY(n) whole: the decoder pads back the zero bytes the binlog
+// drops), so a repair routes (Change::KeyText) like the stream's changes of
+// the same key.
+Datum RepairDatum(const std::optional<std::string>& v) { return v ? Datum::Text(*v) : Datum::Null(); }
 
 // The repair of one differing key: the reference's current row (an upsert),
 // or a delete when it has none. Nullopt when the reference holds a row whose
@@ -663,8 +658,7 @@ Result<std::optional<Change>> RepairOf(MyConn& ref, const KeyRangeSql& sql, cons
     c.kind = ChangeKind::kInsert;
     for (size_t i = 0; i < t->writable.size(); ++i) {
       const int col = static_cast<int>(n + i);
-      c.values.push_back(RepairDatum(t->columns[t->writable[i]],
-                                     r->IsNull(row, col) ? std::nullopt : std::optional<std::string>(r->Get(row, col))));
+      c.values.push_back(RepairDatum(r->IsNull(row, col) ? std::nullopt : std::optional<std::string>(r->Get(row, col))));
     }
     return std::optional<Change>(std::move(c));
   }
@@ -672,7 +666,7 @@ Result<std::optional<Change>> RepairOf(MyConn& ref, const KeyRangeSql& sql, cons
   c.kind = ChangeKind::kDelete;
   c.old.assign(t->writable.size(), Datum::Null());
   for (size_t i = 0; i < t->key_writable.size() && i < key.size(); ++i)
-    c.old[t->key_writable[i]] = RepairDatum(t->columns[t->writable[t->key_writable[i]]], key[i]);
+    c.old[t->key_writable[i]] = RepairDatum(key[i]);
   return std::optional<Change>(std::move(c));
 }
 
