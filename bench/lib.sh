@@ -27,6 +27,29 @@ pg_server_ticks() {
   echo "$t"
 }
 ticks_s() { awk -v t="$1" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }'; }
+server_ticks() {  # DIR: a scripts/testdb server, PostgreSQL or MariaDB (one process)
+  if [[ $(cat "$1/engine") == pg ]]; then pg_server_ticks "$1"; else stat_ticks "$(cat "$1/mariadbd.pid")"; fi
+}
+# Copy CPU per method, for the scripts that time copies (pg_bench.sh,
+# mysql_bench.sh; they set CPU_SRC and CPU_DST to the servers' directories):
+# cpu_mark before a method starts; copy_cpu KEY once it has ended (its
+# processes reaped) sets COPY_CPU[KEY] = "source target tools" CPU seconds;
+# copy_cpu_table WIDTH prints them for COPY_ORDER / COPY_LABEL.
+declare -A COPY_CPU
+cpu_mark() { CPU0=("$(server_ticks "$CPU_SRC")" "$(server_ticks "$CPU_DST")" "$(shell_child_ticks)"); }
+copy_cpu() {
+  COPY_CPU[$1]="$(ticks_s $(($(server_ticks "$CPU_SRC") - CPU0[0]))) $(ticks_s $(($(server_ticks "$CPU_DST") - CPU0[1]))) $(ticks_s $(($(shell_child_ticks) - CPU0[2])))"
+}
+copy_cpu_table() {
+  local j m c_src c_dst c_tool
+  printf "  %-$1s %9s %9s %9s %9s\n" method source target tools total
+  for j in "${!COPY_ORDER[@]}"; do
+    m=${COPY_ORDER[$j]}
+    read -r c_src c_dst c_tool <<<"${COPY_CPU[$m]}"
+    printf "  %-$1s %9.2f %9.2f %9.2f %9.2f\n" "${COPY_LABEL[$j]}" "$c_src" "$c_dst" "$c_tool" \
+      "$(awk -v a="$c_src" -v b="$c_dst" -v c="$c_tool" 'BEGIN { print a + b + c }')"
+  done
+}
 
 psql_to() { local uri=$1; shift; PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -At "$uri" "$@"; }
 

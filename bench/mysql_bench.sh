@@ -182,16 +182,11 @@ COPY_ORDER=()
 COPY_LABEL=()
 MF_RSS=()              # per MF_W entry
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
-# cpu_mark before a copy method starts, add_copy when it has ended (its
-# processes reaped): COPY_CPU[key] = "source target tools" CPU seconds, the
-# source being replica A (every method reads it) and the tools what this
-# shell has waited for (midflight's own process for midflight).
-declare -A COPY_CPU
-my_server_ticks() { stat_ticks "$(cat "$1/mariadbd.pid")"; }
-cpu_mark() { CPU0=("$(my_server_ticks "$WORK/repa")" "$(my_server_ticks "$WORK/dst")" "$(shell_child_ticks)"); }
+# add_copy when a copy method has ended (cpu_mark before it started; lib.sh;
+# the source is replica A, which every method reads).
 add_copy() {
   COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3; COPY_LOAD[$1]=$(loadavg)
-  COPY_CPU[$1]="$(ticks_s $(($(my_server_ticks "$WORK/repa") - CPU0[0]))) $(ticks_s $(($(my_server_ticks "$WORK/dst") - CPU0[1]))) $(ticks_s $(($(shell_child_ticks) - CPU0[2])))"
+  copy_cpu "$1"
   log "$2: $3 s (load average ${COPY_LOAD[$1]}; CPU s: source, target, tools: ${COPY_CPU[$1]})"
 }
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -203,6 +198,7 @@ for t in mariadbd mariadb mariadb-dump mydumper myloader sysbench jq; do
 done
 for p in "$PRI_PORT" "$REPA_PORT" "$REPB_PORT" "$DST_PORT" "$REPC_PORT"; do port_free "$p" || die "port $p is in use"; done
 WORK=$(mktemp -d /tmp/midflight-mybench.XXXXXX)
+CPU_SRC=$WORK/repa CPU_DST=$WORK/dst   # copy_cpu (lib.sh): every method reads replica A
 chmod 755 "$WORK"
 log "work dir: $WORK"
 if [[ -n ${MIDFLIGHT_BIN:-} ]]; then BIN=$MIDFLIGHT_BIN; else BIN=$("$ROOT/scripts/build"); fi
@@ -499,13 +495,7 @@ if ((${#COPY_ORDER[@]})); then
   done
   echo
   echo "copy CPU seconds (user + system): replica A (the source), the target server, the tools (midflight's own process for midflight)"
-  printf '  %-58s %9s %9s %9s %9s\n' method source target tools total
-  for j in "${!COPY_ORDER[@]}"; do
-    m=${COPY_ORDER[$j]}
-    read -r c_src c_dst c_tool <<<"${COPY_CPU[$m]}"
-    printf '  %-58s %9.2f %9.2f %9.2f %9.2f\n' "${COPY_LABEL[$j]}" "$c_src" "$c_dst" "$c_tool" \
-      "$(awk -v a="$c_src" -v b="$c_dst" -v c="$c_tool" 'BEGIN { print a + b + c }')"
-  done
+  copy_cpu_table 58
 fi
 if [[ -n $DRAIN_DONE ]]; then
   echo

@@ -128,13 +128,10 @@ declare -A COPY_S=()   # method -> seconds
 COPY_ORDER=()
 COPY_LABEL=()
 MF_RSS=()              # per MF_W entry
-# cpu_mark before a copy method starts, add_copy when it has ended (its
-# processes reaped): COPY_CPU[key] = "source target tools" CPU seconds.
-declare -A COPY_CPU
-cpu_mark() { CPU0=("$(pg_server_ticks "$WORK/src")" "$(pg_server_ticks "$WORK/dst")" "$(shell_child_ticks)"); }
+# add_copy when a copy method has ended (cpu_mark before it started; lib.sh).
 add_copy() {
   COPY_ORDER+=("$1"); COPY_LABEL+=("$2"); COPY_S[$1]=$3
-  COPY_CPU[$1]="$(ticks_s $(($(pg_server_ticks "$WORK/src") - CPU0[0]))) $(ticks_s $(($(pg_server_ticks "$WORK/dst") - CPU0[1]))) $(ticks_s $(($(shell_child_ticks) - CPU0[2])))"
+  copy_cpu "$1"
   log "$2: $3 s (CPU s: source, target, tools: ${COPY_CPU[$1]})"
 }
 
@@ -274,6 +271,7 @@ if [[ -n ${MIDFLIGHT_BIN:-} ]]; then MF=$MIDFLIGHT_BIN; else MF=$("$ROOT/scripts
 log "midflight: $MF"
 log "pgcopydb: $(pgcopydb --version 2>/dev/null | head -1)"
 WORK=$(mktemp -d /tmp/midflight-bench.XXXXXX)
+CPU_SRC=$WORK/src CPU_DST=$WORK/dst   # copy_cpu (lib.sh)
 chmod 755 "$WORK"
 log "work dir: $WORK"
 "$TESTDB" start pg "$WORK/src" "$SRC_PORT"
@@ -505,13 +503,7 @@ if ((${#COPY_ORDER[@]})); then
   done
   echo
   echo "copy CPU seconds (user + system): source server, target server, the tools (midflight's own process for midflight)"
-  printf '  %-42s %9s %9s %9s %9s\n' method source target tools total
-  for j in "${!COPY_ORDER[@]}"; do
-    m=${COPY_ORDER[$j]}
-    read -r c_src c_dst c_tool <<<"${COPY_CPU[$m]}"
-    printf '  %-42s %9.2f %9.2f %9.2f %9.2f\n' "${COPY_LABEL[$j]}" "$c_src" "$c_dst" "$c_tool" \
-      "$(awk -v a="$c_src" -v b="$c_dst" -v c="$c_tool" 'BEGIN { print a + b + c }')"
-  done
+  copy_cpu_table 42
 fi
 if [[ -n $DRAIN_DONE ]]; then
   echo
