@@ -30,7 +30,7 @@ sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" \
   -c "CREATE TABLE docs (id int PRIMARY KEY, body text)" -c "ALTER TABLE docs ALTER body SET STORAGE EXTERNAL"
 spec() {
   write_spec avro "partitions: ${2:-4}" "transport:" "  kind: kafka" "  brokers: \"$BROKERS\"" "  topic_prefix: $P" \
-    "  schema_registry: \"$1\""
+    "  schema_registry: \"$1\"" "${@:3}"
 }
 # wait_exit SECONDS: midflight must stop by itself, with an error.
 wait_exit() {
@@ -56,15 +56,22 @@ grep -q "table public.items key -7: the row is 6000[0-9][0-9] bytes as text, ove
 log "preflight: $(grep -o 'table public.items key -7[^;]*' "$WORK/run.$RUN_N.log" | head -1)"
 sql_src -c "DELETE FROM items WHERE id = -7"
 
-# 1. An unreachable registry: the first change stops the run, naming it.
+# 1. An unreachable registry: a connection refused may be a registry that
+# restarts, so the flow starts again from the target's checkpoints with
+# backoff, naming the registry each time, and the run ends only after the
+# knob fail_after_seconds (4 s here).
 DEAD=http://127.0.0.1:$(free_port 23220)
-spec "$DEAD"
+spec "$DEAD" 4 "knobs:" "  fail_after_seconds: 4"
 run_mf_bg
 wait_phase replicating
 sql_src -c "INSERT INTO items VALUES (0, 'zero', 9.99, '2024-01-02 03:04:05.25+00', '{\"a\": 1}', '2024-02-29', '{x,y}')"
 wait_exit 60
 grep -q "schema registry $DEAD: POST /subjects/$P.public.items-key/versions" "$WORK/run.$RUN_N.log" ||
   { tail -5 "$WORK/run.$RUN_N.log"; fail "the error does not name the unreachable registry"; }
+grep -q "restarting from the target's checkpoints" "$WORK/run.$RUN_N.log" ||
+  { tail -5 "$WORK/run.$RUN_N.log"; fail "the run did not try again after the registry refused the connection"; }
+grep -q "still failing after [0-9]* s (knob fail_after_seconds)" "$WORK/run.$RUN_N.log" ||
+  { tail -5 "$WORK/run.$RUN_N.log"; fail "the run did not end on fail_after_seconds"; }
 log "unreachable: $(grep -o "schema registry $DEAD: POST[^;]*" "$WORK/run.$RUN_N.log" | head -1)"
 
 # 2. A registry that refuses the schema: the run stops with its message.
