@@ -54,11 +54,18 @@ log "MariaDB's update, inserts, delete and key move reached \"Order Lines\" mapp
 [[ $(sql_src -c "SELECT count(*) FROM pg_tables WHERE tablename = 'lines'") == 0 ]] || fail "the source got a table named lines"
 log "reverse: $(status_field reverse.changes_applied) changes applied to PostgreSQL"
 
-# Rollback: the last write on MariaDB is on PostgreSQL first.
+# Rollback: the last write on MariaDB is on PostgreSQL first. A key taken
+# and freed on MariaDB (1000) leaves its AUTO_INCREMENT past every key in
+# use: the identity sequence of "Order Lines" (shop.lines there) goes past
+# it too, so PostgreSQL's next key is not one MariaDB handed out.
+sql_my -e "INSERT INTO shop.\`lines\` (id, made) VALUES (1000, '2024-01-01'); DELETE FROM shop.\`lines\` WHERE id = 1000"
 sql_my -e "UPDATE shop.\`lines\` SET qty = 123 WHERE id = 5"
 "$MF" rollback --external "$SPEC" | tee "$WORK/rollback.out"
 [[ $(src_rows 5) == "5|p5|123|5.25|2024-01-01 05:00:00|n5|s5" ]] || fail "the last write on MariaDB was lost: $(src_rows 5)"
 log "rollback: the last write on MariaDB is on PostgreSQL: $(src_rows 5)"
+next=$(sql_src -c "SELECT nextval(pg_get_serial_sequence('\"Order Lines\"', 'id'))")
+((next > 1000)) || fail "the identity of \"Order Lines\" gives $next after the rollback: not past MariaDB's AUTO_INCREMENT of shop.lines (1001)"
+log "rollback: the identity of \"Order Lines\" continues at $next, past MariaDB's AUTO_INCREMENT"
 kill -TERM "$MF_PID"; wait "$MF_PID" 2>/dev/null || true; MF_PID=
 
 # A row filter has no inverse: the switch is refused, naming the transform,

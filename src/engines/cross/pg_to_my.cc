@@ -1051,10 +1051,16 @@ class CrossReplication final : public ReplicationOps {
         return DataLoss(fmt::format("table {}: max({}) is '{}', not an integer", id.ToString(), f.identity,
                                     r.GetString(0, 0)));
       (void)ParseI64(r.GetString(0, 1), &next);
+      // The MySQL table under its transformed name, if a transform renamed it.
+      std::string my_schema = target_db_, my_name = id.name;
+      if (auto c = casts_->find(id); c != casts_->end() && c->second.target) {
+        my_schema = c->second.target->id.schema;
+        my_name = c->second.target->id.name;
+      }
       ASSIGN_OR_RETURN(std::string ai, dst.QueryValue(fmt::format(
           "SELECT COALESCE(MAX(AUTO_INCREMENT), 0) FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND "
           "TABLE_NAME = {}",
-          mysql::QuoteString(target_db_), mysql::QuoteString(id.name))));
+          mysql::QuoteString(my_schema), mysql::QuoteString(my_name))));
       int64_t my_next = 0;
       if (ParseI64(ai, &my_next)) top = std::max(top, my_next - 1);
       if (top < next) continue;
