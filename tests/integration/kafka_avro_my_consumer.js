@@ -223,6 +223,7 @@ async function main() {
     tiny: [255, row.tiny],
     small: [65535, row.small],
     name: ['é1', row.name],
+    fx: ['42000000', Buffer.isBuffer(row.fx) ? row.fx.toString('hex') : row.fx],
   };
   for (const [col, [w, g]] of Object.entries(want))
     if (w !== g) fail(`kinds id=4 column ${col}: ${JSON.stringify(g)}, Debezium's form is ${JSON.stringify(w)}`);
