@@ -49,3 +49,51 @@ wait_src() {
   got  $got
   want $2"
 }
+
+# check_verify_after_switch REPAIR: after `switch writes`, reverse
+# replication running, `verify` takes the target as the reference and checks
+# "Order Lines" through the forward transform of the source's rows, so it is
+# verified, not named as left out: clean after the target's writes (row 2's
+# total and origin, computed columns the reverse flow drops, hold the
+# application's values: not compared). Then values changed on the source
+# behind midflight's back (the spec is named rt): select (carried, the target's pick) is named by
+# the key, note (excluded, not carried) is not. REPAIR=1: `verify --repair`
+# sends the target's row back through the reverse flow's inverse transform
+# and the next verify is clean; else the change is undone by hand.
+check_verify_after_switch() {
+  local out rc=0
+  out=$("$MF" verify "$SPEC" 2>&1) || rc=$?
+  sed 's/^/    /' <<<"$out"
+  [[ $rc == 0 ]] || fail "verify after the switch is not clean (exit $rc)"
+  ! grep -q "not verified" <<<"$out" || fail "verify after the switch left the transformed table out"
+  log "after the switch: the transformed table verified clean against the target"
+
+  # Under a replication origin named like midflight's own: no flow carries it
+  # (PostgreSQL -> PostgreSQL keeps carrying the source's late writes forward).
+  sql_src >/dev/null <<'SQL'
+SELECT pg_replication_origin_create('midflight_rt_planted');
+SELECT pg_replication_origin_session_setup('midflight_rt_planted');
+UPDATE "Order Lines" SET "select" = 'planted', note = 'not carried' WHERE id = 7;
+SELECT pg_replication_origin_session_reset();
+SELECT pg_replication_origin_drop('midflight_rt_planted');
+SQL
+  rc=0
+  out=$("$MF" verify "$SPEC" 2>&1) || rc=$?
+  sed 's/^/    /' <<<"$out"
+  [[ $rc == 1 ]] || fail "verify after the switch exited $rc with a difference planted on the source (expected 1)"
+  grep -qF "(id)=(7): differs (columns pick)" <<<"$out" || fail "the planted difference was not named by its key"
+  [[ $(grep -c "): differs\|): missing\|): extra" <<<"$out") == 1 ]] || fail "verify after the switch reported more than the planted row"
+  log "after the switch: the value planted on the source named: $(grep -F "(id)=(7)" <<<"$out")"
+
+  if [[ $1 == 1 ]]; then
+    rc=0
+    out=$("$MF" verify --repair "$SPEC" 2>&1) || rc=$?
+    sed 's/^/    /' <<<"$out"
+    grep -q "repaired 1 row(s) through the apply path" <<<"$out" || fail "verify --repair after the switch repaired nothing"
+    wait_src 7 "7|p7|7|7.25|2024-01-01 07:00:00|not carried|s7"
+    "$MF" verify "$SPEC" >/dev/null 2>&1 || fail "verify after the repair (after the switch) is not clean"
+    log "after the switch: repaired through the reverse flow's inverse transform; the next verify is clean"
+  else
+    sql_src -c "UPDATE \"Order Lines\" SET \"select\" = 'p7' WHERE id = 7"
+  fi
+}
