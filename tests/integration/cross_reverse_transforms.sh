@@ -22,7 +22,7 @@ start_pg_to_my_servers 17000 17020
 sql_my -e "CREATE DATABASE filt"
 
 create_order_lines
-write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" \
+write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" "${SMALL_CHUNKS[@]}" \
   "${TRANSFORMS[@]}" "casting:" "  columns:" "    lines.total: DECIMAL(20,2)"
 
 run_mf_bg

@@ -18,7 +18,7 @@ export PGTZ=UTC
 start_servers 17100
 
 create_order_lines
-write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" "${TRANSFORMS[@]}"
+write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" "${SMALL_CHUNKS[@]}" "${TRANSFORMS[@]}"
 
 run_mf_bg
 wait_phase replicating 90

@@ -1,10 +1,13 @@
 # Shared by cross_reverse_transforms.sh and pg_reverse_transforms.sh (sourced
 # after lib.sh): the source table public."Order Lines", the transforms both
-# migrate it with, and reading its rows back.
+# migrate it with, and reading its rows back; and public.'Key "Codes"', whose
+# key column is cast (int_to_text, renamed code), 3000 rows.
 
-# create_order_lines: 40 rows on the source.
+# create_order_lines: 40 rows on the source (and the 3000 of 'Key "Codes"').
 create_order_lines() {
   sql_src <<'SQL'
+CREATE TABLE "Key ""Codes""" (id int PRIMARY KEY, v text);
+INSERT INTO "Key ""Codes""" SELECT g, 'c' || g FROM generate_series(1, 3000) g;
 CREATE TABLE "Order Lines" (id int PRIMARY KEY, "select" text, qty_text text, price numeric(10,2),
                             made timestamp(3) NOT NULL, note text, secret text NOT NULL DEFAULT 'none');
 INSERT INTO "Order Lines" SELECT g, 'p' || g, (g % 9)::text, g + 0.25, '2024-01-01'::timestamp + g * interval '1 h',
@@ -25,7 +28,14 @@ TRANSFORMS=(
   "    add:"
   "      total: price * qty_text"
   "      origin: \"'pg'\""
+  "  'public.Key \"Codes\"':"
+  "    rename: key codes"
+  "    columns:"
+  "      id: {rename: code, cast: int_to_text}"
 )
+# Small verify chunks: the cast key's table is read in several (its text
+# keys order otherwise than the source's integers).
+SMALL_CHUNKS=("verify:" "  chunk_rows: 100")
 
 # What rows 2, 3, 4, 500, 501 and 900 are on the source after the target's
 # writes (each test's): 2 updated (note and secret kept), 3 deleted, 4 moved
@@ -52,21 +62,24 @@ wait_src() {
 
 # check_verify_after_switch REPAIR: after `switch writes`, reverse
 # replication running, `verify` takes the target as the reference and checks
-# "Order Lines" through the forward transform of the source's rows, so it is
-# verified, not named as left out: clean after the target's writes (row 2's
-# total and origin, computed columns the reverse flow drops, hold the
-# application's values: not compared). Then values changed on the source
-# behind midflight's back (the spec is named rt): select (carried, the target's pick) is named by
-# the key, note (excluded, not carried) is not. REPAIR=1: `verify --repair`
-# sends the target's row back through the reverse flow's inverse transform
-# and the next verify is clean; else the change is undone by hand.
+# the transformed tables through the forward transform of the source's rows,
+# so they are verified, not named as left out: clean after the target's
+# writes (row 2's total and origin, computed columns the reverse flow drops,
+# hold the application's values: not compared; 'Key "Codes"' chunked on the
+# target's text keys, read on the source by its integers' text). Then values
+# changed on the source behind midflight's back (the spec is named rt):
+# "Order Lines".select (carried, the target's pick) and a value of
+# 'Key "Codes"' are named by their keys, note (excluded, not carried) is
+# not. REPAIR=1: `verify --repair` sends the target's rows back through the
+# reverse flow's inverse transforms and the next verify is clean; else the
+# changes are undone by hand.
 check_verify_after_switch() {
   local out rc=0
   out=$("$MF" verify "$SPEC" 2>&1) || rc=$?
   sed 's/^/    /' <<<"$out"
   [[ $rc == 0 ]] || fail "verify after the switch is not clean (exit $rc)"
-  ! grep -q "not verified" <<<"$out" || fail "verify after the switch left the transformed table out"
-  log "after the switch: the transformed table verified clean against the target"
+  ! grep -q "not verified" <<<"$out" || fail "verify after the switch left a transformed table out"
+  log "after the switch: the transformed tables verified clean against the target"
 
   # Under a replication origin named like midflight's own: no flow carries it
   # (PostgreSQL -> PostgreSQL keeps carrying the source's late writes forward).
@@ -74,26 +87,31 @@ check_verify_after_switch() {
 SELECT pg_replication_origin_create('midflight_rt_planted');
 SELECT pg_replication_origin_session_setup('midflight_rt_planted');
 UPDATE "Order Lines" SET "select" = 'planted', note = 'not carried' WHERE id = 7;
+UPDATE "Key ""Codes""" SET v = 'planted' WHERE id = 2500;
 SELECT pg_replication_origin_session_reset();
 SELECT pg_replication_origin_drop('midflight_rt_planted');
 SQL
   rc=0
   out=$("$MF" verify "$SPEC" 2>&1) || rc=$?
   sed 's/^/    /' <<<"$out"
-  [[ $rc == 1 ]] || fail "verify after the switch exited $rc with a difference planted on the source (expected 1)"
-  grep -qF "(id)=(7): differs (columns pick)" <<<"$out" || fail "the planted difference was not named by its key"
-  [[ $(grep -c "): differs\|): missing\|): extra" <<<"$out") == 1 ]] || fail "verify after the switch reported more than the planted row"
-  log "after the switch: the value planted on the source named: $(grep -F "(id)=(7)" <<<"$out")"
+  [[ $rc == 1 ]] || fail "verify after the switch exited $rc with differences planted on the source (expected 1)"
+  grep -qF "(id)=(7): differs (columns pick)" <<<"$out" || fail "the difference planted in Order Lines was not named"
+  grep -qF "Codes\" (code)=(2500): differs (columns v)" <<<"$out" ||
+    grep -qF "key codes (code)=(2500): differs (columns v)" <<<"$out" || fail "the difference planted in Key \"Codes\" was not named"
+  [[ $(grep -c "): differs\|): missing\|): extra" <<<"$out") == 2 ]] || fail "verify after the switch reported more than the planted rows"
+  log "after the switch: the values planted on the source named by their target keys"
 
   if [[ $1 == 1 ]]; then
     rc=0
     out=$("$MF" verify --repair "$SPEC" 2>&1) || rc=$?
     sed 's/^/    /' <<<"$out"
-    grep -q "repaired 1 row(s) through the apply path" <<<"$out" || fail "verify --repair after the switch repaired nothing"
+    grep -q "repaired 2 row(s) through the apply path" <<<"$out" || fail "verify --repair after the switch did not repair the 2 rows"
     wait_src 7 "7|p7|7|7.25|2024-01-01 07:00:00|not carried|s7"
+    for _ in $(seq 40); do [[ $(sql_src -c "SELECT v FROM \"Key \"\"Codes\"\"\" WHERE id = 2500") == c2500 ]] && break; sleep 0.25; done
+    [[ $(sql_src -c "SELECT v FROM \"Key \"\"Codes\"\"\" WHERE id = 2500") == c2500 ]] || fail "Key \"Codes\" 2500 not repaired"
     "$MF" verify "$SPEC" >/dev/null 2>&1 || fail "verify after the repair (after the switch) is not clean"
-    log "after the switch: repaired through the reverse flow's inverse transform; the next verify is clean"
+    log "after the switch: repaired through the reverse flow's inverse transforms; the next verify is clean"
   else
-    sql_src -c "UPDATE \"Order Lines\" SET \"select\" = 'p7' WHERE id = 7"
+    sql_src -c "UPDATE \"Order Lines\" SET \"select\" = 'p7' WHERE id = 7" -c "UPDATE \"Key \"\"Codes\"\"\" SET v = 'c2500' WHERE id = 2500"
   fi
 }
