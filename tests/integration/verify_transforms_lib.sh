@@ -26,6 +26,13 @@ print(eval(sys.argv[2]))
 PY
 }
 others() { grep -v "${LEFT_OUT:-^$}" "$@"; }  # lines not about LEFT_OUT
+verify_finds() {  # verify_finds OUTFILE PREFIX LINE...: verify exits 1 and reports each "PREFIX LINE"
+  local out=$1 prefix=$2 rc=0 line
+  shift 2
+  verify "$out" || rc=$?
+  [[ $rc == 1 ]] || fail "verify exited $rc with planted differences (expected 1)"
+  for line in "$@"; do grep -qF -- "$prefix $line" "$out" || fail "not reported: $prefix $line"; done
+}
 
 # Under the writes: verify clean twice, four planted differences named by the
 # target's key, repaired through the apply path, the background job clean.
@@ -51,13 +58,8 @@ INSERT INTO $T (line_no, pick, qty, price, status, made, remark, total, label)
   VALUES (15, 'p2', 15, 15.25, 'cancelled', NOW(), NULL, 0, 'cancelled-15');
 SQL
   log "planted on the target: line_no 11 (qty), 12 (label) changed, 13 deleted, 15 (filtered out on the source) inserted"
-  rc=0
-  verify "$WORK/found.out" || rc=$?
-  [[ $rc == 1 ]] || fail "verify exited $rc with planted differences (expected 1)"
-  for line in "(line_no)=(11): differs (columns qty)" "(line_no)=(12): differs (columns label)" \
-    "(line_no)=(13): missing on target" "(line_no)=(15): extra on target"; do
-    grep -qF -- "Order Lines $line" "$WORK/found.out" || fail "not reported: $line"
-  done
+  verify_finds "$WORK/found.out" "Order Lines" "(line_no)=(11): differs (columns qty)" \
+    "(line_no)=(12): differs (columns label)" "(line_no)=(13): missing on target" "(line_no)=(15): extra on target"
   [[ $(verify_json 'sum(len(x["differences"]) for x in t)') == 4 ]] ||
     fail "the report holds $(verify_json 'sum(len(x["differences"]) for x in t)') differences, not the 4 planted"
   log "verify named exactly the 4 planted differences by the target's key, under writes"
@@ -108,13 +110,8 @@ DELETE FROM $CK WHERE code = '9000';
 INSERT INTO $CK (code, v) VALUES ('0042', 'extra'), ('x 1', 'extra');
 SQL
   log "planted on the target: code 17 changed, 9000 deleted, '0042' and 'x 1' inserted"
-  rc=0
-  verify "$WORK/ck_found.out" || rc=$?
-  [[ $rc == 1 ]] || fail "verify exited $rc with differences planted in the cast-key table (expected 1)"
-  for line in "(code)=(17): differs (columns v)" "(code)=(9000): missing on target" \
-    "(code)=(0042): extra on target" "(code)=(x 1): extra on target"; do
-    grep -qF -- "Codes\" $line" "$WORK/ck_found.out" || fail "not reported: $line"
-  done
+  verify_finds "$WORK/ck_found.out" 'Codes"' "(code)=(17): differs (columns v)" "(code)=(9000): missing on target" \
+    "(code)=(0042): extra on target" "(code)=(x 1): extra on target"
   [[ $(verify_json "sum(len(x['differences']) for x in t if 'Codes' in x['table'])") == 4 ]] ||
     fail "the report holds other differences than the 4 planted in the cast-key table"
   log "verify named the 4 planted differences by the target's (cast) key"
