@@ -180,7 +180,9 @@ class PgReplicationOps final : public ReplicationOps {
   // (cross/cross_verify.h): the source's rows read by key range, transformed
   // by midflight as the flow transforms them, hashed by the target's SQL
   // over a derived table typed as the target table; repairs are the source's
-  // rows, applied through the flow's transform.
+  // rows, applied through the flow's transform. After the write switch
+  // (`reference` the target) the same the other way round (cross::Reversed):
+  // repairs are the target's rows, applied through the inverse transform.
   Result<cross::CrossVerified> VerifyTransformed(Side reference, const verify::Context& ctx, Flow& flow,
                                                  const std::map<TableId, TablePtr>& tables, bool repair,
                                                  std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
