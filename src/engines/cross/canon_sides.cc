@@ -250,7 +250,8 @@ class PgSide final : public CanonSide {
   }
   std::string RangeExpr(const CanonColumn& c) const override { return PgRangeExpr(c); }
   std::string IntOfTextExpr(const CanonColumn& c) const override {
-    return fmt::format("(CASE WHEN {0}::text ~ '^-?[0-9]{{1,20}}$' THEN {0}::text::numeric END)", pg::QuoteIdent(c.pg.name));
+    return fmt::format("(CASE WHEN {0}::text ~ '^-?[0-9]{{1,20}}$' THEN {0}::text::numeric END)",
+                       pg::QuoteIdent(c.pg.name));
   }
   std::string TextOfIntExpr(const CanonColumn& c) const override {
     return fmt::format("({}::text COLLATE \"C\")", pg::QuoteIdent(c.pg.name));
@@ -451,8 +452,7 @@ std::string KeyProblem(const CanonTable& base, const TableTransform& tr, std::ve
       any = true;
     } else if (!cast.empty() || was != target.columns[k].type.native) {
       return fmt::format("key column {} is cast ({} -> {}{}), which verify cannot map back to the source's key",
-                         target.columns[k].name, was, target.columns[k].type.native,
-                         cast.empty() ? "" : " by " + cast);
+                         target.columns[k].name, was, target.columns[k].type.native, cast.empty() ? "" : " by " + cast);
     }
     found.push_back(std::move(kc));
   }

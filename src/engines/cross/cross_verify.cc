@@ -147,8 +147,8 @@ class TableSql {
     const std::string e = side_.IntOfTextExpr(lead());
     auto number = [&](const std::string& v) -> Result<std::string> {
       if (v.empty() || v.find_first_not_of("-0123456789") != std::string::npos || v.find('-', 1) != std::string::npos)
-        return InvalidArgument(fmt::format("table {}: chunk bound '{}' of a key cast int_to_text is not an integer",
-                                           t_.id.ToString(), v));
+        return InvalidArgument(
+            fmt::format("table {}: chunk bound '{}' of a key cast int_to_text is not an integer", t_.id.ToString(), v));
       return v;
     };
     std::string where;
@@ -838,9 +838,8 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
       continue;
     }
     RowReader ssql(t, source, &target), tsql(t, target, nullptr);
-    const int64_t rows = CanonNativeOrder(ssql.bounds().lead().kind) && !tsql.unordered()
-                             ? chunk_rows
-                             : chunk_rows * kTextChunkFactor;
+    const int64_t rows =
+        CanonNativeOrder(ssql.bounds().lead().kind) && !tsql.unordered() ? chunk_rows : chunk_rows * kTextChunkFactor;
     // Order-independent: the sum and the XOR of each row's (key, digest) hash.
     uint64_t sum[2] = {0, 0}, xr[2] = {0, 0};
     auto fold = [](const Digests& d, uint64_t* s, uint64_t* x) {

@@ -943,8 +943,8 @@ class CrossReplication final : public ReplicationOps {
     if (!forward)
       for (auto& c : canon)
         if (c.transformed) c = cross::Reversed(std::move(c), nullptr);
-    return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side,
-                                   std::move(canon), repair, std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
+    return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side, std::move(canon),
+                                   repair, std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
   }
 
  private:
