@@ -60,6 +60,33 @@ wait_src() {
   want $2"
 }
 
+# switched_verify_clean: verify after the switch is clean, with no
+# transformed table left out.
+switched_verify_clean() {
+  local out
+  out=$("$MF" verify "$SPEC" 2>&1) || { sed 's/^/    /' <<<"$out"; fail "verify after the switch is not clean"; }
+  sed 's/^/    /' <<<"$out"
+  ! grep -q "not verified" <<<"$out" || fail "verify after the switch left a transformed table out"
+  log "after the switch: the transformed tables verified clean, the target the reference"
+}
+
+# switched_verify_finds: verify after the switch exits 1 naming exactly the
+# two rows planted on the source, by the target's keys: "Order Lines" id 7
+# (pick) and 'Key "Codes"' 2500 (v).
+switched_verify_finds() {
+  local out rc=0
+  out=$("$MF" verify "$SPEC" 2>&1) || rc=$?
+  sed 's/^/    /' <<<"$out"
+  [[ $rc == 1 ]] || fail "verify after the switch exited $rc with differences planted on the source (expected 1)"
+  grep -qF "(id)=(7): differs (columns pick)" <<<"$out" || fail "the difference planted in Order Lines was not named"
+  grep -qF "Codes\" (code)=(2500): differs (columns v)" <<<"$out" ||
+    grep -qF "key codes (code)=(2500): differs (columns v)" <<<"$out" ||
+    fail "the difference planted in Key \"Codes\" was not named"
+  [[ $(grep -c "): differs\|): missing\|): extra" <<<"$out") == 2 ]] ||
+    fail "verify after the switch reported more than the planted rows"
+  log "after the switch: the values planted on the source named by their target keys"
+}
+
 # check_verify_after_switch REPAIR: after `switch writes`, reverse
 # replication running, `verify` takes the target as the reference and checks
 # the transformed tables through the forward transform of the source's rows,
@@ -75,11 +102,7 @@ wait_src() {
 # changes are undone by hand.
 check_verify_after_switch() {
   local out rc=0
-  out=$("$MF" verify "$SPEC" 2>&1) || rc=$?
-  sed 's/^/    /' <<<"$out"
-  [[ $rc == 0 ]] || fail "verify after the switch is not clean (exit $rc)"
-  ! grep -q "not verified" <<<"$out" || fail "verify after the switch left a transformed table out"
-  log "after the switch: the transformed tables verified clean against the target"
+  switched_verify_clean
 
   # Under a replication origin named like midflight's own: no flow carries it
   # (PostgreSQL -> PostgreSQL keeps carrying the source's late writes forward).
@@ -91,15 +114,7 @@ UPDATE "Key ""Codes""" SET v = 'planted' WHERE id = 2500;
 SELECT pg_replication_origin_session_reset();
 SELECT pg_replication_origin_drop('midflight_rt_planted');
 SQL
-  rc=0
-  out=$("$MF" verify "$SPEC" 2>&1) || rc=$?
-  sed 's/^/    /' <<<"$out"
-  [[ $rc == 1 ]] || fail "verify after the switch exited $rc with differences planted on the source (expected 1)"
-  grep -qF "(id)=(7): differs (columns pick)" <<<"$out" || fail "the difference planted in Order Lines was not named"
-  grep -qF "Codes\" (code)=(2500): differs (columns v)" <<<"$out" ||
-    grep -qF "key codes (code)=(2500): differs (columns v)" <<<"$out" || fail "the difference planted in Key \"Codes\" was not named"
-  [[ $(grep -c "): differs\|): missing\|): extra" <<<"$out") == 2 ]] || fail "verify after the switch reported more than the planted rows"
-  log "after the switch: the values planted on the source named by their target keys"
+  switched_verify_finds
 
   if [[ $1 == 1 ]]; then
     rc=0
