@@ -20,7 +20,7 @@ source "$(dirname "$0")/mylib.sh"
 source "$(dirname "$0")/reverse_transforms_lib.sh"  # switched_verify_clean, switched_verify_finds
 export PGTZ=UTC
 
-start_my_to_pg_servers 30400 30420
+start_my_to_pg_servers 31400 31420
 sql_pri <<'SQL'
 USE shop;
 CREATE TABLE `Order Lines` (id INT NOT NULL PRIMARY KEY, `select` TEXT, qty_text TEXT,
