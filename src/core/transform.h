@@ -113,6 +113,12 @@ class TableTransform {
   // The source column (an index in source().columns) that target column i
   // holds, renamed or cast or as it is; -1 for a computed column.
   int SourceColumn(size_t i) const { return out_[i].from < 0 ? -1 : source_->writable[out_[i].from]; }
+  // The cast target column i goes through ("" for none, or a computed
+  // column), and the zone offset in minutes of a timestamp cast.
+  const std::string& ColumnCast(size_t i) const { return out_[i].cast; }
+  int ColumnZoneMinutes(size_t i) const { return out_[i].zone_minutes; }
+  // Where the spec says it, for messages ("transforms.public.orders").
+  const std::string& where() const { return where_; }
 
   // The target image of one source image (TableSchema::writable layout of
   // the source), or nullopt when the filter drops the row. A cast or

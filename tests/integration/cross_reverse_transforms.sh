@@ -8,7 +8,10 @@
 # insert, update, delete and key move reach PostgreSQL mapped back: the
 # table and column names of the source, qty as text, made as the wall-clock
 # time in +02:00, the added columns dropped, and the excluded columns kept
-# on an update and left to their default (NULL, 'none') on an insert. Then a
+# on an update and left to their default (NULL, 'none') on an insert.
+# `verify` after the switch checks the transformed table (MariaDB the
+# reference, PostgreSQL's rows transformed and cast forward) and names a
+# difference planted on PostgreSQL (check_verify_after_switch). Then a
 # migration with a row filter is refused the switch, naming the transform,
 # and creates nothing for reverse.
 source "$(dirname "$0")/lib.sh"
@@ -19,7 +22,7 @@ start_pg_to_my_servers 17000 17020
 sql_my -e "CREATE DATABASE filt"
 
 create_order_lines
-write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" \
+write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" "${SMALL_CHUNKS[@]}" \
   "${TRANSFORMS[@]}" "casting:" "  columns:" "    lines.total: DECIMAL(20,2)"
 
 run_mf_bg
@@ -52,6 +55,7 @@ log "MariaDB's update, inserts, delete and key move reached \"Order Lines\" mapp
 [[ $(sql_src -c "SELECT count(*) FROM \"Order Lines\"") == 41 ]] || fail "the source has $(sql_src -c "SELECT count(*) FROM \"Order Lines\"") rows, not 41"
 [[ $(src_rows 1) == "1|p1|5|1.25|2024-01-01 01:00:00|streamed|s1" ]] || fail "row 1 changed on the source: $(src_rows 1)"
 [[ $(sql_src -c "SELECT count(*) FROM pg_tables WHERE tablename = 'lines'") == 0 ]] || fail "the source got a table named lines"
+check_verify_after_switch 0
 log "reverse: $(status_field reverse.changes_applied) changes applied to PostgreSQL"
 
 # Rollback: the last write on MariaDB is on PostgreSQL first. A key taken

@@ -10,7 +10,9 @@
 # planted on the target (a cast value, a computed value, a deleted row, and a
 # row the filter drops inserted) must each be named by the target's key,
 # `--repair` must fix them through the apply path (the filtered row deleted),
-# and `compare` must find the table equal once the writes stop.
+# and `compare` must find the table equal once the writes stop. A table whose
+# key column is cast (int_to_text) is verified and repaired too
+# (verify_transforms_lib.sh check_cast_key).
 source "$(dirname "$0")/mylib.sh"
 source "$(dirname "$0")/verify_transforms_lib.sh"
 export PGTZ=UTC
@@ -26,6 +28,8 @@ INSERT INTO `Order Lines` SELECT seq, CONCAT('p', seq % 13), seq % 50, seq % 100
                                  TIMESTAMPADD(MICROSECOND, seq * 60500000, '2024-01-01 00:00:00'),
                                  IF(seq % 7 = 0, NULL, CONCAT('n', seq)), CONCAT('s', seq)
 FROM seq_1_to_6000;
+CREATE TABLE `Key "Codes"` (id INT NOT NULL PRIMARY KEY, v VARCHAR(400)) ENGINE=InnoDB;
+INSERT INTO `Key "Codes"` SELECT seq, CONCAT('c', seq) FROM seq_1_to_20000;
 CREATE TABLE plain (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
 INSERT INTO plain SELECT seq, CONCAT('v', seq) FROM seq_1_to_500;
 SQL
@@ -35,6 +39,7 @@ write_spec vt "chunk_rows: 2000" "partitions: 3" \
   "verify:" "  rows_per_s: 0" "  chunk_rows: 700" \
   "${VT_SPEC[@]}"
 T='shop."sales lines"'
+CK='shop."key codes"'
 
 run_mf_bg
 wait_phase replicating 120
@@ -54,7 +59,9 @@ wait_phase replicating 120
         'i', 'x');
       DELETE FROM \`Order Lines\` WHERE id = 1001 + ($i * 89) % 5000;
       UPDATE \`Order Lines\` SET id = id + 1000000 WHERE id = 1001 + ($i * 97) % 5000;
-      UPDATE plain SET v = CONCAT(v, '.') WHERE id = 1 + $i % 500;" >/dev/null 2>&1 || true
+      UPDATE plain SET v = CONCAT(v, '.') WHERE id = 1 + $i % 500;
+      UPDATE \`Key \"Codes\"\` SET v = CONCAT(v, '.') WHERE id = 12001 + ($i * 37) % 8000;
+      UPDATE \`Key \"Codes\"\` SET id = id + 1000000 WHERE id = 12001 + ($i * 53) % 8000;" >/dev/null 2>&1 || true
     sleep 0.05
   done
 ) &
@@ -64,6 +71,7 @@ sleep 2
 
 tsql() { if (($#)); then sql_dst -c "$1"; else sql_dst; fi; }
 check_verify_transforms
+check_cast_key
 
 kill "$DML_PID" 2>/dev/null; wait "$DML_PID" 2>/dev/null || true
 sleep 2

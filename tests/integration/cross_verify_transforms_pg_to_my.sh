@@ -15,7 +15,9 @@
 # row the filter drops inserted) must each be named by the target's key,
 # `--repair` must fix them through the apply path (the filtered row deleted),
 # and `compare` must find the table equal once the writes stop, and not equal
-# after one more planted change.
+# after one more planted change. A table whose key column is cast
+# (int_to_text) is verified and repaired too (verify_transforms_lib.sh
+# check_cast_key).
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/verify_transforms_lib.sh"
 export PGTZ=UTC
@@ -29,6 +31,7 @@ write_spec vt "chunk_rows: 2000" "partitions: 3" \
   "${VT_SPEC[@]}" \
   "casting:" "  columns:" "    \"sales lines.total\": DECIMAL(20,2)"
 T='shop.`sales lines`'
+CK='shop.`key codes`'
 
 run_mf_bg
 wait_phase replicating 120
@@ -46,6 +49,8 @@ INSERT INTO "Order Lines" SELECT nextval('ids'), 's', (:i % 9)::text, :i % 7,
 DELETE FROM "Order Lines" WHERE id = :i + 11 AND id < 6000;
 UPDATE "Order Lines" SET id = id + 1000000 WHERE id = :j + 17 AND id < 6000;
 UPDATE plain SET v = v || '.' WHERE id = :i % 500 + 1;
+UPDATE "Key ""Codes""" SET v = v || '.' WHERE id = :i + 11000;
+UPDATE "Key ""Codes""" SET id = id + 1000000 WHERE id = :j + 11017 AND id < 20000;
 SQL
 pgbench -n -c 2 -j 2 -T 600 -R 100 -f "$WORK/writes.sql" "$SRC" >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
@@ -54,6 +59,7 @@ sleep 2
 
 tsql() { if (($#)); then sql_my -e "$1"; else sql_my; fi; }
 check_verify_transforms
+check_cast_key
 
 stop_load
 wait_caught_up 60

@@ -7,15 +7,18 @@
 # `switch writes --external`, the target's insert, update, delete and key move
 # reach the source mapped back (names, text, wall-clock time in +02:00; the
 # excluded columns kept on an update, defaulted on an insert), and rollback
-# loses nothing. Then a cast with no inverse (upper) makes the switch refuse,
-# naming the transform.
+# loses nothing. `verify` after the switch checks the transformed table
+# (the target the reference, the source's rows transformed forward), names a
+# difference planted on the source and repairs it through the reverse flow
+# (reverse_transforms_lib.sh check_verify_after_switch). Then a cast with no
+# inverse (upper) makes the switch refuse, naming the transform.
 source "$(dirname "$0")/lib.sh"
 source "$(dirname "$0")/reverse_transforms_lib.sh"
 export PGTZ=UTC
 start_servers 17100
 
 create_order_lines
-write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" "${TRANSFORMS[@]}"
+write_spec rt "partitions: 3" "cutover:" "  min_validation_seconds: 0" "  catchup_timeout_seconds: 60" "${SMALL_CHUNKS[@]}" "${TRANSFORMS[@]}"
 
 run_mf_bg
 wait_phase replicating 90
@@ -44,6 +47,7 @@ wait_src "2, 3, 4, 500, 501, 900" "$AFTER_WRITES"
 log "on the source: $(src_rows "2, 500, 900")"
 [[ $(sql_src -c "SELECT count(*) FROM \"Order Lines\"") == 41 ]] || fail "the source does not have 41 rows"
 [[ $(src_rows 1) == "1|p1|5|1.25|2024-01-01 01:00:00|streamed|s1" ]] || fail "row 1 changed on the source: $(src_rows 1)"
+check_verify_after_switch 1
 
 sql_dst -c "UPDATE lines SET qty = 123 WHERE id = 5"
 "$MF" rollback --external "$SPEC" | tee "$WORK/rollback.out"

@@ -110,6 +110,14 @@ class MySide final : public CanonSide {
     return MyKeyLiteral(c, v);
   }
   std::string RangeExpr(const CanonColumn& c) const override { return MyRangeExpr(c); }
+  std::string IntOfTextExpr(const CanonColumn& c) const override {
+    const std::string q = mysql::QuoteIdent(c.my.name);
+    return fmt::format("(CASE WHEN CAST({0} AS BINARY) REGEXP '^-?[0-9]{{1,20}}$' THEN CAST({0} AS DECIMAL(21,0)) END)",
+                       q);
+  }
+  std::string TextOfIntExpr(const CanonColumn& c) const override {
+    return fmt::format("CAST(CAST({} AS CHAR) AS BINARY)", mysql::QuoteIdent(c.my.name));
+  }
   Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& v) const override {
     return MyRangeLiteral(c, v);
   }
@@ -241,6 +249,13 @@ class PgSide final : public CanonSide {
     return PgKeyLiteral(c, v);
   }
   std::string RangeExpr(const CanonColumn& c) const override { return PgRangeExpr(c); }
+  std::string IntOfTextExpr(const CanonColumn& c) const override {
+    return fmt::format("(CASE WHEN {0}::text ~ '^-?[0-9]{{1,20}}$' THEN {0}::text::numeric END)",
+                       pg::QuoteIdent(c.pg.name));
+  }
+  std::string TextOfIntExpr(const CanonColumn& c) const override {
+    return fmt::format("({}::text COLLATE \"C\")", pg::QuoteIdent(c.pg.name));
+  }
   Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& v) const override {
     return PgRangeLiteral(c, v);
   }
@@ -411,12 +426,17 @@ int BaseColumn(const CanonTable& base, const TableTransform& tr, int source_inde
   return -1;
 }
 
-// Why the target's key of `tr` cannot bound ranges of `base`, the source
+// Why the target's key of `tr` cannot be matched to `base`'s, the source
 // table ("" when it can): each target key column must be the source's key
-// column at the same place, renamed or not, never cast.
-std::string KeyProblem(const CanonTable& base, const TableTransform& tr) {
+// column at the same place, renamed or not, or cast by one of the key casts
+// verify maps back (core/transform.h: int_to_text, timestamp_to_timestamptz),
+// which it sets in *casts (left empty when no key column is cast).
+std::string KeyProblem(const CanonTable& base, const TableTransform& tr, std::vector<Reshape::KeyCast>* casts) {
   const TableSchema& target = *tr.target();
+  casts->clear();
   if (target.key.size() != base.key.size()) return "its target key is not its source key";
+  std::vector<Reshape::KeyCast> found;
+  bool any = false;
   for (size_t i = 0; i < target.key.size(); ++i) {
     const size_t k = static_cast<size_t>(target.key[i]);
     const int from = tr.SourceColumn(k);
@@ -424,11 +444,19 @@ std::string KeyProblem(const CanonTable& base, const TableTransform& tr) {
       return fmt::format("target key column {} is not source key column {}", target.columns[k].name,
                          base.columns[static_cast<size_t>(base.key[i])].pg.name);
     const std::string& was = tr.source().columns[static_cast<size_t>(from)].type.native;
-    if (was != target.columns[k].type.native)
-      return fmt::format("key column {} is cast ({} -> {}), which may order or print its values otherwise on the "
-                         "target",
-                         target.columns[k].name, was, target.columns[k].type.native);
+    const std::string& cast = tr.ColumnCast(k);
+    Reshape::KeyCast kc;
+    if (cast == "int_to_text" || cast == "timestamp_to_timestamptz") {
+      kc.cast = cast;
+      kc.zone_minutes = tr.ColumnZoneMinutes(k);
+      any = true;
+    } else if (!cast.empty() || was != target.columns[k].type.native) {
+      return fmt::format("key column {} is cast ({} -> {}{}), which verify cannot map back to the source's key",
+                         target.columns[k].name, was, target.columns[k].type.native, cast.empty() ? "" : " by " + cast);
+    }
+    found.push_back(std::move(kc));
   }
+  if (any) *casts = std::move(found);
   return "";
 }
 
@@ -477,6 +505,7 @@ CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
     const ColumnSchema& col = target.columns[i];
     const int from = tr.SourceColumn(i);
     const int b = BaseColumn(base, tr, from);
+    if (from < 0) shaped->computed.push_back(static_cast<int>(i));
     CanonColumn c;
     if (b >= 0 && tr.source().columns[static_cast<size_t>(from)].type.native == col.type.native) {
       c = base.columns[static_cast<size_t>(b)];  // kept (renamed or not), or a cast that keeps the type
@@ -489,7 +518,8 @@ CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
     t.columns.push_back(std::move(c));
   }
   t.key = target.key;
-  t.skipped = base.skipped.empty() ? KeyProblem(base, tr) : base.skipped;
+  t.skipped = base.skipped.empty() ? KeyProblem(base, tr, &shaped->key_casts) : base.skipped;
+  shaped->where = tr.where();
   if (t.skipped.empty()) t.reshape = std::move(shaped);
   return t;
 }
@@ -510,7 +540,8 @@ CanonTable ReshapedToMy(CanonTable t, const TableTransform& tr,
   t.id = t.pg_id = base.id;
   t.transformed = true;
   if (!t.skipped.empty()) return t;
-  t.skipped = base.skipped.empty() ? KeyProblem(base, tr) : base.skipped;
+  std::vector<Reshape::KeyCast> key_casts;
+  t.skipped = base.skipped.empty() ? KeyProblem(base, tr, &key_casts) : base.skipped;
   const TableSchema& target = *tr.target();
   if (t.skipped.empty() && t.key.size() != target.key.size()) t.skipped = "its MySQL key is not its transformed key";
   for (size_t i = 0; i < t.key.size() && t.skipped.empty(); ++i)
@@ -519,7 +550,9 @@ CanonTable ReshapedToMy(CanonTable t, const TableTransform& tr,
   if (!t.skipped.empty()) return t;
   // The source's key columns are compared as the target's are (the same
   // values, renamed): ranges and key conditions then select the same rows.
+  // A cast one keeps its own kind: its values are mapped (Reshape::key_casts).
   for (size_t i = 0; i < base.key.size(); ++i) {
+    if (!key_casts.empty() && !key_casts[i].cast.empty()) continue;
     CanonColumn c = t.columns[static_cast<size_t>(t.key[i])];
     c.pg = base.columns[static_cast<size_t>(base.key[i])].pg;
     base.columns[static_cast<size_t>(base.key[i])] = std::move(c);
@@ -527,7 +560,19 @@ CanonTable ReshapedToMy(CanonTable t, const TableTransform& tr,
   auto shaped = std::make_shared<Reshape>();
   shaped->source = std::move(base);
   shaped->row = std::move(row);
+  shaped->key_casts = std::move(key_casts);
+  shaped->where = tr.where();
+  for (size_t i = 0; i < target.columns.size(); ++i)
+    if (tr.SourceColumn(i) < 0) shaped->computed.push_back(static_cast<int>(i));
   t.reshape = std::move(shaped);
+  return t;
+}
+
+CanonTable Reversed(CanonTable t, TablePtr layout) {
+  if (!t.reshape) return t;
+  for (int c : t.reshape->computed) t.columns[static_cast<size_t>(c)].compared = false;
+  if (layout) t.table = std::move(layout);
+  t.reversed = true;
   return t;
 }
 

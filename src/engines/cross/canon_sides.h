@@ -68,6 +68,17 @@ CanonTable PgReshaped(std::shared_ptr<const TableTransform> tr);
 // The reference's ranges are on the source key, compared as `t`'s key.
 CanonTable ReshapedToMy(CanonTable t, const TableTransform& tr,
                         std::function<Result<std::optional<std::vector<Datum>>>(const CanonSide::Row&)> row);
+// The CanonTable that verifies a transformed table after the write switch
+// (CanonTable::reversed), from the one that verifies it before (ReshapedToPg,
+// PgReshaped, ReshapedToMy; one not verified stays so): the target is the
+// reference, the source's rows are transformed forward and hashed by the
+// target's SQL, the computed columns not compared. `layout`: the target
+// table as the reverse stream reads it (its writable columns, in the
+// transform's target order), for repairs; null when repairs are not built.
+// A cast key column is mapped the other way: the chunks are on the target's
+// key, and the source is read by the source's values of it.
+CanonTable Reversed(CanonTable forward, TablePtr layout);
+
 // PgReshaped of each table of `tables` that `specs` transforms, in order; a
 // table not verified names its transform. An error: a transform that no
 // longer binds to its table.

@@ -100,6 +100,10 @@ struct CanonColumn {
   // infinities) as NULL, which is what the casting stored.
   bool pg_out_of_range_null = false;
   int precision = 0, scale = 0;  // kNumber from a DECIMAL: its digits (for that guard)
+  // False: read as NULL on both sides, so never a difference (a column a
+  // transform computes, after the write switch: reverse replication does
+  // not carry it, so the target's value and a recomputation may differ).
+  bool compared = true;
   // PostgreSQL -> MySQL, kinds computed in midflight: the PostgreSQL side's
   // raw text goes through the pairing's casting first (an array becomes the
   // JSON array MySQL holds); nullopt from it is NULL.

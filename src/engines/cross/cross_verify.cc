@@ -80,29 +80,53 @@ constexpr int64_t kTextChunkFactor = 10;
 class TableSql {
  public:
   // `from`: what the SQL reads (default: the table on this side).
-  TableSql(const CanonTable& t, const CanonSide& side, std::optional<std::string> from = std::nullopt)
-      : t_(t), side_(side) {
+  // `source_cast`: `t` is the source table of a transform that casts its
+  // leading key column, read in chunks bounded on the target's key (after
+  // the write switch): the bounds are the target's values, mapped here.
+  TableSql(const CanonTable& t, const CanonSide& side, std::optional<std::string> from = std::nullopt,
+           const Reshape::KeyCast* source_cast = nullptr)
+      : t_(t), side_(side), source_cast_(source_cast) {
+    // The target of a transform that casts its leading key column: the
+    // chunk bounds are the source's values, mapped here (Reshape::KeyCast).
+    if (t.reshape && !t.reversed && !t.reshape->key_casts.empty() && !t.reshape->key_casts[0].cast.empty())
+      lead_cast_ = &t.reshape->key_casts[0];
     std::vector<std::string> pieces;
     for (size_t i = 0; i < t.columns.size(); ++i) {
       const CanonColumn& c = t.columns[i];
       if (CanonInMidflight(c.kind)) midflight_.push_back(static_cast<int>(i));
-      else pieces.push_back(side.PieceExpr(side.CanonExpr(c)));
+      else pieces.push_back(side.PieceExpr(Expr(c)));
     }
     std::vector<std::string> sel;
     for (int k : t.key) sel.push_back(side.CanonExpr(t.columns[k]));
     key_list_ = fmt::format("{}", fmt::join(sel, ", "));
     sel.push_back(side.RowMd5(pieces));
-    for (int m : midflight_) sel.push_back(side.CanonExpr(t.columns[m]));
+    for (int m : midflight_) sel.push_back(Expr(t.columns[m]));
     row_list_ = fmt::format("{}", fmt::join(sel, ", "));
     from_ = from ? *from : side.From(t);
   }
 
+  // A column's canonical expression; NULL for one not compared.
+  std::string Expr(const CanonColumn& c) const { return c.compared ? side_.CanonExpr(c) : std::string("NULL"); }
   const CanonColumn& lead() const { return t_.columns[t_.key[0]]; }
   const CanonSide& side() const { return side_; }
   size_t key_size() const { return t_.key.size(); }
   const std::vector<int>& midflight() const { return midflight_; }
 
+  // Read without an index: each chunk scans the table (chunks are made larger).
+  bool unordered_lead() const { return lead_cast_ && lead_cast_->cast == "int_to_text"; }
+
   Result<std::string> Range(const std::optional<std::string>& lower, const std::optional<std::string>& upper) const {
+    if (source_cast_) return SourceRange(lower, upper);
+    if (unordered_lead()) return IntOfTextRange(lower, upper);
+    if (lead_cast_) {
+      std::optional<std::string> l, u;
+      if (lower) l = TargetBoundOf(*lead_cast_, *lower);
+      if (upper) u = TargetBoundOf(*lead_cast_, *upper);
+      return Bounded(l, u);
+    }
+    return Bounded(lower, upper);
+  }
+  Result<std::string> Bounded(const std::optional<std::string>& lower, const std::optional<std::string>& upper) const {
     std::string where;
     const std::string e = side_.RangeExpr(lead());
     if (lower) {
@@ -111,6 +135,54 @@ class TableSql {
     }
     if (upper) {
       ASSIGN_OR_RETURN(std::string u, side_.RangeLiteral(lead(), *upper));
+      where += fmt::format("{}{} <= {}", where.empty() ? "" : " AND ", e, u);
+    }
+    return where.empty() ? std::string("1 = 1") : where;
+  }
+  // int_to_text: the text keys whose integer lies in the source's range
+  // (text orders otherwise); a key that holds no integer cannot be in any
+  // source range and is read with the first chunk, so an extra row is found.
+  Result<std::string> IntOfTextRange(const std::optional<std::string>& lower,
+                                     const std::optional<std::string>& upper) const {
+    const std::string e = side_.IntOfTextExpr(lead());
+    auto number = [&](const std::string& v) -> Result<std::string> {
+      if (v.empty() || v.find_first_not_of("-0123456789") != std::string::npos || v.find('-', 1) != std::string::npos)
+        return InvalidArgument(
+            fmt::format("table {}: chunk bound '{}' of a key cast int_to_text is not an integer", t_.id.ToString(), v));
+      return v;
+    };
+    std::string where;
+    if (lower) {
+      ASSIGN_OR_RETURN(std::string l, number(*lower));
+      where = fmt::format("{} > {}", e, l);
+    }
+    if (upper) {
+      ASSIGN_OR_RETURN(std::string u, number(*upper));
+      where += where.empty() ? fmt::format("({0} IS NULL OR {0} <= {1})", e, u) : fmt::format(" AND {} <= {}", e, u);
+    }
+    return where.empty() ? std::string("1 = 1") : where;
+  }
+  // Bounds on the target's key read on the source: timestamp_to_timestamptz
+  // shifted back by the zone; int_to_text compared as the text of the
+  // source's integer, byte for byte as the target's text key is ranged.
+  Result<std::string> SourceRange(const std::optional<std::string>& lower,
+                                  const std::optional<std::string>& upper) const {
+    if (source_cast_->cast != "int_to_text") {
+      std::optional<std::string> l, u;
+      if (lower) l = SourceBoundOf(*source_cast_, *lower);
+      if (upper) u = SourceBoundOf(*source_cast_, *upper);
+      return Bounded(l, u);
+    }
+    CanonColumn text = lead();
+    text.kind = Canon::kText;
+    const std::string e = side_.TextOfIntExpr(lead());
+    std::string where;
+    if (lower) {
+      ASSIGN_OR_RETURN(std::string l, side_.RangeLiteral(text, *lower));
+      where = fmt::format("{} > {}", e, l);
+    }
+    if (upper) {
+      ASSIGN_OR_RETURN(std::string u, side_.RangeLiteral(text, *upper));
       where += fmt::format("{}{} <= {}", where.empty() ? "" : " AND ", e, u);
     }
     return where.empty() ? std::string("1 = 1") : where;
@@ -146,14 +218,14 @@ class TableSql {
   Result<std::string> Columns(const std::vector<const CanonKey*>& keys) const {
     ASSIGN_OR_RETURN(std::string where, Where(keys));
     std::vector<std::string> cols;
-    for (const auto& c : t_.columns) cols.push_back(side_.CanonExpr(c));
+    for (const auto& c : t_.columns) cols.push_back(Expr(c));
     return fmt::format("SELECT {}, {} FROM {} WHERE {}", key_list_, fmt::join(cols, ", "), from_, where);
   }
   // Every row (a Shadow holds only the rows asked for).
   std::string All() const { return fmt::format("SELECT {} FROM {}", row_list_, from_); }
   std::string AllColumns() const {
     std::vector<std::string> cols;
-    for (const auto& c : t_.columns) cols.push_back(side_.CanonExpr(c));
+    for (const auto& c : t_.columns) cols.push_back(Expr(c));
     return fmt::format("SELECT {}, {} FROM {}", key_list_, fmt::join(cols, ", "), from_);
   }
   // The table's rows in its stream form (Reshape's input), by range or by keys.
@@ -172,6 +244,8 @@ class TableSql {
  private:
   const CanonTable& t_;
   const CanonSide& side_;
+  const Reshape::KeyCast* source_cast_ = nullptr;
+  const Reshape::KeyCast* lead_cast_ = nullptr;
   std::vector<int> midflight_;
   std::string key_list_, row_list_, from_;
 };
@@ -211,7 +285,7 @@ class RowReader {
         side_(side),
         other_(shadow_on ? *shadow_on : side),
         shaping_(shadow_on && t.reshape),
-        own_(shaping_ ? t.reshape->source : t, side),
+        own_(shaping_ ? t.reshape->source : t, side, std::nullopt, shaping_ && t.reversed ? LeadCast(t) : nullptr),
         shaped_(t, other_) {}
 
   const TableSql& bounds() const { return own_; }  // chunk boundaries, key conditions
@@ -223,12 +297,14 @@ class RowReader {
   }
   Result<std::vector<Row>> Lookup(const std::vector<const CanonKey*>& keys) {
     if (!shaping_) return Select(side_, own_.Lookup(keys));
-    return Shaped(own_.StreamRows(keys), false);
+    return ShapedByKeys(keys, false);
   }
   Result<std::vector<Row>> Columns(const std::vector<const CanonKey*>& keys) {
     if (!shaping_) return Select(side_, own_.Columns(keys));
-    return Shaped(own_.StreamRows(keys), true);
+    return ShapedByKeys(keys, true);
   }
+  // Chunks scan the other side's table (no index serves its ranges).
+  bool unordered() const { return own_.unordered_lead(); }
 
  private:
   static Result<std::vector<Row>> Select(CanonSide& side, const Result<std::string>& sql) {
@@ -236,6 +312,24 @@ class RowReader {
     auto r = side.Select(*sql);
     if (!r.ok()) return r.status().WithContext(std::string(side.label()));
     return r;
+  }
+
+  static const Reshape::KeyCast* LeadCast(const CanonTable& t) {
+    const auto& casts = t.reshape->key_casts;
+    return casts.empty() || casts[0].cast.empty() ? nullptr : &casts[0];
+  }
+
+  // `keys` are the target's: the source rows are read by the source keys
+  // they map back to (a key no source key casts to has no row here).
+  Result<std::vector<Row>> ShapedByKeys(const std::vector<const CanonKey*>& keys, bool columns) {
+    if (t_.reshape->key_casts.empty()) return Shaped(own_.StreamRows(keys), columns);
+    std::vector<CanonKey> mapped;
+    for (const CanonKey* k : keys)
+      if (auto s = SourceKeyOf(*t_.reshape, *k)) mapped.push_back(std::move(*s));
+    if (mapped.empty()) return std::vector<Row>{};
+    std::vector<const CanonKey*> ptrs;
+    for (const CanonKey& k : mapped) ptrs.push_back(&k);
+    return Shaped(own_.StreamRows(ptrs), columns);
   }
 
   Result<std::vector<Row>> Shaped(const Result<std::string>& raw_sql, bool columns) {
@@ -286,9 +380,13 @@ class Verifier {
   // Verifies `t` from `lower`; calls `after_chunk` after each chunk.
   Status VerifyTable(const CanonTable& t, std::optional<std::string> lower, TableResult* out,
                      const std::function<void(const std::optional<std::string>&)>& after_chunk) {
-    RowReader ref_sql(t, *job_.reference, job_.other), other_sql(t, *job_.other, nullptr);
-    const int64_t rows =
-        CanonNativeOrder(ref_sql.bounds().lead().kind) ? job_.chunk_rows : job_.chunk_rows * kTextChunkFactor;
+    // Whose rows are reshaped: the reference's (the source before the
+    // switch), or the other side's (the source after it: CanonTable::reversed).
+    RowReader ref_sql(t, *job_.reference, t.reversed ? nullptr : job_.other),
+        other_sql(t, *job_.other, t.reversed ? job_.reference : nullptr);
+    const int64_t rows = CanonNativeOrder(ref_sql.bounds().lead().kind) && !other_sql.unordered()
+                             ? job_.chunk_rows
+                             : job_.chunk_rows * kTextChunkFactor;
     for (;;) {
       if (Stopped()) return Cancelled("verify stopped");
       const Clock::time_point start = Clock::now();
@@ -552,6 +650,57 @@ std::string Line(const TableResult& tr, const Difference& d) {
 
 }  // namespace
 
+namespace {
+// Whether `v` is the canonical decimal text of an integer the column `c`
+// holds (its type's width and sign; 8 bytes signed when unknown).
+bool CanonIntFits(const ColumnType& c, const std::string& v) {
+  const bool neg = !v.empty() && v[0] == '-';
+  const std::string digits = neg ? v.substr(1) : v;
+  if (digits.empty() || digits.size() > 20 || digits.find_first_not_of("0123456789") != std::string::npos) return false;
+  if ((digits.size() > 1 && digits[0] == '0') || (neg && digits == "0")) return false;
+  unsigned __int128 x = 0;
+  for (char ch : digits) x = x * 10 + static_cast<unsigned>(ch - '0');
+  const int width = c.kind == TypeKind::kInt && c.width > 0 && c.width <= 8 ? c.width : 8;
+  const bool is_signed = c.kind != TypeKind::kInt || c.is_signed;
+  const unsigned __int128 span = static_cast<unsigned __int128>(1) << (8 * width - (is_signed ? 1 : 0));
+  if (neg) return is_signed && x <= span;
+  return x < span;
+}
+}  // namespace
+
+std::optional<CanonKey> SourceKeyOf(const Reshape& r, const CanonKey& target_key) {
+  CanonKey out = target_key;
+  for (size_t i = 0; i < r.key_casts.size() && i < out.size(); ++i) {
+    const Reshape::KeyCast& kc = r.key_casts[i];
+    if (kc.cast == "int_to_text") {
+      const CanonColumn& c = r.source.columns[static_cast<size_t>(r.source.key[i])];
+      if (!CanonIntFits(c.pg.type.kind == TypeKind::kInt ? c.pg.type : c.my.type, out[i])) return std::nullopt;
+    } else if (kc.cast == "timestamp_to_timestamptz") {
+      int64_t us = 0;
+      if (out[i] == "infinity" || out[i] == "-infinity") continue;
+      if (!ParseI64(out[i], &us)) return std::nullopt;
+      out[i] = std::to_string(us + int64_t{kc.zone_minutes} * 60 * 1000000);
+    } else if (!kc.cast.empty()) {
+      return std::nullopt;
+    }
+  }
+  return out;
+}
+
+std::string SourceBoundOf(const Reshape::KeyCast& cast, const std::string& target_canon) {
+  int64_t us = 0;
+  if (cast.cast == "timestamp_to_timestamptz" && ParseI64(target_canon, &us))
+    return std::to_string(us + int64_t{cast.zone_minutes} * 60 * 1000000);
+  return target_canon;
+}
+
+std::string TargetBoundOf(const Reshape::KeyCast& cast, const std::string& source_canon) {
+  int64_t us = 0;
+  if (cast.cast == "timestamp_to_timestamptz" && ParseI64(source_canon, &us))
+    return std::to_string(us - int64_t{cast.zone_minutes} * 60 * 1000000);
+  return source_canon;
+}
+
 Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job) {
   if (!job.reference || !job.other || !job.applied_through)
     return InvalidArgument("verify: reference, other side and applied_through are required");
@@ -618,9 +767,26 @@ Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job) {
     for (const auto& t : job.tables) {
       if (t.id != tr.table) continue;
       // A transformed table is repaired as its source table: the change goes
-      // through the flow's transform (a row its filter drops becomes a delete).
+      // through the flow's transform (a row its filter drops becomes a delete),
+      // by the source key its target key maps back to (a cast key column). A
+      // key no source key casts to cannot be reached through the transform.
+      if (t.reshape && !t.reversed && !t.reshape->key_casts.empty()) {
+        std::vector<CanonKey> mapped;
+        for (const CanonKey& k : repair_keys) {
+          if (auto s = SourceKeyOf(*t.reshape, k)) {
+            mapped.push_back(std::move(*s));
+            continue;
+          }
+          out.not_repaired.push_back(fmt::format(
+              "{} {}: not repaired: no source key casts to it ({}), so the flow cannot delete it; delete it on the "
+              "target",
+              tr.table.ToString(), Display(t, k), t.reshape->where));
+        }
+        repair_keys = std::move(mapped);
+        if (repair_keys.empty()) continue;
+      }
       ASSIGN_OR_RETURN(std::vector<Change> repairs,
-                       job.reference->Repairs(t.reshape ? t.reshape->source : t, repair_keys));
+                       job.reference->Repairs(t.reshape && !t.reversed ? t.reshape->source : t, repair_keys));
       for (auto& c : repairs) out.repairs.push_back(std::move(c));
     }
   }
@@ -645,6 +811,7 @@ Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job) {
   out.json = verified.report.ToJson();
   for (const auto& tr : verified.report.tables)
     for (auto& line : CrossLines(tr)) out.lines.push_back(std::move(line));
+  for (auto& line : verified.not_repaired) out.lines.push_back(std::move(line));
   out.repairs = std::move(verified.repairs);
   return out;
 }
@@ -671,7 +838,8 @@ Result<std::vector<TableComparison>> CrossCompare(CanonSide& source, CanonSide& 
       continue;
     }
     RowReader ssql(t, source, &target), tsql(t, target, nullptr);
-    const int64_t rows = CanonNativeOrder(ssql.bounds().lead().kind) ? chunk_rows : chunk_rows * kTextChunkFactor;
+    const int64_t rows =
+        CanonNativeOrder(ssql.bounds().lead().kind) && !tsql.unordered() ? chunk_rows : chunk_rows * kTextChunkFactor;
     // Order-independent: the sum and the XOR of each row's (key, digest) hash.
     uint64_t sum[2] = {0, 0}, xr[2] = {0, 0};
     auto fold = [](const Digests& d, uint64_t* s, uint64_t* x) {

@@ -63,6 +63,17 @@ struct CanonTable {
   // the flow reshapes them, and hashed by the other side's SQL over those
   // rows (CanonSide::Shadow), so both hashes come from one engine's SQL.
   std::shared_ptr<const Reshape> reshape;
+  // After the write switch (the target the reference, reverse replication
+  // carrying its changes back through the inverse transform): `reshape`
+  // reads the OTHER side's rows, the source's, which midflight transforms
+  // forward as the migration did and the reference's SQL hashes over a
+  // Shadow, against the target's own rows (`columns`, `key`, and `table`, its
+  // layout as the reverse stream reads it: repairs are built for it and
+  // applied through the inverse). Forward, not inverse: a source value the
+  // inverse would write otherwise (' 42' copied as 42) still compares equal,
+  // as it did before the switch. The columns the transform computes are not
+  // compared (CanonColumn::compared): the reverse flow drops them.
+  bool reversed = false;
 };
 
 // How a transformed table's reference rows become the target's rows.
@@ -71,7 +82,33 @@ struct Reshape {
   // One row of CanonSide::StreamList(source) -> the target's row, nullopt
   // when the transform's filter drops it; an error names the table and key.
   std::function<Result<std::optional<std::vector<Datum>>>(const std::vector<std::optional<std::string>>&)> row;
+  // A key column the transform casts (core/transform.h allows int_to_text
+  // and timestamp_to_timestamptz on key columns, both one-to-one): the
+  // chunks stay on the source's key, and the keys are mapped through the
+  // cast (SourceKeyOf, TargetBoundOf). Empty when no key column is cast.
+  struct KeyCast {
+    std::string cast;      // "" when that key column holds the source's values
+    int zone_minutes = 0;  // timestamp_to_timestamptz: the zone's offset east of UTC
+  };
+  std::vector<KeyCast> key_casts;  // by key position
+  std::string where;               // the transform, for messages ("transforms.public.codes")
+  std::vector<int> computed;       // the target's columns the transform computes (indexes into columns)
 };
+
+// The source's canonical key whose cast is the target's canonical key
+// `target_key` of `r` (r.key_casts), or nullopt when no source key casts to
+// it: int_to_text is the source number's decimal text, so a text that is
+// not a canonical integer the source column can hold ('007', 'abc') has no
+// source key; timestamp_to_timestamptz shifts the instant back by the zone.
+std::optional<CanonKey> SourceKeyOf(const Reshape& r, const CanonKey& target_key);
+// A chunk bound on the source's leading key column (canonical) as a bound
+// on the target's: timestamp_to_timestamptz shifts it by the zone (a fixed
+// offset keeps the order, so the same rows fall in the range). Other casts
+// keep it.
+std::string TargetBoundOf(const Reshape::KeyCast& cast, const std::string& source_canon);
+// The inverse: a bound on the target's leading key column (after the write
+// switch, the reference's) as a bound on the source's.
+std::string SourceBoundOf(const Reshape::KeyCast& cast, const std::string& target_canon);
 
 // Marks `t` as not verified (not compared) because the spec's transform
 // `where` ("transforms.public.orders") reshapes its rows on the way.
@@ -105,6 +142,13 @@ class CanonSide {
   virtual std::string RowMd5(const std::vector<std::string>& pieces) const = 0;
   virtual Result<std::string> KeyLiteral(const CanonColumn& c, const std::string& canon) const = 0;
   virtual std::string RangeExpr(const CanonColumn& c) const = 0;
+  // The integer a text key column holds, NULL when it holds none (a key
+  // column int_to_text made): a range condition on it selects the rows
+  // whose source key lies in the range, compared with a canonical number.
+  virtual std::string IntOfTextExpr(const CanonColumn& c) const = 0;
+  // The other way (the source's integer key column, after the write switch):
+  // its decimal text, compared byte for byte like a kText range expression.
+  virtual std::string TextOfIntExpr(const CanonColumn& c) const = 0;
   virtual Result<std::string> RangeLiteral(const CanonColumn& c, const std::string& canon) const = 0;
   // The canonical form of a value this side's SQL selected raw (a kind
   // computed in midflight: canonical.h CanonRaw).
@@ -168,6 +212,7 @@ Result<ReplicationOps::VerifyOutcome> CrossVerify(const CrossVerifyJob& job);
 struct CrossVerified {
   verify::Report report;
   std::vector<Change> repairs;
+  std::vector<std::string> not_repaired;  // lines: a difference --repair cannot send through the flow, and why
 };
 Result<CrossVerified> CrossVerifyReport(const CrossVerifyJob& job);
 std::vector<std::string> CrossLines(const verify::TableResult& tr);

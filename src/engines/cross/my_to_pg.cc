@@ -46,16 +46,6 @@
 namespace midflight {
 namespace {
 
-// A transformed table's target rows have another shape than the source's:
-// it is named as not verified (not compared) instead of reported as differing.
-std::vector<cross::CanonTable> SkipTransformed(std::vector<cross::CanonTable> tables,
-                                                const MigrationSpec& spec) {
-  for (auto& t : tables)
-    if (const TableTransformSpec* tr = TransformFor(spec.transforms, t.pg_id); tr && t.skipped.empty())
-      cross::SkipTransformed(&t, tr->where());
-  return tables;
-}
-
 using mysql::MyConn;
 using mysql::MyResult;
 using pg::PgConn;
@@ -753,8 +743,14 @@ class CrossReplication final : public ReplicationOps {
       ASSIGN_OR_RETURN(auto transforms, TwinTransforms(spec_, sources, facts_));
       canon = VerifiedTables(list, *transforms, spec_);
     } else {
-      // Transforms are not applied in reverse: the reverse flow carries no transformed table.
-      canon = SkipTransformed(cross::CanonTablesOf(list, spec_.casting.zero_dates_null), spec_);
+      // PostgreSQL is the reference: a transformed table's MySQL rows are
+      // cast and transformed forward as the migration did, and PostgreSQL
+      // hashes them against its own rows (cross::Reversed).
+      std::vector<TablePtr> sources;
+      for (const auto& [id, t] : tables_) sources.push_back(t);
+      ASSIGN_OR_RETURN(auto transforms, TwinTransforms(spec_, sources, facts_));
+      for (auto& c : VerifiedTables(list, *transforms, spec_))
+        canon.push_back(c.transformed ? cross::Reversed(std::move(c), nullptr) : std::move(c));
     }
     return cross::CrossVerifyAlong(flow, *ref, *other, std::move(canon), repair, std::move(rows_per_s), stop,
                                    spec_.verify.chunk_rows, run);

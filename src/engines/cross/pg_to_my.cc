@@ -625,9 +625,9 @@ Status SyncAutoIncrements(PgConn& src, MyConn& dst, const Casts& casts, const Tr
 // in `only` (all when null). A transformed table (in `transforms`, by source
 // table; PostgreSQL the reference) is verified through its transform
 // (cross/canon_sides.h ReshapedToMy): its PostgreSQL rows transformed and
-// cast by midflight as the flow does, hashed by MySQL. Without `transforms`
-// (MySQL the reference: the reverse flow carries no transformed table) it is
-// named, by its source name, as not verified (not compared).
+// cast by midflight as the flow does, hashed by MySQL (after the write
+// switch the caller turns it round: cross::Reversed). Without `transforms`
+// it is named, by its source name, as not verified (not compared).
 std::vector<cross::CanonTable> CanonTablesOf(const Casts& casts, const TransformMap* transforms,
                                              const std::map<TableId, TablePtr>* only, const MigrationSpec& spec) {
   std::vector<cross::PgTableCast> list;
@@ -936,10 +936,15 @@ class CrossReplication final : public ReplicationOps {
       if (!casts_->count(id)) return Internal(fmt::format("table {} has no cast", id.ToString()));
     auto pg_side = cross::PostgresCanonSide(spec_.source, "source (PostgreSQL)");
     auto my_side = cross::MySqlCanonSide(spec_.target, "target (MySQL)");
-    return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side,
-                                   CanonTablesOf(*casts_, forward ? transforms_.get() : nullptr, &scope, spec_), repair,
-                                   std::move(rows_per_s), stop,
-                                   spec_.verify.chunk_rows, run);
+    // After the switch a transformed table's PostgreSQL rows are transformed
+    // and cast forward as the migration did, and MySQL hashes them against
+    // its own rows (cross::Reversed).
+    std::vector<cross::CanonTable> canon = CanonTablesOf(*casts_, transforms_.get(), &scope, spec_);
+    if (!forward)
+      for (auto& c : canon)
+        if (c.transformed) c = cross::Reversed(std::move(c), nullptr);
+    return cross::CrossVerifyAlong(flow, forward ? *pg_side : *my_side, forward ? *my_side : *pg_side, std::move(canon),
+                                   repair, std::move(rows_per_s), stop, spec_.verify.chunk_rows, run);
   }
 
  private:

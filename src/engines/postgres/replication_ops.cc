@@ -180,8 +180,10 @@ class PgReplicationOps final : public ReplicationOps {
   // (cross/cross_verify.h): the source's rows read by key range, transformed
   // by midflight as the flow transforms them, hashed by the target's SQL
   // over a derived table typed as the target table; repairs are the source's
-  // rows, applied through the flow's transform.
-  Result<cross::CrossVerified> VerifyTransformed(const verify::Context& ctx, Flow& flow,
+  // rows, applied through the flow's transform. After the write switch
+  // (`reference` the target) the same the other way round (cross::Reversed):
+  // repairs are the target's rows, applied through the inverse transform.
+  Result<cross::CrossVerified> VerifyTransformed(Side reference, const verify::Context& ctx, Flow& flow,
                                                  const std::map<TableId, TablePtr>& tables, bool repair,
                                                  std::function<int64_t()> rows_per_s, const std::atomic<bool>* stop,
                                                  const VerifyRun& run);
@@ -272,6 +274,9 @@ Result<ReplicationOps::StartedFlow> PgReplicationOps::StartFlow(Side from, const
     fc.transforms = std::make_shared<const TransformMap>(TransformsBySource(bound));
     fc.external_apply = start.external_apply;
   } else {
+    // A restart after the write switch starts only this flow: verify still
+    // needs the source's tables (a transformed table is verified through them).
+    if (tables_.empty()) tables_ = tables;
     // The spec's transforms run backwards (core/transform.h Inverse): the
     // reverse stream reads the target's tables (renamed, reshaped) and each
     // change is written back into the source table's carried columns.
@@ -448,12 +453,22 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
   verify::Context ctx;
   ctx.source_uri = Uri(reference);
   ctx.target_uri = Uri(reference == Side::kSource ? Side::kTarget : Side::kSource);
+  // A transformed table is verified after the others, through its
+  // transform (VerifyTransformed): named by its source table before the
+  // write switch, by its target table after it (the reverse flow's tables
+  // are the target's).
+  std::map<TableId, std::string> transformed_ids;
+  if (reference == Side::kSource) {
+    for (const auto& [id, t] : tables)
+      if (const TableTransformSpec* tr = TransformFor(spec_.transforms, id)) transformed_ids[id] = tr->where();
+  } else if (!spec_.transforms.empty()) {
+    ASSIGN_OR_RETURN(auto bound, BindTransforms(spec_.transforms, tables_));
+    for (const auto& tr : bound) transformed_ids[tr->target()->id] = tr->where();
+  }
   for (const auto& [id, t] : tables) {
     ctx.tables.push_back(t);
-    // A transformed table is verified after the others, through its
-    // transform (VerifyTransformed); reverse replication carries none.
-    if (const TableTransformSpec* tr = TransformFor(spec_.transforms, id))
-      ctx.skip[id] = fmt::format("its rows are transformed on the way ({})", tr->where());
+    if (auto tr = transformed_ids.find(id); tr != transformed_ids.end())
+      ctx.skip[id] = fmt::format("its rows are transformed on the way ({})", tr->second);
     if (!run.start_after.table.empty() && id.ToString() == run.start_after.table) {
       ctx.start_table = id;
       ctx.start_after = run.start_after.key;
@@ -485,8 +500,9 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
   opt.rows_per_s = rows_per_s;
   ASSIGN_OR_RETURN(verify::Report report, verify::Run(ctx, opt));
   cross::CrossVerified transformed;
-  if (reference == Side::kSource && !ctx.skip.empty()) {
-    ASSIGN_OR_RETURN(transformed, VerifyTransformed(ctx, flow, tables, repair, std::move(rows_per_s), stop, run));
+  if (!ctx.skip.empty()) {
+    ASSIGN_OR_RETURN(transformed,
+                     VerifyTransformed(reference, ctx, flow, tables, repair, std::move(rows_per_s), stop, run));
     for (auto& tr : transformed.report.tables)
       for (auto& mine : report.tables)
         if (mine.table == tr.table) {
@@ -504,6 +520,7 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
     ASSIGN_OR_RETURN(ref, Control(ctx.source_uri));
   }
   for (auto& c : transformed.repairs) out.repairs.push_back(std::move(c));
+  for (auto& line : transformed.not_repaired) out.lines.push_back(std::move(line));
   for (const auto& t : report.tables) {
     if (std::any_of(transformed.report.tables.begin(), transformed.report.tables.end(),
                     [&t](const verify::TableResult& x) { return x.table == t.table; })) {
@@ -536,16 +553,39 @@ Result<ReplicationOps::VerifyOutcome> PgReplicationOps::Verify(Side reference, F
   return out;
 }
 
-Result<cross::CrossVerified> PgReplicationOps::VerifyTransformed(const verify::Context& ctx, Flow& flow,
-                                                                 const std::map<TableId, TablePtr>& tables,
+Result<cross::CrossVerified> PgReplicationOps::VerifyTransformed(Side reference, const verify::Context& ctx,
+                                                                 Flow& flow, const std::map<TableId, TablePtr>& tables,
                                                                  bool repair, std::function<int64_t()> rows_per_s,
                                                                  const std::atomic<bool>* stop, const VerifyRun& run) {
-  std::vector<TablePtr> list;
-  for (const auto& [id, t] : tables)
-    if (ctx.skip.count(id)) list.push_back(t);
-  ASSIGN_OR_RETURN(std::vector<cross::CanonTable> canon, cross::PgReshapedTables(spec_.transforms, list));
-  auto ref = cross::PostgresCanonSide(ctx.source_uri, "source (PostgreSQL)");
-  auto other = cross::PostgresCanonSide(ctx.target_uri, "target (PostgreSQL)");
+  std::vector<cross::CanonTable> canon;
+  if (reference == Side::kSource) {
+    std::vector<TablePtr> list;
+    for (const auto& [id, t] : tables)
+      if (ctx.skip.count(id)) list.push_back(t);
+    ASSIGN_OR_RETURN(canon, cross::PgReshapedTables(spec_.transforms, list));
+  } else {
+    // After the write switch: the target is the reference, the source's rows
+    // go through the forward transform (cross::Reversed), each table named
+    // by its target name; repairs are the target's rows in the reverse
+    // stream's layout, applied through the inverse transform.
+    ASSIGN_OR_RETURN(auto bound, BindTransforms(spec_.transforms, tables_));
+    for (const auto& tr : bound) {
+      auto it = tables.find(tr->target()->id);
+      if (it == tables.end()) continue;
+      cross::CanonTable c = cross::PgReshaped(tr);
+      if (!c.reshape) c.skipped += fmt::format(" ({})", tr->where());
+      c.id = tr->target()->id;
+      auto layout = std::make_shared<TableSchema>(*it->second);
+      layout->columns.clear();
+      for (int w : it->second->writable) layout->columns.push_back(it->second->columns[static_cast<size_t>(w)]);
+      layout->key = it->second->key_writable;
+      layout->Finalize();
+      canon.push_back(cross::Reversed(std::move(c), std::move(layout)));
+    }
+  }
+  const bool forward = reference == Side::kSource;
+  auto ref = cross::PostgresCanonSide(ctx.source_uri, forward ? "source (PostgreSQL)" : "target (PostgreSQL)");
+  auto other = cross::PostgresCanonSide(ctx.target_uri, forward ? "target (PostgreSQL)" : "source (PostgreSQL)");
   // Resumed inside a transformed table: from there; else every one (those
   // before the resume point in the whole order are verified again).
   VerifyRun from;
