@@ -13,9 +13,9 @@
 # in chunks of PostgreSQL's text keys, read on MariaDB by its integers'
 # text). Values changed on MariaDB behind midflight's back (sql_log_bin = 0)
 # are named by their target keys; `--repair` is refused after the switch
-# (repairs into MySQL are not built), naming why. The text columns are TEXT:
-# reverse replication through a transform refuses a VARCHAR column of the
-# twin table ("no cast to MySQL"), a limit of its own.
+# (repairs into MySQL are not built), naming why. `select` and v are
+# VARCHAR: the twin table's varchar(n) columns cast back to MySQL (they were
+# refused with "no cast to MySQL" before PgTypeBase).
 source "$(dirname "$0")/mylib.sh"
 source "$(dirname "$0")/reverse_transforms_lib.sh"  # switched_verify_clean, switched_verify_finds
 export PGTZ=UTC
@@ -23,12 +23,12 @@ export PGTZ=UTC
 start_my_to_pg_servers 31400 31420
 sql_pri <<'SQL'
 USE shop;
-CREATE TABLE `Order Lines` (id INT NOT NULL PRIMARY KEY, `select` TEXT, qty_text TEXT,
+CREATE TABLE `Order Lines` (id INT NOT NULL PRIMARY KEY, `select` VARCHAR(40), qty_text TEXT,
                             price DECIMAL(10,2), made DATETIME(3) NOT NULL, note TEXT) ENGINE=InnoDB;
 INSERT INTO `Order Lines` SELECT seq, CONCAT('p', seq), seq % 9, seq + 0.25,
                                  TIMESTAMPADD(HOUR, seq, '2024-01-01 00:00:00'), CONCAT('n', seq)
   FROM seq_1_to_40;
-CREATE TABLE `Key "Codes"` (id INT NOT NULL PRIMARY KEY, v TEXT) ENGINE=InnoDB;
+CREATE TABLE `Key "Codes"` (id INT NOT NULL PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB;
 INSERT INTO `Key "Codes"` SELECT seq, CONCAT('c', seq) FROM seq_1_to_3000;
 SQL
 

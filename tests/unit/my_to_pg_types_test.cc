@@ -1,4 +1,5 @@
 #include "engines/cross/my_to_pg_types.h"
+#include "engines/cross/pg_to_my_types.h"
 
 #include <gtest/gtest.h>
 
@@ -202,6 +203,51 @@ TEST_F(MyToPgTest, SnapshotReadsTheBinlogForms) {
   t.columns.push_back(Col("f", TypeKind::kFloat, "float", "float"));
   t.columns.push_back(Col("x", TypeKind::kInt, "int", "int(11)"));
   EXPECT_EQ(SnapshotSelectList(t), "CAST(`b` AS UNSIGNED), (`e` + 0), CAST(`f` AS DOUBLE), `x`");
+}
+
+TEST(PgTypeBaseTest, NamesAsFormatTypeDoes) {
+  EXPECT_EQ(PgTypeBase("varchar(40)"), "character varying");
+  EXPECT_EQ(PgTypeBase("character varying(40)"), "character varying");
+  EXPECT_EQ(PgTypeBase("CHAR(3)"), "character");
+  EXPECT_EQ(PgTypeBase("timestamp(3) with time zone"), "timestamp with time zone");
+  EXPECT_EQ(PgTypeBase("timestamptz"), "timestamp with time zone");
+  EXPECT_EQ(PgTypeBase("timestamp(6)"), "timestamp without time zone");
+  EXPECT_EQ(PgTypeBase("numeric(20)"), "numeric");
+  EXPECT_EQ(PgTypeBase("int4[]"), "integer[]");
+  EXPECT_EQ(PgTypeBase("varchar(10) [ ]"), "character varying[]");
+  EXPECT_EQ(PgTypeBase("bit(12)"), "bit");
+  EXPECT_EQ(PgTypeBase("jsonb"), "jsonb");
+  EXPECT_EQ(PgTypeBase("double precision"), "double precision");
+}
+
+// The PostgreSQL twin of a MySQL table (what a transform's inverse gives
+// back when reverse replication starts) casts back to MySQL: its varchar(n)
+// and timestamp columns read as PostgreSQL's own.
+TEST(PgTypeBaseTest, TheTwinOfAMysqlTableCastsBackToMysql) {
+  TableSchema t;
+  t.id = {"shop", "t"};
+  t.columns.push_back(Col("id", TypeKind::kInt, "int", "int(11)", true, 4));
+  ColumnSchema v = Col("v", TypeKind::kText, "varchar", "varchar(40)");
+  v.type.charset = "utf8mb4";
+  t.columns.push_back(v);
+  ColumnSchema c = Col("c", TypeKind::kText, "char", "char(3)");
+  c.type.charset = "utf8mb4";
+  t.columns.push_back(c);
+  ColumnSchema at = Col("at", TypeKind::kTimestamp, "datetime", "datetime(3)");
+  at.type.precision = 3;
+  t.columns.push_back(at);
+  t.key = {0};
+  t.key_kind = KeyKind::kPrimaryKey;
+  t.Finalize();
+  auto cast = CastTable(t, {}, {});
+  ASSERT_TRUE(cast.ok()) << cast.status().message();
+  EXPECT_EQ(cast->target->columns[1].type.native_base, "character varying");
+  PgCastOptions po;
+  po.mariadb = true;
+  po.target_db = "shop";
+  auto back = CastPgTable(*cast->target, {}, po);
+  ASSERT_TRUE(back.ok()) << back.status().message();
+  EXPECT_EQ(back->columns[1].my_type.substr(0, 11), "VARCHAR(40)");
 }
 
 }  // namespace

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <map>
 #include <set>
 
 #include "engines/mysql/catalog.h"
@@ -290,14 +291,47 @@ Result<TableCast> CastTable(const TableSchema& table, const MyTableFacts& facts,
     pc.not_null = cc.not_null;
     pc.type.kind = kind;
     pc.type.native = cc.pg_type;
-    size_t paren = cc.pg_type.find('(');
-    pc.type.native_base = paren == std::string::npos ? cc.pg_type : cc.pg_type.substr(0, paren);
+    pc.type.native_base = PgTypeBase(cc.pg_type);
     target->columns.push_back(std::move(pc));
     out.columns.push_back(std::move(cc));
   }
   target->Finalize();
   out.target = std::move(target);
   return out;
+}
+
+std::string PgTypeBase(std::string_view type) {
+  // Lower case, the typmods "(...)" cut out, spaces collapsed.
+  std::string t;
+  int depth = 0;
+  for (char ch : type) {
+    if (ch == '(') ++depth;
+    else if (ch == ')') depth = std::max(0, depth - 1);
+    else if (depth == 0) t += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  }
+  std::string flat;
+  for (size_t i = 0; i < t.size(); ++i) {
+    if (t[i] == ' ' && (flat.empty() || flat.back() == ' ' || i + 1 == t.size() || t[i + 1] == '[')) continue;
+    flat += t[i];
+  }
+  while (!flat.empty() && flat.back() == ' ') flat.pop_back();
+  std::string dims;
+  if (size_t b = flat.find('['); b != std::string::npos) {
+    for (size_t i = b; i < flat.size(); ++i)
+      if (flat[i] == '[') dims += "[]";
+    flat.erase(b);
+    while (!flat.empty() && flat.back() == ' ') flat.pop_back();
+  }
+  static const std::map<std::string, std::string, std::less<>> kAlias = {
+      {"varchar", "character varying"},  {"char", "character"},     {"bpchar", "character"},
+      {"int", "integer"},                {"int4", "integer"},        {"int2", "smallint"},
+      {"int8", "bigint"},                {"float8", "double precision"}, {"float", "double precision"},
+      {"float4", "real"},                {"bool", "boolean"},        {"decimal", "numeric"},
+      {"timestamptz", "timestamp with time zone"}, {"timestamp", "timestamp without time zone"},
+      {"timetz", "time with time zone"}, {"time", "time without time zone"}, {"varbit", "bit varying"},
+  };
+  if (auto a = kAlias.find(flat); a != kAlias.end()) flat = a->second;
+  return flat + dims;
 }
 
 std::string CreateTableSql(const TableCast& cast) {

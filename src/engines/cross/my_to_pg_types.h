@@ -96,6 +96,13 @@ struct MyTableFacts {
 // override may give one) or a charset midflight cannot convert.
 Result<TableCast> CastTable(const TableSchema& table, const MyTableFacts& facts, const CastOptions& options);
 
+// A PostgreSQL type's name without its modifiers, as format_type(oid, NULL)
+// prints it ("varchar(40)" -> "character varying", "timestamp(3) with time
+// zone" -> "timestamp with time zone", "int4[]" -> "integer[]"): the
+// native_base of the columns midflight creates, so they read like the ones
+// PostgreSQL's catalog gives.
+std::string PgTypeBase(std::string_view type);
+
 // CREATE TABLE for the target (primary key included), one column a line, each
 // lossy or semantic change flagged in a comment at the end of its line.
 std::string CreateTableSql(const TableCast& cast);
