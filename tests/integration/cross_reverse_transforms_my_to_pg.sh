@@ -55,7 +55,7 @@ wait_phase replicating 90
 verify_clean "replicating"
 
 "$MF" switch reads --external "$SPEC" >/dev/null
-"$MF" switch writes --external --force "$SPEC" >"$WORK/switch.out"
+"$MF" switch writes --external "$SPEC" >"$WORK/switch.out"
 [[ $(status_field phase) == writes_switched ]] || fail "phase is not writes_switched"
 
 # The application writes to PostgreSQL now; the computed columns get its own values.
