@@ -29,6 +29,7 @@
 #include "engines/mysql/my_conn.h"
 #include "pipeline/flow.h"
 #include "pipeline/router.h"
+#include "pipeline/transform_sink.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
 #include "engines/mysql/change_stream.h"
@@ -147,6 +148,7 @@ class MyEngine final : public Engine {
       setup.source_db = source_db_;
       setup.target_db = target_db_;
       setup.tables = by_id_;
+      setup.transforms = transforms_;
       repl_ = mysql::MyReplicationOps::New(std::move(setup));
     }
     return *repl_;
@@ -163,6 +165,11 @@ class MyEngine final : public Engine {
     for (const auto& t : tables_) names.insert(t->id.name);
     return names;
   }
+  // The table's name on the target (a transform may rename it).
+  std::string TargetName(const TableId& id) const {
+    auto tr = transforms_->find(id);
+    return tr == transforms_->end() ? id.name : tr->second->target()->id.name;
+  }
 
   const MigrationSpec& spec_;
   StateStore& store_;
@@ -172,6 +179,8 @@ class MyEngine final : public Engine {
   std::unique_ptr<MyConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
+  // The spec's transforms bound to the source tables, by source table (Preflight).
+  std::shared_ptr<TransformMap> transforms_ = std::make_shared<TransformMap>();
   int64_t max_row_bytes_ = 0;
   // How long after a COMMIT the target's log is surely on its disk (0: at
   // once); the copy checks its chunks then (engines/mysql/durable_copy.h).
@@ -235,6 +244,20 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   if (!tables.ok()) return tables.status().WithContext("source catalog");
   tables_ = *tables;
   for (const auto& t : tables_) by_id_[t->id] = t;
+  // Transforms (core/transform.h) apply to the copy and the stream alike
+  // (snapshot_copier.h, pipeline/transform_sink.h); each cast or computed
+  // column needs a MySQL type.
+  transforms_->clear();
+  if (!spec_.transforms.empty()) {
+    auto bound = BindTransforms(spec_.transforms, tables_);
+    if (!bound.ok()) {
+      problems.push_back(bound.status().message());
+    } else {
+      *transforms_ = TransformsBySource(*bound);
+      for (const auto& [id, tr] : *transforms_)
+        if (Status st = mysql::CheckTransformedTypes(*tr); !st.ok()) problems.push_back(st.message());
+    }
+  }
   repl_.reset();
   (void)Replication();  // made here, before any other thread may format a position
   // Views, routines, triggers, events: readable, and their definers exist on the target.
@@ -278,8 +301,21 @@ Status MyEngine::CreateSchema() {
   RETURN_IF_ERROR(dst_->Exec("CREATE DATABASE IF NOT EXISTS midflight"));
   RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
   std::vector<TableId> ids;
-  for (const auto& t : tables_) ids.push_back(t->id);
+  for (const auto& t : tables_)
+    if (!transforms_->count(t->id)) ids.push_back(t->id);
   ASSIGN_OR_RETURN(auto ddl, mysql::CreateTables(*src_, *dst_, ids, target_db_));
+  // A transformed table is made in its new shape, with its key only (schema_loader.h).
+  for (const auto& [id, tr] : *transforms_) {
+    ASSIGN_OR_RETURN(MyResult show, src_->Query("SHOW CREATE TABLE " + mysql::QuoteQualified(id.schema, id.name)));
+    if (show.rows() != 1 || show.cols() < 2)
+      return OperatorError(fmt::format("schema: {} on the source is not a base table", id.ToString()));
+    ASSIGN_OR_RETURN(std::string sql, mysql::TransformedTableSql(*tr, show.Get(0, 1), target_db_));
+    RETURN_IF_ERROR(dst_->Exec(sql).WithContext(
+        fmt::format("schema: creating {}.{} (transforms.{}) on the target", target_db_, tr->target()->id.name, id.ToString())));
+    LOG_INFO("schema: {} created as {}.{} through its transform: its key only, no secondary index, foreign key or "
+             "trigger",
+             id.ToString(), target_db_, tr->target()->id.name);
+  }
   if (!store_.Get("deferred_ddl")) RETURN_IF_ERROR(store_.Put("deferred_ddl", mysql::SerializeDeferred(ddl)));
   RETURN_IF_ERROR(mysql::CreateRoutinesAndViews(*src_, *dst_, source_db_, target_db_));
   Say(fmt::format("schema: {} tables created on the target (secondary indexes and foreign keys follow the copy)",
@@ -304,6 +340,7 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   job.rate = &runtime_.copy_rate;
   job.throttle = &runtime_.throttle;
   job.tables = by_id_;
+  job.transforms = transforms_;
   job.max_row_bytes = max_row_bytes_;
   job.log_bin = spec_.copy_binlog;
   job.chunks = std::move(chunks);
@@ -350,7 +387,7 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   };
   how.load_done = [this] { return LoadDoneChunks(); };
   how.empty_table = [this](const TableId& id) {
-    return mysql::EmptyForCopyAgain(*dst_, spec_.name, id, TableId{target_db_, id.name});
+    return mysql::EmptyForCopyAgain(*dst_, spec_.name, id, TableId{target_db_, TargetName(id)});
   };
   Status st = mysql::CopyUntilDurable(how, std::move(job.chunks), progress, stop);
   if (!early) return st;
@@ -371,7 +408,12 @@ Status MyEngine::FinishSchema() {
   RETURN_IF_ERROR(mysql::BuildDeferred(spec_.target, target_db_, ddl, spec_.copy_workers));
   // Triggers (quiet on midflight's apply sessions) and events (disabled) once the copy is in.
   RETURN_IF_ERROR(ReconnectControl());
-  RETURN_IF_ERROR(mysql::CreateTriggersAndEvents(*src_, *dst_, source_db_, target_db_, TableNames()));
+  // A transformed table gets no trigger: its columns or its name changed.
+  std::set<std::string> plain;
+  for (const auto& t : tables_)
+    if (!transforms_->count(t->id)) plain.insert(t->id.name);
+  if (plain.empty()) plain.insert("");  // no table is named "": no trigger (an empty set means every table)
+  RETURN_IF_ERROR(mysql::CreateTriggersAndEvents(*src_, *dst_, source_db_, target_db_, plain));
   Say(fmt::format("schema: indexes and foreign keys built in {:.1f} s",
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   return Status::Ok();
@@ -402,6 +444,10 @@ Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) 
   ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*src, su.database, spec.tables, spec.exclude));
   std::vector<TableComparison> out;
   for (const auto& t : tables) {
+    if (auto skipped = SkippedAsTransformed(spec, t->id)) {
+      out.push_back(std::move(*skipped));
+      continue;
+    }
     std::vector<std::string> cols, nulls;
     for (const auto& c : t->columns) {
       const std::string q = mysql::QuoteIdent(c.name);

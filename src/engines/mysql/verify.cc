@@ -690,7 +690,8 @@ Result<ReplicationOps::VerifyOutcome> Verify(const VerifyJob& job) {
     started = true;
     TableResult result;
     result.table = t->id;
-    result.skipped = SkipReason(*t);
+    if (auto why = job.not_verified.find(t->id); why != job.not_verified.end()) result.skipped = why->second;
+    else result.skipped = SkipReason(*t);
     if (result.skipped.empty() && verifier.behind())
       result.skipped = "not reached: " + verifier.behind_reason();
     if (result.skipped.empty()) RETURN_IF_ERROR(verifier.VerifyTable(*t, &result));
