@@ -124,8 +124,23 @@ stop_load() {
   stop_sysbench
 }
 
+# A true/false column has no MySQL type: named before anything runs.
+write_my_spec bad "transforms:" "  \"order lines\":" "    add:" "      flag: \"true\""
+out=$("$MF" schema "$SPEC" --dry-run 2>&1) && fail "a true/false computed column was accepted"
+[[ $out == *"transforms.order lines: column flag would be boolean, which has no column type on a mysql:// target"* ]] ||
+  fail "unexpected refusal: $out"
+log "refused: $out"
+
 write_my_spec tr "tables: [\"order lines\", sbtest1, sbtest2]" "chunk_rows: 2000" "copy_workers: 2" "partitions: 3" \
   "cutover:" "  require_verify: false" "  min_validation_seconds: 0" "${TRANSFORMS[@]}"
+"$MF" schema "$SPEC" --dry-run >"$WORK/ddl.sql"
+sed 's/^/    /' "$WORK/ddl.sql"
+for want in '-- shop.order lines -> shop_new.line items' 'CREATE TABLE IF NOT EXISTS `shop_new`.`line items`' \
+  '`line_id` int(11) NOT NULL AUTO_INCREMENT' '`qty` BIGINT NOT NULL' '`choice` varchar(40)' '`total` DECIMAL(65,30)' \
+  '`origin` LONGTEXT' 'PRIMARY KEY (`line_id`)' "--   rows where status <> 'cancelled'"; do
+  grep -qF -- "$want" "$WORK/ddl.sql" || fail "schema --dry-run lacks '$want'"
+done
+grep -qF '`secret`' "$WORK/ddl.sql" && fail "the excluded column is in the DDL"
 log "sysbench oltp_write_only at 50 tx/s and the scripted writer on the primary from now on"
 start_load
 run_mf_crash copy-chunks=2

@@ -90,6 +90,17 @@ Result<MyResult> CheckSource(MyConn& src, const MigrationSpec& spec, std::vector
   return vars;
 }
 
+// The spec's transforms bound to `tables` (the source's), by source table,
+// each cast or computed column with a MySQL type (CheckTransformedTypes).
+Result<TransformMap> BindTransformsForMySql(const MigrationSpec& spec, const std::vector<TablePtr>& tables) {
+  TransformMap out;
+  if (spec.transforms.empty()) return out;
+  ASSIGN_OR_RETURN(auto bound, BindTransforms(spec.transforms, tables));
+  out = TransformsBySource(bound);
+  for (const auto& [id, tr] : out) RETURN_IF_ERROR(CheckTransformedTypes(*tr));
+  return out;
+}
+
 }  // namespace mysql
 
 namespace {
@@ -247,17 +258,9 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   // Transforms (core/transform.h) apply to the copy and the stream alike
   // (snapshot_copier.h, pipeline/transform_sink.h); each cast or computed
   // column needs a MySQL type.
-  transforms_->clear();
-  if (!spec_.transforms.empty()) {
-    auto bound = BindTransforms(spec_.transforms, tables_);
-    if (!bound.ok()) {
-      problems.push_back(bound.status().message());
-    } else {
-      *transforms_ = TransformsBySource(*bound);
-      for (const auto& [id, tr] : *transforms_)
-        if (Status st = mysql::CheckTransformedTypes(*tr); !st.ok()) problems.push_back(st.message());
-    }
-  }
+  auto bound = mysql::BindTransformsForMySql(spec_, tables_);
+  if (!bound.ok()) problems.push_back(bound.status().message());
+  *transforms_ = bound.ok() ? std::move(*bound) : TransformMap();
   repl_.reset();
   (void)Replication();  // made here, before any other thread may format a position
   // Views, routines, triggers, events: readable, and their definers exist on the target.
@@ -311,7 +314,7 @@ Status MyEngine::CreateSchema() {
       return OperatorError(fmt::format("schema: {} on the source is not a base table", id.ToString()));
     ASSIGN_OR_RETURN(std::string sql, mysql::TransformedTableSql(*tr, show.Get(0, 1), target_db_));
     RETURN_IF_ERROR(dst_->Exec(sql).WithContext(
-        fmt::format("schema: creating {}.{} (transforms.{}) on the target", target_db_, tr->target()->id.name, id.ToString())));
+        fmt::format("schema: creating {}.{} ({}) on the target", target_db_, tr->target()->id.name, tr->where())));
     LOG_INFO("schema: {} created as {}.{} through its transform: its key only, no secondary index, foreign key or "
              "trigger",
              id.ToString(), target_db_, tr->target()->id.name);
@@ -495,6 +498,31 @@ class MyEngineKind final : public EngineKind {
     return StartMySqlProxy(spec, store);
   }
   bool has_traffic_plane() const override { return true; }
+  // Same engine: the tables without a transform are created from the
+  // source's SHOW CREATE TABLE as they are; the transformed ones as shown here.
+  Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
+    if (spec.transforms.empty()) return EngineKind::SchemaDdl(spec);
+    const std::string reader = spec.source_replica.empty() ? spec.source : spec.source_replica;
+    ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader));
+    ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
+    mysql::ConnOptions co;
+    co.program_name = "midflight-schema";
+    ASSIGN_OR_RETURN(auto conn, MyConn::Connect(reader, co));
+    ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*conn, su.database, spec.tables, spec.exclude));
+    ASSIGN_OR_RETURN(TransformMap bound, mysql::BindTransformsForMySql(spec, tables));
+    std::string out = fmt::format(
+        "-- midflight: MySQL -> MySQL: {} tables; {} transformed (created by midflight as below: columns and primary "
+        "key only), the others as the source's SHOW CREATE TABLE has them\n",
+        tables.size(), bound.size());
+    for (const auto& [id, tr] : bound) {
+      out += fmt::format("-- {} -> {}.{}\n", id.ToString(), tu.database, tr->target()->id.name);
+      for (const auto& line : tr->Describe()) out += "--   " + line + "\n";
+      ASSIGN_OR_RETURN(MyResult show, conn->Query("SHOW CREATE TABLE " + mysql::QuoteQualified(id.schema, id.name)));
+      ASSIGN_OR_RETURN(std::string sql, mysql::TransformedTableSql(*tr, show.Get(0, 1), tu.database));
+      out += sql + ";\n";
+    }
+    return out;
+  }
 
   Result<ApplyEnds> ApplyEndsOf(const MigrationSpec& spec) const override {
     const std::string reader = spec.source_replica.empty() ? spec.source : spec.source_replica;
@@ -510,7 +538,7 @@ class MyEngineKind final : public EngineKind {
     // The checkpoint columns workers record (added to an older target), once
     // per process; tried again by the next sink when it failed.
     auto ensured = std::make_shared<OnceOk>();
-    ends.open_sink = [target = spec.target, db = tu.database, ensured](
+    ends.open_sink = [target = spec.target, db = tu.database, ensured, spec, reader, source_db = su.database](
                          PartitionId p, const std::string& key) -> Result<std::unique_ptr<ChangeSink>> {
       RETURN_IF_ERROR(ensured->Run([&]() -> Status {
         mysql::ConnOptions co;
@@ -522,7 +550,15 @@ class MyEngineKind final : public EngineKind {
       // knows every partition); no target-lost flag: the Applier reconnects
       // and checks the target's checkpoint itself.
       ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(target, db, key, p));
-      return std::unique_ptr<ChangeSink>(std::move(sink));
+      if (spec.transforms.empty()) return std::unique_ptr<ChangeSink>(std::move(sink));
+      // The spec's transforms, bound to the source's tables as the worker reads them.
+      mysql::ConnOptions co;
+      co.program_name = "midflight-worker-catalog";
+      ASSIGN_OR_RETURN(auto conn, MyConn::Connect(reader, co));
+      ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*conn, source_db, spec.tables, spec.exclude));
+      ASSIGN_OR_RETURN(TransformMap bound, mysql::BindTransformsForMySql(spec, tables));
+      return std::unique_ptr<ChangeSink>(
+          std::make_unique<TransformSink>(std::move(sink), std::make_shared<const TransformMap>(std::move(bound))));
     };
     return ends;
   }

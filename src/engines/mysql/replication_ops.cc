@@ -89,9 +89,8 @@ class MyReplication final : public MyReplicationOps {
     // A transformed table holds other rows on each side by design: not
     // verified here (`compare` names it likewise), its transform named.
     for (const auto& [id, tr] : *s_.transforms)
-      if (const TableTransformSpec* ts = TransformFor(spec_.transforms, id))
-        job.not_verified[forward ? id : TableId{s_.target_db, tr->target()->id.name}] =
-            fmt::format("its rows are transformed on the way ({})", ts->where());
+      job.not_verified[forward ? id : TableId{s_.target_db, tr->target()->id.name}] =
+          fmt::format("its rows are transformed on the way ({})", tr->where());
     job.applied_through = [&flow] { return flow.AppliedThrough(); };
     job.received = [&flow] { return flow.metrics().received; };
     job.rows_per_s = std::move(rows_per_s);

@@ -330,21 +330,23 @@ Result<std::string> KeptColumnSql(const std::string& def, const std::string& nam
     }
   }
   out += def.substr(copied);
+  while (!out.empty() && std::isspace(static_cast<unsigned char>(out.back()))) out.pop_back();
   return out;
 }
 
-// The MySQL type of a column a cast or an expression makes (its ColumnType
-// is the transform's: text, bigint, numeric); empty when none fits.
+// The MySQL type of a column a cast or an expression makes: the
+// transform's own types (text, bigint, numeric) get one here; a computed
+// column typed as a source column (coalesce(a, b)) takes that column's type.
+// Empty when none fits (a boolean).
 std::string MadeColumnType(const ColumnType& t, bool key) {
-  switch (t.kind) {
-    case TypeKind::kText:
-      // An integer's text is at most 20 characters; a key cannot be LONGTEXT.
-      return key ? "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
-                 : "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
-    case TypeKind::kInt: return "BIGINT";
-    case TypeKind::kDecimal: return "DECIMAL(65,30)";
-    default: return "";
-  }
+  // An integer's text is at most 20 characters; a key cannot be LONGTEXT.
+  if (t.native == "text")
+    return key ? "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+               : "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
+  if (t.native == "bigint") return "BIGINT";
+  if (t.native == "numeric") return "DECIMAL(65,30)";
+  if (t.native.empty() || t.kind == TypeKind::kBool) return "";
+  return t.charset.empty() ? t.native : fmt::format("{} CHARACTER SET {}", t.native, t.charset);
 }
 
 // The name a deferred clause adds: its first quoted identifier.
@@ -603,9 +605,9 @@ Status CheckTransformedTypes(const TableTransform& tr) {
     const int from = tr.SourceColumn(i);
     if (from >= 0 && col.type.native == tr.source().columns[from].type.native) continue;
     if (MadeColumnType(col.type, false).empty())
-      return OperatorError(fmt::format("transforms.{}: column {} would be {}, which has no column type on a mysql:// "
-                                       "target here (text, integer and decimal results have one)",
-                                       tr.source().id.ToString(), col.name, col.type.native));
+      return OperatorError(fmt::format("{}: column {} would be {}, which has no column type on a mysql:// target (a "
+                                       "true/false value: compute a number or a text instead)",
+                                       tr.where(), col.name, col.type.native));
   }
   return Status::Ok();
 }

@@ -71,7 +71,8 @@ Result<std::vector<DeferredDdl>> CreateTables(MyConn& src, MyConn& dst, const st
 // holds what the source computed; AUTO_INCREMENT only on the key's first
 // column), each column a cast or an expression makes in a MySQL type for
 // its result (text: LONGTEXT, or VARCHAR(64) in the key, utf8mb4_bin;
-// integer: BIGINT; decimal: DECIMAL(65,30)), the key as the primary key,
+// integer: BIGINT; decimal: DECIMAL(65,30); an expression typed as a source
+// column, coalesce(a, b): that column's type), the key as the primary key,
 // and the source's table options without PARTITION BY. Secondary indexes,
 // foreign keys, CHECK constraints and triggers are not carried. Operator
 // error naming the column for a result with no MySQL type here (a boolean:
