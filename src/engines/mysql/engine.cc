@@ -90,8 +90,6 @@ Result<MyResult> CheckSource(MyConn& src, const MigrationSpec& spec, std::vector
   return vars;
 }
 
-// The spec's transforms bound to `tables` (the source's), by source table,
-// each cast or computed column with a MySQL type (CheckTransformedTypes).
 Result<TransformMap> BindTransformsForMySql(const MigrationSpec& spec, const std::vector<TablePtr>& tables) {
   TransformMap out;
   if (spec.transforms.empty()) return out;
@@ -107,8 +105,8 @@ namespace {
 
 class MyEngine final : public Engine {
  public:
-  MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
-      : spec_(spec), store_(store), runtime_(runtime) {
+  MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store, mysql::VerifyReshaped verify)
+      : spec_(spec), store_(store), runtime_(runtime), verify_reshaped_(std::move(verify)) {
     reader_uri_ = spec.source_replica.empty() ? spec.source : spec.source_replica;
     // Conflicts counted by an earlier process keep counting.
     runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
@@ -160,6 +158,7 @@ class MyEngine final : public Engine {
       setup.target_db = target_db_;
       setup.tables = by_id_;
       setup.transforms = transforms_;
+      setup.verify_reshaped = verify_reshaped_;
       repl_ = mysql::MyReplicationOps::New(std::move(setup));
     }
     return *repl_;
@@ -185,6 +184,7 @@ class MyEngine final : public Engine {
   const MigrationSpec& spec_;
   StateStore& store_;
   MigrationRuntime& runtime_;
+  const mysql::VerifyReshaped verify_reshaped_;
   std::string reader_uri_;
   std::string source_db_, target_db_;
   std::unique_ptr<MyConn> src_, dst_;
@@ -482,16 +482,25 @@ Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) 
 
 class MyEngineKind final : public EngineKind {
  public:
+  explicit MyEngineKind(ReshapedChecks checks = {}) : checks_(std::move(checks)) {}
   std::string_view name() const override { return "mysql"; }
   std::unique_ptr<Engine> New(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store) const override {
-    return std::make_unique<MyEngine>(spec, runtime, store);
+    return std::make_unique<MyEngine>(spec, runtime, store, checks_.verify);
   }
   // Nothing of midflight's stays on a MySQL source (no slot, no publication).
   Result<std::string> CleanUpAbort(const MigrationSpec&) const override {
     return std::string("nothing to drop on the source (binlog reader)");
   }
+  // The tables CompareMyTables leaves out because a transform reshapes them
+  // are compared through their transforms (ReshapedChecks), when it is set.
   Result<std::vector<TableComparison>> Compare(const MigrationSpec& spec) const override {
-    return CompareMyTables(spec);
+    ASSIGN_OR_RETURN(std::vector<TableComparison> out, CompareMyTables(spec));
+    if (spec.transforms.empty() || !checks_.compare) return out;
+    ASSIGN_OR_RETURN(std::vector<TableComparison> compared, checks_.compare(spec));
+    for (auto& c : compared)
+      for (auto& mine : out)
+        if (mine.table == c.table) mine = c;
+    return out;
   }
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec& spec,
                                                                   StateStore& store) const override {
@@ -562,6 +571,9 @@ class MyEngineKind final : public EngineKind {
     };
     return ends;
   }
+
+ private:
+  const ReshapedChecks checks_;  // constant
 };
 
 }  // namespace
@@ -569,6 +581,10 @@ class MyEngineKind final : public EngineKind {
 const EngineKind& MySqlEngine() {
   static const MyEngineKind kind;
   return kind;
+}
+
+std::unique_ptr<EngineKind> NewMySqlEngineKind(ReshapedChecks checks) {
+  return std::make_unique<MyEngineKind>(std::move(checks));
 }
 
 }  // namespace midflight

@@ -91,6 +91,21 @@ class MyReplication final : public MyReplicationOps {
     for (const auto& [id, tr] : *s_.transforms)
       job.not_verified[forward ? id : TableId{s_.target_db, tr->target()->id.name}] =
           fmt::format("its rows are transformed on the way ({})", tr->where());
+    // Forward, they are verified through their transforms; after the write
+    // switch (the target the reference) they are not: no inverse is run here.
+    if (forward && s_.verify_reshaped && !s_.transforms->empty()) {
+      ReshapedVerifyArgs args;
+      args.reference_uri = job.reference_uri;
+      args.other_uri = job.other_uri;
+      args.target_db = s_.target_db;
+      for (const auto& [id, tr] : *s_.transforms) args.transforms.push_back(tr);
+      args.repair = repair;
+      args.rows_per_s = rows_per_s;  // before job takes it, below
+      args.stop = stop;
+      args.chunk_rows = spec_.verify.chunk_rows;
+      args.run = run;
+      job.reshaped = [this, &flow, args = std::move(args)] { return s_.verify_reshaped(flow, args); };
+    }
     job.applied_through = [&flow] { return flow.AppliedThrough(); };
     job.received = [&flow] { return flow.metrics().received; };
     job.rows_per_s = std::move(rows_per_s);

@@ -28,6 +28,7 @@
 
 #include "engines/engine.h"
 #include "engines/mysql/binlog_pos.h"
+#include "engines/mysql/verify.h"
 #include "pipeline/transform_sink.h"
 
 namespace midflight {
@@ -61,6 +62,8 @@ struct ReplicationSetup {
   // the forward flow applies them, the reverse one their inverses
   // (refused, at the switch's gates, for a transform that has none).
   std::shared_ptr<const TransformMap> transforms = std::make_shared<TransformMap>();
+  // Verifies the transformed tables through their transforms (verify.h); unset: they are named as not verified.
+  VerifyReshaped verify_reshaped;
 };
 
 // The ReplicationOps of one run (after Preflight). FormatPosition formats a
