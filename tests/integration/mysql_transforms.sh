@@ -143,15 +143,7 @@ done
 grep -qF '`secret`' "$WORK/ddl.sql" && fail "the excluded column is in the DDL"
 log "sysbench oltp_write_only at 50 tx/s and the scripted writer on the primary from now on"
 start_load
-run_mf_crash copy-chunks=2
-run_mf_bg
-wait_phase replicating 120
-sleep 4
-kill9_mf
-log "killed with kill -9 while streaming; resuming"
-run_mf_bg
-wait_phase replicating 90
-sleep 4
+crash_in_copy_and_stream
 stop_load
 wait_my_caught_up 120
 check_rows "snapshot and stream under load, two kills"

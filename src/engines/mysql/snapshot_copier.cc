@@ -145,7 +145,8 @@ struct Feed : InfileFeed {
     return fmt::format("({})=({})", fmt::join(names, ", "), fmt::join(values, ", "));
   }
 
-  bool Fill() override {
+  // The next source row; false at the end (eof), when stopped or on an error (error).
+  bool NextRow() {
     if (stop->load()) {
       error = Cancelled("stopped");
       return false;
@@ -155,10 +156,12 @@ struct Feed : InfileFeed {
       error = more.status();
       return false;
     }
-    if (!*more) {
-      eof = true;
-      return false;
-    }
+    if (!*more) eof = true;
+    return *more;
+  }
+
+  bool Fill() override {
+    if (!NextRow()) return false;
     if (pub) {
       std::vector<Datum> image;
       image.reserve(published->size());
@@ -252,20 +255,7 @@ struct TransformFeed final : Feed {
   int64_t dropped = 0;  // rows the filter left out
 
   bool Fill() override {
-    while (true) {
-      if (stop->load()) {
-        error = Cancelled("stopped");
-        return false;
-      }
-      auto more = rows->Next();
-      if (!more.ok()) {
-        error = more.status();
-        return false;
-      }
-      if (!*more) {
-        eof = true;
-        return false;
-      }
+    while (NextRow()) {
       std::vector<Datum> image;
       image.reserve(tshape->image.size());
       int64_t row_bytes = 0;
@@ -304,6 +294,7 @@ struct TransformFeed final : Feed {
       buf.push_back('\n');
       return Fits(row_bytes);
     }
+    return false;
   }
 };
 
