@@ -1,8 +1,19 @@
 #include "control/compare.h"
 
+#include <fmt/format.h>
+
 #include <future>
 
 namespace midflight {
+
+std::optional<TableComparison> SkippedAsTransformed(const MigrationSpec& spec, const TableId& table) {
+  const TableTransformSpec* tr = TransformFor(spec.transforms, table);
+  if (!tr) return std::nullopt;
+  TableComparison skipped;
+  skipped.table = table.ToString();
+  skipped.skipped = fmt::format("not compared: its rows are transformed on the way ({})", tr->where());
+  return skipped;
+}
 
 Result<TableComparison> CompareSides(const std::string& table, const std::function<Result<TableHash>()>& source,
                                      const std::function<Result<TableHash>()>& target) {

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,11 @@ struct TableComparison {
 
 // PostgreSQL's (engines/postgres/compare.cc).
 Result<std::vector<TableComparison>> CompareTables(const MigrationSpec& spec);
+
+// The entry of a table that `spec` transforms (core/transform.h), which a
+// comparison of same-engine rows does not count: skipped, its transform
+// named; nullopt for any other table.
+std::optional<TableComparison> SkippedAsTransformed(const MigrationSpec& spec, const TableId& table);
 
 // One side's answer for one table.
 struct TableHash {

@@ -549,13 +549,22 @@ Result<MigrationSpec> ParseSpec(const std::string& yaml_text, const std::string&
   RETURN_IF_ERROR(ResolvePassword(root, origin, "source", env, &s.source));
   RETURN_IF_ERROR(ResolvePassword(root, origin, "target", env, &s.target));
   RETURN_IF_ERROR(ResolvePassword(root, origin, "source_replica", env, &s.source_replica));
-  // Transforms are applied where rows leave a PostgreSQL source or reach a
-  // PostgreSQL target (engines/cross, engines/postgres); a MySQL -> MySQL
-  // migration would ignore them silently.
-  if (!s.transforms.empty() && is_mysql(s.source) && is_mysql(s.target))
-    return Field(origin, "transforms." + s.transforms.front().table,
-                 "transforms are not applied on mysql:// -> mysql:// migrations (for now): PostgreSQL -> "
-                 "PostgreSQL, MySQL -> PostgreSQL and PostgreSQL -> MySQL apply them");
+  // MySQL -> MySQL applies transforms too (engines/mysql), with two limits
+  // that the spec's text shows: a MySQL target keeps every table in the
+  // database its URI names, and has no column type that keeps a time zone.
+  if (is_mysql(s.source) && is_mysql(s.target))
+    for (const auto& t : s.transforms) {
+      if (t.rename.find('.') != std::string::npos)
+        return Field(origin, t.where() + ".rename",
+                     fmt::format("'{}' names a database: a mysql:// target puts every table in the database its URI "
+                                 "names; rename to a table name",
+                                 t.rename));
+      for (const auto& c : t.columns)
+        if (c.cast == "timestamp_to_timestamptz")
+          return Field(origin, t.where() + ".columns." + c.column + ".cast",
+                       "timestamp_to_timestamptz is not applied on mysql:// -> mysql:// migrations: MySQL has no "
+                       "column type that keeps a time zone (a TIMESTAMP column already travels as UTC)");
+    }
   if (!s.copy_binlog && !(is_mysql(s.target) && is_mysql(s.source)))
     return Field(origin, "copy_binlog",
                  "is for mysql:// -> mysql:// migrations (for now): false copies without writing the target's binlog");

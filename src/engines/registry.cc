@@ -5,6 +5,7 @@
 #include "base/uri.h"
 #include "control/spec.h"
 #include "engines/engine.h"
+#include "engines/cross/my_to_my.h"
 #include "engines/cross/my_to_pg.h"
 #include "engines/cross/pg_to_my.h"
 #include "engines/mysql/engine.h"
@@ -19,7 +20,7 @@ struct Entry {
   const EngineKind& (*kind)();
 };
 constexpr Entry kEngines[] = {
-    {"postgres", PostgresEngine}, {"postgresql", PostgresEngine}, {"mysql", MySqlEngine}, {"mariadb", MySqlEngine}};
+    {"postgres", PostgresEngine}, {"postgresql", PostgresEngine}, {"mysql", MySqlEngineWithReshapedChecks}, {"mariadb", MySqlEngineWithReshapedChecks}};
 
 // Pairs across engines: (source engine, target engine) -> the engine that moves between them.
 struct Pair {

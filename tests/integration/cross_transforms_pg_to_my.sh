@@ -107,15 +107,7 @@ log "pgbench: tpcb-like and the orders script, 100 tx/s against the source from 
 pgbench -n -c 2 -j 2 -T 900 -R 100 -b tpcb-like@1 -f "$WORK/writes.sql@2" "$SRC" >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 
-run_mf_crash copy-chunks=2
-run_mf_bg
-wait_phase replicating 120
-sleep 4
-kill9_mf
-log "killed with kill -9 while streaming; resuming"
-run_mf_bg
-wait_phase replicating 90
-sleep 4
+crash_in_copy_and_stream
 stop_load
 wait_caught_up 120
 check_rows "snapshot and stream under pgbench, two kills"

@@ -211,6 +211,21 @@ run_mf_crash() {
   log "killed at $1 (phase now $(status_field phase))"
 }
 
+# crash_in_copy_and_stream: midflight killed at its crash point after 2
+# copied chunks; resumed, and killed with kill -9 after 4 s of replicating;
+# resumed again, replicating for 4 s.
+crash_in_copy_and_stream() {
+  run_mf_crash copy-chunks=2
+  run_mf_bg
+  wait_phase replicating 120
+  sleep 4
+  kill9_mf
+  log "killed with kill -9 while streaming; resuming"
+  run_mf_bg
+  wait_phase replicating 90
+  sleep 4
+}
+
 # Reverse replication after a write switch, killed and resumed
 # (cross_reverse_crash.sh, cross_reverse_pg_to_my_crash.sh).
 # reverse_applied_now: the changes this process's reverse flow has applied,

@@ -278,7 +278,8 @@ transforms:
   ASSERT_FALSE(err.ok());
   EXPECT_EQ(err.status().message(), "SPEC: field 'transforms.public.orders.filtre': unknown field");
 
-  // PostgreSQL -> MySQL applies them; MySQL -> MySQL would not: refused rather than ignored.
+  // Every pairing applies them, MySQL -> MySQL too; there a rename into
+  // another database and a cast to a zoned timestamp are refused by name.
   bad = yaml;
   bad.replace(bad.find("target: postgres://u@h2/db"), 26, "target: mysql://u@h2/db   ");
   EXPECT_TRUE(ParseSpec(bad, "SPEC", [](const std::string&) { return std::nullopt; }).ok());
@@ -286,8 +287,19 @@ transforms:
   err = ParseSpec(bad, "SPEC", [](const std::string&) { return std::nullopt; });
   ASSERT_FALSE(err.ok());
   EXPECT_EQ(err.status().message(),
-            "SPEC: field 'transforms.public.orders': transforms are not applied on mysql:// -> mysql:// migrations "
-            "(for now): PostgreSQL -> PostgreSQL, MySQL -> PostgreSQL and PostgreSQL -> MySQL apply them");
+            "SPEC: field 'transforms.public.orders.columns.made.cast': timestamp_to_timestamptz is not applied on "
+            "mysql:// -> mysql:// migrations: MySQL has no column type that keeps a time zone (a TIMESTAMP column "
+            "already travels as UTC)");
+  const std::string zoned = "made: {cast: timestamp_to_timestamptz, zone: \"+02:00\"}";
+  bad.replace(bad.find(zoned), zoned.size(), "made: {cast: trim}");
+  EXPECT_TRUE(ParseSpec(bad, "SPEC", [](const std::string&) { return std::nullopt; }).ok())
+      << ParseSpec(bad, "SPEC", [](const std::string&) { return std::nullopt; }).status().message();
+  bad.replace(bad.find("rename: sales"), 13, "rename: b.sales");
+  err = ParseSpec(bad, "SPEC", [](const std::string&) { return std::nullopt; });
+  ASSERT_FALSE(err.ok());
+  EXPECT_EQ(err.status().message(),
+            "SPEC: field 'transforms.public.orders.rename': 'b.sales' names a database: a mysql:// target puts every "
+            "table in the database its URI names; rename to a table name");
 }
 
 TEST(TransformTest, BindTransformsNamesAnUnusedEntry) {

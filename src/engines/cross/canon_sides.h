@@ -60,6 +60,14 @@ CanonTable ReshapedToPg(const CanonTable& base, const TableTransform& tr,
 // reference's rows read in the stream's layout (the source's columns less
 // generated ones, in the text forms pgoutput sends), which `tr` takes as it is.
 CanonTable PgReshaped(std::shared_ptr<const TableTransform> tr);
+// The CanonTable of a MySQL -> MySQL table that `tr` (bound to the source
+// table, as the MySQL catalog reads it) transforms, verified through it as
+// PgReshaped: each column compared by its type's canonical form, the
+// reference's rows read in the binlog's text forms (the stream's), the
+// target's table `target_db`.`renamed`. A table with a BIT, SET, UUID or
+// INET column is named as not verified (its values cannot be written into
+// the scratch table as text), as is one whose key column is cast.
+CanonTable MyReshaped(std::shared_ptr<const TableTransform> tr, const std::string& target_db);
 // A PostgreSQL -> MySQL table that `tr` (bound to the PostgreSQL source
 // table) transforms, verified through it: `t` is the CanonTable of the cast
 // of the transformed shape (PgCanonTablesOf: its columns and key the MySQL

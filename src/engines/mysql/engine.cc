@@ -29,6 +29,7 @@
 #include "engines/mysql/my_conn.h"
 #include "pipeline/flow.h"
 #include "pipeline/router.h"
+#include "pipeline/transform_sink.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
 #include "engines/mysql/change_stream.h"
@@ -89,14 +90,23 @@ Result<MyResult> CheckSource(MyConn& src, const MigrationSpec& spec, std::vector
   return vars;
 }
 
+Result<TransformMap> BindTransformsForMySql(const MigrationSpec& spec, const std::vector<TablePtr>& tables) {
+  TransformMap out;
+  if (spec.transforms.empty()) return out;
+  ASSIGN_OR_RETURN(auto bound, BindTransforms(spec.transforms, tables));
+  out = TransformsBySource(bound);
+  for (const auto& [id, tr] : out) RETURN_IF_ERROR(CheckTransformedTypes(*tr));
+  return out;
+}
+
 }  // namespace mysql
 
 namespace {
 
 class MyEngine final : public Engine {
  public:
-  MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store)
-      : spec_(spec), store_(store), runtime_(runtime) {
+  MyEngine(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store, mysql::VerifyReshaped verify)
+      : spec_(spec), store_(store), runtime_(runtime), verify_reshaped_(std::move(verify)) {
     reader_uri_ = spec.source_replica.empty() ? spec.source : spec.source_replica;
     // Conflicts counted by an earlier process keep counting.
     runtime_.conflicts.LoadOnce(store_.Get("conflicts").value_or("{}"));
@@ -147,6 +157,8 @@ class MyEngine final : public Engine {
       setup.source_db = source_db_;
       setup.target_db = target_db_;
       setup.tables = by_id_;
+      setup.transforms = transforms_;
+      setup.verify_reshaped = verify_reshaped_;
       repl_ = mysql::MyReplicationOps::New(std::move(setup));
     }
     return *repl_;
@@ -163,15 +175,23 @@ class MyEngine final : public Engine {
     for (const auto& t : tables_) names.insert(t->id.name);
     return names;
   }
+  // The table's name on the target (a transform may rename it).
+  std::string TargetName(const TableId& id) const {
+    auto tr = transforms_->find(id);
+    return tr == transforms_->end() ? id.name : tr->second->target()->id.name;
+  }
 
   const MigrationSpec& spec_;
   StateStore& store_;
   MigrationRuntime& runtime_;
+  const mysql::VerifyReshaped verify_reshaped_;
   std::string reader_uri_;
   std::string source_db_, target_db_;
   std::unique_ptr<MyConn> src_, dst_;
   std::vector<TablePtr> tables_;
   std::map<TableId, TablePtr> by_id_;
+  // The spec's transforms bound to the source tables, by source table (Preflight).
+  std::shared_ptr<TransformMap> transforms_ = std::make_shared<TransformMap>();
   int64_t max_row_bytes_ = 0;
   // How long after a COMMIT the target's log is surely on its disk (0: at
   // once); the copy checks its chunks then (engines/mysql/durable_copy.h).
@@ -235,6 +255,12 @@ Status MyEngine::Preflight(bool fresh, std::vector<std::string>* problems_out) {
   if (!tables.ok()) return tables.status().WithContext("source catalog");
   tables_ = *tables;
   for (const auto& t : tables_) by_id_[t->id] = t;
+  // Transforms (core/transform.h) apply to the copy and the stream alike
+  // (snapshot_copier.h, pipeline/transform_sink.h); each cast or computed
+  // column needs a MySQL type.
+  auto bound = mysql::BindTransformsForMySql(spec_, tables_);
+  if (!bound.ok()) problems.push_back(bound.status().message());
+  *transforms_ = bound.ok() ? std::move(*bound) : TransformMap();
   repl_.reset();
   (void)Replication();  // made here, before any other thread may format a position
   // Views, routines, triggers, events: readable, and their definers exist on the target.
@@ -278,8 +304,21 @@ Status MyEngine::CreateSchema() {
   RETURN_IF_ERROR(dst_->Exec("CREATE DATABASE IF NOT EXISTS midflight"));
   RETURN_IF_ERROR(mysql::EnsureBookkeeping(*dst_));
   std::vector<TableId> ids;
-  for (const auto& t : tables_) ids.push_back(t->id);
+  for (const auto& t : tables_)
+    if (!transforms_->count(t->id)) ids.push_back(t->id);
   ASSIGN_OR_RETURN(auto ddl, mysql::CreateTables(*src_, *dst_, ids, target_db_));
+  // A transformed table is made in its new shape, with its key only (schema_loader.h).
+  for (const auto& [id, tr] : *transforms_) {
+    ASSIGN_OR_RETURN(MyResult show, src_->Query("SHOW CREATE TABLE " + mysql::QuoteQualified(id.schema, id.name)));
+    if (show.rows() != 1 || show.cols() < 2)
+      return OperatorError(fmt::format("schema: {} on the source is not a base table", id.ToString()));
+    ASSIGN_OR_RETURN(std::string sql, mysql::TransformedTableSql(*tr, show.Get(0, 1), target_db_));
+    RETURN_IF_ERROR(dst_->Exec(sql).WithContext(
+        fmt::format("schema: creating {}.{} ({}) on the target", target_db_, tr->target()->id.name, tr->where())));
+    LOG_INFO("schema: {} created as {}.{} through its transform: its key only, no secondary index, foreign key or "
+             "trigger",
+             id.ToString(), target_db_, tr->target()->id.name);
+  }
   if (!store_.Get("deferred_ddl")) RETURN_IF_ERROR(store_.Put("deferred_ddl", mysql::SerializeDeferred(ddl)));
   RETURN_IF_ERROR(mysql::CreateRoutinesAndViews(*src_, *dst_, source_db_, target_db_));
   Say(fmt::format("schema: {} tables created on the target (secondary indexes and foreign keys follow the copy)",
@@ -304,6 +343,7 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   job.rate = &runtime_.copy_rate;
   job.throttle = &runtime_.throttle;
   job.tables = by_id_;
+  job.transforms = transforms_;
   job.max_row_bytes = max_row_bytes_;
   job.log_bin = spec_.copy_binlog;
   job.chunks = std::move(chunks);
@@ -350,7 +390,7 @@ Status MyEngine::CopyChunks(std::vector<Chunk> chunks, CopyProgress& progress, c
   };
   how.load_done = [this] { return LoadDoneChunks(); };
   how.empty_table = [this](const TableId& id) {
-    return mysql::EmptyForCopyAgain(*dst_, spec_.name, id, TableId{target_db_, id.name});
+    return mysql::EmptyForCopyAgain(*dst_, spec_.name, id, TableId{target_db_, TargetName(id)});
   };
   Status st = mysql::CopyUntilDurable(how, std::move(job.chunks), progress, stop);
   if (!early) return st;
@@ -371,7 +411,12 @@ Status MyEngine::FinishSchema() {
   RETURN_IF_ERROR(mysql::BuildDeferred(spec_.target, target_db_, ddl, spec_.copy_workers));
   // Triggers (quiet on midflight's apply sessions) and events (disabled) once the copy is in.
   RETURN_IF_ERROR(ReconnectControl());
-  RETURN_IF_ERROR(mysql::CreateTriggersAndEvents(*src_, *dst_, source_db_, target_db_, TableNames()));
+  // A transformed table gets no trigger: its columns or its name changed.
+  std::set<std::string> plain;
+  for (const auto& t : tables_)
+    if (!transforms_->count(t->id)) plain.insert(t->id.name);
+  if (plain.empty()) plain.insert("");  // no table is named "": no trigger (an empty set means every table)
+  RETURN_IF_ERROR(mysql::CreateTriggersAndEvents(*src_, *dst_, source_db_, target_db_, plain));
   Say(fmt::format("schema: indexes and foreign keys built in {:.1f} s",
                   std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count()));
   return Status::Ok();
@@ -402,6 +447,10 @@ Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) 
   ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*src, su.database, spec.tables, spec.exclude));
   std::vector<TableComparison> out;
   for (const auto& t : tables) {
+    if (auto skipped = SkippedAsTransformed(spec, t->id)) {
+      out.push_back(std::move(*skipped));
+      continue;
+    }
     std::vector<std::string> cols, nulls;
     for (const auto& c : t->columns) {
       const std::string q = mysql::QuoteIdent(c.name);
@@ -433,22 +482,56 @@ Result<std::vector<TableComparison>> CompareMyTables(const MigrationSpec& spec) 
 
 class MyEngineKind final : public EngineKind {
  public:
+  explicit MyEngineKind(ReshapedChecks checks = {}) : checks_(std::move(checks)) {}
   std::string_view name() const override { return "mysql"; }
   std::unique_ptr<Engine> New(const MigrationSpec& spec, MigrationRuntime& runtime, StateStore& store) const override {
-    return std::make_unique<MyEngine>(spec, runtime, store);
+    return std::make_unique<MyEngine>(spec, runtime, store, checks_.verify);
   }
   // Nothing of midflight's stays on a MySQL source (no slot, no publication).
   Result<std::string> CleanUpAbort(const MigrationSpec&) const override {
     return std::string("nothing to drop on the source (binlog reader)");
   }
+  // The tables CompareMyTables leaves out because a transform reshapes them
+  // are compared through their transforms (ReshapedChecks), when it is set.
   Result<std::vector<TableComparison>> Compare(const MigrationSpec& spec) const override {
-    return CompareMyTables(spec);
+    ASSIGN_OR_RETURN(std::vector<TableComparison> out, CompareMyTables(spec));
+    if (spec.transforms.empty() || !checks_.compare) return out;
+    ASSIGN_OR_RETURN(std::vector<TableComparison> compared, checks_.compare(spec));
+    for (auto& c : compared)
+      for (auto& mine : out)
+        if (mine.table == c.table) mine = c;
+    return out;
   }
   Result<std::unique_ptr<proxy::TrafficSwitch>> StartTrafficSwitch(const MigrationSpec& spec,
                                                                   StateStore& store) const override {
     return StartMySqlProxy(spec, store);
   }
   bool has_traffic_plane() const override { return true; }
+  // Same engine: the tables without a transform are created from the
+  // source's SHOW CREATE TABLE as they are; the transformed ones as shown here.
+  Result<std::string> SchemaDdl(const MigrationSpec& spec) const override {
+    if (spec.transforms.empty()) return EngineKind::SchemaDdl(spec);
+    const std::string reader = spec.source_replica.empty() ? spec.source : spec.source_replica;
+    ASSIGN_OR_RETURN(auto su, mysql::ParseMyUri(reader));
+    ASSIGN_OR_RETURN(auto tu, mysql::ParseMyUri(spec.target));
+    mysql::ConnOptions co;
+    co.program_name = "midflight-schema";
+    ASSIGN_OR_RETURN(auto conn, MyConn::Connect(reader, co));
+    ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*conn, su.database, spec.tables, spec.exclude));
+    ASSIGN_OR_RETURN(TransformMap bound, mysql::BindTransformsForMySql(spec, tables));
+    std::string out = fmt::format(
+        "-- midflight: MySQL -> MySQL: {} tables; {} transformed (created by midflight as below: columns and primary "
+        "key only), the others as the source's SHOW CREATE TABLE has them\n",
+        tables.size(), bound.size());
+    for (const auto& [id, tr] : bound) {
+      out += fmt::format("-- {} -> {}.{}\n", id.ToString(), tu.database, tr->target()->id.name);
+      for (const auto& line : tr->Describe()) out += "--   " + line + "\n";
+      ASSIGN_OR_RETURN(MyResult show, conn->Query("SHOW CREATE TABLE " + mysql::QuoteQualified(id.schema, id.name)));
+      ASSIGN_OR_RETURN(std::string sql, mysql::TransformedTableSql(*tr, show.Get(0, 1), tu.database));
+      out += sql + ";\n";
+    }
+    return out;
+  }
 
   Result<ApplyEnds> ApplyEndsOf(const MigrationSpec& spec) const override {
     const std::string reader = spec.source_replica.empty() ? spec.source : spec.source_replica;
@@ -464,7 +547,7 @@ class MyEngineKind final : public EngineKind {
     // The checkpoint columns workers record (added to an older target), once
     // per process; tried again by the next sink when it failed.
     auto ensured = std::make_shared<OnceOk>();
-    ends.open_sink = [target = spec.target, db = tu.database, ensured](
+    ends.open_sink = [target = spec.target, db = tu.database, ensured, spec, reader, source_db = su.database](
                          PartitionId p, const std::string& key) -> Result<std::unique_ptr<ChangeSink>> {
       RETURN_IF_ERROR(ensured->Run([&]() -> Status {
         mysql::ConnOptions co;
@@ -476,10 +559,21 @@ class MyEngineKind final : public EngineKind {
       // knows every partition); no target-lost flag: the Applier reconnects
       // and checks the target's checkpoint itself.
       ASSIGN_OR_RETURN(auto sink, mysql::MyChangeSink::Open(target, db, key, p));
-      return std::unique_ptr<ChangeSink>(std::move(sink));
+      if (spec.transforms.empty()) return std::unique_ptr<ChangeSink>(std::move(sink));
+      // The spec's transforms, bound to the source's tables as the worker reads them.
+      mysql::ConnOptions co;
+      co.program_name = "midflight-worker-catalog";
+      ASSIGN_OR_RETURN(auto conn, MyConn::Connect(reader, co));
+      ASSIGN_OR_RETURN(auto tables, mysql::LoadTables(*conn, source_db, spec.tables, spec.exclude));
+      ASSIGN_OR_RETURN(TransformMap bound, mysql::BindTransformsForMySql(spec, tables));
+      return std::unique_ptr<ChangeSink>(
+          std::make_unique<TransformSink>(std::move(sink), std::make_shared<const TransformMap>(std::move(bound))));
     };
     return ends;
   }
+
+ private:
+  const ReshapedChecks checks_;  // constant
 };
 
 }  // namespace
@@ -487,6 +581,10 @@ class MyEngineKind final : public EngineKind {
 const EngineKind& MySqlEngine() {
   static const MyEngineKind kind;
   return kind;
+}
+
+std::unique_ptr<EngineKind> NewMySqlEngineKind(ReshapedChecks checks) {
+  return std::make_unique<MyEngineKind>(std::move(checks));
 }
 
 }  // namespace midflight

@@ -25,7 +25,9 @@
 #include "engines/mysql/schema_objects.h"
 #include "engines/mysql/snapshot_copier.h"
 #include "engines/mysql/verify.h"
+#include "control/gates.h"
 #include "pipeline/flow.h"
+#include "pipeline/transform_sink.h"
 #include "proxy/traffic_switch.h"
 
 namespace midflight::mysql {
@@ -71,6 +73,7 @@ class MyReplication final : public MyReplicationOps {
   std::optional<std::pair<double, std::string>> TargetReplicaLag() override;
   Status SyncSequences(Side from) override;
   Status WritesGoTo(Side to) override;
+  std::vector<GateCheck> SwitchChecks(Side to, bool reverse_needed) override;
   std::vector<std::string> CleanUpOnComplete() override;
   // Live verification (engines/mysql/verify.h): the reference is read where
   // the flow from it reads (the replica, or the target after a write switch),
@@ -83,6 +86,26 @@ class MyReplication final : public MyReplicationOps {
     job.reference_uri = forward ? s_.reader_uri : spec_.target;
     job.other_uri = forward ? spec_.target : uris_[kPrimary];
     for (const auto& [id, t] : tables) job.tables.push_back(t);
+    // A transformed table holds other rows on each side by design: not
+    // verified here (`compare` names it likewise), its transform named.
+    for (const auto& [id, tr] : *s_.transforms)
+      job.not_verified[forward ? id : TableId{s_.target_db, tr->target()->id.name}] =
+          fmt::format("its rows are transformed on the way ({})", tr->where());
+    // Forward, they are verified through their transforms; after the write
+    // switch (the target the reference) they are not: no inverse is run here.
+    if (forward && s_.verify_reshaped && !s_.transforms->empty()) {
+      ReshapedVerifyArgs args;
+      args.reference_uri = job.reference_uri;
+      args.other_uri = job.other_uri;
+      args.target_db = s_.target_db;
+      for (const auto& [id, tr] : *s_.transforms) args.transforms.push_back(tr);
+      args.repair = repair;
+      args.rows_per_s = rows_per_s;  // before job takes it, below
+      args.stop = stop;
+      args.chunk_rows = spec_.verify.chunk_rows;
+      args.run = run;
+      job.reshaped = [this, &flow, args = std::move(args)] { return s_.verify_reshaped(flow, args); };
+    }
     job.applied_through = [&flow] { return flow.AppliedThrough(); };
     job.received = [&flow] { return flow.metrics().received; };
     job.rows_per_s = std::move(rows_per_s);
@@ -132,17 +155,28 @@ class MyReplication final : public MyReplicationOps {
     return spec_.source_replica.empty() ? "source" : "source primary";
   }
   std::string reverse_key() const { return spec_.name + "/reverse"; }
-  // The migrated tables' names, quoted, comma-separated.
-  std::string TableList() const;
-  // Table name -> its AUTO_INCREMENT column on `which` (cached).
+  // A migrated table's name on `which` (a transform may rename it on the target).
+  std::string NameOn(Ctl which, const TableId& source) const {
+    auto tr = s_.transforms->find(source);
+    return which != kTarget || tr == s_.transforms->end() ? source.name : tr->second->target()->id.name;
+  }
+  // The migrated tables' names on `which`, quoted, comma-separated.
+  std::string TableList(Ctl which) const;
+  // The inverse of every transform (reverse replication); an error names the
+  // first transform that has none. `as_read`: the target's tables as its
+  // binlog reader has them (empty: the transforms' own target tables).
+  Result<TransformMap> Inverses(const std::map<TableId, TablePtr>& as_read) REQUIRES(control_mu_);
+  // Source table name -> its AUTO_INCREMENT column on `which` (cached).
   Result<const std::map<std::string, std::string>*> AutoIncrementColumns(Ctl which) REQUIRES(control_mu_);
   uint32_t ServerId(uint64_t seed) const {
     return 0x40000000u | static_cast<uint32_t>(XXH64(spec_.name.data(), spec_.name.size(), seed) & 0x3fffffff);
   }
   // The Flow for one direction: binlog of `from_uri` (tables as it has them)
   // into `to_uri`/`to_db`, checkpoints under `key`.
+  // Each sink applies `transforms` (by the stream's tables) first.
   Result<StartedFlow> Start(std::string label, StreamConfig config, const std::string& to_uri, const std::string& to_db,
-                            const std::string& key, FlowOptions fo, std::map<TableId, TablePtr> tables);
+                            const std::string& key, FlowOptions fo, std::map<TableId, TablePtr> tables,
+                            std::shared_ptr<const TransformMap> transforms);
 
   ReplicationSetup s_;
   const MigrationSpec& spec_;
@@ -329,7 +363,8 @@ Result<std::vector<TableId>> MyReplication::TablesInScope() {
 Result<ReplicationOps::StartedFlow> MyReplication::Start(std::string label, StreamConfig config,
                                                          const std::string& to_uri, const std::string& to_db,
                                                          const std::string& key, FlowOptions fo,
-                                                         std::map<TableId, TablePtr> tables) {
+                                                         std::map<TableId, TablePtr> tables,
+                                                         std::shared_ptr<const TransformMap> transforms) {
   const uint32_t partitions = fo.partitions;
   // Set by a sink that lost its to-side connection: the flow must start
   // again from what that side holds.
@@ -337,7 +372,7 @@ Result<ReplicationOps::StartedFlow> MyReplication::Start(std::string label, Stre
   // Apply workers apply (transport apply: workers): a partition's sink here
   // watches its checkpoint row and keeps the restart marker.
   const bool watch_only = fo.external_apply;
-  SinkFactory open_sink = [to_uri, to_db, key, partitions, lost, watch_only](
+  SinkFactory open_sink = [to_uri, to_db, key, partitions, lost, watch_only, transforms](
                               PartitionId p, const ApplyTracker& tracker) -> Result<std::unique_ptr<ChangeSink>> {
     ASSIGN_OR_RETURN(auto sink, MyChangeSink::Open(to_uri, to_db, key, p));
     sink->SetTargetLostFlag(lost.get());
@@ -347,6 +382,8 @@ Result<ReplicationOps::StartedFlow> MyReplication::Start(std::string label, Stre
         auto pending = tracker.OldestPending();
         return pending ? pending->commit_lsn.value() : uint64_t{0};
       });
+    if (transforms && !transforms->empty())
+      return std::unique_ptr<ChangeSink>(std::make_unique<TransformSink>(std::move(sink), transforms));
     return std::unique_ptr<ChangeSink>(std::move(sink));
   };
   fo.label = std::move(label);
@@ -370,6 +407,12 @@ struct Catalogs {
   std::unique_ptr<MyConn> from, to;
 };
 
+// A table's columns, one line ({0}: database, {1}: table, quoted).
+constexpr const char* kColumnsSql =
+    "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE, IF(IS_GENERATED = 'ALWAYS', ' generated', '')) "
+    "ORDER BY ORDINAL_POSITION SEPARATOR ', ') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND "
+    "TABLE_NAME = {}";
+
 Result<std::string> ColumnsOf(std::unique_ptr<MyConn>& conn, const std::string& uri, const std::string& db,
                               const std::string& table) {
   if (!conn || conn->IsBroken()) {
@@ -377,20 +420,25 @@ Result<std::string> ColumnsOf(std::unique_ptr<MyConn>& conn, const std::string& 
     co.program_name = "midflight-catalog";
     ASSIGN_OR_RETURN(conn, MyConn::Connect(uri, co));
   }
-  ASSIGN_OR_RETURN(MyResult r, conn->Query(fmt::format(
-      "SELECT GROUP_CONCAT(CONCAT(COLUMN_NAME, ' ', COLUMN_TYPE, IF(IS_GENERATED = 'ALWAYS', ' generated', '')) "
-      "ORDER BY ORDINAL_POSITION SEPARATOR ', ') FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND "
-      "TABLE_NAME = {}",
-      QuoteString(db), QuoteString(table))));
+  ASSIGN_OR_RETURN(MyResult r, conn->Query(fmt::format(kColumnsSql, QuoteString(db), QuoteString(table))));
   return r.Get(0, 0);
 }
 
-// DDL callbacks of a stream reading `from` and applying to `to`.
+// DDL callbacks of a stream reading `from` and applying to `to`. A table
+// in `reshaped` (a transformed table: its two sides differ by design) is
+// compared with its own columns on `from` when the flow started, given there.
 void SetDdlCallbacks(StreamConfig* config, std::string from_uri, std::string from_db, std::string to_uri,
-                     std::string to_db, std::string from_name, std::string to_name) {
+                     std::string to_db, std::string from_name, std::string to_name,
+                     std::map<std::string, std::string> reshaped = {}) {
   auto cat = std::make_shared<Catalogs>();
   config->target_differs = [=](const TableId& id) -> Result<std::string> {
     ASSIGN_OR_RETURN(std::string f, ColumnsOf(cat->from, from_uri, from_db, id.name));
+    if (auto was = reshaped.find(id.name); was != reshaped.end()) {
+      if (f == was->second) return std::string();
+      return fmt::format("{} columns now ({}), when replication started ({}); the table is transformed on the way, "
+                         "so a change of its columns is not followed: restart the migration with a spec that fits",
+                         from_name, f, was->second);
+    }
     ASSIGN_OR_RETURN(std::string t, ColumnsOf(cat->to, to_uri, to_db, id.name));
     if (f == t) return std::string();
     return fmt::format("{} columns now ({}), {} columns ({})", from_name, f, to_name, t);
@@ -438,12 +486,24 @@ Result<ReplicationOps::StartedFlow> MyReplication::StartForward(const ReplicateS
     MutexLock lock(&base_mu_);
     binlog_base_ = base;
   }
+  // A transformed table's columns on the source now: a statement that
+  // changes them stops the flow (the transform was bound to these).
+  std::map<std::string, std::string> reshaped;
+  {
+    MutexLock lock(&control_mu_);
+    for (const auto& [id, tr] : *s_.transforms) {
+      ASSIGN_OR_RETURN(MyConn * reader, Control(kReader));
+      ASSIGN_OR_RETURN(MyResult r, reader->Query(fmt::format(kColumnsSql, QuoteString(s_.source_db), QuoteString(id.name))));
+      reshaped[id.name] = r.Get(0, 0);
+    }
+  }
   StreamConfig config;
   config.source_uri = s_.reader_uri;
   config.binlog_base = base;
   config.server_id = ServerId(7);
   config.tables = s_.tables;
-  SetDdlCallbacks(&config, s_.reader_uri, s_.source_db, spec_.target, s_.target_db, "source", "target");
+  SetDdlCallbacks(&config, s_.reader_uri, s_.source_db, spec_.target, s_.target_db, "source", "target",
+                  std::move(reshaped));
   FlowOptions fo;
   fo.partitions = rs.partitions;
   fo.filter = rs.filter;
@@ -451,7 +511,8 @@ Result<ReplicationOps::StartedFlow> MyReplication::StartForward(const ReplicateS
   fo.external_apply = rs.external_apply;
   fo.start = start;
   ASSIGN_OR_RETURN(StartedFlow out,
-                   Start("forward", std::move(config), spec_.target, s_.target_db, spec_.name, std::move(fo), s_.tables));
+                   Start("forward", std::move(config), spec_.target, s_.target_db, spec_.name, std::move(fo), s_.tables,
+                         s_.transforms));
   Say(fmt::format("replicating: binlog of {} from {}", RedactUri(s_.reader_uri), FormatBinlogPos(base, start)));
   return out;
 }
@@ -538,32 +599,78 @@ Result<ReplicationOps::StartedFlow> MyReplication::StartReverse(const ReplicateS
     RETURN_IF_ERROR(s_.store->Put("reverse_start_pos", std::to_string(start)));
   }
   start = std::max(start, marker.position);
-  ASSIGN_OR_RETURN(auto tables, LoadTables(*dst, s_.target_db, spec_.tables, spec_.exclude));
+  // The migrated tables as the target has them, under their names there.
+  std::map<std::string, TableId> migrated;  // name on the target -> source table
+  for (const auto& [id, t] : s_.tables) migrated[NameOn(kTarget, id)] = id;
+  ASSIGN_OR_RETURN(auto tables, LoadTables(*dst, s_.target_db, {}, {}));
   std::map<TableId, TablePtr> by_id;
   for (const auto& t : tables)
-    if (s_.tables.count(TableId{s_.source_db, t->id.name})) by_id[t->id] = t;
+    if (migrated.count(t->id.name)) by_id[t->id] = t;
+  // A transformed table's changes go back through the transform's inverse;
+  // its columns on the target, as they are now, are what a statement that
+  // changes them is compared with.
+  ASSIGN_OR_RETURN(TransformMap inverse, Inverses(by_id));
+  std::map<std::string, std::string> reshaped;
+  for (const auto& [id, tr] : *s_.transforms) {
+    const std::string name = NameOn(kTarget, id);
+    ASSIGN_OR_RETURN(MyResult r, dst->Query(fmt::format(kColumnsSql, QuoteString(s_.target_db), QuoteString(name))));
+    reshaped[name] = r.Get(0, 0);
+  }
 
   StreamConfig config;
   config.source_uri = spec_.target;
   config.binlog_base = base;
   config.server_id = ServerId(11);
   config.tables = by_id;
-  SetDdlCallbacks(&config, spec_.target, s_.target_db, uris_[kPrimary], primary_db_, "target", "source");
+  SetDdlCallbacks(&config, spec_.target, s_.target_db, uris_[kPrimary], primary_db_, "target", "source",
+                  std::move(reshaped));
   FlowOptions fo;
   fo.partitions = rs.partitions;
   fo.start = start;
   ASSIGN_OR_RETURN(StartedFlow out, Start("reverse", std::move(config), uris_[kPrimary], primary_db_, reverse_key(),
-                                          std::move(fo), std::move(by_id)));
+                                          std::move(fo), std::move(by_id),
+                                          std::make_shared<const TransformMap>(std::move(inverse))));
   Say(fmt::format("reverse replication: binlog of {} from {} into {} (skipping midflight's own, flagged "
                   "skip_replication)",
                   RedactUri(spec_.target), FormatBinlogPos(base, start), RedactUri(uris_[kPrimary])));
   return out;
 }
 
-std::string MyReplication::TableList() const {
+std::string MyReplication::TableList(Ctl which) const {
   std::vector<std::string> names;
-  for (const auto& [id, t] : s_.tables) names.push_back(QuoteString(id.name));
+  for (const auto& [id, t] : s_.tables) names.push_back(QuoteString(NameOn(which, id)));
   return fmt::format("{}", fmt::join(names, ", "));
+}
+
+Result<TransformMap> MyReplication::Inverses(const std::map<TableId, TablePtr>& as_read) {
+  if (s_.transforms->empty()) return TransformMap();
+  // The source's columns an insert may leave out (a column the transform
+  // dropped needs a default there), read on the primary reverse writes to.
+  const DefaultedColumns defaulted = [this](const TableSchema& t) REQUIRES(control_mu_) {
+    return OnControl(kPrimary, [&](MyConn& c) { return ColumnsWithDefault(c, primary_db_, t.id.name); });
+  };
+  TableOf read;
+  if (!as_read.empty())
+    read = [&as_read, this](const TableId& target) -> TablePtr {
+      auto it = as_read.find(TableId{s_.target_db, target.name});
+      return it == as_read.end() ? nullptr : it->second;
+    };
+  auto inverse = InverseTransforms(*s_.transforms, read, defaulted);
+  if (!inverse.ok())
+    return OperatorError("reverse replication cannot start: " + inverse.status().message());
+  return std::move(*inverse);
+}
+
+std::vector<GateCheck> MyReplication::SwitchChecks(Side to, bool reverse_needed) {
+  (void)to;
+  std::vector<GateCheck> out;
+  if (!reverse_needed || s_.transforms->empty()) return out;
+  MutexLock lock(&control_mu_);
+  auto inverse = Inverses({});
+  out.push_back(inverse.ok() ? GatePass("reverse transforms", fmt::format("{} transformed table(s) can be carried back",
+                                                                          s_.transforms->size()))
+                             : GateFail("reverse transforms", inverse.status().message()));
+  return out;
 }
 
 Result<const std::map<std::string, std::string>*> MyReplication::AutoIncrementColumns(Ctl which) {
@@ -578,10 +685,12 @@ Result<const std::map<std::string, std::string>*> MyReplication::AutoIncrementCo
                      return c.Query(fmt::format(
                          "SELECT TABLE_NAME, COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = {} AND "
                          "TABLE_NAME IN ({}) AND EXTRA LIKE '%auto_increment%'",
-                         QuoteString(db), TableList()));
+                         QuoteString(db), TableList(which)));
                    }));
+  std::map<std::string, std::string> source_name;  // name on `which` -> on the source
+  for (const auto& [id, t] : s_.tables) source_name[NameOn(which, id)] = id.name;
   std::map<std::string, std::string> cols;
-  for (int k = 0; k < r.rows(); ++k) cols[r.Get(k, 0)] = r.Get(k, 1);
+  for (int k = 0; k < r.rows(); ++k) cols[source_name[r.Get(k, 0)]] = r.Get(k, 1);
   ai_columns_[i] = std::move(cols);
   return &*ai_columns_[i];
 }
@@ -598,17 +707,20 @@ Status MyReplication::SyncSequences(Side from) {
   const std::string& of_db = from == Side::kSource ? s_.source_db : s_.target_db;
   ASSIGN_OR_RETURN(const auto* columns, AutoIncrementColumns(to));
   if (columns->empty()) return Status::Ok();
-  const std::string in = TableList();
+  // Tables by their source name; each side may call one otherwise (a transform's rename).
+  auto name_on = [this](Ctl which, const std::string& table) { return NameOn(which, TableId{s_.source_db, table}); };
   auto counters_of = [&](Ctl which, const std::string& db) -> Result<std::map<std::string, uint64_t>> {
     ASSIGN_OR_RETURN(MyResult r, OnControl(which, [&](MyConn& c) {
                        return c.Query(fmt::format("SELECT TABLE_NAME, COALESCE(AUTO_INCREMENT, 0) FROM "
                                                   "information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_NAME IN ({})",
-                                                  QuoteString(db), in));
+                                                  QuoteString(db), TableList(which)));
                      }));
+    std::map<std::string, std::string> source_name;
+    for (const auto& [id, t] : s_.tables) source_name[NameOn(which, id)] = id.name;
     std::map<std::string, uint64_t> out;
     for (int k = 0; k < r.rows(); ++k) {
       uint64_t v = 0;
-      if (ParseU64(r.Get(k, 1), &v)) out[r.Get(k, 0)] = v;
+      if (ParseU64(r.Get(k, 1), &v)) out[source_name[r.Get(k, 0)]] = v;
     }
     return out;
   };
@@ -617,7 +729,7 @@ Status MyReplication::SyncSequences(Side from) {
   std::vector<std::string> maxes;
   for (const auto& [table, column] : *columns)
     maxes.push_back(fmt::format("SELECT {}, COALESCE(MAX({}), 0) FROM {}", QuoteString(table), QuoteIdent(column),
-                                QuoteQualified(to_db, table)));
+                                QuoteQualified(to_db, name_on(to, table))));
   ASSIGN_OR_RETURN(MyResult used, OnControl(to, [&](MyConn& c) {
                      return c.Query(fmt::format("{}", fmt::join(maxes, " UNION ALL ")));
                    }));
@@ -634,12 +746,13 @@ Status MyReplication::SyncSequences(Side from) {
     const uint64_t w = std::max({uint64_t{1}, want[table], theirs.count(table) ? theirs[table] : 0});
     const uint64_t have = now.count(table) ? now[table] : 0;
     if (have >= w) continue;
-    const std::string alter = fmt::format("ALTER TABLE {} AUTO_INCREMENT = {}", QuoteQualified(to_db, table), w);
+    const std::string name = name_on(to, table);
+    const std::string alter = fmt::format("ALTER TABLE {} AUTO_INCREMENT = {}", QuoteQualified(to_db, name), w);
     RETURN_IF_ERROR(OnControl(to, [&alter](MyConn& c) -> Result<bool> {
                       RETURN_IF_ERROR(c.Exec(alter));
                       return true;
                     }).status().WithContext(fmt::format("{}: raising AUTO_INCREMENT of {}.{} from {} to {}",
-                                                        SideName(to), to_db, table, have, w)));
+                                                        SideName(to), to_db, name, have, w)));
     ++raised;
   }
   if (raised) LOG_INFO("AUTO_INCREMENT raised on {} table(s) of the {}", raised, SideName(to));

@@ -28,6 +28,8 @@
 
 #include "engines/engine.h"
 #include "engines/mysql/binlog_pos.h"
+#include "engines/mysql/verify.h"
+#include "pipeline/transform_sink.h"
 
 namespace midflight {
 struct MigrationSpec;
@@ -56,6 +58,12 @@ struct ReplicationSetup {
   std::string reader_uri;          // the server the forward flow reads (the replica when there is one)
   std::string source_db, target_db;
   std::map<TableId, TablePtr> tables;  // the migrated tables as the source has them (after Preflight)
+  // The spec's transforms by source table (core/transform.h; never null):
+  // the forward flow applies them, the reverse one their inverses
+  // (refused, at the switch's gates, for a transform that has none).
+  std::shared_ptr<const TransformMap> transforms = std::make_shared<TransformMap>();
+  // Verifies the transformed tables through their transforms (verify.h); unset: they are named as not verified.
+  VerifyReshaped verify_reshaped;
 };
 
 // The ReplicationOps of one run (after Preflight). FormatPosition formats a

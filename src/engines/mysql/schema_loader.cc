@@ -16,6 +16,7 @@
 
 #include "base/log.h"
 #include "base/thread_annotations.h"
+#include "core/transform.h"
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/sql_tokens.h"
 
@@ -299,6 +300,55 @@ Result<TablePlan> PlanTable(const TableId& table, std::string_view show, const s
   return plan;
 }
 
+// A source column's definition for a transformed table's target: renamed
+// to `name`, without a generation clause (the target holds the values the
+// source computed, as a plain column), and without AUTO_INCREMENT unless
+// `auto_increment` (only the target key's first column may keep it).
+Result<std::string> KeptColumnSql(const std::string& def, const std::string& name, bool auto_increment) {
+  ASSIGN_OR_RETURN(std::vector<Token> tk, Tokenize(def));
+  std::string out = QuoteIdent(name);
+  size_t copied = tk.empty() ? def.size() : tk[0].end;
+  auto skip_to = [&](size_t from, size_t to) {  // drops def[from, to)
+    out += def.substr(copied, from - copied);
+    copied = to;
+  };
+  for (size_t i = 1; i < tk.size(); ++i) {
+    if (tk[i].depth != 0) continue;
+    if (tk[i].Is("AUTO_INCREMENT") && !auto_increment) {
+      skip_to(tk[i].begin, tk[i].end);
+    } else if (tk[i].Is("GENERATED") || (tk[i].Is("AS") && i + 1 < tk.size() && tk[i + 1].IsPunct('('))) {
+      size_t j = i;
+      while (j < tk.size() && !tk[j].IsPunct('(')) ++j;
+      if (j >= tk.size()) break;
+      size_t end = MatchingParen(tk, j);
+      if (end >= tk.size()) break;
+      if (end + 1 < tk.size() &&
+          (tk[end + 1].Is("VIRTUAL") || tk[end + 1].Is("STORED") || tk[end + 1].Is("PERSISTENT")))
+        ++end;
+      skip_to(tk[i].begin, tk[end].end);
+      i = end;
+    }
+  }
+  out += def.substr(copied);
+  while (!out.empty() && std::isspace(static_cast<unsigned char>(out.back()))) out.pop_back();
+  return out;
+}
+
+// The MySQL type of a column a cast or an expression makes: the
+// transform's own types (text, bigint, numeric) get one here; a computed
+// column typed as a source column (coalesce(a, b)) takes that column's type.
+// Empty when none fits (a boolean).
+std::string MadeColumnType(const ColumnType& t, bool key) {
+  // An integer's text is at most 20 characters; a key cannot be LONGTEXT.
+  if (t.native == "text")
+    return key ? "VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+               : "LONGTEXT CHARACTER SET utf8mb4 COLLATE utf8mb4_bin";
+  if (t.native == "bigint") return "BIGINT";
+  if (t.native == "numeric") return "DECIMAL(65,30)";
+  if (t.native.empty() || t.kind == TypeKind::kBool) return "";
+  return t.charset.empty() ? t.native : fmt::format("{} CHARACTER SET {}", t.native, t.charset);
+}
+
 // The name a deferred clause adds: its first quoted identifier.
 std::string ClauseName(std::string_view clause) {
   auto tk = Tokenize(clause);
@@ -546,6 +596,77 @@ Result<std::vector<DeferredDdl>> CreateTables(MyConn& src, MyConn& dst, const st
   RETURN_IF_ERROR(st);
   RETURN_IF_ERROR(restore);
   return out;
+}
+
+Status CheckTransformedTypes(const TableTransform& tr) {
+  const TableSchema& target = *tr.target();
+  for (size_t i = 0; i < target.columns.size(); ++i) {
+    const ColumnSchema& col = target.columns[i];
+    const int from = tr.SourceColumn(i);
+    if (from >= 0 && col.type.native == tr.source().columns[from].type.native) continue;
+    if (MadeColumnType(col.type, false).empty())
+      return OperatorError(fmt::format("{}: column {} would be {}, which has no column type on a mysql:// target (a "
+                                       "true/false value: compute a number or a text instead)",
+                                       tr.where(), col.name, col.type.native));
+  }
+  return Status::Ok();
+}
+
+Result<std::string> TransformedTableSql(const TableTransform& tr, std::string_view show, const std::string& target_db) {
+  const TableSchema& target = *tr.target();
+  const TableSchema& source = tr.source();
+  ASSIGN_OR_RETURN(std::vector<Token> tk, Tokenize(show));
+  if (tk.size() < 4 || !tk[0].Is("CREATE") || !tk[1].Is("TABLE") || !tk[3].IsPunct('('))
+    return OperatorError(fmt::format("{} is not a base table", source.id.ToString()));
+  const size_t open = 3, close = MatchingParen(tk, open);
+  if (close >= tk.size()) return Internal("no closing parenthesis");
+  std::map<std::string, std::string> defs;  // source column -> its definition
+  for (size_t i = open + 1; i < close;) {
+    size_t j = i;
+    while (j < close && !(tk[j].depth == 1 && tk[j].IsPunct(','))) ++j;
+    if (j > i) {
+      Definition d = Classify(show, tk, i, j);
+      if (d.kind == DefKind::kColumn) defs[d.name] = d.text;
+    }
+    i = j + 1;
+  }
+  std::vector<std::string> body;
+  for (size_t i = 0; i < target.columns.size(); ++i) {
+    const ColumnSchema& col = target.columns[i];
+    const bool key = std::find(target.key.begin(), target.key.end(), static_cast<int>(i)) != target.key.end();
+    const int from = tr.SourceColumn(i);
+    if (from >= 0 && col.type.native == source.columns[from].type.native) {
+      // Kept (renamed or not), or a cast that keeps the type (trim, lower, upper).
+      auto def = defs.find(source.columns[from].name);
+      if (def == defs.end())
+        return Internal(fmt::format("SHOW CREATE TABLE {} has no column {}", source.id.ToString(),
+                                    source.columns[from].name));
+      const bool first_key = !target.key.empty() && target.key[0] == static_cast<int>(i);
+      ASSIGN_OR_RETURN(std::string sql, KeptColumnSql(def->second, col.name, first_key));
+      body.push_back(std::move(sql));
+      continue;
+    }
+    const std::string type = MadeColumnType(col.type, key);
+    if (type.empty()) {
+      RETURN_IF_ERROR(CheckTransformedTypes(tr));
+      return Internal(fmt::format("no MySQL type for column {} of {}", col.name, target.id.ToString()));
+    }
+    body.push_back(fmt::format("{} {}{}", QuoteIdent(col.name), type, col.not_null ? " NOT NULL" : ""));
+  }
+  std::vector<std::string> key;
+  for (int k : target.key) key.push_back(QuoteIdent(target.columns[k].name));
+  body.push_back(fmt::format("PRIMARY KEY ({})", fmt::join(key, ", ")));
+  // The table options, without PARTITION BY (its columns may be gone or renamed).
+  size_t options_end = show.size();
+  for (size_t i = close + 1; i < tk.size(); ++i)
+    if (tk[i].depth == 0 && tk[i].Is("PARTITION")) {
+      options_end = tk[i].begin;
+      break;
+    }
+  std::string options(show.substr(tk[close].begin + 1, options_end - tk[close].begin - 1));
+  while (!options.empty() && std::isspace(static_cast<unsigned char>(options.back()))) options.pop_back();
+  return fmt::format("CREATE TABLE IF NOT EXISTS {} (\n  {}\n){}", QuoteQualified(target_db, target.id.name),
+                     fmt::join(body, ",\n  "), options);
 }
 
 Status BuildDeferred(const std::string& target_uri, const std::string& target_db, const std::vector<DeferredDdl>& ddl,

@@ -25,12 +25,17 @@
 #include <deque>
 #include <map>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
 #include "base/status.h"
 #include "base/thread_annotations.h"
 #include "core/schema.h"
+
+namespace midflight {
+class TableTransform;
+}
 
 namespace midflight::mysql {
 
@@ -58,6 +63,24 @@ struct DeferredDdl {
 // continues. Returns the deferred DDL, one entry per table, in `tables` order.
 Result<std::vector<DeferredDdl>> CreateTables(MyConn& src, MyConn& dst, const std::vector<TableId>& tables,
                                               const std::string& target_db);
+
+// The target's table of a transformed source table (core/transform.h), from
+// the source's SHOW CREATE TABLE `show`: CREATE TABLE IF NOT EXISTS in
+// `target_db` under the transform's name, each column the transform keeps
+// as the source defines it (renamed; a generated one as a plain column that
+// holds what the source computed; AUTO_INCREMENT only on the key's first
+// column), each column a cast or an expression makes in a MySQL type for
+// its result (text: LONGTEXT, or VARCHAR(64) in the key, utf8mb4_bin;
+// integer: BIGINT; decimal: DECIMAL(65,30); an expression typed as a source
+// column, coalesce(a, b): that column's type), the key as the primary key,
+// and the source's table options without PARTITION BY. Secondary indexes,
+// foreign keys, CHECK constraints and triggers are not carried. Operator
+// error naming the column for a result with no MySQL type here (a boolean:
+// CheckTransformedTypes).
+Result<std::string> TransformedTableSql(const TableTransform& tr, std::string_view show, const std::string& target_db);
+// Preflight: every column `tr` casts or computes has a MySQL type
+// (TransformedTableSql); else an operator error naming the transform and column.
+Status CheckTransformedTypes(const TableTransform& tr);
 
 // Adds the deferred indexes, `workers` tables at a time (largest first),
 // each worker on its own connection to `target_uri`; then the foreign keys.

@@ -19,6 +19,7 @@
 #include "engines/mysql/my_conn.h"
 #include "engines/mysql/binlog_pos.h"
 #include "engines/mysql/catalog.h"
+#include "core/transform.h"
 
 namespace midflight::mysql {
 
@@ -98,11 +99,33 @@ std::string RangeWhere(const TableSchema& t, const Chunk& c) {
   return parts.empty() ? "" : fmt::format(" WHERE {}", fmt::join(parts, " AND "));
 }
 
+// Appends one field in LOAD DATA's default text format (backslash escapes).
+void AppendField(std::string& buf, const char* d, unsigned long n) {
+  // Runs of bytes that need no escape are appended whole, not byte by byte
+  // (most values are one run).
+  unsigned long run = 0;
+  for (unsigned long j = 0; j < n; ++j) {
+    const char* esc = nullptr;
+    switch (d[j]) {
+      case '\\': esc = "\\\\"; break;
+      case '\t': esc = "\\t"; break;
+      case '\n': esc = "\\n"; break;
+      case '\r': esc = "\\r"; break;
+      case '\0': esc = "\\0"; break;
+      default: continue;
+    }
+    buf.append(d + run, j - run);
+    buf.append(esc, 2);
+    run = j + 1;
+  }
+  buf.append(d + run, n - run);
+}
+
 // Feeds LOAD DATA LOCAL INFILE from a source row stream, in LOAD DATA's
 // default text format: tab between fields, newline after rows, backslash
 // escapes, \N for NULL.
 // One chunk's rows, read from the source as they arrive.
-struct Feed final : InfileFeed {
+struct Feed : InfileFeed {
   MyConn::Stream* rows = nullptr;
   const TableSchema* table = nullptr;
   const LoadShape* shape = nullptr;
@@ -122,7 +145,8 @@ struct Feed final : InfileFeed {
     return fmt::format("({})=({})", fmt::join(names, ", "), fmt::join(values, ", "));
   }
 
-  bool Fill() override {
+  // The next source row; false at the end (eof), when stopped or on an error (error).
+  bool NextRow() {
     if (stop->load()) {
       error = Cancelled("stopped");
       return false;
@@ -132,10 +156,12 @@ struct Feed final : InfileFeed {
       error = more.status();
       return false;
     }
-    if (!*more) {
-      eof = true;
-      return false;
-    }
+    if (!*more) eof = true;
+    return *more;
+  }
+
+  bool Fill() override {
+    if (!NextRow()) return false;
     if (pub) {
       std::vector<Datum> image;
       image.reserve(published->size());
@@ -156,26 +182,15 @@ struct Feed final : InfileFeed {
       }
       unsigned long n = rows->length(i);
       row_bytes += n;
-      // Runs of bytes that need no escape are appended whole, not byte by
-      // byte (most values are one run).
-      unsigned long run = 0;
-      for (unsigned long j = 0; j < n; ++j) {
-        const char* esc = nullptr;
-        switch (d[j]) {
-          case '\\': esc = "\\\\"; break;
-          case '\t': esc = "\\t"; break;
-          case '\n': esc = "\\n"; break;
-          case '\r': esc = "\\r"; break;
-          case '\0': esc = "\\0"; break;
-          default: continue;
-        }
-        buf.append(d + run, j - run);
-        buf.append(esc, 2);
-        run = j + 1;
-      }
-      buf.append(d + run, n - run);
+      AppendField(buf, d, n);
     }
     buf.push_back('\n');
+    return Fits(row_bytes);
+  }
+
+  // Counts a row of `row_bytes` source bytes; false (error set) when it is
+  // over max_row_bytes.
+  bool Fits(int64_t row_bytes) {
     if (max_row_bytes > 0 && row_bytes > max_row_bytes) {
       error = OperatorError(fmt::format("table {} row {} is {} bytes, over max_row_bytes {}; raise max_row_bytes "
                                         "(and max_allowed_packet on the target) or exclude the table",
@@ -184,6 +199,102 @@ struct Feed final : InfileFeed {
     }
     Counted(row_bytes);
     return true;
+  }
+};
+
+// A transformed table's load (CopyJob::transforms): the source's select
+// list (ShapeOf's LOAD DATA forms, then the binlog forms not already there)
+// and the target's LOAD DATA column list.
+struct TransformShape {
+  LoadShape load;          // the source's select list and key positions (its load_list is unused)
+  std::vector<int> image;  // the transform's input: source writable column i -> its select position
+  std::vector<int> field;  // target column i -> the select position of its LOAD DATA form; -1: the transform's value
+  std::string load_list, set_clause;  // the target's, as LoadShape's
+};
+
+TransformShape TransformShapeOf(const TableSchema& t, const TableTransform& tr) {
+  TransformShape s;
+  s.load = ShapeOf(t);
+  std::map<int, int> loaded;  // source column -> its LOAD DATA form's select position
+  for (int i = 0, pos = 0; i < static_cast<int>(t.columns.size()); ++i)
+    if (!t.columns[i].generated) loaded[i] = pos++;
+  AddPublished(t, &s.load, &s.image);
+  const TableSchema& target = *tr.target();
+  std::vector<std::string> load, sets;
+  for (size_t i = 0; i < target.columns.size(); ++i) {
+    const std::string q = QuoteIdent(target.columns[i].name);
+    const int from = tr.SourceColumn(i);
+    auto at = from >= 0 && tr.ColumnCast(i).empty() ? loaded.find(from) : loaded.end();
+    s.field.push_back(at == loaded.end() ? -1 : at->second);
+    if (at == loaded.end()) {
+      load.push_back(q);
+      continue;
+    }
+    // As ShapeOf loads the source column.
+    const std::string& base = t.columns[from].type.native_base;
+    const std::string var = fmt::format("@t{}", i);
+    if (base == "bit") {
+      load.push_back(var);
+      sets.push_back(fmt::format("{} = CAST({} AS UNSIGNED)", q, var));
+    } else if (base == "uuid" || base == "inet4" || base == "inet6") {
+      load.push_back(var);
+      sets.push_back(fmt::format("{} = CONVERT({} USING latin1)", q, var));
+    } else {
+      load.push_back(q);
+    }
+  }
+  s.load_list = fmt::format("({})", fmt::join(load, ", "));
+  if (!sets.empty()) s.set_clause = fmt::format(" SET {}", fmt::join(sets, ", "));
+  return s;
+}
+
+// One chunk of a transformed table: each source row through the transform.
+struct TransformFeed final : Feed {
+  const TableTransform* transform = nullptr;
+  const TransformShape* tshape = nullptr;
+  int64_t dropped = 0;  // rows the filter left out
+
+  bool Fill() override {
+    while (NextRow()) {
+      std::vector<Datum> image;
+      image.reserve(tshape->image.size());
+      int64_t row_bytes = 0;
+      for (int i : tshape->image) {
+        image.push_back(rows->data(i) ? Datum::Text(std::string(rows->data(i), rows->length(i))) : Datum::Null());
+        row_bytes += rows->data(i) ? static_cast<int64_t>(rows->length(i)) : 0;
+      }
+      if (pub) {
+        if (Status st = pub->Row(image); !st.ok()) {
+          error = st;
+          return false;
+        }
+      }
+      auto row = transform->Row(image);
+      if (!row.ok()) {
+        error = row.status();
+        return false;
+      }
+      if (!*row) {
+        ++dropped;
+        if (!Fits(row_bytes)) return false;
+        continue;  // the filter leaves it out: read and counted, not loaded
+      }
+      for (size_t i = 0; i < (*row)->size(); ++i) {
+        if (i) buf.push_back('\t');
+        const int f = tshape->field[i];
+        const char* d = f >= 0 ? rows->data(f) : nullptr;
+        const Datum& v = (**row)[i];
+        if (f >= 0 ? !d : v.is_null()) {
+          buf += "\\N";
+          continue;
+        }
+        if (f >= 0) AppendField(buf, d, rows->length(f));
+        else AppendField(buf, v.text.data(), v.text.size());
+      }
+      buf.push_back('\n');
+      return Fits(row_bytes);
+    }
+    return false;
   }
 };
 
@@ -254,21 +365,32 @@ class Worker {
       return Status::Ok();
     }
 
+    const TableTransform* transform = nullptr;
+    if (job_.transforms)
+      if (auto it = job_.transforms->find(c.table); it != job_.transforms->end()) transform = it->second.get();
+    TransformShape tshape;
+    if (transform) tshape = TransformShapeOf(t, *transform);
+    const LoadShape& select = transform ? tshape.load : shape;
     std::unique_ptr<ChunkPublication> pub;
     std::vector<int> published;
     if (job_.publisher) {
-      AddPublished(t, &shape, &published);
+      if (transform) published = tshape.image;
+      else AddPublished(t, &shape, &published);
       ASSIGN_OR_RETURN(pub, job_.publisher->Begin(job_.tables.at(c.table), c, Position::Binlog(snapshot)));
     }
-    ASSIGN_OR_RETURN(auto rows, src_->QueryStream(fmt::format("SELECT {} FROM {}{}", shape.select_list,
+    ASSIGN_OR_RETURN(auto rows, src_->QueryStream(fmt::format("SELECT {} FROM {}{}", select.select_list,
                                                               QuoteQualified(t.id.schema, t.id.name),
                                                               RangeWhere(t, c))));
-    Feed feed;
+    Feed plain;
+    TransformFeed transformed;
+    Feed& feed = transform ? transformed : plain;
+    transformed.transform = transform;
+    transformed.tshape = &tshape;
     feed.pub = pub.get();
     feed.published = &published;
     feed.rows = rows.get();
     feed.table = &t;
-    feed.shape = &shape;
+    feed.shape = &select;
     feed.stop = &stop_;
     feed.max_row_bytes = job_.max_row_bytes;
     feed.progress = progress_.at(c.table).get();
@@ -276,7 +398,9 @@ class Worker {
     const std::string load = fmt::format(
         "LOAD DATA LOCAL INFILE 'midflight-{}-{}' INTO TABLE {} CHARACTER SET binary FIELDS TERMINATED BY '\\t' "
         "ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' {}{}",
-        c.table.name, c.number, QuoteQualified(job_.target_db, t.id.name), shape.load_list, shape.set_clause);
+        c.table.name, c.number,
+        QuoteQualified(job_.target_db, transform ? transform->target()->id.name : t.id.name),
+        transform ? tshape.load_list : shape.load_list, transform ? tshape.set_clause : shape.set_clause);
     Status st = feed.Load(*dst_, load);
     if (st.ok() && mysql_warning_count(dst_->raw()) > 0) {
       auto w = dst_->Query("SHOW WARNINGS LIMIT 1");

@@ -33,6 +33,7 @@
 #include "core/schema.h"
 #include "engines/mysql/my_conn.h"
 #include "pipeline/throttle.h"
+#include "pipeline/transform_sink.h"
 
 namespace midflight {
 class Knobs;
@@ -72,6 +73,14 @@ struct CopyJob {
   RateLimiter* rate = nullptr;
   ThrottleBoard* throttle = nullptr;
   std::map<TableId, std::shared_ptr<const TableSchema>> tables;
+  // The spec's transforms by source table (core/transform.h), or null. A
+  // transformed table's rows are read in the binlog's text form too (what
+  // the stream hands the transform, catalog.h BinlogFormSelect), go through
+  // the transform (a row its filter drops is read and counted, not loaded;
+  // one it cannot apply to fails the copy, naming table, key, column and
+  // value) and are loaded under the target's names; the columns it keeps as
+  // they are travel in LOAD DATA's form, as an untransformed table's do.
+  std::shared_ptr<const TransformMap> transforms;
   std::vector<Chunk> chunks;  // the chunks still to copy
   int64_t max_row_bytes = 0;  // a row larger than this fails the copy, naming table and key (0: no limit)
   bool log_bin = true;        // false: the target sessions load with sql_log_bin = 0 (spec copy_binlog)

@@ -48,6 +48,7 @@
 #include <algorithm>
 #include <chrono>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "base/parse.h"
@@ -690,13 +691,27 @@ Result<ReplicationOps::VerifyOutcome> Verify(const VerifyJob& job) {
     started = true;
     TableResult result;
     result.table = t->id;
-    result.skipped = SkipReason(*t);
+    if (auto why = job.not_verified.find(t->id); why != job.not_verified.end()) result.skipped = why->second;
+    else result.skipped = SkipReason(*t);
     if (result.skipped.empty() && verifier.behind())
       result.skipped = "not reached: " + verifier.behind_reason();
     if (result.skipped.empty()) RETURN_IF_ERROR(verifier.VerifyTable(*t, &result));
-    if (job.on_table_done) job.on_table_done(result, t->estimated_rows);
+    // A table job.reshaped verifies reports its progress there.
+    if (job.on_table_done && !(job.reshaped && job.not_verified.count(t->id))) job.on_table_done(result, t->estimated_rows);
     report.rows += result.rows;
     report.tables.push_back(std::move(result));
+  }
+  std::set<TableId> elsewhere;
+  ReshapedVerified reshaped;
+  if (job.reshaped) {
+    ASSIGN_OR_RETURN(reshaped, job.reshaped());
+    for (auto& r : reshaped.report.tables)
+      for (auto& mine : report.tables)
+        if (mine.table == r.table) {
+          report.rows += r.rows;
+          mine = r;
+          elsewhere.insert(r.table);
+        }
   }
   report.seconds = std::chrono::duration<double>(Clock::now() - start).count();
 
@@ -704,7 +719,10 @@ Result<ReplicationOps::VerifyOutcome> Verify(const VerifyJob& job) {
   out.clean = report.clean();
   out.summary = report.Summary();
   out.json = report.ToJson();
+  out.lines = std::move(reshaped.lines);
+  out.repairs = std::move(reshaped.repairs);
   for (const auto& tr : report.tables) {
+    if (elsewhere.count(tr.table)) continue;
     if (!tr.skipped.empty()) out.lines.push_back(fmt::format("{}: not verified: {}", tr.table.ToString(), tr.skipped));
     std::shared_ptr<const TableSchema> schema;
     for (const auto& t : job.tables)

@@ -17,11 +17,8 @@ Result<std::vector<TableComparison>> CompareTables(const MigrationSpec& spec) {
   ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*src, spec.tables, spec.exclude));
   std::vector<TableComparison> out;
   for (const auto& t : tables) {
-    if (const TableTransformSpec* tr = TransformFor(spec.transforms, t->id)) {
-      TableComparison skipped;
-      skipped.table = t->id.ToString();
-      skipped.skipped = fmt::format("not compared: its rows are transformed on the way ({})", tr->where());
-      out.push_back(std::move(skipped));
+    if (auto skipped = SkippedAsTransformed(spec, t->id)) {
+      out.push_back(std::move(*skipped));
       continue;
     }
     // The whole-row reference is the bare alias, which a column of the same
