@@ -83,4 +83,20 @@ Status TransformSink::ApplyBarrier(const Change& change, uint32_t partitions) {
   return inner_->ApplyBarrier(*t, partitions);
 }
 
+Result<int64_t> TransformSink::DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                                          std::optional<int64_t> lo, std::optional<int64_t> hi,
+                                          const std::function<bool(const Change&)>& mine) {
+  if (transforms_->count(table->id))
+    return OperatorError(fmt::format(
+        "table {}: a replay cannot reset a chunk of a transformed table (the copy of that chunk was started again); "
+        "copy the target again, or replay from an offset after the copy ended",
+        table->id.ToString()));
+  return inner_->DeleteRows(table, column, lo, hi, mine);
+}
+
+Result<bool> TransformSink::HoldsRows(const TableSchema& table) {
+  auto it = transforms_->find(table.id);
+  return inner_->HoldsRows(it == transforms_->end() ? table : *it->second->target());
+}
+
 }  // namespace midflight

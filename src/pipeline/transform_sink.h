@@ -54,6 +54,20 @@ class TransformSink final : public ChangeSink {
   Status ApplyBatch(std::span<const Change> changes, ChangePosition checkpoint, BatchConflicts* conflicts) override;
   Status ApplyBarrier(const Change& change, uint32_t partitions) override;
   Status Reconnect() override { return inner_->Reconnect(); }
+  // What apply workers and replays ask of a sink (kafka/apply_worker.h),
+  // answered by the engine's sink; a transformed table's under its target
+  // shape. A chunk reset of a transformed table is refused, naming it: its
+  // range and the partition test run on the source's key columns, which the
+  // target's rows would have to be mapped back to.
+  Result<int64_t> DeleteRows(const std::shared_ptr<const TableSchema>& table, const std::string& column,
+                             std::optional<int64_t> lo, std::optional<int64_t> hi,
+                             const std::function<bool(const Change&)>& mine) override;
+  Result<bool> HoldsRows(const TableSchema& table) override;
+  Result<int64_t> LoadLogOffset() override { return inner_->LoadLogOffset(); }
+  Result<CheckpointRow> LoadCheckpointRow() override { return inner_->LoadCheckpointRow(); }
+  void SetWorker(std::string worker) override { inner_->SetWorker(std::move(worker)); }
+  Status EnableFencing() override { return inner_->EnableFencing(); }
+  uint64_t batches_refused() const override { return inner_->batches_refused(); }
 
  private:
   std::unique_ptr<ChangeSink> inner_;

@@ -14,6 +14,9 @@
 #  - `midflight replay --from-offset earliest` re-applies the topic over the
 #    live target while the load and the workers go on (pgbench_history, which
 #    has no key, is left out: re-inserting its rows would duplicate them).
+# A table with a transform ("Branch Notes" -> "branch notes", a column
+# excluded, one computed) is written by the load too: the workers apply the
+# transform as the run's own sinks do, replay included.
 # At the end source and target are equal row for row (midflight compare, and
 # pgbench_history's count), and each worker's holdings were printed.
 # Bad input: a worker for a migration with no topic, with another partition
@@ -25,9 +28,19 @@ TOPIC=midflight.kwork.changes
 start_kafka_mock "$TOPIC:4"
 
 pgbench -i -s 2 -q "$SRC" >/dev/null 2>&1
-sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL"
+sql_src -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" \
+  -c "CREATE TABLE \"Branch Notes\" (id int PRIMARY KEY, note text, n int NOT NULL, secret text)" \
+  -c "INSERT INTO \"Branch Notes\" SELECT g, 'n' || g, g, 's' || g FROM generate_series(1, 200) g"
 write_spec kwork "partitions: 4" "transport:" "  kind: kafka" "  brokers: \"$BROKERS\"" "  apply: workers" \
-  "  settings:" "    linger.ms: \"2\""
+  "  settings:" "    linger.ms: \"2\"" \
+  "transforms:" "  public.Branch Notes:" "    rename: branch notes" "    exclude: [secret]" "    add:" "      n2: n * 2"
+cat >"$WORK/notes.sql" <<'SQL'
+\set i random(1, 200)
+\set j random(1000, 3000)
+UPDATE "Branch Notes" SET n = n + 1, note = 'u' || :i WHERE id = :i;
+INSERT INTO "Branch Notes" VALUES (:j, 'new', :j, 'x') ON CONFLICT (id) DO UPDATE SET n = excluded.n + 1;
+DELETE FROM "Branch Notes" WHERE id = :j + 1;
+SQL
 
 WORKER_PIDS=()
 declare -A WPID
@@ -50,7 +63,7 @@ wait_holds() {
 # the run's applied position (read from the target's checkpoints).
 applied_rows() { sql_dst -c "SELECT count(*) FROM pgbench_history"; }
 
-pgbench -c 2 -j 2 -T 600 -R 100 "$SRC" >"$WORK/pgbench.log" 2>&1 &
+pgbench -c 2 -j 2 -T 600 -R 100 -b tpcb-like@4 -f "$WORK/notes.sql@1" "$SRC" >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 
 run_mf_bg
@@ -133,6 +146,14 @@ grep -E '^midflight_kafka_(partition_holder|consumer_lag_messages)' "$WORK/metri
 [[ $(grep -c '^midflight_kafka_partition_holder{.*worker="[BC]"' "$WORK/metrics.txt") == 4 ]] ||
   fail "/metrics does not name the holder of each partition"
 assert_equal
+# The transformed table, checked in SQL too: the source's rows as the
+# transform makes them (no secret, n2 computed).
+notes_src=$(sql_src -c "SELECT md5(string_agg(concat_ws('|', id, note, n, n * 2), ',' ORDER BY id)) FROM \"Branch Notes\"")
+notes_dst=$(sql_dst -c "SELECT md5(string_agg(concat_ws('|', id, note, n, n2), ',' ORDER BY id)) FROM \"branch notes\"")
+[[ $notes_src == "$notes_dst" ]] || fail "\"branch notes\" on the target is not the source's \"Branch Notes\" transformed"
+[[ $(sql_dst -c "SELECT count(*) FROM information_schema.columns WHERE table_name = 'branch notes' AND column_name = 'secret'") == 0 ]] ||
+  fail "the excluded column reached the target"
+log "transformed table: \"branch notes\" holds $(sql_dst -c "SELECT count(*) FROM \"branch notes\"") rows, the source's through the transform"
 src_hist=$(sql_src -c "SELECT count(*) FROM pgbench_history")
 dst_hist=$(sql_dst -c "SELECT count(*) FROM pgbench_history")
 log "pgbench_history: source $src_hist rows, target $dst_hist rows"

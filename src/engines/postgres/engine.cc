@@ -590,7 +590,17 @@ class PgEngineKind final : public EngineKind {
       const std::string origin = key == spec.name ? fmt::format("midflight_{}_f{}", spec.name, p.value)
                                                   : fmt::format("midflight_{}_x{}", spec.name, p.value);
       ASSIGN_OR_RETURN(auto sink, pg::PgChangeSink::Open(spec.target, key, p, origin));
-      return std::unique_ptr<ChangeSink>(std::move(sink));
+      if (spec.transforms.empty()) return std::unique_ptr<ChangeSink>(std::move(sink));
+      // The spec's transforms, bound to the source's tables as the worker
+      // reads them: the topic carries the source's rows, as the run's own
+      // sinks receive them (pg_flow.cc).
+      pg::ConnOptions co;
+      co.application_name = "midflight-worker-catalog";
+      ASSIGN_OR_RETURN(auto conn, pg::PgConn::Connect(spec.source, co));
+      ASSIGN_OR_RETURN(auto tables, pg::LoadTables(*conn, spec.tables, spec.exclude));
+      ASSIGN_OR_RETURN(auto bound, BindTransforms(spec.transforms, tables));
+      return std::unique_ptr<ChangeSink>(
+          std::make_unique<TransformSink>(std::move(sink), std::make_shared<const TransformMap>(TransformsBySource(bound))));
     };
     return ends;
   }
