@@ -51,6 +51,7 @@ SB_PROXY=(--db-driver=mysql --mysql-host=127.0.0.1 --mysql-user=app --mysql-pass
           --tables=4 --table-size=20000 --time=0 --report-interval=0 --mysql-ignore-errors=1213 --db-ps-mode=auto)
 # start_load SUFFIX: the applications through both endpoints, logs sb_rw/sb_ro SUFFIX.log.
 start_load() {
+  LOAD_SUFFIX=$1
   sysbench oltp_read_write "${SB_PROXY[@]}" --mysql-port="$PROXY_PORT" --threads=4 --rate=100 run \
     >"$WORK/sb_rw$1.log" 2>&1 &
   RW_PID=$!
@@ -59,9 +60,29 @@ start_load() {
   RO_PID=$!
   EXTRA_PIDS+=("$RW_PID" "$RO_PID")
 }
+# proxy_closes: what midflight logged about the proxy sessions it closed or
+# answered with an error (session, endpoint, server side, what the client
+# waited for, why), for a failure's report next to sysbench's output.
+proxy_closes() {
+  log "midflight's log lines on proxy sessions:"
+  grep -h "proxy [^ ]*: session " "$WORK"/run.*.log 2>/dev/null | tail -60 || true
+}
 start_load ""
-alive() { kill -0 "$RW_PID" 2>/dev/null || { cat "$WORK/sb_rw.log"; fail "sysbench read-write stopped"; }
-          kill -0 "$RO_PID" 2>/dev/null || { cat "$WORK/sb_ro.log"; fail "sysbench read-only stopped"; }; }
+# sb_failed LOG WHAT: sysbench's output and the proxy's closes (and
+# midflight's end, when it died under the applications), then fail.
+sb_failed() {
+  cat "$1"
+  proxy_closes
+  if [[ -n ${MF_PID:-} ]] && ! kill -0 "$MF_PID" 2>/dev/null; then
+    local rc=0
+    wait "$MF_PID" 2>/dev/null || rc=$?
+    log "midflight (pid $MF_PID) is not running: exit status $rc; the end of its log:"
+    tail -20 "$WORK/run.$RUN_N.log"
+  fi
+  fail "$2"
+}
+alive() { kill -0 "$RW_PID" 2>/dev/null || sb_failed "$WORK/sb_rw$LOAD_SUFFIX.log" "sysbench read-write stopped"
+          kill -0 "$RO_PID" 2>/dev/null || sb_failed "$WORK/sb_ro$LOAD_SUFFIX.log" "sysbench read-only stopped"; }
 
 wait_phase replicating 240
 sleep 2
@@ -139,7 +160,7 @@ stop_rw
 # included, would have ended it with FATAL.
 for f in "$WORK"/sb_rw*.log "$WORK"/sb_ro*.log; do
   [[ $f == *_crash.log ]] && continue  # its proxy was killed under it
-  if grep -q "FATAL" "$f"; then cat "$f"; fail "$(basename "$f"): sysbench failed"; fi
+  if grep -q "FATAL" "$f"; then sb_failed "$f" "$(basename "$f"): sysbench failed"; fi
 done
 log "sysbench: no error through the proxy (read-write and read-only, before and after the restart)"
 
