@@ -526,7 +526,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     for (auto& l : links_)
       if (l && l->state == Link::State::kReady && !l->tracker->Idle())
         Killer::Start(loop_, m_.config.servers[static_cast<int>(l->side)], m_.server_tls[static_cast<int>(l->side)], l->thread_id, false);
-    if (connection) Close("killed", Closer::kClient);
+    if (connection) Close("killed (KILL CONNECTION through the proxy)");
   }
 
   void Shutdown() override { Close("proxy stopping", Closer::kShutdown); }
@@ -563,7 +563,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   }
   void OnConnClosed(Conn& c, const std::string& why) override {
     if (closed_) return;
-    if (c.tag() == kClientTag) return Close(fmt::format("client: {}", why), Closer::kClient);
+    if (c.tag() == kClientTag) return Close(fmt::format("client: {} (without COM_QUIT)", why), Closer::kClientGone);
     if (Link* l = LinkOf(c)) FailLink(*l, fmt::format("{} server: {}", SideStr(l->side), why));
   }
 
@@ -582,21 +582,22 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   }
   Link* Current() { return cur_ >= 0 ? links_[cur_].get() : nullptr; }
 
-  // Who ends a session: the proxy (an error, a server gone, a timeout), the
-  // client (COM_QUIT, its socket closed, KILL through the proxy), or the
-  // proxy's own stop.
-  enum class Closer { kProxy, kClient, kShutdown };
+  // Who ends a session: the proxy (an error, a server gone, a timeout, KILL
+  // through the proxy), the client (COM_QUIT; or its socket closed without
+  // it), or the proxy's own stop.
+  enum class Closer { kProxy, kClientQuit, kClientGone, kShutdown };
 
   // The session's one way out. A close the client did not ask for (a failed
-  // login included), and any close while the client is owed an answer (it
-  // sees "Lost connection"), is logged at INFO with the session, its
-  // endpoint, its server side and the reason; `answered`: an ERR for the
-  // outstanding command went first.
+  // login included), a logged-in client that goes without COM_QUIT (as
+  // MariaDB's "Aborted connection"), and any close while the client is owed
+  // an answer (it sees "Lost connection") are logged at INFO with the
+  // session, its endpoint, its server side and the reason; `answered`: an
+  // ERR for the outstanding command went first.
   void Close(const std::string& why, Closer by = Closer::kProxy, bool answered = false) {
     if (closed_) return;
     const std::string owed = Outstanding();
     closed_ = true;
-    if (!owed.empty() || by == Closer::kProxy) {
+    if (!owed.empty() || by == Closer::kProxy || (by == Closer::kClientGone && counted_)) {
       LOG_INFO("proxy {}: session {} ({}) closed{}: {}", m_.config.migration, Describe(), peer_,
                owed.empty() ? "" : fmt::format(" with {} outstanding{}", owed,
                                                answered ? " (answered with an error first)" : ", no error sent"),
@@ -942,7 +943,8 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       return false;
     }
     if (cmd == mw::Command::kQuit) {
-      Close("COM_QUIT", Closer::kClient);
+      client_->Consume(raw.size());  // (answered by the close)
+      Close("COM_QUIT", Closer::kClientQuit);
       return false;
     }
     if (mw::Classify(payload[0]).response == mw::ResponseKind::kUnsupported) {
