@@ -137,10 +137,15 @@ log "$out"
 out=$("$PY" "$HERE/clients.py" mysqldb "$RW" "$(flip_cmd target)" "$(flip_cmd source)") || fail "$out"
 log "$out"
 
-# 5. KILL QUERY through the proxy; a client that vanishes mid-query.
+# 5. KILL QUERY through the proxy; a client that vanishes mid-query; a client
+# that sends its next command before reading a large answer.
 out=$("$PY" "$HERE/clients.py" kill "$RW") || fail "$out"
 log "$out"
 out=$("$PY" "$HERE/clients.py" gone "$RW" "$A") || fail "$out"
+log "$out"
+# A command that arrives, inside a transaction, while the client has not yet
+# read a 16 MB answer (the proxy's output to it full) is answered once it reads.
+out=$("$PY" "$HERE/clients.py" pipeline "$RW") || fail "$out"
 log "$out"
 
 # 6. A temporary table pins its session; the pin is listed, then gone after DROP.

@@ -554,9 +554,11 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   void OnConnDrained(Conn& c) override {
     if (closed_) return;
     if (c.tag() == kClientTag) {
-      // Room again towards the client: relay what the servers sent.
+      // Room again towards the client: relay what the servers sent, then look
+      // at a command held because that output was full (OnCommand).
       for (auto& l : links_)
         if (l) ProcessServer(*l);
+      ProcessClient();
     } else {
       ProcessClient();
     }
