@@ -4,8 +4,9 @@
 # sysbench oltp_read_write runs through the read-write endpoint while the
 # write side flips back and forth (pause, side, resume); then the mariadb
 # client (source of a file, LOAD DATA LOCAL INFILE), Python (pymysql: session
-# state carried across a flip, KILL QUERY, a vanished client, bad input;
-# mysqlclient: its cursor across two flips) and
+# state carried across a flip, KILL QUERY, a vanished client, bad input, a
+# command sent behind an unread 16 MB answer; mysqlclient: its cursor across
+# two flips) and
 # Node.js mysql2 (binary-protocol prepared statements across a flip); a
 # temporary table pins its session; the read-only endpoint.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
