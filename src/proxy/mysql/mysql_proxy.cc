@@ -639,14 +639,14 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
 
   // What the client waits for an answer to, "" when nothing.
   std::string Outstanding() const {
-    if (cstate_ != CState::kReady || client_->closed()) return "";
+    if (cstate_ != CState::kReady) return "";
     if (!awaiting_.empty()) {
       std::string what = fmt::format("{} awaiting its answer", mw::Classify(awaiting_.front().command).name);
       if (awaiting_.size() > 1) what += fmt::format(" ({} commands in all)", awaiting_.size());
       return what;
     }
     if (client_data_ || client_cont_) return "a command whose data is being relayed";
-    const auto in = client_->input();
+    const auto in = client_->input();  // (empty once the client's socket closed)
     if (in.size() > kHeader) {
       const char* name = mw::Classify(static_cast<uint8_t>(in[kHeader])).name;
       if (waiting_gate_) return fmt::format("{} held at the write gate", name);
