@@ -4,8 +4,9 @@
 # sysbench oltp_read_write runs through the read-write endpoint while the
 # write side flips back and forth (pause, side, resume); then the mariadb
 # client (source of a file, LOAD DATA LOCAL INFILE), Python (pymysql: session
-# state carried across a flip, KILL QUERY, a vanished client, bad input;
-# mysqlclient: its cursor across two flips) and
+# state carried across a flip, KILL QUERY, a vanished client, bad input, a
+# command sent behind an unread 16 MB answer; mysqlclient: its cursor across
+# two flips) and
 # Node.js mysql2 (binary-protocol prepared statements across a flip); a
 # temporary table pins its session; the read-only endpoint.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -137,10 +138,15 @@ log "$out"
 out=$("$PY" "$HERE/clients.py" mysqldb "$RW" "$(flip_cmd target)" "$(flip_cmd source)") || fail "$out"
 log "$out"
 
-# 5. KILL QUERY through the proxy; a client that vanishes mid-query.
+# 5. KILL QUERY through the proxy; a client that vanishes mid-query; a client
+# that sends its next command before reading a large answer.
 out=$("$PY" "$HERE/clients.py" kill "$RW") || fail "$out"
 log "$out"
 out=$("$PY" "$HERE/clients.py" gone "$RW" "$A") || fail "$out"
+log "$out"
+# A command that arrives, inside a transaction, while the client has not yet
+# read a 16 MB answer (the proxy's output to it full) is answered once it reads.
+out=$("$PY" "$HERE/clients.py" pipeline "$RW") || fail "$out"
 log "$out"
 
 # 6. A temporary table pins its session; the pin is listed, then gone after DROP.

@@ -392,8 +392,9 @@ class Killer final : public ConnOwner {
         c.Write(Packet(seq + 1, mw::NativePasswordResponse(server_.password, sw->data)));
         return;
       }
+      const bool ok = !p.empty() && p[0] == 0;  // (p is gone once consumed)
       c.Consume(4 + p.size());
-      if (p.empty() || p[0] != 0) return Done();
+      if (!ok) return Done();
       c.Write(Packet(0, mw::ComQuery(fmt::format("KILL {} {}", connection_ ? "CONNECTION" : "QUERY", thread_id_))));
       step_ = 2;
     } else {
@@ -525,10 +526,10 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     for (auto& l : links_)
       if (l && l->state == Link::State::kReady && !l->tracker->Idle())
         Killer::Start(loop_, m_.config.servers[static_cast<int>(l->side)], m_.server_tls[static_cast<int>(l->side)], l->thread_id, false);
-    if (connection) Close("killed");
+    if (connection) Close("killed (KILL CONNECTION through the proxy)");
   }
 
-  void Shutdown() override { Close("proxy stopping"); }
+  void Shutdown() override { Close("proxy stopping", Closer::kShutdown); }
 
   // ---- ConnOwner
   void OnConnConnected(Conn& c) override {
@@ -553,16 +554,18 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   void OnConnDrained(Conn& c) override {
     if (closed_) return;
     if (c.tag() == kClientTag) {
-      // Room again towards the client: relay what the servers sent.
+      // Room again towards the client: relay what the servers sent, then look
+      // at a command held because that output was full (OnCommand).
       for (auto& l : links_)
         if (l) ProcessServer(*l);
+      ProcessClient();
     } else {
       ProcessClient();
     }
   }
   void OnConnClosed(Conn& c, const std::string& why) override {
     if (closed_) return;
-    if (c.tag() == kClientTag) return Close(fmt::format("client: {}", why));
+    if (c.tag() == kClientTag) return Close(fmt::format("client: {} (without COM_QUIT)", why), Closer::kClientGone);
     if (Link* l = LinkOf(c)) FailLink(*l, fmt::format("{} server: {}", SideStr(l->side), why));
   }
 
@@ -581,10 +584,29 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   }
   Link* Current() { return cur_ >= 0 ? links_[cur_].get() : nullptr; }
 
-  void Close(const std::string& why) {
+  // Who ends a session: the proxy (an error, a server gone, a timeout, KILL
+  // through the proxy), the client (COM_QUIT; or its socket closed without
+  // it), or the proxy's own stop.
+  enum class Closer { kProxy, kClientQuit, kClientGone, kShutdown };
+
+  // The session's one way out. A close the client did not ask for (a failed
+  // login included), a logged-in client that goes without COM_QUIT (as
+  // MariaDB's "Aborted connection"), and any close while the client is owed
+  // an answer (it sees "Lost connection") are logged at INFO with the
+  // session, its endpoint, its server side and the reason; `answered`: an
+  // ERR for the outstanding command went first.
+  void Close(const std::string& why, Closer by = Closer::kProxy, bool answered = false) {
     if (closed_) return;
+    const std::string owed = Outstanding();
     closed_ = true;
-    LOG_DEBUG("proxy {}: session {} ({}) closed: {}", m_.config.migration, id_, peer_, why);
+    if (!owed.empty() || by == Closer::kProxy || (by == Closer::kClientGone && counted_)) {
+      LOG_INFO("proxy {}: session {} ({}) closed{}: {}", m_.config.migration, Describe(), peer_,
+               owed.empty() ? "" : fmt::format(" with {} outstanding{}", owed,
+                                               answered ? " (answered with an error first)" : ", no error sent"),
+               why);
+    } else {
+      LOG_DEBUG("proxy {}: session {} ({}) closed: {}", m_.config.migration, Describe(), peer_, why);
+    }
     if (auth_timer_) loop_->CancelTimer(*auth_timer_);
     if (in_txn_) core_.LeaveTransaction(ep_);
     in_txn_ = false;
@@ -605,8 +627,34 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
 
   void ProtocolError(const std::string& why) {
     ++core_.protocol_errors;
-    LOG_INFO("proxy {}: client {}: {}", m_.config.migration, peer_, why);
-    Close(why);
+    Close(fmt::format("protocol error: {}", why));
+  }
+
+  // "17 (read-write endpoint, source server session)": for log lines.
+  std::string Describe() const {
+    std::string side = cur_ >= 0 ? fmt::format("{} server session", SideStr(static_cast<Side>(cur_))) : "no server session";
+    if (in_txn_ && want_ != cur_) side += fmt::format(", moving to the {}", SideStr(static_cast<Side>(want_)));
+    return fmt::format("{} ({} endpoint, {})", id_, ep_ == Endpoint::kReadWrite ? "read-write" : "read-only", side);
+  }
+
+  // What the client waits for an answer to, "" when nothing.
+  std::string Outstanding() const {
+    if (cstate_ != CState::kReady) return "";
+    if (!awaiting_.empty()) {
+      std::string what = fmt::format("{} awaiting its answer", mw::Classify(awaiting_.front().command).name);
+      if (awaiting_.size() > 1) what += fmt::format(" ({} commands in all)", awaiting_.size());
+      return what;
+    }
+    if (client_data_ || client_cont_) return "a command whose data is being relayed";
+    const auto in = client_->input();  // (empty once the client's socket closed)
+    if (in.size() > kHeader) {
+      const char* name = mw::Classify(static_cast<uint8_t>(in[kHeader])).name;
+      if (waiting_gate_) return fmt::format("{} held at the write gate", name);
+      if (in_txn_ || first_side_ >= 0) return fmt::format("{} held for a server session", name);
+      return fmt::format("{} not yet read", name);
+    }
+    if (!in.empty()) return "a command partly received";
+    return "";
   }
 
   // ---- Client side.
@@ -897,7 +945,8 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       return false;
     }
     if (cmd == mw::Command::kQuit) {
-      Close("COM_QUIT");
+      client_->Consume(raw.size());  // (answered by the close)
+      Close("COM_QUIT", Closer::kClientQuit);
       return false;
     }
     if (mw::Classify(payload[0]).response == mw::ResponseKind::kUnsupported) {
@@ -1231,6 +1280,8 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
     auto in = client_->input();
     if (in.size() >= kHeader && in.size() >= kHeader + PayloadLen(in)) {
       uint8_t seq = static_cast<uint8_t>(in[3]);
+      LOG_INFO("proxy {}: session {} ({}): {} answered with an error: {}", m_.config.migration, Describe(), peer_,
+               in.size() > kHeader ? mw::Classify(static_cast<uint8_t>(in[kHeader])).name : "the held command", why);
       client_->Consume(kHeader + PayloadLen(in));
       ReplyErr(seq, 1105, "HY000", fmt::format("proxy: {}", why));
     }
@@ -1247,6 +1298,9 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
   void DropLink(int side, bool quit) {
     auto& l = links_[side];
     if (!l) return;
+    if (cur_ == side && !awaiting_.empty())
+      LOG_INFO("proxy {}: session {} ({}): its {} server session dropped with {} outstanding", m_.config.migration,
+               Describe(), peer_, SideStr(l->side), Outstanding());
     if (quit && l->state == Link::State::kReady) l->conn->Write(Packet(0, mw::ComSimple(mw::Command::kQuit)));
     l->conn->Close();
     std::shared_ptr<Link> gone(std::move(l));
@@ -1256,12 +1310,13 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
 
   void FailLink(Link& l, const std::string& why) {
     const int side = static_cast<int>(l.side);
-    LOG_INFO("proxy {}: session {} ({}): {}", m_.config.migration, id_, peer_, why);
     if (cur_ == side) {
       // The session's own server went away mid-session: like the server, close.
-      if (!client_->out_full() && !awaiting_.empty()) client_->Write(Packet(1, ErrPayload(1105, "HY000", fmt::format("proxy: {}", why))));
-      return Close(why);
+      const bool answer = !client_->out_full() && !awaiting_.empty();
+      if (answer) client_->Write(Packet(1, ErrPayload(1105, "HY000", fmt::format("proxy: {}", why))));
+      return Close(why, Closer::kProxy, answer);
     }
+    LOG_INFO("proxy {}: session {} ({}): {}", m_.config.migration, Describe(), peer_, why);
     DropLink(side, false);
     if ((in_txn_ && want_ == side) || first_side_ == side) FailPending(why);
   }
@@ -1358,9 +1413,7 @@ class MySession final : public core::Session, public ConnOwner, public std::enab
       } else if (c.type == mw::kTrackSystemVariables) {
         if (ep_ == Endpoint::kReadOnly && (c.name == "tx_read_only" || c.name == "transaction_read_only") &&
             (c.value == "OFF" || c.value == "0")) {
-          LOG_WARN("proxy {}: session {} ({}) turned read-only transactions off on the read-only endpoint: closed",
-                   m_.config.migration, id_, peer_);
-          return Close("read-only turned off");
+          return Close(fmt::format("it turned read-only transactions off ({}={}) on the read-only endpoint", c.name, c.value));
         }
         if (NotCarried(c.name)) continue;
         vars_[c.name] = c.value;

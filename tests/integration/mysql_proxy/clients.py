@@ -18,6 +18,9 @@ Modes print one line each and exit non-zero on a failed check:
   bad        garbage, a truncated packet, a 1 GB declared length (at login and
              after it), a wrong password and a slow client each close only their
              own connection; a good session opened before stays usable.
+  pipeline   in a transaction, a client that sends its next command while the
+             proxy still holds a 16 MB answer it has not read yet gets that
+             command answered once it reads (a raw client: drivers do not pipeline).
 """
 import hashlib, os, socket, struct, sys, threading, time
 
@@ -46,6 +49,48 @@ def control(fifo_in, fifo_out, cmd):
         f.write(cmd + "\n")
     with open(fifo_out) as f:
         return f.readline().strip()
+
+
+def raw():
+    """A plain socket to the proxy and its handshake payload."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.settimeout(10)
+    hdr = s.recv(4)
+    n = hdr[0] | hdr[1] << 8 | hdr[2] << 16
+    greeting = b""
+    while len(greeting) < n:
+        greeting += s.recv(n - len(greeting))
+    return s, greeting
+
+
+def native(password, scramble):
+    s1 = hashlib.sha1(password.encode()).digest()
+    s2 = hashlib.sha1(s1).digest()
+    s3 = hashlib.sha1(scramble + s2).digest()
+    return bytes(a ^ b for a, b in zip(s1, s3))
+
+
+def raw_login(what):
+    """A raw socket logged in with mysql_native_password (no CLIENT_DEPRECATE_EOF)."""
+    s, g = raw()
+    rest = g[1:]
+    rest = rest[rest.index(b"\0") + 1:]
+    scramble = rest[4:12]
+    # part 2 of the scramble: 12 bytes + NUL after the 10 reserved bytes
+    part2_at = 1 + g[1:].index(b"\0") + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10
+    scramble += g[part2_at:part2_at + 12]
+    cl = 0x0200 | 0x8000 | 0x80000 | 0x2000 | 0x200000
+    resp = struct.pack("<IIB23x", cl, 1 << 24, 33) + USER.encode() + b"\0" + bytes([20]) + native(PASSWORD, scramble) + b"mysql_native_password\0"
+    s.sendall(struct.pack("<I", len(resp))[:3] + b"\x01" + resp)
+    ok = s.recv(1024)
+    if len(ok) < 5 or ok[4] != 0:
+        fail(f"{what}: raw login failed: {ok!r}")
+    return s
+
+
+def command(sql):
+    payload = b"\x03" + sql.encode()
+    return struct.pack("<I", len(payload))[:3] + b"\x00" + payload
 
 
 if mode == "carry":
@@ -153,16 +198,6 @@ elif mode == "bad":
     good = connect()
     gcur = good.cursor()
 
-    def raw():
-        s = socket.create_connection(("127.0.0.1", port))
-        s.settimeout(10)
-        hdr = s.recv(4)
-        n = hdr[0] | hdr[1] << 8 | hdr[2] << 16
-        greeting = b""
-        while len(greeting) < n:
-            greeting += s.recv(n - len(greeting))
-        return s, greeting
-
     def closed(s, limit=10):
         s.settimeout(limit)
         t0 = time.monotonic()
@@ -189,25 +224,7 @@ elif mode == "bad":
     results.append(("1GB-login", closed(s)))
 
     # Logged in properly, then a COM_QUERY declared as 1 GiB (64 full packets) that stops after 1 MiB.
-    def native(password, scramble):
-        s1 = hashlib.sha1(password.encode()).digest()
-        s2 = hashlib.sha1(s1).digest()
-        s3 = hashlib.sha1(scramble + s2).digest()
-        return bytes(a ^ b for a, b in zip(s1, s3))
-
-    s, g = raw()
-    rest = g[1:]
-    rest = rest[rest.index(b"\0") + 1:]
-    scramble = rest[4:12]
-    # part 2 of the scramble: 12 bytes + NUL after the 10 reserved bytes
-    part2_at = 1 + g[1:].index(b"\0") + 1 + 4 + 8 + 1 + 2 + 1 + 2 + 2 + 1 + 10
-    scramble += g[part2_at:part2_at + 12]
-    cl = 0x0200 | 0x8000 | 0x80000 | 0x2000 | 0x200000
-    resp = struct.pack("<IIB23x", cl, 1 << 24, 33) + USER.encode() + b"\0" + bytes([20]) + native(PASSWORD, scramble) + b"mysql_native_password\0"
-    s.sendall(struct.pack("<I", len(resp))[:3] + b"\x01" + resp)
-    ok = s.recv(1024)
-    if len(ok) < 5 or ok[4] != 0:
-        fail(f"bad: raw login failed: {ok!r}")
+    s = raw_login("bad")
     s.sendall(b"\xff\xff\xff\x00\x03SELECT '" + b"x" * (1 << 20))
     time.sleep(0.5)
     s.close()
@@ -239,5 +256,42 @@ elif mode == "bad":
     if one(gcur, "SELECT 1")[0] != 1:
         fail("bad: the good session broke")
     print("bad ok: " + ", ".join(f"{n} closed in {t:.1f}s" for n, t in results) + "; a session opened before still works")
+elif mode == "pipeline":
+    # BEGIN and a 16 MB answer, unread for a while: the proxy's output to this
+    # client fills (kernel buffers and its own bound). The next command comes
+    # then, inside the transaction; it must be relayed once the client reads.
+    s = raw_login("pipeline")
+    s.sendall(command("BEGIN") + command("SELECT REPEAT('x', 16000000)"))
+    time.sleep(1.5)
+    s.sendall(command("SELECT 'third'"))
+    t0 = time.monotonic()
+    buf, eofs, oks, third = b"", 0, 0, False
+    s.settimeout(1)
+    while time.monotonic() - t0 < 15 and not third:
+        try:
+            d = s.recv(1 << 20)
+        except socket.timeout:
+            continue
+        if not d:
+            fail("pipeline: the proxy closed the connection")
+        buf += d
+        while len(buf) >= 4:
+            n = buf[0] | buf[1] << 8 | buf[2] << 16
+            if len(buf) < 4 + n:
+                break
+            p, buf = buf[4:4 + n], buf[4 + n:]
+            if p[:1] == b"\xff":
+                fail(f"pipeline: error {p[3:]!r}")
+            if p[:1] == b"\x00" and eofs == 0:
+                oks += 1
+            if p[:1] == b"\xfe" and n < 9:
+                eofs += 1  # two per result set (no CLIENT_DEPRECATE_EOF)
+            if p.endswith(b"third") and eofs >= 3:
+                third = True
+    if not third:
+        fail(f"pipeline: no answer to the command sent behind the unread 16 MB within 15 s ({oks} OK, {eofs} EOF packets read)")
+    s.sendall(command("ROLLBACK"))
+    s.close()
+    print(f"pipeline ok: the command sent while the proxy held 16 MB for the client was answered {time.monotonic() - t0:.1f}s after it began reading")
 else:
     fail(f"unknown mode {mode}")
