@@ -1165,6 +1165,7 @@ Result<std::optional<Change>> TableTransform::Apply(const Change& change) const 
   out.pos = change.pos;
   out.commit_time_us = change.commit_time_us;
   out.check = change.check;
+  out.log_offset = change.log_offset;  // an apply worker's sink records it with the checkpoint
   if (change.kind == ChangeKind::kDelete) {
     out.old = KeyImage(change.old);
     if (filter_) out.check = ConflictCheck::kNone;  // the row may never have passed the filter

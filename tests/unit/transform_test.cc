@@ -132,8 +132,10 @@ TEST(TransformTest, ChangesFollowTheFilter) {
   auto t = Bound(FullSpec());
   auto src = Orders();
   Change ins = Make(ChangeKind::kInsert, src, 10, 1, Row("1", "1", "20", "cancelled"));
+  ins.log_offset = 42;  // read from Kafka by an apply worker
   auto a = t->Apply(ins);
   ASSERT_TRUE(a.ok() && a->has_value());
+  EXPECT_EQ((*a)->log_offset, 42) << "a fenced worker's sink records the batch's offset with its checkpoint";
   EXPECT_EQ((*a)->kind, ChangeKind::kDelete)
       << "an insert the filter refuses deletes its key: collapsing makes full-image updates inserts";
   EXPECT_EQ((*a)->check, ConflictCheck::kNone);
