@@ -17,7 +17,8 @@
 #
 # Migration 2: shop.accounts becomes shop_rev.`client accounts` through an
 # invertible transform (rename, exclude, int_to_text, a computed column).
-# After `switch writes --external`, AUTO_INCREMENT of the renamed table is
+# After `switch writes --external`, verify checks the transformed table with
+# the target the reference. AUTO_INCREMENT of the renamed table is
 # carried, and the target's inserts, updates and deletes reach the source
 # primary through the inverse (the excluded column keeps its value, or its
 # default for a new row).
@@ -257,5 +258,19 @@ row=$(sql_pri -e "SELECT CONCAT_WS('|', name, balance, note, \`key\`) FROM shop.
 [[ $(sql_pri -e "SELECT COUNT(*) FROM shop.accounts WHERE id = 4") == 0 ]] || fail "reverse: the target's delete not applied"
 log "reverse through the inverse transform: the source primary holds the target's rows (insert $new_id: $row)"
 [[ $(status_field conflicts.total) == 0 ]] || fail "apply conflicts: $(status_field conflicts)"
+# verify after the switch: the target is the reference, the primary's rows
+# transformed forward (label, computed and written 'x' on the target, is
+# not compared); a value changed on the primary behind midflight's back
+# (sql_log_bin = 0) is named by its key; --repair is refused.
+out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "verify after the switch failed"; }
+echo "$out" | sed 's/^/    /'
+[[ $out == *"verify: clean"* && $out != *"not verified"* ]] || fail "verify after the switch is not clean over the transformed table"
+sql_pri -e "SET sql_log_bin = 0; UPDATE shop.accounts SET name = 'planted' WHERE id = 5"
+out=$("$MF" verify "$SPEC" 2>&1) && { echo "$out"; fail "verify after the switch is clean with a planted value"; }
+echo "$out" | sed 's/^/    /'
+grep -q "(id)=(5): differs" <<<"$out" || fail "verify after the switch does not name the planted row"
+out=$("$MF" verify --repair "$SPEC" 2>&1) && fail "verify --repair after the switch ran: $out"
+[[ $out == *"repairs into the source are not built"* ]] || fail "unexpected --repair refusal: $out"
+log "after the switch: verify clean, then the planted value named; --repair refused"
 stop_mf
 log "ok"

@@ -31,9 +31,15 @@ Result<mysql::ReshapedVerified> Verify(Flow& flow, const mysql::ReshapedVerifyAr
       auto cast = CastTable(tr->source(), MyTableFacts{}, CastOptions{});
       if (cast.ok()) casts->emplace(tr->source().id, std::move(*cast));
     }
-  auto ref = MySqlCanonSide(a.reference_uri, "source (MariaDB)", casts);
-  auto other = MySqlCanonSide(a.other_uri, "target (MariaDB)");
+  // After the write switch the target is the reference, and the source's
+  // rows are transformed forward and hashed by the target (Reversed).
+  auto ref = a.reversed ? MySqlCanonSide(a.reference_uri, "target (MariaDB)")
+                        : MySqlCanonSide(a.reference_uri, "source (MariaDB)", casts);
+  auto other = a.reversed ? MySqlCanonSide(a.other_uri, "source (MariaDB)")
+                          : MySqlCanonSide(a.other_uri, "target (MariaDB)");
   std::vector<CanonTable> canon = CanonOf(a.transforms, a.target_db);
+  if (a.reversed)
+    for (auto& c : canon) c = Reversed(std::move(c), nullptr);
   // Resumed inside a transformed table: from there; else every one.
   ReplicationOps::VerifyRun from;
   from.on_progress = a.run.on_progress;
@@ -44,6 +50,12 @@ Result<mysql::ReshapedVerified> Verify(Flow& flow, const mysql::ReshapedVerifyAr
   mysql::ReshapedVerified out;
   for (const auto& t : v.report.tables)
     for (auto& line : CrossLines(t)) out.lines.push_back(std::move(line));
+  // After the switch the MySQL verifier lists the target's tables: each
+  // result goes under its table's target name.
+  if (a.reversed)
+    for (auto& t : v.report.tables)
+      for (const auto& tr : a.transforms)
+        if (tr->source().id == t.table) t.table = TableId{a.target_db, tr->target()->id.name};
   out.report = std::move(v.report);
   out.repairs = std::move(v.repairs);
   return out;

@@ -11,10 +11,10 @@
 //   compare  CompareMyTables (untransformed) + CrossCompare (transformed)
 //
 // `--repair` re-reads a differing key's source row and sends it through the
-// flow (its transform applies; a row the filter now drops is deleted). Not
-// through a transform: after the write switch (the target the reference,
-// the inverse would have to run), and tables with a BIT, SET, UUID or INET
-// column or a cast key (named as not verified).
+// flow (its transform applies; a row the filter now drops is deleted). After
+// the write switch the target is the reference and the source primary's rows
+// are transformed forward (cross::Reversed), without repair. Tables with a
+// BIT, SET, UUID or INET column or a cast key are named as not verified.
 #pragma once
 
 #include "engines/engine.h"

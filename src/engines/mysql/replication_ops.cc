@@ -91,13 +91,19 @@ class MyReplication final : public MyReplicationOps {
     for (const auto& [id, tr] : *s_.transforms)
       job.not_verified[forward ? id : TableId{s_.target_db, tr->target()->id.name}] =
           fmt::format("its rows are transformed on the way ({})", tr->where());
-    // Forward, they are verified through their transforms; after the write
-    // switch (the target the reference) they are not: no inverse is run here.
-    if (forward && s_.verify_reshaped && !s_.transforms->empty()) {
+    // They are verified through their transforms: forward, the source's
+    // rows transformed against the target's; after the write switch (the
+    // target the reference) the same, the source primary's rows transformed
+    // forward (cross::Reversed).
+    if (s_.verify_reshaped && !s_.transforms->empty()) {
+      if (!forward && repair)
+        return OperatorError("verify --repair after switch writes: the transformed tables' repairs into the source "
+                             "are not built; verify without --repair, then fix the rows named");
       ReshapedVerifyArgs args;
       args.reference_uri = job.reference_uri;
       args.other_uri = job.other_uri;
       args.target_db = s_.target_db;
+      args.reversed = !forward;
       for (const auto& [id, tr] : *s_.transforms) args.transforms.push_back(tr);
       args.repair = repair;
       args.rows_per_s = rows_per_s;  // before job takes it, below

@@ -102,6 +102,9 @@ struct ReshapedVerified {
 struct ReshapedVerifyArgs {
   std::string reference_uri, other_uri, target_db;
   std::vector<std::shared_ptr<const TableTransform>> transforms;
+  // After the write switch: the target is the reference, the source primary
+  // the other side (its rows transformed forward; no repair).
+  bool reversed = false;
   bool repair = false;
   std::function<int64_t()> rows_per_s;
   const std::atomic<bool>* stop = nullptr;
