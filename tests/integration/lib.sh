@@ -266,11 +266,20 @@ run_mf_crash_bg() {
 # with crash point rollback-external-caught-up, and `rollback --external`
 # sent: the process dies there, once the source is carried over and before
 # the phase is recorded, which stays writes_switched.
+# The restarted reverse flow first reads what the target wrote meanwhile:
+# the rollback's lag gate refuses ("behind the target") until it has, and is
+# asked again.
 crash_inside_rollback() {
   kill9_mf
   run_mf_crash_bg rollback-external-caught-up
   wait_phase writes_switched 120
-  if rollback_when_ready; then fail "the rollback finished past its crash point: $out"; fi
+  local i
+  for ((i = 0; i < 60; i++)); do
+    if rollback_when_ready; then fail "the rollback finished past its crash point: $out"; fi
+    [[ $out == *"behind the target"* ]] && kill -0 "$MF_PID" 2>/dev/null || break
+    sleep 1
+  done
+  kill -0 "$MF_PID" 2>/dev/null && log "rollback answered: $out"
   wait_killed rollback-external-caught-up
   [[ $(status_field phase) == writes_switched ]] || fail "phase is $(status_field phase) after the kill inside the rollback"
 }
