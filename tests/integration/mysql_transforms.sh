@@ -169,19 +169,27 @@ check_rows "rows entering and leaving the filter"
 [[ $(sql_dst -e "SELECT COUNT(*) FROM shop_new.\`line items\` WHERE line_id = $in_id") == 1 ]] || fail "row $in_id entered the filter but is not on the target"
 [[ $(status_field conflicts.total) == 0 ]] || fail "apply conflicts: $(status_field conflicts)"
 
+# verify_every_table_clean WHAT: verify is clean and leaves no table out.
+verify_every_table_clean() {
+  out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "$1: verify failed"; }
+  echo "$out" | sed 's/^/    /'
+  [[ $out == *"verify: clean"* && $out != *"not verified"* ]] || fail "$1: verify is not clean over every table"
+}
+# verify_names LINE WHAT: verify finds a difference and names it with LINE.
+verify_names() {
+  out=$("$MF" verify "$SPEC" 2>&1) && { echo "$out"; fail "$2: verify is clean with a planted value"; }
+  echo "$out" | sed 's/^/    /'
+  grep -q "$1" <<<"$out" || fail "$2: verify does not name $1"
+}
 # compare and verify check every table, the transformed one through its
 # transform (the source's rows transformed by midflight, hashed by the target).
 out=$("$MF" compare "$SPEC" 2>&1) || { echo "$out"; fail "compare failed or found differences"; }
 echo "$out" | sed 's/^/    /'
 for t in "order lines" sbtest1 sbtest2; do grep -qE "shop\.$t +.*equal" <<<"$out" || fail "compare: $t not equal"; done
-out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "verify failed"; }
-echo "$out" | sed 's/^/    /'
-[[ $out == *"verify: clean"* && $out != *"not verified"* ]] || fail "verify is not clean over every table"
+verify_every_table_clean "replicating"
 # A difference on the target's table is found, named by the target's key.
 sql_dst -e "SET sql_log_bin = 0; UPDATE shop_new.\`line items\` SET choice = 'tampered' WHERE line_id = $in_id"
-out=$("$MF" verify "$SPEC" 2>&1) && { echo "$out"; fail "verify is clean with a tampered row"; }
-echo "$out" | sed 's/^/    /'
-grep -q "shop.order lines (line_id)=($in_id): differs (columns choice)" <<<"$out" || fail "verify does not name the tampered row"
+verify_names "shop.order lines (line_id)=($in_id): differs (columns choice)" "replicating"
 # --repair sends the source's row through the flow, and its transform.
 out=$("$MF" verify --repair "$SPEC" 2>&1) || true
 echo "$out" | sed 's/^/    /'
@@ -262,13 +270,9 @@ log "reverse through the inverse transform: the source primary holds the target'
 # transformed forward (label, computed and written 'x' on the target, is
 # not compared); a value changed on the primary behind midflight's back
 # (sql_log_bin = 0) is named by its key; --repair is refused.
-out=$("$MF" verify "$SPEC" 2>&1) || { echo "$out"; fail "verify after the switch failed"; }
-echo "$out" | sed 's/^/    /'
-[[ $out == *"verify: clean"* && $out != *"not verified"* ]] || fail "verify after the switch is not clean over the transformed table"
+verify_every_table_clean "after the switch"
 sql_pri -e "SET sql_log_bin = 0; UPDATE shop.accounts SET name = 'planted' WHERE id = 5"
-out=$("$MF" verify "$SPEC" 2>&1) && { echo "$out"; fail "verify after the switch is clean with a planted value"; }
-echo "$out" | sed 's/^/    /'
-grep -q "(id)=(5): differs" <<<"$out" || fail "verify after the switch does not name the planted row"
+verify_names "(id)=(5): differs" "after the switch"
 out=$("$MF" verify --repair "$SPEC" 2>&1) && fail "verify --repair after the switch ran: $out"
 [[ $out == *"repairs into the source are not built"* ]] || fail "unexpected --repair refusal: $out"
 log "after the switch: verify clean, then the planted value named; --repair refused"
